@@ -1,0 +1,55 @@
+"""Shared test setup: pick the backend under test and keep torch to one thread.
+
+The backend comes from `--backend NAME`, else `$TOPGRAD_BACKEND`, else numpy.
+Every op test compares Topgrad with PyTorch at 1e-4 (float32).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+RTOL = ATOL = 1e-4
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--backend", default=None, help="topgrad backend under test (default: $TOPGRAD_BACKEND or numpy)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    name = config.getoption("--backend") or os.environ.get("TOPGRAD_BACKEND") or "numpy"
+    os.environ["TOPGRAD_BACKEND"] = name
+    if name == "triton":
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+    from hypothesis import settings
+
+    # The Triton interpreter runs kernels in numpy, one program at a time: fewer, smaller draws.
+    settings.register_profile("interpreter", max_examples=8, deadline=None)
+    settings.register_profile("default", max_examples=25, deadline=None)
+    settings.load_profile("interpreter" if name == "triton" else "default")
+
+
+@pytest.fixture(scope="session")
+def backend_name() -> str:
+    return os.environ["TOPGRAD_BACKEND"]
+
+
+@pytest.fixture(autouse=True)
+def _selected_backend(backend_name: str):
+    import topgrad
+
+    topgrad.set_backend(backend_name)
+    yield
+
+
+@pytest.fixture(scope="session")
+def interpreted(backend_name: str) -> bool:
+    """True where kernels run in an interpreter: tests choose smaller shapes, never fewer ops."""
+    return backend_name == "triton" and os.environ.get("TRITON_INTERPRET") == "1"

@@ -1,0 +1,95 @@
+"""What a backend is: a `Backend` object with an op table and a few array helpers.
+
+The helpers carry no autograd; Tensor constructors and optimizers use them. The
+optimizer updates have default implementations composed from the helpers, which a
+backend may replace with fused kernels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """A backend a plugin offers; `load` ("module:attribute" or a callable) runs only when selected."""
+
+    name: str
+    load: str | Callable[[], Backend]
+    description: str = ""
+
+
+class Backend:
+    """Base class of backends. Subclasses set `name` and `ops` and implement the helpers."""
+
+    name: str = ""
+    ops: Any = None
+
+    def __repr__(self) -> str:
+        return f"<topgrad backend {self.name!r}>"
+
+    # ---- array helpers (no autograd) --------------------------------------------
+    def asarray(self, obj: Any, dtype: str = "float32") -> Any:
+        raise NotImplementedError
+
+    def to_numpy(self, a: Any) -> Any:
+        raise NotImplementedError
+
+    def zeros(self, shape: tuple[int, ...]) -> Any:
+        return self.full(shape, 0.0)
+
+    def ones(self, shape: tuple[int, ...]) -> Any:
+        return self.full(shape, 1.0)
+
+    def full(self, shape: tuple[int, ...], value: float) -> Any:
+        raise NotImplementedError
+
+    def randn(self, shape: tuple[int, ...], seed: int | None = None) -> Any:
+        raise NotImplementedError
+
+    def add(self, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    def sub(self, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    def mul(self, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    def div(self, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    def sqrt(self, a: Any) -> Any:
+        raise NotImplementedError
+
+    # ---- optimizer updates: PyTorch's rules, composed from the helpers ----------
+    def sgd_update(
+        self, param: Any, grad: Any, buf: Any | None, *, lr: float, momentum: float,
+        dampening: float, weight_decay: float, nesterov: bool,
+    ) -> tuple[Any, Any | None]:
+        """One SGD step as `torch.optim.SGD` does it; returns (new param, new momentum buffer)."""
+        if weight_decay:
+            grad = self.add(grad, self.mul(param, weight_decay))
+        if momentum:
+            buf = grad if buf is None else self.add(self.mul(buf, momentum), self.mul(grad, 1.0 - dampening))
+            grad = self.add(grad, self.mul(buf, momentum)) if nesterov else buf
+        return self.sub(param, self.mul(grad, lr)), buf
+
+    def adam_update(
+        self, param: Any, grad: Any, m: Any, v: Any, *, step: int, lr: float, beta1: float,
+        beta2: float, eps: float, weight_decay: float, decoupled: bool,
+    ) -> tuple[Any, Any, Any]:
+        """One Adam (or AdamW when `decoupled`) step as torch.optim does it; returns (param, m, v)."""
+        if weight_decay and decoupled:
+            param = self.mul(param, 1.0 - lr * weight_decay)
+        elif weight_decay:
+            grad = self.add(grad, self.mul(param, weight_decay))
+        m = self.add(self.mul(m, beta1), self.mul(grad, 1.0 - beta1))
+        v = self.add(self.mul(v, beta2), self.mul(self.mul(grad, grad), 1.0 - beta2))
+        bias1 = 1.0 - beta1**step
+        bias2_sqrt = math.sqrt(1.0 - beta2**step)
+        denom = self.add(self.div(self.sqrt(v), bias2_sqrt), eps)
+        return self.sub(param, self.mul(self.div(m, denom), lr / bias1)), m, v

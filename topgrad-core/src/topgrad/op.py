@@ -1,0 +1,99 @@
+"""The Op protocol: one differentiable operation, its forward, its backward and what it saved.
+
+A backend implements each op of the table as a subclass of `Op`. `Op.apply` runs
+`forward` on raw backend arrays and, unless `no_grad` is active, links the result into
+the graph so that `Tensor.backward` can later call `backward` on this very instance.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+from topgrad import tensor as _tensor
+from topgrad.tensor import Tensor
+
+
+class Op:
+    """Base class of every operation; subclasses define `forward` and `backward`."""
+
+    parents: tuple[Any, ...] = ()
+    _intermediate: tuple[Any, ...] = ()
+    _released: bool = False
+    # Observers (profiler, tracer, anomaly detector) registered by topgrad's tools.
+    # Empty in normal runs, so `apply` and backward take their short path.
+    _observers: ClassVar[list[Any]] = []
+
+    def forward(self, *arrays: Any, **params: Any) -> Any:
+        """Compute the output array from raw backend arrays (or scalars)."""
+        raise NotImplementedError(f"{type(self).__name__}.forward is not implemented")
+
+    def backward(self, grad: Any) -> tuple[Any, ...]:
+        """Return one gradient per positional argument of `apply` (None where none is needed)."""
+        raise NotImplementedError(f"{type(self).__name__}.backward is not implemented")
+
+    def save_for_backward(self, *arrays: Any) -> None:
+        """Keep the arrays `backward` needs; the engine releases them after backward."""
+        if _tensor._grad_enabled:
+            self._intermediate = arrays
+
+    @property
+    def saved(self) -> tuple[Any, ...]:
+        """The arrays this op saved for backward (empty once backward has run)."""
+        return self._intermediate
+
+    @classmethod
+    def apply(cls, *args: Any, **params: Any) -> Tensor:
+        """Run the op on Tensors (or scalars/None) and return the output Tensor."""
+        if cls._observers:
+            return _apply_observed(cls, args, params)
+        op = cls()
+        out = op.forward(*[a.data if isinstance(a, Tensor) else a for a in args], **params)
+        if not _tensor._grad_enabled:
+            return Tensor._from_array(out, None)
+        op.parents = args
+        return Tensor._from_array(out, op)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} op>"
+
+
+def _apply_observed(cls: type[Op], args: tuple[Any, ...], params: dict[str, Any]) -> Tensor:
+    """The slow path of `apply`, taken only while an observer is registered."""
+    op = cls()
+    for obs in cls._observers:
+        obs.before_forward(op, args, params)
+    start = time.perf_counter()
+    out = op.forward(*[a.data if isinstance(a, Tensor) else a for a in args], **params)
+    seconds = time.perf_counter() - start
+    if _tensor._grad_enabled:
+        op.parents = args
+    result = Tensor._from_array(out, op if _tensor._grad_enabled else None)
+    for obs in cls._observers:
+        obs.after_forward(op, args, params, result, seconds)
+    return result
+
+
+def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
+    """Call `op.backward`, informing observers; used by the engine for every node."""
+    if op._released:
+        raise RuntimeError(
+            f"{type(op).__name__}: backward through this graph ran already and its saved "
+            "arrays were released; run the forward pass again before calling backward"
+        )
+    if not Op._observers:
+        grads = op.backward(grad)
+    else:
+        start = time.perf_counter()
+        grads = op.backward(grad)
+        seconds = time.perf_counter() - start
+        for obs in Op._observers:
+            obs.after_backward(op, grad, grads, seconds)
+    if not isinstance(grads, tuple):
+        grads = (grads,)
+    if len(grads) != len(op.parents):
+        raise RuntimeError(
+            f"{type(op).__name__}.backward returned {len(grads)} gradients for "
+            f"{len(op.parents)} positional arguments"
+        )
+    return grads

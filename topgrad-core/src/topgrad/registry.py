@@ -1,0 +1,272 @@
+"""Finding, loading and selecting backends: pluggy plugins under the ``topgrad`` entry point group.
+
+Entry points are imported one at a time, so a plugin that fails to import costs a
+warning naming it, never the other backends. Backends load lazily: listing them imports
+only the (cheap) plugin modules, and a backend's heavy imports run when it is selected.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+from importlib.metadata import entry_points
+from typing import Any
+
+import pluggy
+
+from topgrad import hookspecs
+from topgrad.backend import Backend, BackendSpec
+from topgrad.errors import (
+    BackendConflictError,
+    BackendNotFoundError,
+    BackendUnavailableError,
+    OpConflictError,
+)
+
+ENTRY_POINT_GROUP = "topgrad"
+_IN_PROCESS = "register_backend()"
+
+_manager: pluggy.PluginManager | None = None
+_in_process: dict[str, BackendSpec] = {}
+_loaded: dict[str, Backend] = {}
+_current: Backend | None = None
+
+
+class override:  # noqa: N801 - lower case: it reads as a marker, `topgrad.override(Op)`
+    """Marks an op given through `topgrad_ops` as a replacement for the backend's own."""
+
+    def __init__(self, op: type) -> None:
+        self.op = op
+
+    def __repr__(self) -> str:
+        return f"override({self.op.__name__})"
+
+
+class OpTable:
+    """A backend's op table after plugins are merged in: `table.Add`, `table.Conv2d`, ..."""
+
+    def __init__(self, backend_name: str, ops: dict[str, type]) -> None:
+        self._backend_name = backend_name
+        self.__dict__.update(ops)
+
+    def names(self) -> list[str]:
+        return sorted(k for k in self.__dict__ if not k.startswith("_"))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise NotImplementedError(
+            f"backend {self._backend_name!r} has no op {name!r}; it has: {', '.join(self.names())}. "
+            "Use a backend that implements it, or add it with a plugin's topgrad_ops hook."
+        )
+
+    def __repr__(self) -> str:
+        return f"OpTable({self._backend_name!r}: {', '.join(self.names())})"
+
+
+# ---- discovery ----------------------------------------------------------------------
+def plugin_manager() -> pluggy.PluginManager:
+    """The plugin manager, with every installed entry point of group ``topgrad`` registered."""
+    global _manager
+    if _manager is None:
+        manager = pluggy.PluginManager("topgrad")
+        manager.add_hookspecs(hookspecs)
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if manager.get_plugin(ep.name) is not None:
+                continue
+            try:
+                manager.register(ep.load(), name=ep.name)
+            except Exception as exc:  # a broken plugin must not break the others
+                warnings.warn(
+                    f"topgrad: plugin {ep.name!r} ({ep.value}) failed to import and is skipped: "
+                    f"{type(exc).__name__}: {exc}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        _manager = manager
+    return _manager
+
+
+def register_plugin(plugin: object, name: str | None = None) -> str:
+    """Register a plugin object in-process (a module or object with `topgrad.hookimpl` functions)."""
+    _forget_loaded()
+    registered = plugin_manager().register(plugin, name=name)
+    if registered is None:
+        raise ValueError(f"plugin {name or plugin!r} is already registered")
+    return registered
+
+
+def register_backend(spec: BackendSpec, replace: bool = False) -> None:
+    """Offer a backend in-process, without packaging (tests, notebooks)."""
+    if not replace and spec.name in _offers():
+        owners = ", ".join(owner for owner, _ in _offers()[spec.name])
+        raise BackendConflictError(
+            f"backend {spec.name!r} is already offered by {owners}; pass replace=True to replace it"
+        )
+    _in_process[spec.name] = spec
+    _loaded.pop(spec.name, None)
+
+
+def _offers() -> dict[str, list[tuple[str, BackendSpec]]]:
+    """Every backend name with the plugins (by name) that offer it."""
+    manager = plugin_manager()
+    offers: dict[str, list[tuple[str, BackendSpec]]] = {}
+    for impl in reversed(manager.hook.topgrad_backends.get_hookimpls()):
+        try:
+            specs = impl.function() or []
+        except Exception as exc:
+            warnings.warn(
+                f"topgrad: plugin {impl.plugin_name!r} failed in topgrad_backends() and is skipped: "
+                f"{type(exc).__name__}: {exc}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            continue
+        for spec in specs:
+            offers.setdefault(spec.name, []).append((impl.plugin_name, spec))
+    for name, spec in _in_process.items():
+        offers[name] = [(_IN_PROCESS, spec)]  # an explicit in-process registration wins
+    return offers
+
+
+def available_backends() -> dict[str, BackendSpec]:
+    """The installed backends by name, without loading (or importing) any of them."""
+    return {name: found[0][1] for name, found in _offers().items()}
+
+
+# ---- loading and selection -----------------------------------------------------------
+def load_backend(name: str) -> Backend:
+    """The loaded backend `name` (cached), with plugin ops merged into its table; not selected."""
+    if name in _loaded:
+        return _loaded[name]
+    offers = _offers()
+    if name not in offers:
+        raise BackendNotFoundError(
+            f"no backend named {name!r}; installed: {_describe(offers)}. "
+            f"To get it: pip install topgrad-{name}"
+        )
+    if len(offers[name]) > 1:
+        owners = " and ".join(repr(owner) for owner, _ in offers[name])
+        raise BackendConflictError(
+            f"backend {name!r} is offered by two plugins, {owners}; uninstall one of them"
+        )
+    owner, spec = offers[name][0]
+    backend = _instantiate(spec, owner)
+    backend.ops = _merged_ops(name, backend)
+    _loaded[name] = backend
+    return backend
+
+
+def _instantiate(spec: BackendSpec, owner: str) -> Backend:
+    try:
+        target: Any = spec.load
+        if isinstance(target, str):
+            module_name, _, attribute = target.partition(":")
+            target = getattr(importlib.import_module(module_name), attribute)
+        backend = target if isinstance(target, Backend) else target()
+    except BackendUnavailableError:
+        raise
+    except Exception as exc:
+        raise BackendUnavailableError(
+            f"backend {spec.name!r} (from plugin {owner!r}) is installed but failed to load: "
+            f"{type(exc).__name__}: {exc}. Reinstall it with: pip install --force-reinstall "
+            f"topgrad-{spec.name}"
+        ) from exc
+    if not isinstance(backend, Backend):
+        raise BackendUnavailableError(
+            f"backend {spec.name!r} (from plugin {owner!r}) loaded {backend!r}, which is not a "
+            "topgrad.Backend instance"
+        )
+    return backend
+
+
+def _merged_ops(name: str, backend: Backend) -> OpTable:
+    """The backend's own ops plus what plugins give through `topgrad_ops`; conflicts raise."""
+    from topgrad.op import Op
+
+    base = backend.ops
+    table: dict[str, type] = {}
+    for attr in dir(base) if base is not None else ():
+        value = getattr(base, attr, None)
+        if isinstance(value, type) and issubclass(value, Op) and value is not Op:
+            table[attr] = value
+    given: dict[str, str] = {}
+    overridden: dict[str, str] = {}
+    for impl in reversed(plugin_manager().hook.topgrad_ops.get_hookimpls()):
+        extra = impl.function(backend=name) or {}
+        for op_name, value in extra.items():
+            plugin = impl.plugin_name
+            if isinstance(value, override):
+                if op_name in overridden:
+                    raise OpConflictError(
+                        f"op {op_name!r} of backend {name!r} is overridden by two plugins, "
+                        f"{overridden[op_name]!r} and {plugin!r}; uninstall one of them"
+                    )
+                overridden[op_name] = plugin
+                table[op_name] = value.op
+                continue
+            if op_name in given:
+                raise OpConflictError(
+                    f"op {op_name!r} is given to backend {name!r} by two plugins, "
+                    f"{given[op_name]!r} and {plugin!r}; uninstall one of them"
+                )
+            if op_name in table and op_name not in overridden:
+                raise OpConflictError(
+                    f"plugin {plugin!r} gives op {op_name!r}, which backend {name!r} already has; "
+                    f"return topgrad.override({value.__name__}) to replace it"
+                )
+            given[op_name] = plugin
+            table[op_name] = value
+    return OpTable(name, table)
+
+
+def set_backend(name: str) -> Backend:
+    """Select the backend that new Tensors and ops use; returns it."""
+    global _current
+    _current = load_backend(name)
+    return _current
+
+
+def get_backend() -> Backend:
+    """The selected backend; on first use, `$TOPGRAD_BACKEND`, else numpy, else the only one."""
+    if _current is not None:
+        return _current
+    return set_backend(_default_name())
+
+
+def _default_name() -> str:
+    requested = os.environ.get("TOPGRAD_BACKEND")
+    if requested:
+        return requested
+    offers = _offers()
+    if "numpy" in offers:
+        return "numpy"
+    if len(offers) == 1:
+        return next(iter(offers))
+    if not offers:
+        raise BackendNotFoundError(
+            "no topgrad backend is installed; install one, for example: pip install topgrad-numpy"
+        )
+    raise BackendNotFoundError(
+        f"several backends are installed ({_describe(offers)}) and none is numpy: choose one with "
+        "topgrad.set_backend(NAME) or the environment variable TOPGRAD_BACKEND"
+    )
+
+
+def _describe(offers: dict[str, list[tuple[str, BackendSpec]]]) -> str:
+    return ", ".join(sorted(offers)) or "none"
+
+
+def _forget_loaded() -> None:
+    global _current
+    _loaded.clear()
+    _current = None
+
+
+def reset() -> None:
+    """Forget every plugin, registration and loaded backend (for tests)."""
+    global _manager
+    _forget_loaded()
+    _in_process.clear()
+    _manager = None

@@ -1,0 +1,252 @@
+"""Tensor: an array from the selected backend, the op that made it, and its gradient.
+
+Every Tensor method is a thin call of an op from the backend's op table (`op.py`
+defines the protocol). `backward` walks the graph once in reverse topological order,
+iteratively, so depth is bounded by memory rather than by Python's recursion limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from topgrad import registry
+
+if TYPE_CHECKING:
+    from topgrad.op import Op
+
+_grad_enabled = True
+
+
+@contextlib.contextmanager
+def no_grad() -> Iterator[None]:
+    """Run ops forward only: nothing is saved and no graph is built."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def _ops() -> Any:
+    return registry.get_backend().ops
+
+
+class Tensor:
+    """An n-dimensional float32 array that records the op which produced it."""
+
+    __slots__ = ("data", "grad", "_op", "__weakref__")
+    __array_priority__ = 1000  # so that `numpy_array * tensor` calls Tensor.__rmul__
+
+    def __init__(self, data: Any, dtype: str = "float32") -> None:
+        if isinstance(data, Tensor):
+            data = data.data
+        self.data = registry.get_backend().asarray(data, dtype=dtype)
+        self.grad: Any = None
+        self._op: Op | None = None
+
+    @classmethod
+    def _from_array(cls, array: Any, op: Op | None) -> Tensor:
+        """Wrap a backend array without converting it (the ops' fast path)."""
+        t = cls.__new__(cls)
+        t.data, t.grad, t._op = array, None, op
+        return t
+
+    # ---- constructors -------------------------------------------------------------
+    @classmethod
+    def zeros(cls, *shape: int) -> Tensor:
+        return cls._from_array(registry.get_backend().zeros(_shape(shape)), None)
+
+    @classmethod
+    def ones(cls, *shape: int) -> Tensor:
+        return cls._from_array(registry.get_backend().ones(_shape(shape)), None)
+
+    @classmethod
+    def randn(cls, *shape: int, seed: int | None = None) -> Tensor:
+        return cls._from_array(registry.get_backend().randn(_shape(shape), seed=seed), None)
+
+    @classmethod
+    def He(cls, *shape: int, seed: int | None = None) -> Tensor:
+        """He-normal init: std sqrt(2 / fan_in), fan_in = product of all but the last dim."""
+        shape = _shape(shape)
+        fan_in = math.prod(shape[:-1]) if len(shape) > 1 else shape[0]
+        b = registry.get_backend()
+        return cls._from_array(b.mul(b.randn(shape, seed=seed), math.sqrt(2.0 / fan_in)), None)
+
+    # ---- properties ---------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.data.shape)
+
+    @property
+    def dtype(self) -> Any:
+        return self.data.dtype
+
+    def numpy(self) -> Any:
+        """A numpy copy of the data."""
+        return registry.get_backend().to_numpy(self.data)
+
+    def item(self) -> float:
+        return float(self.numpy().reshape(-1)[0]) if self.size == 1 else _not_scalar(self)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.data.shape)
+
+    def __repr__(self) -> str:
+        made_by = f", op={type(self._op).__name__}" if self._op is not None else ""
+        return f"Tensor(shape={self.shape}{made_by})"
+
+    def __len__(self) -> int:
+        return self.data.shape[0]
+
+    # ---- arithmetic: each is one op of the table, or a composition of them --------
+    def __add__(self, other: Any) -> Tensor:
+        return _ops().Add.apply(self, other)
+
+    def __radd__(self, other: Any) -> Tensor:
+        return _ops().Add.apply(other, self)
+
+    def __mul__(self, other: Any) -> Tensor:
+        return _ops().Mul.apply(self, other)
+
+    def __rmul__(self, other: Any) -> Tensor:
+        return _ops().Mul.apply(other, self)
+
+    def __neg__(self) -> Tensor:
+        return self * -1.0
+
+    def __sub__(self, other: Any) -> Tensor:
+        return self + (-other)
+
+    def __rsub__(self, other: Any) -> Tensor:
+        return other + (-self)
+
+    def __truediv__(self, other: Any) -> Tensor:
+        if isinstance(other, Tensor):
+            raise TypeError(
+                "Tensor / Tensor is not an op of the table: divide by a Python number, "
+                "or multiply by a reciprocal you computed outside the graph"
+            )
+        return self * (1.0 / other)
+
+    def __matmul__(self, w: Tensor) -> Tensor:
+        return _ops().Linear.apply(self, w, None)
+
+    def sum(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+        return _ops().Sum.apply(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+        return _ops().Mean.apply(self, axis=axis, keepdims=keepdims)
+
+    def relu(self) -> Tensor:
+        return _ops().ReLU.apply(self)
+
+    def logsoftmax(self, axis: int = -1) -> Tensor:
+        return _ops().LogSoftmax.apply(self, axis=axis)
+
+    def linear(self, w: Tensor, b: Tensor | None = None) -> Tensor:
+        return _ops().Linear.apply(self, w, b)
+
+    def reshape(self, *shape: int) -> Tensor:
+        return _ops().Reshape.apply(self, shape=_shape(shape))
+
+    def flatten(self, start: int = 1) -> Tensor:
+        start = start % self.ndim if self.ndim else 0
+        return self.reshape(*self.shape[:start], -1)
+
+    def conv2d(self, w: Tensor, b: Tensor | None = None, stride: int = 1, padding: int = 0) -> Tensor:
+        return _ops().Conv2d.apply(self, w, b, stride=stride, padding=padding)
+
+    def batchnorm(
+        self,
+        gamma: Tensor,
+        beta: Tensor,
+        running_mean: Tensor | None = None,
+        running_var: Tensor | None = None,
+        training: bool = True,
+        momentum: float = 0.1,
+        eps: float = 1e-5,
+    ) -> Tensor:
+        return _ops().BatchNorm.apply(
+            self, gamma, beta, running_mean=running_mean, running_var=running_var,
+            training=training, momentum=momentum, eps=eps,
+        )
+
+    def layernorm(self, gamma: Tensor, beta: Tensor, eps: float = 1e-5) -> Tensor:
+        return _ops().LayerNorm.apply(self, gamma, beta, eps=eps)
+
+    # ---- autograd -----------------------------------------------------------------
+    def backward(self, grad: Any = None) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's `.grad`, seeded with `grad` (ones if None)."""
+        backend = registry.get_backend()
+        if grad is None:
+            grad = backend.ones(self.shape)
+        elif isinstance(grad, Tensor):
+            grad = grad.data
+        else:
+            grad = backend.asarray(grad)
+        if tuple(grad.shape) != self.shape:
+            raise ValueError(f"backward: grad of shape {tuple(grad.shape)} for a tensor of shape {self.shape}")
+        if self._op is None:
+            self.grad = grad if self.grad is None else backend.add(self.grad, grad)
+            return
+        from topgrad.op import run_backward
+
+        add = backend.add
+        grads: dict[int, Any] = {id(self): grad}
+        for node in reversed(_toposort(self)):
+            g = grads.pop(id(node), None)
+            op = node._op
+            if g is None:  # no gradient flows here (every consumer returned None)
+                continue
+            if op is None:  # a leaf: its gradient is complete, keep it
+                node.grad = g if node.grad is None else add(node.grad, g)
+                continue
+            for parent, pg in zip(op.parents, run_backward(op, g)):
+                if pg is None or not isinstance(parent, Tensor):
+                    continue
+                key = id(parent)
+                grads[key] = pg if key not in grads else add(grads[key], pg)
+            op._intermediate, op._released = (), True
+
+
+def _toposort(root: Tensor) -> list[Tensor]:
+    """Tensors reachable from root, each after all its parents (iterative DFS, no recursion)."""
+    order: list[Tensor] = []
+    seen: set[int] = {id(root)}
+    stack: list[tuple[Tensor, Iterator[Any]]] = [(root, iter(root._op.parents if root._op else ()))]
+    while stack:
+        node, parents = stack[-1]
+        for p in parents:
+            if isinstance(p, Tensor) and id(p) not in seen:
+                seen.add(id(p))
+                stack.append((p, iter(p._op.parents if p._op else ())))
+                break
+        else:
+            stack.pop()
+            order.append(node)
+    return order
+
+
+def _shape(shape: tuple[Any, ...]) -> tuple[int, ...]:
+    """Accept both `f(2, 3)` and `f((2, 3))`."""
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    return tuple(int(s) for s in shape)
+
+
+def _not_scalar(t: Tensor) -> float:
+    raise ValueError(f"item() needs a tensor with one element, got shape {t.shape}")
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False) -> Tensor:
+    """Single-head scaled dot-product attention, softmax(q kᵀ / √D) v, shapes (B, T, D)."""
+    return _ops().Attention.apply(q, k, v, causal=causal)
