@@ -1,0 +1,61 @@
+"""Project automation: `nox` runs lint, the test suite once per backend, and the wheel checks.
+
+Each session builds its own virtualenv from the local distributions. torch is a test-only
+dependency and is pinned here (`torch==2.13.0`) before anything else is installed, so that
+the packages' ranges (`torch>=2.4`) are already met and no resolver downloads another build.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "tests", "wheels"]
+nox.options.reuse_existing_virtualenvs = False
+
+TORCH = "torch==2.13.0"
+TEST_TOOLS = ["pytest>=7", "hypothesis>=6", "numpy>=1.24", "pluggy>=1.3", "tqdm"]
+# backend name -> what its session installs beyond core, numpy backend and examples
+BACKENDS = {
+    "numpy": [],
+    "triton": ["triton>=3.0", "./topgrad-triton"],
+}
+BACKEND_ENV = {"numpy": {}, "triton": {"TRITON_INTERPRET": "1"}}
+LOCAL = ["./topgrad-core", "./topgrad-numpy", "./topgrad-examples"]
+
+
+@nox.session
+@nox.parametrize("backend", list(BACKENDS))
+def tests(session: nox.Session, backend: str) -> None:
+    """The whole backend-agnostic suite against PyTorch, on one backend."""
+    session.install(TORCH)
+    session.install(*TEST_TOOLS)
+    extra = BACKENDS[backend]
+    session.install("--no-deps", *LOCAL, *[e for e in extra if e.startswith("./")])
+    remote = [e for e in extra if not e.startswith("./")]
+    if remote:
+        session.install(*remote)
+    env = {"TOPGRAD_BACKEND": backend, "OMP_NUM_THREADS": "1", **BACKEND_ENV[backend]}
+    session.run("pytest", "-q", "-p", "no:cacheprovider", f"--backend={backend}", *session.posargs, env=env)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff over every package, the tests and the scripts."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+
+
+@nox.session
+def wheels(session: nox.Session) -> None:
+    """Build the four wheels and install them in clean virtualenvs, in the combinations users use."""
+    session.install("build")
+    session.run("python", "scripts/check_wheels.py", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Side-by-side speed and memory of Topgrad-numpy and PyTorch eager on this CPU."""
+    session.install(TORCH)
+    session.install("numpy>=1.24", "pluggy>=1.3", "threadpoolctl", "tqdm")
+    session.install("--no-deps", *LOCAL)
+    session.run("python", "benchmarks/vs_torch.py", *session.posargs, env={"OMP_NUM_THREADS": "1"})
