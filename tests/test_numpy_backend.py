@@ -1,0 +1,230 @@
+"""Numpy-backend specifics: float32 everywhere, zero-copy asarray, cheap plugin, fused optimizers.
+
+The op-by-op comparison with PyTorch lives in test_ops.py; this file checks what only the
+numpy backend promises.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import topgrad
+
+pytestmark = pytest.mark.skipif(
+    "numpy" not in topgrad.available_backends(), reason="topgrad-numpy is not installed"
+)
+
+F32 = np.float32
+OP_NAMES = {
+    "Add", "Mul", "Sum", "Mean", "ReLU", "LogSoftmax", "Linear", "Reshape",
+    "Conv2d", "BatchNorm", "LayerNorm", "Attention",
+}
+
+
+@pytest.fixture
+def nb():
+    """The numpy backend, selected for the test and restored afterwards."""
+    previous = topgrad.get_backend().name
+    backend = topgrad.set_backend("numpy")
+    yield backend
+    topgrad.set_backend(previous)
+
+
+def _r(*shape: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed + len(shape)).standard_normal(shape).astype(F32)
+
+
+# ---- plugin and packaging ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import topgrad_numpy, topgrad_numpy.plugin",
+        "import topgrad; topgrad.available_backends()['numpy']",
+    ],
+)
+def test_plugin_is_cheap(code: str) -> None:
+    """Listing backends imports our plugin but not numpy (another plugin may; we check ours)."""
+    check = f"{code}; import sys; mods = sorted(m for m in sys.modules if m.startswith('topgrad_numpy'))"
+    check += "; print('numpy' in sys.modules, mods)"
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True).stdout
+    numpy_loaded, _, modules = out.strip().partition(" ")
+    assert "topgrad_numpy.backend" not in modules and "topgrad_numpy.ops" not in modules
+    if code.startswith("import topgrad_numpy"):
+        assert numpy_loaded == "False"
+
+
+def test_backend_has_every_op(nb) -> None:
+    from topgrad_numpy.backend import NumpyBackend
+
+    assert isinstance(nb, NumpyBackend) and nb.name == "numpy"
+    assert OP_NAMES <= set(nb.ops.names())
+    for name in OP_NAMES:
+        op = getattr(nb.ops, name)
+        assert issubclass(op, topgrad.Op) and op.__doc__, f"{name} needs a docstring saying what it saves"
+
+
+# ---- helpers ------------------------------------------------------------------------------
+def test_helpers_are_float32_ndarrays(nb) -> None:
+    a = np.arange(6, dtype=F32).reshape(2, 3) + 1
+    results = [
+        nb.zeros((2, 3)), nb.ones((2, 3)), nb.full((2, 3), 2.5), nb.randn((2, 3), seed=0),
+        nb.add(a, 1), nb.sub(2.0, a), nb.mul(a, np.float64(3.0)), nb.div(a, 7), nb.sqrt(a),
+        nb.add(1.0, 2.0), nb.mul(np.float64(2.0), 3), nb.sqrt(4.0), nb.div(a.astype(np.float64), 3.0),
+        nb.asarray([[1, 2], [3, 4]]), nb.asarray(3.0), nb.asarray(np.ones(3, dtype=np.float64)),
+    ]
+    for r in results:
+        assert type(r) is np.ndarray and r.dtype == F32
+
+
+def test_randn_is_seeded(nb) -> None:
+    np.testing.assert_array_equal(nb.randn((4, 5), seed=3), nb.randn((4, 5), seed=3))
+    assert not np.array_equal(nb.randn((4, 5), seed=3), nb.randn((4, 5), seed=4))
+
+
+def test_asarray_zero_copy_and_to_numpy_copy(nb) -> None:
+    a = np.ones((3, 4), dtype=F32)
+    assert nb.asarray(a) is a
+    assert topgrad.Tensor(a).data is a
+    c = nb.to_numpy(a)
+    assert c is not a and not np.shares_memory(c, a)
+
+
+def test_asarray_rejects_object_arrays(nb) -> None:
+    with pytest.raises(TypeError, match="object"):
+        nb.asarray(np.array([object(), object()], dtype=object))
+    with pytest.raises(TypeError, match="numpy backend"):
+        nb.asarray(["not", "numbers"])
+
+
+def test_asarray_takes_torch_tensors(nb) -> None:
+    torch = pytest.importorskip("torch")
+    t = torch.arange(4.0, requires_grad=True)
+    out = nb.asarray(t)
+    assert out.dtype == F32 and out.tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+# ---- no float64 anywhere in the ops -------------------------------------------------------
+def _cases():
+    T = topgrad.Tensor
+    rm, rv = T(np.zeros(3, F32)), T(np.ones(3, F32))
+    return {
+        "Add": (lambda a, b: a + b + 2, [_r(2, 1, 3), _r(4, 3)]),
+        "Mul": (lambda a, b: 0.5 * a * b * 3, [_r(2, 1, 3), _r(4, 3)]),
+        "Mul0d": (lambda a: a * a * 2.0, [np.array(1.5, F32)]),
+        "Sum": (lambda a: a.sum(axis=(0, -1)), [_r(2, 3, 4)]),
+        "Mean": (lambda a: a.mean(), [_r(2, 3, 4)]),
+        "ReLU": (lambda a: a.relu(), [_r(3, 4)]),
+        "LogSoftmax": (lambda a: a.logsoftmax(axis=-1), [_r(3, 4)]),
+        "Linear": (lambda x, w, b: x.linear(w, b), [_r(2, 3, 4), _r(4, 5), _r(5)]),
+        "Reshape": (lambda a: a.reshape(-1, 2), [_r(3, 4)]),
+        "Conv2d": (
+            lambda x, w, b: x.conv2d(w, b, stride=2, padding=1), [_r(2, 6, 6, 3), _r(3, 3, 3, 4), _r(4)]
+        ),
+        "BatchNorm": (lambda x, g, b: x.batchnorm(g, b, rm, rv), [_r(4, 2, 2, 3), _r(3), _r(3)]),
+        "BatchNormEval": (
+            lambda x, g, b: x.batchnorm(g, b, rm, rv, training=False), [_r(5, 3), _r(3), _r(3)]
+        ),
+        "LayerNorm": (lambda x, g, b: x.layernorm(g, b), [_r(2, 3, 5), _r(5), _r(5)]),
+        "Attention": (lambda q, k, v: topgrad.attention(q, k, v, causal=True), [_r(2, 4, 3)] * 3),
+    }, (rm, rv)
+
+
+@pytest.mark.parametrize("case", sorted(_cases()[0]))
+def test_no_float64_leaks(nb, case: str) -> None:
+    cases, stats = _cases()
+    fn, arrays = cases[case]
+    inputs = [topgrad.Tensor(a.copy()) for a in arrays]
+    out = fn(*inputs)
+    assert type(out.data) is np.ndarray and out.dtype == F32, f"{case} forward gave {out.dtype}"
+    out.backward()
+    for t in inputs:
+        assert type(t.grad) is np.ndarray and t.grad.dtype == F32 and t.grad.shape == t.shape
+    for s in stats:
+        assert s.dtype == F32
+
+
+def test_full_reduction_is_a_0d_array(nb) -> None:
+    t = topgrad.Tensor(_r(3, 4))
+    for out in (t.sum(), t.mean(), t.sum() * 2.0 + 1.0):
+        assert type(out.data) is np.ndarray and out.shape == () and out.dtype == F32
+
+
+# ---- convolution internals ----------------------------------------------------------------
+def test_conv_never_uses_add_at(nb) -> None:
+    """col2im is kh*kw strided slice additions; `np.add.at` would be far slower."""
+    from topgrad_numpy.ops import conv
+
+    assert not re.search(r"\.at\(", inspect.getsource(conv))
+    called: list[str] = []
+
+    def spy(frame, event, arg):  # c_call events name every builtin called from Python
+        if event == "c_call" and getattr(arg, "__name__", "") == "at":
+            called.append(repr(arg))
+
+    x, w = topgrad.Tensor(_r(2, 7, 7, 3)), topgrad.Tensor(_r(3, 3, 3, 4))
+    sys.setprofile(spy)
+    try:
+        x.conv2d(w, stride=2, padding=1).sum().backward()
+    finally:
+        sys.setprofile(None)
+    assert not called and x.grad.shape == x.shape
+
+
+def test_im2col_matches_a_naive_loop() -> None:
+    from topgrad_numpy.ops.conv import im2col
+
+    xp = _r(2, 6, 5, 3)
+    cols = im2col(xp, 3, 2, 2, 1)
+    Ho, Wo = (6 - 3) // 2 + 1, (5 - 2) // 1 + 1
+    naive = np.stack([
+        xp[b, i * 2 : i * 2 + 3, j : j + 2, :].reshape(-1)
+        for b in range(2) for i in range(Ho) for j in range(Wo)
+    ])
+    np.testing.assert_array_equal(cols, naive)
+
+
+# ---- fused optimizer updates ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kind, kwargs",
+    [
+        ("sgd", dict(lr=0.1, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False)),
+        ("sgd", dict(lr=0.1, momentum=0.9, dampening=0.2, weight_decay=0.01, nesterov=False)),
+        ("sgd", dict(lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.01, nesterov=True)),
+        ("adam", dict(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, decoupled=False)),
+        ("adam", dict(lr=0.01, beta1=0.8, beta2=0.99, eps=1e-8, weight_decay=0.1, decoupled=False)),
+        ("adam", dict(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.1, decoupled=True)),
+    ],
+)
+def test_fused_updates_match_the_reference_and_keep_grad(nb, kind: str, kwargs: dict) -> None:
+    """The in-place updates equal core's helper-composed defaults and never write into grad."""
+    ref = topgrad.Backend
+    p_fast, p_ref = _r(4, 3), _r(4, 3)
+    state_fast: tuple = (None,) if kind == "sgd" else (np.zeros((4, 3), F32), np.zeros((4, 3), F32))
+    state_ref = state_fast if kind == "sgd" else tuple(s.copy() for s in state_fast)
+    for step in range(1, 4):
+        grad = _r(4, 3, seed=step)
+        kept = grad.copy()
+        if kind == "sgd":
+            p_fast, *state_fast = nb.sgd_update(p_fast, grad, *state_fast, **kwargs)
+            p_ref, *state_ref = ref.sgd_update(nb, p_ref, grad, *state_ref, **kwargs)
+        else:
+            p_fast, *state_fast = nb.adam_update(p_fast, grad, *state_fast, step=step, **kwargs)
+            p_ref, *state_ref = ref.adam_update(nb, p_ref, grad, *state_ref, step=step, **kwargs)
+        np.testing.assert_array_equal(grad, kept)
+        assert p_fast.dtype == F32
+        np.testing.assert_allclose(p_fast, p_ref, rtol=1e-6, atol=1e-6)
+        if kind == "sgd" and kwargs["momentum"]:
+            assert not np.shares_memory(state_fast[0], grad)
+
+
+def test_update_of_a_read_only_param_copies(nb) -> None:
+    p = _r(3)
+    p.flags.writeable = False
+    new, _ = nb.sgd_update(p, np.ones(3, F32), None, lr=0.5, momentum=0.0, dampening=0.0,
+                           weight_decay=0.0, nesterov=False)
+    np.testing.assert_allclose(new, p - 0.5)

@@ -1,0 +1,136 @@
+"""The numpy backend object: float32 array helpers and in-place optimizer updates."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import topgrad
+
+from topgrad_numpy import ops as _ops
+
+F32 = np.dtype(np.float32)
+
+
+def _f32(x: Any) -> np.ndarray:
+    """A float32 ndarray (0-d for scalars): helper results never silently become float64."""
+    return x if type(x) is np.ndarray and x.dtype == F32 else np.asarray(x, dtype=F32)
+
+
+def _owned(a: Any) -> np.ndarray:
+    """`a` itself when it can be updated in place (writable float32 ndarray), else a fresh copy."""
+    if type(a) is np.ndarray and a.dtype == F32 and a.flags.writeable:
+        return a
+    return np.array(a, dtype=F32)
+
+
+class NumpyBackend(topgrad.Backend):
+    """CPU backend: arrays are float32 `numpy.ndarray`s, ops live in `topgrad_numpy.ops`."""
+
+    name = "numpy"
+    ops = _ops
+
+    # ---- array helpers --------------------------------------------------------------
+    def asarray(self, obj: Any, dtype: Any = "float32") -> np.ndarray:
+        """`obj` as an ndarray of `dtype`; no copy for an ndarray that already has it."""
+        dt = np.dtype(dtype)
+        if type(obj) is np.ndarray and obj.dtype == dt:
+            return obj
+        if isinstance(obj, topgrad.Tensor):
+            obj = obj.data
+        elif hasattr(obj, "detach") and hasattr(obj, "cpu"):  # a torch tensor, without importing torch
+            obj = obj.detach().cpu()
+        if dt.kind == "O" or getattr(getattr(obj, "dtype", None), "kind", None) == "O":
+            raise TypeError("numpy backend: object arrays are not supported; give numbers")
+        try:
+            return np.asarray(obj, dtype=dt)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"numpy backend: cannot make a {dt} array from {type(obj).__name__}: {exc}"
+            ) from None
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        return np.array(a, copy=True)
+
+    def zeros(self, shape: tuple[int, ...]) -> np.ndarray:
+        return np.zeros(shape, dtype=F32)
+
+    def ones(self, shape: tuple[int, ...]) -> np.ndarray:
+        return np.ones(shape, dtype=F32)
+
+    def full(self, shape: tuple[int, ...], value: float) -> np.ndarray:
+        return np.full(shape, value, dtype=F32)
+
+    def randn(self, shape: tuple[int, ...], seed: int | None = None) -> np.ndarray:
+        return np.random.default_rng(seed).standard_normal(shape, dtype=F32)
+
+    def add(self, a: Any, b: Any) -> np.ndarray:
+        return _f32(np.add(a, b))
+
+    def sub(self, a: Any, b: Any) -> np.ndarray:
+        return _f32(np.subtract(a, b))
+
+    def mul(self, a: Any, b: Any) -> np.ndarray:
+        return _f32(np.multiply(a, b))
+
+    def div(self, a: Any, b: Any) -> np.ndarray:
+        return _f32(np.divide(a, b))
+
+    def sqrt(self, a: Any) -> np.ndarray:
+        return _f32(np.sqrt(a))
+
+    # ---- optimizer updates: torch.optim's rules, param and state updated in place --------
+    def sgd_update(
+        self, param: Any, grad: Any, buf: Any | None, *, lr: float, momentum: float,
+        dampening: float, weight_decay: float, nesterov: bool,
+    ) -> tuple[Any, Any | None]:
+        """One `torch.optim.SGD` step; writes into param and buf, never into grad."""
+        param = _owned(param)
+        g = grad
+        if weight_decay:
+            g = param * weight_decay
+            g += grad
+        if momentum:
+            if buf is None:
+                buf = np.array(g, dtype=F32)  # torch clones the first gradient
+            else:
+                buf = _owned(buf)
+                buf *= momentum
+                buf += g if not dampening else g * (1.0 - dampening)
+            if nesterov:
+                ahead = buf * momentum
+                ahead += g
+                g = ahead
+            else:
+                g = buf
+        step = g * lr
+        param -= step
+        return param, buf
+
+    def adam_update(
+        self, param: Any, grad: Any, m: Any, v: Any, *, step: int, lr: float, beta1: float,
+        beta2: float, eps: float, weight_decay: float, decoupled: bool,
+    ) -> tuple[Any, Any, Any]:
+        """One Adam / AdamW step as torch.optim; writes into param, m and v, never into grad."""
+        param, m, v = _owned(param), _owned(m), _owned(v)
+        g = grad
+        if weight_decay and decoupled:
+            param *= 1.0 - lr * weight_decay
+        elif weight_decay:
+            g = param * weight_decay
+            g += grad
+        tmp = np.subtract(g, m)
+        tmp *= 1.0 - beta1
+        m += tmp  # m.lerp_(g, 1 - beta1)
+        v *= beta2
+        np.multiply(g, g, out=tmp)
+        tmp *= 1.0 - beta2
+        v += tmp
+        np.sqrt(v, out=tmp)
+        tmp *= 1.0 / math.sqrt(1.0 - beta2**step)
+        tmp += eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= lr / (1.0 - beta1**step)
+        param -= tmp
+        return param, m, v

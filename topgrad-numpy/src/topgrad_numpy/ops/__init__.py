@@ -1,0 +1,25 @@
+"""The numpy backend's op table: one small module per op family, every op a `topgrad.Op`."""
+
+from topgrad_numpy.ops.activation import LogSoftmax, ReLU
+from topgrad_numpy.ops.attention import Attention
+from topgrad_numpy.ops.conv import Conv2d
+from topgrad_numpy.ops.elementwise import Add, Mul
+from topgrad_numpy.ops.linear import Linear
+from topgrad_numpy.ops.norm import BatchNorm, LayerNorm
+from topgrad_numpy.ops.reduce import Mean, Sum
+from topgrad_numpy.ops.shape import Reshape
+
+__all__ = [
+    "Add",
+    "Attention",
+    "BatchNorm",
+    "Conv2d",
+    "LayerNorm",
+    "Linear",
+    "LogSoftmax",
+    "Mean",
+    "Mul",
+    "ReLU",
+    "Reshape",
+    "Sum",
+]

@@ -1,0 +1,40 @@
+"""Pointwise activations and normalized exponentials: ReLU and LogSoftmax."""
+
+from __future__ import annotations
+
+import numpy as np
+from topgrad import Op
+
+from topgrad_numpy.ops._util import arr, axes
+
+
+class ReLU(Op):
+    """max(x, 0), gradient 0 at 0; saves its output (usually kept by the next op anyway)."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        out = arr(np.maximum(x, 0.0))
+        self.save_for_backward(out)
+        return out
+
+    def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
+        (out,) = self._intermediate
+        return (arr(np.multiply(grad, out > 0.0)),)
+
+
+class LogSoftmax(Op):
+    """x - logsumexp(x) along `axis`, shifted by the max for stability; saves its output."""
+
+    def forward(self, x: np.ndarray, axis: int = -1) -> np.ndarray:
+        (self.axis,) = axes("LogSoftmax", axis, x.ndim)
+        out = x - x.max(axis=self.axis, keepdims=True)
+        lse = np.exp(out).sum(axis=self.axis, keepdims=True)
+        out -= np.log(lse, out=lse)
+        self.save_for_backward(out)
+        return out
+
+    def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
+        (out,) = self._intermediate
+        gx = np.exp(out)
+        gx *= -grad.sum(axis=self.axis, keepdims=True)
+        gx += grad
+        return (gx,)

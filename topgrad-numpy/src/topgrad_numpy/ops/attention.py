@@ -1,0 +1,53 @@
+"""Single-head scaled dot-product attention, softmax(q kᵀ / √D) v, on batched BLAS GEMMs."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from topgrad import Op
+
+
+def _check(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> None:
+    if q.ndim != 3 or k.ndim != 3 or v.ndim != 3:
+        raise ValueError(
+            f"Attention: q, k and v must be 3-d (B, T, D); got q {q.shape}, k {k.shape}, v {v.shape}"
+        )
+    if k.shape[0] != q.shape[0] or k.shape[2] != q.shape[2] or v.shape[:2] != k.shape[:2]:
+        raise ValueError(
+            f"Attention: q (B, T, D), k (B, S, D) and v (B, S, Dv) do not match: "
+            f"q {q.shape}, k {k.shape}, v {v.shape}"
+        )
+
+
+class Attention(Op):
+    """softmax(q kᵀ/√D [+ causal mask]) v; saves q, k, v, its output and the probabilities
+    (B*T*S floats, the only extra memory)."""
+
+    def forward(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool = False) -> np.ndarray:
+        _check(q, k, v)
+        T, S = q.shape[1], k.shape[1]
+        self.scale = scale = 1.0 / math.sqrt(q.shape[2]) if q.shape[2] else 1.0
+        p = np.matmul(q, k.transpose(0, 2, 1))
+        p *= scale
+        if causal:  # top-left aligned, as torch's is_causal: query i sees keys j <= i
+            p[:, np.triu(np.ones((T, S), dtype=bool), k=1)] = -np.inf
+        p -= p.max(axis=-1, keepdims=True)
+        np.exp(p, out=p)
+        p /= p.sum(axis=-1, keepdims=True)
+        out = np.matmul(p, v)
+        self.save_for_backward(q, k, v, p, out)
+        return out
+
+    def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:
+        q, k, v, p, out = self._intermediate
+        gv = np.matmul(p.transpose(0, 2, 1), grad)
+        gs = np.matmul(grad, v.transpose(0, 2, 1))
+        # d softmax: p * (gp - sum_j gp_j p_j), and sum_j gp_j p_j = grad · out row by row.
+        gs -= np.einsum("btd,btd->bt", grad, out)[..., None]
+        gs *= p
+        gs *= self.scale
+        gq = np.matmul(gs, k)
+        gk = np.matmul(gs.transpose(0, 2, 1), q)
+        return gq, gk, gv

@@ -1,0 +1,53 @@
+"""Broadcasting arithmetic: Add and Mul (subtraction, negation and division compose them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from topgrad import Op
+
+from topgrad_numpy.ops._util import arr, operand, shape_of, unbroadcast
+
+
+def _shape_error(op: str, a: Any, b: Any) -> ValueError:
+    return ValueError(f"{op}: shapes {shape_of(a)} and {shape_of(b)} cannot be broadcast together")
+
+
+class Add(Op):
+    """a + b with broadcasting; saves only the two shapes (no arrays)."""
+
+    def forward(self, a: Any, b: Any) -> np.ndarray:
+        a, b = operand(a), operand(b)
+        try:
+            out = np.add(a, b)
+        except ValueError:
+            raise _shape_error("Add", a, b) from None
+        self.shapes = (None if type(a) is float else a.shape, None if type(b) is float else b.shape)
+        return arr(out)
+
+    def backward(self, grad: np.ndarray) -> tuple[Any, Any]:
+        sa, sb = self.shapes
+        return (
+            None if sa is None else unbroadcast(grad, sa),
+            None if sb is None else unbroadcast(grad, sb),
+        )
+
+
+class Mul(Op):
+    """a * b with broadcasting; saves both operands (references, no copies)."""
+
+    def forward(self, a: Any, b: Any) -> np.ndarray:
+        a, b = operand(a), operand(b)
+        try:
+            out = np.multiply(a, b)
+        except ValueError:
+            raise _shape_error("Mul", a, b) from None
+        self.save_for_backward(a, b)
+        return arr(out)
+
+    def backward(self, grad: np.ndarray) -> tuple[Any, Any]:
+        a, b = self._intermediate
+        ga = None if type(a) is float else unbroadcast(arr(grad * b), a.shape)
+        gb = None if type(b) is float else unbroadcast(arr(grad * a), b.shape)
+        return ga, gb

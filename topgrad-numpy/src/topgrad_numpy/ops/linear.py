@@ -1,0 +1,47 @@
+"""Affine maps: Linear, x (..., D) @ w (D, M) + b (M,), one BLAS GEMM each way."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from topgrad import Op
+
+
+def _check(x: np.ndarray, w: np.ndarray, b: Any) -> None:
+    if x.ndim < 1 or w.ndim != 2 or x.shape[-1] != w.shape[0]:
+        raise ValueError(
+            f"Linear: x of shape {x.shape} needs w of shape ({x.shape[-1] if x.ndim else '?'}, M), "
+            f"got w of shape {w.shape}"
+        )
+    if b is not None and b.shape != (w.shape[1],):
+        raise ValueError(
+            f"Linear: bias must have shape ({w.shape[1]},) for w of shape {w.shape}, got {b.shape}"
+        )
+
+
+class Linear(Op):
+    """x @ w + b; saves x and w (references: no extra memory)."""
+
+    def forward(self, x: np.ndarray, w: np.ndarray, b: Any = None) -> np.ndarray:
+        if x.ndim == 2 and w.ndim == 2 and x.shape[1] == w.shape[0]:
+            out = x @ w
+            if b is not None and b.shape != (w.shape[1],):
+                _check(x, w, b)
+        else:
+            _check(x, w, b)
+            out = (x.reshape(-1, w.shape[0]) @ w).reshape(*x.shape[:-1], w.shape[1])
+        if b is not None:
+            out += b
+        self.save_for_backward(x, w)
+        self.has_bias = b is not None
+        return out
+
+    def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:
+        x, w = self._intermediate
+        g2 = grad.reshape(-1, w.shape[1])
+        x2 = x.reshape(-1, w.shape[0])
+        gx = (g2 @ w.T).reshape(x.shape)
+        gw = x2.T @ g2
+        gb = g2.sum(axis=0) if self.has_bias else None
+        return gx, gw, gb
