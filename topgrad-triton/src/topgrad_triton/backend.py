@@ -1,0 +1,133 @@
+"""`TritonBackend`: torch tensors for storage, Triton kernels for every helper and op.
+
+Constructing the backend checks that kernels can run (a CUDA GPU, or Triton's interpreter
+under ``TRITON_INTERPRET=1``) and raises `topgrad.BackendUnavailableError` otherwise; torch
+and triton are imported only then. Every helper runs under the compute guard.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import topgrad
+
+from topgrad_triton import runtime
+
+
+def _guarded_helper(fn: Callable[..., Any]) -> Callable[..., Any]:
+    label = f"TritonBackend.{fn.__name__}"
+
+    @functools.wraps(fn)
+    def inner(*args: Any, **kwargs: Any) -> Any:
+        from topgrad_triton.guard import guarded
+
+        with guarded(label):
+            return fn(*args, **kwargs)
+
+    return inner
+
+
+class TritonBackend(topgrad.Backend):
+    """Topgrad backend whose ops, helpers and optimizer updates are Triton kernels."""
+
+    name = "triton"
+
+    def __init__(self) -> None:
+        runtime.check_available()
+        import torch
+
+        from topgrad_triton import ops
+        from topgrad_triton.kernels import elementwise, fill, optim
+
+        self._torch = torch
+        self._ew, self._fill, self._optim = elementwise, fill, optim
+        self.ops = ops.table()
+        self.device = torch.device(runtime.device())
+
+    def __repr__(self) -> str:
+        where = "Triton interpreter on CPU" if runtime.interpreting() else "CUDA"
+        return f"<topgrad backend 'triton' ({where})>"
+
+    # ---- conversion ---------------------------------------------------------------
+    @_guarded_helper
+    def asarray(self, obj: Any, dtype: str = "float32") -> Any:
+        """A torch tensor on the backend's device; a dtype change runs in the copy kernel."""
+        torch = self._torch
+        want = getattr(torch, str(dtype))
+        if not isinstance(obj, torch.Tensor):
+            import numpy as np
+
+            arr = np.array(obj, dtype=np.dtype(str(dtype)) if want.is_floating_point else None, copy=True)
+            obj = torch.from_numpy(arr)  # np.array(copy=True) is C-contiguous
+        if obj.device != self.device:
+            obj = obj.to(self.device)
+        if obj.dtype != want:
+            out = torch.empty(tuple(obj.shape), dtype=want, device=self.device)
+            obj = self._ew.elementwise(self._ew.COPY, obj, name="asarray", out=out)
+        return obj
+
+    @_guarded_helper
+    def to_numpy(self, a: Any) -> Any:
+        """A numpy copy of the array."""
+        import numpy as np
+
+        if not isinstance(a, self._torch.Tensor):
+            return np.asarray(a, dtype=np.float32)
+        return np.array(a.detach().cpu().numpy(), copy=True)
+
+    # ---- constructors -------------------------------------------------------------
+    @_guarded_helper
+    def full(self, shape: tuple[int, ...], value: float) -> Any:
+        return self._fill.full(tuple(shape), value)
+
+    @_guarded_helper
+    def randn(self, shape: tuple[int, ...], seed: int | None = None) -> Any:
+        return self._fill.randn(tuple(shape), seed)
+
+    # ---- arithmetic (broadcasting; Python numbers accepted on either side) --------
+    @_guarded_helper
+    def add(self, a: Any, b: Any) -> Any:
+        return self._ew.elementwise(self._ew.ADD, a, b, name="add")
+
+    @_guarded_helper
+    def sub(self, a: Any, b: Any) -> Any:
+        return self._ew.elementwise(self._ew.SUB, a, b, name="sub")
+
+    @_guarded_helper
+    def mul(self, a: Any, b: Any) -> Any:
+        return self._ew.elementwise(self._ew.MUL, a, b, name="mul")
+
+    @_guarded_helper
+    def div(self, a: Any, b: Any) -> Any:
+        return self._ew.elementwise(self._ew.DIV, a, b, name="div")
+
+    @_guarded_helper
+    def sqrt(self, a: Any) -> Any:
+        return self._ew.elementwise(self._ew.SQRT, a, name="sqrt")
+
+    # ---- fused optimizer updates --------------------------------------------------
+    @_guarded_helper
+    def sgd_update(
+        self, param: Any, grad: Any, buf: Any | None, *, lr: float, momentum: float,
+        dampening: float, weight_decay: float, nesterov: bool,
+    ) -> tuple[Any, Any | None]:
+        """One SGD step as torch.optim.SGD does it, in one kernel; returns (param, momentum buffer)."""
+        c = self._ew.contiguous
+        return self._optim.sgd(
+            c(param), c(grad), c(buf) if buf is not None else None, lr=lr, momentum=momentum,
+            dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+        )
+
+    @_guarded_helper
+    def adam_update(
+        self, param: Any, grad: Any, m: Any, v: Any, *, step: int, lr: float, beta1: float,
+        beta2: float, eps: float, weight_decay: float, decoupled: bool,
+    ) -> tuple[Any, Any, Any]:
+        """One Adam / AdamW step as torch.optim does it, in one kernel; returns (param, m, v)."""
+        c = self._ew.contiguous
+        return self._optim.adam(
+            c(param), c(grad), c(m), c(v), step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+            weight_decay=weight_decay, decoupled=decoupled,
+        )

@@ -1,0 +1,146 @@
+"""Elementwise kernels: binary ops with broadcasting, unary ops and the strided copy.
+
+One kernel serves them all: the output is contiguous, and each operand is a Python
+scalar, a contiguous array of the output's shape, or any strided view (broadcast dims
+have stride 0) read through up to six collapsed dims. `contiguous` is the strided copy
+every op uses when a view must become dense.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+
+from topgrad_triton import runtime
+from topgrad_triton.shapes import broadcast_shape, broadcast_strides, collapse
+
+ADD, SUB, MUL, DIV, COPY, SQRT, RELU, RELU_GRAD = range(8)
+MAX_DIMS = 6
+SCALAR, CONTIGUOUS, STRIDED = 0, 1, 2
+
+
+@triton.jit
+def _operand(ptr, val, offs, mask, s1, s2, s3, s4, s5, st0, st1, st2, st3, st4, st5,
+             MODE: tl.constexpr, BLOCK: tl.constexpr):
+    """The operand's values at the output's flat offsets `offs` (scalar, contiguous or strided)."""
+    if MODE == 0:
+        x = tl.zeros([BLOCK], tl.float32) + val
+    elif MODE == 1:
+        x = tl.load(ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    else:
+        r = offs
+        i5 = r % s5
+        r = r // s5
+        i4 = r % s4
+        r = r // s4
+        i3 = r % s3
+        r = r // s3
+        i2 = r % s2
+        r = r // s2
+        i1 = r % s1
+        i0 = r // s1
+        off = i0 * st0 + i1 * st1 + i2 * st2 + i3 * st3 + i4 * st4 + i5 * st5
+        x = tl.load(ptr + off, mask=mask, other=0.0).to(tl.float32)
+    return x
+
+
+@triton.jit
+def _elementwise_kernel(
+    out_ptr, a_ptr, b_ptr, a_val, b_val, n,
+    s1, s2, s3, s4, s5,
+    sa0, sa1, sa2, sa3, sa4, sa5,
+    sb0, sb1, sb2, sb3, sb4, sb5,
+    OP: tl.constexpr, A_MODE: tl.constexpr, B_MODE: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """One program writes BLOCK consecutive elements of the contiguous output: out[i] = OP(a[i], b[i]).
+
+    Unary ops pass b as the scalar 0 (B_MODE 0), which costs no load.
+    """
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    a = _operand(a_ptr, a_val, offs, mask, s1, s2, s3, s4, s5, sa0, sa1, sa2, sa3, sa4, sa5, A_MODE, BLOCK)
+    b = _operand(b_ptr, b_val, offs, mask, s1, s2, s3, s4, s5, sb0, sb1, sb2, sb3, sb4, sb5, B_MODE, BLOCK)
+    if OP == 0:
+        y = a + b
+    elif OP == 1:
+        y = a - b
+    elif OP == 2:
+        y = a * b
+    elif OP == 3:
+        y = a / b
+    elif OP == 4:
+        y = a
+    elif OP == 5:
+        y = tl.sqrt(a)
+    elif OP == 6:
+        y = tl.maximum(a, 0.0)
+    else:  # RELU_GRAD: a is the upstream gradient, b the forward input
+        y = tl.where(b > 0.0, a, 0.0)
+    tl.store(out_ptr + offs, y, mask=mask)
+
+
+def _layout(x: Any, out_shape: tuple[int, ...]) -> tuple[int, list[int]]:
+    """The operand's mode and its strides as read at the output's shape."""
+    if not isinstance(x, torch.Tensor):
+        return SCALAR, [0] * len(out_shape)
+    if tuple(x.shape) == out_shape and x.is_contiguous():
+        return CONTIGUOUS, broadcast_strides(x.shape, x.stride(), out_shape)
+    return STRIDED, broadcast_strides(x.shape, x.stride(), out_shape)
+
+
+def elementwise(op: int, a: Any, b: Any = None, name: str = "elementwise",
+                out_shape: tuple[int, ...] | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """out = OP(a, b) as a new contiguous float32 array; a, b are arrays or Python numbers.
+
+    `out_shape` broadcasts a unary operand (the copy of an expanded view); `out` reuses a buffer.
+    """
+    shapes = [tuple(x.shape) for x in (a, b) if isinstance(x, torch.Tensor)]
+    if out_shape is None:
+        out_shape = shapes[0] if shapes else ()
+        for s in shapes[1:]:
+            out_shape = broadcast_shape(name, out_shape, s)
+    if out is None:
+        dev = next((x.device for x in (a, b) if isinstance(x, torch.Tensor)), runtime.device())
+        out = torch.empty(out_shape, dtype=torch.float32, device=dev)
+    n = math.prod(out_shape)
+    if n == 0:
+        return out
+    (a_mode, sa), (b_mode, sb) = _layout(a, out_shape), _layout(b, out_shape)
+    strided = [s for m, s in ((a_mode, sa), (b_mode, sb)) if m == STRIDED]
+    dims, collapsed = collapse(out_shape, *strided) if strided else ([n], [])
+    if len(dims) > MAX_DIMS:
+        raise ValueError(f"{name}: strided operands of {len(dims)} non-mergeable dims (at most {MAX_DIMS})")
+    pad = MAX_DIMS - len(dims)
+    sizes = [1] * pad + dims
+    it = iter(collapsed)
+    sa = [0] * pad + next(it) if a_mode == STRIDED else [0] * MAX_DIMS
+    sb = [0] * pad + next(it) if b_mode == STRIDED else [0] * MAX_DIMS
+    block = runtime.block(1024, 1 << 16)
+    grid = (triton.cdiv(n, block),)
+    with runtime.quiet():
+        _elementwise_kernel[grid](
+            out, a if a_mode != SCALAR else out, b if b_mode != SCALAR else out,
+            float(a) if a_mode == SCALAR and a is not None else 0.0,
+            float(b) if b_mode == SCALAR and b is not None else 0.0,
+            n, *sizes[1:], *sa, *sb,
+            OP=op, A_MODE=a_mode, B_MODE=b_mode, BLOCK=block, num_warps=4,
+        )
+    return out
+
+
+def contiguous(x: torch.Tensor) -> torch.Tensor:
+    """x itself if dense and float32, else a dense float32 copy made by the strided copy kernel."""
+    if x.is_contiguous() and x.dtype == torch.float32:
+        return x
+    return elementwise(COPY, x, name="copy")
+
+
+def broadcast_to(x: Any, shape: tuple[int, ...], scale: float | None = None) -> torch.Tensor:
+    """A dense array of `shape` holding x broadcast (times `scale`, when given)."""
+    if scale is None:
+        return elementwise(COPY, x, name="broadcast", out_shape=tuple(shape))
+    return elementwise(MUL, x, scale, name="broadcast", out_shape=tuple(shape))

@@ -1,0 +1,75 @@
+"""Tiled matrix multiply C = A @ B (+ bias) with `tl.dot`; A and B are read through their strides.
+
+A transpose is therefore free: pass `w.t()` (a view) and the kernel reads it by stride.
+The `tl.dot` input precision is exact fp32 ("ieee") unless TF32 is chosen (see
+`topgrad_triton.precision`).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from topgrad_triton import runtime
+from topgrad_triton.precision import get_precision
+
+
+@triton.jit
+def _matmul_kernel(
+    a_ptr, b_ptr, c_ptr, bias_ptr, M, N, K,
+    stride_am, stride_ak, stride_bk, stride_bn,
+    HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    """One program computes a BLOCK_M x BLOCK_N tile of the dense C = A @ B (+ bias), looping over K."""
+    pid = tl.program_id(0)
+    grid_m = tl.cdiv(M, BLOCK_M)
+    grid_n = tl.cdiv(N, BLOCK_N)
+    # Grouped order: GROUP_M row-tiles share B's column tiles while they sit in L2.
+    group = pid // (GROUP_M * grid_n)
+    first_m = group * GROUP_M
+    group_size = tl.minimum(grid_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % group_size)
+    pid_n = (pid % (GROUP_M * grid_n)) // group_size
+
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        k = k0 + rk
+        a = tl.load(a_ptr + rm[:, None] * stride_am + k[None, :] * stride_ak,
+                    mask=(rm[:, None] < M) & (k[None, :] < K), other=0.0)
+        b = tl.load(b_ptr + k[:, None] * stride_bk + rn[None, :] * stride_bn,
+                    mask=(k[:, None] < K) & (rn[None, :] < N), other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + rn, mask=rn < N, other=0.0)[None, :]
+    tl.store(c_ptr + rm[:, None] * N + rn[None, :], acc, mask=(rm[:, None] < M) & (rn[None, :] < N))
+
+
+def _block(dim: int, cap: int) -> int:
+    return max(16, min(triton.next_power_of_2(max(dim, 1)), cap))
+
+
+def matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """A new dense (M, N) array a @ b (+ bias); a (M, K) and b (K, N) may be any strided views."""
+    M, K = a.shape
+    K2, N = b.shape
+    if K != K2:
+        raise ValueError(f"matmul: inner dimensions differ, shapes {tuple(a.shape)} and {tuple(b.shape)}")
+    c = torch.empty((M, N), dtype=torch.float32, device=a.device)
+    if M == 0 or N == 0:
+        return c
+    bm = _block(M, runtime.block(64, 128))
+    bn = _block(N, runtime.block(64, 128))
+    bk = _block(K, runtime.block(32, 128))
+    grid = (triton.cdiv(M, bm) * triton.cdiv(N, bn),)
+    _matmul_kernel[grid](
+        a, b, c, bias if bias is not None else c, M, N, K,
+        a.stride(0), a.stride(1), b.stride(0), b.stride(1),
+        HAS_BIAS=bias is not None, PRECISION=get_precision(),
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, num_warps=4,
+    )
+    return c

@@ -1,0 +1,77 @@
+"""Sums over any axes: the axes to keep and to reduce become the rows and columns of a 2-D view.
+
+The input is permuted (a view) so that kept axes come first; when the kept axes, and the
+reduced axes, each walk memory with one stride, the kernel reads the view in place,
+otherwise the strided copy kernel makes it dense first. One kernel then sums each row.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from topgrad_triton import runtime
+from topgrad_triton.kernels.elementwise import contiguous
+from topgrad_triton.shapes import single_stride
+
+
+@triton.jit
+def _sum_rows_kernel(x_ptr, out_ptr, K, R, stride_k, stride_r, scale,
+                     BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr):
+    """One program sums BLOCK_K rows of the (K, R) view: out[k] = scale * sum_r x[k, r]."""
+    rows = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
+    cols = tl.arange(0, BLOCK_R)
+    acc = tl.zeros([BLOCK_K, BLOCK_R], tl.float32)
+    for start in range(0, R, BLOCK_R):
+        c = start + cols
+        mask = (rows[:, None] < K) & (c[None, :] < R)
+        acc += tl.load(x_ptr + rows[:, None] * stride_k + c[None, :] * stride_r, mask=mask, other=0.0)
+    tl.store(out_ptr + rows, tl.sum(acc, axis=1) * scale, mask=rows < K)
+
+
+def sum_rows(
+    x: torch.Tensor, K: int, R: int, stride_k: int, stride_r: int, scale: float = 1.0
+) -> torch.Tensor:
+    """out[k] = scale * sum_r x[k*stride_k + r*stride_r], a new array of K elements."""
+    out = torch.empty((K,), dtype=torch.float32, device=x.device)
+    if K == 0:
+        return out
+    tile = runtime.block(4096, 1 << 16)
+    block_r = min(triton.next_power_of_2(max(R, 1)), runtime.block(512, 1 << 14))
+    block_k = max(1, min(triton.next_power_of_2(K), tile // block_r))
+    _sum_rows_kernel[(triton.cdiv(K, block_k),)](
+        x, out, K, R, stride_k, stride_r, float(scale), BLOCK_K=block_k, BLOCK_R=block_r, num_warps=4,
+    )
+    return out
+
+
+def sum_axes(
+    x: torch.Tensor, axes: tuple[int, ...], keepdims: bool = False, scale: float = 1.0
+) -> torch.Tensor:
+    """scale * x summed over `axes` (sorted, non-negative), as a new dense array."""
+    keep = [d for d in range(x.ndim) if d not in axes]
+    xp = x.permute(*keep, *axes)
+    K = math.prod(x.shape[d] for d in keep)
+    R = math.prod(x.shape[d] for d in axes)
+    k_dim = single_stride([x.shape[d] for d in keep], [x.stride(d) for d in keep])
+    r_dim = single_stride([x.shape[d] for d in axes], [x.stride(d) for d in axes])
+    if k_dim is None or r_dim is None:
+        xp = contiguous(xp)
+        k_dim, r_dim = (K, R), (R, 1)
+    out = sum_rows(xp, K, R, k_dim[1], r_dim[1], scale)
+    shape = tuple(1 if d in axes else s for d, s in enumerate(x.shape)) if keepdims else tuple(
+        x.shape[d] for d in keep)
+    return out.view(shape)
+
+
+def reduce_to_shape(grad: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Sum a broadcast gradient back to a parent's `shape` (the adjoint of broadcasting)."""
+    if tuple(grad.shape) == tuple(shape):
+        return grad
+    lead = grad.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, s in enumerate(shape) if s == 1 and grad.shape[lead + i] != 1)
+    return sum_axes(grad, axes).view(shape)

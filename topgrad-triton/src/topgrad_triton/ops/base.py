@@ -1,0 +1,39 @@
+"""`TritonOp`: the base class of every op of the Triton backend; forward and backward run guarded.
+
+A subclass defines `forward` and `backward` as any `topgrad.Op` does; `__init_subclass__`
+wraps both in `guard.guarded("Name.forward")` / `("Name.backward")`, so any torch compute
+op inside them raises `TorchComputeError`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import topgrad
+
+from topgrad_triton.guard import guarded
+
+
+def _wrap(cls: type, method: str) -> None:
+    fn = cls.__dict__.get(method)
+    if fn is None or getattr(fn, "_guarded", False):
+        return
+    label = f"{cls.__name__}.{method}"
+
+    @functools.wraps(fn)
+    def inner(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with guarded(label):
+            return fn(self, *args, **kwargs)
+
+    inner._guarded = True  # type: ignore[attr-defined]
+    setattr(cls, method, inner)
+
+
+class TritonOp(topgrad.Op):
+    """An op whose forward and backward may only allocate and view with torch; math is Triton's."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _wrap(cls, "forward")
+        _wrap(cls, "backward")

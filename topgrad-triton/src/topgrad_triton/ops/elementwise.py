@@ -1,0 +1,68 @@
+"""Add, Mul and ReLU: elementwise ops; broadcast gradients are summed back to each parent's shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from topgrad_triton.kernels import elementwise as ew
+from topgrad_triton.kernels.reduce import reduce_to_shape
+from topgrad_triton.ops.base import TritonOp
+from topgrad_triton.shapes import broadcast_shape
+
+
+def _shape(x: Any) -> tuple[int, ...] | None:
+    return tuple(x.shape) if isinstance(x, torch.Tensor) else None
+
+
+def _check(op: str, a: Any, b: Any) -> None:
+    for x in (a, b):
+        if not isinstance(x, (torch.Tensor, int, float)):
+            raise TypeError(f"{op}: operands must be Tensors or Python numbers, got {type(x).__name__}")
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        broadcast_shape(op, a.shape, b.shape)
+
+
+def _mul_grad(grad: torch.Tensor, other: Any, mine: Any) -> torch.Tensor | None:
+    """d(a*b)/d(mine) = grad * other, summed back to mine's shape; None when mine is a number."""
+    if not isinstance(mine, torch.Tensor):
+        return None
+    return reduce_to_shape(ew.elementwise(ew.MUL, grad, other, name="Mul"), tuple(mine.shape))
+
+
+class Add(TritonOp):
+    """a + b with broadcasting; either may be a Python number."""
+
+    def forward(self, a: Any, b: Any) -> torch.Tensor:
+        _check("Add", a, b)
+        self.shapes = (_shape(a), _shape(b))
+        return ew.elementwise(ew.ADD, a, b, name="Add")
+
+    def backward(self, grad: torch.Tensor) -> tuple[Any, Any]:
+        return tuple(None if s is None else reduce_to_shape(grad, s) for s in self.shapes)
+
+
+class Mul(TritonOp):
+    """a * b with broadcasting; either may be a Python number."""
+
+    def forward(self, a: Any, b: Any) -> torch.Tensor:
+        _check("Mul", a, b)
+        self.save_for_backward(a, b)
+        return ew.elementwise(ew.MUL, a, b, name="Mul")
+
+    def backward(self, grad: torch.Tensor) -> tuple[Any, Any]:
+        a, b = self.saved
+        return _mul_grad(grad, b, a), _mul_grad(grad, a, b)
+
+
+class ReLU(TritonOp):
+    """max(x, 0); the gradient at 0 is 0."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.save_for_backward(x)
+        return ew.elementwise(ew.RELU, x, name="ReLU")
+
+    def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:
+        (x,) = self.saved
+        return (ew.elementwise(ew.RELU_GRAD, grad, x, name="ReLU"),)

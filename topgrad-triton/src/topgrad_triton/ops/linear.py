@@ -1,0 +1,36 @@
+"""Linear: x (..., D) @ w (D, M) + b (M,), with dX, dW from the same matmul kernel on strided views."""
+
+from __future__ import annotations
+
+import torch
+
+from topgrad_triton.kernels.elementwise import contiguous
+from topgrad_triton.kernels.matmul import matmul
+from topgrad_triton.kernels.reduce import sum_rows
+from topgrad_triton.ops.base import TritonOp
+
+
+class Linear(TritonOp):
+    """x @ w + b over the last axis of x; b may be None."""
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+        if w.ndim != 2 or x.ndim < 1 or x.shape[-1] != w.shape[0]:
+            raise ValueError(f"Linear: x of shape {tuple(x.shape)} cannot be multiplied by w of shape "
+                             f"{tuple(w.shape)} (needs x (..., D) and w (D, M))")
+        if b is not None and tuple(b.shape) != (w.shape[1],):
+            raise ValueError(f"Linear: bias of shape {tuple(b.shape)} does not match w of shape "
+                             f"{tuple(w.shape)} (needs ({w.shape[1]},))")
+        x2 = contiguous(x).view(-1, w.shape[0])
+        self.x_shape, self.has_bias = tuple(x.shape), b is not None
+        self.save_for_backward(x2, w)
+        y = matmul(x2, w, contiguous(b) if b is not None else None)
+        return y.view(*x.shape[:-1], w.shape[1])
+
+    def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        x2, w = self.saved
+        rows, M = x2.shape[0], w.shape[1]
+        g2 = contiguous(grad).view(rows, M)
+        dx = matmul(g2, w.t()).view(self.x_shape)
+        dw = matmul(x2.t(), g2)
+        db = sum_rows(g2, M, rows, 1, M) if self.has_bias else None
+        return dx, dw, db

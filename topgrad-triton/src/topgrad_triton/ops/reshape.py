@@ -1,0 +1,37 @@
+"""Reshape: a view when the input is dense, else a dense copy by the copy kernel, then a view."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from topgrad_triton.kernels.elementwise import contiguous
+from topgrad_triton.ops.base import TritonOp
+
+
+def resolve_shape(old: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
+    """`shape` with its one -1 filled in; ValueError naming both shapes if the sizes differ."""
+    shape = tuple(int(s) for s in shape)
+    size = math.prod(old)
+    if shape.count(-1) > 1:
+        raise ValueError(f"Reshape: at most one -1 is allowed, got {shape}")
+    if -1 in shape:
+        known = math.prod(s for s in shape if s != -1)
+        if known == 0 or size % known:
+            raise ValueError(f"Reshape: cannot reshape an array of shape {old} into shape {shape}")
+        shape = tuple(size // known if s == -1 else s for s in shape)
+    if math.prod(shape) != size or any(s < 0 for s in shape):
+        raise ValueError(f"Reshape: cannot reshape an array of shape {old} into shape {shape}")
+    return shape
+
+
+class Reshape(TritonOp):
+    """x with a new shape of the same size; -1 stands for the remaining size."""
+
+    def forward(self, x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        self.x_shape = tuple(x.shape)
+        return contiguous(x).view(resolve_shape(self.x_shape, tuple(shape)))
+
+    def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:
+        return (contiguous(grad).view(self.x_shape),)

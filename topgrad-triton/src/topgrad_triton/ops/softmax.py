@@ -1,0 +1,43 @@
+"""LogSoftmax over any axis: the axis is moved last (a view, made dense if needed) for the row kernel."""
+
+from __future__ import annotations
+
+import torch
+
+from topgrad_triton.kernels.elementwise import contiguous
+from topgrad_triton.kernels.softmax import logsoftmax_rows, logsoftmax_rows_backward
+from topgrad_triton.ops.base import TritonOp
+from topgrad_triton.shapes import normalize_axes
+
+
+def _rows(x: torch.Tensor, axis: int) -> torch.Tensor:
+    """x with `axis` moved last, dense, viewed as (rows, len(axis))."""
+    if x.ndim == 0:
+        return contiguous(x).view(1, 1)
+    moved = contiguous(x.movedim(axis, -1))
+    return moved.view(-1, x.shape[axis]) if moved.numel() else moved.view(0, x.shape[axis])
+
+
+def _unrows(y: torch.Tensor, shape: tuple[int, ...], axis: int) -> torch.Tensor:
+    """The inverse of `_rows`: a dense array of `shape`."""
+    if not shape:
+        return y.view(())
+    moved = list(shape)
+    moved.append(moved.pop(axis))
+    return contiguous(y.view(moved).movedim(-1, axis))
+
+
+class LogSoftmax(TritonOp):
+    """log(softmax(x)) along `axis`, stable for large logits."""
+
+    def forward(self, x: torch.Tensor, axis: int = -1) -> torch.Tensor:
+        (ax,) = normalize_axes("LogSoftmax", axis, x.ndim) or (0,)
+        self.axis = ax
+        y = _unrows(logsoftmax_rows(_rows(x, ax)), tuple(x.shape), ax)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:
+        (y,) = self.saved
+        dx = logsoftmax_rows_backward(_rows(grad, self.axis), _rows(y, self.axis))
+        return (_unrows(dx, tuple(y.shape), self.axis),)

@@ -1,0 +1,68 @@
+"""Where kernels run: a CUDA GPU, or Triton's CPU interpreter (``TRITON_INTERPRET=1``).
+
+`check_available` raises `topgrad.BackendUnavailableError` when neither is there. The
+launch helpers pick block sizes for each mode: the interpreter runs one program
+instance at a time in numpy, so there fewer, bigger programs are much faster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Iterator
+
+import topgrad
+
+INTERPRET_HINT = (
+    "To run topgrad-triton on the CPU, use Triton's interpreter: set the environment variable "
+    "TRITON_INTERPRET=1 before Python imports triton, for example `TRITON_INTERPRET=1 python train.py` "
+    "(or os.environ['TRITON_INTERPRET'] = '1' as the first line of the program)."
+)
+
+
+def interpreting() -> bool:
+    """True when Triton's CPU interpreter runs the kernels."""
+    return os.environ.get("TRITON_INTERPRET", "") in ("1", "true", "True")
+
+
+def check_available() -> None:
+    """Raise BackendUnavailableError unless triton imports and a GPU or the interpreter can run it."""
+    try:
+        import torch
+        import triton  # noqa: F401
+    except Exception as exc:
+        raise topgrad.BackendUnavailableError(
+            f"backend 'triton' cannot import its dependencies ({type(exc).__name__}: {exc}); "
+            "install them with: pip install topgrad-triton"
+        ) from exc
+    if interpreting():
+        return
+    if not torch.cuda.is_available():
+        raise topgrad.BackendUnavailableError(
+            "backend 'triton' needs a CUDA GPU or Triton's CPU interpreter, and neither is available "
+            "here: torch.cuda.is_available() is False and TRITON_INTERPRET is not set. " + INTERPRET_HINT
+        )
+
+
+def device() -> str:
+    """The torch device that holds the backend's arrays: "cpu" under the interpreter, else "cuda"."""
+    return "cpu" if interpreting() else "cuda"
+
+
+def block(gpu: int, interpreter: int) -> int:
+    """A block size: `gpu` on a GPU, `interpreter` (bigger: fewer programs) under the interpreter."""
+    return interpreter if interpreting() else gpu
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence numpy's RuntimeWarnings from masked lanes (-inf - -inf) in interpreted kernels."""
+    if not interpreting():
+        yield
+        return
+    import numpy as np
+
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield

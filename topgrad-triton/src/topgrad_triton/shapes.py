@@ -1,0 +1,72 @@
+"""Shape arithmetic in plain Python: broadcasting, axis normalization, collapsing strided dims."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+def broadcast_shape(op: str, a: Sequence[int], b: Sequence[int]) -> tuple[int, ...]:
+    """NumPy broadcasting of two shapes; ValueError naming `op` and both shapes when incompatible."""
+    n = max(len(a), len(b))
+    pa, pb = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
+    out = []
+    for x, y in zip(pa, pb):
+        if x != y and x != 1 and y != 1:
+            raise ValueError(f"{op}: shapes {tuple(a)} and {tuple(b)} cannot be broadcast together")
+        out.append(y if x == 1 else x)
+    return tuple(out)
+
+
+def broadcast_strides(shape: Sequence[int], strides: Sequence[int], out: Sequence[int]) -> list[int]:
+    """Strides that read an array of `shape` as if broadcast to `out` (0 along broadcast dims)."""
+    pad = len(out) - len(shape)
+    result = [0] * pad
+    for size, stride, target in zip(shape, strides, out[pad:]):
+        result.append(stride if size == target and size != 1 else 0)
+    return result
+
+
+def normalize_axes(op: str, axis: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
+    """Sorted non-negative axes; None means every axis. ValueError for an axis out of range or repeated."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    result = []
+    for ax in axes:
+        if not -ndim <= ax < max(ndim, 1) or (ndim == 0 and ax not in (0, -1)):
+            raise ValueError(f"{op}: axis {ax} is out of range for an array of {ndim} dimensions")
+        result.append(ax % ndim if ndim else 0)
+    if len(set(result)) != len(result):
+        raise ValueError(f"{op}: repeated axis in {axis}")
+    return tuple(sorted(result)) if ndim else ()
+
+
+def collapse(shape: Sequence[int], *strides: Sequence[int]) -> tuple[list[int], list[list[int]]]:
+    """Merge adjacent dims that every stride list walks as one, and drop size-1 dims.
+
+    Returns the collapsed shape and each operand's collapsed strides (at least one dim).
+    """
+    dims = [i for i, s in enumerate(shape) if s != 1]
+    out_shape: list[int] = []
+    out_strides: list[list[int]] = [[] for _ in strides]
+    for i in dims:
+        if out_shape and all(st[-1] == s[i] * shape[i] for st, s in zip(out_strides, strides)):
+            out_shape[-1] *= shape[i]
+            for st, s in zip(out_strides, strides):
+                st[-1] = s[i]
+            continue
+        out_shape.append(shape[i])
+        for st, s in zip(out_strides, strides):
+            st.append(s[i])
+    if not out_shape:
+        return [1], [[0] for _ in strides]
+    return out_shape, out_strides
+
+
+def single_stride(shape: Sequence[int], strides: Sequence[int]) -> tuple[int, int] | None:
+    """(size, stride) if dims `shape` with `strides` walk memory as one strided dim, else None."""
+    cs, (cst,) = collapse(shape, strides)
+    if len(cs) != 1:
+        return None
+    return math.prod(shape), cst[0]
