@@ -1,0 +1,215 @@
+"""Triton BatchNorm, LayerNorm and Attention ops against PyTorch (forward, gradients, running stats).
+
+The ops are called directly (forward on torch tensors, then backward), so no backend needs
+selecting. Without a GPU the kernels run in Triton's interpreter, which must be switched on
+before any Triton kernel is defined: hence the environment line at the top.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+torch = pytest.importorskip("torch")
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+pytest.importorskip("triton")
+
+import torch.nn.functional as F  # noqa: E402, N812
+from topgrad import Tensor  # noqa: E402
+from topgrad_triton import runtime  # noqa: E402
+from topgrad_triton.kernels import attention as attention_kernels  # noqa: E402
+from topgrad_triton.kernels import norm as norm_kernels  # noqa: E402
+from topgrad_triton.ops.attention import Attention  # noqa: E402
+from topgrad_triton.ops.norm import BatchNorm, LayerNorm  # noqa: E402
+
+TOL = {"rtol": 1e-4, "atol": 1e-4}
+DEV = runtime.device()
+
+torch.set_num_threads(1)
+
+
+def randn(*shape: int, scale: float = 1.0, shift: float = 0.0) -> torch.Tensor:
+    return (torch.randn(*shape) * scale + shift).to(DEV)
+
+
+def close(got: torch.Tensor, want: torch.Tensor) -> None:
+    assert tuple(got.shape) == tuple(want.shape)
+    torch.testing.assert_close(got, want.detach(), **TOL)
+
+
+def leaves(*xs: torch.Tensor | None) -> list[torch.Tensor | None]:
+    return [None if x is None else x.clone().requires_grad_() for x in xs]
+
+
+def stat(x: torch.Tensor) -> Tensor:
+    """A topgrad Tensor wrapping a torch array, as the backend's running statistics are."""
+    return Tensor._from_array(x.clone(), None)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture(params=["plan", "gpu-plan"])
+def plan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run with the interpreter's block sizes and again with the GPU's (smaller blocks, more chunks)."""
+    if request.param == "gpu-plan":
+        monkeypatch.setattr(norm_kernels, "interpreting", lambda: False)
+        monkeypatch.setattr(attention_kernels, "interpreting", lambda: False)
+    return request.param
+
+
+# ------------------------------------------------------------------------------ LayerNorm
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (2, 7, 33), (150, 64)])
+def test_layernorm_matches_torch(shape: tuple[int, ...], plan: str) -> None:
+    x, g, b, dy = randn(*shape, scale=3, shift=1), randn(shape[-1]), randn(shape[-1]), randn(*shape)
+    op = LayerNorm()
+    y = op.forward(x, g, b, eps=1e-5)
+    dx, dg, db = op.backward(dy)
+    xr, gr, br = leaves(x, g, b)
+    yr = F.layer_norm(xr, (shape[-1],), gr, br, 1e-5)
+    yr.backward(dy)
+    for got, want in [(y, yr), (dx, xr.grad), (dg, gr.grad), (db, br.grad)]:
+        close(got, want)
+
+
+def test_layernorm_without_affine_and_strided_inputs() -> None:
+    x = randn(4, 6, 9).permute(1, 0, 2)  # not viewable as (rows, 9): copied by a Triton kernel
+    dy = randn(9, 6).t()  # a strided 2-D gradient, read in place
+    x2 = randn(9, 6).t()
+    op = LayerNorm()
+    y = op.forward(x2, None, None, eps=1e-3)
+    (dx, dg, db) = op.backward(dy)
+    xr = x2.clone().requires_grad_()
+    yr = F.layer_norm(xr, (9,), None, None, 1e-3)
+    yr.backward(dy)
+    close(y, yr)
+    close(dx, xr.grad)
+    assert dg is None and db is None
+    op = LayerNorm()
+    close(op.forward(x, None, None), F.layer_norm(x, (9,)))
+
+
+def test_layernorm_shape_error_names_op() -> None:
+    with pytest.raises(ValueError, match="LayerNorm"):
+        LayerNorm().forward(randn(2, 4), randn(5), randn(4))
+
+
+# ------------------------------------------------------------------------------ BatchNorm
+
+
+def _torch_bn(x, g, b, rm, rv, training, momentum, eps):
+    xr, gr, br = leaves(x, g, b)
+    y = F.batch_norm(xr.reshape(-1, x.shape[-1]), rm, rv, gr, br, training, momentum, eps).reshape(x.shape)
+    return y, xr, gr, br
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (2, 3, 4, 6), (150, 64), (1000, 3)])
+def test_batchnorm_training_matches_torch(shape: tuple[int, ...], plan: str) -> None:
+    C = shape[-1]
+    x, g, b, dy = randn(*shape, scale=2, shift=3), randn(C), randn(C), randn(*shape)
+    rm0, rv0 = randn(C), randn(C).abs() + 0.5
+    rm, rv = stat(rm0), stat(rv0)
+    op = BatchNorm()
+    y = op.forward(x, g, b, running_mean=rm, running_var=rv, training=True, momentum=0.3, eps=1e-5)
+    dx, dg, db = op.backward(dy)
+    rm_t, rv_t = rm0.clone(), rv0.clone()
+    yr, xr, gr, br = _torch_bn(x, g, b, rm_t, rv_t, True, 0.3, 1e-5)
+    yr.backward(dy)
+    for got, want in [(y, yr), (dx, xr.grad), (dg, gr.grad), (db, br.grad), (rm.data, rm_t), (rv.data, rv_t)]:
+        close(got, want)
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (2, 5, 7)])
+def test_batchnorm_eval_uses_running_stats(shape: tuple[int, ...]) -> None:
+    C = shape[-1]
+    x, g, b, dy = randn(*shape), randn(C), randn(C), randn(*shape)
+    rm0, rv0 = randn(C), randn(C).abs() + 0.5
+    rm, rv = stat(rm0), stat(rv0)
+    before = rm.data
+    op = BatchNorm()
+    y = op.forward(x, g, b, running_mean=rm, running_var=rv, training=False, eps=1e-3)
+    dx, dg, db = op.backward(dy)
+    yr, xr, gr, br = _torch_bn(x, g, b, rm0.clone(), rv0.clone(), False, 0.1, 1e-3)
+    yr.backward(dy)
+    for got, want in [(y, yr), (dx, xr.grad), (dg, gr.grad), (db, br.grad), (rm.data, rm0), (rv.data, rv0)]:
+        close(got, want)
+    assert rm.data is before  # eval mode leaves the running statistics alone
+
+
+def test_batchnorm_without_running_stats_or_affine() -> None:
+    x, dy = randn(7, 3, 5), randn(7, 3, 5)
+    op = BatchNorm()
+    y = op.forward(x, None, None, training=True)
+    dx, dg, db = op.backward(dy)
+    yr, xr, _, _ = _torch_bn(x, None, None, None, None, True, 0.1, 1e-5)
+    yr.backward(dy)
+    close(y, yr)
+    close(dx, xr.grad)
+    assert dg is None and db is None
+
+
+def test_batchnorm_raw_array_stats_update_in_place() -> None:
+    x = randn(6, 4)
+    rm, rv = torch.zeros(4, device=DEV), torch.ones(4, device=DEV)
+    rm_t, rv_t = rm.clone(), rv.clone()
+    BatchNorm().forward(x, None, None, running_mean=rm, running_var=rv, momentum=0.1)
+    F.batch_norm(x, rm_t, rv_t, None, None, True, 0.1, 1e-5)
+    close(rm, rm_t)
+    close(rv, rv_t)
+
+
+def test_batchnorm_single_value_per_channel_and_bad_shapes() -> None:
+    with pytest.raises(ValueError, match="more than 1 value"):
+        BatchNorm().forward(randn(1, 4), randn(4), randn(4))
+    with pytest.raises(ValueError, match="BatchNorm"):
+        BatchNorm().forward(randn(3, 4), randn(3), randn(4))
+
+
+# ------------------------------------------------------------------------------ Attention
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(
+    "B,T,S,D", [(2, 7, 7, 5), (1, 70, 70, 16), (3, 5, 5, 128), (2, 9, 40, 8), (1, 40, 9, 3)]
+)
+def test_attention_matches_torch(B: int, T: int, S: int, D: int, causal: bool, plan: str) -> None:
+    q, k, v, do = randn(B, T, D, scale=2), randn(B, S, D, scale=2), randn(B, S, D), randn(B, T, D)
+    op = Attention()
+    o = op.forward(q, k, v, causal=causal)
+    dq, dk, dv = op.backward(do)
+    qr, kr, vr = leaves(q, k, v)
+    orf = F.scaled_dot_product_attention(qr, kr, vr, is_causal=causal)
+    orf.backward(do)
+    for got, want in [(o, orf), (dq, qr.grad), (dk, kr.grad), (dv, vr.grad)]:
+        close(got, want)
+
+
+def test_attention_strided_inputs_and_large_logits() -> None:
+    base = randn(3, 6, 2, 8, scale=30)  # big scores: the online softmax must stay finite
+    q, k, v = base[0].transpose(0, 1), base[1].transpose(0, 1), base[2].transpose(0, 1)  # (2, 6, 8) views
+    do = randn(8, 6, 2).permute(2, 1, 0)
+    op = Attention()
+    o = op.forward(q, k, v, causal=True)
+    grads = op.backward(do)
+    qr, kr, vr = leaves(q, k, v)
+    orf = F.scaled_dot_product_attention(qr, kr, vr, is_causal=True)
+    orf.backward(do)
+    close(o, orf)
+    for got, want in zip(grads, (qr.grad, kr.grad, vr.grad)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-3)  # |grad| ~ 30: same relative tolerance
+
+
+def test_attention_shape_error_names_op() -> None:
+    with pytest.raises(ValueError, match="Attention"):
+        Attention().forward(randn(2, 4, 8), randn(2, 4, 7), randn(2, 4, 7))
+
+
+def test_ops_are_guarded() -> None:
+    for cls in (BatchNorm, LayerNorm, Attention):
+        assert getattr(cls.forward, "_guarded", False) and getattr(cls.backward, "_guarded", False)

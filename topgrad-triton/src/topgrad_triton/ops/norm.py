@@ -1,0 +1,121 @@
+"""BatchNorm and LayerNorm ops of the Triton backend (kernels in `topgrad_triton.kernels.norm`).
+
+Both see their input as a (rows, features) matrix: BatchNorm normalizes each feature
+column over all rows (every axis but the last), LayerNorm each row over its features.
+Forward saves the statistics (mean, rstd) so backward never recomputes them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from topgrad_triton.kernels import norm as kernels
+from topgrad_triton.kernels.elementwise import contiguous
+from topgrad_triton.ops.base import TritonOp
+
+
+def as_rows(x: torch.Tensor) -> torch.Tensor:
+    """x viewed as (prod(shape[:-1]), shape[-1]); a dense copy (Triton kernel) if no view exists."""
+    C = x.shape[-1]
+    M = x.numel() // C if C else 0
+    try:
+        return x.view(M, C)
+    except RuntimeError:
+        return contiguous(x).view(M, C)
+
+
+def _check(op: str, x: Any, **params: Any) -> None:
+    """ValueError naming the op and the shapes unless every given parameter has shape (features,)."""
+    if x.ndim < 1:
+        raise ValueError(f"{op}: input must have at least one dimension, got shape {tuple(x.shape)}")
+    for name, p in params.items():
+        if p is not None and tuple(p.shape) != (x.shape[-1],):
+            raise ValueError(
+                f"{op}: {name} of shape {tuple(p.shape)} does not match input of shape {tuple(x.shape)} "
+                f"(expected ({x.shape[-1]},))"
+            )
+
+
+def _array(stat: Any) -> Any:
+    """The torch tensor behind a running statistic (a topgrad Tensor or a raw array), or None."""
+    if stat is None or isinstance(stat, torch.Tensor):
+        return stat
+    return stat.data
+
+
+class LayerNorm(TritonOp):
+    """y = (x - mean) / sqrt(var + eps) * gamma + beta over the last axis (biased variance)."""
+
+    def forward(self, x: Any, gamma: Any, beta: Any, eps: float = 1e-5) -> Any:
+        _check("LayerNorm", x, gamma=gamma, beta=beta)
+        x2 = as_rows(x)
+        y, mean, rstd = kernels.layernorm_forward(x2, gamma, beta, eps)
+        self.shape, self.has_gamma, self.has_beta = tuple(x.shape), gamma is not None, beta is not None
+        self.save_for_backward(x2, gamma, mean, rstd)
+        return y.view(x.shape)
+
+    def backward(self, grad: Any) -> tuple[Any, Any, Any]:
+        x2, gamma, mean, rstd = self.saved
+        dx, dgamma, dbeta = kernels.layernorm_backward(x2, gamma, mean, rstd, as_rows(grad))
+        return (dx.view(self.shape), dgamma if self.has_gamma else None, dbeta if self.has_beta else None)
+
+
+class BatchNorm(TritonOp):
+    """Normalize each feature (last axis) over all other axes, as torch.nn.functional.batch_norm.
+
+    Training uses the batch mean and biased variance and, when running statistics are
+    given, replaces their `.data` with `(1 - momentum) * old + momentum * batch_stat`
+    (unbiased variance for the running estimate). Eval mode uses the running statistics;
+    without them it falls back to batch statistics.
+    """
+
+    def forward(
+        self,
+        x: Any,
+        gamma: Any,
+        beta: Any,
+        running_mean: Any = None,
+        running_var: Any = None,
+        training: bool = True,
+        momentum: float = 0.1,
+        eps: float = 1e-5,
+    ) -> Any:
+        rm, rv = _array(running_mean), _array(running_var)
+        _check("BatchNorm", x, gamma=gamma, beta=beta, running_mean=rm, running_var=rv)
+        x2 = as_rows(x)
+        use_batch = training or rm is None or rv is None
+        if use_batch:
+            if x2.shape[0] < 2:
+                raise ValueError(
+                    f"BatchNorm: expected more than 1 value per channel when training, got input of shape "
+                    f"{tuple(x.shape)}"
+                )
+            if not training:
+                rm = rv = None
+            rm_out, rv_out = _updated(running_mean, rm), _updated(running_var, rv)
+            mean, rstd = kernels.batchnorm_stats(x2, eps, momentum, rm, rv, rm_out, rv_out)
+            if rm is not None and rm_out is not rm:
+                running_mean.data = rm_out
+            if rv is not None and rv_out is not rv:
+                running_var.data = rv_out
+        else:
+            mean, rstd = rm, kernels.rstd_from_var(rv, eps)
+        y = kernels.batchnorm_apply(x2, gamma, beta, mean, rstd)
+        self.shape, self.batch_stats = tuple(x.shape), use_batch
+        self.has_gamma, self.has_beta = gamma is not None, beta is not None
+        self.save_for_backward(x2, gamma, mean, rstd)
+        return y.view(x.shape)
+
+    def backward(self, grad: Any) -> tuple[Any, Any, Any]:
+        x2, gamma, mean, rstd = self.saved
+        dx, dgamma, dbeta = kernels.batchnorm_backward(x2, gamma, mean, rstd, as_rows(grad), self.batch_stats)
+        return (dx.view(self.shape), dgamma if self.has_gamma else None, dbeta if self.has_beta else None)
+
+
+def _updated(stat: Any, array: Any) -> Any:
+    """Where a running statistic's update goes: a raw array in place, a Tensor a fresh array."""
+    if array is None or isinstance(stat, torch.Tensor):
+        return array
+    return array.new_empty(array.shape)
