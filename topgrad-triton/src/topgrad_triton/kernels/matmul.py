@@ -53,6 +53,21 @@ def _block(dim: int, cap: int) -> int:
     return max(16, min(triton.next_power_of_2(max(dim, 1)), cap))
 
 
+#: Interpreter tiles: up to 2**21 elements of BLOCK_M * BLOCK_N * BLOCK_K, stretched along
+#: the long side of skinny products (numpy is fast per call, Python per program is slow).
+_INTERPRETER_VOLUME = 1 << 21
+
+
+def blocks(M: int, N: int, K: int) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K): 64/64/32 on a GPU; under the interpreter, big volume-bounded tiles."""
+    if not runtime.interpreting():
+        return _block(M, 64), _block(N, 64), _block(K, 32)
+    bn, bk = _block(N, 128), _block(K, 128)
+    bm = _block(M, max(128, _INTERPRETER_VOLUME // (bn * bk)))
+    bk = _block(K, max(128, _INTERPRETER_VOLUME // (bm * bn)))
+    return bm, bn, bk
+
+
 def matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """A new dense (M, N) array a @ b (+ bias); a (M, K) and b (K, N) may be any strided views."""
     M, K = a.shape
@@ -62,9 +77,7 @@ def matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -
     c = torch.empty((M, N), dtype=torch.float32, device=a.device)
     if M == 0 or N == 0:
         return c
-    bm = _block(M, runtime.block(64, 128))
-    bn = _block(N, runtime.block(64, 128))
-    bk = _block(K, runtime.block(32, 128))
+    bm, bn, bk = blocks(M, N, K)
     grid = (triton.cdiv(M, bm) * triton.cdiv(N, bn),)
     _matmul_kernel[grid](
         a, b, c, bias if bias is not None else c, M, N, K,

@@ -1,0 +1,114 @@
+"""im2col and its adjoint col2im for NHWC images and HWIO kernels, with stride and zero padding.
+
+`im2col` lays each output position's receptive field out as one row, so a convolution
+is one matmul with the kernel viewed as (KH*KW*C, Cout). `col2im` sums the rows' gradients
+back onto the image without atomics: each program gathers, for its own input pixels, the
+few (output position, kernel tap) pairs that read them.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from topgrad_triton import runtime
+
+
+@triton.jit
+def _im2col_kernel(
+    x_ptr, cols_ptr, H, W, C, OH, OW, KW, stride, pad, M, KC,
+    sxb, sxh, sxw, sxc,
+    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """One program fills a BLOCK_M x BLOCK_K tile of cols (M = B*OH*OW rows, KC = KH*KW*C columns):
+    cols[(b, oh, ow), (i, j, c)] = x[b, oh*stride - pad + i, ow*stride - pad + j, c], 0 in the padding."""
+    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rk = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    b = rm // (OH * OW)
+    pos = rm % (OH * OW)
+    oh = pos // OW
+    ow = pos % OW
+    i = rk // (KW * C)
+    tap = rk % (KW * C)
+    j = tap // C
+    c = tap % C
+    h = oh[:, None] * stride - pad + i[None, :]
+    w = ow[:, None] * stride - pad + j[None, :]
+    inside = (rm[:, None] < M) & (rk[None, :] < KC)
+    valid = inside & (h >= 0) & (h < H) & (w >= 0) & (w < W)
+    hs = tl.where(valid, h, 0)
+    ws = tl.where(valid, w, 0)
+    src = x_ptr + b[:, None] * sxb + hs * sxh + ws * sxw + c[None, :] * sxc
+    tl.store(cols_ptr + rm[:, None] * KC + rk[None, :], tl.load(src, mask=valid, other=0.0), mask=inside)
+
+
+@triton.jit
+def _col2im_kernel(
+    dcols_ptr, dx_ptr, H, W, C, OH, OW, KH, KW, stride, pad, N, KC,
+    BLOCK: tl.constexpr,
+):
+    """One program computes BLOCK elements of the dense NHWC dx: dx[b, h, w, c] is the sum, over
+    kernel taps (i, j) with oh = (h + pad - i) / stride and ow = (w + pad - j) / stride whole
+    and in range, of dcols[(b, oh, ow), (i, j, c)]."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    inside = offs < N
+    c = offs % C
+    r = offs // C
+    w = r % W
+    r = r // W
+    h = r % H
+    b = r // H
+    acc = tl.zeros([BLOCK], tl.float32)
+    for i in range(0, KH):
+        hn = h + pad - i
+        hn = tl.where(hn >= 0, hn, -1)  # keep // and % away from negative numbers
+        oh = tl.where(hn >= 0, hn, 0) // stride
+        h_ok = (hn >= 0) & (tl.where(hn >= 0, hn, 0) % stride == 0) & (oh < OH)
+        for j in range(0, KW):
+            wn = w + pad - j
+            wn = tl.where(wn >= 0, wn, -1)
+            ow = tl.where(wn >= 0, wn, 0) // stride
+            ok = inside & h_ok & (wn >= 0) & (tl.where(wn >= 0, wn, 0) % stride == 0) & (ow < OW)
+            row = (b * OH + tl.where(ok, oh, 0)) * OW + tl.where(ok, ow, 0)
+            acc += tl.load(dcols_ptr + row * KC + (i * KW + j) * C + c, mask=ok, other=0.0)
+    tl.store(dx_ptr + offs, acc, mask=inside)
+
+
+def out_size(size: int, k: int, stride: int, pad: int) -> int:
+    """Output length of a convolution along one axis."""
+    return (size + 2 * pad - k) // stride + 1
+
+
+def im2col(x: torch.Tensor, kh: int, kw: int, stride: int, pad: int) -> torch.Tensor:
+    """The (B*OH*OW, KH*KW*C) patch matrix of the NHWC image x (any strides)."""
+    B, H, W, C = x.shape
+    OH, OW = out_size(H, kh, stride, pad), out_size(W, kw, stride, pad)
+    M, KC = B * OH * OW, kh * kw * C
+    cols = torch.empty((M, KC), dtype=torch.float32, device=x.device)
+    if M == 0 or KC == 0:
+        return cols
+    block_k = min(triton.next_power_of_2(KC), runtime.block(64, 1024))
+    block_m = max(1, min(triton.next_power_of_2(M), runtime.block(4096, 1 << 16) // block_k))
+    grid = (triton.cdiv(M, block_m), triton.cdiv(KC, block_k))
+    _im2col_kernel[grid](
+        x, cols, H, W, C, OH, OW, kw, stride, pad, M, KC, *x.stride(),
+        BLOCK_M=block_m, BLOCK_K=block_k, num_warps=4,
+    )
+    return cols
+
+
+def col2im(dcols: torch.Tensor, shape: tuple[int, int, int, int], kh: int, kw: int,
+           stride: int, pad: int) -> torch.Tensor:
+    """The adjoint of `im2col`: the dense NHWC gradient of the image from the patch-matrix gradient."""
+    B, H, W, C = shape
+    OH, OW = out_size(H, kh, stride, pad), out_size(W, kw, stride, pad)
+    dx = torch.empty(shape, dtype=torch.float32, device=dcols.device)
+    N = B * H * W * C
+    if N == 0:
+        return dx
+    block = runtime.block(256, 1 << 16)
+    _col2im_kernel[(triton.cdiv(N, block),)](
+        dcols, dx, H, W, C, OH, OW, kh, kw, stride, pad, N, kh * kw * C, BLOCK=block, num_warps=4,
+    )
+    return dx

@@ -1,0 +1,54 @@
+"""Conv2d on NHWC images with HWIO kernels: im2col, then one matmul with the kernel as a matrix."""
+
+from __future__ import annotations
+
+import torch
+
+from topgrad_triton.kernels.conv import col2im, im2col, out_size
+from topgrad_triton.kernels.elementwise import contiguous
+from topgrad_triton.kernels.matmul import matmul
+from topgrad_triton.kernels.reduce import sum_rows
+from topgrad_triton.ops.base import TritonOp
+
+
+def _check(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: int, padding: int) -> None:
+    shapes = f"x of shape {tuple(x.shape)} and w of shape {tuple(w.shape)}"
+    if x.ndim != 4 or w.ndim != 4:
+        raise ValueError(f"Conv2d: needs x (B, H, W, Cin) and w (kh, kw, Cin, Cout), got {shapes}")
+    if x.shape[3] != w.shape[2]:
+        raise ValueError(f"Conv2d: input channels differ, {shapes}")
+    if b is not None and tuple(b.shape) != (w.shape[3],):
+        raise ValueError(f"Conv2d: bias of shape {tuple(b.shape)} does not match w of shape {tuple(w.shape)}")
+    if int(stride) != stride or stride < 1 or int(padding) != padding or padding < 0:
+        raise ValueError(f"Conv2d: stride must be int >= 1, padding int >= 0, got {stride} and {padding}")
+    if x.shape[1] + 2 * padding < w.shape[0] or x.shape[2] + 2 * padding < w.shape[1]:
+        raise ValueError(f"Conv2d: the kernel is larger than the padded image, {shapes}, padding {padding}")
+
+
+class Conv2d(TritonOp):
+    """2-D cross-correlation (as torch's conv2d) of NHWC x with HWIO w, plus bias b (may be None)."""
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None,
+                stride: int = 1, padding: int = 0) -> torch.Tensor:
+        _check(x, w, b, stride, padding)
+        kh, kw, cin, cout = w.shape
+        B, H, W, _ = x.shape
+        s, p = int(stride), int(padding)
+        OH, OW = out_size(H, kh, s, p), out_size(W, kw, s, p)
+        pointwise = kh == kw == 1 and s == 1 and p == 0
+        cols = contiguous(x).view(B * H * W, cin) if pointwise else im2col(x, kh, kw, s, p)
+        w2 = contiguous(w).view(kh * kw * cin, cout)
+        self.geometry = (tuple(x.shape), tuple(w.shape), s, p, pointwise, b is not None)
+        self.save_for_backward(cols, w2)
+        return matmul(cols, w2, contiguous(b) if b is not None else None).view(B, OH, OW, cout)
+
+    def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        cols, w2 = self.saved
+        x_shape, w_shape, s, p, pointwise, has_bias = self.geometry
+        M, cout = cols.shape[0], w_shape[3]
+        g2 = contiguous(grad).view(M, cout)
+        dcols = matmul(g2, w2.t())
+        dx = dcols.view(x_shape) if pointwise else col2im(dcols, x_shape, w_shape[0], w_shape[1], s, p)
+        dw = matmul(cols.t(), g2).view(w_shape)
+        db = sum_rows(g2, cout, M, 1, cout) if has_bias else None
+        return dx, dw, db
