@@ -1,1 +1,37 @@
-"""The conformance kit: checks a backend's ops and helpers against a float64 numpy reference."""
+"""The conformance kit: checks a backend's ops, helpers and optimizers against a float64 numpy reference.
+
+Three ways to run it (numpy is needed only then: ``pip install 'topgrad-core[testing]'``):
+
+- ``python -m topgrad.testing NAME`` prints a table and exits 0 only when every check passes;
+- ``pytest --pyargs topgrad.testing --topgrad-backend NAME`` runs the same checks under pytest;
+- ``class TestMine(topgrad.testing.BackendConformance): backend = "mine"`` in your own suite.
+
+Importing this package is cheap (numpy loads with the first attribute that needs it), so the pytest
+plugin in `topgrad.testing.pytest_plugin` costs nothing in projects that never use the kit.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "BackendConformance": "topgrad.testing.suite",
+    "run": "topgrad.testing.runner",
+    "format_report": "topgrad.testing.runner",
+    "Report": "topgrad.testing.runner",
+    "CASES": "topgrad.testing.cases",
+    "RTOL": "topgrad.testing.outcome",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'topgrad.testing' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

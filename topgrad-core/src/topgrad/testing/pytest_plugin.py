@@ -1,7 +1,11 @@
-"""pytest plugin (entry point ``pytest11``): adds ``--topgrad-backend`` for the conformance kit."""
+"""pytest plugin (entry point ``pytest11``): the ``--topgrad-backend`` option and the kit's fixture.
+
+Loaded in every pytest run where topgrad-core is installed, so it imports nothing heavy.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -11,3 +15,34 @@ def pytest_addoption(parser: Any) -> None:
         default=None,
         help="backend checked by the topgrad conformance kit (default: $TOPGRAD_BACKEND, else numpy)",
     )
+
+
+def pytest_configure(config: Any) -> None:
+    """Fail once, with the registry's message, when --topgrad-backend names nothing loadable."""
+    name = config.getoption("--topgrad-backend", default=None)
+    if not name:
+        return
+    import pytest
+
+    import topgrad
+
+    try:
+        topgrad.load_backend(name)
+    except (topgrad.BackendNotFoundError, topgrad.BackendUnavailableError) as exc:
+        raise pytest.UsageError(f"--topgrad-backend {name}: {exc}") from exc
+
+
+def requested_backend(config: Any) -> str:
+    """The backend the kit checks: --topgrad-backend, else $TOPGRAD_BACKEND, else the default."""
+    name = config.getoption("--topgrad-backend", default=None) or os.environ.get("TOPGRAD_BACKEND")
+    if name:
+        return name
+    from topgrad.registry import _default_name
+
+    return _default_name()
+
+
+def pytest_report_header(config: Any) -> str | None:
+    if config.getoption("--topgrad-backend", default=None):
+        return f"topgrad conformance kit: backend {config.getoption('--topgrad-backend')!r}"
+    return None

@@ -1,0 +1,51 @@
+"""`python -m topgrad.testing NAME`: run the conformance kit on a backend and print the table."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit status 0 when every check passes, 1 when one fails, 2 when the backend cannot be loaded."""
+    parser = argparse.ArgumentParser(
+        prog="python -m topgrad.testing",
+        description="Check a Topgrad backend: every op of the table (forward and backward) against a "
+        "float64 numpy reference, the array helpers, and the optimizers.",
+    )
+    parser.add_argument("backend", nargs="?", help="backend name (default: $TOPGRAD_BACKEND, else numpy, "
+                        "else the only one installed)")
+    parser.add_argument("-k", dest="only", metavar="TEXT", help="only rows whose name contains TEXT")
+    parser.add_argument("--rtol", type=float, default=None, help="tolerance, default 1e-4 (float32)")
+    parser.add_argument("--list", action="store_true", help="list the installed backends and exit")
+    args = parser.parse_args(argv)
+
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        print("the conformance kit needs numpy: pip install 'topgrad-core[testing]'", file=sys.stderr)
+        return 2
+    import topgrad
+    from topgrad.registry import _default_name
+    from topgrad.testing.outcome import RTOL
+    from topgrad.testing.runner import format_report, run
+
+    if args.list:
+        for name, spec in sorted(topgrad.available_backends().items()):
+            print(f"{name:<12} {spec.description}")
+        return 0
+    try:
+        name = args.backend or os.environ.get("TOPGRAD_BACKEND") or _default_name()
+        topgrad.load_backend(name)
+    except (topgrad.BackendNotFoundError, topgrad.BackendUnavailableError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"topgrad conformance kit: backend {name!r}\n")
+    report = run(name, rtol=args.rtol or RTOL, only=args.only)
+    print(format_report(report))
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

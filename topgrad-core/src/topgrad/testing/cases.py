@@ -1,0 +1,131 @@
+"""The op cases of the kit: every op of the table on a few small shapes and parameter choices.
+
+Shapes are small on purpose: the kit must run in seconds on numpy and in about a minute
+in Triton's interpreter. Inputs are drawn from a seed derived from the case's id, so a
+failure reproduces exactly.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Arr:
+    """A random input array: `standard_normal(shape) * scale + offset` (or fixed `values`)."""
+
+    shape: tuple[int, ...]
+    scale: float = 1.0
+    offset: float = 0.0
+    positive: bool = False  # |normal| + 0.5, for variances
+    values: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Case:
+    """One application of one op: positional inputs, keyword parameters, what to expect."""
+
+    op: str
+    label: str
+    args: tuple[Any, ...]
+    params: dict[str, Any] = field(default_factory=dict)
+    raises: type[Exception] | None = None  # the forward must raise this (incompatible shapes)
+    fd: bool = True  # check the reference's gradient against central differences (not at kinks)
+
+    @property
+    def id(self) -> str:
+        return f"{self.op}[{self.label}]"
+
+    def seed(self) -> int:
+        return zlib.crc32(self.id.encode())
+
+    def materialize(self) -> tuple[list[Any], dict[str, Any]]:
+        """The inputs as float64 arrays holding float32-representable values (scalars, None as is)."""
+        rng = np.random.default_rng(self.seed())
+
+        def draw(spec: Any) -> Any:
+            if not isinstance(spec, Arr):
+                return spec
+            if spec.values is not None:
+                data = np.array(spec.values, dtype=np.float64).reshape(spec.shape)
+            else:
+                data = rng.standard_normal(spec.shape)
+                data = np.abs(data) + 0.5 if spec.positive else data * spec.scale + spec.offset
+            return data.astype(np.float32).astype(np.float64)
+
+        return [draw(a) for a in self.args], {k: draw(v) for k, v in self.params.items()}
+
+
+def _binary(op: str) -> list[Case]:
+    sym = "+" if op == "Add" else "*"
+    return [
+        Case(op, f"(2,3){sym}(2,3)", (Arr((2, 3)), Arr((2, 3)))),
+        Case(op, f"(2,3){sym}(3,)", (Arr((2, 3)), Arr((3,)))),
+        Case(op, f"(2,1,4){sym}(3,1)", (Arr((2, 1, 4)), Arr((3, 1)))),
+        Case(op, f"(1,3){sym}(4,1)", (Arr((1, 3)), Arr((4, 1)))),
+        Case(op, f"2.5{sym}(2,3)", (2.5, Arr((2, 3)))),
+        Case(op, f"(2,3){sym}-1.5", (Arr((2, 3)), -1.5)),
+        Case(op, f"(2,3){sym}(4,) raises", (Arr((2, 3)), Arr((4,))), raises=ValueError),
+    ]
+
+
+def _reduction(op: str) -> list[Case]:
+    return [
+        Case(op, "(2,3,4) all", (Arr((2, 3, 4)),), {"axis": None, "keepdims": False}),
+        Case(op, "(2,3,4) axis=1", (Arr((2, 3, 4)),), {"axis": 1, "keepdims": False}),
+        Case(op, "(2,3,4) axis=(0,2) keepdims", (Arr((2, 3, 4)),), {"axis": (0, 2), "keepdims": True}),
+        Case(op, "(3,5) axis=-1 keepdims", (Arr((3, 5)),), {"axis": -1, "keepdims": True}),
+        Case(op, "(3,5) all keepdims", (Arr((3, 5)),), {"axis": None, "keepdims": True}),
+    ]
+
+
+_RELU_AT_ZERO = (0.0, 1.0, -1.0, 0.0, 2.0, -0.0, 0.5, 0.0)
+
+CASES: list[Case] = [
+    *_binary("Add"),
+    *_binary("Mul"),
+    *_reduction("Sum"),
+    *_reduction("Mean"),
+    Case("ReLU", "(3,4)", (Arr((3, 4)),)),
+    Case("ReLU", "(2,4) zeros", (Arr((2, 4), values=_RELU_AT_ZERO),), fd=False),
+    Case("LogSoftmax", "(3,5) axis=-1", (Arr((3, 5)),), {"axis": -1}),
+    Case("LogSoftmax", "(4,3) axis=0", (Arr((4, 3)),), {"axis": 0}),
+    Case("LogSoftmax", "(2,3,4) axis=1", (Arr((2, 3, 4)),), {"axis": 1}),
+    Case("LogSoftmax", "(2,6) logits ~1000", (Arr((2, 6), scale=20.0, offset=1000.0),), {"axis": -1}),
+    Case("Linear", "(4,3)@(3,5)+(5,)", (Arr((4, 3)), Arr((3, 5)), Arr((5,)))),
+    Case("Linear", "(2,3,4)@(4,2) no bias", (Arr((2, 3, 4)), Arr((4, 2)), None)),
+    Case("Linear", "(2,3)@(4,5) raises", (Arr((2, 3)), Arr((4, 5)), None), raises=ValueError),
+    Case("Reshape", "(2,3,4)->(6,4)", (Arr((2, 3, 4)),), {"shape": (6, 4)}),
+    Case("Reshape", "(2,6)->(-1,)", (Arr((2, 6)),), {"shape": (-1,)}),
+    Case("Reshape", "(4,6)->(2,-1,3)", (Arr((4, 6)),), {"shape": (2, -1, 3)}),
+    Case("Conv2d", "3x3 s1 p0 bias", (Arr((2, 5, 5, 3)), Arr((3, 3, 3, 4)), Arr((4,))),
+         {"stride": 1, "padding": 0}),
+    Case("Conv2d", "3x3 s2 p1", (Arr((2, 5, 5, 2)), Arr((3, 3, 2, 3)), None), {"stride": 2, "padding": 1}),
+    Case("Conv2d", "3x3 s1 p1 bias", (Arr((1, 4, 4, 2)), Arr((3, 3, 2, 2)), Arr((2,))),
+         {"stride": 1, "padding": 1}),
+    Case("Conv2d", "1x1 s1 p0 bias", (Arr((2, 3, 3, 2)), Arr((1, 1, 2, 3)), Arr((3,))),
+         {"stride": 1, "padding": 0}),
+    Case("BatchNorm", "(6,4) train running", (Arr((6, 4)), Arr((4,)), Arr((4,))),
+         {"running_mean": Arr((4,)), "running_var": Arr((4,), positive=True), "training": True,
+          "momentum": 0.1, "eps": 1e-5}),
+    Case("BatchNorm", "(2,3,3,4) train", (Arr((2, 3, 3, 4)), Arr((4,)), Arr((4,))),
+         {"training": True, "momentum": 0.1, "eps": 1e-5}),
+    Case("BatchNorm", "(5,3) train momentum=0.3", (Arr((5, 3), scale=3.0, offset=2.0), Arr((3,)), Arr((3,))),
+         {"running_mean": Arr((3,)), "running_var": Arr((3,), positive=True), "training": True,
+          "momentum": 0.3, "eps": 1e-3}),
+    Case("BatchNorm", "(5,3) eval", (Arr((5, 3)), Arr((3,)), Arr((3,))),
+         {"running_mean": Arr((3,)), "running_var": Arr((3,), positive=True), "training": False,
+          "momentum": 0.1, "eps": 1e-5}),
+    Case("LayerNorm", "(4,6)", (Arr((4, 6)), Arr((6,)), Arr((6,))), {"eps": 1e-5}),
+    Case("LayerNorm", "(2,3,5) eps=1e-3", (Arr((2, 3, 5), scale=2.0, offset=1.0), Arr((5,)), Arr((5,))),
+         {"eps": 1e-3}),
+    Case("Attention", "(2,4,8)", (Arr((2, 4, 8)), Arr((2, 4, 8)), Arr((2, 4, 8))), {"causal": False}),
+    Case("Attention", "(2,5,4) causal", (Arr((2, 5, 4)), Arr((2, 5, 4)), Arr((2, 5, 4))), {"causal": True}),
+]
+"""Every case the kit runs, grouped by op in the order of CONTRACT section 6."""
+
+OP_NAMES: list[str] = list(dict.fromkeys(case.op for case in CASES))

@@ -1,0 +1,114 @@
+"""Checks of the Backend array helpers (CONTRACT section 3), which constructors and optimizers use."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from topgrad.registry import get_backend
+from topgrad.testing.outcome import RTOL, Outcome, compare, merge
+
+_A = np.array([[1.5, -2.0, 0.25], [4.0, 0.5, -3.0]])
+_B = np.array([[0.5, 3.0, -1.25], [2.0, -0.5, 8.0]])
+
+
+def _np(a: Any) -> Any:
+    return np.asarray(get_backend().to_numpy(a))
+
+
+def _has_array_api(what: str, a: Any, shape: tuple[int, ...]) -> list[Outcome]:
+    found = []
+    if not hasattr(a, "dtype"):
+        found.append(Outcome.failed(f"{what}: the array has no .dtype"))
+    if not hasattr(a, "shape") or tuple(a.shape) != shape:
+        found.append(Outcome.failed(f"{what}: .shape is {getattr(a, 'shape', None)}, expected {shape}"))
+    return found
+
+
+def check_asarray(rtol: float = RTOL) -> Outcome:
+    b = get_backend()
+    nested = b.asarray([[1.0, 2.0, 3.0], [4.0, 5.0, 6.5]])
+    from_numpy = b.asarray(_A.astype(np.float32))
+    scalar = b.asarray(2.5)
+    return merge([
+        *_has_array_api("asarray(nested list)", nested, (2, 3)),
+        compare("asarray(nested list)", _np(nested), [[1, 2, 3], [4, 5, 6.5]], rtol),
+        compare("asarray(numpy float32)", _np(from_numpy), _A, rtol),
+        compare("asarray(numpy float64)", _np(b.asarray(_A)), _A, rtol),
+        compare("asarray(backend array)", _np(b.asarray(from_numpy)), _A, rtol),
+        compare("asarray(2.5)", _np(scalar), np.float64(2.5), rtol),
+    ])
+
+
+def check_to_numpy(rtol: float = RTOL) -> Outcome:
+    b = get_backend()
+    a = b.asarray(_A)
+    out = b.to_numpy(a)
+    if not isinstance(out, np.ndarray):
+        return Outcome.failed(f"to_numpy returned {type(out).__name__}, expected numpy.ndarray")
+    return compare("to_numpy", out, _A, rtol)
+
+
+def check_constants(rtol: float = RTOL) -> Outcome:
+    b = get_backend()
+    outcomes = []
+    for shape in [(2, 3), (4,), (1, 2, 1)]:
+        for name, make, value in [
+            ("zeros", lambda s: b.zeros(s), 0.0),
+            ("ones", lambda s: b.ones(s), 1.0),
+            ("full", lambda s: b.full(s, -2.5), -2.5),
+        ]:
+            a = make(shape)
+            outcomes += _has_array_api(f"{name}({shape})", a, shape)
+            outcomes.append(compare(f"{name}({shape})", _np(a), np.full(shape, value), rtol))
+    return merge(outcomes)
+
+
+def check_randn(rtol: float = RTOL) -> Outcome:
+    b = get_backend()
+    first, again, other = b.randn((40, 50), seed=3), b.randn((40, 50), seed=3), b.randn((40, 50), seed=4)
+    outcomes = _has_array_api("randn((40, 50))", first, (40, 50))
+    x = _np(first)
+    if not np.array_equal(x, _np(again)):
+        outcomes.append(Outcome.failed("randn with the same seed gave different arrays"))
+    if np.array_equal(x, _np(other)):
+        outcomes.append(Outcome.failed("randn with seeds 3 and 4 gave the same array"))
+    if not (abs(x.mean()) < 0.15 and 0.85 < x.std() < 1.15):  # 2000 draws: about 5 sigma margins
+        outcomes.append(
+            Outcome.failed(f"randn is not standard normal: mean {x.mean():.3f}, std {x.std():.3f}")
+        )
+    outcomes += _has_array_api("randn((3,))", b.randn((3,)), (3,))
+    return merge(outcomes)
+
+
+def _arith(name: str, fn: Callable[[Any, Any], Any], want: Callable[[Any, Any], Any], rtol: float) -> Outcome:
+    b = get_backend()
+    x, y = b.asarray(_A), b.asarray(_B)
+    return merge([
+        compare(f"{name}(a, b)", _np(fn(x, y)), want(_A, _B), rtol),
+        compare(f"{name}(a, 2.0)", _np(fn(x, 2.0)), want(_A, 2.0), rtol),
+        compare(f"{name}(2.0, a)", _np(fn(2.0, x)), want(2.0, _A), rtol),
+        compare(f"{name}(a, b[1])", _np(fn(x, b.asarray(_B[1]))), want(_A, _B[1]), rtol),
+        compare(f"{name} left its inputs", _np(x), _A, 0.0),
+    ])
+
+
+def check_sqrt(rtol: float = RTOL) -> Outcome:
+    b = get_backend()
+    return compare("sqrt(a)", _np(b.sqrt(b.asarray(np.abs(_A)))), np.sqrt(np.abs(_A)), rtol)
+
+
+HELPER_CHECKS: dict[str, Callable[[float], Outcome]] = {
+    "asarray": check_asarray,
+    "to_numpy": check_to_numpy,
+    "zeros/ones/full": check_constants,
+    "randn": check_randn,
+    "add": lambda rtol: _arith("add", get_backend().add, np.add, rtol),
+    "sub": lambda rtol: _arith("sub", get_backend().sub, np.subtract, rtol),
+    "mul": lambda rtol: _arith("mul", get_backend().mul, np.multiply, rtol),
+    "div": lambda rtol: _arith("div", get_backend().div, np.divide, rtol),
+    "sqrt": check_sqrt,
+}
+"""Each helper check by its row label; each takes the tolerance and returns an Outcome."""

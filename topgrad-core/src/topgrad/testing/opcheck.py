@@ -1,0 +1,132 @@
+"""Checking one op case on the selected backend: forward, backward, and the reference's own gradient."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+from topgrad.registry import get_backend
+from topgrad.tensor import Tensor
+from topgrad.testing.cases import Case
+from topgrad.testing.numeric import numeric_vjp
+from topgrad.testing.outcome import RTOL, Outcome, compare, max_error, merge
+from topgrad.testing.reference import REFERENCE, forward_output
+
+
+def _to_backend(value: Any) -> Any:
+    """float64 reference input -> a Tensor on the selected backend (scalars and None pass through)."""
+    return Tensor(value.astype(np.float32)) if isinstance(value, np.ndarray) else value
+
+
+def _numpy(array: Any) -> Any:
+    return np.asarray(get_backend().to_numpy(array))
+
+
+def _apply(
+    case: Case, args64: list[Any], params64: dict[str, Any]
+) -> tuple[Tensor, list[Any], dict[str, Any]]:
+    op = getattr(get_backend().ops, case.op)
+    args = [_to_backend(a) for a in args64]
+    params = {k: _to_backend(v) for k, v in params64.items()}
+    return op.apply(*args, **params), args, params
+
+
+def _unchanged(args: list[Any], args64: list[Any]) -> list[Outcome]:
+    """Ops must not write into their inputs."""
+    return [
+        Outcome.failed(f"the op modified its input {i} in place")
+        for i, (t, ref) in enumerate(zip(args, args64))
+        if isinstance(t, Tensor) and not np.array_equal(_numpy(t.data), ref.astype(np.float32))
+    ]
+
+
+def check_forward(case: Case, rtol: float = RTOL) -> Outcome:
+    """The backend's forward output (and in-place parameter updates) against the float64 reference."""
+    args64, params64 = case.materialize()
+    if case.raises is not None:
+        return _check_raises(case, args64, params64)
+    ref = REFERENCE[case.op].forward(*args64, **params64)
+    try:
+        out, args, params = _apply(case, args64, params64)
+        outcomes = [compare("output", _numpy(out.data), forward_output(ref), rtol)]
+        for name, expected in (ref[1] if isinstance(ref, tuple) else {}).items():
+            outcomes.append(compare(f"{name} after forward", _numpy(params[name].data), expected, rtol))
+        outcomes += _unchanged(args, args64)
+    except Exception as exc:
+        return Outcome.crashed("forward", exc)
+    return merge(outcomes)
+
+
+def _check_raises(case: Case, args64: list[Any], params64: dict[str, Any]) -> Outcome:
+    expected = case.raises or ValueError
+    shapes = [a.shape for a in args64 if isinstance(a, np.ndarray)]
+    listed = ", ".join(map(str, shapes))
+    try:
+        _apply(case, args64, params64)
+    except expected as exc:
+        text = str(exc)
+        missing = [str(s) for s in shapes if not re.search(r"\D+".join(map(str, s)), text)]
+        if case.op.lower() not in text.lower() or missing:
+            return Outcome.failed(
+                f"{expected.__name__} raised, but its message should name the op {case.op!r} and "
+                f"the shapes {listed}: {text!r}"
+            )
+        return Outcome(True)
+    except Exception as exc:
+        return Outcome.crashed(f"shapes {listed} should raise {expected.__name__}; forward", exc)
+    return Outcome.failed(f"shapes {listed} are incompatible: expected {expected.__name__}")
+
+
+def upstream_gradient(case: Case, shape: tuple[int, ...]) -> Any:
+    """The gradient fed to backward: random, float32-representable, from the case's seed."""
+    rng = np.random.default_rng(case.seed() + 1)
+    return rng.standard_normal(shape).astype(np.float32).astype(np.float64)
+
+
+def check_backward(case: Case, rtol: float = RTOL) -> Outcome | None:
+    """Each input's gradient after `out.backward(g)` against the reference's vector-Jacobian product."""
+    if case.raises is not None:
+        return None
+    args64, params64 = case.materialize()
+    ref = REFERENCE[case.op]
+    g = upstream_gradient(case, np.shape(forward_output(ref.forward(*args64, **params64))))
+    expected = ref.vjp(g, *args64, **params64)
+    try:
+        out, args, _ = _apply(case, args64, params64)
+        out.backward(g.astype(np.float32))
+        outcomes = []
+        for i, (t, want) in enumerate(zip(args, expected)):
+            if not isinstance(t, Tensor):
+                continue
+            if t.grad is None:
+                outcomes.append(Outcome.failed(f"input {i} got no gradient (its backward entry was None)"))
+                continue
+            outcomes.append(compare(f"gradient of input {i}", _numpy(t.grad), want, rtol))
+    except Exception as exc:
+        return Outcome.crashed("backward", exc)
+    return merge(outcomes)
+
+
+def check_reference(case: Case) -> Outcome:
+    """The kit's own float64 gradients against central differences (a failure is a kit bug)."""
+    if case.raises is not None or not case.fd:
+        return Outcome(True)
+    args64, params64 = case.materialize()
+    ref = REFERENCE[case.op]
+
+    def f(*args: Any) -> Any:
+        return forward_output(ref.forward(*args, **params64))
+
+    g = upstream_gradient(case, np.shape(f(*args64)))
+    analytic = ref.vjp(g, *args64, **params64)
+    errors = []
+    for i, a in enumerate(args64):
+        if isinstance(a, np.ndarray):
+            errors.append(max_error(analytic[i], numeric_vjp(f, args64, i, g)))
+    err = max(errors, default=0.0)
+    if not err <= 1e-6:
+        return Outcome.failed(f"kit bug: the float64 reference gradient of {case.id} is off by {err:.1e}",
+                              err)
+    return Outcome(True, err)

@@ -1,0 +1,89 @@
+"""Optimizer steps on the backend (its `sgd_update` / `adam_update`) against torch's rules in float64."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from topgrad import optim
+from topgrad.registry import get_backend
+from topgrad.tensor import Tensor
+from topgrad.testing.outcome import Outcome, compare, merge
+
+STEPS = 3
+
+
+def sgd_reference(
+    p: Any, grads: list[Any], lr: float, momentum: float = 0.0, dampening: float = 0.0,
+    weight_decay: float = 0.0, nesterov: bool = False,
+) -> list[Any]:
+    """The parameter after each step of torch.optim.SGD, in float64."""
+    buf, out = None, []
+    for g in grads:
+        g = g + weight_decay * p
+        if momentum:
+            buf = g.copy() if buf is None else momentum * buf + (1 - dampening) * g
+            g = g + momentum * buf if nesterov else buf
+        p = p - lr * g
+        out.append(p)
+    return out
+
+
+def adam_reference(
+    p: Any, grads: list[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8, weight_decay: float = 0.0, decoupled: bool = False,
+) -> list[Any]:
+    """The parameter after each step of torch.optim.Adam (AdamW when `decoupled`), in float64."""
+    m, v, out = np.zeros_like(p), np.zeros_like(p), []
+    for step, g in enumerate(grads, start=1):
+        if decoupled:
+            p = p * (1 - lr * weight_decay)
+        else:
+            g = g + weight_decay * p
+        m = betas[0] * m + (1 - betas[0]) * g
+        v = betas[1] * v + (1 - betas[1]) * g * g
+        m_hat, v_hat = m / (1 - betas[0] ** step), v / (1 - betas[1] ** step)
+        p = p - lr * m_hat / (np.sqrt(v_hat) + eps)
+        out.append(p)
+    return out
+
+
+def _run(
+    make: Callable[[list[Tensor]], optim.Optimizer], reference: Callable[..., list[Any]], rtol: float
+) -> Outcome:
+    rng = np.random.default_rng(7)
+    p0 = rng.standard_normal((3, 4)).astype(np.float32).astype(np.float64)
+    grads = [rng.standard_normal((3, 4)).astype(np.float32).astype(np.float64) for _ in range(STEPS)]
+    backend = get_backend()
+    param = Tensor(p0.astype(np.float32))
+    opt = make([param])
+    outcomes = []
+    for step, (g, want) in enumerate(zip(grads, reference(p0, grads)), start=1):
+        opt.zero_grad()
+        param.grad = backend.asarray(g.astype(np.float32))
+        opt.step()
+        got = np.asarray(backend.to_numpy(param.data))
+        outcomes.append(compare(f"parameter after step {step}", got, want, rtol))
+    return merge(outcomes)
+
+
+OPTIMIZER_CHECKS: dict[str, Callable[[float], Outcome]] = {
+    "SGD momentum=0.9": lambda rtol: _run(
+        lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
+        lambda p, gs: sgd_reference(p, gs, lr=0.1, momentum=0.9), rtol),
+    "SGD nesterov, weight_decay": lambda rtol: _run(
+        lambda ps: optim.SGD(ps, lr=0.05, momentum=0.8, weight_decay=0.1, nesterov=True),
+        lambda p, gs: sgd_reference(p, gs, lr=0.05, momentum=0.8, weight_decay=0.1, nesterov=True), rtol),
+    "Adam": lambda rtol: _run(
+        lambda ps: optim.Adam(ps, lr=0.01),
+        lambda p, gs: adam_reference(p, gs, lr=0.01), rtol),
+    "Adam weight_decay": lambda rtol: _run(
+        lambda ps: optim.Adam(ps, lr=0.01, betas=(0.8, 0.9), weight_decay=0.1),
+        lambda p, gs: adam_reference(p, gs, lr=0.01, betas=(0.8, 0.9), weight_decay=0.1), rtol),
+    "AdamW": lambda rtol: _run(
+        lambda ps: optim.AdamW(ps, lr=0.01),
+        lambda p, gs: adam_reference(p, gs, lr=0.01, weight_decay=1e-2, decoupled=True), rtol),
+}
+"""Each optimizer check by its row label; three steps, the parameter compared after each."""

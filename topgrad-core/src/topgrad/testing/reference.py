@@ -1,0 +1,243 @@
+"""The float64 reference of every op of the table: plain numpy forward and vector-Jacobian products.
+
+Each op has `forward(*inputs, **params)` and `vjp(grad, *inputs, **params)`; `vjp` returns one
+gradient per positional input (None where the input is not an array). The reference is
+independent of every backend and of torch; the kit checks its gradients against central
+differences on each run. Ops that update keyword Tensors in place (BatchNorm's running
+statistics) return `(out, {param: new value})` from `forward`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+try:
+    import numpy as np
+except ImportError as exc:  # pragma: no cover - exercised in a venv without numpy
+    raise ImportError(
+        "the topgrad conformance kit needs numpy: pip install 'topgrad-core[testing]'"
+    ) from exc
+
+
+@dataclass(frozen=True)
+class RefOp:
+    """One op's reference: a forward and its vector-Jacobian product."""
+
+    forward: Callable[..., Any]
+    vjp: Callable[..., tuple[Any, ...]]
+
+
+def _is_array(x: Any) -> bool:
+    return isinstance(x, np.ndarray)
+
+
+def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Sum `g` down to `shape`, undoing numpy broadcasting."""
+    while g.ndim > len(shape):
+        g = g.sum(axis=0)
+    for axis, size in enumerate(shape):
+        if size == 1 and g.shape[axis] != 1:
+            g = g.sum(axis=axis, keepdims=True)
+    return g
+
+
+def _axes(axis: int | tuple[int, ...] | None, ndim: int) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    axis = (axis,) if isinstance(axis, int) else axis
+    return tuple(sorted(a % ndim for a in axis))
+
+
+# ---- elementwise and reductions ----------------------------------------------------
+def _add_vjp(g: Any, a: Any, b: Any) -> tuple[Any, ...]:
+    return tuple(unbroadcast(g, x.shape) if _is_array(x) else None for x in (a, b))
+
+
+def _mul_vjp(g: Any, a: Any, b: Any) -> tuple[Any, ...]:
+    ga = unbroadcast(g * b, a.shape) if _is_array(a) else None
+    gb = unbroadcast(g * a, b.shape) if _is_array(b) else None
+    return ga, gb
+
+
+def _sum(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+    return np.sum(x, axis=axis, keepdims=keepdims)
+
+
+def _sum_vjp(g: Any, x: Any, axis: Any = None, keepdims: bool = False) -> tuple[Any, ...]:
+    axes = _axes(axis, x.ndim)
+    if not keepdims:
+        g = np.expand_dims(g, axes)
+    return (np.broadcast_to(g, x.shape).copy(),)
+
+
+def _mean(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+    return np.mean(x, axis=axis, keepdims=keepdims)
+
+
+def _mean_vjp(g: Any, x: Any, axis: Any = None, keepdims: bool = False) -> tuple[Any, ...]:
+    count = int(np.prod([x.shape[a] for a in _axes(axis, x.ndim)]))
+    return (_sum_vjp(g, x, axis, keepdims)[0] / count,)
+
+
+def _relu_vjp(g: Any, x: Any) -> tuple[Any, ...]:
+    return (g * (x > 0),)
+
+
+def _logsoftmax(x: Any, axis: int = -1) -> Any:
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def _logsoftmax_vjp(g: Any, x: Any, axis: int = -1) -> tuple[Any, ...]:
+    return (g - np.exp(_logsoftmax(x, axis)) * g.sum(axis=axis, keepdims=True),)
+
+
+# ---- linear algebra ------------------------------------------------------------------
+def _linear(x: Any, w: Any, b: Any = None) -> Any:
+    out = x @ w
+    return out if b is None else out + b
+
+
+def _linear_vjp(g: Any, x: Any, w: Any, b: Any = None) -> tuple[Any, ...]:
+    gx = g @ w.T
+    gw = x.reshape(-1, x.shape[-1]).T @ g.reshape(-1, g.shape[-1])
+    gb = g.reshape(-1, g.shape[-1]).sum(axis=0) if b is not None else None
+    return gx, gw, gb
+
+
+def _reshape(x: Any, shape: tuple[int, ...] = ()) -> Any:
+    return x.reshape(shape)
+
+
+def _reshape_vjp(g: Any, x: Any, shape: tuple[int, ...] = ()) -> tuple[Any, ...]:
+    return (g.reshape(x.shape),)
+
+
+def _conv_geometry(x: Any, w: Any, stride: int, padding: int) -> tuple[Any, int, int]:
+    xp = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    kh, kw = w.shape[:2]
+    return xp, (xp.shape[1] - kh) // stride + 1, (xp.shape[2] - kw) // stride + 1
+
+
+def _conv2d(x: Any, w: Any, b: Any = None, stride: int = 1, padding: int = 0) -> Any:
+    """Direct convolution: a sum over kernel positions (no im2col), NHWC input, HWIO kernel."""
+    xp, ho, wo = _conv_geometry(x, w, stride, padding)
+    out = np.zeros((x.shape[0], ho, wo, w.shape[3]))
+    for p in range(w.shape[0]):
+        for q in range(w.shape[1]):
+            window = xp[:, p : p + stride * ho : stride, q : q + stride * wo : stride, :]
+            out += window @ w[p, q]
+    return out if b is None else out + b
+
+
+def _conv2d_vjp(g: Any, x: Any, w: Any, b: Any = None, stride: int = 1, padding: int = 0) -> tuple[Any, ...]:
+    xp, ho, wo = _conv_geometry(x, w, stride, padding)
+    gxp, gw = np.zeros_like(xp), np.zeros_like(w)
+    for p in range(w.shape[0]):
+        for q in range(w.shape[1]):
+            rows, cols = slice(p, p + stride * ho, stride), slice(q, q + stride * wo, stride)
+            gxp[:, rows, cols, :] += g @ w[p, q].T
+            gw[p, q] = np.einsum("bhwc,bhwo->co", xp[:, rows, cols, :], g)
+    gx = gxp[:, padding : padding + x.shape[1], padding : padding + x.shape[2], :]
+    gb = g.sum(axis=(0, 1, 2)) if b is not None else None
+    return gx, gw, gb
+
+
+# ---- normalization ---------------------------------------------------------------------
+def _normalize_backward(dxhat: Any, xhat: Any, invstd: Any, axes: tuple[int, ...]) -> Any:
+    n = int(np.prod([xhat.shape[a] for a in axes]))
+    total = dxhat.sum(axis=axes, keepdims=True)
+    dot = (dxhat * xhat).sum(axis=axes, keepdims=True)
+    return invstd * (dxhat - total / n - xhat * dot / n)
+
+
+def _bn_stats(x: Any, running_mean: Any, running_var: Any, training: bool) -> tuple[Any, Any]:
+    axes = tuple(range(x.ndim - 1))
+    if training:
+        return x.mean(axis=axes), x.var(axis=axes)
+    return running_mean, running_var
+
+
+def _batchnorm(
+    x: Any, gamma: Any, beta: Any, running_mean: Any = None, running_var: Any = None,
+    training: bool = True, momentum: float = 0.1, eps: float = 1e-5,
+) -> Any:
+    mean, var = _bn_stats(x, running_mean, running_var, training)
+    out = gamma * (x - mean) / np.sqrt(var + eps) + beta
+    updates = {}
+    if training and running_mean is not None:
+        updates["running_mean"] = (1 - momentum) * running_mean + momentum * mean
+    if training and running_var is not None:
+        n = x.size // x.shape[-1]
+        updates["running_var"] = (1 - momentum) * running_var + momentum * var * n / (n - 1)
+    return (out, updates) if updates else out
+
+
+def _batchnorm_vjp(
+    g: Any, x: Any, gamma: Any, beta: Any, running_mean: Any = None, running_var: Any = None,
+    training: bool = True, momentum: float = 0.1, eps: float = 1e-5,
+) -> tuple[Any, ...]:
+    axes = tuple(range(x.ndim - 1))
+    mean, var = _bn_stats(x, running_mean, running_var, training)
+    invstd = 1.0 / np.sqrt(var + eps)
+    xhat = (x - mean) * invstd
+    gx = _normalize_backward(g * gamma, xhat, invstd, axes) if training else g * gamma * invstd
+    return gx, (g * xhat).sum(axis=axes), g.sum(axis=axes)
+
+
+def _layernorm(x: Any, gamma: Any, beta: Any, eps: float = 1e-5) -> Any:
+    mean, var = x.mean(axis=-1, keepdims=True), x.var(axis=-1, keepdims=True)
+    return gamma * (x - mean) / np.sqrt(var + eps) + beta
+
+
+def _layernorm_vjp(g: Any, x: Any, gamma: Any, beta: Any, eps: float = 1e-5) -> tuple[Any, ...]:
+    invstd = 1.0 / np.sqrt(x.var(axis=-1, keepdims=True) + eps)
+    xhat = (x - x.mean(axis=-1, keepdims=True)) * invstd
+    lead = tuple(range(x.ndim - 1))
+    gx = _normalize_backward(g * gamma, xhat, invstd, (x.ndim - 1,))
+    return gx, (g * xhat).sum(axis=lead), g.sum(axis=lead)
+
+
+# ---- attention -----------------------------------------------------------------------
+def _attention_probs(q: Any, k: Any, causal: bool) -> Any:
+    scores = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
+    if causal:
+        t_q, t_k = scores.shape[-2:]
+        scores = np.where(np.tril(np.ones((t_q, t_k), dtype=bool)), scores, -np.inf)
+    return np.exp(_logsoftmax(scores, axis=-1))
+
+
+def _attention(q: Any, k: Any, v: Any, causal: bool = False) -> Any:
+    return _attention_probs(q, k, causal) @ v
+
+
+def _attention_vjp(g: Any, q: Any, k: Any, v: Any, causal: bool = False) -> tuple[Any, ...]:
+    p = _attention_probs(q, k, causal)
+    gv = np.swapaxes(p, -1, -2) @ g
+    gp = g @ np.swapaxes(v, -1, -2)
+    gs = p * (gp - (gp * p).sum(axis=-1, keepdims=True)) / np.sqrt(q.shape[-1])
+    return gs @ k, np.swapaxes(gs, -1, -2) @ q, gv
+
+
+REFERENCE: dict[str, RefOp] = {
+    "Add": RefOp(lambda a, b: a + b, _add_vjp),
+    "Mul": RefOp(lambda a, b: a * b, _mul_vjp),
+    "Sum": RefOp(_sum, _sum_vjp),
+    "Mean": RefOp(_mean, _mean_vjp),
+    "ReLU": RefOp(lambda x: np.maximum(x, 0.0), _relu_vjp),
+    "LogSoftmax": RefOp(_logsoftmax, _logsoftmax_vjp),
+    "Linear": RefOp(_linear, _linear_vjp),
+    "Reshape": RefOp(_reshape, _reshape_vjp),
+    "Conv2d": RefOp(_conv2d, _conv2d_vjp),
+    "BatchNorm": RefOp(_batchnorm, _batchnorm_vjp),
+    "LayerNorm": RefOp(_layernorm, _layernorm_vjp),
+    "Attention": RefOp(_attention, _attention_vjp),
+}
+"""The op table of CONTRACT section 6, in float64."""
+
+
+def forward_output(result: Any) -> Any:
+    """The output array of a reference forward (dropping in-place parameter updates)."""
+    return result[0] if isinstance(result, tuple) else result

@@ -1,0 +1,129 @@
+"""Running the whole kit on one backend and reporting it as a table, one row per op, helper, optimizer."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from topgrad import registry
+from topgrad.testing.cases import CASES, OP_NAMES, Case
+from topgrad.testing.helpers import HELPER_CHECKS
+from topgrad.testing.opcheck import check_backward, check_forward, check_reference
+from topgrad.testing.optimizers import OPTIMIZER_CHECKS
+from topgrad.testing.outcome import RTOL, Outcome, merge
+
+
+@dataclass
+class Row:
+    """One line of the report: an op (forward and backward over all its cases), a helper or an optimizer."""
+
+    section: str  # "op", "helper" or "optimizer"
+    name: str
+    forward: Outcome
+    backward: Outcome | None = None  # None: not applicable
+    failures: list[str] = field(default_factory=list)  # "case: message" for each failed case
+
+    @property
+    def ok(self) -> bool:
+        return self.forward.ok and (self.backward is None or self.backward.ok)
+
+    @property
+    def error(self) -> float:
+        return max(self.forward.error, self.backward.error if self.backward else 0.0)
+
+
+@dataclass
+class Report:
+    backend: str
+    rows: list[Row]
+
+    @property
+    def passed(self) -> int:
+        return sum(row.ok for row in self.rows)
+
+    @property
+    def failed(self) -> int:
+        return len(self.rows) - self.passed
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+
+def _guarded(where: str, check: Callable[[], Outcome | None]) -> Outcome | None:
+    try:
+        return check()
+    except Exception as exc:
+        return Outcome.crashed(where, exc)
+
+
+def op_row(op: str, rtol: float = RTOL, cases: list[Case] | None = None) -> Row:
+    """Run every case of `op` (forward, backward, and the reference's own gradient check)."""
+    forwards, backwards, failures = [], [], []
+    for case in cases if cases is not None else [c for c in CASES if c.op == op]:
+        reference = check_reference(case)
+        if not reference.ok:  # never blame the backend for the kit's own mistake
+            raise AssertionError(reference.message)
+        fwd = _guarded("forward", lambda c=case: check_forward(c, rtol))
+        bwd = _guarded("backward", lambda c=case: check_backward(c, rtol))
+        forwards.append(fwd)
+        if not fwd.ok:
+            failures.append(f"{case.id} forward: {fwd.message}")
+        if bwd is not None:
+            backwards.append(bwd)
+            if not bwd.ok:
+                failures.append(f"{case.id} backward: {bwd.message}")
+    return Row("op", op, merge(forwards), merge(backwards), failures)
+
+
+def _single(section: str, name: str, check: Callable[[float], Outcome], rtol: float) -> Row:
+    outcome = _guarded(name, lambda: check(rtol)) or Outcome(True)
+    return Row(section, name, outcome, None, [] if outcome.ok else [f"{name}: {outcome.message}"])
+
+
+@contextlib.contextmanager
+def selected(name: str) -> Iterator[None]:
+    """Select backend `name` for the duration, then restore the previous selection."""
+    previous = registry._current
+    registry.set_backend(name)
+    try:
+        yield
+    finally:
+        registry._current = previous
+
+
+def run(name: str, rtol: float = RTOL, only: str | None = None) -> Report:
+    """Check backend `name`: every op, helper and optimizer (rows whose name contains `only`)."""
+    rows = []
+    with selected(name):
+        for op in OP_NAMES:
+            if only is None or only.lower() in op.lower():
+                rows.append(op_row(op, rtol))
+        for section, checks in (("helper", HELPER_CHECKS), ("optimizer", OPTIMIZER_CHECKS)):
+            for label, check in checks.items():
+                if only is None or only.lower() in label.lower():
+                    rows.append(_single(section, label, check, rtol))
+    return Report(name, rows)
+
+
+def _mark(outcome: Outcome | None) -> str:
+    return "-" if outcome is None else ("ok" if outcome.ok else "FAIL")
+
+
+def format_report(report: Report) -> str:
+    """The table, the failures in detail, and the closing line `N passed, M failed`."""
+    width = max([len(r.name) for r in report.rows] + [len("op")])
+    lines = [f"{'op':<{width}}  {'forward':<7}  {'backward':<8}  max error", "-" * (width + 31)]
+    section = "op"
+    for row in report.rows:
+        if row.section != section:
+            section = row.section
+            lines.append(f"-- {section}s")
+        err = "-" if row.error == float("inf") else f"{row.error:.1e}"
+        lines.append(f"{row.name:<{width}}  {_mark(row.forward):<7}  {_mark(row.backward):<8}  {err}")
+    failures = [f for row in report.rows for f in row.failures]
+    if failures:
+        lines += ["", "failures:"] + [f"  {f}" for f in failures]
+    lines += ["", f"{report.passed} passed, {report.failed} failed"]
+    return "\n".join(lines)

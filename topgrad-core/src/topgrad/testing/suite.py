@@ -1,0 +1,65 @@
+"""`BackendConformance`: the kit as pytest test classes to subclass in a backend's own suite.
+
+    import topgrad.testing
+
+    class TestMyBackend(topgrad.testing.BackendConformance):
+        backend = "mybackend"    # None: --topgrad-backend, else $TOPGRAD_BACKEND, else the default
+        rtol = 1e-4              # tighten it for a float64 backend
+
+One test per op case (forward and backward), per helper and per optimizer, with the
+same ids as the rows of `python -m topgrad.testing`. Override a test method (or mark it
+xfail) to opt out of a check, as with pandas' extension tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import pytest
+
+from topgrad.testing.cases import CASES, Case
+from topgrad.testing.helpers import HELPER_CHECKS
+from topgrad.testing.opcheck import check_backward, check_forward, check_reference
+from topgrad.testing.optimizers import OPTIMIZER_CHECKS
+from topgrad.testing.outcome import RTOL, Outcome
+from topgrad.testing.pytest_plugin import requested_backend
+from topgrad.testing.runner import selected
+
+_OP_CASES = [pytest.param(case, id=case.id) for case in CASES]
+_BACKWARD_CASES = [pytest.param(case, id=case.id) for case in CASES if case.raises is None]
+
+
+def _expect(outcome: Outcome | None) -> None:
+    if outcome is not None and not outcome.ok:
+        pytest.fail(outcome.message, pytrace=False)
+
+
+class BackendConformance:
+    """Subclass with a name starting with ``Test`` and set `backend`; pytest collects the rest."""
+
+    backend: ClassVar[str | None] = None
+    rtol: ClassVar[float] = RTOL
+
+    @pytest.fixture(autouse=True)
+    def _topgrad_selected_backend(self, request: Any) -> Iterator[str]:
+        name = self.backend or requested_backend(request.config)
+        with selected(name):
+            yield name
+
+    @pytest.mark.parametrize("case", _OP_CASES)
+    def test_forward(self, case: Case) -> None:
+        _expect(check_forward(case, self.rtol))
+
+    @pytest.mark.parametrize("case", _BACKWARD_CASES)
+    def test_backward(self, case: Case) -> None:
+        _expect(check_reference(case))
+        _expect(check_backward(case, self.rtol))
+
+    @pytest.mark.parametrize("helper", list(HELPER_CHECKS))
+    def test_helper(self, helper: str) -> None:
+        _expect(HELPER_CHECKS[helper](self.rtol))
+
+    @pytest.mark.parametrize("optimizer", list(OPTIMIZER_CHECKS))
+    def test_optimizer(self, optimizer: str) -> None:
+        _expect(OPTIMIZER_CHECKS[optimizer](self.rtol))
