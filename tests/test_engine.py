@@ -1,0 +1,256 @@
+"""The autograd engine: graph shapes (shared parents, diamonds, residuals), depth, accumulation,
+no_grad, the release of saved arrays, and the forms `backward(grad)` accepts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import topgrad
+import torch
+from helpers import Sizes, assert_close, check_against_torch, rand, torch_attention
+from topgrad import Op, Tensor
+
+
+@pytest.fixture(scope="module")
+def sizes(interpreted: bool) -> Sizes:
+    return Sizes.for_run(interpreted)
+
+
+def _graph_ops(root: Tensor) -> list[Op]:
+    """Every op reachable from `root` (each once)."""
+    ops: dict[int, Op] = {}
+    stack = [root]
+    while stack:
+        t = stack.pop()
+        if t._op is not None and id(t._op) not in ops:
+            ops[id(t._op)] = t._op
+            stack.extend(p for p in t._op.parents if isinstance(p, Tensor))
+    return list(ops.values())
+
+
+# ---- graph shapes --------------------------------------------------------------------------
+def test_shared_parent_in_mul() -> None:
+    """x * x: both positional arguments are one tensor; its gradient is 2x."""
+    check_against_torch(lambda x: x * x, lambda x: x * x, [rand((3, 4), 0)])
+
+
+def test_shared_parent_in_add() -> None:
+    check_against_torch(lambda x: x + x, lambda x: x + x, [rand((3, 4), 1)])
+
+
+def test_diamond() -> None:
+    """x feeds two branches that meet again; both contributions reach x."""
+
+    def graph(x: Any, w: Any) -> Any:
+        a = (x @ w).relu()
+        b = x * 3.0 - 1.0
+        return (a * b).sum(axis=-1)
+
+    check_against_torch(graph, graph, [rand((4, 5), 2), rand((5, 5), 3)])
+
+
+def test_residual_block() -> None:
+    """y = relu(x w1 + b1) w2 + x: the skip path and the block path both reach x."""
+
+    def top(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
+        return x.linear(w1, b1).relu() @ w2 + x
+
+    def ref(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+        return (x @ w1 + b1).relu() @ w2 + x
+
+    check_against_torch(top, ref, [rand((4, 6), 4), rand((6, 8), 5), rand((8,), 6), rand((8, 6), 7)])
+
+
+def test_reused_intermediate_many_times() -> None:
+    """One intermediate consumed by several later ops, including itself."""
+
+    def graph(x: Any) -> Any:
+        h = x * 2.0 + 1.0
+        return (h * h + h * 3.0 - h).mean()
+
+    check_against_torch(graph, graph, [rand((5,), 8)])
+
+
+def test_qkv_from_one_input_through_attention(sizes: Sizes) -> None:
+    """q, k and v are projections of one x: three paths through attention sum into x's gradient."""
+    b, t, d = min(2, sizes.batch), min(5, sizes.tokens), min(8, sizes.dim)
+
+    def top(x: Tensor, wq: Tensor, wk: Tensor, wv: Tensor) -> Tensor:
+        return topgrad.attention(x @ wq, x @ wk, x @ wv, causal=True)
+
+    def ref(x: torch.Tensor, wq: torch.Tensor, wk: torch.Tensor, wv: torch.Tensor) -> torch.Tensor:
+        return torch_attention(x @ wq, x @ wk, x @ wv, causal=True)
+
+    weights = [rand((d, d), 10 + i, scale=d**-0.5) for i in range(3)]
+    check_against_torch(top, ref, [rand((b, t, d), 9), *weights])
+
+
+def test_self_attention_with_x_as_q_k_and_v() -> None:
+    """attention(x, x, x): one tensor in all three positions."""
+    check_against_torch(
+        lambda x: topgrad.attention(x, x, x), lambda x: torch_attention(x, x, x), [rand((2, 4, 3), 13)]
+    )
+
+
+def test_deep_chain_has_no_recursion_limit() -> None:
+    """A 10,000-op chain (ten times Python's default recursion limit) runs backward."""
+    depth = 10_000
+    x = Tensor(rand((3,), 14))
+    y = x
+    for i in range(depth):
+        y = y.reshape(1, 3) if i % 2 == 0 else y.reshape(3)
+    y.backward([1.0, 2.0, 3.0])
+    assert_close(x.grad, np.array([1.0, 2.0, 3.0], np.float32), "gradient through 10,000 reshapes")
+
+
+def test_deep_arithmetic_chain(interpreted: bool) -> None:
+    """A long chain of Add ops: the gradient passes through every node unchanged."""
+    depth = 3_000 if interpreted else 10_000
+    x = Tensor(rand((2,), 15))
+    y = x
+    for _ in range(depth):
+        y = y + 1.0
+    assert_close(y, x.numpy() + depth, "forward of the chain", rtol=1e-5, atol=1e-2)
+    y.backward()
+    assert_close(x.grad, np.ones(2, np.float32), "gradient of the chain")
+
+
+# ---- accumulation and reset -------------------------------------------------------------------
+def test_gradients_accumulate_across_backward_calls() -> None:
+    x_np = rand((3,), 16)
+    x = Tensor(x_np)
+    (x * x).sum().backward()
+    (x * 3.0).sum().backward()
+    assert_close(x.grad, 2 * x_np + 3.0, "accumulated gradient")
+
+
+def test_grad_reset_with_none() -> None:
+    x_np = rand((3,), 17)
+    x = Tensor(x_np)
+    (x * x).sum().backward()
+    x.grad = None
+    (x * 3.0).sum().backward()
+    assert_close(x.grad, np.full(3, 3.0, np.float32), "gradient after reset")
+
+
+def test_leaf_gradient_starts_as_none() -> None:
+    x = Tensor(rand((2,), 18))
+    y = x * 2.0
+    assert x.grad is None and y.grad is None
+
+
+def test_gradient_has_the_leaf_shape_and_is_a_backend_array() -> None:
+    x = Tensor(rand((2, 3), 19))
+    (x * 2.0).sum().backward()
+    assert tuple(x.grad.shape) == (2, 3)
+    assert not isinstance(x.grad, Tensor)
+
+
+def test_backward_of_a_scalar_seeds_ones() -> None:
+    x_np = rand((4,), 20)
+    x = Tensor(x_np)
+    (x * 5.0).sum().backward()
+    assert_close(x.grad, np.full(4, 5.0, np.float32), "gradient with implicit seed")
+
+
+def test_backward_on_a_leaf() -> None:
+    x = Tensor(rand((2,), 21))
+    x.backward([1.0, -1.0])
+    assert_close(x.grad, np.array([1.0, -1.0], np.float32), "leaf seeded directly")
+
+
+def test_unused_parameter_keeps_no_gradient() -> None:
+    x, unused = Tensor(rand((2,), 22)), Tensor(rand((2,), 23))
+    (x * 2.0).sum().backward()
+    assert unused.grad is None
+
+
+# ---- backward(grad) -----------------------------------------------------------------------------
+@pytest.mark.parametrize("form", ["tensor", "backend array", "list", "numpy"])
+def test_backward_accepts_several_grad_forms(form: str) -> None:
+    x_np, g_np = rand((2, 3), 24), rand((2, 3), 25)
+    grad: Any = {
+        "tensor": lambda: Tensor(g_np),
+        "backend array": lambda: topgrad.get_backend().asarray(g_np),
+        "list": lambda: g_np.tolist(),
+        "numpy": lambda: g_np,
+    }[form]()
+    x = Tensor(x_np)
+    (x * 2.0).backward(grad)
+    assert_close(x.grad, 2.0 * g_np, f"gradient seeded with a {form}")
+
+
+@pytest.mark.parametrize("bad_shape", [(3, 2), (6,), (2, 3, 1), ()])
+def test_backward_with_a_grad_of_the_wrong_shape(bad_shape: tuple[int, ...]) -> None:
+    y = Tensor(rand((2, 3), 26)) * 2.0
+    with pytest.raises(ValueError, match="shape"):
+        y.backward(np.ones(bad_shape, np.float32))
+
+
+# ---- released graphs -------------------------------------------------------------------------
+def test_saved_intermediates_are_released_after_backward() -> None:
+    x, w, b = Tensor(rand((4, 5), 27)), Tensor(rand((5, 3), 28)), Tensor(rand((3,), 29))
+    y = (x.linear(w, b).relu().logsoftmax() * 2.0).mean()
+    ops = _graph_ops(y)
+    assert any(op.saved for op in ops), "the forward pass saved nothing for backward"
+    y.backward()
+    for op in ops:
+        assert op._intermediate == (), f"{op!r} still holds saved arrays"
+
+
+def test_second_backward_through_a_released_graph_fails_clearly() -> None:
+    x = Tensor(rand((3,), 30))
+    y = (x * x).sum()
+    y.backward()
+    with pytest.raises(RuntimeError, match=r"(released|again)"):
+        y.backward()
+
+
+def test_a_new_forward_pass_can_run_backward_again() -> None:
+    x_np = rand((3,), 31)
+    x = Tensor(x_np)
+    for _ in range(2):
+        (x * x).sum().backward()
+    assert_close(x.grad, 4 * x_np, "two graphs, one leaf")
+
+
+# ---- no_grad -----------------------------------------------------------------------------
+def test_no_grad_builds_no_graph_and_saves_nothing() -> None:
+    """Under no_grad the output has no op, and the op instance saved no arrays."""
+    created: list[Op] = []
+    base = topgrad.get_backend().ops.Linear
+
+    class SpyLinear(base):  # type: ignore[misc, valid-type]
+        def forward(self, *arrays: Any, **params: Any) -> Any:
+            created.append(self)
+            return super().forward(*arrays, **params)
+
+    x, w = Tensor(rand((2, 3), 32)), Tensor(rand((3, 4), 33))
+    with topgrad.no_grad():
+        out = SpyLinear.apply(x, w, None)
+        relu = out.relu()
+    assert out._op is None and relu._op is None
+    assert len(created) == 1 and created[0].saved == ()
+    assert_close(out, x.numpy() @ w.numpy(), "forward under no_grad")
+
+    graph_out = SpyLinear.apply(x, w, None)
+    assert graph_out._op is created[1] and created[1].saved, "outside no_grad the op saves its inputs"
+
+
+def test_no_grad_is_restored_after_an_exception() -> None:
+    x = Tensor(rand((2,), 34))
+    with pytest.raises(ZeroDivisionError), topgrad.no_grad():
+        _ = 1 / 0
+    assert (x * 2.0)._op is not None
+
+
+def test_no_grad_output_cannot_send_gradient_back() -> None:
+    x = Tensor(rand((2,), 35))
+    with topgrad.no_grad():
+        y = x * 2.0
+    (y * 3.0).sum().backward()
+    assert x.grad is None
+    assert_close(y.grad, np.full(2, 3.0, np.float32), "y is a leaf now")

@@ -1,0 +1,570 @@
+"""Every op of the table, forward and the gradient of every input, against PyTorch (float32, 1e-4).
+
+Each op has a few fixed cases and a Hypothesis test that draws shapes, axes, broadcasts
+and conv geometries. Shapes are bounded by `Sizes.for_run(interpreted)`: an interpreted
+backend gets smaller draws, never fewer ops. Inputs go through the public Tensor API.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import topgrad
+import torch
+import torch.nn.functional as F  # noqa: N812 - the usual PyTorch spelling
+from helpers import (
+    Sizes,
+    assert_close,
+    check_against_torch,
+    hwio_to_oihw,
+    mentions_shape,
+    nchw_to_nhwc,
+    nhwc_to_nchw,
+    rand,
+    torch_attention,
+)
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from topgrad import Tensor
+
+seeds = st.integers(0, 2**16)
+
+
+@pytest.fixture(scope="module")
+def sizes(interpreted: bool) -> Sizes:
+    return Sizes.for_run(interpreted)
+
+
+# ---- Add and Mul: broadcasting, scalars on either side -------------------------------
+BINARY = {
+    "Add": (lambda a, b: a + b, lambda a, b: a + b),
+    "Mul": (lambda a, b: a * b, lambda a, b: a * b),
+}
+
+
+@pytest.mark.parametrize("op", sorted(BINARY))
+@pytest.mark.parametrize(
+    ("shape_a", "shape_b"),
+    [((3, 4), (3, 4)), ((2, 3, 4), (4,)), ((4,), (2, 3, 4)), ((2, 1, 4), (3, 1)), ((3, 4), ()), ((), (3, 4))],
+)
+def test_binary_fixed(op: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...]) -> None:
+    """Broadcasting Add and Mul; each gradient is reduced to its parent's own shape."""
+    top, ref = BINARY[op]
+    check_against_torch(top, ref, [rand(shape_a, 1), rand(shape_b, 2)])
+
+
+@pytest.mark.parametrize("op", sorted(BINARY))
+@given(data=st.data(), seed=seeds)
+def test_binary_broadcast_drawn(op: str, data: st.DataObject, seed: int, sizes: Sizes) -> None:
+    top, ref = BINARY[op]
+    shapes = data.draw(
+        hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=4, max_side=sizes.batch)
+    )
+    a, b = shapes.input_shapes
+    check_against_torch(top, ref, [rand(a, seed), rand(b, seed + 1)], seed=seed)
+
+
+SCALAR_FORMS = {
+    "x + c": (lambda x: x + 2.5, lambda x: x + 2.5),
+    "c + x": (lambda x: 2.5 + x, lambda x: 2.5 + x),
+    "x * c": (lambda x: x * -1.5, lambda x: x * -1.5),
+    "c * x": (lambda x: -1.5 * x, lambda x: -1.5 * x),
+    "x - c": (lambda x: x - 0.75, lambda x: x - 0.75),
+    "c - x": (lambda x: 0.75 - x, lambda x: 0.75 - x),
+    "-x": (lambda x: -x, lambda x: -x),
+    "x / c": (lambda x: x / 4.0, lambda x: x / 4.0),
+    "(x - c) / c * x": (lambda x: (x - 1.0) / 3.0 * x, lambda x: (x - 1.0) / 3.0 * x),
+}
+
+
+@pytest.mark.parametrize("form", sorted(SCALAR_FORMS))
+@pytest.mark.parametrize("shape", [(), (5,), (2, 3, 4)])
+def test_scalar_compositions(form: str, shape: tuple[int, ...]) -> None:
+    """Python scalars on either side of Add and Mul, and the compositions sub, neg and div."""
+    top, ref = SCALAR_FORMS[form]
+    check_against_torch(top, ref, [rand(shape, 3)])
+
+
+@pytest.mark.parametrize(("shape_a", "shape_b"), [((3, 4), (3, 4)), ((2, 3, 4), (3, 1)), ((4,), (2, 4))])
+def test_tensor_minus_tensor(shape_a: tuple[int, ...], shape_b: tuple[int, ...]) -> None:
+    check_against_torch(lambda a, b: a - b, lambda a, b: a - b, [rand(shape_a, 4), rand(shape_b, 5)])
+
+
+def test_division_by_a_tensor_is_refused() -> None:
+    """Only division by a Python number is a composition of the table's ops."""
+    with pytest.raises(TypeError):
+        Tensor(rand((2,), 0)) / Tensor(rand((2,), 1))
+
+
+@pytest.mark.parametrize("op", sorted(BINARY))
+@pytest.mark.parametrize(("shape_a", "shape_b"), [((2, 3), (4,)), ((2, 3, 4), (3, 3, 4)), ((5,), (2, 4))])
+def test_binary_incompatible_shapes(op: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...]) -> None:
+    """Shapes that do not broadcast raise ValueError naming the op and both shapes."""
+    top, _ = BINARY[op]
+    with pytest.raises(ValueError, match=op) as info:
+        top(Tensor(rand(shape_a, 0)), Tensor(rand(shape_b, 1)))
+    message = str(info.value)
+    assert mentions_shape(message, shape_a), message
+    assert mentions_shape(message, shape_b), message
+
+
+# ---- Sum and Mean ------------------------------------------------------------------------
+def _torch_reduce(
+    name: str, t: torch.Tensor, axis: int | tuple[int, ...] | None, keepdims: bool
+) -> torch.Tensor:
+    reduce = torch.sum if name == "sum" else torch.mean
+    if t.ndim == 0:
+        return reduce(t)
+    dims = tuple(range(t.ndim)) if axis is None else axis
+    return reduce(t, dim=dims, keepdim=keepdims)
+
+
+@pytest.mark.parametrize("name", ["sum", "mean"])
+@pytest.mark.parametrize(
+    ("shape", "axis", "keepdims"),
+    [
+        ((3, 4), None, False),
+        ((3, 4), None, True),
+        ((3, 4), 0, False),
+        ((3, 4), -1, True),
+        ((2, 3, 4), (0, 2), False),
+        ((2, 3, 4), (-1, -3), True),
+        ((2, 3, 4), (0, 1, 2), False),
+        ((5,), 0, False),
+        ((), None, False),
+    ],
+)
+def test_reduce_fixed(
+    name: str, shape: tuple[int, ...], axis: int | tuple[int, ...] | None, keepdims: bool
+) -> None:
+    def top(x: Tensor) -> Tensor:
+        return getattr(x, name)(axis=axis, keepdims=keepdims)
+
+    check_against_torch(top, lambda t: _torch_reduce(name, t, axis, keepdims), [rand(shape, 6)])
+
+
+@pytest.mark.parametrize("name", ["sum", "mean"])
+def test_full_reduction_is_zero_dimensional(name: str) -> None:
+    """A reduction over every axis without keepdims gives a 0-d array (shape ())."""
+    out = getattr(Tensor(rand((3, 4), 0)), name)()
+    assert out.shape == ()
+    assert out.ndim == 0
+
+
+@pytest.mark.parametrize("name", ["sum", "mean"])
+@given(data=st.data(), seed=seeds)
+def test_reduce_drawn(name: str, data: st.DataObject, seed: int, sizes: Sizes) -> None:
+    shape = data.draw(
+        hnp.array_shapes(min_dims=0, max_dims=4, min_side=1, max_side=sizes.batch), label="shape"
+    )
+    ndim = len(shape)
+    axis_choices = [st.none()]
+    if ndim:
+        axis_choices += [st.integers(-ndim, ndim - 1), hnp.valid_tuple_axes(ndim, min_size=1)]
+    axis = data.draw(st.one_of(*axis_choices), label="axis")
+    keepdims = data.draw(st.booleans(), label="keepdims")
+
+    def top(x: Tensor) -> Tensor:
+        return getattr(x, name)(axis=axis, keepdims=keepdims)
+
+    check_against_torch(top, lambda t: _torch_reduce(name, t, axis, keepdims), [rand(shape, seed)], seed=seed)
+
+
+# ---- ReLU ----------------------------------------------------------------------------------
+@given(shape=hnp.array_shapes(min_dims=0, max_dims=4, max_side=5), seed=seeds)
+def test_relu_drawn(shape: tuple[int, ...], seed: int) -> None:
+    check_against_torch(lambda x: x.relu(), torch.relu, [rand(shape, seed)], seed=seed)
+
+
+def test_relu_gradient_is_zero_at_zero() -> None:
+    x = np.array([[-1.0, 0.0, 2.0], [0.0, 3.0, -0.5]], dtype=np.float32)
+    _, out = check_against_torch(lambda t: t.relu(), torch.relu, [x])
+    xs = Tensor(x)
+    xs.relu().backward(np.ones_like(x))
+    assert_close(xs.grad, (x > 0).astype(np.float32), "relu gradient")
+    assert_close(out, np.maximum(x, 0), "relu forward")
+
+
+# ---- LogSoftmax ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("shape", "axis"), [((4, 10), -1), ((4, 10), 0), ((2, 3, 5), 1), ((7,), 0), ((2, 3, 5), -3)]
+)
+def test_logsoftmax_fixed(shape: tuple[int, ...], axis: int) -> None:
+    check_against_torch(
+        lambda x: x.logsoftmax(axis=axis), lambda t: torch.log_softmax(t, dim=axis), [rand(shape, 8)]
+    )
+
+
+def test_logsoftmax_default_axis_is_last() -> None:
+    check_against_torch(lambda x: x.logsoftmax(), lambda t: torch.log_softmax(t, dim=-1), [rand((3, 6), 9)])
+
+
+@given(data=st.data(), seed=seeds)
+def test_logsoftmax_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
+    shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=4, max_side=sizes.batch), label="shape")
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1), label="axis")
+    check_against_torch(
+        lambda x: x.logsoftmax(axis=axis),
+        lambda t: torch.log_softmax(t, dim=axis),
+        [rand(shape, seed)],
+        seed=seed,
+    )
+
+
+@pytest.mark.parametrize("scale", [1e3, 1e4, -1e4])
+def test_logsoftmax_is_stable_for_large_logits(scale: float) -> None:
+    """Logits in the thousands overflow a naive exp; the op must stay finite and exact."""
+    x = rand((4, 10), 10, scale=scale)
+    _, out = check_against_torch(lambda t: t.logsoftmax(), lambda t: torch.log_softmax(t, dim=-1), [x])
+    assert np.isfinite(out.numpy()).all()
+
+
+# ---- Linear and @ --------------------------------------------------------------------------
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize(("lead", "d", "m"), [((4,), 16, 8), ((2, 3), 5, 7), ((), 6, 3), ((1,), 1, 1)])
+def test_linear_fixed(bias: bool, lead: tuple[int, ...], d: int, m: int) -> None:
+    inputs = [rand((*lead, d), 11), rand((d, m), 12)]
+    if bias:
+        check_against_torch(
+            lambda x, w, b: x.linear(w, b), lambda x, w, b: x @ w + b, [*inputs, rand((m,), 13)]
+        )
+    else:
+        check_against_torch(lambda x, w: x.linear(w), lambda x, w: x @ w, inputs)
+
+
+@given(data=st.data(), seed=seeds)
+def test_linear_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
+    lead = data.draw(hnp.array_shapes(min_dims=0, max_dims=2, max_side=sizes.batch), label="lead")
+    d = data.draw(st.integers(1, sizes.dim), label="d")
+    m = data.draw(st.integers(1, sizes.dim), label="m")
+    inputs = [rand((*lead, d), seed), rand((d, m), seed + 1)]
+    if data.draw(st.booleans(), label="bias"):
+        inputs.append(rand((m,), seed + 2))
+        check_against_torch(lambda x, w, b: x.linear(w, b), lambda x, w, b: x @ w + b, inputs, seed=seed)
+    else:
+        check_against_torch(lambda x, w: x.linear(w), lambda x, w: x @ w, inputs, seed=seed)
+
+
+@pytest.mark.parametrize(("x_shape", "w_shape"), [((3, 4), (4, 5)), ((2, 3, 4), (4, 2))])
+def test_matmul_operator(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> None:
+    check_against_torch(lambda x, w: x @ w, lambda x, w: x @ w, [rand(x_shape, 14), rand(w_shape, 15)])
+
+
+@pytest.mark.parametrize(("x_shape", "w_shape"), [((2, 3), (4, 5)), ((2, 3, 4), (3, 4))])
+def test_linear_incompatible_shapes(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="Linear") as info:
+        Tensor(rand(x_shape, 0)).linear(Tensor(rand(w_shape, 1)))
+    message = str(info.value)
+    assert mentions_shape(message, x_shape), message
+    assert mentions_shape(message, w_shape), message
+
+
+# ---- Reshape and flatten ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("shape", "target"),
+    [
+        ((2, 3, 4), (6, 4)),
+        ((2, 3, 4), (-1,)),
+        ((2, 3, 4), (4, -1, 2)),
+        ((6,), (1, 6, 1)),
+        ((), (1,)),
+        ((1,), ()),
+    ],
+)
+def test_reshape_fixed(shape: tuple[int, ...], target: tuple[int, ...]) -> None:
+    check_against_torch(lambda x: x.reshape(*target), lambda t: t.reshape(target), [rand(shape, 16)])
+
+
+def test_reshape_accepts_a_tuple() -> None:
+    x = Tensor(rand((2, 6), 0))
+    assert x.reshape((3, 4)).shape == x.reshape(3, 4).shape == (3, 4)
+
+
+@st.composite
+def reshape_targets(draw: st.DrawFn, size: int) -> tuple[int, ...]:
+    """A shape with `size` elements, built from divisors, with at most one dimension as -1."""
+    dims: list[int] = []
+    left = size
+    while left > 1 and len(dims) < 4:
+        d = draw(st.sampled_from([k for k in range(1, left + 1) if left % k == 0]))
+        dims.append(d)
+        left //= d
+    dims.append(left)
+    dims = draw(st.permutations(dims))
+    if draw(st.booleans()):
+        dims[draw(st.integers(0, len(dims) - 1))] = -1
+    return tuple(dims)
+
+
+@given(data=st.data(), seed=seeds)
+def test_reshape_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
+    shape = data.draw(hnp.array_shapes(min_dims=0, max_dims=4, max_side=sizes.batch), label="shape")
+    target = data.draw(reshape_targets(math.prod(shape)), label="target")
+    check_against_torch(
+        lambda x: x.reshape(*target), lambda t: t.reshape(target), [rand(shape, seed)], seed=seed
+    )
+
+
+@pytest.mark.parametrize(
+    ("shape", "start"), [((2, 3, 4, 5), 1), ((2, 3, 4, 5), 2), ((2, 3, 4), 0), ((2, 3, 4), -1)]
+)
+def test_flatten(shape: tuple[int, ...], start: int) -> None:
+    check_against_torch(
+        lambda x: x.flatten(start), lambda t: torch.flatten(t, start_dim=start), [rand(shape, 17)]
+    )
+
+
+def test_flatten_default_keeps_the_batch_axis() -> None:
+    assert Tensor(rand((2, 3, 4, 5), 0)).flatten().shape == (2, 60)
+
+
+# ---- Conv2d (NHWC / HWIO; torch is NCHW / OIHW) ----------------------------------------------
+def _conv(stride: int, padding: int) -> tuple[Callable[..., Tensor], Callable[..., torch.Tensor]]:
+    """The same convolution in Topgrad (NHWC/HWIO) and in PyTorch (permuted to NCHW/OIHW)."""
+
+    def top(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
+        return x.conv2d(w, b, stride=stride, padding=padding)
+
+    def ref(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+        return nchw_to_nhwc(F.conv2d(nhwc_to_nchw(x), hwio_to_oihw(w), b, stride=stride, padding=padding))
+
+    return top, ref
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "k", "cout", "stride", "padding", "bias"),
+    [
+        ((2, 8, 8, 3), (3, 3), 4, 1, 0, True),
+        ((2, 8, 8, 3), (3, 3), 4, 1, 1, False),
+        ((2, 9, 7, 2), (3, 3), 5, 2, 1, True),
+        ((1, 6, 6, 1), (1, 1), 2, 1, 0, True),
+        ((2, 7, 7, 3), (5, 5), 2, 2, 2, True),
+        ((3, 5, 6, 2), (2, 3), 3, 3, 0, False),
+        ((1, 4, 4, 2), (4, 4), 3, 1, 0, True),
+    ],
+)
+def test_conv2d_fixed(
+    x_shape: tuple[int, int, int, int], k: tuple[int, int], cout: int, stride: int, padding: int, bias: bool
+) -> None:
+    top, ref = _conv(stride, padding)
+    inputs = [rand(x_shape, 18), rand((*k, x_shape[3], cout), 19, scale=0.5)]
+    if bias:
+        inputs.append(rand((cout,), 20))
+    check_against_torch(top, ref, inputs)
+
+
+@given(data=st.data(), seed=seeds)
+def test_conv2d_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
+    """Drawn kernel sizes, strides, paddings and image sizes (every output at least 1x1)."""
+    kh, kw = data.draw(st.integers(1, 3), label="kh"), data.draw(st.integers(1, 3), label="kw")
+    stride = data.draw(st.integers(1, 3), label="stride")
+    padding = data.draw(st.integers(0, 2), label="padding")
+    h = data.draw(st.integers(max(1, kh - 2 * padding), max(kh, sizes.image)), label="h")
+    w = data.draw(st.integers(max(1, kw - 2 * padding), max(kw, sizes.image)), label="w")
+    batch = data.draw(st.integers(1, sizes.batch), label="batch")
+    cin = data.draw(st.integers(1, sizes.channels), label="cin")
+    cout = data.draw(st.integers(1, sizes.channels), label="cout")
+    bias = data.draw(st.booleans(), label="bias")
+    top, ref = _conv(stride, padding)
+    inputs = [rand((batch, h, w, cin), seed), rand((kh, kw, cin, cout), seed + 1, scale=0.5)]
+    if bias:
+        inputs.append(rand((cout,), seed + 2))
+    check_against_torch(top, ref, inputs, seed=seed)
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "bad"),
+    [
+        ((8, 8, 3), (3, 3, 3, 4), (8, 8, 3)),  # no batch axis
+        ((2, 8, 8, 3), (3, 3, 4), (3, 3, 4)),  # kernel of rank 3
+        ((2, 8, 8, 3), (3, 3, 2, 4), (3, 3, 2, 4)),  # input channels differ
+    ],
+)
+def test_conv2d_bad_shapes(x_shape: tuple[int, ...], w_shape: tuple[int, ...], bad: tuple[int, ...]) -> None:
+    """Wrong ranks or channel counts raise ValueError naming Conv2d and the offending shape."""
+    with pytest.raises(ValueError, match=r"(?i)conv") as info:
+        Tensor(rand(x_shape, 0)).conv2d(Tensor(rand(w_shape, 1)))
+    assert mentions_shape(str(info.value), bad), str(info.value)
+
+
+# ---- BatchNorm (over every axis but the last) -------------------------------------------------
+def _channels_first(t: torch.Tensor) -> torch.Tensor:
+    return t.movedim(-1, 1) if t.ndim > 2 else t
+
+
+def _channels_last(t: torch.Tensor) -> torch.Tensor:
+    return t.movedim(1, -1) if t.ndim > 2 else t
+
+
+def _check_batchnorm_training(
+    x_shape: tuple[int, ...], momentum: float, eps: float, seed: int, steps: int = 1
+) -> None:
+    """`steps` training-mode calls with fresh inputs; outputs, gradients and running stats vs torch."""
+    c = x_shape[-1]
+    running_mean, running_var = Tensor.zeros(c), Tensor.ones(c)
+    torch_mean, torch_var = torch.zeros(c), torch.ones(c)
+    for step in range(steps):
+
+        def top(x: Tensor, g: Tensor, b: Tensor) -> Tensor:
+            return x.batchnorm(g, b, running_mean, running_var, training=True, momentum=momentum, eps=eps)
+
+        def ref(x: torch.Tensor, g: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            y = F.batch_norm(_channels_first(x), torch_mean, torch_var, g, b, True, momentum, eps)
+            return _channels_last(y)
+
+        s = seed + 10 * step
+        inputs = [rand(x_shape, s, scale=2.0) + 1.0, rand((c,), s + 1), rand((c,), s + 2)]
+        check_against_torch(top, ref, inputs, seed=s)
+        assert_close(running_mean, torch_mean, f"running mean after step {step}")
+        assert_close(running_var, torch_var, f"running var after step {step}")
+    assert running_mean.grad is None and running_var.grad is None, "running stats are not graph inputs"
+
+
+@pytest.mark.parametrize("x_shape", [(8, 4), (4, 5, 5, 3), (3, 6, 2), (2, 1)])
+def test_batchnorm_training(x_shape: tuple[int, ...]) -> None:
+    _check_batchnorm_training(x_shape, momentum=0.1, eps=1e-5, seed=21)
+
+
+def test_batchnorm_running_stats_over_steps() -> None:
+    """Running statistics follow torch over several steps (unbiased variance, momentum 0.3)."""
+    _check_batchnorm_training((6, 3, 3, 4), momentum=0.3, eps=1e-3, seed=22, steps=3)
+
+
+def test_batchnorm_training_without_running_stats() -> None:
+    def top(x: Tensor, g: Tensor, b: Tensor) -> Tensor:
+        return x.batchnorm(g, b)
+
+    def ref(x: torch.Tensor, g: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return _channels_last(F.batch_norm(_channels_first(x), None, None, g, b, True, 0.1, 1e-5))
+
+    check_against_torch(top, ref, [rand((4, 3, 3, 5), 23), rand((5,), 24), rand((5,), 25)])
+
+
+@pytest.mark.parametrize("x_shape", [(8, 4), (3, 4, 4, 2)])
+def test_batchnorm_eval_uses_running_stats(x_shape: tuple[int, ...]) -> None:
+    """In eval mode the running statistics normalize and stay unchanged."""
+    c = x_shape[-1]
+    mean_np, var_np = rand((c,), 26), np.abs(rand((c,), 27)) + 0.5
+    running_mean, running_var = Tensor(mean_np), Tensor(var_np)
+
+    def top(x: Tensor, g: Tensor, b: Tensor) -> Tensor:
+        return x.batchnorm(g, b, running_mean, running_var, training=False)
+
+    def ref(x: torch.Tensor, g: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        y = F.batch_norm(
+            _channels_first(x), torch.tensor(mean_np), torch.tensor(var_np), g, b, False, 0.1, 1e-5
+        )
+        return _channels_last(y)
+
+    check_against_torch(top, ref, [rand(x_shape, 28), rand((c,), 29), rand((c,), 30)])
+    assert_close(running_mean, mean_np, "running mean in eval", rtol=0, atol=0)
+    assert_close(running_var, var_np, "running var in eval", rtol=0, atol=0)
+
+
+@given(data=st.data(), seed=seeds)
+def test_batchnorm_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
+    shape = data.draw(hnp.array_shapes(min_dims=2, max_dims=4, max_side=sizes.batch), label="shape")
+    if math.prod(shape[:-1]) < 2:  # torch needs two values per channel to train
+        shape = (2, *shape[1:])
+    momentum = data.draw(st.sampled_from([0.1, 0.5, 0.9]), label="momentum")
+    _check_batchnorm_training(shape, momentum=momentum, eps=1e-5, seed=seed)
+
+
+# ---- LayerNorm -------------------------------------------------------------------------------
+@pytest.mark.parametrize(("shape", "eps"), [((4, 16), 1e-5), ((2, 3, 8), 1e-5), ((5,), 1e-3), ((3, 1), 1e-5)])
+def test_layernorm_fixed(shape: tuple[int, ...], eps: float) -> None:
+    d = shape[-1]
+
+    def top(x: Tensor, g: Tensor, b: Tensor) -> Tensor:
+        return x.layernorm(g, b, eps=eps)
+
+    def ref(x: torch.Tensor, g: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, (d,), g, b, eps)
+
+    check_against_torch(top, ref, [rand(shape, 31, scale=3.0), rand((d,), 32), rand((d,), 33)])
+
+
+@given(data=st.data(), seed=seeds)
+def test_layernorm_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
+    lead = data.draw(hnp.array_shapes(min_dims=0, max_dims=3, max_side=sizes.batch), label="lead")
+    # With two features every normalized row is ±1 and the x gradient is pure cancellation
+    # (zero but for eps): float32 round-off decides it, so draws start at three features.
+    d = data.draw(st.integers(3, sizes.dim), label="d")
+    check_against_torch(
+        lambda x, g, b: x.layernorm(g, b),
+        lambda x, g, b: F.layer_norm(x, (d,), g, b, 1e-5),
+        [rand((*lead, d), seed, scale=2.0), rand((d,), seed + 1), rand((d,), seed + 2)],
+        seed=seed,
+    )
+
+
+# ---- Attention ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(("b", "t", "d"), [(2, 5, 8), (1, 1, 4), (3, 7, 3), (2, 16, 16)])
+def test_attention_fixed(causal: bool, b: int, t: int, d: int) -> None:
+    check_against_torch(
+        lambda q, k, v: topgrad.attention(q, k, v, causal=causal),
+        lambda q, k, v: torch_attention(q, k, v, causal=causal),
+        [rand((b, t, d), 34), rand((b, t, d), 35), rand((b, t, d), 36)],
+    )
+
+
+def test_attention_default_is_not_causal() -> None:
+    check_against_torch(
+        topgrad.attention, torch_attention, [rand((2, 4, 4), 37), rand((2, 4, 4), 38), rand((2, 4, 4), 39)]
+    )
+
+
+def test_causal_attention_ignores_the_future() -> None:
+    """Changing the last token's keys and values leaves earlier causal outputs unchanged."""
+    q, k, v = rand((1, 4, 3), 40), rand((1, 4, 3), 41), rand((1, 4, 3), 42)
+    k2, v2 = k.copy(), v.copy()
+    k2[:, -1], v2[:, -1] = 5.0, -5.0
+    first = topgrad.attention(Tensor(q), Tensor(k), Tensor(v), causal=True).numpy()
+    second = topgrad.attention(Tensor(q), Tensor(k2), Tensor(v2), causal=True).numpy()
+    np.testing.assert_allclose(first[:, :-1], second[:, :-1], rtol=1e-6, atol=1e-6)
+    assert not np.allclose(first[:, -1], second[:, -1])
+
+
+def test_attention_is_stable_for_large_scores() -> None:
+    q = rand((2, 5, 4), 43, scale=20.0)
+    _, out = check_against_torch(
+        topgrad.attention, torch_attention, [q, rand((2, 5, 4), 44), rand((2, 5, 4), 45)]
+    )
+    assert np.isfinite(out.numpy()).all()
+
+
+@given(data=st.data(), seed=seeds)
+def test_attention_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
+    b = data.draw(st.integers(1, sizes.batch), label="b")
+    t = data.draw(st.integers(1, sizes.tokens), label="t")
+    d = data.draw(st.integers(1, sizes.dim), label="d")
+    causal = data.draw(st.booleans(), label="causal")
+    check_against_torch(
+        lambda q, k, v: topgrad.attention(q, k, v, causal=causal),
+        lambda q, k, v: torch_attention(q, k, v, causal=causal),
+        [rand((b, t, d), seed), rand((b, t, d), seed + 1), rand((b, t, d), seed + 2)],
+        seed=seed,
+    )
+
+
+@pytest.mark.parametrize(
+    ("q_shape", "kv_shape", "bad"),
+    [
+        ((5, 8), (5, 8), (5, 8)),  # no batch axis
+        ((2, 3, 5, 8), (2, 3, 5, 8), (2, 3, 5, 8)),  # rank 4
+        ((2, 5, 8), (2, 5, 4), (2, 5, 4)),  # feature sizes differ
+    ],
+)
+def test_attention_bad_shapes(
+    q_shape: tuple[int, ...], kv_shape: tuple[int, ...], bad: tuple[int, ...]
+) -> None:
+    """Wrong ranks or mismatched q/k shapes raise ValueError naming Attention and the shape."""
+    q, k, v = Tensor(rand(q_shape, 0)), Tensor(rand(kv_shape, 1)), Tensor(rand(kv_shape, 2))
+    with pytest.raises(ValueError, match=r"(?i)attention") as info:
+        topgrad.attention(q, k, v)
+    assert mentions_shape(str(info.value), bad), str(info.value)
