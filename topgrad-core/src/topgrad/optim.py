@@ -42,6 +42,13 @@ class Optimizer:
         raise NotImplementedError
 
 
+def _check_non_negative(opt: Optimizer, **values: float) -> None:
+    """torch.optim refuses negative momentum, weight decay and eps; so do we."""
+    for name, value in values.items():
+        if value < 0:
+            raise ValueError(f"{type(opt).__name__}: {name.replace('_', ' ')} must be >= 0, got {value}")
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum, Nesterov momentum and weight decay."""
 
@@ -50,6 +57,7 @@ class SGD(Optimizer):
         weight_decay: float = 0.0, nesterov: bool = False, dampening: float = 0.0,
     ) -> None:
         super().__init__(params, lr)
+        _check_non_negative(self, momentum=momentum, weight_decay=weight_decay)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening 0")
         self.momentum, self.weight_decay, self.nesterov, self.dampening = (
@@ -74,6 +82,7 @@ class Adam(Optimizer):
         eps: float = 1e-8, weight_decay: float = 0.0,
     ) -> None:
         super().__init__(params, lr)
+        _check_non_negative(self, eps=eps, weight_decay=weight_decay)
         if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
             raise ValueError(f"{type(self).__name__}: betas must lie in [0, 1), got {betas}")
         self.betas, self.eps, self.weight_decay = betas, eps, weight_decay

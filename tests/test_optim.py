@@ -1,0 +1,180 @@
+"""Optimizers against torch.optim: identical parameters and gradients, several steps, 1e-4."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import topgrad
+import torch
+from helpers import assert_close, rand
+from topgrad import Tensor
+from topgrad.optim import SGD, Adam, AdamW
+
+SHAPES = [(4, 3), (3,), (2, 2, 2)]
+STEPS = 5
+
+# name -> (topgrad optimizer, torch optimizer, keyword arguments both accept)
+CASES: dict[str, tuple[type, type, dict[str, Any]]] = {
+    "sgd": (SGD, torch.optim.SGD, {"lr": 0.1}),
+    "sgd small lr": (SGD, torch.optim.SGD, {"lr": 1e-5}),
+    "sgd momentum": (SGD, torch.optim.SGD, {"lr": 0.05, "momentum": 0.9}),
+    "sgd momentum dampening": (SGD, torch.optim.SGD, {"lr": 0.05, "momentum": 0.9, "dampening": 0.3}),
+    "sgd nesterov": (SGD, torch.optim.SGD, {"lr": 0.05, "momentum": 0.8, "nesterov": True}),
+    "sgd weight decay": (SGD, torch.optim.SGD, {"lr": 0.1, "weight_decay": 0.01}),
+    "sgd everything": (
+        SGD,
+        torch.optim.SGD,
+        {"lr": 0.02, "momentum": 0.5, "weight_decay": 0.1, "nesterov": True},
+    ),
+    "sgd small lr momentum": (SGD, torch.optim.SGD, {"lr": 1e-5, "momentum": 0.9}),
+    "adam": (Adam, torch.optim.Adam, {"lr": 1e-3}),
+    "adam defaults": (Adam, torch.optim.Adam, {}),
+    "adam small lr": (Adam, torch.optim.Adam, {"lr": 1e-5}),
+    "adam betas eps": (Adam, torch.optim.Adam, {"lr": 0.01, "betas": (0.8, 0.99), "eps": 1e-6}),
+    "adam weight decay": (Adam, torch.optim.Adam, {"lr": 0.01, "weight_decay": 0.1}),
+    "adamw": (AdamW, torch.optim.AdamW, {"lr": 0.01}),
+    "adamw defaults": (AdamW, torch.optim.AdamW, {}),
+    "adamw small lr": (AdamW, torch.optim.AdamW, {"lr": 1e-5, "weight_decay": 0.1}),
+    "adamw no weight decay": (AdamW, torch.optim.AdamW, {"lr": 0.01, "weight_decay": 0.0}),
+    "adamw strong weight decay": (AdamW, torch.optim.AdamW, {"lr": 0.05, "weight_decay": 0.5}),
+}
+
+
+def _set_grad(p: Tensor, g: np.ndarray) -> None:
+    p.grad = topgrad.get_backend().asarray(g)
+
+
+def _run_both(case: str, grads_for_step: Callable[[int, int], np.ndarray | None]) -> None:
+    """Step both optimizers STEPS times with the same gradients; compare parameters each step."""
+    top_cls, torch_cls, kwargs = CASES[case]
+    inits = [rand(shape, i) for i, shape in enumerate(SHAPES)]
+    params = [Tensor(a) for a in inits]
+    torch_params = [torch.tensor(a, requires_grad=True) for a in inits]
+    opt, ref = top_cls(params, **kwargs), torch_cls(torch_params, **kwargs)
+    for step in range(STEPS):
+        opt.zero_grad()
+        ref.zero_grad()
+        for i, (p, tp) in enumerate(zip(params, torch_params)):
+            g = grads_for_step(step, i)
+            if g is not None:
+                _set_grad(p, g)
+                tp.grad = torch.from_numpy(g.copy())
+        opt.step()
+        ref.step()
+        for i, (p, tp) in enumerate(zip(params, torch_params)):
+            assert_close(p, tp, f"{case}: parameter {i} after step {step + 1}")
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_matches_torch(case: str) -> None:
+    _run_both(case, lambda step, i: rand(SHAPES[i], 100 * step + i + 50))
+
+
+@pytest.mark.parametrize("case", ["sgd momentum", "adam", "adamw"])
+def test_parameters_without_gradient_are_left_alone(case: str) -> None:
+    """A parameter whose grad is None on some steps is skipped on those steps, as in torch."""
+
+    def grads(step: int, i: int) -> np.ndarray | None:
+        return None if (i == 1 and step % 2 == 0) else rand(SHAPES[i], 100 * step + i)
+
+    _run_both(case, grads)
+
+
+def test_step_without_any_gradient_changes_nothing() -> None:
+    a = rand((3,), 0)
+    p = Tensor(a)
+    SGD([p], lr=0.1).step()
+    assert_close(p, a, "parameter", rtol=0, atol=0)
+
+
+def test_parameters_change_in_the_direction_against_the_gradient() -> None:
+    p = Tensor(np.zeros(3, np.float32))
+    _set_grad(p, np.array([1.0, -2.0, 0.0], np.float32))
+    SGD([p], lr=0.5).step()
+    assert_close(p, np.array([-0.5, 1.0, 0.0], np.float32), "one plain SGD step")
+
+
+def test_training_through_backward() -> None:
+    """Gradients from a real backward pass; SGD with momentum and torch stay together."""
+    w_np, x_np = rand((3, 2), 1), rand((5, 3), 2)
+    w, tw = Tensor(w_np), torch.tensor(w_np, requires_grad=True)
+    opt, ref = SGD([w], lr=0.1, momentum=0.9), torch.optim.SGD([tw], lr=0.1, momentum=0.9)
+    for _ in range(4):
+        opt.zero_grad()
+        ref.zero_grad()
+        (Tensor(x_np) @ w).relu().mean().backward()
+        (torch.from_numpy(x_np) @ tw).relu().mean().backward()
+        opt.step()
+        ref.step()
+    assert_close(w, tw, "weights after four steps")
+
+
+@pytest.mark.parametrize("cls", [SGD, Adam, AdamW])
+def test_zero_grad_clears_every_gradient(cls: type) -> None:
+    params = [Tensor(rand((2,), 0)), Tensor(rand((3,), 1))]
+    opt = cls(params, lr=0.1)
+    (params[0] * params[0]).sum().backward()
+    (params[1] * 2.0).sum().backward()
+    assert all(p.grad is not None for p in params)
+    opt.zero_grad()
+    assert all(p.grad is None for p in params)
+
+
+def test_optimizer_accepts_any_iterable() -> None:
+    params = [Tensor(rand((2,), 0)), Tensor(rand((2,), 1))]
+    opt = SGD(iter(params), lr=0.1)
+    assert opt.params == params
+
+
+# ---- bad arguments ----------------------------------------------------------------------------
+@pytest.mark.parametrize("cls", [SGD, Adam, AdamW])
+def test_negative_learning_rate(cls: type) -> None:
+    with pytest.raises(ValueError, match="learning rate"):
+        cls([Tensor(rand((2,), 0))], lr=-0.1)
+
+
+@pytest.mark.parametrize("cls", [SGD, Adam, AdamW])
+def test_empty_parameter_list(cls: type) -> None:
+    with pytest.raises(ValueError, match="empty"):
+        cls([], lr=0.1)
+
+
+@pytest.mark.parametrize("cls", [SGD, Adam, AdamW])
+def test_parameters_must_be_tensors(cls: type) -> None:
+    with pytest.raises(TypeError, match="Tensor"):
+        cls([np.zeros(2, np.float32)], lr=0.1)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"nesterov": True}, {"nesterov": True, "momentum": 0.9, "dampening": 0.1}]
+)
+def test_nesterov_needs_momentum_and_no_dampening(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="Nesterov"):
+        SGD([Tensor(rand((2,), 0))], lr=0.1, **kwargs)
+
+
+@pytest.mark.parametrize("cls", [Adam, AdamW])
+@pytest.mark.parametrize("betas", [(1.0, 0.999), (0.9, 1.0), (-0.1, 0.9)])
+def test_betas_out_of_range(cls: type, betas: tuple[float, float]) -> None:
+    with pytest.raises(ValueError, match="betas"):
+        cls([Tensor(rand((2,), 0))], lr=0.1, betas=betas)
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs"),
+    [
+        (SGD, {"momentum": -0.5}),
+        (SGD, {"weight_decay": -1.0}),
+        (Adam, {"eps": -1e-8}),
+        (Adam, {"weight_decay": -0.1}),
+        (AdamW, {"weight_decay": -0.1}),
+    ],
+)
+def test_negative_hyperparameters(cls: type, kwargs: dict[str, Any]) -> None:
+    """torch.optim refuses negative momentum, weight decay and eps; so does Topgrad."""
+    name = next(iter(kwargs))
+    with pytest.raises(ValueError, match=name.replace("_", " ")):
+        cls([Tensor(rand((2,), 0))], lr=0.1, **kwargs)
