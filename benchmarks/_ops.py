@@ -1,0 +1,159 @@
+"""One case per op of the table: the same inputs in Topgrad (NHWC) and PyTorch (its native layout).
+
+A case is forward + backward of the op alone, at the size it has in the example models
+(batch 128). `Dims.tiny()` shrinks every size for the smoke test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import topgrad
+import torch
+import torch.nn.functional as nnf
+from topgrad import Tensor
+
+OPS = ("Add", "Mul", "Sum", "Mean", "ReLU", "LogSoftmax", "Linear", "Reshape", "Conv2d", "BatchNorm",
+       "LayerNorm", "Attention")
+
+
+@dataclass(frozen=True)
+class Dims:
+    """The sizes the op cases use: batch, image side and channels, tokens and width, linear sizes."""
+
+    b: int = 128
+    hw: int = 14
+    c: int = 32
+    t: int = 28
+    d: int = 64
+    din: int = 784
+    dout: int = 512
+    classes: int = 10
+    side: int = 28  # MNIST image side
+
+    @classmethod
+    def tiny(cls) -> Dims:
+        return cls(b=2, hw=4, c=4, t=4, d=8, din=16, dout=8, classes=3, side=4)
+
+
+@dataclass
+class OpCase:
+    """Leaves and function for each framework, and the upstream gradient fed to backward."""
+
+    name: str
+    shape: str
+    tg_leaves: list[Tensor]
+    tg_fn: Callable[..., Tensor]
+    tg_grad: np.ndarray
+    th_leaves: list[torch.Tensor]
+    th_fn: Callable[..., torch.Tensor]
+    th_grad: torch.Tensor
+    th_to_tg: Callable[[np.ndarray], np.ndarray] = lambda a: a  # torch output -> topgrad layout
+
+    def run_topgrad(self) -> None:
+        for t in self.tg_leaves:
+            t.grad = None
+        self.tg_fn(*self.tg_leaves).backward(self.tg_grad)
+
+    def run_torch(self) -> None:
+        for t in self.th_leaves:
+            t.grad = None
+        self.th_fn(*self.th_leaves).backward(self.th_grad)
+
+    def max_abs_diff(self) -> float:
+        """Largest forward difference between the two frameworks (a sanity check)."""
+        with torch.no_grad():
+            ref = self.th_to_tg(self.th_fn(*self.th_leaves).numpy())
+        return float(np.max(np.abs(self.tg_fn(*self.tg_leaves).numpy() - ref), initial=0.0))
+
+
+def _nchw(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a.transpose(0, 3, 1, 2))
+
+
+def _nhwc(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+
+
+def _case(name: str, arrays: list[np.ndarray], tg_fn: Callable[..., Tensor],
+          th_arrays: list[np.ndarray], th_fn: Callable[..., torch.Tensor],
+          rng: np.random.Generator, nchw_out: bool = False) -> OpCase:
+    """Build a case; the upstream gradient has the output's shape in each framework's layout."""
+    tg_leaves = [Tensor(a) for a in arrays]
+    th_leaves = [torch.from_numpy(a.copy()).requires_grad_(True) for a in th_arrays]
+    out_shape = tuple(tg_fn(*tg_leaves).shape)
+    grad = rng.standard_normal(out_shape).astype(np.float32)
+    th_grad = torch.from_numpy(_nchw(grad) if nchw_out else grad.copy())
+    shape = " ".join("x".join(map(str, a.shape)) for a in arrays)
+    return OpCase(name, shape, tg_leaves, tg_fn, grad, th_leaves, th_fn, th_grad,
+                  _nhwc if nchw_out else (lambda a: a))
+
+
+def _rand(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def build(name: str, dims: Dims, seed: int = 0) -> OpCase:
+    """The case for op `name` at sizes `dims`."""
+    r, s = np.random.default_rng(seed), dims
+    img = (s.b, s.hw, s.hw, s.c)
+    seq = (s.b, s.t, s.d)
+    if name == "Add":  # a residual connection
+        a, b = _rand(r, *img), _rand(r, *img)
+        return _case(name, [a, b], lambda x, y: x + y, [a, b], lambda x, y: x + y, r)
+    if name == "Mul":  # broadcast of a per-feature scale
+        a, g = _rand(r, *seq), _rand(r, s.d)
+        return _case(name, [a, g], lambda x, y: x * y, [a, g], lambda x, y: x * y, r)
+    if name == "Sum":  # global pooling over H and W
+        a = _rand(r, *img)
+        return _case(name, [a], lambda x: x.sum(axis=(1, 2)), [_nchw(a)], lambda x: x.sum((2, 3)), r)
+    if name == "Mean":  # mean over tokens
+        a = _rand(r, *seq)
+        return _case(name, [a], lambda x: x.mean(axis=1), [a], lambda x: x.mean(1), r)
+    if name == "ReLU":
+        a = _rand(r, *img)
+        return _case(name, [a], lambda x: x.relu(), [a], torch.relu, r)
+    if name == "LogSoftmax":  # the logits of a batch
+        a = _rand(r, s.b, s.classes) * 5
+        return _case(name, [a], lambda x: x.logsoftmax(-1), [a], lambda x: nnf.log_softmax(x, -1), r)
+    if name == "Linear":  # the first layer of the MLP
+        x, w, bias = _rand(r, s.b, s.din), _rand(r, s.din, s.dout) * 0.05, _rand(r, s.dout)
+        return _case(name, [x, w, bias], lambda x, w, b: x.linear(w, b),
+                     [x, np.ascontiguousarray(w.T), bias], nnf.linear, r)
+    if name == "Reshape":  # flatten an image batch
+        a = _rand(r, s.b, s.side, s.side, 1)
+        flat = (s.b, -1)
+        return _case(name, [a], lambda x: x.reshape(*flat), [a], lambda x: x.reshape(flat), r)
+    if name == "Conv2d":  # a 3x3 residual-block convolution
+        x, w, bias = _rand(r, *img), _rand(r, 3, 3, s.c, s.c) * 0.1, _rand(r, s.c)
+        return _case(name, [x, w, bias], lambda x, w, b: x.conv2d(w, b, stride=1, padding=1),
+                     [_nchw(x), np.ascontiguousarray(w.transpose(3, 2, 0, 1)), bias],
+                     lambda x, w, b: nnf.conv2d(x, w, b, stride=1, padding=1), r, nchw_out=True)
+    if name == "BatchNorm":
+        return _batchnorm(r, s)
+    if name == "LayerNorm":
+        x, g, bias = _rand(r, *seq), _rand(r, s.d), _rand(r, s.d)
+        return _case(name, [x, g, bias], lambda x, g, b: x.layernorm(g, b, eps=1e-5), [x, g, bias],
+                     lambda x, g, b: nnf.layer_norm(x, (x.shape[-1],), g, b, eps=1e-5), r)
+    if name == "Attention":
+        q, k, v = (_rand(r, *seq) for _ in range(3))
+        return _case(name, [q, k, v], topgrad.attention, [q, k, v], nnf.scaled_dot_product_attention, r)
+    raise KeyError(f"unknown op {name!r}; choose from {', '.join(OPS)}")
+
+
+def _batchnorm(r: np.random.Generator, s: Dims) -> OpCase:
+    """Training-mode BatchNorm over N, H, W with running statistics, as in the ResNet."""
+    x, g, bias = _rand(r, s.b, s.hw, s.hw, s.c), _rand(r, s.c), _rand(r, s.c)
+    tg_stats: dict[str, Any] = {"running_mean": Tensor.zeros(s.c), "running_var": Tensor.ones(s.c)}
+    th_mean, th_var = torch.zeros(s.c), torch.ones(s.c)
+
+    def tg_fn(x: Tensor, g: Tensor, b: Tensor) -> Tensor:
+        return x.batchnorm(g, b, training=True, momentum=0.1, eps=1e-5, **tg_stats)
+
+    def th_fn(x: torch.Tensor, g: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return nnf.batch_norm(x, th_mean, th_var, g, b, training=True, momentum=0.1, eps=1e-5)
+
+    return _case("BatchNorm", [x, g, bias], tg_fn, [_nchw(x), g, bias], th_fn, r, nchw_out=True)

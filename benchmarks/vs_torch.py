@@ -1,0 +1,378 @@
+"""Topgrad-numpy against PyTorch eager on this CPU: training steps, single ops, memory, the floor.
+
+    python benchmarks/vs_torch.py [--quick] [--repeat N] [--models mlp,conv] [--ops Add,Linear]
+                                  [--threads 1] [--batch 128] [--no-memory] [--json out.json]
+
+Each row runs the same computation from the same numbers in both frameworks, in one process,
+alternating Topgrad and PyTorch samples, with the same number of threads (PyTorch's intra-op
+pool and numpy's BLAS pool). Rows of the `model` kind are one training step (forward, loss,
+backward, SGD update) at batch 128; rows of the `op` kind are one op's forward + backward.
+Times are medians after warm-up; `ratio` is topgrad/torch of the medians, `best` of the fastest
+samples. `floor` is the step's GEMM/conv FLOPs (forward + 2x backward) over the GEMM rate of
+numpy at one large matmul: no implementation can beat it. Peak memory: see `_measure.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import _measure  # noqa: E402
+import _models_topgrad  # noqa: E402
+import _models_torch  # noqa: E402
+import _ops  # noqa: E402
+import numpy as np  # noqa: E402
+import topgrad  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as nnf  # noqa: E402
+from topgrad import Tensor  # noqa: E402
+
+LR = 0.01
+TARGET_STEP, TARGET_OP, TARGET_MEM = 1.3, 2.0, 1.5
+MATCH_TOL = 1e-3  # relative logit difference above which a model and its mirror disagree
+
+
+# ---- cases: a callable per framework, plus what the table needs to know ------------------------
+@dataclass
+class Case:
+    """One row to measure: a Topgrad callable and a PyTorch callable doing the same work."""
+
+    kind: str
+    name: str
+    shape: str
+    run_topgrad: Callable[[], Any]
+    run_torch: Callable[[], Any]
+    flops: int = 0
+    max_diff: float = 0.0
+    source: str = ""
+
+
+def _images(batch: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed + 1)
+    x = rng.random((batch, 28, 28, 1), dtype=np.float32)
+    return x, rng.integers(0, _models_topgrad.CLASSES, batch)
+
+
+def _forward_diff(tgm: _models_topgrad.TopgradModel, thm: torch.nn.Module, x: np.ndarray) -> float:
+    """Largest logit difference between the two frameworks, relative to the logits' scale."""
+    with topgrad.no_grad(), torch.no_grad():
+        a = tgm.forward(Tensor(x)).numpy()
+        b = thm(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))).numpy()
+    return float(np.max(np.abs(a - b)) / max(1.0, float(np.max(np.abs(b)))))
+
+
+def load_models(name: str, seed: int, x: np.ndarray) -> tuple[_models_topgrad.TopgradModel, torch.nn.Module]:
+    """The example model (when installed and its PyTorch mirror agrees), else the benchmark's copy."""
+    tgm = _models_topgrad.from_examples(name, seed)
+    if tgm is not None:
+        thm = _models_torch.build(name, tgm.arrays()).train()
+        diff = _forward_diff(tgm, thm, x[:8])
+        if diff <= MATCH_TOL:
+            return tgm, _models_torch.build(name, tgm.arrays()).train()
+        print(f"warning: topgrad_examples.models.{name} differs from its PyTorch mirror by {diff:.2e}; "
+              "benchmarking the copy in benchmarks/_models_topgrad.py instead", file=sys.stderr)
+    tgm = _models_topgrad.build(name, seed)
+    return tgm, _models_torch.build(name, tgm.arrays()).train()
+
+
+def model_case(name: str, batch: int, seed: int) -> Case:
+    """A training step of model `name`: forward, cross-entropy, backward, SGD update."""
+    x, labels = _images(batch, seed)
+    tgm, thm = load_models(name, seed, x)
+    tg_x, th_x = Tensor(x), torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    onehot = Tensor(np.eye(_models_topgrad.CLASSES, dtype=np.float32)[labels])
+    th_y = torch.from_numpy(labels)
+    tg_opt = topgrad.optim.SGD(list(tgm.params.values()), lr=LR)
+    th_opt = torch.optim.SGD(thm.parameters(), lr=LR)
+
+    # zero_grad comes last, so that a step starts without gradients and its peak memory counts them
+    def tg_step() -> None:
+        loss = (tgm.forward(tg_x).logsoftmax(-1) * onehot).sum() * (-1.0 / batch)
+        loss.backward()
+        tg_opt.step()
+        tg_opt.zero_grad()
+        tg_x.grad = None
+
+    def th_step() -> None:
+        nnf.cross_entropy(thm(th_x), th_y).backward()
+        th_opt.step()
+        th_opt.zero_grad()
+
+    diff = _forward_diff(tgm, thm, x)
+    params = {id(p) for p in tgm.params.values()}
+    flops = _measure.count_flops(lambda: tgm.forward(tg_x), params).total
+    return Case("model", name, f"batch {batch}", tg_step, th_step, flops, diff, tgm.source)
+
+
+def op_case(name: str, dims: _ops.Dims, seed: int) -> Case:
+    """Forward + backward of one op."""
+    c = _ops.build(name, dims, seed)
+    flops = _measure.count_flops(lambda: c.tg_fn(*c.tg_leaves)).total
+    return Case("op", name, c.shape, c.run_topgrad, c.run_torch, flops, c.max_abs_diff())
+
+
+def build_cases(models: list[str], ops: list[str], batch: int, tiny: bool, seed: int) -> list[Case]:
+    dims = _ops.Dims.tiny() if tiny else _ops.Dims(b=batch)
+    return [model_case(m, batch, seed) for m in models] + [op_case(o, dims, seed) for o in ops]
+
+
+# ---- threads and environment -----------------------------------------------------------------
+_limits: Any = None
+
+
+def set_threads(n: int) -> None:
+    """The same thread count for PyTorch's pools and numpy's BLAS."""
+    global _limits
+    torch.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        print("warning: threadpoolctl is missing (pip install threadpoolctl): numpy's BLAS threads "
+              "are not limited", file=sys.stderr)
+        return
+    _limits = threadpool_limits(limits=n)
+
+
+def numpy_blas() -> str:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (threadpoolctl missing)"
+    found = [i for i in threadpool_info() if i.get("user_api") == "blas" and "numpy" in i.get("filepath", "")]
+    info = found[0] if found else next((i for i in threadpool_info() if i.get("user_api") == "blas"), None)
+    if info is None:
+        return "none found"
+    return (f"{info.get('internal_api')} {info.get('version')} ({info.get('architecture')} kernels, "
+            f"{info.get('num_threads')} thread(s))")
+
+
+def torch_blas() -> str:
+    cfg = torch.__config__.show()
+    blas = next((p.split("=")[1] for p in cfg.replace(",", " ").split() if p.startswith("BLAS_INFO=")), "?")
+    cap = next((line.split(":")[1].strip() for line in cfg.splitlines() if "CPU capability" in line), "?")
+    return f"{blas} + oneDNN (CPU capability {cap}, {torch.get_num_threads()} thread(s))"
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        return f"{names[0]} x {len(names)} logical cores" if names else platform.processor()
+    except OSError:
+        return platform.processor() or "unknown"
+
+
+# ---- memory: measured in a child process (see _measure.py for why) -----------------------------
+def memory_child(args: argparse.Namespace) -> None:
+    """Entry point of the child: print {name: [topgrad rss, torch rss, topgrad tracemalloc]} as JSON."""
+    _measure.force_mmap()
+    set_threads(args.threads)
+    out: dict[str, list[int]] = {}
+    for case in build_cases(args.models, args.ops, args.batch, args.tiny, args.seed):
+        for _ in range(2):
+            case.run_topgrad()
+            case.run_torch()
+        tg = _measure.peak_rss_bytes(case.run_topgrad)
+        th = _measure.peak_rss_bytes(case.run_torch)
+        out[f"{case.kind}:{case.name}"] = [tg, th, _measure.peak_tracemalloc_bytes(case.run_topgrad)]
+    print(json.dumps(out))
+
+
+def measure_memory(args: argparse.Namespace) -> dict[str, list[int]]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", "--threads", str(args.threads),
+           "--models", ",".join(args.models) or "none", "--ops", ",".join(args.ops) or "none",
+           "--batch", str(args.batch), "--seed", str(args.seed)] + (["--tiny"] if args.tiny else [])
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    if res.returncode != 0:
+        print(f"warning: memory measurement failed:\n{res.stderr[-2000:]}", file=sys.stderr)
+        return {}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+# ---- the table ---------------------------------------------------------------------------------
+@dataclass
+class Row:
+    kind: str
+    name: str
+    shape: str
+    topgrad_ms: float
+    torch_ms: float
+    ratio: float
+    ratio_best: float
+    floor_ms: float | None
+    topgrad_mib: float | None = None
+    torch_mib: float | None = None
+    mem_ratio: float | None = None
+    topgrad_tracemalloc_mib: float | None = None
+    max_diff: float = 0.0
+    source: str = ""
+    samples: dict[str, list[float]] = field(default_factory=dict)
+
+
+def measure(case: Case, repeat: int, warmup: int, rate: float) -> Row:
+    t = _measure.time_interleaved(case.run_topgrad, case.run_torch, repeat, warmup)
+    tg, th = t.median("topgrad") * 1e3, t.median("torch") * 1e3
+    floor = case.flops / rate * 1e3 if case.flops else None
+    return Row(case.kind, case.name, case.shape, tg, th, tg / th, t.best("topgrad") / t.best("torch"), floor,
+               max_diff=case.max_diff, source=case.source,
+               samples={"topgrad": t.topgrad, "torch": t.torch})
+
+
+def add_memory(rows: list[Row], mem: dict[str, list[int]]) -> None:
+    mib = 1024.0 * 1024.0
+    for r in rows:
+        got = mem.get(f"{r.kind}:{r.name}")
+        if got:
+            r.topgrad_mib, r.torch_mib, r.topgrad_tracemalloc_mib = got[0] / mib, got[1] / mib, got[2] / mib
+            r.mem_ratio = got[0] / got[1] if got[1] else None
+
+
+def _f(v: float | None, fmt: str = ".2f") -> str:
+    return "–" if v is None else format(v, fmt)
+
+
+def table(rows: list[Row]) -> str:
+    head = ("| kind | case | shape | topgrad ms | torch ms | ratio | best | floor ms | topgrad MiB | "
+            "torch MiB | mem ratio |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        lines.append(
+            f"| {r.kind} | {r.name} | {r.shape} | {_f(r.topgrad_ms, '.3f')} | {_f(r.torch_ms, '.3f')} | "
+            f"{_f(r.ratio)} | {_f(r.ratio_best)} | {_f(r.floor_ms, '.3f')} | {_f(r.topgrad_mib)} | "
+            f"{_f(r.torch_mib)} | {_f(r.mem_ratio)} |"
+        )
+    return "\n".join(lines)
+
+
+def verdict(rows: list[Row]) -> list[str]:
+    """The rows that miss the targets (step <= 1.3x, op <= 2x, memory <= 1.5x of PyTorch)."""
+    out = []
+    for r in rows:
+        limit = TARGET_STEP if r.kind == "model" else TARGET_OP
+        if r.ratio > limit:
+            out.append(f"{r.kind} {r.name}: time ratio {r.ratio:.2f} > {limit}")
+        if r.mem_ratio is not None and r.mem_ratio > TARGET_MEM and (r.torch_mib or 0) >= 0.5:
+            out.append(f"{r.kind} {r.name}: memory ratio {r.mem_ratio:.2f} > {TARGET_MEM}")
+    return out
+
+
+def header(args: argparse.Namespace, np_rate: float, th_rate: float) -> str:
+    return "\n".join([
+        f"- machine: {cpu_model()}, {platform.system()} {platform.release()}",
+        f"- versions: python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
+        f"topgrad {topgrad.__version__} (backend {topgrad.get_backend().name})",
+        f"- BLAS: numpy -> {numpy_blas()}; torch -> {torch_blas()}",
+        f"- threads: {args.threads} for both; repeat {args.repeat}, warm-up {args.warmup}, "
+        f"batch {args.batch}",
+        f"- GEMM rate ({args.gemm_size}^2 float32, {args.threads} thread(s), best of 3): "
+        f"numpy {np_rate / 1e9:.1f} GFLOP/s, torch {th_rate / 1e9:.1f} GFLOP/s; floor = FLOPs / numpy rate",
+        f"- command: python benchmarks/vs_torch.py {' '.join(args.argv)}".rstrip(),
+    ])
+
+
+NOTES = """\
+Notes: times are medians per call; `ratio` = topgrad/torch of medians (< 1: Topgrad faster), `best` =
+ratio of the fastest samples (less sensitive to a busy machine). `floor` = GEMM/conv/attention FLOPs
+(forward + 2x backward, no input gradient for the image batch) / numpy's GEMM rate. Memory: rise of
+the resident high-water mark during one step/op call over the resident set before it, measured the
+same way for both in a child process where glibc serves each block >= 4 KiB with its own mmap (so
+freed memory leaves at once); parameters, inputs and warm-up state are in the baseline. PyTorch uses
+NCHW (its native layout), Topgrad NHWC; both get identical weights."""
+
+
+# ---- driver ------------------------------------------------------------------------------------
+def _names(value: str, allowed: tuple[str, ...]) -> list[str]:
+    if value in ("", "none"):
+        return []
+    if value == "all":
+        return list(allowed)
+    lookup = {a.lower(): a for a in allowed}
+    bad = [v for v in value.split(",") if v.lower() not in lookup]
+    if bad:
+        raise SystemExit(f"unknown name(s) {', '.join(bad)}; choose from {', '.join(allowed)}")
+    return [lookup[v.lower()] for v in value.split(",")]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeat", type=int, default=None,
+                   help="timed samples per framework (default 15, quick 5)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 3, quick 1)")
+    p.add_argument("--models", default="all", help="comma list of mlp,conv,deepconv,attention, or none")
+    p.add_argument("--ops", default="all", help="comma list of ops (Add,Mul,...), or none")
+    p.add_argument("--quick", action="store_true", help="a fast smoke run: fewer samples, smaller GEMM probe")
+    p.add_argument("--threads", type=int, default=1, help="threads for both frameworks (default 1)")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--gemm-size", type=int, default=None, help="side of the GEMM-rate probe (default 2048)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child process")
+    p.add_argument("--tiny", action="store_true", help="tiny op sizes (the smoke test)")
+    p.add_argument("--json", default=None, help="also write the rows (with raw samples) to this file")
+    p.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.models = _names(args.models, _models_topgrad.MODELS)
+    args.ops = _names(args.ops, _ops.OPS)
+    args.repeat = args.repeat or (5 if args.quick else 15)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
+    args.gemm_size = args.gemm_size or (512 if args.tiny else 1024 if args.quick else 2048)
+    return args
+
+
+def gemm_rates(n: int) -> tuple[float, float]:
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
+    ta, tb = torch.from_numpy(a.copy()), torch.from_numpy(b.copy())
+    return _measure.gemm_rate(np.matmul, a, b), _measure.gemm_rate(torch.mm, ta, tb)
+
+
+def run(args: argparse.Namespace, out: Callable[[str], None] = print) -> list[Row]:
+    """Measure every case and print the report; returns the rows."""
+    set_threads(args.threads)
+    np_rate, th_rate = gemm_rates(args.gemm_size)
+    out(header(args, np_rate, th_rate))
+    cases = build_cases(args.models, args.ops, args.batch, args.tiny, args.seed)
+    rows = [measure(c, args.repeat, args.warmup, np_rate) for c in cases]
+    if not args.no_memory:
+        add_memory(rows, measure_memory(args))
+    out("")
+    out(table(rows))
+    out("")
+    out(NOTES)
+    for r in rows:
+        if r.max_diff > 1e-3:
+            out(f"warning: {r.kind} {r.name}: forward outputs differ by up to {r.max_diff:.2e}")
+    sources = sorted({f"{r.name}: {r.source}" for r in rows if r.kind == "model"})
+    if sources:
+        out("Model definitions: " + "; ".join(sources))
+    misses = verdict(rows)
+    out("Targets missed: " + ("; ".join(misses) if misses else "none"))
+    if args.json:
+        Path(args.json).write_text(json.dumps([asdict(r) for r in rows], indent=1))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.memory_child:
+        memory_child(args)
+    else:
+        run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

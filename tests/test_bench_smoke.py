@@ -1,0 +1,70 @@
+"""Smoke test of benchmarks/vs_torch.py: its smallest path runs and prints a complete table.
+
+Tiny sizes, one sample each; numbers are not checked, only that every row is there and its
+ratios are positive. Runs only against the numpy backend (the benchmark compares it with PyTorch).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def vs_torch(backend_name: str) -> ModuleType:
+    if backend_name != "numpy":
+        pytest.skip("the benchmark compares the numpy backend with PyTorch")
+    pytest.importorskip("torch")
+    pytest.importorskip("topgrad_numpy")
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location("vs_torch", BENCH / "vs_torch.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["vs_torch"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _table_rows(lines: list[str]) -> dict[tuple[str, str], list[str]]:
+    """(kind, case) -> the cells of each data row of the markdown table."""
+    rows = {}
+    for line in lines:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and cells[0] in ("model", "op"):
+            rows[(cells[0], cells[1])] = cells
+    return rows
+
+
+def _run(vs_torch: ModuleType, argv: list[str]) -> tuple[list[str], list]:
+    printed: list[str] = []
+    rows = vs_torch.run(vs_torch.parse_args(argv), out=lambda s: printed.extend(s.splitlines()))
+    return printed, rows
+
+
+def test_every_row_with_positive_ratios(vs_torch: ModuleType) -> None:
+    argv = ["--tiny", "--batch", "2", "--repeat", "1", "--warmup", "0", "--no-memory", "--gemm-size", "64"]
+    printed, rows = _run(vs_torch, argv)
+    table = _table_rows(printed)
+    expected = {("model", m) for m in vs_torch._models_topgrad.MODELS}
+    expected |= {("op", o) for o in vs_torch._ops.OPS}
+    assert set(table) == expected
+    for cells in table.values():
+        ratio, best = float(cells[5]), float(cells[6])
+        assert ratio > 0 and best > 0
+    assert all(r.max_diff < 1e-3 for r in rows), [(r.name, r.max_diff) for r in rows if r.max_diff >= 1e-3]
+
+
+def test_memory_child(vs_torch: ModuleType) -> None:
+    argv = ["--tiny", "--models", "none", "--ops", "ReLU", "--repeat", "1", "--warmup", "0",
+            "--gemm-size", "64"]
+    _, rows = _run(vs_torch, argv)
+    (row,) = rows
+    assert row.topgrad_mib is not None and row.torch_mib is not None
+    assert row.topgrad_mib >= 0 and row.torch_mib >= 0
