@@ -1,0 +1,126 @@
+"""Anomaly mode: `with topgrad.detect_anomaly():` stops at the first NaN or Inf, forward or backward.
+
+Every op's output and every gradient an op's backward returns is checked; the error names the
+op, the phase, which array went bad and the line of user code that built the op (captured at
+forward time, so a backward failure still points at the model's source). It is slow (one copy
+to numpy per array): a debugging tool, not for every run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import linecache
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from topgrad.observe import Observer, observing
+from topgrad.op import Op
+from topgrad.tensor import Tensor
+
+_CORE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class AnomalyError(FloatingPointError):
+    """A NaN or Inf appeared in an op's output (forward) or in a gradient (backward)."""
+
+    def __init__(self, message: str, op: str, phase: str, built_at: str | None) -> None:
+        super().__init__(message)
+        self.op, self.phase, self.built_at = op, phase, built_at
+
+
+def user_site(skip_modules: tuple[str, ...] = ()) -> str | None:
+    """'file.py:12 in fn: source line' of the first caller outside topgrad (and `skip_modules`)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        top = module.split(".", 1)[0]
+        in_core = top == "topgrad" or frame.f_code.co_filename.startswith(_CORE_DIR)
+        if not in_core and top not in skip_modules and module != "contextlib":
+            filename, lineno = frame.f_code.co_filename, frame.f_lineno
+            code = linecache.getline(filename, lineno).strip()
+            where = f"{filename}:{lineno} in {frame.f_code.co_name}"
+            return f"{where}: {code}" if code else where
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
+
+
+def _census(array: Any) -> tuple[int, int, int]:
+    """(number of NaN, number of Inf, size) of a backend array."""
+    import numpy as np
+
+    from topgrad.registry import get_backend
+
+    a = np.asarray(get_backend().to_numpy(array))
+    if not np.issubdtype(a.dtype, np.inexact):
+        return 0, 0, a.size
+    return int(np.isnan(a).sum()), int(np.isinf(a).sum()), a.size
+
+
+def _describe(nan: int, inf: int, size: int) -> str:
+    parts = [f"{nan} NaN"] if nan else []
+    if inf:
+        parts.append(f"{inf} Inf")
+    return " and ".join(parts) + f" among {size} values"
+
+
+def _bad(array: Any) -> bool:
+    nan, inf, _ = _census(array)
+    return bool(nan or inf)
+
+
+class AnomalyDetector(Observer):
+    """Checks outputs and gradients for NaN/Inf; remembers where each op was built."""
+
+    def before_forward(self, op: Op, args: tuple[Any, ...], params: dict[str, Any]) -> None:
+        backend_pkg = type(op).__module__.split(".", 1)[0]
+        op._built_at = user_site((backend_pkg,))  # type: ignore[attr-defined]
+
+    def after_forward(
+        self, op: Op, args: tuple[Any, ...], params: dict[str, Any], result: Any, seconds: float
+    ) -> None:
+        nan, inf, size = _census(result.data)
+        if not (nan or inf):
+            return
+        name = type(op).__name__
+        built_at = getattr(op, "_built_at", None)
+        bad_inputs = [i for i, a in enumerate(args) if isinstance(a, Tensor) and _bad(a.data)]
+        if bad_inputs:
+            cause = (f"input {', '.join(map(str, bad_inputs))} already contained NaN/Inf "
+                     "(the values came from outside this op: data, parameters or an op run "
+                     "before anomaly mode began)")
+        else:
+            cause = "its inputs were finite, so this op produced them"
+        raise AnomalyError(
+            f"{name} (forward): its output of shape {tuple(result.shape)} has "
+            f"{_describe(nan, inf, size)}; {cause}.\n  op built at {built_at or 'an unknown place'}",
+            name, "forward", built_at,
+        )
+
+    def after_backward(self, op: Op, grad: Any, grads: tuple[Any, ...], seconds: float) -> None:
+        grads = grads if isinstance(grads, tuple) else (grads,)
+        for i, g in enumerate(grads):
+            if g is None:
+                continue
+            nan, inf, size = _census(g)
+            if not (nan or inf):
+                continue
+            name = type(op).__name__
+            built_at = getattr(op, "_built_at", None)
+            cause = (
+                "the incoming gradient already contained NaN/Inf (check the seed passed to backward)"
+                if _bad(grad) else "the incoming gradient was finite, so this op's backward produced them"
+            )
+            raise AnomalyError(
+                f"{name} (backward): the gradient for input {i}, shape {tuple(g.shape)}, has "
+                f"{_describe(nan, inf, size)}; {cause}.\n  op built at {built_at or 'an unknown place'}",
+                name, "backward", built_at,
+            )
+
+
+@contextlib.contextmanager
+def detect_anomaly() -> Iterator[AnomalyDetector]:
+    """Raise `AnomalyError` at the first op whose output or gradient holds NaN or Inf."""
+    with observing(AnomalyDetector()) as detector:
+        yield detector

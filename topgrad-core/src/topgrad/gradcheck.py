@@ -1,0 +1,214 @@
+"""Check a backward against central finite differences: `topgrad.gradcheck(fn, x, w)`.
+
+`fn` takes Tensors and returns a Tensor `y`. With a fixed random `r` of `y`'s shape the check
+compares, for every element of every input, the gradient of `sum(r * y)` that backward gives
+with `(f(x + h) - f(x - h)) / 2h` computed from forward passes. One backward and two forward
+passes per input element: keep the inputs small.
+
+Precision: when the backend accepts `asarray(..., dtype="float64")` and `fn` keeps float64
+end to end, everything runs in float64 (PyTorch's defaults: eps 1e-6, atol 1e-5, rtol 1e-3).
+Otherwise the check runs in float32 and says so in its report. There a forward pass is only
+good to about `float32 eps * sum|r * y|`, and a central difference to that over the step, so
+each element's tolerance is `atol + rtol * |numeric| + 4 * float32 eps * sum|r * y| / step`
+with eps, atol and rtol 1e-3: mistakes of a few percent are caught, not finer ones.
+Perturbations are applied to the float32 values, and the step actually taken is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from topgrad.registry import get_backend
+from topgrad.tensor import Tensor, no_grad
+
+DEFAULTS = {  # precision -> (eps, atol, rtol)
+    "float64": (1e-6, 1e-5, 1e-3),
+    "float32": (1e-3, 1e-3, 1e-3),  # plus the rounding noise of a float32 forward pass
+}
+
+
+NOISE_FACTOR = 4.0  # float32 rounding of one forward pass, in units of eps * sum|r * y|
+
+
+class GradcheckError(AssertionError):
+    """The analytic and numeric gradients disagree; `result` holds the details."""
+
+    def __init__(self, result: GradcheckResult) -> None:
+        super().__init__(str(result))
+        self.result = result
+
+
+@dataclass
+class Mismatch:
+    """One element: where it is and both gradients."""
+
+    input: int
+    index: tuple[int, ...]
+    analytic: float
+    numeric: float
+
+    @property
+    def abs_err(self) -> float:
+        return abs(self.analytic - self.numeric)
+
+    @property
+    def rel_err(self) -> float:
+        return self.abs_err / max(abs(self.numeric), 1e-30)
+
+
+@dataclass
+class GradcheckResult:
+    """The outcome; true when every element is within `atol + rtol * |numeric|`."""
+
+    ok: bool
+    precision: str
+    eps: float
+    atol: float
+    rtol: float
+    checked: int
+    failures: int
+    worst: Mismatch | None  # the element furthest beyond (or closest to) its tolerance
+    note: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __str__(self) -> str:
+        verdict = "passed" if self.ok else f"FAILED on {self.failures} of {self.checked} elements"
+        lines = [f"gradcheck {verdict} ({self.precision}, eps={self.eps:g}, atol={self.atol:g}, "
+                 f"rtol={self.rtol:g})"]
+        if self.worst is not None:
+            w = self.worst
+            lines.append(
+                f"  worst element: input {w.input}, index {w.index}: analytic {w.analytic:.8g}, "
+                f"numeric {w.numeric:.8g} (abs err {w.abs_err:.3g}, rel err {w.rel_err:.3g})"
+            )
+        if self.note:
+            lines.append(f"  note: {self.note}")
+        return "\n".join(lines)
+
+
+def gradcheck(
+    fn: Callable[..., Tensor],
+    *inputs: Any,
+    eps: float | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    seed: int = 0,
+    raise_on_failure: bool = True,
+    dtype: str | None = None,
+) -> GradcheckResult:
+    """Compare backward's gradients of `fn` at `inputs` with central finite differences.
+
+    Inputs are Tensors, numpy arrays or nested lists; each is differentiated. Returns a
+    `GradcheckResult` (true when it passed); raises `GradcheckError` on failure unless
+    `raise_on_failure=False`. `dtype="float32"` forces the float32 check; by default float64
+    is used where the backend and `fn` keep it.
+    """
+    import numpy as np
+
+    backend = get_backend()
+    xs = [_as_float64(x, backend) for x in inputs]
+    if not xs:
+        raise ValueError("gradcheck needs at least one input to differentiate")
+    if dtype not in (None, "float32", "float64"):
+        raise ValueError(f"gradcheck: dtype must be None, 'float32' or 'float64', got {dtype!r}")
+    precision, note = (dtype, "") if dtype else _precision(fn, xs, backend)
+    d_eps, d_atol, d_rtol = DEFAULTS[precision]
+    eps = d_eps if eps is None else eps
+    atol = d_atol if atol is None else atol
+    rtol = d_rtol if rtol is None else rtol
+    if precision == "float32":  # the point where float32 evaluates: its rounded values
+        xs = [x.astype(np.float32).astype(np.float64) for x in xs]
+
+    def tensor(x: Any) -> Tensor:
+        return Tensor._from_array(backend.asarray(x, dtype=precision), None)
+
+    def as64(t: Any) -> Any:
+        return np.asarray(backend.to_numpy(t.data if isinstance(t, Tensor) else t), dtype=np.float64)
+
+    # Analytic: one backward of sum(r * y), i.e. seeded with r.
+    leaves = [tensor(x) for x in xs]
+    y = _call(fn, leaves)
+    r = np.random.default_rng(seed).standard_normal(y.shape)
+    y.backward(tensor(r))  # a Tensor: backward would cast a raw array to float32
+    analytic = [np.zeros_like(x) if t.grad is None else as64(t.grad) for x, t in zip(xs, leaves)]
+
+    # In float32 a forward pass is only good to about float32 eps * sum|r * y|, so the central
+    # difference carries a noise of that over the step: it is added to the tolerance.
+    noise = 0.0
+    if precision == "float32":
+        noise = NOISE_FACTOR * float(np.finfo(np.float32).eps) * float(np.sum(np.abs(r * as64(y))))
+
+    def f(point: list[Any]) -> float:
+        with no_grad():
+            return float(np.sum(r * as64(_call(fn, [tensor(p) for p in point]))))
+
+    # Numeric: central differences, element by element.
+    worst: Mismatch | None = None
+    worst_ratio = -1.0
+    failures = checked = 0
+    cast = np.float32 if precision == "float32" else np.float64
+    for i, x in enumerate(xs):
+        for j in np.ndindex(x.shape):
+            point = list(xs)
+            plus, minus = x.copy(), x.copy()
+            plus[j] = float(cast(x[j] + eps))
+            minus[j] = float(cast(x[j] - eps))
+            step = plus[j] - minus[j]
+            point[i] = plus
+            f_plus = f(point)
+            point[i] = minus
+            numeric = (f_plus - f(point)) / step
+            a = float(analytic[i][j])
+            ratio = abs(a - numeric) / (atol + rtol * abs(numeric) + noise / step)
+            checked += 1
+            if not ratio <= 1.0:  # NaN counts as a failure
+                failures += 1
+            if ratio > worst_ratio or ratio != ratio:
+                worst_ratio = ratio if ratio == ratio else float("inf")
+                worst = Mismatch(i, tuple(int(k) for k in j), a, numeric)
+    result = GradcheckResult(failures == 0, precision, eps, atol, rtol, checked, failures, worst, note)
+    if not result.ok and raise_on_failure:
+        raise GradcheckError(result)
+    return result
+
+
+def _call(fn: Callable[..., Tensor], args: list[Tensor]) -> Tensor:
+    y = fn(*args)
+    if not isinstance(y, Tensor):
+        raise TypeError(f"gradcheck: fn must return a Tensor, got {type(y).__name__}")
+    return y
+
+
+def _as_float64(x: Any, backend: Any) -> Any:
+    import numpy as np
+
+    if isinstance(x, Tensor):
+        x = backend.to_numpy(x.data)
+    return np.array(x, dtype=np.float64)  # a copy: the caller's arrays are never perturbed
+
+
+def _precision(fn: Callable[..., Tensor], xs: list[Any], backend: Any) -> tuple[str, str]:
+    """'float64' when the backend and `fn` keep float64 end to end, forward and backward."""
+    import numpy as np
+
+    fallback = f"backend {backend.name!r} {{}}; checked in float32 with looser tolerances"
+    try:
+        leaves = [Tensor._from_array(backend.asarray(x, dtype="float64"), None) for x in xs]
+        out = fn(*leaves)
+        kinds = {_dtype(out)}
+        if kinds == {"float64"}:
+            out.backward(Tensor._from_array(backend.asarray(np.ones(out.shape), dtype="float64"), None))
+            kinds |= {_dtype(t.grad) for t in leaves if t.grad is not None}
+    except Exception as exc:  # the backend has no float64 (or an op refuses it)
+        return "float32", fallback.format(f"cannot run this in float64 ({type(exc).__name__}: {exc})")
+    if kinds != {"float64"}:
+        return "float32", fallback.format(f"gave {'/'.join(sorted(kinds))} for float64 inputs")
+    return "float64", ""
+
+
+def _dtype(a: Any) -> str:
+    return str(getattr(a, "dtype", "none")).removeprefix("torch.")

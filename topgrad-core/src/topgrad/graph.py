@@ -1,0 +1,290 @@
+"""The graph behind a tensor, as data you can print: ops, shapes, parents, what each op saved.
+
+`t.graph()` (or `topgrad.graph.build(t)`) walks the graph that produced `t` and returns a
+`Graph`: its nodes in topological order (leaves included), each with its op, output shape,
+parents and the arrays the op keeps for backward, with their shapes and bytes; `print`
+shows it, with totals per op type at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from topgrad.observe import dtype_name, is_array, nbytes, shape_of
+from topgrad.op import Op
+from topgrad.tensor import Tensor, _toposort
+
+# Attributes of an op that are the engine's bookkeeping, not what the op saved.
+_ENGINE_ATTRS = frozenset({"parents", "_intermediate", "_released"})
+
+
+@dataclass(frozen=True)
+class SavedArray:
+    """One array an op keeps for backward."""
+
+    name: str  # "#0" for save_for_backward's arrays, else the attribute's name
+    shape: tuple[int, ...]
+    dtype: str
+    nbytes: int
+    alias: str | None = None  # "input 0", "output": the same array as one the graph holds anyway
+
+
+@dataclass
+class Node:
+    """One tensor of the graph: a leaf (op is None) or the output of an op."""
+
+    index: int
+    op: str | None
+    shape: tuple[int, ...]
+    dtype: str
+    parents: tuple[str, ...]  # "%3" for a tensor of the graph, else the literal ("2.0", "None")
+    saved: list[SavedArray] = field(default_factory=list)
+    attrs: dict[str, Any] = field(default_factory=dict)  # small settings the op kept (stride, axis)
+    released: bool = False  # backward ran through this node and freed what it saved
+    built_at: str | None = None  # "file.py:12" where the op ran, when anomaly mode recorded it
+    name: str | None = None  # the tensor's name, when `build` was given names (model.state())
+    output_bytes: int = 0
+
+    @property
+    def saved_bytes(self) -> int:
+        return sum(s.nbytes for s in self.saved)
+
+    @property
+    def extra_saved_bytes(self) -> int:
+        """Saved bytes that are neither an input nor the output of the op: memory held for backward."""
+        return sum(s.nbytes for s in self.saved if s.alias is None)
+
+
+@dataclass
+class OpTotals:
+    """Totals for one op type over a graph."""
+
+    count: int = 0
+    saved_arrays: int = 0
+    saved_bytes: int = 0
+    extra_saved_bytes: int = 0
+    output_bytes: int = 0
+
+
+class Graph:
+    """The nodes behind a tensor in topological order, and totals per op type."""
+
+    def __init__(self, nodes: list[Node], distinct_saved_bytes: int) -> None:
+        self.nodes = nodes
+        self.distinct_saved_bytes = distinct_saved_bytes
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.nodes)
+
+    def __getitem__(self, i: int) -> Node:
+        return self.nodes[i]
+
+    @property
+    def ops(self) -> list[Node]:
+        """The nodes made by an op (leaves left out)."""
+        return [n for n in self.nodes if n.op is not None]
+
+    @property
+    def saved_bytes(self) -> int:
+        """Bytes of all arrays saved for backward, an array counted once per op that saved it."""
+        return sum(n.saved_bytes for n in self.nodes)
+
+    @property
+    def extra_saved_bytes(self) -> int:
+        """Saved bytes that are not an input or output of the op that saved them."""
+        return sum(n.extra_saved_bytes for n in self.nodes)
+
+    def totals(self) -> dict[str, OpTotals]:
+        """Per op type: how many nodes, arrays and bytes saved, bytes of outputs."""
+        out: dict[str, OpTotals] = {}
+        for n in self.ops:
+            t = out.setdefault(n.op or "", OpTotals())
+            t.count += 1
+            t.saved_arrays += len(n.saved)
+            t.saved_bytes += n.saved_bytes
+            t.extra_saved_bytes += n.extra_saved_bytes
+            t.output_bytes += n.output_bytes
+        return out
+
+    def to_dot(self, **kwargs: Any) -> str:
+        """Graphviz DOT text of this graph (see `topgrad.viz.graph_to_dot`)."""
+        from topgrad.viz import graph_to_dot
+
+        return graph_to_dot(self, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Graph: {len(self.ops)} ops, {len(self.nodes) - len(self.ops)} leaves>"
+
+    def __str__(self) -> str:
+        return format_graph(self)
+
+
+def build(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Graph:
+    """Describe the graph that produced `t`, leaves first, `t` last.
+
+    `names` maps names to tensors (a model's parameters, `{"x": x}`) to label those nodes.
+    """
+    order = _toposort(t)
+    index = {id(node): i for i, node in enumerate(order)}
+    label = {id(tensor): name for name, tensor in (names or {}).items()}
+    nodes: list[Node] = []
+    seen_saved: dict[int, int] = {}
+    for i, tensor in enumerate(order):
+        op = tensor._op
+        if op is None:
+            node = Node(i, None, tensor.shape, dtype_name(tensor.data), ())
+        else:
+            parents = tuple(
+                f"%{index[id(p)]}" if isinstance(p, Tensor) else _literal(p) for p in op.parents
+            )
+            saved = saved_arrays(op, tensor)
+            for s, array in saved:
+                seen_saved.setdefault(id(array), s.nbytes)
+            node = Node(
+                i, type(op).__name__, tensor.shape, dtype_name(tensor.data), parents,
+                saved=[s for s, _ in saved], attrs=_settings(op), released=op._released,
+                built_at=getattr(op, "_built_at", None),
+            )
+        node.output_bytes = nbytes(tensor.data)
+        node.name = label.get(id(tensor))
+        nodes.append(node)
+    return Graph(nodes, sum(seen_saved.values()))
+
+
+def saved_arrays(op: Op, output: Tensor | None = None) -> list[tuple[SavedArray, Any]]:
+    """What `op` keeps for backward: its `save_for_backward` arrays and array attributes."""
+    found: list[tuple[str, Any]] = []
+    for i, item in enumerate(op._intermediate):
+        _collect(f"#{i}", item, found)
+    for name, value in vars(op).items():
+        if name not in _ENGINE_ATTRS and not name.startswith("__"):
+            _collect(name, value, found)
+    result = []
+    for name, array in found:
+        entry = SavedArray(
+            name, shape_of(array) or (), dtype_name(array), nbytes(array), _alias(array, op, output)
+        )
+        result.append((entry, array))
+    return result
+
+
+def _collect(name: str, value: Any, found: list[tuple[str, Any]]) -> None:
+    if isinstance(value, Tensor):  # keyword Tensors (running stats) are not saved arrays
+        return
+    if is_array(value):
+        found.append((name, value))
+    elif isinstance(value, (tuple, list)):
+        for j, item in enumerate(value):
+            _collect(f"{name}[{j}]", item, found)
+
+
+def _root(a: Any) -> Any:
+    """The array that owns `a`'s memory: follows numpy's `.base` and torch's `._base`."""
+    for _ in range(64):  # a chain of views is short; the bound guards against odd objects
+        base = getattr(a, "_base", None)
+        if base is None:
+            base = getattr(a, "base", None)
+        if base is None or base is a:
+            return a
+        a = base
+    return a
+
+
+def _same(a: Any, b: Any) -> bool:
+    """True when `a` and `b` share their memory owner (one is the other, or a view of it)."""
+    return a is b or _root(a) is _root(b)
+
+
+def _alias(array: Any, op: Op, output: Tensor | None) -> str | None:
+    for j, p in enumerate(op.parents):
+        if isinstance(p, Tensor) and _same(array, p.data):
+            return f"input {j}"
+    if output is not None and _same(array, output.data):
+        return "output"
+    return None
+
+
+def _settings(op: Op) -> dict[str, Any]:
+    """Small public settings an op kept (stride=2, axis=-1), for display."""
+    out = {}
+    for name, value in vars(op).items():
+        if name.startswith("_") or name in _ENGINE_ATTRS:
+            continue
+        if isinstance(value, (bool, int, float, str)) or (
+            isinstance(value, tuple) and len(value) <= 8 and all(isinstance(v, int) for v in value)
+        ):
+            out[name] = value
+    return out
+
+
+def format_attrs(attrs: dict[str, Any]) -> str:
+    """'stride=2 scale=0.125': the small values an op kept, floats shortened."""
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in attrs.items())
+
+
+def _literal(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 12 else text[:11] + "…"
+
+
+# ---- printing -----------------------------------------------------------------------
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def format_graph(g: Graph) -> str:
+    """The text `print(graph)` shows: one line per node, saved arrays under it, totals."""
+    lines = [f"graph: {len(g.ops)} ops, {len(g.nodes) - len(g.ops)} leaves"]
+    width = max((len(n.op or "leaf") for n in g.nodes), default=4)
+    for n in g.nodes:
+        settings = format_attrs(n.attrs)
+        head = f"  %{n.index:<4} {(n.op or 'leaf'):<{width}}  {_shape_text(n.shape):<16} {n.dtype}"
+        if n.name:
+            head += f"  {n.name}"
+        if n.parents:
+            head += "  <- " + ", ".join(n.parents)
+        if settings:
+            head += f"  [kept: {settings}]"
+        if n.built_at:
+            head += f"  @ {n.built_at}"
+        lines.append(head)
+        if n.op is not None and n.released:
+            lines.append("        (saved arrays released by backward)")
+        for s in n.saved:
+            alias = f"  same array as {s.alias}" if s.alias else ""
+            lines.append(
+                f"        saves {s.name:<12} {_shape_text(s.shape):<16} {s.dtype:<8} "
+                f"{human_bytes(s.nbytes):>10}{alias}"
+            )
+    totals = g.totals()
+    if totals:
+        lines.append("")
+        lines.append(f"  {'op':<{width}}  {'count':>6} {'saved arrays':>13} {'saved bytes':>12} "
+                     f"{'of which extra':>15} {'output bytes':>13}")
+        rows = sorted(totals.items(), key=lambda kv: -kv[1].saved_bytes)
+        rows.append(("total", OpTotals(
+            sum(t.count for t in totals.values()), sum(t.saved_arrays for t in totals.values()),
+            g.saved_bytes, g.extra_saved_bytes, sum(t.output_bytes for t in totals.values()),
+        )))
+        for name, t in rows:
+            lines.append(f"  {name:<{width}}  {t.count:>6} {t.saved_arrays:>13} "
+                         f"{human_bytes(t.saved_bytes):>12} {human_bytes(t.extra_saved_bytes):>15} "
+                         f"{human_bytes(t.output_bytes):>13}")
+        lines.append("  (extra: saved arrays that are neither an input nor the output of the op that "
+                     "saved them;")
+        lines.append(f"   distinct saved arrays, each counted once: {human_bytes(g.distinct_saved_bytes)})")
+    return "\n".join(lines)

@@ -1,0 +1,87 @@
+"""Print each op as it runs: `TOPGRAD_TRACE=1 python train.py`, or `with topgrad.trace.tracing():`.
+
+One line per op call, to stderr: the op, forward or backward, the shapes in and out, the time.
+`import topgrad` reads TOPGRAD_TRACE once and, when it is set (and not 0), calls `enable()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+from topgrad.graph import _shape_text
+from topgrad.observe import Observer, observing, register, shape_of, unregister
+from topgrad.op import Op
+from topgrad.tensor import Tensor
+
+_global: Tracer | None = None
+
+
+def _shapes(values: Any) -> str:
+    parts = []
+    for v in values:
+        if isinstance(v, Tensor):
+            v = v.data
+        shape = shape_of(v)
+        if shape is not None:
+            parts.append(_shape_text(shape))
+        elif v is None:
+            parts.append("-")
+        else:
+            parts.append(repr(v) if isinstance(v, (int, float, bool)) else type(v).__name__)
+    return " ".join(parts)
+
+
+class Tracer(Observer):
+    """Writes one line per op call to `stream` (stderr by default)."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream
+        self.count = 0
+
+    def _write(self, line: str) -> None:
+        self.count += 1
+        print(f"[topgrad {self.count:>6}] {line}", file=self.stream or sys.stderr)
+
+    def after_forward(
+        self, op: Op, args: tuple[Any, ...], params: dict[str, Any], result: Any, seconds: float
+    ) -> None:
+        extra = " ".join(
+            f"{k}={v}" for k, v in params.items() if isinstance(v, (bool, int, float, str, tuple))
+        )
+        self._write(
+            f"{type(op).__name__:<12} forward  {_shapes(args)} -> {_shapes((result,))}"
+            f"{'  ' + extra if extra else ''}  {seconds * 1e3:.3f} ms"
+        )
+
+    def after_backward(self, op: Op, grad: Any, grads: tuple[Any, ...], seconds: float) -> None:
+        grads = grads if isinstance(grads, tuple) else (grads,)
+        self._write(
+            f"{type(op).__name__:<12} backward {_shapes((grad,))} -> {_shapes(grads)}  {seconds * 1e3:.3f} ms"
+        )
+
+
+def enable(stream: TextIO | None = None) -> Tracer:
+    """Start tracing every op (what TOPGRAD_TRACE=1 does at import); returns the tracer."""
+    global _global
+    if _global is None:
+        _global = Tracer(stream)
+        register(_global)
+    return _global
+
+
+def disable() -> None:
+    """Stop the tracing `enable()` started."""
+    global _global
+    if _global is not None:
+        unregister(_global)
+        _global = None
+
+
+@contextlib.contextmanager
+def tracing(stream: TextIO | None = None) -> Iterator[Tracer]:
+    """Trace every op run inside the block."""
+    with observing(Tracer(stream)) as tracer:
+        yield tracer

@@ -1,0 +1,110 @@
+"""Draw the graph behind a tensor with Graphviz: `to_dot(t)` gives DOT text, `to_dot(t, "g.svg")` a picture.
+
+Leaves are grey ellipses, ops are boxes showing the output shape and what the op saved for
+backward; edges run from inputs to the op that consumed them, numbered by argument position.
+Rendering SVG/PNG/PDF needs the `dot` program (Graphviz); without it the DOT text is written.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from topgrad.graph import Graph, _shape_text, build, format_attrs, human_bytes
+
+if TYPE_CHECKING:
+    from topgrad.tensor import Tensor
+
+_PICTURES = {".svg", ".png", ".pdf"}
+
+
+def to_dot(
+    t: Tensor, path: str | Path | None = None, *, names: Mapping[str, Tensor] | None = None,
+    show_saved: bool = True, rankdir: str = "TB",
+) -> str:
+    """DOT text of the graph behind `t`; with `path` also write it (.dot, or .svg/.png/.pdf via `dot`).
+
+    `names` (e.g. a model's `{name: parameter}`) labels those tensors in the picture.
+    """
+    text = graph_to_dot(build(t, names), show_saved=show_saved, rankdir=rankdir)
+    if path is not None:
+        write(text, path)
+    return text
+
+
+def graph_to_dot(g: Graph, *, show_saved: bool = True, rankdir: str = "TB") -> str:
+    """DOT text of a `Graph` built by `topgrad.graph.build`."""
+    lines = [
+        "digraph topgrad {",
+        f"  rankdir={rankdir};",
+        '  node [fontname="Helvetica", fontsize=10];',
+        '  edge [fontname="Helvetica", fontsize=8, color="#555555"];',
+    ]
+    last = g.nodes[-1].index if g.nodes else -1
+    for n in g.nodes:
+        if n.op is None:
+            label = f"{_escape(n.name or 'leaf')}\\n{_shape_text(n.shape)}"
+            lines.append(f'  n{n.index} [shape=ellipse, style=filled, fillcolor="#e8e8e8", label="{label}"];')
+            continue
+        title = f"<b>{_html(n.op)}</b>" + (f" {_html(n.name)}" if n.name else "")
+        rows = [title, _html(_shape_text(n.shape))]
+        if n.attrs:
+            rows.append(f'<font point-size="8">kept: {_html(format_attrs(n.attrs))}</font>')
+        if show_saved and n.saved:
+            for s in n.saved:
+                rows.append(f'<font point-size="8">saves {_html(_shape_text(s.shape))}'
+                            f"{' (' + s.alias + ')' if s.alias else ''}</font>")
+            rows.append(f'<font point-size="8">{human_bytes(n.saved_bytes)} saved</font>')
+        elif n.released:
+            rows.append('<font point-size="8">released</font>')
+        fill = "#ffd9a8" if n.index == last else "#d8e8ff"
+        label = "<" + "<br/>".join(rows) + ">"
+        lines.append(f'  n{n.index} [shape=box, style="rounded,filled", fillcolor="{fill}", label={label}];')
+    literal = 0
+    for n in g.nodes:
+        many = len(n.parents) > 1
+        for position, parent in enumerate(n.parents):
+            edge_label = f' [label="{position}"]' if many else ""
+            if parent.startswith("%"):
+                lines.append(f"  n{parent[1:]} -> n{n.index}{edge_label};")
+            elif parent != "None":
+                literal += 1
+                lines.append(f'  c{literal} [shape=plaintext, label="{_escape(parent)}"];')
+                lines.append(f"  c{literal} -> n{n.index}{edge_label};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def write(dot_text: str, path: str | Path) -> Path:
+    """Write DOT text to `path`; .svg/.png/.pdf are rendered with Graphviz's `dot` when it is installed."""
+    path = Path(path)
+    if path.suffix.lower() not in _PICTURES:
+        path.write_text(dot_text)
+        return path
+    exe = shutil.which("dot")
+    if exe is None:
+        fallback = path.with_suffix(".dot")
+        fallback.write_text(dot_text)
+        warnings.warn(
+            f"Graphviz's `dot` program is not installed, so {path} was not drawn; the DOT text is in "
+            f"{fallback} (install Graphviz, e.g. `apt install graphviz`, to render pictures)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return fallback
+    subprocess.run(
+        [exe, f"-T{path.suffix[1:].lower()}", "-o", str(path)], input=dot_text.encode(), check=True
+    )
+    return path
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _html(text: Any) -> str:
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
