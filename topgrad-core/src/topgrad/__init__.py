@@ -4,7 +4,10 @@ The engine is two files: `tensor.py` (Tensor and backward) and `op.py` (the Op p
 Backends are pluggy plugins found through the ``topgrad`` entry point group.
 """
 
-from topgrad import optim
+import os as _os
+
+from topgrad import optim, viz
+from topgrad.anomaly import AnomalyError, detect_anomaly
 from topgrad.backend import Backend, BackendSpec
 from topgrad.errors import (
     BackendConflictError,
@@ -12,8 +15,10 @@ from topgrad.errors import (
     BackendUnavailableError,
     OpConflictError,
 )
+from topgrad.gradcheck import GradcheckError, gradcheck
 from topgrad.hookspecs import hookimpl, hookspec
 from topgrad.op import Op
+from topgrad.profiler import profile
 from topgrad.registry import (
     available_backends,
     get_backend,
@@ -27,25 +32,36 @@ from topgrad.tensor import Tensor, attention, no_grad
 
 __version__ = "0.1.0"
 
+if _os.environ.get("TOPGRAD_TRACE", "0").strip().lower() not in ("", "0", "false", "no", "off"):
+    from topgrad import trace as _trace
+
+    _trace.enable()
+
 __all__ = [
+    "AnomalyError",
     "Backend",
     "BackendConflictError",
     "BackendNotFoundError",
     "BackendSpec",
     "BackendUnavailableError",
+    "GradcheckError",
     "Op",
     "OpConflictError",
     "Tensor",
     "attention",
     "available_backends",
+    "detect_anomaly",
     "get_backend",
+    "gradcheck",
     "hookimpl",
     "hookspec",
     "load_backend",
     "no_grad",
     "optim",
     "override",
+    "profile",
     "register_backend",
     "register_plugin",
     "set_backend",
+    "viz",
 ]

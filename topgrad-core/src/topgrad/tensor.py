@@ -184,6 +184,15 @@ class Tensor:
         return _ops().LayerNorm.apply(self, gamma, beta, eps=eps)
 
     # ---- autograd -----------------------------------------------------------------
+    def graph(self, names: Any = None) -> Any:
+        """The graph behind this tensor: ops, shapes, parents, saved arrays (`topgrad.graph.Graph`).
+
+        `names` ({name: tensor}, e.g. a model's parameters) labels those tensors.
+        """
+        from topgrad.graph import build
+
+        return build(self, names)
+
     def backward(self, grad: Any = None) -> None:
         """Accumulate d(self)/d(leaf) into every leaf's `.grad`, seeded with `grad` (ones if None)."""
         backend = registry.get_backend()
