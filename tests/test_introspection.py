@@ -1,0 +1,397 @@
+"""The inspection tools: t.graph(), topgrad.viz, topgrad.profile, gradcheck, detect_anomaly, TOPGRAD_TRACE.
+
+Every tool works through the Op protocol, so these tests run unchanged on every backend.
+The saved-memory formulas per backend are the table in docs/cost-table.md.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import topgrad
+from helpers import Sizes, rand
+from topgrad import Op, Tensor
+from topgrad.gradcheck import GradcheckError
+from topgrad.trace import tracing
+
+F32 = 4  # bytes per element
+
+
+@pytest.fixture
+def sizes(interpreted: bool) -> Sizes:
+    return Sizes.for_run(interpreted)
+
+
+@pytest.fixture(autouse=True)
+def _no_observer_left_behind():
+    assert not Op._observers, "an observer was left registered by an earlier test"
+    yield
+    assert not Op._observers, "this test left an observer registered"
+
+
+def _mlp_loss(seed: int = 0) -> tuple[Tensor, dict[str, Tensor]]:
+    x, w1, b1, w2 = (Tensor(rand(s, seed + i)) for i, s in enumerate([(4, 6), (6, 5), (5,), (5, 3)]))
+    loss = (x.linear(w1, b1).relu().linear(w2).logsoftmax() * 2.0).mean()
+    return loss, {"x": x, "w1": w1, "b1": b1, "w2": w2}
+
+
+# ---- t.graph() ------------------------------------------------------------------------------
+def test_graph_lists_every_node_once_in_topological_order() -> None:
+    loss, tensors = _mlp_loss()
+    g = loss.graph(tensors)
+    assert [n.op for n in g.ops] == ["Linear", "ReLU", "Linear", "LogSoftmax", "Mul", "Mean"]
+    assert len(g) == len(g.ops) + 4, "the four leaves are nodes too"
+    for n in g:
+        assert n.index == g.nodes.index(n)
+        for p in n.parents:
+            if p.startswith("%"):
+                assert int(p[1:]) < n.index, f"node %{n.index} comes before its parent {p}"
+    assert g.nodes[-1].shape == () and g.nodes[-1].op == "Mean"
+    assert {n.name for n in g if n.op is None} == {"x", "w1", "b1", "w2"}
+    first = g.ops[0]
+    assert first.shape == (4, 5) and first.parents == ("%0", "%1", "%2")
+    mul = g.ops[4]
+    assert mul.parents[1] == "2.0", "a Python scalar argument is shown as its value"
+
+
+def test_print_graph_shows_ops_shapes_saved_arrays_and_totals() -> None:
+    loss, tensors = _mlp_loss()
+    text = str(loss.graph(tensors))
+    for word in ("Linear", "ReLU", "LogSoftmax", "Mean", "(4, 5)", "saves", "total", "w1"):
+        assert word in text, f"{word!r} missing from the printed graph:\n{text}"
+    totals = loss.graph().totals()
+    assert totals["Linear"].count == 2
+    assert sum(t.saved_bytes for t in totals.values()) == loss.graph().saved_bytes
+
+
+def test_graph_after_backward_shows_nothing_saved() -> None:
+    loss, _ = _mlp_loss()
+    assert loss.graph().saved_bytes > 0
+    loss.backward()
+    g = loss.graph()
+    assert all(n.released for n in g.ops)
+    assert not any(s.name.startswith("#") for n in g.ops for s in n.saved), \
+        "backward releases what save_for_backward kept"
+    assert "released" in str(g)
+
+
+def test_graph_of_a_leaf_and_of_a_no_grad_result() -> None:
+    x = Tensor(rand((2, 3), 1))
+    assert len(x.graph()) == 1 and x.graph().ops == []
+    with topgrad.no_grad():
+        y = x * 2.0
+    assert len(y.graph()) == 1
+
+
+def _attention_inputs(s: Sizes) -> list[np.ndarray]:
+    B, T, S, D = 2, s.tokens, s.tokens - 1, s.dim
+    return [rand((B, T, D), 1), rand((B, S, D), 2), rand((B, S, D), 3)]
+
+
+# Per backend: op -> (inputs, function, (saved floats, extra floats)) from docs/cost-table.md.
+def _cases(s: Sizes) -> dict[str, tuple[list[np.ndarray], Callable[..., Tensor]]]:
+    N, D, M = s.batch * 2, s.dim, s.dim // 2 + 1
+    B, H, C, Co, k, stride, pad = 2, s.image, s.channels, s.channels + 1, 3, 2, 1
+    return {
+        "Linear": ([rand((2, s.batch, D), 1), rand((D, M), 2), rand((M,), 3)],
+                   lambda x, w, b: x.linear(w, b)),
+        "Conv2d": ([rand((B, H, H, C), 4), rand((k, k, C, Co), 5), rand((Co,), 6)],
+                   lambda x, w, b: x.conv2d(w, b, stride=stride, padding=pad)),
+        "Conv2d-1x1": ([rand((B, H, H, C), 4), rand((1, 1, C, Co), 5)], lambda x, w: x.conv2d(w)),
+        "BatchNorm": ([rand((N, 3, C), 7), rand((C,), 8), rand((C,), 9)],
+                      lambda x, g, b: x.batchnorm(g, b)),
+        "LayerNorm": ([rand((N, 3, D), 10), rand((D,), 11), rand((D,), 12)],
+                      lambda x, g, b: x.layernorm(g, b)),
+        "Attention": (_attention_inputs(s), lambda q, k_, v: topgrad.attention(q, k_, v)),
+    }
+
+
+def _dims(case: str, inputs: list[np.ndarray]) -> dict[str, int]:
+    x = inputs[0]
+    if case == "Linear":
+        return {"N": math.prod(x.shape[:-1]), "D": x.shape[-1], "M": inputs[1].shape[1]}
+    if case.startswith("Conv2d"):
+        kh, kw, cin, cout = inputs[1].shape
+        stride, pad = (2, 1) if case == "Conv2d" else (1, 0)
+        ho = (x.shape[1] + 2 * pad - kh) // stride + 1
+        wo = (x.shape[2] + 2 * pad - kw) // stride + 1
+        return {"P": x.shape[0] * ho * wo, "K": kh * kw * cin, "Cout": cout,
+                "pointwise": int(kh == kw == 1 and stride == 1 and pad == 0)}
+    if case in ("BatchNorm", "LayerNorm"):
+        return {"N": math.prod(x.shape[:-1]), "C": x.shape[-1]}
+    B, T, D = x.shape
+    return {"B": B, "T": T, "S": inputs[1].shape[1], "D": D}
+
+
+def _conv(d: dict[str, int]) -> tuple[int, int]:
+    return d["P"] * d["K"] + d["K"] * d["Cout"], 0 if d["pointwise"] else d["P"] * d["K"]
+
+
+SAVED_FLOATS: dict[str, dict[str, Callable[[dict[str, int]], tuple[int, int]]]] = {
+    "numpy": {
+        "Linear": lambda d: (d["N"] * d["D"] + d["D"] * d["M"], 0),
+        "Conv2d": _conv,
+        "Conv2d-1x1": _conv,
+        "BatchNorm": lambda d: (d["N"] * d["C"] + 2 * d["C"], d["N"] * d["C"] + d["C"]),
+        "LayerNorm": lambda d: (d["N"] * d["C"] + d["N"] + d["C"], d["N"] * d["C"] + d["N"]),
+        "Attention": lambda d: (2 * d["B"] * d["T"] * d["D"] + 2 * d["B"] * d["S"] * d["D"]
+                                + d["B"] * d["T"] * d["S"], d["B"] * d["T"] * d["S"]),
+    },
+    "triton": {
+        "Linear": lambda d: (d["N"] * d["D"] + d["D"] * d["M"], 0),
+        "Conv2d": _conv,
+        "Conv2d-1x1": _conv,
+        "BatchNorm": lambda d: (d["N"] * d["C"] + 3 * d["C"], 2 * d["C"]),
+        "LayerNorm": lambda d: (d["N"] * d["C"] + d["C"] + 2 * d["N"], 2 * d["N"]),
+        "Attention": lambda d: (2 * d["B"] * d["T"] * d["D"] + 2 * d["B"] * d["S"] * d["D"]
+                                + d["B"] * d["T"], d["B"] * d["T"]),
+    },
+}
+
+
+@pytest.mark.parametrize("case", ["Linear", "Conv2d", "Conv2d-1x1", "BatchNorm", "LayerNorm", "Attention"])
+def test_saved_bytes_match_the_cost_table(case: str, backend_name: str, sizes: Sizes) -> None:
+    if backend_name not in SAVED_FLOATS:
+        pytest.skip(f"no saved-memory formulas for backend {backend_name!r} in docs/cost-table.md")
+    inputs, fn = _cases(sizes)[case]
+    out = fn(*(Tensor(a) for a in inputs))
+    node = out.graph().nodes[-1]
+    assert node.op == case.split("-")[0]
+    saved, extra = SAVED_FLOATS[backend_name][case](_dims(case, inputs))
+    detail = "\n".join(f"  {s.name} {s.shape} {s.dtype} {s.nbytes} B alias={s.alias}" for s in node.saved)
+    assert node.saved_bytes == F32 * saved, (
+        f"{case} saved {node.saved_bytes} B, the table says {F32 * saved}:\n{detail}")
+    assert node.extra_saved_bytes == F32 * extra, (
+        f"{case} saved {node.extra_saved_bytes} B beyond its inputs and output, the table says "
+        f"{F32 * extra}:\n{detail}")
+
+
+def test_graph_counts_bytes_of_numpy_and_torch_arrays() -> None:
+    import torch
+    from topgrad.observe import nbytes
+
+    assert nbytes(np.zeros((3, 4), np.float32)) == 48
+    assert nbytes(torch.zeros(3, 4, dtype=torch.float64)) == 96
+    assert nbytes(torch.zeros(8)[::2]) == 16
+    assert nbytes((np.zeros(2, np.float32), None, 1.5)) == 8
+    assert nbytes(None) == 0
+
+
+# ---- topgrad.viz ----------------------------------------------------------------------------
+def test_to_dot_has_a_node_per_tensor_and_an_edge_per_input() -> None:
+    loss, tensors = _mlp_loss()
+    dot = topgrad.viz.to_dot(loss, names=tensors)
+    assert dot.startswith("digraph") and dot.rstrip().endswith("}")
+    g = loss.graph()
+    nodes = [line for line in dot.splitlines() if re.match(r"\s*n\d+ \[", line)]
+    edges = [line for line in dot.splitlines() if "->" in line]
+    assert len(nodes) == len(g)
+    assert len(edges) == sum(len([p for p in n.parents if p != "None"]) for n in g)
+    assert "w1" in dot and "Linear" in dot
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
+@pytest.mark.parametrize("suffix", [".svg", ".png"])
+def test_to_dot_renders_pictures(tmp_path: Path, suffix: str) -> None:
+    loss, _ = _mlp_loss()
+    path = tmp_path / f"g{suffix}"
+    topgrad.viz.to_dot(loss, path)
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG") if suffix == ".png" else b"<svg" in data
+
+
+def test_to_dot_without_graphviz_writes_the_dot_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(topgrad.viz.shutil, "which", lambda name: None)
+    loss, _ = _mlp_loss()
+    with pytest.warns(RuntimeWarning, match="Graphviz"):
+        topgrad.viz.to_dot(loss, tmp_path / "g.svg")
+    assert (tmp_path / "g.dot").read_text().startswith("digraph")
+
+
+# ---- topgrad.profile ------------------------------------------------------------------------
+def test_profile_counts_calls_time_and_saved_bytes() -> None:
+    with topgrad.profile() as p:
+        for step in range(3):
+            loss, _ = _mlp_loss(step)
+            saved = loss.graph().saved_bytes
+            loss.backward()
+    assert p.stats["Linear"].calls == 6 and p.stats["Linear"].backward_calls == 6
+    assert p.stats["Mean"].calls == 3
+    assert sum(s.saved_bytes for s in p.stats.values()) == 3 * saved
+    assert all(s.forward_s > 0 and s.backward_s > 0 for s in p.stats.values())
+    text = str(p)
+    rows = [line.split()[0] for line in text.splitlines()[2:2 + len(p.stats)]]
+    assert rows == [name for name, _ in p.sorted()], "rows are sorted by total time"
+    assert sorted(rows) == sorted(p.stats)
+    times = [p.stats[name].total_s for name in rows]
+    assert times == sorted(times, reverse=True)
+    assert "wall time" in text
+
+
+def test_profile_unregisters_after_an_exception() -> None:
+    with pytest.raises(ZeroDivisionError), topgrad.profile():
+        Tensor(rand((2,), 0)).relu()
+        1 / 0  # noqa: B018
+    assert not Op._observers
+
+
+def test_without_observers_apply_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    def slow_path(*args: Any) -> None:
+        raise AssertionError("the observed path ran with no observer registered")
+
+    monkeypatch.setattr("topgrad.op._apply_observed", slow_path)
+    with topgrad.profile():
+        pass
+    loss, _ = _mlp_loss()
+    loss.backward()
+
+
+# ---- topgrad.gradcheck ----------------------------------------------------------------------
+class _ScaledDouble(Op):
+    """2x, with a backward that multiplies by `slope` (2.0 is right); written with backend helpers."""
+
+    slope = 2.0
+
+    def forward(self, x: Any) -> Any:
+        return topgrad.get_backend().mul(x, 2.0)
+
+    def backward(self, grad: Any) -> tuple[Any]:
+        return (topgrad.get_backend().mul(grad, self.slope),)
+
+
+class _WrongDouble(_ScaledDouble):
+    slope = 2.1
+
+
+def test_gradcheck_passes_on_correct_ops(sizes: Sizes) -> None:
+    x, w, b = rand((3, 4), 1), rand((4, 5), 2), rand((5,), 3)
+    result = topgrad.gradcheck(lambda x, w, b: x.linear(w, b).logsoftmax(), x, w, b)
+    assert result and result.checked == x.size + w.size + b.size
+    assert "passed" in str(result) and "worst element" in str(result)
+    q, k, v = (rand((1, 3, 2), i) for i in range(3))
+    topgrad.gradcheck(lambda q, k, v: topgrad.attention(q, k, v, causal=True), q, k, v)
+    topgrad.gradcheck(lambda x, g, b: x.layernorm(g, b), rand((3, 4), 4), rand((4,), 5), rand((4,), 6))
+    topgrad.gradcheck(lambda x: (x * x).mean(), rand((2, 3), 7))
+
+
+def test_gradcheck_finds_a_wrong_backward_and_names_the_element() -> None:
+    x = rand((2, 3), 1)
+    with pytest.raises(GradcheckError) as info:
+        topgrad.gradcheck(lambda x, c: (_WrongDouble.apply(x) * c).sum(axis=1), x, Tensor(rand((3,), 2)))
+    message = str(info.value)
+    assert "FAILED" in message and "input 0" in message and "index (" in message
+    worst = info.value.result.worst
+    assert worst.input == 0 and len(worst.index) == 2
+    assert 0.04 < worst.rel_err < 0.06, "a 5% error in the slope"
+    result = topgrad.gradcheck(lambda x: _WrongDouble.apply(x), x, raise_on_failure=False)
+    assert not result and result.failures == x.size
+    assert topgrad.gradcheck(lambda x: _ScaledDouble.apply(x), x)
+
+
+def test_gradcheck_in_float32_catches_a_five_percent_error() -> None:
+    x = rand((3, 4), 3)
+    for dtype in ("float32", None):
+        assert topgrad.gradcheck(lambda x: _ScaledDouble.apply(x).logsoftmax(), x, dtype=dtype)
+        result = topgrad.gradcheck(lambda x: _WrongDouble.apply(x).logsoftmax(), x, dtype=dtype,
+                                   raise_on_failure=False)
+        assert not result, str(result)
+
+
+def test_gradcheck_says_which_precision_it_used(backend_name: str) -> None:
+    result = topgrad.gradcheck(lambda x: x.relu() * 3.0, rand((2, 2), 1) + 3.0)
+    assert result.precision in ("float32", "float64")
+    if result.precision == "float32":
+        assert "float32" in result.note and backend_name in result.note
+    forced = topgrad.gradcheck(lambda x: x.logsoftmax(), rand((2, 3), 2), dtype="float32")
+    assert forced.precision == "float32" and forced.eps == 1e-3
+
+
+def test_gradcheck_leaves_its_inputs_alone() -> None:
+    x_np = rand((2, 3), 1)
+    x = Tensor(x_np.copy())
+    topgrad.gradcheck(lambda t: t.logsoftmax(), x)
+    np.testing.assert_array_equal(x.numpy(), x_np)
+    assert x.grad is None
+    with pytest.raises(TypeError, match="must return a Tensor"):
+        topgrad.gradcheck(lambda t: 1.0, x)
+
+
+# ---- topgrad.detect_anomaly -----------------------------------------------------------------
+def test_anomaly_in_forward_names_op_phase_and_source_line() -> None:
+    x = Tensor(np.ones((2, 3), np.float32))
+    w = Tensor(np.full((3, 2), 3e38, np.float32))
+    with topgrad.detect_anomaly(), pytest.raises(topgrad.AnomalyError) as info:
+        h = x.relu()
+        h.linear(w)  # the overflowing line
+    err = info.value
+    assert err.op == "Linear" and err.phase == "forward"
+    assert err.built_at and "test_introspection.py" in err.built_at and "h.linear(w)" in err.built_at
+    assert "Inf" in str(err) and "Linear (forward)" in str(err)
+
+
+def test_anomaly_in_backward_names_the_line_that_built_the_op() -> None:
+    x = Tensor([[0.1, 0.5, -0.3], [0.2, 0.0, 1.0]])
+    with topgrad.detect_anomaly():
+        big = x * 1e38  # finite forward
+        loss = big.sum()
+        with pytest.raises(topgrad.AnomalyError) as info:
+            loss.backward(np.float32(10.0))  # 10 * 1e38 overflows in Mul's backward
+    err = info.value
+    assert err.op == "Mul" and err.phase == "backward"
+    assert err.built_at and "big = x * 1e38" in err.built_at
+    assert "gradient for input 0" in str(err) and "built at" in str(err)
+
+
+def test_anomaly_says_when_bad_values_came_from_the_data() -> None:
+    data = rand((2, 3), 1)
+    data[0, 1] = np.nan
+    with topgrad.detect_anomaly(), pytest.raises(topgrad.AnomalyError, match="already contained"):
+        Tensor(data).relu()
+
+
+def test_anomaly_mode_lets_finite_runs_through() -> None:
+    with topgrad.detect_anomaly():
+        loss, _ = _mlp_loss()
+        loss.backward()
+    assert not Op._observers
+
+
+# ---- TOPGRAD_TRACE --------------------------------------------------------------------------
+def test_tracing_prints_each_op_with_shapes_and_time() -> None:
+    out = io.StringIO()
+    with tracing(out):
+        loss, _ = _mlp_loss()
+        loss.backward()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 12, "six ops forward, six backward"
+    assert "Linear" in lines[0] and "forward" in lines[0] and "(4, 6) (6, 5) (5,) -> (4, 5)" in lines[0]
+    assert lines[0].endswith("ms")
+    assert "Mean" in lines[6] and "backward" in lines[6]
+
+
+def test_topgrad_trace_variable_enables_tracing(backend_name: str) -> None:
+    script = "import topgrad; x = topgrad.Tensor([[1.0, -2.0]]); x.relu().sum().backward()"
+    env = {**os.environ, "TOPGRAD_TRACE": "1", "TOPGRAD_BACKEND": backend_name}
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                              timeout=300)
+
+    loud = run()
+    assert loud.returncode == 0, loud.stderr
+    trace = [line for line in loud.stderr.splitlines() if line.startswith("[topgrad")]
+    assert [line.split()[2:4] for line in trace] == [
+        ["ReLU", "forward"], ["Sum", "forward"], ["Sum", "backward"], ["ReLU", "backward"]]
+    env["TOPGRAD_TRACE"] = "0"
+    quiet = run()
+    assert quiet.returncode == 0 and "[topgrad" not in quiet.stderr
