@@ -18,6 +18,8 @@ def main(argv: list[str] | None = None) -> int:
                         "else the only one installed)")
     parser.add_argument("-k", dest="only", metavar="TEXT", help="only rows whose name contains TEXT")
     parser.add_argument("--rtol", type=float, default=None, help="tolerance, default 1e-4 (float32)")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="register this plugin module first (a backend not yet packaged); repeatable")
     parser.add_argument("--list", action="store_true", help="list the installed backends and exit")
     args = parser.parse_args(argv)
 
@@ -26,11 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("the conformance kit needs numpy: pip install 'topgrad-core[testing]'", file=sys.stderr)
         return 2
+    import importlib
+
     import topgrad
     from topgrad.registry import _default_name
     from topgrad.testing.outcome import RTOL
     from topgrad.testing.runner import format_report, run
 
+    for module in args.plugin:
+        topgrad.register_plugin(importlib.import_module(module), name=module)
     if args.list:
         for name, spec in sorted(topgrad.available_backends().items()):
             print(f"{name:<12} {spec.description}")

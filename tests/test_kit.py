@@ -1,0 +1,270 @@
+"""The conformance kit (`topgrad.testing`): on the backend under test, on the example backend
+installed from its own pyproject, and on a deliberately broken backend whose table must say what broke.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import site
+import subprocess
+import sys
+import sysconfig
+import textwrap
+from pathlib import Path
+
+import pytest
+import topgrad
+from topgrad.testing.cases import CASES
+from topgrad.testing.runner import format_report, run
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "backends" / "topgrad-float64"
+CLOSING = re.compile(r"^(\d+) passed, (\d+) failed$")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("PYTHONPATH", None)
+    return {**env, **extra}
+
+
+def _kit(python: str | Path, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(python), "-m", "topgrad.testing", *args], cwd=cwd, env=_env(**env),
+        capture_output=True, text=True, timeout=600,
+    )
+
+
+def make_venv(root: Path) -> Path:
+    """A throwaway venv that also sees this interpreter's packages (no downloads); returns its python."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
+    python = root / "bin" / "python"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    parents = [*site.getsitepackages(), sysconfig.get_paths()["purelib"]]
+    lines = [f"import site; site.addsitedir({p!r})\n" for p in dict.fromkeys(parents) if Path(p).is_dir()]
+    Path(purelib, "_parent_env.pth").write_text("".join(lines))
+    return python
+
+
+def pip_install(python: Path, *args: str) -> None:
+    """pip install into `python`'s venv, offline when setuptools is here to build without isolation."""
+    import importlib.util
+
+    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
+    done = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", *isolation, *args],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# ---- the backend under test ----------------------------------------------------------------
+def test_kit_passes_on_the_backend_under_test(backend_name: str) -> None:
+    report = run(backend_name)
+    assert report.ok, format_report(report)
+    assert [row.name for row in report.rows if row.section == "op"] == [
+        "Add", "Mul", "Sum", "Mean", "ReLU", "LogSoftmax", "Linear", "Reshape",
+        "Conv2d", "BatchNorm", "LayerNorm", "Attention",
+    ]
+
+
+def test_cli_prints_the_table_and_closing_line(backend_name: str, tmp_path: Path) -> None:
+    done = _kit(sys.executable, backend_name, "-k", "Linear", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert re.match(r"^op\s+forward\s+backward\s+max error$", lines[2])
+    assert re.match(r"^Linear\s+ok\s+ok\s+\d\.\de[+-]\d\d$", lines[4])
+    assert lines[-1] == "1 passed, 0 failed"
+
+
+def test_pytest_pyargs_runs_the_same_checks(backend_name: str, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "topgrad.testing",
+         "--topgrad-backend", backend_name, "-k", "Reshape or SGD"],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    reshape = sum(c.op == "Reshape" for c in CASES)
+    assert f"{2 * reshape + 2} passed" in done.stdout, done.stdout
+
+
+def test_unknown_backend_says_what_to_install(tmp_path: Path) -> None:
+    done = _kit(sys.executable, "nosuchbackend", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "pip install topgrad-nosuchbackend" in done.stderr
+
+
+def test_subclassing_backend_conformance(backend_name: str, tmp_path: Path) -> None:
+    """An author's own suite: subclass, set `backend`, run pytest."""
+    (tmp_path / "test_mine.py").write_text(textwrap.dedent(f"""
+        import topgrad.testing
+
+        class TestMine(topgrad.testing.BackendConformance):
+            backend = {backend_name!r}
+    """))
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_mine.py", "-k", "Mean"],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{2 * sum(c.op == 'Mean' for c in CASES)} passed" in done.stdout
+
+
+# ---- the example backend, installed from its pyproject ----------------------------------------
+@pytest.fixture(scope="module")
+def example_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    python = make_venv(tmp_path_factory.mktemp("venv-float64"))
+    pip_install(python, str(EXAMPLE))
+    return python
+
+
+def test_example_backend_passes_the_kit(example_python: Path, tmp_path: Path) -> None:
+    done = _kit(example_python, "float64", "--rtol", "1e-12", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    passed, failed = map(int, CLOSING.match(done.stdout.strip().splitlines()[-1]).groups())
+    assert failed == 0 and passed == 26
+
+
+def test_example_backend_is_found_through_its_entry_point(example_python: Path, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(example_python), "-c",
+         "import sys, topgrad; print(sorted(topgrad.available_backends())); "
+         "print('topgrad_float64.backend' in sys.modules, 'numpy' in sys.modules)"],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    names, loaded = done.stdout.splitlines()
+    assert "float64" in names
+    assert loaded == "False False", "listing backends must import neither the backend nor numpy"
+
+
+# ---- a broken backend ------------------------------------------------------------------------
+BROKEN = '''
+"""The example float64 backend with six deliberate mistakes."""
+from types import SimpleNamespace
+
+import numpy as np
+
+import topgrad
+from topgrad_float64 import ops as good
+from topgrad_float64.backend import Float64Backend
+
+
+class Mul(good.Mul):
+    def backward(self, grad):  # forgets to reduce broadcast gradients
+        a, b = self.saved
+        return grad * b, grad * a
+
+
+class ReLU(good.ReLU):
+    def backward(self, grad):  # gradient 1 at 0
+        (x,) = self.saved
+        return (grad * (x >= 0),)
+
+
+class LogSoftmax(good.LogSoftmax):
+    def forward(self, x, axis=-1):  # not stable: overflows for large logits
+        e = np.exp(x)
+        out = np.log(e / e.sum(axis=axis, keepdims=True))
+        self.axis = axis
+        self.save_for_backward(out)
+        return out
+
+
+class BatchNorm(good.BatchNorm):
+    def forward(self, x, gamma, beta, running_mean=None, running_var=None, **params):
+        return super().forward(x, gamma, beta, **params)  # never updates the running statistics
+
+
+table = {name: getattr(good, name) for name in dir(good) if isinstance(getattr(good, name), type)}
+table.update(Mul=Mul, ReLU=ReLU, LogSoftmax=LogSoftmax, BatchNorm=BatchNorm)
+del table["Attention"]  # missing op
+
+
+class Broken(Float64Backend):
+    name = "broken"
+    ops = SimpleNamespace(**table)
+
+    def randn(self, shape, seed=None):  # ignores the seed
+        return np.random.default_rng().standard_normal(shape)
+
+
+@topgrad.hookimpl
+def topgrad_backends():
+    return [topgrad.BackendSpec("broken", Broken)]
+'''
+
+def table_rows(out: str) -> dict[str, list[str]]:
+    """The kit's table as {row name: [forward, backward, max error]}."""
+    body = out.split("-" * 10, 1)[1].split("\n\n", 1)[0]
+    cells = [re.split(r"\s{2,}", line.strip()) for line in body.splitlines()]
+    return {c[0]: c[1:] for c in cells if len(c) == 4}
+
+
+EXPECTED_FAILURES = {
+    "Mul": "gradient of input 1: shape (2, 3), expected (3,)",
+    "ReLU": "gradient of input 0: max error",
+    "LogSoftmax": "LogSoftmax[(2,6) logits ~1000] forward: output: max error inf",
+    "BatchNorm": "running_mean after forward: max error",
+    "Attention": "backend 'broken' has no op 'Attention'",
+    "randn": "randn with the same seed gave different arrays",
+}
+
+
+def test_broken_backend_fails_with_a_useful_table(tmp_path: Path) -> None:
+    (tmp_path / "broken_backend.py").write_text(BROKEN)
+    path = os.pathsep.join([str(tmp_path), str(EXAMPLE / "src")])
+    done = _kit(sys.executable, "broken", "--plugin", "broken_backend", cwd=tmp_path, PYTHONPATH=path)
+    out = done.stdout
+    assert done.returncode == 1, out + done.stderr
+    rows = table_rows(out)
+    assert {name for name, cells in rows.items() if "FAIL" in cells} == set(EXPECTED_FAILURES), out
+    assert re.search(r"^Mul\s+ok\s+FAIL\s", out, re.M), out
+    assert re.search(r"^ReLU\s+ok\s+FAIL\s", out, re.M), out
+    assert re.search(r"^Attention\s+FAIL\s+FAIL\s+-$", out, re.M), out
+    failures = out.split("failures:")[1]
+    for name, message in EXPECTED_FAILURES.items():
+        assert message in failures, f"{name}: {message!r} not in\n{failures}"
+    assert out.strip().splitlines()[-1] == f"{len(rows) - 6} passed, 6 failed"
+    assert "ReLU[(2,4) zeros] backward" in failures  # the case that failed is named
+    assert "ReLU[(3,4)]" not in failures
+
+
+def test_backend_conformance_subclass_reports_the_broken_case(tmp_path: Path) -> None:
+    (tmp_path / "broken_backend.py").write_text(BROKEN)
+    (tmp_path / "test_broken.py").write_text(textwrap.dedent("""
+        import topgrad
+        import topgrad.testing
+        import broken_backend
+
+        topgrad.register_plugin(broken_backend, name="broken_backend")
+
+        class TestBroken(topgrad.testing.BackendConformance):
+            backend = "broken"
+    """))
+    path = os.pathsep.join([str(tmp_path), str(EXAMPLE / "src")])
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_broken.py", "-k", "ReLU"],
+        cwd=tmp_path, env=_env(PYTHONPATH=path), capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "1 failed, 3 passed" in done.stdout, done.stdout
+    assert "test_backward[ReLU[(2,4) zeros]]" in done.stdout
+
+
+def test_importing_topgrad_testing_does_not_import_numpy(tmp_path: Path) -> None:
+    code = ("import sys, topgrad, topgrad.testing, topgrad.testing.pytest_plugin; "
+            "assert 'numpy' not in sys.modules, 'numpy imported'")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(), capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_backend_selection_is_restored() -> None:
+    before = topgrad.get_backend()
+    run(before.name, only="Reshape")
+    assert topgrad.get_backend() is before
