@@ -84,6 +84,19 @@ def col2im(
     return gx
 
 
+def _input_grad_as_conv(grad: np.ndarray, w: np.ndarray, ph: int, pw: int) -> np.ndarray:
+    """For stride 1, dL/dx is grad correlated with the flipped, transposed kernel.
+
+    One im2col of the re-padded gradient and one GEMM straight into dL/dx: cheaper than
+    the (B*Ho*Wo, kh*kw*Cin) patch gradient followed by col2im.
+    """
+    kh, kw, C, Cout = w.shape
+    B, Ho, Wo, _ = grad.shape
+    w_flip = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2)).reshape(kh * kw * Cout, C)
+    cols = im2col(_pad(grad, kh - 1 - ph, kw - 1 - pw), kh, kw, 1, 1)
+    return (cols @ w_flip).reshape(B, Ho + kh - 1 - 2 * ph, Wo + kw - 1 - 2 * pw, C)
+
+
 class Conv2d(Op):
     """Cross-correlation, x (B,H,W,Cin) * w (kh,kw,Cin,Cout) + b; saves the im2col matrix
     (B*Ho*Wo*kh*kw*Cin floats) and w, so backward needs no second im2col."""
@@ -116,7 +129,10 @@ class Conv2d(Op):
         kh, kw, C, Cout = w.shape
         g2 = grad.reshape(-1, Cout)
         gw = (cols.T @ g2).reshape(w.shape)
-        gcols = g2 @ w.reshape(kh * kw * C, Cout).T
-        gx = col2im(gcols, x_shape, kh, kw, sh, sw, ph, pw, Ho, Wo)
+        if sh == sw == 1 and ph < kh and pw < kw:
+            gx = _input_grad_as_conv(grad, w, ph, pw)
+        else:
+            gcols = g2 @ w.reshape(kh * kw * C, Cout).T
+            gx = col2im(gcols, x_shape, kh, kw, sh, sw, ph, pw, Ho, Wo)
         gb = g2.sum(axis=0) if has_bias else None
         return gx, gw, gb
