@@ -194,7 +194,16 @@ def _merged_ops(name: str, backend: Backend) -> OpTable:
     given: dict[str, str] = {}
     overridden: dict[str, str] = {}
     for impl in reversed(plugin_manager().hook.topgrad_ops.get_hookimpls()):
-        extra = impl.function(backend=name) or {}
+        try:
+            extra = impl.function(backend=name) or {}
+        except Exception as exc:  # a broken plugin must not break the backend
+            warnings.warn(
+                f"topgrad: plugin {impl.plugin_name!r} failed in topgrad_ops({name!r}) and its ops are "
+                f"skipped: {type(exc).__name__}: {exc}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            continue
         for op_name, value in extra.items():
             plugin = impl.plugin_name
             if isinstance(value, override):

@@ -1,0 +1,469 @@
+"""The plugin registry: discovery, lazy loading, selection, op tables and the errors users see.
+
+Every test runs on a blank registry fed by synthetic entry points (`FakeEntryPoint`,
+monkeypatched into `topgrad.registry.entry_points`) and in-process registrations; the
+registry's previous state (the backend under test included) is put back afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import topgrad
+from topgrad import (
+    Backend,
+    BackendConflictError,
+    BackendNotFoundError,
+    BackendSpec,
+    BackendUnavailableError,
+    Op,
+    OpConflictError,
+    hookimpl,
+    registry,
+)
+
+
+# ---- synthetic plugins -------------------------------------------------------------------------
+class FakeEntryPoint:
+    """Stands in for importlib.metadata.EntryPoint: `load()` returns `target` or raises `error`."""
+
+    group = "topgrad"
+
+    def __init__(self, name: str, target: object = None, error: BaseException | None = None) -> None:
+        self.name, self.target, self.error = name, target, error
+        self.value = f"fake_{name}.plugin"
+
+    def load(self) -> object:
+        if self.error is not None:
+            raise self.error
+        return self.target
+
+
+class BackendsPlugin:
+    """A plugin offering the given backends."""
+
+    def __init__(self, *specs: BackendSpec) -> None:
+        self.specs = specs
+
+    @hookimpl
+    def topgrad_backends(self) -> list[BackendSpec]:
+        return list(self.specs)
+
+
+class OpsPlugin:
+    """A plugin giving `ops` to the backend named `target`."""
+
+    def __init__(self, target: str, ops: dict[str, Any]) -> None:
+        self.target, self.ops = target, ops
+
+    @hookimpl
+    def topgrad_ops(self, backend: str) -> dict[str, Any] | None:
+        return self.ops if backend == self.target else None
+
+
+class FailingPlugin:
+    """A plugin whose hooks raise when called."""
+
+    @hookimpl
+    def topgrad_backends(self) -> list[BackendSpec]:
+        raise RuntimeError("topgrad_backends exploded")
+
+    @hookimpl
+    def topgrad_ops(self, backend: str) -> dict[str, Any] | None:
+        raise RuntimeError("topgrad_ops exploded")
+
+
+class FakeAdd(Op):
+    pass
+
+
+class FakeMul(Op):
+    pass
+
+
+class OtherAdd(Op):
+    pass
+
+
+class Square(Op):
+    pass
+
+
+class FakeBackend(Backend):
+    pass
+
+
+def make_backend(name: str) -> FakeBackend:
+    b = FakeBackend()
+    b.name = name
+    b.ops = SimpleNamespace(Add=FakeAdd, Mul=FakeMul)
+    return b
+
+
+class CountingLoader:
+    """A `BackendSpec.load` callable that counts how often it runs."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.calls = name, 0
+
+    def __call__(self) -> FakeBackend:
+        self.calls += 1
+        return make_backend(self.name)
+
+
+def spec(name: str, load: str | Callable[[], Backend] | None = None) -> BackendSpec:
+    return BackendSpec(name, load if load is not None else CountingLoader(name))
+
+
+# ---- isolation ---------------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def _selected_backend() -> Iterator[None]:
+    """Overrides conftest's: registry tests never need the backend under test."""
+    yield
+
+
+@pytest.fixture(autouse=True)
+def blank_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """An empty registry with no installed entry points and no TOPGRAD_BACKEND; restored after."""
+    saved = (registry._manager, dict(registry._in_process), dict(registry._loaded), registry._current)
+    registry.reset()
+    monkeypatch.setattr(registry, "entry_points", lambda group=None: [])
+    monkeypatch.delenv("TOPGRAD_BACKEND", raising=False)
+    try:
+        yield
+    finally:
+        registry.reset()
+        manager, in_process, loaded, current = saved
+        registry._manager, registry._current = manager, current
+        registry._in_process.update(in_process)
+        registry._loaded.update(loaded)
+
+
+@pytest.fixture
+def install(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """`install(ep, ...)`: these fake entry points are what the registry finds installed."""
+
+    def _install(*eps: FakeEntryPoint) -> None:
+        def entry_points(group: str | None = None) -> list[FakeEntryPoint]:
+            assert group == "topgrad", f"entry points looked up in group {group!r}"
+            return list(eps)
+
+        monkeypatch.setattr(registry, "entry_points", entry_points)
+        registry.reset()
+
+    return _install
+
+
+def plugin(name: str, *specs: BackendSpec) -> FakeEntryPoint:
+    return FakeEntryPoint(name, BackendsPlugin(*specs))
+
+
+# ---- discovery and lazy loading ---------------------------------------------------------------
+def test_available_backends_lists_without_loading(install: Callable[..., None]) -> None:
+    alpha, beta = spec("alpha"), spec("beta")
+    install(plugin("plug-a", alpha), plugin("plug-b", beta))
+    found = topgrad.available_backends()
+    assert set(found) == {"alpha", "beta"}
+    assert found["alpha"] is alpha
+    assert alpha.load.calls == beta.load.calls == 0
+
+
+def test_backend_loads_once_and_is_cached(install: Callable[..., None]) -> None:
+    alpha = spec("alpha")
+    install(plugin("plug-a", alpha, spec("beta")))
+    first = topgrad.load_backend("alpha")
+    assert first is topgrad.load_backend("alpha") is topgrad.set_backend("alpha") is topgrad.get_backend()
+    assert first.name == "alpha" and alpha.load.calls == 1
+
+
+def test_load_backend_does_not_select(install: Callable[..., None]) -> None:
+    install(plugin("plug", spec("alpha"), spec("beta")))
+    topgrad.set_backend("alpha")
+    beta = topgrad.load_backend("beta")
+    assert beta.name == "beta"
+    assert topgrad.get_backend().name == "alpha"
+
+
+@pytest.mark.parametrize("attribute", ["backend", "make_backend"])
+def test_string_load_imports_the_module_only_when_selected(
+    install: Callable[..., None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, attribute: str
+) -> None:
+    """`load="module:attribute"`: an instance or a zero-argument factory, imported lazily."""
+    module = f"topgrad_fake_backend_{attribute}"
+    (tmp_path / f"{module}.py").write_text(
+        textwrap.dedent(
+            """
+            from topgrad import Backend
+
+            class Stringy(Backend):
+                name = "stringy"
+
+            backend = Stringy()
+
+            def make_backend():
+                return Stringy()
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    install(plugin("plug", BackendSpec("stringy", f"{module}:{attribute}")))
+    assert "stringy" in topgrad.available_backends()
+    assert module not in sys.modules
+    loaded = topgrad.load_backend("stringy")
+    assert module in sys.modules
+    assert type(loaded).__name__ == "Stringy"
+    monkeypatch.delitem(sys.modules, module)
+
+
+def test_register_backend_in_process() -> None:
+    topgrad.register_backend(spec("local"))
+    assert "local" in topgrad.available_backends()
+    assert topgrad.set_backend("local").name == "local"
+
+
+def test_register_backend_conflicts_with_an_installed_name(install: Callable[..., None]) -> None:
+    install(plugin("plug-a", spec("alpha")))
+    with pytest.raises(BackendConflictError, match="plug-a"):
+        topgrad.register_backend(spec("alpha"))
+    replacement = spec("alpha", lambda: make_backend("replacement"))
+    topgrad.register_backend(replacement, replace=True)
+    assert topgrad.load_backend("alpha").name == "replacement"
+
+
+# ---- errors: missing, broken, unavailable, duplicated ------------------------------------------
+@pytest.mark.parametrize("call", [topgrad.load_backend, topgrad.set_backend])
+def test_missing_backend(install: Callable[..., None], call: Callable[[str], Backend]) -> None:
+    install(plugin("plug", spec("alpha"), spec("beta")))
+    with pytest.raises(BackendNotFoundError) as info:
+        call("gamma")
+    message = str(info.value)
+    assert isinstance(info.value, LookupError)
+    assert "'gamma'" in message and "alpha" in message and "beta" in message
+    assert "pip install topgrad-gamma" in message
+
+
+def test_broken_plugin_warns_and_the_others_work(install: Callable[..., None]) -> None:
+    install(
+        FakeEntryPoint("broken-plugin", error=ImportError("No module named 'missing_dependency'")),
+        plugin("good", spec("alpha")),
+    )
+    with pytest.warns(RuntimeWarning, match="broken-plugin") as record:
+        found = topgrad.available_backends()
+    assert "missing_dependency" in str(record[0].message)
+    assert set(found) == {"alpha"}
+    assert topgrad.set_backend("alpha").name == "alpha"
+
+
+def test_plugin_failing_in_topgrad_backends_warns(install: Callable[..., None]) -> None:
+    install(FakeEntryPoint("exploding", FailingPlugin()), plugin("good", spec("alpha")))
+    with pytest.warns(RuntimeWarning, match="exploding"):
+        found = topgrad.available_backends()
+    assert set(found) == {"alpha"}
+
+
+def test_plugin_failing_in_topgrad_ops_warns_and_the_backend_loads(install: Callable[..., None]) -> None:
+    install(FakeEntryPoint("exploding", FailingPlugin()), plugin("good", spec("alpha")))
+    with pytest.warns(RuntimeWarning, match="exploding"):
+        backend = topgrad.load_backend("alpha")
+    assert backend.ops.Add is FakeAdd
+
+
+def _raise(exc: BaseException) -> Callable[[], Backend]:
+    def load() -> Backend:
+        raise exc
+
+    return load
+
+
+def test_backend_load_failure_is_unavailable_with_its_cause(install: Callable[..., None]) -> None:
+    cause = OSError("libcuda.so.1: cannot open shared object file")
+    install(plugin("gpu-plugin", spec("gpu", _raise(cause)), spec("alpha")))
+    with pytest.raises(BackendUnavailableError) as info:
+        topgrad.set_backend("gpu")
+    assert isinstance(info.value, RuntimeError)
+    assert info.value.__cause__ is cause
+    message = str(info.value)
+    assert "'gpu'" in message and "libcuda.so.1" in message and "gpu-plugin" in message
+    assert "pip install" in message
+    assert topgrad.set_backend("alpha").name == "alpha", "a broken backend must not break the others"
+
+
+def test_backend_with_a_missing_module(install: Callable[..., None]) -> None:
+    install(plugin("plug", spec("ghost", "topgrad_no_such_module_anywhere:backend")))
+    with pytest.raises(BackendUnavailableError, match="topgrad_no_such_module_anywhere") as info:
+        topgrad.load_backend("ghost")
+    assert isinstance(info.value.__cause__, ModuleNotFoundError)
+
+
+def test_backend_raising_unavailable_itself_keeps_its_message(install: Callable[..., None]) -> None:
+    """A backend that knows why it cannot run (no GPU) says so in its own words."""
+    own = BackendUnavailableError("no CUDA GPU found; set TRITON_INTERPRET=1 to run on the CPU")
+    install(plugin("plug", spec("gpu", _raise(own))))
+    with pytest.raises(BackendUnavailableError) as info:
+        topgrad.load_backend("gpu")
+    assert info.value is own
+
+
+def test_load_returning_something_else_than_a_backend(install: Callable[..., None]) -> None:
+    install(plugin("plug", spec("odd", lambda: "not a backend")))  # type: ignore[arg-type, return-value]
+    with pytest.raises(BackendUnavailableError, match="odd"):
+        topgrad.load_backend("odd")
+
+
+def test_duplicate_backend_names(install: Callable[..., None]) -> None:
+    install(
+        plugin("plugin-one", spec("dup")), plugin("plugin-two", spec("dup")), plugin("other", spec("alpha"))
+    )
+    with pytest.raises(BackendConflictError) as info:
+        topgrad.load_backend("dup")
+    message = str(info.value)
+    assert "'dup'" in message and "plugin-one" in message and "plugin-two" in message
+    assert topgrad.load_backend("alpha").name == "alpha"
+
+
+# ---- op tables: topgrad_ops, override, conflicts ---------------------------------------------
+def _ops_plugin(name: str, target: str, ops: dict[str, Any]) -> FakeEntryPoint:
+    return FakeEntryPoint(name, OpsPlugin(target, ops))
+
+
+def test_plugin_adds_an_op(install: Callable[..., None]) -> None:
+    install(plugin("plug", spec("alpha"), spec("beta")), _ops_plugin("extra", "alpha", {"Square": Square}))
+    ops = topgrad.load_backend("alpha").ops
+    assert ops.Square is Square
+    assert ops.Add is FakeAdd and ops.Mul is FakeMul
+    with pytest.raises((NotImplementedError, AttributeError), match="Square"):
+        _ = topgrad.load_backend("beta").ops.Square
+
+
+def test_plugin_registered_in_process_adds_an_op(install: Callable[..., None]) -> None:
+    install(plugin("plug", spec("alpha")))
+    topgrad.register_plugin(OpsPlugin("alpha", {"Square": Square}), name="notebook-ops")
+    assert topgrad.load_backend("alpha").ops.Square is Square
+
+
+def test_two_plugins_giving_one_op(install: Callable[..., None]) -> None:
+    install(
+        plugin("plug", spec("alpha")),
+        _ops_plugin("squares-one", "alpha", {"Square": Square}),
+        _ops_plugin("squares-two", "alpha", {"Square": Square}),
+    )
+    with pytest.raises(OpConflictError) as info:
+        topgrad.load_backend("alpha")
+    message = str(info.value)
+    assert isinstance(info.value, RuntimeError)
+    assert "Square" in message and "squares-one" in message and "squares-two" in message
+
+
+def test_override_replaces_the_backend_op(install: Callable[..., None]) -> None:
+    install(
+        plugin("plug", spec("alpha")), _ops_plugin("fast-add", "alpha", {"Add": topgrad.override(OtherAdd)})
+    )
+    ops = topgrad.load_backend("alpha").ops
+    assert ops.Add is OtherAdd
+    assert ops.Mul is FakeMul
+
+
+def test_two_overrides_of_one_op(install: Callable[..., None]) -> None:
+    install(
+        plugin("plug", spec("alpha")),
+        _ops_plugin("fast-add-one", "alpha", {"Add": topgrad.override(OtherAdd)}),
+        _ops_plugin("fast-add-two", "alpha", {"Add": topgrad.override(FakeAdd)}),
+    )
+    with pytest.raises(OpConflictError) as info:
+        topgrad.load_backend("alpha")
+    message = str(info.value)
+    assert "Add" in message and "fast-add-one" in message and "fast-add-two" in message
+
+
+def test_existing_op_without_override(install: Callable[..., None]) -> None:
+    install(plugin("plug", spec("alpha")), _ops_plugin("sneaky", "alpha", {"Add": OtherAdd}))
+    with pytest.raises(OpConflictError, match="override") as info:
+        topgrad.load_backend("alpha")
+    assert "sneaky" in str(info.value) and "Add" in str(info.value)
+
+
+def test_missing_op_names_the_op_and_the_backend(install: Callable[..., None]) -> None:
+    install(plugin("plug", spec("alpha")))
+    ops = topgrad.load_backend("alpha").ops
+    with pytest.raises((NotImplementedError, AttributeError)) as info:
+        _ = ops.Conv2d
+    message = str(info.value)
+    assert "Conv2d" in message and "alpha" in message
+
+
+# ---- selection --------------------------------------------------------------------------------
+def test_environment_variable_selects(install: Callable[..., None], monkeypatch: pytest.MonkeyPatch) -> None:
+    install(plugin("plug", spec("numpy"), spec("beta")))
+    monkeypatch.setenv("TOPGRAD_BACKEND", "beta")
+    assert topgrad.get_backend().name == "beta"
+
+
+def test_environment_variable_naming_a_missing_backend(
+    install: Callable[..., None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install(plugin("plug", spec("numpy")))
+    monkeypatch.setenv("TOPGRAD_BACKEND", "nonesuch")
+    with pytest.raises(BackendNotFoundError, match="pip install topgrad-nonesuch"):
+        topgrad.get_backend()
+
+
+def test_default_is_numpy_among_several(install: Callable[..., None]) -> None:
+    install(plugin("plug", spec("alpha"), spec("numpy"), spec("zeta")))
+    assert topgrad.get_backend().name == "numpy"
+
+
+def test_default_is_the_only_backend(install: Callable[..., None]) -> None:
+    install(plugin("plug", spec("alpha")))
+    assert topgrad.get_backend().name == "alpha"
+
+
+def test_default_with_several_and_no_numpy(install: Callable[..., None]) -> None:
+    install(plugin("plug", spec("alpha"), spec("beta")))
+    with pytest.raises(BackendNotFoundError) as info:
+        topgrad.get_backend()
+    message = str(info.value)
+    assert "alpha" in message and "beta" in message and "TOPGRAD_BACKEND" in message
+
+
+def test_default_with_no_backend_at_all() -> None:
+    with pytest.raises(BackendNotFoundError, match="pip install topgrad-numpy"):
+        topgrad.get_backend()
+
+
+def test_set_backend_switches(install: Callable[..., None]) -> None:
+    install(plugin("plug", spec("alpha"), spec("beta")))
+    assert topgrad.set_backend("alpha") is topgrad.get_backend()
+    assert topgrad.set_backend("beta") is topgrad.get_backend()
+    assert topgrad.get_backend().name == "beta"
+
+
+# ---- the real installation -------------------------------------------------------------------
+def test_listing_backends_imports_no_heavy_library(backend_name: str) -> None:
+    """`import topgrad` and `available_backends()` import neither numpy, torch nor triton."""
+    script = textwrap.dedent(
+        """
+        import sys
+        import topgrad
+        heavy = ("numpy", "torch", "triton")
+        assert not [m for m in heavy if m in sys.modules], ("import topgrad", sorted(sys.modules))
+        names = topgrad.available_backends()
+        loaded = [m for m in heavy if m in sys.modules]
+        assert not loaded, f"available_backends() imported {loaded}"
+        print(",".join(sorted(names)))
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TOPGRAD_BACKEND"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert backend_name in done.stdout.strip().split(","), done.stdout
