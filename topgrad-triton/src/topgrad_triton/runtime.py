@@ -37,6 +37,13 @@ def check_available() -> None:
             "install them with: pip install topgrad-triton"
         ) from exc
     if interpreting():
+        import triton.language as tl
+
+        if type(tl.zeros).__name__ == "JITFunction":  # triton was imported before the variable was set
+            raise topgrad.BackendUnavailableError(
+                "backend 'triton': TRITON_INTERPRET=1 was set after triton had been imported, so Triton's "
+                "own functions were compiled for a GPU and its interpreter cannot run them. " + INTERPRET_HINT
+            )
         return
     if not torch.cuda.is_available():
         raise topgrad.BackendUnavailableError(

@@ -53,7 +53,7 @@ def sum_axes(
 ) -> torch.Tensor:
     """scale * x summed over `axes` (sorted, non-negative), as a new dense array."""
     keep = [d for d in range(x.ndim) if d not in axes]
-    xp = x.permute(*keep, *axes)
+    xp = x.permute((*keep, *axes))
     K = math.prod(x.shape[d] for d in keep)
     R = math.prod(x.shape[d] for d in axes)
     k_dim = single_stride([x.shape[d] for d in keep], [x.stride(d) for d in keep])

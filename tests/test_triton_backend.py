@@ -1,0 +1,183 @@
+"""The Triton backend itself: plugin, availability errors, array helpers, fused optimizer steps, precision.
+
+Op semantics are checked by the shared suite (`TOPGRAD_BACKEND=triton TRITON_INTERPRET=1
+pytest tests`); here is what is specific to this backend. Kernel tests skip where the
+backend cannot run; the plugin and availability tests run in subprocesses.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+torch = pytest.importorskip("torch")
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
+pytest.importorskip("triton")
+
+import numpy as np  # noqa: E402
+import topgrad  # noqa: E402
+import topgrad_triton  # noqa: E402
+from topgrad import Tensor  # noqa: E402
+
+
+@pytest.fixture
+def backend():
+    """The triton backend selected; skipped where it cannot run (no GPU, interpreter not usable)."""
+    try:
+        return topgrad.set_backend("triton")
+    except topgrad.BackendUnavailableError as exc:
+        pytest.skip(str(exc))
+
+
+def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+# ---- plugin and availability ---------------------------------------------------------------
+def test_plugin_lists_backend_without_importing_torch_or_triton():
+    result = run_python("""
+        import sys, topgrad
+        assert "triton" in topgrad.available_backends()
+        print(sorted(m for m in ("torch", "triton") if m in sys.modules))
+    """, env=dict(os.environ))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_unavailable_without_gpu_or_interpreter_says_how_to_interpret():
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "TOPGRAD_BACKEND")}
+    env["CUDA_VISIBLE_DEVICES"] = ""  # hide any GPU
+    result = run_python("""
+        import topgrad
+        try:
+            topgrad.set_backend("triton")
+        except topgrad.BackendUnavailableError as exc:
+            print(exc)
+        else:
+            print("LOADED")
+    """, env=env)
+    assert result.returncode == 0, result.stderr
+    message = result.stdout
+    assert "LOADED" not in message
+    assert "neither is available" in message and "torch.cuda.is_available() is False" in message
+    assert "TRITON_INTERPRET=1" in message and "before" in message
+
+
+def test_backend_is_named_and_on_its_device(backend):
+    assert backend.name == "triton"
+    expected = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
+    assert backend.device.type == expected
+    assert Tensor([1.0, 2.0]).data.device.type == expected
+
+
+# ---- array helpers ---------------------------------------------------------------------------
+def test_asarray_converts_lists_numpy_and_torch_to_float32_on_device(backend):
+    for obj in ([[1, 2], [3, 4]], np.array([[1, 2], [3, 4]], dtype=np.float64),
+                torch.tensor([[1, 2], [3, 4]], dtype=torch.float64)):
+        a = backend.asarray(obj)
+        assert isinstance(a, torch.Tensor) and a.dtype == torch.float32 and a.device == backend.device
+        assert backend.to_numpy(a).tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    assert tuple(backend.asarray(3.5).shape) == ()
+
+
+def test_to_numpy_returns_a_copy(backend):
+    a = backend.ones((3,))
+    n = backend.to_numpy(a)
+    n[0] = 7.0
+    assert backend.to_numpy(a).tolist() == [1.0, 1.0, 1.0]
+    assert n.dtype == np.float32
+
+
+def test_constructors(backend):
+    assert backend.to_numpy(backend.zeros((2, 3))).tolist() == [[0.0] * 3] * 2
+    assert backend.to_numpy(backend.ones((2,))).tolist() == [1.0, 1.0]
+    assert backend.to_numpy(backend.full((2, 2), -1.5)).tolist() == [[-1.5, -1.5]] * 2
+    assert tuple(backend.zeros(()).shape) == ()
+
+
+def test_randn_is_seeded_and_standard_normal(backend):
+    a = backend.to_numpy(backend.randn((100, 100), seed=3))
+    assert np.array_equal(a, backend.to_numpy(backend.randn((100, 100), seed=3)))
+    assert not np.array_equal(a, backend.to_numpy(backend.randn((100, 100), seed=4)))
+    assert abs(a.mean()) < 0.05 and abs(a.std() - 1.0) < 0.05
+    assert not np.array_equal(backend.to_numpy(backend.randn((8,))), backend.to_numpy(backend.randn((8,))))
+
+
+@pytest.mark.parametrize("name", ["add", "sub", "mul", "div"])
+def test_arithmetic_helpers_broadcast_and_take_scalars(backend, name):
+    ref = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}[name]
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((3, 4)).astype(np.float32)
+    b = rng.standard_normal((4,)).astype(np.float32) + 3.0
+    f = getattr(backend, name)
+    for x, y in ((a, b), (a, 2.5), (2.5, b)):
+        xa = backend.asarray(x) if isinstance(x, np.ndarray) else x
+        ya = backend.asarray(y) if isinstance(y, np.ndarray) else y
+        np.testing.assert_allclose(backend.to_numpy(f(xa, ya)), ref(x, y), rtol=1e-6, atol=1e-6)
+
+
+def test_sqrt(backend):
+    assert backend.to_numpy(backend.sqrt(backend.asarray([4.0, 9.0]))).tolist() == [2.0, 3.0]
+
+
+def test_helpers_reject_incompatible_shapes(backend):
+    with pytest.raises(ValueError, match=r"\(2, 3\).*\(4,\)"):
+        backend.add(backend.ones((2, 3)), backend.ones((4,)))
+
+
+# ---- fused optimizer updates against torch.optim -------------------------------------------
+OPTIMIZERS = [
+    ("SGD", dict(lr=0.1)),
+    ("SGD", dict(lr=0.1, momentum=0.9, weight_decay=0.01)),
+    ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True)),
+    ("Adam", dict(lr=0.01, weight_decay=0.1)),
+    ("AdamW", dict(lr=0.01)),
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs"), OPTIMIZERS)
+def test_fused_optimizer_steps_match_torch(backend, name, kwargs):
+    rng = np.random.default_rng(1)
+    p0 = rng.standard_normal((5, 3)).astype(np.float32)
+    grads = [rng.standard_normal((5, 3)).astype(np.float32) for _ in range(3)]
+    p = Tensor(p0)
+    opt = getattr(topgrad.optim, name)([p], **kwargs)
+    pt = torch.tensor(p0, requires_grad=True)
+    opt_t = getattr(torch.optim, name)([pt], **kwargs)
+    for g in grads:
+        opt.zero_grad()
+        p.grad = backend.asarray(g)
+        opt.step()
+        opt_t.zero_grad()
+        pt.grad = torch.tensor(g)
+        opt_t.step()
+    np.testing.assert_allclose(p.numpy(), pt.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+# ---- matmul precision -----------------------------------------------------------------------
+def test_precision_defaults_to_exact_fp32_and_tf32_is_opt_in(monkeypatch):
+    monkeypatch.setattr("topgrad_triton.precision._precision", None)
+    monkeypatch.delenv("TOPGRAD_TRITON_TF32", raising=False)
+    assert topgrad_triton.get_precision() == "ieee"
+    monkeypatch.setenv("TOPGRAD_TRITON_TF32", "1")
+    assert topgrad_triton.get_precision() == "tf32"
+    topgrad_triton.set_precision("ieee")  # an explicit choice wins over the variable
+    assert topgrad_triton.get_precision() == "ieee"
+    topgrad_triton.set_precision("tf32")
+    assert topgrad_triton.get_precision() == "tf32"
+    with pytest.raises(ValueError, match="ieee"):
+        topgrad_triton.set_precision("fp16")
+
+
+def test_linear_runs_in_either_precision(backend, monkeypatch):
+    rng = np.random.default_rng(2)
+    x, w = rng.standard_normal((6, 20)).astype(np.float32), rng.standard_normal((20, 5)).astype(np.float32)
+    for mode, tol in (("ieee", 1e-5), ("tf32", 5e-2)):
+        monkeypatch.setattr("topgrad_triton.precision._precision", mode)
+        np.testing.assert_allclose(Tensor(x).linear(Tensor(w)).numpy(), x @ w, rtol=tol, atol=tol)
