@@ -213,3 +213,55 @@ def test_attention_shape_error_names_op() -> None:
 def test_ops_are_guarded() -> None:
     for cls in (BatchNorm, LayerNorm, Attention):
         assert getattr(cls.forward, "_guarded", False) and getattr(cls.backward, "_guarded", False)
+
+
+# ------------------------------------------------------------------ GPU compile check (opt-in)
+
+_COMPILE_ALL = r"""
+import os, sys
+os.environ.pop("TRITON_INTERPRET", None)
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from topgrad_triton.kernels import attention as A, norm as N
+
+INTS = {"M", "N", "C", "R", "T", "S", "D", "CHUNK"}
+def kind(name):
+    if name in ("eps", "momentum", "scale"):
+        return "fp32"
+    return "*fp32" if name.isupper() and name not in INTS else "i32"
+def build(fn, **consts):
+    sig = {n: "constexpr" if n in consts else kind(n) for n in fn.arg_names}
+    triton.compile(ASTSource(fn, sig, consts), target=GPUTarget("cuda", int(sys.argv[1]), 32))
+flags = dict(BLOCK_M=64, BLOCK_C=32)
+build(N.ln_fwd_kernel, HAS_W=True, HAS_B=False, B=None, BLOCK_M=4, BLOCK_N=1024)
+build(N.ln_bwd_kernel, HAS_W=True, BLOCK_M=4, BLOCK_N=1024)
+build(N.sum_rows_kernel, BLOCK_R=16, BLOCK_C=128)
+build(N.bn_partial_stats_kernel, **flags)
+build(N.bn_finalize_stats_kernel, HAS_RM=True, HAS_RV=True, BLOCK_R=16, BLOCK_C=128)
+build(N.rstd_kernel, BLOCK_C=1024)
+build(N.bn_apply_kernel, HAS_W=True, HAS_B=True, **flags)
+build(N.bn_partial_grad_kernel, **flags)
+build(N.bn_bwd_dx_kernel, TRAINING=True, HAS_W=True, **flags)
+attn = dict(CAUSAL=True, PRECISION="ieee", BLOCK_M=64, BLOCK_N=32, BLOCK_D=128)
+build(A.attn_fwd_kernel, **attn)
+build(A.attn_bwd_delta_kernel, BLOCK_M=64, BLOCK_D=128)
+build(A.attn_bwd_dkdv_kernel, **attn)
+build(A.attn_bwd_dq_kernel, **attn)
+"""
+
+
+@pytest.mark.skipif(not os.environ.get("TOPGRAD_TRITON_COMPILE_CHECK"),
+                    reason="opt-in (about a minute): set TOPGRAD_TRITON_COMPILE_CHECK=90 (an sm arch)")
+def test_kernels_compile_for_gpu_without_one(tmp_path) -> None:
+    """Compile every kernel for a CUDA target (codegen + ptxas, no GPU needed): catches what
+    the interpreter lets through (globals that are not constexpr, type errors in branches)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TRITON_CACHE_DIR": str(tmp_path)}
+    env.pop("TRITON_INTERPRET", None)
+    arch = os.environ["TOPGRAD_TRITON_COMPILE_CHECK"]
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", _COMPILE_ALL, arch], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]

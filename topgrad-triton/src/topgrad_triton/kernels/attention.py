@@ -20,7 +20,7 @@ import triton.language as tl
 from topgrad_triton.precision import get_precision
 from topgrad_triton.runtime import interpreting
 
-NEG = -1.0e30  # the score of a masked (query, key) pair
+NEG = tl.constexpr(-1.0e30)  # the score of a masked (query, key) pair
 
 
 @triton.jit
