@@ -228,3 +228,13 @@ def test_update_of_a_read_only_param_copies(nb) -> None:
     new, _ = nb.sgd_update(p, np.ones(3, F32), None, lr=0.5, momentum=0.0, dampening=0.0,
                            weight_decay=0.0, nesterov=False)
     np.testing.assert_allclose(new, p - 0.5)
+
+
+def test_keep_freed_memory_is_opt_in_and_harmless() -> None:
+    code = (
+        "import sys; from topgrad_numpy.tuning import keep_freed_memory; "
+        "r = keep_freed_memory(); import numpy as np; np.ones(1 << 24).sum(); "
+        "print(r is (sys.platform.startswith('linux') and r))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"

@@ -12,6 +12,8 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from topgrad import Op
 
+from topgrad_numpy.ops._util import colsum
+
 
 def _pair(op: str, name: str, v: Any, low: int) -> tuple[int, int]:
     pair = (v, v) if isinstance(v, (int, np.integer)) else tuple(v)
@@ -134,5 +136,5 @@ class Conv2d(Op):
         else:
             gcols = g2 @ w.reshape(kh * kw * C, Cout).T
             gx = col2im(gcols, x_shape, kh, kw, sh, sw, ph, pw, Ho, Wo)
-        gb = g2.sum(axis=0) if has_bias else None
+        gb = colsum(g2) if has_bias else None
         return gx, gw, gb

@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 from topgrad import Op
 
+from topgrad_numpy.ops._util import colsum
+
 
 def _check(x: np.ndarray, w: np.ndarray, b: Any) -> None:
     if x.ndim < 1 or w.ndim != 2 or x.shape[-1] != w.shape[0]:
@@ -43,5 +45,5 @@ class Linear(Op):
         x2 = x.reshape(-1, w.shape[0])
         gx = (g2 @ w.T).reshape(x.shape)
         gw = x2.T @ g2
-        gb = g2.sum(axis=0) if self.has_bias else None
+        gb = colsum(g2) if self.has_bias else None
         return gx, gw, gb

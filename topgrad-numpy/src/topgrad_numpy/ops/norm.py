@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 from topgrad import Op, Tensor
 
+from topgrad_numpy.ops._util import colsum
+
 
 def _check_affine(op: str, x: np.ndarray, gamma: Any, beta: Any) -> int:
     if x.ndim < 1:
@@ -38,10 +40,11 @@ def _affine(xhat: np.ndarray, gamma: Any, beta: Any) -> np.ndarray:
 
 
 class BatchNorm(Op):
-    """Batch normalization over all axes but the last; saves x-hat (size of x) and 1/std (C floats).
+    """Batch normalization over all axes but the last; saves x - mean (size of x) and 1/std.
 
     Training uses the batch statistics and, when given, updates the running ones as
-    `torch.nn.functional.batch_norm` does (momentum, unbiased variance); eval uses the running ones.
+    `torch.nn.functional.batch_norm` does (momentum, unbiased variance); eval uses the
+    running ones and saves x itself (a reference) instead of a centred copy.
     """
 
     def forward(
@@ -56,7 +59,7 @@ class BatchNorm(Op):
                 raise ValueError(
                     f"BatchNorm: training needs more than one value per channel, got x {x.shape}"
                 )
-            mean = x2.sum(axis=0)
+            mean = colsum(x2)
             mean *= 1.0 / n
             xc = x2 - mean
             var = np.einsum("nc,nc->c", xc, xc)
@@ -70,31 +73,45 @@ class BatchNorm(Op):
         else:
             if running_mean is None or running_var is None:
                 raise ValueError("BatchNorm: eval mode (training=False) needs running_mean and running_var")
-            xc = x2 - _stat_array(running_mean)
-            var = _stat_array(running_var)
+            mean, var = _stat_array(running_mean), _stat_array(running_var)
         invstd = var + eps
         np.sqrt(invstd, out=invstd)
         np.divide(1.0, invstd, out=invstd)
-        xc *= invstd
-        self.save_for_backward(xc, invstd, gamma)
+        scale = invstd * gamma if gamma is not None else invstd
+        if training:  # y = (x - mean) * scale + beta, written over the centred copy's twin
+            out = xc * scale
+            self.save_for_backward(xc, invstd, scale)
+        else:  # y = x * scale + (beta - mean * scale): two passes over x
+            out = x2 * scale
+            out -= mean * scale
+            self.save_for_backward(x2, invstd, scale, np.array(mean, dtype=np.float32))
+        if beta is not None:
+            out += beta
         self.training, self.has = training, (gamma is not None, beta is not None)
-        return _affine(xc, gamma, beta).reshape(x.shape)
+        return out.reshape(x.shape)
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:
-        xhat, invstd, gamma = self._intermediate
-        g2 = grad.reshape(xhat.shape)
-        gbeta = g2.sum(axis=0)
-        ggamma = np.einsum("nc,nc->c", g2, xhat)
-        scale = invstd * gamma if gamma is not None else invstd
+        has_gamma, has_beta = self.has
         if self.training:
-            inv_n = 1.0 / xhat.shape[0]
-            gx = xhat * (ggamma * -inv_n)
+            xc, invstd, scale = self._intermediate
+            g2 = grad.reshape(xc.shape)
+            gbeta = colsum(g2)
+            ggamma = np.einsum("nc,nc->c", g2, xc)
+            ggamma *= invstd  # sum(g * x-hat)
+            inv_n = 1.0 / xc.shape[0]
+            # dL/dx = scale * (g - mean(g) - x-hat * mean(g * x-hat)), x-hat = xc * invstd
+            gx = xc * (ggamma * invstd * -inv_n)
             gx += g2
             gx -= gbeta * inv_n
             gx *= scale
         else:
+            x2, invstd, scale, mean = self._intermediate
+            g2 = grad.reshape(x2.shape)
+            gbeta = colsum(g2)
+            ggamma = np.einsum("nc,nc->c", g2, x2)
+            ggamma -= mean * gbeta
+            ggamma *= invstd
             gx = g2 * scale
-        has_gamma, has_beta = self.has
         return gx.reshape(grad.shape), ggamma if has_gamma else None, gbeta if has_beta else None
 
 
@@ -130,5 +147,5 @@ class LayerNorm(Op):
         g2 = grad.reshape(-1, C)
         has_gamma, has_beta = self.has
         ggamma = np.einsum("nc,nc->c", g2, xhat.reshape(-1, C)) if has_gamma else None
-        gbeta = g2.sum(axis=0) if has_beta else None
+        gbeta = colsum(g2) if has_beta else None
         return gxhat, ggamma, gbeta
