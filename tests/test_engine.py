@@ -31,6 +31,40 @@ def _graph_ops(root: Tensor) -> list[Op]:
     return list(ops.values())
 
 
+# ---- Tensor basics ---------------------------------------------------------------------------
+def test_tensor_from_nested_lists_and_numpy() -> None:
+    t = Tensor([[1, 2, 3], [4, 5, 6]])
+    assert t.shape == (2, 3) and t.ndim == 2 and t.size == 6
+    assert str(np.dtype(t.numpy().dtype)) == "float32"
+    assert_close(t, np.arange(1, 7, dtype=np.float32).reshape(2, 3), "data", rtol=0, atol=0)
+    assert t.grad is None and t._op is None
+    assert Tensor(np.float64(2.5)).shape == ()
+
+
+def test_numpy_returns_a_copy() -> None:
+    t = Tensor([1.0, 2.0])
+    a = t.numpy()
+    a[0] = 100.0
+    assert t.numpy()[0] == 1.0
+
+
+def test_constructors() -> None:
+    assert_close(Tensor.zeros(2, 3), np.zeros((2, 3), np.float32), "zeros", rtol=0, atol=0)
+    assert_close(Tensor.ones((4,)), np.ones(4, np.float32), "ones", rtol=0, atol=0)
+    a, b = Tensor.randn(3, 4, seed=7).numpy(), Tensor.randn(3, 4, seed=7).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (3, 4) and not np.array_equal(a, Tensor.randn(3, 4, seed=8).numpy())
+
+
+def test_ops_record_their_op_and_parents() -> None:
+    x = Tensor([1.0, -2.0])
+    h = x * 2.0
+    y = h.relu()
+    assert y._op is not None and y._op.parents[0] is h
+    assert h._op is not None and h._op.parents[0] is x
+    assert y.sum().item() == 2.0
+
+
 # ---- graph shapes --------------------------------------------------------------------------
 def test_shared_parent_in_mul() -> None:
     """x * x: both positional arguments are one tensor; its gradient is 2x."""

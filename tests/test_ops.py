@@ -513,6 +513,14 @@ def test_attention_fixed(causal: bool, b: int, t: int, d: int) -> None:
     )
 
 
+@pytest.mark.parametrize(("t", "s"), [(3, 5), (6, 2)])
+def test_attention_with_another_key_length(t: int, s: int) -> None:
+    """Keys and values may have their own length S (cross-attention, not causal)."""
+    check_against_torch(
+        topgrad.attention, torch_attention, [rand((2, t, 4), 46), rand((2, s, 4), 47), rand((2, s, 4), 48)]
+    )
+
+
 def test_attention_default_is_not_causal() -> None:
     check_against_torch(
         topgrad.attention, torch_attention, [rand((2, 4, 4), 37), rand((2, 4, 4), 38), rand((2, 4, 4), 39)]
