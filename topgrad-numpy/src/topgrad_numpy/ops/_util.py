@@ -72,3 +72,8 @@ def colsum(a2: np.ndarray) -> np.ndarray:
     """Column sums of a 2-d array as one BLAS matrix-vector product (several times faster than
     `a2.sum(axis=0)`, whose inner loop runs over a short row)."""
     return np.ones(a2.shape[0], dtype=a2.dtype) @ a2
+
+
+def rowsum(a: np.ndarray) -> np.ndarray:
+    """Sums over the last axis, kept as a size-1 axis, as one BLAS matrix-vector product."""
+    return (a @ np.ones(a.shape[-1], dtype=a.dtype))[..., None]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from topgrad import Op
 
-from topgrad_numpy.ops._util import arr, axes
+from topgrad_numpy.ops._util import arr, axes, rowsum
 
 
 class ReLU(Op):
@@ -27,7 +27,8 @@ class LogSoftmax(Op):
     def forward(self, x: np.ndarray, axis: int = -1) -> np.ndarray:
         (self.axis,) = axes("LogSoftmax", axis, x.ndim)
         out = x - x.max(axis=self.axis, keepdims=True)
-        lse = np.exp(out).sum(axis=self.axis, keepdims=True)
+        e = np.exp(out)
+        lse = rowsum(e) if self.axis == x.ndim - 1 else e.sum(axis=self.axis, keepdims=True)
         out -= np.log(lse, out=lse)
         self.save_for_backward(out)
         return out
@@ -35,6 +36,7 @@ class LogSoftmax(Op):
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
         (out,) = self._intermediate
         gx = np.exp(out)
-        gx *= -grad.sum(axis=self.axis, keepdims=True)
+        last = self.axis == out.ndim - 1
+        gx *= -(rowsum(grad) if last else grad.sum(axis=self.axis, keepdims=True))
         gx += grad
         return (gx,)

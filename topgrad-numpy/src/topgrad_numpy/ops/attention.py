@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 from topgrad import Op
 
+from topgrad_numpy.ops._util import rowsum
+
 
 def _check(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> None:
     if q.ndim != 3 or k.ndim != 3 or v.ndim != 3:
@@ -35,7 +37,7 @@ class Attention(Op):
             p[:, np.triu(np.ones((T, S), dtype=bool), k=1)] = -np.inf
         p -= p.max(axis=-1, keepdims=True)
         np.exp(p, out=p)
-        p /= p.sum(axis=-1, keepdims=True)
+        p /= rowsum(p)
         out = np.matmul(p, v)
         self.save_for_backward(q, k, v, p, out)
         return out

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from topgrad import Op, Tensor
 
-from topgrad_numpy.ops._util import colsum
+from topgrad_numpy.ops._util import colsum, rowsum
 
 
 def _check_affine(op: str, x: np.ndarray, gamma: Any, beta: Any) -> int:
@@ -120,10 +120,10 @@ class LayerNorm(Op):
 
     def forward(self, x: np.ndarray, gamma: Any, beta: Any, eps: float = 1e-5) -> np.ndarray:
         C = _check_affine("LayerNorm", x, gamma, beta)
-        mean = x.sum(axis=-1, keepdims=True)
+        mean = rowsum(x)
         mean *= 1.0 / C
         xc = x - mean
-        var = np.einsum("...c,...c->...", xc, xc)[..., None]
+        var = rowsum(np.square(xc))
         var *= 1.0 / C
         var += eps
         invstd = np.sqrt(var, out=var)
@@ -137,9 +137,9 @@ class LayerNorm(Op):
         xhat, invstd, gamma = self._intermediate
         C = xhat.shape[-1]
         gxhat = grad * gamma if gamma is not None else grad.copy()
-        mean_g = gxhat.sum(axis=-1, keepdims=True)
+        mean_g = rowsum(gxhat)
         mean_g *= 1.0 / C
-        mean_gx = np.einsum("...c,...c->...", gxhat, xhat)[..., None]
+        mean_gx = rowsum(gxhat * xhat)
         mean_gx *= 1.0 / C
         gxhat -= mean_g
         gxhat -= xhat * mean_gx
