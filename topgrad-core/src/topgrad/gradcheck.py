@@ -192,10 +192,19 @@ def _as_float64(x: Any, backend: Any) -> Any:
 
 
 def _precision(fn: Callable[..., Tensor], xs: list[Any], backend: Any) -> tuple[str, str]:
-    """'float64' when the backend and `fn` keep float64 end to end, forward and backward."""
+    """'float64' when the backend and `fn` keep float64 end to end, forward and backward.
+
+    Float64 dtypes are not enough: a backend may store float64 and compute in float32. So a
+    directional derivative is also taken with steps 1e-4 and 1e-6: in float64 both agree to
+    about 1e-8, while float32 arithmetic makes the small step's one wrong by percents.
+    """
     import numpy as np
 
     fallback = f"backend {backend.name!r} {{}}; checked in float32 with looser tolerances"
+
+    def run(point: list[Any]) -> Tensor:
+        return fn(*[Tensor._from_array(backend.asarray(x, dtype="float64"), None) for x in point])
+
     try:
         leaves = [Tensor._from_array(backend.asarray(x, dtype="float64"), None) for x in xs]
         out = fn(*leaves)
@@ -203,10 +212,27 @@ def _precision(fn: Callable[..., Tensor], xs: list[Any], backend: Any) -> tuple[
         if kinds == {"float64"}:
             out.backward(Tensor._from_array(backend.asarray(np.ones(out.shape), dtype="float64"), None))
             kinds |= {_dtype(t.grad) for t in leaves if t.grad is not None}
+        if kinds == {"float64"}:
+            rng = np.random.default_rng(12345)
+            directions = [rng.standard_normal(x.shape) for x in xs]
+            r = rng.standard_normal(out.shape)
+
+            def f(t: float) -> float:
+                with no_grad():
+                    y = run([x + t * d for x, d in zip(xs, directions)])
+                return float(np.sum(r * np.asarray(backend.to_numpy(y.data), dtype=np.float64)))
+
+            scale = float(np.sum(np.abs(r * np.asarray(backend.to_numpy(out.data), dtype=np.float64))))
+            d4 = (f(1e-4) - f(-1e-4)) / 2e-4
+            d6 = (f(1e-6) - f(-1e-6)) / 2e-6
     except Exception as exc:  # the backend has no float64 (or an op refuses it)
         return "float32", fallback.format(f"cannot run this in float64 ({type(exc).__name__}: {exc})")
     if kinds != {"float64"}:
         return "float32", fallback.format(f"gave {'/'.join(sorted(kinds))} for float64 inputs")
+    if not abs(d6 - d4) <= 1e-6 * (abs(d4) + scale):
+        return "float32", fallback.format(
+            "stores float64 but does not compute this in float64 precision (its derivative "
+            f"along a random direction is {d4:.8g} with step 1e-4 and {d6:.8g} with step 1e-6)")
     return "float64", ""
 
 
