@@ -44,6 +44,8 @@ class Tensor:
     def __init__(self, data: Any, dtype: str = "float32") -> None:
         if isinstance(data, Tensor):
             data = data.data
+        elif data is None:  # numpy would make a NaN of it
+            raise TypeError("Tensor(None): give a number, a nested list or an array")
         self.data = registry.get_backend().asarray(data, dtype=dtype)
         self.grad: Any = None
         self._op: Op | None = None
