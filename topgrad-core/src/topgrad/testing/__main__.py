@@ -44,11 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         name = args.backend or os.environ.get("TOPGRAD_BACKEND") or _default_name()
         topgrad.load_backend(name)
-    except (topgrad.BackendNotFoundError, topgrad.BackendUnavailableError) as exc:
+    except (topgrad.BackendNotFoundError, topgrad.BackendUnavailableError, topgrad.BackendConflictError,
+            topgrad.OpConflictError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"topgrad conformance kit: backend {name!r}\n")
     report = run(name, rtol=args.rtol or RTOL, only=args.only)
+    if not report.rows:
+        print(f"error: no check matches -k {args.only!r}", file=sys.stderr)
+        return 2
     print(format_report(report))
     return 0 if report.ok else 1
 
