@@ -340,7 +340,7 @@ def test_plugin_adds_an_op(install: Callable[..., None]) -> None:
     ops = topgrad.load_backend("alpha").ops
     assert ops.Square is Square
     assert ops.Add is FakeAdd and ops.Mul is FakeMul
-    with pytest.raises((NotImplementedError, AttributeError), match="Square"):
+    with pytest.raises(AttributeError, match="Square"):
         _ = topgrad.load_backend("beta").ops.Square
 
 
@@ -394,7 +394,7 @@ def test_existing_op_without_override(install: Callable[..., None]) -> None:
 def test_missing_op_names_the_op_and_the_backend(install: Callable[..., None]) -> None:
     install(plugin("plug", spec("alpha")))
     ops = topgrad.load_backend("alpha").ops
-    with pytest.raises((NotImplementedError, AttributeError)) as info:
+    with pytest.raises(AttributeError) as info:
         _ = ops.Conv2d
     message = str(info.value)
     assert "Conv2d" in message and "alpha" in message

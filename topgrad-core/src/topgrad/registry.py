@@ -56,7 +56,7 @@ class OpTable:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        raise NotImplementedError(
+        raise AttributeError(
             f"backend {self._backend_name!r} has no op {name!r}; it has: {', '.join(self.names())}. "
             "Use a backend that implements it, or add it with a plugin's topgrad_ops hook."
         )
