@@ -1,5 +1,5 @@
 """Attention op of the Triton backend: single head, softmax(q kᵀ / √D) v (kernels in
-`topgrad_triton.kernels.attention`). Leading axes beyond (T, D) are treated as batch."""
+`topgrad_triton.kernels.attention`). Inputs are (B, T, D), as the contract fixes."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class Attention(TritonOp):
     """softmax(q kᵀ / √D) v for q (B, T, D), k and v (B, S, D); `causal` masks key j > query i."""
 
     def forward(self, q: Any, k: Any, v: Any, causal: bool = False) -> Any:
-        if q.ndim < 2 or q.ndim != k.ndim or k.shape != v.shape or q.shape[:-2] != k.shape[:-2] \
+        if q.ndim != 3 or q.ndim != k.ndim or k.shape != v.shape or q.shape[:-2] != k.shape[:-2] \
                 or q.shape[-1] != k.shape[-1]:
             raise ValueError(
                 f"Attention: shapes q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} do not fit "
