@@ -37,6 +37,8 @@ class NumpyBackend(topgrad.Backend):
         dt = np.dtype(dtype)
         if type(obj) is np.ndarray and obj.dtype == dt:
             return obj
+        if obj is None:
+            raise TypeError("numpy backend: cannot make an array from None")
         if isinstance(obj, topgrad.Tensor):
             obj = obj.data
         elif hasattr(obj, "detach") and hasattr(obj, "cpu"):  # a torch tensor, without importing torch

@@ -16,6 +16,8 @@ def _check(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> None:
         raise ValueError(
             f"Attention: q, k and v must be 3-d (B, T, D); got q {q.shape}, k {k.shape}, v {v.shape}"
         )
+    if k.shape[1] == 0:
+        raise ValueError(f"Attention: needs at least one key, got k {k.shape} (softmax over nothing)")
     if k.shape[0] != q.shape[0] or k.shape[2] != q.shape[2] or v.shape[:2] != k.shape[:2]:
         raise ValueError(
             f"Attention: q (B, T, D), k (B, S, D) and v (B, S, Dv) do not match: "

@@ -16,8 +16,8 @@ from topgrad_numpy.ops._util import colsum
 
 
 def _pair(op: str, name: str, v: Any, low: int) -> tuple[int, int]:
-    pair = (v, v) if isinstance(v, (int, np.integer)) else tuple(v)
-    if len(pair) != 2 or any(int(p) < low for p in pair):
+    pair = (v, v) if isinstance(v, (int, np.integer)) else tuple(v) if isinstance(v, (tuple, list)) else ()
+    if len(pair) != 2 or not all(isinstance(p, (int, np.integer)) and p >= low for p in pair):
         raise ValueError(f"{op}: {name} must be an int >= {low} or a pair of them, got {v!r}")
     return int(pair[0]), int(pair[1])
 
@@ -129,7 +129,7 @@ class Conv2d(Op):
         cols, w = self._intermediate
         x_shape, sh, sw, ph, pw, Ho, Wo, has_bias = self.geometry
         kh, kw, C, Cout = w.shape
-        g2 = grad.reshape(-1, Cout)
+        g2 = grad.reshape(cols.shape[0], Cout)
         gw = (cols.T @ g2).reshape(w.shape)
         if sh == sw == 1 and ph < kh and pw < kw:
             gx = _input_grad_as_conv(grad, w, ph, pw)

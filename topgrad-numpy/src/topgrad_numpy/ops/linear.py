@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 from topgrad import Op
 
 from topgrad_numpy.ops._util import colsum
+
+
+def _rows(x: np.ndarray) -> int:
+    """Rows of x seen as a (rows, D) matrix (`reshape(-1, D)` is ambiguous for empty arrays)."""
+    return math.prod(x.shape[:-1])
 
 
 def _check(x: np.ndarray, w: np.ndarray, b: Any) -> None:
@@ -32,7 +38,7 @@ class Linear(Op):
                 _check(x, w, b)
         else:
             _check(x, w, b)
-            out = (x.reshape(-1, w.shape[0]) @ w).reshape(*x.shape[:-1], w.shape[1])
+            out = (x.reshape(_rows(x), w.shape[0]) @ w).reshape(*x.shape[:-1], w.shape[1])
         if b is not None:
             out += b
         self.save_for_backward(x, w)
@@ -41,8 +47,9 @@ class Linear(Op):
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:
         x, w = self._intermediate
-        g2 = grad.reshape(-1, w.shape[1])
-        x2 = x.reshape(-1, w.shape[0])
+        rows = _rows(x)
+        g2 = grad.reshape(rows, w.shape[1])
+        x2 = x.reshape(rows, w.shape[0])
         gx = (g2 @ w.T).reshape(x.shape)
         gw = x2.T @ g2
         gb = colsum(g2) if self.has_bias else None

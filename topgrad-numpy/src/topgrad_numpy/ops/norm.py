@@ -14,6 +14,8 @@ def _check_affine(op: str, x: np.ndarray, gamma: Any, beta: Any) -> int:
     if x.ndim < 1:
         raise ValueError(f"{op}: needs an input with a feature axis, got shape {x.shape}")
     C = x.shape[-1]
+    if C == 0:
+        raise ValueError(f"{op}: needs at least one feature on the last axis, got x of shape {x.shape}")
     for name, p in (("gamma", gamma), ("beta", beta)):
         if p is not None and p.shape != (C,):
             raise ValueError(f"{op}: {name} must have shape ({C},) for x of shape {x.shape}, got {p.shape}")
@@ -52,8 +54,13 @@ class BatchNorm(Op):
         training: bool = True, momentum: float = 0.1, eps: float = 1e-5,
     ) -> np.ndarray:
         C = _check_affine("BatchNorm", x, gamma, beta)
-        x2 = x.reshape(-1, C)
-        n = x2.shape[0]
+        n = x.size // C
+        x2 = x.reshape(n, C)
+        for name, stat in (("running_mean", running_mean), ("running_var", running_var)):
+            if stat is not None and stat.shape != (C,):
+                raise ValueError(
+                    f"BatchNorm: {name} must have shape ({C},) for x of shape {x.shape}, got {stat.shape}"
+                )
         if training:
             if n < 2:
                 raise ValueError(
