@@ -19,33 +19,46 @@ from topgrad_triton.shapes import single_stride
 
 
 @triton.jit
-def _sum_rows_kernel(x_ptr, out_ptr, K, R, stride_k, stride_r, scale,
+def _sum_rows_kernel(x_ptr, out_ptr, K, R, stride_k, stride_r, chunk, splits, scale,
                      BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr):
-    """One program sums BLOCK_K rows of the (K, R) view: out[k] = scale * sum_r x[k, r]."""
+    """One program sums BLOCK_K rows of the (K, R) view over column chunk s = program_id(1):
+    out[k, s] = scale * sum of x[k, r] for r in [s*chunk, (s+1)*chunk); out is (K, splits)."""
     rows = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
+    first = tl.program_id(1) * chunk
     cols = tl.arange(0, BLOCK_R)
     acc = tl.zeros([BLOCK_K, BLOCK_R], tl.float32)
-    for start in range(0, R, BLOCK_R):
-        c = start + cols
-        mask = (rows[:, None] < K) & (c[None, :] < R)
+    for start in range(0, chunk, BLOCK_R):
+        c = first + start + cols
+        mask = (rows[:, None] < K) & (c[None, :] < R) & (c[None, :] < first + chunk)
         acc += tl.load(x_ptr + rows[:, None] * stride_k + c[None, :] * stride_r, mask=mask, other=0.0)
-    tl.store(out_ptr + rows, tl.sum(acc, axis=1) * scale, mask=rows < K)
+    tl.store(out_ptr + rows * splits + tl.program_id(1), tl.sum(acc, axis=1) * scale, mask=rows < K)
 
 
 def sum_rows(
     x: torch.Tensor, K: int, R: int, stride_k: int, stride_r: int, scale: float = 1.0
 ) -> torch.Tensor:
-    """out[k] = scale * sum_r x[k*stride_k + r*stride_r], a new array of K elements."""
+    """out[k] = scale * sum_r x[k*stride_k + r*stride_r], a new array of K elements.
+
+    On a GPU, few long rows are split into column chunks summed by separate programs,
+    whose partial sums a second pass adds up; the interpreter prefers one pass.
+    """
     out = torch.empty((K,), dtype=torch.float32, device=x.device)
     if K == 0:
         return out
     tile = runtime.block(4096, 1 << 16)
     block_r = min(triton.next_power_of_2(max(R, 1)), runtime.block(512, 1 << 14))
     block_k = max(1, min(triton.next_power_of_2(K), tile // block_r))
-    _sum_rows_kernel[(triton.cdiv(K, block_k),)](
-        x, out, K, R, stride_k, stride_r, float(scale), BLOCK_K=block_k, BLOCK_R=block_r, num_warps=4,
+    row_programs = triton.cdiv(K, block_k)
+    splits = 1
+    if not runtime.interpreting() and row_programs < 128 and R > 16 * block_r:
+        splits = min(triton.cdiv(R, 8 * block_r), max(1, 1024 // row_programs))
+    chunk = triton.cdiv(triton.cdiv(R, splits), block_r) * block_r
+    partial = out if splits == 1 else torch.empty((K, splits), dtype=torch.float32, device=x.device)
+    _sum_rows_kernel[(row_programs, splits)](
+        x, partial, K, R, stride_k, stride_r, max(chunk, 1), splits, float(scale),
+        BLOCK_K=block_k, BLOCK_R=block_r, num_warps=4,
     )
-    return out
+    return out if splits == 1 else sum_rows(partial, K, splits, splits, 1)
 
 
 def sum_axes(
