@@ -1,7 +1,9 @@
 """2-d convolution on NHWC images with HWIO kernels: im2col (a strided view, one copy) + one GEMM.
 
-The backward pass is two GEMMs and a col2im made of kh*kw strided slice additions
-(never `np.add.at`, which is unbuffered and slow).
+Backward: dL/dw is one GEMM with the saved patch matrix. dL/dx is, for stride 1, a
+convolution of the gradient with the flipped kernel (im2col + GEMM); otherwise a GEMM to
+patch gradients and a col2im of kh*kw strided slice additions (never `np.add.at`, which
+is unbuffered and slow).
 """
 
 from __future__ import annotations

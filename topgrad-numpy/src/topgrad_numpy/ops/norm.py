@@ -85,7 +85,7 @@ class BatchNorm(Op):
         np.sqrt(invstd, out=invstd)
         np.divide(1.0, invstd, out=invstd)
         scale = invstd * gamma if gamma is not None else invstd
-        if training:  # y = (x - mean) * scale + beta, written over the centred copy's twin
+        if training:  # y = (x - mean) * scale + beta
             out = xc * scale
             self.save_for_backward(xc, invstd, scale)
         else:  # y = x * scale + (beta - mean * scale): two passes over x
