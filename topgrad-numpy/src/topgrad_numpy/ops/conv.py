@@ -1,6 +1,6 @@
 """2-d convolution on NHWC images with HWIO kernels: im2col (a strided view, one copy) + one GEMM.
 
-Backward: dL/dw is one GEMM with the saved patch matrix. dL/dx is, for stride 1, a
+Backward: dL/dw is one GEMM with the rebuilt patch matrix. dL/dx is, for stride 1, a
 convolution of the gradient with the flipped kernel (im2col + GEMM); otherwise a GEMM to
 patch gradients and a col2im of kh*kw strided slice additions (never `np.add.at`, which
 is unbuffered and slow).
@@ -102,8 +102,9 @@ def _input_grad_as_conv(grad: np.ndarray, w: np.ndarray, ph: int, pw: int) -> np
 
 
 class Conv2d(Op):
-    """Cross-correlation, x (B,H,W,Cin) * w (kh,kw,Cin,Cout) + b; saves the im2col matrix
-    (B*Ho*Wo*kh*kw*Cin floats) and w, so backward needs no second im2col."""
+    """Cross-correlation, x (B,H,W,Cin) * w (kh,kw,Cin,Cout) + b; saves x and w (references, no
+    extra memory) and rebuilds the kh*kw-times larger patch matrix in backward: a copy is
+    cheaper than keeping it (and page-faulting it in again every step)."""
 
     def forward(
         self, x: np.ndarray, w: np.ndarray, b: Any = None, stride: Any = 1, padding: Any = 0
@@ -121,18 +122,21 @@ class Conv2d(Op):
             )
         cols = im2col(_pad(x, ph, pw), kh, kw, sh, sw)
         out = cols @ w.reshape(kh * kw * C, Cout)
+        del cols
         if b is not None:
             out += b
-        self.save_for_backward(cols, w)
+        self.save_for_backward(x, w)
         self.geometry = (x.shape, sh, sw, ph, pw, Ho, Wo, b is not None)
         return out.reshape(B, Ho, Wo, Cout)
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:
-        cols, w = self._intermediate
+        x, w = self._intermediate
         x_shape, sh, sw, ph, pw, Ho, Wo, has_bias = self.geometry
         kh, kw, C, Cout = w.shape
+        cols = im2col(_pad(x, ph, pw), kh, kw, sh, sw)
         g2 = grad.reshape(cols.shape[0], Cout)
         gw = (cols.T @ g2).reshape(w.shape)
+        del cols
         if sh == sw == 1 and ph < kh and pw < kw:
             gx = _input_grad_as_conv(grad, w, ph, pw)
         else:
