@@ -128,18 +128,30 @@ def test_saved_intermediates_die_after_backward() -> None:
     extra = [s for n in graph.ops for s in n.saved if s.alias is None]
     assert extra, "LayerNorm and Attention save arrays that are not inputs or outputs"
     saved_refs = _weak([a for n in _tensors(loss) if n._op is not None for a in n._op._intermediate])
-    data_ids = {id(t.data) for t in _tensors(loss)}
+    held = {id(_owner(t.data)) for t in _tensors(loss)}
     loss.backward()
     gc.collect()
     alive = [r() for r in saved_refs]
-    stray = [getattr(o, "shape", "?") for o in alive if o is not None and id(o) not in data_ids]
+    stray = [getattr(o, "shape", "?") for o in alive if o is not None and id(_owner(o)) not in held]
     assert not stray, f"saved arrays of shapes {stray} outlived backward although no tensor holds them"
     del alive
     del loss, a, h, graph
     gc.collect()
     assert all(r() is None for r in op_refs), "ops outlived the graph"
-    leaves = {id(t.data) for t in (x, w, g, b)}
-    assert all(r() is None or id(r()) in leaves for r in saved_refs), "saved arrays outlived the graph"
+    leaves = {id(_owner(t.data)) for t in (x, w, g, b)}
+    survivors = [r() for r in saved_refs]
+    assert all(o is None or id(_owner(o)) in leaves for o in survivors), "saved arrays outlived the graph"
+
+
+def _owner(a: Any) -> Any:
+    """The array that owns `a`'s memory (numpy `.base`, torch `._base`): a view keeps it alive."""
+    while True:
+        base = getattr(a, "_base", None)
+        if base is None:
+            base = getattr(a, "base", None)
+        if base is None or not hasattr(base, "shape"):
+            return a
+        a = base
 
 
 def _tensors(root: Tensor) -> list[Tensor]:
@@ -172,7 +184,13 @@ def test_graph_of_100_000_ops_runs_backward() -> None:
 # Such a case is marked xfail on that backend (an XPASS in the summary means: fixed, delete it).
 KNOWN_ISSUES: dict[str, dict[str, str]] = {
     "numpy": {},
-    "triton": {},
+    "triton": {
+        "LayerNorm[(4,0),(0,),(0,)]": "LayerNorm with 0 features: forward works, backward raises "
+                                      "ZeroDivisionError in kernels/norm.py _row_plan",
+        "Attention[(2,0,3),(2,4,3),(2,4,3)]": "Attention with 0 queries: RuntimeError 'cannot reshape tensor "
+                                              "of 0 elements into shape [-1, 0, 3]' from ops/attention.py "
+                                              "_as_btd (view(-1, T, D) is ambiguous when T=0)",
+    },
 }
 
 
