@@ -187,6 +187,7 @@ KNOWN_ISSUES: dict[str, dict[str, str]] = {
     "triton": {
         "LayerNorm[(4,0),(0,),(0,)]": "LayerNorm with 0 features: forward works, backward raises "
                                       "ZeroDivisionError in kernels/norm.py _row_plan",
+        "ReLU-nan": "ReLU(NaN) gives 0 where PyTorch gives NaN: a NaN in the data disappears silently",
         "Attention[(2,0,3),(2,4,3),(2,4,3)]": "Attention with 0 queries: RuntimeError 'cannot reshape tensor "
                                               "of 0 elements into shape [-1, 0, 3]' from ops/attention.py "
                                               "_as_btd (view(-1, T, D) is ambiguous when T=0)",
@@ -354,6 +355,27 @@ def test_nan_data_propagates_like_pytorch(op: str) -> None:
     arrays[0].reshape(-1)[1] = np.nan
     top, ref = OPS[op]
     assert _agrees_or_refuses(op, top, ref, arrays)
+
+
+ELEMENTWISE: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[torch.Tensor], torch.Tensor]]] = {
+    "ReLU": (lambda x: x.relu(), torch.relu),
+    "LogSoftmax": (lambda x: x.logsoftmax(), lambda x: torch.log_softmax(x, -1)),
+    "Sum": (lambda x: x.sum(axis=1), lambda x: x.sum(1)),
+    "Mean": (lambda x: x.mean(axis=0), lambda x: x.mean(0)),
+    "Mul": (lambda x: x * 2.0, lambda x: x * 2.0),
+    "Add": (lambda x: x + x, lambda x: x + x),
+}
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("op", sorted(ELEMENTWISE))
+def test_nan_and_inf_pass_through_like_pytorch(op: str, backend_name: str,
+                                               request: pytest.FixtureRequest) -> None:
+    _mark_known(request, backend_name, f"{op}-nan")
+    rows = [[np.nan, 1.0, -1.0, 2.0], [np.inf, -np.inf, 0.0, 1.0], [3.0, -2.0, 0.5, 1.0]]
+    data = np.array(rows, np.float32)
+    top, ref = ELEMENTWISE[op]
+    assert_close(top(Tensor(data)), ref(torch.from_numpy(data)), f"{op} of NaN and Inf")
 
 
 def _layouts(a: np.ndarray) -> dict[str, np.ndarray]:
