@@ -1,0 +1,127 @@
+"""Checkpoints: exact round trip of model and optimizer state, and clear errors for bad files."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import topgrad
+from topgrad_examples import checkpoint, data
+from topgrad_examples.loss import cross_entropy
+from topgrad_examples.models import MLP, DeepConvNet
+
+CONFIG = {"dataset": "mnist", "seed": 0, "batch_size": 8, "lr": 0.001}
+
+
+def trained(model, steps: int = 2, optimizer_cls=topgrad.optim.Adam):
+    subset = data.bundled_subset()
+    x = topgrad.Tensor(data.normalize(subset.train_images[:8]))
+    y = subset.train_labels[:8].astype(np.int64)
+    optimizer = optimizer_cls(model.parameters(), lr=1e-3)
+    for _ in range(steps):
+        loss = cross_entropy(model(x, training=True), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model, optimizer
+
+
+def numpy_state(model) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in model.state().items()}
+
+
+def test_round_trip_restores_model_and_optimizer(tmp_path: Path) -> None:
+    model, optimizer = trained(DeepConvNet(width=4, seed=0))
+    history = np.array([[0.5, 0.9, 1.0]])
+    path = checkpoint.save(tmp_path / "ck.npz", "deepconv", model, optimizer, 1, CONFIG, history)
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.npz"]
+    with np.load(path, allow_pickle=False) as npz:  # readable without pickle
+        assert "model/blocks.1.project_bn.running_mean" in npz.files
+
+    fresh = DeepConvNet(width=4, seed=5)
+    fresh_opt = topgrad.optim.Adam(fresh.parameters())
+    epoch, config, saved_history = checkpoint.load(path, "deepconv", fresh, fresh_opt)
+    assert epoch == 1 and config == CONFIG
+    np.testing.assert_array_equal(saved_history, history)
+    for name, value in numpy_state(model).items():
+        np.testing.assert_array_equal(numpy_state(fresh)[name], value, err_msg=name)
+    to_np = topgrad.get_backend().to_numpy
+    for a, b in zip(optimizer.state, fresh_opt.state):
+        assert a["step"] == b["step"] == 2
+        np.testing.assert_array_equal(to_np(a["exp_avg_sq"]), to_np(b["exp_avg_sq"]))
+
+
+def test_sgd_momentum_state_round_trips(tmp_path: Path) -> None:
+    sgd = lambda params, lr: topgrad.optim.SGD(params, lr=lr, momentum=0.9)  # noqa: E731
+    model, optimizer = trained(MLP(hidden=(8,)), optimizer_cls=sgd)
+    path = checkpoint.save(tmp_path / "ck.npz", "mlp", model, optimizer, 3, CONFIG, np.zeros((3, 3)))
+    fresh = MLP(hidden=(8,), seed=9)
+    fresh_opt = topgrad.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9)
+    assert checkpoint.load(path, "mlp", fresh, fresh_opt)[0] == 3
+    assert set(fresh_opt.state[0]) == {"momentum_buffer"}
+
+
+def test_save_replaces_atomically(tmp_path: Path) -> None:
+    model, optimizer = trained(MLP(hidden=(8,)), steps=1)
+    path = tmp_path / "ck.npz"
+    path.write_bytes(b"old")
+    checkpoint.save(path, "mlp", model, optimizer, 1, CONFIG, np.zeros((1, 3)))
+    assert zipfile.is_zipfile(path) and [p.name for p in tmp_path.iterdir()] == ["ck.npz"]
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> Path:
+    model, optimizer = trained(MLP(hidden=(8,)), steps=1)
+    return checkpoint.save(tmp_path / "ck.npz", "mlp", model, optimizer, 1, CONFIG, np.zeros((1, 3)))
+
+
+def _load_into(path: Path, name: str = "mlp", model=None, optimizer_cls=topgrad.optim.Adam):
+    model = model or MLP(hidden=(8,))
+    return checkpoint.load(path, name, model, optimizer_cls(model.parameters(), lr=1e-3))
+
+
+def test_wrong_model_name(saved: Path) -> None:
+    with pytest.raises(checkpoint.CheckpointError, match="saved for model 'mlp', cannot resume 'conv'"):
+        _load_into(saved, "conv")
+
+
+def test_wrong_architecture(saved: Path) -> None:
+    with pytest.raises(checkpoint.CheckpointError, match=r"hidden\.0\.w has shape \(784, 8\) in the"):
+        _load_into(saved, model=MLP(hidden=(16,)))
+    with pytest.raises(checkpoint.CheckpointError, match=r"missing .*hidden\.1\.w"):
+        _load_into(saved, model=MLP(hidden=(8, 8)))
+
+
+def test_wrong_optimizer(saved: Path) -> None:
+    with pytest.raises(checkpoint.CheckpointError, match="optimizer Adam, this run uses AdamW"):
+        _load_into(saved, optimizer_cls=topgrad.optim.AdamW)
+
+
+def test_failed_load_changes_nothing(saved: Path) -> None:
+    model = MLP(hidden=(8, 8), seed=2)
+    before = numpy_state(model)
+    with pytest.raises(checkpoint.CheckpointError):
+        _load_into(saved, model=model)
+    for name, value in numpy_state(model).items():
+        np.testing.assert_array_equal(before[name], value)
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage" * 10, None])
+def test_unreadable_files(tmp_path: Path, saved: Path, content: bytes | None) -> None:
+    path = tmp_path / "bad.npz"
+    path.write_bytes(saved.read_bytes()[:200] if content is None else content)
+    with pytest.raises(checkpoint.CheckpointError, match=r"bad\.npz: not a readable \.npz checkpoint"):
+        _load_into(path)
+
+
+def test_npz_that_is_not_a_checkpoint(tmp_path: Path) -> None:
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    with pytest.raises(checkpoint.CheckpointError, match="not a topgrad-examples checkpoint"):
+        _load_into(tmp_path / "other.npz")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(checkpoint.CheckpointError, match="no such checkpoint"):
+        _load_into(tmp_path / "nope.npz")

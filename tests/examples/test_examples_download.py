@@ -1,0 +1,170 @@
+"""Downloads against a local HTTP server started by the test: never the internet."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+from topgrad_examples import data, idx
+from topgrad_examples.download import DownloadError, fetch, fetch_from_mirrors
+
+PAYLOAD = b"topgrad" * 5000
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    """/good/<f> serves the file, /corrupt/<f> other bytes, /drop/<f> half the bytes then hangs up."""
+
+    files: ClassVar[dict[str, bytes]] = {}
+
+    def do_GET(self) -> None:
+        _, mode, name = self.path.split("/", 2)
+        body = self.files.get(name)
+        if body is None or mode not in ("good", "corrupt", "drop"):
+            self.send_error(404)
+            return
+        if mode == "corrupt":
+            body = body[:-1] + bytes([body[-1] ^ 0xFF])
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2] if mode == "drop" else body)
+        if mode == "drop":
+            self.wfile.flush()
+            self.close_connection = True
+
+    def log_message(self, *args: object) -> None:  # keep the test output quiet
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    Handler.files = {"file.bin": PAYLOAD}
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def sha256(b: bytes) -> str:
+    return "sha256:" + hashlib.sha256(b).hexdigest()
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_good_file_is_written_and_checked(server: str, tmp_path: Path) -> None:
+    dest = fetch(f"{server}/good/file.bin", tmp_path / "out" / "file.bin", sha256(PAYLOAD))
+    assert dest.read_bytes() == PAYLOAD
+    assert leftovers(tmp_path / "out") == ["file.bin"]  # the temporary file was moved, not copied
+
+
+def test_md5_checksums_work_too(server: str, tmp_path: Path) -> None:
+    fetch(f"{server}/good/file.bin", tmp_path / "f", "md5:" + hashlib.md5(PAYLOAD).hexdigest())
+    assert (tmp_path / "f").read_bytes() == PAYLOAD
+
+
+def test_checksum_mismatch_leaves_nothing(server: str, tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match="sha256 mismatch"):
+        fetch(f"{server}/corrupt/file.bin", tmp_path / "file.bin", sha256(PAYLOAD))
+    assert leftovers(tmp_path) == []
+
+
+def test_dropped_connection_leaves_nothing(server: str, tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match=r"file\.bin"):
+        fetch(f"{server}/drop/file.bin", tmp_path / "file.bin", sha256(PAYLOAD), timeout=5)
+    assert leftovers(tmp_path) == []
+
+
+def test_mirrors_are_tried_in_order(server: str, tmp_path: Path) -> None:
+    mirrors = [f"{server}/drop", f"{server}/corrupt/", f"{server}/missing", f"{server}/good"]
+    dest = fetch_from_mirrors(mirrors, "file.bin", tmp_path / "file.bin", sha256(PAYLOAD), timeout=5)
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_all_mirrors_failing_lists_each(server: str, tmp_path: Path) -> None:
+    mirrors = [f"{server}/drop", f"{server}/corrupt", f"{server}/missing"]
+    with pytest.raises(DownloadError) as info:
+        fetch_from_mirrors(mirrors, "file.bin", tmp_path / "file.bin", sha256(PAYLOAD), timeout=5)
+    message = str(info.value)
+    assert "/drop/file.bin" in message and "sha256 mismatch" in message and "404" in message
+    assert leftovers(tmp_path) == []
+
+
+def _serve_dataset(tmp_path: Path, make_dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Serve a tiny gzipped dataset and make the 'mnist' checksums those of its files."""
+    folder = make_dataset(tmp_path / "served")
+    files = {p.name: p.read_bytes() for p in folder.iterdir()}
+    Handler.files = files
+    info = dataclasses.replace(data.DATASETS["mnist"], checksums={n: sha256(b) for n, b in files.items()})
+    monkeypatch.setitem(data.DATASETS, "mnist", info)
+
+
+def test_load_dataset_downloads_into_the_cache(
+    server: str, tmp_path: Path, make_dataset, isolated_search: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _serve_dataset(tmp_path, make_dataset, monkeypatch)
+    messages: list[str] = []
+    ds = data.load_dataset("mnist", mirrors=[f"{server}/drop", f"{server}/good"], timeout=5,
+                           log=messages.append)
+    cache = tmp_path / "cache" / "topgrad" / "mnist"
+    assert ds.source == str(cache) and len(ds.train_labels) == 96
+    assert sorted(p.name for p in cache.iterdir()) == sorted(Handler.files)
+    # the next call finds the cached files and downloads nothing
+    assert data.load_dataset("mnist", mirrors=[], log=messages.append).source == str(cache)
+
+
+def test_failed_download_falls_back_to_the_bundled_subset(
+    server: str, tmp_path: Path, make_dataset, isolated_search: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _serve_dataset(tmp_path, make_dataset, monkeypatch)
+    messages: list[str] = []
+    ds = data.load_dataset("mnist", mirrors=[f"{server}/corrupt"], timeout=5, log=messages.append)
+    assert ds.source == "bundled MNIST subset"
+    assert len(ds.train_labels) == 6000 and len(ds.test_labels) == 1000
+    fallback = [m for m in messages if "bundled subset" in m]
+    assert len(fallback) == 1 and "--data-dir" in fallback[0] and "\n" not in fallback[0]
+    assert not (tmp_path / "cache" / "topgrad" / "mnist" / "train-images-idx3-ubyte.gz").exists()
+
+
+def test_fashion_mnist_has_no_fallback(isolated_search: Path) -> None:
+    with pytest.raises(data.DatasetNotFoundError, match=r"fashion-mnist: not found.*turned off"):
+        data.load_dataset("fashion-mnist", download_ok=False)
+
+
+def test_search_order(tmp_path: Path, make_dataset, isolated_search: Path, monkeypatch) -> None:
+    make_dataset(tmp_path / "cache" / "topgrad" / "mnist", n_train=10)
+    assert len(data.load_dataset("mnist", download_ok=False).train_labels) == 10
+    make_dataset(tmp_path / "debian" / "mnist", n_train=20)
+    assert len(data.load_dataset("mnist", download_ok=False).train_labels) == 20
+    make_dataset(tmp_path / "env" / "mnist", n_train=30)
+    monkeypatch.setenv("TOPGRAD_DATA", str(tmp_path / "env"))
+    assert len(data.load_dataset("mnist", download_ok=False).train_labels) == 30
+    make_dataset(tmp_path / "explicit", n_train=40)
+    assert len(data.load_dataset("mnist", tmp_path / "explicit").train_labels) == 40
+    with pytest.raises(data.DatasetNotFoundError):  # an explicit folder must hold the data
+        data.load_dataset("mnist", tmp_path / "nowhere")
+
+
+def test_cache_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert data.cache_dir("fashion-mnist") == tmp_path / "topgrad" / "fashion-mnist"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert data.cache_dir("mnist") == Path.home() / ".cache" / "topgrad" / "mnist"
+
+
+def test_bundled_subset_is_real_mnist() -> None:
+    ds = data.bundled_subset()
+    assert ds.train_images.shape == (6000, 28, 28) and ds.test_images.shape == (1000, 28, 28)
+    assert set(ds.train_labels.tolist()) == set(range(10))
+    assert idx.IMAGES_MAGIC == 2051

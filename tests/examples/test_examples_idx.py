@@ -1,0 +1,104 @@
+"""IDX reading: gzipped and raw files, both spellings, and every kind of broken file."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from topgrad_examples import data, idx
+
+
+def test_raw_and_gzipped_files_read_the_same(tmp_path: Path, make_dataset: Callable[..., Path]) -> None:
+    raw = data.load_dir(make_dataset(tmp_path / "raw", gz=False))
+    gz = data.load_dir(make_dataset(tmp_path / "gz", gz=True))
+    for a, b in [(raw.train_images, gz.train_images), (raw.test_labels, gz.test_labels)]:
+        np.testing.assert_array_equal(a, b)
+    assert raw.train_images.shape == (96, 28, 28) and raw.train_images.dtype == np.uint8
+    assert raw.test_labels.shape == (48,)
+
+
+def test_dot_spelling_and_name_subfolder(tmp_path: Path, make_dataset: Callable[..., Path]) -> None:
+    folder = make_dataset(tmp_path / "root" / "mnist")
+    for p in folder.iterdir():  # train-images-idx3-ubyte.gz -> train-images.idx3-ubyte.gz
+        p.rename(p.with_name(p.name.replace("-idx", ".idx")))
+    ds = data.load_dir(tmp_path / "root", "mnist")
+    assert len(ds.train_labels) == 96
+
+
+def test_write_then_read_round_trip(tmp_path: Path) -> None:
+    images = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
+    np.testing.assert_array_equal(idx.read_images(idx.write(tmp_path / "a-idx3-ubyte", images)), images)
+    labels = np.array([3, 1, 4], dtype=np.uint8)
+    np.testing.assert_array_equal(idx.read_labels(idx.write(tmp_path / "l.gz", labels)), labels)
+
+
+def _images_file(tmp_path: Path, content: bytes, name: str = "train-images-idx3-ubyte") -> Path:
+    path = tmp_path / name
+    path.write_bytes(content)
+    return path
+
+
+def test_truncated_data_names_file_and_sizes(tmp_path: Path) -> None:
+    good = idx.encode(np.zeros((3, 28, 28), np.uint8))
+    path = _images_file(tmp_path, good[:-100])
+    with pytest.raises(idx.IDXError, match=r"train-images-idx3-ubyte: truncated.*3x28x28 = 2352 bytes.*2252"):
+        idx.read_images(path)
+
+
+def test_truncated_header(tmp_path: Path) -> None:
+    with pytest.raises(idx.IDXError, match="truncated"):
+        idx.read_images(_images_file(tmp_path, b"\x00\x00"))
+    with pytest.raises(idx.IDXError, match="truncated header"):
+        idx.read_images(_images_file(tmp_path, struct.pack(">II", 2051, 5)))
+
+
+def test_bad_magic(tmp_path: Path) -> None:
+    labels_bytes = idx.encode(np.zeros(5, np.uint8))  # a labels file where images are expected
+    with pytest.raises(idx.IDXError, match=r"bad magic number 2049.*expected 2051"):
+        idx.read_images(_images_file(tmp_path, labels_bytes))
+    with pytest.raises(idx.IDXError, match="bad magic"):
+        idx.read_labels(_images_file(tmp_path, b"PK\x03\x04" + bytes(20)))
+
+
+def test_trailing_bytes_and_wrong_image_size(tmp_path: Path) -> None:
+    with pytest.raises(idx.IDXError, match="unexpected bytes"):
+        idx.read_images(_images_file(tmp_path, idx.encode(np.zeros((1, 28, 28), np.uint8)) + b"x"))
+    with pytest.raises(idx.IDXError, match="16x16 pixels, expected 28x28"):
+        idx.read_images(_images_file(tmp_path, idx.encode(np.zeros((1, 16, 16), np.uint8))))
+
+
+def test_label_out_of_range(tmp_path: Path) -> None:
+    path = idx.write(tmp_path / "train-labels-idx1-ubyte", np.array([1, 12], np.uint8))
+    with pytest.raises(idx.IDXError, match="label 12"):
+        idx.read_labels(path)
+
+
+def test_corrupt_gzip(tmp_path: Path) -> None:
+    packed = gzip.compress(idx.encode(np.zeros((4, 28, 28), np.uint8)))
+    path = _images_file(tmp_path, packed[: len(packed) // 2], "train-images-idx3-ubyte.gz")
+    with pytest.raises(idx.IDXError, match=r"train-images-idx3-ubyte.gz: corrupt or truncated gzip"):
+        idx.read_images(path)
+
+
+def test_image_label_count_mismatch(tmp_path: Path, make_dataset: Callable[..., Path]) -> None:
+    folder = make_dataset(tmp_path / "d")
+    idx.write(folder / "t10k-labels-idx1-ubyte.gz", np.zeros(47, np.uint8))
+    with pytest.raises(idx.IDXError, match=r"t10k-labels-idx1-ubyte.gz: 47 labels for the 48 images"):
+        data.load_dir(folder)
+
+
+def test_missing_file_is_reported(tmp_path: Path, make_dataset: Callable[..., Path]) -> None:
+    folder = make_dataset(tmp_path / "d")
+    (folder / "train-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(data.DatasetNotFoundError, match="no complete mnist dataset"):
+        data.load_dir(folder)
+
+
+def test_normalize_gives_nhwc_float32() -> None:
+    x = data.normalize(np.full((2, 28, 28), 255, np.uint8))
+    assert x.shape == (2, 28, 28, 1) and x.dtype == np.float32
+    np.testing.assert_allclose(x, (1.0 - 0.1307) / 0.3081, rtol=1e-6)

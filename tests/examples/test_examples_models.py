@@ -1,0 +1,112 @@
+"""The example models: shapes, gradients for every parameter, BatchNorm modes, learning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import topgrad
+from topgrad_examples import data
+from topgrad_examples.loss import accuracy, cross_entropy, one_hot
+from topgrad_examples.models import MLP, MODELS, AttentionNet, ConvNet, DeepConvNet, build
+
+# Small variants keep the interpreted backends fast; the default sizes are checked separately.
+SMALL = {
+    "mlp": lambda: MLP(hidden=(32, 16), seed=1),
+    "conv": lambda: ConvNet(channels=(4, 8, 8), hidden=16, seed=1),
+    "deepconv": lambda: DeepConvNet(width=4, seed=1),
+    "attention": lambda: AttentionNet(d=16, depth=2, hidden=32, seed=1),
+}
+
+
+def images(n: int) -> tuple[topgrad.Tensor, np.ndarray]:
+    subset = data.bundled_subset()
+    return topgrad.Tensor(data.normalize(subset.train_images[:n])), subset.train_labels[:n].astype(np.int64)
+
+
+def test_every_model_has_a_small_variant() -> None:
+    assert set(SMALL) == set(MODELS)
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_forward_backward(name: str) -> None:
+    model = SMALL[name]()
+    x, y = images(4)
+    logits = model(x, training=True)
+    assert logits.shape == (4, 10)
+    loss = cross_entropy(logits, y)
+    assert loss.shape == () and np.isfinite(loss.item())
+    loss.backward()
+    for pname, p, is_buffer in model.named_tensors():
+        if is_buffer:
+            assert p.grad is None, pname
+        else:
+            assert p.grad is not None and tuple(p.grad.shape) == p.shape, pname
+            assert np.isfinite(topgrad.get_backend().to_numpy(p.grad)).all(), pname
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_a_few_steps_lower_the_loss(name: str) -> None:
+    model = SMALL[name]()
+    x, y = images(16)
+    optimizer = topgrad.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(5):
+        loss = cross_entropy(model(x, training=True), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0], losses
+
+
+def test_batchnorm_running_stats_update_in_training_only() -> None:
+    model = SMALL["deepconv"]()
+    x, _ = images(4)
+    mean = model.stem_bn.running_mean
+    before = mean.numpy().copy()
+    with topgrad.no_grad():
+        model(x, training=False)
+    np.testing.assert_array_equal(mean.numpy(), before)
+    model(x, training=True)
+    assert not np.allclose(mean.numpy(), before)
+    assert model.stem_bn.running_mean is mean  # the op replaced .data, the Tensor stays
+    # eval mode is deterministic per example: a sample's logits do not depend on the batch
+    with topgrad.no_grad():
+        alone = model(topgrad.Tensor(x.numpy()[:1]), training=False).numpy()
+        batch = model(x, training=False).numpy()[:1]
+    np.testing.assert_allclose(alone, batch, rtol=1e-4, atol=1e-4)
+
+
+def test_parameters_and_state_names() -> None:
+    model = SMALL["deepconv"]()
+    state = model.state()
+    assert "blocks.1.project_bn.running_var" in state and "blocks.0.conv1.w" in state
+    assert "blocks.0.project" not in state  # identity shortcut: no projection
+    params = model.parameters()
+    assert all(p is not state["stem_bn.running_mean"] for p in params)
+    assert len(params) + 2 * 9 == len(state)  # 9 BatchNorms, two buffers each
+
+
+def test_seed_fixes_initialization() -> None:
+    a, b, c = build("mlp", seed=3), build("mlp", seed=3), build("mlp", seed=4)
+    np.testing.assert_array_equal(a.parameters()[0].numpy(), b.parameters()[0].numpy())
+    assert not np.array_equal(a.parameters()[0].numpy(), c.parameters()[0].numpy())
+
+
+def test_default_models_build_and_run(interpreted: bool) -> None:
+    if interpreted:
+        pytest.skip("full-size models are slow under the interpreter; the small variants cover the ops")
+    x, _ = images(2)
+    for name in MODELS:
+        model = build(name)
+        with topgrad.no_grad():
+            assert model(x, training=False).shape == (2, 10), name
+
+
+def test_loss_and_accuracy_helpers() -> None:
+    logits = topgrad.Tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 3.0]])
+    labels = np.array([0, 1])
+    expected = -np.mean(np.log(np.exp([2.0, 0.0]) / np.exp(logits.numpy()).sum(axis=1)))
+    np.testing.assert_allclose(cross_entropy(logits, labels).item(), expected, rtol=1e-5)
+    assert accuracy(logits, labels) == 0.5
+    np.testing.assert_array_equal(one_hot(labels, 3), [[1, 0, 0], [0, 1, 0]])

@@ -1,0 +1,130 @@
+"""`topgrad-train` end to end on a tiny dataset written by the test."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from topgrad_examples import checkpoint, train
+
+FAST = ["--epochs", "1", "--batch-size", "16", "--no-progress"]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[str], str]:
+    code = train.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out.strip().splitlines(), err
+
+
+def test_train_prints_accuracy_last(tiny_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines, _ = run(capsys, "mlp", "--data-dir", str(tiny_data), *FAST)
+    assert code == 0
+    assert re.fullmatch(r"test accuracy: [01]\.\d{4}", lines[-1]), lines
+    assert any(line.startswith("epoch 1/1: train loss") for line in lines)
+
+
+def test_progress_bar_shows_loss_and_throughput(tiny_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--epochs", "1", "--batch-size", "16")
+    assert code == 0 and "epoch 1/1" in err and "img/s" in err and "loss=" in err
+
+
+def test_limit_and_seed_make_runs_repeatable(tiny_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["attention", "--data-dir", str(tiny_data), "--limit", "32", *FAST]
+    first = run(capsys, *args, "--seed", "3")[1]
+    second = run(capsys, *args, "--seed", "3")[1]
+    assert "32 training, 32 test images" in first[0]
+    assert first[-1] == second[-1]
+    strip = lambda lines: [re.sub(r", [\d.]+ s .*", "", line) for line in lines]  # noqa: E731
+    assert strip(first) == strip(second)
+
+
+def test_resume_continues_exactly(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    common = ["deepconv", "--data-dir", str(tiny_data), "--limit", "32", "--batch-size", "16",
+              "--no-progress"]
+    straight, half = tmp_path / "straight.npz", tmp_path / "half.npz"
+    assert run(capsys, *common, "--epochs", "2", "--save", str(straight))[0] == 0
+
+    save = checkpoint.save
+
+    def save_then_interrupt(*args, **kwargs):  # Ctrl-C right after the first epoch's checkpoint
+        save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train.main([*common, "--epochs", "2", "--save", str(half)])
+    monkeypatch.setattr(checkpoint, "save", save)
+    capsys.readouterr()
+    assert int(checkpoint.read(half)["meta/epoch"]) == 1
+
+    code, lines, _ = run(capsys, *common, "--resume", str(half), "--save", str(half))
+    assert code == 0 and lines[0] == f"resumed from {half} after epoch 1" and "epoch 2/2" in lines[-2]
+    a, b = checkpoint.read(straight), checkpoint.read(half)
+    assert int(a["meta/epoch"]) == int(b["meta/epoch"]) == 2 and b["history"].shape == (2, 3)
+    for key in a:
+        if key.startswith(("model/", "optim/")):
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-6, atol=1e-7, err_msg=key)
+
+
+def test_resume_takes_settings_from_the_checkpoint(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    ck = tmp_path / "ck.npz"
+    run(capsys, "mlp", "--data-dir", str(tiny_data), "--lr", "0.005", "--seed", "7", "--save", str(ck), *FAST)
+    code, lines, _ = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", str(ck), "--epochs", "1")
+    assert code == 0 and "lr 0.005, batch 16" in lines[1] and lines[-1].startswith("test accuracy: ")
+
+
+def test_bad_checkpoint_is_a_clear_error(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip file")
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", str(bad), *FAST)
+    assert code == 2 and "bad.npz: not a readable .npz checkpoint" in err
+    ck = tmp_path / "mlp.npz"
+    run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST)
+    code, _, err = run(capsys, "conv", "--data-dir", str(tiny_data), "--resume", str(ck), *FAST)
+    assert code == 2 and "saved for model 'mlp'" in err and "Traceback" not in err
+
+
+def test_missing_data_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tmp_path / "empty"), *FAST)
+    assert code == 2 and "topgrad-train: error:" in err and "train-images-idx3-ubyte" in err
+
+
+def test_unknown_backend_is_a_clear_error(tiny_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "mlp", "--backend", "no-such-backend", "--data-dir", str(tiny_data), *FAST)
+    assert code == 2 and "no-such-backend" in err
+
+
+def test_bad_numbers_are_usage_errors(tiny_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        train.main(["mlp", "--data-dir", str(tiny_data), "--batch-size", "0"])
+    assert info.value.code == 2 and "--batch-size must be at least 1" in capsys.readouterr().err
+
+
+def test_plot(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    png = tmp_path / "curves.png"
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--plot", str(png), *FAST)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert code == 2 and "pip install 'topgrad-examples[plot]'" in err and not png.exists()
+    else:
+        assert code == 0 and png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_python_dash_m(tiny_data: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "topgrad_examples.train", "mlp", "--data-dir", str(tiny_data), *FAST],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(r"test accuracy: [01]\.\d{4}", result.stdout.strip().splitlines()[-1])

@@ -1,0 +1,129 @@
+"""Checkpoints: model tensors, optimizer state, epoch and run settings in one .npz, no pickle.
+
+Keys: `meta/*` (format, model, optimizer class, epoch), `config/*` (the run's settings),
+`history` (one row per epoch: train loss, test accuracy, seconds), `model/<name>` (every
+parameter and buffer) and `optim/<i>/<key>` (the optimizer state of parameter i). The file
+is written to a temporary name and moved into place, so a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import topgrad
+from topgrad import Tensor
+from topgrad_examples.models import Module
+
+FORMAT = "topgrad-examples-checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or that does not fit the model or optimizer given."""
+
+
+def _to_numpy(array: Any) -> np.ndarray:
+    return np.asarray(topgrad.get_backend().to_numpy(array))
+
+
+def save(
+    path: str | os.PathLike[str], model_name: str, model: Module, optimizer: topgrad.optim.Optimizer,
+    epoch: int, config: dict[str, str | int | float], history: np.ndarray,
+) -> Path:
+    """Write a checkpoint atomically (temporary file in the same folder, then os.replace)."""
+    path = Path(path)
+    arrays: dict[str, np.ndarray] = {
+        "meta/format": np.array(FORMAT),
+        "meta/model": np.array(model_name),
+        "meta/optimizer": np.array(type(optimizer).__name__),
+        "meta/epoch": np.array(epoch, dtype=np.int64),
+        "history": np.asarray(history, dtype=np.float64).reshape(-1, 3),
+    }
+    arrays.update({f"config/{k}": np.array(v) for k, v in config.items()})
+    arrays.update({f"model/{name}": _to_numpy(t.data) for name, t in model.state().items()})
+    for i, state in enumerate(optimizer.state):
+        for key, value in state.items():
+            arrays[f"optim/{i}/{key}"] = (
+                np.array(value, dtype=np.int64) if isinstance(value, int) else _to_numpy(value))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """All arrays of a checkpoint file, after checking that it is one."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint file") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(
+            f"{path}: not a readable .npz checkpoint ({type(exc).__name__}: {exc})") from exc
+    if str(arrays.get("meta/format", "")) != FORMAT:
+        raise CheckpointError(f"{path}: not a topgrad-examples checkpoint (no meta/format {FORMAT!r})")
+    return arrays
+
+
+def config_of(arrays: dict[str, np.ndarray]) -> dict[str, str | int | float]:
+    """The run settings stored in a checkpoint, as Python scalars."""
+    return {k.split("/", 1)[1]: v.item() for k, v in arrays.items() if k.startswith("config/")}
+
+
+def load(
+    path: str | os.PathLike[str], model_name: str, model: Module, optimizer: topgrad.optim.Optimizer,
+) -> tuple[int, dict[str, str | int | float], np.ndarray]:
+    """Restore model and optimizer in place; return (epoch, config, history)."""
+    arrays = read(path)
+    saved_model = str(arrays["meta/model"])
+    if saved_model != model_name:
+        raise CheckpointError(f"{path}: saved for model {saved_model!r}, cannot resume {model_name!r}")
+    saved_opt = str(arrays["meta/optimizer"])
+    if saved_opt != type(optimizer).__name__:
+        raise CheckpointError(
+            f"{path}: saved with optimizer {saved_opt}, this run uses {type(optimizer).__name__}")
+    state = model.state()
+    saved = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("model/")}
+    missing, unexpected = sorted(state.keys() - saved.keys()), sorted(saved.keys() - state.keys())
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: does not match model {model_name!r}: missing {missing or 'none'}, "
+                              f"unexpected {unexpected or 'none'}")
+    for name, t in state.items():
+        if tuple(saved[name].shape) != t.shape:
+            raise CheckpointError(f"{path}: {name} has shape {tuple(saved[name].shape)} in the checkpoint, "
+                                  f"{t.shape} in the model")
+    opt_state = _optimizer_state(path, arrays, optimizer)
+    for name, t in state.items():  # nothing is changed until everything is checked
+        t.data = Tensor(saved[name]).data
+    optimizer.state = opt_state
+    return int(arrays["meta/epoch"]), config_of(arrays), arrays["history"]
+
+
+def _optimizer_state(path: Any, arrays: dict[str, np.ndarray], optimizer: Any) -> list[dict[str, Any]]:
+    states: list[dict[str, Any]] = [{} for _ in optimizer.params]
+    for key, value in arrays.items():
+        if not key.startswith("optim/"):
+            continue
+        _, index, name = key.split("/", 2)
+        i = int(index)
+        if i >= len(states):
+            raise CheckpointError(f"{path}: optimizer state for parameter {i}, the model has {len(states)}")
+        if value.ndim == 0 and np.issubdtype(value.dtype, np.integer):
+            states[i][name] = int(value)
+        elif tuple(value.shape) != optimizer.params[i].shape:
+            raise CheckpointError(f"{path}: optimizer state {key} has shape {value.shape}, parameter {i} "
+                                  f"has {optimizer.params[i].shape}")
+        else:
+            states[i][name] = Tensor(value).data
+    return states

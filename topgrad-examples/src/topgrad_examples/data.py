@@ -1,0 +1,246 @@
+"""Finding, downloading and loading MNIST and Fashion-MNIST.
+
+`load_dataset(name)` looks, in order, in `data_dir` (given explicitly: it must hold the
+files), `$TOPGRAD_DATA`, Debian's `/usr/share/datasets/<name>`, the user cache
+(`$XDG_CACHE_HOME/topgrad/<name>`, by default `~/.cache/topgrad/<name>`), then downloads
+into the cache from the dataset's mirrors, checking each file's published checksum.
+If MNIST can be neither found nor fetched, it falls back to the small real subset
+bundled with this package, and says so in one line.
+
+A directory "holds" a dataset when it, or its subfolder `<name>`, has the four IDX files
+(`train-images-idx3-ubyte`, `train-labels-idx1-ubyte`, `t10k-images-idx3-ubyte`,
+`t10k-labels-idx1-ubyte`), each gzipped or not, with `-idx` or `.idx` in the name.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from topgrad_examples import idx
+from topgrad_examples.download import DownloadError, fetch_from_mirrors
+
+PARTS = ("train-images", "train-labels", "t10k-images", "t10k-labels")
+DEBIAN_DIR = Path("/usr/share/datasets")
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The dataset is in none of the places looked at and could not be downloaded."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Where a dataset comes from and how to check and normalize it."""
+
+    name: str
+    mirrors: tuple[str, ...]
+    checksums: dict[str, str]  # "<part>-idxN-ubyte.gz" -> "algorithm:hex" of the published file
+    mean: float
+    std: float
+    classes: tuple[str, ...] = field(default=tuple(str(d) for d in range(10)))
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo(
+        name="mnist",
+        mirrors=(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+            "http://yann.lecun.com/exdb/mnist/",
+        ),
+        checksums={  # SHA-256 of the canonical files (shared/data/mnist/SOURCE.txt)
+            "train-images-idx3-ubyte.gz":
+                "sha256:440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            "train-labels-idx1-ubyte.gz":
+                "sha256:3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            "t10k-images-idx3-ubyte.gz":
+                "sha256:8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            "t10k-labels-idx1-ubyte.gz":
+                "sha256:f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        },
+        mean=0.1307,
+        std=0.3081,
+    ),
+    "fashion-mnist": DatasetInfo(
+        name="fashion-mnist",
+        mirrors=(
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+            "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+        ),
+        checksums={  # the MD5s published in the upstream README (zalandoresearch/fashion-mnist)
+            "train-images-idx3-ubyte.gz": "md5:8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "train-labels-idx1-ubyte.gz": "md5:25c81989df183df01b3e8a0aad5dffbe",
+            "t10k-images-idx3-ubyte.gz": "md5:bef4ecab320f06d8554ea6380940ec79",
+            "t10k-labels-idx1-ubyte.gz": "md5:bb300cfdad3c16e7a12a480ee83cd310",
+        },
+        mean=0.2860,
+        std=0.3530,
+        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                 "Bag", "Ankle boot"),
+    ),
+}
+
+
+@dataclass
+class Dataset:
+    """Images (N, 28, 28) uint8 and labels (N,) uint8 of both splits, and where they came from."""
+
+    name: str
+    source: str
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+
+    def __repr__(self) -> str:
+        return (f"Dataset({self.name!r}, train={len(self.train_labels)}, test={len(self.test_labels)}, "
+                f"source={self.source!r})")
+
+
+# ---- files on disk ---------------------------------------------------------------
+def file_names(part: str) -> list[str]:
+    """The spellings accepted for one part, e.g. train-images-idx3-ubyte[.gz], train-images.idx3-ubyte."""
+    kind = "idx3" if part.endswith("images") else "idx1"
+    stems = [f"{part}-{kind}-ubyte", f"{part}.{kind}-ubyte"]
+    return [s + ext for s in stems for ext in ("", ".gz")]
+
+
+def find_files(directory: str | os.PathLike[str], name: str | None = None) -> dict[str, Path] | None:
+    """The four IDX files in `directory/name` or `directory`, or None if either lacks one."""
+    root = Path(directory).expanduser()
+    for folder in ([root / name] if name else []) + [root]:
+        found = {}
+        for part in PARTS:
+            path = next((folder / n for n in file_names(part) if (folder / n).is_file()), None)
+            if path is not None:
+                found[part] = path
+        if len(found) == len(PARTS):
+            return found
+    return None
+
+
+def load_files(files: dict[str, Path], name: str, source: str) -> Dataset:
+    """Read and check the four IDX files: valid headers, sizes and matching image/label counts."""
+    arrays = {}
+    for part, path in files.items():
+        arrays[part] = idx.read_images(path) if part.endswith("images") else idx.read_labels(path)
+    for split in ("train", "t10k"):
+        n_images, n_labels = len(arrays[f"{split}-images"]), len(arrays[f"{split}-labels"])
+        if n_images != n_labels:
+            raise idx.IDXError(
+                f"{files[f'{split}-labels']}: {n_labels} labels for the {n_images} images of "
+                f"{files[f'{split}-images']}; the counts must match"
+            )
+    return Dataset(name, source, arrays["train-images"], arrays["train-labels"],
+                   arrays["t10k-images"], arrays["t10k-labels"])
+
+
+def load_dir(directory: str | os.PathLike[str], name: str = "mnist") -> Dataset:
+    """Load a dataset from a directory that must hold it (see the module docstring)."""
+    files = find_files(directory, name)
+    if files is None:
+        expected = ", ".join(file_names(p)[1] for p in PARTS)
+        raise DatasetNotFoundError(
+            f"{directory}: no complete {name} dataset there (nor in {Path(directory) / name}); "
+            f"expected the four IDX files {expected} (gzipped or not)"
+        )
+    return load_files(files, name, str(files["train-images"].parent))
+
+
+# ---- where to look ----------------------------------------------------------------
+def cache_dir(name: str) -> Path:
+    """The user cache directory for a dataset: $XDG_CACHE_HOME/topgrad/<name> or ~/.cache/topgrad/<name>."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "topgrad" / name
+
+
+def search_dirs(name: str) -> list[Path]:
+    """Where an installed dataset is looked for, in order (without an explicit data_dir)."""
+    dirs = []
+    if os.environ.get("TOPGRAD_DATA"):
+        dirs.append(Path(os.environ["TOPGRAD_DATA"]))
+    dirs += [DEBIAN_DIR / name, cache_dir(name)]
+    return dirs
+
+
+def download(
+    name: str, dest: Path | None = None, mirrors: Sequence[str] | None = None, timeout: float = 30.0,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Path]:
+    """Fetch the four files of a dataset into `dest` (default: its cache directory), checksums checked."""
+    info = DATASETS[name]
+    dest = dest if dest is not None else cache_dir(name)
+    mirrors = info.mirrors if mirrors is None else mirrors
+    files = {}
+    for part in PARTS:
+        filename = file_names(part)[1]
+        path = dest / filename
+        if not path.is_file():
+            fetch_from_mirrors(mirrors, filename, path, info.checksums[filename], timeout=timeout, log=log)
+        files[part] = path
+    return files
+
+
+def bundled_subset() -> Dataset:
+    """The small real MNIST subset shipped with this package (see scripts/make_subset.py)."""
+    with resources.as_file(resources.files("topgrad_examples") / "subset") as folder:
+        files = find_files(folder)
+        if files is None:
+            raise DatasetNotFoundError(f"the bundled MNIST subset is missing from {folder}")
+        return load_files(files, "mnist", "bundled MNIST subset")
+
+
+def load_dataset(
+    name: str = "mnist",
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    mirrors: Sequence[str] | None = None,
+    download_ok: bool = True,
+    timeout: float = 30.0,
+    log: Callable[[str], None] | None = None,
+) -> Dataset:
+    """Find (or download) a dataset; see the module docstring for the order of places."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    log = log if log is not None else _stderr
+    if data_dir is not None:
+        return load_dir(data_dir, name)
+    for directory in search_dirs(name):
+        files = find_files(directory, name)
+        if files is not None:
+            return load_files(files, name, str(files["train-images"].parent))
+    looked = ", ".join(str(d) for d in search_dirs(name))
+    problem = "downloading is turned off"
+    if download_ok:
+        try:
+            files = download(name, mirrors=mirrors, timeout=timeout, log=log)
+            return load_files(files, name, str(files["train-images"].parent))
+        except DownloadError as exc:
+            problem = f"the download failed ({exc})"
+    if name == "mnist":
+        subset = bundled_subset()
+        log(f"mnist: not found in {looked} and {problem}; using the bundled subset "
+            f"({len(subset.train_labels):,} training, {len(subset.test_labels):,} test images). For the "
+            "full set pass --data-dir DIR or set $TOPGRAD_DATA to a folder with the four IDX files, or "
+            f"run once online to download them into {cache_dir(name)}.")
+        return subset
+    raise DatasetNotFoundError(
+        f"{name}: not found in {looked} and {problem}. Pass --data-dir DIR or set $TOPGRAD_DATA to a folder "
+        f"with the four IDX files, install Debian's dataset-{name} package, or run once online."
+    )
+
+
+def normalize(images: np.ndarray, name: str = "mnist") -> np.ndarray:
+    """uint8 (N, 28, 28) images as float32 NHWC (N, 28, 28, 1), standardized with the dataset's statistics."""
+    info = DATASETS[name]
+    x = images.astype(np.float32)[..., None] / np.float32(255.0)
+    return (x - np.float32(info.mean)) / np.float32(info.std)
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)

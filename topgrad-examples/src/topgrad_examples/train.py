@@ -1,0 +1,197 @@
+"""`topgrad-train MODEL`: train an example model on MNIST or Fashion-MNIST and report test accuracy.
+
+    topgrad-train mlp                        # MNIST, the model's default recipe
+    topgrad-train conv --dataset fashion-mnist --epochs 1 --save conv.npz
+    topgrad-train conv --resume conv.npz     # finish an interrupted run (--epochs N: go on to N)
+
+Each epoch shows a progress bar (loss, images per second) and ends with the test
+accuracy; the last line printed is `test accuracy: 0.9812`. A run is repeatable: the
+seed fixes the initialization and the order of the batches of every epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import topgrad
+from topgrad_examples import checkpoint
+from topgrad_examples.data import DATASETS, Dataset, DatasetNotFoundError, load_dataset, normalize
+from topgrad_examples.download import DownloadError
+from topgrad_examples.idx import IDXError
+from topgrad_examples.loss import accuracy, cross_entropy
+from topgrad_examples.models import MODELS, Module, TrainDefaults, build
+from topgrad_examples.plot import PlotError, plot_history, require_matplotlib
+from tqdm import tqdm
+
+EVAL_BATCH = 500
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="topgrad-train", description="Train a topgrad example model and print its test accuracy.")
+    p.add_argument("model", choices=list(MODELS), help="which model to train")
+    p.add_argument("--backend", help="topgrad backend (default: $TOPGRAD_BACKEND, else numpy)")
+    p.add_argument("--dataset", choices=list(DATASETS), default=None, help="default: mnist")
+    p.add_argument("--data-dir", help="folder with the four IDX files (default: search, then download)")
+    p.add_argument("--epochs", type=int, help="train until this many epochs in total; the learning rate "
+                   "follows a cosine schedule over them (default: the checkpoint's, else per model)")
+    p.add_argument("--batch-size", type=int, help="default: per model")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: per model)")
+    p.add_argument("--seed", type=int, default=None, help="fixes initialization and batch order (default: 0)")
+    p.add_argument("--limit", type=int, help="use only the first N training and N test images")
+    p.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz) after every epoch")
+    p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint written by --save")
+    p.add_argument("--plot", metavar="PATH", help="write a PNG of loss and accuracy per epoch (matplotlib)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+# ---- pieces of the training loop ------------------------------------------------------
+def make_optimizer(recipe: TrainDefaults, params: list[topgrad.Tensor]) -> topgrad.optim.Optimizer:
+    """The optimizer a recipe names, with its learning rate and weight decay."""
+    if recipe.optimizer == "adam":
+        return topgrad.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adamw":
+        return topgrad.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "sgd":
+        return topgrad.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
+                                 weight_decay=recipe.weight_decay, nesterov=recipe.momentum > 0)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
+
+
+def learning_rate(step: int, total: int, peak: float, warmup: int = 0) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay from `peak` towards zero at `total`."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def batches(n: int, batch_size: int, seed: int, epoch: int) -> Iterator[np.ndarray]:
+    """Shuffled index batches; the order depends only on (seed, epoch), so resumed runs match."""
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    for start in range(0, n, batch_size):
+        yield order[start:start + batch_size]
+
+
+def evaluate(model: Module, images: np.ndarray, labels: np.ndarray, batch_size: int = EVAL_BATCH) -> float:
+    """Test accuracy in eval mode (BatchNorm uses its running statistics), without building a graph."""
+    correct = 0
+    with topgrad.no_grad():
+        for start in range(0, len(labels), batch_size):
+            logits = model(topgrad.Tensor(images[start:start + batch_size]), training=False)
+            correct += round(accuracy(logits, labels[start:start + batch_size]) * len(logits))
+    return correct / max(1, len(labels))
+
+
+def train_epoch(
+    model: Module, optimizer: topgrad.optim.Optimizer, images: np.ndarray, labels: np.ndarray,
+    recipe: TrainDefaults, seed: int, epoch: int, total_epochs: int, progress: bool = True,
+) -> float:
+    """One pass over the training set; returns the mean training loss."""
+    steps = math.ceil(len(labels) / recipe.batch_size)
+    step = epoch * steps
+    total_loss = 0.0
+    bar = tqdm(total=len(labels), desc=f"epoch {epoch + 1}/{total_epochs}", unit="img",
+               disable=not progress, leave=False, dynamic_ncols=True)
+    for i, index in enumerate(batches(len(labels), recipe.batch_size, seed, epoch)):
+        optimizer.lr = learning_rate(step + i, total_epochs * steps, recipe.lr, recipe.warmup_steps)
+        loss = cross_entropy(model(topgrad.Tensor(images[index]), training=True), labels[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item()
+        bar.update(len(index))
+        bar.set_postfix(loss=f"{total_loss / (i + 1):.4f}", refresh=i == steps - 1)
+    bar.close()
+    return total_loss / max(1, steps)
+
+
+# ---- the command ------------------------------------------------------------------------
+def _select_data(ds: Dataset, limit: int | None) -> tuple[np.ndarray, ...]:
+    n_train, n_test = (len(ds.train_labels), len(ds.test_labels)) if limit is None else (limit, limit)
+    return (normalize(ds.train_images[:n_train], ds.name), ds.train_labels[:n_train].astype(np.int64),
+            normalize(ds.test_images[:n_test], ds.name), ds.test_labels[:n_test].astype(np.int64))
+
+
+def _recipe(args: argparse.Namespace, saved: dict[str, Any]) -> TrainDefaults:
+    """The model's defaults, overridden by the checkpoint's settings, overridden by the command line."""
+    recipe = MODELS[args.model].defaults
+    for field in ("batch_size", "lr", "epochs"):
+        value = getattr(args, field)
+        value = saved.get(field) if value is None else value
+        if value is not None:
+            recipe = replace(recipe, **{field: type(getattr(recipe, field))(value)})
+    return recipe
+
+
+def run(args: argparse.Namespace) -> float:
+    """Train as the parsed arguments say; return the final test accuracy."""
+    if args.backend:
+        topgrad.set_backend(args.backend)
+    if args.plot:
+        require_matplotlib()
+    saved = checkpoint.config_of(checkpoint.read(args.resume)) if args.resume else {}
+    dataset = args.dataset or saved.get("dataset") or "mnist"
+    seed = args.seed if args.seed is not None else int(saved.get("seed", 0))
+    recipe = _recipe(args, saved)
+
+    x_train, y_train, x_test, y_test = _select_data(load_dataset(dataset, args.data_dir), args.limit)
+    model = build(args.model, seed=seed)
+    optimizer = make_optimizer(recipe, model.parameters())
+    start, history = 0, np.zeros((0, 3))
+    if args.resume:
+        start, _, history = checkpoint.load(args.resume, args.model, model, optimizer)
+        print(f"resumed from {args.resume} after epoch {start}")
+    config = {"dataset": dataset, "seed": seed, "batch_size": recipe.batch_size, "lr": recipe.lr,
+              "epochs": recipe.epochs}
+    print(f"{args.model} on {dataset} ({len(y_train):,} training, {len(y_test):,} test images), "
+          f"backend {topgrad.get_backend().name}, {recipe.optimizer} lr {recipe.lr:g}, "
+          f"batch {recipe.batch_size}, {recipe.epochs} epochs")
+
+    acc = None
+    for epoch in range(start, recipe.epochs):
+        began = time.perf_counter()
+        loss = train_epoch(model, optimizer, x_train, y_train, recipe, seed, epoch, recipe.epochs,
+                           progress=not args.no_progress)
+        seconds = time.perf_counter() - began
+        acc = evaluate(model, x_test, y_test)
+        history = np.vstack([history, [loss, acc, seconds]])
+        print(f"epoch {epoch + 1}/{recipe.epochs}: train loss {loss:.4f}, test acc {acc:.4f}, "
+              f"{seconds:.1f} s ({len(y_train) / seconds:,.0f} img/s)", flush=True)
+        if args.save:
+            checkpoint.save(args.save, args.model, model, optimizer, epoch + 1, config, history)
+    if acc is None:
+        acc = evaluate(model, x_test, y_test)
+    if args.plot:
+        plot_history(history, args.plot, title=f"{args.model} on {dataset}")
+    print(f"test accuracy: {acc:.4f}")
+    return acc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `topgrad-train`; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in ("epochs", "limit", "batch_size"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "epochs" else 1):
+            parser.error(f"--{name.replace('_', '-')} must be at least {0 if name == 'epochs' else 1}")
+    try:
+        run(args)
+    except (DatasetNotFoundError, DownloadError, IDXError, checkpoint.CheckpointError, PlotError,
+            topgrad.BackendNotFoundError, topgrad.BackendUnavailableError) as exc:
+        print(f"topgrad-train: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
