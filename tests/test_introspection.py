@@ -126,7 +126,7 @@ def _dims(case: str, inputs: list[np.ndarray]) -> dict[str, int]:
         stride, pad = (2, 1) if case == "Conv2d" else (1, 0)
         ho = (x.shape[1] + 2 * pad - kh) // stride + 1
         wo = (x.shape[2] + 2 * pad - kw) // stride + 1
-        return {"P": x.shape[0] * ho * wo, "K": kh * kw * cin, "Cout": cout,
+        return {"X": x.size, "P": x.shape[0] * ho * wo, "K": kh * kw * cin, "Cout": cout,
                 "pointwise": int(kh == kw == 1 and stride == 1 and pad == 0)}
     if case in ("BatchNorm", "LayerNorm"):
         return {"N": math.prod(x.shape[:-1]), "C": x.shape[-1]}
@@ -141,8 +141,8 @@ def _conv(d: dict[str, int]) -> tuple[int, int]:
 SAVED_FLOATS: dict[str, dict[str, Callable[[dict[str, int]], tuple[int, int]]]] = {
     "numpy": {
         "Linear": lambda d: (d["N"] * d["D"] + d["D"] * d["M"], 0),
-        "Conv2d": _conv,
-        "Conv2d-1x1": _conv,
+        "Conv2d": lambda d: (d["X"] + d["K"] * d["Cout"], 0),
+        "Conv2d-1x1": lambda d: (d["X"] + d["K"] * d["Cout"], 0),
         "BatchNorm": lambda d: (d["N"] * d["C"] + 2 * d["C"], d["N"] * d["C"] + 2 * d["C"]),
         "LayerNorm": lambda d: (d["N"] * d["C"] + d["N"] + d["C"], d["N"] * d["C"] + d["N"]),
         "Attention": lambda d: (2 * d["B"] * d["T"] * d["D"] + 2 * d["B"] * d["S"] * d["D"]

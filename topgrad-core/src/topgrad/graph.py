@@ -8,7 +8,7 @@ shows it, with totals per op type at the end.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,7 +78,7 @@ class Graph:
     def __len__(self) -> int:
         return len(self.nodes)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Node]:
         return iter(self.nodes)
 
     def __getitem__(self, i: int) -> Node:
