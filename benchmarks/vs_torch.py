@@ -40,6 +40,7 @@ import torch.nn.functional as nnf  # noqa: E402
 from topgrad import Tensor  # noqa: E402
 
 LR = 0.01
+CLOCK_NAMES = {"cpu": "process CPU time (user + system)", "wall": "elapsed (wall) time"}
 TARGET_STEP, TARGET_OP, TARGET_MEM = 1.3, 2.0, 1.5
 MATCH_TOL = 1e-3  # relative logit difference above which a model and its mirror disagree
 
@@ -91,8 +92,8 @@ def model_case(name: str, batch: int, seed: int) -> Case:
     """A training step of model `name`: forward, cross-entropy, backward, SGD update."""
     x, labels = _images(batch, seed)
     tgm, thm = load_models(name, seed, x)
-    tg_x, th_x = Tensor(x), torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-    onehot = Tensor(np.eye(_models_topgrad.CLASSES, dtype=np.float32)[labels])
+    tg_x, th_x = constant(Tensor(x)), torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    onehot = constant(Tensor(np.eye(_models_topgrad.CLASSES, dtype=np.float32)[labels]))
     th_y = torch.from_numpy(labels)
     tg_opt = topgrad.optim.SGD(list(tgm.params.values()), lr=LR)
     th_opt = torch.optim.SGD(thm.parameters(), lr=LR)
@@ -132,6 +133,30 @@ def build_cases(models: list[str], ops: list[str], batch: int, tiny: bool, seed:
 _limits: Any = None
 
 
+PROTOTYPES = ("ops", "sgd", "constants", "lean")
+_active: set[str] = set()
+
+
+def use_prototypes(features: list[str]) -> None:
+    """Switch on prototypes of PERF_NOTES.md's recommendations: `ops` and `sgd` of
+    `_prototype_ops.py`, `constants` and `lean` (graph) of `_prototype_core.py`."""
+    import _prototype_core
+    import _prototype_ops
+
+    _active.update(features)
+    _prototype_ops.install(ops="ops" in _active, sgd="sgd" in _active)
+    _prototype_core.install(lean_graph="lean" in _active, constants="constants" in _active)
+
+
+def constant(t: Tensor) -> Tensor:
+    """Mark a Tensor that needs no gradient (the input batch), where the `constants` prototype is on."""
+    if "constants" in _active:
+        import _prototype_core
+
+        _prototype_core.mark_constant(t)
+    return t
+
+
 def set_threads(n: int) -> None:
     """The same thread count for PyTorch's pools and numpy's BLAS."""
     global _limits
@@ -165,6 +190,16 @@ def torch_blas() -> str:
     return f"{blas} + oneDNN (CPU capability {cap}, {torch.get_num_threads()} thread(s))"
 
 
+ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+            "GLIBC_TUNABLES")
+
+
+def environment() -> str:
+    """The environment variables that change either framework's speed."""
+    found = [f"{k}={os.environ[k]}" for k in ENV_VARS if k in os.environ]
+    return ", ".join(found) or "none of " + ", ".join(ENV_VARS)
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -179,6 +214,8 @@ def memory_child(args: argparse.Namespace) -> None:
     """Entry point of the child: print {name: [topgrad rss, torch rss, topgrad tracemalloc]} as JSON."""
     _measure.force_mmap()
     set_threads(args.threads)
+    if args.prototype:
+        use_prototypes(args.prototype)
     out: dict[str, list[int]] = {}
     for case in build_cases(args.models, args.ops, args.batch, args.tiny, args.seed):
         for _ in range(2):
@@ -193,7 +230,9 @@ def memory_child(args: argparse.Namespace) -> None:
 def measure_memory(args: argparse.Namespace) -> dict[str, list[int]]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", "--threads", str(args.threads),
            "--models", ",".join(args.models) or "none", "--ops", ",".join(args.ops) or "none",
-           "--batch", str(args.batch), "--seed", str(args.seed)] + (["--tiny"] if args.tiny else [])
+           "--batch", str(args.batch), "--seed", str(args.seed)]
+    cmd += ["--tiny"] if args.tiny else []
+    cmd += ["--prototype", ",".join(args.prototype)] if args.prototype else []
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if res.returncode != 0:
@@ -222,8 +261,8 @@ class Row:
     samples: dict[str, list[float]] = field(default_factory=dict)
 
 
-def measure(case: Case, repeat: int, warmup: int, rate: float) -> Row:
-    t = _measure.time_interleaved(case.run_topgrad, case.run_torch, repeat, warmup)
+def measure(case: Case, repeat: int, warmup: int, rate: float, clock: str = "wall") -> Row:
+    t = _measure.time_interleaved(case.run_topgrad, case.run_torch, repeat, warmup, clock=clock)
     tg, th = t.median("topgrad") * 1e3, t.median("torch") * 1e3
     floor = case.flops / rate * 1e3 if case.flops else None
     return Row(case.kind, case.name, case.shape, tg, th, tg / th, t.best("topgrad") / t.best("torch"), floor,
@@ -273,12 +312,14 @@ def header(args: argparse.Namespace, np_rate: float, th_rate: float) -> str:
     return "\n".join([
         f"- machine: {cpu_model()}, {platform.system()} {platform.release()}",
         f"- versions: python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
-        f"topgrad {topgrad.__version__} (backend {topgrad.get_backend().name})",
+        f"topgrad {topgrad.__version__} (backend {topgrad.get_backend().name}"
+        f"{'; prototypes: ' + ','.join(args.prototype) if args.prototype else ''})",
         f"- BLAS: numpy -> {numpy_blas()}; torch -> {torch_blas()}",
         f"- threads: {args.threads} for both; repeat {args.repeat}, warm-up {args.warmup}, "
-        f"batch {args.batch}",
+        f"batch {args.batch}; clock: {CLOCK_NAMES[args.clock]}",
         f"- GEMM rate ({args.gemm_size}^2 float32, {args.threads} thread(s), best of 3): "
         f"numpy {np_rate / 1e9:.1f} GFLOP/s, torch {th_rate / 1e9:.1f} GFLOP/s; floor = FLOPs / numpy rate",
+        f"- environment: {environment()}",
         f"- command: python benchmarks/vs_torch.py {' '.join(args.argv)}".rstrip(),
     ])
 
@@ -316,36 +357,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="a fast smoke run: fewer samples, smaller GEMM probe")
     p.add_argument("--threads", type=int, default=1, help="threads for both frameworks (default 1)")
     p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--clock", choices=("cpu", "wall"), default=None,
+                   help="cpu: process CPU time, robust on a shared machine (default with 1 thread); "
+                   "wall: elapsed time (default with several threads)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gemm-size", type=int, default=None, help="side of the GEMM-rate probe (default 2048)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child process")
     p.add_argument("--tiny", action="store_true", help="tiny op sizes (the smoke test)")
     p.add_argument("--json", default=None, help="also write the rows (with raw samples) to this file")
+    p.add_argument("--prototype", nargs="?", const="all", default="",
+                   help="measure PERF_NOTES.md's prototypes: comma list of ops,sgd,constants,lean "
+                   "(default all)")
     p.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     args.models = _names(args.models, _models_topgrad.MODELS)
     args.ops = _names(args.ops, _ops.OPS)
+    args.prototype = _names(args.prototype, PROTOTYPES)
     args.repeat = args.repeat or (5 if args.quick else 15)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
+    args.clock = args.clock or ("cpu" if args.threads == 1 else "wall")
+    if args.clock == "cpu" and args.threads != 1:
+        raise SystemExit("--clock cpu sums the CPU time of all threads: use --clock wall with --threads > 1")
     args.gemm_size = args.gemm_size or (512 if args.tiny else 1024 if args.quick else 2048)
     return args
 
 
-def gemm_rates(n: int) -> tuple[float, float]:
+def gemm_rates(n: int, clock: str = "wall") -> tuple[float, float]:
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
     ta, tb = torch.from_numpy(a.copy()), torch.from_numpy(b.copy())
-    return _measure.gemm_rate(np.matmul, a, b), _measure.gemm_rate(torch.mm, ta, tb)
+    return _measure.gemm_rate(np.matmul, a, b, clock=clock), _measure.gemm_rate(torch.mm, ta, tb, clock=clock)
 
 
 def run(args: argparse.Namespace, out: Callable[[str], None] = print) -> list[Row]:
     """Measure every case and print the report; returns the rows."""
     set_threads(args.threads)
-    np_rate, th_rate = gemm_rates(args.gemm_size)
+    if args.prototype:
+        use_prototypes(args.prototype)
+    np_rate, th_rate = gemm_rates(args.gemm_size, args.clock)
     out(header(args, np_rate, th_rate))
     cases = build_cases(args.models, args.ops, args.batch, args.tiny, args.seed)
-    rows = [measure(c, args.repeat, args.warmup, np_rate) for c in cases]
+    rows = [measure(c, args.repeat, args.warmup, np_rate, args.clock) for c in cases]
     if not args.no_memory:
         add_memory(rows, measure_memory(args))
     out("")
