@@ -187,6 +187,10 @@ KNOWN_ISSUES: dict[str, dict[str, str]] = {
     "triton": {
         "LayerNorm[(4,0),(0,),(0,)]": "LayerNorm with 0 features: forward works, backward raises "
                                       "ZeroDivisionError in kernels/norm.py _row_plan",
+        "Linear-float64": "Tensor(data, dtype='float64') is accepted by asarray, then Linear's matmul kernel "
+                          "fails: InterpreterError 'Both operands must be same dtype. Got fp32 and fp64'",
+        "Attention-float64": "float64 tensors: forward runs, backward's attn_bwd_dkdv_kernel fails with "
+                             "InterpreterError 'Both operands must be same dtype. Got fp64 and fp32'",
         "ReLU-nan": "ReLU(NaN) gives 0 where PyTorch gives NaN: a NaN in the data disappears silently",
         "Attention[(2,0,3),(2,4,3),(2,4,3)]": "Attention with 0 queries: RuntimeError 'cannot reshape tensor "
                                               "of 0 elements into shape [-1, 0, 3]' from ops/attention.py "
@@ -206,12 +210,18 @@ def _mark_known(request: pytest.FixtureRequest, backend: str, case: str) -> None
 
 
 def _agrees_or_refuses(
-    op: str, top_fn: Callable[..., Tensor], ref_fn: Callable[..., torch.Tensor], arrays: Sequence[Any]
+    op: str, top_fn: Callable[..., Tensor], ref_fn: Callable[..., torch.Tensor], arrays: Sequence[Any],
+    dtype: str = "float32",
 ) -> bool:
     """Run `top_fn` on Tensors of `arrays` (None stays None): a ValueError/TypeError naming `op`,
     or a result and gradients that match `ref_fn` in PyTorch. Returns True when it ran."""
     shapes = [None if a is None else tuple(np.shape(a)) for a in arrays]
-    tensors = [None if a is None else Tensor(a) for a in arrays]
+    try:
+        tensors = [None if a is None else Tensor(a, dtype=dtype) for a in arrays]
+    except (ValueError, TypeError):
+        if dtype == "float32":
+            raise
+        return False  # the backend has no such dtype, and says so
     try:
         out = top_fn(*tensors)
     except (ValueError, TypeError) as exc:
@@ -394,6 +404,15 @@ def test_non_contiguous_and_read_only_inputs_give_the_right_answer(op: str, layo
     arrays = [_layouts(rand(s, i))[layout] for i, s in enumerate(BASE_SHAPES[op])]
     top, ref = OPS[op]
     assert _agrees_or_refuses(op, top, ref, arrays)
+
+
+@pytest.mark.parametrize("op", sorted(BASE_SHAPES))
+def test_float64_tensors_give_a_clear_error_or_the_right_answer(op: str, backend_name: str,
+                                                                request: pytest.FixtureRequest) -> None:
+    """`Tensor(data, dtype="float64")` is public API: a backend supports it or refuses it clearly."""
+    _mark_known(request, backend_name, f"{op}-float64")
+    top, ref = OPS[op]
+    _agrees_or_refuses(op, top, ref, [rand(s, i) for i, s in enumerate(BASE_SHAPES[op])], dtype="float64")
 
 
 def test_integer_and_boolean_data_become_float32() -> None:
