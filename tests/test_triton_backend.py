@@ -86,6 +86,11 @@ def test_asarray_converts_lists_numpy_and_torch_to_float32_on_device(backend):
     assert tuple(backend.asarray(3.5).shape) == ()
 
 
+def test_asarray_refuses_other_dtypes_clearly(backend):
+    with pytest.raises(TypeError, match="float32 arrays only"):
+        backend.asarray([1.0, 2.0], dtype="float64")
+
+
 def test_to_numpy_returns_a_copy(backend):
     a = backend.ones((3,))
     n = backend.to_numpy(a)

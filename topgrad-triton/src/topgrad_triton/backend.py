@@ -53,18 +53,23 @@ class TritonBackend(topgrad.Backend):
     # ---- conversion ---------------------------------------------------------------
     @_guarded_helper
     def asarray(self, obj: Any, dtype: str = "float32") -> Any:
-        """A torch tensor on the backend's device; a dtype change runs in the copy kernel."""
+        """A float32 torch tensor on the backend's device; a dtype change runs in the copy kernel.
+
+        Only float32 is held (the kernels compute in fp32): another `dtype` raises TypeError.
+        """
         torch = self._torch
-        want = getattr(torch, str(dtype))
+        if str(dtype) not in ("float32", "torch.float32"):
+            raise TypeError(f"backend 'triton' holds float32 arrays only (its kernels compute in fp32), "
+                            f"got dtype={dtype!r}")
         if not isinstance(obj, torch.Tensor):
             import numpy as np
 
-            arr = np.array(obj, dtype=np.dtype(str(dtype)) if want.is_floating_point else None, copy=True)
-            obj = torch.from_numpy(arr)  # np.array(copy=True) is C-contiguous
+            arr = np.array(obj, dtype=np.float32, copy=True)  # C-contiguous; refuses ragged lists
+            obj = torch.from_numpy(arr)
         if obj.device != self.device:
             obj = obj.to(self.device)
-        if obj.dtype != want:
-            out = torch.empty(tuple(obj.shape), dtype=want, device=self.device)
+        if obj.dtype != torch.float32:
+            out = torch.empty(tuple(obj.shape), dtype=torch.float32, device=self.device)
             obj = self._ew.elementwise(self._ew.COPY, obj, name="asarray", out=out)
         return obj
 
