@@ -7,6 +7,7 @@ Demonstrates `conv2d` on NHWC images with HWIO kernels, `stride` and `padding`, 
 from __future__ import annotations
 
 from topgrad import Tensor
+
 from topgrad_examples.models.layers import Conv, Linear, Module, TrainDefaults, seed_stream
 
 

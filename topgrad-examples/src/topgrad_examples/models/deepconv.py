@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from topgrad import Tensor
+
 from topgrad_examples.models.layers import BatchNorm, Conv, Linear, Module, TrainDefaults, seed_stream
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 
 from topgrad import Tensor
+
 from topgrad_examples.models.layers import Linear, Module, TrainDefaults, seed_stream
 
 
