@@ -53,15 +53,17 @@ class OpCase:
     th_grad: torch.Tensor
     th_to_tg: Callable[[np.ndarray], np.ndarray] = lambda a: a  # torch output -> topgrad layout
 
+    # gradients are cleared after backward, so that a call starts without them and its peak
+    # memory counts them
     def run_topgrad(self) -> None:
+        self.tg_fn(*self.tg_leaves).backward(self.tg_grad)
         for t in self.tg_leaves:
             t.grad = None
-        self.tg_fn(*self.tg_leaves).backward(self.tg_grad)
 
     def run_torch(self) -> None:
+        self.th_fn(*self.th_leaves).backward(self.th_grad)
         for t in self.th_leaves:
             t.grad = None
-        self.th_fn(*self.th_leaves).backward(self.th_grad)
 
     def max_abs_diff(self) -> float:
         """Largest forward difference between the two frameworks (a sanity check)."""

@@ -137,6 +137,17 @@ PROTOTYPES = ("ops", "sgd", "constants", "lean")
 _active: set[str] = set()
 
 
+def keep_freed_memory() -> None:
+    """The numpy backend's opt-in glibc setting (measured in PERF_NOTES.md, recommendation 7)."""
+    try:
+        from topgrad_numpy.tuning import keep_freed_memory as keep
+    except ImportError:
+        print("warning: topgrad_numpy.tuning.keep_freed_memory is missing; ignored", file=sys.stderr)
+        return
+    if not keep():
+        print("warning: keep_freed_memory() had no effect here (not glibc?)", file=sys.stderr)
+
+
 def use_prototypes(features: list[str]) -> None:
     """Switch on prototypes of PERF_NOTES.md's recommendations: `ops` and `sgd` of
     `_prototype_ops.py`, `constants` and `lean` (graph) of `_prototype_core.py`."""
@@ -198,6 +209,19 @@ def environment() -> str:
     """The environment variables that change either framework's speed."""
     found = [f"{k}={os.environ[k]}" for k in ENV_VARS if k in os.environ]
     return ", ".join(found) or "none of " + ", ".join(ENV_VARS)
+
+
+def git_commit() -> str:
+    """The repository's commit (with `+changes` when the work tree differs), or `unknown`."""
+    def git(*a: str) -> str:
+        try:
+            res = subprocess.run(["git", "-C", str(HERE), *a], capture_output=True, text=True, check=False)
+        except OSError:
+            return ""
+        return res.stdout.strip() if res.returncode == 0 else ""
+
+    head = git("rev-parse", "--short", "HEAD")
+    return (head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")) or "unknown"
 
 
 def cpu_model() -> str:
@@ -319,7 +343,8 @@ def header(args: argparse.Namespace, np_rate: float, th_rate: float) -> str:
         f"batch {args.batch}; clock: {CLOCK_NAMES[args.clock]}",
         f"- GEMM rate ({args.gemm_size}^2 float32, {args.threads} thread(s), best of 3): "
         f"numpy {np_rate / 1e9:.1f} GFLOP/s, torch {th_rate / 1e9:.1f} GFLOP/s; floor = FLOPs / numpy rate",
-        f"- environment: {environment()}",
+        f"- environment: {environment()}; repository at {git_commit()}"
+        f"{'; keep_freed_memory() on' if args.keep_freed_memory else ''}",
         f"- command: python benchmarks/vs_torch.py {' '.join(args.argv)}".rstrip(),
     ])
 
@@ -363,6 +388,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gemm-size", type=int, default=None, help="side of the GEMM-rate probe (default 2048)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child process")
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="call topgrad_numpy.tuning.keep_freed_memory() first (glibc keeps freed memory; "
+                   "process-wide, so PyTorch gets it too)")
     p.add_argument("--tiny", action="store_true", help="tiny op sizes (the smoke test)")
     p.add_argument("--json", default=None, help="also write the rows (with raw samples) to this file")
     p.add_argument("--prototype", nargs="?", const="all", default="",
@@ -393,6 +421,8 @@ def gemm_rates(n: int, clock: str = "wall") -> tuple[float, float]:
 def run(args: argparse.Namespace, out: Callable[[str], None] = print) -> list[Row]:
     """Measure every case and print the report; returns the rows."""
     set_threads(args.threads)
+    if args.keep_freed_memory:
+        keep_freed_memory()
     if args.prototype:
         use_prototypes(args.prototype)
     np_rate, th_rate = gemm_rates(args.gemm_size, args.clock)
