@@ -1,15 +1,19 @@
 """Topgrad-numpy against PyTorch eager on this CPU: training steps, single ops, memory, the floor.
 
     python benchmarks/vs_torch.py [--quick] [--repeat N] [--models mlp,conv] [--ops Add,Linear]
-                                  [--threads 1] [--batch 128] [--no-memory] [--json out.json]
+                                  [--threads 1] [--clock cpu|wall] [--batch 128] [--no-memory]
+                                  [--keep-freed-memory] [--prototype [ops,sgd,constants,lean]]
+                                  [--json out.json]
 
 Each row runs the same computation from the same numbers in both frameworks, in one process,
 alternating Topgrad and PyTorch samples, with the same number of threads (PyTorch's intra-op
 pool and numpy's BLAS pool). Rows of the `model` kind are one training step (forward, loss,
 backward, SGD update) at batch 128; rows of the `op` kind are one op's forward + backward.
-Times are medians after warm-up; `ratio` is topgrad/torch of the medians, `best` of the fastest
+Times are medians after warm-up, in process CPU time with one thread (robust on a shared
+machine), else elapsed time; `ratio` is topgrad/torch of the medians, `best` of the fastest
 samples. `floor` is the step's GEMM/conv FLOPs (forward + 2x backward) over the GEMM rate of
 numpy at one large matmul: no implementation can beat it. Peak memory: see `_measure.py`.
+`--prototype` measures the changes PERF_NOTES.md recommends (`_prototype_*.py`).
 """
 
 from __future__ import annotations
