@@ -186,3 +186,57 @@ def test_linear_runs_in_either_precision(backend, monkeypatch):
     for mode, tol in (("ieee", 1e-5), ("tf32", 5e-2)):
         monkeypatch.setattr("topgrad_triton.precision._precision", mode)
         np.testing.assert_allclose(Tensor(x).linear(Tensor(w)).numpy(), x @ w, rtol=tol, atol=tol)
+
+
+# ---- GPU code paths, compiled without a GPU (opt-in) ----------------------------------------
+_COMPILE_ALL = r"""
+import os, sys
+os.environ.pop("TRITON_INTERPRET", None)
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from topgrad_triton.kernels import conv, elementwise as ew, fill, matmul, optim, reduce, softmax
+
+FLOATS = {"a_val", "b_val", "value", "scale", "lr", "momentum", "dampening", "weight_decay", "beta1",
+          "beta2", "eps", "step_size", "bias2_sqrt"}
+def kind(name):
+    if name.endswith("_ptr") or name in ("p_out", "buf_out", "m_out", "v_out"):
+        return "*fp32"
+    return "fp32" if name in FLOATS else "i32"
+def build(fn, **consts):
+    sig = {n: "constexpr" if n in consts else kind(n) for n in fn.arg_names}
+    triton.compile(ASTSource(fn, sig, consts), target=GPUTarget("cuda", int(sys.argv[1]), 32))
+for op in range(8):
+    build(ew._elementwise_kernel, OP=op, A_MODE=2, B_MODE=1 if op in (0, 1, 2, 3, 7) else 0, BLOCK=1024)
+build(ew._elementwise_kernel, OP=0, A_MODE=0, B_MODE=2, BLOCK=1024)
+build(fill._fill_kernel, BLOCK=1024)
+build(fill._randn_kernel, BLOCK=1024)
+build(reduce._sum_rows_kernel, BLOCK_K=8, BLOCK_R=512)
+build(reduce._sum_rows_kernel, BLOCK_K=1, BLOCK_R=512)
+build(softmax._logsoftmax_fwd_kernel, BLOCK_M=4, BLOCK_N=1024)
+build(softmax._logsoftmax_bwd_kernel, BLOCK_M=256, BLOCK_N=16)
+for prec in ("ieee", "tf32"):
+    build(matmul._matmul_kernel, HAS_BIAS=True, PRECISION=prec, BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, GROUP_M=8)
+build(matmul._matmul_kernel, HAS_BIAS=False, PRECISION="ieee", BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, GROUP_M=8)
+build(conv._im2col_kernel, BLOCK_M=64, BLOCK_K=64)
+build(conv._col2im_kernel, BLOCK=256)
+for has_buf in (False, True):
+    for nesterov in (False, True):
+        build(optim._sgd_kernel, HAS_BUF=has_buf, MOMENTUM=True, NESTEROV=nesterov, BLOCK=1024)
+build(optim._sgd_kernel, HAS_BUF=False, MOMENTUM=False, NESTEROV=False, BLOCK=1024)
+for decoupled in (False, True):
+    build(optim._adam_kernel, DECOUPLED=decoupled, BLOCK=1024)
+"""
+
+
+@pytest.mark.skipif(not os.environ.get("TOPGRAD_TRITON_COMPILE_CHECK"),
+                    reason="opt-in: set TOPGRAD_TRITON_COMPILE_CHECK=90 (an sm arch)")
+def test_kernels_compile_for_gpu_without_one(tmp_path):
+    """Compile every elementwise, reduce, softmax, matmul, conv, fill and optimizer kernel variant
+    for a CUDA target (codegen and ptxas, no GPU needed): what the interpreter lets through."""
+    env = {**os.environ, "TRITON_CACHE_DIR": str(tmp_path)}
+    env.pop("TRITON_INTERPRET", None)
+    arch = os.environ["TOPGRAD_TRITON_COMPILE_CHECK"]
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", _COMPILE_ALL, arch], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
