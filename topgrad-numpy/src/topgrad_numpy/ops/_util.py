@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any
 
 import numpy as np
@@ -68,12 +70,72 @@ def expand(grad: Any, shape: tuple[int, ...], axs: tuple[int, ...], keepdims: bo
     return out
 
 
+@functools.lru_cache(maxsize=64)
+def ones(n: int, dtype: Any = F32) -> np.ndarray:
+    """A cached read-only ones vector: the reductions below multiply by it (no allocation each call)."""
+    v = np.ones(n, dtype=dtype)
+    v.flags.writeable = False
+    return v
+
+
 def colsum(a2: np.ndarray) -> np.ndarray:
     """Column sums of a 2-d array as one BLAS matrix-vector product (several times faster than
     `a2.sum(axis=0)`, whose inner loop runs over a short row)."""
-    return np.ones(a2.shape[0], dtype=a2.dtype) @ a2
+    return ones(a2.shape[0], a2.dtype) @ a2
 
 
 def rowsum(a: np.ndarray) -> np.ndarray:
     """Sums over the last axis, kept as a size-1 axis, as one BLAS matrix-vector product."""
-    return (a @ np.ones(a.shape[-1], dtype=a.dtype))[..., None]
+    return (a @ ones(a.shape[-1], a.dtype))[..., None]
+
+
+def wide(a2: np.ndarray, *vectors: np.ndarray) -> tuple[np.ndarray, ...]:
+    """A contiguous `a2` (N, C) viewed as (N/k, k*C), and each (C,) vector tiled k times.
+
+    Broadcasting a short vector over many rows runs numpy's inner loop only C long; on the
+    wide view it runs ~1024 long (3-4x faster for C <= 64)."""
+    n, c = a2.shape
+    k = math.gcd(n, max(1, 1024 // max(c, 1))) if a2.flags.c_contiguous else 1
+    if k == 1:
+        return (a2, *vectors)
+    return (a2.reshape(n // k, k * c), *(np.tile(v, k) for v in vectors))
+
+
+def wide_add(a2: np.ndarray, v: np.ndarray) -> None:
+    """a2 += v broadcast over the rows of a2 (N, C), in place, on the wide view."""
+    aw, vw = wide(a2, v)
+    aw += vw
+
+
+def _run(shape: tuple[int, ...], axs: tuple[int, ...]) -> tuple[int, int, int] | None:
+    """(before, reduced, after) sizes when `axs` is one contiguous run of axes, else None."""
+    if not axs or list(axs) != list(range(axs[0], axs[-1] + 1)):
+        return None
+    return math.prod(shape[: axs[0]]), math.prod(shape[axs[0] : axs[-1] + 1]), math.prod(shape[axs[-1] + 1 :])
+
+
+def run_sum(x: np.ndarray, axs: tuple[int, ...]) -> np.ndarray | None:
+    """Sum of a C-contiguous float x over a contiguous run of axes as one (batched) BLAS product
+    with a ones vector, flattened to the kept axes; None where that does not apply.
+
+    `x.sum(axis=(1, 2))` on NHWC activations is ~5x slower (short inner loops)."""
+    run = _run(x.shape, axs)
+    if run is None or not x.flags.c_contiguous or x.size == 0 or x.dtype.kind != "f":
+        return None
+    pre, red, post = run
+    if post == 1:
+        return x.reshape(pre, red) @ ones(red, x.dtype)
+    if pre == 1:
+        return ones(red, x.dtype) @ x.reshape(red, post)
+    return np.matmul(ones(red, x.dtype)[None, :], x.reshape(pre, red, post)).reshape(pre * post)
+
+
+def run_expand(grad: Any, shape: tuple[int, ...], axs: tuple[int, ...]) -> np.ndarray | None:
+    """A fresh array of `shape` holding grad repeated over a contiguous run of axes (np.repeat:
+    ~2.5x faster than a broadcast assignment), or None where that does not apply."""
+    run = _run(shape, axs)
+    if run is None:
+        return None
+    pre, red, post = run
+    g = np.ascontiguousarray(grad)
+    return np.repeat(g.reshape(pre, 1, post), red, axis=1).reshape(shape)
