@@ -1,4 +1,9 @@
-"""Reductions over chosen axes: Sum and Mean (a full reduction gives a 0-d array)."""
+"""Reductions over chosen axes: Sum and Mean (a full reduction gives a 0-d array).
+
+Where the reduced axes are one contiguous run (global pooling over H, W; a token mean), the
+sum is one batched BLAS product with a ones vector and the backward an `np.repeat`; numpy's
+own `sum(axis=...)` and broadcast copies run short inner loops there (~5x and ~2.5x slower).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,20 @@ from typing import Any
 import numpy as np
 from topgrad import Op
 
-from topgrad_numpy.ops._util import arr, axes, expand
+from topgrad_numpy.ops._util import arr, axes, expand, run_expand, run_sum
+
+
+def _reduce(x: np.ndarray, axs: tuple[int, ...], keepdims: bool) -> np.ndarray:
+    out = run_sum(x, axs)
+    if out is None:
+        return arr(x.sum(axis=axs, keepdims=keepdims))
+    shape = [1 if i in axs else s for i, s in enumerate(x.shape) if keepdims or i not in axs]
+    return out.reshape(shape)
+
+
+def _expand(grad: Any, shape: tuple[int, ...], axs: tuple[int, ...], keepdims: bool) -> np.ndarray:
+    out = run_expand(grad, shape, axs)
+    return out if out is not None else expand(grad, shape, axs, keepdims)
 
 
 class Sum(Op):
@@ -16,11 +34,11 @@ class Sum(Op):
 
     def forward(self, x: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:
         self.axes = axes("Sum", axis, x.ndim)
-        self.shape, self.keepdims = x.shape, keepdims
-        return arr(x.sum(axis=self.axes, keepdims=keepdims))
+        self.in_shape, self.keepdims = x.shape, keepdims
+        return _reduce(x, self.axes, keepdims)
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
-        return (expand(grad, self.shape, self.axes, self.keepdims),)
+        return (_expand(grad, self.in_shape, self.axes, self.keepdims),)
 
 
 class Mean(Op):
@@ -28,14 +46,14 @@ class Mean(Op):
 
     def forward(self, x: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:
         self.axes = axes("Mean", axis, x.ndim)
-        self.shape, self.keepdims = x.shape, keepdims
+        self.in_shape, self.keepdims = x.shape, keepdims
         count = math.prod(x.shape[a] for a in self.axes)
         self.scale = 1.0 / count if count else math.nan
-        out = arr(x.sum(axis=self.axes, keepdims=keepdims))
+        out = _reduce(x, self.axes, keepdims)
         out *= self.scale
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
-        out = expand(grad, self.shape, self.axes, self.keepdims)
+        out = _expand(grad, self.in_shape, self.axes, self.keepdims)
         out *= self.scale
         return (out,)

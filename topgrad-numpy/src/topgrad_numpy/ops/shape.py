@@ -20,8 +20,8 @@ class Reshape(Op):
                 f"Reshape: cannot reshape an array of shape {x.shape} ({x.size} elements) "
                 f"into shape {shape}"
             ) from None
-        self.shape = x.shape
+        self.in_shape = x.shape
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
-        return (grad.reshape(self.shape),)
+        return (grad.reshape(self.in_shape),)
