@@ -4,6 +4,7 @@ no_grad, the release of saved arrays, and the forms `backward(grad)` accepts.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import numpy as np
@@ -22,12 +23,12 @@ def sizes(interpreted: bool) -> Sizes:
 def _graph_ops(root: Tensor) -> list[Op]:
     """Every op reachable from `root` (each once)."""
     ops: dict[int, Op] = {}
-    stack = [root]
+    stack = [root._op] if root._op is not None else []
     while stack:
-        t = stack.pop()
-        if t._op is not None and id(t._op) not in ops:
-            ops[id(t._op)] = t._op
-            stack.extend(p for p in t._op.parents if isinstance(p, Tensor))
+        op = stack.pop()
+        if id(op) not in ops:
+            ops[id(op)] = op
+            stack.extend(p for p in op.parents if isinstance(p, Op))
     return list(ops.values())
 
 
@@ -57,12 +58,26 @@ def test_constructors() -> None:
 
 
 def test_ops_record_their_op_and_parents() -> None:
+    """The graph is made of ops: a parent is the op that made it, or the leaf Tensor itself."""
     x = Tensor([1.0, -2.0])
     h = x * 2.0
     y = h.relu()
-    assert y._op is not None and y._op.parents[0] is h
-    assert h._op is not None and h._op.parents[0] is x
+    assert y._op is not None and y._op.parents[0] is h._op
+    assert h._op is not None and h._op.parents == (x, 2.0)
+    assert y._op.output() is y and tuple(y._op._out_shape) == (2,)
     assert y.sum().item() == 2.0
+
+
+def test_the_graph_does_not_keep_intermediate_outputs_alive() -> None:
+    """An output that no op saved is freed once the model's code drops it, as in PyTorch."""
+    x = Tensor.randn(4, 3, seed=0)
+    h = x * 2.0  # Mul saves its operands, not its output
+    ref = weakref.ref(h)
+    loss = (h + 1.0).sum()  # Add saves nothing
+    del h
+    assert ref() is None, "the graph kept an intermediate output alive"
+    loss.backward()
+    assert_close(x.grad, np.full((4, 3), 2.0, np.float32), "x.grad", rtol=0, atol=0)
 
 
 # ---- graph shapes --------------------------------------------------------------------------

@@ -124,11 +124,11 @@ def test_saved_intermediates_die_after_backward() -> None:
     a = topgrad.attention(h.linear(w), h, h, causal=True)
     loss = (a.relu().logsoftmax() * 0.5).mean()
     graph = loss.graph()
-    op_refs = [weakref.ref(n._op) for n in _tensors(loss) if n._op is not None]
+    op_refs = [weakref.ref(op) for op in _ops(loss)]
     extra = [s for n in graph.ops for s in n.saved if s.alias is None]
     assert extra, "LayerNorm and Attention save arrays that are not inputs or outputs"
-    saved_refs = _weak([a for n in _tensors(loss) if n._op is not None for a in n._op._intermediate])
-    held = {id(_owner(t.data)) for t in _tensors(loss)}
+    saved_refs = _weak([a for op in _ops(loss) for a in op._intermediate])
+    held = {id(_owner(t.data)) for t in _held_tensors(loss)}
     loss.backward()
     gc.collect()
     alive = [r() for r in saved_refs]
@@ -154,10 +154,20 @@ def _owner(a: Any) -> Any:
         a = base
 
 
-def _tensors(root: Tensor) -> list[Tensor]:
+def _ops(root: Tensor) -> list[Op]:
+    """The ops of the graph behind `root`."""
     from topgrad.tensor import _toposort
 
-    return _toposort(root)
+    return [n for n in _toposort(root._op) if isinstance(n, Op)]
+
+
+def _held_tensors(root: Tensor) -> list[Tensor]:
+    """The graph's leaves and the op outputs that something still holds."""
+    from topgrad.tensor import _toposort
+
+    nodes = _toposort(root._op)
+    outputs = [n.output() for n in nodes if isinstance(n, Op)]
+    return [n for n in nodes if isinstance(n, Tensor)] + [t for t in outputs if t is not None]
 
 
 # ---- a very deep graph ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ shows it, with totals per op type at the end.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,7 @@ from topgrad.op import Op
 from topgrad.tensor import Tensor, _toposort
 
 # Attributes of an op that are the engine's bookkeeping, not what the op saved.
-_ENGINE_ATTRS = frozenset({"parents", "_intermediate", "_released"})
+_ENGINE_ATTRS = frozenset({"parents", "_out_shape", "_out_dtype", "_output", "_intermediate", "_released"})
 
 
 @dataclass(frozen=True)
@@ -128,32 +129,45 @@ def build(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Graph:
     """Describe the graph that produced `t`, leaves first, `t` last.
 
     `names` maps names to tensors (a model's parameters, `{"x": x}`) to label those nodes.
+    The graph's nodes are ops and leaf Tensors; an op's output may be freed already, so its
+    shape and dtype come from the op.
     """
-    order = _toposort(t)
+    order = _toposort(t._op) if t._op is not None else [t]
     index = {id(node): i for i, node in enumerate(order)}
     label = {id(tensor): name for name, tensor in (names or {}).items()}
     nodes: list[Node] = []
     seen_saved: dict[int, int] = {}
-    for i, tensor in enumerate(order):
-        op = tensor._op
-        if op is None:
-            node = Node(i, None, tensor.shape, dtype_name(tensor.data), ())
-        else:
-            parents = tuple(
-                f"%{index[id(p)]}" if isinstance(p, Tensor) else _literal(p) for p in op.parents
-            )
-            saved = saved_arrays(op, tensor)
-            for s, array in saved:
-                seen_saved.setdefault(id(array), s.nbytes)
-            node = Node(
-                i, type(op).__name__, tensor.shape, dtype_name(tensor.data), parents,
-                saved=[s for s, _ in saved], attrs=_settings(op), released=op._released,
-                built_at=getattr(op, "_built_at", None),
-            )
-        node.output_bytes = nbytes(tensor.data)
-        node.name = label.get(id(tensor))
+    for i, item in enumerate(order):
+        if isinstance(item, Tensor):
+            node = Node(i, None, item.shape, dtype_name(item.data), ())
+            node.output_bytes = nbytes(item.data)
+            node.name = label.get(id(item))
+            nodes.append(node)
+            continue
+        op, output = item, item.output()
+        parents = tuple(f"%{index[id(p)]}" if id(p) in index else _literal(p) for p in op.parents)
+        saved = saved_arrays(op, output)
+        for s, array in saved:
+            seen_saved.setdefault(id(array), s.nbytes)
+        node = Node(
+            i, type(op).__name__, tuple(int(d) for d in op._out_shape), _dtype_text(op._out_dtype), parents,
+            saved=[s for s, _ in saved], attrs=_settings(op), released=op._released,
+            built_at=getattr(op, "_built_at", None),
+        )
+        node.output_bytes = math.prod(node.shape) * _itemsize(op._out_dtype)
+        node.name = label.get(id(output)) if output is not None else None
         nodes.append(node)
     return Graph(nodes, sum(seen_saved.values()))
+
+
+def _dtype_text(dtype: Any) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _itemsize(dtype: Any) -> int:
+    """Bytes per element of a numpy or torch dtype (4 when it cannot tell)."""
+    size = getattr(dtype, "itemsize", None)
+    return int(size) if isinstance(size, int) else 4
 
 
 def saved_arrays(op: Op, output: Tensor | None = None) -> list[tuple[SavedArray, Any]]:
@@ -202,11 +216,18 @@ def _same(a: Any, b: Any) -> bool:
 
 def _alias(array: Any, op: Op, output: Tensor | None) -> str | None:
     for j, p in enumerate(op.parents):
-        if isinstance(p, Tensor) and _same(array, p.data):
+        data = p.data if isinstance(p, Tensor) else _output_data(p)
+        if data is not None and _same(array, data):
             return f"input {j}"
     if output is not None and _same(array, output.data):
         return "output"
     return None
+
+
+def _output_data(node: Any) -> Any:
+    """The array an op node produced, while its output Tensor is alive; else None."""
+    output = node.output() if isinstance(node, Op) else None
+    return None if output is None else output.data
 
 
 def _settings(op: Op) -> dict[str, Any]:

@@ -3,11 +3,17 @@
 A backend implements each op of the table as a subclass of `Op`. `Op.apply` runs
 `forward` on raw backend arrays and, unless `no_grad` is active, links the result into
 the graph so that `Tensor.backward` can later call `backward` on this very instance.
+
+The graph is made of ops, as PyTorch's is made of grad_fns: `op.parents` holds, per
+positional argument, the Op that produced it, or the leaf Tensor itself, or the plain value
+(a scalar, None). It holds no intermediate output, so an activation that no op saved for
+backward is freed as soon as the model's code lets go of it.
 """
 
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Any, ClassVar
 
 from topgrad import tensor as _tensor
@@ -17,7 +23,12 @@ from topgrad.tensor import Tensor
 class Op:
     """Base class of every operation; subclasses define `forward` and `backward`."""
 
-    parents: tuple[Any, ...] = ()
+    parents: tuple[Any, ...] = ()  # per positional argument: its Op, a leaf Tensor, or the value
+    # The output's shape and dtype, kept after the output itself is freed (graph views read them).
+    # Underscored, like every engine attribute: the op's own names belong to the op.
+    _out_shape: tuple[int, ...] = ()
+    _out_dtype: Any = None
+    _output: Any = None  # weakref to the output Tensor (see `output`)
     _intermediate: tuple[Any, ...] = ()
     _released: bool = False
     # Observers (profiler, tracer, anomaly detector) registered by topgrad's tools.
@@ -42,6 +53,10 @@ class Op:
         """The arrays this op saved for backward (empty once backward has run)."""
         return self._intermediate
 
+    def output(self) -> Tensor | None:
+        """The Tensor this op produced, while something still holds it; else None."""
+        return self._output() if self._output is not None else None
+
     @classmethod
     def apply(cls, *args: Any, **params: Any) -> Tensor:
         """Run the op on Tensors (or scalars/None) and return the output Tensor."""
@@ -51,8 +66,7 @@ class Op:
         out = op.forward(*[a.data if isinstance(a, Tensor) else a for a in args], **params)
         if not _tensor._grad_enabled:
             return Tensor._from_array(out, None)
-        op.parents = args
-        return Tensor._from_array(out, op)
+        return _link(op, args, out)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} op>"
@@ -66,11 +80,18 @@ def _apply_observed(cls: type[Op], args: tuple[Any, ...], params: dict[str, Any]
     start = time.perf_counter()
     out = op.forward(*[a.data if isinstance(a, Tensor) else a for a in args], **params)
     seconds = time.perf_counter() - start
-    if _tensor._grad_enabled:
-        op.parents = args
-    result = Tensor._from_array(out, op if _tensor._grad_enabled else None)
+    result = _link(op, args, out) if _tensor._grad_enabled else Tensor._from_array(out, None)
     for obs in cls._observers:
         obs.after_forward(op, args, params, result, seconds)
+    return result
+
+
+def _link(op: Op, args: tuple[Any, ...], out: Any) -> Tensor:
+    """Make `out` the output Tensor of `op` and record the op's parents (ops and leaves)."""
+    op.parents = tuple((a._op or a) if isinstance(a, Tensor) else a for a in args)
+    op._out_shape, op._out_dtype = out.shape, out.dtype
+    result = Tensor._from_array(out, op)
+    op._output = weakref.ref(result)
     return result
 
 

@@ -38,7 +38,7 @@ def _ops() -> Any:
 class Tensor:
     """An n-dimensional float32 array that records the op which produced it."""
 
-    __slots__ = ("data", "grad", "_op", "__weakref__")
+    __slots__ = ("__weakref__", "_op", "data", "grad")
     __array_priority__ = 1000  # so that `numpy_array * tensor` calls Tensor.__rmul__
 
     def __init__(self, data: Any, dtype: str = "float32") -> None:
@@ -205,41 +205,47 @@ class Tensor:
         else:
             grad = backend.asarray(grad)
         if tuple(grad.shape) != self.shape:
-            raise ValueError(f"backward: grad of shape {tuple(grad.shape)} for a tensor of shape {self.shape}")
+            raise ValueError(
+                f"backward: grad of shape {tuple(grad.shape)} for a tensor of shape {self.shape}"
+            )
         if self._op is None:
             self.grad = grad if self.grad is None else backend.add(self.grad, grad)
             return
-        from topgrad.op import run_backward
+        from topgrad.op import Op, run_backward
 
         add = backend.add
-        grads: dict[int, Any] = {id(self): grad}
-        for node in reversed(_toposort(self)):
+        grads: dict[int, Any] = {id(self._op): grad}
+        for node in reversed(_toposort(self._op)):
             g = grads.pop(id(node), None)
-            op = node._op
             if g is None:  # no gradient flows here (every consumer returned None)
                 continue
-            if op is None:  # a leaf: its gradient is complete, keep it
+            if isinstance(node, Tensor):  # a leaf: its gradient is complete, keep it
                 node.grad = g if node.grad is None else add(node.grad, g)
                 continue
-            for parent, pg in zip(op.parents, run_backward(op, g)):
-                if pg is None or not isinstance(parent, Tensor):
+            for parent, pg in zip(node.parents, run_backward(node, g)):
+                if pg is None or not isinstance(parent, (Op, Tensor)):
                     continue
                 key = id(parent)
                 grads[key] = pg if key not in grads else add(grads[key], pg)
-            op._intermediate, op._released = (), True
+            node._intermediate, node._released = (), True
 
 
-def _toposort(root: Tensor) -> list[Tensor]:
-    """Tensors reachable from root, each after all its parents (iterative DFS, no recursion)."""
-    order: list[Tensor] = []
+def _toposort(root: Op) -> list[Any]:
+    """The graph's nodes (ops and leaf Tensors) reachable from `root`, each after its parents.
+
+    Iterative depth-first search, so depth is not limited by Python's recursion limit.
+    """
+    from topgrad.op import Op
+
+    order: list[Any] = []
     seen: set[int] = {id(root)}
-    stack: list[tuple[Tensor, Iterator[Any]]] = [(root, iter(root._op.parents if root._op else ()))]
+    stack: list[tuple[Any, Iterator[Any]]] = [(root, iter(root.parents))]
     while stack:
         node, parents = stack[-1]
         for p in parents:
-            if isinstance(p, Tensor) and id(p) not in seen:
+            if id(p) not in seen and isinstance(p, (Op, Tensor)):
                 seen.add(id(p))
-                stack.append((p, iter(p._op.parents if p._op else ())))
+                stack.append((p, iter(p.parents) if isinstance(p, Op) else iter(())))
                 break
         else:
             stack.pop()
