@@ -194,18 +194,7 @@ def test_graph_of_100_000_ops_runs_backward() -> None:
 # Such a case is marked xfail on that backend (an XPASS in the summary means: fixed, delete it).
 KNOWN_ISSUES: dict[str, dict[str, str]] = {
     "numpy": {},
-    "triton": {
-        "LayerNorm[(4,0),(0,),(0,)]": "LayerNorm with 0 features: forward works, backward raises "
-                                      "ZeroDivisionError in kernels/norm.py _row_plan",
-        "Linear-float64": "Tensor(data, dtype='float64') is accepted by asarray, then Linear's matmul kernel "
-                          "fails: InterpreterError 'Both operands must be same dtype. Got fp32 and fp64'",
-        "Attention-float64": "float64 tensors: forward runs, backward's attn_bwd_dkdv_kernel fails with "
-                             "InterpreterError 'Both operands must be same dtype. Got fp64 and fp32'",
-        "ReLU-nan": "ReLU(NaN) gives 0 where PyTorch gives NaN: a NaN in the data disappears silently",
-        "Attention[(2,0,3),(2,4,3),(2,4,3)]": "Attention with 0 queries: RuntimeError 'cannot reshape tensor "
-                                              "of 0 elements into shape [-1, 0, 3]' from ops/attention.py "
-                                              "_as_btd (view(-1, T, D) is ambiguous when T=0)",
-    },
+    "triton": {},
 }
 
 

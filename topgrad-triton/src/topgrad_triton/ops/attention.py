@@ -6,17 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from topgrad_triton.kernels import attention as kernels
-from topgrad_triton.kernels.elementwise import contiguous
 from topgrad_triton.ops.base import TritonOp
-
-
-def _as_btd(x: Any) -> Any:
-    """x (..., T, D) viewed as (B, T, D); a dense copy (Triton kernel) if no such view exists."""
-    shape = (-1, *x.shape[-2:]) if x.ndim != 2 else (1, *x.shape)
-    try:
-        return x.view(shape)
-    except RuntimeError:
-        return contiguous(x).view(shape)
 
 
 class Attention(TritonOp):
@@ -31,14 +21,11 @@ class Attention(TritonOp):
             )
         if k.shape[-2] == 0 and q.shape[-2] > 0:
             raise ValueError(f"Attention: no keys to attend to (k of shape {tuple(k.shape)})")
-        q3, k3, v3 = _as_btd(q), _as_btd(k), _as_btd(v)
-        o, lse = kernels.attention_forward(q3, k3, v3, causal)
-        self.causal, self.shapes = bool(causal), (tuple(q.shape), tuple(k.shape))
-        self.save_for_backward(q3, k3, v3, o, lse)
-        return o.view(q.shape)
+        o, lse = kernels.attention_forward(q, k, v, causal)
+        self.causal = bool(causal)
+        self.save_for_backward(q, k, v, o, lse)
+        return o
 
     def backward(self, grad: Any) -> tuple[Any, Any, Any]:
-        q3, k3, v3, o, lse = self.saved
-        dq, dk, dv = kernels.attention_backward(q3, k3, v3, o, lse, _as_btd(grad), self.causal)
-        q_shape, k_shape = self.shapes
-        return dq.view(q_shape), dk.view(k_shape), dv.view(k_shape)
+        q, k, v, o, lse = self.saved
+        return kernels.attention_backward(q, k, v, o, lse, grad, self.causal)

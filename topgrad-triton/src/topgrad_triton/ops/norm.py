@@ -30,6 +30,8 @@ def _check(op: str, x: Any, **params: Any) -> None:
     """ValueError naming the op and the shapes unless every given parameter has shape (features,)."""
     if x.ndim < 1:
         raise ValueError(f"{op}: input must have at least one dimension, got shape {tuple(x.shape)}")
+    if x.shape[-1] == 0:
+        raise ValueError(f"{op}: needs at least one feature on the last axis, got shape {tuple(x.shape)}")
     for name, p in params.items():
         if p is not None and tuple(p.shape) != (x.shape[-1],):
             raise ValueError(
