@@ -14,7 +14,9 @@ RTOL = ATOL = 1e-4
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--backend", default=None, help="topgrad backend under test (default: $TOPGRAD_BACKEND or numpy)")
+    parser.addoption(
+        "--backend", default=None, help="topgrad backend under test (default: $TOPGRAD_BACKEND or numpy)"
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:

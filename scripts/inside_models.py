@@ -1,0 +1,63 @@
+"""Profile one training step of each example model and total what its graph saved.
+
+`python scripts/inside_models.py [--batch 128] [--out docs/inside-models.md]` prints, per
+model, `topgrad.profile()`'s table of one step (forward, loss, backward, SGD update) and the
+saved-memory totals of `loss.graph()` before backward; the README's "Looking inside"
+section shows its output. Uses only the public API and the example models.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import topgrad
+from topgrad.graph import human_bytes
+from topgrad_examples.loss import cross_entropy
+from topgrad_examples.models import build
+
+
+def one_step(name: str, batch: int) -> str:
+    """The profile table and graph totals of one SGD step of model `name`, as markdown."""
+    model = build(name, seed=0)
+    rng = np.random.default_rng(0)
+    images = topgrad.Tensor(rng.standard_normal((batch, 28, 28, 1)).astype(np.float32))
+    labels = rng.integers(0, 10, size=batch)
+    optimizer = topgrad.optim.SGD(model.parameters(), lr=0.01)
+    loss = cross_entropy(model(images, training=True), labels)  # warm-up step, not recorded
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    with topgrad.profile() as p:
+        loss = cross_entropy(model(images, training=True), labels)
+        graph = loss.graph()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    rows = "\n".join(
+        f"| {op} | {t.count} | {human_bytes(t.saved_bytes)} | {human_bytes(t.extra_saved_bytes)} |"
+        for op, t in sorted(graph.totals().items(), key=lambda kv: -kv[1].saved_bytes)
+    )
+    return (
+        f"### {name} (batch {batch}, backend {topgrad.get_backend().name})\n\n```\n{p}\n```\n\n"
+        "| op | nodes | saved for backward | of which held only for backward |\n| --- | --- | --- | --- |\n"
+        f"{rows}\n| total | {len(graph.ops)} | {human_bytes(graph.saved_bytes)} | "
+        f"{human_bytes(graph.extra_saved_bytes)} |\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--models", nargs="*", default=["mlp", "conv", "deepconv", "attention"])
+    parser.add_argument("--out", type=Path, help="also write the markdown to this file")
+    args = parser.parse_args(argv)
+    text = "\n".join(one_step(name, args.batch) for name in args.models)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
