@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import numpy as np
 from topgrad import Op
 
 from topgrad_numpy.ops._util import arr, axes, rowsum
 
 
+@functools.lru_cache(maxsize=8)
+def _zeros(size: int, dtype: Any) -> np.ndarray:
+    """A cached read-only zeros vector: `np.maximum(x, 0.0)` takes numpy's ~3x slower scalar
+    path, and calloc'd pages that are only read cost no memory."""
+    z = np.zeros(size, dtype=dtype)
+    z.flags.writeable = False
+    return z
+
+
 class ReLU(Op):
     """max(x, 0), gradient 0 at 0; saves its output (usually kept by the next op anyway)."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        out = arr(np.maximum(x, 0.0))
+        if type(x) is np.ndarray and x.size >= 4096 and x.dtype.kind == "f":
+            out = np.maximum(x, _zeros(x.size, x.dtype).reshape(x.shape))
+        else:
+            out = arr(np.maximum(x, 0.0))
         self.save_for_backward(out)
         return out
 
