@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,32 @@ def _owned(a: Any) -> np.ndarray:
     if type(a) is np.ndarray and a.dtype == F32 and a.flags.writeable:
         return a
     return np.array(a, dtype=F32)
+
+
+CHUNK = 1 << 14
+"""Elements per optimizer-update slice: the scratch stays in L1/L2 and no temporary of a
+parameter's size is allocated (the mlp's peak memory drops by one 1.5 MiB weight)."""
+
+
+def _chunks(param: np.ndarray, *arrays: Any) -> Iterator[tuple[np.ndarray, ...]]:
+    """Matching flat slices of param and arrays, plus a scratch slice; one whole-array chunk
+    where a layout or shape does not allow flat slicing (views must stay writable)."""
+    arrs = [np.asarray(a, dtype=F32) for a in arrays]
+    if not (param.flags.c_contiguous and all(a.shape == param.shape and a.flags.c_contiguous for a in arrs)):
+        yield (param, *arrs, np.empty(param.shape, dtype=F32))
+        return
+    flat = [param.reshape(-1), *(a.reshape(-1) for a in arrs)]
+    scratch = np.empty(min(CHUNK, param.size), dtype=F32)
+    for i in range(0, param.size, CHUNK):
+        j = min(param.size, i + CHUNK)
+        yield (*(a[i:j] for a in flat), scratch[: j - i])
+
+
+def _axpy(param: np.ndarray, g: Any, alpha: float) -> None:
+    """param += alpha * g in place, through a small scratch (no parameter-sized temporary)."""
+    for p, gc, tmp in _chunks(param, g):
+        np.multiply(gc, alpha, out=tmp)
+        p += tmp
 
 
 class NumpyBackend(topgrad.Backend):
@@ -106,8 +133,7 @@ class NumpyBackend(topgrad.Backend):
                 g = ahead
             else:
                 g = buf
-        step = g * lr
-        param -= step
+        _axpy(param, g, -lr)
         return param, buf
 
     def adam_update(
@@ -122,17 +148,19 @@ class NumpyBackend(topgrad.Backend):
         elif weight_decay:
             g = param * weight_decay
             g += grad
-        tmp = np.subtract(g, m)
-        tmp *= 1.0 - beta1
-        m += tmp  # m.lerp_(g, 1 - beta1)
-        v *= beta2
-        np.multiply(g, g, out=tmp)
-        tmp *= 1.0 - beta2
-        v += tmp
-        np.sqrt(v, out=tmp)
-        tmp *= 1.0 / math.sqrt(1.0 - beta2**step)
-        tmp += eps
-        np.divide(m, tmp, out=tmp)
-        tmp *= lr / (1.0 - beta1**step)
-        param -= tmp
+        bc2, step_size = 1.0 / math.sqrt(1.0 - beta2**step), lr / (1.0 - beta1**step)
+        for p, gc, mc, vc, tmp in _chunks(param, g, m, v):
+            np.subtract(gc, mc, out=tmp)
+            tmp *= 1.0 - beta1
+            mc += tmp  # m.lerp_(g, 1 - beta1)
+            vc *= beta2
+            np.multiply(gc, gc, out=tmp)
+            tmp *= 1.0 - beta2
+            vc += tmp
+            np.sqrt(vc, out=tmp)
+            tmp *= bc2
+            tmp += eps
+            np.divide(mc, tmp, out=tmp)
+            tmp *= step_size
+            p -= tmp
         return param, m, v
