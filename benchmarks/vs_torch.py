@@ -2,8 +2,8 @@
 
     python benchmarks/vs_torch.py [--quick] [--repeat N] [--models mlp,conv] [--ops Add,Linear]
                                   [--threads 1] [--clock cpu|wall] [--batch 128] [--no-memory]
-                                  [--keep-freed-memory] [--prototype [ops,sgd,constants,lean]]
-                                  [--json out.json]
+                                  [--keep-freed-memory] [--keep-blas-env]
+                                  [--prototype [ops,sgd,constants,lean]] [--json out.json]
 
 Each row runs the same computation from the same numbers in both frameworks, in one process,
 alternating Topgrad and PyTorch samples, with the same number of threads (PyTorch's intra-op
@@ -14,6 +14,11 @@ machine), else elapsed time; `ratio` is topgrad/torch of the medians, `best` of 
 samples. `floor` is the step's GEMM/conv FLOPs (forward + 2x backward) over the GEMM rate of
 numpy at one large matmul: no implementation can beat it. Peak memory: see `_measure.py`.
 `--prototype` measures the changes PERF_NOTES.md recommends (`_prototype_*.py`).
+
+BLAS kernels: where OPENBLAS_CORETYPE or OPENBLAS_L2_SIZE is set (pins for old OpenBLAS builds),
+the script re-runs itself without both, so numpy's current OpenBLAS picks this CPU's kernels, as
+a user's install would; `--keep-blas-env` measures with the pins. The header prints the kernel
+family threadpoolctl reports. Only this benchmark does that: tests and CI keep the environment.
 """
 
 from __future__ import annotations
@@ -32,6 +37,27 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
+
+BLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+"""Variables that pin OpenBLAS to an older kernel and cache model (set on some machines for old
+OpenBLAS builds). A fair comparison with a current numpy runs without them: the script re-runs
+itself with both removed unless --keep-blas-env is given (never in tests or CI, only here)."""
+_REMOVED_ENV = os.environ.pop("TOPGRAD_BENCH_REMOVED_BLAS_ENV", "")
+
+
+def _reexec_without_blas_pins() -> None:
+    """Replace this process by itself without BLAS_PINS, before numpy loads OpenBLAS."""
+    if "--keep-blas-env" in sys.argv[1:] or not any(k in os.environ for k in BLAS_PINS):
+        return
+    removed = ",".join(f"{k}={os.environ[k]}" for k in BLAS_PINS if k in os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in BLAS_PINS}
+    env["TOPGRAD_BENCH_REMOVED_BLAS_ENV"] = removed
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]], env)
+
+
+if __name__ == "__main__":
+    _reexec_without_blas_pins()
 
 import _measure  # noqa: E402
 import _models_topgrad  # noqa: E402
@@ -198,6 +224,16 @@ def numpy_blas() -> str:
             f"{info.get('num_threads')} thread(s))")
 
 
+def openblas_core() -> str:
+    """The kernel family numpy's OpenBLAS runs (threadpoolctl's `architecture`), e.g. SkylakeX, Haswell."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (threadpoolctl missing)"
+    found = [i.get("architecture") for i in threadpool_info() if i.get("internal_api") == "openblas"]
+    return ", ".join(str(a) for a in found) or "no OpenBLAS loaded"
+
+
 def torch_blas() -> str:
     cfg = torch.__config__.show()
     blas = next((p.split("=")[1] for p in cfg.replace(",", " ").split() if p.startswith("BLAS_INFO=")), "?")
@@ -205,14 +241,17 @@ def torch_blas() -> str:
     return f"{blas} + oneDNN (CPU capability {cap}, {torch.get_num_threads()} thread(s))"
 
 
-ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-            "GLIBC_TUNABLES")
+ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+            "MKL_NUM_THREADS", "GLIBC_TUNABLES")
 
 
 def environment() -> str:
     """The environment variables that change either framework's speed."""
     found = [f"{k}={os.environ[k]}" for k in ENV_VARS if k in os.environ]
-    return ", ".join(found) or "none of " + ", ".join(ENV_VARS)
+    text = ", ".join(found) or "none of " + ", ".join(ENV_VARS)
+    if _REMOVED_ENV:
+        text += f" (removed for this run: {_REMOVED_ENV}; --keep-blas-env keeps them)"
+    return text
 
 
 def git_commit() -> str:
@@ -260,6 +299,7 @@ def measure_memory(args: argparse.Namespace) -> dict[str, list[int]]:
            "--models", ",".join(args.models) or "none", "--ops", ",".join(args.ops) or "none",
            "--batch", str(args.batch), "--seed", str(args.seed)]
     cmd += ["--tiny"] if args.tiny else []
+    cmd += ["--keep-blas-env"] if args.keep_blas_env else []
     cmd += ["--prototype", ",".join(args.prototype)] if args.prototype else []
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
@@ -343,6 +383,7 @@ def header(args: argparse.Namespace, np_rate: float, th_rate: float) -> str:
         f"topgrad {topgrad.__version__} (backend {topgrad.get_backend().name}"
         f"{'; prototypes: ' + ','.join(args.prototype) if args.prototype else ''})",
         f"- BLAS: numpy -> {numpy_blas()}; torch -> {torch_blas()}",
+        f"- OpenBLAS core type (threadpoolctl): {openblas_core()}",
         f"- threads: {args.threads} for both; repeat {args.repeat}, warm-up {args.warmup}, "
         f"batch {args.batch}; clock: {CLOCK_NAMES[args.clock]}",
         f"- GEMM rate ({args.gemm_size}^2 float32, {args.threads} thread(s), best of 3): "
@@ -395,6 +436,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep-freed-memory", action="store_true",
                    help="call topgrad_numpy.tuning.keep_freed_memory() first (glibc keeps freed memory; "
                    "process-wide, so PyTorch gets it too)")
+    p.add_argument("--keep-blas-env", action="store_true",
+                   help=f"keep {' and '.join(BLAS_PINS)} (by default the script re-runs itself without them, "
+                   "so numpy's OpenBLAS picks this CPU's own kernels)")
     p.add_argument("--tiny", action="store_true", help="tiny op sizes (the smoke test)")
     p.add_argument("--json", default=None, help="also write the rows (with raw samples) to this file")
     p.add_argument("--prototype", nargs="?", const="all", default="",
