@@ -1,4 +1,7 @@
-"""Emulations of two engine changes, to measure what PERF_NOTES.md recommends (not the core).
+"""NOT RUNNABLE on the current engine (kept as the reference for PERF_NOTES #3, constant inputs):
+it patched `Op.apply` / `Tensor.backward` as they were before debf223 (lean graph, now in core).
+
+Emulations of two engine changes, to measure what PERF_NOTES.md recommends (not the core).
 
 `install(lean_graph=..., constants=...)` replaces `Op.apply` in this process:
 

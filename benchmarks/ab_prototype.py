@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     vs_torch.set_threads(1)
     base_table = topgrad.get_backend().ops
-    _prototype_ops.install(ops=True, sgd=False)
+    _prototype_ops.install(ops=True)
     tables = (base_table, topgrad.get_backend().ops)
     backend = topgrad.get_backend()
     print("| kind | case | backend ms | prototype ms | speed-up | best | max grad rel. diff |")

@@ -3,7 +3,7 @@
     python benchmarks/vs_torch.py [--quick] [--repeat N] [--models mlp,conv] [--ops Add,Linear]
                                   [--threads 1] [--clock cpu|wall] [--batch 128] [--no-memory]
                                   [--keep-freed-memory] [--keep-blas-env]
-                                  [--prototype [ops,sgd,constants,lean]] [--json out.json]
+                                  [--prototype [ops]] [--json out.json]
 
 Each row runs the same computation from the same numbers in both frameworks, in one process,
 alternating Topgrad and PyTorch samples, with the same number of threads (PyTorch's intra-op
@@ -163,7 +163,9 @@ def build_cases(models: list[str], ops: list[str], batch: int, tiny: bool, seed:
 _limits: Any = None
 
 
-PROTOTYPES = ("ops", "sgd", "constants", "lean")
+PROTOTYPES = ("ops",)
+# `constants` and `lean` (_prototype_core.py) patched the engine as it was before debf223; the
+# lead's lean graph replaced it, and they no longer run a correct backward: not offered.
 _active: set[str] = set()
 
 
@@ -179,14 +181,11 @@ def keep_freed_memory() -> None:
 
 
 def use_prototypes(features: list[str]) -> None:
-    """Switch on prototypes of PERF_NOTES.md's recommendations: `ops` and `sgd` of
-    `_prototype_ops.py`, `constants` and `lean` (graph) of `_prototype_core.py`."""
-    import _prototype_core
+    """Switch on prototypes of PERF_NOTES.md's recommendations (`ops` of `_prototype_ops.py`)."""
     import _prototype_ops
 
     _active.update(features)
-    _prototype_ops.install(ops="ops" in _active, sgd="sgd" in _active)
-    _prototype_core.install(lean_graph="lean" in _active, constants="constants" in _active)
+    _prototype_ops.install(ops="ops" in _active)
 
 
 def constant(t: Tensor) -> Tensor:
@@ -442,7 +441,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true", help="tiny op sizes (the smoke test)")
     p.add_argument("--json", default=None, help="also write the rows (with raw samples) to this file")
     p.add_argument("--prototype", nargs="?", const="all", default="",
-                   help="measure PERF_NOTES.md's prototypes: comma list of ops,sgd,constants,lean "
+                   help="measure PERF_NOTES.md's prototypes: ops "
                    "(default all)")
     p.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
