@@ -121,6 +121,21 @@ def _bias(out2: np.ndarray, b: np.ndarray) -> None:
     wide_add(out2, b)
 
 
+def _weight_grad(
+    x: np.ndarray, g2: np.ndarray, chunks: list[slice], geo: tuple[int, ...]
+) -> np.ndarray:
+    """dL/dw as sum over chunks of im2col(x)^T @ grad: only pairs of x and the gradient that the
+    forward paired (so NaN or Inf in x reaches exactly the weights PyTorch's does)."""
+    kh, kw, sh, sw, ph, pw, Ho, Wo = geo
+    _, H, W, C = x.shape
+    pad_x = _Padder(chunks[0].stop if chunks else 0, H, W, C, ph, pw, x.dtype)
+    gw = np.zeros((kh * kw * C, g2.shape[1]), dtype=g2.dtype)
+    for sl in chunks:
+        cols = im2col(pad_x(x[sl]), kh, kw, sh, sw)
+        gw += cols.T @ g2[sl.start * Ho * Wo : sl.stop * Ho * Wo]
+    return gw
+
+
 class Conv2d(Op):
     """Cross-correlation, x (B,H,W,Cin) * w (kh,kw,Cin,Cout) + b, as im2col + GEMM over chunks of
     the batch (each chunk's patch matrix ~CHUNK_BYTES, so patch memory stays small and in
@@ -164,7 +179,6 @@ class Conv2d(Op):
         w2 = w.reshape(K, Cout)
         grad = np.ascontiguousarray(grad)
         g2 = grad.reshape(B * Ho * Wo, Cout)
-        gw = np.zeros((K, Cout), dtype=w.dtype)
         gx = np.empty(x_shape, dtype=grad.dtype)
         # stride 1: dL/dx as a convolution of the gradient, except for one input channel (an
         # image batch), where a GEMM to patch gradients and col2im is ~3x cheaper
@@ -174,20 +188,31 @@ class Conv2d(Op):
             w_flip = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2)).reshape(kh * kw * Cout, C)
         chunks = batch_chunks(B, Ho * Wo * kh * kw * max(C, Cout) * x.itemsize)
         n0 = chunks[0].stop if chunks else 0
-        pad_x = _Padder(n0, H, W, C, ph, pw, x.dtype)
-        pad_g = _Padder(n0, Ho, Wo, Cout, qh, qw, grad.dtype) if as_conv else None
-        part = np.empty_like(gw)
-        for sl in chunks:
-            n = sl.stop - sl.start
-            g2c = g2[sl.start * Ho * Wo : sl.stop * Ho * Wo]
-            cols = im2col(pad_x(x[sl]), kh, kw, sh, sw)
-            np.matmul(cols.T, g2c, out=part)
-            gw += part
-            del cols
-            if pad_g is not None:
+        if as_conv:
+            pad_g = _Padder(n0, Ho, Wo, Cout, qh, qw, grad.dtype)
+            # The gradient's patch matrix (one row per input position) gives both dL/dx and, as
+            # gcols^T @ x, dL/dw with the kernel flipped and Cin/Cout swapped: no im2col of x.
+            gwf = np.zeros((kh * kw * Cout, C), dtype=w.dtype)
+            part = np.empty_like(gwf)
+            for sl in chunks:
+                n = sl.stop - sl.start
                 gcols = im2col(pad_g(grad[sl]), kh, kw, 1, 1)
                 np.matmul(gcols, w_flip, out=gx[sl].reshape(n * H * W, C))
-            else:
+                np.matmul(gcols.T, x[sl].reshape(n * H * W, C), out=part)
+                gwf += part
+            gw = np.ascontiguousarray(gwf.reshape(kh, kw, Cout, C)[::-1, ::-1].transpose(0, 1, 3, 2))
+            if not np.isfinite(gw).all():  # NaN/Inf in x would meet the padding's zeros here:
+                gw = _weight_grad(x, g2, chunks, (kh, kw, sh, sw, ph, pw, Ho, Wo))  # pair as PyTorch
+        else:
+            pad_x = _Padder(n0, H, W, C, ph, pw, x.dtype)
+            gw = np.zeros((K, Cout), dtype=w.dtype)
+            part = np.empty_like(gw)
+            for sl in chunks:
+                g2c = g2[sl.start * Ho * Wo : sl.stop * Ho * Wo]
+                cols = im2col(pad_x(x[sl]), kh, kw, sh, sw)
+                np.matmul(cols.T, g2c, out=part)
+                gw += part
+                del cols
                 col2im(g2c @ w2.T, gx[sl], kh, kw, sh, sw, ph, pw, Ho, Wo)
         gb = colsum(g2) if has_bias else None
         return gx, gw.reshape(w.shape), gb
