@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import math
 import os
 import platform
@@ -38,7 +39,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -222,9 +223,12 @@ class Maker:
 
 
 def _numpy(x: Any) -> np.ndarray:
+    """A Tensor, a torch tensor (a backend array or torch's) or a numpy array, as numpy."""
     if isinstance(x, Tensor):
         return x.numpy()
-    return x.detach().float().cpu().numpy()
+    if isinstance(x, torch.Tensor):
+        return x.detach().float().cpu().numpy()
+    return np.asarray(x)
 
 
 def max_rel_diff(pairs: Pairs) -> float:
@@ -458,6 +462,7 @@ class Row:
     torch_mib: float | None
     min_speed: float | None
     max_ratio: float | None
+    samples_ms: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
@@ -492,7 +497,8 @@ def measure(case: Case, clock: Clock, repeat: int, warmup: int, device: str) -> 
     return Row(case.kind, case.name, case.shape, case.precision,
                statistics.median(t.topgrad) * 1e3, statistics.median(t.torch) * 1e3,
                min(t.topgrad) * 1e3, min(t.torch) * 1e3, case.flops, diff, tg_mib, th_mib,
-               case.min_speed, case.max_ratio)
+               case.min_speed, case.max_ratio,
+               {"topgrad": [s * 1e3 for s in t.topgrad], "torch": [s * 1e3 for s in t.torch]})
 
 
 def measured_peaks(rows: Sequence[Row]) -> dict[str, float]:
@@ -627,6 +633,7 @@ def _names(value: str, allowed: Sequence[str]) -> list[str]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--out", default=None, help="also write the markdown report to this file")
+    p.add_argument("--json", default=None, help="also write the rows, with every sample, to this JSON file")
     p.add_argument("--only", default="all", help=f"comma list of row groups: {','.join(GROUPS)}")
     p.add_argument("--models", default="all", help=f"comma list of {','.join(_models_topgrad.MODELS)}")
     p.add_argument("--batch", type=int, default=None, help="training-step batch (default 128, smoke 4)")
@@ -663,6 +670,9 @@ def run(args: argparse.Namespace, out: Callable[[str], None] = print) -> list[Ro
     out(report)
     if args.out:
         Path(args.out).write_text(report + "\n")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"card": card_name(device), "rows": [asdict(r) for r in rows]},
+                                              indent=1))
     return rows
 
 

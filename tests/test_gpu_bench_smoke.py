@@ -3,12 +3,14 @@
 Without a GPU the script runs on the CPU under Triton's interpreter, in a subprocess (the
 interpreter must be switched on before triton is imported). Numbers are not checked, only
 that every row is there with positive times, that the outputs agree, and that `--out`
-writes the report. Needs triton and topgrad-triton installed; about 40 s on one core.
+and `--json` write the report and the samples. Needs triton and topgrad-triton installed;
+about 20-40 s on one core.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -55,8 +57,8 @@ def _expected() -> set[tuple[str, str, str, str]]:
 
 def test_smoke_prints_every_row(tmp_path: Path) -> None:
     _needs_triton()
-    out = tmp_path / "gpu.md"
-    res = _run("--smoke", "--out", str(out))
+    out, raw = tmp_path / "gpu.md", tmp_path / "gpu.json"
+    res = _run("--smoke", "--out", str(out), "--json", str(raw))
     assert res.returncode == 0, res.stderr[-3000:]
     rows = _rows(res.stdout)
     assert set(rows) == _expected()
@@ -67,6 +69,8 @@ def test_smoke_prints_every_row(tmp_path: Path) -> None:
         assert cells[-1] in ("pass", "**FAIL**", "–"), key
     assert "Targets met:" in res.stdout
     assert out.read_text().strip() == res.stdout.strip()
+    saved = json.loads(raw.read_text())["rows"]
+    assert len(saved) == len(rows) and all(len(r["samples_ms"]["topgrad"]) == 1 for r in saved)
 
 
 def test_without_cuda_it_refuses_unless_smoke() -> None:
