@@ -37,9 +37,11 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -424,25 +426,28 @@ class Sizes:
         return cls(64, ((2, 32, 16), (1, 32, 32)), (64, 32), (4, 4, 8))
 
 
+Spec = tuple[str, Callable[[], Case]]  # a row's label and how to build its case
+
+
 def build_cases(groups: Sequence[str], models: Sequence[str], sizes: Sizes, batch: int, device: str,
-                seed: int) -> Iterator[Case]:
-    """The rows, lazily (each case's inputs live only while it is measured)."""
+                seed: int) -> list[Spec]:
+    """The rows to measure, each built only when its turn comes (so only its inputs are alive)."""
     mk = Maker(device, seed)
+    specs: list[Spec] = []
     if "matmul" in groups:
-        for prec in PRECISIONS:
-            yield matmul_case(mk, sizes.matmul, prec)
+        n = sizes.matmul
+        specs += [(f"matmul {n} {p}", partial(matmul_case, mk, n, p)) for p in PRECISIONS]
     if "attention" in groups:
-        for prec in PRECISIONS:
-            for b, t, d in sizes.attention:
-                for causal in (False, True):
-                    yield attention_case(mk, b, t, d, causal, prec)
+        specs += [(f"attention B={b} T={t} D={d}{' causal' if c else ''} {p}",
+                   partial(attention_case, mk, b, t, d, c, p))
+                  for p in PRECISIONS for b, t, d in sizes.attention for c in (False, True)]
     if "norm" in groups:
-        yield layernorm_case(mk, *sizes.layernorm)
-        yield batchnorm_case(mk, *sizes.batchnorm)
+        specs += [("LayerNorm", partial(layernorm_case, mk, *sizes.layernorm)),
+                  ("BatchNorm", partial(batchnorm_case, mk, *sizes.batchnorm))]
     if "model" in groups:
-        for prec in PRECISIONS:
-            for name in models:
-                yield model_case(name, batch, prec, device, seed)
+        specs += [(f"model {m} {p}", partial(model_case, m, batch, p, device, seed))
+                  for p in PRECISIONS for m in models]
+    return specs
 
 
 # ---- measuring ---------------------------------------------------------------------------------
@@ -652,33 +657,43 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def run(args: argparse.Namespace, out: Callable[[str], None] = print) -> list[Row]:
-    """Measure every row and print the report; returns the rows."""
+def run(args: argparse.Namespace, out: Callable[[str], None] = print) -> tuple[list[Row], list[str]]:
+    """Measure every row and print the report; returns the rows and the rows that failed to run."""
     device = choose_device(args.smoke)
     if args.smoke:
         torch.set_num_threads(1)
     topgrad.set_backend("triton")
     clock = Clock(device, fixed_number=1 if args.smoke else None)
     sizes = Sizes.tiny() if args.smoke else Sizes()
-    rows = []
-    for case in build_cases(args.only, args.models, sizes, args.batch, device, args.seed):
-        rows.append(measure(case, clock, args.repeat, args.warmup, device))
-        print(f"  measured {case.kind} {case.name} {case.shape} {case.precision}", file=sys.stderr,
-              flush=True)
-    report = "\n\n".join([header(args, device, rows), table(rows, card_name(device)),
-                          NOTES.format(batch=args.batch), summary(rows)])
+    rows, errors = [], []
+    for label, make in build_cases(args.only, args.models, sizes, args.batch, device, args.seed):
+        try:
+            row = measure(make(), clock, args.repeat, args.warmup, device)
+        except Exception as exc:  # one broken row must not cost the whole (GPU) run
+            traceback.print_exc()
+            errors.append(f"{label}: {type(exc).__name__}: {exc}")
+            continue
+        rows.append(row)
+        print(f"  {label}: topgrad {row.topgrad_ms:.3f} ms, torch {row.torch_ms:.3f} ms ({row.ratio:.2f}x)",
+              file=sys.stderr, flush=True)
+    parts = [header(args, device, rows), table(rows, card_name(device)), NOTES.format(batch=args.batch),
+             summary(rows)]
+    if errors:
+        parts.append("Rows that failed to run:\n" + "\n".join(f"- {e}" for e in errors))
+    report = "\n\n".join(parts)
     out(report)
     if args.out:
         Path(args.out).write_text(report + "\n")
     if args.json:
         Path(args.json).write_text(json.dumps({"card": card_name(device), "rows": [asdict(r) for r in rows]},
                                               indent=1))
-    return rows
+    return rows, errors
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    run(parse_args(argv))
-    return 0
+    """Exit status 1 when a row failed to run (the report lists it), else 0."""
+    _, errors = run(parse_args(argv))
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":
