@@ -608,8 +608,8 @@ NOTES = """\
 Notes: `topgrad/torch` is the ratio of median times (< 1: Topgrad faster); `% of torch` its inverse.
 TFLOP/s count a multiply-add as 2 FLOPs: matmul 2n^3; attention 4BT^2D forward + 8BT^2D backward
 (no recomputation counted), halved when causal. `% measured peak` divides by torch.matmul's best
-rate in the same precision (the matmul rows). `ieee` rows run exact fp32 in both frameworks (torch's TF32
-switches for cuBLAS and cuDNN off), `tf32` rows `topgrad_triton.set_precision("tf32")` and
+rate in the same precision (the matmul rows). `ieee` rows run exact fp32 in both frameworks
+(torch's TF32 switches for cuBLAS and cuDNN off), `tf32` rows `topgrad_triton.set_precision("tf32")` and
 `torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True`. `max rel diff`
 is the largest difference of the outputs (and input gradients for kernels) over torch's largest
 magnitude. MiB: peak GPU memory allocated during one call above what was allocated before it.
