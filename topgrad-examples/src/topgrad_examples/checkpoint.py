@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import topgrad
 from topgrad import Tensor
+
 from topgrad_examples.models import Module
 
 FORMAT = "topgrad-examples-checkpoint/1"

@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+
 from topgrad_examples import idx
 from topgrad_examples.download import DownloadError, fetch_from_mirrors
 

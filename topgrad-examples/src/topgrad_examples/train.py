@@ -12,6 +12,7 @@ seed fixes the initialization and the order of the batches of every epoch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 import time
@@ -21,6 +22,8 @@ from typing import Any
 
 import numpy as np
 import topgrad
+from tqdm import tqdm
+
 from topgrad_examples import checkpoint
 from topgrad_examples.data import DATASETS, Dataset, DatasetNotFoundError, load_dataset, normalize
 from topgrad_examples.download import DownloadError
@@ -28,7 +31,6 @@ from topgrad_examples.idx import IDXError
 from topgrad_examples.loss import accuracy, cross_entropy
 from topgrad_examples.models import MODELS, Module, TrainDefaults, build
 from topgrad_examples.plot import PlotError, plot_history, require_matplotlib
-from tqdm import tqdm
 
 EVAL_BATCH = 500
 
@@ -50,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint written by --save")
     p.add_argument("--plot", metavar="PATH", help="write a PNG of loss and accuracy per epoch (matplotlib)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--profile", action="store_true",
+                   help="print time and saved memory per op type (topgrad.profile) after the first epoch")
     return p
 
 
@@ -159,13 +163,17 @@ def run(args: argparse.Namespace) -> float:
     acc = None
     for epoch in range(start, recipe.epochs):
         began = time.perf_counter()
-        loss = train_epoch(model, optimizer, x_train, y_train, recipe, seed, epoch, recipe.epochs,
-                           progress=not args.no_progress)
+        profiling = args.profile and epoch == start
+        with topgrad.profile() if profiling else contextlib.nullcontext() as profile:
+            loss = train_epoch(model, optimizer, x_train, y_train, recipe, seed, epoch, recipe.epochs,
+                               progress=not args.no_progress)
         seconds = time.perf_counter() - began
         acc = evaluate(model, x_test, y_test)
         history = np.vstack([history, [loss, acc, seconds]])
         print(f"epoch {epoch + 1}/{recipe.epochs}: train loss {loss:.4f}, test acc {acc:.4f}, "
               f"{seconds:.1f} s ({len(y_train) / seconds:,.0f} img/s)", flush=True)
+        if profile is not None:
+            print(f"profile of epoch {epoch + 1} (training steps only):\n{profile}", flush=True)
         if args.save:
             checkpoint.save(args.save, args.model, model, optimizer, epoch + 1, config, history)
     if acc is None:
