@@ -128,3 +128,15 @@ def test_python_dash_m(tiny_data: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert re.fullmatch(r"test accuracy: [01]\.\d{4}", result.stdout.strip().splitlines()[-1])
+
+
+def test_profile_prints_the_op_table_after_the_first_epoch(
+    tiny_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, lines, _ = run(capsys, "mlp", "--data-dir", str(tiny_data), "--profile", *FAST)
+    assert code == 0
+    start = lines.index("profile of epoch 1 (training steps only):")
+    table = "\n".join(lines[start:])
+    assert re.search(r"^Linear\s+\d+\s", table, re.MULTILINE), table
+    assert "backward ms" in table and "saved" in table
+    assert re.fullmatch(r"test accuracy: [01]\.\d{4}", lines[-1]), "the accuracy line stays last"
