@@ -23,14 +23,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import site
 import subprocess
-import sys
-import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from venvs import make_venv
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "writing-a-backend.md"
@@ -102,15 +100,7 @@ def output_pattern(expected: list[str]) -> re.Pattern[str]:
 
 def _venv(root: Path) -> dict[str, str]:
     """A venv that also sees this interpreter's packages, with a `pip`; returns its environment."""
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
-    python = root / "bin" / "python"
-    purelib = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip()
-    parents = [*site.getsitepackages(), sysconfig.get_paths()["purelib"]]
-    lines = [f"import site; site.addsitedir({p!r})\n" for p in dict.fromkeys(parents) if Path(p).is_dir()]
-    Path(purelib, "_parent_env.pth").write_text("".join(lines))
+    python = make_venv(root)
     pip = root / "bin" / "pip"
     pip.write_text(f"#!{python}\nimport sys\nfrom pip._internal.cli.main import main\nsys.exit(main())\n")
     pip.chmod(0o755)

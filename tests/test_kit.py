@@ -7,10 +7,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import site
 import subprocess
 import sys
-import sysconfig
 import textwrap
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from topgrad.testing.cases import CASES, OP_NAMES
 from topgrad.testing.helpers import HELPER_CHECKS
 from topgrad.testing.optimizers import OPTIMIZER_CHECKS
 from topgrad.testing.runner import format_report, run
+from venvs import make_venv
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "backends" / "topgrad-float64"
@@ -37,20 +36,6 @@ def _kit(python: str | Path, *args: str, cwd: Path, **env: str) -> subprocess.Co
         [str(python), "-m", "topgrad.testing", *args], cwd=cwd, env=_env(**env),
         capture_output=True, text=True, timeout=600,
     )
-
-
-def make_venv(root: Path) -> Path:
-    """A throwaway venv that also sees this interpreter's packages (no downloads); returns its python."""
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
-    python = root / "bin" / "python"
-    purelib = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip()
-    parents = [*site.getsitepackages(), sysconfig.get_paths()["purelib"]]
-    lines = [f"import site; site.addsitedir({p!r})\n" for p in dict.fromkeys(parents) if Path(p).is_dir()]
-    Path(purelib, "_parent_env.pth").write_text("".join(lines))
-    return python
 
 
 def pip_install(python: Path, *args: str) -> None:
