@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import subprocess
@@ -140,3 +141,20 @@ def test_profile_prints_the_op_table_after_the_first_epoch(
     assert re.search(r"^Linear\s+\d+\s", table, re.MULTILINE), table
     assert "backward ms" in table and "saved" in table
     assert re.fullmatch(r"test accuracy: [01]\.\d{4}", lines[-1]), "the accuracy line stays last"
+
+
+def test_learning_rate_schedule() -> None:
+    assert train.learning_rate(0, 100, 1.0, warmup=10) == pytest.approx(0.1)
+    assert train.learning_rate(9, 100, 1.0, warmup=10) == pytest.approx(1.0)
+    assert train.learning_rate(10, 100, 1.0, warmup=10) == pytest.approx(1.0)
+    assert train.learning_rate(55, 100, 1.0, warmup=10) == pytest.approx(0.5)
+    assert train.learning_rate(100, 100, 1.0) == pytest.approx(0.0)
+    lrs = [train.learning_rate(s, 50, 2e-3) for s in range(50)]
+    assert all(a >= b for a, b in itertools.pairwise(lrs))
+
+
+def test_batches_cover_the_data_once_per_epoch() -> None:
+    seen = np.concatenate(list(train.batches(10, 3, seed=0, epoch=1)))
+    assert sorted(seen.tolist()) == list(range(10))
+    assert [len(b) for b in train.batches(10, 3, 0, 1)] == [3, 3, 3, 1]
+    assert not np.array_equal(seen, np.concatenate(list(train.batches(10, 3, seed=0, epoch=2))))

@@ -222,7 +222,7 @@ def load_dataset(
             files = download(name, mirrors=mirrors, timeout=timeout, log=log)
             return load_files(files, name, str(files["train-images"].parent))
         except DownloadError as exc:
-            problem = f"the download failed ({exc})"
+            problem = f"the download failed ({exc.failures[-1]})"
     if name == "mnist":
         subset = bundled_subset()
         log(f"mnist: not found in {looked} and {problem}; using the bundled subset "

@@ -22,6 +22,10 @@ CHUNK = 1 << 16
 class DownloadError(OSError):
     """No mirror gave a file with the expected checksum; the message lists each attempt."""
 
+    def __init__(self, message: str, failures: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.failures = list(failures) or [message]
+
 
 def parse_checksum(checksum: str) -> tuple[str, str]:
     """Split "sha256:HEX" (or "md5:HEX") into the algorithm and the lower-case digest."""
@@ -79,7 +83,7 @@ def fetch_from_mirrors(
         except DownloadError as exc:
             failures.append(str(exc))
     tried = "; ".join(failures) if failures else "no mirrors given"
-    raise DownloadError(f"could not download {filename}: {tried}")
+    raise DownloadError(f"could not download {filename}: {tried}", failures)
 
 
 def _remove(path: str) -> None:

@@ -46,7 +46,7 @@ class AttentionBlock(Module):
 class AttentionNet(Module):
     """Rows as tokens: linear embedding + positional embedding, pre-norm blocks, mean, linear head."""
 
-    defaults = TrainDefaults(optimizer="adamw", lr=4e-3, batch_size=64, epochs=3, weight_decay=0.01,
+    defaults = TrainDefaults(optimizer="adamw", lr=3e-3, batch_size=32, epochs=3, weight_decay=0.01,
                              warmup_steps=200)
 
     def __init__(self, d: int = 64, depth: int = 2, hidden: int = 128, num_classes: int = 10,

@@ -47,7 +47,7 @@ class ResidualBlock(Module):
 class DeepConvNet(Module):
     """Stem, three residual stages (c, 2c, 4c channels), global average pooling, linear head."""
 
-    defaults = TrainDefaults(optimizer="adam", lr=2e-3, batch_size=128, epochs=2)
+    defaults = TrainDefaults(optimizer="adam", lr=3e-3, batch_size=64, epochs=2)
 
     def __init__(self, width: int = 16, num_classes: int = 10, seed: int | None = 0) -> None:
         seeds = seed_stream(seed)

@@ -17,7 +17,7 @@ from topgrad_examples.models.layers import Linear, Module, TrainDefaults, seed_s
 class MLP(Module):
     """784 -> hidden -> ... -> 10, ReLU between layers."""
 
-    defaults = TrainDefaults(optimizer="adam", lr=1e-3, batch_size=128, epochs=3)
+    defaults = TrainDefaults(optimizer="adam", lr=2e-3, batch_size=128, epochs=3)
 
     def __init__(
         self, hidden: tuple[int, ...] = (512, 512), num_classes: int = 10, seed: int | None = 0,
