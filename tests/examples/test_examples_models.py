@@ -47,7 +47,7 @@ def test_forward_backward(name: str) -> None:
 @pytest.mark.parametrize("name", list(SMALL))
 def test_a_few_steps_lower_the_loss(name: str) -> None:
     model = SMALL[name]()
-    x, y = images(16)
+    x, y = images(8)
     optimizer = topgrad.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(5):

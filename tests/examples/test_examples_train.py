@@ -35,10 +35,10 @@ def test_progress_bar_shows_loss_and_throughput(tiny_data: Path, capsys: pytest.
 
 
 def test_limit_and_seed_make_runs_repeatable(tiny_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["attention", "--data-dir", str(tiny_data), "--limit", "32", *FAST]
+    args = ["attention", "--data-dir", str(tiny_data), "--limit", "16", *FAST]
     first = run(capsys, *args, "--seed", "3")[1]
     second = run(capsys, *args, "--seed", "3")[1]
-    assert "32 training, 32 test images" in first[0]
+    assert "16 training, 16 test images" in first[0]
     assert first[-1] == second[-1]
     strip = lambda lines: [re.sub(r", [\d.]+ s .*", "", line) for line in lines]  # noqa: E731
     assert strip(first) == strip(second)
@@ -46,8 +46,10 @@ def test_limit_and_seed_make_runs_repeatable(tiny_data: Path, capsys: pytest.Cap
 
 def test_resume_continues_exactly(
     tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    interpreted: bool,
 ) -> None:
-    common = ["deepconv", "--data-dir", str(tiny_data), "--limit", "32", "--batch-size", "16",
+    model = "mlp" if interpreted else "deepconv"  # deepconv: BatchNorm statistics must resume too
+    common = [model, "--data-dir", str(tiny_data), "--limit", "8", "--batch-size", "4",
               "--no-progress"]
     straight, half = tmp_path / "straight.npz", tmp_path / "half.npz"
     assert run(capsys, *common, "--epochs", "2", "--save", str(straight))[0] == 0
