@@ -122,8 +122,8 @@ def model_case(name: str, batch: int, seed: int) -> Case:
     """A training step of model `name`: forward, cross-entropy, backward, SGD update."""
     x, labels = _images(batch, seed)
     tgm, thm = load_models(name, seed, x)
-    tg_x, th_x = constant(Tensor(x)), torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-    onehot = constant(Tensor(np.eye(_models_topgrad.CLASSES, dtype=np.float32)[labels]))
+    tg_x, th_x = Tensor(x), torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    onehot = Tensor(np.eye(_models_topgrad.CLASSES, dtype=np.float32)[labels])
     th_y = torch.from_numpy(labels)
     tg_opt = topgrad.optim.SGD(list(tgm.params.values()), lr=LR)
     th_opt = torch.optim.SGD(thm.parameters(), lr=LR)
@@ -164,8 +164,8 @@ _limits: Any = None
 
 
 PROTOTYPES = ("ops",)
-# `constants` and `lean` (_prototype_core.py) patched the engine as it was before debf223; the
-# lead's lean graph replaced it, and they no longer run a correct backward: not offered.
+# The engine prototypes of PERF_NOTES.md (#3 constant inputs, #4 lean graph) are gone: #4 is
+# the engine now (debf223) and #3 awaits a contract decision.
 _active: set[str] = set()
 
 
@@ -186,15 +186,6 @@ def use_prototypes(features: list[str]) -> None:
 
     _active.update(features)
     _prototype_ops.install(ops="ops" in _active)
-
-
-def constant(t: Tensor) -> Tensor:
-    """Mark a Tensor that needs no gradient (the input batch), where the `constants` prototype is on."""
-    if "constants" in _active:
-        import _prototype_core
-
-        _prototype_core.mark_constant(t)
-    return t
 
 
 def set_threads(n: int) -> None:
