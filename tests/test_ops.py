@@ -576,3 +576,10 @@ def test_attention_bad_shapes(
     with pytest.raises(ValueError, match=r"(?i)attention") as info:
         topgrad.attention(q, k, v)
     assert mentions_shape(str(info.value), bad), str(info.value)
+
+
+def test_batchnorm_eval_mode_needs_running_statistics() -> None:
+    """Like torch.nn.functional.batch_norm, eval mode without running statistics is an error."""
+    x, gamma, beta = Tensor(rand((4, 3), 1)), Tensor.ones(3), Tensor.zeros(3)
+    with pytest.raises(ValueError, match=r"BatchNorm.*running_mean"):
+        x.batchnorm(gamma, beta, training=False)

@@ -69,8 +69,8 @@ class BatchNorm(TritonOp):
 
     Training uses the batch mean and biased variance and, when running statistics are
     given, replaces their `.data` with `(1 - momentum) * old + momentum * batch_stat`
-    (unbiased variance for the running estimate). Eval mode uses the running statistics;
-    without them it falls back to batch statistics.
+    (unbiased variance for the running estimate). Eval mode uses the running statistics and,
+    like torch's batch_norm and the numpy backend, refuses to run without them.
     """
 
     def forward(
@@ -86,16 +86,16 @@ class BatchNorm(TritonOp):
     ) -> Any:
         rm, rv = _array(running_mean), _array(running_var)
         _check("BatchNorm", x, gamma=gamma, beta=beta, running_mean=rm, running_var=rv)
+        if not training and (rm is None or rv is None):
+            raise ValueError("BatchNorm: eval mode (training=False) needs running_mean and running_var")
         x2 = as_rows(x)
-        use_batch = training or rm is None or rv is None
+        use_batch = bool(training)
         if use_batch:
             if x2.shape[0] < 2:
                 raise ValueError(
                     f"BatchNorm: expected more than 1 value per channel when training, got input of shape "
                     f"{tuple(x.shape)}"
                 )
-            if not training:
-                rm = rv = None
             rm_out, rv_out = _updated(running_mean, rm), _updated(running_var, rv)
             mean, rstd = kernels.batchnorm_stats(x2, eps, momentum, rm, rv, rm_out, rv_out)
             if rm is not None and rm_out is not rm:
