@@ -51,6 +51,7 @@ if str(HERE) not in sys.path:
 
 import _models_topgrad  # noqa: E402
 import _models_torch  # noqa: E402
+import _steps  # noqa: E402
 import numpy as np  # noqa: E402
 import topgrad  # noqa: E402
 import topgrad_triton  # noqa: E402  (only `set_precision`; imports neither torch nor triton)
@@ -60,7 +61,6 @@ from topgrad import Tensor  # noqa: E402
 
 GROUPS = ("matmul", "attention", "norm", "model")
 PRECISIONS = ("ieee", "tf32")
-LR = 0.01
 TARGET_MATMUL = 0.70  # Topgrad's matmul at >= 70% of torch.matmul's rate
 TARGET_STEP = 1.5  # a training step within 1.5x of PyTorch eager
 MATCH_TOL = 1e-3  # relative logit difference above which an example model and its mirror disagree
@@ -352,12 +352,6 @@ def batchnorm_case(mk: Maker, b: int, hw: int, c: int) -> Case:
 
 
 # ---- training steps ----------------------------------------------------------------------------
-def _images(batch: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed + 1)
-    x = rng.random((batch, 28, 28, 1), dtype=np.float32)
-    return x, rng.integers(0, _models_topgrad.CLASSES, batch)
-
-
 def _nchw(x: np.ndarray, device: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
 
@@ -389,26 +383,9 @@ def load_models(name: str, seed: int, x: np.ndarray,
 
 def model_case(name: str, batch: int, prec: str, device: str, seed: int) -> Case:
     """One training step: forward, cross-entropy, backward, SGD update (zero_grad last, as vs_torch.py)."""
-    x, labels = _images(batch, seed)
+    x, labels = _steps.images(batch, seed)
     tgm, thm = load_models(name, seed, x, device)
-    tg_x, th_x = Tensor(x), _nchw(x, device)
-    onehot = Tensor(np.eye(_models_topgrad.CLASSES, dtype=np.float32)[labels])
-    th_y = torch.from_numpy(labels).to(device)
-    tg_opt = topgrad.optim.SGD(list(tgm.params.values()), lr=LR)
-    th_opt = torch.optim.SGD(thm.parameters(), lr=LR)
-
-    def tg() -> None:
-        loss = (tgm.forward(tg_x).logsoftmax(-1) * onehot).sum() * (-1.0 / batch)
-        loss.backward()
-        tg_opt.step()
-        tg_opt.zero_grad()
-        tg_x.grad = None
-
-    def th() -> None:
-        nnf.cross_entropy(thm(th_x), th_y).backward()
-        th_opt.step()
-        th_opt.zero_grad()
-
+    tg, th = _steps.training_steps(tgm, thm, Tensor(x), _nchw(x, device), labels, device)
     return Case("model", name, f"batch {batch}", prec, tg, th, lambda: [_logits(tgm, thm, x, device)],
                 max_ratio=TARGET_STEP)
 

@@ -63,13 +63,12 @@ import _measure  # noqa: E402
 import _models_topgrad  # noqa: E402
 import _models_torch  # noqa: E402
 import _ops  # noqa: E402
+import _steps  # noqa: E402
 import numpy as np  # noqa: E402
 import topgrad  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as nnf  # noqa: E402
 from topgrad import Tensor  # noqa: E402
 
-LR = 0.01
 CLOCK_NAMES = {"cpu": "process CPU time (user + system)", "wall": "elapsed (wall) time"}
 TARGET_STEP, TARGET_OP, TARGET_MEM = 1.3, 2.0, 1.5
 MATCH_TOL = 1e-3  # relative logit difference above which a model and its mirror disagree
@@ -88,12 +87,6 @@ class Case:
     flops: int = 0
     max_diff: float = 0.0
     source: str = ""
-
-
-def _images(batch: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed + 1)
-    x = rng.random((batch, 28, 28, 1), dtype=np.float32)
-    return x, rng.integers(0, _models_topgrad.CLASSES, batch)
 
 
 def _forward_diff(tgm: _models_topgrad.TopgradModel, thm: torch.nn.Module, x: np.ndarray) -> float:
@@ -120,26 +113,11 @@ def load_models(name: str, seed: int, x: np.ndarray) -> tuple[_models_topgrad.To
 
 def model_case(name: str, batch: int, seed: int) -> Case:
     """A training step of model `name`: forward, cross-entropy, backward, SGD update."""
-    x, labels = _images(batch, seed)
+    x, labels = _steps.images(batch, seed)
     tgm, thm = load_models(name, seed, x)
-    tg_x, th_x = Tensor(x), torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-    onehot = Tensor(np.eye(_models_topgrad.CLASSES, dtype=np.float32)[labels])
-    th_y = torch.from_numpy(labels)
-    tg_opt = topgrad.optim.SGD(list(tgm.params.values()), lr=LR)
-    th_opt = torch.optim.SGD(thm.parameters(), lr=LR)
-
-    # zero_grad comes last, so that a step starts without gradients and its peak memory counts them
-    def tg_step() -> None:
-        loss = (tgm.forward(tg_x).logsoftmax(-1) * onehot).sum() * (-1.0 / batch)
-        loss.backward()
-        tg_opt.step()
-        tg_opt.zero_grad()
-        tg_x.grad = None
-
-    def th_step() -> None:
-        nnf.cross_entropy(thm(th_x), th_y).backward()
-        th_opt.step()
-        th_opt.zero_grad()
+    tg_x = Tensor(x)
+    th_x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    tg_step, th_step = _steps.training_steps(tgm, thm, tg_x, th_x, labels)
 
     diff = _forward_diff(tgm, thm, x)
     params = {id(p) for p in tgm.params.values()}
