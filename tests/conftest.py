@@ -55,3 +55,14 @@ def _selected_backend(backend_name: str):
 def interpreted(backend_name: str) -> bool:
     """True where kernels run in an interpreter: tests choose smaller shapes, never fewer ops."""
     return backend_name == "triton" and os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@pytest.fixture
+def triton_backend():
+    """The triton backend selected; skipped where it cannot run (no GPU, interpreter not usable)."""
+    import topgrad
+
+    try:
+        return topgrad.set_backend("triton")
+    except topgrad.BackendUnavailableError as exc:
+        pytest.skip(str(exc))

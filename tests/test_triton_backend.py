@@ -26,12 +26,9 @@ from topgrad import Tensor  # noqa: E402
 
 
 @pytest.fixture
-def backend():
-    """The triton backend selected; skipped where it cannot run (no GPU, interpreter not usable)."""
-    try:
-        return topgrad.set_backend("triton")
-    except topgrad.BackendUnavailableError as exc:
-        pytest.skip(str(exc))
+def backend(triton_backend):
+    """The selected triton backend (conftest's `triton_backend`), by a shorter name."""
+    return triton_backend
 
 
 def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -24,15 +24,6 @@ from topgrad_triton.guard import TorchComputeError, guarded  # noqa: E402
 from topgrad_triton.ops.base import TritonOp  # noqa: E402
 
 
-@pytest.fixture
-def triton_backend():
-    """The triton backend selected; skipped where it cannot run (no GPU, interpreter not usable)."""
-    try:
-        return topgrad.set_backend("triton")
-    except topgrad.BackendUnavailableError as exc:
-        pytest.skip(str(exc))
-
-
 class ComputesInForward(TritonOp):
     def forward(self, x):
         return x * 2  # torch math: forbidden
