@@ -99,8 +99,9 @@ def register_plugin(plugin: object, name: str | None = None) -> str:
 
 def register_backend(spec: BackendSpec, replace: bool = False) -> None:
     """Offer a backend in-process, without packaging (tests, notebooks)."""
-    if not replace and spec.name in _offers():
-        owners = ", ".join(owner for owner, _ in _offers()[spec.name])
+    offers = _offers()
+    if not replace and spec.name in offers:
+        owners = ", ".join(owner for owner, _ in offers[spec.name])
         raise BackendConflictError(
             f"backend {spec.name!r} is already offered by {owners}; pass replace=True to replace it"
         )
