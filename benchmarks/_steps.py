@@ -28,7 +28,7 @@ def training_steps(
     """One step each (forward, cross-entropy, backward, SGD update); zero_grad comes last, so a
     step starts without gradients and its peak memory counts them."""
     batch = len(labels)
-    onehot = Tensor(np.eye(_models_topgrad.CLASSES, dtype=np.float32)[labels])
+    onehot = Tensor(np.eye(_models_topgrad.CLASSES, dtype=np.float32)[labels], requires_grad=False)
     th_y = torch.from_numpy(labels).to(device)
     tg_opt = topgrad.optim.SGD(list(tgm.params.values()), lr=LR)
     th_opt = torch.optim.SGD(thm.parameters(), lr=LR)
@@ -38,7 +38,6 @@ def training_steps(
         loss.backward()
         tg_opt.step()
         tg_opt.zero_grad()
-        tg_x.grad = None
 
     def th_step() -> None:
         nnf.cross_entropy(thm(th_x), th_y).backward()

@@ -385,7 +385,7 @@ def model_case(name: str, batch: int, prec: str, device: str, seed: int) -> Case
     """One training step: forward, cross-entropy, backward, SGD update (zero_grad last, as vs_torch.py)."""
     x, labels = _steps.images(batch, seed)
     tgm, thm = load_models(name, seed, x, device)
-    tg, th = _steps.training_steps(tgm, thm, Tensor(x), _nchw(x, device), labels, device)
+    tg, th = _steps.training_steps(tgm, thm, Tensor(x, requires_grad=False), _nchw(x, device), labels, device)
     return Case("model", name, f"batch {batch}", prec, tg, th, lambda: [_logits(tgm, thm, x, device)],
                 max_ratio=TARGET_STEP)
 

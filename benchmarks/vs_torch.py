@@ -115,7 +115,7 @@ def model_case(name: str, batch: int, seed: int) -> Case:
     """A training step of model `name`: forward, cross-entropy, backward, SGD update."""
     x, labels = _steps.images(batch, seed)
     tgm, thm = load_models(name, seed, x)
-    tg_x = Tensor(x)
+    tg_x = Tensor(x, requires_grad=False)  # an input batch, as in PyTorch: no gradient
     th_x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     tg_step, th_step = _steps.training_steps(tgm, thm, tg_x, th_x, labels)
 

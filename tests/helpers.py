@@ -67,14 +67,17 @@ def check_against_torch(
     seed: int = 0,
     rtol: float = RTOL,
     atol: float = ATOL,
+    constants: Sequence[int] = (),
 ) -> tuple[list[Tensor], Tensor]:
     """Run both functions on the same inputs; compare the output and every input's gradient.
 
     The backward pass is seeded with a random upstream gradient, the same for both.
+    Inputs whose index is in `constants` are made with `requires_grad=False` in both
+    frameworks and must get no gradient.
     Returns the Topgrad input tensors and output, for further checks by the caller.
     """
-    xs = [Tensor(a) for a in inputs]
-    ts = [torch.tensor(a, requires_grad=True) for a in inputs]
+    xs = [Tensor(a, requires_grad=i not in constants) for i, a in enumerate(inputs)]
+    ts = [torch.tensor(a, requires_grad=i not in constants) for i, a in enumerate(inputs)]
     out = top_fn(*xs)
     ref = torch_fn(*ts)
     assert_close(out, ref, "forward", rtol, atol)
@@ -82,6 +85,9 @@ def check_against_torch(
     out.backward(upstream)
     ref.backward(torch.from_numpy(upstream))
     for i, (x, t) in enumerate(zip(xs, ts)):
+        if i in constants:
+            assert x.grad is None, f"input {i} is a constant but got a gradient"
+            continue
         assert x.grad is not None, f"input {i} got no gradient"
         assert_close(x.grad, t.grad, f"gradient of input {i}", rtol, atol)
     return xs, out

@@ -303,3 +303,48 @@ def test_no_grad_output_cannot_send_gradient_back() -> None:
     (y * 3.0).sum().backward()
     assert x.grad is None
     assert_close(y.grad, np.full(2, 3.0, np.float32), "y is a leaf now")
+
+
+# ---- constants: requires_grad=False ----------------------------------------------------------
+def test_a_constant_gets_no_gradient_and_the_rest_match_torch() -> None:
+    """An input batch made with requires_grad=False through a small residual net, against PyTorch."""
+    x_np, w_np, v_np = rand((4, 5), 40), rand((5, 5), 41), rand((5, 3), 42)
+
+    def top(x: Tensor, w: Tensor, v: Tensor) -> Tensor:
+        return ((x.linear(w).relu() + x) * x).linear(v)
+
+    def ref(x: torch.Tensor, w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return ((torch.relu(x @ w) + x) * x) @ v
+
+    check_against_torch(top, ref, [x_np, w_np, v_np], constants=(0,))
+
+
+def test_an_op_of_constants_builds_no_graph() -> None:
+    """Ops whose Tensor inputs are all constants give a constant with no op (PyTorch prunes the
+    same way), and backward from it says why it cannot run."""
+    x = Tensor(rand((2, 3), 43), requires_grad=False)
+    y = (x * 2.0 + x).relu().sum()
+    assert y._op is None and not y.requires_grad
+    assert "requires_grad=False" in repr(y)
+    with pytest.raises(RuntimeError, match="constant"):
+        y.backward()
+    with pytest.raises(RuntimeError, match="constant"):
+        x.backward()
+
+
+def test_needs_grad_tells_an_op_which_gradients_to_compute() -> None:
+    x = Tensor(rand((2, 3), 44), requires_grad=False)
+    w = Tensor(rand((3, 4), 45))
+    h = x.linear(w)
+    out = h.linear(Tensor(rand((4, 2), 46), requires_grad=False))
+    assert [h._op.needs_grad(i) for i in range(3)] == [False, True, False]  # bias None: a plain value
+    assert [out._op.needs_grad(i) for i in range(2)] == [True, False]  # h comes from an op
+    assert type(h._op)().needs_grad(0), "an op run by hand, outside the engine, computes every gradient"
+
+
+def test_a_constant_is_still_a_node_of_the_graph() -> None:
+    """graph() shows the constant input, so inspection is unchanged."""
+    x = Tensor(rand((2, 3), 47), requires_grad=False)
+    w = Tensor(rand((3, 2), 48))
+    g = x.linear(w).sum().graph({"x": x, "w": w})
+    assert {n.name for n in g if n.op is None} == {"x", "w"}

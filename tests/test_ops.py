@@ -242,11 +242,14 @@ def test_linear_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
     d = data.draw(st.integers(1, sizes.dim), label="d")
     m = data.draw(st.integers(1, sizes.dim), label="m")
     inputs = [rand((*lead, d), seed), rand((d, m), seed + 1)]
+    constants = data.draw(st.sampled_from([(), (0,), (1,)]), label="constants")  # an input batch, frozen w
     if data.draw(st.booleans(), label="bias"):
         inputs.append(rand((m,), seed + 2))
-        check_against_torch(lambda x, w, b: x.linear(w, b), lambda x, w, b: x @ w + b, inputs, seed=seed)
+        check_against_torch(lambda x, w, b: x.linear(w, b), lambda x, w, b: x @ w + b, inputs, seed=seed,
+                            constants=constants)
     else:
-        check_against_torch(lambda x, w: x.linear(w), lambda x, w: x @ w, inputs, seed=seed)
+        check_against_torch(lambda x, w: x.linear(w), lambda x, w: x @ w, inputs, seed=seed,
+                            constants=constants)
 
 
 @pytest.mark.parametrize(("x_shape", "w_shape"), [((3, 4), (4, 5)), ((2, 3, 4), (4, 2))])
@@ -357,6 +360,21 @@ def test_conv2d_fixed(
     check_against_torch(top, ref, inputs)
 
 
+@pytest.mark.parametrize(
+    ("x_shape", "stride", "constant"),
+    [
+        ((2, 8, 8, 3), 1, 0), ((2, 8, 8, 1), 1, 0), ((2, 9, 7, 2), 2, 0),
+        ((2, 8, 8, 3), 1, 1), ((2, 9, 7, 2), 2, 1),
+    ],
+)
+def test_conv2d_with_a_constant_input(x_shape: tuple[int, int, int, int], stride: int, constant: int) -> None:
+    """An image batch (or a frozen kernel) made with requires_grad=False: the other gradients
+    still match PyTorch, through every backward path (stride 1 and 2, one and several channels)."""
+    top, ref = _conv(stride, 1)
+    inputs = [rand(x_shape, 21), rand((3, 3, x_shape[3], 4), 22, scale=0.5), rand((4,), 23)]
+    check_against_torch(top, ref, inputs, constants=(constant,))
+
+
 @given(data=st.data(), seed=seeds)
 def test_conv2d_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
     """Drawn kernel sizes, strides, paddings and image sizes (every output at least 1x1)."""
@@ -369,11 +387,12 @@ def test_conv2d_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
     cin = data.draw(st.integers(1, sizes.channels), label="cin")
     cout = data.draw(st.integers(1, sizes.channels), label="cout")
     bias = data.draw(st.booleans(), label="bias")
+    constants = data.draw(st.sampled_from([(), (0,), (1,)]), label="constants")  # an image batch, frozen w
     top, ref = _conv(stride, padding)
     inputs = [rand((batch, h, w, cin), seed), rand((kh, kw, cin, cout), seed + 1, scale=0.5)]
     if bias:
         inputs.append(rand((cout,), seed + 2))
-    check_against_torch(top, ref, inputs, seed=seed)
+    check_against_torch(top, ref, inputs, seed=seed, constants=constants)
 
 
 @pytest.mark.parametrize(

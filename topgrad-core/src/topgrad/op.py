@@ -8,6 +8,10 @@ The graph is made of ops, as PyTorch's is made of grad_fns: `op.parents` holds, 
 positional argument, the Op that produced it, or the leaf Tensor itself, or the plain value
 (a scalar, None). It holds no intermediate output, so an activation that no op saved for
 backward is freed as soon as the model's code lets go of it.
+
+Constants (`Tensor(x, requires_grad=False)`: an input batch) get no gradient: an op asks
+`needs_grad(i)` which gradients to compute, and an op whose Tensor inputs are all constants
+builds no graph at all; its output is a constant too.
 """
 
 from __future__ import annotations
@@ -53,6 +57,15 @@ class Op:
         """The arrays this op saved for backward (empty once backward has run)."""
         return self._intermediate
 
+    def needs_grad(self, i: int) -> bool:
+        """Does backward need the gradient of positional argument `i`? False for a constant or a
+        plain value, so the op may skip that work (the input gradient of a first layer); True
+        for an op run by hand, outside the engine."""
+        if i >= len(self.parents):
+            return True
+        p = self.parents[i]
+        return isinstance(p, Op) or _tensor._tracked_leaf(p)
+
     def output(self) -> Tensor | None:
         """The Tensor this op produced, while something still holds it; else None."""
         return self._output() if self._output is not None else None
@@ -87,7 +100,10 @@ def _apply_observed(cls: type[Op], args: tuple[Any, ...], params: dict[str, Any]
 
 
 def _link(op: Op, args: tuple[Any, ...], out: Any) -> Tensor:
-    """Make `out` the output Tensor of `op` and record the op's parents (ops and leaves)."""
+    """Make `out` the output Tensor of `op` and record the op's parents (ops and leaves); with
+    constants alone for inputs, `out` is a constant and `op` is dropped."""
+    if not any(isinstance(a, Tensor) and a.requires_grad for a in args):
+        return Tensor._from_array(out, None, requires_grad=False)
     op.parents = tuple((a._op or a) if isinstance(a, Tensor) else a for a in args)
     op._out_shape, op._out_dtype = out.shape, out.dtype
     result = Tensor._from_array(out, op)

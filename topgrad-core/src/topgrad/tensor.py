@@ -38,10 +38,12 @@ def _ops() -> Any:
 class Tensor:
     """An n-dimensional float32 array that records the op which produced it."""
 
-    __slots__ = ("__weakref__", "_op", "data", "grad")
+    __slots__ = ("__weakref__", "_op", "data", "grad", "requires_grad")
     __array_priority__ = 1000  # so that `numpy_array * tensor` calls Tensor.__rmul__
 
-    def __init__(self, data: Any, dtype: str = "float32") -> None:
+    def __init__(self, data: Any, dtype: str = "float32", requires_grad: bool = True) -> None:
+        """`requires_grad=False` makes a constant (an input batch, targets): backward gives it no
+        gradient and ops skip computing one, as PyTorch does for its inputs."""
         if isinstance(data, Tensor):
             data = data.data
         elif data is None:  # numpy would make a NaN of it
@@ -49,12 +51,13 @@ class Tensor:
         self.data = registry.get_backend().asarray(data, dtype=dtype)
         self.grad: Any = None
         self._op: Op | None = None
+        self.requires_grad = bool(requires_grad)
 
     @classmethod
-    def _from_array(cls, array: Any, op: Op | None) -> Tensor:
+    def _from_array(cls, array: Any, op: Op | None, requires_grad: bool = True) -> Tensor:
         """Wrap a backend array without converting it (the ops' fast path)."""
         t = cls.__new__(cls)
-        t.data, t.grad, t._op = array, None, op
+        t.data, t.grad, t._op, t.requires_grad = array, None, op, requires_grad
         return t
 
     # ---- constructors -------------------------------------------------------------
@@ -104,7 +107,8 @@ class Tensor:
 
     def __repr__(self) -> str:
         made_by = f", op={type(self._op).__name__}" if self._op is not None else ""
-        return f"Tensor(shape={self.shape}{made_by})"
+        constant = ", requires_grad=False" if not self.requires_grad else ""
+        return f"Tensor(shape={self.shape}{made_by}{constant})"
 
     def __len__(self) -> int:
         return self.data.shape[0]
@@ -208,6 +212,12 @@ class Tensor:
             raise ValueError(
                 f"backward: grad of shape {tuple(grad.shape)} for a tensor of shape {self.shape}"
             )
+        if not self.requires_grad:
+            raise RuntimeError(
+                "backward: this tensor is a constant (requires_grad=False, or computed from "
+                "constants only), so no gradient flows from it; make the leaves you train "
+                "with Tensor(data) (requires_grad=True is the default)"
+            )
         if self._op is None:
             self.grad = grad if self.grad is None else backend.add(self.grad, grad)
             return
@@ -223,7 +233,7 @@ class Tensor:
                 node.grad = g if node.grad is None else add(node.grad, g)
                 continue
             for parent, pg in zip(node.parents, run_backward(node, g)):
-                if pg is None or not isinstance(parent, (Op, Tensor)):
+                if pg is None or not (isinstance(parent, Op) or _tracked_leaf(parent)):
                     continue
                 key = id(parent)
                 grads[key] = pg if key not in grads else add(grads[key], pg)
@@ -251,6 +261,11 @@ def _toposort(root: Op) -> list[Any]:
             stack.pop()
             order.append(node)
     return order
+
+
+def _tracked_leaf(x: Any) -> bool:
+    """A leaf Tensor that collects a gradient (not a constant, not a plain value)."""
+    return isinstance(x, Tensor) and x.requires_grad
 
 
 def _shape(shape: tuple[Any, ...]) -> tuple[int, ...]:

@@ -16,7 +16,7 @@ def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
 def cross_entropy(logits: Tensor, labels: np.ndarray) -> Tensor:
     """Mean negative log-likelihood of the labels: -(1/B) Σ one_hot * logsoftmax(logits)."""
     batch, num_classes = logits.shape
-    targets = Tensor(one_hot(labels, num_classes))  # a constant: its gradient is never used
+    targets = Tensor(one_hot(labels, num_classes), requires_grad=False)
     return (logits.logsoftmax(axis=-1) * targets).sum() * (-1.0 / batch)
 
 

@@ -90,7 +90,8 @@ def evaluate(model: Module, images: np.ndarray, labels: np.ndarray, batch_size: 
     correct = 0
     with topgrad.no_grad():
         for start in range(0, len(labels), batch_size):
-            logits = model(topgrad.Tensor(images[start:start + batch_size]), training=False)
+            batch = topgrad.Tensor(images[start:start + batch_size], requires_grad=False)
+            logits = model(batch, training=False)
             correct += round(accuracy(logits, labels[start:start + batch_size]) * len(logits))
     return correct / max(1, len(labels))
 
@@ -107,7 +108,8 @@ def train_epoch(
                disable=not progress, leave=False, dynamic_ncols=True)
     for i, index in enumerate(batches(len(labels), recipe.batch_size, seed, epoch)):
         optimizer.lr = learning_rate(step + i, total_epochs * steps, recipe.lr, recipe.warmup_steps)
-        loss = cross_entropy(model(topgrad.Tensor(images[index]), training=True), labels[index])
+        batch = topgrad.Tensor(images[index], requires_grad=False)  # an input: no gradient to compute
+        loss = cross_entropy(model(batch, training=True), labels[index])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

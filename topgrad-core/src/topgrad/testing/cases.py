@@ -35,6 +35,7 @@ class Case:
     params: dict[str, Any] = field(default_factory=dict)
     raises: type[Exception] | None = None  # the forward must raise this (incompatible shapes)
     fd: bool = True  # check the reference's gradient against central differences (not at kinks)
+    constants: tuple[int, ...] = ()  # positional inputs made with requires_grad=False: no gradient
 
     @property
     def id(self) -> str:
@@ -98,6 +99,7 @@ CASES: list[Case] = [
     Case("LogSoftmax", "(2,6) logits ~1000", (Arr((2, 6), scale=20.0, offset=1000.0),), {"axis": -1}),
     Case("Linear", "(4,3)@(3,5)+(5,)", (Arr((4, 3)), Arr((3, 5)), Arr((5,)))),
     Case("Linear", "(2,3,4)@(4,2) no bias", (Arr((2, 3, 4)), Arr((4, 2)), None)),
+    Case("Linear", "(4,3)@(3,5)+(5,) constant x", (Arr((4, 3)), Arr((3, 5)), Arr((5,))), constants=(0,)),
     Case("Linear", "(2,3)@(4,5) raises", (Arr((2, 3)), Arr((4, 5)), None), raises=ValueError),
     Case("Reshape", "(2,3,4)->(6,4)", (Arr((2, 3, 4)),), {"shape": (6, 4)}),
     Case("Reshape", "(2,6)->(-1,)", (Arr((2, 6)),), {"shape": (-1,)}),
@@ -107,6 +109,10 @@ CASES: list[Case] = [
     Case("Conv2d", "3x3 s2 p1", (Arr((2, 5, 5, 2)), Arr((3, 3, 2, 3)), None), {"stride": 2, "padding": 1}),
     Case("Conv2d", "3x3 s1 p1 bias", (Arr((1, 4, 4, 2)), Arr((3, 3, 2, 2)), Arr((2,))),
          {"stride": 1, "padding": 1}),
+    Case("Conv2d", "3x3 s1 p1 constant x", (Arr((2, 4, 4, 3)), Arr((3, 3, 3, 2)), Arr((2,))),
+         {"stride": 1, "padding": 1}, constants=(0,)),
+    Case("Conv2d", "3x3 s2 p1 constant x", (Arr((2, 5, 5, 2)), Arr((3, 3, 2, 3)), None),
+         {"stride": 2, "padding": 1}, constants=(0,)),
     Case("Conv2d", "1x1 s1 p0 bias", (Arr((2, 3, 3, 2)), Arr((1, 1, 2, 3)), Arr((3,))),
          {"stride": 1, "padding": 0}),
     Case("BatchNorm", "(6,4) train running", (Arr((6, 4)), Arr((4,)), Arr((4,))),

@@ -15,9 +15,11 @@ from topgrad.testing.outcome import RTOL, Outcome, compare, max_error, merge
 from topgrad.testing.reference import REFERENCE, forward_output
 
 
-def _to_backend(value: Any) -> Any:
+def _to_backend(value: Any, requires_grad: bool = True) -> Any:
     """float64 reference input -> a Tensor on the selected backend (scalars and None pass through)."""
-    return Tensor(value.astype(np.float32)) if isinstance(value, np.ndarray) else value
+    if isinstance(value, np.ndarray):
+        return Tensor(value.astype(np.float32), requires_grad=requires_grad)
+    return value
 
 
 def _numpy(array: Any) -> Any:
@@ -28,7 +30,7 @@ def _apply(
     case: Case, args64: list[Any], params64: dict[str, Any]
 ) -> tuple[Tensor, list[Any], dict[str, Any]]:
     op = getattr(get_backend().ops, case.op)
-    args = [_to_backend(a) for a in args64]
+    args = [_to_backend(a, i not in case.constants) for i, a in enumerate(args64)]
     params = {k: _to_backend(v) for k, v in params64.items()}
     return op.apply(*args, **params), args, params
 
@@ -99,6 +101,11 @@ def check_backward(case: Case, rtol: float = RTOL) -> Outcome | None:
         outcomes = []
         for i, (t, want) in enumerate(zip(args, expected)):
             if not isinstance(t, Tensor):
+                continue
+            if i in case.constants:
+                if t.grad is not None:
+                    outcomes.append(Outcome.failed(f"input {i} is a constant (requires_grad=False) "
+                                                   "but got a gradient"))
                 continue
             if t.grad is None:
                 outcomes.append(Outcome.failed(f"input {i} got no gradient (its backward entry was None)"))

@@ -4,7 +4,7 @@ over chunks of the batch so each patch matrix is small (~2 MiB) and still in cac
 Backward, chunk by chunk: dL/dw accumulates GEMMs with the rebuilt patch matrices. dL/dx
 is, for stride 1, a convolution of the gradient with the flipped kernel (im2col + GEMM);
 otherwise a GEMM to patch gradients and a col2im of kh*kw strided slice additions (never
-`np.add.at`, which is unbuffered and slow).
+`np.add.at`, which is unbuffered and slow). A constant input (an image batch) gets no dL/dx.
 """
 
 from __future__ import annotations
@@ -130,10 +130,55 @@ def _weight_grad(
     _, H, W, C = x.shape
     pad_x = _Padder(chunks[0].stop if chunks else 0, H, W, C, ph, pw, x.dtype)
     gw = np.zeros((kh * kw * C, g2.shape[1]), dtype=g2.dtype)
+    part = np.empty_like(gw)
     for sl in chunks:
         cols = im2col(pad_x(x[sl]), kh, kw, sh, sw)
-        gw += cols.T @ g2[sl.start * Ho * Wo : sl.stop * Ho * Wo]
+        np.matmul(cols.T, g2[sl.start * Ho * Wo : sl.stop * Ho * Wo], out=part)
+        gw += part
     return gw
+
+
+def _input_grad_col2im(
+    w: np.ndarray, g2: np.ndarray, x_shape: tuple[int, ...], chunks: list[slice], geo: tuple[int, ...]
+) -> np.ndarray:
+    """dL/dx for any stride: per chunk, a GEMM to patch gradients, then col2im."""
+    kh, kw, sh, sw, ph, pw, Ho, Wo = geo
+    w2t = w.reshape(-1, w.shape[3]).T
+    gx = np.empty(x_shape, dtype=g2.dtype)
+    for sl in chunks:
+        gcols = g2[sl.start * Ho * Wo : sl.stop * Ho * Wo] @ w2t
+        col2im(gcols, gx[sl], kh, kw, sh, sw, ph, pw, Ho, Wo)
+    return gx
+
+
+def _grads_as_conv(
+    x: np.ndarray, w: np.ndarray, grad: np.ndarray, chunks: list[slice], geo: tuple[int, ...],
+    need_w: bool,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Stride 1: dL/dx is the gradient correlated with the flipped kernel (Cin and Cout swapped).
+    The gradient's patch matrix (one row per input position) also gives dL/dw, as gcols^T @ x
+    with the kernel flipped back: one im2col serves both, none of x is needed."""
+    kh, kw, _, _, ph, pw, Ho, Wo = geo
+    _, H, W, C = x.shape
+    Cout = w.shape[3]
+    w_flip = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2)).reshape(kh * kw * Cout, C)
+    pad_g = _Padder(chunks[0].stop if chunks else 0, Ho, Wo, Cout, kh - 1 - ph, kw - 1 - pw, grad.dtype)
+    gx = np.empty(x.shape, dtype=grad.dtype)
+    gwf = np.zeros((kh * kw * Cout, C), dtype=w.dtype)
+    part = np.empty_like(gwf)
+    for sl in chunks:
+        n = sl.stop - sl.start
+        gcols = im2col(pad_g(grad[sl]), kh, kw, 1, 1)
+        np.matmul(gcols, w_flip, out=gx[sl].reshape(n * H * W, C))
+        if need_w:
+            np.matmul(gcols.T, x[sl].reshape(n * H * W, C), out=part)
+            gwf += part
+    if not need_w:
+        return gx, None
+    gw = np.ascontiguousarray(gwf.reshape(kh, kw, Cout, C)[::-1, ::-1].transpose(0, 1, 3, 2))
+    if not np.isfinite(gw).all():  # NaN/Inf in x would meet the padding's zeros here:
+        gw = _weight_grad(x, grad.reshape(-1, Cout), chunks, geo)  # pair them as PyTorch does
+    return gx, gw
 
 
 class Conv2d(Op):
@@ -173,46 +218,20 @@ class Conv2d(Op):
     def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:
         x, w = self._intermediate
         x_shape, sh, sw, ph, pw, Ho, Wo, has_bias = self.geometry
-        B, H, W, C = x_shape
+        B, _, _, C = x_shape
         kh, kw, _, Cout = w.shape
-        K = kh * kw * C
-        w2 = w.reshape(K, Cout)
+        geo = (kh, kw, sh, sw, ph, pw, Ho, Wo)
         grad = np.ascontiguousarray(grad)
         g2 = grad.reshape(B * Ho * Wo, Cout)
-        gx = np.empty(x_shape, dtype=grad.dtype)
+        chunks = batch_chunks(B, Ho * Wo * kh * kw * max(C, Cout) * x.itemsize)
+        need_x, need_w = self.needs_grad(0), self.needs_grad(1)  # no dL/dx for an input batch
+        gx = gw = None
         # stride 1: dL/dx as a convolution of the gradient, except for one input channel (an
         # image batch), where a GEMM to patch gradients and col2im is ~3x cheaper
-        as_conv = sh == sw == 1 and ph < kh and pw < kw and C > 1
-        qh, qw = kh - 1 - ph, kw - 1 - pw  # padding of the gradient for the stride-1 input gradient
-        if as_conv:  # dL/dx = grad correlated with the flipped kernel, Cin and Cout swapped
-            w_flip = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2)).reshape(kh * kw * Cout, C)
-        chunks = batch_chunks(B, Ho * Wo * kh * kw * max(C, Cout) * x.itemsize)
-        n0 = chunks[0].stop if chunks else 0
-        if as_conv:
-            pad_g = _Padder(n0, Ho, Wo, Cout, qh, qw, grad.dtype)
-            # The gradient's patch matrix (one row per input position) gives both dL/dx and, as
-            # gcols^T @ x, dL/dw with the kernel flipped and Cin/Cout swapped: no im2col of x.
-            gwf = np.zeros((kh * kw * Cout, C), dtype=w.dtype)
-            part = np.empty_like(gwf)
-            for sl in chunks:
-                n = sl.stop - sl.start
-                gcols = im2col(pad_g(grad[sl]), kh, kw, 1, 1)
-                np.matmul(gcols, w_flip, out=gx[sl].reshape(n * H * W, C))
-                np.matmul(gcols.T, x[sl].reshape(n * H * W, C), out=part)
-                gwf += part
-            gw = np.ascontiguousarray(gwf.reshape(kh, kw, Cout, C)[::-1, ::-1].transpose(0, 1, 3, 2))
-            if not np.isfinite(gw).all():  # NaN/Inf in x would meet the padding's zeros here:
-                gw = _weight_grad(x, g2, chunks, (kh, kw, sh, sw, ph, pw, Ho, Wo))  # pair as PyTorch
+        if need_x and sh == sw == 1 and ph < kh and pw < kw and C > 1:
+            gx, gw = _grads_as_conv(x, w, grad, chunks, geo, need_w)
         else:
-            pad_x = _Padder(n0, H, W, C, ph, pw, x.dtype)
-            gw = np.zeros((K, Cout), dtype=w.dtype)
-            part = np.empty_like(gw)
-            for sl in chunks:
-                g2c = g2[sl.start * Ho * Wo : sl.stop * Ho * Wo]
-                cols = im2col(pad_x(x[sl]), kh, kw, sh, sw)
-                np.matmul(cols.T, g2c, out=part)
-                gw += part
-                del cols
-                col2im(g2c @ w2.T, gx[sl], kh, kw, sh, sw, ph, pw, Ho, Wo)
+            gx = _input_grad_col2im(w, g2, x_shape, chunks, geo) if need_x else None
+            gw = _weight_grad(x, g2, chunks, geo) if need_w else None
         gb = colsum(g2) if has_bias else None
-        return gx, gw.reshape(w.shape), gb
+        return gx, None if gw is None else gw.reshape(w.shape), gb

@@ -29,7 +29,8 @@ def _check(x: np.ndarray, w: np.ndarray, b: Any) -> None:
 
 
 class Linear(Op):
-    """x @ w + b; saves x and w (references: no extra memory)."""
+    """x @ w + b; saves x and w (references: no extra memory). Backward skips the gradients
+    of constant inputs."""
 
     def forward(self, x: np.ndarray, w: np.ndarray, b: Any = None) -> np.ndarray:
         if x.ndim == 2 and w.ndim == 2 and x.shape[1] == w.shape[0]:
@@ -49,8 +50,7 @@ class Linear(Op):
         x, w = self._intermediate
         rows = _rows(x)
         g2 = grad.reshape(rows, w.shape[1])
-        x2 = x.reshape(rows, w.shape[0])
-        gx = (g2 @ w.T).reshape(x.shape)
-        gw = x2.T @ g2
+        gx = (g2 @ w.T).reshape(x.shape) if self.needs_grad(0) else None  # none for an input batch
+        gw = x.reshape(rows, w.shape[0]).T @ g2 if self.needs_grad(1) else None
         gb = colsum(g2) if self.has_bias else None
         return gx, gw, gb

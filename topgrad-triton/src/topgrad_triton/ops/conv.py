@@ -47,8 +47,10 @@ class Conv2d(TritonOp):
         x_shape, w_shape, s, p, pointwise, has_bias = self.geometry
         M, cout = cols.shape[0], w_shape[3]
         g2 = contiguous(grad).view(M, cout)
-        dcols = matmul(g2, w2.t())
-        dx = dcols.view(x_shape) if pointwise else col2im(dcols, x_shape, w_shape[0], w_shape[1], s, p)
-        dw = matmul(cols.t(), g2).view(w_shape)
+        dx = None  # none for a constant input (an image batch)
+        if self.needs_grad(0):
+            dcols = matmul(g2, w2.t())
+            dx = dcols.view(x_shape) if pointwise else col2im(dcols, x_shape, w_shape[0], w_shape[1], s, p)
+        dw = matmul(cols.t(), g2).view(w_shape) if self.needs_grad(1) else None
         db = sum_rows(g2, cout, M, 1, cout) if has_bias else None
         return dx, dw, db

@@ -30,7 +30,7 @@ class Linear(TritonOp):
         x2, w = self.saved
         rows, M = x2.shape[0], w.shape[1]
         g2 = contiguous(grad).view(rows, M)
-        dx = matmul(g2, w.t()).view(self.x_shape)
-        dw = matmul(x2.t(), g2)
+        dx = matmul(g2, w.t()).view(self.x_shape) if self.needs_grad(0) else None  # none for inputs
+        dw = matmul(x2.t(), g2) if self.needs_grad(1) else None
         db = sum_rows(g2, M, rows, 1, M) if self.has_bias else None
         return dx, dw, db
