@@ -175,10 +175,11 @@ def test_conv_never_uses_add_at(nb) -> None:
     assert not called and x.grad.shape == x.shape
 
 
-def test_im2col_matches_a_naive_loop() -> None:
+@pytest.mark.parametrize("channels", [1, 3, 5])  # tap-major copies below 4 channels, row-major above
+def test_im2col_matches_a_naive_loop(channels: int) -> None:
     from topgrad_numpy.ops.conv import im2col
 
-    xp = _r(2, 6, 5, 3)
+    xp = _r(2, 6, 5, channels)
     cols = im2col(xp, 3, 2, 2, 1)
     Ho, Wo = (6 - 3) // 2 + 1, (5 - 2) // 1 + 1
     naive = np.stack([

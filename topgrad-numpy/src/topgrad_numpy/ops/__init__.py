@@ -2,10 +2,11 @@
 
 from topgrad_numpy.ops.activation import LogSoftmax, ReLU
 from topgrad_numpy.ops.attention import Attention
+from topgrad_numpy.ops.batchnorm import BatchNorm
 from topgrad_numpy.ops.conv import Conv2d
 from topgrad_numpy.ops.elementwise import Add, Mul
+from topgrad_numpy.ops.layernorm import LayerNorm
 from topgrad_numpy.ops.linear import Linear
-from topgrad_numpy.ops.norm import BatchNorm, LayerNorm
 from topgrad_numpy.ops.reduce import Mean, Sum
 from topgrad_numpy.ops.shape import Reshape
 

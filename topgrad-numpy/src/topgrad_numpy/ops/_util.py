@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -139,3 +140,30 @@ def run_expand(grad: Any, shape: tuple[int, ...], axs: tuple[int, ...]) -> np.nd
     pre, red, post = run
     g = np.ascontiguousarray(grad)
     return np.repeat(g.reshape(pre, 1, post), red, axis=1).reshape(shape)
+
+
+def check_affine(op: str, x: np.ndarray, gamma: Any, beta: Any) -> int:
+    """The feature count C of x (its last axis), checking gamma and beta have shape (C,)."""
+    if x.ndim < 1:
+        raise ValueError(f"{op}: needs an input with a feature axis, got shape {x.shape}")
+    C = x.shape[-1]
+    if C == 0:
+        raise ValueError(f"{op}: needs at least one feature on the last axis, got x of shape {x.shape}")
+    for name, p in (("gamma", gamma), ("beta", beta)):
+        if p is not None and p.shape != (C,):
+            raise ValueError(f"{op}: {name} must have shape ({C},) for x of shape {x.shape}, got {p.shape}")
+    return C
+
+
+ROWS_BYTES = 256 << 10
+"""Bytes of scratch per pass in the chunked normalization loops: a cache-sized block instead of a
+temporary the size of x (the op's peak memory stays at PyTorch's: output and gradient)."""
+
+
+def row_chunks(a: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
+    """Row slices of a 2-d array, each with a matching scratch block (one buffer reused)."""
+    per = max(1, ROWS_BYTES // max(1, a.shape[1] * a.itemsize))
+    scratch = np.empty((min(per, a.shape[0]), a.shape[1]), dtype=a.dtype)
+    for i in range(0, a.shape[0], per):
+        j = min(a.shape[0], i + per)
+        yield slice(i, j), scratch[: j - i]

@@ -40,23 +40,34 @@ def _check(x: np.ndarray, w: np.ndarray, b: Any) -> None:
         raise ValueError(f"Conv2d: bias must have shape ({w.shape[3]},) for w {w.shape}, got {b.shape}")
 
 
-def _pad(x: np.ndarray, ph: int, pw: int) -> np.ndarray:
-    if not (ph or pw):
-        return x
-    B, H, W, C = x.shape
-    xp = np.zeros((B, H + 2 * ph, W + 2 * pw, C), dtype=x.dtype)
-    xp[:, ph : ph + H, pw : pw + W, :] = x
-    return xp
+def _strided(a: np.ndarray, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
+    """A read-only strided view of `a`; ~8x cheaper than `as_strided` when `a` is contiguous
+    (im2col takes one view per chunk, hundreds per training step)."""
+    if not a.flags.c_contiguous:
+        return as_strided(a, shape=shape, strides=strides, writeable=False)
+    view = np.ndarray(shape, a.dtype, a, 0, strides)
+    view.flags.writeable = False
+    return view
+
+
+TAPS_BELOW = 4
+"""Input channels below which im2col copies tap by tap (see `im2col`); measured: 3x faster for
+one channel, 1.4x for three, slower from four on."""
 
 
 def im2col(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int) -> np.ndarray:
-    """Patches of padded xp as a (B*Ho*Wo, kh*kw*C) matrix: a strided view copied once."""
+    """Patches of padded xp as a (B*Ho*Wo, kh*kw*C) matrix: a strided view copied once.
+
+    With few channels a patch row is only kw*C elements long, so the copy instead runs tap by
+    tap along image rows and the result is column-major (the transpose of a row-major
+    (kh*kw*C, B*Ho*Wo) array); BLAS reads either order."""
     B, Hp, Wp, C = xp.shape
     Ho, Wo = (Hp - kh) // sh + 1, (Wp - kw) // sw + 1
     s0, s1, s2, s3 = xp.strides
-    view = as_strided(
-        xp, shape=(B, Ho, Wo, kh, kw, C), strides=(s0, s1 * sh, s2 * sw, s1, s2, s3), writeable=False
-    )
+    if C < TAPS_BELOW:
+        taps = _strided(xp, (kh, kw, C, B, Ho, Wo), (s1, s2, s3, s0, s1 * sh, s2 * sw))
+        return taps.reshape(kh * kw * C, B * Ho * Wo).T
+    view = _strided(xp, (B, Ho, Wo, kh, kw, C), (s0, s1 * sh, s2 * sw, s1, s2, s3))
     return view.reshape(B * Ho * Wo, kh * kw * C)
 
 
@@ -71,10 +82,14 @@ def col2im(
     gcols: np.ndarray, gx: np.ndarray, kh: int, kw: int, sh: int, sw: int,
     ph: int, pw: int, Ho: int, Wo: int,
 ) -> np.ndarray:
-    """Scatter-add patch gradients onto the unpadded (B, H, W, C) image `gx` (zeroed here):
-    kh*kw strided slice additions, never the slow unbuffered `np.add.at`."""
+    """Scatter-add patch gradients (a (B*Ho*Wo, kh*kw*C) matrix in either memory order, as
+    `im2col` makes it) onto the unpadded (B, H, W, C) image `gx` (zeroed here): kh*kw strided
+    slice additions, never the slow unbuffered `np.add.at`."""
     B, H, W, C = gx.shape
-    g6 = gcols.reshape(B, Ho, Wo, kh, kw, C)
+    if gcols.flags.c_contiguous:
+        g6 = gcols.reshape(B, Ho, Wo, kh, kw, C)
+    else:  # column-major: rows of (kh, kw, C) taps
+        g6 = gcols.T.reshape(kh, kw, C, B, Ho, Wo).transpose(3, 4, 5, 0, 1, 2)
     gx[...] = 0.0
     for i in range(kh):
         ylo, yhi = _valid(Ho, i, sh, ph, H)
@@ -141,12 +156,14 @@ def _weight_grad(
 def _input_grad_col2im(
     w: np.ndarray, g2: np.ndarray, x_shape: tuple[int, ...], chunks: list[slice], geo: tuple[int, ...]
 ) -> np.ndarray:
-    """dL/dx for any stride: per chunk, a GEMM to patch gradients, then col2im."""
+    """dL/dx for any stride: per chunk, a GEMM to patch gradients, then col2im (patch gradients
+    column-major for few channels, as im2col's patches, so col2im adds long rows)."""
     kh, kw, sh, sw, ph, pw, Ho, Wo = geo
-    w2t = w.reshape(-1, w.shape[3]).T
+    w2 = w.reshape(-1, w.shape[3])
     gx = np.empty(x_shape, dtype=g2.dtype)
     for sl in chunks:
-        gcols = g2[sl.start * Ho * Wo : sl.stop * Ho * Wo] @ w2t
+        g2c = g2[sl.start * Ho * Wo : sl.stop * Ho * Wo]
+        gcols = g2c @ w2.T if x_shape[3] >= TAPS_BELOW else (w2 @ g2c.T).T
         col2im(gcols, gx[sl], kh, kw, sh, sw, ph, pw, Ho, Wo)
     return gx
 
