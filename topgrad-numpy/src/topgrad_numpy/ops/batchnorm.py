@@ -22,14 +22,18 @@ def _stat_array(stat: Any) -> np.ndarray:
     return stat.data if isinstance(stat, Tensor) else stat
 
 
-def _colsum_of(ufunc: Any, a: np.ndarray, b: np.ndarray, C: int) -> np.ndarray:
-    """Per-channel sums of ufunc(a, b) for 2-d a, b whose columns repeat C channels (wide views),
-    through a small scratch: gemv per chunk, then the k repeats folded."""
-    acc = np.zeros(a.shape[1], dtype=np.float64 if a.shape[0] * a.shape[1] > (1 << 24) else a.dtype)
-    for rows, tmp in row_chunks(a):
-        ufunc(a[rows], b[rows], out=tmp)
+def _centered_colsum(x2: np.ndarray, mean: np.ndarray, times: np.ndarray | None = None) -> np.ndarray:
+    """Per-channel sums of (x - mean)**2, or of (x - mean) * times, for (N, C) arrays: one pass of
+    numpy work per cache-sized block of rows (wide views, gemv per block, float64 totals)."""
+    C = x2.shape[1]
+    xw, mw = wide(x2, mean)
+    tw = None if times is None else times.reshape(xw.shape)
+    acc = np.zeros(xw.shape[1], dtype=np.float64)
+    for rows, tmp in row_chunks(xw):
+        np.subtract(xw[rows], mw, out=tmp)
+        tmp *= tmp if tw is None else tw[rows]
         acc += colsum(tmp)
-    return acc.reshape(-1, C).sum(axis=0).astype(a.dtype)
+    return acc.reshape(-1, C).sum(axis=0)
 
 
 class BatchNorm(Op):
@@ -37,9 +41,11 @@ class BatchNorm(Op):
 
     Training uses the batch statistics and, when given, updates the running ones as
     `torch.nn.functional.batch_norm` does (momentum, unbiased variance); eval uses the
-    running ones. Backward rebuilds x - mean from x instead of keeping a centred copy (one
-    activation less per layer). Per-channel vectors are broadcast on a wide view of x
-    (`wide`), since numpy's inner loop over C <= 64 channels alone is slow.
+    running ones. The output is x * scale + shift, per channel (two passes over x, as PyTorch's
+    CPU kernel computes it); backward sums g and g * (x - mean) per channel, then writes
+    dL/dx = g * scale + x * coef + const block by block, so no centred or normalized copy of x is
+    kept or made. Per-channel vectors are broadcast on a wide view (`wide`): numpy's inner
+    loop over C <= 64 channels alone is slow.
     """
 
     def forward(
@@ -61,10 +67,7 @@ class BatchNorm(Op):
                 )
             mean = colsum(x2)
             mean *= 1.0 / n
-            xw, mw = wide(x2, mean)
-            out = np.subtract(xw, mw)  # x - mean; becomes the output in place
-            var = _colsum_of(np.multiply, out, out, C)
-            var *= 1.0 / n
+            var = (_centered_colsum(x2, mean) * (1.0 / n)).astype(x2.dtype)
             if running_mean is not None:
                 rm = _stat_array(running_mean)
                 _set_stat(running_mean, rm * (1.0 - momentum) + mean * momentum)
@@ -74,53 +77,42 @@ class BatchNorm(Op):
         else:
             if running_mean is None or running_var is None:
                 raise ValueError("BatchNorm: eval mode (training=False) needs running_mean and running_var")
-            mean, var = _stat_array(running_mean), _stat_array(running_var)
-        invstd = var + eps
+            mean = np.array(_stat_array(running_mean), dtype=x2.dtype)
+            var = _stat_array(running_var)
+        invstd = np.asarray(var + eps, dtype=x2.dtype)
         np.sqrt(invstd, out=invstd)
         np.divide(1.0, invstd, out=invstd)
         scale = invstd * gamma if gamma is not None else invstd
-        if training:  # y = (x - mean) * scale + beta
-            _, sw_ = wide(x2, scale)
-            out *= sw_
-            self.save_for_backward(x2, np.array(mean, dtype=x2.dtype), invstd, gamma)
-        else:  # y = x * scale + (beta - mean * scale): two passes over x
-            xw, sw_ = wide(x2, scale)
-            out = xw * sw_
-            out -= wide(x2, mean * scale)[1]
-            self.save_for_backward(x2, invstd, scale, np.array(mean, dtype=np.float32))
+        shift = -mean * scale
         if beta is not None:
-            out += wide(x2, beta)[1]
+            shift += beta
+        xw, sw, hw = wide(x2, scale, shift)
+        out = np.multiply(xw, sw)
+        out += hw
+        self.save_for_backward(x2, mean, invstd, gamma)
         self.training, self.has = training, (gamma is not None, beta is not None)
         return out.reshape(x.shape)
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:
-        has_gamma, has_beta = self.has
-        if not self.training:
-            x2, invstd, scale, mean = self._intermediate
-            g2 = grad.reshape(x2.shape)
-            gbeta = colsum(g2)
-            ggamma = np.einsum("nc,nc->c", g2, x2)
-            ggamma -= mean * gbeta
-            ggamma *= invstd
-            gw, sw_ = wide(np.ascontiguousarray(g2), scale)
-            gx = gw * sw_
-            return gx.reshape(grad.shape), ggamma if has_gamma else None, gbeta if has_beta else None
         x2, mean, invstd, gamma = self._intermediate
-        n, C = x2.shape
-        g2 = np.ascontiguousarray(grad).reshape(n, C)
-        scale = invstd * gamma if gamma is not None else invstd
+        has_gamma, has_beta = self.has
+        n = x2.shape[0]
+        g2 = np.ascontiguousarray(grad).reshape(x2.shape)
         gbeta = colsum(g2)
-        xw, mw = wide(x2, mean)
-        gx = np.subtract(xw, mw)  # x - mean, rebuilt where dL/dx will be
-        gw_ = g2.reshape(gx.shape)
-        ggamma = _colsum_of(np.multiply, gw_, gx, C)
-        ggamma *= invstd  # sum(g * x-hat)
-        # dL/dx = scale * (g - mean(g) - x-hat * mean(g * x-hat)), x-hat = (x - mean) * invstd
-        coef = scale * invstd * ggamma * (-1.0 / n)  # on x - mean
-        _, sw_, aw, cw = wide(x2, scale, coef, scale * gbeta * (-1.0 / n))
-        gx *= aw
-        for rows, tmp in row_chunks(gx):
-            np.multiply(gw_[rows], sw_, out=tmp)
-            gx[rows] += tmp
-        gx += cw
+        ggamma = (_centered_colsum(x2, mean, g2) * invstd).astype(g2.dtype)  # sum(g * x-hat)
+        scale = invstd * gamma if gamma is not None else invstd
+        # training: dL/dx = scale * (g - mean(g) - x-hat * mean(g * x-hat)), x-hat = (x - mean) * invstd,
+        # = g * scale + x * coef + const (coef, const per channel); eval: dL/dx = g * scale
+        coef = scale * invstd * ggamma * (-1.0 / n) if self.training else np.zeros_like(scale)
+        const = scale * gbeta * (-1.0 / n) - mean * coef if self.training else np.zeros_like(scale)
+        xw, sw, kw, cw = wide(x2, scale, coef, const)
+        gw = g2.reshape(xw.shape)
+        gx = np.empty_like(gw)
+        for rows, tmp in row_chunks(gw):
+            o = gx[rows]
+            np.multiply(gw[rows], sw, out=o)
+            if self.training:
+                np.multiply(xw[rows], kw, out=tmp)
+                o += tmp
+                o += cw
         return gx.reshape(grad.shape), ggamma if has_gamma else None, gbeta if has_beta else None
