@@ -55,7 +55,11 @@ def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     summed = tuple(range(lead)) + tuple(
         i + lead for i, s in enumerate(shape) if s == 1 and grad.shape[i + lead] != 1
     )
-    return arr(grad.sum(axis=summed).reshape(shape)) if summed else grad.reshape(shape)
+    if not summed:
+        return grad.reshape(shape)
+    if len(summed) == lead and grad.flags.c_contiguous and grad.dtype.kind == "f" and grad.size:
+        return colsum(grad.reshape(-1, math.prod(shape))).reshape(shape)  # leading axes only: a gemv
+    return arr(grad.sum(axis=summed).reshape(shape))
 
 
 def expand(grad: Any, shape: tuple[int, ...], axs: tuple[int, ...], keepdims: bool) -> np.ndarray:
