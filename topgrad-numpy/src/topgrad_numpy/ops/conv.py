@@ -1,10 +1,12 @@
 """2-d convolution on NHWC images with HWIO kernels: im2col (a strided view, one copy) + GEMM,
 over chunks of the batch so each patch matrix is small (~2 MiB) and still in cache.
 
-Backward, chunk by chunk: dL/dw accumulates GEMMs with the rebuilt patch matrices. dL/dx
-is, for stride 1, a convolution of the gradient with the flipped kernel (im2col + GEMM);
-otherwise a GEMM to patch gradients and a col2im of kh*kw strided slice additions (never
-`np.add.at`, which is unbuffered and slow). A constant input (an image batch) gets no dL/dx.
+Backward, chunk by chunk: dL/dx is a correlation of the gradient with the flipped kernel
+(im2col + GEMM), one per phase of the stride (rows r::s, columns q::s each take only the taps
+that reach them); with stride 1 the same patch matrix gives dL/dw, otherwise dL/dw
+accumulates GEMMs with the rebuilt patch matrices of x. For fewer than four input channels
+(an image batch) dL/dx is a GEMM to patch gradients and a col2im of kh*kw strided slice
+additions (never `np.add.at`, which is unbuffered and slow). A constant input gets no dL/dx.
 """
 
 from __future__ import annotations
@@ -117,17 +119,21 @@ def batch_chunks(batch: int, bytes_per_image: int) -> list[slice]:
 
 
 class _Padder:
-    """Pads slices of a batch into one reused zero-bordered buffer (borders are written once)."""
+    """Pads slices of a batch into one reused zero-bordered buffer (borders are written once).
+    A padding is an int (both sides) or a (before, after) pair."""
 
-    def __init__(self, n: int, H: int, W: int, C: int, ph: int, pw: int, dtype: Any) -> None:
-        self.ph, self.pw, self.H, self.W = ph, pw, H, W
-        self.buf = np.zeros((n, H + 2 * ph, W + 2 * pw, C), dtype=dtype) if (ph or pw) else None
+    def __init__(self, n: int, H: int, W: int, C: int, ph: Any, pw: Any, dtype: Any) -> None:
+        (self.top, bottom), (self.left, right) = (p if isinstance(p, tuple) else (p, p) for p in (ph, pw))
+        self.H, self.W = H, W
+        padded = self.top or bottom or self.left or right
+        shape = (n, self.top + H + bottom, self.left + W + right, C)
+        self.buf = np.zeros(shape, dtype=dtype) if padded else None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self.buf is None:
             return x
         xp = self.buf[: x.shape[0]]
-        xp[:, self.ph : self.ph + self.H, self.pw : self.pw + self.W, :] = x
+        xp[:, self.top : self.top + self.H, self.left : self.left + self.W, :] = x
         return xp
 
 
@@ -168,30 +174,62 @@ def _input_grad_col2im(
     return gx
 
 
-def _grads_as_conv(
+def _axis_phases(n_in: int, n_out: int, k: int, s: int, p: int) -> tuple[list[Any], int, int]:
+    """How the gradient reaches one axis of x, residue by residue of the stride.
+
+    Input position y = r + s*m receives from kernel taps i with (r + p - i) % s == 0, from
+    output position m + (r + p - i) // s. Per residue r: (r, taps ordered so that this output
+    offset rises by one per tap, the first offset, how many positions m). Also the zero padding
+    the gradient needs before and after for every offset to land inside it."""
+    phases = []
+    for r in range(min(s, n_in)):
+        taps = [i for i in range(k - 1, -1, -1) if (r + p - i) % s == 0]
+        phases.append((r, taps, (r + p - taps[0]) // s if taps else 0, len(range(r, n_in, s))))
+    before = max([0] + [-d for _, taps, d, _ in phases if taps])
+    after = max([0] + [m + d + len(taps) - 1 - n_out for _, taps, d, m in phases if taps])
+    return phases, before, after
+
+
+def _input_grad_by_phases(
     x: np.ndarray, w: np.ndarray, grad: np.ndarray, chunks: list[slice], geo: tuple[int, ...],
     need_w: bool,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Stride 1: dL/dx is the gradient correlated with the flipped kernel (Cin and Cout swapped).
-    The gradient's patch matrix (one row per input position) also gives dL/dw, as gcols^T @ x
-    with the kernel flipped back: one im2col serves both, none of x is needed."""
-    kh, kw, _, _, ph, pw, Ho, Wo = geo
+    """dL/dx as a stride-1 correlation of the (padded) gradient with the flipped kernel, once per
+    phase of the stride: each phase of x (rows r::s, columns q::s) takes only the kernel taps
+    that reach it, so no patch gradients are scattered back (no col2im). Stride 1 is one phase
+    with every tap, and its patch matrix (one row per input position) also gives dL/dw, as
+    gcols^T @ x with the kernel flipped back; for other strides dL/dw is left to the caller."""
+    kh, kw, sh, sw, ph, pw, Ho, Wo = geo
     _, H, W, C = x.shape
-    Cout = w.shape[3]
-    w_flip = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2)).reshape(kh * kw * Cout, C)
-    pad_g = _Padder(chunks[0].stop if chunks else 0, Ho, Wo, Cout, kh - 1 - ph, kw - 1 - pw, grad.dtype)
+    rows, top, bottom = _axis_phases(H, Ho, kh, sh, ph)
+    cols_, left, right = _axis_phases(W, Wo, kw, sw, pw)
+    phases = [(r, q) for r in rows for q in cols_]
+    live = [(r, q) for r, q in phases if r[1] and q[1]]
+    flipped = w.transpose(0, 1, 3, 2)  # (kh, kw, Cout, Cin): taps of the gradient's correlation
+    kernels = [np.ascontiguousarray(flipped[np.ix_(r[1], q[1])]).reshape(-1, C) for r, q in live]
+    whole = len(phases) == 1
+    n0 = chunks[0].stop if chunks else 0
+    pad = _Padder(n0, Ho, Wo, w.shape[3], (top, bottom), (left, right), grad.dtype)
     gx = np.empty(x.shape, dtype=grad.dtype)
-    gwf = np.zeros((kh * kw * Cout, C), dtype=w.dtype)
-    part = np.empty_like(gwf)
+    gwf = np.zeros_like(kernels[0]) if whole and need_w else None
     for sl in chunks:
         n = sl.stop - sl.start
-        gcols = im2col(pad_g(grad[sl]), kh, kw, 1, 1)
-        np.matmul(gcols, w_flip, out=gx[sl].reshape(n * H * W, C))
-        if need_w:
-            np.matmul(gcols.T, x[sl].reshape(n * H * W, C), out=part)
-            gwf += part
-    if not need_w:
+        gp = pad(grad[sl])
+        if len(live) < len(phases):
+            gx[sl] = 0.0  # positions no tap reaches (a kernel smaller than the stride)
+        for ((r, taps_y, dy, my), (q, taps_x, dx, mx)), kernel in zip(live, kernels):
+            ty, tx = len(taps_y), len(taps_x)
+            region = gp[:, top + dy : top + dy + my + ty - 1, left + dx : left + dx + mx + tx - 1]
+            gcols = im2col(region, ty, tx, 1, 1)
+            if whole:
+                np.matmul(gcols, kernel, out=gx[sl].reshape(n * H * W, C))
+                if gwf is not None:
+                    gwf += gcols.T @ x[sl].reshape(n * H * W, C)
+            else:
+                gx[sl, r::sh, q::sw] = (gcols @ kernel).reshape(n, my, mx, C)
+    if gwf is None:
         return gx, None
+    Cout = w.shape[3]
     gw = np.ascontiguousarray(gwf.reshape(kh, kw, Cout, C)[::-1, ::-1].transpose(0, 1, 3, 2))
     if not np.isfinite(gw).all():  # NaN/Inf in x would meet the padding's zeros here:
         gw = _weight_grad(x, grad.reshape(-1, Cout), chunks, geo)  # pair them as PyTorch does
@@ -243,12 +281,13 @@ class Conv2d(Op):
         chunks = batch_chunks(B, Ho * Wo * kh * kw * max(C, Cout) * x.itemsize)
         need_x, need_w = self.needs_grad(0), self.needs_grad(1)  # no dL/dx for an input batch
         gx = gw = None
-        # stride 1: dL/dx as a convolution of the gradient, except for one input channel (an
-        # image batch), where a GEMM to patch gradients and col2im is ~3x cheaper
-        if need_x and sh == sw == 1 and ph < kh and pw < kw and C > 1:
-            gx, gw = _grads_as_conv(x, w, grad, chunks, geo, need_w)
-        else:
-            gx = _input_grad_col2im(w, g2, x_shape, chunks, geo) if need_x else None
-            gw = _weight_grad(x, g2, chunks, geo) if need_w else None
+        # dL/dx as a correlation of the gradient, phase by phase of the stride, except for a few
+        # input channels (an image batch), where GEMMs to patch gradients and col2im are cheaper
+        if need_x and C >= TAPS_BELOW:
+            gx, gw = _input_grad_by_phases(x, w, grad, chunks, geo, need_w)
+        elif need_x:
+            gx = _input_grad_col2im(w, g2, x_shape, chunks, geo)
+        if need_w and gw is None:
+            gw = _weight_grad(x, g2, chunks, geo)
         gb = colsum(g2) if has_bias else None
         return gx, None if gw is None else gw.reshape(w.shape), gb
