@@ -68,3 +68,20 @@ def test_memory_child(vs_torch: ModuleType) -> None:
     (row,) = rows
     assert row.topgrad_mib is not None and row.torch_mib is not None
     assert row.topgrad_mib >= 0 and row.torch_mib >= 0
+
+
+def test_conv_layers_lists_every_convolution_of_the_models(vs_torch: ModuleType, capsys) -> None:
+    """benchmarks/conv_layers.py records each model's convolutions and times each in both layouts."""
+    spec = importlib.util.spec_from_file_location("conv_layers", BENCH / "conv_layers.py")
+    assert spec is not None and spec.loader is not None
+    conv_layers = importlib.util.module_from_spec(spec)
+    sys.modules["conv_layers"] = conv_layers
+    spec.loader.exec_module(conv_layers)
+    layers = conv_layers.model_layers("deepconv", 2)
+    assert sum(layers.values()) == 9  # stem, two per block, two projections
+    assert [layer.input_grad for layer in layers].count(False) == 1  # the stem's image batch
+    assert conv_layers.main(["--models", "conv", "--repeat", "1", "--batch", "2"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "->" in line]
+    assert len(rows) == len(conv_layers.model_layers("conv", 2))  # one row per layer
+    for row in rows:
+        assert float(row.strip().strip("|").split("|")[-1]) > 0
