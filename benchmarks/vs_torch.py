@@ -368,8 +368,10 @@ ratio of the fastest samples (less sensitive to a busy machine). `floor` = GEMM/
 (forward + 2x backward, no input gradient for the image batch) / numpy's GEMM rate. Memory: rise of
 the resident high-water mark during one step/op call over the resident set before it, measured the
 same way for both in a child process where glibc serves each block >= 4 KiB with its own mmap (so
-freed memory leaves at once); parameters, inputs and warm-up state are in the baseline. PyTorch uses
-NCHW (its native layout), Topgrad NHWC; both get identical weights."""
+freed memory leaves at once); parameters, inputs and warm-up state are in the baseline. PyTorch gets
+NCHW tensors, Topgrad NHWC, with identical weights; the conv nets' input has one channel, so NCHW and
+NHWC coincide and PyTorch runs them channels_last (oneDNN's NHWC convolutions; see conv_layers.py).
+The image batch is a constant in both (no input gradient)."""
 
 
 # ---- driver ------------------------------------------------------------------------------------
