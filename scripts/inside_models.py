@@ -22,7 +22,7 @@ def one_step(name: str, batch: int) -> str:
     """The profile table and graph totals of one SGD step of model `name`, as markdown."""
     model = build(name, seed=0)
     rng = np.random.default_rng(0)
-    images = topgrad.Tensor(rng.standard_normal((batch, 28, 28, 1)).astype(np.float32))
+    images = topgrad.Tensor(rng.standard_normal((batch, 28, 28, 1)).astype(np.float32), requires_grad=False)
     labels = rng.integers(0, 10, size=batch)
     optimizer = topgrad.optim.SGD(model.parameters(), lr=0.01)
     loss = cross_entropy(model(images, training=True), labels)  # warm-up step, not recorded
