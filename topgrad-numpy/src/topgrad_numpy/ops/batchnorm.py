@@ -101,18 +101,21 @@ class BatchNorm(Op):
         gbeta = colsum(g2)
         ggamma = (_centered_colsum(x2, mean, g2) * invstd).astype(g2.dtype)  # sum(g * x-hat)
         scale = invstd * gamma if gamma is not None else invstd
-        # training: dL/dx = scale * (g - mean(g) - x-hat * mean(g * x-hat)), x-hat = (x - mean) * invstd,
-        # = g * scale + x * coef + const (coef, const per channel); eval: dL/dx = g * scale
-        coef = scale * invstd * ggamma * (-1.0 / n) if self.training else np.zeros_like(scale)
-        const = scale * gbeta * (-1.0 / n) - mean * coef if self.training else np.zeros_like(scale)
+        grads = (ggamma if has_gamma else None, gbeta if has_beta else None)
+        if not self.training:  # the statistics are constants: dL/dx = g * scale
+            gw, sw = wide(g2, scale)
+            return (gw * sw).reshape(grad.shape), *grads
+        # dL/dx = scale * (g - mean(g) - x-hat * mean(g * x-hat)), x-hat = (x - mean) * invstd,
+        #       = g * scale + x * coef + const, with coef and const per channel
+        coef = scale * invstd * ggamma * (-1.0 / n)
+        const = scale * gbeta * (-1.0 / n) - mean * coef
         xw, sw, kw, cw = wide(x2, scale, coef, const)
         gw = g2.reshape(xw.shape)
         gx = np.empty_like(gw)
         for rows, tmp in row_chunks(gw):
             o = gx[rows]
             np.multiply(gw[rows], sw, out=o)
-            if self.training:
-                np.multiply(xw[rows], kw, out=tmp)
-                o += tmp
-                o += cw
-        return gx.reshape(grad.shape), ggamma if has_gamma else None, gbeta if has_beta else None
+            np.multiply(xw[rows], kw, out=tmp)
+            o += tmp
+            o += cw
+        return gx.reshape(grad.shape), *grads
