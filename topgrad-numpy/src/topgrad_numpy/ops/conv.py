@@ -162,14 +162,14 @@ def _weight_grad(
 def _input_grad_col2im(
     w: np.ndarray, g2: np.ndarray, x_shape: tuple[int, ...], chunks: list[slice], geo: tuple[int, ...]
 ) -> np.ndarray:
-    """dL/dx for any stride: per chunk, a GEMM to patch gradients, then col2im (patch gradients
-    column-major for few channels, as im2col's patches, so col2im adds long rows)."""
+    """dL/dx for fewer than TAPS_BELOW input channels, any stride: per chunk, a GEMM to patch
+    gradients, column-major (tap by tap, as im2col makes these patches) so that col2im adds
+    long rows, then col2im."""
     kh, kw, sh, sw, ph, pw, Ho, Wo = geo
     w2 = w.reshape(-1, w.shape[3])
     gx = np.empty(x_shape, dtype=g2.dtype)
     for sl in chunks:
-        g2c = g2[sl.start * Ho * Wo : sl.stop * Ho * Wo]
-        gcols = g2c @ w2.T if x_shape[3] >= TAPS_BELOW else (w2 @ g2c.T).T
+        gcols = (w2 @ g2[sl.start * Ho * Wo : sl.stop * Ho * Wo].T).T
         col2im(gcols, gx[sl], kh, kw, sh, sw, ph, pw, Ho, Wo)
     return gx
 
