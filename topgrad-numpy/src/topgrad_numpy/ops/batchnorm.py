@@ -41,11 +41,11 @@ class BatchNorm(Op):
 
     Training uses the batch statistics and, when given, updates the running ones as
     `torch.nn.functional.batch_norm` does (momentum, unbiased variance); eval uses the
-    running ones. The output is x * scale + shift, per channel (two passes over x, as PyTorch's
-    CPU kernel computes it); backward sums g and g * (x - mean) per channel, then writes
-    dL/dx = g * scale + x * coef + const block by block, so no centred or normalized copy of x is
-    kept or made. Per-channel vectors are broadcast on a wide view (`wide`): numpy's inner
-    loop over C <= 64 channels alone is slow.
+    running ones. The output is (x - mean) * scale + beta, per channel. Backward sums g and
+    g * (x - mean) per channel, then writes dL/dx = g * scale + (x - mean) * coef + const block
+    by block, so no centred or normalized copy of x is kept. Everything stays centred on the
+    mean (x * scale - mean * scale would cancel badly for a tiny variance). Per-channel vectors
+    are broadcast on a wide view (`wide`): numpy's inner loop over C <= 64 channels is slow.
     """
 
     def forward(
@@ -83,12 +83,11 @@ class BatchNorm(Op):
         np.sqrt(invstd, out=invstd)
         np.divide(1.0, invstd, out=invstd)
         scale = invstd * gamma if gamma is not None else invstd
-        shift = -mean * scale
+        xw, mw, sw = wide(x2, mean, scale)
+        out = np.subtract(xw, mw)  # centred first: x * scale - mean * scale cancels for tiny variance
+        out *= sw
         if beta is not None:
-            shift += beta
-        xw, sw, hw = wide(x2, scale, shift)
-        out = np.multiply(xw, sw)
-        out += hw
+            out += wide(x2, beta)[1]
         self.save_for_backward(x2, mean, invstd, gamma)
         self.training, self.has = training, (gamma is not None, beta is not None)
         return out.reshape(x.shape)
@@ -106,16 +105,18 @@ class BatchNorm(Op):
             gw, sw = wide(g2, scale)
             return (gw * sw).reshape(grad.shape), *grads
         # dL/dx = scale * (g - mean(g) - x-hat * mean(g * x-hat)), x-hat = (x - mean) * invstd,
-        #       = g * scale + x * coef + const, with coef and const per channel
+        #       = g * scale + (x - mean) * coef + const, with coef and const per channel. x - mean
+        # stays centred: x * coef - mean * coef cancels badly when the variance is tiny.
         coef = scale * invstd * ggamma * (-1.0 / n)
-        const = scale * gbeta * (-1.0 / n) - mean * coef
-        xw, sw, kw, cw = wide(x2, scale, coef, const)
+        const = scale * gbeta * (-1.0 / n)
+        xw, sw, mw, kw, cw = wide(x2, scale, mean, coef, const)
         gw = g2.reshape(xw.shape)
         gx = np.empty_like(gw)
         for rows, tmp in row_chunks(gw):
             o = gx[rows]
             np.multiply(gw[rows], sw, out=o)
-            np.multiply(xw[rows], kw, out=tmp)
+            np.subtract(xw[rows], mw, out=tmp)
+            tmp *= kw
             o += tmp
             o += cw
         return gx.reshape(grad.shape), *grads

@@ -60,15 +60,16 @@ class LayerNorm(Op):
         gw, gamw = wide(g2, gam)
         np.multiply(gw, gamw, out=gx.reshape(gw.shape))  # dL/dx-hat
         # dL/dx = invstd * (gxh - mean(gxh)) - (x - mean) * invstd^3 * mean(gxh * (x - mean)),
-        # gxh = dL/dx-hat; = invstd * gxh + k * x + c, with k and c one number per row
+        # gxh = dL/dx-hat; = invstd * gxh + k * (x - mean) + c, with k and c one number per row
+        # (x - mean stays centred: k * x - k * mean cancels badly when a row's variance is tiny)
         k = invstd * invstd * invstd * sum_gxh_xc
         k *= -1.0 / C
         c = invstd * sum_gxh
         c *= -1.0 / C
-        c -= mean * k
         gx *= invstd[:, None]
-        for rows, tmp in row_chunks(x2):  # + k * x through a cache-sized scratch
-            np.multiply(x2[rows], k[rows, None], out=tmp)
+        for rows, tmp in row_chunks(x2):  # + k * (x - mean) through a cache-sized scratch
+            np.subtract(x2[rows], mean[rows, None], out=tmp)
+            tmp *= k[rows, None]
             gx[rows] += tmp
         gx += c[:, None]
         return gx.reshape(grad.shape), ggamma, gbeta
