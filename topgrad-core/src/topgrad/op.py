@@ -64,7 +64,7 @@ class Op:
         if i >= len(self.parents):
             return True
         p = self.parents[i]
-        return isinstance(p, Op) or _tensor._tracked_leaf(p)
+        return isinstance(p, Op) or (isinstance(p, Tensor) and p.requires_grad)
 
     def output(self) -> Tensor | None:
         """The Tensor this op produced, while something still holds it; else None."""

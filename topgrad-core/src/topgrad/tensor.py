@@ -221,7 +221,7 @@ class Tensor:
         if self._op is None:
             self.grad = grad if self.grad is None else backend.add(self.grad, grad)
             return
-        from topgrad.op import Op, run_backward
+        from topgrad.op import run_backward
 
         add = backend.add
         grads: dict[int, Any] = {id(self._op): grad}
@@ -232,8 +232,8 @@ class Tensor:
             if isinstance(node, Tensor):  # a leaf: its gradient is complete, keep it
                 node.grad = g if node.grad is None else add(node.grad, g)
                 continue
-            for parent, pg in zip(node.parents, run_backward(node, g)):
-                if pg is None or not (isinstance(parent, Op) or _tracked_leaf(parent)):
+            for i, (parent, pg) in enumerate(zip(node.parents, run_backward(node, g))):
+                if pg is None or not node.needs_grad(i):  # a constant or a plain value
                     continue
                 key = id(parent)
                 grads[key] = pg if key not in grads else add(grads[key], pg)
@@ -261,11 +261,6 @@ def _toposort(root: Op) -> list[Any]:
             stack.pop()
             order.append(node)
     return order
-
-
-def _tracked_leaf(x: Any) -> bool:
-    """A leaf Tensor that collects a gradient (not a constant, not a plain value)."""
-    return isinstance(x, Tensor) and x.requires_grad
 
 
 def _shape(shape: tuple[Any, ...]) -> tuple[int, ...]:
