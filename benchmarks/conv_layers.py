@@ -91,9 +91,8 @@ def _torch_conv(layer: Layer, x: np.ndarray, w: np.ndarray, g: np.ndarray,
     return (lambda: conv(xt)), backward
 
 
-def _topgrad_conv(layer: Layer, x: np.ndarray, w: np.ndarray, g: np.ndarray) -> tuple[Any, Any]:
-    xs, ws = Tensor(x, requires_grad=layer.input_grad), Tensor(w)
-    op = xs.conv2d(ws, stride=layer.stride, padding=layer.padding)._op
+def _topgrad_conv(layer: Layer, x: np.ndarray, w: np.ndarray, op: Any, g: np.ndarray) -> tuple[Any, Any]:
+    """Topgrad forward and backward callables for one layer; `op` ran the forward once already."""
     cls = type(op)
 
     def forward() -> None:
@@ -107,9 +106,10 @@ def measure(layer: Layer, repeat: int, seed: int = 0) -> dict[str, float]:
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(layer.x_shape, dtype=np.float32)
     w = (rng.standard_normal(layer.w_shape) * 0.1).astype(np.float32)
-    out_shape = Tensor(x).conv2d(Tensor(w), stride=layer.stride, padding=layer.padding).shape
-    g = rng.standard_normal(out_shape, dtype=np.float32)
-    tg_f, tg_b = _topgrad_conv(layer, x, w, g)
+    xs = Tensor(x, requires_grad=layer.input_grad)
+    out = xs.conv2d(Tensor(w), stride=layer.stride, padding=layer.padding)
+    g = rng.standard_normal(out.shape, dtype=np.float32)
+    tg_f, tg_b = _topgrad_conv(layer, x, w, out._op, g)
     res: dict[str, float] = {}
     for tag, channels_last in (("nhwc", True), ("nchw", False)):
         th_f, th_b = _torch_conv(layer, x, w, g, channels_last)
