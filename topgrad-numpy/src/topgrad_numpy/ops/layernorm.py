@@ -1,9 +1,9 @@
 """LayerNorm: normalization over the last axis, in as few whole-array passes as numpy allows.
 
 With a short feature axis (the attention model's is 64), every per-row operation runs numpy's
-inner loop only C long, so the cost is the number of passes: forward makes four plus two row
-reductions, backward six plus BLAS sums, and no temporary the size of x (fresh temporaries
-cost page faults on every call).
+inner loop only C long (~2x the cost of a flat pass), so what counts is how many of those
+per-row passes each direction makes: forward two, backward three, by saving x-hat (one array
+the size of x) so that backward never rebuilds x - mean.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from topgrad import Op
 
-from topgrad_numpy.ops._util import check_affine, colsum, ones, row_chunks, wide
+from topgrad_numpy.ops._util import check_affine, colsum, ones, wide
 
 
 def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -22,54 +22,64 @@ def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class LayerNorm(Op):
-    """Layer normalization over the last axis; saves x (a reference), mean and 1/std (one per row)
-    and gamma. Backward rebuilds x - mean instead of keeping a normalized copy."""
+    """Layer normalization over the last axis; saves x-hat = (x - mean) / std, 1/std (one per
+    row) and gamma. x-hat is computed centred, so rows of tiny variance stay accurate."""
 
     def forward(self, x: np.ndarray, gamma: Any, beta: Any, eps: float = 1e-5) -> np.ndarray:
         C = check_affine("LayerNorm", x, gamma, beta)
         x2 = np.ascontiguousarray(x).reshape(-1, C)
         mean = x2 @ np.full(C, 1.0 / C, dtype=x2.dtype)
-        out = np.subtract(x2, mean[:, None])
-        invstd = _rowdot(out, out)
+        xhat = np.subtract(x2, mean[:, None])
+        invstd = _rowdot(xhat, xhat)
         invstd *= 1.0 / C
         invstd += eps
         np.sqrt(invstd, out=invstd)
         np.divide(1.0, invstd, out=invstd)
-        out *= invstd[:, None]  # x-hat
+        xhat *= invstd[:, None]
         if gamma is not None:
-            ow, gw = wide(out, gamma)
-            ow *= gw
+            xw, gw = wide(xhat, gamma)
+            out = np.multiply(xw, gw).reshape(xhat.shape)
+        else:
+            out = xhat.copy()  # the output is the caller's; x-hat stays the op's
         if beta is not None:
             ow, bw = wide(out, beta)
             ow += bw
-        self.save_for_backward(x2, mean, invstd, gamma)
+        self.save_for_backward(xhat, invstd, gamma)
         self.has = (gamma is not None, beta is not None)
         return out.reshape(x.shape)
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:
-        x2, mean, invstd, gamma = self._intermediate
+        """dL/dx = invstd * (gxh - mean(gxh) - x-hat * mean(gxh * x-hat)), gxh = g * gamma,
+        written as invstd * gxh + a * x-hat + b with a and b one number per row: three per-row
+        passes. dL/dx is written over x-hat (the engine drops saved arrays after backward), and
+        the products of g go through a scratch half the size of x, in two row blocks."""
+        xhat, invstd, gamma = self._intermediate
         has_gamma, has_beta = self.has
-        C = x2.shape[1]
+        n, C = xhat.shape
         g2 = np.ascontiguousarray(grad).reshape(-1, C)
         gam = gamma if gamma is not None else ones(C, g2.dtype)
-        gx = np.subtract(x2, mean[:, None])  # x - mean (x-hat = that * invstd) ...
-        gx *= g2  # ... times g, for the sums below; gx is a scratch until dL/dx-hat
-        ggamma = invstd @ gx if has_gamma else None  # sum over rows of g * x-hat
+        half = max(16, -(-n // 32) * 16)  # rows per block: half of n, rounded up to 16 for `wide`
+        blocks = [slice(i, min(n, i + half)) for i in range(0, n, half)]
+        scratch = np.empty((min(half, n), C), dtype=g2.dtype)
+        ggamma = np.zeros(C, dtype=g2.dtype)
+        a = np.empty(n, dtype=g2.dtype)  # per row: sum of gxh * x-hat ...
+        for rows in blocks:
+            gx_hat = np.multiply(g2[rows], xhat[rows], out=scratch[: rows.stop - rows.start])
+            ggamma += colsum(gx_hat)  # sum over rows of g * x-hat
+            np.matmul(gx_hat, gam, out=a[rows])
+        a *= invstd
+        a *= -1.0 / C
+        b = g2 @ gam  # ... and of gxh
+        b *= invstd
+        b *= -1.0 / C
+        gx = xhat  # x-hat is not needed after this: dL/dx takes its place
+        gx *= a[:, None]
+        gx += b[:, None]
+        for rows in blocks:  # + invstd * g * gamma
+            gw, gamw = wide(g2[rows], gam)
+            part = scratch[: rows.stop - rows.start]
+            np.multiply(gw, gamw, out=part.reshape(gw.shape))
+            part *= invstd[rows, None]
+            gx[rows] += part
         gbeta = colsum(g2) if has_beta else None
-        sum_gxh, sum_gxh_xc = g2 @ gam, gx @ gam  # per row: sum of dL/dx-hat, and of it * (x - mean)
-        gw, gamw = wide(g2, gam)
-        np.multiply(gw, gamw, out=gx.reshape(gw.shape))  # dL/dx-hat
-        # dL/dx = invstd * (gxh - mean(gxh)) - (x - mean) * invstd^3 * mean(gxh * (x - mean)),
-        # gxh = dL/dx-hat; = invstd * gxh + k * (x - mean) + c, with k and c one number per row
-        # (x - mean stays centred: k * x - k * mean cancels badly when a row's variance is tiny)
-        k = invstd * invstd * invstd * sum_gxh_xc
-        k *= -1.0 / C
-        c = invstd * sum_gxh
-        c *= -1.0 / C
-        gx *= invstd[:, None]
-        for rows, tmp in row_chunks(x2):  # + k * (x - mean) through a cache-sized scratch
-            np.subtract(x2[rows], mean[rows, None], out=tmp)
-            tmp *= k[rows, None]
-            gx[rows] += tmp
-        gx += c[:, None]
-        return gx.reshape(grad.shape), ggamma, gbeta
+        return gx.reshape(grad.shape), ggamma if has_gamma else None, gbeta
