@@ -64,9 +64,9 @@ class LayerNorm(Op):
         ggamma = np.zeros(C, dtype=g2.dtype)
         a = np.empty(n, dtype=g2.dtype)  # per row: sum of gxh * x-hat ...
         for rows in blocks:
-            gx_hat = np.multiply(g2[rows], xhat[rows], out=scratch[: rows.stop - rows.start])
-            ggamma += colsum(gx_hat)  # sum over rows of g * x-hat
-            np.matmul(gx_hat, gam, out=a[rows])
+            g_xhat = np.multiply(g2[rows], xhat[rows], out=scratch[: rows.stop - rows.start])
+            ggamma += colsum(g_xhat)  # sum over rows of g * x-hat
+            np.matmul(g_xhat, gam, out=a[rows])
         a *= invstd
         a *= -1.0 / C
         b = g2 @ gam  # ... and of gxh
