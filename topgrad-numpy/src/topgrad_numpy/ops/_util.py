@@ -171,10 +171,16 @@ ROWS_BYTES = 256 << 10
 temporary the size of x (the op's peak memory stays at PyTorch's: output and gradient)."""
 
 
+def row_blocks(a: np.ndarray) -> Iterator[slice]:
+    """Slices of a 2-d array's rows, about ROWS_BYTES each."""
+    per = max(1, ROWS_BYTES // max(1, a.shape[1] * a.itemsize))
+    for i in range(0, a.shape[0], per):
+        yield slice(i, min(a.shape[0], i + per))
+
+
 def row_chunks(a: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
     """Row slices of a 2-d array, each with a matching scratch block (one buffer reused)."""
     per = max(1, ROWS_BYTES // max(1, a.shape[1] * a.itemsize))
     scratch = np.empty((min(per, a.shape[0]), a.shape[1]), dtype=a.dtype)
-    for i in range(0, a.shape[0], per):
-        j = min(a.shape[0], i + per)
-        yield slice(i, j), scratch[: j - i]
+    for rows in row_blocks(a):
+        yield rows, scratch[: rows.stop - rows.start]

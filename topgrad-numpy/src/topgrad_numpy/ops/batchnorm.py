@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from topgrad import Op, Tensor
 
-from topgrad_numpy.ops._util import check_affine, colsum, row_chunks, wide
+from topgrad_numpy.ops._util import check_affine, colsum, row_blocks, row_chunks, wide
 
 
 def _set_stat(stat: Any, value: np.ndarray) -> None:
@@ -22,18 +22,34 @@ def _stat_array(stat: Any) -> np.ndarray:
     return stat.data if isinstance(stat, Tensor) else stat
 
 
-def _centered_colsum(x2: np.ndarray, mean: np.ndarray, times: np.ndarray | None = None) -> np.ndarray:
-    """Per-channel sums of (x - mean)**2, or of (x - mean) * times, for (N, C) arrays: one pass of
-    numpy work per cache-sized block of rows (wide views, gemv per block, float64 totals)."""
+def _centered_square_sum(x2: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Per-channel sums of (x - mean)**2 for an (N, C) array: one pass of numpy work per
+    cache-sized block of rows (wide views, gemv per block, float64 totals)."""
     C = x2.shape[1]
     xw, mw = wide(x2, mean)
-    tw = None if times is None else times.reshape(xw.shape)
     acc = np.zeros(xw.shape[1], dtype=np.float64)
     for rows, tmp in row_chunks(xw):
         np.subtract(xw[rows], mw, out=tmp)
-        tmp *= tmp if tw is None else tw[rows]
+        tmp *= tmp
         acc += colsum(tmp)
     return acc.reshape(-1, C).sum(axis=0)
+
+
+def _grad_sums(x2: np.ndarray, mean: np.ndarray, g2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel sums of g and of g * (x - mean), in one blocked pass over x and g (each block
+    of g is summed while it is in cache for the product)."""
+    C = x2.shape[1]
+    xw, mw = wide(x2, mean)
+    gw = g2.reshape(xw.shape)
+    g_sum = np.zeros(xw.shape[1], dtype=np.float64)
+    gx_sum = np.zeros(xw.shape[1], dtype=np.float64)
+    for rows, tmp in row_chunks(xw):
+        g = gw[rows]
+        g_sum += colsum(g)
+        np.subtract(xw[rows], mw, out=tmp)
+        tmp *= g
+        gx_sum += colsum(tmp)
+    return g_sum.reshape(-1, C).sum(axis=0), gx_sum.reshape(-1, C).sum(axis=0)
 
 
 class BatchNorm(Op):
@@ -41,9 +57,10 @@ class BatchNorm(Op):
 
     Training uses the batch statistics and, when given, updates the running ones as
     `torch.nn.functional.batch_norm` does (momentum, unbiased variance); eval uses the
-    running ones. The output is (x - mean) * scale + beta, per channel. Backward sums g and
-    g * (x - mean) per channel, then writes dL/dx = g * scale + (x - mean) * coef + const block
-    by block, so no centred or normalized copy of x is kept. Everything stays centred on the
+    running ones. The output is (x - mean) * scale + beta, per channel, written block by block
+    (its three passes run on a cache-sized block, not on memory). Backward sums g and
+    g * (x - mean) per channel in one blocked pass, then writes dL/dx = g * scale +
+    (x - mean) * coef + const block by block, so no centred or normalized copy of x is kept. Everything stays centred on the
     mean (x * scale - mean * scale would cancel badly for a tiny variance). Per-channel vectors
     are broadcast on a wide view (`wide`): numpy's inner loop over C <= 64 channels is slow.
     """
@@ -67,7 +84,7 @@ class BatchNorm(Op):
                 )
             mean = colsum(x2)
             mean *= 1.0 / n
-            var = (_centered_colsum(x2, mean) * (1.0 / n)).astype(x2.dtype)
+            var = (_centered_square_sum(x2, mean) * (1.0 / n)).astype(x2.dtype)
             if running_mean is not None:
                 rm = _stat_array(running_mean)
                 _set_stat(running_mean, rm * (1.0 - momentum) + mean * momentum)
@@ -84,10 +101,14 @@ class BatchNorm(Op):
         np.divide(1.0, invstd, out=invstd)
         scale = invstd * gamma if gamma is not None else invstd
         xw, mw, sw = wide(x2, mean, scale)
-        out = np.subtract(xw, mw)  # centred first: x * scale - mean * scale cancels for tiny variance
-        out *= sw
-        if beta is not None:
-            out += wide(x2, beta)[1]
+        bw = wide(x2, beta)[1] if beta is not None else None
+        out = np.empty_like(xw)
+        for rows in row_blocks(xw):  # each block's three passes while it is in cache
+            o = out[rows]
+            np.subtract(xw[rows], mw, out=o)  # centred first: x * scale - mean * scale cancels
+            o *= sw
+            if bw is not None:
+                o += bw
         self.save_for_backward(x2, mean, invstd, gamma)
         self.training, self.has = training, (gamma is not None, beta is not None)
         return out.reshape(x.shape)
@@ -97,8 +118,9 @@ class BatchNorm(Op):
         has_gamma, has_beta = self.has
         n = x2.shape[0]
         g2 = np.ascontiguousarray(grad).reshape(x2.shape)
-        gbeta = colsum(g2)
-        ggamma = (_centered_colsum(x2, mean, g2) * invstd).astype(g2.dtype)  # sum(g * x-hat)
+        g_sum, gx_sum = _grad_sums(x2, mean, g2)
+        gbeta = g_sum.astype(g2.dtype)
+        ggamma = (gx_sum * invstd).astype(g2.dtype)  # sum(g * x-hat)
         scale = invstd * gamma if gamma is not None else invstd
         grads = (ggamma if has_gamma else None, gbeta if has_beta else None)
         if not self.training:  # the statistics are constants: dL/dx = g * scale
