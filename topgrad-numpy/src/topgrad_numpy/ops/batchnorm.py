@@ -60,9 +60,10 @@ class BatchNorm(Op):
     running ones. The output is (x - mean) * scale + beta, per channel, written block by block
     (its three passes run on a cache-sized block, not on memory). Backward sums g and
     g * (x - mean) per channel in one blocked pass, then writes dL/dx = g * scale +
-    (x - mean) * coef + const block by block, so no centred or normalized copy of x is kept. Everything stays centred on the
-    mean (x * scale - mean * scale would cancel badly for a tiny variance). Per-channel vectors
-    are broadcast on a wide view (`wide`): numpy's inner loop over C <= 64 channels is slow.
+    (x - mean) * coef + const block by block, so no centred or normalized copy of x is kept.
+    Everything stays centred on the mean (x * scale - mean * scale would cancel badly for a
+    tiny variance). Per-channel vectors are broadcast on a wide view (`wide`): numpy's inner
+    loop over C <= 64 channels is slow.
     """
 
     def forward(
