@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from topgrad import Op
 
-from topgrad_numpy.ops._util import check_affine, colsum, ones, wide
+from topgrad_numpy.ops._util import check_affine, colsum, ones, row_blocks, wide
 
 
 def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -59,7 +59,7 @@ class LayerNorm(Op):
         g2 = np.ascontiguousarray(grad).reshape(-1, C)
         gam = gamma if gamma is not None else ones(C, g2.dtype)
         half = max(16, -(-n // 32) * 16)  # rows per block: half of n, rounded up to 16 for `wide`
-        blocks = [slice(i, min(n, i + half)) for i in range(0, n, half)]
+        blocks = list(row_blocks(xhat, half))
         scratch = np.empty((min(half, n), C), dtype=g2.dtype)
         ggamma = np.zeros(C, dtype=g2.dtype)
         a = np.empty(n, dtype=g2.dtype)  # per row: sum of gxh * x-hat ...
