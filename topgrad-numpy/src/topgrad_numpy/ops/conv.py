@@ -57,20 +57,30 @@ TAPS_BELOW = 4
 one channel, 1.4x for three, slower from four on."""
 
 
-def im2col(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int) -> np.ndarray:
-    """Patches of padded xp as a (B*Ho*Wo, kh*kw*C) matrix: a strided view copied once.
+def im2col(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Patches of padded xp as a (B*Ho*Wo, kh*kw*C) matrix: a strided view copied once, into
+    `out` (a flat scratch buffer at least that large) when given.
 
     With few channels a patch row is only kw*C elements long, so the copy instead runs tap by
     tap along image rows and the result is column-major (the transpose of a row-major
-    (kh*kw*C, B*Ho*Wo) array); BLAS reads either order."""
+    (kh*kw*C, B*Ho*Wo) array); BLAS reads either order. Callers pass one `out` for all chunks
+    of a call: a fresh megabyte-sized array per chunk costs page faults on every chunk
+    (measured: 9.0 vs 5.5 ms for the 16-channel 28x28 layer's patches)."""
     B, Hp, Wp, C = xp.shape
     Ho, Wo = (Hp - kh) // sh + 1, (Wp - kw) // sw + 1
     s0, s1, s2, s3 = xp.strides
     if C < TAPS_BELOW:
-        taps = _strided(xp, (kh, kw, C, B, Ho, Wo), (s1, s2, s3, s0, s1 * sh, s2 * sw))
-        return taps.reshape(kh * kw * C, B * Ho * Wo).T
-    view = _strided(xp, (B, Ho, Wo, kh, kw, C), (s0, s1 * sh, s2 * sw, s1, s2, s3))
-    return view.reshape(B * Ho * Wo, kh * kw * C)
+        view = _strided(xp, (kh, kw, C, B, Ho, Wo), (s1, s2, s3, s0, s1 * sh, s2 * sw))
+    else:
+        view = _strided(xp, (B, Ho, Wo, kh, kw, C), (s0, s1 * sh, s2 * sw, s1, s2, s3))
+    if out is None:
+        cols = view.reshape(view.size)
+    else:
+        cols = out[: view.size]
+        cols.reshape(view.shape)[...] = view
+    if C < TAPS_BELOW:
+        return cols.reshape(kh * kw * C, B * Ho * Wo).T
+    return cols.reshape(B * Ho * Wo, kh * kw * C)
 
 
 def _valid(o: int, k: int, s: int, p: int, n: int) -> tuple[int, int]:
@@ -118,6 +128,11 @@ def batch_chunks(batch: int, bytes_per_image: int) -> list[slice]:
     return [slice(i, min(batch, i + per)) for i in range(0, batch, per)]
 
 
+def _largest(chunks: list[slice]) -> int:
+    """Images in the largest (the first) chunk: the size of the scratch buffers shared by all."""
+    return chunks[0].stop - chunks[0].start if chunks else 0
+
+
 class _Padder:
     """Pads slices of a batch into one reused zero-bordered buffer (borders are written once).
     A padding is an int (both sides) or a (before, after) pair."""
@@ -149,11 +164,12 @@ def _weight_grad(
     forward paired (so NaN or Inf in x reaches exactly the weights PyTorch's does)."""
     kh, kw, sh, sw, ph, pw, Ho, Wo = geo
     _, H, W, C = x.shape
-    pad_x = _Padder(chunks[0].stop if chunks else 0, H, W, C, ph, pw, x.dtype)
+    pad_x = _Padder(_largest(chunks), H, W, C, ph, pw, x.dtype)
     gw = np.zeros((kh * kw * C, g2.shape[1]), dtype=g2.dtype)
     part = np.empty_like(gw)
+    scratch = np.empty(_largest(chunks) * Ho * Wo * kh * kw * C, dtype=x.dtype)
     for sl in chunks:
-        cols = im2col(pad_x(x[sl]), kh, kw, sh, sw)
+        cols = im2col(pad_x(x[sl]), kh, kw, sh, sw, scratch)
         np.matmul(cols.T, g2[sl.start * Ho * Wo : sl.stop * Ho * Wo], out=part)
         gw += part
     return gw
@@ -208,10 +224,12 @@ def _input_grad_by_phases(
     flipped = w.transpose(0, 1, 3, 2)  # (kh, kw, Cout, Cin): taps of the gradient's correlation
     kernels = [np.ascontiguousarray(flipped[np.ix_(r[1], q[1])]).reshape(-1, C) for r, q in live]
     whole = len(phases) == 1
-    n0 = chunks[0].stop if chunks else 0
+    n0 = _largest(chunks)
     pad = _Padder(n0, Ho, Wo, w.shape[3], (top, bottom), (left, right), grad.dtype)
     gx = np.empty(x.shape, dtype=grad.dtype)
     gwf = np.zeros_like(kernels[0]) if whole and need_w else None
+    patch = max(my * mx * len(ty) * len(tx) for (_, ty, _, my), (_, tx, _, mx) in live)
+    scratch = np.empty(n0 * patch * w.shape[3], dtype=grad.dtype)  # the largest phase's patches
     for sl in chunks:
         n = sl.stop - sl.start
         gp = pad(grad[sl])
@@ -220,7 +238,7 @@ def _input_grad_by_phases(
         for ((r, taps_y, dy, my), (q, taps_x, dx, mx)), kernel in zip(live, kernels):
             ty, tx = len(taps_y), len(taps_x)
             region = gp[:, top + dy : top + dy + my + ty - 1, left + dx : left + dx + mx + tx - 1]
-            gcols = im2col(region, ty, tx, 1, 1)
+            gcols = im2col(region, ty, tx, 1, 1, scratch)
             if whole:
                 np.matmul(gcols, kernel, out=gx[sl].reshape(n * H * W, C))
                 if gwf is not None:  # as x^T @ gcols: ~5% faster than gcols^T @ x in OpenBLAS
@@ -259,9 +277,10 @@ class Conv2d(Op):
         w2 = w.reshape(kh * kw * C, Cout)
         out = np.empty((B, Ho * Wo, Cout), dtype=np.result_type(x, w))
         chunks = batch_chunks(B, Ho * Wo * kh * kw * C * x.itemsize)
-        pad = _Padder(chunks[0].stop if chunks else 0, H, W, C, ph, pw, x.dtype)
+        pad = _Padder(_largest(chunks), H, W, C, ph, pw, x.dtype)
+        scratch = np.empty(_largest(chunks) * Ho * Wo * kh * kw * C, dtype=x.dtype)
         for sl in chunks:
-            cols = im2col(pad(x[sl]), kh, kw, sh, sw)
+            cols = im2col(pad(x[sl]), kh, kw, sh, sw, scratch)
             np.matmul(cols, w2, out=out[sl].reshape(-1, Cout))
         out2 = out.reshape(B * Ho * Wo, Cout)
         if b is not None:
