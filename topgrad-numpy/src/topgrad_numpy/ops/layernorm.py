@@ -52,7 +52,8 @@ class LayerNorm(Op):
         """dL/dx = invstd * (gxh - mean(gxh) - x-hat * mean(gxh * x-hat)), gxh = g * gamma,
         written as invstd * gxh + a * x-hat + b with a and b one number per row: three per-row
         passes. dL/dx is written over x-hat (the engine drops saved arrays after backward), and
-        the products of g go through a scratch half the size of x, in two row blocks."""
+        the products of g go through a scratch half the size of x, in two row blocks; every sum
+        that reads g (per row and per feature) is taken on its block while it is in cache."""
         xhat, invstd, gamma = self._intermediate
         has_gamma, has_beta = self.has
         n, C = xhat.shape
@@ -63,13 +64,18 @@ class LayerNorm(Op):
         scratch = np.empty((min(half, n), C), dtype=g2.dtype)
         ggamma = np.zeros(C, dtype=g2.dtype)
         a = np.empty(n, dtype=g2.dtype)  # per row: sum of gxh * x-hat ...
+        b = np.empty(n, dtype=g2.dtype)  # ... and of gxh
+        gbeta = np.zeros(C, dtype=g2.dtype) if has_beta else None
         for rows in blocks:
-            g_xhat = np.multiply(g2[rows], xhat[rows], out=scratch[: rows.stop - rows.start])
+            g = g2[rows]
+            g_xhat = np.multiply(g, xhat[rows], out=scratch[: rows.stop - rows.start])
             ggamma += colsum(g_xhat)  # sum over rows of g * x-hat
             np.matmul(g_xhat, gam, out=a[rows])
+            np.matmul(g, gam, out=b[rows])
+            if gbeta is not None:
+                gbeta += colsum(g)
         a *= invstd
         a *= -1.0 / C
-        b = g2 @ gam  # ... and of gxh
         b *= invstd
         b *= -1.0 / C
         gx = xhat  # x-hat is not needed after this: dL/dx takes its place
@@ -81,5 +87,4 @@ class LayerNorm(Op):
             np.multiply(gw, gamw, out=part.reshape(gw.shape))
             part *= invstd[rows, None]
             gx[rows] += part
-        gbeta = colsum(g2) if has_beta else None
         return gx.reshape(grad.shape), ggamma if has_gamma else None, gbeta
