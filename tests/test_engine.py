@@ -217,6 +217,35 @@ def test_unused_parameter_keeps_no_gradient() -> None:
     assert unused.grad is None
 
 
+# ---- each leaf owns its gradient -------------------------------------------------------------
+def test_leaves_summed_together_get_gradients_of_their_own() -> None:
+    """Add hands one gradient array to both inputs; as in PyTorch, each leaf's `.grad` is its own,
+    so an in-place edit of one (clipping, scaling) leaves the other alone."""
+    a, b = Tensor(rand((2, 3), 60)), Tensor(rand((2, 3), 61))
+    (a + b).sum().backward()
+    a.grad[...] = 0.0
+    assert_close(b.grad, np.ones((2, 3), np.float32), "b.grad after zeroing a.grad in place")
+
+
+def test_a_view_of_another_leafs_gradient_is_copied() -> None:
+    """a's gradient comes back through Reshape as a view of the array b keeps: not the same
+    object, the same memory."""
+    a, b = Tensor(rand((6,), 62)), Tensor(rand((2, 3), 63))
+    ((a.reshape(2, 3) + b) * 2.0).sum().backward()
+    b.grad[...] = 0.0
+    assert_close(a.grad, np.full(6, 2.0, np.float32), "a.grad after zeroing b.grad in place")
+
+
+@pytest.mark.parametrize("through", ["an op", "a leaf"])
+def test_the_callers_seed_is_not_kept_as_a_gradient(through: str) -> None:
+    seed = topgrad.get_backend().asarray(rand((2, 3), 64))
+    expected = topgrad.get_backend().to_numpy(seed)
+    x = Tensor(rand((2, 3), 65))
+    (x + 0.0 if through == "an op" else x).backward(seed)
+    seed[...] = 0.0
+    assert_close(x.grad, expected, f"gradient seeded through {through}, after the seed changed")
+
+
 # ---- backward(grad) -----------------------------------------------------------------------------
 @pytest.mark.parametrize("form", ["tensor", "backend array", "list", "numpy"])
 def test_backward_accepts_several_grad_forms(form: str) -> None:

@@ -8,7 +8,7 @@ backend may replace with fused kernels.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +64,16 @@ class Backend:
 
     def sqrt(self, a: Any) -> Any:
         raise NotImplementedError
+
+    def copy(self, a: Any) -> Any:
+        """A new array holding `a`'s values."""
+        return self.mul(a, 1.0)
+
+    def memory_key(self, a: Any) -> Hashable | None:
+        """A key that arrays sharing memory have in common (views of one buffer), or None
+        when unknown. backward gives each leaf a gradient of its own: one whose key is taken
+        (by another leaf, or the caller's seed), or None, is copied first."""
+        return None
 
     # ---- optimizer updates: PyTorch's rules, composed from the helpers ----------
     def sgd_update(

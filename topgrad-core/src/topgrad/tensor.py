@@ -219,18 +219,19 @@ class Tensor:
                 "with Tensor(data) (requires_grad=True is the default)"
             )
         if self._op is None:
-            self.grad = grad if self.grad is None else backend.add(self.grad, grad)
+            self.grad = backend.copy(grad) if self.grad is None else backend.add(self.grad, grad)
             return
         from topgrad.op import run_backward
 
         add = backend.add
+        taken = {backend.memory_key(grad)}  # memory that leaf gradients must not share
         grads: dict[int, Any] = {id(self._op): grad}
         for node in reversed(_toposort(self._op)):
             g = grads.pop(id(node), None)
             if g is None:  # no gradient flows here (every consumer returned None)
                 continue
             if isinstance(node, Tensor):  # a leaf: its gradient is complete, keep it
-                node.grad = g if node.grad is None else add(node.grad, g)
+                node.grad = _own(backend, g, taken) if node.grad is None else add(node.grad, g)
                 continue
             for i, (parent, pg) in enumerate(zip(node.parents, run_backward(node, g))):
                 if pg is None or not node.needs_grad(i):  # a constant or a plain value
@@ -238,6 +239,17 @@ class Tensor:
                 key = id(parent)
                 grads[key] = pg if key not in grads else add(grads[key], pg)
             node._intermediate, node._released = (), True
+
+
+def _own(backend: Any, g: Any, taken: set[Any]) -> Any:
+    """`g`, or a copy where it may share memory with the seed or another leaf's gradient
+    (Add hands one array to both inputs): in-place edits of one `.grad` stay in it."""
+    key = backend.memory_key(g)
+    if key is None or key in taken:
+        g = backend.copy(g)
+        key = backend.memory_key(g)
+    taken.add(key)
+    return g
 
 
 def _toposort(root: Op) -> list[Any]:

@@ -109,6 +109,15 @@ class NumpyBackend(topgrad.Backend):
     def sqrt(self, a: Any) -> np.ndarray:
         return _f32(np.sqrt(a))
 
+    def copy(self, a: Any) -> np.ndarray:
+        return np.array(a, dtype=F32)
+
+    def memory_key(self, a: Any) -> int:
+        """The id of the object at the end of `a`'s chain of bases: views of one buffer share it."""
+        while isinstance(a, np.ndarray) and a.base is not None:
+            a = a.base
+        return id(a)
+
     # ---- optimizer updates: torch.optim's rules, param and state updated in place --------
     def sgd_update(
         self, param: Any, grad: Any, buf: Any | None, *, lr: float, momentum: float,

@@ -112,6 +112,10 @@ class TritonBackend(topgrad.Backend):
     def sqrt(self, a: Any) -> Any:
         return self._ew.elementwise(self._ew.SQRT, a, name="sqrt")
 
+    def memory_key(self, a: Any) -> int | None:
+        """The address of `a`'s storage: views of one buffer share it (metadata, no compute)."""
+        return a.untyped_storage().data_ptr() if isinstance(a, self._torch.Tensor) else None
+
     # ---- fused optimizer updates --------------------------------------------------
     @_guarded_helper
     def sgd_update(

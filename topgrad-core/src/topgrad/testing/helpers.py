@@ -100,6 +100,19 @@ def check_sqrt(rtol: float = RTOL) -> Outcome:
     return compare("sqrt(a)", _np(b.sqrt(b.asarray(np.abs(_A)))), np.sqrt(np.abs(_A)), rtol)
 
 
+def check_copy(rtol: float = RTOL) -> Outcome:
+    """copy(a) holds a's values, and where memory_key knows them, a key of its own (else
+    backward would copy the copies of leaf gradients again, or keep shared ones)."""
+    b = get_backend()
+    a = b.asarray(_A)
+    c = b.copy(a)
+    outcomes = [*_has_array_api("copy(a)", c, _A.shape), compare("copy(a)", _np(c), _A, rtol)]
+    key_a, key_c = b.memory_key(a), b.memory_key(c)
+    if key_a is not None and key_a == key_c:
+        outcomes.append(Outcome.failed(f"memory_key gives a and copy(a) the same key {key_a!r}"))
+    return merge(outcomes)
+
+
 HELPER_CHECKS: dict[str, Callable[[float], Outcome]] = {
     "asarray": check_asarray,
     "to_numpy": check_to_numpy,
@@ -110,5 +123,6 @@ HELPER_CHECKS: dict[str, Callable[[float], Outcome]] = {
     "mul": lambda rtol: _arith("mul", get_backend().mul, np.multiply, rtol),
     "div": lambda rtol: _arith("div", get_backend().div, np.divide, rtol),
     "sqrt": check_sqrt,
+    "copy/memory_key": check_copy,
 }
 """Each helper check by its row label; each takes the tolerance and returns an Outcome."""
