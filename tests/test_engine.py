@@ -49,6 +49,20 @@ def test_numpy_returns_a_copy() -> None:
     assert t.numpy()[0] == 1.0
 
 
+def test_a_trainable_tensor_never_shares_the_callers_array() -> None:
+    """Tensor(a) copies where it would share a's memory (as torch.tensor does), so an
+    optimizer's in-place step changes neither the caller's array nor another Tensor's."""
+    a = rand((3,), 70)
+    before = a.copy()
+    t = Tensor(a)
+    u = Tensor(t)
+    (t * 2.0).sum().backward()
+    topgrad.optim.SGD([t], lr=0.1).step()
+    assert_close(t, before - 0.2, "the trained tensor")
+    np.testing.assert_array_equal(a, before)
+    assert_close(u, before, "a Tensor made from the trained one before its step", rtol=0, atol=0)
+
+
 def test_constructors() -> None:
     assert_close(Tensor.zeros(2, 3), np.zeros((2, 3), np.float32), "zeros", rtol=0, atol=0)
     assert_close(Tensor.ones((4,)), np.ones(4, np.float32), "ones", rtol=0, atol=0)

@@ -89,7 +89,8 @@ def test_randn_is_seeded(nb) -> None:
 def test_asarray_zero_copy_and_to_numpy_copy(nb) -> None:
     a = np.ones((3, 4), dtype=F32)
     assert nb.asarray(a) is a
-    assert topgrad.Tensor(a).data is a
+    assert topgrad.Tensor(a, requires_grad=False).data is a  # a constant shares the caller's array
+    assert not np.shares_memory(topgrad.Tensor(a).data, a)  # a trainable one, updated in place, not
     c = nb.to_numpy(a)
     assert c is not a and not np.shares_memory(c, a)
 

@@ -43,12 +43,18 @@ class Tensor:
 
     def __init__(self, data: Any, dtype: str = "float32", requires_grad: bool = True) -> None:
         """`requires_grad=False` makes a constant (an input batch, targets): backward gives it no
-        gradient and ops skip computing one, as PyTorch does for its inputs."""
+        gradient and ops skip computing one, as PyTorch does for its inputs. A trainable tensor
+        copies an array of the caller's that it would otherwise share (optimizers update it in
+        place); a constant keeps sharing it (no copy of an input batch or a dataset)."""
         if isinstance(data, Tensor):
             data = data.data
         elif data is None:  # numpy would make a NaN of it
             raise TypeError("Tensor(None): give a number, a nested list or an array")
-        self.data = registry.get_backend().asarray(data, dtype=dtype)
+        backend = registry.get_backend()
+        array = backend.asarray(data, dtype=dtype)
+        if requires_grad and (array is data or backend.memory_key(array) == backend.memory_key(data)):
+            array = backend.copy(array)
+        self.data = array
         self.grad: Any = None
         self._op: Op | None = None
         self.requires_grad = bool(requires_grad)
