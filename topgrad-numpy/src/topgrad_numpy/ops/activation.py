@@ -21,7 +21,10 @@ def _zeros(size: int, dtype: Any) -> np.ndarray:
 
 
 class ReLU(Op):
-    """max(x, 0), gradient 0 at 0; saves its output (usually kept by the next op anyway)."""
+    """max(x, 0), gradient 0 at 0; saves its output (usually kept by the next op anyway).
+    NaN passes through both ways, as in PyTorch: backward zeroes the gradient where the output
+    is 0, and the output is never negative, so `out != 0` keeps it at NaN too (`out > 0`
+    would not)."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         if type(x) is np.ndarray and x.size >= 4096 and x.dtype.kind == "f":
@@ -33,7 +36,7 @@ class ReLU(Op):
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
         (out,) = self._intermediate
-        return (arr(np.multiply(grad, out > 0.0)),)
+        return (arr(np.multiply(grad, out != 0.0)),)
 
 
 class LogSoftmax(Op):

@@ -79,7 +79,7 @@ def _elementwise_kernel(
     elif OP == 6:
         y = tl.where(a < 0.0, 0.0, a)  # NaN passes through, as in torch.relu
     else:  # RELU_GRAD: a is the upstream gradient, b the forward input
-        y = tl.where(b > 0.0, a, 0.0)
+        y = tl.where(b <= 0.0, 0.0, a)  # NaN in x passes the gradient, as in torch
     tl.store(out_ptr + offs, y, mask=mask)
 
 
