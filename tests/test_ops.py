@@ -375,6 +375,21 @@ def test_conv2d_with_a_constant_input(x_shape: tuple[int, int, int, int], stride
     check_against_torch(top, ref, inputs, constants=(constant,))
 
 
+@pytest.mark.parametrize(
+    ("x_shape", "k", "stride", "padding"),
+    [((1, 1, 1, 4), (1, 2), 2, 2), ((1, 1, 2, 4), (1, 1), 2, 1), ((1, 1, 1, 4), (1, 1), 2, 1),
+     ((1, 1, 2, 4), (1, 1), 2, 0)],
+)
+def test_conv2d_stride_larger_than_the_input(
+    x_shape: tuple[int, int, int, int], k: tuple[int, int], stride: int, padding: int
+) -> None:
+    """Cases hypothesis found: a tiny input with a wide padding and stride 2 has one phase of
+    the stride, but only some kernel taps (or none) reach it; the input gradient path took that
+    for the stride-1 case and failed."""
+    top, ref = _conv(stride, padding)
+    check_against_torch(top, ref, [rand(x_shape, 24), rand((*k, x_shape[3], 1), 25, scale=0.5)])
+
+
 @given(data=st.data(), seed=seeds)
 def test_conv2d_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
     """Drawn kernel sizes, strides, paddings and image sizes (every output at least 1x1)."""

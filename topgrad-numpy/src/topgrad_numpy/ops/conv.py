@@ -223,12 +223,14 @@ def _input_grad_by_phases(
     live = [(r, q) for r, q in phases if r[1] and q[1]]
     flipped = w.transpose(0, 1, 3, 2)  # (kh, kw, Cout, Cin): taps of the gradient's correlation
     kernels = [np.ascontiguousarray(flipped[np.ix_(r[1], q[1])]).reshape(-1, C) for r, q in live]
-    whole = len(phases) == 1
+    # one phase that every tap reaches (stride 1); a stride larger than the input also leaves one
+    # phase, but then only some taps reach it (or none, where the padding covers every window)
+    whole = len(phases) == len(live) == 1 and len(live[0][0][1]) == kh and len(live[0][1][1]) == kw
     n0 = _largest(chunks)
     pad = _Padder(n0, Ho, Wo, w.shape[3], (top, bottom), (left, right), grad.dtype)
     gx = np.empty(x.shape, dtype=grad.dtype)
     gwf = np.zeros_like(kernels[0]) if whole and need_w else None
-    patch = max(my * mx * len(ty) * len(tx) for (_, ty, _, my), (_, tx, _, mx) in live)
+    patch = max((my * mx * len(ty) * len(tx) for (_, ty, _, my), (_, tx, _, mx) in live), default=0)
     scratch = np.empty(n0 * patch * w.shape[3], dtype=grad.dtype)  # the largest phase's patches
     for sl in chunks:
         n = sl.stop - sl.start
