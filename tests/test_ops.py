@@ -416,6 +416,8 @@ def test_conv2d_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
         ((8, 8, 3), (3, 3, 3, 4), (8, 8, 3)),  # no batch axis
         ((2, 8, 8, 3), (3, 3, 4), (3, 3, 4)),  # kernel of rank 3
         ((2, 8, 8, 3), (3, 3, 2, 4), (3, 3, 2, 4)),  # input channels differ
+        ((2, 8, 8, 3), (3, 3, 3, 0), (3, 3, 3, 0)),  # no output channel (PyTorch refuses it too)
+        ((2, 8, 8, 3), (0, 3, 3, 4), (0, 3, 3, 4)),  # an empty kernel
     ],
 )
 def test_conv2d_bad_shapes(x_shape: tuple[int, ...], w_shape: tuple[int, ...], bad: tuple[int, ...]) -> None:

@@ -260,7 +260,9 @@ def _ref_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: 
               padding: int = 0) -> torch.Tensor:
     if x.ndim != 4 or w.ndim != 4:
         raise ValueError("not NHWC/HWIO")
-    out = F.conv2d(x.permute(0, 3, 1, 2), w.permute(3, 2, 0, 1), b, stride=stride, padding=padding)
+    # contiguous: PyTorch's fallback convolution (slow_conv2d) refuses a permuted weight's gradient
+    out = F.conv2d(x.permute(0, 3, 1, 2).contiguous(), w.permute(3, 2, 0, 1).contiguous(), b,
+                   stride=stride, padding=padding)
     return out.permute(0, 2, 3, 1)
 
 

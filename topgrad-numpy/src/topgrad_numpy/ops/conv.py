@@ -38,6 +38,10 @@ def _check(x: np.ndarray, w: np.ndarray, b: Any) -> None:
             f"Conv2d: channel mismatch, x {x.shape} has Cin={x.shape[3]} but w {w.shape} "
             f"expects Cin={w.shape[2]}"
         )
+    if 0 in w.shape[:2] or w.shape[3] == 0:
+        raise ValueError(
+            f"Conv2d: the kernel needs kh, kw and Cout of at least 1 (as in PyTorch), got w {w.shape}"
+        )
     if b is not None and b.shape != (w.shape[3],):
         raise ValueError(f"Conv2d: bias must have shape ({w.shape[3]},) for w {w.shape}, got {b.shape}")
 

@@ -17,6 +17,8 @@ def _check(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: int
         raise ValueError(f"Conv2d: needs x (B, H, W, Cin) and w (kh, kw, Cin, Cout), got {shapes}")
     if x.shape[3] != w.shape[2]:
         raise ValueError(f"Conv2d: input channels differ, {shapes}")
+    if 0 in tuple(w.shape[:2]) or w.shape[3] == 0:
+        raise ValueError(f"Conv2d: the kernel needs kh, kw and Cout of at least 1 (as in PyTorch), {shapes}")
     if b is not None and tuple(b.shape) != (w.shape[3],):
         raise ValueError(f"Conv2d: bias of shape {tuple(b.shape)} does not match w of shape {tuple(w.shape)}")
     if int(stride) != stride or stride < 1 or int(padding) != padding or padding < 0:
