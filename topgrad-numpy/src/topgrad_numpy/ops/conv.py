@@ -11,6 +11,7 @@ additions (never `np.add.at`, which is unbuffered and slow). A constant input ge
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -161,19 +162,28 @@ def _bias(out2: np.ndarray, b: np.ndarray) -> None:
     wide_add(out2, b)
 
 
+def _patch_chunks(
+    x: np.ndarray, chunks: list[slice], geo: tuple[int, ...]
+) -> Iterator[tuple[slice, np.ndarray]]:
+    """Each chunk of the batch with its patch matrix (im2col of the padded chunk); every chunk's
+    patches are built in the same buffer, so each matrix is only valid until the next."""
+    kh, kw, sh, sw, ph, pw, Ho, Wo = geo
+    _, H, W, C = x.shape
+    pad = _Padder(_largest(chunks), H, W, C, ph, pw, x.dtype)
+    scratch = np.empty(_largest(chunks) * Ho * Wo * kh * kw * C, dtype=x.dtype)
+    for sl in chunks:
+        yield sl, im2col(pad(x[sl]), kh, kw, sh, sw, scratch)
+
+
 def _weight_grad(
     x: np.ndarray, g2: np.ndarray, chunks: list[slice], geo: tuple[int, ...]
 ) -> np.ndarray:
     """dL/dw as sum over chunks of im2col(x)^T @ grad: only pairs of x and the gradient that the
     forward paired (so NaN or Inf in x reaches exactly the weights PyTorch's does)."""
-    kh, kw, sh, sw, ph, pw, Ho, Wo = geo
-    _, H, W, C = x.shape
-    pad_x = _Padder(_largest(chunks), H, W, C, ph, pw, x.dtype)
-    gw = np.zeros((kh * kw * C, g2.shape[1]), dtype=g2.dtype)
+    kh, kw, _, _, _, _, Ho, Wo = geo
+    gw = np.zeros((kh * kw * x.shape[3], g2.shape[1]), dtype=g2.dtype)
     part = np.empty_like(gw)
-    scratch = np.empty(_largest(chunks) * Ho * Wo * kh * kw * C, dtype=x.dtype)
-    for sl in chunks:
-        cols = im2col(pad_x(x[sl]), kh, kw, sh, sw, scratch)
+    for sl, cols in _patch_chunks(x, chunks, geo):
         np.matmul(cols.T, g2[sl.start * Ho * Wo : sl.stop * Ho * Wo], out=part)
         gw += part
     return gw
@@ -283,10 +293,7 @@ class Conv2d(Op):
         w2 = w.reshape(kh * kw * C, Cout)
         out = np.empty((B, Ho * Wo, Cout), dtype=np.result_type(x, w))
         chunks = batch_chunks(B, Ho * Wo * kh * kw * C * x.itemsize)
-        pad = _Padder(_largest(chunks), H, W, C, ph, pw, x.dtype)
-        scratch = np.empty(_largest(chunks) * Ho * Wo * kh * kw * C, dtype=x.dtype)
-        for sl in chunks:
-            cols = im2col(pad(x[sl]), kh, kw, sh, sw, scratch)
+        for sl, cols in _patch_chunks(x, chunks, (kh, kw, sh, sw, ph, pw, Ho, Wo)):
             np.matmul(cols, w2, out=out[sl].reshape(-1, Cout))
         out2 = out.reshape(B * Ho * Wo, Cout)
         if b is not None:
