@@ -180,8 +180,10 @@ def row_blocks(a: np.ndarray, per: int | None = None) -> Iterator[slice]:
 
 
 def row_chunks(a: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
-    """Row slices of a 2-d array, each with a matching scratch block (one buffer reused)."""
-    per = max(1, ROWS_BYTES // max(1, a.shape[1] * a.itemsize))
-    scratch = np.empty((min(per, a.shape[0]), a.shape[1]), dtype=a.dtype)
-    for rows in row_blocks(a):
+    """Row slices of a 2-d array (as `row_blocks`), each with a matching scratch block (one
+    buffer, as large as the first block, reused)."""
+    blocks = list(row_blocks(a))
+    rows_max = blocks[0].stop if blocks else 0
+    scratch = np.empty((rows_max, a.shape[1]), dtype=a.dtype)
+    for rows in blocks:
         yield rows, scratch[: rows.stop - rows.start]
