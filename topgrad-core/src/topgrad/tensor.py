@@ -52,7 +52,7 @@ class Tensor:
             raise TypeError("Tensor(None): give a number, a nested list or an array")
         backend = registry.get_backend()
         array = backend.asarray(data, dtype=dtype)
-        if requires_grad and (array is data or backend.memory_key(array) == backend.memory_key(data)):
+        if requires_grad and backend.memory_key(array) == backend.memory_key(data):  # shared, or unknown
             array = backend.copy(array)
         self.data = array
         self.grad: Any = None
