@@ -23,10 +23,8 @@ BACKEND_ENV = {"numpy": {}, "triton": {"TRITON_INTERPRET": "1"}}
 LOCAL = ["./topgrad-core", "./topgrad-numpy", "./topgrad-examples"]
 
 
-@nox.session
-@nox.parametrize("backend", list(BACKENDS))
-def tests(session: nox.Session, backend: str) -> None:
-    """The whole backend-agnostic suite against PyTorch, on one backend."""
+def _install_for_tests(session: nox.Session, backend: str) -> dict[str, str]:
+    """torch (pinned, first), the test tools and the local packages; returns the run's env."""
     session.install(TORCH)
     session.install(*TEST_TOOLS)
     extra = BACKENDS[backend]
@@ -34,8 +32,28 @@ def tests(session: nox.Session, backend: str) -> None:
     remote = [e for e in extra if not e.startswith("./")]
     if remote:
         session.install(*remote)
-    env = {"TOPGRAD_BACKEND": backend, "OMP_NUM_THREADS": "1", **BACKEND_ENV[backend]}
+    return {"TOPGRAD_BACKEND": backend, "OMP_NUM_THREADS": "1", **BACKEND_ENV[backend]}
+
+
+@nox.session
+@nox.parametrize("backend", list(BACKENDS))
+def tests(session: nox.Session, backend: str) -> None:
+    """The whole backend-agnostic suite against PyTorch, on one backend."""
+    env = _install_for_tests(session, backend)
     session.run("pytest", "-q", "-p", "no:cacheprovider", f"--backend={backend}", *session.posargs, env=env)
+
+
+@nox.session
+@nox.parametrize("backend", list(BACKENDS))
+def soak(session: nox.Session, backend: str) -> None:
+    """Only the hypothesis-drawn tests, 400 draws each instead of CI's 25 (8 interpreted): finds
+    the rare shapes that CI's fresh draws would otherwise meet one run at a time. Not run by
+    default (numpy ~2 min; Triton's interpreter much longer); run it nightly or before a release."""
+    env = _install_for_tests(session, backend)
+    session.run(
+        "pytest", "-q", "-p", "no:cacheprovider", f"--backend={backend}", "-m", "hypothesis",
+        "--hypothesis-profile", "soak", *session.posargs, env=env,
+    )
 
 
 @nox.session

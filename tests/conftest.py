@@ -9,8 +9,16 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings
 
 RTOL = ATOL = 1e-4
+
+# Hypothesis draws per drawn test. The Triton interpreter runs kernels in numpy, one program at a
+# time: fewer draws there. `soak` (`nox -s soak`) draws many more, to find the rare shapes that
+# a CI run's fresh draws would otherwise meet one at a time.
+settings.register_profile("interpreter", max_examples=8, deadline=None)
+settings.register_profile("default", max_examples=25, deadline=None)
+settings.register_profile("soak", max_examples=400, deadline=None)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -30,12 +38,8 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(1)
     except ImportError:
         pass
-    from hypothesis import settings
-
-    # The Triton interpreter runs kernels in numpy, one program at a time: fewer, smaller draws.
-    settings.register_profile("interpreter", max_examples=8, deadline=None)
-    settings.register_profile("default", max_examples=25, deadline=None)
-    settings.load_profile("interpreter" if name == "triton" else "default")
+    if not config.getoption("hypothesis_profile", None):  # `--hypothesis-profile soak` wins
+        settings.load_profile("interpreter" if name == "triton" else "default")
 
 
 @pytest.fixture(scope="session")
