@@ -1,7 +1,7 @@
 """Shared test setup: pick the backend under test and keep torch to one thread.
 
 The backend comes from `--backend NAME`, else `$TOPGRAD_BACKEND`, else numpy.
-Every op test compares Topgrad with PyTorch at 1e-4 (float32).
+Every op test compares Topgrad (float32) with PyTorch at 1e-4: see `helpers.assert_as_accurate`.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 Every op test follows one pattern (`check_against_torch`): the same float32 inputs go
 through a Topgrad function and a PyTorch function, the outputs are compared, both are
 seeded with the same random upstream gradient, and the gradient of every input is compared.
+PyTorch runs twice, in float64 (the reference) and in float32 (how far float32 can get):
+see `assert_as_accurate`.
 """
 
 from __future__ import annotations
@@ -60,6 +62,44 @@ def assert_close(actual: Any, expected: Any, what: str, rtol: float = RTOL, atol
     np.testing.assert_allclose(a, e, rtol=rtol, atol=atol, err_msg=what)
 
 
+def assert_as_accurate(
+    actual: Any, exact: Any, single: Any, what: str, rtol: float = RTOL, atol: float = ATOL
+) -> None:
+    """Topgrad's float32 `actual` within rtol/atol of PyTorch's float64 `exact`, or, element by
+    element, no farther from it than twice PyTorch's own float32 result `single` is.
+
+    Against float32 PyTorch alone, an ill-conditioned draw fails through PyTorch's round-off
+    (a LayerNorm row whose spread is 1/280 of its mean: PyTorch 1.2e-4 off, Topgrad 2e-5);
+    against float64 alone, it fails where no float32 algorithm reaches 1e-4 (two BatchNorm rows
+    that nearly agree: PyTorch's float32 and Topgrad's are both 1.2e-4 off). `nox -s soak` found both.
+    """
+    a, e, s = to_numpy(actual), to_numpy(exact), to_numpy(single)
+    assert a.shape == e.shape, f"{what}: shape {a.shape}, expected {e.shape}"
+    e = e.astype(np.float64)
+    with np.errstate(invalid="ignore"):  # inf - inf where both are infinite: no slack there
+        slack = np.nan_to_num(2.0 * np.abs(s.astype(np.float64) - e), nan=0.0)
+        ok = np.isclose(a, e, rtol=rtol, atol=atol + slack, equal_nan=True)
+    if not ok.all():
+        bad = np.argwhere(~ok)
+        i = tuple(int(j) for j in bad[0])
+        raise AssertionError(
+            f"{what}: {len(bad)} of {a.size} elements differ from PyTorch's float64 answer by more "
+            f"than rtol={rtol}, atol={atol} and twice PyTorch's float32 error; first at {i}: "
+            f"Topgrad {float(a[i])!r}, PyTorch float64 {float(e[i])!r}, PyTorch float32 {float(s[i])!r}"
+        )
+
+
+def _torch_run(
+    torch_fn: Callable[..., torch.Tensor], inputs: Sequence[np.ndarray], constants: Sequence[int],
+    dtype: torch.dtype, upstream: Callable[[tuple[int, ...]], np.ndarray],
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """PyTorch's output and input gradients in `dtype`, backward seeded with upstream(shape)."""
+    ts = [torch.tensor(a, dtype=dtype, requires_grad=i not in constants) for i, a in enumerate(inputs)]
+    out = torch_fn(*ts)
+    out.backward(torch.from_numpy(upstream(tuple(out.shape))).to(dtype))
+    return out.detach(), [t.grad for t in ts]
+
+
 def check_against_torch(
     top_fn: Callable[..., Tensor],
     torch_fn: Callable[..., torch.Tensor],
@@ -72,24 +112,27 @@ def check_against_torch(
     """Run both functions on the same inputs; compare the output and every input's gradient.
 
     The backward pass is seeded with a random upstream gradient, the same for both.
+    PyTorch runs in float64 and then in float32 (`assert_as_accurate`): a `torch_fn` that
+    keeps state (BatchNorm's running statistics) must keep one per dtype.
     Inputs whose index is in `constants` are made with `requires_grad=False` in both
     frameworks and must get no gradient.
     Returns the Topgrad input tensors and output, for further checks by the caller.
     """
+    def upstream(shape: tuple[int, ...]) -> np.ndarray:
+        return rand(shape, seed + 7919)
+
+    exact, exact_grads = _torch_run(torch_fn, inputs, constants, torch.float64, upstream)
+    single, single_grads = _torch_run(torch_fn, inputs, constants, torch.float32, upstream)
     xs = [Tensor(a, requires_grad=i not in constants) for i, a in enumerate(inputs)]
-    ts = [torch.tensor(a, requires_grad=i not in constants) for i, a in enumerate(inputs)]
     out = top_fn(*xs)
-    ref = torch_fn(*ts)
-    assert_close(out, ref, "forward", rtol, atol)
-    upstream = rand(ref.shape, seed + 7919)
-    out.backward(upstream)
-    ref.backward(torch.from_numpy(upstream))
-    for i, (x, t) in enumerate(zip(xs, ts)):
+    assert_as_accurate(out, exact, single, "forward", rtol, atol)
+    out.backward(upstream(tuple(exact.shape)))
+    for i, x in enumerate(xs):
         if i in constants:
             assert x.grad is None, f"input {i} is a constant but got a gradient"
             continue
         assert x.grad is not None, f"input {i} got no gradient"
-        assert_close(x.grad, t.grad, f"gradient of input {i}", rtol, atol)
+        assert_as_accurate(x.grad, exact_grads[i], single_grads[i], f"gradient of input {i}", rtol, atol)
     return xs, out
 
 
