@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import topgrad
 import torch
+import torch.nn.functional as F  # noqa: N812 - the usual PyTorch spelling
 from topgrad import Tensor
 
 RTOL = ATOL = 1e-4
@@ -154,6 +155,22 @@ def nchw_to_nhwc(x: torch.Tensor) -> torch.Tensor:
 
 def hwio_to_oihw(w: torch.Tensor) -> torch.Tensor:
     return w.permute(3, 2, 0, 1).contiguous()
+
+
+def torch_conv2d(
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, stride: int = 1, padding: int = 0
+) -> torch.Tensor:
+    """PyTorch's conv2d of NHWC x and HWIO w (permuted to NCHW/OIHW and back), NHWC out.
+
+    A strided 1x1 convolution runs as a stride-1 one of the padded, subsampled input (the same
+    sums): for fewer than 8 input channels (16 with AVX-512), oneDNN's strided 1x1 weight
+    gradient writes past its workspace (uxlfoundation/oneDNN#6035). With torch 2.13 here,
+    x (3, 4, 6, 1) and w (1, 1, 1, 1) at stride 2 corrupt the heap; a soak run crashed on it."""
+    xc, wc = nhwc_to_nchw(x), hwio_to_oihw(w)
+    if w.shape[0] == w.shape[1] == 1 and stride != 1:
+        xc = F.pad(xc, (padding,) * 4)[:, :, ::stride, ::stride].contiguous()
+        stride, padding = 1, 0
+    return nchw_to_nhwc(F.conv2d(xc, wc, b, stride=stride, padding=padding))
 
 
 def torch_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False) -> torch.Tensor:

@@ -21,12 +21,10 @@ from helpers import (
     assert_as_accurate,
     assert_close,
     check_against_torch,
-    hwio_to_oihw,
     mentions_shape,
-    nchw_to_nhwc,
-    nhwc_to_nchw,
     rand,
     torch_attention,
+    torch_conv2d,
 )
 from hypothesis import given
 from hypothesis import strategies as st
@@ -335,7 +333,7 @@ def _conv(stride: int, padding: int) -> tuple[Callable[..., Tensor], Callable[..
         return x.conv2d(w, b, stride=stride, padding=padding)
 
     def ref(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-        return nchw_to_nhwc(F.conv2d(nhwc_to_nchw(x), hwio_to_oihw(w), b, stride=stride, padding=padding))
+        return torch_conv2d(x, w, b, stride=stride, padding=padding)
 
     return top, ref
 
@@ -350,6 +348,8 @@ def _conv(stride: int, padding: int) -> tuple[Callable[..., Tensor], Callable[..
         ((2, 7, 7, 3), (5, 5), 2, 2, 2, True),
         ((3, 5, 6, 2), (2, 3), 3, 3, 0, False),
         ((1, 4, 4, 2), (4, 4), 3, 1, 0, True),
+        ((3, 4, 6, 1), (1, 1), 1, 2, 0, False),  # crashed PyTorch's oneDNN (see torch_conv2d)
+        ((2, 5, 7, 2), (1, 1), 3, 3, 1, True),
     ],
 )
 def test_conv2d_fixed(
@@ -360,6 +360,15 @@ def test_conv2d_fixed(
     if bias:
         inputs.append(rand((cout,), 20))
     check_against_torch(top, ref, inputs)
+
+
+@pytest.mark.parametrize("padding", [0, 1])
+def test_the_strided_1x1_reference_is_pytorchs_convolution(padding: int) -> None:
+    """torch_conv2d subsamples instead of running oneDNN's strided 1x1 kernel; forward only (the
+    bug is in its weight gradient) and 16 input channels (never the faulty path): same answer."""
+    x, w = torch.from_numpy(rand((2, 7, 6, 16), 60)), torch.from_numpy(rand((1, 1, 16, 4), 61))
+    direct = F.conv2d(x.permute(0, 3, 1, 2), w.permute(3, 2, 0, 1), stride=2, padding=padding)
+    assert_close(torch_conv2d(x, w, stride=2, padding=padding), direct.permute(0, 2, 3, 1), "strided 1x1")
 
 
 @pytest.mark.parametrize(

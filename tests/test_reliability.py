@@ -18,7 +18,7 @@ import pytest
 import topgrad
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual PyTorch spelling
-from helpers import assert_as_accurate, assert_close, check_against_torch, rand, torch_attention
+from helpers import assert_as_accurate, assert_close, check_against_torch, rand, torch_attention, torch_conv2d
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from topgrad import Op, Tensor
@@ -270,10 +270,7 @@ def _ref_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: 
               padding: int = 0) -> torch.Tensor:
     if x.ndim != 4 or w.ndim != 4:
         raise ValueError("not NHWC/HWIO")
-    # contiguous: PyTorch's fallback convolution (slow_conv2d) refuses a permuted weight's gradient
-    out = F.conv2d(x.permute(0, 3, 1, 2).contiguous(), w.permute(3, 2, 0, 1).contiguous(), b,
-                   stride=stride, padding=padding)
-    return out.permute(0, 2, 3, 1)
+    return torch_conv2d(x, w, b, stride=stride, padding=padding)
 
 
 def _ref_batchnorm(x: torch.Tensor, g: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
