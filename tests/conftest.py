@@ -7,6 +7,7 @@ Every op test compares Topgrad (float32) with PyTorch at 1e-4: see `helpers.asse
 from __future__ import annotations
 
 import os
+import warnings
 
 import pytest
 from hypothesis import settings
@@ -32,6 +33,12 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["TOPGRAD_BACKEND"] = name
     if name == "triton":
         os.environ.setdefault("TRITON_INTERPRET", "1")
+        if os.environ["TRITON_INTERPRET"] == "1":  # kernels touch host memory: check every address
+            from interpreter_bounds import install
+
+            why_not = install()
+            if why_not:
+                warnings.warn(f"Triton kernels run without bounds checks: {why_not}", stacklevel=1)
     try:
         import torch
 

@@ -185,6 +185,31 @@ def test_linear_runs_in_either_precision(backend, monkeypatch):
         np.testing.assert_allclose(Tensor(x).linear(Tensor(w)).numpy(), x @ w, rtol=tol, atol=tol)
 
 
+# ---- the interpreter's bounds checks (tests/interpreter_bounds.py) --------------------------
+def test_interpreted_kernels_may_not_touch_memory_outside_their_tensors(backend):
+    """conftest wraps the interpreter so that a store a mask lets past the end of its tensor
+    fails, naming the kernel, instead of writing into the test process's heap."""
+    import interpreter_bounds
+    import triton
+    import triton.language as tl
+
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("kernels are compiled: the GPU checks addresses itself")
+    if not interpreter_bounds.installed:
+        pytest.skip("conftest installs the checks for --backend triton, where Triton allows (else it warns)")
+
+    @triton.jit
+    def fill_zeros(ptr, n, BLOCK: tl.constexpr):
+        offsets = tl.arange(0, BLOCK)
+        tl.store(ptr + offsets, tl.zeros([BLOCK], tl.float32), mask=offsets < n)
+
+    x = torch.ones(4)
+    fill_zeros[(1,)](x, 4, BLOCK=8)  # four stores, inside
+    assert x.tolist() == [0.0] * 4
+    with pytest.raises(Exception, match="fill_zeros: 2 of 6 stores fall outside"):  # InterpreterError
+        fill_zeros[(1,)](x, 6, BLOCK=8)
+
+
 # ---- GPU code paths, compiled without a GPU (opt-in) ----------------------------------------
 _COMPILE_ALL = r"""
 import os, sys
