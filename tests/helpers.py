@@ -67,7 +67,8 @@ def assert_as_accurate(
     actual: Any, exact: Any, single: Any, what: str, rtol: float = RTOL, atol: float = ATOL
 ) -> None:
     """Topgrad's float32 `actual` within rtol/atol of PyTorch's float64 `exact`, or, element by
-    element, no farther from it than twice PyTorch's own float32 result `single` is.
+    element, no farther from it than twice PyTorch's own float32 result `single` is (that slack
+    capped at 1%: beyond it `single` is wrong, not rounded).
 
     Against float32 PyTorch alone, an ill-conditioned draw fails through PyTorch's round-off
     (a LayerNorm row whose spread is 1/280 of its mean: PyTorch 1.2e-4 off, Topgrad 2e-5);
@@ -79,6 +80,8 @@ def assert_as_accurate(
     e = e.astype(np.float64)
     with np.errstate(invalid="ignore"):  # inf - inf where both are infinite: no slack there
         slack = np.nan_to_num(2.0 * np.abs(s.astype(np.float64) - e), nan=0.0)
+        # round-off, not a wrong answer: a float32 PyTorch result more than 1% off is no bound
+        slack = np.minimum(slack, 1e-2 * (1.0 + np.abs(e)))
         ok = np.isclose(a, e, rtol=rtol, atol=atol + slack, equal_nan=True)
     if not ok.all():
         bad = np.argwhere(~ok)
