@@ -53,8 +53,7 @@ class LayerNorm(Op):
         written as invstd * gxh + a * x-hat + b with a and b one number per row: three per-row
         passes. dL/dx is written over x-hat (the engine drops saved arrays after backward), and
         the products of g go through a scratch half the size of x, in two row blocks; every sum
-        that reads g (per row and per feature), and every pass that writes dL/dx, runs on its
-        block while it is in cache."""
+        that reads g (per row and per feature) is taken on its block while it is in cache."""
         xhat, invstd, gamma = self._intermediate
         has_gamma, has_beta = self.has
         n, C = xhat.shape
@@ -79,14 +78,13 @@ class LayerNorm(Op):
         a *= -1.0 / C
         b *= invstd
         b *= -1.0 / C
-        gx = xhat  # x-hat is not needed after this: dL/dx takes its place, block by block
-        for rows in blocks:
+        gx = xhat  # x-hat is not needed after this: dL/dx takes its place
+        gx *= a[:, None]
+        gx += b[:, None]
+        for rows in blocks:  # + invstd * g * gamma
             gw, gamw = wide(g2[rows], gam)
             part = scratch[: rows.stop - rows.start]
             np.multiply(gw, gamw, out=part.reshape(gw.shape))
             part *= invstd[rows, None]
-            block = gx[rows]
-            block *= a[rows, None]
-            block += b[rows, None]
-            block += part
+            gx[rows] += part
         return gx.reshape(grad.shape), ggamma if has_gamma else None, gbeta
