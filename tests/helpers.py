@@ -93,15 +93,20 @@ def assert_as_accurate(
         )
 
 
-def _torch_run(
-    torch_fn: Callable[..., torch.Tensor], inputs: Sequence[np.ndarray], constants: Sequence[int],
-    dtype: torch.dtype, upstream: Callable[[tuple[int, ...]], np.ndarray],
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """PyTorch's output and input gradients in `dtype`, backward seeded with upstream(shape)."""
-    ts = [torch.tensor(a, dtype=dtype, requires_grad=i not in constants) for i, a in enumerate(inputs)]
+def torch_run(
+    torch_fn: Callable[..., torch.Tensor], inputs: Sequence[np.ndarray | None], dtype: torch.dtype,
+    upstream: Callable[[tuple[int, ...]], np.ndarray], constants: Sequence[int] = (),
+) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+    """PyTorch's output and input gradients in `dtype` (from the float32 inputs), backward seeded
+    with upstream(shape): None for a None input or a constant, zeros for an unused input."""
+    ts = [None if a is None else
+          torch.tensor(np.asarray(a, np.float32), dtype=dtype, requires_grad=i not in constants)
+          for i, a in enumerate(inputs)]
     out = torch_fn(*ts)
     out.backward(torch.from_numpy(upstream(tuple(out.shape))).to(dtype))
-    return out.detach(), [t.grad for t in ts]
+    grads = [None if t is None or i in constants else t.grad if t.grad is not None else torch.zeros_like(t)
+             for i, t in enumerate(ts)]
+    return out.detach(), grads
 
 
 def check_against_torch(
@@ -125,8 +130,8 @@ def check_against_torch(
     def upstream(shape: tuple[int, ...]) -> np.ndarray:
         return rand(shape, seed + 7919)
 
-    exact, exact_grads = _torch_run(torch_fn, inputs, constants, torch.float64, upstream)
-    single, single_grads = _torch_run(torch_fn, inputs, constants, torch.float32, upstream)
+    exact, exact_grads = torch_run(torch_fn, inputs, torch.float64, upstream, constants)
+    single, single_grads = torch_run(torch_fn, inputs, torch.float32, upstream, constants)
     xs = [Tensor(a, requires_grad=i not in constants) for i, a in enumerate(inputs)]
     out = top_fn(*xs)
     assert_as_accurate(out, exact, single, "forward", rtol, atol)

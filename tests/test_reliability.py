@@ -18,7 +18,15 @@ import pytest
 import topgrad
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual PyTorch spelling
-from helpers import assert_as_accurate, assert_close, check_against_torch, rand, torch_attention, torch_conv2d
+from helpers import (
+    assert_as_accurate,
+    assert_close,
+    check_against_torch,
+    rand,
+    torch_attention,
+    torch_conv2d,
+    torch_run,
+)
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from topgrad import Op, Tensor
@@ -212,18 +220,6 @@ def _mark_known(request: pytest.FixtureRequest, backend: str, case: str) -> None
         request.node.add_marker(pytest.mark.xfail(reason=f"{backend} backend: {reason}", strict=False))
 
 
-def _torch_reference(
-    ref_fn: Callable[..., torch.Tensor], arrays: Sequence[Any], dtype: torch.dtype
-) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
-    """PyTorch's output and input gradients (zeros for an unused input) in `dtype`."""
-    ts = [None if a is None else torch.tensor(np.asarray(a, np.float32), dtype=dtype, requires_grad=True)
-          for a in arrays]
-    ref = ref_fn(*ts)
-    ref.backward(torch.from_numpy(rand(ref.shape, 3)).to(dtype))
-    grads = [None if t is None else t.grad if t.grad is not None else torch.zeros_like(t) for t in ts]
-    return ref.detach(), grads
-
-
 def _agrees_or_refuses(
     op: str, top_fn: Callable[..., Tensor], ref_fn: Callable[..., torch.Tensor], arrays: Sequence[Any],
     dtype: str = "float32",
@@ -244,14 +240,18 @@ def _agrees_or_refuses(
         return False
     except Exception as exc:
         pytest.fail(f"{op} with shapes {shapes} crashed: {type(exc).__name__}: {exc}")
+
+    def upstream(shape: tuple[int, ...]) -> np.ndarray:
+        return rand(shape, 3)
+
     try:  # float64, the reference; float32, how close float32 gets (helpers.assert_as_accurate)
-        exact, exact_grads = _torch_reference(ref_fn, arrays, torch.float64)
-        single, single_grads = _torch_reference(ref_fn, arrays, torch.float32)
+        exact, exact_grads = torch_run(ref_fn, arrays, torch.float64, upstream)
+        single, single_grads = torch_run(ref_fn, arrays, torch.float32, upstream)
     except Exception as exc:
         pytest.fail(f"{op} accepted shapes {shapes}, which PyTorch refuses ({type(exc).__name__}: {exc}); "
                     f"it returned shape {out.shape}")
     assert_as_accurate(out, exact, single, f"{op} forward, shapes {shapes}")
-    out.backward(rand(tuple(exact.shape), 3))
+    out.backward(upstream(tuple(exact.shape)))
     for i, t in enumerate(tensors):
         if t is not None:
             got = t.grad if t.grad is not None else np.zeros(t.shape, np.float32)
