@@ -12,8 +12,6 @@ import warnings
 import pytest
 from hypothesis import settings
 
-RTOL = ATOL = 1e-4
-
 # Hypothesis draws per drawn test. The Triton interpreter runs kernels in numpy, one program at a
 # time: fewer draws there. `soak` (`nox -s soak`) draws many more, to find the rare shapes that
 # a CI run's fresh draws would otherwise meet one at a time.
