@@ -190,6 +190,26 @@ def test_im2col_matches_a_naive_loop(channels: int) -> None:
     np.testing.assert_array_equal(cols, naive)
 
 
+# ---- wide views for per-channel broadcasts ---------------------------------------------------
+@pytest.mark.parametrize(("n", "c", "width"), [
+    (3584, 64, 8192),  # the attention model's LayerNorm: one numpy buffer wide
+    (1024, 16, 8192),
+    (96, 48, 144),  # no divisor of 96 gives a buffer-wide row: the ~1024-wide fallback
+    (7, 5, 5),  # 7 rows: nothing to widen
+])
+def test_wide_view_broadcasts_as_the_narrow_one(n: int, c: int, width: int) -> None:
+    """`wide` views (N, C) as rows of k*C and tiles each vector k times: the same products,
+    on an inner loop at least numpy's buffer long where N has the factors for it."""
+    from topgrad_numpy.ops._util import wide
+
+    a2, v = _r(n, c), _r(c, seed=1)
+    aw, vw = wide(a2, v)
+    assert aw.shape == (n * c // width, width) and np.shares_memory(aw, a2)
+    np.testing.assert_array_equal((aw * vw).reshape(n, c), a2 * v)
+    strided = _r(n, 2 * c)[:, ::2]
+    assert wide(strided, v)[0] is strided  # only a contiguous array has a wide view
+
+
 # ---- fused optimizer updates ----------------------------------------------------------------
 @pytest.mark.parametrize(
     "kind, kwargs",

@@ -474,7 +474,9 @@ def _check_batchnorm_training(
     assert running_mean.grad is None and running_var.grad is None, "running stats are not graph inputs"
 
 
-@pytest.mark.parametrize("x_shape", [(8, 4), (4, 5, 5, 3), (3, 6, 2), (2, 1)])
+# (4, 16, 16, 16) is 1024 rows of 16 channels: the numpy backend's per-channel passes run on a
+# view two rows of 8192 wide (`wide`), as at the models' sizes.
+@pytest.mark.parametrize("x_shape", [(8, 4), (4, 5, 5, 3), (3, 6, 2), (2, 1), (4, 16, 16, 16)])
 def test_batchnorm_training(x_shape: tuple[int, ...]) -> None:
     _check_batchnorm_training(x_shape, momentum=0.1, eps=1e-5, seed=21)
 
@@ -535,7 +537,10 @@ def test_batchnorm_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
 
 
 # ---- LayerNorm -------------------------------------------------------------------------------
-@pytest.mark.parametrize(("shape", "eps"), [((4, 16), 1e-5), ((2, 3, 8), 1e-5), ((5,), 1e-3), ((3, 1), 1e-5)])
+# (2, 128, 64): 256 rows, so numpy's backward takes two row blocks, each on an 8192-wide view.
+@pytest.mark.parametrize(
+    ("shape", "eps"), [((4, 16), 1e-5), ((2, 3, 8), 1e-5), ((5,), 1e-3), ((3, 1), 1e-5), ((2, 128, 64), 1e-5)]
+)
 def test_layernorm_fixed(shape: tuple[int, ...], eps: float) -> None:
     d = shape[-1]
 

@@ -59,7 +59,7 @@ class LayerNorm(Op):
         n, C = xhat.shape
         g2 = np.ascontiguousarray(grad).reshape(-1, C)
         gam = gamma if gamma is not None else ones(C, g2.dtype)
-        half = max(16, -(-n // 32) * 16)  # rows per block: half of n, rounded up to 16 for `wide`
+        half = max(128, -(-n // 256) * 128)  # rows per block: half of n, a multiple of 128 for `wide`
         blocks = list(row_blocks(xhat, half))
         scratch = np.empty((min(half, n), C), dtype=g2.dtype)
         ggamma = np.zeros(C, dtype=g2.dtype)
