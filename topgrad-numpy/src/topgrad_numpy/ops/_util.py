@@ -183,10 +183,14 @@ ROWS_BYTES = 256 << 10
 temporary the size of x (the op's peak memory stays at PyTorch's: output and gradient)."""
 
 
+def block_rows(a: np.ndarray) -> int:
+    """Rows of the 2-d array `a` in about ROWS_BYTES (at least one)."""
+    return max(1, ROWS_BYTES // max(1, a.shape[1] * a.itemsize))
+
+
 def row_blocks(a: np.ndarray, per: int | None = None) -> Iterator[slice]:
     """Slices of a 2-d array's rows, `per` rows each (default: about ROWS_BYTES each)."""
-    if per is None:
-        per = max(1, ROWS_BYTES // max(1, a.shape[1] * a.itemsize))
+    per = per or block_rows(a)
     for i in range(0, a.shape[0], per):
         yield slice(i, min(a.shape[0], i + per))
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from topgrad import Op, Tensor
 
-from topgrad_numpy.ops._util import check_affine, colsum, row_blocks, row_chunks, wide
+from topgrad_numpy.ops._util import block_rows, check_affine, colsum, ones, row_blocks, row_chunks, wide
 
 
 def _set_stat(stat: Any, value: np.ndarray) -> None:
@@ -22,34 +22,48 @@ def _stat_array(stat: Any) -> np.ndarray:
     return stat.data if isinstance(stat, Tensor) else stat
 
 
-def _centered_square_sum(x2: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """Per-channel sums of (x - mean)**2 for an (N, C) array: one pass of numpy work per
-    cache-sized block of rows (wide views, gemv per block, float64 totals)."""
-    C = x2.shape[1]
+def _centre_into(x2: np.ndarray, mean: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Write x - mean into `out` and return the per-channel sums of its squares (float64): one
+    blocked pass, each block squared and summed while it is in cache. The output pass then
+    only scales and shifts `out`, so no pass subtracts the mean twice."""
     xw, mw = wide(x2, mean)
-    acc = np.zeros(xw.shape[1], dtype=np.float64)
-    for rows, tmp in row_chunks(xw):
-        np.subtract(xw[rows], mw, out=tmp)
-        tmp *= tmp
-        acc += colsum(tmp)
-    return acc.reshape(-1, C).sum(axis=0)
+    ow = out.reshape(xw.shape)
+    sums, scratch = _block_sums(xw, 1)
+    for i, rows in enumerate(row_blocks(xw)):
+        d = np.subtract(xw[rows], mw, out=ow[rows])
+        np.matmul(ones(d.shape[0], d.dtype), np.multiply(d, d, out=scratch[: d.shape[0]]), out=sums[0, i])
+    return _channel_totals(sums, x2.shape[1])[0]
 
 
 def _grad_sums(x2: np.ndarray, mean: np.ndarray, g2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel sums of g and of g * (x - mean), in one blocked pass over x and g (each block
     of g is summed while it is in cache for the product)."""
-    C = x2.shape[1]
     xw, mw = wide(x2, mean)
     gw = g2.reshape(xw.shape)
-    g_sum = np.zeros(xw.shape[1], dtype=np.float64)
-    gx_sum = np.zeros(xw.shape[1], dtype=np.float64)
-    for rows, tmp in row_chunks(xw):
+    sums, scratch = _block_sums(xw, 2)
+    for i, rows in enumerate(row_blocks(xw)):
         g = gw[rows]
-        g_sum += colsum(g)
-        np.subtract(xw[rows], mw, out=tmp)
+        block_ones = ones(g.shape[0], g.dtype)
+        np.matmul(block_ones, g, out=sums[0, i])
+        tmp = np.subtract(xw[rows], mw, out=scratch[: g.shape[0]])
         tmp *= g
-        gx_sum += colsum(tmp)
-    return g_sum.reshape(-1, C).sum(axis=0), gx_sum.reshape(-1, C).sum(axis=0)
+        np.matmul(block_ones, tmp, out=sums[1, i])
+    g_sum, gx_sum = _channel_totals(sums, x2.shape[1])
+    return g_sum, gx_sum
+
+
+def _block_sums(xw: np.ndarray, kinds: int) -> tuple[np.ndarray, np.ndarray]:
+    """Room for `kinds` column sums per row block of the wide view `xw` (float32, one row per
+    block: adding each into a float64 total would convert it through numpy's buffers), and a
+    scratch block."""
+    blocks = -(-xw.shape[0] // block_rows(xw))
+    rows = min(xw.shape[0], block_rows(xw))
+    return np.empty((kinds, blocks, xw.shape[1]), xw.dtype), np.empty((rows, xw.shape[1]), xw.dtype)
+
+
+def _channel_totals(sums: np.ndarray, C: int) -> np.ndarray:
+    """Per-channel totals (float64) of per-block column sums of a wide view: (kinds, C)."""
+    return sums.sum(axis=1, dtype=np.float64).reshape(sums.shape[0], -1, C).sum(axis=1)
 
 
 class BatchNorm(Op):
@@ -57,8 +71,8 @@ class BatchNorm(Op):
 
     Training uses the batch statistics and, when given, updates the running ones as
     `torch.nn.functional.batch_norm` does (momentum, unbiased variance); eval uses the
-    running ones. The output is (x - mean) * scale + beta, per channel, written block by block
-    (its three passes run on a cache-sized block, not on memory). Backward sums g and
+    running ones. The output is (x - mean) * scale + beta, per channel: the variance pass writes
+    x - mean into it block by block, then each cache-sized block is scaled and shifted. Backward sums g and
     g * (x - mean) per channel in one blocked pass, then writes dL/dx = g * scale +
     (x - mean) * coef + const block by block, so no centred or normalized copy of x is kept.
     Everything stays centred on the mean (x * scale - mean * scale would cancel badly for a
@@ -85,7 +99,8 @@ class BatchNorm(Op):
                 )
             mean = colsum(x2)
             mean *= 1.0 / n
-            var = (_centered_square_sum(x2, mean) * (1.0 / n)).astype(x2.dtype)
+            out = np.empty_like(x2)
+            var = (_centre_into(x2, mean, out) * (1.0 / n)).astype(x2.dtype)
             if running_mean is not None:
                 rm = _stat_array(running_mean)
                 _set_stat(running_mean, rm * (1.0 - momentum) + mean * momentum)
@@ -97,16 +112,17 @@ class BatchNorm(Op):
                 raise ValueError("BatchNorm: eval mode (training=False) needs running_mean and running_var")
             mean = np.array(_stat_array(running_mean), dtype=x2.dtype)
             var = _stat_array(running_var)
+            xw, mw = wide(x2, mean)
+            out = np.subtract(xw, mw).reshape(x2.shape)
+        # out holds x - mean (centred first: x * scale - mean * scale would cancel)
         invstd = np.asarray(var + eps, dtype=x2.dtype)
         np.sqrt(invstd, out=invstd)
         np.divide(1.0, invstd, out=invstd)
         scale = invstd * gamma if gamma is not None else invstd
-        xw, mw, sw = wide(x2, mean, scale)
-        bw = wide(x2, beta)[1] if beta is not None else None
-        out = np.empty_like(xw)
-        for rows in row_blocks(xw):  # each block's three passes while it is in cache
-            o = out[rows]
-            np.subtract(xw[rows], mw, out=o)  # centred first: x * scale - mean * scale cancels
+        ow, sw = wide(out, scale)
+        bw = wide(out, beta)[1] if beta is not None else None
+        for rows in row_blocks(ow):  # scale and shift each block while it is in cache
+            o = ow[rows]
             o *= sw
             if bw is not None:
                 o += bw
