@@ -210,6 +210,25 @@ def test_wide_view_broadcasts_as_the_narrow_one(n: int, c: int, width: int) -> N
     assert wide(strided, v)[0] is strided  # only a contiguous array has a wide view
 
 
+@pytest.mark.parametrize(("a_shape", "b_shape"), [
+    ((64, 28, 64), (64,)),  # a per-feature scale or bias
+    ((64, 28, 64), (1, 28, 64)),  # positional embeddings
+    ((64,), (64, 28, 64)),  # the block first
+    ((64, 28, 64), (64, 1, 64)),  # not a trailing block: plain broadcasting
+    ((4, 4), (4,)),  # too small to be worth a wide view
+])
+def test_trailing_broadcast_is_numpys_broadcast(a_shape: tuple[int, ...], b_shape: tuple[int, ...]) -> None:
+    """Add and Mul run a block broadcast over leading axes on wide views: the same values and
+    shape as numpy's own broadcasting."""
+    from topgrad_numpy.ops._util import trailing_broadcast
+
+    a, b = _r(*a_shape), _r(*b_shape, seed=1)
+    for ufunc in (np.add, np.multiply):
+        out = trailing_broadcast(ufunc, a, b)
+        assert out.shape == np.broadcast_shapes(a_shape, b_shape)
+        np.testing.assert_array_equal(out, ufunc(a, b))
+
+
 # ---- fused optimizer updates ----------------------------------------------------------------
 @pytest.mark.parametrize(
     "kind, kwargs",

@@ -113,6 +113,31 @@ def wide(a2: np.ndarray, *vectors: np.ndarray) -> tuple[np.ndarray, ...]:
     return (a2.reshape(n // k, k * c), *(_tiled(v, k) for v in vectors))
 
 
+def trailing_broadcast(ufunc: np.ufunc, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ufunc(a, b) for a commutative ufunc (add, multiply), on wide views (`wide`) where one
+    operand is a block broadcast over the other's leading axes (a bias, a per-feature scale,
+    positional embeddings) and the other is at least a numpy buffer large; plain numpy
+    broadcasting otherwise."""
+    for big, small in ((a, b), (b, a)):
+        if big.size >= max(8192, 2 * small.size) and _is_trailing_block(small, big):
+            bw, sw = wide(big.reshape(-1, small.size), small.reshape(-1))
+            return ufunc(bw, sw).reshape(big.shape)
+    return ufunc(a, b)
+
+
+def _is_trailing_block(small: np.ndarray, big: np.ndarray) -> bool:
+    """`small`, less its leading size-1 axes, has the shape of `big`'s last axes (at least one);
+    both C-contiguous, of one dtype."""
+    if small.ndim > big.ndim or small.dtype != big.dtype:
+        return False
+    if not (small.flags.c_contiguous and big.flags.c_contiguous):
+        return False
+    block = small.shape
+    while block and block[0] == 1:
+        block = block[1:]
+    return bool(block) and big.shape[big.ndim - len(block) :] == block
+
+
 def _power_of_two_above(x: float) -> int:
     """The smallest power of two >= x (1 for x <= 1)."""
     return 1 << max(0, math.ceil(x) - 1).bit_length()

@@ -7,7 +7,15 @@ from typing import Any
 import numpy as np
 from topgrad import Op
 
-from topgrad_numpy.ops._util import arr, operand, shape_of, unbroadcast
+from topgrad_numpy.ops._util import arr, operand, shape_of, trailing_broadcast, unbroadcast
+
+
+def _apply(ufunc: np.ufunc, a: Any, b: Any) -> Any:
+    """ufunc(a, b), on wide views where one array operand is broadcast over the other's leading
+    axes (numpy's inner loop would otherwise run only that operand's size long)."""
+    if type(a) is float or type(b) is float:
+        return ufunc(a, b)
+    return trailing_broadcast(ufunc, a, b)
 
 
 def _shape_error(op: str, a: Any, b: Any) -> ValueError:
@@ -20,7 +28,7 @@ class Add(Op):
     def forward(self, a: Any, b: Any) -> np.ndarray:
         a, b = operand(a), operand(b)
         try:
-            out = np.add(a, b)
+            out = _apply(np.add, a, b)
         except ValueError:
             raise _shape_error("Add", a, b) from None
         self.shapes = (None if type(a) is float else a.shape, None if type(b) is float else b.shape)
@@ -40,7 +48,7 @@ class Mul(Op):
     def forward(self, a: Any, b: Any) -> np.ndarray:
         a, b = operand(a), operand(b)
         try:
-            out = np.multiply(a, b)
+            out = _apply(np.multiply, a, b)
         except ValueError:
             raise _shape_error("Mul", a, b) from None
         self.save_for_backward(a, b)
@@ -48,6 +56,6 @@ class Mul(Op):
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any]:
         a, b = self._intermediate
-        ga = None if type(a) is float else unbroadcast(arr(grad * b), a.shape)
-        gb = None if type(b) is float else unbroadcast(arr(grad * a), b.shape)
+        ga = None if type(a) is float else unbroadcast(arr(_apply(np.multiply, grad, b)), a.shape)
+        gb = None if type(b) is float else unbroadcast(arr(_apply(np.multiply, grad, a)), b.shape)
         return ga, gb

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from topgrad import Op
 
-from topgrad_numpy.ops._util import colsum
+from topgrad_numpy.ops._util import colsum, wide_add
 
 
 def _rows(x: np.ndarray) -> int:
@@ -40,8 +40,8 @@ class Linear(Op):
         else:
             _check(x, w, b)
             out = (x.reshape(_rows(x), w.shape[0]) @ w).reshape(*x.shape[:-1], w.shape[1])
-        if b is not None:
-            out += b
+        if b is not None and out.size:  # a fresh C-contiguous product: its 2-d view adds in place
+            wide_add(out.reshape(-1, out.shape[-1]), b)
         self.save_for_backward(x, w)
         self.has_bias = b is not None
         return out
