@@ -26,44 +26,46 @@ def _centre_into(x2: np.ndarray, mean: np.ndarray, out: np.ndarray) -> np.ndarra
     """Write x - mean into `out` and return the per-channel sums of its squares (float64): one
     blocked pass, each block squared and summed while it is in cache. The output pass then
     only scales and shifts `out`, so no pass subtracts the mean twice."""
+    C = x2.shape[1]
     xw, mw = wide(x2, mean)
     ow = out.reshape(xw.shape)
-    sums, scratch = _block_sums(xw, 1)
+    sums, scratch = _block_sums(xw, 1, C)
     for i, rows in enumerate(row_blocks(xw)):
         d = np.subtract(xw[rows], mw, out=ow[rows])
-        np.matmul(ones(d.shape[0], d.dtype), np.multiply(d, d, out=scratch[: d.shape[0]]), out=sums[0, i])
-    return _channel_totals(sums, x2.shape[1])[0]
+        _channel_sums(np.multiply(d, d, out=scratch[: d.shape[0]]), C, sums[0, i])
+    return sums[0].sum(axis=0, dtype=np.float64)
 
 
 def _grad_sums(x2: np.ndarray, mean: np.ndarray, g2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel sums of g and of g * (x - mean), in one blocked pass over x and g (each block
     of g is summed while it is in cache for the product)."""
+    C = x2.shape[1]
     xw, mw = wide(x2, mean)
     gw = g2.reshape(xw.shape)
-    sums, scratch = _block_sums(xw, 2)
+    sums, scratch = _block_sums(xw, 2, C)
     for i, rows in enumerate(row_blocks(xw)):
         g = gw[rows]
-        block_ones = ones(g.shape[0], g.dtype)
-        np.matmul(block_ones, g, out=sums[0, i])
+        _channel_sums(g, C, sums[0, i])
         tmp = np.subtract(xw[rows], mw, out=scratch[: g.shape[0]])
         tmp *= g
-        np.matmul(block_ones, tmp, out=sums[1, i])
-    g_sum, gx_sum = _channel_totals(sums, x2.shape[1])
+        _channel_sums(tmp, C, sums[1, i])
+    g_sum, gx_sum = sums.sum(axis=1, dtype=np.float64)
     return g_sum, gx_sum
 
 
-def _block_sums(xw: np.ndarray, kinds: int) -> tuple[np.ndarray, np.ndarray]:
-    """Room for `kinds` column sums per row block of the wide view `xw` (float32, one row per
-    block: adding each into a float64 total would convert it through numpy's buffers), and a
-    scratch block."""
-    blocks = -(-xw.shape[0] // block_rows(xw))
-    rows = min(xw.shape[0], block_rows(xw))
-    return np.empty((kinds, blocks, xw.shape[1]), xw.dtype), np.empty((rows, xw.shape[1]), xw.dtype)
+def _block_sums(xw: np.ndarray, kinds: int, C: int) -> tuple[np.ndarray, np.ndarray]:
+    """Room for `kinds` per-channel sums per row block of the wide view `xw` (float32, one row
+    per block, totalled in float64 at the end), and a scratch block."""
+    per = block_rows(xw)
+    blocks = -(-xw.shape[0] // per)
+    return np.empty((kinds, blocks, C), xw.dtype), np.empty((min(xw.shape[0], per), xw.shape[1]), xw.dtype)
 
 
-def _channel_totals(sums: np.ndarray, C: int) -> np.ndarray:
-    """Per-channel totals (float64) of per-block column sums of a wide view: (kinds, C)."""
-    return sums.sum(axis=1, dtype=np.float64).reshape(sums.shape[0], -1, C).sum(axis=1)
+def _channel_sums(block: np.ndarray, C: int, out: np.ndarray) -> None:
+    """Per-channel sums of a contiguous block (any number of rows of C channels) into `out`, as
+    one BLAS matrix-vector product; as fast as the column sums of its wide rows, and C long."""
+    rows = block.reshape(-1, C)
+    np.matmul(ones(rows.shape[0], rows.dtype), rows, out=out)
 
 
 class BatchNorm(Op):
