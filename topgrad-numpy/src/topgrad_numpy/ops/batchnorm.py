@@ -73,13 +73,13 @@ class BatchNorm(Op):
 
     Training uses the batch statistics and, when given, updates the running ones as
     `torch.nn.functional.batch_norm` does (momentum, unbiased variance); eval uses the
-    running ones. The output is (x - mean) * scale + beta, per channel: the variance pass writes
-    x - mean into it block by block, then each cache-sized block is scaled and shifted. Backward sums g and
-    g * (x - mean) per channel in one blocked pass, then writes dL/dx = g * scale +
-    (x - mean) * coef + const block by block, so no centred or normalized copy of x is kept.
-    Everything stays centred on the mean (x * scale - mean * scale would cancel badly for a
-    tiny variance). Per-channel vectors are broadcast on a wide view (`wide`): numpy's inner
-    loop over C <= 64 channels is slow.
+    running ones. The output is (x - mean) * scale + beta, per channel: the variance pass
+    writes x - mean into it block by block, then each cache-sized block is scaled and
+    shifted. Backward sums g and g * (x - mean) per channel in one blocked pass, then writes
+    dL/dx = g * scale + (x - mean) * coef + const block by block, so no centred or normalized
+    copy of x is kept. Everything stays centred on the mean (x * scale - mean * scale would
+    cancel badly for a tiny variance). Per-channel vectors are broadcast on a wide view
+    (`wide`): numpy's inner loop over C <= 64 channels is slow.
     """
 
     def forward(
