@@ -94,19 +94,24 @@ def rowsum(a: np.ndarray) -> np.ndarray:
     return (a @ ones(a.shape[-1], a.dtype))[..., None]
 
 
+BUFFER = np.getbufsize()
+"""numpy's ufunc buffer size in elements (8192 unless changed), read once: `np.getbufsize()`
+costs ~2 us a call, several per op. An inner loop at least this long runs unbuffered."""
+
+
 def wide(a2: np.ndarray, *vectors: np.ndarray) -> tuple[np.ndarray, ...]:
     """A contiguous `a2` (N, C) viewed as (N/k, k*C), and each (C,) vector tiled k times.
 
-    numpy runs a ufunc whose inner loop is shorter than its buffer size (`np.getbufsize()`,
-    8192 elements) through buffers, and refills the broadcast vector's buffer on every fill
+    numpy runs a ufunc whose inner loop is shorter than its buffer size (`BUFFER`, 8192
+    elements) through buffers, and refills the broadcast vector's buffer on every fill
     (numpy#32594): a (N, 64) * (64,) product costs ~2x a flat one, 1.4x on a 1024-wide view.
     A view at least a buffer wide runs unbuffered, at the flat speed. Where N lacks the
     factors for that, the view is ~1024 wide (k divides N)."""
     n, c = a2.shape
     if not a2.flags.c_contiguous or c == 0:
         return (a2, *vectors)
-    k = math.gcd(n, _power_of_two_above(np.getbufsize() / c))
-    if k * c < np.getbufsize():
+    k = math.gcd(n, 1 << (-(-BUFFER // c) - 1).bit_length())  # a power of two >= BUFFER / c
+    if k * c < BUFFER:
         k = math.gcd(n, max(1, 1024 // c))
     if k == 1:
         return (a2, *vectors)
@@ -119,7 +124,7 @@ def trailing_broadcast(ufunc: np.ufunc, a: np.ndarray, b: np.ndarray) -> np.ndar
     positional embeddings) and the other is at least a numpy buffer large; plain numpy
     broadcasting otherwise."""
     for big, small in ((a, b), (b, a)):
-        if big.size >= max(8192, 2 * small.size) and _is_trailing_block(small, big):
+        if big.size >= max(BUFFER, 2 * small.size) and _is_trailing_block(small, big):
             bw, sw = wide(big.reshape(-1, small.size), small.reshape(-1))
             return ufunc(bw, sw).reshape(big.shape)
     return ufunc(a, b)
@@ -136,11 +141,6 @@ def _is_trailing_block(small: np.ndarray, big: np.ndarray) -> bool:
     while block and block[0] == 1:
         block = block[1:]
     return bool(block) and big.shape[big.ndim - len(block) :] == block
-
-
-def _power_of_two_above(x: float) -> int:
-    """The smallest power of two >= x (1 for x <= 1)."""
-    return 1 << max(0, math.ceil(x) - 1).bit_length()
 
 
 def _tiled(v: np.ndarray, k: int) -> np.ndarray:
