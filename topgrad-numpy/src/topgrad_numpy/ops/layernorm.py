@@ -28,7 +28,8 @@ class LayerNorm(Op):
     def forward(self, x: np.ndarray, gamma: Any, beta: Any, eps: float = 1e-5) -> np.ndarray:
         C = check_affine("LayerNorm", x, gamma, beta)
         x2 = np.ascontiguousarray(x).reshape(-1, C)
-        mean = x2 @ np.full(C, 1.0 / C, dtype=x2.dtype)
+        mean = x2 @ ones(C, x2.dtype)  # a cached vector: np.full costs ~4 us a call
+        mean *= 1.0 / C
         xhat = np.subtract(x2, mean[:, None])
         invstd = _rowdot(xhat, xhat)
         invstd *= 1.0 / C
