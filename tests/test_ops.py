@@ -483,8 +483,11 @@ def _check_batchnorm_training(
 
 
 # (4, 16, 16, 16) is 1024 rows of 16 channels: the numpy backend's per-channel passes run on a
-# view two rows of 8192 wide (`wide`), as at the models' sizes.
-@pytest.mark.parametrize("x_shape", [(8, 4), (4, 5, 5, 3), (3, 6, 2), (2, 1), (4, 16, 16, 16)])
+# view two rows of 8192 wide (`wide`), as at the models' sizes; (9, 32, 32, 16) takes three
+# cache-sized blocks of that view, the last one partial.
+@pytest.mark.parametrize(
+    "x_shape", [(8, 4), (4, 5, 5, 3), (3, 6, 2), (2, 1), (4, 16, 16, 16), (9, 32, 32, 16)]
+)
 def test_batchnorm_training(x_shape: tuple[int, ...]) -> None:
     _check_batchnorm_training(x_shape, momentum=0.1, eps=1e-5, seed=21)
 
