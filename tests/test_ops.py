@@ -370,6 +370,20 @@ def test_conv2d_fixed(
     check_against_torch(top, ref, inputs)
 
 
+# Batches big enough that the numpy backend splits each GEMM into OpenBLAS-small row blocks
+# (`topgrad_numpy.ops.gemm`), the last one partial: 576 rows of 144 against blocks of 434 for
+# 16->16 (forward, dL/dx, and dL/dw summed block by block); stride 2 to 32 channels (its dL/dx
+# goes phase by phase); 7056 tap-major rows of 9 against blocks of 6944 for one input channel.
+@pytest.mark.parametrize(
+    ("x_shape", "cout", "stride"),
+    [((4, 12, 12, 16), 16, 1), ((4, 16, 16, 16), 32, 2), ((9, 28, 28, 1), 16, 1)],
+)
+def test_conv2d_in_gemm_blocks(x_shape: tuple[int, int, int, int], cout: int, stride: int) -> None:
+    top, ref = _conv(stride, 1)
+    inputs = [rand(x_shape, 26), rand((3, 3, x_shape[3], cout), 27, scale=0.5), rand((cout,), 28)]
+    check_against_torch(top, ref, inputs)
+
+
 @pytest.mark.parametrize("padding", [0, 1])
 def test_the_strided_1x1_reference_is_pytorchs_convolution(padding: int) -> None:
     """torch_conv2d subsamples instead of running oneDNN's strided 1x1 kernel; forward only (the

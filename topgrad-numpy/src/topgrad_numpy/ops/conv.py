@@ -18,6 +18,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from topgrad import Op
 
+from topgrad_numpy.ops import gemm
 from topgrad_numpy.ops._util import colsum, wide_add
 
 
@@ -184,8 +185,7 @@ def _weight_grad(
     gw = np.zeros((kh * kw * x.shape[3], g2.shape[1]), dtype=g2.dtype)
     part = np.empty_like(gw)
     for sl, cols in _patch_chunks(x, chunks, geo):
-        np.matmul(cols.T, g2[sl.start * Ho * Wo : sl.stop * Ho * Wo], out=part)
-        gw += part
+        gw += gemm.matmul_tn(cols, g2[sl.start * Ho * Wo : sl.stop * Ho * Wo], part)
     return gw
 
 
@@ -244,6 +244,7 @@ def _input_grad_by_phases(
     pad = _Padder(n0, Ho, Wo, w.shape[3], (top, bottom), (left, right), grad.dtype)
     gx = np.empty(x.shape, dtype=grad.dtype)
     gwf = np.zeros_like(kernels[0]) if whole and need_w else None
+    gw_part = np.empty(kernels[0].T.shape, dtype=grad.dtype) if gwf is not None else None
     patch = max((my * mx * len(ty) * len(tx) for (_, ty, _, my), (_, tx, _, mx) in live), default=0)
     scratch = np.empty(n0 * patch * w.shape[3], dtype=grad.dtype)  # the largest phase's patches
     for sl in chunks:
@@ -256,11 +257,12 @@ def _input_grad_by_phases(
             region = gp[:, top + dy : top + dy + my + ty - 1, left + dx : left + dx + mx + tx - 1]
             gcols = im2col(region, ty, tx, 1, 1, scratch)
             if whole:
-                np.matmul(gcols, kernel, out=gx[sl].reshape(n * H * W, C))
+                gemm.matmul(gcols, kernel, gx[sl].reshape(n * H * W, C))
                 if gwf is not None:  # as x^T @ gcols: ~5% faster than gcols^T @ x in OpenBLAS
-                    gwf += (x[sl].reshape(n * H * W, C).T @ gcols).T
+                    gwf += gemm.matmul_tn(x[sl].reshape(n * H * W, C), gcols, gw_part).T
             else:
-                gx[sl, r::sh, q::sw] = (gcols @ kernel).reshape(n, my, mx, C)
+                phase = np.empty((gcols.shape[0], C), dtype=grad.dtype)
+                gx[sl, r::sh, q::sw] = gemm.matmul(gcols, kernel, phase).reshape(n, my, mx, C)
     if gwf is None:
         return gx, None
     Cout = w.shape[3]
@@ -294,7 +296,7 @@ class Conv2d(Op):
         out = np.empty((B, Ho * Wo, Cout), dtype=np.result_type(x, w))
         chunks = batch_chunks(B, Ho * Wo * kh * kw * C * x.itemsize)
         for sl, cols in _patch_chunks(x, chunks, (kh, kw, sh, sw, ph, pw, Ho, Wo)):
-            np.matmul(cols, w2, out=out[sl].reshape(-1, Cout))
+            gemm.matmul(cols, w2, out[sl].reshape(-1, Cout))
         out2 = out.reshape(B * Ho * Wo, Cout)
         if b is not None:
             _bias(out2, b)

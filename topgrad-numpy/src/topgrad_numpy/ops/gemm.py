@@ -1,0 +1,86 @@
+"""Skinny GEMMs in row blocks small enough for OpenBLAS's AVX-512 small-matrix kernels.
+
+OpenBLAS's SkylakeX-family kernels (which numpy's wheels also pick on Zen 4/5) run a GEMM
+with M*N*K <= 100**3 in kernels that read the operands in place, and every larger one
+through the packed path, which first copies the long operand. For the convolutions' patch
+matrices (K = 9*Cin, N = 16-64 output channels) that copy is not paid back: a 3136x144 @
+144x16 GEMM ran at ~67 GFLOP/s whole and ~95 in blocks of 434 rows on a Zen 4 core. Other
+kernel families (Haswell's AVX2 ones) have no such path, and there the blocks were 10-25%
+slower, so they are used only where numpy's OpenBLAS reports one of these families.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import glob
+import os
+
+import numpy as np
+
+SMALL_MNK = 100**3
+"""OpenBLAS's bound on M*N*K for its small-matrix kernels (`gemm_small_kernel_permit`)."""
+
+MIN_ROWS = 32
+"""Fewest rows per block worth a numpy call (~2 us each); GEMMs wider than that stay whole."""
+
+SMALL_KERNEL_CORES = frozenset({"skylakex", "cooperlake", "sapphirerapids"})
+"""OpenBLAS kernel families with AVX-512 small-matrix sgemm kernels."""
+
+_CORENAME = ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename", "openblas_get_corename")
+"""What numpy's bundled OpenBLAS calls `openblas_get_corename` (64-bit-integer builds suffix it)."""
+
+
+def _openblas_core() -> str:
+    """The kernel family numpy's bundled OpenBLAS chose at load time, lowercased; '' where numpy
+    was built against another BLAS or the library cannot be asked."""
+    root = os.path.dirname(np.__file__)
+    for path in glob.glob(os.path.join(root, os.pardir, "numpy.libs", "*openblas*")) + glob.glob(
+        os.path.join(root, ".dylibs", "*openblas*")
+    ):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in _CORENAME:
+            corename = getattr(lib, name, None)
+            if corename is not None:
+                corename.restype = ctypes.c_char_p
+                return (corename() or b"").decode(errors="replace").lower()
+    return ""
+
+
+@functools.cache
+def small_kernels() -> bool:
+    """Whether numpy's GEMMs can take OpenBLAS's AVX-512 small-matrix kernels."""
+    return _openblas_core() in SMALL_KERNEL_CORES
+
+
+def block_len(k: int, n: int) -> int:
+    """Rows per block for a (rows, k) @ (k, n) product, or 0 where no blocks pay: blocks would be
+    shorter than MIN_ROWS, or numpy's BLAS has no small-matrix kernels."""
+    rows = SMALL_MNK // max(1, k * n)
+    return rows if rows >= MIN_ROWS and small_kernels() else 0
+
+
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a @ b for a (M, K), b (K, N), out (M, N), in row blocks of `block_len` rows."""
+    rows = block_len(*b.shape)
+    if not rows or a.shape[0] <= rows:
+        return np.matmul(a, b, out=out)
+    for i in range(0, a.shape[0], rows):
+        np.matmul(a[i : i + rows], b, out=out[i : i + rows])
+    return out
+
+
+def matmul_tn(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a^T @ b for a (M, K), b (M, N), out (K, N): the contraction over M summed block by
+    block of `block_len` rows (a weight gradient over a batch of patches)."""
+    rows = block_len(a.shape[1], b.shape[1])
+    if not rows or a.shape[0] <= rows:
+        return np.matmul(a.T, b, out=out)
+    np.matmul(a[:rows].T, b[:rows], out=out)
+    part = np.empty_like(out)
+    for i in range(rows, a.shape[0], rows):
+        out += np.matmul(a[i : i + rows].T, b[i : i + rows], out=part)
+    return out
