@@ -198,7 +198,7 @@ def test_im2col_matches_a_naive_loop(channels: int) -> None:
     (0, 144, 16, 1),
 ])
 def test_gemm_blocks_are_one_matmul(m: int, k: int, n: int, blocks: int, monkeypatch) -> None:
-    """`gemm.matmul` and `gemm.matmul_tn` split M into blocks OpenBLAS runs without packing, and
+    """`gemm.matmul`, `matmul_nt` and `matmul_tn` split M into blocks OpenBLAS runs unpacked, and
     give np.matmul's product (up to float32 summation order), also for a column-major operand
     (im2col's tap-major patches) and into a strided output. Blocks are forced on here: a BLAS
     without AVX-512 small-matrix kernels does not take them."""
@@ -212,6 +212,8 @@ def test_gemm_blocks_are_one_matmul(m: int, k: int, n: int, blocks: int, monkeyp
         out = np.full((m, 2 * n), np.nan, F32)[:, ::2]
         assert gemm.matmul(a_, b, out) is out
         np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-4)
+        nt = gemm.matmul_nt(a_, np.ascontiguousarray(b.T), np.empty((m, n), F32))
+        np.testing.assert_allclose(nt, a @ b, rtol=1e-5, atol=1e-4)
         tn = gemm.matmul_tn(a_, c, np.empty((k, n), F32))
         np.testing.assert_allclose(tn, a.T.astype(np.float64) @ c, rtol=1e-4, atol=1e-3)
 

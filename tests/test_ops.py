@@ -244,6 +244,14 @@ def test_linear_fixed(bias: bool, lead: tuple[int, ...], d: int, m: int) -> None
         check_against_torch(lambda x, w: x.linear(w), lambda x, w: x @ w, inputs)
 
 
+# (600, 64) @ (64, 64) and a (4, 150, 64) batch: the numpy backend's GEMMs go in OpenBLAS-small
+# row blocks of 244 (`topgrad_numpy.ops.gemm`), the last one partial, in both directions.
+@pytest.mark.parametrize("lead", [(600,), (4, 150)])
+def test_linear_in_gemm_blocks(lead: tuple[int, ...]) -> None:
+    inputs = [rand((*lead, 64), 16), rand((64, 64), 17, scale=0.2), rand((64,), 18)]
+    check_against_torch(lambda x, w, b: x.linear(w, b), lambda x, w, b: x @ w + b, inputs)
+
+
 @given(data=st.data(), seed=seeds)
 def test_linear_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
     lead = data.draw(hnp.array_shapes(min_dims=0, max_dims=2, max_side=sizes.batch), label="lead")

@@ -73,6 +73,15 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
+def matmul_nt(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = a @ b^T for a (M, K), b (N, K), out (M, N). Blocks need b^T contiguous: OpenBLAS's
+    small-matrix kernels refuse a transposed b with more than a few columns."""
+    rows = block_len(b.shape[1], b.shape[0])
+    if not rows or a.shape[0] <= rows:
+        return np.matmul(a, b.T, out=out)
+    return matmul(a, np.ascontiguousarray(b.T), out)
+
+
 def matmul_tn(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out = a^T @ b for a (M, K), b (M, N), out (K, N): the contraction over M summed block by
     block of `block_len` rows (a weight gradient over a batch of patches)."""

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from topgrad import Op
 
+from topgrad_numpy.ops import gemm
 from topgrad_numpy.ops._util import colsum, wide_add
 
 
@@ -34,12 +35,14 @@ class Linear(Op):
 
     def forward(self, x: np.ndarray, w: np.ndarray, b: Any = None) -> np.ndarray:
         if x.ndim == 2 and w.ndim == 2 and x.shape[1] == w.shape[0]:
-            out = x @ w
+            out = gemm.matmul(x, w, np.empty((x.shape[0], w.shape[1]), np.result_type(x, w)))
             if b is not None and b.shape != (w.shape[1],):
                 _check(x, w, b)
         else:
             _check(x, w, b)
-            out = (x.reshape(_rows(x), w.shape[0]) @ w).reshape(*x.shape[:-1], w.shape[1])
+            x2 = x.reshape(_rows(x), w.shape[0])
+            out = gemm.matmul(x2, w, np.empty((x2.shape[0], w.shape[1]), np.result_type(x, w)))
+            out = out.reshape(*x.shape[:-1], w.shape[1])
         if b is not None and out.size:  # a fresh C-contiguous product: its 2-d view adds in place
             wide_add(out.reshape(-1, out.shape[-1]), b)
         self.save_for_backward(x, w)
@@ -50,7 +53,10 @@ class Linear(Op):
         x, w = self._intermediate
         rows = _rows(x)
         g2 = grad.reshape(rows, w.shape[1])
-        gx = (g2 @ w.T).reshape(x.shape) if self.needs_grad(0) else None  # none for an input batch
-        gw = x.reshape(rows, w.shape[0]).T @ g2 if self.needs_grad(1) else None
+        gx = gw = None
+        if self.needs_grad(0):  # none for an input batch
+            gx = gemm.matmul_nt(g2, w, np.empty((rows, w.shape[0]), g2.dtype)).reshape(x.shape)
+        if self.needs_grad(1):
+            gw = gemm.matmul_tn(x.reshape(rows, w.shape[0]), g2, np.empty(w.shape, g2.dtype))
         gb = colsum(g2) if self.has_bias else None
         return gx, gw, gb
