@@ -176,18 +176,27 @@ def test_conv_never_uses_add_at(nb) -> None:
     assert not called and x.grad.shape == x.shape
 
 
-@pytest.mark.parametrize("channels", [1, 3, 5])  # tap-major copies below 4 channels, row-major above
-def test_im2col_matches_a_naive_loop(channels: int) -> None:
+# tap-major copies below 4 channels; above, whole kernel-row runs as opaque elements, or (a
+# strided input, a 1x1 stride-1 kernel) numpy's float copy
+@pytest.mark.parametrize("channels", [1, 3, 5, 16])
+@pytest.mark.parametrize(("kernel", "stride", "contiguous"), [
+    ((3, 2), (2, 1), True), ((3, 2), (2, 1), False), ((1, 1), (1, 1), True), ((2, 3), (1, 2), True),
+])
+def test_im2col_matches_a_naive_loop(
+    channels: int, kernel: tuple[int, int], stride: tuple[int, int], contiguous: bool
+) -> None:
     from topgrad_numpy.ops.conv import im2col
 
-    xp = _r(2, 6, 5, channels)
-    cols = im2col(xp, 3, 2, 2, 1)
-    Ho, Wo = (6 - 3) // 2 + 1, (5 - 2) // 1 + 1
-    naive = np.stack([
-        xp[b, i * 2 : i * 2 + 3, j : j + 2, :].reshape(-1)
-        for b in range(2) for i in range(Ho) for j in range(Wo)
-    ])
-    np.testing.assert_array_equal(cols, naive)
+    (kh, kw), (sh, sw) = kernel, stride
+    xp = _r(2, 6, 5, channels) if contiguous else _r(2, 6, 10, channels)[:, :, ::2]
+    for out in (None, np.full(2 * 6 * 5 * kh * kw * channels + 7, np.nan, F32)):
+        cols = im2col(xp, kh, kw, sh, sw, out)
+        Ho, Wo = (6 - kh) // sh + 1, (5 - kw) // sw + 1
+        naive = np.stack([
+            xp[b, i * sh : i * sh + kh, j * sw : j * sw + kw, :].reshape(-1)
+            for b in range(2) for i in range(Ho) for j in range(Wo)
+        ])
+        np.testing.assert_array_equal(cols, naive)
 
 
 # ---- GEMMs in OpenBLAS-small row blocks ------------------------------------------------------

@@ -65,7 +65,8 @@ one channel, 1.4x for three, slower from four on."""
 
 def im2col(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, out: np.ndarray | None = None) -> np.ndarray:
     """Patches of padded xp as a (B*Ho*Wo, kh*kw*C) matrix: a strided view copied once, into
-    `out` (a flat scratch buffer at least that large) when given.
+    `out` (a flat scratch buffer at least that large) when given; from a contiguous xp with
+    four or more channels, one kernel row's kw*C floats at a time (`_im2col_runs`).
 
     With few channels a patch row is only kw*C elements long, so the copy instead runs tap by
     tap along image rows and the result is column-major (the transpose of a row-major
@@ -75,6 +76,8 @@ def im2col(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, out: np.ndarray |
     B, Hp, Wp, C = xp.shape
     Ho, Wo = (Hp - kh) // sh + 1, (Wp - kw) // sw + 1
     s0, s1, s2, s3 = xp.strides
+    if C >= TAPS_BELOW and xp.flags.c_contiguous and xp.size and (kh, kw, sh, sw) != (1, 1, 1, 1):
+        return _im2col_runs(xp, kh, kw, sh, sw, Ho, Wo, out)
     if C < TAPS_BELOW:
         view = _strided(xp, (kh, kw, C, B, Ho, Wo), (s1, s2, s3, s0, s1 * sh, s2 * sw))
     else:
@@ -86,6 +89,23 @@ def im2col(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, out: np.ndarray |
         cols.reshape(view.shape)[...] = view
     if C < TAPS_BELOW:
         return cols.reshape(kh * kw * C, B * Ho * Wo).T
+    return cols.reshape(B * Ho * Wo, kh * kw * C)
+
+
+def _im2col_runs(
+    xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, Ho: int, Wo: int, out: np.ndarray | None
+) -> np.ndarray:
+    """im2col of a C-contiguous xp, copying each kernel row's kw*C contiguous floats as one
+    opaque (void) element: numpy's copy then loops over whole runs instead of running its inner
+    loop only kw*C elements long (2x faster for 16 channels, 1.25x for 64)."""
+    B, _, _, C = xp.shape
+    s0, s1, s2, _ = xp.strides
+    run = np.dtype((np.void, kw * C * xp.itemsize))
+    src = np.ndarray((B, Ho, Wo, kh), run, xp, 0, (s0, s1 * sh, s2 * sw, s1))
+    src.flags.writeable = False
+    size = B * Ho * Wo * kh * kw * C
+    cols = np.empty(size, xp.dtype) if out is None else out[:size]
+    cols.view(run).reshape(src.shape)[...] = src
     return cols.reshape(B * Ho * Wo, kh * kw * C)
 
 
