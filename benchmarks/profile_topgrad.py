@@ -66,18 +66,23 @@ class OpTimer:
 
 
 def breakdown(case: vs_torch.Case, steps: int) -> str:
-    """A markdown table of per-op-type CPU time per step, and the rest of the step."""
+    """A markdown table of per-op-type CPU time per step, and the rest of the step. The steps
+    alternate with PyTorch's, as in the benchmark: alone, a numpy step's freed arrays go back
+    to the kernel and page-fault in again (~30 ms a deepconv step on a Zen 4 VM), while
+    between PyTorch steps glibc keeps them."""
     for _ in range(2):
         case.run_topgrad()
-    with OpTimer() as timer:
-        start = time.process_time()
-        for _ in range(steps):
-            case.run_topgrad()
-        total = (time.process_time() - start) / steps * 1e3
-    th_start = time.process_time()
-    for _ in range(steps):
         case.run_torch()
-    th_total = (time.process_time() - th_start) / steps * 1e3
+    tg_seconds = th_seconds = 0.0
+    with OpTimer() as timer:
+        for _ in range(steps):
+            start = time.process_time()
+            case.run_topgrad()
+            middle = time.process_time()
+            case.run_torch()
+            tg_seconds += middle - start
+            th_seconds += time.process_time() - middle
+    total, th_total = tg_seconds / steps * 1e3, th_seconds / steps * 1e3
     per_kind: dict[str, float] = defaultdict(float)
     for (k, _), sec in timer.seconds.items():
         per_kind[k] += sec
