@@ -392,6 +392,18 @@ def test_conv2d_in_gemm_blocks(x_shape: tuple[int, int, int, int], cout: int, st
     check_against_torch(top, ref, inputs)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize(("stride", "padding"), [(1, 1), (2, 1), (2, 0), (3, 1)])
+def test_conv2d_nan_in_x_reaches_the_weights_pytorchs_does(stride: int, padding: int) -> None:
+    """A NaN pixel poisons only the outputs and weight-gradient taps that PyTorch's does:
+    the numpy backend's dL/dw from the gradient's zero-padded patches would spread it to every
+    tap (0 * NaN), so it recomputes dL/dw pairing x with the gradient as the forward did."""
+    top, ref = _conv(stride, padding)
+    x = rand((2, 7, 7, 4), 29)
+    x[1, 0, 0, 2] = x[0, 6, 3, 1] = np.nan  # on the border: some taps never meet them
+    check_against_torch(top, ref, [x, rand((3, 3, 4, 5), 30, scale=0.5)])
+
+
 @pytest.mark.parametrize("padding", [0, 1])
 def test_the_strided_1x1_reference_is_pytorchs_convolution(padding: int) -> None:
     """torch_conv2d subsamples instead of running oneDNN's strided 1x1 kernel; forward only (the
