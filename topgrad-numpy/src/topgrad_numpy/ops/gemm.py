@@ -22,7 +22,7 @@ SMALL_MNK = 100**3
 """OpenBLAS's bound on M*N*K for its small-matrix kernels (`gemm_small_kernel_permit`)."""
 
 MIN_ROWS = 32
-"""Fewest rows per block worth a numpy call (~2 us each); GEMMs wider than that stay whole."""
+"""Fewest rows per block worth a BLAS call of its own; GEMMs too wide for that stay whole."""
 
 SMALL_KERNEL_CORES = frozenset({"skylakex", "cooperlake", "sapphirerapids"})
 """OpenBLAS kernel families with AVX-512 small-matrix sgemm kernels."""
