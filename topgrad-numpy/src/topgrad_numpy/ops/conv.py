@@ -281,8 +281,7 @@ def _input_grad_by_phases(
                 if gwf is not None:  # in OpenBLAS-small blocks, 14% faster than (x^T @ gcols)^T
                     gwf += gemm.matmul_tn(gcols, x[sl].reshape(n * H * W, C), gw_part)
             else:
-                phase = np.empty((gcols.shape[0], C), dtype=grad.dtype)
-                gx[sl, r::sh, q::sw] = gemm.matmul(gcols, kernel, phase).reshape(n, my, mx, C)
+                gx[sl, r::sh, q::sw] = gemm.matmul(gcols, kernel).reshape(n, my, mx, C)
     if gwf is None:
         return gx, None
     Cout = w.shape[3]

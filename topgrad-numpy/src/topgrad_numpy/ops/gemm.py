@@ -63,12 +63,14 @@ def block_len(k: int, n: int) -> int:
     return rows if rows >= MIN_ROWS and small_kernels() else 0
 
 
-def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out = a @ b for a (M, K), b (K, N), out (M, N), in row blocks of `block_len` rows: one
-    stacked np.matmul over the whole blocks (numpy calls the BLAS per block, without a Python
-    call each: 8% faster than a loop), then the rest."""
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """out = a @ b for a (M, K), b (K, N), out (M, N) (a new array if not given), in row blocks
+    of `block_len` rows: one stacked np.matmul over the whole blocks (numpy calls the BLAS per
+    block, without a Python call each: 8% faster than a loop), then the rest."""
     rows = block_len(*b.shape)
     m = a.shape[0]
+    if out is None:
+        out = np.empty((m, b.shape[1]), np.result_type(a, b))
     if not rows or m <= rows:
         return np.matmul(a, b, out=out)
     whole = m // rows * rows
@@ -78,20 +80,24 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def matmul_nt(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out = a @ b^T for a (M, K), b (N, K), out (M, N). Blocks need b^T contiguous: OpenBLAS's
-    small-matrix kernels refuse a transposed b with more than a few columns."""
+def matmul_nt(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """out = a @ b^T for a (M, K), b (N, K), out (M, N) (a new array if not given). Blocks need
+    b^T contiguous: OpenBLAS's small-matrix kernels refuse a transposed b with more than a few
+    columns."""
     rows = block_len(b.shape[1], b.shape[0])
     if not rows or a.shape[0] <= rows:
         return np.matmul(a, b.T, out=out)
     return matmul(a, np.ascontiguousarray(b.T), out)
 
 
-def matmul_tn(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """out = a^T @ b for a (M, K), b (M, N), out (K, N): the contraction over M as one stacked
-    product per block of `block_len` rows, summed (a weight gradient over a batch of patches)."""
+def matmul_tn(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """out = a^T @ b for a (M, K), b (M, N), out (K, N) (a new array if not given): the
+    contraction over M as one stacked product per block of `block_len` rows, summed (a weight
+    gradient over a batch of patches)."""
     rows = block_len(a.shape[1], b.shape[1])
     m = a.shape[0]
+    if out is None:
+        out = np.empty((a.shape[1], b.shape[1]), np.result_type(a, b))
     if not rows or m <= rows:
         return np.matmul(a.T, b, out=out)
     whole = m // rows * rows

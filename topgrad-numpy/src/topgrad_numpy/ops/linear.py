@@ -34,15 +34,11 @@ class Linear(Op):
     of constant inputs."""
 
     def forward(self, x: np.ndarray, w: np.ndarray, b: Any = None) -> np.ndarray:
-        if x.ndim == 2 and w.ndim == 2 and x.shape[1] == w.shape[0]:
-            out = gemm.matmul(x, w, np.empty((x.shape[0], w.shape[1]), np.result_type(x, w)))
-            if b is not None and b.shape != (w.shape[1],):
-                _check(x, w, b)
-        else:
+        two_d = x.ndim == 2 and w.ndim == 2 and x.shape[1] == w.shape[0]
+        if not two_d or (b is not None and b.shape != (w.shape[1],)):
             _check(x, w, b)
-            x2 = x.reshape(_rows(x), w.shape[0])
-            out = gemm.matmul(x2, w, np.empty((x2.shape[0], w.shape[1]), np.result_type(x, w)))
-            out = out.reshape(*x.shape[:-1], w.shape[1])
+        x2 = x if two_d else x.reshape(_rows(x), w.shape[0])
+        out = gemm.matmul(x2, w).reshape(*x.shape[:-1], w.shape[1])
         if b is not None and out.size:  # a fresh C-contiguous product: its 2-d view adds in place
             wide_add(out.reshape(-1, out.shape[-1]), b)
         self.save_for_backward(x, w)
@@ -55,8 +51,8 @@ class Linear(Op):
         g2 = grad.reshape(rows, w.shape[1])
         gx = gw = None
         if self.needs_grad(0):  # none for an input batch
-            gx = gemm.matmul_nt(g2, w, np.empty((rows, w.shape[0]), g2.dtype)).reshape(x.shape)
+            gx = gemm.matmul_nt(g2, w).reshape(x.shape)
         if self.needs_grad(1):
-            gw = gemm.matmul_tn(x.reshape(rows, w.shape[0]), g2, np.empty(w.shape, g2.dtype))
+            gw = gemm.matmul_tn(x.reshape(rows, w.shape[0]), g2)
         gb = colsum(g2) if self.has_bias else None
         return gx, gw, gb
