@@ -200,27 +200,32 @@ def test_im2col_matches_a_naive_loop(
 
 
 # ---- GEMMs in OpenBLAS-small row blocks ------------------------------------------------------
-@pytest.mark.parametrize(("m", "k", "n", "blocks"), [
-    (1000, 144, 16, 3),  # blocks of 434 rows, the last one partial
-    (434, 144, 16, 1),  # exactly one block: a single call
-    (100, 576, 64, 1),  # blocks would be 27 rows: too short, one call
-    (0, 144, 16, 1),
+@pytest.mark.parametrize(("m", "k", "n", "blocks", "panels"), [
+    (1000, 144, 16, 3, 1),  # blocks of 434 rows, the last one partial
+    (434, 144, 16, 1, 1),  # exactly one block: a single call
+    (200, 576, 64, 4, 2),  # blocks would be 27 rows: two panels of 32 columns, 54-row blocks
+    (200, 576, 63, 4, 2),  # an odd width: panels of 32 and 31 columns
+    (50, 576, 64, 1, 1),  # no more rows than one panel's block: one call
+    (100, 2048, 64, 1, 1),  # too wide even for panels: one call
+    (0, 144, 16, 1, 1),
 ])
-def test_gemm_blocks_are_one_matmul(m: int, k: int, n: int, blocks: int, monkeypatch) -> None:
-    """`gemm.matmul`, `matmul_nt` and `matmul_tn` split M into blocks OpenBLAS runs unpacked, and
-    give np.matmul's product (up to float32 summation order), also for a column-major operand
-    (im2col's tap-major patches) and into a strided output. Blocks are forced on here: a BLAS
-    without AVX-512 small-matrix kernels does not take them."""
+def test_gemm_blocks_are_one_matmul(
+    m: int, k: int, n: int, blocks: int, panels: int, monkeypatch
+) -> None:
+    """`gemm.matmul`, `matmul_nt` and `matmul_tn` split M into blocks OpenBLAS runs unpacked (and
+    a wide N into column panels), and give np.matmul's product (up to float32 summation order),
+    also for a column-major operand (im2col's tap-major patches) and into a strided output.
+    Blocks are forced on here: a BLAS without AVX-512 small-matrix kernels does not take them."""
     from topgrad_numpy.ops import gemm
 
     monkeypatch.setattr(gemm, "small_kernels", lambda: True)
-    rows = gemm.block_len(k, n)
-    assert (-(-m // rows) if rows and m > rows else 1) == blocks
+    rows, width = gemm._plan(m, k, n)
+    assert ((-(-m // rows) if rows else 1), -(-n // width) if n else 1) == (blocks, panels)
     a, b, c = _r(m, k), _r(k, n, seed=1), _r(m, n, seed=2)
     for a_ in (a, np.asfortranarray(a)):
-        out = np.full((m, 2 * n), np.nan, F32)[:, ::2]
-        assert gemm.matmul(a_, b, out) is out
-        np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-4)
+        for out in (np.full((m, n), np.nan, F32), np.full((m, 2 * n), np.nan, F32)[:, ::2]):
+            assert gemm.matmul(a_, b, out) is out
+            np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-4)
         nt = gemm.matmul_nt(a_, np.ascontiguousarray(b.T), np.empty((m, n), F32))
         np.testing.assert_allclose(nt, a @ b, rtol=1e-5, atol=1e-4)
         tn = gemm.matmul_tn(a_, c, np.empty((k, n), F32))
