@@ -23,6 +23,7 @@ from helpers import (
     check_against_torch,
     mentions_shape,
     rand,
+    to_numpy,
     torch_attention,
     torch_conv2d,
 )
@@ -195,6 +196,21 @@ def test_relu_gradient_is_zero_at_zero() -> None:
     xs.relu().backward(np.ones_like(x))
     assert_close(xs.grad, (x > 0).astype(np.float32), "relu gradient")
     assert_close(out, np.maximum(x, 0), "relu forward")
+
+
+def test_relu_nan_and_signed_zero_as_pytorch() -> None:
+    """NaN passes through forward and backward, and -0.0 (which max(x, 0) may return for x =
+    -0.0) gets no gradient, as in PyTorch; the upstream gradient's NaN stays where it flows."""
+    x = np.array([np.nan, -0.0, 0.0, 1.5, -2.0, 3.0], dtype=np.float32)
+    g = np.array([1.0, 2.0, 3.0, 4.0, 5.0, np.nan], dtype=np.float32)
+    xs = Tensor(x)
+    out = xs.relu()
+    out.backward(g)
+    xt = torch.tensor(x, requires_grad=True)
+    ref = torch.relu(xt)
+    ref.backward(torch.tensor(g))
+    np.testing.assert_array_equal(to_numpy(out), ref.detach().numpy())
+    np.testing.assert_array_equal(to_numpy(xs.grad), xt.grad.numpy())
 
 
 # ---- LogSoftmax ------------------------------------------------------------------------------

@@ -33,7 +33,8 @@ class ReLU(Op):
     """max(x, 0), gradient 0 at 0; saves its output (usually kept by the next op anyway).
     NaN passes through both ways, as in PyTorch: backward zeroes the gradient where the output
     is 0, and the output is never negative, so `out != 0` keeps it at NaN too (`out > 0`
-    would not)."""
+    would not). The mask is written as floats by the comparison itself: a bool mask would be
+    converted through numpy's buffers in the product (~25% slower at 128x14x14x32)."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         if type(x) is np.ndarray and x.size >= 4096 and x.dtype.kind == "f":
@@ -45,7 +46,11 @@ class ReLU(Op):
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
         (out,) = self._intermediate
-        return (arr(np.multiply(grad, out != 0.0)),)
+        grad = arr(grad)
+        gx = np.empty(np.broadcast_shapes(grad.shape, out.shape), np.result_type(grad, out))
+        np.not_equal(out, 0.0, out=gx, casting="unsafe")
+        gx *= grad
+        return (gx,)
 
 
 class LogSoftmax(Op):
