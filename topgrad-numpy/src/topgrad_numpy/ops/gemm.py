@@ -22,7 +22,13 @@ SMALL_MNK = 100**3
 """OpenBLAS's bound on M*N*K for its small-matrix kernels (`gemm_small_kernel_permit`)."""
 
 MIN_ROWS = 32
-"""Fewest rows per block worth a BLAS call of its own; GEMMs too wide for that stay whole."""
+"""Fewest rows per block worth a BLAS call of its own; a GEMM too wide for that goes in column
+panels (`PANELS`), or stays whole where even a panel is too wide."""
+
+PANELS = 2
+"""Column panels for a GEMM too wide for row blocks of MIN_ROWS, so that each panel's product
+runs in the small-matrix kernels: a 6272x576 @ 576x64 GEMM (deepconv's 64-channel layer) ran
+at 76 GFLOP/s whole, 92 in two panels and 87 in four on a Zen 4 core."""
 
 SMALL_KERNEL_CORES = frozenset({"skylakex", "cooperlake", "sapphirerapids"})
 """OpenBLAS kernel families with AVX-512 small-matrix sgemm kernels."""
@@ -72,12 +78,6 @@ def _plan(m: int, k: int, n: int) -> tuple[int, int]:
     width = -(-n // PANELS)
     rows = block_len(k, width)
     return (rows, width) if rows and m > rows else (0, n)
-
-
-PANELS = 2
-"""Column panels for a GEMM too wide for row blocks of MIN_ROWS, so that each panel's product
-runs in the small-matrix kernels: a 6272x576 @ 576x64 GEMM (deepconv's 64-channel layer) ran
-at 76 GFLOP/s whole, 92 in two panels and 87 in four on a Zen 4 core."""
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
