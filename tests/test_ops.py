@@ -213,6 +213,24 @@ def test_relu_nan_and_signed_zero_as_pytorch() -> None:
     np.testing.assert_array_equal(to_numpy(xs.grad), xt.grad.numpy())
 
 
+
+@pytest.mark.parametrize("size", [6, 3 * 8192])
+def test_relu_gradient_is_zero_where_inactive_even_for_nan_upstream(size: int) -> None:
+    """Where ReLU's output is 0 its gradient is +0.0, whatever flows in: PyTorch selects, so a
+    NaN, Inf or negative upstream gradient there gives +0.0, not 0 * NaN or -0.0 (small and
+    large arrays, which may take different paths)."""
+    x = rand((size,), 3)
+    x[:6] = [-1.0, 0.0, -0.0, 2.0, -3.0, 1.0]
+    g = rand((size,), 4)
+    g[:6] = [np.nan, np.inf, -np.inf, 5.0, np.nan, np.nan]
+    xs = Tensor(x)
+    xs.relu().backward(g)
+    xt = torch.tensor(x, requires_grad=True)
+    torch.relu(xt).backward(torch.tensor(g))
+    np.testing.assert_array_equal(to_numpy(xs.grad), xt.grad.numpy())
+    np.testing.assert_array_equal(np.signbit(to_numpy(xs.grad)), np.signbit(xt.grad.numpy()))
+
+
 # ---- LogSoftmax ------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("shape", "axis"), [((4, 10), -1), ((4, 10), 0), ((2, 3, 5), 1), ((7,), 0), ((2, 3, 5), -3)]
