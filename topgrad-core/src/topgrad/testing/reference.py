@@ -82,7 +82,8 @@ def _mean_vjp(g: Any, x: Any, axis: Any = None, keepdims: bool = False) -> tuple
 
 
 def _relu_vjp(g: Any, x: Any) -> tuple[Any, ...]:
-    return (g * (x > 0),)
+    """PyTorch's select: 0 where x <= 0 whatever g holds (NaN included), g elsewhere (NaN x too)."""
+    return (np.where(x <= 0, 0.0, g),)
 
 
 def _logsoftmax(x: Any, axis: int = -1) -> Any:
