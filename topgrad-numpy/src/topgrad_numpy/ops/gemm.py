@@ -11,12 +11,11 @@ slower, so they are used only where numpy's OpenBLAS reports one of these famili
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import glob
-import os
 
 import numpy as np
+
+from topgrad_numpy import openblas
 
 SMALL_MNK = 100**3
 """OpenBLAS's bound on M*N*K for its small-matrix kernels (`gemm_small_kernel_permit`)."""
@@ -33,33 +32,11 @@ at 76 GFLOP/s whole, 92 in two panels and 87 in four on a Zen 4 core."""
 SMALL_KERNEL_CORES = frozenset({"skylakex", "cooperlake", "sapphirerapids"})
 """OpenBLAS kernel families with AVX-512 small-matrix sgemm kernels."""
 
-_CORENAME = ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename", "openblas_get_corename")
-"""What numpy's bundled OpenBLAS calls `openblas_get_corename` (64-bit-integer builds suffix it)."""
-
-
-def _openblas_core() -> str:
-    """The kernel family numpy's bundled OpenBLAS chose at load time, lowercased; '' where numpy
-    was built against another BLAS or the library cannot be asked."""
-    root = os.path.dirname(np.__file__)
-    for path in glob.glob(os.path.join(root, os.pardir, "numpy.libs", "*openblas*")) + glob.glob(
-        os.path.join(root, ".dylibs", "*openblas*")
-    ):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for name in _CORENAME:
-            corename = getattr(lib, name, None)
-            if corename is not None:
-                corename.restype = ctypes.c_char_p
-                return (corename() or b"").decode(errors="replace").lower()
-    return ""
-
 
 @functools.cache
 def small_kernels() -> bool:
     """Whether numpy's GEMMs can take OpenBLAS's AVX-512 small-matrix kernels."""
-    return _openblas_core() in SMALL_KERNEL_CORES
+    return openblas.corename() in SMALL_KERNEL_CORES
 
 
 def block_len(k: int, n: int) -> int:
