@@ -167,7 +167,8 @@ def use_prototypes(features: list[str]) -> None:
 
 
 def set_threads(n: int) -> None:
-    """The same thread count for PyTorch's pools and numpy's BLAS."""
+    """The same thread count for PyTorch's pools and for Topgrad-numpy: its own threads (which
+    with more than one set numpy's BLAS to one), else numpy's BLAS threads."""
     global _limits
     torch.set_num_threads(n)
     try:
@@ -175,8 +176,13 @@ def set_threads(n: int) -> None:
     except ImportError:
         print("warning: threadpoolctl is missing (pip install threadpoolctl): numpy's BLAS threads "
               "are not limited", file=sys.stderr)
+    else:
+        _limits = threadpool_limits(limits=n)
+    try:
+        from topgrad_numpy import parallel
+    except ImportError:  # an older topgrad-numpy: numpy's BLAS threads only
         return
-    _limits = threadpool_limits(limits=n)
+    parallel.set_threads(n)
 
 
 def numpy_blas() -> str:
@@ -352,7 +358,8 @@ def header(args: argparse.Namespace, np_rate: float, th_rate: float) -> str:
         f"{'; prototypes: ' + ','.join(args.prototype) if args.prototype else ''})",
         f"- BLAS: numpy -> {numpy_blas()}; torch -> {torch_blas()}",
         f"- OpenBLAS core type (threadpoolctl): {openblas_core()}",
-        f"- threads: {args.threads} for both; repeat {args.repeat}, warm-up {args.warmup}, "
+        f"- threads: {args.threads} for both (Topgrad-numpy's own: {topgrad_threads()}); "
+        f"repeat {args.repeat}, warm-up {args.warmup}, "
         f"batch {args.batch}; clock: {CLOCK_NAMES[args.clock]}",
         f"- GEMM rate ({args.gemm_size}^2 float32, {args.threads} thread(s), best of 3): "
         f"numpy {np_rate / 1e9:.1f} GFLOP/s, torch {th_rate / 1e9:.1f} GFLOP/s; floor = FLOPs / numpy rate",
@@ -429,11 +436,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def gemm_rates(n: int, clock: str = "wall") -> tuple[float, float]:
+def gemm_rates(n: int, clock: str = "wall", threads: int = 1) -> tuple[float, float]:
+    """numpy's and PyTorch's rate on an n x n GEMM, numpy's BLAS on `threads` threads for this
+    measurement (Topgrad-numpy sets it to one while it runs threads of its own)."""
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
     ta, tb = torch.from_numpy(a.copy()), torch.from_numpy(b.copy())
-    return _measure.gemm_rate(np.matmul, a, b, clock=clock), _measure.gemm_rate(torch.mm, ta, tb, clock=clock)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        np_rate = _measure.gemm_rate(np.matmul, a, b, clock=clock)
+    else:
+        with threadpool_limits(limits=threads, user_api="blas"):
+            np_rate = _measure.gemm_rate(np.matmul, a, b, clock=clock)
+    return np_rate, _measure.gemm_rate(torch.mm, ta, tb, clock=clock)
+
+
+def topgrad_threads() -> str:
+    """Topgrad-numpy's own thread count, where it has one."""
+    try:
+        from topgrad_numpy import parallel
+    except ImportError:
+        return "n/a"
+    n = parallel.threads()
+    return f"{n}" + (" (and numpy's BLAS at 1)" if n > 1 else "")
 
 
 def run(args: argparse.Namespace, out: Callable[[str], None] = print) -> list[Row]:
@@ -443,7 +469,7 @@ def run(args: argparse.Namespace, out: Callable[[str], None] = print) -> list[Ro
         keep_freed_memory()
     if args.prototype:
         use_prototypes(args.prototype)
-    np_rate, th_rate = gemm_rates(args.gemm_size, args.clock)
+    np_rate, th_rate = gemm_rates(args.gemm_size, args.clock, args.threads)
     out(header(args, np_rate, th_rate))
     cases = build_cases(args.models, args.ops, args.batch, args.tiny, args.seed)
     rows = [measure(c, args.repeat, args.warmup, np_rate, args.clock) for c in cases]

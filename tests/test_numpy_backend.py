@@ -176,6 +176,154 @@ def test_conv_never_uses_add_at(nb) -> None:
     assert not called and x.grad.shape == x.shape
 
 
+# ---- worker threads --------------------------------------------------------------------------
+@pytest.fixture
+def threads():
+    """topgrad_numpy.parallel, its thread count restored afterwards."""
+    from topgrad_numpy import parallel
+
+    before = parallel.threads()
+    yield parallel
+    parallel.set_threads(before)
+
+
+@pytest.mark.parametrize(("shape", "kernel", "stride", "padding", "nan"), [
+    ((24, 28, 28, 16), (3, 3, 16, 16), 1, 1, False),  # deepconv's layer: ~0.3 ms per chunk
+    ((7, 9, 9, 16), (3, 3, 16, 8), 1, 1, False),  # one phase: dL/dw from the gradient's patches
+    ((7, 9, 9, 16), (3, 3, 16, 8), 1, 1, True),  # ... and its fallback, pairing NaN as PyTorch does
+    ((7, 9, 8, 6), (3, 3, 6, 5), 2, 1, False),  # phases of the stride, dL/dw from x's patches
+    ((7, 8, 8, 4), (1, 1, 4, 6), 2, 0, False),  # a strided projection
+])
+def test_conv_threads_give_the_same_bits(
+    nb, threads, monkeypatch, shape, kernel, stride, padding, nan
+) -> None:
+    """Forward and every gradient are bit for bit the same on 1, 2 and 3 threads: each thread
+    writes its own chunks' rows, in buffers of its own, and dL/dw sums the chunks' products in
+    the serial order. Small cases take one image per chunk (7 chunks: uneven groups); the large
+    one runs long enough per chunk that threads sharing a buffer would overwrite each other."""
+    from topgrad_numpy.ops import conv
+
+    if shape[0] < 24:  # one image per chunk; the large case keeps its real chunks (6 of 4 images)
+        monkeypatch.setattr(conv, "CHUNK_BYTES", 1)
+    x, w, b = _r(*shape), _r(*kernel, seed=1), _r(kernel[3], seed=2)
+    if nan:
+        x[3, 0, 0, 2] = np.nan
+    g = _r(*topgrad.Tensor(x).conv2d(topgrad.Tensor(w), stride=stride, padding=padding).shape, seed=3)
+    results = []
+    for n in (1, 2, 3):
+        threads.set_threads(n)
+        xs, ws, bs = topgrad.Tensor(x), topgrad.Tensor(w), topgrad.Tensor(b)
+        out = xs.conv2d(ws, bs, stride=stride, padding=padding)
+        out.backward(g)
+        results.append([out.data, xs.grad, ws.grad, bs.grad])
+    for other in results[1:]:
+        for want, got in zip(results[0], other):
+            np.testing.assert_array_equal(got, want)
+    assert np.isnan(results[0][2]).any() == nan
+
+
+def test_thread_groups_are_contiguous_and_even(threads) -> None:
+    items = list(range(7))
+    assert threads.groups(items, 3) == [[0, 1, 2], [3, 4], [5, 6]]
+    assert threads.groups(items, 10) == [[i] for i in items]
+    assert threads.groups(items, 1) == [items]
+    assert threads.groups([], 4) == [[]]
+
+
+def test_map_groups_waits_for_every_group_before_raising(threads) -> None:
+    """A failure in one group still lets the others finish first, so no worker writes into an
+    array after its op has given up."""
+    import time
+
+    threads.set_threads(3)
+    finished: list[int] = []
+
+    def work(group: list[int]) -> int:
+        if group[0] == 0:
+            raise RuntimeError("first group fails")
+        time.sleep(0.05)
+        finished.append(group[0])
+        return group[0]
+
+    with pytest.raises(RuntimeError, match="first group fails"):
+        threads.map_groups(work, [0, 1, 2])
+    assert sorted(finished) == [1, 2]
+    assert threads.map_groups(lambda group: sum(group), list(range(10))) == [6, 15, 24]
+
+
+def test_nested_groups_run_in_their_thread(threads) -> None:
+    """An op split from inside a group runs whole there: a nested split could wait forever for
+    workers that are all busy waiting on it."""
+    threads.set_threads(2)
+    def split_again(group: list[int]) -> list[list[int]]:
+        return threads.map_groups(list, group)
+
+    assert threads.map_groups(split_again, [1, 2, 3, 4]) == [[[1, 2]], [[3, 4]]]
+
+
+def test_more_threads_set_openblas_to_one_and_give_it_back(threads) -> None:
+    """OpenBLAS's own threads spin between calls on the cores the groups need: with more than one
+    thread the backend sets numpy's OpenBLAS to one, and gives back its count at one thread."""
+    from topgrad_numpy import openblas
+
+    if openblas.threads() is None:
+        pytest.skip("numpy's BLAS is not an OpenBLAS this backend can ask")
+    threads.set_threads(1)
+    before = openblas.threads()
+    openblas.set_threads(2)
+    try:
+        threads.set_threads(3)
+        assert openblas.threads() == 1
+        threads.set_threads(2)
+        assert openblas.threads() == 1
+        threads.set_threads(1)
+        assert openblas.threads() == 2
+    finally:
+        openblas.set_threads(before)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_set_threads_rejects_what_is_not_a_count(threads, bad) -> None:
+    with pytest.raises(ValueError, match="set_threads: needs an int >= 1"):
+        threads.set_threads(bad)
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"TOPGRAD_NUM_THREADS": "3", "OMP_NUM_THREADS": "1"}, 3),
+    ({"OMP_NUM_THREADS": "2"}, 2),
+    ({"TOPGRAD_NUM_THREADS": "zero", "OMP_NUM_THREADS": "0"}, None),  # ignored: the CPUs
+])
+def test_default_threads_reads_the_environment(threads, monkeypatch, env, expected) -> None:
+    import os
+
+    for name in ("TOPGRAD_NUM_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert threads.default_threads() == (expected or cpus)
+
+
+def test_a_forked_child_gets_its_own_workers() -> None:
+    """After a fork the parent's worker threads do not exist in the child; its convolutions
+    must still run (on a new pool), not wait forever for the old one."""
+    code = (
+        "import os, numpy as np, topgrad; from topgrad_numpy import parallel; "
+        "from topgrad_numpy.ops import conv; conv.CHUNK_BYTES = 1; parallel.set_threads(2); "
+        "x = topgrad.Tensor(np.ones((4, 6, 6, 8), np.float32)); "
+        "w = topgrad.Tensor(np.ones((3, 3, 8, 4), np.float32)); "
+        "x.conv2d(w, padding=1).sum().backward(); pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    x.conv2d(w, padding=1).sum().backward(); os._exit(0 if float(w.grad.sum()) > 0 else 1)\n"
+        "_, status = os.waitpid(pid, 0); print(os.waitstatus_to_exitcode(status))"
+    )
+    if not hasattr(__import__("os"), "fork"):
+        pytest.skip("no os.fork here")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0"
+
+
 # tap-major copies below 4 channels; above, whole kernel-row runs as opaque elements, or (a
 # strided input, a 1x1 stride-1 kernel) numpy's float copy
 @pytest.mark.parametrize("channels", [1, 3, 5, 16])

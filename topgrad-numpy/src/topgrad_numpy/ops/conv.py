@@ -1,5 +1,6 @@
 """2-d convolution on NHWC images with HWIO kernels: im2col (a strided view, one copy) + GEMM,
-over chunks of the batch so each patch matrix is small (~2 MiB) and still in cache.
+over chunks of the batch so each patch matrix is small (~2 MiB) and still in cache; the chunks
+split over the backend's threads (`parallel`), each thread with buffers of its own.
 
 Backward, chunk by chunk: dL/dx is a correlation of the gradient with the flipped kernel
 (im2col + GEMM), one per phase of the stride (rows r::s, columns q::s each take only the taps
@@ -12,12 +13,14 @@ additions (never `np.add.at`, which is unbuffered and slow). A constant input ge
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import chain
 from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from topgrad import Op
 
+from topgrad_numpy import parallel
 from topgrad_numpy.ops import gemm
 from topgrad_numpy.ops._util import colsum, wide_add
 
@@ -202,10 +205,14 @@ def _weight_grad(
     """dL/dw as sum over chunks of im2col(x)^T @ grad: only pairs of x and the gradient that the
     forward paired (so NaN or Inf in x reaches exactly the weights PyTorch's does)."""
     kh, kw, _, _, _, _, Ho, Wo = geo
+
+    def products(group: list[slice]) -> list[np.ndarray]:  # one per chunk, summed in order below
+        return [gemm.matmul_tn(cols, g2[sl.start * Ho * Wo : sl.stop * Ho * Wo])
+                for sl, cols in _patch_chunks(x, group, geo)]
+
     gw = np.zeros((kh * kw * x.shape[3], g2.shape[1]), dtype=g2.dtype)
-    part = np.empty_like(gw)
-    for sl, cols in _patch_chunks(x, chunks, geo):
-        gw += gemm.matmul_tn(cols, g2[sl.start * Ho * Wo : sl.stop * Ho * Wo], part)
+    for part in chain.from_iterable(parallel.map_groups(products, chunks)):
+        gw += part
     return gw
 
 
@@ -260,30 +267,39 @@ def _input_grad_by_phases(
     # one phase that every tap reaches (stride 1); a stride larger than the input also leaves one
     # phase, but then only some taps reach it (or none, where the padding covers every window)
     whole = len(phases) == len(live) == 1 and len(live[0][0][1]) == kh and len(live[0][1][1]) == kw
-    n0 = _largest(chunks)
-    pad = _Padder(n0, Ho, Wo, w.shape[3], (top, bottom), (left, right), grad.dtype)
     gx = np.empty(x.shape, dtype=grad.dtype)
-    gwf = np.zeros_like(kernels[0]) if whole and need_w else None
-    gw_part = np.empty_like(kernels[0]) if gwf is not None else None
+    want_w = whole and need_w
     patch = max((my * mx * len(ty) * len(tx) for (_, ty, _, my), (_, tx, _, mx) in live), default=0)
-    scratch = np.empty(n0 * patch * w.shape[3], dtype=grad.dtype)  # the largest phase's patches
-    for sl in chunks:
-        n = sl.stop - sl.start
-        gp = pad(grad[sl])
-        if len(live) < len(phases):
-            gx[sl] = 0.0  # positions no tap reaches (a kernel smaller than the stride)
-        for ((r, taps_y, dy, my), (q, taps_x, dx, mx)), kernel in zip(live, kernels):
-            ty, tx = len(taps_y), len(taps_x)
-            region = gp[:, top + dy : top + dy + my + ty - 1, left + dx : left + dx + mx + tx - 1]
-            gcols = im2col(region, ty, tx, 1, 1, scratch)
-            if whole:
-                gemm.matmul(gcols, kernel, gx[sl].reshape(n * H * W, C))
-                if gwf is not None:  # in OpenBLAS-small blocks, 14% faster than (x^T @ gcols)^T
-                    gwf += gemm.matmul_tn(gcols, x[sl].reshape(n * H * W, C), gw_part)
-            else:
-                gx[sl, r::sh, q::sw] = gemm.matmul(gcols, kernel).reshape(n, my, mx, C)
-    if gwf is None:
+
+    def correlate(group: list[slice]) -> list[np.ndarray]:
+        """dL/dx for each thread's chunks, in buffers of its own; each chunk's dL/dw product."""
+        n0 = _largest(group)
+        pad = _Padder(n0, Ho, Wo, w.shape[3], (top, bottom), (left, right), grad.dtype)
+        scratch = np.empty(n0 * patch * w.shape[3], dtype=grad.dtype)  # the largest phase's patches
+        products = []
+        for sl in group:
+            n = sl.stop - sl.start
+            gp = pad(grad[sl])
+            if len(live) < len(phases):
+                gx[sl] = 0.0  # positions no tap reaches (a kernel smaller than the stride)
+            for ((r, taps_y, dy, my), (q, taps_x, dx, mx)), kernel in zip(live, kernels):
+                ty, tx = len(taps_y), len(taps_x)
+                region = gp[:, top + dy : top + dy + my + ty - 1, left + dx : left + dx + mx + tx - 1]
+                gcols = im2col(region, ty, tx, 1, 1, scratch)
+                if whole:
+                    gemm.matmul(gcols, kernel, gx[sl].reshape(n * H * W, C))
+                    if want_w:  # in OpenBLAS-small blocks, 14% faster than (x^T @ gcols)^T
+                        products.append(gemm.matmul_tn(gcols, x[sl].reshape(n * H * W, C)))
+                else:
+                    gx[sl, r::sh, q::sw] = gemm.matmul(gcols, kernel).reshape(n, my, mx, C)
+        return products
+
+    products = parallel.map_groups(correlate, chunks)
+    if not want_w:
         return gx, None
+    gwf = np.zeros_like(kernels[0])
+    for part in chain.from_iterable(products):  # in chunk order, as a serial loop sums them
+        gwf += part
     Cout = w.shape[3]
     gw = np.ascontiguousarray(gwf.reshape(kh, kw, Cout, C)[::-1, ::-1].transpose(0, 1, 3, 2))
     if not np.isfinite(gw).all():  # NaN/Inf in x would meet the padding's zeros here:
@@ -314,8 +330,12 @@ class Conv2d(Op):
         w2 = w.reshape(kh * kw * C, Cout)
         out = np.empty((B, Ho * Wo, Cout), dtype=np.result_type(x, w))
         chunks = batch_chunks(B, Ho * Wo * kh * kw * C * x.itemsize)
-        for sl, cols in _patch_chunks(x, chunks, (kh, kw, sh, sw, ph, pw, Ho, Wo)):
-            gemm.matmul(cols, w2, out[sl].reshape(-1, Cout))
+
+        def convolve(group: list[slice]) -> None:  # each thread's chunks, in buffers of its own
+            for sl, cols in _patch_chunks(x, group, (kh, kw, sh, sw, ph, pw, Ho, Wo)):
+                gemm.matmul(cols, w2, out[sl].reshape(-1, Cout))
+
+        parallel.map_groups(convolve, chunks)
         out2 = out.reshape(B * Ho * Wo, Cout)
         if b is not None:
             _bias(out2, b)
