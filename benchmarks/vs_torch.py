@@ -167,22 +167,25 @@ def use_prototypes(features: list[str]) -> None:
 
 
 def set_threads(n: int) -> None:
-    """The same thread count for PyTorch's pools and for Topgrad-numpy: its own threads (which
-    with more than one set numpy's BLAS to one), else numpy's BLAS threads."""
+    """The same thread count for PyTorch's pools and for Topgrad-numpy: its own threads (which,
+    more than one, set numpy's BLAS to one thread), and with one, numpy's BLAS on one thread."""
     global _limits
     torch.set_num_threads(n)
+    try:
+        from topgrad_numpy import parallel
+    except ImportError:  # an older topgrad-numpy: numpy's BLAS threads only
+        parallel = None
+    if parallel is not None:
+        parallel.set_threads(n)  # first: at 1 it gives numpy's BLAS back the count it had
+        if n > 1:
+            return
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
         print("warning: threadpoolctl is missing (pip install threadpoolctl): numpy's BLAS threads "
               "are not limited", file=sys.stderr)
-    else:
-        _limits = threadpool_limits(limits=n)
-    try:
-        from topgrad_numpy import parallel
-    except ImportError:  # an older topgrad-numpy: numpy's BLAS threads only
         return
-    parallel.set_threads(n)
+    _limits = threadpool_limits(limits=n)
 
 
 def numpy_blas() -> str:

@@ -63,13 +63,12 @@ def set_threads(n: int) -> None:
         raise ValueError(f"set_threads: needs an int >= 1, got {n!r}")
     with _lock:
         old, _pool, _threads = _pool, None, n
-        if n > 1 and _blas_threads is None:
-            _blas_threads = openblas.threads()
-            if _blas_threads is not None and _blas_threads > 1:
-                openblas.set_threads(1)
+        blas = openblas.threads()
+        if n > 1 and blas is not None and blas > 1:  # (again, if someone raised it meanwhile)
+            _blas_threads = _blas_threads or blas
+            openblas.set_threads(1)
         elif n == 1 and _blas_threads is not None:
-            if _blas_threads > 1:
-                openblas.set_threads(_blas_threads)
+            openblas.set_threads(_blas_threads)
             _blas_threads = None
     if old is not None:
         old.shutdown(wait=True)
