@@ -193,6 +193,7 @@ def threads():
     ((7, 9, 9, 16), (3, 3, 16, 8), 1, 1, True),  # ... and its fallback, pairing NaN as PyTorch does
     ((7, 9, 8, 6), (3, 3, 6, 5), 2, 1, False),  # phases of the stride, dL/dw from x's patches
     ((7, 8, 8, 4), (1, 1, 4, 6), 2, 0, False),  # a strided projection
+    ((7, 8, 8, 4), (1, 1, 4, 6), 3, 0, False),  # a kernel smaller than the stride: phases no tap reaches
 ])
 def test_conv_threads_give_the_same_bits(
     nb, threads, monkeypatch, shape, kernel, stride, padding, nan

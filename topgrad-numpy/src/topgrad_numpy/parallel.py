@@ -45,6 +45,7 @@ def default_threads() -> int:
 
 _threads = 1
 _pool: ThreadPoolExecutor | None = None
+_pool_size = 0
 _lock = threading.Lock()
 _blas_threads: int | None = None  # OpenBLAS's count before we set it to 1, to give back
 _in_group = threading.local()  # set in a thread while it runs a group: no nested splitting
@@ -62,7 +63,10 @@ def set_threads(n: int) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"set_threads: needs an int >= 1, got {n!r}")
     with _lock:
-        old, _pool, _threads = _pool, None, n
+        old = None
+        if _pool is not None and _pool_size != n - 1 and n > 1:  # idle threads may stay for later
+            old, _pool = _pool, None
+        _threads = n
         blas = openblas.threads()
         if n > 1 and blas is not None and blas > 1:  # (again, if someone raised it meanwhile)
             _blas_threads = _blas_threads or blas
@@ -75,10 +79,11 @@ def set_threads(n: int) -> None:
 
 
 def _workers() -> ThreadPoolExecutor:
-    global _pool
+    global _pool, _pool_size
     with _lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(_threads - 1, thread_name_prefix="topgrad-numpy")
+            _pool_size = _threads - 1
+            _pool = ThreadPoolExecutor(_pool_size, thread_name_prefix="topgrad-numpy")
         return _pool
 
 
