@@ -11,9 +11,9 @@ order of the serial loop.
 
 While it runs more than one thread, the backend sets numpy's OpenBLAS to one thread, for the
 whole process: OpenBLAS's own threads split the small GEMMs of these models poorly, and
-between calls they spin, taking the cores the groups run on (deepconv's step at 2 threads:
-124 ms so, 145-167 with both kinds of threads, 156 with neither). `set_threads(1)` gives
-OpenBLAS back the thread count it had.
+between calls they spin, taking the cores the groups run on (deepconv's step on 2 cores:
+124-127 ms so; 145-180 with OpenBLAS's threads instead of these, or beside them; table 2k of
+benchmarks/RESULTS.md). `set_threads(1)` gives OpenBLAS back the thread count it had.
 """
 
 from __future__ import annotations
