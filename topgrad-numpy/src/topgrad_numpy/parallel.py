@@ -7,7 +7,8 @@ The thread count is `TOPGRAD_NUM_THREADS`, else `OMP_NUM_THREADS`, else the CPUs
 may run on; `set_threads(n)` changes it. With one thread every op runs in the caller, as if
 this module did not exist. Results do not depend on the count: each group writes its own rows
 of the output with the BLAS calls one thread would make, and sums over groups are taken in the
-order of the serial loop.
+order of the serial loop. (numpy's OpenBLAS on several threads of its own, at a count of 1,
+rounds some sums differently: that is OpenBLAS's doing.)
 
 While it runs more than one thread, the backend sets numpy's OpenBLAS to one thread, for the
 whole process: OpenBLAS's own threads split the small GEMMs of these models poorly, and
