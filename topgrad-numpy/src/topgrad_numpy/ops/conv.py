@@ -211,9 +211,15 @@ def _weight_grad(
                 for sl, cols in _patch_chunks(x, group, geo)]
 
     gw = np.zeros((kh * kw * x.shape[3], g2.shape[1]), dtype=g2.dtype)
-    for part in chain.from_iterable(parallel.map_groups(products, chunks)):
-        gw += part
-    return gw
+    return _add_in_chunk_order(gw, parallel.map_groups(products, chunks))
+
+
+def _add_in_chunk_order(total: np.ndarray, groups: list[list[np.ndarray]]) -> np.ndarray:
+    """total += every group's per-chunk products, in chunk order, as a serial loop adds them:
+    the result is the same bit for bit whatever the thread count."""
+    for part in chain.from_iterable(groups):
+        total += part
+    return total
 
 
 def _input_grad_col2im(
@@ -270,13 +276,13 @@ def _input_grad_by_phases(
     gx = np.empty(x.shape, dtype=grad.dtype)
     want_w = whole and need_w
     patch = max((my * mx * len(ty) * len(tx) for (_, ty, _, my), (_, tx, _, mx) in live), default=0)
+    phase = 0 if whole else max((my * mx for (_, _, _, my), (_, _, _, mx) in live), default=0)
 
     def correlate(group: list[slice]) -> list[np.ndarray]:
         """dL/dx for each thread's chunks, in buffers of its own; each chunk's dL/dw product."""
         n0 = _largest(group)
         pad = _Padder(n0, Ho, Wo, w.shape[3], (top, bottom), (left, right), grad.dtype)
         scratch = np.empty(n0 * patch * w.shape[3], dtype=grad.dtype)  # the largest phase's patches
-        phase = 0 if whole else max((my * mx for (_, _, _, my), (_, _, _, mx) in live), default=0)
         phase_out = np.empty(n0 * phase * C, dtype=grad.dtype)  # a phase of dL/dx, before its place
         products = []
         for sl in group:
@@ -300,9 +306,7 @@ def _input_grad_by_phases(
     products = parallel.map_groups(correlate, chunks)
     if not want_w:
         return gx, None
-    gwf = np.zeros_like(kernels[0])
-    for part in chain.from_iterable(products):  # in chunk order, as a serial loop sums them
-        gwf += part
+    gwf = _add_in_chunk_order(np.zeros_like(kernels[0]), products)
     Cout = w.shape[3]
     gw = np.ascontiguousarray(gwf.reshape(kh, kw, Cout, C)[::-1, ::-1].transpose(0, 1, 3, 2))
     if not np.isfinite(gw).all():  # NaN/Inf in x would meet the padding's zeros here:
