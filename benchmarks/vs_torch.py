@@ -171,10 +171,7 @@ def set_threads(n: int) -> None:
     more than one, set numpy's BLAS to one thread), and with one, numpy's BLAS on one thread."""
     global _limits
     torch.set_num_threads(n)
-    try:
-        from topgrad_numpy import parallel
-    except ImportError:  # an older topgrad-numpy: numpy's BLAS threads only
-        parallel = None
+    parallel = _topgrad_parallel()
     if parallel is not None:
         parallel.set_threads(n)  # first: at 1 it gives numpy's BLAS back the count it had
         if n > 1:
@@ -455,11 +452,19 @@ def gemm_rates(n: int, clock: str = "wall", threads: int = 1) -> tuple[float, fl
     return np_rate, _measure.gemm_rate(torch.mm, ta, tb, clock=clock)
 
 
-def topgrad_threads() -> str:
-    """Topgrad-numpy's own thread count, where it has one."""
+def _topgrad_parallel() -> Any:
+    """`topgrad_numpy.parallel`, or None for a topgrad-numpy without threads of its own."""
     try:
         from topgrad_numpy import parallel
     except ImportError:
+        return None
+    return parallel
+
+
+def topgrad_threads() -> str:
+    """Topgrad-numpy's own thread count, where it has one."""
+    parallel = _topgrad_parallel()
+    if parallel is None:
         return "n/a"
     n = parallel.threads()
     return f"{n}" + (" (and numpy's BLAS at 1)" if n > 1 else "")

@@ -179,12 +179,14 @@ def test_conv_never_uses_add_at(nb) -> None:
 # ---- worker threads --------------------------------------------------------------------------
 @pytest.fixture
 def threads():
-    """topgrad_numpy.parallel, its thread count restored afterwards."""
-    from topgrad_numpy import parallel
+    """topgrad_numpy.parallel; its thread count, and numpy's OpenBLAS's, restored afterwards."""
+    from topgrad_numpy import openblas, parallel
 
-    before = parallel.threads()
+    before, blas = parallel.threads(), openblas.threads()
     yield parallel
     parallel.set_threads(before)
+    if blas is not None:
+        openblas.set_threads(blas)
 
 
 @pytest.mark.parametrize(("shape", "kernel", "stride", "padding", "nan"), [
@@ -212,19 +214,14 @@ def test_conv_threads_give_the_same_bits(
         x[3, 0, 0, 2] = np.nan
     g = _r(*topgrad.Tensor(x).conv2d(topgrad.Tensor(w), stride=stride, padding=padding).shape, seed=3)
     results = []
-    blas = openblas.threads()
-    try:
-        for n in (1, 2, 3):
-            threads.set_threads(n)
-            if n == 1 and blas is not None:
-                openblas.set_threads(1)  # as with more threads: OpenBLAS's own may round differently
-            xs, ws, bs = topgrad.Tensor(x), topgrad.Tensor(w), topgrad.Tensor(b)
-            out = xs.conv2d(ws, bs, stride=stride, padding=padding)
-            out.backward(g)
-            results.append([out.data, xs.grad, ws.grad, bs.grad])
-    finally:
-        if blas is not None:
-            openblas.set_threads(blas)
+    for n in (1, 2, 3):
+        threads.set_threads(n)
+        if n == 1 and openblas.threads() is not None:
+            openblas.set_threads(1)  # as with more threads: OpenBLAS's own may round differently
+        xs, ws, bs = topgrad.Tensor(x), topgrad.Tensor(w), topgrad.Tensor(b)
+        out = xs.conv2d(ws, bs, stride=stride, padding=padding)
+        out.backward(g)
+        results.append([out.data, xs.grad, ws.grad, bs.grad])
     for other in results[1:]:
         for want, got in zip(results[0], other):
             np.testing.assert_array_equal(got, want)
@@ -278,18 +275,14 @@ def test_more_threads_set_openblas_to_one_and_give_it_back(threads) -> None:
     if openblas.threads() is None:
         pytest.skip("numpy's BLAS is not an OpenBLAS this backend can ask")
     threads.set_threads(1)
-    before = openblas.threads()
     openblas.set_threads(2)
-    try:
-        threads.set_threads(3)
-        assert openblas.threads() == 1
-        openblas.set_threads(4)  # someone raises it meanwhile: the next set_threads lowers it again
-        threads.set_threads(2)
-        assert openblas.threads() == 1
-        threads.set_threads(1)
-        assert openblas.threads() == 2  # the count it had before the backend first lowered it
-    finally:
-        openblas.set_threads(before)
+    threads.set_threads(3)
+    assert openblas.threads() == 1
+    openblas.set_threads(4)  # someone raises it meanwhile: the next set_threads lowers it again
+    threads.set_threads(2)
+    assert openblas.threads() == 1
+    threads.set_threads(1)
+    assert openblas.threads() == 2  # the count it had before the backend first lowered it
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
