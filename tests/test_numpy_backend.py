@@ -432,6 +432,19 @@ def test_trailing_broadcast_is_numpys_broadcast(a_shape: tuple[int, ...], b_shap
         np.testing.assert_array_equal(out, ufunc(a, b))
 
 
+@pytest.mark.parametrize(("n", "c"), [(3584, 64), (5, 3), (0, 4), (1, 1)])
+def test_outer_is_numpys_outer_product(n: int, c: int) -> None:
+    """`outer` expands per-row factors through a GEMM: every element is one product, as numpy's
+    broadcast gives it, NaN and infinities included."""
+    from topgrad_numpy.ops._util import outer
+
+    u, v = _r(n), _r(c, seed=1)
+    if n and c:
+        u[0], v[-1] = np.nan, np.inf
+    got = outer(u, v, np.empty((n, c), np.float32))
+    np.testing.assert_array_equal(got, u[:, None] * v)  # NaN where numpy has NaN
+
+
 # ---- fused optimizer updates ----------------------------------------------------------------
 @pytest.mark.parametrize(
     "kind, kwargs",

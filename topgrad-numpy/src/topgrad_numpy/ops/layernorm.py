@@ -1,9 +1,9 @@
-"""LayerNorm: normalization over the last axis, in as few whole-array passes as numpy allows.
+"""LayerNorm: normalization over the last axis, with no per-row broadcast.
 
-With a short feature axis (the attention model's is 64), every per-row operation runs numpy's
-inner loop only C long (~2x the cost of a flat pass), so what counts is how many of those
-per-row passes each direction makes: forward two, backward three, by saving x-hat (one array
-the size of x) so that backward never rebuilds x - mean.
+With a short feature axis (the attention model's is 64), numpy broadcasting a per-row number
+(the mean, 1/std) over its row runs a buffered inner loop C long, ~3x a flat pass. Every
+per-row factor here is instead expanded to full rows by a GEMM (`outer`, about a copy's
+cost), and the op that uses it is a flat pass. Row sums are matrix-vector products.
 """
 
 from __future__ import annotations
@@ -13,75 +13,78 @@ from typing import Any
 import numpy as np
 from topgrad import Op
 
-from topgrad_numpy.ops._util import check_affine, colsum, ones, row_blocks, wide
+from topgrad_numpy.ops._util import check_affine, colsum, ones, outer, row_blocks, wide
 
 
 class LayerNorm(Op):
-    """Layer normalization over the last axis; saves x-hat = (x - mean) / std, 1/std (one per
-    row) and gamma. x-hat is computed centred, so rows of tiny variance stay accurate."""
+    """Layer normalization over the last axis; saves x - mean (a new array, centred so rows
+    of tiny variance stay accurate), 1/std (one per row) and gamma."""
 
     def forward(self, x: np.ndarray, gamma: Any, beta: Any, eps: float = 1e-5) -> np.ndarray:
         C = check_affine("LayerNorm", x, gamma, beta)
         x2 = np.ascontiguousarray(x).reshape(-1, C)
-        mean = x2 @ ones(C, x2.dtype)  # a cached vector: np.full costs ~4 us a call
-        mean *= 1.0 / C
-        xhat = np.subtract(x2, mean[:, None])
-        out = np.multiply(xhat, xhat)  # the squares, in the array that becomes the output
-        invstd = out @ ones(C, x2.dtype)
+        one = ones(C, x2.dtype)  # a cached vector: np.full costs ~4 us a call
+        neg_mean = x2 @ one
+        neg_mean *= -1.0 / C
+        xc = outer(neg_mean, one, np.empty_like(x2))
+        xc += x2  # x - mean
+        out = np.multiply(xc, xc)  # the squares, in the array that becomes the output
+        invstd = out @ one
         invstd *= 1.0 / C
         invstd += eps
         np.sqrt(invstd, out=invstd)
         np.divide(1.0, invstd, out=invstd)
-        xhat *= invstd[:, None]
-        if gamma is not None:
-            xw, gw = wide(xhat, gamma)
-            np.multiply(xw, gw, out=out.reshape(xw.shape))
-        else:
-            np.copyto(out, xhat)  # the output is the caller's; x-hat stays the op's
+        outer(invstd, gamma if gamma is not None else one, out)  # gamma / std per element
+        out *= xc
         if beta is not None:
             ow, bw = wide(out, beta)
             ow += bw
-        self.save_for_backward(xhat, invstd, gamma)
+        self.save_for_backward(xc, invstd, gamma)
         self.has = (gamma is not None, beta is not None)
         return out.reshape(x.shape)
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:
-        """dL/dx = invstd * (gxh - mean(gxh) - x-hat * mean(gxh * x-hat)), gxh = g * gamma,
-        written as invstd * gxh + a * x-hat + b with a and b one number per row: three per-row
-        passes. dL/dx is written over x-hat (the engine drops saved arrays after backward), and
-        the products of g go through a scratch half the size of x, in two row blocks; every sum
-        that reads g (per row and per feature) is taken on its block while it is in cache."""
-        xhat, invstd, gamma = self._intermediate
+        """With s = 1/std and xc = x - mean (x-hat = s * xc), per row:
+        dL/dx = s * gamma * g + c * xc + d, c = -s^3 * sum(g * gamma * xc) / C, d = -s * sum(g * gamma) / C;
+        dL/dgamma = sum over rows of s * g * xc, dL/dbeta = sum over rows of g.
+
+        Two row blocks, each while it is in cache: first the sums (matrix-vector products),
+        then dL/dx written over xc (the engine drops saved arrays after backward) through a
+        scratch half the size of x."""
+        xc, invstd, gamma = self._intermediate
         has_gamma, has_beta = self.has
-        n, C = xhat.shape
+        n, C = xc.shape
         g2 = np.ascontiguousarray(grad).reshape(-1, C)
-        gam = gamma if gamma is not None else ones(C, g2.dtype)
+        one = ones(C, g2.dtype)
+        gam = gamma if gamma is not None else one
         half = max(128, -(-n // 256) * 128)  # rows per block: half of n, a multiple of 128 for `wide`
-        blocks = list(row_blocks(xhat, half))
+        blocks = list(row_blocks(xc, half))
         scratch = np.empty((min(half, n), C), dtype=g2.dtype)
         ggamma = np.zeros(C, dtype=g2.dtype)
-        a = np.empty(n, dtype=g2.dtype)  # per row: sum of gxh * x-hat ...
-        b = np.empty(n, dtype=g2.dtype)  # ... and of gxh
+        c = np.empty(n, dtype=g2.dtype)  # per row: sum of g * gamma * xc ...
+        d = np.empty(n, dtype=g2.dtype)  # ... and of g * gamma
         gbeta = np.zeros(C, dtype=g2.dtype) if has_beta else None
         for rows in blocks:
             g = g2[rows]
-            g_xhat = np.multiply(g, xhat[rows], out=scratch[: rows.stop - rows.start])
-            ggamma += colsum(g_xhat)  # sum over rows of g * x-hat
-            np.matmul(g_xhat, gam, out=a[rows])
-            np.matmul(g, gam, out=b[rows])
+            g_xc = np.multiply(g, xc[rows], out=scratch[: rows.stop - rows.start])
+            ggamma += invstd[rows] @ g_xc
+            np.matmul(g_xc, gam, out=c[rows])
+            np.matmul(g, gam, out=d[rows])
             if gbeta is not None:
                 gbeta += colsum(g)
-        a *= invstd
-        a *= -1.0 / C
-        b *= invstd
-        b *= -1.0 / C
-        gx = xhat  # x-hat is not needed after this: dL/dx takes its place
-        gx *= a[:, None]
-        gx += b[:, None]
-        for rows in blocks:  # + invstd * g * gamma
-            gw, gamw = wide(g2[rows], gam)
-            part = scratch[: rows.stop - rows.start]
-            np.multiply(gw, gamw, out=part.reshape(gw.shape))
-            part *= invstd[rows, None]
-            gx[rows] += part
-        return gx.reshape(grad.shape), ggamma if has_gamma else None, gbeta
+        c *= invstd
+        c *= invstd
+        c *= invstd
+        c *= -1.0 / C
+        d *= invstd
+        d *= -1.0 / C
+        for rows in blocks:
+            part = outer(c[rows], one, scratch[: rows.stop - rows.start])
+            dx = xc[rows]
+            part *= dx  # c * xc
+            outer(d[rows], one, dx)  # dL/dx takes xc's place
+            dx += part
+            outer(invstd[rows], gam, part)
+            part *= g2[rows]
+            dx += part  # + s * gamma * g
+        return xc.reshape(grad.shape), ggamma if has_gamma else None, gbeta
