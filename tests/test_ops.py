@@ -316,6 +316,13 @@ def test_linear_incompatible_shapes(x_shape: tuple[int, ...], w_shape: tuple[int
     assert mentions_shape(message, w_shape), message
 
 
+def test_matmul_operator_error_names_the_product() -> None:
+    """`x @ w` runs the Linear op; its error says so, so that a user who wrote `@` knows which."""
+    with pytest.raises(ValueError, match=r"Linear \(x @ w\)") as info:
+        Tensor(rand((2, 3), 0)) @ Tensor(rand((4, 5), 1))
+    assert mentions_shape(str(info.value), (2, 3)) and mentions_shape(str(info.value), (4, 5))
+
+
 # ---- Reshape and flatten ------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("shape", "target"),

@@ -20,7 +20,7 @@ def _rows(x: np.ndarray) -> int:
 def _check(x: np.ndarray, w: np.ndarray, b: Any) -> None:
     if x.ndim < 1 or w.ndim != 2 or x.shape[-1] != w.shape[0]:
         raise ValueError(
-            f"Linear: x of shape {x.shape} needs w of shape ({x.shape[-1] if x.ndim else '?'}, M), "
+            f"Linear (x @ w): x of shape {x.shape} needs w of shape ({x.shape[-1] if x.ndim else '?'}, M), "
             f"got w of shape {w.shape}"
         )
     if b is not None and b.shape != (w.shape[1],):

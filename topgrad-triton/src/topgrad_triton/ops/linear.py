@@ -15,8 +15,8 @@ class Linear(TritonOp):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
         if w.ndim != 2 or x.ndim < 1 or x.shape[-1] != w.shape[0]:
-            raise ValueError(f"Linear: x of shape {tuple(x.shape)} cannot be multiplied by w of shape "
-                             f"{tuple(w.shape)} (needs x (..., D) and w (D, M))")
+            raise ValueError(f"Linear (x @ w): x of shape {tuple(x.shape)} cannot be multiplied by w of "
+                             f"shape {tuple(w.shape)} (needs x (..., D) and w (D, M))")
         if b is not None and tuple(b.shape) != (w.shape[1],):
             raise ValueError(f"Linear: bias of shape {tuple(b.shape)} does not match w of shape "
                              f"{tuple(w.shape)} (needs ({w.shape[1]},))")
