@@ -112,6 +112,15 @@ def test_bad_numbers_are_usage_errors(tiny_data: Path, capsys: pytest.CaptureFix
     assert info.value.code == 2 and "--batch-size must be at least 1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("lr", ["-1", "0", "nan", "inf"])
+def test_bad_learning_rate_is_a_usage_error(
+    lr: str, tiny_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        train.main(["mlp", "--data-dir", str(tiny_data), "--lr", lr])
+    assert info.value.code == 2 and "--lr must be a positive number" in capsys.readouterr().err
+
+
 def test_plot(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     png = tmp_path / "curves.png"
     code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--plot", str(png), *FAST)

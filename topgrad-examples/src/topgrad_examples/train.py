@@ -194,6 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         value = getattr(args, name)
         if value is not None and value < (0 if name == "epochs" else 1):
             parser.error(f"--{name.replace('_', '-')} must be at least {0 if name == 'epochs' else 1}")
+    if args.lr is not None and not 0 < args.lr < math.inf:
+        parser.error(f"--lr must be a positive number, got {args.lr}")
     try:
         run(args)
     except (DatasetNotFoundError, DownloadError, IDXError, checkpoint.CheckpointError, PlotError,
