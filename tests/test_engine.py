@@ -339,10 +339,20 @@ def test_no_grad_is_restored_after_an_exception() -> None:
     assert (x * 2.0)._op is not None
 
 
-def test_no_grad_output_cannot_send_gradient_back() -> None:
+def test_no_grad_output_is_a_constant_as_in_pytorch() -> None:
+    """A loss computed under no_grad refuses backward (PyTorch's "does not require grad") instead
+    of training nothing; a value made there trains once its requires_grad is set."""
     x = Tensor(rand((2,), 35))
     with topgrad.no_grad():
         y = x * 2.0
+        loss = (x * x).sum()
+    assert not y.requires_grad and not loss.requires_grad
+    with pytest.raises(RuntimeError, match="no_grad"):
+        loss.backward()
+    with pytest.raises(RuntimeError, match="constant"):
+        (y * 3.0).sum().backward()
+    assert x.grad is None
+    y.requires_grad = True  # a new leaf, outside x's graph
     (y * 3.0).sum().backward()
     assert x.grad is None
     assert_close(y.grad, np.full(2, 3.0, np.float32), "y is a leaf now")

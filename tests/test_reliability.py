@@ -69,6 +69,8 @@ def _mlp(batch: int, d: int, hidden: int) -> tuple[list[Tensor], Callable[[Tenso
 def _attention_model(batch: int, d: int, hidden: int) -> tuple[list[Tensor], Callable[[Tensor], Tensor]]:
     with topgrad.no_grad():
         wq, wk, wv = (Tensor.He(d, d, seed=i) * 0.5 for i in range(3))
+    for w in (wq, wk, wv):
+        w.requires_grad = True  # made under no_grad: a constant until marked trainable
     g, b = Tensor.ones(d), Tensor.zeros(d)
     w_in, w_out = Tensor.He(d, hidden, seed=5), Tensor.He(hidden, 10, seed=6)
 

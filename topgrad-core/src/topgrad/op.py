@@ -77,8 +77,8 @@ class Op:
             return _apply_observed(cls, args, params)
         op = cls()
         out = op.forward(*[a.data if isinstance(a, Tensor) else a for a in args], **params)
-        if not _tensor._grad_enabled:
-            return Tensor._from_array(out, None)
+        if not _tensor._grad_enabled:  # a constant, as in PyTorch: backward from it is an error
+            return Tensor._from_array(out, None, requires_grad=False)
         return _link(op, args, out)
 
     def __repr__(self) -> str:
@@ -93,7 +93,8 @@ def _apply_observed(cls: type[Op], args: tuple[Any, ...], params: dict[str, Any]
     start = time.perf_counter()
     out = op.forward(*[a.data if isinstance(a, Tensor) else a for a in args], **params)
     seconds = time.perf_counter() - start
-    result = _link(op, args, out) if _tensor._grad_enabled else Tensor._from_array(out, None)
+    result = (_link(op, args, out) if _tensor._grad_enabled
+              else Tensor._from_array(out, None, requires_grad=False))
     for obs in cls._observers:
         obs.after_forward(op, args, params, result, seconds)
     return result

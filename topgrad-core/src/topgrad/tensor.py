@@ -22,7 +22,9 @@ _grad_enabled = True
 
 @contextlib.contextmanager
 def no_grad() -> Iterator[None]:
-    """Run ops forward only: nothing is saved and no graph is built."""
+    """Run ops forward only: nothing is saved, no graph is built, and every result is a constant
+    (`requires_grad=False`, as in PyTorch), so a loss computed here refuses `backward()` instead
+    of training nothing. To train a value made here, set its `requires_grad = True`."""
     global _grad_enabled
     previous, _grad_enabled = _grad_enabled, False
     try:
@@ -220,9 +222,10 @@ class Tensor:
             )
         if not self.requires_grad:
             raise RuntimeError(
-                "backward: this tensor is a constant (requires_grad=False, or computed from "
-                "constants only), so no gradient flows from it; make the leaves you train "
-                "with Tensor(data) (requires_grad=True is the default)"
+                "backward: this tensor is a constant (requires_grad=False, computed under "
+                "topgrad.no_grad(), or computed from constants only), so no gradient flows from "
+                "it; compute the loss outside no_grad, and make the leaves you train with "
+                "Tensor(data) (requires_grad=True is the default)"
             )
         if self._op is None:
             self.grad = backend.copy(grad) if self.grad is None else backend.add(self.grad, grad)

@@ -70,9 +70,12 @@ def seed_stream(seed: int | None) -> Iterator[int | None]:
 
 
 def scaled(t: Tensor, factor: float) -> Tensor:
-    """`t * factor` as a new leaf tensor (computed outside the graph)."""
+    """`t * factor` as a new trainable leaf (computed outside the graph, where results are
+    constants, then marked trainable)."""
     with no_grad():
-        return t * factor
+        out = t * factor
+    out.requires_grad = True
+    return out
 
 
 class Linear(Module):
