@@ -115,6 +115,16 @@ def test_binary_incompatible_shapes(op: str, shape_a: tuple[int, ...], shape_b: 
     assert mentions_shape(message, shape_b), message
 
 
+@pytest.mark.parametrize(("expr", "op"), [
+    (lambda x: x + None, "Add"), (lambda x: None + x, "Add"), (lambda x: x * None, "Mul"),
+    (lambda x: x + "1", "Add"), (lambda x: x * b"1", "Mul"),
+])
+def test_none_or_text_operand_is_a_type_error(expr: Callable[[Tensor], Tensor], op: str) -> None:
+    """`x @ w + b` with an optional bias left None must not compute NaNs (numpy's None -> NaN)."""
+    with pytest.raises(TypeError, match=op):
+        expr(Tensor(rand((2, 3), 0)))
+
+
 # ---- Sum and Mean ------------------------------------------------------------------------
 def _torch_reduce(
     name: str, t: torch.Tensor, axis: int | tuple[int, ...] | None, keepdims: bool

@@ -18,13 +18,20 @@ def arr(x: Any) -> np.ndarray:
     return x if type(x) is ndarray else np.asarray(x, dtype=F32)
 
 
-def operand(x: Any) -> Any:
-    """A float32 array, or a Python float that numpy treats as weakly typed (stays float32)."""
+def operand(op: str, x: Any) -> Any:
+    """A float32 array, or a Python float that numpy treats as weakly typed (stays float32).
+    None or text is a TypeError naming `op` (numpy would make None a NaN: `x + b` with an
+    optional bias b = None must not train on NaNs)."""
     if type(x) is ndarray:
         return x if x.dtype == F32 else x.astype(F32)
     if isinstance(x, (bool, int, float, np.number)):
         return float(x)
-    return np.asarray(x, dtype=F32)
+    if x is None or isinstance(x, (str, bytes)):
+        raise TypeError(f"{op}: operands must be Tensors, arrays or numbers, got {type(x).__name__}")
+    try:
+        return np.asarray(x, dtype=F32)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{op}: cannot use a {type(x).__name__} as an operand ({exc})") from None
 
 
 def shape_of(x: Any) -> tuple[int, ...]:

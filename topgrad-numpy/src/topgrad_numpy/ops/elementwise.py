@@ -26,7 +26,7 @@ class Add(Op):
     """a + b with broadcasting; saves only the two shapes (no arrays)."""
 
     def forward(self, a: Any, b: Any) -> np.ndarray:
-        a, b = operand(a), operand(b)
+        a, b = operand("Add", a), operand("Add", b)
         try:
             out = _apply(np.add, a, b)
         except ValueError:
@@ -46,7 +46,7 @@ class Mul(Op):
     """a * b with broadcasting; saves both operands (references, no copies)."""
 
     def forward(self, a: Any, b: Any) -> np.ndarray:
-        a, b = operand(a), operand(b)
+        a, b = operand("Mul", a), operand("Mul", b)
         try:
             out = _apply(np.multiply, a, b)
         except ValueError:
