@@ -137,6 +137,32 @@ def test_negative_learning_rate(cls: type) -> None:
 
 
 @pytest.mark.parametrize("cls", [SGD, Adam, AdamW])
+@pytest.mark.parametrize("lr", [float("nan"), float("inf"), "0.1", None, True])
+def test_learning_rate_must_be_a_finite_number(cls: type, lr: Any) -> None:
+    with pytest.raises(ValueError, match="learning rate must be a number"):
+        cls([Tensor(rand((2,), 0))], lr=lr)
+
+
+@pytest.mark.parametrize(
+    ("params", "hint"),
+    [(Tensor(np.zeros(2, np.float32)), "wrap a single Tensor in a list"),
+     ({"w": Tensor(np.zeros(2, np.float32))}, "values()"),
+     (object(), "list of the Tensors")],
+)
+def test_parameters_not_an_iterable_of_tensors_get_a_hint(params: Any, hint: str) -> None:
+    with pytest.raises(TypeError, match="iterable of Tensors") as info:
+        SGD(params, lr=0.1)
+    assert hint in str(info.value)
+
+
+def test_a_parameter_given_twice_is_refused() -> None:
+    """It would be updated twice per step."""
+    p = Tensor(rand((2,), 0))
+    with pytest.raises(ValueError, match="twice"):
+        SGD([p, p], lr=0.1)
+
+
+@pytest.mark.parametrize("cls", [SGD, Adam, AdamW])
 def test_empty_parameter_list(cls: type) -> None:
     with pytest.raises(ValueError, match="empty"):
         cls([], lr=0.1)
@@ -157,7 +183,7 @@ def test_nesterov_needs_momentum_and_no_dampening(kwargs: dict[str, Any]) -> Non
 
 
 @pytest.mark.parametrize("cls", [Adam, AdamW])
-@pytest.mark.parametrize("betas", [(1.0, 0.999), (0.9, 1.0), (-0.1, 0.9)])
+@pytest.mark.parametrize("betas", [(1.0, 0.999), (0.9, 1.0), (-0.1, 0.9), (0.9,), 0.9, ("0.9", 0.99)])
 def test_betas_out_of_range(cls: type, betas: tuple[float, float]) -> None:
     with pytest.raises(ValueError, match="betas"):
         cls([Tensor(rand((2,), 0))], lr=0.1, betas=betas)
@@ -167,6 +193,7 @@ def test_betas_out_of_range(cls: type, betas: tuple[float, float]) -> None:
     ("cls", "kwargs"),
     [
         (SGD, {"momentum": -0.5}),
+        (SGD, {"momentum": float("nan")}),
         (SGD, {"weight_decay": -1.0}),
         (Adam, {"eps": -1e-8}),
         (Adam, {"weight_decay": -0.1}),

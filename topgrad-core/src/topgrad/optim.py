@@ -6,7 +6,9 @@ as one fused kernel; the defaults in `topgrad.backend.Backend` compose the array
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from numbers import Real
 from typing import Any
 
 from topgrad.registry import get_backend
@@ -17,14 +19,21 @@ class Optimizer:
     """Holds the parameters; `zero_grad` clears their gradients, `step` updates them."""
 
     def __init__(self, params: Iterable[Tensor], lr: float) -> None:
+        name = type(self).__name__
+        if isinstance(params, Tensor) or isinstance(params, dict) or not isinstance(params, Iterable):
+            hint = ("pass its .values()" if isinstance(params, dict)
+                    else "wrap a single Tensor in a list" if isinstance(params, Tensor)
+                    else "pass a list of the Tensors to train")
+            raise TypeError(f"{name} takes an iterable of Tensors, got {type(params).__name__}: {hint}")
         self.params = list(params)
         if not self.params:
-            raise ValueError(f"{type(self).__name__} got an empty parameter list")
+            raise ValueError(f"{name} got an empty parameter list")
         for p in self.params:
             if not isinstance(p, Tensor):
-                raise TypeError(f"{type(self).__name__} takes Tensors, got {type(p).__name__}")
-        if lr < 0:
-            raise ValueError(f"{type(self).__name__}: learning rate must be >= 0, got {lr}")
+                raise TypeError(f"{name} takes Tensors, got {type(p).__name__}")
+        if len({id(p) for p in self.params}) < len(self.params):
+            raise ValueError(f"{name}: a Tensor appears twice in the parameters (it would be updated twice)")
+        _check_non_negative(self, learning_rate=lr)
         self.lr = lr
         self.state: list[dict[str, Any]] = [{} for _ in self.params]
 
@@ -43,10 +52,13 @@ class Optimizer:
 
 
 def _check_non_negative(opt: Optimizer, **values: float) -> None:
-    """torch.optim refuses negative momentum, weight decay and eps; so do we."""
+    """torch.optim refuses a negative learning rate, momentum, weight decay and eps; so do we,
+    and anything that is not a finite number."""
     for name, value in values.items():
-        if value < 0:
-            raise ValueError(f"{type(opt).__name__}: {name.replace('_', ' ')} must be >= 0, got {value}")
+        if not isinstance(value, Real) or isinstance(value, bool) or not 0 <= value < math.inf:
+            raise ValueError(
+                f"{type(opt).__name__}: {name.replace('_', ' ')} must be a number >= 0, got {value!r}"
+            )
 
 
 class SGD(Optimizer):
@@ -83,8 +95,9 @@ class Adam(Optimizer):
     ) -> None:
         super().__init__(params, lr)
         _check_non_negative(self, eps=eps, weight_decay=weight_decay)
-        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
-            raise ValueError(f"{type(self).__name__}: betas must lie in [0, 1), got {betas}")
+        pair = tuple(betas) if isinstance(betas, (tuple, list)) else ()
+        if len(pair) != 2 or not all(isinstance(b, Real) and 0.0 <= b < 1.0 for b in pair):
+            raise ValueError(f"{type(self).__name__}: betas must be two numbers in [0, 1), got {betas!r}")
         self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
 
     def _update(self, backend: Any, p: Tensor, state: dict[str, Any]) -> None:
