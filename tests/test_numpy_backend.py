@@ -149,6 +149,27 @@ def test_no_float64_leaks(nb, case: str) -> None:
         assert s.dtype == F32
 
 
+@pytest.mark.parametrize("case", sorted(_cases()[0]))
+def test_float64_tensors_stay_float64(nb, case: str) -> None:
+    """A float64 Tensor (as gradcheck makes) keeps float64 through every op and its gradients,
+    so that gradcheck's float64 check applies to any function of the table's ops."""
+    cases, _ = _cases()
+    fn, arrays = cases[case]
+    inputs = [topgrad.Tensor(a.astype(np.float64), dtype="float64") for a in arrays]
+    assert all(t.dtype == np.float64 for t in inputs)
+    out = fn(*inputs)
+    assert out.dtype == np.float64, f"{case} forward gave {out.dtype}"
+    out.backward()
+    for t in inputs:
+        assert t.grad.dtype == np.float64, f"{case} gradient is {t.grad.dtype}"
+
+
+def test_gradcheck_of_adds_and_products_runs_in_float64(nb) -> None:
+    """Add, Mul and a Tensor used twice (its gradients summed by the engine) keep float64."""
+    result = topgrad.gradcheck(lambda a, b: (a * a + a * b * 2.0 - 1.0).relu().sum(), _r(3, 4), _r(3, 4))
+    assert result.precision == "float64", result
+
+
 def test_full_reduction_is_a_0d_array(nb) -> None:
     t = topgrad.Tensor(_r(3, 4))
     for out in (t.sum(), t.mean(), t.sum() * 2.0 + 1.0):

@@ -212,6 +212,8 @@ class Tensor:
         backend = registry.get_backend()
         if grad is None:
             grad = backend.ones(self.shape)
+            if grad.dtype != self.data.dtype:  # a float64 tensor's seed is float64
+                grad = backend.asarray(grad, dtype=self.data.dtype)
         elif isinstance(grad, Tensor):
             grad = grad.data
         else:

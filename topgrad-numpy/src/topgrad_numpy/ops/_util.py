@@ -10,20 +10,36 @@ from typing import Any
 import numpy as np
 
 F32 = np.dtype(np.float32)
+F64 = np.dtype(np.float64)
 ndarray = np.ndarray
 
 
 def arr(x: Any) -> np.ndarray:
-    """`x` as an ndarray: ufuncs turn 0-d results into numpy scalars, this turns them back."""
-    return x if type(x) is ndarray else np.asarray(x, dtype=F32)
+    """`x` as an ndarray: ufuncs turn 0-d results into numpy scalars, this turns them back
+    (float32, or float64 for a float64 scalar: a float64 Tensor's 0-d result stays float64)."""
+    if type(x) is ndarray:
+        return x
+    return np.asarray(x, dtype=F64 if type(x) is np.float64 else F32)
+
+
+def operands(op: str, a: Any, b: Any) -> tuple[Any, Any]:
+    """The two operands of Add or Mul (`operand`), arrays in float32, or left in float64 where
+    every array among them is float64 (a float64 Tensor, as `gradcheck` makes, stays float64)."""
+    a, b = operand(op, a), operand(op, b)
+    da = a.dtype if type(a) is ndarray else None
+    db = b.dtype if type(b) is ndarray else da
+    da = db if da is None else da
+    if da == db and (da is None or da == F32 or da == F64):
+        return a, b
+    return tuple(x.astype(F32) if type(x) is ndarray and x.dtype != F32 else x for x in (a, b))
 
 
 def operand(op: str, x: Any) -> Any:
-    """A float32 array, or a Python float that numpy treats as weakly typed (stays float32).
-    None or text is a TypeError naming `op` (numpy would make None a NaN: `x + b` with an
-    optional bias b = None must not train on NaNs)."""
+    """An array (as given), or a Python float that numpy treats as weakly typed (it takes the
+    other operand's dtype). None or text is a TypeError naming `op` (numpy would make None a
+    NaN: `x + b` with an optional bias b = None must not train on NaNs)."""
     if type(x) is ndarray:
-        return x if x.dtype == F32 else x.astype(F32)
+        return x
     if isinstance(x, (bool, int, float, np.number)):
         return float(x)
     if x is None or isinstance(x, (str, bytes)):

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from topgrad import Op
 
-from topgrad_numpy.ops._util import arr, operand, shape_of, trailing_broadcast, unbroadcast
+from topgrad_numpy.ops._util import arr, operands, shape_of, trailing_broadcast, unbroadcast
 
 
 def _apply(ufunc: np.ufunc, a: Any, b: Any) -> Any:
@@ -26,7 +26,7 @@ class Add(Op):
     """a + b with broadcasting; saves only the two shapes (no arrays)."""
 
     def forward(self, a: Any, b: Any) -> np.ndarray:
-        a, b = operand("Add", a), operand("Add", b)
+        a, b = operands("Add", a, b)
         try:
             out = _apply(np.add, a, b)
         except ValueError:
@@ -46,7 +46,7 @@ class Mul(Op):
     """a * b with broadcasting; saves both operands (references, no copies)."""
 
     def forward(self, a: Any, b: Any) -> np.ndarray:
-        a, b = operand("Mul", a), operand("Mul", b)
+        a, b = operands("Mul", a, b)
         try:
             out = _apply(np.multiply, a, b)
         except ValueError:
