@@ -401,3 +401,25 @@ def test_a_constant_is_still_a_node_of_the_graph() -> None:
     w = Tensor(rand((3, 2), 48))
     g = x.linear(w).sum().graph({"x": x, "w": w})
     assert {n.name for n in g if n.op is None} == {"x", "w"}
+
+
+# ---- printing and numpy interop ---------------------------------------------------------------
+def test_repr_shows_values_shape_op_and_constness() -> None:
+    a = Tensor(np.array([[1.0, 2.0], [3.0, 4.0]], np.float32))
+    text = repr(a * 2.0)
+    assert text.startswith("Tensor([[2. 4.]\n        [6. 8.]]"), text
+    assert "shape=(2, 2)" in text and "op=Mul" in text
+    assert repr(Tensor(3.0, requires_grad=False)) == "Tensor(3.0, shape=(), requires_grad=False)"
+
+
+def test_numpy_reads_a_tensor_as_its_values() -> None:
+    """np.asarray(t) is a copy of the values (as t.numpy()), not a 0-d object array."""
+    a = Tensor(rand((2, 3), 49))
+    np.testing.assert_array_equal(np.asarray(a), a.numpy())
+    assert np.asarray(a, dtype=np.float64).dtype == np.float64
+
+
+def test_len_of_a_0d_tensor_is_a_type_error() -> None:
+    assert len(Tensor(rand((4, 2), 50))) == 4
+    with pytest.raises(TypeError, match="0-d"):
+        len(Tensor(1.0))

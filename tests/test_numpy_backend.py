@@ -516,3 +516,13 @@ def test_keep_freed_memory_is_opt_in_and_harmless() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+def test_numpy_array_times_tensor_stays_in_the_graph(nb) -> None:
+    """Tensor.__array__ lets numpy read a Tensor, but `array * tensor` still calls Tensor.__rmul__
+    (its __array_priority__), so the product is a Tensor with a gradient."""
+    t = topgrad.Tensor(_r(2, 3))
+    out = np.full(3, 2.0, F32) * t
+    assert isinstance(out, topgrad.Tensor)
+    out.sum().backward()
+    np.testing.assert_array_equal(t.grad, np.full((2, 3), 2.0, F32))

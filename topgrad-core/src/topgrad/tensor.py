@@ -114,11 +114,21 @@ class Tensor:
         return math.prod(self.data.shape)
 
     def __repr__(self) -> str:
+        """The values (as numpy prints them, summarized when large), the shape, the op that made
+        the tensor and whether it is a constant."""
+        values = str(self.numpy()).replace("\n", "\n       ")
         made_by = f", op={type(self._op).__name__}" if self._op is not None else ""
         constant = ", requires_grad=False" if not self.requires_grad else ""
-        return f"Tensor(shape={self.shape}{made_by}{constant})"
+        return f"Tensor({values}, shape={self.shape}{made_by}{constant})"
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
+        """`np.asarray(t)`: a numpy copy of the values (outside the graph, as `t.numpy()`)."""
+        values = self.numpy()
+        return values if dtype is None else values.astype(dtype)
 
     def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d Tensor")
         return self.data.shape[0]
 
     # ---- arithmetic: each is one op of the table, or a composition of them --------
