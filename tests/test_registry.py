@@ -350,6 +350,29 @@ def test_plugin_registered_in_process_adds_an_op(install: Callable[..., None]) -
     assert topgrad.load_backend("alpha").ops.Square is Square
 
 
+def test_a_selected_backend_stays_selected_when_a_plugin_is_added(install: Callable[..., None]) -> None:
+    """register_plugin rebuilds the loaded backends (to merge its ops) but keeps the choice."""
+    install(plugin("plug", spec("numpy"), spec("alpha")))
+    topgrad.set_backend("alpha")
+    topgrad.register_plugin(OpsPlugin("alpha", {"Square": Square}), name="notebook-ops")
+    assert topgrad.get_backend().name == "alpha" and topgrad.get_backend().ops.Square is Square
+
+
+def test_a_plugin_registered_twice_is_a_clear_error(install: Callable[..., None]) -> None:
+    install(plugin("plug", spec("alpha")))
+    ops = OpsPlugin("alpha", {"Square": Square})
+    topgrad.register_plugin(ops, name="notebook-ops")
+    with pytest.raises(ValueError, match="already registered as 'notebook-ops'"):
+        topgrad.register_plugin(ops)
+    with pytest.raises(ValueError, match="already registered as 'notebook-ops'"):
+        topgrad.register_plugin(OpsPlugin("alpha", {}), name="notebook-ops")
+
+
+def test_register_backend_takes_a_spec() -> None:
+    with pytest.raises(TypeError, match="BackendSpec"):
+        topgrad.register_backend("numpy")  # type: ignore[arg-type]
+
+
 def test_two_plugins_giving_one_op(install: Callable[..., None]) -> None:
     install(
         plugin("plug", spec("alpha")),
@@ -412,8 +435,25 @@ def test_environment_variable_naming_a_missing_backend(
 ) -> None:
     install(plugin("plug", spec("numpy")))
     monkeypatch.setenv("TOPGRAD_BACKEND", "nonesuch")
-    with pytest.raises(BackendNotFoundError, match="pip install topgrad-nonesuch"):
+    with pytest.raises(BackendNotFoundError, match="pip install topgrad-nonesuch") as info:
         topgrad.get_backend()
+    assert "TOPGRAD_BACKEND" in str(info.value)
+
+
+@pytest.mark.parametrize(("typed", "meant"), [("numpyy", "numpy"), ("NumPy", "numpy"), ("tritn", "triton")])
+def test_a_near_backend_name_gets_a_suggestion_not_an_install_line(
+    install: Callable[..., None], typed: str, meant: str
+) -> None:
+    install(plugin("plug", spec("numpy"), spec("triton")))
+    with pytest.raises(BackendNotFoundError, match=f"Did you mean '{meant}'") as info:
+        topgrad.set_backend(typed)
+    assert "pip install" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", [None, 3])
+def test_a_backend_name_must_be_a_string(name: object) -> None:
+    with pytest.raises(TypeError, match="backend is chosen by its name"):
+        topgrad.set_backend(name)  # type: ignore[arg-type]
 
 
 def test_default_is_numpy_among_several(install: Callable[..., None]) -> None:

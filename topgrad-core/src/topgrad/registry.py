@@ -7,6 +7,7 @@ only the (cheap) plugin modules, and a backend's heavy imports run when it is se
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import warnings
@@ -31,6 +32,7 @@ _manager: pluggy.PluginManager | None = None
 _in_process: dict[str, BackendSpec] = {}
 _loaded: dict[str, Backend] = {}
 _current: Backend | None = None
+_selected: str | None = None  # set_backend's choice: kept (and reloaded) when a plugin is added
 
 
 class override:  # noqa: N801 - lower case: it reads as a marker, `topgrad.override(Op)`
@@ -89,16 +91,21 @@ def plugin_manager() -> pluggy.PluginManager:
 
 
 def register_plugin(plugin: object, name: str | None = None) -> str:
-    """Register a plugin object in-process (a module or object with `topgrad.hookimpl` functions)."""
+    """Register a plugin object in-process (a module or object with `topgrad.hookimpl` functions).
+    Loaded backends are rebuilt with it on next use; the backend you selected stays selected."""
+    manager = plugin_manager()
+    if manager.is_registered(plugin) or (name is not None and manager.has_plugin(name)):
+        taken = manager.get_name(plugin) if manager.is_registered(plugin) else name
+        raise ValueError(f"a plugin is already registered as {taken!r}: register each plugin once, "
+                         "under a name of its own")
     _forget_loaded()
-    registered = plugin_manager().register(plugin, name=name)
-    if registered is None:
-        raise ValueError(f"plugin {name or plugin!r} is already registered")
-    return registered
+    return manager.register(plugin, name=name)
 
 
 def register_backend(spec: BackendSpec, replace: bool = False) -> None:
     """Offer a backend in-process, without packaging (tests, notebooks)."""
+    if not isinstance(spec, BackendSpec):
+        raise TypeError(f"register_backend takes a topgrad.BackendSpec, got {type(spec).__name__}")
     offers = _offers()
     if not replace and spec.name in offers:
         owners = ", ".join(owner for owner, _ in offers[spec.name])
@@ -139,14 +146,16 @@ def available_backends() -> dict[str, BackendSpec]:
 # ---- loading and selection -----------------------------------------------------------
 def load_backend(name: str) -> Backend:
     """The loaded backend `name` (cached), with plugin ops merged into its table; not selected."""
+    if not isinstance(name, str):
+        raise TypeError(f"a backend is chosen by its name (a str, e.g. 'numpy'), got {type(name).__name__}")
     if name in _loaded:
         return _loaded[name]
     offers = _offers()
     if name not in offers:
-        raise BackendNotFoundError(
-            f"no backend named {name!r}; installed: {_describe(offers)}. "
-            f"To get it: pip install topgrad-{name}"
-        )
+        near = [n for n in offers if n.lower() == name.lower()]  # a name in another case, or a typo
+        near = near or difflib.get_close_matches(name, list(offers), n=1)
+        hint = f"Did you mean {near[0]!r}?" if near else f"To get it: pip install topgrad-{name}"
+        raise BackendNotFoundError(f"no backend named {name!r}; installed: {_describe(offers)}. {hint}")
     if len(offers[name]) > 1:
         owners = " and ".join(repr(owner) for owner, _ in offers[name])
         raise BackendConflictError(
@@ -233,8 +242,9 @@ def _merged_ops(name: str, backend: Backend) -> OpTable:
 
 def set_backend(name: str) -> Backend:
     """Select the backend that new Tensors and ops use; returns it."""
-    global _current
+    global _current, _selected
     _current = load_backend(name)
+    _selected = name
     return _current
 
 
@@ -242,7 +252,13 @@ def get_backend() -> Backend:
     """The selected backend; on first use, `$TOPGRAD_BACKEND`, else numpy, else the only one."""
     if _current is not None:
         return _current
-    return set_backend(_default_name())
+    name = _selected or _default_name()
+    try:
+        return set_backend(name)
+    except BackendNotFoundError as exc:
+        if name != os.environ.get("TOPGRAD_BACKEND"):
+            raise
+        raise BackendNotFoundError(f"{exc} (the name is $TOPGRAD_BACKEND's)") from None
 
 
 def _default_name() -> str:
@@ -275,8 +291,9 @@ def _forget_loaded() -> None:
 
 
 def reset() -> None:
-    """Forget every plugin, registration and loaded backend (for tests)."""
-    global _manager
+    """Forget every plugin, registration, loaded backend and selection (for tests)."""
+    global _manager, _selected
     _forget_loaded()
+    _selected = None
     _in_process.clear()
     _manager = None
