@@ -85,6 +85,29 @@ def test_resume_takes_settings_from_the_checkpoint(
     assert code == 0 and "lr 0.005, batch 16" in lines[1] and lines[-1].startswith("test accuracy: ")
 
 
+def test_resume_keeps_the_checkpoints_limit(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    ck = tmp_path / "ck.npz"
+    run(capsys, "mlp", "--data-dir", str(tiny_data), "--limit", "8", "--save", str(ck), *FAST)
+    code, lines, _ = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", str(ck), "--epochs", "2",
+                         "--no-progress")
+    assert code == 0 and "(8 training, 8 test images)" in lines[1], lines
+
+
+def test_an_unwritable_save_path_fails_before_training(tmp_path: Path, tiny_data: Path, capsys) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    target = str(blocker / "ck.npz")  # a folder that cannot exist: its parent is a file
+    code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", target, *FAST)
+    assert code == 2 and "cannot write a checkpoint there" in err and not any("epoch" in x for x in lines)
+
+
+def test_a_pickled_npz_is_refused_without_advice_to_unpickle(tmp_path: Path, tiny_data: Path, capsys) -> None:
+    pickled = tmp_path / "objects.npz"
+    np.savez(pickled, x=np.array([{"a": 1}], dtype=object))
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", str(pickled), *FAST)
+    assert code == 2 and "not one written by topgrad-train" in err and "allow_pickle" not in err
+
+
 def test_bad_checkpoint_is_a_clear_error(tiny_data: Path, tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip file")
@@ -110,6 +133,12 @@ def test_bad_numbers_are_usage_errors(tiny_data: Path, capsys: pytest.CaptureFix
     with pytest.raises(SystemExit) as info:
         train.main(["mlp", "--data-dir", str(tiny_data), "--batch-size", "0"])
     assert info.value.code == 2 and "--batch-size must be at least 1" in capsys.readouterr().err
+
+
+def test_a_negative_seed_is_a_usage_error(tiny_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        train.main(["mlp", "--data-dir", str(tiny_data), "--seed", "-1"])
+    assert info.value.code == 2 and "--seed must be at least 0" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("lr", ["-1", "0", "nan", "inf"])

@@ -62,6 +62,18 @@ def save(
     return path
 
 
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Fail before training, not after its first epoch, where `save` could not write `path`."""
+    folder = Path(path).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot write a checkpoint there ({exc.strerror or exc})") from None
+    os.close(fd)
+    Path(tmp).unlink()
+
+
 def read(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """All arrays of a checkpoint file, after checking that it is one."""
     try:
@@ -69,7 +81,10 @@ def read(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
             arrays = {k: npz[k] for k in npz.files}
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint file") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except ValueError as exc:  # numpy's message advises allow_pickle: wrong for a file not ours
+        raise CheckpointError(f"{path}: not a readable .npz checkpoint (not one written by "
+                              "topgrad-train --save; Python objects in a file are never loaded)") from exc
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise CheckpointError(
             f"{path}: not a readable .npz checkpoint ({type(exc).__name__}: {exc})") from exc
     if str(arrays.get("meta/format", "")) != FORMAT:

@@ -144,12 +144,15 @@ def run(args: argparse.Namespace) -> float:
         topgrad.set_backend(args.backend)
     if args.plot:
         require_matplotlib()
+    if args.save:
+        checkpoint.check_writable(args.save)
     saved = checkpoint.config_of(checkpoint.read(args.resume)) if args.resume else {}
     dataset = args.dataset or saved.get("dataset") or "mnist"
     seed = args.seed if args.seed is not None else int(saved.get("seed", 0))
+    limit = args.limit if args.limit is not None else saved.get("limit")
     recipe = _recipe(args, saved)
 
-    x_train, y_train, x_test, y_test = _select_data(load_dataset(dataset, args.data_dir), args.limit)
+    x_train, y_train, x_test, y_test = _select_data(load_dataset(dataset, args.data_dir), limit)
     model = build(args.model, seed=seed)
     optimizer = make_optimizer(recipe, model.parameters())
     start, history = 0, np.zeros((0, 3))
@@ -157,7 +160,7 @@ def run(args: argparse.Namespace) -> float:
         start, _, history = checkpoint.load(args.resume, args.model, model, optimizer)
         print(f"resumed from {args.resume} after epoch {start}")
     config = {"dataset": dataset, "seed": seed, "batch_size": recipe.batch_size, "lr": recipe.lr,
-              "epochs": recipe.epochs}
+              "epochs": recipe.epochs, **({} if limit is None else {"limit": int(limit)})}
     print(f"{args.model} on {dataset} ({len(y_train):,} training, {len(y_test):,} test images), "
           f"backend {topgrad.get_backend().name}, {recipe.optimizer} lr {recipe.lr:g}, "
           f"batch {recipe.batch_size}, {recipe.epochs} epochs")
@@ -190,10 +193,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `topgrad-train`; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name in ("epochs", "limit", "batch_size"):
+    for name, least in (("epochs", 0), ("seed", 0), ("limit", 1), ("batch_size", 1)):
         value = getattr(args, name)
-        if value is not None and value < (0 if name == "epochs" else 1):
-            parser.error(f"--{name.replace('_', '-')} must be at least {0 if name == 'epochs' else 1}")
+        if value is not None and value < least:
+            parser.error(f"--{name.replace('_', '-')} must be at least {least}")
     if args.lr is not None and not 0 < args.lr < math.inf:
         parser.error(f"--lr must be a positive number, got {args.lr}")
     try:
