@@ -61,8 +61,18 @@ class NumpyBackend(topgrad.Backend):
 
     # ---- array helpers --------------------------------------------------------------
     def asarray(self, obj: Any, dtype: Any = "float32") -> np.ndarray:
-        """`obj` as an ndarray of `dtype`; no copy for an ndarray that already has it."""
-        dt = np.dtype(dtype)
+        """`obj` as an ndarray of `dtype`; no copy for an ndarray that already has it. The ops
+        compute in float32, or in float64 for float64 arrays: other dtypes are a TypeError."""
+        if type(obj) is np.ndarray and obj.dtype == F32 and dtype == "float32":  # the common case
+            return obj
+        try:
+            dt = np.dtype(dtype) if dtype is not None else None  # np.dtype(None) would be float64
+        except TypeError:
+            dt = None
+        if dt is None or dt not in (F32, F64):
+            raise TypeError(
+                f"numpy backend: arrays are float32 (the default) or float64, got dtype={dtype!r}"
+            )
         if type(obj) is np.ndarray and obj.dtype == dt:
             return obj
         if obj is None:
