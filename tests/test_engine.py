@@ -5,6 +5,7 @@ no_grad, the release of saved arrays, and the forms `backward(grad)` accepts.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -69,6 +70,22 @@ def test_constructors() -> None:
     a, b = Tensor.randn(3, 4, seed=7).numpy(), Tensor.randn(3, 4, seed=7).numpy()
     np.testing.assert_array_equal(a, b)
     assert a.shape == (3, 4) and not np.array_equal(a, Tensor.randn(3, 4, seed=8).numpy())
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: Tensor.zeros(2.5, 2), "whole number >= 0"),
+        (lambda: Tensor.ones(-1, 2), "whole number >= 0"),
+        (lambda: Tensor.randn("3", seed=0), "whole number >= 0"),
+        (lambda: Tensor.zeros(2, 3).reshape(1.5, 4), "whole number"),
+        (lambda: Tensor.He(0, 3), "fan-in"),
+        (lambda: Tensor.He(), "fan-in"),
+    ],
+)
+def test_bad_shapes_are_value_errors_not_truncations(make: Callable[[], Tensor], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make()
 
 
 def test_ops_record_their_op_and_parents() -> None:

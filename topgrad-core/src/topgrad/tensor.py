@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -71,21 +72,23 @@ class Tensor:
     # ---- constructors -------------------------------------------------------------
     @classmethod
     def zeros(cls, *shape: int) -> Tensor:
-        return cls._from_array(registry.get_backend().zeros(_shape(shape)), None)
+        return cls._from_array(registry.get_backend().zeros(_shape(shape, 0)), None)
 
     @classmethod
     def ones(cls, *shape: int) -> Tensor:
-        return cls._from_array(registry.get_backend().ones(_shape(shape)), None)
+        return cls._from_array(registry.get_backend().ones(_shape(shape, 0)), None)
 
     @classmethod
     def randn(cls, *shape: int, seed: int | None = None) -> Tensor:
-        return cls._from_array(registry.get_backend().randn(_shape(shape), seed=seed), None)
+        return cls._from_array(registry.get_backend().randn(_shape(shape, 0), seed=seed), None)
 
     @classmethod
     def He(cls, *shape: int, seed: int | None = None) -> Tensor:
         """He-normal init: std sqrt(2 / fan_in), fan_in = product of all but the last dim."""
-        shape = _shape(shape)
-        fan_in = math.prod(shape[:-1]) if len(shape) > 1 else shape[0]
+        shape = _shape(shape, 0)
+        fan_in = math.prod(shape[:-1]) if len(shape) > 1 else shape[0] if shape else 0
+        if fan_in == 0:
+            raise ValueError(f"He: needs a shape with a fan-in of at least 1, got {shape}")
         b = registry.get_backend()
         return cls._from_array(b.mul(b.randn(shape, seed=seed), math.sqrt(2.0 / fan_in)), None)
 
@@ -296,11 +299,17 @@ def _toposort(root: Op) -> list[Any]:
     return order
 
 
-def _shape(shape: tuple[Any, ...]) -> tuple[int, ...]:
-    """Accept both `f(2, 3)` and `f((2, 3))`."""
+def _shape(shape: tuple[Any, ...], least: int = -1) -> tuple[int, ...]:
+    """Accept both `f(2, 3)` and `f((2, 3))`; whole numbers >= `least` only (2.5 is no size)."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
-    return tuple(int(s) for s in shape)
+    try:
+        sizes = tuple(operator.index(s) for s in shape)
+    except TypeError:
+        sizes = ()
+    if len(sizes) != len(shape) or any(s < least for s in sizes):
+        raise ValueError(f"shape {shape!r}: every size must be a whole number{' >= 0' if least >= 0 else ''}")
+    return sizes
 
 
 def _not_scalar(t: Tensor) -> float:
