@@ -531,6 +531,12 @@ def test_conv2d_bad_shapes(x_shape: tuple[int, ...], w_shape: tuple[int, ...], b
     assert mentions_shape(str(info.value), bad), str(info.value)
 
 
+def test_conv2d_given_pytorchs_layouts_says_which_layout_it_takes() -> None:
+    """An NCHW image batch meets the kernel's Cin in the wrong axis: the error names NHWC."""
+    with pytest.raises(ValueError, match="NHWC"):
+        Tensor(rand((2, 3, 8, 8), 0)).conv2d(Tensor(rand((3, 3, 3, 4), 1)))
+
+
 # ---- BatchNorm (over every axis but the last) -------------------------------------------------
 def _channels_first(t: torch.Tensor) -> torch.Tensor:
     return t.movedim(-1, 1) if t.ndim > 2 else t

@@ -262,3 +262,12 @@ def test_kernels_compile_for_gpu_without_one(tmp_path):
     done = subprocess.run([sys.executable, "-W", "ignore", "-c", _COMPILE_ALL, arch], env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_a_numpy_array_operand_hints_at_a_tensor_of_another_backend(backend):
+    """Tensors keep the arrays of the backend they were made under; after set_backend an old one
+    reaches the triton ops as a numpy array, and the error says what probably happened."""
+    from topgrad_triton.ops.elementwise import Add
+
+    with pytest.raises(TypeError, match="another backend"):
+        Add().forward(np.ones(3, np.float32), 1.0)

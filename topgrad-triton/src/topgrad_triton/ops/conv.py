@@ -16,7 +16,8 @@ def _check(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: int
     if x.ndim != 4 or w.ndim != 4:
         raise ValueError(f"Conv2d: needs x (B, H, W, Cin) and w (kh, kw, Cin, Cout), got {shapes}")
     if x.shape[3] != w.shape[2]:
-        raise ValueError(f"Conv2d: input channels differ, {shapes}")
+        raise ValueError(f"Conv2d: input channels differ, {shapes} (x is NHWC and w is (kh, kw, Cin, Cout); "
+                         "PyTorch's NCHW x and (Cout, Cin, kh, kw) w need a transpose)")
     if 0 in tuple(w.shape[:2]) or w.shape[3] == 0:
         raise ValueError(f"Conv2d: the kernel needs kh, kw and Cout of at least 1 (as in PyTorch), {shapes}")
     if b is not None and tuple(b.shape) != (w.shape[3],):

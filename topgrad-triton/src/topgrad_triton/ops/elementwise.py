@@ -19,7 +19,9 @@ def _shape(x: Any) -> tuple[int, ...] | None:
 def _check(op: str, a: Any, b: Any) -> None:
     for x in (a, b):
         if not isinstance(x, (torch.Tensor, int, float)):
-            raise TypeError(f"{op}: operands must be Tensors or Python numbers, got {type(x).__name__}")
+            hint = ("; is it a Tensor made under another backend? Make it again after set_backend"
+                    if type(x).__module__ == "numpy" else "")
+            raise TypeError(f"{op}: operands must be Tensors or Python numbers, got {type(x).__name__}{hint}")
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
         broadcast_shape(op, a.shape, b.shape)
 
