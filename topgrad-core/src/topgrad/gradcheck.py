@@ -231,8 +231,9 @@ def _precision(fn: Callable[..., Tensor], xs: list[Any], backend: Any) -> tuple[
         return "float32", fallback.format(f"gave {'/'.join(sorted(kinds))} for float64 inputs")
     if not abs(d6 - d4) <= 1e-6 * (abs(d4) + scale):
         return "float32", fallback.format(
-            "stores float64 but does not compute this in float64 precision (its derivative "
-            f"along a random direction is {d4:.8g} with step 1e-4 and {d6:.8g} with step 1e-6)")
+            "stores float64 but this function's derivative along a random direction is "
+            f"{d4:.8g} with step 1e-4 and {d6:.8g} with step 1e-6: either the backend computes in "
+            "lower precision, or the function has a kink within 1e-4 of the inputs (ReLU at 0)")
     return "float64", ""
 
 
