@@ -436,6 +436,12 @@ def test_numpy_reads_a_tensor_as_its_values() -> None:
     assert np.asarray(a, dtype=np.float64).dtype == np.float64
 
 
+def test_truth_of_a_tensor_is_its_one_value_as_in_pytorch() -> None:
+    assert bool(Tensor(1.0)) and not bool(Tensor([0.0]))
+    with pytest.raises(ValueError, match="ambiguous"):
+        bool(Tensor([1.0, 2.0]))
+
+
 def test_len_of_a_0d_tensor_is_a_type_error() -> None:
     assert len(Tensor(rand((4, 2), 50))) == 4
     with pytest.raises(TypeError, match="0-d"):

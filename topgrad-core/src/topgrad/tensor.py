@@ -129,6 +129,13 @@ class Tensor:
         values = self.numpy()
         return values if dtype is None else values.astype(dtype)
 
+    def __bool__(self) -> bool:
+        """The truth of a one-element tensor; for more elements it is ambiguous, as in PyTorch."""
+        if self.size != 1:
+            raise ValueError(f"the truth value of a Tensor of shape {self.shape} is ambiguous: "
+                             "reduce it first (.sum(), .item())")
+        return bool(self.item())
+
     def __len__(self) -> int:
         if not self.shape:
             raise TypeError("len() of a 0-d Tensor")
