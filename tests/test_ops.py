@@ -125,6 +125,13 @@ def test_none_or_text_operand_is_a_type_error(expr: Callable[[Tensor], Tensor], 
         expr(Tensor(rand((2, 3), 0)))
 
 
+@pytest.mark.parametrize("reduce", ["sum", "mean", "logsoftmax"])
+@pytest.mark.parametrize("axis", [1.0, "0", (0, 1.5), True])
+def test_an_axis_that_is_not_an_int_is_a_type_error(reduce: str, axis: object) -> None:
+    with pytest.raises(TypeError, match="axis must be None, an int or a tuple of ints"):
+        getattr(Tensor(rand((2, 3), 0)), reduce)(axis=axis)
+
+
 # ---- Sum and Mean ------------------------------------------------------------------------
 def _torch_reduce(
     name: str, t: torch.Tensor, axis: int | tuple[int, ...] | None, keepdims: bool
@@ -324,6 +331,12 @@ def test_linear_incompatible_shapes(x_shape: tuple[int, ...], w_shape: tuple[int
     message = str(info.value)
     assert mentions_shape(message, x_shape), message
     assert mentions_shape(message, w_shape), message
+
+
+@pytest.mark.parametrize("w", [[[1.0], [2.0], [3.0]], 2.0])
+def test_linear_weight_must_be_a_tensor(w: object) -> None:
+    with pytest.raises(TypeError, match="Linear: w must be a Tensor"):
+        Tensor(rand((2, 3), 0)).linear(w)  # type: ignore[arg-type]
 
 
 def test_matmul_operator_error_names_the_product() -> None:

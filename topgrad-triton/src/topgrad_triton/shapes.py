@@ -31,7 +31,10 @@ def normalize_axes(op: str, axis: int | Sequence[int] | None, ndim: int) -> tupl
     """Sorted non-negative axes; None means every axis. ValueError for an axis out of range or repeated."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = (axis,) if hasattr(axis, "__index__") else axis if isinstance(axis, (tuple, list)) else None
+    if axes is None or not all(hasattr(a, "__index__") and not isinstance(a, bool) for a in axes):
+        raise TypeError(f"{op}: axis must be None, an int or a tuple of ints, got {axis!r}")
+    axes = tuple(int(a) for a in axes)
     result = []
     for ax in axes:
         if not -ndim <= ax < max(ndim, 1) or (ndim == 0 and ax not in (0, -1)):

@@ -58,7 +58,9 @@ def axes(op: str, axis: Any, ndim: int) -> tuple[int, ...]:
     """Normalize `axis` (None, int or sequence, negatives allowed) to sorted non-negative axes."""
     if axis is None:
         return tuple(range(ndim))
-    seq = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    seq = (axis,) if hasattr(axis, "__index__") else axis if isinstance(axis, (tuple, list)) else None
+    if seq is None or not all(hasattr(a, "__index__") and not isinstance(a, bool) for a in seq):
+        raise TypeError(f"{op}: axis must be None, an int or a tuple of ints, got {axis!r}")
     out = []
     for a in seq:
         a = int(a)

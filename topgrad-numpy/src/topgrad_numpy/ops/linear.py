@@ -18,6 +18,9 @@ def _rows(x: np.ndarray) -> int:
 
 
 def _check(x: np.ndarray, w: np.ndarray, b: Any) -> None:
+    for name, a in (("x", x), ("w", w), ("b", b)):
+        if not isinstance(a, np.ndarray) and (a is not None or name != "b"):
+            raise TypeError(f"Linear: {name} must be a Tensor, got {type(a).__name__}")
     if x.ndim < 1 or w.ndim != 2 or x.shape[-1] != w.shape[0]:
         raise ValueError(
             f"Linear (x @ w): x of shape {x.shape} needs w of shape ({x.shape[-1] if x.ndim else '?'}, M), "
@@ -34,8 +37,8 @@ class Linear(Op):
     of constant inputs."""
 
     def forward(self, x: np.ndarray, w: np.ndarray, b: Any = None) -> np.ndarray:
-        two_d = x.ndim == 2 and w.ndim == 2 and x.shape[1] == w.shape[0]
-        if not two_d or (b is not None and b.shape != (w.shape[1],)):
+        two_d = type(w) is np.ndarray and x.ndim == 2 and w.ndim == 2 and x.shape[1] == w.shape[0]
+        if not two_d or (b is not None and (type(b) is not np.ndarray or b.shape != (w.shape[1],))):
             _check(x, w, b)
         x2 = x if two_d else x.reshape(_rows(x), w.shape[0])
         out = gemm.matmul(x2, w).reshape(*x.shape[:-1], w.shape[1])

@@ -14,6 +14,9 @@ class Linear(TritonOp):
     """x @ w + b over the last axis of x; b may be None."""
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+        for name, a in (("x", x), ("w", w), ("b", b)):
+            if not isinstance(a, torch.Tensor) and (a is not None or name != "b"):
+                raise TypeError(f"Linear: {name} must be a Tensor, got {type(a).__name__}")
         if w.ndim != 2 or x.ndim < 1 or x.shape[-1] != w.shape[0]:
             raise ValueError(f"Linear (x @ w): x of shape {tuple(x.shape)} cannot be multiplied by w of "
                              f"shape {tuple(w.shape)} (needs x (..., D) and w (D, M))")
