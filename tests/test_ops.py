@@ -401,6 +401,18 @@ def test_flatten(shape: tuple[int, ...], start: int) -> None:
     )
 
 
+def test_flatten_start_out_of_range_is_an_error() -> None:
+    with pytest.raises(ValueError, match="flatten: start 5"):
+        Tensor(rand((2, 3), 0)).flatten(5)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's warning for 0 * inf
+def test_division_by_zero_gives_infinities_as_pytorch() -> None:
+    x = [1.0, -2.0, 0.0]
+    for zero in (0, 0.0, -0.0):
+        np.testing.assert_array_equal((Tensor(x) / zero).numpy(), (torch.tensor(x) / zero).numpy())
+
+
 def test_flatten_default_keeps_the_batch_axis() -> None:
     assert Tensor(rand((2, 3, 4, 5), 0)).flatten().shape == (2, 60)
 

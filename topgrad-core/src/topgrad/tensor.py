@@ -169,7 +169,7 @@ class Tensor:
                 "Tensor / Tensor is not an op of the table: divide by a Python number, "
                 "or multiply by a reciprocal you computed outside the graph"
             )
-        return self * (1.0 / other)
+        return self * (1.0 / other if other != 0 else math.copysign(math.inf, other))  # x / 0: ±inf, as IEEE
 
     def __matmul__(self, w: Tensor) -> Tensor:
         return _ops().Linear.apply(self, w, None)
@@ -193,6 +193,9 @@ class Tensor:
         return _ops().Reshape.apply(self, shape=_shape(shape))
 
     def flatten(self, start: int = 1) -> Tensor:
+        """Merge the axes from `start` on into one (negative counts from the end), as torch.flatten."""
+        if self.ndim and not -self.ndim <= start < self.ndim:
+            raise ValueError(f"flatten: start {start} is out of range for a tensor of shape {self.shape}")
         start = start % self.ndim if self.ndim else 0
         return self.reshape(*self.shape[:start], -1)
 
