@@ -202,13 +202,27 @@ def test_to_dot_has_a_node_per_tensor_and_an_edge_per_input() -> None:
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
-@pytest.mark.parametrize("suffix", [".svg", ".png"])
-def test_to_dot_renders_pictures(tmp_path: Path, suffix: str) -> None:
+@pytest.mark.parametrize(
+    ("suffix", "magic"), [(".svg", b"<svg"), (".png", b"\x89PNG"), (".jpg", b"\xff\xd8")]
+)
+def test_to_dot_renders_pictures(tmp_path: Path, suffix: str, magic: bytes) -> None:
     loss, _ = _mlp_loss()
     path = tmp_path / f"g{suffix}"
     topgrad.viz.to_dot(loss, path)
     data = path.read_bytes()
-    assert data.startswith(b"\x89PNG") if suffix == ".png" else b"<svg" in data
+    assert data.startswith(magic) if suffix != ".svg" else magic in data
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
+def test_to_dot_into_a_missing_folder_is_an_os_error(tmp_path: Path) -> None:
+    with pytest.raises(OSError, match="could not write"):
+        topgrad.viz.to_dot(_mlp_loss()[0], tmp_path / "no-such-folder" / "g.png")
+
+
+@pytest.mark.parametrize("names", [["x"], {"x": 1.0}])
+def test_graph_names_must_map_names_to_tensors(names: object) -> None:
+    with pytest.raises(TypeError, match="names maps names to Tensors"):
+        _mlp_loss()[0].graph(names)  # type: ignore[arg-type]
 
 
 def test_to_dot_without_graphviz_writes_the_dot_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

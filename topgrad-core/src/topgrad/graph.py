@@ -132,6 +132,11 @@ def build(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Graph:
     The graph's nodes are ops and leaf Tensors; an op's output may be freed already, so its
     shape and dtype come from the op.
     """
+    if not isinstance(t, Tensor):
+        raise TypeError(f"graph: needs a Tensor, got {type(t).__name__}")
+    if names is not None and not (isinstance(names, Mapping) and all(
+            isinstance(k, str) and isinstance(v, Tensor) for k, v in names.items())):
+        raise TypeError(f"graph: names maps names to Tensors ({{'x': x}}), got {names!r:.80}")
     order = _toposort(t._op) if t._op is not None else [t]
     index = {id(node): i for i, node in enumerate(order)}
     label = {id(tensor): name for name, tensor in (names or {}).items()}

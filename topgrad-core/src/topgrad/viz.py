@@ -19,14 +19,15 @@ from topgrad.graph import Graph, _shape_text, build, format_attrs, human_bytes
 if TYPE_CHECKING:
     from topgrad.tensor import Tensor
 
-_PICTURES = {".svg", ".png", ".pdf"}
+_PICTURES = {".svg", ".png", ".pdf", ".jpg", ".jpeg", ".gif"}
 
 
 def to_dot(
     t: Tensor, path: str | Path | None = None, *, names: Mapping[str, Tensor] | None = None,
     show_saved: bool = True, rankdir: str = "TB",
 ) -> str:
-    """DOT text of the graph behind `t`; with `path` also write it (.dot, or .svg/.png/.pdf via `dot`).
+    """DOT text of the graph behind `t`; with `path` also write it (.dot, or a picture via `dot`:
+    .svg, .png, .pdf, .jpg, .gif).
 
     `names` (e.g. a model's `{name: parameter}`) labels those tensors in the picture.
     """
@@ -96,9 +97,11 @@ def write(dot_text: str, path: str | Path) -> Path:
             stacklevel=2,
         )
         return fallback
-    subprocess.run(
-        [exe, f"-T{path.suffix[1:].lower()}", "-o", str(path)], input=dot_text.encode(), check=True
-    )
+    fmt = {"jpg": "jpeg"}.get(path.suffix[1:].lower(), path.suffix[1:].lower())
+    done = subprocess.run([exe, f"-T{fmt}", "-o", str(path)], input=dot_text.encode(), capture_output=True)
+    if done.returncode != 0:
+        why = done.stderr.decode(errors="replace").strip()
+        raise OSError(f"Graphviz's dot could not write {path}: {why}")
     return path
 
 
