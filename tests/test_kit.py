@@ -86,6 +86,12 @@ def test_unknown_backend_says_what_to_install(tmp_path: Path) -> None:
     assert "pip install topgrad-nosuchbackend" in done.stderr
 
 
+def test_a_plugin_module_that_does_not_import_is_a_clear_error(tmp_path: Path) -> None:
+    done = _kit(sys.executable, "numpy", "--plugin", "no_such_plugin_module", cwd=tmp_path)
+    assert done.returncode == 2 and "--plugin no_such_plugin_module: cannot import it" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_subclassing_backend_conformance(backend_name: str, tmp_path: Path) -> None:
     """An author's own suite: subclass, set `backend`, run pytest."""
     (tmp_path / "test_mine.py").write_text(textwrap.dedent(f"""

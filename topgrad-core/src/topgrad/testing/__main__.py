@@ -36,7 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     from topgrad.testing.runner import format_report, run
 
     for module in args.plugin:
-        topgrad.register_plugin(importlib.import_module(module), name=module)
+        try:
+            plugin = importlib.import_module(module)
+        except ImportError as exc:
+            print(f"error: --plugin {module}: cannot import it ({exc}); give an importable module "
+                  "name (its folder on PYTHONPATH)", file=sys.stderr)
+            return 2
+        topgrad.register_plugin(plugin, name=module)
     if args.list:
         for name, spec in sorted(topgrad.available_backends().items()):
             print(f"{name:<12} {spec.description}")
