@@ -412,3 +412,15 @@ def test_topgrad_trace_variable_enables_tracing(backend_name: str) -> None:
     env["TOPGRAD_TRACE"] = "0"
     quiet = run()
     assert quiet.returncode == 0 and "[topgrad" not in quiet.stderr
+
+
+def test_an_observer_must_subclass_observer() -> None:
+    """An object with only some hooks would fail inside the engine, at the first op."""
+    from topgrad.observe import observing
+
+    class OnlyBefore:
+        def before_forward(self, op: Op, args: tuple, params: dict) -> None:
+            pass
+
+    with pytest.raises(TypeError, match=r"subclass topgrad\.observe\.Observer"), observing(OnlyBefore()):
+        pass

@@ -32,7 +32,10 @@ class Observer:
 
 
 def register(observer: Observer) -> None:
-    """Start watching ops with `observer`."""
+    """Start watching ops with `observer` (an `Observer`: the engine calls all three hooks)."""
+    if not isinstance(observer, Observer):
+        raise TypeError(f"observers subclass topgrad.observe.Observer (it gives the hooks you do not "
+                        f"override), got {type(observer).__name__}")
     Op._observers.append(observer)
 
 
