@@ -368,6 +368,24 @@ def test_a_plugin_registered_twice_is_a_clear_error(install: Callable[..., None]
         topgrad.register_plugin(OpsPlugin("alpha", {}), name="notebook-ops")
 
 
+def test_hooks_that_would_never_be_called_are_warned_about(install: Callable[..., None]) -> None:
+    """pluggy silently ignores a misspelled hook and a hook without @hookimpl; topgrad says so."""
+    install(plugin("plug", spec("alpha")))
+
+    class Careless:
+        def topgrad_backend(self) -> list[BackendSpec]:  # misspelled: topgrad_backends
+            return [spec("beta")]
+
+        def topgrad_ops(self, backend: str) -> None:  # no @hookimpl
+            return None
+
+    with pytest.warns(RuntimeWarning) as caught:
+        topgrad.register_plugin(Careless(), name="careless")
+    messages = " | ".join(str(w.message) for w in caught)
+    assert "topgrad_backend is not a topgrad hook" in messages, messages
+    assert "topgrad_ops lacks @topgrad.hookimpl" in messages, messages
+
+
 def test_register_backend_takes_a_spec() -> None:
     with pytest.raises(TypeError, match="BackendSpec"):
         topgrad.register_backend("numpy")  # type: ignore[arg-type]

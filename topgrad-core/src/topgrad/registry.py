@@ -78,7 +78,9 @@ def plugin_manager() -> pluggy.PluginManager:
             if manager.get_plugin(ep.name) is not None:
                 continue
             try:
-                manager.register(ep.load(), name=ep.name)
+                plugin = ep.load()
+                manager.register(plugin, name=ep.name)
+                _warn_unused_hooks(plugin, ep.name)
             except Exception as exc:  # a broken plugin must not break the others
                 warnings.warn(
                     f"topgrad: plugin {ep.name!r} ({ep.value}) failed to import and is skipped: "
@@ -99,7 +101,23 @@ def register_plugin(plugin: object, name: str | None = None) -> str:
         raise ValueError(f"a plugin is already registered as {taken!r}: register each plugin once, "
                          "under a name of its own")
     _forget_loaded()
-    return manager.register(plugin, name=name)
+    registered = manager.register(plugin, name=name)
+    _warn_unused_hooks(plugin, registered)
+    return registered
+
+
+def _warn_unused_hooks(plugin: object, name: str) -> None:
+    """Warn about functions that look like topgrad hooks but will never be called: a misspelled
+    hook name, or a hook without `@topgrad.hookimpl` (pluggy ignores both silently)."""
+    hooks = {n for n in dir(hookspecs) if n.startswith("topgrad_")}
+    for attr in dir(plugin):
+        if not attr.startswith("topgrad_") or not callable(getattr(plugin, attr, None)):
+            continue
+        why = (f"is not a topgrad hook (the hooks: {', '.join(sorted(hooks))})" if attr not in hooks
+               else "lacks @topgrad.hookimpl" if not hasattr(getattr(plugin, attr), "topgrad_impl") else "")
+        if why:
+            warnings.warn(f"topgrad: plugin {name!r}: {attr} {why}, so it is never called",
+                          RuntimeWarning, stacklevel=3)
 
 
 def register_backend(spec: BackendSpec, replace: bool = False) -> None:
