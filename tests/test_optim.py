@@ -155,6 +155,11 @@ def test_parameters_not_an_iterable_of_tensors_get_a_hint(params: Any, hint: str
     assert hint in str(info.value)
 
 
+def test_a_tensor_made_by_an_op_is_not_a_parameter() -> None:
+    with pytest.raises(ValueError, match="not a leaf"):
+        SGD([Tensor(rand((2,), 0)) * 2.0], lr=0.1)
+
+
 def test_a_parameter_given_twice_is_refused() -> None:
     """It would be updated twice per step."""
     p = Tensor(rand((2,), 0))

@@ -31,6 +31,9 @@ class Optimizer:
         for p in self.params:
             if not isinstance(p, Tensor):
                 raise TypeError(f"{name} takes Tensors, got {type(p).__name__}")
+            if p._op is not None:  # as torch.optim: "can't optimize a non-leaf Tensor"
+                raise ValueError(f"{name}: a Tensor made by {type(p._op).__name__} is not a leaf; "
+                                 "optimize the leaves it was computed from")
         if len({id(p) for p in self.params}) < len(self.params):
             raise ValueError(f"{name}: a Tensor appears twice in the parameters (it would be updated twice)")
         _check_non_negative(self, learning_rate=lr)
