@@ -164,6 +164,12 @@ def test_float64_tensors_stay_float64(nb, case: str) -> None:
         assert t.grad.dtype == np.float64, f"{case} gradient is {t.grad.dtype}"
 
 
+def test_a_float64_tensors_given_gradient_is_taken_in_float64(nb) -> None:
+    x = topgrad.Tensor(_r(3).astype(np.float64), dtype="float64")
+    (x * x).backward([1.0, 2.0, 3.0])
+    assert x.grad.dtype == np.float64
+
+
 def test_gradcheck_of_adds_and_products_runs_in_float64(nb) -> None:
     """Add, Mul and a Tensor used twice (its gradients summed by the engine) keep float64."""
     result = topgrad.gradcheck(lambda a, b: (a * a + a * b * 2.0 - 1.0).relu().sum(), _r(3, 4), _r(3, 4))

@@ -240,7 +240,7 @@ class Tensor:
         elif isinstance(grad, Tensor):
             grad = grad.data
         else:
-            grad = backend.asarray(grad)
+            grad = backend.asarray(grad, dtype=self.data.dtype)
         if tuple(grad.shape) != self.shape:
             raise ValueError(
                 f"backward: grad of shape {tuple(grad.shape)} for a tensor of shape {self.shape}"
