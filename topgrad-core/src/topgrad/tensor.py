@@ -232,15 +232,17 @@ class Tensor:
 
     def backward(self, grad: Any = None) -> None:
         """Accumulate d(self)/d(leaf) into every leaf's `.grad`, seeded with `grad` (ones if None)."""
+        from topgrad.observe import dtype_name
+        from topgrad.op import run_backward
+
         backend = registry.get_backend()
+        dtype = dtype_name(self.data)  # asarray takes a dtype's name: a float64 tensor's seed is float64
         if grad is None:
-            grad = backend.ones(self.shape)
-            if grad.dtype != self.data.dtype:  # a float64 tensor's seed is float64
-                grad = backend.asarray(grad, dtype=self.data.dtype)
+            grad = backend.asarray(backend.ones(self.shape), dtype=dtype)
         elif isinstance(grad, Tensor):
             grad = grad.data
         else:
-            grad = backend.asarray(grad, dtype=self.data.dtype)
+            grad = backend.asarray(grad, dtype=dtype)
         if tuple(grad.shape) != self.shape:
             raise ValueError(
                 f"backward: grad of shape {tuple(grad.shape)} for a tensor of shape {self.shape}"
@@ -255,8 +257,6 @@ class Tensor:
         if self._op is None:
             self.grad = backend.copy(grad) if self.grad is None else backend.add(self.grad, grad)
             return
-        from topgrad.op import run_backward
-
         add = backend.add
         taken = {backend.memory_key(grad)}  # memory that leaf gradients must not share
         grads: dict[int, Any] = {id(self._op): grad}

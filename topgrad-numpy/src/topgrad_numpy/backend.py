@@ -63,8 +63,6 @@ class NumpyBackend(topgrad.Backend):
     def asarray(self, obj: Any, dtype: Any = "float32") -> np.ndarray:
         """`obj` as an ndarray of `dtype`; no copy for an ndarray that already has it. The ops
         compute in float32, or in float64 for float64 arrays: other dtypes are a TypeError."""
-        if type(obj) is np.ndarray and obj.dtype == F32 and dtype == "float32":  # the common case
-            return obj
         try:
             dt = np.dtype(dtype) if dtype is not None else None  # np.dtype(None) would be float64
         except TypeError:
@@ -81,7 +79,7 @@ class NumpyBackend(topgrad.Backend):
             obj = obj.data
         elif hasattr(obj, "detach") and hasattr(obj, "cpu"):  # a torch tensor, without importing torch
             obj = obj.detach().cpu()
-        if dt.kind == "O" or getattr(getattr(obj, "dtype", None), "kind", None) == "O":
+        if getattr(getattr(obj, "dtype", None), "kind", None) == "O":
             raise TypeError("numpy backend: object arrays are not supported; give numbers")
         try:
             return np.asarray(obj, dtype=dt)
