@@ -1,4 +1,4 @@
-"""The numpy backend object: float32 array helpers and in-place optimizer updates."""
+"""The numpy backend object: array helpers (float32, or float64 where asked), in-place optimizer updates."""
 
 from __future__ import annotations
 
@@ -20,11 +20,17 @@ def _f32(x: Any) -> np.ndarray:
     return x if type(x) is np.ndarray and x.dtype == F32 else np.asarray(x, dtype=F32)
 
 
-def _owned(a: Any) -> np.ndarray:
-    """`a` itself when it can be updated in place (writable float32 ndarray), else a fresh copy."""
-    if type(a) is np.ndarray and a.dtype == F32 and a.flags.writeable:
+def _param_dtype(param: Any) -> np.dtype:
+    """The dtype an optimizer step keeps: float64 for a float64 parameter (its state follows it),
+    float32 for anything else."""
+    return F64 if getattr(param, "dtype", None) == F64 else F32
+
+
+def _owned(a: Any, dtype: np.dtype = F32) -> np.ndarray:
+    """`a` itself when it can be updated in place (a writable ndarray of `dtype`), else a copy."""
+    if type(a) is np.ndarray and a.dtype == dtype and a.flags.writeable:
         return a
-    return np.array(a, dtype=F32)
+    return np.array(a, dtype=dtype)
 
 
 CHUNK = 1 << 14
@@ -34,13 +40,14 @@ parameter's size is allocated (the mlp's peak memory drops by one 1.5 MiB weight
 
 def _chunks(param: np.ndarray, *arrays: Any) -> Iterator[tuple[np.ndarray, ...]]:
     """Matching flat slices of param and arrays, plus a scratch slice; one whole-array chunk
-    where a layout or shape does not allow flat slicing (views must stay writable)."""
-    arrs = [np.asarray(a, dtype=F32) for a in arrays]
+    where a layout or shape does not allow flat slicing (views must stay writable). Everything
+    is in param's dtype."""
+    arrs = [np.asarray(a, dtype=param.dtype) for a in arrays]
     if not (param.flags.c_contiguous and all(a.shape == param.shape and a.flags.c_contiguous for a in arrs)):
-        yield (param, *arrs, np.empty(param.shape, dtype=F32))
+        yield (param, *arrs, np.empty(param.shape, dtype=param.dtype))
         return
     flat = [param.reshape(-1), *(a.reshape(-1) for a in arrs)]
-    scratch = np.empty(min(CHUNK, param.size), dtype=F32)
+    scratch = np.empty(min(CHUNK, param.size), dtype=param.dtype)
     for i in range(0, param.size, CHUNK):
         j = min(param.size, i + CHUNK)
         yield (*(a[i:j] for a in flat), scratch[: j - i])
@@ -54,7 +61,7 @@ def _axpy(param: np.ndarray, g: Any, alpha: float) -> None:
 
 
 class NumpyBackend(topgrad.Backend):
-    """CPU backend: arrays are float32 `numpy.ndarray`s, ops live in `topgrad_numpy.ops`."""
+    """CPU backend: arrays are float32 (or float64) `numpy.ndarray`s, ops live in `topgrad_numpy.ops`."""
 
     name = "numpy"
     ops = _ops
@@ -137,17 +144,19 @@ class NumpyBackend(topgrad.Backend):
         self, param: Any, grad: Any, buf: Any | None, *, lr: float, momentum: float,
         dampening: float, weight_decay: float, nesterov: bool,
     ) -> tuple[Any, Any | None]:
-        """One `torch.optim.SGD` step; writes into param and buf, never into grad."""
-        param = _owned(param)
+        """One `torch.optim.SGD` step; writes into param and buf, never into grad. A float64
+        param and its buffer stay float64; everything else is float32."""
+        dtype = _param_dtype(param)
+        param = _owned(param, dtype)
         g = grad
         if weight_decay:
             g = param * weight_decay
             g += grad
         if momentum:
             if buf is None:
-                buf = np.array(g, dtype=F32)  # torch clones the first gradient
+                buf = np.array(g, dtype=dtype)  # torch clones the first gradient
             else:
-                buf = _owned(buf)
+                buf = _owned(buf, dtype)
                 buf *= momentum
                 buf += g if not dampening else g * (1.0 - dampening)
             if nesterov:
@@ -163,8 +172,10 @@ class NumpyBackend(topgrad.Backend):
         self, param: Any, grad: Any, m: Any, v: Any, *, step: int, lr: float, beta1: float,
         beta2: float, eps: float, weight_decay: float, decoupled: bool,
     ) -> tuple[Any, Any, Any]:
-        """One Adam / AdamW step as torch.optim; writes into param, m and v, never into grad."""
-        param, m, v = _owned(param), _owned(m), _owned(v)
+        """One Adam / AdamW step as torch.optim; writes into param, m and v, never into grad. A
+        float64 param keeps float64 moments (the float32 zeros it starts with are converted)."""
+        dtype = _param_dtype(param)
+        param, m, v = _owned(param, dtype), _owned(m, dtype), _owned(v, dtype)
         g = grad
         if weight_decay and decoupled:
             param *= 1.0 - lr * weight_decay
