@@ -228,9 +228,10 @@ def test_graph_names_must_map_names_to_tensors(names: object) -> None:
 def test_to_dot_without_graphviz_writes_the_dot_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(topgrad.viz.shutil, "which", lambda name: None)
     loss, _ = _mlp_loss()
-    with pytest.warns(RuntimeWarning, match="Graphviz"):
+    with pytest.warns(RuntimeWarning, match="Graphviz") as caught:
         topgrad.viz.to_dot(loss, tmp_path / "g.svg")
     assert (tmp_path / "g.dot").read_text().startswith("digraph")
+    assert caught[0].filename == __file__, "the warning should point at the caller's line"
 
 
 # ---- topgrad.profile ------------------------------------------------------------------------
