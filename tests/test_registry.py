@@ -441,6 +441,167 @@ def test_missing_op_names_the_op_and_the_backend(install: Callable[..., None]) -
     assert "Conv2d" in message and "alpha" in message
 
 
+class AnswerPlugin:
+    """A plugin whose hooks return `backends` and `ops` as given, right or wrong."""
+
+    def __init__(self, backends: Any = None, ops: Any = None) -> None:
+        self.backends, self.ops = backends, ops
+
+    @hookimpl
+    def topgrad_backends(self) -> Any:
+        return self.backends
+
+    @hookimpl
+    def topgrad_ops(self, backend: str) -> Any:
+        return self.ops
+
+
+class AddInstance(Op):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        (BackendSpec("single", "m:b"), "return a list of them"),
+        (["numpy"], "'numpy' in its list, not a topgrad.BackendSpec"),
+        (3, "TypeError"),
+    ],
+)
+def test_a_malformed_topgrad_backends_answer_skips_that_plugin_only(
+    install: Callable[..., None], answer: Any, why: str
+) -> None:
+    """CONTRACT: a broken plugin never breaks the other backends."""
+    install(FakeEntryPoint("odd", AnswerPlugin(backends=answer)), plugin("good", spec("alpha")))
+    with pytest.warns(RuntimeWarning, match="'odd'") as caught:
+        assert set(topgrad.available_backends()) == {"alpha"}
+    assert why in str(caught[0].message)
+    assert topgrad.set_backend("alpha").name == "alpha"
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        ([FakeAdd], "returned a list, not a dict"),
+        ({"Square": AddInstance()}, "not an Op subclass"),
+        ({"Square": len}, "not an Op subclass"),
+        ({3: Square}, "not an op name"),
+    ],
+)
+def test_a_malformed_topgrad_ops_answer_is_skipped_with_a_warning(
+    install: Callable[..., None], answer: Any, why: str
+) -> None:
+    install(plugin("plug", spec("alpha")), FakeEntryPoint("odd", AnswerPlugin(ops=answer)))
+    with pytest.warns(RuntimeWarning, match="plugin 'odd'") as caught:
+        ops = topgrad.load_backend("alpha").ops
+    assert why in str(caught[0].message)
+    assert ops.names() == ["Add", "Mul"]
+
+
+def test_override_takes_an_op_class() -> None:
+    with pytest.raises(TypeError, match="Op subclass"):
+        topgrad.override(AddInstance())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("order", [1, -1])
+def test_a_plain_entry_for_an_existing_op_conflicts_whatever_the_plugin_order(
+    install: Callable[..., None], order: int
+) -> None:
+    """A plain entry never replaces an op, even one another plugin overrides."""
+    plugins = [_ops_plugin("overrides", "alpha", {"Add": topgrad.override(OtherAdd)}),
+               _ops_plugin("plain", "alpha", {"Add": Square})]
+    install(plugin("plug", spec("alpha")), *plugins[::order])
+    with pytest.raises(OpConflictError, match="plugin 'plain' gives op 'Add'"):
+        topgrad.load_backend("alpha")
+
+
+def test_an_override_of_an_op_the_backend_lacks_is_skipped_with_a_hint(install: Callable[..., None]) -> None:
+    install(plugin("plug", spec("alpha")), _ops_plugin("typo", "alpha", {"Ad": topgrad.override(OtherAdd)}))
+    with pytest.warns(RuntimeWarning, match="did you mean 'Add'"):
+        ops = topgrad.load_backend("alpha").ops
+    assert ops.names() == ["Add", "Mul"] and ops.Add is FakeAdd
+
+
+def test_an_override_may_replace_an_op_another_plugin_added(install: Callable[..., None]) -> None:
+    install(
+        plugin("plug", spec("alpha")),
+        _ops_plugin("better-square", "alpha", {"Square": topgrad.override(OtherAdd)}),
+        _ops_plugin("square", "alpha", {"Square": Square}),
+    )
+    assert topgrad.load_backend("alpha").ops.Square is OtherAdd
+
+
+def test_a_hook_may_take_fewer_arguments_than_its_spec(install: Callable[..., None]) -> None:
+    """pluggy allows `def topgrad_ops():`; the registry calls it with what it asks for."""
+
+    class NoArgument:
+        @hookimpl
+        def topgrad_ops(self) -> dict[str, Any]:
+            return {"Square": Square}
+
+    install(plugin("plug", spec("alpha")), FakeEntryPoint("bare", NoArgument()))
+    assert topgrad.load_backend("alpha").ops.Square is Square
+
+
+def test_a_helper_the_backend_lacks_is_named() -> None:
+    with pytest.raises(NotImplementedError, match=r"<topgrad backend 'alpha'> does not implement the array "
+                       r"helper randn\(\)"):
+        make_backend("alpha").randn((2, 3))
+
+
+def test_a_backend_may_give_its_ops_as_a_dict(install: Callable[..., None]) -> None:
+    def load() -> Backend:
+        b = make_backend("alpha")
+        b.ops = {"Add": FakeAdd, "helper": len}
+        return b
+
+    install(plugin("plug", spec("alpha", load)))
+    assert topgrad.load_backend("alpha").ops.names() == ["Add"]
+
+
+def test_a_backend_without_ops_says_so(install: Callable[..., None]) -> None:
+    def load() -> Backend:
+        b = make_backend("alpha")
+        b.ops = None
+        return b
+
+    install(plugin("plug", spec("alpha", load)))
+    with pytest.raises(AttributeError, match="has no ops at all"):
+        _ = topgrad.load_backend("alpha").ops.Add
+
+
+def test_an_entry_point_that_offers_no_hook_is_named(install: Callable[..., None]) -> None:
+    """An entry point aimed at the wrong object (a class, say) is reported, and a lookup of the
+    backend it was meant to offer points at it instead of suggesting an install."""
+    install(FakeEntryPoint("aimed-wrong", FakeBackend), plugin("good", spec("alpha")))
+    with pytest.warns(RuntimeWarning, match="'aimed-wrong'.*implements no topgrad hook"):
+        topgrad.available_backends()
+    with pytest.raises(BackendNotFoundError, match=r"skipped.*'aimed-wrong'") as info:
+        topgrad.set_backend("mine")
+    assert "pip install" not in str(info.value)
+
+
+def test_replacing_the_selected_backend_takes_effect(install: Callable[..., None]) -> None:
+    install(plugin("plug", spec("alpha"), spec("beta")))
+    topgrad.set_backend("alpha")
+    topgrad.register_backend(spec("alpha", lambda: make_backend("alpha-2")), replace=True)
+    assert topgrad.get_backend().name == "alpha-2"
+
+
+@pytest.mark.parametrize("load", ["topgrad_fake.backend", "topgrad_fake.backend:", ":backend"])
+def test_a_load_string_must_be_module_colon_attribute(install: Callable[..., None], load: str) -> None:
+    install(plugin("plug", BackendSpec("alpha", load)))
+    with pytest.raises(BackendUnavailableError, match="must be 'module:attribute'"):
+        topgrad.load_backend("alpha")
+
+
+def test_a_bug_in_the_backend_gets_no_reinstall_advice(install: Callable[..., None]) -> None:
+    install(plugin("plug", spec("alpha", _raise(TypeError("__init__() missing 1 required argument")))))
+    with pytest.raises(BackendUnavailableError, match="missing 1 required") as info:
+        topgrad.load_backend("alpha")
+    assert "reinstall" not in str(info.value).lower()
+
+
 # ---- selection --------------------------------------------------------------------------------
 def test_environment_variable_selects(install: Callable[..., None], monkeypatch: pytest.MonkeyPatch) -> None:
     install(plugin("plug", spec("numpy"), spec("beta")))

@@ -31,12 +31,18 @@ class Backend:
     def __repr__(self) -> str:
         return f"<topgrad backend {self.name!r}>"
 
+    def _missing(self, helper: str) -> NotImplementedError:
+        return NotImplementedError(
+            f"{self!r} does not implement the array helper {helper}() (docs/writing-a-backend.md "
+            "lists the helpers a backend implements)"
+        )
+
     # ---- array helpers (no autograd) --------------------------------------------
     def asarray(self, obj: Any, dtype: str = "float32") -> Any:
-        raise NotImplementedError
+        raise self._missing("asarray")
 
     def to_numpy(self, a: Any) -> Any:
-        raise NotImplementedError
+        raise self._missing("to_numpy")
 
     def zeros(self, shape: tuple[int, ...]) -> Any:
         return self.full(shape, 0.0)
@@ -45,25 +51,25 @@ class Backend:
         return self.full(shape, 1.0)
 
     def full(self, shape: tuple[int, ...], value: float) -> Any:
-        raise NotImplementedError
+        raise self._missing("full")
 
     def randn(self, shape: tuple[int, ...], seed: int | None = None) -> Any:
-        raise NotImplementedError
+        raise self._missing("randn")
 
     def add(self, a: Any, b: Any) -> Any:
-        raise NotImplementedError
+        raise self._missing("add")
 
     def sub(self, a: Any, b: Any) -> Any:
-        raise NotImplementedError
+        raise self._missing("sub")
 
     def mul(self, a: Any, b: Any) -> Any:
-        raise NotImplementedError
+        raise self._missing("mul")
 
     def div(self, a: Any, b: Any) -> Any:
-        raise NotImplementedError
+        raise self._missing("div")
 
     def sqrt(self, a: Any) -> Any:
-        raise NotImplementedError
+        raise self._missing("sqrt")
 
     def copy(self, a: Any) -> Any:
         """A new array holding `a`'s values."""

@@ -18,12 +18,10 @@ import pluggy
 
 from topgrad import hookspecs
 from topgrad.backend import Backend, BackendSpec
-from topgrad.errors import (
-    BackendConflictError,
-    BackendNotFoundError,
-    BackendUnavailableError,
-    OpConflictError,
-)
+from topgrad.errors import BackendConflictError, BackendNotFoundError, BackendUnavailableError
+from topgrad.optable import OpTable, merge, override, own_ops
+
+__all__ = ["OpTable", "override"]  # re-exported: `topgrad.override`, `registry.OpTable`
 
 ENTRY_POINT_GROUP = "topgrad"
 _IN_PROCESS = "register_backend()"
@@ -33,38 +31,7 @@ _in_process: dict[str, BackendSpec] = {}
 _loaded: dict[str, Backend] = {}
 _current: Backend | None = None
 _selected: str | None = None  # set_backend's choice: kept (and reloaded) when a plugin is added
-
-
-class override:  # noqa: N801 - lower case: it reads as a marker, `topgrad.override(Op)`
-    """Marks an op given through `topgrad_ops` as a replacement for the backend's own."""
-
-    def __init__(self, op: type) -> None:
-        self.op = op
-
-    def __repr__(self) -> str:
-        return f"override({self.op.__name__})"
-
-
-class OpTable:
-    """A backend's op table after plugins are merged in: `table.Add`, `table.Conv2d`, ..."""
-
-    def __init__(self, backend_name: str, ops: dict[str, type]) -> None:
-        self._backend_name = backend_name
-        self.__dict__.update(ops)
-
-    def names(self) -> list[str]:
-        return sorted(k for k in self.__dict__ if not k.startswith("_"))
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        raise AttributeError(
-            f"backend {self._backend_name!r} has no op {name!r}; it has: {', '.join(self.names())}. "
-            "Use a backend that implements it, or add it with a plugin's topgrad_ops hook."
-        )
-
-    def __repr__(self) -> str:
-        return f"OpTable({self._backend_name!r}: {', '.join(self.names())})"
+_skipped: dict[str, str] = {}  # installed plugins that could not be used, and why
 
 
 # ---- discovery ----------------------------------------------------------------------
@@ -80,11 +47,22 @@ def plugin_manager() -> pluggy.PluginManager:
             try:
                 plugin = ep.load()
                 manager.register(plugin, name=ep.name)
-                _warn_unused_hooks(plugin, ep.name)
             except Exception as exc:  # a broken plugin must not break the others
+                _skipped[ep.name] = f"{type(exc).__name__}: {exc}"
                 warnings.warn(
-                    f"topgrad: plugin {ep.name!r} ({ep.value}) failed to import and is skipped: "
-                    f"{type(exc).__name__}: {exc}",
+                    f"topgrad: plugin {ep.name!r} ({ep.value}) failed to load and is skipped: "
+                    f"{_skipped[ep.name]}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                continue
+            _warn_unused_hooks(plugin, ep.name)
+            if not manager.get_hookcallers(plugin):
+                _skipped[ep.name] = "it implements no topgrad hook"
+                warnings.warn(
+                    f"topgrad: plugin {ep.name!r} ({ep.value}) implements no topgrad hook, so it "
+                    "offers nothing: its entry point should name a module (or object) with "
+                    "@topgrad.hookimpl functions such as topgrad_backends",
                     RuntimeWarning,
                     stacklevel=2,
                 )
@@ -130,8 +108,11 @@ def register_backend(spec: BackendSpec, replace: bool = False) -> None:
         raise BackendConflictError(
             f"backend {spec.name!r} is already offered by {owners}; pass replace=True to replace it"
         )
+    global _current
     _in_process[spec.name] = spec
     _loaded.pop(spec.name, None)
+    if _current is not None and _current.name == spec.name:
+        _current = None  # the selection stays; the next use loads the replacement
 
 
 def _offers() -> dict[str, list[tuple[str, BackendSpec]]]:
@@ -140,7 +121,7 @@ def _offers() -> dict[str, list[tuple[str, BackendSpec]]]:
     offers: dict[str, list[tuple[str, BackendSpec]]] = {}
     for impl in reversed(manager.hook.topgrad_backends.get_hookimpls()):
         try:
-            specs = impl.function() or []
+            specs = _backend_specs(_call(impl))
         except Exception as exc:
             warnings.warn(
                 f"topgrad: plugin {impl.plugin_name!r} failed in topgrad_backends() and is skipped: "
@@ -154,6 +135,22 @@ def _offers() -> dict[str, list[tuple[str, BackendSpec]]]:
     for name, spec in _in_process.items():
         offers[name] = [(_IN_PROCESS, spec)]  # an explicit in-process registration wins
     return offers
+
+
+def _call(impl: Any, **arguments: Any) -> Any:
+    """Call a hook implementation with the arguments it asks for (pluggy lets it take fewer)."""
+    return impl.function(*[arguments[name] for name in impl.argnames])
+
+
+def _backend_specs(answer: Any) -> list[BackendSpec]:
+    """A `topgrad_backends` answer as a list of specs; a TypeError saying what is wrong otherwise."""
+    if isinstance(answer, BackendSpec):
+        raise TypeError("it returned one BackendSpec; return a list of them: [BackendSpec(...)]")
+    specs = list(answer or [])
+    odd = [s for s in specs if not isinstance(s, BackendSpec)]
+    if odd:
+        raise TypeError(f"it returned {odd[0]!r} in its list, not a topgrad.BackendSpec")
+    return specs
 
 
 def available_backends() -> dict[str, BackendSpec]:
@@ -173,6 +170,9 @@ def load_backend(name: str) -> Backend:
         near = [n for n in offers if n.lower() == name.lower()]  # a name in another case, or a typo
         near = near or difflib.get_close_matches(name, list(offers), n=1)
         hint = f"Did you mean {near[0]!r}?" if near else f"To get it: pip install topgrad-{name}"
+        if _skipped and not near:
+            hint = "Installed plugins were skipped (see the warnings): " + "; ".join(
+                f"{plugin!r}: {why}" for plugin, why in _skipped.items())
         raise BackendNotFoundError(f"no backend named {name!r}; installed: {_describe(offers)}. {hint}")
     if len(offers[name]) > 1:
         owners = " and ".join(repr(owner) for owner, _ in offers[name])
@@ -187,19 +187,27 @@ def load_backend(name: str) -> Backend:
 
 
 def _instantiate(spec: BackendSpec, owner: str) -> Backend:
+    target: Any = spec.load
+    if isinstance(target, str):
+        module_name, _, attribute = target.partition(":")
+    if isinstance(target, str) and not (module_name and attribute):
+        raise BackendUnavailableError(
+            f"backend {spec.name!r} (from plugin {owner!r}) has load={target!r}; a string load must "
+            "be 'module:attribute', e.g. 'topgrad_mybackend.backend:MyBackend'"
+        )
     try:
-        target: Any = spec.load
         if isinstance(target, str):
-            module_name, _, attribute = target.partition(":")
             target = getattr(importlib.import_module(module_name), attribute)
         backend = target if isinstance(target, Backend) else target()
     except BackendUnavailableError:
         raise
     except Exception as exc:
+        reinstall = isinstance(exc, (ImportError, OSError)) and owner != _IN_PROCESS  # the install
+        advice = (f"Reinstall it with: pip install --force-reinstall topgrad-{spec.name}" if reinstall
+                  else "The error is in the backend's own code or its load target.")
         raise BackendUnavailableError(
             f"backend {spec.name!r} (from plugin {owner!r}) is installed but failed to load: "
-            f"{type(exc).__name__}: {exc}. Reinstall it with: pip install --force-reinstall "
-            f"topgrad-{spec.name}"
+            f"{type(exc).__name__}: {exc}. {advice}"
         ) from exc
     if not isinstance(backend, Backend):
         raise BackendUnavailableError(
@@ -210,20 +218,12 @@ def _instantiate(spec: BackendSpec, owner: str) -> Backend:
 
 
 def _merged_ops(name: str, backend: Backend) -> OpTable:
-    """The backend's own ops plus what plugins give through `topgrad_ops`; conflicts raise."""
-    from topgrad.op import Op
-
-    base = backend.ops
-    table: dict[str, type] = {}
-    for attr in dir(base) if base is not None else ():
-        value = getattr(base, attr, None)
-        if isinstance(value, type) and issubclass(value, Op) and value is not Op:
-            table[attr] = value
-    given: dict[str, str] = {}
-    overridden: dict[str, str] = {}
+    """The backend's own ops plus what plugins give through `topgrad_ops` (`topgrad.optable`)."""
+    own = own_ops(backend.ops)
+    given = []
     for impl in reversed(plugin_manager().hook.topgrad_ops.get_hookimpls()):
         try:
-            extra = impl.function(backend=name) or {}
+            answer = _call(impl, backend=name)
         except Exception as exc:  # a broken plugin must not break the backend
             warnings.warn(
                 f"topgrad: plugin {impl.plugin_name!r} failed in topgrad_ops({name!r}) and its ops are "
@@ -232,30 +232,9 @@ def _merged_ops(name: str, backend: Backend) -> OpTable:
                 stacklevel=3,
             )
             continue
-        for op_name, value in extra.items():
-            plugin = impl.plugin_name
-            if isinstance(value, override):
-                if op_name in overridden:
-                    raise OpConflictError(
-                        f"op {op_name!r} of backend {name!r} is overridden by two plugins, "
-                        f"{overridden[op_name]!r} and {plugin!r}; uninstall one of them"
-                    )
-                overridden[op_name] = plugin
-                table[op_name] = value.op
-                continue
-            if op_name in given:
-                raise OpConflictError(
-                    f"op {op_name!r} is given to backend {name!r} by two plugins, "
-                    f"{given[op_name]!r} and {plugin!r}; uninstall one of them"
-                )
-            if op_name in table and op_name not in overridden:
-                raise OpConflictError(
-                    f"plugin {plugin!r} gives op {op_name!r}, which backend {name!r} already has; "
-                    f"return topgrad.override({value.__name__}) to replace it"
-                )
-            given[op_name] = plugin
-            table[op_name] = value
-    return OpTable(name, table)
+        if answer is not None:
+            given.append((impl.plugin_name, answer))
+    return merge(name, own, given)
 
 
 def set_backend(name: str) -> Backend:
@@ -314,4 +293,5 @@ def reset() -> None:
     _forget_loaded()
     _selected = None
     _in_process.clear()
+    _skipped.clear()
     _manager = None
