@@ -326,6 +326,59 @@ def test_a_new_forward_pass_can_run_backward_again() -> None:
     assert_close(x.grad, 4 * x_np, "two graphs, one leaf")
 
 
+def test_ops_that_saved_nothing_can_run_backward_again() -> None:
+    """As in PyTorch, where Add and Sum keep no tensors: a second backward through them adds up."""
+    a, b = Tensor(rand((2, 3), 32)), Tensor(rand((2, 3), 33))
+    s = (a + b).sum()
+    s.backward()
+    s.backward()
+    assert_close(a.grad, np.full((2, 3), 2.0, np.float32), "two backward calls through Add and Sum")
+
+
+# ---- mistakes in an Op, caught by the engine --------------------------------------------------
+class _MulWithoutUnbroadcast(Op):
+    def forward(self, a: Any, b: Any) -> Any:
+        self.save_for_backward(a, b)
+        return a * b
+
+    def backward(self, grad: Any) -> Any:
+        a, b = self.saved
+        return [grad * b, grad * a]  # a list is fine; the missing sum over the broadcast axis is not
+
+
+class _ForwardReturningAList(Op):
+    def forward(self, a: Any) -> Any:
+        return [1.0, 2.0]
+
+
+def test_a_gradient_of_the_wrong_shape_names_the_op_and_the_input() -> None:
+    """A backward that forgets to un-broadcast would otherwise change a parameter's shape at
+    the next optimizer step; PyTorch refuses such a gradient too."""
+    x, b = Tensor(rand((2, 3), 34)), Tensor(rand((3,), 35))
+    with pytest.raises(RuntimeError, match=r"_MulWithoutUnbroadcast.backward returned a gradient of shape "
+                       r"\(2, 3\) for input 1 of shape \(3,\)"):
+        _MulWithoutUnbroadcast.apply(x, b).sum().backward()
+
+
+def test_backward_may_return_a_list() -> None:
+    x, y = Tensor(rand((2, 3), 36)), Tensor(rand((2, 3), 37))
+    _MulWithoutUnbroadcast.apply(x, y).sum().backward()
+    assert_close(x.grad, y.numpy(), "gradient through a backward that returns a list")
+
+
+def test_a_forward_that_returns_no_array_is_named() -> None:
+    with pytest.raises(TypeError, match=r"_ForwardReturningAList\.forward returned a list"):
+        _ForwardReturningAList.apply(Tensor(rand((2,), 38)))
+
+
+def test_an_op_dropped_from_the_graph_lets_go_of_what_it_saved() -> None:
+    """An op of constants alone builds no graph, so what its forward saved is released at once."""
+    x = Tensor(rand((2, 3), 39), requires_grad=False)
+    with topgrad.profile() as p:
+        (x * x).sum()
+    assert p.stats["Mul"].saved_bytes == 0
+
+
 # ---- no_grad -----------------------------------------------------------------------------
 def test_no_grad_builds_no_graph_and_saves_nothing() -> None:
     """Under no_grad the output has no op, and the op instance saved no arrays."""

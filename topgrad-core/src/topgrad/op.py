@@ -104,9 +104,16 @@ def _link(op: Op, args: tuple[Any, ...], out: Any) -> Tensor:
     """Make `out` the output Tensor of `op` and record the op's parents (ops and leaves); with
     constants alone for inputs, `out` is a constant and `op` is dropped."""
     if not any(isinstance(a, Tensor) and a.requires_grad for a in args):
+        op._intermediate = ()  # nothing will run its backward: let go of what it saved
         return Tensor._from_array(out, None, requires_grad=False)
     op.parents = tuple((a._op or a) if isinstance(a, Tensor) else a for a in args)
-    op._out_shape, op._out_dtype = out.shape, out.dtype
+    try:
+        op._out_shape, op._out_dtype = out.shape, out.dtype
+    except AttributeError:
+        raise TypeError(
+            f"{type(op).__name__}.forward returned a {type(out).__name__}; it must return one "
+            "backend array (with .shape and .dtype)"
+        ) from None
     result = Tensor._from_array(out, op)
     op._output = weakref.ref(result)
     return result
@@ -128,10 +135,20 @@ def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
         for obs in Op._observers:
             obs.after_backward(op, grad, grads, seconds)
     if not isinstance(grads, tuple):
-        grads = (grads,)
+        grads = tuple(grads) if isinstance(grads, list) else (grads,)
     if len(grads) != len(op.parents):
         raise RuntimeError(
             f"{type(op).__name__}.backward returned {len(grads)} gradients for "
-            f"{len(op.parents)} positional arguments"
+            f"{len(op.parents)} positional arguments (one per argument, None where there is none)"
         )
+    for i, (parent, g) in enumerate(zip(op.parents, grads)):
+        shape = getattr(g, "shape", None)
+        if shape is not None and isinstance(parent, (Op, Tensor)):
+            want = parent._out_shape if isinstance(parent, Op) else parent.shape
+            if tuple(shape) != tuple(want):
+                raise RuntimeError(
+                    f"{type(op).__name__}.backward returned a gradient of shape {tuple(shape)} for "
+                    f"input {i} of shape {tuple(want)} (a broadcast input's gradient must be summed "
+                    "back to its shape)"
+                )
     return grads

@@ -272,7 +272,8 @@ class Tensor:
                     continue
                 key = id(parent)
                 grads[key] = pg if key not in grads else add(grads[key], pg)
-            node._intermediate, node._released = (), True
+            if node._intermediate:  # an op that saved nothing can run backward again
+                node._intermediate, node._released = (), True
 
 
 def _own(backend: Any, g: Any, taken: set[Any]) -> Any:
