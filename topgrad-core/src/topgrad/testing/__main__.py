@@ -42,7 +42,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --plugin {module}: cannot import it ({exc}); give an importable module "
                   "name (its folder on PYTHONPATH)", file=sys.stderr)
             return 2
-        topgrad.register_plugin(plugin, name=module)
+        if topgrad.registry.plugin_manager().is_registered(plugin):
+            continue  # installed already: its entry point registered it
+        try:
+            topgrad.register_plugin(plugin, name=module)
+        except Exception as exc:  # registered already (its entry point), or rejected by pluggy
+            print(f"error: --plugin {module}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
     if args.list:
         for name, spec in sorted(topgrad.available_backends().items()):
             print(f"{name:<12} {spec.description}")
@@ -55,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"topgrad conformance kit: backend {name!r}\n")
-    report = run(name, rtol=args.rtol or RTOL, only=args.only)
+    report = run(name, rtol=RTOL if args.rtol is None else args.rtol, only=args.only)
     if not report.rows:
         print(f"error: no check matches -k {args.only!r}", file=sys.stderr)
         return 2

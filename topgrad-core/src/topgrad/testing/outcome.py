@@ -59,7 +59,7 @@ def compare(what: str, actual: Any, expected: Any, rtol: float) -> Outcome:
         ) if actual.ndim else ()
         got, want = actual[where], np.asarray(expected)[where]
         return Outcome.failed(
-            f"{what}: max error {err:.2e} > {rtol:.0e} at index {tuple(int(i) for i in where)} "
+            f"{what}: max error {err:.2e} > {rtol:.2g} at index {tuple(int(i) for i in where)} "
             f"(got {float(got):.6g}, expected {float(want):.6g})", err,
         )
     return Outcome(True, err)

@@ -23,6 +23,7 @@ class Row:
     forward: Outcome
     backward: Outcome | None = None  # None: not applicable
     failures: list[str] = field(default_factory=list)  # "case: message" for each failed case
+    note: str = ""  # the max-error cell where there is no error to show ("missing", "crashed")
 
     @property
     def ok(self) -> bool:
@@ -59,7 +60,14 @@ def _guarded(where: str, check: Callable[[], Outcome | None]) -> Outcome | None:
 
 
 def op_row(op: str, rtol: float = RTOL, cases: list[Case] | None = None) -> Row:
-    """Run every case of `op` (forward, backward, and the reference's own gradient check)."""
+    """Run every case of `op` (forward, backward, and the reference's own gradient check); an op
+    the backend's table lacks is one failure, not one per case."""
+    backend = registry.get_backend()
+    names = backend.ops.names() if hasattr(backend.ops, "names") else [op]
+    if op not in names:
+        why = f"backend {backend.name!r} has no op {op!r}; it has: {', '.join(names) or 'none'}"
+        missing = Outcome(False, float("inf"), why)
+        return Row("op", op, missing, missing, [f"{op}: {why}"], "missing")
     forwards, backwards, failures = [], [], []
     for case in cases if cases is not None else [c for c in CASES if c.op == op]:
         reference = check_reference(case)
@@ -85,12 +93,12 @@ def _single(section: str, name: str, check: Callable[[float], Outcome], rtol: fl
 @contextlib.contextmanager
 def selected(name: str) -> Iterator[None]:
     """Select backend `name` for the duration, then restore the previous selection."""
-    previous = registry._current
+    previous = registry._current, registry._selected
     registry.set_backend(name)
     try:
         yield
     finally:
-        registry._current = previous
+        registry._current, registry._selected = previous
 
 
 def run(name: str, rtol: float = RTOL, only: str | None = None) -> Report:
@@ -120,7 +128,7 @@ def format_report(report: Report) -> str:
         if row.section != section:
             section = row.section
             lines.append(f"-- {section}s")
-        err = "-" if row.error == float("inf") else f"{row.error:.1e}"
+        err = row.note or ("crashed" if row.error == float("inf") else f"{row.error:.1e}")
         lines.append(f"{row.name:<{width}}  {_mark(row.forward):<7}  {_mark(row.backward):<8}  {err}")
     failures = [f for row in report.rows for f in row.failures]
     if failures:
