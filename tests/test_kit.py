@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import topgrad
@@ -280,6 +281,31 @@ def test_backend_conformance_subclass_reports_the_broken_case(tmp_path: Path) ->
     assert re.search(r"7 failed, 12 passed, (\d+ deselected, )?1 xfailed", done.stdout), done.stdout
     assert "TestBroken::test_backward[ReLU[(2,4) zeros]]" in done.stdout
     assert "[XPASS(strict)] passes" in done.stdout, done.stdout
+
+
+def test_an_op_that_changes_the_dtype_fails() -> None:
+    """Values right, dtype promoted to float64: the kit says so (parameters would follow)."""
+    pytest.importorskip("topgrad_numpy")
+    from topgrad_numpy import ops as numpy_ops
+    from topgrad_numpy.backend import NumpyBackend
+
+    class PromotingAdd(numpy_ops.Add):
+        def forward(self, a: object, b: object) -> object:
+            return super().forward(a, b).astype("float64")
+
+    class Promoting(NumpyBackend):
+        name = "promoting"
+        ops = SimpleNamespace(**{name: getattr(numpy_ops, name) for name in OP_NAMES if name != "Add"},
+                              Add=PromotingAdd)
+
+    topgrad.register_backend(topgrad.BackendSpec("promoting", Promoting))
+    try:
+        text = format_report(run("promoting", only="Add"))
+    finally:
+        registry._in_process.pop("promoting")
+        registry._loaded.pop("promoting", None)
+    assert "output: dtype float64, but the inputs are float32" in text, text
+    assert re.search(r"^Add\s+FAIL\s+FAIL\s+-$", text, re.M), text
 
 
 def test_importing_topgrad_testing_does_not_import_numpy(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from topgrad.observe import dtype_name
 from topgrad.registry import get_backend
 from topgrad.tensor import Tensor
 from topgrad.testing.cases import Case
@@ -44,6 +45,16 @@ def _unchanged(args: list[Any], args64: list[Any]) -> list[Outcome]:
     ]
 
 
+def _same_dtype(what: str, array: Any, args: list[Any]) -> list[Outcome]:
+    """A result keeps its inputs' dtype: one that promotes float32 to float64 would turn the
+    parameters into float64 at the first optimizer step (and pass every value check)."""
+    want = next((dtype_name(t.data) for t in args if isinstance(t, Tensor)), None)
+    got = dtype_name(array)
+    if want is None or got == want:
+        return []
+    return [Outcome.failed(f"{what}: dtype {got}, but the inputs are {want}")]
+
+
 def check_forward(case: Case, rtol: float = RTOL) -> Outcome:
     """The backend's forward output (and in-place parameter updates) against the float64 reference."""
     args64, params64 = case.materialize()
@@ -53,6 +64,7 @@ def check_forward(case: Case, rtol: float = RTOL) -> Outcome:
     try:
         out, args, params = _apply(case, args64, params64)
         outcomes = [compare("output", _numpy(out.data), forward_output(ref), rtol)]
+        outcomes += _same_dtype("output", out.data, args)
         for name, expected in (ref[1] if isinstance(ref, tuple) else {}).items():
             outcomes.append(compare(f"{name} after forward", _numpy(params[name].data), expected, rtol))
         outcomes += _unchanged(args, args64)
@@ -111,6 +123,7 @@ def check_backward(case: Case, rtol: float = RTOL) -> Outcome | None:
                 outcomes.append(Outcome.failed(f"input {i} got no gradient (its backward entry was None)"))
                 continue
             outcomes.append(compare(f"gradient of input {i}", _numpy(t.grad), want, rtol))
+            outcomes += _same_dtype(f"gradient of input {i}", t.grad, [t])
     except Exception as exc:
         return Outcome.crashed("backward", exc)
     return merge(outcomes)

@@ -19,6 +19,7 @@ class Outcome:
     ok: bool
     error: float = 0.0
     message: str = ""
+    raised: bool = False  # the check raised (the table says "crashed" instead of an error)
 
     @classmethod
     def failed(cls, message: str, error: float = float("inf")) -> Outcome:
@@ -26,7 +27,7 @@ class Outcome:
 
     @classmethod
     def crashed(cls, where: str, exc: BaseException) -> Outcome:
-        return cls(False, float("inf"), f"{where} raised {type(exc).__name__}: {exc}{_origin(exc)}")
+        return cls(False, float("inf"), f"{where} raised {type(exc).__name__}: {exc}{_origin(exc)}", True)
 
 
 def _origin(exc: BaseException) -> str:
@@ -73,4 +74,5 @@ def merge(outcomes: list[Outcome]) -> Outcome:
         all(o.ok for o in outcomes),
         max(o.error for o in outcomes),
         "; ".join(o.message for o in outcomes if not o.ok),
+        any(o.raised for o in outcomes),
     )

@@ -30,6 +30,10 @@ class Row:
         return self.forward.ok and (self.backward is None or self.backward.ok)
 
     @property
+    def crashed(self) -> bool:
+        return self.forward.raised or (self.backward is not None and self.backward.raised)
+
+    @property
     def error(self) -> float:
         return max(self.forward.error, self.backward.error if self.backward else 0.0)
 
@@ -128,7 +132,8 @@ def format_report(report: Report) -> str:
         if row.section != section:
             section = row.section
             lines.append(f"-- {section}s")
-        err = row.note or ("crashed" if row.error == float("inf") else f"{row.error:.1e}")
+        infinite = "crashed" if row.crashed else "-"
+        err = row.note or (f"{row.error:.1e}" if row.error != float("inf") else infinite)
         lines.append(f"{row.name:<{width}}  {_mark(row.forward):<7}  {_mark(row.backward):<8}  {err}")
     failures = [f for row in report.rows for f in row.failures]
     if failures:
