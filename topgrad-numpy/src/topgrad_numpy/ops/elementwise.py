@@ -43,7 +43,8 @@ class Add(Op):
 
 
 class Mul(Op):
-    """a * b with broadcasting; saves both operands (references, no copies)."""
+    """a * b with broadcasting; saves each operand the other's gradient needs (references, no
+    copies): `x * 2.0` keeps only the 2.0, as PyTorch does."""
 
     def forward(self, a: Any, b: Any) -> np.ndarray:
         a, b = operands("Mul", a, b)
@@ -51,11 +52,13 @@ class Mul(Op):
             out = _apply(np.multiply, a, b)
         except ValueError:
             raise _shape_error("Mul", a, b) from None
-        self.save_for_backward(a, b)
+        self.shapes = (None if type(a) is float else a.shape, None if type(b) is float else b.shape)
+        self.save_for_backward(None if type(b) is float else a, None if type(a) is float else b)
         return arr(out)
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any]:
         a, b = self._intermediate
-        ga = None if type(a) is float else unbroadcast(arr(_apply(np.multiply, grad, b)), a.shape)
-        gb = None if type(b) is float else unbroadcast(arr(_apply(np.multiply, grad, a)), b.shape)
+        sa, sb = self.shapes
+        ga = None if sa is None else unbroadcast(arr(_apply(np.multiply, grad, b)), sa)
+        gb = None if sb is None else unbroadcast(arr(_apply(np.multiply, grad, a)), sb)
         return ga, gb

@@ -26,11 +26,11 @@ def _check(op: str, a: Any, b: Any) -> None:
         broadcast_shape(op, a.shape, b.shape)
 
 
-def _mul_grad(grad: torch.Tensor, other: Any, mine: Any) -> torch.Tensor | None:
+def _mul_grad(grad: torch.Tensor, other: Any, shape: tuple[int, ...] | None) -> torch.Tensor | None:
     """d(a*b)/d(mine) = grad * other, summed back to mine's shape; None when mine is a number."""
-    if not isinstance(mine, torch.Tensor):
+    if shape is None:
         return None
-    return reduce_to_shape(ew.elementwise(ew.MUL, grad, other, name="Mul"), tuple(mine.shape))
+    return reduce_to_shape(ew.elementwise(ew.MUL, grad, other, name="Mul"), shape)
 
 
 class Add(TritonOp):
@@ -46,16 +46,18 @@ class Add(TritonOp):
 
 
 class Mul(TritonOp):
-    """a * b with broadcasting; either may be a Python number."""
+    """a * b with broadcasting; either may be a Python number. Saves each operand the other's
+    gradient needs: `x * 2.0` keeps only the 2.0, as PyTorch does."""
 
     def forward(self, a: Any, b: Any) -> torch.Tensor:
         _check("Mul", a, b)
-        self.save_for_backward(a, b)
+        self.shapes = (_shape(a), _shape(b))
+        self.save_for_backward(None if self.shapes[1] is None else a, None if self.shapes[0] is None else b)
         return ew.elementwise(ew.MUL, a, b, name="Mul")
 
     def backward(self, grad: torch.Tensor) -> tuple[Any, Any]:
         a, b = self.saved
-        return _mul_grad(grad, b, a), _mul_grad(grad, a, b)
+        return _mul_grad(grad, b, self.shapes[0]), _mul_grad(grad, a, self.shapes[1])
 
 
 class ReLU(TritonOp):
