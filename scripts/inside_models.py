@@ -42,8 +42,10 @@ def one_step(name: str, batch: int) -> str:
     return (
         f"### {name} (batch {batch}, backend {topgrad.get_backend().name})\n\n```\n{p}\n```\n\n"
         "| op | nodes | saved for backward | of which held only for backward |\n| --- | --- | --- | --- |\n"
-        f"{rows}\n| total | {len(graph.ops)} | {human_bytes(graph.saved_bytes)} | "
-        f"{human_bytes(graph.extra_saved_bytes)} |\n"
+        f"{rows}\n| total, each array once | {len(graph.ops)} | {human_bytes(graph.distinct_saved_bytes)} | "
+        f"{human_bytes(graph.distinct_extra_bytes)} |\n\n"
+        "(A row counts what its op type saved; an array two ops saved, such as a ReLU's output the "
+        "next layer saves too, is in both rows and once in the total.)\n"
     )
 
 

@@ -47,6 +47,12 @@ class Node:
     built_at: str | None = None  # "file.py:12" where the op ran, when anomaly mode recorded it
     name: str | None = None  # the tensor's name, when `build` was given names (model.state())
     output_bytes: int = 0
+    constant: bool = False  # a leaf made with requires_grad=False (an input batch): no gradient
+
+    @property
+    def kind(self) -> str:
+        """The op's name, or 'leaf' / 'const' for a leaf that gets a gradient / does not."""
+        return self.op or ("const" if self.constant else "leaf")
 
     @property
     def saved_bytes(self) -> int:
@@ -54,7 +60,8 @@ class Node:
 
     @property
     def extra_saved_bytes(self) -> int:
-        """Saved bytes that are neither an input nor the output of the op: memory held for backward."""
+        """Saved bytes that no live Tensor holds (an input or output of this op that your code
+        still references would be): memory held only for backward."""
         return sum(s.nbytes for s in self.saved if s.alias is None)
 
 
@@ -67,14 +74,21 @@ class OpTotals:
     saved_bytes: int = 0
     extra_saved_bytes: int = 0
     output_bytes: int = 0
+    constant: bool = False  # a leaf made with requires_grad=False (an input batch): no gradient
+
+    @property
+    def kind(self) -> str:
+        """The op's name, or 'leaf' / 'const' for a leaf that gets a gradient / does not."""
+        return self.op or ("const" if self.constant else "leaf")
 
 
 class Graph:
     """The nodes behind a tensor in topological order, and totals per op type."""
 
-    def __init__(self, nodes: list[Node], distinct_saved_bytes: int) -> None:
+    def __init__(self, nodes: list[Node], distinct_saved_bytes: int, distinct_extra_bytes: int = 0) -> None:
         self.nodes = nodes
-        self.distinct_saved_bytes = distinct_saved_bytes
+        self.distinct_saved_bytes = distinct_saved_bytes  # each saved buffer once: the real memory
+        self.distinct_extra_bytes = distinct_extra_bytes  # of which no live Tensor holds it too
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -92,12 +106,14 @@ class Graph:
 
     @property
     def saved_bytes(self) -> int:
-        """Bytes of all arrays saved for backward, an array counted once per op that saved it."""
+        """Bytes of all arrays saved for backward, an array counted once per op that saved it (a
+        ReLU's output, saved by the ReLU and the next Linear, twice): `distinct_saved_bytes` is
+        the memory."""
         return sum(n.saved_bytes for n in self.nodes)
 
     @property
     def extra_saved_bytes(self) -> int:
-        """Saved bytes that are not an input or output of the op that saved them."""
+        """Per-op sum of saved bytes that no live Tensor holds (see `distinct_extra_bytes`)."""
         return sum(n.extra_saved_bytes for n in self.nodes)
 
     def totals(self) -> dict[str, OpTotals]:
@@ -141,10 +157,11 @@ def build(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Graph:
     index = {id(node): i for i, node in enumerate(order)}
     label = {id(tensor): name for name, tensor in (names or {}).items()}
     nodes: list[Node] = []
-    seen_saved: dict[int, int] = {}
+    seen_saved: dict[int, int] = {}  # memory owner's id -> bytes, each saved buffer once
+    held_elsewhere: set[int] = set()  # ... of which a live Tensor (an input, an output) holds too
     for i, item in enumerate(order):
         if isinstance(item, Tensor):
-            node = Node(i, None, item.shape, dtype_name(item.data), ())
+            node = Node(i, None, item.shape, dtype_name(item.data), (), constant=not item.requires_grad)
             node.output_bytes = nbytes(item.data)
             node.name = label.get(id(item))
             nodes.append(node)
@@ -153,7 +170,10 @@ def build(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Graph:
         parents = tuple(f"%{index[id(p)]}" if id(p) in index else _literal(p) for p in op.parents)
         saved = saved_arrays(op, output)
         for s, array in saved:
-            seen_saved.setdefault(id(array), s.nbytes)
+            key = id(_root(array))
+            seen_saved[key] = max(seen_saved.get(key, 0), s.nbytes)
+            if s.alias is not None:
+                held_elsewhere.add(key)
         node = Node(
             i, type(op).__name__, tuple(int(d) for d in op._out_shape), _dtype_text(op._out_dtype), parents,
             saved=[s for s, _ in saved], attrs=_settings(op), released=op._released,
@@ -162,7 +182,8 @@ def build(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Graph:
         node.output_bytes = math.prod(node.shape) * _itemsize(op._out_dtype)
         node.name = label.get(id(output)) if output is not None else None
         nodes.append(node)
-    return Graph(nodes, sum(seen_saved.values()))
+    extra = sum(b for key, b in seen_saved.items() if key not in held_elsewhere)
+    return Graph(nodes, sum(seen_saved.values()), extra)
 
 
 def _dtype_text(dtype: Any) -> str:
@@ -275,10 +296,10 @@ def _shape_text(shape: tuple[int, ...]) -> str:
 def format_graph(g: Graph) -> str:
     """The text `print(graph)` shows: one line per node, saved arrays under it, totals."""
     lines = [f"graph: {len(g.ops)} ops, {len(g.nodes) - len(g.ops)} leaves"]
-    width = max((len(n.op or "leaf") for n in g.nodes), default=4)
+    width = max([len(n.kind) for n in g.nodes] + [len("total")])
     for n in g.nodes:
         settings = format_attrs(n.attrs)
-        head = f"  %{n.index:<4} {(n.op or 'leaf'):<{width}}  {_shape_text(n.shape):<16} {n.dtype}"
+        head = f"  %{n.index:<4} {n.kind:<{width}}  {_shape_text(n.shape):<16} {n.dtype}"
         if n.name:
             head += f"  {n.name}"
         if n.parents:
@@ -310,7 +331,8 @@ def format_graph(g: Graph) -> str:
             lines.append(f"  {name:<{width}}  {t.count:>6} {t.saved_arrays:>13} "
                          f"{human_bytes(t.saved_bytes):>12} {human_bytes(t.extra_saved_bytes):>15} "
                          f"{human_bytes(t.output_bytes):>13}")
-        lines.append("  (extra: saved arrays that are neither an input nor the output of the op that "
-                     "saved them;")
-        lines.append(f"   distinct saved arrays, each counted once: {human_bytes(g.distinct_saved_bytes)})")
+        lines.append("  (extra: saved arrays that no live Tensor holds, an op's input or output your code")
+        lines.append("   still references: memory held only for backward. Rows count an array once per op")
+        lines.append(f"   that saved it; each counted once, {human_bytes(g.distinct_saved_bytes)} saved, "
+                     f"{human_bytes(g.distinct_extra_bytes)} of it extra)")
     return "\n".join(lines)
