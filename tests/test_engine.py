@@ -482,11 +482,26 @@ def test_repr_shows_values_shape_op_and_constness() -> None:
     assert repr(Tensor(3.0, requires_grad=False)) == "Tensor(3.0, shape=(), requires_grad=False)"
 
 
-def test_numpy_reads_a_tensor_as_its_values() -> None:
-    """np.asarray(t) is a copy of the values (as t.numpy()), not a 0-d object array."""
-    a = Tensor(rand((2, 3), 49))
+def test_numpy_reads_a_constant_as_its_values() -> None:
+    """np.asarray(t) of a constant is a copy of the values (as t.numpy()), not a 0-d object array."""
+    a = Tensor(rand((2, 3), 49), requires_grad=False)
     np.testing.assert_array_equal(np.asarray(a), a.numpy())
     assert np.asarray(a, dtype=np.float64).dtype == np.float64
+
+
+def test_numpy_refuses_a_tensor_that_requires_grad() -> None:
+    """As in PyTorch: np.exp(w) would silently leave the graph and train nothing."""
+    w = Tensor(rand((2, 3), 50))
+    with pytest.raises(RuntimeError, match=r"outside the graph.*t\.numpy\(\)"):
+        np.exp(w)
+    np.testing.assert_array_equal(np.exp(w.numpy()), np.exp(rand((2, 3), 50)))
+
+
+@pytest.mark.parametrize("momentum", [None, -0.1, 1.5, "0.1"])
+def test_batchnorm_momentum_must_be_a_number_in_0_1(momentum: Any) -> None:
+    x, g, b = Tensor(rand((4, 3), 51)), Tensor(rand((3,), 52)), Tensor(rand((3,), 53))
+    with pytest.raises(ValueError, match=r"momentum must be a number in \[0, 1\]"):
+        x.batchnorm(g, b, momentum=momentum)
 
 
 def test_truth_of_a_tensor_is_its_one_value_as_in_pytorch() -> None:

@@ -90,6 +90,18 @@ def test_graph_totals_count_an_array_two_ops_saved_once() -> None:
     assert re.search(r"^  %1\s+leaf ", text, re.M), text
 
 
+def test_graph_shows_a_convolutions_stride_and_padding() -> None:
+    x, w = Tensor(rand((1, 5, 5, 2), 1)), Tensor(rand((3, 3, 2, 4), 2))
+    text = str(x.conv2d(w, stride=2, padding=1).graph())
+    assert re.search(r"Conv2d .*\[kept: .*stride=\(?2", text) and re.search(r"padding=\(?1", text), text
+
+
+def test_to_dot_says_names_go_by_keyword() -> None:
+    loss, tensors = _mlp_loss()
+    with pytest.raises(TypeError, match="names by keyword"):
+        topgrad.viz.to_dot(loss, tensors)  # type: ignore[arg-type]
+
+
 def test_graph_after_backward_shows_nothing_saved() -> None:
     loss, _ = _mlp_loss()
     before = loss.graph()

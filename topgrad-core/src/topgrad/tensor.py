@@ -125,7 +125,13 @@ class Tensor:
         return f"Tensor({values}, shape={self.shape}{made_by}{constant})"
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
-        """`np.asarray(t)`: a numpy copy of the values (outside the graph, as `t.numpy()`)."""
+        """`np.asarray(t)`: a numpy copy of the values, for a constant. As in PyTorch, a tensor that
+        requires grad refuses: numpy functions would silently compute outside the graph."""
+        if self.requires_grad:
+            raise RuntimeError(
+                "numpy cannot use a Tensor that requires grad: its result would be outside the graph "
+                "and get no gradient. Use Topgrad's ops, or t.numpy() for a copy of the values"
+            )
         values = self.numpy()
         return values if dtype is None else values.astype(dtype)
 
@@ -212,6 +218,11 @@ class Tensor:
         momentum: float = 0.1,
         eps: float = 1e-5,
     ) -> Tensor:
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum <= 1:
+            raise ValueError(
+                f"BatchNorm: momentum must be a number in [0, 1], got {momentum!r} (PyTorch's "
+                "momentum=None, a cumulative average of every batch, is not supported)"
+            )
         return _ops().BatchNorm.apply(
             self, gamma, beta, running_mean=running_mean, running_var=running_var,
             training=training, momentum=momentum, eps=eps,

@@ -32,6 +32,9 @@ def to_dot(
 
     `names` (e.g. a model's `{name: parameter}`) labels those tensors in the picture.
     """
+    if isinstance(path, Mapping):
+        raise TypeError("to_dot(t, path=None, *, names=None): the second argument is the file path; "
+                        "give the names by keyword, to_dot(t, names={...})")
     text = graph_to_dot(build(t, names), show_saved=show_saved, rankdir=rankdir)
     if path is not None:
         write(text, path)

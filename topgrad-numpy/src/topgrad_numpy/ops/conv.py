@@ -349,6 +349,7 @@ class Conv2d(Op):
             _bias(out2, b)
         self.save_for_backward(x, w)
         self.geometry = (x.shape, sh, sw, ph, pw, Ho, Wo, b is not None)
+        self.stride, self.padding = (sh, sw), (ph, pw)  # for graph() and to_dot
         return out.reshape(B, Ho, Wo, Cout)
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:

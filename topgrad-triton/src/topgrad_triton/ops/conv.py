@@ -42,6 +42,7 @@ class Conv2d(TritonOp):
         cols = contiguous(x).view(B * H * W, cin) if pointwise else im2col(x, kh, kw, s, p)
         w2 = contiguous(w).view(kh * kw * cin, cout)
         self.geometry = (tuple(x.shape), tuple(w.shape), s, p, pointwise, b is not None)
+        self.stride, self.padding = s, p  # for graph() and to_dot
         self.save_for_backward(cols, w2)
         return matmul(cols, w2, contiguous(b) if b is not None else None).view(B, OH, OW, cout)
 
