@@ -16,7 +16,7 @@ TORCH = "torch==2.13.0"
 TEST_TOOLS = ["pytest>=7", "hypothesis>=6", "numpy>=1.24", "pluggy>=1.3", "tqdm"]
 # backend name -> what its session installs beyond core, numpy backend and examples
 BACKENDS = {
-    "numpy": [],
+    "numpy": ["matplotlib"],  # topgrad-train --plot is tested here, its missing-matplotlib path with triton
     "triton": ["triton>=3.0", "./topgrad-triton"],
 }
 BACKEND_ENV = {"numpy": {}, "triton": {"TRITON_INTERPRET": "1"}}

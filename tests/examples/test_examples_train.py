@@ -5,13 +5,15 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from topgrad_examples import checkpoint, train
+from conftest import write_dataset
+from topgrad_examples import checkpoint, data, idx, train
 
 FAST = ["--epochs", "1", "--batch-size", "16", "--no-progress"]
 
@@ -61,10 +63,11 @@ def test_resume_continues_exactly(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(checkpoint, "save", save_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        train.main([*common, "--epochs", "2", "--save", str(half)])
+    assert train.main([*common, "--epochs", "2", "--save", str(half)]) == 130
     monkeypatch.setattr(checkpoint, "save", save)
-    capsys.readouterr()
+    err = capsys.readouterr().err
+    assert f"interrupted; {half} holds epoch 1: go on with --resume {half} --save {half}" in err, err
+    assert "Traceback" not in err
     assert int(checkpoint.read(half)["meta/epoch"]) == 1
 
     code, lines, _ = run(capsys, *common, "--resume", str(half), "--save", str(half))
@@ -90,7 +93,7 @@ def test_resume_keeps_the_checkpoints_limit(tiny_data: Path, tmp_path: Path, cap
     run(capsys, "mlp", "--data-dir", str(tiny_data), "--limit", "8", "--save", str(ck), *FAST)
     code, lines, _ = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", str(ck), "--epochs", "2",
                          "--no-progress")
-    assert code == 0 and "(8 training, 8 test images)" in lines[1], lines
+    assert code == 0 and "(8 training, 8 test images from" in lines[1], lines
 
 
 def test_an_unwritable_save_path_fails_before_training(tmp_path: Path, tiny_data: Path, capsys) -> None:
@@ -99,6 +102,68 @@ def test_an_unwritable_save_path_fails_before_training(tmp_path: Path, tiny_data
     target = str(blocker / "ck.npz")  # a folder that cannot exist: its parent is a file
     code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", target, *FAST)
     assert code == 2 and "cannot write a checkpoint there" in err and not any("epoch" in x for x in lines)
+
+
+def test_save_to_a_folder_fails_before_training(tmp_path: Path, tiny_data: Path, capsys) -> None:
+    code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(tmp_path), *FAST)
+    assert code == 2 and "is a folder" in err and not lines, err
+
+
+def test_a_checkpoint_is_an_ordinary_file(tmp_path: Path, tiny_data: Path, capsys) -> None:
+    ck = tmp_path / "ck.npz"
+    old = os.umask(0o022)
+    try:
+        assert run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST)[0] == 0
+    finally:
+        os.umask(old)
+    assert ck.stat().st_mode & 0o777 == 0o644
+
+
+def test_resume_on_other_data_is_refused(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    """The epochs in a checkpoint saw one dataset; going on with another would mix them."""
+    ck = tmp_path / "ck.npz"
+    assert run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST)[0] == 0
+    other = write_dataset(tmp_path / "other", n_train=64, n_test=32)
+    code, _, err = run(capsys, "mlp", "--data-dir", str(other), "--resume", str(ck), "--epochs", "2")
+    assert code == 2 and "trained on 96 training and 48 test images" in err and "found 64 and 32" in err, err
+
+
+def test_resume_with_nothing_left_to_train_says_so(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    ck = tmp_path / "ck.npz"
+    run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST)
+    code, lines, _ = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", str(ck), "--epochs", "1")
+    assert code == 0 and any("nothing to train" in line for line in lines), lines
+
+
+def test_the_other_datasets_files_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """MNIST and Fashion-MNIST files look alike: the labels tell them apart."""
+    subset = data.bundled_subset()
+    folder = tmp_path / "loose"
+    write_dataset(folder)
+    labels = subset.train_labels[:96].copy()
+    labels[:12] = data.DATASETS["mnist"].first_train_labels
+    idx.write(folder / "train-labels-idx1-ubyte.gz", labels)
+    code, _, err = run(capsys, "mlp", "--dataset", "fashion-mnist", "--data-dir", str(folder), *FAST)
+    assert code == 2 and "these IDX files are mnist, not fashion-mnist" in err, err
+
+
+@pytest.mark.parametrize(("path", "why"), [("arr.npy", "a single numpy array"), ("bad.npz", "damaged")])
+def test_a_file_that_is_no_checkpoint_is_a_clear_error(
+    path: str, why: str, tmp_path: Path, tiny_data: Path, capsys,
+) -> None:
+    target = tmp_path / path
+    if path.endswith(".npy"):
+        np.save(target, np.zeros(3))
+    else:
+        np.savez(target, **{"meta/format": np.array(checkpoint.FORMAT)})
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", str(target), *FAST)
+    assert code == 2 and why in err and "Traceback" not in err, err
+
+
+def test_a_seed_a_checkpoint_cannot_hold_is_a_usage_error(tiny_data: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        train.main(["mlp", "--data-dir", str(tiny_data), "--seed", str(2**64)])
+    assert info.value.code == 2 and "--seed must be at most" in capsys.readouterr().err
 
 
 def test_a_pickled_npz_is_refused_without_advice_to_unpickle(tmp_path: Path, tiny_data: Path, capsys) -> None:
@@ -120,8 +185,20 @@ def test_bad_checkpoint_is_a_clear_error(tiny_data: Path, tmp_path: Path, capsys
 
 
 def test_missing_data_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tmp_path / "nowhere"), *FAST)
+    assert code == 2 and "nowhere: no such folder" in err
+    (tmp_path / "empty").mkdir()
     code, _, err = run(capsys, "mlp", "--data-dir", str(tmp_path / "empty"), *FAST)
     assert code == 2 and "topgrad-train: error:" in err and "train-images-idx3-ubyte" in err
+
+
+def test_a_missing_file_is_named(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_data, partial)
+    for f in partial.glob("t10k-labels*"):
+        f.unlink()
+    code, _, err = run(capsys, "mlp", "--data-dir", str(partial), *FAST)
+    assert code == 2 and "t10k-labels-idx1-ubyte.gz missing" in err, err
 
 
 def test_unknown_backend_is_a_clear_error(tiny_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -161,6 +238,18 @@ def test_plot(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str
         assert code == 0 and png.read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.parametrize(("name", "why"), [("nodir/curves.png", "does not exist"),
+                                         ("curves.txt", "cannot write .txt files"), (".", "is a folder")])
+def test_a_bad_plot_path_fails_before_training(
+    name: str, why: str, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--plot", name, *FAST)
+    assert code == 2 and why in err and not any(line.startswith("epoch") for line in lines), err
+
+
 def test_python_dash_m(tiny_data: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
@@ -181,6 +270,11 @@ def test_profile_prints_the_op_table_after_the_first_epoch(
     assert re.search(r"^Linear\s+\d+\s", table, re.MULTILINE), table
     assert "backward ms" in table and "saved" in table
     assert re.fullmatch(r"test accuracy: [01]\.\d{4}", lines[-1]), "the accuracy line stays last"
+
+
+def test_warmup_is_at_most_a_fifth_of_the_run() -> None:
+    """attention's 200 warm-up steps: a 126-step run (--limit 2000, two epochs) warms up for 25."""
+    assert train.warmup_steps(200, 126) == 25 and train.warmup_steps(200, 5625) == 200
 
 
 def test_learning_rate_schedule() -> None:

@@ -55,6 +55,7 @@ def save(
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -62,8 +63,17 @@ def save(
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def check_writable(path: str | os.PathLike[str]) -> None:
     """Fail before training, not after its first epoch, where `save` could not write `path`."""
+    if Path(path).is_dir():
+        raise CheckpointError(
+            f"{path}: is a folder; give the checkpoint a file name, e.g. {Path(path) / 'run.npz'}")
     folder = Path(path).parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -77,8 +87,14 @@ def check_writable(path: str | os.PathLike[str]) -> None:
 def read(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """All arrays of a checkpoint file, after checking that it is one."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy file: one array, not a checkpoint
+            raise CheckpointError(f"{path}: a single numpy array, not a .npz checkpoint written by "
+                                  "topgrad-train --save")
+        with loaded as npz:
             arrays = {k: npz[k] for k in npz.files}
+    except CheckpointError:
+        raise
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint file") from None
     except ValueError as exc:  # numpy's message advises allow_pickle: wrong for a file not ours
@@ -89,6 +105,10 @@ def read(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
             f"{path}: not a readable .npz checkpoint ({type(exc).__name__}: {exc})") from exc
     if str(arrays.get("meta/format", "")) != FORMAT:
         raise CheckpointError(f"{path}: not a topgrad-examples checkpoint (no meta/format {FORMAT!r})")
+    missing = [k for k in ("meta/model", "meta/optimizer", "meta/epoch", "history") if k not in arrays]
+    if missing or arrays["meta/epoch"].ndim or int(arrays["meta/epoch"]) < 0:
+        raise CheckpointError(f"{path}: a damaged checkpoint ({', '.join(missing) or 'meta/epoch'} "
+                              "missing or invalid)")
     return arrays
 
 

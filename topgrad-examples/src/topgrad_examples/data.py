@@ -43,6 +43,7 @@ class DatasetInfo:
     checksums: dict[str, str]  # "<part>-idxN-ubyte.gz" -> "algorithm:hex" of the published file
     mean: float
     std: float
+    first_train_labels: tuple[int, ...]  # of the published files: tells the two datasets apart
     classes: tuple[str, ...] = field(default=tuple(str(d) for d in range(10)))
 
 
@@ -66,6 +67,7 @@ DATASETS: dict[str, DatasetInfo] = {
         },
         mean=0.1307,
         std=0.3081,
+        first_train_labels=(5, 0, 4, 1, 9, 2, 1, 3, 1, 4, 3, 5),
     ),
     "fashion-mnist": DatasetInfo(
         name="fashion-mnist",
@@ -81,6 +83,7 @@ DATASETS: dict[str, DatasetInfo] = {
         },
         mean=0.2860,
         std=0.3530,
+        first_train_labels=(9, 0, 0, 3, 0, 2, 7, 2, 5, 5, 0, 9),
         classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                  "Bag", "Ankle boot"),
     ),
@@ -125,6 +128,13 @@ def find_files(directory: str | os.PathLike[str], name: str | None = None) -> di
     return None
 
 
+def _missing_parts(root: Path, name: str) -> list[str]:
+    """The parts that neither `root/name` nor `root` has (the folder nearest complete decides)."""
+    folders = [root / name, root]
+    gaps = [[p for p in PARTS if not any((f / n).is_file() for n in file_names(p))] for f in folders]
+    return min(gaps, key=len)
+
+
 def load_files(files: dict[str, Path], name: str, source: str) -> Dataset:
     """Read and check the four IDX files: valid headers, sizes and matching image/label counts."""
     arrays = {}
@@ -137,18 +147,36 @@ def load_files(files: dict[str, Path], name: str, source: str) -> Dataset:
                 f"{files[f'{split}-labels']}: {n_labels} labels for the {n_images} images of "
                 f"{files[f'{split}-images']}; the counts must match"
             )
+    _check_identity(name, arrays["train-labels"], source)
     return Dataset(name, source, arrays["train-images"], arrays["train-labels"],
                    arrays["t10k-images"], arrays["t10k-labels"])
+
+
+def _check_identity(name: str, train_labels: np.ndarray, source: str) -> None:
+    """Refuse the other dataset's files (MNIST and Fashion-MNIST share names and formats, so a
+    folder of loose files would otherwise be taken for either), told apart by their labels."""
+    start = tuple(int(v) for v in train_labels[:12])
+    for other, info in DATASETS.items():
+        if other != name and start == info.first_train_labels:
+            raise DatasetNotFoundError(
+                f"{source}: these IDX files are {other}, not {name} (their training labels begin as "
+                f"{other}'s do); point --data-dir or $TOPGRAD_DATA at a {name} folder, or use "
+                f"--dataset {other}"
+            )
 
 
 def load_dir(directory: str | os.PathLike[str], name: str = "mnist") -> Dataset:
     """Load a dataset from a directory that must hold it (see the module docstring)."""
     files = find_files(directory, name)
     if files is None:
+        if not Path(directory).expanduser().is_dir():
+            raise DatasetNotFoundError(f"{directory}: no such folder (--data-dir names a folder with the "
+                                       "four IDX files)")
         expected = ", ".join(file_names(p)[1] for p in PARTS)
+        missing = ", ".join(file_names(p)[1] for p in _missing_parts(Path(directory).expanduser(), name))
         raise DatasetNotFoundError(
-            f"{directory}: no complete {name} dataset there (nor in {Path(directory) / name}); "
-            f"expected the four IDX files {expected} (gzipped or not)"
+            f"{directory}: no complete {name} dataset there (nor in {Path(directory) / name}): "
+            f"{missing} missing; expected the four IDX files {expected} (gzipped or not)"
         )
     return load_files(files, name, str(files["train-images"].parent))
 
@@ -228,7 +256,8 @@ def load_dataset(
         log(f"mnist: not found in {looked} and {problem}; using the bundled subset "
             f"({len(subset.train_labels):,} training, {len(subset.test_labels):,} test images). For the "
             "full set pass --data-dir DIR or set $TOPGRAD_DATA to a folder with the four IDX files, or "
-            f"run once online to download them into {cache_dir(name)}.")
+            f"run once online to download them into {cache_dir(name)} (--no-download skips the "
+            "download attempt).")
         return subset
     raise DatasetNotFoundError(
         f"{name}: not found in {looked} and {problem}. Pass --data-dir DIR or set $TOPGRAD_DATA to a folder "

@@ -12,7 +12,7 @@ INSTALL_HINT = "--plot needs matplotlib: pip install 'topgrad-examples[plot]' (o
 
 
 class PlotError(RuntimeError):
-    """--plot was asked for but matplotlib is not installed."""
+    """--plot cannot be written: matplotlib is not installed, or the path will not do."""
 
 
 def require_matplotlib() -> Any:
@@ -25,6 +25,25 @@ def require_matplotlib() -> Any:
     except ImportError as exc:
         raise PlotError(INSTALL_HINT) from exc
     return plt
+
+
+def check_plot_path(path: str | os.PathLike[str]) -> None:
+    """Fail before training where the plot could not be written: an existing folder, a missing
+    folder or a file type matplotlib cannot write."""
+    plt = require_matplotlib()
+    path = Path(path)
+    if path.is_dir():
+        raise PlotError(f"--plot {path}: is a folder; give a file name, e.g. {path / 'curves.png'}")
+    if not path.parent.is_dir():
+        raise PlotError(f"--plot {path}: the folder {path.parent} does not exist")
+    fig = plt.figure()
+    try:
+        formats = fig.canvas.get_supported_filetypes()
+    finally:
+        plt.close(fig)
+    if path.suffix and path.suffix[1:].lower() not in formats:
+        raise PlotError(f"--plot {path}: matplotlib cannot write {path.suffix} files; use one of "
+                        f"{', '.join('.' + f for f in sorted(formats))}")
 
 
 def plot_history(history: np.ndarray, path: str | os.PathLike[str], title: str = "") -> Path:
@@ -44,6 +63,10 @@ def plot_history(history: np.ndarray, path: str | os.PathLike[str], title: str =
         fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=100)
+    except (OSError, ValueError) as exc:
+        raise PlotError(f"--plot {path}: could not write it ({exc})") from exc
+    finally:
+        plt.close(fig)
     return path

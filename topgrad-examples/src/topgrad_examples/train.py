@@ -30,9 +30,10 @@ from topgrad_examples.download import DownloadError
 from topgrad_examples.idx import IDXError
 from topgrad_examples.loss import accuracy, cross_entropy
 from topgrad_examples.models import MODELS, Module, TrainDefaults, build
-from topgrad_examples.plot import PlotError, plot_history, require_matplotlib
+from topgrad_examples.plot import PlotError, check_plot_path, plot_history
 
 EVAL_BATCH = 500
+MAX_SEED = 2**63 - 1  # a checkpoint stores the seed as an int64
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", help="topgrad backend (default: $TOPGRAD_BACKEND, else numpy)")
     p.add_argument("--dataset", choices=list(DATASETS), default=None, help="default: mnist")
     p.add_argument("--data-dir", help="folder with the four IDX files (default: search, then download)")
+    p.add_argument("--no-download", action="store_true",
+                   help="never download: use what is installed (MNIST: else the bundled subset)")
     p.add_argument("--epochs", type=int, help="train until this many epochs in total; the learning rate "
                    "follows a cosine schedule over them (default: the checkpoint's, else per model)")
     p.add_argument("--batch-size", type=int, help="default: per model")
@@ -49,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="fixes initialization and batch order (default: 0)")
     p.add_argument("--limit", type=int, help="use only the first N training and N test images")
     p.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz) after every epoch")
-    p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint written by --save")
+    p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint written by --save (add "
+                   "--save PATH to keep saving)")
     p.add_argument("--plot", metavar="PATH", help="write a PNG of loss and accuracy per epoch (matplotlib)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--profile", action="store_true",
@@ -76,6 +80,12 @@ def learning_rate(step: int, total: int, peak: float, warmup: int = 0) -> float:
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def warmup_steps(wanted: int, total: int) -> int:
+    """The recipe's warm-up, at most a fifth of the run: a short run (--limit) still reaches the
+    cosine decay instead of ending part-way up the ramp."""
+    return min(wanted, total // 5)
 
 
 def batches(n: int, batch_size: int, seed: int, epoch: int) -> Iterator[np.ndarray]:
@@ -106,8 +116,10 @@ def train_epoch(
     total_loss = 0.0
     bar = tqdm(total=len(labels), desc=f"epoch {epoch + 1}/{total_epochs}", unit="img",
                disable=not progress, leave=False, dynamic_ncols=True)
+    total = total_epochs * steps
+    warmup = warmup_steps(recipe.warmup_steps, total)
     for i, index in enumerate(batches(len(labels), recipe.batch_size, seed, epoch)):
-        optimizer.lr = learning_rate(step + i, total_epochs * steps, recipe.lr, recipe.warmup_steps)
+        optimizer.lr = learning_rate(step + i, total, recipe.lr, warmup)
         batch = topgrad.Tensor(images[index], requires_grad=False)  # an input: no gradient to compute
         loss = cross_entropy(model(batch, training=True), labels[index])
         optimizer.zero_grad()
@@ -138,12 +150,44 @@ def _recipe(args: argparse.Namespace, saved: dict[str, Any]) -> TrainDefaults:
     return recipe
 
 
+class InterruptedTrainingError(Exception):
+    """Ctrl-C during training: what was saved and how to go on."""
+
+
+def _check_same_data(path: str, saved: dict[str, Any], n_train: int, n_test: int, source: str) -> None:
+    """A resumed run must train on the data the checkpoint's epochs saw (checkpoints written
+    before these settings were kept are not checked)."""
+    if "train_images" not in saved:
+        return
+    if (int(saved["train_images"]), int(saved["test_images"])) != (n_train, n_test):
+        raise checkpoint.CheckpointError(
+            f"{path}: its epochs trained on {int(saved['train_images']):,} training and "
+            f"{int(saved['test_images']):,} test images ({saved.get('data_source', '?')}); this run found "
+            f"{n_train:,} and {n_test:,} ({source}). Resume with the same data (--data-dir, --limit)"
+        )
+
+
+def _what_was_saved(path: str | None) -> str:
+    """After Ctrl-C: the epoch the checkpoint holds and how to go on, or that nothing was saved."""
+    if not path:
+        return "nothing was saved (--save PATH keeps a checkpoint after every epoch)"
+    try:
+        epoch = int(checkpoint.read(path)["meta/epoch"])
+    except checkpoint.CheckpointError:
+        return f"no epoch finished, so {path} was not written"
+    return f"{path} holds epoch {epoch}: go on with --resume {path} --save {path}"
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'s' if n != 1 else ''}"
+
+
 def run(args: argparse.Namespace) -> float:
     """Train as the parsed arguments say; return the final test accuracy."""
     if args.backend:
         topgrad.set_backend(args.backend)
     if args.plot:
-        require_matplotlib()
+        check_plot_path(args.plot)
     if args.save:
         checkpoint.check_writable(args.save)
     saved = checkpoint.config_of(checkpoint.read(args.resume)) if args.resume else {}
@@ -152,7 +196,10 @@ def run(args: argparse.Namespace) -> float:
     limit = args.limit if args.limit is not None else saved.get("limit")
     recipe = _recipe(args, saved)
 
-    x_train, y_train, x_test, y_test = _select_data(load_dataset(dataset, args.data_dir), limit)
+    data = load_dataset(dataset, args.data_dir, download_ok=not args.no_download)
+    x_train, y_train, x_test, y_test = _select_data(data, limit)
+    if args.resume:
+        _check_same_data(args.resume, saved, len(y_train), len(y_test), data.source)
     model = build(args.model, seed=seed)
     optimizer = make_optimizer(recipe, model.parameters())
     start, history = 0, np.zeros((0, 3))
@@ -160,11 +207,31 @@ def run(args: argparse.Namespace) -> float:
         start, _, history = checkpoint.load(args.resume, args.model, model, optimizer)
         print(f"resumed from {args.resume} after epoch {start}")
     config = {"dataset": dataset, "seed": seed, "batch_size": recipe.batch_size, "lr": recipe.lr,
-              "epochs": recipe.epochs, **({} if limit is None else {"limit": int(limit)})}
-    print(f"{args.model} on {dataset} ({len(y_train):,} training, {len(y_test):,} test images), "
-          f"backend {topgrad.get_backend().name}, {recipe.optimizer} lr {recipe.lr:g}, "
-          f"batch {recipe.batch_size}, {recipe.epochs} epochs")
+              "epochs": recipe.epochs, "train_images": len(y_train), "test_images": len(y_test),
+              "data_source": data.source, **({} if limit is None else {"limit": int(limit)})}
+    print(f"{args.model} on {dataset} ({len(y_train):,} training, {len(y_test):,} test images from "
+          f"{data.source}), backend {topgrad.get_backend().name}, {recipe.optimizer} lr {recipe.lr:g}, "
+          f"batch {recipe.batch_size}, {_epochs(recipe.epochs)}")
+    if start >= recipe.epochs:
+        print(f"the checkpoint is at epoch {start} already: nothing to train (--epochs N above {start} "
+              "goes on)")
+    try:
+        acc, history = _train(args, model, optimizer, recipe, seed, start, history, config,
+                              (x_train, y_train, x_test, y_test))
+    except KeyboardInterrupt:
+        raise InterruptedTrainingError(f"interrupted; {_what_was_saved(args.save)}") from None
+    if args.plot:
+        plot_history(history, args.plot, title=f"{args.model} on {dataset}")
+    print(f"test accuracy: {acc:.4f}")
+    return acc
 
+
+def _train(
+    args: argparse.Namespace, model: Module, optimizer: topgrad.optim.Optimizer, recipe: TrainDefaults,
+    seed: int, start: int, history: np.ndarray, config: dict[str, Any], data: tuple[np.ndarray, ...],
+) -> tuple[float, np.ndarray]:
+    """Epochs `start` to the recipe's last, each evaluated and saved; (test accuracy, history)."""
+    x_train, y_train, x_test, y_test = data
     acc = None
     for epoch in range(start, recipe.epochs):
         began = time.perf_counter()
@@ -183,10 +250,7 @@ def run(args: argparse.Namespace) -> float:
             checkpoint.save(args.save, args.model, model, optimizer, epoch + 1, config, history)
     if acc is None:
         acc = evaluate(model, x_test, y_test)
-    if args.plot:
-        plot_history(history, args.plot, title=f"{args.model} on {dataset}")
-    print(f"test accuracy: {acc:.4f}")
-    return acc
+    return acc, history
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -199,8 +263,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--{name.replace('_', '-')} must be at least {least}")
     if args.lr is not None and not 0 < args.lr < math.inf:
         parser.error(f"--lr must be a positive number, got {args.lr}")
+    if args.seed is not None and args.seed > MAX_SEED:
+        parser.error(f"--seed must be at most 2**63 - 1, got {args.seed}")
     try:
         run(args)
+    except InterruptedTrainingError as exc:
+        print(f"topgrad-train: {exc}", file=sys.stderr)
+        return 130
     except (DatasetNotFoundError, DownloadError, IDXError, checkpoint.CheckpointError, PlotError,
             topgrad.BackendNotFoundError, topgrad.BackendUnavailableError) as exc:
         print(f"topgrad-train: error: {exc}", file=sys.stderr)

@@ -16,7 +16,8 @@ import topgrad
 
 INTERPRET_HINT = (
     "To run topgrad-triton on the CPU, use Triton's interpreter: set the environment variable "
-    "TRITON_INTERPRET=1 before Python imports triton, for example `TRITON_INTERPRET=1 python train.py` "
+    "TRITON_INTERPRET=1 before Python imports triton, for example `TRITON_INTERPRET=1 python your_script.py` "
+    "or `TRITON_INTERPRET=1 topgrad-train mlp --backend triton` "
     "(or os.environ['TRITON_INTERPRET'] = '1' as the first line of the program)."
 )
 
