@@ -308,6 +308,13 @@ def test_an_op_that_changes_the_dtype_fails() -> None:
     assert re.search(r"^Add\s+FAIL\s+FAIL\s+-$", text, re.M), text
 
 
+def test_a_misspelt_expected_failure_is_an_error_at_import() -> None:
+    import topgrad.testing
+
+    with pytest.raises(ValueError, match="did you mean 'Attention'"):
+        type("TestTypo", (topgrad.testing.BackendConformance,), {"expected_failures": {"Atention": "todo"}})
+
+
 def test_importing_topgrad_testing_does_not_import_numpy(tmp_path: Path) -> None:
     code = ("import sys, topgrad, topgrad.testing, topgrad.testing.pytest_plugin; "
             "assert 'numpy' not in sys.modules, 'numpy imported'")

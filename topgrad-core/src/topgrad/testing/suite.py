@@ -17,6 +17,7 @@ Override a test method to drop a check altogether, as with pandas' extension tes
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -34,6 +35,16 @@ _OP_CASES = [pytest.param(case, id=case.id) for case in CASES]
 _BACKWARD_CASES = [pytest.param(case, id=case.id) for case in CASES if case.raises is None]
 
 
+def _check_names() -> set[str]:
+    """Every name `expected_failures` may use: ops, cases, either with " forward"/" backward",
+    helpers and optimizers."""
+    names = {*HELPER_CHECKS, *OPTIMIZER_CHECKS}
+    for case in CASES:
+        for base in (case.op, case.id):
+            names.update({base, f"{base} forward", f"{base} backward"})
+    return names
+
+
 def _expect(outcome: Outcome | None) -> None:
     if outcome is not None and not outcome.ok:
         pytest.fail(outcome.message, pytrace=False)
@@ -45,6 +56,20 @@ class BackendConformance:
     backend: ClassVar[str | None] = None
     rtol: ClassVar[float] = RTOL
     expected_failures: ClassVar[dict[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A name in `expected_failures` that matches no check is a typo: say so at import."""
+        super().__init_subclass__(**kwargs)
+        known = _check_names()
+        for name in cls.expected_failures:
+            if name not in known:
+                near = difflib.get_close_matches(name, sorted(known), n=1)
+                raise ValueError(
+                    f"{cls.__name__}.expected_failures names {name!r}, which is no check of the kit"
+                    f"{f'; did you mean {near[0]!r}?' if near else ''} (names: an op, a case as the kit's "
+                    "failure lines print it, either followed by ' forward' or ' backward', a helper or "
+                    "an optimizer)"
+                )
 
     @pytest.fixture(autouse=True)
     def _topgrad_selected_backend(self, request: Any) -> Iterator[str]:
