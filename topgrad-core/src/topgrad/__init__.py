@@ -18,12 +18,12 @@ from topgrad.errors import (
 from topgrad.gradcheck import GradcheckError, gradcheck
 from topgrad.hookspecs import hookimpl, hookspec
 from topgrad.op import Op
+from topgrad.optable import override
 from topgrad.profiler import profile
 from topgrad.registry import (
     available_backends,
     get_backend,
     load_backend,
-    override,
     register_backend,
     register_plugin,
     set_backend,

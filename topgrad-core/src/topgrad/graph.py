@@ -74,12 +74,6 @@ class OpTotals:
     saved_bytes: int = 0
     extra_saved_bytes: int = 0
     output_bytes: int = 0
-    constant: bool = False  # a leaf made with requires_grad=False (an input batch): no gradient
-
-    @property
-    def kind(self) -> str:
-        """The op's name, or 'leaf' / 'const' for a leaf that gets a gradient / does not."""
-        return self.op or ("const" if self.constant else "leaf")
 
 
 class Graph:

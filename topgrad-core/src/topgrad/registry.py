@@ -19,9 +19,7 @@ import pluggy
 from topgrad import hookspecs
 from topgrad.backend import Backend, BackendSpec
 from topgrad.errors import BackendConflictError, BackendNotFoundError, BackendUnavailableError
-from topgrad.optable import OpTable, merge, override, own_ops
-
-__all__ = ["OpTable", "override"]  # re-exported: `topgrad.override`, `registry.OpTable`
+from topgrad.optable import OpTable, merge, own_ops
 
 ENTRY_POINT_GROUP = "topgrad"
 _IN_PROCESS = "register_backend()"
@@ -100,6 +98,7 @@ def _warn_unused_hooks(plugin: object, name: str) -> None:
 
 def register_backend(spec: BackendSpec, replace: bool = False) -> None:
     """Offer a backend in-process, without packaging (tests, notebooks)."""
+    global _current
     if not isinstance(spec, BackendSpec):
         raise TypeError(f"register_backend takes a topgrad.BackendSpec, got {type(spec).__name__}")
     offers = _offers()
@@ -108,7 +107,6 @@ def register_backend(spec: BackendSpec, replace: bool = False) -> None:
         raise BackendConflictError(
             f"backend {spec.name!r} is already offered by {owners}; pass replace=True to replace it"
         )
-    global _current
     _in_process[spec.name] = spec
     _loaded.pop(spec.name, None)
     if _current is not None and _current.name == spec.name:
@@ -188,8 +186,7 @@ def load_backend(name: str) -> Backend:
 
 def _instantiate(spec: BackendSpec, owner: str) -> Backend:
     target: Any = spec.load
-    if isinstance(target, str):
-        module_name, _, attribute = target.partition(":")
+    module_name, _, attribute = target.partition(":") if isinstance(target, str) else ("", "", "")
     if isinstance(target, str) and not (module_name and attribute):
         raise BackendUnavailableError(
             f"backend {spec.name!r} (from plugin {owner!r}) has load={target!r}; a string load must "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import operator
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -218,7 +219,7 @@ class Tensor:
         momentum: float = 0.1,
         eps: float = 1e-5,
     ) -> Tensor:
-        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum <= 1:
+        if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0 <= momentum <= 1:
             raise ValueError(
                 f"BatchNorm: momentum must be a number in [0, 1], got {momentum!r} (PyTorch's "
                 "momentum=None, a cumulative average of every batch, is not supported)"
