@@ -75,18 +75,21 @@ def test_print_graph_shows_ops_shapes_saved_arrays_and_totals() -> None:
     assert sum(t.saved_bytes for t in totals.values()) == loss.graph().saved_bytes
 
 
-def test_graph_totals_count_an_array_two_ops_saved_once() -> None:
-    """The ReLU's output is saved by the ReLU and by the Linear after it: the per-op sums count
-    it twice, the distinct totals (the memory) once; with no Tensor left holding it, it is
-    memory held only for backward."""
-    x, w1, w2 = Tensor(rand((4, 6), 1), requires_grad=False), Tensor(rand((6, 5), 2)), Tensor(rand((5, 3), 3))
-    g = x.linear(w1).relu().linear(w2).sum().graph()
-    relu_out = 4 * 5 * F32
-    assert g.saved_bytes - g.distinct_saved_bytes == relu_out
-    assert g.extra_saved_bytes - g.distinct_extra_bytes == relu_out
-    assert g.distinct_extra_bytes == relu_out, "only the ReLU's output is held for backward alone"
+def test_graph_totals_count_an_array_two_saves_share_once() -> None:
+    """h * h saves h twice: the per-op sums count it twice, the distinct totals (the memory)
+    once; with no Tensor left holding h, it is memory held only for backward."""
+    x, w = Tensor(rand((4, 6), 1), requires_grad=False), Tensor(rand((6, 5), 2))
+
+    def square_sum(h: Tensor) -> Tensor:
+        return (h * h).sum()
+
+    g = square_sum(x.linear(w)).graph()  # h is gone once square_sum returns
+    h_bytes = 4 * 5 * F32
+    assert g.saved_bytes - g.distinct_saved_bytes == h_bytes
+    assert g.extra_saved_bytes - g.distinct_extra_bytes == h_bytes
+    assert g.distinct_extra_bytes == h_bytes, "only h is held for backward alone"
     text = str(g)
-    assert f"{relu_out} B of it extra" in text and re.search(r"^  %0\s+const ", text, re.M), text
+    assert f"{h_bytes} B of it extra" in text and re.search(r"^  %0\s+const ", text, re.M), text
     assert re.search(r"^  %1\s+leaf ", text, re.M), text
 
 
