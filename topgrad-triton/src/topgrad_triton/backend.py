@@ -64,7 +64,11 @@ class TritonBackend(topgrad.Backend):
         if not isinstance(obj, torch.Tensor):
             import numpy as np
 
-            arr = np.array(obj, dtype=np.float32, copy=True)  # C-contiguous; refuses ragged lists
+            try:
+                arr = np.array(obj, dtype=np.float32, copy=True)  # C-contiguous; refuses ragged lists
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"triton backend: cannot make a float32 array from "
+                                f"{type(obj).__name__}: {exc}") from None
             obj = torch.from_numpy(arr)
         if obj.device != self.device:
             obj = obj.to(self.device)

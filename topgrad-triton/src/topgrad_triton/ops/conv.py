@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from topgrad_triton.kernels.conv import col2im, im2col, out_size
@@ -9,6 +11,16 @@ from topgrad_triton.kernels.elementwise import contiguous
 from topgrad_triton.kernels.matmul import matmul
 from topgrad_triton.kernels.reduce import sum_rows
 from topgrad_triton.ops.base import TritonOp
+
+
+def _one(name: str, value: Any) -> Any:
+    """A (h, w) pair with h == w as one number; other pairs are refused by name."""
+    if not isinstance(value, (tuple, list)):
+        return value
+    if len(value) == 2 and value[0] == value[1]:
+        return value[0]
+    raise ValueError(f"Conv2d: the triton backend takes one {name} for both axes, got {value!r} "
+                     "(the numpy backend also takes an (h, w) pair)")
 
 
 def _check(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: int, padding: int) -> None:
@@ -33,6 +45,7 @@ class Conv2d(TritonOp):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None,
                 stride: int = 1, padding: int = 0) -> torch.Tensor:
+        stride, padding = _one("stride", stride), _one("padding", padding)
         _check(x, w, b, stride, padding)
         kh, kw, cin, cout = w.shape
         B, H, W, _ = x.shape
