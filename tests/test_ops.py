@@ -21,7 +21,9 @@ from helpers import (
     assert_as_accurate,
     assert_close,
     check_against_torch,
+    hwio_to_oihw,
     mentions_shape,
+    nhwc_to_nchw,
     rand,
     to_numpy,
     torch_attention,
@@ -99,7 +101,7 @@ def test_tensor_minus_tensor(shape_a: tuple[int, ...], shape_b: tuple[int, ...])
 
 def test_division_by_a_tensor_is_refused() -> None:
     """Only division by a Python number is a composition of the table's ops."""
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"Tensor / Tensor is not an op of the table"):
         Tensor(rand((2,), 0)) / Tensor(rand((2,), 1))
 
 
@@ -454,6 +456,24 @@ def test_conv2d_fixed(
     check_against_torch(top, ref, inputs)
 
 
+def test_conv2d_stride_and_padding_pairs(backend_name: str) -> None:
+    """(h, w) pairs: equal ones on every backend; the numpy backend takes unequal ones too,
+    the triton backend refuses them by name."""
+    x, w = rand((2, 7, 6, 3), 21), rand((3, 2, 3, 4), 22, scale=0.5)
+    check_against_torch(lambda x, w: x.conv2d(w, stride=(2, 2), padding=(1, 1)),
+                        lambda x, w: torch_conv2d(x, w, stride=2, padding=1), [x, w])
+    if backend_name != "numpy":
+        with pytest.raises(ValueError, match=r"Conv2d: the triton backend takes one stride"):
+            Tensor(x).conv2d(Tensor(w), stride=(2, 1))
+        return
+
+    def ref(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        out = F.conv2d(nhwc_to_nchw(x), hwio_to_oihw(w), stride=(2, 1), padding=(1, 0))
+        return out.permute(0, 2, 3, 1)
+
+    check_against_torch(lambda x, w: x.conv2d(w, stride=(2, 1), padding=(1, 0)), ref, [x, w])
+
+
 # Batches big enough that the numpy backend splits each GEMM into OpenBLAS-small row blocks
 # (`topgrad_numpy.ops.gemm`), the last one partial: 576 rows of 144 against blocks of 434 for
 # 16->16 (forward, dL/dx, and dL/dw summed block by block); stride 2 to 32 channels (its dL/dx
@@ -660,7 +680,26 @@ def test_batchnorm_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
     if math.prod(shape[:-1]) < 2:  # torch needs two values per channel to train
         shape = (2, *shape[1:])
     momentum = data.draw(st.sampled_from([0.1, 0.5, 0.9]), label="momentum")
-    _check_batchnorm_training(shape, momentum=momentum, eps=1e-5, seed=seed)
+    eps = data.draw(st.sampled_from([1e-5, 1e-3, 0.5]), label="eps")  # 0.5: comparable to the variance
+    _check_batchnorm_training(shape, momentum=momentum, eps=eps, seed=seed)
+
+
+@given(data=st.data(), seed=seeds)
+def test_batchnorm_eval_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
+    """Eval mode normalizes with the running statistics and eps, whatever the batch shape."""
+    shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=4, max_side=sizes.batch), label="shape")
+    eps = data.draw(st.sampled_from([1e-5, 1e-3, 0.1]), label="eps")
+    c = shape[-1]
+    mean_np, var_np = rand((c,), seed + 3), np.abs(rand((c,), seed + 4, scale=0.1)) + 0.01  # near eps
+
+    def top(x: Tensor, g: Tensor, b: Tensor) -> Tensor:
+        return x.batchnorm(g, b, Tensor(mean_np), Tensor(var_np), training=False, eps=eps)
+
+    def ref(x: torch.Tensor, g: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        stats = (torch.tensor(mean_np, dtype=x.dtype), torch.tensor(var_np, dtype=x.dtype))
+        return F.batch_norm(x.reshape(-1, c), *stats, g, b, False, 0.1, eps).reshape(x.shape)
+
+    check_against_torch(top, ref, [rand(shape, seed), rand((c,), seed + 1), rand((c,), seed + 2)], seed=seed)
 
 
 # ---- LayerNorm -------------------------------------------------------------------------------
@@ -698,9 +737,10 @@ def test_layernorm_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
     # With two features every normalized row is ±1 and the x gradient is pure cancellation
     # (zero but for eps): float32 round-off decides it, so draws start at three features.
     d = data.draw(st.integers(3, sizes.dim), label="d")
+    eps = data.draw(st.sampled_from([1e-5, 1e-3, 0.5]), label="eps")  # 0.5: comparable to the variance
     check_against_torch(
-        lambda x, g, b: x.layernorm(g, b),
-        lambda x, g, b: F.layer_norm(x, (d,), g, b, 1e-5),
+        lambda x, g, b: x.layernorm(g, b, eps=eps),
+        lambda x, g, b: F.layer_norm(x, (d,), g, b, eps),
         [rand((*lead, d), seed, scale=2.0), rand((d,), seed + 1), rand((d,), seed + 2)],
         seed=seed,
     )
@@ -717,11 +757,15 @@ def test_attention_fixed(causal: bool, b: int, t: int, d: int) -> None:
     )
 
 
+@pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize(("t", "s"), [(3, 5), (6, 2)])
-def test_attention_with_another_key_length(t: int, s: int) -> None:
-    """Keys and values may have their own length S (cross-attention, not causal)."""
+def test_attention_with_another_key_length(t: int, s: int, causal: bool) -> None:
+    """Keys and values may have their own length S; causal masks are aligned top-left, query i
+    seeing keys 0..i, as torch's scaled_dot_product_attention(is_causal=True)."""
     check_against_torch(
-        topgrad.attention, torch_attention, [rand((2, t, 4), 46), rand((2, s, 4), 47), rand((2, s, 4), 48)]
+        lambda q, k, v: topgrad.attention(q, k, v, causal=causal),
+        lambda q, k, v: torch_attention(q, k, v, causal=causal),
+        [rand((2, t, 4), 46), rand((2, s, 4), 47), rand((2, s, 4), 48)],
     )
 
 
@@ -754,12 +798,13 @@ def test_attention_is_stable_for_large_scores() -> None:
 def test_attention_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
     b = data.draw(st.integers(1, sizes.batch), label="b")
     t = data.draw(st.integers(1, sizes.tokens), label="t")
+    s = data.draw(st.one_of(st.just(t), st.integers(1, sizes.tokens)), label="s (keys)")
     d = data.draw(st.integers(1, sizes.dim), label="d")
     causal = data.draw(st.booleans(), label="causal")
     check_against_torch(
         lambda q, k, v: topgrad.attention(q, k, v, causal=causal),
         lambda q, k, v: torch_attention(q, k, v, causal=causal),
-        [rand((b, t, d), seed), rand((b, t, d), seed + 1), rand((b, t, d), seed + 2)],
+        [rand((b, t, d), seed), rand((b, s, d), seed + 1), rand((b, s, d), seed + 2)],
         seed=seed,
     )
 
