@@ -70,7 +70,10 @@ def test_binary_broadcast_drawn(op: str, data: st.DataObject, seed: int, sizes: 
         hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=4, max_side=sizes.batch)
     )
     a, b = shapes.input_shapes
-    check_against_torch(top, ref, [rand(a, seed), rand(b, seed + 1)], seed=seed)
+    # a frozen operand (requires_grad=False, as an input batch or a mask): the other's gradient
+    # is still summed back over the broadcast axes, and the frozen one gets none
+    constants = data.draw(st.sampled_from([(), (0,), (1,)]), label="constants")
+    check_against_torch(top, ref, [rand(a, seed), rand(b, seed + 1)], seed=seed, constants=constants)
 
 
 SCALAR_FORMS = {
