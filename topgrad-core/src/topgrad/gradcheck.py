@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from topgrad.observe import dtype_name
 from topgrad.registry import get_backend
 from topgrad.tensor import Tensor, no_grad
 
@@ -208,10 +209,10 @@ def _precision(fn: Callable[..., Tensor], xs: list[Any], backend: Any) -> tuple[
     try:
         leaves = [Tensor._from_array(backend.asarray(x, dtype="float64"), None) for x in xs]
         out = fn(*leaves)
-        kinds = {_dtype(out)}
+        kinds = {dtype_name(out)}
         if kinds == {"float64"}:
             out.backward(Tensor._from_array(backend.asarray(np.ones(out.shape), dtype="float64"), None))
-            kinds |= {_dtype(t.grad) for t in leaves if t.grad is not None}
+            kinds |= {dtype_name(t.grad) for t in leaves if t.grad is not None}
         if kinds == {"float64"}:
             rng = np.random.default_rng(12345)
             directions = [rng.standard_normal(x.shape) for x in xs]
@@ -235,7 +236,3 @@ def _precision(fn: Callable[..., Tensor], xs: list[Any], backend: Any) -> tuple[
             f"{d4:.8g} with step 1e-4 and {d6:.8g} with step 1e-6: either the backend computes in "
             "lower precision, or the function has a kink within 1e-4 of the inputs (ReLU at 0)")
     return "float64", ""
-
-
-def _dtype(a: Any) -> str:
-    return str(getattr(a, "dtype", "none")).removeprefix("torch.")

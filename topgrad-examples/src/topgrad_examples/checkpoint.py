@@ -119,9 +119,11 @@ def config_of(arrays: dict[str, np.ndarray]) -> dict[str, str | int | float]:
 
 def load(
     path: str | os.PathLike[str], model_name: str, model: Module, optimizer: topgrad.optim.Optimizer,
+    arrays: dict[str, np.ndarray] | None = None,
 ) -> tuple[int, dict[str, str | int | float], np.ndarray]:
-    """Restore model and optimizer in place; return (epoch, config, history)."""
-    arrays = read(path)
+    """Restore model and optimizer in place; return (epoch, config, history). `arrays`: the
+    file's contents when the caller has `read` them already."""
+    arrays = read(path) if arrays is None else arrays
     saved_model = str(arrays["meta/model"])
     if saved_model != model_name:
         raise CheckpointError(f"{path}: saved for model {saved_model!r}, cannot resume {model_name!r}")

@@ -190,7 +190,8 @@ def run(args: argparse.Namespace) -> float:
         check_plot_path(args.plot)
     if args.save:
         checkpoint.check_writable(args.save)
-    saved = checkpoint.config_of(checkpoint.read(args.resume)) if args.resume else {}
+    resumed = checkpoint.read(args.resume) if args.resume else None  # read once: settings, then state
+    saved = checkpoint.config_of(resumed) if resumed is not None else {}
     dataset = args.dataset or saved.get("dataset") or "mnist"
     seed = args.seed if args.seed is not None else int(saved.get("seed", 0))
     limit = args.limit if args.limit is not None else saved.get("limit")
@@ -204,7 +205,7 @@ def run(args: argparse.Namespace) -> float:
     optimizer = make_optimizer(recipe, model.parameters())
     start, history = 0, np.zeros((0, 3))
     if args.resume:
-        start, _, history = checkpoint.load(args.resume, args.model, model, optimizer)
+        start, _, history = checkpoint.load(args.resume, args.model, model, optimizer, resumed)
         print(f"resumed from {args.resume} after epoch {start}")
     config = {"dataset": dataset, "seed": seed, "batch_size": recipe.batch_size, "lr": recipe.lr,
               "epochs": recipe.epochs, "train_images": len(y_train), "test_images": len(y_test),

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             continue  # installed already: its entry point registered it
         try:
             topgrad.register_plugin(plugin, name=module)
-        except Exception as exc:  # registered already (its entry point), or rejected by pluggy
+        except Exception as exc:  # its name taken by another plugin, or rejected by pluggy
             print(f"error: --plugin {module}: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 2
     if args.list:

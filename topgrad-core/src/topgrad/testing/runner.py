@@ -23,7 +23,7 @@ class Row:
     forward: Outcome
     backward: Outcome | None = None  # None: not applicable
     failures: list[str] = field(default_factory=list)  # "case: message" for each failed case
-    note: str = ""  # the max-error cell where there is no error to show ("missing", "crashed")
+    note: str = ""  # the max-error cell where there is no error to show: "missing" for an absent op
 
     @property
     def ok(self) -> bool:

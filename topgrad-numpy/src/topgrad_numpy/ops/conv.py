@@ -348,13 +348,14 @@ class Conv2d(Op):
         if b is not None:
             _bias(out2, b)
         self.save_for_backward(x, w)
-        self.geometry = (x.shape, sh, sw, ph, pw, Ho, Wo, b is not None)
-        self.stride, self.padding = (sh, sw), (ph, pw)  # for graph() and to_dot
+        self.stride, self.padding = (sh, sw), (ph, pw)  # public names: graph() and to_dot show them
+        self.geometry = (x.shape, Ho, Wo, b is not None)
         return out.reshape(B, Ho, Wo, Cout)
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:
         x, w = self._intermediate
-        x_shape, sh, sw, ph, pw, Ho, Wo, has_bias = self.geometry
+        x_shape, Ho, Wo, has_bias = self.geometry
+        (sh, sw), (ph, pw) = self.stride, self.padding
         B, _, _, C = x_shape
         kh, kw, _, Cout = w.shape
         geo = (kh, kw, sh, sw, ph, pw, Ho, Wo)

@@ -18,6 +18,12 @@ def _apply(ufunc: np.ufunc, a: Any, b: Any) -> Any:
     return trailing_broadcast(ufunc, a, b)
 
 
+def _shapes(a: Any, b: Any) -> tuple[Any, Any]:
+    """Each operand's shape, None for a Python number (it gets no gradient): what backward needs
+    to sum a broadcast gradient back."""
+    return (None if type(a) is float else a.shape, None if type(b) is float else b.shape)
+
+
 def _shape_error(op: str, a: Any, b: Any) -> ValueError:
     return ValueError(f"{op}: shapes {shape_of(a)} and {shape_of(b)} cannot be broadcast together")
 
@@ -31,7 +37,7 @@ class Add(Op):
             out = _apply(np.add, a, b)
         except ValueError:
             raise _shape_error("Add", a, b) from None
-        self.shapes = (None if type(a) is float else a.shape, None if type(b) is float else b.shape)
+        self.shapes = _shapes(a, b)
         return arr(out)
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any]:
@@ -52,7 +58,7 @@ class Mul(Op):
             out = _apply(np.multiply, a, b)
         except ValueError:
             raise _shape_error("Mul", a, b) from None
-        self.shapes = (None if type(a) is float else a.shape, None if type(b) is float else b.shape)
+        self.shapes = _shapes(a, b)
         self.save_for_backward(None if type(b) is float else a, None if type(a) is float else b)
         return arr(out)
 

@@ -54,14 +54,15 @@ class Conv2d(TritonOp):
         pointwise = kh == kw == 1 and s == 1 and p == 0
         cols = contiguous(x).view(B * H * W, cin) if pointwise else im2col(x, kh, kw, s, p)
         w2 = contiguous(w).view(kh * kw * cin, cout)
-        self.geometry = (tuple(x.shape), tuple(w.shape), s, p, pointwise, b is not None)
-        self.stride, self.padding = s, p  # for graph() and to_dot
+        self.stride, self.padding = s, p  # public names: graph() and to_dot show them
+        self.geometry = (tuple(x.shape), tuple(w.shape), pointwise, b is not None)
         self.save_for_backward(cols, w2)
         return matmul(cols, w2, contiguous(b) if b is not None else None).view(B, OH, OW, cout)
 
     def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         cols, w2 = self.saved
-        x_shape, w_shape, s, p, pointwise, has_bias = self.geometry
+        x_shape, w_shape, pointwise, has_bias = self.geometry
+        s, p = self.stride, self.padding
         M, cout = cols.shape[0], w_shape[3]
         g2 = contiguous(grad).view(M, cout)
         dx = None  # none for a constant input (an image batch)
