@@ -6,6 +6,7 @@ Every op test compares Topgrad (float32) with PyTorch at 1e-4: see `helpers.asse
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import warnings
 
@@ -29,22 +30,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     name = config.getoption("--backend") or os.environ.get("TOPGRAD_BACKEND") or "numpy"
     os.environ["TOPGRAD_BACKEND"] = name
-    if name == "triton":
-        os.environ.setdefault("TRITON_INTERPRET", "1")
-        if os.environ["TRITON_INTERPRET"] == "1":  # kernels touch host memory: check every address
-            from interpreter_bounds import install
-
-            why_not = install()
-            if why_not:
-                warnings.warn(f"Triton kernels run without bounds checks: {why_not}", stacklevel=1)
     try:
         import torch
 
         torch.set_num_threads(1)
     except ImportError:
-        pass
+        torch = None
+    _interpret_triton_kernels(name, gpu=torch is not None and torch.cuda.is_available())
     if not config.getoption("hypothesis_profile", None):  # `--hypothesis-profile soak` wins
         settings.load_profile("interpreter" if name == "triton" else "default")
+
+
+def _interpret_triton_kernels(backend: str, gpu: bool) -> None:
+    """Without a GPU, Triton kernels run in Triton's interpreter, for the triton backend and for
+    the Triton test modules in any run. It must be on before any kernel is defined, so it is set
+    here, before collection imports them; and since interpreted kernels touch host memory, every
+    address they compute is checked (`interpreter_bounds`)."""
+    if backend != "triton" and importlib.util.find_spec("triton") is None:
+        return
+    if not gpu:
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        from interpreter_bounds import install
+
+        why_not = install()
+        if why_not:
+            warnings.warn(f"Triton kernels run without bounds checks: {why_not}", stacklevel=1)
 
 
 @pytest.fixture(scope="session")
