@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -17,17 +18,29 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
-def vs_torch(backend_name: str) -> ModuleType:
+def vs_torch(backend_name: str) -> Iterator[ModuleType]:
+    """benchmarks/vs_torch.py as a module; afterwards sys.path and sys.modules are as they were
+    (the benchmark scripts import their helper modules from benchmarks/)."""
     if backend_name != "numpy":
         pytest.skip("the benchmark compares the numpy backend with PyTorch")
     pytest.importorskip("torch")
     pytest.importorskip("topgrad_numpy")
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("vs_torch", BENCH / "vs_torch.py")
+    path, modules = list(sys.path), set(sys.modules)
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield _load("vs_torch")
+    finally:
+        sys.path[:] = path
+        for name in set(sys.modules) - modules:
+            if str(getattr(sys.modules[name], "__file__", "") or "").startswith(str(BENCH)):
+                del sys.modules[name]
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["vs_torch"] = module  # dataclasses look their module up there
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -71,12 +84,9 @@ def test_memory_child(vs_torch: ModuleType) -> None:
 
 
 def test_conv_layers_lists_every_convolution_of_the_models(vs_torch: ModuleType, capsys) -> None:
-    """benchmarks/conv_layers.py records each model's convolutions and times each in both layouts."""
-    spec = importlib.util.spec_from_file_location("conv_layers", BENCH / "conv_layers.py")
-    assert spec is not None and spec.loader is not None
-    conv_layers = importlib.util.module_from_spec(spec)
-    sys.modules["conv_layers"] = conv_layers
-    spec.loader.exec_module(conv_layers)
+    """benchmarks/conv_layers.py records each model's convolutions and times each in both layouts
+    (loaded while the `vs_torch` fixture holds benchmarks/ on sys.path)."""
+    conv_layers = _load("conv_layers")
     layers = conv_layers.model_layers("deepconv", 2)
     assert sum(layers.values()) == 9  # stem, two per block, two projections
     assert [layer.input_grad for layer in layers].count(False) == 1  # the stem's image batch

@@ -12,16 +12,15 @@ block installs). Blocks are handled by their info string:
 - ``console norun``: the environment setup, which the venv above stands for (checked to say
   nothing else); ``text``: illustration only.
 
-`pip install` runs as written; when setuptools is importable here, pip is told (through
-its environment) to build without isolation and not to reach an index, so that the test
-stays offline. The files the guide writes for topgrad-float64 must be exactly the files of
-examples/backends/topgrad-float64.
+`pip install` runs as written; pip is told (through its environment) to build without
+isolation and not to reach an index, so that the test stays offline (it skips where
+setuptools is not here to build with). The files the guide writes for topgrad-float64
+must be exactly the files of examples/backends/topgrad-float64.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 import re
 import subprocess
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from venvs import make_venv
+from venvs import make_venv, offline_pip
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "writing-a-backend.md"
@@ -116,8 +115,7 @@ def _venv(root: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TOPGRAD_BACKEND", "PYTHONHOME")}
     env.update(PATH=f"{root / 'bin'}{os.pathsep}{env.get('PATH', '')}", VIRTUAL_ENV=str(root),
                OMP_NUM_THREADS="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
-    if importlib.util.find_spec("setuptools") is not None:
-        env.update(PIP_NO_BUILD_ISOLATION="0", PIP_NO_INDEX="1")  # "0" turns isolation off (pip's quirk)
+    env.update(offline_pip())
     return env
 
 

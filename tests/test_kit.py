@@ -20,7 +20,7 @@ from topgrad.testing.cases import CASES, OP_NAMES
 from topgrad.testing.helpers import HELPER_CHECKS
 from topgrad.testing.optimizers import OPTIMIZER_CHECKS
 from topgrad.testing.runner import format_report, run
-from venvs import make_venv
+from venvs import make_venv, offline_pip
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "backends" / "topgrad-float64"
@@ -41,13 +41,10 @@ def _kit(python: str | Path, *args: str, cwd: Path, **env: str) -> subprocess.Co
 
 
 def pip_install(python: Path, *args: str) -> None:
-    """pip install into `python`'s venv, offline when setuptools is here to build without isolation."""
-    import importlib.util
-
-    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
+    """pip install into `python`'s venv, offline (`offline_pip`)."""
     done = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--no-deps", *isolation, *args],
-        capture_output=True, text=True, timeout=600,
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", *args],
+        capture_output=True, text=True, timeout=600, env={**os.environ, **offline_pip()},
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
