@@ -259,6 +259,7 @@ def test_broken_plugin_warns_and_the_others_work(install: Callable[..., None]) -
     with pytest.warns(RuntimeWarning, match="broken-plugin") as record:
         found = topgrad.available_backends()
     assert "missing_dependency" in str(record[0].message)
+    assert record[0].filename == __file__, "the warning should point at the caller's line, not registry.py"
     assert set(found) == {"alpha"}
     assert topgrad.set_backend("alpha").name == "alpha"
 
@@ -477,6 +478,7 @@ def test_a_malformed_topgrad_backends_answer_skips_that_plugin_only(
         assert set(topgrad.available_backends()) == {"alpha"}
         assert topgrad.set_backend("alpha").name == "alpha"
     assert why in str(caught[0].message)
+    assert {w.filename for w in caught} == {__file__}, "warnings point at the caller's lines"
 
 
 @pytest.mark.parametrize(
@@ -495,6 +497,7 @@ def test_a_malformed_topgrad_ops_answer_is_skipped_with_a_warning(
     with pytest.warns(RuntimeWarning, match="plugin 'odd'") as caught:
         ops = topgrad.load_backend("alpha").ops
     assert why in str(caught[0].message)
+    assert caught[0].filename == __file__, "the warning should point at the caller's line"
     assert ops.names() == ["Add", "Mul"]
 
 

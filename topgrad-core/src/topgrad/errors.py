@@ -1,4 +1,22 @@
-"""The errors the plugin registry raises, each saying what to install or fix."""
+"""The errors the plugin registry raises, each saying what to install or fix, and the warnings
+topgrad gives, attributed to the user's line."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+_PACKAGE = str(Path(__file__).parent)
+
+
+def warn(message: str) -> None:
+    """A RuntimeWarning that names the first caller outside topgrad (the user's
+    `set_backend("numpy")` line, not registry.py), so it is shown once per such line."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, RuntimeWarning, stacklevel=level)
 
 
 class BackendNotFoundError(LookupError):

@@ -9,11 +9,10 @@ is skipped with a warning naming it, so it never breaks the backend.
 from __future__ import annotations
 
 import difflib
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from topgrad.errors import OpConflictError
+from topgrad.errors import OpConflictError, warn
 
 
 def _is_op(value: Any) -> bool:
@@ -86,13 +85,9 @@ def merge(backend_name: str, own: dict[str, type], given: list[tuple[str, Any]])
     for plugin, ops in given:
         why = malformed(ops)
         if why:
-            warnings.warn(
-                f"topgrad: plugin {plugin!r}: topgrad_ops({backend_name!r}) {why}; it must return a "
-                "dict of op name -> Op subclass, or topgrad.override(Op) to replace an op. Its ops "
-                "are skipped.",
-                RuntimeWarning,
-                stacklevel=4,
-            )
+            warn(f"topgrad: plugin {plugin!r}: topgrad_ops({backend_name!r}) {why}; it must return a "
+                 "dict of op name -> Op subclass, or topgrad.override(Op) to replace an op. Its ops "
+                 "are skipped.")
             continue
         for name, value in ops.items():
             claims = replaced if isinstance(value, override) else added
@@ -113,13 +108,9 @@ def merge(backend_name: str, own: dict[str, type], given: list[tuple[str, Any]])
     for name, (plugin, marker) in replaced.items():
         if name not in table:
             near = difflib.get_close_matches(name, list(table), n=1)
-            warnings.warn(
-                f"topgrad: plugin {plugin!r} overrides op {name!r}, which backend {backend_name!r} "
-                f"does not have{f' (did you mean {near[0]!r}?)' if near else ''}; the override is "
-                "skipped (give a new op without override())",
-                RuntimeWarning,
-                stacklevel=4,
-            )
+            warn(f"topgrad: plugin {plugin!r} overrides op {name!r}, which backend {backend_name!r} "
+                 f"does not have{f' (did you mean {near[0]!r}?)' if near else ''}; the override is "
+                 "skipped (give a new op without override())")
             continue
         table[name] = marker.op
     return OpTable(backend_name, table)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import difflib
 import importlib
 import os
-import warnings
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -18,7 +17,7 @@ import pluggy
 
 from topgrad import hookspecs
 from topgrad.backend import Backend, BackendSpec
-from topgrad.errors import BackendConflictError, BackendNotFoundError, BackendUnavailableError
+from topgrad.errors import BackendConflictError, BackendNotFoundError, BackendUnavailableError, warn
 from topgrad.optable import OpTable, merge, own_ops
 
 ENTRY_POINT_GROUP = "topgrad"
@@ -47,23 +46,15 @@ def plugin_manager() -> pluggy.PluginManager:
                 manager.register(plugin, name=ep.name)
             except Exception as exc:  # a broken plugin must not break the others
                 _skipped[ep.name] = f"{type(exc).__name__}: {exc}"
-                warnings.warn(
-                    f"topgrad: plugin {ep.name!r} ({ep.value}) failed to load and is skipped: "
-                    f"{_skipped[ep.name]}",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+                warn(f"topgrad: plugin {ep.name!r} ({ep.value}) failed to load and is skipped: "
+                     f"{_skipped[ep.name]}")
                 continue
             _warn_unused_hooks(plugin, ep.name)
             if not manager.get_hookcallers(plugin):
                 _skipped[ep.name] = "it implements no topgrad hook"
-                warnings.warn(
-                    f"topgrad: plugin {ep.name!r} ({ep.value}) implements no topgrad hook, so it "
-                    "offers nothing: its entry point should name a module (or object) with "
-                    "@topgrad.hookimpl functions such as topgrad_backends",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+                warn(f"topgrad: plugin {ep.name!r} ({ep.value}) implements no topgrad hook, so it "
+                     "offers nothing: its entry point should name a module (or object) with "
+                     "@topgrad.hookimpl functions such as topgrad_backends")
         _manager = manager
     return _manager
 
@@ -92,8 +83,7 @@ def _warn_unused_hooks(plugin: object, name: str) -> None:
         why = (f"is not a topgrad hook (the hooks: {', '.join(sorted(hooks))})" if attr not in hooks
                else "lacks @topgrad.hookimpl" if not hasattr(getattr(plugin, attr), "topgrad_impl") else "")
         if why:
-            warnings.warn(f"topgrad: plugin {name!r}: {attr} {why}, so it is never called",
-                          RuntimeWarning, stacklevel=3)
+            warn(f"topgrad: plugin {name!r}: {attr} {why}, so it is never called")
 
 
 def register_backend(spec: BackendSpec, replace: bool = False) -> None:
@@ -121,12 +111,8 @@ def _offers() -> dict[str, list[tuple[str, BackendSpec]]]:
         try:
             specs = _backend_specs(_call(impl))
         except Exception as exc:
-            warnings.warn(
-                f"topgrad: plugin {impl.plugin_name!r} failed in topgrad_backends() and is skipped: "
-                f"{type(exc).__name__}: {exc}",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+            warn(f"topgrad: plugin {impl.plugin_name!r} failed in topgrad_backends() and is skipped: "
+                 f"{type(exc).__name__}: {exc}")
             continue
         for spec in specs:
             offers.setdefault(spec.name, []).append((impl.plugin_name, spec))
@@ -222,12 +208,8 @@ def _merged_ops(name: str, backend: Backend) -> OpTable:
         try:
             answer = _call(impl, backend=name)
         except Exception as exc:  # a broken plugin must not break the backend
-            warnings.warn(
-                f"topgrad: plugin {impl.plugin_name!r} failed in topgrad_ops({name!r}) and its ops are "
-                f"skipped: {type(exc).__name__}: {exc}",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+            warn(f"topgrad: plugin {impl.plugin_name!r} failed in topgrad_ops({name!r}) and its ops are "
+                 f"skipped: {type(exc).__name__}: {exc}")
             continue
         if answer is not None:
             given.append((impl.plugin_name, answer))

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from topgrad.errors import warn
 from topgrad.graph import Graph, _shape_text, build, format_attrs, human_bytes
 
 if TYPE_CHECKING:
@@ -94,12 +93,8 @@ def write(dot_text: str, path: str | Path) -> Path:
     if exe is None:
         fallback = path.with_suffix(".dot")
         fallback.write_text(dot_text)
-        warnings.warn(
-            f"Graphviz's `dot` program is not installed, so {path} was not drawn; the DOT text is in "
-            f"{fallback} (install Graphviz, e.g. `apt install graphviz`, to render pictures)",
-            RuntimeWarning,
-            stacklevel=_outside_this_module(),
-        )
+        warn(f"Graphviz's `dot` program is not installed, so {path} was not drawn; the DOT text is in "
+             f"{fallback} (install Graphviz, e.g. `apt install graphviz`, to render pictures)")
         return fallback
     fmt = {"jpg": "jpeg"}.get(path.suffix[1:].lower(), path.suffix[1:].lower())
     done = subprocess.run([exe, f"-T{fmt}", "-o", str(path)], input=dot_text.encode(), capture_output=True)
@@ -107,15 +102,6 @@ def write(dot_text: str, path: str | Path) -> Path:
         why = done.stderr.decode(errors="replace").strip()
         raise OSError(f"Graphviz's dot could not write {path}: {why}")
     return path
-
-
-def _outside_this_module() -> int:
-    """The `stacklevel` that makes a warning name the first caller outside this module (the
-    user's `to_dot(t, "g.svg")` line, not `to_dot` itself)."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename == __file__:
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def _escape(text: str) -> str:
