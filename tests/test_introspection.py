@@ -345,6 +345,26 @@ def test_gradcheck_passes_on_correct_ops(sizes: Sizes) -> None:
     topgrad.gradcheck(lambda x: (x * x).mean(), rand((2, 3), 7))
 
 
+def test_gradcheck_leaves_batchnorm_running_statistics_as_they_were() -> None:
+    """fn runs once per input element; BatchNorm in training mode updates its running statistics
+    each time (in float64 during the check), and gradcheck puts them back."""
+    mean0, var0 = rand((3,), 8), np.abs(rand((3,), 9)) + 0.5
+    running_mean = Tensor(mean0.copy(), requires_grad=False)
+    running_var = Tensor(var0.copy(), requires_grad=False)
+    before = running_mean.data, running_var.data
+
+    def fn(x: Tensor, g: Tensor, b: Tensor) -> Tensor:
+        return x.batchnorm(g, b, running_mean=running_mean, running_var=running_var, training=True)
+
+    assert topgrad.gradcheck(fn, rand((4, 3), 10), rand((3,), 11), rand((3,), 12))
+    assert running_mean.data is before[0] and running_var.data is before[1], "the very arrays it had"
+    np.testing.assert_array_equal(running_mean.numpy(), mean0)
+    np.testing.assert_array_equal(running_var.numpy(), var0)
+    assert running_mean.numpy().dtype == np.float32
+    fn(Tensor(rand((4, 3), 10)), Tensor(rand((3,), 11)), Tensor(rand((3,), 12)))  # outside a check:
+    assert not np.array_equal(running_mean.numpy(), mean0), "a training step still updates them"
+
+
 def test_gradcheck_finds_a_wrong_backward_and_names_the_element() -> None:
     x = rand((2, 3), 1)
     with pytest.raises(GradcheckError) as info:

@@ -12,6 +12,9 @@ good to about `float32 eps * sum|r * y|`, and a central difference to that over 
 each element's tolerance is `atol + rtol * |numeric| + 4 * float32 eps * sum|r * y| / step`
 with eps, atol and rtol 1e-3: mistakes of a few percent are caught, not finer ones.
 Perturbations are applied to the float32 values, and the step actually taken is used.
+
+`fn` runs twice per input element. State it changes in the Tensors its ops receive (BatchNorm's
+running statistics in training mode) is put back afterwards, so the model is left as it was.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from topgrad.observe import dtype_name
+from topgrad.observe import Observer, dtype_name, observing
 from topgrad.registry import get_backend
 from topgrad.tensor import Tensor, no_grad
 
@@ -108,7 +111,6 @@ def gradcheck(
     `raise_on_failure=False`. `dtype="float32"` forces the float32 check; by default float64
     is used where the backend and `fn` keep it.
     """
-    import numpy as np
 
     backend = get_backend()
     xs = [_as_float64(x, backend) for x in inputs]
@@ -116,6 +118,21 @@ def gradcheck(
         raise ValueError("gradcheck needs at least one input to differentiate")
     if dtype not in (None, "float32", "float64"):
         raise ValueError(f"gradcheck: dtype must be None, 'float32' or 'float64', got {dtype!r}")
+    with observing(_StateKeeper()) as state:
+        try:
+            return _check(fn, xs, eps, atol, rtol, seed, raise_on_failure, dtype)
+        finally:
+            state.restore()
+
+
+def _check(
+    fn: Callable[..., Tensor], xs: list[Any], eps: float | None, atol: float | None,
+    rtol: float | None, seed: int, raise_on_failure: bool, dtype: str | None,
+) -> GradcheckResult:
+    """The comparison itself, at the float64 points `xs`, with `gradcheck`'s arguments."""
+    import numpy as np
+
+    backend = get_backend()
     precision, note = (dtype, "") if dtype else _precision(fn, xs, backend)
     d_eps, d_atol, d_rtol = DEFAULTS[precision]
     eps = d_eps if eps is None else eps
@@ -175,6 +192,23 @@ def gradcheck(
     if not result.ok and raise_on_failure:
         raise GradcheckError(result)
     return result
+
+
+class _StateKeeper(Observer):
+    """Remembers the array of every constant leaf Tensor an op receives (running statistics are
+    such Tensors, and BatchNorm gives them new arrays), to put it back when the check ends."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, tuple[Tensor, Any]] = {}
+
+    def before_forward(self, op: Any, args: tuple[Any, ...], params: dict[str, Any]) -> None:
+        for v in (*args, *params.values()):
+            if isinstance(v, Tensor) and v._op is None and not v.requires_grad and id(v) not in self.seen:
+                self.seen[id(v)] = (v, v.data)
+
+    def restore(self) -> None:
+        for t, data in self.seen.values():
+            t.data = data
 
 
 def _call(fn: Callable[..., Tensor], args: list[Tensor]) -> Tensor:
