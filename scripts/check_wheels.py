@@ -4,7 +4,8 @@
 
 1. Builds a wheel of topgrad-core, topgrad-numpy, topgrad-triton and topgrad-examples,
    each from a clean copy of its folder, and checks what each wheel holds: py.typed, its
-   entry points, and dependencies (core needs only pluggy; no wheel but triton's needs torch).
+   entry points, its license, and dependencies (core needs only pluggy; no wheel but triton's needs torch;
+   every third-party module a wheel's code imports, anywhere, is declared, if only in an extra).
 2. Installs them into fresh virtualenvs, local wheels with --no-deps and their third-party
    dependencies (numpy, pluggy, tqdm) from the index by name, then `pip check`:
    - topgrad-core alone: imports without numpy, `Tensor([1.0])` says to install a backend;
@@ -18,6 +19,7 @@ Prints one line per check; exits 1 when any check fails.
 from __future__ import annotations
 
 import argparse
+import ast
 import email.parser
 import os
 import shutil
@@ -48,7 +50,7 @@ DISTS = [
     Dist("topgrad-numpy", "topgrad_numpy", ("[topgrad]", "numpy = topgrad_numpy.plugin"),
          ("topgrad-core", "numpy")),
     Dist("topgrad-triton", "topgrad_triton", ("[topgrad]", "triton = topgrad_triton.plugin"),
-         ("topgrad-core", "triton", "torch"), ()),
+         ("topgrad-core", "triton", "torch", "numpy"), ()),
     Dist("topgrad-examples", "topgrad_examples", ("[console_scripts]", "topgrad-train = "),
          ("topgrad-core", "numpy", "tqdm")),
 ]
@@ -107,6 +109,9 @@ def inspect(dist: Dist, wheel: Path) -> None:
         eps = f"{info}/entry_points.txt"
         entry_points = zf.read(eps).decode() if eps in names else ""
     report(f"{dist.module}/py.typed" in names, f"{dist.folder}: wheel contains {dist.module}/py.typed")
+    expression = metadata["License-Expression"]
+    report(f"{info}/licenses/LICENSE" in names and expression is not None,
+           f"{dist.folder}: wheel carries its LICENSE and a License-Expression ({expression})")
     modules = [n for n in names if n.startswith(f"{dist.module}/") and n.endswith(".py")]
     report(bool(modules), f"{dist.folder}: wheel contains the package {dist.module} ({len(modules)} modules)")
     report(metadata["Name"] == dist.folder, f"{dist.folder}: metadata names it {metadata['Name']!r}")
@@ -117,6 +122,11 @@ def inspect(dist: Dist, wheel: Path) -> None:
     required = {_dist_name(r) for r in metadata.get_all("Requires-Dist") or [] if "extra ==" not in r}
     report(set(dist.requires) <= required, f"{dist.folder}: requires {', '.join(dist.requires)}",
            f"Requires-Dist: {sorted(required)}")
+    declared = {_dist_name(r) for r in metadata.get_all("Requires-Dist") or []}  # extras too
+    undeclared = {m for m in _imported(_sources(wheel, dist.module)) if m != dist.module} - {
+        IMPORT_NAMES.get(d, d) for d in declared}
+    report(not undeclared, f"{dist.folder}: declares every third-party module its code imports",
+           f"imported but not in Requires-Dist: {sorted(undeclared)}")
     bad = required & set(dist.forbidden)
     report(not bad, f"{dist.folder}: does not require {', '.join(dist.forbidden) or 'anything forbidden'}",
            f"it requires {sorted(bad)}")
@@ -124,6 +134,30 @@ def inspect(dist: Dist, wheel: Path) -> None:
         kit = {f"topgrad/testing/{f}.py" for f in ("__main__", "test_conformance", "pytest_plugin")}
         report(kit <= set(names), "topgrad-core: wheel contains the conformance kit",
                f"missing {kit - set(names)}")
+
+
+IMPORT_NAMES = {"topgrad-core": "topgrad"}
+"""Distribution name -> the module it installs, where the two differ."""
+
+
+def _sources(wheel: Path, package: str) -> list[str]:
+    """The source text of every module of `package` in the wheel."""
+    with zipfile.ZipFile(wheel) as zf:
+        names = [n for n in zf.namelist() if n.startswith(f"{package}/") and n.endswith(".py")]
+        return [zf.read(n).decode() for n in names]
+
+
+def _imported(sources: list[str]) -> set[str]:
+    """Top-level names of the non-standard-library modules that `sources` import, at any depth
+    (a lazy import inside a function still needs its distribution installed)."""
+    names: set[str] = set()
+    for text in sources:
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Import):
+                names.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return {n for n in names if n not in sys.stdlib_module_names and n != "__future__"}
 
 
 def _dist_name(requirement: str) -> str:
@@ -159,9 +193,12 @@ def check_python(python: Path, what: str, code: str, cwd: Path) -> None:
 
 
 CORE_ALONE = """
-    import sys
+    import subprocess, sys
     import topgrad
     assert "numpy" not in sys.modules, "importing topgrad imported numpy"
+    listed = subprocess.run([sys.executable, "-m", "topgrad.testing", "--list"],
+                            capture_output=True, text=True)
+    assert listed.returncode == 0 and "no topgrad backend is installed" in listed.stdout, listed
     assert topgrad.available_backends() == {}, topgrad.available_backends()
     try:
         topgrad.Tensor([1.0])

@@ -64,6 +64,19 @@ def test_unavailable_without_gpu_or_interpreter_says_how_to_interpret():
     assert "TRITON_INTERPRET=1" in message and "before" in message
 
 
+def test_a_missing_dependency_is_named_with_what_to_install():
+    result = run_python("""
+        import sys, topgrad
+        sys.modules["triton"] = None  # as if triton were not installed
+        try:
+            topgrad.set_backend("triton")
+        except topgrad.BackendUnavailableError as exc:
+            print(exc)
+    """, env=dict(os.environ))
+    assert result.returncode == 0, result.stderr
+    assert "cannot import its dependencies" in result.stdout and "pip install triton" in result.stdout
+
+
 def test_backend_is_named_and_on_its_device(backend):
     assert backend.name == "triton"
     expected = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"

@@ -30,12 +30,15 @@ def interpreting() -> bool:
 def check_available() -> None:
     """Raise BackendUnavailableError unless triton imports and a GPU or the interpreter can run it."""
     try:
+        import numpy  # noqa: F401  (arrays in and out: asarray, to_numpy)
         import torch
         import triton  # noqa: F401
     except Exception as exc:
+        missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+        advice = (f"install it with: pip install {missing}" if missing
+                  else "reinstall them with: pip install --force-reinstall topgrad-triton")
         raise topgrad.BackendUnavailableError(
-            f"backend 'triton' cannot import its dependencies ({type(exc).__name__}: {exc}); "
-            "install them with: pip install topgrad-triton"
+            f"backend 'triton' cannot import its dependencies ({type(exc).__name__}: {exc}); {advice}"
         ) from exc
     if interpreting():
         import triton.language as tl

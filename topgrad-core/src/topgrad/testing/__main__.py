@@ -23,17 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the installed backends and exit")
     args = parser.parse_args(argv)
 
-    try:
-        import numpy  # noqa: F401
-    except ImportError:
-        print("the conformance kit needs numpy: pip install 'topgrad-core[testing]'", file=sys.stderr)
-        return 2
     import importlib
 
     import topgrad
     from topgrad.registry import _default_name
-    from topgrad.testing.outcome import RTOL
-    from topgrad.testing.runner import format_report, run
 
     for module in args.plugin:
         try:
@@ -50,9 +43,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --plugin {module}: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 2
     if args.list:
-        for name, spec in sorted(topgrad.available_backends().items()):
+        found = sorted(topgrad.available_backends().items())
+        for name, spec in found:
             print(f"{name:<12} {spec.description}")
+        if not found:
+            print("no topgrad backend is installed (pip install topgrad-numpy)")
         return 0
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        print("the conformance kit needs numpy: pip install 'topgrad-core[testing]'", file=sys.stderr)
+        return 2
+    from topgrad.testing.outcome import RTOL
+    from topgrad.testing.runner import format_report, run
+
     try:
         name = args.backend or os.environ.get("TOPGRAD_BACKEND") or _default_name()
         topgrad.load_backend(name)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+try:
+    import numpy  # noqa: F401
+except ImportError:  # the kit's references are numpy; say what to install, not a bare import error
+    raise ImportError("the conformance kit needs numpy: pip install 'topgrad-core[testing]'") from None
+
 from topgrad.testing.suite import BackendConformance
 
 
