@@ -428,6 +428,106 @@ def test_no_grad_output_is_a_constant_as_in_pytorch() -> None:
     assert_close(y.grad, np.full(2, 3.0, np.float32), "y is a leaf now")
 
 
+def test_no_grad_is_per_thread_as_in_pytorch() -> None:
+    """Overlapping no_grad blocks in two threads leave each thread's mode, and the main one's, as it was."""
+    import threading
+
+    entered, leave = threading.Barrier(3), threading.Event()
+    one_at_a_time = threading.Lock()  # Triton's interpreter (and its bounds checks) run one launch at a time
+    seen: list[bool] = []
+
+    def worker() -> None:
+        with topgrad.no_grad():
+            entered.wait(timeout=30)
+            leave.wait(timeout=30)
+        with one_at_a_time:
+            seen.append((Tensor(rand((2,), 36)) * 2.0).requires_grad)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        entered.wait(timeout=30)  # both threads are inside no_grad now
+        with one_at_a_time:
+            assert (Tensor(rand((2,), 37)) * 2.0).requires_grad, "another thread's no_grad reached this one"
+    finally:
+        leave.set()
+        for t in threads:
+            t.join(timeout=30)
+    assert seen == [True, True]
+    assert (Tensor(rand((2,), 38)) * 2.0).requires_grad
+
+
+# ---- in-place updates ------------------------------------------------------------------------
+def test_in_place_update_under_no_grad_keeps_the_leaf_as_in_pytorch() -> None:
+    """The classic hand-written SGD step: `w -= lr * w.grad` under no_grad, twice."""
+    w_np, x_np = rand((3, 2), 40), rand((4, 3), 41)
+    w, wt = Tensor(w_np), torch.tensor(w_np, requires_grad=True)
+    for _ in range(2):
+        Tensor(x_np, requires_grad=False).linear(w).sum().backward()
+        torch.tensor(x_np).matmul(wt).sum().backward()
+        leaf = w
+        with topgrad.no_grad():
+            w -= 0.1 * w.grad
+            w *= 0.5
+            w += 1.0
+            w /= 2.0
+        with torch.no_grad():
+            wt -= 0.1 * wt.grad
+            wt *= 0.5
+            wt += 1.0
+            wt /= 2.0
+        assert w is leaf and w.requires_grad and w._op is None
+        w.grad, wt.grad = None, None
+    assert_close(w.numpy(), wt.detach().numpy(), "two hand-written SGD steps")
+
+
+def test_in_place_update_of_a_leaf_that_requires_grad_outside_no_grad_is_refused() -> None:
+    w = Tensor(rand((2,), 42))
+    with pytest.raises(RuntimeError, match=r"in place .*no_grad"):
+        w -= 1.0
+    h = w * 2.0  # not a leaf: += builds a new node, as x = x + y would
+    h += 1.0
+    h.sum().backward()
+    assert_close(w.grad, np.full(2, 2.0, np.float32), "through h += 1")
+    with pytest.raises(ValueError, match="cannot broadcast"), topgrad.no_grad():
+        w += Tensor(rand((3, 2), 43))
+
+
+# ---- small conveniences ----------------------------------------------------------------------
+def test_detach_float_flatten_and_required_operands() -> None:
+    x = Tensor(rand((2, 3), 44))
+    d = x.detach()
+    assert not d.requires_grad and d._op is None and d.data is x.data  # shares, as torch's detach
+    assert float(Tensor([2.5])) == 2.5
+    with pytest.raises(ValueError, match="one element"):
+        float(x)
+    assert Tensor(np.zeros((0, 3, 2), np.float32)).flatten().shape == (0, 6)  # as torch.flatten
+    q = x.reshape(1, 2, 3)
+    calls = [(lambda: x.linear(None), "Linear"), (lambda: q.reshape(1, 2, 3, 1).conv2d(None), "Conv2d"),
+             (lambda: topgrad.attention(q, q, None), "Attention")]
+    for call, op in calls:
+        with pytest.raises(TypeError, match=f"{op}: .* is required"):
+            call()
+
+
+@pytest.mark.parametrize("method", ["sum", "mean"])
+def test_an_empty_axis_tuple_is_refused_as_ambiguous(method: str) -> None:
+    """numpy reduces no axis for axis=(), PyTorch every axis: neither is assumed."""
+    with pytest.raises(ValueError, match=r"axis=\(\) is ambiguous"):
+        getattr(Tensor(rand((2, 3), 45)), method)(axis=())
+
+
+def test_a_tensor_seed_takes_the_dtype_of_the_tensor_as_in_pytorch() -> None:
+    try:
+        y = Tensor(rand((2,), 46), dtype="float64") * 2.0
+    except TypeError:
+        pytest.skip("this backend has no float64")
+    y.backward(Tensor(np.ones(2, np.float32)))
+    leaf = y._op.parents[0]
+    assert str(leaf.grad.dtype).endswith("float64")
+
+
 # ---- constants: requires_grad=False ----------------------------------------------------------
 def test_a_constant_gets_no_gradient_and_the_rest_match_torch() -> None:
     """An input batch made with requires_grad=False through a small residual net, against PyTorch."""

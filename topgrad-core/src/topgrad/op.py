@@ -49,7 +49,7 @@ class Op:
 
     def save_for_backward(self, *arrays: Any) -> None:
         """Keep the arrays `backward` needs; the engine releases them after backward."""
-        if _tensor._grad_enabled:
+        if _tensor._grad_mode.enabled:
             self._intermediate = arrays
 
     @property
@@ -77,7 +77,7 @@ class Op:
             return _apply_observed(cls, args, params)
         op = cls()
         out = op.forward(*[a.data if isinstance(a, Tensor) else a for a in args], **params)
-        if not _tensor._grad_enabled:  # a constant, as in PyTorch: backward from it is an error
+        if not _tensor._grad_mode.enabled:  # a constant, as in PyTorch: backward from it is an error
             return Tensor._from_array(out, None, requires_grad=False)
         return _link(op, args, out)
 
@@ -93,7 +93,7 @@ def _apply_observed(cls: type[Op], args: tuple[Any, ...], params: dict[str, Any]
     start = time.perf_counter()
     out = op.forward(*[a.data if isinstance(a, Tensor) else a for a in args], **params)
     seconds = time.perf_counter() - start
-    result = (_link(op, args, out) if _tensor._grad_enabled
+    result = (_link(op, args, out) if _tensor._grad_mode.enabled
               else Tensor._from_array(out, None, requires_grad=False))
     for obs in cls._observers:
         obs.after_forward(op, args, params, result, seconds)

@@ -11,6 +11,7 @@ import contextlib
 import math
 import numbers
 import operator
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,15 @@ from topgrad import registry
 if TYPE_CHECKING:
     from topgrad.op import Op
 
-_grad_enabled = True
+class _GradMode(threading.local):
+    """Whether ops build the graph, per thread as in PyTorch: one thread's `no_grad` block
+    leaves the others recording."""
+
+    enabled = True
+
+
+_grad_mode = _GradMode()
+_FLOAT32_MAX = 3.4028234663852886e38
 
 
 @contextlib.contextmanager
@@ -27,12 +36,11 @@ def no_grad() -> Iterator[None]:
     """Run ops forward only: nothing is saved, no graph is built, and every result is a constant
     (`requires_grad=False`, as in PyTorch), so a loss computed here refuses `backward()` instead
     of training nothing. To train a value made here, set its `requires_grad = True`."""
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, False
+    previous, _grad_mode.enabled = _grad_mode.enabled, False
     try:
         yield
     finally:
-        _grad_enabled = previous
+        _grad_mode.enabled = previous
 
 
 def _ops() -> Any:
@@ -113,6 +121,13 @@ class Tensor:
     def item(self) -> float:
         return float(self.numpy().reshape(-1)[0]) if self.size == 1 else _not_scalar(self)
 
+    def __float__(self) -> float:
+        return self.item()
+
+    def detach(self) -> Tensor:
+        """A constant sharing this tensor's data, outside the graph (as `torch.Tensor.detach`)."""
+        return Tensor._from_array(self.data, None, requires_grad=False)
+
     @property
     def size(self) -> int:
         return math.prod(self.data.shape)
@@ -171,30 +186,68 @@ class Tensor:
         return other + (-self)
 
     def __truediv__(self, other: Any) -> Tensor:
-        if isinstance(other, Tensor):
+        """x / c for a number c, as x * (1 / c); where 1 / c overflows float32 (|c| < 2.9e-39) as
+        (x * (2^-64 / c)) * 2^64, so that 1e-40 / 1e-39 is 0.1 and 0 / 1e-39 is 0, as in PyTorch."""
+        if isinstance(other, bool) or not isinstance(other, numbers.Real):
             raise TypeError(
-                "Tensor / Tensor is not an op of the table: divide by a Python number, "
-                "or multiply by a reciprocal you computed outside the graph"
+                f"Tensor / {type(other).__name__}: divide by a number; division by a Tensor or an array "
+                "is not an op of the table (multiply by a reciprocal computed outside the graph)"
             )
-        return self * (1.0 / other if other != 0 else math.copysign(math.inf, other))  # x / 0: ±inf, as IEEE
+        c = float(other)
+        r = 1.0 / c if c else math.copysign(math.inf, c)  # x / 0: ±inf (0 / 0: NaN), as IEEE
+        if math.isinf(r) or abs(r) <= _FLOAT32_MAX or _dtype_name(self.data) == "float64":
+            return self * r
+        return (self * (2.0**-64 / c)) * 2.0**64
+
+    # In-place updates (`w -= lr * w.grad`), as in PyTorch: under no_grad they replace the data of
+    # this very tensor (a leaf keeps its identity, .grad and requires_grad); elsewhere a leaf that
+    # requires grad refuses, and any other tensor gets the out-of-place result (a new graph node).
+    def __iadd__(self, other: Any) -> Tensor:
+        return self._in_place("+=", self + other)
+
+    def __isub__(self, other: Any) -> Tensor:
+        return self._in_place("-=", self - other)
+
+    def __imul__(self, other: Any) -> Tensor:
+        return self._in_place("*=", self * other)
+
+    def __itruediv__(self, other: Any) -> Tensor:
+        return self._in_place("/=", self / other)
+
+    def _in_place(self, how: str, result: Tensor) -> Tensor:
+        if not _grad_mode.enabled:
+            if tuple(result.shape) != self.shape:
+                raise ValueError(f"Tensor {how}: the result's shape {result.shape} is not the tensor's "
+                                 f"{self.shape} (an in-place update cannot broadcast it)")
+            self.data = result.data
+            return self
+        if self._op is None and self.requires_grad:
+            raise RuntimeError(
+                f"Tensor {how}: a leaf that requires grad cannot be changed in place while the graph is "
+                f"recorded (as in PyTorch); update parameters under `with topgrad.no_grad():`, or "
+                f"write x = x {how[0]} y for a new tensor"
+            )
+        return result
 
     def __matmul__(self, w: Tensor) -> Tensor:
         return _ops().Linear.apply(self, w, None)
 
     def sum(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
-        return _ops().Sum.apply(self, axis=axis, keepdims=keepdims)
+        return _ops().Sum.apply(self, axis=_reduced("sum", axis), keepdims=keepdims)
 
     def mean(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
-        return _ops().Mean.apply(self, axis=axis, keepdims=keepdims)
+        return _ops().Mean.apply(self, axis=_reduced("mean", axis), keepdims=keepdims)
 
     def relu(self) -> Tensor:
         return _ops().ReLU.apply(self)
 
     def logsoftmax(self, axis: int = -1) -> Tensor:
+        if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+            raise TypeError(f"LogSoftmax: axis must be one int (it normalizes along one axis), got {axis!r}")
         return _ops().LogSoftmax.apply(self, axis=axis)
 
     def linear(self, w: Tensor, b: Tensor | None = None) -> Tensor:
-        return _ops().Linear.apply(self, w, b)
+        return _ops().Linear.apply(self, _given("Linear", "w", w), b)
 
     def reshape(self, *shape: int) -> Tensor:
         return _ops().Reshape.apply(self, shape=_shape(shape))
@@ -204,10 +257,10 @@ class Tensor:
         if self.ndim and not -self.ndim <= start < self.ndim:
             raise ValueError(f"flatten: start {start} is out of range for a tensor of shape {self.shape}")
         start = start % self.ndim if self.ndim else 0
-        return self.reshape(*self.shape[:start], -1)
+        return self.reshape(*self.shape[:start], math.prod(self.shape[start:]))  # -1 fails on 0 elements
 
     def conv2d(self, w: Tensor, b: Tensor | None = None, stride: int = 1, padding: int = 0) -> Tensor:
-        return _ops().Conv2d.apply(self, w, b, stride=stride, padding=padding)
+        return _ops().Conv2d.apply(self, _given("Conv2d", "w", w), b, stride=stride, padding=padding)
 
     def batchnorm(
         self,
@@ -251,8 +304,8 @@ class Tensor:
         dtype = dtype_name(self.data)  # asarray takes a dtype's name: a float64 tensor's seed is float64
         if grad is None:
             grad = backend.asarray(backend.ones(self.shape), dtype=dtype)
-        elif isinstance(grad, Tensor):
-            grad = grad.data
+        elif isinstance(grad, Tensor):  # in this tensor's dtype, as PyTorch casts the seed
+            grad = grad.data if dtype_name(grad.data) == dtype else backend.asarray(grad.data, dtype=dtype)
         else:
             grad = backend.asarray(grad, dtype=dtype)
         if tuple(grad.shape) != self.shape:
@@ -335,10 +388,33 @@ def _shape(shape: tuple[Any, ...], least: int = -1) -> tuple[int, ...]:
     return sizes
 
 
+def _dtype_name(array: Any) -> str:
+    from topgrad.observe import dtype_name  # observe imports this module
+
+    return dtype_name(array)
+
+
+def _given(op: str, name: str, value: Any) -> Any:
+    """`value`, or a TypeError naming the op when a required operand is None."""
+    if value is None:
+        raise TypeError(f"{op}: {name} is required (a Tensor), got None")
+    return value
+
+
+def _reduced(op: str, axis: Any) -> Any:
+    """`axis`, refusing `()`: numpy reduces no axis there and PyTorch every axis."""
+    if isinstance(axis, (tuple, list)) and not axis:
+        raise ValueError(f"{op}: axis=() is ambiguous (numpy reduces no axis, PyTorch every one); "
+                         "use axis=None to reduce every axis")
+    return axis
+
+
 def _not_scalar(t: Tensor) -> float:
     raise ValueError(f"item() needs a tensor with one element, got shape {t.shape}")
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False) -> Tensor:
     """Single-head scaled dot-product attention, softmax(q kᵀ / √D) v, shapes (B, T, D)."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        _given("Attention", name, t)
     return _ops().Attention.apply(q, k, v, causal=causal)
