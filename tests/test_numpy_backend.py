@@ -164,6 +164,16 @@ def test_float64_tensors_stay_float64(nb, case: str) -> None:
         assert t.grad.dtype == np.float64, f"{case} gradient is {t.grad.dtype}"
 
 
+def test_a_float64_batch_keeps_float32_running_statistics_float32(nb) -> None:
+    """The statistics keep their own dtype, as a model's buffers do, whatever batch updates them."""
+    rm = topgrad.Tensor(np.zeros(3, np.float32), requires_grad=False)
+    rv = topgrad.Tensor(np.ones(3, np.float32), requires_grad=False)
+    x = topgrad.Tensor(_r(5, 3).astype(np.float64), dtype="float64")
+    x.batchnorm(topgrad.Tensor(np.ones(3)), topgrad.Tensor(np.zeros(3)), rm, rv, training=True)
+    assert rm.dtype == F32 and rv.dtype == F32
+    assert not np.array_equal(rm.numpy(), np.zeros(3)), "the statistics were updated"
+
+
 def test_a_float64_tensors_given_gradient_is_taken_in_float64(nb) -> None:
     x = topgrad.Tensor(_r(3).astype(np.float64), dtype="float64")
     (x * x).backward([1.0, 2.0, 3.0])

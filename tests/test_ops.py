@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -102,10 +103,26 @@ def test_tensor_minus_tensor(shape_a: tuple[int, ...], shape_b: tuple[int, ...])
     check_against_torch(lambda a, b: a - b, lambda a, b: a - b, [rand(shape_a, 4), rand(shape_b, 5)])
 
 
-def test_division_by_a_tensor_is_refused() -> None:
-    """Only division by a Python number is a composition of the table's ops."""
-    with pytest.raises(TypeError, match=r"Tensor / Tensor is not an op of the table"):
+def test_division_by_a_tensor_or_an_array_is_refused() -> None:
+    """Only division by a number is a composition of the table's ops."""
+    with pytest.raises(TypeError, match=r"Tensor / Tensor: divide by a number"):
         Tensor(rand((2,), 0)) / Tensor(rand((2,), 1))
+    with pytest.raises(TypeError, match=r"Tensor / ndarray: divide by a number"):
+        Tensor(rand((2,), 0)) / np.full(2, 2.0)
+
+
+@pytest.mark.parametrize("divisor", [2.0, -3.0, 1e-39, -2.5e-39, 0.0, -0.0, 1e38, np.float32(4.0), 7])
+def test_division_by_a_number_matches_pytorch_even_where_its_reciprocal_overflows(divisor: float) -> None:
+    """x / c is x * (1 / c); below |c| = 2.9e-39 the reciprocal overflows float32, so it is taken in two
+    factors, and 1e-40 / 1e-39 is 0.1, 0 / 1e-39 is 0, as PyTorch divides. (Far below, where float32
+    keeps few digits of c, PyTorch divides by c rounded to float32, and Topgrad by c.)"""
+    x_np = np.array([1e-40, 1.0, 0.0, -3.5, 1e30], np.float32)
+    x, xt = Tensor(x_np), torch.tensor(x_np, requires_grad=True)
+    y, yt = x / divisor, xt / divisor
+    y.sum().backward()
+    yt.sum().backward()
+    np.testing.assert_allclose(y.numpy(), yt.detach().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(x.grad, xt.grad.numpy(), rtol=1e-6)
 
 
 @pytest.mark.parametrize("op", sorted(BINARY))
@@ -133,7 +150,8 @@ def test_none_or_text_operand_is_a_type_error(expr: Callable[[Tensor], Tensor], 
 @pytest.mark.parametrize("reduce", ["sum", "mean", "logsoftmax"])
 @pytest.mark.parametrize("axis", [1.0, "0", (0, 1.5), True])
 def test_an_axis_that_is_not_an_int_is_a_type_error(reduce: str, axis: object) -> None:
-    with pytest.raises(TypeError, match="axis must be None, an int or a tuple of ints"):
+    expected = "axis must be one int" if reduce == "logsoftmax" else "axis must be None, an int or a tuple"
+    with pytest.raises(TypeError, match=expected):
         getattr(Tensor(rand((2, 3), 0)), reduce)(axis=axis)
 
 
@@ -285,6 +303,18 @@ def test_logsoftmax_is_stable_for_large_logits(scale: float) -> None:
     x = rand((4, 10), 10, scale=scale)
     _, out = check_against_torch(lambda t: t.logsoftmax(), lambda t: torch.log_softmax(t, dim=-1), [x])
     assert np.isfinite(out.numpy()).all()
+
+
+@pytest.mark.parametrize(("shape", "axis"), [((2, 0), -1), ((0, 3), 0), ((0, 3), 1)])
+def test_logsoftmax_of_an_empty_tensor_is_empty_as_in_pytorch(shape: tuple[int, ...], axis: int) -> None:
+    check_against_torch(lambda t: t.logsoftmax(axis), lambda t: torch.log_softmax(t, dim=axis),
+                        [np.zeros(shape, np.float32)])
+
+
+@pytest.mark.parametrize("axis", [(0, 1), None, 1.5])
+def test_logsoftmax_takes_one_int_axis(axis: Any) -> None:
+    with pytest.raises(TypeError, match="LogSoftmax: axis must be one int"):
+        Tensor(rand((2, 3), 0)).logsoftmax(axis)
 
 
 # ---- Linear and @ --------------------------------------------------------------------------

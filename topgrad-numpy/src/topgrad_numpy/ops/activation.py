@@ -64,6 +64,9 @@ class LogSoftmax(Op):
 
     def forward(self, x: np.ndarray, axis: int = -1) -> np.ndarray:
         (self.axis,) = axes("LogSoftmax", axis, x.ndim)
+        if x.shape[self.axis] == 0:  # nothing to normalize over: an empty result, as in PyTorch
+            self.save_for_backward(x)
+            return x.copy()
         out = x - x.max(axis=self.axis, keepdims=True)
         e = np.exp(out)
         lse = rowsum(e) if self.axis == x.ndim - 1 else e.sum(axis=self.axis, keepdims=True)

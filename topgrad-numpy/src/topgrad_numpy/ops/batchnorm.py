@@ -11,9 +11,10 @@ from topgrad_numpy.ops._util import block_rows, check_affine, colsum, row_blocks
 
 
 def _set_stat(stat: Any, value: np.ndarray) -> None:
-    """Store a new running statistic: a Tensor gets a new array, a raw array is written in place."""
+    """Store a new running statistic in the statistic's own dtype (a float64 batch does not turn
+    float32 statistics into float64): a Tensor gets a new array, a raw array is written in place."""
     if isinstance(stat, Tensor):
-        stat.data = value
+        stat.data = value.astype(stat.data.dtype, copy=False)
     else:
         stat[...] = value
 

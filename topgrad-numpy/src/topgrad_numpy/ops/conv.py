@@ -42,7 +42,8 @@ def _check(x: np.ndarray, w: np.ndarray, b: Any) -> None:
         raise ValueError(
             f"Conv2d: channel mismatch, x {x.shape} has Cin={x.shape[3]} but w {w.shape} "
             f"expects Cin={w.shape[2]} (x is NHWC and w is (kh, kw, Cin, Cout); PyTorch's NCHW x "
-            "and (Cout, Cin, kh, kw) w need a transpose: x.transpose(0, 2, 3, 1), w.transpose(2, 3, 1, 0))"
+            "and (Cout, Cin, kh, kw) w need a transpose of their arrays before they become Tensors: "
+            "np.transpose(x, (0, 2, 3, 1)), np.transpose(w, (2, 3, 1, 0)))"
         )
     if 0 in w.shape[:2] or w.shape[3] == 0:
         raise ValueError(
