@@ -282,3 +282,72 @@ def test_a_numpy_array_operand_hints_at_a_tensor_of_another_backend(backend):
 
     with pytest.raises(TypeError, match="another backend"):
         Add().forward(np.ones(3, np.float32), 1.0)
+
+
+# ---- operands the numpy backend and PyTorch take --------------------------------------------
+def _grad_of(t):
+    return t.grad.detach().cpu().numpy() if isinstance(t.grad, torch.Tensor) else np.asarray(t.grad)
+
+
+@pytest.mark.parametrize("scalar", [np.float32(2.5), np.int64(2), np.float64(-1.5)])
+def test_elementwise_ops_take_numpy_scalars_as_pytorch_does(backend, scalar):
+    a = np.random.default_rng(3).standard_normal((2, 3)).astype(np.float32)
+    x, xt = Tensor(a), torch.tensor(a, requires_grad=True)
+    y = x * scalar + x / scalar - scalar + np.int64(1)
+    yt = xt * scalar + xt / scalar - scalar + np.int64(1)
+    y.sum().backward()
+    yt.sum().backward()
+    np.testing.assert_allclose(y.numpy(), yt.detach().numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(_grad_of(x), xt.grad.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_linear_with_no_input_features_is_the_bias_as_in_pytorch(backend):
+    b0 = np.array([1.0, -2.0, 0.5], np.float32)
+    x, w, b = Tensor(np.zeros((2, 0), np.float32)), Tensor(np.zeros((0, 3), np.float32)), Tensor(b0)
+    xt, wt = torch.zeros(2, 0, requires_grad=True), torch.zeros(0, 3, requires_grad=True)
+    bt = torch.tensor(b0, requires_grad=True)
+    y, yt = x.linear(w, b), torch.nn.functional.linear(xt, wt.t(), bt)
+    np.testing.assert_array_equal(y.numpy(), yt.detach().numpy())
+    y.sum().backward()
+    yt.sum().backward()
+    for top, ref in ((x, xt), (w, wt), (b, bt)):
+        assert _grad_of(top).shape == tuple(ref.grad.shape)
+        np.testing.assert_array_equal(_grad_of(top), ref.grad.numpy())
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    (dict(padding="same"), r"Conv2d: padding must be an int >= 0 or an equal \(h, w\) pair"),
+    (dict(padding=("same", "same")), r"Conv2d: padding must be an int >= 0"),
+    (dict(stride=0), r"Conv2d: stride must be an int >= 1"),
+    (dict(padding=1.5), r"Conv2d: padding must be an int"),
+])
+def test_conv2d_refuses_padding_and_stride_it_cannot_take_by_name(backend, kwargs, match):
+    x, w = Tensor.randn(1, 4, 4, 2, seed=0), Tensor.randn(3, 3, 2, 2, seed=1)
+    with pytest.raises(ValueError, match=match):
+        x.conv2d(w, **kwargs)
+
+
+def test_batchnorm_updates_numpy_running_stats_in_place_as_the_numpy_backend_does(backend):
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((5, 3)).astype(np.float32)
+    rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
+    rmt, rvt = torch.zeros(3), torch.ones(3)
+    y = Tensor(a).batchnorm(None, None, running_mean=rm, running_var=rv, momentum=0.2)
+    yt = torch.nn.functional.batch_norm(torch.tensor(a), rmt, rvt, training=True, momentum=0.2)
+    np.testing.assert_allclose(y.numpy(), yt.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(rm, rmt.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rv, rvt.numpy(), rtol=1e-5, atol=1e-6)
+    rv.flags.writeable = False  # eval mode only reads them
+    y = Tensor(a).batchnorm(None, None, running_mean=rm, running_var=rv, training=False)
+    yt = torch.nn.functional.batch_norm(torch.tensor(a), rmt, rvt, training=False)
+    np.testing.assert_allclose(y.numpy(), yt.numpy(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(TypeError, match=r"BatchNorm: a numpy running_var must be a C-contiguous float32"):
+        Tensor(a).batchnorm(None, None, running_mean=rm, running_var=np.ones(3))
+
+
+def test_attention_refuses_a_numpy_operand_asking_for_a_tensor(backend):
+    from topgrad_triton.ops.attention import Attention
+
+    k = Tensor.randn(1, 2, 4, seed=0).data
+    with pytest.raises(TypeError, match=r"Attention: q must be a Tensor, got ndarray"):
+        Attention().forward(np.zeros((1, 2, 4), np.float32), k, k)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from topgrad_triton.kernels import attention as kernels
 from topgrad_triton.ops.base import TritonOp
 
@@ -13,6 +15,11 @@ class Attention(TritonOp):
     """softmax(q kᵀ / √D) v for q (B, T, D), k and v (B, S, D); `causal` masks key j > query i."""
 
     def forward(self, q: Any, k: Any, v: Any, causal: bool = False) -> Any:
+        for name, a in (("q", q), ("k", k), ("v", v)):
+            if not isinstance(a, torch.Tensor):
+                raise TypeError(f"Attention: {name} must be a Tensor, got {type(a).__name__}: wrap an "
+                                f"array as Tensor({name}), and make a Tensor made under another backend "
+                                "again after set_backend")
         if q.ndim != 3 or q.ndim != k.ndim or k.shape != v.shape or q.shape[:-2] != k.shape[:-2] \
                 or q.shape[-1] != k.shape[-1]:
             raise ValueError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import torch
@@ -13,14 +14,19 @@ from topgrad_triton.kernels.reduce import sum_rows
 from topgrad_triton.ops.base import TritonOp
 
 
-def _one(name: str, value: Any) -> Any:
-    """A (h, w) pair with h == w as one number; other pairs are refused by name."""
-    if not isinstance(value, (tuple, list)):
-        return value
-    if len(value) == 2 and value[0] == value[1]:
-        return value[0]
-    raise ValueError(f"Conv2d: the triton backend takes one {name} for both axes, got {value!r} "
-                     "(the numpy backend also takes an (h, w) pair)")
+def _one(name: str, value: Any, low: int) -> int:
+    """One int >= `low` for both axes: an int, or an (h, w) pair with h == w (other pairs are
+    refused by name); ValueError naming Conv2d for anything else (as padding='same')."""
+    v = value
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        if value[0] != value[1]:
+            raise ValueError(f"Conv2d: the triton backend takes one {name} for both axes, got {value!r} "
+                             "(the numpy backend also takes an (h, w) pair)")
+        v = value[0]
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
+        raise ValueError(f"Conv2d: {name} must be an int >= {low} or an equal (h, w) pair of them, "
+                         f"got {value!r}")
+    return int(v)
 
 
 def _check(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: int, padding: int) -> None:
@@ -34,8 +40,6 @@ def _check(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: int
         raise ValueError(f"Conv2d: the kernel needs kh, kw and Cout of at least 1 (as in PyTorch), {shapes}")
     if b is not None and tuple(b.shape) != (w.shape[3],):
         raise ValueError(f"Conv2d: bias of shape {tuple(b.shape)} does not match w of shape {tuple(w.shape)}")
-    if int(stride) != stride or stride < 1 or int(padding) != padding or padding < 0:
-        raise ValueError(f"Conv2d: stride must be int >= 1, padding int >= 0, got {stride} and {padding}")
     if x.shape[1] + 2 * padding < w.shape[0] or x.shape[2] + 2 * padding < w.shape[1]:
         raise ValueError(f"Conv2d: the kernel is larger than the padded image, {shapes}, padding {padding}")
 
@@ -45,11 +49,10 @@ class Conv2d(TritonOp):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None,
                 stride: int = 1, padding: int = 0) -> torch.Tensor:
-        stride, padding = _one("stride", stride), _one("padding", padding)
-        _check(x, w, b, stride, padding)
+        s, p = _one("stride", stride, 1), _one("padding", padding, 0)
+        _check(x, w, b, s, p)
         kh, kw, cin, cout = w.shape
         B, H, W, _ = x.shape
-        s, p = int(stride), int(padding)
         OH, OW = out_size(H, kh, s, p), out_size(W, kw, s, p)
         pointwise = kh == kw == 1 and s == 1 and p == 0
         cols = contiguous(x).view(B * H * W, cin) if pointwise else im2col(x, kh, kw, s, p)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import torch
@@ -16,14 +17,21 @@ def _shape(x: Any) -> tuple[int, ...] | None:
     return tuple(x.shape) if isinstance(x, torch.Tensor) else None
 
 
-def _check(op: str, a: Any, b: Any) -> None:
+def _check(op: str, a: Any, b: Any) -> tuple[Any, Any]:
+    """(a, b) with any real number (Python's or numpy's, as `np.float32(2)`) as a Python float;
+    TypeError for anything else that is not an array, ValueError for shapes that do not broadcast."""
+    operands = []
     for x in (a, b):
-        if not isinstance(x, (torch.Tensor, int, float)):
+        if isinstance(x, numbers.Real):
+            x = float(x)
+        elif not isinstance(x, torch.Tensor):
             hint = ("; is it a Tensor made under another backend? Make it again after set_backend"
                     if type(x).__module__ == "numpy" else "")
-            raise TypeError(f"{op}: operands must be Tensors or Python numbers, got {type(x).__name__}{hint}")
+            raise TypeError(f"{op}: operands must be Tensors or real numbers, got {type(x).__name__}{hint}")
+        operands.append(x)
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
         broadcast_shape(op, a.shape, b.shape)
+    return operands[0], operands[1]
 
 
 def _mul_grad(grad: torch.Tensor, other: Any, shape: tuple[int, ...] | None) -> torch.Tensor | None:
@@ -34,10 +42,10 @@ def _mul_grad(grad: torch.Tensor, other: Any, shape: tuple[int, ...] | None) -> 
 
 
 class Add(TritonOp):
-    """a + b with broadcasting; either may be a Python number."""
+    """a + b with broadcasting; either may be a real number."""
 
     def forward(self, a: Any, b: Any) -> torch.Tensor:
-        _check("Add", a, b)
+        a, b = _check("Add", a, b)
         self.shapes = (_shape(a), _shape(b))
         return ew.elementwise(ew.ADD, a, b, name="Add")
 
@@ -46,11 +54,11 @@ class Add(TritonOp):
 
 
 class Mul(TritonOp):
-    """a * b with broadcasting; either may be a Python number. Saves each operand the other's
+    """a * b with broadcasting; either may be a real number. Saves each operand the other's
     gradient needs: `x * 2.0` keeps only the 2.0, as PyTorch does."""
 
     def forward(self, a: Any, b: Any) -> torch.Tensor:
-        _check("Mul", a, b)
+        a, b = _check("Mul", a, b)
         self.shapes = (_shape(a), _shape(b))
         self.save_for_backward(None if self.shapes[1] is None else a, None if self.shapes[0] is None else b)
         return ew.elementwise(ew.MUL, a, b, name="Mul")

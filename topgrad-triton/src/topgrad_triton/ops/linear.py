@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from topgrad_triton.kernels.elementwise import contiguous
@@ -23,7 +25,8 @@ class Linear(TritonOp):
         if b is not None and tuple(b.shape) != (w.shape[1],):
             raise ValueError(f"Linear: bias of shape {tuple(b.shape)} does not match w of shape "
                              f"{tuple(w.shape)} (needs ({w.shape[1]},))")
-        x2 = contiguous(x).view(-1, w.shape[0])
+        rows = math.prod(x.shape[:-1])  # not view(-1, D): D may be 0 (then y is the bias, as in PyTorch)
+        x2 = contiguous(x).view(rows, w.shape[0])
         self.x_shape, self.has_bias = tuple(x.shape), b is not None
         self.save_for_backward(x2, w)
         y = matmul(x2, w, contiguous(b) if b is not None else None)

@@ -7,10 +7,13 @@ Forward saves the statistics (mean, rstd) so backward never recomputes them.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
+import numpy as np
 import torch
 
+from topgrad_triton import runtime
 from topgrad_triton.kernels import norm as kernels
 from topgrad_triton.kernels.elementwise import contiguous
 from topgrad_triton.ops.base import TritonOp
@@ -40,11 +43,28 @@ def _check(op: str, x: Any, **params: Any) -> None:
             )
 
 
-def _array(stat: Any) -> Any:
-    """The torch tensor behind a running statistic (a topgrad Tensor or a raw array), or None."""
+def _array(name: str, stat: Any, training: bool) -> Any:
+    """The torch tensor behind a running statistic, or None: a topgrad Tensor's array, a torch
+    tensor itself, or a numpy float32 array's memory (on the GPU, a device copy; `_store` copies
+    the update back into the array, as the numpy backend writes a raw array in place)."""
     if stat is None or isinstance(stat, torch.Tensor):
         return stat
-    return stat.data
+    if isinstance(stat, np.ndarray):
+        if stat.dtype != np.float32 or not stat.flags.c_contiguous or (training and not stat.flags.writeable):
+            raise TypeError(
+                f"BatchNorm: a numpy {name} must be a C-contiguous float32 array (writeable when training: "
+                f"it is updated in place), got {stat.dtype} of shape {stat.shape}; pass "
+                f"np.ascontiguousarray({name}, dtype=np.float32) or a Tensor"
+            )
+        with warnings.catch_warnings():  # a read-only array (eval mode) is only read
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(stat).to(runtime.device())  # on the CPU, the array's own memory
+    data = getattr(stat, "data", None)
+    if not isinstance(data, torch.Tensor):
+        raise TypeError(f"BatchNorm: {name} must be a Tensor (or None), got {type(stat).__name__}"
+                        + ("; is it a Tensor made under another backend? Make it again after set_backend"
+                           if data is not None else ""))
+    return data
 
 
 class LayerNorm(TritonOp):
@@ -69,7 +89,8 @@ class BatchNorm(TritonOp):
 
     Training uses the batch mean and biased variance and, when running statistics are
     given, replaces their `.data` with `(1 - momentum) * old + momentum * batch_stat`
-    (unbiased variance for the running estimate). Eval mode uses the running statistics and,
+    (unbiased variance for the running estimate); a raw array (torch, or numpy float32, as
+    the numpy backend takes) is updated in place. Eval mode uses the running statistics and,
     like torch's batch_norm and the numpy backend, refuses to run without them.
     """
 
@@ -84,7 +105,7 @@ class BatchNorm(TritonOp):
         momentum: float = 0.1,
         eps: float = 1e-5,
     ) -> Any:
-        rm, rv = _array(running_mean), _array(running_var)
+        rm, rv = _array("running_mean", running_mean, training), _array("running_var", running_var, training)
         _check("BatchNorm", x, gamma=gamma, beta=beta, running_mean=rm, running_var=rv)
         if not training and (rm is None or rv is None):
             raise ValueError("BatchNorm: eval mode (training=False) needs running_mean and running_var")
@@ -98,10 +119,8 @@ class BatchNorm(TritonOp):
                 )
             rm_out, rv_out = _updated(running_mean, rm), _updated(running_var, rv)
             mean, rstd = kernels.batchnorm_stats(x2, eps, momentum, rm, rv, rm_out, rv_out)
-            if rm is not None and rm_out is not rm:
-                running_mean.data = rm_out
-            if rv is not None and rv_out is not rv:
-                running_var.data = rv_out
+            _store(running_mean, rm, rm_out)
+            _store(running_var, rv, rv_out)
         else:
             mean, rstd = rm, kernels.rstd_from_var(rv, eps)
         y = kernels.batchnorm_apply(x2, gamma, beta, mean, rstd)
@@ -118,6 +137,18 @@ class BatchNorm(TritonOp):
 
 def _updated(stat: Any, array: Any) -> Any:
     """Where a running statistic's update goes: a raw array in place, a Tensor a fresh array."""
-    if array is None or isinstance(stat, torch.Tensor):
+    if array is None or isinstance(stat, (torch.Tensor, np.ndarray)):
         return array
     return array.new_empty(array.shape)
+
+
+def _store(stat: Any, array: Any, out: Any) -> None:
+    """Give a running statistic its update `out`: a Tensor gets the new array; a numpy array,
+    updated in place on the CPU, gets it copied back from the GPU."""
+    if array is None:
+        return
+    if isinstance(stat, np.ndarray):
+        if out.device.type != "cpu":
+            stat[...] = out.cpu().numpy()  # a device-to-host transfer, written in place
+    elif out is not array:
+        stat.data = out
