@@ -99,6 +99,21 @@ def test_wrong_optimizer(saved: Path) -> None:
         _load_into(saved, optimizer_cls=topgrad.optim.AdamW)
 
 
+def test_optimizer_state_for_more_parameters_than_the_model_has(tmp_path: Path) -> None:
+    """An optimizer that held one more tensor than the model: the message counts both sides."""
+    model, extra = MLP(hidden=(8,)), topgrad.Tensor(np.ones(3, np.float32))
+    optimizer = topgrad.optim.Adam([*model.parameters(), extra])
+    x = topgrad.Tensor(np.ones((2, 28, 28, 1), np.float32))
+    (model(x, training=True).sum() + extra.sum()).backward()
+    optimizer.step()
+    assert len(model.parameters()) == 4 and all(optimizer.state)  # five parameters' state in the file
+    path = checkpoint.save(tmp_path / "ck.npz", "mlp", model, optimizer, 1, CONFIG, np.zeros((1, 3)))
+    fresh = MLP(hidden=(8,), seed=3)
+    with pytest.raises(checkpoint.CheckpointError) as info:
+        checkpoint.load(path, "mlp", fresh, topgrad.optim.Adam(fresh.parameters()))
+    assert "optimizer state covers 5 parameters, the model has 4" in str(info.value), info.value
+
+
 def test_failed_load_changes_nothing(saved: Path) -> None:
     model = MLP(hidden=(8, 8), seed=2)
     before = numpy_state(model)

@@ -77,6 +77,59 @@ def test_batchnorm_running_stats_update_in_training_only() -> None:
     np.testing.assert_allclose(alone, batch, rtol=1e-4, atol=1e-4)
 
 
+def test_modules_start_in_training_mode_as_in_pytorch() -> None:
+    """`cross_entropy(model(x), y)` in one's own loop trains BatchNorm as `nn.BatchNorm2d` would."""
+    model = SMALL["deepconv"]()
+    x, _ = images(4)
+    mean = model.stem_bn.running_mean
+    before = mean.numpy().copy()
+    assert model.training
+    model(x)  # no flag: the module's mode, training
+    assert not np.allclose(mean.numpy(), before)
+    with topgrad.no_grad():
+        np.testing.assert_array_equal(model(x).numpy(), model(x, training=True).numpy())
+
+
+def test_train_and_eval_set_the_mode_of_every_sub_module() -> None:
+    model = SMALL["deepconv"]()
+    x, _ = images(4)
+    modules = [model.stem_bn, model.head, *model.blocks, model.blocks[1].bn2, model.blocks[1].project_bn]
+    assert model.eval() is model  # returns the module, as in PyTorch
+    assert not model.training and not any(m.training for m in modules)  # lists of blocks included
+    stats = {k: v.numpy().copy() for k, v in model.state().items() if "running" in k}
+    with topgrad.no_grad():
+        evaluated = model(x).numpy()
+        np.testing.assert_array_equal(evaluated, model(x, training=False).numpy())
+    assert all(np.array_equal(model.state()[k].numpy(), v) for k, v in stats.items())  # eval: stats kept
+    model(x, training=True)  # an explicit flag wins over the mode
+    assert not np.allclose(model.stem_bn.running_mean.numpy(), stats["stem_bn.running_mean"])
+    assert not model.training  # and does not change it
+    assert model.train() is model and model.training and all(m.training for m in modules)
+    assert model.train(False) is model and not model.blocks[2].bn1.training
+
+
+def test_a_sub_module_keeps_its_own_mode() -> None:
+    """As in PyTorch: `model.stem_bn.eval()` freezes that BatchNorm while the rest trains."""
+    model = SMALL["deepconv"]()
+    x, _ = images(4)
+    model.stem_bn.eval()
+    frozen = model.stem_bn.running_mean.numpy().copy()
+    other = model.blocks[0].bn1.running_mean.numpy().copy()
+    model(x)
+    np.testing.assert_array_equal(model.stem_bn.running_mean.numpy(), frozen)
+    assert not np.allclose(model.blocks[0].bn1.running_mean.numpy(), other)
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_every_model_follows_its_mode(name: str) -> None:
+    model = SMALL[name]()
+    x, _ = images(2)
+    with topgrad.no_grad():
+        eval_logits = model(x, training=False).numpy()
+        np.testing.assert_array_equal(model.eval()(x).numpy(), eval_logits)
+        np.testing.assert_array_equal(model.forward(x).numpy(), eval_logits)
+
+
 def test_parameters_and_state_names() -> None:
     model = SMALL["deepconv"]()
     state = model.state()

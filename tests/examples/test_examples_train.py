@@ -88,6 +88,27 @@ def test_resume_takes_settings_from_the_checkpoint(
     assert code == 0 and "lr 0.005, batch 16" in lines[1] and lines[-1].startswith("test accuracy: ")
 
 
+@pytest.mark.parametrize(("flag", "saved", "given"), [("--dataset", "mnist", "fashion-mnist"),
+                                                    ("--seed", "7", "3")])
+def test_resume_refuses_a_dataset_or_seed_the_checkpoint_contradicts(
+    flag: str, saved: str, given: str, tiny_data: Path, tmp_path: Path, capsys,
+) -> None:
+    """Epoch 2 on other data (or another batch order) than epoch 1 would mix two runs in one checkpoint."""
+    ck = tmp_path / "ck.npz"
+    assert run(capsys, "mlp", "--data-dir", str(tiny_data), flag, saved, "--save", str(ck), *FAST)[0] == 0
+    before = ck.read_bytes()
+    code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", str(ck), flag, given,
+                           "--epochs", "2", "--save", str(ck), "--no-progress")
+    assert code == 2 and not lines and "Traceback" not in err, (lines, err)
+    assert f"{flag} {saved}" in err and f"{flag} {given}" in err, err  # what it has, what was asked
+    assert f"drop {flag}" in err and "without --resume" in err, err  # how to go on
+    assert ck.read_bytes() == before  # the checkpoint is untouched
+    # the same value as the checkpoint's, or no flag at all, goes on
+    code, lines, _ = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", str(ck), flag, saved,
+                         "--epochs", "2", "--no-progress")
+    assert code == 0 and "epoch 2/2" in lines[-2], lines
+
+
 def test_resume_keeps_the_checkpoints_limit(tiny_data: Path, tmp_path: Path, capsys) -> None:
     ck = tmp_path / "ck.npz"
     run(capsys, "mlp", "--data-dir", str(tiny_data), "--limit", "8", "--save", str(ck), *FAST)
@@ -133,6 +154,13 @@ def test_resume_with_nothing_left_to_train_says_so(tiny_data: Path, tmp_path: Pa
     run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST)
     code, lines, _ = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", str(ck), "--epochs", "1")
     assert code == 0 and any("nothing to train" in line for line in lines), lines
+
+
+def test_zero_epochs_without_a_checkpoint_says_what_happens(tiny_data: Path, capsys) -> None:
+    code, lines, _ = run(capsys, "mlp", "--data-dir", str(tiny_data), "--epochs", "0", "--no-progress")
+    assert code == 0 and not any("checkpoint" in line for line in lines), lines
+    assert any("nothing to train" in line and "--epochs 0" in line for line in lines), lines
+    assert lines[-1].startswith("test accuracy: ") and not any(x.startswith("epoch ") for x in lines)
 
 
 def test_the_other_datasets_files_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -150,13 +150,16 @@ def load(
 
 def _optimizer_state(path: Any, arrays: dict[str, np.ndarray], optimizer: Any) -> list[dict[str, Any]]:
     states: list[dict[str, Any]] = [{} for _ in optimizer.params]
+    entries = []
     for key, value in arrays.items():
-        if not key.startswith("optim/"):
-            continue
-        _, index, name = key.split("/", 2)
-        i = int(index)
-        if i >= len(states):
-            raise CheckpointError(f"{path}: optimizer state for parameter {i}, the model has {len(states)}")
+        if key.startswith("optim/"):
+            _, index, name = key.split("/", 2)
+            entries.append((key, int(index), name, value))
+    covered = 1 + max((i for _, i, _, _ in entries), default=-1)
+    if covered > len(states):
+        raise CheckpointError(f"{path}: the checkpoint's optimizer state covers {covered} parameters, "
+                              f"the model has {len(states)}")
+    for key, i, name, value in entries:
         if value.ndim == 0 and np.issubdtype(value.dtype, np.integer):
             states[i][name] = int(value)
         elif tuple(value.shape) != optimizer.params[i].shape:

@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="topgrad-train", description="Train a topgrad example model and print its test accuracy.")
     p.add_argument("model", choices=list(MODELS), help="which model to train")
     p.add_argument("--backend", help="topgrad backend (default: $TOPGRAD_BACKEND, else numpy)")
-    p.add_argument("--dataset", choices=list(DATASETS), default=None, help="default: mnist")
+    p.add_argument("--dataset", choices=list(DATASETS), default=None,
+                   help="default: the checkpoint's with --resume (another is refused), else mnist")
     p.add_argument("--data-dir", help="folder with the four IDX files (default: search, then download)")
     p.add_argument("--no-download", action="store_true",
                    help="never download: use what is installed (MNIST: else the bundled subset)")
@@ -49,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "follows a cosine schedule over them (default: the checkpoint's, else per model)")
     p.add_argument("--batch-size", type=int, help="default: per model")
     p.add_argument("--lr", type=float, help="peak learning rate (default: per model)")
-    p.add_argument("--seed", type=int, default=None, help="fixes initialization and batch order (default: 0)")
+    p.add_argument("--seed", type=int, default=None, help="fixes initialization and batch order (default: "
+                   "the checkpoint's with --resume (another is refused), else 0)")
     p.add_argument("--limit", type=int, help="use only the first N training and N test images")
     p.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz) after every epoch")
     p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint written by --save (add "
@@ -63,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---- pieces of the training loop ------------------------------------------------------
 def make_optimizer(recipe: TrainDefaults, params: list[topgrad.Tensor]) -> topgrad.optim.Optimizer:
-    """The optimizer a recipe names, with its learning rate and weight decay."""
+    """The optimizer a recipe names, with its learning rate and weight decay; `sgd` is SGD with
+    Nesterov momentum (the recipe's `momentum`), or plain SGD when that is 0."""
     if recipe.optimizer == "adam":
         return topgrad.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     if recipe.optimizer == "adamw":
@@ -167,6 +170,23 @@ def _check_same_data(path: str, saved: dict[str, Any], n_train: int, n_test: int
         )
 
 
+def _check_same_run(path: str, saved: dict[str, Any], dataset: str | None, seed: int | None) -> None:
+    """An explicit --dataset or --seed must be the checkpoint's: its epochs trained on that dataset,
+    in that seed's batch order, from that seed's initialization (flags not given take its values)."""
+    asked = {"dataset": dataset, "seed": seed}
+    clashes = [(key, saved[key], value) for key, value in asked.items()
+               if value is not None and key in saved and str(saved[key]) != str(value)]
+    if clashes:
+        has = ", ".join(f"--{key} {old}" for key, old, _ in clashes)
+        given = ", ".join(f"--{key} {new}" for key, _, new in clashes)
+        drop = " and ".join(f"--{key}" for key, _, _ in clashes)
+        raise checkpoint.CheckpointError(
+            f"{path}: the checkpoint's run has {has}, this command gives {given}. To go on with the "
+            f"checkpoint's run, drop {drop} (a resumed run takes the checkpoint's); to train with the "
+            "new settings, start a new run without --resume"
+        )
+
+
 def _what_was_saved(path: str | None) -> str:
     """After Ctrl-C: the epoch the checkpoint holds and how to go on, or that nothing was saved."""
     if not path:
@@ -192,6 +212,8 @@ def run(args: argparse.Namespace) -> float:
         checkpoint.check_writable(args.save)
     resumed = checkpoint.read(args.resume) if args.resume else None  # read once: settings, then state
     saved = checkpoint.config_of(resumed) if resumed is not None else {}
+    if args.resume:
+        _check_same_run(args.resume, saved, args.dataset, args.seed)
     dataset = args.dataset or saved.get("dataset") or "mnist"
     seed = args.seed if args.seed is not None else int(saved.get("seed", 0))
     limit = args.limit if args.limit is not None else saved.get("limit")
@@ -213,9 +235,12 @@ def run(args: argparse.Namespace) -> float:
     print(f"{args.model} on {dataset} ({len(y_train):,} training, {len(y_test):,} test images from "
           f"{data.source}), backend {topgrad.get_backend().name}, {recipe.optimizer} lr {recipe.lr:g}, "
           f"batch {recipe.batch_size}, {_epochs(recipe.epochs)}")
-    if start >= recipe.epochs:
+    if start >= recipe.epochs and args.resume:
         print(f"the checkpoint is at epoch {start} already: nothing to train (--epochs N above {start} "
               "goes on)")
+    elif start >= recipe.epochs:
+        print(f"nothing to train: --epochs {recipe.epochs}; evaluating the model as initialized"
+              f"{' (nothing is saved)' if args.save else ''}")
     try:
         acc, history = _train(args, model, optimizer, recipe, seed, start, history, config,
                               (x_train, y_train, x_test, y_test))

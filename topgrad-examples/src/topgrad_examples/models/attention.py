@@ -36,7 +36,7 @@ class AttentionBlock(Module):
         self.mlp_in = Linear(d, hidden, seed=next(seeds))
         self.mlp_out = Linear(hidden, d, seed=next(seeds), gain=residual_gain)
 
-    def forward(self, x: Tensor, training: bool = False) -> Tensor:
+    def forward(self, x: Tensor, training: bool | None = None) -> Tensor:
         h = self.norm1(x)
         x = x + self.out(attention(self.q(h), self.k(h), self.v(h)))
         h = self.norm2(x)
@@ -60,7 +60,7 @@ class AttentionNet(Module):
         self.norm = LayerNorm(d)
         self.head = Linear(d, num_classes, seed=next(seeds))
 
-    def forward(self, x: Tensor, training: bool = False) -> Tensor:
+    def forward(self, x: Tensor, training: bool | None = None) -> Tensor:
         h = self.embed(x.reshape(x.shape[0], 28, 28)) + self.position  # (B, 28 tokens, d)
         for block in self.blocks:
             h = block(h, training)

@@ -26,7 +26,7 @@ class ConvNet(Module):
         self.fc = Linear(7 * 7 * c3, hidden, seed=next(seeds))
         self.head = Linear(hidden, num_classes, seed=next(seeds))
 
-    def forward(self, x: Tensor, training: bool = False) -> Tensor:
+    def forward(self, x: Tensor, training: bool | None = None) -> Tensor:
         h = self.conv1(x).relu()
         h = self.conv2(h).relu()
         h = self.conv3(h).relu()

@@ -37,7 +37,7 @@ class ResidualBlock(Module):
             self.project = Conv(c_in, c_out, 1, stride=stride, padding=0, bias=False, seed=next(seeds))
             self.project_bn = BatchNorm(c_out)
 
-    def forward(self, x: Tensor, training: bool = False) -> Tensor:
+    def forward(self, x: Tensor, training: bool | None = None) -> Tensor:
         h = self.bn1(self.conv1(x), training).relu()
         h = self.bn2(self.conv2(h), training)
         shortcut = x if self.project is None else self.project_bn(self.project(x), training)
@@ -60,7 +60,7 @@ class DeepConvNet(Module):
         ]
         self.head = Linear(4 * width, num_classes, seed=next(seeds))
 
-    def forward(self, x: Tensor, training: bool = False) -> Tensor:
+    def forward(self, x: Tensor, training: bool | None = None) -> Tensor:
         h = self.stem_bn(self.stem(x), training).relu()
         for block in self.blocks:
             h = block(h, training)

@@ -1,15 +1,21 @@
 """The few building blocks the example models share, written with topgrad's public Tensor API.
 
-`Module` finds its tensors by walking its attributes (Tensors, Modules, lists of
-Modules), so that a model's `parameters()` and its checkpoint names come for free.
-A module lists in `buffer_names` the tensors that are state but not trained
-(BatchNorm's running statistics).
+`Module` finds its tensors and sub-modules by walking its attributes (Tensors, Modules,
+lists of Modules), so that a model's `parameters()`, its checkpoint names and its mode
+come for free. A module lists in `buffer_names` the tensors that are state but not
+trained (BatchNorm's running statistics).
+
+As in PyTorch, a module is in training mode until `model.eval()` (and back with
+`model.train()`), which sets `training` on it and every sub-module; `model(x)` follows
+each module's mode, and `model(x, training=False)` (or `True`) overrides it for one call.
+Only BatchNorm behaves differently in the two modes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from topgrad import Tensor, no_grad
@@ -24,15 +30,44 @@ class TrainDefaults:
     batch_size: int = 128
     epochs: int = 3
     weight_decay: float = 0.0
-    momentum: float = 0.9  # sgd only
+    momentum: float = 0.9  # sgd only: Nesterov momentum when > 0 (topgrad-train's make_optimizer)
     warmup_steps: int = 0  # linear warm-up, then cosine decay to zero over the run
 
 
+M = TypeVar("M", bound="Module")
+
+
 class Module:
-    """Base class: tensors held in attributes are found by `named_tensors`."""
+    """Base class: tensors held in attributes are found by `named_tensors`, sub-modules
+    (attributes, lists and tuples of Modules) by `modules`; `train()` / `eval()` set the mode."""
 
     buffer_names: tuple[str, ...] = ()
     defaults: TrainDefaults = TrainDefaults()
+    training: bool = True  # as in PyTorch, a new module is in training mode
+
+    def modules(self) -> Iterator[Module]:
+        """This module and every sub-module under it, depth first."""
+        yield self
+        for value in vars(self).values():
+            items = value if isinstance(value, (list, tuple)) else (value,)
+            for item in items:
+                if isinstance(item, Module):
+                    yield from item.modules()
+
+    def train(self: M, mode: bool = True) -> M:
+        """Set training mode (`mode=False`: eval mode) on this module and all its sub-modules;
+        returns the module, so `model = build("deepconv").eval()` works."""
+        for module in self.modules():
+            module.training = bool(mode)
+        return self
+
+    def eval(self: M) -> M:
+        """Eval mode: BatchNorm uses its running statistics and leaves them as they are."""
+        return self.train(False)
+
+    def is_training(self, training: bool | None = None) -> bool:
+        """The mode for one call: `training` when given, else this module's mode."""
+        return self.training if training is None else bool(training)
 
     def named_tensors(self, prefix: str = "") -> Iterator[tuple[str, Tensor, bool]]:
         """(dotted name, tensor, is_buffer) for every tensor of this module and its children."""
@@ -55,10 +90,12 @@ class Module:
         """Every tensor by name, parameters and buffers: what a checkpoint holds."""
         return {name: t for name, t, _ in self.named_tensors()}
 
-    def forward(self, x: Tensor, training: bool = False) -> Tensor:
+    def forward(self, x: Tensor, training: bool | None = None) -> Tensor:
+        """The output for `x`. `training`: True or False for this call, None (the default) for
+        each module's own mode; a module passes it on to its sub-modules unchanged."""
         raise NotImplementedError
 
-    def __call__(self, x: Tensor, training: bool = False) -> Tensor:
+    def __call__(self, x: Tensor, training: bool | None = None) -> Tensor:
         return self.forward(x, training=training)
 
 
@@ -87,7 +124,7 @@ class Linear(Module):
             self.w = scaled(self.w, gain)
         self.b = Tensor.zeros(d_out)
 
-    def forward(self, x: Tensor, training: bool = False) -> Tensor:
+    def forward(self, x: Tensor, training: bool | None = None) -> Tensor:
         return x.linear(self.w, self.b)
 
 
@@ -103,12 +140,13 @@ class Conv(Module):
         self.stride = stride
         self.padding = kernel // 2 if padding is None else padding
 
-    def forward(self, x: Tensor, training: bool = False) -> Tensor:
+    def forward(self, x: Tensor, training: bool | None = None) -> Tensor:
         return x.conv2d(self.w, self.b, stride=self.stride, padding=self.padding)
 
 
 class BatchNorm(Module):
-    """Batch normalization over all axes but the last; running statistics are used at eval."""
+    """Batch normalization over all axes but the last: in training mode it normalizes with the
+    batch's statistics and updates the running ones; in eval mode it uses the running ones."""
 
     buffer_names = ("running_mean", "running_var")
 
@@ -119,9 +157,9 @@ class BatchNorm(Module):
         self.running_var = Tensor.ones(channels)
         self.momentum = momentum
 
-    def forward(self, x: Tensor, training: bool = False) -> Tensor:
+    def forward(self, x: Tensor, training: bool | None = None) -> Tensor:
         return x.batchnorm(self.gamma, self.beta, self.running_mean, self.running_var,
-                           training=training, momentum=self.momentum)
+                           training=self.is_training(training), momentum=self.momentum)
 
 
 class LayerNorm(Module):
@@ -131,5 +169,5 @@ class LayerNorm(Module):
         self.gamma = Tensor.ones(d)
         self.beta = Tensor.zeros(d)
 
-    def forward(self, x: Tensor, training: bool = False) -> Tensor:
+    def forward(self, x: Tensor, training: bool | None = None) -> Tensor:
         return x.layernorm(self.gamma, self.beta)

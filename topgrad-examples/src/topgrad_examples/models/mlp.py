@@ -27,7 +27,7 @@ class MLP(Module):
         self.hidden = [Linear(a, b, seed=next(seeds)) for a, b in itertools.pairwise(sizes)]
         self.head = Linear(sizes[-1], num_classes, seed=next(seeds))
 
-    def forward(self, x: Tensor, training: bool = False) -> Tensor:
+    def forward(self, x: Tensor, training: bool | None = None) -> Tensor:
         h = x.reshape(x.shape[0], -1)
         for layer in self.hidden:
             h = layer(h).relu()
