@@ -162,7 +162,7 @@ def _torch_reduce(
 ) -> torch.Tensor:
     reduce = torch.sum if name == "sum" else torch.mean
     if t.ndim == 0:
-        return reduce(t)
+        return reduce(t) if axis is None else reduce(t, dim=axis, keepdim=keepdims)
     dims = tuple(range(t.ndim)) if axis is None else axis
     return reduce(t, dim=dims, keepdim=keepdims)
 
@@ -180,6 +180,8 @@ def _torch_reduce(
         ((2, 3, 4), (0, 1, 2), False),
         ((5,), 0, False),
         ((), None, False),
+        ((), 0, False),  # a 0-d tensor takes axis 0 or -1, as in PyTorch
+        ((), -1, True),
     ],
 )
 def test_reduce_fixed(

@@ -37,7 +37,7 @@ def normalize_axes(op: str, axis: int | Sequence[int] | None, ndim: int) -> tupl
     axes = tuple(int(a) for a in axes)
     result = []
     for ax in axes:
-        if not -ndim <= ax < max(ndim, 1) or (ndim == 0 and ax not in (0, -1)):
+        if ax not in (0, -1) if ndim == 0 else not -ndim <= ax < ndim:  # 0-d: axis 0 or -1, as in PyTorch
             raise ValueError(f"{op}: axis {ax} is out of range for an array of {ndim} dimensions")
         result.append(ax % ndim if ndim else 0)
     if len(set(result)) != len(result):

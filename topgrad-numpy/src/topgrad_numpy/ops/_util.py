@@ -64,6 +64,8 @@ def axes(op: str, axis: Any, ndim: int) -> tuple[int, ...]:
     out = []
     for a in seq:
         a = int(a)
+        if ndim == 0 and a in (0, -1):  # as in PyTorch, a 0-d array takes axis 0 (or -1): nothing to reduce
+            continue
         if not -ndim <= a < ndim:
             raise ValueError(f"{op}: axis {a} is out of range for an array with {ndim} dimensions")
         out.append(a % ndim)
