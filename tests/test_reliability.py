@@ -284,6 +284,8 @@ def _ref_batchnorm(x: torch.Tensor, g: torch.Tensor, b: torch.Tensor) -> torch.T
     if x.ndim < 1:
         raise ValueError("no feature axis")
     c = x.shape[-1]
+    if g.shape != (c,) or b.shape != (c,):  # PyTorch broadcasts a 0-d gamma or beta; Topgrad takes (C,)
+        raise ValueError("gamma and beta of shape (C,) only")
     if x.numel() < 2 * c:  # PyTorch refuses one value per channel and returns an empty batch as is;
         raise ValueError("fewer than two values per channel")  # Topgrad refuses both
     return F.batch_norm(x.reshape(-1, c), None, None, g, b, training=True).reshape(x.shape)
@@ -300,6 +302,10 @@ def _ref_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
         raise ValueError("attention takes (B, T, D)")
     if k.shape[1] == 0:
         raise ValueError("no keys")
+    if not q.shape[0] == k.shape[0] == v.shape[0]:  # PyTorch broadcasts a batch of 1; Topgrad does not
+        raise ValueError("one batch size")
+    if v.shape[-1] != k.shape[-1] and os.environ.get("TOPGRAD_BACKEND") == "triton":
+        raise ValueError("the triton backend takes v as wide as k (the numpy backend any width)")
     return torch_attention(q, k, v)
 
 
