@@ -109,6 +109,18 @@ def test_resume_refuses_a_dataset_or_seed_the_checkpoint_contradicts(
     assert code == 0 and "epoch 2/2" in lines[-2], lines
 
 
+def test_resume_finds_the_checkpoints_data_folder(tiny_data: Path, tmp_path: Path, capsys,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --data-dir, a resumed run trains on the folder the checkpoint's epochs came from."""
+    ck = tmp_path / "ck.npz"
+    assert run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST)[0] == 0
+    monkeypatch.chdir(tmp_path)  # nothing to find by searching here
+    monkeypatch.setenv("TOPGRAD_DATA", str(tmp_path / "nowhere"))
+    code, lines, _ = run(capsys, "mlp", "--resume", str(ck), "--epochs", "2", "--no-download",
+                         "--no-progress")
+    assert code == 0 and str(tiny_data) in lines[1] and "epoch 2/2" in lines[-2], lines
+
+
 def test_resume_keeps_the_checkpoints_limit(tiny_data: Path, tmp_path: Path, capsys) -> None:
     ck = tmp_path / "ck.npz"
     run(capsys, "mlp", "--data-dir", str(tiny_data), "--limit", "8", "--save", str(ck), *FAST)

@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", help="topgrad backend (default: $TOPGRAD_BACKEND, else numpy)")
     p.add_argument("--dataset", choices=list(DATASETS), default=None,
                    help="default: the checkpoint's with --resume (another is refused), else mnist")
-    p.add_argument("--data-dir", help="folder with the four IDX files (default: search, then download)")
+    p.add_argument("--data-dir", help="folder with the four IDX files (default: the checkpoint's folder "
+                   "with --resume, else search, then download)")
     p.add_argument("--no-download", action="store_true",
                    help="never download: use what is installed (MNIST: else the bundled subset)")
     p.add_argument("--epochs", type=int, help="train until this many epochs in total; the learning rate "
@@ -219,7 +221,10 @@ def run(args: argparse.Namespace) -> float:
     limit = args.limit if args.limit is not None else saved.get("limit")
     recipe = _recipe(args, saved)
 
-    data = load_dataset(dataset, args.data_dir, download_ok=not args.no_download)
+    data_dir = args.data_dir
+    if data_dir is None and args.resume and Path(str(saved.get("data_source", ""))).is_dir():
+        data_dir = saved["data_source"]  # the folder the checkpoint's epochs trained on
+    data = load_dataset(dataset, data_dir, download_ok=not args.no_download)
     x_train, y_train, x_test, y_test = _select_data(data, limit)
     if args.resume:
         _check_same_data(args.resume, saved, len(y_train), len(y_test), data.source)
