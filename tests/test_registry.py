@@ -689,3 +689,18 @@ def test_listing_backends_imports_no_heavy_library(backend_name: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert backend_name in done.stdout.strip().split(","), done.stdout
+
+
+def test_warnings_name_a_sibling_package_as_outside_topgrad() -> None:
+    """Installed side by side, site-packages/topgrad_numpy/ starts with site-packages/topgrad: its
+    frames are a caller outside topgrad, and a warning issued through them names their line."""
+    import os
+
+    from topgrad import errors
+
+    sibling = errors._PACKAGE.rstrip(os.sep) + "_numpy" + os.sep + "plugin.py"
+    namespace = {"warn": errors.warn}
+    exec(compile("def call():\n    warn('from a plugin')\n", sibling, "exec"), namespace)
+    with pytest.warns(RuntimeWarning, match="from a plugin") as caught:
+        namespace["call"]()
+    assert caught[0].filename == sibling

@@ -3,11 +3,12 @@ topgrad gives, attributed to the user's line."""
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
 
-_PACKAGE = str(Path(__file__).parent)
+_PACKAGE = os.path.join(str(Path(__file__).parent), "")  # with the separator: not topgrad_numpy/
 
 
 def warn(message: str) -> None:
