@@ -121,6 +121,25 @@ def test_resume_finds_the_checkpoints_data_folder(tiny_data: Path, tmp_path: Pat
     assert code == 0 and str(tiny_data) in lines[1] and "epoch 2/2" in lines[-2], lines
 
 
+def test_resume_of_a_checkpoint_without_a_data_folder(tiny_data: Path, tmp_path: Path, capsys,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checkpoints written before the data source was recorded resume by searching, as before; a
+    relative --data-dir is recorded as an absolute folder, found again from elsewhere."""
+    ck, old = tmp_path / "ck.npz", tmp_path / "old.npz"
+    monkeypatch.chdir(tiny_data.parent)
+    assert run(capsys, "mlp", "--data-dir", tiny_data.name, "--save", str(ck), *FAST)[0] == 0
+    arrays = checkpoint.read(ck)
+    assert arrays["config/data_source"].item() == str(tiny_data.resolve())
+    np.savez(old, **{k: v for k, v in arrays.items() if k != "config/data_source"})
+    monkeypatch.chdir(tmp_path)
+    code, lines, _ = run(capsys, "mlp", "--resume", str(ck), "--epochs", "2", "--no-download",
+                         "--no-progress")
+    assert code == 0 and "epoch 2/2" in lines[-2], lines
+    code, lines, err = run(capsys, "mlp", "--resume", str(old), "--data-dir", str(tiny_data), "--epochs", "2",
+                           "--no-progress")
+    assert code == 0 and "Traceback" not in err, err
+
+
 def test_resume_keeps_the_checkpoints_limit(tiny_data: Path, tmp_path: Path, capsys) -> None:
     ck = tmp_path / "ck.npz"
     run(capsys, "mlp", "--data-dir", str(tiny_data), "--limit", "8", "--save", str(ck), *FAST)

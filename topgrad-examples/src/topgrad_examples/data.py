@@ -178,7 +178,7 @@ def load_dir(directory: str | os.PathLike[str], name: str = "mnist") -> Dataset:
             f"{directory}: no complete {name} dataset there (nor in {Path(directory) / name}): "
             f"{missing} missing; expected the four IDX files {expected} (gzipped or not)"
         )
-    return load_files(files, name, str(files["train-images"].parent))
+    return load_files(files, name, str(files["train-images"].parent.resolve()))  # absolute: --resume finds it
 
 
 # ---- where to look ----------------------------------------------------------------

@@ -221,9 +221,13 @@ def run(args: argparse.Namespace) -> float:
     limit = args.limit if args.limit is not None else saved.get("limit")
     recipe = _recipe(args, saved)
 
-    data_dir = args.data_dir
-    if data_dir is None and args.resume and Path(str(saved.get("data_source", ""))).is_dir():
-        data_dir = saved["data_source"]  # the folder the checkpoint's epochs trained on
+    data_dir, recorded = args.data_dir, str(saved.get("data_source") or "")
+    if data_dir is None and args.resume and Path(recorded).is_absolute():  # a folder, not the subset
+        if Path(recorded).is_dir():
+            data_dir = recorded  # the folder the checkpoint's epochs trained on
+        else:
+            print(f"note: the checkpoint's data folder {recorded} is gone; looking for {dataset} elsewhere "
+                  "(--data-dir names one)")
     data = load_dataset(dataset, data_dir, download_ok=not args.no_download)
     x_train, y_train, x_test, y_test = _select_data(data, limit)
     if args.resume:
