@@ -124,7 +124,7 @@ def inspect(dist: Dist, wheel: Path) -> None:
            f"Requires-Dist: {sorted(required)}")
     declared = {_dist_name(r) for r in metadata.get_all("Requires-Dist") or []}  # extras too
     undeclared = {m for m in _imported(_sources(wheel, dist.module)) if m != dist.module} - {
-        IMPORT_NAMES.get(d, d) for d in declared}
+        IMPORT_NAMES.get(d, d.replace("-", "_")) for d in declared}
     report(not undeclared, f"{dist.folder}: declares every third-party module its code imports",
            f"imported but not in Requires-Dist: {sorted(undeclared)}")
     bad = required & set(dist.forbidden)

@@ -365,6 +365,39 @@ def test_gradcheck_leaves_batchnorm_running_statistics_as_they_were() -> None:
     assert not np.array_equal(running_mean.numpy(), mean0), "a training step still updates them"
 
 
+def test_gradcheck_puts_back_statistics_that_require_grad_and_ignores_other_threads() -> None:
+    """The examples' BatchNorm makes its statistics with Tensor.zeros (requires_grad=True); and a
+    model another thread trains while the check runs keeps that thread's updates."""
+    import threading
+
+    running_mean, running_var = Tensor.zeros(3), Tensor.ones(3)
+    mine = Tensor.zeros(3), Tensor.ones(3)
+    checking, done = threading.Event(), threading.Event()
+
+    def fn(x: Tensor) -> Tensor:
+        checking.set()
+        done.wait(timeout=30)  # the other thread trains while this check runs
+        return x.batchnorm(Tensor.ones(3), Tensor.zeros(3), running_mean=running_mean,
+                           running_var=running_var, training=True)
+
+    def train_other_model() -> None:
+        checking.wait(timeout=30)
+        Tensor(rand((4, 3), 13)).batchnorm(Tensor.ones(3), Tensor.zeros(3), running_mean=mine[0],
+                                           running_var=mine[1], training=True)
+        done.set()
+
+    other = threading.Thread(target=train_other_model, daemon=True)
+    other.start()
+    try:
+        assert topgrad.gradcheck(fn, rand((4, 3), 14))
+    finally:
+        done.set()
+        other.join(timeout=30)
+    np.testing.assert_array_equal(running_mean.numpy(), np.zeros(3, np.float32))
+    np.testing.assert_array_equal(running_var.numpy(), np.ones(3, np.float32))
+    assert not np.array_equal(mine[0].numpy(), np.zeros(3)), "the other thread's update was undone"
+
+
 def test_gradcheck_finds_a_wrong_backward_and_names_the_element() -> None:
     x = rand((2, 3), 1)
     with pytest.raises(GradcheckError) as info:

@@ -314,6 +314,30 @@ def test_logsoftmax_of_an_empty_tensor_is_empty_as_in_pytorch(shape: tuple[int, 
                         [np.zeros(shape, np.float32)])
 
 
+@pytest.mark.parametrize("axis", [0, -1])
+def test_logsoftmax_of_a_0d_tensor_is_zero_as_in_pytorch(axis: int) -> None:
+    check_against_torch(lambda t: t.logsoftmax(axis), lambda t: torch.log_softmax(t, dim=axis),
+                        [np.array(3.0, np.float32)])
+
+
+@pytest.mark.parametrize("axis", [(0, -1), (0, 0)])
+def test_a_0d_tensor_refuses_a_repeated_axis_as_pytorch_does(axis: tuple[int, int]) -> None:
+    with pytest.raises(ValueError, match="repeated axis"):
+        Tensor(np.array(3.0, np.float32)).sum(axis=axis)
+
+
+def test_float64_division_by_a_tiny_number_matches_pytorch() -> None:
+    """Where 1 / c overflows even float64 (|c| < 5.6e-309), the two-factor division applies too."""
+    x_np = np.array([1e-300, 0.0, -2.0], np.float64)
+    try:
+        x = Tensor(x_np, dtype="float64")
+    except TypeError:
+        pytest.skip("this backend has no float64")
+    with np.errstate(over="ignore"):
+        got = (x / 1e-310).numpy()
+    np.testing.assert_allclose(got, (torch.tensor(x_np) / 1e-310).numpy(), rtol=1e-12)
+
+
 @pytest.mark.parametrize("axis", [(0, 1), None, 1.5])
 def test_logsoftmax_takes_one_int_axis(axis: Any) -> None:
     with pytest.raises(TypeError, match="LogSoftmax: axis must be one int"):

@@ -75,6 +75,16 @@ def test_a_missing_dependency_is_named_with_what_to_install():
     """, env=dict(os.environ))
     assert result.returncode == 0, result.stderr
     assert "cannot import its dependencies" in result.stdout and "pip install triton" in result.stdout
+    broken = run_python("""
+        import sys, topgrad
+        sys.modules["triton.language"] = None  # a broken install: a submodule, not a distribution
+        from topgrad_triton import runtime
+        try:
+            runtime.check_available()
+        except topgrad.BackendUnavailableError as exc:
+            print(exc)
+    """, env=dict(os.environ))
+    assert broken.stdout.strip().endswith("pip install triton"), broken.stdout  # the distribution
 
 
 def test_backend_is_named_and_on_its_device(backend):

@@ -19,6 +19,7 @@ running statistics in training mode) is put back afterwards, so the model is lef
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -195,20 +196,32 @@ def _check(
 
 
 class _StateKeeper(Observer):
-    """Remembers the array of every constant leaf Tensor an op receives (running statistics are
-    such Tensors, and BatchNorm gives them new arrays), to put it back when the check ends."""
+    """Remembers the state ops may update, to put it back when the check ends: the array of every
+    leaf Tensor an op takes by keyword (BatchNorm's running statistics; BatchNorm gives a Tensor
+    a new array) or as a constant, and a copy of every raw array it takes by keyword (updated in
+    place). Only this thread's ops: another thread's model is not the check's business."""
 
     def __init__(self) -> None:
-        self.seen: dict[int, tuple[Tensor, Any]] = {}
+        self.thread = threading.get_ident()
+        self.tensors: dict[int, tuple[Tensor, Any]] = {}
+        self.arrays: dict[int, tuple[Any, Any]] = {}
 
     def before_forward(self, op: Any, args: tuple[Any, ...], params: dict[str, Any]) -> None:
-        for v in (*args, *params.values()):
-            if isinstance(v, Tensor) and v._op is None and not v.requires_grad and id(v) not in self.seen:
-                self.seen[id(v)] = (v, v.data)
+        if threading.get_ident() != self.thread:
+            return
+        constants = [a for a in args if isinstance(a, Tensor) and not a.requires_grad]
+        for v in (*constants, *params.values()):
+            if isinstance(v, Tensor):
+                if v._op is None and id(v) not in self.tensors:
+                    self.tensors[id(v)] = (v, v.data)
+            elif hasattr(v, "shape") and hasattr(v, "dtype") and id(v) not in self.arrays:
+                self.arrays[id(v)] = (v, get_backend().copy(v))
 
     def restore(self) -> None:
-        for t, data in self.seen.values():
+        for t, data in self.tensors.values():
             t.data = data
+        for array, saved in self.arrays.values():
+            array[...] = saved
 
 
 def _call(fn: Callable[..., Tensor], args: list[Tensor]) -> Tensor:

@@ -186,16 +186,19 @@ class Tensor:
         return other + (-self)
 
     def __truediv__(self, other: Any) -> Tensor:
-        """x / c for a number c, as x * (1 / c); where 1 / c overflows float32 (|c| < 2.9e-39) as
-        (x * (2^-64 / c)) * 2^64, so that 1e-40 / 1e-39 is 0.1 and 0 / 1e-39 is 0, as in PyTorch."""
+        """x / c for a number c, as x * (1 / c); where 1 / c overflows the tensor's dtype (float32:
+        |c| < 2.9e-39) as (x * (2^-64 / c)) * 2^64, so that 1e-40 / 1e-39 is 0.1 and 0 / 1e-39 is 0,
+        as in PyTorch."""
         if isinstance(other, bool) or not isinstance(other, numbers.Real):
             raise TypeError(
                 f"Tensor / {type(other).__name__}: divide by a number; division by a Tensor or an array "
                 "is not an op of the table (multiply by a reciprocal computed outside the graph)"
             )
         c = float(other)
-        r = 1.0 / c if c else math.copysign(math.inf, c)  # x / 0: ±inf (0 / 0: NaN), as IEEE
-        if math.isinf(r) or abs(r) <= _FLOAT32_MAX or _dtype_name(self.data) == "float64":
+        if c == 0:
+            return self * math.copysign(math.inf, c)  # x / 0: ±inf (0 / 0: NaN), as IEEE
+        r = 1.0 / c  # inf where it overflows float64 (|c| < 5.6e-309)
+        if abs(r) <= _FLOAT32_MAX or (not math.isinf(r) and _dtype_name(self.data) == "float64"):
             return self * r
         return (self * (2.0**-64 / c)) * 2.0**64
 
@@ -297,15 +300,14 @@ class Tensor:
 
     def backward(self, grad: Any = None) -> None:
         """Accumulate d(self)/d(leaf) into every leaf's `.grad`, seeded with `grad` (ones if None)."""
-        from topgrad.observe import dtype_name
         from topgrad.op import run_backward
 
         backend = registry.get_backend()
-        dtype = dtype_name(self.data)  # asarray takes a dtype's name: a float64 tensor's seed is float64
+        dtype = _dtype_name(self.data)  # asarray takes a dtype's name: a float64 tensor's seed is float64
         if grad is None:
             grad = backend.asarray(backend.ones(self.shape), dtype=dtype)
         elif isinstance(grad, Tensor):  # in this tensor's dtype, as PyTorch casts the seed
-            grad = grad.data if dtype_name(grad.data) == dtype else backend.asarray(grad.data, dtype=dtype)
+            grad = grad.data if _dtype_name(grad.data) == dtype else backend.asarray(grad.data, dtype=dtype)
         else:
             grad = backend.asarray(grad, dtype=dtype)
         if tuple(grad.shape) != self.shape:

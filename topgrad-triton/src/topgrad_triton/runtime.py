@@ -34,8 +34,9 @@ def check_available() -> None:
         import torch
         import triton  # noqa: F401
     except Exception as exc:
-        missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
-        advice = (f"install it with: pip install {missing}" if missing
+        name = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+        missing = (name or "").split(".")[0]
+        advice = (f"install it with: pip install {missing}" if missing in ("numpy", "torch", "triton")
                   else "reinstall them with: pip install --force-reinstall topgrad-triton")
         raise topgrad.BackendUnavailableError(
             f"backend 'triton' cannot import its dependencies ({type(exc).__name__}: {exc}); {advice}"

@@ -64,14 +64,12 @@ def axes(op: str, axis: Any, ndim: int) -> tuple[int, ...]:
     out = []
     for a in seq:
         a = int(a)
-        if ndim == 0 and a in (0, -1):  # as in PyTorch, a 0-d array takes axis 0 (or -1): nothing to reduce
-            continue
-        if not -ndim <= a < ndim:
+        if not (a in (0, -1) if ndim == 0 else -ndim <= a < ndim):  # 0-d: axis 0 or -1, as in PyTorch
             raise ValueError(f"{op}: axis {a} is out of range for an array with {ndim} dimensions")
-        out.append(a % ndim)
+        out.append(a % max(ndim, 1))
     if len(set(out)) != len(out):
         raise ValueError(f"{op}: repeated axis in {axis!r}")
-    return tuple(sorted(out))
+    return tuple(sorted(out)) if ndim else ()  # a 0-d array has no axis to reduce
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

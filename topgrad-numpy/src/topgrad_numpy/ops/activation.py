@@ -63,6 +63,10 @@ class LogSoftmax(Op):
     """x - logsumexp(x) along `axis`, shifted by the max for stability; saves its output."""
 
     def forward(self, x: np.ndarray, axis: int = -1) -> np.ndarray:
+        if x.ndim == 0:  # one value along its only axis: log(1) = 0, and no gradient, as in PyTorch
+            axes("LogSoftmax", axis, 0)
+            self.axis = None
+            return np.zeros_like(x)
         (self.axis,) = axes("LogSoftmax", axis, x.ndim)
         if x.shape[self.axis] == 0:  # nothing to normalize over: an empty result, as in PyTorch
             self.save_for_backward(x)
@@ -75,6 +79,8 @@ class LogSoftmax(Op):
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
+        if self.axis is None:  # a 0-d input
+            return (np.zeros_like(grad),)
         (out,) = self._intermediate
         gx = np.exp(out)
         last = self.axis == out.ndim - 1

@@ -50,10 +50,14 @@ def _array(name: str, stat: Any, training: bool) -> Any:
     if stat is None or isinstance(stat, torch.Tensor):
         return stat
     if isinstance(stat, np.ndarray):
-        if stat.dtype != np.float32 or not stat.flags.c_contiguous or (training and not stat.flags.writeable):
+        wrong = ("not float32" if stat.dtype != np.float32
+                 else "not C-contiguous" if not stat.flags.c_contiguous
+                 else "read-only, and training updates it in place" if training and not stat.flags.writeable
+                 else "")
+        if wrong:
             raise TypeError(
                 f"BatchNorm: a numpy {name} must be a C-contiguous float32 array (writeable when training: "
-                f"it is updated in place), got {stat.dtype} of shape {stat.shape}; pass "
+                f"it is updated in place); this one ({stat.dtype}, shape {stat.shape}) is {wrong}. Pass "
                 f"np.ascontiguousarray({name}, dtype=np.float32) or a Tensor"
             )
         with warnings.catch_warnings():  # a read-only array (eval mode) is only read
