@@ -112,7 +112,6 @@ def gradcheck(
     `raise_on_failure=False`. `dtype="float32"` forces the float32 check; by default float64
     is used where the backend and `fn` keep it.
     """
-
     backend = get_backend()
     xs = [_as_float64(x, backend) for x in inputs]
     if not xs:

@@ -206,19 +206,20 @@ class Tensor:
     # this very tensor (a leaf keeps its identity, .grad and requires_grad); elsewhere a leaf that
     # requires grad refuses, and any other tensor gets the out-of-place result (a new graph node).
     def __iadd__(self, other: Any) -> Tensor:
-        return self._in_place("+=", self + other)
+        return self._in_place("+=", operator.add, other)
 
     def __isub__(self, other: Any) -> Tensor:
-        return self._in_place("-=", self - other)
+        return self._in_place("-=", operator.sub, other)
 
     def __imul__(self, other: Any) -> Tensor:
-        return self._in_place("*=", self * other)
+        return self._in_place("*=", operator.mul, other)
 
     def __itruediv__(self, other: Any) -> Tensor:
-        return self._in_place("/=", self / other)
+        return self._in_place("/=", operator.truediv, other)
 
-    def _in_place(self, how: str, result: Tensor) -> Tensor:
+    def _in_place(self, how: str, op: Any, other: Any) -> Tensor:
         if not _grad_mode.enabled:
+            result = op(self, other)
             if tuple(result.shape) != self.shape:
                 raise ValueError(f"Tensor {how}: the result's shape {result.shape} is not the tensor's "
                                  f"{self.shape} (an in-place update cannot broadcast it)")
@@ -230,7 +231,7 @@ class Tensor:
                 f"recorded (as in PyTorch); update parameters under `with topgrad.no_grad():`, or "
                 f"write x = x {how[0]} y for a new tensor"
             )
-        return result
+        return op(self, other)
 
     def __matmul__(self, w: Tensor) -> Tensor:
         return _ops().Linear.apply(self, w, None)
