@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from topgrad_triton.kernels import attention as kernels
-from topgrad_triton.ops.base import TritonOp
+from topgrad_triton.ops.base import OTHER_BACKEND_HINT, TritonOp
 
 
 class Attention(TritonOp):
@@ -18,8 +18,7 @@ class Attention(TritonOp):
         for name, a in (("q", q), ("k", k), ("v", v)):
             if not isinstance(a, torch.Tensor):
                 raise TypeError(f"Attention: {name} must be a Tensor, got {type(a).__name__}: wrap an "
-                                f"array as Tensor({name}), and make a Tensor made under another backend "
-                                "again after set_backend")
+                                f"array as Tensor({name}); {OTHER_BACKEND_HINT}")
         if q.ndim != 3 or q.ndim != k.ndim or k.shape != v.shape or q.shape[:-2] != k.shape[:-2] \
                 or q.shape[-1] != k.shape[-1]:
             raise ValueError(

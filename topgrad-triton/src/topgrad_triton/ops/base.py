@@ -14,6 +14,10 @@ import topgrad
 
 from topgrad_triton.guard import guarded
 
+OTHER_BACKEND_HINT = "is it a Tensor made under another backend? Make it again after set_backend"
+"""Tensors keep the arrays of the backend they were made under: after `set_backend("triton")` an
+older Tensor reaches these ops as a numpy array, the likeliest cause of a non-torch operand."""
+
 
 def _wrap(cls: type, method: str) -> None:
     fn = cls.__dict__.get(method)

@@ -9,7 +9,7 @@ import torch
 
 from topgrad_triton.kernels import elementwise as ew
 from topgrad_triton.kernels.reduce import reduce_to_shape
-from topgrad_triton.ops.base import TritonOp
+from topgrad_triton.ops.base import OTHER_BACKEND_HINT, TritonOp
 from topgrad_triton.shapes import broadcast_shape
 
 
@@ -25,8 +25,7 @@ def _check(op: str, a: Any, b: Any) -> tuple[Any, Any]:
         if isinstance(x, numbers.Real):
             x = float(x)
         elif not isinstance(x, torch.Tensor):
-            hint = ("; is it a Tensor made under another backend? Make it again after set_backend"
-                    if type(x).__module__ == "numpy" else "")
+            hint = f"; {OTHER_BACKEND_HINT}" if type(x).__module__ == "numpy" else ""
             raise TypeError(f"{op}: operands must be Tensors or real numbers, got {type(x).__name__}{hint}")
         operands.append(x)
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):

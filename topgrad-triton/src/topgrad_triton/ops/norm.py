@@ -16,7 +16,7 @@ import torch
 from topgrad_triton import runtime
 from topgrad_triton.kernels import norm as kernels
 from topgrad_triton.kernels.elementwise import contiguous
-from topgrad_triton.ops.base import TritonOp
+from topgrad_triton.ops.base import OTHER_BACKEND_HINT, TritonOp
 
 
 def as_rows(x: torch.Tensor) -> torch.Tensor:
@@ -66,8 +66,7 @@ def _array(name: str, stat: Any, training: bool) -> Any:
     data = getattr(stat, "data", None)
     if not isinstance(data, torch.Tensor):
         raise TypeError(f"BatchNorm: {name} must be a Tensor (or None), got {type(stat).__name__}"
-                        + ("; is it a Tensor made under another backend? Make it again after set_backend"
-                           if data is not None else ""))
+                        + (f"; {OTHER_BACKEND_HINT}" if data is not None else ""))
     return data
 
 
