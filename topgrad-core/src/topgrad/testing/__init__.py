@@ -26,6 +26,9 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
+NEEDS_NUMPY = "the conformance kit needs numpy: pip install 'topgrad-core[testing]'"
+"""What to say where the kit runs without numpy (its references are numpy)."""
+
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:

@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import topgrad
     from topgrad.registry import _default_name
+    from topgrad.testing import NEEDS_NUMPY
 
     for module in args.plugin:
         try:
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import numpy  # noqa: F401
     except ImportError:
-        print("the conformance kit needs numpy: pip install 'topgrad-core[testing]'", file=sys.stderr)
+        print(NEEDS_NUMPY, file=sys.stderr)
         return 2
     from topgrad.testing.outcome import RTOL
     from topgrad.testing.runner import format_report, run

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from topgrad.testing import NEEDS_NUMPY
+
 try:
     import numpy  # noqa: F401
-except ImportError:  # the kit's references are numpy; say what to install, not a bare import error
-    raise ImportError("the conformance kit needs numpy: pip install 'topgrad-core[testing]'") from None
+except ImportError:  # say what to install, not a bare import error
+    raise ImportError(NEEDS_NUMPY) from None
 
 from topgrad.testing.suite import BackendConformance
 
