@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pytest
 import topgrad
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual PyTorch spelling
@@ -37,6 +38,15 @@ class Sizes:
         if interpreted:
             return Sizes(batch=3, dim=8, image=6, channels=3, tokens=5)
         return Sizes(batch=6, dim=24, image=12, channels=6, tokens=12)
+
+
+def float64_tensor(array: Any) -> Tensor:
+    """Tensor(array, dtype="float64"), or the calling test skipped where the backend has no
+    float64 (triton computes in float32 only)."""
+    try:
+        return Tensor(array, dtype="float64")
+    except TypeError:
+        pytest.skip("this backend has no float64")
 
 
 def rand(shape: Sequence[int], seed: int, scale: float = 1.0) -> np.ndarray:

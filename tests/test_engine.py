@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import topgrad
 import torch
-from helpers import Sizes, assert_close, check_against_torch, rand, torch_attention
+from helpers import Sizes, assert_close, check_against_torch, float64_tensor, rand, torch_attention
 from topgrad import Op, Tensor
 
 
@@ -519,10 +519,7 @@ def test_an_empty_axis_tuple_is_refused_as_ambiguous(method: str) -> None:
 
 
 def test_a_tensor_seed_takes_the_dtype_of_the_tensor_as_in_pytorch() -> None:
-    try:
-        y = Tensor(rand((2,), 46), dtype="float64") * 2.0
-    except TypeError:
-        pytest.skip("this backend has no float64")
+    y = float64_tensor(rand((2,), 46)) * 2.0
     y.backward(Tensor(np.ones(2, np.float32)))
     leaf = y._op.parents[0]
     assert str(leaf.grad.dtype).endswith("float64")
