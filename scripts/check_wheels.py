@@ -4,8 +4,9 @@
 
 1. Builds a wheel of topgrad-core, topgrad-numpy, topgrad-triton and topgrad-examples,
    each from a clean copy of its folder, and checks what each wheel holds: py.typed, its
-   entry points, its license, and dependencies (core needs only pluggy; no wheel but triton's needs torch;
-   every third-party module a wheel's code imports, anywhere, is declared, if only in an extra).
+   entry points, its license, a README without relative links (PyPI cannot follow them), and
+   dependencies (core needs only pluggy; no wheel but triton's needs torch; every third-party
+   module a wheel's code imports, anywhere, is declared, if only in an extra).
 2. Installs them into fresh virtualenvs, local wheels with --no-deps and their third-party
    dependencies (numpy, pluggy, tqdm) from the index by name, then `pip check`:
    - topgrad-core alone: imports without numpy, `Tensor([1.0])` says to install a backend;
@@ -22,6 +23,7 @@ import argparse
 import ast
 import email.parser
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -112,6 +114,9 @@ def inspect(dist: Dist, wheel: Path) -> None:
     expression = metadata["License-Expression"]
     report(f"{info}/licenses/LICENSE" in names and expression is not None,
            f"{dist.folder}: wheel carries its LICENSE and a License-Expression ({expression})")
+    relative = _relative_links(metadata.get_payload())
+    report(not relative, f"{dist.folder}: its README (PyPI's page) has no relative links",
+           f"these resolve on GitHub but not on PyPI: {relative}")
     modules = [n for n in names if n.startswith(f"{dist.module}/") and n.endswith(".py")]
     report(bool(modules), f"{dist.folder}: wheel contains the package {dist.module} ({len(modules)} modules)")
     report(metadata["Name"] == dist.folder, f"{dist.folder}: metadata names it {metadata['Name']!r}")
@@ -134,6 +139,12 @@ def inspect(dist: Dist, wheel: Path) -> None:
         kit = {f"topgrad/testing/{f}.py" for f in ("__main__", "test_conformance", "pytest_plugin")}
         report(kit <= set(names), "topgrad-core: wheel contains the conformance kit",
                f"missing {kit - set(names)}")
+
+
+def _relative_links(markdown: str) -> list[str]:
+    """Markdown link targets that are paths (`../README.md`), not URLs or anchors."""
+    targets = re.findall(r"\]\(([^)\s]+)[^)]*\)", markdown)
+    return [t for t in targets if not re.match(r"[a-z][a-z0-9+.-]*:|#", t)]
 
 
 IMPORT_NAMES = {"topgrad-core": "topgrad"}
