@@ -265,6 +265,19 @@ def test_unknown_backend_is_a_clear_error(tiny_data: Path, capsys: pytest.Captur
     assert code == 2 and "no-such-backend" in err
 
 
+def test_a_missing_default_backend_fails_before_any_data_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from topgrad import registry
+
+    monkeypatch.setattr(registry, "_current", None)
+    monkeypatch.setattr(registry, "_selected", None)
+    monkeypatch.setenv("TOPGRAD_BACKEND", "no-such-backend")
+    code, lines, err = run(capsys, "mlp", "--data-dir", str(tmp_path / "absent"), "--no-download", *FAST)
+    assert code == 2 and "no-such-backend" in err and "TOPGRAD_BACKEND" in err, err
+    assert lines == [], lines  # no data line, no dataset error: the backend is resolved first
+
+
 def test_bad_numbers_are_usage_errors(tiny_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         train.main(["mlp", "--data-dir", str(tiny_data), "--batch-size", "0"])

@@ -208,6 +208,8 @@ def run(args: argparse.Namespace) -> float:
     """Train as the parsed arguments say; return the final test accuracy."""
     if args.backend:
         topgrad.set_backend(args.backend)
+    else:  # resolve the default now: a missing backend fails before any data is read or downloaded
+        topgrad.get_backend()
     if args.plot:
         check_plot_path(args.plot)
     if args.save:
