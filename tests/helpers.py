@@ -176,17 +176,20 @@ def hwio_to_oihw(w: torch.Tensor) -> torch.Tensor:
 
 
 def torch_conv2d(
-    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, stride: int = 1, padding: int = 0
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None,
+    stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
 ) -> torch.Tensor:
-    """PyTorch's conv2d of NHWC x and HWIO w (permuted to NCHW/OIHW and back), NHWC out.
+    """PyTorch's conv2d of NHWC x and HWIO w (permuted to NCHW/OIHW and back), NHWC out; stride
+    and padding are ints or (h, w) pairs.
 
     A strided 1x1 convolution runs as a stride-1 one of the padded, subsampled input (the same
     sums): for fewer than 8 input channels (16 with AVX-512), oneDNN's strided 1x1 weight
     gradient writes past its workspace (uxlfoundation/oneDNN#6035). With torch 2.13 here,
     x (3, 4, 6, 1) and w (1, 1, 1, 1) at stride 2 corrupt the heap; a soak run crashed on it."""
     xc, wc = nhwc_to_nchw(x), hwio_to_oihw(w)
-    if w.shape[0] == w.shape[1] == 1 and stride != 1:
-        xc = F.pad(xc, (padding,) * 4)[:, :, ::stride, ::stride].contiguous()
+    (sh, sw), (ph, pw) = (v if isinstance(v, tuple) else (v, v) for v in (stride, padding))
+    if w.shape[0] == w.shape[1] == 1 and (sh, sw) != (1, 1):
+        xc = F.pad(xc, (pw, pw, ph, ph))[:, :, ::sh, ::sw].contiguous()
         stride, padding = 1, 0
     return nchw_to_nhwc(F.conv2d(xc, wc, b, stride=stride, padding=padding))
 

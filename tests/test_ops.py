@@ -478,7 +478,9 @@ def test_flatten_default_keeps_the_batch_axis() -> None:
 
 
 # ---- Conv2d (NHWC / HWIO; torch is NCHW / OIHW) ----------------------------------------------
-def _conv(stride: int, padding: int) -> tuple[Callable[..., Tensor], Callable[..., torch.Tensor]]:
+def _conv(
+    stride: int | tuple[int, int], padding: int | tuple[int, int]
+) -> tuple[Callable[..., Tensor], Callable[..., torch.Tensor]]:
     """The same convolution in Topgrad (NHWC/HWIO) and in PyTorch (permuted to NCHW/OIHW)."""
 
     def top(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
@@ -514,22 +516,16 @@ def test_conv2d_fixed(
     check_against_torch(top, ref, inputs)
 
 
-def test_conv2d_stride_and_padding_pairs(backend_name: str) -> None:
-    """(h, w) pairs: equal ones on every backend; the numpy backend takes unequal ones too,
-    the triton backend refuses them by name."""
+@pytest.mark.parametrize(("stride", "padding"), [((2, 2), (1, 1)), ((2, 1), (1, 0)), ((1, 3), (0, 2))])
+def test_conv2d_stride_and_padding_pairs(stride: tuple[int, int], padding: tuple[int, int]) -> None:
+    """(h, w) pairs, equal or not, on every backend, as PyTorch takes them."""
     x, w = rand((2, 7, 6, 3), 21), rand((3, 2, 3, 4), 22, scale=0.5)
-    check_against_torch(lambda x, w: x.conv2d(w, stride=(2, 2), padding=(1, 1)),
-                        lambda x, w: torch_conv2d(x, w, stride=2, padding=1), [x, w])
-    if backend_name != "numpy":
-        with pytest.raises(ValueError, match=r"Conv2d: the triton backend takes one stride"):
-            Tensor(x).conv2d(Tensor(w), stride=(2, 1))
-        return
 
     def ref(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        out = F.conv2d(nhwc_to_nchw(x), hwio_to_oihw(w), stride=(2, 1), padding=(1, 0))
+        out = F.conv2d(nhwc_to_nchw(x), hwio_to_oihw(w), stride=stride, padding=padding)
         return out.permute(0, 2, 3, 1)
 
-    check_against_torch(lambda x, w: x.conv2d(w, stride=(2, 1), padding=(1, 0)), ref, [x, w])
+    check_against_torch(lambda x, w: x.conv2d(w, stride=stride, padding=padding), ref, [x, w])
 
 
 # Batches big enough that the numpy backend splits each GEMM into OpenBLAS-small row blocks
@@ -599,12 +595,14 @@ def test_conv2d_stride_larger_than_the_input(
 
 @given(data=st.data(), seed=seeds)
 def test_conv2d_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
-    """Drawn kernel sizes, strides, paddings and image sizes (every output at least 1x1)."""
+    """Drawn kernel sizes, strides, paddings (one int, or an (h, w) pair) and image sizes (every
+    output at least 1x1)."""
     kh, kw = data.draw(st.integers(1, 3), label="kh"), data.draw(st.integers(1, 3), label="kw")
-    stride = data.draw(st.integers(1, 3), label="stride")
-    padding = data.draw(st.integers(0, 2), label="padding")
-    h = data.draw(st.integers(max(1, kh - 2 * padding), max(kh, sizes.image)), label="h")
-    w = data.draw(st.integers(max(1, kw - 2 * padding), max(kw, sizes.image)), label="w")
+    stride = data.draw(st.integers(1, 3) | st.tuples(st.integers(1, 3), st.integers(1, 3)), label="stride")
+    padding = data.draw(st.integers(0, 2) | st.tuples(st.integers(0, 2), st.integers(0, 2)), label="padding")
+    ph, pw = padding if isinstance(padding, tuple) else (padding, padding)
+    h = data.draw(st.integers(max(1, kh - 2 * ph), max(kh, sizes.image)), label="h")
+    w = data.draw(st.integers(max(1, kw - 2 * pw), max(kw, sizes.image)), label="w")
     batch = data.draw(st.integers(1, sizes.batch), label="batch")
     cin = data.draw(st.integers(1, sizes.channels), label="cin")
     cout = data.draw(st.integers(1, sizes.channels), label="cout")

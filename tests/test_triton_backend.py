@@ -326,7 +326,8 @@ def test_linear_with_no_input_features_is_the_bias_as_in_pytorch(backend):
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    (dict(padding="same"), r"Conv2d: padding must be an int >= 0 or an equal \(h, w\) pair"),
+    (dict(padding="same"), r"Conv2d: padding must be an int >= 0 or an \(h, w\) pair"),
+    (dict(stride=(2, 1, 1)), r"Conv2d: stride must be an int >= 1 or an \(h, w\) pair"),
     (dict(padding=("same", "same")), r"Conv2d: padding must be an int >= 0"),
     (dict(stride=0), r"Conv2d: stride must be an int >= 1"),
     (dict(padding=1.5), r"Conv2d: padding must be an int"),

@@ -1,4 +1,5 @@
-"""im2col and its adjoint col2im for NHWC images and HWIO kernels, with stride and zero padding.
+"""im2col and its adjoint col2im for NHWC images and HWIO kernels, with a stride and a zero
+padding per axis (sh, sw and ph, pw).
 
 `im2col` lays each output position's receptive field out as one row, so a convolution
 is one matmul with the kernel viewed as (KH*KW*C, Cout). `col2im` sums the rows' gradients
@@ -17,12 +18,12 @@ from topgrad_triton import runtime
 
 @triton.jit
 def _im2col_kernel(
-    x_ptr, cols_ptr, H, W, C, OH, OW, KW, stride, pad, M, KC,
+    x_ptr, cols_ptr, H, W, C, OH, OW, KW, sh, sw, ph, pw, M, KC,
     sxb, sxh, sxw, sxc,
     BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """One program fills a BLOCK_M x BLOCK_K tile of cols (M = B*OH*OW rows, KC = KH*KW*C columns):
-    cols[(b, oh, ow), (i, j, c)] = x[b, oh*stride - pad + i, ow*stride - pad + j, c], 0 in the padding."""
+    cols[(b, oh, ow), (i, j, c)] = x[b, oh*sh - ph + i, ow*sw - pw + j, c], 0 in the padding."""
     rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     rk = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
     b = rm // (OH * OW)
@@ -33,8 +34,8 @@ def _im2col_kernel(
     tap = rk % (KW * C)
     j = tap // C
     c = tap % C
-    h = oh[:, None] * stride - pad + i[None, :]
-    w = ow[:, None] * stride - pad + j[None, :]
+    h = oh[:, None] * sh - ph + i[None, :]
+    w = ow[:, None] * sw - pw + j[None, :]
     inside = (rm[:, None] < M) & (rk[None, :] < KC)
     valid = inside & (h >= 0) & (h < H) & (w >= 0) & (w < W)
     hs = tl.where(valid, h, 0)
@@ -45,11 +46,11 @@ def _im2col_kernel(
 
 @triton.jit
 def _col2im_kernel(
-    dcols_ptr, dx_ptr, H, W, C, OH, OW, KH, KW, stride, pad, N, KC,
+    dcols_ptr, dx_ptr, H, W, C, OH, OW, KH, KW, sh, sw, ph, pw, N, KC,
     BLOCK: tl.constexpr,
 ):
     """One program computes BLOCK elements of the dense NHWC dx: dx[b, h, w, c] is the sum, over
-    kernel taps (i, j) with oh = (h + pad - i) / stride and ow = (w + pad - j) / stride whole
+    kernel taps (i, j) with oh = (h + ph - i) / sh and ow = (w + pw - j) / sw whole
     and in range, of dcols[(b, oh, ow), (i, j, c)]."""
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     inside = offs < N
@@ -61,15 +62,15 @@ def _col2im_kernel(
     b = r // H
     acc = tl.zeros([BLOCK], tl.float32)
     for i in range(0, KH):
-        hn = h + pad - i
+        hn = h + ph - i
         hn = tl.where(hn >= 0, hn, -1)  # keep // and % away from negative numbers
-        oh = tl.where(hn >= 0, hn, 0) // stride
-        h_ok = (hn >= 0) & (tl.where(hn >= 0, hn, 0) % stride == 0) & (oh < OH)
+        oh = tl.where(hn >= 0, hn, 0) // sh
+        h_ok = (hn >= 0) & (tl.where(hn >= 0, hn, 0) % sh == 0) & (oh < OH)
         for j in range(0, KW):
-            wn = w + pad - j
+            wn = w + pw - j
             wn = tl.where(wn >= 0, wn, -1)
-            ow = tl.where(wn >= 0, wn, 0) // stride
-            ok = inside & h_ok & (wn >= 0) & (tl.where(wn >= 0, wn, 0) % stride == 0) & (ow < OW)
+            ow = tl.where(wn >= 0, wn, 0) // sw
+            ok = inside & h_ok & (wn >= 0) & (tl.where(wn >= 0, wn, 0) % sw == 0) & (ow < OW)
             row = (b * OH + tl.where(ok, oh, 0)) * OW + tl.where(ok, ow, 0)
             acc += tl.load(dcols_ptr + row * KC + (i * KW + j) * C + c, mask=ok, other=0.0)
     tl.store(dx_ptr + offs, acc, mask=inside)
@@ -80,10 +81,12 @@ def out_size(size: int, k: int, stride: int, pad: int) -> int:
     return (size + 2 * pad - k) // stride + 1
 
 
-def im2col(x: torch.Tensor, kh: int, kw: int, stride: int, pad: int) -> torch.Tensor:
-    """The (B*OH*OW, KH*KW*C) patch matrix of the NHWC image x (any strides)."""
+def im2col(x: torch.Tensor, kh: int, kw: int, stride: tuple[int, int], pad: tuple[int, int]) -> torch.Tensor:
+    """The (B*OH*OW, KH*KW*C) patch matrix of the NHWC image x (any strides); stride and pad
+    are (h, w) pairs."""
     B, H, W, C = x.shape
-    OH, OW = out_size(H, kh, stride, pad), out_size(W, kw, stride, pad)
+    (sh, sw), (ph, pw) = stride, pad
+    OH, OW = out_size(H, kh, sh, ph), out_size(W, kw, sw, pw)
     M, KC = B * OH * OW, kh * kw * C
     cols = torch.empty((M, KC), dtype=torch.float32, device=x.device)
     if M == 0 or KC == 0:
@@ -92,23 +95,24 @@ def im2col(x: torch.Tensor, kh: int, kw: int, stride: int, pad: int) -> torch.Te
     block_m = max(1, min(triton.next_power_of_2(M), runtime.block(4096, 1 << 16) // block_k))
     grid = (triton.cdiv(M, block_m), triton.cdiv(KC, block_k))
     _im2col_kernel[grid](
-        x, cols, H, W, C, OH, OW, kw, stride, pad, M, KC, *x.stride(),
+        x, cols, H, W, C, OH, OW, kw, sh, sw, ph, pw, M, KC, *x.stride(),
         BLOCK_M=block_m, BLOCK_K=block_k, num_warps=4,
     )
     return cols
 
 
 def col2im(dcols: torch.Tensor, shape: tuple[int, int, int, int], kh: int, kw: int,
-           stride: int, pad: int) -> torch.Tensor:
+           stride: tuple[int, int], pad: tuple[int, int]) -> torch.Tensor:
     """The adjoint of `im2col`: the dense NHWC gradient of the image from the patch-matrix gradient."""
     B, H, W, C = shape
-    OH, OW = out_size(H, kh, stride, pad), out_size(W, kw, stride, pad)
+    (sh, sw), (ph, pw) = stride, pad
+    OH, OW = out_size(H, kh, sh, ph), out_size(W, kw, sw, pw)
     dx = torch.empty(shape, dtype=torch.float32, device=dcols.device)
     N = B * H * W * C
     if N == 0:
         return dx
     block = runtime.block(256, 1 << 16)
     _col2im_kernel[(triton.cdiv(N, block),)](
-        dcols, dx, H, W, C, OH, OW, kh, kw, stride, pad, N, kh * kw * C, BLOCK=block, num_warps=4,
+        dcols, dx, H, W, C, OH, OW, kh, kw, sh, sw, ph, pw, N, kh * kw * C, BLOCK=block, num_warps=4,
     )
     return dx

@@ -14,22 +14,18 @@ from topgrad_triton.kernels.reduce import sum_rows
 from topgrad_triton.ops.base import TritonOp
 
 
-def _one(name: str, value: Any, low: int) -> int:
-    """One int >= `low` for both axes: an int, or an (h, w) pair with h == w (other pairs are
-    refused by name); ValueError naming Conv2d for anything else (as padding='same')."""
-    v = value
-    if isinstance(value, (tuple, list)) and len(value) == 2:
-        if value[0] != value[1]:
-            raise ValueError(f"Conv2d: the triton backend takes one {name} for both axes, got {value!r} "
-                             "(the numpy backend also takes an (h, w) pair)")
-        v = value[0]
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
-        raise ValueError(f"Conv2d: {name} must be an int >= {low} or an equal (h, w) pair of them, "
-                         f"got {value!r}")
-    return int(v)
+def _pair(name: str, value: Any, low: int) -> tuple[int, int]:
+    """An (h, w) pair of ints >= `low`, from one int for both axes or a pair; ValueError naming
+    Conv2d for anything else (as padding='same')."""
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) != 2 or not all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= low for v in pair
+    ):
+        raise ValueError(f"Conv2d: {name} must be an int >= {low} or an (h, w) pair of them, got {value!r}")
+    return int(pair[0]), int(pair[1])
 
 
-def _check(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: int, padding: int) -> None:
+def _check(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, padding: tuple[int, int]) -> None:
     shapes = f"x of shape {tuple(x.shape)} and w of shape {tuple(w.shape)}"
     if x.ndim != 4 or w.ndim != 4:
         raise ValueError(f"Conv2d: needs x (B, H, W, Cin) and w (kh, kw, Cin, Cout), got {shapes}")
@@ -40,7 +36,7 @@ def _check(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: int
         raise ValueError(f"Conv2d: the kernel needs kh, kw and Cout of at least 1 (as in PyTorch), {shapes}")
     if b is not None and tuple(b.shape) != (w.shape[3],):
         raise ValueError(f"Conv2d: bias of shape {tuple(b.shape)} does not match w of shape {tuple(w.shape)}")
-    if x.shape[1] + 2 * padding < w.shape[0] or x.shape[2] + 2 * padding < w.shape[1]:
+    if x.shape[1] + 2 * padding[0] < w.shape[0] or x.shape[2] + 2 * padding[1] < w.shape[1]:
         raise ValueError(f"Conv2d: the kernel is larger than the padded image, {shapes}, padding {padding}")
 
 
@@ -48,13 +44,13 @@ class Conv2d(TritonOp):
     """2-D cross-correlation (as torch's conv2d) of NHWC x with HWIO w, plus bias b (may be None)."""
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None,
-                stride: int = 1, padding: int = 0) -> torch.Tensor:
-        s, p = _one("stride", stride, 1), _one("padding", padding, 0)
-        _check(x, w, b, s, p)
+                stride: Any = 1, padding: Any = 0) -> torch.Tensor:
+        s, p = _pair("stride", stride, 1), _pair("padding", padding, 0)
+        _check(x, w, b, p)
         kh, kw, cin, cout = w.shape
         B, H, W, _ = x.shape
-        OH, OW = out_size(H, kh, s, p), out_size(W, kw, s, p)
-        pointwise = kh == kw == 1 and s == 1 and p == 0
+        OH, OW = out_size(H, kh, s[0], p[0]), out_size(W, kw, s[1], p[1])
+        pointwise = kh == kw == 1 and s == (1, 1) and p == (0, 0)
         cols = contiguous(x).view(B * H * W, cin) if pointwise else im2col(x, kh, kw, s, p)
         w2 = contiguous(w).view(kh * kw * cin, cout)
         self.stride, self.padding = s, p  # public names: graph() and to_dot show them
