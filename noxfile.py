@@ -13,6 +13,7 @@ nox.options.sessions = ["lint", "tests", "wheels"]
 nox.options.reuse_existing_virtualenvs = False
 
 TORCH = "torch==2.13.0"
+MYPY = "mypy==2.4.1"  # pinned: a newer mypy may find new faults, and CI should not change by itself
 TEST_TOOLS = ["pytest>=7", "hypothesis>=6", "numpy>=1.24", "pluggy>=1.3", "tqdm"]
 # backend name -> what its session installs beyond core, numpy backend and examples
 BACKENDS = {
@@ -58,9 +59,13 @@ def soak(session: nox.Session, backend: str) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff over every package, the tests and the scripts."""
+    """ruff over every package, the tests and the scripts; mypy over the four packages (they ship
+    py.typed, so their hints are what users' type checkers read; settings in pyproject.toml)."""
     session.install("ruff")
     session.run("ruff", "check", ".")
+    session.install(TORCH)
+    session.install(MYPY, "numpy>=1.24", "pluggy>=1.3", "pytest>=7")
+    session.run("mypy")
 
 
 @nox.session

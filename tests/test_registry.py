@@ -369,6 +369,13 @@ def test_a_plugin_registered_twice_is_a_clear_error(install: Callable[..., None]
         topgrad.register_plugin(OpsPlugin("alpha", {}), name="notebook-ops")
 
 
+def test_a_blocked_plugin_name_is_a_clear_error(install: Callable[..., None]) -> None:
+    install(plugin("plug", spec("alpha")))
+    registry.plugin_manager().set_blocked("notebook-ops")  # this test's own manager (blank_registry)
+    with pytest.raises(ValueError, match="'notebook-ops' is blocked"):
+        topgrad.register_plugin(OpsPlugin("alpha", {"Square": Square}), name="notebook-ops")
+
+
 def test_hooks_that_would_never_be_called_are_warned_about(install: Callable[..., None]) -> None:
     """pluggy silently ignores a misspelled hook and a hook without @hookimpl; topgrad says so."""
     install(plugin("plug", spec("alpha")))

@@ -7,6 +7,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from types import FrameType
 
 _PACKAGE = os.path.join(str(Path(__file__).parent), "")  # with the separator: not topgrad_numpy/
 
@@ -14,7 +15,8 @@ _PACKAGE = os.path.join(str(Path(__file__).parent), "")  # with the separator: n
 def warn(message: str) -> None:
     """A RuntimeWarning that names the first caller outside topgrad (the user's
     `set_backend("numpy")` line, not registry.py), so it is shown once per such line."""
-    frame, level = sys._getframe(1), 2
+    frame: FrameType | None = sys._getframe(1)
+    level = 2
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, RuntimeWarning, stacklevel=level)

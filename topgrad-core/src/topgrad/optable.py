@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from topgrad.errors import OpConflictError, warn
 
 
-def _is_op(value: Any) -> bool:
+def _is_op(value: Any) -> TypeGuard[type]:
     from topgrad.op import Op  # here: topgrad.op imports the engine, which imports the registry
 
     return isinstance(value, type) and issubclass(value, Op) and value is not Op
@@ -81,7 +81,9 @@ def malformed(given: Any) -> str | None:
 def merge(backend_name: str, own: dict[str, type], given: list[tuple[str, Any]]) -> OpTable:
     """The table of backend `backend_name`: its `own` ops with each plugin's `topgrad_ops` answer
     (`given`: (plugin name, answer) pairs) merged in."""
-    table, added, replaced = dict(own), {}, {}
+    table = dict(own)
+    added: dict[str, tuple[str, Any]] = {}  # op name -> (plugin, Op subclass or override marker)
+    replaced: dict[str, tuple[str, Any]] = {}
     for plugin, ops in given:
         why = malformed(ops)
         if why:

@@ -69,6 +69,8 @@ def register_plugin(plugin: object, name: str | None = None) -> str:
                          "under a name of its own")
     _forget_loaded()
     registered = manager.register(plugin, name=name)
+    if registered is None:  # pluggy refuses a name blocked with registry.plugin_manager().set_blocked
+        raise ValueError(f"the plugin name {name!r} is blocked; register the plugin under another name")
     _warn_unused_hooks(plugin, registered)
     return registered
 

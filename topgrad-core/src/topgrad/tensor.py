@@ -66,7 +66,7 @@ class Tensor:
         array = backend.asarray(data, dtype=dtype)
         if requires_grad and backend.memory_key(array) == backend.memory_key(data):  # shared, or unknown
             array = backend.copy(array)
-        self.data = array
+        self.data: Any = array
         self.grad: Any = None
         self._op: Op | None = None
         self.requires_grad = bool(requires_grad)

@@ -37,7 +37,7 @@ def save(
 ) -> Path:
     """Write a checkpoint atomically (temporary file in the same folder, then os.replace)."""
     path = Path(path)
-    arrays: dict[str, np.ndarray] = {
+    arrays: dict[str, Any] = {  # Any, not ndarray: for np.savez, **arrays could hold its allow_pickle flag
         "meta/format": np.array(FORMAT),
         "meta/model": np.array(model_name),
         "meta/optimizer": np.array(type(optimizer).__name__),

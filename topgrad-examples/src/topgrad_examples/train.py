@@ -218,9 +218,9 @@ def run(args: argparse.Namespace) -> float:
     saved = checkpoint.config_of(resumed) if resumed is not None else {}
     if args.resume:
         _check_same_run(args.resume, saved, args.dataset, args.seed)
-    dataset = args.dataset or saved.get("dataset") or "mnist"
+    dataset = args.dataset or str(saved.get("dataset") or "mnist")
     seed = args.seed if args.seed is not None else int(saved.get("seed", 0))
-    limit = args.limit if args.limit is not None else saved.get("limit")
+    limit = args.limit if args.limit is not None else int(saved["limit"]) if "limit" in saved else None
     recipe = _recipe(args, saved)
 
     data_dir, recorded = args.data_dir, str(saved.get("data_source") or "")

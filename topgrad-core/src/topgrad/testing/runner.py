@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
 
 from topgrad import registry
 from topgrad.testing.cases import CASES, OP_NAMES, Case
@@ -12,6 +14,8 @@ from topgrad.testing.helpers import HELPER_CHECKS
 from topgrad.testing.opcheck import check_backward, check_forward, check_reference
 from topgrad.testing.optimizers import OPTIMIZER_CHECKS
 from topgrad.testing.outcome import RTOL, Outcome, merge
+
+R = TypeVar("R")
 
 
 @dataclass
@@ -56,7 +60,7 @@ class Report:
         return self.failed == 0
 
 
-def _guarded(where: str, check: Callable[[], Outcome | None]) -> Outcome | None:
+def _guarded(where: str, check: Callable[[], R]) -> R | Outcome:
     try:
         return check()
     except Exception as exc:
@@ -77,8 +81,8 @@ def op_row(op: str, rtol: float = RTOL, cases: list[Case] | None = None) -> Row:
         reference = check_reference(case)
         if not reference.ok:  # never blame the backend for the kit's own mistake
             raise AssertionError(reference.message)
-        fwd = _guarded("forward", lambda c=case: check_forward(c, rtol))
-        bwd = _guarded("backward", lambda c=case: check_backward(c, rtol))
+        fwd = _guarded("forward", partial(check_forward, case, rtol))
+        bwd = _guarded("backward", partial(check_backward, case, rtol))
         forwards.append(fwd)
         if not fwd.ok:
             failures.append(f"{case.id} forward: {fwd.message}")

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from topgrad_examples.models.attention import AttentionNet
 from topgrad_examples.models.conv import ConvNet
 from topgrad_examples.models.deepconv import DeepConvNet
 from topgrad_examples.models.layers import Module, TrainDefaults
 from topgrad_examples.models.mlp import MLP
 
-MODELS: dict[str, type[Module]] = {
+
+class ModelClass(Protocol):
+    """What `build` and `topgrad-train` need of a model class: its recipe, and a seeded constructor."""
+
+    defaults: TrainDefaults
+
+    def __call__(self, *, seed: int | None = ...) -> Module: ...
+
+
+MODELS: dict[str, ModelClass] = {
     "mlp": MLP,
     "conv": ConvNet,
     "deepconv": DeepConvNet,

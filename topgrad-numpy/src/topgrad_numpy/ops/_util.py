@@ -31,7 +31,11 @@ def operands(op: str, a: Any, b: Any) -> tuple[Any, Any]:
     da = db if da is None else da
     if da == db and (da is None or da == F32 or da == F64):
         return a, b
-    return tuple(x.astype(F32) if type(x) is ndarray and x.dtype != F32 else x for x in (a, b))
+    return _as_f32(a), _as_f32(b)
+
+
+def _as_f32(x: Any) -> Any:
+    return x.astype(F32) if type(x) is ndarray and x.dtype != F32 else x
 
 
 def operand(op: str, x: Any) -> Any:

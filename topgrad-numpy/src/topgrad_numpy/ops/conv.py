@@ -12,7 +12,7 @@ additions (never `np.add.at`, which is unbuffered and slow). A constant input ge
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from itertools import chain
 from typing import Any
 
@@ -159,7 +159,7 @@ def batch_chunks(batch: int, bytes_per_image: int) -> list[slice]:
     return [slice(i, min(batch, i + per)) for i in range(0, batch, per)]
 
 
-def _largest(chunks: list[slice]) -> int:
+def _largest(chunks: Sequence[slice]) -> int:
     """Images in the largest (the first) chunk: the size of the scratch buffers shared by all."""
     return chunks[0].stop - chunks[0].start if chunks else 0
 
@@ -189,7 +189,7 @@ def _bias(out2: np.ndarray, b: np.ndarray) -> None:
 
 
 def _patch_chunks(
-    x: np.ndarray, chunks: list[slice], geo: tuple[int, ...]
+    x: np.ndarray, chunks: Sequence[slice], geo: tuple[int, ...]
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """Each chunk of the batch with its patch matrix (im2col of the padded chunk); every chunk's
     patches are built in the same buffer, so each matrix is only valid until the next."""
@@ -202,13 +202,13 @@ def _patch_chunks(
 
 
 def _weight_grad(
-    x: np.ndarray, g2: np.ndarray, chunks: list[slice], geo: tuple[int, ...]
+    x: np.ndarray, g2: np.ndarray, chunks: Sequence[slice], geo: tuple[int, ...]
 ) -> np.ndarray:
     """dL/dw as sum over chunks of im2col(x)^T @ grad: only pairs of x and the gradient that the
     forward paired (so NaN or Inf in x reaches exactly the weights PyTorch's does)."""
     kh, kw, _, _, _, _, Ho, Wo = geo
 
-    def products(group: list[slice]) -> list[np.ndarray]:  # one per chunk, summed in order below
+    def products(group: Sequence[slice]) -> list[np.ndarray]:  # one per chunk, summed in order below
         return [gemm.matmul_tn(cols, g2[sl.start * Ho * Wo : sl.stop * Ho * Wo])
                 for sl, cols in _patch_chunks(x, group, geo)]
 
@@ -225,7 +225,7 @@ def _add_in_chunk_order(total: np.ndarray, groups: list[list[np.ndarray]]) -> np
 
 
 def _input_grad_col2im(
-    w: np.ndarray, g2: np.ndarray, x_shape: tuple[int, ...], chunks: list[slice], geo: tuple[int, ...]
+    w: np.ndarray, g2: np.ndarray, x_shape: tuple[int, ...], chunks: Sequence[slice], geo: tuple[int, ...]
 ) -> np.ndarray:
     """dL/dx for fewer than TAPS_BELOW input channels, any stride: per chunk, a GEMM to patch
     gradients, column-major (tap by tap, as im2col makes these patches) so that col2im adds
@@ -256,7 +256,7 @@ def _axis_phases(n_in: int, n_out: int, k: int, s: int, p: int) -> tuple[list[An
 
 
 def _input_grad_by_phases(
-    x: np.ndarray, w: np.ndarray, grad: np.ndarray, chunks: list[slice], geo: tuple[int, ...],
+    x: np.ndarray, w: np.ndarray, grad: np.ndarray, chunks: Sequence[slice], geo: tuple[int, ...],
     need_w: bool,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """dL/dx as a stride-1 correlation of the (padded) gradient with the flipped kernel, once per
@@ -280,7 +280,7 @@ def _input_grad_by_phases(
     patch = max((my * mx * len(ty) * len(tx) for (_, ty, _, my), (_, tx, _, mx) in live), default=0)
     phase = 0 if whole else max((my * mx for (_, _, _, my), (_, _, _, mx) in live), default=0)
 
-    def correlate(group: list[slice]) -> list[np.ndarray]:
+    def correlate(group: Sequence[slice]) -> list[np.ndarray]:
         """dL/dx for each thread's chunks, in buffers of its own; each chunk's dL/dw product."""
         n0 = _largest(group)
         pad = _Padder(n0, Ho, Wo, w.shape[3], (top, bottom), (left, right), grad.dtype)
@@ -340,7 +340,7 @@ class Conv2d(Op):
         out = np.empty((B, Ho * Wo, Cout), dtype=np.result_type(x, w))
         chunks = batch_chunks(B, Ho * Wo * kh * kw * C * x.itemsize)
 
-        def convolve(group: list[slice]) -> None:  # each thread's chunks, in buffers of its own
+        def convolve(group: Sequence[slice]) -> None:  # each thread's chunks, in buffers of its own
             for sl, cols in _patch_chunks(x, group, (kh, kw, sh, sw, ph, pw, Ho, Wo)):
                 gemm.matmul(cols, w2, out[sl].reshape(-1, Cout))
 

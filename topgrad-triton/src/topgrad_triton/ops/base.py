@@ -8,11 +8,15 @@ op inside them raises `TorchComputeError`.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, TypeAlias
 
 import topgrad
+import torch
 
 from topgrad_triton.guard import guarded
+
+Grad: TypeAlias = "torch.Tensor | None"
+"""One entry of a backward's result: a torch.Tensor, or None where no gradient is due."""
 
 OTHER_BACKEND_HINT = "is it a Tensor made under another backend? Make it again after set_backend"
 """Tensors keep the arrays of the backend they were made under: after `set_backend("triton")` an

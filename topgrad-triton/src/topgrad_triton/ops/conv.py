@@ -11,7 +11,7 @@ from topgrad_triton.kernels.conv import col2im, im2col, out_size
 from topgrad_triton.kernels.elementwise import contiguous
 from topgrad_triton.kernels.matmul import matmul
 from topgrad_triton.kernels.reduce import sum_rows
-from topgrad_triton.ops.base import TritonOp
+from topgrad_triton.ops.base import Grad, TritonOp
 
 
 def _pair(name: str, value: Any, low: int) -> tuple[int, int]:
@@ -19,7 +19,7 @@ def _pair(name: str, value: Any, low: int) -> tuple[int, int]:
     Conv2d for anything else (as padding='same')."""
     pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(pair) != 2 or not all(
-        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= low for v in pair
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) >= low for v in pair
     ):
         raise ValueError(f"Conv2d: {name} must be an int >= {low} or an (h, w) pair of them, got {value!r}")
     return int(pair[0]), int(pair[1])
@@ -54,11 +54,11 @@ class Conv2d(TritonOp):
         cols = contiguous(x).view(B * H * W, cin) if pointwise else im2col(x, kh, kw, s, p)
         w2 = contiguous(w).view(kh * kw * cin, cout)
         self.stride, self.padding = s, p  # public names: graph() and to_dot show them
-        self.geometry = (tuple(x.shape), tuple(w.shape), pointwise, b is not None)
+        self.geometry = ((B, H, W, cin), tuple(w.shape), pointwise, b is not None)
         self.save_for_backward(cols, w2)
         return matmul(cols, w2, contiguous(b) if b is not None else None).view(B, OH, OW, cout)
 
-    def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def backward(self, grad: torch.Tensor) -> tuple[Grad, Grad, Grad]:
         cols, w2 = self.saved
         x_shape, w_shape, pointwise, has_bias = self.geometry
         s, p = self.stride, self.padding

@@ -49,7 +49,8 @@ class Add(TritonOp):
         return ew.elementwise(ew.ADD, a, b, name="Add")
 
     def backward(self, grad: torch.Tensor) -> tuple[Any, Any]:
-        return tuple(None if s is None else reduce_to_shape(grad, s) for s in self.shapes)
+        (ga, gb) = (None if s is None else reduce_to_shape(grad, s) for s in self.shapes)
+        return ga, gb
 
 
 class Mul(TritonOp):

@@ -9,7 +9,7 @@ import torch
 from topgrad_triton.kernels.elementwise import contiguous
 from topgrad_triton.kernels.matmul import matmul
 from topgrad_triton.kernels.reduce import sum_rows
-from topgrad_triton.ops.base import TritonOp
+from topgrad_triton.ops.base import Grad, TritonOp
 
 
 class Linear(TritonOp):
@@ -32,7 +32,7 @@ class Linear(TritonOp):
         y = matmul(x2, w, contiguous(b) if b is not None else None)
         return y.view(*x.shape[:-1], w.shape[1])
 
-    def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def backward(self, grad: torch.Tensor) -> tuple[Grad, Grad, Grad]:
         x2, w = self.saved
         rows, M = x2.shape[0], w.shape[1]
         g2 = contiguous(grad).view(rows, M)
