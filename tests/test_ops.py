@@ -825,6 +825,18 @@ def test_attention_with_another_key_length(t: int, s: int, causal: bool) -> None
     )
 
 
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(("d", "dv"), [(8, 3), (4, 20), (20, 4)])
+def test_attention_with_another_value_width(d: int, dv: int, causal: bool) -> None:
+    """Values may have their own width Dv (the output is (B, T, Dv)), as in PyTorch's
+    scaled_dot_product_attention; the scale stays 1/sqrt(D) of the queries and keys."""
+    check_against_torch(
+        lambda q, k, v: topgrad.attention(q, k, v, causal=causal),
+        lambda q, k, v: torch_attention(q, k, v, causal=causal),
+        [rand((2, 5, d), 49), rand((2, 6, d), 50), rand((2, 6, dv), 51)],
+    )
+
+
 def test_attention_default_is_not_causal() -> None:
     check_against_torch(
         topgrad.attention, torch_attention, [rand((2, 4, 4), 37), rand((2, 4, 4), 38), rand((2, 4, 4), 39)]
@@ -856,11 +868,12 @@ def test_attention_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
     t = data.draw(st.integers(1, sizes.tokens), label="t")
     s = data.draw(st.one_of(st.just(t), st.integers(1, sizes.tokens)), label="s (keys)")
     d = data.draw(st.integers(1, sizes.dim), label="d")
+    dv = data.draw(st.one_of(st.just(d), st.integers(1, sizes.dim)), label="dv (value width)")
     causal = data.draw(st.booleans(), label="causal")
     check_against_torch(
         lambda q, k, v: topgrad.attention(q, k, v, causal=causal),
         lambda q, k, v: torch_attention(q, k, v, causal=causal),
-        [rand((b, t, d), seed), rand((b, s, d), seed + 1), rand((b, s, d), seed + 2)],
+        [rand((b, t, d), seed), rand((b, s, d), seed + 1), rand((b, s, dv), seed + 2)],
         seed=seed,
     )
 

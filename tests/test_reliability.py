@@ -304,8 +304,6 @@ def _ref_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
         raise ValueError("no keys")
     if not q.shape[0] == k.shape[0] == v.shape[0]:  # PyTorch broadcasts a batch of 1; Topgrad does not
         raise ValueError("one batch size")
-    if v.shape[-1] != k.shape[-1] and os.environ.get("TOPGRAD_BACKEND") == "triton":
-        raise ValueError("the triton backend takes v as wide as k (the numpy backend any width)")
     return torch_attention(q, k, v)
 
 

@@ -223,7 +223,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from topgrad_triton.kernels import attention as A, norm as N
 
-INTS = {"M", "N", "C", "R", "T", "S", "D", "CHUNK"}
+INTS = {"M", "N", "C", "R", "T", "S", "D", "DV", "CHUNK"}
 def kind(name):
     if name in ("eps", "momentum", "scale"):
         return "fp32"
@@ -241,7 +241,7 @@ build(N.rstd_kernel, BLOCK_C=1024)
 build(N.bn_apply_kernel, HAS_W=True, HAS_B=True, **flags)
 build(N.bn_partial_grad_kernel, **flags)
 build(N.bn_bwd_dx_kernel, TRAINING=True, HAS_W=True, **flags)
-attn = dict(CAUSAL=True, PRECISION="ieee", BLOCK_M=64, BLOCK_N=32, BLOCK_D=128)
+attn = dict(CAUSAL=True, PRECISION="ieee", BLOCK_M=64, BLOCK_N=32, BLOCK_D=128, BLOCK_DV=64)
 build(A.attn_fwd_kernel, **attn)
 build(A.attn_bwd_delta_kernel, BLOCK_M=64, BLOCK_D=128)
 build(A.attn_bwd_dkdv_kernel, **attn)

@@ -1,4 +1,5 @@
-"""Fused single-head attention, flash-attention style: softmax(q kᵀ / √D) v, optional causal mask.
+"""Fused single-head attention, flash-attention style: softmax(q kᵀ / √D) v, optional causal mask;
+q and k have D features, v a width DV of its own (the output's).
 
 Forward streams over key blocks with an online softmax and saves only the output and
 the log-sum-exp of each query row; no T x S matrix ever reaches memory. Backward
@@ -24,22 +25,25 @@ NEG = tl.constexpr(-1.0e30)  # the score of a masked (query, key) pair
 
 
 @triton.jit
-def attn_fwd_kernel(Q, K, V, OUT, LSE, T, S, D, scale,
+def attn_fwd_kernel(Q, K, V, OUT, LSE, T, S, D, DV, scale,
                     sqb, sqt, sqd, skb, skt, skd, svb, svt, svd,
                     CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
-                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    """One program computes BLOCK_M rows of OUT (B, T, D, contiguous) and LSE (B, T) for one batch entry."""
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                    BLOCK_DV: tl.constexpr):
+    """One program computes BLOCK_M rows of OUT (B, T, DV, contiguous) and LSE (B, T) for one batch entry."""
     pid_m = tl.program_id(0)
     b = tl.program_id(1)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
     dmask = offs_d < D
+    dvmask = offs_dv < DV
     q = tl.load(Q + b * sqb + rows[:, None] * sqt + offs_d[None, :] * sqd,
                 mask=(rows < T)[:, None] & dmask[None, :], other=0.0)
     m_i = tl.full([BLOCK_M], NEG, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
     end = S
     if CAUSAL:
         end = tl.minimum(S, (pid_m + 1) * BLOCK_M)
@@ -56,19 +60,21 @@ def attn_fwd_kernel(Q, K, V, OUT, LSE, T, S, D, scale,
         alpha = tl.exp(m_i - m_new)
         p = tl.exp(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        v = tl.load(V + b * svb + cols[:, None] * svt + offs_d[None, :] * svd, mask=kv_mask, other=0.0)
+        v = tl.load(V + b * svb + cols[:, None] * svt + offs_dv[None, :] * svd,
+                    mask=(cols < S)[:, None] & dvmask[None, :], other=0.0)
         acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=PRECISION)
         m_i = m_new
     rmask = rows < T
-    tl.store(OUT + b * T * D + rows[:, None] * D + offs_d[None, :], acc / l_i[:, None],
-             mask=rmask[:, None] & dmask[None, :])
+    tl.store(OUT + b * T * DV + rows[:, None] * DV + offs_dv[None, :], acc / l_i[:, None],
+             mask=rmask[:, None] & dvmask[None, :])
     tl.store(LSE + b * T + rows, m_i + tl.log(l_i), mask=rmask)
 
 
 @triton.jit
 def attn_bwd_delta_kernel(OUT, DO, DELTA, T, D, sdb, sdt, sdd,
                           BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
-    """One program computes delta = rowsum(dO * O) for BLOCK_M query rows of one batch entry."""
+    """One program computes delta = rowsum(dO * O) for BLOCK_M query rows of one batch entry
+    (D here is the width of O and dO: the value width)."""
     b = tl.program_id(1)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
@@ -80,23 +86,27 @@ def attn_bwd_delta_kernel(OUT, DO, DELTA, T, D, sdb, sdt, sdd,
 
 
 @triton.jit
-def attn_bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, T, S, D, scale,
+def attn_bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DVAL, T, S, D, DV, scale,
                          sqb, sqt, sqd, skb, skt, skd, svb, svt, svd, sdb, sdt, sdd,
                          CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
-                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    """One program computes BLOCK_N rows of dK and dV (B, S, D, contiguous) for one batch entry,
-    streaming over the query blocks that attend to them."""
+                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                         BLOCK_DV: tl.constexpr):
+    """One program computes BLOCK_N rows of dK (B, S, D) and dV (B, S, DV), both contiguous, for
+    one batch entry, streaming over the query blocks that attend to them."""
     pid_n = tl.program_id(0)
     b = tl.program_id(1)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
     dmask = offs_d < D
+    dvmask = offs_dv < DV
     kv_mask = (cols < S)[:, None] & dmask[None, :]
+    v_mask = (cols < S)[:, None] & dvmask[None, :]
     k = tl.load(K + b * skb + cols[:, None] * skt + offs_d[None, :] * skd, mask=kv_mask, other=0.0)
-    v = tl.load(V + b * svb + cols[:, None] * svt + offs_d[None, :] * svd, mask=kv_mask, other=0.0)
+    v = tl.load(V + b * svb + cols[:, None] * svt + offs_dv[None, :] * svd, mask=v_mask, other=0.0)
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
-    dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32)
     first = 0
     if CAUSAL:
         first = (pid_n * BLOCK_N // BLOCK_M) * BLOCK_M
@@ -105,7 +115,8 @@ def attn_bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, T, S, D, scale,
         rmask = rows < T
         q_mask = rmask[:, None] & dmask[None, :]
         q = tl.load(Q + b * sqb + rows[:, None] * sqt + offs_d[None, :] * sqd, mask=q_mask, other=0.0)
-        do = tl.load(DO + b * sdb + rows[:, None] * sdt + offs_d[None, :] * sdd, mask=q_mask, other=0.0)
+        do = tl.load(DO + b * sdb + rows[:, None] * sdt + offs_dv[None, :] * sdd,
+                     mask=rmask[:, None] & dvmask[None, :], other=0.0)
         lse = tl.load(LSE + b * T + rows, mask=rmask, other=0.0)
         delta = tl.load(DELTA + b * T + rows, mask=rmask, other=0.0)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
@@ -117,16 +128,16 @@ def attn_bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, T, S, D, scale,
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         ds = p * (dp - delta[:, None])
         dk += tl.dot(tl.trans(ds), q, input_precision=PRECISION)
-    out = b * S * D + cols[:, None] * D + offs_d[None, :]
-    tl.store(DK + out, dk * scale, mask=kv_mask)
-    tl.store(DV + out, dv, mask=kv_mask)
+    tl.store(DK + b * S * D + cols[:, None] * D + offs_d[None, :], dk * scale, mask=kv_mask)
+    tl.store(DVAL + b * S * DV + cols[:, None] * DV + offs_dv[None, :], dv, mask=v_mask)
 
 
 @triton.jit
-def attn_bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, T, S, D, scale,
+def attn_bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, T, S, D, DV, scale,
                        sqb, sqt, sqd, skb, skt, skd, svb, svt, svd, sdb, sdt, sdd,
                        CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
-                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                       BLOCK_DV: tl.constexpr):
     """One program computes BLOCK_M rows of dQ (B, T, D, contiguous) for one batch entry,
     streaming over the key blocks they attend to."""
     pid_m = tl.program_id(0)
@@ -134,11 +145,14 @@ def attn_bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, T, S, D, scale,
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
     dmask = offs_d < D
+    dvmask = offs_dv < DV
     rmask = rows < T
     q_mask = rmask[:, None] & dmask[None, :]
     q = tl.load(Q + b * sqb + rows[:, None] * sqt + offs_d[None, :] * sqd, mask=q_mask, other=0.0)
-    do = tl.load(DO + b * sdb + rows[:, None] * sdt + offs_d[None, :] * sdd, mask=q_mask, other=0.0)
+    do = tl.load(DO + b * sdb + rows[:, None] * sdt + offs_dv[None, :] * sdd,
+                 mask=rmask[:, None] & dvmask[None, :], other=0.0)
     lse = tl.load(LSE + b * T + rows, mask=rmask, other=0.0)
     delta = tl.load(DELTA + b * T + rows, mask=rmask, other=0.0)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
@@ -149,7 +163,8 @@ def attn_bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, T, S, D, scale,
         cols = start + offs_n
         kv_mask = (cols < S)[:, None] & dmask[None, :]
         k = tl.load(K + b * skb + cols[:, None] * skt + offs_d[None, :] * skd, mask=kv_mask, other=0.0)
-        v = tl.load(V + b * svb + cols[:, None] * svt + offs_d[None, :] * svd, mask=kv_mask, other=0.0)
+        v = tl.load(V + b * svb + cols[:, None] * svt + offs_dv[None, :] * svd,
+                    mask=(cols < S)[:, None] & dvmask[None, :], other=0.0)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
         valid = rmask[:, None] & (cols < S)[None, :]
         if CAUSAL:
@@ -164,14 +179,16 @@ def attn_bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, T, S, D, scale,
 # --------------------------------------------------------------------------- launchers
 
 
-def _blocks(D: int, backward: bool) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_D, num_warps); tl.dot needs every block dim >= 16."""
-    block_d = max(16, triton.next_power_of_2(D))
-    if interpreting():
-        return 64, 64, block_d, 4
-    if block_d <= 64:
-        return 64, 64, block_d, 4
-    return (32, 32, block_d, 4) if backward else (64, 32, block_d, 4)
+def _width(d: int) -> int:
+    """The block width for d features: tl.dot needs every block dim >= 16."""
+    return max(16, triton.next_power_of_2(d))
+
+
+def _blocks(D: int, DV: int, backward: bool) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps) for query/key width D and value width DV."""
+    if interpreting() or max(_width(D), _width(DV)) <= 64:
+        return 64, 64, 4
+    return (32, 32, 4) if backward else (64, 32, 4)
 
 
 def _strides(*xs: Any) -> list[int]:
@@ -179,16 +196,17 @@ def _strides(*xs: Any) -> list[int]:
 
 
 def attention_forward(q: Any, k: Any, v: Any, causal: bool) -> tuple[Any, Any]:
-    """q (B, T, D), k and v (B, S, D), any strides -> (o (B, T, D) contiguous, lse (B, T))."""
+    """q (B, T, D), k (B, S, D) and v (B, S, DV), any strides -> (o (B, T, DV) contiguous, lse (B, T))."""
     B, T, D = q.shape
-    S = k.shape[1]
-    o, lse = q.new_empty((B, T, D)), q.new_empty((B, T))
+    S, DV = v.shape[1], v.shape[2]
+    o, lse = q.new_empty((B, T, DV)), q.new_empty((B, T))
     if B == 0 or T == 0:
         return o, lse
-    bm, bn, bd, warps = _blocks(D, backward=False)
+    bm, bn, warps = _blocks(D, DV, backward=False)
     attn_fwd_kernel[(triton.cdiv(T, bm), B)](
-        q, k, v, o, lse, T, S, D, 1.0 / math.sqrt(D), *_strides(q, k, v),
-        CAUSAL=bool(causal), PRECISION=get_precision(), BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, num_warps=warps,
+        q, k, v, o, lse, T, S, D, DV, 1.0 / math.sqrt(D), *_strides(q, k, v),
+        CAUSAL=bool(causal), PRECISION=get_precision(), BLOCK_M=bm, BLOCK_N=bn,
+        BLOCK_D=_width(D), BLOCK_DV=_width(DV), num_warps=warps,
     )
     return o, lse
 
@@ -198,25 +216,26 @@ def attention_backward(
 ) -> tuple[Any, Any, Any]:
     """Gradients (dq, dk, dv), each contiguous, from the forward's saved o and lse and dO (any strides)."""
     B, T, D = q.shape
-    S = k.shape[1]
-    dq, dk, dv = q.new_empty((B, T, D)), k.new_empty((B, S, D)), v.new_empty((B, S, D))
+    S, DV = v.shape[1], v.shape[2]
+    dq, dk, dv = q.new_empty((B, T, D)), k.new_empty((B, S, D)), v.new_empty((B, S, DV))
     if B == 0:
         return dq, dk, dv
-    bm, bn, bd, warps = _blocks(D, backward=True)
+    bm, bn, warps = _blocks(D, DV, backward=True)
+    widths = {"BLOCK_D": _width(D), "BLOCK_DV": _width(DV)}
     scale, precision = 1.0 / math.sqrt(D), get_precision()
     delta = q.new_empty((B, T))
     if T:
         attn_bwd_delta_kernel[(triton.cdiv(T, bm), B)](
-            o, do, delta, T, D, *do.stride(), BLOCK_M=bm, BLOCK_D=bd, num_warps=warps,
+            o, do, delta, T, DV, *do.stride(), BLOCK_M=bm, BLOCK_D=widths["BLOCK_DV"], num_warps=warps,
         )
     strides = _strides(q, k, v, do)
     attn_bwd_dkdv_kernel[(triton.cdiv(S, bn), B)](
-        q, k, v, do, lse, delta, dk, dv, T, S, D, scale, *strides,
-        CAUSAL=bool(causal), PRECISION=precision, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, num_warps=warps,
+        q, k, v, do, lse, delta, dk, dv, T, S, D, DV, scale, *strides,
+        CAUSAL=bool(causal), PRECISION=precision, BLOCK_M=bm, BLOCK_N=bn, **widths, num_warps=warps,
     )
     if T:
         attn_bwd_dq_kernel[(triton.cdiv(T, bm), B)](
-            q, k, v, do, lse, delta, dq, T, S, D, scale, *strides,
-            CAUSAL=bool(causal), PRECISION=precision, BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, num_warps=warps,
+            q, k, v, do, lse, delta, dq, T, S, D, DV, scale, *strides,
+            CAUSAL=bool(causal), PRECISION=precision, BLOCK_M=bm, BLOCK_N=bn, **widths, num_warps=warps,
         )
     return dq, dk, dv

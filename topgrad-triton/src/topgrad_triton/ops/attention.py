@@ -1,5 +1,6 @@
 """Attention op of the Triton backend: single head, softmax(q kᵀ / √D) v (kernels in
-`topgrad_triton.kernels.attention`). Inputs are (B, T, D), as the contract fixes."""
+`topgrad_triton.kernels.attention`). q and k are (B, T, D) and (B, S, D); v may be as wide as
+it likes, (B, S, Dv), as in PyTorch's scaled_dot_product_attention."""
 
 from __future__ import annotations
 
@@ -12,18 +13,18 @@ from topgrad_triton.ops.base import OTHER_BACKEND_HINT, TritonOp
 
 
 class Attention(TritonOp):
-    """softmax(q kᵀ / √D) v for q (B, T, D), k and v (B, S, D); `causal` masks key j > query i."""
+    """softmax(q kᵀ / √D) v for q (B, T, D), k (B, S, D), v (B, S, Dv); `causal` masks key j > query i."""
 
     def forward(self, q: Any, k: Any, v: Any, causal: bool = False) -> Any:
         for name, a in (("q", q), ("k", k), ("v", v)):
             if not isinstance(a, torch.Tensor):
                 raise TypeError(f"Attention: {name} must be a Tensor, got {type(a).__name__}: wrap an "
                                 f"array as Tensor({name}); {OTHER_BACKEND_HINT}")
-        if q.ndim != 3 or q.ndim != k.ndim or k.shape != v.shape or q.shape[:-2] != k.shape[:-2] \
-                or q.shape[-1] != k.shape[-1]:
+        if q.ndim != 3 or k.ndim != 3 or v.ndim != 3 or k.shape[:2] != v.shape[:2] \
+                or q.shape[0] != k.shape[0] or q.shape[2] != k.shape[2]:
             raise ValueError(
                 f"Attention: shapes q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} do not fit "
-                "(expected q (B, T, D), k and v (B, S, D))"
+                "(expected q (B, T, D), k (B, S, D) and v (B, S, Dv))"
             )
         if k.shape[-2] == 0 and q.shape[-2] > 0:
             raise ValueError(f"Attention: no keys to attend to (k of shape {tuple(k.shape)})")
