@@ -88,6 +88,9 @@ SCALAR_FORMS = {
     "-x": (lambda x: -x, lambda x: -x),
     "x / c": (lambda x: x / 4.0, lambda x: x / 4.0),
     "(x - c) / c * x": (lambda x: (x - 1.0) / 3.0 * x, lambda x: (x - 1.0) / 3.0 * x),
+    "x ** 1": (lambda x: x**1, lambda x: x**1),
+    "(x - c) ** 2": (lambda x: (x - 0.5) ** 2, lambda x: (x - 0.5) ** 2),
+    "x ** 3.0": (lambda x: x**3.0, lambda x: x**3.0),
 }
 
 
@@ -102,6 +105,23 @@ def test_scalar_compositions(form: str, shape: tuple[int, ...]) -> None:
 @pytest.mark.parametrize(("shape_a", "shape_b"), [((3, 4), (3, 4)), ((2, 3, 4), (3, 1)), ((4,), (2, 4))])
 def test_tensor_minus_tensor(shape_a: tuple[int, ...], shape_b: tuple[int, ...]) -> None:
     check_against_torch(lambda a, b: a - b, lambda a, b: a - b, [rand(shape_a, 4), rand(shape_b, 5)])
+
+
+@given(data=st.data(), seed=seeds)
+def test_whole_powers_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
+    """x ** n for n = 1..9: products by repeated squaring, so the engine sums the gradient over
+    shared factors (x ** 7 uses x, x * x and its square)."""
+    n = data.draw(st.integers(1, 9), label="n")
+    shape = data.draw(hnp.array_shapes(min_dims=0, max_dims=3, max_side=sizes.batch), label="shape")
+    check_against_torch(lambda x: x**n, lambda x: x**n, [rand(shape, seed, scale=0.8)], seed=seed)
+
+
+@pytest.mark.parametrize("n", [0, -1, 0.5, 2.5, float("inf"), float("nan"), True, "2", None])
+def test_other_powers_are_refused(n: object) -> None:
+    with pytest.raises(TypeError, match=r"the exponent must be a whole number >= 1"):
+        Tensor(rand((2,), 0)) ** n
+    with pytest.raises(TypeError, match=r"the exponent must be a whole number >= 1"):
+        Tensor(rand((2,), 0)) ** Tensor(rand((2,), 1))
 
 
 def test_division_by_a_tensor_or_an_array_is_refused() -> None:

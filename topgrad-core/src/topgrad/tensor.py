@@ -8,6 +8,7 @@ iteratively, so depth is bounded by memory rather than by Python's recursion lim
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import numbers
 import operator
@@ -201,6 +202,27 @@ class Tensor:
         if abs(r) <= _FLOAT32_MAX or (not math.isinf(r) and _dtype_name(self.data) == "float64"):
             return self * r
         return (self * (2.0**-64 / c)) * 2.0**64
+
+    def __pow__(self, n: Any) -> Tensor:
+        """x ** n for a whole number n >= 1, by repeated squaring (x ** 2 is x * x, x ** 5 is
+        x * ((x * x) * (x * x))): Mul ops, so every backend has it, and the engine sums the
+        gradient n * x ** (n - 1) over the factors."""
+        k = float(n) if isinstance(n, numbers.Real) and not isinstance(n, bool) else math.nan
+        if not (k >= 1 and k.is_integer()):
+            raise TypeError(
+                f"Tensor ** {n!r}: the exponent must be a whole number >= 1 (x ** 3 is x * x * x); "
+                "other powers are not an op of the table"
+            )
+        if k == 1:
+            return self * 1.0  # a new tensor, as in PyTorch
+        factors, square, m = [], self, int(k)
+        while m:
+            if m & 1:
+                factors.append(square)
+            m >>= 1
+            if m:
+                square = square * square
+        return functools.reduce(operator.mul, factors)
 
     # In-place updates (`w -= lr * w.grad`), as in PyTorch: under no_grad they replace the data of
     # this very tensor (a leaf keeps its identity, .grad and requires_grad); elsewhere a leaf that
