@@ -120,7 +120,7 @@ def test_whole_powers_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> Non
 def test_other_powers_are_refused(n: object) -> None:
     with pytest.raises(TypeError, match=r"the exponent must be a whole number >= 1"):
         Tensor(rand((2,), 0)) ** n
-    with pytest.raises(TypeError, match=r"the exponent must be a whole number >= 1"):
+    with pytest.raises(TypeError, match=r"Tensor \*\* Tensor: the exponent must be a whole number >= 1"):
         Tensor(rand((2,), 0)) ** Tensor(rand((2,), 1))
 
 

@@ -492,7 +492,8 @@ def test_conv_with_bad_stride_or_padding_is_refused(backend_name: str,
                                                     request: pytest.FixtureRequest) -> None:
     _mark_known(request, backend_name, "Conv2d-stride")
     x, w = Tensor(rand((1, 5, 5, 2), 1)), Tensor(rand((3, 3, 2, 2), 2))
-    bad = ({"stride": 0}, {"padding": -1}, {"stride": 1.5}, {"padding": (1, -1)}, {"stride": (2, 1, 1)})
+    bad = ({"stride": 0}, {"padding": -1}, {"stride": 1.5}, {"padding": (1, -1)}, {"stride": (2, 1, 1)},
+           {"stride": True})
     for kwargs in bad:
         with pytest.raises((ValueError, TypeError), match="Conv2d"):
             x.conv2d(w, **kwargs)

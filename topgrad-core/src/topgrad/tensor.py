@@ -207,10 +207,12 @@ class Tensor:
         """x ** n for a whole number n >= 1, by repeated squaring (x ** 2 is x * x, x ** 5 is
         x * ((x * x) * (x * x))): Mul ops, so every backend has it, and the engine sums the
         gradient n * x ** (n - 1) over the factors."""
-        k = float(n) if isinstance(n, numbers.Real) and not isinstance(n, bool) else math.nan
+        number = isinstance(n, numbers.Real) and not isinstance(n, bool)
+        k = float(n) if number else math.nan
         if not (k >= 1 and k.is_integer()):
+            shown = repr(n) if number else type(n).__name__
             raise TypeError(
-                f"Tensor ** {n!r}: the exponent must be a whole number >= 1 (x ** 3 is x * x * x); "
+                f"Tensor ** {shown}: the exponent must be a whole number >= 1 (x ** 3 is x * x * x); "
                 "other powers are not an op of the table"
             )
         if k == 1:

@@ -27,7 +27,9 @@ from topgrad_numpy.ops._util import colsum, wide_add
 
 def _pair(op: str, name: str, v: Any, low: int) -> tuple[int, int]:
     pair = (v, v) if isinstance(v, (int, np.integer)) else tuple(v) if isinstance(v, (tuple, list)) else ()
-    if len(pair) != 2 or not all(isinstance(p, (int, np.integer)) and p >= low for p in pair):
+    if len(pair) != 2 or not all(
+        isinstance(p, (int, np.integer)) and not isinstance(p, bool) and p >= low for p in pair
+    ):
         raise ValueError(f"{op}: {name} must be an int >= {low} or an (h, w) pair of them, got {v!r}")
     return int(pair[0]), int(pair[1])
 
