@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -219,10 +220,54 @@ def test_a_file_that_is_no_checkpoint_is_a_clear_error(
     assert code == 2 and why in err and "Traceback" not in err, err
 
 
-def test_a_seed_a_checkpoint_cannot_hold_is_a_usage_error(tiny_data: Path, capsys) -> None:
+@pytest.mark.parametrize("flag", ["--seed", "--epochs", "--batch-size", "--limit"])
+def test_a_number_a_checkpoint_cannot_hold_is_a_usage_error(flag: str, tiny_data: Path, capsys) -> None:
     with pytest.raises(SystemExit) as info:
-        train.main(["mlp", "--data-dir", str(tiny_data), "--seed", str(2**64)])
-    assert info.value.code == 2 and "--seed must be at most" in capsys.readouterr().err
+        train.main(["mlp", "--data-dir", str(tiny_data), flag, str(2**63)])
+    assert info.value.code == 2 and f"{flag} must be at most 2**63 - 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--data-dir", "--save", "--resume", "--plot"])
+def test_an_empty_path_is_a_usage_error(flag: str, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        train.main(["mlp", flag, ""])
+    assert info.value.code == 2 and f"{flag} needs a path" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("key", "value", "why"), [
+    ("config/seed", np.array("abc"), "config/seed"),
+    ("config/batch_size", np.array(0), "config/batch_size"),
+    ("config/lr", np.array(np.nan), "config/lr"),
+    ("history", np.zeros(2), "history of shape (2,)"),
+    ("optim/0/step", None, "the optimizer state of parameter 0"),
+])
+def test_a_checkpoint_with_a_damaged_value_is_a_clear_error(
+    key: str, value: np.ndarray | None, why: str, tiny_data: Path, tmp_path: Path, capsys,
+) -> None:
+    ck = tmp_path / "ck.npz"
+    assert run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST)[0] == 0
+    arrays = checkpoint.read(ck)
+    if value is None:
+        del arrays[key]
+    else:
+        arrays[key] = value
+    np.savez(ck, **arrays)
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", str(ck), "--epochs", "2",
+                       "--no-progress")
+    assert code == 2 and "damaged checkpoint" in err and why in err and "Traceback" not in err, err
+
+
+def test_a_zip_error_is_cut_short(tmp_path: Path, tiny_data: Path, capsys, monkeypatch) -> None:
+    """zipfile quotes the raw bytes of a damaged entry name: ~170 KB of them in one message."""
+    ck = tmp_path / "ck.npz"
+    assert run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST)[0] == 0
+
+    def damaged(*args: object, **kwargs: object) -> None:
+        raise zipfile.BadZipFile("File name in directory and header differ: " + repr(bytes(range(256)) * 50))
+
+    monkeypatch.setattr(checkpoint.np, "load", damaged)
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", str(ck), *FAST)
+    assert code == 2 and "BadZipFile: File name in directory" in err and len(err) < 500, len(err)
 
 
 def test_a_pickled_npz_is_refused_without_advice_to_unpickle(tmp_path: Path, tiny_data: Path, capsys) -> None:
@@ -246,9 +291,53 @@ def test_bad_checkpoint_is_a_clear_error(tiny_data: Path, tmp_path: Path, capsys
 def test_missing_data_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "mlp", "--data-dir", str(tmp_path / "nowhere"), *FAST)
     assert code == 2 and "nowhere: no such folder" in err
+    (tmp_path / "a-file").write_text("")
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tmp_path / "a-file"), *FAST)
+    assert code == 2 and "a-file: not a folder" in err
     (tmp_path / "empty").mkdir()
     code, _, err = run(capsys, "mlp", "--data-dir", str(tmp_path / "empty"), *FAST)
     assert code == 2 and "topgrad-train: error:" in err and "train-images-idx3-ubyte" in err
+
+
+@pytest.mark.parametrize(("n_train", "n_test", "which"), [(0, 8, "training"), (8, 0, "test")])
+def test_a_dataset_without_images_is_a_clear_error(
+    n_train: int, n_test: int, which: str, tmp_path: Path, capsys, make_dataset,
+) -> None:
+    folder = make_dataset(tmp_path / "empty", n_train=n_train, n_test=n_test)
+    code, _, err = run(capsys, "mlp", "--data-dir", str(folder), *FAST)
+    assert code == 2 and f"no images (a dataset needs at least one {which} image)" in err, err
+
+
+def test_ctrl_c_before_training_is_a_message_not_a_traceback(
+    tiny_data: Path, capsys, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:  # Ctrl-C while reading or downloading data
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "load_dataset", interrupted)
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), *FAST)
+    assert code == 130 and "interrupted before training began; nothing was saved" in err, err
+
+
+def test_ctrl_c_does_not_vouch_for_a_file_this_run_did_not_write(
+    tiny_data: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An old checkpoint of another run at --save is not this run's: the message says nothing
+    was written; a resumed run says where it can go on from."""
+    old, resumed = tmp_path / "old.npz", tmp_path / "resumed.npz"
+    data = ["--data-dir", str(tiny_data)]
+    assert run(capsys, "conv", *data, "--save", str(old), "--limit", "8", *FAST)[0] == 0
+    assert run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(resumed), *FAST)[0] == 0
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "train_epoch", interrupted)
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(old), *FAST)
+    assert code == 130 and f"no epoch finished, so {old} was not written" in err, err
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", str(resumed), "--epochs", "3",
+                       "--no-progress")
+    assert code == 130 and f"{resumed} still holds epoch 1: go on with --resume {resumed}" in err, err
 
 
 def test_a_missing_file_is_named(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -308,6 +397,29 @@ def test_plot(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str
         assert code == 2 and "pip install 'topgrad-examples[plot]'" in err and not png.exists()
     else:
         assert code == 0 and png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_plot_says_where_it_wrote_the_curves(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    plot = str(tmp_path / "noext")
+    code, lines, _ = run(capsys, "mlp", "--data-dir", str(tiny_data), "--plot", plot, *FAST)
+    assert code == 0 and lines[-2] == f"loss and accuracy curves: {tmp_path / 'noext.png'}", lines
+    assert (tmp_path / "noext.png").is_file() and lines[-1].startswith("test accuracy: ")
+
+
+def test_a_plot_folder_that_cannot_be_written_fails_before_training(
+    tiny_data: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("matplotlib")
+    from topgrad_examples import plot
+
+    def refuse(*args: object, **kwargs: object) -> None:  # a read-only folder (root ignores chmod)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(plot.tempfile, "mkstemp", refuse)
+    plot = str(tmp_path / "c.png")
+    code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--plot", plot, *FAST)
+    assert code == 2 and "cannot write there (Permission denied)" in err and not lines, (lines, err)
 
 
 @pytest.mark.parametrize(("name", "why"), [("nodir/curves.png", "does not exist"),

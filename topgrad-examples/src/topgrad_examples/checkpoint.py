@@ -8,6 +8,7 @@ is written to a temporary name and moved into place, so a crash never leaves hal
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import zipfile
@@ -101,15 +102,41 @@ def read(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         raise CheckpointError(f"{path}: not a readable .npz checkpoint (not one written by "
                               "topgrad-train --save; Python objects in a file are never loaded)") from exc
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        detail = str(exc) if len(str(exc)) <= 200 else str(exc)[:200] + "..."  # zipfile quotes raw bytes
         raise CheckpointError(
-            f"{path}: not a readable .npz checkpoint ({type(exc).__name__}: {exc})") from exc
+            f"{path}: not a readable .npz checkpoint ({type(exc).__name__}: {detail})") from exc
     if str(arrays.get("meta/format", "")) != FORMAT:
         raise CheckpointError(f"{path}: not a topgrad-examples checkpoint (no meta/format {FORMAT!r})")
     missing = [k for k in ("meta/model", "meta/optimizer", "meta/epoch", "history") if k not in arrays]
     if missing or arrays["meta/epoch"].ndim or int(arrays["meta/epoch"]) < 0:
         raise CheckpointError(f"{path}: a damaged checkpoint ({', '.join(missing) or 'meta/epoch'} "
                               "missing or invalid)")
+    history = arrays["history"]
+    if history.ndim != 2 or history.shape[1] != 3 or not np.issubdtype(history.dtype, np.floating):
+        raise CheckpointError(f"{path}: a damaged checkpoint (history of shape {history.shape}, "
+                              "expected (epochs, 3) floats)")
+    for key, value in arrays.items():
+        if key.startswith("config/") and not _valid_setting(key[len("config/"):], value):
+            raise CheckpointError(f"{path}: a damaged checkpoint ({key} = {value!r} is not a valid setting)")
     return arrays
+
+
+CONFIG_KINDS = {"dataset": "U", "data_source": "U", "seed": "iu", "batch_size": "iu", "epochs": "iu",
+                "train_images": "iu", "test_images": "iu", "limit": "iu", "lr": "fiu"}
+"""The numpy dtype kinds of the run settings `save` stores (others are kept, unchecked)."""
+
+_LEAST = {"batch_size": 1, "limit": 1}  # every other count may be 0
+
+
+def _valid_setting(name: str, value: np.ndarray) -> bool:
+    """A stored setting of the kind and range topgrad-train gives it (a 0-d array)."""
+    if name not in CONFIG_KINDS:
+        return True
+    if value.ndim != 0 or value.dtype.kind not in CONFIG_KINDS[name]:
+        return False
+    if name == "lr":
+        return bool(0 < float(value) < math.inf)
+    return value.dtype.kind == "U" or int(value) >= _LEAST.get(name, 0)
 
 
 def config_of(arrays: dict[str, np.ndarray]) -> dict[str, str | int | float]:
@@ -167,4 +194,14 @@ def _optimizer_state(path: Any, arrays: dict[str, np.ndarray], optimizer: Any) -
                                   f"has {optimizer.params[i].shape}")
         else:
             states[i][name] = Tensor(value).data
+    needed = _STATE_KEYS.get(type(optimizer).__name__)
+    for i, state in enumerate(states):
+        if state and needed is not None and set(state) != needed:
+            raise CheckpointError(f"{path}: a damaged checkpoint (the optimizer state of parameter {i} "
+                                  f"has {sorted(state)}, {type(optimizer).__name__} keeps {sorted(needed)})")
     return states
+
+
+_STATE_KEYS = {"Adam": {"step", "exp_avg", "exp_avg_sq"}, "AdamW": {"step", "exp_avg", "exp_avg_sq"},
+               "SGD": {"momentum_buffer"}}
+"""What each optimizer keeps per parameter once it has stepped (nothing before)."""

@@ -147,6 +147,9 @@ def load_files(files: dict[str, Path], name: str, source: str) -> Dataset:
                 f"{files[f'{split}-labels']}: {n_labels} labels for the {n_images} images of "
                 f"{files[f'{split}-images']}; the counts must match"
             )
+        if n_images == 0:
+            raise idx.IDXError(f"{files[f'{split}-images']}: no images (a dataset needs at least one "
+                               f"{'training' if split == 'train' else 'test'} image)")
     _check_identity(name, arrays["train-labels"], source)
     return Dataset(name, source, arrays["train-images"], arrays["train-labels"],
                    arrays["t10k-images"], arrays["t10k-labels"])
@@ -169,8 +172,10 @@ def load_dir(directory: str | os.PathLike[str], name: str = "mnist") -> Dataset:
     """Load a dataset from a directory that must hold it (see the module docstring)."""
     files = find_files(directory, name)
     if files is None:
-        if not Path(directory).expanduser().is_dir():
-            raise DatasetNotFoundError(f"{directory}: no such folder (--data-dir names a folder with the "
+        folder = Path(directory).expanduser()
+        if not folder.is_dir():
+            what = "not a folder" if folder.exists() else "no such folder"
+            raise DatasetNotFoundError(f"{directory}: {what} (--data-dir names a folder with the "
                                        "four IDX files)")
         expected = ", ".join(file_names(p)[1] for p in PARTS)
         missing = ", ".join(file_names(p)[1] for p in _missing_parts(Path(directory).expanduser(), name))
@@ -241,8 +246,8 @@ def load_dataset(
         return load_dir(data_dir, name)
     for directory in search_dirs(name):
         files = find_files(directory, name)
-        if files is not None:
-            return load_files(files, name, str(files["train-images"].parent))
+        if files is not None:  # the source as an absolute path: --resume from elsewhere finds it
+            return load_files(files, name, str(files["train-images"].parent.resolve()))
     looked = ", ".join(str(d) for d in search_dirs(name))
     problem = "downloading is turned off"
     if download_ok:
@@ -256,8 +261,8 @@ def load_dataset(
         log(f"mnist: not found in {looked} and {problem}; using the bundled subset "
             f"({len(subset.train_labels):,} training, {len(subset.test_labels):,} test images). For the "
             "full set pass --data-dir DIR or set $TOPGRAD_DATA to a folder with the four IDX files, or "
-            f"run once online to download them into {cache_dir(name)} (--no-download skips the "
-            "download attempt).")
+            f"run once online to download them into {cache_dir(name)}"
+            f"{' (--no-download skips the download attempt)' if download_ok else ''}.")
         return subset
     raise DatasetNotFoundError(
         f"{name}: not found in {looked} and {problem}. Pass --data-dir DIR or set $TOPGRAD_DATA to a folder "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,12 @@ def check_plot_path(path: str | os.PathLike[str]) -> None:
         raise PlotError(f"--plot {path}: is a folder; give a file name, e.g. {path / 'curves.png'}")
     if not path.parent.is_dir():
         raise PlotError(f"--plot {path}: the folder {path.parent} does not exist")
+    try:  # a read-only folder: say so now, not after training
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise PlotError(f"--plot {path}: cannot write there ({exc.strerror or exc})") from None
+    os.close(fd)
+    Path(tmp).unlink()
     fig = plt.figure()
     try:
         formats = fig.canvas.get_supported_filetypes()
@@ -69,4 +76,4 @@ def plot_history(history: np.ndarray, path: str | os.PathLike[str], title: str =
         raise PlotError(f"--plot {path}: could not write it ({exc})") from exc
     finally:
         plt.close(fig)
-    return path
+    return path if path.suffix else path.with_name(f"{path.name}.{plt.rcParams['savefig.format']}")

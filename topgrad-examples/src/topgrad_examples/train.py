@@ -17,7 +17,7 @@ import math
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from topgrad_examples.models import MODELS, Module, TrainDefaults, build
 from topgrad_examples.plot import PlotError, check_plot_path, plot_history
 
 EVAL_BATCH = 500
-MAX_SEED = 2**63 - 1  # a checkpoint stores the seed as an int64
+MAX_INT = 2**63 - 1  # a checkpoint stores the seed, the epochs and the batch size as int64
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "follows a cosine schedule over them (default: the checkpoint's, else per model)")
     p.add_argument("--batch-size", type=int, help="default: per model")
     p.add_argument("--lr", type=float, help="peak learning rate (default: per model)")
-    p.add_argument("--seed", type=int, default=None, help="fixes initialization and batch order (default: "
-                   "the checkpoint's with --resume (another is refused), else 0)")
+    p.add_argument("--seed", type=int, default=None, help="fixes initialization and batch order, on one "
+                   "backend (each draws its own initial weights) (default: the checkpoint's with --resume "
+                   "(another is refused), else 0)")
     p.add_argument("--limit", type=int, help="use only the first N training and N test images")
     p.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz) after every epoch")
     p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint written by --save (add "
@@ -123,17 +124,17 @@ def train_epoch(
                disable=not progress, leave=False, dynamic_ncols=True)
     total = total_epochs * steps
     warmup = warmup_steps(recipe.warmup_steps, total)
-    for i, index in enumerate(batches(len(labels), recipe.batch_size, seed, epoch)):
-        optimizer.lr = learning_rate(step + i, total, recipe.lr, warmup)
-        batch = topgrad.Tensor(images[index], requires_grad=False)  # an input: no gradient to compute
-        loss = cross_entropy(model(batch, training=True), labels[index])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        total_loss += loss.item()
-        bar.update(len(index))
-        bar.set_postfix(loss=f"{total_loss / (i + 1):.4f}", refresh=i == steps - 1)
-    bar.close()
+    with bar:  # closed on Ctrl-C too: a message after it starts on a line of its own
+        for i, index in enumerate(batches(len(labels), recipe.batch_size, seed, epoch)):
+            optimizer.lr = learning_rate(step + i, total, recipe.lr, warmup)
+            batch = topgrad.Tensor(images[index], requires_grad=False)  # an input: no gradient to compute
+            loss = cross_entropy(model(batch, training=True), labels[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item()
+            bar.update(len(index))
+            bar.set_postfix(loss=f"{total_loss / (i + 1):.4f}", refresh=i == steps - 1)
     return total_loss / max(1, steps)
 
 
@@ -157,6 +158,23 @@ def _recipe(args: argparse.Namespace, saved: dict[str, Any]) -> TrainDefaults:
 
 class InterruptedTrainingError(Exception):
     """Ctrl-C during training: what was saved and how to go on."""
+
+
+@dataclass
+class _Saved:
+    """What this run has written to --save: the last epoch saved, and the one being saved (a
+    Ctrl-C may land just after the file is replaced); None: nothing yet."""
+
+    epoch: int | None = None
+    writing: int | None = None
+
+    def last(self, path: str) -> int | None:
+        """The last epoch this run saved to `path`, looking at the file only for an unfinished save."""
+        if self.writing is not None:
+            with contextlib.suppress(checkpoint.CheckpointError):
+                if int(checkpoint.read(path)["meta/epoch"]) == self.writing:
+                    return self.writing
+        return self.epoch
 
 
 def _check_same_data(path: str, saved: dict[str, Any], n_train: int, n_test: int, source: str) -> None:
@@ -189,15 +207,20 @@ def _check_same_run(path: str, saved: dict[str, Any], dataset: str | None, seed:
         )
 
 
-def _what_was_saved(path: str | None) -> str:
-    """After Ctrl-C: the epoch the checkpoint holds and how to go on, or that nothing was saved."""
+def _what_was_saved(args: argparse.Namespace, saved: _Saved, start: int) -> str:
+    """After Ctrl-C: the epoch this run saved and how to go on, else where a resumed run can go on
+    from, else that nothing was saved (a file already at --save is not this run's)."""
+    path = args.save
+    epoch = saved.last(path) if path else None
+    if epoch is not None:
+        return f"{path} holds epoch {epoch}: go on with --resume {path} --save {path}"
+    if args.resume:
+        keep = f" --save {path}" if path else ""
+        return (f"no epoch of this run finished; {args.resume} still holds epoch {start}: go on with "
+                f"--resume {args.resume}{keep}")
     if not path:
         return "nothing was saved (--save PATH keeps a checkpoint after every epoch)"
-    try:
-        epoch = int(checkpoint.read(path)["meta/epoch"])
-    except checkpoint.CheckpointError:
-        return f"no epoch finished, so {path} was not written"
-    return f"{path} holds epoch {epoch}: go on with --resume {path} --save {path}"
+    return f"no epoch finished, so {path} was not written"
 
 
 def _epochs(n: int) -> str:
@@ -252,13 +275,15 @@ def run(args: argparse.Namespace) -> float:
     elif start >= recipe.epochs:
         print(f"nothing to train: --epochs {recipe.epochs}; evaluating the model as initialized"
               f"{' (nothing is saved)' if args.save else ''}")
+    saved_now = _Saved()
     try:
         acc, history = _train(args, model, optimizer, recipe, seed, start, history, config,
-                              (x_train, y_train, x_test, y_test))
+                              (x_train, y_train, x_test, y_test), saved_now)
     except KeyboardInterrupt:
-        raise InterruptedTrainingError(f"interrupted; {_what_was_saved(args.save)}") from None
+        raise InterruptedTrainingError(f"interrupted; {_what_was_saved(args, saved_now, start)}") from None
     if args.plot:
-        plot_history(history, args.plot, title=f"{args.model} on {dataset}")
+        written = plot_history(history, args.plot, title=f"{args.model} on {dataset}")
+        print(f"loss and accuracy curves: {written}")
     print(f"test accuracy: {acc:.4f}")
     return acc
 
@@ -266,8 +291,10 @@ def run(args: argparse.Namespace) -> float:
 def _train(
     args: argparse.Namespace, model: Module, optimizer: topgrad.optim.Optimizer, recipe: TrainDefaults,
     seed: int, start: int, history: np.ndarray, config: dict[str, Any], data: tuple[np.ndarray, ...],
+    saved: _Saved,
 ) -> tuple[float, np.ndarray]:
-    """Epochs `start` to the recipe's last, each evaluated and saved; (test accuracy, history)."""
+    """Epochs `start` to the recipe's last, each evaluated and saved (noted in `saved`); (test
+    accuracy, history)."""
     x_train, y_train, x_test, y_test = data
     acc = None
     for epoch in range(start, recipe.epochs):
@@ -284,7 +311,9 @@ def _train(
         if profile is not None:
             print(f"profile of epoch {epoch + 1} (training steps only):\n{profile}", flush=True)
         if args.save:
+            saved.writing = epoch + 1
             checkpoint.save(args.save, args.model, model, optimizer, epoch + 1, config, history)
+            saved.epoch, saved.writing = epoch + 1, None
     if acc is None:
         acc = evaluate(model, x_test, y_test)
     return acc, history
@@ -298,14 +327,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         value = getattr(args, name)
         if value is not None and value < least:
             parser.error(f"--{name.replace('_', '-')} must be at least {least}")
+        if value is not None and value > MAX_INT:  # a checkpoint stores each as an int64
+            parser.error(f"--{name.replace('_', '-')} must be at most 2**63 - 1, got {value}")
+    for name in ("data_dir", "save", "resume", "plot"):
+        if getattr(args, name) == "":
+            parser.error(f"--{name.replace('_', '-')} needs a path, got an empty one")
     if args.lr is not None and not 0 < args.lr < math.inf:
         parser.error(f"--lr must be a positive number, got {args.lr}")
-    if args.seed is not None and args.seed > MAX_SEED:
-        parser.error(f"--seed must be at most 2**63 - 1, got {args.seed}")
     try:
         run(args)
     except InterruptedTrainingError as exc:
         print(f"topgrad-train: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # before training: reading, searching or downloading the data
+        print("topgrad-train: interrupted before training began; nothing was saved", file=sys.stderr)
         return 130
     except (DatasetNotFoundError, DownloadError, IDXError, checkpoint.CheckpointError, PlotError,
             topgrad.BackendNotFoundError, topgrad.BackendUnavailableError) as exc:
