@@ -210,3 +210,23 @@ def test_negative_hyperparameters(cls: type, kwargs: dict[str, Any]) -> None:
     name = next(iter(kwargs))
     with pytest.raises(ValueError, match=name.replace("_", " ")):
         cls([Tensor(rand((2,), 0))], lr=0.1, **kwargs)
+
+
+@pytest.mark.parametrize("case", ["sgd", "sgd momentum", "adam", "adamw"])
+def test_a_step_updates_the_parameter_in_place_as_torch_optim_does(case: str) -> None:
+    """A detach() taken before the step shares the parameter's storage, so it sees the new values,
+    as in PyTorch, on every backend; the gradient is left as it was."""
+    top_cls, torch_cls, kwargs = CASES[case]
+    init = rand((3, 2), 7)
+    w, tw = Tensor(init), torch.tensor(init, requires_grad=True)
+    before, torch_before = w.detach(), tw.detach()
+    opt, ref = top_cls([w], **kwargs), torch_cls([tw], **kwargs)
+    for _ in range(2):  # the second step uses the state the first made
+        g = rand((3, 2), 8)
+        _set_grad(w, g)
+        tw.grad = torch.from_numpy(g.copy())
+        opt.step()
+        ref.step()
+        assert_close(before.numpy(), torch_before.numpy(), f"{case}: the detached view after a step")
+        assert_close(w.numpy(), tw.detach().numpy(), f"{case}: the parameter")
+        np.testing.assert_array_equal(topgrad.get_backend().to_numpy(w.grad), g)

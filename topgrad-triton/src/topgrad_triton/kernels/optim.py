@@ -1,4 +1,8 @@
-"""Fused optimizer updates: one kernel per SGD or Adam step of a parameter, torch.optim's rules."""
+"""Fused optimizer updates: one kernel per SGD or Adam step of a parameter, torch.optim's rules.
+
+Each step writes into the parameter and its state in place, as torch.optim does (and the numpy
+backend): a `detach()` of the parameter sees the new values. Every element is read before it
+is written by the same program, so in place is safe."""
 
 from __future__ import annotations
 
@@ -61,10 +65,11 @@ def _grid(n: int) -> tuple[tuple[int], int]:
 
 def sgd(p: torch.Tensor, g: torch.Tensor, buf: torch.Tensor | None, *, lr: float, momentum: float,
         dampening: float, weight_decay: float, nesterov: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One SGD step on dense arrays; returns (new param, new momentum buffer or None)."""
+    """One SGD step on dense arrays, in place; returns (param, momentum buffer or None): the first
+    step's buffer is a new array (torch clones the gradient), later ones are `buf` itself."""
     n = math.prod(p.shape)
-    p_out = torch.empty_like(p)
-    buf_out = torch.empty_like(p) if momentum else None
+    p_out = p
+    buf_out = (buf if buf is not None else torch.empty_like(p)) if momentum else None
     if n:
         grid, block = _grid(n)
         _sgd_kernel[grid](
@@ -78,9 +83,9 @@ def sgd(p: torch.Tensor, g: torch.Tensor, buf: torch.Tensor | None, *, lr: float
 def adam(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, *, step: int, lr: float,
          beta1: float, beta2: float, eps: float, weight_decay: float,
          decoupled: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One Adam step (AdamW when `decoupled`) on dense arrays; returns (param, m, v), all new."""
+    """One Adam step (AdamW when `decoupled`) on dense arrays, in place; returns (param, m, v)."""
     n = math.prod(p.shape)
-    p_out, m_out, v_out = torch.empty_like(p), torch.empty_like(p), torch.empty_like(p)
+    p_out, m_out, v_out = p, m, v
     if n:
         grid, block = _grid(n)
         _adam_kernel[grid](
