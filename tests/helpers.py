@@ -196,7 +196,8 @@ def torch_conv2d(
 
 def torch_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False) -> torch.Tensor:
     """softmax(q kᵀ / √D) v written out in PyTorch, with a lower-triangular mask when causal."""
-    scores = q @ k.transpose(-2, -1) / (q.shape[-1] ** 0.5)
+    d = q.shape[-1]  # with no features every score is 0, as in scaled_dot_product_attention (not 0/0)
+    scores = q @ k.transpose(-2, -1) / (d**0.5 if d else 1.0)
     if causal:
         t_q, t_k = scores.shape[-2], scores.shape[-1]
         mask = torch.ones(t_q, t_k, dtype=torch.bool).triu(1)

@@ -857,6 +857,20 @@ def test_attention_with_another_value_width(d: int, dv: int, causal: bool) -> No
     )
 
 
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(("q_shape", "k_shape", "v_shape"), [
+    ((2, 3, 0), (2, 4, 0), (2, 4, 2)),  # no features: every score 0, the output is v's mean
+    ((1, 0, 3), (1, 0, 3), (1, 0, 3)),  # no queries and no keys: an empty output
+    ((1, 0, 3), (1, 2, 3), (1, 2, 3)),  # no queries
+])
+def test_attention_with_empty_axes(q_shape, k_shape, v_shape, causal: bool) -> None:
+    check_against_torch(
+        lambda q, k, v: topgrad.attention(q, k, v, causal=causal),
+        lambda q, k, v: torch_attention(q, k, v, causal=causal),
+        [rand(q_shape, 52), rand(k_shape, 53), rand(v_shape, 54)],
+    )
+
+
 def test_attention_default_is_not_causal() -> None:
     check_against_torch(
         topgrad.attention, torch_attention, [rand((2, 4, 4), 37), rand((2, 4, 4), 38), rand((2, 4, 4), 39)]

@@ -16,7 +16,7 @@ def _check(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> None:
         raise ValueError(
             f"Attention: q, k and v must be 3-d (B, T, D); got q {q.shape}, k {k.shape}, v {v.shape}"
         )
-    if k.shape[1] == 0:
+    if k.shape[1] == 0 and q.shape[1] > 0:
         raise ValueError(f"Attention: needs at least one key, got k {k.shape} (softmax over nothing)")
     if k.shape[0] != q.shape[0] or k.shape[2] != q.shape[2] or v.shape[:2] != k.shape[:2]:
         raise ValueError(
@@ -37,9 +37,10 @@ class Attention(Op):
         p *= scale
         if causal:  # top-left aligned, as torch's is_causal: query i sees keys j <= i
             p[:, np.triu(np.ones((T, S), dtype=bool), k=1)] = -np.inf
-        p -= p.max(axis=-1, keepdims=True)
-        np.exp(p, out=p)
-        p /= rowsum(p)
+        if S:  # no keys is only allowed for no queries: nothing to normalize
+            p -= p.max(axis=-1, keepdims=True)
+            np.exp(p, out=p)
+            p /= rowsum(p)
         out = np.matmul(p, v)
         self.save_for_backward(q, k, v, p, out)
         return out

@@ -191,6 +191,11 @@ def _blocks(D: int, DV: int, backward: bool) -> tuple[int, int, int]:
     return (32, 32, 4) if backward else (64, 32, 4)
 
 
+def _scale(D: int) -> float:
+    """1/sqrt(D); with no features every score is 0 whatever the scale (the output is v's mean)."""
+    return 1.0 / math.sqrt(D) if D else 1.0
+
+
 def _strides(*xs: Any) -> list[int]:
     return [s for x in xs for s in x.stride()]
 
@@ -204,7 +209,7 @@ def attention_forward(q: Any, k: Any, v: Any, causal: bool) -> tuple[Any, Any]:
         return o, lse
     bm, bn, warps = _blocks(D, DV, backward=False)
     attn_fwd_kernel[(triton.cdiv(T, bm), B)](
-        q, k, v, o, lse, T, S, D, DV, 1.0 / math.sqrt(D), *_strides(q, k, v),
+        q, k, v, o, lse, T, S, D, DV, _scale(D), *_strides(q, k, v),
         CAUSAL=bool(causal), PRECISION=get_precision(), BLOCK_M=bm, BLOCK_N=bn,
         BLOCK_D=_width(D), BLOCK_DV=_width(DV), num_warps=warps,
     )
@@ -222,7 +227,7 @@ def attention_backward(
         return dq, dk, dv
     bm, bn, warps = _blocks(D, DV, backward=True)
     widths = {"BLOCK_D": _width(D), "BLOCK_DV": _width(DV)}
-    scale, precision = 1.0 / math.sqrt(D), get_precision()
+    scale, precision = _scale(D), get_precision()
     delta = q.new_empty((B, T))
     if T:
         attn_bwd_delta_kernel[(triton.cdiv(T, bm), B)](
