@@ -43,6 +43,13 @@ def test_tensor_from_nested_lists_and_numpy() -> None:
     assert Tensor(np.float64(2.5)).shape == ()
 
 
+@pytest.mark.parametrize("dtype", ["float32", "f4", "single", np.float32, np.dtype("float32"), torch.float32])
+def test_every_spelling_of_float32_is_taken(dtype: Any) -> None:
+    """numpy's spellings and torch's, on every backend (triton took only two, numpy no torch one)."""
+    t = Tensor([1.5, 2.0], dtype=dtype)
+    assert str(np.dtype(t.numpy().dtype)) == "float32" and t.numpy().tolist() == [1.5, 2.0]
+
+
 def test_numpy_returns_a_copy() -> None:
     t = Tensor([1.0, 2.0])
     a = t.numpy()
@@ -599,6 +606,18 @@ def test_batchnorm_momentum_must_be_a_number_in_0_1(momentum: Any) -> None:
     x, g, b = Tensor(rand((4, 3), 51)), Tensor(rand((3,), 52)), Tensor(rand((3,), 53))
     with pytest.raises(ValueError, match=r"momentum must be a number in \[0, 1\]"):
         x.batchnorm(g, b, momentum=momentum)
+
+
+@pytest.mark.parametrize(("eps", "error", "match"), [
+    ("1e-5", TypeError, "eps must be a number, got str"), (None, TypeError, "eps must be a number"),
+    (True, TypeError, "eps must be a number, got bool"), (-1e-5, ValueError, "eps must be finite and >= 0"),
+    (float("nan"), ValueError, "eps must be finite and >= 0"),
+])
+@pytest.mark.parametrize("norm", ["BatchNorm", "LayerNorm"])
+def test_norms_refuse_an_eps_that_is_no_number(norm: str, eps: Any, error: type, match: str) -> None:
+    x, g, b = Tensor(rand((4, 3), 51)), Tensor(rand((3,), 52)), Tensor(rand((3,), 53))
+    with pytest.raises(error, match=f"{norm}: {match}"):
+        x.batchnorm(g, b, eps=eps) if norm == "BatchNorm" else x.layernorm(g, b, eps=eps)
 
 
 def test_truth_of_a_tensor_is_its_one_value_as_in_pytorch() -> None:

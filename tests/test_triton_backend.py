@@ -285,6 +285,23 @@ def test_kernels_compile_for_gpu_without_one(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
 
 
+@pytest.mark.parametrize(("op", "call"), [
+    ("Linear", lambda x, a: x.linear(a)),
+    ("Linear", lambda x, a: x.linear(Tensor.ones(3, 2), a[:2])),
+    ("Conv2d", lambda x, a: x.reshape(1, 1, 3, 3).conv2d(a.reshape(1, 1, 3, 3))),
+    ("Conv2d", lambda x, a: x.reshape(1, 1, 3, 3).conv2d(Tensor.ones(1, 1, 3, 1), a[:1])),
+    ("LayerNorm", lambda x, a: x.layernorm(a[:3], Tensor.zeros(3))),
+    ("BatchNorm", lambda x, a: x.batchnorm(Tensor.ones(3), a[:3])),
+    ("Attention", lambda x, a: topgrad.attention(x.reshape(1, 3, 3), a.reshape(1, 3, 3), x.reshape(1, 3, 3))),
+])
+def test_a_raw_array_operand_is_one_clear_type_error(backend, op: str, call) -> None:
+    """Every op refuses an operand that is a raw numpy array by name, before a kernel sees it
+    (Conv2d failed on `.is_contiguous`, the norms inside the interpreter)."""
+    x = Tensor(np.arange(9, dtype=np.float32).reshape(3, 3))
+    with pytest.raises(TypeError, match=rf"{op}: \w+ must be a Tensor, got ndarray: wrap an array"):
+        call(x, np.ones((3, 3), np.float32))
+
+
 def test_a_numpy_array_operand_hints_at_a_tensor_of_another_backend(backend):
     """Tensors keep the arrays of the backend they were made under; after set_backend an old one
     reaches the triton ops as a numpy array, and the error says what probably happened."""
@@ -362,3 +379,12 @@ def test_attention_refuses_a_numpy_operand_asking_for_a_tensor(backend):
     k = Tensor.randn(1, 2, 4, seed=0).data
     with pytest.raises(TypeError, match=r"Attention: q must be a Tensor, got ndarray"):
         Attention().forward(np.zeros((1, 2, 4), np.float32), k, k)
+
+
+def test_more_strided_dimensions_than_the_kernels_take_is_a_clear_error(backend) -> None:
+    """The elementwise kernel reads strided operands through six dimensions; a seventh that does
+    not merge is a ValueError saying so, not a wrong answer."""
+    a = Tensor(np.ones((2, 1, 2, 1, 2, 1, 2), np.float32))
+    b = Tensor(np.ones((1, 2, 1, 2, 1, 2, 1), np.float32))
+    with pytest.raises(ValueError, match=r"at most 6 dimensions, and this one .* needs 7; reshape"):
+        a * b

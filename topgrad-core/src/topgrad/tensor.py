@@ -305,12 +305,14 @@ class Tensor:
                 f"BatchNorm: momentum must be a number in [0, 1], got {momentum!r} (PyTorch's "
                 "momentum=None, a cumulative average of every batch, is not supported)"
             )
+        _check_eps("BatchNorm", eps)
         return _ops().BatchNorm.apply(
             self, gamma, beta, running_mean=running_mean, running_var=running_var,
             training=training, momentum=momentum, eps=eps,
         )
 
     def layernorm(self, gamma: Tensor, beta: Tensor, eps: float = 1e-5) -> Tensor:
+        _check_eps("LayerNorm", eps)
         return _ops().LayerNorm.apply(self, gamma, beta, eps=eps)
 
     # ---- autograd -----------------------------------------------------------------
@@ -438,6 +440,15 @@ def _reduced(op: str, axis: Any) -> Any:
 
 def _not_scalar(t: Tensor) -> float:
     raise ValueError(f"item() needs a tensor with one element, got shape {t.shape}")
+
+
+def _check_eps(op: str, eps: Any) -> None:
+    """eps must be a number, as PyTorch's norms need a float (a str ran on triton and failed inside
+    numpy), finite and >= 0 (a negative one can make var + eps negative)."""
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"{op}: eps must be a number, got {type(eps).__name__}")
+    if not 0 <= float(eps) < math.inf:
+        raise ValueError(f"{op}: eps must be finite and >= 0, got {eps!r}")
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False) -> Tensor:

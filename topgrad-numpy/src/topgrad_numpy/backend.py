@@ -70,6 +70,8 @@ class NumpyBackend(topgrad.Backend):
     def asarray(self, obj: Any, dtype: Any = "float32") -> np.ndarray:
         """`obj` as an ndarray of `dtype`; no copy for an ndarray that already has it. The ops
         compute in float32, or in float64 for float64 arrays: other dtypes are a TypeError."""
+        if str(dtype) in ("torch.float32", "torch.float64"):  # torch's spelling, as the triton backend takes
+            dtype = str(dtype)[len("torch."):]
         try:
             dt = np.dtype(dtype) if dtype is not None else None  # np.dtype(None) would be float64
         except TypeError:

@@ -29,6 +29,18 @@ def _guarded_helper(fn: Callable[..., Any]) -> Callable[..., Any]:
     return inner
 
 
+
+def _names_float32(dtype: Any) -> bool:
+    """Whether `dtype` spells float32 for numpy ('float32', 'f4', np.float32, ...) or torch."""
+    if str(dtype) in ("float32", "torch.float32"):
+        return True
+    import numpy as np
+
+    try:
+        return dtype is not None and np.dtype(dtype) == np.float32
+    except TypeError:
+        return False
+
 class TritonBackend(topgrad.Backend):
     """Topgrad backend whose ops, helpers and optimizer updates are Triton kernels."""
 
@@ -58,7 +70,7 @@ class TritonBackend(topgrad.Backend):
         Only float32 is held (the kernels compute in fp32): another `dtype` raises TypeError.
         """
         torch = self._torch
-        if str(dtype) not in ("float32", "torch.float32"):
+        if not _names_float32(dtype):
             raise TypeError(f"backend 'triton' holds float32 arrays only (its kernels compute in fp32), "
                             f"got dtype={dtype!r}")
         if not isinstance(obj, torch.Tensor):

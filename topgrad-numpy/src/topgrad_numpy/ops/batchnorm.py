@@ -83,6 +83,12 @@ class BatchNorm(Op):
         n = x.size // C
         x2 = x.reshape(n, C)
         for name, stat in (("running_mean", running_mean), ("running_var", running_var)):
+            if stat is not None and not isinstance(stat, (Tensor, np.ndarray)):
+                raise TypeError(f"BatchNorm: {name} must be a Tensor or a numpy array of shape ({C},), "
+                                f"got {type(stat).__name__}")
+            if training and isinstance(stat, np.ndarray) and not stat.flags.writeable:
+                raise TypeError(f"BatchNorm: a numpy {name} is updated in place in training; this one is "
+                                "read-only. Pass a writeable array or a Tensor")
             if stat is not None and stat.shape != (C,):
                 raise ValueError(
                     f"BatchNorm: {name} must have shape ({C},) for x of shape {x.shape}, got {stat.shape}"

@@ -113,7 +113,11 @@ def elementwise(op: int, a: Any, b: Any = None, name: str = "elementwise",
     strided = [s for m, s in ((a_mode, sa), (b_mode, sb)) if m == STRIDED]
     dims, collapsed = collapse(out_shape, *strided) if strided else ([n], [])
     if len(dims) > MAX_DIMS:
-        raise ValueError(f"{name}: strided operands of {len(dims)} non-mergeable dims (at most {MAX_DIMS})")
+        raise ValueError(
+            f"{name}: the triton backend reads a strided or broadcast operand through at most {MAX_DIMS} "
+            f"dimensions, and this one (output shape {tuple(out_shape)}) needs {len(dims)}; reshape the "
+            "tensors to fewer dimensions (the numpy backend has no such limit)"
+        )
     pad = MAX_DIMS - len(dims)
     sizes = [1] * pad + dims
     it = iter(collapsed)

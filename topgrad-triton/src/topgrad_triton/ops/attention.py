@@ -6,20 +6,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from topgrad_triton.kernels import attention as kernels
-from topgrad_triton.ops.base import OTHER_BACKEND_HINT, TritonOp
+from topgrad_triton.ops.base import TritonOp, check_tensors
 
 
 class Attention(TritonOp):
     """softmax(q kᵀ / √D) v for q (B, T, D), k (B, S, D), v (B, S, Dv); `causal` masks key j > query i."""
 
     def forward(self, q: Any, k: Any, v: Any, causal: bool = False) -> Any:
-        for name, a in (("q", q), ("k", k), ("v", v)):
-            if not isinstance(a, torch.Tensor):
-                raise TypeError(f"Attention: {name} must be a Tensor, got {type(a).__name__}: wrap an "
-                                f"array as Tensor({name}); {OTHER_BACKEND_HINT}")
+        check_tensors("Attention", q=q, k=k, v=v)
+        if q is None or k is None or v is None:
+            raise TypeError("Attention: q, k and v must be Tensors, got None")
         if q.ndim != 3 or k.ndim != 3 or v.ndim != 3 or k.shape[:2] != v.shape[:2] \
                 or q.shape[0] != k.shape[0] or q.shape[2] != k.shape[2]:
             raise ValueError(

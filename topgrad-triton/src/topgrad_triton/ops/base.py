@@ -23,6 +23,16 @@ OTHER_BACKEND_HINT = "is it a Tensor made under another backend? Make it again a
 older Tensor reaches these ops as a numpy array, the likeliest cause of a non-torch operand."""
 
 
+def check_tensors(op: str, **operands: Any) -> None:
+    """TypeError naming `op` and the operand for any operand that is not a torch tensor (None, an
+    absent bias, gamma or beta, passes): one message for a raw numpy array, a list or a Tensor of
+    another backend, before any kernel sees it."""
+    for name, a in operands.items():
+        if a is not None and not isinstance(a, torch.Tensor):
+            raise TypeError(f"{op}: {name} must be a Tensor, got {type(a).__name__}: wrap an array as "
+                            f"Tensor({name}); {OTHER_BACKEND_HINT}")
+
+
 def _wrap(cls: type, method: str) -> None:
     fn = cls.__dict__.get(method)
     if fn is None or getattr(fn, "_guarded", False):

@@ -9,16 +9,16 @@ import torch
 from topgrad_triton.kernels.elementwise import contiguous
 from topgrad_triton.kernels.matmul import matmul
 from topgrad_triton.kernels.reduce import sum_rows
-from topgrad_triton.ops.base import Grad, TritonOp
+from topgrad_triton.ops.base import Grad, TritonOp, check_tensors
 
 
 class Linear(TritonOp):
     """x @ w + b over the last axis of x; b may be None."""
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-        for name, a in (("x", x), ("w", w), ("b", b)):
-            if not isinstance(a, torch.Tensor) and (a is not None or name != "b"):
-                raise TypeError(f"Linear: {name} must be a Tensor, got {type(a).__name__}")
+        check_tensors("Linear", x=x, w=w, b=b)
+        if x is None or w is None:
+            raise TypeError(f"Linear: {'x' if x is None else 'w'} must be a Tensor, got None")
         if w.ndim != 2 or x.ndim < 1 or x.shape[-1] != w.shape[0]:
             raise ValueError(f"Linear (x @ w): x of shape {tuple(x.shape)} cannot be multiplied by w of "
                              f"shape {tuple(w.shape)} (needs x (..., D) and w (D, M))")

@@ -16,7 +16,7 @@ import torch
 from topgrad_triton import runtime
 from topgrad_triton.kernels import norm as kernels
 from topgrad_triton.kernels.elementwise import contiguous
-from topgrad_triton.ops.base import OTHER_BACKEND_HINT, TritonOp
+from topgrad_triton.ops.base import OTHER_BACKEND_HINT, TritonOp, check_tensors
 
 
 def as_rows(x: torch.Tensor) -> torch.Tensor:
@@ -30,7 +30,11 @@ def as_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def _check(op: str, x: Any, **params: Any) -> None:
-    """ValueError naming the op and the shapes unless every given parameter has shape (features,)."""
+    """TypeError for an operand that is not a tensor; ValueError naming the op and the shapes unless
+    every given parameter has shape (features,)."""
+    check_tensors(op, x=x, **params)
+    if x is None:
+        raise TypeError(f"{op}: x must be a Tensor, got None")
     if x.ndim < 1:
         raise ValueError(f"{op}: input must have at least one dimension, got shape {tuple(x.shape)}")
     if x.shape[-1] == 0:
