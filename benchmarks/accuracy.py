@@ -1,6 +1,6 @@
 """Accuracy floors of the example models: train each with its defaults and compare with its floor.
 
-    python benchmarks/accuracy.py                          # everything (long: hours on 2 cores)
+    OMP_NUM_THREADS=1 python benchmarks/accuracy.py       # everything (~15 minutes on 2 cores)
     python benchmarks/accuracy.py --models mlp conv --datasets mnist --mnist-dir ../shared/data/mnist
 
 Each run is `topgrad-train MODEL --dataset D --seed 0 --epochs E` in its own process, with the

@@ -49,6 +49,16 @@ def one_step(name: str, batch: int) -> str:
     )
 
 
+HEADER = """# Inside the example models
+
+One training step of each example model at batch {batch} (forward, loss, backward, SGD update):
+`topgrad.profile()`'s table per op type, then the saved-memory totals of `loss.graph()` before
+backward. Written by `python scripts/inside_models.py --out docs/inside-models.md`; the memory
+numbers are exact, the times are one run on one machine.
+
+"""
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=128)
@@ -58,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     text = "\n".join(one_step(name, args.batch) for name in args.models)
     print(text)
     if args.out:
-        args.out.write_text(text)
+        args.out.write_text(HEADER.format(batch=args.batch) + text)
 
 
 if __name__ == "__main__":

@@ -325,7 +325,7 @@ def format_graph(g: Graph) -> str:
             lines.append(f"  {name:<{width}}  {t.count:>6} {t.saved_arrays:>13} "
                          f"{human_bytes(t.saved_bytes):>12} {human_bytes(t.extra_saved_bytes):>15} "
                          f"{human_bytes(t.output_bytes):>13}")
-        lines.append("  (extra: saved arrays that no live Tensor holds, an op's input or output your code")
+        lines.append("  (extra: saved arrays that no live Tensor holds, so not an input or output your code")
         lines.append("   still references: memory held only for backward. Rows count an array once per op")
         lines.append(f"   that saved it; each counted once, {human_bytes(g.distinct_saved_bytes)} saved, "
                      f"{human_bytes(g.distinct_extra_bytes)} of it extra)")
