@@ -29,7 +29,6 @@ def _guarded_helper(fn: Callable[..., Any]) -> Callable[..., Any]:
     return inner
 
 
-
 def _names_float32(dtype: Any) -> bool:
     """Whether `dtype` spells float32 for numpy ('float32', 'f4', np.float32, ...) or torch."""
     if str(dtype) in ("float32", "torch.float32"):
@@ -40,6 +39,7 @@ def _names_float32(dtype: Any) -> bool:
         return dtype is not None and np.dtype(dtype) == np.float32
     except TypeError:
         return False
+
 
 class TritonBackend(topgrad.Backend):
     """Topgrad backend whose ops, helpers and optimizer updates are Triton kernels."""
