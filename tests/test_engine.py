@@ -620,6 +620,19 @@ def test_norms_refuse_an_eps_that_is_no_number(norm: str, eps: Any, error: type,
         x.batchnorm(g, b, eps=eps) if norm == "BatchNorm" else x.layernorm(g, b, eps=eps)
 
 
+@pytest.mark.parametrize("value", ["no", 0, None, 1.0])
+def test_switches_must_be_true_or_false(value: Any) -> None:
+    """causal and keepdims take a bool, as in PyTorch: causal="no" was taken as true."""
+    x = Tensor(rand((1, 3, 2), 56))
+    for call, what in ((lambda: topgrad.attention(x, x, x, causal=value), "attention: causal"),
+                       (lambda: x.sum(axis=1, keepdims=value), "sum: keepdims"),
+                       (lambda: x.mean(keepdims=value), "mean: keepdims")):
+        with pytest.raises(TypeError, match=f"{what} must be True or False"):
+            call()
+    assert topgrad.attention(x, x, x, causal=np.True_).shape == (1, 3, 2)  # numpy's bool is one
+    assert x.sum(axis=1, keepdims=np.False_).shape == (1, 2)
+
+
 def test_truth_of_a_tensor_is_its_one_value_as_in_pytorch() -> None:
     assert bool(Tensor(1.0)) and not bool(Tensor([0.0]))
     with pytest.raises(ValueError, match="ambiguous"):

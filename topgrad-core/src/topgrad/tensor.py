@@ -261,10 +261,12 @@ class Tensor:
         return _ops().Linear.apply(self, w, None)
 
     def sum(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
-        return _ops().Sum.apply(self, axis=_reduced("sum", axis), keepdims=keepdims)
+        keep = _flag("sum", "keepdims", keepdims)
+        return _ops().Sum.apply(self, axis=_reduced("sum", axis), keepdims=keep)
 
     def mean(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
-        return _ops().Mean.apply(self, axis=_reduced("mean", axis), keepdims=keepdims)
+        keep = _flag("mean", "keepdims", keepdims)
+        return _ops().Mean.apply(self, axis=_reduced("mean", axis), keepdims=keep)
 
     def relu(self) -> Tensor:
         return _ops().ReLU.apply(self)
@@ -438,6 +440,13 @@ def _reduced(op: str, axis: Any) -> Any:
     return axis
 
 
+def _flag(op: str, name: str, value: Any) -> bool:
+    """A True/False switch, as PyTorch wants one: `causal="no"` would otherwise count as true."""
+    if isinstance(value, bool) or type(value).__name__ in ("bool", "bool_"):  # numpy's bool too
+        return bool(value)
+    raise TypeError(f"{op}: {name} must be True or False, got {value!r}")
+
+
 def _not_scalar(t: Tensor) -> float:
     raise ValueError(f"item() needs a tensor with one element, got shape {t.shape}")
 
@@ -455,4 +464,4 @@ def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False) -> Tensor:
     """Single-head scaled dot-product attention, softmax(q kᵀ / √D) v, shapes (B, T, D)."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         _given("Attention", name, t)
-    return _ops().Attention.apply(q, k, v, causal=causal)
+    return _ops().Attention.apply(q, k, v, causal=_flag("attention", "causal", causal))
