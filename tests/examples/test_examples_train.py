@@ -340,6 +340,12 @@ def test_ctrl_c_does_not_vouch_for_a_file_this_run_did_not_write(
     assert code == 130 and f"{resumed} still holds epoch 1: go on with --resume {resumed}" in err, err
 
 
+def test_a_limit_above_the_dataset_says_so(tiny_data: Path, capsys) -> None:
+    code, lines, _ = run(capsys, "mlp", "--data-dir", str(tiny_data), "--limit", "100000", *FAST)
+    assert code == 0 and lines[0].startswith("note: --limit 100000:"), lines
+    assert "using at most that many" in lines[0], lines
+
+
 def test_a_missing_file_is_named(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     partial = tmp_path / "partial"
     shutil.copytree(tiny_data, partial)

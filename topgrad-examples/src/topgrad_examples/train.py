@@ -255,6 +255,9 @@ def run(args: argparse.Namespace) -> float:
                   "(--data-dir names one)")
     data = load_dataset(dataset, data_dir, download_ok=not args.no_download)
     x_train, y_train, x_test, y_test = _select_data(data, limit)
+    if limit is not None and limit > min(len(data.train_labels), len(data.test_labels)):
+        print(f"note: --limit {limit}: {data.source} has {len(data.train_labels):,} training and "
+              f"{len(data.test_labels):,} test images; using at most that many")
     if args.resume:
         _check_same_data(args.resume, saved, len(y_train), len(y_test), data.source)
     model = build(args.model, seed=seed)
