@@ -388,3 +388,20 @@ def test_more_strided_dimensions_than_the_kernels_take_is_a_clear_error(backend)
     b = Tensor(np.ones((1, 2, 1, 2, 1, 2, 1), np.float32))
     with pytest.raises(ValueError, match=r"at most 6 dimensions, and this one .* needs 7; reshape"):
         a * b
+
+
+def test_none_as_a_required_operand_is_refused_by_name(backend) -> None:
+    """Ops applied directly (as a backend author does) name a missing operand; a bias may be None."""
+    from topgrad_triton.ops.attention import Attention
+    from topgrad_triton.ops.conv import Conv2d
+    from topgrad_triton.ops.linear import Linear
+    from topgrad_triton.ops.norm import LayerNorm
+
+    x = Tensor.randn(1, 3, 3, 2, seed=0).data
+    for call, match in ((lambda: Attention().forward(x[0], None, x[0]), "Attention: k must be a Tensor"),
+                        (lambda: Linear().forward(x, None), "Linear: w must be a Tensor"),
+                        (lambda: Conv2d().forward(None, x), "Conv2d: x must be a Tensor"),
+                        (lambda: LayerNorm().forward(None, None, None), "LayerNorm: x must be a Tensor")):
+        with pytest.raises(TypeError, match=f"{match}, got None"):
+            call()
+    assert tuple(Linear().forward(x, Tensor.ones(2, 4).data, None).shape) == (1, 3, 3, 4)

@@ -15,8 +15,6 @@ class Attention(TritonOp):
 
     def forward(self, q: Any, k: Any, v: Any, causal: bool = False) -> Any:
         check_tensors("Attention", q=q, k=k, v=v)
-        if q is None or k is None or v is None:
-            raise TypeError("Attention: q, k and v must be Tensors, got None")
         if q.ndim != 3 or k.ndim != 3 or v.ndim != 3 or k.shape[:2] != v.shape[:2] \
                 or q.shape[0] != k.shape[0] or q.shape[2] != k.shape[2]:
             raise ValueError(

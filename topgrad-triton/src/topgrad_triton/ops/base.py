@@ -23,12 +23,16 @@ OTHER_BACKEND_HINT = "is it a Tensor made under another backend? Make it again a
 older Tensor reaches these ops as a numpy array, the likeliest cause of a non-torch operand."""
 
 
-def check_tensors(op: str, **operands: Any) -> None:
-    """TypeError naming `op` and the operand for any operand that is not a torch tensor (None, an
-    absent bias, gamma or beta, passes): one message for a raw numpy array, a list or a Tensor of
-    another backend, before any kernel sees it."""
+def check_tensors(op: str, optional: tuple[str, ...] = (), **operands: Any) -> None:
+    """TypeError naming `op` and the operand for any operand that is not a torch tensor, before
+    any kernel sees it: one message for None, a raw numpy array, a list or a Tensor of another
+    backend. The operands named in `optional` (a bias, gamma, beta) may be None."""
     for name, a in operands.items():
-        if a is not None and not isinstance(a, torch.Tensor):
+        if a is None and name in optional:
+            continue
+        if a is None:
+            raise TypeError(f"{op}: {name} must be a Tensor, got None")
+        if not isinstance(a, torch.Tensor):
             raise TypeError(f"{op}: {name} must be a Tensor, got {type(a).__name__}: wrap an array as "
                             f"Tensor({name}); {OTHER_BACKEND_HINT}")
 

@@ -26,9 +26,7 @@ def _pair(name: str, value: Any, low: int) -> tuple[int, int]:
 
 
 def _check(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, padding: tuple[int, int]) -> None:
-    check_tensors("Conv2d", x=x, w=w, b=b)
-    if x is None or w is None:
-        raise TypeError(f"Conv2d: {'x' if x is None else 'w'} must be a Tensor, got None")
+    check_tensors("Conv2d", optional=("b",), x=x, w=w, b=b)
     shapes = f"x of shape {tuple(x.shape)} and w of shape {tuple(w.shape)}"
     if x.ndim != 4 or w.ndim != 4:
         raise ValueError(f"Conv2d: needs x (B, H, W, Cin) and w (kh, kw, Cin, Cout), got {shapes}")

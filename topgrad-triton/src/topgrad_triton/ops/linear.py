@@ -16,9 +16,7 @@ class Linear(TritonOp):
     """x @ w + b over the last axis of x; b may be None."""
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-        check_tensors("Linear", x=x, w=w, b=b)
-        if x is None or w is None:
-            raise TypeError(f"Linear: {'x' if x is None else 'w'} must be a Tensor, got None")
+        check_tensors("Linear", optional=("b",), x=x, w=w, b=b)
         if w.ndim != 2 or x.ndim < 1 or x.shape[-1] != w.shape[0]:
             raise ValueError(f"Linear (x @ w): x of shape {tuple(x.shape)} cannot be multiplied by w of "
                              f"shape {tuple(w.shape)} (needs x (..., D) and w (D, M))")

@@ -31,10 +31,8 @@ def as_rows(x: torch.Tensor) -> torch.Tensor:
 
 def _check(op: str, x: Any, **params: Any) -> None:
     """TypeError for an operand that is not a tensor; ValueError naming the op and the shapes unless
-    every given parameter has shape (features,)."""
-    check_tensors(op, x=x, **params)
-    if x is None:
-        raise TypeError(f"{op}: x must be a Tensor, got None")
+    every given parameter (each may be None) has shape (features,)."""
+    check_tensors(op, optional=tuple(params), x=x, **params)
     if x.ndim < 1:
         raise ValueError(f"{op}: input must have at least one dimension, got shape {tuple(x.shape)}")
     if x.shape[-1] == 0:
