@@ -190,7 +190,7 @@ class Tensor:
         """x / c for a number c, as x * (1 / c); where 1 / c overflows the tensor's dtype (float32:
         |c| < 2.9e-39) as (x * (2^-64 / c)) * 2^64, so that 1e-40 / 1e-39 is 0.1 and 0 / 1e-39 is 0,
         as in PyTorch."""
-        if isinstance(other, bool) or not isinstance(other, numbers.Real):
+        if not _is_number(other):
             raise TypeError(
                 f"Tensor / {type(other).__name__}: divide by a number; division by a Tensor or an array "
                 "is not an op of the table (multiply by a reciprocal computed outside the graph)"
@@ -207,7 +207,7 @@ class Tensor:
         """x ** n for a whole number n >= 1, by repeated squaring (x ** 2 is x * x, x ** 5 is
         x * ((x * x) * (x * x))): Mul ops, so every backend has it, and the engine sums the
         gradient n * x ** (n - 1) over the factors."""
-        number = isinstance(n, numbers.Real) and not isinstance(n, bool)
+        number = _is_number(n)
         k = float(n) if number else math.nan
         if not (k >= 1 and k.is_integer()):
             shown = repr(n) if number else type(n).__name__
@@ -302,7 +302,7 @@ class Tensor:
         momentum: float = 0.1,
         eps: float = 1e-5,
     ) -> Tensor:
-        if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0 <= momentum <= 1:
+        if not _is_number(momentum) or not 0 <= momentum <= 1:
             raise ValueError(
                 f"BatchNorm: momentum must be a number in [0, 1], got {momentum!r} (PyTorch's "
                 "momentum=None, a cumulative average of every batch, is not supported)"
@@ -425,6 +425,12 @@ def _dtype_name(array: Any) -> str:
     return dtype_name(array)
 
 
+def _is_number(value: Any) -> bool:
+    """A real number (Python's or numpy's), not a bool: what division, powers and the norms'
+    settings take."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _given(op: str, name: str, value: Any) -> Any:
     """`value`, or a TypeError naming the op when a required operand is None."""
     if value is None:
@@ -454,7 +460,7 @@ def _not_scalar(t: Tensor) -> float:
 def _check_eps(op: str, eps: Any) -> None:
     """eps must be a number, as PyTorch's norms need a float (a str ran on triton and failed inside
     numpy), finite and >= 0 (a negative one can make var + eps negative)."""
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+    if not _is_number(eps):
         raise TypeError(f"{op}: eps must be a number, got {type(eps).__name__}")
     if not 0 <= float(eps) < math.inf:
         raise ValueError(f"{op}: eps must be finite and >= 0, got {eps!r}")
