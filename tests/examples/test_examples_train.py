@@ -152,9 +152,20 @@ def test_resume_keeps_the_checkpoints_limit(tiny_data: Path, tmp_path: Path, cap
 def test_an_unwritable_save_path_fails_before_training(tmp_path: Path, tiny_data: Path, capsys) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    target = str(blocker / "ck.npz")  # a folder that cannot exist: its parent is a file
+    target = str(blocker / "runs" / "ck.npz")  # a folder that cannot exist: a file is in its way
     code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", target, *FAST)
-    assert code == 2 and "cannot write a checkpoint there" in err and not any("epoch" in x for x in lines)
+    assert code == 2 and not any("epoch" in x for x in lines)
+    assert f"cannot write a checkpoint there ({blocker} is a file, not a folder)" in err, err
+
+
+def test_a_run_that_fails_leaves_no_save_folder(tmp_path: Path, tiny_data: Path, capsys) -> None:
+    """--save's folders are made when the first checkpoint is written; a run that fails before
+    (here: no data) leaves none of them behind, and one that trains makes them."""
+    target = tmp_path / "runs" / "today" / "ck.npz"
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tmp_path / "nowhere"), "--save", str(target), *FAST)
+    assert code == 2 and "nowhere" in err and not (tmp_path / "runs").exists(), err
+    assert run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(target), *FAST)[0] == 0
+    assert target.is_file()
 
 
 def test_save_to_a_folder_fails_before_training(tmp_path: Path, tiny_data: Path, capsys) -> None:

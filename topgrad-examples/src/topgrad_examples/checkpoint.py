@@ -8,6 +8,7 @@ is written to a temporary name and moved into place, so a crash never leaves hal
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
@@ -71,18 +72,27 @@ def _umask() -> int:
 
 
 def check_writable(path: str | os.PathLike[str]) -> None:
-    """Fail before training, not after its first epoch, where `save` could not write `path`."""
+    """Fail before training, not after its first epoch, where `save` could not write `path`.
+    Folders made for the test are removed again: a run that fails later leaves nothing behind."""
     if Path(path).is_dir():
         raise CheckpointError(
             f"{path}: is a folder; give the checkpoint a file name, e.g. {Path(path) / 'run.npz'}")
     folder = Path(path).parent
+    missing = [p for p in (folder, *folder.parents) if not p.is_dir()]  # innermost first
+    blocker = next((p for p in missing if p.exists()), None)
+    if blocker is not None:
+        raise CheckpointError(f"{path}: cannot write a checkpoint there ({blocker} is a file, not a folder)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        Path(tmp).unlink()
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot write a checkpoint there ({exc.strerror or exc})") from None
-    os.close(fd)
-    Path(tmp).unlink()
+    finally:
+        for made in missing:  # `save` makes them again when it writes
+            with contextlib.suppress(OSError):
+                made.rmdir()
 
 
 def read(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
