@@ -532,6 +532,18 @@ def test_a_tensor_seed_takes_the_dtype_of_the_tensor_as_in_pytorch() -> None:
     assert str(leaf.grad.dtype).endswith("float64")
 
 
+def test_a_leaf_gradient_takes_the_leaf_dtype_as_in_pytorch() -> None:
+    """A float64 input through a float32 weight (numpy's Linear computes in float64): the weight's
+    `.grad` is float32, once and when accumulated, and equals PyTorch's float64 gradient."""
+    x_np, w_np = rand((4, 3), 47).astype(np.float64), rand((3, 2), 48)
+    x, w = float64_tensor(x_np), Tensor(w_np)
+    for _ in range(2):
+        x.linear(w).sum().backward()
+        assert str(np.dtype(w.grad.dtype)) == "float32" and str(x.grad.dtype).endswith("float64")
+    tw = torch.tensor(w_np, dtype=torch.float64, requires_grad=True)
+    (torch.tensor(x_np) @ tw).sum().backward()
+    assert_close(w.grad, 2 * tw.grad.numpy(), "Linear: grad w")
+
 # ---- constants: requires_grad=False ----------------------------------------------------------
 def test_a_constant_gets_no_gradient_and_the_rest_match_torch() -> None:
     """An input batch made with requires_grad=False through a small residual net, against PyTorch."""

@@ -361,6 +361,8 @@ class Tensor:
             if g is None:  # no gradient flows here (every consumer returned None)
                 continue
             if isinstance(node, Tensor):  # a leaf: its gradient is complete, keep it
+                if g.dtype != node.data.dtype:  # in the leaf's dtype, as in PyTorch (mixed operands)
+                    g = backend.asarray(g, dtype=_dtype_name(node.data))
                 node.grad = _own(backend, g, taken) if node.grad is None else add(node.grad, g)
                 continue
             for i, (parent, pg) in enumerate(zip(node.parents, run_backward(node, g))):
