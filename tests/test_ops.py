@@ -262,11 +262,13 @@ def test_relu_gradient_is_zero_at_zero() -> None:
     assert_close(out, np.maximum(x, 0), "relu forward")
 
 
-def test_relu_nan_and_signed_zero_as_pytorch() -> None:
-    """NaN passes through forward and backward, and -0.0 (which max(x, 0) may return for x =
-    -0.0) gets no gradient, as in PyTorch; the upstream gradient's NaN stays where it flows."""
-    x = np.array([np.nan, -0.0, 0.0, 1.5, -2.0, 3.0], dtype=np.float32)
-    g = np.array([1.0, 2.0, 3.0, 4.0, 5.0, np.nan], dtype=np.float32)
+@pytest.mark.parametrize("size", [6, 3 * 8192, 5000])
+def test_relu_nan_and_signed_zero_as_pytorch(size: int) -> None:
+    """NaN passes through forward and backward, ReLU(-0.0) is -0.0 and gets no gradient, as in
+    PyTorch; the upstream gradient's NaN stays where it flows (sizes that take each path)."""
+    x, g = rand((size,), 5), rand((size,), 6)
+    x[:6] = [np.nan, -0.0, 0.0, 1.5, -2.0, 3.0]
+    g[:6] = [1.0, 2.0, 3.0, 4.0, 5.0, np.nan]
     xs = Tensor(x)
     out = xs.relu()
     out.backward(g)
@@ -274,8 +276,8 @@ def test_relu_nan_and_signed_zero_as_pytorch() -> None:
     ref = torch.relu(xt)
     ref.backward(torch.tensor(g))
     np.testing.assert_array_equal(to_numpy(out), ref.detach().numpy())
+    np.testing.assert_array_equal(np.signbit(to_numpy(out)), np.signbit(ref.detach().numpy()))
     np.testing.assert_array_equal(to_numpy(xs.grad), xt.grad.numpy())
-
 
 
 @pytest.mark.parametrize("size", [6, 3 * 8192])
