@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as nnf
 from topgrad import Tensor
 
-OPS = ("Add", "Mul", "Sum", "Mean", "ReLU", "LogSoftmax", "Linear", "Reshape", "Conv2d", "BatchNorm",
-       "LayerNorm", "Attention")
+OPS = ("Add", "Mul", "Sum", "Mean", "ReLU", "LogSoftmax", "Linear", "Reshape", "Permute", "Conv2d",
+       "BatchNorm", "LayerNorm", "Attention")
 
 
 @dataclass(frozen=True)
@@ -129,6 +129,10 @@ def build(name: str, dims: Dims, seed: int = 0) -> OpCase:
         a = _rand(r, s.b, s.side, s.side, 1)
         flat = (s.b, -1)
         return _case(name, [a], lambda x: x.reshape(*flat), [a], lambda x: x.reshape(flat), r)
+    if name == "Permute":  # split 4 attention heads: (B, T, 4, d/4) -> (B, 4, T, d/4)
+        a = _rand(r, s.b, s.t, 4, s.d // 4)
+        heads = (0, 2, 1, 3)  # PyTorch's permute is a view: .contiguous() makes the copy Topgrad makes
+        return _case(name, [a], lambda x: x.permute(*heads), [a], lambda x: x.permute(heads).contiguous(), r)
     if name == "Conv2d":  # a 3x3 residual-block convolution
         x, w, bias = _rand(r, *img), _rand(r, 3, 3, s.c, s.c) * 0.1, _rand(r, s.c)
         return _case(name, [x, w, bias], lambda x, w, b: x.conv2d(w, b, stride=1, padding=1),

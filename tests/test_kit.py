@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 import topgrad
 from topgrad import registry
-from topgrad.testing.cases import CASES, OP_NAMES
+from topgrad.testing.cases import CASES, OP_NAMES, OPTIONAL_OPS
 from topgrad.testing.helpers import HELPER_CHECKS
 from topgrad.testing.optimizers import OPTIMIZER_CHECKS
 from topgrad.testing.runner import format_report, run
@@ -24,7 +24,7 @@ from venvs import make_venv, offline_pip
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "backends" / "topgrad-float64"
-CLOSING = re.compile(r"^(\d+) passed, (\d+) failed$")
+CLOSING = re.compile(r"^(\d+) passed, (\d+) failed(?:, (\d+) not provided)?$")
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -54,7 +54,7 @@ def test_kit_passes_on_the_backend_under_test(backend_name: str) -> None:
     report = run(backend_name)
     assert report.ok, format_report(report)
     assert [row.name for row in report.rows if row.section == "op"] == [
-        "Add", "Mul", "Sum", "Mean", "ReLU", "LogSoftmax", "Linear", "Reshape",
+        "Add", "Mul", "Sum", "Mean", "ReLU", "LogSoftmax", "Linear", "Reshape", "Permute",
         "Conv2d", "BatchNorm", "LayerNorm", "Attention",
     ]
 
@@ -141,8 +141,10 @@ def example_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_example_backend_passes_the_kit(example_python: Path, tmp_path: Path) -> None:
     done = _kit(example_python, "float64", "--rtol", "1e-12", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    passed, failed = map(int, CLOSING.match(done.stdout.strip().splitlines()[-1]).groups())
-    assert failed == 0 and passed == len(OP_NAMES) + len(HELPER_CHECKS) + len(OPTIMIZER_CHECKS)
+    passed, failed, absent = map(int, CLOSING.match(done.stdout.strip().splitlines()[-1]).groups())
+    assert failed == 0 and absent == len(OPTIONAL_OPS), done.stdout  # the example has no Permute
+    assert passed == len(OP_NAMES) - len(OPTIONAL_OPS) + len(HELPER_CHECKS) + len(OPTIMIZER_CHECKS)
+    assert re.search(r"^Permute\s+-\s+-\s+not provided \(optional\)$", done.stdout, re.M), done.stdout
 
 
 def test_example_backend_is_found_through_its_entry_point(example_python: Path, tmp_path: Path) -> None:
@@ -245,7 +247,7 @@ def test_broken_backend_fails_with_a_useful_table(tmp_path: Path) -> None:
     failures = out.split("failures:")[1]
     for name, message in EXPECTED_FAILURES.items():
         assert message in failures, f"{name}: {message!r} not in\n{failures}"
-    assert out.strip().splitlines()[-1] == f"{len(rows) - 6} passed, 6 failed"
+    assert out.strip().splitlines()[-1] == f"{len(rows) - 7} passed, 6 failed, 1 not provided"
     assert "ReLU[(2,4) zeros] backward" in failures  # the case that failed is named
     assert "ReLU[(3,4)]" not in failures
 

@@ -474,6 +474,74 @@ def test_reshape_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
     )
 
 
+# ---- Permute and .T (an op beyond the contract's table) -----------------------------------------
+@pytest.mark.parametrize(
+    ("shape", "axes"),
+    [((2, 3, 4), (2, 0, 1)), ((3, 5), (1, 0)), ((2, 3, 4, 5), (0, 2, -3, 3)), ((4,), (0,)), ((), ()),
+     ((2, 1, 3), (1, 0, 2)), ((0, 3), (1, 0))],
+)
+def test_permute_fixed(shape: tuple[int, ...], axes: tuple[int, ...]) -> None:
+    check_against_torch(lambda x: x.permute(*axes), lambda t: t.permute(axes), [rand(shape, 17)])
+
+
+@given(data=st.data(), seed=seeds)
+def test_permute_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
+    shape = data.draw(hnp.array_shapes(min_dims=0, max_dims=5, max_side=sizes.batch), label="shape")
+    axes = data.draw(st.permutations(range(len(shape))), label="axes")
+    negative = data.draw(st.lists(st.booleans(), min_size=len(shape), max_size=len(shape)), label="negative")
+    axes = [a - len(shape) if neg else a for a, neg in zip(axes, negative)]
+    check_against_torch(lambda x: x.permute(axes), lambda t: t.permute(axes), [rand(shape, seed)], seed=seed)
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (4,), ()])
+def test_transpose_property(shape: tuple[int, ...]) -> None:
+    check_against_torch(lambda x: x.T, lambda t: t.permute(tuple(reversed(range(t.ndim)))), [rand(shape, 18)])
+
+
+def test_heads_split_by_reshape_and_permute_as_in_pytorch() -> None:
+    """Multi-head attention's split and merge of heads: (B, T, H*d) -> (B*H, T, d) and back,
+    through Attention, against PyTorch."""
+    b, t, h, d = 2, 5, 3, 4
+
+    def heads(x: Any) -> Any:
+        return x.reshape(b, t, h, d).permute(0, 2, 1, 3).reshape(b * h, t, d)
+
+    def top(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        out = topgrad.attention(heads(q), heads(k), heads(v), causal=True)
+        return out.reshape(b, h, t, d).permute(0, 2, 1, 3).reshape(b, t, h * d)
+
+    def ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        out = torch_attention(heads(q), heads(k), heads(v), causal=True)
+        return out.reshape(b, h, t, d).permute(0, 2, 1, 3).reshape(b, t, h * d)
+
+    check_against_torch(top, ref, [rand((b, t, h * d), s) for s in (19, 20, 21)])
+
+
+@pytest.mark.parametrize(
+    ("axes", "error", "match"),
+    [((0, 0, 1), ValueError, r"axes \(0, 0, 1\) are no ordering of the 3 axes of shape \(2, 3, 4\)"),
+     ((0, 1), ValueError, "give each of 0 to 2 once"),
+     ((0, 1, 3), ValueError, "no ordering"),
+     ((0, 1, -4), ValueError, "no ordering"),
+     ((0, 1.0, 2), TypeError, "axes must be ints"),
+     ((0, True, 2), TypeError, "axes must be ints")],
+)
+def test_permute_refuses_what_orders_no_axes(axes: tuple[Any, ...], error: type, match: str) -> None:
+    with pytest.raises(error, match=f"Permute: .*{match}"):
+        Tensor(rand((2, 3, 4), 0)).permute(*axes)
+
+
+def test_transpose_property_is_for_at_most_two_axes() -> None:
+    x = Tensor(rand((2, 3, 4), 0))
+    with pytest.raises(ValueError, match=r"T: a tensor of shape \(2, 3, 4\) has 3 axes; .*\(2, 1, 0\)"):
+        _ = x.T
+
+
+def test_permute_takes_a_tuple() -> None:
+    x = Tensor(rand((2, 3, 4), 0))
+    assert x.permute((2, 0, 1)).shape == x.permute(2, 0, 1).shape == (4, 2, 3)
+
+
 @pytest.mark.parametrize(
     ("shape", "start"), [((2, 3, 4, 5), 1), ((2, 3, 4, 5), 2), ((2, 3, 4), 0), ((2, 3, 4), -1)]
 )

@@ -289,6 +289,18 @@ class Tensor:
         start = start % self.ndim if self.ndim else 0
         return self.reshape(*self.shape[:start], math.prod(self.shape[start:]))  # -1 fails on 0 elements
 
+    def permute(self, *axes: int) -> Tensor:
+        """The axes reordered, as torch.permute (negative axes count from the end); the result is dense."""
+        return _ops().Permute.apply(self, axes=_permutation(axes, self.shape))
+
+    @property
+    def T(self) -> Tensor:
+        """The transpose of a tensor of at most two axes (PyTorch deprecates .T beyond two)."""
+        if self.ndim > 2:
+            raise ValueError(f"T: a tensor of shape {self.shape} has {self.ndim} axes; .T is for at most "
+                             f"two, use permute({', '.join(map(str, reversed(range(self.ndim))))})")
+        return self.permute(*reversed(range(self.ndim)))
+
     def conv2d(self, w: Tensor, b: Tensor | None = None, stride: int = 1, padding: int = 0) -> Tensor:
         return _ops().Conv2d.apply(self, _given("Conv2d", "w", w), b, stride=stride, padding=padding)
 
@@ -419,6 +431,22 @@ def _shape(shape: tuple[Any, ...], least: int = -1) -> tuple[int, ...]:
     if len(sizes) != len(shape) or any(s < least for s in sizes):
         raise ValueError(f"shape {shape!r}: every size must be a whole number{' >= 0' if least >= 0 else ''}")
     return sizes
+
+
+def _permutation(axes: tuple[Any, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
+    """`permute(1, 0)` or `permute((1, 0))` as non-negative axes; ValueError unless every axis of
+    `shape` appears once."""
+    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+        axes = tuple(axes[0])
+    if not all(isinstance(a, numbers.Integral) and not isinstance(a, bool) for a in axes):
+        raise TypeError(f"Permute: axes must be ints, got {axes!r}")
+    ndim = len(shape)
+    given = tuple(int(a) % ndim if ndim and -ndim <= a < ndim else -1 for a in axes)
+    if len(axes) != ndim or sorted(given) != list(range(ndim)):
+        want = f"each of 0 to {ndim - 1} once (negative ones count from the end)" if ndim else "none"
+        raise ValueError(f"Permute: axes {tuple(axes)} are no ordering of the {ndim} axes of shape {shape}; "
+                         f"give {want}")
+    return given
 
 
 def _dtype_name(array: Any) -> str:

@@ -104,6 +104,10 @@ CASES: list[Case] = [
     Case("Reshape", "(2,3,4)->(6,4)", (Arr((2, 3, 4)),), {"shape": (6, 4)}),
     Case("Reshape", "(2,6)->(-1,)", (Arr((2, 6)),), {"shape": (-1,)}),
     Case("Reshape", "(4,6)->(2,-1,3)", (Arr((4, 6)),), {"shape": (2, -1, 3)}),
+    Case("Permute", "(2,3,4)->(2,0,1)", (Arr((2, 3, 4)),), {"axes": (2, 0, 1)}),
+    Case("Permute", "(3,5)->(1,0)", (Arr((3, 5)),), {"axes": (1, 0)}),
+    Case("Permute", "(2,3,4,5)->(0,2,1,3)", (Arr((2, 3, 4, 5)),), {"axes": (0, 2, 1, 3)}),
+    Case("Permute", "(2,3) axes (0,0) raises", (Arr((2, 3)),), {"axes": (0, 0)}, raises=ValueError),
     Case("Conv2d", "3x3 s1 p0 bias", (Arr((2, 5, 5, 3)), Arr((3, 3, 3, 4)), Arr((4,))),
          {"stride": 1, "padding": 0}),
     Case("Conv2d", "3x3 s2 p1", (Arr((2, 5, 5, 2)), Arr((3, 3, 2, 3)), None), {"stride": 2, "padding": 1}),
@@ -132,6 +136,11 @@ CASES: list[Case] = [
     Case("Attention", "(2,4,8)", (Arr((2, 4, 8)), Arr((2, 4, 8)), Arr((2, 4, 8))), {"causal": False}),
     Case("Attention", "(2,5,4) causal", (Arr((2, 5, 4)), Arr((2, 5, 4)), Arr((2, 5, 4))), {"causal": True}),
 ]
-"""Every case the kit runs, grouped by op in the order of CONTRACT section 6."""
+"""Every case the kit runs, grouped by op in the order of CONTRACT section 6 (the optional
+Permute after Reshape)."""
 
 OP_NAMES: list[str] = list(dict.fromkeys(case.op for case in CASES))
+
+OPTIONAL_OPS: frozenset[str] = frozenset({"Permute"})
+"""Ops beyond CONTRACT section 6: checked where a backend has them, reported as not provided
+where it has not."""

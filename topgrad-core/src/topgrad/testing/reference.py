@@ -116,6 +116,14 @@ def _reshape_vjp(g: Any, x: Any, shape: tuple[int, ...] = ()) -> tuple[Any, ...]
     return (g.reshape(x.shape),)
 
 
+def _permute(x: Any, axes: tuple[int, ...] = ()) -> Any:
+    return np.transpose(x, axes)
+
+
+def _permute_vjp(g: Any, x: Any, axes: tuple[int, ...] = ()) -> tuple[Any, ...]:
+    return (np.transpose(g, np.argsort(axes)),)
+
+
 def _conv_geometry(x: Any, w: Any, stride: int, padding: int) -> tuple[Any, int, int]:
     xp = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
     kh, kw = w.shape[:2]
@@ -231,12 +239,13 @@ REFERENCE: dict[str, RefOp] = {
     "LogSoftmax": RefOp(_logsoftmax, _logsoftmax_vjp),
     "Linear": RefOp(_linear, _linear_vjp),
     "Reshape": RefOp(_reshape, _reshape_vjp),
+    "Permute": RefOp(_permute, _permute_vjp),
     "Conv2d": RefOp(_conv2d, _conv2d_vjp),
     "BatchNorm": RefOp(_batchnorm, _batchnorm_vjp),
     "LayerNorm": RefOp(_layernorm, _layernorm_vjp),
     "Attention": RefOp(_attention, _attention_vjp),
 }
-"""The op table of CONTRACT section 6, in float64."""
+"""The op table of CONTRACT section 6 and the optional ops, in float64."""
 
 
 def forward_output(result: Any) -> Any:

@@ -9,7 +9,7 @@ from functools import partial
 from typing import TypeVar
 
 from topgrad import registry
-from topgrad.testing.cases import CASES, OP_NAMES, Case
+from topgrad.testing.cases import CASES, OP_NAMES, OPTIONAL_OPS, Case
 from topgrad.testing.helpers import HELPER_CHECKS
 from topgrad.testing.opcheck import check_backward, check_forward, check_reference
 from topgrad.testing.optimizers import OPTIMIZER_CHECKS
@@ -24,22 +24,22 @@ class Row:
 
     section: str  # "op", "helper" or "optimizer"
     name: str
-    forward: Outcome
+    forward: Outcome | None  # None: not run (an optional op the backend does not provide)
     backward: Outcome | None = None  # None: not applicable
     failures: list[str] = field(default_factory=list)  # "case: message" for each failed case
     note: str = ""  # the max-error cell where there is no error to show: "missing" for an absent op
 
     @property
     def ok(self) -> bool:
-        return self.forward.ok and (self.backward is None or self.backward.ok)
+        return all(o is None or o.ok for o in (self.forward, self.backward))
 
     @property
     def crashed(self) -> bool:
-        return self.forward.raised or (self.backward is not None and self.backward.raised)
+        return any(o is not None and o.raised for o in (self.forward, self.backward))
 
     @property
     def error(self) -> float:
-        return max(self.forward.error, self.backward.error if self.backward else 0.0)
+        return max(o.error if o else 0.0 for o in (self.forward, self.backward))
 
 
 @dataclass
@@ -49,11 +49,11 @@ class Report:
 
     @property
     def passed(self) -> int:
-        return sum(row.ok for row in self.rows)
+        return sum(row.ok and row.forward is not None for row in self.rows)
 
     @property
     def failed(self) -> int:
-        return len(self.rows) - self.passed
+        return sum(not row.ok for row in self.rows)
 
     @property
     def ok(self) -> bool:
@@ -67,11 +67,20 @@ def _guarded(where: str, check: Callable[[], R]) -> R | Outcome:
         return Outcome.crashed(where, exc)
 
 
+def provides(op: str) -> bool:
+    """Whether the selected backend's op table has `op`."""
+    ops = registry.get_backend().ops
+    return op in ops.names() if hasattr(ops, "names") else hasattr(ops, op)
+
+
 def op_row(op: str, rtol: float = RTOL, cases: list[Case] | None = None) -> Row:
     """Run every case of `op` (forward, backward, and the reference's own gradient check); an op
-    the backend's table lacks is one failure, not one per case."""
+    of the contract's table that the backend lacks is one failure, not one per case, and an
+    optional op it lacks is a row that says so."""
     backend = registry.get_backend()
     names = backend.ops.names() if hasattr(backend.ops, "names") else [op]
+    if op in OPTIONAL_OPS and not provides(op):
+        return Row("op", op, None, None, [], "not provided (optional)")
     if op not in names:
         why = f"backend {backend.name!r} has no op {op!r}; it has: {', '.join(names) or 'none'}"
         missing = Outcome(False, float("inf"), why)
@@ -142,5 +151,7 @@ def format_report(report: Report) -> str:
     failures = [f for row in report.rows for f in row.failures]
     if failures:
         lines += ["", "failures:"] + [f"  {f}" for f in failures]
-    lines += ["", f"{report.passed} passed, {report.failed} failed"]
+    absent = len(report.rows) - report.passed - report.failed
+    closing = f"{report.passed} passed, {report.failed} failed"
+    lines += ["", closing + (f", {absent} not provided" if absent else "")]
     return "\n".join(lines)

@@ -23,13 +23,13 @@ from typing import Any, ClassVar
 
 import pytest
 
-from topgrad.testing.cases import CASES, Case
+from topgrad.testing.cases import CASES, OPTIONAL_OPS, Case
 from topgrad.testing.helpers import HELPER_CHECKS
 from topgrad.testing.opcheck import check_backward, check_forward, check_reference
 from topgrad.testing.optimizers import OPTIMIZER_CHECKS
 from topgrad.testing.outcome import RTOL, Outcome
 from topgrad.testing.pytest_plugin import requested_backend
-from topgrad.testing.runner import selected
+from topgrad.testing.runner import provides, selected
 
 _OP_CASES = [pytest.param(case, id=case.id) for case in CASES]
 _BACKWARD_CASES = [pytest.param(case, id=case.id) for case in CASES if case.raises is None]
@@ -43,6 +43,11 @@ def _check_names() -> set[str]:
         for base in (case.op, case.id):
             names.update({base, f"{base} forward", f"{base} backward"})
     return names
+
+
+def _skip_if_not_provided(case: Case) -> None:
+    if case.op in OPTIONAL_OPS and not provides(case.op):
+        pytest.skip(f"{case.op} is an optional op this backend does not provide")
 
 
 def _expect(outcome: Outcome | None) -> None:
@@ -85,12 +90,14 @@ class BackendConformance:
 
     @pytest.mark.parametrize("case", _OP_CASES)
     def test_forward(self, case: Case, request: Any) -> None:
+        _skip_if_not_provided(case)
         self._mark_expected(request, f"{case.id} forward", case.id, f"{case.op} forward", case.op)
         _expect(check_forward(case, self.rtol))
 
     @pytest.mark.parametrize("case", _BACKWARD_CASES)
     def test_backward(self, case: Case, request: Any) -> None:
         _expect(check_reference(case))
+        _skip_if_not_provided(case)
         self._mark_expected(request, f"{case.id} backward", case.id, f"{case.op} backward", case.op)
         _expect(check_backward(case, self.rtol))
 

@@ -8,7 +8,7 @@ from topgrad_numpy.ops.elementwise import Add, Mul
 from topgrad_numpy.ops.layernorm import LayerNorm
 from topgrad_numpy.ops.linear import Linear
 from topgrad_numpy.ops.reduce import Mean, Sum
-from topgrad_numpy.ops.shape import Reshape
+from topgrad_numpy.ops.shape import Permute, Reshape
 
 __all__ = [
     "Add",
@@ -20,6 +20,7 @@ __all__ = [
     "LogSoftmax",
     "Mean",
     "Mul",
+    "Permute",
     "ReLU",
     "Reshape",
     "Sum",

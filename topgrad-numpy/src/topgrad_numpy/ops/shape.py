@@ -1,4 +1,4 @@
-"""Shape changes without arithmetic: Reshape."""
+"""Shape changes without arithmetic: Reshape and Permute."""
 
 from __future__ import annotations
 
@@ -25,3 +25,23 @@ class Reshape(Op):
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
         return (grad.reshape(self.in_shape),)
+
+
+class Permute(Op):
+    """x with its axes reordered into a C-contiguous array (a copy unless the order leaves memory
+    as it is), so later ops and `.grad` get dense arrays; saves the inverse order for backward."""
+
+    def forward(self, x: np.ndarray, axes: Any = ()) -> np.ndarray:
+        axes = tuple(axes)
+        if sorted(axes) != list(range(x.ndim)):
+            raise ValueError(f"Permute: axes {axes} are no ordering of the axes of shape {x.shape}")
+        self.inverse = tuple(np.argsort(axes).tolist())
+        return _dense(x.transpose(axes))
+
+    def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
+        return (_dense(np.transpose(grad, self.inverse)),)
+
+
+def _dense(a: np.ndarray) -> np.ndarray:
+    """`a`, or a C-contiguous copy (np.ascontiguousarray would turn a 0-d array into 1-d)."""
+    return a if a.flags.c_contiguous else a.copy()

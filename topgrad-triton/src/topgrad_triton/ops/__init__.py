@@ -16,7 +16,7 @@ _MODULES = {
     "topgrad_triton.ops.reduce": ("Sum", "Mean"),
     "topgrad_triton.ops.softmax": ("LogSoftmax",),
     "topgrad_triton.ops.linear": ("Linear",),
-    "topgrad_triton.ops.reshape": ("Reshape",),
+    "topgrad_triton.ops.reshape": ("Reshape", "Permute"),
     "topgrad_triton.ops.conv": ("Conv2d",),
     "topgrad_triton.ops.norm": ("BatchNorm", "LayerNorm"),
     "topgrad_triton.ops.attention": ("Attention",),

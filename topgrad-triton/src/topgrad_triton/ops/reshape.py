@@ -1,4 +1,5 @@
-"""Reshape: a view when the input is dense, else a dense copy by the copy kernel, then a view."""
+"""Reshape: a view when the input is dense, else a dense copy by the copy kernel, then a view.
+Permute: a permuted view, made dense by the copy kernel."""
 
 from __future__ import annotations
 
@@ -35,3 +36,17 @@ class Reshape(TritonOp):
 
     def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:
         return (contiguous(grad).view(self.x_shape),)
+
+
+class Permute(TritonOp):
+    """x with its axes reordered, as a dense copy (the copy kernel reads the permuted view by stride)."""
+
+    def forward(self, x: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
+        axes = tuple(int(a) for a in axes)
+        if sorted(axes) != list(range(x.dim())):
+            raise ValueError(f"Permute: axes {axes} are no ordering of the axes of shape {tuple(x.shape)}")
+        self.inverse = tuple(sorted(range(len(axes)), key=axes.__getitem__))
+        return contiguous(x.permute(axes))
+
+    def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:
+        return (contiguous(grad.permute(self.inverse)),)
