@@ -311,6 +311,19 @@ def test_a_numpy_array_operand_hints_at_a_tensor_of_another_backend(backend):
         Add().forward(np.ones(3, np.float32), 1.0)
 
 
+
+@pytest.mark.parametrize(("op", "call"), [
+    ("ReLU", lambda t: t.relu()), ("Sum", lambda t: t.sum()), ("Mean", lambda t: t.mean(axis=0)),
+    ("LogSoftmax", lambda t: t.logsoftmax()), ("Reshape", lambda t: t.reshape(9)),
+    ("Permute", lambda t: t.permute(1, 0)),
+])
+def test_a_tensor_of_another_backend_is_named_by_every_one_operand_op(backend, op: str, call) -> None:
+    """A Tensor made under numpy (its data a numpy array) reaching a one-operand op: the op and
+    the likely cause, not 'only 0-dimensional arrays can be converted to Python scalars'."""
+    old = Tensor._from_array(np.ones((3, 3), np.float32), None)
+    with pytest.raises(TypeError, match=rf"{op}: x must be a Tensor, got ndarray.*another backend"):
+        call(old)
+
 # ---- operands the numpy backend and PyTorch take --------------------------------------------
 def _grad_of(t):
     return t.grad.detach().cpu().numpy() if isinstance(t.grad, torch.Tensor) else np.asarray(t.grad)

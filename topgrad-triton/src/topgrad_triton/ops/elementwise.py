@@ -9,7 +9,7 @@ import torch
 
 from topgrad_triton.kernels import elementwise as ew
 from topgrad_triton.kernels.reduce import reduce_to_shape
-from topgrad_triton.ops.base import OTHER_BACKEND_HINT, TritonOp
+from topgrad_triton.ops.base import OTHER_BACKEND_HINT, TritonOp, check_tensors
 from topgrad_triton.shapes import broadcast_shape
 
 
@@ -72,6 +72,7 @@ class ReLU(TritonOp):
     """max(x, 0); the gradient at 0 is 0."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensors("ReLU", x=x)
         self.save_for_backward(x)
         return ew.elementwise(ew.RELU, x, name="ReLU")
 

@@ -9,7 +9,7 @@ import torch
 
 from topgrad_triton.kernels.elementwise import broadcast_to, contiguous
 from topgrad_triton.kernels.reduce import sum_axes
-from topgrad_triton.ops.base import TritonOp
+from topgrad_triton.ops.base import TritonOp, check_tensors
 from topgrad_triton.shapes import normalize_axes
 
 
@@ -18,6 +18,7 @@ class _Reduce(TritonOp):
 
     def forward(self, x: torch.Tensor, axis: Any = None, keepdims: bool = False) -> torch.Tensor:
         name = type(self).__name__
+        check_tensors(name, x=x)
         axes = normalize_axes(name, axis, x.ndim)
         count = math.prod(x.shape[d] for d in axes)
         self.scale = (1.0 / count if count else float("nan")) if self.mean else 1.0

@@ -8,7 +8,7 @@ import math
 import torch
 
 from topgrad_triton.kernels.elementwise import contiguous
-from topgrad_triton.ops.base import TritonOp
+from topgrad_triton.ops.base import TritonOp, check_tensors
 
 
 def resolve_shape(old: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -31,6 +31,7 @@ class Reshape(TritonOp):
     """x with a new shape of the same size; -1 stands for the remaining size."""
 
     def forward(self, x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        check_tensors("Reshape", x=x)
         self.x_shape = tuple(x.shape)
         return contiguous(x).view(resolve_shape(self.x_shape, tuple(shape)))
 
@@ -42,6 +43,7 @@ class Permute(TritonOp):
     """x with its axes reordered, as a dense copy (the copy kernel reads the permuted view by stride)."""
 
     def forward(self, x: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
+        check_tensors("Permute", x=x)
         axes = tuple(int(a) for a in axes)
         if sorted(axes) != list(range(x.dim())):
             raise ValueError(f"Permute: axes {axes} are no ordering of the axes of shape {tuple(x.shape)}")

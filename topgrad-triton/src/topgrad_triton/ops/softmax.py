@@ -6,7 +6,7 @@ import torch
 
 from topgrad_triton.kernels.elementwise import contiguous
 from topgrad_triton.kernels.softmax import logsoftmax_rows, logsoftmax_rows_backward
-from topgrad_triton.ops.base import TritonOp
+from topgrad_triton.ops.base import TritonOp, check_tensors
 from topgrad_triton.shapes import normalize_axes
 
 
@@ -31,6 +31,7 @@ class LogSoftmax(TritonOp):
     """log(softmax(x)) along `axis`, stable for large logits."""
 
     def forward(self, x: torch.Tensor, axis: int = -1) -> torch.Tensor:
+        check_tensors("LogSoftmax", x=x)
         (ax,) = normalize_axes("LogSoftmax", axis, x.ndim) or (0,)
         self.axis = ax
         y = _unrows(logsoftmax_rows(_rows(x, ax)), tuple(x.shape), ax)
