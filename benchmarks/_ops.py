@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as nnf
 from topgrad import Tensor
 
-OPS = ("Add", "Mul", "Sum", "Mean", "ReLU", "LogSoftmax", "Linear", "Reshape", "Permute", "Conv2d",
-       "BatchNorm", "LayerNorm", "Attention")
+OPS = ("Add", "Mul", "Div", "Sum", "Mean", "ReLU", "Exp", "Log", "LogSoftmax", "Linear", "Reshape",
+       "Permute", "Conv2d", "BatchNorm", "LayerNorm", "Attention")
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,9 @@ def build(name: str, dims: Dims, seed: int = 0) -> OpCase:
     if name == "Mul":  # broadcast of a per-feature scale
         a, g = _rand(r, *seq), _rand(r, s.d)
         return _case(name, [a, g], lambda x, y: x * y, [a, g], lambda x, y: x * y, r)
+    if name == "Div":  # a softmax's normalization: scores over their row sums
+        a, n = np.abs(_rand(r, s.b, s.t, s.t)) + 0.1, np.abs(_rand(r, s.b, s.t, 1)) + 1.0
+        return _case(name, [a, n], lambda x, y: x / y, [a, n], lambda x, y: x / y, r)
     if name == "Sum":  # global pooling over H and W
         a = _rand(r, *img)
         return _case(name, [a], lambda x: x.sum(axis=(1, 2)), [_nchw(a)], lambda x: x.sum((2, 3)), r)
@@ -118,6 +121,10 @@ def build(name: str, dims: Dims, seed: int = 0) -> OpCase:
     if name == "ReLU":
         a = _rand(r, *img)
         return _case(name, [a], lambda x: x.relu(), [a], torch.relu, r)
+    if name in ("Exp", "Log"):  # a softmax's exponentials, a loss's logarithms
+        a = _rand(r, *img) if name == "Exp" else np.abs(_rand(r, *img)) + 0.1
+        fn = torch.exp if name == "Exp" else torch.log
+        return _case(name, [a], lambda x: x.exp() if name == "Exp" else x.log(), [a], fn, r)
     if name == "LogSoftmax":  # the logits of a batch
         a = _rand(r, s.b, s.classes) * 5
         return _case(name, [a], lambda x: x.logsoftmax(-1), [a], lambda x: nnf.log_softmax(x, -1), r)

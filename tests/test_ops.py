@@ -124,12 +124,101 @@ def test_other_powers_are_refused(n: object) -> None:
         Tensor(rand((2,), 0)) ** Tensor(rand((2,), 1))
 
 
-def test_division_by_a_tensor_or_an_array_is_refused() -> None:
-    """Only division by a number is a composition of the table's ops."""
-    with pytest.raises(TypeError, match=r"Tensor / Tensor: divide by a number"):
-        Tensor(rand((2,), 0)) / Tensor(rand((2,), 1))
-    with pytest.raises(TypeError, match=r"Tensor / ndarray: divide by a number"):
+# ---- Div, Exp and Log (ops beyond the contract's table) -----------------------------------------
+def _divisors(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """Either sign, |d| >= 0.5: away from 0, where float32 and float64 quotients part."""
+    r = rand(shape, seed)
+    return (np.sign(r) * (np.abs(r) + 0.5)).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("shape_a", "shape_b"),
+    [((3, 4), (3, 4)), ((2, 3, 4), (4,)), ((4,), (2, 3, 4)), ((2, 1, 4), (3, 1)), ((3, 4), ()), ((), (3, 4)),
+     ((4, 32, 64), (64,))],
+)
+def test_div_fixed(shape_a: tuple[int, ...], shape_b: tuple[int, ...]) -> None:
+    check_against_torch(lambda a, b: a / b, lambda a, b: a / b, [rand(shape_a, 1), _divisors(shape_b, 2)])
+
+
+@given(data=st.data(), seed=seeds)
+def test_div_broadcast_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
+    shapes = data.draw(
+        hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=4, max_side=sizes.batch)
+    )
+    a, b = shapes.input_shapes
+    constants = data.draw(st.sampled_from([(), (0,), (1,)]), label="constants")
+    check_against_torch(lambda x, y: x / y, lambda x, y: x / y, [rand(a, seed), _divisors(b, seed + 1)],
+                        seed=seed, constants=constants)
+
+
+@pytest.mark.parametrize("c", [2.5, -1.0, np.float32(3.0), 4])
+def test_number_over_tensor(c: float) -> None:
+    check_against_torch(lambda x: c / x, lambda x: c / x, [_divisors((2, 3), 3)])
+
+
+def test_division_by_zero_as_pytorch() -> None:
+    """x / 0 is ±inf and 0 / 0 NaN, forward and in both gradients, as in PyTorch (no warnings)."""
+    a_np = np.array([1.0, 0.0, -1.0, 2.0], np.float32)
+    b_np = np.array([0.0, 0.0, 0.0, -0.0], np.float32)
+    a, b = Tensor(a_np), Tensor(b_np)
+    at, bt = torch.tensor(a_np, requires_grad=True), torch.tensor(b_np, requires_grad=True)
+    out, ref = a / b, at / bt
+    out.backward(np.ones(4, np.float32))
+    ref.backward(torch.ones(4))
+    for got, want in ((out, ref.detach()), (a.grad, at.grad), (b.grad, bt.grad)):
+        np.testing.assert_array_equal(to_numpy(got), want.numpy())
+
+
+def test_division_by_an_array_or_text_is_refused() -> None:
+    with pytest.raises(TypeError, match=r"Tensor / ndarray: divide by a number or a Tensor"):
         Tensor(rand((2,), 0)) / np.full(2, 2.0)
+    with pytest.raises(TypeError, match=r"str / Tensor: divide a number or a Tensor"):
+        "2" / Tensor(rand((2,), 0))
+
+
+@pytest.mark.parametrize(("shape", "offset"), [((3, 4), 0.0), ((2, 3, 5), 2.0), ((), -1.0), ((0, 3), 0.0)])
+def test_exp_fixed(shape: tuple[int, ...], offset: float) -> None:
+    check_against_torch(lambda x: x.exp(), torch.exp, [rand(shape, 4) + np.float32(offset)])
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (2, 3, 5), (), (0, 3)])
+def test_log_fixed(shape: tuple[int, ...]) -> None:
+    check_against_torch(lambda x: x.log(), torch.log, [np.abs(rand(shape, 5)) + np.float32(0.1)])
+
+
+@given(data=st.data(), seed=seeds)
+def test_exp_and_log_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
+    shape = data.draw(hnp.array_shapes(min_dims=0, max_dims=4, max_side=sizes.batch), label="shape")
+    scale = data.draw(st.sampled_from([0.5, 1.0, 3.0]), label="scale")
+    x = rand(shape, seed, scale=scale)
+    check_against_torch(lambda t: t.exp(), torch.exp, [x], seed=seed)
+    check_against_torch(lambda t: t.log(), torch.log, [np.abs(x) + np.float32(0.05)], seed=seed)
+
+
+def test_exp_and_log_at_the_edges_as_pytorch() -> None:
+    """exp overflows to inf and log gives -inf at 0 and NaN below, forward and backward, without
+    warnings, as in PyTorch."""
+    values = np.array([0.0, -0.0, -1.0, np.inf, -np.inf, np.nan, 100.0, -100.0, 1e-30], np.float32)
+    for top, ref in ((lambda t: t.exp(), torch.exp), (lambda t: t.log(), torch.log)):
+        x, xt = Tensor(values), torch.tensor(values, requires_grad=True)
+        out, want = top(x), ref(xt)
+        out.backward(np.ones(values.shape, np.float32))
+        want.backward(torch.ones(values.shape))
+        for got, exp in ((out, want.detach()), (x.grad, xt.grad)):
+            np.testing.assert_allclose(to_numpy(got), exp.numpy(), rtol=1e-6, atol=0, equal_nan=True)
+
+
+def test_softmax_and_sigmoid_written_out_match_pytorch() -> None:
+    """What the optional ops are for: softmax, its log and sigmoid from Exp, Log, Sum and Div."""
+    def top(x: Tensor) -> Tensor:
+        e = (x - 1.0).exp()
+        softmax = e / e.sum(axis=-1, keepdims=True)
+        return softmax.log() + 1.0 / (1.0 + (-x).exp())
+
+    def ref(x: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(x, dim=-1) + torch.sigmoid(x)
+
+    check_against_torch(top, ref, [rand((4, 6), 6)])
 
 
 @pytest.mark.parametrize("divisor", [2.0, -3.0, 1e-39, -2.5e-39, 0.0, -0.0, 1e38, np.float32(4.0), 7])

@@ -187,14 +187,14 @@ class Tensor:
         return other + (-self)
 
     def __truediv__(self, other: Any) -> Tensor:
-        """x / c for a number c, as x * (1 / c); where 1 / c overflows the tensor's dtype (float32:
-        |c| < 2.9e-39) as (x * (2^-64 / c)) * 2^64, so that 1e-40 / 1e-39 is 0.1 and 0 / 1e-39 is 0,
-        as in PyTorch."""
+        """x / y for a Tensor y is the Div op. x / c for a number c is x * (1 / c); where 1 / c
+        overflows the tensor's dtype (float32: |c| < 2.9e-39) it is (x * (2^-64 / c)) * 2^64, so
+        that 1e-40 / 1e-39 is 0.1 and 0 / 1e-39 is 0, as in PyTorch."""
+        if isinstance(other, Tensor):
+            return _ops().Div.apply(self, other)
         if not _is_number(other):
-            raise TypeError(
-                f"Tensor / {type(other).__name__}: divide by a number; division by a Tensor or an array "
-                "is not an op of the table (multiply by a reciprocal computed outside the graph)"
-            )
+            raise TypeError(f"Tensor / {type(other).__name__}: divide by a number or a Tensor "
+                            "(wrap an array as Tensor(a))")
         c = float(other)
         if c == 0:
             return self * math.copysign(math.inf, c)  # x / 0: ±inf (0 / 0: NaN), as IEEE
@@ -202,6 +202,13 @@ class Tensor:
         if abs(r) <= _FLOAT32_MAX or (not math.isinf(r) and _dtype_name(self.data) == "float64"):
             return self * r
         return (self * (2.0**-64 / c)) * 2.0**64
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        """c / x for a number c: the Div op."""
+        if not _is_number(other):
+            raise TypeError(f"{type(other).__name__} / Tensor: divide a number or a Tensor (wrap an "
+                            "array as Tensor(a))")
+        return _ops().Div.apply(other, self)
 
     def __pow__(self, n: Any) -> Tensor:
         """x ** n for a whole number n >= 1, by repeated squaring (x ** 2 is x * x, x ** 5 is
@@ -270,6 +277,12 @@ class Tensor:
 
     def relu(self) -> Tensor:
         return _ops().ReLU.apply(self)
+
+    def exp(self) -> Tensor:
+        return _ops().Exp.apply(self)
+
+    def log(self) -> Tensor:
+        return _ops().Log.apply(self)
 
     def logsoftmax(self, axis: int = -1) -> Tensor:
         if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):

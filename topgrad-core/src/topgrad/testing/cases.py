@@ -74,6 +74,18 @@ def _binary(op: str) -> list[Case]:
     ]
 
 
+def _division() -> list[Case]:
+    """Divisors |normal| + 0.5: far from 0, where float32 and float64 quotients part."""
+    return [
+        Case("Div", "(2,3)/(2,3)", (Arr((2, 3)), Arr((2, 3), positive=True))),
+        Case("Div", "(2,3)/(3,)", (Arr((2, 3)), Arr((3,), positive=True))),
+        Case("Div", "(3,1)/(2,1,4)", (Arr((3, 1)), Arr((2, 1, 4), positive=True))),
+        Case("Div", "2.5/(2,3)", (2.5, Arr((2, 3), positive=True))),
+        Case("Div", "(2,3)/-1.5", (Arr((2, 3)), -1.5)),
+        Case("Div", "(2,3)/(4,) raises", (Arr((2, 3)), Arr((4,))), raises=ValueError),
+    ]
+
+
 def _reduction(op: str) -> list[Case]:
     return [
         Case(op, "(2,3,4) all", (Arr((2, 3, 4)),), {"axis": None, "keepdims": False}),
@@ -89,10 +101,15 @@ _RELU_AT_ZERO = (0.0, 1.0, -1.0, 0.0, 2.0, -0.0, 0.5, 0.0)
 CASES: list[Case] = [
     *_binary("Add"),
     *_binary("Mul"),
+    *_division(),
     *_reduction("Sum"),
     *_reduction("Mean"),
     Case("ReLU", "(3,4)", (Arr((3, 4)),)),
     Case("ReLU", "(2,4) zeros", (Arr((2, 4), values=_RELU_AT_ZERO),), fd=False),
+    Case("Exp", "(3,4)", (Arr((3, 4)),)),
+    Case("Exp", "(2,3,2) ~3", (Arr((2, 3, 2), offset=3.0),)),
+    Case("Log", "(3,4) positive", (Arr((3, 4), positive=True),)),
+    Case("Log", "(5,) ~100", (Arr((5,), scale=10.0, offset=100.0),)),
     Case("LogSoftmax", "(3,5) axis=-1", (Arr((3, 5)),), {"axis": -1}),
     Case("LogSoftmax", "(4,3) axis=0", (Arr((4, 3)),), {"axis": 0}),
     Case("LogSoftmax", "(2,3,4) axis=1", (Arr((2, 3, 4)),), {"axis": 1}),
@@ -136,11 +153,11 @@ CASES: list[Case] = [
     Case("Attention", "(2,4,8)", (Arr((2, 4, 8)), Arr((2, 4, 8)), Arr((2, 4, 8))), {"causal": False}),
     Case("Attention", "(2,5,4) causal", (Arr((2, 5, 4)), Arr((2, 5, 4)), Arr((2, 5, 4))), {"causal": True}),
 ]
-"""Every case the kit runs, grouped by op in the order of CONTRACT section 6 (the optional
-Permute after Reshape)."""
+"""Every case the kit runs, grouped by op in the order of CONTRACT section 6; the optional ops
+follow their kin (Div after Mul, Exp and Log after ReLU, Permute after Reshape)."""
 
 OP_NAMES: list[str] = list(dict.fromkeys(case.op for case in CASES))
 
-OPTIONAL_OPS: frozenset[str] = frozenset({"Permute"})
+OPTIONAL_OPS: frozenset[str] = frozenset({"Div", "Exp", "Log", "Permute"})
 """Ops beyond CONTRACT section 6: checked where a backend has them, reported as not provided
 where it has not."""

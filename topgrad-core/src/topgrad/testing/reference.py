@@ -61,6 +61,12 @@ def _mul_vjp(g: Any, a: Any, b: Any) -> tuple[Any, ...]:
     return ga, gb
 
 
+def _div_vjp(g: Any, a: Any, b: Any) -> tuple[Any, ...]:
+    ga = unbroadcast(g / b, a.shape) if _is_array(a) else None
+    gb = unbroadcast(-g * a / (b * b), b.shape) if _is_array(b) else None
+    return ga, gb
+
+
 def _sum(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     return np.sum(x, axis=axis, keepdims=keepdims)
 
@@ -233,9 +239,12 @@ def _attention_vjp(g: Any, q: Any, k: Any, v: Any, causal: bool = False) -> tupl
 REFERENCE: dict[str, RefOp] = {
     "Add": RefOp(lambda a, b: a + b, _add_vjp),
     "Mul": RefOp(lambda a, b: a * b, _mul_vjp),
+    "Div": RefOp(lambda a, b: a / b, _div_vjp),
     "Sum": RefOp(_sum, _sum_vjp),
     "Mean": RefOp(_mean, _mean_vjp),
     "ReLU": RefOp(lambda x: np.maximum(x, 0.0), _relu_vjp),
+    "Exp": RefOp(np.exp, lambda g, x: (g * np.exp(x),)),
+    "Log": RefOp(np.log, lambda g, x: (g / x,)),
     "LogSoftmax": RefOp(_logsoftmax, _logsoftmax_vjp),
     "Linear": RefOp(_linear, _linear_vjp),
     "Reshape": RefOp(_reshape, _reshape_vjp),

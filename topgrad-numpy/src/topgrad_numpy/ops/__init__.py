@@ -4,9 +4,10 @@ from topgrad_numpy.ops.activation import LogSoftmax, ReLU
 from topgrad_numpy.ops.attention import Attention
 from topgrad_numpy.ops.batchnorm import BatchNorm
 from topgrad_numpy.ops.conv import Conv2d
-from topgrad_numpy.ops.elementwise import Add, Mul
+from topgrad_numpy.ops.elementwise import Add, Div, Mul
 from topgrad_numpy.ops.layernorm import LayerNorm
 from topgrad_numpy.ops.linear import Linear
+from topgrad_numpy.ops.pointwise import Exp, Log
 from topgrad_numpy.ops.reduce import Mean, Sum
 from topgrad_numpy.ops.shape import Permute, Reshape
 
@@ -15,8 +16,11 @@ __all__ = [
     "Attention",
     "BatchNorm",
     "Conv2d",
+    "Div",
+    "Exp",
     "LayerNorm",
     "Linear",
+    "Log",
     "LogSoftmax",
     "Mean",
     "Mul",

@@ -1,4 +1,5 @@
-"""Broadcasting arithmetic: Add and Mul (subtraction, negation and division compose them)."""
+"""Broadcasting arithmetic: Add and Mul (subtraction, negation and division by a number compose
+them), and Div for division by a Tensor."""
 
 from __future__ import annotations
 
@@ -68,3 +69,27 @@ class Mul(Op):
         ga = None if sa is None else unbroadcast(arr(_apply(np.multiply, grad, b)), sa)
         gb = None if sb is None else unbroadcast(arr(_apply(np.multiply, grad, a)), sb)
         return ga, gb
+
+
+class Div(Op):
+    """a / b with broadcasting, either a number (`2 / x`); x / 0 is inf and 0 / 0 NaN, without
+    numpy's warnings, as in PyTorch. Saves b and the output: d/da = 1 / b, d/db = -out / b."""
+
+    def forward(self, a: Any, b: Any) -> np.ndarray:
+        a, b = operands("Div", a, b)
+        try:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out = arr(np.divide(a, b))
+        except ValueError:
+            raise _shape_error("Div", a, b) from None
+        self.shapes = _shapes(a, b)
+        self.save_for_backward(b, out if type(b) is not float else None)
+        return out
+
+    def backward(self, grad: np.ndarray) -> tuple[Any, Any]:
+        b, out = self._intermediate
+        sa, sb = self.shapes
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            ga = arr(np.divide(grad, b))
+            gb = None if sb is None else unbroadcast(arr(np.negative(ga * out)), sb)
+        return (None if sa is None else unbroadcast(ga, sa)), gb

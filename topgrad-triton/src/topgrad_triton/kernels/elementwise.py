@@ -18,7 +18,7 @@ import triton.language as tl
 from topgrad_triton import runtime
 from topgrad_triton.shapes import broadcast_shape, broadcast_strides, collapse
 
-ADD, SUB, MUL, DIV, COPY, SQRT, RELU, RELU_GRAD = range(8)
+ADD, SUB, MUL, DIV, COPY, SQRT, RELU, RELU_GRAD, EXP, LOG, NEG_MUL = range(11)
 MAX_DIMS = 6
 SCALAR, CONTIGUOUS, STRIDED = 0, 1, 2
 
@@ -78,8 +78,14 @@ def _elementwise_kernel(
         y = tl.sqrt(a)
     elif OP == 6:
         y = tl.where(a < 0.0, 0.0, a)  # NaN passes through, as in torch.relu
-    else:  # RELU_GRAD: a is the upstream gradient, b the forward input
+    elif OP == 7:  # RELU_GRAD: a is the upstream gradient, b the forward input
         y = tl.where(b <= 0.0, 0.0, a)  # NaN in x passes the gradient, as in torch
+    elif OP == 8:
+        y = tl.exp(a)
+    elif OP == 9:
+        y = tl.log(a)
+    else:  # NEG_MUL: -(a * b), Div's gradient of its divisor
+        y = -(a * b)
     tl.store(out_ptr + offs, y, mask=mask)
 
 

@@ -1,4 +1,4 @@
-"""Add, Mul and ReLU: elementwise ops; broadcast gradients are summed back to each parent's shape."""
+"""Add, Mul, Div and ReLU: elementwise ops; broadcast gradients are summed back to each parent's shape."""
 
 from __future__ import annotations
 
@@ -66,6 +66,25 @@ class Mul(TritonOp):
     def backward(self, grad: torch.Tensor) -> tuple[Any, Any]:
         a, b = self.saved
         return _mul_grad(grad, b, self.shapes[0]), _mul_grad(grad, a, self.shapes[1])
+
+
+class Div(TritonOp):
+    """a / b with broadcasting; either may be a real number (`2 / x`). Saves b and the output:
+    d/da = grad / b, d/db = -(grad / b) * out."""
+
+    def forward(self, a: Any, b: Any) -> torch.Tensor:
+        a, b = _check("Div", a, b)
+        self.shapes = (_shape(a), _shape(b))
+        out = ew.elementwise(ew.DIV, a, b, name="Div")
+        self.save_for_backward(b, out if self.shapes[1] is not None else None)
+        return out
+
+    def backward(self, grad: torch.Tensor) -> tuple[Any, Any]:
+        b, out = self.saved
+        sa, sb = self.shapes
+        ga = ew.elementwise(ew.DIV, grad, b, name="Div")
+        gb = None if sb is None else reduce_to_shape(ew.elementwise(ew.NEG_MUL, ga, out, name="Div"), sb)
+        return (None if sa is None else reduce_to_shape(ga, sa)), gb
 
 
 class ReLU(TritonOp):
