@@ -152,6 +152,6 @@ def format_report(report: Report) -> str:
     if failures:
         lines += ["", "failures:"] + [f"  {f}" for f in failures]
     absent = len(report.rows) - report.passed - report.failed
-    closing = f"{report.passed} passed, {report.failed} failed"
-    lines += ["", closing + (f", {absent} not provided" if absent else "")]
+    absent_part = f"{absent} not provided, " if absent else ""  # "M failed" stays last, for scripts
+    lines += ["", f"{report.passed} passed, {absent_part}{report.failed} failed"]
     return "\n".join(lines)
