@@ -40,7 +40,8 @@ class Reshape(TritonOp):
 
 
 class Permute(TritonOp):
-    """x with its axes reordered, as a dense copy (the copy kernel reads the permuted view by stride)."""
+    """x with its axes reordered, dense: the copy kernel reads the permuted view by stride (no copy
+    where the order leaves memory as it is, as numpy's Permute)."""
 
     def forward(self, x: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
         check_tensors("Permute", x=x)
