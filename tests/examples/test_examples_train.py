@@ -428,12 +428,12 @@ def test_a_plot_folder_that_cannot_be_written_fails_before_training(
     tiny_data: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pytest.importorskip("matplotlib")
-    from topgrad_examples import plot
+    from topgrad_examples import files
 
     def refuse(*args: object, **kwargs: object) -> None:  # a read-only folder (root ignores chmod)
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(plot.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(files.tempfile, "mkstemp", refuse)
     plot = str(tmp_path / "c.png")
     code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--plot", plot, *FAST)
     assert code == 2 and "cannot write there (Permission denied)" in err and not lines, (lines, err)

@@ -20,6 +20,7 @@ import numpy as np
 import topgrad
 from topgrad import Tensor
 
+from topgrad_examples.files import try_writing
 from topgrad_examples.models import Module
 
 FORMAT = "topgrad-examples-checkpoint/1"
@@ -84,9 +85,7 @@ def check_writable(path: str | os.PathLike[str]) -> None:
         raise CheckpointError(f"{path}: cannot write a checkpoint there ({blocker} is a file, not a folder)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".tmp", dir=folder)
-        os.close(fd)
-        Path(tmp).unlink()
+        try_writing(folder, Path(path).name)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot write a checkpoint there ({exc.strerror or exc})") from None
     finally:

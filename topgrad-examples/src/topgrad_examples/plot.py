@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from topgrad_examples.files import try_writing
 
 INSTALL_HINT = "--plot needs matplotlib: pip install 'topgrad-examples[plot]' (or pip install matplotlib)"
 
@@ -38,11 +39,9 @@ def check_plot_path(path: str | os.PathLike[str]) -> None:
     if not path.parent.is_dir():
         raise PlotError(f"--plot {path}: the folder {path.parent} does not exist")
     try:  # a read-only folder: say so now, not after training
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try_writing(path.parent, path.name)
     except OSError as exc:
         raise PlotError(f"--plot {path}: cannot write there ({exc.strerror or exc})") from None
-    os.close(fd)
-    Path(tmp).unlink()
     fig = plt.figure()
     try:
         formats = fig.canvas.get_supported_filetypes()
