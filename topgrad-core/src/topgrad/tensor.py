@@ -285,7 +285,7 @@ class Tensor:
         return _ops().Log.apply(self)
 
     def logsoftmax(self, axis: int = -1) -> Tensor:
-        if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        if not _is_whole(axis):
             raise TypeError(f"LogSoftmax: axis must be one int (it normalizes along one axis), got {axis!r}")
         return _ops().LogSoftmax.apply(self, axis=axis)
 
@@ -451,7 +451,7 @@ def _permutation(axes: tuple[Any, ...], shape: tuple[int, ...]) -> tuple[int, ..
     `shape` appears once."""
     if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
         axes = tuple(axes[0])
-    if not all(isinstance(a, numbers.Integral) and not isinstance(a, bool) for a in axes):
+    if not all(_is_whole(a) for a in axes):
         raise TypeError(f"Permute: axes must be ints, got {axes!r}")
     ndim = len(shape)
     given = tuple(int(a) % ndim if ndim and -ndim <= a < ndim else -1 for a in axes)
@@ -472,6 +472,11 @@ def _is_number(value: Any) -> bool:
     """A real number (Python's or numpy's), not a bool: what division, powers and the norms'
     settings take."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_whole(value: Any) -> bool:
+    """An int (Python's or numpy's), not a bool: what axes are."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _given(op: str, name: str, value: Any) -> Any:
