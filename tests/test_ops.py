@@ -1062,6 +1062,30 @@ def test_attention_is_stable_for_large_scores() -> None:
     assert np.isfinite(out.numpy()).all()
 
 
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("s", [3, 64, 70])  # 64: a whole key block of triton's kernels, no padding
+def test_attention_with_keys_of_minus_inf_as_scaled_dot_product_attention(s: int, causal: bool) -> None:
+    """Keys of -inf in the data: in batch entry 0 every key, so every score of every query is
+    -inf; in entry 1 keys 0 and 2, so causal query 0 sees only -inf. PyTorch's
+    scaled_dot_product_attention gives such a query output 0 and its keys and values gradient 0
+    (its dL/dq is 0 * inf: NaN); other queries ignore a key of -inf. The written-out softmax of
+    `torch_attention` would give NaN: the reference here is PyTorch's own op."""
+    q = np.abs(rand((2, 5, 3), 55)) + 0.1  # positive, so that q . k is -inf, not NaN
+    k = rand((2, s, 3), 56)
+    k[0, :, 0] = -np.inf
+    k[1, [0, 2], 1] = -np.inf
+    with warnings.catch_warnings():  # Topgrad's own code warns of nothing (Triton's interpreter may)
+        warnings.filterwarnings("error", category=RuntimeWarning, module="topgrad")
+        _, out = check_against_torch(
+            lambda q, k, v: topgrad.attention(q, k, v, causal=causal),
+            lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
+            [q, k, rand((2, s, 4), 57)],
+        )
+    got = to_numpy(out)
+    assert (got[0] == 0).all()
+    assert np.isfinite(got[1]).all()
+
+
 @given(data=st.data(), seed=seeds)
 def test_attention_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
     b = data.draw(st.integers(1, sizes.batch), label="b")

@@ -515,7 +515,8 @@ def _check_eps(op: str, eps: Any) -> None:
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False) -> Tensor:
-    """Single-head scaled dot-product attention, softmax(q kᵀ / √D) v, shapes (B, T, D)."""
+    """Single-head scaled dot-product attention, softmax(q kᵀ / √D) v, shapes (B, T, D), as
+    PyTorch's scaled_dot_product_attention: a query whose scores are all -inf gets output 0."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         _given("Attention", name, t)
     return _ops().Attention.apply(q, k, v, causal=_flag("attention", "causal", causal))

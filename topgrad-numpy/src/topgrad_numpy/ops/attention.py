@@ -27,7 +27,8 @@ def _check(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> None:
 
 class Attention(Op):
     """softmax(q kᵀ/√D [+ causal mask]) v; saves q, k, v, its output and the probabilities
-    (B*T*S floats, the only extra memory)."""
+    (B*T*S floats, the only extra memory). A query whose scores are all -inf (keys of -inf in
+    the data) gets probabilities 0 and output 0, as PyTorch's scaled_dot_product_attention."""
 
     def forward(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool = False) -> np.ndarray:
         _check(q, k, v)
@@ -38,9 +39,13 @@ class Attention(Op):
         if causal:  # top-left aligned, as torch's is_causal: query i sees keys j <= i
             p[:, np.triu(np.ones((T, S), dtype=bool), k=1)] = -np.inf
         if S:  # no keys is only allowed for no queries: nothing to normalize
-            p -= p.max(axis=-1, keepdims=True)
+            top = p.max(axis=-1, keepdims=True)
+            top[top == -np.inf] = 0.0  # a row of -inf scores: exp gives 0s, not -inf - -inf
+            p -= top
             np.exp(p, out=p)
-            p /= rowsum(p)
+            total = rowsum(p)
+            total[total == 0.0] = 1.0  # only such a row sums to 0: its probabilities stay 0
+            p /= total
         out = np.matmul(p, v)
         self.save_for_backward(q, k, v, p, out)
         return out
@@ -53,6 +58,7 @@ class Attention(Op):
         gs -= np.einsum("btd,btd->bt", grad, out)[..., None]
         gs *= p
         gs *= self.scale
-        gq = np.matmul(gs, k)
-        gk = np.matmul(gs.transpose(0, 2, 1), q)
+        with np.errstate(invalid="ignore"):  # 0 * a key of -inf: NaN, as PyTorch's, unwarned
+            gq = np.matmul(gs, k)
+            gk = np.matmul(gs.transpose(0, 2, 1), q)
         return gq, gk, gv

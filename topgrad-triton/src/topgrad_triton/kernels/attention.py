@@ -6,8 +6,10 @@ the log-sum-exp of each query row; no T x S matrix ever reaches memory. Backward
 recomputes the probabilities block by block from the saved log-sum-exp: one kernel
 computes delta = rowsum(dO * O), one dK and dV (a program per key block), one dQ (a
 program per query block). Causal masking is top-left aligned (key j <= query i), as
-torch's `scaled_dot_product_attention(is_causal=True)`. Masked scores are a large
-finite negative number, not -inf, so the interpreter never computes inf - inf.
+torch's `scaled_dot_product_attention(is_causal=True)`. Masked scores are -inf and the running
+maximum starts at a large finite negative number, so no inf - inf is ever computed. A query whose
+scores are all -inf (keys of -inf in the data) gets output 0, as torch's, and log-sum-exp +inf,
+so that backward's probabilities for it are 0 too.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import triton.language as tl
 from topgrad_triton.precision import get_precision
 from topgrad_triton.runtime import interpreting
 
-NEG = tl.constexpr(-1.0e30)  # the score of a masked (query, key) pair
+NEG = tl.constexpr(-1.0e30)  # where the running maximum of a query's scores starts
+MASKED = tl.constexpr(float("-inf"))  # the score of a masked (query, key) pair
 
 
 @triton.jit
@@ -55,7 +58,7 @@ def attn_fwd_kernel(Q, K, V, OUT, LSE, T, S, D, DV, scale,
         valid = (cols < S)[None, :]
         if CAUSAL:
             valid = valid & (cols[None, :] <= rows[:, None])
-        s = tl.where(valid, s, NEG)
+        s = tl.where(valid, s, MASKED)
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         alpha = tl.exp(m_i - m_new)
         p = tl.exp(s - m_new[:, None])
@@ -65,9 +68,11 @@ def attn_fwd_kernel(Q, K, V, OUT, LSE, T, S, D, DV, scale,
         acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=PRECISION)
         m_i = m_new
     rmask = rows < T
-    tl.store(OUT + b * T * DV + rows[:, None] * DV + offs_dv[None, :], acc / l_i[:, None],
+    empty = l_i == 0.0  # every score of the row was -inf
+    l_safe = tl.where(empty, 1.0, l_i)
+    tl.store(OUT + b * T * DV + rows[:, None] * DV + offs_dv[None, :], acc / l_safe[:, None],
              mask=rmask[:, None] & dvmask[None, :])
-    tl.store(LSE + b * T + rows, m_i + tl.log(l_i), mask=rmask)
+    tl.store(LSE + b * T + rows, tl.where(empty, float("inf"), m_i + tl.log(l_safe)), mask=rmask)
 
 
 @triton.jit
@@ -123,7 +128,7 @@ def attn_bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DVAL, T, S, D, DV, scale,
         valid = rmask[:, None] & (cols < S)[None, :]
         if CAUSAL:
             valid = valid & (cols[None, :] <= rows[:, None])
-        p = tl.exp(tl.where(valid, s, NEG) - lse[:, None])
+        p = tl.exp(tl.where(valid, s, MASKED) - lse[:, None])
         dv += tl.dot(tl.trans(p), do, input_precision=PRECISION)
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         ds = p * (dp - delta[:, None])
@@ -169,7 +174,7 @@ def attn_bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, T, S, D, DV, scale,
         valid = rmask[:, None] & (cols < S)[None, :]
         if CAUSAL:
             valid = valid & (cols[None, :] <= rows[:, None])
-        p = tl.exp(tl.where(valid, s, NEG) - lse[:, None])
+        p = tl.exp(tl.where(valid, s, MASKED) - lse[:, None])
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds, k, input_precision=PRECISION)
