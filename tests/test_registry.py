@@ -26,6 +26,7 @@ from topgrad import (
     BackendUnavailableError,
     Op,
     OpConflictError,
+    Tensor,
     hookimpl,
     registry,
 )
@@ -711,3 +712,58 @@ def test_warnings_name_a_sibling_package_as_outside_topgrad() -> None:
     with pytest.warns(RuntimeWarning, match="from a plugin") as caught:
         namespace["call"]()
     assert caught[0].filename == sibling
+
+
+# ---- Tensors of another backend ---------------------------------------------------------------
+class Arrays:
+    """Arrays of a made-up library (shape and dtype are all the engine reads)."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape, self.dtype = tuple(shape), "float32"
+
+
+class Flat(Arrays):
+    """The arrays of backend "flat"."""
+
+
+class Boxed(Arrays):
+    """The arrays of backend "boxed": not Flats."""
+
+
+def array_backend(name: str, array: type) -> Backend:
+    """A backend whose arrays are of type `array` and whose Add fails on any other, as numpy's
+    code fails obscurely on a torch tensor ('Tensor' object has no attribute 'flags')."""
+
+    class OfArrays(Backend):
+        def zeros(self, shape: tuple[int, ...]) -> Any:
+            return array(shape)
+
+    class Add(Op):
+        def forward(self, a: Any, b: Any) -> Any:
+            for x in (a, b):
+                if not isinstance(x, array):
+                    raise AttributeError(f"'{type(x).__name__}' object has no attribute 'flags'")
+            if a.shape != b.shape:
+                raise ValueError(f"Add: shapes {a.shape} and {b.shape} differ")
+            return array(a.shape)
+
+    backend = OfArrays()
+    backend.name, backend.ops = name, SimpleNamespace(Add=Add)
+    return backend
+
+
+def test_a_tensor_of_another_backend_is_named_when_an_op_fails() -> None:
+    """Tensors keep their backend's arrays: one made before set_backend switched reaches the new
+    backend's ops, which fail in their own words; the engine names the operand and its backend."""
+    topgrad.register_backend(BackendSpec("flat", lambda: array_backend("flat", Flat)))
+    topgrad.register_backend(BackendSpec("boxed", lambda: array_backend("boxed", Boxed)))
+    topgrad.set_backend("flat")
+    old = Tensor.zeros(3)
+    topgrad.set_backend("boxed")
+    new = Tensor.zeros(3)
+    with pytest.raises(TypeError, match=r"Add: operand 1 is a Tensor of backend 'flat' \(it holds a "
+                                        r"test_registry\.Flat\), but the current backend is 'boxed'") as info:
+        new + old
+    assert isinstance(info.value.__cause__, AttributeError)  # the op's own error, kept as the cause
+    with pytest.raises(ValueError, match="shapes"):  # no foreign Tensor: the op's error as it was
+        new + Tensor.zeros(4)

@@ -20,6 +20,7 @@ import time
 import weakref
 from typing import Any, ClassVar
 
+from topgrad import registry
 from topgrad import tensor as _tensor
 from topgrad.tensor import Tensor
 
@@ -76,7 +77,11 @@ class Op:
         if cls._observers:
             return _apply_observed(cls, args, params)
         op = cls()
-        out = op.forward(*[a.data if isinstance(a, Tensor) else a for a in args], **params)
+        try:
+            out = op.forward(*[a.data if isinstance(a, Tensor) else a for a in args], **params)
+        except Exception as exc:
+            _refuse_foreign_tensors(cls, args, exc)
+            raise
         if not _tensor._grad_mode.enabled:  # a constant, as in PyTorch: backward from it is an error
             return Tensor._from_array(out, None, requires_grad=False)
         return _link(op, args, out)
@@ -91,13 +96,32 @@ def _apply_observed(cls: type[Op], args: tuple[Any, ...], params: dict[str, Any]
     for obs in cls._observers:
         obs.before_forward(op, args, params)
     start = time.perf_counter()
-    out = op.forward(*[a.data if isinstance(a, Tensor) else a for a in args], **params)
+    try:
+        out = op.forward(*[a.data if isinstance(a, Tensor) else a for a in args], **params)
+    except Exception as exc:
+        _refuse_foreign_tensors(cls, args, exc)
+        raise
     seconds = time.perf_counter() - start
     result = (_link(op, args, out) if _tensor._grad_mode.enabled
               else Tensor._from_array(out, None, requires_grad=False))
     for obs in cls._observers:
         obs.after_forward(op, args, params, result, seconds)
     return result
+
+
+def _refuse_foreign_tensors(cls: type[Op], args: tuple[Any, ...], exc: Exception) -> None:
+    """After `forward` failed: a TypeError naming the operand if a Tensor holds the arrays of
+    another backend (made before `set_backend` switched), the likeliest cause of an obscure numpy
+    or torch error there. Checked only on failure, so `apply` pays nothing for it."""
+    for i, a in enumerate(args):
+        owner = registry.owner_of(a.data) if isinstance(a, Tensor) else None
+        if owner is not None:
+            raise TypeError(
+                f"{cls.__name__}: operand {i} is a Tensor of backend {owner.name!r} (it holds a "
+                f"{type(a.data).__module__}.{type(a.data).__qualname__}), but the current backend is "
+                f"{registry.get_backend().name!r}: a Tensor keeps the arrays of the backend it was "
+                "made under; make it again after set_backend"
+            ) from exc
 
 
 def _link(op: Op, args: tuple[Any, ...], out: Any) -> Tensor:

@@ -239,6 +239,18 @@ def get_backend() -> Backend:
         raise BackendNotFoundError(f"{exc} (the name is $TOPGRAD_BACKEND's)") from None
 
 
+def owner_of(array: Any) -> Backend | None:
+    """The loaded backend, other than the current one, whose arrays `array` is of (by the type
+    of its `zeros`), or None: what a Tensor made before `set_backend` switched holds."""
+    current = get_backend()
+    if isinstance(array, type(current.zeros((0,)))):
+        return None
+    for backend in list(_loaded.values()):
+        if backend is not current and isinstance(array, type(backend.zeros((0,)))):
+            return backend
+    return None
+
+
 def _default_name() -> str:
     requested = os.environ.get("TOPGRAD_BACKEND")
     if requested:
