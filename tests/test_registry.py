@@ -767,3 +767,17 @@ def test_a_tensor_of_another_backend_is_named_when_an_op_fails() -> None:
     assert isinstance(info.value.__cause__, AttributeError)  # the op's own error, kept as the cause
     with pytest.raises(ValueError, match="shapes"):  # no foreign Tensor: the op's error as it was
         new + Tensor.zeros(4)
+
+
+def test_a_backend_without_zeros_does_not_hide_the_owner_of_a_tensor() -> None:
+    """The engine asks each loaded backend for its array type only after an op failed; one whose
+    zeros() fails (a bare backend, loaded first here) is passed over, not raised from."""
+    topgrad.register_backend(spec("bare"))  # FakeBackend: no zeros
+    topgrad.register_backend(BackendSpec("flat", lambda: array_backend("flat", Flat)))
+    topgrad.register_backend(BackendSpec("boxed", lambda: array_backend("boxed", Boxed)))
+    topgrad.load_backend("bare")
+    topgrad.set_backend("flat")
+    old = Tensor.zeros(3)
+    topgrad.set_backend("boxed")
+    with pytest.raises(TypeError, match="operand 0 is a Tensor of backend 'flat'"):
+        old + Tensor.zeros(3)

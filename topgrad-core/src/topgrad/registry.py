@@ -243,12 +243,21 @@ def owner_of(array: Any) -> Backend | None:
     """The loaded backend, other than the current one, whose arrays `array` is of (by the type
     of its `zeros`), or None: what a Tensor made before `set_backend` switched holds."""
     current = get_backend()
-    if isinstance(array, type(current.zeros((0,)))):
+    if isinstance(array, _array_type(current)):
         return None
     for backend in list(_loaded.values()):
-        if backend is not current and isinstance(array, type(backend.zeros((0,)))):
+        if backend is not current and isinstance(array, _array_type(backend)):
             return backend
     return None
+
+
+def _array_type(backend: Backend) -> type:
+    """The type of `backend`'s arrays; NoneType where its `zeros` fails (asked only on an error
+    path, which must not fail anew)."""
+    try:
+        return type(backend.zeros((0,)))
+    except Exception:
+        return type(None)
 
 
 def _default_name() -> str:
