@@ -761,7 +761,7 @@ def test_a_tensor_of_another_backend_is_named_when_an_op_fails() -> None:
     old = Tensor.zeros(3)
     topgrad.set_backend("boxed")
     new = Tensor.zeros(3)
-    with pytest.raises(TypeError, match=r"Add: operand 1 is a Tensor of backend 'flat' \(it holds a "
+    with pytest.raises(TypeError, match=r"Add: operand 1 belongs to backend 'flat' \(it holds a "
                                         r"test_registry\.Flat\), but the current backend is 'boxed'") as info:
         new + old
     assert isinstance(info.value.__cause__, AttributeError)  # the op's own error, kept as the cause
@@ -779,5 +779,21 @@ def test_a_backend_without_zeros_does_not_hide_the_owner_of_a_tensor() -> None:
     topgrad.set_backend("flat")
     old = Tensor.zeros(3)
     topgrad.set_backend("boxed")
-    with pytest.raises(TypeError, match="operand 0 is a Tensor of backend 'flat'"):
+    with pytest.raises(TypeError, match="operand 0 belongs to backend 'flat'"):
         old + Tensor.zeros(3)
+
+
+def test_backward_through_a_graph_of_another_backend_names_it() -> None:
+    """A loss computed under one backend, backward called after set_backend switched: the seed and
+    the ops' backward would mix the two libraries' arrays; the error says so."""
+    topgrad.register_backend(BackendSpec("flat", lambda: array_backend("flat", Flat)))
+    topgrad.register_backend(BackendSpec("boxed", lambda: array_backend("boxed", Boxed)))
+    topgrad.set_backend("flat")
+    x = Tensor.zeros(3)
+    loss = x + x
+    topgrad.set_backend("boxed")
+    with pytest.raises(TypeError, match="backward: the tensor belongs to backend 'flat'"):
+        loss.backward()
+    topgrad.set_backend("flat")
+    with pytest.raises(NotImplementedError):  # the same backend: the error as it was (no ones())
+        loss.backward()

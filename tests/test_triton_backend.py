@@ -330,8 +330,18 @@ def test_a_tensor_of_another_backend_is_named_by_every_one_operand_op(backend, o
     pattern = rf"{op}: x must be a Tensor, got ndarray.*another backend"
     assert any(re.match(pattern, e) for e in errors), errors
     topgrad.load_backend("numpy")
-    with pytest.raises(TypeError, match=rf"{op}: operand 0 is a Tensor of backend 'numpy'"):
+    with pytest.raises(TypeError, match=rf"{op}: operand 0 belongs to backend 'numpy'"):
         call(old)
+
+def test_backward_of_a_graph_made_under_numpy_names_it(backend) -> None:
+    """A loss computed under numpy, backward called after set_backend("triton"): one clear error,
+    not 'only 0-dimensional arrays can be converted to Python scalars'."""
+    topgrad.set_backend("numpy")
+    loss = (Tensor(np.ones((2, 3), np.float32)) @ Tensor(np.ones((3, 4), np.float32))).relu().sum()
+    topgrad.set_backend("triton")
+    with pytest.raises(TypeError, match="backward: the tensor belongs to backend 'numpy'"):
+        loss.backward()
+
 
 # ---- operands the numpy backend and PyTorch take --------------------------------------------
 def _grad_of(t):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 import weakref
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
 from topgrad import registry
@@ -80,7 +81,7 @@ class Op:
         try:
             out = op.forward(*[a.data if isinstance(a, Tensor) else a for a in args], **params)
         except Exception as exc:
-            _refuse_foreign_tensors(cls, args, exc)
+            refuse_foreign_tensors(cls.__name__, _numbered(args), exc)
             raise
         if not _tensor._grad_mode.enabled:  # a constant, as in PyTorch: backward from it is an error
             return Tensor._from_array(out, None, requires_grad=False)
@@ -99,7 +100,7 @@ def _apply_observed(cls: type[Op], args: tuple[Any, ...], params: dict[str, Any]
     try:
         out = op.forward(*[a.data if isinstance(a, Tensor) else a for a in args], **params)
     except Exception as exc:
-        _refuse_foreign_tensors(cls, args, exc)
+        refuse_foreign_tensors(cls.__name__, _numbered(args), exc)
         raise
     seconds = time.perf_counter() - start
     result = (_link(op, args, out) if _tensor._grad_mode.enabled
@@ -109,19 +110,23 @@ def _apply_observed(cls: type[Op], args: tuple[Any, ...], params: dict[str, Any]
     return result
 
 
-def _refuse_foreign_tensors(cls: type[Op], args: tuple[Any, ...], exc: Exception) -> None:
-    """After `forward` failed: a TypeError naming the operand if a Tensor holds the arrays of
-    another backend (made before `set_backend` switched), the likeliest cause of an obscure numpy
-    or torch error there. Checked only on failure, so `apply` pays nothing for it."""
-    for i, a in enumerate(args):
+def refuse_foreign_tensors(what: str, operands: Iterable[tuple[str, Any]], exc: Exception) -> None:
+    """After `what` (an op's forward, backward) failed: a TypeError naming the operand if a Tensor
+    holds the arrays of another backend (made before `set_backend` switched), the likeliest cause
+    of an obscure numpy or torch error there. Asked only on failure, so success pays nothing."""
+    for name, a in operands:
         owner = registry.owner_of(a.data) if isinstance(a, Tensor) else None
         if owner is not None:
             raise TypeError(
-                f"{cls.__name__}: operand {i} is a Tensor of backend {owner.name!r} (it holds a "
+                f"{what}: {name} belongs to backend {owner.name!r} (it holds a "
                 f"{type(a.data).__module__}.{type(a.data).__qualname__}), but the current backend is "
                 f"{registry.get_backend().name!r}: a Tensor keeps the arrays of the backend it was "
                 "made under; make it again after set_backend"
             ) from exc
+
+
+def _numbered(args: tuple[Any, ...]) -> Iterator[tuple[str, Any]]:
+    return ((f"operand {i}", a) for i, a in enumerate(args))
 
 
 def _link(op: Op, args: tuple[Any, ...], out: Any) -> Tensor:

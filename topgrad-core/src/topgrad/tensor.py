@@ -354,6 +354,15 @@ class Tensor:
 
     def backward(self, grad: Any = None) -> None:
         """Accumulate d(self)/d(leaf) into every leaf's `.grad`, seeded with `grad` (ones if None)."""
+        from topgrad.op import refuse_foreign_tensors
+
+        try:
+            self._backward(grad)
+        except Exception as exc:  # a graph made under another backend fails obscurely: name it
+            refuse_foreign_tensors("backward", [("the tensor", self)], exc)
+            raise
+
+    def _backward(self, grad: Any) -> None:
         from topgrad.op import run_backward
 
         backend = registry.get_backend()
