@@ -343,6 +343,19 @@ def test_backward_of_a_graph_made_under_numpy_names_it(backend) -> None:
         loss.backward()
 
 
+def test_tensors_of_both_backends_read_out_side_by_side(backend) -> None:
+    """numpy() asks the backend a Tensor belongs to: a float64 numpy Tensor read after
+    set_backend("triton") keeps its dtype and values (triton's to_numpy would make float32)."""
+    topgrad.set_backend("numpy")
+    values = np.array([1.0 + 1e-12, 2.0, 3.0])
+    old = Tensor(values, dtype="float64")
+    topgrad.set_backend("triton")
+    new = Tensor(values)
+    np.testing.assert_array_equal(old.numpy(), values)
+    assert old.numpy().dtype == np.float64
+    np.testing.assert_array_equal(new.numpy(), values.astype(np.float32))
+
+
 # ---- operands the numpy backend and PyTorch take --------------------------------------------
 def _grad_of(t):
     return t.grad.detach().cpu().numpy() if isinstance(t.grad, torch.Tensor) else np.asarray(t.grad)

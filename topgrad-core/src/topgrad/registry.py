@@ -29,6 +29,7 @@ _loaded: dict[str, Backend] = {}
 _current: Backend | None = None
 _selected: str | None = None  # set_backend's choice: kept (and reloaded) when a plugin is added
 _skipped: dict[str, str] = {}  # installed plugins that could not be used, and why
+_array_types: dict[int, tuple[Backend, type]] = {}  # id(backend) -> (backend, its arrays' type)
 
 
 # ---- discovery ----------------------------------------------------------------------
@@ -252,12 +253,17 @@ def owner_of(array: Any) -> Backend | None:
 
 
 def _array_type(backend: Backend) -> type:
-    """The type of `backend`'s arrays; NoneType where its `zeros` fails (asked only on an error
-    path, which must not fail anew)."""
+    """The type of `backend`'s arrays, asked once per backend; NoneType where its `zeros` fails
+    (asked on an error path, which must not fail anew)."""
+    known = _array_types.get(id(backend))
+    if known is not None and known[0] is backend:
+        return known[1]
     try:
-        return type(backend.zeros((0,)))
+        kind = type(backend.zeros((0,)))
     except Exception:
         return type(None)
+    _array_types[id(backend)] = (backend, kind)
+    return kind
 
 
 def _default_name() -> str:
@@ -286,6 +292,7 @@ def _describe(offers: dict[str, list[tuple[str, BackendSpec]]]) -> str:
 def _forget_loaded() -> None:
     global _current
     _loaded.clear()
+    _array_types.clear()
     _current = None
 
 

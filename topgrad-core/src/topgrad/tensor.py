@@ -116,8 +116,9 @@ class Tensor:
         return self.data.dtype
 
     def numpy(self) -> Any:
-        """A numpy copy of the data."""
-        return registry.get_backend().to_numpy(self.data)
+        """A numpy copy of the data, made by the backend the Tensor belongs to (which is the
+        current one unless `set_backend` switched since: then its values still read out)."""
+        return (registry.owner_of(self.data) or registry.get_backend()).to_numpy(self.data)
 
     def item(self) -> float:
         return float(self.numpy().reshape(-1)[0]) if self.size == 1 else _not_scalar(self)
@@ -363,6 +364,8 @@ class Tensor:
             raise
 
     def _backward(self, grad: Any) -> None:
+        """The walk: check and cast the seed, then run each op's backward in reverse topological
+        order, summing what reaches a node and keeping what reaches a leaf."""
         from topgrad.op import run_backward
 
         backend = registry.get_backend()
