@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as nnf
 from topgrad import Tensor
 
-OPS = ("Add", "Mul", "Div", "Sum", "Mean", "ReLU", "Exp", "Log", "LogSoftmax", "Linear", "Reshape",
-       "Permute", "Conv2d", "BatchNorm", "LayerNorm", "Attention")
+OPS = ("Add", "Mul", "Div", "Sum", "Mean", "ReLU", "Exp", "Log", "Tanh", "Sigmoid", "LogSoftmax", "Linear",
+       "Reshape", "Permute", "Conv2d", "BatchNorm", "LayerNorm", "Attention")
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,10 @@ def build(name: str, dims: Dims, seed: int = 0) -> OpCase:
         a = _rand(r, *img) if name == "Exp" else np.abs(_rand(r, *img)) + 0.1
         fn = torch.exp if name == "Exp" else torch.log
         return _case(name, [a], lambda x: x.exp() if name == "Exp" else x.log(), [a], fn, r)
+    if name in ("Tanh", "Sigmoid"):  # an activation of a conv layer, a gate
+        a = _rand(r, *img) * 2
+        fn = torch.tanh if name == "Tanh" else torch.sigmoid
+        return _case(name, [a], lambda x: x.tanh() if name == "Tanh" else x.sigmoid(), [a], fn, r)
     if name == "LogSoftmax":  # the logits of a batch
         a = _rand(r, s.b, s.classes) * 5
         return _case(name, [a], lambda x: x.logsoftmax(-1), [a], lambda x: nnf.log_softmax(x, -1), r)

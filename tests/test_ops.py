@@ -228,6 +228,64 @@ def test_softmax_and_sigmoid_written_out_match_pytorch() -> None:
     check_against_torch(top, ref, [rand((4, 6), 6)])
 
 
+# ---- Tanh and Sigmoid (ops beyond the contract's table) ----------------------------------------
+TANH_AND_SIGMOID = pytest.mark.parametrize(
+    ("name", "ref"), [("tanh", torch.tanh), ("sigmoid", torch.sigmoid)]
+)
+
+
+@TANH_AND_SIGMOID
+@pytest.mark.parametrize(("shape", "scale"), [((3, 4), 1.0), ((2, 3, 5), 4.0), ((), 2.0), ((0, 3), 1.0),
+                                              ((4, 5), 0.01)])  # 0.01: tanh's series near 0
+def test_tanh_and_sigmoid_fixed(
+    name: str, ref: Callable[..., Any], shape: tuple[int, ...], scale: float
+) -> None:
+    check_against_torch(lambda x: getattr(x, name)(), ref, [rand(shape, 7, scale=scale)])
+
+
+@TANH_AND_SIGMOID
+@given(data=st.data(), seed=seeds)
+def test_tanh_and_sigmoid_drawn(name: str, ref: Callable[..., Any], data: st.DataObject, seed: int,
+                                sizes: Sizes) -> None:
+    shape = data.draw(hnp.array_shapes(min_dims=0, max_dims=4, max_side=sizes.batch), label="shape")
+    scale = data.draw(st.sampled_from([0.03, 1.0, 5.0, 30.0]), label="scale")
+    check_against_torch(lambda t: getattr(t, name)(), ref, [rand(shape, seed, scale=scale)], seed=seed)
+
+
+@TANH_AND_SIGMOID
+def test_tanh_and_sigmoid_at_the_edges_as_pytorch(name: str, ref: Callable[..., Any]) -> None:
+    """±inf saturate with gradient 0, NaN passes, -0.0 keeps its sign, tiny inputs keep their
+    digits (tanh(1e-6) is not 0), and sigmoid far below 0 is 0, forward and backward, without
+    warnings, as in PyTorch (whose sigmoid(-100) is a subnormal 3.8e-44). Against PyTorch's
+    float64 answer: near ±1 a float32 result is within an ulp or two (6e-8) of it, whichever way
+    it rounds (tanh(9) is 1 - 3e-8: PyTorch's float32 says 1 - 1.2e-7, the triton kernel 1)."""
+    values = np.array([0.0, -0.0, 1e-6, -3e-4, 0.04, -0.06, 0.5, -3.0, 9.0, 20.0, -20.0, 100.0, -100.0,
+                       np.inf, -np.inf, np.nan], np.float32)
+    x, xt = Tensor(values), torch.tensor(values, dtype=torch.float64, requires_grad=True)
+    with warnings.catch_warnings():  # Topgrad's own code warns of nothing (Triton's interpreter may)
+        warnings.filterwarnings("error", category=RuntimeWarning, module="topgrad")
+        out = getattr(x, name)()
+        out.backward(np.ones(values.shape, np.float32))
+    want = ref(xt)
+    want.backward(torch.ones(values.shape, dtype=torch.float64))
+    for got, exp in ((out, want.detach()), (x.grad, xt.grad)):
+        np.testing.assert_allclose(to_numpy(got), exp.numpy(), rtol=2e-6, atol=1.5e-7, equal_nan=True)
+    if name == "tanh":  # tanh(1e-6) and tanh(-3e-4) to float32's precision, not just within atol
+        np.testing.assert_allclose(to_numpy(out)[2:4], want.detach().numpy()[2:4], rtol=1e-6)
+    assert np.signbit(to_numpy(out)[1]) == np.signbit(want.detach().numpy()[1])
+
+
+def test_sigmoid_is_one_op_where_the_written_out_one_fails() -> None:
+    """1 / (1 + e^-x) written out from ops has a NaN gradient where e^-x overflows (0 * inf in
+    the chain); the Sigmoid op's gradient y (1 - y) is 0 there, as PyTorch's."""
+    x = Tensor(np.array([-100.0, 0.0, 3.0], np.float32))
+    (1.0 / (1.0 + (-x).exp())).sum().backward()
+    assert np.isnan(to_numpy(x.grad)[0])
+    x.grad = None
+    x.sigmoid().sum().backward()
+    np.testing.assert_allclose(to_numpy(x.grad), [0.0, 0.25, 0.045176655], rtol=1e-6, atol=1e-37)
+
+
 @pytest.mark.parametrize("divisor", [2.0, -3.0, 1e-39, -2.5e-39, 0.0, -0.0, 1e38, np.float32(4.0), 7])
 def test_division_by_a_number_matches_pytorch_even_where_its_reciprocal_overflows(divisor: float) -> None:
     """x / c is x * (1 / c); below |c| = 2.9e-39 the reciprocal overflows float32, so it is taken in two

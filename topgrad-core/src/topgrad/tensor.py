@@ -285,6 +285,13 @@ class Tensor:
     def log(self) -> Tensor:
         return _ops().Log.apply(self)
 
+    def tanh(self) -> Tensor:
+        return _ops().Tanh.apply(self)
+
+    def sigmoid(self) -> Tensor:
+        """1 / (1 + e^-x), one op (written out from Exp and Div, its gradient is NaN below ~-88)."""
+        return _ops().Sigmoid.apply(self)
+
     def logsoftmax(self, axis: int = -1) -> Tensor:
         if not _is_whole(axis):
             raise TypeError(f"LogSoftmax: axis must be one int (it normalizes along one axis), got {axis!r}")

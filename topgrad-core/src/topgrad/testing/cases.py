@@ -110,6 +110,10 @@ CASES: list[Case] = [
     Case("Exp", "(2,3,2) ~3", (Arr((2, 3, 2), offset=3.0),)),
     Case("Log", "(3,4) positive", (Arr((3, 4), positive=True),)),
     Case("Log", "(5,) ~100", (Arr((5,), scale=10.0, offset=100.0),)),
+    Case("Tanh", "(3,4) x3", (Arr((3, 4), scale=3.0),)),
+    Case("Tanh", "(2,5) small", (Arr((2, 5), scale=0.01),)),
+    Case("Sigmoid", "(3,4) x4", (Arr((3, 4), scale=4.0),)),
+    Case("Sigmoid", "(2,3,2) ~-6", (Arr((2, 3, 2), offset=-6.0),)),
     Case("LogSoftmax", "(3,5) axis=-1", (Arr((3, 5)),), {"axis": -1}),
     Case("LogSoftmax", "(4,3) axis=0", (Arr((4, 3)),), {"axis": 0}),
     Case("LogSoftmax", "(2,3,4) axis=1", (Arr((2, 3, 4)),), {"axis": 1}),
@@ -154,10 +158,10 @@ CASES: list[Case] = [
     Case("Attention", "(2,5,4) causal", (Arr((2, 5, 4)), Arr((2, 5, 4)), Arr((2, 5, 4))), {"causal": True}),
 ]
 """Every case the kit runs, grouped by op in the order of CONTRACT section 6; the optional ops
-follow their kin (Div after Mul, Exp and Log after ReLU, Permute after Reshape)."""
+follow their kin (Div after Mul, Exp, Log, Tanh and Sigmoid after ReLU, Permute after Reshape)."""
 
 OP_NAMES: list[str] = list(dict.fromkeys(case.op for case in CASES))
 
-OPTIONAL_OPS: frozenset[str] = frozenset({"Div", "Exp", "Log", "Permute"})
+OPTIONAL_OPS: frozenset[str] = frozenset({"Div", "Exp", "Log", "Tanh", "Sigmoid", "Permute"})
 """Ops beyond CONTRACT section 6: checked where a backend has them, reported as not provided
 where it has not."""

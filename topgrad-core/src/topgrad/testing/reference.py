@@ -67,6 +67,10 @@ def _div_vjp(g: Any, a: Any, b: Any) -> tuple[Any, ...]:
     return ga, gb
 
 
+def _sigmoid(x: Any) -> Any:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
 def _sum(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
     return np.sum(x, axis=axis, keepdims=keepdims)
 
@@ -245,6 +249,8 @@ REFERENCE: dict[str, RefOp] = {
     "ReLU": RefOp(lambda x: np.maximum(x, 0.0), _relu_vjp),
     "Exp": RefOp(np.exp, lambda g, x: (g * np.exp(x),)),
     "Log": RefOp(np.log, lambda g, x: (g / x,)),
+    "Tanh": RefOp(np.tanh, lambda g, x: (g * (1.0 - np.tanh(x) ** 2),)),
+    "Sigmoid": RefOp(_sigmoid, lambda g, x: (g * _sigmoid(x) * (1.0 - _sigmoid(x)),)),
     "LogSoftmax": RefOp(_logsoftmax, _logsoftmax_vjp),
     "Linear": RefOp(_linear, _linear_vjp),
     "Reshape": RefOp(_reshape, _reshape_vjp),

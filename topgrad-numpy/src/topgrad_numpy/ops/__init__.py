@@ -7,7 +7,7 @@ from topgrad_numpy.ops.conv import Conv2d
 from topgrad_numpy.ops.elementwise import Add, Div, Mul
 from topgrad_numpy.ops.layernorm import LayerNorm
 from topgrad_numpy.ops.linear import Linear
-from topgrad_numpy.ops.pointwise import Exp, Log
+from topgrad_numpy.ops.pointwise import Exp, Log, Sigmoid, Tanh
 from topgrad_numpy.ops.reduce import Mean, Sum
 from topgrad_numpy.ops.shape import Permute, Reshape
 
@@ -27,5 +27,7 @@ __all__ = [
     "Permute",
     "ReLU",
     "Reshape",
+    "Sigmoid",
     "Sum",
+    "Tanh",
 ]

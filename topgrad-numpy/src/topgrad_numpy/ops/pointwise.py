@@ -1,5 +1,6 @@
-"""Exp and Log: pointwise functions beyond the contract's table, so that softmax, sigmoid or a
-cross-entropy can be written out from ops (and compared with the built-in LogSoftmax)."""
+"""Exp, Log, Tanh and Sigmoid: pointwise functions beyond the contract's table, so that softmax
+or a cross-entropy can be written out from ops (and compared with the built-in LogSoftmax), and
+the classic squashing nonlinearities are one op each."""
 
 from __future__ import annotations
 
@@ -38,3 +39,40 @@ class Log(Op):
         (x,) = self._intermediate
         with np.errstate(divide="ignore", invalid="ignore"):
             return (arr(np.divide(grad, x)),)
+
+
+class Tanh(Op):
+    """The hyperbolic tangent; saves its output y for the gradient 1 - y²."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        out = arr(np.tanh(x))
+        self.save_for_backward(out)
+        return out
+
+    def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
+        (out,) = self._intermediate
+        d = arr(out * out)  # an array even for a 0-d tensor, for the in-place steps
+        np.subtract(1.0, d, out=d)
+        d *= grad
+        return (d,)
+
+
+class Sigmoid(Op):
+    """1 / (1 + e^-x) (0 below ~-88, where e^-x overflows, without numpy's warning); saves its
+    output y for the gradient y (1 - y)."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        out = arr(np.negative(x))  # then in place: one array for all four passes
+        with np.errstate(over="ignore"):
+            np.exp(out, out=out)
+        out += 1.0
+        np.reciprocal(out, out=out)
+        self.save_for_backward(out)
+        return out
+
+    def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
+        (out,) = self._intermediate
+        d = arr(1.0 - out)
+        d *= out
+        d *= grad
+        return (d,)

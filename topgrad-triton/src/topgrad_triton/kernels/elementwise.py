@@ -18,7 +18,8 @@ import triton.language as tl
 from topgrad_triton import runtime
 from topgrad_triton.shapes import broadcast_shape, broadcast_strides, collapse
 
-ADD, SUB, MUL, DIV, COPY, SQRT, RELU, RELU_GRAD, EXP, LOG, NEG_MUL = range(11)
+(ADD, SUB, MUL, DIV, COPY, SQRT, RELU, RELU_GRAD, EXP, LOG, NEG_MUL,
+ TANH, SIGMOID, TANH_GRAD, SIGMOID_GRAD) = range(15)
 MAX_DIMS = 6
 SCALAR, CONTIGUOUS, STRIDED = 0, 1, 2
 
@@ -84,8 +85,20 @@ def _elementwise_kernel(
         y = tl.exp(a)
     elif OP == 9:
         y = tl.log(a)
-    else:  # NEG_MUL: -(a * b), Div's gradient of its divisor
+    elif OP == 10:  # NEG_MUL: -(a * b), Div's gradient of its divisor
         y = -(a * b)
+    elif OP == 11:  # TANH: from e^-2|x| (no overflow), a Taylor series near 0 (no cancellation)
+        e = tl.exp(-2.0 * tl.abs(a))
+        t = (1.0 - e) / (1.0 + e)
+        t = tl.where(a < 0.0, -t, t)
+        a2 = a * a
+        y = tl.where(tl.abs(a) < 0.05, a * (1.0 - a2 * (1.0 / 3.0 - a2 * (2.0 / 15.0))), t)
+    elif OP == 12:  # SIGMOID: 1 / (1 + e^-x); e^-x = inf below ~-88 gives 0
+        y = 1.0 / (1.0 + tl.exp(-a))
+    elif OP == 13:  # TANH_GRAD: a is the upstream gradient, b the output y: a (1 - y²)
+        y = a * (1.0 - b * b)
+    else:  # SIGMOID_GRAD: a is the upstream gradient, b the output y: a y (1 - y)
+        y = a * b * (1.0 - b)
     tl.store(out_ptr + offs, y, mask=mask)
 
 

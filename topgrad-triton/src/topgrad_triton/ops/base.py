@@ -41,11 +41,9 @@ def _wrap(cls: type, method: str) -> None:
     fn = cls.__dict__.get(method)
     if fn is None or getattr(fn, "_guarded", False):
         return
-    label = f"{cls.__name__}.{method}"
-
     @functools.wraps(fn)
     def inner(self: Any, *args: Any, **kwargs: Any) -> Any:
-        with guarded(label):
+        with guarded(f"{type(self).__name__}.{method}"):  # the op's name, where a base class wrote it
             return fn(self, *args, **kwargs)
 
     inner._guarded = True  # type: ignore[attr-defined]
