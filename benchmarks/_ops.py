@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as nnf
 from topgrad import Tensor
 
-OPS = ("Add", "Mul", "Div", "Sum", "Mean", "ReLU", "Exp", "Log", "Tanh", "Sigmoid", "LogSoftmax", "Linear",
-       "Reshape", "Permute", "Conv2d", "BatchNorm", "LayerNorm", "Attention")
+OPS = ("Add", "Mul", "Div", "Sum", "Mean", "Max", "ReLU", "Exp", "Log", "Tanh", "Sigmoid", "LogSoftmax",
+       "Linear", "Reshape", "Permute", "Conv2d", "BatchNorm", "LayerNorm", "Attention")
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,10 @@ def build(name: str, dims: Dims, seed: int = 0) -> OpCase:
     if name == "Mean":  # mean over tokens
         a = _rand(r, *seq)
         return _case(name, [a], lambda x: x.mean(axis=1), [a], lambda x: x.mean(1), r)
+    if name == "Max":  # a written-out softmax's row maxima
+        a = _rand(r, *seq)
+        return _case(name, [a], lambda x: x.max(axis=-1, keepdims=True), [a],
+                     lambda x: torch.amax(x, dim=-1, keepdim=True), r)
     if name == "ReLU":
         a = _rand(r, *img)
         return _case(name, [a], lambda x: x.relu(), [a], torch.relu, r)

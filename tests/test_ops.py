@@ -228,6 +228,70 @@ def test_softmax_and_sigmoid_written_out_match_pytorch() -> None:
     check_against_torch(top, ref, [rand((4, 6), 6)])
 
 
+# ---- Max (an op beyond the contract's table) ---------------------------------------------------
+def _amax(axis: Any, keepdims: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda x: torch.amax(x, dim=() if axis is None else axis, keepdim=keepdims)
+
+
+@pytest.mark.parametrize(("shape", "axis", "keepdims"), [
+    ((3, 4), None, False), ((3, 4), 1, False), ((2, 3, 5), (0, 2), True), ((2, 3, 5), -2, True),
+    ((), None, False), ((0, 3), 1, False), ((4, 1), 0, False), ((2, 3000), 1, False),
+])
+def test_max_fixed(shape: tuple[int, ...], axis: Any, keepdims: bool) -> None:
+    check_against_torch(lambda x: x.max(axis=axis, keepdims=keepdims), _amax(axis, keepdims),
+                        [rand(shape, 8)])
+
+
+@given(data=st.data(), seed=seeds)
+def test_max_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
+    shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=4, max_side=sizes.batch), label="shape")
+    axis = data.draw(st.none() | st.lists(st.integers(0, len(shape) - 1), min_size=1, unique=True)
+                     .map(tuple), label="axis")
+    keepdims = data.draw(st.booleans(), label="keepdims")
+    check_against_torch(lambda x: x.max(axis=axis, keepdims=keepdims), _amax(axis, keepdims),
+                        [rand(shape, seed)], seed=seed)
+
+
+def test_max_ties_nan_and_infinities_as_pytorch() -> None:
+    """As torch.amax: elements that tie for the maximum share its gradient equally (0 and -0.0
+    tie), a NaN makes the maximum NaN and every gradient of its row NaN, and a row of -inf has
+    maximum -inf with the gradient split over the row; no warnings from Topgrad's code."""
+    x = np.array([[1, 3, 3, 0], [2, np.nan, 5, 1], [-np.inf] * 4, [0.0, -0.0, -1, -2]], np.float32)
+    g = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
+    t, xt = Tensor(x), torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    with warnings.catch_warnings():  # Topgrad's own code warns of nothing (Triton's interpreter may)
+        warnings.filterwarnings("error", category=RuntimeWarning, module="topgrad")
+        out = t.max(axis=1)
+        out.backward(g)
+    want = torch.amax(xt, dim=1)
+    want.backward(torch.tensor(g, dtype=torch.float64))
+    np.testing.assert_array_equal(to_numpy(out), want.detach().numpy())
+    np.testing.assert_array_equal(to_numpy(t.grad), xt.grad.numpy())
+    assert to_numpy(t.grad)[0].tolist() == [0.0, 0.5, 0.5, 0.0]
+
+
+@pytest.mark.parametrize(("shape", "axis"), [((2, 0), 1), ((2, 0), None), ((0,), 0), ((3, 0, 2), (1, 2))])
+def test_max_over_nothing_is_refused_as_pytorch(shape: tuple[int, ...], axis: Any) -> None:
+    with pytest.raises(ValueError, match=r"Max: x of shape .* has no elements along axis \d+, and a "
+                                         "maximum over nothing has no value"):
+        Tensor(np.zeros(shape, np.float32)).max(axis=axis)
+    with pytest.raises((RuntimeError, IndexError)):  # IndexError in torch 2.13
+        _amax(axis, False)(torch.zeros(shape))
+
+
+def test_softmax_written_out_with_max_is_stable() -> None:
+    """A softmax written out with the max subtracted: logits in the hundreds, whose exp overflows
+    float32, give PyTorch's softmax and its gradient (the max's own gradient terms cancel)."""
+    def top(x: Tensor) -> Tensor:
+        e = (x - x.max(axis=-1, keepdims=True)).exp()
+        return e / e.sum(axis=-1, keepdims=True)
+
+    x = rand((4, 6), 9, scale=100.0)
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(np.exp(x)).all()  # written out without the max, it would overflow
+    check_against_torch(top, lambda x: torch.softmax(x, dim=-1), [x])
+
+
 # ---- Tanh and Sigmoid (ops beyond the contract's table) ----------------------------------------
 TANH_AND_SIGMOID = pytest.mark.parametrize(
     ("name", "ref"), [("tanh", torch.tanh), ("sigmoid", torch.sigmoid)]

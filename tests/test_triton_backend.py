@@ -250,14 +250,15 @@ def kind(name):
 def build(fn, **consts):
     sig = {n: "constexpr" if n in consts else kind(n) for n in fn.arg_names}
     triton.compile(ASTSource(fn, sig, consts), target=GPUTarget("cuda", int(sys.argv[1]), 32))
-BINARY = (ew.ADD, ew.SUB, ew.MUL, ew.DIV, ew.RELU_GRAD, ew.NEG_MUL, ew.TANH_GRAD, ew.SIGMOID_GRAD)
-for op in range(ew.SIGMOID_GRAD + 1):
+BINARY = (ew.ADD, ew.SUB, ew.MUL, ew.DIV, ew.RELU_GRAD, ew.NEG_MUL, ew.TANH_GRAD, ew.SIGMOID_GRAD, ew.EQUAL)
+for op in range(ew.EQUAL + 1):
     build(ew._elementwise_kernel, OP=op, A_MODE=2, B_MODE=1 if op in BINARY else 0, BLOCK=1024)
 build(ew._elementwise_kernel, OP=0, A_MODE=0, B_MODE=2, BLOCK=1024)
 build(fill._fill_kernel, BLOCK=1024)
 build(fill._randn_kernel, BLOCK=1024)
-build(reduce._sum_rows_kernel, BLOCK_K=8, BLOCK_R=512)
-build(reduce._sum_rows_kernel, BLOCK_K=1, BLOCK_R=512)
+for maximum in (False, True):
+    build(reduce._reduce_rows_kernel, MAX=maximum, BLOCK_K=8, BLOCK_R=512)
+    build(reduce._reduce_rows_kernel, MAX=maximum, BLOCK_K=1, BLOCK_R=512)
 build(softmax._logsoftmax_fwd_kernel, BLOCK_M=4, BLOCK_N=1024)
 build(softmax._logsoftmax_bwd_kernel, BLOCK_M=256, BLOCK_N=16)
 for prec in ("ieee", "tf32"):

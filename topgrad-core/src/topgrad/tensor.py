@@ -276,6 +276,11 @@ class Tensor:
         keep = _flag("mean", "keepdims", keepdims)
         return _ops().Mean.apply(self, axis=_reduced("mean", axis), keepdims=keep)
 
+    def max(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+        """The largest element over `axis`, as torch.amax: elements that tie share the gradient."""
+        keep = _flag("max", "keepdims", keepdims)
+        return _ops().Max.apply(self, axis=_reduced("max", axis), keepdims=keep)
+
     def relu(self) -> Tensor:
         return _ops().ReLU.apply(self)
 
@@ -289,7 +294,8 @@ class Tensor:
         return _ops().Tanh.apply(self)
 
     def sigmoid(self) -> Tensor:
-        """1 / (1 + e^-x), one op (written out from Exp and Div, its gradient is NaN below ~-88)."""
+        """1 / (1 + e^-x) as one op: its gradient stays finite where e^-x overflows (written out
+        from Exp and Div, the gradient is NaN below x = -88)."""
         return _ops().Sigmoid.apply(self)
 
     def logsoftmax(self, axis: int = -1) -> Tensor:

@@ -97,6 +97,7 @@ def _reduction(op: str) -> list[Case]:
 
 
 _RELU_AT_ZERO = (0.0, 1.0, -1.0, 0.0, 2.0, -0.0, 0.5, 0.0)
+_TIES = (1.0, 3.0, 3.0, 0.5, -2.0, -2.0, -2.0, -2.0)  # the maximum reached twice, then four times
 
 CASES: list[Case] = [
     *_binary("Add"),
@@ -104,6 +105,11 @@ CASES: list[Case] = [
     *_division(),
     *_reduction("Sum"),
     *_reduction("Mean"),
+    Case("Max", "(2,3,4) all", (Arr((2, 3, 4)),), {"axis": None, "keepdims": False}),
+    Case("Max", "(2,3,4) axis=1", (Arr((2, 3, 4)),), {"axis": 1, "keepdims": False}),
+    Case("Max", "(2,3,4) axes=(0,2) keepdims", (Arr((2, 3, 4)),), {"axis": (0, 2), "keepdims": True}),
+    Case("Max", "(2,4) ties", (Arr((2, 4), values=_TIES),), {"axis": -1, "keepdims": False}, fd=False),
+    Case("Max", "(2,0) axis=1 raises", (Arr((2, 0)),), {"axis": 1, "keepdims": False}, raises=ValueError),
     Case("ReLU", "(3,4)", (Arr((3, 4)),)),
     Case("ReLU", "(2,4) zeros", (Arr((2, 4), values=_RELU_AT_ZERO),), fd=False),
     Case("Exp", "(3,4)", (Arr((3, 4)),)),
@@ -158,10 +164,11 @@ CASES: list[Case] = [
     Case("Attention", "(2,5,4) causal", (Arr((2, 5, 4)), Arr((2, 5, 4)), Arr((2, 5, 4))), {"causal": True}),
 ]
 """Every case the kit runs, grouped by op in the order of CONTRACT section 6; the optional ops
-follow their kin (Div after Mul, Exp, Log, Tanh and Sigmoid after ReLU, Permute after Reshape)."""
+follow their kin (Div after Mul, Max after Mean, Exp, Log, Tanh and Sigmoid after ReLU, Permute
+after Reshape)."""
 
 OP_NAMES: list[str] = list(dict.fromkeys(case.op for case in CASES))
 
-OPTIONAL_OPS: frozenset[str] = frozenset({"Div", "Exp", "Log", "Tanh", "Sigmoid", "Permute"})
+OPTIONAL_OPS: frozenset[str] = frozenset({"Div", "Max", "Exp", "Log", "Tanh", "Sigmoid", "Permute"})
 """Ops beyond CONTRACT section 6: checked where a backend has them, reported as not provided
 where it has not."""

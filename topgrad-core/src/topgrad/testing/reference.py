@@ -67,6 +67,18 @@ def _div_vjp(g: Any, a: Any, b: Any) -> tuple[Any, ...]:
     return ga, gb
 
 
+def _max(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+    return np.max(x, axis=axis, keepdims=keepdims)
+
+
+def _max_vjp(g: Any, x: Any, axis: Any = None, keepdims: bool = False) -> tuple[Any]:
+    """torch.amax's rule: the gradient split equally among the elements equal to the maximum."""
+    top = np.max(x, axis=axis, keepdims=True)
+    mask = (x == top).astype(x.dtype)
+    g = g if keepdims else np.expand_dims(g, _axes(axis, x.ndim))
+    return (g * mask / mask.sum(axis=axis, keepdims=True),)
+
+
 def _sigmoid(x: Any) -> Any:
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -246,6 +258,7 @@ REFERENCE: dict[str, RefOp] = {
     "Div": RefOp(lambda a, b: a / b, _div_vjp),
     "Sum": RefOp(_sum, _sum_vjp),
     "Mean": RefOp(_mean, _mean_vjp),
+    "Max": RefOp(_max, _max_vjp),
     "ReLU": RefOp(lambda x: np.maximum(x, 0.0), _relu_vjp),
     "Exp": RefOp(np.exp, lambda g, x: (g * np.exp(x),)),
     "Log": RefOp(np.log, lambda g, x: (g / x,)),

@@ -8,7 +8,7 @@ from topgrad_numpy.ops.elementwise import Add, Div, Mul
 from topgrad_numpy.ops.layernorm import LayerNorm
 from topgrad_numpy.ops.linear import Linear
 from topgrad_numpy.ops.pointwise import Exp, Log, Sigmoid, Tanh
-from topgrad_numpy.ops.reduce import Mean, Sum
+from topgrad_numpy.ops.reduce import Max, Mean, Sum
 from topgrad_numpy.ops.shape import Permute, Reshape
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "Linear",
     "Log",
     "LogSoftmax",
+    "Max",
     "Mean",
     "Mul",
     "Permute",

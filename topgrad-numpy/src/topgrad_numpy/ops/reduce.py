@@ -1,4 +1,4 @@
-"""Reductions over chosen axes: Sum and Mean (a full reduction gives a 0-d array).
+"""Reductions over chosen axes: Sum, Mean and Max (a full reduction gives a 0-d array).
 
 Where the reduced axes are one contiguous run (global pooling over H, W; a token mean), the
 sum is one batched BLAS product with a ones vector and the backward an `np.repeat`; numpy's
@@ -57,3 +57,27 @@ class Mean(Op):
         out = _expand(grad, self.in_shape, self.axes, self.keepdims)
         out *= self.scale
         return (out,)
+
+
+class Max(Op):
+    """The maximum over `axis` (None, int or tuple), as torch.amax: the elements that tie for it
+    share the gradient equally, and a NaN makes it NaN. Saves x (a reference) and the output."""
+
+    def forward(self, x: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:
+        self.axes = axes("Max", axis, x.ndim)
+        empty = [a for a in self.axes if x.shape[a] == 0]
+        if empty:
+            raise ValueError(f"Max: x of shape {x.shape} has no elements along axis {empty[0]}, "
+                             "and a maximum over nothing has no value (torch.amax refuses it too)")
+        self.kept = tuple(1 if i in self.axes else s for i, s in enumerate(x.shape))
+        out = arr(np.max(x, axis=self.axes, keepdims=keepdims)) if self.axes else x.copy()
+        self.save_for_backward(x, out)
+        return out
+
+    def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
+        x, out = self._intermediate
+        mask = x == out.reshape(self.kept)  # NaN equals nothing: its slice's count is 0, grads NaN
+        count = mask.sum(axis=self.axes, keepdims=True, dtype=x.dtype)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.divide(grad.reshape(self.kept), count)
+            return (arr(np.multiply(mask, share, dtype=x.dtype)),)

@@ -19,7 +19,7 @@ from topgrad_triton import runtime
 from topgrad_triton.shapes import broadcast_shape, broadcast_strides, collapse
 
 (ADD, SUB, MUL, DIV, COPY, SQRT, RELU, RELU_GRAD, EXP, LOG, NEG_MUL,
- TANH, SIGMOID, TANH_GRAD, SIGMOID_GRAD) = range(15)
+ TANH, SIGMOID, TANH_GRAD, SIGMOID_GRAD, EQUAL) = range(16)
 MAX_DIMS = 6
 SCALAR, CONTIGUOUS, STRIDED = 0, 1, 2
 
@@ -97,8 +97,10 @@ def _elementwise_kernel(
         y = 1.0 / (1.0 + tl.exp(-a))
     elif OP == 13:  # TANH_GRAD: a is the upstream gradient, b the output y: a (1 - y²)
         y = a * (1.0 - b * b)
-    else:  # SIGMOID_GRAD: a is the upstream gradient, b the output y: a y (1 - y)
+    elif OP == 14:  # SIGMOID_GRAD: a is the upstream gradient, b the output y: a y (1 - y)
         y = a * b * (1.0 - b)
+    else:  # EQUAL: 1 where a == b, else 0 (Max's mask of the elements that reached the maximum)
+        y = tl.where(a == b, 1.0, 0.0)
     tl.store(out_ptr + offs, y, mask=mask)
 
 

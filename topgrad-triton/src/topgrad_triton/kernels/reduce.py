@@ -1,8 +1,10 @@
-"""Sums over any axes: the axes to keep and to reduce become the rows and columns of a 2-D view.
+"""Sums and maxima over any axes: the axes to keep and to reduce become the rows and columns of
+a 2-D view.
 
 The input is permuted (a view) so that kept axes come first; when the kept axes, and the
 reduced axes, each walk memory with one stride, the kernel reads the view in place,
-otherwise the strided copy kernel makes it dense first. One kernel then sums each row.
+otherwise the strided copy kernel makes it dense first. One kernel then sums (or takes the
+maximum of) each row.
 """
 
 from __future__ import annotations
@@ -19,28 +21,46 @@ from topgrad_triton.shapes import single_stride
 
 
 @triton.jit
-def _sum_rows_kernel(x_ptr, out_ptr, K, R, stride_k, stride_r, chunk, splits, scale,
-                     BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr):
-    """One program sums BLOCK_K rows of the (K, R) view over column chunk s = program_id(1):
-    out[k, s] = scale * sum of x[k, r] for r in [s*chunk, (s+1)*chunk); out is (K, splits)."""
+def _reduce_rows_kernel(x_ptr, out_ptr, K, R, stride_k, stride_r, chunk, splits, scale,
+                        MAX: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr):
+    """One program reduces BLOCK_K rows of the (K, R) view over column chunk s = program_id(1):
+    out[k, s] = scale * sum (or, with MAX, the maximum) of x[k, r] for r in [s*chunk, (s+1)*chunk);
+    out is (K, splits). A maximum is NaN where the chunk has a NaN, as torch.amax, on a GPU too
+    (whose max instruction would skip it)."""
     rows = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
     first = tl.program_id(1) * chunk
     cols = tl.arange(0, BLOCK_R)
-    acc = tl.zeros([BLOCK_K, BLOCK_R], tl.float32)
+    if MAX:
+        acc = tl.full([BLOCK_K, BLOCK_R], float("-inf"), tl.float32)
+        nans = tl.zeros([BLOCK_K, BLOCK_R], tl.int32)
+    else:
+        acc = tl.zeros([BLOCK_K, BLOCK_R], tl.float32)
     for start in range(0, chunk, BLOCK_R):
         c = first + start + cols
         mask = (rows[:, None] < K) & (c[None, :] < R) & (c[None, :] < first + chunk)
-        acc += tl.load(x_ptr + rows[:, None] * stride_k + c[None, :] * stride_r, mask=mask, other=0.0)
-    tl.store(out_ptr + rows * splits + tl.program_id(1), tl.sum(acc, axis=1) * scale, mask=rows < K)
+        ptrs = x_ptr + rows[:, None] * stride_k + c[None, :] * stride_r
+        if MAX:
+            v = tl.load(ptrs, mask=mask, other=float("-inf"))
+            acc = tl.maximum(acc, v)
+            nans = tl.where(v != v, 1, nans)
+        else:
+            acc += tl.load(ptrs, mask=mask, other=0.0)
+    if MAX:
+        out = tl.where(tl.max(nans, axis=1) > 0, float("nan"), tl.max(acc, axis=1))
+    else:
+        out = tl.sum(acc, axis=1) * scale
+    tl.store(out_ptr + rows * splits + tl.program_id(1), out, mask=rows < K)
 
 
-def sum_rows(
-    x: torch.Tensor, K: int, R: int, stride_k: int, stride_r: int, scale: float = 1.0
+def reduce_rows(
+    x: torch.Tensor, K: int, R: int, stride_k: int, stride_r: int, scale: float = 1.0,
+    maximum: bool = False,
 ) -> torch.Tensor:
-    """out[k] = scale * sum_r x[k*stride_k + r*stride_r], a new array of K elements.
+    """out[k] = scale * sum_r x[k*stride_k + r*stride_r] (with `maximum`: max_r), a new array of
+    K elements.
 
-    On a GPU, few long rows are split into column chunks summed by separate programs,
-    whose partial sums a second pass adds up; the interpreter prefers one pass.
+    On a GPU, few long rows are split into column chunks reduced by separate programs,
+    whose partial results a second pass reduces; the interpreter prefers one pass.
     """
     out = torch.empty((K,), dtype=torch.float32, device=x.device)
     if K == 0:
@@ -54,17 +74,19 @@ def sum_rows(
         splits = min(triton.cdiv(R, 8 * block_r), max(1, 1024 // row_programs))
     chunk = triton.cdiv(triton.cdiv(R, splits), block_r) * block_r
     partial = out if splits == 1 else torch.empty((K, splits), dtype=torch.float32, device=x.device)
-    _sum_rows_kernel[(row_programs, splits)](
+    _reduce_rows_kernel[(row_programs, splits)](
         x, partial, K, R, stride_k, stride_r, max(chunk, 1), splits, float(scale),
-        BLOCK_K=block_k, BLOCK_R=block_r, num_warps=4,
+        MAX=maximum, BLOCK_K=block_k, BLOCK_R=block_r, num_warps=4,
     )
-    return out if splits == 1 else sum_rows(partial, K, splits, splits, 1)
+    return out if splits == 1 else reduce_rows(partial, K, splits, splits, 1, maximum=maximum)
 
 
-def sum_axes(
-    x: torch.Tensor, axes: tuple[int, ...], keepdims: bool = False, scale: float = 1.0
+def reduce_axes(
+    x: torch.Tensor, axes: tuple[int, ...], keepdims: bool = False, scale: float = 1.0,
+    maximum: bool = False,
 ) -> torch.Tensor:
-    """scale * x summed over `axes` (sorted, non-negative), as a new dense array."""
+    """scale * x summed over `axes` (sorted, non-negative), or with `maximum` its maximum there,
+    as a new dense array."""
     keep = [d for d in range(x.ndim) if d not in axes]
     xp = x.permute((*keep, *axes))
     K = math.prod(x.shape[d] for d in keep)
@@ -74,7 +96,7 @@ def sum_axes(
     if k_dim is None or r_dim is None:
         xp = contiguous(xp)
         k_dim, r_dim = (K, R), (R, 1)
-    out = sum_rows(xp, K, R, k_dim[1], r_dim[1], scale)
+    out = reduce_rows(xp, K, R, k_dim[1], r_dim[1], scale, maximum)
     shape = tuple(1 if d in axes else s for d, s in enumerate(x.shape)) if keepdims else tuple(
         x.shape[d] for d in keep)
     return out.view(shape)
@@ -87,4 +109,4 @@ def reduce_to_shape(grad: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     lead = grad.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(
         lead + i for i, s in enumerate(shape) if s == 1 and grad.shape[lead + i] != 1)
-    return sum_axes(grad, axes).view(shape)
+    return reduce_axes(grad, axes).view(shape)

@@ -10,7 +10,7 @@ import torch
 from topgrad_triton.kernels.conv import col2im, im2col, out_size
 from topgrad_triton.kernels.elementwise import contiguous
 from topgrad_triton.kernels.matmul import matmul
-from topgrad_triton.kernels.reduce import sum_rows
+from topgrad_triton.kernels.reduce import reduce_rows
 from topgrad_triton.ops.base import Grad, TritonOp, check_tensors
 
 
@@ -70,5 +70,5 @@ class Conv2d(TritonOp):
             dcols = matmul(g2, w2.t())
             dx = dcols.view(x_shape) if pointwise else col2im(dcols, x_shape, w_shape[0], w_shape[1], s, p)
         dw = matmul(cols.t(), g2).view(w_shape) if self.needs_grad(1) else None
-        db = sum_rows(g2, cout, M, 1, cout) if has_bias else None
+        db = reduce_rows(g2, cout, M, 1, cout) if has_bias else None
         return dx, dw, db

@@ -8,7 +8,7 @@ import torch
 
 from topgrad_triton.kernels.elementwise import contiguous
 from topgrad_triton.kernels.matmul import matmul
-from topgrad_triton.kernels.reduce import sum_rows
+from topgrad_triton.kernels.reduce import reduce_rows
 from topgrad_triton.ops.base import Grad, TritonOp, check_tensors
 
 
@@ -36,5 +36,5 @@ class Linear(TritonOp):
         g2 = contiguous(grad).view(rows, M)
         dx = matmul(g2, w.t()).view(self.x_shape) if self.needs_grad(0) else None  # none for inputs
         dw = matmul(x2.t(), g2) if self.needs_grad(1) else None
-        db = sum_rows(g2, M, rows, 1, M) if self.has_bias else None
+        db = reduce_rows(g2, M, rows, 1, M) if self.has_bias else None
         return dx, dw, db

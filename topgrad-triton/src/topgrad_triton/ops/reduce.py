@@ -1,4 +1,5 @@
-"""Sum and Mean over any axes; their gradients broadcast the upstream gradient back."""
+"""Sum, Mean and Max over any axes; their gradients broadcast the upstream gradient back (Max's
+to the elements that reached the maximum)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from typing import Any
 
 import torch
 
+from topgrad_triton.kernels import elementwise as ew
 from topgrad_triton.kernels.elementwise import broadcast_to, contiguous
-from topgrad_triton.kernels.reduce import sum_axes
+from topgrad_triton.kernels.reduce import reduce_axes
 from topgrad_triton.ops.base import TritonOp, check_tensors
 from topgrad_triton.shapes import normalize_axes
 
@@ -23,7 +25,7 @@ class _Reduce(TritonOp):
         count = math.prod(x.shape[d] for d in axes)
         self.scale = (1.0 / count if count else float("nan")) if self.mean else 1.0
         self.shape, self.axes = tuple(x.shape), axes
-        return sum_axes(x, axes, keepdims, self.scale)
+        return reduce_axes(x, axes, keepdims, self.scale)
 
     def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:
         kept = tuple(1 if d in self.axes else s for d, s in enumerate(self.shape))
@@ -39,3 +41,28 @@ class Mean(_Reduce):
     """x averaged over `axis` (int, tuple or None for all)."""
 
     mean = True
+
+
+class Max(TritonOp):
+    """The maximum over `axis` (int, tuple or None for all), as torch.amax: the elements that tie
+    for it share the gradient equally, and a NaN makes it NaN. Saves x and the output."""
+
+    def forward(self, x: torch.Tensor, axis: Any = None, keepdims: bool = False) -> torch.Tensor:
+        check_tensors("Max", x=x)
+        axes = normalize_axes("Max", axis, x.ndim)
+        empty = [d for d in axes if x.shape[d] == 0]
+        if empty:
+            raise ValueError(f"Max: x of shape {tuple(x.shape)} has no elements along axis {empty[0]}, "
+                             "and a maximum over nothing has no value (torch.amax refuses it too)")
+        self.shape, self.axes = tuple(x.shape), axes
+        out = reduce_axes(x, axes, keepdims, maximum=True)
+        self.save_for_backward(x, out)
+        return out
+
+    def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:
+        x, out = self.saved
+        kept = tuple(1 if d in self.axes else s for d, s in enumerate(self.shape))
+        mask = ew.elementwise(ew.EQUAL, x, out.view(kept), name="Max")
+        share = ew.elementwise(ew.DIV, contiguous(grad).view(kept), reduce_axes(mask, self.axes, True),
+                               name="Max")
+        return (ew.elementwise(ew.MUL, mask, share, name="Max"),)
