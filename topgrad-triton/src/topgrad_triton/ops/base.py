@@ -8,12 +8,13 @@ op inside them raises `TorchComputeError`.
 from __future__ import annotations
 
 import functools
-from typing import Any, TypeAlias
+from typing import Any, ClassVar, TypeAlias
 
 import topgrad
 import torch
 
 from topgrad_triton.guard import guarded
+from topgrad_triton.kernels import elementwise as ew
 
 Grad: TypeAlias = "torch.Tensor | None"
 """One entry of a backward's result: a torch.Tensor, or None where no gradient is due."""
@@ -41,6 +42,7 @@ def _wrap(cls: type, method: str) -> None:
     fn = cls.__dict__.get(method)
     if fn is None or getattr(fn, "_guarded", False):
         return
+
     @functools.wraps(fn)
     def inner(self: Any, *args: Any, **kwargs: Any) -> Any:
         with guarded(f"{type(self).__name__}.{method}"):  # the op's name, where a base class wrote it
@@ -57,3 +59,24 @@ class TritonOp(topgrad.Op):
         super().__init_subclass__(**kwargs)
         _wrap(cls, "forward")
         _wrap(cls, "backward")
+
+
+class Pointwise(TritonOp):
+    """y = f(x) by one elementwise kernel (`function`), whose gradient is one kernel (`gradient`)
+    of the upstream gradient and either y or x, whichever the derivative is a function of: that
+    one is saved (`from_output`)."""
+
+    function: ClassVar[int]
+    gradient: ClassVar[int]
+    from_output: ClassVar[bool] = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        name = type(self).__name__
+        check_tensors(name, x=x)
+        out = ew.elementwise(self.function, x, name=name)
+        self.save_for_backward(out if self.from_output else x)
+        return out
+
+    def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:
+        (saved,) = self.saved
+        return (ew.elementwise(self.gradient, grad, saved, name=type(self).__name__),)

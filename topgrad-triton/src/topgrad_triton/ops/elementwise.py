@@ -9,7 +9,7 @@ import torch
 
 from topgrad_triton.kernels import elementwise as ew
 from topgrad_triton.kernels.reduce import reduce_to_shape
-from topgrad_triton.ops.base import OTHER_BACKEND_HINT, TritonOp, check_tensors
+from topgrad_triton.ops.base import OTHER_BACKEND_HINT, Pointwise, TritonOp
 from topgrad_triton.shapes import broadcast_shape
 
 
@@ -87,14 +87,7 @@ class Div(TritonOp):
         return (None if sa is None else reduce_to_shape(ga, sa)), gb
 
 
-class ReLU(TritonOp):
-    """max(x, 0); the gradient at 0 is 0."""
+class ReLU(Pointwise):
+    """max(x, 0); saves x, and the gradient is 0 where x <= 0 (at 0 too)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_tensors("ReLU", x=x)
-        self.save_for_backward(x)
-        return ew.elementwise(ew.RELU, x, name="ReLU")
-
-    def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:
-        (x,) = self.saved
-        return (ew.elementwise(ew.RELU_GRAD, grad, x, name="ReLU"),)
+    function, gradient, from_output = ew.RELU, ew.RELU_GRAD, False
