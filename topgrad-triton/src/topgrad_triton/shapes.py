@@ -45,6 +45,11 @@ def normalize_axes(op: str, axis: int | Sequence[int] | None, ndim: int) -> tupl
     return tuple(sorted(result)) if ndim else ()
 
 
+def kept_shape(shape: Sequence[int], axes: tuple[int, ...]) -> tuple[int, ...]:
+    """`shape` with the reduced `axes` kept as size 1: a reduction's keepdims shape."""
+    return tuple(1 if d in axes else s for d, s in enumerate(shape))
+
+
 def collapse(shape: Sequence[int], *strides: Sequence[int]) -> tuple[list[int], list[list[int]]]:
     """Merge adjacent dims that every stride list walks as one, and drop size-1 dims.
 

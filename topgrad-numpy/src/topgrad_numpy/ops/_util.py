@@ -91,14 +91,16 @@ def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return arr(grad.sum(axis=summed).reshape(shape))
 
 
+def kept_shape(shape: tuple[int, ...], axs: tuple[int, ...]) -> tuple[int, ...]:
+    """`shape` with the reduced axes `axs` kept as size 1: a reduction's keepdims shape."""
+    return tuple(1 if i in axs else s for i, s in enumerate(shape))
+
+
 def expand(grad: Any, shape: tuple[int, ...], axs: tuple[int, ...], keepdims: bool) -> np.ndarray:
     """A fresh (writable, contiguous) array of `shape` holding `grad` broadcast over `axs`."""
     grad = arr(grad)
     if not keepdims:
-        kept = list(shape)
-        for a in axs:
-            kept[a] = 1
-        grad = grad.reshape(kept)
+        grad = grad.reshape(kept_shape(shape, axs))
     out = np.empty(shape, dtype=grad.dtype)
     out[...] = grad
     return out

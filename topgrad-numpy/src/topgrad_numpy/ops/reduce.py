@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from topgrad import Op
 
-from topgrad_numpy.ops._util import arr, axes, expand, run_expand, run_sum
+from topgrad_numpy.ops._util import arr, axes, expand, kept_shape, run_expand, run_sum
 
 
 def _reduce(x: np.ndarray, axs: tuple[int, ...], keepdims: bool) -> np.ndarray:
@@ -69,7 +69,7 @@ class Max(Op):
         if empty:
             raise ValueError(f"Max: x of shape {x.shape} has no elements along axis {empty[0]}, "
                              "and a maximum over nothing has no value (torch.amax refuses it too)")
-        self.kept = tuple(1 if i in self.axes else s for i, s in enumerate(x.shape))
+        self.kept = kept_shape(x.shape, self.axes)
         out = arr(np.max(x, axis=self.axes, keepdims=keepdims)) if self.axes else x.copy()
         self.save_for_backward(x, out)
         return out

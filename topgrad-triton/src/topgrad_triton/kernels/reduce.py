@@ -17,7 +17,7 @@ import triton.language as tl
 
 from topgrad_triton import runtime
 from topgrad_triton.kernels.elementwise import contiguous
-from topgrad_triton.shapes import single_stride
+from topgrad_triton.shapes import kept_shape, single_stride
 
 
 @triton.jit
@@ -97,8 +97,7 @@ def reduce_axes(
         xp = contiguous(xp)
         k_dim, r_dim = (K, R), (R, 1)
     out = reduce_rows(xp, K, R, k_dim[1], r_dim[1], scale, maximum)
-    shape = tuple(1 if d in axes else s for d, s in enumerate(x.shape)) if keepdims else tuple(
-        x.shape[d] for d in keep)
+    shape = kept_shape(x.shape, axes) if keepdims else tuple(x.shape[d] for d in keep)
     return out.view(shape)
 
 

@@ -12,7 +12,7 @@ from topgrad_triton.kernels import elementwise as ew
 from topgrad_triton.kernels.elementwise import broadcast_to, contiguous
 from topgrad_triton.kernels.reduce import reduce_axes
 from topgrad_triton.ops.base import TritonOp, check_tensors
-from topgrad_triton.shapes import normalize_axes
+from topgrad_triton.shapes import kept_shape, normalize_axes
 
 
 class _Reduce(TritonOp):
@@ -28,7 +28,7 @@ class _Reduce(TritonOp):
         return reduce_axes(x, axes, keepdims, self.scale)
 
     def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:
-        kept = tuple(1 if d in self.axes else s for d, s in enumerate(self.shape))
+        kept = kept_shape(self.shape, self.axes)
         g = contiguous(grad).view(kept)
         return (broadcast_to(g, self.shape, self.scale if self.mean else None),)
 
@@ -61,7 +61,7 @@ class Max(TritonOp):
 
     def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:
         x, out = self.saved
-        kept = tuple(1 if d in self.axes else s for d, s in enumerate(self.shape))
+        kept = kept_shape(self.shape, self.axes)
         mask = ew.elementwise(ew.EQUAL, x, out.view(kept), name="Max")
         share = ew.elementwise(ew.DIV, contiguous(grad).view(kept), reduce_axes(mask, self.axes, True),
                                name="Max")
