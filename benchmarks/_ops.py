@@ -17,7 +17,7 @@ import torch.nn.functional as nnf
 from topgrad import Tensor
 
 OPS = ("Add", "Mul", "Div", "Sum", "Mean", "Max", "ReLU", "Exp", "Log", "Tanh", "Sigmoid", "LogSoftmax",
-       "Linear", "Reshape", "Permute", "Conv2d", "BatchNorm", "LayerNorm", "Attention")
+       "Linear", "Reshape", "Permute", "Slice", "Concat", "Conv2d", "BatchNorm", "LayerNorm", "Attention")
 
 
 @dataclass(frozen=True)
@@ -148,6 +148,14 @@ def build(name: str, dims: Dims, seed: int = 0) -> OpCase:
         a = _rand(r, s.b, s.t, 4, s.d // 4)
         heads = (0, 2, 1, 3)  # PyTorch's permute is a view: .contiguous() makes the copy Topgrad makes
         return _case(name, [a], lambda x: x.permute(*heads), [a], lambda x: x.permute(heads).contiguous(), r)
+    if name == "Slice":  # a fused projection's third part, as v of (B, T, 3D) q-k-v features
+        a = _rand(r, s.b, s.t, 3 * s.d)
+        cut = np.s_[..., 2 * s.d:]  # PyTorch's slice is a view: .contiguous() makes Topgrad's copy
+        return _case(name, [a], lambda x: x[cut], [a], lambda x: x[cut].contiguous(), r)
+    if name == "Concat":  # a DenseNet-style join of two NHWC feature maps along channels
+        a, b = _rand(r, *img), _rand(r, *img)
+        return _case(name, [a, b], lambda x, y: topgrad.cat([x, y], axis=-1), [a, b],
+                     lambda x, y: torch.cat([x, y], dim=-1), r)
     if name == "Conv2d":  # a 3x3 residual-block convolution
         x, w, bias = _rand(r, *img), _rand(r, 3, 3, s.c, s.c) * 0.1, _rand(r, s.c)
         return _case(name, [x, w, bias], lambda x, w, b: x.conv2d(w, b, stride=1, padding=1),

@@ -254,6 +254,7 @@ BINARY = (ew.ADD, ew.SUB, ew.MUL, ew.DIV, ew.RELU_GRAD, ew.NEG_MUL, ew.TANH_GRAD
 for op in range(ew.EQUAL + 1):
     build(ew._elementwise_kernel, OP=op, A_MODE=2, B_MODE=1 if op in BINARY else 0, BLOCK=1024)
 build(ew._elementwise_kernel, OP=0, A_MODE=0, B_MODE=2, BLOCK=1024)
+build(ew._store_strided_kernel, BLOCK=1024)
 build(fill._fill_kernel, BLOCK=1024)
 build(fill._randn_kernel, BLOCK=1024)
 for maximum in (False, True):
@@ -318,7 +319,7 @@ def test_a_numpy_array_operand_hints_at_a_tensor_of_another_backend(backend):
 @pytest.mark.parametrize(("op", "call"), [
     ("ReLU", lambda t: t.relu()), ("Sum", lambda t: t.sum()), ("Mean", lambda t: t.mean(axis=0)),
     ("LogSoftmax", lambda t: t.logsoftmax()), ("Reshape", lambda t: t.reshape(9)),
-    ("Permute", lambda t: t.permute(1, 0)),
+    ("Permute", lambda t: t.permute(1, 0)), ("Slice", lambda t: t[1:]),
 ])
 def test_a_tensor_of_another_backend_is_named_by_every_one_operand_op(backend, op: str, call) -> None:
     """A Tensor made under numpy (its data a numpy array) reaching a one-operand op: the op and
@@ -434,6 +435,23 @@ def test_more_strided_dimensions_than_the_kernels_take_is_a_clear_error(backend)
     b = Tensor(np.ones((1, 2, 1, 2, 1, 2, 1), np.float32))
     with pytest.raises(ValueError, match=r"at most 6 dimensions, and this one .* needs 7; reshape"):
         a * b
+
+
+def test_a_slice_with_more_strided_dimensions_than_the_kernels_take_names_slice(backend) -> None:
+    """Every axis of a 7-d tensor cut (none merges with its neighbour): Slice's copy and its
+    gradient's strided write say so; with one axis whole (six dims), both run."""
+    from topgrad_triton.kernels.elementwise import copy_into
+
+    x = Tensor(np.ones((3,) * 7, np.float32))
+    with pytest.raises(ValueError, match=r"Slice: the triton backend reads .* at most 6 dimensions"):
+        x[(slice(0, 2),) * 7]
+    y = x[(slice(0, 2),) * 6]
+    y.sum().backward()
+    assert y.shape == (2,) * 6 + (3,) and float(x.grad.sum()) == 2**6 * 3
+    with pytest.raises(ValueError, match=r"Slice.backward: the triton backend writes a strided view"):
+        copy_into(x.grad[(slice(0, 2),) * 7], Tensor(np.ones((2,) * 7, np.float32)).data, "Slice.backward")
+    with pytest.raises(ValueError, match=r"Concat: cannot write an array of shape \(2,\) into a view of"):
+        copy_into(x.grad[0, 0, 0, 0, 0, 0], Tensor(np.ones(2, np.float32)).data, "Concat")
 
 
 def test_none_as_a_required_operand_is_refused_by_name(backend) -> None:

@@ -28,7 +28,7 @@ from topgrad.registry import (
     register_plugin,
     set_backend,
 )
-from topgrad.tensor import Tensor, attention, no_grad
+from topgrad.tensor import Tensor, attention, cat, no_grad, stack
 
 __version__ = "0.1.0"
 
@@ -50,6 +50,7 @@ __all__ = [
     "Tensor",
     "attention",
     "available_backends",
+    "cat",
     "detect_anomaly",
     "get_backend",
     "gradcheck",
@@ -63,5 +64,6 @@ __all__ = [
     "register_backend",
     "register_plugin",
     "set_backend",
+    "stack",
     "viz",
 ]

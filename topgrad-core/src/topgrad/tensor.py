@@ -13,10 +13,12 @@ import math
 import numbers
 import operator
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from topgrad import registry
+from topgrad.indexing import basic_index
+from topgrad.joining import joined_shape, normal_axis
 
 if TYPE_CHECKING:
     from topgrad.op import Op
@@ -164,6 +166,18 @@ class Tensor:
         if not self.shape:
             raise TypeError("len() of a 0-d Tensor")
         return self.data.shape[0]
+
+    def __getitem__(self, index: Any) -> Tensor:
+        """`x[1]`, `x[:, 2:5]`, `x[..., None]`: basic indexing as in PyTorch (ints, slices with a
+        positive step, None, ...), as the Slice op; the result is dense, and its gradient
+        flows back into the selected elements."""
+        return _ops().Slice.apply(self, index=basic_index(index, self.shape))
+
+    def __iter__(self) -> Iterator[Tensor]:
+        """The rows along the first axis, each a Slice of this tensor (as iterating a torch.Tensor)."""
+        if not self.shape:
+            raise TypeError("iteration over a 0-d Tensor")
+        return (self[i] for i in range(self.data.shape[0]))
 
     # ---- arithmetic: each is one op of the table, or a composition of them --------
     def __add__(self, other: Any) -> Tensor:
@@ -545,3 +559,37 @@ def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False) -> Tensor:
     for name, t in (("q", q), ("k", k), ("v", v)):
         _given("Attention", name, t)
     return _ops().Attention.apply(q, k, v, causal=_flag("attention", "causal", causal))
+
+
+def cat(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
+    """The tensors joined along `axis` (negative counts from the end), as torch.cat: the Concat
+    op. Every other axis must match; each input's gradient is its part of the output's."""
+    ts = _tensor_list("cat", tensors)
+    _, ax = joined_shape("cat", [t.shape for t in ts], axis)
+    return _ops().Concat.apply(*ts, axis=ax)
+
+
+def stack(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
+    """The tensors, all of one shape, stacked along a new axis `axis`, as torch.stack: each
+    gets a size-1 axis there (a Reshape, no copy), then Concat joins them."""
+    ts = _tensor_list("stack", tensors)
+    for i, t in enumerate(ts):
+        if t.shape != ts[0].shape:
+            raise ValueError(f"stack: tensor {i} has shape {t.shape} and tensor 0 {ts[0].shape}; "
+                             "stack needs one shape (topgrad.cat joins along an existing axis)")
+    ax = normal_axis("stack", axis, ts[0].ndim + 1)
+    return cat([t.reshape(*t.shape[:ax], 1, *t.shape[ax:]) for t in ts], axis=ax)
+
+
+def _tensor_list(op: str, tensors: Any) -> list[Tensor]:
+    """`tensors` as a list of Tensors; TypeError for a lone Tensor or anything not a Tensor."""
+    if isinstance(tensors, Tensor) or not isinstance(tensors, (list, tuple)):
+        raise TypeError(f"{op}: takes a list or tuple of Tensors, got {type(tensors).__name__}"
+                        + (" (wrap a single Tensor in a list)" if isinstance(tensors, Tensor) else ""))
+    if not tensors:
+        raise ValueError(f"{op}: needs at least one tensor, got none")
+    for i, t in enumerate(tensors):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{op}: tensor {i} must be a Tensor, got {type(t).__name__} "
+                            "(wrap an array as Tensor(a))")
+    return list(tensors)

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from topgrad.indexing import basic_index
+
 
 @dataclass(frozen=True)
 class Arr:
@@ -135,6 +137,17 @@ CASES: list[Case] = [
     Case("Permute", "(3,5)->(1,0)", (Arr((3, 5)),), {"axes": (1, 0)}),
     Case("Permute", "(2,3,4,5)->(0,2,1,3)", (Arr((2, 3, 4, 5)),), {"axes": (0, 2, 1, 3)}),
     Case("Permute", "(2,3) axes (0,0) raises", (Arr((2, 3)),), {"axes": (0, 0)}, raises=ValueError),
+    Case("Slice", "(4,5)[1:3]", (Arr((4, 5)),), {"index": basic_index(np.s_[1:3], (4, 5))}),
+    Case("Slice", "(2,3,4)[1,:,::2]", (Arr((2, 3, 4)),), {"index": basic_index(np.s_[1, :, ::2], (2, 3, 4))}),
+    Case("Slice", "(3,4)[None,...,-1]", (Arr((3, 4)),), {"index": basic_index(np.s_[None, ..., -1], (3, 4))}),
+    Case("Slice", "(2,3)[1,2] 0-d", (Arr((2, 3)),), {"index": basic_index(np.s_[1, 2], (2, 3))}),
+    Case("Slice", "(4,5)[3:1] empty", (Arr((4, 5)),), {"index": basic_index(np.s_[3:1], (4, 5))}),
+    Case("Concat", "(2,3)+(4,3) axis=0", (Arr((2, 3)), Arr((4, 3))), {"axis": 0}),
+    Case("Concat", "(2,1,4)+(2,3,4)+(2,2,4) axis=1", (Arr((2, 1, 4)), Arr((2, 3, 4)), Arr((2, 2, 4))),
+         {"axis": 1}),
+    Case("Concat", "(2,3)+(2,0) axis=1", (Arr((2, 3)), Arr((2, 0))), {"axis": 1}),
+    Case("Concat", "(2,3) alone", (Arr((2, 3)),), {"axis": 1}),
+    Case("Concat", "(2,3)+(3,3) axis=1 raises", (Arr((2, 3)), Arr((3, 3))), {"axis": 1}, raises=ValueError),
     Case("Conv2d", "3x3 s1 p0 bias", (Arr((2, 5, 5, 3)), Arr((3, 3, 3, 4)), Arr((4,))),
          {"stride": 1, "padding": 0}),
     Case("Conv2d", "3x3 s2 p1", (Arr((2, 5, 5, 2)), Arr((3, 3, 2, 3)), None), {"stride": 2, "padding": 1}),
@@ -164,11 +177,13 @@ CASES: list[Case] = [
     Case("Attention", "(2,5,4) causal", (Arr((2, 5, 4)), Arr((2, 5, 4)), Arr((2, 5, 4))), {"causal": True}),
 ]
 """Every case the kit runs, grouped by op in the order of CONTRACT section 6; the optional ops
-follow their kin (Div after Mul, Max after Mean, Exp, Log, Tanh and Sigmoid after ReLU, Permute
-after Reshape)."""
+follow their kin (Div after Mul, Max after Mean, Exp, Log, Tanh and Sigmoid after ReLU, Permute,
+Slice and Concat after Reshape). Slice's index is given as `Tensor.__getitem__` hands it to the op, in
+the canonical form of `topgrad.indexing.basic_index`."""
 
 OP_NAMES: list[str] = list(dict.fromkeys(case.op for case in CASES))
 
-OPTIONAL_OPS: frozenset[str] = frozenset({"Div", "Max", "Exp", "Log", "Tanh", "Sigmoid", "Permute"})
+OPTIONAL_OPS: frozenset[str] = frozenset({"Div", "Max", "Exp", "Log", "Tanh", "Sigmoid", "Permute", "Slice",
+                                           "Concat"})
 """Ops beyond CONTRACT section 6: checked where a backend has them, reported as not provided
 where it has not."""

@@ -146,6 +146,25 @@ def _permute_vjp(g: Any, x: Any, axes: tuple[int, ...] = ()) -> tuple[Any, ...]:
     return (np.transpose(g, np.argsort(axes)),)
 
 
+def _slice(x: Any, index: tuple[Any, ...] = ()) -> Any:
+    whole = (*index, ...)  # the trailing ... keeps a 0-d result an array
+    return x[whole].copy()
+
+
+def _slice_vjp(g: Any, x: Any, index: tuple[Any, ...] = ()) -> tuple[Any, ...]:
+    gx = np.zeros_like(x)
+    gx[index] = g
+    return (gx,)
+
+
+def _concat(*xs: Any, axis: int = 0) -> Any:
+    return np.concatenate(xs, axis=axis)
+
+
+def _concat_vjp(g: Any, *xs: Any, axis: int = 0) -> tuple[Any, ...]:
+    return tuple(np.split(g, np.cumsum([x.shape[axis] for x in xs[:-1]]), axis=axis))
+
+
 def _conv_geometry(x: Any, w: Any, stride: int, padding: int) -> tuple[Any, int, int]:
     xp = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
     kh, kw = w.shape[:2]
@@ -268,6 +287,8 @@ REFERENCE: dict[str, RefOp] = {
     "Linear": RefOp(_linear, _linear_vjp),
     "Reshape": RefOp(_reshape, _reshape_vjp),
     "Permute": RefOp(_permute, _permute_vjp),
+    "Slice": RefOp(_slice, _slice_vjp),
+    "Concat": RefOp(_concat, _concat_vjp),
     "Conv2d": RefOp(_conv2d, _conv2d_vjp),
     "BatchNorm": RefOp(_batchnorm, _batchnorm_vjp),
     "LayerNorm": RefOp(_layernorm, _layernorm_vjp),

@@ -9,12 +9,13 @@ from topgrad_numpy.ops.layernorm import LayerNorm
 from topgrad_numpy.ops.linear import Linear
 from topgrad_numpy.ops.pointwise import Exp, Log, Sigmoid, Tanh
 from topgrad_numpy.ops.reduce import Max, Mean, Sum
-from topgrad_numpy.ops.shape import Permute, Reshape
+from topgrad_numpy.ops.shape import Concat, Permute, Reshape, Slice
 
 __all__ = [
     "Add",
     "Attention",
     "BatchNorm",
+    "Concat",
     "Conv2d",
     "Div",
     "Exp",
@@ -29,6 +30,7 @@ __all__ = [
     "ReLU",
     "Reshape",
     "Sigmoid",
+    "Slice",
     "Sum",
     "Tanh",
 ]

@@ -1,4 +1,4 @@
-"""Shape changes without arithmetic: Reshape and Permute."""
+"""Shape changes without arithmetic: Reshape, Permute, Slice and Concat."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 from topgrad import Op
+from topgrad.indexing import basic_index
+from topgrad.joining import joined_shape
 
 
 class Reshape(Op):
@@ -40,6 +42,35 @@ class Permute(Op):
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
         return (_dense(np.transpose(grad, self.inverse)),)
+
+
+class Slice(Op):
+    """x[index] for a basic index (ints, slices, None; see `topgrad.indexing`), dense; backward
+    writes the gradient into zeros of x's shape at the selected places. Saves shapes only."""
+
+    def forward(self, x: np.ndarray, index: Any = ()) -> np.ndarray:
+        self.index, self.x_shape, self.x_dtype = basic_index(index, x.shape), x.shape, x.dtype
+        whole = (*self.index, ...)  # the trailing ... keeps a 0-d result an array
+        return _dense(x[whole])
+
+    def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
+        gx = np.zeros(self.x_shape, self.x_dtype)
+        gx[self.index] = grad
+        return (gx,)
+
+
+class Concat(Op):
+    """The arrays joined along `axis`; backward hands each input its part of the gradient (a
+    view where that part is dense). Saves where the parts start."""
+
+    def forward(self, *xs: np.ndarray, axis: int = 0) -> np.ndarray:
+        _, self.axis = joined_shape("Concat", [x.shape for x in xs], axis)
+        self.starts = np.cumsum([x.shape[self.axis] for x in xs[:-1]]).tolist()
+        return np.concatenate(xs, axis=self.axis)
+
+    def backward(self, grad: np.ndarray) -> tuple[np.ndarray | None, ...]:
+        parts = np.split(grad, self.starts, axis=self.axis)
+        return tuple(_dense(p) if self.needs_grad(i) else None for i, p in enumerate(parts))
 
 
 def _dense(a: np.ndarray) -> np.ndarray:

@@ -25,6 +25,24 @@ SCALAR, CONTIGUOUS, STRIDED = 0, 1, 2
 
 
 @triton.jit
+def _strided_offset(offs, s1, s2, s3, s4, s5, st0, st1, st2, st3, st4, st5):
+    """The memory offsets, by strides st0..st5, of the flat offsets `offs` of a dense array whose
+    dims are (any, s1, ..., s5)."""
+    r = offs
+    i5 = r % s5
+    r = r // s5
+    i4 = r % s4
+    r = r // s4
+    i3 = r % s3
+    r = r // s3
+    i2 = r % s2
+    r = r // s2
+    i1 = r % s1
+    i0 = r // s1
+    return i0 * st0 + i1 * st1 + i2 * st2 + i3 * st3 + i4 * st4 + i5 * st5
+
+
+@triton.jit
 def _operand(ptr, val, offs, mask, s1, s2, s3, s4, s5, st0, st1, st2, st3, st4, st5,
              MODE: tl.constexpr, BLOCK: tl.constexpr):
     """The operand's values at the output's flat offsets `offs` (scalar, contiguous or strided)."""
@@ -33,18 +51,7 @@ def _operand(ptr, val, offs, mask, s1, s2, s3, s4, s5, st0, st1, st2, st3, st4, 
     elif MODE == 1:
         x = tl.load(ptr + offs, mask=mask, other=0.0).to(tl.float32)
     else:
-        r = offs
-        i5 = r % s5
-        r = r // s5
-        i4 = r % s4
-        r = r // s4
-        i3 = r % s3
-        r = r // s3
-        i2 = r % s2
-        r = r // s2
-        i1 = r % s1
-        i0 = r // s1
-        off = i0 * st0 + i1 * st1 + i2 * st2 + i3 * st3 + i4 * st4 + i5 * st5
+        off = _strided_offset(offs, s1, s2, s3, s4, s5, st0, st1, st2, st3, st4, st5)
         x = tl.load(ptr + off, mask=mask, other=0.0).to(tl.float32)
     return x
 
@@ -113,6 +120,18 @@ def _layout(x: Any, out_shape: tuple[int, ...]) -> tuple[int, list[int]]:
     return STRIDED, broadcast_strides(x.shape, x.stride(), out_shape)
 
 
+def _padding(name: str, doing: str, shape: tuple[int, ...], dims: list[int]) -> int:
+    """How many leading size-1 dims make the collapsed `dims` six, the kernels' index depth;
+    ValueError naming `name` when they are more."""
+    if len(dims) > MAX_DIMS:
+        raise ValueError(
+            f"{name}: the triton backend {doing} through at most {MAX_DIMS} dimensions, and this one "
+            f"(shape {tuple(shape)}) needs {len(dims)}; reshape the tensors to fewer dimensions (the "
+            "numpy backend has no such limit)"
+        )
+    return MAX_DIMS - len(dims)
+
+
 def elementwise(op: int, a: Any, b: Any = None, name: str = "elementwise",
                 out_shape: tuple[int, ...] | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """out = OP(a, b) as a new contiguous float32 array; a, b are arrays or Python numbers.
@@ -133,13 +152,7 @@ def elementwise(op: int, a: Any, b: Any = None, name: str = "elementwise",
     (a_mode, sa), (b_mode, sb) = _layout(a, out_shape), _layout(b, out_shape)
     strided = [s for m, s in ((a_mode, sa), (b_mode, sb)) if m == STRIDED]
     dims, collapsed = collapse(out_shape, *strided) if strided else ([n], [])
-    if len(dims) > MAX_DIMS:
-        raise ValueError(
-            f"{name}: the triton backend reads a strided or broadcast operand through at most {MAX_DIMS} "
-            f"dimensions, and this one (output shape {tuple(out_shape)}) needs {len(dims)}; reshape the "
-            "tensors to fewer dimensions (the numpy backend has no such limit)"
-        )
-    pad = MAX_DIMS - len(dims)
+    pad = _padding(name, "reads a strided or broadcast operand", out_shape, dims)
     sizes = [1] * pad + dims
     it = iter(collapsed)
     sa = [0] * pad + next(it) if a_mode == STRIDED else [0] * MAX_DIMS
@@ -157,11 +170,40 @@ def elementwise(op: int, a: Any, b: Any = None, name: str = "elementwise",
     return out
 
 
-def contiguous(x: torch.Tensor) -> torch.Tensor:
-    """x itself if dense and float32, else a dense float32 copy made by the strided copy kernel."""
+@triton.jit
+def _store_strided_kernel(dst_ptr, src_ptr, n, s1, s2, s3, s4, s5, st0, st1, st2, st3, st4, st5,
+                          BLOCK: tl.constexpr):
+    """One program copies BLOCK consecutive elements of the dense src into the strided view dst."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    x = tl.load(src_ptr + offs, mask=mask, other=0.0)
+    tl.store(dst_ptr + _strided_offset(offs, s1, s2, s3, s4, s5, st0, st1, st2, st3, st4, st5), x, mask=mask)
+
+
+def copy_into(dst: torch.Tensor, src: torch.Tensor, name: str = "copy_into") -> None:
+    """Write `src` into `dst`, a strided view of the same shape (a Slice's place in its input's
+    gradient, a Concat input's part of the output); no two elements of dst may share memory."""
+    if tuple(src.shape) != tuple(dst.shape):
+        raise ValueError(f"{name}: cannot write an array of shape {tuple(src.shape)} into a view of "
+                         f"shape {tuple(dst.shape)}")
+    n = math.prod(dst.shape)
+    if n == 0:
+        return
+    dims, (strides,) = collapse(tuple(dst.shape), dst.stride())
+    pad = _padding(name, "writes a strided view", tuple(dst.shape), dims)
+    sizes, strides = [1] * pad + dims, [0] * pad + strides
+    block = runtime.block(1024, 1 << 16)
+    with runtime.quiet():
+        _store_strided_kernel[(triton.cdiv(n, block),)](
+            dst, contiguous(src), n, *sizes[1:], *strides, BLOCK=block, num_warps=4)
+
+
+def contiguous(x: torch.Tensor, name: str = "copy") -> torch.Tensor:
+    """x itself if dense and float32, else a dense float32 copy made by the strided copy kernel
+    (`name`, the op, is named in its errors)."""
     if x.is_contiguous() and x.dtype == torch.float32:
         return x
-    return elementwise(COPY, x, name="copy")
+    return elementwise(COPY, x, name=name)
 
 
 def broadcast_to(x: Any, shape: tuple[int, ...], scale: float | None = None) -> torch.Tensor:

@@ -17,7 +17,7 @@ _MODULES = {
     "topgrad_triton.ops.reduce": ("Sum", "Mean", "Max"),
     "topgrad_triton.ops.softmax": ("LogSoftmax",),
     "topgrad_triton.ops.linear": ("Linear",),
-    "topgrad_triton.ops.reshape": ("Reshape", "Permute"),
+    "topgrad_triton.ops.reshape": ("Reshape", "Permute", "Slice", "Concat"),
     "topgrad_triton.ops.conv": ("Conv2d",),
     "topgrad_triton.ops.norm": ("BatchNorm", "LayerNorm"),
     "topgrad_triton.ops.attention": ("Attention",),

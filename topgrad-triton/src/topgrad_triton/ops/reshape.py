@@ -1,13 +1,19 @@
 """Reshape: a view when the input is dense, else a dense copy by the copy kernel, then a view.
-Permute: a permuted view, made dense by the copy kernel."""
+Permute: a permuted view, made dense by the copy kernel. Slice: a view by torch's basic
+indexing (ints, slices, None), made dense by the copy kernel; its backward writes the gradient
+into zeros through the same view. Concat: each input written into its part of the output, and
+each part of the gradient copied out."""
 
 from __future__ import annotations
 
 import math
 
 import torch
+from topgrad.indexing import basic_index
+from topgrad.joining import joined_shape
 
-from topgrad_triton.kernels.elementwise import contiguous
+from topgrad_triton.kernels.elementwise import contiguous, copy_into
+from topgrad_triton.kernels.fill import full
 from topgrad_triton.ops.base import TritonOp, check_tensors
 
 
@@ -53,3 +59,39 @@ class Permute(TritonOp):
 
     def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:
         return (contiguous(grad.permute(self.inverse)),)
+
+
+class Slice(TritonOp):
+    """x[index] for a basic index (see `topgrad.indexing`), dense; saves the index and x's shape."""
+
+    def forward(self, x: torch.Tensor, index: tuple = ()) -> torch.Tensor:
+        check_tensors("Slice", x=x)
+        self.index, self.x_shape = basic_index(index, tuple(x.shape)), tuple(x.shape)
+        return contiguous(x[self.index], name="Slice")
+
+    def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:
+        gx = full(self.x_shape, 0.0)
+        place = gx[tuple(i for i in self.index if i is not None)]  # the new axes are grad's size-1 dims
+        copy_into(place, contiguous(grad).view(place.shape), name="Slice.backward")
+        return (gx,)
+
+
+class Concat(TritonOp):
+    """The arrays joined along `axis`: each is written into its part of the output (a narrowed
+    view) by the strided-write kernel. Saves where the parts start and their sizes."""
+
+    def forward(self, *xs: torch.Tensor, axis: int = 0) -> torch.Tensor:
+        check_tensors("Concat", (), **{f"tensor {i}": x for i, x in enumerate(xs)})
+        shape, self.axis = joined_shape("Concat", [tuple(x.shape) for x in xs], axis)
+        out = torch.empty(shape, dtype=torch.float32, device=xs[0].device)
+        self.parts, start = [], 0
+        for x in xs:
+            size = x.shape[self.axis]
+            copy_into(out.narrow(self.axis, start, size), contiguous(x, name="Concat"), name="Concat")
+            self.parts.append((start, size))
+            start += size
+        return out
+
+    def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        return tuple(contiguous(grad.narrow(self.axis, start, size), name="Concat.backward")
+                     if self.needs_grad(i) else None for i, (start, size) in enumerate(self.parts))
