@@ -358,6 +358,32 @@ def test_tensors_of_both_backends_read_out_side_by_side(backend) -> None:
     np.testing.assert_array_equal(new.numpy(), values.astype(np.float32))
 
 
+def test_an_optimizer_state_saved_under_numpy_resumes_under_triton(backend) -> None:
+    """state_dict() holds numpy arrays: Adam's state after two steps on numpy, loaded by an Adam
+    over triton Tensors of the same values, gives the third step numpy gives."""
+    from topgrad.optim import Adam
+
+    grads = [np.random.default_rng(s).standard_normal((3, 2)).astype(np.float32) for s in range(3)]
+    topgrad.set_backend("numpy")
+    w = Tensor(np.ones((3, 2), np.float32))
+    opt = Adam([w], lr=0.1)
+    for g in grads[:2]:
+        w.grad = g.copy()
+        opt.step()
+    saved = opt.state_dict()
+    topgrad.set_backend("triton")
+    w2 = Tensor(w.numpy())
+    opt2 = Adam([w2])
+    opt2.load_state_dict(saved)
+    w2.grad = Tensor(grads[2]).data
+    opt2.step()
+    topgrad.set_backend("numpy")
+    w.grad = grads[2].copy()
+    opt.step()
+    np.testing.assert_allclose(w2.numpy(), w.numpy(), rtol=1e-6, atol=1e-7)
+    assert opt2.state_dict()["state"][0]["step"] == 3
+
+
 # ---- operands the numpy backend and PyTorch take --------------------------------------------
 def _grad_of(t):
     return t.grad.detach().cpu().numpy() if isinstance(t.grad, torch.Tensor) else np.asarray(t.grad)

@@ -2,21 +2,29 @@
 
 Each step calls the backend's `sgd_update` / `adam_update`, which a backend may implement
 as one fused kernel; the defaults in `topgrad.backend.Backend` compose the array helpers.
+`state_dict()` and `load_state_dict()` save and restore the settings and per-parameter state,
+as torch.optim's do, with numpy arrays, so a state saved under one backend loads under another.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from numbers import Real
-from typing import Any
+from numbers import Integral, Real
+from typing import Any, ClassVar
 
-from topgrad.registry import get_backend
+from topgrad.observe import dtype_name
+from topgrad.registry import get_backend, owner_of
 from topgrad.tensor import Tensor
 
 
 class Optimizer:
     """Holds the parameters; `zero_grad` clears their gradients, `step` updates them."""
+
+    settings: ClassVar[tuple[str, ...]] = ("lr",)
+    """The constructor's keyword arguments, which `state_dict` saves."""
+    state_keys: ClassVar[frozenset[str]] = frozenset()
+    """What the optimizer keeps per parameter once that parameter has been updated."""
 
     def __init__(self, params: Iterable[Tensor], lr: float) -> None:
         name = type(self).__name__
@@ -53,6 +61,67 @@ class Optimizer:
     def _update(self, backend: Any, p: Tensor, state: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    def state_dict(self) -> dict[str, Any]:
+        """`{"optimizer": class name, "settings": {lr, ...}, "state": {i: {key: value}}}`: the
+        state of parameter i (in the order given) as numpy copies and ints, for the parameters
+        that have state, as torch.optim's state_dict numbers them."""
+        def value(v: Any) -> Any:
+            return v if isinstance(v, int) else (owner_of(v) or get_backend()).to_numpy(v).copy()
+
+        return {
+            "optimizer": type(self).__name__,
+            "settings": {name: getattr(self, name) for name in self.settings},
+            "state": {i: {k: value(v) for k, v in s.items()} for i, s in enumerate(self.state) if s},
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Take the settings and state of `state_dict()` (of an optimizer of this class over
+        parameters of the same shapes). Everything is checked first: on an error, nothing changed."""
+        name = type(self).__name__
+        if not isinstance(state_dict, dict) or set(state_dict) != {"optimizer", "settings", "state"}:
+            raise ValueError(f"{name}.load_state_dict takes what state_dict() returns: a dict with "
+                             "'optimizer', 'settings' and 'state'")
+        if state_dict["optimizer"] != name:
+            raise ValueError(f"{name}.load_state_dict: the state is of a {state_dict['optimizer']}")
+        probe = type(self)(self.params, **state_dict["settings"])  # the constructor checks the settings
+        states = [self._loaded(i, s) for i, s in self._numbered(state_dict["state"])]
+        for setting in self.settings:
+            setattr(self, setting, getattr(probe, setting))
+        self.state = states
+
+    def _numbered(self, given: Any) -> list[tuple[int, Any]]:
+        """One (index, state) pair per parameter, {} where `given` has none; ValueError for an
+        index that is no parameter's."""
+        extra = sorted(set(given) - set(range(len(self.params)))) if isinstance(given, dict) else None
+        if extra is None or extra:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: the state has entries {extra} for "
+                             f"parameters this optimizer does not have (it has {len(self.params)})")
+        return [(i, given.get(i, {})) for i in range(len(self.params))]
+
+    def _loaded(self, i: int, saved: Any) -> dict[str, Any]:
+        """Parameter i's saved state as backend arrays, checked against what this class keeps:
+        a count for `step`, arrays of the parameter's shape for the rest."""
+        where = f"{type(self).__name__}.load_state_dict: the state of parameter {i}"
+        if not isinstance(saved, dict) or (saved and set(saved) != self.state_keys):
+            keys = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
+            raise ValueError(f"{where} has {keys}; {type(self).__name__} keeps {sorted(self.state_keys)}")
+        out: dict[str, Any] = {}
+        for key, v in saved.items():
+            if key == "step":
+                if not isinstance(v, Integral) or isinstance(v, bool) or v < 0:
+                    raise ValueError(f"{where}: step must be a whole number >= 0, got {v!r}")
+                out[key] = int(v)
+            elif tuple(getattr(v, "shape", ())) != self.params[i].shape or dtype_name(v) not in _FLOATS:
+                got = f"{type(v).__name__} {getattr(v, 'shape', '')}".strip()
+                raise ValueError(f"{where}: {key} must be a float32 or float64 array of the parameter's "
+                                 f"shape {self.params[i].shape}, got {got}")
+            else:
+                out[key] = get_backend().asarray(v, dtype=dtype_name(v))
+        return out
+
+
+_FLOATS = ("float32", "float64")
+
 
 def _check_non_negative(opt: Optimizer, **values: float) -> None:
     """torch.optim refuses a negative learning rate, momentum, weight decay and eps; so do we,
@@ -66,6 +135,9 @@ def _check_non_negative(opt: Optimizer, **values: float) -> None:
 
 class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum, Nesterov momentum and weight decay."""
+
+    settings = ("lr", "momentum", "weight_decay", "nesterov", "dampening")
+    state_keys = frozenset({"momentum_buffer"})
 
     def __init__(
         self, params: Iterable[Tensor], lr: float, momentum: float = 0.0,
@@ -91,6 +163,8 @@ class Adam(Optimizer):
     """Adam (Kingma and Ba); weight decay is added to the gradient, as torch.optim.Adam does."""
 
     decoupled = False
+    settings = ("lr", "betas", "eps", "weight_decay")
+    state_keys = frozenset({"step", "exp_avg", "exp_avg_sq"})
 
     def __init__(
         self, params: Iterable[Tensor], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),

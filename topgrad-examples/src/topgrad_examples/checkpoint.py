@@ -203,14 +203,9 @@ def _optimizer_state(path: Any, arrays: dict[str, np.ndarray], optimizer: Any) -
                                   f"has {optimizer.params[i].shape}")
         else:
             states[i][name] = Tensor(value).data
-    needed = _STATE_KEYS.get(type(optimizer).__name__)
+    needed = optimizer.state_keys  # empty for an optimizer that does not say what it keeps
     for i, state in enumerate(states):
-        if state and needed is not None and set(state) != needed:
+        if state and needed and set(state) != needed:
             raise CheckpointError(f"{path}: a damaged checkpoint (the optimizer state of parameter {i} "
                                   f"has {sorted(state)}, {type(optimizer).__name__} keeps {sorted(needed)})")
     return states
-
-
-_STATE_KEYS = {"Adam": {"step", "exp_avg", "exp_avg_sq"}, "AdamW": {"step", "exp_avg", "exp_avg_sq"},
-               "SGD": {"momentum_buffer"}}
-"""What each optimizer keeps per parameter once it has stepped (nothing before)."""

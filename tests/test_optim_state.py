@@ -1,0 +1,141 @@
+"""Optimizer.state_dict / load_state_dict: the saved state matches torch.optim's, a resumed run
+matches an uninterrupted one, and a state that does not fit is refused with nothing changed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import topgrad
+import torch
+from helpers import assert_close, rand
+from test_optim import CASES, SHAPES
+from topgrad import Tensor
+from topgrad.optim import SGD, Adam
+
+RESUMED = ["sgd", "sgd momentum", "sgd nesterov", "sgd everything", "adam", "adam betas eps", "adamw",
+           "adamw strong weight decay"]
+
+
+def _step(params: list[Tensor], torch_params: list[torch.Tensor], opts: list[Any], step: int) -> None:
+    """One step of each optimizer in `opts` with the same gradients (the last parameter gets
+    none at step 0, so its state starts a step later)."""
+    for i, (p, tp) in enumerate(zip(params, torch_params)):
+        if step == 0 and i == len(params) - 1:
+            p.grad, tp.grad = None, None
+            continue
+        g = rand(SHAPES[i], 100 * step + i + 50)
+        p.grad = topgrad.get_backend().asarray(g)
+        tp.grad = torch.from_numpy(g.copy())
+    for opt in opts:
+        opt.step()
+
+
+def _pair(case: str) -> tuple[list[Tensor], list[torch.Tensor], Any, Any]:
+    top_cls, torch_cls, kwargs = CASES[case]
+    inits = [rand(shape, i) for i, shape in enumerate(SHAPES)]
+    params, torch_params = [Tensor(a) for a in inits], [torch.tensor(a, requires_grad=True) for a in inits]
+    return params, torch_params, top_cls(params, **kwargs), torch_cls(torch_params, **kwargs)
+
+
+@pytest.mark.parametrize("case", RESUMED)
+def test_the_saved_state_is_torch_optims(case: str) -> None:
+    params, torch_params, opt, ref = _pair(case)
+    for step in range(3):
+        _step(params, torch_params, [opt, ref], step)
+    mine, theirs = opt.state_dict(), ref.state_dict()
+    assert mine["optimizer"] == type(opt).__name__
+    group = theirs["param_groups"][0]
+    for name, value in mine["settings"].items():
+        assert value == (tuple(group[name]) if name == "betas" else group[name]), name
+    assert sorted(mine["state"]) == sorted(theirs["state"])
+    for i, state in mine["state"].items():
+        assert set(state) == set(theirs["state"][i]), i
+        for key, value in state.items():
+            want = theirs["state"][i][key]
+            if key == "step":
+                assert value == int(want)
+            else:
+                assert isinstance(value, np.ndarray)
+                assert_close(value, want.numpy(), f"{case}: {key} of parameter {i}")
+
+
+@pytest.mark.parametrize("case", RESUMED)
+def test_a_resumed_run_matches_an_uninterrupted_one(case: str) -> None:
+    """Three steps, the state saved; new parameters with the same values and an optimizer made
+    with other settings take it, and two more steps match PyTorch's five in a row."""
+    params, torch_params, opt, ref = _pair(case)
+    for step in range(3):
+        _step(params, torch_params, [opt, ref], step)
+    saved = opt.state_dict()
+    resumed = [Tensor(p.numpy()) for p in params]
+    opt2 = type(opt)(resumed, lr=0.5)
+    opt2.load_state_dict(saved)
+    assert opt2.lr == opt.lr
+    for step in range(3, 5):
+        _step(resumed, torch_params, [opt2, ref], step)
+    for i, (p, tp) in enumerate(zip(resumed, torch_params)):
+        assert_close(p, tp, f"{case}: parameter {i} after a resumed run")
+
+
+def test_the_saved_state_is_a_copy() -> None:
+    params, torch_params, opt, _ = _pair("adam")
+    _step(params, torch_params, [opt], 1)
+    saved = opt.state_dict()
+    first = saved["state"][0]["exp_avg"].copy()
+    _step(params, torch_params, [opt], 2)
+    np.testing.assert_array_equal(saved["state"][0]["exp_avg"], first)
+    assert saved["state"][0]["step"] == 1
+
+
+def test_a_fresh_optimizer_has_no_state() -> None:
+    opt = SGD([Tensor(rand((2,), 0))], lr=0.1, momentum=0.9)
+    assert opt.state_dict() == {"optimizer": "SGD", "state": {}, "settings": {
+        "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0, "nesterov": False, "dampening": 0.0}}
+
+
+def _broken(change: Any) -> dict[str, Any]:
+    params, torch_params, opt, _ = _pair("adam")
+    _step(params, torch_params, [opt], 1)
+    saved = opt.state_dict()
+    change(saved)
+    return saved
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [(lambda s: s.update(optimizer="SGD"), "Adam.load_state_dict: the state is of a SGD"),
+     (lambda s: s.pop("settings"), "takes what state_dict\\(\\) returns"),
+     (lambda s: s["settings"].update(lr=-1.0), "learning rate must be a number >= 0"),
+     (lambda s: s["settings"].update(momentum=0.9), "unexpected keyword argument 'momentum'"),
+     (lambda s: s["state"].update({7: {}}), r"entries \[7\] for parameters this optimizer does not have"),
+     (lambda s: s["state"][0].pop("exp_avg"), r"parameter 0 has \['exp_avg_sq', 'step'\]; Adam keeps"),
+     (lambda s: s["state"][0].update(step=-1), "step must be a whole number >= 0, got -1"),
+     (lambda s: s["state"][0].update(step=1.5), "step must be a whole number"),
+     (lambda s: s["state"][1].update(exp_avg=np.zeros(2, np.float32)),
+      r"parameter 1: exp_avg must be a float32 or float64 array of the parameter's shape \(3,\), got"),
+     (lambda s: s["state"][1].update(exp_avg=np.zeros(3, np.int64)), "must be a float32 or float64 array"),
+     (lambda s: s["state"].update({0: None}), "state of parameter 0 has NoneType")],
+)
+def test_a_state_that_does_not_fit_is_refused_and_nothing_changes(change: Any, match: str) -> None:
+    params, torch_params, opt, _ = _pair("adam")
+    _step(params, torch_params, [opt], 1)
+    _step(params, torch_params, [opt], 2)
+    before = opt.state_dict()
+    with pytest.raises((ValueError, TypeError), match=match):
+        opt.load_state_dict(_broken(change))
+    after = opt.state_dict()
+    assert after["settings"] == before["settings"] and sorted(after["state"]) == sorted(before["state"])
+    for i, state in before["state"].items():
+        assert after["state"][i]["step"] == state["step"]
+        np.testing.assert_array_equal(after["state"][i]["exp_avg"], state["exp_avg"])
+
+
+def test_a_state_of_other_parameters_is_refused() -> None:
+    opt = Adam([Tensor(rand((2, 2), 0))])
+    other = Adam([Tensor(rand((3,), 0))])
+    other.params[0].grad = topgrad.get_backend().asarray(rand((3,), 1))
+    other.step()
+    with pytest.raises(ValueError, match=r"exp_avg must be .* shape \(2, 2\), got ndarray \(3,\)"):
+        opt.load_state_dict(other.state_dict())
