@@ -126,3 +126,17 @@ def test_indexing_with_a_tensor_is_refused_with_a_short_message() -> None:
     with pytest.raises(TypeError, match=r"cannot index with Tensor Tensor\(\[.{0,40}; Topgrad") as info:
         Tensor(rand((3, 4), 0))[big]
     assert len(str(info.value)) < 300
+
+
+def test_graph_and_trace_show_the_index_as_python_writes_it() -> None:
+    import io
+
+    from topgrad.trace import tracing
+
+    out = io.StringIO()
+    x = Tensor(rand((4, 6), 0))
+    with tracing(out):
+        y = x[1:3, None, ::2]
+    assert "index=[1:3, None, :6:2]" in out.getvalue(), out.getvalue()
+    assert "[kept: index=[1:3, None, :6:2]" in str(y.graph())
+    assert "[kept: index=[2, :6]" in str(x[2].graph())

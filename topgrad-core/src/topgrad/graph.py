@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from topgrad.indexing import index_text, is_index
 from topgrad.observe import dtype_name, is_array, nbytes, shape_of
 from topgrad.op import Op
 from topgrad.tensor import Tensor, _toposort
@@ -260,6 +261,8 @@ def _settings(op: Op) -> dict[str, Any]:
             isinstance(value, tuple) and len(value) <= 8 and all(isinstance(v, int) for v in value)
         ):
             out[name] = value
+        elif is_index(value) and len(value) <= 8:  # a Slice's index, as Python code writes it
+            out[name] = index_text(value)
     return out
 
 

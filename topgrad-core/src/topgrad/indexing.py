@@ -10,7 +10,7 @@ negative steps and without advanced indexing (arrays, lists, booleans).
 from __future__ import annotations
 
 import operator
-from typing import Any
+from typing import Any, TypeGuard
 
 Index = tuple[int | slice | None, ...]
 
@@ -73,3 +73,23 @@ def _one_axis(item: int | slice, axis: int, size: int) -> int | slice:
     if not -size <= i < size:
         raise IndexError(f"Slice: index {i} is out of range for axis {axis} of size {size}")
     return i % size
+
+
+def is_index(value: Any) -> TypeGuard[Index]:
+    """Is `value` a basic index in the canonical form (a tuple of ints, slices and None, with
+    at least one slice or None)? graph() and the trace show such a value as `index_text` writes it."""
+    return (isinstance(value, tuple) and any(v is None or isinstance(v, slice) for v in value)
+            and all(v is None or isinstance(v, (int, slice)) for v in value))
+
+
+def index_text(index: Index) -> str:
+    """'[1, 2:5, :8:2, None]': a canonical index as Python code writes it (a slice's start 0 and
+    step 1 left out)."""
+    def one(item: int | slice | None) -> str:
+        if not isinstance(item, slice):
+            return str(item)
+        start = "" if item.start in (None, 0) else str(item.start)
+        stop = "" if item.stop is None else str(item.stop)
+        return f"{start}:{stop}" + ("" if item.step in (None, 1) else f":{item.step}")
+
+    return "[" + ", ".join(one(item) for item in index) + "]"

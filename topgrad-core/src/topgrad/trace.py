@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any, TextIO
 
 from topgrad.graph import _shape_text
+from topgrad.indexing import index_text, is_index
 from topgrad.observe import Observer, observing, register, shape_of, unregister
 from topgrad.op import Op
 from topgrad.tensor import Tensor
@@ -49,7 +50,8 @@ class Tracer(Observer):
         self, op: Op, args: tuple[Any, ...], params: dict[str, Any], result: Any, seconds: float
     ) -> None:
         extra = " ".join(
-            f"{k}={v}" for k, v in params.items() if isinstance(v, (bool, int, float, str, tuple))
+            f"{k}={index_text(v) if is_index(v) else v}" for k, v in params.items()
+            if isinstance(v, (bool, int, float, str, tuple))
         )
         self._write(
             f"{type(op).__name__:<12} forward  {_shapes(args)} -> {_shapes((result,))}"
