@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as nnf
 from topgrad import Tensor
 
-OPS = ("Add", "Mul", "Div", "Sum", "Mean", "Max", "ReLU", "Exp", "Log", "Tanh", "Sigmoid", "LogSoftmax",
-       "Linear", "Reshape", "Permute", "Slice", "Concat", "Conv2d", "BatchNorm", "LayerNorm", "Attention")
+OPS = ("Add", "Mul", "Div", "Sum", "Mean", "Max", "ReLU", "Exp", "Log", "Sqrt", "Tanh", "Sigmoid",
+       "LogSoftmax", "Linear", "Reshape", "Permute", "Slice", "Concat", "Conv2d", "BatchNorm", "LayerNorm",
+       "Attention")
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,9 @@ def build(name: str, dims: Dims, seed: int = 0) -> OpCase:
         a = _rand(r, *img) if name == "Exp" else np.abs(_rand(r, *img)) + 0.1
         fn = torch.exp if name == "Exp" else torch.log
         return _case(name, [a], lambda x: x.exp() if name == "Exp" else x.log(), [a], fn, r)
+    if name == "Sqrt":  # a standard deviation per feature: the square root of variances
+        a = np.abs(_rand(r, *img)) + 0.1
+        return _case(name, [a], lambda x: x.sqrt(), [a], torch.sqrt, r)
     if name in ("Tanh", "Sigmoid"):  # an activation of a conv layer, a gate
         a = _rand(r, *img) * 2
         fn = torch.tanh if name == "Tanh" else torch.sigmoid

@@ -228,14 +228,16 @@ class Tensor:
     def __pow__(self, n: Any) -> Tensor:
         """x ** n for a whole number n >= 1, by repeated squaring (x ** 2 is x * x, x ** 5 is
         x * ((x * x) * (x * x))): Mul ops, so every backend has it, and the engine sums the
-        gradient n * x ** (n - 1) over the factors."""
+        gradient n * x ** (n - 1) over the factors. x ** 0.5 is x.sqrt()."""
         number = _is_number(n)
         k = float(n) if number else math.nan
+        if k == 0.5:
+            return self.sqrt()
         if not (k >= 1 and k.is_integer()):
             shown = repr(n) if number else type(n).__name__
             raise TypeError(
-                f"Tensor ** {shown}: the exponent must be a whole number >= 1 (x ** 3 is x * x * x); "
-                "other powers are not an op of the table"
+                f"Tensor ** {shown}: the exponent must be a whole number >= 1 (x ** 3 is x * x * x) "
+                "or 0.5 (x.sqrt()); other powers are not an op of the table"
             )
         if k == 1:
             return self * 1.0  # a new tensor, as in PyTorch
@@ -303,6 +305,10 @@ class Tensor:
 
     def log(self) -> Tensor:
         return _ops().Log.apply(self)
+
+    def sqrt(self) -> Tensor:
+        """The square root (NaN below 0), as torch.sqrt; its gradient 1 / (2 sqrt(x)) is inf at 0."""
+        return _ops().Sqrt.apply(self)
 
     def tanh(self) -> Tensor:
         return _ops().Tanh.apply(self)

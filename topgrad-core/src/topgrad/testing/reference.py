@@ -281,6 +281,7 @@ REFERENCE: dict[str, RefOp] = {
     "ReLU": RefOp(lambda x: np.maximum(x, 0.0), _relu_vjp),
     "Exp": RefOp(np.exp, lambda g, x: (g * np.exp(x),)),
     "Log": RefOp(np.log, lambda g, x: (g / x,)),
+    "Sqrt": RefOp(np.sqrt, lambda g, x: (g / (2.0 * np.sqrt(x)),)),
     "Tanh": RefOp(np.tanh, lambda g, x: (g * (1.0 - np.tanh(x) ** 2),)),
     "Sigmoid": RefOp(_sigmoid, lambda g, x: (g * _sigmoid(x) * (1.0 - _sigmoid(x)),)),
     "LogSoftmax": RefOp(_logsoftmax, _logsoftmax_vjp),

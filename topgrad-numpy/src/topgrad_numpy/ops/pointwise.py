@@ -1,6 +1,7 @@
-"""Exp, Log, Tanh and Sigmoid: pointwise functions beyond the contract's table, so that softmax
-or a cross-entropy can be written out from ops (and compared with the built-in LogSoftmax), and
-the classic squashing nonlinearities are one op each."""
+"""Exp, Log, Sqrt, Tanh and Sigmoid: pointwise functions beyond the contract's table, so that
+softmax or a cross-entropy can be written out from ops (and compared with the built-in
+LogSoftmax), norms and standard deviations too, and the classic squashing nonlinearities are
+one op each."""
 
 from __future__ import annotations
 
@@ -39,6 +40,24 @@ class Log(Op):
         (x,) = self._intermediate
         with np.errstate(divide="ignore", invalid="ignore"):
             return (arr(np.divide(grad, x)),)
+
+
+class Sqrt(Op):
+    """The square root (NaN below 0, without numpy's warning, as in PyTorch); saves its output y
+    for the gradient grad / (2 y), inf at 0 as PyTorch's."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            out = arr(np.sqrt(x))
+        self.save_for_backward(out)
+        return out
+
+    def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
+        (out,) = self._intermediate
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d = arr(np.divide(grad, out))
+        d *= 0.5  # exact: grad / y * 0.5 rounds as grad / (2 y)
+        return (d,)
 
 
 class Tanh(Op):

@@ -19,7 +19,7 @@ from topgrad_triton import runtime
 from topgrad_triton.shapes import broadcast_shape, broadcast_strides, collapse
 
 (ADD, SUB, MUL, DIV, COPY, SQRT, RELU, RELU_GRAD, EXP, LOG, NEG_MUL,
- TANH, SIGMOID, TANH_GRAD, SIGMOID_GRAD, EQUAL) = range(16)
+ TANH, SIGMOID, TANH_GRAD, SIGMOID_GRAD, EQUAL, SQRT_GRAD) = range(17)
 MAX_DIMS = 6
 SCALAR, CONTIGUOUS, STRIDED = 0, 1, 2
 
@@ -106,8 +106,10 @@ def _elementwise_kernel(
         y = a * (1.0 - b * b)
     elif OP == 14:  # SIGMOID_GRAD: a is the upstream gradient, b the output y: a y (1 - y)
         y = a * b * (1.0 - b)
-    else:  # EQUAL: 1 where a == b, else 0 (Max's mask of the elements that reached the maximum)
+    elif OP == 15:  # EQUAL: 1 where a == b, else 0 (Max's mask of the elements that reached the maximum)
         y = tl.where(a == b, 1.0, 0.0)
+    else:  # SQRT_GRAD: a is the upstream gradient, b the output y: a / (2 y), inf at y = 0 as in torch
+        y = a / (2.0 * b)
     tl.store(out_ptr + offs, y, mask=mask)
 
 

@@ -1,4 +1,5 @@
-"""Exp, Log, Tanh and Sigmoid: pointwise ops beyond the contract's table, on the elementwise kernel."""
+"""Exp, Log, Sqrt, Tanh and Sigmoid: pointwise ops beyond the contract's table, on the elementwise
+kernel."""
 
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ class Log(Pointwise):
     """The natural logarithm (-inf at 0, NaN below); saves x for the gradient grad / x."""
 
     function, gradient, from_output = ew.LOG, ew.DIV, False
+
+
+class Sqrt(Pointwise):
+    """The square root (NaN below 0); its gradient is grad / (2 y)."""
+
+    function, gradient = ew.SQRT, ew.SQRT_GRAD
 
 
 class Tanh(Pointwise):
