@@ -183,8 +183,9 @@ def _store_strided_kernel(dst_ptr, src_ptr, n, s1, s2, s3, s4, s5, st0, st1, st2
 
 
 def copy_into(dst: torch.Tensor, src: torch.Tensor, name: str = "copy_into") -> None:
-    """Write `src` into `dst`, a strided view of the same shape (a Slice's place in its input's
-    gradient, a Concat input's part of the output); no two elements of dst may share memory."""
+    """Write `src` (made dense float32 first, if it is not) into `dst`, a strided view of the same
+    shape (a Slice's place in its input's gradient, a Concat input's part of the output); no two
+    elements of dst may share memory."""
     if tuple(src.shape) != tuple(dst.shape):
         raise ValueError(f"{name}: cannot write an array of shape {tuple(src.shape)} into a view of "
                          f"shape {tuple(dst.shape)}")
@@ -197,7 +198,7 @@ def copy_into(dst: torch.Tensor, src: torch.Tensor, name: str = "copy_into") -> 
     block = runtime.block(1024, 1 << 16)
     with runtime.quiet():
         _store_strided_kernel[(triton.cdiv(n, block),)](
-            dst, contiguous(src), n, *sizes[1:], *strides, BLOCK=block, num_warps=4)
+            dst, contiguous(src, name=name), n, *sizes[1:], *strides, BLOCK=block, num_warps=4)
 
 
 def contiguous(x: torch.Tensor, name: str = "copy") -> torch.Tensor:

@@ -87,7 +87,7 @@ class Concat(TritonOp):
         self.parts, start = [], 0
         for x in xs:
             size = x.shape[self.axis]
-            copy_into(out.narrow(self.axis, start, size), contiguous(x, name="Concat"), name="Concat")
+            copy_into(out.narrow(self.axis, start, size), x, name="Concat")
             self.parts.append((start, size))
             start += size
         return out
