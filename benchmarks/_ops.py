@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as nnf
 from topgrad import Tensor
 
-OPS = ("Add", "Mul", "Div", "Sum", "Mean", "Max", "ReLU", "Exp", "Log", "Sqrt", "Tanh", "Sigmoid",
+OPS = ("Add", "Mul", "Div", "Sum", "Mean", "Max", "ReLU", "Exp", "Log", "Sqrt", "Abs", "Tanh", "Sigmoid",
        "LogSoftmax", "Linear", "Reshape", "Permute", "Slice", "Concat", "Conv2d", "BatchNorm", "LayerNorm",
        "Attention")
 
@@ -133,6 +133,9 @@ def build(name: str, dims: Dims, seed: int = 0) -> OpCase:
     if name == "Sqrt":  # a standard deviation per feature: the square root of variances
         a = np.abs(_rand(r, *img)) + 0.1
         return _case(name, [a], lambda x: x.sqrt(), [a], torch.sqrt, r)
+    if name == "Abs":  # an L1 penalty on a feature map
+        a = _rand(r, *img)
+        return _case(name, [a], lambda x: x.abs(), [a], torch.abs, r)
     if name in ("Tanh", "Sigmoid"):  # an activation of a conv layer, a gate
         a = _rand(r, *img) * 2
         fn = torch.tanh if name == "Tanh" else torch.sigmoid

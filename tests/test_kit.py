@@ -54,7 +54,7 @@ def test_kit_passes_on_the_backend_under_test(backend_name: str) -> None:
     report = run(backend_name)
     assert report.ok, format_report(report)
     assert [row.name for row in report.rows if row.section == "op"] == [
-        "Add", "Mul", "Div", "Sum", "Mean", "Max", "ReLU", "Exp", "Log", "Sqrt", "Tanh", "Sigmoid",
+        "Add", "Mul", "Div", "Sum", "Mean", "Max", "ReLU", "Exp", "Log", "Sqrt", "Abs", "Tanh", "Sigmoid",
         "LogSoftmax", "Linear", "Reshape", "Permute", "Slice", "Concat", "Conv2d", "BatchNorm", "LayerNorm",
         "Attention",
     ]

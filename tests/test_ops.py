@@ -382,6 +382,51 @@ def test_sqrt_at_the_edges_as_pytorch() -> None:
     assert np.signbit(to_numpy(out)[1])
 
 
+# ---- Abs (an op beyond the contract's table) -----------------------------------------------------
+@pytest.mark.parametrize(("shape", "scale"), [((3, 4), 1.0), ((2, 3, 5), 100.0), ((), 2.0), ((0, 3), 1.0),
+                                              ((4, 5), 1e-4)])
+def test_abs_fixed(shape: tuple[int, ...], scale: float) -> None:
+    check_against_torch(lambda x: x.abs(), torch.abs, [rand(shape, 8, scale=scale)])
+
+
+@given(data=st.data(), seed=seeds)
+def test_abs_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
+    shape = data.draw(hnp.array_shapes(min_dims=0, max_dims=4, max_side=sizes.batch), label="shape")
+    scale = data.draw(st.sampled_from([1e-3, 1.0, 1e3]), label="scale")
+    check_against_torch(lambda x: abs(x), torch.abs, [rand(shape, seed, scale=scale)], seed=seed)
+
+
+def test_abs_at_the_edges_as_pytorch() -> None:
+    """0 and -0.0 give 0 with gradient 0 (the kink), inf gives inf, NaN passes forward with gradient
+    0 (PyTorch's sign of NaN is 0; numpy's np.sign would say NaN), and an upstream NaN or inf
+    stays NaN times the sign, as PyTorch's product does."""
+    values = np.array([0.0, -0.0, -1.5, 2.0, 1e-30, -1e30, np.inf, -np.inf, np.nan, 3.0, -3.0, 0.0],
+                      np.float32)
+    upstream = np.array([1, 1, 1, 1, 1, 1, 1, 1, 1, np.nan, np.inf, np.inf], np.float32)
+    x, xt = Tensor(values), torch.tensor(values, dtype=torch.float64, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", category=RuntimeWarning, module="topgrad")
+        out = x.abs()
+        out.backward(upstream)
+    want = torch.abs(xt)
+    want.backward(torch.tensor(upstream, dtype=torch.float64))
+    for got, exp in ((out, want.detach()), (x.grad, xt.grad)):
+        np.testing.assert_array_equal(to_numpy(got), exp.numpy())
+    assert not np.signbit(to_numpy(out)[1])  # |-0.0| is +0.0
+
+
+def test_an_l1_loss_and_a_softmax_match_pytorch() -> None:
+    """abs(x - y).mean(), PyTorch's l1_loss, and x.softmax(axis) (logsoftmax, then exp), against
+    torch.softmax, forward and backward."""
+    y = rand((4, 6), 11)
+    check_against_torch(lambda x: abs(x - Tensor(y, requires_grad=False)).mean(),
+                        lambda t: torch.nn.functional.l1_loss(t, torch.tensor(y, dtype=t.dtype)),
+                        [rand((4, 6), 10)])
+    for axis in (-1, 0, 1):
+        check_against_torch(lambda x, a=axis: x.softmax(a), lambda t, a=axis: torch.softmax(t, dim=a),
+                            [rand((3, 5, 4), 12, scale=30.0)])
+
+
 def test_sigmoid_is_one_op_where_the_written_out_one_fails() -> None:
     """1 / (1 + e^-x) written out from ops has a NaN gradient where e^-x overflows (0 * inf in
     the chain); the Sigmoid op's gradient y (1 - y) is 0 there, as PyTorch's."""

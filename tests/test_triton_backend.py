@@ -251,8 +251,8 @@ def build(fn, **consts):
     sig = {n: "constexpr" if n in consts else kind(n) for n in fn.arg_names}
     triton.compile(ASTSource(fn, sig, consts), target=GPUTarget("cuda", int(sys.argv[1]), 32))
 BINARY = (ew.ADD, ew.SUB, ew.MUL, ew.DIV, ew.RELU_GRAD, ew.NEG_MUL, ew.TANH_GRAD, ew.SIGMOID_GRAD, ew.EQUAL,
-          ew.SQRT_GRAD)
-for op in range(ew.SQRT_GRAD + 1):
+          ew.SQRT_GRAD, ew.ABS_GRAD)
+for op in range(ew.ABS_GRAD + 1):
     build(ew._elementwise_kernel, OP=op, A_MODE=2, B_MODE=1 if op in BINARY else 0, BLOCK=1024)
 build(ew._elementwise_kernel, OP=0, A_MODE=0, B_MODE=2, BLOCK=1024)
 build(ew._store_strided_kernel, BLOCK=1024)

@@ -310,6 +310,12 @@ class Tensor:
         """The square root (NaN below 0), as torch.sqrt; its gradient 1 / (2 sqrt(x)) is inf at 0."""
         return _ops().Sqrt.apply(self)
 
+    def abs(self) -> Tensor:
+        """|x|, also `abs(x)`, as torch.abs: its gradient sign(x) is 0 at 0 (and at NaN)."""
+        return _ops().Abs.apply(self)
+
+    __abs__ = abs
+
     def tanh(self) -> Tensor:
         return _ops().Tanh.apply(self)
 
@@ -322,6 +328,10 @@ class Tensor:
         if not _is_whole(axis):
             raise TypeError(f"LogSoftmax: axis must be one int (it normalizes along one axis), got {axis!r}")
         return _ops().LogSoftmax.apply(self, axis=axis)
+
+    def softmax(self, axis: int = -1) -> Tensor:
+        """e ** logsoftmax(x): two ops, each stable for large logits (the Exp op is optional)."""
+        return self.logsoftmax(axis).exp()
 
     def linear(self, w: Tensor, b: Tensor | None = None) -> Tensor:
         return _ops().Linear.apply(self, _given("Linear", "w", w), b)

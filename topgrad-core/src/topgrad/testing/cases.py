@@ -121,6 +121,8 @@ CASES: list[Case] = [
     Case("Sqrt", "(3,4) positive", (Arr((3, 4), positive=True),)),
     Case("Sqrt", "(2,4) squares", (Arr((2, 4), values=(0.25, 1.0, 4.0, 9.0, 1e-6, 100.0, 2.0, 0.5)),),
          fd=False),  # central differences would step across 0 at 1e-6
+    Case("Abs", "(3,4)", (Arr((3, 4)),)),
+    Case("Abs", "(2,4) zeros", (Arr((2, 4), values=_RELU_AT_ZERO),), fd=False),  # the kink: gradient 0
     Case("Tanh", "(3,4) x3", (Arr((3, 4), scale=3.0),)),
     Case("Tanh", "(2,5) small", (Arr((2, 5), scale=0.01),)),
     Case("Sigmoid", "(3,4) x4", (Arr((3, 4), scale=4.0),)),
@@ -180,13 +182,13 @@ CASES: list[Case] = [
     Case("Attention", "(2,5,4) causal", (Arr((2, 5, 4)), Arr((2, 5, 4)), Arr((2, 5, 4))), {"causal": True}),
 ]
 """Every case the kit runs, grouped by op in the order of CONTRACT section 6; the optional ops
-follow their kin (Div after Mul, Max after Mean, Exp, Log, Sqrt, Tanh and Sigmoid after ReLU, Permute,
-Slice and Concat after Reshape). Slice's index is given as `Tensor.__getitem__` hands it to the op, in
-the canonical form of `topgrad.indexing.basic_index`."""
+follow their kin (Div after Mul, Max after Mean, Exp, Log, Sqrt, Abs, Tanh and Sigmoid after ReLU,
+Permute, Slice and Concat after Reshape). Slice's index is given as `Tensor.__getitem__` hands it
+to the op, in the canonical form of `topgrad.indexing.basic_index`."""
 
 OP_NAMES: list[str] = list(dict.fromkeys(case.op for case in CASES))
 
-OPTIONAL_OPS: frozenset[str] = frozenset({"Div", "Max", "Exp", "Log", "Sqrt", "Tanh", "Sigmoid", "Permute",
-                                           "Slice", "Concat"})
+OPTIONAL_OPS: frozenset[str] = frozenset({"Div", "Max", "Exp", "Log", "Sqrt", "Abs", "Tanh", "Sigmoid",
+                                           "Permute", "Slice", "Concat"})
 """Ops beyond CONTRACT section 6: checked where a backend has them, reported as not provided
 where it has not."""

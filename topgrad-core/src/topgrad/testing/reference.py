@@ -282,6 +282,7 @@ REFERENCE: dict[str, RefOp] = {
     "Exp": RefOp(np.exp, lambda g, x: (g * np.exp(x),)),
     "Log": RefOp(np.log, lambda g, x: (g / x,)),
     "Sqrt": RefOp(np.sqrt, lambda g, x: (g / (2.0 * np.sqrt(x)),)),
+    "Abs": RefOp(np.abs, lambda g, x: (g * (np.greater(x, 0.0) * 1.0 - np.less(x, 0.0)),)),
     "Tanh": RefOp(np.tanh, lambda g, x: (g * (1.0 - np.tanh(x) ** 2),)),
     "Sigmoid": RefOp(_sigmoid, lambda g, x: (g * _sigmoid(x) * (1.0 - _sigmoid(x)),)),
     "LogSoftmax": RefOp(_logsoftmax, _logsoftmax_vjp),

@@ -7,11 +7,12 @@ from topgrad_numpy.ops.conv import Conv2d
 from topgrad_numpy.ops.elementwise import Add, Div, Mul
 from topgrad_numpy.ops.layernorm import LayerNorm
 from topgrad_numpy.ops.linear import Linear
-from topgrad_numpy.ops.pointwise import Exp, Log, Sigmoid, Sqrt, Tanh
+from topgrad_numpy.ops.pointwise import Abs, Exp, Log, Sigmoid, Sqrt, Tanh
 from topgrad_numpy.ops.reduce import Max, Mean, Sum
 from topgrad_numpy.ops.shape import Concat, Permute, Reshape, Slice
 
 __all__ = [
+    "Abs",
     "Add",
     "Attention",
     "BatchNorm",

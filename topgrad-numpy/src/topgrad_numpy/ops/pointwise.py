@@ -1,7 +1,7 @@
-"""Exp, Log, Sqrt, Tanh and Sigmoid: pointwise functions beyond the contract's table, so that
-softmax or a cross-entropy can be written out from ops (and compared with the built-in
-LogSoftmax), norms and standard deviations too, and the classic squashing nonlinearities are
-one op each."""
+"""Exp, Log, Sqrt, Abs, Tanh and Sigmoid: pointwise functions beyond the contract's table, so
+that softmax or a cross-entropy can be written out from ops (and compared with the built-in
+LogSoftmax), norms, standard deviations and L1 losses too, and the classic squashing
+nonlinearities are one op each."""
 
 from __future__ import annotations
 
@@ -58,6 +58,22 @@ class Sqrt(Op):
             d = arr(np.divide(grad, out))
         d *= 0.5  # exact: grad / y * 0.5 rounds as grad / (2 y)
         return (d,)
+
+
+class Abs(Op):
+    """|x|; saves x for the gradient grad * sign(x), where sign is 0 at 0 and at NaN (numpy's
+    np.sign gives NaN there; PyTorch's gradient is 0)."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.save_for_backward(x)
+        return arr(np.abs(x))
+
+    def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
+        (x,) = self._intermediate
+        sign = arr(np.subtract(x > 0, x < 0, dtype=grad.dtype))
+        with np.errstate(invalid="ignore"):  # inf * 0 is NaN, as in PyTorch
+            sign *= grad
+        return (sign,)
 
 
 class Tanh(Op):

@@ -19,7 +19,7 @@ from topgrad_triton import runtime
 from topgrad_triton.shapes import broadcast_shape, broadcast_strides, collapse
 
 (ADD, SUB, MUL, DIV, COPY, SQRT, RELU, RELU_GRAD, EXP, LOG, NEG_MUL,
- TANH, SIGMOID, TANH_GRAD, SIGMOID_GRAD, EQUAL, SQRT_GRAD) = range(17)
+ TANH, SIGMOID, TANH_GRAD, SIGMOID_GRAD, EQUAL, SQRT_GRAD, ABS, ABS_GRAD) = range(19)
 MAX_DIMS = 6
 SCALAR, CONTIGUOUS, STRIDED = 0, 1, 2
 
@@ -108,8 +108,12 @@ def _elementwise_kernel(
         y = a * b * (1.0 - b)
     elif OP == 15:  # EQUAL: 1 where a == b, else 0 (Max's mask of the elements that reached the maximum)
         y = tl.where(a == b, 1.0, 0.0)
-    else:  # SQRT_GRAD: a is the upstream gradient, b the output y: a / (2 y), inf at y = 0 as in torch
+    elif OP == 16:  # SQRT_GRAD: a is the upstream gradient, b the output y: a / (2 y), inf at y = 0 (torch)
         y = a / (2.0 * b)
+    elif OP == 17:
+        y = tl.abs(a)
+    else:  # ABS_GRAD: a is the upstream gradient, b the input x: a sign(x), 0 at x = 0 and at NaN as in torch
+        y = a * tl.where(b > 0.0, 1.0, tl.where(b < 0.0, -1.0, 0.0))
     tl.store(out_ptr + offs, y, mask=mask)
 
 

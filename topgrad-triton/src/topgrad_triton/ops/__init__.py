@@ -13,7 +13,7 @@ from topgrad_triton.ops.base import TritonOp
 
 _MODULES = {
     "topgrad_triton.ops.elementwise": ("Add", "Mul", "Div", "ReLU"),
-    "topgrad_triton.ops.pointwise": ("Exp", "Log", "Sqrt", "Tanh", "Sigmoid"),
+    "topgrad_triton.ops.pointwise": ("Exp", "Log", "Sqrt", "Abs", "Tanh", "Sigmoid"),
     "topgrad_triton.ops.reduce": ("Sum", "Mean", "Max"),
     "topgrad_triton.ops.softmax": ("LogSoftmax",),
     "topgrad_triton.ops.linear": ("Linear",),

@@ -1,5 +1,5 @@
-"""Exp, Log, Sqrt, Tanh and Sigmoid: pointwise ops beyond the contract's table, on the elementwise
-kernel."""
+"""Exp, Log, Sqrt, Abs, Tanh and Sigmoid: pointwise ops beyond the contract's table, on the
+elementwise kernel."""
 
 from __future__ import annotations
 
@@ -23,6 +23,12 @@ class Sqrt(Pointwise):
     """The square root (NaN below 0); its gradient is grad / (2 y)."""
 
     function, gradient = ew.SQRT, ew.SQRT_GRAD
+
+
+class Abs(Pointwise):
+    """|x|; saves x for the gradient grad * sign(x), 0 at 0 and at NaN."""
+
+    function, gradient, from_output = ew.ABS, ew.ABS_GRAD, False
 
 
 class Tanh(Pointwise):
