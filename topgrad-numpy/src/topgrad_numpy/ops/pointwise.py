@@ -101,7 +101,7 @@ class Sigmoid(Op):
         with np.errstate(over="ignore"):
             np.exp(out, out=out)
         out += 1.0
-        np.reciprocal(out, out=out)
+        np.divide(1.0, out, out=out)  # the same bits as np.reciprocal, whose loop is 2x slower
         self.save_for_backward(out)
         return out
 
