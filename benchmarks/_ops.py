@@ -17,8 +17,8 @@ import torch.nn.functional as nnf
 from topgrad import Tensor
 
 OPS = ("Add", "Mul", "Div", "Sum", "Mean", "Max", "ReLU", "Exp", "Log", "Sqrt", "Abs", "Tanh", "Sigmoid",
-       "LogSoftmax", "Linear", "Reshape", "Permute", "Slice", "Concat", "Conv2d", "BatchNorm", "LayerNorm",
-       "Attention")
+       "LogSoftmax", "Linear", "Reshape", "Permute", "Slice", "Concat", "Conv2d", "MaxPool2d", "BatchNorm",
+       "LayerNorm", "Attention")
 
 
 @dataclass(frozen=True)
@@ -168,6 +168,10 @@ def build(name: str, dims: Dims, seed: int = 0) -> OpCase:
         return _case(name, [x, w, bias], lambda x, w, b: x.conv2d(w, b, stride=1, padding=1),
                      [_nchw(x), np.ascontiguousarray(w.transpose(3, 2, 0, 1)), bias],
                      lambda x, w, b: nnf.conv2d(x, w, b, stride=1, padding=1), r, nchw_out=True)
+    if name == "MaxPool2d":  # a LeNet-style 2x2 pooling after a convolution (PyTorch's NCHW kernel)
+        x = _rand(r, *img)
+        return _case(name, [x], lambda x: x.maxpool2d(2), [_nchw(x)], lambda x: nnf.max_pool2d(x, 2), r,
+                     nchw_out=True)
     if name == "BatchNorm":
         return _batchnorm(r, s)
     if name == "LayerNorm":

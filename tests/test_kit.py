@@ -55,8 +55,8 @@ def test_kit_passes_on_the_backend_under_test(backend_name: str) -> None:
     assert report.ok, format_report(report)
     assert [row.name for row in report.rows if row.section == "op"] == [
         "Add", "Mul", "Div", "Sum", "Mean", "Max", "ReLU", "Exp", "Log", "Sqrt", "Abs", "Tanh", "Sigmoid",
-        "LogSoftmax", "Linear", "Reshape", "Permute", "Slice", "Concat", "Conv2d", "BatchNorm", "LayerNorm",
-        "Attention",
+        "LogSoftmax", "Linear", "Reshape", "Permute", "Slice", "Concat", "Conv2d", "MaxPool2d", "BatchNorm",
+        "LayerNorm", "Attention",
     ]
 
 

@@ -239,7 +239,7 @@ os.environ.pop("TRITON_INTERPRET", None)
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from topgrad_triton.kernels import conv, elementwise as ew, fill, matmul, optim, reduce, softmax
+from topgrad_triton.kernels import conv, elementwise as ew, fill, matmul, optim, pool, reduce, softmax
 
 FLOATS = {"a_val", "b_val", "value", "scale", "lr", "momentum", "dampening", "weight_decay", "beta1",
           "beta2", "eps", "step_size", "bias2_sqrt"}
@@ -247,8 +247,8 @@ def kind(name):
     if name.endswith("_ptr") or name in ("p_out", "buf_out", "m_out", "v_out"):
         return "*fp32"
     return "fp32" if name in FLOATS else "i32"
-def build(fn, **consts):
-    sig = {n: "constexpr" if n in consts else kind(n) for n in fn.arg_names}
+def build(fn, types=None, **consts):
+    sig = {n: "constexpr" if n in consts else (types or {}).get(n, kind(n)) for n in fn.arg_names}
     triton.compile(ASTSource(fn, sig, consts), target=GPUTarget("cuda", int(sys.argv[1]), 32))
 BINARY = (ew.ADD, ew.SUB, ew.MUL, ew.DIV, ew.RELU_GRAD, ew.NEG_MUL, ew.TANH_GRAD, ew.SIGMOID_GRAD, ew.EQUAL,
           ew.SQRT_GRAD, ew.ABS_GRAD)
@@ -268,6 +268,9 @@ for prec in ("ieee", "tf32"):
 build(matmul._matmul_kernel, HAS_BIAS=False, PRECISION="ieee", BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, GROUP_M=8)
 build(conv._im2col_kernel, BLOCK_M=64, BLOCK_K=64)
 build(conv._col2im_kernel, BLOCK=256)
+for tap in ("*i8", "*i32"):
+    build(pool._maxpool_kernel, types={"tap_ptr": tap}, BLOCK=256)
+    build(pool._maxpool_grad_kernel, types={"tap_ptr": tap}, BLOCK=256)
 for has_buf in (False, True):
     for nesterov in (False, True):
         build(optim._sgd_kernel, HAS_BUF=has_buf, MOMENTUM=True, NESTEROV=nesterov, BLOCK=1024)
@@ -280,7 +283,7 @@ for decoupled in (False, True):
 @pytest.mark.skipif(not os.environ.get("TOPGRAD_TRITON_COMPILE_CHECK"),
                     reason="opt-in: set TOPGRAD_TRITON_COMPILE_CHECK=90 (an sm arch)")
 def test_kernels_compile_for_gpu_without_one(tmp_path):
-    """Compile every elementwise, reduce, softmax, matmul, conv, fill and optimizer kernel variant
+    """Compile every elementwise, reduce, softmax, matmul, conv, pool, fill and optimizer kernel variant
     for a CUDA target (codegen and ptxas, no GPU needed): what the interpreter lets through."""
     env = {**os.environ, "TRITON_CACHE_DIR": str(tmp_path)}
     env.pop("TRITON_INTERPRET", None)

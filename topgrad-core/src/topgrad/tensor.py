@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from topgrad import registry
 from topgrad.indexing import basic_index
 from topgrad.joining import joined_shape, normal_axis
+from topgrad.pooling import pool_geometry
 
 if TYPE_CHECKING:
     from topgrad.op import Op
@@ -360,6 +361,13 @@ class Tensor:
 
     def conv2d(self, w: Tensor, b: Tensor | None = None, stride: int = 1, padding: int = 0) -> Tensor:
         return _ops().Conv2d.apply(self, _given("Conv2d", "w", w), b, stride=stride, padding=padding)
+
+    def maxpool2d(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
+                  padding: int | tuple[int, int] = 0) -> Tensor:
+        """The maximum of each window of NHWC x, as torch's max_pool2d (stride defaults to the window,
+        padding is -inf): the gradient goes to each window's first maximum (a NaN wins)."""
+        kernel, step, pad, _ = pool_geometry(self.shape, kernel_size, stride, padding)
+        return _ops().MaxPool2d.apply(self, kernel_size=kernel, stride=step, padding=pad)
 
     def batchnorm(
         self,

@@ -101,6 +101,9 @@ def _reduction(op: str) -> list[Case]:
 _RELU_AT_ZERO = (0.0, 1.0, -1.0, 0.0, 2.0, -0.0, 0.5, 0.0)
 _TIES = (1.0, 3.0, 3.0, 0.5, -2.0, -2.0, -2.0, -2.0)  # the maximum reached twice, then four times
 
+_POOL_TIES = (2.0, 2.0, -1.0, 0.0, 1.0, 2.0, -1.0, -1.0, 5.0, 0.0, 3.0, 3.0, 0.0, 5.0, 3.0, 3.0)
+"""2x2 windows whose maximum is reached three times, once, twice and four times."""
+
 CASES: list[Case] = [
     *_binary("Add"),
     *_binary("Mul"),
@@ -164,6 +167,16 @@ CASES: list[Case] = [
          {"stride": 2, "padding": 1}, constants=(0,)),
     Case("Conv2d", "1x1 s1 p0 bias", (Arr((2, 3, 3, 2)), Arr((1, 1, 2, 3)), Arr((3,))),
          {"stride": 1, "padding": 0}),
+    Case("MaxPool2d", "(2,4,4,3) 2x2", (Arr((2, 4, 4, 3)),), {"kernel_size": (2, 2), "stride": (2, 2),
+                                                           "padding": (0, 0)}),
+    Case("MaxPool2d", "(2,5,5,2) 3x3 s2 p1", (Arr((2, 5, 5, 2)),), {"kernel_size": (3, 3), "stride": (2, 2),
+                                                                 "padding": (1, 1)}),
+    Case("MaxPool2d", "(1,5,4,2) 3x2 s1 overlapping", (Arr((1, 5, 4, 2)),),
+         {"kernel_size": (3, 2), "stride": (1, 1), "padding": (1, 0)}),
+    Case("MaxPool2d", "(1,4,4,1) ties", (Arr((1, 4, 4, 1), values=_POOL_TIES),),
+         {"kernel_size": (2, 2), "stride": (2, 2), "padding": (0, 0)}, fd=False),
+    Case("MaxPool2d", "(1,1,3,1) 2x2 raises", (Arr((1, 1, 3, 1)),), {"kernel_size": (2, 2), "stride": (2, 2),
+                                                                    "padding": (0, 0)}, raises=ValueError),
     Case("BatchNorm", "(6,4) train running", (Arr((6, 4)), Arr((4,)), Arr((4,))),
          {"running_mean": Arr((4,)), "running_var": Arr((4,), positive=True), "training": True,
           "momentum": 0.1, "eps": 1e-5}),
@@ -183,12 +196,12 @@ CASES: list[Case] = [
 ]
 """Every case the kit runs, grouped by op in the order of CONTRACT section 6; the optional ops
 follow their kin (Div after Mul, Max after Mean, Exp, Log, Sqrt, Abs, Tanh and Sigmoid after ReLU,
-Permute, Slice and Concat after Reshape). Slice's index is given as `Tensor.__getitem__` hands it
-to the op, in the canonical form of `topgrad.indexing.basic_index`."""
+Permute, Slice and Concat after Reshape, MaxPool2d after Conv2d). Slice's index is given as
+`Tensor.__getitem__` hands it to the op, in the canonical form of `topgrad.indexing.basic_index`."""
 
 OP_NAMES: list[str] = list(dict.fromkeys(case.op for case in CASES))
 
 OPTIONAL_OPS: frozenset[str] = frozenset({"Div", "Max", "Exp", "Log", "Sqrt", "Abs", "Tanh", "Sigmoid",
-                                           "Permute", "Slice", "Concat"})
+                                           "Permute", "Slice", "Concat", "MaxPool2d"})
 """Ops beyond CONTRACT section 6: checked where a backend has them, reported as not provided
 where it has not."""

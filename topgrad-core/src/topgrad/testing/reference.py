@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from topgrad.pooling import pool_geometry
+
 try:
     import numpy as np
 except ImportError as exc:  # pragma: no cover - exercised in a venv without numpy
@@ -195,6 +197,35 @@ def _conv2d_vjp(g: Any, x: Any, w: Any, b: Any = None, stride: int = 1, padding:
     return gx, gw, gb
 
 
+def _maxpool_sources(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0) -> tuple[Any, Any]:
+    """The pooled output and, per output, the input position (h, w) its value came from, by
+    PyTorch's scan: a larger value or a NaN takes the place, a window of -inf keeps its first
+    position inside the image."""
+    (kh, kw), (sh, sw), (ph, pw), (ho, wo) = pool_geometry(x.shape, kernel_size, stride, padding)
+    B, H, W, C = x.shape
+    out, sources = np.empty((B, ho, wo, C)), np.empty((B, ho, wo, C, 2), dtype=int)
+    for b, oh, ow, c in np.ndindex(B, ho, wo, C):
+        best, source = -np.inf, None
+        for h in range(max(oh * sh - ph, 0), min(oh * sh - ph + kh, H)):
+            for w in range(max(ow * sw - pw, 0), min(ow * sw - pw + kw, W)):
+                v = x[b, h, w, c]
+                if source is None:
+                    source = (h, w)  # the first position inside, kept if every value is -inf
+                if v > best or np.isnan(v):
+                    best, source = v, (h, w)
+        out[b, oh, ow, c], sources[b, oh, ow, c] = best, source
+    return out, sources
+
+
+def _maxpool2d_vjp(g: Any, x: Any, **params: Any) -> tuple[Any, ...]:
+    _, sources = _maxpool_sources(x, **params)
+    gx = np.zeros_like(x)
+    for b, oh, ow, c in np.ndindex(g.shape):
+        h, w = sources[b, oh, ow, c]
+        gx[b, h, w, c] += g[b, oh, ow, c]
+    return (gx,)
+
+
 # ---- normalization ---------------------------------------------------------------------
 def _normalize_backward(dxhat: Any, xhat: Any, invstd: Any, axes: tuple[int, ...]) -> Any:
     n = int(np.prod([xhat.shape[a] for a in axes]))
@@ -292,6 +323,7 @@ REFERENCE: dict[str, RefOp] = {
     "Slice": RefOp(_slice, _slice_vjp),
     "Concat": RefOp(_concat, _concat_vjp),
     "Conv2d": RefOp(_conv2d, _conv2d_vjp),
+    "MaxPool2d": RefOp(lambda x, **params: _maxpool_sources(x, **params)[0], _maxpool2d_vjp),
     "BatchNorm": RefOp(_batchnorm, _batchnorm_vjp),
     "LayerNorm": RefOp(_layernorm, _layernorm_vjp),
     "Attention": RefOp(_attention, _attention_vjp),

@@ -8,6 +8,7 @@ from topgrad_numpy.ops.elementwise import Add, Div, Mul
 from topgrad_numpy.ops.layernorm import LayerNorm
 from topgrad_numpy.ops.linear import Linear
 from topgrad_numpy.ops.pointwise import Abs, Exp, Log, Sigmoid, Sqrt, Tanh
+from topgrad_numpy.ops.pool import MaxPool2d
 from topgrad_numpy.ops.reduce import Max, Mean, Sum
 from topgrad_numpy.ops.shape import Concat, Permute, Reshape, Slice
 
@@ -25,6 +26,7 @@ __all__ = [
     "Log",
     "LogSoftmax",
     "Max",
+    "MaxPool2d",
     "Mean",
     "Mul",
     "Permute",

@@ -17,6 +17,26 @@ from topgrad_triton import runtime
 
 
 @triton.jit
+def nhwc_index(offs, H, W, C):
+    """(b, h, w, c) of offsets into a dense NHWC array of height H, width W and C channels."""
+    c = offs % C
+    r = offs // C
+    w = r % W
+    r = r // W
+    return r // H, r % H, w, c
+
+
+@triton.jit
+def reading_window(n, pad, tap, stride, n_out):
+    """Along one axis: the output position whose window reads input position n at kernel tap
+    `tap`, (n + pad - tap) / stride, and whether there is one (whole, and in range)."""
+    m = n + pad - tap
+    ms = tl.where(m >= 0, m, 0)  # keep // and % away from negative numbers
+    o = ms // stride
+    return o, (m >= 0) & (ms % stride == 0) & (o < n_out)
+
+
+@triton.jit
 def _im2col_kernel(
     x_ptr, cols_ptr, H, W, C, OH, OW, KW, sh, sw, ph, pw, M, KC,
     sxb, sxh, sxw, sxc,
@@ -54,23 +74,13 @@ def _col2im_kernel(
     and in range, of dcols[(b, oh, ow), (i, j, c)]."""
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     inside = offs < N
-    c = offs % C
-    r = offs // C
-    w = r % W
-    r = r // W
-    h = r % H
-    b = r // H
+    b, h, w, c = nhwc_index(offs, H, W, C)
     acc = tl.zeros([BLOCK], tl.float32)
     for i in range(0, KH):
-        hn = h + ph - i
-        hn = tl.where(hn >= 0, hn, -1)  # keep // and % away from negative numbers
-        oh = tl.where(hn >= 0, hn, 0) // sh
-        h_ok = (hn >= 0) & (tl.where(hn >= 0, hn, 0) % sh == 0) & (oh < OH)
+        oh, h_ok = reading_window(h, ph, i, sh, OH)
         for j in range(0, KW):
-            wn = w + pw - j
-            wn = tl.where(wn >= 0, wn, -1)
-            ow = tl.where(wn >= 0, wn, 0) // sw
-            ok = inside & h_ok & (wn >= 0) & (tl.where(wn >= 0, wn, 0) % sw == 0) & (ow < OW)
+            ow, w_ok = reading_window(w, pw, j, sw, OW)
+            ok = inside & h_ok & w_ok
             row = (b * OH + tl.where(ok, oh, 0)) * OW + tl.where(ok, ow, 0)
             acc += tl.load(dcols_ptr + row * KC + (i * KW + j) * C + c, mask=ok, other=0.0)
     tl.store(dx_ptr + offs, acc, mask=inside)

@@ -19,6 +19,7 @@ _MODULES = {
     "topgrad_triton.ops.linear": ("Linear",),
     "topgrad_triton.ops.reshape": ("Reshape", "Permute", "Slice", "Concat"),
     "topgrad_triton.ops.conv": ("Conv2d",),
+    "topgrad_triton.ops.pool": ("MaxPool2d",),
     "topgrad_triton.ops.norm": ("BatchNorm", "LayerNorm"),
     "topgrad_triton.ops.attention": ("Attention",),
 }

@@ -1,0 +1,50 @@
+"""`x.maxpool2d(...)`: the geometry of max pooling, checked once for every backend.
+
+Kept apart from the engine so that the Tensor method and every backend's MaxPool2d op take the
+same arguments and refuse the same ones in the same words, with PyTorch's rules: a stride that
+defaults to the window, padding at most half the window, an output of at least one position.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+Pair = tuple[int, int]
+
+
+def pair(name: str, value: Any, low: int) -> Pair:
+    """An (h, w) pair of ints >= `low`, from one int for both axes or a pair of them."""
+    values = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(values) != 2 or not all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) >= low for v in values
+    ):
+        raise ValueError(f"MaxPool2d: {name} must be an int >= {low} or an (h, w) pair of them, "
+                         f"got {value!r}")
+    return int(values[0]), int(values[1])
+
+
+def pool_geometry(
+    shape: tuple[int, ...], kernel_size: Any, stride: Any = None, padding: Any = 0
+) -> tuple[Pair, Pair, Pair, Pair]:
+    """(kernel, stride, padding, output size) as (h, w) pairs for an NHWC `shape`; ValueError
+    naming MaxPool2d for what torch.nn.functional.max_pool2d refuses."""
+    if len(shape) != 4:
+        raise ValueError(f"MaxPool2d: needs x of shape (B, H, W, C) (NHWC), got shape {tuple(shape)}")
+    kernel = pair("kernel_size", kernel_size, 1)
+    step = kernel if stride is None else pair("stride", stride, 1)
+    pad = pair("padding", padding, 0)
+    if pad[0] > kernel[0] // 2 or pad[1] > kernel[1] // 2:
+        raise ValueError(f"MaxPool2d: padding {pad} is more than half the window {kernel}, as PyTorch "
+                         "refuses (a window could then hold only padding)")
+    out = tuple((n + 2 * p - k) // s + 1 for n, k, s, p in zip(shape[1:3], kernel, step, pad))
+    if min(out) < 1:
+        raise ValueError(f"MaxPool2d: the window {kernel} does not fit x of shape {tuple(shape)} "
+                         f"with padding {pad} (H and W are axes 1 and 2, NHWC)")
+    return kernel, step, pad, (out[0], out[1])
+
+
+def first_inside(out_index: int, stride: int, pad: int) -> int:
+    """The first tap of a window (along one axis) that lies inside the image, not in the padding:
+    where PyTorch puts a window's gradient when every value in it is -inf."""
+    return max(0, pad - out_index * stride)
