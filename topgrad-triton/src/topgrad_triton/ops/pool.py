@@ -13,8 +13,9 @@ from topgrad_triton.ops.base import Grad, TritonOp, check_tensors
 
 
 class MaxPool2d(TritonOp):
-    """The maximum of each window; saves the tap of each output's window that gave it (int8):
-    ties go to the first tap, a NaN beats any number (the last NaN, as PyTorch's scan)."""
+    """The maximum of each window; saves the tap of each output's window that gave it (int8, int32
+    beyond 127 taps): ties go to the first tap, a NaN beats any number (the last NaN, as PyTorch's
+    scan), a window of -inf keeps its first tap inside the image."""
 
     def forward(
         self, x: torch.Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0
