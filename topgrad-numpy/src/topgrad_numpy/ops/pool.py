@@ -12,24 +12,20 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 from topgrad import Op
 from topgrad.pooling import first_inside, pool_geometry
-
-
-def _windows(xp: np.ndarray, geo: tuple[Any, ...]) -> np.ndarray:
-    """(kh*kw, B, OH, OW, C): tap t (row by row of the window) of every window, one dense block each."""
-    (kh, kw), (sh, sw), _, (ho, wo) = geo
-    B, _, _, C = xp.shape
-    sb, sy, sx, sc = xp.strides
-    view = as_strided(xp, (kh, kw, B, ho, wo, C), (sy, sx, sb, sy * sh, sx * sw, sc), writeable=False)
-    return np.ascontiguousarray(view).reshape(kh * kw, B, ho, wo, C)
 
 
 def _tap_view(a: np.ndarray, i: int, j: int, geo: tuple[Any, ...]) -> np.ndarray:
     """The view of the padded image `a` that tap (i, j) of every window reads."""
     _, (sh, sw), _, (ho, wo) = geo
     return a[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
+
+
+def _windows(xp: np.ndarray, geo: tuple[Any, ...]) -> np.ndarray:
+    """(kh*kw, B, OH, OW, C): tap t (row by row of the window) of every window, one dense block each."""
+    (kh, kw), _, _, _ = geo
+    return np.stack([_tap_view(xp, i, j, geo) for i in range(kh) for j in range(kw)])
 
 
 def _first_taps(geo: tuple[Any, ...]) -> np.ndarray:
