@@ -22,6 +22,21 @@ def arr(x: Any) -> np.ndarray:
     return np.asarray(x, dtype=F64 if type(x) is np.float64 else F32)
 
 
+def int_like(dtype: Any) -> np.dtype:
+    """The signed integer type as wide as the float type `dtype`: a view of its bit patterns."""
+    return np.dtype(f"i{np.dtype(dtype).itemsize}")
+
+
+def select(test: np.ufunc, a: Any, b: Any, grad: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """grad where test(a, b) holds, else +0.0 even where grad is NaN or inf (PyTorch's select,
+    bit for bit). The comparison writes its 0/1 straight into `out`, an integer array as wide as
+    grad's floats (`int_like`), and 0/1 times grad's bit pattern is that pattern or 0: two flat
+    passes, like `grad * mask`; `np.where` branches per element, ~10x slower."""
+    test(a, b, out=out, casting="unsafe")
+    np.multiply(out, grad.view(out.dtype), out=out)
+    return out.view(grad.dtype)
+
+
 def operands(op: str, a: Any, b: Any) -> tuple[Any, Any]:
     """The two operands of Add or Mul (`operand`), arrays in float32, or left in float64 where
     every array among them is float64 (a float64 Tensor, as `gradcheck` makes, stays float64)."""

@@ -15,6 +15,8 @@ import numpy as np
 from topgrad import Op
 from topgrad.pooling import first_inside, pool_geometry
 
+from topgrad_numpy.ops._util import int_like, select
+
 
 def _tap_view(a: np.ndarray, i: int, j: int, geo: tuple[Any, ...]) -> np.ndarray:
     """The view of the padded image `a` that tap (i, j) of every window reads."""
@@ -77,20 +79,17 @@ class MaxPool2d(Op):
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
         """Each tap's share is grad where the output took that tap, else +0.0 even where grad is
-        NaN (as PyTorch's scatter): the 0/1 mask times grad's bit pattern, as ReLU's backward."""
+        NaN (as PyTorch's scatter): `_util.select`, as ReLU's backward."""
         (tap,) = self._intermediate
         (B, H, W, C), geo = self.geometry
         (kh, kw), _, (ph, pw), _ = geo
         grad = np.ascontiguousarray(grad)
-        bits = np.dtype(f"i{grad.dtype.itemsize}")
         gxp = np.zeros((B, H + 2 * ph, W + 2 * pw, C), dtype=grad.dtype)
-        share = np.empty(grad.shape, dtype=bits)
+        share = np.empty(grad.shape, dtype=int_like(grad.dtype))
         for i in range(kh):
             for j in range(kw):
-                np.equal(tap, i * kw + j, out=share, casting="unsafe")
-                share *= grad.view(bits)
                 view = _tap_view(gxp, i, j, geo)  # holds each position once: a plain add
-                view += share.view(grad.dtype)
+                view += select(np.equal, tap, i * kw + j, grad, share)
         if ph or pw:
             return (np.ascontiguousarray(gxp[:, ph : ph + H, pw : pw + W]),)
         return (gxp,)
