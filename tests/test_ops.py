@@ -900,6 +900,7 @@ def _conv(
         ((1, 4, 4, 2), (4, 4), 3, 1, 0, True),
         ((3, 4, 6, 1), (1, 1), 1, 2, 0, False),  # crashed PyTorch's oneDNN (see torch_conv2d)
         ((2, 5, 7, 2), (1, 1), 3, 3, 1, True),
+        ((0, 5, 5, 2), (3, 3), 3, 1, 1, True),  # no images
     ],
 )
 def test_conv2d_fixed(
@@ -1026,6 +1027,17 @@ def test_conv2d_bad_shapes(x_shape: tuple[int, ...], w_shape: tuple[int, ...], b
     with pytest.raises(ValueError, match=r"(?i)conv") as info:
         Tensor(rand(x_shape, 0)).conv2d(Tensor(rand(w_shape, 1)))
     assert mentions_shape(str(info.value), bad), str(info.value)
+
+
+@pytest.mark.parametrize("x_shape", [(2, 0, 8, 3), (2, 8, 0, 3), (1, 0, 0, 3)])
+def test_conv2d_refuses_an_image_with_no_rows_or_columns(x_shape: tuple[int, ...]) -> None:
+    """PyTorch refuses an empty height or width even where the padding makes room for the kernel;
+    an empty batch is allowed (`test_conv2d_fixed`)."""
+    with pytest.raises(RuntimeError):  # what PyTorch does with the same image (NCHW)
+        F.conv2d(torch.zeros(nhwc_to_nchw(torch.zeros(x_shape)).shape), torch.zeros(4, 3, 3, 3), padding=2)
+    with pytest.raises(ValueError, match="Conv2d") as info:
+        Tensor(rand(x_shape, 0)).conv2d(Tensor(rand((3, 3, 3, 4), 1)), padding=2)
+    assert mentions_shape(str(info.value), x_shape), str(info.value)
 
 
 def test_conv2d_given_pytorchs_layouts_says_which_layout_it_takes() -> None:

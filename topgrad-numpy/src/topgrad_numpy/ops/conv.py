@@ -53,6 +53,11 @@ def _check(x: np.ndarray, w: np.ndarray, b: Any) -> None:
         )
     if b is not None and b.shape != (w.shape[3],):
         raise ValueError(f"Conv2d: bias must have shape ({w.shape[3]},) for w {w.shape}, got {b.shape}")
+    if 0 in x.shape[1:3]:
+        raise ValueError(
+            f"Conv2d: x {x.shape} is an image with no rows or columns; as in PyTorch only the batch "
+            "or channel axis may be empty"
+        )
 
 
 def _strided(a: np.ndarray, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:

@@ -37,6 +37,9 @@ def _check(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, padding: tu
         raise ValueError(f"Conv2d: the kernel needs kh, kw and Cout of at least 1 (as in PyTorch), {shapes}")
     if b is not None and tuple(b.shape) != (w.shape[3],):
         raise ValueError(f"Conv2d: bias of shape {tuple(b.shape)} does not match w of shape {tuple(w.shape)}")
+    if 0 in tuple(x.shape[1:3]):
+        raise ValueError(f"Conv2d: x is an image with no rows or columns, {shapes}; as in PyTorch only the "
+                         "batch or channel axis may be empty")
     if x.shape[1] + 2 * padding[0] < w.shape[0] or x.shape[2] + 2 * padding[1] < w.shape[1]:
         raise ValueError(f"Conv2d: the kernel is larger than the padded image, {shapes}, padding {padding}")
 
