@@ -34,7 +34,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 import traceback
@@ -57,6 +56,7 @@ import topgrad  # noqa: E402
 import topgrad_triton  # noqa: E402  (only `set_precision`; imports neither torch nor triton)
 import torch  # noqa: E402
 import torch.nn.functional as nnf  # noqa: E402
+from _provenance import git_commit  # noqa: E402
 from topgrad import Tensor  # noqa: E402
 
 GROUPS = ("matmul", "attention", "norm", "model")
@@ -531,19 +531,6 @@ def card_name(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name(0)
     return f"none: CPU ({platform.processor() or platform.machine()}), Triton interpreter"
-
-
-def git_commit() -> str:
-    """The repository's commit (with `+changes` when the work tree differs), or `unknown`."""
-    def git(*a: str) -> str:
-        try:
-            res = subprocess.run(["git", "-C", str(HERE), *a], capture_output=True, text=True, check=False)
-        except OSError:
-            return ""
-        return res.stdout.strip() if res.returncode == 0 else ""
-
-    head = git("rev-parse", "--short", "HEAD")
-    return (head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")) or "unknown"
 
 
 def header(args: argparse.Namespace, device: str, rows: Sequence[Row]) -> str:

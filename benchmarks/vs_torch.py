@@ -67,6 +67,7 @@ import _steps  # noqa: E402
 import numpy as np  # noqa: E402
 import topgrad  # noqa: E402
 import torch  # noqa: E402
+from _provenance import git_commit  # noqa: E402
 from topgrad import Tensor  # noqa: E402
 
 CLOCK_NAMES = {"cpu": "process CPU time (user + system)", "wall": "elapsed (wall) time"}
@@ -226,19 +227,6 @@ def environment() -> str:
     if _REMOVED_ENV:
         text += f" (removed for this run: {_REMOVED_ENV}; --keep-blas-env keeps them)"
     return text
-
-
-def git_commit() -> str:
-    """The repository's commit (with `+changes` when the work tree differs), or `unknown`."""
-    def git(*a: str) -> str:
-        try:
-            res = subprocess.run(["git", "-C", str(HERE), *a], capture_output=True, text=True, check=False)
-        except OSError:
-            return ""
-        return res.stdout.strip() if res.returncode == 0 else ""
-
-    head = git("rev-parse", "--short", "HEAD")
-    return (head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")) or "unknown"
 
 
 def cpu_model() -> str:

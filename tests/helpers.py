@@ -9,8 +9,12 @@ see `assert_as_accurate`.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -203,3 +207,15 @@ def torch_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: b
         mask = torch.ones(t_q, t_k, dtype=torch.bool).triu(1)
         scores = scores.masked_fill(mask, float("-inf"))
     return torch.softmax(scores, dim=-1) @ v
+
+
+def compile_for_cuda(script: str, tmp_path: Path) -> None:
+    """Run `script`, which compiles Triton kernels for the sm arch given as its argv[1], in a fresh
+    interpreter without TRITON_INTERPRET and with a Triton cache of its own (codegen and ptxas: no
+    GPU needed), for the arch in TOPGRAD_TRITON_COMPILE_CHECK; fail with the end of its stderr."""
+    env = {**os.environ, "TRITON_CACHE_DIR": str(tmp_path)}
+    env.pop("TRITON_INTERPRET", None)
+    arch = os.environ["TOPGRAD_TRITON_COMPILE_CHECK"]
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", script, arch], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]

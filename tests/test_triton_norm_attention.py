@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
 import torch.nn.functional as F  # noqa: E402, N812
+from helpers import compile_for_cuda  # noqa: E402
 from topgrad import Tensor  # noqa: E402
 from topgrad_triton import runtime  # noqa: E402
 from topgrad_triton.kernels import attention as attention_kernels  # noqa: E402
@@ -254,12 +255,4 @@ build(A.attn_bwd_dq_kernel, **attn)
 def test_kernels_compile_for_gpu_without_one(tmp_path) -> None:
     """Compile every kernel for a CUDA target (codegen + ptxas, no GPU needed): catches what
     the interpreter lets through (globals that are not constexpr, type errors in branches)."""
-    import subprocess
-    import sys
-
-    env = {**os.environ, "TRITON_CACHE_DIR": str(tmp_path)}
-    env.pop("TRITON_INTERPRET", None)
-    arch = os.environ["TOPGRAD_TRITON_COMPILE_CHECK"]
-    done = subprocess.run([sys.executable, "-W", "ignore", "-c", _COMPILE_ALL, arch], env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    compile_for_cuda(_COMPILE_ALL, tmp_path)
