@@ -1,0 +1,67 @@
+"""The Python examples of the README, docs/inspecting.md and topgrad-triton's README run as
+written and show what their comments say.
+
+A file's ```python blocks run in order as one script (later blocks use the names of earlier
+ones) in a fresh interpreter on the default backend, in a temporary directory; ```python norun
+blocks are cheat sheets with `...` in them, not run. The README's backend block selects the
+triton backend, so that file needs topgrad-triton (the interpreter, without a GPU: conftest
+turns it on).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FENCE = re.compile(r"^```python([^\n]*)\n(.*?)^```[ \t]*$", re.M | re.S)
+
+
+def script(path: Path) -> str:
+    """The file's runnable Python blocks, joined in order."""
+    text = path.read_text()
+    return "\n".join(m.group(2) for m in FENCE.finditer(text) if "norun" not in m.group(1).split())
+
+
+def run(path: Path, cwd: Path) -> list[str]:
+    """Run the file's script as a newcomer would, on the default backend (no TOPGRAD_BACKEND):
+    its printed lines, or a failure with its stderr."""
+    env = {k: v for k, v in os.environ.items() if k != "TOPGRAD_BACKEND"}
+    done = subprocess.run([sys.executable, "-c", script(path)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"{path.relative_to(ROOT)}:\n{done.stderr[-3000:]}"
+    return done.stdout.splitlines()
+
+
+def needs_triton() -> None:
+    if importlib.util.find_spec("topgrad_triton") is None or importlib.util.find_spec("triton") is None:
+        pytest.skip("the example selects the triton backend, which is not installed here")
+
+
+def test_readme_examples(tmp_path: Path) -> None:
+    """The first example's gradient shape, and the written-out softmax within ~2.4e-7 of LogSoftmax."""
+    needs_triton()
+    lines = run(ROOT / "README.md", tmp_path)
+    assert lines[-2].startswith("(3, 2) "), lines[-2]
+    assert float(lines[-1]) < 1e-6, lines[-1]
+
+
+def test_inspecting_guide_example(tmp_path: Path) -> None:
+    """The graph, the picture (or its DOT text without Graphviz) and the profile table."""
+    lines = run(ROOT / "docs" / "inspecting.md", tmp_path)
+    text = "\n".join(lines)
+    assert "Linear" in text and "LogSoftmax" in text and "backward ms" in text, text[-2000:]
+    assert (tmp_path / "graph.svg").exists() or (tmp_path / "graph.dot").exists()
+
+
+def test_triton_readme_examples(tmp_path: Path) -> None:
+    """Selecting the backend and its precision, as the package's README shows them (they print
+    nothing: the script must run without an error)."""
+    needs_triton()
+    run(ROOT / "topgrad-triton" / "README.md", tmp_path)
