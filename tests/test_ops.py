@@ -1034,7 +1034,7 @@ def test_conv2d_refuses_an_image_with_no_rows_or_columns(x_shape: tuple[int, ...
     """PyTorch refuses an empty height or width even where the padding makes room for the kernel;
     an empty batch is allowed (`test_conv2d_fixed`)."""
     with pytest.raises(RuntimeError):  # what PyTorch does with the same image (NCHW)
-        F.conv2d(torch.zeros(nhwc_to_nchw(torch.zeros(x_shape)).shape), torch.zeros(4, 3, 3, 3), padding=2)
+        F.conv2d(nhwc_to_nchw(torch.zeros(x_shape)), torch.zeros(4, 3, 3, 3), padding=2)
     with pytest.raises(ValueError, match="Conv2d") as info:
         Tensor(rand(x_shape, 0)).conv2d(Tensor(rand((3, 3, 3, 4), 1)), padding=2)
     assert mentions_shape(str(info.value), x_shape), str(info.value)
