@@ -7,21 +7,9 @@ defaults to the window, padding at most half the window, an output of at least o
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
-Pair = tuple[int, int]
-
-
-def pair(name: str, value: Any, low: int) -> Pair:
-    """An (h, w) pair of ints >= `low`, from one int for both axes or a pair of them."""
-    values = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(values) != 2 or not all(
-        isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) >= low for v in values
-    ):
-        raise ValueError(f"MaxPool2d: {name} must be an int >= {low} or an (h, w) pair of them, "
-                         f"got {value!r}")
-    return int(values[0]), int(values[1])
+from topgrad.pairs import Pair, pair
 
 
 def pool_geometry(
@@ -31,9 +19,9 @@ def pool_geometry(
     naming MaxPool2d for what torch.nn.functional.max_pool2d refuses."""
     if len(shape) != 4:
         raise ValueError(f"MaxPool2d: needs x of shape (B, H, W, C) (NHWC), got shape {tuple(shape)}")
-    kernel = pair("kernel_size", kernel_size, 1)
-    step = kernel if stride is None else pair("stride", stride, 1)
-    pad = pair("padding", padding, 0)
+    kernel = pair("MaxPool2d", "kernel_size", kernel_size, 1)
+    step = kernel if stride is None else pair("MaxPool2d", "stride", stride, 1)
+    pad = pair("MaxPool2d", "padding", padding, 0)
     if pad[0] > kernel[0] // 2 or pad[1] > kernel[1] // 2:
         raise ValueError(f"MaxPool2d: padding {pad} is more than half the window {kernel}, as PyTorch "
                          "refuses (a window could then hold only padding)")

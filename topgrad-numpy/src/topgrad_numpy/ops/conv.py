@@ -19,19 +19,11 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from topgrad import Op
+from topgrad.pairs import pair
 
 from topgrad_numpy import parallel
 from topgrad_numpy.ops import gemm
 from topgrad_numpy.ops._util import colsum, wide_add
-
-
-def _pair(op: str, name: str, v: Any, low: int) -> tuple[int, int]:
-    pair = (v, v) if isinstance(v, (int, np.integer)) else tuple(v) if isinstance(v, (tuple, list)) else ()
-    if len(pair) != 2 or not all(
-        isinstance(p, (int, np.integer)) and not isinstance(p, bool) and p >= low for p in pair
-    ):
-        raise ValueError(f"{op}: {name} must be an int >= {low} or an (h, w) pair of them, got {v!r}")
-    return int(pair[0]), int(pair[1])
 
 
 def _check(x: np.ndarray, w: np.ndarray, b: Any) -> None:
@@ -333,8 +325,8 @@ class Conv2d(Op):
         self, x: np.ndarray, w: np.ndarray, b: Any = None, stride: Any = 1, padding: Any = 0
     ) -> np.ndarray:
         _check(x, w, b)
-        sh, sw = _pair("Conv2d", "stride", stride, 1)
-        ph, pw = _pair("Conv2d", "padding", padding, 0)
+        sh, sw = pair("Conv2d", "stride", stride, 1)
+        ph, pw = pair("Conv2d", "padding", padding, 0)
         B, H, W, C = x.shape
         kh, kw, _, Cout = w.shape
         Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1

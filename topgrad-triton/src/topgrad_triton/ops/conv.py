@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import torch
+from topgrad.pairs import pair
 
 from topgrad_triton.kernels.conv import col2im, im2col, out_size
 from topgrad_triton.kernels.elementwise import contiguous
 from topgrad_triton.kernels.matmul import matmul
 from topgrad_triton.kernels.reduce import reduce_rows
 from topgrad_triton.ops.base import Grad, TritonOp, check_tensors
-
-
-def _pair(name: str, value: Any, low: int) -> tuple[int, int]:
-    """An (h, w) pair of ints >= `low`, from one int for both axes or a pair; ValueError naming
-    Conv2d for anything else (as padding='same')."""
-    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(pair) != 2 or not all(
-        isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) >= low for v in pair
-    ):
-        raise ValueError(f"Conv2d: {name} must be an int >= {low} or an (h, w) pair of them, got {value!r}")
-    return int(pair[0]), int(pair[1])
 
 
 def _check(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, padding: tuple[int, int]) -> None:
@@ -49,7 +38,7 @@ class Conv2d(TritonOp):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None,
                 stride: Any = 1, padding: Any = 0) -> torch.Tensor:
-        s, p = _pair("stride", stride, 1), _pair("padding", padding, 0)
+        s, p = pair("Conv2d", "stride", stride, 1), pair("Conv2d", "padding", padding, 0)
         _check(x, w, b, p)
         kh, kw, cin, cout = w.shape
         B, H, W, _ = x.shape
