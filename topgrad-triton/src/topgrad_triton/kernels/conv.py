@@ -37,6 +37,17 @@ def reading_window(n, pad, tap, stride, n_out):
 
 
 @triton.jit
+def reading_output(b, h, w, i, j, ph, pw, sh, sw, OH, OW):
+    """The output whose window reads input pixel (b, h, w) at kernel tap (i, j), as its row
+    (b * OH + oh) * OW + ow of the dense output (0 where there is none), and whether there is one:
+    what a gathering backward (col2im, max pooling's) adds up, tap by tap."""
+    oh, h_ok = reading_window(h, ph, i, sh, OH)
+    ow, w_ok = reading_window(w, pw, j, sw, OW)
+    ok = h_ok & w_ok
+    return (b * OH + tl.where(ok, oh, 0)) * OW + tl.where(ok, ow, 0), ok
+
+
+@triton.jit
 def _im2col_kernel(
     x_ptr, cols_ptr, H, W, C, OH, OW, KW, sh, sw, ph, pw, M, KC,
     sxb, sxh, sxw, sxc,
@@ -77,12 +88,9 @@ def _col2im_kernel(
     b, h, w, c = nhwc_index(offs, H, W, C)
     acc = tl.zeros([BLOCK], tl.float32)
     for i in range(0, KH):
-        oh, h_ok = reading_window(h, ph, i, sh, OH)
         for j in range(0, KW):
-            ow, w_ok = reading_window(w, pw, j, sw, OW)
-            ok = inside & h_ok & w_ok
-            row = (b * OH + tl.where(ok, oh, 0)) * OW + tl.where(ok, ow, 0)
-            acc += tl.load(dcols_ptr + row * KC + (i * KW + j) * C + c, mask=ok, other=0.0)
+            row, ok = reading_output(b, h, w, i, j, ph, pw, sh, sw, OH, OW)
+            acc += tl.load(dcols_ptr + row * KC + (i * KW + j) * C + c, mask=inside & ok, other=0.0)
     tl.store(dx_ptr + offs, acc, mask=inside)
 
 

@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 
 from topgrad_triton import runtime
-from topgrad_triton.kernels.conv import nhwc_index, reading_window
+from topgrad_triton.kernels.conv import nhwc_index, reading_output
 
 
 @triton.jit
@@ -54,11 +54,10 @@ def _maxpool_grad_kernel(
     b, h, w, c = nhwc_index(offs, H, W, C)
     acc = tl.zeros([BLOCK], tl.float32)
     for i in range(0, KH):
-        oh, h_ok = reading_window(h, ph, i, sh, OH)
         for j in range(0, KW):
-            ow, w_ok = reading_window(w, pw, j, sw, OW)
-            ok = inside & h_ok & w_ok
-            o = ((b * OH + tl.where(ok, oh, 0)) * OW + tl.where(ok, ow, 0)) * C + c
+            row, ok = reading_output(b, h, w, i, j, ph, pw, sh, sw, OH, OW)
+            ok = inside & ok
+            o = row * C + c
             t = tl.load(tap_ptr + o, mask=ok, other=-1).to(tl.int32)
             g = tl.load(g_ptr + o, mask=ok, other=0.0)
             acc += tl.where(ok & (t == i * KW + j), g, 0.0)
