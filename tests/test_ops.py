@@ -36,6 +36,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from topgrad import Tensor
+from topgrad.convolution import conv_geometry
 
 seeds = st.integers(0, 2**16)
 
@@ -1038,6 +1039,38 @@ def test_conv2d_refuses_an_image_with_no_rows_or_columns(x_shape: tuple[int, ...
     with pytest.raises(ValueError, match="Conv2d") as info:
         Tensor(rand(x_shape, 0)).conv2d(Tensor(rand((3, 3, 3, 4), 1)), padding=2)
     assert mentions_shape(str(info.value), x_shape), str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "stride", "padding"),
+    [
+        ((2, 5, 5, 3), (3, 3, 3, 4), 1, 0),
+        ((2, 5, 5, 3), (3, 3, 3, 4), 2, 1),
+        ((1, 4, 7, 2), (3, 2, 2, 1), (2, 3), (1, 0)),
+        ((1, 2, 2, 1), (3, 3, 1, 1), 1, 0),  # the kernel is larger than the image
+        ((1, 2, 2, 1), (3, 3, 1, 1), 1, 1),  # ... but the padding makes room
+        ((1, 1, 1, 1), (5, 5, 1, 1), 3, 1),  # ... or not enough
+        ((1, 3, 9, 1), (4, 1, 1, 2), (1, 4), (0, 0)),
+        ((0, 4, 4, 2), (3, 3, 2, 2), 1, 1),  # an empty batch
+        ((2, 4, 4, 0), (3, 3, 0, 2), 1, 1),  # no input channels
+    ],
+)
+def test_conv_geometry_matches_pytorch(
+    x_shape: tuple[int, ...], w_shape: tuple[int, ...], stride: Any, padding: Any
+) -> None:
+    """Every backend's Conv2d takes its output size, or its refusal, from `conv_geometry`: the
+    same as torch.nn.functional.conv2d's on the same image and kernel."""
+    x = nhwc_to_nchw(torch.zeros(x_shape))
+    w = torch.zeros(w_shape).permute(3, 2, 0, 1)
+    try:
+        expected: tuple[int, ...] | None = tuple(F.conv2d(x, w, stride=stride, padding=padding).shape[2:])
+    except RuntimeError:
+        expected = None
+    if expected is None:
+        with pytest.raises(ValueError, match="Conv2d: the kernel is larger"):
+            conv_geometry(x_shape, w_shape, None, stride, padding)
+    else:
+        assert conv_geometry(x_shape, w_shape, None, stride, padding)[2] == expected
 
 
 def test_conv2d_given_pytorchs_layouts_says_which_layout_it_takes() -> None:

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from topgrad.convolution import conv_geometry
+from topgrad.pairs import Pair
 from topgrad.pooling import pool_geometry
 
 try:
@@ -167,32 +169,32 @@ def _concat_vjp(g: Any, *xs: Any, axis: int = 0) -> tuple[Any, ...]:
     return tuple(np.split(g, np.cumsum([x.shape[axis] for x in xs[:-1]]), axis=axis))
 
 
-def _conv_geometry(x: Any, w: Any, stride: int, padding: int) -> tuple[Any, int, int]:
-    xp = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    kh, kw = w.shape[:2]
-    return xp, (xp.shape[1] - kh) // stride + 1, (xp.shape[2] - kw) // stride + 1
+def _padded(x: Any, w: Any, stride: Any, padding: Any) -> tuple[Any, Pair, Pair, Pair]:
+    """x padded, with the stride, padding and output size as (h, w) pairs."""
+    step, (ph, pw), out = conv_geometry(x.shape, w.shape, None, stride, padding)
+    return np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0))), step, (ph, pw), out
 
 
-def _conv2d(x: Any, w: Any, b: Any = None, stride: int = 1, padding: int = 0) -> Any:
+def _conv2d(x: Any, w: Any, b: Any = None, stride: Any = 1, padding: Any = 0) -> Any:
     """Direct convolution: a sum over kernel positions (no im2col), NHWC input, HWIO kernel."""
-    xp, ho, wo = _conv_geometry(x, w, stride, padding)
+    xp, (sh, sw), _, (ho, wo) = _padded(x, w, stride, padding)
     out = np.zeros((x.shape[0], ho, wo, w.shape[3]))
     for p in range(w.shape[0]):
         for q in range(w.shape[1]):
-            window = xp[:, p : p + stride * ho : stride, q : q + stride * wo : stride, :]
+            window = xp[:, p : p + sh * ho : sh, q : q + sw * wo : sw, :]
             out += window @ w[p, q]
     return out if b is None else out + b
 
 
-def _conv2d_vjp(g: Any, x: Any, w: Any, b: Any = None, stride: int = 1, padding: int = 0) -> tuple[Any, ...]:
-    xp, ho, wo = _conv_geometry(x, w, stride, padding)
+def _conv2d_vjp(g: Any, x: Any, w: Any, b: Any = None, stride: Any = 1, padding: Any = 0) -> tuple[Any, ...]:
+    xp, (sh, sw), (ph, pw), (ho, wo) = _padded(x, w, stride, padding)
     gxp, gw = np.zeros_like(xp), np.zeros_like(w)
     for p in range(w.shape[0]):
         for q in range(w.shape[1]):
-            rows, cols = slice(p, p + stride * ho, stride), slice(q, q + stride * wo, stride)
+            rows, cols = slice(p, p + sh * ho, sh), slice(q, q + sw * wo, sw)
             gxp[:, rows, cols, :] += g @ w[p, q].T
             gw[p, q] = np.einsum("bhwc,bhwo->co", xp[:, rows, cols, :], g)
-    gx = gxp[:, padding : padding + x.shape[1], padding : padding + x.shape[2], :]
+    gx = gxp[:, ph : ph + x.shape[1], pw : pw + x.shape[2], :]
     gb = g.sum(axis=(0, 1, 2)) if b is not None else None
     return gx, gw, gb
 

@@ -19,37 +19,11 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from topgrad import Op
-from topgrad.pairs import pair
+from topgrad.convolution import conv_geometry
 
 from topgrad_numpy import parallel
 from topgrad_numpy.ops import gemm
 from topgrad_numpy.ops._util import colsum, wide_add
-
-
-def _check(x: np.ndarray, w: np.ndarray, b: Any) -> None:
-    if x.ndim != 4 or w.ndim != 4:
-        raise ValueError(
-            f"Conv2d: needs x of shape (B, H, W, Cin) and w of shape (kh, kw, Cin, Cout); "
-            f"got x {x.shape} and w {w.shape}"
-        )
-    if x.shape[3] != w.shape[2]:
-        raise ValueError(
-            f"Conv2d: channel mismatch, x {x.shape} has Cin={x.shape[3]} but w {w.shape} "
-            f"expects Cin={w.shape[2]} (x is NHWC and w is (kh, kw, Cin, Cout); PyTorch's NCHW x "
-            "and (Cout, Cin, kh, kw) w need a transpose of their arrays before they become Tensors: "
-            "np.transpose(x, (0, 2, 3, 1)), np.transpose(w, (2, 3, 1, 0)))"
-        )
-    if 0 in w.shape[:2] or w.shape[3] == 0:
-        raise ValueError(
-            f"Conv2d: the kernel needs kh, kw and Cout of at least 1 (as in PyTorch), got w {w.shape}"
-        )
-    if b is not None and b.shape != (w.shape[3],):
-        raise ValueError(f"Conv2d: bias must have shape ({w.shape[3]},) for w {w.shape}, got {b.shape}")
-    if 0 in x.shape[1:3]:
-        raise ValueError(
-            f"Conv2d: x {x.shape} is an image with no rows or columns; as in PyTorch only the batch "
-            "or channel axis may be empty"
-        )
 
 
 def _strided(a: np.ndarray, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
@@ -324,17 +298,10 @@ class Conv2d(Op):
     def forward(
         self, x: np.ndarray, w: np.ndarray, b: Any = None, stride: Any = 1, padding: Any = 0
     ) -> np.ndarray:
-        _check(x, w, b)
-        sh, sw = pair("Conv2d", "stride", stride, 1)
-        ph, pw = pair("Conv2d", "padding", padding, 0)
-        B, H, W, C = x.shape
+        (sh, sw), (ph, pw), (Ho, Wo) = conv_geometry(x.shape, w.shape, None if b is None else b.shape,
+                                                     stride, padding)
+        B, _, _, C = x.shape
         kh, kw, _, Cout = w.shape
-        Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
-        if Ho < 1 or Wo < 1:
-            raise ValueError(
-                f"Conv2d: kernel {w.shape[:2]} is larger than the padded input of x {x.shape} "
-                f"(padding {padding})"
-            )
         w2 = w.reshape(kh * kw * C, Cout)
         out = np.empty((B, Ho * Wo, Cout), dtype=np.result_type(x, w))
         chunks = batch_chunks(B, Ho * Wo * kh * kw * C * x.itemsize)

@@ -4,6 +4,7 @@ from typing import Any
 
 import numpy as np
 from topgrad import Op
+from topgrad.convolution import conv_geometry
 
 
 def unbroadcast(grad: np.ndarray, x: Any) -> np.ndarray | None:
@@ -124,19 +125,19 @@ class Linear(Op):
         return grad @ w.T, grad_w, rows.sum(axis=0) if self.has_bias else None
 
 
-def im2col(xp: np.ndarray, kh: int, kw: int, stride: int) -> np.ndarray:
+def im2col(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int) -> np.ndarray:
     """Every (kh, kw) window of a padded NHWC input: shape (B, Ho, Wo, kh, kw, C), a view."""
     windows = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(1, 2))
-    return windows[:, ::stride, ::stride].transpose(0, 1, 2, 4, 5, 3)
+    return windows[:, ::sh, ::sw].transpose(0, 1, 2, 4, 5, 3)
 
 
 class Conv2d(Op):
     def forward(self, x, w, b=None, stride=1, padding=0):
-        if x.shape[3] != w.shape[2]:
-            raise ValueError(f"Conv2d: x of shape {x.shape} has {x.shape[3]} channels, w of shape "
-                             f"{w.shape} expects {w.shape[2]}")
-        xp = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-        cols = im2col(xp, w.shape[0], w.shape[1], stride)
+        # (h, w) pairs from ints or pairs, and every shape checked as the other backends do
+        stride, padding, _ = conv_geometry(x.shape, w.shape, None if b is None else b.shape, stride, padding)
+        ph, pw = padding
+        xp = np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+        cols = im2col(xp, w.shape[0], w.shape[1], *stride)
         self.save_for_backward(cols, w)
         self.xp_shape, self.stride, self.padding, self.has_bias = xp.shape, stride, padding, b is not None
         out = cols.reshape(-1, w[..., 0].size) @ w.reshape(-1, w.shape[3])  # the GEMM
@@ -145,7 +146,7 @@ class Conv2d(Op):
 
     def backward(self, grad):
         cols, w = self.saved
-        kh, kw, s, p = w.shape[0], w.shape[1], self.stride, self.padding
+        kh, kw, (sh, sw), (ph, pw) = w.shape[0], w.shape[1], self.stride, self.padding
         rows = grad.reshape(-1, w.shape[3])
         grad_w = (cols.reshape(-1, w[..., 0].size).T @ rows).reshape(w.shape)
         grad_cols = (rows @ w.reshape(-1, w.shape[3]).T).reshape(cols.shape)
@@ -153,8 +154,8 @@ class Conv2d(Op):
         ho, wo = cols.shape[1:3]
         for i in range(kh):  # col2im: add each window position back where it came from
             for j in range(kw):
-                grad_xp[:, i : i + s * ho : s, j : j + s * wo : s, :] += grad_cols[:, :, :, i, j, :]
-        grad_x = grad_xp[:, p : grad_xp.shape[1] - p, p : grad_xp.shape[2] - p, :]
+                grad_xp[:, i : i + sh * ho : sh, j : j + sw * wo : sw, :] += grad_cols[:, :, :, i, j, :]
+        grad_x = grad_xp[:, ph : grad_xp.shape[1] - ph, pw : grad_xp.shape[2] - pw, :]
         return grad_x, grad_w, rows.sum(axis=0) if self.has_bias else None
 
 

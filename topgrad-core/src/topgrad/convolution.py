@@ -1,0 +1,50 @@
+"""`x.conv2d(...)`: the geometry of a 2-d convolution, checked once for every backend.
+
+Every backend's Conv2d op calls `conv_geometry` first, so that all of them refuse the same
+inputs in the same words, with PyTorch's rules: NHWC x and HWIO w (Topgrad's layouts, not
+PyTorch's), a kernel and an image of at least one row and column, a kernel that fits the
+padded image. Shapes only: a backend's own array types never reach this module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from topgrad.pairs import Pair, pair
+
+
+def conv_geometry(
+    x_shape: tuple[int, ...], w_shape: tuple[int, ...], b_shape: tuple[int, ...] | None = None,
+    stride: Any = 1, padding: Any = 0,
+) -> tuple[Pair, Pair, Pair]:
+    """(stride, padding, output size) as (h, w) pairs for x of shape (B, H, W, Cin), w of shape
+    (kh, kw, Cin, Cout) and a bias of shape (Cout,) (None: no bias); ValueError naming Conv2d
+    and the shapes for what torch.nn.functional.conv2d refuses."""
+    x_shape, w_shape = tuple(x_shape), tuple(w_shape)
+    shapes = f"x of shape {x_shape} and w of shape {w_shape}"
+    if len(x_shape) != 4 or len(w_shape) != 4:
+        raise ValueError(f"Conv2d: needs x of shape (B, H, W, Cin) and w of shape (kh, kw, Cin, Cout); "
+                         f"got {shapes}")
+    if x_shape[3] != w_shape[2]:
+        raise ValueError(
+            f"Conv2d: channel mismatch, x of shape {x_shape} has Cin={x_shape[3]} but w of shape {w_shape} "
+            f"expects Cin={w_shape[2]} (x is NHWC and w is (kh, kw, Cin, Cout); PyTorch's NCHW x and "
+            "(Cout, Cin, kh, kw) w need a transpose of their arrays before they become Tensors: "
+            "np.transpose(x, (0, 2, 3, 1)), np.transpose(w, (2, 3, 1, 0)))"
+        )
+    if 0 in w_shape[:2] or w_shape[3] == 0:
+        raise ValueError(f"Conv2d: the kernel needs kh, kw and Cout of at least 1 (as in PyTorch), "
+                         f"got {shapes}")
+    if b_shape is not None and tuple(b_shape) != (w_shape[3],):
+        raise ValueError(f"Conv2d: bias must have shape ({w_shape[3]},) for w of shape {w_shape}, "
+                         f"got {tuple(b_shape)}")
+    if 0 in x_shape[1:3]:
+        raise ValueError(f"Conv2d: x of shape {x_shape} is an image with no rows or columns; as in "
+                         "PyTorch only the batch or channel axis may be empty")
+    step = pair("Conv2d", "stride", stride, 1)
+    pad = pair("Conv2d", "padding", padding, 0)
+    out = tuple((n + 2 * p - k) // s + 1 for n, k, s, p in zip(x_shape[1:3], w_shape[:2], step, pad))
+    if min(out) < 1:
+        raise ValueError(f"Conv2d: the kernel is larger than the padded image, {shapes}, padding {pad} "
+                         "(H and W are axes 1 and 2 of x, NHWC)")
+    return step, pad, (out[0], out[1])
