@@ -38,6 +38,7 @@ MAX_INT = 2**63 - 1  # a checkpoint stores the seed, the epochs and the batch si
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `topgrad-train` command line."""
     p = argparse.ArgumentParser(
         prog="topgrad-train", description="Train a topgrad example model and print its test accuracy.")
     p.add_argument("model", choices=list(MODELS), help="which model to train")

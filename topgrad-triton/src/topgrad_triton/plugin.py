@@ -10,6 +10,7 @@ import topgrad
 
 @topgrad.hookimpl
 def topgrad_backends() -> list[topgrad.BackendSpec]:
+    """The `triton` backend, loaded lazily by name."""
     return [
         topgrad.BackendSpec(
             name="triton",

@@ -28,6 +28,7 @@ def _has_array_api(what: str, a: Any, shape: tuple[int, ...]) -> list[Outcome]:
 
 
 def check_asarray(rtol: float = RTOL) -> Outcome:
+    """`asarray` of nested lists, numpy arrays of both widths, a backend array and a scalar."""
     b = get_backend()
     nested = b.asarray([[1.0, 2.0, 3.0], [4.0, 5.0, 6.5]])
     from_numpy = b.asarray(_A.astype(np.float32))
@@ -43,6 +44,7 @@ def check_asarray(rtol: float = RTOL) -> Outcome:
 
 
 def check_to_numpy(rtol: float = RTOL) -> Outcome:
+    """`to_numpy` returns a numpy array with the values it was given."""
     b = get_backend()
     a = b.asarray(_A)
     out = b.to_numpy(a)
@@ -52,6 +54,7 @@ def check_to_numpy(rtol: float = RTOL) -> Outcome:
 
 
 def check_constants(rtol: float = RTOL) -> Outcome:
+    """`zeros`, `ones` and `full` give arrays of the asked shape and value."""
     b = get_backend()
     outcomes = []
     for shape in [(2, 3), (4,), (1, 2, 1)]:
@@ -67,6 +70,7 @@ def check_constants(rtol: float = RTOL) -> Outcome:
 
 
 def check_randn(rtol: float = RTOL) -> Outcome:
+    """`randn` repeats for a seed, differs across seeds and draws a standard normal."""
     b = get_backend()
     first, again, other = b.randn((40, 50), seed=3), b.randn((40, 50), seed=3), b.randn((40, 50), seed=4)
     outcomes = _has_array_api("randn((40, 50))", first, (40, 50))
@@ -96,6 +100,7 @@ def _arith(name: str, fn: Callable[[Any, Any], Any], want: Callable[[Any, Any], 
 
 
 def check_sqrt(rtol: float = RTOL) -> Outcome:
+    """`sqrt` of a backend array, elementwise."""
     b = get_backend()
     return compare("sqrt(a)", _np(b.sqrt(b.asarray(np.abs(_A)))), np.sqrt(np.abs(_A)), rtol)
 

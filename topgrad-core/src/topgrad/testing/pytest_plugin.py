@@ -10,6 +10,7 @@ from typing import Any
 
 
 def pytest_addoption(parser: Any) -> None:
+    """The `--topgrad-backend NAME` option: which backend the kit's tests check."""
     parser.addoption(
         "--topgrad-backend",
         default=None,
@@ -43,6 +44,7 @@ def requested_backend(config: Any) -> str:
 
 
 def pytest_report_header(config: Any) -> str | None:
+    """Name the checked backend in pytest's header when one was asked for."""
     if config.getoption("--topgrad-backend", default=None):
         return f"topgrad conformance kit: backend {config.getoption('--topgrad-backend')!r}"
     return None

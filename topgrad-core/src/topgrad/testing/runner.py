@@ -44,6 +44,8 @@ class Row:
 
 @dataclass
 class Report:
+    """One backend's rows of the kit's table, as `python -m topgrad.testing` prints them."""
+
     backend: str
     rows: list[Row]
 
