@@ -1059,7 +1059,8 @@ def test_conv_geometry_matches_pytorch(
     x_shape: tuple[int, ...], w_shape: tuple[int, ...], stride: Any, padding: Any
 ) -> None:
     """Every backend's Conv2d takes its output size, or its refusal, from `conv_geometry`: the
-    same as torch.nn.functional.conv2d's on the same image and kernel."""
+    same as torch.nn.functional.conv2d's on the same image and kernel (the op's own output is
+    checked on the backend under test)."""
     x = nhwc_to_nchw(torch.zeros(x_shape))
     w = torch.zeros(w_shape).permute(3, 2, 0, 1)
     try:
@@ -1071,6 +1072,9 @@ def test_conv_geometry_matches_pytorch(
             conv_geometry(x_shape, w_shape, None, stride, padding)
     else:
         assert conv_geometry(x_shape, w_shape, None, stride, padding)[2] == expected
+        out = Tensor(np.zeros(x_shape, np.float32)).conv2d(Tensor(np.zeros(w_shape, np.float32)),
+                                                            stride=stride, padding=padding)
+        assert out.shape == (x_shape[0], *expected, w_shape[3])
 
 
 def test_conv2d_given_pytorchs_layouts_says_which_layout_it_takes() -> None:
