@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from topgrad.pairs import Pair, pair
+from topgrad.pairs import Pair, output_size, pair
 
 
 def conv_geometry(
@@ -43,8 +43,8 @@ def conv_geometry(
                          "PyTorch only the batch or channel axis may be empty")
     step = pair("Conv2d", "stride", stride, 1)
     pad = pair("Conv2d", "padding", padding, 0)
-    out = tuple((n + 2 * p - k) // s + 1 for n, k, s, p in zip(x_shape[1:3], w_shape[:2], step, pad))
+    out = output_size((x_shape[1], x_shape[2]), (w_shape[0], w_shape[1]), step, pad)
     if min(out) < 1:
         raise ValueError(f"Conv2d: the kernel is larger than the padded image, {shapes}, padding {pad} "
                          "(H and W are axes 1 and 2 of x, NHWC)")
-    return step, pad, (out[0], out[1])
+    return step, pad, out

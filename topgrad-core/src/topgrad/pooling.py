@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from topgrad.pairs import Pair, pair
+from topgrad.pairs import Pair, output_size, pair
 
 
 def pool_geometry(
@@ -25,11 +25,11 @@ def pool_geometry(
     if pad[0] > kernel[0] // 2 or pad[1] > kernel[1] // 2:
         raise ValueError(f"MaxPool2d: padding {pad} is more than half the window {kernel}, as PyTorch "
                          "refuses (a window could then hold only padding)")
-    out = tuple((n + 2 * p - k) // s + 1 for n, k, s, p in zip(shape[1:3], kernel, step, pad))
+    out = output_size((shape[1], shape[2]), kernel, step, pad)
     if min(out) < 1:
         raise ValueError(f"MaxPool2d: the window {kernel} does not fit x of shape {tuple(shape)} "
                          f"with padding {pad} (H and W are axes 1 and 2, NHWC)")
-    return kernel, step, pad, (out[0], out[1])
+    return kernel, step, pad, out
 
 
 def first_inside(out_index: int, stride: int, pad: int) -> int:

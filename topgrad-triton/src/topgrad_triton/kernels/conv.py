@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from topgrad.pairs import output_size
 
 from topgrad_triton import runtime
 
@@ -94,17 +95,12 @@ def _col2im_kernel(
     tl.store(dx_ptr + offs, acc, mask=inside)
 
 
-def out_size(size: int, k: int, stride: int, pad: int) -> int:
-    """Output length of a convolution along one axis."""
-    return (size + 2 * pad - k) // stride + 1
-
-
 def im2col(x: torch.Tensor, kh: int, kw: int, stride: tuple[int, int], pad: tuple[int, int]) -> torch.Tensor:
     """The (B*OH*OW, KH*KW*C) patch matrix of the NHWC image x (any strides); stride and pad
     are (h, w) pairs."""
     B, H, W, C = x.shape
     (sh, sw), (ph, pw) = stride, pad
-    OH, OW = out_size(H, kh, sh, ph), out_size(W, kw, sw, pw)
+    OH, OW = output_size((H, W), (kh, kw), stride, pad)
     M, KC = B * OH * OW, kh * kw * C
     cols = torch.empty((M, KC), dtype=torch.float32, device=x.device)
     if M == 0 or KC == 0:
@@ -124,7 +120,7 @@ def col2im(dcols: torch.Tensor, shape: tuple[int, int, int, int], kh: int, kw: i
     """The adjoint of `im2col`: the dense NHWC gradient of the image from the patch-matrix gradient."""
     B, H, W, C = shape
     (sh, sw), (ph, pw) = stride, pad
-    OH, OW = out_size(H, kh, sh, ph), out_size(W, kw, sw, pw)
+    OH, OW = output_size((H, W), (kh, kw), stride, pad)
     dx = torch.empty(shape, dtype=torch.float32, device=dcols.device)
     N = B * H * W * C
     if N == 0:
