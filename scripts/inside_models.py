@@ -45,7 +45,9 @@ def one_step(name: str, batch: int) -> str:
         f"{rows}\n| total, each array once | {len(graph.ops)} | {human_bytes(graph.distinct_saved_bytes)} | "
         f"{human_bytes(graph.distinct_extra_bytes)} |\n\n"
         "(A row counts what its op type saved; an array two ops saved, such as a ReLU's output the "
-        "next layer saves too, is in both rows and once in the total.)\n"
+        "next layer saves too, is in both rows and once in the total. The profile counts op calls and "
+        "the graph its nodes: an op on constants alone, such as a Reshape of the image batch, runs but "
+        "makes no node.)\n"
     )
 
 

@@ -194,7 +194,7 @@ CASES: list[Case] = [
     Case("Attention", "(2,4,8)", (Arr((2, 4, 8)), Arr((2, 4, 8)), Arr((2, 4, 8))), {"causal": False}),
     Case("Attention", "(2,5,4) causal", (Arr((2, 5, 4)), Arr((2, 5, 4)), Arr((2, 5, 4))), {"causal": True}),
 ]
-"""Every case the kit runs, grouped by op in the order of CONTRACT section 6; the optional ops
+"""Every case the kit runs, grouped by op in the order of the op table (README); the optional ops
 follow their kin (Div after Mul, Max after Mean, Exp, Log, Sqrt, Abs, Tanh and Sigmoid after ReLU,
 Permute, Slice and Concat after Reshape, MaxPool2d after Conv2d). Slice's index is given as
 `Tensor.__getitem__` hands it to the op, in the canonical form of `topgrad.indexing.basic_index`."""
@@ -203,5 +203,5 @@ OP_NAMES: list[str] = list(dict.fromkeys(case.op for case in CASES))
 
 OPTIONAL_OPS: frozenset[str] = frozenset({"Div", "Max", "Exp", "Log", "Sqrt", "Abs", "Tanh", "Sigmoid",
                                            "Permute", "Slice", "Concat", "MaxPool2d"})
-"""Ops beyond CONTRACT section 6: checked where a backend has them, reported as not provided
+"""Ops beyond the twelve required ones: checked where a backend has them, reported as not provided
 where it has not."""

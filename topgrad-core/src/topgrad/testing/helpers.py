@@ -1,4 +1,4 @@
-"""Checks of the Backend array helpers (CONTRACT section 3), which constructors and optimizers use."""
+"""Checks of the Backend array helpers (`topgrad.Backend`), which constructors and optimizers use."""
 
 from __future__ import annotations
 

@@ -330,7 +330,7 @@ REFERENCE: dict[str, RefOp] = {
     "LayerNorm": RefOp(_layernorm, _layernorm_vjp),
     "Attention": RefOp(_attention, _attention_vjp),
 }
-"""The op table of CONTRACT section 6 and the optional ops, in float64."""
+"""The op table (the twelve required ops) and the optional ops, in float64."""
 
 
 def forward_output(result: Any) -> Any:

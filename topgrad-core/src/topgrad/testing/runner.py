@@ -77,7 +77,7 @@ def provides(op: str) -> bool:
 
 def op_row(op: str, rtol: float = RTOL, cases: list[Case] | None = None) -> Row:
     """Run every case of `op` (forward, backward, and the reference's own gradient check); an op
-    of the contract's table that the backend lacks is one failure, not one per case, and an
+    of the required table that the backend lacks is one failure, not one per case, and an
     optional op it lacks is a row that says so."""
     if not provides(op):
         if op in OPTIONAL_OPS:

@@ -1,4 +1,4 @@
-"""Exp, Log, Sqrt, Abs, Tanh and Sigmoid: pointwise functions beyond the contract's table, so
+"""Exp, Log, Sqrt, Abs, Tanh and Sigmoid: pointwise functions beyond the required op table, so
 that softmax or a cross-entropy can be written out from ops (and compared with the built-in
 LogSoftmax), norms, standard deviations and L1 losses too, and the classic squashing
 nonlinearities are one op each."""

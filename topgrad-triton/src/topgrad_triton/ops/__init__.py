@@ -1,4 +1,4 @@
-"""The op table of the Triton backend: every op of CONTRACT section 6 as a `TritonOp`.
+"""The op table of the Triton backend: every op of the table, required and optional, as a `TritonOp`.
 
 BatchNorm, LayerNorm and Attention live in `ops/norm.py` and `ops/attention.py`; the
 table includes them when those modules are present.

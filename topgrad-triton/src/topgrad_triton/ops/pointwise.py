@@ -1,4 +1,4 @@
-"""Exp, Log, Sqrt, Abs, Tanh and Sigmoid: pointwise ops beyond the contract's table, on the
+"""Exp, Log, Sqrt, Abs, Tanh and Sigmoid: pointwise ops beyond the required op table, on the
 elementwise kernel."""
 
 from __future__ import annotations
