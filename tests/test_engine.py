@@ -655,3 +655,14 @@ def test_len_of_a_0d_tensor_is_a_type_error() -> None:
     assert len(Tensor(rand((4, 2), 50))) == 4
     with pytest.raises(TypeError, match="0-d"):
         len(Tensor(1.0))
+
+
+@pytest.mark.parametrize("compare", [lambda x: x > 0, lambda x: 0 <= x, lambda x: x < x,
+                                     lambda x: np.zeros(2, np.float32) >= x])
+def test_comparisons_say_there_are_none_and_what_to_do(compare: Any) -> None:
+    """No comparison ops (no gradient; == is identity, as tensors are graph nodes): the TypeError
+    says so and points to the values, where Python's default named only the types."""
+    x = Tensor.ones(2)
+    with pytest.raises(TypeError, match=r"no comparison ops.*x\.numpy\(\) > 0"):
+        compare(x)
+    assert x == x and x != Tensor.ones(2) and {x: 1}[x] == 1

@@ -728,6 +728,24 @@ def test_linear_weight_must_be_a_tensor(w: object) -> None:
         Tensor(rand((2, 3), 0)).linear(w)  # type: ignore[arg-type]
 
 
+def test_an_array_at_a_tensor_is_linear_with_a_constant_x(backend_name: str) -> None:
+    """`a @ w` with a numpy array on the left (Tensor.__rmatmul__) is Linear(a, w): w's gradient as
+    PyTorch's; a backend that takes only its own arrays refuses `a` in Linear's name."""
+    a, w0 = rand((2, 3), 16), rand((3, 4), 17)
+    w = Tensor(w0)
+    if backend_name != "numpy":
+        with pytest.raises(TypeError, match="Linear"):
+            a @ w
+        return
+    y = a @ w
+    y.sum().backward()
+    tw = torch.tensor(w0, dtype=torch.float64, requires_grad=True)
+    ty = torch.tensor(a, dtype=torch.float64) @ tw
+    ty.sum().backward()
+    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(w.grad), tw.grad.numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_matmul_operator_error_names_the_product() -> None:
     """`x @ w` runs the Linear op; its error says so, so that a user who wrote `@` knows which."""
     with pytest.raises(ValueError, match=r"Linear \(x @ w\)") as info:
@@ -1377,6 +1395,23 @@ def test_attention_bad_shapes(
     with pytest.raises(ValueError, match=r"(?i)attention") as info:
         topgrad.attention(q, k, v)
     assert mentions_shape(str(info.value), bad), str(info.value)
+
+
+@pytest.mark.parametrize("norm", ["batchnorm", "layernorm"])
+def test_norms_on_nchw_images_say_topgrad_is_channels_last(norm: str) -> None:
+    """gamma sized for axis 1 of a 4-d x (an NCHW habit) gets the transpose to NHWC, in the same
+    words on every backend (core's feature_count)."""
+    x = Tensor(rand((2, 3, 5, 5), 56))
+    with pytest.raises(ValueError, match=rf"{'BatchNorm' if norm == 'batchnorm' else 'LayerNorm'}: gamma "
+                       r"must have shape \(5,\) for x of shape \(2, 3, 5, 5\).*NCHW.*\(0, 2, 3, 1\)"):
+        getattr(x, norm)(Tensor.ones(3), Tensor.zeros(3))
+
+
+def test_batchnorm_running_statistic_of_another_size_is_refused() -> None:
+    x = Tensor(rand((4, 3), 57))
+    with pytest.raises(ValueError, match=r"BatchNorm: running_var must have shape \(3,\) for x of shape "
+                       r"\(4, 3\).*got \(4,\)"):
+        x.batchnorm(Tensor.ones(3), Tensor.zeros(3), running_mean=Tensor.zeros(3), running_var=Tensor.ones(4))
 
 
 def test_batchnorm_eval_mode_needs_running_statistics() -> None:

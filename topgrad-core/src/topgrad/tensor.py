@@ -285,6 +285,16 @@ class Tensor:
     def __matmul__(self, w: Tensor) -> Tensor:
         return _ops().Linear.apply(self, w, None)
 
+    def __rmatmul__(self, x: Any) -> Tensor:
+        return _ops().Linear.apply(x, self, None)
+
+    def _no_comparison(self, other: Any) -> bool:
+        """Tensors are graph nodes: == is identity (they are hashable) and <, >, <=, >= do not exist."""
+        raise TypeError("Topgrad has no comparison ops (a comparison has no gradient; == on tensors is "
+                        "identity): compare the values instead, e.g. x.numpy() > 0")
+
+    __lt__ = __le__ = __gt__ = __ge__ = _no_comparison
+
     def sum(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
         keep = _flag("sum", "keepdims", keepdims)
         return _ops().Sum.apply(self, axis=_reduced("sum", axis), keepdims=keep)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+from topgrad.normalization import feature_count
 
 F32 = np.dtype(np.float32)
 F64 = np.dtype(np.float64)
@@ -251,17 +252,10 @@ def run_expand(grad: Any, shape: tuple[int, ...], axs: tuple[int, ...]) -> np.nd
     return np.repeat(g.reshape(pre, 1, post), red, axis=1).reshape(shape)
 
 
-def check_affine(op: str, x: np.ndarray, gamma: Any, beta: Any) -> int:
-    """The feature count C of x (its last axis), checking gamma and beta have shape (C,)."""
-    if x.ndim < 1:
-        raise ValueError(f"{op}: needs an input with a feature axis, got shape {x.shape}")
-    C = x.shape[-1]
-    if C == 0:
-        raise ValueError(f"{op}: needs at least one feature on the last axis, got x of shape {x.shape}")
-    for name, p in (("gamma", gamma), ("beta", beta)):
-        if p is not None and p.shape != (C,):
-            raise ValueError(f"{op}: {name} must have shape ({C},) for x of shape {x.shape}, got {p.shape}")
-    return C
+def check_affine(op: str, x: np.ndarray, **params: Any) -> int:
+    """The feature count C of x (its last axis), checking every given parameter (gamma, beta, the
+    running statistics; None where not given) has shape (C,), in core's words."""
+    return feature_count(op, x.shape, **{name: None if p is None else p.shape for name, p in params.items()})
 
 
 ROWS_BYTES = 256 << 10

@@ -79,20 +79,17 @@ class BatchNorm(Op):
         self, x: np.ndarray, gamma: Any, beta: Any, running_mean: Any = None, running_var: Any = None,
         training: bool = True, momentum: float = 0.1, eps: float = 1e-5,
     ) -> np.ndarray:
-        C = check_affine("BatchNorm", x, gamma, beta)
-        n = x.size // C
-        x2 = x.reshape(n, C)
         for name, stat in (("running_mean", running_mean), ("running_var", running_var)):
             if stat is not None and not isinstance(stat, (Tensor, np.ndarray)):
-                raise TypeError(f"BatchNorm: {name} must be a Tensor or a numpy array of shape ({C},), "
-                                f"got {type(stat).__name__}")
+                raise TypeError(f"BatchNorm: {name} must be a Tensor or a numpy array of shape (C,) for x "
+                                f"of shape {x.shape}, got {type(stat).__name__}")
             if training and isinstance(stat, np.ndarray) and not stat.flags.writeable:
                 raise TypeError(f"BatchNorm: a numpy {name} is updated in place in training; this one is "
                                 "read-only. Pass a writeable array or a Tensor")
-            if stat is not None and stat.shape != (C,):
-                raise ValueError(
-                    f"BatchNorm: {name} must have shape ({C},) for x of shape {x.shape}, got {stat.shape}"
-                )
+        C = check_affine("BatchNorm", x, gamma=gamma, beta=beta, running_mean=running_mean,
+                         running_var=running_var)
+        n = x.size // C
+        x2 = x.reshape(n, C)
         if training:
             if n < 2:
                 raise ValueError(

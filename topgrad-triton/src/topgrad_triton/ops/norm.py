@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from topgrad.normalization import feature_count
 
 from topgrad_triton import runtime
 from topgrad_triton.kernels import norm as kernels
@@ -33,16 +34,8 @@ def _check(op: str, x: Any, **params: Any) -> None:
     """TypeError for an operand that is not a tensor; ValueError naming the op and the shapes unless
     every given parameter (each may be None) has shape (features,)."""
     check_tensors(op, optional=tuple(params), x=x, **params)
-    if x.ndim < 1:
-        raise ValueError(f"{op}: input must have at least one dimension, got shape {tuple(x.shape)}")
-    if x.shape[-1] == 0:
-        raise ValueError(f"{op}: needs at least one feature on the last axis, got shape {tuple(x.shape)}")
-    for name, p in params.items():
-        if p is not None and tuple(p.shape) != (x.shape[-1],):
-            raise ValueError(
-                f"{op}: {name} of shape {tuple(p.shape)} does not match input of shape {tuple(x.shape)} "
-                f"(expected ({x.shape[-1]},))"
-            )
+    shapes = {name: None if p is None else tuple(p.shape) for name, p in params.items()}
+    feature_count(op, tuple(x.shape), **shapes)
 
 
 def _array(name: str, stat: Any, training: bool) -> Any:
