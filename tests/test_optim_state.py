@@ -91,7 +91,7 @@ def test_the_saved_state_is_a_copy() -> None:
 
 def test_a_fresh_optimizer_has_no_state() -> None:
     opt = SGD([Tensor(rand((2,), 0))], lr=0.1, momentum=0.9)
-    assert opt.state_dict() == {"optimizer": "SGD", "state": {}, "settings": {
+    assert opt.state_dict() == {"optimizer": "SGD", "state": {}, "shapes": [(2,)], "settings": {
         "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0, "nesterov": False, "dampening": 0.0}}
 
 
@@ -137,5 +137,24 @@ def test_a_state_of_other_parameters_is_refused() -> None:
     other = Adam([Tensor(rand((3,), 0))])
     other.params[0].grad = topgrad.get_backend().asarray(rand((3,), 1))
     other.step()
+    saved = other.state_dict()
+    with pytest.raises(ValueError, match=r"parameter 0 had shape \(3,\) in the saved state, here \(2, 2\)"):
+        opt.load_state_dict(saved)
+    del saved["shapes"]  # as saved before shapes were recorded: the state's arrays are checked
     with pytest.raises(ValueError, match=r"exp_avg must be .* shape \(2, 2\), got ndarray \(3,\)"):
-        opt.load_state_dict(other.state_dict())
+        opt.load_state_dict(saved)
+
+
+def test_a_state_of_fewer_or_more_parameters_is_refused() -> None:
+    """torch.optim refuses a parameter group of another size; the state alone cannot tell (a
+    parameter that was never updated has none), so the saved shapes do."""
+    one = Adam([Tensor(rand((5, 3), 0))])
+    one.params[0].grad = topgrad.get_backend().asarray(rand((5, 3), 1))
+    one.step()
+    two = Adam([Tensor(rand((5, 3), 2)), Tensor(rand((3,), 3))])
+    for mine, theirs, counts in ((two, one, r"over 1 parameter\(s\), this one has 2"),
+                                 (one, two, r"over 2 parameter\(s\), this one has 1")):
+        with pytest.raises(ValueError, match=counts):
+            mine.load_state_dict(theirs.state_dict())
+    with pytest.raises(ValueError, match="'shapes' must list each parameter's shape"):
+        one.load_state_dict({**one.state_dict(), "shapes": 3})

@@ -3,7 +3,8 @@
 Each step calls the backend's `sgd_update` / `adam_update`, which a backend may implement
 as one fused kernel; the defaults in `topgrad.backend.Backend` compose the array helpers.
 `state_dict()` and `load_state_dict()` save and restore the settings and per-parameter state,
-as torch.optim's do, with numpy arrays, so a state saved under one backend loads under another.
+the content of torch.optim's (in Topgrad's own layout), with numpy arrays, so a state saved
+under one backend loads under another.
 """
 
 from __future__ import annotations
@@ -62,32 +63,53 @@ class Optimizer:
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
-        """`{"optimizer": class name, "settings": {lr, ...}, "state": {i: {key: value}}}`: the
-        state of parameter i (in the order given) as numpy copies and ints, for the parameters
-        that have state, as torch.optim's state_dict numbers them."""
+        """`{"optimizer": class name, "settings": {lr, ...}, "shapes": [each parameter's shape],
+        "state": {i: {key: value}}}`: the state of parameter i (in the order given) as numpy copies
+        and ints, for the parameters that have state, as torch.optim's state_dict numbers them."""
         def value(v: Any) -> Any:
             return v if isinstance(v, int) else (owner_of(v) or get_backend()).to_numpy(v).copy()
 
         return {
             "optimizer": type(self).__name__,
             "settings": {name: getattr(self, name) for name in self.settings},
+            "shapes": [tuple(p.shape) for p in self.params],
             "state": {i: {k: value(v) for k, v in s.items()} for i, s in enumerate(self.state) if s},
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Take the settings and state of `state_dict()` (of an optimizer of this class over
-        parameters of the same shapes). Everything is checked first: on an error, nothing changed."""
+        parameters of the same shapes). Everything is checked first: on an error, nothing changed.
+        A dict without "shapes" (saved before they were recorded) is checked by its state alone."""
         name = type(self).__name__
-        if not isinstance(state_dict, dict) or set(state_dict) != {"optimizer", "settings", "state"}:
+        keys = set(state_dict) - {"shapes"} if isinstance(state_dict, dict) else None
+        if keys != {"optimizer", "settings", "state"}:
             raise ValueError(f"{name}.load_state_dict takes what state_dict() returns: a dict with "
-                             "'optimizer', 'settings' and 'state'")
+                             "'optimizer', 'settings', 'shapes' and 'state'")
         if state_dict["optimizer"] != name:
             raise ValueError(f"{name}.load_state_dict: the state is of a {state_dict['optimizer']}")
+        if "shapes" in state_dict:
+            self._check_shapes(state_dict["shapes"])
         probe = type(self)(self.params, **state_dict["settings"])  # the constructor checks the settings
         states = [self._loaded(i, s) for i, s in self._numbered(state_dict["state"])]
         for setting in self.settings:
             setattr(self, setting, getattr(probe, setting))
         self.state = states
+
+    def _check_shapes(self, saved: Any) -> None:
+        """ValueError unless `saved` lists this optimizer's parameter shapes, in order."""
+        where = f"{type(self).__name__}.load_state_dict"
+        try:
+            theirs = [tuple(int(n) for n in shape) for shape in saved]
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: 'shapes' must list each parameter's shape, got {saved!r}") from None
+        mine = [tuple(p.shape) for p in self.params]
+        if len(theirs) != len(mine):
+            raise ValueError(f"{where}: the state is of an optimizer over {len(theirs)} parameter(s), this "
+                             f"one has {len(mine)}: build it over the same parameters, in the same order")
+        for i, (a, b) in enumerate(zip(theirs, mine)):
+            if a != b:
+                raise ValueError(f"{where}: parameter {i} had shape {a} in the saved state, here {b}: build "
+                                 "the optimizer over the same parameters, in the same order")
 
     def _numbered(self, given: Any) -> list[tuple[int, Any]]:
         """One (index, state) pair per parameter, {} where `given` has none; ValueError for an
