@@ -25,7 +25,8 @@ def _check(op: str, a: Any, b: Any) -> tuple[Any, Any]:
         if isinstance(x, numbers.Real):
             x = float(x)
         elif not isinstance(x, torch.Tensor):
-            hint = f"; {OTHER_BACKEND_HINT}" if type(x).__module__ == "numpy" else ""
+            numpy_value = type(x).__module__ == "numpy"
+            hint = f"; wrap an array as Tensor(a); {OTHER_BACKEND_HINT}" if numpy_value else ""
             raise TypeError(f"{op}: operands must be Tensors or real numbers, got {type(x).__name__}{hint}")
         operands.append(x)
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
