@@ -299,6 +299,19 @@ def test_profile_counts_calls_time_and_saved_bytes() -> None:
     assert "wall time" in text
 
 
+def test_profile_loads_the_backend_before_its_clock_starts(backend_name: str) -> None:
+    """In a fresh process the first op would import the backend inside the block, and the profile
+    would show that one-time import as time outside the ops; profile() loads it on entry."""
+    script = ("import topgrad\nfrom topgrad import registry\nwith topgrad.profile():\n"
+              "    assert registry._current is not None, 'no backend loaded on entry'\n"
+              "    print(registry._current.name)\n")
+    env = {**os.environ, "TOPGRAD_BACKEND": backend_name}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == backend_name
+
+
 def test_profile_unregisters_after_an_exception() -> None:
     with pytest.raises(ZeroDivisionError), topgrad.profile():
         Tensor(rand((2,), 0)).relu()

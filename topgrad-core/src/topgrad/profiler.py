@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from topgrad import registry
 from topgrad.graph import human_bytes
 from topgrad.observe import Observer, nbytes, observing
 from topgrad.op import Op
@@ -78,7 +79,11 @@ class Profile(Observer):
 
 @contextlib.contextmanager
 def profile() -> Iterator[Profile]:
-    """Record every op run inside the block; the yielded `Profile` prints as a table."""
+    """Record every op run inside the block; the yielded `Profile` prints as a table. The backend
+    is loaded first, so that its one-time import is not counted as time outside the ops (an error
+    loading it surfaces at the first op, as it would without a profile)."""
+    with contextlib.suppress(Exception):
+        registry.get_backend()
     p = Profile()
     start = time.perf_counter()
     try:
