@@ -206,6 +206,21 @@ def test_zero_epochs_without_a_checkpoint_says_what_happens(tiny_data: Path, cap
     assert lines[-1].startswith("test accuracy: ") and not any(x.startswith("epoch ") for x in lines)
 
 
+def test_zero_epochs_with_a_plot_writes_no_empty_chart(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "curves.png"
+    code, lines, _ = run(capsys, "mlp", "--data-dir", str(tiny_data), "--epochs", "0", "--plot", str(png),
+                         "--no-progress")
+    assert code == 0 and not png.exists()
+    assert f"no epoch to plot, so {png} was not written" in lines, lines
+
+
+def test_zero_epochs_with_profile_says_there_is_none(tiny_data: Path, capsys) -> None:
+    code, lines, _ = run(capsys, "mlp", "--data-dir", str(tiny_data), "--epochs", "0", "--profile",
+                         "--no-progress")
+    assert code == 0 and any(line.startswith("no epoch ran, so there is no profile") for line in lines), lines
+
+
 def test_the_other_datasets_files_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """MNIST and Fashion-MNIST files look alike: the labels tell them apart."""
     subset = data.bundled_subset()

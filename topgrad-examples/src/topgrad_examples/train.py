@@ -285,7 +285,11 @@ def run(args: argparse.Namespace) -> float:
                               (x_train, y_train, x_test, y_test), saved_now)
     except KeyboardInterrupt:
         raise InterruptedTrainingError(f"interrupted; {_what_was_saved(args, saved_now, start)}") from None
-    if args.plot:
+    if args.profile and start >= recipe.epochs:
+        print("no epoch ran, so there is no profile (--profile times the first epoch this run trains)")
+    if args.plot and len(history) == 0:
+        print(f"no epoch to plot, so {args.plot} was not written")
+    elif args.plot:
         written = plot_history(history, args.plot, title=f"{args.model} on {dataset}")
         print(f"loss and accuracy curves: {written}")
     print(f"test accuracy: {acc:.4f}")
