@@ -43,6 +43,13 @@ def test_tensor_from_nested_lists_and_numpy() -> None:
     assert Tensor(np.float64(2.5)).shape == ()
 
 
+@pytest.mark.parametrize("data", [np.array([1 + 2j, 3.0]), 2j, torch.tensor([1j, 2.0])])
+def test_complex_values_are_refused_not_cut_to_their_real_part(data: Any) -> None:
+    """numpy would drop the imaginary part with only a ComplexWarning; every backend refuses."""
+    with pytest.raises(TypeError, match=r"complex values are not supported.*a\.real"):
+        Tensor(data)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "f4", "single", np.float32, np.dtype("float32"), torch.float32])
 def test_every_spelling_of_float32_is_taken(dtype: Any) -> None:
     """numpy's spellings and torch's, on every backend (triton took only two, numpy no torch one)."""
