@@ -252,6 +252,23 @@ def test_missing_backend(install: Callable[..., None], call: Callable[[str], Bac
     assert "pip install topgrad-gamma" in message
 
 
+def test_in_a_clone_the_install_line_also_names_the_package_folder(
+    install: Callable[..., None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From a clone of Topgrad (not yet on PyPI), `pip install topgrad-triton` would look on PyPI:
+    where ./topgrad-NAME is a package folder, the message gives the local install too."""
+    install(plugin("plug", spec("alpha")))
+    (tmp_path / "topgrad-gamma").mkdir()
+    (tmp_path / "topgrad-gamma" / "pyproject.toml").write_text("[project]\nname = 'topgrad-gamma'\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BackendNotFoundError, match=r"pip install topgrad-gamma \(from the package folder "
+                       r"here: pip install \./topgrad-gamma\)"):
+        topgrad.load_backend("gamma")
+    with pytest.raises(BackendNotFoundError) as info:
+        topgrad.load_backend("delta")  # no such folder: the PyPI line alone
+    assert str(info.value).endswith("To get it: pip install topgrad-delta")
+
+
 def test_broken_plugin_warns_and_the_others_work(install: Callable[..., None]) -> None:
     install(
         FakeEntryPoint("broken-plugin", error=ImportError("No module named 'missing_dependency'")),

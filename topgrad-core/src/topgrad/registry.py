@@ -157,6 +157,8 @@ def load_backend(name: str) -> Backend:
         near = [n for n in offers if n.lower() == name.lower()]  # a name in another case, or a typo
         near = near or difflib.get_close_matches(name, list(offers), n=1)
         hint = f"Did you mean {near[0]!r}?" if near else f"To get it: pip install topgrad-{name}"
+        if not near and os.path.isfile(os.path.join(f"topgrad-{name}", "pyproject.toml")):
+            hint += f" (from the package folder here: pip install ./topgrad-{name})"  # a clone of Topgrad
         if _skipped and not near:
             hint = "Installed plugins were skipped (see the warnings): " + "; ".join(
                 f"{plugin!r}: {why}" for plugin, why in _skipped.items())
