@@ -436,7 +436,9 @@ def test_sigmoid_is_one_op_where_the_written_out_one_fails() -> None:
     assert np.isnan(to_numpy(x.grad)[0])
     x.grad = None
     x.sigmoid().sum().backward()
-    np.testing.assert_allclose(to_numpy(x.grad), [0.0, 0.25, 0.045176655], rtol=1e-6, atol=1e-37)
+    xt = torch.tensor([-100.0, 0.0, 3.0], dtype=torch.float64, requires_grad=True)
+    torch.sigmoid(xt).sum().backward()
+    np.testing.assert_allclose(to_numpy(x.grad), xt.grad.numpy(), rtol=1e-6, atol=1e-37)
 
 
 @pytest.mark.parametrize("divisor", [2.0, -3.0, 1e-39, -2.5e-39, 0.0, -0.0, 1e38, np.float32(4.0), 7])
@@ -510,6 +512,11 @@ def _torch_reduce(
         ((), None, False),
         ((), 0, False),  # a 0-d tensor takes axis 0 or -1, as in PyTorch
         ((), -1, True),
+        ((0,), None, False),  # empty: a sum of nothing is 0, a mean NaN, as in PyTorch
+        ((0, 3), 0, False),
+        ((0, 3), None, True),
+        ((2, 0), 1, True),
+        ((2, 0), 0, False),  # an empty result
     ],
 )
 def test_reduce_fixed(
@@ -1405,13 +1412,6 @@ def test_norms_on_nchw_images_say_topgrad_is_channels_last(norm: str) -> None:
     with pytest.raises(ValueError, match=rf"{'BatchNorm' if norm == 'batchnorm' else 'LayerNorm'}: gamma "
                        r"must have shape \(5,\) for x of shape \(2, 3, 5, 5\).*NCHW.*\(0, 2, 3, 1\)"):
         getattr(x, norm)(Tensor.ones(3), Tensor.zeros(3))
-
-
-def test_batchnorm_running_statistic_of_another_size_is_refused() -> None:
-    x = Tensor(rand((4, 3), 57))
-    with pytest.raises(ValueError, match=r"BatchNorm: running_var must have shape \(3,\) for x of shape "
-                       r"\(4, 3\).*got \(4,\)"):
-        x.batchnorm(Tensor.ones(3), Tensor.zeros(3), running_mean=Tensor.zeros(3), running_var=Tensor.ones(4))
 
 
 def test_batchnorm_eval_mode_needs_running_statistics() -> None:
