@@ -20,7 +20,9 @@ BACKENDS = {
     "numpy": ["matplotlib"],  # topgrad-train --plot is tested here, its missing-matplotlib path with triton
     "triton": ["triton>=3.0", "./topgrad-triton"],
 }
-BACKEND_ENV = {"numpy": {}, "triton": {"TRITON_INTERPRET": "1"}}
+# triton: the interpreter runs the kernels; every kernel is also compiled for sm_90 (codegen and
+# ptxas, no GPU needed, ~40 s), which catches what the interpreter lets through
+BACKEND_ENV = {"numpy": {}, "triton": {"TRITON_INTERPRET": "1", "TOPGRAD_TRITON_COMPILE_CHECK": "90"}}
 LOCAL = ["./topgrad-core", "./topgrad-numpy", "./topgrad-examples"]
 
 
