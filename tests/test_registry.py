@@ -829,3 +829,20 @@ def test_a_tensor_of_another_backend_reads_out_through_its_own() -> None:
     topgrad.set_backend("boxed")
     assert old.numpy() == ("values read by", "flat", (3,))
     assert Tensor.zeros(2).numpy() == ("values read by", "boxed", (2,))
+
+
+def test_profile_loads_the_backend_on_entry_and_leaves_a_load_error_to_the_first_op(
+    install: Callable[..., None],
+) -> None:
+    """profile() loads the backend before its clock starts; with none installed the block still
+    runs, and the first op raises the registry's error, as it would without a profile."""
+    alpha = spec("alpha")
+    install(plugin("plug", alpha))
+    with topgrad.profile():
+        assert alpha.load.calls == 1
+    install()
+    entered = False
+    with pytest.raises(BackendNotFoundError, match="no topgrad backend is installed"), topgrad.profile():
+        entered = True
+        topgrad.Tensor.zeros(1)
+    assert entered
