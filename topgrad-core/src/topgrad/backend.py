@@ -31,6 +31,15 @@ class Backend:
     def __repr__(self) -> str:
         return f"<topgrad backend {self.name!r}>"
 
+    def refuse_complex(self, obj: Any) -> None:
+        """TypeError for complex data (a Python or numpy complex, a numpy or torch complex array):
+        a real array made from it would silently keep only the real part. For `asarray`."""
+        given = getattr(obj, "dtype", None)  # a numpy dtype (kind), or a torch one (is_complex)
+        complex_dtype = getattr(given, "kind", None) == "c" or getattr(given, "is_complex", False)
+        if isinstance(obj, complex) or complex_dtype:
+            raise TypeError(f"{self.name} backend: complex values are not supported (arrays are real, and "
+                            "the imaginary part would be dropped); pass a.real or abs(a)")
+
     def _missing(self, helper: str) -> NotImplementedError:
         return NotImplementedError(
             f"{self!r} does not implement the array helper {helper}() (docs/writing-a-backend.md "

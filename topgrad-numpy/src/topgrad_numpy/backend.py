@@ -88,13 +88,9 @@ class NumpyBackend(topgrad.Backend):
             obj = obj.data
         elif hasattr(obj, "detach") and hasattr(obj, "cpu"):  # a torch tensor, without importing torch
             obj = obj.detach().cpu()
-        given = getattr(obj, "dtype", None)  # a numpy dtype, or a torch one (is_complex)
-        kind = getattr(given, "kind", None)
-        if kind == "O":
+        if getattr(getattr(obj, "dtype", None), "kind", None) == "O":
             raise TypeError("numpy backend: object arrays are not supported; give numbers")
-        if isinstance(obj, complex) or kind == "c" or getattr(given, "is_complex", False):
-            raise TypeError("numpy backend: complex values are not supported (arrays are real, and the "
-                            "imaginary part would be dropped); pass a.real or abs(a)")
+        self.refuse_complex(obj)
         try:
             return np.asarray(obj, dtype=dt)
         except (TypeError, ValueError) as exc:

@@ -73,11 +73,7 @@ class TritonBackend(topgrad.Backend):
         if not _names_float32(dtype):
             raise TypeError(f"backend 'triton' holds float32 arrays only (its kernels compute in fp32), "
                             f"got dtype={dtype!r}")
-        given = getattr(obj, "dtype", None)  # a torch dtype (is_complex), or a numpy one (kind)
-        complex_dtype = getattr(given, "is_complex", False) or getattr(given, "kind", None) == "c"
-        if isinstance(obj, complex) or complex_dtype:
-            raise TypeError("triton backend: complex values are not supported (arrays are real, and the "
-                            "imaginary part would be dropped); pass a.real or abs(a)")
+        self.refuse_complex(obj)
         if not isinstance(obj, torch.Tensor):
             import numpy as np
 
