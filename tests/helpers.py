@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import torch.nn.functional as F  # noqa: N812 - the usual PyTorch spelling
 from topgrad import Tensor
 
 RTOL = ATOL = 1e-4
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @dataclass(frozen=True)
@@ -219,3 +221,18 @@ def compile_for_cuda(script: str, tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-W", "ignore", "-c", script, arch], env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+@contextmanager
+def benchmarks_on_path() -> Iterator[Path]:
+    """benchmarks/ importable (its scripts import their helper modules by bare name); afterwards
+    sys.path is as it was and the modules imported from there are forgotten."""
+    path, modules = list(sys.path), set(sys.modules)
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        yield BENCHMARKS
+    finally:
+        sys.path[:] = path
+        for name in set(sys.modules) - modules:
+            if str(getattr(sys.modules[name], "__file__", "") or "").startswith(str(BENCHMARKS)):
+                del sys.modules[name]

@@ -9,12 +9,10 @@ from __future__ import annotations
 import importlib.util
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+from helpers import BENCHMARKS, benchmarks_on_path
 
 
 @pytest.fixture(scope="module")
@@ -25,19 +23,12 @@ def vs_torch(backend_name: str) -> Iterator[ModuleType]:
         pytest.skip("the benchmark compares the numpy backend with PyTorch")
     pytest.importorskip("torch")
     pytest.importorskip("topgrad_numpy")
-    path, modules = list(sys.path), set(sys.modules)
-    sys.path.insert(0, str(BENCH))
-    try:
+    with benchmarks_on_path():
         yield _load("vs_torch")
-    finally:
-        sys.path[:] = path
-        for name in set(sys.modules) - modules:
-            if str(getattr(sys.modules[name], "__file__", "") or "").startswith(str(BENCH)):
-                del sys.modules[name]
 
 
 def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up there

@@ -5,22 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import topgrad
-from topgrad_examples import data
+from small_models import SMALL, images
 from topgrad_examples.loss import accuracy, cross_entropy, one_hot
-from topgrad_examples.models import MLP, MODELS, AttentionNet, ConvNet, DeepConvNet, build
-
-# Small variants keep the interpreted backends fast; the default sizes are checked separately.
-SMALL = {
-    "mlp": lambda: MLP(hidden=(32, 16), seed=1),
-    "conv": lambda: ConvNet(channels=(4, 8, 8), hidden=16, seed=1),
-    "deepconv": lambda: DeepConvNet(width=4, seed=1),
-    "attention": lambda: AttentionNet(d=16, depth=2, hidden=32, seed=1),
-}
-
-
-def images(n: int) -> tuple[topgrad.Tensor, np.ndarray]:
-    subset = data.bundled_subset()
-    return topgrad.Tensor(data.normalize(subset.train_images[:n])), subset.train_labels[:n].astype(np.int64)
+from topgrad_examples.models import MODELS, build
 
 
 def test_every_model_has_a_small_variant() -> None:
