@@ -14,7 +14,9 @@ nox.options.reuse_existing_virtualenvs = False
 
 TORCH = "torch==2.13.0"
 MYPY = "mypy==2.4.1"  # pinned: a newer mypy may find new faults, and CI should not change by itself
-TEST_TOOLS = ["pytest>=7", "hypothesis>=6", "numpy>=1.24", "pluggy>=1.3", "tqdm"]
+# setuptools: the tests that install packages build them offline (tests/venvs.py) and skip without
+# it; virtualenvs for Python 3.12+ no longer come with it
+TEST_TOOLS = ["pytest>=7", "hypothesis>=6", "numpy>=1.24", "pluggy>=1.3", "tqdm", "setuptools"]
 # backend name -> what its session installs beyond core, numpy backend and examples
 BACKENDS = {
     "numpy": ["matplotlib"],  # topgrad-train --plot is tested here, its missing-matplotlib path with triton
