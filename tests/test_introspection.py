@@ -233,6 +233,18 @@ def test_graph_counts_bytes_of_numpy_and_torch_arrays() -> None:
     assert nbytes(None) == 0
 
 
+def test_bytes_of_an_array_whose_dtype_is_a_name() -> None:
+    """A third-party backend's array may give its dtype as a name: the size comes from the name
+    ('float64' is 8 bytes, not the 4 a float32 guess would give), and an unknown one counts 0."""
+    from types import SimpleNamespace
+
+    from topgrad.observe import itemsize, nbytes
+
+    assert nbytes(SimpleNamespace(shape=(4, 2), dtype="float64")) == 64
+    assert itemsize("int16") == 2 and itemsize(np.dtype(np.float32)) == 4
+    assert itemsize("bool") == 0
+
+
 # ---- topgrad.viz ----------------------------------------------------------------------------
 def test_to_dot_has_a_node_per_tensor_and_an_edge_per_input() -> None:
     loss, tensors = _mlp_loss()

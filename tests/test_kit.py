@@ -10,6 +10,8 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -285,29 +287,71 @@ def test_backend_conformance_subclass_reports_the_broken_case(tmp_path: Path) ->
     assert "[XPASS(strict)] passes" in done.stdout, done.stdout
 
 
-def test_an_op_that_changes_the_dtype_fails() -> None:
-    """Values right, dtype promoted to float64: the kit says so (parameters would follow)."""
+@contextmanager
+def _numpy_variant(name: str, **ops: type) -> Iterator[type]:
+    """The numpy backend with some ops replaced, registered in-process as `name` while inside."""
     pytest.importorskip("topgrad_numpy")
     from topgrad_numpy import ops as numpy_ops
     from topgrad_numpy.backend import NumpyBackend
+
+    table = {op: getattr(numpy_ops, op) for op in OP_NAMES}
+    variant = type(name.title(), (NumpyBackend,), {"name": name, "ops": SimpleNamespace(**{**table, **ops})})
+    topgrad.register_backend(topgrad.BackendSpec(name, variant))
+    try:
+        yield variant
+    finally:
+        registry._in_process.pop(name)
+        registry._loaded.pop(name, None)
+
+
+def test_an_op_that_changes_the_dtype_fails() -> None:
+    """Values right, dtype promoted to float64: the kit says so (parameters would follow)."""
+    from topgrad_numpy import ops as numpy_ops
 
     class PromotingAdd(numpy_ops.Add):
         def forward(self, a: object, b: object) -> object:
             return super().forward(a, b).astype("float64")
 
-    class Promoting(NumpyBackend):
-        name = "promoting"
-        ops = SimpleNamespace(**{name: getattr(numpy_ops, name) for name in OP_NAMES if name != "Add"},
-                              Add=PromotingAdd)
-
-    topgrad.register_backend(topgrad.BackendSpec("promoting", Promoting))
-    try:
+    with _numpy_variant("promoting", Add=PromotingAdd):
         text = format_report(run("promoting", only="Add"))
-    finally:
-        registry._in_process.pop("promoting")
-        registry._loaded.pop("promoting", None)
     assert "output: dtype float64, but the inputs are float32" in text, text
     assert re.search(r"^Add\s+FAIL\s+FAIL\s+-$", text, re.M), text
+
+
+def test_mistakes_that_give_right_values_are_caught() -> None:
+    """Right numbers, wrong habits, each of which breaks something the kit's values cannot show:
+    a backward writing into `grad` (Add hands one array to two ops), arrays kept on the op
+    (never freed), a forward that forgets save_for_backward, and copy() returning its input."""
+    import numpy as np
+    from topgrad_numpy import ops as numpy_ops
+
+    class ScribblingReLU(numpy_ops.ReLU):
+        def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
+            (out,) = self.saved
+            grad *= out != 0
+            return (grad,)
+
+    class HoardingMul(numpy_ops.Mul):
+        def forward(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            self.a, self.b = a, b
+            return super().forward(a, b)
+
+    class ForgetfulLogSoftmax(numpy_ops.LogSoftmax):
+        def forward(self, x: np.ndarray, axis: int = -1) -> np.ndarray:
+            out = super().forward(x, axis)
+            self._intermediate = ()
+            return out
+
+    with _numpy_variant("sloppy", ReLU=ScribblingReLU, Mul=HoardingMul, LogSoftmax=ForgetfulLogSoftmax) as b:
+        b.copy = lambda self, a: a
+        text = format_report(run("sloppy"))
+    assert "backward wrote into its incoming gradient `grad`" in text, text
+    assert "forward kept arrays on the op (self.a, self.b)" in text, text
+    assert "LogSoftmax saved nothing for backward" in text and "save_for_backward" in text, text
+    assert "copy(a) returned a itself" in text, text
+    assert text.strip().splitlines()[-1].endswith(", 4 failed"), text
+    for row in ("ReLU", "Mul", "LogSoftmax"):
+        assert re.search(rf"^{row}\s+ok\s+FAIL\s", text, re.M), text
 
 
 def test_a_misspelt_expected_failure_is_an_error_at_import() -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from topgrad.indexing import index_text, is_index
-from topgrad.observe import dtype_name, is_array, nbytes, shape_of
+from topgrad.observe import dtype_name, is_array, itemsize, nbytes, shape_of
 from topgrad.op import Op
 from topgrad.tensor import Tensor, _toposort
 
@@ -174,7 +174,7 @@ def build(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Graph:
             saved=[s for s, _ in saved], attrs=_settings(op), released=op._released,
             built_at=getattr(op, "_built_at", None),
         )
-        node.output_bytes = math.prod(node.shape) * _itemsize(op._out_dtype)
+        node.output_bytes = math.prod(node.shape) * itemsize(op._out_dtype)
         node.name = label.get(id(output)) if output is not None else None
         nodes.append(node)
     extra = sum(b for key, b in seen_saved.items() if key not in held_elsewhere)
@@ -183,12 +183,6 @@ def build(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Graph:
 
 def _dtype_text(dtype: Any) -> str:
     return str(dtype).removeprefix("torch.")
-
-
-def _itemsize(dtype: Any) -> int:
-    """Bytes per element of a numpy or torch dtype (4 when it cannot tell)."""
-    size = getattr(dtype, "itemsize", None)
-    return int(size) if isinstance(size, int) else 4
 
 
 def saved_arrays(op: Op, output: Tensor | None = None) -> list[tuple[SavedArray, Any]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
@@ -73,10 +74,17 @@ def nbytes(obj: Any) -> int:
     element_size = getattr(obj, "element_size", None)
     if callable(numel) and callable(element_size):  # torch.Tensor
         return int(numel()) * int(element_size())
-    itemsize = getattr(getattr(obj, "dtype", None), "itemsize", None)
-    if isinstance(itemsize, int):
-        return math.prod(int(s) for s in shape) * itemsize
-    return 0
+    return math.prod(int(s) for s in shape) * itemsize(getattr(obj, "dtype", None))
+
+
+def itemsize(dtype: Any) -> int:
+    """Bytes per element of a dtype: its `.itemsize` (numpy, torch), else the bit count its name
+    ends with ('float64' -> 8, for a backend whose dtype is a name); 0 when neither tells."""
+    size = getattr(dtype, "itemsize", None)
+    if isinstance(size, int):
+        return size
+    bits = re.search(r"(\d+)$", str(dtype))
+    return int(bits.group(1)) // 8 if bits else 0
 
 
 def is_array(obj: Any) -> bool:

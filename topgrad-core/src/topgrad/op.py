@@ -155,14 +155,20 @@ def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
             f"{type(op).__name__}: backward through this graph ran already and its saved "
             "arrays were released; run the forward pass again before calling backward"
         )
-    if not Op._observers:
-        grads = op.backward(grad)
-    else:
-        start = time.perf_counter()
-        grads = op.backward(grad)
-        seconds = time.perf_counter() - start
-        for obs in Op._observers:
-            obs.after_backward(op, grad, grads, seconds)
+    try:
+        if not Op._observers:
+            grads = op.backward(grad)
+        else:
+            start = time.perf_counter()
+            grads = op.backward(grad)
+            seconds = time.perf_counter() - start
+            for obs in Op._observers:
+                obs.after_backward(op, grad, grads, seconds)
+    except Exception as exc:
+        if not op._intermediate and hasattr(exc, "add_note"):  # Python 3.11+
+            exc.add_note(f"{type(op).__name__} saved nothing for backward: if its backward reads "
+                         "self.saved, its forward must call self.save_for_backward(...)")
+        raise
     if not isinstance(grads, tuple):
         grads = tuple(grads) if isinstance(grads, list) else (grads,)
     if len(grads) != len(op.parents):

@@ -112,6 +112,8 @@ def check_copy(rtol: float = RTOL) -> Outcome:
     a = b.asarray(_A)
     c = b.copy(a)
     outcomes = [*_has_array_api("copy(a)", c, _A.shape), compare("copy(a)", _np(c), _A, rtol)]
+    if c is a:  # backward copies shared leaf gradients with it: `a.grad` and `b.grad` would be one
+        outcomes.append(Outcome.failed("copy(a) returned a itself; it must return a new array"))
     key_a, key_c = b.memory_key(a), b.memory_key(c)
     if key_a is not None and key_a == key_c:
         outcomes.append(Outcome.failed(f"memory_key gives a and copy(a) the same key {key_a!r}"))

@@ -101,13 +101,30 @@ def upstream_gradient(case: Case, shape: tuple[int, ...]) -> Any:
 
 class _Returned(Observer):
     """The gradients each op's backward returned, before the engine casts a leaf's gradient to
-    the leaf's dtype: the kit checks what the op itself computes."""
+    the leaf's dtype (the kit checks what the op itself computes), and the incoming gradient as
+    backward left it."""
 
     def __init__(self) -> None:
         self.grads: dict[int, tuple[Any, ...]] = {}
+        self.incoming: dict[int, Any] = {}
 
     def after_backward(self, op: Any, grad: Any, grads: tuple[Any, ...], seconds: float) -> None:
         self.grads[id(op)] = grads
+        self.incoming[id(op)] = _numpy(grad).copy()
+
+
+def _kept_on_self(op: Any) -> list[Outcome]:
+    """Arrays an op keeps as its own attributes live as long as the graph (the engine frees only
+    what `save_for_backward` holds), and `graph()` cannot show them as saved."""
+    kept = [name for name, value in getattr(op, "__dict__", {}).items()
+            if not name.startswith("_") and name != "parents" and not isinstance(value, Tensor)
+            and getattr(value, "dtype", None) is not None and len(getattr(value, "shape", ())) > 0]
+    if not kept:
+        return []
+    listed = ", ".join(f"self.{name}" for name in kept)
+    return [Outcome.failed(f"forward kept arrays on the op ({listed}): pass them to "
+                           "self.save_for_backward(...) and read them from self.saved, so the "
+                           "engine frees them after backward")]
 
 
 def check_backward(case: Case, rtol: float = RTOL) -> Outcome | None:
@@ -123,7 +140,12 @@ def check_backward(case: Case, rtol: float = RTOL) -> Outcome | None:
         with observing(_Returned()) as returned:
             out.backward(g.astype(np.float32))
         op_grads = returned.grads.get(id(out._op), ())
-        outcomes = []
+        outcomes = _kept_on_self(out._op)
+        incoming = returned.incoming.get(id(out._op))
+        if incoming is not None and not np.array_equal(incoming, g.astype(np.float32)):
+            outcomes.append(Outcome.failed(
+                "backward wrote into its incoming gradient `grad`; it must leave it as it is (the "
+                "engine may hand one array to several ops: Add passes its grad to both inputs)"))
         for i, (t, want) in enumerate(zip(args, expected)):
             if not isinstance(t, Tensor):
                 continue

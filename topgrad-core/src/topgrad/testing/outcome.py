@@ -27,7 +27,9 @@ class Outcome:
 
     @classmethod
     def crashed(cls, where: str, exc: BaseException) -> Outcome:
-        return cls(False, float("inf"), f"{where} raised {type(exc).__name__}: {exc}{_origin(exc)}", True)
+        notes = "".join(f"; {note}" for note in getattr(exc, "__notes__", ()))
+        return cls(False, float("inf"), f"{where} raised {type(exc).__name__}: {exc}{_origin(exc)}{notes}",
+                   True)
 
 
 def _origin(exc: BaseException) -> str:
