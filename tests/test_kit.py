@@ -116,19 +116,37 @@ def test_plugin_option_for_an_installed_plugin_and_zero_tolerance(backend_name: 
 
 
 def test_subclassing_backend_conformance(backend_name: str, tmp_path: Path) -> None:
-    """An author's own suite: subclass, set `backend`, run pytest."""
+    """An author's own suite: subclass, set `backend`, run pytest; the summary names the backend
+    checked and how it was chosen (a class without `backend` checks the default one)."""
     (tmp_path / "test_mine.py").write_text(textwrap.dedent(f"""
         import topgrad.testing
 
         class TestMine(topgrad.testing.BackendConformance):
             backend = {backend_name!r}
+
+        class TestForgotten(topgrad.testing.BackendConformance):
+            pass
     """))
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_mine.py", "-k", "Mean"],
-        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600,
+        cwd=tmp_path, env=_env(TOPGRAD_BACKEND="numpy"), capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"{2 * sum(c.op == 'Mean' for c in CASES)} passed" in done.stdout
+    assert f"{4 * sum(c.op == 'Mean' for c in CASES)} passed" in done.stdout
+    assert f"TestMine checked backend {backend_name!r} (its `backend`)" in done.stdout, done.stdout
+    assert "TestForgotten checked backend 'numpy' (`backend` not set: " in done.stdout, done.stdout
+
+
+def test_list_names_both_plugins_of_a_clashing_backend_name(tmp_path: Path) -> None:
+    for module in ("clash_a", "clash_b"):
+        (tmp_path / f"{module}.py").write_text(
+            "import topgrad\n\n@topgrad.hookimpl\ndef topgrad_backends():\n"
+            "    return [topgrad.BackendSpec('numpy', 'nowhere:Backend', 'a second numpy')]\n"
+        )
+    done = _kit(sys.executable, "--plugin", "clash_a", "--plugin", "clash_b", "--list", cwd=tmp_path,
+                PYTHONPATH=str(tmp_path))
+    line = next(x for x in done.stdout.splitlines() if x.startswith("numpy"))
+    assert "offered by" in line and "'clash_a'" in line and "'clash_b'" in line, done.stdout
 
 
 # ---- the example backend, installed from its pyproject ----------------------------------------

@@ -37,6 +37,7 @@ class FakeEntryPoint:
     """Stands in for importlib.metadata.EntryPoint: `load()` returns `target` or raises `error`."""
 
     group = "topgrad"
+    dist: Any = None  # the installed distribution; set where a test needs its name
 
     def __init__(self, name: str, target: object = None, error: BaseException | None = None) -> None:
         self.name, self.target, self.error = name, target, error
@@ -102,9 +103,9 @@ class FakeBackend(Backend):
     pass
 
 
-def make_backend(name: str) -> FakeBackend:
+def make_backend(name: str, made_by: str = "") -> FakeBackend:
     b = FakeBackend()
-    b.name = name
+    b.name, b.made_by = name, made_by
     b.ops = SimpleNamespace(Add=FakeAdd, Mul=FakeMul)
     return b
 
@@ -235,9 +236,18 @@ def test_register_backend_conflicts_with_an_installed_name(install: Callable[...
     install(plugin("plug-a", spec("alpha")))
     with pytest.raises(BackendConflictError, match="plug-a"):
         topgrad.register_backend(spec("alpha"))
-    replacement = spec("alpha", lambda: make_backend("replacement"))
+    replacement = spec("alpha", lambda: make_backend("alpha", made_by="replacement"))
     topgrad.register_backend(replacement, replace=True)
-    assert topgrad.load_backend("alpha").name == "replacement"
+    assert topgrad.load_backend("alpha").made_by == "replacement"
+
+
+def test_a_backend_goes_by_the_name_of_its_spec(install: Callable[..., None]) -> None:
+    """A class whose `name` was copied from another backend (or left empty) still reports the
+    name users select it by, in its repr and in every error message."""
+    copied, bare = spec("mine", lambda: make_backend("float64")), spec("bare", lambda: make_backend(""))
+    install(plugin("plug", copied, bare))
+    assert topgrad.load_backend("mine").name == "mine"
+    assert repr(topgrad.load_backend("bare")) == "<topgrad backend 'bare'>"
 
 
 # ---- errors: missing, broken, unavailable, duplicated ------------------------------------------
@@ -312,15 +322,27 @@ def test_backend_load_failure_is_unavailable_with_its_cause(install: Callable[..
     assert info.value.__cause__ is cause
     message = str(info.value)
     assert "'gpu'" in message and "libcuda.so.1" in message and "gpu-plugin" in message
-    assert "pip install" in message
+    assert "Reinstall it" in message  # a fake entry point has no distribution to name
     assert topgrad.set_backend("alpha").name == "alpha", "a broken backend must not break the others"
 
 
 def test_backend_with_a_missing_module(install: Callable[..., None]) -> None:
-    install(plugin("plug", spec("ghost", "topgrad_no_such_module_anywhere:backend")))
+    """A load string naming a module that is not there is a typo to fix, not an install to redo."""
+    install(plugin("plug", spec("ghost", "topgrad_no_such_module_anywhere.backends:backend")))
     with pytest.raises(BackendUnavailableError, match="topgrad_no_such_module_anywhere") as info:
         topgrad.load_backend("ghost")
     assert isinstance(info.value.__cause__, ModuleNotFoundError)
+    assert "check the spelling in its BackendSpec" in str(info.value)
+    assert "reinstall" not in str(info.value).lower()
+
+
+def test_a_missing_dependency_names_the_distribution_to_reinstall(install: Callable[..., None]) -> None:
+    """The reinstall line names the distribution that owns the entry point, not topgrad-NAME."""
+    entry = plugin("plug", spec("gpu", _raise(ImportError("libfoo.so: cannot open shared object file"))))
+    entry.dist = SimpleNamespace(name="acme-topgrad-gpu")
+    install(entry)
+    with pytest.raises(BackendUnavailableError, match="pip install --force-reinstall acme-topgrad-gpu"):
+        topgrad.load_backend("gpu")
 
 
 def test_backend_raising_unavailable_itself_keeps_its_message(install: Callable[..., None]) -> None:
@@ -410,6 +432,37 @@ def test_hooks_that_would_never_be_called_are_warned_about(install: Callable[...
     messages = " | ".join(str(w.message) for w in caught)
     assert "topgrad_backend is not a topgrad hook" in messages, messages
     assert "topgrad_ops lacks @topgrad.hookimpl" in messages, messages
+
+
+class Misspelt:
+    @hookimpl
+    def topgrad_backend(self) -> list[BackendSpec]:  # topgrad_backends
+        return [spec("mine")]
+
+
+class OneSpec:
+    @hookimpl
+    def topgrad_backends(self) -> BackendSpec:  # a spec, not a list of them
+        return spec("mine")
+
+
+@pytest.mark.parametrize(("wrong", "why"), [
+    (FakeBackend, "implements no topgrad hook"),  # the entry point aimed at a class
+    (Misspelt(), "implements no topgrad hook"),
+    (OneSpec(), "return a list of them"),
+], ids=["aimed wrong", "misspelt hook", "one spec, no list"])
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # warned on every lookup; checked once below
+def test_a_backend_lost_to_a_plugin_mistake_is_not_called_uninstalled(
+    install: Callable[..., None], wrong: object, why: str
+) -> None:
+    """The plugin is installed but offers nothing usable: the lookup points at it (and the
+    warning says why) instead of telling the user to pip install what is there."""
+    install(FakeEntryPoint("mine-plugin", wrong), plugin("good", spec("alpha")))
+    with pytest.warns(RuntimeWarning, match=f"'mine-plugin'.*{why}"):
+        topgrad.available_backends()
+    with pytest.raises(BackendNotFoundError, match=r"skipped.*'mine-plugin'") as info:
+        topgrad.set_backend("mine")
+    assert "pip install" not in str(info.value)
 
 
 def test_register_backend_takes_a_spec() -> None:
@@ -550,6 +603,12 @@ def test_an_override_of_an_op_the_backend_lacks_is_skipped_with_a_hint(install: 
     assert ops.names() == ["Add", "Mul"] and ops.Add is FakeAdd
 
 
+def test_an_override_of_an_op_in_another_case_gets_the_hint(install: Callable[..., None]) -> None:
+    install(plugin("plug", spec("alpha")), _ops_plugin("typo", "alpha", {"mUL": topgrad.override(OtherAdd)}))
+    with pytest.warns(RuntimeWarning, match="did you mean 'Mul'"):
+        topgrad.load_backend("alpha")
+
+
 def test_an_override_may_replace_an_op_another_plugin_added(install: Callable[..., None]) -> None:
     install(
         plugin("plug", spec("alpha")),
@@ -598,22 +657,12 @@ def test_a_backend_without_ops_says_so(install: Callable[..., None]) -> None:
         _ = topgrad.load_backend("alpha").ops.Add
 
 
-def test_an_entry_point_that_offers_no_hook_is_named(install: Callable[..., None]) -> None:
-    """An entry point aimed at the wrong object (a class, say) is reported, and a lookup of the
-    backend it was meant to offer points at it instead of suggesting an install."""
-    install(FakeEntryPoint("aimed-wrong", FakeBackend), plugin("good", spec("alpha")))
-    with pytest.warns(RuntimeWarning, match="'aimed-wrong'.*implements no topgrad hook"):
-        topgrad.available_backends()
-    with pytest.raises(BackendNotFoundError, match=r"skipped.*'aimed-wrong'") as info:
-        topgrad.set_backend("mine")
-    assert "pip install" not in str(info.value)
-
-
 def test_replacing_the_selected_backend_takes_effect(install: Callable[..., None]) -> None:
     install(plugin("plug", spec("alpha"), spec("beta")))
     topgrad.set_backend("alpha")
-    topgrad.register_backend(spec("alpha", lambda: make_backend("alpha-2")), replace=True)
-    assert topgrad.get_backend().name == "alpha-2"
+    replacement = spec("alpha", lambda: make_backend("alpha", made_by="replacement"))
+    topgrad.register_backend(replacement, replace=True)
+    assert topgrad.get_backend().made_by == "replacement"
 
 
 @pytest.mark.parametrize("load", ["topgrad_fake.backend", "topgrad_fake.backend:", ":backend"])

@@ -97,7 +97,7 @@ def merge(backend_name: str, own: dict[str, type], given: list[tuple[str, Any]])
                 verb = "overridden" if claims is replaced else "given"
                 raise OpConflictError(
                     f"op {name!r} of backend {backend_name!r} is {verb} by two plugins, "
-                    f"{claims[name][0]!r} and {plugin!r}; uninstall one of them"
+                    f"{claims[name][0]!r} and {plugin!r}; uninstall (or stop registering) one of them"
                 )
             claims[name] = (plugin, value)
     for name, (plugin, op) in added.items():
@@ -109,7 +109,8 @@ def merge(backend_name: str, own: dict[str, type], given: list[tuple[str, Any]])
         table[name] = op
     for name, (plugin, marker) in replaced.items():
         if name not in table:
-            near = difflib.get_close_matches(name, list(table), n=1)
+            near = [n for n in table if n.lower() == name.lower()]  # 'Relu' for 'ReLU'
+            near = near or difflib.get_close_matches(name, list(table), n=1)
             warn(f"topgrad: plugin {plugin!r} overrides op {name!r}, which backend {backend_name!r} "
                  f"does not have{f' (did you mean {near[0]!r}?)' if near else ''}; the override is "
                  "skipped (give a new op without override())")

@@ -51,7 +51,7 @@ def plugin_manager() -> pluggy.PluginManager:
                      f"{_skipped[ep.name]}")
                 continue
             _warn_unused_hooks(plugin, ep.name)
-            if not manager.get_hookcallers(plugin):
+            if not any(caller.name in _HOOKS for caller in manager.get_hookcallers(plugin) or ()):
                 _skipped[ep.name] = "it implements no topgrad hook"
                 warn(f"topgrad: plugin {ep.name!r} ({ep.value}) implements no topgrad hook, so it "
                      "offers nothing: its entry point should name a module (or object) with "
@@ -76,14 +76,16 @@ def register_plugin(plugin: object, name: str | None = None) -> str:
     return registered
 
 
+_HOOKS = frozenset(n for n in dir(hookspecs) if n.startswith("topgrad_"))
+
+
 def _warn_unused_hooks(plugin: object, name: str) -> None:
     """Warn about functions that look like topgrad hooks but will never be called: a misspelled
     hook name, or a hook without `@topgrad.hookimpl` (pluggy ignores both silently)."""
-    hooks = {n for n in dir(hookspecs) if n.startswith("topgrad_")}
     for attr in dir(plugin):
         if not attr.startswith("topgrad_") or not callable(getattr(plugin, attr, None)):
             continue
-        why = (f"is not a topgrad hook (the hooks: {', '.join(sorted(hooks))})" if attr not in hooks
+        why = (f"is not a topgrad hook (the hooks: {', '.join(sorted(_HOOKS))})" if attr not in _HOOKS
                else "lacks @topgrad.hookimpl" if not hasattr(getattr(plugin, attr), "topgrad_impl") else "")
         if why:
             warn(f"topgrad: plugin {name!r}: {attr} {why}, so it is never called")
@@ -114,6 +116,7 @@ def _offers() -> dict[str, list[tuple[str, BackendSpec]]]:
         try:
             specs = _backend_specs(_call(impl))
         except Exception as exc:
+            _skipped[impl.plugin_name] = f"topgrad_backends() failed: {type(exc).__name__}: {exc}"
             warn(f"topgrad: plugin {impl.plugin_name!r} failed in topgrad_backends() and is skipped: "
                  f"{type(exc).__name__}: {exc}")
             continue
@@ -170,6 +173,7 @@ def load_backend(name: str) -> Backend:
         )
     owner, spec = offers[name][0]
     backend = _instantiate(spec, owner)
+    backend.name = name  # the name users select it by, whatever its class says (error messages use it)
     backend.ops = _merged_ops(name, backend)
     _loaded[name] = backend
     return backend
@@ -190,12 +194,9 @@ def _instantiate(spec: BackendSpec, owner: str) -> Backend:
     except BackendUnavailableError:
         raise
     except Exception as exc:
-        reinstall = isinstance(exc, (ImportError, OSError)) and owner != _IN_PROCESS  # the install
-        advice = (f"Reinstall it with: pip install --force-reinstall topgrad-{spec.name}" if reinstall
-                  else "The error is in the backend's own code or its load target.")
         raise BackendUnavailableError(
             f"backend {spec.name!r} (from plugin {owner!r}) is installed but failed to load: "
-            f"{type(exc).__name__}: {exc}. {advice}"
+            f"{type(exc).__name__}: {exc}. {_load_advice(exc, module_name, owner)}"
         ) from exc
     if not isinstance(backend, Backend):
         raise BackendUnavailableError(
@@ -203,6 +204,28 @@ def _instantiate(spec: BackendSpec, owner: str) -> Backend:
             "topgrad.Backend instance"
         )
     return backend
+
+
+def _load_advice(exc: Exception, module_name: str, owner: str) -> str:
+    """What to do about a load that raised: fix the load string when its own module is missing,
+    reinstall the distribution when something it imports is, else look at the backend's code."""
+    missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+    if missing and module_name and (module_name == missing or module_name.startswith(f"{missing}.")):
+        return (f"Its load target names the module {module_name!r}, which does not exist: check the "
+                "spelling in its BackendSpec, and that its package is installed.")
+    if isinstance(exc, (ImportError, OSError)) and owner != _IN_PROCESS:
+        dist = _distribution(owner)
+        return f"Reinstall it with: pip install --force-reinstall {dist}" if dist else "Reinstall it."
+    return "The error is in the backend's own code or its load target."
+
+
+def _distribution(plugin: str) -> str | None:
+    """The installed distribution whose `topgrad` entry point is named `plugin`, if any."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(ep, "dist", None)
+        if ep.name == plugin and dist is not None:
+            return str(dist.name)
+    return None
 
 
 def _merged_ops(name: str, backend: Backend) -> OpTable:

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     import importlib
 
     import topgrad
-    from topgrad.registry import _default_name
+    from topgrad.registry import _default_name, _offers
     from topgrad.testing import NEEDS_NUMPY
 
     for module in args.plugin:
@@ -44,9 +44,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --plugin {module}: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 2
     if args.list:
-        found = sorted(topgrad.available_backends().items())
-        for name, spec in found:
-            print(f"{name:<12} {spec.description}")
+        found = sorted(_offers().items())
+        for name, offers in found:
+            owners = ", ".join(repr(owner) for owner, _ in offers)
+            clash = f"  [offered by {owners}: it loads once one is uninstalled]" if len(offers) > 1 else ""
+            print(f"{name:<12} {offers[0][1].description}{clash}")
         if not found:
             print("no topgrad backend is installed (pip install topgrad-numpy)")
         return 0

@@ -14,7 +14,8 @@ def pytest_addoption(parser: Any) -> None:
     parser.addoption(
         "--topgrad-backend",
         default=None,
-        help="backend checked by the topgrad conformance kit (default: $TOPGRAD_BACKEND, else numpy)",
+        help="backend checked by the topgrad conformance kit (default: $TOPGRAD_BACKEND, else numpy, "
+        "else the only one installed)",
     )
 
 
@@ -48,3 +49,15 @@ def pytest_report_header(config: Any) -> str | None:
     if config.getoption("--topgrad-backend", default=None):
         return f"topgrad conformance kit: backend {config.getoption('--topgrad-backend')!r}"
     return None
+
+
+CHECKED: dict[str, tuple[str, str]] = {}
+"""Kit test classes run in this session -> (the backend each checked, how it was chosen)."""
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say which backend each kit test class checked, and how it was chosen: a
+    `BackendConformance` subclass without `backend = ...` checks the default one, which the
+    test ids do not show."""
+    for cls, (name, how) in CHECKED.items():
+        terminalreporter.write_line(f"topgrad conformance kit: {cls} checked backend {name!r} ({how})")

@@ -28,7 +28,7 @@ from topgrad.testing.helpers import HELPER_CHECKS
 from topgrad.testing.opcheck import check_backward, check_forward, check_reference
 from topgrad.testing.optimizers import OPTIMIZER_CHECKS
 from topgrad.testing.outcome import RTOL, Outcome
-from topgrad.testing.pytest_plugin import requested_backend
+from topgrad.testing.pytest_plugin import CHECKED, requested_backend
 from topgrad.testing.runner import provides, selected
 
 _OP_CASES = [pytest.param(case, id=case.id) for case in CASES]
@@ -79,6 +79,9 @@ class BackendConformance:
     @pytest.fixture(autouse=True)
     def _topgrad_selected_backend(self, request: Any) -> Iterator[str]:
         name = self.backend or requested_backend(request.config)
+        how = ("its `backend`" if self.backend else
+               "`backend` not set: --topgrad-backend, else $TOPGRAD_BACKEND, else the default")
+        CHECKED.setdefault(type(self).__name__, (name, how))
         with selected(name):
             yield name
 
