@@ -277,6 +277,10 @@ def test_in_a_clone_the_install_line_also_names_the_package_folder(
     with pytest.raises(BackendNotFoundError) as info:
         topgrad.load_backend("delta")  # no such folder: the PyPI line alone
     assert str(info.value).endswith("To get it: pip install topgrad-delta")
+    (tmp_path / "topgrad-examples").mkdir()
+    monkeypatch.chdir(tmp_path / "topgrad-examples")  # a package folder of the clone
+    with pytest.raises(BackendNotFoundError, match=r"pip install \.\./topgrad-gamma\)"):
+        topgrad.load_backend("gamma")
 
 
 def test_broken_plugin_warns_and_the_others_work(install: Callable[..., None]) -> None:

@@ -49,6 +49,13 @@ def test_truncated_data_names_file_and_sizes(tmp_path: Path) -> None:
         idx.read_images(path)
 
 
+def test_a_truncated_label_file_counts_bytes_once(tmp_path: Path) -> None:
+    path = tmp_path / "train-labels-idx1-ubyte"
+    path.write_bytes(idx.encode(np.zeros(60, np.uint8))[:-10])
+    with pytest.raises(idx.IDXError, match=r"the header announces 60 bytes of data, the file holds 50$"):
+        idx.read_labels(path)
+
+
 def test_truncated_header(tmp_path: Path) -> None:
     with pytest.raises(idx.IDXError, match="truncated"):
         idx.read_images(_images_file(tmp_path, b"\x00\x00"))

@@ -192,6 +192,32 @@ def test_resume_on_other_data_is_refused(tiny_data: Path, tmp_path: Path, capsys
     assert code == 2 and "trained on 96 training and 48 test images" in err and "found 64 and 32" in err, err
 
 
+def test_resume_of_a_subset_run_uses_the_subset_whatever_is_installed(
+    tiny_data: Path, tmp_path: Path, capsys, isolated_search: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run on the bundled subset goes on with the subset, even where $TOPGRAD_DATA now finds
+    the full set (no flag could select the subset there)."""
+    ck = tmp_path / "ck.npz"
+    assert run(capsys, "mlp", "--no-download", "--limit", "16", "--save", str(ck), *FAST)[0] == 0
+    monkeypatch.setenv("TOPGRAD_DATA", str(tiny_data))
+    code, lines, err = run(capsys, "mlp", "--resume", str(ck), "--epochs", "2", "--no-progress")
+    assert code == 0 and "images from bundled MNIST subset" in lines[1], (lines, err)
+    assert "epoch 2/2" in lines[-2], lines
+
+
+def test_resume_refuses_the_subset_for_a_folder_that_is_gone(
+    tiny_data: Path, tmp_path: Path, capsys, isolated_search: Path,
+) -> None:
+    """With --limit the image counts can match; the images do not: a checkpoint trained on a
+    folder does not go on with the bundled subset when the folder has gone."""
+    folder, ck = write_dataset(tmp_path / "gone"), tmp_path / "ck.npz"
+    assert run(capsys, "mlp", "--data-dir", str(folder), "--limit", "16", "--save", str(ck), *FAST)[0] == 0
+    shutil.rmtree(folder)
+    code, lines, err = run(capsys, "mlp", "--resume", str(ck), "--epochs", "2", "--no-download")
+    assert code == 2 and f"trained on {folder}; this run found bundled MNIST subset, other images" in err, err
+    assert not any(line.startswith("epoch") for line in lines)
+
+
 def test_resume_with_nothing_left_to_train_says_so(tiny_data: Path, tmp_path: Path, capsys) -> None:
     ck = tmp_path / "ck.npz"
     run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST)
@@ -363,7 +389,9 @@ def test_ctrl_c_does_not_vouch_for_a_file_this_run_did_not_write(
     assert code == 130 and f"no epoch finished, so {old} was not written" in err, err
     code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", str(resumed), "--epochs", "3",
                        "--no-progress")
-    assert code == 130 and f"{resumed} still holds epoch 1: go on with --resume {resumed}" in err, err
+    # the checkpoint still says 1 epoch: the way on repeats --epochs 3, or it would train nothing
+    assert code == 130, err
+    assert f"{resumed} still holds epoch 1: go on with --resume {resumed} --epochs 3" in err, err
 
 
 def test_a_limit_above_the_dataset_says_so(tiny_data: Path, capsys) -> None:
@@ -411,7 +439,7 @@ def test_a_negative_seed_is_a_usage_error(tiny_data: Path, capsys: pytest.Captur
     assert info.value.code == 2 and "--seed must be at least 0" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("lr", ["-1", "0", "nan", "inf"])
+@pytest.mark.parametrize("lr", ["-1", "0", "nan", "inf", "1e39"])
 def test_bad_learning_rate_is_a_usage_error(
     lr: str, tiny_data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -464,6 +492,22 @@ def test_a_bad_plot_path_fails_before_training(
     monkeypatch.chdir(tmp_path)
     code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--plot", name, *FAST)
     assert code == 2 and why in err and not any(line.startswith("epoch") for line in lines), err
+
+
+def test_a_plot_at_the_checkpoints_path_is_refused(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    ck = tmp_path / "run.png"  # any name is a checkpoint's name
+    code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), "--plot", str(ck),
+                           *FAST)
+    assert code == 2 and "is the --save checkpoint's path" in err and not lines, err
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+def test_a_diverged_run_says_so(tiny_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines, _ = run(capsys, "mlp", "--data-dir", str(tiny_data), "--lr", "1e30", "--epochs", "2",
+                         "--batch-size", "16", "--no-progress")
+    notes = [line for line in lines if "the run diverged" in line]
+    assert code == 0 and len(notes) == 1 and "a smaller --lr may help" in notes[0], lines
 
 
 def test_python_dash_m(tiny_data: Path) -> None:

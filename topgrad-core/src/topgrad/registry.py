@@ -160,8 +160,9 @@ def load_backend(name: str) -> Backend:
         near = [n for n in offers if n.lower() == name.lower()]  # a name in another case, or a typo
         near = near or difflib.get_close_matches(name, list(offers), n=1)
         hint = f"Did you mean {near[0]!r}?" if near else f"To get it: pip install topgrad-{name}"
-        if not near and os.path.isfile(os.path.join(f"topgrad-{name}", "pyproject.toml")):
-            hint += f" (from the package folder here: pip install ./topgrad-{name})"  # a clone of Topgrad
+        folder = None if near else _package_folder(f"topgrad-{name}")
+        if folder:
+            hint += f" (from the package folder here: pip install {folder})"  # in a clone of Topgrad
         if _skipped and not near:
             hint = "Installed plugins were skipped (see the warnings): " + "; ".join(
                 f"{plugin!r}: {why}" for plugin, why in _skipped.items())
@@ -177,6 +178,21 @@ def load_backend(name: str) -> Backend:
     backend.ops = _merged_ops(name, backend)
     _loaded[name] = backend
     return backend
+
+
+def _package_folder(package: str) -> str | None:
+    """`./package` or `../package` (relative to here) where this folder or one above it holds
+    that package's source (a clone of Topgrad), else None."""
+    here = os.getcwd()
+    folder = here
+    while True:
+        if os.path.isfile(os.path.join(folder, package, "pyproject.toml")):
+            path = os.path.relpath(os.path.join(folder, package), here)
+            return path if path.startswith("..") else f"./{path}"
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
 
 
 def _instantiate(spec: BackendSpec, owner: str) -> Backend:

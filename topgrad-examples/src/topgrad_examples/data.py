@@ -220,13 +220,17 @@ def download(
     return files
 
 
+BUNDLED = "bundled MNIST subset"
+"""The `Dataset.source` of the bundled subset (checkpoints record it as their data's source)."""
+
+
 def bundled_subset() -> Dataset:
-    """The small real MNIST subset shipped with this package (see scripts/make_subset.py)."""
+    """The small real MNIST subset shipped with this package (see topgrad-examples/scripts/make_subset.py)."""
     with resources.as_file(resources.files("topgrad_examples") / "subset") as folder:
         files = find_files(folder)
         if files is None:
             raise DatasetNotFoundError(f"the bundled MNIST subset is missing from {folder}")
-        return load_files(files, "mnist", "bundled MNIST subset")
+        return load_files(files, "mnist", BUNDLED)
 
 
 def load_dataset(

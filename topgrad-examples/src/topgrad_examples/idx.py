@@ -56,16 +56,15 @@ def parse(raw: bytes, magic: int, source: str) -> np.ndarray:
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     expected = math.prod(dims)
     found_bytes = len(raw) - header
-    shape = "x".join(str(d) for d in dims)
+    size = "x".join(str(d) for d in dims) + (f" = {expected}" if len(dims) > 1 else "")  # 60000x28x28 = ...
     if found_bytes < expected:
         raise IDXError(
-            f"{source}: truncated: the header announces {shape} = {expected} bytes of data, "
-            f"the file holds {found_bytes}"
+            f"{source}: truncated: the header announces {size} bytes of data, the file holds {found_bytes}"
         )
     if found_bytes > expected:
         raise IDXError(
-            f"{source}: {found_bytes - expected} unexpected bytes after the {shape} = {expected} "
-            "bytes of data the header announces"
+            f"{source}: {found_bytes - expected} unexpected bytes after the {size} bytes of data the "
+            "header announces"
         )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 

@@ -26,7 +26,15 @@ import topgrad
 from tqdm import tqdm
 
 from topgrad_examples import checkpoint
-from topgrad_examples.data import DATASETS, Dataset, DatasetNotFoundError, load_dataset, normalize
+from topgrad_examples.data import (
+    BUNDLED,
+    DATASETS,
+    Dataset,
+    DatasetNotFoundError,
+    bundled_subset,
+    load_dataset,
+    normalize,
+)
 from topgrad_examples.download import DownloadError
 from topgrad_examples.idx import IDXError
 from topgrad_examples.loss import accuracy, cross_entropy
@@ -183,6 +191,12 @@ def _check_same_data(path: str, saved: dict[str, Any], n_train: int, n_test: int
     before these settings were kept are not checked)."""
     if "train_images" not in saved:
         return
+    recorded = str(saved.get("data_source", ""))
+    if recorded and (recorded == BUNDLED) != (source == BUNDLED):  # the same counts, other images
+        raise checkpoint.CheckpointError(
+            f"{path}: its epochs trained on {recorded}; this run found {source}, other images. Resume "
+            "with the same data (--data-dir names the checkpoint's folder)"
+        )
     if (int(saved["train_images"]), int(saved["test_images"])) != (n_train, n_test):
         raise checkpoint.CheckpointError(
             f"{path}: its epochs trained on {int(saved['train_images']):,} training and "
@@ -208,6 +222,17 @@ def _check_same_run(path: str, saved: dict[str, Any], dataset: str | None, seed:
         )
 
 
+def _check_plot_spares_checkpoints(args: argparse.Namespace) -> None:
+    """The chart is written after training: at the path of --save or --resume it would replace
+    the checkpoint."""
+    chart = Path(args.plot) if Path(args.plot).suffix else Path(args.plot).with_suffix(".png")
+    for flag in ("save", "resume"):
+        path = getattr(args, flag)
+        if path and Path(path).resolve() == chart.resolve():
+            raise PlotError(f"--plot {args.plot} is the --{flag} checkpoint's path; the chart would "
+                            "replace it: give the plot another name")
+
+
 def _what_was_saved(args: argparse.Namespace, saved: _Saved, start: int) -> str:
     """After Ctrl-C: the epoch this run saved and how to go on, else where a resumed run can go on
     from, else that nothing was saved (a file already at --save is not this run's)."""
@@ -215,8 +240,10 @@ def _what_was_saved(args: argparse.Namespace, saved: _Saved, start: int) -> str:
     epoch = saved.last(path) if path else None
     if epoch is not None:
         return f"{path} holds epoch {epoch}: go on with --resume {path} --save {path}"
-    if args.resume:
-        keep = f" --save {path}" if path else ""
+    if args.resume:  # the checkpoint still has its old settings: repeat the ones this command changed
+        changed = [f" --{flag.replace('_', '-')} {getattr(args, flag)}"
+                   for flag in ("epochs", "batch_size", "lr") if getattr(args, flag) is not None]
+        keep = "".join(changed) + (f" --save {path}" if path else "")
         return (f"no epoch of this run finished; {args.resume} still holds epoch {start}: go on with "
                 f"--resume {args.resume}{keep}")
     if not path:
@@ -236,6 +263,7 @@ def run(args: argparse.Namespace) -> float:
         topgrad.get_backend()
     if args.plot:
         check_plot_path(args.plot)
+        _check_plot_spares_checkpoints(args)
     if args.save:
         checkpoint.check_writable(args.save)
     resumed = checkpoint.read(args.resume) if args.resume else None  # read once: settings, then state
@@ -254,7 +282,10 @@ def run(args: argparse.Namespace) -> float:
         else:
             print(f"note: the checkpoint's data folder {recorded} is gone; looking for {dataset} elsewhere "
                   "(--data-dir names one)")
-    data = load_dataset(dataset, data_dir, download_ok=not args.no_download)
+    if data_dir is None and args.resume and recorded == BUNDLED:
+        data = bundled_subset()  # what the checkpoint's epochs trained on, whatever else is installed
+    else:
+        data = load_dataset(dataset, data_dir, download_ok=not args.no_download)
     x_train, y_train, x_test, y_test = _select_data(data, limit)
     if limit is not None and limit > min(len(data.train_labels), len(data.test_labels)):
         print(f"note: --limit {limit}: {data.source} has {len(data.train_labels):,} training and "
@@ -318,6 +349,9 @@ def _train(
               f"{seconds:.1f} s ({len(y_train) / seconds:,.0f} img/s)", flush=True)
         if profile is not None:
             print(f"profile of epoch {epoch + 1} (training steps only):\n{profile}", flush=True)
+        if not math.isfinite(loss) and math.isfinite(history[-2, 0] if len(history) > 1 else 0.0):
+            print(f"note: the training loss is {loss}: the run diverged (lr {recipe.lr:g}; a smaller "
+                  "--lr may help)", flush=True)
         if args.save:
             saved.writing = epoch + 1
             checkpoint.save(args.save, args.model, model, optimizer, epoch + 1, config, history)
@@ -340,8 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("data_dir", "save", "resume", "plot"):
         if getattr(args, name) == "":
             parser.error(f"--{name.replace('_', '-')} needs a path, got an empty one")
-    if args.lr is not None and not 0 < args.lr < math.inf:
-        parser.error(f"--lr must be a positive number, got {args.lr}")
+    if args.lr is not None and not 0 < args.lr < 3.4e38:  # it multiplies float32 arrays
+        parser.error(f"--lr must be a positive number below float32's largest (3.4e38), got {args.lr}")
     try:
         run(args)
     except InterruptedTrainingError as exc:
