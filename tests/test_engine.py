@@ -383,7 +383,13 @@ def test_backward_may_return_a_list() -> None:
 
 
 def test_a_forward_that_returns_no_array_is_named() -> None:
-    with pytest.raises(TypeError, match=r"_ForwardReturningAList\.forward returned a list"):
+    """In a graph, under no_grad and on constants alike (no graph: the error came later, elsewhere)."""
+    named = r"_ForwardReturningAList\.forward returned a list"
+    with pytest.raises(TypeError, match=named):
+        _ForwardReturningAList.apply(Tensor(rand((2,), 38)))
+    with pytest.raises(TypeError, match=named):
+        _ForwardReturningAList.apply(Tensor(rand((2,), 38), requires_grad=False))
+    with topgrad.no_grad(), pytest.raises(TypeError, match=named):
         _ForwardReturningAList.apply(Tensor(rand((2,), 38)))
 
 

@@ -84,7 +84,7 @@ class Op:
             refuse_foreign_tensors(cls.__name__, _numbered(args), exc)
             raise
         if not _tensor._grad_mode.enabled:  # a constant, as in PyTorch: backward from it is an error
-            return Tensor._from_array(out, None, requires_grad=False)
+            return _constant(op, out)
         return _link(op, args, out)
 
     def __repr__(self) -> str:
@@ -103,8 +103,7 @@ def _apply_observed(cls: type[Op], args: tuple[Any, ...], params: dict[str, Any]
         refuse_foreign_tensors(cls.__name__, _numbered(args), exc)
         raise
     seconds = time.perf_counter() - start
-    result = (_link(op, args, out) if _tensor._grad_mode.enabled
-              else Tensor._from_array(out, None, requires_grad=False))
+    result = _link(op, args, out) if _tensor._grad_mode.enabled else _constant(op, out)
     for obs in cls._observers:
         obs.after_forward(op, args, params, result, seconds)
     return result
@@ -134,18 +133,27 @@ def _link(op: Op, args: tuple[Any, ...], out: Any) -> Tensor:
     constants alone for inputs, `out` is a constant and `op` is dropped."""
     if not any(isinstance(a, Tensor) and a.requires_grad for a in args):
         op._intermediate = ()  # nothing will run its backward: let go of what it saved
-        return Tensor._from_array(out, None, requires_grad=False)
+        return _constant(op, out)
     op.parents = tuple((a._op or a) if isinstance(a, Tensor) else a for a in args)
     try:
         op._out_shape, op._out_dtype = out.shape, out.dtype
     except AttributeError:
-        raise TypeError(
-            f"{type(op).__name__}.forward returned a {type(out).__name__}; it must return one "
-            "backend array (with .shape and .dtype)"
-        ) from None
+        raise _not_an_array(op, out) from None
     result = Tensor._from_array(out, op)
     op._output = weakref.ref(result)
     return result
+
+
+def _constant(op: Op, out: Any) -> Tensor:
+    """`out` as a constant Tensor (no graph: under no_grad, or from constants only)."""
+    if not hasattr(out, "shape"):
+        raise _not_an_array(op, out)
+    return Tensor._from_array(out, None, requires_grad=False)
+
+
+def _not_an_array(op: Op, out: Any) -> TypeError:
+    return TypeError(f"{type(op).__name__}.forward returned a {type(out).__name__}; it must return one "
+                     "backend array (with .shape and .dtype)")
 
 
 def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
