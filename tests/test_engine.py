@@ -376,6 +376,34 @@ def test_a_gradient_of_the_wrong_shape_names_the_op_and_the_input() -> None:
         _MulWithoutUnbroadcast.apply(x, b).sum().backward()
 
 
+class _SumToScalar(Op):
+    """A whole-array sum returning numpy's scalar, as np.sum does (a float, on numpy)."""
+
+    def forward(self, x: Any) -> Any:
+        self.shape = x.shape
+        return topgrad.get_backend().to_numpy(x).sum()
+
+    def backward(self, grad: Any) -> tuple[Any]:
+        return (grad,)
+
+
+def test_a_forward_returning_a_numpy_scalar_is_refused(backend_name: str) -> None:
+    """The next op would take the scalar for a plain number and return no gradient for it: every
+    leaf's gradient would silently be None (the guide's Sum did this)."""
+    with pytest.raises(TypeError, match=r"_SumToScalar\.forward returned a numpy\.float32; it must return "
+                       r"one backend array .*a 0-d result too"):
+        _SumToScalar.apply(Tensor(rand((2, 3), 40))) * 2.0
+
+
+def test_a_forward_returning_a_tensor_is_refused() -> None:
+    class KeywordTensorTimes(Op):
+        def forward(self, x: Any, scale: Any = None) -> Any:
+            return x * scale  # scale is the keyword Tensor itself: the product is a Tensor
+
+    with pytest.raises(TypeError, match=r"KeywordTensorTimes\.forward returned a topgrad\.tensor\.Tensor"):
+        KeywordTensorTimes.apply(Tensor(rand((2,), 41)), scale=Tensor(rand((2,), 42)))
+
+
 def test_backward_may_return_a_list() -> None:
     x, y = Tensor(rand((2, 3), 36)), Tensor(rand((2, 3), 37))
     _MulWithoutUnbroadcast.apply(x, y).sum().backward()
@@ -384,7 +412,7 @@ def test_backward_may_return_a_list() -> None:
 
 def test_a_forward_that_returns_no_array_is_named() -> None:
     """In a graph, under no_grad and on constants alike (no graph: the error came later, elsewhere)."""
-    named = r"_ForwardReturningAList\.forward returned a list"
+    named = r"_ForwardReturningAList\.forward returned a builtins\.list"
     with pytest.raises(TypeError, match=named):
         _ForwardReturningAList.apply(Tensor(rand((2,), 38)))
     with pytest.raises(TypeError, match=named):

@@ -134,10 +134,12 @@ def _link(op: Op, args: tuple[Any, ...], out: Any) -> Tensor:
     if not any(isinstance(a, Tensor) and a.requires_grad for a in args):
         op._intermediate = ()  # nothing will run its backward: let go of what it saved
         return _constant(op, out)
+    if not isinstance(out, _array_type()):
+        raise _not_an_array(op, out)
     op.parents = tuple((a._op or a) if isinstance(a, Tensor) else a for a in args)
     try:
         op._out_shape, op._out_dtype = out.shape, out.dtype
-    except AttributeError:
+    except AttributeError:  # a backend whose array type is unknown
         raise _not_an_array(op, out) from None
     result = Tensor._from_array(out, op)
     op._output = weakref.ref(result)
@@ -146,14 +148,24 @@ def _link(op: Op, args: tuple[Any, ...], out: Any) -> Tensor:
 
 def _constant(op: Op, out: Any) -> Tensor:
     """`out` as a constant Tensor (no graph: under no_grad, or from constants only)."""
-    if not hasattr(out, "shape"):
+    if not isinstance(out, _array_type()):
         raise _not_an_array(op, out)
     return Tensor._from_array(out, None, requires_grad=False)
 
 
+def _array_type() -> Any:
+    """The type of the current backend's arrays (`object` where its `zeros` cannot tell)."""
+    kind = registry._array_type(registry.get_backend())
+    return object if kind is type(None) else kind
+
+
 def _not_an_array(op: Op, out: Any) -> TypeError:
-    return TypeError(f"{type(op).__name__}.forward returned a {type(out).__name__}; it must return one "
-                     "backend array (with .shape and .dtype)")
+    """A forward's result that is not one of the backend's arrays: a numpy scalar (from np.sum)
+    would be taken for a plain number by the next op, which then returns no gradient for it."""
+    got, kind = type(out), _array_type()
+    return TypeError(f"{type(op).__name__}.forward returned a {got.__module__}.{got.__qualname__}; it must "
+                     f"return one backend array ({kind.__module__}.{kind.__qualname__}), a 0-d result too "
+                     "(np.asarray(np.sum(x)) for numpy), never a Tensor")
 
 
 def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:

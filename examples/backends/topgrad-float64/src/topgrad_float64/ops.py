@@ -60,7 +60,7 @@ def expand(grad: np.ndarray, shape: tuple[int, ...], axis: Any, keepdims: bool) 
 class Sum(Op):
     def forward(self, x, axis=None, keepdims=False):
         self.shape, self.axis, self.keepdims = x.shape, axis, keepdims
-        return np.sum(x, axis=axis, keepdims=keepdims)
+        return np.asarray(np.sum(x, axis=axis, keepdims=keepdims))  # an array even when 0-d
 
     def backward(self, grad):
         return (expand(grad, self.shape, self.axis, self.keepdims).copy(),)
@@ -68,7 +68,7 @@ class Sum(Op):
 
 class Mean(Op):
     def forward(self, x, axis=None, keepdims=False):
-        out = np.mean(x, axis=axis, keepdims=keepdims)
+        out = np.asarray(np.mean(x, axis=axis, keepdims=keepdims))
         self.shape, self.axis, self.keepdims = x.shape, axis, keepdims
         self.count = x.size // max(out.size, 1)
         return out
