@@ -78,6 +78,21 @@ def test_a_trainable_tensor_never_shares_the_callers_array() -> None:
     assert_close(u, before, "a Tensor made from the trained one before its step", rtol=0, atol=0)
 
 
+def test_a_trainable_tensor_of_a_torch_tensor_does_not_train_it(backend_name: str) -> None:
+    """numpy wraps a torch tensor's memory without copying: a Topgrad step must not change the
+    PyTorch model it was read from (the side-by-side comparisons would compare one model twice);
+    a constant still shares (no copy of a dataset)."""
+    layer = torch.nn.Linear(3, 2, bias=False)
+    before = layer.weight.detach().clone()
+    w = Tensor(layer.weight.detach())
+    (w * w).sum().backward()
+    topgrad.optim.SGD([w], lr=0.1).step()
+    assert torch.equal(layer.weight.detach(), before)
+    if backend_name == "numpy":
+        batch = torch.ones(4)
+        assert np.shares_memory(Tensor(batch, requires_grad=False).data, batch.numpy())
+
+
 def test_constructors() -> None:
     assert_close(Tensor.zeros(2, 3), np.zeros((2, 3), np.float32), "zeros", rtol=0, atol=0)
     assert_close(Tensor.ones((4,)), np.ones(4, np.float32), "ones", rtol=0, atol=0)
@@ -402,6 +417,27 @@ def test_a_forward_returning_a_tensor_is_refused() -> None:
 
     with pytest.raises(TypeError, match=r"KeywordTensorTimes\.forward returned a topgrad\.tensor\.Tensor"):
         KeywordTensorTimes.apply(Tensor(rand((2,), 41)), scale=Tensor(rand((2,), 42)))
+
+
+@pytest.mark.parametrize("optimizer", ["SGD", "Adam"])
+def test_a_step_between_forward_and_backward_is_refused(optimizer: str) -> None:
+    """The step writes the parameters in place, and Mul saved them: backward would mix the
+    forward's values with the step's (PyTorch raises here too). A graph that saved no array of
+    the parameter (Add) may still run backward, and a graph built after the step trains as usual."""
+    w = Tensor(rand((3,), 43))
+    opt = getattr(topgrad.optim, optimizer)([w], lr=0.5)
+    squares, cubes, shifted = (w * w).sum(), (w * w * w).sum(), (w + 1.0).sum()
+    squares.backward()
+    opt.step()
+    w.grad = None
+    refused = r"Mul: its input \d \(a leaf of shape \(3,\)\) was updated in place by an optimizer step"
+    with pytest.raises(RuntimeError, match=refused):
+        cubes.backward()
+    shifted.backward()
+    assert_close(w.grad, np.ones(3, np.float32), "the gradient through Add after the step")
+    w.grad = None
+    (w * w).sum().backward()
+    assert_close(w.grad, 2 * w.numpy(), "a graph built after the step")
 
 
 def test_backward_may_return_a_list() -> None:

@@ -37,6 +37,7 @@ class Op:
     _output: Any = None  # weakref to the output Tensor (see `output`)
     _intermediate: tuple[Any, ...] = ()
     _released: bool = False
+    _born = 0  # the update clock at forward (`tensor.mark_updated`): a later step overwrote saved arrays
     # Observers (profiler, tracer, anomaly detector) registered by topgrad's tools.
     # Empty in normal runs, so `apply` and backward take their short path.
     _observers: ClassVar[list[Any]] = []
@@ -137,6 +138,7 @@ def _link(op: Op, args: tuple[Any, ...], out: Any) -> Tensor:
     if not isinstance(out, _array_type()):
         raise _not_an_array(op, out)
     op.parents = tuple((a._op or a) if isinstance(a, Tensor) else a for a in args)
+    op._born = _tensor._updates.now
     try:
         op._out_shape, op._out_dtype = out.shape, out.dtype
     except AttributeError:  # a backend whose array type is unknown

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from topgrad.observe import dtype_name
 from topgrad.registry import get_backend, owner_of
-from topgrad.tensor import Tensor
+from topgrad.tensor import Tensor, mark_updated
 
 
 class Optimizer:
@@ -58,6 +58,7 @@ class Optimizer:
         for p, state in zip(self.params, self.state):
             if p.grad is not None:
                 self._update(backend, p, state)
+                mark_updated(p)  # written in place: a graph built before this step cannot backward
 
     def _update(self, backend: Any, p: Tensor, state: dict[str, Any]) -> None:
         raise NotImplementedError

@@ -35,6 +35,23 @@ _grad_mode = _GradMode()
 _FLOAT32_MAX = 3.4028234663852886e38
 
 
+class _UpdateClock:
+    """Counts in-place updates of leaves (optimizer steps). Each op records the count at its
+    forward and each leaf the count of its last update, so backward can tell that an op's saved
+    arrays were overwritten after they were saved (PyTorch keeps version counters for this)."""
+
+    now = 0
+
+
+_updates = _UpdateClock()
+
+
+def mark_updated(t: Tensor) -> None:
+    """Record that `t.data` was just written in place (an optimizer step)."""
+    _updates.now += 1
+    t._updated_at = _updates.now
+
+
 @contextlib.contextmanager
 def no_grad() -> Iterator[None]:
     """Run ops forward only: nothing is saved, no graph is built, and every result is a constant
@@ -54,7 +71,7 @@ def _ops() -> Any:
 class Tensor:
     """An n-dimensional float32 array that records the op which produced it."""
 
-    __slots__ = ("__weakref__", "_op", "data", "grad", "requires_grad")
+    __slots__ = ("__weakref__", "_op", "_updated_at", "data", "grad", "requires_grad")
     __array_priority__ = 1000  # so that `numpy_array * tensor` calls Tensor.__rmul__
 
     def __init__(self, data: Any, dtype: str = "float32", requires_grad: bool = True) -> None:
@@ -68,18 +85,24 @@ class Tensor:
             raise TypeError("Tensor(None): give a number, a nested list or an array")
         backend = registry.get_backend()
         array = backend.asarray(data, dtype=dtype)
-        if requires_grad and backend.memory_key(array) == backend.memory_key(data):  # shared, or unknown
+        # asarray made a new array from numbers and lists, and from a backend array whose memory
+        # key changed; anything else (the same array, a torch tensor or buffer numpy wraps) may share
+        made = isinstance(data, (int, float, list, tuple)) or (
+            isinstance(data, registry._array_type(backend))
+            and backend.memory_key(array) != backend.memory_key(data))
+        if requires_grad and not made:
             array = backend.copy(array)
         self.data: Any = array
         self.grad: Any = None
         self._op: Op | None = None
+        self._updated_at = 0
         self.requires_grad = bool(requires_grad)
 
     @classmethod
     def _from_array(cls, array: Any, op: Op | None, requires_grad: bool = True) -> Tensor:
         """Wrap a backend array without converting it (the ops' fast path)."""
         t = cls.__new__(cls)
-        t.data, t.grad, t._op, t.requires_grad = array, None, op, requires_grad
+        t.data, t.grad, t._op, t.requires_grad, t._updated_at = array, None, op, requires_grad, 0
         return t
 
     # ---- constructors -------------------------------------------------------------
@@ -463,6 +486,8 @@ class Tensor:
                     g = backend.asarray(g, dtype=_dtype_name(node.data))
                 node.grad = _own(backend, g, taken) if node.grad is None else add(node.grad, g)
                 continue
+            if node._born < _updates.now:  # some leaf was updated in place since this op's forward
+                _refuse_overwritten(node)
             for i, (parent, pg) in enumerate(zip(node.parents, run_backward(node, g))):
                 if pg is None or not node.needs_grad(i):  # a constant or a plain value
                     continue
@@ -470,6 +495,19 @@ class Tensor:
                 grads[key] = pg if key not in grads else add(grads[key], pg)
             if node._intermediate:  # an op that saved nothing can run backward again
                 node._intermediate, node._released = (), True
+
+
+def _refuse_overwritten(op: Op) -> None:
+    """An op that saved arrays, one of whose leaf inputs an optimizer step has written since its
+    forward: its backward would mix old and new values (PyTorch raises here too)."""
+    for i, parent in enumerate(op.parents):
+        if isinstance(parent, Tensor) and parent._updated_at > op._born and op._intermediate:
+            raise RuntimeError(
+                f"{type(op).__name__}: its input {i} (a leaf of shape {parent.shape}) was updated in "
+                "place by an optimizer step after this op's forward, so the arrays it saved hold the "
+                "new values and its gradient would be wrong; run the forward pass again after "
+                "optimizer.step() (step after backward)"
+            )
 
 
 def _own(backend: Any, g: Any, taken: set[Any]) -> Any:
