@@ -366,6 +366,16 @@ def test_ops_that_saved_nothing_can_run_backward_again() -> None:
     assert_close(a.grad, np.full((2, 3), 2.0, np.float32), "two backward calls through Add and Sum")
 
 
+def test_negation_and_subtraction_can_run_backward_again() -> None:
+    """-x and x - y compose Mul by -1.0, a number, not a saved array: PyTorch runs these twice too."""
+    a, b = Tensor(rand((2, 3), 34)), Tensor(rand((2, 3), 35))
+    s = (a - b).sum() + (-a).sum()
+    s.backward()
+    s.backward()
+    assert_close(a.grad, np.zeros((2, 3), np.float32), "a: twice (1 - 1)")
+    assert_close(b.grad, np.full((2, 3), -2.0, np.float32), "b: twice -1")
+
+
 # ---- mistakes in an Op, caught by the engine --------------------------------------------------
 class _MulWithoutUnbroadcast(Op):
     def forward(self, a: Any, b: Any) -> Any:
@@ -438,6 +448,22 @@ def test_a_step_between_forward_and_backward_is_refused(optimizer: str) -> None:
     w.grad = None
     (w * w).sum().backward()
     assert_close(w.grad, 2 * w.numpy(), "a graph built after the step")
+
+
+def test_a_computed_tensor_cannot_drop_requires_grad() -> None:
+    """It would cut the graph silently (w got 1 instead of 7 below); PyTorch refuses too and so
+    points at detach(). A leaf may change its flag either way."""
+    w = Tensor(rand((3,), 44))
+    y = w * 2.0
+    with pytest.raises(RuntimeError, match=r"computed by Mul, and only a leaf's flag can change; .*detach"):
+        y.requires_grad = False
+    y.requires_grad = True  # already so: allowed, as in PyTorch
+    (y * 3.0 + w).sum().backward()
+    assert_close(w.grad, np.full(3, 7.0, np.float32), "the gradient through the kept graph")
+    w.requires_grad = False
+    assert not (w * 2.0).requires_grad
+    w.requires_grad = True
+    assert (w * 2.0).requires_grad
 
 
 def test_backward_may_return_a_list() -> None:

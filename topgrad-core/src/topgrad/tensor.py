@@ -71,7 +71,7 @@ def _ops() -> Any:
 class Tensor:
     """An n-dimensional float32 array that records the op which produced it."""
 
-    __slots__ = ("__weakref__", "_op", "_updated_at", "data", "grad", "requires_grad")
+    __slots__ = ("__weakref__", "_op", "_requires_grad", "_updated_at", "data", "grad")
     __array_priority__ = 1000  # so that `numpy_array * tensor` calls Tensor.__rmul__
 
     def __init__(self, data: Any, dtype: str = "float32", requires_grad: bool = True) -> None:
@@ -96,14 +96,30 @@ class Tensor:
         self.grad: Any = None
         self._op: Op | None = None
         self._updated_at = 0
-        self.requires_grad = bool(requires_grad)
+        self._requires_grad = bool(requires_grad)
 
     @classmethod
     def _from_array(cls, array: Any, op: Op | None, requires_grad: bool = True) -> Tensor:
         """Wrap a backend array without converting it (the ops' fast path)."""
         t = cls.__new__(cls)
-        t.data, t.grad, t._op, t.requires_grad, t._updated_at = array, None, op, requires_grad, 0
+        t.data, t.grad, t._op, t._requires_grad, t._updated_at = array, None, op, requires_grad, 0
         return t
+
+    @property
+    def requires_grad(self) -> bool:
+        """True for a trainable leaf and for what is computed from one; False for a constant."""
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        """A leaf (a parameter, a constant, a no_grad result) may change its flag; a computed
+        Tensor may not drop it, which would silently cut the graph (PyTorch refuses too)."""
+        if self._op is not None and not value:
+            raise RuntimeError(
+                f"requires_grad: this Tensor was computed by {type(self._op).__name__}, and only a "
+                "leaf's flag can change; for a constant copy of it use t.detach(), as in PyTorch"
+            )
+        self._requires_grad = bool(value)
 
     # ---- constructors -------------------------------------------------------------
     @classmethod

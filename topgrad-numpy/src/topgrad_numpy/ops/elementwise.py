@@ -50,8 +50,9 @@ class Add(Op):
 
 
 class Mul(Op):
-    """a * b with broadcasting; saves each operand the other's gradient needs (references, no
-    copies): `x * 2.0` keeps only the 2.0, as PyTorch does."""
+    """a * b with broadcasting; saves both operands (references, no copies), or for `x * 2.0`
+    keeps only the 2.0, as PyTorch does: a number is no saved array, so `-x` and `x - y` (which
+    compose Mul) may run backward again, as Add may."""
 
     def forward(self, a: Any, b: Any) -> np.ndarray:
         a, b = operands("Mul", a, b)
@@ -60,11 +61,14 @@ class Mul(Op):
         except ValueError:
             raise _shape_error("Mul", a, b) from None
         self.shapes = _shapes(a, b)
-        self.save_for_backward(None if type(b) is float else a, None if type(a) is float else b)
+        if type(a) is float or type(b) is float:
+            self.number = a if type(a) is float else b
+        else:
+            self.save_for_backward(a, b)
         return arr(out)
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any]:
-        a, b = self._intermediate
+        a, b = self._intermediate or (self.number, self.number)  # the number times grad, for the array
         sa, sb = self.shapes
         ga = None if sa is None else unbroadcast(arr(_apply(np.multiply, grad, b)), sa)
         gb = None if sb is None else unbroadcast(arr(_apply(np.multiply, grad, a)), sb)

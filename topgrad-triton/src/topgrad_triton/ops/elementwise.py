@@ -55,17 +55,21 @@ class Add(TritonOp):
 
 
 class Mul(TritonOp):
-    """a * b with broadcasting; either may be a real number. Saves each operand the other's
-    gradient needs: `x * 2.0` keeps only the 2.0, as PyTorch does."""
+    """a * b with broadcasting; either may be a real number. Saves both operands, or for
+    `x * 2.0` keeps only the 2.0, as PyTorch does: a number is no saved array, so `-x` and
+    `x - y` (which compose Mul) may run backward again, as Add may."""
 
     def forward(self, a: Any, b: Any) -> torch.Tensor:
         a, b = _check("Mul", a, b)
         self.shapes = (_shape(a), _shape(b))
-        self.save_for_backward(None if self.shapes[1] is None else a, None if self.shapes[0] is None else b)
+        if None in self.shapes:
+            self.number = a if self.shapes[0] is None else b
+        else:
+            self.save_for_backward(a, b)
         return ew.elementwise(ew.MUL, a, b, name="Mul")
 
     def backward(self, grad: torch.Tensor) -> tuple[Any, Any]:
-        a, b = self.saved
+        a, b = self.saved or (self.number, self.number)  # the number times grad, for the array
         return _mul_grad(grad, b, self.shapes[0]), _mul_grad(grad, a, self.shapes[1])
 
 
