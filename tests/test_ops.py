@@ -729,10 +729,38 @@ def test_linear_incompatible_shapes(x_shape: tuple[int, ...], w_shape: tuple[int
     assert mentions_shape(message, w_shape), message
 
 
+def test_linear_weight_in_pytorchs_layout_gets_the_transpose_hint() -> None:
+    """nn.Linear's weight is (out, in); x.linear takes (in, out). Only a square one cannot be told."""
+    hint = r"w looks like PyTorch's \(out, in\) layout: pass w\.T, of shape \(4, 5\)"
+    with pytest.raises(ValueError, match=hint):
+        Tensor(rand((2, 4), 0)).linear(Tensor(rand((5, 4), 1)))
+    with pytest.raises(ValueError) as info:
+        Tensor(rand((2, 4), 0)).linear(Tensor(rand((3, 5), 1)))
+    assert "PyTorch" not in str(info.value)
+
+
 @pytest.mark.parametrize("w", [[[1.0], [2.0], [3.0]], 2.0])
 def test_linear_weight_must_be_a_tensor(w: object) -> None:
     with pytest.raises(TypeError, match="Linear: w must be a Tensor"):
         Tensor(rand((2, 3), 0)).linear(w)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("call", [
+    lambda x: x.layernorm([1.0] * 4, [0.0] * 4),
+    lambda x: x.batchnorm(1.0, 0.0),
+    lambda x: x.reshape(1, 1, 2, 4).conv2d([[[[1.0]]]]),
+    lambda x: topgrad.attention(x.reshape(1, 2, 4).numpy().tolist(), x.reshape(1, 2, 4), x.reshape(1, 2, 4)),
+], ids=["LayerNorm", "BatchNorm", "Conv2d", "Attention"])
+def test_a_list_or_number_for_a_tensor_operand_is_named(call: Any) -> None:
+    """A TypeError naming the op and the operand, not numpy's AttributeError from inside the backend."""
+    with pytest.raises(TypeError, match=r"^[A-Za-z0-9]+: \w+ must be a Tensor, got a (list|float)"):
+        call(Tensor(rand((2, 4), 0)))
+
+
+def test_batchnorm_training_must_be_true_or_false() -> None:
+    """'False' is a true string: it would train and update the running statistics."""
+    with pytest.raises(TypeError, match="BatchNorm: training must be True or False, got 'False'"):
+        Tensor(rand((2, 4), 0)).batchnorm(None, None, training="False")  # type: ignore[arg-type]
 
 
 def test_an_array_at_a_tensor_is_linear_with_a_constant_x(backend_name: str) -> None:

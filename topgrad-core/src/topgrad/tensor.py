@@ -390,7 +390,8 @@ class Tensor:
         return _ops().Reshape.apply(self, shape=_shape(shape))
 
     def flatten(self, start: int = 1) -> Tensor:
-        """Merge the axes from `start` on into one (negative counts from the end), as torch.flatten."""
+        """Merge the axes from `start` on into one (negative counts from the end): by default every
+        axis but the batch's, as nn.Flatten and torch.flatten(x, 1) do (torch.flatten starts at 0)."""
         if self.ndim and not -self.ndim <= start < self.ndim:
             raise ValueError(f"flatten: start {start} is out of range for a tensor of shape {self.shape}")
         start = start % self.ndim if self.ndim else 0
@@ -409,7 +410,8 @@ class Tensor:
         return self.permute(*reversed(range(self.ndim)))
 
     def conv2d(self, w: Tensor, b: Tensor | None = None, stride: int = 1, padding: int = 0) -> Tensor:
-        return _ops().Conv2d.apply(self, _given("Conv2d", "w", w), b, stride=stride, padding=padding)
+        w, b = _given("Conv2d", "w", w), _given("Conv2d", "b", b, optional=True)
+        return _ops().Conv2d.apply(self, w, b, stride=stride, padding=padding)
 
     def maxpool2d(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
                   padding: int | tuple[int, int] = 0) -> Tensor:
@@ -434,13 +436,15 @@ class Tensor:
                 "momentum=None, a cumulative average of every batch, is not supported)"
             )
         _check_eps("BatchNorm", eps)
+        gamma, beta = _affine("BatchNorm", gamma, beta)
         return _ops().BatchNorm.apply(
             self, gamma, beta, running_mean=running_mean, running_var=running_var,
-            training=training, momentum=momentum, eps=eps,
+            training=_flag("BatchNorm", "training", training), momentum=momentum, eps=eps,
         )
 
     def layernorm(self, gamma: Tensor, beta: Tensor, eps: float = 1e-5) -> Tensor:
         _check_eps("LayerNorm", eps)
+        gamma, beta = _affine("LayerNorm", gamma, beta)
         return _ops().LayerNorm.apply(self, gamma, beta, eps=eps)
 
     # ---- autograd -----------------------------------------------------------------
@@ -606,11 +610,20 @@ def _is_whole(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _given(op: str, name: str, value: Any) -> Any:
-    """`value`, or a TypeError naming the op when a required operand is None."""
-    if value is None:
+def _given(op: str, name: str, value: Any, optional: bool = False) -> Any:
+    """`value`, or a TypeError naming the op where a Tensor operand is missing (None) or is a
+    number or a list (which the backend would fail on deep inside, with numpy's words)."""
+    if value is None and not optional:
         raise TypeError(f"{op}: {name} is required (a Tensor), got None")
+    if isinstance(value, (list, tuple, int, float, str)):
+        got = type(value).__name__
+        raise TypeError(f"{op}: {name} must be a Tensor, got a {got}: make it Tensor({name})")
     return value
+
+
+def _affine(op: str, gamma: Any, beta: Any) -> tuple[Any, Any]:
+    """A norm's scale and shift: Tensors, or None for none (PyTorch's weight=None, bias=None)."""
+    return _given(op, "gamma", gamma, optional=True), _given(op, "beta", beta, optional=True)
 
 
 def _reduced(op: str, axis: Any) -> Any:

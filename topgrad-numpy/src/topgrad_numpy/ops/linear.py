@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 from topgrad import Op
+from topgrad.layouts import linear_weight_hint
 
 from topgrad_numpy.ops import gemm
 from topgrad_numpy.ops._util import colsum, wide_add
@@ -24,7 +25,7 @@ def _check(x: np.ndarray, w: np.ndarray, b: Any) -> None:
     if x.ndim < 1 or w.ndim != 2 or x.shape[-1] != w.shape[0]:
         raise ValueError(
             f"Linear (x @ w): x of shape {x.shape} needs w of shape ({x.shape[-1] if x.ndim else '?'}, M), "
-            f"got w of shape {w.shape}"
+            f"got w of shape {w.shape}{linear_weight_hint(x.shape, w.shape)}"
         )
     if b is not None and b.shape != (w.shape[1],):
         raise ValueError(

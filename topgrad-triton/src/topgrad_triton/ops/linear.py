@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+from topgrad.layouts import linear_weight_hint
 
 from topgrad_triton.kernels.elementwise import contiguous
 from topgrad_triton.kernels.matmul import matmul
@@ -19,7 +20,8 @@ class Linear(TritonOp):
         check_tensors("Linear", optional=("b",), x=x, w=w, b=b)
         if w.ndim != 2 or x.ndim < 1 or x.shape[-1] != w.shape[0]:
             raise ValueError(f"Linear (x @ w): x of shape {tuple(x.shape)} cannot be multiplied by w of "
-                             f"shape {tuple(w.shape)} (needs x (..., D) and w (D, M))")
+                             f"shape {tuple(w.shape)} (needs x (..., D) and w (D, M))"
+                             f"{linear_weight_hint(tuple(x.shape), tuple(w.shape))}")
         if b is not None and tuple(b.shape) != (w.shape[1],):
             raise ValueError(f"Linear: bias of shape {tuple(b.shape)} does not match w of shape "
                              f"{tuple(w.shape)} (needs ({w.shape[1]},))")
