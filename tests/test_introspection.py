@@ -311,6 +311,25 @@ def test_profile_counts_calls_time_and_saved_bytes() -> None:
     assert "wall time" in text
 
 
+class _MaskedRelu(Op):
+    """A user's op that keeps its mask as an attribute instead of saving it."""
+
+    def forward(self, x: Any) -> Any:
+        b = topgrad.get_backend()
+        self.mask = b.asarray((b.to_numpy(x) > 0).astype(np.float32))
+        return b.mul(x, self.mask)
+
+    def backward(self, grad: Any) -> tuple[Any]:
+        return (topgrad.get_backend().mul(grad, self.mask),)
+
+
+def test_profile_counts_arrays_an_op_keeps_as_attributes_as_graph_does() -> None:
+    x = Tensor(rand((10, 10), 3))
+    with topgrad.profile() as p:
+        y = _MaskedRelu.apply(x)
+    assert p.stats["_MaskedRelu"].saved_bytes == y.graph().saved_bytes == 400
+
+
 def test_profile_loads_the_backend_before_its_clock_starts(backend_name: str) -> None:
     """In a fresh process the first op would import the backend inside the block, and the profile
     would show that one-time import as time outside the ops; profile() loads it on entry."""
@@ -477,6 +496,23 @@ def test_anomaly_in_forward_names_op_phase_and_source_line() -> None:
     assert err.op == "Linear" and err.phase == "forward"
     assert err.built_at and "test_introspection.py" in err.built_at and "h.linear(w)" in err.built_at
     assert "Inf" in str(err) and "Linear (forward)" in str(err)
+
+
+class _Log(Op):
+    """A user's own op, defined in the module that uses it (as a script or a notebook would)."""
+
+    def forward(self, x: Any) -> Any:
+        return topgrad.get_backend().asarray(np.log(topgrad.get_backend().to_numpy(x)))
+
+    def backward(self, grad: Any) -> tuple[Any]:
+        return (grad,)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # log(-1) is the point
+def test_anomaly_names_the_line_for_an_op_defined_beside_it() -> None:
+    with topgrad.detect_anomaly(), pytest.raises(topgrad.AnomalyError) as info:
+        _Log.apply(Tensor([1.0, -1.0]))  # the NaN line
+    assert info.value.built_at and "_Log.apply(Tensor([1.0, -1.0]))" in info.value.built_at, str(info.value)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow is the point

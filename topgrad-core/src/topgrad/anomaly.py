@@ -74,7 +74,11 @@ class AnomalyDetector(Observer):
     """Checks outputs and gradients for NaN/Inf; remembers where each op was built."""
 
     def before_forward(self, op: Op, args: tuple[Any, ...], params: dict[str, Any]) -> None:
-        backend_pkg = type(op).__module__.split(".", 1)[0]
+        """Remember the user's line: the first frame outside topgrad and the backend's package (a
+        backend may compose ops), not outside the op's own module, which may be the user's script."""
+        from topgrad.registry import get_backend
+
+        backend_pkg = type(get_backend()).__module__.split(".", 1)[0]
         op._built_at = user_site((backend_pkg,))  # type: ignore[attr-defined]
 
     def after_forward(
