@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     kwargs = {"depth": args.depth} if args.model == "attention" else {}
     model = MODELS[args.model](seed=0, **kwargs)
     rng = np.random.default_rng(0)
-    images = topgrad.Tensor(rng.standard_normal((args.batch, 28, 28, 1)).astype(np.float32))
+    pixels = rng.standard_normal((args.batch, 28, 28, 1)).astype(np.float32)
+    images = topgrad.Tensor(pixels, requires_grad=False)  # an input batch: a constant, as in training
     labels = rng.integers(0, 10, size=args.batch)
     loss = cross_entropy(model(images, training=True), labels)
     names = {"images": images, **model.state()}

@@ -118,6 +118,14 @@ def test_graph_after_backward_shows_nothing_saved() -> None:
     assert "released" in str(g)
 
 
+def test_a_saved_view_of_a_leaf_is_not_extra() -> None:
+    """Linear saves the Reshape's output, a view of x: while x lives it costs nothing extra,
+    though its own producer (the Reshape) has no live output."""
+    x, w = Tensor(rand((8, 2, 4), 5)), Tensor(rand((8, 3), 6))
+    g = (x.reshape(8, 8) @ w).graph({"x": x, "w": w})
+    assert g.distinct_saved_bytes == 8 * 8 * 4 + 8 * 3 * 4 and g.distinct_extra_bytes == 0, str(g)
+
+
 def test_graph_of_a_leaf_and_of_a_no_grad_result() -> None:
     x = Tensor(rand((2, 3), 1))
     assert len(x.graph()) == 1 and x.graph().ops == []

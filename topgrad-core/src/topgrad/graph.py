@@ -156,6 +156,7 @@ def build(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Graph:
     held_elsewhere: set[int] = set()  # ... of which a live Tensor (an input, an output) holds too
     for i, item in enumerate(order):
         if isinstance(item, Tensor):
+            held_elsewhere.add(id(_root(item.data)))  # a leaf: a saved view of it (a Reshape's) is no extra
             node = Node(i, None, item.shape, dtype_name(item.data), (), constant=not item.requires_grad)
             node.output_bytes = nbytes(item.data)
             node.name = label.get(id(item))

@@ -51,7 +51,8 @@ def graph_to_dot(g: Graph, *, show_saved: bool = True, rankdir: str = "TB") -> s
     last = g.nodes[-1].index if g.nodes else -1
     for n in g.nodes:
         if n.op is None:
-            label = f"{_escape(n.name or 'leaf')}\\n{_shape_text(n.shape)}"
+            kind = "const" if n.constant else "leaf"  # as graph() prints it
+            label = f"{_escape(n.name or kind)}\\n{_shape_text(n.shape)}"
             lines.append(f'  n{n.index} [shape=ellipse, style=filled, fillcolor="#e8e8e8", label="{label}"];')
             continue
         title = f"<b>{_html(n.op)}</b>" + (f" {_html(n.name)}" if n.name else "")
