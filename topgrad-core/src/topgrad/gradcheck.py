@@ -280,5 +280,6 @@ def _precision(fn: Callable[..., Tensor], xs: list[Any], backend: Any) -> tuple[
         return "float32", fallback.format(
             "stores float64 but this function's derivative along a random direction is "
             f"{d4:.8g} with step 1e-4 and {d6:.8g} with step 1e-6: either the backend computes in "
-            "lower precision, or the function has a kink within 1e-4 of the inputs (ReLU at 0)")
+            "lower precision, or the function has a kink within 1e-4 of the inputs (ReLU at 0; then "
+            "dtype='float64' checks in float64, with a step that does not cross it)")
     return "float64", ""
