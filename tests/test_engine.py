@@ -466,6 +466,23 @@ def test_a_computed_tensor_cannot_drop_requires_grad() -> None:
     assert (w * 2.0).requires_grad
 
 
+@pytest.mark.parametrize("op", ["Mul", "Div"])
+def test_mul_and_div_compute_no_gradient_for_a_constant(op: str) -> None:
+    """As Linear and Conv2d skip a first layer's input gradient: a constant operand (the targets
+    of a loss, a mask) gets None from backward, not an array the engine would drop."""
+    from topgrad.observe import Observer, observing
+
+    class Returned(Observer):
+        def after_backward(self, node: Any, grad: Any, grads: tuple[Any, ...], seconds: float) -> None:
+            self.grads = grads
+
+    w, c = Tensor(rand((2, 3), 45)), Tensor(rand((2, 3), 46) + 3.0, requires_grad=False)
+    for a, b, constant in ((w, c, 1), (c, w, 0)):
+        with observing(Returned()) as seen:
+            (a * b if op == "Mul" else a / b).backward(np.ones((2, 3), np.float32))
+        assert seen.grads[constant] is None and seen.grads[1 - constant] is not None, seen.grads
+
+
 def test_backward_may_return_a_list() -> None:
     x, y = Tensor(rand((2, 3), 36)), Tensor(rand((2, 3), 37))
     _MulWithoutUnbroadcast.apply(x, y).sum().backward()

@@ -25,6 +25,13 @@ def _shapes(a: Any, b: Any) -> tuple[Any, Any]:
     return (None if type(a) is float else a.shape, None if type(b) is float else b.shape)
 
 
+def _needed(op: Op) -> tuple[Any, Any]:
+    """The operands' shapes where backward needs their gradient: None for a number and for a
+    constant (targets, a mask), whose gradient would be computed only to be dropped."""
+    sa, sb = op.shapes  # type: ignore[attr-defined]
+    return (sa if op.needs_grad(0) else None), (sb if op.needs_grad(1) else None)
+
+
 def _shape_error(op: str, a: Any, b: Any) -> ValueError:
     return ValueError(f"{op}: shapes {shape_of(a)} and {shape_of(b)} cannot be broadcast together")
 
@@ -69,7 +76,7 @@ class Mul(Op):
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any]:
         a, b = self._intermediate or (self.number, self.number)  # the number times grad, for the array
-        sa, sb = self.shapes
+        sa, sb = _needed(self)
         ga = None if sa is None else unbroadcast(arr(_apply(np.multiply, grad, b)), sa)
         gb = None if sb is None else unbroadcast(arr(_apply(np.multiply, grad, a)), sb)
         return ga, gb
@@ -92,7 +99,7 @@ class Div(Op):
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any]:
         b, out = self._intermediate
-        sa, sb = self.shapes
+        sa, sb = _needed(self)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             ga = arr(np.divide(grad, b))
             gb = None if sb is None else unbroadcast(arr(np.negative(ga * out)), sb)

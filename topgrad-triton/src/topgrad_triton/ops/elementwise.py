@@ -34,6 +34,13 @@ def _check(op: str, a: Any, b: Any) -> tuple[Any, Any]:
     return operands[0], operands[1]
 
 
+def _needed(op: TritonOp) -> tuple[Any, Any]:
+    """The operands' shapes where backward needs their gradient: None for a number and for a
+    constant (targets, a mask), whose gradient would be computed only to be dropped."""
+    sa, sb = op.shapes  # type: ignore[attr-defined]
+    return (sa if op.needs_grad(0) else None), (sb if op.needs_grad(1) else None)
+
+
 def _mul_grad(grad: torch.Tensor, other: Any, shape: tuple[int, ...] | None) -> torch.Tensor | None:
     """d(a*b)/d(mine) = grad * other, summed back to mine's shape; None when mine is a number."""
     if shape is None:
@@ -70,7 +77,8 @@ class Mul(TritonOp):
 
     def backward(self, grad: torch.Tensor) -> tuple[Any, Any]:
         a, b = self.saved or (self.number, self.number)  # the number times grad, for the array
-        return _mul_grad(grad, b, self.shapes[0]), _mul_grad(grad, a, self.shapes[1])
+        sa, sb = _needed(self)
+        return _mul_grad(grad, b, sa), _mul_grad(grad, a, sb)
 
 
 class Div(TritonOp):
@@ -86,7 +94,7 @@ class Div(TritonOp):
 
     def backward(self, grad: torch.Tensor) -> tuple[Any, Any]:
         b, out = self.saved
-        sa, sb = self.shapes
+        sa, sb = _needed(self)
         ga = ew.elementwise(ew.DIV, grad, b, name="Div")
         gb = None if sb is None else reduce_to_shape(ew.elementwise(ew.NEG_MUL, ga, out, name="Div"), sb)
         return (None if sa is None else reduce_to_shape(ga, sa)), gb
