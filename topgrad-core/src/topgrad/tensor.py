@@ -520,8 +520,10 @@ class Tensor:
 def _refuse_overwritten(op: Op) -> None:
     """An op that saved arrays, one of whose leaf inputs an optimizer step has written since its
     forward: its backward would mix old and new values (PyTorch raises here too)."""
+    if not op._intermediate:  # it saved nothing (Add): its gradient does not depend on the values
+        return
     for i, parent in enumerate(op.parents):
-        if isinstance(parent, Tensor) and parent._updated_at > op._born and op._intermediate:
+        if isinstance(parent, Tensor) and parent._updated_at > op._born:
             raise RuntimeError(
                 f"{type(op).__name__}: its input {i} (a leaf of shape {parent.shape}) was updated in "
                 "place by an optimizer step after this op's forward, so the arrays it saved hold the "
