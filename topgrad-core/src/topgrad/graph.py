@@ -186,21 +186,25 @@ def _dtype_text(dtype: Any) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def saved_arrays(op: Op, output: Tensor | None = None) -> list[tuple[SavedArray, Any]]:
-    """What `op` keeps for backward: its `save_for_backward` arrays and array attributes."""
+def held_arrays(op: Op) -> list[tuple[str, Any]]:
+    """(name, array) for what `op` keeps for backward: its `save_for_backward` arrays ('#0', ...)
+    and its array attributes (by name); `saved_arrays` and the profiler both count these."""
     found: list[tuple[str, Any]] = []
     for i, item in enumerate(op._intermediate):
         _collect(f"#{i}", item, found)
     for name, value in vars(op).items():
         if name not in _ENGINE_ATTRS and not name.startswith("__"):
             _collect(name, value, found)
-    result = []
-    for name, array in found:
-        entry = SavedArray(
-            name, shape_of(array) or (), dtype_name(array), nbytes(array), _alias(array, op, output)
-        )
-        result.append((entry, array))
-    return result
+    return found
+
+
+def saved_arrays(op: Op, output: Tensor | None = None) -> list[tuple[SavedArray, Any]]:
+    """What `op` keeps for backward (`held_arrays`), each with its shape, dtype, size and alias."""
+    return [
+        (SavedArray(name, shape_of(array) or (), dtype_name(array), nbytes(array), _alias(array, op, output)),
+         array)
+        for name, array in held_arrays(op)
+    ]
 
 
 def _collect(name: str, value: Any, found: list[tuple[str, Any]]) -> None:

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from topgrad import registry
-from topgrad.graph import human_bytes
-from topgrad.observe import Observer, is_array, nbytes, observing
+from topgrad.graph import held_arrays, human_bytes
+from topgrad.observe import Observer, nbytes, observing
 from topgrad.op import Op
-from topgrad.tensor import Tensor
 
 
 @dataclass
@@ -48,7 +47,7 @@ class Profile(Observer):
         s = self._row(op)
         s.calls += 1
         s.forward_s += seconds
-        s.saved_bytes += nbytes(op._intermediate) + _attribute_bytes(op)
+        s.saved_bytes += sum(nbytes(array) for _, array in held_arrays(op))  # as graph() counts them
 
     def after_backward(self, op: Op, grad: Any, grads: tuple[Any, ...], seconds: float) -> None:
         s = self._row(op)
@@ -120,9 +119,3 @@ def format_profile(p: Profile) -> str:
                      f"{max(p.wall_s - fwd - bwd, 0.0) * 1e3:.2f} ms")
     return "\n".join(lines)
 
-
-def _attribute_bytes(op: Op) -> int:
-    """Bytes of the arrays an op keeps as attributes (not through save_for_backward): graph()
-    counts them as saved too, and they live as long as the graph."""
-    return sum(nbytes(v) for k, v in vars(op).items()
-               if not k.startswith("_") and k != "parents" and is_array(v) and not isinstance(v, Tensor))
