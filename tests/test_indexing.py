@@ -102,6 +102,20 @@ def test_iterating_a_0d_tensor_is_a_type_error_as_in_pytorch() -> None:
         list(Tensor(1.0))
 
 
+def test_item_assignment_is_refused_with_the_way_that_works() -> None:
+    """`w[0] = 0` (PyTorch's in-place write) is refused; the message's own recipe, a mask under
+    no_grad, zeroes the element and keeps w the same trainable leaf."""
+    w0 = rand((3,), 0)
+    w = Tensor(w0)
+    with pytest.raises(TypeError, match=r"does not support item assignment .*w \*= Tensor\(mask\)"):
+        w[0] = 0
+    with topgrad.no_grad():
+        w *= Tensor(np.array([0, 1, 1], np.float32))
+    (w * 2.0).sum().backward()
+    np.testing.assert_array_equal(w.numpy(), np.concatenate([[0], w0[1:]]))
+    np.testing.assert_array_equal(to_numpy(w.grad), np.full(3, 2, np.float32))
+
+
 @pytest.mark.parametrize(
     ("index", "error", "match"),
     [(3, IndexError, r"index 3 is out of range for axis 0 of size 3"),

@@ -17,9 +17,10 @@ def joined_shape(op: str, shapes: Sequence[tuple[int, ...]], axis: Any) -> tuple
     if not shapes:
         raise ValueError(f"{op}: needs at least one tensor, got none")
     first = tuple(shapes[0])
-    if not first:
-        raise ValueError(f"{op}: tensor 0 is 0-d, which has no axis to join along; "
-                         "make it 1-d first (x.reshape(1)), or use topgrad.stack")
+    for i, shape in enumerate(shapes):
+        if not shape:
+            raise ValueError(f"{op}: tensor {i} is 0-d, which has no axis to join along; "
+                             "make it 1-d first (x.reshape(1)), or use topgrad.stack")
     ax = normal_axis(op, axis, len(first))
     for i, shape in enumerate(shapes[1:], 1):
         shape = tuple(shape)

@@ -213,6 +213,15 @@ class Tensor:
         flows back into the selected elements."""
         return _ops().Slice.apply(self, index=basic_index(index, self.shape))
 
+    def __setitem__(self, index: Any, value: Any) -> None:
+        """Refused with the way round: no op of the table writes into a tensor (PyTorch's `x[i] = v`
+        is an in-place op with a version counter), so the new values are computed instead."""
+        raise TypeError(
+            "Tensor does not support item assignment (x[...] = v): no op records a write into a "
+            "tensor. Compute the new values instead: under topgrad.no_grad(), `w *= Tensor(mask)` "
+            "(a 0/1 array) keeps w the same leaf; `Tensor(values)` makes a new one from an array"
+        )
+
     def __iter__(self) -> Iterator[Tensor]:
         """The rows along the first axis, each a Slice of this tensor (as iterating a torch.Tensor)."""
         if not self.shape:
@@ -245,11 +254,8 @@ class Tensor:
         """x / y for a Tensor y is the Div op. x / c for a number c is x * (1 / c); where 1 / c
         overflows the tensor's dtype (float32: |c| < 2.9e-39) it is (x * (2^-64 / c)) * 2^64, so
         that 1e-40 / 1e-39 is 0.1 and 0 / 1e-39 is 0, as in PyTorch."""
-        if isinstance(other, Tensor):
+        if not _is_number(other):  # a Tensor, or whatever the backend's Div takes (as `*` does)
             return _ops().Div.apply(self, other)
-        if not _is_number(other):
-            raise TypeError(f"Tensor / {type(other).__name__}: divide by a number or a Tensor "
-                            "(wrap an array as Tensor(a))")
         c = float(other)
         if c == 0:
             return self * math.copysign(math.inf, c)  # x / 0: ±inf (0 / 0: NaN), as IEEE
@@ -259,10 +265,7 @@ class Tensor:
         return (self * (2.0**-64 / c)) * 2.0**64
 
     def __rtruediv__(self, other: Any) -> Tensor:
-        """c / x for a number c: the Div op."""
-        if not _is_number(other):
-            raise TypeError(f"{type(other).__name__} / Tensor: divide a number or a Tensor (wrap an "
-                            "array as Tensor(a))")
+        """c / x for a number c (or an operand the backend's Div takes): the Div op."""
         return _ops().Div.apply(other, self)
 
     def __pow__(self, n: Any) -> Tensor:
