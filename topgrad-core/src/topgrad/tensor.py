@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from topgrad import registry
+from topgrad import pytorch_names, registry
 from topgrad.indexing import basic_index
 from topgrad.joining import joined_shape, normal_axis
 from topgrad.pooling import pool_geometry
@@ -212,6 +212,13 @@ class Tensor:
         positive step, None, ...), as the Slice op; the result is dense, and its gradient
         flows back into the selected elements."""
         return _ops().Slice.apply(self, index=basic_index(index, self.shape))
+
+    def __getattr__(self, name: str) -> Any:
+        """Asked only for a missing attribute: the error names the Topgrad way to do what a
+        `torch.Tensor` method of that name does (`x.view` -> `x.reshape`)."""
+        way = pytorch_names.hint(name)
+        raise AttributeError(f"'Tensor' object has no attribute {name!r}" + (f": {way}" if way else ""),
+                             name=name, obj=self)
 
     def __setitem__(self, index: Any, value: Any) -> None:
         """Refused with the way round: no op of the table writes into a tensor (PyTorch's `x[i] = v`

@@ -1,0 +1,58 @@
+"""What to write in Topgrad for a `torch.Tensor` method it does not have.
+
+A learner comparing with PyTorch types PyTorch's names first; `Tensor.__getattr__` (asked only for
+a missing attribute, so no op pays for it) adds the Topgrad spelling to the AttributeError.
+"""
+
+from __future__ import annotations
+
+INSTEAD: dict[str, str] = {
+    "view": "x.reshape(*shape)",
+    "view_as": "x.reshape(*other.shape)",
+    "reshape_as": "x.reshape(*other.shape)",
+    "unsqueeze": "x.reshape(...) with a 1 where the new axis goes, or x[:, None]",
+    "squeeze": "x.reshape(...) without the size-1 axes",
+    "transpose": "x.permute(*axes) (x.T reverses every axis)",
+    "swapaxes": "x.permute(*axes)",
+    "t": "x.T",
+    "mT": "x.permute(...) with the last two axes swapped",
+    "matmul": "x @ w, the Linear op (w 2-d, (in, out))",
+    "mm": "x @ w, the Linear op (w 2-d, (in, out))",
+    "dim": "x.ndim",
+    "numel": "x.size (numpy's name, a property)",
+    "nelement": "x.size (numpy's name, a property)",
+    "pow": "x ** n (n a whole number >= 1, or 0.5)",
+    "square": "x * x",
+    "neg": "-x",
+    "add": "x + y",
+    "sub": "x - y",
+    "mul": "x * y",
+    "div": "x / y",
+    "min": "-(-x).max(axis)",
+    "amax": "x.max(axis)",
+    "clamp": "a composition (x.relu() is max(x, 0))",
+    "clip": "a composition (x.relu() is max(x, 0))",
+    "var": "((x - x.mean(axis, keepdims=True)) ** 2).mean(axis) (over n; PyTorch's default n - 1)",
+    "std": "((x - x.mean(axis, keepdims=True)) ** 2).mean(axis).sqrt() (over n; PyTorch's n - 1)",
+    "expand": "broadcasting: x * Tensor.ones(*shape) or x + Tensor.zeros(*shape)",
+    "expand_as": "broadcasting: x * Tensor.ones(*other.shape)",
+    "argmax": "x.numpy().argmax(axis) (no gradient flows through an index)",
+    "tolist": "x.numpy().tolist()",
+    "contiguous": "x (every op returns a dense array)",
+    "clone": "x * 1.0 (a new node of the graph), or x.detach() for a constant",
+    "requires_grad_": "x.requires_grad = True",
+    "zero_": "w *= 0.0 under topgrad.no_grad() (for gradients: opt.zero_grad() or w.grad = None)",
+    "float": "Tensor(x.numpy()) (float32, the default dtype)",
+    "double": "Tensor(x.numpy(), dtype='float64') (numpy backend)",
+    "to": "topgrad.set_backend(name) before making tensors: the backend holds the arrays",
+    "cpu": "x.numpy() for the values; the backend decides where arrays live",
+    "cuda": "topgrad.set_backend('triton') before making tensors",
+    "grad_fn": "shown by repr(x) (op=... names the op that made x) and x.graph()",
+    "is_leaf": "shown by repr(x) (a leaf has no op=...)",
+}
+
+
+def hint(name: str) -> str | None:
+    """The Topgrad way to do what `torch.Tensor.<name>` does, or None when there is no entry."""
+    way = INSTEAD.get(name)
+    return None if way is None else f"in Topgrad, PyTorch's x.{name} is {way}"
