@@ -3,8 +3,12 @@ attribute Topgrad lacks, and the recipes that are formulas give PyTorch's values
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 import numpy as np
 import pytest
+import topgrad
 import torch
 from helpers import rand
 from topgrad import Tensor
@@ -36,3 +40,30 @@ def test_the_formula_recipes_give_pytorchs_values() -> None:
              (x.permute(1, 0), t.transpose(0, 1)), (x.reshape(4, 3), t.view(4, 3))]
     for got, want in pairs:
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [(lambda x: x.sum(dim=1), r"Tensor.sum\(\) got an unexpected .* 'dim': Topgrad writes axis="),
+     (lambda x: x.mean(axis=1, keepdim=True), r"keepdims= \(not keepdim=\)"),
+     (lambda x: x.max(dim=0, keepdim=True), r"axis= \(not dim=\), keepdims= \(not keepdim=\)"),
+     (lambda x: x.softmax(dim=-1), r"Tensor.softmax\(\) .*axis= \(not dim=\)"),
+     (lambda x: x.logsoftmax(dim=-1), r"Tensor.logsoftmax\(\) .*axis= \(not dim=\)"),
+     (lambda x: x.flatten(start_dim=0), r"start= \(not start_dim=\)"),
+     (lambda x: topgrad.cat([x, x], dim=1), r"^cat\(\) .*axis= \(not dim=\)"),
+     (lambda x: topgrad.stack([x, x], dim=1), r"^stack\(\) .*axis= \(not dim=\)"),
+     (lambda x: x.sum(axes=1), r"unexpected keyword argument 'axes'$"),
+     (lambda x: np.sum(x), r"Tensor.sum\(\) got out= as numpy's np.sum\(x\) .*write x.sum\(\) for the op, or "
+                           r"np.sum\(x.numpy\(\)\)"),
+     (lambda x: np.mean(x), r"Tensor.mean\(\) got .*out=.*np.mean\(x.numpy\(\)\)"),
+     (lambda x: np.max(x), r"Tensor.max\(\) got out=.*np.max\(x.numpy\(\)\)")],
+)
+def test_pytorch_and_numpy_keywords_are_refused_with_topgrads_names(call: Any, match: str) -> None:
+    with pytest.raises(TypeError, match=match):
+        call(Tensor(rand((2, 3), 0)))
+
+
+def test_the_keyword_check_keeps_signatures_and_valid_calls() -> None:
+    x = Tensor(rand((2, 3), 0))
+    assert list(inspect.signature(Tensor.sum).parameters) == ["self", "axis", "keepdims"]
+    assert x.sum(axis=1, keepdims=True).shape == (2, 1) and topgrad.cat([x, x], axis=1).shape == (2, 6)

@@ -1,10 +1,18 @@
-"""What to write in Topgrad for a `torch.Tensor` method it does not have.
+"""What to write in Topgrad for a `torch.Tensor` method or keyword it does not have.
 
 A learner comparing with PyTorch types PyTorch's names first; `Tensor.__getattr__` (asked only for
-a missing attribute, so no op pays for it) adds the Topgrad spelling to the AttributeError.
+a missing attribute, so no op pays for it) adds the Topgrad spelling to the AttributeError, and
+`numpy_keywords` does the same for `dim=`/`keepdim=` and for numpy's own `np.sum(x)` call.
 """
 
 from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 INSTEAD: dict[str, str] = {
     "view": "x.reshape(*shape)",
@@ -56,3 +64,32 @@ def hint(name: str) -> str | None:
     """The Topgrad way to do what `torch.Tensor.<name>` does, or None when there is no entry."""
     way = INSTEAD.get(name)
     return None if way is None else f"in Topgrad, PyTorch's x.{name} is {way}"
+
+
+KEYWORDS: dict[str, str] = {"dim": "axis", "keepdim": "keepdims", "start_dim": "start"}
+NUMPY_CALL = ("out", "dtype", "where", "initial")  # what np.sum(x) / np.mean(x) pass to x.sum(...)
+
+
+def numpy_keywords(method: F) -> F:
+    """`method` with its TypeError for an unknown keyword naming Topgrad's (numpy's) name for a
+    PyTorch one, and saying what to write when numpy's functions call it (`np.sum(x)`)."""
+    known = set(inspect.signature(method).parameters)
+
+    @functools.wraps(method)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        if kwargs and not known.issuperset(kwargs):
+            raise TypeError(_keyword_message(method.__qualname__, [k for k in kwargs if k not in known]))
+        return method(*args, **kwargs)
+
+    return cast(F, checked)
+
+
+def _keyword_message(qualname: str, unknown: list[str]) -> str:
+    name = qualname.rsplit(".", 1)[-1]
+    given = ", ".join(f"{k}=" for k in unknown)
+    if any(k in NUMPY_CALL for k in unknown):
+        return (f"{qualname}() got {given} as numpy's np.{name}(x) passes them, and numpy's result would "
+                f"leave the graph: write x.{name}() for the op, or np.{name}(x.numpy()) for the values")
+    renamed = [f"{KEYWORDS[k]}= (not {k}=)" for k in unknown if k in KEYWORDS]
+    hint = f": Topgrad writes {', '.join(renamed)}" if renamed else ""
+    return f"{qualname}() got an unexpected keyword argument {unknown[0]!r}{hint}"

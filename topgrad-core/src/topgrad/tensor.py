@@ -344,14 +344,17 @@ class Tensor:
 
     __lt__ = __le__ = __gt__ = __ge__ = _no_comparison
 
+    @pytorch_names.numpy_keywords
     def sum(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
         keep = _flag("sum", "keepdims", keepdims)
         return _ops().Sum.apply(self, axis=_reduced("sum", axis), keepdims=keep)
 
+    @pytorch_names.numpy_keywords
     def mean(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
         keep = _flag("mean", "keepdims", keepdims)
         return _ops().Mean.apply(self, axis=_reduced("mean", axis), keepdims=keep)
 
+    @pytorch_names.numpy_keywords
     def max(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
         """The largest element over `axis`, as torch.amax: elements that tie share the gradient."""
         keep = _flag("max", "keepdims", keepdims)
@@ -384,11 +387,13 @@ class Tensor:
         from Exp and Div, the gradient is NaN below x = -88)."""
         return _ops().Sigmoid.apply(self)
 
+    @pytorch_names.numpy_keywords
     def logsoftmax(self, axis: int = -1) -> Tensor:
         if not _is_whole(axis):
             raise TypeError(f"LogSoftmax: axis must be one int (it normalizes along one axis), got {axis!r}")
         return _ops().LogSoftmax.apply(self, axis=axis)
 
+    @pytorch_names.numpy_keywords
     def softmax(self, axis: int = -1) -> Tensor:
         """e ** logsoftmax(x): two ops, each stable for large logits (the Exp op is optional)."""
         return self.logsoftmax(axis).exp()
@@ -399,6 +404,7 @@ class Tensor:
     def reshape(self, *shape: int) -> Tensor:
         return _ops().Reshape.apply(self, shape=_shape(shape))
 
+    @pytorch_names.numpy_keywords
     def flatten(self, start: int = 1) -> Tensor:
         """Merge the axes from `start` on into one (negative counts from the end): by default every
         axis but the batch's, as nn.Flatten and torch.flatten(x, 1) do (torch.flatten starts at 0)."""
@@ -674,6 +680,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False) -> Tensor:
     return _ops().Attention.apply(q, k, v, causal=_flag("attention", "causal", causal))
 
 
+@pytorch_names.numpy_keywords
 def cat(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
     """The tensors joined along `axis` (negative counts from the end), as torch.cat: the Concat
     op. Every other axis must match; each input's gradient is its part of the output's."""
@@ -682,6 +689,7 @@ def cat(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
     return _ops().Concat.apply(*ts, axis=ax)
 
 
+@pytorch_names.numpy_keywords
 def stack(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
     """The tensors, all of one shape, stacked along a new axis `axis`, as torch.stack: each
     gets a size-1 axis there (a Reshape, no copy), then Concat joins them."""
