@@ -450,6 +450,28 @@ def test_a_step_between_forward_and_backward_is_refused(optimizer: str) -> None:
     assert_close(w.grad, 2 * w.numpy(), "a graph built after the step")
 
 
+@pytest.mark.parametrize("view", ["reshape", "detach"])
+def test_a_step_is_refused_when_an_op_saved_a_view_of_the_parameter(view: str) -> None:
+    """Linear saved `w.reshape(3, 3)` or `w.detach()`, views sharing w's memory, not w itself: the
+    step's in-place write reached them (e got [-1.2, -0.3, 0.6] for [0.3, 1.2, 2.1] before, with
+    no error; PyTorch's views share the version counter and raise). A graph that saved a copy
+    (w.reshape(3, 3).T, Permute's dense result) still runs backward."""
+    w = Tensor(np.arange(9, dtype=np.float32) / 10)
+    opt = topgrad.optim.SGD([w], lr=1.0)
+    e = Tensor(np.ones((2, 3), np.float32))
+    weight = w.reshape(3, 3) if view == "reshape" else w.detach().reshape(3, 3)
+    loss, copied = (e @ weight).sum(), (e @ w.reshape(3, 3).T).sum()
+    w.grad = topgrad.get_backend().asarray(np.full(9, 0.5, np.float32))
+    opt.step()
+    refused = r"Linear: it saved a view of a leaf of shape \(9,\) .*was updated in place"
+    with pytest.raises(RuntimeError, match=refused):
+        loss.backward()
+    e.grad = None
+    copied.backward()
+    assert_close(e.grad, np.tile(np.arange(9, dtype=np.float32).reshape(3, 3).sum(0) / 10, (2, 1)),
+                 "the gradient through the copy made before the step")
+
+
 def test_a_computed_tensor_cannot_drop_requires_grad() -> None:
     """It would cut the graph silently (w got 1 instead of 7 below); PyTorch refuses too and so
     points at detach(). A leaf may change its flag either way."""

@@ -230,3 +230,72 @@ def test_a_step_updates_the_parameter_in_place_as_torch_optim_does(case: str) ->
         assert_close(before.numpy(), torch_before.numpy(), f"{case}: the detached view after a step")
         assert_close(w.numpy(), tw.detach().numpy(), f"{case}: the parameter")
         np.testing.assert_array_equal(topgrad.get_backend().to_numpy(w.grad), g)
+
+
+def test_sgd_options_after_momentum_are_keyword_only() -> None:
+    """torch.optim.SGD's positional order is (lr, momentum, dampening, weight_decay, nesterov):
+    `SGD(p, 0.1, 0.9, 0, 1e-4)` meant weight decay there and switched Nesterov on here."""
+    w = Tensor(rand((2,), 0))
+    with pytest.raises(TypeError, match="positional"):
+        SGD([w], 0.1, 0.9, 0, 1e-4)  # type: ignore[misc]
+    assert SGD([w], 0.1, 0.9).momentum == 0.9
+    with pytest.raises(TypeError, match=r"SGD: nesterov must be True or False, got 0\.0001"):
+        SGD([w], 0.1, 0.9, nesterov=1e-4)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"SGD: dampening must be a number >= 0, got .0\.1."):
+        SGD([w], 0.1, 0.9, dampening="0.1")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("case", ["sgd", "sgd momentum", "adam", "adamw"])
+@pytest.mark.parametrize(("grad", "match"), [
+    (lambda: np.ones(4, np.float32), r"parameter 0 has shape \(3, 4\) but its .grad has shape \(4,\)"),
+    (lambda: np.float32(1.0), r"must be an array of the backend '\w+', got numpy.float32"),
+    (lambda: Tensor(np.ones((3, 4), np.float32)), r"got Tensor \(.grad holds the array itself: t.data\)"),
+    (lambda: torch.ones(3, 4), r"got torch.Tensor"),
+])
+def test_a_hand_set_grad_of_another_shape_or_type_is_refused(case: str, grad: Any, match: str,
+                                                              backend_name: str) -> None:
+    """A (4,) gradient for a (3, 4) weight broadcast over every row (PyTorch refuses the
+    assignment); a Tensor or a foreign array failed inside the update math, if at all."""
+    top_cls, _, kwargs = CASES[case]
+    w = Tensor(np.ones((3, 4), np.float32))
+    opt = top_cls([w], **kwargs)
+    g = grad()
+    if backend_name == "triton" and isinstance(g, torch.Tensor):
+        return  # torch tensors are that backend's arrays
+    w.grad = g if not isinstance(g, np.ndarray) else topgrad.get_backend().asarray(g)
+    with pytest.raises((ValueError, TypeError), match=match):
+        opt.step()
+    np.testing.assert_array_equal(w.numpy(), np.ones((3, 4), np.float32))
+
+
+def test_the_learning_rate_is_checked_when_a_schedule_sets_it() -> None:
+    opt = Adam([Tensor(rand((2,), 0))], lr=0.1)
+    opt.lr = 0.05
+    for bad in ("1e-3", None, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="Adam: learning rate must be a number >= 0"):
+            opt.lr = bad  # type: ignore[assignment]
+    assert opt.lr == 0.05
+
+
+def test_a_set_of_parameters_is_refused() -> None:
+    """A set's order changes between runs: a saved state would load onto another parameter."""
+    with pytest.raises(TypeError, match=r"a set has no fixed order.*pass a list"):
+        SGD({Tensor(rand((2,), 0)), Tensor(rand((2,), 1))}, lr=0.1)
+    with pytest.raises(TypeError, match=r"Adam takes Topgrad Tensors, got torch.Tensor"):
+        Adam([torch.zeros(3, requires_grad=True)])
+
+
+def test_the_first_momentum_buffer_is_a_copy_in_the_default_update() -> None:
+    """Backend.sgd_update (what a third-party backend inherits) kept the first gradient as the
+    buffer: zeroing `.grad` in place then zeroed the momentum (0.8 for torch's 0.71 below)."""
+    from types import SimpleNamespace
+
+    from topgrad.backend import Backend
+
+    backend = topgrad.get_backend()
+    helpers = SimpleNamespace(copy=backend.copy, add=backend.add, mul=backend.mul, sub=backend.sub)
+    grad = backend.asarray(np.ones(3, np.float32))
+    _, buf = Backend.sgd_update(helpers, backend.asarray(np.ones(3, np.float32)), grad, None,  # type: ignore[arg-type]
+                                lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=False)
+    assert buf is not grad and backend.memory_key(buf) != backend.memory_key(grad)
+    np.testing.assert_array_equal(backend.to_numpy(buf), np.ones(3, np.float32))

@@ -105,10 +105,11 @@ def _broken(change: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     ("change", "match"),
-    [(lambda s: s.update(optimizer="SGD"), "Adam.load_state_dict: the state is of a SGD"),
+    [(lambda s: s.update(optimizer="SGD"), "Adam.load_state_dict: the state was saved by SGD, not Adam"),
      (lambda s: s.pop("settings"), "takes what state_dict\\(\\) returns"),
      (lambda s: s["settings"].update(lr=-1.0), "learning rate must be a number >= 0"),
-     (lambda s: s["settings"].update(momentum=0.9), "unexpected keyword argument 'momentum'"),
+     (lambda s: s["settings"].update(momentum=0.9),
+      r"settings have \['momentum'\], which Adam does not take \(it takes lr, betas"),
      (lambda s: s["state"].update({7: {}}), r"entries \[7\] for parameters this optimizer does not have"),
      (lambda s: s["state"][0].pop("exp_avg"), r"parameter 0 has \['exp_avg_sq', 'step'\]; Adam keeps"),
      (lambda s: s["state"][0].update(step=-1), "step must be a whole number >= 0, got -1"),
@@ -116,6 +117,9 @@ def _broken(change: Any) -> dict[str, Any]:
      (lambda s: s["state"][1].update(exp_avg=np.zeros(2, np.float32)),
       r"parameter 1: exp_avg must be a float32 or float64 array of the parameter's shape \(3,\), got"),
      (lambda s: s["state"][1].update(exp_avg=np.zeros(3, np.int64)), "must be a float32 or float64 array"),
+     (lambda s: s["state"][1].update(exp_avg=np.zeros(3, np.float16)), r"got ndarray \(3,\) float16$"),
+     (lambda s: s.update(state={str(k): v for k, v in s["state"].items()}),
+      r"the state's keys must be the parameters' positions as ints, got \['0', '1', '2'\] \(a JSON"),
      (lambda s: s["state"].update({0: None}), "state of parameter 0 has NoneType")],
 )
 def test_a_state_that_does_not_fit_is_refused_and_nothing_changes(change: Any, match: str) -> None:
@@ -130,6 +134,25 @@ def test_a_state_that_does_not_fit_is_refused_and_nothing_changes(change: Any, m
     for i, state in before["state"].items():
         assert after["state"][i]["step"] == state["step"]
         np.testing.assert_array_equal(after["state"][i]["exp_avg"], state["exp_avg"])
+
+
+def test_a_loaded_state_is_copied_and_a_0d_step_is_taken() -> None:
+    """Steps write the state in place: without a copy, training changed the saved dict and two
+    optimizers loaded from it moved each other. A 0-d integer step (np.savez, np.load) loads."""
+    params, torch_params, opt, _ = _pair("adam")
+    _step(params, torch_params, [opt], 1)
+    saved = opt.state_dict()
+    saved["state"][0]["step"] = np.array(saved["state"][0]["step"])
+    kept = saved["state"][0]["exp_avg"].copy()
+    first, second = Adam(params), Adam(params)
+    first.load_state_dict(saved)
+    second.load_state_dict(saved)
+    for p in params:
+        p.grad = topgrad.get_backend().asarray(np.ones(p.shape, np.float32))
+    first.step()
+    np.testing.assert_array_equal(saved["state"][0]["exp_avg"], kept)
+    np.testing.assert_array_equal(second.state_dict()["state"][0]["exp_avg"], kept)
+    assert first.state_dict()["state"][0]["step"] == 2
 
 
 def test_a_state_of_other_parameters_is_refused() -> None:

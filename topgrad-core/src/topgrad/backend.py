@@ -99,7 +99,10 @@ class Backend:
         if weight_decay:
             grad = self.add(grad, self.mul(param, weight_decay))
         if momentum:
-            buf = grad if buf is None else self.add(self.mul(buf, momentum), self.mul(grad, 1.0 - dampening))
+            if buf is None:  # a copy, as torch clones it: the caller may edit `.grad` in place later
+                buf = self.copy(grad)
+            else:
+                buf = self.add(self.mul(buf, momentum), self.mul(grad, 1.0 - dampening))
             grad = self.add(grad, self.mul(buf, momentum)) if nesterov else buf
         return self.sub(param, self.mul(grad, lr)), buf
 

@@ -10,12 +10,13 @@ under one backend loads under another.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable
-from numbers import Integral, Real
+from numbers import Real
 from typing import Any, ClassVar
 
 from topgrad.observe import dtype_name
-from topgrad.registry import get_backend, owner_of
+from topgrad.registry import _array_type, get_backend, owner_of
 from topgrad.tensor import Tensor, mark_updated
 
 
@@ -29,9 +30,11 @@ class Optimizer:
 
     def __init__(self, params: Iterable[Tensor], lr: float) -> None:
         name = type(self).__name__
-        if isinstance(params, Tensor) or isinstance(params, dict) or not isinstance(params, Iterable):
+        if isinstance(params, (Tensor, dict, set, frozenset)) or not isinstance(params, Iterable):
             hint = ("pass its .values()" if isinstance(params, dict)
                     else "wrap a single Tensor in a list" if isinstance(params, Tensor)
+                    else "a set has no fixed order, so a saved state could load onto another "
+                         "parameter: pass a list" if isinstance(params, (set, frozenset))
                     else "pass a list of the Tensors to train")
             raise TypeError(f"{name} takes an iterable of Tensors, got {type(params).__name__}: {hint}")
         self.params = list(params)
@@ -39,15 +42,24 @@ class Optimizer:
             raise ValueError(f"{name} got an empty parameter list")
         for p in self.params:
             if not isinstance(p, Tensor):
-                raise TypeError(f"{name} takes Tensors, got {type(p).__name__}")
+                raise TypeError(f"{name} takes Topgrad Tensors, got {_type_text(p)}")
             if p._op is not None:  # as torch.optim: "can't optimize a non-leaf Tensor"
                 raise ValueError(f"{name}: a Tensor made by {type(p._op).__name__} is not a leaf; "
                                  "optimize the leaves it was computed from")
         if len({id(p) for p in self.params}) < len(self.params):
             raise ValueError(f"{name}: a Tensor appears twice in the parameters (it would be updated twice)")
-        _check_non_negative(self, learning_rate=lr)
         self.lr = lr
         self.state: list[dict[str, Any]] = [{} for _ in self.params]
+
+    @property
+    def lr(self) -> float:
+        """The learning rate; a schedule may set it between steps (checked as the constructor's)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        _check_non_negative(self, learning_rate=value)
+        self._lr = value
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -55,10 +67,24 @@ class Optimizer:
 
     def step(self) -> None:
         backend = get_backend()
-        for p, state in zip(self.params, self.state):
+        for i, (p, state) in enumerate(zip(self.params, self.state)):
             if p.grad is not None:
+                self._check_grad(backend, i, p)
                 self._update(backend, p, state)
                 mark_updated(p)  # written in place: a graph built before this step cannot backward
+
+    def _check_grad(self, backend: Any, i: int, p: Tensor) -> None:
+        """A `.grad` set by hand must be an array of the parameter's shape (PyTorch refuses
+        the assignment): a (4,) gradient for a (3, 4) weight would broadcast over every row."""
+        g: Any = p.grad
+        array_type: Any = _array_type(backend)  # Any: the isinstance below must not narrow g
+        if not isinstance(g, array_type):
+            hint = " (.grad holds the array itself: t.data)" if isinstance(g, Tensor) else ""
+            raise TypeError(f"{type(self).__name__}.step: parameter {i}'s .grad must be an array of the "
+                            f"backend {backend.name!r}, got {_type_text(g)}{hint}")
+        if tuple(g.shape) != p.shape:
+            raise ValueError(f"{type(self).__name__}.step: parameter {i} has shape {p.shape} but its .grad "
+                             f"has shape {tuple(g.shape)}")
 
     def _update(self, backend: Any, p: Tensor, state: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -87,10 +113,16 @@ class Optimizer:
             raise ValueError(f"{name}.load_state_dict takes what state_dict() returns: a dict with "
                              "'optimizer', 'settings', 'shapes' and 'state'")
         if state_dict["optimizer"] != name:
-            raise ValueError(f"{name}.load_state_dict: the state is of a {state_dict['optimizer']}")
+            raise ValueError(f"{name}.load_state_dict: the state was saved by {state_dict['optimizer']}, "
+                             f"not {name}")
         if "shapes" in state_dict:
             self._check_shapes(state_dict["shapes"])
-        probe = type(self)(self.params, **state_dict["settings"])  # the constructor checks the settings
+        settings = state_dict["settings"]
+        unknown = sorted(set(settings) - set(self.settings)) if isinstance(settings, dict) else None
+        if unknown is None or unknown:
+            raise ValueError(f"{name}.load_state_dict: the saved settings have {unknown}, which {name} "
+                             f"does not take (it takes {', '.join(self.settings)})")
+        probe = type(self)(self.params, **settings)  # the constructor checks the settings
         states = [self._loaded(i, s) for i, s in self._numbered(state_dict["state"])]
         for setting in self.settings:
             setattr(self, setting, getattr(probe, setting))
@@ -115,7 +147,13 @@ class Optimizer:
     def _numbered(self, given: Any) -> list[tuple[int, Any]]:
         """One (index, state) pair per parameter, {} where `given` has none; ValueError for an
         index that is no parameter's."""
-        extra = sorted(set(given) - set(range(len(self.params)))) if isinstance(given, dict) else None
+        mine = set(range(len(self.params)))
+        extra = sorted(set(given) - mine, key=str) if isinstance(given, dict) else None
+        if extra and all(isinstance(k, str) for k in extra):
+            shown = extra[:3] + ["..."] * (len(extra) > 3)
+            raise ValueError(f"{type(self).__name__}.load_state_dict: the state's keys must be the "
+                             f"parameters' positions as ints, got {shown} (a JSON round trip makes "
+                             "them strings: convert with {int(k): v for k, v in ...})")
         if extra is None or extra:
             raise ValueError(f"{type(self).__name__}.load_state_dict: the state has entries {extra} for "
                              f"parameters this optimizer does not have (it has {len(self.params)})")
@@ -131,19 +169,36 @@ class Optimizer:
         out: dict[str, Any] = {}
         for key, v in saved.items():
             if key == "step":
-                if not isinstance(v, Integral) or isinstance(v, bool) or v < 0:
-                    raise ValueError(f"{where}: step must be a whole number >= 0, got {v!r}")
-                out[key] = int(v)
+                out[key] = _count(where, v)
             elif tuple(getattr(v, "shape", ())) != self.params[i].shape or dtype_name(v) not in _FLOATS:
-                got = f"{type(v).__name__} {getattr(v, 'shape', '')}".strip()
+                dtype = dtype_name(v) if hasattr(v, "dtype") else ""
+                got = f"{type(v).__name__} {getattr(v, 'shape', '')} {dtype}".strip()
                 raise ValueError(f"{where}: {key} must be a float32 or float64 array of the parameter's "
                                  f"shape {self.params[i].shape}, got {got}")
-            else:
-                out[key] = get_backend().asarray(v, dtype=dtype_name(v))
+            else:  # a copy: steps write state in place, and the saved dict may load elsewhere too
+                backend = get_backend()
+                out[key] = backend.copy(backend.asarray(v, dtype=dtype_name(v)))
         return out
 
 
 _FLOATS = ("float32", "float64")
+
+
+def _count(where: str, v: Any) -> int:
+    """A saved step count as an int: Python's or numpy's integers, 0-d ones (np.savez) included."""
+    try:
+        n = operator.index(v) if not isinstance(v, bool) else -1
+    except TypeError:
+        n = -1
+    if n < 0:
+        raise ValueError(f"{where}: step must be a whole number >= 0, got {v!r}")
+    return n
+
+
+def _type_text(v: Any) -> str:
+    """`v`'s type as a user would name it: torch.Tensor, not a bare Tensor."""
+    kind, package = type(v), type(v).__module__.split(".")[0]
+    return kind.__name__ if package in ("builtins", "topgrad") else f"{package}.{kind.__qualname__}"
 
 
 def _check_non_negative(opt: Optimizer, **values: float) -> None:
@@ -163,11 +218,16 @@ class SGD(Optimizer):
     state_keys = frozenset({"momentum_buffer"})
 
     def __init__(
-        self, params: Iterable[Tensor], lr: float, momentum: float = 0.0,
+        self, params: Iterable[Tensor], lr: float, momentum: float = 0.0, *,
         weight_decay: float = 0.0, nesterov: bool = False, dampening: float = 0.0,
     ) -> None:
+        """The options after `momentum` are keyword-only: torch.optim.SGD's positional order
+        (momentum, dampening, weight_decay, nesterov) differs, and code ported positionally would
+        train with other settings without a word."""
         super().__init__(params, lr)
-        _check_non_negative(self, momentum=momentum, weight_decay=weight_decay)
+        _check_non_negative(self, momentum=momentum, weight_decay=weight_decay, dampening=dampening)
+        if not isinstance(nesterov, bool):
+            raise TypeError(f"SGD: nesterov must be True or False, got {nesterov!r}")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening 0")
         self.momentum, self.weight_decay, self.nesterov, self.dampening = (

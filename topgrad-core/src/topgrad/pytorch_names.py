@@ -47,7 +47,8 @@ INSTEAD: dict[str, str] = {
     "argmax": "x.numpy().argmax(axis) (no gradient flows through an index)",
     "tolist": "x.numpy().tolist()",
     "contiguous": "x (every op returns a dense array)",
-    "clone": "x * 1.0 (a new node of the graph), or x.detach() for a constant",
+    "clone": "x * 1.0 (a node of the graph); a constant copy is Tensor(x.numpy(), requires_grad=False) "
+             "(x.detach() shares x's memory, which an optimizer step overwrites)",
     "requires_grad_": "x.requires_grad = True",
     "zero_": "w *= 0.0 under topgrad.no_grad() (for gradients: opt.zero_grad() or w.grad = None)",
     "float": "Tensor(x.numpy()) (float32, the default dtype)",

@@ -13,6 +13,7 @@ import math
 import numbers
 import operator
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -38,9 +39,12 @@ _FLOAT32_MAX = 3.4028234663852886e38
 class _UpdateClock:
     """Counts in-place updates of leaves (optimizer steps). Each op records the count at its
     forward and each leaf the count of its last update, so backward can tell that an op's saved
-    arrays were overwritten after they were saved (PyTorch keeps version counters for this)."""
+    arrays were overwritten after they were saved (PyTorch keeps version counters for this).
+    `leaves` holds the updated leaves (weakly), to match a saved view or detach() of one."""
 
-    now = 0
+    def __init__(self) -> None:
+        self.now = 0
+        self.leaves: weakref.WeakSet[Tensor] = weakref.WeakSet()
 
 
 _updates = _UpdateClock()
@@ -50,6 +54,7 @@ def mark_updated(t: Tensor) -> None:
     """Record that `t.data` was just written in place (an optimizer step)."""
     _updates.now += 1
     t._updated_at = _updates.now
+    _updates.leaves.add(t)
 
 
 @contextlib.contextmanager
@@ -535,17 +540,29 @@ class Tensor:
 
 def _refuse_overwritten(op: Op) -> None:
     """An op that saved arrays, one of whose leaf inputs an optimizer step has written since its
-    forward: its backward would mix old and new values (PyTorch raises here too)."""
+    forward, or which saved a view of such a leaf (`w.reshape(...)`, `w.detach()`): its backward
+    would mix old and new values (PyTorch raises here too, through version counters)."""
     if not op._intermediate:  # it saved nothing (Add): its gradient does not depend on the values
         return
     for i, parent in enumerate(op.parents):
         if isinstance(parent, Tensor) and parent._updated_at > op._born:
-            raise RuntimeError(
-                f"{type(op).__name__}: its input {i} (a leaf of shape {parent.shape}) was updated in "
-                "place by an optimizer step after this op's forward, so the arrays it saved hold the "
-                "new values and its gradient would be wrong; run the forward pass again after "
-                "optimizer.step() (step after backward)"
-            )
+            raise RuntimeError(f"{type(op).__name__}: its input {i} (a leaf of shape {parent.shape}) was "
+                               f"{_OVERWRITTEN}")
+    backend = registry.get_backend()
+    stepped = {backend.memory_key(t.data): t for t in list(_updates.leaves) if t._updated_at > op._born}
+    stepped.pop(None, None)
+    for a in op._intermediate:
+        leaf = stepped.get(backend.memory_key(a)) if isinstance(a, registry._array_type(backend)) else None
+        if leaf is not None:
+            raise RuntimeError(f"{type(op).__name__}: it saved a view of a leaf of shape {leaf.shape} "
+                               f"(through reshape, detach() or another view), which was {_OVERWRITTEN}")
+
+
+_OVERWRITTEN = (
+    "updated in place by an optimizer step after this op's forward, so the arrays it saved hold "
+    "the new values and its gradient would be wrong; run the forward pass again after "
+    "optimizer.step() (step after backward)"
+)
 
 
 def _own(backend: Any, g: Any, taken: set[Any]) -> Any:
