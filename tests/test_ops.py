@@ -778,6 +778,25 @@ def test_batchnorm_training_must_be_true_or_false() -> None:
         Tensor(rand((2, 4), 0)).batchnorm(None, None, training="False")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(("op", "call"), [
+    ("Linear", lambda x, t: x.reshape(1, 3).linear(t.reshape(3, 1))),
+    ("Conv2d", lambda x, t: x.reshape(1, 1, 3, 1).conv2d(t[:1].reshape(1, 1, 1, 1))),
+    ("LayerNorm", lambda x, t: x.layernorm(t, None)),
+    ("Attention", lambda x, t: topgrad.attention(x.reshape(1, 1, 3), t.reshape(1, 1, 3), x.reshape(1, 1, 3))),
+    ("cat", lambda x, t: topgrad.cat([x, t])),
+])
+def test_a_torch_tensor_operand_is_named_as_one(backend_name: str, op: str, call: Any) -> None:
+    """A torch tensor where a Tensor goes: on numpy the op names it `torch.Tensor` (it said 'must be
+    a Tensor, got Tensor', or failed inside numpy's transpose); triton takes its own arrays."""
+    x = Tensor(rand((3,), 0))
+    t = torch.ones(3)
+    if backend_name == "triton" and op != "cat":
+        call(x, t)
+        return
+    with pytest.raises(TypeError, match=rf"{op}: .* must be a Tensor, got (a )?torch.Tensor"):
+        call(x, t)
+
+
 def test_an_array_at_a_tensor_is_linear_with_a_constant_x(backend_name: str) -> None:
     """`a @ w` with a numpy array on the left (Tensor.__rmatmul__) is Linear(a, w): w's gradient as
     PyTorch's; a backend that takes only its own arrays refuses `a` in Linear's name."""

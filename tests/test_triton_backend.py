@@ -66,6 +66,32 @@ def test_unavailable_without_gpu_or_interpreter_says_how_to_interpret():
     assert "TRITON_INTERPRET=1" in message and "before" in message
 
 
+def test_setting_the_variable_after_a_failed_try_works():
+    """The failed try imported triton before it failed, so a retry with TRITON_INTERPRET set (as
+    the message advises) was told the variable came after triton's import. Triton's own true
+    values ('on', 'yes') count; a false one is named as such."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "TOPGRAD_BACKEND")}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    result = run_python("""
+        import os, sys, topgrad
+        try:
+            topgrad.set_backend("triton")
+        except topgrad.BackendUnavailableError as exc:
+            print("first:", "is not set" in str(exc), "triton" in sys.modules)
+        os.environ["TRITON_INTERPRET"] = "off"
+        try:
+            topgrad.set_backend("triton")
+        except topgrad.BackendUnavailableError as exc:
+            print("off:", "is 'off', which Triton reads as false" in str(exc))
+        os.environ["TRITON_INTERPRET"] = "On"
+        backend = topgrad.set_backend("triton")
+        x = topgrad.Tensor.randn(3, seed=0)
+        print("then:", backend.device.type, x.data.device.type, float((x * 2.0).sum()) == 2 * float(x.sum()))
+    """, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:3] == ["first: True False", "off: True", "then: cpu cpu True"]
+
+
 def test_a_missing_dependency_is_named_with_what_to_install():
     result = run_python("""
         import sys, topgrad
@@ -495,3 +521,15 @@ def test_none_as_a_required_operand_is_refused_by_name(backend) -> None:
         with pytest.raises(TypeError, match=f"{match}, got None"):
             call()
     assert tuple(Linear().forward(x, Tensor.ones(2, 4).data, None).shape) == (1, 3, 3, 4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.int64])
+def test_linear_casts_a_raw_torch_weight_of_another_dtype(backend, dtype) -> None:
+    """As the other ops cast raw torch operands to float32; Linear's kernel failed instead
+    ('Both operands must be same dtype', a 49-line interpreter traceback)."""
+    x = Tensor(np.arange(6, dtype=np.float32).reshape(2, 3))
+    w = torch.arange(6).reshape(3, 2).to(dtype)
+    y = x @ w
+    np.testing.assert_allclose(y.numpy(), np.arange(6).reshape(2, 3) @ np.arange(6).reshape(3, 2))
+    y.sum().backward()
+    np.testing.assert_allclose(backend.to_numpy(x.grad), np.tile(np.arange(6).reshape(3, 2).sum(1), (2, 1)))

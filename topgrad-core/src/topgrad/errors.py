@@ -8,6 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 _PACKAGE = os.path.join(str(Path(__file__).parent), "")  # with the separator: not topgrad_numpy/
 
@@ -20,6 +21,14 @@ def warn(message: str) -> None:
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, RuntimeWarning, stacklevel=level)
+
+
+def type_name(value: Any) -> str:
+    """`value`'s type as error messages name it: `list`, `Tensor` (Topgrad's), but `torch.Tensor`
+    and `numpy.ndarray`, so that another library's Tensor does not read as Topgrad's."""
+    kind = type(value)
+    package = kind.__module__.split(".")[0]
+    return kind.__name__ if package in ("builtins", "topgrad") else f"{package}.{kind.__qualname__}"
 
 
 class BackendNotFoundError(LookupError):

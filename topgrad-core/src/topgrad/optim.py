@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from numbers import Real
 from typing import Any, ClassVar
 
+from topgrad.errors import type_name
 from topgrad.observe import dtype_name
 from topgrad.registry import _array_type, get_backend, owner_of
 from topgrad.tensor import Tensor, mark_updated
@@ -42,7 +43,7 @@ class Optimizer:
             raise ValueError(f"{name} got an empty parameter list")
         for p in self.params:
             if not isinstance(p, Tensor):
-                raise TypeError(f"{name} takes Topgrad Tensors, got {_type_text(p)}")
+                raise TypeError(f"{name} takes Topgrad Tensors, got {type_name(p)}")
             if p._op is not None:  # as torch.optim: "can't optimize a non-leaf Tensor"
                 raise ValueError(f"{name}: a Tensor made by {type(p._op).__name__} is not a leaf; "
                                  "optimize the leaves it was computed from")
@@ -81,7 +82,7 @@ class Optimizer:
         if not isinstance(g, array_type):
             hint = " (.grad holds the array itself: t.data)" if isinstance(g, Tensor) else ""
             raise TypeError(f"{type(self).__name__}.step: parameter {i}'s .grad must be an array of the "
-                            f"backend {backend.name!r}, got {_type_text(g)}{hint}")
+                            f"backend {backend.name!r}, got {type_name(g)}{hint}")
         if tuple(g.shape) != p.shape:
             raise ValueError(f"{type(self).__name__}.step: parameter {i} has shape {p.shape} but its .grad "
                              f"has shape {tuple(g.shape)}")
@@ -193,12 +194,6 @@ def _count(where: str, v: Any) -> int:
     if n < 0:
         raise ValueError(f"{where}: step must be a whole number >= 0, got {v!r}")
     return n
-
-
-def _type_text(v: Any) -> str:
-    """`v`'s type as a user would name it: torch.Tensor, not a bare Tensor."""
-    kind, package = type(v), type(v).__module__.split(".")[0]
-    return kind.__name__ if package in ("builtins", "topgrad") else f"{package}.{kind.__qualname__}"
 
 
 def _check_non_negative(opt: Optimizer, **values: float) -> None:

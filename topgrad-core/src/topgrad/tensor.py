@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from topgrad import pytorch_names, registry
+from topgrad.errors import type_name
 from topgrad.indexing import basic_index
 from topgrad.joining import joined_shape, normal_axis
 from topgrad.pooling import pool_geometry
@@ -653,6 +654,11 @@ def _given(op: str, name: str, value: Any, optional: bool = False) -> Any:
     if isinstance(value, (list, tuple, int, float, str)):
         got = type(value).__name__
         raise TypeError(f"{op}: {name} must be a Tensor, got a {got}: make it Tensor({name})")
+    if type(value).__module__.startswith("torch") and not isinstance(value, Tensor):
+        backend = registry.get_backend()
+        if not isinstance(value, registry._array_type(backend)):  # numpy would fail deep inside
+            raise TypeError(f"{op}: {name} must be a Tensor, got a {type_name(value)}, which backend "
+                            f"{backend.name!r} cannot use: make it Tensor({name}) (a copy of its values)")
     return value
 
 
@@ -728,6 +734,6 @@ def _tensor_list(op: str, tensors: Any) -> list[Tensor]:
         raise ValueError(f"{op}: needs at least one tensor, got none")
     for i, t in enumerate(tensors):
         if not isinstance(t, Tensor):
-            raise TypeError(f"{op}: tensor {i} must be a Tensor, got {type(t).__name__} "
+            raise TypeError(f"{op}: tensor {i} must be a Tensor, got {type_name(t)} "
                             "(wrap an array as Tensor(a))")
     return list(tensors)

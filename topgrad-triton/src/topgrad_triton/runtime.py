@@ -22,9 +22,13 @@ INTERPRET_HINT = (
 )
 
 
+_TRUE = ("1", "true", "on", "yes", "y")  # what Triton reads as true, in any case
+
+
 def interpreting() -> bool:
-    """True when Triton's CPU interpreter runs the kernels."""
-    return os.environ.get("TRITON_INTERPRET", "") in ("1", "true", "True")
+    """True when Triton's CPU interpreter runs the kernels (Triton reads the variable as it goes:
+    it must stay set for as long as the backend is used)."""
+    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in _TRUE
 
 
 def check_available() -> None:
@@ -32,7 +36,12 @@ def check_available() -> None:
     try:
         import numpy  # noqa: F401  (arrays in and out: asarray, to_numpy)
         import torch
+
+        if not interpreting() and not torch.cuda.is_available():
+            raise _neither()  # before importing triton: setting the variable and retrying then works
         import triton  # noqa: F401
+    except topgrad.BackendUnavailableError:
+        raise
     except Exception as exc:
         name = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
         missing = (name or "").split(".")[0]
@@ -46,15 +55,19 @@ def check_available() -> None:
 
         if type(tl.zeros).__name__ == "JITFunction":  # triton was imported before the variable was set
             raise topgrad.BackendUnavailableError(
-                "backend 'triton': TRITON_INTERPRET=1 was set after triton had been imported, so Triton's "
-                "own functions were compiled for a GPU and its interpreter cannot run them. " + INTERPRET_HINT
+                "backend 'triton': TRITON_INTERPRET=1 was set after this Python process had imported "
+                "triton, so Triton's own functions were compiled for a GPU and its interpreter cannot "
+                "run them; restart Python with the variable set. " + INTERPRET_HINT
             )
-        return
-    if not torch.cuda.is_available():
-        raise topgrad.BackendUnavailableError(
-            "backend 'triton' needs a CUDA GPU or Triton's CPU interpreter, and neither is available "
-            "here: torch.cuda.is_available() is False and TRITON_INTERPRET is not set. " + INTERPRET_HINT
-        )
+
+
+def _neither() -> topgrad.BackendUnavailableError:
+    value = os.environ.get("TRITON_INTERPRET")
+    said = "is not set" if value is None else f"is {value!r}, which Triton reads as false"
+    return topgrad.BackendUnavailableError(
+        "backend 'triton' needs a CUDA GPU or Triton's CPU interpreter, and neither is available "
+        f"here: torch.cuda.is_available() is False and TRITON_INTERPRET {said}. " + INTERPRET_HINT
+    )
 
 
 def device() -> str:

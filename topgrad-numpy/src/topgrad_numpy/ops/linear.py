@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 from topgrad import Op
+from topgrad.errors import type_name
 from topgrad.layouts import linear_weight_hint
 
 from topgrad_numpy.ops import gemm
@@ -21,7 +22,7 @@ def _rows(x: np.ndarray) -> int:
 def _check(x: np.ndarray, w: np.ndarray, b: Any) -> None:
     for name, a in (("x", x), ("w", w), ("b", b)):
         if not isinstance(a, np.ndarray) and (a is not None or name != "b"):
-            raise TypeError(f"Linear: {name} must be a Tensor, got {type(a).__name__}")
+            raise TypeError(f"Linear: {name} must be a Tensor, got {type_name(a)}")
     if x.ndim < 1 or w.ndim != 2 or x.shape[-1] != w.shape[0]:
         raise ValueError(
             f"Linear (x @ w): x of shape {x.shape} needs w of shape ({x.shape[-1] if x.ndim else '?'}, M), "

@@ -21,7 +21,10 @@ Grad: TypeAlias = "torch.Tensor | None"
 
 OTHER_BACKEND_HINT = "is it a Tensor made under another backend? Make it again after set_backend"
 """Tensors keep the arrays of the backend they were made under: after `set_backend("triton")` an
-older Tensor reaches these ops as a numpy array, the likeliest cause of a non-torch operand."""
+older Tensor reaches these ops as a numpy array (the engine names a positional one itself)."""
+
+RAW_ARRAY_HINT = ("the triton backend takes no raw numpy arrays, where numpy's does; a Tensor made under "
+                  "another backend arrives as one too: make it again after set_backend")
 
 
 def check_tensors(op: str, optional: tuple[str, ...] = (), **operands: Any) -> None:
@@ -35,7 +38,7 @@ def check_tensors(op: str, optional: tuple[str, ...] = (), **operands: Any) -> N
             raise TypeError(f"{op}: {name} must be a Tensor, got None")
         if not isinstance(a, torch.Tensor):
             raise TypeError(f"{op}: {name} must be a Tensor, got {type(a).__name__}: wrap an array as "
-                            f"Tensor({name}); {OTHER_BACKEND_HINT}")
+                            f"Tensor({name}) ({RAW_ARRAY_HINT})")
 
 
 def _wrap(cls: type, method: str) -> None:

@@ -9,7 +9,7 @@ import torch
 
 from topgrad_triton.kernels import elementwise as ew
 from topgrad_triton.kernels.reduce import reduce_to_shape
-from topgrad_triton.ops.base import OTHER_BACKEND_HINT, Pointwise, TritonOp
+from topgrad_triton.ops.base import RAW_ARRAY_HINT, Pointwise, TritonOp
 from topgrad_triton.shapes import broadcast_shape
 
 
@@ -26,7 +26,7 @@ def _check(op: str, a: Any, b: Any) -> tuple[Any, Any]:
             x = float(x)
         elif not isinstance(x, torch.Tensor):
             numpy_value = type(x).__module__ == "numpy"
-            hint = f"; wrap an array as Tensor(a); {OTHER_BACKEND_HINT}" if numpy_value else ""
+            hint = f"; wrap an array as Tensor(a) ({RAW_ARRAY_HINT})" if numpy_value else ""
             raise TypeError(f"{op}: operands must be Tensors or real numbers, got {type(x).__name__}{hint}")
         operands.append(x)
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):

@@ -25,6 +25,8 @@ class Linear(TritonOp):
         if b is not None and tuple(b.shape) != (w.shape[1],):
             raise ValueError(f"Linear: bias of shape {tuple(b.shape)} does not match w of shape "
                              f"{tuple(w.shape)} (needs ({w.shape[1]},))")
+        if w.dtype != torch.float32:  # a raw torch weight of another dtype: cast, as x and b are
+            w = contiguous(w, "Linear")
         rows = math.prod(x.shape[:-1])  # not view(-1, D): D may be 0 (then y is the bias, as in PyTorch)
         x2 = contiguous(x).view(rows, w.shape[0])
         self.x_shape, self.has_bias = tuple(x.shape), b is not None
