@@ -573,3 +573,17 @@ def test_tensors_are_float32_or_float64_only(nb, dtype: object) -> None:
     change dtype); the constructor says what the backend holds instead."""
     with pytest.raises(TypeError, match="float32 \\(the default\\) or float64"):
         topgrad.Tensor([1, 2], dtype=dtype)  # type: ignore[arg-type]
+
+
+def test_a_0d_float64_leaf_used_twice_keeps_a_float64_array_gradient() -> None:
+    """np.add of two 0-d float64 arrays is a numpy scalar, which the next sum took down the
+    float32 path: x.grad was 1.33333337 (and a scalar, which SGD refused) for 4/3 below."""
+    x = topgrad.Tensor(np.array(1.0), dtype="float64")
+    y = x + x
+    (y + y).backward(np.float64(1 / 3))
+    assert type(x.grad) is np.ndarray and x.grad.dtype == np.float64 and x.grad.shape == ()
+    assert x.grad == 4 / 3
+    w = topgrad.Tensor(np.array(1.0), dtype="float64")
+    (w * 3.0 + w).backward()
+    topgrad.optim.SGD([w], lr=0.5).step()
+    assert w.numpy() == 1.0 - 0.5 * 4.0

@@ -117,7 +117,7 @@ class NumpyBackend(topgrad.Backend):
         """a + b in float32, or in float64 where both are float64 arrays (the engine sums a float64
         Tensor's gradients with this: `gradcheck`'s float64 runs stay float64)."""
         if type(a) is np.ndarray and a.dtype == F64 and type(b) is np.ndarray and b.dtype == F64:
-            return np.add(a, b)
+            return np.asarray(np.add(a, b))  # 0-d operands give a numpy scalar: keep an array
         return _f32(np.add(a, b))
 
     def sub(self, a: Any, b: Any) -> np.ndarray:

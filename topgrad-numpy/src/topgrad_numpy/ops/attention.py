@@ -26,8 +26,8 @@ def _check(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> None:
 
 
 class Attention(Op):
-    """softmax(q kᵀ/√D [+ causal mask]) v; saves q, k, v, its output and the probabilities
-    (B*T*S floats, the only extra memory). A query whose scores are all -inf (keys of -inf in
+    """softmax(q kᵀ/√D [+ causal mask]) v; saves q, k, v and the probabilities (B*T*S floats,
+    the only extra memory). A query whose scores are all -inf (keys of -inf in
     the data) gets probabilities 0 and output 0, as PyTorch's scaled_dot_product_attention."""
 
     def forward(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool = False) -> np.ndarray:
@@ -47,15 +47,17 @@ class Attention(Op):
             total[total == 0.0] = 1.0  # only such a row sums to 0: its probabilities stay 0
             p /= total
         out = np.matmul(p, v)
-        self.save_for_backward(q, k, v, p, out)
+        self.save_for_backward(q, k, v, p)
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:
-        q, k, v, p, out = self._intermediate
+        q, k, v, p = self._intermediate
         gv = np.matmul(p.transpose(0, 2, 1), grad)
         gs = np.matmul(grad, v.transpose(0, 2, 1))
-        # d softmax: p * (gp - sum_j gp_j p_j), and sum_j gp_j p_j = grad · out row by row.
-        gs -= np.einsum("btd,btd->bt", grad, out)[..., None]
+        # d softmax: p * (gp - sum_j gp_j p_j). The sum is taken over gp * p, not as grad · out
+        # (equal in exact arithmetic): a query that sees one key (p = [1, 0, ...], the first of a
+        # causal row) then gets exactly 0, as in PyTorch, not float32 noise times |grad| |v|.
+        gs -= np.einsum("bts,bts->bt", gs, p)[..., None]
         gs *= p
         gs *= self.scale
         with np.errstate(invalid="ignore"):  # 0 * a key of -inf: NaN, as PyTorch's, unwarned
