@@ -575,7 +575,7 @@ def test_tensors_are_float32_or_float64_only(nb, dtype: object) -> None:
         topgrad.Tensor([1, 2], dtype=dtype)  # type: ignore[arg-type]
 
 
-def test_a_0d_float64_leaf_used_twice_keeps_a_float64_array_gradient() -> None:
+def test_a_0d_float64_leaf_used_twice_keeps_a_float64_array_gradient(nb) -> None:
     """np.add of two 0-d float64 arrays is a numpy scalar, which the next sum took down the
     float32 path: x.grad was 1.33333337 (and a scalar, which SGD refused) for 4/3 below."""
     x = topgrad.Tensor(np.array(1.0), dtype="float64")
