@@ -1496,3 +1496,15 @@ def test_batchnorm_refuses_running_stats_it_cannot_update(stat: Any, match: str)
     x = Tensor(rand((4, 3), 55))
     with pytest.raises(TypeError, match=rf"BatchNorm: {match}"):
         x.batchnorm(Tensor.ones(3), Tensor.zeros(3), running_mean=stat, running_var=np.ones(3, np.float32))
+
+
+def test_a_torch_tensor_in_arithmetic_is_named_on_numpy(backend_name: str) -> None:
+    """numpy converted a torch tensor silently, so a Tensor made under triton kept working under
+    numpy (its gradients numpy arrays in a Tensor of torch data) until an optimizer step failed."""
+    x = Tensor(rand((3,), 0))
+    if backend_name != "numpy":
+        assert (x + torch.ones(3)).shape == (3,)  # triton's own arrays
+        return
+    for call in (lambda: x + torch.ones(3), lambda: torch.ones(3) * x, lambda: x / torch.ones(3)):
+        with pytest.raises(TypeError, match=r"(Add|Mul|Div): operands must be .* got a torch.Tensor"):
+            call()

@@ -64,6 +64,9 @@ def operand(op: str, x: Any) -> Any:
         return float(x)
     if x is None or isinstance(x, (str, bytes)):
         raise TypeError(f"{op}: operands must be Tensors, arrays or numbers, got {type(x).__name__}")
+    if type(x).__module__.startswith("torch"):  # numpy would convert it (a triton Tensor's data too)
+        raise TypeError(f"{op}: operands must be Tensors, numpy arrays or numbers, got a torch.Tensor: "
+                        "make it Tensor(t)")
     try:
         return np.asarray(x, dtype=F32)
     except (TypeError, ValueError) as exc:
