@@ -167,6 +167,7 @@ class Optimizer:
         if not isinstance(saved, dict) or (saved and set(saved) != self.state_keys):
             keys = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
             raise ValueError(f"{where} has {keys}; {type(self).__name__} keeps {sorted(self.state_keys)}")
+        backend = get_backend()
         out: dict[str, Any] = {}
         for key, v in saved.items():
             if key == "step":
@@ -177,7 +178,6 @@ class Optimizer:
                 raise ValueError(f"{where}: {key} must be a float32 or float64 array of the parameter's "
                                  f"shape {self.params[i].shape}, got {got}")
             else:  # a copy: steps write state in place, and the saved dict may load elsewhere too
-                backend = get_backend()
                 out[key] = backend.copy(backend.asarray(v, dtype=dtype_name(v)))
         return out
 

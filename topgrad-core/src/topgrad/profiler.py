@@ -118,4 +118,3 @@ def format_profile(p: Profile) -> str:
         lines.append(f"wall time {p.wall_s * 1e3:.2f} ms; outside ops (engine, Python, data): "
                      f"{max(p.wall_s - fwd - bwd, 0.0) * 1e3:.2f} ms")
     return "\n".join(lines)
-

@@ -550,10 +550,11 @@ def _refuse_overwritten(op: Op) -> None:
             raise RuntimeError(f"{type(op).__name__}: its input {i} (a leaf of shape {parent.shape}) was "
                                f"{_OVERWRITTEN}")
     backend = registry.get_backend()
+    array_type = registry._array_type(backend)
     stepped = {backend.memory_key(t.data): t for t in list(_updates.leaves) if t._updated_at > op._born}
     stepped.pop(None, None)
     for a in op._intermediate:
-        leaf = stepped.get(backend.memory_key(a)) if isinstance(a, registry._array_type(backend)) else None
+        leaf = stepped.get(backend.memory_key(a)) if isinstance(a, array_type) else None
         if leaf is not None:
             raise RuntimeError(f"{type(op).__name__}: it saved a view of a leaf of shape {leaf.shape} "
                                f"(through reshape, detach() or another view), which was {_OVERWRITTEN}")
