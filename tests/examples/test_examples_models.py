@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import topgrad
@@ -150,3 +152,19 @@ def test_loss_and_accuracy_helpers() -> None:
     np.testing.assert_allclose(cross_entropy(logits, labels).item(), expected, rtol=1e-5)
     assert accuracy(logits, labels) == 0.5
     np.testing.assert_array_equal(one_hot(labels, 3), [[1, 0, 0], [0, 1, 0]])
+
+
+@pytest.mark.parametrize(("logits_shape", "labels", "message"), [
+    ((4, 10), np.array([0, 1, 2, -1]), "label -1 is out of range for 10 classes"),
+    ((4, 10), np.array([0, 1, 2, 10]), "label 10 is out of range for 10 classes"),
+    ((4, 10), np.array([0, 1]), "2 labels for 4 rows"),
+    ((4, 10), np.array([0.0, 1.0, 2.0, 3.0]), "1-d integer array of class indices, got float64"),
+    ((4, 10), np.zeros((4, 1), dtype=np.int64), "of shape (4, 1)"),
+    ((2, 3, 10), np.array([0, 1]), "logits must be 2-d (batch, classes), got shape (2, 3, 10)"),
+])
+def test_cross_entropy_refuses_labels_it_would_misread(logits_shape, labels, message) -> None:
+    """A label of -1 would index the last class, as numpy reads it, and train on it silently;
+    PyTorch refuses it. Every refusal names the labels or the logits' shape."""
+    logits = topgrad.Tensor(np.zeros(logits_shape, dtype=np.float32))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        cross_entropy(logits, labels)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import re
@@ -508,6 +509,29 @@ def test_a_diverged_run_says_so(tiny_data: Path, capsys: pytest.CaptureFixture[s
                          "--batch-size", "16", "--no-progress")
     notes = [line for line in lines if "the run diverged" in line]
     assert code == 0 and len(notes) == 1 and "a smaller --lr may help" in notes[0], lines
+
+
+def test_a_closed_output_pipe_stops_quietly_and_keeps_the_epoch(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`topgrad-train ... | head -2`: the reader exits, the next print fails with BrokenPipeError.
+    The epoch that just finished is saved before its line is printed, and the run stops with a
+    line on stderr and a shell's SIGPIPE status, not a traceback."""
+
+    class ReaderExited(io.StringIO):
+        def write(self, text: str) -> int:
+            if text.startswith("epoch 2/"):
+                raise BrokenPipeError(32, "Broken pipe")
+            return super().write(text)
+
+    monkeypatch.setattr(sys, "stdout", ReaderExited())
+    ckpt = tmp_path / "run.npz"
+    code = train.main(["mlp", "--data-dir", str(tiny_data), "--epochs", "3", "--save", str(ckpt), *FAST[2:]])
+    err = capsys.readouterr().err
+    assert code == 141, err
+    assert int(checkpoint.read(ckpt)["meta/epoch"]) == 2
+    assert err.strip() == (f"topgrad-train: the output closed (the program reading it exited), so training "
+                           f"stopped; {ckpt} holds epoch 2: go on with --resume {ckpt} --save {ckpt}")
 
 
 def test_python_dash_m(tiny_data: Path) -> None:

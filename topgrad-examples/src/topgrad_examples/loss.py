@@ -8,6 +8,7 @@ from topgrad import Tensor
 
 def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """(B,) integer labels as a (B, num_classes) float32 array of zeros and ones."""
+    labels = _checked_labels(labels, num_classes, "one_hot")
     out = np.zeros((len(labels), num_classes), dtype=np.float32)
     out[np.arange(len(labels)), labels] = 1.0
     return out
@@ -15,9 +16,31 @@ def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
 
 def cross_entropy(logits: Tensor, labels: np.ndarray) -> Tensor:
     """Mean negative log-likelihood of the labels: -(1/B) Σ one_hot * logsoftmax(logits)."""
+    if logits.ndim != 2:
+        raise ValueError(f"cross_entropy: logits must be 2-d (batch, classes), got shape {logits.shape}; "
+                         "for a sequence, reshape them to (batch * positions, classes) and the labels "
+                         "to one axis")
     batch, num_classes = logits.shape
+    labels = _checked_labels(labels, num_classes, "cross_entropy")
+    if len(labels) != batch:
+        raise ValueError(f"cross_entropy: {len(labels)} labels for {batch} rows of logits (shape "
+                         f"{logits.shape}); give one label per row")
     targets = Tensor(one_hot(labels, num_classes), requires_grad=False)
     return (logits.logsoftmax(axis=-1) * targets).sum() * (-1.0 / batch)
+
+
+def _checked_labels(labels: np.ndarray, num_classes: int, what: str) -> np.ndarray:
+    """`labels` as a 1-d integer array of class indices in [0, num_classes): numpy indexing would
+    read -1 as the last class and train on it silently (PyTorch refuses it)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{what}: labels must be a 1-d integer array of class indices, got "
+                         f"{labels.dtype} of shape {labels.shape}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        bad = labels[(labels < 0) | (labels >= num_classes)][0]
+        raise ValueError(f"{what}: label {bad} is out of range for {num_classes} classes "
+                         f"(labels are 0 to {num_classes - 1})")
+    return labels
 
 
 def accuracy(logits: Tensor, labels: np.ndarray) -> float:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -169,6 +170,11 @@ class InterruptedTrainingError(Exception):
     """Ctrl-C during training: what was saved and how to go on."""
 
 
+class OutputClosedError(Exception):
+    """The reader of the output went away during training (`topgrad-train ... | head`): what was
+    saved and how to go on."""
+
+
 @dataclass
 class _Saved:
     """What this run has written to --save: the last epoch saved, and the one being saved (a
@@ -316,6 +322,9 @@ def run(args: argparse.Namespace) -> float:
                               (x_train, y_train, x_test, y_test), saved_now)
     except KeyboardInterrupt:
         raise InterruptedTrainingError(f"interrupted; {_what_was_saved(args, saved_now, start)}") from None
+    except BrokenPipeError:
+        raise OutputClosedError(f"the output closed (the program reading it exited), so training "
+                                f"stopped; {_what_was_saved(args, saved_now, start)}") from None
     if args.profile and start >= recipe.epochs:
         print("no epoch ran, so there is no profile (--profile times the first epoch this run trains)")
     if args.plot and len(history) == 0:
@@ -345,6 +354,10 @@ def _train(
         seconds = time.perf_counter() - began
         acc = evaluate(model, x_test, y_test)
         history = np.vstack([history, [loss, acc, seconds]])
+        if args.save:  # before printing: a closed output pipe must not lose a finished epoch
+            saved.writing = epoch + 1
+            checkpoint.save(args.save, args.model, model, optimizer, epoch + 1, config, history)
+            saved.epoch, saved.writing = epoch + 1, None
         print(f"epoch {epoch + 1}/{recipe.epochs}: train loss {loss:.4f}, test acc {acc:.4f}, "
               f"{seconds:.1f} s ({len(y_train) / seconds:,.0f} img/s)", flush=True)
         if profile is not None:
@@ -352,13 +365,22 @@ def _train(
         if not math.isfinite(loss) and math.isfinite(history[-2, 0] if len(history) > 1 else 0.0):
             print(f"note: the training loss is {loss}: the run diverged (lr {recipe.lr:g}; a smaller "
                   "--lr may help)", flush=True)
-        if args.save:
-            saved.writing = epoch + 1
-            checkpoint.save(args.save, args.model, model, optimizer, epoch + 1, config, history)
-            saved.epoch, saved.writing = epoch + 1, None
     if acc is None:
         acc = evaluate(model, x_test, y_test)
     return acc, history
+
+
+def _output_closed(exc: Exception) -> int:
+    """After stdout's reader exited: say so on stderr (if it is still open) and return 141, a
+    shell's status for SIGPIPE. stdout goes to devnull so that Python's exit flush stays quiet."""
+    with contextlib.suppress(OSError, ValueError):  # a stdout without a file descriptor (captured)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    what = str(exc) if isinstance(exc, OutputClosedError) else "the output closed (its reader exited)"
+    with contextlib.suppress(OSError):
+        print(f"topgrad-train: {what}", file=sys.stderr)
+    return 141
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -381,6 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InterruptedTrainingError as exc:
         print(f"topgrad-train: {exc}", file=sys.stderr)
         return 130
+    except (OutputClosedError, BrokenPipeError) as exc:
+        return _output_closed(exc)
     except KeyboardInterrupt:  # before training: reading, searching or downloading the data
         print("topgrad-train: interrupted before training began; nothing was saved", file=sys.stderr)
         return 130
