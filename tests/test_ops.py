@@ -1486,13 +1486,17 @@ def test_batchnorm_eval_mode_needs_running_statistics() -> None:
 @pytest.mark.parametrize(("stat", "match"), [
     ([0.0, 0.0, 0.0], r"running_mean must be a Tensor"),
     ("read-only", r"a numpy running_mean .*read-only"),
+    ("integer", r"a numpy running_mean .*int64"),
 ])
 def test_batchnorm_refuses_running_stats_it_cannot_update(stat: Any, match: str) -> None:
-    """A list, or a read-only array in training, is a TypeError naming the statistic on every
-    backend (numpy failed on `.shape` and inside its in-place write)."""
+    """A list, a read-only array or an integer one in training, is a TypeError naming the
+    statistic on every backend (numpy failed on `.shape` and inside its in-place write, and it
+    truncated every update of an integer array silently)."""
     if stat == "read-only":
         stat = np.zeros(3, np.float32)
         stat.flags.writeable = False
+    elif stat == "integer":
+        stat = np.zeros(3, np.int64)
     x = Tensor(rand((4, 3), 55))
     with pytest.raises(TypeError, match=rf"BatchNorm: {match}"):
         x.batchnorm(Tensor.ones(3), Tensor.zeros(3), running_mean=stat, running_var=np.ones(3, np.float32))

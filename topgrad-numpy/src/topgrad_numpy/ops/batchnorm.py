@@ -86,6 +86,10 @@ class BatchNorm(Op):
             if training and isinstance(stat, np.ndarray) and not stat.flags.writeable:
                 raise TypeError(f"BatchNorm: a numpy {name} is updated in place in training; this one is "
                                 "read-only. Pass a writeable array or a Tensor")
+            if training and isinstance(stat, np.ndarray) and stat.dtype.kind != "f":
+                raise TypeError(f"BatchNorm: a numpy {name} is updated in place in training; this one is "
+                                f"{stat.dtype}, which would truncate every update (PyTorch refuses it). "
+                                f"Pass a float array (np.asarray({name}, dtype=np.float32)) or a Tensor")
         C = check_affine("BatchNorm", x, gamma=gamma, beta=beta, running_mean=running_mean,
                          running_var=running_var)
         n = x.size // C
