@@ -511,6 +511,75 @@ def test_gradcheck_in_float32_is_inconclusive_where_rounding_hides_a_25_percent_
     assert check(lambda t: _WrongSquare.apply(t)).failures == x.size
 
 
+class _TinySquare(Op):
+    """1e-4 * x * x, with a backward `slope` times the true one (1.0 is right)."""
+
+    slope = 1.0
+
+    def forward(self, x: Any) -> Any:
+        self.save_for_backward(x)
+        b = topgrad.get_backend()
+        return b.mul(b.mul(x, x), 1e-4)
+
+    def backward(self, grad: Any) -> tuple[Any]:
+        (x,) = self.saved
+        b = topgrad.get_backend()
+        return (b.mul(grad, b.mul(x, 2e-4 * self.slope)),)
+
+
+class _TinySquareTwiceAsSteep(_TinySquare):
+    slope = 2.0
+
+
+class _TinySquareFivePercentOff(_TinySquare):
+    slope = 1.05
+
+
+@pytest.mark.parametrize("dtype", ["float32", None])
+def test_gradcheck_scales_atol_to_small_gradients(dtype: str | None) -> None:
+    """Gradients of ~2e-4 sat under the fixed atol 1e-3 of float32, so a backward twice too
+    steep passed. The default atol now scales with each input's typical gradient below 1."""
+    x = rand((3, 4), 21)
+    assert topgrad.gradcheck(lambda t: _TinySquare.apply(t), x, dtype=dtype)
+    for wrong in (_TinySquareTwiceAsSteep, _TinySquareFivePercentOff):
+        result = topgrad.gradcheck(lambda t, op=wrong: op.apply(t), x, dtype=dtype, raise_on_failure=False)
+        assert not result and result.failures > 0.8 * x.size, str(result)
+    # an input with small gradients next to one with large ones is checked at its own scale
+    big = rand((3,), 22)
+    result = topgrad.gradcheck(lambda t, u: _TinySquareTwiceAsSteep.apply(t).sum(axis=1) + u * 3.0, x, big,
+                               dtype=dtype, raise_on_failure=False)
+    assert not result and result.worst.input == 0, str(result)
+    # a user's own atol is kept as given
+    assert topgrad.gradcheck(lambda t: _TinySquareTwiceAsSteep.apply(t), x, dtype=dtype, atol=1e-3)
+
+
+class _CubeWritingIntoGrad(Op):
+    """x ** 3 whose backward multiplies its incoming gradient in place (breaks the Op protocol)."""
+
+    def forward(self, x: Any) -> Any:
+        self.save_for_backward(x)
+        b = topgrad.get_backend()
+        return b.mul(b.mul(x, x), x)
+
+    def backward(self, grad: Any) -> tuple[Any]:
+        (x,) = self.saved
+        b = topgrad.get_backend()
+        grad *= b.mul(b.mul(x, x), 3.0)
+        return (grad,)
+
+
+def test_gradcheck_fails_a_backward_that_writes_into_its_gradient() -> None:
+    """The seed shared memory with the array the op wrote into, so the numeric gradient came out
+    wrong and the report blamed a correct analytic value; in float32 the check passed."""
+    x = rand((2, 3), 23)
+    for dtype in ("float32", None):
+        result = topgrad.gradcheck(lambda t: _CubeWritingIntoGrad.apply(t), x, dtype=dtype,
+                                   raise_on_failure=False)
+        assert not result and result.failures == 0, str(result)
+        text = str(result)
+        assert text.startswith("gradcheck FAILED (") and "wrote into its incoming gradient" in text
+
+
 def test_gradcheck_says_which_precision_it_used(backend_name: str) -> None:
     result = topgrad.gradcheck(lambda x: x.relu() * 3.0, rand((2, 2), 1) + 3.0)
     assert result.precision in ("float32", "float64")
