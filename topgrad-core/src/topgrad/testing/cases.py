@@ -167,6 +167,12 @@ CASES: list[Case] = [
          {"stride": 2, "padding": 1}, constants=(0,)),
     Case("Conv2d", "1x1 s1 p0 bias", (Arr((2, 3, 3, 2)), Arr((1, 1, 2, 3)), Arr((3,))),
          {"stride": 1, "padding": 0}),
+    # Rectangular images and kernels, stride and padding as (h, w) pairs: a backend that reads
+    # one number for both axes passes every square case above.
+    Case("Conv2d", "(1,5,7,2) 3x2 s(1,2) p(2,0) bias", (Arr((1, 5, 7, 2)), Arr((3, 2, 2, 3)), Arr((3,))),
+         {"stride": (1, 2), "padding": (2, 0)}),
+    Case("Conv2d", "(2,6,4,3) 2x3 s(2,1) p(0,1)", (Arr((2, 6, 4, 3)), Arr((2, 3, 3, 2)), None),
+         {"stride": (2, 1), "padding": (0, 1)}),
     Case("MaxPool2d", "(2,4,4,3) 2x2", (Arr((2, 4, 4, 3)),), {"kernel_size": (2, 2), "stride": (2, 2),
                                                            "padding": (0, 0)}),
     Case("MaxPool2d", "(2,5,5,2) 3x3 s2 p1", (Arr((2, 5, 5, 2)),), {"kernel_size": (3, 3), "stride": (2, 2),
