@@ -126,8 +126,8 @@ def _deepconv_arrays(rng: np.random.Generator) -> Arrays:
 
 def _deepconv(p: dict[str, Tensor], buf: dict[str, Tensor]) -> Callable[[Tensor], Tensor]:
     def bn(h: Tensor, k: str) -> Tensor:
-        return h.batchnorm(p[f"{k}.gamma"], p[f"{k}.beta"], buf[f"{k}.running_mean"],
-                           buf[f"{k}.running_var"], training=True, momentum=0.1)
+        return h.batchnorm(p[f"{k}.gamma"], p[f"{k}.beta"], running_mean=buf[f"{k}.running_mean"],
+                           running_var=buf[f"{k}.running_var"], training=True, momentum=0.1)
 
     def block(x: Tensor, k: str, stride: int) -> Tensor:
         h = bn(x.conv2d(p[f"{k}.conv1.w"], None, stride=stride, padding=1), f"{k}.bn1").relu()

@@ -331,7 +331,8 @@ def batchnorm_case(mk: Maker, b: int, hw: int, c: int) -> Case:
 
     def tg() -> Tensor:
         _clear(*tg_in)
-        out = tg_in[0].batchnorm(tg_in[1], tg_in[2], tg_rm, tg_rv, training=True, momentum=0.1)
+        out = tg_in[0].batchnorm(tg_in[1], tg_in[2], running_mean=tg_rm, running_var=tg_rv,
+                                 training=True, momentum=0.1)
         out.backward(tg_g)
         return out
 

@@ -126,9 +126,12 @@ def _cases():
         "Conv2d": (
             lambda x, w, b: x.conv2d(w, b, stride=2, padding=1), [_r(2, 6, 6, 3), _r(3, 3, 3, 4), _r(4)]
         ),
-        "BatchNorm": (lambda x, g, b: x.batchnorm(g, b, rm, rv), [_r(4, 2, 2, 3), _r(3), _r(3)]),
+        "BatchNorm": (
+            lambda x, g, b: x.batchnorm(g, b, running_mean=rm, running_var=rv), [_r(4, 2, 2, 3), _r(3), _r(3)]
+        ),
         "BatchNormEval": (
-            lambda x, g, b: x.batchnorm(g, b, rm, rv, training=False), [_r(5, 3), _r(3), _r(3)]
+            lambda x, g, b: x.batchnorm(g, b, running_mean=rm, running_var=rv, training=False),
+            [_r(5, 3), _r(3), _r(3)],
         ),
         "LayerNorm": (lambda x, g, b: x.layernorm(g, b), [_r(2, 3, 5), _r(5), _r(5)]),
         "Attention": (lambda q, k, v: topgrad.attention(q, k, v, causal=True), [_r(2, 4, 3)] * 3),
@@ -169,7 +172,8 @@ def test_a_float64_batch_keeps_float32_running_statistics_float32(nb) -> None:
     rm = topgrad.Tensor(np.zeros(3, np.float32), requires_grad=False)
     rv = topgrad.Tensor(np.ones(3, np.float32), requires_grad=False)
     x = topgrad.Tensor(_r(5, 3).astype(np.float64), dtype="float64")
-    x.batchnorm(topgrad.Tensor(np.ones(3)), topgrad.Tensor(np.zeros(3)), rm, rv, training=True)
+    x.batchnorm(topgrad.Tensor(np.ones(3)), topgrad.Tensor(np.zeros(3)), running_mean=rm, running_var=rv,
+                training=True)
     assert rm.dtype == F32 and rv.dtype == F32
     assert not np.array_equal(rm.numpy(), np.zeros(3)), "the statistics were updated"
 

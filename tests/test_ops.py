@@ -9,6 +9,7 @@ backend gets smaller draws, never fewer ops. Inputs go through the public Tensor
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -1117,6 +1118,21 @@ def test_conv2d_bad_shapes(x_shape: tuple[int, ...], w_shape: tuple[int, ...], b
     assert mentions_shape(str(info.value), bad), str(info.value)
 
 
+def test_conv2d_names_pytorch_layouts_and_padding_it_does_not_take() -> None:
+    """A PyTorch (Cout, Cin, kh, kw) weight whose kh equals Cin passes the channel check; with
+    its bias the bias check says what the weight looks like. padding='same' says what to write."""
+    x = Tensor(rand((1, 6, 6, 3), 0))
+    w_oihw, bias = Tensor(rand((16, 3, 3, 3), 1)), Tensor(rand((16,), 2))
+    with pytest.raises(ValueError, match=re.escape(
+            "w looks like PyTorch's (Cout, Cin, kh, kw) layout (Cin=3, as x's, and Cout=16, as the bias's): "
+            "pass np.transpose(w, (2, 3, 1, 0)), of shape (3, 3, 3, 16)")):
+        x.conv2d(w_oihw, bias, padding=1)
+    w = Tensor(np.transpose(w_oihw.numpy(), (2, 3, 1, 0)))
+    assert x.conv2d(w, bias, padding=1).shape == (1, 6, 6, 16)
+    with pytest.raises(ValueError, match=re.escape("padding=k // 2 keeps an odd k x k kernel's image size")):
+        x.conv2d(w, bias, padding="same")
+
+
 @pytest.mark.parametrize("x_shape", [(2, 0, 8, 3), (2, 8, 0, 3), (1, 0, 0, 3)])
 def test_conv2d_refuses_an_image_with_no_rows_or_columns(x_shape: tuple[int, ...]) -> None:
     """PyTorch refuses an empty height or width even where the padding makes room for the kernel;
@@ -1191,7 +1207,8 @@ def _check_batchnorm_training(
     for step in range(steps):
 
         def top(x: Tensor, g: Tensor, b: Tensor) -> Tensor:
-            return x.batchnorm(g, b, running_mean, running_var, training=True, momentum=momentum, eps=eps)
+            return x.batchnorm(g, b, running_mean=running_mean, running_var=running_var, training=True,
+                               momentum=momentum, eps=eps)
 
         def ref(x: torch.Tensor, g: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             y = F.batch_norm(_channels_first(x), *torch_stats[x.dtype], g, b, True, momentum, eps)
@@ -1248,7 +1265,7 @@ def test_batchnorm_eval_uses_running_stats(x_shape: tuple[int, ...]) -> None:
     running_mean, running_var = Tensor(mean_np), Tensor(var_np)
 
     def top(x: Tensor, g: Tensor, b: Tensor) -> Tensor:
-        return x.batchnorm(g, b, running_mean, running_var, training=False)
+        return x.batchnorm(g, b, running_mean=running_mean, running_var=running_var, training=False)
 
     def ref(x: torch.Tensor, g: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         y = F.batch_norm(
@@ -1281,7 +1298,8 @@ def test_batchnorm_eval_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> N
     mean_np, var_np = rand((c,), seed + 3), np.abs(rand((c,), seed + 4, scale=0.1)) + 0.01  # near eps
 
     def top(x: Tensor, g: Tensor, b: Tensor) -> Tensor:
-        return x.batchnorm(g, b, Tensor(mean_np), Tensor(var_np), training=False, eps=eps)
+        return x.batchnorm(g, b, running_mean=Tensor(mean_np), running_var=Tensor(var_np), training=False,
+                           eps=eps)
 
     def ref(x: torch.Tensor, g: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         stats = (torch.tensor(mean_np, dtype=x.dtype), torch.tensor(var_np, dtype=x.dtype))
@@ -1474,6 +1492,17 @@ def test_norms_on_nchw_images_say_topgrad_is_channels_last(norm: str) -> None:
     with pytest.raises(ValueError, match=rf"{'BatchNorm' if norm == 'batchnorm' else 'LayerNorm'}: gamma "
                        r"must have shape \(5,\) for x of shape \(2, 3, 5, 5\).*NCHW.*\(0, 2, 3, 1\)"):
         getattr(x, norm)(Tensor.ones(3), Tensor.zeros(3))
+
+
+def test_batchnorm_takes_the_statistics_by_keyword() -> None:
+    """`F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)` ported
+    positionally passed every shape check (all are (C,)), trained with the statistics as gamma and
+    beta, and wrote the statistics into the weights."""
+    x, w, b = Tensor(rand((4, 3), 3)), Tensor.ones(3), Tensor.zeros(3)
+    rm, rv = Tensor(np.zeros(3), requires_grad=False), Tensor(np.ones(3), requires_grad=False)
+    with pytest.raises(TypeError, match="positional argument"):
+        x.batchnorm(rm, rv, w, b, True, 0.1, 1e-5)  # type: ignore[misc]
+    np.testing.assert_array_equal(w.numpy(), np.ones(3))
 
 
 def test_batchnorm_eval_mode_needs_running_statistics() -> None:

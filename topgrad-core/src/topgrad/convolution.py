@@ -36,8 +36,12 @@ def conv_geometry(
         raise ValueError(f"Conv2d: the kernel needs kh, kw and Cout of at least 1 (as in PyTorch), "
                          f"got {shapes}")
     if b_shape is not None and tuple(b_shape) != (w_shape[3],):
+        oihw = tuple(b_shape) == (w_shape[0],) and w_shape[1] == x_shape[3]
+        hint = (f"; w looks like PyTorch's (Cout, Cin, kh, kw) layout (Cin={w_shape[1]}, as x's, and "
+                f"Cout={w_shape[0]}, as the bias's): pass np.transpose(w, (2, 3, 1, 0)), of shape "
+                f"{(w_shape[2], w_shape[3], w_shape[1], w_shape[0])}") if oihw else ""
         raise ValueError(f"Conv2d: bias must have shape ({w_shape[3]},) for w of shape {w_shape}, "
-                         f"got {tuple(b_shape)}")
+                         f"got {tuple(b_shape)}{hint}")
     if 0 in x_shape[1:3]:
         raise ValueError(f"Conv2d: x of shape {x_shape} is an image with no rows or columns; as in "
                          "PyTorch only the batch or channel axis may be empty")

@@ -17,7 +17,10 @@ def pair(op: str, name: str, value: Any, low: int) -> Pair:
     if len(values) != 2 or not all(
         isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) >= low for v in values
     ):
-        raise ValueError(f"{op}: {name} must be an int >= {low} or an (h, w) pair of them, got {value!r}")
+        same = (" (PyTorch's 'same' is not supported: padding=k // 2 keeps an odd k x k kernel's image "
+                "size at stride 1)") if name == "padding" and isinstance(value, str) else ""
+        raise ValueError(f"{op}: {name} must be an int >= {low} or an (h, w) pair of them, got "
+                         f"{value!r}{same}")
     return int(values[0]), int(values[1])
 
 

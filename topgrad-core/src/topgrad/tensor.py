@@ -446,12 +446,16 @@ class Tensor:
         self,
         gamma: Tensor,
         beta: Tensor,
+        *,  # F.batch_norm's order (x, running_mean, running_var, weight, bias, ...) differs
         running_mean: Tensor | None = None,
         running_var: Tensor | None = None,
         training: bool = True,
         momentum: float = 0.1,
         eps: float = 1e-5,
     ) -> Tensor:
+        """Batch normalization over every axis but the last (NHWC's channels). The statistics and
+        options are keyword-only: `F.batch_norm(x, running_mean, running_var, weight, bias, ...)`
+        ported positionally would train the statistics and write them into gamma and beta."""
         if not _is_number(momentum) or not 0 <= momentum <= 1:
             raise ValueError(
                 f"BatchNorm: momentum must be a number in [0, 1], got {momentum!r} (PyTorch's "

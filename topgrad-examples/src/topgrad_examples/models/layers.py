@@ -158,8 +158,9 @@ class BatchNorm(Module):
         self.momentum = momentum
 
     def forward(self, x: Tensor, training: bool | None = None) -> Tensor:
-        return x.batchnorm(self.gamma, self.beta, self.running_mean, self.running_var,
-                           training=self.is_training(training), momentum=self.momentum)
+        return x.batchnorm(self.gamma, self.beta, running_mean=self.running_mean,
+                           running_var=self.running_var, training=self.is_training(training),
+                           momentum=self.momentum)
 
 
 class LayerNorm(Module):
