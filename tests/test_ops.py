@@ -1484,6 +1484,40 @@ def test_attention_bad_shapes(
     assert mentions_shape(str(info.value), bad), str(info.value)
 
 
+def test_attention_says_how_to_fold_heads_and_names_sdpa_keywords() -> None:
+    """(B, H, T, D), PyTorch's multi-head layout, gets the reshape into the batch, in the same words
+    on every backend (core's check_attention_shapes); SDPA's keywords say what Topgrad takes."""
+    q4 = Tensor(rand((2, 4, 5, 8), 0))
+    with pytest.raises(ValueError, match=re.escape("single-head: fold (B, H) heads into the batch, "
+                                                   "q.reshape(8, 5, 8)")):
+        topgrad.attention(q4, q4, q4)
+    q = Tensor(rand((2, 5, 8), 1))
+    for keyword, message in [("is_causal", "Topgrad writes causal= (not is_causal=)"),
+                             ("attn_mask", "masks other than causal=True are not supported"),
+                             ("scale", "for another s, pass q * (s * D ** 0.5)")]:
+        with pytest.raises(TypeError, match=re.escape(message)):
+            topgrad.attention(q, q, q, **{keyword: True})
+    with pytest.raises(ValueError, match=re.escape("Attention: needs at least one key")):
+        topgrad.attention(q, Tensor(rand((2, 0, 8), 2)), Tensor(rand((2, 0, 8), 3)))
+
+
+def test_scale_recipe_for_attention_gives_pytorchs_answer() -> None:
+    q, k, v = (rand((2, 5, 8), i) for i in range(3))
+    s, d = 0.3, 8
+    ours = topgrad.attention(Tensor(q) * (s * d**0.5), Tensor(k), Tensor(v)).numpy()
+    q64, k64, v64 = (torch.tensor(a, dtype=torch.float64) for a in (q, k, v))
+    theirs = F.scaled_dot_product_attention(q64, k64, v64, scale=s)
+    np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_layernorm_over_several_axes_says_to_reshape() -> None:
+    x = Tensor(rand((2, 5, 8), 4))
+    with pytest.raises(ValueError, match=re.escape("normalizes over the last axis only (PyTorch's "
+                                                   "normalized_shape=(5, 8) is its last 2 axes): reshape x "
+                                                   "to (2, 40) and gamma to (40,)")):
+        x.layernorm(Tensor.ones(5, 8), Tensor.zeros(5, 8))
+
+
 @pytest.mark.parametrize("norm", ["batchnorm", "layernorm"])
 def test_norms_on_nchw_images_say_topgrad_is_channels_last(norm: str) -> None:
     """gamma sized for axis 1 of a 4-d x (an NCHW habit) gets the transpose to NHWC, in the same

@@ -7,6 +7,8 @@ call `feature_count` with shapes only, so the refusals read the same on all of t
 
 from __future__ import annotations
 
+import math
+
 
 def feature_count(op: str, x_shape: tuple[int, ...], **params: tuple[int, ...] | None) -> int:
     """C, the length of x's last axis, after checking that every given parameter shape (None: not
@@ -25,6 +27,12 @@ def feature_count(op: str, x_shape: tuple[int, ...], **params: tuple[int, ...] |
         if len(x_shape) == 4 and len(shape) == 1 and x_shape[1] == shape[0]:
             hint = (f". x looks NCHW (its axis 1 has {shape[0]}): Topgrad's images are NHWC, channels "
                     "last; transpose with np.transpose(x, (0, 2, 3, 1))")
+        elif 1 < len(shape) <= len(x_shape) and x_shape[-len(shape):] == shape:
+            n = len(shape)
+            hint = (f". {op} normalizes over the last axis only (PyTorch's normalized_shape={shape} is "
+                    f"its last {n} axes): reshape x to {(*x_shape[:-n], math.prod(shape))} and {name} to "
+                    f"({math.prod(shape)},), then the result back")
         raise ValueError(f"{op}: {name} must have shape ({C},) for x of shape {x_shape} (one value per "
                          f"feature of the last axis), got {shape}{hint}")
     return C
+

@@ -20,7 +20,7 @@ INSTEAD: dict[str, str] = {
     "reshape_as": "x.reshape(*other.shape)",
     "unsqueeze": "x.reshape(...) with a 1 where the new axis goes, or x[:, None]",
     "squeeze": "x.reshape(...) without the size-1 axes",
-    "transpose": "x.permute(*axes) (x.T reverses every axis)",
+    "transpose": "x.permute(*axes) with the two axes swapped (x.T for a 2-d x)",
     "swapaxes": "x.permute(*axes)",
     "t": "x.T",
     "mT": "x.permute(...) with the last two axes swapped",
@@ -67,7 +67,13 @@ def hint(name: str) -> str | None:
     return None if way is None else f"in Topgrad, PyTorch's x.{name} is {way}"
 
 
-KEYWORDS: dict[str, str] = {"dim": "axis", "keepdim": "keepdims", "start_dim": "start"}
+KEYWORDS: dict[str, str] = {"dim": "axis", "keepdim": "keepdims", "start_dim": "start", "is_causal": "causal"}
+UNSUPPORTED: dict[str, str] = {  # scaled_dot_product_attention's other options
+    "attn_mask": "masks other than causal=True are not supported",
+    "scale": "the scale is 1/sqrt(D): for another s, pass q * (s * D ** 0.5)",
+    "dropout_p": "there is no dropout",
+    "enable_gqa": "k and v have q's batch: repeat them per query head",
+}
 NUMPY_CALL = ("out", "dtype", "where", "initial")  # what np.sum(x) / np.mean(x) pass to x.sum(...)
 
 
@@ -93,4 +99,5 @@ def _keyword_message(qualname: str, unknown: list[str]) -> str:
                 f"leave the graph: write x.{name}() for the op, or np.{name}(x.numpy()) for the values")
     renamed = [f"{KEYWORDS[k]}= (not {k}=)" for k in unknown if k in KEYWORDS]
     hint = f": Topgrad writes {', '.join(renamed)}" if renamed else ""
+    hint += "".join(f"; {k}=: {UNSUPPORTED[k]}" for k in unknown if k in UNSUPPORTED)
     return f"{qualname}() got an unexpected keyword argument {unknown[0]!r}{hint}"

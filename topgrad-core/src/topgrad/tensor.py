@@ -700,6 +700,7 @@ def _check_eps(op: str, eps: Any) -> None:
         raise ValueError(f"{op}: eps must be finite and >= 0, got {eps!r}")
 
 
+@pytorch_names.numpy_keywords
 def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False) -> Tensor:
     """Single-head scaled dot-product attention, softmax(q kᵀ / √D) v, shapes (B, T, D), as
     PyTorch's scaled_dot_product_attention: a query whose scores are all -inf gets output 0."""

@@ -7,22 +7,9 @@ from typing import Any
 
 import numpy as np
 from topgrad import Op
+from topgrad.attention_shapes import check_attention_shapes
 
 from topgrad_numpy.ops._util import rowsum
-
-
-def _check(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> None:
-    if q.ndim != 3 or k.ndim != 3 or v.ndim != 3:
-        raise ValueError(
-            f"Attention: q, k and v must be 3-d (B, T, D); got q {q.shape}, k {k.shape}, v {v.shape}"
-        )
-    if k.shape[1] == 0 and q.shape[1] > 0:
-        raise ValueError(f"Attention: needs at least one key, got k {k.shape} (softmax over nothing)")
-    if k.shape[0] != q.shape[0] or k.shape[2] != q.shape[2] or v.shape[:2] != k.shape[:2]:
-        raise ValueError(
-            f"Attention: q (B, T, D), k (B, S, D) and v (B, S, Dv) do not match: "
-            f"q {q.shape}, k {k.shape}, v {v.shape}"
-        )
 
 
 class Attention(Op):
@@ -31,7 +18,7 @@ class Attention(Op):
     the data) gets probabilities 0 and output 0, as PyTorch's scaled_dot_product_attention."""
 
     def forward(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool = False) -> np.ndarray:
-        _check(q, k, v)
+        check_attention_shapes(q.shape, k.shape, v.shape)
         T, S = q.shape[1], k.shape[1]
         self.scale = scale = 1.0 / math.sqrt(q.shape[2]) if q.shape[2] else 1.0
         p = np.matmul(q, k.transpose(0, 2, 1))

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from topgrad.attention_shapes import check_attention_shapes
+
 from topgrad_triton.kernels import attention as kernels
 from topgrad_triton.ops.base import TritonOp, check_tensors
 
@@ -15,14 +17,7 @@ class Attention(TritonOp):
 
     def forward(self, q: Any, k: Any, v: Any, causal: bool = False) -> Any:
         check_tensors("Attention", q=q, k=k, v=v)
-        if q.ndim != 3 or k.ndim != 3 or v.ndim != 3 or k.shape[:2] != v.shape[:2] \
-                or q.shape[0] != k.shape[0] or q.shape[2] != k.shape[2]:
-            raise ValueError(
-                f"Attention: shapes q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} do not fit "
-                "(expected q (B, T, D), k (B, S, D) and v (B, S, Dv))"
-            )
-        if k.shape[-2] == 0 and q.shape[-2] > 0:
-            raise ValueError(f"Attention: no keys to attend to (k of shape {tuple(k.shape)})")
+        check_attention_shapes(tuple(q.shape), tuple(k.shape), tuple(v.shape))
         o, lse = kernels.attention_forward(q, k, v, causal)
         self.causal = bool(causal)
         self.save_for_backward(q, k, v, o, lse)
