@@ -216,7 +216,20 @@ def test_resume_refuses_the_subset_for_a_folder_that_is_gone(
     shutil.rmtree(folder)
     code, lines, err = run(capsys, "mlp", "--resume", str(ck), "--epochs", "2", "--no-download")
     assert code == 2 and f"trained on {folder}; this run found bundled MNIST subset, other images" in err, err
+    assert f"put the images back in {folder}, or pass that data's folder with --data-dir" in err, err
     assert not any(line.startswith("epoch") for line in lines)
+
+
+def test_resume_of_a_subset_checkpoint_with_a_folder_says_to_drop_it(
+    tiny_data: Path, tmp_path: Path, capsys,
+) -> None:
+    """The advice named the checkpoint's folder, which the bundled subset does not have."""
+    ck = tmp_path / "ck.npz"
+    assert run(capsys, "mlp", "--no-download", "--limit", "16", "--save", str(ck), *FAST)[0] == 0
+    code, _, err = run(capsys, "mlp", "--resume", str(ck), "--epochs", "2", "--data-dir", str(tiny_data))
+    assert code == 2 and "trained on bundled MNIST subset" in err, err
+    assert "drop --data-dir: a resumed run without one takes the subset" in err, err
+    assert run(capsys, "mlp", "--resume", str(ck), "--epochs", "2", *FAST[2:])[0] == 0
 
 
 def test_resume_with_nothing_left_to_train_says_so(tiny_data: Path, tmp_path: Path, capsys) -> None:

@@ -199,9 +199,11 @@ def _check_same_data(path: str, saved: dict[str, Any], n_train: int, n_test: int
         return
     recorded = str(saved.get("data_source", ""))
     if recorded and (recorded == BUNDLED) != (source == BUNDLED):  # the same counts, other images
+        way = ("drop --data-dir: a resumed run without one takes the subset" if recorded == BUNDLED
+               else f"put the images back in {recorded}, or pass that data's folder with --data-dir")
         raise checkpoint.CheckpointError(
             f"{path}: its epochs trained on {recorded}; this run found {source}, other images. Resume "
-            "with the same data (--data-dir names the checkpoint's folder)"
+            f"with the same data: {way}"
         )
     if (int(saved["train_images"]), int(saved["test_images"])) != (n_train, n_test):
         raise checkpoint.CheckpointError(
