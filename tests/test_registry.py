@@ -262,6 +262,40 @@ def test_missing_backend(install: Callable[..., None], call: Callable[[str], Bac
     assert "pip install topgrad-gamma" in message
 
 
+def test_an_installed_package_whose_entry_point_is_elsewhere_is_named(
+    install: Callable[..., None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plugin package registered under another entry-point group was told to `pip install`
+    itself; the message now says it is installed and where Topgrad looks."""
+    install(plugin("plug", spec("alpha")))
+    entry = SimpleNamespace(group="topgrad.backends", name="gamma")
+    ours = SimpleNamespace(group="topgrad", name="eps_plugin")
+    dists = {"topgrad-gamma": SimpleNamespace(entry_points=[entry]),
+             "topgrad-delta": SimpleNamespace(entry_points=[]),
+             "topgrad-eps": SimpleNamespace(entry_points=[ours])}
+
+    def distribution(name: str) -> SimpleNamespace:
+        if name not in dists:
+            raise registry.PackageNotFoundError(name)
+        return dists[name]
+
+    monkeypatch.setattr(registry, "distribution", distribution)
+    with pytest.raises(BackendNotFoundError) as info:
+        topgrad.load_backend("gamma")
+    assert str(info.value).endswith(
+        "topgrad-gamma is installed, but its entry points are in 'topgrad.backends'; Topgrad finds "
+        "plugins in the 'topgrad' entry-point group: [project.entry-points.topgrad] in its "
+        "pyproject.toml, then reinstall it"), str(info.value)
+    with pytest.raises(BackendNotFoundError, match=r"topgrad-delta is installed, but registers no plugin in "
+                       r"the 'topgrad' entry-point group: it is not a backend package, or its"):
+        topgrad.load_backend("delta")
+    with pytest.raises(BackendNotFoundError, match="registers 'eps_plugin' in the 'topgrad' entry-point "
+                       "group, but offers no backend named 'eps'"):
+        topgrad.load_backend("eps")
+    with pytest.raises(BackendNotFoundError, match=r"To get it: pip install topgrad-zeta$"):
+        topgrad.load_backend("zeta")
+
+
 def test_in_a_clone_the_install_line_also_names_the_package_folder(
     install: Callable[..., None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import os
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, distribution, entry_points
 from typing import Any
 
 import pluggy
@@ -159,8 +159,9 @@ def load_backend(name: str) -> Backend:
     if name not in offers:
         near = [n for n in offers if n.lower() == name.lower()]  # a name in another case, or a typo
         near = near or difflib.get_close_matches(name, list(offers), n=1)
-        hint = f"Did you mean {near[0]!r}?" if near else f"To get it: pip install topgrad-{name}"
-        folder = None if near else _package_folder(f"topgrad-{name}")
+        installed = "" if near else _installed_without_entry_point(f"topgrad-{name}", name)
+        hint = f"Did you mean {near[0]!r}?" if near else installed or f"To get it: pip install topgrad-{name}"
+        folder = None if near or installed else _package_folder(f"topgrad-{name}")
         if folder:
             hint += f" (from the package folder here: pip install {folder})"  # in a clone of Topgrad
         if _skipped and not near:
@@ -178,6 +179,30 @@ def load_backend(name: str) -> Backend:
     backend.ops = _merged_ops(name, backend)
     _loaded[name] = backend
     return backend
+
+
+def _installed_without_entry_point(dist_name: str, name: str) -> str:
+    """When the distribution `dist_name` is installed yet offers no backend `name`, why (its plugin
+    names the backend otherwise, sits in another entry-point group, or there is none), since
+    "pip install" it would change nothing; else an empty string."""
+    try:
+        dist = distribution(dist_name)
+    except PackageNotFoundError:
+        return ""
+    groups = sorted({ep.group for ep in dist.entry_points if "topgrad" in ep.group.lower()}
+                    - {ENTRY_POINT_GROUP})
+    ours = [ep for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP]
+    if ours:
+        return (f"{dist_name} is installed and registers {', '.join(repr(ep.name) for ep in ours)} in the "
+                f"{ENTRY_POINT_GROUP!r} entry-point group, but offers no backend named {name!r}: check the "
+                "name its topgrad_backends hook gives its BackendSpec")
+    if not groups:  # not a plugin at all (topgrad-examples), or one that declares nothing
+        return (f"{dist_name} is installed, but registers no plugin in the {ENTRY_POINT_GROUP!r} "
+                "entry-point group: it is not a backend package, or its pyproject.toml lacks "
+                f"[project.entry-points.{ENTRY_POINT_GROUP}]")
+    return (f"{dist_name} is installed, but its entry points are in {', '.join(map(repr, groups))}; "
+            f"Topgrad finds plugins in the {ENTRY_POINT_GROUP!r} entry-point group: "
+            f"[project.entry-points.{ENTRY_POINT_GROUP}] in its pyproject.toml, then reinstall it")
 
 
 def _package_folder(package: str) -> str | None:
