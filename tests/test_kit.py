@@ -103,6 +103,34 @@ def test_a_plugin_module_pluggy_rejects_is_a_clear_error(tmp_path: Path) -> None
     assert "Traceback" not in done.stderr
 
 
+def test_the_header_names_ops_that_plugins_replaced(tmp_path: Path) -> None:
+    """A plugin that overrides an op with a 1% wrong one made the backend's row fail with nothing
+    saying whose op it was; the header now names the plugin."""
+    (tmp_path / "off_tanh.py").write_text(textwrap.dedent("""
+        import numpy as np
+        import topgrad
+        from topgrad import Op
+
+        class OffTanh(Op):
+            def forward(self, x):
+                out = np.tanh(x)
+                self.save_for_backward(out)
+                return out
+
+            def backward(self, grad):
+                (out,) = self.saved
+                return (grad * (1 - out * out) * 1.01,)
+
+        @topgrad.hookimpl
+        def topgrad_ops(backend):
+            return {"Tanh": topgrad.override(OffTanh)} if backend == "numpy" else {}
+    """))
+    done = _kit(sys.executable, "numpy", "--plugin", "off_tanh", "-k", "Tanh", cwd=tmp_path,
+                PYTHONPATH=str(tmp_path))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "ops from plugins: Tanh (plugin 'off_tanh' replaces the backend's)" in done.stdout, done.stdout
+
+
 def test_plugin_option_for_an_installed_plugin_and_zero_tolerance(backend_name: str, tmp_path: Path) -> None:
     """--plugin naming a plugin its entry point registered already is harmless, and --rtol 0 is
     taken as given (not as the default)."""

@@ -419,6 +419,7 @@ def test_plugin_adds_an_op(install: Callable[..., None]) -> None:
     ops = topgrad.load_backend("alpha").ops
     assert ops.Square is Square
     assert ops.Add is FakeAdd and ops.Mul is FakeMul
+    assert ops.origins() == {"Square": "added by plugin 'extra'"}
     with pytest.raises(AttributeError, match="Square"):
         _ = topgrad.load_backend("beta").ops.Square
 
@@ -528,6 +529,7 @@ def test_override_replaces_the_backend_op(install: Callable[..., None]) -> None:
     ops = topgrad.load_backend("alpha").ops
     assert ops.Add is OtherAdd
     assert ops.Mul is FakeMul
+    assert ops.origins() == {"Add": "plugin 'fast-add' replaces the backend's"}  # the kit's header
 
 
 def test_two_overrides_of_one_op(install: Callable[..., None]) -> None:

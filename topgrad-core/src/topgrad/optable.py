@@ -36,12 +36,20 @@ class override:  # noqa: N801 - lower case: it reads as a marker, `topgrad.overr
 class OpTable:
     """A backend's op table after plugins are merged in: `table.Add`, `table.Conv2d`, ..."""
 
-    def __init__(self, backend_name: str, ops: dict[str, type]) -> None:
+    def __init__(
+        self, backend_name: str, ops: dict[str, type], origins: dict[str, str] | None = None
+    ) -> None:
         self._backend_name = backend_name
+        self._origins = dict(origins or {})
         self.__dict__.update(ops)
 
     def names(self) -> list[str]:
         return sorted(k for k in self.__dict__ if not k.startswith("_"))
+
+    def origins(self) -> dict[str, str]:
+        """Op name -> where it came from, for the ops plugins added or replaced (the rest are the
+        backend's own): a failure in one of them is that plugin's, not the backend's."""
+        return dict(self._origins)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
@@ -84,6 +92,7 @@ def merge(backend_name: str, own: dict[str, type], given: list[tuple[str, Any]])
     table = dict(own)
     added: dict[str, tuple[str, Any]] = {}  # op name -> (plugin, Op subclass or override marker)
     replaced: dict[str, tuple[str, Any]] = {}
+    origins: dict[str, str] = {}
     for plugin, ops in given:
         why = malformed(ops)
         if why:
@@ -107,6 +116,7 @@ def merge(backend_name: str, own: dict[str, type], given: list[tuple[str, Any]])
                 f"return topgrad.override({op.__name__}) to replace it"
             )
         table[name] = op
+        origins[name] = f"added by plugin {plugin!r}"
     for name, (plugin, marker) in replaced.items():
         if name not in table:
             near = [n for n in table if n.lower() == name.lower()]  # 'Relu' for 'ReLU'
@@ -116,4 +126,5 @@ def merge(backend_name: str, own: dict[str, type], given: list[tuple[str, Any]])
                  "skipped (give a new op without override())")
             continue
         table[name] = marker.op
-    return OpTable(backend_name, table)
+        origins[name] = f"plugin {plugin!r} replaces the backend's"
+    return OpTable(backend_name, table, origins)

@@ -62,12 +62,16 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         name = args.backend or os.environ.get("TOPGRAD_BACKEND") or _default_name()
-        topgrad.load_backend(name)
+        backend = topgrad.load_backend(name)
     except (topgrad.BackendNotFoundError, topgrad.BackendUnavailableError, topgrad.BackendConflictError,
             topgrad.OpConflictError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"topgrad conformance kit: backend {name!r}\n")
+    print(f"topgrad conformance kit: backend {name!r}")
+    origins = backend.ops.origins() if hasattr(backend.ops, "origins") else {}
+    if origins:  # a failure there is the plugin's, not the backend's
+        print("ops from plugins: " + ", ".join(f"{op} ({how})" for op, how in sorted(origins.items())))
+    print()
     report = run(name, rtol=RTOL if args.rtol is None else args.rtol, only=args.only)
     if not report.rows:
         print(f"error: no check matches -k {args.only!r}", file=sys.stderr)
