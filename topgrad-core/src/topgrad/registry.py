@@ -171,7 +171,8 @@ def load_backend(name: str) -> Backend:
     if len(offers[name]) > 1:
         owners = " and ".join(repr(owner) for owner, _ in offers[name])
         raise BackendConflictError(
-            f"backend {name!r} is offered by two plugins, {owners}; uninstall one of them"
+            f"backend {name!r} is offered by two plugins, {owners}; uninstall one of them (or, for one "
+            "registered in-process with register_plugin, stop registering it)"
         )
     owner, spec = offers[name][0]
     backend = _instantiate(spec, owner)
