@@ -591,3 +591,15 @@ def test_a_0d_float64_leaf_used_twice_keeps_a_float64_array_gradient(nb) -> None
     (w * 3.0 + w).backward()
     topgrad.optim.SGD([w], lr=0.5).step()
     assert w.numpy() == 1.0 - 0.5 * 4.0
+
+
+def test_integer_and_bool_arrays_take_a_float64_tensors_dtype(nb) -> None:
+    """A float64 Tensor times an integer mask computed in float32 (no float32 operand in sight);
+    in PyTorch, as now here, integer and bool operands take the float operand's dtype."""
+    x = topgrad.Tensor([1.0, 1.0 + 2**-40], dtype="float64")
+    for other in (np.array([1, 1]), np.array([True, True]), [1, 1], np.uint8(1) + np.zeros(2, np.uint8)):
+        for y in (x * other, other * x, x + other, x / other, other / x):
+            assert y.dtype == np.float64, (other, y.dtype)
+    assert (x * np.array([1, 1])).numpy()[1] == 1.0 + 2**-40
+    x32 = topgrad.Tensor([1.0, 2.0])
+    assert (x32 * np.array([1, 2])).dtype == F32 and (x32 + np.array([1.5, 2.0])).dtype == F32

@@ -459,9 +459,9 @@ def test_sigmoid_is_one_op_where_the_written_out_one_fails() -> None:
 
 @pytest.mark.parametrize("divisor", [2.0, -3.0, 1e-39, -2.5e-39, 0.0, -0.0, 1e38, np.float32(4.0), 7])
 def test_division_by_a_number_matches_pytorch_even_where_its_reciprocal_overflows(divisor: float) -> None:
-    """x / c is x * (1 / c); below |c| = 2.9e-39 the reciprocal overflows float32, so it is taken in two
-    factors, and 1e-40 / 1e-39 is 0.1, 0 / 1e-39 is 0, as PyTorch divides. (Far below, where float32
-    keeps few digits of c, PyTorch divides by c rounded to float32, and Topgrad by c.)"""
+    """x / c is the Div op, as PyTorch divides (c rounded to float32): 1e-40 / 1e-39, 0 / 1e-39 and
+    the huge and tiny divisors give PyTorch's values. (A backend without Div composes x * (1 / c),
+    in two factors where the reciprocal overflows: `test_division_without_div_...`.)"""
     x_np = np.array([1e-40, 1.0, 0.0, -3.5, 1e30], np.float32)
     x, xt = Tensor(x_np), torch.tensor(x_np, requires_grad=True)
     with np.errstate(over="ignore", invalid="ignore"):  # the results hold inf and NaN, on purpose
@@ -470,6 +470,43 @@ def test_division_by_a_number_matches_pytorch_even_where_its_reciprocal_overflow
     yt.sum().backward()
     np.testing.assert_allclose(y.numpy(), yt.detach().numpy(), rtol=1e-6)
     np.testing.assert_allclose(x.grad, xt.grad.numpy(), rtol=1e-6)
+
+
+def test_div_gradient_of_a_tiny_divisor_is_pytorchs() -> None:
+    """d/db = -grad * (out / b): (grad / b) * out overflowed to inf for a divisor below 2.9e-39,
+    and 0 * inf made NaN where PyTorch's gradient is -0.0 or finite."""
+    a_np, b_np = np.array([0.0, 1e-45, 1.0], np.float32), np.array([1e-39, 1e-39, 2.0], np.float32)
+    a, b = Tensor(a_np), Tensor(b_np)
+    at, bt = torch.tensor(a_np, requires_grad=True), torch.tensor(b_np, requires_grad=True)
+    (a / b).sum().backward()
+    (at / bt).sum().backward()
+    np.testing.assert_array_equal(to_numpy(b.grad), bt.grad.numpy())
+    np.testing.assert_array_equal(to_numpy(a.grad), at.grad.numpy())
+
+
+def test_division_is_correctly_rounded_as_pytorchs() -> None:
+    """x * (1 / c) was 1 ulp off PyTorch's x / c in a third of the elements for c = 3."""
+    x_np = rand((1000,), 5)
+    for c in (3.0, 7.0, 10.0):
+        assert np.array_equal((Tensor(x_np) / c).numpy(), (torch.tensor(x_np) / c).numpy())
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")  # 1 / 1e-39 overflows float32, on purpose
+def test_division_without_div_composes_mul_and_handles_overflowing_reciprocals(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Div is an optional op: on a backend without it x / c is x * (1 / c), in two factors where
+    1 / c overflows float32, so 1e-40 / 1e-39 is still 0.1 and 0 / 1e-39 is 0."""
+    ops = topgrad.get_backend().ops
+    monkeypatch.delattr(ops, "Div")
+    assert getattr(ops, "Div", None) is None
+    x_np = np.array([1e-40, 1.0, 0.0, -3.5], np.float32)
+    for c in (2.0, 1e-39, -2.5e-39):
+        y = Tensor(x_np) / c
+        assert y._op is not None and type(y._op).__name__ == "Mul"
+        with np.errstate(over="ignore"):  # 1 / 1e-39 is inf in float32, as it should be
+            expected = (x_np.astype(np.float64) / c).astype(np.float32)
+        np.testing.assert_allclose(y.numpy(), expected, rtol=1e-5)
 
 
 @pytest.mark.parametrize("op", sorted(BINARY))

@@ -264,14 +264,18 @@ class Tensor:
         return other + (-self)
 
     def __truediv__(self, other: Any) -> Tensor:
-        """x / y for a Tensor y is the Div op. x / c for a number c is x * (1 / c); where 1 / c
-        overflows the tensor's dtype (float32: |c| < 2.9e-39) it is (x * (2^-64 / c)) * 2^64, so
-        that 1e-40 / 1e-39 is 0.1 and 0 / 1e-39 is 0, as in PyTorch."""
+        """x / y is the Div op, x / c for a number c too (correctly rounded, as PyTorch's). On a
+        backend without Div (it is optional) x / c is x * (1 / c); where 1 / c overflows the
+        tensor's dtype (float32: |c| < 2.9e-39) it is (x * (2^-64 / c)) * 2^64, so that
+        1e-40 / 1e-39 is 0.1 and 0 / 1e-39 is 0, as in PyTorch."""
         if not _is_number(other):  # a Tensor, or whatever the backend's Div takes (as `*` does)
             return _ops().Div.apply(self, other)
         c = float(other)
         if c == 0:
-            return self * math.copysign(math.inf, c)  # x / 0: ±inf (0 / 0: NaN), as IEEE
+            return self * math.copysign(math.inf, c)  # x / 0: ±inf (0 / 0: NaN), as IEEE, -0.0 too
+        div = getattr(_ops(), "Div", None)
+        if div is not None:
+            return div.apply(self, c)
         r = 1.0 / c  # inf where it overflows float64 (|c| < 5.6e-309)
         if abs(r) <= _FLOAT32_MAX or (not math.isinf(r) and _dtype_name(self.data) == "float64"):
             return self * r

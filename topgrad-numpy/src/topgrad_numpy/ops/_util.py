@@ -39,14 +39,28 @@ def select(test: np.ufunc, a: Any, b: Any, grad: np.ndarray, out: np.ndarray) ->
 
 
 def operands(op: str, a: Any, b: Any) -> tuple[Any, Any]:
-    """The two operands of Add or Mul (`operand`), arrays in float32, or left in float64 where
-    every array among them is float64 (a float64 Tensor, as `gradcheck` makes, stays float64)."""
+    """The two operands of Add, Mul or Div (`operand`), arrays in float32, or left in float64
+    where every float array among them is float64 (a float64 Tensor, as `gradcheck` makes, stays
+    float64; an integer array takes the other's dtype)."""
     a, b = operand(op, a), operand(op, b)
     da = a.dtype if type(a) is ndarray else None
     db = b.dtype if type(b) is ndarray else da
     da = db if da is None else da
     if da == db and (da is None or da == F32 or da == F64):
         return a, b
+    return _common_float(a, b)
+
+
+def _common_float(a: Any, b: Any) -> tuple[Any, Any]:
+    """Operands of different dtypes: an integer or bool array (a constant) takes the float
+    operand's dtype, as in PyTorch (a float64 Tensor times a mask stays float64); any other mix
+    is float32."""
+    float_a = type(a) is ndarray and (a.dtype == F32 or a.dtype == F64)
+    float_b = type(b) is ndarray and (b.dtype == F32 or b.dtype == F64)
+    if float_a and type(b) is ndarray and b.dtype.kind in "biu":
+        return a, b.astype(a.dtype)
+    if float_b and type(a) is ndarray and a.dtype.kind in "biu":
+        return a.astype(b.dtype), b
     return _as_f32(a), _as_f32(b)
 
 
@@ -67,8 +81,9 @@ def operand(op: str, x: Any) -> Any:
     if type(x).__module__.startswith("torch"):  # numpy would convert it (a triton Tensor's data too)
         raise TypeError(f"{op}: operands must be Tensors, numpy arrays or numbers, got a torch.Tensor: "
                         "make it Tensor(t)")
-    try:
-        return np.asarray(x, dtype=F32)
+    try:  # a list as numpy reads it (integers stay integers: they take the other operand's dtype)
+        array = np.asarray(x)
+        return array if array.dtype.kind in "biuf" else np.asarray(x, dtype=F32)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{op}: cannot use a {type(x).__name__} as an operand ({exc})") from None
 

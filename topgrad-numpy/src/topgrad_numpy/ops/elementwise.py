@@ -84,12 +84,13 @@ class Mul(Op):
 
 class Div(Op):
     """a / b with broadcasting, either a number (`2 / x`); x / 0 is inf and 0 / 0 NaN, without
-    numpy's warnings, as in PyTorch. Saves b and the output: d/da = 1 / b, d/db = -out / b."""
+    numpy's warnings, as in PyTorch. Saves b and the output: d/da = 1 / b, d/db = -grad * (out / b)
+    (in PyTorch's order: (grad / b) * out overflows to inf, and 0 * inf to NaN, for a tiny b)."""
 
     def forward(self, a: Any, b: Any) -> np.ndarray:
         a, b = operands("Div", a, b)
         try:
-            with np.errstate(divide="ignore", invalid="ignore"):
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 out = arr(np.divide(a, b))
         except ValueError:
             raise _shape_error("Div", a, b) from None
@@ -102,5 +103,5 @@ class Div(Op):
         sa, sb = _needed(self)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             ga = arr(np.divide(grad, b))
-            gb = None if sb is None else unbroadcast(arr(np.negative(ga * out)), sb)
+            gb = None if sb is None else unbroadcast(arr(np.negative(grad * np.divide(out, b))), sb)
         return (None if sa is None else unbroadcast(ga, sa)), gb

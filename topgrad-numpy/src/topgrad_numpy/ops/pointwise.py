@@ -38,7 +38,7 @@ class Log(Op):
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
         (x,) = self._intermediate
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # grad / a denormal x
             return (arr(np.divide(grad, x)),)
 
 

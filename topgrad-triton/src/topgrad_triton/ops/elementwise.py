@@ -83,7 +83,8 @@ class Mul(TritonOp):
 
 class Div(TritonOp):
     """a / b with broadcasting; either may be a real number (`2 / x`). Saves b and the output:
-    d/da = grad / b, d/db = -(grad / b) * out."""
+    d/da = grad / b, d/db = -grad * (out / b) (PyTorch's order: (grad / b) * out overflows to
+    inf, and 0 * inf to NaN, for a tiny b)."""
 
     def forward(self, a: Any, b: Any) -> torch.Tensor:
         a, b = _check("Div", a, b)
@@ -96,7 +97,8 @@ class Div(TritonOp):
         b, out = self.saved
         sa, sb = _needed(self)
         ga = ew.elementwise(ew.DIV, grad, b, name="Div")
-        gb = None if sb is None else reduce_to_shape(ew.elementwise(ew.NEG_MUL, ga, out, name="Div"), sb)
+        gb = None if sb is None else reduce_to_shape(
+            ew.elementwise(ew.NEG_MUL, grad, ew.elementwise(ew.DIV, out, b, name="Div"), name="Div"), sb)
         return (None if sa is None else reduce_to_shape(ga, sa)), gb
 
 
