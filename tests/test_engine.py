@@ -401,6 +401,32 @@ def test_a_gradient_of_the_wrong_shape_names_the_op_and_the_input() -> None:
         _MulWithoutUnbroadcast.apply(x, b).sum().backward()
 
 
+class _DoubleReturningATensor(Op):
+    def forward(self, x: Any) -> Any:
+        return topgrad.get_backend().mul(x, 2.0)
+
+    def backward(self, grad: Any) -> Any:
+        return (Tensor(grad) * 2.0,)  # a Tensor, not an array
+
+
+class _ScaleByKeyword(Op):
+    def forward(self, x: Any, w: Any = None) -> Any:
+        return x * w  # w arrives as a Tensor: Topgrad's Mul, whose result is a Tensor
+
+
+def test_a_backward_returning_a_tensor_or_a_keyword_tensor_is_named() -> None:
+    """A Tensor gradient became a leaf's .grad silently (the README says it is an array) and
+    failed at the optimizer step, or with fan-out inside numpy with no op named; a Tensor given by
+    keyword reached forward wrapped, and the message did not say why."""
+    x = Tensor(rand((2, 3), 36))
+    with pytest.raises(TypeError, match=r"_DoubleReturningATensor.backward returned a Tensor for input 0; "
+                       r".*return its \.data"):
+        _DoubleReturningATensor.apply(x).sum().backward()
+    with pytest.raises(TypeError, match=r"_ScaleByKeyword.forward returned a topgrad.tensor.Tensor.*given to "
+                       r"apply by keyword reaches forward as a Tensor: only positional arguments"):
+        _ScaleByKeyword.apply(x, w=Tensor(rand((2, 3), 37)))
+
+
 class _SumToScalar(Op):
     """A whole-array sum returning numpy's scalar, as np.sum does (a float, on numpy)."""
 

@@ -124,6 +124,21 @@ def test_a_saved_view_of_a_leaf_is_not_extra() -> None:
     x, w = Tensor(rand((8, 2, 4), 5)), Tensor(rand((8, 3), 6))
     g = (x.reshape(8, 8) @ w).graph({"x": x, "w": w})
     assert g.distinct_saved_bytes == 8 * 8 * 4 + 8 * 3 * 4 and g.distinct_extra_bytes == 0, str(g)
+    assert g.extra_saved_bytes == 0, str(g)  # the op's row agrees with the footer
+
+
+def test_a_saved_view_of_a_live_intermediate_is_not_extra() -> None:
+    """h = x + y, still held; Linear saves h.reshape(...), a view of h. The row and the footer
+    said 512 B extra (only a direct input or the output counted as held)."""
+    x, y, w = Tensor(rand((8, 4, 4), 7)), Tensor(rand((8, 4, 4), 8)), Tensor(rand((16, 3), 9))
+    h = x + y
+    g = h.reshape(8, 16).linear(w).graph({"h": h})
+    linear = g.ops[-1]
+    assert [s.alias for s in linear.saved] == ["%2 (live)", "input 1"], str(g)
+    assert g.extra_saved_bytes == 0 and g.distinct_extra_bytes == 0, str(g)
+    assert "same array as %2 (live)" in str(g)
+    g = (x + y).reshape(8, 16).linear(w).graph()  # no live h: only the Linear keeps that memory
+    assert g.distinct_extra_bytes == 8 * 16 * 4, str(g)
 
 
 def test_graph_of_a_leaf_and_of_a_no_grad_result() -> None:

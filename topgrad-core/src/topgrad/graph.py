@@ -30,7 +30,7 @@ class SavedArray:
     shape: tuple[int, ...]
     dtype: str
     nbytes: int
-    alias: str | None = None  # "input 0", "output": the same array as one the graph holds anyway
+    alias: str | None = None  # "input 0", "output", "%3 (live)": memory the graph holds anyway
 
 
 @dataclass
@@ -154,9 +154,10 @@ def build(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Graph:
     nodes: list[Node] = []
     seen_saved: dict[int, int] = {}  # memory owner's id -> bytes, each saved buffer once
     held_elsewhere: set[int] = set()  # ... of which a live Tensor (an input, an output) holds too
+    live = _live_roots(order)  # memory owner's id -> "%i", the live Tensor of the graph holding it
+    held_elsewhere.update(live)
     for i, item in enumerate(order):
         if isinstance(item, Tensor):
-            held_elsewhere.add(id(_root(item.data)))  # a leaf: a saved view of it (a Reshape's) is no extra
             node = Node(i, None, item.shape, dtype_name(item.data), (), constant=not item.requires_grad)
             node.output_bytes = nbytes(item.data)
             node.name = label.get(id(item))
@@ -164,7 +165,7 @@ def build(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Graph:
             continue
         op, output = item, item.output()
         parents = tuple(f"%{index[id(p)]}" if id(p) in index else _literal(p) for p in op.parents)
-        saved = saved_arrays(op, output)
+        saved = saved_arrays(op, output, live)
         for s, array in saved:
             key = id(_root(array))
             seen_saved[key] = max(seen_saved.get(key, 0), s.nbytes)
@@ -198,13 +199,33 @@ def held_arrays(op: Op) -> list[tuple[str, Any]]:
     return found
 
 
-def saved_arrays(op: Op, output: Tensor | None = None) -> list[tuple[SavedArray, Any]]:
-    """What `op` keeps for backward (`held_arrays`), each with its shape, dtype, size and alias."""
+def saved_arrays(
+    op: Op, output: Tensor | None = None, live: Mapping[int, str] | None = None
+) -> list[tuple[SavedArray, Any]]:
+    """What `op` keeps for backward (`held_arrays`), each with its shape, dtype, size and alias
+    (an input, the output, or the memory of another live Tensor of the graph: `live`)."""
     return [
-        (SavedArray(name, shape_of(array) or (), dtype_name(array), nbytes(array), _alias(array, op, output)),
+        (SavedArray(name, shape_of(array) or (), dtype_name(array), nbytes(array),
+                    _alias(array, op, output) or _live_alias(array, live)),
          array)
         for name, array in held_arrays(op)
     ]
+
+
+def _live_roots(order: list[Any]) -> dict[int, str]:
+    """Memory owner's id -> "%i" for every Tensor of the graph still alive (leaves, and outputs
+    your code holds): a saved view of one (`h.reshape(...)` saved by the next op) is no extra."""
+    roots: dict[int, str] = {}
+    for i, item in enumerate(order):
+        tensor = item if isinstance(item, Tensor) else item.output()
+        if tensor is not None:
+            roots.setdefault(id(_root(tensor.data)), f"%{i}")
+    return roots
+
+
+def _live_alias(array: Any, live: Mapping[int, str] | None) -> str | None:
+    held_by = None if live is None else live.get(id(_root(array)))
+    return None if held_by is None else f"{held_by} (live)"
 
 
 def _collect(name: str, value: Any, found: list[tuple[str, Any]]) -> None:

@@ -51,7 +51,8 @@ class Op:
         raise NotImplementedError(f"{type(self).__name__}.backward is not implemented")
 
     def save_for_backward(self, *arrays: Any) -> None:
-        """Keep the arrays `backward` needs; the engine releases them after backward."""
+        """Keep the arrays `backward` needs; the engine releases them after backward. (Arrays kept
+        as attributes, `self.x = x`, live as long as the graph instead; the kit flags them.)"""
         if _tensor._grad_mode.enabled:
             self._intermediate = arrays
 
@@ -165,9 +166,11 @@ def _not_an_array(op: Op, out: Any) -> TypeError:
     """A forward's result that is not one of the backend's arrays: a numpy scalar (from np.sum)
     would be taken for a plain number by the next op, which then returns no gradient for it."""
     got, kind = type(out), _array_type()
+    keyword = (" (a Tensor given to apply by keyword reaches forward as a Tensor: only positional "
+               "arguments become arrays and inputs of the graph)") if isinstance(out, Tensor) else ""
     return TypeError(f"{type(op).__name__}.forward returned a {got.__module__}.{got.__qualname__}; it must "
                      f"return one backend array ({kind.__module__}.{kind.__qualname__}), a 0-d result too "
-                     "(np.asarray(np.sum(x)) for numpy), never a Tensor")
+                     f"(np.asarray(np.sum(x)) for numpy), never a Tensor{keyword}")
 
 
 def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
@@ -200,6 +203,10 @@ def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
         )
     for i, (parent, g) in enumerate(zip(op.parents, grads)):
         shape = getattr(g, "shape", None)
+        if shape is not None and isinstance(g, Tensor):  # it would become a leaf's .grad, or fail later
+            raise TypeError(f"{type(op).__name__}.backward returned a Tensor for input {i}; backward works "
+                            "on the backend's arrays, as forward does: return its .data (or compute "
+                            "with the arrays self.saved holds)")
         if shape is not None and isinstance(parent, (Op, Tensor)):
             want = parent._out_shape if isinstance(parent, Op) else parent.shape
             if tuple(shape) != tuple(want):

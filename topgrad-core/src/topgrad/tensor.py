@@ -183,12 +183,15 @@ class Tensor:
         return math.prod(self.data.shape)
 
     def __repr__(self) -> str:
-        """The values (as numpy prints them, summarized when large), the shape, the op that made
-        the tensor and whether it is a constant."""
+        """The values (as numpy prints them, summarized when large), the shape, a dtype other
+        than float32 (as PyTorch shows one other than its default), the op that made the tensor
+        and whether it is a constant."""
         values = str(self.numpy()).replace("\n", "\n       ")
+        dtype = _dtype_name(self.data)
+        shown = f", dtype={dtype}" if dtype != "float32" else ""
         made_by = f", op={type(self._op).__name__}" if self._op is not None else ""
         constant = ", requires_grad=False" if not self.requires_grad else ""
-        return f"Tensor({values}, shape={self.shape}{made_by}{constant})"
+        return f"Tensor({values}, shape={self.shape}{shown}{made_by}{constant})"
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
         """`np.asarray(t)`: a numpy copy of the values, for a constant. As in PyTorch, a tensor that

@@ -21,6 +21,7 @@ class Attention(Op):
         check_attention_shapes(q.shape, k.shape, v.shape)
         T, S = q.shape[1], k.shape[1]
         self.scale = scale = 1.0 / math.sqrt(q.shape[2]) if q.shape[2] else 1.0
+        self.causal = bool(causal)  # shown by graph(), as the triton op's
         p = np.matmul(q, k.transpose(0, 2, 1))
         p *= scale
         if causal:  # top-left aligned, as torch's is_causal: query i sees keys j <= i
