@@ -101,6 +101,20 @@ def test_all_mirrors_failing_lists_each(server: str, tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
 
 
+def test_a_failed_download_removes_the_folders_it_made(server: str, tmp_path: Path) -> None:
+    """An offline first run left an empty ~/.cache/topgrad/mnist behind; a folder that existed
+    already, or one holding another file, stays."""
+    dest = tmp_path / "cache" / "topgrad" / "mnist" / "file.bin"
+    with pytest.raises(DownloadError):
+        fetch_from_mirrors([f"{server}/missing"], "file.bin", dest, sha256(PAYLOAD), timeout=5)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "keep.txt").write_text("mine")
+    with pytest.raises(DownloadError):
+        fetch_from_mirrors([f"{server}/missing"], "file.bin", dest, sha256(PAYLOAD), timeout=5)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["keep.txt"]
+
+
 def _serve_dataset(tmp_path: Path, make_dataset, monkeypatch: pytest.MonkeyPatch) -> None:
     """Serve a tiny gzipped dataset and make the 'mnist' checksums those of its files."""
     folder = make_dataset(tmp_path / "served")

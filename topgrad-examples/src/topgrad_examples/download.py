@@ -74,6 +74,7 @@ def fetch_from_mirrors(
 ) -> Path:
     """Try `mirror + filename` for each mirror in turn; the first download whose checksum matches wins."""
     failures = []
+    created = [folder for folder in (dest.parent, *dest.parent.parents) if not folder.exists()]
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + filename
         if log is not None:
@@ -82,6 +83,11 @@ def fetch_from_mirrors(
             return fetch(url, dest, checksum, timeout=timeout)
         except DownloadError as exc:
             failures.append(str(exc))
+    for folder in created:  # deepest first: the folders this call made, while they stay empty
+        try:
+            folder.rmdir()
+        except OSError:
+            break
     tried = "; ".join(failures) if failures else "no mirrors given"
     raise DownloadError(f"could not download {filename}: {tried}", failures)
 
