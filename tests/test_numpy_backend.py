@@ -603,3 +603,16 @@ def test_integer_and_bool_arrays_take_a_float64_tensors_dtype(nb) -> None:
     assert (x * np.array([1, 1])).numpy()[1] == 1.0 + 2**-40
     x32 = topgrad.Tensor([1.0, 2.0])
     assert (x32 * np.array([1, 2])).dtype == F32 and (x32 + np.array([1.5, 2.0])).dtype == F32
+
+
+@pytest.mark.parametrize("op", ["linear", "conv2d"])
+def test_a_float64_bias_alone_makes_linear_and_conv2d_float64(nb, op: str) -> None:
+    """The README's rule for mixed operands (float64 in Linear and Conv2d) held for x and w but
+    not for the bias, which was added into a float32 product."""
+    x = topgrad.Tensor(_r(2, 4, 4, 3))
+    w = topgrad.Tensor(_r(3, 2) if op == "linear" else _r(3, 3, 3, 2))
+    b = topgrad.Tensor(_r(2).astype(np.float64), dtype="float64")
+    y = x.linear(w, b) if op == "linear" else x.conv2d(w, b, padding=1)
+    assert y.dtype == np.float64
+    y.sum().backward()
+    assert x.grad.dtype == F32 and w.grad.dtype == F32 and b.grad.dtype == np.float64

@@ -303,7 +303,7 @@ class Conv2d(Op):
         B, _, _, C = x.shape
         kh, kw, _, Cout = w.shape
         w2 = w.reshape(kh * kw * C, Cout)
-        out = np.empty((B, Ho * Wo, Cout), dtype=np.result_type(x, w))
+        out = np.empty((B, Ho * Wo, Cout), dtype=np.result_type(x, w, *(() if b is None else (b.dtype,))))
         chunks = batch_chunks(B, Ho * Wo * kh * kw * C * x.itemsize)
 
         def convolve(group: Sequence[slice]) -> None:  # each thread's chunks, in buffers of its own

@@ -44,6 +44,8 @@ class Linear(Op):
             _check(x, w, b)
         x2 = x if two_d else x.reshape(_rows(x), w.shape[0])
         out = gemm.matmul(x2, w).reshape(*x.shape[:-1], w.shape[1])
+        if b is not None and b.dtype != out.dtype and b.dtype == np.float64:  # mixed: float64, as x, w
+            out = out.astype(np.float64)
         if b is not None and out.size:  # a fresh C-contiguous product: its 2-d view adds in place
             wide_add(out.reshape(-1, out.shape[-1]), b)
         self.save_for_backward(x, w)
