@@ -234,10 +234,11 @@ def _check(
             worst = Mismatch(i, tuple(int(k) for k in j), float(a[j]), float(n[j]))
     ok = bool(failures == 0 and blur <= INCONCLUSIVE and not violation)
     if failures == 0 and not ok and not violation:
+        wider = ", or a backend that keeps float64" if precision == "float32" else ""
         note = "; ".join(filter(None, [note, (
-            f"float32 rounding of fn's output allows {blur:.0%} of the typical gradient, so errors "
+            f"{precision} rounding of fn's output allows {blur:.0%} of the typical gradient, so errors "
             f"that size would pass unseen: use a larger eps (the step, now {eps:g}), an output of "
-            "fewer elements or smaller values, or a backend that keeps float64")]))
+            f"fewer elements or smaller values{wider}")]))
     result = GradcheckResult(ok, precision, eps, atol, rtol, checked, failures, worst, note, blur, violation)
     if not result.ok and raise_on_failure:
         raise GradcheckError(result)

@@ -84,8 +84,9 @@ class Mul(Op):
 
 class Div(Op):
     """a / b with broadcasting, either a number (`2 / x`); x / 0 is inf and 0 / 0 NaN, without
-    numpy's warnings, as in PyTorch. Saves b and the output: d/da = 1 / b, d/db = -grad * (out / b)
-    (in PyTorch's order: (grad / b) * out overflows to inf, and 0 * inf to NaN, for a tiny b)."""
+    numpy's warnings, as in PyTorch. Saves b and the output: d/da = 1 / b, d/db = -(grad / b) * out,
+    or in PyTorch's order, -grad * (out / b), where that overflowed (grad / b is inf for a tiny b,
+    and 0 * inf NaN)."""
 
     def forward(self, a: Any, b: Any) -> np.ndarray:
         a, b = operands("Div", a, b)
@@ -103,5 +104,11 @@ class Div(Op):
         sa, sb = _needed(self)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             ga = arr(np.divide(grad, b))
-            gb = None if sb is None else unbroadcast(arr(np.negative(grad * np.divide(out, b))), sb)
+            gb = None
+            if sb is not None:  # (grad / b) * out, negated after the sum over broadcast axes
+                gb = unbroadcast(arr(np.multiply(ga, out)), sb)
+                if not np.isfinite(gb).all():  # grad / b overflowed for a tiny b: PyTorch's order
+                    q = arr(np.divide(out, b))
+                    gb = unbroadcast(np.multiply(q, grad, out=q), sb)
+                gb = arr(np.negative(gb))
         return (None if sa is None else unbroadcast(ga, sa)), gb
