@@ -836,3 +836,18 @@ def test_comparisons_say_there_are_none_and_what_to_do(compare: Any) -> None:
     with pytest.raises(TypeError, match=r"no comparison ops.*x\.numpy\(\) > 0"):
         compare(x)
     assert x == x and x != Tensor.ones(2) and {x: 1}[x] == 1
+
+
+def test_op_is_the_public_way_into_the_graph() -> None:
+    """`t.op` (PyTorch's grad_fn) is the Op that made t, None for a leaf, a constant or a
+    no_grad result; its parents and saved arrays are the graph a learner walks by hand."""
+    x, w = Tensor(rand((4, 3), 40)), Tensor(rand((3, 2), 41))
+    h = x.linear(w)
+    y = h.relu().sum()
+    assert x.op is None and Tensor(rand((2,), 42), requires_grad=False).op is None
+    assert type(y.op).__name__ == "Sum"
+    relu = y.op.parents[0]
+    assert type(relu).__name__ == "ReLU" and relu.parents[0] is h.op
+    assert h.op.parents[:2] == (x, w) and len(h.op.saved) == 2
+    with topgrad.no_grad():
+        assert (x * 2.0).op is None

@@ -56,7 +56,7 @@ INSTEAD: dict[str, str] = {
     "to": "topgrad.set_backend(name) before making tensors: the backend holds the arrays",
     "cpu": "x.numpy() for the values; the backend decides where arrays live",
     "cuda": "topgrad.set_backend('triton') before making tensors",
-    "grad_fn": "shown by repr(x) (op=... names the op that made x) and x.graph()",
+    "grad_fn": "x.op (the Op that made x: its .saved arrays and .parents), shown by repr(x) and x.graph()",
     "retain_grad": "an Observer whose after_backward hook sees each op's incoming gradient, dL/d(its "
                    "output) (docs/inspecting.md, the last example)",
     "register_hook": "an Observer with an after_backward hook (topgrad.observe; docs/inspecting.md)",

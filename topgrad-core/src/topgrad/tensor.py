@@ -112,6 +112,12 @@ class Tensor:
         return t
 
     @property
+    def op(self) -> Op | None:
+        """The Op that made this tensor (PyTorch's grad_fn); None for a leaf or a constant. Its
+        `saved` arrays and its `parents` (Ops, leaf Tensors, plain values) are the graph."""
+        return self._op
+
+    @property
     def requires_grad(self) -> bool:
         """True for a trainable leaf and for what is computed from one; False for a constant."""
         return self._requires_grad
