@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="topgrad-train", description="Train a topgrad example model and print its test accuracy.")
     p.add_argument("model", choices=list(MODELS), help="which model to train")
-    p.add_argument("--backend", help="topgrad backend (default: $TOPGRAD_BACKEND, else numpy)")
+    p.add_argument("--backend", help="topgrad backend (default: $TOPGRAD_BACKEND, else numpy, else the only "
+                   "one installed)")
     p.add_argument("--dataset", choices=list(DATASETS), default=None,
                    help="default: the checkpoint's with --resume (another is refused), else mnist")
     p.add_argument("--data-dir", help="folder with the four IDX files (default: the checkpoint's folder "
@@ -69,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz) after every epoch")
     p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint written by --save (add "
                    "--save PATH to keep saving)")
-    p.add_argument("--plot", metavar="PATH", help="write a PNG of loss and accuracy per epoch (matplotlib)")
+    p.add_argument("--plot", metavar="PATH", help="write a picture of loss and accuracy per epoch "
+                   "(matplotlib; PNG, or the format PATH's suffix names: .svg, .pdf, ...)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--profile", action="store_true",
                    help="print time and saved memory per op type (topgrad.profile) after the first epoch")
