@@ -698,6 +698,14 @@ def test_logsoftmax_is_stable_for_large_logits(scale: float) -> None:
     assert np.isfinite(out.numpy()).all()
 
 
+@pytest.mark.parametrize("offset", [1e4, 1e6, -1e6])
+def test_logsoftmax_of_large_logits_close_together(offset: float) -> None:
+    """max + log(sum) first loses the log in float32 once |max| >> it: logits of 1e4 that differ
+    by ~1 were 3e-4 off on the triton backend, and 1e8 gave probabilities summing to 3."""
+    x = (offset + rand((4, 10), 11)).astype(np.float32)
+    check_against_torch(lambda t: t.logsoftmax(), lambda t: torch.log_softmax(t, dim=-1), [x])
+
+
 @pytest.mark.parametrize(("shape", "axis"), [((2, 0), -1), ((0, 3), 0), ((0, 3), 1)])
 def test_logsoftmax_of_an_empty_tensor_is_empty_as_in_pytorch(shape: tuple[int, ...], axis: int) -> None:
     check_against_torch(lambda t: t.logsoftmax(axis), lambda t: torch.log_softmax(t, dim=axis),
@@ -1519,6 +1527,24 @@ def test_attention_bad_shapes(
     with pytest.raises(ValueError, match=r"(?i)attention") as info:
         topgrad.attention(q, k, v)
     assert mentions_shape(str(info.value), bad), str(info.value)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(("q_value", "k_base", "k_step"),
+                         [(2.0**10, 2.0**10, 2.0**-10), (2.0**53, -(2.0**53), -(2.0**30))])
+def test_attention_of_large_scores(q_value: float, k_base: float, k_step: float, causal: bool) -> None:
+    """Scores 2^20 + {0, 1, 2, 3} (exact in float32, so the only rounding is the op's): a saved
+    log-sum-exp lost its log-sum, and the triton backend's backward rebuilt probabilities that no
+    longer summed to 1 (dK and dV 3% off; 3x for scores of 1e8). Scores near -2^106: its running
+    maximum started at -1e30, every probability underflowed and the output was 0, not v's mean.
+    q is a constant (its gradient, ~1e-3 from keys of 1024 that nearly cancel, is float32 noise
+    in every implementation), and so is k for the second case (gradients of 1e15, noise of 1e8)."""
+    q = np.full((2, 3, 1), q_value, np.float32)
+    k = (k_base + k_step * np.random.default_rng(12).integers(0, 4, (2, 4, 1))).astype(np.float32)
+    v = rand((2, 4, 2), 13)
+    check_against_torch(lambda a, b, c: topgrad.attention(a, b, c, causal=causal),
+                        lambda a, b, c: torch_attention(a, b, c, causal=causal), [q, k, v],
+                        constants=(0, 1) if q_value > 2.0**20 else (0,))
 
 
 def test_attention_says_how_to_fold_heads_and_names_sdpa_keywords() -> None:

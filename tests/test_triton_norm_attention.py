@@ -163,6 +163,28 @@ def test_batchnorm_raw_array_stats_update_in_place() -> None:
     close(rv, rv_t)
 
 
+def test_norms_read_strided_raw_parameters_and_refuse_strided_statistics() -> None:
+    """The kernels index features as offsets: a raw strided gamma (t[::2]) was read as its
+    neighbours' values, and a strided running mean was updated outside its view; gamma and beta
+    are now made dense, and raw statistics that training would update in place must be dense
+    float32 (in eval mode they are only read, so any layout does)."""
+    x = randn(5, 3)
+    gamma, beta = randn(6)[::2], randn(6)[::2]
+    close(LayerNorm().forward(x, gamma, beta), F.layer_norm(x, (3,), gamma, beta))
+    close(BatchNorm().forward(x, gamma, beta), F.batch_norm(x, None, None, gamma, beta, True))
+    base = torch.zeros(3, 2, device=DEV)
+    with pytest.raises(TypeError, match=r"raw torch running_mean is updated in place .* strided"):
+        BatchNorm().forward(x, None, None, running_mean=base[:, 0], running_var=torch.ones(3, device=DEV))
+    assert not base.any(), "nothing was written"
+    with pytest.raises(TypeError, match=r"running_var .*torch.int64"):
+        BatchNorm().forward(x, None, None, running_mean=torch.zeros(3, device=DEV),
+                            running_var=torch.ones(3, dtype=torch.int64, device=DEV))
+    stats = torch.randn(3, 2, device=DEV).abs() + 0.5
+    mean, var = stats[:, 0], stats[:, 1]  # strided views
+    close(BatchNorm().forward(x, None, None, running_mean=mean, running_var=var, training=False),
+          F.batch_norm(x, mean, var, None, None, False))
+
+
 def test_batchnorm_single_value_per_channel_and_bad_shapes() -> None:
     with pytest.raises(ValueError, match="more than 1 value"):
         BatchNorm().forward(randn(1, 4), randn(4), randn(4))
@@ -202,6 +224,15 @@ def test_attention_strided_inputs_and_large_logits() -> None:
     close(o, orf)
     for got, want in zip(grads, (qr.grad, kr.grad, vr.grad)):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-3)  # |grad| ~ 30: same relative tolerance
+
+
+def test_attention_casts_raw_operands_of_another_dtype() -> None:
+    """A raw float64 or int torch v failed inside the kernel (the interpreter's 'Both operands
+    must be same dtype'); it is cast, as Linear casts its weight."""
+    q, k = randn(1, 3, 4), randn(1, 5, 4)
+    for v in (torch.randn(1, 5, 2, dtype=torch.float64, device=DEV),
+              torch.arange(10, device=DEV).view(1, 5, 2)):
+        close(Attention().forward(q, k, v), F.scaled_dot_product_attention(q, k, v.float()))
 
 
 def test_attention_shape_error_names_op() -> None:

@@ -72,7 +72,7 @@ class TritonBackend(topgrad.Backend):
         torch = self._torch
         if not _names_float32(dtype):
             raise TypeError(f"backend 'triton' holds float32 arrays only (its kernels compute in fp32), "
-                            f"got dtype={dtype!r}")
+                            f"got dtype={dtype!r}; the numpy backend computes in float64")
         self.refuse_complex(obj)
         if not isinstance(obj, torch.Tensor):
             import numpy as np

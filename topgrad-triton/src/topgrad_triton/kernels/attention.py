@@ -1,15 +1,17 @@
 """Fused single-head attention, flash-attention style: softmax(q kᵀ / √D) v, optional causal mask;
 q and k have D features, v a width DV of its own (the output's).
 
-Forward streams over key blocks with an online softmax and saves only the output and
-the log-sum-exp of each query row; no T x S matrix ever reaches memory. Backward
-recomputes the probabilities block by block from the saved log-sum-exp: one kernel
-computes delta = rowsum(dO * O), one dK and dV (a program per key block), one dQ (a
-program per query block). Causal masking is top-left aligned (key j <= query i), as
-torch's `scaled_dot_product_attention(is_causal=True)`. Masked scores are -inf and the running
-maximum starts at a large finite negative number, so no inf - inf is ever computed. A query whose
-scores are all -inf (keys of -inf in the data) gets output 0, as torch's, and log-sum-exp +inf,
-so that backward's probabilities for it are 0 too.
+Forward streams over key blocks with an online softmax and saves only the output and, per
+query row, the maximum score m and log l, the log of the sum of exp(score - m); no T x S
+matrix ever reaches memory. Backward recomputes the probabilities block by block as
+exp((score - m) - log l): one kernel computes delta = rowsum(dO * O), one dK and dV (a program
+per key block), one dQ (a program per query block). m and log l are kept apart because their
+sum, the log-sum-exp, loses log l in float32 once |m| >> log l (scores of 1e6: probabilities
+that no longer sum to 1). Causal masking is top-left aligned (key j <= query i), as torch's
+`scaled_dot_product_attention(is_causal=True)`. Masked scores are -inf and the running maximum
+starts at -inf, with 0 standing in for it while it is -inf, so no inf - inf is computed and
+finite scores of any size count. A query whose scores are all -inf (keys of -inf in the data)
+gets output 0, as torch's, and m = +inf, so that backward's probabilities for it are 0 too.
 """
 
 from __future__ import annotations
@@ -24,17 +26,17 @@ from topgrad_triton import runtime
 from topgrad_triton.precision import get_precision
 from topgrad_triton.runtime import interpreting
 
-NEG = tl.constexpr(-1.0e30)  # where the running maximum of a query's scores starts
 MASKED = tl.constexpr(float("-inf"))  # the score of a masked (query, key) pair
 
 
 @triton.jit
-def attn_fwd_kernel(Q, K, V, OUT, LSE, T, S, D, DV, scale,
+def attn_fwd_kernel(Q, K, V, OUT, ROWMAX, LOGSUM, T, S, D, DV, scale,
                     sqb, sqt, sqd, skb, skt, skd, svb, svt, svd,
                     CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                     BLOCK_DV: tl.constexpr):
-    """One program computes BLOCK_M rows of OUT (B, T, DV, contiguous) and LSE (B, T) for one batch entry."""
+    """One program computes BLOCK_M rows of OUT (B, T, DV, contiguous), ROWMAX and LOGSUM (B, T)
+    for one batch entry."""
     pid_m = tl.program_id(0)
     b = tl.program_id(1)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -45,7 +47,7 @@ def attn_fwd_kernel(Q, K, V, OUT, LSE, T, S, D, DV, scale,
     dvmask = offs_dv < DV
     q = tl.load(Q + b * sqb + rows[:, None] * sqt + offs_d[None, :] * sqd,
                 mask=(rows < T)[:, None] & dmask[None, :], other=0.0)
-    m_i = tl.full([BLOCK_M], NEG, dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], MASKED, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
     end = S
@@ -61,19 +63,21 @@ def attn_fwd_kernel(Q, K, V, OUT, LSE, T, S, D, DV, scale,
             valid = valid & (cols[None, :] <= rows[:, None])
         s = tl.where(valid, s, MASKED)
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        alpha = tl.exp(m_i - m_new)
-        p = tl.exp(s - m_new[:, None])
+        m_safe = tl.where(m_new == MASKED, 0.0, m_new)  # all -inf so far: exp(-inf - 0) = 0
+        alpha = tl.exp(m_i - m_safe)
+        p = tl.exp(s - m_safe[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
         v = tl.load(V + b * svb + cols[:, None] * svt + offs_dv[None, :] * svd,
                     mask=(cols < S)[:, None] & dvmask[None, :], other=0.0)
         acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=PRECISION)
         m_i = m_new
     rmask = rows < T
-    empty = l_i == 0.0  # every score of the row was -inf
+    empty = m_i == MASKED  # every score of the row was -inf
     l_safe = tl.where(empty, 1.0, l_i)
     tl.store(OUT + b * T * DV + rows[:, None] * DV + offs_dv[None, :], acc / l_safe[:, None],
              mask=rmask[:, None] & dvmask[None, :])
-    tl.store(LSE + b * T + rows, tl.where(empty, float("inf"), m_i + tl.log(l_safe)), mask=rmask)
+    tl.store(ROWMAX + b * T + rows, tl.where(empty, float("inf"), m_i), mask=rmask)
+    tl.store(LOGSUM + b * T + rows, tl.log(l_safe), mask=rmask)
 
 
 @triton.jit
@@ -92,7 +96,7 @@ def attn_bwd_delta_kernel(OUT, DO, DELTA, T, D, sdb, sdt, sdd,
 
 
 @triton.jit
-def attn_bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DVAL, T, S, D, DV, scale,
+def attn_bwd_dkdv_kernel(Q, K, V, DO, ROWMAX, LOGSUM, DELTA, DK, DVAL, T, S, D, DV, scale,
                          sqb, sqt, sqd, skb, skt, skd, svb, svt, svd, sdb, sdt, sdd,
                          CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -123,13 +127,14 @@ def attn_bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DVAL, T, S, D, DV, scale,
         q = tl.load(Q + b * sqb + rows[:, None] * sqt + offs_d[None, :] * sqd, mask=q_mask, other=0.0)
         do = tl.load(DO + b * sdb + rows[:, None] * sdt + offs_dv[None, :] * sdd,
                      mask=rmask[:, None] & dvmask[None, :], other=0.0)
-        lse = tl.load(LSE + b * T + rows, mask=rmask, other=0.0)
+        m = tl.load(ROWMAX + b * T + rows, mask=rmask, other=0.0)
+        log_l = tl.load(LOGSUM + b * T + rows, mask=rmask, other=0.0)
         delta = tl.load(DELTA + b * T + rows, mask=rmask, other=0.0)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
         valid = rmask[:, None] & (cols < S)[None, :]
         if CAUSAL:
             valid = valid & (cols[None, :] <= rows[:, None])
-        p = tl.exp(tl.where(valid, s, MASKED) - lse[:, None])
+        p = tl.exp((tl.where(valid, s, MASKED) - m[:, None]) - log_l[:, None])
         dv += tl.dot(tl.trans(p), do, input_precision=PRECISION)
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         ds = p * (dp - delta[:, None])
@@ -139,7 +144,7 @@ def attn_bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DVAL, T, S, D, DV, scale,
 
 
 @triton.jit
-def attn_bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, T, S, D, DV, scale,
+def attn_bwd_dq_kernel(Q, K, V, DO, ROWMAX, LOGSUM, DELTA, DQ, T, S, D, DV, scale,
                        sqb, sqt, sqd, skb, skt, skd, svb, svt, svd, sdb, sdt, sdd,
                        CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -159,7 +164,8 @@ def attn_bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, T, S, D, DV, scale,
     q = tl.load(Q + b * sqb + rows[:, None] * sqt + offs_d[None, :] * sqd, mask=q_mask, other=0.0)
     do = tl.load(DO + b * sdb + rows[:, None] * sdt + offs_dv[None, :] * sdd,
                  mask=rmask[:, None] & dvmask[None, :], other=0.0)
-    lse = tl.load(LSE + b * T + rows, mask=rmask, other=0.0)
+    m = tl.load(ROWMAX + b * T + rows, mask=rmask, other=0.0)
+    log_l = tl.load(LOGSUM + b * T + rows, mask=rmask, other=0.0)
     delta = tl.load(DELTA + b * T + rows, mask=rmask, other=0.0)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     end = S
@@ -175,7 +181,7 @@ def attn_bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, T, S, D, DV, scale,
         valid = rmask[:, None] & (cols < S)[None, :]
         if CAUSAL:
             valid = valid & (cols[None, :] <= rows[:, None])
-        p = tl.exp(tl.where(valid, s, MASKED) - lse[:, None])
+        p = tl.exp((tl.where(valid, s, MASKED) - m[:, None]) - log_l[:, None])
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds, k, input_precision=PRECISION)
@@ -207,26 +213,27 @@ def _strides(*xs: Any) -> list[int]:
 
 
 def attention_forward(q: Any, k: Any, v: Any, causal: bool) -> tuple[Any, Any]:
-    """q (B, T, D), k (B, S, D) and v (B, S, DV), any strides -> (o (B, T, DV) contiguous, lse (B, T))."""
+    """q (B, T, D), k (B, S, D) and v (B, S, DV), any strides -> (o (B, T, DV) contiguous, stats
+    (2, B, T): each query row's maximum score and the log of its sum of exp(score - maximum))."""
     B, T, D = q.shape
     S, DV = v.shape[1], v.shape[2]
-    o, lse = q.new_empty((B, T, DV)), q.new_empty((B, T))
+    o, stats = q.new_empty((B, T, DV)), q.new_empty((2, B, T))
     if B == 0 or T == 0:
-        return o, lse
+        return o, stats
     bm, bn, warps = _blocks(D, DV, backward=False)
     with runtime.quiet():  # padded lanes meet keys of -inf in the data: 0 * -inf there, unread
         attn_fwd_kernel[(triton.cdiv(T, bm), B)](
-            q, k, v, o, lse, T, S, D, DV, _scale(D), *_strides(q, k, v),
+            q, k, v, o, stats[0], stats[1], T, S, D, DV, _scale(D), *_strides(q, k, v),
             CAUSAL=bool(causal), PRECISION=get_precision(), BLOCK_M=bm, BLOCK_N=bn,
             BLOCK_D=_width(D), BLOCK_DV=_width(DV), num_warps=warps,
         )
-    return o, lse
+    return o, stats
 
 
 def attention_backward(
-    q: Any, k: Any, v: Any, o: Any, lse: Any, do: Any, causal: bool
+    q: Any, k: Any, v: Any, o: Any, stats: Any, do: Any, causal: bool
 ) -> tuple[Any, Any, Any]:
-    """Gradients (dq, dk, dv), each contiguous, from the forward's saved o and lse and dO (any strides)."""
+    """Gradients (dq, dk, dv), each contiguous, from the forward's saved o and stats and dO (any strides)."""
     B, T, D = q.shape
     S, DV = v.shape[1], v.shape[2]
     dq, dk, dv = q.new_empty((B, T, D)), k.new_empty((B, S, D)), v.new_empty((B, S, DV))
@@ -243,12 +250,12 @@ def attention_backward(
     strides = _strides(q, k, v, do)
     with runtime.quiet():
         attn_bwd_dkdv_kernel[(triton.cdiv(S, bn), B)](
-            q, k, v, do, lse, delta, dk, dv, T, S, D, DV, scale, *strides,
+            q, k, v, do, stats[0], stats[1], delta, dk, dv, T, S, D, DV, scale, *strides,
             CAUSAL=bool(causal), PRECISION=precision, BLOCK_M=bm, BLOCK_N=bn, **widths, num_warps=warps,
         )
         if T:
             attn_bwd_dq_kernel[(triton.cdiv(T, bm), B)](
-                q, k, v, do, lse, delta, dq, T, S, D, DV, scale, *strides,
+                q, k, v, do, stats[0], stats[1], delta, dq, T, S, D, DV, scale, *strides,
                 CAUSAL=bool(causal), PRECISION=precision, BLOCK_M=bm, BLOCK_N=bn, **widths,
                 num_warps=warps,
             )

@@ -18,12 +18,15 @@ from topgrad_triton import runtime
 @triton.jit
 def _sgd_kernel(p_ptr, g_ptr, buf_ptr, p_out, buf_out, n, lr, momentum, dampening, weight_decay,
                 HAS_BUF: tl.constexpr, MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr,
-                BLOCK: tl.constexpr):
-    """One program updates BLOCK elements: g += wd*p; buf = m*buf + (1-d)*g (or g first); p -= lr*step."""
+                HAS_WD: tl.constexpr, BLOCK: tl.constexpr):
+    """One program updates BLOCK elements: g += wd*p; buf = m*buf + (1-d)*g (or g first); p -= lr*step.
+    Without weight decay the term is skipped, as torch skips it (0 * an inf parameter is NaN)."""
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     p = tl.load(p_ptr + offs, mask=mask)
-    g = tl.load(g_ptr + offs, mask=mask) + weight_decay * p
+    g = tl.load(g_ptr + offs, mask=mask)
+    if HAS_WD:
+        g = g + weight_decay * p
     if MOMENTUM:
         if HAS_BUF:
             buf = momentum * tl.load(buf_ptr + offs, mask=mask) + (1.0 - dampening) * g
@@ -40,16 +43,18 @@ def _sgd_kernel(p_ptr, g_ptr, buf_ptr, p_out, buf_out, n, lr, momentum, dampenin
 @triton.jit
 def _adam_kernel(p_ptr, g_ptr, m_ptr, v_ptr, p_out, m_out, v_out, n,
                  lr, beta1, beta2, eps, weight_decay, step_size, bias2_sqrt,
-                 DECOUPLED: tl.constexpr, BLOCK: tl.constexpr):
-    """One program updates BLOCK elements of p, m, v by one Adam (or AdamW) step."""
+                 DECOUPLED: tl.constexpr, HAS_WD: tl.constexpr, BLOCK: tl.constexpr):
+    """One program updates BLOCK elements of p, m, v by one Adam (or AdamW) step; weight decay
+    only when it is not 0, as torch (0 * an inf parameter is NaN)."""
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     p = tl.load(p_ptr + offs, mask=mask)
     g = tl.load(g_ptr + offs, mask=mask)
-    if DECOUPLED:
-        p = p * (1.0 - lr * weight_decay)
-    else:
-        g = g + weight_decay * p
+    if HAS_WD:
+        if DECOUPLED:
+            p = p * (1.0 - lr * weight_decay)
+        else:
+            g = g + weight_decay * p
     m = beta1 * tl.load(m_ptr + offs, mask=mask) + (1.0 - beta1) * g
     v = beta2 * tl.load(v_ptr + offs, mask=mask) + (1.0 - beta2) * g * g
     denom = tl.sqrt(v) / bias2_sqrt + eps
@@ -75,7 +80,8 @@ def sgd(p: torch.Tensor, g: torch.Tensor, buf: torch.Tensor | None, *, lr: float
         _sgd_kernel[grid](
             p, g, buf if buf is not None else p, p_out, buf_out if buf_out is not None else p_out, n,
             float(lr), float(momentum), float(dampening), float(weight_decay),
-            HAS_BUF=buf is not None, MOMENTUM=bool(momentum), NESTEROV=bool(nesterov), BLOCK=block,
+            HAS_BUF=buf is not None, MOMENTUM=bool(momentum), NESTEROV=bool(nesterov),
+            HAS_WD=weight_decay != 0, BLOCK=block,
         )
     return p_out, buf_out
 
@@ -91,6 +97,6 @@ def adam(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, *, 
         _adam_kernel[grid](
             p, g, m, v, p_out, m_out, v_out, n, float(lr), float(beta1), float(beta2), float(eps),
             float(weight_decay), lr / (1.0 - beta1**step), math.sqrt(1.0 - beta2**step),
-            DECOUPLED=bool(decoupled), BLOCK=block,
+            DECOUPLED=bool(decoupled), HAS_WD=weight_decay != 0, BLOCK=block,
         )
     return p_out, m_out, v_out

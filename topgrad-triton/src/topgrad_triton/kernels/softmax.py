@@ -15,7 +15,8 @@ from topgrad_triton import runtime
 
 @triton.jit
 def _logsoftmax_fwd_kernel(x_ptr, y_ptr, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """One program handles BLOCK_M rows: y = x - max(x) - log(sum(exp(x - max(x))))."""
+    """One program handles BLOCK_M rows: y = (x - max(x)) - log(sum(exp(x - max(x)))), in that
+    order: max(x) + log(...) first would lose the log in float32 once |max| >> it (logits of 1e4)."""
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     row_ok = rows < M
@@ -29,12 +30,13 @@ def _logsoftmax_fwd_kernel(x_ptr, y_ptr, M, N, BLOCK_M: tl.constexpr, BLOCK_N: t
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         s = s * tl.exp(m - m_safe) + tl.sum(tl.exp(x - m_safe[:, None]), axis=1)
         m = m_new
-    lse = m + tl.log(s)
+    m_safe = tl.where(m == float("-inf"), 0.0, m)
+    log_s = tl.log(s)
     for start in range(0, N, BLOCK_N):
         c = start + cols
         mask = row_ok[:, None] & (c[None, :] < N)
         x = tl.load(x_ptr + rows[:, None] * N + c[None, :], mask=mask, other=0.0)
-        tl.store(y_ptr + rows[:, None] * N + c[None, :], x - lse[:, None], mask=mask)
+        tl.store(y_ptr + rows[:, None] * N + c[None, :], (x - m_safe[:, None]) - log_s[:, None], mask=mask)
 
 
 @triton.jit

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from topgrad.attention_shapes import check_attention_shapes
 
 from topgrad_triton.kernels import attention as kernels
+from topgrad_triton.kernels.elementwise import contiguous
 from topgrad_triton.ops.base import TritonOp, check_tensors
 
 
@@ -18,11 +20,14 @@ class Attention(TritonOp):
     def forward(self, q: Any, k: Any, v: Any, causal: bool = False) -> Any:
         check_tensors("Attention", q=q, k=k, v=v)
         check_attention_shapes(tuple(q.shape), tuple(k.shape), tuple(v.shape))
-        o, lse = kernels.attention_forward(q, k, v, causal)
+        # a raw torch operand of another dtype is cast, as Linear's weight is (the kernels read any
+        # strides, so a float32 one is used as it is)
+        q, k, v = (a if a.dtype == torch.float32 else contiguous(a, "Attention") for a in (q, k, v))
+        o, stats = kernels.attention_forward(q, k, v, causal)
         self.causal = bool(causal)
-        self.save_for_backward(q, k, v, o, lse)
+        self.save_for_backward(q, k, v, o, stats)  # stats: each query row's max score and log-sum
         return o
 
     def backward(self, grad: Any) -> tuple[Any, Any, Any]:
-        q, k, v, o, lse = self.saved
-        return kernels.attention_backward(q, k, v, o, lse, grad, self.causal)
+        q, k, v, o, stats = self.saved
+        return kernels.attention_backward(q, k, v, o, stats, grad, self.causal)

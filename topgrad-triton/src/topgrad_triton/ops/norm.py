@@ -38,12 +38,29 @@ def _check(op: str, x: Any, **params: Any) -> None:
     feature_count(op, tuple(x.shape), **shapes)
 
 
+def _dense(op: str, p: Any) -> Any:
+    """gamma or beta as the kernels read it, dense float32 (a raw strided torch tensor, `t[::2]`, as
+    a copy: the kernels index features as offsets)."""
+    return None if p is None else contiguous(p, op)
+
+
 def _array(name: str, stat: Any, training: bool) -> Any:
     """The torch tensor behind a running statistic, or None: a topgrad Tensor's array, a torch
     tensor itself, or a numpy float32 array's memory (on the GPU, a device copy; `_store` copies
     the update back into the array, as the numpy backend writes a raw array in place)."""
-    if stat is None or isinstance(stat, torch.Tensor):
+    if stat is None:
         return stat
+    if isinstance(stat, torch.Tensor):  # the kernels index features as offsets of a dense float32 array
+        if stat.dtype == torch.float32 and stat.is_contiguous():
+            return stat
+        if training:
+            raise TypeError(
+                f"BatchNorm: a raw torch {name} is updated in place in training; this one ({stat.dtype}, "
+                f"shape {tuple(stat.shape)}, {'strided' if not stat.is_contiguous() else 'dense'}) is not a "
+                f"contiguous float32 tensor. Pass {name}.contiguous().float() (and read the update from "
+                "it) or a Tensor"
+            )
+        return contiguous(stat, "BatchNorm")  # eval mode only reads it
     if isinstance(stat, np.ndarray):
         wrong = ("not float32" if stat.dtype != np.float32
                  else "not C-contiguous" if not stat.flags.c_contiguous
@@ -70,6 +87,7 @@ class LayerNorm(TritonOp):
 
     def forward(self, x: Any, gamma: Any, beta: Any, eps: float = 1e-5) -> Any:
         _check("LayerNorm", x, gamma=gamma, beta=beta)
+        gamma, beta = _dense("LayerNorm", gamma), _dense("LayerNorm", beta)
         x2 = as_rows(x)
         y, mean, rstd = kernels.layernorm_forward(x2, gamma, beta, eps)
         self.shape, self.has_gamma, self.has_beta = tuple(x.shape), gamma is not None, beta is not None
@@ -107,6 +125,7 @@ class BatchNorm(TritonOp):
         _check("BatchNorm", x, gamma=gamma, beta=beta, running_mean=rm, running_var=rv)
         if not training and (rm is None or rv is None):
             raise ValueError("BatchNorm: eval mode (training=False) needs running_mean and running_var")
+        gamma, beta = _dense("BatchNorm", gamma), _dense("BatchNorm", beta)
         x2 = as_rows(x)
         use_batch = bool(training)
         if use_batch:

@@ -39,10 +39,10 @@ class Reshape(TritonOp):
     def forward(self, x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
         check_tensors("Reshape", x=x)
         self.x_shape = tuple(x.shape)
-        return contiguous(x).view(resolve_shape(self.x_shape, tuple(shape)))
+        return contiguous(x, name="Reshape").view(resolve_shape(self.x_shape, tuple(shape)))
 
     def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:
-        return (contiguous(grad).view(self.x_shape),)
+        return (contiguous(grad, name="Reshape.backward").view(self.x_shape),)
 
 
 class Permute(TritonOp):
@@ -55,10 +55,10 @@ class Permute(TritonOp):
         if sorted(axes) != list(range(x.dim())):
             raise ValueError(f"Permute: axes {axes} are no ordering of the axes of shape {tuple(x.shape)}")
         self.inverse = tuple(sorted(range(len(axes)), key=axes.__getitem__))
-        return contiguous(x.permute(axes))
+        return contiguous(x.permute(axes), name="Permute")
 
     def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:
-        return (contiguous(grad.permute(self.inverse)),)
+        return (contiguous(grad.permute(self.inverse), name="Permute.backward"),)
 
 
 class Slice(TritonOp):
@@ -72,7 +72,7 @@ class Slice(TritonOp):
     def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:
         gx = full(self.x_shape, 0.0)
         place = gx[tuple(i for i in self.index if i is not None)]  # the new axes are grad's size-1 dims
-        copy_into(place, contiguous(grad).view(place.shape), name="Slice.backward")
+        copy_into(place, contiguous(grad, name="Slice.backward").view(place.shape), name="Slice.backward")
         return (gx,)
 
 
