@@ -83,6 +83,26 @@ def test_parameters_without_gradient_are_left_alone(case: str) -> None:
     _run_both(case, grads)
 
 
+@pytest.mark.parametrize("case", ["sgd", "sgd momentum", "adam", "adamw no weight decay"])
+@pytest.mark.parametrize(("param", "grad"), [([np.inf, 1.0, -np.inf], [1.0, 1.0, 1.0]),
+                                             ([1.0, -2.0, 0.5], [1e20, -1e20, 3e19])])
+def test_infinite_parameters_and_huge_gradients_as_torch(
+    case: str, param: list[float], grad: list[float]
+) -> None:
+    """Without weight decay the term is skipped, as in torch: the triton kernels added 0 * p and
+    turned an inf parameter into NaN. Adam's (1 - beta2) * g * g in torch's order: g * g first
+    overflowed float32 on the numpy backend, and a gradient of 1e20 stopped the parameter."""
+    top_cls, torch_cls, kwargs = CASES[case]
+    p, tp = Tensor(np.array(param, np.float32)), torch.tensor(param, dtype=torch.float32, requires_grad=True)
+    opt, ref = top_cls([p], **kwargs), torch_cls([tp], **kwargs)
+    for step in range(2):
+        _set_grad(p, np.array(grad, np.float32))
+        tp.grad = torch.tensor(grad, dtype=torch.float32)
+        opt.step()
+        ref.step()
+        np.testing.assert_allclose(p.numpy(), tp.detach().numpy(), rtol=1e-5, err_msg=f"step {step + 1}")
+
+
 def test_step_without_any_gradient_changes_nothing() -> None:
     a = rand((3,), 0)
     p = Tensor(a)

@@ -191,8 +191,8 @@ class NumpyBackend(topgrad.Backend):
             tmp *= 1.0 - beta1
             mc += tmp  # m.lerp_(g, 1 - beta1)
             vc *= beta2
-            np.multiply(gc, gc, out=tmp)
-            tmp *= 1.0 - beta2
+            np.multiply(gc, 1.0 - beta2, out=tmp)  # (1 - beta2) * g * g in torch's order: g * g
+            tmp *= gc  # first would overflow float32 for gradients beyond 1.8e19
             vc += tmp
             np.sqrt(vc, out=tmp)
             tmp *= bc2
