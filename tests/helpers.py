@@ -133,6 +133,7 @@ def check_against_torch(
     rtol: float = RTOL,
     atol: float = ATOL,
     constants: Sequence[int] = (),
+    float64: Sequence[int] = (),
 ) -> tuple[list[Tensor], Tensor]:
     """Run both functions on the same inputs; compare the output and every input's gradient.
 
@@ -140,7 +141,9 @@ def check_against_torch(
     PyTorch runs in float64 and then in float32 (`assert_as_accurate`): a `torch_fn` that
     keeps state (BatchNorm's running statistics) must keep one per dtype.
     Inputs whose index is in `constants` are made with `requires_grad=False` in both
-    frameworks and must get no gradient.
+    frameworks and must get no gradient. Those in `float64` are float64 Tensors on Topgrad's
+    side (the same values; PyTorch's yardsticks unchanged), and then every gradient must have
+    its leaf's dtype, as the README says.
     Returns the Topgrad input tensors and output, for further checks by the caller.
     """
     def upstream(shape: tuple[int, ...]) -> np.ndarray:
@@ -148,7 +151,8 @@ def check_against_torch(
 
     exact, exact_grads = torch_run(torch_fn, inputs, torch.float64, upstream, constants)
     single, single_grads = torch_run(torch_fn, inputs, torch.float32, upstream, constants)
-    xs = [Tensor(a, requires_grad=i not in constants) for i, a in enumerate(inputs)]
+    xs = [Tensor(a, dtype="float64", requires_grad=i not in constants) if i in float64 else
+          Tensor(a, requires_grad=i not in constants) for i, a in enumerate(inputs)]
     out = top_fn(*xs)
     assert_as_accurate(out, exact, single, "forward", rtol, atol)
     out.backward(upstream(tuple(exact.shape)))
@@ -157,6 +161,9 @@ def check_against_torch(
             assert x.grad is None, f"input {i} is a constant but got a gradient"
             continue
         assert x.grad is not None, f"input {i} got no gradient"
+        if float64:
+            kind = to_numpy(x.grad).dtype
+            assert kind == to_numpy(x).dtype, f"input {i}: a {kind} gradient for a {to_numpy(x).dtype} leaf"
         assert_as_accurate(x.grad, exact_grads[i], single_grads[i], f"gradient of input {i}", rtol, atol)
     return xs, out
 
