@@ -589,3 +589,17 @@ def test_batches_cover_the_data_once_per_epoch() -> None:
     assert sorted(seen.tolist()) == list(range(10))
     assert [len(b) for b in train.batches(10, 3, 0, 1)] == [3, 3, 3, 1]
     assert not np.array_equal(seen, np.concatenate(list(train.batches(10, 3, seed=0, epoch=2))))
+
+
+def test_the_first_line_says_where_the_backend_runs(
+    tiny_data: Path, capsys: pytest.CaptureFixture[str], backend_name: str, interpreted: bool,
+) -> None:
+    """A run in Triton's CPU interpreter (~3 images a second for conv) said only "backend triton";
+    the backend's `where` now says so. numpy says nothing more."""
+    code, lines, _ = run(capsys, "mlp", "--backend", backend_name, "--data-dir", str(tiny_data),
+                         "--limit", "16", *FAST)
+    assert code == 0
+    if interpreted:
+        assert "backend triton (Triton interpreter on CPU: slow), " in lines[0], lines[0]
+    elif backend_name == "numpy":
+        assert "backend numpy, " in lines[0], lines[0]

@@ -28,8 +28,15 @@ class Backend:
     name: str = ""
     ops: Any = None
 
+    @property
+    def where(self) -> str:
+        """Where the arrays live and the ops run, when it is worth saying ("Triton interpreter on
+        CPU: slow"); "" by default. topgrad-train's first line shows it."""
+        return ""
+
     def __repr__(self) -> str:
-        return f"<topgrad backend {self.name!r}>"
+        where = f" ({self.where})" if self.where else ""
+        return f"<topgrad backend {self.name!r}{where}>"
 
     def refuse_complex(self, obj: Any) -> None:
         """TypeError for complex data (a Python or numpy complex, a numpy or torch complex array):

@@ -243,6 +243,13 @@ def _check_plot_spares_checkpoints(args: argparse.Namespace) -> None:
                             "replace it: give the plot another name")
 
 
+def _backend_text(backend: topgrad.Backend) -> str:
+    """The backend's name, with where it runs when it says (triton: "Triton interpreter on CPU:
+    slow"), so that a slow run explains itself."""
+    where = getattr(backend, "where", "")
+    return f"{backend.name} ({where})" if where else backend.name
+
+
 def _what_was_saved(args: argparse.Namespace, saved: _Saved, start: int) -> str:
     """After Ctrl-C: the epoch this run saved and how to go on, else where a resumed run can go on
     from, else that nothing was saved (a file already at --save is not this run's)."""
@@ -312,8 +319,8 @@ def run(args: argparse.Namespace) -> float:
               "epochs": recipe.epochs, "train_images": len(y_train), "test_images": len(y_test),
               "data_source": data.source, **({} if limit is None else {"limit": int(limit)})}
     print(f"{args.model} on {dataset} ({len(y_train):,} training, {len(y_test):,} test images from "
-          f"{data.source}), backend {topgrad.get_backend().name}, {recipe.optimizer} lr {recipe.lr:g}, "
-          f"batch {recipe.batch_size}, {_epochs(recipe.epochs)}")
+          f"{data.source}), backend {_backend_text(topgrad.get_backend())}, {recipe.optimizer} "
+          f"lr {recipe.lr:g}, batch {recipe.batch_size}, {_epochs(recipe.epochs)}")
     if start >= recipe.epochs and args.resume:
         print(f"the checkpoint is at epoch {start} already: nothing to train (--epochs N above {start} "
               "goes on)")

@@ -58,9 +58,10 @@ class TritonBackend(topgrad.Backend):
         self.ops = ops.table()
         self.device = torch.device(runtime.device())
 
-    def __repr__(self) -> str:
-        where = "Triton interpreter on CPU" if runtime.interpreting() else "CUDA"
-        return f"<topgrad backend 'triton' ({where})>"
+    @property
+    def where(self) -> str:
+        """CUDA, or Triton's CPU interpreter (each kernel run in numpy: slow, for tests)."""
+        return "Triton interpreter on CPU: slow" if runtime.interpreting() else "CUDA"
 
     # ---- conversion ---------------------------------------------------------------
     @_guarded_helper
