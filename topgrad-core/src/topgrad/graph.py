@@ -153,9 +153,7 @@ def build(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Graph:
     label = {id(tensor): name for name, tensor in (names or {}).items()}
     nodes: list[Node] = []
     seen_saved: dict[int, int] = {}  # memory owner's id -> bytes, each saved buffer once
-    held_elsewhere: set[int] = set()  # ... of which a live Tensor (an input, an output) holds too
     live = _live_roots(order)  # memory owner's id -> "%i", the live Tensor of the graph holding it
-    held_elsewhere.update(live)
     for i, item in enumerate(order):
         if isinstance(item, Tensor):
             node = Node(i, None, item.shape, dtype_name(item.data), (), constant=not item.requires_grad)
@@ -169,8 +167,6 @@ def build(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Graph:
         for s, array in saved:
             key = id(_root(array))
             seen_saved[key] = max(seen_saved.get(key, 0), s.nbytes)
-            if s.alias is not None:
-                held_elsewhere.add(key)
         node = Node(
             i, type(op).__name__, tuple(int(d) for d in op._out_shape), _dtype_text(op._out_dtype), parents,
             saved=[s for s, _ in saved], attrs=_settings(op), released=op._released,
@@ -179,7 +175,7 @@ def build(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Graph:
         node.output_bytes = math.prod(node.shape) * itemsize(op._out_dtype)
         node.name = label.get(id(output)) if output is not None else None
         nodes.append(node)
-    extra = sum(b for key, b in seen_saved.items() if key not in held_elsewhere)
+    extra = sum(b for key, b in seen_saved.items() if key not in live)  # an alias is live memory too
     return Graph(nodes, sum(seen_saved.values()), extra)
 
 

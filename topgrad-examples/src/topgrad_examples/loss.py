@@ -8,7 +8,10 @@ from topgrad import Tensor
 
 def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """(B,) integer labels as a (B, num_classes) float32 array of zeros and ones."""
-    labels = _checked_labels(labels, num_classes, "one_hot")
+    return _one_hot(_checked_labels(labels, num_classes, "one_hot"), num_classes)
+
+
+def _one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
     out = np.zeros((len(labels), num_classes), dtype=np.float32)
     out[np.arange(len(labels)), labels] = 1.0
     return out
@@ -25,7 +28,7 @@ def cross_entropy(logits: Tensor, labels: np.ndarray) -> Tensor:
     if len(labels) != batch:
         raise ValueError(f"cross_entropy: {len(labels)} labels for {batch} rows of logits (shape "
                          f"{logits.shape}); give one label per row")
-    targets = Tensor(one_hot(labels, num_classes), requires_grad=False)
+    targets = Tensor(_one_hot(labels, num_classes), requires_grad=False)  # labels checked above
     return (logits.logsoftmax(axis=-1) * targets).sum() * (-1.0 / batch)
 
 
