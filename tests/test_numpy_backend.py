@@ -496,6 +496,29 @@ def test_trailing_broadcast_is_numpys_broadcast(a_shape: tuple[int, ...], b_shap
         np.testing.assert_array_equal(out, ufunc(a, b))
 
 
+@pytest.mark.parametrize("size", [0, 5, 2 * 65536 - 1, 2 * 65536, 3 * 65536 + 7])
+def test_flat_blocks_cover_contiguous_arrays_once(size: int) -> None:
+    from topgrad_numpy.ops._util import BLOCK_ELEMENTS, flat_blocks
+
+    a, b = np.arange(size, dtype=np.float32).reshape(-1, 1), np.zeros((size, 1), np.float32)
+    blocks = list(flat_blocks(a, b))
+    for x, y in blocks:
+        np.add(x, 1.0, out=y)
+    np.testing.assert_array_equal(b, a + 1.0)
+    assert len(blocks) == (1 if size < 2 * BLOCK_ELEMENTS else -(-size // BLOCK_ELEMENTS))
+
+
+@pytest.mark.parametrize("other", ["transposed", "broadcast", "other shape"])
+def test_flat_blocks_take_what_is_not_contiguous_whole(other: str) -> None:
+    from topgrad_numpy.ops._util import flat_blocks
+
+    a = np.ones((512, 513), np.float32)
+    b = {"transposed": np.ones((513, 512), np.float32).T,
+         "broadcast": np.broadcast_to(np.ones(513, np.float32), a.shape),
+         "other shape": np.ones((513, 512), np.float32)}[other]
+    assert [tuple(x.shape for x in blocks) for blocks in flat_blocks(a, b)] == [(a.shape, b.shape)]
+
+
 @pytest.mark.parametrize(("n", "c"), [(3584, 64), (5, 3), (0, 4), (1, 1)])
 def test_outer_is_numpys_outer_product(n: int, c: int) -> None:
     """`outer` expands per-row factors through a GEMM: every element is one product, as numpy's

@@ -317,7 +317,8 @@ TANH_AND_SIGMOID = pytest.mark.parametrize(
 
 @TANH_AND_SIGMOID
 @pytest.mark.parametrize(("shape", "scale"), [((3, 4), 1.0), ((2, 3, 5), 4.0), ((), 2.0), ((0, 3), 1.0),
-                                              ((4, 5), 0.01)])  # 0.01: tanh's series near 0
+                                              ((4, 5), 0.01),  # 0.01: tanh's series near 0
+                                              ((2, 65539), 4.0)])  # numpy: cache-sized blocks and a rest
 def test_tanh_and_sigmoid_fixed(
     name: str, ref: Callable[..., Any], shape: tuple[int, ...], scale: float
 ) -> None:
@@ -614,7 +615,7 @@ def test_relu_drawn(shape: tuple[int, ...], seed: int) -> None:
     check_against_torch(lambda x: x.relu(), torch.relu, [rand(shape, seed)], seed=seed)
 
 
-@pytest.mark.parametrize("shape", [(2, 64, 64), (3, 50, 40)])  # 8192 divides the first's size
+@pytest.mark.parametrize("shape", [(2, 64, 64), (3, 50, 40), (3, 257, 171)])  # 8192 divides the first's size
 def test_relu_large(shape: tuple[int, ...]) -> None:
     """Sizes where the numpy backend compares with a cached row of zeros or a full-size array."""
     check_against_torch(lambda x: x.relu(), torch.relu, [rand(shape, 7)])
@@ -629,13 +630,13 @@ def test_relu_gradient_is_zero_at_zero() -> None:
     assert_close(out, np.maximum(x, 0), "relu forward")
 
 
-@pytest.mark.parametrize("size", [6, 3 * 8192, 5000])
+@pytest.mark.parametrize("size", [6, 3 * 8192, 5000, 2 * 65536 + 11])
 def test_relu_nan_and_signed_zero_as_pytorch(size: int) -> None:
     """NaN passes through forward and backward, ReLU(-0.0) is -0.0 and gets no gradient, as in
     PyTorch; the upstream gradient's NaN stays where it flows (sizes that take each path)."""
     x, g = rand((size,), 5), rand((size,), 6)
-    x[:6] = [np.nan, -0.0, 0.0, 1.5, -2.0, 3.0]
-    g[:6] = [1.0, 2.0, 3.0, 4.0, 5.0, np.nan]
+    x[:6] = x[-6:] = [np.nan, -0.0, 0.0, 1.5, -2.0, 3.0]
+    g[:6] = g[-6:] = [1.0, 2.0, 3.0, 4.0, 5.0, np.nan]
     xs = Tensor(x)
     out = xs.relu()
     out.backward(g)
@@ -647,15 +648,15 @@ def test_relu_nan_and_signed_zero_as_pytorch(size: int) -> None:
     np.testing.assert_array_equal(to_numpy(xs.grad), xt.grad.numpy())
 
 
-@pytest.mark.parametrize("size", [6, 3 * 8192])
+@pytest.mark.parametrize("size", [6, 3 * 8192, 2 * 65536 + 11])
 def test_relu_gradient_is_zero_where_inactive_even_for_nan_upstream(size: int) -> None:
     """Where ReLU's output is 0 its gradient is +0.0, whatever flows in: PyTorch selects, so a
     NaN, Inf or negative upstream gradient there gives +0.0, not 0 * NaN or -0.0 (small and
     large arrays, which may take different paths)."""
     x = rand((size,), 3)
-    x[:6] = [-1.0, 0.0, -0.0, 2.0, -3.0, 1.0]
+    x[:6] = x[-6:] = [-1.0, 0.0, -0.0, 2.0, -3.0, 1.0]
     g = rand((size,), 4)
-    g[:6] = [np.nan, np.inf, -np.inf, 5.0, np.nan, np.nan]
+    g[:6] = g[-6:] = [np.nan, np.inf, -np.inf, 5.0, np.nan, np.nan]
     xs = Tensor(x)
     xs.relu().backward(g)
     xt = torch.tensor(x, requires_grad=True)

@@ -276,6 +276,26 @@ def check_affine(op: str, x: np.ndarray, **params: Any) -> int:
     return feature_count(op, x.shape, **{name: None if p is None else p.shape for name, p in params.items()})
 
 
+BLOCK_ELEMENTS = 64 << 10
+"""Elements per block in a chain of elementwise passes (`flat_blocks`): 256 KiB of float32 per
+array, so that every pass of the chain over one block runs in the core's L2 cache instead of
+each pass going through memory."""
+
+
+def flat_blocks(*arrays: np.ndarray) -> Iterator[tuple[np.ndarray, ...]]:
+    """Matching flat blocks of BLOCK_ELEMENTS of same-shape C-contiguous arrays, for a chain of
+    ufunc passes run block by block; the whole arrays at once where they are smaller than two
+    blocks, differ in shape or one is not contiguous (a broadcast gradient)."""
+    first = arrays[0]
+    size = first.size
+    if size < 2 * BLOCK_ELEMENTS or not all(a.shape == first.shape and a.flags.c_contiguous for a in arrays):
+        yield arrays
+        return
+    flat = [a.reshape(-1) for a in arrays]
+    for i in range(0, size, BLOCK_ELEMENTS):
+        yield tuple(a[i : i + BLOCK_ELEMENTS] for a in flat)
+
+
 ROWS_BYTES = 256 << 10
 """Bytes of scratch per pass in the chunked normalization loops: a cache-sized block instead of a
 temporary the size of x (the op's peak memory stays at PyTorch's: output and gradient)."""

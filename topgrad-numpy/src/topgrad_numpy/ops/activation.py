@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from topgrad import Op
 
-from topgrad_numpy.ops._util import BUFFER, arr, axes, int_like, rowsum, select
+from topgrad_numpy.ops._util import BUFFER, arr, axes, flat_blocks, int_like, rowsum, select
 
 
 @functools.lru_cache(maxsize=8)
@@ -52,7 +52,9 @@ class ReLU(Op):
         if dtype.kind != "f":
             return (np.where(out != 0.0, grad, 0.0),)
         gx = np.empty(np.broadcast_shapes(np.shape(grad), out.shape), int_like(dtype))
-        return (select(np.not_equal, out, 0.0, np.asarray(grad, dtype), gx),)
+        for y, g, gxb in flat_blocks(out, np.asarray(grad, dtype), gx):  # both passes in cache
+            select(np.not_equal, y, 0.0, g, gxb)
+        return (gx.view(dtype),)
 
 
 class LogSoftmax(Op):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from topgrad import Op
 
-from topgrad_numpy.ops._util import arr
+from topgrad_numpy.ops._util import arr, flat_blocks
 
 
 class Exp(Op):
@@ -89,9 +89,11 @@ class Tanh(Op):
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
         (out,) = self._intermediate
-        d = arr(out * out)  # an array even for a 0-d tensor, for the in-place steps
-        np.subtract(1.0, d, out=d)
-        d *= grad
+        d = np.empty(out.shape, out.dtype)  # an array even for a 0-d tensor, for the in-place steps
+        for y, g, db in flat_blocks(out, grad, d):  # three passes per cache-sized block
+            np.multiply(y, y, out=db)
+            np.subtract(1.0, db, out=db)
+            db *= g
         return (d,)
 
 
@@ -100,17 +102,21 @@ class Sigmoid(Op):
     output y for the gradient y (1 - y)."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        out = arr(np.negative(x))  # then in place: one array for all four passes
+        out = np.empty(x.shape, x.dtype)  # the four passes in place, block by block
         with np.errstate(over="ignore"):
-            np.exp(out, out=out)
-        out += 1.0
-        np.divide(1.0, out, out=out)  # the same bits as np.reciprocal, whose loop is 2x slower
+            for xb, y in flat_blocks(x, out):
+                np.negative(xb, out=y)
+                np.exp(y, out=y)
+                y += 1.0
+                np.divide(1.0, y, out=y)  # the same bits as np.reciprocal, whose loop is 2x slower
         self.save_for_backward(out)
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
         (out,) = self._intermediate
-        d = arr(1.0 - out)
-        d *= out
-        d *= grad
+        d = np.empty(out.shape, out.dtype)
+        for y, g, db in flat_blocks(out, grad, d):
+            np.subtract(1.0, y, out=db)
+            db *= y
+            db *= g
         return (d,)
