@@ -496,27 +496,78 @@ def test_trailing_broadcast_is_numpys_broadcast(a_shape: tuple[int, ...], b_shap
         np.testing.assert_array_equal(out, ufunc(a, b))
 
 
-@pytest.mark.parametrize("size", [0, 5, 2 * 65536 - 1, 2 * 65536, 3 * 65536 + 7])
-def test_flat_blocks_cover_contiguous_arrays_once(size: int) -> None:
-    from topgrad_numpy.ops._util import BLOCK_ELEMENTS, flat_blocks
+@pytest.fixture
+def blocks(monkeypatch):
+    """Set the numpy backend's elementwise block length (0: whole arrays), whatever this host's
+    L2 cache would choose."""
+    from topgrad_numpy.ops import _util
 
+    return lambda n: monkeypatch.setattr(_util, "BLOCK_ELEMENTS", n)
+
+
+@pytest.mark.parametrize("size", [0, 5, 2 * 1024 - 1, 2 * 1024, 3 * 1024 + 7])
+@pytest.mark.parametrize("block", [0, 1024])
+def test_flat_blocks_cover_contiguous_arrays_once(blocks, size: int, block: int) -> None:
+    from topgrad_numpy.ops._util import flat_blocks
+
+    blocks(block)
     a, b = np.arange(size, dtype=np.float32).reshape(-1, 1), np.zeros((size, 1), np.float32)
-    blocks = list(flat_blocks(a, b))
-    for x, y in blocks:
+    parts = list(flat_blocks(a, b))
+    for x, y in parts:
         np.add(x, 1.0, out=y)
     np.testing.assert_array_equal(b, a + 1.0)
-    assert len(blocks) == (1 if size < 2 * BLOCK_ELEMENTS else -(-size // BLOCK_ELEMENTS))
+    assert len(parts) == (1 if size < 2 * block or not block else -(-size // block))
 
 
 @pytest.mark.parametrize("other", ["transposed", "broadcast", "other shape"])
-def test_flat_blocks_take_what_is_not_contiguous_whole(other: str) -> None:
+def test_flat_blocks_take_what_is_not_contiguous_whole(blocks, other: str) -> None:
     from topgrad_numpy.ops._util import flat_blocks
 
-    a = np.ones((512, 513), np.float32)
-    b = {"transposed": np.ones((513, 512), np.float32).T,
-         "broadcast": np.broadcast_to(np.ones(513, np.float32), a.shape),
-         "other shape": np.ones((513, 512), np.float32)}[other]
-    assert [tuple(x.shape for x in blocks) for blocks in flat_blocks(a, b)] == [(a.shape, b.shape)]
+    blocks(1024)
+    a = np.ones((64, 65), np.float32)
+    b = {"transposed": np.ones((65, 64), np.float32).T,
+         "broadcast": np.broadcast_to(np.ones(65, np.float32), a.shape),
+         "other shape": np.ones((65, 64), np.float32)}[other]
+    assert [tuple(x.shape for x in parts) for parts in flat_blocks(a, b)] == [(a.shape, b.shape)]
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "relu"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # 0 * inf in the backward (as ever)
+def test_ops_in_blocks_give_the_same_bits_as_whole(blocks, name: str, dtype: type) -> None:
+    """Sigmoid, Tanh and ReLU run their passes in blocks where this host's L2 is large: forward
+    and backward must be bit for bit the whole-array result, NaN, infinities and -0.0 included
+    (blocks of 1024 here, so small arrays take the blocked path on any host)."""
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(3 * 1024 + 17) * 20).astype(dtype)
+    g = rng.standard_normal(x.size).astype(dtype)
+    x[:6] = x[-6:] = [np.nan, -0.0, 0.0, np.inf, -np.inf, -100.0]
+    g[:6] = g[-6:] = [1.0, np.nan, np.inf, -0.0, 2.0, -np.inf]
+    results = []
+    for block in (0, 1024):
+        blocks(block)
+        t = topgrad.Tensor(x.copy(), dtype=np.dtype(dtype).name)
+        out = getattr(t, name)()
+        out.backward(g.copy())
+        results.append((out.numpy(), np.asarray(t.grad)))
+    for whole, blocked in zip(*results):
+        assert whole.dtype == blocked.dtype == dtype
+        np.testing.assert_array_equal(whole.view(f"i{whole.itemsize}"), blocked.view(f"i{blocked.itemsize}"))
+
+
+def test_l2_size_from_sysfs(tmp_path) -> None:
+    from topgrad_numpy import cpu_cache
+
+    for index, (level, size) in enumerate([("1", "48K"), ("1", "64K"), ("2", "2048K"), ("3", "480M")]):
+        folder = tmp_path / f"index{index}"
+        folder.mkdir()
+        (folder / "level").write_text(level + "\n")
+        (folder / "size").write_text(size + "\n")
+    assert cpu_cache.l2_bytes.__wrapped__(tmp_path) == 2 << 20
+    assert cpu_cache.l2_bytes.__wrapped__(tmp_path / "missing") == 0
+    (tmp_path / "index2" / "size").write_text("unknown")
+    assert cpu_cache.l2_bytes.__wrapped__(tmp_path) == 0
+    assert [cpu_cache.parse_size(t) for t in ("512K", "1M", "4096")] == [512 << 10, 1 << 20, 4096]
 
 
 @pytest.mark.parametrize(("n", "c"), [(3584, 64), (5, 3), (0, 4), (1, 1)])

@@ -318,7 +318,7 @@ TANH_AND_SIGMOID = pytest.mark.parametrize(
 @TANH_AND_SIGMOID
 @pytest.mark.parametrize(("shape", "scale"), [((3, 4), 1.0), ((2, 3, 5), 4.0), ((), 2.0), ((0, 3), 1.0),
                                               ((4, 5), 0.01),  # 0.01: tanh's series near 0
-                                              ((2, 65539), 4.0)])  # numpy: cache-sized blocks and a rest
+                                              ((2, 65539), 4.0)])  # numpy: blocks and a rest (large L2)
 def test_tanh_and_sigmoid_fixed(
     name: str, ref: Callable[..., Any], shape: tuple[int, ...], scale: float
 ) -> None:

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 from topgrad.normalization import feature_count
 
+from topgrad_numpy import cpu_cache
+
 F32 = np.dtype(np.float32)
 F64 = np.dtype(np.float64)
 ndarray = np.ndarray
@@ -276,24 +278,30 @@ def check_affine(op: str, x: np.ndarray, **params: Any) -> int:
     return feature_count(op, x.shape, **{name: None if p is None else p.shape for name, p in params.items()})
 
 
-BLOCK_ELEMENTS = 64 << 10
-"""Elements per block in a chain of elementwise passes (`flat_blocks`): 256 KiB of float32 per
-array, so that every pass of the chain over one block runs in the core's L2 cache instead of
-each pass going through memory."""
+BLOCKS_FROM_L2 = 2 << 20
+"""L2 size from which chains of elementwise passes run block by block. Measured: on an Intel
+core with 2 MiB of L2 (and a slow mesh L3) blocks made Sigmoid 1.3x faster; on a Zen 3 core
+with 512 KiB, ReLU's backward in blocks was 10-30% slower (RESULTS.md, changes 30 and before)."""
+
+BLOCK_ELEMENTS = 64 << 10 if cpu_cache.l2_bytes() >= BLOCKS_FROM_L2 else 0
+"""Elements per block in a chain of elementwise passes (`flat_blocks`), 0 for whole arrays:
+256 KiB of float32 per array, so every pass of the chain over one block finds it in L2."""
 
 
 def flat_blocks(*arrays: np.ndarray) -> Iterator[tuple[np.ndarray, ...]]:
     """Matching flat blocks of BLOCK_ELEMENTS of same-shape C-contiguous arrays, for a chain of
-    ufunc passes run block by block; the whole arrays at once where they are smaller than two
-    blocks, differ in shape or one is not contiguous (a broadcast gradient)."""
-    first = arrays[0]
+    ufunc passes run block by block; the whole arrays at once where blocks are off, the arrays
+    are smaller than two blocks, differ in shape or one is not contiguous (a broadcast
+    gradient). Either way each element gets the same operations: the results are the same bits."""
+    first, block = arrays[0], BLOCK_ELEMENTS
     size = first.size
-    if size < 2 * BLOCK_ELEMENTS or not all(a.shape == first.shape and a.flags.c_contiguous for a in arrays):
+    alike = all(a.shape == first.shape and a.flags.c_contiguous for a in arrays)
+    if not block or size < 2 * block or not alike:
         yield arrays
         return
     flat = [a.reshape(-1) for a in arrays]
-    for i in range(0, size, BLOCK_ELEMENTS):
-        yield tuple(a[i : i + BLOCK_ELEMENTS] for a in flat)
+    for i in range(0, size, block):
+        yield tuple(a[i : i + block] for a in flat)
 
 
 ROWS_BYTES = 256 << 10
