@@ -603,3 +603,148 @@ def test_the_first_line_says_where_the_backend_runs(
         assert "backend triton (Triton interpreter on CPU: slow), " in lines[0], lines[0]
     elif backend_name == "numpy":
         assert "backend numpy, " in lines[0], lines[0]
+
+
+def test_an_unreadable_data_file_is_a_clear_error(
+    tiny_data: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A data file without read permission (or with an I/O error) was a PermissionError traceback;
+    it is one line naming the file (root ignores chmod: the read is made to fail)."""
+
+    class Unreadable(type(Path())):  # type: ignore[misc]
+        def read_bytes(self) -> bytes:
+            if self.name.startswith("train-labels"):
+                raise PermissionError(13, "Permission denied", str(self))
+            return super().read_bytes()
+
+    monkeypatch.setattr(idx, "Path", Unreadable)
+    code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), *FAST)
+    assert code == 2 and "Traceback" not in err and not lines, (lines, err)
+    assert err.strip() == (f"topgrad-train: error: {tiny_data / 'train-labels-idx1-ubyte.gz'}: cannot read "
+                           "it (Permission denied)"), err
+
+
+def test_a_checkpoint_that_cannot_be_written_mid_run_stops_with_one_line(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The disk fills up during a long run: epoch 2's checkpoint cannot be written. That was an
+    OSError traceback; now one line says what finished, that the file still holds epoch 1, and
+    how to go on, and no temporary file is left behind."""
+    savez, calls = np.savez, []
+
+    def full_disk_on_the_second_save(*args: object, **kwargs: object) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        savez(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(np, "savez", full_disk_on_the_second_save)
+    ck = tmp_path / "run.npz"
+    code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST[2:],
+                           "--epochs", "3")
+    assert code == 2 and "Traceback" not in err, err
+    assert lines[-1].startswith("epoch 1/3:"), lines  # epoch 2 was not announced as saved
+    assert re.fullmatch(re.escape("topgrad-train: error: epoch 2 finished (test acc ") + r"[01]\.\d{4}"
+                        + re.escape(f") but its checkpoint could not be written to {ck} (No space left on "
+                                    f"device), so training stopped; {ck} holds epoch 1: go on with --resume "
+                                    f"{ck} --save {ck}"), err.strip()), err
+    assert int(checkpoint.read(ck)["meta/epoch"]) == 1 and sorted(tmp_path.iterdir()) == [ck, tiny_data]
+
+
+def test_a_first_checkpoint_that_cannot_be_written_says_nothing_was_saved(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full_disk)
+    ck = tmp_path / "run.npz"
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST)
+    assert code == 2 and "Traceback" not in err and not ck.exists(), err
+    assert err.strip().endswith("(No space left on device), so training stopped; no epoch of this run was "
+                                "saved"), err
+
+
+def test_ctrl_c_while_the_plot_is_written_does_not_say_training_never_began(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C after the last epoch (matplotlib drawing the chart) said "interrupted before training
+    began; nothing was saved" of a run whose every epoch was trained and saved."""
+    pytest.importorskip("matplotlib")
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "plot_history", interrupted)
+    ck, chart = tmp_path / "run.npz", tmp_path / "curves.png"
+    code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck),
+                           "--plot", str(chart), *FAST)
+    assert code == 130 and "before training began" not in err and "Traceback" not in err, err
+    assert lines[-1].startswith("epoch 1/1:"), lines
+    assert "topgrad-train: interrupted after training ended (test accuracy: " in err, err
+    assert err.strip().endswith(f"so {chart} may not be written; {ck} holds epoch 1"), err
+    assert int(checkpoint.read(ck)["meta/epoch"]) == 1
+
+
+def test_a_plot_name_ending_in_a_dot_is_reported_and_guarded_as_written(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """matplotlib writes `--plot run.` to run.png; the run said it wrote `run..png`, and a
+    `--save run.png` checkpoint was replaced by the chart without a word."""
+    pytest.importorskip("matplotlib")
+    ck = tmp_path / "run.png"
+    code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck),
+                           "--plot", str(tmp_path / "run."), *FAST)
+    assert code == 2 and "is the --save checkpoint's path" in err and not lines, (lines, err)
+    code, lines, _ = run(capsys, "mlp", "--data-dir", str(tiny_data), "--plot", str(tmp_path / "curves."),
+                         *FAST)
+    assert code == 0 and lines[-2] == f"loss and accuracy curves: {tmp_path / 'curves.png'}", lines
+    assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "tiny"]
+
+
+@pytest.mark.parametrize(("name", "why"), [("afile/curves.png", "(afile is a file, not a folder)"),
+                                         ("taken", "the chart's file taken.png is a folder")])
+def test_a_plot_path_blocked_by_a_file_or_folder_fails_before_training(
+    name: str, why: str, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A file where the chart's folder should be was called a folder that "does not exist"; a
+    folder at the name the chart gets (`--plot taken` writes taken.png) failed only after training."""
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "taken.png").mkdir()
+    code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--plot", name, *FAST)
+    assert code == 2 and why in err and not lines, (lines, err)
+
+
+def test_output_that_cannot_be_written_stops_with_one_line_not_a_traceback(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`topgrad-train ... > log` on a disk that fills up (or `> /dev/full`): a line that cannot be
+    written was an OSError traceback. During training the run stops as for a closed pipe, saying
+    what was saved, with status 1; before training, one line too."""
+
+    class FullDisk(io.StringIO):
+        def __init__(self, fail_at: str) -> None:
+            super().__init__()
+            self.fail_at = fail_at
+
+        def write(self, text: str) -> int:
+            if text.startswith(self.fail_at):
+                raise OSError(28, "No space left on device")
+            return super().write(text)
+
+    ckpt = tmp_path / "run.npz"
+    monkeypatch.setattr(sys, "stdout", FullDisk("epoch 2/"))
+    code = train.main(["mlp", "--data-dir", str(tiny_data), "--epochs", "3", "--save", str(ckpt), *FAST[2:]])
+    err = capsys.readouterr().err
+    assert code == 1 and int(checkpoint.read(ckpt)["meta/epoch"]) == 2, err
+    full = "the output could not be written (No space left on device)"
+    assert err.strip() == (f"topgrad-train: {full}, so training stopped; {ckpt} holds epoch 2: go on with "
+                           f"--resume {ckpt} --save {ckpt}"), err
+    monkeypatch.setattr(sys, "stdout", FullDisk("mlp on mnist"))
+    code = train.main(["mlp", "--data-dir", str(tiny_data), *FAST])
+    err = capsys.readouterr().err
+    assert code == 1 and err.strip() == f"topgrad-train: {full}", err

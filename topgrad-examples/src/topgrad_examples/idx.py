@@ -28,9 +28,15 @@ class IDXError(ValueError):
 
 
 def read_bytes(path: str | os.PathLike[str]) -> bytes:
-    """The file's content, decompressed if it is gzipped."""
+    """The file's content, decompressed if it is gzipped. A file that exists but cannot be read
+    (no permission, an I/O error) is an IDXError naming it; a missing one stays FileNotFoundError."""
     path = Path(path)
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise IDXError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
     if not raw.startswith(GZIP_MAGIC):
         return raw
     try:

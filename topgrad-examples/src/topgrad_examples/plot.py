@@ -10,6 +10,7 @@ import numpy as np
 
 from topgrad_examples.files import try_writing
 
+DEFAULT_FORMAT = "png"  # of a --plot path without a suffix, whatever matplotlib's settings say
 INSTALL_HINT = "--plot needs matplotlib: pip install 'topgrad-examples[plot]' (or pip install matplotlib)"
 
 
@@ -29,17 +30,32 @@ def require_matplotlib() -> Any:
     return plt
 
 
+def chart_path(path: str | os.PathLike[str]) -> Path:
+    """The file a chart asked for at `path` is written to: `path` itself when its name has a
+    suffix (which names the format), else `path` with `.png` added (trailing dots dropped, as
+    matplotlib does: `curves.` is `curves.png`)."""
+    path = Path(path)
+    return path if path.suffix else path.with_name(path.name.rstrip(".") + "." + DEFAULT_FORMAT)
+
+
 def check_plot_path(path: str | os.PathLike[str]) -> None:
-    """Fail before training where the plot could not be written: an existing folder, a missing
-    folder or a file type matplotlib cannot write."""
+    """Fail before training where the plot could not be written: an existing folder (at `path` or
+    at the chart's file), a missing folder, a file where the folder should be, or a file type
+    matplotlib cannot write."""
     plt = require_matplotlib()
     path = Path(path)
     if path.is_dir():
         raise PlotError(f"--plot {path}: is a folder; give a file name, e.g. {path / 'curves.png'}")
     if not path.parent.is_dir():
+        if path.parent.exists():
+            raise PlotError(f"--plot {path}: cannot write a chart there ({path.parent} is a file, not "
+                            "a folder)")
         raise PlotError(f"--plot {path}: the folder {path.parent} does not exist")
+    chart = chart_path(path)
+    if chart.is_dir():
+        raise PlotError(f"--plot {path}: the chart's file {chart} is a folder; give another name")
     try:  # a read-only folder: say so now, not after training
-        try_writing(path.parent, path.name)
+        try_writing(path.parent, chart.name)
     except OSError as exc:
         raise PlotError(f"--plot {path}: cannot write there ({exc.strerror or exc})") from None
     fig = plt.figure()
@@ -68,11 +84,11 @@ def plot_history(history: np.ndarray, path: str | os.PathLike[str], title: str =
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
+    chart = chart_path(path)  # the name and format given explicitly: matplotlib guesses neither
     try:
-        fig.savefig(path, dpi=100)
+        fig.savefig(chart, dpi=100, format=chart.suffix[1:].lower())
     except (OSError, ValueError) as exc:
         raise PlotError(f"--plot {path}: could not write it ({exc})") from exc
     finally:
         plt.close(fig)
-    return path if path.suffix else path.with_name(f"{path.name}.{plt.rcParams['savefig.format']}")
+    return chart

@@ -40,7 +40,7 @@ from topgrad_examples.download import DownloadError
 from topgrad_examples.idx import IDXError
 from topgrad_examples.loss import accuracy, cross_entropy
 from topgrad_examples.models import MODELS, Module, TrainDefaults, build
-from topgrad_examples.plot import PlotError, check_plot_path, plot_history
+from topgrad_examples.plot import PlotError, chart_path, check_plot_path, plot_history
 
 EVAL_BATCH = 500
 MAX_INT = 2**63 - 1  # a checkpoint stores the seed, the epochs and the batch size as int64
@@ -172,9 +172,38 @@ class InterruptedTrainingError(Exception):
     """Ctrl-C during training: what was saved and how to go on."""
 
 
+class _SaveFailedError(Exception):
+    """--save could not write the checkpoint of a finished epoch (OSError): training stops."""
+
+    def __init__(self, epoch: int, accuracy: float, error: OSError) -> None:
+        super().__init__(epoch, accuracy, error)
+        self.epoch, self.accuracy, self.error = epoch, accuracy, error
+
+
 class OutputClosedError(Exception):
-    """The reader of the output went away during training (`topgrad-train ... | head`): what was
-    saved and how to go on."""
+    """The reader of the output went away during training (`topgrad-train ... | head`), or the
+    output could not be written (a full disk): what was saved and how to go on. `status` is the
+    exit status: 141 (a shell's for SIGPIPE) for a closed pipe, else 1."""
+
+    def __init__(self, message: str, status: int = 141) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _OutputFailedError(Exception):
+    """A line could not be written to stdout for another reason than a closed pipe (a full disk,
+    an I/O error); the message is the reason."""
+
+
+def _say(text: str) -> None:
+    """Print a line to stdout, flushed, so that a failure to write it is seen at once: a closed
+    pipe stays BrokenPipeError, any other OSError is an _OutputFailedError."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise _OutputFailedError(exc.strerror or str(exc)) from exc
 
 
 @dataclass
@@ -235,7 +264,7 @@ def _check_same_run(path: str, saved: dict[str, Any], dataset: str | None, seed:
 def _check_plot_spares_checkpoints(args: argparse.Namespace) -> None:
     """The chart is written after training: at the path of --save or --resume it would replace
     the checkpoint."""
-    chart = Path(args.plot) if Path(args.plot).suffix else Path(args.plot).with_suffix(".png")
+    chart = chart_path(args.plot)
     for flag in ("save", "resume"):
         path = getattr(args, flag)
         if path and Path(path).resolve() == chart.resolve():
@@ -250,9 +279,10 @@ def _backend_text(backend: topgrad.Backend) -> str:
     return f"{backend.name} ({where})" if where else backend.name
 
 
-def _what_was_saved(args: argparse.Namespace, saved: _Saved, start: int) -> str:
-    """After Ctrl-C: the epoch this run saved and how to go on, else where a resumed run can go on
-    from, else that nothing was saved (a file already at --save is not this run's)."""
+def _what_was_saved(args: argparse.Namespace, saved: _Saved, start: int, save_failed: bool = False) -> str:
+    """After Ctrl-C (or a failed save): the epoch this run saved and how to go on, else where a
+    resumed run can go on from, else that nothing was saved (a file already at --save is not
+    this run's)."""
     path = args.save
     epoch = saved.last(path) if path else None
     if epoch is not None:
@@ -261,8 +291,10 @@ def _what_was_saved(args: argparse.Namespace, saved: _Saved, start: int) -> str:
         changed = [f" --{flag.replace('_', '-')} {getattr(args, flag)}"
                    for flag in ("epochs", "batch_size", "lr") if getattr(args, flag) is not None]
         keep = "".join(changed) + (f" --save {path}" if path else "")
-        return (f"no epoch of this run finished; {args.resume} still holds epoch {start}: go on with "
-                f"--resume {args.resume}{keep}")
+        return (f"no epoch of this run {'was saved' if save_failed else 'finished'}; {args.resume} still "
+                f"holds epoch {start}: go on with --resume {args.resume}{keep}")
+    if save_failed:
+        return "no epoch of this run was saved"
     if not path:
         return "nothing was saved (--save PATH keeps a checkpoint after every epoch)"
     return f"no epoch finished, so {path} was not written"
@@ -297,16 +329,16 @@ def run(args: argparse.Namespace) -> float:
         if Path(recorded).is_dir():
             data_dir = recorded  # the folder the checkpoint's epochs trained on
         else:
-            print(f"note: the checkpoint's data folder {recorded} is gone; looking for {dataset} elsewhere "
-                  "(--data-dir names one)")
+            _say(f"note: the checkpoint's data folder {recorded} is gone; looking for {dataset} elsewhere "
+                 "(--data-dir names one)")
     if data_dir is None and args.resume and recorded == BUNDLED:
         data = bundled_subset()  # what the checkpoint's epochs trained on, whatever else is installed
     else:
         data = load_dataset(dataset, data_dir, download_ok=not args.no_download)
     x_train, y_train, x_test, y_test = _select_data(data, limit)
     if limit is not None and limit > min(len(data.train_labels), len(data.test_labels)):
-        print(f"note: --limit {limit}: {data.source} has {len(data.train_labels):,} training and "
-              f"{len(data.test_labels):,} test images; using at most that many")
+        _say(f"note: --limit {limit}: {data.source} has {len(data.train_labels):,} training and "
+             f"{len(data.test_labels):,} test images; using at most that many")
     if args.resume:
         _check_same_data(args.resume, saved, len(y_train), len(y_test), data.source)
     model = build(args.model, seed=seed)
@@ -314,19 +346,19 @@ def run(args: argparse.Namespace) -> float:
     start, history = 0, np.zeros((0, 3))
     if args.resume:
         start, _, history = checkpoint.load(args.resume, args.model, model, optimizer, resumed)
-        print(f"resumed from {args.resume} after epoch {start}")
+        _say(f"resumed from {args.resume} after epoch {start}")
     config = {"dataset": dataset, "seed": seed, "batch_size": recipe.batch_size, "lr": recipe.lr,
               "epochs": recipe.epochs, "train_images": len(y_train), "test_images": len(y_test),
               "data_source": data.source, **({} if limit is None else {"limit": int(limit)})}
-    print(f"{args.model} on {dataset} ({len(y_train):,} training, {len(y_test):,} test images from "
-          f"{data.source}), backend {_backend_text(topgrad.get_backend())}, {recipe.optimizer} "
-          f"lr {recipe.lr:g}, batch {recipe.batch_size}, {_epochs(recipe.epochs)}")
+    _say(f"{args.model} on {dataset} ({len(y_train):,} training, {len(y_test):,} test images from "
+         f"{data.source}), backend {_backend_text(topgrad.get_backend())}, {recipe.optimizer} "
+         f"lr {recipe.lr:g}, batch {recipe.batch_size}, {_epochs(recipe.epochs)}")
     if start >= recipe.epochs and args.resume:
-        print(f"the checkpoint is at epoch {start} already: nothing to train (--epochs N above {start} "
-              "goes on)")
+        _say(f"the checkpoint is at epoch {start} already: nothing to train (--epochs N above {start} "
+             "goes on)")
     elif start >= recipe.epochs:
-        print(f"nothing to train: --epochs {recipe.epochs}; evaluating the model as initialized"
-              f"{' (nothing is saved)' if args.save else ''}")
+        _say(f"nothing to train: --epochs {recipe.epochs}; evaluating the model as initialized"
+             f"{' (nothing is saved)' if args.save else ''}")
     saved_now = _Saved()
     try:
         acc, history = _train(args, model, optimizer, recipe, seed, start, history, config,
@@ -336,14 +368,29 @@ def run(args: argparse.Namespace) -> float:
     except BrokenPipeError:
         raise OutputClosedError(f"the output closed (the program reading it exited), so training "
                                 f"stopped; {_what_was_saved(args, saved_now, start)}") from None
-    if args.profile and start >= recipe.epochs:
-        print("no epoch ran, so there is no profile (--profile times the first epoch this run trains)")
-    if args.plot and len(history) == 0:
-        print(f"no epoch to plot, so {args.plot} was not written")
-    elif args.plot:
-        written = plot_history(history, args.plot, title=f"{args.model} on {dataset}")
-        print(f"loss and accuracy curves: {written}")
-    print(f"test accuracy: {acc:.4f}")
+    except _OutputFailedError as exc:
+        raise OutputClosedError(f"the output could not be written ({exc}), so training stopped; "
+                                f"{_what_was_saved(args, saved_now, start)}", status=1) from None
+    except _SaveFailedError as exc:
+        raise checkpoint.CheckpointError(
+            f"epoch {exc.epoch} finished (test acc {exc.accuracy:.4f}) but its checkpoint could not be "
+            f"written to {args.save} ({exc.error.strerror or exc.error}), so training stopped; "
+            f"{_what_was_saved(args, saved_now, start, save_failed=True)}") from None
+    try:
+        if args.profile and start >= recipe.epochs:
+            _say("no epoch ran, so there is no profile (--profile times the first epoch this run trains)")
+        if args.plot and len(history) == 0:
+            _say(f"no epoch to plot, so {args.plot} was not written")
+        elif args.plot:
+            written = plot_history(history, args.plot, title=f"{args.model} on {dataset}")
+            _say(f"loss and accuracy curves: {written}")
+        _say(f"test accuracy: {acc:.4f}")
+    except KeyboardInterrupt:  # training is over: say so, and what it left, not "before training began"
+        last = saved_now.last(args.save) if args.save else None
+        kept = f"; {args.save} holds epoch {last}" if last is not None else ""
+        plot = f", so {chart_path(args.plot)} may not be written" if args.plot and len(history) else ""
+        raise InterruptedTrainingError(
+            f"interrupted after training ended (test accuracy: {acc:.4f}){plot}{kept}") from None
     return acc
 
 
@@ -367,31 +414,41 @@ def _train(
         history = np.vstack([history, [loss, acc, seconds]])
         if args.save:  # before printing: a closed output pipe must not lose a finished epoch
             saved.writing = epoch + 1
-            checkpoint.save(args.save, args.model, model, optimizer, epoch + 1, config, history)
+            try:
+                checkpoint.save(args.save, args.model, model, optimizer, epoch + 1, config, history)
+            except OSError as exc:  # a full disk, a folder removed or made read-only since the start
+                saved.writing = None  # the save is atomic: the file at the path is as it was
+                raise _SaveFailedError(epoch + 1, acc, exc) from exc
             saved.epoch, saved.writing = epoch + 1, None
-        print(f"epoch {epoch + 1}/{recipe.epochs}: train loss {loss:.4f}, test acc {acc:.4f}, "
-              f"{seconds:.1f} s ({len(y_train) / seconds:,.0f} img/s)", flush=True)
+        _say(f"epoch {epoch + 1}/{recipe.epochs}: train loss {loss:.4f}, test acc {acc:.4f}, "
+             f"{seconds:.1f} s ({len(y_train) / seconds:,.0f} img/s)")
         if profile is not None:
-            print(f"profile of epoch {epoch + 1} (training steps only):\n{profile}", flush=True)
+            _say(f"profile of epoch {epoch + 1} (training steps only):\n{profile}")
         if not math.isfinite(loss) and math.isfinite(history[-2, 0] if len(history) > 1 else 0.0):
-            print(f"note: the training loss is {loss}: the run diverged (lr {recipe.lr:g}; a smaller "
-                  "--lr may help)", flush=True)
+            _say(f"note: the training loss is {loss}: the run diverged (lr {recipe.lr:g}; a smaller "
+                 "--lr may help)")
     if acc is None:
         acc = evaluate(model, x_test, y_test)
     return acc, history
 
 
 def _output_closed(exc: Exception) -> int:
-    """After stdout's reader exited: say so on stderr (if it is still open) and return 141, a
-    shell's status for SIGPIPE. stdout goes to devnull so that Python's exit flush stays quiet."""
+    """After stdout's reader exited, or stdout could not be written: say so on stderr (if it is
+    still open) and return 141, a shell's status for SIGPIPE (1 for a failed write). stdout goes
+    to devnull so that Python's exit flush stays quiet."""
     with contextlib.suppress(OSError, ValueError):  # a stdout without a file descriptor (captured)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-    what = str(exc) if isinstance(exc, OutputClosedError) else "the output closed (its reader exited)"
+    if isinstance(exc, OutputClosedError):
+        what, status = str(exc), exc.status
+    elif isinstance(exc, _OutputFailedError):
+        what, status = f"the output could not be written ({exc})", 1
+    else:
+        what, status = "the output closed (its reader exited)", 141
     with contextlib.suppress(OSError):
         print(f"topgrad-train: {what}", file=sys.stderr)
-    return 141
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -414,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InterruptedTrainingError as exc:
         print(f"topgrad-train: {exc}", file=sys.stderr)
         return 130
-    except (OutputClosedError, BrokenPipeError) as exc:
+    except (OutputClosedError, BrokenPipeError, _OutputFailedError) as exc:
         return _output_closed(exc)
     except KeyboardInterrupt:  # before training: reading, searching or downloading the data
         print("topgrad-train: interrupted before training began; nothing was saved", file=sys.stderr)
