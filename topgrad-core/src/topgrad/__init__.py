@@ -32,6 +32,17 @@ from topgrad.tensor import Tensor, attention, cat, no_grad, stack
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    """Asked only for a missing attribute: the error names the Topgrad way to do what `torch.<name>`
+    does (`topgrad.randn` -> `Tensor.randn`)."""
+    from topgrad.pytorch_names import module_hint
+
+    way = module_hint(name)
+    raise AttributeError(f"module 'topgrad' has no attribute {name!r}" + (f": {way}" if way else ""),
+                         name=name)
+
+
 if _os.environ.get("TOPGRAD_TRACE", "0").strip().lower() not in ("", "0", "false", "no", "off"):
     from topgrad import trace as _trace
 

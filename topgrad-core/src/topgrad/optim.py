@@ -40,7 +40,9 @@ class Optimizer:
             raise TypeError(f"{name} takes an iterable of Tensors, got {type(params).__name__}: {hint}")
         self.params = list(params)
         if not self.params:
-            raise ValueError(f"{name} got an empty parameter list")
+            spent = (": this generator or iterator gave none (its items come once: did another optimizer "
+                     "use them up?); pass a list") if iter(params) is params else ""
+            raise ValueError(f"{name} got an empty parameter list{spent}")
         for p in self.params:
             if not isinstance(p, Tensor):
                 raise TypeError(f"{name} takes Topgrad Tensors, got {type_name(p)}")
@@ -62,9 +64,27 @@ class Optimizer:
         _check_non_negative(self, learning_rate=value)
         self._lr = value
 
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear every parameter's `.grad`: None (PyTorch's default, set_to_none=True), or zeros of
+        its shape and dtype where it has one (set_to_none=False)."""
+        if set_to_none is True:
+            for p in self.params:
+                p.grad = None
+        elif set_to_none is False:
+            backend = get_backend()
+            for p in self.params:
+                if p.grad is not None:
+                    p.grad = backend.asarray(backend.zeros(p.shape), dtype=dtype_name(p.data))
+        else:
+            raise TypeError(f"{type(self).__name__}.zero_grad: set_to_none must be True or False, "
+                            f"got {set_to_none!r}")
+
+    def __getattr__(self, name: str) -> Any:
+        """Asked only for a missing attribute: PyTorch's param_groups gets the Topgrad way."""
+        way = (": Topgrad's optimizers have one group, and its settings are attributes (opt.lr = 0.01 sets "
+               f"the learning rate; also {', '.join(self.settings[1:])})") if name == "param_groups" else ""
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}{way}",
+                             name=name, obj=self)
 
     def step(self) -> None:
         backend = get_backend()

@@ -7,7 +7,6 @@ iteratively, so depth is bounded by memory rather than by Python's recursion lim
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import numbers
@@ -58,16 +57,35 @@ def mark_updated(t: Tensor) -> None:
     _updates.leaves.add(t)
 
 
-@contextlib.contextmanager
-def no_grad() -> Iterator[None]:
+class no_grad:  # noqa: N801 - PyTorch's name
     """Run ops forward only: nothing is saved, no graph is built, and every result is a constant
     (`requires_grad=False`, as in PyTorch), so a loss computed here refuses `backward()` instead
-    of training nothing. To train a value made here, set its `requires_grad = True`."""
-    previous, _grad_mode.enabled = _grad_mode.enabled, False
-    try:
-        yield
-    finally:
-        _grad_mode.enabled = previous
+    of training nothing. To train a value made here, set its `requires_grad = True`.
+    As torch.no_grad: `with topgrad.no_grad():`, or a decorator, `@topgrad.no_grad()` or
+    `@topgrad.no_grad`."""
+
+    def __new__(cls, func: Any = None) -> Any:
+        if func is None:
+            return super().__new__(cls)
+        if not callable(func):
+            raise TypeError(f"no_grad takes no arguments (or, as a decorator, a function), got {func!r}")
+
+        @functools.wraps(func)
+        def without_grad(*args: Any, **kwargs: Any) -> Any:
+            with cls():
+                return func(*args, **kwargs)
+
+        return without_grad
+
+    def __enter__(self) -> None:
+        self._previous, _grad_mode.enabled = _grad_mode.enabled, False
+
+    def __exit__(self, *exc: object) -> None:
+        _grad_mode.enabled = self._previous
+
+    def __call__(self, func: Any) -> Any:
+        """`@topgrad.no_grad()` on a function: each call runs under no_grad."""
+        return no_grad(func)
 
 
 def _ops() -> Any:
@@ -90,7 +108,15 @@ class Tensor:
         elif data is None:  # numpy would make a NaN of it
             raise TypeError("Tensor(None): give a number, a nested list or an array")
         backend = registry.get_backend()
-        array = backend.asarray(data, dtype=dtype)
+        try:
+            array = backend.asarray(data, dtype=dtype)
+        except Exception as exc:  # PyTorch's torch.tensor([t1, t2]) of trainable Tensors: say the way
+            if isinstance(data, (list, tuple)) and any(isinstance(d, Tensor) for d in data):
+                raise TypeError(
+                    "Tensor(a list of Tensors): a Tensor made from their values would be outside the graph; "
+                    "topgrad.stack(tensors) joins them as an op (gradients flow back), and "
+                    "Tensor([t.item() for t in tensors]) copies one-element tensors' values") from exc
+            raise
         # asarray made a new array from numbers and lists, and from a backend array whose memory
         # key changed; anything else (the same array, a torch tensor or buffer numpy wraps) may share
         made = isinstance(data, (int, float, list, tuple)) or (
@@ -102,7 +128,7 @@ class Tensor:
         self.grad: Any = None
         self._op: Op | None = None
         self._updated_at = 0
-        self._requires_grad = bool(requires_grad)
+        self._requires_grad = _flag("Tensor", "requires_grad", requires_grad)
 
     @classmethod
     def _from_array(cls, array: Any, op: Op | None, requires_grad: bool = True) -> Tensor:
@@ -131,7 +157,7 @@ class Tensor:
                 f"requires_grad: this Tensor was computed by {type(self._op).__name__}, and only a "
                 "leaf's flag can change; for a constant copy of it use t.detach(), as in PyTorch"
             )
-        self._requires_grad = bool(value)
+        self._requires_grad = _flag("Tensor", "requires_grad", value)
 
     # ---- constructors -------------------------------------------------------------
     @classmethod
@@ -144,12 +170,13 @@ class Tensor:
 
     @classmethod
     def randn(cls, *shape: int, seed: int | None = None) -> Tensor:
-        return cls._from_array(registry.get_backend().randn(_shape(shape, 0), seed=seed), None)
+        array = registry.get_backend().randn(_shape(shape, 0), seed=_seed("randn", seed))
+        return cls._from_array(array, None)
 
     @classmethod
     def He(cls, *shape: int, seed: int | None = None) -> Tensor:
         """He-normal init: std sqrt(2 / fan_in), fan_in = product of all but the last dim."""
-        shape = _shape(shape, 0)
+        shape, seed = _shape(shape, 0), _seed("He", seed)
         fan_in = math.prod(shape[:-1]) if len(shape) > 1 else shape[0] if shape else 0
         if fan_in == 0:
             raise ValueError(f"He: needs a shape with a fan-in of at least 1, got {shape}")
@@ -180,13 +207,19 @@ class Tensor:
     def __float__(self) -> float:
         return self.item()
 
+    def __int__(self) -> int:
+        """`int(t)` of a one-element tensor, truncated toward zero, as in PyTorch."""
+        return int(self.item())
+
     def detach(self) -> Tensor:
         """A constant sharing this tensor's data, outside the graph (as `torch.Tensor.detach`)."""
         return Tensor._from_array(self.data, None, requires_grad=False)
 
     @property
     def size(self) -> int:
-        return math.prod(self.data.shape)
+        """The element count, numpy's name (PyTorch's x.numel()); calling it, as PyTorch's x.size()
+        is, says to write x.shape."""
+        return _Count(math.prod(self.data.shape))
 
     def __repr__(self) -> str:
         """The values (as numpy prints them, summarized when large), the shape, a dtype other
@@ -231,7 +264,7 @@ class Tensor:
     def __getattr__(self, name: str) -> Any:
         """Asked only for a missing attribute: the error names the Topgrad way to do what a
         `torch.Tensor` method of that name does (`x.view` -> `x.reshape`)."""
-        way = pytorch_names.hint(name)
+        way = pytorch_names.hint(name, lambda method: callable(getattr(Tensor, method, None)))
         raise AttributeError(f"'Tensor' object has no attribute {name!r}" + (f": {way}" if way else ""),
                              name=name, obj=self)
 
@@ -267,7 +300,12 @@ class Tensor:
         return self * -1.0
 
     def __sub__(self, other: Any) -> Tensor:
-        return self + (-other)
+        try:
+            negated = -other
+        except TypeError as exc:  # a str, None, a bool mask (which numpy will not negate)
+            raise TypeError(f"x - y: y is {_a(type(other).__name__)} with no negative ({exc}); subtract a "
+                            "Tensor, a float array or a number") from exc
+        return self + negated
 
     def __rsub__(self, other: Any) -> Tensor:
         return other + (-self)
@@ -351,10 +389,23 @@ class Tensor:
         return op(self, other)
 
     def __matmul__(self, w: Tensor) -> Tensor:
-        return _ops().Linear.apply(self, w, None)
+        try:
+            return _ops().Linear.apply(self, w, None)
+        except Exception:  # a list or a number for w: said as x.linear(w) says it
+            _given("Linear", "w", w)
+            raise
 
     def __rmatmul__(self, x: Any) -> Tensor:
-        return _ops().Linear.apply(x, self, None)
+        try:
+            return _ops().Linear.apply(x, self, None)
+        except Exception:
+            _given("Linear", "x", x)
+            raise
+
+    def __rpow__(self, base: Any) -> Tensor:
+        """`c ** x` is no op of the table: say how to write it (PyTorch computes it)."""
+        raise TypeError(f"{base!r} ** Tensor: there is no power op with a tensor exponent; for a number "
+                        "c > 0, c ** x is (x * math.log(c)).exp()")
 
     def _no_comparison(self, other: Any) -> bool:
         """Tensors are graph nodes: == is identity (they are hashable) and <, >, <=, >= do not exist."""
@@ -482,6 +533,11 @@ class Tensor:
         )
 
     def layernorm(self, gamma: Tensor, beta: Tensor, eps: float = 1e-5) -> Tensor:
+        """Layer normalization over the last axis: (x - mean) / sqrt(var + eps) * gamma + beta."""
+        if _is_whole(gamma) or (isinstance(gamma, (tuple, list)) and gamma and all(map(_is_whole, gamma))):
+            raise TypeError(f"LayerNorm: gamma must be a Tensor (or None), got {gamma!r}: x.layernorm(gamma, "
+                            "beta, eps) takes no normalized_shape (F.layer_norm's second argument); it "
+                            "normalizes over the last axis")
         _check_eps("LayerNorm", eps)
         gamma, beta = _affine("LayerNorm", gamma, beta)
         return _ops().LayerNorm.apply(self, gamma, beta, eps=eps)
@@ -496,6 +552,7 @@ class Tensor:
 
         return build(self, names)
 
+    @pytorch_names.numpy_keywords  # PyTorch's gradient=, retain_graph=: what to write instead
     def backward(self, grad: Any = None) -> None:
         """Accumulate d(self)/d(leaf) into every leaf's `.grad`, seeded with `grad` (ones if None)."""
         from topgrad.op import refuse_foreign_tensors
@@ -504,6 +561,7 @@ class Tensor:
             self._backward(grad)
         except Exception as exc:  # a graph made under another backend fails obscurely: name it
             refuse_foreign_tensors("backward", [("the tensor", self)], exc)
+            _refuse_tensor_grads(self, exc)
             raise
 
     def _backward(self, grad: Any) -> None:
@@ -554,6 +612,19 @@ class Tensor:
                 grads[key] = pg if key not in grads else add(grads[key], pg)
             if node._intermediate:  # an op that saved nothing can run backward again
                 node._intermediate, node._released = (), True
+
+
+def _refuse_tensor_grads(root: Tensor, exc: Exception) -> None:
+    """After backward failed: a TypeError naming the leaf whose `.grad` was set to a Tensor (PyTorch's
+    `w.grad = torch.zeros_like(w)`), which backward cannot add into. Asked only on failure."""
+    for node in [root] if root._op is None else _toposort(root._op):
+        if isinstance(node, Tensor) and isinstance(node.grad, Tensor):
+            raise TypeError(f"backward: a leaf of shape {node.shape} has a Tensor for its .grad, which "
+                            f"{_GRAD_IS_AN_ARRAY}") from exc
+
+
+_GRAD_IS_AN_ARRAY = ("holds the backend's array in Topgrad (not a Tensor): clear it with w.grad = None "
+                     "(opt.zero_grad()), or set w.grad = t.data")
 
 
 def _refuse_overwritten(op: Op) -> None:
@@ -671,13 +742,25 @@ def _given(op: str, name: str, value: Any, optional: bool = False) -> Any:
         raise TypeError(f"{op}: {name} is required (a Tensor), got None")
     if isinstance(value, (list, tuple, int, float, str)):
         got = type(value).__name__
-        raise TypeError(f"{op}: {name} must be a Tensor, got a {got}: make it Tensor({name})")
+        raise TypeError(f"{op}: {name} must be a Tensor, got {_a(got)}: make it Tensor({name})")
     if type(value).__module__.startswith("torch") and not isinstance(value, Tensor):
         backend = registry.get_backend()
         if not isinstance(value, registry._array_type(backend)):  # numpy would fail deep inside
             raise TypeError(f"{op}: {name} must be a Tensor, got a {type_name(value)}, which backend "
                             f"{backend.name!r} cannot use: make it Tensor({name}) (a copy of its values)")
     return value
+
+
+def _a(noun: str) -> str:
+    """`noun` with its indefinite article: 'a list', 'an int'."""
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
+
+
+def _seed(op: str, seed: Any) -> int | None:
+    """A random seed: None, or a whole number >= 0 (numpy's generator would fail deep inside)."""
+    if seed is not None and not (_is_whole(seed) and seed >= 0):
+        raise ValueError(f"{op}: seed must be None or a whole number >= 0, got {seed!r}")
+    return seed
 
 
 def _affine(op: str, gamma: Any, beta: Any) -> tuple[Any, Any]:
@@ -698,6 +781,16 @@ def _flag(op: str, name: str, value: Any) -> bool:
     if isinstance(value, bool) or type(value).__name__ in ("bool", "bool_"):  # numpy's bool too
         return bool(value)
     raise TypeError(f"{op}: {name} must be True or False, got {value!r}")
+
+
+class _Count(int):
+    """`x.size`, the element count: an int, which says what to write when called as PyTorch's
+    x.size() (the shape) is."""
+
+    def __call__(self, *dim: Any) -> Any:
+        shown = f"x.shape[{dim[0]}]" if len(dim) == 1 else "x.shape"
+        raise TypeError(f"x.size is the element count in Topgrad (numpy's name, an int: {int(self)}), "
+                        f"not a method: PyTorch's x.size({', '.join(map(str, dim))}) is {shown}")
 
 
 def _not_scalar(t: Tensor) -> float:
