@@ -534,7 +534,7 @@ def test_flat_blocks_take_what_is_not_contiguous_whole(blocks, other: str) -> No
 @pytest.mark.parametrize("name", ["sigmoid", "tanh", "relu"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # 0 * inf in the backward (as ever)
-def test_ops_in_blocks_give_the_same_bits_as_whole(blocks, name: str, dtype: type) -> None:
+def test_ops_in_blocks_give_the_same_bits_as_whole(nb, blocks, name: str, dtype: type) -> None:
     """Sigmoid, Tanh and ReLU run their passes in blocks where this host's L2 is large: forward
     and backward must be bit for bit the whole-array result, NaN, infinities and -0.0 included
     (blocks of 1024 here, so small arrays take the blocked path on any host)."""

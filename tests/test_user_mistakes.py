@@ -236,3 +236,17 @@ def test_param_groups_says_how_to_set_the_learning_rate() -> None:
         opt.param_groups  # type: ignore[attr-defined]  # noqa: B018
     with pytest.raises(AttributeError, match=r"^'SGD' object has no attribute 'nonsense'$"):
         opt.nonsense  # type: ignore[attr-defined]  # noqa: B018
+
+
+@pytest.mark.parametrize("text", ["3.0", b"3.0"])
+def test_text_is_not_a_number(text: object) -> None:
+    """numpy would parse '3.0' (PyTorch refuses it): a Tensor of text is refused by name."""
+    with pytest.raises(TypeError, match=r"Tensor\((b?)'3.0'\): text is not a number"):
+        Tensor(text)
+
+
+def test_an_array_of_text_is_refused_by_the_numpy_backend(backend_name: str) -> None:
+    if backend_name != "numpy":
+        pytest.skip("the numpy backend's asarray")
+    with pytest.raises(TypeError, match=r"an array of text \(<U3\) is not numbers.*astype\('float32'\)"):
+        Tensor(np.array(["1.5", "2.0"]))

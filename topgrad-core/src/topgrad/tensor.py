@@ -107,6 +107,8 @@ class Tensor:
             data = data.data
         elif data is None:  # numpy would make a NaN of it
             raise TypeError("Tensor(None): give a number, a nested list or an array")
+        elif isinstance(data, (str, bytes)):  # numpy would parse it; PyTorch refuses
+            raise TypeError(f"Tensor({data!r}): text is not a number; give numbers (float(text) parses one)")
         backend = registry.get_backend()
         try:
             array = backend.asarray(data, dtype=dtype)

@@ -88,8 +88,12 @@ class NumpyBackend(topgrad.Backend):
             obj = obj.data
         elif hasattr(obj, "detach") and hasattr(obj, "cpu"):  # a torch tensor, without importing torch
             obj = obj.detach().cpu()
-        if getattr(getattr(obj, "dtype", None), "kind", None) == "O":
+        kind = getattr(getattr(obj, "dtype", None), "kind", None)
+        if kind == "O":
             raise TypeError("numpy backend: object arrays are not supported; give numbers")
+        if kind in ("U", "S"):  # numpy would parse the text; PyTorch refuses it
+            raise TypeError(f"numpy backend: an array of text ({obj.dtype}) is not numbers; convert it "
+                            "first (a.astype('float32') parses it)")
         self.refuse_complex(obj)
         try:
             return np.asarray(obj, dtype=dt)
