@@ -275,8 +275,10 @@ def kind(name):
         return "*fp32"
     return "fp32" if name in FLOATS else "i32"
 def build(fn, types=None, **consts):
-    sig = {n: "constexpr" if n in consts else (types or {}).get(n, kind(n)) for n in fn.arg_names}
-    triton.compile(ASTSource(fn, sig, consts), target=GPUTarget("cuda", int(sys.argv[1]), 32))
+    for wide in (False, True) if "WIDE" in fn.arg_names else (None,):  # int32 and int64 offsets
+        given = consts if wide is None else {**consts, "WIDE": wide}
+        sig = {n: "constexpr" if n in given else (types or {}).get(n, kind(n)) for n in fn.arg_names}
+        triton.compile(ASTSource(fn, sig, given), target=GPUTarget("cuda", int(sys.argv[1]), 32))
 BINARY = (ew.ADD, ew.SUB, ew.MUL, ew.DIV, ew.RELU_GRAD, ew.NEG_MUL, ew.TANH_GRAD, ew.SIGMOID_GRAD, ew.EQUAL,
           ew.SQRT_GRAD, ew.ABS_GRAD)
 for op in range(ew.ABS_GRAD + 1):

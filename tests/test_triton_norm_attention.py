@@ -261,8 +261,10 @@ def kind(name):
         return "fp32"
     return "*fp32" if name.isupper() and name not in INTS else "i32"
 def build(fn, **consts):
-    sig = {n: "constexpr" if n in consts else kind(n) for n in fn.arg_names}
-    triton.compile(ASTSource(fn, sig, consts), target=GPUTarget("cuda", int(sys.argv[1]), 32))
+    for wide in (False, True) if "WIDE" in fn.arg_names else (None,):  # int32 and int64 offsets
+        given = consts if wide is None else {**consts, "WIDE": wide}
+        sig = {n: "constexpr" if n in given else kind(n) for n in fn.arg_names}
+        triton.compile(ASTSource(fn, sig, given), target=GPUTarget("cuda", int(sys.argv[1]), 32))
 flags = dict(BLOCK_M=64, BLOCK_C=32)
 build(N.ln_fwd_kernel, HAS_W=True, HAS_B=False, B=None, BLOCK_M=4, BLOCK_N=1024)
 build(N.ln_bwd_kernel, HAS_W=True, BLOCK_M=4, BLOCK_N=1024)

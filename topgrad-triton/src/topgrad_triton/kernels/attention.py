@@ -23,6 +23,7 @@ import triton
 import triton.language as tl
 
 from topgrad_triton import runtime
+from topgrad_triton.kernels.indexing import needs_int64, widen
 from topgrad_triton.precision import get_precision
 from topgrad_triton.runtime import interpreting
 
@@ -30,19 +31,27 @@ MASKED = tl.constexpr(float("-inf"))  # the score of a masked (query, key) pair
 
 
 @triton.jit
+def blocks_of(length, BLOCK: tl.constexpr, WIDE: tl.constexpr):
+    """(block, batch entry) of this program in a grid of B * cdiv(length, BLOCK) programs along x
+    (a CUDA grid has at most 65535 along y: a batch there would cap B), block fastest."""
+    pid = tl.program_id(0)
+    per_entry = tl.cdiv(length, BLOCK)
+    return widen(pid % per_entry, WIDE), widen(pid // per_entry, WIDE)
+
+
+@triton.jit
 def attn_fwd_kernel(Q, K, V, OUT, ROWMAX, LOGSUM, T, S, D, DV, scale,
                     sqb, sqt, sqd, skb, skt, skd, svb, svt, svd,
                     CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                    BLOCK_DV: tl.constexpr):
+                    BLOCK_DV: tl.constexpr, WIDE: tl.constexpr):
     """One program computes BLOCK_M rows of OUT (B, T, DV, contiguous), ROWMAX and LOGSUM (B, T)
-    for one batch entry."""
-    pid_m = tl.program_id(0)
-    b = tl.program_id(1)
+    for one batch entry (`blocks_of`: the grid is one-dimensional)."""
+    pid_m, b = blocks_of(T, BLOCK_M, WIDE)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_dv = tl.arange(0, BLOCK_DV)
+    offs_n = widen(tl.arange(0, BLOCK_N), WIDE)
+    offs_d = widen(tl.arange(0, BLOCK_D), WIDE)
+    offs_dv = widen(tl.arange(0, BLOCK_DV), WIDE)
     dmask = offs_d < D
     dvmask = offs_dv < DV
     q = tl.load(Q + b * sqb + rows[:, None] * sqt + offs_d[None, :] * sqd,
@@ -82,12 +91,12 @@ def attn_fwd_kernel(Q, K, V, OUT, ROWMAX, LOGSUM, T, S, D, DV, scale,
 
 @triton.jit
 def attn_bwd_delta_kernel(OUT, DO, DELTA, T, D, sdb, sdt, sdd,
-                          BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+                          BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, WIDE: tl.constexpr):
     """One program computes delta = rowsum(dO * O) for BLOCK_M query rows of one batch entry
     (D here is the width of O and dO: the value width)."""
-    b = tl.program_id(1)
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
+    pid_m, b = blocks_of(T, BLOCK_M, WIDE)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = widen(tl.arange(0, BLOCK_D), WIDE)
     rmask = rows < T
     mask = rmask[:, None] & (offs_d < D)[None, :]
     o = tl.load(OUT + b * T * D + rows[:, None] * D + offs_d[None, :], mask=mask, other=0.0)
@@ -100,15 +109,14 @@ def attn_bwd_dkdv_kernel(Q, K, V, DO, ROWMAX, LOGSUM, DELTA, DK, DVAL, T, S, D, 
                          sqb, sqt, sqd, skb, skt, skd, svb, svt, svd, sdb, sdt, sdd,
                          CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                         BLOCK_DV: tl.constexpr):
+                         BLOCK_DV: tl.constexpr, WIDE: tl.constexpr):
     """One program computes BLOCK_N rows of dK (B, S, D) and dV (B, S, DV), both contiguous, for
     one batch entry, streaming over the query blocks that attend to them."""
-    pid_n = tl.program_id(0)
-    b = tl.program_id(1)
+    pid_n, b = blocks_of(S, BLOCK_N, WIDE)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_m = tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_dv = tl.arange(0, BLOCK_DV)
+    offs_m = widen(tl.arange(0, BLOCK_M), WIDE)
+    offs_d = widen(tl.arange(0, BLOCK_D), WIDE)
+    offs_dv = widen(tl.arange(0, BLOCK_DV), WIDE)
     dmask = offs_d < D
     dvmask = offs_dv < DV
     kv_mask = (cols < S)[:, None] & dmask[None, :]
@@ -148,15 +156,14 @@ def attn_bwd_dq_kernel(Q, K, V, DO, ROWMAX, LOGSUM, DELTA, DQ, T, S, D, DV, scal
                        sqb, sqt, sqd, skb, skt, skd, svb, svt, svd, sdb, sdt, sdd,
                        CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                       BLOCK_DV: tl.constexpr):
+                       BLOCK_DV: tl.constexpr, WIDE: tl.constexpr):
     """One program computes BLOCK_M rows of dQ (B, T, D, contiguous) for one batch entry,
     streaming over the key blocks they attend to."""
-    pid_m = tl.program_id(0)
-    b = tl.program_id(1)
+    pid_m, b = blocks_of(T, BLOCK_M, WIDE)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_dv = tl.arange(0, BLOCK_DV)
+    offs_n = widen(tl.arange(0, BLOCK_N), WIDE)
+    offs_d = widen(tl.arange(0, BLOCK_D), WIDE)
+    offs_dv = widen(tl.arange(0, BLOCK_DV), WIDE)
     dmask = offs_d < D
     dvmask = offs_dv < DV
     rmask = rows < T
@@ -212,6 +219,11 @@ def _strides(*xs: Any) -> list[int]:
     return [s for x in xs for s in x.stride()]
 
 
+def grid(length: int, block: int, batch: int) -> tuple[int]:
+    """The one-dimensional grid of `blocks_of`: cdiv(length, block) programs per batch entry."""
+    return (triton.cdiv(length, block) * batch,)
+
+
 def attention_forward(q: Any, k: Any, v: Any, causal: bool) -> tuple[Any, Any]:
     """q (B, T, D), k (B, S, D) and v (B, S, DV), any strides -> (o (B, T, DV) contiguous, stats
     (2, B, T): each query row's maximum score and the log of its sum of exp(score - maximum))."""
@@ -222,10 +234,10 @@ def attention_forward(q: Any, k: Any, v: Any, causal: bool) -> tuple[Any, Any]:
         return o, stats
     bm, bn, warps = _blocks(D, DV, backward=False)
     with runtime.quiet():  # padded lanes meet keys of -inf in the data: 0 * -inf there, unread
-        attn_fwd_kernel[(triton.cdiv(T, bm), B)](
+        attn_fwd_kernel[grid(T, bm, B)](
             q, k, v, o, stats[0], stats[1], T, S, D, DV, _scale(D), *_strides(q, k, v),
             CAUSAL=bool(causal), PRECISION=get_precision(), BLOCK_M=bm, BLOCK_N=bn,
-            BLOCK_D=_width(D), BLOCK_DV=_width(DV), num_warps=warps,
+            BLOCK_D=_width(D), BLOCK_DV=_width(DV), WIDE=needs_int64(q, k, v, o), num_warps=warps,
         )
     return o, stats
 
@@ -240,21 +252,22 @@ def attention_backward(
     if B == 0:
         return dq, dk, dv
     bm, bn, warps = _blocks(D, DV, backward=True)
-    widths = {"BLOCK_D": _width(D), "BLOCK_DV": _width(DV)}
+    widths = {"BLOCK_D": _width(D), "BLOCK_DV": _width(DV), "WIDE": needs_int64(q, k, v, o, do, dq, dk, dv)}
     scale, precision = _scale(D), get_precision()
     delta = q.new_empty((B, T))
     if T:
-        attn_bwd_delta_kernel[(triton.cdiv(T, bm), B)](
-            o, do, delta, T, DV, *do.stride(), BLOCK_M=bm, BLOCK_D=widths["BLOCK_DV"], num_warps=warps,
+        attn_bwd_delta_kernel[grid(T, bm, B)](
+            o, do, delta, T, DV, *do.stride(), BLOCK_M=bm, BLOCK_D=widths["BLOCK_DV"], WIDE=widths["WIDE"],
+            num_warps=warps,
         )
     strides = _strides(q, k, v, do)
     with runtime.quiet():
-        attn_bwd_dkdv_kernel[(triton.cdiv(S, bn), B)](
+        attn_bwd_dkdv_kernel[grid(S, bn, B)](
             q, k, v, do, stats[0], stats[1], delta, dk, dv, T, S, D, DV, scale, *strides,
             CAUSAL=bool(causal), PRECISION=precision, BLOCK_M=bm, BLOCK_N=bn, **widths, num_warps=warps,
         )
         if T:
-            attn_bwd_dq_kernel[(triton.cdiv(T, bm), B)](
+            attn_bwd_dq_kernel[grid(T, bm, B)](
                 q, k, v, do, stats[0], stats[1], delta, dq, T, S, D, DV, scale, *strides,
                 CAUSAL=bool(causal), PRECISION=precision, BLOCK_M=bm, BLOCK_N=bn, **widths,
                 num_warps=warps,

@@ -15,6 +15,7 @@ import triton.language as tl
 from topgrad.pairs import output_size
 
 from topgrad_triton import runtime
+from topgrad_triton.kernels.indexing import needs_int64, widen
 
 
 @triton.jit
@@ -52,12 +53,13 @@ def reading_output(b, h, w, i, j, ph, pw, sh, sw, OH, OW):
 def _im2col_kernel(
     x_ptr, cols_ptr, H, W, C, OH, OW, KW, sh, sw, ph, pw, M, KC,
     sxb, sxh, sxw, sxc,
-    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, WIDE: tl.constexpr,
 ):
     """One program fills a BLOCK_M x BLOCK_K tile of cols (M = B*OH*OW rows, KC = KH*KW*C columns):
-    cols[(b, oh, ow), (i, j, c)] = x[b, oh*sh - ph + i, ow*sw - pw + j, c], 0 in the padding."""
-    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    rk = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    cols[(b, oh, ow), (i, j, c)] = x[b, oh*sh - ph + i, ow*sw - pw + j, c], 0 in the padding.
+    WIDE: int64 offsets."""
+    rm = widen(tl.program_id(0), WIDE) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rk = widen(tl.program_id(1), WIDE) * BLOCK_K + tl.arange(0, BLOCK_K)
     b = rm // (OH * OW)
     pos = rm % (OH * OW)
     oh = pos // OW
@@ -79,12 +81,12 @@ def _im2col_kernel(
 @triton.jit
 def _col2im_kernel(
     dcols_ptr, dx_ptr, H, W, C, OH, OW, KH, KW, sh, sw, ph, pw, N, KC,
-    BLOCK: tl.constexpr,
+    BLOCK: tl.constexpr, WIDE: tl.constexpr,
 ):
     """One program computes BLOCK elements of the dense NHWC dx: dx[b, h, w, c] is the sum, over
     kernel taps (i, j) with oh = (h + ph - i) / sh and ow = (w + pw - j) / sw whole
-    and in range, of dcols[(b, oh, ow), (i, j, c)]."""
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    and in range, of dcols[(b, oh, ow), (i, j, c)]. WIDE: int64 offsets."""
+    offs = widen(tl.program_id(0), WIDE) * BLOCK + tl.arange(0, BLOCK)
     inside = offs < N
     b, h, w, c = nhwc_index(offs, H, W, C)
     acc = tl.zeros([BLOCK], tl.float32)
@@ -110,7 +112,7 @@ def im2col(x: torch.Tensor, kh: int, kw: int, stride: tuple[int, int], pad: tupl
     grid = (triton.cdiv(M, block_m), triton.cdiv(KC, block_k))
     _im2col_kernel[grid](
         x, cols, H, W, C, OH, OW, kw, sh, sw, ph, pw, M, KC, *x.stride(),
-        BLOCK_M=block_m, BLOCK_K=block_k, num_warps=4,
+        BLOCK_M=block_m, BLOCK_K=block_k, WIDE=needs_int64(x, cols), num_warps=4,
     )
     return cols
 
@@ -127,6 +129,7 @@ def col2im(dcols: torch.Tensor, shape: tuple[int, int, int, int], kh: int, kw: i
         return dx
     block = runtime.block(256, 1 << 16)
     _col2im_kernel[(triton.cdiv(N, block),)](
-        dcols, dx, H, W, C, OH, OW, kh, kw, sh, sw, ph, pw, N, kh * kw * C, BLOCK=block, num_warps=4,
+        dcols, dx, H, W, C, OH, OW, kh, kw, sh, sw, ph, pw, N, kh * kw * C, BLOCK=block,
+        WIDE=needs_int64(dcols, dx), num_warps=4,
     )
     return dx

@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from topgrad_triton import runtime
+from topgrad_triton.kernels.indexing import needs_int64, widen
 from topgrad_triton.shapes import broadcast_shape, broadcast_strides, collapse
 
 (ADD, SUB, MUL, DIV, COPY, SQRT, RELU, RELU_GRAD, EXP, LOG, NEG_MUL,
@@ -63,12 +64,13 @@ def _elementwise_kernel(
     sa0, sa1, sa2, sa3, sa4, sa5,
     sb0, sb1, sb2, sb3, sb4, sb5,
     OP: tl.constexpr, A_MODE: tl.constexpr, B_MODE: tl.constexpr, BLOCK: tl.constexpr,
+    WIDE: tl.constexpr,
 ):
     """One program writes BLOCK consecutive elements of the contiguous output: out[i] = OP(a[i], b[i]).
 
-    Unary ops pass b as the scalar 0 (B_MODE 0), which costs no load.
+    Unary ops pass b as the scalar 0 (B_MODE 0), which costs no load; WIDE indexes in int64.
     """
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    offs = widen(tl.program_id(0), WIDE) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     a = _operand(a_ptr, a_val, offs, mask, s1, s2, s3, s4, s5, sa0, sa1, sa2, sa3, sa4, sa5, A_MODE, BLOCK)
     b = _operand(b_ptr, b_val, offs, mask, s1, s2, s3, s4, s5, sb0, sb1, sb2, sb3, sb4, sb5, B_MODE, BLOCK)
@@ -171,16 +173,17 @@ def elementwise(op: int, a: Any, b: Any = None, name: str = "elementwise",
             float(a) if a_mode == SCALAR and a is not None else 0.0,
             float(b) if b_mode == SCALAR and b is not None else 0.0,
             n, *sizes[1:], *sa, *sb,
-            OP=op, A_MODE=a_mode, B_MODE=b_mode, BLOCK=block, num_warps=4,
+            OP=op, A_MODE=a_mode, B_MODE=b_mode, BLOCK=block, WIDE=needs_int64(n, a, b), num_warps=4,
         )
     return out
 
 
 @triton.jit
 def _store_strided_kernel(dst_ptr, src_ptr, n, s1, s2, s3, s4, s5, st0, st1, st2, st3, st4, st5,
-                          BLOCK: tl.constexpr):
-    """One program copies BLOCK consecutive elements of the dense src into the strided view dst."""
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+                          BLOCK: tl.constexpr, WIDE: tl.constexpr):
+    """One program copies BLOCK consecutive elements of the dense src into the strided view dst
+    (WIDE: int64 offsets)."""
+    offs = widen(tl.program_id(0), WIDE) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     x = tl.load(src_ptr + offs, mask=mask, other=0.0)
     tl.store(dst_ptr + _strided_offset(offs, s1, s2, s3, s4, s5, st0, st1, st2, st3, st4, st5), x, mask=mask)
@@ -202,7 +205,8 @@ def copy_into(dst: torch.Tensor, src: torch.Tensor, name: str = "copy_into") -> 
     block = runtime.block(1024, 1 << 16)
     with runtime.quiet():
         _store_strided_kernel[(triton.cdiv(n, block),)](
-            dst, contiguous(src, name=name), n, *sizes[1:], *strides, BLOCK=block, num_warps=4)
+            dst, contiguous(src, name=name), n, *sizes[1:], *strides, BLOCK=block,
+            WIDE=needs_int64(n, dst), num_warps=4)
 
 
 def contiguous(x: torch.Tensor, name: str = "copy") -> torch.Tensor:

@@ -10,20 +10,22 @@ import triton
 import triton.language as tl
 
 from topgrad_triton import runtime
+from topgrad_triton.kernels.indexing import needs_int64, widen
 
 
 @triton.jit
-def _fill_kernel(out_ptr, value, n, BLOCK: tl.constexpr):
-    """One program sets BLOCK consecutive elements of out to `value`."""
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+def _fill_kernel(out_ptr, value, n, BLOCK: tl.constexpr, WIDE: tl.constexpr):
+    """One program sets BLOCK consecutive elements of out to `value` (WIDE: int64 offsets)."""
+    offs = widen(tl.program_id(0), WIDE) * BLOCK + tl.arange(0, BLOCK)
     tl.store(out_ptr + offs, tl.zeros([BLOCK], tl.float32) + value, mask=offs < n)
 
 
 @triton.jit
-def _randn_kernel(out_ptr, seed, n, BLOCK: tl.constexpr):
-    """One program writes BLOCK standard-normal samples: element i is Philox(seed, counter i)."""
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    tl.store(out_ptr + offs, tl.randn(seed, offs), mask=offs < n)
+def _randn_kernel(out_ptr, seed, n, BLOCK: tl.constexpr, WIDE: tl.constexpr):
+    """One program writes BLOCK standard-normal samples: element i is Philox(seed, counter i mod 2**32),
+    the counter in 32 bits whatever the width of the offsets (WIDE: int64), so the stream is one."""
+    offs = widen(tl.program_id(0), WIDE) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(out_ptr + offs, tl.randn(seed, offs.to(tl.int32)), mask=offs < n)
 
 
 def full(shape: tuple[int, ...], value: float) -> torch.Tensor:
@@ -32,7 +34,7 @@ def full(shape: tuple[int, ...], value: float) -> torch.Tensor:
     n = math.prod(shape)
     if n:
         block = runtime.block(1024, 1 << 16)
-        _fill_kernel[(triton.cdiv(n, block),)](out, float(value), n, BLOCK=block)
+        _fill_kernel[(triton.cdiv(n, block),)](out, float(value), n, BLOCK=block, WIDE=needs_int64(n))
     return out
 
 
@@ -45,5 +47,6 @@ def randn(shape: tuple[int, ...], seed: int | None = None) -> torch.Tensor:
     if n:
         block = runtime.block(1024, 1 << 16)
         with runtime.quiet():
-            _randn_kernel[(triton.cdiv(n, block),)](out, int(seed) % (2**31 - 1), n, BLOCK=block)
+            _randn_kernel[(triton.cdiv(n, block),)](out, int(seed) % (2**31 - 1), n, BLOCK=block,
+                                                    WIDE=needs_int64(n))
     return out

@@ -12,6 +12,7 @@ import triton
 import triton.language as tl
 
 from topgrad_triton import runtime
+from topgrad_triton.kernels.indexing import needs_int64, widen
 from topgrad_triton.precision import get_precision
 
 
@@ -21,8 +22,10 @@ def _matmul_kernel(
     stride_am, stride_ak, stride_bk, stride_bn,
     HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    WIDE: tl.constexpr,
 ):
-    """One program computes a BLOCK_M x BLOCK_N tile of the dense C = A @ B (+ bias), looping over K."""
+    """One program computes a BLOCK_M x BLOCK_N tile of the dense C = A @ B (+ bias), looping over K
+    (WIDE: int64 offsets)."""
     pid = tl.program_id(0)
     grid_m = tl.cdiv(M, BLOCK_M)
     grid_n = tl.cdiv(N, BLOCK_N)
@@ -33,9 +36,9 @@ def _matmul_kernel(
     pid_m = first_m + (pid % group_size)
     pid_n = (pid % (GROUP_M * grid_n)) // group_size
 
-    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    rk = tl.arange(0, BLOCK_K)
+    rm = widen(pid_m, WIDE) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = widen(pid_n, WIDE) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = widen(tl.arange(0, BLOCK_K), WIDE)
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     for k0 in range(0, K, BLOCK_K):
         k = k0 + rk
@@ -83,6 +86,6 @@ def matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -
         a, b, c, bias if bias is not None else c, M, N, K,
         a.stride(0), a.stride(1), b.stride(0), b.stride(1),
         HAS_BIAS=bias is not None, PRECISION=get_precision(),
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, num_warps=4,
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, WIDE=needs_int64(a, b, c), num_warps=4,
     )
     return c

@@ -15,6 +15,7 @@ from typing import Any
 import triton
 import triton.language as tl
 
+from topgrad_triton.kernels.indexing import needs_int64, widen
 from topgrad_triton.runtime import interpreting
 
 # ---------------------------------------------------------------------------- kernels
@@ -23,10 +24,11 @@ from topgrad_triton.runtime import interpreting
 @triton.jit
 def ln_fwd_kernel(X, Y, W, B, MEAN, RSTD, M, N, sxm, sxn, eps,
                   HAS_W: tl.constexpr, HAS_B: tl.constexpr,
-                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """One program normalizes BLOCK_M whole rows (BLOCK_N >= N) and stores their mean and rstd."""
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, WIDE: tl.constexpr):
+    """One program normalizes BLOCK_M whole rows (BLOCK_N >= N) and stores their mean and rstd.
+    WIDE (as in every kernel here): int64 offsets."""
+    rows = widen(tl.program_id(0), WIDE) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = widen(tl.arange(0, BLOCK_N), WIDE)
     rmask = rows < M
     cmask = cols < N
     mask = rmask[:, None] & cmask[None, :]
@@ -46,11 +48,11 @@ def ln_fwd_kernel(X, Y, W, B, MEAN, RSTD, M, N, sxm, sxn, eps,
 
 @triton.jit
 def ln_bwd_kernel(X, DY, W, MEAN, RSTD, DX, PART, M, N, CHUNK, sxm, sxn, sdm, sdn,
-                  HAS_W: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                  HAS_W: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, WIDE: tl.constexpr):
     """One program computes dx for CHUNK rows, BLOCK_M at a time, and stores the chunk's
     partial sums of dy*xhat (row 2r of PART) and of dy (row 2r+1) for dgamma and dbeta."""
-    r = tl.program_id(0)
-    cols = tl.arange(0, BLOCK_N)
+    r = widen(tl.program_id(0), WIDE)
+    cols = widen(tl.arange(0, BLOCK_N), WIDE)
     cmask = cols < N
     if HAS_W:
         w = tl.load(W + cols, mask=cmask, other=0.0)
@@ -95,11 +97,11 @@ def sum_rows_kernel(P, OUT, R, C, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
 
 @triton.jit
 def bn_partial_stats_kernel(X, PART, M, C, CHUNK, sxm, sxc,
-                            BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+                            BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, WIDE: tl.constexpr):
     """One program reduces CHUNK rows of BLOCK_C columns to the chunk's column sum
     (PART[r, 0]) and its sum of squared deviations from the chunk mean (PART[r, 1])."""
-    r = tl.program_id(0)
-    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    r = widen(tl.program_id(0), WIDE)
+    cols = widen(tl.program_id(1), WIDE) * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = cols < C
     row0 = r * CHUNK
     row_end = tl.minimum(row0 + CHUNK, M)
@@ -168,10 +170,10 @@ def rstd_kernel(VAR, RSTD, C, eps, BLOCK_C: tl.constexpr):
 @triton.jit
 def bn_apply_kernel(X, Y, W, B, MEAN, RSTD, M, C, sxm, sxc,
                     HAS_W: tl.constexpr, HAS_B: tl.constexpr,
-                    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+                    BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, WIDE: tl.constexpr):
     """One program writes y = (x - mean) * rstd * gamma + beta for a BLOCK_M x BLOCK_C tile."""
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    rows = widen(tl.program_id(0), WIDE) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = widen(tl.program_id(1), WIDE) * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = cols < C
     mask = (rows < M)[:, None] & cmask[None, :]
     x = tl.load(X + rows[:, None] * sxm + cols[None, :] * sxc, mask=mask, other=0.0).to(tl.float32)
@@ -186,10 +188,10 @@ def bn_apply_kernel(X, Y, W, B, MEAN, RSTD, M, C, sxm, sxc,
 
 @triton.jit
 def bn_partial_grad_kernel(X, DY, MEAN, RSTD, PART, M, C, CHUNK, sxm, sxc, sdm, sdc,
-                           BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+                           BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, WIDE: tl.constexpr):
     """One program sums dy*xhat (PART[r, 0]) and dy (PART[r, 1]) over CHUNK rows of BLOCK_C columns."""
-    r = tl.program_id(0)
-    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    r = widen(tl.program_id(0), WIDE)
+    cols = widen(tl.program_id(1), WIDE) * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = cols < C
     mean = tl.load(MEAN + cols, mask=cmask, other=0.0)
     rstd = tl.load(RSTD + cols, mask=cmask, other=0.0)
@@ -211,11 +213,11 @@ def bn_partial_grad_kernel(X, DY, MEAN, RSTD, PART, M, C, CHUNK, sxm, sxc, sdm, 
 @triton.jit
 def bn_bwd_dx_kernel(X, DY, W, MEAN, RSTD, SUMS, DX, M, C, sxm, sxc, sdm, sdc,
                      TRAINING: tl.constexpr, HAS_W: tl.constexpr,
-                     BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+                     BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, WIDE: tl.constexpr):
     """One program writes dx for a BLOCK_M x BLOCK_C tile; SUMS holds sum(dy*xhat) then sum(dy).
     Training: dx = gamma*rstd*(dy - (xhat*sum(dy*xhat) + sum(dy))/M); eval: dx = gamma*rstd*dy."""
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    rows = widen(tl.program_id(0), WIDE) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = widen(tl.program_id(1), WIDE) * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = cols < C
     mask = (rows < M)[:, None] & cmask[None, :]
     dy = tl.load(DY + rows[:, None] * sdm + cols[None, :] * sdc, mask=mask, other=0.0).to(tl.float32)
@@ -290,7 +292,7 @@ def layernorm_forward(x: Any, w: Any, b: Any, eps: float) -> tuple[Any, Any, Any
     ln_fwd_kernel[(triton.cdiv(M, p.block_m),)](
         x, y, w, b, mean, rstd, M, N, x.stride(0), x.stride(1), float(eps),
         HAS_W=w is not None, HAS_B=b is not None, BLOCK_M=p.block_m, BLOCK_N=p.block_c,
-        num_warps=p.warps,
+        WIDE=needs_int64(x, y), num_warps=p.warps,
     )
     return y, mean, rstd
 
@@ -307,7 +309,8 @@ def layernorm_backward(x: Any, w: Any, mean: Any, rstd: Any, dy: Any) -> tuple[A
         ln_bwd_kernel[(p.parts,)](
             x, dy, w, mean, rstd, dx, part, M, N, p.chunk,
             x.stride(0), x.stride(1), dy.stride(0), dy.stride(1),
-            HAS_W=w is not None, BLOCK_M=p.block_m, BLOCK_N=p.block_c, num_warps=p.warps,
+            HAS_W=w is not None, BLOCK_M=p.block_m, BLOCK_N=p.block_c, WIDE=needs_int64(x, dy, dx),
+            num_warps=p.warps,
         )
     sums = _sum_rows(part.view(-1, 2 * N), x.new_empty((2 * N,)))
     return dx, sums[:N], sums[N:]
@@ -327,7 +330,7 @@ def batchnorm_stats(
     part = x.new_empty((2 * p.parts, C))
     bn_partial_stats_kernel[(p.parts, triton.cdiv(C, p.block_c))](
         x, part, M, C, p.chunk, x.stride(0), x.stride(1),
-        BLOCK_M=p.block_m, BLOCK_C=p.block_c, num_warps=p.warps,
+        BLOCK_M=p.block_m, BLOCK_C=p.block_c, WIDE=needs_int64(x), num_warps=p.warps,
     )
     mean, rstd = x.new_empty((C,)), x.new_empty((C,))
     block_c = min(triton.next_power_of_2(C), 1024 if interpreting() else 128)
@@ -358,7 +361,7 @@ def batchnorm_apply(x: Any, w: Any, b: Any, mean: Any, rstd: Any) -> Any:
     bn_apply_kernel[(triton.cdiv(M, p.block_m), triton.cdiv(C, p.block_c))](
         x, y, w, b, mean, rstd, M, C, x.stride(0), x.stride(1),
         HAS_W=w is not None, HAS_B=b is not None, BLOCK_M=p.block_m, BLOCK_C=p.block_c,
-        num_warps=p.warps,
+        WIDE=needs_int64(x, y), num_warps=p.warps,
     )
     return y
 
@@ -373,7 +376,7 @@ def batchnorm_backward(x: Any, w: Any, mean: Any, rstd: Any, dy: Any, training: 
     else:
         bn_partial_grad_kernel[(p.parts, triton.cdiv(C, p.block_c))](
             x, dy, mean, rstd, part, M, C, p.chunk, x.stride(0), x.stride(1), dy.stride(0), dy.stride(1),
-            BLOCK_M=p.block_m, BLOCK_C=p.block_c, num_warps=p.warps,
+            BLOCK_M=p.block_m, BLOCK_C=p.block_c, WIDE=needs_int64(x, dy), num_warps=p.warps,
         )
     sums = _sum_rows(part.view(-1, 2 * C), x.new_empty((2 * C,)))
     dx = x.new_empty((M, C))
@@ -381,6 +384,6 @@ def batchnorm_backward(x: Any, w: Any, mean: Any, rstd: Any, dy: Any, training: 
         bn_bwd_dx_kernel[(triton.cdiv(M, p.block_m), triton.cdiv(C, p.block_c))](
             x, dy, w, mean, rstd, sums, dx, M, C, x.stride(0), x.stride(1), dy.stride(0), dy.stride(1),
             TRAINING=training, HAS_W=w is not None, BLOCK_M=p.block_m, BLOCK_C=p.block_c,
-            num_warps=p.warps,
+            WIDE=needs_int64(x, dy, dx), num_warps=p.warps,
         )
     return dx, sums[:C], sums[C:]

@@ -13,15 +13,16 @@ import triton
 import triton.language as tl
 
 from topgrad_triton import runtime
+from topgrad_triton.kernels.indexing import needs_int64, widen
 
 
 @triton.jit
 def _sgd_kernel(p_ptr, g_ptr, buf_ptr, p_out, buf_out, n, lr, momentum, dampening, weight_decay,
                 HAS_BUF: tl.constexpr, MOMENTUM: tl.constexpr, NESTEROV: tl.constexpr,
-                HAS_WD: tl.constexpr, BLOCK: tl.constexpr):
+                HAS_WD: tl.constexpr, BLOCK: tl.constexpr, WIDE: tl.constexpr):
     """One program updates BLOCK elements: g += wd*p; buf = m*buf + (1-d)*g (or g first); p -= lr*step.
     Without weight decay the term is skipped, as torch skips it (0 * an inf parameter is NaN)."""
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    offs = widen(tl.program_id(0), WIDE) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     p = tl.load(p_ptr + offs, mask=mask)
     g = tl.load(g_ptr + offs, mask=mask)
@@ -43,10 +44,10 @@ def _sgd_kernel(p_ptr, g_ptr, buf_ptr, p_out, buf_out, n, lr, momentum, dampenin
 @triton.jit
 def _adam_kernel(p_ptr, g_ptr, m_ptr, v_ptr, p_out, m_out, v_out, n,
                  lr, beta1, beta2, eps, weight_decay, step_size, bias2_sqrt,
-                 DECOUPLED: tl.constexpr, HAS_WD: tl.constexpr, BLOCK: tl.constexpr):
+                 DECOUPLED: tl.constexpr, HAS_WD: tl.constexpr, BLOCK: tl.constexpr, WIDE: tl.constexpr):
     """One program updates BLOCK elements of p, m, v by one Adam (or AdamW) step; weight decay
     only when it is not 0, as torch (0 * an inf parameter is NaN)."""
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    offs = widen(tl.program_id(0), WIDE) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     p = tl.load(p_ptr + offs, mask=mask)
     g = tl.load(g_ptr + offs, mask=mask)
@@ -81,7 +82,7 @@ def sgd(p: torch.Tensor, g: torch.Tensor, buf: torch.Tensor | None, *, lr: float
             p, g, buf if buf is not None else p, p_out, buf_out if buf_out is not None else p_out, n,
             float(lr), float(momentum), float(dampening), float(weight_decay),
             HAS_BUF=buf is not None, MOMENTUM=bool(momentum), NESTEROV=bool(nesterov),
-            HAS_WD=weight_decay != 0, BLOCK=block,
+            HAS_WD=weight_decay != 0, BLOCK=block, WIDE=needs_int64(n),
         )
     return p_out, buf_out
 
@@ -97,6 +98,6 @@ def adam(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, *, 
         _adam_kernel[grid](
             p, g, m, v, p_out, m_out, v_out, n, float(lr), float(beta1), float(beta2), float(eps),
             float(weight_decay), lr / (1.0 - beta1**step), math.sqrt(1.0 - beta2**step),
-            DECOUPLED=bool(decoupled), HAS_WD=weight_decay != 0, BLOCK=block,
+            DECOUPLED=bool(decoupled), HAS_WD=weight_decay != 0, BLOCK=block, WIDE=needs_int64(n),
         )
     return p_out, m_out, v_out

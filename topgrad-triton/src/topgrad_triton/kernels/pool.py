@@ -11,17 +11,18 @@ import triton.language as tl
 
 from topgrad_triton import runtime
 from topgrad_triton.kernels.conv import nhwc_index, reading_output
+from topgrad_triton.kernels.indexing import needs_int64, widen
 
 
 @triton.jit
 def _maxpool_kernel(
     x_ptr, out_ptr, tap_ptr, N, H, W, C, OH, OW, sh, sw, ph, pw,
-    KH, KW, BLOCK: tl.constexpr,
+    KH, KW, BLOCK: tl.constexpr, WIDE: tl.constexpr,
 ):
     """One program writes BLOCK outputs (b, oh, ow, c) of the dense output. The scan takes a tap
     whose value is larger than the running maximum or NaN (PyTorch's rule: the first maximum, the
-    last NaN); a window of -inf only keeps its first tap inside the image."""
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    last NaN); a window of -inf only keeps its first tap inside the image. WIDE: int64 offsets."""
+    offs = widen(tl.program_id(0), WIDE) * BLOCK + tl.arange(0, BLOCK)
     inside = offs < N
     b, oh, ow, c = nhwc_index(offs, OH, OW, C)
     best = tl.full([BLOCK], float("-inf"), tl.float32)
@@ -44,12 +45,12 @@ def _maxpool_kernel(
 @triton.jit
 def _maxpool_grad_kernel(
     g_ptr, tap_ptr, dx_ptr, N, H, W, C, OH, OW, sh, sw, ph, pw,
-    KH, KW, BLOCK: tl.constexpr,
+    KH, KW, BLOCK: tl.constexpr, WIDE: tl.constexpr,
 ):
     """One program computes BLOCK elements of the dense dx: dx[b, h, w, c] sums, over taps (i, j)
     with oh = (h + ph - i) / sh and ow = (w + pw - j) / sw whole and in range, the gradient of
-    output (b, oh, ow, c) where that output's tap is (i, j); taps in the forward's order."""
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    output (b, oh, ow, c) where that output's tap is (i, j); taps in the forward's order (WIDE: int64)."""
+    offs = widen(tl.program_id(0), WIDE) * BLOCK + tl.arange(0, BLOCK)
     inside = offs < N
     b, h, w, c = nhwc_index(offs, H, W, C)
     acc = tl.zeros([BLOCK], tl.float32)
@@ -76,7 +77,8 @@ def maxpool(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], p
     if n:
         block = runtime.block(256, 1 << 16)
         _maxpool_kernel[(triton.cdiv(n, block),)](
-            x, out, tap, n, H, W, C, *out_hw, *stride, *pad, *kernel, BLOCK=block, num_warps=4,
+            x, out, tap, n, H, W, C, *out_hw, *stride, *pad, *kernel, BLOCK=block,
+            WIDE=needs_int64(x, out), num_warps=4,
         )
     return out, tap
 
@@ -91,6 +93,6 @@ def maxpool_grad(grad: torch.Tensor, tap: torch.Tensor, shape: tuple[int, int, i
         block = runtime.block(256, 1 << 16)
         _maxpool_grad_kernel[(triton.cdiv(n, block),)](
             grad, tap, dx, n, H, W, C, tap.shape[1], tap.shape[2], *stride, *pad, *kernel,
-            BLOCK=block, num_warps=4,
+            BLOCK=block, WIDE=needs_int64(grad, dx), num_warps=4,
         )
     return dx

@@ -17,19 +17,20 @@ import triton.language as tl
 
 from topgrad_triton import runtime
 from topgrad_triton.kernels.elementwise import contiguous
+from topgrad_triton.kernels.indexing import needs_int64, widen
 from topgrad_triton.shapes import kept_shape, single_stride
 
 
 @triton.jit
 def _reduce_rows_kernel(x_ptr, out_ptr, K, R, stride_k, stride_r, chunk, splits, scale,
-                        MAX: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr):
+                        MAX: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr, WIDE: tl.constexpr):
     """One program reduces BLOCK_K rows of the (K, R) view over column chunk s = program_id(1):
     out[k, s] = scale * sum (or, with MAX, the maximum) of x[k, r] for r in [s*chunk, (s+1)*chunk);
     out is (K, splits). A maximum is NaN where the chunk has a NaN, as torch.amax, on a GPU too
-    (whose max instruction would skip it)."""
-    rows = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
-    first = tl.program_id(1) * chunk
-    cols = tl.arange(0, BLOCK_R)
+    (whose max instruction would skip it). WIDE: int64 offsets."""
+    rows = widen(tl.program_id(0), WIDE) * BLOCK_K + tl.arange(0, BLOCK_K)
+    first = widen(tl.program_id(1), WIDE) * chunk
+    cols = widen(tl.arange(0, BLOCK_R), WIDE)
     if MAX:
         acc = tl.full([BLOCK_K, BLOCK_R], float("-inf"), tl.float32)
         nans = tl.zeros([BLOCK_K, BLOCK_R], tl.int32)
@@ -76,7 +77,7 @@ def reduce_rows(
     partial = out if splits == 1 else torch.empty((K, splits), dtype=torch.float32, device=x.device)
     _reduce_rows_kernel[(row_programs, splits)](
         x, partial, K, R, stride_k, stride_r, max(chunk, 1), splits, float(scale),
-        MAX=maximum, BLOCK_K=block_k, BLOCK_R=block_r, num_warps=4,
+        MAX=maximum, BLOCK_K=block_k, BLOCK_R=block_r, WIDE=needs_int64(x, partial), num_warps=4,
     )
     return out if splits == 1 else reduce_rows(partial, K, splits, splits, 1, maximum=maximum)
 

@@ -11,13 +11,16 @@ import triton
 import triton.language as tl
 
 from topgrad_triton import runtime
+from topgrad_triton.kernels.indexing import needs_int64, widen
 
 
 @triton.jit
-def _logsoftmax_fwd_kernel(x_ptr, y_ptr, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+def _logsoftmax_fwd_kernel(x_ptr, y_ptr, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                           WIDE: tl.constexpr):
     """One program handles BLOCK_M rows: y = (x - max(x)) - log(sum(exp(x - max(x)))), in that
-    order: max(x) + log(...) first would lose the log in float32 once |max| >> it (logits of 1e4)."""
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    order: max(x) + log(...) first would lose the log in float32 once |max| >> it (logits of 1e4).
+    WIDE: int64 offsets."""
+    rows = widen(tl.program_id(0), WIDE) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     row_ok = rows < M
     m = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -40,9 +43,10 @@ def _logsoftmax_fwd_kernel(x_ptr, y_ptr, M, N, BLOCK_M: tl.constexpr, BLOCK_N: t
 
 
 @triton.jit
-def _logsoftmax_bwd_kernel(g_ptr, y_ptr, dx_ptr, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """One program handles BLOCK_M rows: dx = g - exp(y) * sum(g) (y the forward output)."""
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+def _logsoftmax_bwd_kernel(g_ptr, y_ptr, dx_ptr, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                           WIDE: tl.constexpr):
+    """One program handles BLOCK_M rows: dx = g - exp(y) * sum(g) (y the forward output); WIDE: int64."""
+    rows = widen(tl.program_id(0), WIDE) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     row_ok = rows < M
     total = tl.zeros([BLOCK_M], tl.float32)
@@ -72,7 +76,8 @@ def logsoftmax_rows(x: torch.Tensor) -> torch.Tensor:
     if M * N:
         bm, bn = _blocks(M, N)
         with runtime.quiet():
-            _logsoftmax_fwd_kernel[(triton.cdiv(M, bm),)](x, y, M, N, BLOCK_M=bm, BLOCK_N=bn, num_warps=4)
+            _logsoftmax_fwd_kernel[(triton.cdiv(M, bm),)](
+                x, y, M, N, BLOCK_M=bm, BLOCK_N=bn, WIDE=needs_int64(M * N), num_warps=4)
     return y
 
 
@@ -82,5 +87,6 @@ def logsoftmax_rows_backward(g: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     dx = torch.empty_like(y)
     if M * N:
         bm, bn = _blocks(M, N)
-        _logsoftmax_bwd_kernel[(triton.cdiv(M, bm),)](g, y, dx, M, N, BLOCK_M=bm, BLOCK_N=bn, num_warps=4)
+        _logsoftmax_bwd_kernel[(triton.cdiv(M, bm),)](
+            g, y, dx, M, N, BLOCK_M=bm, BLOCK_N=bn, WIDE=needs_int64(M * N), num_warps=4)
     return dx
