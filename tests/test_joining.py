@@ -47,6 +47,10 @@ def test_cat_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
     lengths = data.draw(st.lists(st.integers(0, sizes.batch), min_size=1, max_size=4), label="lengths")
     shapes = [(*shape[:axis % len(shape)], n, *shape[axis % len(shape) + 1:]) for n in lengths]
     check_cat(shapes, axis, seed)
+    # topgrad.stack of len(lengths) tensors of `shape`, along an axis of the result (one more)
+    axis = data.draw(st.integers(-len(shape) - 1, len(shape)), label="stack axis")
+    check_against_torch(lambda *xs: topgrad.stack(list(xs), axis=axis), lambda *ts: torch.stack(ts, dim=axis),
+                        [rand(shape, seed + i) for i in range(len(lengths))], seed=seed)
 
 
 def test_cat_of_a_constant_gives_it_no_gradient() -> None:

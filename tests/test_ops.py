@@ -689,6 +689,9 @@ def test_logsoftmax_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
         [rand(shape, seed)],
         seed=seed,
     )
+    # x.softmax(axis), LogSoftmax then Exp, on the same draw
+    check_against_torch(lambda x: x.softmax(axis), lambda t: torch.softmax(t, dim=axis), [rand(shape, seed)],
+                        seed=seed)
 
 
 @pytest.mark.parametrize("scale", [1e3, 1e4, -1e4])
@@ -992,6 +995,14 @@ def test_flatten(shape: tuple[int, ...], start: int) -> None:
     )
 
 
+@given(data=st.data(), seed=seeds)
+def test_flatten_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
+    shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=4, max_side=sizes.batch), label="shape")
+    start = data.draw(st.integers(-len(shape), len(shape) - 1), label="start")
+    check_against_torch(lambda x: x.flatten(start), lambda t: torch.flatten(t, start_dim=start),
+                        [rand(shape, seed)], seed=seed)
+
+
 def test_flatten_start_out_of_range_is_an_error() -> None:
     with pytest.raises(ValueError, match="flatten: start 5"):
         Tensor(rand((2, 3), 0)).flatten(5)
@@ -1241,10 +1252,27 @@ def _channels_last(t: torch.Tensor) -> torch.Tensor:
     return t.movedim(1, -1) if t.ndim > 2 else t
 
 
+# gamma and beta given (True) or None (PyTorch's weight=None, bias=None): each norm's four forms
+AFFINE = [(True, True), (True, False), (False, True), (False, False)]
+
+
+def _affine_inputs(affine: tuple[bool, bool], c: int, seed: int) -> list[np.ndarray]:
+    """gamma and beta arrays, for those of `affine` that are given."""
+    return [rand((c,), seed + k) for k, given_ in enumerate(affine, start=1) if given_]
+
+
+def _gamma_beta(affine: tuple[bool, bool], given_: tuple[Any, ...]) -> tuple[Any, Any]:
+    """(gamma, beta) from the inputs given, None for each of `affine` that is not."""
+    it = iter(given_)
+    return (next(it) if affine[0] else None), (next(it) if affine[1] else None)
+
+
 def _check_batchnorm_training(
-    x_shape: tuple[int, ...], momentum: float, eps: float, seed: int, steps: int = 1
+    x_shape: tuple[int, ...], momentum: float, eps: float, seed: int, steps: int = 1,
+    affine: tuple[bool, bool] = (True, True),
 ) -> None:
-    """`steps` training-mode calls with fresh inputs; outputs, gradients and running stats vs torch."""
+    """`steps` training-mode calls with fresh inputs; outputs, gradients and running stats vs torch.
+    `affine`: whether gamma and beta are given (else None)."""
     c = x_shape[-1]
     running_mean, running_var = Tensor.zeros(c), Tensor.ones(c)
     # PyTorch runs each step in float64 and in float32 (check_against_torch): one set of stats each
@@ -1252,16 +1280,17 @@ def _check_batchnorm_training(
     torch_stats = {dt: (torch.zeros(c, dtype=dt), torch.ones(c, dtype=dt)) for dt in dtypes}
     for step in range(steps):
 
-        def top(x: Tensor, g: Tensor, b: Tensor) -> Tensor:
-            return x.batchnorm(g, b, running_mean=running_mean, running_var=running_var, training=True,
-                               momentum=momentum, eps=eps)
+        def top(x: Tensor, *gb: Tensor) -> Tensor:
+            return x.batchnorm(*_gamma_beta(affine, gb), running_mean=running_mean, running_var=running_var,
+                               training=True, momentum=momentum, eps=eps)
 
-        def ref(x: torch.Tensor, g: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-            y = F.batch_norm(_channels_first(x), *torch_stats[x.dtype], g, b, True, momentum, eps)
+        def ref(x: torch.Tensor, *gb: torch.Tensor) -> torch.Tensor:
+            y = F.batch_norm(_channels_first(x), *torch_stats[x.dtype], *_gamma_beta(affine, gb), True,
+                             momentum, eps)
             return _channels_last(y)
 
         s = seed + 10 * step
-        inputs = [rand(x_shape, s, scale=2.0) + 1.0, rand((c,), s + 1), rand((c,), s + 2)]
+        inputs = [rand(x_shape, s, scale=2.0) + 1.0, *_affine_inputs(affine, c, s)]
         check_against_torch(top, ref, inputs, seed=s)
         (exact_mean, exact_var), (single_mean, single_var) = torch_stats.values()
         assert_as_accurate(running_mean, exact_mean, single_mean, f"running mean after step {step}")
@@ -1292,6 +1321,24 @@ def test_batchnorm_training_without_running_stats() -> None:
         return _channels_last(F.batch_norm(_channels_first(x), None, None, g, b, True, 0.1, 1e-5))
 
     check_against_torch(top, ref, [rand((4, 3, 3, 5), 23), rand((5,), 24), rand((5,), 25)])
+
+
+@pytest.mark.parametrize("affine", AFFINE[1:])
+def test_batchnorm_without_gamma_or_beta(affine: tuple[bool, bool]) -> None:
+    """gamma or beta None (PyTorch's weight=None, bias=None), in training (running statistics
+    updated) and in eval mode: the output and the gradients of what is given."""
+    _check_batchnorm_training((4, 3, 3, 5), momentum=0.2, eps=1e-5, seed=61, affine=affine)
+    mean_np, var_np = rand((5,), 62), np.abs(rand((5,), 63)) + 0.5
+
+    def top(x: Tensor, *gb: Tensor) -> Tensor:
+        return x.batchnorm(*_gamma_beta(affine, gb), running_mean=Tensor(mean_np), running_var=Tensor(var_np),
+                           training=False)
+
+    def ref(x: torch.Tensor, *gb: torch.Tensor) -> torch.Tensor:
+        stats = (torch.tensor(mean_np, dtype=x.dtype), torch.tensor(var_np, dtype=x.dtype))
+        return _channels_last(F.batch_norm(_channels_first(x), *stats, *_gamma_beta(affine, gb), False))
+
+    check_against_torch(top, ref, [rand((4, 3, 3, 5), 64), *_affine_inputs(affine, 5, 64)])
 
 
 @pytest.mark.parametrize(("shape", "seed"), [((2, 4), 203), ((2, 1), 635)])
@@ -1332,7 +1379,8 @@ def test_batchnorm_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
         shape = (2, *shape[1:])
     momentum = data.draw(st.sampled_from([0.1, 0.5, 0.9]), label="momentum")
     eps = data.draw(st.sampled_from([1e-5, 1e-3, 0.5]), label="eps")  # 0.5: comparable to the variance
-    _check_batchnorm_training(shape, momentum=momentum, eps=eps, seed=seed)
+    affine = data.draw(st.sampled_from(AFFINE), label="gamma, beta given")
+    _check_batchnorm_training(shape, momentum=momentum, eps=eps, seed=seed, affine=affine)
 
 
 @given(data=st.data(), seed=seeds)
@@ -1340,18 +1388,20 @@ def test_batchnorm_eval_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> N
     """Eval mode normalizes with the running statistics and eps, whatever the batch shape."""
     shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=4, max_side=sizes.batch), label="shape")
     eps = data.draw(st.sampled_from([1e-5, 1e-3, 0.1]), label="eps")
+    affine = data.draw(st.sampled_from(AFFINE), label="gamma, beta given")
     c = shape[-1]
     mean_np, var_np = rand((c,), seed + 3), np.abs(rand((c,), seed + 4, scale=0.1)) + 0.01  # near eps
 
-    def top(x: Tensor, g: Tensor, b: Tensor) -> Tensor:
-        return x.batchnorm(g, b, running_mean=Tensor(mean_np), running_var=Tensor(var_np), training=False,
-                           eps=eps)
+    def top(x: Tensor, *gb: Tensor) -> Tensor:
+        return x.batchnorm(*_gamma_beta(affine, gb), running_mean=Tensor(mean_np), running_var=Tensor(var_np),
+                           training=False, eps=eps)
 
-    def ref(x: torch.Tensor, g: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    def ref(x: torch.Tensor, *gb: torch.Tensor) -> torch.Tensor:
         stats = (torch.tensor(mean_np, dtype=x.dtype), torch.tensor(var_np, dtype=x.dtype))
-        return F.batch_norm(x.reshape(-1, c), *stats, g, b, False, 0.1, eps).reshape(x.shape)
+        y = F.batch_norm(x.reshape(-1, c), *stats, *_gamma_beta(affine, gb), False, 0.1, eps)
+        return y.reshape(x.shape)
 
-    check_against_torch(top, ref, [rand(shape, seed), rand((c,), seed + 1), rand((c,), seed + 2)], seed=seed)
+    check_against_torch(top, ref, [rand(shape, seed), *_affine_inputs(affine, c, seed)], seed=seed)
 
 
 # ---- LayerNorm -------------------------------------------------------------------------------
@@ -1369,6 +1419,17 @@ def test_layernorm_fixed(shape: tuple[int, ...], eps: float) -> None:
         return F.layer_norm(x, (d,), g, b, eps)
 
     check_against_torch(top, ref, [rand(shape, 31, scale=3.0), rand((d,), 32), rand((d,), 33)])
+
+
+@pytest.mark.parametrize("affine", AFFINE[1:])
+@pytest.mark.parametrize("shape", [(2, 3, 8), (4, 1)])
+def test_layernorm_without_gamma_or_beta(shape: tuple[int, ...], affine: tuple[bool, bool]) -> None:
+    """gamma or beta None (PyTorch's weight=None, bias=None): the output and the gradients of
+    what is given."""
+    d = shape[-1]
+    check_against_torch(lambda x, *gb: x.layernorm(*_gamma_beta(affine, gb)),
+                        lambda x, *gb: F.layer_norm(x, (d,), *_gamma_beta(affine, gb)),
+                        [rand(shape, 65, scale=3.0), *_affine_inputs(affine, d, 65)])
 
 
 def test_layernorm_row_with_a_tiny_spread() -> None:
@@ -1390,10 +1451,11 @@ def test_layernorm_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
     # (zero but for eps): float32 round-off decides it, so draws start at three features.
     d = data.draw(st.integers(3, sizes.dim), label="d")
     eps = data.draw(st.sampled_from([1e-5, 1e-3, 0.5]), label="eps")  # 0.5: comparable to the variance
+    affine = data.draw(st.sampled_from(AFFINE), label="gamma, beta given")
     check_against_torch(
-        lambda x, g, b: x.layernorm(g, b, eps=eps),
-        lambda x, g, b: F.layer_norm(x, (d,), g, b, eps),
-        [rand((*lead, d), seed, scale=2.0), rand((d,), seed + 1), rand((d,), seed + 2)],
+        lambda x, *gb: x.layernorm(*_gamma_beta(affine, gb), eps=eps),
+        lambda x, *gb: F.layer_norm(x, (d,), *_gamma_beta(affine, gb), eps),
+        [rand((*lead, d), seed, scale=2.0), *_affine_inputs(affine, d, seed)],
         seed=seed,
     )
 
