@@ -187,6 +187,39 @@ def test_the_int64_path_matches_pytorch(wide) -> None:
     torch.testing.assert_close(ew.elementwise(ew.MUL, a, a[:1]), a * a[:1])
 
 
+def _training_step_through_every_kernel(seed: int) -> list[Any]:
+    """Forward, backward and an Adam step through conv, ReLU, max-pooling, BatchNorm, LayerNorm,
+    attention, log-softmax, sums and maxima; every output, gradient and updated parameter."""
+    import topgrad
+    from helpers import rand, to_numpy
+    from topgrad.optim import Adam
+
+    x = topgrad.Tensor(rand((2, 6, 5, 3), seed), requires_grad=False)
+    shapes = [(3, 3, 3, 4), (4,), (4,), (4,), (4,)]
+    w, g1, b1, g2, b2 = (topgrad.Tensor(rand(shape, seed + i)) for i, shape in enumerate(shapes, 1))
+    y = x.conv2d(w, padding=1).relu().maxpool2d(2).batchnorm(g1, b1)  # (2, 3, 2, 4)
+    z = y.reshape(2, 6, 4).layernorm(g2, b2)
+    a = topgrad.attention(z, z * 0.5, z, causal=True)
+    loss = a.logsoftmax().sum() + a.max(axis=1).sum() + a.exp().mean()
+    loss.backward()
+    params = [w, g1, b1, g2, b2]
+    grads = [to_numpy(p.grad) for p in params]
+    Adam(params, lr=0.01).step()
+    return [to_numpy(t) for t in (y, z, a, loss)] + grads + [to_numpy(p) for p in params]
+
+
+def test_the_int64_path_trains_as_the_int32_one(backend_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backward kernels and the optimizers too: a training step with every launcher forced onto the
+    int64 path gives the same bits as with int32 offsets (only the index width differs)."""
+    if backend_name != "triton":
+        pytest.skip("runs the triton backend's ops")
+    narrow = _training_step_through_every_kernel(3)
+    for module in (attention, conv, ew, fill, matmul, norm, optim, pool, reduce, softmax):
+        monkeypatch.setattr(module, "needs_int64", lambda *_: True)
+    for i, (a, b) in enumerate(zip(narrow, _training_step_through_every_kernel(3), strict=True)):
+        assert a.shape == b.shape and a.tobytes() == b.tobytes(), f"result {i} differs on the int64 path"
+
+
 # ---- grids within CUDA's limits -----------------------------------------------------------------------
 def test_attention_grids_fit_cuda_for_a_batch_of_more_than_65535(monkeypatch) -> None:
     """A batch of 70,000 short sequences: the batch on the grid's y axis (at most 65535 programs on a
