@@ -84,6 +84,7 @@ class AnomalyDetector(Observer):
     def after_forward(
         self, op: Op, args: tuple[Any, ...], params: dict[str, Any], result: Any, seconds: float
     ) -> None:
+        """AnomalyError if the output holds NaN/Inf, saying whether an input brought them or this op did."""
         nan, inf, size = _census(result.data)
         if not (nan or inf):
             return
@@ -103,6 +104,7 @@ class AnomalyDetector(Observer):
         )
 
     def after_backward(self, op: Op, grad: Any, grads: tuple[Any, ...], seconds: float) -> None:
+        """AnomalyError if a returned gradient holds NaN/Inf, saying whether the incoming one already did."""
         grads = grads if isinstance(grads, tuple) else (grads,)
         for i, g in enumerate(grads):
             if g is None:

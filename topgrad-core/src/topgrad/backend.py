@@ -55,36 +55,47 @@ class Backend:
 
     # ---- array helpers (no autograd) --------------------------------------------
     def asarray(self, obj: Any, dtype: str = "float32") -> Any:
+        """An array of `dtype` ("float32", "float64") from a nested list, numpy array, scalar or own array."""
         raise self._missing("asarray")
 
     def to_numpy(self, a: Any) -> Any:
+        """A numpy array of `a`'s values: what `Tensor.numpy()` returns and the kit compares."""
         raise self._missing("to_numpy")
 
     def zeros(self, shape: tuple[int, ...]) -> Any:
+        """Zeros of `shape`; by default `full(shape, 0.0)`, so a backend need not write it."""
         return self.full(shape, 0.0)
 
     def ones(self, shape: tuple[int, ...]) -> Any:
+        """Ones of `shape`; by default `full(shape, 1.0)`, so a backend need not write it."""
         return self.full(shape, 1.0)
 
     def full(self, shape: tuple[int, ...], value: float) -> Any:
+        """An array of `shape` filled with `value`: the building block of the constructors."""
         raise self._missing("full")
 
     def randn(self, shape: tuple[int, ...], seed: int | None = None) -> Any:
+        """Standard normal draws of `shape`, the same ones for the same seed (reproducible inits)."""
         raise self._missing("randn")
 
     def add(self, a: Any, b: Any) -> Any:
+        """a + b with broadcasting, no autograd (either may be a Python number): for optimizers."""
         raise self._missing("add")
 
     def sub(self, a: Any, b: Any) -> Any:
+        """a - b with broadcasting, no autograd (either may be a Python number): for optimizers."""
         raise self._missing("sub")
 
     def mul(self, a: Any, b: Any) -> Any:
+        """a * b with broadcasting, no autograd (either may be a Python number): for optimizers."""
         raise self._missing("mul")
 
     def div(self, a: Any, b: Any) -> Any:
+        """a / b with broadcasting, no autograd (either may be a Python number): for optimizers."""
         raise self._missing("div")
 
     def sqrt(self, a: Any) -> Any:
+        """The elementwise square root, no autograd: Adam's denominator."""
         raise self._missing("sqrt")
 
     def copy(self, a: Any) -> Any:

@@ -63,10 +63,12 @@ class Mismatch:
 
     @property
     def abs_err(self) -> float:
+        """|analytic - numeric|: the absolute error of this element."""
         return abs(self.analytic - self.numeric)
 
     @property
     def rel_err(self) -> float:
+        """The absolute error relative to |numeric| (a tiny floor avoids dividing by 0)."""
         return self.abs_err / max(abs(self.numeric), 1e-30)
 
 
@@ -263,6 +265,7 @@ class _StateKeeper(Observer):
         self.arrays: dict[int, tuple[Any, Any]] = {}
 
     def before_forward(self, op: Any, args: tuple[Any, ...], params: dict[str, Any]) -> None:
+        """Remember the leaf Tensors and raw arrays this op may update, before it does."""
         if threading.get_ident() != self.thread:
             return
         constants = [a for a in args if isinstance(a, Tensor) and not a.requires_grad]
@@ -274,6 +277,7 @@ class _StateKeeper(Observer):
                 self.arrays[id(v)] = (v, get_backend().copy(v))
 
     def restore(self) -> None:
+        """Put every remembered array back, so that the check leaves the model as it found it."""
         for t, data in self.tensors.values():
             t.data = data
         for array, saved in self.arrays.values():

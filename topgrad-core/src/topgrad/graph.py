@@ -57,6 +57,7 @@ class Node:
 
     @property
     def saved_bytes(self) -> int:
+        """Bytes of the arrays this op saved for backward."""
         return sum(s.nbytes for s in self.saved)
 
     @property

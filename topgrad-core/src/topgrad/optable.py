@@ -44,6 +44,7 @@ class OpTable:
         self.__dict__.update(ops)
 
     def names(self) -> list[str]:
+        """The op names in the table, sorted: what its repr, its errors and the kit list."""
         return sorted(k for k in self.__dict__ if not k.startswith("_"))
 
     def origins(self) -> dict[str, str]:

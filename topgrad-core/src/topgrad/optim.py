@@ -61,6 +61,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value: float) -> None:
+        """Set the learning rate; a negative, infinite or NaN one is refused, as by the constructor."""
         _check_non_negative(self, learning_rate=value)
         self._lr = value
 
@@ -87,6 +88,7 @@ class Optimizer:
                              name=name, obj=self)
 
     def step(self) -> None:
+        """Update every parameter that has a `.grad` (in place, as torch.optim does); others are skipped."""
         backend = get_backend()
         for i, (p, state) in enumerate(zip(self.params, self.state)):
             if p.grad is not None:

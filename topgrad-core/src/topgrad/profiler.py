@@ -31,6 +31,7 @@ class OpStats:
 
     @property
     def total_s(self) -> float:
+        """Forward plus backward seconds: the column the report sorts by."""
         return self.forward_s + self.backward_s
 
 
@@ -44,12 +45,14 @@ class Profile(Observer):
     def after_forward(
         self, op: Op, args: tuple[Any, ...], params: dict[str, Any], result: Any, seconds: float
     ) -> None:
+        """Count the call, its time and the bytes it saved for backward."""
         s = self._row(op)
         s.calls += 1
         s.forward_s += seconds
         s.saved_bytes += sum(nbytes(array) for _, array in held_arrays(op))  # as graph() counts them
 
     def after_backward(self, op: Op, grad: Any, grads: tuple[Any, ...], seconds: float) -> None:
+        """Count the backward call and its time."""
         s = self._row(op)
         s.backward_calls += 1
         s.backward_s += seconds

@@ -164,14 +164,17 @@ class Tensor:
     # ---- constructors -------------------------------------------------------------
     @classmethod
     def zeros(cls, *shape: int) -> Tensor:
+        """A trainable leaf of zeros (PyTorch's torch.zeros is a constant until asked)."""
         return cls._from_array(registry.get_backend().zeros(_shape(shape, 0)), None)
 
     @classmethod
     def ones(cls, *shape: int) -> Tensor:
+        """A trainable leaf of ones (PyTorch's torch.ones is a constant until asked)."""
         return cls._from_array(registry.get_backend().ones(_shape(shape, 0)), None)
 
     @classmethod
     def randn(cls, *shape: int, seed: int | None = None) -> Tensor:
+        """A trainable leaf of standard normal draws; the same `seed` gives the same values."""
         array = registry.get_backend().randn(_shape(shape, 0), seed=_seed("randn", seed))
         return cls._from_array(array, None)
 
@@ -188,14 +191,17 @@ class Tensor:
     # ---- properties ---------------------------------------------------------------
     @property
     def shape(self) -> tuple[int, ...]:
+        """The data's shape, as a tuple of ints."""
         return tuple(self.data.shape)
 
     @property
     def ndim(self) -> int:
+        """The number of axes."""
         return len(self.data.shape)
 
     @property
     def dtype(self) -> Any:
+        """The backend array's dtype (numpy's or torch's)."""
         return self.data.dtype
 
     def numpy(self) -> Any:
@@ -204,6 +210,7 @@ class Tensor:
         return (registry.owner_of(self.data) or registry.get_backend()).to_numpy(self.data)
 
     def item(self) -> float:
+        """The value of a one-element tensor as a Python float; any other size is an error."""
         return float(self.numpy().reshape(-1)[0]) if self.size == 1 else _not_scalar(self)
 
     def __float__(self) -> float:
@@ -418,11 +425,13 @@ class Tensor:
 
     @pytorch_names.numpy_keywords
     def sum(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+        """The sum over `axis` (every axis by default), as np.sum; the gradient is broadcast back."""
         keep = _flag("sum", "keepdims", keepdims)
         return _ops().Sum.apply(self, axis=_reduced("sum", axis), keepdims=keep)
 
     @pytorch_names.numpy_keywords
     def mean(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+        """The mean over `axis` (every axis by default), as np.mean."""
         keep = _flag("mean", "keepdims", keepdims)
         return _ops().Mean.apply(self, axis=_reduced("mean", axis), keepdims=keep)
 
@@ -433,12 +442,15 @@ class Tensor:
         return _ops().Max.apply(self, axis=_reduced("max", axis), keepdims=keep)
 
     def relu(self) -> Tensor:
+        """max(x, 0), as torch.relu: its gradient is 0 at 0, as PyTorch's."""
         return _ops().ReLU.apply(self)
 
     def exp(self) -> Tensor:
+        """e ** x, as torch.exp (inf where it overflows)."""
         return _ops().Exp.apply(self)
 
     def log(self) -> Tensor:
+        """The natural logarithm, as torch.log: -inf at 0, NaN below."""
         return _ops().Log.apply(self)
 
     def sqrt(self) -> Tensor:
@@ -452,6 +464,7 @@ class Tensor:
     __abs__ = abs
 
     def tanh(self) -> Tensor:
+        """The hyperbolic tangent, as torch.tanh."""
         return _ops().Tanh.apply(self)
 
     def sigmoid(self) -> Tensor:
@@ -461,6 +474,7 @@ class Tensor:
 
     @pytorch_names.numpy_keywords
     def logsoftmax(self, axis: int = -1) -> Tensor:
+        """log(softmax(x)) along one axis as one op: stable for large logits, for cross-entropy."""
         if not _is_whole(axis):
             raise TypeError(f"LogSoftmax: axis must be one int (it normalizes along one axis), got {axis!r}")
         return _ops().LogSoftmax.apply(self, axis=axis)
@@ -471,9 +485,11 @@ class Tensor:
         return self.logsoftmax(axis).exp()
 
     def linear(self, w: Tensor, b: Tensor | None = None) -> Tensor:
+        """x @ w + b, with `w` as (in, out): F.linear's weight transposed."""
         return _ops().Linear.apply(self, _given("Linear", "w", w), b)
 
     def reshape(self, *shape: int) -> Tensor:
+        """The same values in `shape` (one -1 is inferred), as torch.reshape."""
         return _ops().Reshape.apply(self, shape=_shape(shape))
 
     @pytorch_names.numpy_keywords
@@ -498,6 +514,7 @@ class Tensor:
         return self.permute(*reversed(range(self.ndim)))
 
     def conv2d(self, w: Tensor, b: Tensor | None = None, stride: int = 1, padding: int = 0) -> Tensor:
+        """2-D cross-correlation of NHWC x with `w` as (kh, kw, Cin, Cout), zero padding."""
         w, b = _given("Conv2d", "w", w), _given("Conv2d", "b", b, optional=True)
         return _ops().Conv2d.apply(self, w, b, stride=stride, padding=padding)
 

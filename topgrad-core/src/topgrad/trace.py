@@ -49,6 +49,7 @@ class Tracer(Observer):
     def after_forward(
         self, op: Op, args: tuple[Any, ...], params: dict[str, Any], result: Any, seconds: float
     ) -> None:
+        """Write the forward line: op, input and output shapes, parameters, time."""
         extra = " ".join(
             f"{k}={index_text(v) if is_index(v) else v}" for k, v in params.items()
             if isinstance(v, (bool, int, float, str, tuple))
@@ -59,6 +60,7 @@ class Tracer(Observer):
         )
 
     def after_backward(self, op: Op, grad: Any, grads: tuple[Any, ...], seconds: float) -> None:
+        """Write the backward line: op, incoming and returned gradients' shapes, time."""
         grads = grads if isinstance(grads, tuple) else (grads,)
         self._write(
             f"{type(op).__name__:<12} backward {_shapes((grad,))} -> {_shapes(grads)}  {seconds * 1e3:.3f} ms"

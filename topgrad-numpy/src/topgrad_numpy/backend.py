@@ -103,18 +103,23 @@ class NumpyBackend(topgrad.Backend):
             ) from None
 
     def to_numpy(self, a: Any) -> np.ndarray:
+        """A copy, so that editing what `Tensor.numpy()` returns never changes the tensor."""
         return np.array(a, copy=True)
 
     def zeros(self, shape: tuple[int, ...]) -> np.ndarray:
+        """float32 zeros of `shape`."""
         return np.zeros(shape, dtype=F32)
 
     def ones(self, shape: tuple[int, ...]) -> np.ndarray:
+        """float32 ones of `shape`."""
         return np.ones(shape, dtype=F32)
 
     def full(self, shape: tuple[int, ...], value: float) -> np.ndarray:
+        """A float32 array of `shape` filled with `value`."""
         return np.full(shape, value, dtype=F32)
 
     def randn(self, shape: tuple[int, ...], seed: int | None = None) -> np.ndarray:
+        """float32 standard normal draws from numpy's default generator, reproducible for a seed."""
         return np.random.default_rng(seed).standard_normal(shape, dtype=F32)
 
     def add(self, a: Any, b: Any) -> np.ndarray:
@@ -125,15 +130,19 @@ class NumpyBackend(topgrad.Backend):
         return _f32(np.add(a, b))
 
     def sub(self, a: Any, b: Any) -> np.ndarray:
+        """a - b in float32 (the optimizers' arithmetic)."""
         return _f32(np.subtract(a, b))
 
     def mul(self, a: Any, b: Any) -> np.ndarray:
+        """a * b in float32 (the optimizers' arithmetic)."""
         return _f32(np.multiply(a, b))
 
     def div(self, a: Any, b: Any) -> np.ndarray:
+        """a / b in float32 (the optimizers' arithmetic)."""
         return _f32(np.divide(a, b))
 
     def sqrt(self, a: Any) -> np.ndarray:
+        """The square root in float32 (Adam's denominator)."""
         return _f32(np.sqrt(a))
 
     def copy(self, a: Any) -> np.ndarray:

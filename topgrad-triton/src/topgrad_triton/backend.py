@@ -103,31 +103,38 @@ class TritonBackend(topgrad.Backend):
     # ---- constructors -------------------------------------------------------------
     @_guarded_helper
     def full(self, shape: tuple[int, ...], value: float) -> Any:
+        """A float32 array of `shape` filled with `value`, by the fill kernel."""
         return self._fill.full(tuple(shape), value)
 
     @_guarded_helper
     def randn(self, shape: tuple[int, ...], seed: int | None = None) -> Any:
+        """Standard normal draws of `shape` by a Triton kernel, the same ones for the same seed."""
         return self._fill.randn(tuple(shape), seed)
 
     # ---- arithmetic (broadcasting; Python numbers accepted on either side) --------
     @_guarded_helper
     def add(self, a: Any, b: Any) -> Any:
+        """a + b by the elementwise kernel (the optimizers' arithmetic: no torch compute)."""
         return self._ew.elementwise(self._ew.ADD, a, b, name="add")
 
     @_guarded_helper
     def sub(self, a: Any, b: Any) -> Any:
+        """a - b by the elementwise kernel (the optimizers' arithmetic: no torch compute)."""
         return self._ew.elementwise(self._ew.SUB, a, b, name="sub")
 
     @_guarded_helper
     def mul(self, a: Any, b: Any) -> Any:
+        """a * b by the elementwise kernel (the optimizers' arithmetic: no torch compute)."""
         return self._ew.elementwise(self._ew.MUL, a, b, name="mul")
 
     @_guarded_helper
     def div(self, a: Any, b: Any) -> Any:
+        """a / b by the elementwise kernel (the optimizers' arithmetic: no torch compute)."""
         return self._ew.elementwise(self._ew.DIV, a, b, name="div")
 
     @_guarded_helper
     def sqrt(self, a: Any) -> Any:
+        """The square root by the elementwise kernel (Adam's denominator)."""
         return self._ew.elementwise(self._ew.SQRT, a, name="sqrt")
 
     def memory_key(self, a: Any) -> int | None:

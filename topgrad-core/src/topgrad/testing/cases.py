@@ -41,9 +41,11 @@ class Case:
 
     @property
     def id(self) -> str:
+        """"Op[label]": the case's name in reports and pytest ids."""
         return f"{self.op}[{self.label}]"
 
     def seed(self) -> int:
+        """A seed derived from the id, so a case draws the same inputs on every run and machine."""
         return zlib.crc32(self.id.encode())
 
     def materialize(self) -> tuple[list[Any], dict[str, Any]]:

@@ -109,6 +109,7 @@ class _Returned(Observer):
         self.incoming: dict[int, Any] = {}
 
     def after_backward(self, op: Any, grad: Any, grads: tuple[Any, ...], seconds: float) -> None:
+        """Keep what the op's backward returned and a copy of the gradient it was given."""
         self.grads[id(op)] = grads
         self.incoming[id(op)] = _numpy(grad).copy()
 

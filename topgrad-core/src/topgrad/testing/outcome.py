@@ -23,10 +23,12 @@ class Outcome:
 
     @classmethod
     def failed(cls, message: str, error: float = float("inf")) -> Outcome:
+        """A failed check with its message (and error, inf when there is none to measure)."""
         return cls(False, error, message)
 
     @classmethod
     def crashed(cls, where: str, exc: BaseException) -> Outcome:
+        """A check that raised: the message names where, the exception and its origin."""
         notes = "".join(f"; {note}" for note in getattr(exc, "__notes__", ()))
         return cls(False, float("inf"), f"{where} raised {type(exc).__name__}: {exc}{_origin(exc)}{notes}",
                    True)

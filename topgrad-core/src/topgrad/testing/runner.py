@@ -31,14 +31,17 @@ class Row:
 
     @property
     def ok(self) -> bool:
+        """Whether forward and backward (where run) both passed."""
         return all(o is None or o.ok for o in (self.forward, self.backward))
 
     @property
     def crashed(self) -> bool:
+        """Whether forward or backward raised rather than failed a comparison."""
         return any(o is not None and o.raised for o in (self.forward, self.backward))
 
     @property
     def error(self) -> float:
+        """The larger of forward's and backward's errors: the table's max-error cell."""
         return max(o.error if o else 0.0 for o in (self.forward, self.backward))
 
 
@@ -51,14 +54,17 @@ class Report:
 
     @property
     def passed(self) -> int:
+        """How many rows ran and passed (an absent optional op is not counted)."""
         return sum(row.ok and row.forward is not None for row in self.rows)
 
     @property
     def failed(self) -> int:
+        """How many rows failed."""
         return sum(not row.ok for row in self.rows)
 
     @property
     def ok(self) -> bool:
+        """Whether no row failed: the kit's exit status."""
         return self.failed == 0
 
 

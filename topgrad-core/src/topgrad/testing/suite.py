@@ -97,12 +97,14 @@ class BackendConformance:
 
     @pytest.mark.parametrize("case", _OP_CASES)
     def test_forward(self, case: Case, request: Any) -> None:
+        """The op's forward on this case matches the float64 reference."""
         _skip_if_not_provided(case)
         self._mark_expected(request, f"{case.id} forward", case.id, f"{case.op} forward", case.op)
         _expect(check_forward(case, self.rtol))
 
     @pytest.mark.parametrize("case", _BACKWARD_CASES)
     def test_backward(self, case: Case, request: Any) -> None:
+        """The op's backward matches the reference's (itself checked against finite differences)."""
         _expect(check_reference(case))
         _skip_if_not_provided(case)
         self._mark_expected(request, f"{case.id} backward", case.id, f"{case.op} backward", case.op)
@@ -110,10 +112,12 @@ class BackendConformance:
 
     @pytest.mark.parametrize("helper", list(HELPER_CHECKS))
     def test_helper(self, helper: str, request: Any) -> None:
+        """One array helper (asarray, full, randn, add, ...) does what core expects."""
         self._mark_expected(request, helper)
         _expect(HELPER_CHECKS[helper](self.rtol))
 
     @pytest.mark.parametrize("optimizer", list(OPTIMIZER_CHECKS))
     def test_optimizer(self, optimizer: str, request: Any) -> None:
+        """One optimizer's steps on this backend match the reference's."""
         self._mark_expected(request, optimizer)
         _expect(OPTIMIZER_CHECKS[optimizer](self.rtol))

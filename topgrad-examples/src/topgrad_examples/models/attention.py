@@ -37,6 +37,7 @@ class AttentionBlock(Module):
         self.mlp_out = Linear(hidden, d, seed=next(seeds), gain=residual_gain)
 
     def forward(self, x: Tensor, training: bool | None = None) -> Tensor:
+        """Tokens (B, T, d) through both pre-norm residual halves; `training` is unused (no BatchNorm)."""
         h = self.norm1(x)
         x = x + self.out(attention(self.q(h), self.k(h), self.v(h)))
         h = self.norm2(x)
@@ -61,6 +62,7 @@ class AttentionNet(Module):
         self.head = Linear(d, num_classes, seed=next(seeds))
 
     def forward(self, x: Tensor, training: bool | None = None) -> Tensor:
+        """Logits (B, classes) for images: each of the 28 rows a token, pooled by the mean over tokens."""
         h = self.embed(x.reshape(x.shape[0], 28, 28)) + self.position  # (B, 28 tokens, d)
         for block in self.blocks:
             h = block(h, training)

@@ -27,6 +27,7 @@ class ConvNet(Module):
         self.head = Linear(hidden, num_classes, seed=next(seeds))
 
     def forward(self, x: Tensor, training: bool | None = None) -> Tensor:
+        """Logits (B, classes) for NHWC images: three ReLU convolutions, a hidden layer, the head."""
         h = self.conv1(x).relu()
         h = self.conv2(h).relu()
         h = self.conv3(h).relu()

@@ -38,6 +38,7 @@ class ResidualBlock(Module):
             self.project_bn = BatchNorm(c_out)
 
     def forward(self, x: Tensor, training: bool | None = None) -> Tensor:
+        """relu(bn(conv(relu(bn(conv(x))))) + shortcut), the shortcut projected where the shape changes."""
         h = self.bn1(self.conv1(x), training).relu()
         h = self.bn2(self.conv2(h), training)
         shortcut = x if self.project is None else self.project_bn(self.project(x), training)
@@ -61,6 +62,7 @@ class DeepConvNet(Module):
         self.head = Linear(4 * width, num_classes, seed=next(seeds))
 
     def forward(self, x: Tensor, training: bool | None = None) -> Tensor:
+        """Logits (B, classes) for NHWC images; `training` picks batch or running statistics."""
         h = self.stem_bn(self.stem(x), training).relu()
         for block in self.blocks:
             h = block(h, training)

@@ -125,6 +125,7 @@ class Linear(Module):
         self.b = Tensor.zeros(d_out)
 
     def forward(self, x: Tensor, training: bool | None = None) -> Tensor:
+        """x @ w + b."""
         return x.linear(self.w, self.b)
 
 
@@ -141,6 +142,7 @@ class Conv(Module):
         self.padding = kernel // 2 if padding is None else padding
 
     def forward(self, x: Tensor, training: bool | None = None) -> Tensor:
+        """The convolution of NHWC x, with this layer's stride and padding."""
         return x.conv2d(self.w, self.b, stride=self.stride, padding=self.padding)
 
 
@@ -158,6 +160,7 @@ class BatchNorm(Module):
         self.momentum = momentum
 
     def forward(self, x: Tensor, training: bool | None = None) -> Tensor:
+        """x normalized per channel: by batch statistics in training mode, else by the running ones."""
         return x.batchnorm(self.gamma, self.beta, running_mean=self.running_mean,
                            running_var=self.running_var, training=self.is_training(training),
                            momentum=self.momentum)
@@ -171,4 +174,5 @@ class LayerNorm(Module):
         self.beta = Tensor.zeros(d)
 
     def forward(self, x: Tensor, training: bool | None = None) -> Tensor:
+        """x normalized over the last axis, then scaled and shifted."""
         return x.layernorm(self.gamma, self.beta)

@@ -28,6 +28,7 @@ class MLP(Module):
         self.head = Linear(sizes[-1], num_classes, seed=next(seeds))
 
     def forward(self, x: Tensor, training: bool | None = None) -> Tensor:
+        """Logits (B, classes) for images flattened to rows of 784."""
         h = x.reshape(x.shape[0], -1)
         for layer in self.hidden:
             h = layer(h).relu()

@@ -91,6 +91,7 @@ def operand(op: str, x: Any) -> Any:
 
 
 def shape_of(x: Any) -> tuple[int, ...]:
+    """An operand's shape for messages: () for a Python number."""
     return x.shape if type(x) is ndarray else ()
 
 

@@ -39,6 +39,7 @@ class ReLU(Op):
     be NaN): `_util.select`, which multiplies bit patterns as integers in two flat passes."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        """max(x, 0) (large float arrays take a faster path); saves the output."""
         if type(x) is np.ndarray and x.size >= 4096 and x.dtype.kind == "f":
             out = _max_with_zeros(x)
         else:
@@ -47,6 +48,7 @@ class ReLU(Op):
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
+        """grad where the output is not 0, else +0.0 (PyTorch's select, bit for bit)."""
         (out,) = self._intermediate
         dtype = np.result_type(grad, out)
         if dtype.kind != "f":
@@ -61,6 +63,7 @@ class LogSoftmax(Op):
     """x - logsumexp(x) along `axis`, shifted by the max for stability; saves its output."""
 
     def forward(self, x: np.ndarray, axis: int = -1) -> np.ndarray:
+        """x - max - log(sum(exp(x - max))) along `axis`; a 0-d x gives 0."""
         if x.ndim == 0:  # one value along its only axis: log(1) = 0, and no gradient, as in PyTorch
             axes("LogSoftmax", axis, 0)
             self.axis = None
@@ -77,6 +80,7 @@ class LogSoftmax(Op):
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
+        """grad - softmax * sum(grad) along the axis, softmax being exp of the saved output."""
         if self.axis is None:  # a 0-d input
             return (np.zeros_like(grad),)
         (out,) = self._intermediate

@@ -18,6 +18,7 @@ class Attention(Op):
     the data) gets probabilities 0 and output 0, as PyTorch's scaled_dot_product_attention."""
 
     def forward(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool = False) -> np.ndarray:
+        """softmax(q kᵀ/√D) v, batched over the first axis, the causal mask applied when asked."""
         check_attention_shapes(q.shape, k.shape, v.shape)
         T, S = q.shape[1], k.shape[1]
         self.scale = scale = 1.0 / math.sqrt(q.shape[2]) if q.shape[2] else 1.0
@@ -39,6 +40,7 @@ class Attention(Op):
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:
+        """The gradients of q, k and v from the saved probabilities (softmax's Jacobian-vector product)."""
         q, k, v, p = self._intermediate
         gv = np.matmul(p.transpose(0, 2, 1), grad)
         gs = np.matmul(grad, v.transpose(0, 2, 1))

@@ -79,6 +79,7 @@ class BatchNorm(Op):
         self, x: np.ndarray, gamma: Any, beta: Any, running_mean: Any = None, running_var: Any = None,
         training: bool = True, momentum: float = 0.1, eps: float = 1e-5,
     ) -> np.ndarray:
+        """Normalize by the batch statistics (training: updating the running ones) or the running ones."""
         for name, stat in (("running_mean", running_mean), ("running_var", running_var)):
             if stat is not None and not isinstance(stat, (Tensor, np.ndarray)):
                 raise TypeError(f"BatchNorm: {name} must be a Tensor or a numpy array of shape (C,) for x "
@@ -133,6 +134,7 @@ class BatchNorm(Op):
         return out.reshape(x.shape)
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:
+        """The gradients of x, gamma and beta (None for those not given or not needed)."""
         x2, mean, invstd, gamma = self._intermediate
         has_gamma, has_beta = self.has
         n = x2.shape[0]

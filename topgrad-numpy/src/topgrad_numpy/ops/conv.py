@@ -298,6 +298,7 @@ class Conv2d(Op):
     def forward(
         self, x: np.ndarray, w: np.ndarray, b: Any = None, stride: Any = 1, padding: Any = 0
     ) -> np.ndarray:
+        """The NHWC output (B, Ho, Wo, Cout): each chunk of the batch as im2col patches times w."""
         (sh, sw), (ph, pw), (Ho, Wo) = conv_geometry(x.shape, w.shape, None if b is None else b.shape,
                                                      stride, padding)
         B, _, _, C = x.shape
@@ -320,6 +321,7 @@ class Conv2d(Op):
         return out.reshape(B, Ho, Wo, Cout)
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:
+        """Gradients of x (grad correlated with w, or col2im for few channels), w (patchesᵀ @ grad), b."""
         x, w = self._intermediate
         x_shape, Ho, Wo, has_bias = self.geometry
         (sh, sw), (ph, pw) = self.stride, self.padding

@@ -40,6 +40,7 @@ class Add(Op):
     """a + b with broadcasting; saves only the two shapes (no arrays)."""
 
     def forward(self, a: Any, b: Any) -> np.ndarray:
+        """a + b, broadcast; keeps the operands' shapes for backward."""
         a, b = operands("Add", a, b)
         try:
             out = _apply(np.add, a, b)
@@ -49,6 +50,7 @@ class Add(Op):
         return arr(out)
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any]:
+        """grad for each operand, summed over the axes it was broadcast along."""
         sa, sb = self.shapes
         return (
             None if sa is None else unbroadcast(grad, sa),
@@ -62,6 +64,7 @@ class Mul(Op):
     compose Mul) may run backward again, as Add may."""
 
     def forward(self, a: Any, b: Any) -> np.ndarray:
+        """a * b, broadcast; saves the operands (or keeps the number, for `x * 2.0`)."""
         a, b = operands("Mul", a, b)
         try:
             out = _apply(np.multiply, a, b)
@@ -75,6 +78,7 @@ class Mul(Op):
         return arr(out)
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any]:
+        """grad * b for a and grad * a for b, each summed back to its operand's shape."""
         a, b = self._intermediate or (self.number, self.number)  # the number times grad, for the array
         sa, sb = _needed(self)
         ga = None if sa is None else unbroadcast(arr(_apply(np.multiply, grad, b)), sa)
@@ -89,6 +93,7 @@ class Div(Op):
     and 0 * inf NaN)."""
 
     def forward(self, a: Any, b: Any) -> np.ndarray:
+        """a / b, broadcast, without numpy's warnings for division by 0; saves b and the output."""
         a, b = operands("Div", a, b)
         try:
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -100,6 +105,7 @@ class Div(Op):
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any]:
+        """grad / b for a and -(grad / b) * out for b, each summed back to its operand's shape."""
         b, out = self._intermediate
         sa, sb = _needed(self)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):

@@ -21,6 +21,7 @@ class LayerNorm(Op):
     of tiny variance stay accurate), 1/std (one per row) and gamma."""
 
     def forward(self, x: np.ndarray, gamma: Any, beta: Any, eps: float = 1e-5) -> np.ndarray:
+        """Normalize each row over the last axis, then scale by gamma and shift by beta."""
         C = check_affine("LayerNorm", x, gamma=gamma, beta=beta)
         x2 = np.ascontiguousarray(x).reshape(-1, C)
         one = ones(C, x2.dtype)  # a cached vector: np.full costs ~4 us a call

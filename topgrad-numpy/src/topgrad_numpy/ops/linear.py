@@ -39,6 +39,7 @@ class Linear(Op):
     of constant inputs."""
 
     def forward(self, x: np.ndarray, w: np.ndarray, b: Any = None) -> np.ndarray:
+        """x @ w + b over the last axis of x (leading axes are rows), as one GEMM."""
         two_d = type(w) is np.ndarray and x.ndim == 2 and w.ndim == 2 and x.shape[1] == w.shape[0]
         if not two_d or (b is not None and (type(b) is not np.ndarray or b.shape != (w.shape[1],))):
             _check(x, w, b)
@@ -53,6 +54,7 @@ class Linear(Op):
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:
+        """grad @ wᵀ for x, xᵀ @ grad for w and grad summed over rows for b (skipping constants)."""
         x, w = self._intermediate
         rows = _rows(x)
         g2 = grad.reshape(rows, w.shape[1])

@@ -15,12 +15,14 @@ class Exp(Op):
     """e ** x; saves its output, which is its own derivative."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        """e ** x (inf on overflow, without numpy's warning); saves the output."""
         with np.errstate(over="ignore"):  # inf, as in PyTorch
             out = arr(np.exp(x))
         self.save_for_backward(out)
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
+        """grad * e ** x, the saved output."""
         (out,) = self._intermediate
         with np.errstate(invalid="ignore", over="ignore"):
             return (arr(grad * out),)
@@ -31,12 +33,14 @@ class Log(Op):
     saves x for the gradient 1 / x."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        """log(x), without numpy's warnings at and below 0; saves x."""
         with np.errstate(divide="ignore", invalid="ignore"):
             out = arr(np.log(x))
         self.save_for_backward(x)
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
+        """grad / x."""
         (x,) = self._intermediate
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # grad / a denormal x
             return (arr(np.divide(grad, x)),)
@@ -47,12 +51,14 @@ class Sqrt(Op):
     for the gradient grad / (2 y), inf at 0 as PyTorch's."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        """sqrt(x), NaN below 0 without numpy's warning; saves the output."""
         with np.errstate(invalid="ignore"):
             out = arr(np.sqrt(x))
         self.save_for_backward(out)
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
+        """grad / (2 y), y being the saved output."""
         (out,) = self._intermediate
         with np.errstate(divide="ignore", invalid="ignore"):
             d = arr(np.divide(grad, out))
@@ -65,10 +71,12 @@ class Abs(Op):
     np.sign gives NaN there; PyTorch's gradient is 0)."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        """|x|; saves x for the sign."""
         self.save_for_backward(x)
         return arr(np.abs(x))
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
+        """grad * sign(x), with sign 0 at 0 and at NaN."""
         (x,) = self._intermediate
         above = np.greater(x, 0, out=np.empty(x.shape, dtype=bool))
         below = np.less(x, 0, out=np.empty(x.shape, dtype=bool))
@@ -83,11 +91,13 @@ class Tanh(Op):
     """The hyperbolic tangent; saves its output y for the gradient 1 - y²."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        """tanh(x); saves the output."""
         out = arr(np.tanh(x))
         self.save_for_backward(out)
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
+        """grad * (1 - y²), block by block so that the passes stay in cache."""
         (out,) = self._intermediate
         d = np.empty(out.shape, out.dtype)  # an array even for a 0-d tensor, for the in-place steps
         for y, g, db in flat_blocks(out, grad, d):  # three passes per cache-sized block
@@ -102,6 +112,7 @@ class Sigmoid(Op):
     output y for the gradient y (1 - y)."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        """1 / (1 + e^-x), in place block by block; saves the output."""
         out = np.empty(x.shape, x.dtype)  # the four passes in place, block by block
         with np.errstate(over="ignore"):
             for xb, y in flat_blocks(x, out):
@@ -113,6 +124,7 @@ class Sigmoid(Op):
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
+        """grad * y (1 - y), block by block."""
         (out,) = self._intermediate
         d = np.empty(out.shape, out.dtype)
         for y, g, db in flat_blocks(out, grad, d):

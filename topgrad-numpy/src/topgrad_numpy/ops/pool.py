@@ -45,6 +45,7 @@ class MaxPool2d(Op):
     image (not the padding)."""
 
     def forward(self, x: np.ndarray, kernel_size: Any, stride: Any = None, padding: Any = 0) -> np.ndarray:
+        """The maximum of each window of NHWC x; saves which tap of the window gave each output."""
         geo = pool_geometry(x.shape, kernel_size, stride, padding)
         (kh, kw), step, (ph, pw), _ = geo
         B, H, W, C = x.shape

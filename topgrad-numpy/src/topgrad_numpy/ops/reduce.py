@@ -33,11 +33,13 @@ class Sum(Op):
     """Sum over `axis` (None, int or tuple); saves only the input shape."""
 
     def forward(self, x: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:
+        """x summed over the normalized axes."""
         self.axes = axes("Sum", axis, x.ndim)
         self.in_shape, self.keepdims = x.shape, keepdims
         return _reduce(x, self.axes, keepdims)
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
+        """grad broadcast back to the input's shape."""
         return (_expand(grad, self.in_shape, self.axes, self.keepdims),)
 
 
@@ -45,6 +47,7 @@ class Mean(Op):
     """Mean over `axis` (None, int or tuple); saves only the input shape."""
 
     def forward(self, x: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:
+        """x averaged over the normalized axes (NaN over no elements, as in PyTorch)."""
         self.axes = axes("Mean", axis, x.ndim)
         self.in_shape, self.keepdims = x.shape, keepdims
         count = math.prod(x.shape[a] for a in self.axes)
@@ -54,6 +57,7 @@ class Mean(Op):
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
+        """grad broadcast back to the input's shape, divided by the count averaged over."""
         out = _expand(grad, self.in_shape, self.axes, self.keepdims)
         out *= self.scale
         return (out,)
@@ -64,6 +68,7 @@ class Max(Op):
     share the gradient equally, and a NaN makes it NaN. Saves x (a reference) and the output."""
 
     def forward(self, x: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:
+        """The maximum over the axes (an error over an empty axis, as in PyTorch); saves x and it."""
         self.axes = axes("Max", axis, x.ndim)
         empty = [a for a in self.axes if x.shape[a] == 0]
         if empty:
@@ -75,6 +80,7 @@ class Max(Op):
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
+        """grad shared equally among the elements equal to the maximum."""
         x, out = self._intermediate
         mask = x == out.reshape(self.kept)  # NaN equals nothing: its slice's count is 0, grads NaN
         count = mask.sum(axis=self.axes, keepdims=True, dtype=x.dtype)

@@ -14,6 +14,7 @@ class Reshape(Op):
     """x viewed with a new shape (-1 allowed; copies only if x is not contiguous); saves the shape."""
 
     def forward(self, x: np.ndarray, shape: Any = ()) -> np.ndarray:
+        """x with the new shape (a view where numpy can make one); keeps x's shape."""
         shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
         try:
             out = x.reshape(shape)
@@ -26,6 +27,7 @@ class Reshape(Op):
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
+        """grad reshaped back to x's shape."""
         return (grad.reshape(self.in_shape),)
 
 
@@ -34,6 +36,7 @@ class Permute(Op):
     as it is), so later ops and `.grad` get dense arrays; saves the inverse order for backward."""
 
     def forward(self, x: np.ndarray, axes: Any = ()) -> np.ndarray:
+        """x's axes in the order `axes`, dense; keeps the inverse order."""
         axes = tuple(axes)
         if sorted(axes) != list(range(x.ndim)):
             raise ValueError(f"Permute: axes {axes} are no ordering of the axes of shape {x.shape}")
@@ -41,6 +44,7 @@ class Permute(Op):
         return _dense(x.transpose(axes))
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
+        """grad with the inverse order applied, dense."""
         return (_dense(np.transpose(grad, self.inverse)),)
 
 
@@ -49,11 +53,13 @@ class Slice(Op):
     writes the gradient into zeros of x's shape at the selected places. Saves shapes only."""
 
     def forward(self, x: np.ndarray, index: Any = ()) -> np.ndarray:
+        """x[index], dense (a 0-d result stays an array)."""
         self.index, self.x_shape, self.x_dtype = basic_index(index, x.shape), x.shape, x.dtype
         whole = (*self.index, ...)  # the trailing ... keeps a 0-d result an array
         return _dense(x[whole])
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
+        """Zeros of x's shape with grad written at the selected places."""
         gx = np.zeros(self.x_shape, self.x_dtype)
         gx[self.index] = grad
         return (gx,)
@@ -64,11 +70,13 @@ class Concat(Op):
     view where that part is dense). Saves where the parts start."""
 
     def forward(self, *xs: np.ndarray, axis: int = 0) -> np.ndarray:
+        """The arrays joined along `axis`; keeps where each part starts."""
         _, self.axis = joined_shape("Concat", [x.shape for x in xs], axis)
         self.starts = np.cumsum([x.shape[self.axis] for x in xs[:-1]]).tolist()
         return np.concatenate(xs, axis=self.axis)
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray | None, ...]:
+        """grad split where the parts start: each input its part (None where not needed)."""
         parts = np.split(grad, self.starts, axis=self.axis)
         return tuple(_dense(p) if self.needs_grad(i) else None for i, p in enumerate(parts))
 

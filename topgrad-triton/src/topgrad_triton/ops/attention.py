@@ -18,6 +18,7 @@ class Attention(TritonOp):
     """softmax(q kᵀ / √D) v for q (B, T, D), k (B, S, D), v (B, S, Dv); `causal` masks key j > query i."""
 
     def forward(self, q: Any, k: Any, v: Any, causal: bool = False) -> Any:
+        """The fused attention kernel's output; saves q, k, v, it and each query row's max and log-sum."""
         check_tensors("Attention", q=q, k=k, v=v)
         check_attention_shapes(tuple(q.shape), tuple(k.shape), tuple(v.shape))
         # a raw torch operand of another dtype is cast, as Linear's weight is (the kernels read any
@@ -29,5 +30,6 @@ class Attention(TritonOp):
         return o
 
     def backward(self, grad: Any) -> tuple[Any, Any, Any]:
+        """dq, dk and dv by the backward kernels, from the saved output and row statistics."""
         q, k, v, o, stats = self.saved
         return kernels.attention_backward(q, k, v, o, stats, grad, self.causal)

@@ -74,6 +74,7 @@ class Pointwise(TritonOp):
     from_output: ClassVar[bool] = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """f(x) by one elementwise kernel; saves y or x, whichever the derivative needs."""
         name = type(self).__name__
         check_tensors(name, x=x)
         out = ew.elementwise(self.function, x, name=name)
@@ -81,5 +82,6 @@ class Pointwise(TritonOp):
         return out
 
     def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:
+        """The gradient kernel applied to grad and the saved array."""
         (saved,) = self.saved
         return (ew.elementwise(self.gradient, grad, saved, name=type(self).__name__),)

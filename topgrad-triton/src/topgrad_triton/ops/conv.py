@@ -19,6 +19,7 @@ class Conv2d(TritonOp):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None,
                 stride: Any = 1, padding: Any = 0) -> torch.Tensor:
+        """im2col patches (x itself for a 1x1 kernel) times w, plus b; saves patches and w."""
         check_tensors("Conv2d", optional=("b",), x=x, w=w, b=b)
         s, p, (OH, OW) = conv_geometry(tuple(x.shape), tuple(w.shape), None if b is None else tuple(b.shape),
                                        stride, padding)
@@ -33,6 +34,7 @@ class Conv2d(TritonOp):
         return matmul(cols, w2, contiguous(b) if b is not None else None).view(B, OH, OW, cout)
 
     def backward(self, grad: torch.Tensor) -> tuple[Grad, Grad, Grad]:
+        """dx by col2im of grad @ wᵀ, dw as patchesᵀ @ grad, db as grad summed over rows."""
         cols, w2 = self.saved
         x_shape, w_shape, pointwise, has_bias = self.geometry
         s, p = self.stride, self.padding

@@ -52,11 +52,13 @@ class Add(TritonOp):
     """a + b with broadcasting; either may be a real number."""
 
     def forward(self, a: Any, b: Any) -> torch.Tensor:
+        """a + b, broadcast, by the elementwise kernel; keeps the operands' shapes."""
         a, b = _check("Add", a, b)
         self.shapes = (_shape(a), _shape(b))
         return ew.elementwise(ew.ADD, a, b, name="Add")
 
     def backward(self, grad: torch.Tensor) -> tuple[Any, Any]:
+        """grad for each operand, summed over the axes it was broadcast along."""
         (ga, gb) = (None if s is None else reduce_to_shape(grad, s) for s in self.shapes)
         return ga, gb
 
@@ -67,6 +69,7 @@ class Mul(TritonOp):
     `x - y` (which compose Mul) may run backward again, as Add may."""
 
     def forward(self, a: Any, b: Any) -> torch.Tensor:
+        """a * b, broadcast; saves the operands (or keeps the number, for `x * 2.0`)."""
         a, b = _check("Mul", a, b)
         self.shapes = (_shape(a), _shape(b))
         if None in self.shapes:
@@ -76,6 +79,7 @@ class Mul(TritonOp):
         return ew.elementwise(ew.MUL, a, b, name="Mul")
 
     def backward(self, grad: torch.Tensor) -> tuple[Any, Any]:
+        """grad * b for a and grad * a for b, each summed back to its operand's shape."""
         a, b = self.saved or (self.number, self.number)  # the number times grad, for the array
         sa, sb = _needed(self)
         return _mul_grad(grad, b, sa), _mul_grad(grad, a, sb)
@@ -87,6 +91,7 @@ class Div(TritonOp):
     inf, and 0 * inf to NaN, for a tiny b)."""
 
     def forward(self, a: Any, b: Any) -> torch.Tensor:
+        """a / b, broadcast; saves b and the output."""
         a, b = _check("Div", a, b)
         self.shapes = (_shape(a), _shape(b))
         out = ew.elementwise(ew.DIV, a, b, name="Div")
@@ -94,6 +99,7 @@ class Div(TritonOp):
         return out
 
     def backward(self, grad: torch.Tensor) -> tuple[Any, Any]:
+        """grad / b for a and -grad * (out / b) for b, each summed back to its operand's shape."""
         b, out = self.saved
         sa, sb = _needed(self)
         ga = ew.elementwise(ew.DIV, grad, b, name="Div")

@@ -17,6 +17,7 @@ class Linear(TritonOp):
     """x @ w + b over the last axis of x; b may be None."""
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+        """x as rows (leading axes flattened) @ w + b by the matmul kernel; saves the rows and w."""
         check_tensors("Linear", optional=("b",), x=x, w=w, b=b)
         if w.ndim != 2 or x.ndim < 1 or x.shape[-1] != w.shape[0]:
             raise ValueError(f"Linear (x @ w): x of shape {tuple(x.shape)} cannot be multiplied by w of "
@@ -35,6 +36,7 @@ class Linear(TritonOp):
         return y.view(*x.shape[:-1], w.shape[1])
 
     def backward(self, grad: torch.Tensor) -> tuple[Grad, Grad, Grad]:
+        """grad @ wᵀ for x, xᵀ @ grad for w and grad summed over rows for b (skipping constants)."""
         x2, w = self.saved
         rows, M = x2.shape[0], w.shape[1]
         g2 = contiguous(grad).view(rows, M)

@@ -86,6 +86,7 @@ class LayerNorm(TritonOp):
     """y = (x - mean) / sqrt(var + eps) * gamma + beta over the last axis (biased variance)."""
 
     def forward(self, x: Any, gamma: Any, beta: Any, eps: float = 1e-5) -> Any:
+        """Normalize each row by the layernorm kernel; saves x, gamma and each row's mean and 1/std."""
         _check("LayerNorm", x, gamma=gamma, beta=beta)
         gamma, beta = _dense("LayerNorm", gamma), _dense("LayerNorm", beta)
         x2 = as_rows(x)
@@ -95,6 +96,7 @@ class LayerNorm(TritonOp):
         return y.view(x.shape)
 
     def backward(self, grad: Any) -> tuple[Any, Any, Any]:
+        """dx, dgamma and dbeta by the layernorm backward kernel (None for an absent gamma or beta)."""
         x2, gamma, mean, rstd = self.saved
         dx, dgamma, dbeta = kernels.layernorm_backward(x2, gamma, mean, rstd, as_rows(grad))
         return (dx.view(self.shape), dgamma if self.has_gamma else None, dbeta if self.has_beta else None)
@@ -121,6 +123,7 @@ class BatchNorm(TritonOp):
         momentum: float = 0.1,
         eps: float = 1e-5,
     ) -> Any:
+        """Normalize by the batch statistics (training: updating the running ones) or the running ones."""
         rm, rv = _array("running_mean", running_mean, training), _array("running_var", running_var, training)
         _check("BatchNorm", x, gamma=gamma, beta=beta, running_mean=rm, running_var=rv)
         if not training and (rm is None or rv is None):
@@ -147,6 +150,7 @@ class BatchNorm(TritonOp):
         return y.view(x.shape)
 
     def backward(self, grad: Any) -> tuple[Any, Any, Any]:
+        """dx, dgamma and dbeta by the batchnorm backward kernels (None for an absent gamma or beta)."""
         x2, gamma, mean, rstd = self.saved
         dx, dgamma, dbeta = kernels.batchnorm_backward(x2, gamma, mean, rstd, as_rows(grad), self.batch_stats)
         return (dx.view(self.shape), dgamma if self.has_gamma else None, dbeta if self.has_beta else None)

@@ -20,6 +20,7 @@ class MaxPool2d(TritonOp):
     def forward(
         self, x: torch.Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0
     ) -> torch.Tensor:
+        """The maximum of each window of NHWC x by the pooling kernel; saves the winning tap."""
         check_tensors("MaxPool2d", x=x)
         kernel, step, pad, out_hw = pool_geometry(tuple(x.shape), kernel_size, stride, padding)
         out, tap = maxpool(contiguous(x), kernel, step, pad, out_hw)
@@ -30,6 +31,7 @@ class MaxPool2d(TritonOp):
         return out
 
     def backward(self, grad: torch.Tensor) -> tuple[Grad]:
+        """The dense gradient of x: each output's grad goes to the winning tap of its window."""
         (tap,) = self.saved
         g = contiguous(grad)
         return (maxpool_grad(g, tap, self.x_shape, self.kernel_size, self.stride, self.padding),)

@@ -19,6 +19,7 @@ class _Reduce(TritonOp):
     mean = False
 
     def forward(self, x: torch.Tensor, axis: Any = None, keepdims: bool = False) -> torch.Tensor:
+        """x summed (or averaged) over the normalized axes by the reduction kernel."""
         name = type(self).__name__
         check_tensors(name, x=x)
         axes = normalize_axes(name, axis, x.ndim)
@@ -28,6 +29,7 @@ class _Reduce(TritonOp):
         return reduce_axes(x, axes, keepdims, self.scale)
 
     def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:
+        """grad broadcast back to x's shape (scaled by 1 / count for a mean)."""
         kept = kept_shape(self.shape, self.axes)
         g = contiguous(grad).view(kept)
         return (broadcast_to(g, self.shape, self.scale if self.mean else None),)
@@ -48,6 +50,7 @@ class Max(TritonOp):
     for it share the gradient equally, and a NaN makes it NaN. Saves x and the output."""
 
     def forward(self, x: torch.Tensor, axis: Any = None, keepdims: bool = False) -> torch.Tensor:
+        """The maximum over the axes (an error over an empty axis, as in PyTorch); saves x and it."""
         check_tensors("Max", x=x)
         axes = normalize_axes("Max", axis, x.ndim)
         empty = [d for d in axes if x.shape[d] == 0]
@@ -60,6 +63,7 @@ class Max(TritonOp):
         return out
 
     def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:
+        """grad shared equally among the elements equal to the maximum."""
         x, out = self.saved
         kept = kept_shape(self.shape, self.axes)
         mask = ew.elementwise(ew.EQUAL, x, out.view(kept), name="Max")

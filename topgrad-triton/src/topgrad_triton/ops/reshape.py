@@ -37,11 +37,13 @@ class Reshape(TritonOp):
     """x with a new shape of the same size; -1 stands for the remaining size."""
 
     def forward(self, x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        """A view of x (made dense first) with the new shape; keeps x's shape."""
         check_tensors("Reshape", x=x)
         self.x_shape = tuple(x.shape)
         return contiguous(x, name="Reshape").view(resolve_shape(self.x_shape, tuple(shape)))
 
     def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:
+        """grad, dense, viewed with x's shape."""
         return (contiguous(grad, name="Reshape.backward").view(self.x_shape),)
 
 
@@ -50,6 +52,7 @@ class Permute(TritonOp):
     where the order leaves memory as it is, as numpy's Permute)."""
 
     def forward(self, x: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
+        """x's axes in the order `axes`, dense; keeps the inverse order."""
         check_tensors("Permute", x=x)
         axes = tuple(int(a) for a in axes)
         if sorted(axes) != list(range(x.dim())):
@@ -58,6 +61,7 @@ class Permute(TritonOp):
         return contiguous(x.permute(axes), name="Permute")
 
     def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:
+        """grad with the inverse order applied, dense."""
         return (contiguous(grad.permute(self.inverse), name="Permute.backward"),)
 
 
@@ -65,11 +69,13 @@ class Slice(TritonOp):
     """x[index] for a basic index (see `topgrad.indexing`), dense; saves the index and x's shape."""
 
     def forward(self, x: torch.Tensor, index: tuple = ()) -> torch.Tensor:
+        """x[index], dense; keeps the index and x's shape."""
         check_tensors("Slice", x=x)
         self.index, self.x_shape = basic_index(index, tuple(x.shape)), tuple(x.shape)
         return contiguous(x[self.index], name="Slice")
 
     def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:
+        """Zeros of x's shape with grad copied into the selected places."""
         gx = full(self.x_shape, 0.0)
         place = gx[tuple(i for i in self.index if i is not None)]  # the new axes are grad's size-1 dims
         copy_into(place, contiguous(grad, name="Slice.backward").view(place.shape), name="Slice.backward")
@@ -81,6 +87,7 @@ class Concat(TritonOp):
     view) by the strided-write kernel. Saves where the parts start and their sizes."""
 
     def forward(self, *xs: torch.Tensor, axis: int = 0) -> torch.Tensor:
+        """The arrays copied into their parts of one output along `axis`; keeps where the parts lie."""
         check_tensors("Concat", (), **{f"tensor {i}": x for i, x in enumerate(xs)})
         shape, self.axis = joined_shape("Concat", [tuple(x.shape) for x in xs], axis)
         out = torch.empty(shape, dtype=torch.float32, device=xs[0].device)
@@ -93,5 +100,6 @@ class Concat(TritonOp):
         return out
 
     def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        """Each input's part of grad, dense (None where not needed)."""
         return tuple(contiguous(grad.narrow(self.axis, start, size), name="Concat.backward")
                      if self.needs_grad(i) else None for i, (start, size) in enumerate(self.parts))

@@ -31,6 +31,7 @@ class LogSoftmax(TritonOp):
     """log(softmax(x)) along `axis`, stable for large logits."""
 
     def forward(self, x: torch.Tensor, axis: int = -1) -> torch.Tensor:
+        """log(softmax(x)) along the axis by the row kernel; saves the output."""
         check_tensors("LogSoftmax", x=x)
         (ax,) = normalize_axes("LogSoftmax", axis, x.ndim) or (0,)
         self.axis = ax
@@ -39,6 +40,7 @@ class LogSoftmax(TritonOp):
         return y
 
     def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:
+        """grad - softmax * sum(grad) along the axis, by the row backward kernel."""
         (y,) = self.saved
         dx = logsoftmax_rows_backward(_rows(grad, self.axis), _rows(y, self.axis))
         return (_unrows(dx, tuple(y.shape), self.axis),)
