@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 import operator
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from topgrad import pytorch_names, registry
+from topgrad import arguments, pytorch_names, registry
 from topgrad.errors import type_name
 from topgrad.indexing import basic_index
 from topgrad.joining import joined_shape, normal_axis
@@ -130,7 +129,7 @@ class Tensor:
         self.grad: Any = None
         self._op: Op | None = None
         self._updated_at = 0
-        self._requires_grad = _flag("Tensor", "requires_grad", requires_grad)
+        self._requires_grad = arguments.flag("Tensor", "requires_grad", requires_grad)
 
     @classmethod
     def _from_array(cls, array: Any, op: Op | None, requires_grad: bool = True) -> Tensor:
@@ -159,29 +158,29 @@ class Tensor:
                 f"requires_grad: this Tensor was computed by {type(self._op).__name__}, and only a "
                 "leaf's flag can change; for a constant copy of it use t.detach(), as in PyTorch"
             )
-        self._requires_grad = _flag("Tensor", "requires_grad", value)
+        self._requires_grad = arguments.flag("Tensor", "requires_grad", value)
 
     # ---- constructors -------------------------------------------------------------
     @classmethod
     def zeros(cls, *shape: int) -> Tensor:
         """A trainable leaf of zeros (PyTorch's torch.zeros is a constant until asked)."""
-        return cls._from_array(registry.get_backend().zeros(_shape(shape, 0)), None)
+        return cls._from_array(registry.get_backend().zeros(arguments.sizes(shape, 0)), None)
 
     @classmethod
     def ones(cls, *shape: int) -> Tensor:
         """A trainable leaf of ones (PyTorch's torch.ones is a constant until asked)."""
-        return cls._from_array(registry.get_backend().ones(_shape(shape, 0)), None)
+        return cls._from_array(registry.get_backend().ones(arguments.sizes(shape, 0)), None)
 
     @classmethod
     def randn(cls, *shape: int, seed: int | None = None) -> Tensor:
         """A trainable leaf of standard normal draws; the same `seed` gives the same values."""
-        array = registry.get_backend().randn(_shape(shape, 0), seed=_seed("randn", seed))
+        array = registry.get_backend().randn(arguments.sizes(shape, 0), seed=arguments.seed("randn", seed))
         return cls._from_array(array, None)
 
     @classmethod
     def He(cls, *shape: int, seed: int | None = None) -> Tensor:
         """He-normal init: std sqrt(2 / fan_in), fan_in = product of all but the last dim."""
-        shape, seed = _shape(shape, 0), _seed("He", seed)
+        shape, seed = arguments.sizes(shape, 0), arguments.seed("He", seed)
         fan_in = math.prod(shape[:-1]) if len(shape) > 1 else shape[0] if shape else 0
         if fan_in == 0:
             raise ValueError(f"He: needs a shape with a fan-in of at least 1, got {shape}")
@@ -312,8 +311,9 @@ class Tensor:
         try:
             negated = -other
         except TypeError as exc:  # a str, None, a bool mask (which numpy will not negate)
-            raise TypeError(f"x - y: y is {_a(type(other).__name__)} with no negative ({exc}); subtract a "
-                            "Tensor, a float array or a number") from exc
+            what = arguments.with_article(type(other).__name__)
+            raise TypeError(f"x - y: y is {what} with no negative ({exc}); subtract a Tensor, a float array "
+                            "or a number") from exc
         return self + negated
 
     def __rsub__(self, other: Any) -> Tensor:
@@ -324,7 +324,7 @@ class Tensor:
         backend without Div (it is optional) x / c is x * (1 / c); where 1 / c overflows the
         tensor's dtype (float32: |c| < 2.9e-39) it is (x * (2^-64 / c)) * 2^64, so that
         1e-40 / 1e-39 is 0.1 and 0 / 1e-39 is 0, as in PyTorch."""
-        if not _is_number(other):  # a Tensor, or whatever the backend's Div takes (as `*` does)
+        if not arguments.is_number(other):  # a Tensor, or whatever the backend's Div takes (as `*` does)
             return _ops().Div.apply(self, other)
         c = float(other)
         if c == 0:
@@ -345,7 +345,7 @@ class Tensor:
         """x ** n for a whole number n >= 1, by repeated squaring (x ** 2 is x * x, x ** 5 is
         x * ((x * x) * (x * x))): Mul ops, so every backend has it, and the engine sums the
         gradient n * x ** (n - 1) over the factors. x ** 0.5 is x.sqrt()."""
-        number = _is_number(n)
+        number = arguments.is_number(n)
         k = float(n) if number else math.nan
         if k == 0.5:
             return self.sqrt()
@@ -426,20 +426,20 @@ class Tensor:
     @pytorch_names.numpy_keywords
     def sum(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
         """The sum over `axis` (every axis by default), as np.sum; the gradient is broadcast back."""
-        keep = _flag("sum", "keepdims", keepdims)
-        return _ops().Sum.apply(self, axis=_reduced("sum", axis), keepdims=keep)
+        keep = arguments.flag("sum", "keepdims", keepdims)
+        return _ops().Sum.apply(self, axis=arguments.reduced_axes("sum", axis), keepdims=keep)
 
     @pytorch_names.numpy_keywords
     def mean(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
         """The mean over `axis` (every axis by default), as np.mean."""
-        keep = _flag("mean", "keepdims", keepdims)
-        return _ops().Mean.apply(self, axis=_reduced("mean", axis), keepdims=keep)
+        keep = arguments.flag("mean", "keepdims", keepdims)
+        return _ops().Mean.apply(self, axis=arguments.reduced_axes("mean", axis), keepdims=keep)
 
     @pytorch_names.numpy_keywords
     def max(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
         """The largest element over `axis`, as torch.amax: elements that tie share the gradient."""
-        keep = _flag("max", "keepdims", keepdims)
-        return _ops().Max.apply(self, axis=_reduced("max", axis), keepdims=keep)
+        keep = arguments.flag("max", "keepdims", keepdims)
+        return _ops().Max.apply(self, axis=arguments.reduced_axes("max", axis), keepdims=keep)
 
     def relu(self) -> Tensor:
         """max(x, 0), as torch.relu: its gradient is 0 at 0, as PyTorch's."""
@@ -475,7 +475,7 @@ class Tensor:
     @pytorch_names.numpy_keywords
     def logsoftmax(self, axis: int = -1) -> Tensor:
         """log(softmax(x)) along one axis as one op: stable for large logits, for cross-entropy."""
-        if not _is_whole(axis):
+        if not arguments.is_whole(axis):
             raise TypeError(f"LogSoftmax: axis must be one int (it normalizes along one axis), got {axis!r}")
         return _ops().LogSoftmax.apply(self, axis=axis)
 
@@ -490,7 +490,7 @@ class Tensor:
 
     def reshape(self, *shape: int) -> Tensor:
         """The same values in `shape` (one -1 is inferred), as torch.reshape."""
-        return _ops().Reshape.apply(self, shape=_shape(shape))
+        return _ops().Reshape.apply(self, shape=arguments.sizes(shape))
 
     @pytorch_names.numpy_keywords
     def flatten(self, start: int = 1) -> Tensor:
@@ -503,7 +503,7 @@ class Tensor:
 
     def permute(self, *axes: int) -> Tensor:
         """The axes reordered, as torch.permute (negative axes count from the end); the result is dense."""
-        return _ops().Permute.apply(self, axes=_permutation(axes, self.shape))
+        return _ops().Permute.apply(self, axes=arguments.permutation(axes, self.shape))
 
     @property
     def T(self) -> Tensor:
@@ -539,25 +539,26 @@ class Tensor:
         """Batch normalization over every axis but the last (NHWC's channels). The statistics and
         options are keyword-only: `F.batch_norm(x, running_mean, running_var, weight, bias, ...)`
         ported positionally would train the statistics and write them into gamma and beta."""
-        if not _is_number(momentum) or not 0 <= momentum <= 1:
+        if not arguments.is_number(momentum) or not 0 <= momentum <= 1:
             raise ValueError(
                 f"BatchNorm: momentum must be a number in [0, 1], got {momentum!r} (PyTorch's "
                 "momentum=None, a cumulative average of every batch, is not supported)"
             )
-        _check_eps("BatchNorm", eps)
+        arguments.check_eps("BatchNorm", eps)
         gamma, beta = _affine("BatchNorm", gamma, beta)
         return _ops().BatchNorm.apply(
             self, gamma, beta, running_mean=running_mean, running_var=running_var,
-            training=_flag("BatchNorm", "training", training), momentum=momentum, eps=eps,
+            training=arguments.flag("BatchNorm", "training", training), momentum=momentum, eps=eps,
         )
 
     def layernorm(self, gamma: Tensor, beta: Tensor, eps: float = 1e-5) -> Tensor:
         """Layer normalization over the last axis: (x - mean) / sqrt(var + eps) * gamma + beta."""
-        if _is_whole(gamma) or (isinstance(gamma, (tuple, list)) and gamma and all(map(_is_whole, gamma))):
+        whole = arguments.is_whole
+        if whole(gamma) or (isinstance(gamma, (tuple, list)) and gamma and all(map(whole, gamma))):
             raise TypeError(f"LayerNorm: gamma must be a Tensor (or None), got {gamma!r}: x.layernorm(gamma, "
                             "beta, eps) takes no normalized_shape (F.layer_norm's second argument); it "
                             "normalizes over the last axis")
-        _check_eps("LayerNorm", eps)
+        arguments.check_eps("LayerNorm", eps)
         gamma, beta = _affine("LayerNorm", gamma, beta)
         return _ops().LayerNorm.apply(self, gamma, beta, eps=eps)
 
@@ -708,50 +709,10 @@ def _toposort(root: Op) -> list[Any]:
     return order
 
 
-def _shape(shape: tuple[Any, ...], least: int = -1) -> tuple[int, ...]:
-    """Accept both `f(2, 3)` and `f((2, 3))`; whole numbers >= `least` only (2.5 is no size)."""
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = tuple(shape[0])
-    try:
-        sizes = tuple(operator.index(s) for s in shape)
-    except TypeError:
-        sizes = ()
-    if len(sizes) != len(shape) or any(s < least for s in sizes):
-        raise ValueError(f"shape {shape!r}: every size must be a whole number{' >= 0' if least >= 0 else ''}")
-    return sizes
-
-
-def _permutation(axes: tuple[Any, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
-    """`permute(1, 0)` or `permute((1, 0))` as non-negative axes; ValueError unless every axis of
-    `shape` appears once."""
-    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
-        axes = tuple(axes[0])
-    if not all(_is_whole(a) for a in axes):
-        raise TypeError(f"Permute: axes must be ints, got {axes!r}")
-    ndim = len(shape)
-    given = tuple(int(a) % ndim if ndim and -ndim <= a < ndim else -1 for a in axes)
-    if len(axes) != ndim or sorted(given) != list(range(ndim)):
-        want = f"each of 0 to {ndim - 1} once (negative ones count from the end)" if ndim else "none"
-        raise ValueError(f"Permute: axes {tuple(axes)} are no ordering of the {ndim} axes of shape {shape}; "
-                         f"give {want}")
-    return given
-
-
 def _dtype_name(array: Any) -> str:
     from topgrad.observe import dtype_name  # observe imports this module
 
     return dtype_name(array)
-
-
-def _is_number(value: Any) -> bool:
-    """A real number (Python's or numpy's), not a bool: what division, powers and the norms'
-    settings take."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _is_whole(value: Any) -> bool:
-    """An int (Python's or numpy's), not a bool: what axes are."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _given(op: str, name: str, value: Any, optional: bool = False) -> Any:
@@ -761,7 +722,8 @@ def _given(op: str, name: str, value: Any, optional: bool = False) -> Any:
         raise TypeError(f"{op}: {name} is required (a Tensor), got None")
     if isinstance(value, (list, tuple, int, float, str)):
         got = type(value).__name__
-        raise TypeError(f"{op}: {name} must be a Tensor, got {_a(got)}: make it Tensor({name})")
+        raise TypeError(f"{op}: {name} must be a Tensor, got {arguments.with_article(got)}: make it "
+                        f"Tensor({name})")
     if type(value).__module__.startswith("torch") and not isinstance(value, Tensor):
         backend = registry.get_backend()
         if not isinstance(value, registry._array_type(backend)):  # numpy would fail deep inside
@@ -770,36 +732,9 @@ def _given(op: str, name: str, value: Any, optional: bool = False) -> Any:
     return value
 
 
-def _a(noun: str) -> str:
-    """`noun` with its indefinite article: 'a list', 'an int'."""
-    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
-
-
-def _seed(op: str, seed: Any) -> int | None:
-    """A random seed: None, or a whole number >= 0 (numpy's generator would fail deep inside)."""
-    if seed is not None and not (_is_whole(seed) and seed >= 0):
-        raise ValueError(f"{op}: seed must be None or a whole number >= 0, got {seed!r}")
-    return seed
-
-
 def _affine(op: str, gamma: Any, beta: Any) -> tuple[Any, Any]:
     """A norm's scale and shift: Tensors, or None for none (PyTorch's weight=None, bias=None)."""
     return _given(op, "gamma", gamma, optional=True), _given(op, "beta", beta, optional=True)
-
-
-def _reduced(op: str, axis: Any) -> Any:
-    """`axis`, refusing `()`: numpy reduces no axis there and PyTorch every axis."""
-    if isinstance(axis, (tuple, list)) and not axis:
-        raise ValueError(f"{op}: axis=() is ambiguous (numpy reduces no axis, PyTorch every one); "
-                         "use axis=None to reduce every axis")
-    return axis
-
-
-def _flag(op: str, name: str, value: Any) -> bool:
-    """A True/False switch, as PyTorch wants one: `causal="no"` would otherwise count as true."""
-    if isinstance(value, bool) or type(value).__name__ in ("bool", "bool_"):  # numpy's bool too
-        return bool(value)
-    raise TypeError(f"{op}: {name} must be True or False, got {value!r}")
 
 
 class _Count(int):
@@ -816,22 +751,13 @@ def _not_scalar(t: Tensor) -> float:
     raise ValueError(f"item() needs a tensor with one element, got shape {t.shape}")
 
 
-def _check_eps(op: str, eps: Any) -> None:
-    """eps must be a number, as PyTorch's norms need a float (a str ran on triton and failed inside
-    numpy), finite and >= 0 (a negative one can make var + eps negative)."""
-    if not _is_number(eps):
-        raise TypeError(f"{op}: eps must be a number, got {type(eps).__name__}")
-    if not 0 <= float(eps) < math.inf:
-        raise ValueError(f"{op}: eps must be finite and >= 0, got {eps!r}")
-
-
 @pytorch_names.numpy_keywords
 def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False) -> Tensor:
     """Single-head scaled dot-product attention, softmax(q kᵀ / √D) v, shapes (B, T, D), as
     PyTorch's scaled_dot_product_attention: a query whose scores are all -inf gets output 0."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         _given("Attention", name, t)
-    return _ops().Attention.apply(q, k, v, causal=_flag("attention", "causal", causal))
+    return _ops().Attention.apply(q, k, v, causal=arguments.flag("attention", "causal", causal))
 
 
 @pytorch_names.numpy_keywords

@@ -1,0 +1,86 @@
+"""Checks of the plain arguments Tensor methods take (sizes, axes, switches, seeds, eps): each
+refuses a bad value by the op's name before a backend sees it, so the engine in tensor.py reads
+without them."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+from typing import Any
+
+
+def sizes(shape: tuple[Any, ...], least: int = -1) -> tuple[int, ...]:
+    """Accept both `f(2, 3)` and `f((2, 3))`; whole numbers >= `least` only (2.5 is no size)."""
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    try:
+        whole = tuple(operator.index(s) for s in shape)
+    except TypeError:
+        whole = ()
+    if len(whole) != len(shape) or any(s < least for s in whole):
+        raise ValueError(f"shape {shape!r}: every size must be a whole number{' >= 0' if least >= 0 else ''}")
+    return whole
+
+
+def permutation(axes: tuple[Any, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
+    """`permute(1, 0)` or `permute((1, 0))` as non-negative axes; ValueError unless every axis of
+    `shape` appears once."""
+    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+        axes = tuple(axes[0])
+    if not all(is_whole(a) for a in axes):
+        raise TypeError(f"Permute: axes must be ints, got {axes!r}")
+    ndim = len(shape)
+    given = tuple(int(a) % ndim if ndim and -ndim <= a < ndim else -1 for a in axes)
+    if len(axes) != ndim or sorted(given) != list(range(ndim)):
+        want = f"each of 0 to {ndim - 1} once (negative ones count from the end)" if ndim else "none"
+        raise ValueError(f"Permute: axes {tuple(axes)} are no ordering of the {ndim} axes of shape {shape}; "
+                         f"give {want}")
+    return given
+
+
+def is_number(value: Any) -> bool:
+    """A real number (Python's or numpy's), not a bool: what division, powers and the norms'
+    settings take."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_whole(value: Any) -> bool:
+    """An int (Python's or numpy's), not a bool: what axes are."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def with_article(noun: str) -> str:
+    """`noun` with its indefinite article: 'a list', 'an int'."""
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
+
+
+def seed(op: str, seed: Any) -> int | None:
+    """A random seed: None, or a whole number >= 0 (numpy's generator would fail deep inside)."""
+    if seed is not None and not (is_whole(seed) and seed >= 0):
+        raise ValueError(f"{op}: seed must be None or a whole number >= 0, got {seed!r}")
+    return seed
+
+
+def reduced_axes(op: str, axis: Any) -> Any:
+    """`axis`, refusing `()`: numpy reduces no axis there and PyTorch every axis."""
+    if isinstance(axis, (tuple, list)) and not axis:
+        raise ValueError(f"{op}: axis=() is ambiguous (numpy reduces no axis, PyTorch every one); "
+                         "use axis=None to reduce every axis")
+    return axis
+
+
+def flag(op: str, name: str, value: Any) -> bool:
+    """A True/False switch, as PyTorch wants one: `causal="no"` would otherwise count as true."""
+    if isinstance(value, bool) or type(value).__name__ in ("bool", "bool_"):  # numpy's bool too
+        return bool(value)
+    raise TypeError(f"{op}: {name} must be True or False, got {value!r}")
+
+
+def check_eps(op: str, eps: Any) -> None:
+    """eps must be a number, as PyTorch's norms need a float (a str ran on triton and failed inside
+    numpy), finite and >= 0 (a negative one can make var + eps negative)."""
+    if not is_number(eps):
+        raise TypeError(f"{op}: eps must be a number, got {type(eps).__name__}")
+    if not 0 <= float(eps) < math.inf:
+        raise ValueError(f"{op}: eps must be finite and >= 0, got {eps!r}")
