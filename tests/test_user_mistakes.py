@@ -108,7 +108,7 @@ def test_a_number_to_the_power_of_a_tensor_gives_the_recipe() -> None:
 def test_subtracting_what_has_no_negative_is_refused(other: object) -> None:
     """x - y is x + (-y): a y with no negative is refused by name, never added instead (a bool
     mask, which PyTorch refuses to subtract too)."""
-    with pytest.raises(TypeError, match=r"x - y: y is an? (str|NoneType|ndarray) with no negative"):
+    with pytest.raises(TypeError, match=r"x - y: y is (a str|a NoneType|an ndarray) with no negative"):
         Tensor(rand((3,), 0)) - other  # type: ignore[operator]
 
 

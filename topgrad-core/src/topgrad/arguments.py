@@ -51,8 +51,8 @@ def is_whole(value: Any) -> bool:
 
 
 def with_article(noun: str) -> str:
-    """`noun` with its indefinite article: 'a list', 'an int'."""
-    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
+    """`noun` with its indefinite article: 'a list', 'an int', 'an ndarray' (said "en-darray")."""
+    return f"{'an' if noun[:1] in 'aeiou' or noun == 'ndarray' else 'a'} {noun}"
 
 
 def seed(op: str, seed: Any) -> int | None:

@@ -67,7 +67,8 @@ INSTEAD: dict[str, str] = {
     "half": "not available: Tensors hold float32 (the default) or float64",
     "bool": "x.numpy() != 0 for a mask of the values (Tensors hold floats)",
     "device": "topgrad.get_backend() (the backend holds every array; repr(topgrad.get_backend()) says where)",
-    "is_cuda": "topgrad.get_backend().name == 'triton' (the backend holds every array)",
+    "is_cuda": "topgrad.get_backend().where == 'CUDA' (the backend holds every array; triton's may run "
+               "in the interpreter on a CPU)",
     "detach_": "x = x.detach() (a new constant sharing x's data)",
     "values": "x itself when x came from y.max(axis), which returns the values alone (as torch.amax, "
               "not a (values, indices) pair); the indices are y.numpy().argmax(axis)",
