@@ -148,11 +148,16 @@ def test_needs_int64_measures_what_offsets_reach() -> None:
 
 
 # ---- the int64 path computes what the int32 one does ------------------------------------------------
-@pytest.fixture
-def wide(monkeypatch: pytest.MonkeyPatch) -> None:
+def force_int64(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every launcher takes the int64 path, whatever the sizes."""
     for module in (attention, conv, ew, fill, matmul, norm, optim, pool, reduce, softmax):
         monkeypatch.setattr(module, "needs_int64", lambda *_: True)
+
+
+@pytest.fixture
+def wide(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The int64 path for the whole test (`force_int64`)."""
+    force_int64(monkeypatch)
 
 
 def test_the_int64_path_matches_pytorch(wide) -> None:
@@ -214,8 +219,7 @@ def test_the_int64_path_trains_as_the_int32_one(backend_name: str, monkeypatch: 
     if backend_name != "triton":
         pytest.skip("runs the triton backend's ops")
     narrow = _training_step_through_every_kernel(3)
-    for module in (attention, conv, ew, fill, matmul, norm, optim, pool, reduce, softmax):
-        monkeypatch.setattr(module, "needs_int64", lambda *_: True)
+    force_int64(monkeypatch)
     for i, (a, b) in enumerate(zip(narrow, _training_step_through_every_kernel(3), strict=True)):
         assert a.shape == b.shape and a.tobytes() == b.tobytes(), f"result {i} differs on the int64 path"
 
