@@ -109,3 +109,38 @@ def test_normalize_gives_nhwc_float32() -> None:
     x = data.normalize(np.full((2, 28, 28), 255, np.uint8))
     assert x.shape == (2, 28, 28, 1) and x.dtype == np.float32
     np.testing.assert_allclose(x, (1.0 - 0.1307) / 0.3081, rtol=1e-6)
+
+
+def test_of_two_copies_the_uncompressed_file_is_read(
+    tmp_path: Path, make_dataset: Callable[..., Path],
+) -> None:
+    """`X` and `X.gz` both there (`gunzip -k`): the documented order decides, whatever the
+    directory listing's order: `-idx` before `.idx`, each uncompressed before gzipped."""
+    folder = make_dataset(tmp_path / "d", gz=True)
+    raw = folder / "train-labels-idx1-ubyte"
+    labels = idx.read_labels(folder / "train-labels-idx1-ubyte.gz").copy()
+    labels[-1] = (labels[-1] + 1) % 10
+    idx.write(raw, labels)
+    (folder / "train-labels.idx1-ubyte.gz").write_bytes((folder / "train-labels-idx1-ubyte.gz").read_bytes())
+    assert data.find_files(folder)["train-labels"] == raw  # type: ignore[index]
+    np.testing.assert_array_equal(data.load_dir(folder).train_labels, labels)
+    assert data.file_names("train-labels") == ["train-labels-idx1-ubyte", "train-labels-idx1-ubyte.gz",
+                                               "train-labels.idx1-ubyte", "train-labels.idx1-ubyte.gz"]
+
+
+def test_a_broken_file_names_the_other_copy_that_was_not_read(
+    tmp_path: Path, make_dataset: Callable[..., Path],
+) -> None:
+    """A truncated `X` (an interrupted `gunzip`) beside a good `X.gz` failed without a word about
+    the .gz: the error says that the other copy is there and why it was not read."""
+    folder = make_dataset(tmp_path / "d", gz=True)
+    raw = folder / "train-images-idx3-ubyte"
+    raw.write_bytes(gzip.decompress((folder / "train-images-idx3-ubyte.gz").read_bytes())[:-100])
+    with pytest.raises(idx.IDXError) as info:
+        data.load_dir(folder)
+    message = str(info.value)
+    assert message.startswith(f"{raw}: truncated"), message
+    assert message.endswith(f"; {folder / 'train-images-idx3-ubyte.gz'} is there too, but "
+                            "train-images-idx3-ubyte is read first (uncompressed before gzipped, -idx before "
+                            ".idx): remove or replace the broken one"), message
+    assert "\n" not in message

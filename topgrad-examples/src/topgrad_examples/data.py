@@ -9,7 +9,10 @@ bundled with this package, and says so in one line.
 
 A directory "holds" a dataset when it, or its subfolder `<name>`, has the four IDX files
 (`train-images-idx3-ubyte`, `train-labels-idx1-ubyte`, `t10k-images-idx3-ubyte`,
-`t10k-labels-idx1-ubyte`), each gzipped or not, with `-idx` or `.idx` in the name.
+`t10k-labels-idx1-ubyte`), each gzipped or not, with `-idx` or `.idx` in the name. Where a
+folder has more than one copy of a file, one is read, always the same: the first of
+`X-idxN-ubyte`, `X-idxN-ubyte.gz`, `X.idxN-ubyte`, `X.idxN-ubyte.gz` (uncompressed first: it
+reads faster). If that one is broken, the error names the other copies, which were not read.
 """
 
 from __future__ import annotations
@@ -108,7 +111,8 @@ class Dataset:
 
 # ---- files on disk ---------------------------------------------------------------
 def file_names(part: str) -> list[str]:
-    """The spellings accepted for one part, e.g. train-images-idx3-ubyte[.gz], train-images.idx3-ubyte."""
+    """The spellings accepted for one part, e.g. train-images-idx3-ubyte[.gz], train-images.idx3-ubyte,
+    in the order they are looked for: the first one a folder has is read."""
     kind = "idx3" if part.endswith("images") else "idx1"
     stems = [f"{part}-{kind}-ubyte", f"{part}.{kind}-ubyte"]
     return [s + ext for s in stems for ext in ("", ".gz")]
@@ -139,7 +143,18 @@ def load_files(files: dict[str, Path], name: str, source: str) -> Dataset:
     """Read and check the four IDX files: valid headers, sizes and matching image/label counts."""
     arrays = {}
     for part, path in files.items():
-        arrays[part] = idx.read_images(path) if part.endswith("images") else idx.read_labels(path)
+        try:
+            arrays[part] = idx.read_images(path) if part.endswith("images") else idx.read_labels(path)
+        except idx.IDXError as exc:
+            others = [str(path.parent / n) for n in file_names(part) if n != path.name
+                      and (path.parent / n).is_file()]
+            if not others:
+                raise
+            raise idx.IDXError(
+                f"{exc}; {' and '.join(others)} {'is' if len(others) == 1 else 'are'} there too, but "
+                f"{path.name} is read first (uncompressed before gzipped, -idx before .idx): remove or "
+                "replace the broken one"
+            ) from exc
     for split in ("train", "t10k"):
         n_images, n_labels = len(arrays[f"{split}-images"]), len(arrays[f"{split}-labels"])
         if n_images != n_labels:

@@ -4,9 +4,11 @@
     topgrad-train conv --dataset fashion-mnist --epochs 1 --save conv.npz
     topgrad-train conv --resume conv.npz     # finish an interrupted run (--epochs N: go on to N)
 
-Each epoch shows a progress bar (loss, images per second) and ends with the test
-accuracy; the last line printed is `test accuracy: 0.9812`. A run is repeatable: the
-seed fixes the initialization and the order of the batches of every epoch.
+Each epoch shows its progress on stderr (loss, images per second: a bar on a terminal, a
+plain line at each quarter elsewhere) and ends with the test accuracy; the last line printed
+is `test accuracy: 0.9812`. A run is repeatable: the seed fixes the initialization and the
+order of the batches of every epoch. A run whose loss becomes NaN or infinite stops, keeping
+the last good checkpoint. Exit statuses: `topgrad-train --help` (`cli.py`).
 """
 
 from __future__ import annotations
@@ -18,18 +20,19 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import topgrad
-from tqdm import tqdm
 
 from topgrad_examples import checkpoint
+from topgrad_examples.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_OUTPUT_CLOSED, parse_args
+from topgrad_examples.cli import MAX_INT as MAX_INT  # kept importable from here
+from topgrad_examples.cli import build_parser as build_parser  # kept importable from here
 from topgrad_examples.data import (
     BUNDLED,
-    DATASETS,
     Dataset,
     DatasetNotFoundError,
     bundled_subset,
@@ -41,41 +44,16 @@ from topgrad_examples.idx import IDXError
 from topgrad_examples.loss import accuracy, cross_entropy
 from topgrad_examples.models import MODELS, Module, TrainDefaults, build
 from topgrad_examples.plot import PlotError, chart_path, check_plot_path, plot_history
+from topgrad_examples.progress import EpochProgress
+from topgrad_examples.resume import (
+    Saved,
+    check_same_data,
+    check_same_run,
+    what_divergence_left,
+    what_was_saved,
+)
 
 EVAL_BATCH = 500
-MAX_INT = 2**63 - 1  # a checkpoint stores the seed, the epochs and the batch size as int64
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The `topgrad-train` command line."""
-    p = argparse.ArgumentParser(
-        prog="topgrad-train", description="Train a topgrad example model and print its test accuracy.")
-    p.add_argument("model", choices=list(MODELS), help="which model to train")
-    p.add_argument("--backend", help="topgrad backend (default: $TOPGRAD_BACKEND, else numpy, else the only "
-                   "one installed)")
-    p.add_argument("--dataset", choices=list(DATASETS), default=None,
-                   help="default: the checkpoint's with --resume (another is refused), else mnist")
-    p.add_argument("--data-dir", help="folder with the four IDX files (default: the checkpoint's folder "
-                   "with --resume, else search, then download)")
-    p.add_argument("--no-download", action="store_true",
-                   help="never download: use what is installed (MNIST: else the bundled subset)")
-    p.add_argument("--epochs", type=int, help="train until this many epochs in total; the learning rate "
-                   "follows a cosine schedule over them (default: the checkpoint's, else per model)")
-    p.add_argument("--batch-size", type=int, help="default: per model")
-    p.add_argument("--lr", type=float, help="peak learning rate (default: per model)")
-    p.add_argument("--seed", type=int, default=None, help="fixes initialization and batch order, on one "
-                   "backend (each draws its own initial weights) (default: the checkpoint's with --resume "
-                   "(another is refused), else 0)")
-    p.add_argument("--limit", type=int, help="use only the first N training and N test images")
-    p.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz) after every epoch")
-    p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint written by --save (add "
-                   "--save PATH to keep saving)")
-    p.add_argument("--plot", metavar="PATH", help="write a picture of loss and accuracy per epoch "
-                   "(matplotlib; PNG, or the format PATH's suffix names: .svg, .pdf, ...)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--profile", action="store_true",
-                   help="print time and saved memory per op type (topgrad.profile) after the first epoch")
-    return p
 
 
 # ---- pieces of the training loop ------------------------------------------------------
@@ -124,19 +102,23 @@ def evaluate(model: Module, images: np.ndarray, labels: np.ndarray, batch_size: 
     return correct / max(1, len(labels))
 
 
+class DivergedError(ArithmeticError):
+    """The training loss, or a weight, became NaN or infinite; the message says where (`in epoch
+    2/3, step 5/469: the training loss is nan (...)`)."""
+
+
 def train_epoch(
     model: Module, optimizer: topgrad.optim.Optimizer, images: np.ndarray, labels: np.ndarray,
     recipe: TrainDefaults, seed: int, epoch: int, total_epochs: int, progress: bool = True,
 ) -> float:
-    """One pass over the training set; returns the mean training loss."""
+    """One pass over the training set; returns the mean training loss. A batch loss that is NaN
+    or infinite stops it with DivergedError, naming the step and the last finite batch loss."""
     steps = math.ceil(len(labels) / recipe.batch_size)
     step = epoch * steps
-    total_loss = 0.0
-    bar = tqdm(total=len(labels), desc=f"epoch {epoch + 1}/{total_epochs}", unit="img",
-               disable=not progress, leave=False, dynamic_ncols=True)
+    total_loss, last = 0.0, "at the epoch's first step"
     total = total_epochs * steps
     warmup = warmup_steps(recipe.warmup_steps, total)
-    with bar:  # closed on Ctrl-C too: a message after it starts on a line of its own
+    with EpochProgress(len(labels), f"epoch {epoch + 1}/{total_epochs}", enabled=progress) as shown:
         for i, index in enumerate(batches(len(labels), recipe.batch_size, seed, epoch)):
             optimizer.lr = learning_rate(step + i, total, recipe.lr, warmup)
             batch = topgrad.Tensor(images[index], requires_grad=False)  # an input: no gradient to compute
@@ -144,10 +126,22 @@ def train_epoch(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total_loss += loss.item()
-            bar.update(len(index))
-            bar.set_postfix(loss=f"{total_loss / (i + 1):.4f}", refresh=i == steps - 1)
+            value = loss.item()
+            if not math.isfinite(value):  # the progress display is closed before the message
+                raise DivergedError(f"in epoch {epoch + 1}/{total_epochs}, step {i + 1}/{steps}: the "
+                                    f"training loss is {value} ({last})")
+            total_loss += value
+            last = f"the last finite batch loss: {value:.4f}, step {i + 1}"
+            shown.update(len(index), total_loss / (i + 1), last=i == steps - 1)
     return total_loss / max(1, steps)
+
+
+def non_finite_state(model: Module) -> str | None:
+    """The name of the first parameter or buffer of `model` holding a NaN or an infinity, else None."""
+    for name, tensor in model.state().items():
+        if not np.isfinite(tensor.numpy()).all():
+            return name
+    return None
 
 
 # ---- the command ------------------------------------------------------------------------
@@ -172,6 +166,10 @@ class InterruptedTrainingError(Exception):
     """Ctrl-C during training: what was saved and how to go on."""
 
 
+class RunDivergedError(Exception):
+    """The run stopped because it diverged: where, the last finite loss, a hint and what was kept."""
+
+
 class _SaveFailedError(Exception):
     """--save could not write the checkpoint of a finished epoch (OSError): training stops."""
 
@@ -185,7 +183,7 @@ class OutputClosedError(Exception):
     output could not be written (a full disk): what was saved and how to go on. `status` is the
     exit status: 141 (a shell's for SIGPIPE) for a closed pipe, else 1."""
 
-    def __init__(self, message: str, status: int = 141) -> None:
+    def __init__(self, message: str, status: int = EXIT_OUTPUT_CLOSED) -> None:
         super().__init__(message)
         self.status = status
 
@@ -206,61 +204,6 @@ def _say(text: str) -> None:
         raise _OutputFailedError(exc.strerror or str(exc)) from exc
 
 
-@dataclass
-class _Saved:
-    """What this run has written to --save: the last epoch saved, and the one being saved (a
-    Ctrl-C may land just after the file is replaced); None: nothing yet."""
-
-    epoch: int | None = None
-    writing: int | None = None
-
-    def last(self, path: str) -> int | None:
-        """The last epoch this run saved to `path`, looking at the file only for an unfinished save."""
-        if self.writing is not None:
-            with contextlib.suppress(checkpoint.CheckpointError):
-                if int(checkpoint.read(path)["meta/epoch"]) == self.writing:
-                    return self.writing
-        return self.epoch
-
-
-def _check_same_data(path: str, saved: dict[str, Any], n_train: int, n_test: int, source: str) -> None:
-    """A resumed run must train on the data the checkpoint's epochs saw (checkpoints written
-    before these settings were kept are not checked)."""
-    if "train_images" not in saved:
-        return
-    recorded = str(saved.get("data_source", ""))
-    if recorded and (recorded == BUNDLED) != (source == BUNDLED):  # the same counts, other images
-        way = ("drop --data-dir: a resumed run without one takes the subset" if recorded == BUNDLED
-               else f"put the images back in {recorded}, or pass that data's folder with --data-dir")
-        raise checkpoint.CheckpointError(
-            f"{path}: its epochs trained on {recorded}; this run found {source}, other images. Resume "
-            f"with the same data: {way}"
-        )
-    if (int(saved["train_images"]), int(saved["test_images"])) != (n_train, n_test):
-        raise checkpoint.CheckpointError(
-            f"{path}: its epochs trained on {int(saved['train_images']):,} training and "
-            f"{int(saved['test_images']):,} test images ({saved.get('data_source', '?')}); this run found "
-            f"{n_train:,} and {n_test:,} ({source}). Resume with the same data (--data-dir, --limit)"
-        )
-
-
-def _check_same_run(path: str, saved: dict[str, Any], dataset: str | None, seed: int | None) -> None:
-    """An explicit --dataset or --seed must be the checkpoint's: its epochs trained on that dataset,
-    in that seed's batch order, from that seed's initialization (flags not given take its values)."""
-    asked = {"dataset": dataset, "seed": seed}
-    clashes = [(key, saved[key], value) for key, value in asked.items()
-               if value is not None and key in saved and str(saved[key]) != str(value)]
-    if clashes:
-        has = ", ".join(f"--{key} {old}" for key, old, _ in clashes)
-        given = ", ".join(f"--{key} {new}" for key, _, new in clashes)
-        drop = " and ".join(f"--{key}" for key, _, _ in clashes)
-        raise checkpoint.CheckpointError(
-            f"{path}: the checkpoint's run has {has}, this command gives {given}. To go on with the "
-            f"checkpoint's run, drop {drop} (a resumed run takes the checkpoint's); to train with the "
-            "new settings, start a new run without --resume"
-        )
-
-
 def _check_plot_spares_checkpoints(args: argparse.Namespace) -> None:
     """The chart is written after training: at the path of --save or --resume it would replace
     the checkpoint."""
@@ -277,27 +220,6 @@ def _backend_text(backend: topgrad.Backend) -> str:
     slow"), so that a slow run explains itself."""
     where = getattr(backend, "where", "")
     return f"{backend.name} ({where})" if where else backend.name
-
-
-def _what_was_saved(args: argparse.Namespace, saved: _Saved, start: int, save_failed: bool = False) -> str:
-    """After Ctrl-C (or a failed save): the epoch this run saved and how to go on, else where a
-    resumed run can go on from, else that nothing was saved (a file already at --save is not
-    this run's)."""
-    path = args.save
-    epoch = saved.last(path) if path else None
-    if epoch is not None:
-        return f"{path} holds epoch {epoch}: go on with --resume {path} --save {path}"
-    if args.resume:  # the checkpoint still has its old settings: repeat the ones this command changed
-        changed = [f" --{flag.replace('_', '-')} {getattr(args, flag)}"
-                   for flag in ("epochs", "batch_size", "lr") if getattr(args, flag) is not None]
-        keep = "".join(changed) + (f" --save {path}" if path else "")
-        return (f"no epoch of this run {'was saved' if save_failed else 'finished'}; {args.resume} still "
-                f"holds epoch {start}: go on with --resume {args.resume}{keep}")
-    if save_failed:
-        return "no epoch of this run was saved"
-    if not path:
-        return "nothing was saved (--save PATH keeps a checkpoint after every epoch)"
-    return f"no epoch finished, so {path} was not written"
 
 
 def _epochs(n: int) -> str:
@@ -318,7 +240,7 @@ def run(args: argparse.Namespace) -> float:
     resumed = checkpoint.read(args.resume) if args.resume else None  # read once: settings, then state
     saved = checkpoint.config_of(resumed) if resumed is not None else {}
     if args.resume:
-        _check_same_run(args.resume, saved, args.dataset, args.seed)
+        check_same_run(args.resume, saved, args.dataset, args.seed)
     dataset = args.dataset or str(saved.get("dataset") or "mnist")
     seed = args.seed if args.seed is not None else int(saved.get("seed", 0))
     limit = args.limit if args.limit is not None else int(saved["limit"]) if "limit" in saved else None
@@ -340,12 +262,17 @@ def run(args: argparse.Namespace) -> float:
         _say(f"note: --limit {limit}: {data.source} has {len(data.train_labels):,} training and "
              f"{len(data.test_labels):,} test images; using at most that many")
     if args.resume:
-        _check_same_data(args.resume, saved, len(y_train), len(y_test), data.source)
+        check_same_data(args.resume, saved, len(y_train), len(y_test), data.source)
     model = build(args.model, seed=seed)
     optimizer = make_optimizer(recipe, model.parameters())
     start, history = 0, np.zeros((0, 3))
     if args.resume:
         start, _, history = checkpoint.load(args.resume, args.model, model, optimizer, resumed)
+        bad = non_finite_state(model)
+        if bad is not None:  # written before diverged epochs were refused
+            raise checkpoint.CheckpointError(
+                f"{args.resume}: {bad} is NaN or infinite: the run that saved it had diverged; go on from "
+                "an earlier checkpoint, or start again with a lower --lr")
         _say(f"resumed from {args.resume} after epoch {start}")
     config = {"dataset": dataset, "seed": seed, "batch_size": recipe.batch_size, "lr": recipe.lr,
               "epochs": recipe.epochs, "train_images": len(y_train), "test_images": len(y_test),
@@ -359,23 +286,26 @@ def run(args: argparse.Namespace) -> float:
     elif start >= recipe.epochs:
         _say(f"nothing to train: --epochs {recipe.epochs}; evaluating the model as initialized"
              f"{' (nothing is saved)' if args.save else ''}")
-    saved_now = _Saved()
+    saved_now = Saved()
     try:
         acc, history = _train(args, model, optimizer, recipe, seed, start, history, config,
                               (x_train, y_train, x_test, y_test), saved_now)
     except KeyboardInterrupt:
-        raise InterruptedTrainingError(f"interrupted; {_what_was_saved(args, saved_now, start)}") from None
+        raise InterruptedTrainingError(f"interrupted; {what_was_saved(args, saved_now, start)}") from None
     except BrokenPipeError:
         raise OutputClosedError(f"the output closed (the program reading it exited), so training "
-                                f"stopped; {_what_was_saved(args, saved_now, start)}") from None
+                                f"stopped; {what_was_saved(args, saved_now, start)}") from None
     except _OutputFailedError as exc:
         raise OutputClosedError(f"the output could not be written ({exc}), so training stopped; "
-                                f"{_what_was_saved(args, saved_now, start)}", status=1) from None
+                                f"{what_was_saved(args, saved_now, start)}", status=EXIT_FAILURE) from None
     except _SaveFailedError as exc:
         raise checkpoint.CheckpointError(
             f"epoch {exc.epoch} finished (test acc {exc.accuracy:.4f}) but its checkpoint could not be "
             f"written to {args.save} ({exc.error.strerror or exc.error}), so training stopped; "
-            f"{_what_was_saved(args, saved_now, start, save_failed=True)}") from None
+            f"{what_was_saved(args, saved_now, start, save_failed=True)}") from None
+    except DivergedError as exc:
+        raise RunDivergedError(f"the run diverged {exc}; try a lower --lr than {recipe.lr:g}; "
+                               f"{what_divergence_left(args, saved_now, start)}") from None
     try:
         if args.profile and start >= recipe.epochs:
             _say("no epoch ran, so there is no profile (--profile times the first epoch this run trains)")
@@ -397,10 +327,11 @@ def run(args: argparse.Namespace) -> float:
 def _train(
     args: argparse.Namespace, model: Module, optimizer: topgrad.optim.Optimizer, recipe: TrainDefaults,
     seed: int, start: int, history: np.ndarray, config: dict[str, Any], data: tuple[np.ndarray, ...],
-    saved: _Saved,
+    saved: Saved,
 ) -> tuple[float, np.ndarray]:
     """Epochs `start` to the recipe's last, each evaluated and saved (noted in `saved`); (test
-    accuracy, history)."""
+    accuracy, history). An epoch whose loss or weights are not finite is neither evaluated nor
+    saved: DivergedError, and the checkpoint keeps the last good epoch."""
     x_train, y_train, x_test, y_test = data
     acc = None
     for epoch in range(start, recipe.epochs):
@@ -410,6 +341,13 @@ def _train(
             loss = train_epoch(model, optimizer, x_train, y_train, recipe, seed, epoch, recipe.epochs,
                                progress=not args.no_progress)
         seconds = time.perf_counter() - began
+        where = f"in epoch {epoch + 1}/{recipe.epochs}"
+        if not math.isfinite(loss):
+            raise DivergedError(f"{where}: the training loss is {loss}")
+        bad = non_finite_state(model)
+        if bad is not None:  # every batch loss was finite, but the last step broke the weights
+            raise DivergedError(f"{where}: {bad} is NaN or infinite after its last step (train loss "
+                                f"{loss:.4f})")
         acc = evaluate(model, x_test, y_test)
         history = np.vstack([history, [loss, acc, seconds]])
         if args.save:  # before printing: a closed output pipe must not lose a finished epoch
@@ -424,9 +362,6 @@ def _train(
              f"{seconds:.1f} s ({len(y_train) / seconds:,.0f} img/s)")
         if profile is not None:
             _say(f"profile of epoch {epoch + 1} (training steps only):\n{profile}")
-        if not math.isfinite(loss) and math.isfinite(history[-2, 0] if len(history) > 1 else 0.0):
-            _say(f"note: the training loss is {loss}: the run diverged (lr {recipe.lr:g}; a smaller "
-                 "--lr may help)")
     if acc is None:
         acc = evaluate(model, x_test, y_test)
     return acc, history
@@ -443,44 +378,38 @@ def _output_closed(exc: Exception) -> int:
     if isinstance(exc, OutputClosedError):
         what, status = str(exc), exc.status
     elif isinstance(exc, _OutputFailedError):
-        what, status = f"the output could not be written ({exc})", 1
+        what, status = f"the output could not be written ({exc})", EXIT_FAILURE
     else:
-        what, status = "the output closed (its reader exited)", 141
+        what, status = "the output closed (its reader exited)", EXIT_OUTPUT_CLOSED
     with contextlib.suppress(OSError):
         print(f"topgrad-train: {what}", file=sys.stderr)
     return status
 
 
+RUN_ERRORS = (DatasetNotFoundError, DownloadError, IDXError, checkpoint.CheckpointError, PlotError,
+              RunDivergedError, topgrad.BackendNotFoundError, topgrad.BackendUnavailableError)
+"""The failures of a run that `main` reports in one line (`topgrad-train: error: ...`), status 1."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `topgrad-train`; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    for name, least in (("epochs", 0), ("seed", 0), ("limit", 1), ("batch_size", 1)):
-        value = getattr(args, name)
-        if value is not None and value < least:
-            parser.error(f"--{name.replace('_', '-')} must be at least {least}")
-        if value is not None and value > MAX_INT:  # a checkpoint stores each as an int64
-            parser.error(f"--{name.replace('_', '-')} must be at most 2**63 - 1, got {value}")
-    for name in ("data_dir", "save", "resume", "plot"):
-        if getattr(args, name) == "":
-            parser.error(f"--{name.replace('_', '-')} needs a path, got an empty one")
-    if args.lr is not None and not 0 < args.lr < 3.4e38:  # it multiplies float32 arrays
-        parser.error(f"--lr must be a positive number below float32's largest (3.4e38), got {args.lr}")
+    """Entry point of `topgrad-train`; returns the exit status (listed in `cli.EPILOG`): 0, 1 for a
+    run that failed, 130 for Ctrl-C, 141 when stdout's reader exited. A usage error exits with
+    argparse's status 2 (SystemExit) before anything runs."""
+    args = parse_args(argv)
     try:
         run(args)
     except InterruptedTrainingError as exc:
         print(f"topgrad-train: {exc}", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except (OutputClosedError, BrokenPipeError, _OutputFailedError) as exc:
         return _output_closed(exc)
     except KeyboardInterrupt:  # before training: reading, searching or downloading the data
         print("topgrad-train: interrupted before training began; nothing was saved", file=sys.stderr)
-        return 130
-    except (DatasetNotFoundError, DownloadError, IDXError, checkpoint.CheckpointError, PlotError,
-            topgrad.BackendNotFoundError, topgrad.BackendUnavailableError) as exc:
+        return EXIT_INTERRUPTED
+    except RUN_ERRORS as exc:
         print(f"topgrad-train: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return EXIT_FAILURE
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -1,0 +1,233 @@
+"""`topgrad-train`'s contract with its caller: exit statuses, a diverged run, progress in logs."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from topgrad_examples import checkpoint, train
+
+FAST = ["--epochs", "1", "--batch-size", "16", "--no-progress"]
+DIVERGING = pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning",
+                                       "ignore:invalid value:RuntimeWarning")
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[str], str]:
+    code = train.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out.strip().splitlines(), err
+
+
+# ---- exit statuses ---------------------------------------------------------------------------
+def test_help_documents_the_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        train.main(["--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0
+    statuses = out[out.index("exit status"):]
+    for status, meaning in [("0", "success"), ("1", "failure"), ("2", "usage"), ("130", "Ctrl-C"),
+                            ("141", "pipe")]:
+        assert re.search(rf"^\s+{status}\s+.*{meaning}", statuses, re.MULTILINE | re.IGNORECASE), statuses
+
+
+@pytest.mark.parametrize("argv", [["--no-such-flag"], ["no-such-model"], ["mlp", "--epochs", "many"],
+                                  ["mlp", "--batch-size", "0"], ["mlp", "--save", ""]])
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        train.main(argv)
+    assert info.value.code == 2 and "usage: topgrad-train" in capsys.readouterr().err
+
+
+def test_runtime_failures_exit_1(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Status 2 is argparse's: a command line it could not take. A command line that is fine but
+    a run that fails (data, checkpoint, backend) is status 1, with one line on stderr."""
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a checkpoint")
+    failures = {
+        "missing data": ["--data-dir", str(tmp_path / "nowhere")],
+        "unreadable checkpoint": ["--data-dir", str(tiny_data), "--resume", str(bad)],
+        "a folder as --save": ["--data-dir", str(tiny_data), "--save", str(tmp_path)],
+        "unknown backend": ["--data-dir", str(tiny_data), "--backend", "no-such-backend"],
+    }
+    for what, argv in failures.items():
+        code, lines, err = run(capsys, "mlp", *argv, *FAST)
+        assert code == 1, (what, code, err)
+        assert err.startswith("topgrad-train: error: ") and err.count("\n") == 1, (what, err)
+        assert not any(line.startswith("test accuracy") for line in lines), (what, lines)
+
+
+def test_a_failed_save_exits_1(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full_disk)
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(tmp_path / "ck.npz"), *FAST)
+    assert code == 1 and "could not be written" in err, err
+
+
+def test_ctrl_c_exits_130_after_saying_what_was_saved(tiny_data: Path, tmp_path: Path) -> None:
+    """A real SIGINT, in another process, once an epoch has been saved."""
+    ck = tmp_path / "run.npz"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "topgrad_examples.train", "mlp", "--data-dir", str(tiny_data), "--epochs",
+         "100000", "--batch-size", "16", "--save", str(ck), "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("epoch 1/"):
+                proc.send_signal(signal.SIGINT)
+                break
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    epoch = int(checkpoint.read(ck)["meta/epoch"])
+    assert epoch >= 1 and err.strip().endswith(
+        f"interrupted; {ck} holds epoch {epoch}: go on with --resume {ck} --save {ck}"), err
+    assert "Traceback" not in err, err
+
+
+# ---- a diverged run ------------------------------------------------------------------------------
+@DIVERGING
+def test_a_diverged_run_stops_with_one_line_and_status_1(
+    tiny_data: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The loss became NaN and the run went on to print `test accuracy` with status 0."""
+    code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--lr", "1e30", "--epochs", "2",
+                           "--batch-size", "16", "--no-progress")
+    assert code == 1, (lines, err)
+    assert len(err.strip().splitlines()) == 1, err
+    assert re.fullmatch(
+        r"topgrad-train: error: the run diverged in epoch 1/2, step \d/6: the training loss is "
+        r"(nan|inf|-inf) \(the last finite batch loss: \d+\.\d{4}, step \d\); try a lower --lr than "
+        r"1e\+30; nothing was saved", err.strip()), err
+    assert not any(line.startswith(("epoch 1/2:", "test accuracy")) for line in lines), lines
+
+
+@DIVERGING
+def test_divergence_keeps_the_last_good_checkpoint(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    ck = tmp_path / "run.npz"
+    assert run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST)[0] == 0
+    good = ck.read_bytes()
+    code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", str(ck), "--save",
+                           str(ck), "--lr", "1e30", "--epochs", "3", "--no-progress")
+    assert code == 1 and "the run diverged in epoch 2/3, step " in err, (lines, err)
+    assert err.strip().endswith(  # --epochs 3 repeated: the checkpoint's run has 1 epoch
+        f"try a lower --lr than 1e+30; {ck} still holds epoch 1, the last good one: go on from it with "
+        f"--resume {ck} --epochs 3 --save {ck} --lr LOWER"), err
+    assert ck.read_bytes() == good  # not overwritten with NaN weights
+    arrays = checkpoint.read(ck)
+    assert all(np.isfinite(v).all() for k, v in arrays.items() if k.startswith("model/"))
+
+
+def test_non_finite_weights_are_not_saved(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The last step of an epoch can make the weights NaN while every batch loss was finite: that
+    epoch is not saved over the good one before it."""
+    real, calls = train.train_epoch, []
+
+    def poisoned_in_epoch_2(model, *args: object, **kwargs: object) -> float:
+        calls.append(1)
+        loss = real(model, *args, **kwargs)  # type: ignore[arg-type]
+        if len(calls) == 2:
+            weight = model.parameters()[0]
+            bad = weight.numpy().copy()
+            bad.flat[0] = np.nan
+            weight.data = train.topgrad.Tensor(bad).data
+        return loss
+
+    monkeypatch.setattr(train, "train_epoch", poisoned_in_epoch_2)
+    ck = tmp_path / "run.npz"
+    code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST[2:],
+                           "--epochs", "3")
+    assert code == 1 and lines[-1].startswith("epoch 1/3:"), (lines, err)
+    assert re.fullmatch(
+        re.escape("topgrad-train: error: the run diverged in epoch 2/3: hidden.0.w is NaN or infinite after "
+                  "its last step (train loss ") + r"\d+\.\d{4}" + re.escape(
+                  f"); try a lower --lr than 0.002; {ck} keeps epoch 1, the last good one: go on from it "
+                  f"with --resume {ck} --save {ck} --lr LOWER"), err.strip()), err
+    assert int(checkpoint.read(ck)["meta/epoch"]) == 1
+
+
+def test_a_checkpoint_with_non_finite_weights_is_not_resumed(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Earlier versions saved the NaN weights of a diverged run; going on from them cannot work."""
+    ck = tmp_path / "run.npz"
+    assert run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST)[0] == 0
+    arrays: dict[str, Any] = dict(checkpoint.read(ck))
+    arrays["model/hidden.0.b"] = np.full_like(arrays["model/hidden.0.b"], np.nan)
+    np.savez(ck, **arrays)
+    code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", str(ck), "--epochs", "2",
+                           "--no-progress")
+    assert code == 1 and not any(line.startswith("epoch") for line in lines), (lines, err)
+    assert err.strip() == (f"topgrad-train: error: {ck}: hidden.0.b is NaN or infinite: the run that "
+                           "saved it had diverged; go on from an earlier checkpoint, or start again with a "
+                           "lower --lr")
+
+
+# ---- progress ----------------------------------------------------------------------------------
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_on_a_terminal_is_a_bar(
+    tiny_data: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    code, _, _ = run(capsys, "mlp", "--data-dir", str(tiny_data), "--epochs", "1", "--batch-size", "16")
+    shown = terminal.getvalue()
+    assert code == 0 and "\r" in shown and "epoch 1/1" in shown and "loss=" in shown and "img/s" in shown
+
+
+def test_progress_in_a_log_is_plain_lines(tiny_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """stderr to a file or a pipe (CI, `> log 2>&1`): tqdm's carriage returns filled the log with
+    redrawn bars. A plain line at each quarter of an epoch instead (the epoch's own line ends it)."""
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--epochs", "2", "--batch-size", "16")
+    assert code == 0 and "\r" not in err and "\x1b" not in err, repr(err)
+    lines = err.strip().splitlines()
+    assert [re.sub(r", loss .*", "", line) for line in lines] == [
+        "epoch 1/2: 33% (32/96 img)", "epoch 1/2: 50% (48/96 img)", "epoch 1/2: 83% (80/96 img)",
+        "epoch 2/2: 33% (32/96 img)", "epoch 2/2: 50% (48/96 img)", "epoch 2/2: 83% (80/96 img)"], lines
+    assert all(re.search(r", loss \d+\.\d{4}, [\d,]+ img/s$", line) for line in lines), lines
+
+
+def test_no_progress_shows_nothing_anywhere(
+    tiny_data: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert run(capsys, "mlp", "--data-dir", str(tiny_data), *FAST)[0] == 0 and terminal.getvalue() == ""
+    assert run(capsys, "mlp", "--data-dir", str(tiny_data), *FAST)[2] == ""
+
+
+# ---- data files --------------------------------------------------------------------------------
+def test_a_truncated_gz_is_one_line_naming_it(tiny_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tiny_data / "train-images-idx3-ubyte.gz"
+    packed = path.read_bytes()
+    assert gzip.decompress(packed)  # a good file, cut short:
+    path.write_bytes(packed[: len(packed) * 2 // 3])
+    code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), *FAST)
+    assert code == 1 and not lines, (lines, err)
+    assert err.count("\n") == 1 and err.startswith(f"topgrad-train: error: {path}: corrupt or truncated "
+                                                   "gzip data"), err

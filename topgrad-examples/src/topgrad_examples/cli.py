@@ -1,0 +1,83 @@
+"""The `topgrad-train` command line: its options, their checks, and the exit statuses.
+
+Only this module's checks (and argparse's own) exit with status 2, the convention for a
+command line that cannot be taken; everything that fails once the run has started is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from topgrad_examples.data import DATASETS
+from topgrad_examples.models import MODELS
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # the run failed: data, checkpoint, backend, plot, a diverged loss, unwritable output
+EXIT_USAGE = 2  # argparse's status for a command line it cannot take
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, a shell's status for Ctrl-C
+EXIT_OUTPUT_CLOSED = 141  # 128 + SIGPIPE, a shell's status when the reader of stdout exited
+
+MAX_INT = 2**63 - 1  # a checkpoint stores the seed, the epochs and the batch size as int64
+
+EPILOG = f"""\
+exit status:
+  {EXIT_OK:<4} success: trained, evaluated, and printed the test accuracy
+  {EXIT_FAILURE:<4} failure: a data, checkpoint, backend or plot error, a diverged loss
+       (NaN/Inf), output that cannot be written; one line on stderr says why
+  {EXIT_USAGE:<4} command-line usage error (an unknown option, a bad value)
+  {EXIT_INTERRUPTED:<4} interrupted (Ctrl-C), after saying which checkpoint holds the last epoch
+  {EXIT_OUTPUT_CLOSED:<4} the reader of stdout exited (a closed pipe, e.g. `| head`)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `topgrad-train` command line."""
+    p = argparse.ArgumentParser(
+        prog="topgrad-train", description="Train a topgrad example model and print its test accuracy.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", choices=list(MODELS), help="which model to train")
+    p.add_argument("--backend", help="topgrad backend (default: $TOPGRAD_BACKEND, else numpy, else the only "
+                   "one installed)")
+    p.add_argument("--dataset", choices=list(DATASETS), default=None,
+                   help="default: the checkpoint's with --resume (another is refused), else mnist")
+    p.add_argument("--data-dir", help="folder with the four IDX files (default: the checkpoint's folder "
+                   "with --resume, else search, then download)")
+    p.add_argument("--no-download", action="store_true",
+                   help="never download: use what is installed (MNIST: else the bundled subset)")
+    p.add_argument("--epochs", type=int, help="train until this many epochs in total; the learning rate "
+                   "follows a cosine schedule over them (default: the checkpoint's, else per model)")
+    p.add_argument("--batch-size", type=int, help="default: per model")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: per model)")
+    p.add_argument("--seed", type=int, default=None, help="fixes initialization and batch order, on one "
+                   "backend (each draws its own initial weights) (default: the checkpoint's with --resume "
+                   "(another is refused), else 0)")
+    p.add_argument("--limit", type=int, help="use only the first N training and N test images")
+    p.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz) after every epoch")
+    p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint written by --save (add "
+                   "--save PATH to keep saving)")
+    p.add_argument("--plot", metavar="PATH", help="write a picture of loss and accuracy per epoch "
+                   "(matplotlib; PNG, or the format PATH's suffix names: .svg, .pdf, ...)")
+    p.add_argument("--no-progress", action="store_true", help="no progress display (a bar on a terminal, "
+                   "else a plain line on stderr at each quarter of an epoch)")
+    p.add_argument("--profile", action="store_true",
+                   help="print time and saved memory per op type (topgrad.profile) after the first epoch")
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The parsed command line, its numbers and paths checked; a usage error exits with status 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name, least in (("epochs", 0), ("seed", 0), ("limit", 1), ("batch_size", 1)):
+        value = getattr(args, name)
+        if value is not None and value < least:
+            parser.error(f"--{name.replace('_', '-')} must be at least {least}")
+        if value is not None and value > MAX_INT:  # a checkpoint stores each as an int64
+            parser.error(f"--{name.replace('_', '-')} must be at most 2**63 - 1, got {value}")
+    for name in ("data_dir", "save", "resume", "plot"):
+        if getattr(args, name) == "":
+            parser.error(f"--{name.replace('_', '-')} needs a path, got an empty one")
+    if args.lr is not None and not 0 < args.lr < 3.4e38:  # it multiplies float32 arrays
+        parser.error(f"--lr must be a positive number below float32's largest (3.4e38), got {args.lr}")
+    return args

@@ -1,0 +1,107 @@
+"""Going on from a checkpoint: whether this command may continue the checkpoint's run, and, when
+a run stops early, which checkpoint holds its last good epoch and the command that goes on."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+from topgrad_examples import checkpoint
+from topgrad_examples.data import BUNDLED
+
+
+@dataclass
+class Saved:
+    """What this run has written to --save: the last epoch saved, and the one being saved (a
+    Ctrl-C may land just after the file is replaced); None: nothing yet."""
+
+    epoch: int | None = None
+    writing: int | None = None
+
+    def last(self, path: str) -> int | None:
+        """The last epoch this run saved to `path`, looking at the file only for an unfinished save."""
+        if self.writing is not None:
+            with contextlib.suppress(checkpoint.CheckpointError):
+                if int(checkpoint.read(path)["meta/epoch"]) == self.writing:
+                    return self.writing
+        return self.epoch
+
+
+def check_same_data(path: str, saved: dict[str, Any], n_train: int, n_test: int, source: str) -> None:
+    """A resumed run must train on the data the checkpoint's epochs saw (checkpoints written
+    before these settings were kept are not checked)."""
+    if "train_images" not in saved:
+        return
+    recorded = str(saved.get("data_source", ""))
+    if recorded and (recorded == BUNDLED) != (source == BUNDLED):  # the same counts, other images
+        way = ("drop --data-dir: a resumed run without one takes the subset" if recorded == BUNDLED
+               else f"put the images back in {recorded}, or pass that data's folder with --data-dir")
+        raise checkpoint.CheckpointError(
+            f"{path}: its epochs trained on {recorded}; this run found {source}, other images. Resume "
+            f"with the same data: {way}"
+        )
+    if (int(saved["train_images"]), int(saved["test_images"])) != (n_train, n_test):
+        raise checkpoint.CheckpointError(
+            f"{path}: its epochs trained on {int(saved['train_images']):,} training and "
+            f"{int(saved['test_images']):,} test images ({saved.get('data_source', '?')}); this run found "
+            f"{n_train:,} and {n_test:,} ({source}). Resume with the same data (--data-dir, --limit)"
+        )
+
+
+def check_same_run(path: str, saved: dict[str, Any], dataset: str | None, seed: int | None) -> None:
+    """An explicit --dataset or --seed must be the checkpoint's: its epochs trained on that dataset,
+    in that seed's batch order, from that seed's initialization (flags not given take its values)."""
+    asked = {"dataset": dataset, "seed": seed}
+    clashes = [(key, saved[key], value) for key, value in asked.items()
+               if value is not None and key in saved and str(saved[key]) != str(value)]
+    if clashes:
+        has = ", ".join(f"--{key} {old}" for key, old, _ in clashes)
+        given = ", ".join(f"--{key} {new}" for key, _, new in clashes)
+        drop = " and ".join(f"--{key}" for key, _, _ in clashes)
+        raise checkpoint.CheckpointError(
+            f"{path}: the checkpoint's run has {has}, this command gives {given}. To go on with the "
+            f"checkpoint's run, drop {drop} (a resumed run takes the checkpoint's); to train with the "
+            "new settings, start a new run without --resume"
+        )
+
+
+def what_was_saved(args: argparse.Namespace, saved: Saved, start: int, save_failed: bool = False) -> str:
+    """After Ctrl-C (or a failed save): the epoch this run saved and how to go on, else where a
+    resumed run can go on from, else that nothing was saved (a file already at --save is not
+    this run's)."""
+    path = args.save
+    epoch = saved.last(path) if path else None
+    if epoch is not None:
+        return f"{path} holds epoch {epoch}: go on with --resume {path} --save {path}"
+    if args.resume:  # the checkpoint still has its old settings: repeat the ones this command changed
+        return (f"no epoch of this run {'was saved' if save_failed else 'finished'}; {args.resume} still "
+                f"holds epoch {start}: go on with --resume {args.resume}{_changed(args)}")
+    if save_failed:
+        return "no epoch of this run was saved"
+    if not path:
+        return "nothing was saved (--save PATH keeps a checkpoint after every epoch)"
+    return f"no epoch finished, so {path} was not written"
+
+
+def what_divergence_left(args: argparse.Namespace, saved: Saved, start: int) -> str:
+    """After a diverged run: the checkpoint that holds the last good epoch (no epoch whose loss
+    or weights were not finite is ever saved) and how to go on from it with another --lr."""
+    path = args.save
+    epoch = saved.last(path) if path else None
+    if epoch is not None:
+        return (f"{path} keeps epoch {epoch}, the last good one: go on from it with --resume {path} "
+                f"--save {path} --lr LOWER")
+    if args.resume:
+        return (f"{args.resume} still holds epoch {start}, the last good one: go on from it with --resume "
+                f"{args.resume}{_changed(args, but='lr')} --lr LOWER")
+    return "nothing was saved"
+
+
+def _changed(args: argparse.Namespace, but: str = "") -> str:
+    """The settings this command changes from its checkpoint's, as flags (and --save), to repeat
+    when going on from that checkpoint: without them it would go on with the old ones."""
+    changed = [f" --{flag.replace('_', '-')} {getattr(args, flag)}"
+               for flag in ("epochs", "batch_size", "lr") if flag != but and getattr(args, flag) is not None]
+    return "".join(changed) + (f" --save {args.save}" if args.save else "")
