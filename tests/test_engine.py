@@ -427,6 +427,23 @@ def test_a_backward_returning_a_tensor_or_a_keyword_tensor_is_named() -> None:
         _ScaleByKeyword.apply(x, w=Tensor(rand((2, 3), 37)))
 
 
+class _DoubleReturningAList(Op):
+    def forward(self, x: Any) -> Any:
+        return topgrad.get_backend().mul(x, 2.0)
+
+    def backward(self, grad: Any) -> Any:
+        return (topgrad.get_backend().to_numpy(grad).tolist(),)  # a list, not the backend's array
+
+
+def test_a_backward_returning_another_array_type_is_named() -> None:
+    """A backend's backward returning, say, a numpy array where its arrays are another type failed
+    later inside a helper without naming the op, or became a leaf's .grad of the wrong type."""
+    x = Tensor(rand((2, 3), 38))
+    with pytest.raises(TypeError, match=r"_DoubleReturningAList.backward returned a builtins.list for input "
+                       r"0; it must return the backend's arrays \(.*the type its zeros\(\(0,\)\) returns\)"):
+        _DoubleReturningAList.apply(x).sum().backward()
+
+
 class _SumToScalar(Op):
     """A whole-array sum returning numpy's scalar, as np.sum does (a float, on numpy)."""
 

@@ -426,6 +426,37 @@ def test_mistakes_that_give_right_values_are_caught() -> None:
         assert re.search(rf"^{row}\s+ok\s+FAIL\s", text, re.M), text
 
 
+def test_to_numpy_returning_another_type_is_named_instead_of_every_row_failing_obscurely() -> None:
+    """The kit reads every result through to_numpy: a backend whose to_numpy returns its own array
+    (not an ndarray) saw 'modified its input in place' and other false messages on every row."""
+    with _numpy_variant("own-to-numpy") as b:
+        b.to_numpy = lambda self, a: a.tolist()
+        text = format_report(run("own-to-numpy", only="Add"))
+    assert "to_numpy returned a builtins.list; it must return a numpy.ndarray" in text, text
+    assert "in place" not in text and "incoming gradient" not in text, text
+
+
+def test_asarray_ignoring_float64_fails() -> None:
+    """A float32 answer to dtype='float64' made gradcheck and users believe they ran in float64;
+    refusing float64 (an exception) is allowed."""
+    import numpy as np
+
+    with _numpy_variant("narrow") as b:
+        base = b.asarray
+        b.asarray = lambda self, obj, dtype="float32": base(self, obj, "float32")
+        text = format_report(run("narrow", only="asarray"))
+    assert "asarray(dtype='float64') returned dtype float32: return float64 or raise" in text, text
+
+    with _numpy_variant("refusing") as b:
+        def refuse(self: object, obj: object, dtype: str = "float32") -> np.ndarray:
+            if dtype == "float64":
+                raise TypeError("no float64 here")
+            return np.asarray(obj, dtype=np.float32)
+        b.asarray = refuse
+        text = format_report(run("refusing", only="asarray"))
+    assert re.search(r"^asarray\s+ok", text, re.M), text
+
+
 def test_a_misspelt_expected_failure_is_an_error_at_import() -> None:
     import topgrad.testing
 

@@ -168,9 +168,14 @@ def _not_an_array(op: Op, out: Any) -> TypeError:
     got, kind = type(out), _array_type()
     keyword = (" (a Tensor given to apply by keyword reaches forward as a Tensor: only positional "
                "arguments become arrays and inputs of the graph)") if isinstance(out, Tensor) else ""
-    return TypeError(f"{type(op).__name__}.forward returned a {got.__module__}.{got.__qualname__}; it must "
-                     f"return one backend array ({kind.__module__}.{kind.__qualname__}), a 0-d result too "
+    return TypeError(f"{type(op).__name__}.forward returned a {_type_name(got)}; it must return one "
+                     f"backend array ({_type_name(kind)}, the type the backend's zeros((0,)) returns), "
+                     "a 0-d result too "
                      f"(np.asarray(np.sum(x)) for numpy), never a Tensor{keyword}")
+
+
+def _type_name(kind: type) -> str:
+    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
@@ -201,18 +206,23 @@ def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
             f"{type(op).__name__}.backward returned {len(grads)} gradients for "
             f"{len(op.parents)} positional arguments (one per argument, None where there is none)"
         )
+    kind = None  # the backend's array type, looked up once a gradient needs it
     for i, (parent, g) in enumerate(zip(op.parents, grads)):
-        shape = getattr(g, "shape", None)
-        if shape is not None and isinstance(g, Tensor):  # it would become a leaf's .grad, or fail later
+        if g is None or not isinstance(parent, (Op, Tensor)):
+            continue
+        if isinstance(g, Tensor):  # it would become a leaf's .grad, or fail later
             raise TypeError(f"{type(op).__name__}.backward returned a Tensor for input {i}; backward works "
                             "on the backend's arrays, as forward does: return its .data (or compute "
                             "with the arrays self.saved holds)")
-        if shape is not None and isinstance(parent, (Op, Tensor)):
-            want = parent._out_shape if isinstance(parent, Op) else parent.shape
-            if tuple(shape) != tuple(want):
-                raise RuntimeError(
-                    f"{type(op).__name__}.backward returned a gradient of shape {tuple(shape)} for "
-                    f"input {i} of shape {tuple(want)} (a broadcast input's gradient must be summed "
-                    "back to its shape)"
-                )
+        if not isinstance(g, kind := kind or _array_type()):
+            raise TypeError(f"{type(op).__name__}.backward returned a {_type_name(type(g))} for input {i}; "
+                            f"it must return the backend's arrays ({_type_name(kind)}, the type its "
+                            "zeros((0,)) returns), or None where there is no gradient")
+        want = parent._out_shape if isinstance(parent, Op) else parent.shape
+        if tuple(g.shape) != tuple(want):
+            raise RuntimeError(
+                f"{type(op).__name__}.backward returned a gradient of shape {tuple(g.shape)} for "
+                f"input {i} of shape {tuple(want)} (a broadcast input's gradient must be summed "
+                "back to its shape)"
+            )
     return grads

@@ -8,14 +8,14 @@ from typing import Any
 import numpy as np
 
 from topgrad.registry import get_backend
-from topgrad.testing.outcome import RTOL, Outcome, compare, merge
+from topgrad.testing.outcome import RTOL, Outcome, compare, host_values, merge
 
 _A = np.array([[1.5, -2.0, 0.25], [4.0, 0.5, -3.0]])
 _B = np.array([[0.5, 3.0, -1.25], [2.0, -0.5, 8.0]])
 
 
 def _np(a: Any) -> Any:
-    return np.asarray(get_backend().to_numpy(a))
+    return host_values(a)
 
 
 def _has_array_api(what: str, a: Any, shape: tuple[int, ...]) -> list[Outcome]:
@@ -40,7 +40,21 @@ def check_asarray(rtol: float = RTOL) -> Outcome:
         compare("asarray(numpy float64)", _np(b.asarray(_A)), _A, rtol),
         compare("asarray(backend array)", _np(b.asarray(from_numpy)), _A, rtol),
         compare("asarray(2.5)", _np(scalar), np.float64(2.5), rtol),
+        _float64_kept_or_refused(b),
     ])
+
+
+def _float64_kept_or_refused(b: Any) -> Outcome:
+    """`asarray(..., dtype="float64")` gives float64 or raises: a float32 answer would make gradcheck
+    and the user believe they run in float64."""
+    try:
+        wide = b.asarray(_A, dtype="float64")
+    except (TypeError, ValueError, NotImplementedError):
+        return Outcome(True)  # a backend without float64 says so, and gradcheck falls back to float32
+    if str(wide.dtype) != "float64":
+        return Outcome.failed(f"asarray(dtype='float64') returned dtype {wide.dtype}: return float64 "
+                              "or raise TypeError, ValueError or NotImplementedError")
+    return Outcome(True)
 
 
 def check_to_numpy(rtol: float = RTOL) -> Outcome:

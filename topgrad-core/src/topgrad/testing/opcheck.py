@@ -12,7 +12,7 @@ from topgrad.registry import get_backend
 from topgrad.tensor import Tensor
 from topgrad.testing.cases import Case
 from topgrad.testing.numeric import numeric_vjp
-from topgrad.testing.outcome import RTOL, Outcome, compare, max_error, merge
+from topgrad.testing.outcome import RTOL, Outcome, compare, host_values, max_error, merge
 from topgrad.testing.reference import REFERENCE, forward_output
 
 
@@ -24,7 +24,7 @@ def _to_backend(value: Any, requires_grad: bool = True) -> Any:
 
 
 def _numpy(array: Any) -> Any:
-    return np.asarray(get_backend().to_numpy(array))
+    return host_values(array)
 
 
 def _apply(

@@ -10,7 +10,7 @@ import numpy as np
 from topgrad import optim
 from topgrad.registry import get_backend
 from topgrad.tensor import Tensor
-from topgrad.testing.outcome import Outcome, compare, merge
+from topgrad.testing.outcome import Outcome, compare, host_values, merge
 
 STEPS = 3
 
@@ -64,7 +64,7 @@ def _run(
         opt.zero_grad()
         param.grad = backend.asarray(g.astype(np.float32))
         opt.step()
-        got = np.asarray(backend.to_numpy(param.data))
+        got = host_values(param.data)
         outcomes.append(compare(f"parameter after step {step}", got, want, rtol))
     return merge(outcomes)
 

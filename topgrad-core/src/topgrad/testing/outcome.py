@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from topgrad.registry import get_backend
+
 RTOL = 1e-4
 """Default tolerance: |backend - reference| <= RTOL * max(1, |reference|) elementwise (float32)."""
 
@@ -32,6 +34,19 @@ class Outcome:
         notes = "".join(f"; {note}" for note in getattr(exc, "__notes__", ()))
         return cls(False, float("inf"), f"{where} raised {type(exc).__name__}: {exc}{_origin(exc)}{notes}",
                    True)
+
+
+def host_values(array: Any) -> np.ndarray:
+    """The backend array's values through its `to_numpy`, which must return a numpy.ndarray: every
+    check reads results that way, so another type is named here instead of failing each check
+    with a misleading message (an in-place write, a wrong value)."""
+    values = get_backend().to_numpy(array)
+    if not isinstance(values, np.ndarray):
+        kind = type(values)
+        raise TypeError(f"to_numpy returned a {kind.__module__}.{kind.__qualname__}; it must return a "
+                        "numpy.ndarray of the array's values (the kit reads every result through it): "
+                        "fix the to_numpy row first")
+    return values
 
 
 def _origin(exc: BaseException) -> str:
