@@ -37,14 +37,10 @@ FORBIDDEN = {
     "topgrad_examples": BACKENDS | {"torch", "triton"},
 }
 
-#: Known breaks of FORBIDDEN, each (path below its package folder, module imported). Core's
-#: debugging tools convert arrays with numpy, imported inside the function that needs it, so
-#: `import topgrad` stays numpy-free, but topgrad-core does not declare numpy. Remove an entry once
-#: its import is gone (test_known_exceptions_are_still_needed says when).
-KNOWN = {
-    ("topgrad", "anomaly.py", "numpy"),
-    ("topgrad", "gradcheck.py", "numpy"),
-}
+#: Known breaks of FORBIDDEN, each (package, path below its package folder, module imported); none
+#: now (gradcheck and anomaly mode compute in plain Python and through the backend, without numpy).
+#: Remove an entry once its import is gone (test_known_exceptions_are_still_needed says when).
+KNOWN: set[tuple[str, str, str]] = set()
 
 
 def modules(package: str) -> list[Path]:

@@ -604,6 +604,20 @@ def test_gradcheck_says_which_precision_it_used(backend_name: str) -> None:
     assert forced.precision == "float32" and forced.eps == 1e-3
 
 
+def test_gradcheck_takes_nested_lists_and_numbers_and_repeats_itself() -> None:
+    """The check reads and writes values as plain Python (no numpy in core): nested lists, 0-d
+    inputs and numpy arrays alike; the same seed gives the same report, to the last digit."""
+    def fn(x: Tensor, s: Tensor) -> Tensor:
+        return (x * s).logsoftmax()
+
+    first = topgrad.gradcheck(fn, [[0.5, -1.0, 2.0], [1.0, 0.25, -0.5]], np.float32(1.5), seed=3)
+    again = topgrad.gradcheck(fn, np.array([[0.5, -1.0, 2.0], [1.0, 0.25, -0.5]]), 1.5, seed=3)
+    assert first and first.checked == 7 and str(first) == str(again), (str(first), str(again))
+    assert first.worst is not None and all(type(k) is int for k in first.worst.index)
+    with pytest.raises(ValueError, match="ragged"):
+        topgrad.gradcheck(lambda x: x * 2.0, [[1.0, 2.0], [3.0]])
+
+
 def test_gradcheck_leaves_its_inputs_alone() -> None:
     x_np = rand((2, 3), 1)
     x = Tensor(x_np.copy())
@@ -672,6 +686,42 @@ def test_anomaly_mode_lets_finite_runs_through() -> None:
         loss, _ = _mlp_loss()
         loss.backward()
     assert not Op._observers
+
+
+def test_anomaly_mode_reads_only_a_sum_per_finite_array(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each array is checked by one reduction on the backend (sum(a * 0)): only 0-d results come
+    to the host, no op is recorded for it (another observer sees the model's ops alone), and the
+    check adds no graph node."""
+    backend = topgrad.get_backend()
+    read: list[tuple[int, ...]] = []
+    to_numpy = backend.to_numpy
+
+    def recording(a: Any) -> Any:
+        read.append(tuple(a.shape))
+        return to_numpy(a)
+
+    with topgrad.profile() as alone:
+        loss, _ = _mlp_loss()
+        loss.backward()
+    monkeypatch.setattr(backend, "to_numpy", recording)
+    with topgrad.profile() as watched, topgrad.detect_anomaly():
+        loss, tensors = _mlp_loss()
+        loss.backward()
+    assert read and set(read) == {()}, f"arrays read whole on the host: {sorted(set(read))}"
+    assert {k: (s.calls, s.backward_calls) for k, s in watched.stats.items()} == {
+        k: (s.calls, s.backward_calls) for k, s in alone.stats.items()}
+    ops = [n.op for n in loss.graph(tensors).ops]
+    assert ops == ["Linear", "ReLU", "Linear", "LogSoftmax", "Mul", "Mean"], ops
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # inf * 0 in the check is invalid, for numpy
+def test_anomaly_counts_the_nan_and_inf_of_the_data() -> None:
+    data = np.ones((2, 3), np.float32)
+    data[0, 0], data[1, 1], data[1, 2] = np.nan, np.inf, -np.inf
+    with topgrad.detect_anomaly(), pytest.raises(topgrad.AnomalyError) as info:
+        Tensor(data, requires_grad=False) * 2.0
+    assert "its output of shape (2, 3) has 1 NaN and 2 Inf among 6 values" in str(info.value), str(info.value)
+    assert "input 0 already contained NaN/Inf" in str(info.value)
 
 
 # ---- TOPGRAD_TRACE --------------------------------------------------------------------------

@@ -2,22 +2,28 @@
 
 Every op's output and every gradient an op's backward returns is checked; the error names the
 op, the phase, which array went bad and the line of user code that built the op (captured at
-forward time, so a backward failure still points at the model's source). It is slow (one copy
-to numpy per array): a debugging tool, not for every run.
+forward time, so a backward failure still points at the model's source). Each array costs one
+reduction run by the backend, `sum(a * 0)` (0 when every value is finite, NaN when one is NaN
+or Inf), and only its 0-d result is read on the host; the NaN and Inf are counted, in plain
+Python, only once one is found. No numpy: core works with any backend. Still a debugging tool,
+not for every run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import linecache
+import math
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
-from topgrad.observe import Observer, observing
+from topgrad.observe import Observer, dtype_name, observing
 from topgrad.op import Op
-from topgrad.tensor import Tensor
+from topgrad.registry import get_backend
+from topgrad.tensor import Tensor, no_grad
 
 _CORE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -46,16 +52,66 @@ def user_site(skip_modules: tuple[str, ...] = ()) -> str | None:
     return None
 
 
+class _Checking(threading.local):
+    """Set while this thread runs a check's own reduction: a backend whose Sum composes ops
+    through `Op.apply` would otherwise be checked (and check itself) again."""
+
+    active = False
+
+
+_checking = _Checking()
+
+
+def _finite(array: Any) -> bool:
+    """True when `array` holds no NaN or Inf, told by one reduction on the backend: `sum(a * 0)`
+    is 0 for finite values and NaN once one is NaN or Inf (a plain sum of finite values could
+    overflow). It runs as the backend's `mul` helper and its Sum op's forward, under no_grad and
+    outside `Op.apply`, so it records no graph node and no observer sees it. Integer and bool
+    arrays hold neither. Where the backend cannot (no Sum op), the values are read on the host."""
+    kind = dtype_name(array)
+    if kind != "?" and "float" not in kind and "complex" not in kind:
+        return True
+    backend = get_backend()
+    before, _checking.active = _checking.active, True
+    try:
+        with no_grad():
+            total = backend.ops.Sum().forward(backend.mul(array, 0.0), axis=None, keepdims=False)
+        return all(math.isfinite(v) for v in _values(backend.to_numpy(total)))
+    except Exception:  # Sum missing, or refusing this array: count on the host
+        nan, inf, _ = _census(array)
+        return not (nan or inf)
+    finally:
+        _checking.active = before
+
+
+def _values(host: Any) -> list[float]:
+    """The values of a host array (what `Backend.to_numpy` returns) as a flat list, C order."""
+    nested = host.tolist() if hasattr(host, "tolist") else host
+    if not isinstance(nested, list):
+        return [nested]
+    flat: list[Any] = []
+    stack = [iter(nested)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            flat.append(item)
+        else:
+            stack.pop()
+    return flat
+
+
 def _census(array: Any) -> tuple[int, int, int]:
-    """(number of NaN, number of Inf, size) of a backend array."""
-    import numpy as np
-
-    from topgrad.registry import get_backend
-
-    a = np.asarray(get_backend().to_numpy(array))
-    if not np.issubdtype(a.dtype, np.inexact):
-        return 0, 0, a.size
-    return int(np.isnan(a).sum()), int(np.isinf(a).sum()), a.size
+    """(number of NaN, number of Inf, size) of a backend array, counted in Python on the host."""
+    values = _values(get_backend().to_numpy(array))
+    nan = inf = 0
+    for v in values:  # comparisons, not math.isnan: the values may be ints or bools (never NaN)
+        if v != v:
+            nan += 1
+        elif v == math.inf or v == -math.inf:
+            inf += 1
+    return nan, inf, len(values)
 
 
 def _describe(nan: int, inf: int, size: int) -> str:
@@ -66,6 +122,10 @@ def _describe(nan: int, inf: int, size: int) -> str:
 
 
 def _bad(array: Any) -> bool:
+    """NaN or Inf in `array`: the reduction's answer, confirmed on the host where it says so (a
+    backend computing in lower precision may make NaN of `huge * 0`)."""
+    if _finite(array):
+        return False
     nan, inf, _ = _census(array)
     return bool(nan or inf)
 
@@ -76,8 +136,8 @@ class AnomalyDetector(Observer):
     def before_forward(self, op: Op, args: tuple[Any, ...], params: dict[str, Any]) -> None:
         """Remember the user's line: the first frame outside topgrad and the backend's package (a
         backend may compose ops), not outside the op's own module, which may be the user's script."""
-        from topgrad.registry import get_backend
-
+        if _checking.active:
+            return
         backend_pkg = type(get_backend()).__module__.split(".", 1)[0]
         op._built_at = user_site((backend_pkg,))  # type: ignore[attr-defined]
 
@@ -85,6 +145,8 @@ class AnomalyDetector(Observer):
         self, op: Op, args: tuple[Any, ...], params: dict[str, Any], result: Any, seconds: float
     ) -> None:
         """AnomalyError if the output holds NaN/Inf, saying whether an input brought them or this op did."""
+        if _checking.active or _finite(result.data):
+            return
         nan, inf, size = _census(result.data)
         if not (nan or inf):
             return
@@ -105,9 +167,11 @@ class AnomalyDetector(Observer):
 
     def after_backward(self, op: Op, grad: Any, grads: tuple[Any, ...], seconds: float) -> None:
         """AnomalyError if a returned gradient holds NaN/Inf, saying whether the incoming one already did."""
+        if _checking.active:
+            return
         grads = grads if isinstance(grads, tuple) else (grads,)
         for i, g in enumerate(grads):
-            if g is None:
+            if g is None or _finite(g):
                 continue
             nan, inf, size = _census(g)
             if not (nan or inf):

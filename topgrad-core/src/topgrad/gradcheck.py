@@ -21,12 +21,20 @@ gradient (the seed) fails the check by name.
 
 `fn` runs twice per input element. State it changes in the Tensors its ops receive (BatchNorm's
 running statistics in training mode) is put back afterwards, so the model is left as it was.
+
+The check's own arithmetic is plain Python, so core needs no numpy and any backend will do: values
+are read with `Backend.to_numpy(a).tolist()` and sent back with `Backend.asarray(nested list,
+dtype=...)`. Python floats are float64, float32 rounding is `array.array("f")`'s, sums are
+`math.fsum` (exactly rounded), and `r` is drawn by `random.Random(seed).gauss`.
 """
 
 from __future__ import annotations
 
+import math
+import random
 import threading
-from collections.abc import Callable
+from array import array as packed
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +48,7 @@ DEFAULTS = {  # precision -> (eps, atol, rtol)
 }
 
 
+MACHINE_EPS = {"float64": 2.0**-52, "float32": 2.0**-23}  # numpy's finfo(dtype).eps
 NOISE_FACTOR = 4.0  # float32 rounding of one forward pass, in units of eps * sum|r * y|
 INCONCLUSIVE = 0.25  # rounding allowance over the typical gradient beyond which nothing is shown
 
@@ -123,10 +132,10 @@ def gradcheck(
 ) -> GradcheckResult:
     """Compare backward's gradients of `fn` at `inputs` with central finite differences.
 
-    Inputs are Tensors, numpy arrays or nested lists; each is differentiated. Returns a
-    `GradcheckResult` (true when it passed); raises `GradcheckError` on failure unless
-    `raise_on_failure=False`. `dtype="float32"` forces the float32 check; by default float64
-    is used where the backend and `fn` keep it.
+    Inputs are Tensors, numpy arrays (anything with `.tolist()` and `.shape`) or nested lists;
+    each is differentiated. Returns a `GradcheckResult` (true when it passed); raises
+    `GradcheckError` on failure unless `raise_on_failure=False`. `dtype="float32"` forces the
+    float32 check; by default float64 is used where the backend and `fn` keep it.
     """
     backend = get_backend()
     xs = [_as_float64(x, backend) for x in inputs]
@@ -142,12 +151,10 @@ def gradcheck(
 
 
 def _check(
-    fn: Callable[..., Tensor], xs: list[Any], eps: float | None, atol: float | None,
+    fn: Callable[..., Tensor], xs: list[_Grid], eps: float | None, atol: float | None,
     rtol: float | None, seed: int, raise_on_failure: bool, dtype: str | None,
 ) -> GradcheckResult:
     """The comparison itself, at the float64 points `xs`, with `gradcheck`'s arguments."""
-    import numpy as np
-
     backend = get_backend()
     precision, note = (dtype, "") if dtype else _precision(fn, xs, backend)
     d_eps, d_atol, d_rtol = DEFAULTS[precision]
@@ -155,24 +162,32 @@ def _check(
     scaled_atol = atol is None
     atol = d_atol if atol is None else atol
     rtol = d_rtol if rtol is None else rtol
-    if precision == "float32":  # the point where float32 evaluates: its rounded values
-        xs = [x.astype(np.float32).astype(np.float64) for x in xs]
+    single = precision == "float32"
+    if single:  # the point where float32 evaluates: its rounded values
+        xs = [_Grid(x.shape, _float32(x.values)) for x in xs]
 
-    def tensor(x: Any) -> Tensor:
-        return Tensor._from_array(backend.asarray(x, dtype=precision), None)
+    def tensor(x: _Grid) -> Tensor:
+        return Tensor._from_array(_array(backend, x, precision), None)
 
-    def as64(t: Any) -> Any:
-        return np.asarray(backend.to_numpy(t.data if isinstance(t, Tensor) else t), dtype=np.float64)
+    def as64(t: Any) -> _Grid:
+        return _read(backend.to_numpy(t.data if isinstance(t, Tensor) else t))
 
     # Analytic: one backward of sum(r * y), i.e. seeded with r.
     leaves = [tensor(x) for x in xs]
     y = _call(fn, leaves)
-    r = np.random.default_rng(seed).standard_normal(y.shape)
-    seed_tensor = tensor(r.copy())  # a Tensor: backward would cast a raw array to float32
+    gauss = random.Random(seed).gauss
+    r = _Grid(tuple(y.shape), [gauss(0.0, 1.0) for _ in range(math.prod(y.shape))])
+    seed_tensor = tensor(r)  # a Tensor: backward would cast a raw array to float32
     y.backward(seed_tensor)  # a copy: an op that writes into its grad must not change r
-    analytic = [np.zeros_like(x) if t.grad is None else as64(t.grad) for x, t in zip(xs, leaves)]
-    violation = ("" if np.array_equal(as64(seed_tensor), r.astype(precision)) else
-                 "an op's backward wrote into its incoming gradient (the seed changed); a backward "
+    analytic = [_Grid(x.shape, [0.0] * x.size) if t.grad is None else as64(t.grad)
+                for x, t in zip(xs, leaves)]
+    for i, (x, a) in enumerate(zip(xs, analytic)):
+        if a.shape != x.shape:
+            raise ValueError(f"gradcheck: backward gave input {i} (shape {x.shape}) a gradient of "
+                             f"shape {a.shape}")
+    sent = as64(seed_tensor)
+    violation = ("" if sent.shape == r.shape and sent.values == (_float32(r.values) if single else r.values)
+                 else "an op's backward wrote into its incoming gradient (the seed changed); a backward "
                  "must leave `grad` as it is: the engine hands one array to several ops (Add passes "
                  "its grad to both inputs), so the others' gradients come out wrong")
 
@@ -182,36 +197,43 @@ def _check(
     # count (all of them when none moved: a change below their rounding may have been lost).
     # float64 gets the same allowance at its own eps: tiny, but it keeps a scaled-down atol from
     # failing a near-zero gradient of a function with large values.
-    rounding = NOISE_FACTOR * float(np.finfo(precision).eps) * np.abs(r)
-    whole = float(np.sum(rounding * np.abs(as64(y))))
+    unit = NOISE_FACTOR * MACHINE_EPS[precision]
+    rounding = [unit * abs(v) for v in r.values]
+    whole = _sum(k * abs(v) for k, v in zip(rounding, as64(y).values))
 
-    def f(point: list[Any]) -> Any:
+    def f(point: list[_Grid]) -> list[float]:
         with no_grad():
-            return as64(_call(fn, [tensor(p) for p in point]))
+            out = as64(_call(fn, [tensor(p) for p in point]))
+        if out.shape != r.shape:
+            raise ValueError(f"gradcheck: fn's output has shape {out.shape} at a perturbed input, "
+                             f"{r.shape} at the inputs given: it must not depend on the values")
+        return out.values
 
-    def noise(y_plus: Any, y_minus: Any) -> float:
-        moved = y_plus != y_minus
-        if not moved.any():
+    def noise(y_plus: list[float], y_minus: list[float]) -> float:
+        moved = [k for k, (p, m) in enumerate(zip(y_plus, y_minus)) if p != m]
+        if not moved:
             return whole
-        return float(np.sum((rounding * np.maximum(np.abs(y_plus), np.abs(y_minus)))[moved]))
+        return _sum(rounding[k] * _max(abs(y_plus[k]), abs(y_minus[k])) for k in moved)
 
     # Numeric: central differences, element by element, with each one's rounding allowance.
-    numeric = [np.zeros_like(x) for x in xs]
-    allowance = [np.zeros_like(x) for x in xs]
-    cast = np.float32 if precision == "float32" else np.float64
+    numeric: list[list[float]] = []
+    allowance: list[list[float]] = []
     for i, x in enumerate(xs):
-        for j in np.ndindex(x.shape):
+        numeric.append([])
+        allowance.append([])
+        for j, value in enumerate(x.values):
             point = list(xs)
-            plus, minus = x.copy(), x.copy()
-            plus[j] = float(cast(x[j] + eps))
-            minus[j] = float(cast(x[j] - eps))
+            plus, minus = list(x.values), list(x.values)
+            plus[j], minus[j] = value + eps, value - eps
+            if single:
+                plus[j], minus[j] = _float32([plus[j], minus[j]])
             step = plus[j] - minus[j]
-            point[i] = plus
+            point[i] = _Grid(x.shape, plus)
             y_plus = f(point)
-            point[i] = minus
+            point[i] = _Grid(x.shape, minus)
             y_minus = f(point)
-            numeric[i][j] = float(np.sum(r * (y_plus - y_minus))) / step
-            allowance[i][j] = noise(y_plus, y_minus) / step
+            numeric[i].append(_divide(_sum(k * (p - m) for k, p, m in zip(r.values, y_plus, y_minus)), step))
+            allowance[i].append(_divide(noise(y_plus, y_minus), step))
 
     # Compare. Each input's typical gradient (the larger RMS of the two) scales the default atol
     # down where it is below 1: a fixed 1e-3 would pass any error in gradients of 1e-4.
@@ -219,21 +241,22 @@ def _check(
     worst_ratio = -1.0
     failures = checked = 0
     blur = 0.0
-    for i, (a, n, allow) in enumerate(zip(analytic, numeric, allowance)):
-        typical = max(_rms(a), _rms(n))
+    for i, (x, a, n, allow) in enumerate(zip(xs, analytic, numeric, allowance)):
+        typical = max(_rms(a.values), _rms(n))
         atol_i = atol * min(1.0, typical) if scaled_atol and typical > 0 else atol
-        if typical > 0 and allow.size:
-            blur = max(blur, float(allow.max()) / typical)
-        err, tolerance = np.abs(a - n), atol_i + rtol * np.abs(n) + allow
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(err == 0, 0.0, err / tolerance)
-        ratio[np.isnan(ratio)] = np.inf  # NaN counts as a failure
-        checked += ratio.size
-        failures += int(np.count_nonzero(ratio > 1.0))
-        if ratio.size and float(ratio.max()) > worst_ratio:
-            j = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
-            worst_ratio = float(ratio.max())
-            worst = Mismatch(i, tuple(int(k) for k in j), float(a[j]), float(n[j]))
+        if typical > 0 and allow:
+            blur = max(blur, _max(*allow) / typical)
+        ratio = []
+        for ak, nk, allow_k in zip(a.values, n, allow):
+            err, tolerance = abs(ak - nk), atol_i + rtol * abs(nk) + allow_k
+            q = 0.0 if err == 0 else _divide(err, tolerance)
+            ratio.append(math.inf if math.isnan(q) else q)  # NaN counts as a failure
+        checked += len(ratio)
+        failures += sum(q > 1.0 for q in ratio)
+        if ratio and max(ratio) > worst_ratio:
+            worst_ratio = max(ratio)
+            k = ratio.index(worst_ratio)
+            worst = Mismatch(i, _unravel(k, x.shape), a.values[k], n[k])
     ok = bool(failures == 0 and blur <= INCONCLUSIVE and not violation)
     if failures == 0 and not ok and not violation:
         wider = ", or a backend that keeps float64" if precision == "float32" else ""
@@ -247,10 +270,136 @@ def _check(
     return result
 
 
-def _rms(a: Any) -> float:
-    import numpy as np
+# ---- plain-Python float64 arithmetic on flat values (no numpy in core) ------------------------
+@dataclass(frozen=True)
+class _Grid:
+    """An array's values in C order, as Python floats (float64), with its shape."""
 
-    return float(np.sqrt(np.mean(np.square(a)))) if a.size else 0.0
+    shape: tuple[int, ...]
+    values: list[float]
+
+    @property
+    def size(self) -> int:
+        """The number of elements."""
+        return len(self.values)
+
+
+def _read(obj: Any) -> _Grid:
+    """The float64 values of a host array (anything with `.tolist()` and `.shape`: what
+    `Backend.to_numpy` returns, a torch tensor), a nested list or a number; always a copy."""
+    if hasattr(obj, "tolist") and hasattr(obj, "shape"):
+        grid = _nested_grid(obj.tolist())
+        return _Grid(tuple(int(d) for d in obj.shape), grid.values)  # keeps an empty axis's length
+    return _nested_grid(obj)
+
+
+def _nested_grid(nested: Any) -> _Grid:
+    """A nested list (or tuple) of numbers, or a number, as a `_Grid`; ValueError when ragged."""
+    shape: list[int] = []
+    level = nested
+    while isinstance(level, (list, tuple)):
+        shape.append(len(level))
+        if not level:
+            break
+        level = level[0]
+    values: list[float] = []
+
+    def walk(item: Any, depth: int) -> None:
+        if depth == len(shape):
+            if isinstance(item, (list, tuple)):
+                raise ValueError(f"gradcheck: a ragged input (nested lists of unequal depths): {nested!r}")
+            values.append(float(item))
+        elif not isinstance(item, (list, tuple)) or len(item) != shape[depth]:
+            raise ValueError(f"gradcheck: a ragged input (nested lists of unequal lengths): {nested!r}")
+        else:
+            for sub in item:
+                walk(sub, depth + 1)
+
+    walk(nested, 0)
+    return _Grid(tuple(shape), values)
+
+
+def _nest(values: list[float], shape: tuple[int, ...]) -> Any:
+    """Flat C-order `values` as nested lists of `shape` (a number for shape ())."""
+    if not shape:
+        return values[0]
+    if len(shape) == 1:
+        return list(values)
+    inner = math.prod(shape[1:])
+    return [_nest(values[k * inner:(k + 1) * inner], shape[1:]) for k in range(shape[0])]
+
+
+def _array(backend: Any, grid: _Grid, dtype: str) -> Any:
+    """A backend array of `dtype` holding `grid`, made from a nested list (or from zeros, when
+    it has no elements: a nested list would lose the lengths of the axes after an empty one)."""
+    if not grid.values and grid.shape:
+        return backend.asarray(backend.zeros(grid.shape), dtype=dtype)
+    return backend.asarray(_nest(grid.values, grid.shape), dtype=dtype)
+
+
+def _float32(values: list[float]) -> list[float]:
+    """`values` rounded to float32 (to nearest, ties to even; beyond its range to +-Inf), as numpy's
+    `astype(np.float32)` rounds them, and read back as float64."""
+    try:
+        return packed("f", values).tolist()
+    except OverflowError:  # some Pythons refuse a finite value beyond float32's range: round by hand
+        return [_float32_beyond_range(v) for v in values]
+
+
+_FLOAT32_MAX = 3.4028234663852886e38
+_FLOAT32_HALFWAY = 3.4028235677973366e38  # between float32's largest value and 2**128: rounds to Inf
+
+
+def _float32_beyond_range(v: float) -> float:
+    """One value rounded to float32 where `array("f")` may refuse it (beyond float32's range)."""
+    if math.isfinite(v) and abs(v) >= _FLOAT32_HALFWAY:
+        return math.copysign(math.inf, v)
+    if math.isfinite(v) and abs(v) > _FLOAT32_MAX:
+        return math.copysign(_FLOAT32_MAX, v)
+    return packed("f", [v])[0]
+
+
+def _sum(values: Iterable[float]) -> float:
+    """The exactly rounded sum (`math.fsum`); with an Inf or NaN among the values, or when the sum
+    overflows, what float arithmetic gives (Inf, NaN), as numpy's sum does."""
+    items = list(values)
+    try:
+        return math.fsum(items)
+    except (OverflowError, ValueError):  # fsum refuses Inf - Inf and a sum beyond the float range
+        return sum(items, 0.0)
+
+
+def _max(*values: float) -> float:
+    """The largest of `values`, NaN when one is NaN (numpy's max and maximum; Python's max is not)."""
+    best = values[0]
+    for v in values[1:]:
+        if math.isnan(v) or v > best:
+            best = v
+            if math.isnan(v):
+                break
+    return best
+
+
+def _divide(a: float, b: float) -> float:
+    """a / b with IEEE's answer for b == 0 (+-Inf, or NaN for 0 / 0), as numpy gives it."""
+    if b != 0:
+        return a / b
+    if a == 0 or math.isnan(a):
+        return math.nan
+    return math.copysign(math.inf, a) * math.copysign(1.0, b)
+
+
+def _unravel(k: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The index of flat C-order position `k` in an array of `shape` (numpy's unravel_index)."""
+    index = []
+    for length in reversed(shape):
+        k, i = divmod(k, length)
+        index.append(i)
+    return tuple(reversed(index))
+
+
+def _rms(values: list[float]) -> float:
+    return math.sqrt(_sum(v * v for v in values) / len(values)) if values else 0.0
 
 
 class _StateKeeper(Observer):
@@ -291,46 +440,44 @@ def _call(fn: Callable[..., Tensor], args: list[Tensor]) -> Tensor:
     return y
 
 
-def _as_float64(x: Any, backend: Any) -> Any:
-    import numpy as np
-
+def _as_float64(x: Any, backend: Any) -> _Grid:
     if isinstance(x, Tensor):
         x = backend.to_numpy(x.data)
-    return np.array(x, dtype=np.float64)  # a copy: the caller's arrays are never perturbed
+    return _read(x)  # a copy: the caller's arrays are never perturbed
 
 
-def _precision(fn: Callable[..., Tensor], xs: list[Any], backend: Any) -> tuple[str, str]:
+def _precision(fn: Callable[..., Tensor], xs: list[_Grid], backend: Any) -> tuple[str, str]:
     """'float64' when the backend and `fn` keep float64 end to end, forward and backward.
 
     Float64 dtypes are not enough: a backend may store float64 and compute in float32. So a
     directional derivative is also taken with steps 1e-4 and 1e-6: in float64 both agree to
     about 1e-8, while float32 arithmetic makes the small step's one wrong by percents.
     """
-    import numpy as np
-
     fallback = f"backend {backend.name!r} {{}}; checked in float32 with looser tolerances"
 
-    def run(point: list[Any]) -> Tensor:
-        return fn(*[Tensor._from_array(backend.asarray(x, dtype="float64"), None) for x in point])
+    def run(point: list[_Grid]) -> Tensor:
+        return fn(*[Tensor._from_array(_array(backend, x, "float64"), None) for x in point])
 
     try:
-        leaves = [Tensor._from_array(backend.asarray(x, dtype="float64"), None) for x in xs]
+        leaves = [Tensor._from_array(_array(backend, x, "float64"), None) for x in xs]
         out = fn(*leaves)
         kinds = {dtype_name(out)}
         if kinds == {"float64"}:
-            out.backward(Tensor._from_array(backend.asarray(np.ones(out.shape), dtype="float64"), None))
+            ones = _Grid(tuple(out.shape), [1.0] * math.prod(out.shape))
+            out.backward(Tensor._from_array(_array(backend, ones, "float64"), None))
             kinds |= {dtype_name(t.grad) for t in leaves if t.grad is not None}
         if kinds == {"float64"}:
-            rng = np.random.default_rng(12345)
-            directions = [rng.standard_normal(x.shape) for x in xs]
-            r = rng.standard_normal(out.shape)
+            gauss = random.Random(12345).gauss
+            directions = [[gauss(0.0, 1.0) for _ in x.values] for x in xs]
+            r = [gauss(0.0, 1.0) for _ in range(math.prod(out.shape))]
 
             def f(t: float) -> float:
                 with no_grad():
-                    y = run([x + t * d for x, d in zip(xs, directions)])
-                return float(np.sum(r * np.asarray(backend.to_numpy(y.data), dtype=np.float64)))
+                    y = run([_Grid(x.shape, [v + t * d for v, d in zip(x.values, ds)])
+                             for x, ds in zip(xs, directions)])
+                return _sum(k * v for k, v in zip(r, _read(backend.to_numpy(y.data)).values))
 
-            scale = float(np.sum(np.abs(r * np.asarray(backend.to_numpy(out.data), dtype=np.float64))))
+            scale = _sum(abs(k * v) for k, v in zip(r, _read(backend.to_numpy(out.data)).values))
             d4 = (f(1e-4) - f(-1e-4)) / 2e-4
             d6 = (f(1e-6) - f(-1e-6)) / 2e-6
     except Exception as exc:  # the backend has no float64 (or an op refuses it)
