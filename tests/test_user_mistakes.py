@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +16,7 @@ import topgrad
 import torch
 from helpers import rand, to_numpy
 from topgrad import Tensor
-from topgrad.optim import SGD, Adam
+from topgrad.optim import SGD, Adam, AdamW
 from topgrad.pytorch_names import MODULE_INSTEAD
 
 
@@ -104,12 +107,42 @@ def test_a_number_to_the_power_of_a_tensor_gives_the_recipe() -> None:
     np.testing.assert_allclose((x * math.log(2)).exp().numpy(), 2 ** x.numpy(), rtol=1e-5)
 
 
-@pytest.mark.parametrize("other", ["a", None, np.array([True, False, True])])
+@pytest.mark.parametrize("other", ["a", None])
 def test_subtracting_what_has_no_negative_is_refused(other: object) -> None:
-    """x - y is x + (-y): a y with no negative is refused by name, never added instead (a bool
-    mask, which PyTorch refuses to subtract too)."""
-    with pytest.raises(TypeError, match=r"x - y: y is (a str|a NoneType|an ndarray) with no negative"):
+    """x - y is x + (-y): a y with no negative is refused by name, never added instead."""
+    with pytest.raises(TypeError, match=r"x - y: y is (a str|a NoneType) with no negative"):
         Tensor(rand((3,), 0)) - other  # type: ignore[operator]
+
+
+MASK = np.array([True, False, True])
+
+
+@pytest.mark.parametrize(
+    ("subtract", "match"),
+    [(lambda x: MASK - x, r"x is a numpy.ndarray of bools"),
+     (lambda x: x - MASK, r"y is a numpy.ndarray of bools"),
+     (lambda x: True - x, r"x is a bool \(True\)"),
+     (lambda x: x - False, r"y is a bool \(False\)"),
+     (lambda x: np.True_ - x, r"x is a bool \(np.True_\)"),
+     (lambda x: x - np.True_, r"y is a bool \(np.True_\)"),
+     (lambda x: torch.tensor(MASK) - x, r"x is a torch.Tensor of bools")],
+)
+def test_subtracting_a_bool_is_refused_on_either_side_as_in_pytorch(subtract: Any, match: str,
+                                                                     backend_name: str) -> None:
+    """PyTorch refuses `-` with a bool tensor or a bool on either side (`mask - x` computed before,
+    while `x - mask` was refused): both sides say so, with the way to invert or convert a mask."""
+    x = Tensor(rand((3,), 0))
+    with pytest.raises(TypeError, match=r"^x - y: " + match + r": subtraction, the `-` operator, with a bool "
+                                        r"is not supported, as in PyTorch. To invert a mask, use ~mask .*"
+                                        r"mask.astype\('float32'\)"):
+        subtract(x)
+    with pytest.raises(TypeError, match=r"y is a bool \(True\)"), topgrad.no_grad():
+        x -= True
+    hows = [lambda x: 1 - x, lambda x: 1.0 - x, lambda x: x - 1, lambda x: np.float32(2) - x]
+    if backend_name == "numpy":  # the triton backend takes no raw numpy arrays
+        hows += [lambda x: MASK.astype(np.float32) - x, lambda x: x - MASK.astype(np.float32)]
+    for how in hows:
+        how(x).sum().backward()  # numbers and float arrays subtract as before
 
 
 def test_linear_hints_for_a_vector_and_a_batched_weight() -> None:
@@ -146,9 +179,11 @@ def test_backward_with_pytorchs_keywords() -> None:
     loss = (Tensor(rand((3,), 0)) * 2.0).sum()
     with pytest.raises(TypeError, match=r"'gradient': Topgrad writes grad= \(not gradient=\)"):
         loss.backward(gradient=None)
-    with pytest.raises(TypeError, match=r"retain_graph=: there is no retain_graph; .*forward pass again"):
+    with pytest.raises(TypeError, match=r"^Topgrad's Tensor.backward\(\) does not take retain_graph=True "
+                                        r"\(PyTorch's graph kept .*\): there is no retain_graph; "
+                                        r".*forward pass again"):
         loss.backward(retain_graph=True)
-    with pytest.raises(TypeError, match="create_graph=: there are no higher-order gradients"):
+    with pytest.raises(TypeError, match=r"create_graph=True \(.*\): there are no higher-order gradients"):
         loss.backward(create_graph=True)
 
 
@@ -245,8 +280,182 @@ def test_text_is_not_a_number(text: object) -> None:
         Tensor(text)
 
 
-def test_an_array_of_text_is_refused_by_the_numpy_backend(backend_name: str) -> None:
-    if backend_name != "numpy":
-        pytest.skip("the numpy backend's asarray")
-    with pytest.raises(TypeError, match=r"an array of text \(<U3\) is not numbers.*astype\('float32'\)"):
+def test_an_array_of_text_is_refused_by_either_backend() -> None:
+    with pytest.raises(TypeError, match=r"^(numpy|triton) backend: an array of text \(<U3\) is not numbers.*"
+                                        r"astype\('float32'\)"):
         Tensor(np.array(["1.5", "2.0"]))
+
+
+@pytest.mark.parametrize("data", [["1", "2.5"], [[b"1"], [b"2"]], ["1", 2.0], ("1",), [[1.0], ["2"]]])
+def test_a_list_of_text_is_refused_as_in_pytorch(data: Any) -> None:
+    """numpy parses ['1', '2.5'] into numbers (PyTorch refuses it): a list or tuple holding text is
+    refused, on either backend, in the words Tensor('3.0') and an array of text get."""
+    with pytest.raises(TypeError, match=r"^(numpy|triton) backend: a (list|tuple) of text "
+                                        r"\((b?)'[\d.]+', ...\) is not numbers \(PyTorch refuses it too\); "
+                                        r"parse it first: np.asarray\(data\).astype\('float32'\)"):
+        Tensor(data)
+    with pytest.raises(TypeError, match="of text"):
+        (Tensor(rand((2,), 0)) * 2.0).sum().backward(["1"])  # a seed of text too
+
+
+def test_lists_of_numbers_and_bools_keep_their_values() -> None:
+    cases = [([1, 2.5], [1.0, 2.5]), ([[True], [False]], [[1.0], [0.0]]), ((np.float32(1.5),), [1.5]),
+             ([2**24 + 1], [2.0**24]), ([], np.zeros(0))]
+    for data, want in cases:
+        np.testing.assert_array_equal(Tensor(data).numpy(), np.asarray(want, dtype=np.float32))
+    with pytest.raises(TypeError, match=r"Tensor\(a list of Tensors\).*topgrad.stack"):
+        Tensor([Tensor(1.0), Tensor(2.0)])
+
+
+# ---- PyTorch's options that Topgrad lacks ----------------------------------------------
+def _conv_inputs() -> tuple[Tensor, Tensor]:
+    return Tensor(rand((1, 6, 6, 4), 0)), Tensor(rand((3, 3, 4, 2), 1))
+
+
+def _params() -> list[Tensor]:
+    return [Tensor(rand((3,), 0))]
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [(lambda: Tensor([1.0], device="cpu"),
+      r"Tensor\(\) does not take device='cpu' \(PyTorch's device placement\): .*topgrad.set_backend\(name\)"),
+     (lambda: Tensor([1.0], pin_memory=True), r"Tensor\(\) does not take pin_memory=True .*drop pin_memory="),
+     (lambda: Tensor.zeros(2, dtype="float64"),
+      r"Tensor.zeros\(\) does not take dtype='float64' \(PyTorch's result dtype\): .*"
+      r"Tensor\(t.numpy\(\), dtype='float64'\)"),
+     (lambda: Tensor.ones(2, device="cuda"), r"Tensor.ones\(\) does not take device='cuda'"),
+     (lambda: Tensor.randn(2, generator=np.random.default_rng(0)),
+      r"Tensor.randn\(\) does not take generator=.* \(PyTorch's random number generator\): give seed=n"),
+     (lambda: Tensor.randn(2, device="cpu", seed=-1), r"Tensor.randn\(\) does not take device='cpu'"),
+     (lambda: Tensor.He(3, 2, layout="sparse"), r"Tensor.He\(\) does not take layout='sparse'"),
+     (lambda: Tensor(rand((2, 3), 0)).softmax(1, dtype="float64"),
+      r"Tensor.softmax\(\) does not take dtype='float64'"),
+     (lambda: topgrad.cat([Tensor.ones(2)] * 2, out=Tensor.ones(4)),
+      r"cat\(\) does not take out=.*ops return a new tensor: write y = ... instead of out=y"),
+     (lambda: _conv_inputs()[0].conv2d(_conv_inputs()[1], dilation=2),
+      r"Tensor.conv2d\(\) does not take dilation=2 \(PyTorch's dilated kernel\): .*dense kernel of shape "
+      r"\(2\*\(kh-1\)\+1, 2\*\(kw-1\)\+1, Cin, Cout\)"),
+     (lambda: _conv_inputs()[0].conv2d(_conv_inputs()[1], groups=2),
+      r"Tensor.conv2d\(\) does not take groups=2 \(PyTorch's grouped convolution\): .*topgrad.cat"),
+     (lambda: _conv_inputs()[0].maxpool2d(2, ceil_mode=True),
+      r"Tensor.maxpool2d\(\) does not take ceil_mode=True .*extend x at the bottom and right with -inf"),
+     (lambda: _conv_inputs()[0].maxpool2d(2, return_indices=True),
+      r"Tensor.maxpool2d\(\) does not take return_indices=True .*argmax"),
+     (lambda: _conv_inputs()[0].maxpool2d(2, dilation=(2, 1)), r"Tensor.maxpool2d\(\) does not take "
+                                                                r"dilation=\(2, 1\)"),
+     (lambda: Adam(_params(), amsgrad=True),
+      r"Adam\(\) does not take amsgrad=True \(PyTorch's AMSGrad variant\)"),
+     (lambda: Adam(_params(), 1e-3, (0.9, 0.999), 1e-8, 0.0, True), r"Adam\(\) does not take amsgrad=True"),
+     (lambda: AdamW(_params(), maximize=True),
+      r"AdamW\(\) does not take maximize=True .*\(-objective\).backward"),
+     (lambda: Adam(_params(), fused=True), r"Adam\(\) does not take fused=True .*adam_update"),
+     (lambda: SGD(_params(), lr=0.1, foreach=True), r"SGD\(\) does not take foreach=True"),
+     (lambda: SGD(_params(), lr=0.1, differentiable=True), r"SGD\(\) does not take differentiable=True")],
+)
+def test_pytorch_options_topgrad_lacks_say_what_to_write(call: Callable[[], Any], match: str) -> None:
+    """Each was a bare "got an unexpected keyword argument": now the error names Topgrad's function,
+    the option and its value, what it is in PyTorch and what to write instead."""
+    with pytest.raises(TypeError, match=r"^Topgrad's " + match):
+        call()
+
+
+def test_pytorchs_defaults_of_those_options_are_taken() -> None:
+    """Spelled out at PyTorch's default, an option Topgrad lacks means what Topgrad does: taken."""
+    x, w = _conv_inputs()
+    assert Tensor([1.0], device=None, pin_memory=False).shape == (1,)
+    assert Tensor.zeros(2, dtype=None).dtype == Tensor.ones(2, dtype="float32", layout=None).dtype
+    same = np.testing.assert_array_equal
+    same(Tensor.randn(2, seed=3, generator=None).numpy(), Tensor.randn(2, seed=3).numpy())
+    same(x.conv2d(w, dilation=1, groups=1).numpy(), x.conv2d(w).numpy())
+    pooled = x.maxpool2d(2, dilation=(1, 1), ceil_mode=False, return_indices=False)
+    same(pooled.numpy(), x.maxpool2d(2).numpy())
+    q = Tensor(rand((1, 3, 4), 2))
+    same(topgrad.attention(q, q, q, attn_mask=None, dropout_p=0.0, scale=None, causal=True).numpy(),
+         topgrad.attention(q, q, q, causal=True).numpy())
+    (q * 2.0).sum().backward(retain_graph=False, create_graph=False, inputs=None)
+    Adam(_params(), amsgrad=False, maximize=False, foreach=None, capturable=False, differentiable=False,
+         fused=None)
+    AdamW(_params(), 1e-3, (0.9, 0.999), 1e-8, 1e-2, False, foreach=False, fused=False)
+    SGD(_params(), lr=0.1, maximize=False, foreach=False, differentiable=False, fused=None)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'devise'; Topgrad's Tensor.zeros\(\) "
+                                        r"does not take device='cpu'"):
+        Tensor.zeros(2, devise=None, device="cpu")  # a typo stays Python's error, named first
+
+
+def test_factories_take_requires_grad_as_pytorch_spells_it() -> None:
+    """torch.randn(3, requires_grad=True) ported: the default already (a trainable leaf), and
+    requires_grad=False makes a constant, as for Tensor(data)."""
+    assert Tensor.randn(2, 3, requires_grad=True).requires_grad and Tensor.He(3, 2, seed=0).requires_grad
+    for t in (Tensor.zeros(2, requires_grad=False), Tensor.ones(2, requires_grad=False),
+              Tensor.randn(2, seed=0, requires_grad=False), Tensor.He(3, 2, seed=0, requires_grad=False)):
+        assert t.requires_grad is False and t.op is None
+    with pytest.raises(TypeError, match="ones: requires_grad must be True or False, got 'no'"):
+        Tensor.ones(2, requires_grad="no")  # type: ignore[arg-type]
+
+
+def test_the_grouped_convolution_recipe_gives_pytorchs_answer() -> None:
+    """groups=2's message says to convolve each group apart and join them: that is F.conv2d's."""
+    g, cin, cout = 2, 4, 6
+    xa, wa, ba = rand((2, 5, 5, cin), 0), rand((3, 3, cin // g, cout), 1), rand((cout,), 2)
+    x, w, b = Tensor(xa), Tensor(wa), Tensor(ba)
+    c, o = cin // g, cout // g
+    ours = topgrad.cat([x[..., i * c:(i + 1) * c].conv2d(w[..., i * o:(i + 1) * o], stride=2, padding=1)
+                        for i in range(g)], axis=3) + b
+    nchw, oihw = torch.tensor(xa).permute(0, 3, 1, 2), torch.tensor(wa).permute(3, 2, 0, 1)
+    theirs = torch.nn.functional.conv2d(nchw, oihw, torch.tensor(ba), stride=2, padding=1, groups=g)
+    np.testing.assert_allclose(ours.numpy(), theirs.permute(0, 2, 3, 1).numpy(), rtol=1e-4, atol=1e-5)
+    ours.sum().backward()
+    assert w.grad is not None and to_numpy(w.grad).shape == w.shape
+
+
+def test_step_takes_pytorchs_closure() -> None:
+    """opt.step(closure) as in PyTorch: the closure recomputes the loss and its gradients, and step
+    returns the loss; the update is the one torch.optim makes."""
+    a = rand((3,), 0)
+    w, tw = Tensor(a), torch.tensor(a, requires_grad=True)
+    opt, topt = SGD([w], lr=0.1, momentum=0.9), torch.optim.SGD([tw], lr=0.1, momentum=0.9)
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = (w * w).sum()
+        loss.backward()
+        return loss
+
+    def torch_closure() -> torch.Tensor:
+        topt.zero_grad()
+        loss = (tw * tw).sum()
+        loss.backward()
+        return loss
+
+    for _ in range(2):
+        loss, tloss = opt.step(closure), topt.step(torch_closure)
+        assert loss.item() == pytest.approx(tloss.item(), rel=1e-5)
+    np.testing.assert_allclose(w.numpy(), tw.detach().numpy(), rtol=1e-5)
+    assert opt.step() is None
+    with pytest.raises(TypeError, match=r"SGD.step: closure must be a function that recomputes the loss "
+                                        r".*got str"):
+        opt.step("loss")  # type: ignore[arg-type]
+
+
+# ---- .grad of a tensor that is not a leaf ----------------------------------------------
+def test_reading_grad_of_a_non_leaf_warns_as_in_pytorch() -> None:
+    """Only leaves get a .grad (PyTorch's non-leaf tensors too, without retain_grad()): reading a
+    computed tensor's warns, naming its op and where its gradient is seen; leaves, constants and a
+    .grad set by hand read as before, without a word."""
+    x = Tensor(rand((3,), 0))
+    h = x * 2.0
+    h.sum().backward()
+    with pytest.warns(UserWarning, match=r"^The .grad of a Tensor that is not a leaf \(computed by Mul\) is "
+                                         r"being read: .*Topgrad has no retain_grad\). .*Observer "
+                                         r".*after_backward .*docs/inspecting.md") as caught:
+        assert h.grad is None
+    assert caught[0].filename == __file__  # the user's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(to_numpy(x.grad), np.full(3, 2.0, np.float32))
+        assert Tensor(rand((3,), 1), requires_grad=False).grad is None
+        with topgrad.no_grad():
+            assert (x * 2.0).grad is None  # a constant, not in the graph
+        h.grad = x.grad
+        assert h.grad is x.grad

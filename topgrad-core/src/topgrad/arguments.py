@@ -9,6 +9,8 @@ import numbers
 import operator
 from typing import Any
 
+from topgrad.errors import type_name
+
 
 def sizes(shape: tuple[Any, ...], least: int = -1) -> tuple[int, ...]:
     """Accept both `f(2, 3)` and `f((2, 3))`; whole numbers >= `least` only (2.5 is no size)."""
@@ -84,3 +86,42 @@ def check_eps(op: str, eps: Any) -> None:
         raise TypeError(f"{op}: eps must be a number, got {type(eps).__name__}")
     if not 0 <= float(eps) < math.inf:
         raise ValueError(f"{op}: eps must be finite and >= 0, got {eps!r}")
+
+
+def text_is_not_numbers(backend: str, data: Any, dtype: str, example: Any = None) -> TypeError:
+    """The TypeError of every backend for text where numbers belong (numpy would parse '2.5'; PyTorch
+    refuses it): `data` is an array of text of `dtype`, or a list or tuple holding text (`example`)."""
+    if isinstance(data, (list, tuple)):
+        return TypeError(f"{backend} backend: a {type(data).__name__} of text ({example!r}, ...) is not "
+                         "numbers (PyTorch refuses it too); parse it first: "
+                         "np.asarray(data).astype('float32'), or float(text) for one item")
+    return TypeError(f"{backend} backend: an array of text ({dtype}) is not numbers; convert it first "
+                     "(a.astype('float32') parses it)")
+
+
+def is_bool(value: Any) -> bool:
+    """A bool (Python's or numpy's) or an array of bools (numpy's, torch's): a mask."""
+    return value is True or value is False or str(getattr(value, "dtype", "")) in ("bool", "torch.bool")
+
+
+def refuse_bool_subtraction(side: str, value: Any) -> None:
+    """TypeError where `value`, operand `side` ("x" or "y") of x - y, is a bool or a mask of bools:
+    PyTorch refuses a bool on either side of `-` (numpy too, but only on the right)."""
+    if not is_bool(value):
+        return
+    what = f"a bool ({value!r})" if value is True or value is False else (
+        f"a {type_name(value)} of bools" if getattr(value, "shape", ()) else f"a bool ({value!r})")
+    raise TypeError(f"x - y: {side} is {what}: subtraction, the `-` operator, with a bool is not "
+                    "supported, as in PyTorch. To invert a mask, use ~mask (np.logical_not(mask)); to "
+                    "subtract its 0/1 values, convert it first (mask.astype('float32'), or 1.0 for "
+                    "True)") from None
+
+
+def refuse_no_negative(value: Any, exc: Exception) -> None:
+    """After `-y` failed in x - y: a TypeError naming y, a bool mask as PyTorch names one; another
+    kind of error (not a TypeError) is left to propagate as it is."""
+    refuse_bool_subtraction("y", value)
+    if isinstance(exc, TypeError):
+        what = with_article(type(value).__name__)
+        raise TypeError(f"x - y: y is {what} with no negative ({exc}); subtract a Tensor, a float array "
+                        "or a number") from exc

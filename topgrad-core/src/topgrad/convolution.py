@@ -8,8 +8,10 @@ padded image. Shapes only: a backend's own array types never reach this module.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
+from topgrad import pytorch_names
 from topgrad.pairs import Pair, output_size, pair
 
 
@@ -52,3 +54,24 @@ def conv_geometry(
         raise ValueError(f"Conv2d: the kernel is larger than the padded image, {shapes}, padding {pad} "
                          "(H and W are axes 1 and 2 of x, NHWC)")
     return step, pad, out
+
+
+def refuse_conv_options(dilation: Any, groups: Any) -> None:
+    """TypeError for PyTorch's conv2d options at a value other than 1, which Topgrad's Conv2d does
+    not take, saying how to compose them from dense convolutions."""
+    d = pair("Conv2d", "dilation", dilation, 1)
+    if d != (1, 1):
+        raise pytorch_names.not_taken(
+            "Tensor.conv2d", "dilation", dilation, "dilated kernel",
+            f"Topgrad's kernels are dense. A kernel w of shape (kh, kw, Cin, Cout) at dilation {d} is the "
+            f"dense kernel of shape ({d[0]}*(kh-1)+1, {d[1]}*(kw-1)+1, Cin, Cout) holding w's taps "
+            f"{d[0]} rows and {d[1]} columns apart, zeros between: build it with topgrad.cat of w's slices "
+            "and constant zeros (its gradient flows back to w) and convolve with that")
+    if not (isinstance(groups, numbers.Integral) and not isinstance(groups, bool) and int(groups) >= 1):
+        raise ValueError(f"Conv2d: groups must be an int >= 1, got {groups!r}")
+    if groups != 1:
+        raise pytorch_names.not_taken(
+            "Tensor.conv2d", "groups", groups, "grouped convolution",
+            f"convolve each group apart and join them: with c = Cin // {groups}, o = Cout // {groups} and w "
+            f"of shape (kh, kw, c, Cout), topgrad.cat([x[..., i*c:(i+1)*c].conv2d(w[..., i*o:(i+1)*o], "
+            f"stride=stride, padding=padding) for i in range({groups})], axis=3), plus b")

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
+
+from topgrad.errors import type_name
+
+T = TypeVar("T")
 
 
 def joined_shape(op: str, shapes: Sequence[tuple[int, ...]], axis: Any) -> tuple[tuple[int, ...], int]:
@@ -37,3 +41,18 @@ def normal_axis(op: str, axis: Any, ndim: int) -> int:
     if not -ndim <= int(axis) < ndim:
         raise ValueError(f"{op}: axis {axis} is out of range for tensors of {ndim} axes")
     return int(axis) % ndim
+
+
+def tensor_list(op: str, tensors: Any, tensor_type: type[T]) -> list[T]:
+    """`tensors` as a list of `tensor_type` (Topgrad's Tensor); TypeError for a lone Tensor or
+    anything not a Tensor."""
+    if isinstance(tensors, tensor_type) or not isinstance(tensors, (list, tuple)):
+        raise TypeError(f"{op}: takes a list or tuple of Tensors, got {type(tensors).__name__}"
+                        + (" (wrap a single Tensor in a list)" if isinstance(tensors, tensor_type) else ""))
+    if not tensors:
+        raise ValueError(f"{op}: needs at least one tensor, got none")
+    for i, t in enumerate(tensors):
+        if not isinstance(t, tensor_type):
+            raise TypeError(f"{op}: tensor {i} must be a Tensor, got {type_name(t)} "
+                            "(wrap an array as Tensor(a))")
+    return list(tensors)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from numbers import Real
 from typing import Any, ClassVar
 
 from topgrad.errors import type_name
 from topgrad.observe import dtype_name
+from topgrad.pytorch_names import not_taken
 from topgrad.registry import _array_type, get_backend, owner_of
 from topgrad.tensor import Tensor, mark_updated
 
@@ -87,14 +88,23 @@ class Optimizer:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}{way}",
                              name=name, obj=self)
 
-    def step(self) -> None:
-        """Update every parameter that has a `.grad` (in place, as torch.optim does); others are skipped."""
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Update every parameter that has a `.grad` (in place, as torch.optim does); others are skipped.
+        As in PyTorch, a `closure` is called first (it recomputes the loss and calls backward) and step
+        returns what it returns; without one, None."""
+        loss = None
+        if closure is not None:
+            if not callable(closure):
+                raise TypeError(f"{type(self).__name__}.step: closure must be a function that recomputes the "
+                                f"loss and calls backward (as in PyTorch), got {type_name(closure)}")
+            loss = closure()
         backend = get_backend()
         for i, (p, state) in enumerate(zip(self.params, self.state)):
             if p.grad is not None:
                 self._check_grad(backend, i, p)
                 self._update(backend, p, state)
                 mark_updated(p)  # written in place: a graph built before this step cannot backward
+        return loss
 
     def _check_grad(self, backend: Any, i: int, p: Tensor) -> None:
         """A `.grad` set by hand must be an array of the parameter's shape (PyTorch refuses
@@ -218,6 +228,27 @@ def _count(where: str, v: Any) -> int:
     return n
 
 
+_NOT_TAKEN = {  # torch.optim's options: what each is, and what to write instead
+    "amsgrad": ("AMSGrad variant", "not implemented; Adam and AdamW run the original update"),
+    "maximize": ("gradient ascent", "minimize the negated objective instead: (-objective).backward()"),
+    "foreach": ("multi-tensor kernels", "each step is one backend update per parameter (sgd_update, "
+                "adam_update, which a backend may fuse); drop foreach="),
+    "fused": ("fused kernels", "each step is one backend update per parameter (sgd_update, adam_update, "
+              "which a backend may fuse); drop fused="),
+    "capturable": ("CUDA-graph capture", "steps run eagerly; drop capturable="),
+    "differentiable": ("autograd through the step", "the step runs outside the graph (no higher-order "
+                       "gradients); drop differentiable="),
+}
+
+
+def _refuse_options(opt: Optimizer, **given: Any) -> None:
+    """TypeError for a torch.optim option that Topgrad's optimizers do not take, at a value other than
+    one meaning what Topgrad does (False, or None where that is PyTorch's default)."""
+    for name, value in given.items():
+        if value is not None and value is not False:
+            raise not_taken(type(opt).__name__, name, value, *_NOT_TAKEN[name])
+
+
 def _check_non_negative(opt: Optimizer, **values: float) -> None:
     """torch.optim refuses a negative learning rate, momentum, weight decay and eps; so do we,
     and anything that is not a finite number."""
@@ -237,10 +268,14 @@ class SGD(Optimizer):
     def __init__(
         self, params: Iterable[Tensor], lr: float, momentum: float = 0.0, *,
         weight_decay: float = 0.0, nesterov: bool = False, dampening: float = 0.0,
+        maximize: bool = False, foreach: bool | None = None, differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
         """The options after `momentum` are keyword-only: torch.optim.SGD's positional order
         (momentum, dampening, weight_decay, nesterov) differs, and code ported positionally would
-        train with other settings without a word."""
+        train with other settings without a word. PyTorch's maximize, foreach, differentiable and
+        fused are taken at False or None only (other values say what to write instead)."""
+        _refuse_options(self, maximize=maximize, foreach=foreach, differentiable=differentiable, fused=fused)
         super().__init__(params, lr)
         _check_non_negative(self, momentum=momentum, weight_decay=weight_decay, dampening=dampening)
         if not isinstance(nesterov, bool):
@@ -268,8 +303,14 @@ class Adam(Optimizer):
 
     def __init__(
         self, params: Iterable[Tensor], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8, weight_decay: float = 0.0,
+        eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
+        foreach: bool | None = None, capturable: bool = False, differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
+        """torch.optim.Adam's arguments, in its order; amsgrad and the options after it are taken
+        at False or None only (other values say what to write instead)."""
+        _refuse_options(self, amsgrad=amsgrad, maximize=maximize, foreach=foreach, capturable=capturable,
+                        differentiable=differentiable, fused=fused)
         super().__init__(params, lr)
         _check_non_negative(self, eps=eps, weight_decay=weight_decay)
         pair = tuple(betas) if isinstance(betas, (tuple, list)) else ()
@@ -295,6 +336,10 @@ class AdamW(Adam):
 
     def __init__(
         self, params: Iterable[Tensor], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8, weight_decay: float = 1e-2,
+        eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
+        foreach: bool | None = None, capturable: bool = False, differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay)
+        """torch.optim.AdamW's arguments, in its order, taken as Adam's."""
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize, foreach=foreach,
+                         capturable=capturable, differentiable=differentiable, fused=fused)

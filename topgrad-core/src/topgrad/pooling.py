@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from topgrad import pytorch_names
 from topgrad.pairs import Pair, output_size, pair
 
 
@@ -36,3 +37,21 @@ def first_inside(out_index: int, stride: int, pad: int) -> int:
     """The first tap of a window (along one axis) that lies inside the image, not in the padding:
     where PyTorch puts a window's gradient when every value in it is -inf."""
     return max(0, pad - out_index * stride)
+
+
+def refuse_pool_options(dilation: Any, ceil_mode: Any, return_indices: Any) -> None:
+    """TypeError for PyTorch's max_pool2d options that Topgrad's MaxPool2d does not take (any value
+    but the default), saying what to write instead."""
+    if pair("MaxPool2d", "dilation", dilation, 1) != (1, 1):
+        raise pytorch_names.not_taken("Tensor.maxpool2d", "dilation", dilation, "dilated windows",
+                                      "Topgrad's windows are dense; drop dilation=")
+    if ceil_mode is not False:
+        raise pytorch_names.not_taken(
+            "Tensor.maxpool2d", "ceil_mode", ceil_mode, "last window running past the edge",
+            "every window must fit (floor mode); for that last window, extend x at the bottom and right "
+            "with -inf (topgrad.cat with a constant Tensor) before pooling")
+    if return_indices is not False:
+        raise pytorch_names.not_taken(
+            "Tensor.maxpool2d", "return_indices", return_indices, "argmax of each window",
+            "the maximum values alone are returned; where they are is x.numpy()'s argmax over each window "
+            "(no gradient flows through an index)")

@@ -2,13 +2,15 @@
 
 A learner comparing with PyTorch types PyTorch's names first; `Tensor.__getattr__` (asked only for
 a missing attribute, so no op pays for it) adds the Topgrad spelling to the AttributeError, and
-`numpy_keywords` does the same for `dim=`/`keepdim=` and for numpy's own `np.sum(x)` call.
+`keywords` does the same for `dim=`/`keepdim=`, for PyTorch's options Topgrad lacks (`device=`,
+`retain_graph=`) and for numpy's own `np.sum(x)` call.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -115,6 +117,12 @@ def module_hint(name: str) -> str | None:
     return None if way is None else f"in Topgrad, PyTorch's torch.{name} is {way}"
 
 
+NO_ITEM_ASSIGNMENT = (
+    "Tensor does not support item assignment (x[...] = v): no op records a write into a "
+    "tensor. Compute the new values instead: under topgrad.no_grad(), `w *= Tensor(mask)` "
+    "(a 0/1 array) keeps w the same leaf; `Tensor(values)` makes a new one from an array"
+)
+
 IN_PLACE_OPERATORS = {"add_": "+=", "sub_": "-=", "mul_": "*=", "div_": "/="}
 
 
@@ -135,41 +143,107 @@ def hint(name: str, has: Callable[[str], bool] = lambda name: False) -> str | No
 
 KEYWORDS: dict[str, str] = {"dim": "axis", "keepdim": "keepdims", "start_dim": "start", "is_causal": "causal",
                             "gradient": "grad"}
-UNSUPPORTED: dict[str, str] = {
+NOT_TAKEN: dict[str, tuple[Any, str, str]] = {
+    # PyTorch's keyword -> (PyTorch's default, which Topgrad accepts and ignores; what it is; what to write)
+    "device": (None, "device placement", "the backend holds every array: call topgrad.set_backend(name) "
+               "before making tensors"),
+    "pin_memory": (False, "pinned host memory", "the backend holds every array; drop pin_memory="),
+    "layout": (None, "tensor layout", "tensors are dense; drop layout="),
+    "generator": (None, "random number generator", "give seed=n (the same seed gives the same values)"),
+    "out": (None, "output tensor", "ops return a new tensor: write y = ... instead of out=y"),
+    "dtype": (None, "result dtype", "factories make float32 and ops keep their input's dtype (dtype=None "
+              "and float32 are taken); for float64 (numpy backend), convert: "
+              "Tensor(t.numpy(), dtype='float64')"),
     # Tensor.backward's
-    "retain_graph": "there is no retain_graph; for a second backward, run the forward pass again",
-    "create_graph": "there are no higher-order gradients (backward builds no graph)",
-    "inputs": "backward fills every leaf's .grad; read the ones you need",
+    "retain_graph": (False, "graph kept for a second backward", "there is no retain_graph; for a second "
+                     "backward, run the forward pass again"),
+    "create_graph": (False, "graph of the backward pass", "there are no higher-order gradients (backward "
+                     "builds no graph)"),
+    "inputs": (None, "leaves to fill", "backward fills every leaf's .grad; read the ones you need"),
     # scaled_dot_product_attention's other options
-    "attn_mask": "masks other than causal=True are not supported",
-    "scale": "the scale is 1/sqrt(D): for another s, pass q * (s * D ** 0.5)",
-    "dropout_p": "there is no dropout",
-    "enable_gqa": "k and v have q's batch: repeat them per query head",
+    "attn_mask": (None, "attention mask", "masks other than causal=True are not supported"),
+    "scale": (None, "score scale", "the scale is 1/sqrt(D): for another s, pass q * (s * D ** 0.5)"),
+    "dropout_p": (0.0, "attention dropout", "there is no dropout"),
+    "enable_gqa": (False, "grouped-query attention", "k and v have q's batch: repeat them per query head"),
 }
-NUMPY_CALL = ("out", "dtype", "where", "initial")  # what np.sum(x) / np.mean(x) pass to x.sum(...)
+NUMPY_CALLS = {"sum": ("out", "dtype", "where", "initial"),  # what np.sum(x) / np.mean(x) pass to x.sum(...)
+               "mean": ("out", "dtype", "where"), "max": ("out", "where", "initial")}
 
 
-def numpy_keywords(method: F) -> F:
-    """`method` with its TypeError for an unknown keyword naming Topgrad's (numpy's) name for a
-    PyTorch one, and saying what to write when numpy's functions call it (`np.sum(x)`)."""
+def keywords(method: F) -> F:
+    """`method` with its TypeError for a keyword it does not take naming Topgrad's (numpy's) name for a
+    PyTorch one, saying what to write for a PyTorch option Topgrad lacks (accepted at PyTorch's
+    default, which is what Topgrad does), and what to write when numpy's functions call it
+    (`np.sum(x)`). For rarely called functions only: the wrapper is a Python call."""
     known = set(inspect.signature(method).parameters)
+    numpy_call = NUMPY_CALLS.get(method.__name__, ())
 
     @functools.wraps(method)
     def checked(*args: Any, **kwargs: Any) -> Any:
         if kwargs and not known.issuperset(kwargs):
-            raise TypeError(_keyword_message(method.__qualname__, [k for k in kwargs if k not in known]))
+            unknown = {k: v for k, v in kwargs.items() if k not in known}
+            if any(k in numpy_call or not _is_default(k, v) for k, v in unknown.items()):
+                raise TypeError(_keyword_message(method.__qualname__, unknown))
+            kwargs = {k: v for k, v in kwargs.items() if k in known}  # PyTorch's defaults, spelled out
         return method(*args, **kwargs)
 
     return cast(F, checked)
 
 
-def _keyword_message(qualname: str, unknown: list[str]) -> str:
+def _is_default(keyword: str, value: Any) -> bool:
+    """Whether `keyword` is an option of NOT_TAKEN given at PyTorch's default (None, False, 0.0)."""
+    if keyword not in NOT_TAKEN:
+        return False
+    default = NOT_TAKEN[keyword][0]
+    if keyword == "dtype":  # None, or float32 (numpy's or torch's spelling): what Topgrad makes
+        return value is None or str(value) in ("float32", "torch.float32")
+    if default is None or isinstance(default, bool):
+        return value is default
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == default
+
+
+def _keyword_message(qualname: str, unknown: dict[str, Any]) -> str:
     name = qualname.rsplit(".", 1)[-1]
     given = ", ".join(f"{k}=" for k in unknown)
-    if any(k in NUMPY_CALL for k in unknown):
+    if any(k in NUMPY_CALLS.get(name, ()) for k in unknown):  # np.sum(x) calls x.sum(out=None, ...)
         return (f"{qualname}() got {given} as numpy's np.{name}(x) passes them, and numpy's result would "
                 f"leave the graph: write x.{name}() for the op, or np.{name}(x.numpy()) for the values")
     renamed = [f"{KEYWORDS[k]}= (not {k}=)" for k in unknown if k in KEYWORDS]
+    lacking = [str(not_taken(qualname, k, v, *NOT_TAKEN[k][1:])) for k, v in unknown.items()
+               if k in NOT_TAKEN]
+    if len(lacking) == len(unknown):  # PyTorch's options alone: what each is, and what to write
+        return "; ".join(lacking)
     hint = f": Topgrad writes {', '.join(renamed)}" if renamed else ""
-    hint += "".join(f"; {k}=: {UNSUPPORTED[k]}" for k in unknown if k in UNSUPPORTED)
-    return f"{qualname}() got an unexpected keyword argument {unknown[0]!r}{hint}"
+    hint += "".join(f"; {why}" for why in lacking)
+    first = next(k for k in unknown if k not in NOT_TAKEN)
+    return f"{qualname}() got an unexpected keyword argument {first!r}{hint}"
+
+
+def not_taken(function: str, keyword: str, value: Any, what: str, instead: str) -> TypeError:
+    """The TypeError for PyTorch's option `keyword`, given as `value`, that Topgrad's `function`
+    does not take: what the option is in PyTorch, and what to write instead."""
+    shown = repr(value) if len(repr(value)) <= 40 else f"<{type(value).__name__}>"
+    name = function.replace(".__init__", "")
+    return TypeError(f"Topgrad's {name}() does not take {keyword}={shown} (PyTorch's {what}): {instead}")
+
+
+def warn_non_leaf_grad(op: Any) -> None:
+    """Warn, as PyTorch does, that `.grad` of a tensor computed by `op` is read: only leaves get one."""
+    warnings.warn(
+        f"The .grad of a Tensor that is not a leaf (computed by {type(op).__name__}) is being read: backward "
+        "fills the .grad of leaves only, so this one is None (PyTorch's too, unless retain_grad() was "
+        "called; Topgrad has no retain_grad). For the gradient reaching it, use an Observer whose "
+        "after_backward hook sees each op's incoming gradient (topgrad.observe; docs/inspecting.md); "
+        "for a parameter's, read that leaf's .grad",
+        UserWarning, stacklevel=3)
+
+
+class Count(int):
+    """`x.size`, the element count: an int, which says what to write when called as PyTorch's
+    x.size() (the shape) is."""
+
+    def __call__(self, *dim: Any) -> Any:
+        """Refused: PyTorch's x.size() is Topgrad's x.shape, x.size(d) its x.shape[d]."""
+        shown = f"x.shape[{dim[0]}]" if len(dim) == 1 else "x.shape"
+        raise TypeError(f"x.size is the element count in Topgrad (numpy's name, an int: {int(self)}), "
+                        f"not a method: PyTorch's x.size({', '.join(map(str, dim))}) is {shown}")

@@ -16,10 +16,11 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from topgrad import arguments, pytorch_names, registry
+from topgrad.convolution import refuse_conv_options
 from topgrad.errors import type_name
 from topgrad.indexing import basic_index
-from topgrad.joining import joined_shape, normal_axis
-from topgrad.pooling import pool_geometry
+from topgrad.joining import joined_shape, normal_axis, tensor_list
+from topgrad.pooling import pool_geometry, refuse_pool_options
 
 if TYPE_CHECKING:
     from topgrad.op import Op
@@ -94,9 +95,10 @@ def _ops() -> Any:
 class Tensor:
     """An n-dimensional float32 array that records the op which produced it."""
 
-    __slots__ = ("__weakref__", "_op", "_requires_grad", "_updated_at", "data", "grad")
+    __slots__ = ("__weakref__", "_grad", "_op", "_requires_grad", "_updated_at", "data")
     __array_priority__ = 1000  # so that `numpy_array * tensor` calls Tensor.__rmul__
 
+    @pytorch_names.keywords  # PyTorch's device=, pin_memory=: what to write instead
     def __init__(self, data: Any, dtype: str = "float32", requires_grad: bool = True) -> None:
         """`requires_grad=False` makes a constant (an input batch, targets): backward gives it no
         gradient and ops skip computing one, as PyTorch does for its inputs. A trainable tensor
@@ -126,7 +128,7 @@ class Tensor:
         if requires_grad and not made:
             array = backend.copy(array)
         self.data: Any = array
-        self.grad: Any = None
+        self._grad: Any = None
         self._op: Op | None = None
         self._updated_at = 0
         self._requires_grad = arguments.flag("Tensor", "requires_grad", requires_grad)
@@ -135,8 +137,21 @@ class Tensor:
     def _from_array(cls, array: Any, op: Op | None, requires_grad: bool = True) -> Tensor:
         """Wrap a backend array without converting it (the ops' fast path)."""
         t = cls.__new__(cls)
-        t.data, t.grad, t._op, t._requires_grad, t._updated_at = array, None, op, requires_grad, 0
+        t.data, t._grad, t._op, t._requires_grad, t._updated_at = array, None, op, requires_grad, 0
         return t
+
+    @property
+    def grad(self) -> Any:
+        """The gradient backward accumulated, a backend array of this shape, or None. Only leaves get
+        one: reading a computed tensor's warns (as in PyTorch), saying where its gradient is seen."""
+        if self._grad is None and self._op is not None:
+            pytorch_names.warn_non_leaf_grad(self._op)
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: Any) -> None:
+        """Set it (backward adds into an array set here), or clear it with None."""
+        self._grad = value
 
     @property
     def op(self) -> Op | None:
@@ -160,32 +175,36 @@ class Tensor:
             )
         self._requires_grad = arguments.flag("Tensor", "requires_grad", value)
 
-    # ---- constructors -------------------------------------------------------------
+    # ---- constructors: leaves, trainable unless requires_grad=False (torch.zeros's is a constant) ----
     @classmethod
-    def zeros(cls, *shape: int) -> Tensor:
-        """A trainable leaf of zeros (PyTorch's torch.zeros is a constant until asked)."""
-        return cls._from_array(registry.get_backend().zeros(arguments.sizes(shape, 0)), None)
+    @pytorch_names.keywords
+    def zeros(cls, *shape: int, requires_grad: bool = True) -> Tensor:
+        """A leaf of zeros; PyTorch's dtype=, device=, generator= say what to write instead."""
+        return _leaf("zeros", registry.get_backend().zeros(arguments.sizes(shape, 0)), requires_grad)
 
     @classmethod
-    def ones(cls, *shape: int) -> Tensor:
-        """A trainable leaf of ones (PyTorch's torch.ones is a constant until asked)."""
-        return cls._from_array(registry.get_backend().ones(arguments.sizes(shape, 0)), None)
+    @pytorch_names.keywords
+    def ones(cls, *shape: int, requires_grad: bool = True) -> Tensor:
+        """A leaf of ones."""
+        return _leaf("ones", registry.get_backend().ones(arguments.sizes(shape, 0)), requires_grad)
 
     @classmethod
-    def randn(cls, *shape: int, seed: int | None = None) -> Tensor:
-        """A trainable leaf of standard normal draws; the same `seed` gives the same values."""
+    @pytorch_names.keywords
+    def randn(cls, *shape: int, seed: int | None = None, requires_grad: bool = True) -> Tensor:
+        """A leaf of standard normal draws; the same `seed` gives the same values."""
         array = registry.get_backend().randn(arguments.sizes(shape, 0), seed=arguments.seed("randn", seed))
-        return cls._from_array(array, None)
+        return _leaf("randn", array, requires_grad)
 
     @classmethod
-    def He(cls, *shape: int, seed: int | None = None) -> Tensor:
+    @pytorch_names.keywords
+    def He(cls, *shape: int, seed: int | None = None, requires_grad: bool = True) -> Tensor:
         """He-normal init: std sqrt(2 / fan_in), fan_in = product of all but the last dim."""
         shape, seed = arguments.sizes(shape, 0), arguments.seed("He", seed)
         fan_in = math.prod(shape[:-1]) if len(shape) > 1 else shape[0] if shape else 0
         if fan_in == 0:
             raise ValueError(f"He: needs a shape with a fan-in of at least 1, got {shape}")
         b = registry.get_backend()
-        return cls._from_array(b.mul(b.randn(shape, seed=seed), math.sqrt(2.0 / fan_in)), None)
+        return _leaf("He", b.mul(b.randn(shape, seed=seed), math.sqrt(2.0 / fan_in)), requires_grad)
 
     # ---- properties ---------------------------------------------------------------
     @property
@@ -210,7 +229,9 @@ class Tensor:
 
     def item(self) -> float:
         """The value of a one-element tensor as a Python float; any other size is an error."""
-        return float(self.numpy().reshape(-1)[0]) if self.size == 1 else _not_scalar(self)
+        if self.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+        return float(self.numpy().reshape(-1)[0])
 
     def __float__(self) -> float:
         return self.item()
@@ -227,7 +248,7 @@ class Tensor:
     def size(self) -> int:
         """The element count, numpy's name (PyTorch's x.numel()); calling it, as PyTorch's x.size()
         is, says to write x.shape."""
-        return _Count(math.prod(self.data.shape))
+        return pytorch_names.Count(math.prod(self.data.shape))
 
     def __repr__(self) -> str:
         """The values (as numpy prints them, summarized when large), the shape, a dtype other
@@ -279,11 +300,7 @@ class Tensor:
     def __setitem__(self, index: Any, value: Any) -> None:
         """Refused with the way round: no op of the table writes into a tensor (PyTorch's `x[i] = v`
         is an in-place op with a version counter), so the new values are computed instead."""
-        raise TypeError(
-            "Tensor does not support item assignment (x[...] = v): no op records a write into a "
-            "tensor. Compute the new values instead: under topgrad.no_grad(), `w *= Tensor(mask)` "
-            "(a 0/1 array) keeps w the same leaf; `Tensor(values)` makes a new one from an array"
-        )
+        raise TypeError(pytorch_names.NO_ITEM_ASSIGNMENT)
 
     def __iter__(self) -> Iterator[Tensor]:
         """The rows along the first axis, each a Slice of this tensor (as iterating a torch.Tensor)."""
@@ -308,15 +325,18 @@ class Tensor:
         return self * -1.0
 
     def __sub__(self, other: Any) -> Tensor:
+        if other is True or other is False:  # -True is -1, but PyTorch refuses a bool on either side
+            arguments.refuse_bool_subtraction("y", other)
         try:
             negated = -other
-        except TypeError as exc:  # a str, None, a bool mask (which numpy will not negate)
-            what = arguments.with_article(type(other).__name__)
-            raise TypeError(f"x - y: y is {what} with no negative ({exc}); subtract a Tensor, a float array "
-                            "or a number") from exc
+        except (TypeError, RuntimeError) as exc:  # a str, None, a bool mask (numpy, torch will not negate)
+            arguments.refuse_no_negative(other, exc)
+            raise
         return self + negated
 
     def __rsub__(self, other: Any) -> Tensor:
+        if type(other) is not float and type(other) is not int:  # 1.0 - x and 1 - x go straight on
+            arguments.refuse_bool_subtraction("x", other)  # a mask - x, as PyTorch refuses it
         return other + (-self)
 
     def __truediv__(self, other: Any) -> Tensor:
@@ -423,19 +443,19 @@ class Tensor:
 
     __lt__ = __le__ = __gt__ = __ge__ = _no_comparison
 
-    @pytorch_names.numpy_keywords
+    @pytorch_names.keywords
     def sum(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
         """The sum over `axis` (every axis by default), as np.sum; the gradient is broadcast back."""
         keep = arguments.flag("sum", "keepdims", keepdims)
         return _ops().Sum.apply(self, axis=arguments.reduced_axes("sum", axis), keepdims=keep)
 
-    @pytorch_names.numpy_keywords
+    @pytorch_names.keywords
     def mean(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
         """The mean over `axis` (every axis by default), as np.mean."""
         keep = arguments.flag("mean", "keepdims", keepdims)
         return _ops().Mean.apply(self, axis=arguments.reduced_axes("mean", axis), keepdims=keep)
 
-    @pytorch_names.numpy_keywords
+    @pytorch_names.keywords
     def max(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
         """The largest element over `axis`, as torch.amax: elements that tie share the gradient."""
         keep = arguments.flag("max", "keepdims", keepdims)
@@ -472,14 +492,14 @@ class Tensor:
         from Exp and Div, the gradient is NaN below x = -88)."""
         return _ops().Sigmoid.apply(self)
 
-    @pytorch_names.numpy_keywords
+    @pytorch_names.keywords
     def logsoftmax(self, axis: int = -1) -> Tensor:
         """log(softmax(x)) along one axis as one op: stable for large logits, for cross-entropy."""
         if not arguments.is_whole(axis):
             raise TypeError(f"LogSoftmax: axis must be one int (it normalizes along one axis), got {axis!r}")
         return _ops().LogSoftmax.apply(self, axis=axis)
 
-    @pytorch_names.numpy_keywords
+    @pytorch_names.keywords
     def softmax(self, axis: int = -1) -> Tensor:
         """e ** logsoftmax(x): two ops, each stable for large logits (the Exp op is optional)."""
         return self.logsoftmax(axis).exp()
@@ -492,7 +512,7 @@ class Tensor:
         """The same values in `shape` (one -1 is inferred), as torch.reshape."""
         return _ops().Reshape.apply(self, shape=arguments.sizes(shape))
 
-    @pytorch_names.numpy_keywords
+    @pytorch_names.keywords
     def flatten(self, start: int = 1) -> Tensor:
         """Merge the axes from `start` on into one (negative counts from the end): by default every
         axis but the batch's, as nn.Flatten and torch.flatten(x, 1) do (torch.flatten starts at 0)."""
@@ -513,15 +533,22 @@ class Tensor:
                              f"two, use permute({', '.join(map(str, reversed(range(self.ndim))))})")
         return self.permute(*reversed(range(self.ndim)))
 
-    def conv2d(self, w: Tensor, b: Tensor | None = None, stride: int = 1, padding: int = 0) -> Tensor:
-        """2-D cross-correlation of NHWC x with `w` as (kh, kw, Cin, Cout), zero padding."""
+    def conv2d(self, w: Tensor, b: Tensor | None = None, stride: int = 1, padding: int = 0, *,
+               dilation: int = 1, groups: int = 1) -> Tensor:
+        """2-D cross-correlation of NHWC x with `w` as (kh, kw, Cin, Cout), zero padding; PyTorch's
+        dilation and groups at 1 only (other values say how to compose them)."""
+        if dilation != 1 or groups != 1:
+            refuse_conv_options(dilation, groups)
         w, b = _given("Conv2d", "w", w), _given("Conv2d", "b", b, optional=True)
         return _ops().Conv2d.apply(self, w, b, stride=stride, padding=padding)
 
     def maxpool2d(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
-                  padding: int | tuple[int, int] = 0) -> Tensor:
+                  padding: int | tuple[int, int] = 0, *, dilation: int = 1, ceil_mode: bool = False,
+                  return_indices: bool = False) -> Tensor:
         """The maximum of each window of NHWC x, as torch's max_pool2d (stride defaults to the window,
         padding is -inf): the gradient goes to each window's first maximum (a NaN wins)."""
+        if dilation != 1 or ceil_mode or return_indices:
+            refuse_pool_options(dilation, ceil_mode, return_indices)
         kernel, step, pad, _ = pool_geometry(self.shape, kernel_size, stride, padding)
         return _ops().MaxPool2d.apply(self, kernel_size=kernel, stride=step, padding=pad)
 
@@ -572,7 +599,7 @@ class Tensor:
 
         return build(self, names)
 
-    @pytorch_names.numpy_keywords  # PyTorch's gradient=, retain_graph=: what to write instead
+    @pytorch_names.keywords  # PyTorch's gradient=, retain_graph=: what to write instead
     def backward(self, grad: Any = None) -> None:
         """Accumulate d(self)/d(leaf) into every leaf's `.grad`, seeded with `grad` (ones if None)."""
         from topgrad.op import refuse_foreign_tensors
@@ -609,7 +636,7 @@ class Tensor:
                 "Tensor(data) (requires_grad=True is the default)"
             )
         if self._op is None:
-            self.grad = backend.copy(grad) if self.grad is None else backend.add(self.grad, grad)
+            self._grad = backend.copy(grad) if self._grad is None else backend.add(self._grad, grad)
             return
         add = backend.add
         taken = {backend.memory_key(grad)}  # memory that leaf gradients must not share
@@ -621,7 +648,7 @@ class Tensor:
             if isinstance(node, Tensor):  # a leaf: its gradient is complete, keep it
                 if g.dtype != node.data.dtype:  # in the leaf's dtype, as in PyTorch (mixed operands)
                     g = backend.asarray(g, dtype=_dtype_name(node.data))
-                node.grad = _own(backend, g, taken) if node.grad is None else add(node.grad, g)
+                node._grad = _own(backend, g, taken) if node._grad is None else add(node._grad, g)
                 continue
             if node._born < _updates.now:  # some leaf was updated in place since this op's forward
                 _refuse_overwritten(node)
@@ -638,7 +665,7 @@ def _refuse_tensor_grads(root: Tensor, exc: Exception) -> None:
     """After backward failed: a TypeError naming the leaf whose `.grad` was set to a Tensor (PyTorch's
     `w.grad = torch.zeros_like(w)`), which backward cannot add into. Asked only on failure."""
     for node in [root] if root._op is None else _toposort(root._op):
-        if isinstance(node, Tensor) and isinstance(node.grad, Tensor):
+        if isinstance(node, Tensor) and isinstance(node._grad, Tensor):
             raise TypeError(f"backward: a leaf of shape {node.shape} has a Tensor for its .grad, which "
                             f"{_GRAD_IS_AN_ARRAY}") from exc
 
@@ -737,21 +764,12 @@ def _affine(op: str, gamma: Any, beta: Any) -> tuple[Any, Any]:
     return _given(op, "gamma", gamma, optional=True), _given(op, "beta", beta, optional=True)
 
 
-class _Count(int):
-    """`x.size`, the element count: an int, which says what to write when called as PyTorch's
-    x.size() (the shape) is."""
-
-    def __call__(self, *dim: Any) -> Any:
-        shown = f"x.shape[{dim[0]}]" if len(dim) == 1 else "x.shape"
-        raise TypeError(f"x.size is the element count in Topgrad (numpy's name, an int: {int(self)}), "
-                        f"not a method: PyTorch's x.size({', '.join(map(str, dim))}) is {shown}")
+def _leaf(op: str, array: Any, requires_grad: Any) -> Tensor:
+    """A factory's result: a leaf, trainable unless requires_grad=False."""
+    return Tensor._from_array(array, None, arguments.flag(op, "requires_grad", requires_grad))
 
 
-def _not_scalar(t: Tensor) -> float:
-    raise ValueError(f"item() needs a tensor with one element, got shape {t.shape}")
-
-
-@pytorch_names.numpy_keywords
+@pytorch_names.keywords
 def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False) -> Tensor:
     """Single-head scaled dot-product attention, softmax(q kᵀ / √D) v, shapes (B, T, D), as
     PyTorch's scaled_dot_product_attention: a query whose scores are all -inf gets output 0."""
@@ -760,37 +778,23 @@ def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False) -> Tensor:
     return _ops().Attention.apply(q, k, v, causal=arguments.flag("attention", "causal", causal))
 
 
-@pytorch_names.numpy_keywords
+@pytorch_names.keywords
 def cat(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
     """The tensors joined along `axis` (negative counts from the end), as torch.cat: the Concat
     op. Every other axis must match; each input's gradient is its part of the output's."""
-    ts = _tensor_list("cat", tensors)
+    ts = tensor_list("cat", tensors, Tensor)
     _, ax = joined_shape("cat", [t.shape for t in ts], axis)
     return _ops().Concat.apply(*ts, axis=ax)
 
 
-@pytorch_names.numpy_keywords
+@pytorch_names.keywords
 def stack(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
     """The tensors, all of one shape, stacked along a new axis `axis`, as torch.stack: each
     gets a size-1 axis there (a Reshape, no copy), then Concat joins them."""
-    ts = _tensor_list("stack", tensors)
+    ts = tensor_list("stack", tensors, Tensor)
     for i, t in enumerate(ts):
         if t.shape != ts[0].shape:
             raise ValueError(f"stack: tensor {i} has shape {t.shape} and tensor 0 {ts[0].shape}; "
                              "stack needs one shape (topgrad.cat joins along an existing axis)")
     ax = normal_axis("stack", axis, ts[0].ndim + 1)
     return cat([t.reshape(*t.shape[:ax], 1, *t.shape[ax:]) for t in ts], axis=ax)
-
-
-def _tensor_list(op: str, tensors: Any) -> list[Tensor]:
-    """`tensors` as a list of Tensors; TypeError for a lone Tensor or anything not a Tensor."""
-    if isinstance(tensors, Tensor) or not isinstance(tensors, (list, tuple)):
-        raise TypeError(f"{op}: takes a list or tuple of Tensors, got {type(tensors).__name__}"
-                        + (" (wrap a single Tensor in a list)" if isinstance(tensors, Tensor) else ""))
-    if not tensors:
-        raise ValueError(f"{op}: needs at least one tensor, got none")
-    for i, t in enumerate(tensors):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{op}: tensor {i} must be a Tensor, got {type_name(t)} "
-                            "(wrap an array as Tensor(a))")
-    return list(tensors)

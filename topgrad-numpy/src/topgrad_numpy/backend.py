@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import topgrad
+from topgrad.arguments import text_is_not_numbers
 
 from topgrad_numpy import ops as _ops
 
@@ -18,6 +19,19 @@ F64 = np.dtype(np.float64)
 def _f32(x: Any) -> np.ndarray:
     """A float32 ndarray (0-d for scalars): helper results never silently become float64."""
     return x if type(x) is np.ndarray and x.dtype == F32 else np.asarray(x, dtype=F32)
+
+
+def _without_text(data: list[Any] | tuple[Any, ...]) -> Any:
+    """`data`, a (nested) list or tuple, as numpy reads it where that is floats or bools (the values
+    asarray makes from the list), after refusing text in it, which numpy would parse (PyTorch refuses
+    it); anything else as given, for asarray's own conversion and its errors (ragged lists...)."""
+    try:
+        probe = np.asarray(data)
+    except Exception:  # ragged, or Tensors that require grad: asarray says what
+        return data
+    if probe.dtype.kind in "US":
+        raise text_is_not_numbers("numpy", data, str(probe.dtype), probe.reshape(-1)[0].item())
+    return probe if probe.dtype.kind in "fb" else data
 
 
 def _param_dtype(param: Any) -> np.dtype:
@@ -88,12 +102,13 @@ class NumpyBackend(topgrad.Backend):
             obj = obj.data
         elif hasattr(obj, "detach") and hasattr(obj, "cpu"):  # a torch tensor, without importing torch
             obj = obj.detach().cpu()
+        elif isinstance(obj, (list, tuple)):  # numpy would parse text in it too: look at what it holds
+            obj = _without_text(obj)
         kind = getattr(getattr(obj, "dtype", None), "kind", None)
         if kind == "O":
             raise TypeError("numpy backend: object arrays are not supported; give numbers")
         if kind in ("U", "S"):  # numpy would parse the text; PyTorch refuses it
-            raise TypeError(f"numpy backend: an array of text ({obj.dtype}) is not numbers; convert it "
-                            "first (a.astype('float32') parses it)")
+            raise text_is_not_numbers("numpy", obj, str(obj.dtype))
         self.refuse_complex(obj)
         try:
             return np.asarray(obj, dtype=dt)

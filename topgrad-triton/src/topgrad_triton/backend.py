@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import topgrad
+from topgrad.arguments import text_is_not_numbers
 
 from topgrad_triton import runtime
 
@@ -39,6 +40,22 @@ def _names_float32(dtype: Any) -> bool:
         return dtype is not None and np.dtype(dtype) == np.float32
     except TypeError:
         return False
+
+
+def _refuse_text(obj: Any) -> None:
+    """The numpy backend's TypeError for text where numbers belong: an array of text, or a (nested)
+    list or tuple holding text, which numpy would parse into numbers (PyTorch refuses it)."""
+    import numpy as np
+
+    if isinstance(obj, (list, tuple)):
+        try:
+            probe = np.asarray(obj)
+        except Exception:  # ragged, or Tensors that require grad: the conversion says what
+            return
+        if probe.dtype.kind in "US":
+            raise text_is_not_numbers("triton", obj, str(probe.dtype), probe.reshape(-1)[0].item())
+    elif getattr(getattr(obj, "dtype", None), "kind", None) in ("U", "S"):
+        raise text_is_not_numbers("triton", obj, str(obj.dtype))
 
 
 class TritonBackend(topgrad.Backend):
@@ -78,6 +95,7 @@ class TritonBackend(topgrad.Backend):
         if not isinstance(obj, torch.Tensor):
             import numpy as np
 
+            _refuse_text(obj)  # numpy would parse it; PyTorch refuses it
             try:
                 arr = np.array(obj, dtype=np.float32, copy=True)  # C-contiguous; refuses ragged lists
             except (TypeError, ValueError) as exc:
