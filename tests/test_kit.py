@@ -376,6 +376,22 @@ def _numpy_variant(name: str, **ops: type) -> Iterator[type]:
         registry._loaded.pop(name, None)
 
 
+def test_a_property_needing_a_missing_op_names_the_op() -> None:
+    """x.T on a backend without Permute said "'Tensor' object has no attribute 'T'": Python hands a
+    property's AttributeError to Tensor.__getattr__, which answered as for a missing attribute."""
+    with _numpy_variant("no-permute") as variant:
+        ops = vars(variant.ops).copy()
+        del ops["Permute"]
+        variant.ops = SimpleNamespace(**ops)
+        before = topgrad.get_backend().name
+        topgrad.set_backend("no-permute")
+        try:
+            with pytest.raises(AttributeError, match="backend 'no-permute' has no op 'Permute'"):
+                _ = topgrad.Tensor([[1.0, 2.0]]).T
+        finally:
+            topgrad.set_backend(before)
+
+
 def test_an_op_that_changes_the_dtype_fails() -> None:
     """Values right, dtype promoted to float64: the kit says so (parameters would follow)."""
     from topgrad_numpy import ops as numpy_ops

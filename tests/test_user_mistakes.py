@@ -96,6 +96,8 @@ def test_matmul_with_a_list_names_linear_and_the_fix(backend_name: str) -> None:
         [[1.0, 2.0]] @ x
     with pytest.raises(TypeError, match=r"Linear: w must be a Tensor, got a list: make it Tensor\(w\)"):
         x @ [[1.0], [2.0], [3.0]]
+    with pytest.raises(TypeError, match=r"Linear: b must be a Tensor, got a float: make it Tensor\(b\)"):
+        x.linear(Tensor(rand((3, 2), 1)), 0.5)
     if backend_name == "numpy":  # a numpy array is taken, as before (the triton backend refuses one)
         assert (np.ones((4, 2), np.float32) @ x).shape == (4, 3)
 

@@ -292,7 +292,10 @@ class Tensor:
 
     def __getattr__(self, name: str) -> Any:
         """Asked only for a missing attribute: the error names the Topgrad way to do what a
-        `torch.Tensor` method of that name does (`x.view` -> `x.reshape`)."""
+        `torch.Tensor` method of that name does (`x.view` -> `x.reshape`). A property whose own code
+        raised AttributeError (x.T on a backend without Permute) lands here too: its error is shown."""
+        if isinstance(prop := getattr(Tensor, name, None), property) and prop.fget is not None:
+            return prop.fget(self)
         way = pytorch_names.hint(name, lambda method: callable(getattr(Tensor, method, None)))
         raise AttributeError(f"'Tensor' object has no attribute {name!r}" + (f": {way}" if way else ""),
                              name=name, obj=self)
@@ -506,7 +509,7 @@ class Tensor:
 
     def linear(self, w: Tensor, b: Tensor | None = None) -> Tensor:
         """x @ w + b, with `w` as (in, out): F.linear's weight transposed."""
-        return _ops().Linear.apply(self, _given("Linear", "w", w), b)
+        return _ops().Linear.apply(self, _given("Linear", "w", w), _given("Linear", "b", b, optional=True))
 
     def reshape(self, *shape: int) -> Tensor:
         """The same values in `shape` (one -1 is inferred), as torch.reshape."""
