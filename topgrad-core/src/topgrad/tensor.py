@@ -3,6 +3,11 @@
 Every Tensor method is a thin call of an op from the backend's op table (`op.py`
 defines the protocol). `backward` walks the graph once in reverse topological order,
 iteratively, so depth is bounded by memory rather than by Python's recursion limit.
+
+Reading order for the autograd itself (about 150 lines with `op.py`'s `apply`, `_link` and
+`run_backward`): `Tensor.__init__` and `_from_array`, then "autograd" near the end (`backward`,
+`_backward`, `_toposort`). The rest is one method per op, each with the argument checks behind
+its error messages, and the PyTorch names it answers (`pytorch_names.py`).
 """
 
 from __future__ import annotations
