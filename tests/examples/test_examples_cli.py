@@ -17,8 +17,7 @@ import pytest
 from topgrad_examples import checkpoint, train
 
 FAST = ["--epochs", "1", "--batch-size", "16", "--no-progress"]
-DIVERGING = pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning",
-                                       "ignore:invalid value:RuntimeWarning")
+DIVERGING = pytest.mark.filterwarnings("error::RuntimeWarning")  # the one-line message says it all
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[str], str]:

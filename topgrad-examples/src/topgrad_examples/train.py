@@ -337,7 +337,9 @@ def _train(
     for epoch in range(start, recipe.epochs):
         began = time.perf_counter()
         profiling = args.profile and epoch == start
-        with topgrad.profile() if profiling else contextlib.nullcontext() as profile:
+        # numpy's overflow warnings say less than the divergence check below, which stops the run
+        with np.errstate(over="ignore", invalid="ignore"), \
+                topgrad.profile() if profiling else contextlib.nullcontext() as profile:
             loss = train_epoch(model, optimizer, x_train, y_train, recipe, seed, epoch, recipe.epochs,
                                progress=not args.no_progress)
         seconds = time.perf_counter() - began
