@@ -60,7 +60,7 @@ class Case:
             else:
                 data = rng.standard_normal(spec.shape)
                 data = np.abs(data) + 0.5 if spec.positive else data * spec.scale + spec.offset
-            return data.astype(np.float32).astype(np.float64)
+            return np.asarray(data, dtype=np.float32).astype(np.float64)  # 0-d stays an array
 
         return [draw(a) for a in self.args], {k: draw(v) for k, v in self.params.items()}
 
@@ -74,6 +74,8 @@ def _binary(op: str) -> list[Case]:
         Case(op, f"(1,3){sym}(4,1)", (Arr((1, 3)), Arr((4, 1)))),
         Case(op, f"2.5{sym}(2,3)", (2.5, Arr((2, 3)))),
         Case(op, f"(2,3){sym}-1.5", (Arr((2, 3)), -1.5)),
+        Case(op, f"(){sym}(3,)", (Arr(()), Arr((3,)))),  # numpy's sums of 0-d results are scalars
+        Case(op, f"(){sym}()", (Arr(()), Arr(()))),
         Case(op, f"(2,3){sym}(4,) raises", (Arr((2, 3)), Arr((4,))), raises=ValueError),
     ]
 
@@ -86,6 +88,8 @@ def _division() -> list[Case]:
         Case("Div", "(3,1)/(2,1,4)", (Arr((3, 1)), Arr((2, 1, 4), positive=True))),
         Case("Div", "2.5/(2,3)", (2.5, Arr((2, 3), positive=True))),
         Case("Div", "(2,3)/-1.5", (Arr((2, 3)), -1.5)),
+        Case("Div", "()/(3,)", (Arr(()), Arr((3,), positive=True))),
+        Case("Div", "()/()", (Arr(()), Arr((), positive=True))),
         Case("Div", "(2,3)/(4,) raises", (Arr((2, 3)), Arr((4,))), raises=ValueError),
     ]
 

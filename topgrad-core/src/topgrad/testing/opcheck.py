@@ -96,7 +96,7 @@ def _check_raises(case: Case, args64: list[Any], params64: dict[str, Any]) -> Ou
 def upstream_gradient(case: Case, shape: tuple[int, ...]) -> Any:
     """The gradient fed to backward: random, float32-representable, from the case's seed."""
     rng = np.random.default_rng(case.seed() + 1)
-    return rng.standard_normal(shape).astype(np.float32).astype(np.float64)
+    return np.asarray(rng.standard_normal(shape), dtype=np.float32).astype(np.float64)
 
 
 class _Returned(Observer):

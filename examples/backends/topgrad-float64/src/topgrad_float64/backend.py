@@ -27,16 +27,16 @@ class Float64Backend(topgrad.Backend):
         return np.random.default_rng(seed).standard_normal(shape)
 
     def add(self, a: Any, b: Any) -> np.ndarray:
-        return np.add(a, b)
+        return np.asarray(np.add(a, b))  # numpy gives a scalar for 0-d operands
 
     def sub(self, a: Any, b: Any) -> np.ndarray:
-        return np.subtract(a, b)
+        return np.asarray(np.subtract(a, b))
 
     def mul(self, a: Any, b: Any) -> np.ndarray:
-        return np.multiply(a, b)
+        return np.asarray(np.multiply(a, b))
 
     def div(self, a: Any, b: Any) -> np.ndarray:
-        return np.divide(a, b)
+        return np.asarray(np.divide(a, b))
 
     def sqrt(self, a: Any) -> np.ndarray:
-        return np.sqrt(a)
+        return np.asarray(np.sqrt(a))

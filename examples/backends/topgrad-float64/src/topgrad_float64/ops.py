@@ -16,7 +16,7 @@ def unbroadcast(grad: np.ndarray, x: Any) -> np.ndarray | None:
     for axis, size in enumerate(x.shape):
         if size == 1 and grad.shape[axis] != 1:
             grad = grad.sum(axis=axis, keepdims=True)
-    return grad
+    return np.asarray(grad)  # a 0-d sum is a numpy scalar: the engine wants arrays
 
 
 def check_broadcast(op: str, a: Any, b: Any) -> None:
@@ -30,7 +30,7 @@ class Add(Op):
     def forward(self, a, b):
         check_broadcast("Add", a, b)
         self.save_for_backward(a, b)
-        return np.add(a, b)
+        return np.asarray(np.add(a, b))  # 0-d operands give a numpy scalar
 
     def backward(self, grad):
         a, b = self.saved
@@ -41,7 +41,7 @@ class Mul(Op):
     def forward(self, a, b):
         check_broadcast("Mul", a, b)
         self.save_for_backward(a, b)
-        return np.multiply(a, b)
+        return np.asarray(np.multiply(a, b))
 
     def backward(self, grad):
         a, b = self.saved
