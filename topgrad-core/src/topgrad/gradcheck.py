@@ -36,6 +36,8 @@ import threading
 from array import array as packed
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import compress
+from operator import mul, ne, sub
 from typing import Any
 
 from topgrad.observe import Observer, dtype_name, observing
@@ -210,7 +212,7 @@ def _check(
         return out.values
 
     def noise(y_plus: list[float], y_minus: list[float]) -> float:
-        moved = [k for k, (p, m) in enumerate(zip(y_plus, y_minus)) if p != m]
+        moved = list(compress(range(len(y_plus)), map(ne, y_plus, y_minus)))
         if not moved:
             return whole
         return _sum(rounding[k] * _max(abs(y_plus[k]), abs(y_minus[k])) for k in moved)
@@ -232,7 +234,7 @@ def _check(
             y_plus = f(point)
             point[i] = _Grid(x.shape, minus)
             y_minus = f(point)
-            numeric[i].append(_divide(_sum(k * (p - m) for k, p, m in zip(r.values, y_plus, y_minus)), step))
+            numeric[i].append(_divide(_sum(map(mul, r.values, map(sub, y_plus, y_minus))), step))
             allowance[i].append(_divide(noise(y_plus, y_minus), step))
 
     # Compare. Each input's typical gradient (the larger RMS of the two) scales the default atol
@@ -288,13 +290,17 @@ def _read(obj: Any) -> _Grid:
     """The float64 values of a host array (anything with `.tolist()` and `.shape`: what
     `Backend.to_numpy` returns, a torch tensor), a nested list or a number; always a copy."""
     if hasattr(obj, "tolist") and hasattr(obj, "shape"):
-        grid = _nested_grid(obj.tolist())
-        return _Grid(tuple(int(d) for d in obj.shape), grid.values)  # keeps an empty axis's length
+        shape = tuple(int(d) for d in obj.shape)  # keeps an empty axis's length
+        if hasattr(obj, "reshape"):  # flat first: one list, not a walk over nested ones
+            return _Grid(shape, list(map(float, obj.reshape(-1).tolist())))
+        return _Grid(shape, _nested_grid(obj.tolist()).values)
     return _nested_grid(obj)
 
 
 def _nested_grid(nested: Any) -> _Grid:
     """A nested list (or tuple) of numbers, or a number, as a `_Grid`; ValueError when ragged."""
+    if isinstance(nested, (list, tuple)) and any(hasattr(item, "tolist") for item in nested):
+        nested = [item.tolist() if hasattr(item, "tolist") else item for item in nested]  # a list of arrays
     shape: list[int] = []
     level = nested
     while isinstance(level, (list, tuple)):
@@ -334,6 +340,10 @@ def _array(backend: Any, grid: _Grid, dtype: str) -> Any:
     it has no elements: a nested list would lose the lengths of the axes after an empty one)."""
     if not grid.values and grid.shape:
         return backend.asarray(backend.zeros(grid.shape), dtype=dtype)
+    if len(grid.shape) > 1:  # a flat list reshaped is much quicker than nested lists parsed
+        flat = backend.asarray(grid.values, dtype=dtype)
+        if hasattr(flat, "reshape"):
+            return flat.reshape(grid.shape)
     return backend.asarray(_nest(grid.values, grid.shape), dtype=dtype)
 
 
