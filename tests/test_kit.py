@@ -392,6 +392,23 @@ def test_a_property_needing_a_missing_op_names_the_op() -> None:
             topgrad.set_backend(before)
 
 
+def test_a_leaf_of_another_type_than_the_backends_arrays_is_refused() -> None:
+    """numpy's multiply of a 0-d array gives a numpy scalar: a backend whose copy() is mul(a, 1.0)
+    stored one in the leaf, which then silently got no gradient."""
+    import numpy as np
+
+    with _numpy_variant("scalar-copy") as variant:
+        variant.copy = lambda self, a: np.multiply(a, 1.0)
+        before = topgrad.get_backend().name
+        topgrad.set_backend("scalar-copy")
+        try:
+            with pytest.raises(TypeError, match=r"backend 'scalar-copy' made a numpy.float32 of the data, "
+                                                r"not one of its arrays \(numpy.ndarray\): its asarray and"):
+                topgrad.Tensor(np.array(2.0, np.float32))
+        finally:
+            topgrad.set_backend(before)
+
+
 def test_an_op_that_changes_the_dtype_fails() -> None:
     """Values right, dtype promoted to float64: the kit says so (parameters would follow)."""
     from topgrad_numpy import ops as numpy_ops

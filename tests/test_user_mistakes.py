@@ -353,7 +353,9 @@ def _params() -> list[Tensor]:
       r"AdamW\(\) does not take maximize=True .*\(-objective\).backward"),
      (lambda: Adam(_params(), fused=True), r"Adam\(\) does not take fused=True .*adam_update"),
      (lambda: SGD(_params(), lr=0.1, foreach=True), r"SGD\(\) does not take foreach=True"),
-     (lambda: SGD(_params(), lr=0.1, differentiable=True), r"SGD\(\) does not take differentiable=True")],
+     (lambda: SGD(_params(), lr=0.1, differentiable=True), r"SGD\(\) does not take differentiable=True"),
+     (lambda: Adam(_params(), decoupled_weight_decay=True),
+      r"Adam\(\) does not take decoupled_weight_decay=True .*use topgrad.optim.AdamW")],
 )
 def test_pytorch_options_topgrad_lacks_say_what_to_write(call: Callable[[], Any], match: str) -> None:
     """Each was a bare "got an unexpected keyword argument": now the error names Topgrad's function,
@@ -376,6 +378,10 @@ def test_pytorchs_defaults_of_those_options_are_taken() -> None:
     same(topgrad.attention(q, q, q, attn_mask=None, dropout_p=0.0, scale=None, causal=True).numpy(),
          topgrad.attention(q, q, q, causal=True).numpy())
     (q * 2.0).sum().backward(retain_graph=False, create_graph=False, inputs=None)
+    (q * 2.0).sum().backward(retain_graph=None)  # torch's own default
+    for spelling in (np.float32, "float32", "f4", torch.float32):  # numpy's and torch's names for float32
+        same(Tensor.zeros(2, dtype=spelling).numpy(), Tensor.zeros(2).numpy())
+    Adam(_params(), decoupled_weight_decay=False)
     Adam(_params(), amsgrad=False, maximize=False, foreach=None, capturable=False, differentiable=False,
          fused=None)
     AdamW(_params(), 1e-3, (0.9, 0.999), 1e-8, 1e-2, False, foreach=False, fused=False)
@@ -435,6 +441,9 @@ def test_step_takes_pytorchs_closure() -> None:
         assert loss.item() == pytest.approx(tloss.item(), rel=1e-5)
     np.testing.assert_allclose(w.numpy(), tw.detach().numpy(), rtol=1e-5)
     assert opt.step() is None
+    topt.step()  # the same extra step, from the same gradients
+    with topgrad.no_grad():  # torch.optim runs the closure with gradients on (enable_grad)
+        assert opt.step(closure).item() == pytest.approx(topt.step(torch_closure).item(), rel=1e-5)
     with pytest.raises(TypeError, match=r"SGD.step: closure must be a function that recomputes the loss "
                                         r".*got str"):
         opt.step("loss")  # type: ignore[arg-type]

@@ -101,7 +101,13 @@ def text_is_not_numbers(backend: str, data: Any, dtype: str, example: Any = None
 
 def is_bool(value: Any) -> bool:
     """A bool (Python's or numpy's) or an array of bools (numpy's, torch's): a mask."""
-    return value is True or value is False or str(getattr(value, "dtype", "")) in ("bool", "torch.bool")
+    if value is True or value is False:
+        return True
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        return False
+    kind = getattr(dtype, "kind", None)  # numpy's dtype: a character, quick to read
+    return kind == "b" if kind is not None else str(dtype) == "torch.bool"
 
 
 def refuse_bool_subtraction(side: str, value: Any) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from numbers import Real
 from typing import Any, ClassVar
 
+from topgrad import tensor as _tensor
 from topgrad.errors import type_name
 from topgrad.observe import dtype_name
 from topgrad.pytorch_names import not_taken
@@ -71,12 +72,12 @@ class Optimizer:
         its shape and dtype where it has one (set_to_none=False)."""
         if set_to_none is True:
             for p in self.params:
-                p.grad = None
+                p._grad = None  # the field: the property would warn for a non-leaf
         elif set_to_none is False:
             backend = get_backend()
             for p in self.params:
-                if p.grad is not None:
-                    p.grad = backend.asarray(backend.zeros(p.shape), dtype=dtype_name(p.data))
+                if p._grad is not None:
+                    p._grad = backend.asarray(backend.zeros(p.shape), dtype=dtype_name(p.data))
         else:
             raise TypeError(f"{type(self).__name__}.zero_grad: set_to_none must be True or False, "
                             f"got {set_to_none!r}")
@@ -97,10 +98,14 @@ class Optimizer:
             if not callable(closure):
                 raise TypeError(f"{type(self).__name__}.step: closure must be a function that recomputes the "
                                 f"loss and calls backward (as in PyTorch), got {type_name(closure)}")
-            loss = closure()
+            previous, _tensor._grad_mode.enabled = _tensor._grad_mode.enabled, True
+            try:  # as torch.optim does (enable_grad): the closure's backward needs its graph
+                loss = closure()
+            finally:
+                _tensor._grad_mode.enabled = previous
         backend = get_backend()
         for i, (p, state) in enumerate(zip(self.params, self.state)):
-            if p.grad is not None:
+            if p._grad is not None:  # the field, as backward writes it (no property call)
                 self._check_grad(backend, i, p)
                 self._update(backend, p, state)
                 mark_updated(p)  # written in place: a graph built before this step cannot backward
@@ -109,7 +114,7 @@ class Optimizer:
     def _check_grad(self, backend: Any, i: int, p: Tensor) -> None:
         """A `.grad` set by hand must be an array of the parameter's shape (PyTorch refuses
         the assignment): a (4,) gradient for a (3, 4) weight would broadcast over every row."""
-        g: Any = p.grad
+        g: Any = p._grad
         array_type: Any = _array_type(backend)  # Any: the isinstance below must not narrow g
         if not isinstance(g, array_type):
             hint = " (.grad holds the array itself: t.data)" if isinstance(g, Tensor) else ""
@@ -230,6 +235,7 @@ def _count(where: str, v: Any) -> int:
 
 _NOT_TAKEN = {  # torch.optim's options: what each is, and what to write instead
     "amsgrad": ("AMSGrad variant", "not implemented; Adam and AdamW run the original update"),
+    "decoupled_weight_decay": ("AdamW's update", "use topgrad.optim.AdamW(params, lr, weight_decay=...)"),
     "maximize": ("gradient ascent", "minimize the negated objective instead: (-objective).backward()"),
     "foreach": ("multi-tensor kernels", "each step is one backend update per parameter (sgd_update, "
                 "adam_update, which a backend may fuse); drop foreach="),
@@ -287,7 +293,7 @@ class SGD(Optimizer):
 
     def _update(self, backend: Any, p: Tensor, state: dict[str, Any]) -> None:
         p.data, buf = backend.sgd_update(
-            p.data, p.grad, state.get("momentum_buffer"), lr=self.lr, momentum=self.momentum,
+            p.data, p._grad, state.get("momentum_buffer"), lr=self.lr, momentum=self.momentum,
             dampening=self.dampening, weight_decay=self.weight_decay, nesterov=self.nesterov,
         )
         if buf is not None:
@@ -305,12 +311,13 @@ class Adam(Optimizer):
         self, params: Iterable[Tensor], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
         foreach: bool | None = None, capturable: bool = False, differentiable: bool = False,
-        fused: bool | None = None,
+        fused: bool | None = None, decoupled_weight_decay: bool = False,
     ) -> None:
         """torch.optim.Adam's arguments, in its order; amsgrad and the options after it are taken
         at False or None only (other values say what to write instead)."""
         _refuse_options(self, amsgrad=amsgrad, maximize=maximize, foreach=foreach, capturable=capturable,
-                        differentiable=differentiable, fused=fused)
+                        differentiable=differentiable, fused=fused,
+                        decoupled_weight_decay=decoupled_weight_decay)
         super().__init__(params, lr)
         _check_non_negative(self, eps=eps, weight_decay=weight_decay)
         pair = tuple(betas) if isinstance(betas, (tuple, list)) else ()
@@ -323,7 +330,7 @@ class Adam(Optimizer):
             state.update(step=0, exp_avg=backend.zeros(p.shape), exp_avg_sq=backend.zeros(p.shape))
         state["step"] += 1
         p.data, state["exp_avg"], state["exp_avg_sq"] = backend.adam_update(
-            p.data, p.grad, state["exp_avg"], state["exp_avg_sq"], step=state["step"], lr=self.lr,
+            p.data, p._grad, state["exp_avg"], state["exp_avg_sq"], step=state["step"], lr=self.lr,
             beta1=self.betas[0], beta2=self.betas[1], eps=self.eps,
             weight_decay=self.weight_decay, decoupled=self.decoupled,
         )

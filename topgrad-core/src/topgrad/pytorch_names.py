@@ -196,7 +196,10 @@ def _is_default(keyword: str, value: Any) -> bool:
         return False
     default = NOT_TAKEN[keyword][0]
     if keyword == "dtype":  # None, or float32 (numpy's or torch's spelling): what Topgrad makes
-        return value is None or str(value) in ("float32", "torch.float32")
+        return value is None or str(value) in ("float32", "torch.float32", "f4") or getattr(
+            value, "__name__", None) == "float32"
+    if keyword == "retain_graph":  # torch's default is None, which means create_graph's False
+        return value is None or value is False
     if default is None or isinstance(default, bool):
         return value is default
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == default

@@ -132,6 +132,10 @@ class Tensor:
             and backend.memory_key(array) != backend.memory_key(data))
         if requires_grad and not made:
             array = backend.copy(array)
+        if not isinstance(array, kind := registry._array_type(backend)):  # a numpy scalar from a 0-d sum
+            raise TypeError(f"Tensor: backend {backend.name!r} made a {type_name(array)} of the data, not "
+                            f"one of its arrays ({kind.__module__}.{kind.__qualname__}): its asarray and "
+                            "copy must return those (np.asarray(x) for numpy's 0-d results)")
         self.data: Any = array
         self._grad: Any = None
         self._op: Op | None = None
