@@ -74,6 +74,13 @@ def test_a_failed_save_exits_1(tiny_data: Path, tmp_path: Path, capsys: pytest.C
     assert code == 1 and "could not be written" in err, err
 
 
+def _interruptible() -> None:
+    """In the child before exec: SIGINT as a terminal delivers it. A shell's background job (`cmd &`,
+    nohup) starts with SIGINT ignored, which children inherit, and Python then installs no
+    KeyboardInterrupt handler: the run would go on training."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_exits_130_after_saying_what_was_saved(tiny_data: Path, tmp_path: Path) -> None:
     """A real SIGINT, in another process, once an epoch has been saved."""
     ck = tmp_path / "run.npz"
@@ -81,7 +88,7 @@ def test_ctrl_c_exits_130_after_saying_what_was_saved(tiny_data: Path, tmp_path:
     proc = subprocess.Popen(
         [sys.executable, "-m", "topgrad_examples.train", "mlp", "--data-dir", str(tiny_data), "--epochs",
          "100000", "--batch-size", "16", "--save", str(ck), "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_interruptible,
     )
     try:
         assert proc.stdout is not None
@@ -89,7 +96,7 @@ def test_ctrl_c_exits_130_after_saying_what_was_saved(tiny_data: Path, tmp_path:
             if line.startswith("epoch 1/"):
                 proc.send_signal(signal.SIGINT)
                 break
-        _, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
