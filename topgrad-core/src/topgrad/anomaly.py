@@ -3,10 +3,10 @@
 Every op's output and every gradient an op's backward returns is checked; the error names the
 op, the phase, which array went bad and the line of user code that built the op (captured at
 forward time, so a backward failure still points at the model's source). Each array costs one
-reduction run by the backend, `sum(a * 0)` (0 when every value is finite, NaN when one is NaN
-or Inf), and only its 0-d result is read on the host; the NaN and Inf are counted, in plain
-Python, only once one is found. No numpy: core works with any backend. Still a debugging tool,
-not for every run.
+reduction run by the backend, `max(|a|)` (finite when every value is; `sum(a * 0)` on a backend
+without the Abs and Max ops), and only its 0-d result is read on the host; the NaN and Inf are
+counted, in plain Python, only once one is found. No numpy: core works with any backend. Still
+a debugging tool, not for every run.
 """
 
 from __future__ import annotations
@@ -63,11 +63,12 @@ _checking = _Checking()
 
 
 def _finite(array: Any) -> bool:
-    """True when `array` holds no NaN or Inf, told by one reduction on the backend: `sum(a * 0)`
-    is 0 for finite values and NaN once one is NaN or Inf (a plain sum of finite values could
-    overflow). It runs as the backend's `mul` helper and its Sum op's forward, under no_grad and
-    outside `Op.apply`, so it records no graph node and no observer sees it. Integer and bool
-    arrays hold neither. Where the backend cannot (no Sum op), the values are read on the host."""
+    """True when `array` holds no NaN or Inf, told by one reduction on the backend: `max(|a|)` is
+    finite exactly when every value is, and makes no NaN of an Inf (numpy would warn); without the
+    optional Abs and Max ops, `sum(a * 0)`, 0 for finite values and NaN once one is NaN or Inf (a
+    plain sum of finite values could overflow). The ops' forwards run under no_grad and outside
+    `Op.apply`, so they record no graph node and no observer sees them. Integer and bool arrays
+    hold neither. Where the backend cannot (no Sum op either), the values are read on the host."""
     kind = dtype_name(array)
     if kind != "?" and "float" not in kind and "complex" not in kind:
         return True
@@ -75,7 +76,11 @@ def _finite(array: Any) -> bool:
     before, _checking.active = _checking.active, True
     try:
         with no_grad():
-            total = backend.ops.Sum().forward(backend.mul(array, 0.0), axis=None, keepdims=False)
+            ops = backend.ops
+            if hasattr(ops, "Abs") and hasattr(ops, "Max"):  # max|a|: makes no NaN of an Inf (no warning)
+                total = ops.Max().forward(ops.Abs().forward(array), axis=None, keepdims=False)
+            else:
+                total = ops.Sum().forward(backend.mul(array, 0.0), axis=None, keepdims=False)
         return all(math.isfinite(v) for v in _values(backend.to_numpy(total)))
     except Exception:  # Sum missing, or refusing this array: count on the host
         nan, inf, _ = _census(array)
