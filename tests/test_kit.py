@@ -376,6 +376,17 @@ def _numpy_variant(name: str, **ops: type) -> Iterator[type]:
         registry._loaded.pop(name, None)
 
 
+@contextmanager
+def _selected(name: str) -> Iterator[None]:
+    """Backend `name` selected while inside; afterwards the one selected before."""
+    before = topgrad.get_backend().name
+    topgrad.set_backend(name)
+    try:
+        yield
+    finally:
+        topgrad.set_backend(before)
+
+
 def test_a_property_needing_a_missing_op_names_the_op() -> None:
     """x.T on a backend without Permute said "'Tensor' object has no attribute 'T'": Python hands a
     property's AttributeError to Tensor.__getattr__, which answered as for a missing attribute."""
@@ -383,13 +394,9 @@ def test_a_property_needing_a_missing_op_names_the_op() -> None:
         ops = vars(variant.ops).copy()
         del ops["Permute"]
         variant.ops = SimpleNamespace(**ops)
-        before = topgrad.get_backend().name
-        topgrad.set_backend("no-permute")
-        try:
-            with pytest.raises(AttributeError, match="backend 'no-permute' has no op 'Permute'"):
-                _ = topgrad.Tensor([[1.0, 2.0]]).T
-        finally:
-            topgrad.set_backend(before)
+        with _selected("no-permute"), pytest.raises(AttributeError,
+                                                     match="backend 'no-permute' has no op 'Permute'"):
+            _ = topgrad.Tensor([[1.0, 2.0]]).T
 
 
 def test_a_leaf_of_another_type_than_the_backends_arrays_is_refused() -> None:
@@ -399,14 +406,10 @@ def test_a_leaf_of_another_type_than_the_backends_arrays_is_refused() -> None:
 
     with _numpy_variant("scalar-copy") as variant:
         variant.copy = lambda self, a: np.multiply(a, 1.0)
-        before = topgrad.get_backend().name
-        topgrad.set_backend("scalar-copy")
-        try:
-            with pytest.raises(TypeError, match=r"backend 'scalar-copy' made a numpy.float32 of the data, "
-                                                r"not one of its arrays \(numpy.ndarray\): its asarray and"):
-                topgrad.Tensor(np.array(2.0, np.float32))
-        finally:
-            topgrad.set_backend(before)
+        with _selected("scalar-copy"), pytest.raises(
+                TypeError, match=r"backend 'scalar-copy' made a numpy.float32 of the data, not one of its "
+                                 r"arrays \(numpy.ndarray\): its asarray and"):
+            topgrad.Tensor(np.array(2.0, np.float32))
 
 
 def test_an_op_that_changes_the_dtype_fails() -> None:

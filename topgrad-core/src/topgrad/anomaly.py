@@ -20,6 +20,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from topgrad.gradcheck import _read
 from topgrad.observe import Observer, dtype_name, observing
 from topgrad.op import Op
 from topgrad.registry import get_backend
@@ -81,7 +82,7 @@ def _finite(array: Any) -> bool:
                 total = ops.Max().forward(ops.Abs().forward(array), axis=None, keepdims=False)
             else:
                 total = ops.Sum().forward(backend.mul(array, 0.0), axis=None, keepdims=False)
-        return all(math.isfinite(v) for v in _values(backend.to_numpy(total)))
+        return all(math.isfinite(v) for v in _read(backend.to_numpy(total)).values)
     except Exception:  # Sum missing, or refusing this array: count on the host
         nan, inf, _ = _census(array)
         return not (nan or inf)
@@ -89,34 +90,10 @@ def _finite(array: Any) -> bool:
         _checking.active = before
 
 
-def _values(host: Any) -> list[float]:
-    """The values of a host array (what `Backend.to_numpy` returns) as a flat list, C order."""
-    nested = host.tolist() if hasattr(host, "tolist") else host
-    if not isinstance(nested, list):
-        return [nested]
-    flat: list[Any] = []
-    stack = [iter(nested)]
-    while stack:
-        for item in stack[-1]:
-            if isinstance(item, list):
-                stack.append(iter(item))
-                break
-            flat.append(item)
-        else:
-            stack.pop()
-    return flat
-
-
 def _census(array: Any) -> tuple[int, int, int]:
     """(number of NaN, number of Inf, size) of a backend array, counted in Python on the host."""
-    values = _values(get_backend().to_numpy(array))
-    nan = inf = 0
-    for v in values:  # comparisons, not math.isnan: the values may be ints or bools (never NaN)
-        if v != v:
-            nan += 1
-        elif v == math.inf or v == -math.inf:
-            inf += 1
-    return nan, inf, len(values)
+    values = _read(get_backend().to_numpy(array)).values  # gradcheck's reader: Python floats, flat
+    return sum(map(math.isnan, values)), sum(map(math.isinf, values)), len(values)
 
 
 def _describe(nan: int, inf: int, size: int) -> str:

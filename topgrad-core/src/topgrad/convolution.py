@@ -8,10 +8,10 @@ padded image. Shapes only: a backend's own array types never reach this module.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 from topgrad import pytorch_names
+from topgrad.arguments import is_whole
 from topgrad.pairs import Pair, output_size, pair
 
 
@@ -67,7 +67,7 @@ def refuse_conv_options(dilation: Any, groups: Any) -> None:
             f"dense kernel of shape ({d[0]}*(kh-1)+1, {d[1]}*(kw-1)+1, Cin, Cout) holding w's taps "
             f"{d[0]} rows and {d[1]} columns apart, zeros between: build it with topgrad.cat of w's slices "
             "and constant zeros (its gradient flows back to w) and convolve with that")
-    if not (isinstance(groups, numbers.Integral) and not isinstance(groups, bool) and int(groups) >= 1):
+    if not (is_whole(groups) and int(groups) >= 1):
         raise ValueError(f"Conv2d: groups must be an int >= 1, got {groups!r}")
     if groups != 1:
         raise pytorch_names.not_taken(

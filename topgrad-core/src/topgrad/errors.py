@@ -31,6 +31,12 @@ def type_name(value: Any) -> str:
     return kind.__name__ if package in ("builtins", "topgrad") else f"{package}.{kind.__qualname__}"
 
 
+def qualified_name(kind: type) -> str:
+    """A type's full dotted name (`numpy.ndarray`, `topgrad.tensor.Tensor`): for messages about a
+    backend's array type, where the module matters."""
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
 class BackendNotFoundError(LookupError):
     """No installed plugin offers a backend of that name."""
 

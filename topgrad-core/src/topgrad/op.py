@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 from topgrad import registry
 from topgrad import tensor as _tensor
+from topgrad.errors import qualified_name
 from topgrad.tensor import Tensor
 
 
@@ -120,7 +121,7 @@ def refuse_foreign_tensors(what: str, operands: Iterable[tuple[str, Any]], exc: 
         if owner is not None:
             raise TypeError(
                 f"{what}: {name} belongs to backend {owner.name!r} (it holds a "
-                f"{type(a.data).__module__}.{type(a.data).__qualname__}), but the current backend is "
+                f"{qualified_name(type(a.data))}), but the current backend is "
                 f"{registry.get_backend().name!r}: a Tensor keeps the arrays of the backend it was "
                 "made under; make it again after set_backend"
             ) from exc
@@ -168,14 +169,10 @@ def _not_an_array(op: Op, out: Any) -> TypeError:
     got, kind = type(out), _array_type()
     keyword = (" (a Tensor given to apply by keyword reaches forward as a Tensor: only positional "
                "arguments become arrays and inputs of the graph)") if isinstance(out, Tensor) else ""
-    return TypeError(f"{type(op).__name__}.forward returned a {_type_name(got)}; it must return one "
-                     f"backend array ({_type_name(kind)}, the type the backend's zeros((0,)) returns), "
+    return TypeError(f"{type(op).__name__}.forward returned a {qualified_name(got)}; it must return one "
+                     f"backend array ({qualified_name(kind)}, the type the backend's zeros((0,)) returns), "
                      "a 0-d result too "
                      f"(np.asarray(np.sum(x)) for numpy), never a Tensor{keyword}")
-
-
-def _type_name(kind: type) -> str:
-    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
@@ -215,9 +212,9 @@ def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
                             "on the backend's arrays, as forward does: return its .data (or compute "
                             "with the arrays self.saved holds)")
         if not isinstance(g, kind := kind or _array_type()):
-            raise TypeError(f"{type(op).__name__}.backward returned a {_type_name(type(g))} for input {i}; "
-                            f"it must return the backend's arrays ({_type_name(kind)}, the type its "
-                            "zeros((0,)) returns), or None where there is no gradient")
+            raise TypeError(f"{type(op).__name__}.backward returned a {qualified_name(type(g))} for input "
+                            f"{i}; it must return the backend's arrays ({qualified_name(kind)}, the type "
+                            "its zeros((0,)) returns), or None where there is no gradient")
         want = parent._out_shape if isinstance(parent, Op) else parent.shape
         if tuple(g.shape) != tuple(want):
             raise RuntimeError(

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from topgrad import arguments, pytorch_names, registry
 from topgrad.convolution import refuse_conv_options
-from topgrad.errors import type_name
+from topgrad.errors import qualified_name, type_name
 from topgrad.indexing import basic_index
 from topgrad.joining import joined_shape, normal_axis, tensor_list
 from topgrad.pooling import pool_geometry, refuse_pool_options
@@ -134,7 +134,7 @@ class Tensor:
             array = backend.copy(array)
         if not isinstance(array, kind := registry._array_type(backend)):  # a numpy scalar from a 0-d sum
             raise TypeError(f"Tensor: backend {backend.name!r} made a {type_name(array)} of the data, not "
-                            f"one of its arrays ({kind.__module__}.{kind.__qualname__}): its asarray and "
+                            f"one of its arrays ({qualified_name(kind)}): its asarray and "
                             "copy must return those (np.asarray(x) for numpy's 0-d results)")
         self.data: Any = array
         self._grad: Any = None

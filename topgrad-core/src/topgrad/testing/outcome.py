@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from topgrad.errors import qualified_name
 from topgrad.registry import get_backend
 
 RTOL = 1e-4
@@ -42,8 +43,7 @@ def host_values(array: Any) -> np.ndarray:
     with a misleading message (an in-place write, a wrong value)."""
     values = get_backend().to_numpy(array)
     if not isinstance(values, np.ndarray):
-        kind = type(values)
-        raise TypeError(f"to_numpy returned a {kind.__module__}.{kind.__qualname__}; it must return a "
+        raise TypeError(f"to_numpy returned a {qualified_name(type(values))}; it must return a "
                         "numpy.ndarray of the array's values (the kit reads every result through it): "
                         "fix the to_numpy row first")
     return values
