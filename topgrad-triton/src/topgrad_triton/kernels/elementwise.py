@@ -167,13 +167,15 @@ def elementwise(op: int, a: Any, b: Any = None, name: str = "elementwise",
     sb = [0] * pad + next(it) if b_mode == STRIDED else [0] * MAX_DIMS
     block = runtime.block(1024, 1 << 16)
     grid = (triton.cdiv(n, block),)
+    # a contiguous operand spans the output's n elements; only a strided one can reach further
+    wide = needs_int64(n, *(x for x, mode in ((a, a_mode), (b, b_mode)) if mode == STRIDED))
     with runtime.quiet():
         _elementwise_kernel[grid](
             out, a if a_mode != SCALAR else out, b if b_mode != SCALAR else out,
             float(a) if a_mode == SCALAR and a is not None else 0.0,
             float(b) if b_mode == SCALAR and b is not None else 0.0,
             n, *sizes[1:], *sa, *sb,
-            OP=op, A_MODE=a_mode, B_MODE=b_mode, BLOCK=block, WIDE=needs_int64(n, a, b), num_warps=4,
+            OP=op, A_MODE=a_mode, B_MODE=b_mode, BLOCK=block, WIDE=wide, num_warps=4,
         )
     return out
 
