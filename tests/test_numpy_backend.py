@@ -563,10 +563,10 @@ def test_l2_size_from_sysfs(tmp_path) -> None:
         folder.mkdir()
         (folder / "level").write_text(level + "\n")
         (folder / "size").write_text(size + "\n")
-    assert cpu_cache.l2_bytes.__wrapped__(tmp_path) == 2 << 20
-    assert cpu_cache.l2_bytes.__wrapped__(tmp_path / "missing") == 0
+    assert cpu_cache.l2_bytes(tmp_path) == 2 << 20
+    assert cpu_cache.l2_bytes(tmp_path / "missing") == 0
     (tmp_path / "index2" / "size").write_text("unknown")
-    assert cpu_cache.l2_bytes.__wrapped__(tmp_path) == 0
+    assert cpu_cache.l2_bytes(tmp_path) == 0
     assert [cpu_cache.parse_size(t) for t in ("512K", "1M", "4096")] == [512 << 10, 1 << 20, 4096]
 
 

@@ -3,7 +3,6 @@ blocks pays depends on it (`ops._util.flat_blocks`)."""
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 SYSFS = Path("/sys/devices/system/cpu/cpu0/cache")
@@ -11,7 +10,6 @@ SYSFS = Path("/sys/devices/system/cpu/cpu0/cache")
 _UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 
-@functools.cache
 def l2_bytes(root: Path = SYSFS) -> int:
     """Bytes of the first CPU's level-2 cache, or 0 where unknown (not Linux, no sysfs)."""
     try:

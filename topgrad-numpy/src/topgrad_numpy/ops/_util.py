@@ -296,8 +296,8 @@ def flat_blocks(*arrays: np.ndarray) -> Iterator[tuple[np.ndarray, ...]]:
     gradient). Either way each element gets the same operations: the results are the same bits."""
     first, block = arrays[0], BLOCK_ELEMENTS
     size = first.size
-    alike = all(a.shape == first.shape and a.flags.c_contiguous for a in arrays)
-    if not block or size < 2 * block or not alike:
+    if not block or size < 2 * block or not all(a.shape == first.shape and a.flags.c_contiguous
+                                                 for a in arrays):
         yield arrays
         return
     flat = [a.reshape(-1) for a in arrays]
