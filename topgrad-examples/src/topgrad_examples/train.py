@@ -29,8 +29,6 @@ import topgrad
 
 from topgrad_examples import checkpoint
 from topgrad_examples.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_OUTPUT_CLOSED, parse_args
-from topgrad_examples.cli import MAX_INT as MAX_INT  # kept importable from here
-from topgrad_examples.cli import build_parser as build_parser  # kept importable from here
 from topgrad_examples.data import (
     BUNDLED,
     Dataset,
