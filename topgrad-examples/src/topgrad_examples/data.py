@@ -118,15 +118,20 @@ def file_names(part: str) -> list[str]:
     return [s + ext for s in stems for ext in ("", ".gz")]
 
 
+def copies(folder: Path, part: str) -> list[Path]:
+    """The spellings of `part` that `folder` holds, in `file_names` order (the first is the one read)."""
+    return [folder / n for n in file_names(part) if (folder / n).is_file()]
+
+
 def find_files(directory: str | os.PathLike[str], name: str | None = None) -> dict[str, Path] | None:
     """The four IDX files in `directory/name` or `directory`, or None if either lacks one."""
     root = Path(directory).expanduser()
     for folder in ([root / name] if name else []) + [root]:
         found = {}
         for part in PARTS:
-            path = next((folder / n for n in file_names(part) if (folder / n).is_file()), None)
-            if path is not None:
-                found[part] = path
+            present = copies(folder, part)
+            if present:
+                found[part] = present[0]
         if len(found) == len(PARTS):
             return found
     return None
@@ -135,7 +140,7 @@ def find_files(directory: str | os.PathLike[str], name: str | None = None) -> di
 def _missing_parts(root: Path, name: str) -> list[str]:
     """The parts that neither `root/name` nor `root` has (the folder nearest complete decides)."""
     folders = [root / name, root]
-    gaps = [[p for p in PARTS if not any((f / n).is_file() for n in file_names(p))] for f in folders]
+    gaps = [[p for p in PARTS if not copies(f, p)] for f in folders]
     return min(gaps, key=len)
 
 
@@ -146,8 +151,7 @@ def load_files(files: dict[str, Path], name: str, source: str) -> Dataset:
         try:
             arrays[part] = idx.read_images(path) if part.endswith("images") else idx.read_labels(path)
         except idx.IDXError as exc:
-            others = [str(path.parent / n) for n in file_names(part) if n != path.name
-                      and (path.parent / n).is_file()]
+            others = [str(p) for p in copies(path.parent, part) if p.name != path.name]
             if not others:
                 raise
             raise idx.IDXError(

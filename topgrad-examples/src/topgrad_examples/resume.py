@@ -20,9 +20,10 @@ class Saved:
     epoch: int | None = None
     writing: int | None = None
 
-    def last(self, path: str) -> int | None:
-        """The last epoch this run saved to `path`, looking at the file only for an unfinished save."""
-        if self.writing is not None:
+    def last(self, path: str | None) -> int | None:
+        """The last epoch this run saved to `path` (None without --save), looking at the file only
+        for an unfinished save."""
+        if self.writing is not None and path:
             with contextlib.suppress(checkpoint.CheckpointError):
                 if int(checkpoint.read(path)["meta/epoch"]) == self.writing:
                     return self.writing
@@ -72,7 +73,7 @@ def what_was_saved(args: argparse.Namespace, saved: Saved, start: int, save_fail
     resumed run can go on from, else that nothing was saved (a file already at --save is not
     this run's)."""
     path = args.save
-    epoch = saved.last(path) if path else None
+    epoch = saved.last(path)
     if epoch is not None:
         return f"{path} holds epoch {epoch}: go on with --resume {path} --save {path}"
     if args.resume:  # the checkpoint still has its old settings: repeat the ones this command changed
@@ -89,7 +90,7 @@ def what_divergence_left(args: argparse.Namespace, saved: Saved, start: int) -> 
     """After a diverged run: the checkpoint that holds the last good epoch (no epoch whose loss
     or weights were not finite is ever saved) and how to go on from it with another --lr."""
     path = args.save
-    epoch = saved.last(path) if path else None
+    epoch = saved.last(path)
     if epoch is not None:
         return (f"{path} keeps epoch {epoch}, the last good one: go on from it with --resume {path} "
                 f"--save {path} --lr LOWER")

@@ -314,7 +314,7 @@ def run(args: argparse.Namespace) -> float:
             _say(f"loss and accuracy curves: {written}")
         _say(f"test accuracy: {acc:.4f}")
     except KeyboardInterrupt:  # training is over: say so, and what it left, not "before training began"
-        last = saved_now.last(args.save) if args.save else None
+        last = saved_now.last(args.save)
         kept = f"; {args.save} holds epoch {last}" if last is not None else ""
         plot = f", so {chart_path(args.plot)} may not be written" if args.plot and len(history) else ""
         raise InterruptedTrainingError(
