@@ -23,10 +23,6 @@ def _to_backend(value: Any, requires_grad: bool = True) -> Any:
     return value
 
 
-def _numpy(array: Any) -> Any:
-    return host_values(array)
-
-
 def _apply(
     case: Case, args64: list[Any], params64: dict[str, Any]
 ) -> tuple[Tensor, list[Any], dict[str, Any]]:
@@ -41,7 +37,7 @@ def _unchanged(args: list[Any], args64: list[Any]) -> list[Outcome]:
     return [
         Outcome.failed(f"the op modified its input {i} in place")
         for i, (t, ref) in enumerate(zip(args, args64))
-        if isinstance(t, Tensor) and not np.array_equal(_numpy(t.data), ref.astype(np.float32))
+        if isinstance(t, Tensor) and not np.array_equal(host_values(t.data), ref.astype(np.float32))
     ]
 
 
@@ -63,10 +59,10 @@ def check_forward(case: Case, rtol: float = RTOL) -> Outcome:
     ref = REFERENCE[case.op].forward(*args64, **params64)
     try:
         out, args, params = _apply(case, args64, params64)
-        outcomes = [compare("output", _numpy(out.data), forward_output(ref), rtol)]
+        outcomes = [compare("output", host_values(out.data), forward_output(ref), rtol)]
         outcomes += _same_dtype("output", out.data, args)
         for name, expected in (ref[1] if isinstance(ref, tuple) else {}).items():
-            outcomes.append(compare(f"{name} after forward", _numpy(params[name].data), expected, rtol))
+            outcomes.append(compare(f"{name} after forward", host_values(params[name].data), expected, rtol))
         outcomes += _unchanged(args, args64)
     except Exception as exc:
         return Outcome.crashed("forward", exc)
@@ -111,7 +107,7 @@ class _Returned(Observer):
     def after_backward(self, op: Any, grad: Any, grads: tuple[Any, ...], seconds: float) -> None:
         """Keep what the op's backward returned and a copy of the gradient it was given."""
         self.grads[id(op)] = grads
-        self.incoming[id(op)] = _numpy(grad).copy()
+        self.incoming[id(op)] = host_values(grad).copy()
 
 
 def _kept_on_self(op: Any) -> list[Outcome]:
@@ -158,7 +154,7 @@ def check_backward(case: Case, rtol: float = RTOL) -> Outcome | None:
             if t.grad is None:
                 outcomes.append(Outcome.failed(f"input {i} got no gradient (its backward entry was None)"))
                 continue
-            outcomes.append(compare(f"gradient of input {i}", _numpy(t.grad), want, rtol))
+            outcomes.append(compare(f"gradient of input {i}", host_values(t.grad), want, rtol))
             own = op_grads[i] if i < len(op_grads) and op_grads[i] is not None else t.grad
             outcomes += _same_dtype(f"gradient of input {i}", own, [t])
     except Exception as exc:
