@@ -52,6 +52,16 @@ def test_the_formula_recipes_give_pytorchs_values() -> None:
      (lambda x: x.flatten(start_dim=0), r"start= \(not start_dim=\)"),
      (lambda x: topgrad.cat([x, x], dim=1), r"^cat\(\) .*axis= \(not dim=\)"),
      (lambda x: topgrad.stack([x, x], dim=1), r"^stack\(\) .*axis= \(not dim=\)"),
+     (lambda x: x.linear(Tensor(rand((3, 4), 1)), bias=None),
+      r"Tensor.linear\(\) .*'bias': Topgrad writes b= \(not bias=\)"),
+     (lambda x: x.linear(weight=x), r"w= \(not weight=\), shaped \(in, out\)"),
+     (lambda x: x.reshape(1, 2, 3).conv2d(Tensor(rand((1, 1, 3, 2), 1)), bias=None), r"b= \(not bias=\)"),
+     (lambda x: x.layernorm(weight=None, bias=None), r"gamma= \(not weight=\), beta= \(not bias=\)"),
+     (lambda x: x.layernorm(None, None, normalized_shape=(3,)), r"the last axis \(no normalized_shape=\)"),
+     (lambda x: x.batchnorm(weight=None, bias=None), r"Tensor.batchnorm\(\) .*gamma= \(not weight=\)"),
+     (lambda x: x.reshape(shape=(3, 2)), r"the sizes as arguments, x.reshape\(2, -1\) \(not shape=\)"),
+     (lambda x: x.permute(dims=(1, 0)), r"the axes as arguments, x.permute\(0, 2, 1\) \(not dims=\)"),
+     (lambda x: x.relu(inplace=True), r"relu\(\) does not take inplace=True .*write x = x.relu\(\)"),
      (lambda x: x.sum(axes=1), r"unexpected keyword argument 'axes'$"),
      (lambda x: np.sum(x), r"Tensor.sum\(\) got out= as numpy's np.sum\(x\) .*write x.sum\(\) for the op, or "
                            r"np.sum\(x.numpy\(\)\)"),
@@ -67,3 +77,6 @@ def test_the_keyword_check_keeps_signatures_and_valid_calls() -> None:
     x = Tensor(rand((2, 3), 0))
     assert list(inspect.signature(Tensor.sum).parameters) == ["self", "axis", "keepdims"]
     assert x.sum(axis=1, keepdims=True).shape == (2, 1) and topgrad.cat([x, x], axis=1).shape == (2, 6)
+    assert list(inspect.signature(Tensor.reshape).parameters) == ["self", "shape"]
+    assert x.reshape(3, 2).shape == (3, 2) and x.permute(1, 0).shape == (3, 2)
+    assert x.relu(inplace=False).shape == (2, 3)  # PyTorch's default, taken

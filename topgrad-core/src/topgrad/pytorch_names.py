@@ -2,8 +2,9 @@
 
 A learner comparing with PyTorch types PyTorch's names first; `Tensor.__getattr__` (asked only for
 a missing attribute, so no op pays for it) adds the Topgrad spelling to the AttributeError, and
-`keywords` does the same for `dim=`/`keepdim=`, for PyTorch's options Topgrad lacks (`device=`,
-`retain_graph=`) and for numpy's own `np.sum(x)` call.
+`keywords` does the same for `dim=`/`keepdim=`, for PyTorch's names of arguments Topgrad names
+otherwise (`bias=`, `weight=`, `shape=`), for PyTorch's options Topgrad lacks (`device=`,
+`retain_graph=`, `inplace=`) and for numpy's own `np.sum(x)` call.
 """
 
 from __future__ import annotations
@@ -143,6 +144,17 @@ def hint(name: str, has: Callable[[str], bool] = lambda name: False) -> str | No
 
 KEYWORDS: dict[str, str] = {"dim": "axis", "keepdim": "keepdims", "start_dim": "start", "is_causal": "causal",
                             "gradient": "grad"}
+RENAMED: dict[str, dict[str, str]] = {
+    # method -> PyTorch's keyword for one of its arguments -> how Topgrad writes that argument
+    "linear": {"weight": "w= (not weight=), shaped (in, out): F.linear's weight transposed",
+               "bias": "b= (not bias=)"},
+    "conv2d": {"weight": "w= (not weight=), shaped (kh, kw, Cin, Cout)", "bias": "b= (not bias=)"},
+    "layernorm": {"weight": "gamma= (not weight=)", "bias": "beta= (not bias=)",
+                  "normalized_shape": "x.layernorm(gamma, beta), over the last axis (no normalized_shape=)"},
+    "batchnorm": {"weight": "gamma= (not weight=)", "bias": "beta= (not bias=)"},
+    "reshape": {"shape": "the sizes as arguments, x.reshape(2, -1) (not shape=)"},
+    "permute": {"dims": "the axes as arguments, x.permute(0, 2, 1) (not dims=)"},
+}
 NOT_TAKEN: dict[str, tuple[Any, str, str]] = {
     # PyTorch's keyword -> (PyTorch's default, which Topgrad accepts and ignores; what it is; what to write)
     "device": (None, "device placement", "the backend holds every array: call topgrad.set_backend(name) "
@@ -151,6 +163,7 @@ NOT_TAKEN: dict[str, tuple[Any, str, str]] = {
     "layout": (None, "tensor layout", "tensors are dense; drop layout="),
     "generator": (None, "random number generator", "give seed=n (the same seed gives the same values)"),
     "out": (None, "output tensor", "ops return a new tensor: write y = ... instead of out=y"),
+    "inplace": (False, "in-place variant", "ops return a new tensor: write x = x.relu()"),
     "dtype": (None, "result dtype", "factories make float32 and ops keep their input's dtype (dtype=None "
               "and float32 are taken); for float64 (numpy backend), convert: "
               "Tensor(t.numpy(), dtype='float64')"),
@@ -174,8 +187,11 @@ def keywords(method: F) -> F:
     """`method` with its TypeError for a keyword it does not take naming Topgrad's (numpy's) name for a
     PyTorch one, saying what to write for a PyTorch option Topgrad lacks (accepted at PyTorch's
     default, which is what Topgrad does), and what to write when numpy's functions call it
-    (`np.sum(x)`). For rarely called functions only: the wrapper is a Python call."""
-    known = set(inspect.signature(method).parameters)
+    (`np.sum(x)`), and PyTorch's name for an argument Topgrad names otherwise (`RENAMED`). The
+    wrapper is one Python call, ~0.3 us: a few percent of a tiny op's own overhead, nothing next
+    to its work."""
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)  # reshape's *shape
+    known = {name for name, p in inspect.signature(method).parameters.items() if p.kind not in variadic}
     numpy_call = NUMPY_CALLS.get(method.__name__, ())
 
     @functools.wraps(method)
@@ -211,7 +227,8 @@ def _keyword_message(qualname: str, unknown: dict[str, Any]) -> str:
     if any(k in NUMPY_CALLS.get(name, ()) for k in unknown):  # np.sum(x) calls x.sum(out=None, ...)
         return (f"{qualname}() got {given} as numpy's np.{name}(x) passes them, and numpy's result would "
                 f"leave the graph: write x.{name}() for the op, or np.{name}(x.numpy()) for the values")
-    renamed = [f"{KEYWORDS[k]}= (not {k}=)" for k in unknown if k in KEYWORDS]
+    names = {**{k: f"{v}= (not {k}=)" for k, v in KEYWORDS.items()}, **RENAMED.get(name, {})}
+    renamed = [names[k] for k in unknown if k in names]
     lacking = [str(not_taken(qualname, k, v, *NOT_TAKEN[k][1:])) for k, v in unknown.items()
                if k in NOT_TAKEN]
     if len(lacking) == len(unknown):  # PyTorch's options alone: what each is, and what to write

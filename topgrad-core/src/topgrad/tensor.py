@@ -473,6 +473,7 @@ class Tensor:
         keep = arguments.flag("max", "keepdims", keepdims)
         return _ops().Max.apply(self, axis=arguments.reduced_axes("max", axis), keepdims=keep)
 
+    @pytorch_names.keywords
     def relu(self) -> Tensor:
         """max(x, 0), as torch.relu: its gradient is 0 at 0, as PyTorch's."""
         return _ops().ReLU.apply(self)
@@ -516,10 +517,12 @@ class Tensor:
         """e ** logsoftmax(x): two ops, each stable for large logits (the Exp op is optional)."""
         return self.logsoftmax(axis).exp()
 
+    @pytorch_names.keywords
     def linear(self, w: Tensor, b: Tensor | None = None) -> Tensor:
         """x @ w + b, with `w` as (in, out): F.linear's weight transposed."""
         return _ops().Linear.apply(self, _given("Linear", "w", w), _given("Linear", "b", b, optional=True))
 
+    @pytorch_names.keywords
     def reshape(self, *shape: int) -> Tensor:
         """The same values in `shape` (one -1 is inferred), as torch.reshape."""
         return _ops().Reshape.apply(self, shape=arguments.sizes(shape))
@@ -533,6 +536,7 @@ class Tensor:
         start = start % self.ndim if self.ndim else 0
         return self.reshape(*self.shape[:start], math.prod(self.shape[start:]))  # -1 fails on 0 elements
 
+    @pytorch_names.keywords
     def permute(self, *axes: int) -> Tensor:
         """The axes reordered, as torch.permute (negative axes count from the end); the result is dense."""
         return _ops().Permute.apply(self, axes=arguments.permutation(axes, self.shape))
@@ -545,6 +549,7 @@ class Tensor:
                              f"two, use permute({', '.join(map(str, reversed(range(self.ndim))))})")
         return self.permute(*reversed(range(self.ndim)))
 
+    @pytorch_names.keywords
     def conv2d(self, w: Tensor, b: Tensor | None = None, stride: int = 1, padding: int = 0, *,
                dilation: int = 1, groups: int = 1) -> Tensor:
         """2-D cross-correlation of NHWC x with `w` as (kh, kw, Cin, Cout), zero padding; PyTorch's
@@ -564,6 +569,7 @@ class Tensor:
         kernel, step, pad, _ = pool_geometry(self.shape, kernel_size, stride, padding)
         return _ops().MaxPool2d.apply(self, kernel_size=kernel, stride=step, padding=pad)
 
+    @pytorch_names.keywords
     def batchnorm(
         self,
         gamma: Tensor,
@@ -590,6 +596,7 @@ class Tensor:
             training=arguments.flag("BatchNorm", "training", training), momentum=momentum, eps=eps,
         )
 
+    @pytorch_names.keywords
     def layernorm(self, gamma: Tensor, beta: Tensor, eps: float = 1e-5) -> Tensor:
         """Layer normalization over the last axis: (x - mean) / sqrt(var + eps) * gamma + beta."""
         whole = arguments.is_whole
