@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -181,6 +182,21 @@ def test_core_imports_only_what_it_declares() -> None:
                 if ("topgrad", path.relative_to(PACKAGES["topgrad"]).as_posix(), root) not in KNOWN:
                     wrong.append(f"  {path.relative_to(ROOT)}:{line}: imports {module}")
     assert not wrong, "topgrad-core imports an undeclared library:\n" + "\n".join(wrong)
+
+
+@pytest.mark.parametrize("package", sorted(PACKAGES))
+def test_each_package_states_its_version_once(package: str) -> None:
+    """A release changes one line per package: pyproject.toml reads the version from the package's
+    `__version__`, a string literal, which setuptools reads without importing the package (so a
+    build needs none of its dependencies)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11 on
+    project = tomllib.loads((PACKAGES[package].parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "version" not in project["project"] and project["project"]["dynamic"] == ["version"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": f"{package}.__version__"}
+    literals = [node.value.value for node in ast.parse((PACKAGES[package] / "__init__.py").read_text()).body
+                if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "__version__"
+                and isinstance(node.value, ast.Constant)]
+    assert len(literals) == 1 and re.fullmatch(r"\d+\.\d+\.\d+", literals[0]), literals
 
 
 # ---- public functions: type hints and a docstring ----------------------------------------------
