@@ -1269,10 +1269,10 @@ def _gamma_beta(affine: tuple[bool, bool], given_: tuple[Any, ...]) -> tuple[Any
 
 def _check_batchnorm_training(
     x_shape: tuple[int, ...], momentum: float, eps: float, seed: int, steps: int = 1,
-    affine: tuple[bool, bool] = (True, True),
+    affine: tuple[bool, bool] = (True, True), offset: float = 1.0,
 ) -> None:
     """`steps` training-mode calls with fresh inputs; outputs, gradients and running stats vs torch.
-    `affine`: whether gamma and beta are given (else None)."""
+    `affine`: whether gamma and beta are given (else None); `offset`: the inputs' mean."""
     c = x_shape[-1]
     running_mean, running_var = Tensor.zeros(c), Tensor.ones(c)
     # PyTorch runs each step in float64 and in float32 (check_against_torch): one set of stats each
@@ -1290,7 +1290,7 @@ def _check_batchnorm_training(
             return _channels_last(y)
 
         s = seed + 10 * step
-        inputs = [rand(x_shape, s, scale=2.0) + 1.0, *_affine_inputs(affine, c, s)]
+        inputs = [rand(x_shape, s, scale=2.0) + np.float32(offset), *_affine_inputs(affine, c, s)]
         check_against_torch(top, ref, inputs, seed=s)
         (exact_mean, exact_var), (single_mean, single_var) = torch_stats.values()
         assert_as_accurate(running_mean, exact_mean, single_mean, f"running mean after step {step}")
@@ -1339,6 +1339,24 @@ def test_batchnorm_without_gamma_or_beta(affine: tuple[bool, bool]) -> None:
         return _channels_last(F.batch_norm(_channels_first(x), *stats, *_gamma_beta(affine, gb), False))
 
     check_against_torch(top, ref, [rand((4, 3, 3, 5), 64), *_affine_inputs(affine, 5, 64)])
+
+
+@pytest.mark.parametrize("offset", [100.0, -300.0])
+def test_batchnorm_of_values_far_from_zero(offset: float) -> None:
+    """Channels whose mean is hundreds of standard deviations from zero (a convolution's bias
+    before the norm, as PyTorch initializes it): a float32 sum of their 12544 values misses the
+    mean by up to ~1e-4 of a standard deviation, which every output then carries. Both backends
+    correct the mean by the deviations' own sum. Checked against the float64 answer at 1e-5:
+    `check_against_torch` would accept PyTorch's own float32 error here, ~1e-3 on NHWC memory."""
+    x = rand((64, 14, 14, 16), 71, scale=2.0) + np.float32(offset)
+    running_mean, running_var = Tensor.zeros(16, requires_grad=False), Tensor.ones(16, requires_grad=False)
+    out = Tensor(x, requires_grad=False).batchnorm(None, None, running_mean=running_mean,
+                                                   running_var=running_var)
+    x64 = x.astype(np.float64).reshape(-1, 16)
+    exact = (x64 - x64.mean(0)) / np.sqrt(x64.var(0) + 1e-5)
+    np.testing.assert_allclose(to_numpy(out).reshape(-1, 16), exact, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(running_mean), 0.1 * x64.mean(0), rtol=1e-6)
+    _check_batchnorm_training((8, 6, 6, 4), momentum=0.1, eps=1e-5, seed=72, offset=offset)  # the gradients
 
 
 @pytest.mark.parametrize(("shape", "seed"), [((2, 4), 203), ((2, 1), 635)])

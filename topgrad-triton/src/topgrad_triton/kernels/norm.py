@@ -98,8 +98,10 @@ def sum_rows_kernel(P, OUT, R, C, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
 @triton.jit
 def bn_partial_stats_kernel(X, PART, M, C, CHUNK, sxm, sxc,
                             BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, WIDE: tl.constexpr):
-    """One program reduces CHUNK rows of BLOCK_C columns to the chunk's column sum
-    (PART[r, 0]) and its sum of squared deviations from the chunk mean (PART[r, 1])."""
+    """One program reduces CHUNK rows of BLOCK_C columns to the chunk's column mean (PART[r, 0])
+    and its sum of squared deviations from that mean (PART[r, 1]). The mean is corrected by the
+    deviations' own sum (the corrected two-pass mean): a float32 sum of values far from zero is
+    off by ~1e-4 of the standard deviation where the mean is 100 of them."""
     r = widen(tl.program_id(0), WIDE)
     cols = widen(tl.program_id(1), WIDE) * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = cols < C
@@ -113,14 +115,19 @@ def bn_partial_stats_kernel(X, PART, M, C, CHUNK, sxm, sxc,
     total = tl.sum(acc, axis=0)
     chunk_mean = total / (row_end - row0).to(tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_C], dtype=tl.float32)
+    acc_d = tl.zeros([BLOCK_M, BLOCK_C], dtype=tl.float32)
     for start in range(row0, row_end, BLOCK_M):
         rows = start + tl.arange(0, BLOCK_M)
         mask = (rows < row_end)[:, None] & cmask[None, :]
         x = tl.load(X + rows[:, None] * sxm + cols[None, :] * sxc, mask=mask, other=0.0).to(tl.float32)
         d = tl.where(mask, x - chunk_mean[None, :], 0.0)
+        acc_d += d
         acc += d * d
-    tl.store(PART + (2 * r) * C + cols, total, mask=cmask)
-    tl.store(PART + (2 * r + 1) * C + cols, tl.sum(acc, axis=0), mask=cmask)
+    n = (row_end - row0).to(tl.float32)
+    d_sum = tl.sum(acc_d, axis=0)
+    tl.store(PART + (2 * r) * C + cols, chunk_mean + d_sum / n, mask=cmask)
+    m2 = tl.maximum(tl.sum(acc, axis=0) - d_sum * d_sum / n, 0.0)
+    tl.store(PART + (2 * r + 1) * C + cols, m2, mask=cmask)
 
 
 @triton.jit
@@ -128,24 +135,30 @@ def bn_finalize_stats_kernel(PART, MEAN, RSTD, RM, RV, RM_OUT, RV_OUT, M, C, R, 
                              HAS_RM: tl.constexpr, HAS_RV: tl.constexpr,
                              BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     """One program merges the R chunk partials of BLOCK_C columns (Chan's parallel variance),
-    stores mean and rstd, and the running mean and (unbiased) running variance updates."""
+    stores mean and rstd, and the running mean and (unbiased) running variance updates. The
+    chunk means are averaged as offsets from the first one, which are small, so the batch mean
+    keeps their accuracy (a float32 sum of the means themselves would not)."""
     cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = cols < C
-    acc = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
-    for start in range(0, R, BLOCK_R):
-        rows = start + tl.arange(0, BLOCK_R)
-        mask = (rows < R)[:, None] & cmask[None, :]
-        acc += tl.load(PART + (2 * rows[:, None]) * C + cols[None, :], mask=mask, other=0.0)
-    mean = tl.sum(acc, axis=0) / M
+    first = tl.load(PART + cols, mask=cmask, other=0.0)
     acc = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
     for start in range(0, R, BLOCK_R):
         rows = start + tl.arange(0, BLOCK_R)
         rmask = rows < R
         mask = rmask[:, None] & cmask[None, :]
         n = tl.where(rmask, tl.minimum(CHUNK, M - rows * CHUNK), 1).to(tl.float32)
-        s = tl.load(PART + (2 * rows[:, None]) * C + cols[None, :], mask=mask, other=0.0)
+        m = tl.load(PART + (2 * rows[:, None]) * C + cols[None, :], mask=mask, other=0.0)
+        acc += tl.where(mask, n[:, None] * (m - first[None, :]), 0.0)
+    mean = first + tl.sum(acc, axis=0) / M
+    acc = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
+    for start in range(0, R, BLOCK_R):
+        rows = start + tl.arange(0, BLOCK_R)
+        rmask = rows < R
+        mask = rmask[:, None] & cmask[None, :]
+        n = tl.where(rmask, tl.minimum(CHUNK, M - rows * CHUNK), 1).to(tl.float32)
+        m = tl.load(PART + (2 * rows[:, None]) * C + cols[None, :], mask=mask, other=0.0)
         m2 = tl.load(PART + (2 * rows[:, None] + 1) * C + cols[None, :], mask=mask, other=0.0)
-        d = s / n[:, None] - mean[None, :]
+        d = m - mean[None, :]
         acc += tl.where(mask, m2 + n[:, None] * d * d, 0.0)
     m2 = tl.sum(acc, axis=0)
     tl.store(MEAN + cols, mean, mask=cmask)
