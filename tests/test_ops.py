@@ -804,6 +804,18 @@ def test_linear_weight_in_pytorchs_layout_gets_the_transpose_hint() -> None:
     assert "PyTorch" not in str(info.value)
 
 
+def test_the_flatten_weight_recipe_gives_pytorchs_linear() -> None:
+    """The README's (and the hint's) port of a Linear weight that follows a flatten: NHWC maps
+    flatten in (H, W, C) order, PyTorch's NCHW ones in (C, H, W)."""
+    C, H, W, out = 3, 2, 4, 5
+    x, weight = rand((2, H, W, C), 0), rand((out, C * H * W), 1)
+    want = F.linear(torch.from_numpy(x).permute(0, 3, 1, 2).flatten(1), torch.from_numpy(weight))
+    w = weight.reshape(out, C, H, W).transpose(2, 3, 1, 0).reshape(-1, out)
+    assert_close(Tensor(x).flatten().linear(Tensor(w)), want, "Linear after flatten")
+    with pytest.raises(ValueError, match=r"w.reshape\(out, C, H, W\).transpose\(2, 3, 1, 0\)"):
+        Tensor(x).flatten().linear(Tensor(weight))
+
+
 @pytest.mark.parametrize("w", [[[1.0], [2.0], [3.0]], 2.0])
 def test_linear_weight_must_be_a_tensor(w: object) -> None:
     with pytest.raises(TypeError, match="Linear: w must be a Tensor"):

@@ -226,7 +226,10 @@ def test_no_grad_decorates_with_or_without_parentheses() -> None:
      ("enable_grad", "the default: outside `with topgrad.no_grad\\(\\):`"),
      ("log_softmax", r"x.logsoftmax\(axis\)"),
      ("relu", r"the method x.relu\(...\)"),
-     ("float64", "dtype='float64'")],
+     ("float64", "dtype='float64'"),
+     ("save", r"np.savez\(path, .*'Saving and loading weights'"),
+     ("load", r"w.data = Tensor\(saved\[name\]\).data"),
+     ("argmax", r"x.numpy\(\).argmax\(axis\)")],
 )
 def test_pytorch_module_names_get_the_topgrad_spelling(name: str, match: str) -> None:
     assert hasattr(torch, name)
@@ -243,6 +246,12 @@ def test_each_module_hint_is_for_a_torch_name_topgrad_lacks_and_others_stay_plai
 
 
 # ---- optimizers ------------------------------------------------------------------------
+def test_a_parameter_group_says_there_are_none() -> None:
+    with pytest.raises(TypeError, match=r"got a dict \(PyTorch's parameter group\): there are no parameter "
+                                        r"groups; use one Adam per group"):
+        Adam([{"params": [Tensor(rand((3,), 0))], "lr": 0.1}])
+
+
 def test_a_generator_given_twice_says_it_was_used_up() -> None:
     params = (Tensor(rand((3,), i)) for i in range(2))
     SGD(params, lr=0.1)

@@ -145,6 +145,18 @@ def test_default_models_build_and_run(interpreted: bool) -> None:
             assert model(x, training=False).shape == (2, 10), name
 
 
+def test_cross_entropy_of_float64_logits_is_float64(backend_name: str) -> None:
+    """A float64 model's loss keeps float64 (the one-hot targets take the logits' dtype)."""
+    if backend_name != "numpy":
+        pytest.skip("float64 Tensors are the numpy backend's")
+    logits = topgrad.Tensor(np.array([[2.0, 0.1, 0.0], [0.0, 0.0, 3.0]]), dtype="float64")
+    loss = cross_entropy(logits, np.array([0, 2]))
+    assert str(loss.dtype) == "float64"
+    rows = np.array([[2.0, 0.1, 0.0], [0.0, 0.0, 3.0]])
+    want = -np.mean(np.log(np.exp([2.0, 3.0]) / np.exp(rows).sum(axis=1)))
+    assert abs(loss.item() - want) < 1e-14
+
+
 def test_loss_and_accuracy_helpers() -> None:
     logits = topgrad.Tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 3.0]])
     labels = np.array([0, 1])
@@ -161,6 +173,8 @@ def test_loss_and_accuracy_helpers() -> None:
     ((4, 10), np.array([0.0, 1.0, 2.0, 3.0]), "1-d integer array of class indices, got float64"),
     ((4, 10), np.zeros((4, 1), dtype=np.int64), "of shape (4, 1)"),
     ((2, 3, 10), np.array([0, 1]), "logits must be 2-d (batch, classes), got shape (2, 3, 10)"),
+    ((4, 10), topgrad.Tensor(np.array([0, 1, 2, 3]), requires_grad=False),
+     "got a Tensor of shape (4,) (a Tensor holds floats): pass the integer array itself"),
 ])
 def test_cross_entropy_refuses_labels_it_would_misread(logits_shape, labels, message) -> None:
     """A label of -1 would index the last class, as numpy reads it, and train on it silently;

@@ -46,6 +46,10 @@ class Optimizer:
                      "use them up?); pass a list") if iter(params) is params else ""
             raise ValueError(f"{name} got an empty parameter list{spent}")
         for p in self.params:
+            if isinstance(p, dict):  # torch.optim's parameter groups
+                raise TypeError(f"{name} takes a list of Topgrad Tensors, got a dict (PyTorch's parameter "
+                                f"group): there are no parameter groups; use one {name} per group, each "
+                                "with its own settings")
             if not isinstance(p, Tensor):
                 raise TypeError(f"{name} takes Topgrad Tensors, got {type_name(p)}")
             if p._op is not None:  # as torch.optim: "can't optimize a non-leaf Tensor"

@@ -49,6 +49,8 @@ INSTEAD: dict[str, str] = {
     "expand_as": "broadcasting: x * Tensor.ones(*other.shape)",
     "argmax": "x.numpy().argmax(axis) (no gradient flows through an index)",
     "tolist": "x.numpy().tolist()",
+    "copy_": "x.data = Tensor(values).data, which keeps x the same leaf (an optimizer holding x sees the "
+             "new values; nothing checks the shape: give x's); README, 'Saving and loading weights'",
     "contiguous": "x (every op returns a dense array)",
     "clone": "x * 1.0 (a node of the graph); a constant copy is Tensor(x.numpy(), requires_grad=False) "
              "(x.detach() shares x's memory, which an optimizer step overwrites)",
@@ -100,6 +102,11 @@ MODULE_INSTEAD: dict[str, str] = {  # torch.<name> -> what to write with topgrad
     "nn": "not there (no module system): a model is a function of Tensors, its parameters a list given to an "
           "optimizer from topgrad.optim (topgrad_examples.models has examples, topgrad_examples.loss "
           "has cross_entropy)",
+    "argmax": "x.numpy().argmax(axis) (no gradient flows through an index)",
+    "save": "np.savez(path, **{name: w.numpy() for name, w in params.items()}) (README, 'Saving and loading "
+            "weights')",
+    "load": "np.load(path), then w.data = Tensor(saved[name]).data for each parameter (README, 'Saving and "
+            "loading weights')",
     "functional": "the Tensor methods: x.relu(), x.logsoftmax(axis), x.linear(w, b), x.conv2d(w, b), "
                   "topgrad.attention(q, k, v)",
 }

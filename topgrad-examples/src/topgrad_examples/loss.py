@@ -28,13 +28,18 @@ def cross_entropy(logits: Tensor, labels: np.ndarray) -> Tensor:
     if len(labels) != batch:
         raise ValueError(f"cross_entropy: {len(labels)} labels for {batch} rows of logits (shape "
                          f"{logits.shape}); give one label per row")
-    targets = Tensor(_one_hot(labels, num_classes), requires_grad=False)  # labels checked above
+    dtype = "float64" if str(logits.dtype).endswith("float64") else "float32"  # a float64 model's loss too
+    targets = Tensor(_one_hot(labels, num_classes), dtype=dtype, requires_grad=False)  # labels checked above
     return (logits.logsoftmax(axis=-1) * targets).sum() * (-1.0 / batch)
 
 
 def _checked_labels(labels: np.ndarray, num_classes: int, what: str) -> np.ndarray:
     """`labels` as a 1-d integer array of class indices in [0, num_classes): numpy indexing would
     read -1 as the last class and train on it silently (PyTorch refuses it)."""
+    if isinstance(labels, Tensor):  # Tensor(int labels) holds float32: say what to pass instead
+        raise ValueError(f"{what}: labels must be a 1-d integer array of class indices, got a Tensor of "
+                         f"shape {labels.shape} (a Tensor holds floats): pass the integer array itself "
+                         "(numpy, a list or a torch tensor), not Tensor(labels)")
     labels = np.asarray(labels)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"{what}: labels must be a 1-d integer array of class indices, got "
