@@ -1474,6 +1474,34 @@ def test_layernorm_row_with_a_tiny_spread() -> None:
     )
 
 
+@pytest.mark.parametrize(("shape", "offset"), [((8, 4096), 1000.0), ((64, 64), -3000.0)])
+def test_layernorm_of_rows_far_from_zero(shape: tuple[int, int], offset: float) -> None:
+    """Rows whose mean is a thousand standard deviations from zero: a float32 row sum misses the
+    mean by a few ulps of it, which every output and dL/dgamma carry (the numpy backend's GEMV
+    sums: 3x PyTorch's float32 error at 4096 features, 1e-4 of dL/dgamma). Each backend must be
+    at least as accurate as PyTorch's float32 (contiguous, its best path), against float64; the
+    numpy backend corrects such a row's mean by the deviations' own sum and is ~100x better."""
+    d = shape[-1]
+    x, gamma, up = rand(shape, 34) + np.float32(offset), rand((d,), 35), rand(shape, 36)
+    top_gamma = Tensor(gamma)
+    out = Tensor(x, requires_grad=False).layernorm(top_gamma, None)
+    out.backward(up)
+
+    def torch_layernorm(dtype: torch.dtype) -> tuple[np.ndarray, np.ndarray]:
+        g = torch.tensor(gamma, dtype=dtype, requires_grad=True)
+        y = F.layer_norm(torch.tensor(x, dtype=dtype), (d,), g, None, 1e-5)
+        y.backward(torch.tensor(up, dtype=dtype))
+        assert g.grad is not None
+        return y.detach().double().numpy(), g.grad.double().numpy()
+
+    exact, single = torch_layernorm(torch.float64), torch_layernorm(torch.float32)
+    for what, ours, want, theirs in zip(("output", "dL/dgamma"), (to_numpy(out), to_numpy(top_gamma.grad)),
+                                        exact, single):
+        error, torch_error = (np.abs(np.asarray(a, np.float64) - want).max() / np.abs(want).max()
+                              for a in (ours, theirs))
+        assert error <= max(1e-6, 1.5 * torch_error), f"{what}: {error:.1e} off, PyTorch's {torch_error:.1e}"
+
+
 @given(data=st.data(), seed=seeds)
 def test_layernorm_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
     lead = data.draw(hnp.array_shapes(min_dims=0, max_dims=3, max_side=sizes.batch), label="lead")
