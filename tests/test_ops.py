@@ -1353,6 +1353,15 @@ def test_batchnorm_without_gamma_or_beta(affine: tuple[bool, bool]) -> None:
     check_against_torch(top, ref, [rand((4, 3, 3, 5), 64), *_affine_inputs(affine, 5, 64)])
 
 
+@pytest.mark.parametrize("given", ["running_mean", "running_var"])
+def test_batchnorm_takes_both_running_statistics_or_neither(given: str) -> None:
+    """As PyTorch's batch_norm: one statistic alone would be updated while the other is not kept."""
+    stat = Tensor.zeros(3, requires_grad=False)
+    with pytest.raises(ValueError, match=rf"got {given} without running_(mean|var): give both"):
+        Tensor(rand((4, 3), 0)).batchnorm(None, None, **{given: stat})
+    assert not np.any(to_numpy(stat)), "refused before anything was updated"
+
+
 @pytest.mark.parametrize("offset", [100.0, -300.0])
 def test_batchnorm_of_values_far_from_zero(offset: float) -> None:
     """Channels whose mean is hundreds of standard deviations from zero (a convolution's bias

@@ -590,6 +590,12 @@ class Tensor:
                 "momentum=None, a cumulative average of every batch, is not supported)"
             )
         arguments.check_eps("BatchNorm", eps)
+        if (running_mean is None) != (running_var is None):  # PyTorch refuses one without the other
+            given, missing = ("running_mean", "running_var") if running_var is None else ("running_var",
+                                                                                       "running_mean")
+            raise ValueError(f"BatchNorm: got {given} without {missing}: give both running statistics "
+                             "(Tensor.zeros(C, requires_grad=False) and Tensor.ones(C, requires_grad=False) "
+                             "to start) or neither, as PyTorch's batch_norm")
         gamma, beta = _affine("BatchNorm", gamma, beta)
         return _ops().BatchNorm.apply(
             self, gamma, beta, running_mean=running_mean, running_var=running_var,
