@@ -61,8 +61,8 @@ class LayerNorm(Op):
         dL/dx = s * gamma * g + c * xc + d, c = -s^3 * sum(g * gamma * xc) / C, d = -s * sum(g * gamma) / C;
         dL/dgamma = sum over rows of s * g * xc, dL/dbeta = sum over rows of g.
 
-        Two row blocks, each while it is in cache: first the sums (matrix-vector products),
-        then dL/dx written over xc (the engine drops saved arrays after backward) through a
+        Two row blocks, each while it is in cache: its rows' sums (matrix-vector products), then
+        their dL/dx written over xc (the engine drops saved arrays after backward) through a
         scratch half the size of x."""
         xc, invstd, gamma = self._intermediate
         has_gamma, has_beta = self.has
@@ -77,27 +77,25 @@ class LayerNorm(Op):
         c = np.empty(n, dtype=g2.dtype)  # per row: sum of g * gamma * xc ...
         d = np.empty(n, dtype=g2.dtype)  # ... and of g * gamma
         gbeta = np.zeros(C, dtype=g2.dtype) if has_beta else None
-        for rows in blocks:
-            g = g2[rows]
-            g_xc = np.multiply(g, xc[rows], out=scratch[: rows.stop - rows.start])
-            ggamma += invstd[rows] @ g_xc
-            np.matmul(g_xc, gam, out=c[rows])
-            np.matmul(g, gam, out=d[rows])
+        for rows in blocks:  # a row's sums need only its own block: dL/dx follows while it is in cache
+            g, dx, s = g2[rows], xc[rows], invstd[rows]
+            part = np.multiply(g, dx, out=scratch[: rows.stop - rows.start])  # g * xc
+            ggamma += s @ part
+            cb = np.matmul(part, gam, out=c[rows])
+            db = np.matmul(g, gam, out=d[rows])
             if gbeta is not None:
                 gbeta += colsum(g)
-        c *= invstd
-        c *= invstd
-        c *= invstd
-        c *= -1.0 / C
-        d *= invstd
-        d *= -1.0 / C
-        for rows in blocks:
-            part = outer(c[rows], one, scratch[: rows.stop - rows.start])
-            dx = xc[rows]
+            cb *= s
+            cb *= s
+            cb *= s
+            cb *= -1.0 / C
+            db *= s
+            db *= -1.0 / C
+            outer(cb, one, part)
             part *= dx  # c * xc
-            outer(d[rows], one, dx)  # dL/dx takes xc's place
+            outer(db, one, dx)  # dL/dx takes xc's place
             dx += part
-            outer(invstd[rows], gam, part)
-            part *= g2[rows]
+            outer(s, gam, part)
+            part *= g
             dx += part  # + s * gamma * g
         return xc.reshape(grad.shape), ggamma if has_gamma else None, gbeta
