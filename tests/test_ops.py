@@ -812,7 +812,7 @@ def test_the_flatten_weight_recipe_gives_pytorchs_linear() -> None:
     want = F.linear(torch.from_numpy(x).permute(0, 3, 1, 2).flatten(1), torch.from_numpy(weight))
     w = weight.reshape(out, C, H, W).transpose(2, 3, 1, 0).reshape(-1, out)
     assert_close(Tensor(x).flatten().linear(Tensor(w)), want, "Linear after flatten")
-    with pytest.raises(ValueError, match=r"w.reshape\(out, C, H, W\).transpose\(2, 3, 1, 0\)"):
+    with pytest.raises(ValueError, match=r"a.reshape\(out, C, H, W\).transpose\(2, 3, 1, 0\)"):
         Tensor(x).flatten().linear(Tensor(weight))
 
 
@@ -1362,6 +1362,22 @@ def test_batchnorm_takes_both_running_statistics_or_neither(given: str) -> None:
     assert not np.any(to_numpy(stat)), "refused before anything was updated"
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("rows", [6, 18000])  # one chunk of the statistics, and several
+def test_batchnorm_with_an_inf_keeps_pytorchs_running_statistics(rows: int) -> None:
+    """An Inf in a channel: its running mean becomes Inf and its running variance NaN, as in
+    PyTorch (the mean's correction by the deviations' sum must not turn the Inf into NaN); the
+    other channel is untouched."""
+    x = np.tile(np.arange(12, dtype=np.float32).reshape(6, 2), (rows // 6, 1))
+    x[0, 0] = np.inf
+    mean, var = Tensor.zeros(2, requires_grad=False), Tensor.ones(2, requires_grad=False)
+    Tensor(x, requires_grad=False).batchnorm(None, None, running_mean=mean, running_var=var)
+    torch_mean, torch_var = torch.zeros(2), torch.ones(2)
+    F.batch_norm(torch.from_numpy(x), torch_mean, torch_var, training=True)
+    np.testing.assert_allclose(to_numpy(mean), torch_mean.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(to_numpy(var), torch_var.numpy(), rtol=1e-5)  # NaN where PyTorch's is
+
+
 @pytest.mark.parametrize("offset", [100.0, -300.0])
 def test_batchnorm_of_values_far_from_zero(offset: float) -> None:
     """Channels whose mean is hundreds of standard deviations from zero (a convolution's bias
@@ -1483,7 +1499,7 @@ def test_layernorm_row_with_a_tiny_spread() -> None:
     )
 
 
-@pytest.mark.parametrize(("shape", "offset"), [((8, 4096), 1000.0), ((64, 64), -3000.0)])
+@pytest.mark.parametrize(("shape", "offset"), [((8, 4096), 1000.0), ((32, 1024), -1000.0)])
 def test_layernorm_of_rows_far_from_zero(shape: tuple[int, int], offset: float) -> None:
     """Rows whose mean is a thousand standard deviations from zero: a float32 row sum misses the
     mean by a few ulps of it, which every output and dL/dgamma carry (the numpy backend's GEMV
@@ -1509,6 +1525,21 @@ def test_layernorm_of_rows_far_from_zero(shape: tuple[int, int], offset: float) 
         error, torch_error = (np.abs(np.asarray(a, np.float64) - want).max() / np.abs(want).max()
                               for a in (ours, theirs))
         assert error <= max(1e-6, 1.5 * torch_error), f"{what}: {error:.1e} off, PyTorch's {torch_error:.1e}"
+
+
+def test_layernorm_of_a_constant_row_far_from_zero_is_zero() -> None:
+    """A constant row (a padding position) far from zero, with BERT's eps of 1e-12: its corrected
+    variance rounds to about zero, and must not go below it (the square root would give NaN);
+    the output is 0, as PyTorch's, and the gradients finite."""
+    x = np.repeat(np.array([[116354.34375], [1e7 + 3.0]], np.float32), 1000, axis=1)
+    x[1, :500] += 64.0  # a second row far from zero that is not constant
+    t = Tensor(x)
+    out = t.layernorm(None, None, eps=1e-12)
+    want = F.layer_norm(torch.from_numpy(x), (1000,), eps=1e-12).numpy()
+    np.testing.assert_array_equal(to_numpy(out)[0], want[0])
+    np.testing.assert_allclose(to_numpy(out)[1], want[1], rtol=0, atol=1e-4)
+    out.backward(rand(x.shape, 37))
+    assert np.isfinite(to_numpy(t.grad)).all()
 
 
 @given(data=st.data(), seed=seeds)

@@ -61,7 +61,8 @@ def test_the_formula_recipes_give_pytorchs_values() -> None:
      (lambda x: x.batchnorm(weight=None, bias=None), r"Tensor.batchnorm\(\) .*gamma= \(not weight=\)"),
      (lambda x: x.reshape(shape=(3, 2)), r"the sizes as arguments, x.reshape\(2, -1\) \(not shape=\)"),
      (lambda x: x.permute(dims=(1, 0)), r"the axes as arguments, x.permute\(0, 2, 1\) \(not dims=\)"),
-     (lambda x: x.relu(inplace=True), r"relu\(\) does not take inplace=True .*write x = x.relu\(\)"),
+     (lambda x: x.relu(inplace=True), r"relu\(\) does not take inplace=True .*assign it \(x = x.relu\(\)"),
+     (lambda x: x.sum(inplace=True), r"sum\(\) does not take inplace=True .*a new tensor: assign it"),
      (lambda x: x.sum(axes=1), r"unexpected keyword argument 'axes'$"),
      (lambda x: np.sum(x), r"Tensor.sum\(\) got out= as numpy's np.sum\(x\) .*write x.sum\(\) for the op, or "
                            r"np.sum\(x.numpy\(\)\)"),

@@ -49,8 +49,9 @@ INSTEAD: dict[str, str] = {
     "expand_as": "broadcasting: x * Tensor.ones(*other.shape)",
     "argmax": "x.numpy().argmax(axis) (no gradient flows through an index)",
     "tolist": "x.numpy().tolist()",
-    "copy_": "x.data = Tensor(values).data, which keeps x the same leaf (an optimizer holding x sees the "
-             "new values; nothing checks the shape: give x's); README, 'Saving and loading weights'",
+    "copy_": "x.data = Tensor(values, dtype=<x's dtype name>).data, which keeps x the same leaf (an "
+             "optimizer holding x sees the new values; nothing checks the shape or dtype: give x's); README, "
+             "'Saving and loading weights'",
     "contiguous": "x (every op returns a dense array)",
     "clone": "x * 1.0 (a node of the graph); a constant copy is Tensor(x.numpy(), requires_grad=False) "
              "(x.detach() shares x's memory, which an optimizer step overwrites)",
@@ -105,8 +106,8 @@ MODULE_INSTEAD: dict[str, str] = {  # torch.<name> -> what to write with topgrad
     "argmax": "x.numpy().argmax(axis) (no gradient flows through an index)",
     "save": "np.savez(path, **{name: w.numpy() for name, w in params.items()}) (README, 'Saving and loading "
             "weights')",
-    "load": "np.load(path), then w.data = Tensor(saved[name]).data for each parameter (README, 'Saving and "
-            "loading weights')",
+    "load": "np.load(path), then w.data = Tensor(saved[name], dtype=...).data for each parameter, in its "
+            "shape and dtype (README, 'Saving and loading weights')",
     "functional": "the Tensor methods: x.relu(), x.logsoftmax(axis), x.linear(w, b), x.conv2d(w, b), "
                   "topgrad.attention(q, k, v)",
 }
@@ -170,7 +171,8 @@ NOT_TAKEN: dict[str, tuple[Any, str, str]] = {
     "layout": (None, "tensor layout", "tensors are dense; drop layout="),
     "generator": (None, "random number generator", "give seed=n (the same seed gives the same values)"),
     "out": (None, "output tensor", "ops return a new tensor: write y = ... instead of out=y"),
-    "inplace": (False, "in-place variant", "ops return a new tensor: write x = x.relu()"),
+    "inplace": (False, "in-place variant", "ops return a new tensor: assign it (x = x.relu() for "
+                "F.relu(x, inplace=True))"),
     "dtype": (None, "result dtype", "factories make float32 and ops keep their input's dtype (dtype=None "
               "and float32 are taken); for float64 (numpy backend), convert: "
               "Tensor(t.numpy(), dtype='float64')"),

@@ -591,8 +591,8 @@ class Tensor:
             )
         arguments.check_eps("BatchNorm", eps)
         if (running_mean is None) != (running_var is None):  # PyTorch refuses one without the other
-            given, missing = ("running_mean", "running_var") if running_var is None else ("running_var",
-                                                                                       "running_mean")
+            names = ["running_mean", "running_var"]
+            given, missing = names if running_var is None else names[::-1]
             raise ValueError(f"BatchNorm: got {given} without {missing}: give both running statistics "
                              "(Tensor.zeros(C, requires_grad=False) and Tensor.ones(C, requires_grad=False) "
                              "to start) or neither, as PyTorch's batch_norm")

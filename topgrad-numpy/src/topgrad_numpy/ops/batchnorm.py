@@ -111,7 +111,9 @@ class BatchNorm(Op):
             mean *= 1.0 / n
             out = np.empty_like(x2)
             d_sum, squares = _centre_into(x2, mean, out)  # out: x - mean
-            shift = d_sum / n  # the float32 mean's error: out is x - (mean + shift) + shift
+            # the float32 mean's error (out is x - (mean + shift) + shift); none where that mean is
+            # already Inf or NaN, which stays as PyTorch's (the deviations' sum would make Inf NaN)
+            shift = np.where(np.isfinite(d_sum), d_sum / n, 0.0)
             var = np.maximum(squares / n - shift * shift, 0.0).astype(x2.dtype)  # >= 0 despite rounding
             mean = (mean + shift).astype(x2.dtype)
             if running_mean is not None:

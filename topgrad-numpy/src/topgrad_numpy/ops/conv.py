@@ -1,5 +1,5 @@
 """2-d convolution on NHWC images with HWIO kernels: im2col (a strided view, one copy) + GEMM,
-over chunks of the batch so each patch matrix is small (~2 MiB) and still in cache; the chunks
+over chunks of the batch so each patch matrix is small (`CHUNK_BYTES`) and still in cache; the chunks
 split over the backend's threads (`parallel`), each thread with buffers of its own.
 
 Backward, chunk by chunk: dL/dx is a correlation of the gradient with the flipped kernel

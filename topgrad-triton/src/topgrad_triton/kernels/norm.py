@@ -26,6 +26,8 @@ def ln_fwd_kernel(X, Y, W, B, MEAN, RSTD, M, N, sxm, sxn, eps,
                   HAS_W: tl.constexpr, HAS_B: tl.constexpr,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, WIDE: tl.constexpr):
     """One program normalizes BLOCK_M whole rows (BLOCK_N >= N) and stores their mean and rstd.
+    The mean is corrected by the deviations' own sum (the corrected two-pass mean), so a row far
+    from zero loses nothing to its float32 sum, and a constant one normalizes to exactly 0.
     WIDE (as in every kernel here): int64 offsets."""
     rows = widen(tl.program_id(0), WIDE) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = widen(tl.arange(0, BLOCK_N), WIDE)
@@ -35,6 +37,9 @@ def ln_fwd_kernel(X, Y, W, B, MEAN, RSTD, M, N, sxm, sxn, eps,
     x = tl.load(X + rows[:, None] * sxm + cols[None, :] * sxn, mask=mask, other=0.0).to(tl.float32)
     mean = tl.sum(x, axis=1) / N
     xc = tl.where(mask, x - mean[:, None], 0.0)
+    shift = tl.sum(xc, axis=1) / N
+    xc = tl.where(mask, xc - shift[:, None], 0.0)
+    mean = mean + shift
     rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / N + eps)
     y = xc * rstd[:, None]
     if HAS_W:
@@ -125,7 +130,8 @@ def bn_partial_stats_kernel(X, PART, M, C, CHUNK, sxm, sxc,
         acc += d * d
     n = (row_end - row0).to(tl.float32)
     d_sum = tl.sum(acc_d, axis=0)
-    tl.store(PART + (2 * r) * C + cols, chunk_mean + d_sum / n, mask=cmask)
+    corrected = tl.where(tl.abs(d_sum) < float("inf"), chunk_mean + d_sum / n, chunk_mean)  # Inf stays Inf
+    tl.store(PART + (2 * r) * C + cols, corrected, mask=cmask)
     m2 = tl.maximum(tl.sum(acc, axis=0) - d_sum * d_sum / n, 0.0)
     tl.store(PART + (2 * r + 1) * C + cols, m2, mask=cmask)
 
@@ -142,6 +148,7 @@ def bn_finalize_stats_kernel(PART, MEAN, RSTD, RM, RV, RM_OUT, RV_OUT, M, C, R, 
     cmask = cols < C
     first = tl.load(PART + cols, mask=cmask, other=0.0)
     acc = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
+    total = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
     for start in range(0, R, BLOCK_R):
         rows = start + tl.arange(0, BLOCK_R)
         rmask = rows < R
@@ -149,7 +156,9 @@ def bn_finalize_stats_kernel(PART, MEAN, RSTD, RM, RV, RM_OUT, RV_OUT, M, C, R, 
         n = tl.where(rmask, tl.minimum(CHUNK, M - rows * CHUNK), 1).to(tl.float32)
         m = tl.load(PART + (2 * rows[:, None]) * C + cols[None, :], mask=mask, other=0.0)
         acc += tl.where(mask, n[:, None] * (m - first[None, :]), 0.0)
+        total += tl.where(mask, n[:, None] * m, 0.0)
     mean = first + tl.sum(acc, axis=0) / M
+    mean = tl.where(tl.abs(mean) < float("inf"), mean, tl.sum(total, axis=0) / M)  # an Inf first chunk
     acc = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
     for start in range(0, R, BLOCK_R):
         rows = start + tl.arange(0, BLOCK_R)
