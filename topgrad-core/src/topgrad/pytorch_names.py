@@ -103,7 +103,7 @@ MODULE_INSTEAD: dict[str, str] = {  # torch.<name> -> what to write with topgrad
     "nn": "not there (no module system): a model is a function of Tensors, its parameters a list given to an "
           "optimizer from topgrad.optim (topgrad_examples.models has examples, topgrad_examples.loss "
           "has cross_entropy)",
-    "argmax": "x.numpy().argmax(axis) (no gradient flows through an index)",
+    "argmax": INSTEAD["argmax"],
     "save": "np.savez(path, **{name: w.numpy() for name, w in params.items()}) (README, 'Saving and loading "
             "weights')",
     "load": "np.load(path), then w.data = Tensor(saved[name], dtype=...).data for each parameter, in its "

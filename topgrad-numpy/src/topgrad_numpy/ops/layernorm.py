@@ -77,15 +77,13 @@ class LayerNorm(Op):
         blocks = list(row_blocks(xc, half))
         scratch = np.empty((min(half, n), C), dtype=g2.dtype)
         ggamma = np.zeros(C, dtype=g2.dtype)
-        c = np.empty(n, dtype=g2.dtype)  # per row: sum of g * gamma * xc ...
-        d = np.empty(n, dtype=g2.dtype)  # ... and of g * gamma
         gbeta = np.zeros(C, dtype=g2.dtype) if has_beta else None
         for rows in blocks:  # a row's sums need only its own block: dL/dx follows while it is in cache
             g, xcb, s = g2[rows], xc[rows], invstd[rows]  # xcb: x - mean, until dL/dx is written over it
             part = np.multiply(g, xcb, out=scratch[: rows.stop - rows.start])  # g * xc
             ggamma += s @ part
-            cb = np.matmul(part, gam, out=c[rows])
-            db = np.matmul(g, gam, out=d[rows])
+            cb = part @ gam  # per row: sum of g * gamma * xc ...
+            db = g @ gam  # ... and of g * gamma
             if gbeta is not None:
                 gbeta += colsum(g)
             cb *= s

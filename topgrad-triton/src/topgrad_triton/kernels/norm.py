@@ -117,8 +117,8 @@ def bn_partial_stats_kernel(X, PART, M, C, CHUNK, sxm, sxc,
         rows = start + tl.arange(0, BLOCK_M)
         mask = (rows < row_end)[:, None] & cmask[None, :]
         acc += tl.load(X + rows[:, None] * sxm + cols[None, :] * sxc, mask=mask, other=0.0).to(tl.float32)
-    total = tl.sum(acc, axis=0)
-    chunk_mean = total / (row_end - row0).to(tl.float32)
+    n = (row_end - row0).to(tl.float32)
+    chunk_mean = tl.sum(acc, axis=0) / n
     acc = tl.zeros([BLOCK_M, BLOCK_C], dtype=tl.float32)
     acc_d = tl.zeros([BLOCK_M, BLOCK_C], dtype=tl.float32)
     for start in range(row0, row_end, BLOCK_M):
@@ -128,7 +128,6 @@ def bn_partial_stats_kernel(X, PART, M, C, CHUNK, sxm, sxc,
         d = tl.where(mask, x - chunk_mean[None, :], 0.0)
         acc_d += d
         acc += d * d
-    n = (row_end - row0).to(tl.float32)
     d_sum = tl.sum(acc_d, axis=0)
     corrected = tl.where(tl.abs(d_sum) < float("inf"), chunk_mean + d_sum / n, chunk_mean)  # Inf stays Inf
     tl.store(PART + (2 * r) * C + cols, corrected, mask=cmask)
