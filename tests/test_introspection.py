@@ -209,7 +209,7 @@ SAVED_FLOATS: dict[str, dict[str, Callable[[dict[str, int]], tuple[int, int]]]] 
         "Linear": lambda d: (d["N"] * d["D"] + d["D"] * d["M"], 0),
         "Conv2d": lambda d: (d["X"] + d["K"] * d["Cout"], 0),
         "Conv2d-1x1": lambda d: (d["X"] + d["K"] * d["Cout"], 0),
-        "BatchNorm": lambda d: (d["N"] * d["C"] + 3 * d["C"], 2 * d["C"]),
+        "BatchNorm": lambda d: (d["N"] * d["C"] + 3 * d["C"], d["N"] * d["C"] + 2 * d["C"]),
         "LayerNorm": lambda d: (d["N"] * d["C"] + d["N"] + d["C"], d["N"] * d["C"] + d["N"]),
         "Attention": lambda d: (d["B"] * d["T"] * d["D"] + 2 * d["B"] * d["S"] * d["D"]
                                 + d["B"] * d["T"] * d["S"], d["B"] * d["T"] * d["S"]),

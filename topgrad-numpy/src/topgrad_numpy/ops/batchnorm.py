@@ -26,7 +26,7 @@ def _stat_array(stat: Any) -> np.ndarray:
 def _centre_into(x2: np.ndarray, mean: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Write d = x - mean into `out` and return the per-channel sums of d and of d * d (float64):
     one blocked pass, each block summed while it is in cache. The output pass then only scales
-    and shifts `out`, so no pass subtracts the mean twice.
+    and shifts d, and backward reads it (saved), so no pass subtracts the mean twice.
 
     The sum of d corrects `mean`, a float32 sum of values far from zero (off by ~4e-4 of the
     standard deviation for a channel whose mean is 100 standard deviations, at 100 K values per
@@ -43,19 +43,17 @@ def _centre_into(x2: np.ndarray, mean: np.ndarray, out: np.ndarray) -> tuple[np.
     return d_sum, squares
 
 
-def _grad_sums(x2: np.ndarray, mean: np.ndarray, g2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel sums of g and of g * (x - mean), in one blocked pass over x and g (each block
-    of g is summed while it is in cache for the product)."""
-    C = x2.shape[1]
-    xw, mw = wide(x2, mean)
+def _grad_sums(xc: np.ndarray, g2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel sums of g and of g * xc (xc: the saved x - mean), in one blocked pass (each
+    block of g is summed while it is in cache for the product)."""
+    C = xc.shape[1]
+    xw, = wide(xc)
     gw = g2.reshape(xw.shape)
     sums = _block_sums(xw, 2, C)
     for i, (rows, tmp) in enumerate(row_chunks(xw)):
         g = gw[rows]
         colsum(g.reshape(-1, C), out=sums[0, i])
-        np.subtract(xw[rows], mw, out=tmp)
-        tmp *= g
-        colsum(tmp.reshape(-1, C), out=sums[1, i])
+        colsum(np.multiply(xw[rows], g, out=tmp).reshape(-1, C), out=sums[1, i])
     g_sum, gx_sum = sums.sum(axis=1, dtype=np.float64)
     return g_sum, gx_sum
 
@@ -68,18 +66,20 @@ def _block_sums(xw: np.ndarray, kinds: int, C: int) -> np.ndarray:
 
 
 class BatchNorm(Op):
-    """Batch normalization over all axes but the last; saves x (a reference), mean, 1/std and gamma.
+    """Batch normalization over all axes but the last; in training saves x - mean (a new array
+    in place of x, which nothing else keeps in a conv -> BN block), mean's correction, 1/std and
+    gamma.
 
     Training uses the batch statistics and, when given, updates the running ones as
     `torch.nn.functional.batch_norm` does (momentum, unbiased variance); eval uses the
-    running ones. The output is (x - mean) * scale + beta, per channel: the variance pass
-    writes x - mean into it block by block (and corrects the mean by the deviations' sum, so
-    the shift absorbs the float32 mean's error), then each cache-sized block is scaled and
-    shifted. Backward sums g and g * (x - mean) per channel in one blocked pass, then writes
-    dL/dx = g * scale + (x - mean) * coef + const block by block, so no centred or normalized
-    copy of x is kept. Everything stays centred on the mean (x * scale - mean * scale would
-    cancel badly for a tiny variance). Per-channel vectors are broadcast on a wide view
-    (`wide`): numpy's inner loop over C <= 64 channels is slow.
+    running ones. The variance pass writes x - mean block by block (and corrects the mean by
+    the deviations' sum: the shift absorbs the float32 mean's error), then each cache-sized
+    block is scaled and shifted into the output. Backward sums g and g * (x - mean) per
+    channel in one blocked pass, then writes dL/dx = (x - mean) * coef + const + g * scale
+    over the saved x - mean: never rebuilding it spares two passes over x. Everything stays
+    centred on the mean (x * scale - mean * scale would cancel badly for a tiny variance).
+    Per-channel vectors are broadcast on a wide view (`wide`): numpy's inner loop over C <= 64
+    channels is slow.
     """
 
     def forward(
@@ -109,73 +109,70 @@ class BatchNorm(Op):
                 )
             mean = colsum(x2)
             mean *= 1.0 / n
-            out = np.empty_like(x2)
-            d_sum, squares = _centre_into(x2, mean, out)  # out: x - mean
-            # the float32 mean's error (out is x - (mean + shift) + shift); none where that mean is
+            xc = np.empty_like(x2)
+            d_sum, squares = _centre_into(x2, mean, xc)  # xc: x - mean
+            # the float32 mean's error (xc is x - (mean + shift) + shift); none where that mean is
             # already Inf or NaN, which stays as PyTorch's (the deviations' sum would make Inf NaN)
-            shift = np.where(np.isfinite(d_sum), d_sum / n, 0.0)
-            var = np.maximum(squares / n - shift * shift, 0.0).astype(x2.dtype)  # >= 0 despite rounding
-            mean = (mean + shift).astype(x2.dtype)
+            shift64 = np.where(np.isfinite(d_sum), d_sum / n, 0.0)
+            var = np.maximum(squares / n - shift64 * shift64, 0.0).astype(x2.dtype)  # >= 0 despite rounding
+            shift = shift64.astype(x2.dtype)
             if running_mean is not None:
                 rm = _stat_array(running_mean)
-                _set_stat(running_mean, rm * (1.0 - momentum) + mean * momentum)
+                _set_stat(running_mean, rm * (1.0 - momentum) + (mean + shift64).astype(x2.dtype) * momentum)
             if running_var is not None:
                 rv = _stat_array(running_var)
                 _set_stat(running_var, rv * (1.0 - momentum) + var * (momentum * n / (n - 1)))
         else:
             if running_mean is None or running_var is None:
                 raise ValueError("BatchNorm: eval mode (training=False) needs running_mean and running_var")
-            mean = np.array(_stat_array(running_mean), dtype=x2.dtype)
-            var = _stat_array(running_var)
-            xw, mw = wide(x2, mean)
-            out = np.subtract(xw, mw).reshape(x2.shape)
-            shift = None
-        # out holds x - mean (+ shift) (centred first: x * scale - mean * scale would cancel)
+            xw, mw = wide(x2, np.array(_stat_array(running_mean), dtype=x2.dtype))
+            xc = np.subtract(xw, mw).reshape(x2.shape)
+            var, shift = _stat_array(running_var), np.zeros(C, x2.dtype)
         invstd = np.asarray(var + eps, dtype=x2.dtype)
         np.sqrt(invstd, out=invstd)
         np.divide(1.0, invstd, out=invstd)
         scale = invstd * gamma if gamma is not None else invstd
-        offset = beta  # (x - mean) * scale + beta = out * scale + (beta - shift * scale)
-        if shift is not None and shift.any():
+        offset = beta  # (x - mean) * scale + beta = xc * scale + (beta - shift * scale)
+        if shift.any():
             offset = (-shift * scale if beta is None else beta - shift * scale).astype(x2.dtype)
-        ow, sw = wide(out, scale)
-        bw = wide(out, offset)[1] if offset is not None else None
+        out = np.empty_like(x2)
+        xw, sw, *bw = wide(xc, scale, *(() if offset is None else (offset,)))
+        ow = out.reshape(xw.shape)
         for rows in row_blocks(ow):  # scale and shift each block while it is in cache
-            o = ow[rows]
-            o *= sw
-            if bw is not None:
-                o += bw
-        self.save_for_backward(x2, mean, invstd, gamma)
+            o = np.multiply(xw[rows], sw, out=ow[rows])
+            if bw:
+                o += bw[0]
+        self.save_for_backward(xc, shift, invstd, gamma)
         self.training, self.has = training, (gamma is not None, beta is not None)
         return out.reshape(x.shape)
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:
         """The gradients of x, gamma and beta (None for those not given or not needed)."""
-        x2, mean, invstd, gamma = self._intermediate
+        xc, shift, invstd, gamma = self._intermediate
         has_gamma, has_beta = self.has
-        n = x2.shape[0]
-        g2 = np.ascontiguousarray(grad).reshape(x2.shape)
-        g_sum, gx_sum = _grad_sums(x2, mean, g2)
+        C = invstd.shape[0]
+        g2 = np.ascontiguousarray(grad).reshape(-1, C)
+        scale = invstd * gamma if gamma is not None else invstd
+        g_sum, gxc_sum = _grad_sums(xc, g2)
+        gx_sum = gxc_sum - shift * g_sum  # sums of g * (x - mean): xc is x - mean + shift
         gbeta = g_sum.astype(g2.dtype)
         ggamma = (gx_sum * invstd).astype(g2.dtype)  # sum(g * x-hat)
-        scale = invstd * gamma if gamma is not None else invstd
         grads = (ggamma if has_gamma else None, gbeta if has_beta else None)
-        if not self.training:  # the statistics are constants: dL/dx = g * scale
-            gw, sw = wide(g2, scale)
-            return (gw * sw).reshape(grad.shape), *grads
-        # dL/dx = scale * (g - mean(g) - x-hat * mean(g * x-hat)), x-hat = (x - mean) * invstd,
-        #       = g * scale + (x - mean) * coef + const, with coef and const per channel. x - mean
-        # stays centred: x * coef - mean * coef cancels badly when the variance is tiny.
-        coef = scale * invstd * ggamma * (-1.0 / n)
-        const = scale * gbeta * (-1.0 / n)
-        xw, sw, mw, kw, cw = wide(x2, scale, mean, coef, const)
+        xw, sw = wide(xc, scale)
         gw = g2.reshape(xw.shape)
-        gx = np.empty_like(gw)
+        if not self.training:  # the statistics are constants: dL/dx = g * scale
+            return np.multiply(gw, sw, out=xw).reshape(grad.shape), *grads
+        # dL/dx = scale * (g - mean(g) - x-hat * mean(g * x-hat)), x-hat = (x - mean) * invstd,
+        #       = xc * coef + const + g * scale, with coef and const per channel (const takes
+        # -shift * coef), written over xc, which stays centred: x * coef - mean * coef cancels
+        # badly when the variance is tiny.
+        n = xc.shape[0]
+        coef = scale * invstd * ggamma * (-1.0 / n)
+        const = (scale * gbeta * (-1.0 / n) - shift * coef).astype(g2.dtype)
+        _, kw, cw = wide(xc, coef, const)
         for rows, tmp in row_chunks(gw):
-            o = gx[rows]
-            np.multiply(gw[rows], sw, out=o)
-            np.subtract(xw[rows], mw, out=tmp)
-            tmp *= kw
-            o += tmp
+            o = xw[rows]
+            o *= kw
             o += cw
-        return gx.reshape(grad.shape), *grads
+            o += np.multiply(gw[rows], sw, out=tmp)
+        return xc.reshape(grad.shape), *grads
