@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from topgrad import Op
 
-from topgrad_numpy.ops._util import check_affine, colsum, ones, outer, row_blocks, wide
+from topgrad_numpy.ops._util import check_affine, colsum, ones, outer, row_blocks, row_squares, wide
 
 FAR = 16.0**2
 """Where a row's mean exceeds 16 standard deviations (FAR is that ratio squared), every row's
@@ -37,8 +37,8 @@ class LayerNorm(Op):
         neg_mean *= -1.0 / C
         xc = outer(neg_mean, one, np.empty_like(x2))
         xc += x2  # x - mean
-        out = np.multiply(xc, xc)  # the squares, in the array that becomes the output
-        invstd = out @ one
+        out = np.empty_like(x2)
+        invstd = row_squares(xc, out)
         invstd *= 1.0 / C  # the variance, until it becomes 1/std below
         if (neg_mean * neg_mean > FAR * invstd).any():  # a row's float32 mean is off by ulps of |mean|
             # the corrected two-pass mean, mean + sum(x - mean) / C, summed in float64: a constant
