@@ -66,9 +66,9 @@ def _block_sums(xw: np.ndarray, kinds: int, C: int) -> np.ndarray:
 
 
 class BatchNorm(Op):
-    """Batch normalization over all axes but the last; in training saves x - mean (a new array
-    in place of x, which nothing else keeps in a conv -> BN block), mean's correction, 1/std and
-    gamma.
+    """Batch normalization over all axes but the last; saves x - mean (the batch's or the running
+    one: a new array in place of x, which nothing else keeps in a conv -> BN block), the float32
+    mean's correction, 1/std and gamma.
 
     Training uses the batch statistics and, when given, updates the running ones as
     `torch.nn.functional.batch_norm` does (momentum, unbiased variance); eval uses the
