@@ -1380,6 +1380,29 @@ def test_batchnorm_with_an_inf_keeps_pytorchs_running_statistics(rows: int) -> N
     np.testing.assert_allclose(to_numpy(var), torch_var.numpy(), rtol=1e-5)  # NaN where PyTorch's is
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("offset", [0.0, 100.0])
+def test_batchnorm_gradients_of_an_infinite_upstream_gradient(training: bool, offset: float) -> None:
+    """An Inf reaching BatchNorm's backward gives PyTorch's gradients, Inf and NaN in the same
+    places: the mean's correction (0 when the mean needs none) must not make 0 * Inf = NaN."""
+    x = np.tile(np.array([[1.0, 2.0], [2.0, -1.0], [3.0, 0.5], [5.0, 4.0]], np.float32), (3, 1)) + offset
+    g = np.zeros_like(x)
+    g[0, 0] = np.inf
+    g[1, 1] = 1.0
+    mean, var = x.mean(0).astype(np.float32), np.ones(2, np.float32)
+    ones, zeros = np.ones(2, np.float32), np.zeros(2, np.float32)
+    stats = {"running_mean": Tensor(mean, requires_grad=False),
+             "running_var": Tensor(var, requires_grad=False)}
+    xt, gt, bt = Tensor(x), Tensor(ones), Tensor(zeros)
+    (xt.batchnorm(gt, bt, training=training, **stats) * Tensor(g, requires_grad=False)).sum().backward()
+    tx, tg, tb = (torch.tensor(a, requires_grad=True) for a in (x, ones, zeros))
+    y = F.batch_norm(tx, torch.tensor(mean), torch.tensor(var), tg, tb, training=training)
+    y.backward(torch.tensor(g))
+    for name, ours, theirs in (("x", xt, tx), ("gamma", gt, tg), ("beta", bt, tb)):
+        np.testing.assert_allclose(to_numpy(ours.grad), theirs.grad, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
 @pytest.mark.parametrize("offset", [100.0, -300.0])
 def test_batchnorm_of_values_far_from_zero(offset: float) -> None:
     """Channels whose mean is hundreds of standard deviations from zero (a convolution's bias

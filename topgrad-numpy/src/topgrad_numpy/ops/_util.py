@@ -172,16 +172,18 @@ def outer(u: np.ndarray, v: np.ndarray, out: np.ndarray) -> np.ndarray:
     return np.matmul(left, right, out=out)
 
 
-EINSUM_ROWS_FROM = 16
-"""Row length from which `row_squares` takes einsum: for 229 K floats, 63 against 69 us at 16,
-31 against 58 at 64, 25 against 59 at 512; 118 against 88 at 8 (numpy's `vecdot`, faster still
-at 32-wide multiples, was 4x slower at 16 and 28)."""
+EINSUM_ROWS = (16, 1024)
+"""Row lengths for which `row_squares` takes einsum. Speed, for 229 K floats: 63 against 69 us
+at 16 features, 31 against 58 at 64, 25 against 59 at 512; 118 against 88 at 8. Accuracy: its
+float32 sum's error grows with the row (relative 2.7e-7 at 512, 3.8e-7 at 1024, 5.5e-7 at 4096
+and 1.1e-6 at 16384 features, against 1.3-2.4e-7 for the gemv), so longer rows keep the gemv.
+numpy's `vecdot`, faster at multiples of 32 features, was 4x slower at 16 and 28."""
 
 
 def row_squares(a: np.ndarray, scratch: np.ndarray) -> np.ndarray:
     """The sum of squares of each row of a 2-d array: one einsum pass that writes no temporary
-    from EINSUM_ROWS_FROM features on, else the squares into `scratch` (a's shape) and a gemv."""
-    if a.shape[1] >= EINSUM_ROWS_FROM:
+    for EINSUM_ROWS features, else the squares into `scratch` (a's shape) and a gemv."""
+    if EINSUM_ROWS[0] <= a.shape[1] <= EINSUM_ROWS[1]:
         return np.einsum("ij,ij->i", a, a)
     return np.multiply(a, a, out=scratch) @ ones(a.shape[1], a.dtype)
 

@@ -58,6 +58,13 @@ def _grad_sums(xc: np.ndarray, g2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return g_sum, gx_sum
 
 
+def _times_finite(shift: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """shift * v, 0 where v is Inf or NaN: the mean's correction leaves an infinite gradient sum
+    as it is (0 * Inf would make it NaN where PyTorch's stays Inf), without numpy's warning."""
+    out = np.zeros(v.shape, np.result_type(shift, v))
+    return np.multiply(shift, v, out=out, where=np.isfinite(v))
+
+
 def _block_sums(xw: np.ndarray, kinds: int, C: int) -> np.ndarray:
     """Room for `kinds` per-channel sums per row block (`row_chunks`) of the wide view `xw`:
     float32, one row per block, totalled in float64 at the end. Each block's sums are one gemv
@@ -154,7 +161,7 @@ class BatchNorm(Op):
         g2 = np.ascontiguousarray(grad).reshape(-1, C)
         scale = invstd * gamma if gamma is not None else invstd
         g_sum, gxc_sum = _grad_sums(xc, g2)
-        gx_sum = gxc_sum - shift * g_sum  # sums of g * (x - mean): xc is x - mean + shift
+        gx_sum = gxc_sum - _times_finite(shift, g_sum)  # sums of g * (x - mean): xc is x - mean + shift
         gbeta = g_sum.astype(g2.dtype)
         ggamma = (gx_sum * invstd).astype(g2.dtype)  # sum(g * x-hat)
         grads = (ggamma if has_gamma else None, gbeta if has_beta else None)
@@ -168,7 +175,7 @@ class BatchNorm(Op):
         # badly when the variance is tiny.
         n = xc.shape[0]
         coef = scale * invstd * ggamma * (-1.0 / n)
-        const = (scale * gbeta * (-1.0 / n) - shift * coef).astype(g2.dtype)
+        const = (scale * gbeta * (-1.0 / n) - _times_finite(shift, coef)).astype(g2.dtype)
         _, kw, cw = wide(xc, coef, const)
         for rows, tmp in row_chunks(gw):
             o = xw[rows]
