@@ -1365,19 +1365,44 @@ def test_batchnorm_takes_both_running_statistics_or_neither(given: str) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-@pytest.mark.parametrize("rows", [6, 18000])  # one chunk of the statistics, and several
-def test_batchnorm_with_an_inf_keeps_pytorchs_running_statistics(rows: int) -> None:
+@pytest.mark.parametrize("where", [0, -1])  # in the rows numpy's first guess of the mean reads, or after
+@pytest.mark.parametrize("rows", [6, 18000, 40002])  # one chunk of the statistics, and several
+def test_batchnorm_with_an_inf_keeps_pytorchs_running_statistics(rows: int, where: int) -> None:
     """An Inf in a channel: its running mean becomes Inf and its running variance NaN, as in
     PyTorch (the mean's correction by the deviations' sum must not turn the Inf into NaN); the
     other channel is untouched."""
     x = np.tile(np.arange(12, dtype=np.float32).reshape(6, 2), (rows // 6, 1))
-    x[0, 0] = np.inf
+    x[where, 0] = np.inf
     mean, var = Tensor.zeros(2, requires_grad=False), Tensor.ones(2, requires_grad=False)
     Tensor(x, requires_grad=False).batchnorm(None, None, running_mean=mean, running_var=var)
     torch_mean, torch_var = torch.zeros(2), torch.ones(2)
     F.batch_norm(torch.from_numpy(x), torch_mean, torch_var, training=True)
     np.testing.assert_allclose(to_numpy(mean), torch_mean.numpy(), rtol=1e-6)
     np.testing.assert_allclose(to_numpy(var), torch_var.numpy(), rtol=1e-5)  # NaN where PyTorch's is
+
+
+@pytest.mark.parametrize("offset", [0.0, 50.0])
+def test_batchnorm_of_a_batch_sorted_by_value(offset: float) -> None:
+    """A batch whose first rows are far from its mean (sorted, here): the numpy backend centres
+    its statistics pass on its first 4096 rows' mean, ~1.7 standard deviations low here, and
+    must notice it and start again from the batch's mean. Outputs within 1e-5 of the float64
+    answer, gradients as PyTorch's."""
+    x = np.sort(rand((40000, 16), 73, scale=2.0), axis=0) + np.float32(offset)
+    stats = {"running_mean": Tensor.zeros(16, requires_grad=False),
+             "running_var": Tensor.ones(16, requires_grad=False)}
+    out = Tensor(x, requires_grad=False).batchnorm(None, None, **stats)
+    x64 = x.astype(np.float64)
+    exact = (x64 - x64.mean(0)) / np.sqrt(x64.var(0) + 1e-5)
+    np.testing.assert_allclose(to_numpy(out), exact, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(stats["running_mean"]), 0.1 * x64.mean(0), rtol=1e-6, atol=1e-6)
+
+    def top(x: Tensor, g: Tensor, b: Tensor) -> Tensor:
+        return x.batchnorm(g, b)
+
+    def ref(x: torch.Tensor, g: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, None, None, g, b, True)
+
+    check_against_torch(top, ref, [x, rand((16,), 74), rand((16,), 75)])
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")

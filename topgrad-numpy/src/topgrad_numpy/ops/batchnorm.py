@@ -58,6 +58,17 @@ def _grad_sums(xc: np.ndarray, g2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return g_sum, gx_sum
 
 
+def _first_guess(x2: np.ndarray) -> np.ndarray:
+    """The mean of the first cache-sized block of rows: the statistics pass centres on it (and
+    the deviations' sum corrects it), which spares a pass over x to sum the whole batch first.
+    Within a standard deviation of the batch's mean, the variance from these deviations is as
+    accurate as from the batch's mean; BatchNorm checks that and falls back where it is not."""
+    first = x2[: block_rows(x2)]
+    mean = colsum(first)
+    mean *= 1.0 / first.shape[0]
+    return mean
+
+
 def _times_finite(shift: np.ndarray, v: np.ndarray) -> np.ndarray:
     """shift * v, 0 where v is Inf or NaN: the mean's correction leaves an infinite gradient sum
     as it is (0 * Inf would make it NaN where PyTorch's stays Inf), without numpy's warning."""
@@ -114,10 +125,13 @@ class BatchNorm(Op):
                 raise ValueError(
                     f"BatchNorm: training needs more than one value per channel, got x {x.shape}"
                 )
-            mean = colsum(x2)
-            mean *= 1.0 / n
             xc = np.empty_like(x2)
+            mean = _first_guess(x2)
             d_sum, squares = _centre_into(x2, mean, xc)  # xc: x - mean
+            if not (np.isfinite(d_sum).all() and (2 * d_sum * d_sum <= n * squares).all()):
+                mean = colsum(x2)  # more than a standard deviation off, or Inf or NaN: the whole
+                mean *= 1.0 / n    # batch's float32 mean, corrected as below
+                d_sum, squares = _centre_into(x2, mean, xc)
             # the float32 mean's error (xc is x - (mean + shift) + shift); none where that mean is
             # already Inf or NaN, which stays as PyTorch's (the deviations' sum would make Inf NaN)
             shift64 = np.where(np.isfinite(d_sum), d_sum / n, 0.0)
