@@ -28,9 +28,10 @@ def _centre_into(x2: np.ndarray, mean: np.ndarray, out: np.ndarray) -> tuple[np.
     one blocked pass, each block summed while it is in cache. The output pass then only scales
     and shifts d, and backward reads it (saved), so no pass subtracts the mean twice.
 
-    The sum of d corrects `mean`, a float32 sum of values far from zero (off by ~4e-4 of the
-    standard deviation for a channel whose mean is 100 standard deviations, at 100 K values per
-    channel): mean + sum(d) / n is the corrected two-pass mean, accurate as PyTorch's."""
+    The sum of d corrects `mean`, a centre near the mean (the first rows' mean, or a float32
+    sum of the whole batch, which for values far from zero is off by ~4e-4 of the standard
+    deviation where the mean is 100 of them, at 100 K values per channel): mean + sum(d) / n is
+    the corrected two-pass mean, accurate as PyTorch's."""
     C = x2.shape[1]
     xw, mw = wide(x2, mean)
     ow = out.reshape(xw.shape)
