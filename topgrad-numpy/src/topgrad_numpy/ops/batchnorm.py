@@ -165,10 +165,9 @@ class BatchNorm(Op):
         gbeta = g_sum.astype(g2.dtype)
         ggamma = (gx_sum * invstd).astype(g2.dtype)  # sum(g * x-hat)
         grads = (ggamma if has_gamma else None, gbeta if has_beta else None)
-        xw, sw = wide(xc, scale)
-        gw = g2.reshape(xw.shape)
         if not self.training:  # the statistics are constants: dL/dx = g * scale
-            return np.multiply(gw, sw, out=xw).reshape(grad.shape), *grads
+            xw, sw = wide(xc, scale)
+            return np.multiply(g2.reshape(xw.shape), sw, out=xw).reshape(grad.shape), *grads
         # dL/dx = scale * (g - mean(g) - x-hat * mean(g * x-hat)), x-hat = (x - mean) * invstd,
         #       = xc * coef + const + g * scale, with coef and const per channel (const takes
         # -shift * coef), written over xc, which stays centred: x * coef - mean * coef cancels
@@ -176,7 +175,8 @@ class BatchNorm(Op):
         n = xc.shape[0]
         coef = scale * invstd * ggamma * (-1.0 / n)
         const = (scale * gbeta * (-1.0 / n) - _times_finite(shift, coef)).astype(g2.dtype)
-        _, kw, cw = wide(xc, coef, const)
+        xw, sw, kw, cw = wide(xc, scale, coef, const)
+        gw = g2.reshape(xw.shape)
         for rows, tmp in row_chunks(gw):
             o = xw[rows]
             o *= kw
