@@ -185,7 +185,7 @@ def row_squares(a: np.ndarray, scratch: np.ndarray) -> np.ndarray:
     for EINSUM_ROWS features, else the squares into `scratch` (a's shape) and a gemv."""
     if EINSUM_ROWS[0] <= a.shape[1] <= EINSUM_ROWS[1]:
         return np.einsum("ij,ij->i", a, a)
-    return np.multiply(a, a, out=scratch) @ ones(a.shape[1], a.dtype)
+    return np.square(a, out=scratch) @ ones(a.shape[1], a.dtype)
 
 
 def rowsum(a: np.ndarray) -> np.ndarray:

@@ -38,7 +38,7 @@ def _centre_into(x2: np.ndarray, mean: np.ndarray, out: np.ndarray) -> tuple[np.
     for i, (rows, tmp) in enumerate(row_chunks(xw)):
         d = np.subtract(xw[rows], mw, out=ow[rows])
         colsum(d.reshape(-1, C), out=sums[0, i])
-        colsum(np.multiply(d, d, out=tmp).reshape(-1, C), out=sums[1, i])
+        colsum(np.square(d, out=tmp).reshape(-1, C), out=sums[1, i])
     d_sum, squares = sums.sum(axis=1, dtype=np.float64)
     return d_sum, squares
 
