@@ -1109,6 +1109,31 @@ def test_conv2d_nan_in_x_reaches_the_weights_pytorchs_does(stride: int, padding:
     check_against_torch(top, ref, [x, rand((3, 3, 4, 5), 30, scale=0.5)])
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize(("kernel", "padding", "bad"), [((1, 2), (0, 3), np.nan), ((3, 3), 3, np.inf),
+                                                       ((2, 2), (2, 0), -np.inf), ((1, 1), 1, np.nan)])
+def test_conv2d_bad_gradient_outside_the_image_reaches_the_weights_as_in_pytorch(
+    kernel: tuple[int, int], padding: int | tuple[int, int], bad: float
+) -> None:
+    """A NaN or Inf in the upstream gradient at an output whose window lies wholly in the padding
+    (padding >= kernel) meets only the padding's zeros: PyTorch's dL/dw is NaN there (0 * NaN),
+    and so is Topgrad's, whose stride-1 dL/dw otherwise never pairs that output with anything."""
+    top, ref = _conv(1, padding)
+    x, w = rand((2, 3, 4, 4), 41), rand((*kernel, 4, 3), 42, scale=0.5)
+    out_shape = top(Tensor(x), Tensor(w)).shape
+    g = rand(out_shape, 43)
+    g[1, 0, 0, 2] = bad  # the first output: its window is all padding on one axis
+    xs, ws = Tensor(x), Tensor(w)
+    top(xs, ws).backward(g)
+    xt, wt = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, w))
+    ref(xt, wt).backward(torch.tensor(g, dtype=torch.float64))
+    for name, mine, theirs in (("x", xs.grad, xt.grad), ("w", ws.grad, wt.grad)):
+        mine, theirs = to_numpy(mine), theirs.numpy()
+        assert np.array_equal(np.isnan(mine), np.isnan(theirs)), f"dL/d{name}: NaN where PyTorch's is not"
+        fine = np.isfinite(theirs)
+        np.testing.assert_allclose(mine[fine], theirs[fine], rtol=1e-4, atol=1e-4, err_msg=name)
+
+
 @pytest.mark.parametrize("padding", [0, 1])
 def test_the_strided_1x1_reference_is_pytorchs_convolution(padding: int) -> None:
     """torch_conv2d subsamples instead of running oneDNN's strided 1x1 kernel; forward only (the

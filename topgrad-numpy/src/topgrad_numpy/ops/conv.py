@@ -295,8 +295,12 @@ def _input_grad_by_phases(
     gwf = _add_in_chunk_order(np.zeros_like(kernels[0]), products)
     Cout = w.shape[3]
     gw = np.ascontiguousarray(gwf.reshape(kh, kw, Cout, C)[::-1, ::-1].transpose(0, 1, 3, 2))
-    if not np.isfinite(gw).all():  # NaN/Inf in x would meet the padding's zeros here:
-        gw = _weight_grad(x, grad.reshape(-1, Cout), chunks, geo)  # pair them as PyTorch does
+    # pair x and the gradient as the forward did (x's padded patches), as PyTorch does, where
+    # NaN/Inf would otherwise miss the padding's zeros: in x (then some tap of gw is not finite),
+    # or in the gradient at an output whose window lies wholly in the padding (padding >= kernel)
+    outside = (ph >= kh or pw >= kw) and not np.isfinite(grad).all()
+    if outside or not np.isfinite(gw).all():
+        gw = _weight_grad(x, grad.reshape(-1, Cout), chunks, geo)
     return gx, gw
 
 
