@@ -279,14 +279,14 @@ def _input_grad_by_phases(
                         products.append(gemm.matmul_tn(gcols, x[sl].reshape(n * H * W, C)))
                     continue
                 # straight into the phase's rows of dL/dx (strided, no copy): a GEMM per row of mx
-                # positions, 4% off the conv net's step against blocks + a copy. A one-tap phase
+                # positions, 3% off the conv net's step against blocks + a copy. A one-tap phase
                 # needs no patches: the gradient's rows are the GEMM's rows as they lie
                 if ty == tx == 1:
-                    rows = region
+                    lhs = region
                 else:  # the window's patches, by whole kernel rows from the (C-contiguous) padded gp
-                    rows = _im2col_runs(gp, ty, tx, 1, 1, my, mx, scratch, top + dy, left + dx)
-                    rows = rows.reshape(n, my, mx, ty * tx * grad.shape[3])
-                np.matmul(rows, kernel, out=gx[sl, r::sh, q::sw])
+                    lhs = _im2col_runs(gp, ty, tx, 1, 1, my, mx, scratch, top + dy, left + dx)
+                    lhs = lhs.reshape(n, my, mx, ty * tx * grad.shape[3])
+                np.matmul(lhs, kernel, out=gx[sl, r::sh, q::sw])
         return products
 
     products = parallel.map_groups(correlate, chunks)
