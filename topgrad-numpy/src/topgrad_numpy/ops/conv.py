@@ -257,12 +257,19 @@ def _input_grad_by_phases(
     gx = np.empty(x.shape, dtype=grad.dtype)
     want_w = whole and need_w
     patch = max((my * mx * len(ty) * len(tx) for (_, ty, _, my), (_, tx, _, mx) in live), default=0)
+    # with a stride, each phase's GEMM goes a row of positions at a time straight into dL/dx's
+    # strided rows where OpenBLAS has its small-matrix kernels (3% off the conv net's step); other
+    # kernels pack the kernel matrix on every call (AVX2: up to 1.5x slower that way), so there
+    # the phase goes whole into a scratch block and then into place
+    per_row = gemm.small_kernels()
+    phase = 0 if whole or per_row else max((my * mx for (_, _, _, my), (_, _, _, mx) in live), default=0)
 
     def correlate(group: Sequence[slice]) -> list[np.ndarray]:
         """dL/dx for each thread's chunks, in buffers of its own; each chunk's dL/dw product."""
         n0 = _largest(group)
         pad = _Padder(n0, Ho, Wo, w.shape[3], (top, bottom), (left, right), grad.dtype)
         scratch = np.empty(n0 * patch * w.shape[3], dtype=grad.dtype)  # the largest phase's patches
+        phase_out = np.empty(n0 * phase * C, dtype=grad.dtype)  # a phase of dL/dx, before its place
         products = []
         for sl in group:
             n = sl.stop - sl.start
@@ -278,15 +285,17 @@ def _input_grad_by_phases(
                     if want_w:  # in OpenBLAS-small blocks, 14% faster than (x^T @ gcols)^T
                         products.append(gemm.matmul_tn(gcols, x[sl].reshape(n * H * W, C)))
                     continue
-                # straight into the phase's rows of dL/dx (strided, no copy): a GEMM per row of mx
-                # positions, 3% off the conv net's step against blocks + a copy. A one-tap phase
-                # needs no patches: the gradient's rows are the GEMM's rows as they lie
-                if ty == tx == 1:
-                    lhs = region
-                else:  # the window's patches, by whole kernel rows from the (C-contiguous) padded gp
-                    lhs = _im2col_runs(gp, ty, tx, 1, 1, my, mx, scratch, top + dy, left + dx)
-                    lhs = lhs.reshape(n, my, mx, ty * tx * grad.shape[3])
-                np.matmul(lhs, kernel, out=gx[sl, r::sh, q::sw])
+                dst = gx[sl, r::sh, q::sw]
+                if per_row and ty == tx == 1:  # one tap: the gradient's rows as they lie, no patches
+                    np.matmul(region, kernel, out=dst)
+                    continue
+                # the window's patches, by whole kernel rows from the (C-contiguous) padded gp
+                lhs = _im2col_runs(gp, ty, tx, 1, 1, my, mx, scratch, top + dy, left + dx)
+                if per_row:
+                    np.matmul(lhs.reshape(n, my, mx, ty * tx * grad.shape[3]), kernel, out=dst)
+                else:
+                    part = phase_out[: n * my * mx * C].reshape(n * my * mx, C)
+                    dst[...] = gemm.matmul(lhs, kernel, part).reshape(dst.shape)
         return products
 
     products = parallel.map_groups(correlate, chunks)
