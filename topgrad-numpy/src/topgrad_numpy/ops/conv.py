@@ -278,8 +278,8 @@ def _input_grad_by_phases(
                 gx[sl] = 0.0  # positions no tap reaches (a kernel smaller than the stride)
             for ((r, taps_y, dy, my), (q, taps_x, dx, mx)), kernel in zip(live, kernels):
                 ty, tx = len(taps_y), len(taps_x)
-                region = gp[:, top + dy : top + dy + my + ty - 1, left + dx : left + dx + mx + tx - 1]
-                if whole:
+                if whole:  # the padded gradient's window that every tap reads: all of it
+                    region = gp[:, top + dy : top + dy + my + ty - 1, left + dx : left + dx + mx + tx - 1]
                     gcols = im2col(region, ty, tx, 1, 1, scratch)
                     gemm.matmul(gcols, kernel, gx[sl].reshape(n * H * W, C))
                     if want_w:  # in OpenBLAS-small blocks, 14% faster than (x^T @ gcols)^T
@@ -287,7 +287,7 @@ def _input_grad_by_phases(
                     continue
                 dst = gx[sl, r::sh, q::sw]
                 if per_row and ty == tx == 1:  # one tap: the gradient's rows as they lie, no patches
-                    np.matmul(region, kernel, out=dst)
+                    np.matmul(gp[:, top + dy : top + dy + my, left + dx : left + dx + mx], kernel, out=dst)
                     continue
                 # the window's patches, by whole kernel rows from the (C-contiguous) padded gp
                 lhs = _im2col_runs(gp, ty, tx, 1, 1, my, mx, scratch, top + dy, left + dx)
