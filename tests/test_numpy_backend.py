@@ -447,6 +447,25 @@ def test_gemm_blocks_are_one_matmul(
         np.testing.assert_allclose(tn, a.T.astype(np.float64) @ c, rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("make", [
+    lambda b: b,  # numpy's own allocation: 16 or 48 bytes past a 64-byte boundary with glibc
+    lambda b: np.concatenate([np.zeros(1, F32), b.ravel()])[1:].reshape(b.shape),  # 4 bytes past
+    lambda b: np.asfortranarray(b),
+    lambda b: b.T.copy().T,  # a transposed view
+])
+def test_gemm_aligned_copies_only_what_it_must(make) -> None:
+    """`gemm.aligned` gives a C-contiguous array with b's values that starts on a 64-byte
+    boundary (where OpenBLAS's small-matrix kernels read b fastest), and b itself when it
+    already is one, so that a caller aligning once pays for no copy per GEMM."""
+    from topgrad_numpy.ops import gemm
+
+    b = make(_r(288, 64, seed=3))
+    a = gemm.aligned(b)
+    assert a.ctypes.data % gemm.ALIGNMENT == 0 and a.flags.c_contiguous and a.shape == b.shape
+    np.testing.assert_array_equal(a, b)
+    assert gemm.aligned(a) is a
+
+
 def test_gemm_blocks_only_with_small_kernels(monkeypatch) -> None:
     """Without OpenBLAS's small-matrix kernels (an AVX2 build, another BLAS) GEMMs stay whole,
     where blocks measured 10-25% slower; the detection itself answers without raising."""

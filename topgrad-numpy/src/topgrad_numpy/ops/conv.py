@@ -250,7 +250,7 @@ def _input_grad_by_phases(
     phases = [(r, q) for r in rows for q in cols_]
     live = [(r, q) for r, q in phases if r[1] and q[1]]
     flipped = w.transpose(0, 1, 3, 2)  # (kh, kw, Cout, Cin): taps of the gradient's correlation
-    kernels = [np.ascontiguousarray(flipped[np.ix_(r[1], q[1])]).reshape(-1, C) for r, q in live]
+    kernels = [gemm.aligned(flipped[np.ix_(r[1], q[1])].reshape(-1, C)) for r, q in live]
     # one phase that every tap reaches (stride 1); a stride larger than the input also leaves one
     # phase, but then only some taps reach it (or none, where the padding covers every window)
     whole = len(phases) == len(live) == 1 and len(live[0][0][1]) == kh and len(live[0][1][1]) == kw
@@ -327,7 +327,7 @@ class Conv2d(Op):
                                                      stride, padding)
         B, _, _, C = x.shape
         kh, kw, _, Cout = w.shape
-        w2 = w.reshape(kh * kw * C, Cout)
+        w2 = gemm.aligned(w.reshape(kh * kw * C, Cout))  # once, not once per chunk in gemm.matmul
         out = np.empty((B, Ho * Wo, Cout), dtype=np.result_type(x, w, *(() if b is None else (b.dtype,))))
         chunks = batch_chunks(B, Ho * Wo * kh * kw * C * x.itemsize)
 
