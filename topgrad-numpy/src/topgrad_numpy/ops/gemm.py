@@ -36,8 +36,8 @@ ALIGNMENT = 64
 """Bytes (a cache line, an AVX-512 register) on which a GEMM's b should start: the small-matrix
 kernels read b in place, and numpy's arrays start 16 or 48 bytes past such a boundary here
 (glibc's malloc). Measured on an Intel Xeon, in a convolution's chunk loop: its GEMMs 3-5%
-faster with b aligned (an isolated GEMM showed up to 30%, most of it 4K aliasing between
-page-aligned operands). Only b's start mattered, not a's or out's."""
+faster with b aligned (an isolated GEMM on a hot, page-aligned a showed 25-30%, which the
+loop does not). Only b's start mattered, not a's or out's."""
 
 
 @functools.cache
