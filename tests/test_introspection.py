@@ -166,6 +166,10 @@ def _cases(s: Sizes) -> dict[str, tuple[list[np.ndarray], Callable[..., Tensor]]
         "Conv2d-1x1": ([rand((B, H, H, C), 4), rand((1, 1, C, Co), 5)], lambda x, w: x.conv2d(w)),
         "BatchNorm": ([rand((N, 3, C), 7), rand((C,), 8), rand((C,), 9)],
                       lambda x, g, b: x.batchnorm(g, b)),
+        "BatchNorm-eval": ([rand((N, 3, C), 7), rand((C,), 8), rand((C,), 9), rand((C,), 18),
+                            np.abs(rand((C,), 19)) + 0.5],
+                           lambda x, g, b, rm, rv: x.batchnorm(g, b, running_mean=rm, running_var=rv,
+                                                                training=False)),
         "LayerNorm": ([rand((N, 3, D), 10), rand((D,), 11), rand((D,), 12)],
                       lambda x, g, b: x.layernorm(g, b)),
         "Attention": (_attention_inputs(s), lambda q, k_, v: topgrad.attention(q, k_, v)),
@@ -186,7 +190,7 @@ def _dims(case: str, inputs: list[np.ndarray]) -> dict[str, int]:
         wo = (x.shape[2] + 2 * pad - kw) // stride + 1
         return {"X": x.size, "P": x.shape[0] * ho * wo, "K": kh * kw * cin, "Cout": cout,
                 "pointwise": int(kh == kw == 1 and stride == 1 and pad == 0)}
-    if case in ("BatchNorm", "LayerNorm"):
+    if case in ("BatchNorm", "BatchNorm-eval", "LayerNorm"):
         return {"N": math.prod(x.shape[:-1]), "C": x.shape[-1]}
     if case.startswith("Mul"):
         return {"n_a": x.size, "n_b": inputs[1].size if case == "Mul" else 0}
@@ -210,6 +214,7 @@ SAVED_FLOATS: dict[str, dict[str, Callable[[dict[str, int]], tuple[int, int]]]] 
         "Conv2d": lambda d: (d["X"] + d["K"] * d["Cout"], 0),
         "Conv2d-1x1": lambda d: (d["X"] + d["K"] * d["Cout"], 0),
         "BatchNorm": lambda d: (d["N"] * d["C"] + 3 * d["C"], d["N"] * d["C"] + 2 * d["C"]),
+        "BatchNorm-eval": lambda d: (d["N"] * d["C"] + 4 * d["C"], 3 * d["C"]),
         "LayerNorm": lambda d: (d["N"] * d["C"] + d["N"] + d["C"], d["N"] * d["C"] + d["N"]),
         "Attention": lambda d: (d["B"] * d["T"] * d["D"] + 2 * d["B"] * d["S"] * d["D"]
                                 + d["B"] * d["T"] * d["S"], d["B"] * d["T"] * d["S"]),
@@ -220,6 +225,7 @@ SAVED_FLOATS: dict[str, dict[str, Callable[[dict[str, int]], tuple[int, int]]]] 
         "Conv2d": _conv,
         "Conv2d-1x1": _conv,
         "BatchNorm": lambda d: (d["N"] * d["C"] + 3 * d["C"], 2 * d["C"]),
+        "BatchNorm-eval": lambda d: (d["N"] * d["C"] + 3 * d["C"], 2 * d["C"]),
         "LayerNorm": lambda d: (d["N"] * d["C"] + d["C"] + 2 * d["N"], 2 * d["N"]),
         "Attention": lambda d: (2 * d["B"] * d["T"] * d["D"] + 2 * d["B"] * d["S"] * d["D"]
                                 + 2 * d["B"] * d["T"], 2 * d["B"] * d["T"]),
@@ -228,8 +234,8 @@ SAVED_FLOATS: dict[str, dict[str, Callable[[dict[str, int]], tuple[int, int]]]] 
 }
 
 
-@pytest.mark.parametrize("case", ["Linear", "Conv2d", "Conv2d-1x1", "BatchNorm", "LayerNorm", "Attention",
-                                  "Mul", "Mul-scalar", "Mul-sub"])
+@pytest.mark.parametrize("case", ["Linear", "Conv2d", "Conv2d-1x1", "BatchNorm", "BatchNorm-eval",
+                                  "LayerNorm", "Attention", "Mul", "Mul-scalar", "Mul-sub"])
 def test_saved_bytes_match_the_cost_table(case: str, backend_name: str, sizes: Sizes) -> None:
     if backend_name not in SAVED_FLOATS:
         pytest.skip(f"no saved-memory formulas for backend {backend_name!r} in docs/cost-table.md")

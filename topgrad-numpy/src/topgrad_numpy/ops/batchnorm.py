@@ -43,19 +43,39 @@ def _centre_into(x2: np.ndarray, mean: np.ndarray, out: np.ndarray) -> tuple[np.
     return d_sum, squares
 
 
-def _grad_sums(xc: np.ndarray, g2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel sums of g and of g * xc (xc: the saved x - mean), in one blocked pass (each
-    block of g is summed while it is in cache for the product)."""
+def _grad_sums(xc: np.ndarray, g2: np.ndarray, mean: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel sums of g and of g * xc, in one blocked pass (each block of g is summed while
+    it is in cache for the product). xc is the saved x - mean, or x itself where `mean` is given
+    (eval), and then each block is centred in the scratch first."""
     C = xc.shape[1]
-    xw, = wide(xc)
+    xw, *mw = wide(xc, *(() if mean is None else (mean,)))
     gw = g2.reshape(xw.shape)
     sums = _block_sums(xw, 2, C)
     for i, (rows, tmp) in enumerate(row_chunks(xw)):
         g = gw[rows]
         colsum(g.reshape(-1, C), out=sums[0, i])
-        colsum(np.multiply(xw[rows], g, out=tmp).reshape(-1, C), out=sums[1, i])
+        d = np.subtract(xw[rows], mw[0], out=tmp) if mw else xw[rows]
+        colsum(np.multiply(d, g, out=tmp).reshape(-1, C), out=sums[1, i])
     g_sum, gx_sum = sums.sum(axis=1, dtype=np.float64)
     return g_sum, gx_sum
+
+
+def _scale_shift(x2: np.ndarray, centre: Any, scale: np.ndarray, offset: Any) -> np.ndarray:
+    """(x2 - centre) * scale + offset per channel (centre or offset None: left out), block by
+    block, each block's passes while it is in cache."""
+    out = np.empty_like(x2)
+    zero = np.zeros_like(scale)
+    xw, sw, bw, cw = wide(x2, scale, zero if offset is None else offset, zero if centre is None else centre)
+    ow = out.reshape(xw.shape)
+    for rows in row_blocks(ow):
+        if centre is None:
+            o = np.multiply(xw[rows], sw, out=ow[rows])
+        else:
+            o = np.subtract(xw[rows], cw, out=ow[rows])
+            o *= sw
+        if offset is not None:
+            o += bw
+    return out
 
 
 def _times_finite(shift: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -73,9 +93,11 @@ def _block_sums(xw: np.ndarray, kinds: int, C: int) -> np.ndarray:
 
 
 class BatchNorm(Op):
-    """Batch normalization over all axes but the last; saves x - mean (the batch's or the running
-    one: a new array in place of x, which nothing else keeps in a conv -> BN block), the float32
-    mean's correction, 1/std and gamma.
+    """Batch normalization over all axes but the last. Training saves x - mean (a new array in
+    place of x, which nothing else keeps in a conv -> BN block), the float32 mean's correction,
+    1/std and gamma; eval saves x itself and the running mean instead (its dL/dx needs neither,
+    so it makes no x - mean array: each block is centred on the way, into the output or, for
+    dL/dgamma, into a scratch).
 
     Training uses the batch statistics and, when given, updates the running ones as
     `torch.nn.functional.batch_norm` does (momentum, unbiased variance); eval uses the
@@ -132,8 +154,7 @@ class BatchNorm(Op):
         else:
             if running_mean is None or running_var is None:
                 raise ValueError("BatchNorm: eval mode (training=False) needs running_mean and running_var")
-            xw, mw = wide(x2, np.array(_stat_array(running_mean), dtype=x2.dtype))
-            xc = np.subtract(xw, mw).reshape(x2.shape)
+            xc, mean = x2, np.array(_stat_array(running_mean), dtype=x2.dtype)  # centred below, by blocks
             var, shift = _stat_array(running_var), np.zeros(C, x2.dtype)
         invstd = np.asarray(var + eps, dtype=x2.dtype)
         np.sqrt(invstd, out=invstd)
@@ -142,32 +163,27 @@ class BatchNorm(Op):
         offset = beta  # (x - mean) * scale + beta = xc * scale + (beta - shift * scale)
         if shift.any():
             offset = (-shift * scale if beta is None else beta - shift * scale).astype(x2.dtype)
-        out = np.empty_like(x2)
-        xw, sw, *bw = wide(xc, scale, *(() if offset is None else (offset,)))
-        ow = out.reshape(xw.shape)
-        for rows in row_blocks(ow):  # scale and shift each block while it is in cache
-            o = np.multiply(xw[rows], sw, out=ow[rows])
-            if bw:
-                o += bw[0]
-        self.save_for_backward(xc, shift, invstd, gamma)
+        centre = None if training else mean  # eval keeps x itself: no x - mean array, centred by blocks
+        out = _scale_shift(xc, centre, scale, offset)
+        self.save_for_backward(xc, centre, shift, invstd, gamma)
         self.training, self.has = training, (gamma is not None, beta is not None)
         return out.reshape(x.shape)
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:
         """The gradients of x, gamma and beta (None for those not given or not needed)."""
-        xc, shift, invstd, gamma = self._intermediate
+        xc, centre, shift, invstd, gamma = self._intermediate
         has_gamma, has_beta = self.has
         C = invstd.shape[0]
         g2 = np.ascontiguousarray(grad).reshape(-1, C)
         scale = invstd * gamma if gamma is not None else invstd
-        g_sum, gxc_sum = _grad_sums(xc, g2)
+        g_sum, gxc_sum = _grad_sums(xc, g2, centre)
         gx_sum = gxc_sum - _times_finite(shift, g_sum)  # sums of g * (x - mean): xc is x - mean + shift
         gbeta = g_sum.astype(g2.dtype)
         ggamma = (gx_sum * invstd).astype(g2.dtype)  # sum(g * x-hat)
         grads = (ggamma if has_gamma else None, gbeta if has_beta else None)
         if not self.training:  # the statistics are constants: dL/dx = g * scale
-            xw, sw = wide(xc, scale)
-            return np.multiply(g2.reshape(xw.shape), sw, out=xw).reshape(grad.shape), *grads
+            gw, sw = wide(g2, scale)
+            return np.multiply(gw, sw).reshape(grad.shape), *grads
         # dL/dx = scale * (g - mean(g) - x-hat * mean(g * x-hat)), x-hat = (x - mean) * invstd,
         #       = xc * coef + const + g * scale, with coef and const per channel (const takes
         # -shift * coef), written over xc, which stays centred: x * coef - mean * coef cancels
