@@ -4,6 +4,7 @@ no_grad, the release of saved arrays, and the forms `backward(grad)` accepts.
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -148,6 +149,21 @@ def test_shared_parent_in_mul() -> None:
 
 def test_shared_parent_in_add() -> None:
     check_against_torch(lambda x: x + x, lambda x: x + x, [rand((3, 4), 1)])
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # Triton's interpreter computes in numpy; not Topgrad
+def test_infinite_gradients_of_a_shared_parent_sum_to_nan_unwarned() -> None:
+    """x feeds two products whose gradients reach it as +inf and -inf: their sum is NaN, as in
+    PyTorch, and numpy warns of nothing while the engine adds them."""
+    a_np = np.array([np.inf, 1.0, 2.0], np.float32)
+    x, a = Tensor(np.ones(3, np.float32)), Tensor(a_np)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", category=RuntimeWarning, module="topgrad")
+        (x * a + x * -a).sum().backward()
+    xt = torch.ones(3, requires_grad=True)
+    at = torch.from_numpy(a_np)
+    (xt * at + xt * -at).sum().backward()
+    np.testing.assert_array_equal(np.asarray(topgrad.get_backend().to_numpy(x.grad)), xt.grad.numpy())
 
 
 def test_diamond() -> None:

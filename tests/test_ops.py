@@ -1893,3 +1893,60 @@ def test_a_torch_tensor_in_arithmetic_is_named_on_numpy(backend_name: str) -> No
     for call in (lambda: x + torch.ones(3), lambda: torch.ones(3) * x, lambda: x / torch.ones(3)):
         with pytest.raises(TypeError, match=r"(Add|Mul|Div): operands must be .* got a torch.Tensor"):
             call()
+
+
+# ---- non-finite values flow through every op, unwarned, as in PyTorch -------------------------
+def _with_non_finite(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """Random values with +inf and -inf in one row (their sum is NaN) and a NaN in another."""
+    x = rand(shape, seed)
+    flat = x.reshape(-1, shape[-1])
+    flat[0, 0], flat[0, -1], flat[-1, 1] = np.inf, -np.inf, np.nan
+    return x
+
+
+_NON_FINITE_CASES: dict[str, tuple[Callable[..., Any], Callable[..., Any], list[np.ndarray]]] = {
+    "Add": (lambda x, y: x + y, lambda x, y: x + y,
+            [_with_non_finite((3, 4), 1), -_with_non_finite((3, 4), 1)]),
+    "Mul": (lambda x, z: x * z, lambda x, z: x * z,
+            [_with_non_finite((3, 4), 2), np.zeros((3, 4), np.float32)]),
+    "Sum": (lambda x: x.sum(axis=1), lambda x: x.sum(dim=1), [_with_non_finite((3, 4), 3)]),
+    "Mean": (lambda x: x.mean(), lambda x: x.mean(), [_with_non_finite((3, 4), 4)]),
+    "LogSoftmax": (lambda x: x.logsoftmax(), lambda x: F.log_softmax(x, dim=-1),
+                   [_with_non_finite((3, 4), 5)]),
+    "Linear": (lambda x, w: x.linear(w), lambda x, w: x @ w, [_with_non_finite((3, 4), 6), rand((4, 5), 7)]),
+    "LayerNorm": (lambda x, g, b: x.layernorm(g, b), lambda x, g, b: F.layer_norm(x, (4,), g, b),
+                  [_with_non_finite((3, 4), 8), rand((4,), 9), rand((4,), 10)]),
+    "BatchNorm": (lambda x, g, b: x.batchnorm(g, b),
+                  lambda x, g, b: F.batch_norm(x, None, None, g, b, training=True),
+                  [_with_non_finite((6, 4), 11), rand((4,), 12), rand((4,), 13)]),
+    "Conv2d": (lambda x, w: x.conv2d(w, padding=1),
+               lambda x, w: F.conv2d(x.permute(0, 3, 1, 2), w.permute(3, 2, 0, 1),
+                                     padding=1).permute(0, 2, 3, 1),
+               [_with_non_finite((2, 3, 3, 4), 14), rand((3, 3, 4, 5), 15)]),
+    "Attention": (lambda q, k, v: topgrad.attention(q, k, v),
+                  lambda q, k, v: F.scaled_dot_product_attention(q, k, v),
+                  [rand((1, 3, 4), 16), _with_non_finite((1, 3, 4), 17), rand((1, 3, 4), 18)]),
+}
+
+
+@pytest.mark.parametrize("name", list(_NON_FINITE_CASES))
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # Triton's interpreter computes in numpy; not Topgrad
+def test_non_finite_values_flow_through_unwarned_as_in_pytorch(name: str) -> None:
+    """Inf and NaN in an op's input give PyTorch's NaNs and infinities, forward and in every
+    gradient, and numpy warns of nothing on the way (inf - inf and inf * 0 happen inside
+    sums, products and GEMMs), as PyTorch does not; `topgrad.detect_anomaly()` is the tool
+    that stops at them."""
+    top, ref, inputs = _NON_FINITE_CASES[name]
+    tensors = [Tensor(a) for a in inputs]
+    with warnings.catch_warnings():  # Topgrad's own code warns of nothing (Triton's interpreter may)
+        warnings.filterwarnings("error", category=RuntimeWarning, module="topgrad")
+        out = top(*tensors)
+        grad = np.linspace(-1.0, 1.0, math.prod(out.shape), dtype=np.float32).reshape(out.shape)
+        out.backward(grad)
+    refs = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in inputs]
+    want = ref(*refs)
+    want.backward(torch.tensor(grad, dtype=torch.float64))
+    np.testing.assert_allclose(to_numpy(out), want.detach().numpy(), rtol=1e-4, atol=1e-5, equal_nan=True)
+    for t, r in zip(tensors, refs):
+        np.testing.assert_allclose(to_numpy(t.grad), r.grad.numpy(), rtol=1e-4, atol=1e-5, equal_nan=True,
+                                   err_msg=f"{name}: a gradient")

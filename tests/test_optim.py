@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -114,6 +115,26 @@ def test_infinite_parameters_and_huge_gradients_as_torch(
         opt.step()
         ref.step()
         np.testing.assert_allclose(p.numpy(), tp.detach().numpy(), rtol=1e-5, err_msg=f"step {step + 1}")
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # Triton's interpreter computes in numpy; not Topgrad
+def test_non_finite_gradients_as_torch_and_unwarned(case: str) -> None:
+    """Inf and NaN gradients make the parameters PyTorch's (NaN where Adam divides inf by inf),
+    and numpy warns of nothing on the way, as PyTorch does not."""
+    top_cls, torch_cls, kwargs = CASES[case]
+    grad = np.array([np.inf, np.nan, -np.inf, 1.0], np.float32)
+    p, tp = Tensor(np.ones(4, np.float32)), torch.ones(4, requires_grad=True)
+    opt, ref = top_cls([p], **kwargs), torch_cls([tp], **kwargs)
+    for step in range(2):
+        _set_grad(p, grad)
+        tp.grad = torch.from_numpy(grad.copy())
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", category=RuntimeWarning, module="topgrad")
+            opt.step()
+        ref.step()
+        np.testing.assert_allclose(p.numpy(), tp.detach().numpy(), rtol=1e-5, equal_nan=True,
+                                   err_msg=f"{case}: step {step + 1}")
 
 
 def test_step_without_any_gradient_changes_nothing() -> None:

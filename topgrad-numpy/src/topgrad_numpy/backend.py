@@ -11,6 +11,7 @@ import topgrad
 from topgrad.arguments import text_is_not_numbers
 
 from topgrad_numpy import ops as _ops
+from topgrad_numpy.ops._util import quiet
 
 F32 = np.dtype(np.float32)
 F64 = np.dtype(np.float64)
@@ -137,6 +138,7 @@ class NumpyBackend(topgrad.Backend):
         """float32 standard normal draws from numpy's default generator, reproducible for a seed."""
         return np.random.default_rng(seed).standard_normal(shape, dtype=F32)
 
+    @quiet
     def add(self, a: Any, b: Any) -> np.ndarray:
         """a + b in float32, or in float64 where both are float64 arrays (the engine sums a float64
         Tensor's gradients with this: `gradcheck`'s float64 runs stay float64)."""
@@ -144,18 +146,22 @@ class NumpyBackend(topgrad.Backend):
             return np.asarray(np.add(a, b))  # 0-d operands give a numpy scalar: keep an array
         return _f32(np.add(a, b))
 
+    @quiet
     def sub(self, a: Any, b: Any) -> np.ndarray:
         """a - b in float32 (the optimizers' arithmetic)."""
         return _f32(np.subtract(a, b))
 
+    @quiet
     def mul(self, a: Any, b: Any) -> np.ndarray:
         """a * b in float32 (the optimizers' arithmetic)."""
         return _f32(np.multiply(a, b))
 
+    @quiet
     def div(self, a: Any, b: Any) -> np.ndarray:
         """a / b in float32 (the optimizers' arithmetic)."""
         return _f32(np.divide(a, b))
 
+    @quiet
     def sqrt(self, a: Any) -> np.ndarray:
         """The square root in float32 (Adam's denominator)."""
         return _f32(np.sqrt(a))
@@ -171,6 +177,7 @@ class NumpyBackend(topgrad.Backend):
         return id(a)
 
     # ---- optimizer updates: torch.optim's rules, param and state updated in place --------
+    @quiet
     def sgd_update(
         self, param: Any, grad: Any, buf: Any | None, *, lr: float, momentum: float,
         dampening: float, weight_decay: float, nesterov: bool,
@@ -199,6 +206,7 @@ class NumpyBackend(topgrad.Backend):
         _axpy(param, g, -lr)
         return param, buf
 
+    @quiet
     def adam_update(
         self, param: Any, grad: Any, m: Any, v: Any, *, step: int, lr: float, beta1: float,
         beta2: float, eps: float, weight_decay: float, decoupled: bool,

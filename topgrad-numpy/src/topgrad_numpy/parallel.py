@@ -19,6 +19,7 @@ benchmarks/RESULTS.md). `set_threads(1)` gives OpenBLAS back the thread count it
 
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -118,11 +119,14 @@ def map_groups(work: Callable[[Sequence[T]], R], items: Sequence[T]) -> list[R]:
     """work(group) for each contiguous group of `items`, one group per thread, the first in the
     calling thread; the results in the groups' order. Every group has finished when this
     returns or raises (a worker never writes into an array after its op has returned). Called
-    from inside a group, it runs everything there (a nested split would wait on itself)."""
+    from inside a group, it runs everything there (a nested split would wait on itself). Each
+    worker runs in a copy of the caller's context, so numpy's error state (`np.errstate`, a
+    context variable) holds there as in the caller."""
     parts = groups(items, 1 if getattr(_in_group, "active", False) else _threads)
     if len(parts) == 1:
         return [work(parts[0])]
-    futures: list[Future[R]] = [_workers().submit(_run, work, part) for part in parts[1:]]
+    futures: list[Future[R]] = [_workers().submit(contextvars.copy_context().run, _run, work, part)
+                                for part in parts[1:]]
     try:
         first = _run(work, parts[0])
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -15,6 +15,19 @@ from topgrad_numpy import cpu_cache
 F32 = np.dtype(np.float32)
 F64 = np.dtype(np.float64)
 ndarray = np.ndarray
+
+
+def quiet(method: Callable[..., Any]) -> Callable[..., Any]:
+    """An op's forward or backward run with numpy's floating-point warnings off: Inf and NaN flow
+    through (inf - inf is NaN, inf * 0 is NaN) as in PyTorch, which warns of none;
+    `topgrad.detect_anomaly()` finds where they start. ~1 us a call."""
+
+    @functools.wraps(method)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with np.errstate(all="ignore"):
+            return method(*args, **kwargs)
+
+    return run
 
 
 def arr(x: Any) -> np.ndarray:

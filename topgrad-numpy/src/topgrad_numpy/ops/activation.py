@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from topgrad import Op
 
-from topgrad_numpy.ops._util import BUFFER, arr, axes, flat_blocks, int_like, rowsum, select
+from topgrad_numpy.ops._util import BUFFER, arr, axes, flat_blocks, int_like, quiet, rowsum, select
 
 
 @functools.lru_cache(maxsize=8)
@@ -62,6 +62,7 @@ class ReLU(Op):
 class LogSoftmax(Op):
     """x - logsumexp(x) along `axis`, shifted by the max for stability; saves its output."""
 
+    @quiet
     def forward(self, x: np.ndarray, axis: int = -1) -> np.ndarray:
         """x - max - log(sum(exp(x - max))) along `axis`; a 0-d x gives 0."""
         if x.ndim == 0:  # one value along its only axis: log(1) = 0, and no gradient, as in PyTorch
@@ -79,6 +80,7 @@ class LogSoftmax(Op):
         self.save_for_backward(out)
         return out
 
+    @quiet
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
         """grad - softmax * sum(grad) along the axis, softmax being exp of the saved output."""
         if self.axis is None:  # a 0-d input

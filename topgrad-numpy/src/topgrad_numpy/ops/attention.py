@@ -9,7 +9,7 @@ import numpy as np
 from topgrad import Op
 from topgrad.attention_shapes import check_attention_shapes
 
-from topgrad_numpy.ops._util import rowsum
+from topgrad_numpy.ops._util import quiet, rowsum
 
 
 class Attention(Op):
@@ -17,6 +17,7 @@ class Attention(Op):
     the only extra memory). A query whose scores are all -inf (keys of -inf in
     the data) gets probabilities 0 and output 0, as PyTorch's scaled_dot_product_attention."""
 
+    @quiet
     def forward(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool = False) -> np.ndarray:
         """softmax(q kᵀ/√D) v, batched over the first axis, the causal mask applied when asked."""
         check_attention_shapes(q.shape, k.shape, v.shape)
@@ -39,6 +40,7 @@ class Attention(Op):
         self.save_for_backward(q, k, v, p)
         return out
 
+    @quiet
     def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:
         """The gradients of q, k and v from the saved probabilities (softmax's Jacobian-vector product)."""
         q, k, v, p = self._intermediate

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from topgrad import Op, Tensor
 
-from topgrad_numpy.ops._util import block_rows, check_affine, colsum, row_blocks, row_chunks, wide
+from topgrad_numpy.ops._util import block_rows, check_affine, colsum, quiet, row_blocks, row_chunks, wide
 
 
 def _set_stat(stat: Any, value: np.ndarray) -> None:
@@ -111,6 +111,7 @@ class BatchNorm(Op):
     channels is slow.
     """
 
+    @quiet
     def forward(
         self, x: np.ndarray, gamma: Any, beta: Any, running_mean: Any = None, running_var: Any = None,
         training: bool = True, momentum: float = 0.1, eps: float = 1e-5,
@@ -169,6 +170,7 @@ class BatchNorm(Op):
         self.training, self.has = training, (gamma is not None, beta is not None)
         return out.reshape(x.shape)
 
+    @quiet
     def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:
         """The gradients of x, gamma and beta (None for those not given or not needed)."""
         xc, centre, shift, invstd, gamma = self._intermediate

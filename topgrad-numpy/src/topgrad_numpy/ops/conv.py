@@ -23,7 +23,7 @@ from topgrad.convolution import conv_geometry
 
 from topgrad_numpy import cpu_cache, parallel
 from topgrad_numpy.ops import gemm
-from topgrad_numpy.ops._util import colsum, wide_add
+from topgrad_numpy.ops._util import colsum, quiet, wide_add
 
 
 def _strided(a: np.ndarray, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
@@ -319,6 +319,7 @@ class Conv2d(Op):
     cache). Saves x and w (references, no extra memory); backward rebuilds the patches the
     same way, chunk by chunk."""
 
+    @quiet
     def forward(
         self, x: np.ndarray, w: np.ndarray, b: Any = None, stride: Any = 1, padding: Any = 0
     ) -> np.ndarray:
@@ -344,6 +345,7 @@ class Conv2d(Op):
         self.geometry = (x.shape, Ho, Wo, b is not None)
         return out.reshape(B, Ho, Wo, Cout)
 
+    @quiet
     def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:
         """Gradients of x (grad correlated with w, or col2im for few channels), w (patchesᵀ @ grad), b."""
         x, w = self._intermediate

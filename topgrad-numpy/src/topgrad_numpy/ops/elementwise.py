@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from topgrad import Op
 
-from topgrad_numpy.ops._util import arr, operands, shape_of, trailing_broadcast, unbroadcast
+from topgrad_numpy.ops._util import arr, operands, quiet, shape_of, trailing_broadcast, unbroadcast
 
 
 def _apply(ufunc: np.ufunc, a: Any, b: Any) -> Any:
@@ -39,6 +39,7 @@ def _shape_error(op: str, a: Any, b: Any) -> ValueError:
 class Add(Op):
     """a + b with broadcasting; saves only the two shapes (no arrays)."""
 
+    @quiet
     def forward(self, a: Any, b: Any) -> np.ndarray:
         """a + b, broadcast; keeps the operands' shapes for backward."""
         a, b = operands("Add", a, b)
@@ -49,6 +50,7 @@ class Add(Op):
         self.shapes = _shapes(a, b)
         return arr(out)
 
+    @quiet
     def backward(self, grad: np.ndarray) -> tuple[Any, Any]:
         """grad for each operand, summed over the axes it was broadcast along."""
         sa, sb = self.shapes
@@ -63,6 +65,7 @@ class Mul(Op):
     keeps only the 2.0, as PyTorch does: a number is no saved array, so `-x` and `x - y` (which
     compose Mul) may run backward again, as Add may."""
 
+    @quiet
     def forward(self, a: Any, b: Any) -> np.ndarray:
         """a * b, broadcast; saves the operands (or keeps the number, for `x * 2.0`)."""
         a, b = operands("Mul", a, b)
@@ -77,6 +80,7 @@ class Mul(Op):
             self.save_for_backward(a, b)
         return arr(out)
 
+    @quiet
     def backward(self, grad: np.ndarray) -> tuple[Any, Any]:
         """grad * b for a and grad * a for b, each summed back to its operand's shape."""
         a, b = self._intermediate or (self.number, self.number)  # the number times grad, for the array

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from topgrad import Op
 
-from topgrad_numpy.ops._util import arr, axes, expand, kept_shape, run_expand, run_sum
+from topgrad_numpy.ops._util import arr, axes, expand, kept_shape, quiet, run_expand, run_sum
 
 
 def _reduce(x: np.ndarray, axs: tuple[int, ...], keepdims: bool) -> np.ndarray:
@@ -32,12 +32,14 @@ def _expand(grad: Any, shape: tuple[int, ...], axs: tuple[int, ...], keepdims: b
 class Sum(Op):
     """Sum over `axis` (None, int or tuple); saves only the input shape."""
 
+    @quiet
     def forward(self, x: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:
         """x summed over the normalized axes."""
         self.axes = axes("Sum", axis, x.ndim)
         self.in_shape, self.keepdims = x.shape, keepdims
         return _reduce(x, self.axes, keepdims)
 
+    @quiet
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
         """grad broadcast back to the input's shape."""
         return (_expand(grad, self.in_shape, self.axes, self.keepdims),)
@@ -46,6 +48,7 @@ class Sum(Op):
 class Mean(Op):
     """Mean over `axis` (None, int or tuple); saves only the input shape."""
 
+    @quiet
     def forward(self, x: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:
         """x averaged over the normalized axes (NaN over no elements, as in PyTorch)."""
         self.axes = axes("Mean", axis, x.ndim)
@@ -56,6 +59,7 @@ class Mean(Op):
         out *= self.scale
         return out
 
+    @quiet
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
         """grad broadcast back to the input's shape, divided by the count averaged over."""
         out = _expand(grad, self.in_shape, self.axes, self.keepdims)
