@@ -67,10 +67,10 @@ def block_len(k: int, n: int) -> int:
 
 
 def _even(m: int, rows: int) -> int:
-    """Rows per block for m rows in as few blocks of at most `rows` as before, made equal (up to
-    one row): 1568 rows in four blocks of 392, not three of 434 and a last GEMM of 266, which
-    costs a BLAS call and, in `matmul_tn`, an addition of its own (on an Intel Xeon, blocks of a
-    convolution's chunk 2-6% faster, their weight gradient 2-9%)."""
+    """Rows per block for m rows in as many blocks as blocks of `rows` would take, all of the same
+    size but a last one a few rows shorter: 1568 rows in four blocks of 392, not three of 434
+    and a last GEMM of 266, which costs a BLAS call and, in `matmul_tn`, an addition of its own
+    (on an Intel Xeon, blocks of a convolution's chunk 2-6% faster, their weight gradient 2-9%)."""
     return -(-m // -(-m // rows))
 
 
