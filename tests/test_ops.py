@@ -1638,6 +1638,24 @@ def test_layernorm_of_a_constant_row_far_from_zero_is_zero() -> None:
     assert np.isfinite(to_numpy(t.grad)).all()
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # Triton's interpreter computes in numpy; not Topgrad
+def test_layernorm_over_one_feature_has_no_input_gradient() -> None:
+    """Over one feature x-hat is 0, so dL/dx = s * (g * gamma - mean(g * gamma)) is exactly 0
+    (NaN where the upstream gradient is NaN), the float64 answer. The general formula rounded
+    s * g * gamma twice and left ~1e-4 where s = 1/sqrt(eps) is large (a soak run found it)."""
+    x = np.array([[1.12], [0.82], [-0.88], [3e4], [2.0]], np.float32)
+    up = np.array([[0.8], [0.3], [-1.3], [0.9], [np.nan]], np.float32)
+    gamma, beta = np.array([0.3], np.float32), np.array([0.25], np.float32)
+    t, g, b = Tensor(x), Tensor(gamma), Tensor(beta)
+    t.layernorm(g, b).backward(up)
+    xt, gt, bt = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, gamma, beta))
+    F.layer_norm(xt, (1,), gt, bt).backward(torch.tensor(up, dtype=torch.float64))
+    np.testing.assert_array_equal(to_numpy(t.grad), [[0.0], [0.0], [0.0], [0.0], [np.nan]])
+    np.testing.assert_allclose(to_numpy(t.grad), xt.grad.numpy(), rtol=0, atol=1e-9)  # float64 rounds too
+    for ours, theirs in ((g.grad, gt.grad), (b.grad, bt.grad)):
+        np.testing.assert_allclose(to_numpy(ours), theirs.numpy(), rtol=1e-5, equal_nan=True)
+
+
 @given(data=st.data(), seed=seeds)
 def test_layernorm_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
     lead = data.draw(hnp.array_shapes(min_dims=0, max_dims=3, max_side=sizes.batch), label="lead")

@@ -101,4 +101,7 @@ class LayerNorm(Op):
             outer(s, gam, part)
             part *= g
             dx += part  # ... + s * gamma * g
+        if C == 1:  # x-hat is 0: dL/dx = s * (g * gamma - mean(g * gamma)), exactly 0 (NaN where g
+            u = g2 * gam  # is not finite) as in PyTorch; the sum above rounds s * g * gamma twice
+            np.multiply(u - u, invstd[:, None], out=xc)
         return xc.reshape(grad.shape), ggamma if has_gamma else None, gbeta
