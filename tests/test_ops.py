@@ -1949,6 +1949,24 @@ _NON_FINITE_CASES: dict[str, tuple[Callable[..., Any], Callable[..., Any], list[
 }
 
 
+@pytest.mark.parametrize(("name", "ref"), [("tanh", torch.tanh), ("sigmoid", torch.sigmoid)])
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # Triton's interpreter computes in numpy; not Topgrad
+def test_an_infinite_gradient_at_a_saturated_output_is_nan_unwarned(
+    name: str, ref: Callable[..., Any]
+) -> None:
+    """Where tanh or sigmoid saturates in float32, the local derivative is 0, and an infinite or
+    NaN upstream gradient times 0 is NaN, as in PyTorch's float32 (float64 saturates later),
+    without numpy's warning."""
+    x = np.array([30.0, -30.0, 100.0, 0.5], np.float32)
+    up = np.array([np.inf, -np.inf, np.nan, 2.0], np.float32)
+    t, xt = Tensor(x), torch.tensor(x, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", category=RuntimeWarning, module="topgrad")
+        getattr(t, name)().backward(up)
+    ref(xt).backward(torch.from_numpy(up))
+    np.testing.assert_allclose(to_numpy(t.grad), xt.grad.numpy(), rtol=1e-5, equal_nan=True)
+
+
 @pytest.mark.parametrize("name", list(_NON_FINITE_CASES))
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # Triton's interpreter computes in numpy; not Topgrad
 def test_non_finite_values_flow_through_unwarned_as_in_pytorch(name: str) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+from topgrad import Op
 from topgrad.normalization import feature_count
 
 from topgrad_numpy import cpu_cache
@@ -18,8 +19,8 @@ ndarray = np.ndarray
 
 
 def quiet(method: Callable[..., Any]) -> Callable[..., Any]:
-    """An op's forward or backward run with numpy's floating-point warnings off: Inf and NaN flow
-    through (inf - inf is NaN, inf * 0 is NaN) as in PyTorch, which warns of none;
+    """`method` run with numpy's floating-point warnings off: Inf and NaN flow through (inf - inf
+    is NaN, inf * 0 is NaN, exp overflows to inf) as in PyTorch, which warns of none;
     `topgrad.detect_anomaly()` finds where they start. ~1 us a call."""
 
     @functools.wraps(method)
@@ -28,6 +29,18 @@ def quiet(method: Callable[..., Any]) -> Callable[..., Any]:
             return method(*args, **kwargs)
 
     return run
+
+
+class NumpyOp(Op):
+    """An op of this backend that computes: its `forward` and `backward` run `quiet`, so no op
+    warns of the Inf and NaN it passes on, whichever numpy call meets them (the shape ops, which
+    only move data, are plain `Op`s)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("forward", "backward"):
+            if name in cls.__dict__:
+                setattr(cls, name, quiet(cls.__dict__[name]))
 
 
 def arr(x: Any) -> np.ndarray:

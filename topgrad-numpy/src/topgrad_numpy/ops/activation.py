@@ -6,9 +6,8 @@ import functools
 from typing import Any
 
 import numpy as np
-from topgrad import Op
 
-from topgrad_numpy.ops._util import BUFFER, arr, axes, flat_blocks, int_like, quiet, rowsum, select
+from topgrad_numpy.ops._util import BUFFER, NumpyOp, arr, axes, flat_blocks, int_like, rowsum, select
 
 
 @functools.lru_cache(maxsize=8)
@@ -30,7 +29,7 @@ def _max_with_zeros(x: np.ndarray) -> np.ndarray:
     return np.maximum(_zeros(x.size, x.dtype).reshape(x.shape), x)
 
 
-class ReLU(Op):
+class ReLU(NumpyOp):
     """max(x, 0), gradient 0 at 0; saves its output (usually kept by the next op anyway).
 
     Backward is PyTorch's select, bit for bit: the gradient passes where the output is not 0
@@ -59,10 +58,9 @@ class ReLU(Op):
         return (gx.view(dtype),)
 
 
-class LogSoftmax(Op):
+class LogSoftmax(NumpyOp):
     """x - logsumexp(x) along `axis`, shifted by the max for stability; saves its output."""
 
-    @quiet
     def forward(self, x: np.ndarray, axis: int = -1) -> np.ndarray:
         """x - max - log(sum(exp(x - max))) along `axis`; a 0-d x gives 0."""
         if x.ndim == 0:  # one value along its only axis: log(1) = 0, and no gradient, as in PyTorch
@@ -80,7 +78,6 @@ class LogSoftmax(Op):
         self.save_for_backward(out)
         return out
 
-    @quiet
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
         """grad - softmax * sum(grad) along the axis, softmax being exp of the saved output."""
         if self.axis is None:  # a 0-d input

@@ -6,18 +6,16 @@ import math
 from typing import Any
 
 import numpy as np
-from topgrad import Op
 from topgrad.attention_shapes import check_attention_shapes
 
-from topgrad_numpy.ops._util import quiet, rowsum
+from topgrad_numpy.ops._util import NumpyOp, rowsum
 
 
-class Attention(Op):
+class Attention(NumpyOp):
     """softmax(q kᵀ/√D [+ causal mask]) v; saves q, k, v and the probabilities (B*T*S floats,
     the only extra memory). A query whose scores are all -inf (keys of -inf in
     the data) gets probabilities 0 and output 0, as PyTorch's scaled_dot_product_attention."""
 
-    @quiet
     def forward(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool = False) -> np.ndarray:
         """softmax(q kᵀ/√D) v, batched over the first axis, the causal mask applied when asked."""
         check_attention_shapes(q.shape, k.shape, v.shape)
@@ -40,7 +38,6 @@ class Attention(Op):
         self.save_for_backward(q, k, v, p)
         return out
 
-    @quiet
     def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:
         """The gradients of q, k and v from the saved probabilities (softmax's Jacobian-vector product)."""
         q, k, v, p = self._intermediate
@@ -52,7 +49,6 @@ class Attention(Op):
         gs -= np.einsum("bts,bts->bt", gs, p)[..., None]
         gs *= p
         gs *= self.scale
-        with np.errstate(invalid="ignore"):  # 0 * a key of -inf: NaN, as PyTorch's, unwarned
-            gq = np.matmul(gs, k)
-            gk = np.matmul(gs.transpose(0, 2, 1), q)
+        gq = np.matmul(gs, k)  # 0 * a key of -inf: NaN, as PyTorch's
+        gk = np.matmul(gs.transpose(0, 2, 1), q)
         return gq, gk, gv

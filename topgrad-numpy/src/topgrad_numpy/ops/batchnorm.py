@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from topgrad import Op, Tensor
+from topgrad import Tensor
 
-from topgrad_numpy.ops._util import block_rows, check_affine, colsum, quiet, row_blocks, row_chunks, wide
+from topgrad_numpy.ops._util import NumpyOp, block_rows, check_affine, colsum, row_blocks, row_chunks, wide
 
 
 def _set_stat(stat: Any, value: np.ndarray) -> None:
@@ -92,7 +92,7 @@ def _block_sums(xw: np.ndarray, kinds: int, C: int) -> np.ndarray:
     return np.empty((kinds, -(-xw.shape[0] // block_rows(xw)), C), xw.dtype)
 
 
-class BatchNorm(Op):
+class BatchNorm(NumpyOp):
     """Batch normalization over all axes but the last. Training saves x - mean (a new array in
     place of x, which nothing else keeps in a conv -> BN block), the float32 mean's correction,
     1/std and gamma; eval saves x itself and the running mean instead (its dL/dx needs neither,
@@ -111,7 +111,6 @@ class BatchNorm(Op):
     channels is slow.
     """
 
-    @quiet
     def forward(
         self, x: np.ndarray, gamma: Any, beta: Any, running_mean: Any = None, running_var: Any = None,
         training: bool = True, momentum: float = 0.1, eps: float = 1e-5,
@@ -170,7 +169,6 @@ class BatchNorm(Op):
         self.training, self.has = training, (gamma is not None, beta is not None)
         return out.reshape(x.shape)
 
-    @quiet
     def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:
         """The gradients of x, gamma and beta (None for those not given or not needed)."""
         xc, centre, shift, invstd, gamma = self._intermediate

@@ -18,12 +18,11 @@ from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
-from topgrad import Op
 from topgrad.convolution import conv_geometry
 
 from topgrad_numpy import cpu_cache, parallel
 from topgrad_numpy.ops import gemm
-from topgrad_numpy.ops._util import colsum, quiet, wide_add
+from topgrad_numpy.ops._util import NumpyOp, colsum, wide_add
 
 
 def _strided(a: np.ndarray, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
@@ -313,13 +312,12 @@ def _input_grad_by_phases(
     return gx, gw
 
 
-class Conv2d(Op):
+class Conv2d(NumpyOp):
     """Cross-correlation, x (B,H,W,Cin) * w (kh,kw,Cin,Cout) + b, as im2col + GEMM over chunks of
     the batch (each chunk's patch matrix ~CHUNK_BYTES, so patch memory stays small and in
     cache). Saves x and w (references, no extra memory); backward rebuilds the patches the
     same way, chunk by chunk."""
 
-    @quiet
     def forward(
         self, x: np.ndarray, w: np.ndarray, b: Any = None, stride: Any = 1, padding: Any = 0
     ) -> np.ndarray:
@@ -345,7 +343,6 @@ class Conv2d(Op):
         self.geometry = (x.shape, Ho, Wo, b is not None)
         return out.reshape(B, Ho, Wo, Cout)
 
-    @quiet
     def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:
         """Gradients of x (grad correlated with w, or col2im for few channels), w (patchesᵀ @ grad), b."""
         x, w = self._intermediate

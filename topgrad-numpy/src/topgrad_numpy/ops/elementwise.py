@@ -6,9 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from topgrad import Op
 
-from topgrad_numpy.ops._util import arr, operands, quiet, shape_of, trailing_broadcast, unbroadcast
+from topgrad_numpy.ops._util import NumpyOp, arr, operands, shape_of, trailing_broadcast, unbroadcast
 
 
 def _apply(ufunc: np.ufunc, a: Any, b: Any) -> Any:
@@ -25,7 +24,7 @@ def _shapes(a: Any, b: Any) -> tuple[Any, Any]:
     return (None if type(a) is float else a.shape, None if type(b) is float else b.shape)
 
 
-def _needed(op: Op) -> tuple[Any, Any]:
+def _needed(op: NumpyOp) -> tuple[Any, Any]:
     """The operands' shapes where backward needs their gradient: None for a number and for a
     constant (targets, a mask), whose gradient would be computed only to be dropped."""
     sa, sb = op.shapes  # type: ignore[attr-defined]
@@ -36,10 +35,9 @@ def _shape_error(op: str, a: Any, b: Any) -> ValueError:
     return ValueError(f"{op}: shapes {shape_of(a)} and {shape_of(b)} cannot be broadcast together")
 
 
-class Add(Op):
+class Add(NumpyOp):
     """a + b with broadcasting; saves only the two shapes (no arrays)."""
 
-    @quiet
     def forward(self, a: Any, b: Any) -> np.ndarray:
         """a + b, broadcast; keeps the operands' shapes for backward."""
         a, b = operands("Add", a, b)
@@ -50,7 +48,6 @@ class Add(Op):
         self.shapes = _shapes(a, b)
         return arr(out)
 
-    @quiet
     def backward(self, grad: np.ndarray) -> tuple[Any, Any]:
         """grad for each operand, summed over the axes it was broadcast along."""
         sa, sb = self.shapes
@@ -60,12 +57,11 @@ class Add(Op):
         )
 
 
-class Mul(Op):
+class Mul(NumpyOp):
     """a * b with broadcasting; saves both operands (references, no copies), or for `x * 2.0`
     keeps only the 2.0, as PyTorch does: a number is no saved array, so `-x` and `x - y` (which
     compose Mul) may run backward again, as Add may."""
 
-    @quiet
     def forward(self, a: Any, b: Any) -> np.ndarray:
         """a * b, broadcast; saves the operands (or keeps the number, for `x * 2.0`)."""
         a, b = operands("Mul", a, b)
@@ -80,7 +76,6 @@ class Mul(Op):
             self.save_for_backward(a, b)
         return arr(out)
 
-    @quiet
     def backward(self, grad: np.ndarray) -> tuple[Any, Any]:
         """grad * b for a and grad * a for b, each summed back to its operand's shape."""
         a, b = self._intermediate or (self.number, self.number)  # the number times grad, for the array
@@ -90,7 +85,7 @@ class Mul(Op):
         return ga, gb
 
 
-class Div(Op):
+class Div(NumpyOp):
     """a / b with broadcasting, either a number (`2 / x`); x / 0 is inf and 0 / 0 NaN, without
     numpy's warnings, as in PyTorch. Saves b and the output: d/da = 1 / b, d/db = -(grad / b) * out,
     or in PyTorch's order, -grad * (out / b), where that overflowed (grad / b is inf for a tiny b,
@@ -100,8 +95,7 @@ class Div(Op):
         """a / b, broadcast, without numpy's warnings for division by 0; saves b and the output."""
         a, b = operands("Div", a, b)
         try:
-            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                out = arr(np.divide(a, b))
+            out = arr(np.divide(a, b))
         except ValueError:
             raise _shape_error("Div", a, b) from None
         self.shapes = _shapes(a, b)
@@ -112,13 +106,12 @@ class Div(Op):
         """grad / b for a and -(grad / b) * out for b, each summed back to its operand's shape."""
         b, out = self._intermediate
         sa, sb = _needed(self)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            ga = arr(np.divide(grad, b))
-            gb = None
-            if sb is not None:  # (grad / b) * out, negated after the sum over broadcast axes
-                gb = unbroadcast(arr(np.multiply(ga, out)), sb)
-                if not np.isfinite(gb).all():  # grad / b overflowed for a tiny b: PyTorch's order
-                    q = arr(np.divide(out, b))
-                    gb = unbroadcast(np.multiply(q, grad, out=q), sb)
-                gb = arr(np.negative(gb))
+        ga = arr(np.divide(grad, b))
+        gb = None
+        if sb is not None:  # (grad / b) * out, negated after the sum over broadcast axes
+            gb = unbroadcast(arr(np.multiply(ga, out)), sb)
+            if not np.isfinite(gb).all():  # grad / b overflowed for a tiny b: PyTorch's order
+                q = arr(np.divide(out, b))
+                gb = unbroadcast(np.multiply(q, grad, out=q), sb)
+            gb = arr(np.negative(gb))
         return (None if sa is None else unbroadcast(ga, sa)), gb

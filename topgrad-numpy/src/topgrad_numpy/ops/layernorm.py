@@ -11,9 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from topgrad import Op
 
-from topgrad_numpy.ops._util import check_affine, colsum, ones, outer, quiet, row_blocks, row_squares, wide
+from topgrad_numpy.ops._util import NumpyOp, check_affine, colsum, ones, outer, row_blocks, row_squares, wide
 
 FAR = 16.0**2
 """Where a row's mean exceeds 16 standard deviations (FAR is that ratio squared), every row's
@@ -24,11 +23,10 @@ C = 4096 the plain sum's error reaches every output and dL/dgamma, 4x PyTorch's 
 Rows nearer zero (a transformer's usually are) lose less than PyTorch does."""
 
 
-class LayerNorm(Op):
+class LayerNorm(NumpyOp):
     """Layer normalization over the last axis; saves x - mean (a new array, centred so rows
     of tiny variance stay accurate), 1/std (one per row) and gamma."""
 
-    @quiet
     def forward(self, x: np.ndarray, gamma: Any, beta: Any, eps: float = 1e-5) -> np.ndarray:
         """Normalize each row over the last axis, then scale by gamma and shift by beta."""
         C = check_affine("LayerNorm", x, gamma=gamma, beta=beta)
@@ -60,7 +58,6 @@ class LayerNorm(Op):
         self.has = (gamma is not None, beta is not None)
         return out.reshape(x.shape)
 
-    @quiet
     def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:
         """With s = 1/std and xc = x - mean (x-hat = s * xc), per row:
         dL/dx = s * gamma * g + c * xc + d, c = -s^3 * sum(g * gamma * xc) / C, d = -s * sum(g * gamma) / C;

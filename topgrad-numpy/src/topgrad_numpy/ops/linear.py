@@ -6,12 +6,11 @@ import math
 from typing import Any
 
 import numpy as np
-from topgrad import Op
 from topgrad.errors import type_name
 from topgrad.layouts import linear_weight_hint
 
 from topgrad_numpy.ops import gemm
-from topgrad_numpy.ops._util import colsum, quiet, wide_add
+from topgrad_numpy.ops._util import NumpyOp, colsum, wide_add
 
 
 def _rows(x: np.ndarray) -> int:
@@ -34,11 +33,10 @@ def _check(x: np.ndarray, w: np.ndarray, b: Any) -> None:
         )
 
 
-class Linear(Op):
+class Linear(NumpyOp):
     """x @ w + b; saves x and w (references: no extra memory). Backward skips the gradients
     of constant inputs."""
 
-    @quiet
     def forward(self, x: np.ndarray, w: np.ndarray, b: Any = None) -> np.ndarray:
         """x @ w + b over the last axis of x (leading axes are rows), as one GEMM."""
         two_d = type(w) is np.ndarray and x.ndim == 2 and w.ndim == 2 and x.shape[1] == w.shape[0]
@@ -54,7 +52,6 @@ class Linear(Op):
         self.has_bias = b is not None
         return out
 
-    @quiet
     def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:
         """grad @ wᵀ for x, xᵀ @ grad for w and grad summed over rows for b (skipping constants)."""
         x, w = self._intermediate

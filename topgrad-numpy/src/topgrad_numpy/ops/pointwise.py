@@ -6,67 +6,60 @@ nonlinearities are one op each."""
 from __future__ import annotations
 
 import numpy as np
-from topgrad import Op
 
-from topgrad_numpy.ops._util import arr, flat_blocks
+from topgrad_numpy.ops._util import NumpyOp, arr, flat_blocks
 
 
-class Exp(Op):
+class Exp(NumpyOp):
     """e ** x; saves its output, which is its own derivative."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """e ** x (inf on overflow, without numpy's warning); saves the output."""
-        with np.errstate(over="ignore"):  # inf, as in PyTorch
-            out = arr(np.exp(x))
+        out = arr(np.exp(x))  # inf on overflow, as in PyTorch
         self.save_for_backward(out)
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
         """grad * e ** x, the saved output."""
         (out,) = self._intermediate
-        with np.errstate(invalid="ignore", over="ignore"):
-            return (arr(grad * out),)
+        return (arr(grad * out),)
 
 
-class Log(Op):
+class Log(NumpyOp):
     """The natural logarithm (-inf at 0, NaN below, without numpy's warnings, as in PyTorch);
     saves x for the gradient 1 / x."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """log(x), without numpy's warnings at and below 0; saves x."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out = arr(np.log(x))
+        out = arr(np.log(x))
         self.save_for_backward(x)
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
         """grad / x."""
         (x,) = self._intermediate
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # grad / a denormal x
-            return (arr(np.divide(grad, x)),)
+        return (arr(np.divide(grad, x)),)  # inf for a denormal x
 
 
-class Sqrt(Op):
+class Sqrt(NumpyOp):
     """The square root (NaN below 0, without numpy's warning, as in PyTorch); saves its output y
     for the gradient grad / (2 y), inf at 0 as PyTorch's."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """sqrt(x), NaN below 0 without numpy's warning; saves the output."""
-        with np.errstate(invalid="ignore"):
-            out = arr(np.sqrt(x))
+        out = arr(np.sqrt(x))
         self.save_for_backward(out)
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
         """grad / (2 y), y being the saved output."""
         (out,) = self._intermediate
-        with np.errstate(divide="ignore", invalid="ignore"):
-            d = arr(np.divide(grad, out))
+        d = arr(np.divide(grad, out))
         d *= 0.5  # exact: grad / y * 0.5 rounds as grad / (2 y)
         return (d,)
 
 
-class Abs(Op):
+class Abs(NumpyOp):
     """|x|; saves x for the gradient grad * sign(x), where sign is 0 at 0 and at NaN (numpy's
     np.sign gives NaN there; PyTorch's gradient is 0)."""
 
@@ -82,12 +75,11 @@ class Abs(Op):
         below = np.less(x, 0, out=np.empty(x.shape, dtype=bool))
         # -1, 0 or 1 (0 at NaN) in int8, then float: a bool-to-float subtract runs 2.5x slower
         sign = arr((above.view(np.int8) - below.view(np.int8)).astype(grad.dtype))
-        with np.errstate(invalid="ignore"):  # inf * 0 is NaN, as in PyTorch
-            sign *= grad
+        sign *= grad  # inf * 0 is NaN, as in PyTorch
         return (sign,)
 
 
-class Tanh(Op):
+class Tanh(NumpyOp):
     """The hyperbolic tangent; saves its output y for the gradient 1 - y²."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -107,19 +99,18 @@ class Tanh(Op):
         return (d,)
 
 
-class Sigmoid(Op):
+class Sigmoid(NumpyOp):
     """1 / (1 + e^-x) (0 below ~-88, where e^-x overflows, without numpy's warning); saves its
     output y for the gradient y (1 - y)."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """1 / (1 + e^-x), in place block by block; saves the output."""
         out = np.empty(x.shape, x.dtype)  # the four passes in place, block by block
-        with np.errstate(over="ignore"):
-            for xb, y in flat_blocks(x, out):
-                np.negative(xb, out=y)
-                np.exp(y, out=y)
-                y += 1.0
-                np.divide(1.0, y, out=y)  # the same bits as np.reciprocal, whose loop is 2x slower
+        for xb, y in flat_blocks(x, out):
+            np.negative(xb, out=y)
+            np.exp(y, out=y)  # inf below ~-88: the output is then 0
+            y += 1.0
+            np.divide(1.0, y, out=y)  # the same bits as np.reciprocal, whose loop is 2x slower
         self.save_for_backward(out)
         return out
 

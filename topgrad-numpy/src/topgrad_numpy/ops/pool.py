@@ -12,10 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from topgrad import Op
 from topgrad.pooling import first_inside, pool_geometry
 
-from topgrad_numpy.ops._util import int_like, select
+from topgrad_numpy.ops._util import NumpyOp, int_like, select
 
 
 def _tap_view(a: np.ndarray, i: int, j: int, geo: tuple[Any, ...]) -> np.ndarray:
@@ -38,7 +37,7 @@ def _first_taps(geo: tuple[Any, ...]) -> np.ndarray:
     return np.add.outer(rows, cols)[None, :, :, None]
 
 
-class MaxPool2d(Op):
+class MaxPool2d(NumpyOp):
     """The maximum of each window; saves, per output, the tap of its window that gave it (one
     byte each for windows of up to 127 taps). As PyTorch's scan: ties go to the first tap, a NaN
     beats any number (the window's last NaN), a window of -inf keeps its first tap inside the

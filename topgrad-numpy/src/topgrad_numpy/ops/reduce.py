@@ -11,9 +11,8 @@ import math
 from typing import Any
 
 import numpy as np
-from topgrad import Op
 
-from topgrad_numpy.ops._util import arr, axes, expand, kept_shape, quiet, run_expand, run_sum
+from topgrad_numpy.ops._util import NumpyOp, arr, axes, expand, kept_shape, run_expand, run_sum
 
 
 def _reduce(x: np.ndarray, axs: tuple[int, ...], keepdims: bool) -> np.ndarray:
@@ -29,26 +28,23 @@ def _expand(grad: Any, shape: tuple[int, ...], axs: tuple[int, ...], keepdims: b
     return out if out is not None else expand(grad, shape, axs, keepdims)
 
 
-class Sum(Op):
+class Sum(NumpyOp):
     """Sum over `axis` (None, int or tuple); saves only the input shape."""
 
-    @quiet
     def forward(self, x: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:
         """x summed over the normalized axes."""
         self.axes = axes("Sum", axis, x.ndim)
         self.in_shape, self.keepdims = x.shape, keepdims
         return _reduce(x, self.axes, keepdims)
 
-    @quiet
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
         """grad broadcast back to the input's shape."""
         return (_expand(grad, self.in_shape, self.axes, self.keepdims),)
 
 
-class Mean(Op):
+class Mean(NumpyOp):
     """Mean over `axis` (None, int or tuple); saves only the input shape."""
 
-    @quiet
     def forward(self, x: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:
         """x averaged over the normalized axes (NaN over no elements, as in PyTorch)."""
         self.axes = axes("Mean", axis, x.ndim)
@@ -59,7 +55,6 @@ class Mean(Op):
         out *= self.scale
         return out
 
-    @quiet
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
         """grad broadcast back to the input's shape, divided by the count averaged over."""
         out = _expand(grad, self.in_shape, self.axes, self.keepdims)
@@ -67,7 +62,7 @@ class Mean(Op):
         return (out,)
 
 
-class Max(Op):
+class Max(NumpyOp):
     """The maximum over `axis` (None, int or tuple), as torch.amax: the elements that tie for it
     share the gradient equally, and a NaN makes it NaN. Saves x (a reference) and the output."""
 
@@ -88,6 +83,5 @@ class Max(Op):
         x, out = self._intermediate
         mask = x == out.reshape(self.kept)  # NaN equals nothing: its slice's count is 0, grads NaN
         count = mask.sum(axis=self.axes, keepdims=True, dtype=x.dtype)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            share = np.divide(grad.reshape(self.kept), count)
-            return (arr(np.multiply(mask, share, dtype=x.dtype)),)
+        share = np.divide(grad.reshape(self.kept), count)
+        return (arr(np.multiply(mask, share, dtype=x.dtype)),)

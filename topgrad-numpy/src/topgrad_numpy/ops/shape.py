@@ -1,4 +1,6 @@
-"""Shape changes without arithmetic: Reshape, Permute, Slice and Concat."""
+"""Shape changes without arithmetic: Reshape, Permute, Slice and Concat. Plain `topgrad.Op`s,
+not `NumpyOp`s: moving data raises no floating-point warning, and these run many times a step
+(NumpyOp's ~1 us a call measured +0.8-2% on the attention step)."""
 
 from __future__ import annotations
 
