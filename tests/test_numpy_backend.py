@@ -240,6 +240,35 @@ def test_conv_never_uses_add_at(nb) -> None:
     assert not called and x.grad.shape == x.shape
 
 
+def test_an_image_batchs_weight_gradient_is_chunked_by_its_own_channels(nb, monkeypatch) -> None:
+    """A constant input (an image batch) needs no dL/dx, only x's patches for dL/dw: its backward
+    takes chunks as large as the forward's (1-channel patches), not Cout/C times as many (the
+    dL/dx patches' size), and gets the same gradients as in one chunk."""
+    from topgrad_numpy.ops import conv
+
+    x, w, b = _r(6, 8, 8, 1), _r(3, 3, 1, 16, seed=1), _r(16, seed=2)
+
+    def gradients() -> list[np.ndarray]:
+        ws, bs = topgrad.Tensor(w), topgrad.Tensor(b)
+        topgrad.Tensor(x, requires_grad=False).conv2d(ws, bs, padding=1).sum().backward()
+        return [ws.grad, bs.grad]
+
+    whole = gradients()
+    sizes: list[int] = []
+    chunks = conv.batch_chunks
+
+    def counted(batch: int, bytes_per_image: int) -> list[slice]:
+        made = chunks(batch, bytes_per_image)
+        sizes.append(len(made))
+        return made
+
+    monkeypatch.setattr(conv, "batch_chunks", counted)
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 2 * 8 * 8 * 9 * 1 * 4)  # two images' patches
+    for got, want in zip(gradients(), whole):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert sizes == [3, 3]  # forward, backward: three chunks of two images each
+
+
 # ---- worker threads --------------------------------------------------------------------------
 @pytest.fixture
 def threads():

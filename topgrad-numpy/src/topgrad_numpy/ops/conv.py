@@ -353,8 +353,11 @@ class Conv2d(NumpyOp):
         geo = (kh, kw, sh, sw, ph, pw, Ho, Wo)
         grad = np.ascontiguousarray(grad)
         g2 = grad.reshape(B * Ho * Wo, Cout)
-        chunks = batch_chunks(B, Ho * Wo * kh * kw * max(C, Cout) * x.itemsize)
         need_x, need_w = self.needs_grad(0), self.needs_grad(1)  # no dL/dx for an input batch
+        # dL/dx's patches have max(C, Cout) channels; dL/dw alone (the stem) needs only x's C: in
+        # chunks sized by Cout, a 1 -> 32 stem at batch 128 ran 128 GEMMs of one image each (1 MiB
+        # chunks), and its backward took 2.56 ms against 1.86 in chunks sized by C (Intel Xeon)
+        chunks = batch_chunks(B, Ho * Wo * kh * kw * (max(C, Cout) if need_x else C) * x.itemsize)
         gx = gw = None
         # dL/dx as a correlation of the gradient, phase by phase of the stride, except for a few
         # input channels (an image batch), where GEMMs to patch gradients and col2im are cheaper
