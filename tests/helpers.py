@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -228,6 +229,15 @@ def compile_for_cuda(script: str, tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-W", "ignore", "-c", script, arch], env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+@contextmanager
+def topgrad_warns_nothing() -> Iterator[None]:
+    """Inside it a RuntimeWarning raised from Topgrad's own code (numpy's "invalid value", "overflow")
+    is an error; others pass (Triton's interpreter computes in numpy and may warn, not Topgrad)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", category=RuntimeWarning, module="topgrad")
+        yield
 
 
 @contextmanager

@@ -30,6 +30,7 @@ from helpers import (
     nhwc_to_nchw,
     rand,
     to_numpy,
+    topgrad_warns_nothing,
     torch_attention,
     torch_conv2d,
 )
@@ -276,8 +277,7 @@ def test_max_ties_nan_and_infinities_as_pytorch() -> None:
     x = np.array([[1, 3, 3, 0], [2, np.nan, 5, 1], [-np.inf] * 4, [0.0, -0.0, -1, -2]], np.float32)
     g = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
     t, xt = Tensor(x), torch.tensor(x, dtype=torch.float64, requires_grad=True)
-    with warnings.catch_warnings():  # Topgrad's own code warns of nothing (Triton's interpreter may)
-        warnings.filterwarnings("error", category=RuntimeWarning, module="topgrad")
+    with topgrad_warns_nothing():
         out = t.max(axis=1)
         out.backward(g)
     want = torch.amax(xt, dim=1)
@@ -344,8 +344,7 @@ def test_tanh_and_sigmoid_at_the_edges_as_pytorch(name: str, ref: Callable[..., 
     values = np.array([0.0, -0.0, 1e-6, -3e-4, 0.04, -0.06, 0.5, -3.0, 9.0, 20.0, -20.0, 100.0, -100.0,
                        np.inf, -np.inf, np.nan], np.float32)
     x, xt = Tensor(values), torch.tensor(values, dtype=torch.float64, requires_grad=True)
-    with warnings.catch_warnings():  # Topgrad's own code warns of nothing (Triton's interpreter may)
-        warnings.filterwarnings("error", category=RuntimeWarning, module="topgrad")
+    with topgrad_warns_nothing():
         out = getattr(x, name)()
         out.backward(np.ones(values.shape, np.float32))
     want = ref(xt)
@@ -389,8 +388,7 @@ def test_sqrt_at_the_edges_as_pytorch() -> None:
     keeps its sign; forward and backward without warnings, as in PyTorch."""
     values = np.array([0.0, -0.0, -1.0, 1e-30, 4.0, 1e30, np.inf, -np.inf, np.nan], np.float32)
     x, xt = Tensor(values), torch.tensor(values, dtype=torch.float64, requires_grad=True)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("error", category=RuntimeWarning, module="topgrad")
+    with topgrad_warns_nothing():
         out = x.sqrt()
         out.backward(np.ones(values.shape, np.float32))
     want = torch.sqrt(xt)
@@ -422,8 +420,7 @@ def test_abs_at_the_edges_as_pytorch() -> None:
                       np.float32)
     upstream = np.array([1, 1, 1, 1, 1, 1, 1, 1, 1, np.nan, np.inf, np.inf], np.float32)
     x, xt = Tensor(values), torch.tensor(values, dtype=torch.float64, requires_grad=True)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("error", category=RuntimeWarning, module="topgrad")
+    with topgrad_warns_nothing():
         out = x.abs()
         out.backward(upstream)
     want = torch.abs(xt)
@@ -1758,8 +1755,7 @@ def test_attention_with_keys_of_minus_inf_as_scaled_dot_product_attention(s: int
     k = rand((2, s, 3), 56)
     k[0, :, 0] = -np.inf
     k[1, [0, 2], 1] = -np.inf
-    with warnings.catch_warnings():  # Topgrad's own code warns of nothing (Triton's interpreter may)
-        warnings.filterwarnings("error", category=RuntimeWarning, module="topgrad")
+    with topgrad_warns_nothing():
         _, out = check_against_torch(
             lambda q, k, v: topgrad.attention(q, k, v, causal=causal),
             lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
@@ -1960,8 +1956,7 @@ def test_an_infinite_gradient_at_a_saturated_output_is_nan_unwarned(
     x = np.array([30.0, -30.0, 100.0, 0.5], np.float32)
     up = np.array([np.inf, -np.inf, np.nan, 2.0], np.float32)
     t, xt = Tensor(x), torch.tensor(x, requires_grad=True)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("error", category=RuntimeWarning, module="topgrad")
+    with topgrad_warns_nothing():
         getattr(t, name)().backward(up)
     ref(xt).backward(torch.from_numpy(up))
     np.testing.assert_allclose(to_numpy(t.grad), xt.grad.numpy(), rtol=1e-5, equal_nan=True)
@@ -1976,8 +1971,7 @@ def test_non_finite_values_flow_through_unwarned_as_in_pytorch(name: str) -> Non
     that stops at them."""
     top, ref, inputs = _NON_FINITE_CASES[name]
     tensors = [Tensor(a) for a in inputs]
-    with warnings.catch_warnings():  # Topgrad's own code warns of nothing (Triton's interpreter may)
-        warnings.filterwarnings("error", category=RuntimeWarning, module="topgrad")
+    with topgrad_warns_nothing():
         out = top(*tensors)
         grad = np.linspace(-1.0, 1.0, math.prod(out.shape), dtype=np.float32).reshape(out.shape)
         out.backward(grad)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 import topgrad
 import torch
-from helpers import assert_close, rand, to_numpy
+from helpers import assert_close, rand, to_numpy, topgrad_warns_nothing
 from topgrad import Tensor
 from topgrad.optim import SGD, Adam, AdamW
 
@@ -129,8 +128,7 @@ def test_non_finite_gradients_as_torch_and_unwarned(case: str) -> None:
     for step in range(2):
         _set_grad(p, grad)
         tp.grad = torch.from_numpy(grad.copy())
-        with warnings.catch_warnings():
-            warnings.filterwarnings("error", category=RuntimeWarning, module="topgrad")
+        with topgrad_warns_nothing():
             opt.step()
         ref.step()
         np.testing.assert_allclose(p.numpy(), tp.detach().numpy(), rtol=1e-5, equal_nan=True,
