@@ -265,18 +265,22 @@ def test_conv_never_uses_add_at(nb) -> None:
     assert not called and x.grad.shape == x.shape
 
 
-def test_an_image_batchs_weight_gradient_is_chunked_by_its_own_channels(nb, monkeypatch) -> None:
-    """A constant input (an image batch) needs no dL/dx, only x's patches for dL/dw: its backward
-    takes chunks as large as the forward's (1-channel patches), not Cout/C times as many (the
-    dL/dx patches' size), and gets the same gradients as in one chunk."""
+@pytest.mark.parametrize("input_grad", [False, True], ids=["stem", "col2im"])
+def test_an_image_batchs_backward_is_chunked_by_its_own_channels(nb, monkeypatch, input_grad) -> None:
+    """A few-channel input (an image batch) has its backward built from x's patches alone: dL/dw
+    from them and, where x needs a gradient, dL/dx through 1-channel patch gradients and col2im.
+    So its backward takes chunks as large as the forward's, not Cout/C times as many (the size of
+    the correlation's patches, which only wider inputs use), and gets the same gradients as in one
+    chunk."""
     from topgrad_numpy.ops import conv
 
     x, w, b = _r(6, 8, 8, 1), _r(3, 3, 1, 16, seed=1), _r(16, seed=2)
+    assert 1 < conv.TAPS_BELOW  # the col2im case's dL/dx path
 
     def gradients() -> list[np.ndarray]:
-        ws, bs = topgrad.Tensor(w), topgrad.Tensor(b)
-        topgrad.Tensor(x, requires_grad=False).conv2d(ws, bs, padding=1).sum().backward()
-        return [ws.grad, bs.grad]
+        xs, ws, bs = topgrad.Tensor(x, requires_grad=input_grad), topgrad.Tensor(w), topgrad.Tensor(b)
+        (xs.conv2d(ws, bs, padding=1) ** 2).sum().backward()
+        return [ws.grad, bs.grad, *([xs.grad] if input_grad else [])]
 
     whole = gradients()
     sizes: list[int] = []
@@ -289,7 +293,7 @@ def test_an_image_batchs_weight_gradient_is_chunked_by_its_own_channels(nb, monk
 
     monkeypatch.setattr(conv, "batch_chunks", counted)
     monkeypatch.setattr(conv, "CHUNK_BYTES", 2 * 8 * 8 * 9 * 1 * 4)  # two images' patches
-    for got, want in zip(gradients(), whole):
+    for got, want in zip(gradients(), whole, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     assert sizes == [3, 3]  # forward, backward: three chunks of two images each
 
