@@ -265,6 +265,23 @@ def test_conv_never_uses_add_at(nb) -> None:
     assert not called and x.grad.shape == x.shape
 
 
+@pytest.mark.parametrize("channels", [1, 3, 5])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_col2im_is_im2cols_adjoint_in_either_memory_order(nb, channels, stride) -> None:
+    """<im2col(x), G> = <x, col2im(G)> for patch gradients G laid out row-major or column-major
+    (col2im adds the column-major ones channel plane by channel plane, the others whole)."""
+    from topgrad_numpy.ops import conv
+
+    x = _r(2, 7, 6, channels).astype(np.float64)
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    cols = conv.im2col(xp, 3, 3, stride, stride)
+    Ho, Wo = (7 + 2 - 3) // stride + 1, (6 + 2 - 3) // stride + 1
+    g = np.random.default_rng(5).standard_normal(cols.shape)
+    for order in (np.ascontiguousarray(g), np.asfortranarray(g)):
+        gx = conv.col2im(order, np.empty_like(x), 3, 3, stride, stride, 1, 1, Ho, Wo)
+        np.testing.assert_allclose((x * gx).sum(), (cols * g).sum(), rtol=1e-12)
+
+
 @pytest.mark.parametrize("input_grad", [False, True], ids=["stem", "col2im"])
 def test_an_image_batchs_backward_is_chunked_by_its_own_channels(nb, monkeypatch, input_grad) -> None:
     """A few-channel input (an image batch) has its backward built from x's patches alone: dL/dw
