@@ -282,6 +282,24 @@ def test_col2im_is_im2cols_adjoint_in_either_memory_order(nb, channels, stride) 
         np.testing.assert_allclose((x * gx).sum(), (cols * g).sum(), rtol=1e-12)
 
 
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_a_few_channel_convolution_adds_its_bias_inside_the_gemm(nb, monkeypatch, channels) -> None:
+    """Below TAPS_BELOW channels the bias is the kernel's last row against a column of ones in the
+    patches (the output is written once, by the GEMM), over every chunk; wider inputs add it in a
+    pass of its own. Either way the output is the convolution plus the bias."""
+    from topgrad_numpy.ops import conv
+
+    x, w, b = _r(5, 6, 7, channels), _r(3, 3, channels, 4, seed=1), _r(4, seed=2)
+    bare = conv.Conv2d().forward(x, w, None, 1, 1)
+    passes: list[int] = []
+    bias = conv._bias
+    monkeypatch.setattr(conv, "_bias", lambda out2, v: (passes.append(1), bias(out2, v)))
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 2 * 6 * 7 * 9 * channels * 4)  # chunks of two images
+    got = conv.Conv2d().forward(x, w, b, 1, 1)
+    np.testing.assert_allclose(got, bare + b, rtol=1e-6, atol=1e-6)
+    assert passes == ([] if channels < conv.TAPS_BELOW else [1])
+
+
 @pytest.mark.parametrize("input_grad", [False, True], ids=["stem", "col2im"])
 def test_an_image_batchs_backward_is_chunked_by_its_own_channels(nb, monkeypatch, input_grad) -> None:
     """A few-channel input (an image batch) has its backward built from x's patches alone: dL/dw

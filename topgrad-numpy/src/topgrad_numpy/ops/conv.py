@@ -176,16 +176,23 @@ def _bias(out2: np.ndarray, b: np.ndarray) -> None:
 
 
 def _patch_chunks(
-    x: np.ndarray, chunks: Sequence[slice], geo: tuple[int, ...]
+    x: np.ndarray, chunks: Sequence[slice], geo: tuple[int, ...], ones: bool = False
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """Each chunk of the batch with its patch matrix (im2col of the padded chunk); every chunk's
-    patches are built in the same buffer, so each matrix is only valid until the next."""
+    patches are built in the same buffer, so each matrix is only valid until the next. With
+    `ones` (column-major patches only: fewer than TAPS_BELOW channels), a last column of ones."""
     kh, kw, sh, sw, ph, pw, Ho, Wo = geo
     _, H, W, C = x.shape
+    K = kh * kw * C
     pad = _Padder(_largest(chunks), H, W, C, ph, pw, x.dtype)
-    scratch = np.empty(_largest(chunks) * Ho * Wo * kh * kw * C, dtype=x.dtype)
+    scratch = np.empty(_largest(chunks) * Ho * Wo * (K + 1 if ones else K), dtype=x.dtype)
     for sl in chunks:
-        yield sl, im2col(pad(x[sl]), kh, kw, sh, sw, scratch)
+        cols = im2col(pad(x[sl]), kh, kw, sh, sw, scratch)
+        if ones:  # the patches are scratch's first K rows of m (column-major): one more row
+            m = cols.shape[0]
+            scratch[K * m : (K + 1) * m] = 1.0
+            cols = scratch[: (K + 1) * m].reshape(K + 1, m).T
+        yield sl, cols
 
 
 def _weight_grad(
@@ -335,18 +342,24 @@ class Conv2d(NumpyOp):
                                                      stride, padding)
         B, _, _, C = x.shape
         kh, kw, _, Cout = w.shape
-        w2 = gemm.aligned(w.reshape(kh * kw * C, Cout))  # once, not once per chunk in gemm.matmul
+        w2 = w.reshape(kh * kw * C, Cout)
+        # few channels: the bias as the kernel's last row, against a column of ones in the patches,
+        # so the GEMM writes the output once (a 1 -> 32 layer at batch 128: 1.47 -> 1.06 ms); the
+        # output of a wider input is as large against a far larger GEMM, and its bias stays a pass
+        fold = b is not None and C < TAPS_BELOW and b.dtype == w.dtype
+        if fold:
+            w2 = np.concatenate([w2, b[None]])
+        w2 = gemm.aligned(w2)  # once, not once per chunk in gemm.matmul
         out = np.empty((B, Ho * Wo, Cout), dtype=np.result_type(x, w, *(() if b is None else (b.dtype,))))
         chunks = batch_chunks(B, Ho * Wo * kh * kw * C * x.itemsize)
 
         def convolve(group: Sequence[slice]) -> None:  # each thread's chunks, in buffers of its own
-            for sl, cols in _patch_chunks(x, group, (kh, kw, sh, sw, ph, pw, Ho, Wo)):
+            for sl, cols in _patch_chunks(x, group, (kh, kw, sh, sw, ph, pw, Ho, Wo), ones=fold):
                 gemm.matmul(cols, w2, out[sl].reshape(-1, Cout))
 
         parallel.map_groups(convolve, chunks)
-        out2 = out.reshape(B * Ho * Wo, Cout)
-        if b is not None:
-            _bias(out2, b)
+        if b is not None and not fold:
+            _bias(out.reshape(B * Ho * Wo, Cout), b)
         self.save_for_backward(x, w)
         self.stride, self.padding = (sh, sw), (ph, pw)  # public names: graph() and to_dot show them
         self.geometry = (x.shape, Ho, Wo, b is not None)
