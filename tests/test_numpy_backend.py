@@ -282,6 +282,39 @@ def test_col2im_is_im2cols_adjoint_in_either_memory_order(nb, channels, stride) 
         np.testing.assert_allclose((x * gx).sum(), (cols * g).sum(), rtol=1e-12)
 
 
+@pytest.mark.parametrize("padding", [0, 1, (2, 0)])
+def test_a_planar_padder_pads_as_numpy_and_keeps_each_channel_a_plane(nb, padding) -> None:
+    """The padded chunk for two or three channels at stride 1 is the NHWC view of channel planes
+    (so im2col's tap copies read along rows), made even without padding, and the same patches."""
+    from topgrad_numpy.ops import conv
+
+    x = _r(4, 5, 6, 3)
+    ph, pw = padding if isinstance(padding, tuple) else (padding, padding)
+    pad = conv._Padder(4, 5, 6, 3, ph, pw, x.dtype, planar=True)
+    for n in (4, 2):  # the whole buffer, then a shorter last chunk
+        xp = pad(x[:n])
+        np.testing.assert_array_equal(xp, np.pad(x[:n], ((0, 0), (ph, ph), (pw, pw), (0, 0))))
+        assert xp.strides[2] == x.itemsize and xp.strides[3] > xp.strides[0]  # rows contiguous, planes out
+        flat = conv._Padder(4, 5, 6, 3, ph, pw, x.dtype)(x[:n])
+        np.testing.assert_array_equal(conv.im2col(xp, 3, 3, 1, 1), conv.im2col(flat, 3, 3, 1, 1))
+
+
+def test_only_two_or_three_channels_at_stride_one_are_padded_as_planes(nb, monkeypatch) -> None:
+    from topgrad_numpy.ops import conv
+
+    made: list[tuple[int, int, bool]] = []
+    padder = conv._Padder
+
+    def spy(n, H, W, C, ph, pw, dtype, planar=False):
+        made.append((C, pw, planar))
+        return padder(n, H, W, C, ph, pw, dtype, planar)
+
+    monkeypatch.setattr(conv, "_Padder", spy)
+    for c, stride in ((3, 1), (2, 1), (3, 2), (1, 1), (4, 1)):
+        conv.Conv2d().forward(_r(2, 6, 6, c), _r(3, 3, c, 2, seed=1), None, stride, 1)
+    assert made == [(3, 1, True), (2, 1, True), (3, 1, False), (1, 1, False), (4, 1, False)]
+
+
 @pytest.mark.parametrize("channels", [1, 3, 4])
 def test_a_few_channel_convolution_adds_its_bias_inside_the_gemm(nb, monkeypatch, channels) -> None:
     """Below TAPS_BELOW channels the bias is the kernel's last row against a column of ones in the

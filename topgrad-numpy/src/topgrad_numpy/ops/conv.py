@@ -153,14 +153,22 @@ def _largest(chunks: Sequence[slice]) -> int:
 
 class _Padder:
     """Pads slices of a batch into one reused zero-bordered buffer (borders are written once).
-    A padding is an int (both sides) or a (before, after) pair."""
+    A padding is an int (both sides) or a (before, after) pair. A `planar` buffer holds each
+    channel as a plane, (C, n, H, W) in memory, and is returned as its NHWC view; it is made even
+    without padding."""
 
-    def __init__(self, n: int, H: int, W: int, C: int, ph: Any, pw: Any, dtype: Any) -> None:
+    def __init__(
+        self, n: int, H: int, W: int, C: int, ph: Any, pw: Any, dtype: Any, planar: bool = False
+    ) -> None:
         (self.top, bottom), (self.left, right) = (p if isinstance(p, tuple) else (p, p) for p in (ph, pw))
         self.H, self.W = H, W
         padded = self.top or bottom or self.left or right
         shape = (n, self.top + H + bottom, self.left + W + right, C)
-        self.buf = np.zeros(shape, dtype=dtype) if padded else None
+        self.buf = None
+        if planar:
+            self.buf = np.zeros((C, *shape[:3]), dtype=dtype).transpose(1, 2, 3, 0)
+        elif padded:
+            self.buf = np.zeros(shape, dtype=dtype)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self.buf is None:
@@ -184,7 +192,11 @@ def _patch_chunks(
     kh, kw, sh, sw, ph, pw, Ho, Wo = geo
     _, H, W, C = x.shape
     K = kh * kw * C
-    pad = _Padder(_largest(chunks), H, W, C, ph, pw, x.dtype)
+    # two or three channels at stride 1: padded channel by channel, so that im2col's tap-by-tap
+    # copy reads along image rows, not every C-th float (3 -> 32 at batch 128: forward 3.0 -> 2.75
+    # ms, dL/dw 4.0 -> 3.7; at stride 2 the transposing copy costs more than it saves, +10%)
+    planar = 1 < C < TAPS_BELOW and sh == sw == 1
+    pad = _Padder(_largest(chunks), H, W, C, ph, pw, x.dtype, planar=planar)
     scratch = np.empty(_largest(chunks) * Ho * Wo * (K + 1 if ones else K), dtype=x.dtype)
     for sl in chunks:
         cols = im2col(pad(x[sl]), kh, kw, sh, sw, scratch)
