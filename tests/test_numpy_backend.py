@@ -333,6 +333,33 @@ def test_a_few_channel_convolution_adds_its_bias_inside_the_gemm(nb, monkeypatch
     assert passes == ([] if channels < conv.TAPS_BELOW else [1])
 
 
+@pytest.mark.parametrize("channels", [1, 3, 4])
+@pytest.mark.parametrize("input_grad", [False, True])
+def test_a_few_channel_convolutions_bias_gradient_is_a_row_of_its_weight_gradient(
+    nb, monkeypatch, channels, input_grad
+) -> None:
+    """Below TAPS_BELOW channels dL/db comes from the patches' column of ones, as one more row of
+    dL/dw's GEMM over every chunk, not a pass of its own; wider inputs sum the gradient apart."""
+    from topgrad_numpy.ops import conv
+
+    x, w, b = _r(5, 6, 7, channels), _r(3, 3, channels, 4, seed=1), _r(4, seed=2)
+    g = _r(5, 6, 7, 4, seed=3)
+    op = conv.Conv2d()
+    op.needs_grad = lambda i: input_grad or i > 0
+    op.forward(x, w, b, 1, 1)
+    sums: list[int] = []
+    colsum = conv.colsum
+    monkeypatch.setattr(conv, "colsum", lambda a: (sums.append(1), colsum(a))[1])
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 2 * 6 * 7 * 9 * channels * 4)  # chunks of two images
+    gx, gw, gb = op.backward(g)
+    np.testing.assert_allclose(gb, g.sum(axis=(0, 1, 2)), rtol=1e-5, atol=1e-5)
+    patches = conv.im2col(np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), 3, 3, 1, 1)
+    np.testing.assert_allclose(gw.reshape(-1, 4), patches.T @ g.reshape(-1, 4), rtol=1e-5, atol=1e-5)
+    assert gb.base is None and gb.shape == (4,)  # its own array, not a view into dL/dw's
+    assert (gx is not None) == input_grad
+    assert sums == ([] if channels < conv.TAPS_BELOW else [1])
+
+
 @pytest.mark.parametrize("input_grad", [False, True], ids=["stem", "col2im"])
 def test_an_image_batchs_backward_is_chunked_by_its_own_channels(nb, monkeypatch, input_grad) -> None:
     """A few-channel input (an image batch) has its backward built from x's patches alone: dL/dw

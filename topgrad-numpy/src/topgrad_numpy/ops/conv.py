@@ -208,17 +208,18 @@ def _patch_chunks(
 
 
 def _weight_grad(
-    x: np.ndarray, g2: np.ndarray, chunks: Sequence[slice], geo: tuple[int, ...]
+    x: np.ndarray, g2: np.ndarray, chunks: Sequence[slice], geo: tuple[int, ...], ones: bool = False
 ) -> np.ndarray:
     """dL/dw as sum over chunks of im2col(x)^T @ grad: only pairs of x and the gradient that the
-    forward paired (so NaN or Inf in x reaches exactly the weights PyTorch's does)."""
+    forward paired (so NaN or Inf in x reaches exactly the weights PyTorch's does). With `ones`
+    (few channels, see `_patch_chunks`) a last row, the gradient's column sums: dL/db."""
     kh, kw, _, _, _, _, Ho, Wo = geo
 
     def products(group: Sequence[slice]) -> list[np.ndarray]:  # one per chunk, summed in order below
         return [gemm.matmul_tn(cols, g2[sl.start * Ho * Wo : sl.stop * Ho * Wo])
-                for sl, cols in _patch_chunks(x, group, geo)]
+                for sl, cols in _patch_chunks(x, group, geo, ones)]
 
-    gw = np.zeros((kh * kw * x.shape[3], g2.shape[1]), dtype=g2.dtype)
+    gw = np.zeros((kh * kw * x.shape[3] + int(ones), g2.shape[1]), dtype=g2.dtype)
     return _add_in_chunk_order(gw, parallel.map_groups(products, chunks))
 
 
@@ -401,7 +402,14 @@ class Conv2d(NumpyOp):
             gx, gw = _input_grad_by_phases(x, w, grad, chunks, geo, need_w)
         elif need_x:
             gx = _input_grad_col2im(w, g2, x_shape, chunks, geo)
+        gb = None
         if need_w and gw is None:
-            gw = _weight_grad(x, g2, chunks, geo)
-        gb = colsum(g2) if has_bias else None
+            # few channels: dL/db as the ones column's row of dL/dw, not a pass of its own over
+            # the gradient (the forward's bias is in its GEMM the same way)
+            fold = has_bias and C < TAPS_BELOW
+            gw = _weight_grad(x, g2, chunks, geo, ones=fold)
+            if fold:
+                gw, gb = gw[:-1], gw[-1].copy()
+        if has_bias and gb is None:
+            gb = colsum(g2)
         return gx, None if gw is None else gw.reshape(w.shape), gb
