@@ -413,6 +413,9 @@ def threads():
     ((7, 9, 8, 6), (3, 3, 6, 5), 2, 1, False),  # phases of the stride, dL/dw from x's patches
     ((7, 8, 8, 4), (1, 1, 4, 6), 2, 0, False),  # a strided projection
     ((7, 8, 8, 4), (1, 1, 4, 6), 3, 0, False),  # a kernel smaller than the stride: phases no tap reaches
+    ((7, 9, 9, 3), (3, 3, 3, 5), 1, 1, False),  # few channels: planes, the bias in the GEMMs, col2im
+    ((7, 9, 9, 3), (3, 3, 3, 5), 1, 1, True),
+    ((7, 9, 8, 1), (3, 3, 1, 4), 2, 1, False),
 ])
 def test_conv_threads_give_the_same_bits(
     nb, threads, monkeypatch, shape, kernel, stride, padding, nan
