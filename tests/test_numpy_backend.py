@@ -10,6 +10,7 @@ import inspect
 import re
 import subprocess
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
@@ -37,6 +38,20 @@ def nb():
 
 def _r(*shape: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed + len(shape)).standard_normal(shape).astype(F32)
+
+
+def _recorded(monkeypatch, module: Any, name: str) -> list[tuple[tuple, dict, Any]]:
+    """The calls of module.name from now on, as (args, kwargs, result); each still runs it."""
+    calls: list[tuple[tuple, dict, Any]] = []
+    original = getattr(module, name)
+
+    def record(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        calls.append((args, kwargs, result))
+        return result
+
+    monkeypatch.setattr(module, name, record)
+    return calls
 
 
 # ---- plugin and packaging ---------------------------------------------------------------
@@ -302,16 +317,10 @@ def test_a_planar_padder_pads_as_numpy_and_keeps_each_channel_a_plane(nb, paddin
 def test_only_two_or_three_channels_at_stride_one_are_padded_as_planes(nb, monkeypatch) -> None:
     from topgrad_numpy.ops import conv
 
-    made: list[tuple[int, int, bool]] = []
-    padder = conv._Padder
-
-    def spy(n, H, W, C, ph, pw, dtype, planar=False):
-        made.append((C, pw, planar))
-        return padder(n, H, W, C, ph, pw, dtype, planar)
-
-    monkeypatch.setattr(conv, "_Padder", spy)
+    padders = _recorded(monkeypatch, conv, "_Padder")
     for c, stride in ((3, 1), (2, 1), (3, 2), (1, 1), (4, 1)):
         conv.Conv2d().forward(_r(2, 6, 6, c), _r(3, 3, c, 2, seed=1), None, stride, 1)
+    made = [(args[3], args[5], kwargs.get("planar", False)) for args, kwargs, _ in padders]  # C, pw
     assert made == [(3, 1, True), (2, 1, True), (3, 1, False), (1, 1, False), (4, 1, False)]
 
 
@@ -324,13 +333,11 @@ def test_a_few_channel_convolution_adds_its_bias_inside_the_gemm(nb, monkeypatch
 
     x, w, b = _r(5, 6, 7, channels), _r(3, 3, channels, 4, seed=1), _r(4, seed=2)
     bare = conv.Conv2d().forward(x, w, None, 1, 1)
-    passes: list[int] = []
-    bias = conv._bias
-    monkeypatch.setattr(conv, "_bias", lambda out2, v: (passes.append(1), bias(out2, v)))
+    passes = _recorded(monkeypatch, conv, "_bias")
     monkeypatch.setattr(conv, "CHUNK_BYTES", 2 * 6 * 7 * 9 * channels * 4)  # chunks of two images
     got = conv.Conv2d().forward(x, w, b, 1, 1)
     np.testing.assert_allclose(got, bare + b, rtol=1e-6, atol=1e-6)
-    assert passes == ([] if channels < conv.TAPS_BELOW else [1])
+    assert len(passes) == (0 if channels < conv.TAPS_BELOW else 1)
 
 
 @pytest.mark.parametrize("channels", [1, 3, 4])
@@ -347,9 +354,7 @@ def test_a_few_channel_convolutions_bias_gradient_is_a_row_of_its_weight_gradien
     op = conv.Conv2d()
     op.needs_grad = lambda i: input_grad or i > 0
     op.forward(x, w, b, 1, 1)
-    sums: list[int] = []
-    colsum = conv.colsum
-    monkeypatch.setattr(conv, "colsum", lambda a: (sums.append(1), colsum(a))[1])
+    sums = _recorded(monkeypatch, conv, "colsum")
     monkeypatch.setattr(conv, "CHUNK_BYTES", 2 * 6 * 7 * 9 * channels * 4)  # chunks of two images
     gx, gw, gb = op.backward(g)
     np.testing.assert_allclose(gb, g.sum(axis=(0, 1, 2)), rtol=1e-5, atol=1e-5)
@@ -357,7 +362,7 @@ def test_a_few_channel_convolutions_bias_gradient_is_a_row_of_its_weight_gradien
     np.testing.assert_allclose(gw.reshape(-1, 4), patches.T @ g.reshape(-1, 4), rtol=1e-5, atol=1e-5)
     assert gb.base is None and gb.shape == (4,)  # its own array, not a view into dL/dw's
     assert (gx is not None) == input_grad
-    assert sums == ([] if channels < conv.TAPS_BELOW else [1])
+    assert len(sums) == (0 if channels < conv.TAPS_BELOW else 1)
 
 
 @pytest.mark.parametrize("input_grad", [False, True], ids=["stem", "col2im"])
@@ -378,19 +383,11 @@ def test_an_image_batchs_backward_is_chunked_by_its_own_channels(nb, monkeypatch
         return [ws.grad, bs.grad, *([xs.grad] if input_grad else [])]
 
     whole = gradients()
-    sizes: list[int] = []
-    chunks = conv.batch_chunks
-
-    def counted(batch: int, bytes_per_image: int) -> list[slice]:
-        made = chunks(batch, bytes_per_image)
-        sizes.append(len(made))
-        return made
-
-    monkeypatch.setattr(conv, "batch_chunks", counted)
+    chunkings = _recorded(monkeypatch, conv, "batch_chunks")
     monkeypatch.setattr(conv, "CHUNK_BYTES", 2 * 8 * 8 * 9 * 1 * 4)  # two images' patches
     for got, want in zip(gradients(), whole, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    assert sizes == [3, 3]  # forward, backward: three chunks of two images each
+    assert [len(made) for *_, made in chunkings] == [3, 3]  # forward, backward: three chunks of two images
 
 
 # ---- worker threads --------------------------------------------------------------------------
