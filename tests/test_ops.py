@@ -1939,6 +1939,11 @@ _NON_FINITE_CASES: dict[str, tuple[Callable[..., Any], Callable[..., Any], list[
                lambda x, w: F.conv2d(x.permute(0, 3, 1, 2), w.permute(3, 2, 0, 1),
                                      padding=1).permute(0, 2, 3, 1),
                [_with_non_finite((2, 3, 3, 4), 14), rand((3, 3, 4, 5), 15)]),
+    "Conv2d-3-channels": (  # the few-channel path: planes, the bias in the GEMMs, col2im
+        lambda x, w, b: x.conv2d(w, b, padding=1),
+        lambda x, w, b: F.conv2d(x.permute(0, 3, 1, 2), w.permute(3, 2, 0, 1), b,
+                                 padding=1).permute(0, 2, 3, 1),
+        [_with_non_finite((2, 3, 3, 3), 19), rand((3, 3, 3, 5), 20), rand((5,), 21)]),
     "Attention": (lambda q, k, v: topgrad.attention(q, k, v),
                   lambda q, k, v: F.scaled_dot_product_attention(q, k, v),
                   [rand((1, 3, 4), 16), _with_non_finite((1, 3, 4), 17), rand((1, 3, 4), 18)]),
