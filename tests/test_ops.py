@@ -106,6 +106,38 @@ def test_scalar_compositions(form: str, shape: tuple[int, ...]) -> None:
     check_against_torch(top, ref, [rand(shape, 3)])
 
 
+LIST_FORMS = {
+    "x + c": lambda x, c: x + c, "c + x": lambda x, c: c + x, "x * c": lambda x, c: x * c,
+    "c * x": lambda x, c: c * x, "x - c": lambda x, c: x - c, "c - x": lambda x, c: c - x,
+    "x / c": lambda x, c: x / c, "c / x": lambda x, c: c / x,
+}
+
+
+@pytest.mark.parametrize("form", sorted(LIST_FORMS))
+@pytest.mark.parametrize("kind", [list, tuple])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_list_operand_is_a_constant_in_the_tensors_dtype(form: str, kind: type, dtype: str) -> None:
+    """A list or tuple of numbers on either side of +, -, * and / is a constant of x's dtype,
+    broadcast as a Tensor of it would be, on every backend (numpy's took it in some forms, and
+    refused x - list; triton's refused them all). PyTorch's yardstick gets the same constant."""
+    f = LIST_FORMS[form]
+    c = [[0.5, -1.5, 2.0], [1.25, 3.0, -0.75]]
+    x0 = _divisors((4, 2, 3), 6)  # away from 0 for c / x
+    x = float64_tensor(x0) if dtype == "float64" else Tensor(x0)
+    out = f(x, kind(kind(row) for row in c))
+    constant = out.op.parents[0 if form.startswith("c") else 1]
+    assert isinstance(constant, Tensor) and not constant.requires_grad
+    assert str(out.dtype).endswith(dtype)
+    xt = torch.tensor(x0, dtype=torch.float64, requires_grad=True)
+    ref = f(xt, torch.tensor(c, dtype=torch.float64))
+    g = rand(tuple(ref.shape), 8)
+    ref.backward(torch.from_numpy(g.astype(np.float64)))
+    out.backward(g)
+    assert_close(out, ref, f"{form} forward")
+    assert str(x.grad.dtype).endswith(dtype)
+    assert_close(x.grad, xt.grad, f"{form} dL/dx")
+
+
 @pytest.mark.parametrize(("shape_a", "shape_b"), [((3, 4), (3, 4)), ((2, 3, 4), (3, 1)), ((4,), (2, 4))])
 def test_tensor_minus_tensor(shape_a: tuple[int, ...], shape_b: tuple[int, ...]) -> None:
     check_against_torch(lambda a, b: a - b, lambda a, b: a - b, [rand(shape_a, 4), rand(shape_b, 5)])

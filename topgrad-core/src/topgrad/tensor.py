@@ -322,16 +322,16 @@ class Tensor:
 
     # ---- arithmetic: each is one op of the table, or a composition of them --------
     def __add__(self, other: Any) -> Tensor:
-        return _ops().Add.apply(self, other)
+        return _ops().Add.apply(self, _operand(other, self))
 
     def __radd__(self, other: Any) -> Tensor:
-        return _ops().Add.apply(other, self)
+        return _ops().Add.apply(_operand(other, self), self)
 
     def __mul__(self, other: Any) -> Tensor:
-        return _ops().Mul.apply(self, other)
+        return _ops().Mul.apply(self, _operand(other, self))
 
     def __rmul__(self, other: Any) -> Tensor:
-        return _ops().Mul.apply(other, self)
+        return _ops().Mul.apply(_operand(other, self), self)
 
     def __neg__(self) -> Tensor:
         return self * -1.0
@@ -339,6 +339,7 @@ class Tensor:
     def __sub__(self, other: Any) -> Tensor:
         if other is True or other is False:  # -True is -1, but PyTorch refuses a bool on either side
             arguments.refuse_bool_subtraction("y", other)
+        other = _operand(other, self)
         try:
             negated = -other
         except (TypeError, RuntimeError) as exc:  # a str, None, a bool mask (numpy, torch will not negate)
@@ -349,7 +350,7 @@ class Tensor:
     def __rsub__(self, other: Any) -> Tensor:
         if type(other) is not float and type(other) is not int:  # 1.0 - x and 1 - x go straight on
             arguments.refuse_bool_subtraction("x", other)  # a mask - x, as PyTorch refuses it
-        return other + (-self)
+        return _operand(other, self) + (-self)
 
     def __truediv__(self, other: Any) -> Tensor:
         """x / y is the Div op, x / c for a number c too (correctly rounded, as PyTorch's). On a
@@ -357,7 +358,7 @@ class Tensor:
         tensor's dtype (float32: |c| < 2.9e-39) it is (x * (2^-64 / c)) * 2^64, so that
         1e-40 / 1e-39 is 0.1 and 0 / 1e-39 is 0, as in PyTorch."""
         if not arguments.is_number(other):  # a Tensor, or whatever the backend's Div takes (as `*` does)
-            return _ops().Div.apply(self, other)
+            return _ops().Div.apply(self, _operand(other, self))
         c = float(other)
         if c == 0:
             return self * math.copysign(math.inf, c)  # x / 0: ±inf (0 / 0: NaN), as IEEE, -0.0 too
@@ -371,7 +372,7 @@ class Tensor:
 
     def __rtruediv__(self, other: Any) -> Tensor:
         """c / x for a number c (or an operand the backend's Div takes): the Div op."""
-        return _ops().Div.apply(other, self)
+        return _ops().Div.apply(_operand(other, self), self)
 
     def __pow__(self, n: Any) -> Tensor:
         """x ** n for a whole number n >= 1, by repeated squaring (x ** 2 is x * x, x ** 5 is
@@ -759,6 +760,15 @@ def _toposort(root: Op) -> list[Any]:
             stack.pop()
             order.append(node)
     return order
+
+
+def _operand(other: Any, like: Tensor) -> Any:
+    """An arithmetic operand: a list or tuple of numbers becomes a constant Tensor in `like`'s
+    dtype, so `x * [1.0, 2.0]` and `x - [1.0, 2.0]` work alike on every backend (numpy's took
+    some of them as arrays, other backends none); anything else is passed on as it is."""
+    if isinstance(other, (list, tuple)):
+        return Tensor(other, dtype=_dtype_name(like.data), requires_grad=False)
+    return other
 
 
 def _dtype_name(array: Any) -> str:
