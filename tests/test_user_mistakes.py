@@ -30,6 +30,30 @@ def test_calling_size_as_pytorchs_method_names_shape() -> None:
         x.size(0)
 
 
+@pytest.mark.parametrize("value", [[1.0, 2.0], np.float32(2.0), "1.0", None],
+                         ids=["list", "numpy-scalar", "text", "None"])
+def test_assigning_data_that_is_no_array_of_the_backend_is_refused(value: Any) -> None:
+    """`x.data = ...` (PyTorch's escape hatch) takes the backend's array, as `Tensor(values).data`
+    is; a list or a number was stored as it was and failed later inside some op, or in print(x)."""
+    x = Tensor(rand((2,), 0))
+    kept = x.data
+    with pytest.raises(TypeError, match=r"^Tensor.data must be a (numpy.ndarray|torch.Tensor) \(this "
+                       r"tensor's backend's array\), got .*: assign Tensor\(values, dtype=...\).data$"):
+        x.data = value
+    assert x.data is kept
+
+
+def test_assigning_data_replaces_the_values_as_in_pytorch() -> None:
+    """The backend's own array is taken as it is, of another shape too (as PyTorch's `.data`), and
+    the tensor computes with it."""
+    x = Tensor(rand((2,), 0))
+    new = Tensor(rand((3,), 1)).data
+    x.data = new
+    assert x.data is new and x.shape == (3,)
+    (x * 2.0).sum().backward()
+    np.testing.assert_array_equal(to_numpy(x.grad), np.full(3, 2.0, np.float32))
+
+
 def test_int_of_a_one_element_tensor_truncates_as_in_pytorch() -> None:
     for value in (3.7, -3.7, 0.2):
         assert int(Tensor([value])) == int(torch.tensor([value])) == int(value)

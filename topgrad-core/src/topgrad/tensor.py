@@ -100,7 +100,7 @@ def _ops() -> Any:
 class Tensor:
     """An n-dimensional float32 array that records the op which produced it."""
 
-    __slots__ = ("__weakref__", "_grad", "_op", "_requires_grad", "_updated_at", "data")
+    __slots__ = ("__weakref__", "_data", "_grad", "_op", "_requires_grad", "_updated_at")
     __array_priority__ = 1000  # so that `numpy_array * tensor` calls Tensor.__rmul__
 
     @pytorch_names.keywords  # PyTorch's device=, pin_memory=: what to write instead
@@ -136,7 +136,7 @@ class Tensor:
             raise TypeError(f"Tensor: backend {backend.name!r} made a {type_name(array)} of the data, not "
                             f"one of its arrays ({qualified_name(kind)}): its asarray and "
                             "copy must return those (np.asarray(x) for numpy's 0-d results)")
-        self.data: Any = array
+        self._data: Any = array
         self._grad: Any = None
         self._op: Op | None = None
         self._updated_at = 0
@@ -146,8 +146,24 @@ class Tensor:
     def _from_array(cls, array: Any, op: Op | None, requires_grad: bool = True) -> Tensor:
         """Wrap a backend array without converting it (the ops' fast path)."""
         t = cls.__new__(cls)
-        t.data, t._grad, t._op, t._requires_grad, t._updated_at = array, None, op, requires_grad, 0
+        t._data, t._grad, t._op, t._requires_grad, t._updated_at = array, None, op, requires_grad, 0
         return t
+
+    @property
+    def data(self) -> Any:
+        """The values: an array of the backend this tensor was made under."""
+        return self._data
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        """Replace the values (PyTorch's `x.data = ...`) with an array of the same backend's, as
+        `Tensor(values).data` is: anything else would fail later, inside some op."""
+        kind = registry._array_type(registry.owner_of(self._data) or registry.get_backend())
+        if not isinstance(value, kind):
+            raise TypeError(f"Tensor.data must be a {qualified_name(kind)} (this tensor's backend's array), "
+                            f"got {arguments.with_article(type_name(value))}: assign "
+                            "Tensor(values, dtype=...).data")
+        self._data = value
 
     @property
     def grad(self) -> Any:
