@@ -54,6 +54,15 @@ def test_assigning_data_replaces_the_values_as_in_pytorch() -> None:
     np.testing.assert_array_equal(to_numpy(x.grad), np.full(3, 2.0, np.float32))
 
 
+@pytest.mark.parametrize("data", [[[1.0, 2.0], [3.0]], [[1.0, 2.0], 3.0], ([[1.0], [2.0]], [[3.0]])])
+def test_ragged_nested_lists_are_named_as_such(data: Any) -> None:
+    """numpy's words were "setting an array element with a sequence. The requested array has an
+    inhomogeneous shape after 1 dimensions..."; torch's differ again. One message on every backend."""
+    with pytest.raises(ValueError, match=r"^Tensor\(data\): the nested lists are ragged \(lists side by side "
+                       r"have different lengths, as \[\[1, 2\], \[3\]\]\)"):
+        Tensor(data)
+
+
 def test_int_of_a_one_element_tensor_truncates_as_in_pytorch() -> None:
     for value in (3.7, -3.7, 0.2):
         assert int(Tensor([value])) == int(torch.tensor([value])) == int(value)

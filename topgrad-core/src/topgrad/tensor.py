@@ -124,6 +124,10 @@ class Tensor:
                     "Tensor(a list of Tensors): a Tensor made from their values would be outside the graph; "
                     "topgrad.stack(tensors) joins them as an op (gradients flow back), and "
                     "Tensor([t.item() for t in tensors]) copies one-element tensors' values") from exc
+            if isinstance(data, (list, tuple)) and _nested_shape(data) is None:
+                raise ValueError("Tensor(data): the nested lists are ragged (lists side by side have "
+                                 "different lengths, as [[1, 2], [3]]); a tensor needs every list at one "
+                                 "depth to be as long as the others") from exc
             raise
         # asarray made a new array from numbers and lists, and from a backend array whose memory
         # key changed; anything else (the same array, a torch tensor or buffer numpy wraps) may share
@@ -776,6 +780,17 @@ def _toposort(root: Op) -> list[Any]:
             stack.pop()
             order.append(node)
     return order
+
+
+def _nested_shape(data: Any) -> tuple[int, ...] | None:
+    """The shape of nested lists and tuples of numbers, or None where they are ragged."""
+    if not isinstance(data, (list, tuple)):
+        return ()
+    inner = {_nested_shape(d) for d in data}
+    if len(inner) > 1:
+        return None
+    shape = inner.pop() if inner else ()
+    return None if shape is None else (len(data), *shape)
 
 
 def _operand(other: Any, like: Tensor) -> Any:
