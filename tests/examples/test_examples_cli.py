@@ -38,8 +38,35 @@ def test_help_documents_the_exit_statuses(capsys: pytest.CaptureFixture[str]) ->
         assert re.search(rf"^\s+{status}\s+.*{meaning}", statuses, re.MULTILINE | re.IGNORECASE), statuses
 
 
+def test_help_shows_each_models_defaults_and_where_data_is_looked_for(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--batch-size`, `--lr` and `--epochs` default "per model": the help says what each is, and
+    the order of places searched for data ($TOPGRAD_DATA is otherwise only named by errors)."""
+    from topgrad_examples.models import MODELS
+
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    out = capsys.readouterr().out
+    for name, cls in MODELS.items():
+        d = cls.defaults
+        line = f"  {name:<10} {d.optimizer}, --lr {d.lr:g}, --batch-size {d.batch_size}, --epochs {d.epochs}"
+        assert line in out, out
+    places = " ".join(out[out.index("data (without --data-dir)"):out.index("exit status")].split())
+    assert re.search(r"\$TOPGRAD_DATA, then /usr/share/datasets/.*then \$XDG_CACHE_HOME/topgrad/.*then a "
+                     r"download into that cache; MNIST falls back to a bundled subset", places), places
+
+
+def test_version_names_the_packages(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        train.main(["--version"])
+    assert info.value.code == 0
+    assert re.fullmatch(r"topgrad-train: topgrad-examples \S+, topgrad-core \S+\n", capsys.readouterr().out)
+
+
 @pytest.mark.parametrize("argv", [["--no-such-flag"], ["no-such-model"], ["mlp", "--epochs", "many"],
-                                  ["mlp", "--batch-size", "0"], ["mlp", "--save", ""]])
+                                  ["mlp", "--batch-size", "0"], ["mlp", "--save", ""],
+                                  ["mlp", "--backend", ""]])
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         train.main(argv)

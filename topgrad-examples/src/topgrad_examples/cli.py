@@ -20,7 +20,25 @@ EXIT_OUTPUT_CLOSED = 141  # 128 + SIGPIPE, a shell's status when the reader of s
 
 MAX_INT = 2**63 - 1  # a checkpoint stores the seed, the epochs and the batch size as int64
 
+def _model_defaults() -> str:
+    """One line per model: the recipe its options default to."""
+    lines = []
+    for name, cls in MODELS.items():
+        d = cls.defaults
+        lines.append(f"  {name:<10} {d.optimizer}, --lr {d.lr:g}, --batch-size {d.batch_size}, "
+                     f"--epochs {d.epochs}")
+    return "\n".join(lines)
+
+
 EPILOG = f"""\
+defaults per model:
+{_model_defaults()}
+
+data (without --data-dir): $TOPGRAD_DATA, then /usr/share/datasets/<dataset> (Debian's
+  dataset-<dataset> packages), then $XDG_CACHE_HOME/topgrad/<dataset> (~/.cache/topgrad/...
+  by default), then a download into that cache; MNIST falls back to a bundled subset of
+  6,000 training and 1,000 test images
+
 exit status:
   {EXIT_OK:<4} success: trained, evaluated, and printed the test accuracy
   {EXIT_FAILURE:<4} failure: a data, checkpoint, backend or plot error, a diverged loss
@@ -36,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="topgrad-train", description="Train a topgrad example model and print its test accuracy.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=_versions())
     p.add_argument("model", choices=list(MODELS), help="which model to train")
     p.add_argument("--backend", help="topgrad backend (default: $TOPGRAD_BACKEND, else numpy, else the only "
                    "one installed)")
@@ -52,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="fixes initialization and batch order, on one "
                    "backend (each draws its own initial weights) (default: the checkpoint's with --resume "
                    "(another is refused), else 0)")
-    p.add_argument("--limit", type=int, help="use only the first N training and N test images")
+    p.add_argument("--limit", type=int, help="use only the first N training and N test images "
+                   "(default: all)")
     p.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz) after every epoch")
     p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint written by --save (add "
                    "--save PATH to keep saving)")
@@ -65,6 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _versions() -> str:
+    """topgrad-train's version line: this package's and topgrad's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for package in ("topgrad-examples", "topgrad-core"):
+        try:
+            found.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            found.append(f"{package} (not installed as a package)")
+    return "topgrad-train: " + ", ".join(found)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The parsed command line, its numbers and paths checked; a usage error exits with status 2."""
     parser = build_parser()
@@ -75,6 +108,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be at least {least}")
         if value is not None and value > MAX_INT:  # a checkpoint stores each as an int64
             parser.error(f"--{name.replace('_', '-')} must be at most 2**63 - 1, got {value}")
+    if args.backend == "":
+        parser.error("--backend needs a name (numpy, triton, ...; topgrad.available_backends() lists "
+                     "them), got an empty one")
     for name in ("data_dir", "save", "resume", "plot"):
         if getattr(args, name) == "":
             parser.error(f"--{name.replace('_', '-')} needs a path, got an empty one")
