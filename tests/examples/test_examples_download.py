@@ -170,6 +170,29 @@ def test_search_order(tmp_path: Path, make_dataset, isolated_search: Path, monke
         data.load_dataset("mnist", tmp_path / "nowhere")
 
 
+def test_a_wrong_topgrad_data_is_said_at_once(tmp_path: Path, make_dataset, isolated_search: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """$TOPGRAD_DATA is set on purpose: where it holds no dataset, one line says why (no such
+    folder, or which files are missing) before the other places are searched; the fallback's
+    advice is the one that fits the run (with downloads off: run without --no-download)."""
+    messages: list[str] = []
+    monkeypatch.setenv("TOPGRAD_DATA", str(tmp_path / "nowhere"))
+    assert data.load_dataset("mnist", download_ok=False, log=messages.append).source == data.BUNDLED
+    looking = "; looking in the other places"
+    assert messages[0] == f"mnist: $TOPGRAD_DATA={tmp_path / 'nowhere'}: no such folder{looking}"
+    assert "run without --no-download, online, to download them" in messages[-1], messages
+    partial = make_dataset(tmp_path / "partial")
+    (partial / "t10k-labels-idx1-ubyte.gz").unlink()
+    monkeypatch.setenv("TOPGRAD_DATA", str(partial))
+    make_dataset(tmp_path / "debian" / "mnist", n_train=20)
+    messages.clear()
+    assert len(data.load_dataset("mnist", download_ok=False, log=messages.append).train_labels) == 20
+    assert messages == [f"mnist: $TOPGRAD_DATA={partial}: no complete mnist dataset there (nor in "
+                        f"{partial / 'mnist'}): t10k-labels-idx1-ubyte.gz missing{looking}"]
+    with pytest.raises(data.DatasetNotFoundError, match=r"or run without --no-download, online\.$"):
+        data.load_dataset("fashion-mnist", download_ok=False, log=messages.append)
+
+
 def test_cache_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert data.cache_dir("fashion-mnist") == tmp_path / "topgrad" / "fashion-mnist"

@@ -76,6 +76,23 @@ def test_resume_continues_exactly(
             np.testing.assert_allclose(a[key], b[key], rtol=1e-6, atol=1e-7, err_msg=key)
 
 
+def test_each_saved_epoch_says_where_and_a_resume_without_save_says_it_keeps_nothing(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    ck = tmp_path / "ck.npz"
+    code, lines, _ = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST)
+    assert code == 0 and lines[-2].startswith("epoch 1/1:") and lines[-2].endswith(f", saved to {ck}"), lines
+    first = ck.read_bytes()
+    code, lines, _ = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", str(ck), "--epochs", "2",
+                         "--no-progress")
+    assert code == 0 and lines[0] == (f"resumed from {ck} after epoch 1 (the epochs trained now are not "
+                                      f"saved: add --save {ck} to keep them)"), lines
+    assert lines[-2].startswith("epoch 2/2:") and "saved" not in lines[-2], lines
+    assert ck.read_bytes() == first  # as the line said: the file still holds epoch 1
+    code, lines, _ = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", str(ck), "--epochs", "1")
+    assert code == 0 and lines[0] == f"resumed from {ck} after epoch 1", lines  # nothing to train or lose
+
+
 def test_resume_takes_settings_from_the_checkpoint(
     tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -193,16 +193,21 @@ def load_dir(directory: str | os.PathLike[str], name: str = "mnist") -> Dataset:
     if files is None:
         folder = Path(directory).expanduser()
         if not folder.is_dir():
-            what = "not a folder" if folder.exists() else "no such folder"
-            raise DatasetNotFoundError(f"{directory}: {what} (--data-dir names a folder with the "
-                                       "four IDX files)")
+            raise DatasetNotFoundError(f"{directory}: {_why_not_there(directory, name)} (--data-dir names "
+                                       "a folder with the four IDX files)")
         expected = ", ".join(file_names(p)[1] for p in PARTS)
-        missing = ", ".join(file_names(p)[1] for p in _missing_parts(Path(directory).expanduser(), name))
-        raise DatasetNotFoundError(
-            f"{directory}: no complete {name} dataset there (nor in {Path(directory) / name}): "
-            f"{missing} missing; expected the four IDX files {expected} (gzipped or not)"
-        )
+        raise DatasetNotFoundError(f"{directory}: {_why_not_there(directory, name)}; expected the four IDX "
+                                   f"files {expected} (gzipped or not)")
     return load_files(files, name, str(files["train-images"].parent.resolve()))  # absolute: --resume finds it
+
+
+def _why_not_there(directory: str | os.PathLike[str], name: str) -> str:
+    """Why a folder that was to hold a dataset does not: no such folder, or which files it lacks."""
+    folder = Path(directory).expanduser()
+    if not folder.is_dir():
+        return "not a folder" if folder.exists() else "no such folder"
+    missing = ", ".join(file_names(p)[1] for p in _missing_parts(folder, name))
+    return f"no complete {name} dataset there (nor in {Path(directory) / name}): {missing} missing"
 
 
 # ---- where to look ----------------------------------------------------------------
@@ -267,12 +272,17 @@ def load_dataset(
     log = log if log is not None else _stderr
     if data_dir is not None:
         return load_dir(data_dir, name)
+    chosen = os.environ.get("TOPGRAD_DATA")
     for directory in search_dirs(name):
         files = find_files(directory, name)
         if files is not None:  # the source as an absolute path: --resume from elsewhere finds it
             return load_files(files, name, str(files["train-images"].parent.resolve()))
+        if chosen and directory == Path(chosen):  # set on purpose, so a wrong one is said at once
+            log(f"{name}: $TOPGRAD_DATA={chosen}: {_why_not_there(chosen, name)}; looking in the other "
+                "places")
     looked = ", ".join(str(d) for d in search_dirs(name))
     problem = "downloading is turned off"
+    online = "run once online" if download_ok else "run without --no-download, online,"
     if download_ok:
         try:
             files = download(name, mirrors=mirrors, timeout=timeout, log=log)
@@ -284,12 +294,12 @@ def load_dataset(
         log(f"mnist: not found in {looked} and {problem}; using the bundled subset "
             f"({len(subset.train_labels):,} training, {len(subset.test_labels):,} test images). For the "
             "full set pass --data-dir DIR or set $TOPGRAD_DATA to a folder with the four IDX files, or "
-            f"run once online to download them into {cache_dir(name)}"
+            f"{online} to download them into {cache_dir(name)}"
             f"{' (--no-download skips the download attempt)' if download_ok else ''}.")
         return subset
     raise DatasetNotFoundError(
         f"{name}: not found in {looked} and {problem}. Pass --data-dir DIR or set $TOPGRAD_DATA to a folder "
-        f"with the four IDX files, install Debian's dataset-{name} package, or run once online."
+        f"with the four IDX files, install Debian's dataset-{name} package, or {online.rstrip(',')}."
     )
 
 

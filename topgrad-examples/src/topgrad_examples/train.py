@@ -271,7 +271,9 @@ def run(args: argparse.Namespace) -> float:
             raise checkpoint.CheckpointError(
                 f"{args.resume}: {bad} is NaN or infinite: the run that saved it had diverged; go on from "
                 "an earlier checkpoint, or start again with a lower --lr")
-        _say(f"resumed from {args.resume} after epoch {start}")
+        unsaved = "" if args.save or start >= recipe.epochs else (
+            f" (the epochs trained now are not saved: add --save {args.resume} to keep them)")
+        _say(f"resumed from {args.resume} after epoch {start}{unsaved}")
     config = {"dataset": dataset, "seed": seed, "batch_size": recipe.batch_size, "lr": recipe.lr,
               "epochs": recipe.epochs, "train_images": len(y_train), "test_images": len(y_test),
               "data_source": data.source, **({} if limit is None else {"limit": int(limit)})}
@@ -358,8 +360,9 @@ def _train(
                 saved.writing = None  # the save is atomic: the file at the path is as it was
                 raise _SaveFailedError(epoch + 1, acc, exc) from exc
             saved.epoch, saved.writing = epoch + 1, None
+        kept = f", saved to {args.save}" if args.save else ""
         _say(f"epoch {epoch + 1}/{recipe.epochs}: train loss {loss:.4f}, test acc {acc:.4f}, "
-             f"{seconds:.1f} s ({len(y_train) / seconds:,.0f} img/s)")
+             f"{seconds:.1f} s ({len(y_train) / seconds:,.0f} img/s){kept}")
         if profile is not None:
             _say(f"profile of epoch {epoch + 1} (training steps only):\n{profile}")
     if acc is None:
