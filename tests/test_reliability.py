@@ -467,7 +467,8 @@ def test_integer_and_boolean_data_become_float32() -> None:
                          ids=["None", "str", "ragged", "dict", "object"])
 def test_tensor_of_garbage_is_refused(garbage: Any) -> None:
     """A TypeError that says what the data was, never numpy's bare message from deep inside."""
-    refused = r"Tensor\(None\)|Tensor\('abc'\): text is not|backend: cannot make a float32 array from "
+    refused = (r"Tensor\(None\)|Tensor\('abc'\): text is not|backend: cannot make a float32 array from |"
+               r"Tensor\(data\): the nested lists are ragged")
     with pytest.raises(TypeError, match=refused):
         Tensor(garbage)
 

@@ -57,8 +57,9 @@ def test_assigning_data_replaces_the_values_as_in_pytorch() -> None:
 @pytest.mark.parametrize("data", [[[1.0, 2.0], [3.0]], [[1.0, 2.0], 3.0], ([[1.0], [2.0]], [[3.0]])])
 def test_ragged_nested_lists_are_named_as_such(data: Any) -> None:
     """numpy's words were "setting an array element with a sequence. The requested array has an
-    inhomogeneous shape after 1 dimensions..."; torch's differ again. One message on every backend."""
-    with pytest.raises(ValueError, match=r"^Tensor\(data\): the nested lists are ragged \(lists side by side "
+    inhomogeneous shape after 1 dimensions..."; torch's differ again. One message on every backend,
+    a TypeError as for other data that makes no array (PyTorch's is a ValueError)."""
+    with pytest.raises(TypeError, match=r"^Tensor\(data\): the nested lists are ragged \(lists side by side "
                        r"have different lengths, as \[\[1, 2\], \[3\]\]\)"):
         Tensor(data)
 

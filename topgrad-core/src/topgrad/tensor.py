@@ -125,7 +125,7 @@ class Tensor:
                     "topgrad.stack(tensors) joins them as an op (gradients flow back), and "
                     "Tensor([t.item() for t in tensors]) copies one-element tensors' values") from exc
             if isinstance(data, (list, tuple)) and _nested_shape(data) is None:
-                raise ValueError("Tensor(data): the nested lists are ragged (lists side by side have "
+                raise TypeError("Tensor(data): the nested lists are ragged (lists side by side have "
                                  "different lengths, as [[1, 2], [3]]); a tensor needs every list at one "
                                  "depth to be as long as the others") from exc
             raise
