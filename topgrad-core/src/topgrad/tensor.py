@@ -126,8 +126,8 @@ class Tensor:
                     "Tensor([t.item() for t in tensors]) copies one-element tensors' values") from exc
             if isinstance(data, (list, tuple)) and _nested_shape(data) is None:
                 raise TypeError("Tensor(data): the nested lists are ragged (lists side by side have "
-                                 "different lengths, as [[1, 2], [3]]); a tensor needs every list at one "
-                                 "depth to be as long as the others") from exc
+                                "different lengths, as [[1, 2], [3]]); a tensor needs every list at one "
+                                "depth to be as long as the others") from exc
             raise
         # asarray made a new array from numbers and lists, and from a backend array whose memory
         # key changed; anything else (the same array, a torch tensor or buffer numpy wraps) may share

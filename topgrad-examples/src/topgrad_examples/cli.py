@@ -20,6 +20,7 @@ EXIT_OUTPUT_CLOSED = 141  # 128 + SIGPIPE, a shell's status when the reader of s
 
 MAX_INT = 2**63 - 1  # a checkpoint stores the seed, the epochs and the batch size as int64
 
+
 def _model_defaults() -> str:
     """One line per model: the recipe its options default to."""
     lines = []
