@@ -93,6 +93,20 @@ def test_graph_totals_count_an_array_two_saves_share_once() -> None:
     assert re.search(r"^  %1\s+leaf ", text, re.M), text
 
 
+def test_a_save_two_ops_share_is_labelled_whatever_tensors_your_code_holds() -> None:
+    """ReLU saves its output and the next Linear saves its input: one array. Without `h` held,
+    the output can no longer be named, but the second save still says which earlier save it
+    is (it said nothing, as if Linear kept an array of its own); with `h` held, both are `h`."""
+    x, w1, w2 = Tensor(rand((4, 3), 1), requires_grad=False), Tensor(rand((3, 5), 2)), Tensor(rand((5, 2), 3))
+    text = str(x.linear(w1).relu().linear(w2).sum().graph())
+    assert re.search(r"^  %3\s+ReLU .*\n\s+saves #0 .*\d B$", text, re.M), text
+    assert re.search(r"^  %5\s+Linear .*\n\s+saves #0 .*same array as %3 #0$", text, re.M), text
+    h = x.linear(w1).relu()
+    text = str(h.linear(w2).sum().graph({"h": h}))
+    assert re.search(r"^  %3\s+ReLU .* h  <- %2\n\s+saves #0 .*same array as output$", text, re.M), text
+    assert re.search(r"^  %5\s+Linear .*\n\s+saves #0 .*same array as input 0$", text, re.M), text
+
+
 def test_graph_shows_a_convolutions_stride_and_padding() -> None:
     x, w = Tensor(rand((1, 5, 5, 2), 1)), Tensor(rand((3, 3, 2, 4), 2))
     text = str(x.conv2d(w, stride=2, padding=1).graph())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from topgrad.indexing import index_text, is_index
@@ -31,6 +31,7 @@ class SavedArray:
     dtype: str
     nbytes: int
     alias: str | None = None  # "input 0", "output", "%3 (live)": memory the graph holds anyway
+    shares: str | None = None  # "%3 #0": an earlier save of the same memory (its output, say)
 
 
 @dataclass
@@ -154,6 +155,7 @@ def build(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Graph:
     label = {id(tensor): name for name, tensor in (names or {}).items()}
     nodes: list[Node] = []
     seen_saved: dict[int, int] = {}  # memory owner's id -> bytes, each saved buffer once
+    first_save: dict[int, str] = {}  # memory owner's id -> "%3 #0", the first op that saved it
     live = _live_roots(order)  # memory owner's id -> "%i", the live Tensor of the graph holding it
     for i, item in enumerate(order):
         if isinstance(item, Tensor):
@@ -165,9 +167,12 @@ def build(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Graph:
         op, output = item, item.output()
         parents = tuple(f"%{index[id(p)]}" if id(p) in index else _literal(p) for p in op.parents)
         saved = saved_arrays(op, output, live)
-        for s, array in saved:
+        for j, (s, array) in enumerate(saved):
             key = id(_root(array))
             seen_saved[key] = max(seen_saved.get(key, 0), s.nbytes)
+            if s.alias is None and key in first_save:  # shown whatever Tensors your code still holds
+                saved[j] = (replace(s, shares=first_save[key]), array)
+            first_save.setdefault(key, f"%{i} {s.name}")
         node = Node(
             i, type(op).__name__, tuple(int(d) for d in op._out_shape), _dtype_text(op._out_dtype), parents,
             saved=[s for s, _ in saved], attrs=_settings(op), released=op._released,
@@ -326,7 +331,8 @@ def format_graph(g: Graph) -> str:
         if n.op is not None and n.released:
             lines.append("        (saved arrays released by backward)")
         for s in n.saved:
-            alias = f"  same array as {s.alias}" if s.alias else ""
+            same = s.alias or s.shares
+            alias = f"  same array as {same}" if same else ""
             lines.append(
                 f"        saves {s.name:<12} {_shape_text(s.shape):<16} {s.dtype:<8} "
                 f"{human_bytes(s.nbytes):>10}{alias}"
