@@ -373,6 +373,23 @@ def test_second_backward_through_a_released_graph_fails_clearly() -> None:
         y.backward()
 
 
+def test_a_backward_run_by_hand_after_release_says_the_arrays_were_released() -> None:
+    """`op.backward(g)` by hand (docs/inspecting.md) after loss.backward(): every op of the graph
+    says its arrays were released, not "not enough values to unpack" from inside its backward;
+    `op.saved` is still empty to look at."""
+    x, w, b = Tensor(rand((4, 5), 27)), Tensor(rand((5, 3), 28)), Tensor(rand((3,), 29))
+    y = (x.linear(w, b).relu().logsoftmax() * 2.0).mean()
+    y.backward()
+    released = [op for op in _graph_ops(y) if op._released]
+    assert {type(op).__name__ for op in released} >= {"Linear", "ReLU", "LogSoftmax"}, released
+    for op in released:
+        assert op.saved == () and len(op.saved) == 0 and not op.saved and repr(op.saved) == "()"
+        name = type(op).__name__
+        with pytest.raises(RuntimeError, match=rf"^{name}: backward through this graph ran already and its "
+                           "saved arrays were released; run the forward pass again"):
+            op.backward(topgrad.get_backend().ones(op._out_shape))
+
+
 def test_a_new_forward_pass_can_run_backward_again() -> None:
     x_np = rand((3,), 31)
     x = Tensor(x_np)

@@ -193,7 +193,7 @@ def held_arrays(op: Op) -> list[tuple[str, Any]]:
     """(name, array) for what `op` keeps for backward: its `save_for_backward` arrays ('#0', ...)
     and its array attributes (by name); `saved_arrays` and the profiler both count these."""
     found: list[tuple[str, Any]] = []
-    for i, item in enumerate(op._intermediate):
+    for i, item in enumerate(() if op._released else op.saved):
         _collect(f"#{i}", item, found)
     for name, value in vars(op).items():
         if name not in _ENGINE_ATTRS and not name.startswith("__"):

@@ -59,8 +59,13 @@ class Op:
 
     @property
     def saved(self) -> tuple[Any, ...]:
-        """The arrays this op saved for backward (empty once backward has run)."""
+        """The arrays this op saved for backward. Once backward has run it is empty, and unpacking
+        it (a backward run by hand) says that they were released."""
         return self._intermediate
+
+    def _release(self) -> None:
+        """Let go of the saved arrays once the engine's backward has used them."""
+        self._intermediate, self._released = ReleasedArrays(type(self).__name__), True
 
     def needs_grad(self, i: int) -> bool:
         """Does backward need the gradient of positional argument `i`? False for a constant or a
@@ -175,13 +180,34 @@ def _not_an_array(op: Op, out: Any) -> TypeError:
                      f"(np.asarray(np.sum(x)) for numpy), never a Tensor{keyword}")
 
 
+def _released_text(name: str) -> str:
+    return (f"{name}: backward through this graph ran already and its saved arrays were released; run "
+            "the forward pass again before calling backward")
+
+
+class ReleasedArrays(tuple):
+    """What an op holds once backward released its saved arrays: empty and false, as () is, but
+    a backward run by hand (`op.backward(g)`) that unpacks or indexes it is told why, not
+    "not enough values to unpack"."""
+
+    op_name: str
+
+    def __new__(cls, op_name: str) -> ReleasedArrays:
+        released = super().__new__(cls)
+        released.op_name = op_name
+        return released
+
+    def __iter__(self) -> Iterator[Any]:
+        raise RuntimeError(_released_text(self.op_name))
+
+    def __getitem__(self, index: Any) -> Any:
+        raise RuntimeError(_released_text(self.op_name))
+
+
 def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
     """Call `op.backward`, informing observers; used by the engine for every node."""
     if op._released:
-        raise RuntimeError(
-            f"{type(op).__name__}: backward through this graph ran already and its saved "
-            "arrays were released; run the forward pass again before calling backward"
-        )
+        raise RuntimeError(_released_text(type(op).__name__))
     try:
         if not Op._observers:
             grads = op.backward(grad)

@@ -704,7 +704,7 @@ class Tensor:
                 key = id(parent)
                 grads[key] = pg if key not in grads else add(grads[key], pg)
             if node._intermediate:  # an op that saved nothing can run backward again
-                node._intermediate, node._released = (), True
+                node._release()
 
 
 def _refuse_tensor_grads(root: Tensor, exc: Exception) -> None:
