@@ -1,5 +1,5 @@
 """The Python examples of the README, docs/inspecting.md and topgrad-triton's README run as
-written and show what their comments say.
+written and show what their comments say; the README's graph picture is what its script draws.
 
 A file's ```python blocks run in order as one script (later blocks use the names of earlier
 ones) in a fresh interpreter on the default backend, in a temporary directory; ```python norun
@@ -10,6 +10,7 @@ turns it on).
 
 from __future__ import annotations
 
+import html
 import importlib.util
 import os
 import re
@@ -66,3 +67,27 @@ def test_triton_readme_examples(tmp_path: Path) -> None:
     nothing: the script must run without an error)."""
     needs_triton()
     run(ROOT / "topgrad-triton" / "README.md", tmp_path)
+
+
+def _texts(markup: str) -> list[str]:
+    return [html.unescape(re.sub(r"<[^>]+>", "", t)).strip() for t in markup]
+
+
+def test_the_readmes_graph_picture_is_what_draw_graph_draws_now(tmp_path: Path) -> None:
+    """docs/attention-graph.svg is drawn by scripts/draw_graph.py, and went stale once (it showed
+    Attention saving five arrays after it saved four). Redrawn here as DOT (no Graphviz needed):
+    every line a box shows (op, shape, kept settings, saves, bytes) is in the SVG, and the SVG
+    shows no such line the drawing does not."""
+    spec = importlib.util.spec_from_file_location("draw_graph", ROOT / "scripts" / "draw_graph.py")
+    assert spec is not None and spec.loader is not None
+    draw_graph = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(draw_graph)
+    dot = tmp_path / "attention.dot"
+    draw_graph.main(["attention", "--out", str(dot)])
+    drawn = [line for label in re.findall(r"label=<(.*?)>\];", dot.read_text())
+             for line in _texts(label.split("<br/>"))]
+    svg = (ROOT / "docs" / "attention-graph.svg").read_text()
+    shown = _texts(re.findall(r"<text[^>]*>(.*?)</text>", svg))
+    detail = re.compile(r"^(saves |kept: |\d.* saved$)")
+    assert sorted(t for t in shown if detail.match(t)) == sorted(t for t in drawn if detail.match(t)), (
+        "docs/attention-graph.svg is stale: redraw it with `python scripts/draw_graph.py attention`")
