@@ -335,6 +335,21 @@ def test_to_dot_without_graphviz_writes_the_dot_text(tmp_path: Path, monkeypatch
 
 
 # ---- topgrad.profile ------------------------------------------------------------------------
+def test_a_profile_of_backward_alone_says_why_its_calls_are_zero() -> None:
+    """`with profile(): loss.backward()` times ops whose forward ran before the block: the calls
+    column (forward calls) reads 0 beside nonzero backward time, and a line says so."""
+    loss, _ = _mlp_loss(0)
+    with topgrad.profile() as p:
+        loss.backward()
+    assert p.stats["Linear"].calls == 0 and p.stats["Linear"].backward_calls == 2
+    n = sum(s.backward_calls for s in p.stats.values())
+    assert f"calls are forward calls; backward ms also holds {n} backward calls of ops made before the " \
+        "block" in str(p), str(p)
+    with topgrad.profile() as p:  # forward and backward inside: no such line
+        _mlp_loss(1)[0].backward()
+    assert "made before the block" not in str(p), str(p)
+
+
 def test_profile_counts_calls_time_and_saved_bytes() -> None:
     with topgrad.profile() as p:
         for step in range(3):

@@ -117,6 +117,10 @@ def format_profile(p: Profile) -> str:
         f"{'ops':<{width}} {sum(s.calls for _, s in rows):>7} {fwd * 1e3:>11.2f} {bwd * 1e3:>12.2f} "
         f"{(fwd + bwd) * 1e3:>10.2f} {100.0 if rows else 0.0:>6.1f} {human_bytes(saved):>11}"
     )
+    earlier = sum(max(s.backward_calls - s.calls, 0) for _, s in rows)
+    if earlier:  # `loss.backward()` alone in the block: its ops' forwards ran before it
+        lines.append(f"calls are forward calls; backward ms also holds {earlier} backward "
+                     f"call{'s' if earlier > 1 else ''} of ops made before the block")
     if p.wall_s:
         lines.append(f"wall time {p.wall_s * 1e3:.2f} ms; outside ops (engine, Python, data): "
                      f"{max(p.wall_s - fwd - bwd, 0.0) * 1e3:.2f} ms")
