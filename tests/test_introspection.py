@@ -319,9 +319,15 @@ def test_to_dot_into_a_missing_folder_is_an_os_error(tmp_path: Path) -> None:
         topgrad.viz.to_dot(_mlp_loss()[0], tmp_path / "no-such-folder" / "g.png")
 
 
-@pytest.mark.parametrize("names", [["x"], {"x": 1.0}])
-def test_graph_names_must_map_names_to_tensors(names: object) -> None:
-    with pytest.raises(TypeError, match="names maps names to Tensors"):
+@pytest.mark.parametrize(("names", "got"), [
+    (["x"], "a list"), ({"x": 1.0}, "'x': a float"),
+    ({"w": np.zeros((500, 500), np.float32)}, "'w': a ndarray"), ({1: Tensor.zeros(2)}, "1: a Tensor"),
+])
+def test_graph_names_must_map_names_to_tensors(names: object, got: str) -> None:
+    """The message says what was passed in a few words (it printed the first 80 characters of
+    its repr, cut off inside an array)."""
+    with pytest.raises(TypeError, match=rf"^graph: names maps names to Tensors, as \{{'x': x, 'w': w\}}, "
+                       rf"got {re.escape(got)}$"):
         _mlp_loss()[0].graph(names)  # type: ignore[arg-type]
 
 

@@ -147,9 +147,8 @@ def build(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Graph:
     """
     if not isinstance(t, Tensor):
         raise TypeError(f"graph: needs a Tensor, got {type(t).__name__}")
-    if names is not None and not (isinstance(names, Mapping) and all(
-            isinstance(k, str) and isinstance(v, Tensor) for k, v in names.items())):
-        raise TypeError(f"graph: names maps names to Tensors ({{'x': x}}), got {names!r:.80}")
+    if names is not None:
+        _check_names(names)
     order = _toposort(t._op) if t._op is not None else [t]
     index = {id(node): i for i, node in enumerate(order)}
     label = {id(tensor): name for name, tensor in (names or {}).items()}
@@ -183,6 +182,19 @@ def build(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Graph:
         nodes.append(node)
     extra = sum(b for key, b in seen_saved.items() if key not in live)  # an alias is live memory too
     return Graph(nodes, sum(seen_saved.values()), extra)
+
+
+def _check_names(names: Any) -> None:
+    """A TypeError that says what `names` was, where it is not {name: Tensor} (a list of tensors,
+    a dict of arrays): its type, or the first entry that is not a str key with a Tensor value."""
+    if not isinstance(names, Mapping):
+        got = f"a {type(names).__name__}"
+    else:
+        wrong = [(k, v) for k, v in names.items() if not (isinstance(k, str) and isinstance(v, Tensor))]
+        if not wrong:
+            return
+        got = f"{wrong[0][0]!r:.40}: a {type(wrong[0][1]).__name__}"
+    raise TypeError(f"graph: names maps names to Tensors, as {{'x': x, 'w': w}}, got {got}")
 
 
 def _dtype_text(dtype: Any) -> str:
