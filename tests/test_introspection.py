@@ -94,17 +94,44 @@ def test_graph_totals_count_an_array_two_saves_share_once() -> None:
 
 
 def test_a_save_two_ops_share_is_labelled_whatever_tensors_your_code_holds() -> None:
-    """ReLU saves its output and the next Linear saves its input: one array. Without `h` held,
-    the output can no longer be named, but the second save still says which earlier save it
-    is (it said nothing, as if Linear kept an array of its own); with `h` held, both are `h`."""
-    x, w1, w2 = Tensor(rand((4, 3), 1), requires_grad=False), Tensor(rand((3, 5), 2)), Tensor(rand((5, 2), 3))
-    text = str(x.linear(w1).relu().linear(w2).sum().graph())
-    assert re.search(r"^  %3\s+ReLU .*\n\s+saves #0 .*\d B$", text, re.M), text
-    assert re.search(r"^  %5\s+Linear .*\n\s+saves #0 .*same array as %3 #0$", text, re.M), text
-    h = x.linear(w1).relu()
-    text = str(h.linear(w2).sum().graph({"h": h}))
-    assert re.search(r"^  %3\s+ReLU .* h  <- %2\n\s+saves #0 .*same array as output$", text, re.M), text
-    assert re.search(r"^  %5\s+Linear .*\n\s+saves #0 .*same array as input 0$", text, re.M), text
+    """Two Linears read `a` and each saves it: one array. Without `a` held, its output can no
+    longer be named, but the second save says which earlier save it is (it said nothing, as if
+    it were an array of its own: on numpy, ReLU's saved output and the next Linear's input were
+    the learner's case); with `a` held, both saves are `input 0`."""
+    x = Tensor(rand((4, 3), 1), requires_grad=False)
+    w1, w2, w3 = Tensor(rand((3, 5), 2)), Tensor(rand((5, 2), 3)), Tensor(rand((5, 2), 4))
+
+    def branches(a: Tensor) -> Tensor:
+        return (a.linear(w2) + a.linear(w3)).sum()
+
+    text = str(branches(x.linear(w1)).graph())
+    firsts = re.findall(r"^  %(\d+)\s+Linear .*<- %2, .*\n\s+saves #0 .*\d B( .*)?$", text, re.M)
+    assert [label for _, label in firsts] == ["", f"  same array as %{firsts[0][0]} #0"], text
+    a = x.linear(w1)
+    text = str(branches(a).graph({"a": a}))
+    inputs = re.findall(r"^  %\d+\s+Linear .*<- %2, .*\n\s+saves #0 .*same array as input 0$", text, re.M)
+    assert len(inputs) == 2, text
+
+
+def test_graph_of_a_constant_says_why_it_has_no_ops() -> None:
+    """A no_grad result is a lone constant, as an input batch is: the graph says which kinds of
+    tensor record no graph (it looked like an input and said "1 leaves")."""
+    x = Tensor(rand((2, 3), 1))
+    with topgrad.no_grad():
+        y = (x * 2.0).sum()
+    text = str(y.graph())
+    assert text.startswith("graph: 0 ops, 1 leaf\n  (a constant: an input made with requires_grad=False, or "
+                           "a result computed\n   under no_grad or from constants only"), text
+    assert str(x.graph()).startswith("graph: 0 ops, 1 leaf\n  %0    leaf"), "a trainable leaf: no note"
+    assert str((x * 2.0).graph()).startswith("graph: 1 op, 1 leaf\n"), "one op"
+
+
+def test_graph_shows_kept_numbers_as_python_writes_them() -> None:
+    """`x * 2.0` kept number=2.0 (it showed 2, beside the parent 2.0); long floats keep six
+    significant digits (0.1235 was four)."""
+    x = Tensor(rand((2, 3), 1))
+    assert "[kept: number=2.0]" in str((x * 2.0).graph())
+    assert "[kept: number=0.123457]" in str((x * 0.123456789).graph())
 
 
 def test_graph_shows_a_convolutions_stride_and_padding() -> None:

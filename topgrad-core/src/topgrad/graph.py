@@ -301,8 +301,14 @@ def _settings(op: Op) -> dict[str, Any]:
 
 
 def format_attrs(attrs: dict[str, Any]) -> str:
-    """'stride=2 scale=0.125': the small values an op kept, floats shortened."""
-    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in attrs.items())
+    """'stride=2 scale=0.125': the small values an op kept, floats as Python writes them (2.0)
+    up to six significant digits."""
+    return " ".join(f"{k}={_short_float(v) if isinstance(v, float) else v}" for k, v in attrs.items())
+
+
+def _short_float(v: float) -> str:
+    text = repr(v)
+    return text if len(text) <= 8 else f"{v:.6g}"
 
 
 def _literal(value: Any) -> str:
@@ -326,7 +332,11 @@ def _shape_text(shape: tuple[int, ...]) -> str:
 
 def format_graph(g: Graph) -> str:
     """The text `print(graph)` shows: one line per node, saved arrays under it, totals."""
-    lines = [f"graph: {len(g.ops)} ops, {len(g.nodes) - len(g.ops)} leaves"]
+    n_ops, n_leaves = len(g.ops), len(g.nodes) - len(g.ops)
+    lines = [f"graph: {n_ops} op{'' if n_ops == 1 else 's'}, {n_leaves} lea{'f' if n_leaves == 1 else 'ves'}"]
+    if not g.ops and g.nodes and g.nodes[0].constant:
+        lines.append("  (a constant: an input made with requires_grad=False, or a result computed")
+        lines.append("   under no_grad or from constants only, which records no graph)")
     width = max([len(n.kind) for n in g.nodes] + [len("total")])
     for n in g.nodes:
         settings = format_attrs(n.attrs)
