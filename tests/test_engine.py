@@ -896,6 +896,29 @@ def test_comparisons_say_there_are_none_and_what_to_do(compare: Any) -> None:
     assert x == x and x != Tensor.ones(2) and {x: 1}[x] == 1
 
 
+def test_an_op_says_what_it_made_and_holds_and_names_pytorchs_grad_fn_attributes() -> None:
+    """repr(op) was `<Linear op>`; a learner walking `y.op.parents` sees the output, the dtype and
+    the saved arrays now. PyTorch's grad_fn names (next_functions, saved_tensors) point to the
+    Op's; any other missing attribute is a plain AttributeError."""
+    x, w = Tensor(rand((4, 3), 40)), Tensor(rand((3, 2), 41))
+    h = x.linear(w)
+    y = h.sum()
+    dtype = str(h.dtype).removeprefix("torch.")
+    assert repr(h.op) == f"<Linear op: (4, 2) {dtype}, saved 2 arrays>"
+    assert repr(y.op) == f"<Sum op: () {dtype}, saved 0 arrays>"
+    y.backward()
+    assert repr(h.op) == f"<Linear op: (4, 2) {dtype}, saved arrays released>"
+    assert repr(type(h.op)()) == "<Linear op: not applied>"
+    with pytest.raises(AttributeError, match=r"^'Linear' op has no attribute 'next_functions': PyTorch's "
+                       r"grad_fn.next_functions is op.parents \(per input"):
+        h.op.next_functions  # noqa: B018
+    with pytest.raises(AttributeError, match=r"grad_fn.saved_tensors is op.saved \(the backend arrays"):
+        h.op.saved_tensors  # noqa: B018
+    with pytest.raises(AttributeError, match=r"^'Linear' op has no attribute 'no_such_thing'$"):
+        h.op.no_such_thing  # noqa: B018
+    assert getattr(h.op, "no_such_thing", 7) == 7
+
+
 def test_op_is_the_public_way_into_the_graph() -> None:
     """`t.op` (PyTorch's grad_fn) is the Op that made t, None for a leaf, a constant or a
     no_grad result; its parents and saved arrays are the graph a learner walks by hand."""

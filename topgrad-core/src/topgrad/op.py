@@ -19,9 +19,9 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Iterable, Iterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from topgrad import registry
+from topgrad import pytorch_names, registry
 from topgrad import tensor as _tensor
 from topgrad.errors import qualified_name
 from topgrad.tensor import Tensor
@@ -96,7 +96,22 @@ class Op:
         return _link(op, args, out)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} op>"
+        """`<Linear op: (2, 3) float32, saved 2 arrays>`: what it made and what it holds."""
+        if self._out_dtype is None:
+            return f"<{type(self).__name__} op: not applied>"
+        n = len(self._intermediate)
+        held = "saved arrays released" if self._released else f"saved {n} array{'' if n == 1 else 's'}"
+        dtype = str(self._out_dtype).removeprefix("torch.")
+        return f"<{type(self).__name__} op: {tuple(int(d) for d in self._out_shape)} {dtype}, {held}>"
+
+    if not TYPE_CHECKING:  # for mypy an Op keeps only the attributes it declares
+
+        def __getattr__(self, name: str) -> Any:
+            """Asked only for a missing attribute: a PyTorch grad_fn name gets the Topgrad way."""
+            way = pytorch_names.OP_INSTEAD.get(name)
+            hint = f": PyTorch's grad_fn.{name} is {way}" if way else ""
+            raise AttributeError(f"{type(self).__name__!r} op has no attribute {name!r}{hint}",
+                                 name=name, obj=self)
 
 
 def _apply_observed(cls: type[Op], args: tuple[Any, ...], params: dict[str, Any]) -> Tensor:
