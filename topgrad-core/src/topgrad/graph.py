@@ -19,7 +19,8 @@ from topgrad.op import Op
 from topgrad.tensor import Tensor, _toposort
 
 # Attributes of an op that are the engine's bookkeeping, not what the op saved.
-_ENGINE_ATTRS = frozenset({"parents", "_out_shape", "_out_dtype", "_output", "_intermediate", "_released"})
+_ENGINE_ATTRS = frozenset({"parents", "_out_shape", "_out_dtype", "_output", "_intermediate", "_saved_names",
+                           "_released"})
 
 
 @dataclass(frozen=True)
@@ -202,11 +203,13 @@ def _dtype_text(dtype: Any) -> str:
 
 
 def held_arrays(op: Op) -> list[tuple[str, Any]]:
-    """(name, array) for what `op` keeps for backward: its `save_for_backward` arrays ('#0', ...)
-    and its array attributes (by name); `saved_arrays` and the profiler both count these."""
+    """(name, array) for what `op` keeps for backward: its `save_for_backward` arrays (by their
+    keyword, else '#0', ...) and its array attributes (by name); `saved_arrays` and the profiler
+    both count these."""
     found: list[tuple[str, Any]] = []
+    names = op._saved_names
     for i, item in enumerate(() if op._released else op.saved):
-        _collect(f"#{i}", item, found)
+        _collect(names[i] if i < len(names) else f"#{i}", item, found)
     for name, value in vars(op).items():
         if name not in _ENGINE_ATTRS and not name.startswith("__"):
             _collect(name, value, found)

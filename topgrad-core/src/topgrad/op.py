@@ -37,6 +37,7 @@ class Op:
     _out_dtype: Any = None
     _output: Any = None  # weakref to the output Tensor (see `output`)
     _intermediate: tuple[Any, ...] = ()
+    _saved_names: tuple[str, ...] = ()  # save_for_backward's keywords, for display ("#0" if none)
     _released: bool = False
     _born = 0  # the update clock at forward (`tensor.mark_updated`): a later step overwrote saved arrays
     # Observers (profiler, tracer, anomaly detector) registered by topgrad's tools.
@@ -51,11 +52,20 @@ class Op:
         """Return one gradient per positional argument of `apply` (None where none is needed)."""
         raise NotImplementedError(f"{type(self).__name__}.backward is not implemented")
 
-    def save_for_backward(self, *arrays: Any) -> None:
-        """Keep the arrays `backward` needs; the engine releases them after backward. (Arrays kept
+    def save_for_backward(self, *arrays: Any, **named: Any) -> None:
+        """Keep the arrays `backward` needs, read back from `self.saved` in the order given (the
+        keyword ones after the others); the engine releases them after backward. Keywords name
+        them for graph() and a learner (`x=x, w=w`); positional ones show as #0, #1. (Arrays kept
         as attributes, `self.x = x`, live as long as the graph instead; the kit flags them.)"""
-        if _tensor._grad_mode.enabled:
+        if not _tensor._grad_mode.enabled:
+            return
+        if not named:
             self._intermediate = arrays
+        elif not arrays:
+            self._intermediate, self._saved_names = tuple(named.values()), tuple(named)
+        else:
+            self._intermediate = (*arrays, *named.values())
+            self._saved_names = (*(f"#{i}" for i in range(len(arrays))), *named)
 
     @property
     def saved(self) -> tuple[Any, ...]:

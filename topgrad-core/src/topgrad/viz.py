@@ -62,7 +62,7 @@ def graph_to_dot(g: Graph, *, show_saved: bool = True, rankdir: str = "TB") -> s
         if show_saved and n.saved:
             for s in n.saved:
                 same = s.alias or s.shares
-                rows.append(f'<font point-size="8">saves {_html(_shape_text(s.shape))}'
+                rows.append(f'<font point-size="8">saves {_html(s.name)} {_html(_shape_text(s.shape))}'
                             f"{' (' + _html(same) + ')' if same else ''}</font>")
             rows.append(f'<font point-size="8">{human_bytes(n.saved_bytes)} saved</font>')
         elif n.released:

@@ -43,7 +43,7 @@ class ReLU(NumpyOp):
             out = _max_with_zeros(x)
         else:
             out = arr(np.maximum(0.0, x))
-        self.save_for_backward(out)
+        self.save_for_backward(out=out)
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
@@ -69,13 +69,13 @@ class LogSoftmax(NumpyOp):
             return np.zeros_like(x)
         (self.axis,) = axes("LogSoftmax", axis, x.ndim)
         if x.shape[self.axis] == 0:  # nothing to normalize over: an empty result, as in PyTorch
-            self.save_for_backward(x)
+            self.save_for_backward(x=x)
             return x.copy()
         out = x - x.max(axis=self.axis, keepdims=True)
         e = np.exp(out)
         lse = rowsum(e) if self.axis == x.ndim - 1 else e.sum(axis=self.axis, keepdims=True)
         out -= np.log(lse, out=lse)
-        self.save_for_backward(out)
+        self.save_for_backward(out=out)
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:

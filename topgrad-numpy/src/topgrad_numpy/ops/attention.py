@@ -35,7 +35,7 @@ class Attention(NumpyOp):
             total[total == 0.0] = 1.0  # only such a row sums to 0: its probabilities stay 0
             p /= total
         out = np.matmul(p, v)
-        self.save_for_backward(q, k, v, p)
+        self.save_for_backward(q=q, k=k, v=v, probs=p)
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:

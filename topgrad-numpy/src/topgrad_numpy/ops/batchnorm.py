@@ -165,7 +165,10 @@ class BatchNorm(NumpyOp):
             offset = (-shift * scale if beta is None else beta - shift * scale).astype(x2.dtype)
         centre = None if training else mean  # eval keeps x itself: no x - mean array, centred by blocks
         out = _scale_shift(xc, centre, scale, offset)
-        self.save_for_backward(xc, centre, shift, invstd, gamma)
+        if training:
+            self.save_for_backward(x_minus_mean=xc, centre=None, shift=shift, inv_std=invstd, gamma=gamma)
+        else:
+            self.save_for_backward(x=xc, running_mean=centre, shift=shift, inv_std=invstd, gamma=gamma)
         self.training, self.has = training, (gamma is not None, beta is not None)
         return out.reshape(x.shape)
 

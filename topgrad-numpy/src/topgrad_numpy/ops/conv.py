@@ -373,7 +373,7 @@ class Conv2d(NumpyOp):
         parallel.map_groups(convolve, chunks)
         if b is not None and not fold:
             _bias(out.reshape(B * Ho * Wo, Cout), b)
-        self.save_for_backward(x, w)
+        self.save_for_backward(x=x, w=w)
         self.stride, self.padding = (sh, sw), (ph, pw)  # public names: graph() and to_dot show them
         self.geometry = (x.shape, Ho, Wo, b is not None)
         return out.reshape(B, Ho, Wo, Cout)

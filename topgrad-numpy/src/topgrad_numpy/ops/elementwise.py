@@ -73,7 +73,7 @@ class Mul(NumpyOp):
         if type(a) is float or type(b) is float:
             self.number = a if type(a) is float else b
         else:
-            self.save_for_backward(a, b)
+            self.save_for_backward(a=a, b=b)
         return arr(out)
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any]:
@@ -99,7 +99,7 @@ class Div(NumpyOp):
         except ValueError:
             raise _shape_error("Div", a, b) from None
         self.shapes = _shapes(a, b)
-        self.save_for_backward(b, out if type(b) is not float else None)
+        self.save_for_backward(b=b, out=out if type(b) is not float else None)
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any]:

@@ -54,7 +54,7 @@ class LayerNorm(NumpyOp):
         if beta is not None:
             ow, bw = wide(out, beta)
             ow += bw
-        self.save_for_backward(xc, invstd, gamma)
+        self.save_for_backward(x_minus_mean=xc, inv_std=invstd, gamma=gamma)
         self.has = (gamma is not None, beta is not None)
         return out.reshape(x.shape)
 

@@ -48,7 +48,7 @@ class Linear(NumpyOp):
             out = out.astype(np.float64)
         if b is not None and out.size:  # a fresh C-contiguous product: its 2-d view adds in place
             wide_add(out.reshape(-1, out.shape[-1]), b)
-        self.save_for_backward(x, w)
+        self.save_for_backward(x=x, w=w)
         self.has_bias = b is not None
         return out
 

@@ -16,7 +16,7 @@ class Exp(NumpyOp):
     def forward(self, x: np.ndarray) -> np.ndarray:
         """e ** x (inf on overflow, without numpy's warning); saves the output."""
         out = arr(np.exp(x))  # inf on overflow, as in PyTorch
-        self.save_for_backward(out)
+        self.save_for_backward(out=out)
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
@@ -32,7 +32,7 @@ class Log(NumpyOp):
     def forward(self, x: np.ndarray) -> np.ndarray:
         """log(x), without numpy's warnings at and below 0; saves x."""
         out = arr(np.log(x))
-        self.save_for_backward(x)
+        self.save_for_backward(x=x)
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
@@ -48,7 +48,7 @@ class Sqrt(NumpyOp):
     def forward(self, x: np.ndarray) -> np.ndarray:
         """sqrt(x), NaN below 0 without numpy's warning; saves the output."""
         out = arr(np.sqrt(x))
-        self.save_for_backward(out)
+        self.save_for_backward(out=out)
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
@@ -65,7 +65,7 @@ class Abs(NumpyOp):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """|x|; saves x for the sign."""
-        self.save_for_backward(x)
+        self.save_for_backward(x=x)
         return arr(np.abs(x))
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
@@ -85,7 +85,7 @@ class Tanh(NumpyOp):
     def forward(self, x: np.ndarray) -> np.ndarray:
         """tanh(x); saves the output."""
         out = arr(np.tanh(x))
-        self.save_for_backward(out)
+        self.save_for_backward(out=out)
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
@@ -111,7 +111,7 @@ class Sigmoid(NumpyOp):
             np.exp(y, out=y)  # inf below ~-88: the output is then 0
             y += 1.0
             np.divide(1.0, y, out=y)  # the same bits as np.reciprocal, whose loop is 2x slower
-        self.save_for_backward(out)
+        self.save_for_backward(out=out)
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:

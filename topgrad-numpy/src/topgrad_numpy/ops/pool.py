@@ -72,7 +72,7 @@ class MaxPool2d(NumpyOp):
             dead = best == -np.inf
             if dead.any():
                 np.copyto(tap, np.broadcast_to(_first_taps(geo), tap.shape), where=dead, casting="unsafe")
-        self.save_for_backward(tap)
+        self.save_for_backward(argmax_tap=tap)
         self.kernel_size, self.stride, self.padding = (kh, kw), step, (ph, pw)  # graph() shows them
         self.geometry = (x.shape, geo)
         return best

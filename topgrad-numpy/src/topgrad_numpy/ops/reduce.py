@@ -75,7 +75,7 @@ class Max(NumpyOp):
                              "and a maximum over nothing has no value (torch.amax refuses it too)")
         self.kept = kept_shape(x.shape, self.axes)
         out = arr(np.max(x, axis=self.axes, keepdims=keepdims)) if self.axes else x.copy()
-        self.save_for_backward(x, out)
+        self.save_for_backward(x=x, out=out)
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:

@@ -26,7 +26,8 @@ class Attention(TritonOp):
         q, k, v = (a if a.dtype == torch.float32 else contiguous(a, "Attention") for a in (q, k, v))
         o, stats = kernels.attention_forward(q, k, v, causal)
         self.causal = bool(causal)
-        self.save_for_backward(q, k, v, o, stats)  # stats: each query row's max score and log-sum
+        # stats: each query row's max score and log-sum
+        self.save_for_backward(q=q, k=k, v=v, out=o, stats=stats)
         return o
 
     def backward(self, grad: Any) -> tuple[Any, Any, Any]:

@@ -78,7 +78,10 @@ class Pointwise(TritonOp):
         name = type(self).__name__
         check_tensors(name, x=x)
         out = ew.elementwise(self.function, x, name=name)
-        self.save_for_backward(out if self.from_output else x)
+        if self.from_output:
+            self.save_for_backward(out=out)
+        else:
+            self.save_for_backward(x=x)
         return out
 
     def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:

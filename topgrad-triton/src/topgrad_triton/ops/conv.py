@@ -30,7 +30,7 @@ class Conv2d(TritonOp):
         w2 = contiguous(w).view(kh * kw * cin, cout)
         self.stride, self.padding = s, p  # public names: graph() and to_dot show them
         self.geometry = ((B, H, W, cin), tuple(w.shape), pointwise, b is not None)
-        self.save_for_backward(cols, w2)
+        self.save_for_backward(patches=cols, w=w2)
         return matmul(cols, w2, contiguous(b) if b is not None else None).view(B, OH, OW, cout)
 
     def backward(self, grad: torch.Tensor) -> tuple[Grad, Grad, Grad]:

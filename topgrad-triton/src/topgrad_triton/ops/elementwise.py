@@ -75,7 +75,7 @@ class Mul(TritonOp):
         if None in self.shapes:
             self.number = a if self.shapes[0] is None else b
         else:
-            self.save_for_backward(a, b)
+            self.save_for_backward(a=a, b=b)
         return ew.elementwise(ew.MUL, a, b, name="Mul")
 
     def backward(self, grad: torch.Tensor) -> tuple[Any, Any]:
@@ -95,7 +95,7 @@ class Div(TritonOp):
         a, b = _check("Div", a, b)
         self.shapes = (_shape(a), _shape(b))
         out = ew.elementwise(ew.DIV, a, b, name="Div")
-        self.save_for_backward(b, out if self.shapes[1] is not None else None)
+        self.save_for_backward(b=b, out=out if self.shapes[1] is not None else None)
         return out
 
     def backward(self, grad: torch.Tensor) -> tuple[Any, Any]:

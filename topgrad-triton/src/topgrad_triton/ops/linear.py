@@ -31,7 +31,7 @@ class Linear(TritonOp):
         rows = math.prod(x.shape[:-1])  # not view(-1, D): D may be 0 (then y is the bias, as in PyTorch)
         x2 = contiguous(x).view(rows, w.shape[0])
         self.x_shape, self.has_bias = tuple(x.shape), b is not None
-        self.save_for_backward(x2, w)
+        self.save_for_backward(x=x2, w=w)
         y = matmul(x2, w, contiguous(b) if b is not None else None)
         return y.view(*x.shape[:-1], w.shape[1])
 

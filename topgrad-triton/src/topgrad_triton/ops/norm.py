@@ -92,7 +92,7 @@ class LayerNorm(TritonOp):
         x2 = as_rows(x)
         y, mean, rstd = kernels.layernorm_forward(x2, gamma, beta, eps)
         self.shape, self.has_gamma, self.has_beta = tuple(x.shape), gamma is not None, beta is not None
-        self.save_for_backward(x2, gamma, mean, rstd)
+        self.save_for_backward(x=x2, gamma=gamma, mean=mean, inv_std=rstd)
         return y.view(x.shape)
 
     def backward(self, grad: Any) -> tuple[Any, Any, Any]:
@@ -146,7 +146,7 @@ class BatchNorm(TritonOp):
         y = kernels.batchnorm_apply(x2, gamma, beta, mean, rstd)
         self.shape, self.batch_stats = tuple(x.shape), use_batch
         self.has_gamma, self.has_beta = gamma is not None, beta is not None
-        self.save_for_backward(x2, gamma, mean, rstd)
+        self.save_for_backward(x=x2, gamma=gamma, mean=mean, inv_std=rstd)
         return y.view(x.shape)
 
     def backward(self, grad: Any) -> tuple[Any, Any, Any]:

@@ -24,7 +24,7 @@ class MaxPool2d(TritonOp):
         check_tensors("MaxPool2d", x=x)
         kernel, step, pad, out_hw = pool_geometry(tuple(x.shape), kernel_size, stride, padding)
         out, tap = maxpool(contiguous(x), kernel, step, pad, out_hw)
-        self.save_for_backward(tap)
+        self.save_for_backward(argmax_tap=tap)
         self.kernel_size, self.stride, self.padding = kernel, step, pad  # graph() shows them
         B, H, W, C = x.shape
         self.x_shape = (B, H, W, C)

@@ -59,7 +59,7 @@ class Max(TritonOp):
                              "and a maximum over nothing has no value (torch.amax refuses it too)")
         self.shape, self.axes = tuple(x.shape), axes
         out = reduce_axes(x, axes, keepdims, maximum=True)
-        self.save_for_backward(x, out)
+        self.save_for_backward(x=x, out=out)
         return out
 
     def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:

@@ -36,7 +36,7 @@ class LogSoftmax(TritonOp):
         (ax,) = normalize_axes("LogSoftmax", axis, x.ndim) or (0,)
         self.axis = ax
         y = _unrows(logsoftmax_rows(_rows(x, ax)), tuple(x.shape), ax)
-        self.save_for_backward(y)
+        self.save_for_backward(out=y)
         return y
 
     def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:
