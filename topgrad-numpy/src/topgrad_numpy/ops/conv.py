@@ -40,6 +40,12 @@ TAPS_BELOW = 4
 one channel, 1.4x for three, slower from four on."""
 
 
+def _tap_by_tap(C: int) -> bool:
+    """Does im2col copy C-channel patches tap by tap, making them column-major? The convolution's
+    few-channel paths (the bias as a row of ones, planar padding, col2im for dL/dx) key on it."""
+    return C < TAPS_BELOW
+
+
 def im2col(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, out: np.ndarray | None = None) -> np.ndarray:
     """Patches of padded xp as a (B*Ho*Wo, kh*kw*C) matrix: a strided view copied once, into
     `out` (a flat scratch buffer at least that large) when given; from a contiguous xp with
@@ -53,9 +59,9 @@ def im2col(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, out: np.ndarray |
     B, Hp, Wp, C = xp.shape
     Ho, Wo = (Hp - kh) // sh + 1, (Wp - kw) // sw + 1
     s0, s1, s2, s3 = xp.strides
-    if C >= TAPS_BELOW and xp.flags.c_contiguous and xp.size and (kh, kw, sh, sw) != (1, 1, 1, 1):
+    if not _tap_by_tap(C) and xp.flags.c_contiguous and xp.size and (kh, kw, sh, sw) != (1, 1, 1, 1):
         return _im2col_runs(xp, kh, kw, sh, sw, Ho, Wo, out)
-    if C < TAPS_BELOW:
+    if _tap_by_tap(C):
         view = _strided(xp, (kh, kw, C, B, Ho, Wo), (s1, s2, s3, s0, s1 * sh, s2 * sw))
     else:
         view = _strided(xp, (B, Ho, Wo, kh, kw, C), (s0, s1 * sh, s2 * sw, s1, s2, s3))
@@ -64,7 +70,7 @@ def im2col(xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, out: np.ndarray |
     else:
         cols = out[: view.size]
         cols.reshape(view.shape)[...] = view
-    if C < TAPS_BELOW:
+    if _tap_by_tap(C):
         return cols.reshape(kh * kw * C, B * Ho * Wo).T
     return cols.reshape(B * Ho * Wo, kh * kw * C)
 
@@ -188,14 +194,14 @@ def _patch_chunks(
 ) -> Iterator[tuple[slice, np.ndarray]]:
     """Each chunk of the batch with its patch matrix (im2col of the padded chunk); every chunk's
     patches are built in the same buffer, so each matrix is only valid until the next. With
-    `ones` (column-major patches only: fewer than TAPS_BELOW channels), a last column of ones."""
+    `ones` (column-major patches only: `_tap_by_tap` channels), a last column of ones."""
     kh, kw, sh, sw, ph, pw, Ho, Wo = geo
     _, H, W, C = x.shape
     K = kh * kw * C
     # two or three channels at stride 1: padded channel by channel, so that im2col's tap-by-tap
     # copy reads along image rows, not every C-th float (3 -> 32 at batch 128: forward 3.0 -> 2.75
     # ms, dL/dw 4.0 -> 3.7; at stride 2 the transposing copy costs more than it saves, +10%)
-    planar = 1 < C < TAPS_BELOW and sh == sw == 1
+    planar = C > 1 and _tap_by_tap(C) and sh == sw == 1
     pad = _Padder(_largest(chunks), H, W, C, ph, pw, x.dtype, planar=planar)
     scratch = np.empty(_largest(chunks) * Ho * Wo * (K + 1 if ones else K), dtype=x.dtype)
     for sl in chunks:
@@ -359,7 +365,7 @@ class Conv2d(NumpyOp):
         # few channels: the bias as the kernel's last row, against a column of ones in the patches,
         # so the GEMM writes the output once (a 1 -> 32 layer at batch 128: 1.47 -> 1.06 ms); the
         # output of a wider input is as large against a far larger GEMM, and its bias stays a pass
-        fold = b is not None and C < TAPS_BELOW and b.dtype == w.dtype
+        fold = b is not None and _tap_by_tap(C) and b.dtype == w.dtype
         if fold:
             w2 = np.concatenate([w2, b[None]])
         w2 = gemm.aligned(w2)  # once, not once per chunk in gemm.matmul
@@ -391,7 +397,7 @@ class Conv2d(NumpyOp):
         need_x, need_w = self.needs_grad(0), self.needs_grad(1)  # no dL/dx for an input batch
         # dL/dx as a correlation of the gradient, phase by phase of the stride, except for a few
         # input channels (an image batch), where GEMMs to patch gradients and col2im are cheaper
-        by_phases = need_x and C >= TAPS_BELOW
+        by_phases = need_x and not _tap_by_tap(C)
         # the correlation's patches have Cout channels, x's (for dL/dw and col2im) C: in chunks
         # sized by Cout, a 1 -> 32 stem at batch 128 ran 128 GEMMs of one image each (1 MiB
         # chunks), and its backward took 2.56 ms against 1.86 in chunks sized by C (Intel Xeon);
@@ -406,7 +412,7 @@ class Conv2d(NumpyOp):
         if need_w and gw is None:
             # few channels: dL/db as the ones column's row of dL/dw, not a pass of its own over
             # the gradient (the forward's bias is in its GEMM the same way)
-            fold = has_bias and C < TAPS_BELOW
+            fold = has_bias and _tap_by_tap(C)
             gw = _weight_grad(x, g2, chunks, geo, ones=fold)
             if fold:
                 gw, gb = gw[:-1], gw[-1].copy()
