@@ -38,7 +38,6 @@ class Op:
     _output: Any = None  # weakref to the output Tensor (see `output`)
     _intermediate: tuple[Any, ...] = ()
     _saved_names: tuple[str, ...] = ()  # save_for_backward's keywords, for display ("#0" if none)
-    _released: bool = False
     _born = 0  # the update clock at forward (`tensor.mark_updated`): a later step overwrote saved arrays
     # Observers (profiler, tracer, anomaly detector) registered by topgrad's tools.
     # Empty in normal runs, so `apply` and backward take their short path.
@@ -75,7 +74,12 @@ class Op:
 
     def _release(self) -> None:
         """Let go of the saved arrays once the engine's backward has used them."""
-        self._intermediate, self._released = ReleasedArrays(type(self).__name__), True
+        self._intermediate = ReleasedArrays(type(self).__name__)
+
+    @property
+    def _released(self) -> bool:
+        """Has backward released what this op saved?"""
+        return type(self._intermediate) is ReleasedArrays
 
     def needs_grad(self, i: int) -> bool:
         """Does backward need the gradient of positional argument `i`? False for a constant or a
