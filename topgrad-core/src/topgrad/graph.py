@@ -19,8 +19,7 @@ from topgrad.op import Op
 from topgrad.tensor import Tensor, _toposort
 
 # Attributes of an op that are the engine's bookkeeping, not what the op saved.
-_ENGINE_ATTRS = frozenset({"parents", "_out_shape", "_out_dtype", "_output", "_intermediate", "_saved_names",
-                           "_released"})
+_ENGINE_ATTRS = frozenset({"parents", "_out_shape", "_out_dtype", "_output", "_intermediate", "_saved_names"})
 
 
 @dataclass(frozen=True)
@@ -33,6 +32,11 @@ class SavedArray:
     nbytes: int
     alias: str | None = None  # "input 0", "output", "%3 (live)": memory the graph holds anyway
     shares: str | None = None  # "%3 #0": an earlier save of the same memory (its output, say)
+
+    @property
+    def same_as(self) -> str | None:
+        """What this array also is, as the graph labels it: the alias, else the earlier save."""
+        return self.alias or self.shares
 
 
 @dataclass
@@ -356,8 +360,7 @@ def format_graph(g: Graph) -> str:
         if n.op is not None and n.released:
             lines.append("        (saved arrays released by backward)")
         for s in n.saved:
-            same = s.alias or s.shares
-            alias = f"  same array as {same}" if same else ""
+            alias = f"  same array as {s.same_as}" if s.same_as else ""
             lines.append(
                 f"        saves {s.name:<12} {_shape_text(s.shape):<16} {s.dtype:<8} "
                 f"{human_bytes(s.nbytes):>10}{alias}"

@@ -85,7 +85,7 @@ OP_INSTEAD: dict[str, str] = {  # torch's grad_fn.<name> -> the Op's way
     "next_functions": "op.parents (per input: the Op that made it, the leaf Tensor, or the plain value)",
     "saved_tensors": "op.saved (the backend arrays it saved for backward; empty after backward)",
     "name": "type(op).__name__",
-    "register_hook": "an Observer with an after_backward hook (topgrad.observe; docs/inspecting.md)",
+    "register_hook": INSTEAD["register_hook"],
     "register_prehook": "an Observer's after_backward hook, which gets the incoming gradient too "
                         "(topgrad.observe; docs/inspecting.md)",
 }

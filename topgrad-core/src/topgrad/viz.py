@@ -61,9 +61,8 @@ def graph_to_dot(g: Graph, *, show_saved: bool = True, rankdir: str = "TB") -> s
             rows.append(f'<font point-size="8">kept: {_html(format_attrs(n.attrs))}</font>')
         if show_saved and n.saved:
             for s in n.saved:
-                same = s.alias or s.shares
                 rows.append(f'<font point-size="8">saves {_html(s.name)} {_html(_shape_text(s.shape))}'
-                            f"{' (' + _html(same) + ')' if same else ''}</font>")
+                            f"{' (' + _html(s.same_as) + ')' if s.same_as else ''}</font>")
             rows.append(f'<font point-size="8">{human_bytes(n.saved_bytes)} saved</font>')
         elif n.released:
             rows.append('<font point-size="8">released</font>')
