@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from typing import Any
 
 from topgrad_examples.data import DATASETS
 from topgrad_examples.models import MODELS
@@ -55,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="topgrad-train", description="Train a topgrad example model and print its test accuracy.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--version", action="version", version=_versions())
+    p.add_argument("--version", action=_Version, nargs=0,
+                   help="print the installed packages' versions and exit")
     p.add_argument("model", choices=list(MODELS), help="which model to train")
     p.add_argument("--backend", help="topgrad backend (default: $TOPGRAD_BACKEND, else numpy, else the only "
                    "one installed)")
@@ -84,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", action="store_true",
                    help="print time and saved memory per op type (topgrad.profile) after the first epoch")
     return p
+
+
+class _Version(argparse.Action):
+    """--version: the package metadata is read only when asked for, not on every start."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(_versions())  # on stdout, as argparse's own version action prints
+        parser.exit()
 
 
 def _versions() -> str:
