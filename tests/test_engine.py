@@ -376,12 +376,14 @@ def test_second_backward_through_a_released_graph_fails_clearly() -> None:
 def test_a_backward_run_by_hand_after_release_says_the_arrays_were_released() -> None:
     """`op.backward(g)` by hand (docs/inspecting.md) after loss.backward(): every op of the graph
     says its arrays were released, not "not enough values to unpack" from inside its backward;
-    `op.saved` is still empty to look at."""
+    `op.saved` is still empty to look at. Mul of two arrays too (its backward took the empty saves
+    for the `x * 2.0` case and asked for a number it never kept)."""
     x, w, b = Tensor(rand((4, 5), 27)), Tensor(rand((5, 3), 28)), Tensor(rand((3,), 29))
-    y = (x.linear(w, b).relu().logsoftmax() * 2.0).mean()
+    c = Tensor(rand((4, 3), 30))
+    y = (x.linear(w, b).relu().logsoftmax() * 2.0 * c).mean()
     y.backward()
     released = [op for op in _graph_ops(y) if op._released]
-    assert {type(op).__name__ for op in released} >= {"Linear", "ReLU", "LogSoftmax"}, released
+    assert {type(op).__name__ for op in released} >= {"Linear", "ReLU", "LogSoftmax", "Mul"}, released
     for op in released:
         assert op.saved == () and len(op.saved) == 0 and not op.saved and repr(op.saved) == "()"
         name = type(op).__name__

@@ -62,6 +62,8 @@ class Mul(NumpyOp):
     keeps only the 2.0, as PyTorch does: a number is no saved array, so `-x` and `x - y` (which
     compose Mul) may run backward again, as Add may."""
 
+    number: float | None = None  # the number of `x * 2.0`, kept instead of saved operands
+
     def forward(self, a: Any, b: Any) -> np.ndarray:
         """a * b, broadcast; saves the operands (or keeps the number, for `x * 2.0`)."""
         a, b = operands("Mul", a, b)
@@ -78,7 +80,9 @@ class Mul(NumpyOp):
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any]:
         """grad * b for a and grad * a for b, each summed back to its operand's shape."""
-        a, b = self._intermediate or (self.number, self.number)  # the number times grad, for the array
+        # the number times grad, for the array; else both saved operands (after backward released
+        # them, unpacking says so)
+        a, b = self._intermediate if self.number is None else (self.number, self.number)
         sa, sb = _needed(self)
         ga = None if sa is None else unbroadcast(arr(_apply(np.multiply, grad, b)), sa)
         gb = None if sb is None else unbroadcast(arr(_apply(np.multiply, grad, a)), sb)

@@ -68,6 +68,8 @@ class Mul(TritonOp):
     `x * 2.0` keeps only the 2.0, as PyTorch does: a number is no saved array, so `-x` and
     `x - y` (which compose Mul) may run backward again, as Add may."""
 
+    number: float | None = None  # the number of `x * 2.0`, kept instead of saved operands
+
     def forward(self, a: Any, b: Any) -> torch.Tensor:
         """a * b, broadcast; saves the operands (or keeps the number, for `x * 2.0`)."""
         a, b = _check("Mul", a, b)
@@ -80,7 +82,9 @@ class Mul(TritonOp):
 
     def backward(self, grad: torch.Tensor) -> tuple[Any, Any]:
         """grad * b for a and grad * a for b, each summed back to its operand's shape."""
-        a, b = self.saved or (self.number, self.number)  # the number times grad, for the array
+        # the number times grad, for the array; else both saved operands (after backward released
+        # them, unpacking says so)
+        a, b = self.saved if self.number is None else (self.number, self.number)
         sa, sb = _needed(self)
         return _mul_grad(grad, b, sa), _mul_grad(grad, a, sb)
 
