@@ -840,6 +840,30 @@ def test_tracing_prints_each_op_with_shapes_and_time() -> None:
     assert "Mean" in lines[6] and "backward" in lines[6]
 
 
+def test_a_traced_backward_line_names_its_forward_line() -> None:
+    """Backward runs the ops in reverse, so each backward line points at its op's forward line;
+    an op whose forward ran before tracing began gets no pointer."""
+    out = io.StringIO()
+    x = Tensor([[1.0, -2.0, 3.0]])
+    with tracing(out):
+        h = x.relu()
+        loss = (h * h).sum()
+        loss.backward()
+    lines = out.getvalue().splitlines()
+    forward_line = {line.split()[2]: line.split()[1].rstrip("]") for line in lines if " forward " in line}
+    backward = [line for line in lines if " backward " in line]
+    assert [line.split()[2] for line in backward] == ["Sum", "Mul", "ReLU"]
+    for line in backward:
+        assert line.endswith(f"  (forward: line {forward_line[line.split()[2]]})"), line
+
+    early = x.exp()
+    out = io.StringIO()
+    with tracing(out):
+        early.sum().backward()
+    exp_line = next(line for line in out.getvalue().splitlines() if "Exp" in line)
+    assert "backward" in exp_line and exp_line.endswith(" ms"), exp_line
+
+
 def test_topgrad_trace_variable_enables_tracing(backend_name: str) -> None:
     script = "import topgrad; x = topgrad.Tensor([[1.0, -2.0]]); x.relu().sum().backward()"
     env = {**os.environ, "TOPGRAD_TRACE": "1", "TOPGRAD_BACKEND": backend_name}

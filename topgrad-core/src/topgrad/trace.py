@@ -1,6 +1,7 @@
 """Print each op as it runs: `TOPGRAD_TRACE=1 python train.py`, or `with topgrad.trace.tracing():`.
 
 One line per op call, to stderr: the op, forward or backward, the shapes in and out, the time.
+A backward line ends with its op's forward line ("forward: line 3"), so the two pair up.
 `import topgrad` reads TOPGRAD_TRACE once and, when it is set (and not 0), calls `enable()`.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import weakref
 from collections.abc import Iterator
 from typing import Any, TextIO
 
@@ -41,6 +43,7 @@ class Tracer(Observer):
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream
         self.count = 0
+        self.forward_lines: weakref.WeakKeyDictionary[Op, int] = weakref.WeakKeyDictionary()
 
     def _write(self, line: str) -> None:
         self.count += 1
@@ -50,6 +53,7 @@ class Tracer(Observer):
         self, op: Op, args: tuple[Any, ...], params: dict[str, Any], result: Any, seconds: float
     ) -> None:
         """Write the forward line: op, input and output shapes, parameters, time."""
+        self.forward_lines[op] = self.count + 1
         extra = " ".join(
             f"{k}={index_text(v) if is_index(v) else v}" for k, v in params.items()
             if isinstance(v, (bool, int, float, str, tuple))
@@ -60,10 +64,12 @@ class Tracer(Observer):
         )
 
     def after_backward(self, op: Op, grad: Any, grads: tuple[Any, ...], seconds: float) -> None:
-        """Write the backward line: op, incoming and returned gradients' shapes, time."""
+        """Write the backward line: op, incoming and returned gradients' shapes, time, its forward line."""
         grads = grads if isinstance(grads, tuple) else (grads,)
+        line = self.forward_lines.get(op)  # None: the forward ran before tracing began
         self._write(
             f"{type(op).__name__:<12} backward {_shapes((grad,))} -> {_shapes(grads)}  {seconds * 1e3:.3f} ms"
+            f"{'' if line is None else f'  (forward: line {line})'}"
         )
 
 
