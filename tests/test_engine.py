@@ -392,6 +392,19 @@ def test_a_backward_run_by_hand_after_release_says_the_arrays_were_released() ->
             op.backward(topgrad.get_backend().ones(op._out_shape))
 
 
+def test_a_tensor_handed_to_an_op_by_hand_says_to_pass_its_data() -> None:
+    """docs/inspecting.md calls `op.backward(g)` by hand; g must be the backend's array. A Tensor
+    there (or as a forward's input) says so on every backend, not "item() needs one element"."""
+    x = Tensor(rand((2, 3), 32))
+    y = x.relu()
+    for call in (lambda: y.op.backward(Tensor(np.ones((2, 3), np.float32))),
+                 lambda: (x * x).op.backward(Tensor(np.ones((2, 3), np.float32))),
+                 lambda: y.op.forward(Tensor(rand((2, 3), 33)))):
+        with pytest.raises((RuntimeError, TypeError), match=r"called by hand, take the backend's arrays: "
+                           r"pass t\.data"):
+            call()
+
+
 def test_a_new_forward_pass_can_run_backward_again() -> None:
     x_np = rand((3,), 31)
     x = Tensor(x_np)

@@ -296,7 +296,8 @@ class Tensor:
         if self.requires_grad:
             raise RuntimeError(
                 "numpy cannot use a Tensor that requires grad: its result would be outside the graph "
-                "and get no gradient. Use Topgrad's ops, or t.numpy() for a copy of the values"
+                "and get no gradient. Use Topgrad's ops, or t.numpy() for a copy of the values (an Op's "
+                "forward and backward, called by hand, take the backend's arrays: pass t.data)"
             )
         values = self.numpy()
         return values if dtype is None else values.astype(dtype)

@@ -23,6 +23,8 @@ OTHER_BACKEND_HINT = "is it a Tensor made under another backend? Make it again a
 """Tensors keep the arrays of the backend they were made under: after `set_backend("triton")` an
 older Tensor reaches these ops as a numpy array (the engine names a positional one itself)."""
 
+BY_HAND_HINT = "an Op's forward and backward, called by hand, take the backend's arrays: pass t.data"
+
 RAW_ARRAY_HINT = ("the triton backend takes no raw numpy arrays, where numpy's does; a Tensor made under "
                   "another backend arrives as one too: make it again after set_backend")
 
@@ -36,6 +38,8 @@ def check_tensors(op: str, optional: tuple[str, ...] = (), **operands: Any) -> N
             continue
         if a is None:
             raise TypeError(f"{op}: {name} must be a Tensor, got None")
+        if isinstance(a, topgrad.Tensor):
+            raise TypeError(f"{op}: {name} is a topgrad Tensor where a torch tensor is due ({BY_HAND_HINT})")
         if not isinstance(a, torch.Tensor):
             raise TypeError(f"{op}: {name} must be a Tensor, got {type(a).__name__}: wrap an array as "
                             f"Tensor({name}) ({RAW_ARRAY_HINT})")
@@ -48,6 +52,9 @@ def _wrap(cls: type, method: str) -> None:
 
     @functools.wraps(fn)
     def inner(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if method == "backward" and args and isinstance(args[0], topgrad.Tensor):
+            raise TypeError(f"{type(self).__name__}.backward: grad is a topgrad Tensor where a torch tensor "
+                            f"is due ({BY_HAND_HINT})")
         with guarded(f"{type(self).__name__}.{method}"):  # the op's name, where a base class wrote it
             return fn(self, *args, **kwargs)
 
