@@ -697,6 +697,37 @@ def test_a_backend_without_ops_says_so(install: Callable[..., None]) -> None:
         _ = topgrad.load_backend("alpha").ops.Add
 
 
+class AddWithoutBase:
+    """An op whose author forgot `(Op)`."""
+
+    def forward(self, a: object, b: object) -> None: ...
+
+    def backward(self, grad: object) -> None: ...
+
+
+@pytest.mark.parametrize("ops, asked, says", [
+    ({"Add": AddWithoutBase, "Mul": FakeMul}, "Add",
+     r"its `ops` holds the class AddWithoutBase, which does not derive from topgrad\.Op"),
+    (SimpleNamespace(Add=AddWithoutBase, Mul=FakeMul), "Add", "does not derive from topgrad.Op"),
+    ({"Add": FakeAdd(), "Mul": FakeMul}, "Add", r"an instance of FakeAdd \(give the class itself\)"),
+    ({"Lineer": FakeAdd, "Mul": FakeMul}, "Linear", r"has no op 'Linear' \(it has 'Lineer': is that name "
+     r"misspelled\?\); it has: Lineer, Mul\. Use a backend"),
+])
+def test_a_missing_op_names_what_the_backend_holds_instead(
+    install: Callable[..., None], ops: object, asked: str, says: str
+) -> None:
+    """A table entry that is not an Op subclass was dropped without a word, so the error said
+    only "has no op 'Add'"; a misspelled class name got no hint either."""
+    def load() -> Backend:
+        b = make_backend("alpha")
+        b.ops = ops
+        return b
+
+    install(plugin("plug", spec("alpha", load)))
+    with pytest.raises(AttributeError, match=says):
+        getattr(topgrad.load_backend("alpha").ops, asked)
+
+
 def test_replacing_the_selected_backend_takes_effect(install: Callable[..., None]) -> None:
     install(plugin("plug", spec("alpha"), spec("beta")))
     topgrad.set_backend("alpha")

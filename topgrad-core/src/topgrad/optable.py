@@ -37,10 +37,12 @@ class OpTable:
     """A backend's op table after plugins are merged in: `table.Add`, `table.Conv2d`, ..."""
 
     def __init__(
-        self, backend_name: str, ops: dict[str, type], origins: dict[str, str] | None = None
+        self, backend_name: str, ops: dict[str, type], origins: dict[str, str] | None = None,
+        strays: dict[str, str] | None = None,
     ) -> None:
         self._backend_name = backend_name
         self._origins = dict(origins or {})
+        self._strays = dict(strays or {})  # name -> what the backend's `ops` held there instead of an Op
         self.__dict__.update(ops)
 
     def names(self) -> list[str]:
@@ -52,18 +54,26 @@ class OpTable:
         backend's own): a failure in one of them is that plugin's, not the backend's."""
         return dict(self._origins)
 
+    def why_missing(self, name: str) -> str:
+        """Why the table has no op `name`: what it has, and what in the backend's `ops` looks
+        meant as that op (a class not derived from Op, a near spelling)."""
+        backend, names = repr(self._backend_name), self.names()
+        if name in self._strays:
+            return (f"backend {backend} has no op {name!r}: its `ops` holds {self._strays[name]}, not a "
+                    "topgrad.Op subclass (an op is a class deriving from topgrad.Op)")
+        if not names:
+            return (f"backend {backend} has no ops at all, so no {name!r}: its `ops` attribute holds no "
+                    "topgrad.Op subclasses (set it to a module, namespace or dict of them)")
+        near = [n for n in names if n.lower() == name.lower()] or difflib.get_close_matches(name, names, n=1)
+        spelled = f" (it has {near[0]!r}: is that name misspelled?)" if near else ""
+        return f"backend {backend} has no op {name!r}{spelled}; it has: {', '.join(names)}"
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        if not self.names():
-            raise AttributeError(
-                f"backend {self._backend_name!r} has no ops at all, so no {name!r}: its `ops` "
-                "attribute holds no topgrad.Op subclasses (set it to a module, namespace or dict of them)"
-            )
-        raise AttributeError(
-            f"backend {self._backend_name!r} has no op {name!r}; it has: {', '.join(self.names())}. "
-            "Use a backend that implements it, or add it with a plugin's topgrad_ops hook."
-        )
+        advice = "" if name in self._strays or not self.names() else (
+            ". Use a backend that implements it, or add it with a plugin's topgrad_ops hook.")
+        raise AttributeError(self.why_missing(name) + advice)
 
     def __repr__(self) -> str:
         return f"OpTable({self._backend_name!r}: {', '.join(self.names())})"
@@ -73,6 +83,25 @@ def own_ops(ops: Any) -> dict[str, type]:
     """The Op subclasses a backend's `ops` holds: a module, a namespace or a dict of them."""
     items = ops.items() if isinstance(ops, Mapping) else ((a, getattr(ops, a, None)) for a in dir(ops))
     return {name: value for name, value in items if _is_op(value)} if ops is not None else {}
+
+
+def strays(ops: Any) -> dict[str, str]:
+    """What a backend's `ops` holds that looks meant as an op but is not an Op subclass: any
+    non-Op value of a dict, and in a module or namespace a class with forward and backward (its
+    `(topgrad.Op)` base forgotten). The table names them when such an op is asked for."""
+    if ops is None:
+        return {}
+    items = ops.items() if isinstance(ops, Mapping) else ((a, getattr(ops, a, None)) for a in dir(ops))
+    found = {}
+    for name, value in items:
+        if _is_op(value) or not isinstance(name, str):
+            continue
+        if isinstance(value, type) and hasattr(value, "forward") and hasattr(value, "backward"):
+            found[name] = f"the class {value.__name__}, which does not derive from topgrad.Op"
+        elif isinstance(ops, Mapping):
+            found[name] = (f"an instance of {type(value).__name__} (give the class itself)"
+                           if _is_op(type(value)) else f"{value!r}")
+    return found
 
 
 def malformed(given: Any) -> str | None:
@@ -87,9 +116,12 @@ def malformed(given: Any) -> str | None:
     return None
 
 
-def merge(backend_name: str, own: dict[str, type], given: list[tuple[str, Any]]) -> OpTable:
+def merge(
+    backend_name: str, own: dict[str, type], given: list[tuple[str, Any]],
+    strayed: dict[str, str] | None = None,
+) -> OpTable:
     """The table of backend `backend_name`: its `own` ops with each plugin's `topgrad_ops` answer
-    (`given`: (plugin name, answer) pairs) merged in."""
+    (`given`: (plugin name, answer) pairs) merged in; `strayed` (see `strays`) explains gaps."""
     table = dict(own)
     added: dict[str, tuple[str, Any]] = {}  # op name -> (plugin, Op subclass or override marker)
     replaced: dict[str, tuple[str, Any]] = {}
@@ -128,4 +160,4 @@ def merge(backend_name: str, own: dict[str, type], given: list[tuple[str, Any]])
             continue
         table[name] = marker.op
         origins[name] = f"plugin {plugin!r} replaces the backend's"
-    return OpTable(backend_name, table, origins)
+    return OpTable(backend_name, table, origins, {k: v for k, v in (strayed or {}).items() if k not in table})

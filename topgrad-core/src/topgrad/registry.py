@@ -18,7 +18,7 @@ import pluggy
 from topgrad import hookspecs
 from topgrad.backend import Backend, BackendSpec
 from topgrad.errors import BackendConflictError, BackendNotFoundError, BackendUnavailableError, warn
-from topgrad.optable import OpTable, merge, own_ops
+from topgrad.optable import OpTable, merge, own_ops, strays
 
 ENTRY_POINT_GROUP = "topgrad"
 _IN_PROCESS = "register_backend()"
@@ -283,7 +283,7 @@ def _merged_ops(name: str, backend: Backend) -> OpTable:
             continue
         if answer is not None:
             given.append((impl.plugin_name, answer))
-    return merge(name, own, given)
+    return merge(name, own, given, strays(backend.ops))
 
 
 def set_backend(name: str) -> Backend:

@@ -89,8 +89,8 @@ def op_row(op: str, rtol: float = RTOL, cases: list[Case] | None = None) -> Row:
         if op in OPTIONAL_OPS:
             return Row("op", op, None, None, [], "not provided (optional)")
         backend = registry.get_backend()
-        names = backend.ops.names() if hasattr(backend.ops, "names") else []
-        why = f"backend {backend.name!r} has no op {op!r}; it has: {', '.join(names) or 'none'}"
+        why = (backend.ops.why_missing(op) if hasattr(backend.ops, "why_missing")
+               else f"backend {backend.name!r} has no op {op!r}")
         missing = Outcome(False, float("inf"), why)
         return Row("op", op, missing, missing, [f"{op}: {why}"], "missing")
     forwards, backwards, failures = [], [], []
