@@ -330,6 +330,43 @@ def test_broken_plugin_warns_and_the_others_work(install: Callable[..., None]) -
     assert topgrad.set_backend("alpha").name == "alpha"
 
 
+def _entry_of(package: str, name: str, target: object, value: str = "") -> FakeEntryPoint:
+    entry = FakeEntryPoint(name, target)
+    entry.dist = SimpleNamespace(name=package)
+    entry.value = value or f"{package.replace('-', '_')}.plugin"
+    return entry
+
+
+def test_two_packages_with_one_entry_point_name_both_count(install: Callable[..., None]) -> None:
+    """Two packages naming their entry points alike: the second was skipped without a word, so its
+    backend vanished, and two offering one backend name gave no BackendConflictError."""
+    install(_entry_of("topgrad-toy", "toy", BackendsPlugin(spec("toy"))),
+            _entry_of("topgrad-toy2", "toy", BackendsPlugin(spec("toy2"))))
+    assert set(topgrad.available_backends()) == {"toy", "toy2"}
+    assert topgrad.set_backend("toy2").name == "toy2"
+
+    install(_entry_of("topgrad-toy", "toy", BackendsPlugin(spec("toy"))),
+            _entry_of("topgrad-toy-fork", "toy", BackendsPlugin(spec("toy"))))
+    with pytest.raises(BackendConflictError, match=r"two plugins, .*'toy \(topgrad-toy-fork\)'"):
+        topgrad.set_backend("toy")
+
+
+def test_one_entry_point_listed_twice_is_one_plugin(install: Callable[..., None]) -> None:
+    """One package seen on two path entries lists its entry point twice: no conflict with itself."""
+    install(_entry_of("topgrad-toy", "toy", BackendsPlugin(spec("toy"))),
+            _entry_of("topgrad-toy", "toy", BackendsPlugin(spec("toy"))))
+    assert topgrad.set_backend("toy").name == "toy"
+
+
+def test_a_broken_plugin_of_the_name_asked_is_named_over_a_near_name(install: Callable[..., None]) -> None:
+    """'toy' failed to import and 'toy2' works: set_backend('toy') said "Did you mean 'toy2'?"."""
+    install(FakeEntryPoint("toy", error=ImportError("No module named 'toy_dependency'")),
+            plugin("toy2", spec("toy2")))
+    with pytest.warns(RuntimeWarning, match="toy_dependency"), pytest.raises(
+            BackendNotFoundError, match=r"skipped.*'toy': ImportError: No module named 'toy_dependency'"):
+        topgrad.set_backend("toy")
+
+
 def test_plugin_failing_in_topgrad_backends_warns(install: Callable[..., None]) -> None:
     install(FakeEntryPoint("exploding", FailingPlugin()), plugin("good", spec("alpha")))
     with pytest.warns(RuntimeWarning, match="exploding"):

@@ -29,6 +29,7 @@ _loaded: dict[str, Backend] = {}
 _current: Backend | None = None
 _selected: str | None = None  # set_backend's choice: kept (and reloaded) when a plugin is added
 _skipped: dict[str, str] = {}  # installed plugins that could not be used, and why
+_entries: dict[str, Any] = {}  # plugin name -> the entry point it came from
 _array_types: dict[int, tuple[Backend, type]] = {}  # id(backend) -> (backend, its arrays' type)
 
 
@@ -39,25 +40,41 @@ def plugin_manager() -> pluggy.PluginManager:
     if _manager is None:
         manager = pluggy.PluginManager("topgrad")
         manager.add_hookspecs(hookspecs)
+        _entries.clear()
         for ep in entry_points(group=ENTRY_POINT_GROUP):
-            if manager.get_plugin(ep.name) is not None:
+            name = _plugin_name(ep)
+            if name is None:
                 continue
+            _entries[name] = ep
             try:
                 plugin = ep.load()
-                manager.register(plugin, name=ep.name)
+                manager.register(plugin, name=name)
             except Exception as exc:  # a broken plugin must not break the others
-                _skipped[ep.name] = f"{type(exc).__name__}: {exc}"
-                warn(f"topgrad: plugin {ep.name!r} ({ep.value}) failed to load and is skipped: "
-                     f"{_skipped[ep.name]}")
+                _skipped[name] = f"{type(exc).__name__}: {exc}"
+                warn(f"topgrad: plugin {name!r} ({ep.value}) failed to load and is skipped: {_skipped[name]}")
                 continue
-            _warn_unused_hooks(plugin, ep.name)
+            _warn_unused_hooks(plugin, name)
             if not any(caller.name in _HOOKS for caller in manager.get_hookcallers(plugin) or ()):
-                _skipped[ep.name] = "it implements no topgrad hook"
-                warn(f"topgrad: plugin {ep.name!r} ({ep.value}) implements no topgrad hook, so it "
+                _skipped[name] = "it implements no topgrad hook"
+                warn(f"topgrad: plugin {name!r} ({ep.value}) implements no topgrad hook, so it "
                      "offers nothing: its entry point should name a module (or object) with "
                      "@topgrad.hookimpl functions such as topgrad_backends")
         _manager = manager
     return _manager
+
+
+def _plugin_name(ep: Any) -> str | None:
+    """The name entry point `ep` registers its plugin under: its own, or, where an entry point of
+    another package took that name first, the name with its package's after it (both plugins
+    stay, so two offering one backend are a conflict, not one silently lost); None for the same
+    entry point listed twice (one package found on two path entries)."""
+    first = _entries.get(ep.name)
+    if first is None:
+        return ep.name
+    if first.value == ep.value:
+        return None
+    dist = getattr(ep, "dist", None)
+    return f"{ep.name} ({dist.name if dist is not None else ep.value})"
 
 
 def register_plugin(plugin: object, name: str | None = None) -> str:
@@ -164,7 +181,7 @@ def load_backend(name: str) -> Backend:
         folder = None if near or installed else _package_folder(f"topgrad-{name}")
         if folder:
             hint += f" (from the package folder here: pip install {folder})"  # in a clone of Topgrad
-        if _skipped and not near:
+        if _skipped and (not near or name in _skipped):  # a plugin of that very name failed: say so
             hint = "Installed plugins were skipped (see the warnings): " + "; ".join(
                 f"{plugin!r}: {why}" for plugin, why in _skipped.items())
         raise BackendNotFoundError(f"no backend named {name!r}; installed: {_describe(offers)}. {hint}")
@@ -262,12 +279,9 @@ def _load_advice(exc: Exception, module_name: str, owner: str) -> str:
 
 
 def _distribution(plugin: str) -> str | None:
-    """The installed distribution whose `topgrad` entry point is named `plugin`, if any."""
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        dist = getattr(ep, "dist", None)
-        if ep.name == plugin and dist is not None:
-            return str(dist.name)
-    return None
+    """The installed distribution whose `topgrad` entry point made the plugin `plugin`, if any."""
+    dist = getattr(_entries.get(plugin), "dist", None)
+    return None if dist is None else str(dist.name)
 
 
 def _merged_ops(name: str, backend: Backend) -> OpTable:
@@ -370,4 +384,5 @@ def reset() -> None:
     _selected = None
     _in_process.clear()
     _skipped.clear()
+    _entries.clear()
     _manager = None
