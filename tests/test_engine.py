@@ -457,6 +457,35 @@ def test_a_gradient_of_the_wrong_shape_names_the_op_and_the_input() -> None:
         _MulWithoutUnbroadcast.apply(x, b).sum().backward()
 
 
+class _SumWithoutExpand(Op):  # the forward's value does not matter here, only its shape
+    def forward(self, x: Any) -> Any:
+        return topgrad.get_backend().copy(x[:1, :1])
+
+    def backward(self, grad: Any) -> Any:
+        return grad  # the (1, 1) gradient, not expanded back to x's shape
+
+
+class _CopyReturningTwo(Op):
+    def forward(self, x: Any) -> Any:
+        return topgrad.get_backend().copy(x)
+
+    def backward(self, grad: Any) -> Any:
+        return grad, grad
+
+
+def test_a_reduced_gradient_of_the_wrong_shape_is_told_to_expand_not_to_sum() -> None:
+    """The shape message advised "summed back" for every wrong shape, also where the fix is to
+    expand a reduction's gradient; and it said "returned 2 gradients for 1 positional arguments"
+    in the plural whatever the count."""
+    x = Tensor(rand((2, 3), 36))
+    with pytest.raises(RuntimeError, match=r"_SumWithoutExpand.backward returned a gradient of shape "
+                       r"\(1, 1\) for input 0 of shape \(2, 3\) \(a reduced input's gradient must be "
+                       "expanded back"):
+        _SumWithoutExpand.apply(x).sum().backward()
+    with pytest.raises(RuntimeError, match=r"returned 2 gradients for 1 positional argument \("):
+        _CopyReturningTwo.apply(x).sum().backward()
+
+
 class _DoubleReturningATensor(Op):
     def forward(self, x: Any) -> Any:
         return topgrad.get_backend().mul(x, 2.0)

@@ -16,6 +16,7 @@ builds no graph at all; its output is a constant too.
 
 from __future__ import annotations
 
+import math
 import time
 import weakref
 from collections.abc import Iterable, Iterator
@@ -255,8 +256,8 @@ def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
         grads = tuple(grads) if isinstance(grads, list) else (grads,)
     if len(grads) != len(op.parents):
         raise RuntimeError(
-            f"{type(op).__name__}.backward returned {len(grads)} gradients for "
-            f"{len(op.parents)} positional arguments (one per argument, None where there is none)"
+            f"{type(op).__name__}.backward returned {_count(len(grads), 'gradient')} for "
+            f"{_count(len(op.parents), 'positional argument')} (one per argument, None where there is none)"
         )
     kind = None  # the backend's array type, looked up once a gradient needs it
     for i, (parent, g) in enumerate(zip(op.parents, grads)):
@@ -274,7 +275,19 @@ def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
         if tuple(g.shape) != tuple(want):
             raise RuntimeError(
                 f"{type(op).__name__}.backward returned a gradient of shape {tuple(g.shape)} for "
-                f"input {i} of shape {tuple(want)} (a broadcast input's gradient must be summed "
-                "back to its shape)"
+                f"input {i} of shape {tuple(want)} ({_shape_fix(tuple(g.shape), tuple(want))})"
             )
     return grads
+
+
+def _shape_fix(got: tuple[int, ...], want: tuple[int, ...]) -> str:
+    """How a backward's gradient of shape `got` becomes one of its input's shape `want`."""
+    if math.prod(got) > math.prod(want):
+        return "a broadcast input's gradient must be summed back to its shape"
+    if math.prod(got) < math.prod(want):
+        return "a reduced input's gradient must be expanded back to its shape, e.g. by broadcasting"
+    return "reshape it to the input's shape"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
