@@ -76,6 +76,25 @@ def test_resume_continues_exactly(
             np.testing.assert_allclose(a[key], b[key], rtol=1e-6, atol=1e-7, err_msg=key)
 
 
+def test_ctrl_c_before_the_file_is_replaced_does_not_claim_an_older_runs_file(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An older run left epoch 1 at --save; this run is stopped while saving its own epoch 1, before
+    the rename: the message said the file holds this run's epoch 1 and to resume from it."""
+    ck = tmp_path / "ck.npz"
+    assert run(capsys, "mlp", "--data-dir", str(tiny_data), "--lr", "0.5", "--save", str(ck), *FAST)[0] == 0
+    old = ck.read_bytes()
+
+    def interrupted_rename(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint.os, "replace", interrupted_rename)
+    code = train.main(["mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST])
+    err = capsys.readouterr().err
+    assert code == 130 and f"epoch 1's save was cut short, so {ck} was not written" in err, err
+    assert ck.read_bytes() == old
+
+
 def test_each_saved_epoch_says_where_and_a_resume_without_save_says_it_keeps_nothing(
     tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:

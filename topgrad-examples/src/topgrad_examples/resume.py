@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,15 +20,30 @@ class Saved:
 
     epoch: int | None = None
     writing: int | None = None
+    before: tuple[int, int, int] | None = None  # the file at --save as the unfinished save found it
+
+    def begin(self, epoch: int, path: str) -> None:
+        """A save of `epoch` to `path` starts: note which file is there now."""
+        self.writing, self.before = epoch, _identity(path)
 
     def last(self, path: str | None) -> int | None:
         """The last epoch this run saved to `path` (None without --save), looking at the file only
-        for an unfinished save."""
-        if self.writing is not None and path:
+        for an unfinished save: it counts once the file was replaced (the save writes a new file and
+        renames it over the old) and holds that epoch; an older run's file at the same epoch does not."""
+        if self.writing is not None and path and _identity(path) not in (None, self.before):
             with contextlib.suppress(checkpoint.CheckpointError):
                 if int(checkpoint.read(path)["meta/epoch"]) == self.writing:
                     return self.writing
         return self.epoch
+
+
+def _identity(path: str) -> tuple[int, int, int] | None:
+    """Which file is at `path` (inode, change time, size), or None where there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def check_same_data(path: str, saved: dict[str, Any], n_train: int, n_test: int, source: str) -> None:
@@ -83,6 +99,8 @@ def what_was_saved(args: argparse.Namespace, saved: Saved, start: int, save_fail
         return "no epoch of this run was saved"
     if not path:
         return "nothing was saved (--save PATH keeps a checkpoint after every epoch)"
+    if saved.writing is not None:
+        return f"epoch {saved.writing}'s save was cut short, so {path} was not written"
     return f"no epoch finished, so {path} was not written"
 
 

@@ -353,7 +353,7 @@ def _train(
         acc = evaluate(model, x_test, y_test)
         history = np.vstack([history, [loss, acc, seconds]])
         if args.save:  # before printing: a closed output pipe must not lose a finished epoch
-            saved.writing = epoch + 1
+            saved.begin(epoch + 1, args.save)
             try:
                 checkpoint.save(args.save, args.model, model, optimizer, epoch + 1, config, history)
             except OSError as exc:  # a full disk, a folder removed or made read-only since the start
