@@ -336,7 +336,13 @@ def test_an_empty_path_is_a_usage_error(flag: str, capsys) -> None:
     ("config/batch_size", np.array(0), "config/batch_size"),
     ("config/lr", np.array(np.nan), "config/lr"),
     ("history", np.zeros(2), "history of shape (2,)"),
-    ("optim/0/step", None, "the optimizer state of parameter 0"),
+    ("optim/0/step", None, "the state of parameter 0 has ['exp_avg', 'exp_avg_sq']"),
+    ("optim/0/step", np.array(-5), "step must be a whole number >= 0, got -5"),
+    ("optim/0/exp_avg", np.array(["a"]), "exp_avg must be a float32 or float64 array"),
+    ("optim/x/step", np.array(1), "optim/x/step is not optim/INDEX/NAME"),
+    ("optim/-1/step", np.array(1), "optim/-1/step is not optim/INDEX/NAME"),
+    ("optim/0", np.array(1), "optim/0 is not optim/INDEX/NAME"),
+    ("meta/epoch", np.array("x"), "meta/epoch missing or invalid"),
 ])
 def test_a_checkpoint_with_a_damaged_value_is_a_clear_error(
     key: str, value: np.ndarray | None, why: str, tiny_data: Path, tmp_path: Path, capsys,

@@ -117,7 +117,8 @@ def read(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     if str(arrays.get("meta/format", "")) != FORMAT:
         raise CheckpointError(f"{path}: not a topgrad-examples checkpoint (no meta/format {FORMAT!r})")
     missing = [k for k in ("meta/model", "meta/optimizer", "meta/epoch", "history") if k not in arrays]
-    if missing or arrays["meta/epoch"].ndim or int(arrays["meta/epoch"]) < 0:
+    epoch = arrays.get("meta/epoch", np.array(-1))
+    if missing or epoch.ndim or epoch.dtype.kind not in "iu" or int(epoch) < 0:
         raise CheckpointError(f"{path}: a damaged checkpoint ({', '.join(missing) or 'meta/epoch'} "
                               "missing or invalid)")
     history = arrays["history"]
@@ -177,35 +178,32 @@ def load(
         if tuple(saved[name].shape) != t.shape:
             raise CheckpointError(f"{path}: {name} has shape {tuple(saved[name].shape)} in the checkpoint, "
                                   f"{t.shape} in the model")
-    opt_state = _optimizer_state(path, arrays, optimizer)
-    for name, t in state.items():  # nothing is changed until everything is checked
+    try:  # checks everything before it changes anything
+        optimizer.load_state_dict(_optimizer_state(path, arrays, optimizer))
+    except ValueError as exc:
+        why = str(exc).removeprefix(f"{type(optimizer).__name__}.load_state_dict: ")
+        raise CheckpointError(f"{path}: a damaged checkpoint (its optimizer state: {why})") from None
+    for name, t in state.items():  # nothing fails after the checks above
         t.data = Tensor(saved[name]).data
-    optimizer.state = opt_state
     return int(arrays["meta/epoch"]), config_of(arrays), arrays["history"]
 
 
-def _optimizer_state(path: Any, arrays: dict[str, np.ndarray], optimizer: Any) -> list[dict[str, Any]]:
-    states: list[dict[str, Any]] = [{} for _ in optimizer.params]
-    entries = []
+def _optimizer_state(path: Any, arrays: dict[str, np.ndarray], optimizer: Any) -> dict[str, Any]:
+    """The file's `optim/INDEX/NAME` arrays as the optimizer's `state_dict()` with this run's
+    settings, for `load_state_dict` to check (step counts, shapes, dtypes, the keys it keeps)."""
+    states: dict[int, dict[str, Any]] = {}
     for key, value in arrays.items():
-        if key.startswith("optim/"):
-            _, index, name = key.split("/", 2)
-            entries.append((key, int(index), name, value))
-    covered = 1 + max((i for _, i, _, _ in entries), default=-1)
-    if covered > len(states):
+        if not key.startswith("optim/"):
+            continue
+        parts = key.split("/", 2)
+        if len(parts) != 3 or not parts[1].isdigit():
+            raise CheckpointError(f"{path}: a damaged checkpoint ({key} is not optim/INDEX/NAME)")
+        count = value.ndim == 0 and value.dtype.kind in "iu"
+        states.setdefault(int(parts[1]), {})[parts[2]] = int(value) if count else value
+    covered = 1 + max(states, default=-1)
+    if covered > len(optimizer.params):
         raise CheckpointError(f"{path}: the checkpoint's optimizer state covers {covered} parameters, "
-                              f"the model has {len(states)}")
-    for key, i, name, value in entries:
-        if value.ndim == 0 and np.issubdtype(value.dtype, np.integer):
-            states[i][name] = int(value)
-        elif tuple(value.shape) != optimizer.params[i].shape:
-            raise CheckpointError(f"{path}: optimizer state {key} has shape {value.shape}, parameter {i} "
-                                  f"has {optimizer.params[i].shape}")
-        else:
-            states[i][name] = Tensor(value).data
-    needed = optimizer.state_keys  # empty for an optimizer that does not say what it keeps
-    for i, state in enumerate(states):
-        if state and needed and set(state) != needed:
-            raise CheckpointError(f"{path}: a damaged checkpoint (the optimizer state of parameter {i} "
-                                  f"has {sorted(state)}, {type(optimizer).__name__} keeps {sorted(needed)})")
-    return states
+                              f"the model has {len(optimizer.params)}")
+    return {"optimizer": type(optimizer).__name__,
+            "settings": {name: getattr(optimizer, name) for name in optimizer.settings},
+            "shapes": [tuple(p.shape) for p in optimizer.params], "state": states}
