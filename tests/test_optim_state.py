@@ -120,7 +120,9 @@ def _broken(change: Any) -> dict[str, Any]:
      (lambda s: s["state"][1].update(exp_avg=np.zeros(3, np.float16)), r"got ndarray \(3,\) float16$"),
      (lambda s: s.update(state={str(k): v for k, v in s["state"].items()}),
       r"the state's keys must be the parameters' positions as ints, got \['0', '1', '2'\] \(a JSON"),
-     (lambda s: s["state"].update({0: None}), "state of parameter 0 has NoneType")],
+     (lambda s: s["state"].update({0: None}), "state of parameter 0 has NoneType"),
+     (lambda s: s["settings"].pop("lr"), r"the saved settings lack lr \(a state_dict\(\) has all of lr, "
+      "betas")],
 )
 def test_a_state_that_does_not_fit_is_refused_and_nothing_changes(change: Any, match: str) -> None:
     params, torch_params, opt, _ = _pair("adam")
@@ -153,6 +155,22 @@ def test_a_loaded_state_is_copied_and_a_0d_step_is_taken() -> None:
     np.testing.assert_array_equal(saved["state"][0]["exp_avg"], kept)
     np.testing.assert_array_equal(second.state_dict()["state"][0]["exp_avg"], kept)
     assert first.state_dict()["state"][0]["step"] == 2
+
+
+def test_loaded_betas_are_the_optimizers_own_and_any_pair_of_numbers_is_taken() -> None:
+    """load_state_dict kept the caller's betas list, so changing that list later changed the
+    optimizer's next step without a word; betas as a numpy array (torch takes it) was refused with
+    "must be two numbers, got array([0.9, 0.99])"."""
+    params, torch_params, opt, _ = _pair("adam")
+    _step(params, torch_params, [opt], 1)
+    saved = opt.state_dict()
+    saved["settings"]["betas"] = [0.8, 0.99]
+    other = Adam(params)
+    other.load_state_dict(saved)
+    saved["settings"]["betas"][0] = 5.0
+    assert other.betas == (0.8, 0.99)
+    assert Adam(params, betas=np.array([0.9, 0.99])).betas == (0.9, 0.99)
+    assert all(type(b) is float for b in Adam(params, betas=np.array([0.9, 0.99], np.float32)).betas)
 
 
 def test_a_state_of_other_parameters_is_refused() -> None:

@@ -164,6 +164,10 @@ class Optimizer:
         if unknown is None or unknown:
             raise ValueError(f"{name}.load_state_dict: the saved settings have {unknown}, which {name} "
                              f"does not take (it takes {', '.join(self.settings)})")
+        lacking = [key for key in self.settings if key not in settings]
+        if lacking:  # the constructor's defaults would replace this optimizer's own without a word
+            raise ValueError(f"{name}.load_state_dict: the saved settings lack {', '.join(lacking)} (a "
+                             f"state_dict() has all of {', '.join(self.settings)})")
         probe = type(self)(self.params, **settings)  # the constructor checks the settings
         states = [self._loaded(i, s) for i, s in self._numbered(state_dict["state"])]
         for setting in self.settings:
@@ -324,10 +328,14 @@ class Adam(Optimizer):
                         decoupled_weight_decay=decoupled_weight_decay)
         super().__init__(params, lr)
         _check_non_negative(self, eps=eps, weight_decay=weight_decay)
-        pair = tuple(betas) if isinstance(betas, (tuple, list)) else ()
-        if len(pair) != 2 or not all(isinstance(b, Real) and 0.0 <= b < 1.0 for b in pair):
+        try:  # any sequence of two numbers (a numpy array too, as torch takes), kept as a tuple: a
+            pair = tuple(betas) if not isinstance(betas, (str, bytes)) else ()  # caller's list may change
+        except TypeError:
+            pair = ()
+        if len(pair) != 2 or not all(isinstance(b, Real) and not isinstance(b, bool) and 0.0 <= b < 1.0
+                                     for b in pair):
             raise ValueError(f"{type(self).__name__}: betas must be two numbers in [0, 1), got {betas!r}")
-        self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
+        self.betas, self.eps, self.weight_decay = (float(pair[0]), float(pair[1])), eps, weight_decay
 
     def _update(self, backend: Any, p: Tensor, state: dict[str, Any]) -> None:
         if not state:
