@@ -578,6 +578,30 @@ def test_a_step_between_forward_and_backward_is_refused(optimizer: str) -> None:
     assert_close(w.grad, 2 * w.numpy(), "a graph built after the step")
 
 
+@pytest.mark.parametrize("name", ["relu", "exp", "sigmoid", "tanh", "sqrt", "logsoftmax", "div"])
+def test_a_step_does_not_refuse_an_op_that_saved_no_array_of_the_parameter(name: str) -> None:
+    """ReLU saves its output and x / 2.0 only the number: a step between their forward and backward
+    changes nothing they use, and PyTorch runs backward there. Topgrad refused any op with saves
+    whose input was stepped. The gradient is the forward's, as PyTorch's."""
+    w_np, c_np = rand((2, 3), 45) + 0.5, rand((2, 3), 46)
+    fns = {"relu": lambda t: t.relu(), "exp": lambda t: t.exp(), "sigmoid": lambda t: t.sigmoid(),
+           "tanh": lambda t: t.tanh(), "sqrt": lambda t: t.sqrt(), "div": lambda t: t / 2.0,
+           "logsoftmax": lambda t: t.logsoftmax()}
+    torch_fns = {**fns, "logsoftmax": lambda t: t.log_softmax(-1)}
+    w = Tensor(w_np)
+    loss = (fns[name](w) * Tensor(c_np)).sum()
+    w.grad = topgrad.get_backend().asarray(np.ones((2, 3), np.float32))
+    topgrad.optim.SGD([w], lr=0.1).step()
+    w.grad = None
+    loss.backward()
+    tw = torch.tensor(w_np, requires_grad=True)
+    tloss = (torch_fns[name](tw) * torch.tensor(c_np)).sum()
+    with torch.no_grad():
+        tw -= 0.1
+    tloss.backward()
+    assert_close(w.grad, tw.grad.numpy(), f"{name}'s gradient after a step")
+
+
 @pytest.mark.parametrize("view", ["reshape", "detach"])
 def test_a_step_is_refused_when_an_op_saved_a_view_of_the_parameter(view: str) -> None:
     """Linear saved `w.reshape(3, 3)` or `w.detach()`, views sharing w's memory, not w itself: the

@@ -722,15 +722,13 @@ _GRAD_IS_AN_ARRAY = ("holds the backend's array in Topgrad (not a Tensor): clear
 
 
 def _refuse_overwritten(op: Op) -> None:
-    """An op that saved arrays, one of whose leaf inputs an optimizer step has written since its
-    forward, or which saved a view of such a leaf (`w.reshape(...)`, `w.detach()`): its backward
-    would mix old and new values (PyTorch raises here too, through version counters)."""
+    """An op that saved a leaf's array, or a view of it (`w.reshape(...)`, `w.detach()`), which an
+    optimizer step has written since the op's forward: its backward would mix old and new values
+    (PyTorch raises here too, through version counters). An op that saved only other arrays (ReLU
+    its output, x / 2.0 nothing) goes on, as in PyTorch; where the backend cannot tell arrays'
+    memory apart, any saved array may be the leaf's, and a stepped input is refused."""
     if not op._intermediate:  # it saved nothing (Add): its gradient does not depend on the values
         return
-    for i, parent in enumerate(op.parents):
-        if isinstance(parent, Tensor) and parent._updated_at > op._born:
-            raise RuntimeError(f"{type(op).__name__}: its input {i} (a leaf of shape {parent.shape}) was "
-                               f"{_OVERWRITTEN}")
     backend = registry.get_backend()
     array_type = registry._array_type(backend)
     stepped = {backend.memory_key(t.data): t for t in list(_updates.leaves) if t._updated_at > op._born}
@@ -738,8 +736,16 @@ def _refuse_overwritten(op: Op) -> None:
     for a in op._intermediate:
         leaf = stepped.get(backend.memory_key(a)) if isinstance(a, array_type) else None
         if leaf is not None:
-            raise RuntimeError(f"{type(op).__name__}: it saved a view of a leaf of shape {leaf.shape} "
-                               f"(through reshape, detach() or another view), which was {_OVERWRITTEN}")
+            inputs = [i for i, parent in enumerate(op.parents) if parent is leaf]
+            what = (f"its input {inputs[0]} (a leaf of shape {leaf.shape})" if inputs else
+                    f"it saved a view of a leaf of shape {leaf.shape} (through reshape, detach() or "
+                    "another view), which")
+            raise RuntimeError(f"{type(op).__name__}: {what} was {_OVERWRITTEN}")
+    for i, parent in enumerate(op.parents):
+        if (isinstance(parent, Tensor) and parent._updated_at > op._born
+                and backend.memory_key(parent.data) is None):
+            raise RuntimeError(f"{type(op).__name__}: its input {i} (a leaf of shape {parent.shape}) was "
+                               f"{_OVERWRITTEN}")
 
 
 _OVERWRITTEN = (

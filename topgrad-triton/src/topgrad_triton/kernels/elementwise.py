@@ -88,7 +88,7 @@ def _elementwise_kernel(
         y = tl.sqrt(a)
     elif OP == 6:
         y = tl.where(a < 0.0, 0.0, a)  # NaN passes through, as in torch.relu
-    elif OP == 7:  # RELU_GRAD: a is the upstream gradient, b the forward input
+    elif OP == 7:  # RELU_GRAD: a is the upstream gradient, b the forward input or output (same signs)
         y = tl.where(b <= 0.0, 0.0, a)  # NaN in x passes the gradient, as in torch
     elif OP == 8:
         y = tl.exp(a)

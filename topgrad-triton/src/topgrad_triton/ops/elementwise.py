@@ -113,6 +113,8 @@ class Div(TritonOp):
 
 
 class ReLU(Pointwise):
-    """max(x, 0); saves x, and the gradient is 0 where x <= 0 (at 0 too)."""
+    """max(x, 0); saves its output, as PyTorch does, and the gradient is 0 where it is 0 (x <= 0).
+    The output is > 0 exactly where x is, and NaN where x is, so RELU_GRAD reads either alike; with
+    the output saved, an optimizer step on x between forward and backward does not reach it."""
 
-    function, gradient, from_output = ew.RELU, ew.RELU_GRAD, False
+    function, gradient, from_output = ew.RELU, ew.RELU_GRAD, True
