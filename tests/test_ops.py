@@ -561,6 +561,24 @@ def test_none_or_text_operand_is_a_type_error(expr: Callable[[Tensor], Tensor], 
         expr(Tensor(rand((2, 3), 0)))
 
 
+@pytest.mark.parametrize(("expr", "op"), [
+    (lambda x: x * np.array([1j, 1j, 1j]), "Mul"), (lambda x: x * np.complex128(1j), "Mul"),
+    (lambda x: x * 1j, "Mul"), (lambda x: x + np.array(["1", "2", "3"]), "Add"),
+    (lambda x: x + np.array([1, None, 2], dtype=object), "Add"),
+    (lambda x: x @ np.array([[1j], [1j], [1j]]), "Linear"),
+    (lambda x: x * torch.tensor([1j, 1j, 1j]), "Mul"),
+])
+def test_an_operand_of_complex_numbers_text_or_objects_is_a_type_error(
+    expr: Callable[[Tensor], Tensor], op: str
+) -> None:
+    """numpy took them: the imaginary part dropped ([0, 0] for x * 1j), text parsed, None made NaN,
+    x @ complex gave a complex Tensor; triton failed with Triton's KeyError 'complex64'. PyTorch
+    keeps complex values complex and refuses text: Topgrad's arrays are real, so every backend
+    refuses each of them, naming the op (a raw array on triton: that it takes none)."""
+    with pytest.raises(TypeError, match=op):
+        expr(Tensor(rand((2, 3), 0)))
+
+
 @pytest.mark.parametrize("reduce", ["sum", "mean", "logsoftmax"])
 @pytest.mark.parametrize("axis", [1.0, "0", (0, 1.5), True])
 def test_an_axis_that_is_not_an_int_is_a_type_error(reduce: str, axis: object) -> None:

@@ -513,3 +513,17 @@ def test_reading_grad_of_a_non_leaf_warns_as_in_pytorch() -> None:
             assert (x * 2.0).grad is None  # a constant, not in the graph
         h.grad = x.grad
         assert h.grad is x.grad
+
+
+@pytest.mark.parametrize("data", [[1.0, None], [[1.0], [None]], (None, 2)])
+def test_none_in_a_list_is_refused_not_made_nan(data: Any) -> None:
+    """numpy makes None a NaN, which then trains silently; PyTorch refuses it: so does every backend."""
+    with pytest.raises(TypeError, match=r"^(numpy|triton) backend: a (list|tuple) holding None is not "
+                                        r"numbers \(PyTorch refuses it too"):
+        Tensor(data)
+
+
+def test_an_object_array_is_refused_by_either_backend() -> None:
+    """triton made np.array([1, None], dtype=object) a NaN; numpy refused it."""
+    with pytest.raises(TypeError, match=r"^(numpy|triton) backend: object arrays are not supported"):
+        Tensor(np.array([1, None], dtype=object))

@@ -88,6 +88,14 @@ def check_eps(op: str, eps: Any) -> None:
         raise ValueError(f"{op}: eps must be finite and >= 0, got {eps!r}")
 
 
+def none_is_not_numbers(backend: str, data: Any) -> TypeError:
+    """The TypeError of every backend for None among the numbers of a list (numpy would make it NaN,
+    which then trains silently; PyTorch refuses it)."""
+    return TypeError(f"{backend} backend: a {type(data).__name__} holding None is not numbers (PyTorch "
+                     "refuses it too; numpy would make it NaN): give a number, or float('nan') for a "
+                     "missing value")
+
+
 def text_is_not_numbers(backend: str, data: Any, dtype: str, example: Any = None) -> TypeError:
     """The TypeError of every backend for text where numbers belong (numpy would parse '2.5'; PyTorch
     refuses it): `data` is an array of text of `dtype`, or a list or tuple holding text (`example`)."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import topgrad
-from topgrad.arguments import text_is_not_numbers
+from topgrad.arguments import none_is_not_numbers, text_is_not_numbers
 
 from topgrad_numpy import ops as _ops
 from topgrad_numpy.ops._util import BLOCK_ELEMENTS, quiet
@@ -32,6 +32,8 @@ def _without_text(data: list[Any] | tuple[Any, ...]) -> Any:
         return data
     if probe.dtype.kind in "US":
         raise text_is_not_numbers("numpy", data, str(probe.dtype), probe.reshape(-1)[0].item())
+    if probe.dtype.kind == "O" and any(v is None for v in probe.reshape(-1)):
+        raise none_is_not_numbers("numpy", data)
     return probe if probe.dtype.kind in "fb" else data
 
 

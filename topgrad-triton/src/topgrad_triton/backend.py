@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import topgrad
-from topgrad.arguments import text_is_not_numbers
+from topgrad.arguments import none_is_not_numbers, text_is_not_numbers
 
 from topgrad_triton import runtime
 
@@ -44,7 +44,8 @@ def _names_float32(dtype: Any) -> bool:
 
 def _refuse_text(obj: Any) -> None:
     """The numpy backend's TypeError for text where numbers belong: an array of text, or a (nested)
-    list or tuple holding text, which numpy would parse into numbers (PyTorch refuses it)."""
+    list or tuple holding text, which numpy would parse into numbers (PyTorch refuses it); likewise
+    None in a list and object arrays, which numpy would make NaN."""
     import numpy as np
 
     if isinstance(obj, (list, tuple)):
@@ -54,8 +55,12 @@ def _refuse_text(obj: Any) -> None:
             return
         if probe.dtype.kind in "US":
             raise text_is_not_numbers("triton", obj, str(probe.dtype), probe.reshape(-1)[0].item())
+        if probe.dtype.kind == "O" and any(v is None for v in probe.reshape(-1)):
+            raise none_is_not_numbers("triton", obj)
     elif getattr(getattr(obj, "dtype", None), "kind", None) in ("U", "S"):
         raise text_is_not_numbers("triton", obj, str(obj.dtype))
+    elif getattr(getattr(obj, "dtype", None), "kind", None) == "O":  # as the numpy backend refuses them
+        raise TypeError("triton backend: object arrays are not supported; give numbers")
 
 
 class TritonBackend(topgrad.Backend):

@@ -96,14 +96,36 @@ def _as_f32(x: Any) -> Any:
     return x.astype(F32) if type(x) is ndarray and x.dtype != F32 else x
 
 
+REAL_KINDS = "biuf"
+"""numpy dtype kinds of real numbers: bool, ints, unsigned ints, floats."""
+
+
+def not_real(op: str, dtype: np.dtype) -> TypeError:
+    """The TypeError for an operand that does not hold real numbers (complex, text, objects, dates):
+    numpy would drop an imaginary part, parse text or turn None into NaN without a word."""
+    why = ("Topgrad's arrays are real, and numpy would drop the imaginary part: pass a.real or abs(a)"
+           if dtype.kind == "c" else "PyTorch refuses it too: convert it to numbers first")
+    held = _KIND_NAMES.get(dtype.kind, "values")
+    return TypeError(f"{op}: operands must hold real numbers (float, int or bool), got {held} ({dtype}): "
+                     f"{why}")
+
+
+_KIND_NAMES = {"c": "complex numbers", "U": "text", "S": "bytes", "O": "Python objects", "M": "dates",
+               "m": "time spans", "V": "raw records"}
+
+
 def operand(op: str, x: Any) -> Any:
     """An array (as given), or a Python float that numpy treats as weakly typed (it takes the
     other operand's dtype). None or text is a TypeError naming `op` (numpy would make None a
     NaN: `x + b` with an optional bias b = None must not train on NaNs)."""
     if type(x) is ndarray:
-        return x
-    if isinstance(x, (bool, int, float, np.number)):
+        if x.dtype.kind in REAL_KINDS:
+            return x
+        raise not_real(op, x.dtype)
+    if isinstance(x, (bool, int, float, np.integer, np.floating)):
         return float(x)
+    if isinstance(x, (complex, np.complexfloating)):
+        raise not_real(op, np.dtype(type(x)))
     if x is None or isinstance(x, (str, bytes)):
         raise TypeError(f"{op}: operands must be Tensors, arrays or numbers, got {type(x).__name__}")
     if type(x).__module__.startswith("torch"):  # numpy would convert it (a triton Tensor's data too)

@@ -10,7 +10,7 @@ from topgrad.errors import type_name
 from topgrad.layouts import linear_weight_hint
 
 from topgrad_numpy.ops import gemm
-from topgrad_numpy.ops._util import NumpyOp, colsum, wide_add
+from topgrad_numpy.ops._util import REAL_KINDS, NumpyOp, colsum, not_real, wide_add
 
 
 def _rows(x: np.ndarray) -> int:
@@ -22,6 +22,8 @@ def _check(x: np.ndarray, w: np.ndarray, b: Any) -> None:
     for name, a in (("x", x), ("w", w), ("b", b)):
         if not isinstance(a, np.ndarray) and (a is not None or name != "b"):
             raise TypeError(f"Linear: {name} must be a Tensor, got {type_name(a)}")
+        if a is not None and a.dtype.kind not in REAL_KINDS:
+            raise not_real(f"Linear ({name})", a.dtype)
     if x.ndim < 1 or w.ndim != 2 or x.shape[-1] != w.shape[0]:
         raise ValueError(
             f"Linear (x @ w): x of shape {x.shape} needs w of shape ({x.shape[-1] if x.ndim else '?'}, M), "
@@ -39,7 +41,8 @@ class Linear(NumpyOp):
 
     def forward(self, x: np.ndarray, w: np.ndarray, b: Any = None) -> np.ndarray:
         """x @ w + b over the last axis of x (leading axes are rows), as one GEMM."""
-        two_d = type(w) is np.ndarray and x.ndim == 2 and w.ndim == 2 and x.shape[1] == w.shape[0]
+        two_d = (type(w) is np.ndarray and x.ndim == 2 and w.ndim == 2 and x.shape[1] == w.shape[0]
+                 and w.dtype.kind == "f" and x.dtype.kind == "f")
         if not two_d or (b is not None and (type(b) is not np.ndarray or b.shape != (w.shape[1],))):
             _check(x, w, b)
         x2 = x if two_d else x.reshape(_rows(x), w.shape[0])
