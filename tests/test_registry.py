@@ -929,6 +929,26 @@ def array_backend(name: str, array: type) -> Backend:
     return backend
 
 
+def test_a_backend_without_full_is_told_so_at_its_first_tensor() -> None:
+    """zeros() defaults to full(); a backend without full made Tensor(...) say "its asarray and copy
+    must return those (builtins.NoneType)", blaming two helpers that worked."""
+    import numpy as np
+
+    class NoFull(Backend):
+        def asarray(self, obj: Any, dtype: str = "float32") -> Any:
+            return np.asarray(obj, dtype=dtype)
+
+        def copy(self, a: Any) -> Any:
+            return np.array(a)
+
+    topgrad.register_backend(BackendSpec("no-full", NoFull))
+    topgrad.set_backend("no-full")
+    with pytest.raises(TypeError, match=r"backend 'no-full' cannot tell what its arrays are: its "
+                       r"zeros\(\(0,\)\), which says so, failed with NotImplementedError: .* does not "
+                       r"implement the array helper full\(\)"):
+        topgrad.Tensor([1.0, 2.0])
+
+
 def test_a_tensor_of_another_backend_is_named_when_an_op_fails() -> None:
     """Tensors keep their backend's arrays: one made before set_backend switched reaches the new
     backend's ops, which fail in their own words; the engine names the operand and its backend."""

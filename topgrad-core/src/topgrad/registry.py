@@ -347,6 +347,16 @@ def _array_type(backend: Backend) -> type:
     return kind
 
 
+def array_type_failure(backend: Backend) -> str:
+    """Why `backend`'s zeros((0,)) fails (Topgrad learns the type of its arrays from it), for the
+    error where that type was needed; empty where it does not fail."""
+    try:
+        backend.zeros((0,))
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return ""
+
+
 def _default_name() -> str:
     requested = os.environ.get("TOPGRAD_BACKEND")
     if requested:

@@ -137,6 +137,10 @@ class Tensor:
         if requires_grad and not made:
             array = backend.copy(array)
         if not isinstance(array, kind := registry._array_type(backend)):  # a numpy scalar from a 0-d sum
+            if kind is type(None):
+                raise TypeError(f"Tensor: backend {backend.name!r} cannot tell what its arrays are: its "
+                                "zeros((0,)), which says so, failed with "
+                                f"{registry.array_type_failure(backend)}")
             raise TypeError(f"Tensor: backend {backend.name!r} made a {type_name(array)} of the data, not "
                             f"one of its arrays ({qualified_name(kind)}): its asarray and "
                             "copy must return those (np.asarray(x) for numpy's 0-d results)")
