@@ -367,6 +367,28 @@ def test_a_broken_plugin_of_the_name_asked_is_named_over_a_near_name(install: Ca
         topgrad.set_backend("toy")
 
 
+class OpsByTheWrongName:
+    """topgrad_ops(backend_name): pluggy refuses the plugin, as the hook gives `backend`."""
+
+    @hookimpl
+    def topgrad_ops(self, backend_name: str) -> None:
+        return None
+
+
+def test_a_hook_asking_for_an_argument_it_is_not_given_is_named_with_the_right_one(
+    install: Callable[..., None],
+) -> None:
+    """pluggy's PluginValidationError ("Argument(s) {'backend_name'} are declared in the hookimpl
+    but can not be found in the hookspec") was the whole message, installed or in-process."""
+    install(FakeEntryPoint("renamed", OpsByTheWrongName()), plugin("good", spec("alpha")))
+    says = (r"its topgrad_ops\(backend_name\) asks for 'backend_name', which the hook does not give: name "
+            r"its arguments as in topgrad_ops\(backend\)")
+    with pytest.warns(RuntimeWarning, match=rf"plugin 'renamed' .*failed to load and is skipped: {says}"):
+        assert set(topgrad.available_backends()) == {"alpha"}
+    with pytest.raises(TypeError, match=rf"plugin 'in-process': {says}"):
+        topgrad.register_plugin(OpsByTheWrongName(), name="in-process")
+
+
 def test_plugin_failing_in_topgrad_backends_warns(install: Callable[..., None]) -> None:
     install(FakeEntryPoint("exploding", FailingPlugin()), plugin("good", spec("alpha")))
     with pytest.warns(RuntimeWarning, match="exploding"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import os
 from importlib.metadata import PackageNotFoundError, distribution, entry_points
 from typing import Any
@@ -46,11 +47,12 @@ def plugin_manager() -> pluggy.PluginManager:
             if name is None:
                 continue
             _entries[name] = ep
+            plugin = None
             try:
                 plugin = ep.load()
                 manager.register(plugin, name=name)
             except Exception as exc:  # a broken plugin must not break the others
-                _skipped[name] = f"{type(exc).__name__}: {exc}"
+                _skipped[name] = _hook_arguments(plugin) or f"{type(exc).__name__}: {exc}"
                 warn(f"topgrad: plugin {name!r} ({ep.value}) failed to load and is skipped: {_skipped[name]}")
                 continue
             _warn_unused_hooks(plugin, name)
@@ -86,7 +88,10 @@ def register_plugin(plugin: object, name: str | None = None) -> str:
         raise ValueError(f"a plugin is already registered as {taken!r}: register each plugin once, "
                          "under a name of its own")
     _forget_loaded()
-    registered = manager.register(plugin, name=name)
+    try:
+        registered = manager.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        raise TypeError(f"plugin {name or plugin!r}: {_hook_arguments(plugin) or exc}") from exc
     if registered is None:  # pluggy refuses a name blocked with registry.plugin_manager().set_blocked
         raise ValueError(f"the plugin name {name!r} is blocked; register the plugin under another name")
     _warn_unused_hooks(plugin, registered)
@@ -94,6 +99,26 @@ def register_plugin(plugin: object, name: str | None = None) -> str:
 
 
 _HOOKS = frozenset(n for n in dir(hookspecs) if n.startswith("topgrad_"))
+
+
+def _hook_arguments(plugin: object) -> str:
+    """Why pluggy refused `plugin`, where one of its hooks takes an argument the hook does not give
+    (`topgrad_ops(backend_name)`): pluggy's own message names neither the right one nor the fix."""
+    for hook in sorted(_HOOKS):
+        function = getattr(plugin, hook, None)
+        if not callable(function) or not hasattr(function, "topgrad_impl"):
+            continue
+        try:
+            taken = [n for n in inspect.signature(function).parameters if n != "self"]
+        except (TypeError, ValueError):
+            continue
+        given = list(inspect.signature(getattr(hookspecs, hook)).parameters)
+        unknown = [n for n in taken if n not in given]
+        if unknown:
+            return (f"its {hook}({', '.join(taken)}) asks for {', '.join(map(repr, unknown))}, which the "
+                    f"hook does not give: name its arguments as in {hook}({', '.join(given)}) "
+                    "(topgrad.hookspecs)")
+    return ""
 
 
 def _warn_unused_hooks(plugin: object, name: str) -> None:
