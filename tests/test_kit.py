@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -99,7 +99,8 @@ def test_a_plugin_module_pluggy_rejects_is_a_clear_error(tmp_path: Path) -> None
         "import topgrad\n\n@topgrad.hookimpl\ndef topgrad_ops(name):\n    return None\n"
     )
     done = _kit(sys.executable, "numpy", "--plugin", "wrong_hook", cwd=tmp_path, PYTHONPATH=str(tmp_path))
-    assert done.returncode == 2 and "--plugin wrong_hook: PluginValidationError" in done.stderr, done.stderr
+    says = "--plugin wrong_hook: TypeError: plugin 'wrong_hook': its topgrad_ops(name) asks for 'name'"
+    assert done.returncode == 2 and says in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -410,6 +411,26 @@ def test_a_leaf_of_another_type_than_the_backends_arrays_is_refused() -> None:
                 TypeError, match=r"backend 'scalar-copy' made a numpy.float32 of the data, not one of its "
                                  r"arrays \(numpy.ndarray\): its asarray and"):
             topgrad.Tensor(np.array(2.0, np.float32))
+
+
+def test_helpers_that_return_numpy_scalars_for_0d_arrays_fail_their_own_rows() -> None:
+    """mul written as `a * b` gives a numpy scalar for 0-d arrays: its row said ok, and the failure
+    showed up in Add[()+()] and Mul rows, or in an optimizer step on a 0-d parameter."""
+    import numpy as np
+
+    def scalar_of(f: Callable[..., object]) -> Callable[..., object]:  # numpy's result as it comes
+        return lambda self, *arrays: f(*arrays)[()]
+
+    with _numpy_variant("scalar-helpers") as variant:
+        variant.add, variant.sub = scalar_of(np.add), scalar_of(np.subtract)
+        variant.mul, variant.div = scalar_of(np.multiply), scalar_of(np.divide)
+        variant.sqrt, variant.copy = scalar_of(np.sqrt), scalar_of(np.array)
+        with _selected("scalar-helpers"):
+            for helper in ("add", "sub", "mul", "div", "sqrt", "copy/memory_key"):
+                outcome = HELPER_CHECKS[helper](1e-4)
+                assert not outcome.ok, helper
+                says = r"0-d arrays? returned a numpy\.float.*np\.asarray"
+                assert re.search(says, outcome.message), outcome
 
 
 def test_an_op_that_changes_the_dtype_fails() -> None:

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from topgrad.registry import get_backend
+from topgrad.errors import qualified_name
+from topgrad.registry import _array_type, get_backend
 from topgrad.testing.outcome import RTOL, Outcome, compare, host_values, merge
 
 _A = np.array([[1.5, -2.0, 0.25], [4.0, 0.5, -3.0]])
@@ -21,6 +22,18 @@ def _has_array_api(what: str, a: Any, shape: tuple[int, ...]) -> list[Outcome]:
     if not hasattr(a, "shape") or tuple(a.shape) != shape:
         found.append(Outcome.failed(f"{what}: .shape is {getattr(a, 'shape', None)}, expected {shape}"))
     return found
+
+
+def _of_the_backend(what: str, a: Any) -> list[Outcome]:
+    """A failure unless `a` is one of the backend's arrays (the type its zeros returns): numpy's
+    operators give a numpy scalar for 0-d arrays, which Tensors and optimizer steps refuse later,
+    far from the helper that made it."""
+    kind = _array_type(get_backend())
+    if kind is type(None) or isinstance(a, kind):
+        return []
+    return [Outcome.failed(f"{what} returned a {qualified_name(type(a))}, not one of the backend's arrays "
+                           f"({qualified_name(kind)}, the type zeros returns); numpy's operators make "
+                           "scalars of 0-d arrays: return np.asarray(...) of the result")]
 
 
 def check_asarray(rtol: float = RTOL) -> Outcome:
@@ -106,13 +119,18 @@ def _arith(name: str, fn: Callable[[Any, Any], Any], want: Callable[[Any, Any], 
         compare(f"{name}(2.0, a)", host_values(fn(2.0, x)), want(2.0, _A), rtol),
         compare(f"{name}(a, b[1])", host_values(fn(x, b.asarray(_B[1]))), want(_A, _B[1]), rtol),
         compare(f"{name} left its inputs", host_values(x), _A, 0.0),
+        *_of_the_backend(f"{name}(a, b)", fn(x, y)),
+        *_of_the_backend(f"{name} of two 0-d arrays", fn(b.asarray(_A[0, 0]), b.asarray(_B[0, 0]))),
     ])
 
 
 def check_sqrt(rtol: float = RTOL) -> Outcome:
     """`sqrt` of a backend array, elementwise."""
     b = get_backend()
-    return compare("sqrt(a)", host_values(b.sqrt(b.asarray(np.abs(_A)))), np.sqrt(np.abs(_A)), rtol)
+    return merge([
+        compare("sqrt(a)", host_values(b.sqrt(b.asarray(np.abs(_A)))), np.sqrt(np.abs(_A)), rtol),
+        *_of_the_backend("sqrt of a 0-d array", b.sqrt(b.asarray(2.0))),
+    ])
 
 
 def check_copy(rtol: float = RTOL) -> Outcome:
@@ -121,7 +139,8 @@ def check_copy(rtol: float = RTOL) -> Outcome:
     b = get_backend()
     a = b.asarray(_A)
     c = b.copy(a)
-    outcomes = [*_has_array_api("copy(a)", c, _A.shape), compare("copy(a)", host_values(c), _A, rtol)]
+    outcomes = [*_has_array_api("copy(a)", c, _A.shape), compare("copy(a)", host_values(c), _A, rtol),
+                *_of_the_backend("copy of a 0-d array", b.copy(b.asarray(2.0)))]
     if c is a:  # backward copies shared leaf gradients with it: `a.grad` and `b.grad` would be one
         outcomes.append(Outcome.failed("copy(a) returned a itself; it must return a new array"))
     key_a, key_c = b.memory_key(a), b.memory_key(c)
