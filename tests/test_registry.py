@@ -988,6 +988,21 @@ def test_a_tensor_of_another_backend_is_named_when_an_op_fails() -> None:
         new + Tensor.zeros(4)
 
 
+def test_a_step_after_set_backend_names_the_backend_the_parameters_belong_to() -> None:
+    """backward made w.grad under 'flat'; after set_backend('boxed') the step said "parameter 0's
+    .grad must be an array of the backend 'boxed', got Flat", as if the gradient were wrong."""
+    topgrad.register_backend(BackendSpec("flat", lambda: array_backend("flat", Flat)))
+    topgrad.register_backend(BackendSpec("boxed", lambda: array_backend("boxed", Boxed)))
+    topgrad.set_backend("flat")
+    w = Tensor.zeros(3)
+    opt = topgrad.optim.SGD([w], lr=0.1)
+    w.grad = Flat((3,))
+    topgrad.set_backend("boxed")
+    with pytest.raises(TypeError, match=r"SGD.step: parameter 0's .grad is an array of backend 'flat', and "
+                       r"the selected backend is 'boxed'.*set_backend\('boxed'\), or select 'flat' again"):
+        opt.step()
+
+
 def test_a_backend_without_zeros_does_not_hide_the_owner_of_a_tensor() -> None:
     """The engine asks each loaded backend for its array type only after an op failed; one whose
     zeros() fails (a bare backend, loaded first here) is passed over, not raised from."""

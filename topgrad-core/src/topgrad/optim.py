@@ -121,6 +121,12 @@ class Optimizer:
         g: Any = p._grad
         array_type: Any = _array_type(backend)  # Any: the isinstance below must not narrow g
         if not isinstance(g, array_type):
+            owner = owner_of(g)
+            if owner is not None:  # made before set_backend switched: so is the parameter, most likely
+                raise TypeError(f"{type(self).__name__}.step: parameter {i}'s .grad is an array of backend "
+                                f"{owner.name!r}, and the selected backend is {backend.name!r}: tensors keep "
+                                "the backend they were made under. Make the model and optimizer again after "
+                                f"set_backend({backend.name!r}), or select {owner.name!r} again")
             hint = " (.grad holds the array itself: t.data)" if isinstance(g, Tensor) else ""
             raise TypeError(f"{type(self).__name__}.step: parameter {i}'s .grad must be an array of the "
                             f"backend {backend.name!r}, got {type_name(g)}{hint}")
