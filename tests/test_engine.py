@@ -405,6 +405,15 @@ def test_a_tensor_handed_to_an_op_by_hand_says_to_pass_its_data() -> None:
             call()
 
 
+def test_subtracting_an_int_zero_keeps_the_sign_of_a_negative_zero(backend_name: str) -> None:
+    """x - 0 ran as x + (-0) = x + 0.0, which turns -0.0 into +0.0; PyTorch (and x - 0.0) keep it."""
+    if backend_name == "triton":
+        pytest.skip("triton's kernels get a scalar -0.0 as +0.0, so x + (-0.0) loses the sign there")
+    for zero in (0, 0.0):
+        out = (Tensor([-0.0, 1.0]) - zero).numpy()
+        assert np.signbit(out[0]) and out[1] == 1.0, (zero, out)
+
+
 def test_a_new_forward_pass_can_run_backward_again() -> None:
     x_np = rand((3,), 31)
     x = Tensor(x_np)

@@ -365,8 +365,8 @@ class Tensor:
         if other is True or other is False:  # -True is -1, but PyTorch refuses a bool on either side
             arguments.refuse_bool_subtraction("y", other)
         other = _operand(other, self)
-        try:
-            negated = -other
+        try:  # an int as a float first: -0 is 0, and -0.0 + 0.0 would lose x's sign where x is -0.0
+            negated = -float(other) if type(other) is int else -other
         except (TypeError, RuntimeError) as exc:  # a str, None, a bool mask (numpy, torch will not negate)
             arguments.refuse_no_negative(other, exc)
             raise
