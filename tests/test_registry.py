@@ -934,6 +934,11 @@ def array_backend(name: str, array: type) -> Backend:
         def zeros(self, shape: tuple[int, ...]) -> Any:
             return array(shape)
 
+        def asarray(self, obj: Any, dtype: str = "float32") -> Any:
+            if not isinstance(obj, array):
+                raise TypeError(f"backend {self.name!r} makes arrays only of its own")
+            return obj
+
         def to_numpy(self, a: Any) -> Any:
             return ("values read by", self.name, a.shape)
 
@@ -1001,6 +1006,8 @@ def test_a_step_after_set_backend_names_the_backend_the_parameters_belong_to() -
     with pytest.raises(TypeError, match=r"SGD.step: parameter 0's .grad is an array of backend 'flat', and "
                        r"the selected backend is 'boxed'.*set_backend\('boxed'\), or select 'flat' again"):
         opt.step()
+    opt.zero_grad(set_to_none=False)  # zeros of w's backend, not of the selected one
+    assert type(w.grad) is Flat and w.grad.shape == (3,)
 
 
 def test_a_backend_without_zeros_does_not_hide_the_owner_of_a_tensor() -> None:

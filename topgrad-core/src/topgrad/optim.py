@@ -78,9 +78,9 @@ class Optimizer:
             for p in self.params:
                 p._grad = None  # the field: the property would warn for a non-leaf
         elif set_to_none is False:
-            backend = get_backend()
             for p in self.params:
                 if p._grad is not None:
+                    backend = owner_of(p.data) or get_backend()  # w's own, which may not be the selected one
                     p._grad = backend.asarray(backend.zeros(p.shape), dtype=dtype_name(p.data))
         else:
             raise TypeError(f"{type(self).__name__}.zero_grad: set_to_none must be True or False, "
