@@ -343,6 +343,7 @@ def test_an_empty_path_is_a_usage_error(flag: str, capsys) -> None:
     ("optim/-1/step", np.array(1), "optim/-1/step is not optim/INDEX/NAME"),
     ("optim/0", np.array(1), "optim/0 is not optim/INDEX/NAME"),
     ("meta/epoch", np.array("x"), "meta/epoch missing or invalid"),
+    ("optim/0/exp_avg_sq", np.full((784, 16), np.nan, np.float32), "optim/0/exp_avg_sq holds NaN or Inf"),
 ])
 def test_a_checkpoint_with_a_damaged_value_is_a_clear_error(
     key: str, value: np.ndarray | None, why: str, tiny_data: Path, tmp_path: Path, capsys,

@@ -199,6 +199,8 @@ def _optimizer_state(path: Any, arrays: dict[str, np.ndarray], optimizer: Any) -
         if len(parts) != 3 or not parts[1].isdigit():
             raise CheckpointError(f"{path}: a damaged checkpoint ({key} is not optim/INDEX/NAME)")
         count = value.ndim == 0 and value.dtype.kind in "iu"
+        if value.dtype.kind == "f" and not np.isfinite(value).all():  # no save keeps a diverged state
+            raise CheckpointError(f"{path}: a damaged checkpoint ({key} holds NaN or Inf)")
         states.setdefault(int(parts[1]), {})[parts[2]] = int(value) if count else value
     covered = 1 + max(states, default=-1)
     if covered > len(optimizer.params):
