@@ -582,6 +582,25 @@ def test_gradcheck_finds_a_wrong_backward_and_names_the_element() -> None:
     assert topgrad.gradcheck(lambda x: _ScaledDouble.apply(x), x)
 
 
+@pytest.mark.parametrize(("setting", "value"), [("atol", -1.0), ("rtol", -1e-3), ("eps", 0.0),
+                                              ("eps", "1e-6"), ("atol", float("nan")), ("rtol", True)])
+def test_gradcheck_refuses_a_tolerance_that_would_pass_anything(setting: str, value: object) -> None:
+    """A negative atol or rtol made every error/tolerance ratio negative: a 5% wrong backward
+    "passed". eps=0 gave NaN numerics, eps as text Python's own operand error."""
+    with pytest.raises(ValueError, match=rf"gradcheck: {setting} must be a finite number >?=? ?0"):
+        topgrad.gradcheck(lambda x: _WrongDouble.apply(x), rand((2, 3), 1), **{setting: value})
+
+
+def test_gradcheck_takes_the_inputs_as_a_tuple_as_pytorch_does() -> None:
+    """torch.autograd.gradcheck(fn, (a, b)): read as one nested list, (a,) checked fn at a new
+    leading axis of size 1, and a tuple holding a Tensor failed with "item() needs one element"."""
+    x, c = rand((2, 3), 1), rand((3,), 2)
+    for given in ((x, c), (Tensor(x), Tensor(c))):
+        result = topgrad.gradcheck(lambda a, b: (a * b).logsoftmax(), given)
+        assert result and result.checked == 9, result
+    assert not topgrad.gradcheck(lambda a: _WrongDouble.apply(a), (x,), raise_on_failure=False)
+
+
 def test_gradcheck_in_float32_catches_a_five_percent_error() -> None:
     x = rand((3, 4), 3)
     for dtype in ("float32", None):

@@ -135,21 +135,44 @@ def gradcheck(
     """Compare backward's gradients of `fn` at `inputs` with central finite differences.
 
     Inputs are Tensors, numpy arrays (anything with `.tolist()` and `.shape`) or nested lists;
-    each is differentiated. Returns a `GradcheckResult` (true when it passed); raises
+    each is differentiated. One tuple of Tensors or arrays, as torch.autograd.gradcheck takes
+    them, counts as the inputs. Returns a `GradcheckResult` (true when it passed); raises
     `GradcheckError` on failure unless `raise_on_failure=False`. `dtype="float32"` forces the
     float32 check; by default float64 is used where the backend and `fn` keep it.
     """
     backend = get_backend()
+    if len(inputs) == 1 and _is_pytorch_tuple(inputs[0]):  # gradcheck(fn, (a, b)), as PyTorch's takes them
+        inputs = tuple(inputs[0])
     xs = [_as_float64(x, backend) for x in inputs]
     if not xs:
         raise ValueError("gradcheck needs at least one input to differentiate")
     if dtype not in (None, "float32", "float64"):
         raise ValueError(f"gradcheck: dtype must be None, 'float32' or 'float64', got {dtype!r}")
+    _check_setting("eps", eps, zero_ok=False)
+    _check_setting("atol", atol)
+    _check_setting("rtol", rtol)
     with observing(_StateKeeper()) as state:
         try:
             return _check(fn, xs, eps, atol, rtol, seed, raise_on_failure, dtype)
         finally:
             state.restore()
+
+
+def _check_setting(name: str, value: Any, zero_ok: bool = True) -> None:
+    """ValueError unless `value` is None (the default) or a finite number >= 0 (> 0 for eps): a
+    negative tolerance makes every error/tolerance ratio negative, so any gradient would pass."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if value is None or (number and math.isfinite(value) and (value > 0 or (zero_ok and value == 0))):
+        return
+    raise ValueError(f"gradcheck: {name} must be a finite number {'>=' if zero_ok else '>'} 0, or None for "
+                     f"the default; got {value!r}")
+
+
+def _is_pytorch_tuple(given: Any) -> bool:
+    """A tuple of Tensors or arrays: the inputs in torch.autograd.gradcheck's form, not one nested
+    list of numbers (read as data, (a,) would be a new leading axis of size 1)."""
+    return isinstance(given, tuple) and len(given) > 0 and all(
+        isinstance(g, Tensor) or (hasattr(g, "shape") and hasattr(g, "tolist")) for g in given)
 
 
 def _check(
