@@ -322,6 +322,29 @@ def test_a_view_of_another_leafs_gradient_is_copied() -> None:
     assert_close(a.grad, np.full(6, 2.0, np.float32), "a.grad after zeroing b.grad in place")
 
 
+class _ProductHandingBackItsInputs(Op):
+    """x * w whose backward, for a seed of ones, returns the saved w and x themselves (right values)."""
+
+    def forward(self, x: Any, w: Any) -> Any:
+        self.save_for_backward(x, w)
+        return topgrad.get_backend().mul(x, w)
+
+    def backward(self, grad: Any) -> Any:
+        x, w = self.saved
+        return w, x
+
+
+def test_a_gradient_sharing_another_leafs_values_is_copied() -> None:
+    """x.grad was w's own array: x.grad[0] = 100 changed w, and an SGD step then moved w by the
+    update of x's gradient it had just been given (2.93 for 2.9). PyTorch's leaves own theirs."""
+    x, w = Tensor([1.0, 2.0]), Tensor([3.0, 4.0])
+    _ProductHandingBackItsInputs.apply(x, w).backward(topgrad.get_backend().ones((2,)))
+    x.grad[0] = 100.0
+    assert w.numpy().tolist() == [3.0, 4.0] and w.grad.tolist() == [1.0, 2.0]
+    topgrad.optim.SGD([x, w], lr=0.1).step()
+    assert_close(w, np.array([2.9, 3.8], np.float32), "w after the step")
+
+
 @pytest.mark.parametrize("through", ["an op", "a leaf"])
 def test_the_callers_seed_is_not_kept_as_a_gradient(through: str) -> None:
     seed = topgrad.get_backend().asarray(rand((2, 3), 64))

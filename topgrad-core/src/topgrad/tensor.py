@@ -690,9 +690,13 @@ class Tensor:
             self._grad = backend.copy(grad) if self._grad is None else backend.add(self._grad, grad)
             return
         add = backend.add
-        taken = {backend.memory_key(grad)}  # memory that leaf gradients must not share
+        order = _toposort(self._op)
+        # memory that leaf gradients must not share: the seed, and every leaf's values (a backward
+        # may hand back one input's saved array as another's gradient: dot(x, w) = sum(x * w))
+        taken = {backend.memory_key(grad)}
+        taken.update(backend.memory_key(node.data) for node in order if isinstance(node, Tensor))
         grads: dict[int, Any] = {id(self._op): grad}
-        for node in reversed(_toposort(self._op)):
+        for node in reversed(order):
             g = grads.pop(id(node), None)
             if g is None:  # no gradient flows here (every consumer returned None)
                 continue
