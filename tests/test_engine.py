@@ -544,6 +544,53 @@ def test_a_backward_returning_a_tensor_or_a_keyword_tensor_is_named() -> None:
         _ScaleByKeyword.apply(x, w=Tensor(rand((2, 3), 37)))
 
 
+def test_detect_anomaly_and_profile_see_only_checked_gradients() -> None:
+    """Observers ran before the engine checked a backward's result: under detect_anomaly a Tensor
+    gradient failed with "numpy cannot use a Tensor that requires grad" instead of the engine's
+    "returned a Tensor ... return its .data"."""
+    x = Tensor(rand((2, 3), 38))
+    for observing in (topgrad.detect_anomaly, topgrad.profile):
+        with observing(), pytest.raises(TypeError, match=r"_DoubleReturningATensor.backward returned a "
+                                                         r"Tensor for input 0; .*return its \.data"):
+            _DoubleReturningATensor.apply(x).sum().backward()
+
+
+class _ProductWithoutReturn(Op):
+    def forward(self, x: Any, w: Any) -> Any:
+        return topgrad.get_backend().mul(x, w)
+
+    def backward(self, grad: Any) -> None:
+        grad * 2.0  # the `return` forgotten
+
+
+class _ZeroDWithAScalarGradient(Op):
+    def forward(self, x: Any) -> Any:
+        return topgrad.get_backend().copy(x)
+
+    def backward(self, grad: Any) -> Any:
+        return (np.float32(2.0) * np.asarray(topgrad.get_backend().to_numpy(grad)))[()]
+
+
+class _WithoutBackward(Op):
+    def forward(self, x: Any) -> Any:
+        return topgrad.get_backend().copy(x)
+
+
+def test_a_backwards_usual_slips_are_named() -> None:
+    """A missing `return` said "returned 1 gradient for 2 positional arguments"; a numpy scalar for a
+    0-d input got no np.asarray hint; a missing backward got the irrelevant "saved nothing" note."""
+    x, w = Tensor(rand((2, 3), 39)), Tensor(rand((2, 3), 40))
+    with pytest.raises(RuntimeError, match=r"_ProductWithoutReturn.backward returned None \(is its `return` "
+                       r"missing\?\); it must return 2 gradients"):
+        _ProductWithoutReturn.apply(x, w).sum().backward()
+    if topgrad.get_backend().name == "numpy":
+        with pytest.raises(TypeError, match=r"returned a numpy.float32 for input 0; .*return np\.asarray"):
+            _ZeroDWithAScalarGradient.apply(Tensor(2.0)).backward()
+    with pytest.raises(NotImplementedError) as info:
+        _WithoutBackward.apply(x).sum().backward()
+    assert "saved nothing" not in "".join(getattr(info.value, "__notes__", [])), info.value.__notes__
+
+
 class _DoubleReturningAList(Op):
     def forward(self, x: Any) -> Any:
         return topgrad.get_backend().mul(x, 2.0)

@@ -235,25 +235,35 @@ class ReleasedArrays(tuple):
 
 
 def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
-    """Call `op.backward`, informing observers; used by the engine for every node."""
+    """Call `op.backward`, check what it returned, then inform observers (so an observer such as
+    detect_anomaly sees only well-formed gradients); used by the engine for every node."""
     if op._released:
         raise RuntimeError(_released_text(type(op).__name__))
+    observers = Op._observers
+    start = time.perf_counter() if observers else 0.0
     try:
-        if not Op._observers:
-            grads = op.backward(grad)
-        else:
-            start = time.perf_counter()
-            grads = op.backward(grad)
-            seconds = time.perf_counter() - start
-            for obs in Op._observers:
-                obs.after_backward(op, grad, grads, seconds)
+        returned = op.backward(grad)
     except Exception as exc:
-        if not op._intermediate and hasattr(exc, "add_note"):  # Python 3.11+
+        if not op._intermediate and not isinstance(exc, NotImplementedError) and hasattr(exc, "add_note"):
             exc.add_note(f"{type(op).__name__} saved nothing for backward: if its backward reads "
                          "self.saved, its forward must call self.save_for_backward(...)")
         raise
-    if not isinstance(grads, tuple):
-        grads = tuple(grads) if isinstance(grads, list) else (grads,)
+    seconds = time.perf_counter() - start if observers else 0.0
+    grads = _checked_gradients(op, returned)
+    for obs in observers:
+        obs.after_backward(op, grad, grads, seconds)
+    return grads
+
+
+def _checked_gradients(op: Op, returned: Any) -> tuple[Any, ...]:
+    """`op.backward`'s result as a tuple, one gradient per positional argument, each None or a
+    backend array of its input's shape; an error naming the op and the input otherwise."""
+    if returned is None and len(op.parents) != 1:
+        raise RuntimeError(f"{type(op).__name__}.backward returned None (is its `return` missing?); it "
+                           f"must return {_count(len(op.parents), 'gradient')}, one per positional "
+                           "argument, None where there is none")
+    grads = returned if isinstance(returned, tuple) else (
+        tuple(returned) if isinstance(returned, list) else (returned,))
     if len(grads) != len(op.parents):
         raise RuntimeError(
             f"{type(op).__name__}.backward returned {_count(len(grads), 'gradient')} for "
@@ -268,9 +278,11 @@ def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
                             "on the backend's arrays, as forward does: return its .data (or compute "
                             "with the arrays self.saved holds)")
         if not isinstance(g, kind := kind or _array_type()):
+            scalar = " (numpy gives a scalar for 0-d arrays: return np.asarray(...))" if (
+                type(g).__module__ == "numpy") else ""
             raise TypeError(f"{type(op).__name__}.backward returned a {qualified_name(type(g))} for input "
                             f"{i}; it must return the backend's arrays ({qualified_name(kind)}, the type "
-                            "its zeros((0,)) returns), or None where there is no gradient")
+                            f"its zeros((0,)) returns), or None where there is no gradient{scalar}")
         want = parent._out_shape if isinstance(parent, Op) else parent.shape
         if tuple(g.shape) != tuple(want):
             raise RuntimeError(
