@@ -726,6 +726,47 @@ def test_logsoftmax_default_axis_is_last() -> None:
     check_against_torch(lambda x: x.logsoftmax(), lambda t: torch.log_softmax(t, dim=-1), [rand((3, 6), 9)])
 
 
+LONG = 20_000
+"""Longer than one block of the triton backend's row kernels (16,384 elements under the interpreter,
+512 to 1,024 on a GPU): the drawn shapes never reach a second block."""
+
+
+def _on_both_plans(backend_name: str, monkeypatch: pytest.MonkeyPatch, check: Callable[[], object]) -> None:
+    """Run `check`; on triton again with the GPU's block sizes, which the interpreter can run too
+    (more blocks per row, and long rows split over several programs and a second pass)."""
+    check()
+    if backend_name == "triton":
+        from topgrad_triton import runtime
+
+        monkeypatch.setattr(runtime, "interpreting", lambda: False)
+        with warnings.catch_warnings():  # masked lanes' -inf - -inf, which quiet() silences no more
+            warnings.simplefilter("ignore", RuntimeWarning)
+            check()
+
+
+@pytest.mark.parametrize("name", ["sum", "mean", "max"])
+@pytest.mark.parametrize(("shape", "axis"), [((2, LONG), 1), ((LONG, 3), 0), ((3, LONG), None)])
+def test_reductions_over_more_than_a_kernel_block(
+    name: str, shape: tuple[int, ...], axis: int | None, backend_name: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def ref(t: torch.Tensor) -> torch.Tensor:
+        dims = tuple(range(t.ndim)) if axis is None else axis
+        return torch.amax(t, dim=dims) if name == "max" else _torch_reduce(name, t, axis, False)
+
+    _on_both_plans(backend_name, monkeypatch, lambda: check_against_torch(
+        lambda x: getattr(x, name)(axis=axis), ref, [rand(shape, 12)]))
+
+
+@pytest.mark.parametrize("scale", [1.0, 60.0])
+def test_logsoftmax_over_rows_longer_than_a_kernel_block(
+    scale: float, backend_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The row's running maximum and sum carry over from block to block (rescaled when the
+    maximum grows): large logits make a missed rescale show."""
+    _on_both_plans(backend_name, monkeypatch, lambda: check_against_torch(
+        lambda x: x.logsoftmax(), lambda t: torch.log_softmax(t, dim=-1), [rand((2, LONG), 13, scale=scale)]))
+
+
 @given(data=st.data(), seed=seeds)
 def test_logsoftmax_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
     shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=4, max_side=sizes.batch), label="shape")
