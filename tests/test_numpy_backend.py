@@ -597,7 +597,7 @@ def test_gemm_blocks_are_one_matmul(
         nt = gemm.matmul_nt(a_, np.ascontiguousarray(b.T), np.empty((m, n), F32))
         np.testing.assert_allclose(nt, a @ b, rtol=1e-5, atol=1e-4)
         tn = gemm.matmul_tn(a_, c, np.empty((k, n), F32))
-        np.testing.assert_allclose(tn, a.T.astype(np.float64) @ c, rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(tn, a.T.astype(np.float64) @ c, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("make", [
