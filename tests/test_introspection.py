@@ -136,6 +136,24 @@ def test_saves_are_named_by_their_keywords_and_read_back_in_order() -> None:
     assert np.allclose(np.asarray(B.to_numpy(x.grad)), 3.0)
 
 
+def test_a_second_save_for_backward_leaves_no_stale_names() -> None:
+    """save_for_backward(x=a), then save_for_backward(a, e): the first array kept the name "x"."""
+    B = topgrad.get_backend()
+
+    class SavesTwice(Op):
+        def forward(self, x: Any) -> Any:
+            self.save_for_backward(x=x)
+            e = B.mul(x, 2.0)
+            self.save_for_backward(x, e)
+            return e
+
+        def backward(self, grad: Any) -> tuple[Any]:
+            return (B.mul(grad, 2.0),)
+
+    text = str(SavesTwice.apply(Tensor(rand((2, 3), 1))).graph())
+    assert re.search(r"^        saves #0 ", text, re.M) and "saves x " not in text, text
+
+
 def test_every_op_of_the_example_models_names_what_it_saved() -> None:
     """A learner reads `saves x_minus_mean`, not `saves #0`: each backend's ops name their saves
     (a third-party backend may leave them positional)."""

@@ -64,10 +64,10 @@ def test_the_formula_recipes_give_pytorchs_values() -> None:
      (lambda x: x.relu(inplace=True), r"relu\(\) does not take inplace=True .*assign it \(x = x.relu\(\)"),
      (lambda x: x.sum(inplace=True), r"sum\(\) does not take inplace=True .*a new tensor: assign it"),
      (lambda x: x.sum(axes=1), r"unexpected keyword argument 'axes'$"),
-     (lambda x: np.sum(x), r"Tensor.sum\(\) got out= as numpy's np.sum\(x\) .*write x.sum\(\) for the op, or "
-                           r"np.sum\(x.numpy\(\)\)"),
-     (lambda x: np.mean(x), r"Tensor.mean\(\) got .*out=.*np.mean\(x.numpy\(\)\)"),
-     (lambda x: np.max(x), r"Tensor.max\(\) got out=.*np.max\(x.numpy\(\)\)")],
+     (lambda x: np.sum(x), r"np.sum\(x\) on a Tensor calls Tensor.sum\(\) with out=, which Topgrad does not "
+                           r"take: .*Write x.sum\(\) for the op, or np.sum\(x.numpy\(\)\)"),
+     (lambda x: np.mean(x), r"calls Tensor.mean\(\) with .*out=.*np.mean\(x.numpy\(\)\)"),
+     (lambda x: np.max(x), r"calls Tensor.max\(\) with out=.*np.max\(x.numpy\(\)\)")],
 )
 def test_pytorch_and_numpy_keywords_are_refused_with_topgrads_names(call: Any, match: str) -> None:
     with pytest.raises(TypeError, match=match):
@@ -81,3 +81,33 @@ def test_the_keyword_check_keeps_signatures_and_valid_calls() -> None:
     assert list(inspect.signature(Tensor.reshape).parameters) == ["self", "shape"]
     assert x.reshape(3, 2).shape == (3, 2) and x.permute(1, 0).shape == (3, 2)
     assert x.relu(inplace=False).shape == (2, 3)  # PyTorch's default, taken
+
+
+def test_an_op_written_as_a_pytorch_function_is_refused_where_it_is_defined() -> None:
+    """A staticmethod forward(ctx, x) failed at apply with "forward() missing 1 required positional
+    argument: 'x'"; an __init__ needing a setting failed there with "__init__() missing 'slope'"."""
+    with pytest.raises(TypeError, match=r"Scale.forward is a staticmethod, as in PyTorch's autograd.Function "
+                                        r"\(forward\(ctx, ...\)\); a Topgrad op's forward is a plain method"):
+        class Scale(topgrad.Op):
+            @staticmethod
+            def forward(ctx: Any, x: Any) -> Any:
+                return x
+
+    with pytest.raises(TypeError, match=r"Leaky.__init__ needs slope, but Leaky.apply makes the op itself "
+                                        r"with Leaky\(\): pass settings to apply as keywords "
+                                        r"\(Leaky.apply\(x, slope=...\)\)"):
+        class Leaky(topgrad.Op):
+            def __init__(self, slope: float) -> None:
+                self.slope = slope
+
+    class Defaulted(topgrad.Op):  # an __init__ apply can call is fine
+        def __init__(self, slope: float = 0.1) -> None:
+            self.slope = slope
+
+    assert Defaulted().slope == 0.1
+
+
+def test_needs_input_grad_points_to_needs_grad() -> None:
+    y = Tensor(rand((2, 3), 0)) * 2.0
+    with pytest.raises(AttributeError, match=r"grad_fn.needs_input_grad is op.needs_grad\(i\)"):
+        y.op.needs_input_grad  # noqa: B018

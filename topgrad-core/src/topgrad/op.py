@@ -44,6 +44,11 @@ class Op:
     # Empty in normal runs, so `apply` and backward take their short path.
     _observers: ClassVar[list[Any]] = []
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Where the class is written, refuse what `apply` cannot run (PyTorch's Function shapes)."""
+        super().__init_subclass__(**kwargs)
+        pytorch_names.refuse_function_style(cls)
+
     def forward(self, *arrays: Any, **params: Any) -> Any:
         """Compute the output array from raw backend arrays (or scalars)."""
         raise NotImplementedError(f"{type(self).__name__}.forward is not implemented")
@@ -60,7 +65,7 @@ class Op:
         if not _tensor._grad_mode.enabled:
             return
         if not named:
-            self._intermediate = arrays
+            self._intermediate, self._saved_names = arrays, ()  # no names left from an earlier call
         elif not arrays:
             self._intermediate, self._saved_names = tuple(named.values()), tuple(named)
         else:

@@ -84,6 +84,7 @@ INSTEAD: dict[str, str] = {
 OP_INSTEAD: dict[str, str] = {  # torch's grad_fn.<name> -> the Op's way
     "next_functions": "op.parents (per input: the Op that made it, the leaf Tensor, or the plain value)",
     "saved_tensors": "op.saved (the backend arrays it saved for backward; empty after backward)",
+    "needs_input_grad": "op.needs_grad(i) (whether positional input i gets a gradient)",
     "name": "type(op).__name__",
     "register_hook": INSTEAD["register_hook"],
     "register_prehook": "an Observer's after_backward hook, which gets the incoming gradient too "
@@ -243,8 +244,9 @@ def _keyword_message(qualname: str, unknown: dict[str, Any]) -> str:
     name = qualname.rsplit(".", 1)[-1]
     given = ", ".join(f"{k}=" for k in unknown)
     if any(k in NUMPY_CALLS.get(name, ()) for k in unknown):  # np.sum(x) calls x.sum(out=None, ...)
-        return (f"{qualname}() got {given} as numpy's np.{name}(x) passes them, and numpy's result would "
-                f"leave the graph: write x.{name}() for the op, or np.{name}(x.numpy()) for the values")
+        return (f"np.{name}(x) on a Tensor calls {qualname}() with {given}, which Topgrad does not take: "
+                f"numpy's result would leave the graph. Write x.{name}() for the op, or np.{name}(x.numpy()) "
+                "for the values")
     names = {**{k: f"{v}= (not {k}=)" for k, v in KEYWORDS.items()}, **RENAMED.get(name, {})}
     renamed = [names[k] for k in unknown if k in names]
     lacking = [str(not_taken(qualname, k, v, *NOT_TAKEN[k][1:])) for k, v in unknown.items()
@@ -285,3 +287,26 @@ class Count(int):
         shown = f"x.shape[{dim[0]}]" if len(dim) == 1 else "x.shape"
         raise TypeError(f"x.size is the element count in Topgrad (numpy's name, an int: {int(self)}), "
                         f"not a method: PyTorch's x.size({', '.join(map(str, dim))}) is {shown}")
+
+
+def refuse_function_style(cls: type) -> None:
+    """TypeError for an Op subclass written as a torch.autograd.Function: a staticmethod
+    forward(ctx, ...) or backward, or an __init__ that needs arguments (Op.apply makes the op
+    itself, with cls()). Called when the class is defined, so the error points at it."""
+    name = cls.__name__
+    for method in ("forward", "backward"):
+        if isinstance(cls.__dict__.get(method), staticmethod):
+            raise TypeError(f"{name}.{method} is a staticmethod, as in PyTorch's autograd.Function "
+                            f"({method}(ctx, ...)); a Topgrad op's {method} is a plain method whose self "
+                            "is the ctx: def forward(self, x), with self.save_for_backward(...), self.saved")
+    init = cls.__dict__.get("__init__")
+    if init is None:
+        return
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+             inspect.Parameter.KEYWORD_ONLY)
+    needed = [p.name for p in list(inspect.signature(init).parameters.values())[1:]
+              if p.default is p.empty and p.kind in kinds]
+    if needed:
+        raise TypeError(f"{name}.__init__ needs {', '.join(needed)}, but {name}.apply makes the op itself "
+                        f"with {name}(): pass settings to apply as keywords ({name}.apply(x, "
+                        f"{needed[0]}=...)), which reach forward")
