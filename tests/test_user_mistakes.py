@@ -224,12 +224,16 @@ def test_backward_with_pytorchs_keywords() -> None:
 
 
 def test_a_grad_set_to_a_tensor_is_named_by_backward() -> None:
+    """Refused where it is set (torch: w.grad = torch.zeros_like(w)); one that got past the
+    property (w._grad) is still named by backward."""
     w = Tensor(rand((3,), 0))
-    w.grad = Tensor.zeros(3)  # torch: w.grad = torch.zeros_like(w)
+    with pytest.raises(TypeError, match=r"a Tensor's .grad holds the backend's array .*w.grad = None"):
+        w.grad = Tensor.zeros(3)
+    w._grad = Tensor.zeros(3)
     with pytest.raises(TypeError, match=r"backward: a leaf of shape \(3,\) has a Tensor for its .grad.*"
                                         r"w.grad = None"):
         (w * w).sum().backward()
-    w.grad = Tensor.zeros(3)
+    w._grad = Tensor.zeros(3)
     with pytest.raises(TypeError, match=r"a leaf of shape \(3,\) has a Tensor"):
         w.backward(np.ones(3, np.float32))  # a leaf's own backward too
 

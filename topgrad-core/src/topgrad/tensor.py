@@ -183,7 +183,10 @@ class Tensor:
 
     @grad.setter
     def grad(self, value: Any) -> None:
-        """Set it (backward adds into an array set here), or clear it with None."""
+        """Set it (backward adds into an array set here), or clear it with None. As PyTorch, it
+        refuses an array of another shape or dtype, here where it is set, not at the next step."""
+        if value is not None:
+            _check_grad_value(self, value)
         self._grad = value
 
     @property
@@ -714,6 +717,23 @@ class Tensor:
                 grads[key] = pg if key not in grads else add(grads[key], pg)
             if node._intermediate:  # an op that saved nothing can run backward again
                 node._release()
+
+
+def _check_grad_value(t: Tensor, value: Any) -> None:
+    """TypeError or ValueError unless `value` can be t's `.grad`: an array of t's backend, of t's
+    shape and dtype (an optimizer step would broadcast a wrong shape, or mix dtypes, silently)."""
+    if isinstance(value, Tensor):
+        raise TypeError(f"a Tensor's .grad {_GRAD_IS_AN_ARRAY}")
+    backend = registry.owner_of(t._data) or registry.get_backend()
+    kind = registry._array_type(backend)
+    if kind is not type(None) and not isinstance(value, kind):
+        numpy_scalar = type(value).__module__ == "numpy"
+        scalar = " (numpy gives a scalar for 0-d arrays: np.asarray(...))" if numpy_scalar else ""
+        raise TypeError(f".grad must be an array of backend {backend.name!r} ({qualified_name(kind)}), got "
+                        f"{arguments.with_article(type_name(value))}{scalar}")
+    if tuple(value.shape) != t.shape or _dtype_name(value) != _dtype_name(t._data):
+        raise ValueError(f".grad must match the tensor: shape {t.shape} and {_dtype_name(t._data)}, got "
+                         f"shape {tuple(value.shape)} and {_dtype_name(value)} (as PyTorch refuses it)")
 
 
 def _refuse_tensor_grads(root: Tensor, exc: Exception) -> None:
