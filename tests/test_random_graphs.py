@@ -15,7 +15,8 @@ with T and S apart, causal or not; PyTorch's side permutes images to NCHW and we
 
 The graph is drawn with PyTorch's values at hand, to keep every op on ground where float32 and
 float64 agree to the tolerance: log, sqrt and divisors see `x * x + 1.0` unless x is already
-away from 0, exp sees no input above 4, nodes beyond 100 are dropped, and relu, abs and max
+away from 0, exp sees no input above 4, nodes beyond 100 are dropped, attention sees no row of
+scores spanning more than 20 (a one-hot softmax), and relu, abs and max
 are applied only where no element sits near a kink (a near-tie can pick another branch in float32),
 max pooling only where no window's maximum nears its runner-up, and BatchNorm only on channels of
 3+ rows and some spread.
@@ -24,6 +25,7 @@ max pooling only where no window's maximum nears its runner-up, and BatchNorm on
 from __future__ import annotations
 
 import functools
+import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,6 +55,8 @@ seeds = st.integers(0, 2**16)
 NUMBERS = st.sampled_from([0.5, -1.5, 2.0, 3])  # Python numbers on either side of an operator
 LARGEST = 100.0  # a node beyond this is dropped: float32 round-off grows with the values
 KINK = 1e-3  # relu, abs and max need their inputs this far (times the scale) from a kink
+SATURATED = 20.0  # attention only where a row's scores span less: past it softmax is one-hot in float32,
+# and its gradient float32 noise that chains of ops amplify (PyTorch's own error then varies 10x by seed)
 
 Pair = tuple[torch.Tensor, torch.Tensor]  # a node's PyTorch value in float64 and in float32
 
@@ -463,6 +467,9 @@ def draw_attention(data: st.DataObject, nodes: list[Pair]) -> Step | None:
     (q_text, q), (k_text, k), (v_text, v) = (
         _reshaped(n, tuple(nodes[n][0].shape), new)
         for n, new in ((i, (bq, t, d)), (j, (bq, s, d)), (m, (bq, s, nodes[m][0].numel() // (bq * s)))))
+    scores = q(nodes[i][0]) @ k(nodes[j][0]).transpose(-1, -2) / math.sqrt(d) if d else None
+    if scores is not None and scores.numel() and float((scores.amax(-1) - scores.amin(-1)).max()) > SATURATED:
+        return None
     causal = data.draw(st.booleans(), label="causal")
     return Step(f"attention({q_text}, {k_text}, {v_text}, causal={causal})", (i, j, m),
                 lambda x, y, z: topgrad.attention(q(x), k(y), v(z), causal=causal),
@@ -539,7 +546,8 @@ def test_random_graph_drawn(data: st.DataObject, seed: int, sizes: Sizes, keeps_
     note("\n".join(f"n{n + k} = {step.text}" for k, step in enumerate(steps)))
     note(f"float64 leaves: {sorted(doubles)}")
     check_against_torch(lambda *xs: run_graph(steps, xs, False), lambda *ts: run_graph(steps, ts, True),
-                        leaves, seed=seed, constants=tuple(constants), float64=tuple(sorted(doubles)))
+                        leaves, seed=seed, constants=tuple(constants), float64=tuple(sorted(doubles)),
+                        float32_ground=True)
     for k, step in enumerate(steps):
         if step.stats is not None:
             step.stats.check(f"n{n + k}")
