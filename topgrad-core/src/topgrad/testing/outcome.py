@@ -32,9 +32,15 @@ class Outcome:
     @classmethod
     def crashed(cls, where: str, exc: BaseException) -> Outcome:
         """A check that raised: the message names where, the exception and its origin."""
+        if isinstance(exc, ReadBackError):  # the step ran; the kit could not read its result
+            return cls(False, float("inf"), f"{where}: reading the result back failed: {exc}", True)
         notes = "".join(f"; {note}" for note in getattr(exc, "__notes__", ()))
         return cls(False, float("inf"), f"{where} raised {type(exc).__name__}: {exc}{_origin(exc)}{notes}",
                    True)
+
+
+class ReadBackError(TypeError):
+    """`to_numpy` gave no numpy array: the kit's own read of a result failed, not the op."""
 
 
 def host_values(array: Any) -> np.ndarray:
@@ -43,7 +49,7 @@ def host_values(array: Any) -> np.ndarray:
     with a misleading message (an in-place write, a wrong value)."""
     values = get_backend().to_numpy(array)
     if not isinstance(values, np.ndarray):
-        raise TypeError(f"to_numpy returned a {qualified_name(type(values))}; it must return a "
+        raise ReadBackError(f"to_numpy returned a {qualified_name(type(values))}; it must return a "
                         "numpy.ndarray of the array's values (the kit reads every result through it): "
                         "fix the to_numpy row first")
     return values
