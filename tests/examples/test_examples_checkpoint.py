@@ -123,6 +123,22 @@ def test_failed_load_changes_nothing(saved: Path) -> None:
         np.testing.assert_array_equal(before[name], value)
 
 
+def test_a_text_weight_is_a_damaged_file_and_changes_no_optimizer(saved: Path, tmp_path: Path) -> None:
+    """The optimizer's state was loaded before the weights were converted: a text weight then
+    failed with a TypeError traceback, after the optimizer had taken the file's state."""
+    arrays = checkpoint.read(saved)
+    key = next(k for k in arrays if k.startswith("model/"))
+    arrays[key] = np.full(arrays[key].shape, "x")
+    damaged = tmp_path / "text.npz"
+    np.savez(damaged, **arrays)
+    model, optimizer = trained(MLP(hidden=(8,)), steps=2)
+    before = optimizer.state_dict()
+    with pytest.raises(checkpoint.CheckpointError, match=r"a damaged checkpoint \(a model array: .*text"):
+        checkpoint.load(damaged, "mlp", model, optimizer)
+    after = optimizer.state_dict()
+    assert [s["step"] for s in after["state"].values()] == [s["step"] for s in before["state"].values()]
+
+
 @pytest.mark.parametrize("content", [b"", b"garbage" * 10, None])
 def test_unreadable_files(tmp_path: Path, saved: Path, content: bytes | None) -> None:
     path = tmp_path / "bad.npz"

@@ -178,13 +178,17 @@ def load(
         if tuple(saved[name].shape) != t.shape:
             raise CheckpointError(f"{path}: {name} has shape {tuple(saved[name].shape)} in the checkpoint, "
                                   f"{t.shape} in the model")
+    try:  # every array made before anything changes
+        values = {name: Tensor(saved[name]).data for name in state}
+    except TypeError as exc:  # text or objects where a weight belongs
+        raise CheckpointError(f"{path}: a damaged checkpoint (a model array: {exc})") from None
     try:  # checks everything before it changes anything
         optimizer.load_state_dict(_optimizer_state(path, arrays, optimizer))
     except ValueError as exc:
         why = str(exc).removeprefix(f"{type(optimizer).__name__}.load_state_dict: ")
         raise CheckpointError(f"{path}: a damaged checkpoint (its optimizer state: {why})") from None
     for name, t in state.items():  # nothing fails after the checks above
-        t.data = Tensor(saved[name]).data
+        t.data = values[name]
     return int(arrays["meta/epoch"]), config_of(arrays), arrays["history"]
 
 

@@ -38,7 +38,7 @@ class Saved:
 
 
 def _identity(path: str) -> tuple[int, int, int] | None:
-    """Which file is at `path` (inode, change time, size), or None where there is none."""
+    """Which file is at `path` (inode, modification time, size), or None where there is none."""
     try:
         st = os.stat(path)
     except OSError:
