@@ -609,6 +609,11 @@ def test_gradcheck_refuses_a_tolerance_that_would_pass_anything(setting: str, va
         topgrad.gradcheck(lambda x: _WrongDouble.apply(x), rand((2, 3), 1), **{setting: value})
 
 
+def test_gradcheck_takes_numpys_numbers_as_settings() -> None:
+    assert topgrad.gradcheck(lambda x: x.logsoftmax(), rand((2, 3), 1), eps=np.float64(1e-6),
+                             atol=np.float32(1e-4), rtol=np.int64(0))
+
+
 def test_gradcheck_takes_the_inputs_as_a_tuple_as_pytorch_does() -> None:
     """torch.autograd.gradcheck(fn, (a, b)): read as one nested list, (a,) checked fn at a new
     leading axis of size 1, and a tuple holding a Tensor failed with "item() needs one element"."""

@@ -301,7 +301,7 @@ def test_sgd_options_after_momentum_are_keyword_only() -> None:
 @pytest.mark.parametrize(("grad", "set_match", "step_match"), [
     (lambda: np.ones(4, np.float32), r"shape \(3, 4\) and float32, got shape \(4,\) and float32",
      r"parameter 0 has shape \(3, 4\) but its .grad has shape \(4,\)"),
-    (lambda: np.float32(1.0), r"got a numpy.float32 \(numpy gives a scalar for 0-d arrays",
+    (lambda: np.float32(1.0), r"got a numpy.float32",
      r"must be an array of the backend '\w+', got numpy.float32"),
     (lambda: Tensor(np.ones((3, 4), np.float32)), r"a Tensor's .grad holds the backend's array",
      r"got Tensor \(.grad holds the array itself: t.data\)"),
@@ -321,8 +321,10 @@ def test_a_hand_set_grad_of_another_shape_or_type_is_refused(
     if backend_name == "triton" and isinstance(g, torch.Tensor):
         return  # torch tensors are that backend's arrays
     g = g if not isinstance(g, np.ndarray) else topgrad.get_backend().asarray(g)
-    with pytest.raises((ValueError, TypeError), match=set_match):
+    with pytest.raises((ValueError, TypeError), match=set_match) as info:
         w.grad = g
+    numpy_scalar = isinstance(g, np.generic)  # np.asarray is the fix on numpy only
+    assert ("np.asarray" in str(info.value)) == (numpy_scalar and backend_name == "numpy"), info.value
     w._grad = g  # past the property's check
     with pytest.raises((ValueError, TypeError), match=step_match):
         opt.step()

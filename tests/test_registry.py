@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -356,6 +357,13 @@ def test_one_entry_point_listed_twice_is_one_plugin(install: Callable[..., None]
     install(_entry_of("topgrad-toy", "toy", BackendsPlugin(spec("toy"))),
             _entry_of("topgrad-toy", "toy", BackendsPlugin(spec("toy"))))
     assert topgrad.set_backend("toy").name == "toy"
+    install(_entry_of("topgrad-toy", "toy", BackendsPlugin(spec("toy"))),  # the second package twice
+            _entry_of("topgrad-toy2", "toy", BackendsPlugin(spec("toy2"))),
+            _entry_of("topgrad-toy2", "toy", BackendsPlugin(spec("toy2"))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "failed to load and is skipped" for the repeat
+        assert set(topgrad.available_backends()) == {"toy", "toy2"}
+    assert not registry._skipped
 
 
 def test_a_broken_plugin_of_the_name_asked_is_named_over_a_near_name(install: Callable[..., None]) -> None:
@@ -968,6 +976,14 @@ def test_a_backend_without_full_is_told_so_at_its_first_tensor() -> None:
         def copy(self, a: Any) -> Any:
             return np.array(a)
 
+    class FullWithoutReturn(NoFull):
+        def full(self, shape: tuple[int, ...], value: float) -> Any:
+            np.full(shape, value, np.float32)  # the `return` forgotten
+
+    topgrad.register_backend(BackendSpec("no-return", FullWithoutReturn))
+    topgrad.set_backend("no-return")
+    with pytest.raises(TypeError, match=r"failed with no error: it returned None \(is a `return` missing"):
+        topgrad.Tensor([1.0, 2.0])
     topgrad.register_backend(BackendSpec("no-full", NoFull))
     topgrad.set_backend("no-full")
     with pytest.raises(TypeError, match=r"backend 'no-full' cannot tell what its arrays are: its "

@@ -37,6 +37,16 @@ def qualified_name(kind: type) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
+def numpy_scalar_hint(value: Any, kind: type) -> str:
+    """' (numpy gives a scalar ...)' where `value` is a numpy scalar and the backend's arrays are
+    numpy's: numpy's arithmetic on 0-d arrays returns scalars, and np.asarray is the fix. Empty
+    otherwise (for another backend, np.asarray would be the wrong advice)."""
+    numpy_scalar = type(value).__module__ == "numpy" and type(value).__name__ != "ndarray"
+    if numpy_scalar and qualified_name(kind) == "numpy.ndarray":
+        return " (numpy gives a scalar for 0-d arrays: np.asarray(...) of it is one)"
+    return ""
+
+
 class BackendNotFoundError(LookupError):
     """No installed plugin offers a backend of that name."""
 

@@ -37,6 +37,7 @@ from array import array as packed
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import compress
+from numbers import Real
 from operator import mul, ne, sub
 from typing import Any
 
@@ -161,7 +162,7 @@ def gradcheck(
 def _check_setting(name: str, value: Any, zero_ok: bool = True) -> None:
     """ValueError unless `value` is None (the default) or a finite number >= 0 (> 0 for eps): a
     negative tolerance makes every error/tolerance ratio negative, so any gradient would pass."""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    number = isinstance(value, Real) and not isinstance(value, bool)  # numpy's scalars too
     if value is None or (number and math.isfinite(value) and (value > 0 or (zero_ok and value == 0))):
         return
     raise ValueError(f"gradcheck: {name} must be a finite number {'>=' if zero_ok else '>'} 0, or None for "

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from topgrad import pytorch_names, registry
 from topgrad import tensor as _tensor
-from topgrad.errors import qualified_name
+from topgrad.errors import numpy_scalar_hint, qualified_name
 from topgrad.tensor import Tensor
 
 
@@ -283,11 +283,10 @@ def _checked_gradients(op: Op, returned: Any) -> tuple[Any, ...]:
                             "on the backend's arrays, as forward does: return its .data (or compute "
                             "with the arrays self.saved holds)")
         if not isinstance(g, kind := kind or _array_type()):
-            scalar = " (numpy gives a scalar for 0-d arrays: return np.asarray(...))" if (
-                type(g).__module__ == "numpy") else ""
             raise TypeError(f"{type(op).__name__}.backward returned a {qualified_name(type(g))} for input "
                             f"{i}; it must return the backend's arrays ({qualified_name(kind)}, the type "
-                            f"its zeros((0,)) returns), or None where there is no gradient{scalar}")
+                            f"its zeros((0,)) returns), or None where there is no gradient"
+                            f"{numpy_scalar_hint(g, kind)}")
         want = parent._out_shape if isinstance(parent, Op) else parent.shape
         if tuple(g.shape) != tuple(want):
             raise RuntimeError(
@@ -303,7 +302,7 @@ def _shape_fix(got: tuple[int, ...], want: tuple[int, ...]) -> str:
         return "a broadcast input's gradient must be summed back to its shape"
     if math.prod(got) < math.prod(want):
         return "a reduced input's gradient must be expanded back to its shape, e.g. by broadcasting"
-    return "reshape it to the input's shape"
+    return "transpose or reshape it to the input's shape: check the order of its axes"
 
 
 def _count(n: int, noun: str) -> str:

@@ -70,11 +70,10 @@ def _plugin_name(ep: Any) -> str | None:
     another package took that name first, the name with its package's after it (both plugins
     stay, so two offering one backend are a conflict, not one silently lost); None for the same
     entry point listed twice (one package found on two path entries)."""
-    first = _entries.get(ep.name)
-    if first is None:
-        return ep.name
-    if first.value == ep.value:
+    if any(seen.value == ep.value for seen in _entries.values()):
         return None
+    if ep.name not in _entries:
+        return ep.name
     dist = getattr(ep, "dist", None)
     return f"{ep.name} ({dist.name if dist is not None else ep.value})"
 
@@ -376,10 +375,10 @@ def array_type_failure(backend: Backend) -> str:
     """Why `backend`'s zeros((0,)) fails (Topgrad learns the type of its arrays from it), for the
     error where that type was needed; empty where it does not fail."""
     try:
-        backend.zeros((0,))
+        made = backend.zeros((0,))
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
-    return ""
+    return "" if made is not None else "no error: it returned None (is a `return` missing in zeros or full?)"
 
 
 def _default_name() -> str:

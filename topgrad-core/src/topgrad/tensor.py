@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import operator
 import threading
 import weakref
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from topgrad import arguments, pytorch_names, registry
 from topgrad.convolution import refuse_conv_options
-from topgrad.errors import qualified_name, type_name
+from topgrad.errors import numpy_scalar_hint, qualified_name, type_name
 from topgrad.indexing import basic_index
 from topgrad.joining import joined_shape, normal_axis, tensor_list
 from topgrad.pooling import pool_geometry, refuse_pool_options
@@ -368,8 +369,8 @@ class Tensor:
         if other is True or other is False:  # -True is -1, but PyTorch refuses a bool on either side
             arguments.refuse_bool_subtraction("y", other)
         other = _operand(other, self)
-        try:  # an int as a float first: -0 is 0, and -0.0 + 0.0 would lose x's sign where x is -0.0
-            negated = -float(other) if type(other) is int else -other
+        try:  # integers as floats first: -0 is 0, and -0.0 + 0.0 would lose x's sign where x is -0.0
+            negated = _negated(other)
         except (TypeError, RuntimeError) as exc:  # a str, None, a bool mask (numpy, torch will not negate)
             arguments.refuse_no_negative(other, exc)
             raise
@@ -727,10 +728,8 @@ def _check_grad_value(t: Tensor, value: Any) -> None:
     backend = registry.owner_of(t._data) or registry.get_backend()
     kind = registry._array_type(backend)
     if kind is not type(None) and not isinstance(value, kind):
-        numpy_scalar = type(value).__module__ == "numpy"
-        scalar = " (numpy gives a scalar for 0-d arrays: np.asarray(...))" if numpy_scalar else ""
         raise TypeError(f".grad must be an array of backend {backend.name!r} ({qualified_name(kind)}), got "
-                        f"{arguments.with_article(type_name(value))}{scalar}")
+                        f"{arguments.with_article(type_name(value))}{numpy_scalar_hint(value, kind)}")
     if tuple(value.shape) != t.shape or _dtype_name(value) != _dtype_name(t._data):
         raise ValueError(f".grad must match the tensor: shape {t.shape} and {_dtype_name(t._data)}, got "
                          f"shape {tuple(value.shape)} and {_dtype_name(value)} (as PyTorch refuses it)")
@@ -826,6 +825,15 @@ def _nested_shape(data: Any) -> tuple[int, ...] | None:
         return None
     shape = inner.pop() if inner else ()
     return None if shape is None else (len(data), *shape)
+
+
+def _negated(other: Any) -> Any:
+    """-other, with an integer (Python's or numpy's, or a numpy int array) made float first."""
+    if isinstance(other, numbers.Integral):
+        return -float(other)
+    if getattr(getattr(other, "dtype", None), "kind", None) in ("i", "u"):
+        return other * -1.0
+    return -other
 
 
 def _operand(other: Any, like: Tensor) -> Any:
