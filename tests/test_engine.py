@@ -559,15 +559,26 @@ def test_a_backward_returning_a_tensor_or_a_keyword_tensor_is_named() -> None:
         _ScaleByKeyword.apply(x, w=Tensor(rand((2, 3), 37)))
 
 
-def test_detect_anomaly_and_profile_see_only_checked_gradients() -> None:
+def test_observers_see_only_checked_gradients() -> None:
     """Observers ran before the engine checked a backward's result: under detect_anomaly a Tensor
     gradient failed with "numpy cannot use a Tensor that requires grad" instead of the engine's
-    "returned a Tensor ... return its .data"."""
+    "returned a Tensor ... return its .data", and any observer was handed the bad gradient."""
+    from topgrad.observe import Observer, observing
+
+    class Recorder(Observer):
+        def __init__(self) -> None:
+            self.backward_of: list[str] = []
+
+        def after_backward(self, op: Op, grad: Any, grads: tuple[Any, ...], seconds: float) -> None:
+            self.backward_of.append(type(op).__name__)
+
     x = Tensor(rand((2, 3), 38))
-    for observing in (topgrad.detect_anomaly, topgrad.profile):
-        with observing(), pytest.raises(TypeError, match=r"_DoubleReturningATensor.backward returned a "
-                                                         r"Tensor for input 0; .*return its \.data"):
-            _DoubleReturningATensor.apply(x).sum().backward()
+    returned_a_tensor = r"_DoubleReturningATensor.backward returned a Tensor for input 0; .*return its \.data"
+    with topgrad.detect_anomaly(), pytest.raises(TypeError, match=returned_a_tensor):
+        _DoubleReturningATensor.apply(x).sum().backward()
+    with observing(Recorder()) as recorder, pytest.raises(TypeError, match=returned_a_tensor):
+        _DoubleReturningATensor.apply(x).sum().backward()
+    assert recorder.backward_of == ["Sum"], recorder.backward_of
 
 
 class _ProductWithoutReturn(Op):

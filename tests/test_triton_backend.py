@@ -132,6 +132,13 @@ def test_asarray_converts_lists_numpy_and_torch_to_float32_on_device(backend):
     assert tuple(backend.asarray(3.5).shape) == ()
 
 
+def test_a_complex_torch_operand_is_refused(backend):
+    """The kernels have no complex loads: Triton's KeyError said only 'complex64'."""
+    with pytest.raises(TypeError, match=r"^Mul: operands must hold real numbers, got a torch.complex64 "
+                                        r"tensor \(Topgrad's arrays are real\)"):
+        Tensor([1.0, 2.0, 3.0]) * torch.tensor([1j, 1j, 1j])
+
+
 def test_asarray_refuses_other_dtypes_clearly(backend):
     with pytest.raises(TypeError, match="float32 arrays only"):
         backend.asarray([1.0, 2.0], dtype="float64")
