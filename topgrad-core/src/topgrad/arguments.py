@@ -88,6 +88,11 @@ def check_eps(op: str, eps: Any) -> None:
         raise ValueError(f"{op}: eps must be finite and >= 0, got {eps!r}")
 
 
+def objects_are_not_numbers(backend: str) -> TypeError:
+    """The TypeError of every backend for an object array (numpy would make its None a NaN)."""
+    return TypeError(f"{backend} backend: object arrays are not supported; give numbers")
+
+
 def none_is_not_numbers(backend: str, data: Any) -> TypeError:
     """The TypeError of every backend for None among the numbers of a list (numpy would make it NaN,
     which then trains silently; PyTorch refuses it)."""

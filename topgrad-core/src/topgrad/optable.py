@@ -64,7 +64,7 @@ class OpTable:
         if not names:
             return (f"backend {backend} has no ops at all, so no {name!r}: its `ops` attribute holds no "
                     "topgrad.Op subclasses (set it to a module, namespace or dict of them)")
-        near = [n for n in names if n.lower() == name.lower()] or difflib.get_close_matches(name, names, n=1)
+        near = near_names(name, names)
         spelled = f" (it has {near[0]!r}: is that name misspelled?)" if near else ""
         return f"backend {backend} has no op {name!r}{spelled}; it has: {', '.join(names)}"
 
@@ -77,6 +77,12 @@ class OpTable:
 
     def __repr__(self) -> str:
         return f"OpTable({self._backend_name!r}: {', '.join(self.names())})"
+
+
+def near_names(name: str, names: list[str]) -> list[str]:
+    """The name in `names` that `name` probably meant: the same in another case ('Relu' for
+    'ReLU'), else the closest spelling; empty when none is close."""
+    return [n for n in names if n.lower() == name.lower()] or difflib.get_close_matches(name, names, n=1)
 
 
 def own_ops(ops: Any) -> dict[str, type]:
@@ -152,8 +158,7 @@ def merge(
         origins[name] = f"added by plugin {plugin!r}"
     for name, (plugin, marker) in replaced.items():
         if name not in table:
-            near = [n for n in table if n.lower() == name.lower()]  # 'Relu' for 'ReLU'
-            near = near or difflib.get_close_matches(name, list(table), n=1)
+            near = near_names(name, list(table))
             warn(f"topgrad: plugin {plugin!r} overrides op {name!r}, which backend {backend_name!r} "
                  f"does not have{f' (did you mean {near[0]!r}?)' if near else ''}; the override is "
                  "skipped (give a new op without override())")

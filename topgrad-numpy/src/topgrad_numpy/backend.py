@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import topgrad
-from topgrad.arguments import none_is_not_numbers, text_is_not_numbers
+from topgrad.arguments import none_is_not_numbers, objects_are_not_numbers, text_is_not_numbers
 
 from topgrad_numpy import ops as _ops
 from topgrad_numpy.ops._util import BLOCK_ELEMENTS, quiet
@@ -112,7 +112,7 @@ class NumpyBackend(topgrad.Backend):
             obj = _without_text(obj)
         kind = getattr(getattr(obj, "dtype", None), "kind", None)
         if kind == "O":
-            raise TypeError("numpy backend: object arrays are not supported; give numbers")
+            raise objects_are_not_numbers("numpy")
         if kind in ("U", "S"):  # numpy would parse the text; PyTorch refuses it
             raise text_is_not_numbers("numpy", obj, str(obj.dtype))
         self.refuse_complex(obj)

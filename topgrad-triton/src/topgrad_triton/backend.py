@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import topgrad
-from topgrad.arguments import none_is_not_numbers, text_is_not_numbers
+from topgrad.arguments import none_is_not_numbers, objects_are_not_numbers, text_is_not_numbers
 
 from topgrad_triton import runtime
 
@@ -42,7 +42,7 @@ def _names_float32(dtype: Any) -> bool:
         return False
 
 
-def _refuse_text(obj: Any) -> None:
+def _refuse_non_numbers(obj: Any) -> None:
     """The numpy backend's TypeError for text where numbers belong: an array of text, or a (nested)
     list or tuple holding text, which numpy would parse into numbers (PyTorch refuses it); likewise
     None in a list and object arrays, which numpy would make NaN."""
@@ -60,7 +60,7 @@ def _refuse_text(obj: Any) -> None:
     elif getattr(getattr(obj, "dtype", None), "kind", None) in ("U", "S"):
         raise text_is_not_numbers("triton", obj, str(obj.dtype))
     elif getattr(getattr(obj, "dtype", None), "kind", None) == "O":  # as the numpy backend refuses them
-        raise TypeError("triton backend: object arrays are not supported; give numbers")
+        raise objects_are_not_numbers("triton")
 
 
 class TritonBackend(topgrad.Backend):
@@ -100,7 +100,7 @@ class TritonBackend(topgrad.Backend):
         if not isinstance(obj, torch.Tensor):
             import numpy as np
 
-            _refuse_text(obj)  # numpy would parse it; PyTorch refuses it
+            _refuse_non_numbers(obj)  # numpy would parse it; PyTorch refuses it
             try:
                 arr = np.array(obj, dtype=np.float32, copy=True)  # C-contiguous; refuses ragged lists
             except (TypeError, ValueError) as exc:

@@ -38,9 +38,10 @@ def check_tensors(op: str, optional: tuple[str, ...] = (), **operands: Any) -> N
             continue
         if a is None:
             raise TypeError(f"{op}: {name} must be a Tensor, got None")
-        if isinstance(a, topgrad.Tensor):
-            raise TypeError(f"{op}: {name} is a topgrad Tensor where a torch tensor is due ({BY_HAND_HINT})")
         if not isinstance(a, torch.Tensor):
+            if isinstance(a, topgrad.Tensor):
+                raise TypeError(f"{op}: {name} is a topgrad Tensor where a torch tensor is due "
+                                f"({BY_HAND_HINT})")
             raise TypeError(f"{op}: {name} must be a Tensor, got {type(a).__name__}: wrap an array as "
                             f"Tensor({name}) ({RAW_ARRAY_HINT})")
 
@@ -52,14 +53,20 @@ def _wrap(cls: type, method: str) -> None:
 
     @functools.wraps(fn)
     def inner(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if method == "backward" and args and isinstance(args[0], topgrad.Tensor):
-            raise TypeError(f"{type(self).__name__}.backward: grad is a topgrad Tensor where a torch tensor "
-                            f"is due ({BY_HAND_HINT})")
         with guarded(f"{type(self).__name__}.{method}"):  # the op's name, where a base class wrote it
             return fn(self, *args, **kwargs)
 
-    inner._guarded = True  # type: ignore[attr-defined]
-    setattr(cls, method, inner)
+    @functools.wraps(fn)
+    def inner_backward(self: Any, grad: Any) -> Any:
+        if not isinstance(grad, torch.Tensor) and isinstance(grad, topgrad.Tensor):
+            raise TypeError(f"{type(self).__name__}.backward: grad is a topgrad Tensor where a torch tensor "
+                            f"is due ({BY_HAND_HINT})")
+        with guarded(f"{type(self).__name__}.backward"):
+            return fn(self, grad)
+
+    wrapped = inner_backward if method == "backward" else inner
+    wrapped._guarded = True  # type: ignore[attr-defined]
+    setattr(cls, method, wrapped)
 
 
 class TritonOp(topgrad.Op):

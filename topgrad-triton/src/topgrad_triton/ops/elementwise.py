@@ -28,7 +28,7 @@ def _check(op: str, a: Any, b: Any) -> tuple[Any, Any]:
             numpy_value = type(x).__module__ == "numpy"
             hint = f"; wrap an array as Tensor(a) ({RAW_ARRAY_HINT})" if numpy_value else ""
             raise TypeError(f"{op}: operands must be Tensors or real numbers, got {type(x).__name__}{hint}")
-        elif x.is_complex():  # the kernels have no complex loads: Triton's KeyError said only 'complex64'
+        elif x.dtype is not torch.float32 and x.is_complex():
             raise TypeError(f"{op}: operands must hold real numbers, got a {x.dtype} tensor (Topgrad's "
                             "arrays are real): pass t.real or t.abs()")
         operands.append(x)
