@@ -610,8 +610,9 @@ def test_gradcheck_refuses_a_tolerance_that_would_pass_anything(setting: str, va
 
 
 def test_gradcheck_takes_numpys_numbers_as_settings() -> None:
-    assert topgrad.gradcheck(lambda x: x.logsoftmax(), rand((2, 3), 1), eps=np.float64(1e-6),
-                             atol=np.float32(1e-4), rtol=np.int64(0))
+    """eps and the tolerances as numpy scalars, as b967371 took them (a float32 backend's step)."""
+    assert topgrad.gradcheck(lambda x: x.logsoftmax(), rand((2, 3), 1), eps=np.float64(1e-3),
+                             atol=np.float32(1e-3), rtol=np.int64(0))
 
 
 def test_gradcheck_takes_the_inputs_as_a_tuple_as_pytorch_does() -> None:
