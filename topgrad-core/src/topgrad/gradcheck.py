@@ -173,7 +173,7 @@ def _is_pytorch_tuple(given: Any) -> bool:
     """A tuple of Tensors or arrays: the inputs in torch.autograd.gradcheck's form, not one nested
     list of numbers (read as data, (a,) would be a new leading axis of size 1)."""
     return isinstance(given, tuple) and len(given) > 0 and all(
-        isinstance(g, Tensor) or (hasattr(g, "shape") and hasattr(g, "tolist")) for g in given)
+        isinstance(g, Tensor) or _is_host_array(g) for g in given)
 
 
 def _check(
@@ -310,10 +310,15 @@ class _Grid:
         return len(self.values)
 
 
+def _is_host_array(obj: Any) -> bool:
+    """A numpy array or the like: anything with `.tolist()` and `.shape`."""
+    return hasattr(obj, "tolist") and hasattr(obj, "shape")
+
+
 def _read(obj: Any) -> _Grid:
     """The float64 values of a host array (anything with `.tolist()` and `.shape`: what
     `Backend.to_numpy` returns, a torch tensor), a nested list or a number; always a copy."""
-    if hasattr(obj, "tolist") and hasattr(obj, "shape"):
+    if _is_host_array(obj):
         shape = tuple(int(d) for d in obj.shape)  # keeps an empty axis's length
         if hasattr(obj, "reshape"):  # flat first: one list, not a walk over nested ones
             return _Grid(shape, list(map(float, obj.reshape(-1).tolist())))

@@ -9,7 +9,7 @@ is skipped with a warning naming it, so it never breaks the backend.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeGuard
 
 from topgrad.errors import OpConflictError, warn
@@ -85,21 +85,25 @@ def near_names(name: str, names: list[str]) -> list[str]:
     return [n for n in names if n.lower() == name.lower()] or difflib.get_close_matches(name, names, n=1)
 
 
+def _contents(ops: Any) -> Iterable[tuple[Any, Any]]:
+    """(name, value) for what a backend's `ops` holds: a dict's items, or a module's or
+    namespace's attributes; nothing for None."""
+    if ops is None:
+        return ()
+    return ops.items() if isinstance(ops, Mapping) else ((a, getattr(ops, a, None)) for a in dir(ops))
+
+
 def own_ops(ops: Any) -> dict[str, type]:
     """The Op subclasses a backend's `ops` holds: a module, a namespace or a dict of them."""
-    items = ops.items() if isinstance(ops, Mapping) else ((a, getattr(ops, a, None)) for a in dir(ops))
-    return {name: value for name, value in items if _is_op(value)} if ops is not None else {}
+    return {name: value for name, value in _contents(ops) if _is_op(value)}
 
 
 def strays(ops: Any) -> dict[str, str]:
     """What a backend's `ops` holds that looks meant as an op but is not an Op subclass: any
     non-Op value of a dict, and in a module or namespace a class with forward and backward (its
     `(topgrad.Op)` base forgotten). The table names them when such an op is asked for."""
-    if ops is None:
-        return {}
-    items = ops.items() if isinstance(ops, Mapping) else ((a, getattr(ops, a, None)) for a in dir(ops))
     found = {}
-    for name, value in items:
+    for name, value in _contents(ops):
         if _is_op(value) or not isinstance(name, str):
             continue
         if isinstance(value, type) and hasattr(value, "forward") and hasattr(value, "backward"):

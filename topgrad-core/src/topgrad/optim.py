@@ -19,7 +19,7 @@ from topgrad import tensor as _tensor
 from topgrad.errors import type_name
 from topgrad.observe import dtype_name
 from topgrad.pytorch_names import not_taken
-from topgrad.registry import _array_type, get_backend, owner_of
+from topgrad.registry import _array_type, backend_of, get_backend, owner_of
 from topgrad.tensor import Tensor, mark_updated
 
 
@@ -80,7 +80,7 @@ class Optimizer:
         elif set_to_none is False:
             for p in self.params:
                 if p._grad is not None:
-                    backend = owner_of(p.data) or get_backend()  # w's own, which may not be the selected one
+                    backend = backend_of(p.data)  # w's own, which may not be the selected one
                     p._grad = backend.asarray(backend.zeros(p.shape), dtype=dtype_name(p.data))
         else:
             raise TypeError(f"{type(self).__name__}.zero_grad: set_to_none must be True or False, "
@@ -142,7 +142,7 @@ class Optimizer:
         "state": {i: {key: value}}}`: the state of parameter i (in the order given) as numpy copies
         and ints, for the parameters that have state, as torch.optim's state_dict numbers them."""
         def value(v: Any) -> Any:
-            return v if isinstance(v, int) else (owner_of(v) or get_backend()).to_numpy(v).copy()
+            return v if isinstance(v, int) else backend_of(v).to_numpy(v).copy()
 
         return {
             "optimizer": type(self).__name__,

@@ -357,6 +357,12 @@ def owner_of(array: Any) -> Backend | None:
     return None
 
 
+def backend_of(array: Any) -> Backend:
+    """The backend `array` belongs to: the loaded one whose arrays it is of, else the current one
+    (a Tensor made before `set_backend` switched still reads and steps through its own)."""
+    return owner_of(array) or get_backend()
+
+
 def _array_type(backend: Backend) -> type:
     """The type of `backend`'s arrays, asked once per backend; NoneType where its `zeros` fails
     (asked on an error path, which must not fail anew)."""

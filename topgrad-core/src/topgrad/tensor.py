@@ -167,7 +167,7 @@ class Tensor:
     def data(self, value: Any) -> None:
         """Replace the values (PyTorch's `x.data = ...`) with an array of the same backend's, as
         `Tensor(values).data` is: anything else would fail later, inside some op."""
-        kind = registry._array_type(registry.owner_of(self._data) or registry.get_backend())
+        kind = registry._array_type(registry.backend_of(self._data))
         if not isinstance(value, kind):
             raise TypeError(f"Tensor.data must be a {qualified_name(kind)} (this tensor's backend's array), "
                             f"got {arguments.with_article(type_name(value))}: assign "
@@ -262,7 +262,7 @@ class Tensor:
     def numpy(self) -> Any:
         """A numpy copy of the data, made by the backend the Tensor belongs to (which is the
         current one unless `set_backend` switched since: then its values still read out)."""
-        return (registry.owner_of(self.data) or registry.get_backend()).to_numpy(self.data)
+        return registry.backend_of(self.data).to_numpy(self.data)
 
     def item(self) -> float:
         """The value of a one-element tensor as a Python float; any other size is an error."""
@@ -725,7 +725,7 @@ def _check_grad_value(t: Tensor, value: Any) -> None:
     shape and dtype (an optimizer step would broadcast a wrong shape, or mix dtypes, silently)."""
     if isinstance(value, Tensor):
         raise TypeError(f"a Tensor's .grad {_GRAD_IS_AN_ARRAY}")
-    backend = registry.owner_of(t._data) or registry.get_backend()
+    backend = registry.backend_of(t._data)
     kind = registry._array_type(backend)
     if kind is not type(None) and not isinstance(value, kind):
         raise TypeError(f".grad must be an array of backend {backend.name!r} ({qualified_name(kind)}), got "
