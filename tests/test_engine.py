@@ -428,18 +428,26 @@ def test_a_tensor_handed_to_an_op_by_hand_says_to_pass_its_data() -> None:
             call()
 
 
-def test_subtracting_an_int_zero_keeps_the_sign_of_a_negative_zero(
-    backend_name: str, request: pytest.FixtureRequest
-) -> None:
-    """x - 0 ran as x + (-0) = x + 0.0, which turns -0.0 into +0.0; PyTorch (and x - 0.0) keep it."""
-    if backend_name == "triton":  # strict: the day it passes, this says so
-        request.applymarker(pytest.mark.xfail(strict=True, reason="triton's kernels get a scalar -0.0 "
-                                              "as +0.0, so x + (-0.0) loses the sign there"))
+def test_subtracting_an_int_zero_keeps_the_sign_of_a_negative_zero(backend_name: str) -> None:
+    """x - 0 ran as x + (-0) = x + 0.0, which turns -0.0 into +0.0; PyTorch (and x - 0.0) keep it.
+    On triton the kernels broadcast a number as 0.0 + number, which lost the sign of -0.0 itself."""
     zeros: tuple[Any, ...] = (0, 0.0, np.int64(0)) + ((np.array(0), np.array([0, 0]))
                                                       if backend_name == "numpy" else ())
     for zero in zeros:
         out = (Tensor([-0.0, 1.0]) - zero).numpy()
         assert np.signbit(out[0]) and out[1] == 1.0, (zero, out)
+    x = Tensor([-0.0, 1.0, -2.0])
+    for got, want in (((x + (-0.0)).numpy(), [-0.0, 1.0, -2.0]), (((-0.0) + x).numpy(), [-0.0, 1.0, -2.0]),
+                      ((x * -0.0).numpy(), [0.0, -0.0, 0.0]), ((x - (-0.0)).numpy(), [0.0, 1.0, -2.0])):
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want), err_msg=str(got))
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_backend_fills_with_a_negative_zero() -> None:
+    """backend.full(shape, -0.0) holds -0.0, as torch.full does (triton's fill kernel gave +0.0)."""
+    backend = topgrad.get_backend()
+    out = Tensor._from_array(backend.full((5,), -0.0), None).numpy()
+    assert np.signbit(out).all(), out
 
 
 def test_a_new_forward_pass_can_run_backward_again() -> None:

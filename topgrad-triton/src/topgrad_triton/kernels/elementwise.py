@@ -48,7 +48,7 @@ def _operand(ptr, val, offs, mask, s1, s2, s3, s4, s5, st0, st1, st2, st3, st4, 
              MODE: tl.constexpr, BLOCK: tl.constexpr):
     """The operand's values at the output's flat offsets `offs` (scalar, contiguous or strided)."""
     if MODE == 0:
-        x = tl.zeros([BLOCK], tl.float32) + val
+        x = tl.full([BLOCK], val, tl.float32)  # not 0.0 + val, which turns -0.0 into +0.0
     elif MODE == 1:
         x = tl.load(ptr + offs, mask=mask, other=0.0).to(tl.float32)
     else:

@@ -17,7 +17,7 @@ from topgrad_triton.kernels.indexing import needs_int64, widen
 def _fill_kernel(out_ptr, value, n, BLOCK: tl.constexpr, WIDE: tl.constexpr):
     """One program sets BLOCK consecutive elements of out to `value` (WIDE: int64 offsets)."""
     offs = widen(tl.program_id(0), WIDE) * BLOCK + tl.arange(0, BLOCK)
-    tl.store(out_ptr + offs, tl.zeros([BLOCK], tl.float32) + value, mask=offs < n)
+    tl.store(out_ptr + offs, tl.full([BLOCK], value, tl.float32), mask=offs < n)  # not 0 + value: -0.0
 
 
 @triton.jit
