@@ -705,6 +705,10 @@ def test_gradcheck_scales_atol_to_small_gradients(dtype: str | None) -> None:
     for wrong in (_TinySquareTwiceAsSteep, _TinySquareFivePercentOff):
         result = topgrad.gradcheck(lambda t, op=wrong: op.apply(t), x, dtype=dtype, raise_on_failure=False)
         assert not result and result.failures > 0.8 * x.size, str(result)
+        # the report shows the tolerance applied, not only the default atol the error is below
+        w = result.worst
+        assert w.abs_err > w.tolerance and w.tolerance < 1e-4, str(result)
+        assert f"abs err {w.abs_err:.3g}, tolerance {w.tolerance:.3g}," in str(result)
     # an input with small gradients next to one with large ones is checked at its own scale
     big = rand((3,), 22)
     result = topgrad.gradcheck(lambda t, u: _TinySquareTwiceAsSteep.apply(t).sum(axis=1) + u * 3.0, x, big,

@@ -2,8 +2,8 @@
 
 `fn` takes Tensors and returns a Tensor `y`. With a fixed random `r` of `y`'s shape the check
 compares, for every element of every input, the gradient of `sum(r * y)` that backward gives
-with `(f(x + h) - f(x - h)) / 2h` computed from forward passes. One backward and two forward
-passes per input element: keep the inputs small.
+with `(f(x + h) - f(x - h)) / 2h` computed from forward passes. One backward pass, and two
+forward passes per input element: keep the inputs small.
 
 Precision: when the backend accepts `asarray(..., dtype="float64")` and `fn` keeps float64
 end to end, everything runs in float64 (PyTorch's defaults: eps 1e-6, atol 1e-5, rtol 1e-3).
@@ -11,15 +11,17 @@ Otherwise the check runs in float32 and says so in its report. There a forward p
 good to about `float32 eps * sum|r * y|`, and a central difference to that over the step, so
 each element's tolerance is `atol + rtol * |numeric| + 4 * float32 eps * sum|r * y| / step`
 with eps, atol and rtol 1e-3. The report gives that rounding allowance as a share of the
-typical (root-mean-square) gradient: mistakes larger than it are caught. Where it exceeds
-INCONCLUSIVE (a large output summed, large values) the check cannot tell a 25% error from
+typical (root-mean-square) gradient: mistakes larger than it are caught. Where it exceeds 25%
+(`INCONCLUSIVE`; a large output summed, large values) the check cannot tell a 25% error from
 rounding, so it fails as inconclusive instead of passing: a larger `eps` or float64 helps.
 Perturbations are applied to the float32 values, and the step actually taken is used.
 The default atol scales down with each input's typical (RMS) gradient where that is below 1:
-a fixed 1e-3 passes any error in gradients of 1e-4. A backward that writes into its incoming
+a fixed 1e-3 passes any error in gradients of 1e-4 (the report shows the default; the worst
+element's line shows the tolerance it was held to). A backward that writes into its incoming
 gradient (the seed) fails the check by name.
 
-`fn` runs twice per input element. State it changes in the Tensors its ops receive (BatchNorm's
+`fn` runs twice per input element, and in float64 six times more (the check that `fn` keeps
+float64). State it changes in the Tensors its ops receive (BatchNorm's
 running statistics in training mode) is put back afterwards, so the model is left as it was.
 
 The check's own arithmetic is plain Python, so core needs no numpy and any backend will do: values
@@ -66,12 +68,14 @@ class GradcheckError(AssertionError):
 
 @dataclass
 class Mismatch:
-    """One element: where it is and both gradients."""
+    """One element: where it is, both gradients, and the tolerance their difference was held to
+    (atol, scaled down for small gradients, + rtol * |numeric| + the float32 rounding allowance)."""
 
     input: int
     index: tuple[int, ...]
     analytic: float
     numeric: float
+    tolerance: float = math.nan
 
     @property
     def abs_err(self) -> float:
@@ -114,7 +118,8 @@ class GradcheckResult:
             w = self.worst
             lines.append(
                 f"  worst element: input {w.input}, index {w.index}: analytic {w.analytic:.8g}, "
-                f"numeric {w.numeric:.8g} (abs err {w.abs_err:.3g}, rel err {w.rel_err:.3g})"
+                f"numeric {w.numeric:.8g} (abs err {w.abs_err:.3g}, tolerance {w.tolerance:.3g}, "
+                f"rel err {w.rel_err:.3g})"
             )
         if self.violation:
             lines.append(f"  {self.violation}")
@@ -272,17 +277,18 @@ def _check(
         atol_i = atol * min(1.0, typical) if scaled_atol and typical > 0 else atol
         if typical > 0 and allow:
             blur = max(blur, _max(*allow) / typical)
-        ratio = []
+        ratio, tolerances = [], []
         for ak, nk, allow_k in zip(a.values, n, allow):
             err, tolerance = abs(ak - nk), atol_i + rtol * abs(nk) + allow_k
             q = 0.0 if err == 0 else _divide(err, tolerance)
             ratio.append(math.inf if math.isnan(q) else q)  # NaN counts as a failure
+            tolerances.append(tolerance)
         checked += len(ratio)
         failures += sum(q > 1.0 for q in ratio)
         if ratio and max(ratio) > worst_ratio:
             worst_ratio = max(ratio)
             k = ratio.index(worst_ratio)
-            worst = Mismatch(i, _unravel(k, x.shape), a.values[k], n[k])
+            worst = Mismatch(i, _unravel(k, x.shape), a.values[k], n[k], tolerances[k])
     ok = bool(failures == 0 and blur <= INCONCLUSIVE and not violation)
     if failures == 0 and not ok and not violation:
         wider = ", or a backend that keeps float64" if precision == "float32" else ""

@@ -97,8 +97,9 @@ class _Version(argparse.Action):
 
 
 def _versions() -> str:
-    """topgrad-train's version line: this package's and topgrad's."""
-    from importlib.metadata import PackageNotFoundError, version
+    """topgrad-train's version line: this package's, topgrad's and each installed backend
+    package's (the distributions with a `topgrad` entry point; none is loaded)."""
+    from importlib.metadata import PackageNotFoundError, entry_points, version
 
     found = []
     for package in ("topgrad-examples", "topgrad-core"):
@@ -106,6 +107,8 @@ def _versions() -> str:
             found.append(f"{package} {version(package)}")
         except PackageNotFoundError:
             found.append(f"{package} (not installed as a package)")
+    plugins = {(ep.dist.name, ep.dist.version) for ep in entry_points(group="topgrad") if ep.dist is not None}
+    found += [f"{name} {v}" for name, v in sorted(plugins) if name != "topgrad-core"]
     return "topgrad-train: " + ", ".join(found)
 
 
