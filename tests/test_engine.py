@@ -443,6 +443,16 @@ def test_subtracting_an_int_zero_keeps_the_sign_of_a_negative_zero(backend_name:
         np.testing.assert_array_equal(got, want)
 
 
+def test_numpys_bool_is_a_number_operand_as_pythons_is() -> None:
+    """`x * np.True_` is x on numpy and in PyTorch; triton refused it as "got bool; wrap an array"
+    (numpy's bool scalar is no numbers.Real)."""
+    x_np = rand((3,), 35)
+    x = Tensor(x_np)
+    for got, want in (((x * np.True_).numpy(), x_np), ((x + np.False_).numpy(), x_np),
+                      ((np.True_ * x).numpy(), x_np), ((x * np.False_).numpy(), 0 * x_np)):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_a_backend_fills_with_a_negative_zero() -> None:
     """backend.full(shape, -0.0) holds -0.0, as torch.full does (triton's fill kernel gave +0.0)."""
     backend = topgrad.get_backend()

@@ -1612,6 +1612,47 @@ def test_batchnorm_eval_uses_running_stats(x_shape: tuple[int, ...]) -> None:
     assert_close(running_var, var_np, "running var in eval", rtol=0, atol=0)
 
 
+def test_batchnorm_reads_running_statistics_a_tensor_holds_as_a_strided_view() -> None:
+    """A constant Tensor keeps sharing the array it was made from, a view with steps too
+    (`Tensor(a[::2])`); triton's kernels read such statistics as dense memory, at the wrong
+    offsets: eval output and the training update were silently wrong there."""
+    x_np = rand((6, 4), 71)
+    base_mean, base_var = np.arange(8, dtype=np.float32), np.arange(1, 9, dtype=np.float32)
+    want_mean, want_var = torch.tensor(base_mean[::2]), torch.tensor(base_var[::2])
+    want = F.batch_norm(torch.tensor(x_np), want_mean, want_var, training=False).numpy()
+
+    def strided(values: np.ndarray) -> Tensor:
+        return Tensor(Tensor(values, requires_grad=False).data[::2], requires_grad=False)
+
+    got = Tensor(x_np).batchnorm(None, None, running_mean=strided(base_mean), running_var=strided(base_var),
+                                 training=False)
+    assert_close(got, want, "eval with strided statistics")
+    mean, var = strided(base_mean), strided(base_var)
+    Tensor(x_np).batchnorm(None, None, running_mean=mean, running_var=var, momentum=0.3)
+    F.batch_norm(torch.tensor(x_np), want_mean, want_var, training=True, momentum=0.3)
+    assert_close(mean, want_mean.numpy(), "running mean updated from strided statistics")
+    assert_close(var, want_var.numpy(), "running var updated from strided statistics")
+
+
+def test_batchnorm_eval_keeps_the_mean_it_normalized_with_for_backward() -> None:
+    """Eval mode with raw numpy statistics: a training call that updates them in place before
+    backward must not change the gradients (triton saved the caller's array, and gamma's gradient
+    came out with the new mean; PyTorch refuses the update through its version counter)."""
+    x_np = rand((6, 3), 72)
+    mean_np, var_np = np.full(3, 0.5, np.float32), np.full(3, 2.0, np.float32)
+    gamma = Tensor(np.ones(3, np.float32))
+    y = Tensor(x_np).batchnorm(gamma, None, running_mean=mean_np, running_var=var_np, training=False)
+    loss = (y**2).sum()
+    Tensor(x_np * 3 + 1).batchnorm(None, None, running_mean=mean_np, running_var=var_np)  # updates them
+    assert not np.array_equal(mean_np, np.full(3, 0.5, np.float32))
+    loss.backward()
+    g = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    stats = torch.full((3,), 0.5, dtype=torch.float64), torch.full((3,), 2.0, dtype=torch.float64)
+    y_ref = F.batch_norm(torch.tensor(x_np, dtype=torch.float64), *stats, g, None, training=False)
+    (y_ref**2).sum().backward()
+    assert_close(gamma.grad, g.grad.numpy(), "gamma's gradient after the statistics moved")
+
+
 @given(data=st.data(), seed=seeds)
 def test_batchnorm_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
     shape = data.draw(hnp.array_shapes(min_dims=2, max_dims=4, max_side=sizes.batch), label="shape")

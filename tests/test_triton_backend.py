@@ -498,6 +498,15 @@ def test_more_strided_dimensions_than_the_kernels_take_is_a_clear_error(backend)
         a * b
 
 
+def test_a_reduction_over_more_dimensions_than_the_kernels_take_names_the_op(backend) -> None:
+    """Sum, Mean and Max over every other axis of a 7-d tensor copy it through six dimensions first;
+    the limit's error named a "copy" the user never asked for."""
+    x = Tensor(np.ones((2,) * 7, np.float32))
+    for name, reduce in (("Sum", x.sum), ("Mean", x.mean), ("Max", x.max)):
+        with pytest.raises(ValueError, match=rf"^{name}: the triton backend reads .* at most 6 dimensions"):
+            reduce(axis=(0, 2, 4, 6))
+
+
 def test_a_slice_with_more_strided_dimensions_than_the_kernels_take_names_slice(backend) -> None:
     """Every axis of a 7-d tensor cut (none merges with its neighbour): Slice's copy and its
     gradient's strided write say so; with one axis whole (six dims), both run."""

@@ -163,6 +163,18 @@ def test_batchnorm_raw_array_stats_update_in_place() -> None:
     close(rv, rv_t)
 
 
+@pytest.mark.parametrize("dtype", [torch.int64, torch.float64, torch.float16])
+def test_norms_compute_in_float32_whatever_the_inputs_dtype(dtype: torch.dtype) -> None:
+    """The kernels allocated their results in x's dtype: integer rows came back truncated
+    ([-1, 0, 0, 1] for 0..3) and BatchNorm all zeros, float64 and float16 leaked out. Every other
+    op returns float32; the norms now read such x as a float32 copy."""
+    x = (torch.arange(24, device=DEV) % 5).reshape(6, 4).to(dtype)
+    for y, want in ((LayerNorm().forward(x, None, None), F.layer_norm(x.float(), (4,))),
+                    (BatchNorm().forward(x, None, None), F.batch_norm(x.float(), None, None, training=True))):
+        assert y.dtype == torch.float32
+        close(y, want)
+
+
 def test_norms_read_strided_raw_parameters_and_refuse_strided_statistics() -> None:
     """The kernels index features as offsets: a raw strided gamma (t[::2]) was read as its
     neighbours' values, and a strided running mean was updated outside its view; gamma and beta

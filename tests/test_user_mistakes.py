@@ -43,6 +43,22 @@ def test_assigning_data_that_is_no_array_of_the_backend_is_refused(value: Any) -
     assert x.data is kept
 
 
+def test_assigning_data_of_a_dtype_no_tensor_holds_is_refused(backend_name: str) -> None:
+    """`x.data = <int64 array>` was taken: numpy's LayerNorm then failed with a casting error, and
+    triton's LayerNorm and BatchNorm computed in integers ([-1, 0, 0, 1] for a row 0..3). Only the
+    dtypes the backend makes Tensors of are taken, float16 not either."""
+    x = Tensor(rand((2,), 0))
+    kept = x.data
+    wrong = [np.array([1, 2]), np.array([1.0, 2.0], np.float16)]
+    if backend_name == "triton":
+        wrong = [torch.tensor([1, 2]), torch.tensor([1.0, 2.0], dtype=torch.float64)]
+    for value in wrong:
+        with pytest.raises(TypeError, match=r"^Tensor.data must hold a dtype this backend makes Tensors of, "
+                           r"got (int64|float16|float64) \(.*\): assign Tensor\(values, dtype=...\).data$"):
+            x.data = value
+        assert x.data is kept
+
+
 def test_assigning_data_replaces_the_values_as_in_pytorch() -> None:
     """The backend's own array is taken as it is, of another shape too (as PyTorch's `.data`), and
     the tensor computes with it."""

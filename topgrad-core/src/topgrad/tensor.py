@@ -165,13 +165,22 @@ class Tensor:
 
     @data.setter
     def data(self, value: Any) -> None:
-        """Replace the values (PyTorch's `x.data = ...`) with an array of the same backend's, as
-        `Tensor(values).data` is: anything else would fail later, inside some op."""
-        kind = registry._array_type(registry.backend_of(self._data))
+        """Replace the values (PyTorch's `x.data = ...`) with an array of the same backend's, of a
+        dtype it makes Tensors of, as `Tensor(values).data` is: anything else would fail later, inside
+        some op, or (integers) compute wrong values."""
+        backend = registry.backend_of(self._data)
+        kind = registry._array_type(backend)
         if not isinstance(value, kind):
             raise TypeError(f"Tensor.data must be a {qualified_name(kind)} (this tensor's backend's array), "
                             f"got {arguments.with_article(type_name(value))}: assign "
                             "Tensor(values, dtype=...).data")
+        dtype = _dtype_name(value)
+        if dtype != _dtype_name(self._data):  # a dtype the backend makes Tensors of: ask it, on no data
+            try:
+                backend.asarray(backend.zeros((0,)), dtype=dtype)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"Tensor.data must hold a dtype this backend makes Tensors of, got {dtype} "
+                                f"({exc}): assign Tensor(values, dtype=...).data") from None
         self._data = value
 
     @property

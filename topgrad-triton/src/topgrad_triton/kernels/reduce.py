@@ -84,10 +84,10 @@ def reduce_rows(
 
 def reduce_axes(
     x: torch.Tensor, axes: tuple[int, ...], keepdims: bool = False, scale: float = 1.0,
-    maximum: bool = False,
+    maximum: bool = False, name: str = "reduce",
 ) -> torch.Tensor:
     """scale * x summed over `axes` (sorted, non-negative), or with `maximum` its maximum there,
-    as a new dense array."""
+    as a new dense array (`name`, the op, is named in its errors)."""
     keep = [d for d in range(x.ndim) if d not in axes]
     xp = x.permute((*keep, *axes))
     K = math.prod(x.shape[d] for d in keep)
@@ -95,7 +95,7 @@ def reduce_axes(
     k_dim = single_stride([x.shape[d] for d in keep], [x.stride(d) for d in keep])
     r_dim = single_stride([x.shape[d] for d in axes], [x.stride(d) for d in axes])
     if k_dim is None or r_dim is None:
-        xp = contiguous(xp)
+        xp = contiguous(xp, name)
         k_dim, r_dim = (K, R), (R, 1)
     out = reduce_rows(xp, K, R, k_dim[1], r_dim[1], scale, maximum)
     shape = kept_shape(x.shape, axes) if keepdims else tuple(x.shape[d] for d in keep)

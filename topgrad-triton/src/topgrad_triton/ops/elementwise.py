@@ -5,6 +5,7 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
+import numpy as np
 import torch
 
 from topgrad_triton.kernels import elementwise as ew
@@ -18,11 +19,11 @@ def _shape(x: Any) -> tuple[int, ...] | None:
 
 
 def _check(op: str, a: Any, b: Any) -> tuple[Any, Any]:
-    """(a, b) with any real number (Python's or numpy's, as `np.float32(2)`) as a Python float;
-    TypeError for anything else that is not an array, ValueError for shapes that do not broadcast."""
+    """(a, b) with any real number (Python's or numpy's, as `np.float32(2)` or `np.True_`) as a Python
+    float; TypeError for anything else that is not an array, ValueError for shapes that do not broadcast."""
     operands = []
     for x in (a, b):
-        if isinstance(x, numbers.Real):
+        if isinstance(x, (numbers.Real, np.bool_)):  # numpy's bool is no numbers.Real, Python's is
             x = float(x)
         elif not isinstance(x, torch.Tensor):
             numpy_value = type(x).__module__ == "numpy"

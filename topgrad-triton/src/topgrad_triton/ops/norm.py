@@ -16,18 +16,21 @@ from topgrad.normalization import feature_count
 
 from topgrad_triton import runtime
 from topgrad_triton.kernels import norm as kernels
-from topgrad_triton.kernels.elementwise import contiguous
+from topgrad_triton.kernels.elementwise import COPY, contiguous, elementwise
 from topgrad_triton.ops.base import OTHER_BACKEND_HINT, TritonOp, check_tensors
 
 
-def as_rows(x: torch.Tensor) -> torch.Tensor:
-    """x viewed as (prod(shape[:-1]), shape[-1]); a dense copy (Triton kernel) if no view exists."""
+def as_rows(x: torch.Tensor, op: str) -> torch.Tensor:
+    """x viewed as (prod(shape[:-1]), shape[-1]) float32; a dense float32 copy (Triton kernel) if no
+    view exists, or x holds another dtype (the kernels allocate their results in x's dtype)."""
     C = x.shape[-1]
     M = x.numel() // C if C else 0
+    if x.dtype != torch.float32:
+        x = contiguous(x, op)
     try:
         return x.view(M, C)
     except RuntimeError:
-        return contiguous(x).view(M, C)
+        return contiguous(x, op).view(M, C)
 
 
 def _check(op: str, x: Any, **params: Any) -> None:
@@ -79,7 +82,9 @@ def _array(name: str, stat: Any, training: bool) -> Any:
     if not isinstance(data, torch.Tensor):
         raise TypeError(f"BatchNorm: {name} must be a Tensor (or None), got {type(stat).__name__}"
                         + (f"; {OTHER_BACKEND_HINT}" if data is not None else ""))
-    return data
+    # a Tensor may hold a strided view (`Tensor(t[::2])` shares t): the kernels read a dense copy,
+    # and training gives the Tensor a fresh array (`_updated`), so the copy is never written back
+    return contiguous(data, "BatchNorm")
 
 
 class LayerNorm(TritonOp):
@@ -89,7 +94,7 @@ class LayerNorm(TritonOp):
         """Normalize each row by the layernorm kernel; saves x, gamma and each row's mean and 1/std."""
         _check("LayerNorm", x, gamma=gamma, beta=beta)
         gamma, beta = _dense("LayerNorm", gamma), _dense("LayerNorm", beta)
-        x2 = as_rows(x)
+        x2 = as_rows(x, "LayerNorm")
         y, mean, rstd = kernels.layernorm_forward(x2, gamma, beta, eps)
         self.shape, self.has_gamma, self.has_beta = tuple(x.shape), gamma is not None, beta is not None
         self.save_for_backward(x=x2, gamma=gamma, mean=mean, inv_std=rstd)
@@ -98,7 +103,7 @@ class LayerNorm(TritonOp):
     def backward(self, grad: Any) -> tuple[Any, Any, Any]:
         """dx, dgamma and dbeta by the layernorm backward kernel (None for an absent gamma or beta)."""
         x2, gamma, mean, rstd = self.saved
-        dx, dgamma, dbeta = kernels.layernorm_backward(x2, gamma, mean, rstd, as_rows(grad))
+        dx, dgamma, dbeta = kernels.layernorm_backward(x2, gamma, mean, rstd, as_rows(grad, "LayerNorm"))
         return (dx.view(self.shape), dgamma if self.has_gamma else None, dbeta if self.has_beta else None)
 
 
@@ -129,7 +134,7 @@ class BatchNorm(TritonOp):
         if not training and (rm is None or rv is None):
             raise ValueError("BatchNorm: eval mode (training=False) needs running_mean and running_var")
         gamma, beta = _dense("BatchNorm", gamma), _dense("BatchNorm", beta)
-        x2 = as_rows(x)
+        x2 = as_rows(x, "BatchNorm")
         use_batch = bool(training)
         if use_batch:
             if x2.shape[0] < 2:
@@ -143,6 +148,8 @@ class BatchNorm(TritonOp):
             _store(running_var, rv, rv_out)
         else:
             mean, rstd = rm, kernels.rstd_from_var(rv, eps)
+            if isinstance(running_mean, (torch.Tensor, np.ndarray)):  # the caller's own array, which a
+                mean = elementwise(COPY, rm, name="BatchNorm")  # training call may update before backward
         y = kernels.batchnorm_apply(x2, gamma, beta, mean, rstd)
         self.shape, self.batch_stats = tuple(x.shape), use_batch
         self.has_gamma, self.has_beta = gamma is not None, beta is not None
@@ -152,7 +159,8 @@ class BatchNorm(TritonOp):
     def backward(self, grad: Any) -> tuple[Any, Any, Any]:
         """dx, dgamma and dbeta by the batchnorm backward kernels (None for an absent gamma or beta)."""
         x2, gamma, mean, rstd = self.saved
-        dx, dgamma, dbeta = kernels.batchnorm_backward(x2, gamma, mean, rstd, as_rows(grad), self.batch_stats)
+        g2 = as_rows(grad, "BatchNorm")
+        dx, dgamma, dbeta = kernels.batchnorm_backward(x2, gamma, mean, rstd, g2, self.batch_stats)
         return (dx.view(self.shape), dgamma if self.has_gamma else None, dbeta if self.has_beta else None)
 
 

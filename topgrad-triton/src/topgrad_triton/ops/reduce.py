@@ -26,7 +26,7 @@ class _Reduce(TritonOp):
         count = math.prod(x.shape[d] for d in axes)
         self.scale = (1.0 / count if count else float("nan")) if self.mean else 1.0
         self.shape, self.axes = tuple(x.shape), axes
-        return reduce_axes(x, axes, keepdims, self.scale)
+        return reduce_axes(x, axes, keepdims, self.scale, name=name)
 
     def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:
         """grad broadcast back to x's shape (scaled by 1 / count for a mean)."""
@@ -58,7 +58,7 @@ class Max(TritonOp):
             raise ValueError(f"Max: x of shape {tuple(x.shape)} has no elements along axis {empty[0]}, "
                              "and a maximum over nothing has no value (torch.amax refuses it too)")
         self.shape, self.axes = tuple(x.shape), axes
-        out = reduce_axes(x, axes, keepdims, maximum=True)
+        out = reduce_axes(x, axes, keepdims, maximum=True, name="Max")
         self.save_for_backward(x=x, out=out)
         return out
 
@@ -67,6 +67,6 @@ class Max(TritonOp):
         x, out = self.saved
         kept = kept_shape(self.shape, self.axes)
         mask = ew.elementwise(ew.EQUAL, x, out.view(kept), name="Max")
-        share = ew.elementwise(ew.DIV, contiguous(grad).view(kept), reduce_axes(mask, self.axes, True),
-                               name="Max")
+        ties = reduce_axes(mask, self.axes, True, name="Max")
+        share = ew.elementwise(ew.DIV, contiguous(grad).view(kept), ties, name="Max")
         return (ew.elementwise(ew.MUL, mask, share, name="Max"),)
