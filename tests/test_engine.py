@@ -260,6 +260,34 @@ def test_gradients_accumulate_across_backward_calls() -> None:
     assert_close(x.grad, 2 * x_np + 3.0, "accumulated gradient")
 
 
+def test_gradients_accumulate_into_the_grad_array_as_in_pytorch(backend_name: str) -> None:
+    """PyTorch adds a new gradient into the `.grad` array itself: a reference to it (`g = w.grad`,
+    a buffer set with `w.grad = buf`) sees the sum. Topgrad made a new array each time, so such a
+    reference kept the first gradient. Also for a leaf seeded directly (`w.backward(g)`)."""
+    x_np = rand((3,), 16)
+    w, wt = Tensor(x_np), torch.tensor(x_np, requires_grad=True)
+    (w * w).sum().backward()
+    (wt * wt).sum().backward()
+    g, gt = w.grad, wt.grad
+    (w * 3.0).sum().backward()
+    (wt * 3.0).sum().backward()
+    assert w.grad is g and wt.grad is gt
+    assert_close(g, gt.numpy(), "a held .grad after a second backward")
+    buffer = Tensor(np.ones(3, np.float32)).data
+    w.grad = buffer
+    (w * 2.0).sum().backward()
+    w.backward(Tensor(np.full(3, 0.5, np.float32)).data)  # the leaf's own branch of backward
+    assert w.grad is buffer
+    assert_close(buffer, np.full(3, 3.5, np.float32), "a buffer set as .grad")
+    if backend_name == "numpy":  # an array that cannot be written keeps its values: a new sum
+        frozen = np.ones(3, np.float32)
+        frozen.flags.writeable = False
+        w.grad = frozen
+        (w * 2.0).sum().backward()
+        assert_close(w.grad, np.full(3, 3.0, np.float32), "a read-only .grad")
+        np.testing.assert_array_equal(frozen, np.ones(3, np.float32))
+
+
 def test_grad_reset_with_none() -> None:
     x_np = rand((3,), 17)
     x = Tensor(x_np)
@@ -907,6 +935,40 @@ def test_in_place_update_under_no_grad_keeps_the_leaf_as_in_pytorch() -> None:
         assert w is leaf and w.requires_grad and w._op is None
         w.grad, wt.grad = None, None
     assert_close(w.numpy(), wt.detach().numpy(), "two hand-written SGD steps")
+
+
+def test_power_in_place_updates_the_leaf_as_the_other_in_place_operators_do() -> None:
+    """`w **= 2` fell back to `w = w ** 2`: under no_grad the name became a new constant while the
+    optimizer kept the old leaf; outside it a leaf that requires grad became a non-leaf silently
+    (PyTorch refuses). It now takes the same path as -=, *=, += and /=."""
+    w_np = rand((3,), 45)
+    w = leaf = Tensor(w_np)
+    with topgrad.no_grad():
+        w **= 2
+    assert w is leaf and w.requires_grad and w._op is None
+    assert_close(w, w_np**2, "w **= 2 under no_grad")
+    with pytest.raises(RuntimeError, match=r"in place .*no_grad.* x = x \*\* y"):
+        w **= 2
+
+
+def test_an_in_place_update_keeps_the_leafs_dtype_as_in_pytorch(backend_name: str) -> None:
+    """A float64 leaf updated with a float32 operand under no_grad became float32 (a mixed Add
+    gives float32): its later steps lost precision silently. PyTorch keeps the target's dtype. (The
+    update itself is the mixed op's, computed in float32, as the README says of mixed operands.)"""
+    if backend_name != "numpy":
+        pytest.skip("this backend has no float64")
+    w_np = rand((3,), 46).astype(np.float64)
+    w, wt = Tensor(w_np, dtype="float64"), torch.tensor(w_np)
+    step, step_t = Tensor(rand((3,), 47)), torch.tensor(rand((3,), 47))
+    with topgrad.no_grad():
+        w -= step
+        w *= np.float32(0.5)
+    wt -= step_t
+    wt *= 0.5
+    assert w.dtype == np.float64 and w.grad is None
+    np.testing.assert_allclose(w.numpy(), wt.numpy(), rtol=1e-6)
+    (w * w).sum().backward()
+    assert w.grad.dtype == np.float64
 
 
 def test_in_place_update_of_a_leaf_that_requires_grad_outside_no_grad_is_refused() -> None:

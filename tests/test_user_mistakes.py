@@ -271,6 +271,39 @@ def test_no_grad_decorates_with_or_without_parentheses() -> None:
         topgrad.no_grad(3)
 
 
+def test_no_grad_on_a_generator_runs_each_step_without_grad_as_torch_does() -> None:
+    """The decorator returned the generator while still inside `with no_grad()`, so the body ran
+    later with grad on and built a graph. As torch.no_grad: each step runs without grad, and the
+    caller's code between steps keeps its own mode; send, throw and the return value pass."""
+    w = Tensor(rand((3,), 0))
+    seen: list[bool] = []
+
+    @topgrad.no_grad
+    def steps(n: int) -> Any:
+        for _ in range(n):
+            sent = yield w * 2.0
+            seen.append((w * 2.0).requires_grad)
+            if sent == "fail":
+                try:
+                    yield None
+                except ValueError:
+                    yield (w * 3.0).requires_grad
+        return "done"
+
+    made = []
+    for y in steps(2):
+        made.append(y.requires_grad)
+        assert (w * 2.0).requires_grad  # the caller's code between steps records
+    assert made == [False, False] and seen == [False, False]
+    gen = steps(1)
+    next(gen)
+    gen.send("fail")
+    assert gen.throw(ValueError()) is False  # thrown in, handled under no_grad
+    with pytest.raises(StopIteration) as stop:
+        next(gen)
+    assert stop.value.value == "done" and steps.__name__ == "steps"
+
+
 # ---- torch.<name> ----------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("name", "match"),

@@ -102,6 +102,12 @@ class Backend:
         """A new array holding `a`'s values."""
         return self.mul(a, 1.0)
 
+    def accumulate(self, total: Any, part: Any) -> Any:
+        """total + part, arrays of one shape: backward adds a leaf's new gradient to its `.grad` with
+        it. Written into `total` where the backend can, as PyTorch accumulates `.grad` in place (code
+        holding the array sees the sum); returns the array holding the sum, by default a new one."""
+        return self.add(total, part)
+
     def memory_key(self, a: Any) -> Hashable | None:
         """A key that arrays sharing memory have in common (views of one buffer), or None
         when unknown. backward gives each leaf a gradient of its own: one whose key is taken

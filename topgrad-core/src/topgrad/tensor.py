@@ -13,6 +13,7 @@ its error messages, and the PyTorch names it answers (`pytorch_names.py`).
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import numbers
 import operator
@@ -81,7 +82,28 @@ class no_grad:  # noqa: N801 - PyTorch's name
             with cls():
                 return func(*args, **kwargs)
 
-        return without_grad
+        @functools.wraps(func)
+        def generator_without_grad(*args: Any, **kwargs: Any) -> Any:
+            """A generator's body runs at each next(), after the call returned: each step runs under
+            no_grad, and the caller's code between steps keeps its own mode (as torch.no_grad)."""
+            steps = func(*args, **kwargs)
+            send, value = steps.send, None
+            while True:
+                try:
+                    with cls():
+                        item = send(value)
+                except StopIteration as done:
+                    return done.value
+                try:
+                    value, send = (yield item), steps.send
+                except GeneratorExit:
+                    with cls():
+                        steps.close()
+                    raise
+                except BaseException as exc:  # thrown in by the caller: into the body, under no_grad
+                    value, send = exc, steps.throw
+
+        return generator_without_grad if inspect.isgeneratorfunction(func) else without_grad
 
     def __enter__(self) -> None:
         self._previous, _grad_mode.enabled = _grad_mode.enabled, False
@@ -333,8 +355,8 @@ class Tensor:
 
     def __getitem__(self, index: Any) -> Tensor:
         """`x[1]`, `x[:, 2:5]`, `x[..., None]`: basic indexing as in PyTorch (ints, slices with a
-        positive step, None, ...), as the Slice op; the result is dense, and its gradient
-        flows back into the selected elements."""
+        positive step, None, ...), as the Slice op; the result is dense (a view where the picked
+        elements are one dense block, a copy elsewhere), and its gradient flows back into them."""
         return _ops().Slice.apply(self, index=basic_index(index, self.shape))
 
     def __getattr__(self, name: str) -> Any:
@@ -452,19 +474,25 @@ class Tensor:
     def __itruediv__(self, other: Any) -> Tensor:
         return self._in_place("/=", operator.truediv, other)
 
+    def __ipow__(self, n: Any) -> Tensor:
+        return self._in_place("**=", operator.pow, n)
+
     def _in_place(self, how: str, op: Any, other: Any) -> Tensor:
         if not _grad_mode.enabled:
             result = op(self, other)
             if tuple(result.shape) != self.shape:
                 raise ValueError(f"Tensor {how}: the result's shape {result.shape} is not the tensor's "
                                  f"{self.shape} (an in-place update cannot broadcast it)")
-            self.data = result.data
+            data, dtype = result.data, _dtype_name(self._data)
+            if _dtype_name(data) != dtype:  # a float64 leaf stays float64 (float32 operands), as in PyTorch
+                data = registry.backend_of(self._data).asarray(data, dtype=dtype)
+            self.data = data
             return self
         if self._op is None and self.requires_grad:
             raise RuntimeError(
                 f"Tensor {how}: a leaf that requires grad cannot be changed in place while the graph is "
                 f"recorded (as in PyTorch); update parameters under `with topgrad.no_grad():`, or "
-                f"write x = x {how[0]} y for a new tensor"
+                f"write x = x {how[:-1]} y for a new tensor"
             )
         return op(self, other)
 
@@ -701,9 +729,9 @@ class Tensor:
                 "Tensor(data) (requires_grad=True is the default)"
             )
         if self._op is None:
-            self._grad = backend.copy(grad) if self._grad is None else backend.add(self._grad, grad)
+            self._grad = backend.copy(grad) if self._grad is None else backend.accumulate(self._grad, grad)
             return
-        add = backend.add
+        add, accumulate = backend.add, backend.accumulate
         order = _toposort(self._op)
         # memory that leaf gradients must not share: the seed, and every leaf's values (a backward
         # may hand back one input's saved array as another's gradient: dot(x, w) = sum(x * w))
@@ -717,7 +745,7 @@ class Tensor:
             if isinstance(node, Tensor):  # a leaf: its gradient is complete, keep it
                 if g.dtype != node.data.dtype:  # in the leaf's dtype, as in PyTorch (mixed operands)
                     g = backend.asarray(g, dtype=_dtype_name(node.data))
-                node._grad = _own(backend, g, taken) if node._grad is None else add(node._grad, g)
+                node._grad = _own(backend, g, taken) if node._grad is None else accumulate(node._grad, g)
                 continue
             if node._born < _updates.now:  # some leaf was updated in place since this op's forward
                 _refuse_overwritten(node)

@@ -175,6 +175,15 @@ class NumpyBackend(topgrad.Backend):
         """A new array with `a`'s values and dtype (a float64 Tensor stays float64)."""
         return np.array(a, copy=True)
 
+    @quiet
+    def accumulate(self, total: Any, part: Any) -> np.ndarray:
+        """total + part written into `total` (a `.grad`, in place as in PyTorch) where it is a writeable
+        array of the sum's dtype and shape; else a new array, as `add` makes it."""
+        if (type(total) is np.ndarray and total.flags.writeable and type(part) is np.ndarray
+                and part.dtype == total.dtype and part.shape == total.shape):
+            return np.add(total, part, out=total)
+        return self.add(total, part)
+
     def memory_key(self, a: Any) -> int:
         """The id of the object at the end of `a`'s chain of bases: views of one buffer share it."""
         while isinstance(a, np.ndarray) and a.base is not None:

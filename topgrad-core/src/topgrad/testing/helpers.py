@@ -149,6 +149,21 @@ def check_copy(rtol: float = RTOL) -> Outcome:
     return merge(outcomes)
 
 
+def check_accumulate(rtol: float = RTOL) -> Outcome:
+    """accumulate(total, part) returns total + part, written into total or not: backward sums a
+    leaf's gradients with it (a wrong one would give every second backward a wrong `.grad`)."""
+    b = get_backend()
+    total, part = b.asarray(_A), b.asarray(_B)
+    result = b.accumulate(total, part)
+    zero_d = b.accumulate(b.asarray(_A[0, 0]), b.asarray(_B[0, 0]))
+    return merge([
+        *_has_array_api("accumulate(a, b)", result, _A.shape),
+        compare("accumulate(a, b)", host_values(result), _A + _B, rtol),
+        compare("accumulate left b", host_values(part), _B, 0.0),
+        *_of_the_backend("accumulate of two 0-d arrays", zero_d),
+    ])
+
+
 HELPER_CHECKS: dict[str, Callable[[float], Outcome]] = {
     "asarray": check_asarray,
     "to_numpy": check_to_numpy,
@@ -160,5 +175,6 @@ HELPER_CHECKS: dict[str, Callable[[float], Outcome]] = {
     "div": lambda rtol: _arith("div", get_backend().div, np.divide, rtol),
     "sqrt": check_sqrt,
     "copy/memory_key": check_copy,
+    "accumulate": check_accumulate,
 }
 """Each helper check by its row label; each takes the tolerance and returns an Outcome."""
