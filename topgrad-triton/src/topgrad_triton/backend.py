@@ -145,11 +145,10 @@ class TritonBackend(topgrad.Backend):
         """total + part written into `total` (a `.grad`, in place as in PyTorch) where it is a dense
         float32 array of the sum's shape; else a new array, as `add` makes it."""
         torch = self._torch
-        if (isinstance(total, torch.Tensor) and isinstance(part, torch.Tensor) and total.is_contiguous()
+        into = (isinstance(total, torch.Tensor) and isinstance(part, torch.Tensor) and total.is_contiguous()
                 and total.dtype == torch.float32 and total.shape == part.shape
-                and total.device == part.device):
-            return self._ew.elementwise(self._ew.ADD, total, part, name="accumulate", out=total)
-        return self.add(total, part)
+                and total.device == part.device)
+        return self._ew.elementwise(self._ew.ADD, total, part, name="accumulate", out=total if into else None)
 
     @_guarded_helper
     def sub(self, a: Any, b: Any) -> Any:
