@@ -139,6 +139,38 @@ def test_ctrl_c_exits_130_after_saying_what_was_saved(tiny_data: Path, tmp_path:
     assert "Traceback" not in err, err
 
 
+def _close_fd(fd: int) -> Any:
+    """For preexec_fn: the child starts with `fd` closed, as after the shell's `>&-` or `2>&-`."""
+    return lambda: os.close(fd)
+
+
+def test_a_closed_stdout_is_output_that_cannot_be_written(tiny_data: Path) -> None:
+    """`topgrad-train ... >&-`: Python sets sys.stdout to None and print() writes nothing, so the run
+    exited 0 with its result lost. It is output that cannot be written: status 1, one line on stderr."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "topgrad_examples.train", "mlp", "--data-dir", str(tiny_data), *FAST],
+        stderr=subprocess.PIPE, text=True, env=env, timeout=300, preexec_fn=_close_fd(1),
+    )
+    assert done.returncode == 1, done.stderr
+    err = done.stderr
+    assert err.count("\n") == 1 and err.startswith("topgrad-train: stdout is closed"), err
+
+
+def test_a_closed_stderr_keeps_notes_off_stdout(tmp_path: Path) -> None:
+    """`2>&-`: print(..., file=sys.stderr) with sys.stderr None writes to stdout, mixing the data notes
+    into the results; they are dropped instead."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOPGRAD_DATA": str(tmp_path / "nowhere"),
+           "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-m", "topgrad_examples.train", "mlp", "--no-download", "--limit", "16", *FAST],
+        stdout=subprocess.PIPE, text=True, env=env, timeout=300, preexec_fn=_close_fd(2),
+    )
+    lines = done.stdout.strip().splitlines()
+    assert done.returncode == 0 and lines[-1].startswith("test accuracy: "), lines
+    assert not any("TOPGRAD_DATA" in line or "bundled subset" in line for line in lines), lines
+
+
 # ---- a diverged run ------------------------------------------------------------------------------
 @DIVERGING
 def test_a_diverged_run_stops_with_one_line_and_status_1(

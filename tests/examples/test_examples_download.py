@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import http.server
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -205,3 +206,61 @@ def test_bundled_subset_is_real_mnist() -> None:
     assert ds.train_images.shape == (6000, 28, 28) and ds.test_images.shape == (1000, 28, 28)
     assert set(ds.train_labels.tolist()) == set(range(10))
     assert idx.IMAGES_MAGIC == 2051
+
+
+def test_a_downloaded_file_is_an_ordinary_file(server: str, tmp_path: Path) -> None:
+    """mkstemp makes its file 0600: the cache's files were readable by their owner only."""
+    old = os.umask(0o022)
+    try:
+        dest = fetch(f"{server}/good/file.bin", tmp_path / "file.bin", sha256(PAYLOAD))
+    finally:
+        os.umask(old)
+    assert dest.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_failed_download_names_every_mirrors_failure(
+    server: str, tmp_path: Path, make_dataset, isolated_search: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only the last mirror's error was shown, hiding a checksum mismatch at the first, and the
+    advice was to "run once online" on a machine that was online."""
+    _serve_dataset(tmp_path, make_dataset, monkeypatch)
+    messages: list[str] = []
+    ds = data.load_dataset("mnist", mirrors=[f"{server}/corrupt", f"{server}/missing"], timeout=5,
+                           log=messages.append)
+    assert ds.source == data.BUNDLED
+    note = messages[-1]
+    assert "/corrupt/train-images-idx3-ubyte.gz: sha256 mismatch" in note and "404" in note, note
+    assert "the mirror served a different file" in note and "run once online" not in note, note
+    assert "\n" not in note
+
+
+def test_a_broken_file_in_the_cache_says_deleting_it_downloads_it_again(
+    tmp_path: Path, make_dataset, isolated_search: Path,
+) -> None:
+    cache = make_dataset(tmp_path / "cache" / "topgrad" / "mnist")
+    broken = cache / "train-images-idx3-ubyte.gz"
+    broken.write_bytes(broken.read_bytes()[:100])
+    with pytest.raises(idx.IDXError) as info:
+        data.load_dataset("mnist", download_ok=False)
+    message = str(info.value)
+    assert message.startswith(f"{broken}: ") and message.endswith(
+        f"; {cache} is Topgrad's download cache: delete {broken.name} there and the next run downloads "
+        "it again"), message
+    folder = make_dataset(tmp_path / "mine")  # a folder of the user's own: no such advice
+    (folder / broken.name).write_bytes(broken.read_bytes())
+    with pytest.raises(idx.IDXError) as info:
+        data.load_dataset("mnist", folder)
+    assert "download" not in str(info.value), info.value
+
+
+def test_the_download_says_how_long_it_may_wait(
+    server: str, tmp_path: Path, make_dataset, isolated_search: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a network that drops packets each mirror waited 30 s without a word about it."""
+    _serve_dataset(tmp_path, make_dataset, monkeypatch)
+    messages: list[str] = []
+    data.load_dataset("mnist", mirrors=[f"{server}/good"], timeout=5, log=messages.append)
+    cache = tmp_path / "cache" / "topgrad" / "mnist"
+    assert messages[0] == (f"mnist: not installed; downloading it into {cache} (each mirror may take up "
+                           "to 5 s to answer; --no-download skips the download)"), messages
+    assert messages[1].startswith("downloading ") and len(messages) == 5, messages

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from conftest import write_dataset
 from topgrad_examples import checkpoint, data, idx, train
+from topgrad_examples.resume import Saved
 
 FAST = ["--epochs", "1", "--batch-size", "16", "--no-progress"]
 
@@ -79,8 +80,9 @@ def test_resume_continues_exactly(
 def test_ctrl_c_before_the_file_is_replaced_does_not_claim_an_older_runs_file(
     tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """An older run left epoch 1 at --save; this run is stopped while saving its own epoch 1, before
-    the rename: the message said the file holds this run's epoch 1 and to resume from it."""
+    """The file at --save holds epoch 1 (the --resume checkpoint: another run's file is refused
+    before training); this run is stopped while saving its epoch 2, before the rename: the message
+    said the file holds this run's epoch and to resume from it."""
     ck = tmp_path / "ck.npz"
     assert run(capsys, "mlp", "--data-dir", str(tiny_data), "--lr", "0.5", "--save", str(ck), *FAST)[0] == 0
     old = ck.read_bytes()
@@ -89,10 +91,26 @@ def test_ctrl_c_before_the_file_is_replaced_does_not_claim_an_older_runs_file(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(checkpoint.os, "replace", interrupted_rename)
-    code = train.main(["mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST])
+    code = train.main(["mlp", "--data-dir", str(tiny_data), "--resume", str(ck), "--save", str(ck),
+                       "--epochs", "2", "--no-progress"])
     err = capsys.readouterr().err
-    assert code == 130 and f"epoch 1's save was cut short, so {ck} was not written" in err, err
+    assert code == 130 and err.strip().endswith(
+        f"interrupted; epoch 2's save was cut short; {ck} still holds epoch 1: go on with --resume {ck} "
+        f"--epochs 2 --save {ck}"), err
     assert ck.read_bytes() == old
+
+
+def test_an_unfinished_save_claims_only_a_file_it_wrote(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    """`Saved.last`: a file at --save with the epoch being saved counts only once the save replaced
+    it; the one the save found there (an older run's, at the same epoch) does not."""
+    ck, new = tmp_path / "ck.npz", tmp_path / "new.npz"
+    for path in (ck, new):
+        assert run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(path), *FAST)[0] == 0
+    saved = Saved()
+    saved.begin(1, str(ck))
+    assert saved.last(str(ck)) is None
+    os.replace(new, ck)  # as the save's rename does
+    assert saved.last(str(ck)) == 1
 
 
 def test_each_saved_epoch_says_where_and_a_resume_without_save_says_it_keeps_nothing(
@@ -426,19 +444,17 @@ def test_ctrl_c_before_training_is_a_message_not_a_traceback(
 def test_ctrl_c_does_not_vouch_for_a_file_this_run_did_not_write(
     tiny_data: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """An old checkpoint of another run at --save is not this run's: the message says nothing
-    was written; a resumed run says where it can go on from."""
-    old, resumed = tmp_path / "old.npz", tmp_path / "resumed.npz"
-    data = ["--data-dir", str(tiny_data)]
-    assert run(capsys, "conv", *data, "--save", str(old), "--limit", "8", *FAST)[0] == 0
+    """A run stopped before its first epoch says nothing was written to --save (an older run's
+    file there is refused before training); a resumed run says where it can go on from."""
+    new, resumed = tmp_path / "new.npz", tmp_path / "resumed.npz"
     assert run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(resumed), *FAST)[0] == 0
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(train, "train_epoch", interrupted)
-    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(old), *FAST)
-    assert code == 130 and f"no epoch finished, so {old} was not written" in err, err
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(new), *FAST)
+    assert code == 130 and f"no epoch finished, so {new} was not written" in err and not new.exists(), err
     code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", str(resumed), "--epochs", "3",
                        "--no-progress")
     # the checkpoint still says 1 epoch: the way on repeats --epochs 3, or it would train nothing
@@ -778,3 +794,134 @@ def test_output_that_cannot_be_written_stops_with_one_line_not_a_traceback(
     code = train.main(["mlp", "--data-dir", str(tiny_data), *FAST])
     err = capsys.readouterr().err
     assert code == 1 and err.strip() == f"topgrad-train: {full}", err
+
+
+# ---- --save never replaces another run's file ------------------------------------------------
+def test_save_refuses_another_runs_checkpoint(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    """`--save` over the checkpoint of another run (here another model's) replaced it after the new
+    run's first epoch, without a word: one forgotten --resume lost a long run."""
+    ck = tmp_path / "ck.npz"
+    assert run(capsys, "conv", "--data-dir", str(tiny_data), "--limit", "8", "--save", str(ck), *FAST)[0] == 0
+    before = ck.read_bytes()
+    code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST)
+    assert code == 1 and not lines and ck.read_bytes() == before, (lines, err)
+    assert err.strip() == (
+        f"topgrad-train: error: --save {ck}: the file holds epoch 1 of a conv run on mnist; to continue "
+        f"that run add --resume {ck} (keeping --save {ck}); to start a new run give --save another path, "
+        f"or delete {ck}"), err
+
+
+def test_save_refuses_an_existing_file_that_is_no_checkpoint(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(notes), *FAST)
+    assert code == 1 and not lines and notes.read_text() == "mine", (lines, err)
+    assert err.strip() == (f"topgrad-train: error: --save {notes}: the file exists and is not a "
+                           "topgrad-train checkpoint; give --save another path, or delete the file"), err
+
+
+def test_save_to_the_resumed_checkpoint_is_allowed_however_it_is_spelled(
+    tiny_data: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same file (compared with os.path.samefile) goes on; another run's file does not."""
+    ck, other = tmp_path / "ck.npz", tmp_path / "other.npz"
+    assert run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST)[0] == 0
+    assert run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(other), *FAST)[0] == 0
+    monkeypatch.chdir(tmp_path)
+    code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", "ck.npz", "--save",
+                           f"../{tmp_path.name}/ck.npz", "--epochs", "2", "--no-progress")
+    assert code == 0 and int(checkpoint.read(ck)["meta/epoch"]) == 2, (lines, err)
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", "ck.npz", "--save",
+                       str(other), "--epochs", "3", "--no-progress")
+    assert code == 1 and f"--save {other}: the file holds epoch 1 of a mlp run" in err, err
+    assert int(checkpoint.read(other)["meta/epoch"]) == 1
+
+
+# ---- a resume without --save: what an interrupt lost ---------------------------------------------
+@pytest.mark.parametrize(("epochs", "calls", "lost"), [
+    (3, 2, "epoch 2 finished but was not saved"), (4, 3, "epochs 2-3 finished but were not saved")])
+def test_ctrl_c_after_a_resume_without_save_names_the_unsaved_epochs(
+    epochs: int, calls: int, lost: str, tiny_data: Path, tmp_path: Path, capsys,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It said "no epoch of this run finished" of a run whose epochs finished unsaved, and its way on
+    again lacked --save, so the next Ctrl-C lost them too."""
+    ck = tmp_path / "ck.npz"
+    assert run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST)[0] == 0
+    real, count = train.train_epoch, []
+
+    def interrupted_later(*args: object, **kwargs: object) -> float:
+        count.append(1)
+        if len(count) == calls:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(train, "train_epoch", interrupted_later)
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", str(ck),
+                       "--epochs", str(epochs), "--batch-size", "16", "--no-progress")
+    assert code == 130 and err.strip().splitlines()[-1] == (
+        f"topgrad-train: interrupted; {lost} (no --save); {ck} still holds epoch 1: go on with --resume "
+        f"{ck} --epochs {epochs} --batch-size 16 --save {ck}"), err
+
+
+# ---- ~ in every path option --------------------------------------------------------------------
+def test_a_tilde_in_save_and_resume_is_the_home_folder(
+    tiny_data: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`--save=~/ck.npz` (the shell leaves a `~` after `=` alone) wrote ./~/ck.npz and said "saved to
+    ~/ck.npz"; --data-dir expanded it."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    code, lines, _ = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save=~/ck.npz", *FAST)
+    assert code == 0 and lines[-2].endswith(f", saved to {home / 'ck.npz'}"), lines
+    assert (home / "ck.npz").is_file() and list(work.iterdir()) == []
+    code, lines, _ = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume=~/ck.npz", "--save=~/ck.npz",
+                         "--epochs", "2", "--no-progress")
+    assert code == 0 and lines[0] == f"resumed from {home / 'ck.npz'} after epoch 1", lines
+
+
+def test_a_tilde_in_plot_is_the_home_folder(
+    tiny_data: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("matplotlib")
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--plot=~/curves.png", *FAST)
+    assert code == 0 and lines[-2] == f"loss and accuracy curves: {home / 'curves.png'}", (lines, err)
+    assert (home / "curves.png").is_file() and list(work.iterdir()) == []
+
+
+# ---- the chart is replaced atomically ------------------------------------------------------------
+def test_a_chart_that_cannot_be_written_keeps_the_earlier_one(tmp_path: Path, monkeypatch) -> None:
+    """On a full disk matplotlib left a 0-byte file in place of the earlier chart; the chart is
+    now written to a temporary file and renamed, with an ordinary file's mode."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+    from topgrad_examples import plot
+
+    chart, history = tmp_path / "curves.png", np.array([[1.0, 0.5, 2.0], [0.5, 0.7, 2.0]])
+    old = os.umask(0o022)
+    try:
+        plot.plot_history(history, chart)
+    finally:
+        os.umask(old)
+    good = chart.read_bytes()
+    assert good.startswith(b"\x89PNG") and chart.stat().st_mode & 0o777 == 0o644
+
+    def full_disk(self: object, fname: object, **kwargs: object) -> None:  # opens (truncates), then fails
+        if isinstance(fname, (str, os.PathLike)):
+            Path(fname).write_bytes(b"")
+        else:
+            fname.write(b"\x89PNG")  # type: ignore[attr-defined]
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", full_disk)
+    with pytest.raises(plot.PlotError, match=r"No space left on device"):
+        plot.plot_history(history, chart)
+    assert chart.read_bytes() == good and sorted(tmp_path.iterdir()) == [chart]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import numpy as np
 import topgrad
 from topgrad import Tensor
 
-from topgrad_examples.files import try_writing
+from topgrad_examples.files import replacing, try_writing
 from topgrad_examples.models import Module
 
 FORMAT = "topgrad-examples-checkpoint/1"
@@ -54,22 +53,9 @@ def save(
             arrays[f"optim/{i}/{key}"] = (
                 np.array(value, dtype=np.int64) if isinstance(value, int) else _to_numpy(value))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(path) as f:
+        np.savez(f, **arrays)
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def check_writable(path: str | os.PathLike[str]) -> None:
@@ -92,6 +78,25 @@ def check_writable(path: str | os.PathLike[str]) -> None:
         for made in missing:  # `save` makes them again when it writes
             with contextlib.suppress(OSError):
                 made.rmdir()
+
+
+def check_not_taken(path: str | os.PathLike[str], resume: str | os.PathLike[str] | None) -> None:
+    """Refuse a --save path where a file is already, unless it is the --resume checkpoint (the same
+    file, however spelled): the first epoch's save would replace another run's work without a word."""
+    if not os.path.isfile(path) or (resume is not None and os.path.isfile(resume)
+                                    and os.path.samefile(path, resume)):
+        return
+    try:
+        arrays = read(path)
+    except CheckpointError:
+        raise CheckpointError(f"--save {path}: the file exists and is not a topgrad-train checkpoint; give "
+                              "--save another path, or delete the file") from None
+    dataset = arrays.get("config/dataset")
+    on = f" on {dataset.item()}" if dataset is not None else ""
+    raise CheckpointError(
+        f"--save {path}: the file holds epoch {int(arrays['meta/epoch'])} of a {arrays['meta/model'].item()} "
+        f"run{on}; to continue that run add --resume {path} (keeping --save {path}); to start a new run "
+        f"give --save another path, or delete {path}")
 
 
 def read(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:

@@ -7,6 +7,7 @@ command line that cannot be taken; everything that fails once the run has starte
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(another is refused), else 0)")
     p.add_argument("--limit", type=int, help="use only the first N training and N test images "
                    "(default: all)")
-    p.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz) after every epoch")
+    p.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz) after every epoch (a file "
+                   "already at PATH is refused, unless it is the --resume checkpoint)")
     p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint written by --save (add "
                    "--save PATH to keep saving)")
     p.add_argument("--plot", metavar="PATH", help="write a picture of loss and accuracy per epoch "
@@ -128,6 +130,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for name in ("data_dir", "save", "resume", "plot"):
         if getattr(args, name) == "":
             parser.error(f"--{name.replace('_', '-')} needs a path, got an empty one")
+        if getattr(args, name):  # `--save=~/x` keeps its `~` in the shell: expanded here, once for all
+            setattr(args, name, os.path.expanduser(getattr(args, name)))
     if args.lr is not None and not 0 < args.lr < 3.4e38:  # it multiplies float32 arrays
         parser.error(f"--lr must be a positive number below float32's largest (3.4e38), got {args.lr}")
     return args

@@ -234,13 +234,13 @@ def download(
     info = DATASETS[name]
     dest = dest if dest is not None else cache_dir(name)
     mirrors = info.mirrors if mirrors is None else mirrors
-    files = {}
-    for part in PARTS:
-        filename = file_names(part)[1]
-        path = dest / filename
-        if not path.is_file():
-            fetch_from_mirrors(mirrors, filename, path, info.checksums[filename], timeout=timeout, log=log)
-        files[part] = path
+    files = {part: dest / file_names(part)[1] for part in PARTS}
+    missing = [path for path in files.values() if not path.is_file()]
+    if missing and log is not None:  # a network that drops packets makes each mirror wait in silence
+        log(f"{name}: not installed; downloading it into {dest} (each mirror may take up to {timeout:g} s "
+            "to answer; --no-download skips the download)")
+    for path in missing:
+        fetch_from_mirrors(mirrors, path.name, path, info.checksums[path.name], timeout=timeout, log=log)
     return files
 
 
@@ -255,6 +255,11 @@ def bundled_subset() -> Dataset:
         if files is None:
             raise DatasetNotFoundError(f"the bundled MNIST subset is missing from {folder}")
         return load_files(files, "mnist", BUNDLED)
+
+
+NO_RETRY = ("running again would not help while a mirror serves a file other than the published one: a "
+            "proxy, or a changed upstream file, may be why")
+"""After a checksum mismatch: being online is not what is missing (said instead of "run once online")."""
 
 
 def load_dataset(
@@ -276,31 +281,47 @@ def load_dataset(
     for directory in search_dirs(name):
         files = find_files(directory, name)
         if files is not None:  # the source as an absolute path: --resume from elsewhere finds it
-            return load_files(files, name, str(files["train-images"].parent.resolve()))
+            return _load_found(files, name, str(files["train-images"].parent.resolve()))
         if chosen and directory == Path(chosen):  # set on purpose, so a wrong one is said at once
             log(f"{name}: $TOPGRAD_DATA={chosen}: {_why_not_there(chosen, name)}; looking in the other "
                 "places")
     looked = ", ".join(str(d) for d in search_dirs(name))
-    problem = "downloading is turned off"
+    problem, other_file = "downloading is turned off", False
     online = "run once online" if download_ok else "run without --no-download, online,"
     if download_ok:
         try:
             files = download(name, mirrors=mirrors, timeout=timeout, log=log)
-            return load_files(files, name, str(files["train-images"].parent))
+            return _load_found(files, name, str(files["train-images"].parent))
         except DownloadError as exc:
-            problem = f"the download failed ({exc.failures[-1]})"
+            problem, other_file = f"the download failed ({'; '.join(exc.failures)})", exc.served_other_file
+    folder = "pass --data-dir DIR or set $TOPGRAD_DATA to a folder with the four IDX files"
     if name == "mnist":
         subset = bundled_subset()
+        how = (f"{folder} ({NO_RETRY})" if other_file else
+               f"{folder}, or {online} to download them into {cache_dir(name)}"
+               f"{' (--no-download skips the download attempt)' if download_ok else ''}")
         log(f"mnist: not found in {looked} and {problem}; using the bundled subset "
             f"({len(subset.train_labels):,} training, {len(subset.test_labels):,} test images). For the "
-            "full set pass --data-dir DIR or set $TOPGRAD_DATA to a folder with the four IDX files, or "
-            f"{online} to download them into {cache_dir(name)}"
-            f"{' (--no-download skips the download attempt)' if download_ok else ''}.")
+            f"full set {how}.")
         return subset
-    raise DatasetNotFoundError(
-        f"{name}: not found in {looked} and {problem}. Pass --data-dir DIR or set $TOPGRAD_DATA to a folder "
-        f"with the four IDX files, install Debian's dataset-{name} package, or {online.rstrip(',')}."
-    )
+    debian = f"install Debian's dataset-{name} package"
+    how = (f"{folder} or {debian} ({NO_RETRY})" if other_file
+           else f"{folder}, {debian}, or {online.rstrip(',')}")
+    raise DatasetNotFoundError(f"{name}: not found in {looked} and {problem}. {how[0].upper()}{how[1:]}.")
+
+
+def _load_found(files: dict[str, Path], name: str, source: str) -> Dataset:
+    """`load_files`, where a broken file in the download cache says how to get it again: deleting
+    it makes the next run download it (a file in the cache is never downloaded again)."""
+    try:
+        return load_files(files, name, source)
+    except idx.IDXError as exc:
+        folder = files["train-images"].parent
+        if folder != cache_dir(name):
+            raise
+        broken = next((p.name for p in files.values() if str(exc).startswith(f"{p}: ")), "the broken file")
+        raise idx.IDXError(f"{exc}; {folder} is Topgrad's download cache: delete {broken} there and the next "
+                           "run downloads it again") from exc
 
 
 def normalize(images: np.ndarray, name: str = "mnist") -> np.ndarray:
@@ -311,4 +332,6 @@ def normalize(images: np.ndarray, name: str = "mnist") -> np.ndarray:
 
 
 def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)
+    """A note on stderr; none where stderr is closed (`2>&-`: print would write it to stdout)."""
+    if sys.stderr is not None:
+        print(message, file=sys.stderr)

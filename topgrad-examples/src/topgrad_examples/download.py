@@ -8,23 +8,30 @@ interrupted or corrupt download never leaves a file under the destination's name
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from http.client import HTTPException
 from pathlib import Path
 
+from topgrad_examples.files import replacing
+
 CHUNK = 1 << 16
 
 
 class DownloadError(OSError):
-    """No mirror gave a file with the expected checksum; the message lists each attempt."""
+    """No mirror gave a file with the expected checksum; the message lists each attempt, and
+    `served_other_file` says whether a mirror answered with a file whose checksum differs (so
+    being online is not what is missing)."""
 
-    def __init__(self, message: str, failures: Sequence[str] = ()) -> None:
+    def __init__(self, message: str, failures: Sequence[str] = (), served_other_file: bool = False) -> None:
         super().__init__(message)
         self.failures = list(failures) or [message]
+        self.served_other_file = served_other_file
+
+
+class ChecksumMismatchError(DownloadError):
+    """A mirror served the whole file, but its checksum is not the published one."""
 
 
 def parse_checksum(checksum: str) -> tuple[str, str]:
@@ -40,9 +47,8 @@ def fetch(url: str, dest: Path, checksum: str, timeout: float = 30.0) -> Path:
     algorithm, expected = parse_checksum(checksum)
     digest = hashlib.new(algorithm)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+    try:  # `replacing` moves the file into place only if the block, checksum included, succeeds
+        with replacing(dest, suffix=".part") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
             received = 0
             while chunk := response.read(CHUNK):
@@ -51,20 +57,14 @@ def fetch(url: str, dest: Path, checksum: str, timeout: float = 30.0) -> Path:
                 received += len(chunk)
             if length is not None and received != int(length):
                 raise DownloadError(f"{url}: connection closed after {received} of {length} bytes")
-        if digest.hexdigest() != expected:
-            raise DownloadError(
-                f"{url}: {algorithm} mismatch: got {digest.hexdigest()}, expected {expected}"
-            )
-        os.replace(tmp_name, dest)
+            if digest.hexdigest() != expected:
+                raise ChecksumMismatchError(
+                    f"{url}: {algorithm} mismatch, the mirror served a different file (got "
+                    f"{digest.hexdigest()[:12]}..., expected {expected[:12]}...)")
     except DownloadError:
-        _remove(tmp_name)
         raise
     except (OSError, HTTPException, ValueError) as exc:  # URLError, timeouts, IncompleteRead, ...
-        _remove(tmp_name)
         raise DownloadError(f"{url}: {type(exc).__name__}: {exc}") from exc
-    except BaseException:
-        _remove(tmp_name)
-        raise
     return dest
 
 
@@ -73,7 +73,7 @@ def fetch_from_mirrors(
     log: Callable[[str], None] | None = None,
 ) -> Path:
     """Try `mirror + filename` for each mirror in turn; the first download whose checksum matches wins."""
-    failures = []
+    failures, served_other_file = [], False
     created = [folder for folder in (dest.parent, *dest.parent.parents) if not folder.exists()]
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + filename
@@ -83,17 +83,11 @@ def fetch_from_mirrors(
             return fetch(url, dest, checksum, timeout=timeout)
         except DownloadError as exc:
             failures.append(str(exc))
+            served_other_file |= isinstance(exc, ChecksumMismatchError)
     for folder in created:  # deepest first: the folders this call made, while they stay empty
         try:
             folder.rmdir()
         except OSError:
             break
     tried = "; ".join(failures) if failures else "no mirrors given"
-    raise DownloadError(f"could not download {filename}: {tried}", failures)
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+    raise DownloadError(f"could not download {filename}: {tried}", failures, served_other_file)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from topgrad_examples.files import try_writing
+from topgrad_examples.files import replacing, try_writing
 
 DEFAULT_FORMAT = "png"  # of a --plot path without a suffix, whatever matplotlib's settings say
 INSTALL_HINT = "--plot needs matplotlib: pip install 'topgrad-examples[plot]' (or pip install matplotlib)"
@@ -85,8 +85,9 @@ def plot_history(history: np.ndarray, path: str | os.PathLike[str], title: str =
         fig.suptitle(title)
     fig.tight_layout()
     chart = chart_path(path)  # the name and format given explicitly: matplotlib guesses neither
-    try:
-        fig.savefig(chart, dpi=100, format=chart.suffix[1:].lower())
+    try:  # into a temporary file first: a full disk must not leave a 0-byte chart over a good one
+        with replacing(chart) as f:
+            fig.savefig(f, dpi=100, format=chart.suffix[1:].lower())
     except (OSError, ValueError) as exc:
         raise PlotError(f"--plot {path}: could not write it ({exc})") from exc
     finally:

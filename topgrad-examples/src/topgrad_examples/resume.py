@@ -16,11 +16,13 @@ from topgrad_examples.data import BUNDLED
 @dataclass
 class Saved:
     """What this run has written to --save: the last epoch saved, and the one being saved (a
-    Ctrl-C may land just after the file is replaced); None: nothing yet."""
+    Ctrl-C may land just after the file is replaced); None: nothing yet. `trained`: the last epoch
+    this run finished (trained and evaluated), saved or not."""
 
     epoch: int | None = None
     writing: int | None = None
     before: tuple[int, int, int] | None = None  # the file at --save as the unfinished save found it
+    trained: int | None = None
 
     def begin(self, epoch: int, path: str) -> None:
         """A save of `epoch` to `path` starts: note which file is there now."""
@@ -93,8 +95,8 @@ def what_was_saved(args: argparse.Namespace, saved: Saved, start: int, save_fail
     if epoch is not None:
         return f"{path} holds epoch {epoch}: go on with --resume {path} --save {path}"
     if args.resume:  # the checkpoint still has its old settings: repeat the ones this command changed
-        return (f"no epoch of this run {'was saved' if save_failed else 'finished'}; {args.resume} still "
-                f"holds epoch {start}: go on with --resume {args.resume}{_changed(args)}")
+        return (f"{_not_kept(saved, start, save_failed)}; {args.resume} still holds epoch {start}: go "
+                f"on with --resume {args.resume}{_changed(args)}")
     if save_failed:
         return "no epoch of this run was saved"
     if not path:
@@ -102,6 +104,21 @@ def what_was_saved(args: argparse.Namespace, saved: Saved, start: int, save_fail
     if saved.writing is not None:
         return f"epoch {saved.writing}'s save was cut short, so {path} was not written"
     return f"no epoch finished, so {path} was not written"
+
+
+def _not_kept(saved: Saved, start: int, save_failed: bool) -> str:
+    """Of a resumed run that saved nothing: which of its epochs finished all the same (with --save,
+    every finished epoch is saved, or its save failed or was cut short)."""
+    if save_failed:
+        return "no epoch of this run was saved"
+    if saved.writing is not None:
+        return f"epoch {saved.writing}'s save was cut short"
+    if saved.trained is None or saved.trained <= start:
+        return "no epoch of this run finished"
+    first, last = start + 1, saved.trained
+    if first == last:
+        return f"epoch {last} finished but was not saved (no --save)"
+    return f"epochs {first}-{last} finished but were not saved (no --save)"
 
 
 def what_divergence_left(args: argparse.Namespace, saved: Saved, start: int) -> str:
@@ -119,8 +136,9 @@ def what_divergence_left(args: argparse.Namespace, saved: Saved, start: int) -> 
 
 
 def _changed(args: argparse.Namespace, but: str = "") -> str:
-    """The settings this command changes from its checkpoint's, as flags (and --save), to repeat
-    when going on from that checkpoint: without them it would go on with the old ones."""
+    """The settings this command changes from its checkpoint's, as flags, to repeat when going on
+    from that checkpoint (without them it would go on with the old ones), and --save: this
+    command's path, else the checkpoint's own, so that the next run keeps its epochs."""
     changed = [f" --{flag.replace('_', '-')} {getattr(args, flag)}"
                for flag in ("epochs", "batch_size", "lr") if flag != but and getattr(args, flag) is not None]
-    return "".join(changed) + (f" --save {args.save}" if args.save else "")
+    return "".join(changed) + f" --save {args.save or args.resume}"

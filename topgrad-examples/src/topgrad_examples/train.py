@@ -191,9 +191,15 @@ class _OutputFailedError(Exception):
     an I/O error); the message is the reason."""
 
 
+STDOUT_CLOSED = "stdout is closed"
+
+
 def _say(text: str) -> None:
     """Print a line to stdout, flushed, so that a failure to write it is seen at once: a closed
-    pipe stays BrokenPipeError, any other OSError is an _OutputFailedError."""
+    pipe stays BrokenPipeError, any other OSError is an _OutputFailedError, and so is a closed
+    stdout (`>&-`: sys.stdout is None, and print() would drop the line without a word)."""
+    if sys.stdout is None:
+        raise _OutputFailedError(STDOUT_CLOSED)
     try:
         print(text, flush=True)
     except BrokenPipeError:
@@ -236,6 +242,8 @@ def run(args: argparse.Namespace) -> float:
     if args.save:
         checkpoint.check_writable(args.save)
     resumed = checkpoint.read(args.resume) if args.resume else None  # read once: settings, then state
+    if args.save:  # after the --resume file's own errors: they say more
+        checkpoint.check_not_taken(args.save, args.resume)
     saved = checkpoint.config_of(resumed) if resumed is not None else {}
     if args.resume:
         check_same_run(args.resume, saved, args.dataset, args.seed)
@@ -352,6 +360,7 @@ def _train(
                                 f"{loss:.4f})")
         acc = evaluate(model, x_test, y_test)
         history = np.vstack([history, [loss, acc, seconds]])
+        saved.trained = epoch + 1
         if args.save:  # before printing: a closed output pipe must not lose a finished epoch
             saved.begin(epoch + 1, args.save)
             try:
@@ -374,19 +383,27 @@ def _output_closed(exc: Exception) -> int:
     """After stdout's reader exited, or stdout could not be written: say so on stderr (if it is
     still open) and return 141, a shell's status for SIGPIPE (1 for a failed write). stdout goes
     to devnull so that Python's exit flush stays quiet."""
-    with contextlib.suppress(OSError, ValueError):  # a stdout without a file descriptor (captured)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+    if sys.stdout is not None:  # None: no stdout at all (`>&-`), nothing to flush
+        with contextlib.suppress(OSError, ValueError):  # a stdout without a file descriptor (captured)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
     if isinstance(exc, OutputClosedError):
         what, status = str(exc), exc.status
     elif isinstance(exc, _OutputFailedError):
         what, status = f"the output could not be written ({exc})", EXIT_FAILURE
     else:
         what, status = "the output closed (its reader exited)", EXIT_OUTPUT_CLOSED
-    with contextlib.suppress(OSError):
-        print(f"topgrad-train: {what}", file=sys.stderr)
+    _complain(what)
     return status
+
+
+def _complain(text: str) -> None:
+    """`topgrad-train: TEXT` on stderr, if there is one (`2>&-` makes sys.stderr None, and print
+    would then write to stdout) and it can be written."""
+    if sys.stderr is not None:
+        with contextlib.suppress(OSError):
+            print(f"topgrad-train: {text}", file=sys.stderr)
 
 
 RUN_ERRORS = (DatasetNotFoundError, DownloadError, IDXError, checkpoint.CheckpointError, PlotError,
@@ -399,18 +416,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     run that failed, 130 for Ctrl-C, 141 when stdout's reader exited. A usage error exits with
     argparse's status 2 (SystemExit) before anything runs."""
     args = parse_args(argv)
+    if sys.stdout is None:  # `>&-`: the result could not be printed; say so before any work is done
+        _complain(f"{STDOUT_CLOSED} (>&-): the test accuracy could not be printed, so nothing was run; "
+                  "send stdout somewhere, e.g. > train.log")
+        return EXIT_FAILURE
     try:
         run(args)
     except InterruptedTrainingError as exc:
-        print(f"topgrad-train: {exc}", file=sys.stderr)
+        _complain(str(exc))
         return EXIT_INTERRUPTED
     except (OutputClosedError, BrokenPipeError, _OutputFailedError) as exc:
         return _output_closed(exc)
     except KeyboardInterrupt:  # before training: reading, searching or downloading the data
-        print("topgrad-train: interrupted before training began; nothing was saved", file=sys.stderr)
+        _complain("interrupted before training began; nothing was saved")
         return EXIT_INTERRUPTED
     except RUN_ERRORS as exc:
-        print(f"topgrad-train: error: {exc}", file=sys.stderr)
+        _complain(f"error: {exc}")
         return EXIT_FAILURE
     return EXIT_OK
 
