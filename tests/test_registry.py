@@ -8,6 +8,7 @@ registry's previous state (the backend under test included) is put back afterwar
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -664,6 +665,25 @@ def test_a_malformed_topgrad_backends_answer_skips_that_plugin_only(
         assert topgrad.set_backend("alpha").name == "alpha"
     assert why in str(caught[0].message)
     assert {w.filename for w in caught} == {__file__}, "warnings point at the caller's lines"
+
+
+@pytest.mark.parametrize("answer", [None, []])
+def test_a_plugin_whose_topgrad_backends_answers_nothing_is_named_when_its_backend_is_missing(
+    install: Callable[..., None], answer: Any
+) -> None:
+    """A topgrad_backends without `return` offers nothing: allowed (a plugin may offer a backend only
+    where it runs), so no warning, but asking for the backend said only "pip install topgrad-mine"."""
+    install(FakeEntryPoint("mine", AnswerPlugin(backends=answer)), plugin("good", spec("alpha")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert set(topgrad.available_backends()) == {"alpha"}
+    with pytest.raises(topgrad.BackendNotFoundError,
+                       match=rf"Plugin 'mine' offers no backend: its topgrad_backends\(\) returned "
+                             rf"{re.escape(repr(answer))} \(it should return a list"):
+        topgrad.set_backend("mine")
+    with pytest.raises(topgrad.BackendNotFoundError) as near:  # a near name of another: about that one
+        topgrad.set_backend("alpah")
+    assert "Did you mean 'alpha'?" in str(near.value) and "offers no backend" not in str(near.value)
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ _loaded: dict[str, Backend] = {}
 _current: Backend | None = None
 _selected: str | None = None  # set_backend's choice: kept (and reloaded) when a plugin is added
 _skipped: dict[str, str] = {}  # installed plugins that could not be used, and why
+_offered_none: dict[str, str] = {}  # plugins whose topgrad_backends answered nothing (None, []): the answer
 _entries: dict[str, Any] = {}  # plugin name -> the entry point it came from
 _array_types: dict[int, tuple[Backend, type]] = {}  # id(backend) -> (backend, its arrays' type)
 
@@ -153,14 +154,18 @@ def _offers() -> dict[str, list[tuple[str, BackendSpec]]]:
     """Every backend name with the plugins (by name) that offer it."""
     manager = plugin_manager()
     offers: dict[str, list[tuple[str, BackendSpec]]] = {}
+    _offered_none.clear()  # as of this lookup
     for impl in reversed(manager.hook.topgrad_backends.get_hookimpls()):
         try:
-            specs = _backend_specs(_call(impl))
+            answer = _call(impl)
+            specs = _backend_specs(answer)
         except Exception as exc:
             _skipped[impl.plugin_name] = f"topgrad_backends() failed: {type(exc).__name__}: {exc}"
             warn(f"topgrad: plugin {impl.plugin_name!r} failed in topgrad_backends() and is skipped: "
                  f"{type(exc).__name__}: {exc}")
             continue
+        if not specs:  # allowed (a plugin may offer a backend only where it can run), or a missing return
+            _offered_none[impl.plugin_name] = repr(answer)
         for spec in specs:
             offers.setdefault(spec.name, []).append((impl.plugin_name, spec))
     for name, spec in _in_process.items():
@@ -208,6 +213,10 @@ def load_backend(name: str) -> Backend:
         if _skipped and (not near or name in _skipped):  # a plugin of that very name failed: say so
             hint = "Installed plugins were skipped (see the warnings): " + "; ".join(
                 f"{plugin!r}: {why}" for plugin, why in _skipped.items())
+        if _offered_none and (not near or name in _offered_none):  # the classic: a hook without `return`
+            hint += " " + "; ".join(f"Plugin {plugin!r} offers no backend: its topgrad_backends() returned "
+                                    f"{answer} (it should return a list, [topgrad.BackendSpec(name, load)])"
+                                    for plugin, answer in _offered_none.items())
         raise BackendNotFoundError(f"no backend named {name!r}; installed: {_describe(offers)}. {hint}")
     if len(offers[name]) > 1:
         owners = " and ".join(repr(owner) for owner, _ in offers[name])
@@ -424,5 +433,6 @@ def reset() -> None:
     _selected = None
     _in_process.clear()
     _skipped.clear()
+    _offered_none.clear()
     _entries.clear()
     _manager = None
