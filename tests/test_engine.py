@@ -443,6 +443,33 @@ def test_a_backward_run_by_hand_after_release_says_the_arrays_were_released() ->
             op.backward(topgrad.get_backend().ones(op._out_shape))
 
 
+@pytest.mark.parametrize("norm", ["batchnorm", "layernorm"])
+def test_a_backward_run_by_hand_leaves_the_saved_arrays_for_the_engines(norm: str) -> None:
+    """docs/inspecting.md: backward calls made by hand release nothing, so y.backward() still runs
+    after them. numpy's BatchNorm (training) and LayerNorm wrote dL/dx over their saved x - mean:
+    a second hand call gave other values, and y.backward() a wrong x.grad (off by 150 and 5e6),
+    silently. They write over it only in the engine's backward (`op.saved_are_scratch`)."""
+    x_np, r = rand((6, 4), 31), rand((6, 4), 32)
+
+    def loss(x: Tensor) -> Tensor:
+        gamma, beta = Tensor(np.ones(4, np.float32)), Tensor(np.zeros(4, np.float32))
+        return (getattr(x, norm)(gamma, beta) * Tensor(r, requires_grad=False)).sum()
+
+    x = Tensor(x_np)
+    y = loss(x)
+    op = y.op.parents[0].parents[0]
+    assert type(op).__name__ == {"batchnorm": "BatchNorm", "layernorm": "LayerNorm"}[norm]
+    g = Tensor(r, requires_grad=False).data
+    to_numpy = topgrad.get_backend().to_numpy
+    first, second = (to_numpy(op.backward(g)[0]) for _ in range(2))
+    np.testing.assert_array_equal(first, second)
+    y.backward()
+    fresh = Tensor(x_np)
+    loss(fresh).backward()
+    np.testing.assert_array_equal(to_numpy(x.grad), to_numpy(fresh.grad))
+    assert_close(first, to_numpy(fresh.grad), "the hand call's dL/dx")
+
+
 def test_a_tensor_handed_to_an_op_by_hand_says_to_pass_its_data() -> None:
     """docs/inspecting.md calls `op.backward(g)` by hand; g must be the backend's array. A Tensor
     there (or as a forward's input) says so on every backend, not "item() needs one element"."""

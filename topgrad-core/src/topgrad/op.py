@@ -40,6 +40,10 @@ class Op:
     _intermediate: tuple[Any, ...] = ()
     _saved_names: tuple[str, ...] = ()  # save_for_backward's keywords, for display ("#0" if none)
     _born = 0  # the update clock at forward (`tensor.mark_updated`): a later step overwrote saved arrays
+    saved_are_scratch = False
+    """True while the engine runs this op's backward: it releases the saved arrays right after, so
+    backward may write into them (numpy's BatchNorm and LayerNorm write dL/dx over x - mean). A
+    backward called by hand sees False and must leave them as they were: the engine's runs later."""
     # Observers (profiler, tracer, anomaly detector) registered by topgrad's tools.
     # Empty in normal runs, so `apply` and backward take their short path.
     _observers: ClassVar[list[Any]] = []
@@ -246,9 +250,11 @@ def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
         raise RuntimeError(_released_text(type(op).__name__))
     observers = Op._observers
     start = time.perf_counter() if observers else 0.0
+    op.saved_are_scratch = True  # the caller, the engine, releases them next
     try:
         returned = op.backward(grad)
     except Exception as exc:
+        op.saved_are_scratch = False
         if not op._intermediate and not isinstance(exc, NotImplementedError) and hasattr(exc, "add_note"):
             exc.add_note(f"{type(op).__name__} saved nothing for backward: if its backward reads "
                          "self.saved, its forward must call self.save_for_backward(...)")

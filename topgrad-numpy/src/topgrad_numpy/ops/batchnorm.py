@@ -191,6 +191,8 @@ class BatchNorm(NumpyOp):
         #       = xc * coef + const + g * scale, with coef and const per channel (const takes
         # -shift * coef), written over xc, which stays centred: x * coef - mean * coef cancels
         # badly when the variance is tiny.
+        if not self.saved_are_scratch:  # called by hand: the engine's backward reads xc later
+            xc = xc.copy()
         n = xc.shape[0]
         coef = scale * invstd * ggamma * (-1.0 / n)
         const = (scale * gbeta * (-1.0 / n) - _times_finite(shift, coef)).astype(g2.dtype)

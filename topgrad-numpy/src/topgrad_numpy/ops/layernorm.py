@@ -67,6 +67,8 @@ class LayerNorm(NumpyOp):
         their dL/dx written over xc (the engine drops saved arrays after backward) through a
         scratch half the size of x."""
         xc, invstd, gamma = self._intermediate
+        if not self.saved_are_scratch:  # called by hand: the engine's backward reads xc later
+            xc = xc.copy()
         has_gamma, has_beta = self.has
         n, C = xc.shape
         g2 = np.ascontiguousarray(grad).reshape(-1, C)
