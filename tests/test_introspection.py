@@ -733,6 +733,31 @@ class _CubeWritingIntoGrad(Op):
         return (grad,)
 
 
+def test_gradcheck_refuses_an_output_that_does_not_depend_on_the_inputs() -> None:
+    """fn returning a constant, or a Tensor made from other Tensors, "passed": every gradient is 0
+    both ways, so nothing was checked (the report did not even say how many elements it checked)."""
+    x = rand((2,), 33)
+    for fn, why in ((lambda t: t.detach() * 2.0, "it is a constant"),
+                    (lambda t: Tensor([1.0, 2.0]) * 2.0, "none of them is in its graph")):
+        says = rf"^gradcheck: fn's output does not depend on its inputs \({why}"
+        with pytest.raises(ValueError, match=says):
+            topgrad.gradcheck(fn, x)
+    assert str(topgrad.gradcheck(lambda t: t * 0.0, x)).startswith("gradcheck passed on 2 elements (")
+    assert str(topgrad.gradcheck(lambda t: t.tanh(), np.zeros((0,), np.float32))).startswith(
+        "gradcheck passed on 0 elements (")
+
+
+def test_gradcheck_says_fn_gave_float32_not_that_the_backend_did(backend_name: str) -> None:
+    """A Tensor that fn makes is float32: the note blamed the backend ("backend 'numpy' gave float32
+    for float64 inputs"), which keeps float64."""
+    if backend_name != "numpy":
+        pytest.skip("the numpy backend keeps float64")
+    result = topgrad.gradcheck(lambda t: t * Tensor([1.0, 2.0], requires_grad=False), rand((2,), 34))
+    assert result.precision == "float32"
+    assert "fn gave float32 for float64 inputs (backend 'numpy', or a Tensor fn makes: Tensor(...) is " \
+           "float32 unless dtype='float64')" in result.note, result.note
+
+
 def test_gradcheck_fails_a_backward_that_writes_into_its_gradient() -> None:
     """The seed shared memory with the array the op wrote into, so the numeric gradient came out
     wrong and the report blamed a correct analytic value; in float32 the check passed."""
@@ -821,6 +846,20 @@ def test_anomaly_in_backward_names_the_line_that_built_the_op() -> None:
     assert err.op == "Mul" and err.phase == "backward"
     assert err.built_at and "big = x * 1e38" in err.built_at
     assert "gradient for input 0" in str(err) and "built at" in str(err)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow is the point
+def test_anomaly_names_an_overflow_where_the_gradients_of_two_uses_add_up() -> None:
+    """Both uses of h give a finite gradient; their sum at h overflows. The error said "check the
+    seed passed to backward" about a finite seed; it names the sum of the uses too."""
+    x = Tensor([1.0, 2.0])
+    with topgrad.detect_anomaly():
+        h = x * 1.0
+        loss = (h * 1.0).sum() + (h * 1.0).sum()
+        with pytest.raises(topgrad.AnomalyError, match=r"the seed passed to backward, or, where this op's "
+                           r"output is used more than once, the sum of those uses' gradients") as info:
+            loss.backward(np.float32(2e38))
+    assert info.value.op == "Mul" and "h = x * 1.0" in info.value.built_at
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow is the point

@@ -161,7 +161,10 @@ class AnomalyDetector(Observer):
             name = type(op).__name__
             built_at = getattr(op, "_built_at", None)
             cause = (
-                "the incoming gradient already contained NaN/Inf (check the seed passed to backward)"
+                "the incoming gradient already contained NaN/Inf, though every gradient the ops computed "
+                "before it was finite: it is the seed passed to backward, or, where this op's output is "
+                "used more than once, the sum of those uses' gradients, which can overflow though each "
+                "is finite"
                 if _bad(grad) else "the incoming gradient was finite, so this op's backward produced them"
             )
             raise AnomalyError(

@@ -108,7 +108,8 @@ class GradcheckResult:
         return self.ok
 
     def __str__(self) -> str:
-        verdict = ("passed" if self.ok else f"FAILED on {self.failures} of {self.checked} elements"
+        verdict = (f"passed on {self.checked} element{'' if self.checked == 1 else 's'}" if self.ok
+                   else f"FAILED on {self.failures} of {self.checked} elements"
                    if self.failures else "FAILED" if self.violation else "INCONCLUSIVE")
         shown = self.precision == "float32" or self.blur > 1e-3
         rounding = f", rounding allowance {self.blur:.2%} of the typical gradient" if shown else ""
@@ -206,10 +207,17 @@ def _check(
     # Analytic: one backward of sum(r * y), i.e. seeded with r.
     leaves = [tensor(x) for x in xs]
     y = _call(fn, leaves)
+    unchecked = ("gradcheck: fn's output does not depend on its inputs ({}), so there is no gradient to "
+                 "check: every one would be 0 both ways; compute it from fn's arguments")
+    if not y.requires_grad:
+        raise ValueError(unchecked.format("it is a constant: made under no_grad, or from detach() or "
+                                          "constants only"))
     gauss = random.Random(seed).gauss
     r = _Grid(tuple(y.shape), [gauss(0.0, 1.0) for _ in range(math.prod(y.shape))])
     seed_tensor = tensor(r)  # a Tensor: backward would cast a raw array to float32
     y.backward(seed_tensor)  # a copy: an op that writes into its grad must not change r
+    if leaves and all(t.grad is None for t in leaves):
+        raise ValueError(unchecked.format("none of them is in its graph: it is made from other Tensors"))
     analytic = [_Grid(x.shape, [0.0] * x.size) if t.grad is None else as64(t.grad)
                 for x, t in zip(xs, leaves)]
     for i, (x, a) in enumerate(zip(xs, analytic)):
@@ -527,8 +535,10 @@ def _precision(fn: Callable[..., Tensor], xs: list[_Grid], backend: Any) -> tupl
             d6 = (f(1e-6) - f(-1e-6)) / 2e-6
     except Exception as exc:  # the backend has no float64 (or an op refuses it)
         return "float32", fallback.format(f"cannot run this in float64 ({type(exc).__name__}: {exc})")
-    if kinds != {"float64"}:
-        return "float32", fallback.format(f"gave {'/'.join(sorted(kinds))} for float64 inputs")
+    if kinds != {"float64"}:  # the backend's ops, or a Tensor that fn makes itself (float32 by default)
+        return "float32", (f"fn gave {'/'.join(sorted(kinds))} for float64 inputs (backend {backend.name!r}, "
+                           "or a Tensor fn makes: Tensor(...) is float32 unless dtype='float64'); checked "
+                           "in float32 with looser tolerances")
     if not abs(d6 - d4) <= 1e-6 * (abs(d4) + scale):
         return "float32", fallback.format(
             "stores float64 but this function's derivative along a random direction is "
