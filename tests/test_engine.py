@@ -1195,9 +1195,20 @@ def test_an_op_says_what_it_made_and_holds_and_names_pytorchs_grad_fn_attributes
         h.op.next_functions  # noqa: B018
     with pytest.raises(AttributeError, match=r"grad_fn.saved_tensors is op.saved \(the backend arrays"):
         h.op.saved_tensors  # noqa: B018
+    with pytest.raises(AttributeError, match=r"grad_fn._saved_self is op.saved, by the names in op._saved"):
+        h.op._saved_self  # noqa: B018 - PyTorch's grad_fn._saved_* family
     with pytest.raises(AttributeError, match=r"^'Linear' op has no attribute 'no_such_thing'$"):
         h.op.no_such_thing  # noqa: B018
     assert getattr(h.op, "no_such_thing", 7) == 7
+
+
+def test_an_ops_repr_counts_the_arrays_it_saved_not_a_saved_none() -> None:
+    """numpy's BatchNorm saves `centre=None` in training: its repr said "saved 5 arrays" where
+    graph() shows 4."""
+    x = Tensor(rand((6, 4), 43))
+    op = x.batchnorm(Tensor(np.ones(4, np.float32)), Tensor(np.zeros(4, np.float32))).op
+    arrays = sum(a is not None for a in op.saved)
+    assert repr(op).endswith(f"saved {arrays} array{'' if arrays == 1 else 's'}>"), repr(op)
 
 
 def test_op_is_the_public_way_into_the_graph() -> None:

@@ -393,6 +393,17 @@ def test_to_dot_renders_pictures(tmp_path: Path, suffix: str, magic: bytes) -> N
     assert data.startswith(magic) if suffix != ".svg" else magic in data
 
 
+@pytest.mark.parametrize("suffix", [".svgz", ".webp", ".eps"])
+def test_to_dot_refuses_a_suffix_it_would_write_text_under(tmp_path: Path, suffix: str) -> None:
+    """An unknown picture suffix got the DOT text under its name, silently."""
+    with pytest.raises(ValueError, match=rf"to_dot writes DOT text \(.dot, .gv, .txt or no suffix\) or a "
+                       rf"picture \(.gif, .jpeg, .jpg, .pdf, .png, .svg\), not \{suffix}$"):
+        topgrad.viz.to_dot(_mlp_loss()[0], tmp_path / f"g{suffix}")
+    assert not list(tmp_path.iterdir())
+    topgrad.viz.to_dot(_mlp_loss()[0], tmp_path / "g.gv")
+    assert (tmp_path / "g.gv").read_text().startswith("digraph")
+
+
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
 def test_to_dot_into_a_missing_folder_is_an_os_error(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="could not write"):
@@ -924,6 +935,10 @@ def test_tracing_prints_each_op_with_shapes_and_time() -> None:
     assert "Linear" in lines[0] and "forward" in lines[0] and "(4, 6) (6, 5) (5,) -> (4, 5)" in lines[0]
     assert lines[0].endswith("ms")
     assert "Mean" in lines[6] and "backward" in lines[6]
+    out = io.StringIO()
+    with tracing(out):  # a missing bias was "-", which ran into the "->" after it: "(6, 5) - -> (4, 5)"
+        Tensor(rand((4, 6), 1)).linear(Tensor(rand((6, 5), 2)))
+    assert "(4, 6) (6, 5) None -> (4, 5)" in out.getvalue(), out.getvalue()
 
 
 def test_a_traced_backward_line_names_its_forward_line() -> None:

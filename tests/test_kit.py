@@ -166,6 +166,16 @@ def test_plugin_option_for_an_installed_plugin_and_zero_tolerance(backend_name: 
     assert done.returncode == 0 and done.stdout.strip().endswith("1 passed, 0 failed"), out
     done = _kit(sys.executable, backend_name, "-k", "Linear", "--rtol", "0", cwd=tmp_path)
     assert done.returncode == 1 and "> 0 at index" in done.stdout, done.stdout + done.stderr
+    # the values show the difference the row reports (6 digits printed "got -1.10387, expected -1.10387")
+    shown = re.findall(r"\(got (\S+), expected (\S+)\)", done.stdout)
+    assert shown and all(got != want for got, want in shown), done.stdout
+
+
+@pytest.mark.parametrize("rtol", ["-1", "nan"])
+def test_a_tolerance_below_zero_is_a_usage_error(rtol: str, tmp_path: Path) -> None:
+    """--rtol -1 ran and failed every row ("max error 9.68e-08 > -1"); NaN would pass none."""
+    done = _kit(sys.executable, "numpy", "-k", "Linear", "--rtol", rtol, cwd=tmp_path)
+    assert done.returncode == 2 and "--rtol must be 0 or more (0: exact)" in done.stderr, done.stderr
 
 
 def test_subclassing_backend_conformance(backend_name: str, tmp_path: Path) -> None:

@@ -123,8 +123,11 @@ class Op:
         """`<Linear op: (2, 3) float32, saved 2 arrays>`: what it made and what it holds."""
         if self._out_dtype is None:
             return f"<{type(self).__name__} op: not applied>"
-        n = len(self._intermediate)
-        held = "saved arrays released" if self._released else f"saved {n} array{'' if n == 1 else 's'}"
+        if self._released:
+            held = "saved arrays released"
+        else:  # as graph() counts: a saved None holds nothing
+            n = sum(a is not None for a in self._intermediate)
+            held = f"saved {n} array{'' if n == 1 else 's'}"
         dtype = str(self._out_dtype).removeprefix("torch.")
         return f"<{type(self).__name__} op: {tuple(int(d) for d in self._out_shape)} {dtype}, {held}>"
 
@@ -132,7 +135,7 @@ class Op:
 
         def __getattr__(self, name: str) -> Any:
             """Asked only for a missing attribute: a PyTorch grad_fn name gets the Topgrad way."""
-            way = pytorch_names.OP_INSTEAD.get(name)
+            way = pytorch_names.OP_INSTEAD.get("_saved_*" if name.startswith("_saved_") else name)
             hint = f": PyTorch's grad_fn.{name} is {way}" if way else ""
             raise AttributeError(f"{type(self).__name__!r} op has no attribute {name!r}{hint}",
                                  name=name, obj=self)

@@ -84,6 +84,7 @@ INSTEAD: dict[str, str] = {
 OP_INSTEAD: dict[str, str] = {  # torch's grad_fn.<name> -> the Op's way
     "next_functions": "op.parents (per input: the Op that made it, the leaf Tensor, or the plain value)",
     "saved_tensors": "op.saved (the backend arrays it saved for backward; empty after backward)",
+    "_saved_*": "op.saved, by the names in op._saved_names (or print(t.graph()): each op and what it saved)",
     "needs_input_grad": "op.needs_grad(i) (whether positional input i gets a gradient)",
     "name": "type(op).__name__",
     "register_hook": INSTEAD["register_hook"],

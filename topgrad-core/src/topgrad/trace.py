@@ -31,7 +31,7 @@ def _shapes(values: Any) -> str:
         if shape is not None:
             parts.append(_shape_text(shape))
         elif v is None:
-            parts.append("-")
+            parts.append("None")  # a missing operand (no bias): "-" ran into the "->" after it
         else:
             parts.append(repr(v) if isinstance(v, (int, float, bool)) else type(v).__name__)
     return " ".join(parts)

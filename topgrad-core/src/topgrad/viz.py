@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from topgrad.tensor import Tensor
 
 _PICTURES = {".svg", ".png", ".pdf", ".jpg", ".jpeg", ".gif"}
+_TEXT = {".dot", ".gv", ".txt", ""}  # DOT text is written under these as it is
 
 
 def to_dot(
@@ -87,9 +88,12 @@ def graph_to_dot(g: Graph, *, show_saved: bool = True, rankdir: str = "TB") -> s
 def write(dot_text: str, path: str | Path) -> Path:
     """Write DOT text to `path`; .svg/.png/.pdf are rendered with Graphviz's `dot` when it is installed."""
     path = Path(path)
-    if path.suffix.lower() not in _PICTURES:
+    if path.suffix.lower() in _TEXT:
         path.write_text(dot_text)
         return path
+    if path.suffix.lower() not in _PICTURES:  # `.svgz`, `.webp`: DOT text under a picture's name
+        raise ValueError(f"{path}: to_dot writes DOT text ({', '.join(sorted(s for s in _TEXT if s))} or no "
+                         f"suffix) or a picture ({', '.join(sorted(_PICTURES))}), not {path.suffix}")
     exe = shutil.which("dot")
     if exe is None:
         fallback = path.with_suffix(".dot")

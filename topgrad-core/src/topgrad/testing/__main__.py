@@ -17,11 +17,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("backend", nargs="?", help="backend name (default: $TOPGRAD_BACKEND, else numpy, "
                         "else the only one installed)")
     parser.add_argument("-k", dest="only", metavar="TEXT", help="only rows whose name contains TEXT")
-    parser.add_argument("--rtol", type=float, default=None, help="tolerance, default 1e-4 (float32)")
+    parser.add_argument("--rtol", type=float, default=None, help="tolerance on each value's error, "
+                        "|got - expected| / max(1, |expected|) (relative for large values, absolute near 0); "
+                        "default 1e-4 (float32)")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="register this plugin module first (a backend not yet packaged); repeatable")
     parser.add_argument("--list", action="store_true", help="list the installed backends and exit")
     args = parser.parse_args(argv)
+    if args.rtol is not None and not args.rtol >= 0:  # -1 failed every row, NaN passed none
+        parser.error(f"--rtol must be 0 or more (0: exact), got {args.rtol}")
 
     import importlib
 

@@ -86,9 +86,16 @@ def compare(what: str, actual: Any, expected: Any, rtol: float) -> Outcome:
         got, want = actual[where], np.asarray(expected)[where]
         return Outcome.failed(
             f"{what}: max error {err:.2e} > {rtol:.2g} at index {tuple(int(i) for i in where)} "
-            f"(got {float(got):.6g}, expected {float(want):.6g})", err,
+            f"(got {float(got):.{_digits(err)}g}, expected {float(want):.{_digits(err)}g})", err,
         )
     return Outcome(True, err)
+
+
+def _digits(err: float) -> int:
+    """Significant digits that show an error of `err` between two values (6 hid 1e-7 at --rtol 0)."""
+    if not 0 < err < 1e-5:
+        return 6
+    return min(17, 2 + int(-np.log10(err)))
 
 
 def merge(outcomes: list[Outcome]) -> Outcome:
