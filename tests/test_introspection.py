@@ -221,6 +221,30 @@ def test_a_saved_view_of_a_leaf_is_not_extra() -> None:
     assert g.extra_saved_bytes == 0, str(g)  # the op's row agrees with the footer
 
 
+def test_views_of_one_buffer_are_not_the_same_array() -> None:
+    """graph() compared memory owners: `x[0] * x[1]` showed b as "same array as input 0", and the
+    saves of two disjoint views counted once, at the size of one. A saved view of a dropped
+    buffer keeps the whole buffer alive: the footer counts the buffer."""
+    x = Tensor(np.arange(8, dtype=np.float32).reshape(2, 4))
+    a, b = x[0], x[1]
+    g = (a * b).sum().graph({"x": x, "a": a, "b": b})
+    mul = next(n for n in g.ops if n.op == "Mul")
+    assert [s.label for s in mul.saved] == ["same array as input 0", "same array as input 1"], str(g)
+    assert g.distinct_saved_bytes == 32, str(g)
+    z = x * 1.0
+    p = (z[0] * z[1]).sum()
+    del z
+    g = p.graph()
+    mul = [n for n in g.ops if n.op == "Mul"][-1]
+    assert [s.label for s in mul.saved] == ["", f"shares memory with %{mul.index} a"], str(g)
+    assert g.distinct_saved_bytes == g.distinct_extra_bytes == 32, str(g)
+    big = Tensor(np.ones((100, 100), np.float32))
+    z = big * 2.0
+    p = (z[0] * Tensor(np.ones(100, np.float32))).sum()
+    del z
+    assert p.graph().distinct_extra_bytes == 100 * 100 * 4  # z[0] keeps all of z alive
+
+
 def test_a_saved_view_of_a_live_intermediate_is_not_extra() -> None:
     """h = x + y, still held; Linear saves h.reshape(...), a view of h. The row and the footer
     said 512 B extra (only a direct input or the output counted as held)."""
@@ -230,7 +254,7 @@ def test_a_saved_view_of_a_live_intermediate_is_not_extra() -> None:
     linear = g.ops[-1]
     assert [s.alias for s in linear.saved] == ["%2 (live)", "input 1"], str(g)
     assert g.extra_saved_bytes == 0 and g.distinct_extra_bytes == 0, str(g)
-    assert "same array as %2 (live)" in str(g)
+    assert "shares memory with %2 (live)" in str(g)  # a reshape: h's memory, not h's very array
     g = (x + y).reshape(8, 16).linear(w).graph()  # no live h: only the Linear keeps that memory
     assert g.distinct_extra_bytes == 8 * 16 * 4, str(g)
 

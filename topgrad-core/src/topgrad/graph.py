@@ -32,11 +32,19 @@ class SavedArray:
     nbytes: int
     alias: str | None = None  # "input 0", "output", "%3 (live)": memory the graph holds anyway
     shares: str | None = None  # "%3 #0": an earlier save of the same memory (its output, say)
+    view: bool = False  # part of that memory (a reshape, a slice), not the very same elements
 
     @property
     def same_as(self) -> str | None:
         """What this array also is, as the graph labels it: the alias, else the earlier save."""
         return self.alias or self.shares
+
+    @property
+    def label(self) -> str:
+        """"same array as input 0", "shares memory with %3 (live)", or "" for memory of its own."""
+        if not self.same_as:
+            return ""
+        return f"{'shares memory with' if self.view else 'same array as'} {self.same_as}"
 
 
 @dataclass
@@ -159,8 +167,8 @@ def build(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Graph:
     label = {id(tensor): name for name, tensor in (names or {}).items()}
     nodes: list[Node] = []
     seen_saved: dict[int, int] = {}  # memory owner's id -> bytes, each saved buffer once
-    first_save: dict[int, str] = {}  # memory owner's id -> "%3 #0", the first op that saved it
-    live = _live_roots(order)  # memory owner's id -> "%i", the live Tensor of the graph holding it
+    first_save: dict[int, tuple[str, Any]] = {}  # memory owner's id -> ("%3 #0", array): its first save
+    live = _live_roots(order)  # memory owner's id -> ("%i", array): a live Tensor holding it
     for i, item in enumerate(order):
         if isinstance(item, Tensor):
             node = Node(i, None, item.shape, dtype_name(item.data), (), constant=not item.requires_grad)
@@ -172,11 +180,13 @@ def build(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Graph:
         parents = tuple(f"%{index[id(p)]}" if id(p) in index else _literal(p) for p in op.parents)
         saved = saved_arrays(op, output, live)
         for j, (s, array) in enumerate(saved):
-            key = id(_root(array))
-            seen_saved[key] = max(seen_saved.get(key, 0), s.nbytes)
+            root = _root(array)
+            key = id(root)  # a saved view keeps its whole buffer alive: that is what it costs
+            seen_saved[key] = max(seen_saved.get(key, 0), s.nbytes, nbytes(root) if root is not array else 0)
             if s.alias is None and key in first_save:  # shown whatever Tensors your code still holds
-                saved[j] = (replace(s, shares=first_save[key]), array)
-            first_save.setdefault(key, f"%{i} {s.name}")
+                first, first_array = first_save[key]
+                saved[j] = (replace(s, shares=first, view=not _same(array, first_array)), array)
+            first_save.setdefault(key, (f"%{i} {s.name}", array))
         node = Node(
             i, type(op).__name__, tuple(int(d) for d in op._out_shape), _dtype_text(op._out_dtype), parents,
             saved=[s for s, _ in saved], attrs=_settings(op), released=op._released,
@@ -221,32 +231,34 @@ def held_arrays(op: Op) -> list[tuple[str, Any]]:
 
 
 def saved_arrays(
-    op: Op, output: Tensor | None = None, live: Mapping[int, str] | None = None
+    op: Op, output: Tensor | None = None, live: Mapping[int, tuple[str, Any]] | None = None
 ) -> list[tuple[SavedArray, Any]]:
     """What `op` keeps for backward (`held_arrays`), each with its shape, dtype, size and alias
     (an input, the output, or the memory of another live Tensor of the graph: `live`)."""
-    return [
-        (SavedArray(name, shape_of(array) or (), dtype_name(array), nbytes(array),
-                    _alias(array, op, output) or _live_alias(array, live)),
-         array)
-        for name, array in held_arrays(op)
-    ]
+    found = []
+    for name, array in held_arrays(op):
+        alias, view = _alias(array, op, output) or _live_alias(array, live) or (None, False)
+        found.append((SavedArray(name, shape_of(array) or (), dtype_name(array), nbytes(array), alias,
+                                 view=view), array))
+    return found
 
 
-def _live_roots(order: list[Any]) -> dict[int, str]:
-    """Memory owner's id -> "%i" for every Tensor of the graph still alive (leaves, and outputs
-    your code holds): a saved view of one (`h.reshape(...)` saved by the next op) is no extra."""
-    roots: dict[int, str] = {}
+def _live_roots(order: list[Any]) -> dict[int, tuple[str, Any]]:
+    """Memory owner's id -> ("%i", its array) for every Tensor of the graph still alive (leaves,
+    and outputs your code holds): a saved view of one (`h.reshape(...)` saved by the next op) is
+    no extra."""
+    roots: dict[int, tuple[str, Any]] = {}
     for i, item in enumerate(order):
         tensor = item if isinstance(item, Tensor) else item.output()
         if tensor is not None:
-            roots.setdefault(id(_root(tensor.data)), f"%{i}")
+            roots.setdefault(id(_root(tensor.data)), (f"%{i}", tensor.data))
     return roots
 
 
-def _live_alias(array: Any, live: Mapping[int, str] | None) -> str | None:
+def _live_alias(array: Any, live: Mapping[int, tuple[str, Any]] | None) -> tuple[str, bool] | None:
+    """("%3 (live)", view) where `array` is memory of a live Tensor of the graph, else None."""
     held_by = None if live is None else live.get(id(_root(array)))
-    return None if held_by is None else f"{held_by} (live)"
+    return None if held_by is None else (f"{held_by[0]} (live)", not _same(array, held_by[1]))
 
 
 def _collect(name: str, value: Any, found: list[tuple[str, Any]]) -> None:
@@ -272,18 +284,38 @@ def _root(a: Any) -> Any:
 
 
 def _same(a: Any, b: Any) -> bool:
-    """True when `a` and `b` share their memory owner (one is the other, or a view of it)."""
-    return a is b or _root(a) is _root(b)
+    """True when `a` and `b` are the same elements: one object, or views of one owner at one address
+    with one shape and strides (`x[0]` and `x[1]` share an owner, not their elements)."""
+    if a is b:
+        return True
+    if _root(a) is not _root(b):
+        return False
+    where = _region(a)
+    return where is None or where == _region(b)  # where unknown: as one
 
 
-def _alias(array: Any, op: Op, output: Tensor | None) -> str | None:
-    for j, p in enumerate(op.parents):
-        data = p.data if isinstance(p, Tensor) else _output_data(p)
-        if data is not None and _same(array, data):
-            return f"input {j}"
-    if output is not None and _same(array, output.data):
-        return "output"
-    return None
+def _region(a: Any) -> tuple[Any, ...] | None:
+    """(address, shape, strides) of a torch or numpy array (read duck-typed: core has neither);
+    None for another kind of array."""
+    try:
+        if callable(getattr(a, "data_ptr", None)):
+            return a.data_ptr(), tuple(a.shape), tuple(a.stride())
+        return a.__array_interface__["data"][0], tuple(a.shape), tuple(a.strides)
+    except (AttributeError, KeyError, TypeError, RuntimeError):
+        return None
+
+
+def _alias(array: Any, op: Op, output: Tensor | None) -> tuple[str, bool] | None:
+    """(the input or output whose memory `array` is, whether it is only part of it), else None:
+    an input or output holding the very same elements is named before one it is a view of."""
+    held = [(f"input {j}", p.data if isinstance(p, Tensor) else _output_data(p))
+            for j, p in enumerate(op.parents)]
+    held.append(("output", output.data if output is not None else None))
+    owners = [(name, data) for name, data in held if data is not None and _root(data) is _root(array)]
+    for name, data in owners:
+        if _same(array, data):
+            return name, False
+    return (owners[0][0], True) if owners else None
 
 
 def _output_data(node: Any) -> Any:
@@ -360,7 +392,7 @@ def format_graph(g: Graph) -> str:
         if n.op is not None and n.released:
             lines.append("        (saved arrays released by backward)")
         for s in n.saved:
-            alias = f"  same array as {s.same_as}" if s.same_as else ""
+            alias = f"  {s.label}" if s.label else ""
             lines.append(
                 f"        saves {s.name:<12} {_shape_text(s.shape):<16} {s.dtype:<8} "
                 f"{human_bytes(s.nbytes):>10}{alias}"
