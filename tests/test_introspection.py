@@ -502,6 +502,13 @@ class _MaskedRelu(Op):
         return (topgrad.get_backend().mul(grad, self.mask),)
 
 
+def test_an_empty_profile_says_no_op_ran() -> None:
+    """An empty block printed a table with no rows and "0.0 %"."""
+    with topgrad.profile() as p:
+        pass
+    assert str(p).splitlines()[-1] == "(no op ran in the block)", str(p)
+
+
 def test_profile_counts_arrays_an_op_keeps_as_attributes_as_graph_does() -> None:
     x = Tensor(rand((10, 10), 3))
     with topgrad.profile() as p:

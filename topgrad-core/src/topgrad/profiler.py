@@ -124,4 +124,6 @@ def format_profile(p: Profile) -> str:
     if p.wall_s:
         lines.append(f"wall time {p.wall_s * 1e3:.2f} ms; outside ops (engine, Python, data): "
                      f"{max(p.wall_s - fwd - bwd, 0.0) * 1e3:.2f} ms")
+    if not rows:  # an empty table with "0.0 %" said nothing
+        lines.append("(no op ran in the block)")
     return "\n".join(lines)
