@@ -245,6 +245,16 @@ def test_views_of_one_buffer_are_not_the_same_array() -> None:
     assert p.graph().distinct_extra_bytes == 100 * 100 * 4  # z[0] keeps all of z alive
 
 
+def test_graph_says_which_names_label_nothing_or_a_tensor_named_already() -> None:
+    """A typo'd or stale tensor in `names` was ignored without a word, and of two names for one
+    tensor the last was shown silently."""
+    x, w, stale = Tensor(rand((2, 3), 1)), Tensor(rand((3, 2), 2)), Tensor(rand((2,), 3))
+    text = str((x @ w).sum().graph({"x": x, "w": w, "weights": w, "stale": stale}))
+    assert text.splitlines()[-2:] == ["  names: not in this graph, so not shown: 'stale'",
+                                      "  names: 'w' names the same tensor as 'weights', which is shown"], text
+    assert "names:" not in str((x @ w).sum().graph({"x": x, "w": w}))
+
+
 def test_a_saved_view_of_a_live_intermediate_is_not_extra() -> None:
     """h = x + y, still held; Linear saves h.reshape(...), a view of h. The row and the footer
     said 512 B extra (only a direct input or the output counted as held)."""

@@ -99,6 +99,7 @@ class Graph:
         self.nodes = nodes
         self.distinct_saved_bytes = distinct_saved_bytes  # each saved buffer once: the real memory
         self.distinct_extra_bytes = distinct_extra_bytes  # of which no live Tensor holds it too
+        self.name_notes: list[str] = []  # names given to graph() that label nothing, or one tensor twice
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -196,7 +197,25 @@ def build(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Graph:
         node.name = label.get(id(output)) if output is not None else None
         nodes.append(node)
     extra = sum(b for key, b in seen_saved.items() if key not in live)  # an alias is live memory too
-    return Graph(nodes, sum(seen_saved.values()), extra)
+    graph = Graph(nodes, sum(seen_saved.values()), extra)
+    shown = [n if isinstance(n, Tensor) else n.output() for n in order]  # an output may be freed: None
+    graph.name_notes = _name_notes(names or {}, {id(t): t for t in shown if t is not None}, label)
+    return graph
+
+
+def _name_notes(
+    names: Mapping[str, Tensor], tensors: Mapping[int, Tensor], label: Mapping[int, str]
+) -> list[str]:
+    """What the printed graph says about `names` that label no node (a typo'd or stale tensor)
+    or a tensor that another name labels too (the last one given is shown)."""
+    notes = []
+    unused = [name for name, t in names.items() if id(t) not in tensors]
+    if unused:
+        notes.append(f"not in this graph, so not shown: {', '.join(map(repr, unused))}")
+    for name, t in names.items():
+        if id(t) in tensors and label[id(t)] != name:
+            notes.append(f"{name!r} names the same tensor as {label[id(t)]!r}, which is shown")
+    return notes
 
 
 def _check_names(names: Any) -> None:
@@ -415,4 +434,5 @@ def format_graph(g: Graph) -> str:
         lines.append("   still references: memory held only for backward. Rows count an array once per op")
         lines.append(f"   that saved it; each counted once, {human_bytes(g.distinct_saved_bytes)} saved, "
                      f"{human_bytes(g.distinct_extra_bytes)} of it extra)")
+    lines += [f"  names: {note}" for note in g.name_notes]
     return "\n".join(lines)
