@@ -470,6 +470,27 @@ def test_a_backward_run_by_hand_leaves_the_saved_arrays_for_the_engines(norm: st
     assert_close(first, to_numpy(fresh.grad), "the hand call's dL/dx")
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the NaN seed is the point
+def test_an_op_whose_backward_ran_before_the_engine_stopped_releases_its_saved_arrays() -> None:
+    """The engine marks the op it runs backward on (`saved_are_scratch`) and releases its saved
+    arrays after; where an observer (detect_anomaly) stopped it after that backward, the flag
+    stayed set and the arrays, maybe used as scratch, stayed for hand calls to read. Now they are
+    released, and the flag never outlives the call (graph() listed it as a setting of every op)."""
+    x = Tensor(rand((6, 4), 33))
+    y = x.layernorm(Tensor(np.ones(4, np.float32)), Tensor(np.zeros(4, np.float32)))
+    op = y.op
+    seed = np.ones((6, 4), np.float32)
+    seed[0, 0] = np.nan
+    with topgrad.detect_anomaly(), pytest.raises(topgrad.AnomalyError):
+        y.backward(seed)
+    assert op._released and "saved_are_scratch" not in vars(op)
+    with pytest.raises(RuntimeError, match=r"^LayerNorm: backward through this graph ran already"):
+        op.backward(topgrad.get_backend().ones((6, 4)))
+    z = (Tensor(rand((3, 2), 34)) * 2.0).relu().sum()
+    z.backward()
+    assert "saved_are_scratch" not in str(z.graph()), str(z.graph())
+
+
 def test_a_tensor_handed_to_an_op_by_hand_says_to_pass_its_data() -> None:
     """docs/inspecting.md calls `op.backward(g)` by hand; g must be the backend's array. A Tensor
     there (or as a forward's input) says so on every backend, not "item() needs one element"."""

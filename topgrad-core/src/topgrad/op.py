@@ -257,15 +257,21 @@ def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
     try:
         returned = op.backward(grad)
     except Exception as exc:
-        op.saved_are_scratch = False
         if not op._intermediate and not isinstance(exc, NotImplementedError) and hasattr(exc, "add_note"):
             exc.add_note(f"{type(op).__name__} saved nothing for backward: if its backward reads "
                          "self.saved, its forward must call self.save_for_backward(...)")
         raise
+    finally:
+        del op.saved_are_scratch  # the class's False again (and no setting for graph() to show)
     seconds = time.perf_counter() - start if observers else 0.0
-    grads = _checked_gradients(op, returned)
-    for obs in observers:
-        obs.after_backward(op, grad, grads, seconds)
+    try:
+        grads = _checked_gradients(op, returned)
+        for obs in observers:
+            obs.after_backward(op, grad, grads, seconds)
+    except Exception:  # detect_anomaly, a wrong gradient: backward ran, and may have used its
+        if op._intermediate:  # saved arrays as scratch, so a hand call must not read them again
+            op._release()
+        raise
     return grads
 
 
