@@ -288,6 +288,30 @@ def test_gradients_accumulate_into_the_grad_array_as_in_pytorch(backend_name: st
         np.testing.assert_array_equal(frozen, np.ones(3, np.float32))
 
 
+def test_an_op_that_saved_a_grad_refuses_backward_once_a_backward_added_into_it() -> None:
+    """A constant shares the array it is made from, `.grad` too; since backward adds into .grad in
+    place, a graph that saved such a constant would compute with the new sum, silently ([5, 5, 5]
+    for [2, 2, 2]). As PyTorch's version counter does, its backward is refused, in a later
+    backward and within the same one; a copy of the gradient, or a new forward, goes on."""
+    w, x = Tensor(np.ones(3, np.float32)), Tensor(np.full(3, 2.0, np.float32))
+    (w * w).sum().backward()
+    shared = Tensor(w.grad, requires_grad=False)
+    y = (x * shared).sum()
+    (w * 3.0).sum().backward()
+    says = r"^Mul: an array it saved is the memory of the .grad of a leaf of shape \(3,\), which a backward"
+    with pytest.raises(RuntimeError, match=says):
+        y.backward()
+    with pytest.raises(RuntimeError, match=says):  # the add into w.grad comes first in this walk
+        ((x * Tensor(w.grad, requires_grad=False)).sum() + (w * 5.0).sum() * 1.0).backward()
+    x.grad = None
+    copied = Tensor(topgrad.get_backend().copy(w.grad), requires_grad=False)
+    values = copied.numpy()
+    y = (x * copied).sum()
+    (w * 3.0).sum().backward()
+    y.backward()
+    assert_close(x.grad, values, "from a copy of the gradient")
+
+
 def test_grad_reset_with_none() -> None:
     x_np = rand((3,), 17)
     x = Tensor(x_np)

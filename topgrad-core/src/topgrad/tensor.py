@@ -44,14 +44,17 @@ _FLOAT32_MAX = 3.4028234663852886e38
 
 
 class _UpdateClock:
-    """Counts in-place updates of leaves (optimizer steps). Each op records the count at its
-    forward and each leaf the count of its last update, so backward can tell that an op's saved
-    arrays were overwritten after they were saved (PyTorch keeps version counters for this).
-    `leaves` holds the updated leaves (weakly), to match a saved view or detach() of one."""
+    """Counts in-place updates of leaves (optimizer steps) and of their `.grad` (backward adds into
+    it). Each op records the count at its forward and each leaf the count of its last update, so
+    backward can tell that an op's saved arrays were overwritten after they were saved (PyTorch
+    keeps version counters for this). `leaves` holds the updated leaves (weakly), to match a
+    saved view or detach() of one; `grads` each leaf whose .grad was added into, and when (a
+    constant `Tensor(w.grad)` shares that memory)."""
 
     def __init__(self) -> None:
         self.now = 0
         self.leaves: weakref.WeakSet[Tensor] = weakref.WeakSet()
+        self.grads: weakref.WeakKeyDictionary[Tensor, int] = weakref.WeakKeyDictionary()
 
 
 _updates = _UpdateClock()
@@ -729,9 +732,9 @@ class Tensor:
                 "Tensor(data) (requires_grad=True is the default)"
             )
         if self._op is None:
-            self._grad = backend.copy(grad) if self._grad is None else backend.accumulate(self._grad, grad)
+            self._grad = backend.copy(grad) if self._grad is None else _add_in(self, grad, backend)
             return
-        add, accumulate = backend.add, backend.accumulate
+        add = backend.add
         order = _toposort(self._op)
         # memory that leaf gradients must not share: the seed, and every leaf's values (a backward
         # may hand back one input's saved array as another's gradient: dot(x, w) = sum(x * w))
@@ -745,7 +748,7 @@ class Tensor:
             if isinstance(node, Tensor):  # a leaf: its gradient is complete, keep it
                 if g.dtype != node.data.dtype:  # in the leaf's dtype, as in PyTorch (mixed operands)
                     g = backend.asarray(g, dtype=_dtype_name(node.data))
-                node._grad = _own(backend, g, taken) if node._grad is None else accumulate(node._grad, g)
+                node._grad = _own(backend, g, taken) if node._grad is None else _add_in(node, g, backend)
                 continue
             if node._born < _updates.now:  # some leaf was updated in place since this op's forward
                 _refuse_overwritten(node)
@@ -756,6 +759,16 @@ class Tensor:
                 grads[key] = pg if key not in grads else add(grads[key], pg)
             if node._intermediate:  # an op that saved nothing can run backward again
                 node._release()
+
+
+def _add_in(leaf: Tensor, g: Any, backend: Any) -> Any:
+    """leaf's `.grad` + g, added into the .grad array where the backend can, as PyTorch does; such
+    a write is clocked, as a step is, for ops that saved that memory (a constant Tensor(w.grad))."""
+    total = backend.accumulate(leaf._grad, g)
+    if total is leaf._grad:
+        _updates.now += 1
+        _updates.grads[leaf] = _updates.now
+    return total
 
 
 def _check_grad_value(t: Tensor, value: Any) -> None:
@@ -798,8 +811,18 @@ def _refuse_overwritten(op: Op) -> None:
     array_type = registry._array_type(backend)
     stepped = {backend.memory_key(t.data): t for t in list(_updates.leaves) if t._updated_at > op._born}
     stepped.pop(None, None)
+    added = {backend.memory_key(t._grad): t for t, at in list(_updates.grads.items())
+             if at > op._born and t._grad is not None}
+    added.pop(None, None)
     for a in op._intermediate:
-        leaf = stepped.get(backend.memory_key(a)) if isinstance(a, array_type) else None
+        key = backend.memory_key(a) if isinstance(a, array_type) else None
+        if key is not None and key in added:
+            raise RuntimeError(
+                f"{type(op).__name__}: an array it saved is the memory of the .grad of a leaf of shape "
+                f"{added[key].shape}, which a backward added into after this op's forward (backward adds "
+                "into .grad in place, as PyTorch does), so its gradient would be wrong; make such a "
+                "Tensor from a copy of the .grad array, or run the forward pass again")
+        leaf = stepped.get(key) if key is not None else None
         if leaf is not None:
             inputs = [i for i, parent in enumerate(op.parents) if parent is leaf]
             what = (f"its input {inputs[0]} (a leaf of shape {leaf.shape})" if inputs else
