@@ -243,6 +243,10 @@ def test_views_of_one_buffer_are_not_the_same_array() -> None:
     p = (z[0] * Tensor(np.ones(100, np.float32))).sum()
     del z
     assert p.graph().distinct_extra_bytes == 100 * 100 * 4  # z[0] keeps all of z alive
+    images = np.zeros((1000, 16), np.float32)  # a batch sliced from a dataset your code holds
+    batch = Tensor(images[:8], requires_grad=False)
+    g = batch.linear(Tensor(rand((16, 2), 4))).sum().graph()
+    assert g.distinct_saved_bytes == 8 * 16 * 4 + 16 * 2 * 4, str(g)  # not the whole dataset
 
 
 def test_graph_says_which_names_label_nothing_or_a_tensor_named_already() -> None:

@@ -167,7 +167,7 @@ def build(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Graph:
     index = {id(node): i for i, node in enumerate(order)}
     label = {id(tensor): name for name, tensor in (names or {}).items()}
     nodes: list[Node] = []
-    seen_saved: dict[int, int] = {}  # memory owner's id -> bytes, each saved buffer once
+    seen_saved: dict[tuple[int, Any], int] = {}  # (owner's id, region) -> bytes: each saved memory once
     first_save: dict[int, tuple[str, Any]] = {}  # memory owner's id -> ("%3 #0", array): its first save
     live = _live_roots(order)  # memory owner's id -> ("%i", array): a live Tensor holding it
     for i, item in enumerate(order):
@@ -182,8 +182,11 @@ def build(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Graph:
         saved = saved_arrays(op, output, live)
         for j, (s, array) in enumerate(saved):
             root = _root(array)
-            key = id(root)  # a saved view keeps its whole buffer alive: that is what it costs
-            seen_saved[key] = max(seen_saved.get(key, 0), s.nbytes, nbytes(root) if root is not array else 0)
+            key = id(root)
+            if key in live:  # memory your code holds anyway: each distinct part saved, once
+                seen_saved[key, _region(array)] = s.nbytes
+            else:  # held only for backward: a saved view keeps its whole buffer alive
+                seen_saved[key, None] = max(seen_saved.get((key, None), 0), s.nbytes, nbytes(root))
             if s.alias is None and key in first_save:  # shown whatever Tensors your code still holds
                 first, first_array = first_save[key]
                 saved[j] = (replace(s, shares=first, view=not _same(array, first_array)), array)
@@ -196,7 +199,7 @@ def build(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Graph:
         node.output_bytes = math.prod(node.shape) * itemsize(op._out_dtype)
         node.name = label.get(id(output)) if output is not None else None
         nodes.append(node)
-    extra = sum(b for key, b in seen_saved.items() if key not in live)  # an alias is live memory too
+    extra = sum(b for (key, _), b in seen_saved.items() if key not in live)  # an alias is live memory too
     graph = Graph(nodes, sum(seen_saved.values()), extra)
     shown = [n if isinstance(n, Tensor) else n.output() for n in order]  # an output may be freed: None
     graph.name_notes = _name_notes(names or {}, {id(t): t for t in shown if t is not None}, label)
