@@ -677,9 +677,10 @@ def test_a_plugin_whose_topgrad_backends_answers_nothing_is_named_when_its_backe
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert set(topgrad.available_backends()) == {"alpha"}
+    hint = "is its .return. missing" if answer is None else "an empty list"
     with pytest.raises(topgrad.BackendNotFoundError,
                        match=rf"Plugin 'mine' offers no backend: its topgrad_backends\(\) returned "
-                             rf"{re.escape(repr(answer))} \(it should return a list"):
+                             rf"{re.escape(repr(answer))} \({hint}"):
         topgrad.set_backend("mine")
     with pytest.raises(topgrad.BackendNotFoundError) as near:  # a near name of another: about that one
         topgrad.set_backend("alpah")

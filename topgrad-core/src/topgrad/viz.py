@@ -27,8 +27,8 @@ def to_dot(
     t: Tensor, path: str | Path | None = None, *, names: Mapping[str, Tensor] | None = None,
     show_saved: bool = True, rankdir: str = "TB",
 ) -> str:
-    """DOT text of the graph behind `t`; with `path` also write it (.dot, or a picture via `dot`:
-    .svg, .png, .pdf, .jpg, .gif).
+    """DOT text of the graph behind `t`; with `path` also write it (.dot, .gv, .txt or no suffix, or
+    a picture via `dot`: .svg, .png, .pdf, .jpg, .gif; another suffix is a ValueError).
 
     `names` (e.g. a model's `{name: parameter}`) labels those tensors in the picture.
     """
@@ -86,7 +86,9 @@ def graph_to_dot(g: Graph, *, show_saved: bool = True, rankdir: str = "TB") -> s
 
 
 def write(dot_text: str, path: str | Path) -> Path:
-    """Write DOT text to `path`; .svg/.png/.pdf are rendered with Graphviz's `dot` when it is installed."""
+    """Write DOT text to `path` (.dot, .gv, .txt or no suffix); a picture (.svg, .png, .pdf, .jpg,
+    .jpeg, .gif) is rendered with Graphviz's `dot` when it is installed. Any other suffix
+    (`g.svgz`, `graph.v2`) is a ValueError: the text would go under a name that says otherwise."""
     path = Path(path)
     if path.suffix.lower() in _TEXT:
         path.write_text(dot_text)

@@ -21,8 +21,8 @@ CHUNK = 1 << 16
 
 class DownloadError(OSError):
     """No mirror gave a file with the expected checksum; the message lists each attempt, and
-    `served_other_file` says whether a mirror answered with a file whose checksum differs (so
-    being online is not what is missing)."""
+    `served_other_file` says whether every mirror answered with a file whose checksum differs (so
+    being online is not what is missing; a mirror that timed out might answer on a retry)."""
 
     def __init__(self, message: str, failures: Sequence[str] = (), served_other_file: bool = False) -> None:
         super().__init__(message)
@@ -73,7 +73,7 @@ def fetch_from_mirrors(
     log: Callable[[str], None] | None = None,
 ) -> Path:
     """Try `mirror + filename` for each mirror in turn; the first download whose checksum matches wins."""
-    failures, served_other_file = [], False
+    failures, mismatches = [], 0
     created = [folder for folder in (dest.parent, *dest.parent.parents) if not folder.exists()]
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + filename
@@ -83,11 +83,12 @@ def fetch_from_mirrors(
             return fetch(url, dest, checksum, timeout=timeout)
         except DownloadError as exc:
             failures.append(str(exc))
-            served_other_file |= isinstance(exc, ChecksumMismatchError)
+            mismatches += isinstance(exc, ChecksumMismatchError)
     for folder in created:  # deepest first: the folders this call made, while they stay empty
         try:
             folder.rmdir()
         except OSError:
             break
     tried = "; ".join(failures) if failures else "no mirrors given"
-    raise DownloadError(f"could not download {filename}: {tried}", failures, served_other_file)
+    raise DownloadError(f"could not download {filename}: {tried}", failures,
+                        served_other_file=bool(failures) and mismatches == len(failures))
