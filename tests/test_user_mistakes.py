@@ -302,6 +302,19 @@ def test_no_grad_on_a_generator_runs_each_step_without_grad_as_torch_does() -> N
     with pytest.raises(StopIteration) as stop:
         next(gen)
     assert stop.value.value == "done" and steps.__name__ == "steps"
+    closed: list[bool] = []
+
+    @topgrad.no_grad
+    def cleans_up() -> Any:
+        try:
+            yield 1
+        finally:  # close() runs it, under no_grad too
+            closed.append((w * 2.0).requires_grad)
+
+    gen = cleans_up()
+    next(gen)
+    gen.close()
+    assert closed == [False] and (w * 2.0).requires_grad
 
 
 # ---- torch.<name> ----------------------------------------------------------------------
