@@ -865,16 +865,23 @@ def test_ctrl_c_after_a_resume_without_save_names_the_unsaved_epochs(
 
 
 # ---- ~ in every path option --------------------------------------------------------------------
-def test_a_tilde_in_save_and_resume_is_the_home_folder(
-    tiny_data: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """`--save=~/ck.npz` (the shell leaves a `~` after `=` alone) wrote ./~/ck.npz and said "saved to
-    ~/ck.npz"; --data-dir expanded it."""
+@pytest.fixture
+def home_and_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """An empty home folder ($HOME) and an empty working folder (the current one)."""
     home, work = tmp_path / "home", tmp_path / "work"
     home.mkdir()
     work.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.chdir(work)
+    return home, work
+
+
+def test_a_tilde_in_save_and_resume_is_the_home_folder(
+    tiny_data: Path, capsys, home_and_work: tuple[Path, Path],
+) -> None:
+    """`--save=~/ck.npz` (the shell leaves a `~` after `=` alone) wrote ./~/ck.npz and said "saved to
+    ~/ck.npz"; --data-dir expanded it."""
+    home, work = home_and_work
     code, lines, _ = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save=~/ck.npz", *FAST)
     assert code == 0 and lines[-2].endswith(f", saved to {home / 'ck.npz'}"), lines
     assert (home / "ck.npz").is_file() and list(work.iterdir()) == []
@@ -884,14 +891,10 @@ def test_a_tilde_in_save_and_resume_is_the_home_folder(
 
 
 def test_a_tilde_in_plot_is_the_home_folder(
-    tiny_data: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch,
+    tiny_data: Path, capsys, home_and_work: tuple[Path, Path],
 ) -> None:
     pytest.importorskip("matplotlib")
-    home, work = tmp_path / "home", tmp_path / "work"
-    home.mkdir()
-    work.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.chdir(work)
+    home, work = home_and_work
     code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--plot=~/curves.png", *FAST)
     assert code == 0 and lines[-2] == f"loss and accuracy curves: {home / 'curves.png'}", (lines, err)
     assert (home / "curves.png").is_file() and list(work.iterdir()) == []
