@@ -264,9 +264,11 @@ def test_resume_refuses_the_subset_for_a_folder_that_is_gone(
     assert run(capsys, "mlp", "--data-dir", str(folder), "--limit", "16", "--save", str(ck), *FAST)[0] == 0
     shutil.rmtree(folder)
     code, lines, err = run(capsys, "mlp", "--resume", str(ck), "--epochs", "2", "--no-download")
-    assert code == 1 and f"trained on {folder}; this run found bundled MNIST subset, other images" in err, err
+    assert code == 1 and f"its epochs trained on {folder}, which is gone, and the bundled subset" in err, err
     assert f"put the images back in {folder}, or pass that data's folder with --data-dir" in err, err
     assert not any(line.startswith("epoch") for line in lines)
+    # it said "using the bundled subset" first, then refused it
+    assert "using the bundled subset" not in err and err.count("topgrad-train: error:") == 1, err
 
 
 def test_resume_of_a_subset_checkpoint_with_a_folder_says_to_drop_it(

@@ -268,10 +268,13 @@ def load_dataset(
     *,
     mirrors: Sequence[str] | None = None,
     download_ok: bool = True,
+    subset_ok: bool = True,
     timeout: float = 30.0,
     log: Callable[[str], None] | None = None,
 ) -> Dataset:
-    """Find (or download) a dataset; see the module docstring for the order of places."""
+    """Find (or download) a dataset; see the module docstring for the order of places. Without
+    `subset_ok` (resuming a run that trained on the full set) MNIST does not fall back to the
+    bundled subset: not finding the set is an error, as it is for Fashion-MNIST."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     log = log if log is not None else _stderr
@@ -295,7 +298,7 @@ def load_dataset(
         except DownloadError as exc:
             problem, other_file = f"the download failed ({'; '.join(exc.failures)})", exc.served_other_file
     folder = "pass --data-dir DIR or set $TOPGRAD_DATA to a folder with the four IDX files"
-    if name == "mnist":
+    if name == "mnist" and subset_ok:
         subset = bundled_subset()
         how = (f"{folder} ({NO_RETRY})" if other_file else
                f"{folder}, or {online} to download them into {cache_dir(name)}"

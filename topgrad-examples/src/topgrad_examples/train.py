@@ -230,6 +230,21 @@ def _epochs(n: int) -> str:
     return f"{n} epoch{'s' if n != 1 else ''}"
 
 
+def _load_data(args: argparse.Namespace, dataset: str, data_dir: str | None, recorded: str) -> Dataset:
+    """The dataset, as load_dataset finds it; a resumed run that trained on a folder never falls
+    back to the bundled subset (other images): it said "using the bundled subset", then refused."""
+    folder = bool(args.resume) and Path(recorded).is_absolute()
+    try:
+        return load_dataset(dataset, data_dir, download_ok=not args.no_download, subset_ok=not folder)
+    except DatasetNotFoundError as exc:
+        if not folder:
+            raise
+        raise DatasetNotFoundError(
+            f"{args.resume}: its epochs trained on {recorded}, which is gone, and the bundled subset holds "
+            f"other images: put the images back in {recorded}, or pass that data's folder with --data-dir "
+            f"({exc})") from None
+
+
 def run(args: argparse.Namespace) -> float:
     """Train as the parsed arguments say; return the final test accuracy."""
     if args.backend:
@@ -262,7 +277,7 @@ def run(args: argparse.Namespace) -> float:
     if data_dir is None and args.resume and recorded == BUNDLED:
         data = bundled_subset()  # what the checkpoint's epochs trained on, whatever else is installed
     else:
-        data = load_dataset(dataset, data_dir, download_ok=not args.no_download)
+        data = _load_data(args, dataset, data_dir, recorded)
     x_train, y_train, x_test, y_test = _select_data(data, limit)
     if limit is not None and limit > min(len(data.train_labels), len(data.test_labels)):
         _say(f"note: --limit {limit}: {data.source} has {len(data.train_labels):,} training and "
