@@ -308,6 +308,8 @@ def _cases(s: Sizes) -> dict[str, tuple[list[np.ndarray], Callable[..., Tensor]]
         "Mul": ([rand((N, D), 13), rand((D,), 14)], lambda a, b: a * b),
         "Mul-scalar": ([rand((N, D), 15)], lambda a: a * 2.0),  # keeps only the 2.0, as PyTorch
         "Mul-sub": ([rand((N, D), 16), rand((N, D), 17)], lambda a, b: a - b),  # a + b * -1.0
+        # a constant mask: a is read only for the mask's gradient, which is never computed
+        "Mul-mask": ([rand((N, D), 18), rand((N, D), 19)], lambda a, m: a * m.detach()),
     }
 
 
@@ -325,7 +327,7 @@ def _dims(case: str, inputs: list[np.ndarray]) -> dict[str, int]:
     if case in ("BatchNorm", "BatchNorm-eval", "LayerNorm"):
         return {"N": math.prod(x.shape[:-1]), "C": x.shape[-1]}
     if case.startswith("Mul"):
-        return {"n_a": x.size, "n_b": inputs[1].size if case == "Mul" else 0}
+        return {"n_a": x.size, "n_b": inputs[1].size if case in ("Mul", "Mul-mask") else 0}
     B, T, D = x.shape
     return {"B": B, "T": T, "S": inputs[1].shape[1], "D": D}
 
@@ -338,6 +340,7 @@ MUL: dict[str, Callable[[dict[str, int]], tuple[int, int]]] = {
     "Mul": lambda d: (d["n_a"] + d["n_b"], 0),
     "Mul-scalar": lambda d: (0, 0),
     "Mul-sub": lambda d: (0, 0),
+    "Mul-mask": lambda d: (d["n_b"], 0),
 }
 
 SAVED_FLOATS: dict[str, dict[str, Callable[[dict[str, int]], tuple[int, int]]]] = {
@@ -367,7 +370,7 @@ SAVED_FLOATS: dict[str, dict[str, Callable[[dict[str, int]], tuple[int, int]]]] 
 
 
 @pytest.mark.parametrize("case", ["Linear", "Conv2d", "Conv2d-1x1", "BatchNorm", "BatchNorm-eval",
-                                  "LayerNorm", "Attention", "Mul", "Mul-scalar", "Mul-sub"])
+                                  "LayerNorm", "Attention", "Mul", "Mul-scalar", "Mul-sub", "Mul-mask"])
 def test_saved_bytes_match_the_cost_table(case: str, backend_name: str, sizes: Sizes) -> None:
     if backend_name not in SAVED_FLOATS:
         pytest.skip(f"no saved-memory formulas for backend {backend_name!r} in docs/cost-table.md")

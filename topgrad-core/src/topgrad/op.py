@@ -93,8 +93,9 @@ class Op:
 
     def needs_grad(self, i: int) -> bool:
         """Does backward need the gradient of positional argument `i`? False for a constant or a
-        plain value, so the op may skip that work (the input gradient of a first layer); True
-        for an op run by hand, outside the engine."""
+        plain value, so the op may skip that work (the input gradient of a first layer). Known in
+        forward too (`apply` sets the parents first), so forward may skip saving what only that
+        gradient would read (Mul, `x * mask`). True for an op run by hand, outside the engine."""
         if i >= len(self.parents):
             return True
         p = self.parents[i]
@@ -110,6 +111,8 @@ class Op:
         if cls._observers:
             return _apply_observed(cls, args, params)
         op = cls()
+        if _tensor._grad_mode.enabled:  # before forward: needs_grad(i) tells it what backward will use
+            op.parents = _parents(args)
         try:
             out = op.forward(*[a.data if isinstance(a, Tensor) else a for a in args], **params)
         except Exception as exc:
@@ -144,6 +147,8 @@ class Op:
 def _apply_observed(cls: type[Op], args: tuple[Any, ...], params: dict[str, Any]) -> Tensor:
     """The slow path of `apply`, taken only while an observer is registered."""
     op = cls()
+    if _tensor._grad_mode.enabled:
+        op.parents = _parents(args)
     for obs in cls._observers:
         obs.before_forward(op, args, params)
     start = time.perf_counter()
@@ -179,14 +184,13 @@ def _numbered(args: tuple[Any, ...]) -> Iterator[tuple[str, Any]]:
 
 
 def _link(op: Op, args: tuple[Any, ...], out: Any) -> Tensor:
-    """Make `out` the output Tensor of `op` and record the op's parents (ops and leaves); with
-    constants alone for inputs, `out` is a constant and `op` is dropped."""
+    """Make `out` the output Tensor of `op`, whose parents (ops and leaves) `apply` set before its
+    forward; with constants alone for inputs, `out` is a constant and `op` is dropped."""
     if not any(isinstance(a, Tensor) and a.requires_grad for a in args):
         op._intermediate = ()  # nothing will run its backward: let go of what it saved
         return _constant(op, out)
     if not isinstance(out, _array_type()):
         raise _not_an_array(op, out)
-    op.parents = tuple((a._op or a) if isinstance(a, Tensor) else a for a in args)
     op._born = _tensor._updates.now
     try:
         op._out_shape, op._out_dtype = out.shape, out.dtype
@@ -195,6 +199,11 @@ def _link(op: Op, args: tuple[Any, ...], out: Any) -> Tensor:
     result = Tensor._from_array(out, op)
     op._output = weakref.ref(result)
     return result
+
+
+def _parents(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """An op's parents: per argument the op that made it, the leaf Tensor, or the plain value."""
+    return tuple((a._op or a) if isinstance(a, Tensor) else a for a in args)
 
 
 def _constant(op: Op, out: Any) -> Tensor:

@@ -58,14 +58,15 @@ class Add(NumpyOp):
 
 
 class Mul(NumpyOp):
-    """a * b with broadcasting; saves both operands (references, no copies), or for `x * 2.0`
-    keeps only the 2.0, as PyTorch does: a number is no saved array, so `-x` and `x - y` (which
-    compose Mul) may run backward again, as Add may."""
+    """a * b with broadcasting; saves the operand the other's gradient needs (references, no
+    copies): both for two Tensors that need gradients, one for `x * mask` with a constant mask;
+    for `x * 2.0` it keeps only the 2.0, as PyTorch does: a number is no saved array, so `-x` and
+    `x - y` (which compose Mul) may run backward again, as Add may."""
 
     number: float | None = None  # the number of `x * 2.0`, kept instead of saved operands
 
     def forward(self, a: Any, b: Any) -> np.ndarray:
-        """a * b, broadcast; saves the operands (or keeps the number, for `x * 2.0`)."""
+        """a * b, broadcast; saves the operands backward reads (or keeps the number, for `x * 2.0`)."""
         a, b = operands("Mul", a, b)
         try:
             out = _apply(np.multiply, a, b)
@@ -74,8 +75,8 @@ class Mul(NumpyOp):
         self.shapes = _shapes(a, b)
         if type(a) is float or type(b) is float:
             self.number = a if type(a) is float else b
-        else:
-            self.save_for_backward(a=a, b=b)
+        else:  # a is read only for b's gradient, b only for a's
+            self.save_for_backward(a=a if self.needs_grad(1) else None, b=b if self.needs_grad(0) else None)
         return arr(out)
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any]:

@@ -68,20 +68,21 @@ class Add(TritonOp):
 
 
 class Mul(TritonOp):
-    """a * b with broadcasting; either may be a real number. Saves both operands, or for
-    `x * 2.0` keeps only the 2.0, as PyTorch does: a number is no saved array, so `-x` and
-    `x - y` (which compose Mul) may run backward again, as Add may."""
+    """a * b with broadcasting; either may be a real number. Saves the operand the other's
+    gradient needs (both for two Tensors that need gradients, one for `x * mask` with a constant
+    mask), or for `x * 2.0` keeps only the 2.0, as PyTorch does: a number is no saved array, so
+    `-x` and `x - y` (which compose Mul) may run backward again, as Add may."""
 
     number: float | None = None  # the number of `x * 2.0`, kept instead of saved operands
 
     def forward(self, a: Any, b: Any) -> torch.Tensor:
-        """a * b, broadcast; saves the operands (or keeps the number, for `x * 2.0`)."""
+        """a * b, broadcast; saves the operands backward reads (or keeps the number, for `x * 2.0`)."""
         a, b = _check("Mul", a, b)
         self.shapes = (_shape(a), _shape(b))
         if None in self.shapes:
             self.number = a if self.shapes[0] is None else b
-        else:
-            self.save_for_backward(a=a, b=b)
+        else:  # a is read only for b's gradient, b only for a's
+            self.save_for_backward(a=a if self.needs_grad(1) else None, b=b if self.needs_grad(0) else None)
         return ew.elementwise(ew.MUL, a, b, name="Mul")
 
     def backward(self, grad: torch.Tensor) -> tuple[Any, Any]:
