@@ -96,10 +96,11 @@ class Op:
         plain value, so the op may skip that work (the input gradient of a first layer). Known in
         forward too (`apply` sets the parents first), so forward may skip saving what only that
         gradient would read (Mul, `x * mask`). True for an op run by hand, outside the engine."""
-        if i >= len(self.parents):
+        parents = self.parents
+        if i >= len(parents):
             return True
-        p = self.parents[i]
-        return isinstance(p, Op) or (isinstance(p, Tensor) and p.requires_grad)
+        p = parents[i]
+        return isinstance(p, Op) or (isinstance(p, Tensor) and p._requires_grad)  # the field: no call
 
     def output(self) -> Tensor | None:
         """The Tensor this op produced, while something still holds it; else None."""
