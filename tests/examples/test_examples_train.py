@@ -546,7 +546,7 @@ def test_a_plot_folder_that_cannot_be_written_fails_before_training(
     def refuse(*args: object, **kwargs: object) -> None:  # a read-only folder (root ignores chmod)
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(files.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(files, "_new_file", refuse)
     plot = str(tmp_path / "c.png")
     code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--plot", plot, *FAST)
     assert code == 1 and "cannot write there (Permission denied)" in err and not lines, (lines, err)

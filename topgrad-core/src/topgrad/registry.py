@@ -173,10 +173,8 @@ def _offers() -> dict[str, list[tuple[str, BackendSpec]]]:
     return offers
 
 
-_EMPTY_ANSWER = {
-    True: "is its `return` missing? It returns a list, [topgrad.BackendSpec(name, load)]",
-    False: "an empty list: it offers its backend only where it can run, or the list is empty by mistake",
-}
+_NO_RETURN = "is its `return` missing? It returns a list, [topgrad.BackendSpec(name, load)]"
+_EMPTY_LIST = "an empty list: it offers its backend only where it can run, or the list is empty by mistake"
 
 
 def _call(impl: Any, **arguments: Any) -> Any:
@@ -221,7 +219,7 @@ def load_backend(name: str) -> Backend:
                 f"{plugin!r}: {why}" for plugin, why in _skipped.items())
         if _offered_none and (not near or name in _offered_none):  # the classic: a hook without `return`
             hint += " " + "; ".join(f"Plugin {plugin!r} offers no backend: its topgrad_backends() returned "
-                                    f"{answer} ({_EMPTY_ANSWER[answer == 'None']})"
+                                    f"{answer} ({_NO_RETURN if answer == 'None' else _EMPTY_LIST})"
                                     for plugin, answer in _offered_none.items())
         raise BackendNotFoundError(f"no backend named {name!r}; installed: {_describe(offers)}. {hint}")
     if len(offers[name]) > 1:

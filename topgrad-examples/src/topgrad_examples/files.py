@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -15,9 +14,9 @@ from typing import BinaryIO
 def try_writing(folder: Path, name: str) -> None:
     """Create and remove a hidden temporary file named after `name` in `folder`; OSError (a
     read-only folder, a full disk) where that is not possible."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    fd, tmp = _new_file(folder, f".{name}.", ".tmp")
     os.close(fd)
-    Path(tmp).unlink()
+    tmp.unlink()
 
 
 @contextlib.contextmanager
