@@ -864,6 +864,29 @@ def test_a_computed_tensor_cannot_drop_requires_grad() -> None:
     assert (w * 2.0).requires_grad
 
 
+
+@pytest.mark.parametrize("op", ["Mul", "Div", "Linear", "Add"])
+def test_a_constant_made_trainable_after_the_forward_gets_no_gradient_from_it(op: str) -> None:
+    """The graph is what forward saw, as in PyTorch: a constant made trainable afterwards gets
+    None from that graph and a gradient from the next forward. Before, Mul (which saves only
+    what a needed gradient reads) crashed in backward, and the other ops gave it a gradient."""
+    def run(x: Any, c: Any, mul: Any) -> Any:
+        return {"Mul": lambda: x * c, "Div": lambda: x / c, "Add": lambda: x + c,
+                "Linear": lambda: mul(x, c)}[op]().sum()
+
+    x_np, c_np = rand((3, 3), 47), rand((3, 3), 48) + 2.0
+    x, c = Tensor(x_np), Tensor(c_np, requires_grad=False)
+    tx, tc = torch.tensor(x_np, requires_grad=True), torch.tensor(c_np)
+    y, ty = run(x, c, lambda a, w: a.linear(w)), run(tx, tc, lambda a, w: a @ w)
+    c.requires_grad, _ = True, tc.requires_grad_(True)
+    y.backward()
+    ty.backward()
+    assert c.grad is None and tc.grad is None
+    assert_close(x.grad, tx.grad.numpy(), "the gradient of the trainable operand")
+    run(x, c, lambda a, w: a.linear(w)).backward()  # the next forward sees a trainable leaf
+    run(tx, tc, lambda a, w: a @ w).backward()
+    assert_close(c.grad, tc.grad.numpy(), "the gradient from the forward after the flip")
+
 @pytest.mark.parametrize("op", ["Mul", "Div"])
 def test_mul_and_div_compute_no_gradient_for_a_constant(op: str) -> None:
     """As Linear and Conv2d skip a first layer's input gradient: a constant operand (the targets

@@ -95,12 +95,16 @@ class Op:
         """Does backward need the gradient of positional argument `i`? False for a constant or a
         plain value, so the op may skip that work (the input gradient of a first layer). Known in
         forward too (`apply` sets the parents first), so forward may skip saving what only that
-        gradient would read (Mul, `x * mask`). True for an op run by hand, outside the engine."""
+        gradient would read (Mul, `x * mask`). True for an op run by hand, outside the engine.
+        A constant leaf made trainable after this op's forward stays a constant here."""
         parents = self.parents
         if i >= len(parents):
             return True
         p = parents[i]
-        return isinstance(p, Op) or (isinstance(p, Tensor) and p._requires_grad)  # the field: no call
+        if isinstance(p, Op):
+            return True
+        # the fields, not the properties: no calls on the hot path
+        return isinstance(p, Tensor) and p._requires_grad and p._grad_since <= self._born
 
     def output(self) -> Tensor | None:
         """The Tensor this op produced, while something still holds it; else None."""
@@ -113,7 +117,7 @@ class Op:
             return _apply_observed(cls, args, params)
         op = cls()
         if _tensor._grad_mode.enabled:  # before forward: needs_grad(i) tells it what backward will use
-            op.parents = _parents(args)
+            op.parents, op._born = _parents(args), _tensor._updates.now
         try:
             out = op.forward(*[a.data if isinstance(a, Tensor) else a for a in args], **params)
         except Exception as exc:
@@ -149,7 +153,7 @@ def _apply_observed(cls: type[Op], args: tuple[Any, ...], params: dict[str, Any]
     """The slow path of `apply`, taken only while an observer is registered."""
     op = cls()
     if _tensor._grad_mode.enabled:
-        op.parents = _parents(args)
+        op.parents, op._born = _parents(args), _tensor._updates.now
     for obs in cls._observers:
         obs.before_forward(op, args, params)
     start = time.perf_counter()
