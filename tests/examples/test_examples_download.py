@@ -4,35 +4,40 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import http.client
 import http.server
+import io
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from topgrad_examples import data, idx
+from topgrad_examples import data, download, idx, progress
 from topgrad_examples.download import DownloadError, fetch, fetch_from_mirrors
 
 PAYLOAD = b"topgrad" * 5000
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    """/good/<f> serves the file, /corrupt/<f> other bytes, /drop/<f> half the bytes then hangs up."""
+    """/good/<f> serves the file, /corrupt/<f> other bytes, /drop/<f> half the bytes then hangs up,
+    /nolength/<f> the file without a Content-Length (its end is where the connection closes)."""
 
     files: ClassVar[dict[str, bytes]] = {}
 
     def do_GET(self) -> None:
         _, mode, name = self.path.split("/", 2)
         body = self.files.get(name)
-        if body is None or mode not in ("good", "corrupt", "drop"):
+        if body is None or mode not in ("good", "corrupt", "drop", "nolength"):
             self.send_error(404)
             return
         if mode == "corrupt":
             body = body[:-1] + bytes([body[-1] ^ 0xFF])
         self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
+        if mode != "nolength":
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body[: len(body) // 2] if mode == "drop" else body)
         if mode == "drop":
@@ -269,3 +274,140 @@ def test_the_download_says_how_long_it_may_wait(
     assert messages[0] == (f"mnist: not installed; downloading it into {cache} (each mirror may take up "
                            "to 5 s to answer; --no-download skips the download)"), messages
     assert messages[1].startswith("downloading ") and len(messages) == 5, messages
+
+
+class Terminal(io.StringIO):
+    """A stderr that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("mode", "shown"), [
+    ("good", "file.bin: 35.0 kB / 35.0 kB (100%)"),
+    ("nolength", "file.bin: 35.0 kB"),  # no Content-Length: no total, no percent
+    ("drop", "file.bin: 17.5 kB / 35.0 kB (50%), not kept"),
+])
+def test_a_download_shows_its_progress_on_a_terminal(
+    server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, shown: str,
+) -> None:
+    """A download of MNIST's 9.9 MB went on for minutes without a sign of progress."""
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    try:
+        fetch(f"{server}/{mode}/file.bin", tmp_path / "file.bin", sha256(PAYLOAD), timeout=5, progress=True)
+    except DownloadError:
+        assert mode == "drop"
+    err = terminal.getvalue()
+    assert err.startswith("\rfile.bin: 0 B") and err.endswith(f"\r{shown}\n"), repr(err)
+    assert err.count("\n") == 1, repr(err)
+
+
+@pytest.mark.parametrize(("mode", "shown"), [
+    ("good", "file.bin: 35.0 kB / 35.0 kB (100%)"),
+    ("nolength", "file.bin: 35.0 kB"),
+    ("drop", "file.bin: 17.5 kB / 35.0 kB (50%), not kept"),
+])
+def test_a_download_shows_one_plain_line_elsewhere(
+    server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], mode: str, shown: str,
+) -> None:
+    """In a log file or a CI console every carriage-return redraw would stay: one line per file."""
+    try:
+        fetch(f"{server}/{mode}/file.bin", tmp_path / "file.bin", sha256(PAYLOAD), timeout=5, progress=True)
+    except DownloadError:
+        assert mode == "drop"
+    assert capsys.readouterr().err == f"{shown}\n"
+
+
+def test_the_progress_line_is_redrawn_at_most_ten_times_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A redraw per 64 kB chunk would write thousands of lines a second on a fast link."""
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with progress.DownloadProgress("f.gz", 2_000_000) as shown:
+        for _ in range(200):  # 2 s of 10 kB every 10 ms
+            now[0] += 0.01
+            shown.update(10_000)
+    lines = terminal.getvalue().split("\r")[1:]
+    assert 20 <= len(lines) <= 22, lines  # the first, one per 0.1 s, the last
+    assert lines[-1] == "f.gz: 2.0 MB / 2.0 MB (100%)".ljust(len(lines[-2])) + "\n", lines
+    widths = [len(line.rstrip("\n")) for line in lines]  # 910.0 kB, then 1.0 MB: padded to cover it
+    assert widths == sorted(widths) and "f.gz: 1.0 MB / 2.0 MB (50%)  " in lines, lines
+
+
+def test_byte_sizes_read_as_people_read_them() -> None:
+    sizes = [0, 999, 1000, 35_000, 999_949, 999_999, 9_912_422, 1_000_000_000]
+    assert [progress.byte_size(n) for n in sizes] == [
+        "0 B", "999 B", "1.0 kB", "35.0 kB", "999.9 kB", "1.0 MB", "9.9 MB", "1.0 GB"]
+
+
+def test_load_dataset_shows_each_files_progress(
+    server: str, tmp_path: Path, make_dataset, isolated_search: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """topgrad-train's download: a line per file on stderr, next to the notes that go to `log`."""
+    _serve_dataset(tmp_path, make_dataset, monkeypatch)
+    data.load_dataset("mnist", mirrors=[f"{server}/good"], timeout=5, log=lambda message: None)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[0] for line in lines] == [data.file_names(p)[1] for p in data.PARTS], lines
+    assert all(line.endswith(" (100%)") for line in lines), lines
+
+
+def interrupt_reading(monkeypatch: pytest.MonkeyPatch, name: str) -> list[str]:
+    """Ctrl-C while the second chunk of the body of `name` is read (the first is on disk by then);
+    returns `[name]`, whose item the caller may change to interrupt another file."""
+    monkeypatch.setattr(download, "CHUNK", 1000)
+    real, target = http.client.HTTPResponse.read, [name]
+
+    def read(self: http.client.HTTPResponse, amt: int | None = None) -> bytes:
+        if getattr(self, "url", "").endswith("/" + target[0]):  # urllib sets the response's url
+            self.chunks = getattr(self, "chunks", 0) + 1  # type: ignore[attr-defined]
+            if self.chunks == 2:  # type: ignore[attr-defined]
+                raise KeyboardInterrupt
+        return real(self, amt)
+
+    monkeypatch.setattr(http.client.HTTPResponse, "read", read)
+    return target
+
+
+def test_an_interrupted_download_leaves_nothing_new(
+    server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C during a first download left an empty ~/.cache/topgrad/mnist behind (an error removed
+    it, an interrupt did not); the partial file goes too, and a folder that was there stays."""
+    interrupt_reading(monkeypatch, "file.bin")
+    dest = tmp_path / "cache" / "topgrad" / "mnist" / "file.bin"
+    with pytest.raises(KeyboardInterrupt):
+        fetch_from_mirrors([f"{server}/good"], "file.bin", dest, sha256(PAYLOAD), timeout=5)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "cache").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        fetch(f"{server}/good/file.bin", dest, sha256(PAYLOAD), timeout=5)
+    assert list(tmp_path.iterdir()) == [tmp_path / "cache"] and leftovers(tmp_path / "cache") == []
+
+
+def test_a_dropped_connection_removes_the_folders_fetch_made(server: str, tmp_path: Path) -> None:
+    """`fetch` alone made the destination's folders and left them when the server hung up."""
+    dest = tmp_path / "new" / "deeper" / "file.bin"
+    with pytest.raises(DownloadError, match="connection closed after"):
+        fetch(f"{server}/drop/file.bin", dest, sha256(PAYLOAD), timeout=5)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_during_topgrad_trains_download_leaves_the_cache_as_it_was(
+    server: str, tmp_path: Path, make_dataset, isolated_search: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Interrupted in the first file, no folder is left; in a later one, the files already checked
+    stay (the next run downloads only the rest), and the partial one goes."""
+    _serve_dataset(tmp_path, make_dataset, monkeypatch)
+    cache = tmp_path / "cache"
+    target = interrupt_reading(monkeypatch, "train-images-idx3-ubyte.gz")
+    with pytest.raises(KeyboardInterrupt):
+        data.load_dataset("mnist", mirrors=[f"{server}/good"], timeout=5, log=lambda message: None)
+    assert not cache.exists()
+    target[0] = "t10k-images-idx3-ubyte.gz"
+    with pytest.raises(KeyboardInterrupt):
+        data.load_dataset("mnist", mirrors=[f"{server}/good"], timeout=5, log=lambda message: None)
+    kept = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]  # no hidden .part file
+    assert leftovers(cache / "topgrad" / "mnist") == kept

@@ -3,7 +3,8 @@
 `load_dataset(name)` looks, in order, in `data_dir` (given explicitly: it must hold the
 files), `$TOPGRAD_DATA`, Debian's `/usr/share/datasets/<name>`, the user cache
 (`$XDG_CACHE_HOME/topgrad/<name>`, by default `~/.cache/topgrad/<name>`), then downloads
-into the cache from the dataset's mirrors, checking each file's published checksum.
+into the cache from the dataset's mirrors, checking each file's published checksum and
+showing its progress on stderr (an interrupted download leaves no partial file or new empty folder).
 If MNIST can be neither found nor fetched, it falls back to the small real subset
 bundled with this package, and says so in one line.
 
@@ -228,9 +229,10 @@ def search_dirs(name: str) -> list[Path]:
 
 def download(
     name: str, dest: Path | None = None, mirrors: Sequence[str] | None = None, timeout: float = 30.0,
-    log: Callable[[str], None] | None = None,
+    log: Callable[[str], None] | None = None, progress: bool = False,
 ) -> dict[str, Path]:
-    """Fetch the four files of a dataset into `dest` (default: its cache directory), checksums checked."""
+    """Fetch the four files of a dataset into `dest` (default: its cache directory), checksums checked;
+    with `progress`, each file's bytes received are shown on stderr as they arrive."""
     info = DATASETS[name]
     dest = dest if dest is not None else cache_dir(name)
     mirrors = info.mirrors if mirrors is None else mirrors
@@ -240,7 +242,8 @@ def download(
         log(f"{name}: not installed; downloading it into {dest} (each mirror may take up to {timeout:g} s "
             "to answer; --no-download skips the download)")
     for path in missing:
-        fetch_from_mirrors(mirrors, path.name, path, info.checksums[path.name], timeout=timeout, log=log)
+        fetch_from_mirrors(mirrors, path.name, path, info.checksums[path.name], timeout=timeout, log=log,
+                           progress=progress)
     return files
 
 
@@ -271,10 +274,12 @@ def load_dataset(
     subset_ok: bool = True,
     timeout: float = 30.0,
     log: Callable[[str], None] | None = None,
+    progress: bool = True,
 ) -> Dataset:
     """Find (or download) a dataset; see the module docstring for the order of places. Without
     `subset_ok` (resuming a run that trained on the full set) MNIST does not fall back to the
-    bundled subset: not finding the set is an error, as it is for Fashion-MNIST."""
+    bundled subset: not finding the set is an error, as it is for Fashion-MNIST. A download shows
+    its progress on stderr unless `progress` is False."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     log = log if log is not None else _stderr
@@ -293,7 +298,7 @@ def load_dataset(
     online = "run once online" if download_ok else "run without --no-download, online,"
     if download_ok:
         try:
-            files = download(name, mirrors=mirrors, timeout=timeout, log=log)
+            files = download(name, mirrors=mirrors, timeout=timeout, log=log, progress=progress)
             return _load_found(files, name, str(files["train-images"].parent))
         except DownloadError as exc:
             problem, other_file = f"the download failed ({'; '.join(exc.failures)})", exc.served_other_file

@@ -3,18 +3,24 @@
 The file is streamed into a temporary file next to its destination, hashed on the
 way, and moved into place with `os.replace` only when the checksum matches: an
 interrupted or corrupt download never leaves a file under the destination's name.
+The temporary file is removed when the download fails or is interrupted (Ctrl-C), and so
+are the folders it made for the destination, while they are empty. With `progress`, the
+bytes received are shown on stderr (see `progress.DownloadProgress`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from http.client import HTTPException
 from pathlib import Path
+from typing import BinaryIO
 
 from topgrad_examples.files import replacing
+from topgrad_examples.progress import DownloadProgress
 
 CHUNK = 1 << 16
 
@@ -42,25 +48,23 @@ def parse_checksum(checksum: str) -> tuple[str, str]:
     return algorithm, digest.lower()
 
 
-def fetch(url: str, dest: Path, checksum: str, timeout: float = 30.0) -> Path:
+def fetch(url: str, dest: Path, checksum: str, timeout: float = 30.0, progress: bool = False) -> Path:
     """Download `url` to `dest` atomically; raise `DownloadError` if it is cut short or its hash differs."""
     algorithm, expected = parse_checksum(checksum)
     digest = hashlib.new(algorithm)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     try:  # `replacing` moves the file into place only if the block, checksum included, succeeds
-        with replacing(dest, suffix=".part") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        with (_made_folders(dest.parent), replacing(dest, suffix=".part") as out,
+              urllib.request.urlopen(url, timeout=timeout) as response):
             length = response.headers.get("Content-Length")
-            received = 0
-            while chunk := response.read(CHUNK):
-                out.write(chunk)
-                digest.update(chunk)
-                received += len(chunk)
-            if length is not None and received != int(length):
-                raise DownloadError(f"{url}: connection closed after {received} of {length} bytes")
-            if digest.hexdigest() != expected:
-                raise ChecksumMismatchError(
-                    f"{url}: {algorithm} mismatch, the mirror served a different file (got "
-                    f"{digest.hexdigest()[:12]}..., expected {expected[:12]}...)")
+            total = None if length is None else int(length)
+            with DownloadProgress(dest.name, total, enabled=progress) as shown:
+                received = _copy(response, out, digest.update, shown)
+                if total is not None and received != total:
+                    raise DownloadError(f"{url}: connection closed after {received} of {total} bytes")
+                if digest.hexdigest() != expected:
+                    raise ChecksumMismatchError(
+                        f"{url}: {algorithm} mismatch, the mirror served a different file (got "
+                        f"{digest.hexdigest()[:12]}..., expected {expected[:12]}...)")
     except DownloadError:
         raise
     except (OSError, HTTPException, ValueError) as exc:  # URLError, timeouts, IncompleteRead, ...
@@ -68,27 +72,52 @@ def fetch(url: str, dest: Path, checksum: str, timeout: float = 30.0) -> Path:
     return dest
 
 
+def _copy(response: BinaryIO, out: BinaryIO, hash_update: Callable[[bytes], None],
+          shown: DownloadProgress) -> int:
+    """Stream the body into `out`, hashing and showing it on the way; returns the bytes received."""
+    received = 0
+    while chunk := response.read(CHUNK):
+        out.write(chunk)
+        hash_update(chunk)
+        received += len(chunk)
+        shown.update(len(chunk))
+    return received
+
+
 def fetch_from_mirrors(
     mirrors: Sequence[str], filename: str, dest: Path, checksum: str, timeout: float = 30.0,
-    log: Callable[[str], None] | None = None,
+    log: Callable[[str], None] | None = None, progress: bool = False,
 ) -> Path:
     """Try `mirror + filename` for each mirror in turn; the first download whose checksum matches wins."""
     failures, mismatches = [], 0
-    created = [folder for folder in (dest.parent, *dest.parent.parents) if not folder.exists()]
-    for mirror in mirrors:
-        url = mirror.rstrip("/") + "/" + filename
-        if log is not None:
-            log(f"downloading {url}")
-        try:
-            return fetch(url, dest, checksum, timeout=timeout)
-        except DownloadError as exc:
-            failures.append(str(exc))
-            mismatches += isinstance(exc, ChecksumMismatchError)
-    for folder in created:  # deepest first: the folders this call made, while they stay empty
-        try:
-            folder.rmdir()
-        except OSError:
-            break
-    tried = "; ".join(failures) if failures else "no mirrors given"
-    raise DownloadError(f"could not download {filename}: {tried}", failures,
-                        served_other_file=bool(failures) and mismatches == len(failures))
+    with _made_folders(dest.parent):  # kept only if one mirror succeeds
+        for mirror in mirrors:
+            url = mirror.rstrip("/") + "/" + filename
+            if log is not None:
+                log(f"downloading {url}")
+            try:
+                return fetch(url, dest, checksum, timeout=timeout, progress=progress)
+            except DownloadError as exc:
+                failures.append(str(exc))
+                mismatches += isinstance(exc, ChecksumMismatchError)
+        tried = "; ".join(failures) if failures else "no mirrors given"
+        raise DownloadError(f"could not download {filename}: {tried}", failures,
+                            served_other_file=bool(failures) and mismatches == len(failures))
+
+
+@contextlib.contextmanager
+def _made_folders(folder: Path) -> Iterator[None]:
+    """Make `folder` and its missing parents; if the block fails (Ctrl-C included), remove the ones
+    made here, deepest first, while they stay empty: an offline or interrupted first run left an
+    empty ~/.cache/topgrad/mnist behind. Folders that were there before are never removed."""
+    created = [f for f in (folder, *folder.parents) if not f.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        yield
+    except BaseException:
+        for made in created:
+            try:
+                made.rmdir()
+            except OSError:  # not empty (another file, or a file someone else wrote meanwhile)
+                break
+        raise

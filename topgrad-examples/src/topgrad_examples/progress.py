@@ -1,4 +1,5 @@
-"""The progress of a training epoch on stderr: tqdm's bar on a terminal, plain lines elsewhere.
+"""Progress on stderr: of a training epoch (tqdm's bar on a terminal, plain lines elsewhere)
+and of a download (one line redrawn in place on a terminal, one line at its end elsewhere).
 
 A bar redraws itself with carriage returns; written to a log file or a CI console (stderr not
 a terminal) every redraw stays in it. There a plain line is printed instead each time another
@@ -16,6 +17,7 @@ from typing import TextIO
 from tqdm import tqdm
 
 PLAIN_STEPS = 4  # plain lines per epoch, at most: one at each quarter (the last is the epoch's own line)
+REDRAW_S = 0.1  # a download's line on a terminal is redrawn at most ten times a second
 
 
 def is_terminal(stream: TextIO) -> bool:
@@ -67,3 +69,69 @@ class EpochProgress:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: TracebackType | None) -> None:
         self.close()
+
+
+def byte_size(n: int) -> str:
+    """512 B, 35.0 kB, 9.9 MB: powers of 1000, as download sizes are usually given."""
+    if n < 1000:
+        return f"{n} B"
+    scaled, unit = n / 1000, "kB"
+    for bigger in ("MB", "GB"):
+        if scaled < 999.95:  # else it would print as 1000.0
+            break
+        scaled, unit = scaled / 1000, bigger
+    return f"{scaled:.1f} {unit}"
+
+
+class DownloadProgress:
+    """Bytes received of one download, of `total` (the Content-Length; None when the server sends
+    none, then bytes alone are shown): on a terminal one line redrawn in place, at most ten times a
+    second, and ended with a newline; elsewhere one plain line at the end (no carriage returns in a
+    log); nothing when not `enabled`. A context manager: the last line says ", not kept" when the
+    block fails (Ctrl-C included), since the partial file is then removed."""
+
+    def __init__(self, name: str, total: int | None, enabled: bool = True) -> None:
+        self.name, self.total, self.done = name, total, 0
+        self.enabled = enabled and sys.stderr is not None  # None: no stderr at all (pythonw)
+        self.terminal = self.enabled and is_terminal(sys.stderr)
+        self.drawn_at, self.width = 0.0, 0
+        if self.terminal:
+            self._draw()
+
+    def line(self) -> str:
+        """The line shown: "name: 17.5 kB / 35.0 kB (50%)", or "name: 17.5 kB" without a total."""
+        if self.total is None:
+            return f"{self.name}: {byte_size(self.done)}"
+        percent = 100 * self.done // self.total if self.total else 100
+        return f"{self.name}: {byte_size(self.done)} / {byte_size(self.total)} ({percent}%)"
+
+    def update(self, received: int) -> None:
+        """`received` more bytes have arrived; the line is redrawn if the last redraw is old enough."""
+        self.done += received
+        if self.terminal and time.monotonic() - self.drawn_at >= REDRAW_S:
+            self._draw()
+
+    def close(self, kept: bool = True) -> None:
+        """The final line, ended with a newline (after the redrawn one on a terminal)."""
+        if self.enabled:
+            self._draw("" if kept else ", not kept", "\n")
+            self.enabled = self.terminal = False  # said once
+
+    def _draw(self, suffix: str = "", end: str = "") -> None:
+        """Write the line; on a terminal over the one drawn before, padded to cover all of it (a
+        size's unit can shorten the line: 999.9 kB, then 1.0 MB)."""
+        text = self.line() + suffix
+        if self.terminal:
+            self.width = max(self.width, len(text))
+            text = "\r" + text.ljust(self.width)
+        self.drawn_at = time.monotonic()
+        with contextlib.suppress(OSError, ValueError):  # progress is not worth stopping a download for
+            sys.stderr.write(text + end)
+            sys.stderr.flush()
+
+    def __enter__(self) -> DownloadProgress:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close(kept=error is None)
