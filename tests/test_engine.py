@@ -4,6 +4,7 @@ no_grad, the release of saved arrays, and the forms `backward(grad)` accepts.
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -734,6 +735,38 @@ def test_a_backwards_usual_slips_are_named() -> None:
     with pytest.raises(NotImplementedError) as info:
         _WithoutBackward.apply(x).sum().backward()
     assert "saved nothing" not in "".join(getattr(info.value, "__notes__", [])), info.value.__notes__
+
+
+class _CopyWithoutReturn(Op):
+    def forward(self, x: Any) -> Any:
+        return topgrad.get_backend().copy(x)
+
+    def backward(self, grad: Any) -> None:
+        grad * 1.0  # the `return` forgotten
+
+
+class _CopyWithNoGradient(Op):
+    def forward(self, x: Any) -> Any:
+        return topgrad.get_backend().copy(x)
+
+    def backward(self, grad: Any) -> tuple[None]:
+        return (None,)  # meant: no gradient flows through
+
+
+def test_a_one_input_backward_without_return_is_warned_about_once() -> None:
+    """For one input, None is a valid answer ("no gradient"), so a forgotten `return` trained
+    nothing before the op without a word (the loss still fell through the later layers). It
+    now warns, once per op class; (None,) says no gradient is meant, and stays quiet."""
+    x = Tensor(rand((2, 3), 41))
+    with pytest.warns(RuntimeWarning, match=r"_CopyWithoutReturn.backward returned None for an input that "
+                      r"requires a gradient, .*is its `return` missing\? \(return \(None,\)"):
+        _CopyWithoutReturn.apply(x).sum().backward()
+    assert x.grad is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _CopyWithoutReturn.apply(x).sum().backward()  # said once
+        _CopyWithNoGradient.apply(x).sum().backward()
+    assert x.grad is None
 
 
 class _DoubleReturningAList(Op):

@@ -457,6 +457,28 @@ def test_an_op_that_changes_the_dtype_fails() -> None:
     assert re.search(r"^Add\s+FAIL\s+FAIL\s+-$", text, re.M), text
 
 
+def test_a_forward_of_the_wrong_shape_does_not_blame_backward() -> None:
+    """The backward row used to say "backward: grad of shape (3, 4) for a tensor of shape (12,)",
+    from the kit's own seed: the op's backward never ran. A backward returning nothing for a
+    one-input op is asked about its `return`."""
+    from topgrad_numpy import ops as numpy_ops
+
+    class FlatReLU(numpy_ops.ReLU):
+        def forward(self, x: object) -> object:
+            return super().forward(x).ravel()
+
+    class SilentExp(numpy_ops.Exp):
+        def backward(self, grad: object) -> None:
+            super().backward(grad)  # the `return` forgotten
+
+    with _numpy_variant("flat", ReLU=FlatReLU, Exp=SilentExp), pytest.warns(RuntimeWarning, match="Exp"):
+        text = format_report(run("flat", only="ReLU")) + format_report(run("flat", only="Exp"))
+    assert re.search(r"output: shape \(\d+,\), expected \(", text), text
+    assert "not run: forward's output has shape" in text and "fix forward first" in text, text
+    assert "grad of shape" not in text, text
+    assert "got no gradient (its backward entry was None; is a `return` missing?)" in text, text
+
+
 def test_mistakes_that_give_right_values_are_caught() -> None:
     """Right numbers, wrong habits, each of which breaks something the kit's values cannot show:
     a backward writing into `grad` (Add hands one array to two ops), arrays kept on the op

@@ -466,6 +466,53 @@ def test_load_returning_something_else_than_a_backend(install: Callable[..., Non
         topgrad.load_backend("odd")
 
 
+class SpecMakingPlugin:
+    """A plugin whose topgrad_backends builds its specs when called (a bad one raises there)."""
+
+    def __init__(self, *specs: tuple[Any, Any]) -> None:
+        self.specs = specs
+
+    @hookimpl
+    def topgrad_backends(self) -> list[BackendSpec]:
+        return [BackendSpec(name, load) for name, load in self.specs]
+
+
+@pytest.mark.parametrize(("name", "load", "why"), [
+    (None, "m:B", r"name must be a non-empty str, .*got None"),
+    ("", "m:B", r"name must be a non-empty str, .*got ''"),
+    (123, "m:B", r"name must be a non-empty str, .*got 123"),
+    ("toy", None, r"BackendSpec 'toy': load must be a 'module:attribute' string or a callable"),
+])
+def test_a_spec_that_cannot_be_selected_is_refused_where_the_plugin_makes_it(
+    install: Callable[..., None], name: Any, load: Any, why: str
+) -> None:
+    """A name that is not a string was listed and then broke every lookup of another name
+    (AttributeError in the did-you-mean search) and the kit's --list (sorting None with str);
+    load=None failed only when selected, as "'NoneType' object is not callable"."""
+    with pytest.raises(TypeError, match=why):
+        BackendSpec(name, load)
+    install(FakeEntryPoint("bad", SpecMakingPlugin((name, load))), plugin("good", spec("alpha")))
+    with pytest.warns(RuntimeWarning, match=r"plugin 'bad' failed in topgrad_backends\(\) and is skipped: "
+                      rf"TypeError: .*{why}"):
+        assert set(topgrad.available_backends()) == {"alpha"}
+    with pytest.warns(RuntimeWarning, match="plugin 'bad'"), pytest.raises(
+            BackendNotFoundError, match=r"no backend named 'alpah'.*Did you mean 'alpha'"):
+        topgrad.load_backend("alpah")
+
+
+def test_one_plugin_naming_a_backend_twice_is_told_so(install: Callable[..., None]) -> None:
+    """It was blamed on "two plugins, 'toy2' and 'toy2'; uninstall one of them"."""
+    install(plugin("toy2", spec("toyb"), spec("toyb")), plugin("good", spec("alpha")))
+    with pytest.warns(RuntimeWarning, match=r"plugin 'toy2' .*its list names backend 'toyb' twice"):
+        assert set(topgrad.available_backends()) == {"alpha"}
+
+
+def test_three_plugins_offering_one_name_are_all_named(install: Callable[..., None]) -> None:
+    install(plugin("p-a", spec("dup")), plugin("p-b", spec("dup")), plugin("p-c", spec("dup")))
+    with pytest.raises(BackendConflictError, match=r"by three plugins, '.*', '.*' and '.*'; keep one"):
+        topgrad.load_backend("dup")
+
+
 def test_duplicate_backend_names(install: Callable[..., None]) -> None:
     install(
         plugin("plugin-one", spec("dup")), plugin("plugin-two", spec("dup")), plugin("other", spec("alpha"))

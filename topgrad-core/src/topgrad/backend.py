@@ -21,6 +21,16 @@ class BackendSpec:
     load: str | Callable[[], Backend]
     description: str = ""
 
+    def __post_init__(self) -> None:
+        """Refuse a spec that could not be selected or loaded, when the plugin makes it: a
+        registry listing it would fail later, far from the plugin's mistake."""
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"BackendSpec: name must be a non-empty str, the name users select it by "
+                            f"(e.g. 'numpy'), got {self.name!r}")
+        if not (isinstance(self.load, str) or callable(self.load)):
+            raise TypeError(f"BackendSpec {self.name!r}: load must be a 'module:attribute' string or a "
+                            f"callable returning a topgrad.Backend, got {self.load!r}")
+
 
 class Backend:
     """Base class of backends. Subclasses set `name` and `ops` and implement the helpers."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 import weakref
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -296,6 +297,11 @@ def _checked_gradients(op: Op, returned: Any) -> tuple[Any, ...]:
         raise RuntimeError(f"{type(op).__name__}.backward returned None (is its `return` missing?); it "
                            f"must return {_count(len(op.parents), 'gradient')}, one per positional "
                            "argument, None where there is none")
+    if returned is None and op.needs_grad(0) and type(op) not in _warned_none:
+        _warned_none.add(type(op))  # once per op class: a real "no gradient" op says (None,)
+        warnings.warn(f"{type(op).__name__}.backward returned None for an input that requires a "
+                      "gradient, so nothing before it trains; is its `return` missing? (return "
+                      "(None,) where no gradient is meant)", RuntimeWarning, stacklevel=2)
     grads = returned if isinstance(returned, tuple) else (
         tuple(returned) if isinstance(returned, list) else (returned,))
     if len(grads) != len(op.parents):
@@ -323,6 +329,9 @@ def _checked_gradients(op: Op, returned: Any) -> tuple[Any, ...]:
                 f"input {i} of shape {tuple(want)} ({_shape_fix(tuple(g.shape), tuple(want))})"
             )
     return grads
+
+
+_warned_none: set[type[Op]] = set()
 
 
 def _shape_fix(got: tuple[int, ...], want: tuple[int, ...]) -> str:

@@ -173,6 +173,7 @@ def _offers() -> dict[str, list[tuple[str, BackendSpec]]]:
     return offers
 
 
+_NUMBERS = {2: "two", 3: "three", 4: "four"}
 _NO_RETURN = "is its `return` missing? It returns a list, [topgrad.BackendSpec(name, load)]"
 _EMPTY_LIST = "an empty list: it offers its backend only where it can run, or the list is empty by mistake"
 
@@ -190,6 +191,10 @@ def _backend_specs(answer: Any) -> list[BackendSpec]:
     odd = [s for s in specs if not isinstance(s, BackendSpec)]
     if odd:
         raise TypeError(f"it returned {odd[0]!r} in its list, not a topgrad.BackendSpec")
+    names = [s.name for s in specs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise TypeError(f"its list names backend {twice[0]!r} twice; give each BackendSpec its own name")
     return specs
 
 
@@ -223,10 +228,12 @@ def load_backend(name: str) -> Backend:
                                     for plugin, answer in _offered_none.items())
         raise BackendNotFoundError(f"no backend named {name!r}; installed: {_describe(offers)}. {hint}")
     if len(offers[name]) > 1:
-        owners = " and ".join(repr(owner) for owner, _ in offers[name])
+        *others, last = [repr(owner) for owner, _ in offers[name]]
         raise BackendConflictError(
-            f"backend {name!r} is offered by two plugins, {owners}; uninstall one of them (or, for one "
-            "registered in-process with register_plugin, stop registering it)"
+            f"backend {name!r} is offered by {_NUMBERS.get(len(others) + 1, len(others) + 1)} plugins, "
+            f"{', '.join(others)} and {last}; "
+            "keep one of them installed (or, for one registered in-process with register_plugin, stop "
+            "registering it)"
         )
     owner, spec = offers[name][0]
     backend = _instantiate(spec, owner)

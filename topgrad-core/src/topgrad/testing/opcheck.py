@@ -134,6 +134,10 @@ def check_backward(case: Case, rtol: float = RTOL) -> Outcome | None:
     expected = ref.vjp(g, *args64, **params64)
     try:
         out, args, _ = _apply(case, args64, params64)
+        if tuple(out.shape) != np.shape(g):  # the forward check reports it; seeding backward with
+            # the reference's shape would fail in the engine's own check and blame backward
+            return Outcome.failed(f"not run: forward's output has shape {tuple(out.shape)}, expected "
+                                  f"{np.shape(g)}; fix forward first")
         with observing(_Returned()) as returned:
             out.backward(g.astype(np.float32))
         op_grads = returned.grads.get(id(out._op), ())
@@ -152,7 +156,8 @@ def check_backward(case: Case, rtol: float = RTOL) -> Outcome | None:
                                                    "but got a gradient"))
                 continue
             if t.grad is None:
-                outcomes.append(Outcome.failed(f"input {i} got no gradient (its backward entry was None)"))
+                outcomes.append(Outcome.failed(f"input {i} got no gradient (its backward entry was None; "
+                                               "is a `return` missing?)"))
                 continue
             outcomes.append(compare(f"gradient of input {i}", host_values(t.grad), want, rtol))
             own = op_grads[i] if i < len(op_grads) and op_grads[i] is not None else t.grad
