@@ -290,6 +290,23 @@ def test_no_progress_shows_nothing_anywhere(
     assert run(capsys, "mlp", "--data-dir", str(tiny_data), *FAST)[2] == ""
 
 
+def test_no_progress_also_quiets_a_download(
+    tiny_data: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """load_dataset shows a download's bytes by default; --no-progress passed nothing to it."""
+    asked: list[bool] = []
+    real = train.load_dataset
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        asked.append(kwargs.get("progress", True))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "load_dataset", recording)
+    assert run(capsys, "mlp", "--data-dir", str(tiny_data), *FAST)[0] == 0
+    assert run(capsys, "mlp", "--data-dir", str(tiny_data), "--epochs", "1", "--batch-size", "16")[0] == 0
+    assert asked == [False, True]
+
+
 # ---- data files --------------------------------------------------------------------------------
 def test_a_truncated_gz_is_one_line_naming_it(tiny_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tiny_data / "train-images-idx3-ubyte.gz"

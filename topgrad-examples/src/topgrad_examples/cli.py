@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="PATH", help="write a picture of loss and accuracy per epoch "
                    "(matplotlib; PNG, or the format PATH's suffix names: .svg, .pdf, ...)")
     p.add_argument("--no-progress", action="store_true", help="no progress display (a bar on a terminal, "
-                   "else a plain line on stderr at each quarter of an epoch)")
+                   "else a plain line on stderr at each quarter of an epoch; a download's bytes too)")
     p.add_argument("--profile", action="store_true",
                    help="print time and saved memory per op type (topgrad.profile) after the first epoch")
     return p

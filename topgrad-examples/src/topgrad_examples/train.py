@@ -235,7 +235,8 @@ def _load_data(args: argparse.Namespace, dataset: str, data_dir: str | None, rec
     back to the bundled subset (other images): it said "using the bundled subset", then refused."""
     folder = bool(args.resume) and Path(recorded).is_absolute()
     try:
-        return load_dataset(dataset, data_dir, download_ok=not args.no_download, subset_ok=not folder)
+        return load_dataset(dataset, data_dir, download_ok=not args.no_download, subset_ok=not folder,
+                            progress=not args.no_progress)
     except DatasetNotFoundError as exc:
         if not folder:
             raise
