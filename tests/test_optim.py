@@ -191,7 +191,7 @@ def test_negative_learning_rate(cls: type) -> None:
 @pytest.mark.parametrize("cls", [SGD, Adam, AdamW])
 @pytest.mark.parametrize("lr", [float("nan"), float("inf"), "0.1", None, True])
 def test_learning_rate_must_be_a_finite_number(cls: type, lr: Any) -> None:
-    with pytest.raises(ValueError, match="learning rate must be a number"):
+    with pytest.raises(ValueError, match="learning rate must be a finite number"):
         cls([Tensor(rand((2,), 0))], lr=lr)
 
 
@@ -293,7 +293,7 @@ def test_sgd_options_after_momentum_are_keyword_only() -> None:
     assert SGD([w], 0.1, 0.9).momentum == 0.9
     with pytest.raises(TypeError, match=r"SGD: nesterov must be True or False, got 0\.0001"):
         SGD([w], 0.1, 0.9, nesterov=1e-4)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"SGD: dampening must be a number >= 0, got .0\.1."):
+    with pytest.raises(ValueError, match=r"SGD: dampening must be a finite number >= 0, got .0\.1."):
         SGD([w], 0.1, 0.9, dampening="0.1")  # type: ignore[arg-type]
 
 
@@ -346,9 +346,169 @@ def test_the_learning_rate_is_checked_when_a_schedule_sets_it() -> None:
     opt = Adam([Tensor(rand((2,), 0))], lr=0.1)
     opt.lr = 0.05
     for bad in ("1e-3", None, -0.1, float("nan")):
-        with pytest.raises(ValueError, match="Adam: learning rate must be a number >= 0"):
+        with pytest.raises(ValueError, match="Adam: learning rate must be a finite number >= 0"):
             opt.lr = bad  # type: ignore[assignment]
     assert opt.lr == 0.05
+
+
+@pytest.mark.parametrize("case", ["sgd momentum", "adam", "adamw"])
+def test_zero_grad_without_none_zeroes_the_grad_array_in_place_as_torch(case: str) -> None:
+    """zero_grad(set_to_none=False) put a new zeros array in `.grad`, so `g = w.grad` held before it
+    kept the old gradient through the next backward; torch zeroes g itself, which then sees the
+    new gradient (README: "g = w.grad sees the sum"). A NaN gradient is zeroed too."""
+    top_cls, torch_cls, kwargs = CASES[case]
+    init, x = rand((3, 2), 7), rand((3, 2), 8)
+    w, tw = Tensor(init), torch.tensor(init, requires_grad=True)
+    opt, ref = top_cls([w], **kwargs), torch_cls([tw], **kwargs)
+    (w * Tensor(x)).sum().backward()
+    (tw * torch.from_numpy(x)).sum().backward()
+    g, tg = w.grad, tw.grad
+    opt.zero_grad(set_to_none=False)
+    ref.zero_grad(set_to_none=False)
+    assert w.grad is g and tw.grad is tg
+    assert_close(g, tg, f"{case}: the held .grad after zero_grad(set_to_none=False)")
+    (w * w).sum().backward()
+    (tw * tw).sum().backward()
+    assert w.grad is g
+    assert_close(g, tg, f"{case}: the held .grad after the next backward")
+    opt.step()
+    ref.step()
+    assert_close(w, tw, f"{case}: the parameter after a step")
+    w.grad = topgrad.get_backend().asarray(np.full((3, 2), np.nan, np.float32))
+    opt.zero_grad(set_to_none=False)
+    np.testing.assert_array_equal(to_numpy(w.grad), np.zeros((3, 2), np.float32))
+
+
+def test_a_graph_that_saved_a_grad_zeroed_in_place_refuses_its_backward_as_torch() -> None:
+    """A constant sharing `.grad`'s memory, used in a forward before zero_grad(set_to_none=False)
+    zeroes that memory: its backward would use zeros; torch's version counter refuses it."""
+    w, tw = Tensor(rand((3,), 1)), torch.tensor(rand((3,), 1), requires_grad=True)
+    (w * 2.0).sum().backward()
+    (tw * 2.0).sum().backward()
+    x, tx = Tensor(rand((3,), 2)), torch.tensor(rand((3,), 2), requires_grad=True)
+    y = (Tensor(w.grad, requires_grad=False) * x).sum()
+    ty = (tw.grad * tx).sum()
+    SGD([w], lr=0.1).zero_grad(set_to_none=False)
+    torch.optim.SGD([tw], lr=0.1).zero_grad(set_to_none=False)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        ty.backward()
+    with pytest.raises(RuntimeError, match=r"memory of the .grad of a leaf of shape \(3,\)"):
+        y.backward()
+
+
+def test_the_default_zero_out_gives_new_zeros_of_the_arrays_dtype() -> None:
+    """What a third-party backend inherits: zeros of the array's shape and dtype (not a * 0, which
+    keeps NaN), in a new array."""
+    from types import SimpleNamespace
+
+    from topgrad.backend import Backend
+
+    backend = topgrad.get_backend()
+    helpers = SimpleNamespace(asarray=backend.asarray, zeros=backend.zeros)
+    dtypes = ["float32", "float64"] if backend.name == "numpy" else ["float32"]
+    for dtype in dtypes:
+        a = backend.asarray(np.array([np.nan, np.inf, -2.0]), dtype=dtype)
+        zeros = Backend.zero_out(helpers, a)  # type: ignore[arg-type]
+        assert zeros is not a and backend.memory_key(zeros) != backend.memory_key(a)
+        assert str(zeros.dtype).removeprefix("torch.") == dtype
+        np.testing.assert_array_equal(backend.to_numpy(zeros), np.zeros(3))
+        assert np.isnan(backend.to_numpy(a)[0])
+
+
+# (optimizer, its settings, the setting changed, a value refused, what the refusal says)
+REFUSED_SETTINGS = [
+    (Adam, {}, "eps", -1.0, ValueError, r"Adam: eps must be a finite number >= 0, got -1\.0"),
+    (Adam, {}, "eps", float("inf"), ValueError, r"Adam: eps must be a finite number >= 0, got inf"),
+    (AdamW, {}, "betas", (1.5, 0.9), ValueError, r"AdamW: betas must be two numbers in \[0, 1\), got \(1\.5"),
+    (Adam, {}, "betas", (0.9,), ValueError, r"Adam: betas must be two numbers in \[0, 1\), got \(0\.9,\)"),
+    (Adam, {}, "betas", None, ValueError, "betas must be two numbers"),
+    (Adam, {}, "weight_decay", -1, ValueError, r"Adam: weight decay must be a finite number >= 0, got -1"),
+    (SGD, {"momentum": 0.9}, "momentum", -0.5, ValueError, "SGD: momentum must be a finite number >= 0"),
+    (SGD, {"momentum": 0.9}, "momentum", "0.5", ValueError, "SGD: momentum must be a finite number >= 0"),
+    (SGD, {}, "weight_decay", float("nan"), ValueError, "SGD: weight decay must be a finite number >= 0"),
+    (SGD, {"momentum": 0.9}, "dampening", -0.1, ValueError, "SGD: dampening must be a finite number >= 0"),
+    (SGD, {"momentum": 0.9}, "nesterov", 1, TypeError, "SGD: nesterov must be True or False, got 1"),
+    (SGD, {}, "nesterov", True, ValueError, "SGD: Nesterov momentum needs momentum > 0 and dampening 0"),
+    (SGD, {"momentum": 0.9, "nesterov": True}, "momentum", 0.0, ValueError, "Nesterov momentum needs"),
+    (SGD, {"momentum": 0.9, "nesterov": True}, "dampening", 0.1, ValueError, "Nesterov momentum needs"),
+]
+
+
+@pytest.mark.parametrize(("cls", "kwargs", "name", "value", "error", "says"), REFUSED_SETTINGS)
+def test_every_setting_is_checked_when_set_as_by_the_constructor(
+    cls: type, kwargs: dict[str, Any], name: str, value: Any, error: type, says: str
+) -> None:
+    """Only lr was checked after construction: `opt.eps = -1.0` was taken, `opt.betas = (0.9,)`
+    crashed in step with an IndexError, and the state saved then did not load. Each setting is
+    refused as the constructor refuses it, and nothing changes."""
+    w = Tensor(rand((2,), 0))
+    opt = cls([w], lr=0.1, **kwargs)
+    before = opt.state_dict()
+    with pytest.raises(error, match=says):
+        setattr(opt, name, value)
+    with pytest.raises(error, match=says):
+        cls([w], lr=0.1, **{**kwargs, name: value})
+    assert opt.state_dict() == before
+    w.grad = topgrad.get_backend().asarray(rand((2,), 1))
+    opt.step()
+    cls([w], lr=0.1).load_state_dict(opt.state_dict())
+
+
+@pytest.mark.parametrize("case", ["sgd everything", "adam weight decay", "adamw"])
+def test_settings_changed_between_steps_act_as_torchs(case: str) -> None:
+    """Settings set after construction are the ones the next steps use, as a change of torch's
+    param_groups[0] is; a list of betas is kept as a tuple of its own."""
+    top_cls, torch_cls, kwargs = CASES[case]
+    changes = ({"momentum": 0.8, "weight_decay": 0.2, "nesterov": False, "dampening": 0.3, "lr": 0.05}
+               if top_cls is SGD else {"betas": [0.5, 0.9], "eps": 1e-3, "weight_decay": 0.3, "lr": 0.02})
+    init = rand((4, 3), 3)
+    w, tw = Tensor(init), torch.tensor(init, requires_grad=True)
+    opt, ref = top_cls([w], **kwargs), torch_cls([tw], **kwargs)
+    for step in range(4):
+        if step == 2:
+            for name, value in changes.items():
+                setattr(opt, name, value)
+                ref.param_groups[0][name] = value
+        g = rand((4, 3), 10 + step)
+        _set_grad(w, g)
+        tw.grad = torch.from_numpy(g.copy())
+        opt.step()
+        ref.step()
+        assert_close(w, tw, f"{case}: the parameter after step {step + 1}")
+    if top_cls is not SGD:
+        assert opt.betas == (0.5, 0.9)
+
+
+@pytest.mark.parametrize("setting", ["lr", "momentum", "weight_decay", "dampening"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_an_infinite_or_nan_setting_is_refused_as_not_a_finite_number(setting: str, value: float) -> None:
+    """"learning rate must be a number >= 0, got inf": inf is a number >= 0; the message said
+    otherwise than what was refused."""
+    name = setting.replace("_", " ").replace("lr", "learning rate")
+    with pytest.raises(ValueError, match=rf"SGD: {name} must be a finite number >= 0, got {value!r}"):
+        SGD([Tensor(rand((2,), 0))], **{"lr": 0.1, setting: value})
+
+
+def test_state_indexed_by_the_parameter_says_how_it_is_indexed() -> None:
+    """torch.optim's state is a dict keyed by the parameter; Topgrad's a list in the parameters'
+    order, and opt.state[p] gave list's "list indices must be integers or slices, not Tensor"."""
+    params = [Tensor(rand((2,), 0)), Tensor(rand((3,), 1))]
+    opt = SGD(params, lr=0.1, momentum=0.9)
+    params[1].grad = topgrad.get_backend().asarray(rand((3,), 2))
+    opt.step()
+    with pytest.raises(TypeError, match=r"SGD.state is a list in the order of the parameters given "
+                                        r"\(state\[i\] is opt.params\[i\]'s.*this Tensor is parameter 1: "
+                                        r"opt.state\[1\]"):
+        opt.state[params[1]]
+    with pytest.raises(TypeError, match="this Tensor is none of its parameters"):
+        opt.state[Tensor(rand((3,), 1))]
+    assert opt.state[0] == {} and set(opt.state[1]) == {"momentum_buffer"} and opt.state[-1] is opt.state[1]
+    assert opt.state[:1] == [{}] and len(opt.state) == 2
+    other = SGD(params, lr=0.1, momentum=0.9)
+    other.load_state_dict(opt.state_dict())
+    assert set(other.state[1]) == {"momentum_buffer"}
+    with pytest.raises(TypeError, match="this Tensor is parameter 0"):
+        other.state[params[0]]
 
 
 def test_a_set_of_parameters_is_refused() -> None:

@@ -107,7 +107,7 @@ def _broken(change: Any) -> dict[str, Any]:
     ("change", "match"),
     [(lambda s: s.update(optimizer="SGD"), "Adam.load_state_dict: the state was saved by SGD, not Adam"),
      (lambda s: s.pop("settings"), "takes what state_dict\\(\\) returns"),
-     (lambda s: s["settings"].update(lr=-1.0), "learning rate must be a number >= 0"),
+     (lambda s: s["settings"].update(lr=-1.0), "learning rate must be a finite number >= 0"),
      (lambda s: s["settings"].update(momentum=0.9),
       r"settings have \['momentum'\], which Adam does not take \(it takes lr, betas"),
      (lambda s: s["state"].update({7: {}}), r"entries \[7\] for parameters this optimizer does not have"),
@@ -199,3 +199,43 @@ def test_a_state_of_fewer_or_more_parameters_is_refused() -> None:
             mine.load_state_dict(theirs.state_dict())
     with pytest.raises(ValueError, match="'shapes' must list each parameter's shape"):
         one.load_state_dict({**one.state_dict(), "shapes": 3})
+
+
+@pytest.mark.parametrize("case", ["sgd momentum", "adam", "adamw"])
+def test_a_float64_state_loads_cast_to_the_parameters_dtype_as_torch(case: str) -> None:
+    """The triton backend refused a saved state of float64 arrays ("holds float32 arrays only"),
+    which the check before says is taken and the numpy backend loaded (as float64, next to
+    float32 parameters); torch.optim casts the state to each parameter's dtype."""
+    params, torch_params, opt, ref = _pair(case)
+    for step in range(2):
+        _step(params, torch_params, [opt, ref], step)
+    saved, theirs = opt.state_dict(), ref.state_dict()
+    saved["state"] = {i: {k: v if k == "step" else v.astype(np.float64) for k, v in state.items()}
+                      for i, state in saved["state"].items()}
+    theirs["state"] = {i: {k: v if k == "step" else v.double() for k, v in state.items()}
+                       for i, state in theirs["state"].items()}
+    top_cls, torch_cls, kwargs = CASES[case]
+    opt2, ref2 = top_cls(params, **kwargs), torch_cls(torch_params, **kwargs)
+    opt2.load_state_dict(saved)
+    ref2.load_state_dict(theirs)
+    for i, state in opt2.state_dict()["state"].items():
+        for key, value in state.items():
+            if key != "step":
+                assert value.dtype == np.float32 and ref2.state[torch_params[i]][key].dtype == torch.float32
+    for step in range(2, 4):
+        _step(params, torch_params, [opt2, ref2], step)
+    for i, (p, tp) in enumerate(zip(params, torch_params)):
+        assert_close(p, tp, f"{case}: parameter {i} after a float64 state was loaded")
+
+
+def test_a_float32_state_loads_as_float64_for_a_float64_parameter(backend_name: str) -> None:
+    """The state takes the parameter's dtype both ways (where the backend has float64 Tensors)."""
+    if backend_name != "numpy":
+        pytest.skip("float64 Tensors are the numpy backend's")
+    w = Tensor(rand((3, 2), 0), dtype="float64")
+    opt = Adam([w])
+    opt.load_state_dict({"optimizer": "Adam", "settings": {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8,
+                                                          "weight_decay": 0.0}, "shapes": [(3, 2)],
+                         "state": {0: {"step": 3, "exp_avg": np.ones((3, 2), np.float32),
+                                       "exp_avg_sq": np.ones((3, 2), np.float32)}}})
+    assert {str(a.dtype) for a in opt.state[0].values() if not isinstance(a, int)} == {"float64"}

@@ -118,6 +118,14 @@ class Backend:
         holding the array sees the sum); returns the array holding the sum, by default a new one."""
         return self.add(total, part)
 
+    def zero_out(self, a: Any) -> Any:
+        """Zeros of `a`'s shape and dtype: `zero_grad(set_to_none=False)` clears a `.grad` with it.
+        Written into `a` where the backend can, as PyTorch zeroes `.grad` in place (code holding the
+        array sees the zeros, then what the next backward adds); returns the array holding the
+        zeros, by default a new one. (Not `mul(a, 0.0)`: NaN * 0 is NaN.)"""
+        dtype = str(getattr(a, "dtype", "float32")).removeprefix("torch.")
+        return self.asarray(self.zeros(tuple(a.shape)), dtype=dtype)
+
     def memory_key(self, a: Any) -> Hashable | None:
         """A key that arrays sharing memory have in common (views of one buffer), or None
         when unknown. backward gives each leaf a gradient of its own: one whose key is taken

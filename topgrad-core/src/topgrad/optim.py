@@ -23,8 +23,30 @@ from topgrad.registry import _array_type, backend_of, get_backend, owner_of
 from topgrad.tensor import Tensor, mark_updated
 
 
+class _State(list[dict[str, Any]]):
+    """An optimizer's per-parameter state: a list in the parameters' order, not torch.optim's dict
+    keyed by the parameter, so `opt.state[p]` says how to index it instead of list's TypeError."""
+
+    def __init__(self, opt: Optimizer, states: Iterable[dict[str, Any]]) -> None:
+        super().__init__(states)
+        self._name, self._params = type(opt).__name__, opt.params
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, Tensor):
+            where = next((f"this Tensor is parameter {i}: opt.state[{i}]"
+                          for i, p in enumerate(self._params) if p is index),
+                         "this Tensor is none of its parameters")
+            raise TypeError(f"{self._name}.state is a list in the order of the parameters given (state[i] "
+                            f"is opt.params[i]'s, as state_dict() numbers them), not torch.optim's dict "
+                            f"keyed by the parameter; {where}")
+        return super().__getitem__(index)
+
+
 class Optimizer:
-    """Holds the parameters; `zero_grad` clears their gradients, `step` updates them."""
+    """Holds the parameters; `zero_grad` clears their gradients, `step` updates them.
+
+    The settings are attributes (`opt.lr = 0.01`, as a schedule sets it between steps), checked
+    whenever they are set, by the constructor's checks (`_checked`)."""
 
     settings: ClassVar[tuple[str, ...]] = ("lr",)
     """The constructor's keyword arguments, which `state_dict` saves."""
@@ -58,30 +80,41 @@ class Optimizer:
         if len({id(p) for p in self.params}) < len(self.params):
             raise ValueError(f"{name}: a Tensor appears twice in the parameters (it would be updated twice)")
         self.lr = lr
-        self.state: list[dict[str, Any]] = [{} for _ in self.params]
+        self.state: list[dict[str, Any]] = _State(self, [{} for _ in self.params])
 
-    @property
-    def lr(self) -> float:
-        """The learning rate; a schedule may set it between steps (checked as the constructor's)."""
-        return self._lr
+    def __setattr__(self, name: str, value: Any) -> None:
+        """A setting is checked as the constructor checks it, whenever it is set: a refused value
+        changes nothing (a later step would crash on it, or a saved state refuse to load)."""
+        if name in self.settings:
+            value = self._checked(name, value)
+        super().__setattr__(name, value)
 
-    @lr.setter
-    def lr(self, value: float) -> None:
-        """Set the learning rate; a negative, infinite or NaN one is refused, as by the constructor."""
-        _check_non_negative(self, learning_rate=value)
-        self._lr = value
+    def _checked(self, name: str, value: Any) -> Any:
+        """The value to keep for setting `name`, or ValueError / TypeError as the constructor's.
+        Subclasses check their own settings and pass the others on."""
+        if name == "lr":
+            _check_non_negative(self, learning_rate=value)
+        return value
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear every parameter's `.grad`: None (PyTorch's default, set_to_none=True), or zeros of
-        its shape and dtype where it has one (set_to_none=False)."""
+        its shape and dtype where it has one (set_to_none=False), written into that array where the
+        backend can, as in PyTorch (`g = w.grad` sees the zeros, then what backward adds)."""
         if set_to_none is True:
             for p in self.params:
                 p._grad = None  # the field: the property would warn for a non-leaf
         elif set_to_none is False:
             for p in self.params:
-                if p._grad is not None:
-                    backend = backend_of(p.data)  # w's own, which may not be the selected one
-                    p._grad = backend.asarray(backend.zeros(p.shape), dtype=dtype_name(p.data))
+                if p._grad is None:
+                    continue
+                # w's backend (maybe not the selected one) zeroes the array in place where it can, as
+                # torch.optim does; that write is clocked as backward's adds into .grad are, so that an
+                # op that saved this memory (a constant Tensor(w.grad)) refuses its backward
+                zeros = backend_of(p.data).zero_out(p._grad)
+                if zeros is p._grad:
+                    _tensor._updates.now += 1
+                    _tensor._updates.grads[p] = _tensor._updates.now
+                p._grad = zeros
         else:
             raise TypeError(f"{type(self).__name__}.zero_grad: set_to_none must be True or False, "
                             f"got {set_to_none!r}")
@@ -176,9 +209,9 @@ class Optimizer:
                              f"state_dict() has all of {', '.join(self.settings)})")
         probe = type(self)(self.params, **settings)  # the constructor checks the settings
         states = [self._loaded(i, s) for i, s in self._numbered(state_dict["state"])]
-        for setting in self.settings:
-            setattr(self, setting, getattr(probe, setting))
-        self.state = states
+        # the probe checked the settings together; set one at a time, SGD's could clash on the way
+        vars(self).update({setting: getattr(probe, setting) for setting in self.settings})
+        self.state = _State(self, states)
 
     def _check_shapes(self, saved: Any) -> None:
         """ValueError unless `saved` lists this optimizer's parameter shapes, in order."""
@@ -213,7 +246,8 @@ class Optimizer:
 
     def _loaded(self, i: int, saved: Any) -> dict[str, Any]:
         """Parameter i's saved state as backend arrays, checked against what this class keeps:
-        a count for `step`, arrays of the parameter's shape for the rest."""
+        a count for `step`, arrays of the parameter's shape for the rest, cast to its dtype (as
+        torch.optim does: a float64 state loads on a backend that holds float32 only)."""
         where = f"{type(self).__name__}.load_state_dict: the state of parameter {i}"
         if not isinstance(saved, dict) or (saved and set(saved) != self.state_keys):
             keys = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
@@ -229,7 +263,7 @@ class Optimizer:
                 raise ValueError(f"{where}: {key} must be a float32 or float64 array of the parameter's "
                                  f"shape {self.params[i].shape}, got {got}")
             else:  # a copy: steps write state in place, and the saved dict may load elsewhere too
-                out[key] = backend.copy(backend.asarray(v, dtype=dtype_name(v)))
+                out[key] = backend.copy(backend.asarray(v, dtype=dtype_name(self.params[i].data)))
         return out
 
 
@@ -275,7 +309,7 @@ def _check_non_negative(opt: Optimizer, **values: float) -> None:
     for name, value in values.items():
         if not isinstance(value, Real) or isinstance(value, bool) or not 0 <= value < math.inf:
             raise ValueError(
-                f"{type(opt).__name__}: {name.replace('_', ' ')} must be a number >= 0, got {value!r}"
+                f"{type(opt).__name__}: {name.replace('_', ' ')} must be a finite number >= 0, got {value!r}"
             )
 
 
@@ -297,13 +331,23 @@ class SGD(Optimizer):
         fused are taken at False or None only (other values say what to write instead)."""
         _refuse_options(self, maximize=maximize, foreach=foreach, differentiable=differentiable, fused=fused)
         super().__init__(params, lr)
-        _check_non_negative(self, momentum=momentum, weight_decay=weight_decay, dampening=dampening)
-        if not isinstance(nesterov, bool):
-            raise TypeError(f"SGD: nesterov must be True or False, got {nesterov!r}")
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening 0")
-        self.momentum, self.weight_decay, self.nesterov, self.dampening = (
-            momentum, weight_decay, nesterov, dampening)
+        self.momentum, self.weight_decay, self.dampening, self.nesterov = (
+            momentum, weight_decay, dampening, nesterov)
+
+    def _checked(self, name: str, value: Any) -> Any:
+        """momentum, weight decay and dampening: finite numbers >= 0; nesterov: a bool, and with it
+        momentum > 0 and dampening 0 (checked whichever of the three is set)."""
+        if name in ("momentum", "weight_decay", "dampening"):
+            _check_non_negative(self, **{name: value})
+        elif name == "nesterov" and not isinstance(value, bool):
+            raise TypeError(f"SGD: nesterov must be True or False, got {value!r}")
+        if name in ("momentum", "dampening", "nesterov"):  # the three as they would be; the
+            after: dict[str, Any] = {key: getattr(self, key, None)  # constructor sets nesterov last
+                                     for key in ("momentum", "dampening", "nesterov")}
+            after[name] = value
+            if after["nesterov"] and (after["momentum"] <= 0 or after["dampening"] != 0):
+                raise ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening 0")
+        return super()._checked(name, value)
 
     def _update(self, backend: Any, p: Tensor, state: dict[str, Any]) -> None:
         p.data, buf = backend.sgd_update(
@@ -333,15 +377,23 @@ class Adam(Optimizer):
                         differentiable=differentiable, fused=fused,
                         decoupled_weight_decay=decoupled_weight_decay)
         super().__init__(params, lr)
-        _check_non_negative(self, eps=eps, weight_decay=weight_decay)
-        try:  # any sequence of two numbers (a numpy array too, as torch takes), kept as a tuple: a
-            pair = tuple(betas) if not isinstance(betas, (str, bytes)) else ()  # caller's list may change
-        except TypeError:
-            pair = ()
-        if len(pair) != 2 or not all(isinstance(b, Real) and not isinstance(b, bool) and 0.0 <= b < 1.0
-                                     for b in pair):
-            raise ValueError(f"{type(self).__name__}: betas must be two numbers in [0, 1), got {betas!r}")
-        self.betas, self.eps, self.weight_decay = (float(pair[0]), float(pair[1])), eps, weight_decay
+        self.eps, self.weight_decay, self.betas = eps, weight_decay, betas
+
+    def _checked(self, name: str, value: Any) -> Any:
+        """eps and weight decay: finite numbers >= 0; betas: two numbers in [0, 1), kept as a tuple of
+        floats (any sequence is taken, a numpy array too, as torch takes; the caller's list may change)."""
+        if name in ("eps", "weight_decay"):
+            _check_non_negative(self, **{name: value})
+        elif name == "betas":
+            try:
+                pair = tuple(value) if not isinstance(value, (str, bytes)) else ()
+            except TypeError:
+                pair = ()
+            if len(pair) != 2 or not all(isinstance(b, Real) and not isinstance(b, bool)
+                                         and 0.0 <= float(b) < 1.0 for b in pair):
+                raise ValueError(f"{type(self).__name__}: betas must be two numbers in [0, 1), got {value!r}")
+            return (float(pair[0]), float(pair[1]))
+        return super()._checked(name, value)
 
     def _update(self, backend: Any, p: Tensor, state: dict[str, Any]) -> None:
         if not state:

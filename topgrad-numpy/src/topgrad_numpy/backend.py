@@ -184,6 +184,14 @@ class NumpyBackend(topgrad.Backend):
             return np.add(total, part, out=total)
         return self.add(total, part)
 
+    def zero_out(self, a: Any) -> np.ndarray:
+        """Zeros written into `a` (a `.grad`, in place as in PyTorch) where it is a writeable array;
+        else new zeros of its shape and dtype."""
+        if type(a) is np.ndarray and a.flags.writeable:
+            a.fill(0)
+            return a
+        return np.zeros(np.shape(a), dtype=F64 if getattr(a, "dtype", None) == F64 else np.float32)
+
     def memory_key(self, a: Any) -> int:
         """The id of the object at the end of `a`'s chain of bases: views of one buffer share it."""
         while isinstance(a, np.ndarray) and a.base is not None:

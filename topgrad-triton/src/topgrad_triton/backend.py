@@ -151,6 +151,15 @@ class TritonBackend(topgrad.Backend):
         return self._ew.elementwise(self._ew.ADD, total, part, name="accumulate", out=total if into else None)
 
     @_guarded_helper
+    def zero_out(self, a: Any) -> Any:
+        """Zeros written into `a` (a `.grad`, in place as in PyTorch) by the elementwise kernel where
+        it is a dense float32 array; else new zeros of its shape."""
+        torch = self._torch
+        into = isinstance(a, torch.Tensor) and a.is_contiguous() and a.dtype == torch.float32
+        return self._ew.elementwise(self._ew.COPY, 0.0, name="zero_out", out_shape=tuple(a.shape),
+                                    out=a if into else None)
+
+    @_guarded_helper
     def sub(self, a: Any, b: Any) -> Any:
         """a - b by the elementwise kernel (the optimizers' arithmetic: no torch compute)."""
         return self._ew.elementwise(self._ew.SUB, a, b, name="sub")

@@ -164,6 +164,30 @@ def check_accumulate(rtol: float = RTOL) -> Outcome:
     ])
 
 
+def check_zero_out(rtol: float = RTOL) -> Outcome:
+    """zero_out(a) returns zeros of a's shape and dtype (float64 too, where the backend has it),
+    written into a or not: zero_grad(set_to_none=False) clears gradients with it. NaN and inf become
+    0 too (a product with 0 would keep NaN)."""
+    b = get_backend()
+    given = _A.copy()
+    given[0, :2] = [np.nan, np.inf]
+    arrays = [b.asarray(given)]
+    try:
+        arrays.append(b.asarray(given, dtype="float64"))
+    except (TypeError, ValueError, NotImplementedError):
+        pass  # a backend without float64 (the asarray row checks that it says so)
+    outcomes = [*_of_the_backend("zero_out of a 0-d array", b.zero_out(b.asarray(2.0)))]
+    for a in arrays:
+        kind = str(a.dtype)
+        result = b.zero_out(a)
+        outcomes += [*_has_array_api(f"zero_out({kind} a)", result, _A.shape),
+                     compare(f"zero_out({kind} a holding NaN and inf)", host_values(result),
+                             np.zeros(_A.shape), 0.0)]
+        if hasattr(result, "dtype") and str(result.dtype) != kind:  # a .grad keeps its parameter's dtype
+            outcomes.append(Outcome.failed(f"zero_out of a {kind} array returned dtype {result.dtype}"))
+    return merge(outcomes)
+
+
 HELPER_CHECKS: dict[str, Callable[[float], Outcome]] = {
     "asarray": check_asarray,
     "to_numpy": check_to_numpy,
@@ -176,5 +200,6 @@ HELPER_CHECKS: dict[str, Callable[[float], Outcome]] = {
     "sqrt": check_sqrt,
     "copy/memory_key": check_copy,
     "accumulate": check_accumulate,
+    "zero_out": check_zero_out,
 }
 """Each helper check by its row label; each takes the tolerance and returns an Outcome."""
