@@ -299,7 +299,7 @@ def test_an_op_that_saved_a_grad_refuses_backward_once_a_backward_added_into_it(
     shared = Tensor(w.grad, requires_grad=False)
     y = (x * shared).sum()
     (w * 3.0).sum().backward()
-    says = r"^Mul: an array it saved is the memory of the .grad of a leaf of shape \(3,\), which a backward"
+    says = r"^Mul: an array it saved is the memory of the .grad of a leaf of shape \(3,\), which was written"
     with pytest.raises(RuntimeError, match=says):
         y.backward()
     with pytest.raises(RuntimeError, match=says):  # the add into w.grad comes first in this walk

@@ -20,7 +20,7 @@ from topgrad.errors import type_name
 from topgrad.observe import dtype_name
 from topgrad.pytorch_names import not_taken
 from topgrad.registry import _array_type, backend_of, get_backend, owner_of
-from topgrad.tensor import Tensor, mark_updated
+from topgrad.tensor import Tensor, mark_grad_written, mark_updated
 
 
 class _State(list[dict[str, Any]]):
@@ -112,8 +112,7 @@ class Optimizer:
                 # op that saved this memory (a constant Tensor(w.grad)) refuses its backward
                 zeros = backend_of(p.data).zero_out(p._grad)
                 if zeros is p._grad:
-                    _tensor._updates.now += 1
-                    _tensor._updates.grads[p] = _tensor._updates.now
+                    mark_grad_written(p)
                 p._grad = zeros
         else:
             raise TypeError(f"{type(self).__name__}.zero_grad: set_to_none must be True or False, "
@@ -341,9 +340,10 @@ class SGD(Optimizer):
             _check_non_negative(self, **{name: value})
         elif name == "nesterov" and not isinstance(value, bool):
             raise TypeError(f"SGD: nesterov must be True or False, got {value!r}")
-        if name in ("momentum", "dampening", "nesterov"):  # the three as they would be; the
-            after: dict[str, Any] = {key: getattr(self, key, None)  # constructor sets nesterov last
-                                     for key in ("momentum", "dampening", "nesterov")}
+        if name in ("momentum", "dampening", "nesterov"):  # the three as they would be (the
+            # constructor sets nesterov last, so its rule is checked once all three are there)
+            three = ("momentum", "dampening", "nesterov")
+            after: dict[str, Any] = {key: getattr(self, key, None) for key in three}
             after[name] = value
             if after["nesterov"] and (after["momentum"] <= 0 or after["dampening"] != 0):
                 raise ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening 0")

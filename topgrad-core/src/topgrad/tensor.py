@@ -773,9 +773,14 @@ def _add_in(leaf: Tensor, g: Any, backend: Any) -> Any:
     a write is clocked, as a step is, for ops that saved that memory (a constant Tensor(w.grad))."""
     total = backend.accumulate(leaf._grad, g)
     if total is leaf._grad:
-        _updates.now += 1
-        _updates.grads[leaf] = _updates.now
+        mark_grad_written(leaf)
     return total
+
+
+def mark_grad_written(t: Tensor) -> None:
+    """Record that `t.grad`'s array was just written in place (backward's sum, zero_grad's zeros)."""
+    _updates.now += 1
+    _updates.grads[t] = _updates.now
 
 
 def _check_grad_value(t: Tensor, value: Any) -> None:
@@ -826,8 +831,9 @@ def _refuse_overwritten(op: Op) -> None:
         if key is not None and key in added:
             raise RuntimeError(
                 f"{type(op).__name__}: an array it saved is the memory of the .grad of a leaf of shape "
-                f"{added[key].shape}, which a backward added into after this op's forward (backward adds "
-                "into .grad in place, as PyTorch does), so its gradient would be wrong; make such a "
+                f"{added[key].shape}, which was written after this op's forward (backward adds into "
+                ".grad in place, as PyTorch does, and zero_grad(set_to_none=False) zeroes it in place), "
+                "so its gradient would be wrong; make such a "
                 "Tensor from a copy of the .grad array, or run the forward pass again")
         leaf = stepped.get(key) if key is not None else None
         if leaf is not None:
