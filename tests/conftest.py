@@ -14,8 +14,9 @@ import pytest
 from hypothesis import settings
 
 # Hypothesis draws per drawn test. The Triton interpreter runs kernels in numpy, one program at a
-# time: fewer draws there. `soak` (`nox -s soak`) draws many more, to find the rare shapes that
-# a CI run's fresh draws would otherwise meet one at a time.
+# time: fewer draws there (`_interpreted`; the triton backend on a GPU gets the default profile).
+# `soak` (`nox -s soak`) draws many more, to find the rare shapes that a CI run's fresh draws
+# would otherwise meet one at a time.
 settings.register_profile("interpreter", max_examples=8, deadline=None)
 settings.register_profile("default", max_examples=25, deadline=None)
 settings.register_profile("soak", max_examples=400, deadline=None)
@@ -38,7 +39,13 @@ def pytest_configure(config: pytest.Config) -> None:
         torch = None
     _interpret_triton_kernels(name, gpu=torch is not None and torch.cuda.is_available())
     if not config.getoption("hypothesis_profile", None):  # `--hypothesis-profile soak` wins
-        settings.load_profile("interpreter" if name == "triton" else "default")
+        settings.load_profile("interpreter" if _interpreted(name) else "default")
+
+
+def _interpreted(backend: str) -> bool:
+    """Whether the backend under test runs its kernels in an interpreter (Triton's, TRITON_INTERPRET=1,
+    set by `_interpret_triton_kernels` where there is no GPU)."""
+    return backend == "triton" and os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def _interpret_triton_kernels(backend: str, gpu: bool) -> None:
@@ -74,7 +81,7 @@ def _selected_backend(backend_name: str):
 @pytest.fixture(scope="session")
 def interpreted(backend_name: str) -> bool:
     """True where kernels run in an interpreter: tests choose smaller shapes, never fewer ops."""
-    return backend_name == "triton" and os.environ.get("TRITON_INTERPRET") == "1"
+    return _interpreted(backend_name)
 
 
 @pytest.fixture
