@@ -266,7 +266,7 @@ class Mul(good.Mul):
 class ReLU(good.ReLU):
     def backward(self, grad):  # gradient 1 at 0
         (x,) = self.saved
-        return (grad * (x >= 0),)
+        return (np.asarray(grad * (x >= 0)),)
 
 
 class LogSoftmax(good.LogSoftmax):

@@ -236,6 +236,19 @@ def _normalize_backward(dxhat: Any, xhat: Any, invstd: Any, axes: tuple[int, ...
     return invstd * (dxhat - total / n - xhat * dot / n)
 
 
+def _affine(out: Any, gamma: Any, beta: Any) -> Any:
+    """gamma * out + beta, a None gamma or beta standing for none (PyTorch's weight=None, bias=None)."""
+    out = out if gamma is None else gamma * out
+    return out if beta is None else out + beta
+
+
+def _affine_vjp(g: Any, xhat: Any, gamma: Any, beta: Any, axes: tuple[int, ...]) -> tuple[Any, Any, Any]:
+    """The gradient reaching xhat, and gamma's and beta's (None for a None gamma or beta)."""
+    ggamma = None if gamma is None else (g * xhat).sum(axis=axes)
+    gbeta = None if beta is None else g.sum(axis=axes)
+    return (g if gamma is None else g * gamma), ggamma, gbeta
+
+
 def _bn_stats(x: Any, running_mean: Any, running_var: Any, training: bool) -> tuple[Any, Any]:
     axes = tuple(range(x.ndim - 1))
     if training:
@@ -248,7 +261,7 @@ def _batchnorm(
     training: bool = True, momentum: float = 0.1, eps: float = 1e-5,
 ) -> Any:
     mean, var = _bn_stats(x, running_mean, running_var, training)
-    out = gamma * (x - mean) / np.sqrt(var + eps) + beta
+    out = _affine((x - mean) / np.sqrt(var + eps), gamma, beta)
     updates = {}
     if training and running_mean is not None:
         updates["running_mean"] = (1 - momentum) * running_mean + momentum * mean
@@ -266,21 +279,21 @@ def _batchnorm_vjp(
     mean, var = _bn_stats(x, running_mean, running_var, training)
     invstd = 1.0 / np.sqrt(var + eps)
     xhat = (x - mean) * invstd
-    gx = _normalize_backward(g * gamma, xhat, invstd, axes) if training else g * gamma * invstd
-    return gx, (g * xhat).sum(axis=axes), g.sum(axis=axes)
+    gxhat, ggamma, gbeta = _affine_vjp(g, xhat, gamma, beta, axes)
+    gx = _normalize_backward(gxhat, xhat, invstd, axes) if training else gxhat * invstd
+    return gx, ggamma, gbeta
 
 
 def _layernorm(x: Any, gamma: Any, beta: Any, eps: float = 1e-5) -> Any:
     mean, var = x.mean(axis=-1, keepdims=True), x.var(axis=-1, keepdims=True)
-    return gamma * (x - mean) / np.sqrt(var + eps) + beta
+    return _affine((x - mean) / np.sqrt(var + eps), gamma, beta)
 
 
 def _layernorm_vjp(g: Any, x: Any, gamma: Any, beta: Any, eps: float = 1e-5) -> tuple[Any, ...]:
     invstd = 1.0 / np.sqrt(x.var(axis=-1, keepdims=True) + eps)
     xhat = (x - x.mean(axis=-1, keepdims=True)) * invstd
-    lead = tuple(range(x.ndim - 1))
-    gx = _normalize_backward(g * gamma, xhat, invstd, (x.ndim - 1,))
-    return gx, (g * xhat).sum(axis=lead), g.sum(axis=lead)
+    gxhat, ggamma, gbeta = _affine_vjp(g, xhat, gamma, beta, tuple(range(x.ndim - 1)))
+    return _normalize_backward(gxhat, xhat, invstd, (x.ndim - 1,)), ggamma, gbeta
 
 
 # ---- attention -----------------------------------------------------------------------

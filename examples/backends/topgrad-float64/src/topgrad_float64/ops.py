@@ -74,17 +74,17 @@ class Mean(Op):
         return out
 
     def backward(self, grad):
-        return (expand(grad, self.shape, self.axis, self.keepdims) / self.count,)
+        return (np.asarray(expand(grad, self.shape, self.axis, self.keepdims) / self.count),)
 
 
 class ReLU(Op):
     def forward(self, x):
         self.save_for_backward(x)
-        return np.maximum(x, 0.0)
+        return np.asarray(np.maximum(x, 0.0))  # an array even when 0-d
 
     def backward(self, grad):
         (x,) = self.saved
-        return (grad * (x > 0),)
+        return (np.asarray(grad * (x > 0)),)
 
 
 class LogSoftmax(Op):
@@ -172,6 +172,7 @@ class BatchNorm(Op):
 
     def forward(self, x, gamma, beta, running_mean=None, running_var=None, training=True,
                 momentum=0.1, eps=1e-5):
+        gamma, beta = (1.0 if gamma is None else gamma), (0.0 if beta is None else beta)  # optional
         axes = tuple(range(x.ndim - 1))
         if training:
             mean, var = x.mean(axis=axes), x.var(axis=axes)
@@ -199,6 +200,7 @@ class BatchNorm(Op):
 
 class LayerNorm(Op):
     def forward(self, x, gamma, beta, eps=1e-5):
+        gamma, beta = (1.0 if gamma is None else gamma), (0.0 if beta is None else beta)  # optional
         invstd = 1.0 / np.sqrt(x.var(axis=-1, keepdims=True) + eps)
         xhat = (x - x.mean(axis=-1, keepdims=True)) * invstd
         self.save_for_backward(xhat, invstd, gamma)
@@ -218,8 +220,8 @@ class Attention(Op):
         scale = 1.0 / np.sqrt(q.shape[-1])
         scores = q @ k.transpose(0, 2, 1) * scale
         if causal:
-            t = scores.shape[-1]
-            scores = np.where(np.tril(np.ones((t, t), dtype=bool)), scores, -np.inf)
+            t, s = scores.shape[-2:]  # query i sees keys 0..i, as PyTorch's is_causal
+            scores = np.where(np.tril(np.ones((t, s), dtype=bool)), scores, -np.inf)
         p = np.exp(scores - scores.max(axis=-1, keepdims=True))
         p /= p.sum(axis=-1, keepdims=True)
         self.save_for_backward(q, k, v, p)
