@@ -3,8 +3,9 @@
 Every op test follows one pattern (`check_against_torch`): the same float32 inputs go
 through a Topgrad function and a PyTorch function, the outputs are compared, both are
 seeded with the same random upstream gradient, and the gradient of every input is compared.
-PyTorch runs twice, in float64 (the reference) and in float32 (how far float32 can get):
-see `assert_as_accurate`.
+The inputs and the upstream gradient may reach Topgrad in another memory layout (`laid_out`: a
+transposed, strided or Fortran-order view of a backend array). PyTorch runs twice, in float64
+(the reference) and in float32 (how far float32 can get): see `assert_as_accurate`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import topgrad
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual PyTorch spelling
 from hypothesis import assume
+from hypothesis import strategies as st
 from topgrad import Tensor
 
 RTOL = ATOL = 1e-4
@@ -46,6 +48,62 @@ class Sizes:
         if interpreted:
             return Sizes(batch=3, dim=8, image=6, channels=3, tokens=5)
         return Sizes(batch=6, dim=24, image=12, channels=6, tokens=12)
+
+
+LAYOUTS = ("contiguous", "transposed", "strided", "fortran")
+"""Memory layouts in which an op's inputs and its upstream gradient reach it (`laid_out`)."""
+
+
+def layouts(n_inputs: int) -> st.SearchStrategy[tuple[str, ...]]:
+    """One layout for each of `n_inputs` inputs and then one for the upstream gradient, drawn
+    independently (`check_against_torch(..., layout=...)`)."""
+    return st.tuples(*[st.sampled_from(LAYOUTS)] * (n_inputs + 1))
+
+
+def is_contiguous(a: Any) -> bool:
+    """Whether a backend array (a numpy ndarray or a torch tensor) is C-contiguous; as numpy and
+    torch both say, an empty array is, and size-1 axes' strides do not count."""
+    if isinstance(a, torch.Tensor):
+        return bool(a.is_contiguous())
+    return bool(np.asarray(a).flags.c_contiguous)
+
+
+def _permuted(a: Any, axes: Sequence[int]) -> Any:
+    """A view of a backend array with its axes in the order `axes` (torch's permute, numpy's transpose)."""
+    return a.permute(*axes) if isinstance(a, torch.Tensor) else a.transpose(tuple(axes))
+
+
+def laid_out(values: np.ndarray, layout: str, dtype: str = "float32") -> Any:
+    """A backend array of the backend under test holding `values`, as a view in `layout`'s memory:
+
+    - "contiguous": C order, a fresh array;
+    - "transposed": the last two axes swapped in memory (a `.T`-like view; C order below 2-d);
+    - "strided": every other element along the last axis of an array twice as wide (`[..., ::2]`);
+    - "fortran": every axis reversed in memory (column-major; C order below 2-d).
+
+    The view is made on the backend's own array (a torch tensor's on triton), so that a Tensor
+    whose `.data` is set to it hands the op non-contiguous memory: `Tensor(view)` would copy it
+    (a trainable Tensor copies what it might share), and a backend's asarray may make it dense.
+    As numpy and torch say, a view whose other axes have size 1, or one of no elements, is
+    contiguous all the same."""
+    backend = topgrad.get_backend()
+    values = np.asarray(values)
+    if layout not in LAYOUTS:
+        raise ValueError(f"laid_out: no layout {layout!r}; one of {LAYOUTS}")
+    if layout == "strided" and values.ndim:
+        wide = np.zeros((*values.shape[:-1], 2 * values.shape[-1]), values.dtype)
+        wide[..., ::2] = values
+        return backend.asarray(wide, dtype=dtype)[..., ::2]
+    if layout in ("transposed", "fortran") and values.ndim >= 2:
+        axes = list(range(values.ndim))
+        if layout == "transposed":
+            axes[-2], axes[-1] = axes[-1], axes[-2]
+        else:
+            axes.reverse()
+        # a swap and a reversal are their own inverses: the stored array permuted back is `values`
+        stored = backend.asarray(np.ascontiguousarray(values.transpose(axes)), dtype=dtype)
+        return _permuted(stored, axes)
+    return backend.asarray(np.array(values, copy=True), dtype=dtype)
 
 
 def float64_tensor(array: Any) -> Tensor:
@@ -137,6 +195,7 @@ def check_against_torch(
     constants: Sequence[int] = (),
     float64: Sequence[int] = (),
     float32_ground: bool = False,
+    layout: str | Sequence[str] = "contiguous",
 ) -> tuple[list[Tensor], Tensor]:
     """Run both functions on the same inputs; compare the output and every input's gradient.
 
@@ -151,6 +210,9 @@ def check_against_torch(
     its float64 one by more than rtol (relative to the largest value, at least 1) is rejected: a
     random graph there is ill-conditioned in float32 itself (a cancellation inside), and which
     float32 implementation comes closer is chance.
+    `layout` (one of `LAYOUTS`, or one per input and then one for the upstream gradient, as
+    `layouts(n)` draws them): each Topgrad input's `.data` is set to a view in that memory layout
+    (`laid_out`), and the backward pass is seeded with such a view; PyTorch's side is unchanged.
     Returns the Topgrad input tensors and output, for further checks by the caller.
     """
     def upstream(shape: tuple[int, ...]) -> np.ndarray:
@@ -161,11 +223,19 @@ def check_against_torch(
     if float32_ground:  # off it, float32 rounding alone moves the answer: nothing to compare
         pairs = [(single, exact), *((s, e) for s, e in zip(single_grads, exact_grads) if e is not None)]
         assume(max(_relative_gap(s, e) for s, e in pairs) <= rtol)
+    kinds = [layout] * (len(inputs) + 1) if isinstance(layout, str) else list(layout)
+    assert len(kinds) == len(inputs) + 1, f"layout: {len(kinds)} for {len(inputs)} inputs and the upstream"
     xs = [Tensor(a, dtype="float64", requires_grad=i not in constants) if i in float64 else
           Tensor(a, requires_grad=i not in constants) for i, a in enumerate(inputs)]
+    for i, (x, a, kind) in enumerate(zip(xs, inputs, kinds)):
+        if kind != "contiguous":
+            view = laid_out(a, kind, dtype="float64" if i in float64 else "float32")
+            x.data = view
+            assert x.data is view, f"input {i}: the Tensor did not keep its {kind} data"
     out = top_fn(*xs)
     assert_as_accurate(out, exact, single, "forward", rtol, atol)
-    out.backward(upstream(tuple(exact.shape)))
+    seed_values = upstream(tuple(exact.shape))
+    out.backward(seed_values if kinds[-1] == "contiguous" else laid_out(seed_values, kinds[-1]))
     for i, x in enumerate(xs):
         if i in constants:
             assert x.grad is None, f"input {i} is a constant but got a gradient"

@@ -3,7 +3,11 @@
 
 Each op has a few fixed cases and a Hypothesis test that draws shapes, axes, broadcasts
 and conv geometries. Shapes are bounded by `Sizes.for_run(interpreted)`: an interpreted
-backend gets smaller draws, never fewer ops. Inputs go through the public Tensor API.
+backend gets smaller draws, never fewer ops. Inputs go through the public Tensor API. Every
+drawn test also draws the memory layout of each input and of the upstream gradient
+(`helpers.layouts`: C order, transposed, a strided slice or Fortran order, set as the Tensor's
+`.data`, so the op meets non-contiguous arrays of its own backend), and, where PyTorch takes
+them, axes of size 0.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from helpers import (
     check_against_torch,
     float64_tensor,
     hwio_to_oihw,
+    is_contiguous,
+    laid_out,
+    layouts,
     mentions_shape,
     nhwc_to_nchw,
     rand,
@@ -48,6 +55,34 @@ def sizes(interpreted: bool) -> Sizes:
     return Sizes.for_run(interpreted)
 
 
+def any_shapes(min_dims: int, max_dims: int, max_side: int) -> st.SearchStrategy[tuple[int, ...]]:
+    """Array shapes whose sides may be 0: the ops drawn with them take empty tensors, as PyTorch."""
+    return hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=0, max_side=max_side)
+
+
+# ---- the layouts the drawn tests hand the ops -----------------------------------------------
+@pytest.mark.parametrize("layout", ["transposed", "strided", "fortran"])
+def test_the_drawn_layouts_reach_the_op_as_non_contiguous_arrays(layout: str) -> None:
+    """`helpers.laid_out` makes a view of the backend's own array (a torch tensor's on triton), a
+    Tensor given it as `.data` keeps it, and the op sees it: for a (3, 4) input each layout but C
+    order is not contiguous. (`Tensor(view)` would not do: a trainable Tensor copies it.)"""
+    values = rand((3, 4), 0)
+    view = laid_out(values, layout)
+    assert not is_contiguous(view), f"{layout}: a contiguous array"
+    np.testing.assert_array_equal(to_numpy(view), values)
+    x = Tensor(values)
+    x.data = view
+    assert x.data is view
+    seen: list[bool] = []
+
+    def top(t: Tensor) -> Tensor:
+        seen.append(is_contiguous(t.data))
+        return t * 2.0
+
+    check_against_torch(top, lambda t: t * 2.0, [values], layout=layout)
+    assert seen == [False]
+
+
 # ---- Add and Mul: broadcasting, scalars on either side -------------------------------
 BINARY = {
     "Add": (lambda a, b: a + b, lambda a, b: a + b),
@@ -68,18 +103,23 @@ def test_binary_fixed(op: str, shape_a: tuple[int, ...], shape_b: tuple[int, ...
     check_against_torch(top, ref, [rand(shape_a, 1), rand(shape_b, 2)])
 
 
-@pytest.mark.parametrize("op", sorted(BINARY))
+# the drawn broadcasts: Add, Mul, and x - y (Sub, composed of them)
+DRAWN_BINARY = {**BINARY, "Sub": (lambda a, b: a - b, lambda a, b: a - b)}
+
+
+@pytest.mark.parametrize("op", sorted(DRAWN_BINARY))
 @given(data=st.data(), seed=seeds)
 def test_binary_broadcast_drawn(op: str, data: st.DataObject, seed: int, sizes: Sizes) -> None:
-    top, ref = BINARY[op]
-    shapes = data.draw(
-        hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=4, max_side=sizes.batch)
+    top, ref = DRAWN_BINARY[op]
+    shapes = data.draw(  # min_side=0: an empty axis broadcast against 1, as PyTorch does
+        hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=4, min_side=0, max_side=sizes.batch)
     )
     a, b = shapes.input_shapes
     # a frozen operand (requires_grad=False, as an input batch or a mask): the other's gradient
     # is still summed back over the broadcast axes, and the frozen one gets none
     constants = data.draw(st.sampled_from([(), (0,), (1,)]), label="constants")
-    check_against_torch(top, ref, [rand(a, seed), rand(b, seed + 1)], seed=seed, constants=constants)
+    check_against_torch(top, ref, [rand(a, seed), rand(b, seed + 1)], seed=seed, constants=constants,
+                        layout=data.draw(layouts(2), label="layout"))
 
 
 SCALAR_FORMS = {
@@ -104,6 +144,26 @@ def test_scalar_compositions(form: str, shape: tuple[int, ...]) -> None:
     """Python scalars on either side of Add and Mul, and the compositions sub, neg and div."""
     top, ref = SCALAR_FORMS[form]
     check_against_torch(top, ref, [rand(shape, 3)])
+
+
+NUMBER_FORMS: dict[str, Callable[[Any, float], Any]] = {
+    "x + c": lambda x, c: x + c, "c + x": lambda x, c: c + x, "x * c": lambda x, c: x * c,
+    "c * x": lambda x, c: c * x, "x - c": lambda x, c: x - c, "c - x": lambda x, c: c - x,
+    "-x": lambda x, c: -x, "x / c": lambda x, c: x / c, "c / x": lambda x, c: c / x,
+}
+
+
+@pytest.mark.parametrize("form", sorted(NUMBER_FORMS))
+@given(data=st.data(), seed=seeds)
+def test_number_forms_drawn(form: str, data: st.DataObject, seed: int, sizes: Sizes) -> None:
+    """A Python number on either side of +, -, * and /, and -x, at drawn shapes (empty ones too),
+    numbers and layouts."""
+    f = NUMBER_FORMS[form]
+    shape = data.draw(any_shapes(0, 4, sizes.batch), label="shape")
+    c = data.draw(st.sampled_from([-2.5, -1.0, 0.5, 0.75, 3.0]), label="c")
+    x = _divisors(shape, seed) if form == "c / x" else rand(shape, seed)  # away from 0 for c / x
+    check_against_torch(lambda t: f(t, c), lambda t: f(t, c), [x], seed=seed,
+                        layout=data.draw(layouts(1), label="layout"))
 
 
 LIST_FORMS = {
@@ -148,8 +208,9 @@ def test_whole_powers_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> Non
     """x ** n for n = 1..9: products by repeated squaring, so the engine sums the gradient over
     shared factors (x ** 7 uses x, x * x and its square)."""
     n = data.draw(st.integers(1, 9), label="n")
-    shape = data.draw(hnp.array_shapes(min_dims=0, max_dims=3, max_side=sizes.batch), label="shape")
-    check_against_torch(lambda x: x**n, lambda x: x**n, [rand(shape, seed, scale=0.8)], seed=seed)
+    shape = data.draw(any_shapes(0, 3, sizes.batch), label="shape")
+    check_against_torch(lambda x: x**n, lambda x: x**n, [rand(shape, seed, scale=0.8)], seed=seed,
+                        layout=data.draw(layouts(1), label="layout"))
 
 
 @pytest.mark.parametrize("n", [0, -1, 0.25, 2.5, float("inf"), float("nan"), True, "2", None])
@@ -179,12 +240,12 @@ def test_div_fixed(shape_a: tuple[int, ...], shape_b: tuple[int, ...]) -> None:
 @given(data=st.data(), seed=seeds)
 def test_div_broadcast_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
     shapes = data.draw(
-        hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=4, max_side=sizes.batch)
+        hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=4, min_side=0, max_side=sizes.batch)
     )
     a, b = shapes.input_shapes
     constants = data.draw(st.sampled_from([(), (0,), (1,)]), label="constants")
     check_against_torch(lambda x, y: x / y, lambda x, y: x / y, [rand(a, seed), _divisors(b, seed + 1)],
-                        seed=seed, constants=constants)
+                        seed=seed, constants=constants, layout=data.draw(layouts(2), label="layout"))
 
 
 @pytest.mark.parametrize("c", [2.5, -1.0, np.float32(3.0), 4])
@@ -242,11 +303,13 @@ def test_log_fixed(shape: tuple[int, ...]) -> None:
 
 @given(data=st.data(), seed=seeds)
 def test_exp_and_log_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
-    shape = data.draw(hnp.array_shapes(min_dims=0, max_dims=4, max_side=sizes.batch), label="shape")
+    shape = data.draw(any_shapes(0, 4, sizes.batch), label="shape")
     scale = data.draw(st.sampled_from([0.5, 1.0, 3.0]), label="scale")
     x = rand(shape, seed, scale=scale)
-    check_against_torch(lambda t: t.exp(), torch.exp, [x], seed=seed)
-    check_against_torch(lambda t: t.log(), torch.log, [np.abs(x) + np.float32(0.05)], seed=seed)
+    check_against_torch(lambda t: t.exp(), torch.exp, [x], seed=seed,
+                        layout=data.draw(layouts(1), label="layout"))
+    check_against_torch(lambda t: t.log(), torch.log, [np.abs(x) + np.float32(0.05)], seed=seed,
+                        layout=data.draw(layouts(1), label="log's layout"))
 
 
 def test_exp_and_log_at_the_edges_as_pytorch() -> None:
@@ -294,12 +357,28 @@ def test_max_fixed(shape: tuple[int, ...], axis: Any, keepdims: bool) -> None:
 
 @given(data=st.data(), seed=seeds)
 def test_max_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
-    shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=4, max_side=sizes.batch), label="shape")
-    axis = data.draw(st.none() | st.lists(st.integers(0, len(shape) - 1), min_size=1, unique=True)
-                     .map(tuple), label="axis")
+    """Drawn shapes (0-d and empty axes too), axes (None, an int or a tuple, negative ones too),
+    keepdims and layouts; with `ties`, whole numbers in [-2, 2], so that elements tie for the
+    maximum and share its gradient equally, as in torch.amax
+    (`test_max_ties_nan_and_infinities_as_pytorch`). A maximum over an empty axis has no value:
+    PyTorch and Topgrad both refuse it."""
+    shape = data.draw(any_shapes(0, 4, sizes.batch), label="shape")
+    ndim = len(shape)
+    rank = max(ndim, 1)  # a 0-d tensor takes axis 0 or -1, as in PyTorch
+    tuples = hnp.valid_tuple_axes(rank, min_size=1)  # negative axes too, none repeated
+    axis = data.draw(st.none() | st.integers(-rank, rank - 1) | tuples, label="axis")
     keepdims = data.draw(st.booleans(), label="keepdims")
-    check_against_torch(lambda x: x.max(axis=axis, keepdims=keepdims), _amax(axis, keepdims),
-                        [rand(shape, seed)], seed=seed)
+    ties = data.draw(st.booleans(), label="ties")
+    x = np.round(rand(shape, seed)).clip(-2, 2).astype(np.float32) if ties else rand(shape, seed)
+    reduced = range(ndim) if axis is None or not ndim else [axis] if isinstance(axis, int) else axis
+    if any(shape[a] == 0 for a in reduced):
+        with pytest.raises(ValueError, match=r"Max: .* has no elements along axis"):
+            Tensor(x).max(axis=axis, keepdims=keepdims)
+        with pytest.raises((RuntimeError, IndexError)):  # IndexError in torch 2.13
+            _amax(axis, keepdims)(torch.from_numpy(x))
+        return
+    check_against_torch(lambda x: x.max(axis=axis, keepdims=keepdims), _amax(axis, keepdims), [x], seed=seed,
+                        layout=data.draw(layouts(1), label="layout"))
 
 
 def test_max_ties_nan_and_infinities_as_pytorch() -> None:
@@ -361,9 +440,10 @@ def test_tanh_and_sigmoid_fixed(
 @given(data=st.data(), seed=seeds)
 def test_tanh_and_sigmoid_drawn(name: str, ref: Callable[..., Any], data: st.DataObject, seed: int,
                                 sizes: Sizes) -> None:
-    shape = data.draw(hnp.array_shapes(min_dims=0, max_dims=4, max_side=sizes.batch), label="shape")
+    shape = data.draw(any_shapes(0, 4, sizes.batch), label="shape")
     scale = data.draw(st.sampled_from([0.03, 1.0, 5.0, 30.0]), label="scale")
-    check_against_torch(lambda t: getattr(t, name)(), ref, [rand(shape, seed, scale=scale)], seed=seed)
+    check_against_torch(lambda t: getattr(t, name)(), ref, [rand(shape, seed, scale=scale)], seed=seed,
+                        layout=data.draw(layouts(1), label="layout"))
 
 
 @TANH_AND_SIGMOID
@@ -402,9 +482,10 @@ def test_sqrt_fixed(shape: tuple[int, ...], scale: float) -> None:
 
 @given(data=st.data(), seed=seeds)
 def test_sqrt_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
-    shape = data.draw(hnp.array_shapes(min_dims=0, max_dims=4, max_side=sizes.batch), label="shape")
+    shape = data.draw(any_shapes(0, 4, sizes.batch), label="shape")
     scale = data.draw(st.sampled_from([1e-3, 1.0, 1e3]), label="scale")
-    check_against_torch(lambda x: x.sqrt(), torch.sqrt, [_positive(shape, seed, scale)], seed=seed)
+    check_against_torch(lambda x: x.sqrt(), torch.sqrt, [_positive(shape, seed, scale)], seed=seed,
+                        layout=data.draw(layouts(1), label="layout"))
 
 
 def test_half_power_is_sqrt_and_a_norm_matches_pytorch() -> None:
@@ -439,9 +520,10 @@ def test_abs_fixed(shape: tuple[int, ...], scale: float) -> None:
 
 @given(data=st.data(), seed=seeds)
 def test_abs_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
-    shape = data.draw(hnp.array_shapes(min_dims=0, max_dims=4, max_side=sizes.batch), label="shape")
+    shape = data.draw(any_shapes(0, 4, sizes.batch), label="shape")
     scale = data.draw(st.sampled_from([1e-3, 1.0, 1e3]), label="scale")
-    check_against_torch(lambda x: abs(x), torch.abs, [rand(shape, seed, scale=scale)], seed=seed)
+    check_against_torch(lambda x: abs(x), torch.abs, [rand(shape, seed, scale=scale)], seed=seed,
+                        layout=data.draw(layouts(1), label="layout"))
 
 
 def test_abs_at_the_edges_as_pytorch() -> None:
@@ -641,8 +723,8 @@ def test_full_reduction_is_zero_dimensional(name: str) -> None:
 @pytest.mark.parametrize("name", ["sum", "mean"])
 @given(data=st.data(), seed=seeds)
 def test_reduce_drawn(name: str, data: st.DataObject, seed: int, sizes: Sizes) -> None:
-    shape = data.draw(
-        hnp.array_shapes(min_dims=0, max_dims=4, min_side=1, max_side=sizes.batch), label="shape"
+    shape = data.draw(  # empty axes too: a sum over nothing is 0, a mean NaN, as in PyTorch
+        any_shapes(0, 4, sizes.batch), label="shape"
     )
     ndim = len(shape)
     axis_choices = [st.none()]
@@ -654,13 +736,14 @@ def test_reduce_drawn(name: str, data: st.DataObject, seed: int, sizes: Sizes) -
     def top(x: Tensor) -> Tensor:
         return getattr(x, name)(axis=axis, keepdims=keepdims)
 
-    check_against_torch(top, lambda t: _torch_reduce(name, t, axis, keepdims), [rand(shape, seed)], seed=seed)
+    check_against_torch(top, lambda t: _torch_reduce(name, t, axis, keepdims), [rand(shape, seed)], seed=seed,
+                        layout=data.draw(layouts(1), label="layout"))
 
 
 # ---- ReLU ----------------------------------------------------------------------------------
-@given(shape=hnp.array_shapes(min_dims=0, max_dims=4, max_side=5), seed=seeds)
-def test_relu_drawn(shape: tuple[int, ...], seed: int) -> None:
-    check_against_torch(lambda x: x.relu(), torch.relu, [rand(shape, seed)], seed=seed)
+@given(shape=any_shapes(0, 4, 5), seed=seeds, layout=layouts(1))
+def test_relu_drawn(shape: tuple[int, ...], seed: int, layout: tuple[str, str]) -> None:
+    check_against_torch(lambda x: x.relu(), torch.relu, [rand(shape, seed)], seed=seed, layout=layout)
 
 
 @pytest.mark.parametrize("shape", [(2, 64, 64), (3, 50, 40), (3, 257, 171)])  # 8192 divides the first's size
@@ -770,17 +853,18 @@ def test_logsoftmax_over_rows_longer_than_a_kernel_block(
 
 @given(data=st.data(), seed=seeds)
 def test_logsoftmax_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
-    shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=4, max_side=sizes.batch), label="shape")
+    shape = data.draw(any_shapes(1, 4, sizes.batch), label="shape")
     axis = data.draw(st.integers(-len(shape), len(shape) - 1), label="axis")
     check_against_torch(
         lambda x: x.logsoftmax(axis=axis),
         lambda t: torch.log_softmax(t, dim=axis),
         [rand(shape, seed)],
         seed=seed,
+        layout=data.draw(layouts(1), label="layout"),
     )
     # x.softmax(axis), LogSoftmax then Exp, on the same draw
     check_against_torch(lambda x: x.softmax(axis), lambda t: torch.softmax(t, dim=axis), [rand(shape, seed)],
-                        seed=seed)
+                        seed=seed, layout=data.draw(layouts(1), label="softmax's layout"))
 
 
 @pytest.mark.parametrize("scale", [1e3, 1e4, -1e4])
@@ -856,18 +940,38 @@ def test_linear_in_gemm_blocks(lead: tuple[int, ...]) -> None:
 
 @given(data=st.data(), seed=seeds)
 def test_linear_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
-    lead = data.draw(hnp.array_shapes(min_dims=0, max_dims=2, max_side=sizes.batch), label="lead")
-    d = data.draw(st.integers(1, sizes.dim), label="d")
-    m = data.draw(st.integers(1, sizes.dim), label="m")
+    """Drawn batch shapes (B = 0 too), feature counts D and M (0 too: no input features make the
+    output the bias, as in PyTorch; no outputs an empty one), biases, constants and layouts."""
+    lead = data.draw(any_shapes(0, 2, sizes.batch), label="lead")
+    d = data.draw(st.integers(0, sizes.dim), label="d")
+    m = data.draw(st.integers(0, sizes.dim), label="m")
     inputs = [rand((*lead, d), seed), rand((d, m), seed + 1)]
     constants = data.draw(st.sampled_from([(), (0,), (1,)]), label="constants")  # an input batch, frozen w
     if data.draw(st.booleans(), label="bias"):
         inputs.append(rand((m,), seed + 2))
         check_against_torch(lambda x, w, b: x.linear(w, b), lambda x, w, b: x @ w + b, inputs, seed=seed,
-                            constants=constants)
+                            constants=constants, layout=data.draw(layouts(3), label="layout"))
     else:
         check_against_torch(lambda x, w: x.linear(w), lambda x, w: x @ w, inputs, seed=seed,
-                            constants=constants)
+                            constants=constants, layout=data.draw(layouts(2), label="layout"))
+
+
+def test_linear_with_no_input_features_is_the_bias_as_in_pytorch() -> None:
+    """x (2, 0) @ w (0, 3) + b is b in every row, on the backend under test; x and w get empty
+    gradients and b the upstream gradient's column sums (exactly, as in PyTorch)."""
+    b0 = np.array([1.0, -2.0, 0.5], np.float32)
+    x, w, b = Tensor(np.zeros((2, 0), np.float32)), Tensor(np.zeros((0, 3), np.float32)), Tensor(b0)
+    xt, wt = torch.zeros(2, 0, requires_grad=True), torch.zeros(0, 3, requires_grad=True)
+    bt = torch.tensor(b0, requires_grad=True)
+    y, yt = x.linear(w, b), F.linear(xt, wt.t(), bt)
+    np.testing.assert_array_equal(to_numpy(y), yt.detach().numpy())
+    g = rand((2, 3), 3)
+    y.backward(g)
+    yt.backward(torch.from_numpy(g))
+    for top, ref in ((x, xt), (w, wt), (b, bt)):
+        assert ref.grad is not None
+        assert to_numpy(top.grad).shape == tuple(ref.grad.shape)
+        np.testing.assert_array_equal(to_numpy(top.grad), ref.grad.numpy())
 
 
 @pytest.mark.parametrize(("x_shape", "w_shape"), [((3, 4), (4, 5)), ((2, 3, 4), (4, 2))])
@@ -996,8 +1100,16 @@ def test_reshape_accepts_a_tuple() -> None:
 
 
 @st.composite
-def reshape_targets(draw: st.DrawFn, size: int) -> tuple[int, ...]:
-    """A shape with `size` elements, built from divisors, with at most one dimension as -1."""
+def reshape_targets(draw: st.DrawFn, size: int, max_side: int = 4) -> tuple[int, ...]:
+    """A shape with `size` elements, built from divisors, with at most one dimension as -1. For
+    no elements: one dimension 0 among others up to `max_side`; it may be the -1 where the others
+    are not 0 (a -1 beside a 0 could be anything: PyTorch and numpy refuse it)."""
+    if size == 0:
+        others = draw(st.lists(st.integers(0, max_side), max_size=3))
+        dims0 = draw(st.permutations([0, *others]))
+        if 0 not in others and draw(st.booleans()):
+            dims0[dims0.index(0)] = -1
+        return tuple(dims0)
     dims: list[int] = []
     left = size
     while left > 1 and len(dims) < 4:
@@ -1013,10 +1125,11 @@ def reshape_targets(draw: st.DrawFn, size: int) -> tuple[int, ...]:
 
 @given(data=st.data(), seed=seeds)
 def test_reshape_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
-    shape = data.draw(hnp.array_shapes(min_dims=0, max_dims=4, max_side=sizes.batch), label="shape")
-    target = data.draw(reshape_targets(math.prod(shape)), label="target")
+    shape = data.draw(any_shapes(0, 4, sizes.batch), label="shape")
+    target = data.draw(reshape_targets(math.prod(shape), sizes.batch), label="target")
     check_against_torch(
-        lambda x: x.reshape(*target), lambda t: t.reshape(target), [rand(shape, seed)], seed=seed
+        lambda x: x.reshape(*target), lambda t: t.reshape(target), [rand(shape, seed)], seed=seed,
+        layout=data.draw(layouts(1), label="layout"),
     )
 
 
@@ -1032,11 +1145,12 @@ def test_permute_fixed(shape: tuple[int, ...], axes: tuple[int, ...]) -> None:
 
 @given(data=st.data(), seed=seeds)
 def test_permute_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
-    shape = data.draw(hnp.array_shapes(min_dims=0, max_dims=5, max_side=sizes.batch), label="shape")
+    shape = data.draw(any_shapes(0, 5, sizes.batch), label="shape")
     axes = data.draw(st.permutations(range(len(shape))), label="axes")
     negative = data.draw(st.lists(st.booleans(), min_size=len(shape), max_size=len(shape)), label="negative")
     axes = [a - len(shape) if neg else a for a, neg in zip(axes, negative)]
-    check_against_torch(lambda x: x.permute(axes), lambda t: t.permute(axes), [rand(shape, seed)], seed=seed)
+    check_against_torch(lambda x: x.permute(axes), lambda t: t.permute(axes), [rand(shape, seed)], seed=seed,
+                        layout=data.draw(layouts(1), label="layout"))
 
 
 @pytest.mark.parametrize("shape", [(3, 5), (4,), ()])
@@ -1099,10 +1213,10 @@ def test_flatten(shape: tuple[int, ...], start: int) -> None:
 
 @given(data=st.data(), seed=seeds)
 def test_flatten_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
-    shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=4, max_side=sizes.batch), label="shape")
+    shape = data.draw(any_shapes(1, 4, sizes.batch), label="shape")
     start = data.draw(st.integers(-len(shape), len(shape) - 1), label="start")
     check_against_torch(lambda x: x.flatten(start), lambda t: torch.flatten(t, start_dim=start),
-                        [rand(shape, seed)], seed=seed)
+                        [rand(shape, seed)], seed=seed, layout=data.draw(layouts(1), label="layout"))
 
 
 def test_flatten_start_out_of_range_is_an_error() -> None:
@@ -1283,7 +1397,8 @@ def test_conv2d_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
     inputs = [rand((batch, h, w, cin), seed), rand((kh, kw, cin, cout), seed + 1, scale=0.5)]
     if bias:
         inputs.append(rand((cout,), seed + 2))
-    check_against_torch(top, ref, inputs, seed=seed, constants=constants)
+    check_against_torch(top, ref, inputs, seed=seed, constants=constants,
+                        layout=data.draw(layouts(len(inputs)), label="layout"))
 
 
 @pytest.mark.parametrize(
@@ -1400,9 +1515,11 @@ def _gamma_beta(affine: tuple[bool, bool], given_: tuple[Any, ...]) -> tuple[Any
 def _check_batchnorm_training(
     x_shape: tuple[int, ...], momentum: float, eps: float, seed: int, steps: int = 1,
     affine: tuple[bool, bool] = (True, True), offset: float = 1.0,
+    layout: str | tuple[str, ...] = "contiguous",
 ) -> None:
     """`steps` training-mode calls with fresh inputs; outputs, gradients and running stats vs torch.
-    `affine`: whether gamma and beta are given (else None); `offset`: the inputs' mean."""
+    `affine`: whether gamma and beta are given (else None); `offset`: the inputs' mean; `layout`:
+    of the inputs and the upstream gradient (`check_against_torch`)."""
     c = x_shape[-1]
     running_mean, running_var = Tensor.zeros(c), Tensor.ones(c)
     # PyTorch runs each step in float64 and in float32 (check_against_torch): one set of stats each
@@ -1421,7 +1538,7 @@ def _check_batchnorm_training(
 
         s = seed + 10 * step
         inputs = [rand(x_shape, s, scale=2.0) + np.float32(offset), *_affine_inputs(affine, c, s)]
-        check_against_torch(top, ref, inputs, seed=s)
+        check_against_torch(top, ref, inputs, seed=s, layout=layout)
         (exact_mean, exact_var), (single_mean, single_var) = torch_stats.values()
         assert_as_accurate(running_mean, exact_mean, single_mean, f"running mean after step {step}")
         assert_as_accurate(running_var, exact_var, single_var, f"running var after step {step}")
@@ -1661,7 +1778,8 @@ def test_batchnorm_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
     momentum = data.draw(st.sampled_from([0.1, 0.5, 0.9]), label="momentum")
     eps = data.draw(st.sampled_from([1e-5, 1e-3, 0.5]), label="eps")  # 0.5: comparable to the variance
     affine = data.draw(st.sampled_from(AFFINE), label="gamma, beta given")
-    _check_batchnorm_training(shape, momentum=momentum, eps=eps, seed=seed, affine=affine)
+    layout = data.draw(layouts(1 + sum(affine)), label="layout")
+    _check_batchnorm_training(shape, momentum=momentum, eps=eps, seed=seed, affine=affine, layout=layout)
 
 
 @given(data=st.data(), seed=seeds)
@@ -1682,7 +1800,8 @@ def test_batchnorm_eval_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> N
         y = F.batch_norm(x.reshape(-1, c), *stats, *_gamma_beta(affine, gb), False, 0.1, eps)
         return y.reshape(x.shape)
 
-    check_against_torch(top, ref, [rand(shape, seed), *_affine_inputs(affine, c, seed)], seed=seed)
+    check_against_torch(top, ref, [rand(shape, seed), *_affine_inputs(affine, c, seed)], seed=seed,
+                        layout=data.draw(layouts(1 + sum(affine)), label="layout"))
 
 
 # ---- LayerNorm -------------------------------------------------------------------------------
@@ -1799,6 +1918,7 @@ def test_layernorm_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
         lambda x, *gb: F.layer_norm(x, (d,), *_gamma_beta(affine, gb), eps),
         [rand((*lead, d), seed, scale=2.0), *_affine_inputs(affine, d, seed)],
         seed=seed,
+        layout=data.draw(layouts(1 + sum(affine)), label="layout"),
     )
 
 
@@ -1912,6 +2032,7 @@ def test_attention_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
         lambda q, k, v: torch_attention(q, k, v, causal=causal),
         [rand((b, t, d), seed), rand((b, s, d), seed + 1), rand((b, s, dv), seed + 2)],
         seed=seed,
+        layout=data.draw(layouts(3), label="layout"),
     )
 
 
@@ -2042,6 +2163,24 @@ def test_a_torch_tensor_in_arithmetic_is_named_on_numpy(backend_name: str) -> No
     for call in (lambda: x + torch.ones(3), lambda: torch.ones(3) * x, lambda: x / torch.ones(3)):
         with pytest.raises(TypeError, match=r"(Add|Mul|Div): operands must be .* got a torch.Tensor"):
             call()
+
+
+# ---- Concat with a constant (the rest of cat and stack: test_joining.py) -------------------------
+@given(data=st.data(), seed=seeds)
+def test_cat_with_constants_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
+    """topgrad.cat of tensors some of which are constants (requires_grad=False: an input batch
+    joined to features): they get no gradient, the others PyTorch's; drawn shapes (empty ones
+    too), axes and layouts."""
+    shape = data.draw(any_shapes(1, 4, sizes.batch), label="shape")
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1), label="axis")
+    lengths = data.draw(st.lists(st.integers(0, sizes.batch), min_size=2, max_size=4), label="lengths")
+    shapes = [(*shape[:axis % len(shape)], n, *shape[axis % len(shape) + 1:]) for n in lengths]
+    # some constants, not all (with none trainable there is no backward to run)
+    some = st.lists(st.integers(0, len(shapes) - 1), min_size=1, max_size=len(shapes) - 1, unique=True)
+    constants = tuple(data.draw(some, label="constants"))
+    check_against_torch(lambda *xs: topgrad.cat(list(xs), axis=axis), lambda *ts: torch.cat(ts, dim=axis),
+                        [rand(s, seed + i) for i, s in enumerate(shapes)], seed=seed, constants=constants,
+                        layout=data.draw(layouts(len(shapes)), label="layout"))
 
 
 # ---- non-finite values flow through every op, unwarned, as in PyTorch -------------------------

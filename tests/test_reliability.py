@@ -22,6 +22,8 @@ from helpers import (
     assert_as_accurate,
     assert_close,
     check_against_torch,
+    is_contiguous,
+    laid_out,
     rand,
     torch_attention,
     torch_conv2d,
@@ -224,11 +226,13 @@ def _mark_known(request: pytest.FixtureRequest, backend: str, case: str) -> None
 
 def _agrees_or_refuses(
     op: str, top_fn: Callable[..., Tensor], ref_fn: Callable[..., torch.Tensor], arrays: Sequence[Any],
-    dtype: str = "float32",
+    dtype: str = "float32", data: Callable[[np.ndarray], Any] | None = None,
 ) -> bool:
     """Run `top_fn` on Tensors of `arrays` (None stays None): a ValueError/TypeError naming `op`
     where `ref_fn` refuses too (it encodes PyTorch's and Topgrad's agreed refusals), or a result
-    and gradients that match `ref_fn` in PyTorch. Returns True when it ran."""
+    and gradients that match `ref_fn` in PyTorch. With `data`, each Tensor's `.data` is then set to
+    data(array) (a backend array in another memory layout), and so is the upstream gradient's.
+    Returns True when it ran."""
     shapes = [None if a is None else tuple(np.shape(a)) for a in arrays]
     try:
         tensors = [None if a is None else Tensor(a, dtype=dtype) for a in arrays]
@@ -237,6 +241,10 @@ def _agrees_or_refuses(
             raise
         assert dtype in str(exc), f"{op}: refusing dtype {dtype!r} without naming it: {exc}"
         return False  # the backend has no such dtype, and says so
+    if data is not None:
+        for t, a in zip(tensors, arrays):
+            if t is not None:
+                t.data = data(a)
     try:
         out = top_fn(*tensors)
     except (ValueError, TypeError) as exc:
@@ -259,7 +267,8 @@ def _agrees_or_refuses(
         pytest.fail(f"{op} accepted shapes {shapes}, which PyTorch refuses ({type(exc).__name__}: {exc}); "
                     f"it returned shape {out.shape}")
     assert_as_accurate(out, exact, single, f"{op} forward, shapes {shapes}")
-    out.backward(upstream(tuple(exact.shape)))
+    seed = upstream(tuple(exact.shape))
+    out.backward(seed if data is None else data(seed))
     for i, t in enumerate(tensors):
         if t is not None:
             what = f"{op} gradient of input {i}, shapes {shapes}"
@@ -423,22 +432,48 @@ def test_nan_and_inf_pass_through_like_pytorch(op: str, backend_name: str,
     check_against_torch(top, ref, [data])  # the output and the gradient, NaN for NaN
 
 
-def _layouts(a: np.ndarray) -> dict[str, np.ndarray]:
-    """The same values in other memory layouts: strided, Fortran order, read-only broadcast."""
-    wide = np.zeros((*a.shape[:-1], 2 * a.shape[-1]), np.float32)
-    wide[..., ::2] = a
-    fortran = np.asfortranarray(a)
-    readonly = np.broadcast_to(a, a.shape)
-    return {"strided": wide[..., ::2], "fortran": fortran, "readonly": readonly,
-            "float64": a.astype(np.float64)}
+def _read_only(a: np.ndarray) -> Any:
+    """A read-only view of a backend array holding `a`'s values where the backend's arrays have
+    such a flag (numpy's); a fresh array elsewhere (torch tensors have none)."""
+    array = topgrad.get_backend().asarray(np.array(a, np.float32))
+    if isinstance(array, np.ndarray):
+        array = array.view()
+        array.flags.writeable = False
+    return array
 
 
-@pytest.mark.parametrize("layout", ["strided", "fortran", "readonly", "float64"])
+@pytest.mark.parametrize("layout", ["strided", "transposed", "fortran", "readonly", "readonly-given",
+                                    "float64"])
 @pytest.mark.parametrize("op", sorted(BASE_SHAPES))
 def test_non_contiguous_and_read_only_inputs_give_the_right_answer(op: str, layout: str) -> None:
-    arrays = [_layouts(rand(s, i))[layout] for i, s in enumerate(BASE_SHAPES[op])]
+    """The op meets its inputs and its upstream gradient in another memory layout, as views of the
+    backend's own arrays set as the Tensors' `.data` (`helpers.laid_out`: `Tensor(view)` would
+    not do, since a trainable Tensor copies what it could share), or read-only (numpy's flag). The
+    constructor takes a read-only numpy array ("readonly-given") and float64 data ("float64")."""
+    arrays = [rand(s, i) for i, s in enumerate(BASE_SHAPES[op])]
     top, ref = OPS[op]
-    assert _agrees_or_refuses(op, top, ref, arrays)
+    if layout == "readonly-given":
+        arrays = [np.broadcast_to(a, a.shape) for a in arrays]
+    elif layout == "float64":
+        arrays = [a.astype(np.float64) for a in arrays]
+    if layout in ("readonly-given", "float64"):
+        assert _agrees_or_refuses(op, top, ref, arrays)
+        return
+    seen: list[Any] = []
+
+    def data(a: np.ndarray) -> Any:
+        seen.append(_read_only(a) if layout == "readonly" else laid_out(a, layout))
+        return seen[-1]
+
+    def top_fn(*tensors: Tensor) -> Tensor:
+        assert all(t.data is view for t, view in zip(tensors, seen)), "a Tensor did not keep its data"
+        if layout == "readonly" and isinstance(tensors[0].data, np.ndarray):
+            assert not tensors[0].data.flags.writeable
+        elif layout != "readonly":  # the first input has two sides > 1: none of these views is contiguous
+            assert not is_contiguous(tensors[0].data), f"{layout}: the op got contiguous data"
+        return top(*tensors)
+
+    assert _agrees_or_refuses(op, top_fn, ref, arrays, data=data)
 
 
 @pytest.mark.parametrize("op", sorted(BASE_SHAPES))
