@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import topgrad
 import torch
-from helpers import Sizes, check_against_torch, rand, to_numpy, torch_attention
+from helpers import Sizes, check_against_torch, layouts, rand, to_numpy, torch_attention
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -23,8 +23,8 @@ def sizes(interpreted: bool) -> Sizes:
     return Sizes.for_run(interpreted)
 
 
-def check_index(shape: tuple[int, ...], index: Any, seed: int = 0) -> None:
-    check_against_torch(lambda x: x[index], lambda t: t[index], [rand(shape, seed)], seed=seed)
+def check_index(shape: tuple[int, ...], index: Any, seed: int = 0, layout: Any = "contiguous") -> None:
+    check_against_torch(lambda x: x[index], lambda t: t[index], [rand(shape, seed)], seed=seed, layout=layout)
 
 
 @pytest.mark.parametrize(
@@ -53,7 +53,7 @@ def test_slice_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
                       label="shape")
     index = data.draw(hnp.basic_indices(shape, min_dims=0, allow_newaxis=True, allow_ellipsis=True),
                       label="index")
-    check_index(shape, _positive_steps(index), seed)
+    check_index(shape, _positive_steps(index), seed, data.draw(layouts(1), label="layout"))
 
 
 def test_slices_of_one_tensor_add_their_gradients() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import topgrad
 import torch
-from helpers import Sizes, check_against_torch, rand, to_numpy, torch_conv2d
+from helpers import Sizes, check_against_torch, layouts, rand, to_numpy, torch_conv2d
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -23,9 +23,10 @@ def sizes(interpreted: bool) -> Sizes:
 
 
 def check_cat(shapes: list[tuple[int, ...]], axis: int, seed: int = 0,
-              constants: tuple[int, ...] = ()) -> None:
+              constants: tuple[int, ...] = (), layout: Any = "contiguous") -> None:
     check_against_torch(lambda *xs: topgrad.cat(list(xs), axis=axis), lambda *ts: torch.cat(ts, dim=axis),
-                        [rand(s, seed + i) for i, s in enumerate(shapes)], seed=seed, constants=constants)
+                        [rand(s, seed + i) for i, s in enumerate(shapes)], seed=seed, constants=constants,
+                        layout=layout)
 
 
 @pytest.mark.parametrize(
@@ -46,7 +47,10 @@ def test_cat_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
     axis = data.draw(st.integers(-len(shape), len(shape) - 1), label="axis")
     lengths = data.draw(st.lists(st.integers(0, sizes.batch), min_size=1, max_size=4), label="lengths")
     shapes = [(*shape[:axis % len(shape)], n, *shape[axis % len(shape) + 1:]) for n in lengths]
-    check_cat(shapes, axis, seed)
+    # some inputs constant (not all: then PyTorch has no backward to run), each in a drawn layout
+    constants = tuple(data.draw(st.sets(st.integers(0, len(shapes) - 1), max_size=len(shapes) - 1),
+                                label="constants"))
+    check_cat(shapes, axis, seed, constants, data.draw(layouts(len(shapes)), label="layouts"))
     # topgrad.stack of len(lengths) tensors of `shape`, along an axis of the result (one more)
     axis = data.draw(st.integers(-len(shape) - 1, len(shape)), label="stack axis")
     check_against_torch(lambda *xs: topgrad.stack(list(xs), axis=axis), lambda *ts: torch.stack(ts, dim=axis),

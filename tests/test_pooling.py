@@ -12,6 +12,7 @@ import torch.nn.functional as nnf
 from helpers import (
     Sizes,
     check_against_torch,
+    layouts,
     nchw_to_nhwc,
     nhwc_to_nchw,
     rand,
@@ -37,10 +38,12 @@ def torch_maxpool(x: torch.Tensor, kernel_size: Any, stride: Any = None, padding
 
 
 def check_pool(
-    shape: tuple[int, ...], kernel: Any, stride: Any = None, padding: Any = 0, seed: int = 0
+    shape: tuple[int, ...], kernel: Any, stride: Any = None, padding: Any = 0, seed: int = 0,
+    layout: Any = "contiguous",
 ) -> None:
     check_against_torch(lambda x: x.maxpool2d(kernel, stride, padding),
-                        lambda t: torch_maxpool(t, kernel, stride, padding), [rand(shape, seed)], seed=seed)
+                        lambda t: torch_maxpool(t, kernel, stride, padding), [rand(shape, seed)], seed=seed,
+                        layout=layout)
 
 
 @pytest.mark.parametrize(
@@ -69,7 +72,7 @@ def test_maxpool_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
              data.draw(st.integers(1, sizes.image), label="W"),
              data.draw(st.integers(1, sizes.channels), label="C"))
     assume(all(n + 2 * p >= k for n, k, p in zip(shape[1:3], kernel, padding)))
-    check_pool(shape, kernel, stride, padding, seed)
+    check_pool(shape, kernel, stride, padding, seed, data.draw(layouts(1), label="layout"))
 
 
 def test_maxpool_ties_nan_and_minus_inf_as_pytorch() -> None:
