@@ -4,6 +4,9 @@ no_grad, the release of saved arrays, and the forms `backward(grad)` accepts.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 import weakref
 from collections.abc import Callable
@@ -753,20 +756,24 @@ class _CopyWithNoGradient(Op):
         return (None,)  # meant: no gradient flows through
 
 
-def test_a_one_input_backward_without_return_is_warned_about_once() -> None:
+def test_a_one_input_backward_without_return_is_warned_about_at_that_backward() -> None:
     """For one input, None is a valid answer ("no gradient"), so a forgotten `return` trained
     nothing before the op without a word (the loss still fell through the later layers). It
-    now warns, once per op class; (None,) says no gradient is meant, and stays quiet."""
+    now warns, at the op's `backward` (where the fix goes) and once there under Python's default
+    filter; (None,) says no gradient is meant, and stays quiet."""
     x = Tensor(rand((2, 3), 41))
     with pytest.warns(RuntimeWarning, match=r"_CopyWithoutReturn.backward returned None for an input that "
-                      r"requires a gradient, .*is its `return` missing\? \(return \(None,\)"):
+                      r"requires a gradient, .*is its `return` missing\? \(return \(None,\)") as seen:
         _CopyWithoutReturn.apply(x).sum().backward()
     assert x.grad is None
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        _CopyWithoutReturn.apply(x).sum().backward()  # said once
+    assert seen[0].filename == __file__
+    assert seen[0].lineno == _CopyWithoutReturn.backward.__code__.co_firstlineno
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("default")
+        for _ in range(3):
+            _CopyWithoutReturn.apply(x).sum().backward()
         _CopyWithNoGradient.apply(x).sum().backward()
-    assert x.grad is None
+    assert len(shown) == 1 and x.grad is None, [str(w.message) for w in shown]
 
 
 class _DoubleReturningAList(Op):
@@ -897,7 +904,6 @@ def test_a_computed_tensor_cannot_drop_requires_grad() -> None:
     assert (w * 2.0).requires_grad
 
 
-
 @pytest.mark.parametrize("op", ["Mul", "Div", "Linear", "Add"])
 def test_a_constant_made_trainable_after_the_forward_gets_no_gradient_from_it(op: str) -> None:
     """The graph is what forward saw, as in PyTorch: a constant made trainable afterwards gets
@@ -919,6 +925,39 @@ def test_a_constant_made_trainable_after_the_forward_gets_no_gradient_from_it(op
     run(x, c, lambda a, w: a.linear(w)).backward()  # the next forward sees a trainable leaf
     run(tx, tc, lambda a, w: a @ w).backward()
     assert_close(c.grad, tc.grad.numpy(), "the gradient from the forward after the flip")
+
+
+def test_a_leafs_flag_counts_as_forward_saw_it_and_as_it_is_at_backward() -> None:
+    """PyTorch gives a leaf a gradient when it required one at forward and still does at backward:
+    off after the forward, none; off and on again (a freeze/unfreeze around an eval), the
+    gradient. The first version of the fix above clocked each flip, and so dropped the latter's
+    gradient; it also kept the clock's tick in the Tensor, which a pickle carried to a process
+    whose clock had not reached it."""
+    import pickle
+
+    for flips in ((False,), (False, True)):
+        x, w = Tensor(rand((3,), 49)), Tensor(rand((3,), 50))
+        tx, tw = torch.tensor(x.numpy(), requires_grad=True), torch.tensor(w.numpy(), requires_grad=True)
+        loss, tloss = (x * w).sum(), (tx * tw).sum()
+        for flag in flips:
+            w.requires_grad, _ = flag, tw.requires_grad_(flag)
+        loss.backward()
+        tloss.backward()
+        assert (w.grad is None) == (tw.grad is None), flips
+        if tw.grad is not None:
+            assert_close(w.grad, tw.grad.numpy(), f"w's gradient after the flips {flips}")
+    if topgrad.get_backend().name != "numpy":  # the new process unpickles numpy arrays
+        return
+    c = Tensor(rand((3,), 51), requires_grad=False)
+    for _ in range(5):  # steps tick the update clock
+        topgrad.optim.SGD([x], lr=0.1).step()
+    c.requires_grad = True
+    in_a_new_process = ("import pickle, sys; c = pickle.loads(sys.stdin.buffer.read()); "
+                        "(c * 2.0).sum().backward(); print(c.grad.tolist())")
+    done = subprocess.run([sys.executable, "-c", in_a_new_process], input=pickle.dumps(c),
+                          capture_output=True, timeout=120, env={**os.environ, "TOPGRAD_BACKEND": "numpy"})
+    assert done.stdout.decode().strip() == "[2.0, 2.0, 2.0]", done.stderr.decode()
+
 
 @pytest.mark.parametrize("op", ["Mul", "Div"])
 def test_mul_and_div_compute_no_gradient_for_a_constant(op: str) -> None:
@@ -1153,6 +1192,7 @@ def test_a_leaf_gradient_takes_the_leaf_dtype_as_in_pytorch() -> None:
     tw = torch.tensor(w_np, dtype=torch.float64, requires_grad=True)
     (torch.tensor(x_np) @ tw).sum().backward()
     assert_close(w.grad, 2 * tw.grad.numpy(), "Linear: grad w")
+
 
 # ---- constants: requires_grad=False ----------------------------------------------------------
 def test_a_constant_gets_no_gradient_and_the_rest_match_torch() -> None:

@@ -17,6 +17,7 @@ builds no graph at all; its output is a constant too.
 from __future__ import annotations
 
 import math
+import sys
 import time
 import warnings
 import weakref
@@ -41,6 +42,7 @@ class Op:
     _intermediate: tuple[Any, ...] = ()
     _saved_names: tuple[str, ...] = ()  # save_for_backward's keywords, for display ("#0" if none)
     _born = 0  # the update clock at forward (`tensor.mark_updated`): a later step overwrote saved arrays
+    _constants = 0  # bit i: argument i was a constant leaf at forward (`needs_grad`)
     saved_are_scratch = False
     """True while the engine runs this op's backward: it releases the saved arrays right after, so
     backward may write into them (numpy's BatchNorm and LayerNorm write dL/dx over x - mean). A
@@ -97,7 +99,8 @@ class Op:
         plain value, so the op may skip that work (the input gradient of a first layer). Known in
         forward too (`apply` sets the parents first), so forward may skip saving what only that
         gradient would read (Mul, `x * mask`). True for an op run by hand, outside the engine.
-        A constant leaf made trainable after this op's forward stays a constant here."""
+        A leaf counts as forward saw it and as it is now: made trainable after the forward it stays
+        a constant here, and a constant now gets no gradient, as in PyTorch."""
         parents = self.parents
         if i >= len(parents):
             return True
@@ -105,7 +108,7 @@ class Op:
         if isinstance(p, Op):
             return True
         # the fields, not the properties: no calls on the hot path
-        return isinstance(p, Tensor) and p._requires_grad and p._grad_since <= self._born
+        return isinstance(p, Tensor) and p._requires_grad and not self._constants >> i & 1
 
     def output(self) -> Tensor | None:
         """The Tensor this op produced, while something still holds it; else None."""
@@ -118,7 +121,7 @@ class Op:
             return _apply_observed(cls, args, params)
         op = cls()
         if _tensor._grad_mode.enabled:  # before forward: needs_grad(i) tells it what backward will use
-            op.parents, op._born = _parents(args), _tensor._updates.now
+            _set_parents(op, args)
         try:
             out = op.forward(*[a.data if isinstance(a, Tensor) else a for a in args], **params)
         except Exception as exc:
@@ -154,7 +157,7 @@ def _apply_observed(cls: type[Op], args: tuple[Any, ...], params: dict[str, Any]
     """The slow path of `apply`, taken only while an observer is registered."""
     op = cls()
     if _tensor._grad_mode.enabled:
-        op.parents, op._born = _parents(args), _tensor._updates.now
+        _set_parents(op, args)
     for obs in cls._observers:
         obs.before_forward(op, args, params)
     start = time.perf_counter()
@@ -207,9 +210,18 @@ def _link(op: Op, args: tuple[Any, ...], out: Any) -> Tensor:
     return result
 
 
-def _parents(args: tuple[Any, ...]) -> tuple[Any, ...]:
-    """An op's parents: per argument the op that made it, the leaf Tensor, or the plain value."""
-    return tuple((a._op or a) if isinstance(a, Tensor) else a for a in args)
+def _set_parents(op: Op, args: tuple[Any, ...]) -> None:
+    """An op's parents: per argument the op that made it, the leaf Tensor, or the plain value;
+    and which leaves were constants then (a bit each), since a leaf's flag may change later."""
+    parents, constants = [], 0
+    for i, a in enumerate(args):
+        if isinstance(a, Tensor):
+            if a._op is not None:
+                a = a._op
+            elif not a._requires_grad:
+                constants |= 1 << i
+        parents.append(a)
+    op.parents, op._constants = tuple(parents), constants
 
 
 def _constant(op: Op, out: Any) -> Tensor:
@@ -297,11 +309,10 @@ def _checked_gradients(op: Op, returned: Any) -> tuple[Any, ...]:
         raise RuntimeError(f"{type(op).__name__}.backward returned None (is its `return` missing?); it "
                            f"must return {_count(len(op.parents), 'gradient')}, one per positional "
                            "argument, None where there is none")
-    if returned is None and op.needs_grad(0) and type(op) not in _warned_none:
-        _warned_none.add(type(op))  # once per op class: a real "no gradient" op says (None,)
-        warnings.warn(f"{type(op).__name__}.backward returned None for an input that requires a "
-                      "gradient, so nothing before it trains; is its `return` missing? (return "
-                      "(None,) where no gradient is meant)", RuntimeWarning, stacklevel=2)
+    if returned is None and op.needs_grad(0):  # a real "no gradient" op says (None,)
+        _warn_at_backward(op, f"{type(op).__name__}.backward returned None for an input that requires "
+                              "a gradient, so nothing before it trains; is its `return` missing? (return "
+                              "(None,) where no gradient is meant)")
     grads = returned if isinstance(returned, tuple) else (
         tuple(returned) if isinstance(returned, list) else (returned,))
     if len(grads) != len(op.parents):
@@ -331,7 +342,14 @@ def _checked_gradients(op: Op, returned: Any) -> tuple[Any, ...]:
     return grads
 
 
-_warned_none: set[type[Op]] = set()
+def _warn_at_backward(op: Op, message: str) -> None:
+    """A RuntimeWarning shown at the op's own `backward` (where the fix goes), once per place under
+    Python's default filter, as `warnings.warn` is: through its module's warning registry."""
+    code = type(op).backward.__code__
+    module = sys.modules.get(type(op).__module__)
+    registry = vars(module).setdefault("__warningregistry__", {}) if module is not None else None
+    warnings.warn_explicit(message, RuntimeWarning, code.co_filename, code.co_firstlineno,
+                           module=type(op).__module__, registry=registry)
 
 
 def _shape_fix(got: tuple[int, ...], want: tuple[int, ...]) -> str:

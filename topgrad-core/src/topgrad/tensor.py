@@ -32,6 +32,7 @@ from topgrad.pooling import pool_geometry, refuse_pool_options
 if TYPE_CHECKING:
     from topgrad.op import Op
 
+
 class _GradMode(threading.local):
     """Whether ops build the graph, per thread as in PyTorch: one thread's `no_grad` block
     leaves the others recording."""
@@ -126,7 +127,7 @@ def _ops() -> Any:
 class Tensor:
     """An n-dimensional float32 array that records the op which produced it."""
 
-    __slots__ = ("__weakref__", "_data", "_grad", "_grad_since", "_op", "_requires_grad", "_updated_at")
+    __slots__ = ("__weakref__", "_data", "_grad", "_op", "_requires_grad", "_updated_at")
     __array_priority__ = 1000  # so that `numpy_array * tensor` calls Tensor.__rmul__
 
     @pytorch_names.keywords  # PyTorch's device=, pin_memory=: what to write instead
@@ -173,15 +174,14 @@ class Tensor:
         self._data: Any = array
         self._grad: Any = None
         self._op: Op | None = None
-        self._updated_at = self._grad_since = 0
+        self._updated_at = 0
         self._requires_grad = arguments.flag("Tensor", "requires_grad", requires_grad)
 
     @classmethod
     def _from_array(cls, array: Any, op: Op | None, requires_grad: bool = True) -> Tensor:
         """Wrap a backend array without converting it (the ops' fast path)."""
         t = cls.__new__(cls)
-        t._data, t._grad, t._op, t._requires_grad = array, None, op, requires_grad
-        t._updated_at = t._grad_since = 0
+        t._data, t._grad, t._op, t._requires_grad, t._updated_at = array, None, op, requires_grad, 0
         return t
 
     @property
@@ -241,17 +241,13 @@ class Tensor:
         """A leaf (a parameter, a constant, a no_grad result) may change its flag; a computed
         Tensor may not drop it, which would silently cut the graph (PyTorch refuses too). A
         constant made trainable stays a constant to the ops that already used it (their
-        backward gives it no gradient, as in PyTorch): the flip is clocked like an update."""
+        backward gives it no gradient, as in PyTorch: `Op.needs_grad`)."""
         if self._op is not None and not value:
             raise RuntimeError(
                 f"requires_grad: this Tensor was computed by {type(self._op).__name__}, and only a "
                 "leaf's flag can change; for a constant copy of it use t.detach(), as in PyTorch"
             )
-        value = arguments.flag("Tensor", "requires_grad", value)
-        if value and not self._requires_grad:
-            _updates.now += 1
-            self._grad_since = _updates.now
-        self._requires_grad = value
+        self._requires_grad = arguments.flag("Tensor", "requires_grad", value)
 
     # ---- constructors: leaves, trainable unless requires_grad=False (torch.zeros's is a constant) ----
     @classmethod
