@@ -17,7 +17,6 @@ builds no graph at all; its output is a constant too.
 from __future__ import annotations
 
 import math
-import sys
 import time
 import warnings
 import weakref
@@ -343,13 +342,18 @@ def _checked_gradients(op: Op, returned: Any) -> tuple[Any, ...]:
 
 
 def _warn_at_backward(op: Op, message: str) -> None:
-    """A RuntimeWarning shown at the op's own `backward` (where the fix goes), once per place under
-    Python's default filter, as `warnings.warn` is: through its module's warning registry."""
+    """A RuntimeWarning shown at the op's own `backward` (where the fix goes), once per process
+    for that function: Python's own once-per-place registry is cleared whenever any code changes
+    the warning filters (the triton backend's code does, every call)."""
     code = type(op).backward.__code__
-    module = sys.modules.get(type(op).__module__)
-    registry = vars(module).setdefault("__warningregistry__", {}) if module is not None else None
+    if code in _warned_at:
+        return
+    _warned_at.add(code)
     warnings.warn_explicit(message, RuntimeWarning, code.co_filename, code.co_firstlineno,
-                           module=type(op).__module__, registry=registry)
+                           module=type(op).__module__)
+
+
+_warned_at: set[Any] = set()  # the code of each backward warned about
 
 
 def _shape_fix(got: tuple[int, ...], want: tuple[int, ...]) -> str:
