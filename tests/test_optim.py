@@ -490,6 +490,34 @@ def test_an_infinite_or_nan_setting_is_refused_as_not_a_finite_number(setting: s
         SGD([Tensor(rand((2,), 0))], **{"lr": 0.1, setting: value})
 
 
+def test_a_subclass_setting_that_is_a_property_is_set_by_load_state_dict() -> None:
+    """load_state_dict wrote the settings into the instance's __dict__, past a subclass's property
+    (the base class's lr was one until settings were checked in __setattr__); and a subclass that
+    set nesterov before SGD.__init__ crashed comparing None with 0."""
+
+    class Logged(SGD):
+        @property
+        def lr(self) -> float:
+            return self._lr
+
+        @lr.setter
+        def lr(self, value: float) -> None:
+            self._lr = value
+
+    w = Tensor(rand((3,), 0))
+    saved = Logged([w], lr=0.8).state_dict()
+    a = Logged([w], lr=0.2)
+    a.load_state_dict(saved)
+    assert a.lr == 0.8
+
+    class Early(SGD):
+        def __init__(self, params: Any) -> None:
+            self.nesterov = True
+            super().__init__(params, lr=0.1, momentum=0.9, nesterov=True)
+
+    assert Early([w]).nesterov is True
+
+
 def test_state_indexed_by_the_parameter_says_how_it_is_indexed() -> None:
     """torch.optim's state is a dict keyed by the parameter; Topgrad's a list in the parameters'
     order, and opt.state[p] gave list's "list indices must be integers or slices, not Tensor"."""
@@ -503,6 +531,10 @@ def test_state_indexed_by_the_parameter_says_how_it_is_indexed() -> None:
         opt.state[params[1]]
     with pytest.raises(TypeError, match="this Tensor is none of its parameters"):
         opt.state[Tensor(rand((3,), 1))]
+    with pytest.raises(TypeError, match="this Tensor is parameter 0"):  # torch's "if p not in state"
+        assert params[0] not in opt.state
+    with pytest.raises(TypeError, match="this Tensor is parameter 1"):
+        opt.state[params[1]] = {}
     assert opt.state[0] == {} and set(opt.state[1]) == {"momentum_buffer"} and opt.state[-1] is opt.state[1]
     assert opt.state[:1] == [{}] and len(opt.state) == 2
     other = SGD(params, lr=0.1, momentum=0.9)

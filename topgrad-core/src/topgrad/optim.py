@@ -32,6 +32,19 @@ class _State(list[dict[str, Any]]):
         self._name, self._params = type(opt).__name__, opt.params
 
     def __getitem__(self, index: Any) -> Any:
+        self._refuse_a_tensor(index)
+        return super().__getitem__(index)
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        self._refuse_a_tensor(index)
+        super().__setitem__(index, value)
+
+    def __contains__(self, item: Any) -> bool:
+        """`p in opt.state` (torch.optim's idiom for "has p a state yet") would quietly be False."""
+        self._refuse_a_tensor(item)
+        return super().__contains__(item)
+
+    def _refuse_a_tensor(self, index: Any) -> None:
         if isinstance(index, Tensor):
             where = next((f"this Tensor is parameter {i}: opt.state[{i}]"
                           for i, p in enumerate(self._params) if p is index),
@@ -39,7 +52,6 @@ class _State(list[dict[str, Any]]):
             raise TypeError(f"{self._name}.state is a list in the order of the parameters given (state[i] "
                             f"is opt.params[i]'s, as state_dict() numbers them), not torch.optim's dict "
                             f"keyed by the parameter; {where}")
-        return super().__getitem__(index)
 
 
 class Optimizer:
@@ -208,8 +220,10 @@ class Optimizer:
                              f"state_dict() has all of {', '.join(self.settings)})")
         probe = type(self)(self.params, **settings)  # the constructor checks the settings
         states = [self._loaded(i, s) for i, s in self._numbered(state_dict["state"])]
-        # the probe checked the settings together; set one at a time, SGD's could clash on the way
-        vars(self).update({setting: getattr(probe, setting) for setting in self.settings})
+        # the probe checked the settings together; checked one at a time, SGD's could clash on the
+        # way (a subclass's property setter still runs)
+        for setting in self.settings:
+            object.__setattr__(self, setting, getattr(probe, setting))
         self.state = _State(self, states)
 
     def _check_shapes(self, saved: Any) -> None:
@@ -345,7 +359,8 @@ class SGD(Optimizer):
             three = ("momentum", "dampening", "nesterov")
             after: dict[str, Any] = {key: getattr(self, key, None) for key in three}
             after[name] = value
-            if after["nesterov"] and (after["momentum"] <= 0 or after["dampening"] != 0):
+            known = after["momentum"] is not None and after["dampening"] is not None
+            if after["nesterov"] and known and (after["momentum"] <= 0 or after["dampening"] != 0):
                 raise ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening 0")
         return super()._checked(name, value)
 
