@@ -301,6 +301,7 @@ def topgrad_backends():
     return [topgrad.BackendSpec("broken", Broken)]
 '''
 
+
 def table_rows(out: str) -> dict[str, list[str]]:
     """The kit's table as {row name: [forward, backward, max error]}."""
     body = out.split("-" * 10, 1)[1].split("\n\n", 1)[0]
@@ -445,6 +446,17 @@ def test_helpers_that_return_numpy_scalars_for_0d_arrays_fail_their_own_rows() -
                 assert not outcome.ok, helper
                 says = r"0-d arrays? returned a numpy\.float.*np\.asarray"
                 assert re.search(says, outcome.message), outcome
+
+
+def test_a_zero_out_that_leaves_a_0d_value_fails_its_row() -> None:
+    """The 0-d case checked only that the result was a backend array, not that it held zero."""
+    import numpy as np
+
+    with _numpy_variant("lazy-zero") as variant:
+        variant.zero_out = lambda self, a: a if a.ndim == 0 else np.zeros_like(a)
+        with _selected("lazy-zero"):
+            outcome = HELPER_CHECKS["zero_out"](1e-4)
+    assert not outcome.ok and "zero_out(0-d a)" in outcome.message, outcome
 
 
 def test_an_op_that_changes_the_dtype_fails() -> None:

@@ -153,9 +153,10 @@ class TritonBackend(topgrad.Backend):
     @_guarded_helper
     def zero_out(self, a: Any) -> Any:
         """Zeros written into `a` (a `.grad`, in place as in PyTorch) by the elementwise kernel where
-        it is a dense float32 array; else new zeros of its shape."""
+        it is a dense float32 array on this backend's device; else new zeros of its shape."""
         torch = self._torch
-        into = isinstance(a, torch.Tensor) and a.is_contiguous() and a.dtype == torch.float32
+        into = (isinstance(a, torch.Tensor) and a.is_contiguous() and a.dtype == torch.float32
+                and a.device == self.device)
         return self._ew.elementwise(self._ew.COPY, 0.0, name="zero_out", out_shape=tuple(a.shape),
                                     out=a if into else None)
 
