@@ -166,13 +166,20 @@ def normalize_backward(grad_xhat: np.ndarray, xhat: np.ndarray, invstd: Any, axe
     return invstd * (grad_xhat - mean_grad - xhat * mean_dot)
 
 
+def affine_grads(grad: np.ndarray, xhat: np.ndarray, axes: tuple, affine: tuple) -> tuple:
+    """The gradients of gamma and beta in gamma * xhat + beta, None for one that was not given."""
+    has_gamma, has_beta = affine
+    return ((grad * xhat).sum(axis=axes) if has_gamma else None), (grad.sum(axis=axes) if has_beta else None)
+
+
 class BatchNorm(Op):
     """Normalizes over every axis but the last. The running statistics are Tensors outside
     the graph: the op replaces their `.data`, as torch.nn.functional.batch_norm does."""
 
     def forward(self, x, gamma, beta, running_mean=None, running_var=None, training=True,
                 momentum=0.1, eps=1e-5):
-        gamma, beta = (1.0 if gamma is None else gamma), (0.0 if beta is None else beta)  # optional
+        self.affine = (gamma is not None, beta is not None)  # either may be None: left out
+        gamma, beta = (1.0 if gamma is None else gamma), (0.0 if beta is None else beta)
         axes = tuple(range(x.ndim - 1))
         if training:
             mean, var = x.mean(axis=axes), x.var(axis=axes)
@@ -195,12 +202,13 @@ class BatchNorm(Op):
             grad_x = normalize_backward(grad * gamma, xhat, invstd, self.axes)
         else:
             grad_x = grad * gamma * invstd
-        return grad_x, (grad * xhat).sum(axis=self.axes), grad.sum(axis=self.axes)
+        return grad_x, *affine_grads(grad, xhat, self.axes, self.affine)
 
 
 class LayerNorm(Op):
     def forward(self, x, gamma, beta, eps=1e-5):
-        gamma, beta = (1.0 if gamma is None else gamma), (0.0 if beta is None else beta)  # optional
+        self.affine = (gamma is not None, beta is not None)  # either may be None: left out
+        gamma, beta = (1.0 if gamma is None else gamma), (0.0 if beta is None else beta)
         invstd = 1.0 / np.sqrt(x.var(axis=-1, keepdims=True) + eps)
         xhat = (x - x.mean(axis=-1, keepdims=True)) * invstd
         self.save_for_backward(xhat, invstd, gamma)
@@ -210,7 +218,7 @@ class LayerNorm(Op):
         xhat, invstd, gamma = self.saved
         lead = tuple(range(grad.ndim - 1))
         grad_x = normalize_backward(grad * gamma, xhat, invstd, (-1,))
-        return grad_x, (grad * xhat).sum(axis=lead), grad.sum(axis=lead)
+        return grad_x, *affine_grads(grad, xhat, lead, self.affine)
 
 
 class Attention(Op):
