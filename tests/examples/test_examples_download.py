@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from topgrad_examples import data, download, idx, progress
+from topgrad_examples import data, download, files, idx, progress
 from topgrad_examples.download import DownloadError, fetch, fetch_from_mirrors
 
 PAYLOAD = b"topgrad" * 5000
@@ -301,6 +301,21 @@ def test_a_download_shows_its_progress_on_a_terminal(
     err = terminal.getvalue()
     assert err.startswith("\rfile.bin: 0 B") and err.endswith(f"\r{shown}\n"), repr(err)
     assert err.count("\n") == 1, repr(err)
+
+
+def test_a_download_whose_file_cannot_be_moved_into_place_is_not_kept(
+    server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The progress line ended before the finished file was moved into place, so a move that
+    failed (a full disk, a folder without write permission) still read as a success."""
+    def refuse(*_: object) -> None:
+        raise PermissionError("read-only folder")
+
+    monkeypatch.setattr(files.os, "replace", refuse)
+    with pytest.raises(DownloadError, match="read-only folder"):
+        fetch(f"{server}/good/file.bin", tmp_path / "file.bin", sha256(PAYLOAD), timeout=5, progress=True)
+    assert capsys.readouterr().err == "file.bin: 35.0 kB / 35.0 kB (100%), not kept\n"
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(("mode", "shown"), [

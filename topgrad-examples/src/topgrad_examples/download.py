@@ -52,12 +52,13 @@ def fetch(url: str, dest: Path, checksum: str, timeout: float = 30.0, progress: 
     """Download `url` to `dest` atomically; raise `DownloadError` if it is cut short or its hash differs."""
     algorithm, expected = parse_checksum(checksum)
     digest = hashlib.new(algorithm)
-    try:  # `replacing` moves the file into place only if the block, checksum included, succeeds
-        with (_made_folders(dest.parent), replacing(dest, suffix=".part") as out,
-              urllib.request.urlopen(url, timeout=timeout) as response):
+    try:  # `replacing` moves the file into place only if the block, checksum included, succeeds;
+        # the progress line ends after that move, so a failed one shows as "not kept"
+        with _made_folders(dest.parent), urllib.request.urlopen(url, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
             total = None if length is None else int(length)
-            with DownloadProgress(dest.name, total, enabled=progress) as shown:
+            with (DownloadProgress(dest.name, total, enabled=progress) as shown,
+                  replacing(dest, suffix=".part") as out):
                 received = _copy(response, out, digest.update, shown)
                 if total is not None and received != total:
                     raise DownloadError(f"{url}: connection closed after {received} of {total} bytes")
