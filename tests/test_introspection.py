@@ -1016,6 +1016,7 @@ def test_a_traced_backward_line_names_its_forward_line() -> None:
 def test_topgrad_trace_variable_enables_tracing(backend_name: str) -> None:
     script = "import topgrad; x = topgrad.Tensor([[1.0, -2.0]]); x.relu().sum().backward()"
     env = {**os.environ, "TOPGRAD_TRACE": "1", "TOPGRAD_BACKEND": backend_name}
+
     def run() -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
                               timeout=300)

@@ -478,6 +478,7 @@ def test_nested_groups_run_in_their_thread(threads) -> None:
     """An op split from inside a group runs whole there: a nested split could wait forever for
     workers that are all busy waiting on it."""
     threads.set_threads(2)
+
     def split_again(group: list[int]) -> list[list[int]]:
         return threads.map_groups(list, group)
 

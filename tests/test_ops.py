@@ -2165,24 +2165,6 @@ def test_a_torch_tensor_in_arithmetic_is_named_on_numpy(backend_name: str) -> No
             call()
 
 
-# ---- Concat with a constant (the rest of cat and stack: test_joining.py) -------------------------
-@given(data=st.data(), seed=seeds)
-def test_cat_with_constants_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
-    """topgrad.cat of tensors some of which are constants (requires_grad=False: an input batch
-    joined to features): they get no gradient, the others PyTorch's; drawn shapes (empty ones
-    too), axes and layouts."""
-    shape = data.draw(any_shapes(1, 4, sizes.batch), label="shape")
-    axis = data.draw(st.integers(-len(shape), len(shape) - 1), label="axis")
-    lengths = data.draw(st.lists(st.integers(0, sizes.batch), min_size=2, max_size=4), label="lengths")
-    shapes = [(*shape[:axis % len(shape)], n, *shape[axis % len(shape) + 1:]) for n in lengths]
-    # some constants, not all (with none trainable there is no backward to run)
-    some = st.lists(st.integers(0, len(shapes) - 1), min_size=1, max_size=len(shapes) - 1, unique=True)
-    constants = tuple(data.draw(some, label="constants"))
-    check_against_torch(lambda *xs: topgrad.cat(list(xs), axis=axis), lambda *ts: torch.cat(ts, dim=axis),
-                        [rand(s, seed + i) for i, s in enumerate(shapes)], seed=seed, constants=constants,
-                        layout=data.draw(layouts(len(shapes)), label="layout"))
-
-
 # ---- non-finite values flow through every op, unwarned, as in PyTorch -------------------------
 def _with_non_finite(shape: tuple[int, ...], seed: int) -> np.ndarray:
     """Random values with +inf and -inf in one row (their sum is NaN) and a NaN in another."""

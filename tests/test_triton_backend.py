@@ -350,7 +350,6 @@ def test_a_numpy_array_operand_hints_at_a_tensor_of_another_backend(backend):
         Add().forward(np.ones(3, np.float32), 1.0)
 
 
-
 @pytest.mark.parametrize(("op", "call"), [
     ("ReLU", lambda t: t.relu()), ("Sum", lambda t: t.sum()), ("Mean", lambda t: t.mean(axis=0)),
     ("LogSoftmax", lambda t: t.logsoftmax()), ("Reshape", lambda t: t.reshape(9)),
@@ -369,6 +368,7 @@ def test_a_tensor_of_another_backend_is_named_by_every_one_operand_op(backend, o
     topgrad.load_backend("numpy")
     with pytest.raises(TypeError, match=rf"{op}: operand 0 belongs to backend 'numpy'"):
         call(old)
+
 
 def test_backward_of_a_graph_made_under_numpy_names_it(backend) -> None:
     """A loss computed under numpy, backward called after set_backend("triton"): one clear error,
@@ -434,20 +434,6 @@ def test_elementwise_ops_take_numpy_scalars_as_pytorch_does(backend, scalar):
     yt.sum().backward()
     np.testing.assert_allclose(y.numpy(), yt.detach().numpy(), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(_grad_of(x), xt.grad.numpy(), rtol=1e-6, atol=1e-6)
-
-
-def test_linear_with_no_input_features_is_the_bias_as_in_pytorch(backend):
-    b0 = np.array([1.0, -2.0, 0.5], np.float32)
-    x, w, b = Tensor(np.zeros((2, 0), np.float32)), Tensor(np.zeros((0, 3), np.float32)), Tensor(b0)
-    xt, wt = torch.zeros(2, 0, requires_grad=True), torch.zeros(0, 3, requires_grad=True)
-    bt = torch.tensor(b0, requires_grad=True)
-    y, yt = x.linear(w, b), torch.nn.functional.linear(xt, wt.t(), bt)
-    np.testing.assert_array_equal(y.numpy(), yt.detach().numpy())
-    y.sum().backward()
-    yt.sum().backward()
-    for top, ref in ((x, xt), (w, wt), (b, bt)):
-        assert _grad_of(top).shape == tuple(ref.grad.shape)
-        np.testing.assert_array_equal(_grad_of(top), ref.grad.numpy())
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
