@@ -339,3 +339,10 @@ def benchmarks_on_path() -> Iterator[Path]:
         for name in set(sys.modules) - modules:
             if str(getattr(sys.modules[name], "__file__", "") or "").startswith(str(BENCHMARKS)):
                 del sys.modules[name]
+
+
+def positive_steps(index: Any) -> Any:
+    """hypothesis draws negative steps too, which PyTorch refuses: flip their sign."""
+    items = index if isinstance(index, tuple) else (index,)
+    return tuple(slice(i.start, i.stop, abs(i.step)) if isinstance(i, slice) and i.step is not None
+                 else i for i in items)

@@ -20,7 +20,7 @@ import pytest
 import topgrad
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual PyTorch spelling
-from helpers import Sizes, float64_tensor, to_numpy, torch_attention, torch_conv2d
+from helpers import Sizes, float64_tensor, positive_steps, to_numpy, torch_attention, torch_conv2d
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -257,17 +257,10 @@ def test_permute_and_transpose_in_float64(data: st.DataObject, seed: int, sizes:
         check64(lambda t: t.T, lambda t: t.T, [x], seed)
 
 
-def _positive_steps(index: Any) -> Any:
-    """hypothesis draws negative steps too, which PyTorch refuses: flip their sign."""
-    items = index if isinstance(index, tuple) else (index,)
-    return tuple(slice(i.start, i.stop, abs(i.step)) if isinstance(i, slice) and i.step is not None
-                 else i for i in items)
-
-
 @given(data=st.data(), seed=seeds)
 def test_slices_in_float64(data: st.DataObject, seed: int, sizes: Sizes) -> None:
     shape = data.draw(shapes(sizes, min_side=0), label="shape")
-    index = _positive_steps(data.draw(hnp.basic_indices(shape, allow_newaxis=True, allow_ellipsis=True),
+    index = positive_steps(data.draw(hnp.basic_indices(shape, allow_newaxis=True, allow_ellipsis=True),
                                       label="index"))
     check64(lambda t: t[index], lambda t: t[index], [f64(shape, seed)], seed)
 

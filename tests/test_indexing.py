@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import topgrad
 import torch
-from helpers import Sizes, check_against_torch, layouts, rand, to_numpy, torch_attention
+from helpers import Sizes, check_against_torch, layouts, positive_steps, rand, to_numpy, torch_attention
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -40,20 +40,13 @@ def test_slice_fixed(shape: tuple[int, ...], index: Any) -> None:
     check_index(shape, index)
 
 
-def _positive_steps(index: Any) -> Any:
-    """hypothesis draws negative steps too, which PyTorch refuses: flip their sign."""
-    items = index if isinstance(index, tuple) else (index,)
-    return tuple(slice(i.start, i.stop, abs(i.step)) if isinstance(i, slice) and i.step is not None
-                 else i for i in items)
-
-
 @given(data=st.data(), seed=seeds)
 def test_slice_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
     shape = data.draw(hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=sizes.batch),
                       label="shape")
     index = data.draw(hnp.basic_indices(shape, min_dims=0, allow_newaxis=True, allow_ellipsis=True),
                       label="index")
-    check_index(shape, _positive_steps(index), seed, data.draw(layouts(1), label="layout"))
+    check_index(shape, positive_steps(index), seed, data.draw(layouts(1), label="layout"))
 
 
 def test_slices_of_one_tensor_add_their_gradients() -> None:
