@@ -21,6 +21,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Iterable, Iterator
+from types import CodeType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from topgrad import pytorch_names, registry
@@ -353,7 +354,7 @@ def _warn_at_backward(op: Op, message: str) -> None:
                            module=type(op).__module__)
 
 
-_warned_at: set[Any] = set()  # the code of each backward warned about
+_warned_at: set[CodeType] = set()  # the code of each backward warned about
 
 
 def _shape_fix(got: tuple[int, ...], want: tuple[int, ...]) -> str:
