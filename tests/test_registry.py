@@ -584,7 +584,8 @@ def test_hooks_that_would_never_be_called_are_warned_about(install: Callable[...
     with pytest.warns(RuntimeWarning) as caught:
         topgrad.register_plugin(Careless(), name="careless")
     messages = " | ".join(str(w.message) for w in caught)
-    assert "topgrad_backend is not a topgrad hook" in messages, messages
+    assert "topgrad_backend is not a topgrad hook (did you mean topgrad_backends? the hooks:" in messages, (
+        messages)
     assert "topgrad_ops lacks @topgrad.hookimpl" in messages, messages
 
 

@@ -127,7 +127,9 @@ def _warn_unused_hooks(plugin: object, name: str) -> None:
     for attr in dir(plugin):
         if not attr.startswith("topgrad_") or not callable(getattr(plugin, attr, None)):
             continue
-        why = (f"is not a topgrad hook (the hooks: {', '.join(sorted(_HOOKS))})" if attr not in _HOOKS
+        near = difflib.get_close_matches(attr, sorted(_HOOKS), n=1)
+        hint = f"did you mean {near[0]}? " if near else ""
+        why = (f"is not a topgrad hook ({hint}the hooks: {', '.join(sorted(_HOOKS))})" if attr not in _HOOKS
                else "lacks @topgrad.hookimpl" if not hasattr(getattr(plugin, attr), "topgrad_impl") else "")
         if why:
             warn(f"topgrad: plugin {name!r}: {attr} {why}, so it is never called")
