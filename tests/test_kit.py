@@ -448,6 +448,24 @@ def test_helpers_that_return_numpy_scalars_for_0d_arrays_fail_their_own_rows() -
                 assert re.search(says, outcome.message), outcome
 
 
+def test_a_gradient_for_a_plain_value_argument_fails() -> None:
+    """The guide's example returned dL/dgamma and dL/dbeta for gamma=None and beta=None; the
+    engine drops such arrays without a word, and the kit said nothing either."""
+    import numpy as np
+    from topgrad_numpy import ops as numpy_ops
+
+    class Wasteful(numpy_ops.LayerNorm):
+        def backward(self, grad: np.ndarray) -> tuple[object, ...]:
+            gx, gg, gb = super().backward(grad)
+            ones = np.ones(grad.shape[-1], grad.dtype)
+            return gx, ones if gg is None else gg, ones if gb is None else gb
+
+    with _numpy_variant("wasteful", LayerNorm=Wasteful):
+        text = format_report(run("wasteful", only="LayerNorm"))
+    assert "backward returned an array for argument 1, which is None, not a Tensor: return None there" in text
+    assert re.search(r"^LayerNorm\s+ok\s+FAIL\s", text, re.M), text
+
+
 def test_a_zero_out_that_leaves_a_0d_value_fails_its_row() -> None:
     """The 0-d case checked only that the result was a backend array, not that it held zero."""
     import numpy as np

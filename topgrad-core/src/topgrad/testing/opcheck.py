@@ -148,7 +148,10 @@ def check_backward(case: Case, rtol: float = RTOL) -> Outcome | None:
                 "backward wrote into its incoming gradient `grad`; it must leave it as it is (the "
                 "engine may hand one array to several ops: Add passes its grad to both inputs)"))
         for i, (t, want) in enumerate(zip(args, expected)):
-            if not isinstance(t, Tensor):
+            if not isinstance(t, Tensor):  # None, a number: the engine would drop an array silently
+                if i < len(op_grads) and op_grads[i] is not None:
+                    outcomes.append(Outcome.failed(f"backward returned an array for argument {i}, which is "
+                                                   f"{t!r}, not a Tensor: return None there"))
                 continue
             if i in case.constants:
                 if t.grad is not None:
