@@ -352,9 +352,9 @@ def test_the_progress_line_is_redrawn_at_most_ten_times_a_second(monkeypatch: py
 
 
 def test_byte_sizes_read_as_people_read_them() -> None:
-    sizes = [0, 999, 1000, 35_000, 999_949, 999_999, 9_912_422, 1_000_000_000]
+    sizes = [0, 999, 1000, 35_000, 999_949, 999_999, 9_912_422, 1_000_000_000, 10**12]
     assert [progress.byte_size(n) for n in sizes] == [
-        "0 B", "999 B", "1.0 kB", "35.0 kB", "999.9 kB", "1.0 MB", "9.9 MB", "1.0 GB"]
+        "0 B", "999 B", "1.0 kB", "35.0 kB", "999.9 kB", "1.0 MB", "9.9 MB", "1.0 GB", "1.0 TB"]
 
 
 def test_load_dataset_shows_each_files_progress(

@@ -76,7 +76,7 @@ def byte_size(n: int) -> str:
     if n < 1000:
         return f"{n} B"
     scaled, unit = n / 1000, "kB"
-    for bigger in ("MB", "GB"):
+    for bigger in ("MB", "GB", "TB"):
         if scaled < 999.95:  # else it would print as 1000.0
             break
         scaled, unit = scaled / 1000, bigger
