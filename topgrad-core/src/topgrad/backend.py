@@ -123,8 +123,9 @@ class Backend:
         Written into `a` where the backend can, as PyTorch zeroes `.grad` in place (code holding the
         array sees the zeros, then what the next backward adds); returns the array holding the
         zeros, by default a new one. (Not `mul(a, 0.0)`: NaN * 0 is NaN.)"""
-        dtype = str(getattr(a, "dtype", "float32")).removeprefix("torch.")
-        return self.asarray(self.zeros(tuple(a.shape)), dtype=dtype)
+        from topgrad.observe import dtype_name  # observe imports the engine, which imports this module
+
+        return self.asarray(self.zeros(tuple(a.shape)), dtype=dtype_name(a))
 
     def memory_key(self, a: Any) -> Hashable | None:
         """A key that arrays sharing memory have in common (views of one buffer), or None

@@ -59,9 +59,9 @@ def fetch(url: str, dest: Path, checksum: str, timeout: float = 30.0, progress: 
             total = None if length is None else int(length)
             with (DownloadProgress(dest.name, total, enabled=progress) as shown,
                   replacing(dest, suffix=".part") as out):
-                received = _copy(response, out, digest.update, shown)
-                if total is not None and received != total:
-                    raise DownloadError(f"{url}: connection closed after {received} of {total} bytes")
+                _copy(response, out, digest.update, shown)
+                if total is not None and shown.done != total:
+                    raise DownloadError(f"{url}: connection closed after {shown.done} of {total} bytes")
                 if digest.hexdigest() != expected:
                     raise ChecksumMismatchError(
                         f"{url}: {algorithm} mismatch, the mirror served a different file (got "
@@ -74,15 +74,12 @@ def fetch(url: str, dest: Path, checksum: str, timeout: float = 30.0, progress: 
 
 
 def _copy(response: BinaryIO, out: BinaryIO, hash_update: Callable[[bytes], None],
-          shown: DownloadProgress) -> int:
-    """Stream the body into `out`, hashing and showing it on the way; returns the bytes received."""
-    received = 0
+          shown: DownloadProgress) -> None:
+    """Stream the body into `out`, hashing and showing it on the way (`shown.done` counts the bytes)."""
     while chunk := response.read(CHUNK):
         out.write(chunk)
         hash_update(chunk)
-        received += len(chunk)
         shown.update(len(chunk))
-    return received
 
 
 def fetch_from_mirrors(
