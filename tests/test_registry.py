@@ -332,9 +332,10 @@ def test_broken_plugin_warns_and_the_others_work(install: Callable[..., None]) -
     assert topgrad.set_backend("alpha").name == "alpha"
 
 
-def _entry_of(package: str, name: str, target: object, value: str = "") -> FakeEntryPoint:
+def _entry_of(package: str, name: str, target: object, value: str = "", version: str | None = None
+              ) -> FakeEntryPoint:
     entry = FakeEntryPoint(name, target)
-    entry.dist = SimpleNamespace(name=package)
+    entry.dist = SimpleNamespace(name=package, version=version)
     entry.value = value or f"{package.replace('-', '_')}.plugin"
     return entry
 
@@ -349,8 +350,38 @@ def test_two_packages_with_one_entry_point_name_both_count(install: Callable[...
 
     install(_entry_of("topgrad-toy", "toy", BackendsPlugin(spec("toy"))),
             _entry_of("topgrad-toy-fork", "toy", BackendsPlugin(spec("toy"))))
-    with pytest.raises(BackendConflictError, match=r"two plugins, .*'toy \(topgrad-toy-fork\)'"):
+    with pytest.raises(BackendConflictError, match=r"two plugins, .*'toy' \(distribution topgrad-toy-fork\)"):
         topgrad.set_backend("toy")
+
+
+def test_a_conflict_names_the_distribution_of_each_plugin(install: Callable[..., None]) -> None:
+    """Both entry points named 'toy': the message read "'toy (toy-b)' and 'toy'", so the first
+    plugin's distribution, the one to uninstall perhaps, went unnamed."""
+    install(_entry_of("toy-a", "toy", BackendsPlugin(spec("toy")), version="1.0"),
+            _entry_of("toy-b", "toy", BackendsPlugin(spec("toy")), version="2.0"))
+    with pytest.raises(BackendConflictError) as info:
+        topgrad.set_backend("toy")
+    assert str(info.value) == (
+        "backend 'toy' is offered by two plugins, 'toy' (distribution toy-a 1.0) and 'toy' (distribution "
+        "toy-b 2.0); keep one of them: pip uninstall toy-a, or pip uninstall toy-b")
+
+
+def test_a_conflict_with_an_in_process_plugin_says_to_stop_registering_it(
+    install: Callable[..., None],
+) -> None:
+    """The in-process plugin takes the name of an entry point that failed to load: it is not that
+    entry point's distribution, which must not be named (nor uninstalled) for it."""
+    broken = _entry_of("broken-dist", "notebook", None)
+    broken.error = ImportError("No module named 'gone'")
+    install(_entry_of("toy-a", "toy", BackendsPlugin(spec("toy")), version="1.0"), broken)
+    with pytest.warns(RuntimeWarning, match="'notebook'"):
+        topgrad.register_plugin(BackendsPlugin(spec("toy")), name="notebook")
+    with pytest.raises(BackendConflictError) as info:
+        topgrad.set_backend("toy")
+    assert str(info.value) == (
+        "backend 'toy' is offered by two plugins, 'toy' (distribution toy-a 1.0) and 'notebook' (registered "
+        "in-process with register_plugin); keep one of them: pip uninstall toy-a, or stop registering "
+        "'notebook' with register_plugin")
 
 
 def test_one_entry_point_listed_twice_is_one_plugin(install: Callable[..., None]) -> None:
@@ -509,7 +540,8 @@ def test_one_plugin_naming_a_backend_twice_is_told_so(install: Callable[..., Non
 
 def test_three_plugins_offering_one_name_are_all_named(install: Callable[..., None]) -> None:
     install(plugin("p-a", spec("dup")), plugin("p-b", spec("dup")), plugin("p-c", spec("dup")))
-    with pytest.raises(BackendConflictError, match=r"by three plugins, '.*', '.*' and '.*'; keep one"):
+    with pytest.raises(BackendConflictError,
+                       match=r"by three plugins, 'p-a' .*, 'p-b' .* and 'p-c' .*; keep one"):
         topgrad.load_backend("dup")
 
 
@@ -985,6 +1017,99 @@ def test_warnings_name_a_sibling_package_as_outside_topgrad() -> None:
     with pytest.warns(RuntimeWarning, match="from a plugin") as caught:
         namespace["call"]()
     assert caught[0].filename == sibling
+
+
+_PLUGIN_MISTAKES = {  # a plugin module's source; `# here` marks the line its warning should name
+    "misspelt hook": """
+        from topgrad import hookimpl
+
+        @hookimpl  # here
+        def topgrad_backend():
+            return []
+        """,
+    "hook without hookimpl": """
+        def topgrad_ops(backend):  # here
+            return None
+        """,
+    "no hook": """\
+        '''A plugin module with no hook at all.'''  # here
+        """,
+    "import fails": """
+        import os
+        import missing_dependency_of_the_plugin  # here
+        """,
+    "hook raises": """
+        from topgrad import hookimpl
+
+        @hookimpl
+        def topgrad_backends():
+            return [1 / 0]  # here
+        """,
+    "hook asks for a wrong argument": """
+        from topgrad import hookimpl
+
+        @hookimpl  # here
+        def topgrad_ops(backend_name):
+            return None
+        """,
+}
+
+
+@pytest.mark.parametrize("mistake", list(_PLUGIN_MISTAKES))
+def test_a_plugin_warning_points_at_the_plugin_line_to_fix(
+    install: Callable[..., None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mistake: str
+) -> None:
+    """The warning named the caller's line (under `python -m topgrad.testing`, `<frozen runpy>`), not
+    the plugin's line that needs the fix, though the hook function (or the traceback) knows it."""
+    from importlib.metadata import EntryPoint
+
+    module = f"topgrad_mistaken_{mistake.replace(' ', '_')}"
+    source = textwrap.dedent(_PLUGIN_MISTAKES[mistake])
+    (tmp_path / f"{module}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    install(EntryPoint("careless", module, "topgrad"), plugin("good", spec("alpha")))
+    with pytest.warns(RuntimeWarning, match="plugin 'careless'") as caught:
+        assert set(topgrad.available_backends()) == {"alpha"}
+    here = next(n for n, line in enumerate(source.splitlines(), 1) if "# here" in line)
+    ours = [(w.filename, w.lineno) for w in caught if "'careless'" in str(w.message)]
+    assert ours[0] == (str(tmp_path / f"{module}.py"), here), [str(w.message) for w in caught]
+    monkeypatch.delitem(sys.modules, module, raising=False)
+
+
+@pytest.mark.parametrize("launch", ["-c", "script", "-m app", "-m topgrad.testing"])
+def test_plugin_warnings_never_point_at_runpy(tmp_path: Path, launch: str) -> None:
+    """Under `python -m topgrad.testing` every frame below runpy is topgrad's, so the warnings read
+    `<frozen runpy>:88`. A plugin's mistake is now shown at its line; a plugin that cannot be
+    imported at all at the user's line, else at the program's own (`topgrad/testing/__main__.py`)."""
+    for dist, entry in [("careless_dist", "careless = careless_plugin"),
+                        ("broken_dist", "broken = no_such_module_of_topgrad_tests")]:
+        info = tmp_path / f"{dist}-0.1.dist-info"  # an installed distribution, as pip leaves it
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+        (info / "entry_points.txt").write_text(f"[topgrad]\n{entry}\n")
+    (tmp_path / "careless_plugin.py").write_text("def topgrad_backend():\n    return []\n")
+    program = "import topgrad\ntopgrad.available_backends()\n"
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "__main__.py").write_text(program)
+    (tmp_path / "prog.py").write_text(program)
+    argv, at = {
+        "-c": (["-c", program], "<string>:2"),
+        "script": (["prog.py"], "prog.py:2"),
+        "-m app": (["-m", "app"], f"{tmp_path / 'app' / '__main__.py'}:2"),
+        "-m topgrad.testing": (["-m", "topgrad.testing", "--list"],
+                               os.path.join("topgrad", "testing", "__main__.py") + ":"),
+    }[launch]
+    env = {k: v for k, v in os.environ.items() if k != "TOPGRAD_BACKEND"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
+    done = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    where = {plugin: place for place, plugin in re.findall(
+        r"^(.*?:\d+): RuntimeWarning: topgrad: plugin '(\w+)'", done.stderr, re.M)}
+    assert "<frozen" not in done.stderr, done.stderr
+    assert where["careless"] == f"{tmp_path / 'careless_plugin.py'}:1", done.stderr
+    assert at in where["broken"], done.stderr
 
 
 # ---- Tensors of another backend ---------------------------------------------------------------

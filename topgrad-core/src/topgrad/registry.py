@@ -53,15 +53,16 @@ def plugin_manager() -> pluggy.PluginManager:
                 plugin = ep.load()
                 manager.register(plugin, name=name)
             except Exception as exc:  # a broken plugin must not break the others
-                _skipped[name] = _hook_arguments(plugin) or f"{type(exc).__name__}: {exc}"
-                warn(f"topgrad: plugin {name!r} ({ep.value}) failed to load and is skipped: {_skipped[name]}")
+                hook, why = _wrong_arguments(plugin) or (None, f"{type(exc).__name__}: {exc}")
+                _skipped[name] = why
+                warn(f"topgrad: plugin {name!r} ({ep.value}) failed to load and is skipped: {why}", hook, exc)
                 continue
             _warn_unused_hooks(plugin, name)
             if not any(caller.name in _HOOKS for caller in manager.get_hookcallers(plugin) or ()):
                 _skipped[name] = "it implements no topgrad hook"
                 warn(f"topgrad: plugin {name!r} ({ep.value}) implements no topgrad hook, so it "
                      "offers nothing: its entry point should name a module (or object) with "
-                     "@topgrad.hookimpl functions such as topgrad_backends")
+                     "@topgrad.hookimpl functions such as topgrad_backends", plugin)
         _manager = manager
     return _manager
 
@@ -91,9 +92,11 @@ def register_plugin(plugin: object, name: str | None = None) -> str:
     try:
         registered = manager.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:
-        raise TypeError(f"plugin {name or plugin!r}: {_hook_arguments(plugin) or exc}") from exc
+        why = _wrong_arguments(plugin)
+        raise TypeError(f"plugin {name or plugin!r}: {why[1] if why else exc}") from exc
     if registered is None:  # pluggy refuses a name blocked with registry.plugin_manager().set_blocked
         raise ValueError(f"the plugin name {name!r} is blocked; register the plugin under another name")
+    _entries.pop(registered, None)  # the name of an entry point that failed to load: not its distribution's
     _warn_unused_hooks(plugin, registered)
     return registered
 
@@ -101,9 +104,10 @@ def register_plugin(plugin: object, name: str | None = None) -> str:
 _HOOKS = frozenset(n for n in dir(hookspecs) if n.startswith("topgrad_"))
 
 
-def _hook_arguments(plugin: object) -> str:
+def _wrong_arguments(plugin: object) -> tuple[Any, str] | None:
     """Why pluggy refused `plugin`, where one of its hooks takes an argument the hook does not give
-    (`topgrad_ops(backend_name)`): pluggy's own message names neither the right one nor the fix."""
+    (`topgrad_ops(backend_name)`): pluggy's own message names neither the right one nor the fix.
+    With that hook function, for the warning to point at its `def`."""
     for hook in sorted(_HOOKS):
         function = getattr(plugin, hook, None)
         if not callable(function) or not hasattr(function, "topgrad_impl"):
@@ -115,10 +119,10 @@ def _hook_arguments(plugin: object) -> str:
         given = list(inspect.signature(getattr(hookspecs, hook)).parameters)
         unknown = [n for n in taken if n not in given]
         if unknown:
-            return (f"its {hook}({', '.join(taken)}) asks for {', '.join(map(repr, unknown))}, which the "
-                    f"hook does not give: name its arguments as in {hook}({', '.join(given)}) "
-                    "(topgrad.hookspecs)")
-    return ""
+            return function, (f"its {hook}({', '.join(taken)}) asks for {', '.join(map(repr, unknown))}, "
+                              f"which the hook does not give: name its arguments as in {hook}("
+                              f"{', '.join(given)}) (topgrad.hookspecs)")
+    return None
 
 
 def _warn_unused_hooks(plugin: object, name: str) -> None:
@@ -132,7 +136,7 @@ def _warn_unused_hooks(plugin: object, name: str) -> None:
         why = (f"is not a topgrad hook ({hint}the hooks: {', '.join(sorted(_HOOKS))})" if attr not in _HOOKS
                else "lacks @topgrad.hookimpl" if not hasattr(getattr(plugin, attr), "topgrad_impl") else "")
         if why:
-            warn(f"topgrad: plugin {name!r}: {attr} {why}, so it is never called")
+            warn(f"topgrad: plugin {name!r}: {attr} {why}, so it is never called", getattr(plugin, attr))
 
 
 def register_backend(spec: BackendSpec, replace: bool = False) -> None:
@@ -164,7 +168,7 @@ def _offers() -> dict[str, list[tuple[str, BackendSpec]]]:
         except Exception as exc:
             _skipped[impl.plugin_name] = f"topgrad_backends() failed: {type(exc).__name__}: {exc}"
             warn(f"topgrad: plugin {impl.plugin_name!r} failed in topgrad_backends() and is skipped: "
-                 f"{type(exc).__name__}: {exc}")
+                 f"{type(exc).__name__}: {exc}", exc, impl.function)
             continue
         if not specs:  # allowed (a plugin may offer a backend only where it can run), or a missing return
             _offered_none[impl.plugin_name] = repr(answer)
@@ -230,19 +234,50 @@ def load_backend(name: str) -> Backend:
                                     for plugin, answer in _offered_none.items())
         raise BackendNotFoundError(f"no backend named {name!r}; installed: {_describe(offers)}. {hint}")
     if len(offers[name]) > 1:
-        *others, last = [repr(owner) for owner, _ in offers[name]]
-        raise BackendConflictError(
-            f"backend {name!r} is offered by {_NUMBERS.get(len(others) + 1, len(others) + 1)} plugins, "
-            f"{', '.join(others)} and {last}; "
-            "keep one of them installed (or, for one registered in-process with register_plugin, stop "
-            "registering it)"
-        )
+        raise BackendConflictError(_conflict(name, [owner for owner, _ in offers[name]]))
     owner, spec = offers[name][0]
     backend = _instantiate(spec, owner)
     backend.name = name  # the name users select it by, whatever its class says (error messages use it)
     backend.ops = _merged_ops(name, backend)
     _loaded[name] = backend
     return backend
+
+
+def _conflict(name: str, owners: list[str]) -> str:
+    """Why backend `name` cannot load: several plugins offer it. Each is named with its distribution
+    (two packages may call their entry points alike, so a plugin name alone can be ambiguous), and
+    the message says what to uninstall (or stop registering) to keep one."""
+    order = list(_entries)
+    owners = sorted(owners, key=lambda owner: order.index(owner) if owner in order else len(order))
+    *others, last = [_plugin_origin(owner) for owner in owners]
+    ways = list(dict.fromkeys(_removal(owner) for owner in owners))
+    advice = (f"keep one of them: {', or '.join(ways)}" if len(ways) == 2
+              else f"keep one of them, removing the others: {'; '.join(ways)}")
+    return (f"backend {name!r} is offered by {_NUMBERS.get(len(owners), len(owners))} plugins, "
+            f"{', '.join(others)} and {last}; {advice}")
+
+
+def _plugin_origin(owner: str) -> str:
+    """Plugin `owner` as the user knows it: its entry-point name and the distribution it comes
+    from (`'toy' (distribution toy-a 1.0)`), or that it was registered in-process."""
+    ep = _entries.get(owner)
+    if ep is None:
+        return f"{owner!r} (registered in-process with register_plugin)"
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return f"{ep.name!r} (entry point {ep.value})"
+    version = getattr(dist, "version", None)
+    return f"{ep.name!r} (distribution {dist.name}{f' {version}' if version else ''})"
+
+
+def _removal(owner: str) -> str:
+    """How to stop plugin `owner` from offering its backends: uninstall its distribution, or stop
+    registering it in-process."""
+    ep = _entries.get(owner)
+    if ep is None:
+        return f"stop registering {owner!r} with register_plugin"
+    dist = _distribution(owner)
+    return f"pip uninstall {dist}" if dist else f"uninstall the package that provides {ep.value}"
 
 
 def _installed_without_entry_point(dist_name: str, name: str) -> str:
@@ -339,7 +374,7 @@ def _merged_ops(name: str, backend: Backend) -> OpTable:
             answer = _call(impl, backend=name)
         except Exception as exc:  # a broken plugin must not break the backend
             warn(f"topgrad: plugin {impl.plugin_name!r} failed in topgrad_ops({name!r}) and its ops are "
-                 f"skipped: {type(exc).__name__}: {exc}")
+                 f"skipped: {type(exc).__name__}: {exc}", exc, impl.function)
             continue
         if answer is not None:
             given.append((impl.plugin_name, answer))
