@@ -15,6 +15,7 @@ import topgrad
 from topgrad.arguments import none_is_not_numbers, objects_are_not_numbers, text_is_not_numbers
 
 from topgrad_triton import runtime
+from topgrad_triton.shapes import distinct_elements
 
 
 def _guarded_helper(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -28,6 +29,11 @@ def _guarded_helper(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
 
     return inner
+
+
+def _same_view(a: Any, b: Any) -> bool:
+    """Whether two tensors are the same elements of the same memory (their data and strides agree)."""
+    return bool(a.data_ptr() == b.data_ptr() and a.stride() == b.stride())
 
 
 def _names_float32(dtype: Any) -> bool:
@@ -142,23 +148,42 @@ class TritonBackend(topgrad.Backend):
 
     @_guarded_helper
     def accumulate(self, total: Any, part: Any) -> Any:
-        """total + part written into `total` (a `.grad`, in place as in PyTorch) where it is a dense
-        float32 array of the sum's shape; else a new array, as `add` makes it."""
-        torch = self._torch
-        into = (isinstance(total, torch.Tensor) and isinstance(part, torch.Tensor) and total.is_contiguous()
-                and total.dtype == torch.float32 and total.shape == part.shape
-                and total.device == part.device)
-        return self._ew.elementwise(self._ew.ADD, total, part, name="accumulate", out=total if into else None)
+        """total + part written into `total` (a `.grad`, in place as in PyTorch, whatever its layout: a
+        `.grad` set to `big[:, ::2]` adds into `big`) where it is a float32 array of the sum's shape on
+        this backend's device whose elements do not share memory; else a new float32 array on this
+        device, as `add` makes it (a float64 `total` too: the kernels compute in fp32)."""
+        torch, ew = self._torch, self._ew
+        total, part = self._here(total), self._here(part)
+        if not (isinstance(total, torch.Tensor) and isinstance(part, torch.Tensor)
+                and total.dtype == torch.float32 and total.shape == part.shape and self._writable(total)):
+            return ew.elementwise(ew.ADD, total, part, name="accumulate")
+        if self.memory_key(part) == self.memory_key(total) and not _same_view(part, total):
+            part = ew.elementwise(ew.COPY, part, name="accumulate")  # w.backward(w.grad.T): read, then write
+        return ew.elementwise(ew.ADD, total, part, name="accumulate", out=total)
 
     @_guarded_helper
     def zero_out(self, a: Any) -> Any:
-        """Zeros written into `a` (a `.grad`, in place as in PyTorch) by the elementwise kernel where
-        it is a dense float32 array on this backend's device; else new zeros of its shape."""
-        torch = self._torch
-        into = (isinstance(a, torch.Tensor) and a.is_contiguous() and a.dtype == torch.float32
-                and a.device == self.device)
-        return self._ew.elementwise(self._ew.COPY, 0.0, name="zero_out", out_shape=tuple(a.shape),
-                                    out=a if into else None)
+        """Zeros written into `a` (a `.grad`, in place as in PyTorch, whatever its layout: a `.grad` set
+        to `big[:, ::2]` zeroes those elements of `big`; an expanded one, whose elements share memory,
+        too, as every write is a zero) by the elementwise kernel where it is a floating-point array on
+        this backend's device (zeros are exact in any float dtype); else new zeros of its shape and
+        float dtype on this device."""
+        torch, ew = self._torch, self._ew
+        floating = isinstance(a, torch.Tensor) and a.is_floating_point()
+        if not (floating and a.device == self.device):
+            dtype = a.dtype if floating else torch.float32
+            a = torch.empty(tuple(a.shape), dtype=dtype, device=self.device)
+        return ew.elementwise(ew.COPY, 0.0, name="zero_out", out_shape=tuple(a.shape), out=a)
+
+    def _here(self, a: Any) -> Any:
+        """`a` on this backend's device: a torch tensor on another one moved (a copy, no compute)."""
+        if isinstance(a, self._torch.Tensor) and a.device != self.device:
+            return a.to(self.device)
+        return a
+
+    def _writable(self, a: Any) -> bool:
+        """Whether kernels may write `a` in place: on this device, no two elements sharing memory."""
+        return a.device == self.device and (a.is_contiguous() or distinct_elements(a.shape, a.stride()))
 
     @_guarded_helper
     def sub(self, a: Any, b: Any) -> Any:

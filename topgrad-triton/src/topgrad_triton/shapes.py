@@ -78,3 +78,15 @@ def single_stride(shape: Sequence[int], strides: Sequence[int]) -> tuple[int, in
     if len(cs) != 1:
         return None
     return math.prod(shape), cst[0]
+
+
+def distinct_elements(shape: Sequence[int], strides: Sequence[int]) -> bool:
+    """Whether no two elements of a view with `shape` and `strides` share memory, so that writing it
+    is well defined (False for a broadcast view, stride 0). Sufficient, not necessary: the dims of
+    size > 1, by increasing stride, must each step past all the memory the smaller ones span."""
+    span = 0  # how far past its first element the smaller dims reach
+    for size, stride in sorted(((s, abs(st)) for s, st in zip(shape, strides) if s > 1), key=lambda d: d[1]):
+        if stride <= span:
+            return False
+        span += (size - 1) * stride
+    return True

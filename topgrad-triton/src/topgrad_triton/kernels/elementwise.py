@@ -3,7 +3,8 @@
 One kernel serves them all: the output is contiguous, and each operand is a Python
 scalar, a contiguous array of the output's shape, or any strided view (broadcast dims
 have stride 0) read through up to six collapsed dims. `contiguous` is the strided copy
-every op uses when a view must become dense.
+every op uses when a view must become dense; `copy_into` writes a dense array into a
+strided view (how `elementwise` fills an `out` that is not dense).
 """
 
 from __future__ import annotations
@@ -144,7 +145,11 @@ def elementwise(op: int, a: Any, b: Any = None, name: str = "elementwise",
                 out_shape: tuple[int, ...] | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """out = OP(a, b) as a new contiguous float32 array; a, b are arrays or Python numbers.
 
-    `out_shape` broadcasts a unary operand (the copy of an expanded view); `out` reuses a buffer.
+    `out_shape` broadcasts a unary operand (the copy of an expanded view). `out`, an array of the
+    result's shape on the operands' device, receives the result instead (in its dtype): the kernel
+    writes a dense one itself; any other view (a `.grad` set to `big[:, ::2]`) gets the dense
+    result through `copy_into`. Elements of `out` that share memory (an expanded view) get one of
+    their values: only a constant (zero_out's zeros) is well defined there.
     """
     shapes = [tuple(x.shape) for x in (a, b) if isinstance(x, torch.Tensor)]
     if out_shape is None:
@@ -156,6 +161,9 @@ def elementwise(op: int, a: Any, b: Any = None, name: str = "elementwise",
         out = torch.empty(out_shape, dtype=torch.float32, device=dev)
     n = math.prod(out_shape)
     if n == 0:
+        return out
+    if not out.is_contiguous():  # a strided view: computed dense, then stored through its strides
+        copy_into(out, elementwise(op, a, b, name=name, out_shape=out_shape), name=name)
         return out
     (a_mode, sa), (b_mode, sb) = _layout(a, out_shape), _layout(b, out_shape)
     strided = [s for m, s in ((a_mode, sa), (b_mode, sb)) if m == STRIDED]
