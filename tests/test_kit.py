@@ -607,3 +607,144 @@ def test_backend_selection_is_restored() -> None:
     finally:
         registry._in_process.pop("kit-probe")
         registry._loaded.pop("kit-probe", None)
+
+
+# ---- a backend missing a helper, a backend that does not load, -k ------------------------------
+def _without(variant: type, *helpers: str) -> None:
+    """Give `variant` the base class's unimplemented `helpers`, as a third-party backend that forgot them."""
+    for helper in helpers:
+        setattr(variant, helper, getattr(topgrad.Backend, helper))
+
+
+def test_the_kit_knows_which_helpers_the_base_class_leaves_to_backends() -> None:
+    from topgrad.testing.outcome import REQUIRED_HELPERS
+    from topgrad.testing.runner import helper_row
+
+    assert set(REQUIRED_HELPERS) == {"asarray", "to_numpy", "full", "randn", "add", "sub", "mul", "div",
+                                     "sqrt"}
+    assert {helper_row(h) for h in REQUIRED_HELPERS} <= set(HELPER_CHECKS)  # each has a row to fail
+
+
+@pytest.mark.parametrize(("helper", "closing"), [("asarray", "2 passed, 38 not run, 1 failed"),
+                                                  ("to_numpy", "0 passed, 40 not run, 1 failed")])
+def test_a_missing_helper_fails_its_own_row_and_the_rows_needing_it_are_not_run(helper: str,
+                                                                                 closing: str) -> None:
+    """Every row failed, each repeating the base class's NotImplementedError traceback."""
+    with _numpy_variant(f"no-{helper}") as variant:
+        _without(variant, helper)
+        report = run(f"no-{helper}")
+        only_conv = run(f"no-{helper}", only="Conv2d")
+    text = format_report(report)
+    assert text.strip().splitlines()[-1] == closing, text
+    assert "NotImplementedError" not in text and "crashed" not in text, text
+    assert re.search(rf"^{helper}\s+FAIL\s+-\s+missing$", text, re.M), text
+    assert f"  {helper}: backend 'no-{helper}' does not implement the array helper {helper}(" in text, text
+    assert "Implement it in" in text, text
+    assert re.search(rf"^Conv2d\s+-\s+-\s+not run: backend lacks {helper}$", text, re.M), text
+    if helper == "asarray":  # rows that do not need it still run
+        assert re.search(r"^zeros/ones/full\s+ok\s", text, re.M), text
+    # -k leaves the helper's row out, but a selected row needs it: the row that says why comes too
+    assert not only_conv.ok, format_report(only_conv)
+    assert [r.name for r in only_conv.rows] == ["Conv2d", helper], format_report(only_conv)
+
+
+def _relu_one_at_zero() -> type:
+    """A ReLU whose gradient is 1 at 0: right on every case but `ReLU[(2,4) zeros]`."""
+    import numpy as np
+
+    class OneAtZero(topgrad.Op):
+        def forward(self, x: np.ndarray) -> np.ndarray:
+            self.save_for_backward(x)
+            return np.asarray(np.maximum(x, 0))
+
+        def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
+            (x,) = self.saved
+            return (np.asarray(grad * (x >= 0), dtype=grad.dtype),)
+
+    return OneAtZero
+
+
+def test_a_missing_helper_hides_no_real_failure() -> None:
+    """A backend without randn and with a ReLU whose gradient is 1 at 0: both are reported."""
+    with _numpy_variant("no-randn", ReLU=_relu_one_at_zero()) as variant:
+        _without(variant, "randn")
+        text = format_report(run("no-randn", only="ReLU or randn"))
+    assert re.search(r"^ReLU\s+ok\s+FAIL\s", text, re.M), text
+    assert re.search(r"^randn\s+FAIL\s+-\s+missing$", text, re.M), text
+    assert text.strip().splitlines()[-1] == "0 passed, 2 failed", text
+
+
+def test_backend_conformance_reports_a_backend_that_does_not_load_once(tmp_path: Path) -> None:
+    """A load error was one error per test (257 of them); a missing helper, one failure per test."""
+    (tmp_path / "test_mine.py").write_text(textwrap.dedent("""
+        import topgrad
+        import topgrad.testing
+        from topgrad_numpy.backend import NumpyBackend
+
+
+        def _load():
+            raise ImportError("No module named 'cupy'")
+
+
+        class NoAsarray(NumpyBackend):
+            asarray = topgrad.Backend.asarray
+
+
+        topgrad.register_backend(topgrad.BackendSpec("gpuish", _load))
+        topgrad.register_backend(topgrad.BackendSpec("no-asarray", NoAsarray))
+
+
+        class TestGpuish(topgrad.testing.BackendConformance):
+            backend = "gpuish"
+
+
+        class TestNoAsarray(topgrad.testing.BackendConformance):
+            backend = "no-asarray"
+    """))
+
+    def pytest_run(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider",
+                               "test_mine.py", *args], cwd=tmp_path, env=_env(), capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 1, done.stdout + done.stderr
+        return done.stdout
+
+    out = pytest_run()
+    tests = sum(1 for _ in CASES) + sum(c.raises is None for c in CASES) + len(HELPER_CHECKS) + len(
+        OPTIMIZER_CHECKS)
+    assert f"1 failed, 2 passed, {2 * tests - 4} skipped, 1 error" in out, out
+    first = "test_mine.py::TestGpuish::test_forward[Add[(2,3)+(2,3)]]"
+    assert f"ERROR {first}" in out and out.count("No module named 'cupy'") == 1, out
+    assert f"not run: backend 'gpuish' did not load: {first} says why" in out, out
+    assert "TestGpuish could not load backend 'gpuish' (its `backend`); its tests are skipped" in out, out
+    assert "FAILED test_mine.py::TestNoAsarray::test_helper[asarray]" in out, out
+    assert ("not run: backend 'no-asarray' lacks asarray: test_mine.py::TestNoAsarray::test_helper[asarray] "
+            "says what to implement") in out, out
+    assert "NotImplementedError" not in out, out
+    # -k leaves test_helper[asarray] out: the first test needing it fails with what to implement
+    out = pytest_run("-k", "TestNoAsarray and Reshape")
+    assert re.search(r"1 failed, \d+ skipped", out), out
+    assert "does not implement the array helper asarray" in out, out
+
+
+def test_k_takes_pytest_expressions_and_case_names(backend_name: str, tmp_path: Path) -> None:
+    """-k was a plain substring of row names: the pytest run's `-k "Reshape or SGD"` matched no row,
+    nor did a case named in a failure line ("Conv2d[3x3 s2 p1]")."""
+    report = run(backend_name, only="Reshape or SGD")
+    assert [r.name for r in report.rows] == ["Reshape", "SGD momentum=0.9", "SGD nesterov, weight_decay"]
+    report = run(backend_name, only="Adam and not (weight_decay or W)")
+    assert [r.name for r in report.rows] == ["Adam"], format_report(report)
+    report = run(backend_name, only="Adam weight_decay")  # text without and/or/not: one substring
+    assert [r.name for r in report.rows] == ["Adam weight_decay"], format_report(report)
+    done = _kit(sys.executable, backend_name, "-k", "Reshape or", cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "-k 'Reshape or': a name is missing at the end" in done.stderr, done.stderr
+
+
+def test_k_runs_only_the_cases_it_names() -> None:
+    """A case id selects that case of its op's row: the case a failure line names can be rerun."""
+    with _numpy_variant("one-at-zero", ReLU=_relu_one_at_zero()):
+        wrong = format_report(run("one-at-zero", only="ReLU[(2,4) zeros]"))
+        right = format_report(run("one-at-zero", only="ReLU[(3,4)]"))
+    assert "ReLU[(2,4) zeros] backward" in wrong and wrong.endswith("0 passed, 1 failed"), wrong
+    assert right.endswith("1 passed, 0 failed"), right

@@ -16,7 +16,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("backend", nargs="?", help="backend name (default: $TOPGRAD_BACKEND, else numpy, "
                         "else the only one installed)")
-    parser.add_argument("-k", dest="only", metavar="TEXT", help="only rows whose name contains TEXT")
+    parser.add_argument("-k", dest="only", metavar="EXPR",
+                        help="only the rows, or an op's cases (named as the failure lines name them: "
+                        "'Conv2d[3x3 s2 p1]'), whose name contains EXPR, ignoring case; or, as pytest's -k, "
+                        "an expression of such substrings with and, or, not and parentheses "
+                        "('Reshape or SGD')")
     parser.add_argument("--rtol", type=float, default=None, help="tolerance on each value's error, "
                         "|got - expected| / max(1, |expected|) (relative for large values, absolute near 0); "
                         "default 1e-4 (float32)")
@@ -62,8 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         print(NEEDS_NUMPY, file=sys.stderr)
         return 2
     from topgrad.testing.outcome import RTOL
-    from topgrad.testing.runner import format_report, run
+    from topgrad.testing.runner import format_report, matcher, run
 
+    try:
+        matcher(args.only)
+    except ValueError as exc:
+        parser.error(str(exc))
     try:
         name = args.backend or os.environ.get("TOPGRAD_BACKEND") or _default_name()
         backend = topgrad.load_backend(name)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 import traceback
 from dataclasses import dataclass
+from types import CodeType
 from typing import Any
 
 import numpy as np
 
+from topgrad.backend import Backend
 from topgrad.errors import qualified_name
 from topgrad.registry import get_backend
 
@@ -23,6 +26,7 @@ class Outcome:
     error: float = 0.0
     message: str = ""
     raised: bool = False  # the check raised (the table says "crashed" instead of an error)
+    lacks: str = ""  # a helper the backend left unimplemented stopped the check: it was not run
 
     @classmethod
     def failed(cls, message: str, error: float = float("inf")) -> Outcome:
@@ -30,13 +34,66 @@ class Outcome:
         return cls(False, error, message)
 
     @classmethod
+    def not_run(cls, helper: str) -> Outcome:
+        """A check stopped by a required helper the backend lacks (not a failure of what it checks)."""
+        return cls(False, float("inf"), f"not run: backend lacks {helper}", lacks=helper)
+
+    @classmethod
     def crashed(cls, where: str, exc: BaseException) -> Outcome:
         """A check that raised: the message names where, the exception and its origin."""
+        helper = lacking_helper(exc)
+        if helper:  # not the check's failure: the helper's own row says what to implement
+            return cls.not_run(helper)
         if isinstance(exc, ReadBackError):  # the step ran; the kit could not read its result
             return cls(False, float("inf"), f"{where}: reading the result back failed: {exc}", True)
         notes = "".join(f"; {note}" for note in getattr(exc, "__notes__", ()))
         return cls(False, float("inf"), f"{where} raised {type(exc).__name__}: {exc}{_origin(exc)}{notes}",
                    True)
+
+
+REQUIRED_HELPERS: tuple[str, ...] = tuple(
+    name for name, member in vars(Backend).items()
+    if inspect.isfunction(member) and "_missing" in member.__code__.co_names
+)
+"""The array helpers `topgrad.Backend` leaves to subclasses (its body raises `self._missing(...)`)."""
+
+_BASE_CODE: dict[CodeType, str] = {getattr(Backend, name).__code__: name for name in REQUIRED_HELPERS}
+
+
+def missing_helpers(backend: Backend) -> list[str]:
+    """The required helpers `backend` does not implement: found before any check runs, so that one
+    row names each, instead of every check that calls it failing with the same traceback."""
+    def inherited(name: str) -> bool:
+        method = getattr(backend, name, None)
+        return method is None or getattr(method, "__func__", method) is getattr(Backend, name)
+
+    return [name for name in REQUIRED_HELPERS if inherited(name)]
+
+
+def lacking_helper(exc: BaseException | None) -> str:
+    """The required helper whose unimplemented base method raised `exc` (or what caused it), else ""."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, NotImplementedError):
+            tb = exc.__traceback__
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            if tb is not None and tb.tb_frame.f_code in _BASE_CODE:
+                return _BASE_CODE[tb.tb_frame.f_code]
+        exc = exc.__cause__ or exc.__context__
+    return ""
+
+
+def helper_advice(backend: Backend, helper: str) -> str:
+    """What a missing helper is and what to do: the base class's signature and first docstring line."""
+    method = getattr(Backend, helper)
+    params = list(inspect.signature(method).parameters.values())[1:]
+    signature = ", ".join(p.name if p.default is p.empty else f"{p.name}={p.default!r}" for p in params)
+    what = (method.__doc__ or "").strip().split("\n")[0]
+    return (f"backend {backend.name!r} does not implement the array helper {helper}({signature}): {what} "
+            f"Implement it in {qualified_name(type(backend))} (docs/writing-a-backend.md, section 3, "
+            "lists the helpers); the checks that need it are not run")
 
 
 class ReadBackError(TypeError):

@@ -54,10 +54,17 @@ def pytest_report_header(config: Any) -> str | None:
 CHECKED: dict[str, tuple[str, str]] = {}
 """Kit test classes run in this session -> (the backend each checked, how it was chosen)."""
 
+UNLOADED: dict[str, str] = {}
+"""Kit test classes whose backend did not load -> the test that reported the load error."""
+
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Say which backend each kit test class checked, and how it was chosen: a
     `BackendConformance` subclass without `backend = ...` checks the default one, which the
     test ids do not show."""
     for cls, (name, how) in CHECKED.items():
-        terminalreporter.write_line(f"topgrad conformance kit: {cls} checked backend {name!r} ({how})")
+        if cls in UNLOADED:
+            terminalreporter.write_line(f"topgrad conformance kit: {cls} could not load backend {name!r} "
+                                        f"({how}); its tests are skipped, and {UNLOADED[cls]} says why")
+        else:
+            terminalreporter.write_line(f"topgrad conformance kit: {cls} checked backend {name!r} ({how})")

@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from topgrad import registry
+from topgrad.errors import (
+    BackendConflictError,
+    BackendNotFoundError,
+    BackendUnavailableError,
+    OpConflictError,
+)
 from topgrad.testing.cases import CASES, OP_NAMES, OPTIONAL_OPS, Case
 from topgrad.testing.helpers import HELPER_CHECKS
 from topgrad.testing.opcheck import check_backward, check_forward, check_reference
 from topgrad.testing.optimizers import OPTIMIZER_CHECKS
-from topgrad.testing.outcome import RTOL, Outcome, merge
+from topgrad.testing.outcome import RTOL, Outcome, helper_advice, merge, missing_helpers
 
 R = TypeVar("R")
+
+LOAD_ERRORS = (BackendNotFoundError, BackendUnavailableError, BackendConflictError, OpConflictError)
+"""What loading a backend raises when it cannot be checked at all (not installed, broken, a clash)."""
 
 
 @dataclass
@@ -28,11 +38,17 @@ class Row:
     backward: Outcome | None = None  # None: not applicable
     failures: list[str] = field(default_factory=list)  # "case: message" for each failed case
     note: str = ""  # the max-error cell where there is no error to show: "missing" for an absent op
+    lacks: str = ""  # a helper the backend does not implement kept some of its checks from running
 
     @property
     def ok(self) -> bool:
         """Whether forward and backward (where run) both passed."""
         return all(o is None or o.ok for o in (self.forward, self.backward))
+
+    @property
+    def not_run(self) -> bool:
+        """Whether a missing helper stopped some checks and none of those that ran failed."""
+        return bool(self.lacks) and self.ok
 
     @property
     def crashed(self) -> bool:
@@ -54,8 +70,13 @@ class Report:
 
     @property
     def passed(self) -> int:
-        """How many rows ran and passed (an absent optional op is not counted)."""
-        return sum(row.ok and row.forward is not None for row in self.rows)
+        """How many rows ran and passed (not an absent optional op, nor a row a missing helper stopped)."""
+        return sum(row.ok and row.forward is not None and not row.lacks for row in self.rows)
+
+    @property
+    def not_run(self) -> int:
+        """How many rows a missing helper kept from running (its own row fails, and says what to do)."""
+        return sum(row.not_run for row in self.rows)
 
     @property
     def failed(self) -> int:
@@ -93,12 +114,18 @@ def op_row(op: str, rtol: float = RTOL, cases: list[Case] | None = None) -> Row:
                else f"backend {backend.name!r} has no op {op!r}")
         missing = Outcome(False, float("inf"), why)
         return Row("op", op, missing, missing, [f"{op}: {why}"], "missing")
-    forwards, backwards, failures = [], [], []
+    forwards: list[Outcome] = []
+    backwards: list[Outcome] = []
+    failures: list[str] = []
+    lacks = {"forward": "", "backward": ""}  # a helper the backend lacks stopped a case there
     for case in cases if cases is not None else [c for c in CASES if c.op == op]:
         reference = check_reference(case)
         if not reference.ok:  # never blame the backend for the kit's own mistake
             raise AssertionError(reference.message)
         fwd = _guarded("forward", partial(check_forward, case, rtol))
+        if fwd.lacks:  # backward needs the same helper to make its inputs: neither runs
+            lacks["forward"] = lacks["backward"] = fwd.lacks
+            continue
         forwards.append(fwd)
         if not fwd.ok:
             failures.append(f"{case.id} forward: {fwd.message}")
@@ -106,16 +133,42 @@ def op_row(op: str, rtol: float = RTOL, cases: list[Case] | None = None) -> Row:
             backwards.append(Outcome(False, float("inf"), "not run: forward raised", raised=True))
             continue
         bwd = _guarded("backward", partial(check_backward, case, rtol))
-        if bwd is not None:
+        if bwd is not None and bwd.lacks:
+            lacks["backward"] = bwd.lacks
+        elif bwd is not None:
             backwards.append(bwd)
             if not bwd.ok:
                 failures.append(f"{case.id} backward: {bwd.message}")
-    return Row("op", op, merge(forwards), merge(backwards), failures)
+    helper = lacks["forward"] or lacks["backward"]
+    return Row("op", op, _cell(forwards, lacks["forward"]), _cell(backwards, lacks["backward"]), failures,
+               f"not run: backend lacks {helper}" if helper and not failures else "", helper)
+
+
+def _cell(outcomes: list[Outcome], lacks: str) -> Outcome | None:
+    """The outcomes of one column merged; None (the cell says "-", not "ok") where a missing helper
+    kept some of them from running and none of those that ran failed."""
+    merged = merge(outcomes)
+    return None if lacks and merged.ok else merged
 
 
 def _single(section: str, name: str, check: Callable[[float], Outcome], rtol: float) -> Row:
     outcome = _guarded(name, lambda: check(rtol)) or Outcome(True)
+    if outcome.lacks:
+        return Row(section, name, None, None, [], outcome.message, outcome.lacks)
     return Row(section, name, outcome, None, [] if outcome.ok else [f"{name}: {outcome.message}"])
+
+
+def helper_row(helper: str) -> str:
+    """The label of the helper check that covers `helper`: "full" is checked by "zeros/ones/full"."""
+    return next(label for label in HELPER_CHECKS if helper in label.split("/"))
+
+
+def _missing_helper_row(helper: str) -> Row:
+    """The failing row of a required helper the backend lacks, saying what to implement (run, its
+    check would fail with the base class's NotImplementedError, as every check calling it does)."""
+    advice = helper_advice(registry.get_backend(), helper)
+    label = helper_row(helper)
+    return Row("helper", label, Outcome.failed(advice), None, [f"{label}: {advice}"], "missing")
 
 
 @contextlib.contextmanager
@@ -129,18 +182,111 @@ def selected(name: str) -> Iterator[None]:
         registry._current, registry._selected = previous
 
 
+_KEYWORDS = ("and", "or", "not")
+
+
+def matcher(expression: str | None) -> Callable[[str], bool]:
+    """What `-k` selects, as pytest's `-k` does: a name matches a case-insensitive substring, or an
+    expression of them with `and`, `or`, `not` and parentheses. Text without those words is one
+    substring, spaces and brackets included ("Adam weight_decay", "Conv2d[3x3 s2 p1]"). A malformed
+    expression is a ValueError that says where."""
+    if expression is None:
+        return lambda name: True
+    words = expression.split()
+    if not any(word in _KEYWORDS for word in words):
+        text = " ".join(words).lower()
+        return lambda name: text in name.lower()
+    return _Parser(expression).parse()
+
+
+class _Parser:
+    """A recursive-descent parser of pytest's -k grammar: or < and < not < ( ) and substrings."""
+
+    def __init__(self, expression: str) -> None:
+        self.expression = expression
+        self.tokens = re.findall(r"[()]|[^\s()]+", expression)
+        self.at = 0
+
+    def parse(self) -> Callable[[str], bool]:
+        """The whole expression as a predicate on names; ValueError where it does not parse."""
+        match = self._or()
+        if self.at < len(self.tokens):
+            self._error(f"unexpected {self.tokens[self.at]!r}")
+        return match
+
+    def _error(self, what: str) -> NoReturn:
+        raise ValueError(f"-k {self.expression!r}: {what} (an expression joins substrings with and, or, "
+                         "not and parentheses, as pytest's -k does)")
+
+    def _peek(self) -> str | None:
+        return self.tokens[self.at] if self.at < len(self.tokens) else None
+
+    def _or(self) -> Callable[[str], bool]:
+        parts = [self._and()]
+        while self._peek() == "or":
+            self.at += 1
+            parts.append(self._and())
+        return parts[0] if len(parts) == 1 else lambda name: any(p(name) for p in parts)
+
+    def _and(self) -> Callable[[str], bool]:
+        parts = [self._not()]
+        while self._peek() == "and":
+            self.at += 1
+            parts.append(self._not())
+        return parts[0] if len(parts) == 1 else lambda name: all(p(name) for p in parts)
+
+    def _not(self) -> Callable[[str], bool]:
+        token = self._peek()
+        if token == "not":
+            self.at += 1
+            inner = self._not()
+            return lambda name: not inner(name)
+        if token == "(":
+            self.at += 1
+            inner = self._or()
+            if self._peek() != ")":
+                self._error("a '(' has no ')'")
+            self.at += 1
+            return inner
+        return self._substring()
+
+    def _substring(self) -> Callable[[str], bool]:
+        words = []
+        while self._peek() not in (None, "(", ")", *_KEYWORDS):
+            words.append(self.tokens[self.at])
+            self.at += 1
+        if not words:
+            found = self._peek()
+            self._error(f"a name is missing before {found!r}" if found else "a name is missing at the end")
+        text = " ".join(words).lower()
+        return lambda name: text in name.lower()
+
+
+def _op_cases(op: str, selects: Callable[[str], bool]) -> list[Case] | None:
+    """The cases of `op` that `-k` selects: all where it selects the op's name, else those whose id
+    it selects (the failure lines' names: "Conv2d[3x3 s2 p1]"); None where it selects none."""
+    cases = [c for c in CASES if c.op == op]
+    if selects(op):
+        return cases
+    return [c for c in cases if selects(c.id)] or None
+
+
 def run(name: str, rtol: float = RTOL, only: str | None = None) -> Report:
-    """Check backend `name`: every op, helper and optimizer (rows whose name contains `only`)."""
-    rows = []
+    """Check backend `name`: every op, helper and optimizer, or those `only` selects (`matcher`: a
+    substring or a pytest-like -k expression of row names and case ids)."""
+    selects = matcher(only)
     with selected(name):
-        for op in OP_NAMES:
-            if only is None or only.lower() in op.lower():
-                rows.append(op_row(op, rtol))
-        for section, checks in (("helper", HELPER_CHECKS), ("optimizer", OPTIMIZER_CHECKS)):
-            for label, check in checks.items():
-                if only is None or only.lower() in label.lower():
-                    rows.append(_single(section, label, check, rtol))
-    return Report(name, rows)
+        ops = [op_row(op, rtol, cases) for op in OP_NAMES if (cases := _op_cases(op, selects)) is not None]
+        helpers = {label: _single("helper", label, check, rtol) for label, check in HELPER_CHECKS.items()
+                   if selects(label)}
+        optimizers = [_single("optimizer", label, check, rtol) for label, check in OPTIMIZER_CHECKS.items()
+                      if selects(label)]
+        # a lacking helper's row says what to implement, also where -k left it out but a row needed it
+        lacking = [h for h in missing_helpers(registry.get_backend()) if helper_row(h) in helpers]
+        lacking += [row.lacks for row in [*ops, *helpers.values(), *optimizers] if row.lacks]
+        helpers.update((helper_row(h), _missing_helper_row(h)) for h in dict.fromkeys(lacking))
+    in_order = [helpers[label] for label in HELPER_CHECKS if label in helpers]
+    return Report(name, [*ops, *in_order, *optimizers])
 
 
 def _mark(outcome: Outcome | None) -> str:
@@ -162,7 +308,8 @@ def format_report(report: Report) -> str:
     failures = [f for row in report.rows for f in row.failures]
     if failures:
         lines += ["", "failures:"] + [f"  {f}" for f in failures]
-    absent = len(report.rows) - report.passed - report.failed
+    absent = len(report.rows) - report.passed - report.not_run - report.failed
     absent_part = f"{absent} not provided, " if absent else ""  # "M failed" stays last, for scripts
-    lines += ["", f"{report.passed} passed, {absent_part}{report.failed} failed"]
+    not_run_part = f"{report.not_run} not run, " if report.not_run else ""
+    lines += ["", f"{report.passed} passed, {absent_part}{not_run_part}{report.failed} failed"]
     return "\n".join(lines)

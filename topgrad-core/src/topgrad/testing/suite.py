@@ -13,23 +13,28 @@ reason: an op (``"Conv2d"``), a case (``"Conv2d[3x3 s2 p1]"``), either followed 
 ``" forward"`` or ``" backward"`` (as the kit's failure lines begin), a helper or an
 optimizer label. Those tests are strict xfails: a check that starts passing says so.
 Override a test method to drop a check altogether, as with pandas' extension tests.
+
+A backend that does not load gives one error, at the first test of the class, and skips the
+others, pointing at it; a required array helper the backend lacks fails its own test
+(``test_helper[asarray]``), and the tests that need it are skipped, pointing at that one.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar, NoReturn
 
 import pytest
 
+from topgrad import registry
 from topgrad.testing.cases import CASES, OPTIONAL_OPS, Case
 from topgrad.testing.helpers import HELPER_CHECKS
 from topgrad.testing.opcheck import check_backward, check_forward, check_reference
 from topgrad.testing.optimizers import OPTIMIZER_CHECKS
-from topgrad.testing.outcome import RTOL, Outcome
-from topgrad.testing.pytest_plugin import CHECKED, requested_backend
-from topgrad.testing.runner import provides, selected
+from topgrad.testing.outcome import RTOL, Outcome, helper_advice, lacking_helper, missing_helpers
+from topgrad.testing.pytest_plugin import CHECKED, UNLOADED, requested_backend
+from topgrad.testing.runner import LOAD_ERRORS, helper_row, provides, selected
 
 _OP_CASES = [pytest.param(case, id=case.id) for case in CASES]
 _BACKWARD_CASES = [pytest.param(case, id=case.id) for case in CASES if case.raises is None]
@@ -50,9 +55,56 @@ def _skip_if_not_provided(case: Case) -> None:
         pytest.skip(f"{case.op} is an optional op this backend does not provide")
 
 
-def _expect(outcome: Outcome | None) -> None:
+_FIRST = pytest.StashKey[dict[tuple[type, str], str]]()
+"""(test class, problem) -> the test that reported it: the others skip and point there."""
+
+
+def _report_once(request: Any, problem: str, message: str, skipped: str) -> NoReturn:
+    """Fail the first test of this class that meets `problem` with `message`; skip the others, naming it."""
+    first = request.config.stash.setdefault(_FIRST, {})
+    where = first.setdefault((request.cls, problem), request.node.nodeid)
+    if where == request.node.nodeid:
+        pytest.fail(message, pytrace=False)
+    pytest.skip(f"{skipped}: {where} says why")
+
+
+def _own_test(request: Any, helper: str) -> str | None:
+    """The node id of this class's test of `helper`'s row where this session runs it, else None."""
+    name = f"test_helper[{helper_row(helper)}]"
+    return next((item.nodeid for item in request.session.items
+                 if getattr(item, "cls", None) is request.cls and item.name == name), None)
+
+
+def _skip_lacking(request: Any, helper: str) -> NoReturn:
+    """Skip a test that needs a helper the backend lacks, pointing at the helper's own test, which
+    fails saying what to implement; where that test is not selected, this class's first test that
+    needs the helper fails so instead."""
+    backend = registry.get_backend()
+    skipped = f"not run: backend {backend.name!r} lacks {helper}"
+    own = _own_test(request, helper)
+    if own == request.node.nodeid:
+        pytest.fail(helper_advice(backend, helper), pytrace=False)
+    if own is not None:
+        pytest.skip(f"{skipped}: {own} says what to implement")
+    _report_once(request, f"lacks {helper}", helper_advice(backend, helper), skipped)
+
+
+def _expect(request: Any, outcome: Outcome | None) -> None:
+    if outcome is not None and outcome.lacks:
+        _skip_lacking(request, outcome.lacks)
     if outcome is not None and not outcome.ok:
         pytest.fail(outcome.message, pytrace=False)
+
+
+def _run(check: Callable[[float], Outcome], rtol: float) -> Outcome:
+    """A helper or optimizer check; one stopped by a helper the backend lacks says so (`lacks`)."""
+    try:
+        return check(rtol)
+    except Exception as exc:
+        helper = lacking_helper(exc)
+        if not helper:
+            raise
+        return Outcome.not_run(helper)
 
 
 class BackendConformance:
@@ -78,12 +130,28 @@ class BackendConformance:
 
     @pytest.fixture(autouse=True)
     def _topgrad_selected_backend(self, request: Any) -> Iterator[str]:
-        name = self.backend or requested_backend(request.config)
         how = ("its `backend`" if self.backend else
                "`backend` not set: --topgrad-backend, else $TOPGRAD_BACKEND, else the default")
+        name, error = self.backend or "the default backend", None
+        try:
+            name = self.backend or requested_backend(request.config)
+            registry.load_backend(name)
+        except LOAD_ERRORS as exc:
+            error = exc
+        if error is not None:  # one error for the class, not one per test (outside `except`: no chain)
+            self._not_loaded(request, name, how, error)
         CHECKED.setdefault(type(self).__name__, (name, how))
         with selected(name):
             yield name
+
+    def _not_loaded(self, request: Any, name: str, how: str, exc: Exception) -> NoReturn:
+        """Error at the first test of the class with the load error; skip the others, naming it."""
+        cls = type(self).__name__
+        CHECKED.setdefault(cls, (name, how))
+        UNLOADED.setdefault(cls, request.node.nodeid)
+        message = (f"{cls}: backend {name!r} ({how}) did not load (its other tests are skipped): "
+                   f"{type(exc).__name__}: {exc}")
+        _report_once(request, "load", message, f"not run: backend {name!r} did not load")
 
     def _mark_expected(self, request: Any, *names: str) -> None:
         for name in names:
@@ -100,24 +168,28 @@ class BackendConformance:
         """The op's forward on this case matches the float64 reference."""
         _skip_if_not_provided(case)
         self._mark_expected(request, f"{case.id} forward", case.id, f"{case.op} forward", case.op)
-        _expect(check_forward(case, self.rtol))
+        _expect(request, check_forward(case, self.rtol))
 
     @pytest.mark.parametrize("case", _BACKWARD_CASES)
     def test_backward(self, case: Case, request: Any) -> None:
         """The op's backward matches the reference's (itself checked against finite differences)."""
-        _expect(check_reference(case))
+        _expect(request, check_reference(case))
         _skip_if_not_provided(case)
         self._mark_expected(request, f"{case.id} backward", case.id, f"{case.op} backward", case.op)
-        _expect(check_backward(case, self.rtol))
+        _expect(request, check_backward(case, self.rtol))
 
     @pytest.mark.parametrize("helper", list(HELPER_CHECKS))
     def test_helper(self, helper: str, request: Any) -> None:
         """One array helper (asarray, full, randn, add, ...) does what core expects."""
         self._mark_expected(request, helper)
-        _expect(HELPER_CHECKS[helper](self.rtol))
+        backend = registry.get_backend()
+        missing = [h for h in missing_helpers(backend) if helper_row(h) == helper]
+        if missing:  # the one test that says what to implement; the tests that need it are skipped
+            pytest.fail("; ".join(helper_advice(backend, h) for h in missing), pytrace=False)
+        _expect(request, _run(HELPER_CHECKS[helper], self.rtol))  # a helper calling super() fails here too
 
     @pytest.mark.parametrize("optimizer", list(OPTIMIZER_CHECKS))
     def test_optimizer(self, optimizer: str, request: Any) -> None:
         """One optimizer's steps on this backend match the reference's."""
         self._mark_expected(request, optimizer)
-        _expect(OPTIMIZER_CHECKS[optimizer](self.rtol))
+        _expect(request, _run(OPTIMIZER_CHECKS[optimizer], self.rtol))
