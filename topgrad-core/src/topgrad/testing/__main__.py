@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     import importlib
 
     import topgrad
-    from topgrad.registry import _default_name, _offers
+    from topgrad.registry import _conflict, _default_name, _offers
     from topgrad.testing import NEEDS_NUMPY
 
     for module in args.plugin:
@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         found = sorted(_offers().items())
         for name, offers in found:
-            owners = ", ".join(repr(owner) for owner, _ in offers)
-            clash = f"  [offered by {owners}: it loads once one is uninstalled]" if len(offers) > 1 else ""
+            clash = f"  [{_conflict(name, [owner for owner, _ in offers])}]" if len(offers) > 1 else ""
             print(f"{name:<12} {offers[0][1].description}{clash}")
         if not found:
             print("no topgrad backend is installed (pip install topgrad-numpy)")
