@@ -91,4 +91,5 @@ def test_the_readmes_graph_picture_is_what_draw_graph_draws_now(tmp_path: Path) 
     shown = _texts(re.findall(r"<text[^>]*>(.*?)</text>", svg))
     detail = re.compile(r"^(saves |kept: |\d.* saved$)")
     assert sorted(t for t in shown if detail.match(t)) == sorted(t for t in drawn if detail.match(t)), (
-        "docs/attention-graph.svg is stale: redraw it with `python scripts/draw_graph.py attention`")
+        "docs/attention-graph.svg is stale: redraw it with "
+        "`python scripts/draw_graph.py attention --out docs/attention-graph.svg`")

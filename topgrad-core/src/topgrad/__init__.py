@@ -6,7 +6,7 @@ Backends are pluggy plugins found through the ``topgrad`` entry point group.
 
 import os as _os
 
-from topgrad import optim, viz
+from topgrad import optim, trace, viz
 from topgrad.anomaly import AnomalyError, detect_anomaly
 from topgrad.backend import Backend, BackendSpec
 from topgrad.errors import (
@@ -44,9 +44,7 @@ def __getattr__(name: str) -> object:
 
 
 if _os.environ.get("TOPGRAD_TRACE", "0").strip().lower() not in ("", "0", "false", "no", "off"):
-    from topgrad import trace as _trace
-
-    _trace.enable()
+    trace.enable()
 
 __all__ = [
     "AnomalyError",
@@ -76,5 +74,6 @@ __all__ = [
     "register_plugin",
     "set_backend",
     "stack",
+    "trace",
     "viz",
 ]
