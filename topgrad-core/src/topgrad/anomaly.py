@@ -1,12 +1,14 @@
 """Anomaly mode: `with topgrad.detect_anomaly():` stops at the first NaN or Inf, forward or backward.
 
 Every op's output and every gradient an op's backward returns is checked; the error names the
-op, the phase, which array went bad and the line of user code that built the op (captured at
-forward time, so a backward failure still points at the model's source). Each array costs one
-reduction run by the backend, `max(|a|)` (finite when every value is; `sum(a * 0)` on a backend
-without the Abs and Max ops), and only its 0-d result is read on the host; the NaN and Inf are
-counted, in plain Python, only once one is found. No numpy: core works with any backend. Still
-a debugging tool, not for every run.
+op, the phase, which array went bad (by name, for a tensor in `detect_anomaly(names=...)`) and
+the user code that built the op: up to four frames outside topgrad, innermost last, captured at
+forward time (so a backward failure still points at the model's source) as code objects and
+line numbers, turned into text only for an error or `graph()`. Each array costs one reduction
+run by the backend, `max(|a|)` (finite when every value is; `sum(a * 0)` on a backend without
+the Abs and Max ops), and only its 0-d result is read on the host; the NaN and Inf are counted,
+in plain Python, only once one is found. No numpy: core works with any backend. Still a
+debugging tool, not for every run; with anomaly mode off it costs nothing (an observer).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import math
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from types import CodeType
 from typing import Any
 
 from topgrad.gradcheck import _read
@@ -27,30 +30,99 @@ from topgrad.registry import get_backend
 from topgrad.tensor import Tensor, no_grad
 
 _CORE_DIR = os.path.dirname(os.path.abspath(__file__))
+FRAMES = 4  # frames of user code an anomaly report shows, innermost last
+# Test runners' frames end the chain (a script's or a notebook cell's top level, `<module>`, does too).
+_RUNNERS = frozenset({"_pytest", "pluggy", "unittest"})
 
 
 class AnomalyError(FloatingPointError):
-    """A NaN or Inf appeared in an op's output (forward) or in a gradient (backward)."""
+    """A NaN or Inf appeared in an op's output (forward) or in a gradient (backward).
 
-    def __init__(self, message: str, op: str, phase: str, built_at: str | None) -> None:
+    `built_at` is the innermost line of user code that built the op ("file:line in fn: source"),
+    `stack` that line and its callers outside topgrad, outermost first (at most `FRAMES`)."""
+
+    def __init__(self, message: str, op: str, phase: str, built_at: str | None,
+                 stack: tuple[str, ...] = ()) -> None:
         super().__init__(message)
-        self.op, self.phase, self.built_at = op, phase, built_at
+        self.op, self.phase, self.built_at, self.stack = op, phase, built_at, stack
+
+
+def _path(filename: str, compact: bool) -> str:
+    """`filename` relative to the working directory where it lies under it; elsewhere the full
+    path, or with `compact` its last two parts (`models/layers.py`)."""
+    if filename.startswith("<"):  # <stdin>, <string>, a notebook's cell
+        return filename
+    try:
+        relative = os.path.relpath(filename)
+    except ValueError:  # another drive (Windows)
+        relative = filename
+    if not relative.startswith(os.pardir) and not os.path.isabs(relative):
+        return relative
+    return os.sep.join(filename.split(os.sep)[-2:]) if compact else filename
+
+
+def _frame_text(code: CodeType, lineno: int, compact: bool = False) -> str:
+    """'file.py:12 in fn: source line' (no source where the file cannot be read)."""
+    source = linecache.getline(code.co_filename, lineno).strip()
+    where = f"{_path(code.co_filename, compact)}:{lineno} in {code.co_name}"
+    return f"{where}: {source}" if source else where
+
+
+class BuiltAt:
+    """Where an op was built: up to `FRAMES` frames of user code as (code object, line number),
+    innermost first, kept as they were captured (no frame, so no local variable, stays alive) and
+    made text only when asked. `str()` is the innermost frame with a short path: what `graph()`
+    shows after `@`; `lines()` the whole chain, outermost first, as a traceback reads."""
+
+    __slots__ = ("frames",)
+
+    def __init__(self, frames: tuple[tuple[CodeType, int], ...]) -> None:
+        self.frames = frames
+
+    def lines(self, compact: bool = False) -> tuple[str, ...]:
+        """'file:line in fn: source' per frame, outermost first, innermost last."""
+        return tuple(_frame_text(code, lineno, compact) for code, lineno in reversed(self.frames))
+
+    def innermost(self, compact: bool = False) -> str:
+        """The line that called topgrad: 'file:line in fn: source'."""
+        code, lineno = self.frames[0]
+        return _frame_text(code, lineno, compact)
+
+    def __str__(self) -> str:
+        return self.innermost(compact=True)
+
+    def __repr__(self) -> str:
+        return f"<BuiltAt {self.innermost(compact=True)!r}, {len(self.frames)} frame(s)>"
+
+
+def user_frames(skip_modules: tuple[str, ...] = (), limit: int = FRAMES,
+                depth: int = 1) -> tuple[tuple[CodeType, int], ...]:
+    """(code, line) of the first `limit` frames outside topgrad (and `skip_modules`, and
+    contextlib), innermost first, starting `depth` frames above this call. A `__call__` that
+    called a `forward` (a module's dispatch) is left out; a test runner's frame, or after a
+    script's top level (`<module>`), ends the chain."""
+    found: list[tuple[CodeType, int]] = []
+    frame = sys._getframe(depth)
+    while frame is not None and len(found) < limit:
+        code = frame.f_code
+        module = frame.f_globals.get("__name__", "")
+        top = module.partition(".")[0]
+        if top in _RUNNERS:
+            break
+        if not (top == "topgrad" or top in skip_modules or module == "contextlib"
+                or code.co_filename.startswith(_CORE_DIR)):
+            if not (found and code.co_name == "__call__" and found[-1][0].co_name == "forward"):
+                found.append((code, frame.f_lineno))
+            if code.co_name == "<module>":
+                break
+        frame = frame.f_back  # type: ignore[assignment]
+    return tuple(found)
 
 
 def user_site(skip_modules: tuple[str, ...] = ()) -> str | None:
     """'file.py:12 in fn: source line' of the first caller outside topgrad (and `skip_modules`)."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        module = frame.f_globals.get("__name__", "")
-        top = module.split(".", 1)[0]
-        in_core = top == "topgrad" or frame.f_code.co_filename.startswith(_CORE_DIR)
-        if not in_core and top not in skip_modules and module != "contextlib":
-            filename, lineno = frame.f_code.co_filename, frame.f_lineno
-            code = linecache.getline(filename, lineno).strip()
-            where = f"{filename}:{lineno} in {frame.f_code.co_name}"
-            return f"{where}: {code}" if code else where
-        frame = frame.f_back  # type: ignore[assignment]
-    return None
+    frames = user_frames(skip_modules, limit=1, depth=2)
+    return BuiltAt(frames).innermost() if frames else None
 
 
 class _Checking(threading.local):
@@ -112,16 +184,48 @@ def _bad(array: Any) -> bool:
     return bool(nan or inf)
 
 
+def _input_text(i: int, x: Any, names: Mapping[int, str]) -> str:
+    """What input `i` is, for an error: its name (from `detect_anomaly(names=...)`), whether it is
+    a trainable leaf, a constant or an op's output, and its shape."""
+    if isinstance(x, Op):  # a parent in backward: the op that made input i
+        return f"input {i} is the output of a {type(x).__name__} op"
+    name = names.get(id(x))
+    shape = tuple(int(d) for d in x.shape)
+    if x.op is not None:
+        what = f"the output of a {type(x.op).__name__} op"
+    else:
+        what = "a trainable leaf" if x.requires_grad else "a constant (requires_grad=False)"
+    return f"input {i} is {f'{name!r}, ' if name else ''}{what} of shape {shape}"
+
+
+def _built_at_text(built_at: BuiltAt | None) -> tuple[str, tuple[str, ...], str]:
+    """(innermost line, the chain outermost first, the error's 'op built at' part)."""
+    if built_at is None or not built_at.frames:
+        return "", (), "\n  op built at an unknown place"
+    stack = built_at.lines()
+    return stack[-1], stack, "\n  op built at:" + "".join(f"\n    {line}" for line in stack)
+
+
 class AnomalyDetector(Observer):
     """Checks outputs and gradients for NaN/Inf; remembers where each op was built."""
 
+    def __init__(self, names: Mapping[str, Tensor] | None = None) -> None:
+        self.names: dict[int, str] = {}
+        self._held: list[Tensor] = []  # the named tensors, kept alive so that their ids stay theirs
+        if names is not None:
+            _check_names(names)
+            for name, t in names.items():
+                self.names[id(t)] = name
+                self._held.append(t)
+
     def before_forward(self, op: Op, args: tuple[Any, ...], params: dict[str, Any]) -> None:
-        """Remember the user's line: the first frame outside topgrad and the backend's package (a
-        backend may compose ops), not outside the op's own module, which may be the user's script."""
+        """Remember the user's call chain: the frames outside topgrad and the backend's package (a
+        backend may compose ops), not outside the op's own module, which may be the user's script.
+        Code objects and line numbers only: text is made for an error alone."""
         if _checking.active:
             return
-        backend_pkg = type(get_backend()).__module__.split(".", 1)[0]
-        op._built_at = user_site((backend_pkg,))  # type: ignore[attr-defined]
+        backend_pkg = type(get_backend()).__module__.partition(".")[0]
+        op._built_at = BuiltAt(user_frames((backend_pkg,), depth=2))  # type: ignore[attr-defined]
 
     def after_forward(
         self, op: Op, args: tuple[Any, ...], params: dict[str, Any], result: Any, seconds: float
@@ -133,18 +237,21 @@ class AnomalyDetector(Observer):
         if not (nan or inf):
             return
         name = type(op).__name__
-        built_at = getattr(op, "_built_at", None)
+        built_at, stack, where = _built_at_text(getattr(op, "_built_at", None))
         bad_inputs = [i for i, a in enumerate(args) if isinstance(a, Tensor) and _bad(a.data)]
         if bad_inputs:
+            which = "; ".join(_input_text(i, args[i], self.names) for i in bad_inputs)
+            if not self.names and any(args[i].op is None for i in bad_inputs):
+                which += " (detect_anomaly(names={'w': w, ...}) names it)"
             cause = (f"input {', '.join(map(str, bad_inputs))} already contained NaN/Inf "
                      "(the values came from outside this op: data, parameters or an op run "
-                     "before anomaly mode began)")
+                     f"before anomaly mode began): {which}")
         else:
             cause = "its inputs were finite, so this op produced them"
         raise AnomalyError(
             f"{name} (forward): its output of shape {tuple(result.shape)} has "
-            f"{_describe(nan, inf, size)}; {cause}.\n  op built at {built_at or 'an unknown place'}",
-            name, "forward", built_at,
+            f"{_describe(nan, inf, size)}; {cause}.{where}",
+            name, "forward", built_at or None, stack,
         )
 
     def after_backward(self, op: Op, grad: Any, grads: tuple[Any, ...], seconds: float) -> None:
@@ -159,7 +266,10 @@ class AnomalyDetector(Observer):
             if not (nan or inf):
                 continue
             name = type(op).__name__
-            built_at = getattr(op, "_built_at", None)
+            built_at, stack, where = _built_at_text(getattr(op, "_built_at", None))
+            parents = op.parents
+            parent = parents[i] if i < len(parents) else None
+            label = self.names.get(id(parent)) if isinstance(parent, Tensor) else None
             cause = (
                 "the incoming gradient already contained NaN/Inf, though every gradient the ops computed "
                 "before it was finite: it is the seed passed to backward, or, where this op's output is "
@@ -168,14 +278,30 @@ class AnomalyDetector(Observer):
                 if _bad(grad) else "the incoming gradient was finite, so this op's backward produced them"
             )
             raise AnomalyError(
-                f"{name} (backward): the gradient for input {i}, shape {tuple(g.shape)}, has "
-                f"{_describe(nan, inf, size)}; {cause}.\n  op built at {built_at or 'an unknown place'}",
-                name, "backward", built_at,
+                f"{name} (backward): the gradient for input {i}{f' ({label!r})' if label else ''}, "
+                f"shape {tuple(g.shape)}, has {_describe(nan, inf, size)}; {cause}.{where}",
+                name, "backward", built_at or None, stack,
             )
 
 
+def _check_names(names: Any) -> None:
+    """A TypeError unless `names` maps str to Tensor, as `graph(names)` takes it."""
+    if not isinstance(names, Mapping):
+        got = f"a {type(names).__name__}"
+    else:
+        wrong = [(k, v) for k, v in names.items() if not (isinstance(k, str) and isinstance(v, Tensor))]
+        if not wrong:
+            return
+        got = f"{wrong[0][0]!r:.40}: a {type(wrong[0][1]).__name__}"
+    raise TypeError(f"detect_anomaly: names maps names to Tensors, as {{'x': x, 'w': w}} (the "
+                    f"mapping graph() takes), got {got}")
+
+
 @contextlib.contextmanager
-def detect_anomaly() -> Iterator[AnomalyDetector]:
-    """Raise `AnomalyError` at the first op whose output or gradient holds NaN or Inf."""
-    with observing(AnomalyDetector()) as detector:
+def detect_anomaly(names: Mapping[str, Tensor] | None = None) -> Iterator[AnomalyDetector]:
+    """Raise `AnomalyError` at the first op whose output or gradient holds NaN or Inf.
+
+    `names` ({name: tensor}, as `graph()` takes: a model's parameters) names an input that
+    already held NaN/Inf, and an input whose gradient went bad."""
+    with observing(AnomalyDetector(names)) as detector:
         yield detector

@@ -1,0 +1,238 @@
+"""detect_anomaly's report of where the bad op was built: the user's call chain (up to
+`anomaly.FRAMES` frames outside topgrad, innermost last, as a traceback reads), the input that
+already held NaN/Inf by shape and by the name `names=` gives it, and the short line `graph()`
+shows after `@`. Runs on the backend under test (`--backend`)."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from types import CodeType
+from typing import Any
+
+import numpy as np
+import pytest
+import topgrad
+from helpers import rand
+from topgrad import Op, Tensor, anomaly
+from topgrad.anomaly import AnomalyError
+
+HERE = Path(__file__).resolve()
+SITE = re.compile(r"^(?P<file>\S+):(?P<line>\d+) in (?P<fn>\S+)(?:: (?P<source>.*))?$")
+
+
+def line_of(marker: str) -> int:
+    """The line number in this file of the one line ending with `# <marker>`."""
+    text = HERE.read_text().splitlines()
+    lines = [i for i, line in enumerate(text, 1) if line.rstrip().endswith(f"# {marker}")]
+    assert len(lines) == 1, (marker, lines)
+    return lines[0]
+
+
+def chain(err: AnomalyError) -> list[tuple[int, str, str]]:
+    """(line, function, source) of each 'op built at' line of the message, outermost first (each
+    in this file: pytest's frames end the chain), checked against `err.stack` and `err.built_at`."""
+    message = str(err)
+    assert "\n  op built at:\n" in message, message
+    shown = [line[4:] for line in message.split("\n  op built at:\n", 1)[1].splitlines()]
+    assert all(line.startswith("    ") for line in message.split("\n  op built at:\n", 1)[1].splitlines())
+    assert tuple(shown) == err.stack and err.built_at == shown[-1], (shown, err.stack, err.built_at)
+    found = []
+    for line in shown:
+        m = SITE.match(line)
+        assert m and m["file"].endswith("test_anomaly_sites.py"), line
+        found.append((int(m["line"]), m["fn"], m["source"] or ""))
+    return found
+
+
+# ---- a two-level model: a module calling a layer helper, each through __call__ -> forward ----
+class Layer:
+    def __init__(self, w: Tensor) -> None:
+        self.w = w
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.forward(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.linear(self.w)  # layer line
+
+
+class Net:
+    def __init__(self) -> None:
+        self.first = Layer(Tensor(rand((3, 4), 1)))
+        self.second = Layer(Tensor(rand((4, 2), 2)))
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.forward(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.first(x).relu()  # net first line
+        return self.second(h)  # net second line
+
+    def state(self) -> dict[str, Tensor]:
+        return {"first.w": self.first.w, "second.w": self.second.w}
+
+
+def with_nan(t: Tensor, index: tuple[int, ...]) -> None:
+    """Put a NaN into `t` at `index`, on any backend."""
+    values = t.numpy().copy()
+    values[index] = np.nan
+    t.data = Tensor(values).data
+
+
+def test_a_nan_parameter_two_levels_down_shows_the_chain_and_names_the_parameter() -> None:
+    net, x = Net(), Tensor(rand((5, 3), 3), requires_grad=False)
+    with_nan(net.second.w, (1, 0))
+    with topgrad.detect_anomaly(names=net.state()), pytest.raises(AnomalyError) as info:
+        net(x)  # call line
+    err = info.value
+    assert err.op == "Linear" and err.phase == "forward"
+    assert chain(err) == [
+        (line_of("call line"), "test_a_nan_parameter_two_levels_down_shows_the_chain_and_names_the_parameter",
+         "net(x)  # call line"),
+        (line_of("net second line"), "forward", "return self.second(h)  # net second line"),
+        (line_of("layer line"), "forward", "return x.linear(self.w)  # layer line"),
+    ], str(err)  # the __call__ frames, a module's dispatch to its forward, are left out
+    assert "input 1 already contained NaN/Inf" in str(err)
+    assert "input 1 is 'second.w', a trainable leaf of shape (4, 2)" in str(err), str(err)
+    assert not topgrad.Op._observers
+
+
+def test_without_names_the_input_is_told_by_shape_and_how_to_name_it() -> None:
+    net, x = Net(), Tensor(rand((5, 3), 3), requires_grad=False)
+    with_nan(net.first.w, (0, 0))
+    with topgrad.detect_anomaly(), pytest.raises(AnomalyError) as info:
+        net(x)
+    message = str(info.value)
+    assert "input 1 is a trainable leaf of shape (3, 4) (detect_anomaly(names=" in message, message
+    assert [fn for _, fn, _ in chain(info.value)][-2:] == ["forward", "forward"]
+    assert chain(info.value)[-2][0] == line_of("net first line")
+
+
+def test_a_nan_made_in_forward_points_at_the_innermost_user_line() -> None:
+    def inner(t: Tensor) -> Tensor:
+        return t.log()  # made here
+
+    def outer(t: Tensor) -> Tensor:
+        return inner(t * 2.0) + 1.0  # outer line
+
+    x = Tensor([1.0, -1.0])
+    with topgrad.detect_anomaly(), pytest.raises(AnomalyError) as info:
+        outer(x)  # test line
+    err = info.value
+    assert err.op == "Log" and err.phase == "forward" and "this op produced them" in str(err), str(err)
+    assert chain(err) == [
+        (line_of("test line"), "test_a_nan_made_in_forward_points_at_the_innermost_user_line",
+         "outer(x)  # test line"),
+        (line_of("outer line"), "outer", "return inner(t * 2.0) + 1.0  # outer line"),
+        (line_of("made here"), "inner", "return t.log()  # made here"),
+    ], str(err)
+
+
+def root_of(t: Tensor) -> Tensor:
+    return t.sqrt()  # backward culprit
+
+
+def test_a_nan_in_backward_shows_the_chain_captured_in_forward() -> None:
+    x = Tensor([0.0, 4.0])
+    with topgrad.detect_anomaly(names={"x": x}):
+        loss = root_of(x).sum()  # forward line
+        with pytest.raises(AnomalyError) as info:
+            loss.backward()  # backward line
+    err = info.value
+    assert err.op == "Sqrt" and err.phase == "backward", str(err)
+    assert "the gradient for input 0 ('x'), shape (2,), has 1 Inf" in str(err), str(err)
+    assert chain(err) == [
+        (line_of("forward line"), "test_a_nan_in_backward_shows_the_chain_captured_in_forward",
+         "loss = root_of(x).sum()  # forward line"),
+        (line_of("backward culprit"), "root_of", "return t.sqrt()  # backward culprit"),
+    ], str(err)  # where the op was built, not where backward was called
+
+
+def test_the_chain_stops_at_the_frame_limit_and_keeps_the_innermost() -> None:
+    def down(t: Tensor, n: int) -> Tensor:
+        if n:
+            return down(t, n - 1)  # recursion line
+        return t.log()  # deepest line
+
+    with topgrad.detect_anomaly(), pytest.raises(AnomalyError) as info:
+        down(Tensor([-1.0]), 6)
+    found = chain(info.value)
+    assert len(found) == anomaly.FRAMES == len(info.value.stack)
+    assert found[-1] == (line_of("deepest line"), "down", "return t.log()  # deepest line")
+    assert all(f == (line_of("recursion line"), "down", "return down(t, n - 1)  # recursion line")
+               for f in found[:-1])
+
+
+class NaNOp(Op):
+    """A user's op, defined in the module that uses it: its own frames are never the site."""
+
+    def forward(self, x: Any) -> Any:
+        return topgrad.get_backend().mul(x, math.nan)
+
+    def backward(self, grad: Any) -> tuple[Any]:
+        return (grad,)
+
+
+def test_an_op_defined_beside_its_use_names_the_line_that_applied_it() -> None:
+    with topgrad.detect_anomaly(), pytest.raises(AnomalyError) as info:
+        NaNOp.apply(Tensor([1.0, 2.0]))  # applied here
+    assert chain(info.value) == [(line_of("applied here"),
+                                  "test_an_op_defined_beside_its_use_names_the_line_that_applied_it",
+                                  "NaNOp.apply(Tensor([1.0, 2.0]))  # applied here")]
+
+
+def test_example_attention_model_names_the_block_line_and_the_parameter() -> None:
+    """The newcomer's case: every Linear is built on one line of the layer helper; the chain
+    shows which block line called it, and names= says which parameter held the NaN."""
+    models = pytest.importorskip("topgrad_examples.models")
+    model = models.build("attention")
+    state = model.state()
+    with_nan(state["blocks.0.v.w"], (3, 5))
+    x = Tensor(rand((2, 784), 4), requires_grad=False)
+    with topgrad.detect_anomaly(names=state), pytest.raises(AnomalyError) as info:
+        model(x)  # model call
+    err, message = info.value, str(info.value)
+    assert "input 1 is 'blocks.0.v.w', a trainable leaf of shape (64, 64)" in message, message
+    assert len(err.stack) == 4, message
+    assert err.stack[0].endswith(f"test_anomaly_sites.py:{line_of('model call')} in "
+                                 "test_example_attention_model_names_the_block_line_and_the_parameter: "
+                                 "model(x)  # model call"), message
+    assert "attention.py:" in err.stack[1] and err.stack[1].endswith("h = block(h, training)"), message
+    assert "attention.py:" in err.stack[2] and "self.v(h)" in err.stack[2], message
+    assert "layers.py:" in err.stack[3], message
+    assert err.stack[3].endswith("in forward: return x.linear(self.w, self.b)"), message
+
+
+def test_graph_shows_the_innermost_line_with_a_short_path() -> None:
+    x, w = Tensor(rand((2, 3), 5)), Tensor(rand((3, 2), 6))
+    with topgrad.detect_anomaly():
+        y = Net.forward(Net(), x).sum() + x.linear(w).sum()  # graph line
+    text = str(y.graph({"x": x, "w": w}))
+    site = f"@ {os.path.join('tests', 'test_anomaly_sites.py')}:{line_of('graph line')} in "
+    assert site + "test_graph_shows_the_innermost_line_with_a_short_path: y = Net.forward" in text, text
+    assert f":{line_of('layer line')} in forward: return x.linear(self.w)  # layer line" in text, text
+    assert str(HERE) not in text, "the full path made every line ~150 characters"
+    node = next(n for n in y.graph().nodes if n.op == "Linear")
+    assert str(node.built_at).startswith(os.path.join("tests", "test_anomaly_sites.py") + ":")
+
+
+def test_anomaly_mode_off_records_no_site() -> None:
+    x = Tensor([1.0, 2.0])
+    y = x * 2.0
+    assert getattr(y.op, "_built_at", None) is None and not topgrad.Op._observers
+    with topgrad.detect_anomaly():
+        z = x * 2.0
+    site = getattr(z.op, "_built_at", None)
+    assert isinstance(site, anomaly.BuiltAt)
+    assert all(isinstance(code, CodeType) and isinstance(n, int)
+               for code, n in site.frames), "code objects and line numbers: no frames kept"
+
+
+def test_names_must_map_names_to_tensors() -> None:
+    with pytest.raises(TypeError, match=r"detect_anomaly: names maps names to Tensors.*got a list"):
+        with topgrad.detect_anomaly(names=[Tensor([1.0])]):  # type: ignore[arg-type]
+            pass
+    assert not topgrad.Op._observers
