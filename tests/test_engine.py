@@ -1366,3 +1366,92 @@ def test_op_is_the_public_way_into_the_graph() -> None:
     assert h.op.parents[:2] == (x, w) and len(h.op.saved) == 2
     with topgrad.no_grad():
         assert (x * 2.0).op is None
+
+
+# ---- PyTorch habits (an audit of the engine against torch.autograd) ------------------------------
+
+
+def test_a_one_element_tensor_formats_as_its_number() -> None:
+    """`f"{loss:.4f}"` raised "unsupported format string passed to Tensor.__format__"."""
+    x = rand((3,), 61)
+    loss, tloss = (Tensor(x) * 2.0).mean(), (torch.tensor(x) * 2.0).mean()
+    for spec in (".4f", "8.3e", "g", ">12.2%"):
+        assert format(loss, spec) == format(tloss, spec), spec
+    assert f"{loss}" == str(loss)
+    with pytest.raises(TypeError, match=r"format spec '.2f' for a Tensor of shape \(3,\)"):
+        f"{Tensor(x):.2f}"
+
+
+def test_in_is_refused_where_it_would_answer_by_identity() -> None:
+    """`1.0 in t` answered False for a value t holds (== is identity for Tensors); PyTorch says True."""
+    with pytest.raises(TypeError, match=r"compare by identity.*\(t.numpy\(\) == value\).any\(\)"):
+        1.0 in Tensor([1.0, 2.0])  # noqa: B015
+
+
+def test_pickle_makes_a_computed_tensor_a_leaf_and_deepcopy_refuses_it() -> None:
+    """pickle of `w * w` failed on a weak reference in its op; copy.deepcopy copied the whole graph, w
+    with it, so a backward through the copy left w.grad None. PyTorch pickles a computed tensor as
+    a leaf and refuses to deep-copy it."""
+    import copy
+    import pickle
+
+    w = Tensor(rand((3,), 62))
+    h = w * w
+    back = pickle.loads(pickle.dumps(h))
+    assert back.op is None and back.requires_grad and back.grad is None
+    assert_close(back.data, h.numpy(), "the unpickled values")
+    back.sum().backward()
+    assert_close(back.grad, np.ones(3), "a backward from the unpickled leaf")
+    with pytest.raises(RuntimeError, match="deepcopy of a tensor computed by Mul: only leaves"):
+        copy.deepcopy(h)
+    w.grad = topgrad.get_backend().asarray(np.full(3, 5.0, np.float32))
+    twin = copy.deepcopy([w, w])  # the memo keeps one copy for one tensor
+    assert twin[0] is twin[1] and twin[0] is not w and twin[0].requires_grad
+    assert_close(twin[0].data, w.numpy(), "the copy's values")
+    twin[0].grad = None
+    assert w.grad is not None, "the copy's .grad is its own"
+
+
+def test_a_read_only_gradient_from_a_custom_backward_becomes_a_writeable_grad() -> None:
+    """A custom Sum's backward returned np.broadcast_to(g, shape), a read-only view: `w.grad *= 0.5`
+    then raised "output array is read-only", and the next backward made a new .grad where PyTorch
+    adds into it."""
+    if topgrad.get_backend().name != "numpy":
+        pytest.skip("a numpy backward's read-only view")
+
+    class ColumnSum(Op):
+        def forward(self, x: Any) -> Any:
+            self.shape = x.shape
+            return np.asarray(x.sum(axis=0))
+
+        def backward(self, g: Any) -> tuple[Any]:
+            return (np.broadcast_to(g, self.shape),)
+
+    w, tw = rand((2, 3), 63), None
+    w = Tensor(w)
+    tw = torch.tensor(w.numpy(), requires_grad=True)
+    (ColumnSum.apply(w) * 2.0).sum().backward()
+    (tw.sum(dim=0) * 2.0).sum().backward()
+    held = w.grad
+    held *= 0.5
+    with torch.no_grad():
+        tw.grad *= 0.5
+    (ColumnSum.apply(w) * 2.0).sum().backward()
+    (tw.sum(dim=0) * 2.0).sum().backward()
+    assert w.grad is held, "backward adds into the .grad the user holds, as PyTorch does"
+    assert_close(held, tw.grad.numpy(), "the halved, then summed gradient")
+
+
+def test_the_hint_for_float_keeps_the_graph() -> None:
+    """The hint for PyTorch's x.float() was Tensor(x.numpy()), a new leaf: followed, it cut x from
+    the graph and x's gradient was silently None. The hint's differentiable cast keeps it."""
+    with pytest.raises(AttributeError) as caught:
+        Tensor([1.0]).float()
+    assert "x itself where x is float32" in str(caught.value) and "cut from x's graph" in str(caught.value)
+    if topgrad.get_backend().name != "numpy":
+        return  # float64 tensors are the numpy backend's
+    x = Tensor(np.array([1.0, 2.0]), dtype="float64")
+    y = x + Tensor(0.0, requires_grad=False)  # the hint's cast
+    assert y.dtype == np.float32
+    (y * 3.0).sum().backward()
+    assert_close(x.grad, np.full(2, 3.0), "x's gradient through the cast")

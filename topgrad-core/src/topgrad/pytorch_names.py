@@ -56,9 +56,13 @@ INSTEAD: dict[str, str] = {
     "clone": "x * 1.0 (a node of the graph); a constant copy is Tensor(x.numpy(), requires_grad=False) "
              "(x.detach() shares x's memory, which an optimizer step overwrites)",
     "requires_grad_": "x.requires_grad = True",
-    "zero_": "w *= 0.0 under topgrad.no_grad() (for gradients: opt.zero_grad() or w.grad = None)",
-    "float": "Tensor(x.numpy()) (float32, the default dtype)",
-    "double": "Tensor(x.numpy(), dtype='float64') (numpy backend)",
+    "zero_": "w.data = Tensor.zeros(*w.shape).data for a float32 w (w *= 0.0 under topgrad.no_grad() "
+             "keeps NaN and Inf entries); for gradients: opt.zero_grad() or w.grad = None",
+    "float": "x itself where x is float32 (the default dtype); a float64 x in the graph: x + "
+             "Tensor(0.0, requires_grad=False) is float32 and passes gradients back (Tensor(x.numpy()) "
+             "would be a new leaf, cut from x's graph)",
+    "double": "Tensor(x.numpy(), dtype='float64') (numpy backend), a new leaf cut from x's graph: "
+              "ops on float32 and float64 operands give float32, so there is no differentiable cast up",
     "to": "topgrad.set_backend(name) before making tensors: the backend holds the arrays",
     "cpu": "x.numpy() for the values; the backend decides where arrays live",
     "cuda": "topgrad.set_backend('triton') before making tensors",

@@ -12,6 +12,7 @@ its error messages, and the PyTorch names it answers (`pytorch_names.py`).
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import math
@@ -310,6 +311,16 @@ class Tensor:
     def __float__(self) -> float:
         return self.item()
 
+    def __format__(self, spec: str) -> str:
+        """`f"{loss:.4f}"`: a one-element tensor formats as its number, as in PyTorch; an empty
+        spec gives repr's text."""
+        if not spec:
+            return str(self)
+        if self.size != 1:
+            raise TypeError(f"format spec {spec!r} for a Tensor of shape {self.shape}: only a one-element "
+                            "tensor formats as a number; format t.item() of a reduced one, or t.numpy()")
+        return format(self.item(), spec)
+
     def __int__(self) -> int:
         """`int(t)` of a one-element tensor, truncated toward zero, as in PyTorch."""
         return int(self.item())
@@ -353,6 +364,34 @@ class Tensor:
             raise ValueError(f"the truth value of a Tensor of shape {self.shape} is ambiguous: "
                              "reduce it first (.sum(), .item())")
         return bool(self.item())
+
+    def __contains__(self, value: Any) -> bool:
+        """Refused: `==` on Tensors is identity (they are graph nodes), so `v in t` would answer
+        False for values it holds, where PyTorch compares them."""
+        raise TypeError("`value in tensor`: Tensors compare by identity, not by value; test the values "
+                        "with (t.numpy() == value).any()")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What pickle keeps: values, .grad and requires_grad. A computed tensor comes back a leaf,
+        as in PyTorch: the graph (saved arrays, weak references) is not pickled."""
+        return {"data": self._data, "grad": self._grad, "requires_grad": self._requires_grad}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._data, self._grad, self._requires_grad = state["data"], state["grad"], state["requires_grad"]
+        self._op, self._updated_at = None, 0
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Tensor:
+        """A leaf's copy (values and .grad copied); a computed tensor is refused, as in PyTorch: its
+        copy would carry a copy of the whole graph, whose leaves would get the gradients."""
+        if self._op is not None:
+            raise RuntimeError(
+                f"copy.deepcopy of a tensor computed by {type(self._op).__name__}: only leaves (tensors "
+                "you made) can be deep-copied, as in PyTorch. Tensor(t.numpy()) is a new leaf with its "
+                "values; t.detach() a constant sharing them")
+        copied = Tensor.__new__(Tensor)
+        memo[id(self)] = copied
+        copied.__setstate__(copy.deepcopy(self.__getstate__(), memo))
+        return copied
 
     def __len__(self) -> int:
         if not self.shape:
@@ -854,13 +893,19 @@ _OVERWRITTEN = (
 
 def _own(backend: Any, g: Any, taken: set[Any]) -> Any:
     """`g`, or a copy where it may share memory with the seed or another leaf's gradient
-    (Add hands one array to both inputs): in-place edits of one `.grad` stay in it."""
+    (Add hands one array to both inputs) or is read-only: in-place edits of one `.grad` stay in it."""
     key = backend.memory_key(g)
-    if key is None or key in taken:
+    if key is None or key in taken or not _writeable(g):
         g = backend.copy(g)
         key = backend.memory_key(g)
     taken.add(key)
     return g
+
+
+def _writeable(a: Any) -> bool:
+    """False for an array flagged read-only (numpy's broadcast_to view, which a custom backward
+    may return): a `.grad` is written in place (`w.grad *= 0.5`, backward's sum into it)."""
+    return getattr(getattr(a, "flags", None), "writeable", True) is not False
 
 
 def _toposort(root: Op) -> list[Any]:

@@ -60,8 +60,9 @@ class Add(NumpyOp):
 class Mul(NumpyOp):
     """a * b with broadcasting; saves the operand the other's gradient needs (references, no
     copies): both for two Tensors that need gradients, one for `x * mask` with a constant mask;
-    for `x * 2.0` it keeps only the 2.0, as PyTorch does: a number is no saved array, so `-x` and
-    `x - y` (which compose Mul) may run backward again, as Add may."""
+    for `x * 2.0` it keeps only the 2.0. A number is no saved array, so `-x` and `x - y` (which
+    compose Mul) may run backward again, as Add may; PyTorch saves the 2.0 and refuses a second
+    backward there."""
 
     number: float | None = None  # the number of `x * 2.0`, kept instead of saved operands
 

@@ -70,8 +70,9 @@ class Add(TritonOp):
 class Mul(TritonOp):
     """a * b with broadcasting; either may be a real number. Saves the operand the other's
     gradient needs (both for two Tensors that need gradients, one for `x * mask` with a constant
-    mask), or for `x * 2.0` keeps only the 2.0, as PyTorch does: a number is no saved array, so
-    `-x` and `x - y` (which compose Mul) may run backward again, as Add may."""
+    mask), or for `x * 2.0` keeps only the 2.0. A number is no saved array, so `-x` and `x - y`
+    (which compose Mul) may run backward again, as Add may; PyTorch saves the 2.0 and refuses a
+    second backward there."""
 
     number: float | None = None  # the number of `x * 2.0`, kept instead of saved operands
 
