@@ -236,3 +236,27 @@ def test_names_must_map_names_to_tensors() -> None:
         with topgrad.detect_anomaly(names=[Tensor([1.0])]):  # type: ignore[arg-type]
             pass
     assert not topgrad.Op._observers
+
+
+def test_inf_false_lets_a_minus_inf_mask_through_and_still_stops_at_nan() -> None:
+    """An additive -inf mask before a softmax stopped anomaly mode at Add's forward, where
+    PyTorch's anomaly mode (NaN in backward only) runs; `inf=False` checks NaN alone."""
+    import torch
+
+    x = rand((2, 3), 71)
+    mask = np.array([[0.0, -np.inf, 0.0], [0.0, 0.0, -np.inf]], np.float32)
+    t, tx = Tensor(x), torch.tensor(x, requires_grad=True)
+    with pytest.raises(AnomalyError, match=r"Add \(forward\).*2 Inf"):
+        with topgrad.detect_anomaly():
+            (t + Tensor(mask, requires_grad=False)).logsoftmax().sum()
+    with topgrad.detect_anomaly(inf=False):
+        (t + Tensor(mask, requires_grad=False)).logsoftmax().mean(axis=0).sum().backward()
+    torch.log_softmax(tx + torch.tensor(mask), dim=-1).mean(dim=0).sum().backward()
+    np.testing.assert_allclose(t.grad, tx.grad.numpy(), rtol=1e-5, atol=1e-6)
+    y = Tensor(np.array([0.0, 1.0], np.float32))
+    with pytest.raises(AnomalyError, match=r"Mul \(forward\).*1 NaN.*held no NaN \(Inf is not checked"):
+        with topgrad.detect_anomaly(inf=False):
+            y.log() * 0.0
+    with pytest.raises(TypeError, match="inf is True or False"):
+        with topgrad.detect_anomaly(inf="no"):  # type: ignore[arg-type]
+            pass

@@ -175,13 +175,13 @@ def _describe(nan: int, inf: int, size: int) -> str:
     return " and ".join(parts) + f" among {size} values"
 
 
-def _bad(array: Any) -> bool:
-    """NaN or Inf in `array`: the reduction's answer, confirmed on the host where it says so (a
-    backend computing in lower precision may make NaN of `huge * 0`)."""
+def _bad(array: Any, inf_counts: bool = True) -> bool:
+    """NaN (or, where `inf_counts`, Inf) in `array`: the reduction's answer, confirmed on the host
+    where it says so (a backend computing in lower precision may make NaN of `huge * 0`)."""
     if _finite(array):
         return False
     nan, inf, _ = _census(array)
-    return bool(nan or inf)
+    return bool(nan or (inf and inf_counts))
 
 
 def _input_text(i: int, x: Any, names: Mapping[int, str]) -> str:
@@ -209,7 +209,8 @@ def _built_at_text(built_at: BuiltAt | None) -> tuple[str, tuple[str, ...], str]
 class AnomalyDetector(Observer):
     """Checks outputs and gradients for NaN/Inf; remembers where each op was built."""
 
-    def __init__(self, names: Mapping[str, Tensor] | None = None) -> None:
+    def __init__(self, names: Mapping[str, Tensor] | None = None, inf: bool = True) -> None:
+        self.inf = inf  # False: stop at NaN only (an additive -inf mask is meant)
         self.names: dict[int, str] = {}
         self._held: list[Tensor] = []  # the named tensors, kept alive so that their ids stay theirs
         if names is not None:
@@ -234,11 +235,12 @@ class AnomalyDetector(Observer):
         if _checking.active or _finite(result.data):
             return
         nan, inf, size = _census(result.data)
+        inf = inf if self.inf else 0
         if not (nan or inf):
             return
         name = type(op).__name__
         built_at, stack, where = _built_at_text(getattr(op, "_built_at", None))
-        bad_inputs = [i for i, a in enumerate(args) if isinstance(a, Tensor) and _bad(a.data)]
+        bad_inputs = [i for i, a in enumerate(args) if isinstance(a, Tensor) and _bad(a.data, self.inf)]
         if bad_inputs:
             which = "; ".join(_input_text(i, args[i], self.names) for i in bad_inputs)
             if not self.names and any(args[i].op is None for i in bad_inputs):
@@ -247,7 +249,8 @@ class AnomalyDetector(Observer):
                      "(the values came from outside this op: data, parameters or an op run "
                      f"before anomaly mode began): {which}")
         else:
-            cause = "its inputs were finite, so this op produced them"
+            cause = ("its inputs were finite, so this op produced them" if self.inf else
+                     "its inputs held no NaN (Inf is not checked: inf=False), so this op produced them")
         raise AnomalyError(
             f"{name} (forward): its output of shape {tuple(result.shape)} has "
             f"{_describe(nan, inf, size)}; {cause}.{where}",
@@ -263,6 +266,7 @@ class AnomalyDetector(Observer):
             if g is None or _finite(g):
                 continue
             nan, inf, size = _census(g)
+            inf = inf if self.inf else 0
             if not (nan or inf):
                 continue
             name = type(op).__name__
@@ -275,7 +279,9 @@ class AnomalyDetector(Observer):
                 "before it was finite: it is the seed passed to backward, or, where this op's output is "
                 "used more than once, the sum of those uses' gradients, which can overflow though each "
                 "is finite"
-                if _bad(grad) else "the incoming gradient was finite, so this op's backward produced them"
+                if _bad(grad, self.inf)
+                else "the incoming gradient was finite, so this op's backward produced them" if self.inf
+                else "the incoming gradient held no NaN (inf=False), so this op's backward produced them"
             )
             raise AnomalyError(
                 f"{name} (backward): the gradient for input {i}{f' ({label!r})' if label else ''}, "
@@ -298,10 +304,14 @@ def _check_names(names: Any) -> None:
 
 
 @contextlib.contextmanager
-def detect_anomaly(names: Mapping[str, Tensor] | None = None) -> Iterator[AnomalyDetector]:
+def detect_anomaly(names: Mapping[str, Tensor] | None = None, inf: bool = True) -> Iterator[AnomalyDetector]:
     """Raise `AnomalyError` at the first op whose output or gradient holds NaN or Inf.
 
     `names` ({name: tensor}, as `graph()` takes: a model's parameters) names an input that
-    already held NaN/Inf, and an input whose gradient went bad."""
-    with observing(AnomalyDetector(names)) as detector:
+    already held NaN/Inf, and an input whose gradient went bad. `inf=False` stops at NaN only,
+    for a graph that means its Inf (an additive -inf mask before a softmax; PyTorch's anomaly
+    mode checks backward's NaN alone)."""
+    if not isinstance(inf, bool):
+        raise TypeError(f"detect_anomaly: inf is True or False, got {inf!r}")
+    with observing(AnomalyDetector(names, inf)) as detector:
         yield detector
