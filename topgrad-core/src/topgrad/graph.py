@@ -2,14 +2,16 @@
 
 `t.graph()` (or `topgrad.graph.build(t)`) walks the graph that produced `t` and returns a
 `Graph`: its nodes in topological order (leaves included), each with its op, output shape,
-parents and the arrays the op keeps for backward, with their shapes and bytes; `print`
-shows it, with totals per op type at the end.
+parents and the arrays the op keeps for backward, with their shapes and bytes (`saves` for
+`save_for_backward`'s, which backward releases, `keeps` for attributes, which it does not);
+`print` shows it, with totals per op type at the end, the total counting each array once.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -33,6 +35,7 @@ class SavedArray:
     alias: str | None = None  # "input 0", "output", "%3 (live)": memory the graph holds anyway
     shares: str | None = None  # "%3 #0": an earlier save of the same memory (its output, say)
     view: bool = False  # part of that memory (a reshape, a slice), not the very same elements
+    attribute: bool = False  # kept as an attribute (`self.x = x`): backward does not release it
 
     @property
     def same_as(self) -> str | None:
@@ -95,10 +98,16 @@ class OpTotals:
 class Graph:
     """The nodes behind a tensor in topological order, and totals per op type."""
 
-    def __init__(self, nodes: list[Node], distinct_saved_bytes: int, distinct_extra_bytes: int = 0) -> None:
+    def __init__(
+        self, nodes: list[Node], distinct_saved_bytes: int, distinct_extra_bytes: int = 0,
+        distinct_saved_arrays: int | None = None,
+    ) -> None:
         self.nodes = nodes
         self.distinct_saved_bytes = distinct_saved_bytes  # each saved buffer once: the real memory
         self.distinct_extra_bytes = distinct_extra_bytes  # of which no live Tensor holds it too
+        # how many distinct arrays (buffers) those are; by default the per-op count
+        self.distinct_saved_arrays = (sum(len(n.saved) for n in nodes) if distinct_saved_arrays is None
+                                      else distinct_saved_arrays)
         self.name_notes: list[str] = []  # names given to graph() that label nothing, or one tensor twice
 
     def __len__(self) -> int:
@@ -194,31 +203,60 @@ def build(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Graph:
         node = Node(
             i, type(op).__name__, tuple(int(d) for d in op._out_shape), _dtype_text(op._out_dtype), parents,
             saved=[s for s, _ in saved], attrs=_settings(op), released=op._released,
-            built_at=getattr(op, "_built_at", None),
+            built_at=str(b) if (b := getattr(op, "_built_at", None)) else None,  # anomaly mode's BuiltAt
         )
         node.output_bytes = math.prod(node.shape) * itemsize(op._out_dtype)
         node.name = label.get(id(output)) if output is not None else None
         nodes.append(node)
     extra = sum(b for (key, _), b in seen_saved.items() if key not in live)  # an alias is live memory too
-    graph = Graph(nodes, sum(seen_saved.values()), extra)
+    graph = Graph(nodes, sum(seen_saved.values()), extra, distinct_saved_arrays=len(seen_saved))
     shown = [n if isinstance(n, Tensor) else n.output() for n in order]  # an output may be freed: None
-    graph.name_notes = _name_notes(names or {}, {id(t): t for t in shown if t is not None}, label)
+    leaves = {f"%{i}": n for i, n in enumerate(order) if isinstance(n, Tensor) and id(n) not in label}
+    ids = {id(t) for t in shown if t is not None}
+    graph.name_notes = _name_notes(names or {}, ids, leaves, label)
     return graph
 
 
+_NAMES_LISTED = 6  # missing names listed in full; the rest as "and 12 more"
+
+
 def _name_notes(
-    names: Mapping[str, Tensor], tensors: Mapping[int, Tensor], label: Mapping[int, str]
+    names: Mapping[str, Tensor], ids: AbstractSet[int], leaves: Mapping[str, Tensor],
+    label: Mapping[int, str],
 ) -> list[str]:
-    """What the printed graph says about `names` that label no node (a typo'd or stale tensor)
-    or a tensor that another name labels too (the last one given is shown)."""
+    """What the printed graph says about `names` that label no node (of the tensors `ids`) or a
+    tensor that another name labels too (the last one given is shown).
+
+    A missing tensor that may get a gradient (a typo'd or stale parameter) is listed, the first few
+    of many. Not listed: a constant (an input batch, a model's running statistics), except where an
+    unnamed leaf of the graph shares its memory (the batch, reshaped before use)."""
     notes = []
-    unused = [name for name, t in names.items() if id(t) not in tensors]
+    missing = [(name, t) for name, t in names.items() if id(t) not in ids]
+    unused = [name for name, t in missing if t.requires_grad]
     if unused:
-        notes.append(f"not in this graph, so not shown: {', '.join(map(repr, unused))}")
+        notes.append(f"not in this graph, so not shown: {_some(unused)}")
+    viewed = []
+    for name, t in missing:
+        if t.requires_grad:
+            continue
+        views = [key for key, leaf in leaves.items() if _root(leaf.data) is _root(t.data)]
+        if views:
+            share = "shares" if len(views) == 1 else "share"
+            viewed.append(f"{name!r} ({', '.join(views)} {share} its memory)")
+    if viewed:
+        notes.append("not in this graph, as a reshaped or copied tensor is a new one: "
+                     + _some(viewed, quote=False))
     for name, t in names.items():
-        if id(t) in tensors and label[id(t)] != name:
+        if id(t) in ids and label[id(t)] != name:
             notes.append(f"{name!r} names the same tensor as {label[id(t)]!r}, which is shown")
     return notes
+
+
+def _some(items: list[str], quote: bool = True) -> str:
+    """"'a', 'b' and 12 more": the first few of a long list."""
+    shown = [repr(i) if quote else i for i in items[:_NAMES_LISTED]]
+    rest = len(items) - len(shown)
+    return ", ".join(shown) + (f" and {rest} more" if rest else "")
 
 
 def _check_names(names: Any) -> None:
@@ -242,26 +280,34 @@ def held_arrays(op: Op) -> list[tuple[str, Any]]:
     """(name, array) for what `op` keeps for backward: its `save_for_backward` arrays (by their
     keyword, else '#0', ...) and its array attributes (by name); `saved_arrays` and the profiler
     both count these."""
-    found: list[tuple[str, Any]] = []
+    return [(name, array) for name, array, _ in _held(op)]
+
+
+def _held(op: Op) -> list[tuple[str, Any, bool]]:
+    """`held_arrays`, each with True where it is an attribute (`self.x = x`), which backward does
+    not release, rather than a `save_for_backward` array, which it does."""
+    saved: list[tuple[str, Any]] = []
     names = op._saved_names
     for i, item in enumerate(() if op._released else op.saved):
-        _collect(names[i] if i < len(names) else f"#{i}", item, found)
+        _collect(names[i] if i < len(names) else f"#{i}", item, saved)
+    kept: list[tuple[str, Any]] = []
     for name, value in vars(op).items():
         if name not in _ENGINE_ATTRS and not name.startswith("__"):
-            _collect(name, value, found)
-    return found
+            _collect(name, value, kept)
+    return [(name, array, False) for name, array in saved] + [(name, array, True) for name, array in kept]
 
 
 def saved_arrays(
     op: Op, output: Tensor | None = None, live: Mapping[int, tuple[str, Any]] | None = None
 ) -> list[tuple[SavedArray, Any]]:
     """What `op` keeps for backward (`held_arrays`), each with its shape, dtype, size and alias
-    (an input, the output, or the memory of another live Tensor of the graph: `live`)."""
+    (an input, the output, or the memory of another live Tensor of the graph: `live`), and whether
+    it is an attribute."""
     found = []
-    for name, array in held_arrays(op):
+    for name, array, attribute in _held(op):
         alias, view = _alias(array, op, output) or _live_alias(array, live) or (None, False)
         found.append((SavedArray(name, shape_of(array) or (), dtype_name(array), nbytes(array), alias,
-                                 view=view), array))
+                                 view=view, attribute=attribute), array))
     return found
 
 
@@ -391,17 +437,30 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
+_ATTRIBUTE_TAG = "(attribute, not released by backward)"
+
+
 def format_graph(g: Graph) -> str:
-    """The text `print(graph)` shows: one line per node, saved arrays under it, totals."""
+    """The text `print(graph)` shows: one line per node, saved arrays under it, totals. Columns are
+    as wide as their longest entry."""
     n_ops, n_leaves = len(g.ops), len(g.nodes) - len(g.ops)
     lines = [f"graph: {n_ops} op{'' if n_ops == 1 else 's'}, {n_leaves} lea{'f' if n_leaves == 1 else 'ves'}"]
     if not g.ops and g.nodes and g.nodes[0].constant:
         lines.append("  (a constant: an input made with requires_grad=False, or a result computed")
         lines.append("   under no_grad or from constants only, which records no graph)")
+    saves = [s for n in g.nodes for s in n.saved]
     width = max([len(n.kind) for n in g.nodes] + [len("total")])
+    index_w = max([len(str(n.index)) for n in g.nodes] + [4])
+    shape_w = max([len(_shape_text(n.shape)) for n in g.nodes] + [0])
+    dtype_w = max([len(n.dtype) for n in g.nodes] + [0])
+    save_name_w = max([len(s.name) for s in saves] + [0])
+    save_shape_w = max([len(_shape_text(s.shape)) for s in saves] + [0])
+    save_dtype_w = max([len(s.dtype) for s in saves] + [0])
+    save_bytes_w = max([len(human_bytes(s.nbytes)) for s in saves] + [0])
     for n in g.nodes:
         settings = format_attrs(n.attrs)
-        head = f"  %{n.index:<4} {n.kind:<{width}}  {_shape_text(n.shape):<16} {n.dtype}"
+        head = (f"  %{n.index:<{index_w}} {n.kind:<{width}}  {_shape_text(n.shape):<{shape_w}}  "
+                f"{n.dtype:<{dtype_w}}")
         if n.name:
             head += f"  {n.name}"
         if n.parents:
@@ -410,14 +469,16 @@ def format_graph(g: Graph) -> str:
             head += f"  [kept: {settings}]"
         if n.built_at:
             head += f"  @ {n.built_at}"
-        lines.append(head)
+        lines.append(head.rstrip())
         if n.op is not None and n.released:
             lines.append("        (saved arrays released by backward)")
         for s in n.saved:
-            alias = f"  {s.label}" if s.label else ""
+            notes = [note for note in (s.label, _ATTRIBUTE_TAG if s.attribute else "") if note]
+            verb = "keeps" if s.attribute else "saves"
             lines.append(
-                f"        saves {s.name:<12} {_shape_text(s.shape):<16} {s.dtype:<8} "
-                f"{human_bytes(s.nbytes):>10}{alias}"
+                f"        {verb} {s.name:<{save_name_w}}  {_shape_text(s.shape):<{save_shape_w}}  "
+                f"{s.dtype:<{save_dtype_w}}  {human_bytes(s.nbytes):>{save_bytes_w}}  "
+                f"{'  '.join(notes)}".rstrip()
             )
     totals = g.totals()
     if totals:
@@ -426,16 +487,23 @@ def format_graph(g: Graph) -> str:
                      f"{'of which extra':>15} {'output bytes':>13}")
         rows = sorted(totals.items(), key=lambda kv: -kv[1].saved_bytes)
         rows.append(("total", OpTotals(
-            sum(t.count for t in totals.values()), sum(t.saved_arrays for t in totals.values()),
-            g.saved_bytes, g.extra_saved_bytes, sum(t.output_bytes for t in totals.values()),
+            sum(t.count for t in totals.values()), g.distinct_saved_arrays,
+            g.distinct_saved_bytes, g.distinct_extra_bytes, sum(t.output_bytes for t in totals.values()),
         )))
         for name, t in rows:
             lines.append(f"  {name:<{width}}  {t.count:>6} {t.saved_arrays:>13} "
                          f"{human_bytes(t.saved_bytes):>12} {human_bytes(t.extra_saved_bytes):>15} "
                          f"{human_bytes(t.output_bytes):>13}")
-        lines.append("  (extra: saved arrays that no live Tensor holds, so not an input or output your code")
-        lines.append("   still references: memory held only for backward. Rows count an array once per op")
-        lines.append(f"   that saved it; each counted once, {human_bytes(g.distinct_saved_bytes)} saved, "
-                     f"{human_bytes(g.distinct_extra_bytes)} of it extra)")
+        lines.append("  (total: each saved array once. A row counts an array once per op that saved it: "
+                     "the rows")
+        lines.append(f"   add up to {human_bytes(g.saved_bytes)} saved, "
+                     f"{human_bytes(g.extra_saved_bytes)} extra. "
+                     "extra: saved arrays that no live Tensor holds (not")
+        lines.append("   an input or output your code still references): memory held only for backward.")
+        lines.append("   output bytes: every op's output at its size, whether still held or already freed)")
+        if any(s.attribute for s in saves):
+            lines.append("  (keeps: an array held as an op attribute, self.x = x, not given to "
+                         "save_for_backward:")
+            lines.append("   backward does not release it, so it lives as long as the graph)")
     lines += [f"  names: {note}" for note in g.name_notes]
     return "\n".join(lines)

@@ -1,8 +1,10 @@
 """Where the time goes: `with topgrad.profile() as p:` records every op; `print(p)` shows a table.
 
 Per op type it counts calls, forward and backward seconds and the bytes the ops saved for
-backward. Times are measured around each op's `forward`/`backward` call, so the engine's own
-bookkeeping (gradient accumulation, graph walk) is the difference to the wall time.
+backward, added up over the calls: the "saved (sum over calls)" column grows with every step,
+it is not memory held at once (`t.graph()` gives that, each array once). Times are measured
+around each op's `forward`/`backward` call, so the engine's own bookkeeping (gradient
+accumulation, graph walk) is the difference to the wall time.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ class OpStats:
     forward_s: float = 0.0
     backward_calls: int = 0
     backward_s: float = 0.0
-    saved_bytes: int = 0
+    saved_bytes: int = 0  # what each call saved for backward, summed over the calls
 
     @property
     def total_s(self) -> float:
@@ -96,18 +98,23 @@ def profile() -> Iterator[Profile]:
         p.wall_s += time.perf_counter() - start
 
 
+_SAVED_HEADER = "saved (sum over calls)"  # each call's saved arrays added up: not memory held at once
+
+
 def format_profile(p: Profile) -> str:
     """The table `print(profile)` shows, sorted by time."""
     rows = p.sorted()
     width = max([len("op"), *(len(name) for name, _ in rows)])
     total = p.op_s or 1.0
+    saved_w = len(_SAVED_HEADER)
     head = (f"{'op':<{width}} {'calls':>7} {'forward ms':>11} {'backward ms':>12} {'total ms':>10} "
-            f"{'%':>6} {'saved':>11}")
+            f"{'%':>6}  {_SAVED_HEADER:>{saved_w}}")
     lines = [head, "-" * len(head)]
     for name, s in rows:
         lines.append(
             f"{name:<{width}} {s.calls:>7} {s.forward_s * 1e3:>11.2f} {s.backward_s * 1e3:>12.2f} "
-            f"{s.total_s * 1e3:>10.2f} {100 * s.total_s / total:>6.1f} {human_bytes(s.saved_bytes):>11}"
+            f"{s.total_s * 1e3:>10.2f} {100 * s.total_s / total:>6.1f}  "
+            f"{human_bytes(s.saved_bytes):>{saved_w}}"
         )
     lines.append("-" * len(head))
     fwd = sum(s.forward_s for _, s in rows)
@@ -115,7 +122,7 @@ def format_profile(p: Profile) -> str:
     saved = sum(s.saved_bytes for _, s in rows)
     lines.append(
         f"{'ops':<{width}} {sum(s.calls for _, s in rows):>7} {fwd * 1e3:>11.2f} {bwd * 1e3:>12.2f} "
-        f"{(fwd + bwd) * 1e3:>10.2f} {100.0 if rows else 0.0:>6.1f} {human_bytes(saved):>11}"
+        f"{(fwd + bwd) * 1e3:>10.2f} {100.0 if rows else 0.0:>6.1f}  {human_bytes(saved):>{saved_w}}"
     )
     earlier = sum(max(s.backward_calls - s.calls, 0) for _, s in rows)
     if earlier:  # `loss.backward()` alone in the block: its ops' forwards ran before it

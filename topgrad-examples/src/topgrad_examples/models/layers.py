@@ -155,8 +155,8 @@ class BatchNorm(Module):
     def __init__(self, channels: int, momentum: float = 0.1) -> None:
         self.gamma = Tensor.ones(channels)
         self.beta = Tensor.zeros(channels)
-        self.running_mean = Tensor.zeros(channels)
-        self.running_var = Tensor.ones(channels)
+        self.running_mean = Tensor.zeros(channels, requires_grad=False)  # state, not trained: constants,
+        self.running_var = Tensor.ones(channels, requires_grad=False)  # as PyTorch's buffers
         self.momentum = momentum
 
     def forward(self, x: Tensor, training: bool | None = None) -> Tensor:

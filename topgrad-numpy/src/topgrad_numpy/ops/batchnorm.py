@@ -169,13 +169,12 @@ class BatchNorm(NumpyOp):
             self.save_for_backward(x_minus_mean=xc, centre=None, shift=shift, inv_std=invstd, gamma=gamma)
         else:
             self.save_for_backward(x=xc, running_mean=centre, shift=shift, inv_std=invstd, gamma=gamma)
-        self.training, self.has = training, (gamma is not None, beta is not None)
+        self.training, self.has_gamma, self.has_beta = training, gamma is not None, beta is not None
         return out.reshape(x.shape)
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:
         """The gradients of x, gamma and beta (None for those not given or not needed)."""
         xc, centre, shift, invstd, gamma = self._intermediate
-        has_gamma, has_beta = self.has
         C = invstd.shape[0]
         g2 = np.ascontiguousarray(grad).reshape(-1, C)
         scale = invstd * gamma if gamma is not None else invstd
@@ -183,7 +182,7 @@ class BatchNorm(NumpyOp):
         gx_sum = gxc_sum - _times_finite(shift, g_sum)  # sums of g * (x - mean): xc is x - mean + shift
         gbeta = g_sum.astype(g2.dtype)
         ggamma = (gx_sum * invstd).astype(g2.dtype)  # sum(g * x-hat)
-        grads = (ggamma if has_gamma else None, gbeta if has_beta else None)
+        grads = (ggamma if self.has_gamma else None, gbeta if self.has_beta else None)
         if not self.training:  # the statistics are constants: dL/dx = g * scale
             gw, sw = wide(g2, scale)
             return np.multiply(gw, sw).reshape(grad.shape), *grads

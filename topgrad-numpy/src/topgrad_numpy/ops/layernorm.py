@@ -55,7 +55,7 @@ class LayerNorm(NumpyOp):
             ow, bw = wide(out, beta)
             ow += bw
         self.save_for_backward(x_minus_mean=xc, inv_std=invstd, gamma=gamma)
-        self.has = (gamma is not None, beta is not None)
+        self.has_gamma, self.has_beta = gamma is not None, beta is not None
         return out.reshape(x.shape)
 
     def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:
@@ -69,7 +69,7 @@ class LayerNorm(NumpyOp):
         xc, invstd, gamma = self._intermediate
         if not self.saved_are_scratch:  # called by hand: the engine's backward reads xc later
             xc = xc.copy()
-        has_gamma, has_beta = self.has
+        has_gamma, has_beta = self.has_gamma, self.has_beta
         n, C = xc.shape
         g2 = np.ascontiguousarray(grad).reshape(-1, C)
         one = ones(C, g2.dtype)
