@@ -63,7 +63,7 @@ HEADER = """# Inside the example models
 One training step of each example model at batch {batch} (forward, loss, backward, SGD update):
 `topgrad.profile()`'s table per op type, then the saved-memory totals of `loss.graph()` before
 backward. Written by `python scripts/inside_models.py --out docs/inside-models.md`; the memory
-numbers are exact, the times are one run on one machine.
+numbers are exact, the times the median of five steps (after one warm-up) on one machine.
 
 """
 

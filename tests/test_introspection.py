@@ -23,6 +23,7 @@ import topgrad
 from helpers import Sizes, rand
 from topgrad import Op, Tensor
 from topgrad.gradcheck import GradcheckError
+from topgrad.graph import human_bytes as human
 from topgrad.trace import tracing
 
 F32 = 4  # bytes per element
@@ -89,7 +90,9 @@ def test_graph_totals_count_an_array_two_saves_share_once() -> None:
     assert g.extra_saved_bytes - g.distinct_extra_bytes == h_bytes
     assert g.distinct_extra_bytes == h_bytes, "only h is held for backward alone"
     text = str(g)
-    assert f"{h_bytes} B of it extra" in text and re.search(r"^  %0\s+const ", text, re.M), text
+    total = f"{human(g.distinct_saved_bytes)}\\s+{h_bytes} B"  # the total row counts h once
+    assert re.search(rf"^  total\s+3\s+3\s+{total}\s", text, re.M), text
+    assert re.search(r"^  %0\s+const ", text, re.M), text
     assert re.search(r"^  %1\s+leaf ", text, re.M), text
 
 
@@ -827,6 +830,10 @@ def test_gradcheck_fails_a_backward_that_writes_into_its_gradient() -> None:
         assert not result and result.failures == 0, str(result)
         text = str(result)
         assert text.startswith("gradcheck FAILED (") and "wrote into its incoming gradient" in text
+        # the report names the op (docs: "fails by name"), and its element line, within tolerance,
+        # does not read as the failure
+        assert "the backward of _CubeWritingIntoGrad (the op that made fn's output) wrote" in text, text
+        assert "worst element (within its tolerance): " in text, text
 
 
 def test_gradcheck_says_which_precision_it_used(backend_name: str) -> None:

@@ -117,8 +117,9 @@ class GradcheckResult:
                  f"rtol={self.rtol:g}{rounding})"]
         if self.worst is not None:
             w = self.worst
+            label = "worst element" if self.failures or self.ok else "worst element (within its tolerance)"
             lines.append(
-                f"  worst element: input {w.input}, index {w.index}: analytic {w.analytic:.8g}, "
+                f"  {label}: input {w.input}, index {w.index}: analytic {w.analytic:.8g}, "
                 f"numeric {w.numeric:.8g} (abs err {w.abs_err:.3g}, tolerance {w.tolerance:.3g}, "
                 f"rel err {w.rel_err:.3g})"
             )
@@ -226,9 +227,9 @@ def _check(
                              f"shape {a.shape}")
     sent = as64(seed_tensor)
     violation = ("" if sent.shape == r.shape and sent.values == (_float32(r.values) if single else r.values)
-                 else "an op's backward wrote into its incoming gradient (the seed changed); a backward "
-                 "must leave `grad` as it is: the engine hands one array to several ops (Add passes "
-                 "its grad to both inputs), so the others' gradients come out wrong")
+                 else f"the backward of {_op_name(y)} wrote into its incoming gradient (the seed changed); "
+                 "a backward must leave `grad` as it is: the engine hands one array to several ops (Add "
+                 "passes its grad to both inputs), so the others' gradients come out wrong")
 
     # In float32 a forward pass is only good to about float32 eps * sum|r * y|, so the central
     # difference carries a noise of that over the step: it is added to the tolerance. Output
@@ -484,6 +485,11 @@ class _StateKeeper(Observer):
             t.data = data
         for array, saved in self.arrays.values():
             array[...] = saved
+
+
+def _op_name(y: Tensor) -> str:
+    """The op that made fn's output (the one handed the check's seed), as a gradcheck report names it."""
+    return f"{type(y.op).__name__} (the op that made fn's output)" if y.op is not None else "an op"
 
 
 def _call(fn: Callable[..., Tensor], args: list[Tensor]) -> Tensor:
