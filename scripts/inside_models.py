@@ -63,22 +63,30 @@ HEADER = """# Inside the example models
 One training step of each example model at batch {batch} (forward, loss, backward, SGD update):
 `topgrad.profile()`'s table per op type, then the saved-memory totals of `loss.graph()` before
 backward. Written by `python scripts/inside_models.py --out docs/inside-models.md`; the memory
-numbers are exact, the times the median of five steps (after one warm-up) on one machine.
+numbers are exact, the times the median of {steps} steps (after one warm-up) on one machine.
 
 """
+
+
+def _positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"needs at least 1, got {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--models", nargs="*", default=["mlp", "conv", "deepconv", "attention"])
-    parser.add_argument("--steps", type=int, default=5, help="profiled steps; the median one is shown")
+    parser.add_argument("--steps", type=_positive, default=5, help="profiled steps; the median one is shown")
     parser.add_argument("--out", type=Path, help="also write the markdown to this file")
     args = parser.parse_args(argv)
     text = "\n".join(one_step(name, args.batch, args.steps) for name in args.models)
     print(text)
     if args.out:
-        args.out.write_text(HEADER.format(batch=args.batch) + text)
+        args.out.write_text(HEADER.format(batch=args.batch, steps=args.steps) + text)
 
 
 if __name__ == "__main__":

@@ -1372,14 +1372,18 @@ def test_op_is_the_public_way_into_the_graph() -> None:
 
 
 def test_a_one_element_tensor_formats_as_its_number() -> None:
-    """`f"{loss:.4f}"` raised "unsupported format string passed to Tensor.__format__"."""
+    """`f"{loss:.4f}"` raised "unsupported format string passed to Tensor.__format__". As in
+    PyTorch, a 0-d tensor formats as its number (an empty spec too); any other takes no spec."""
     x = rand((3,), 61)
     loss, tloss = (Tensor(x) * 2.0).mean(), (torch.tensor(x) * 2.0).mean()
-    for spec in (".4f", "8.3e", "g", ">12.2%"):
+    for spec in (".4f", "8.3e", "g", ">12.2%", ""):
         assert format(loss, spec) == format(tloss, spec), spec
-    assert f"{loss}" == str(loss)
-    with pytest.raises(TypeError, match=r"format spec '.2f' for a Tensor of shape \(3,\)"):
-        f"{Tensor(x):.2f}"
+    assert f"{Tensor(x)}" == str(Tensor(x))
+    for shape in ((3,), (1,)):  # PyTorch refuses a spec for a one-element 1-d tensor too
+        with pytest.raises(TypeError, match=rf"format spec '.2f' for a Tensor of shape \({shape[0]},\)"):
+            f"{Tensor(x[: shape[0]]):.2f}"
+        with pytest.raises(TypeError):
+            f"{torch.tensor(x[: shape[0]]):.2f}"
 
 
 def test_in_is_refused_where_it_would_answer_by_identity() -> None:
@@ -1404,6 +1408,8 @@ def test_pickle_makes_a_computed_tensor_a_leaf_and_deepcopy_refuses_it() -> None
     assert_close(back.grad, np.ones(3), "a backward from the unpickled leaf")
     with pytest.raises(RuntimeError, match="deepcopy of a tensor computed by Mul: only leaves"):
         copy.deepcopy(h)
+    copy.copy(w * 3.0).sum().backward()  # a shallow copy is the same node: the gradient reaches w
+    assert_close(w.grad, np.full(3, 3.0), "w's gradient through copy.copy")
     w.grad = topgrad.get_backend().asarray(np.full(3, 5.0, np.float32))
     twin = copy.deepcopy([w, w])  # the memo keeps one copy for one tensor
     assert twin[0] is twin[1] and twin[0] is not w and twin[0].requires_grad

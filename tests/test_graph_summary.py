@@ -131,9 +131,20 @@ def test_a_reshaped_input_is_named_once_with_why() -> None:
     w = Tensor(rand((12, 2), 2))
     text = str(images.reshape(2, 12).linear(w).sum().graph({"images": images, "w": w}))
     assert _lines(text, "names:") == [
-        "names: not in this graph, as a reshaped or copied tensor is a new one: "
+        "names: not in this graph, as a reshaped tensor is a new one: "
         "'images' (%0 shares its memory)"
     ], text
+
+
+def test_a_slice_of_the_same_dataset_is_not_said_to_share_the_batchs_memory() -> None:
+    """A stale batch `data[0:4]` beside the one used (`data[4:8]`, reshaped) was reported as "%0
+    shares its memory": both are views of one dataset array, yet they share no element."""
+    data = rand((8, 2, 3), 7)
+    used, stale = Tensor(data[4:8], requires_grad=False), Tensor(data[0:4], requires_grad=False)
+    w = Tensor(rand((6, 2), 8))
+    text = str(used.reshape(4, 6).linear(w).sum().graph({"batch": stale, "used": used, "w": w}))
+    assert "'batch'" not in text, text
+    assert "'used' (%0 shares its memory)" in text, text
 
 
 def test_a_long_list_of_missing_names_is_shortened() -> None:

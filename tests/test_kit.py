@@ -748,3 +748,7 @@ def test_k_runs_only_the_cases_it_names() -> None:
         right = format_report(run("one-at-zero", only="ReLU[(3,4)]"))
     assert "ReLU[(2,4) zeros] backward" in wrong and wrong.endswith("0 passed, 1 failed"), wrong
     assert right.endswith("1 passed, 0 failed"), right
+    with _numpy_variant("one-at-zero", ReLU=_relu_one_at_zero()):  # a case id inside an expression:
+        both = run("one-at-zero", only="ReLU[(2,4) zeros] or Reshape")  # its brackets hold its parentheses
+    assert [r.name for r in both.rows] == ["ReLU", "Reshape"], format_report(both)
+    assert both.rows[0].failures and all("ReLU[(2,4) zeros]" in f for f in both.rows[0].failures)

@@ -366,6 +366,21 @@ def test_a_conflict_names_the_distribution_of_each_plugin(install: Callable[...,
         "toy-b 2.0); keep one of them: pip uninstall toy-a, or pip uninstall toy-b")
 
 
+def test_a_conflict_within_one_distribution_does_not_advise_uninstalling_it(
+    install: Callable[..., None],
+) -> None:
+    """Two entry points of one distribution offered a backend: the advice, "pip uninstall toy-suite",
+    would have removed both offers."""
+    install(_entry_of("toy-suite", "toy_cpu", BackendsPlugin(spec("toy")), "toy_suite.cpu", "1.0"),
+            _entry_of("toy-suite", "toy_gpu", BackendsPlugin(spec("toy")), "toy_suite.gpu", "1.0"))
+    with pytest.raises(BackendConflictError) as info:
+        topgrad.set_backend("toy")
+    assert "uninstall" not in str(info.value), info.value
+    assert str(info.value).endswith(
+        "toy-suite offers it through more than one entry point, which its authors must fix (or "
+        "register_backend(spec, replace=True) picks one in-process)"), info.value
+
+
 def test_a_conflict_with_an_in_process_plugin_says_to_stop_registering_it(
     install: Callable[..., None],
 ) -> None:
@@ -1044,6 +1059,13 @@ _PLUGIN_MISTAKES = {  # a plugin module's source; `# here` marks the line its wa
         @hookimpl
         def topgrad_backends():
             return [1 / 0]  # here
+        """,
+    "hook pluggy refuses": """\
+        from topgrad import hookimpl  # here: the module (pluggy's own frames are no place to fix)
+
+        @hookimpl(wrapper=True)
+        def topgrad_backends():
+            return []
         """,
     "hook asks for a wrong argument": """
         from topgrad import hookimpl

@@ -102,6 +102,16 @@ def test_zero_out_gives_zero_dim_and_dense_grads_back_written(backend) -> None:
     assert a.item() == 1.5
 
 
+def test_a_view_past_the_strided_stores_dimensions_gets_new_arrays(backend) -> None:
+    """A 7-d strided .grad collapses to more dimensions than the strided store takes: zero_out raised
+    (the store's limit) where it had given new zeros, and gives new zeros again. (accumulate reads
+    such a .grad through the same six dimensions, and says so, as before.)"""
+    big = torch.ones((4,) * 7, device=backend.device)
+    grad = big[(slice(None, None, 2),) * 7]
+    zeros = backend.zero_out(grad)
+    assert zeros is not grad and not zeros.any().item() and big.all().item()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="another device than the backend's: a GPU")
 def test_a_grad_on_another_device_gets_new_arrays_on_the_backends(backend) -> None:
     """A CPU `.grad` for a backend on the GPU (kernels cannot write host memory): new arrays on the

@@ -24,6 +24,7 @@ from types import CodeType
 from typing import Any
 
 from topgrad.gradcheck import _read
+from topgrad.graph import check_names
 from topgrad.observe import Observer, dtype_name, observing
 from topgrad.op import Op
 from topgrad.registry import get_backend
@@ -119,12 +120,6 @@ def user_frames(skip_modules: tuple[str, ...] = (), limit: int = FRAMES,
     return tuple(found)
 
 
-def user_site(skip_modules: tuple[str, ...] = ()) -> str | None:
-    """'file.py:12 in fn: source line' of the first caller outside topgrad (and `skip_modules`)."""
-    frames = user_frames(skip_modules, limit=1, depth=2)
-    return BuiltAt(frames).innermost() if frames else None
-
-
 class _Checking(threading.local):
     """Set while this thread runs a check's own reduction: a backend whose Sum composes ops
     through `Op.apply` would otherwise be checked (and check itself) again."""
@@ -187,8 +182,6 @@ def _bad(array: Any, inf_counts: bool = True) -> bool:
 def _input_text(i: int, x: Any, names: Mapping[int, str]) -> str:
     """What input `i` is, for an error: its name (from `detect_anomaly(names=...)`), whether it is
     a trainable leaf, a constant or an op's output, and its shape."""
-    if isinstance(x, Op):  # a parent in backward: the op that made input i
-        return f"input {i} is the output of a {type(x).__name__} op"
     name = names.get(id(x))
     shape = tuple(int(d) for d in x.shape)
     if x.op is not None:
@@ -214,7 +207,7 @@ class AnomalyDetector(Observer):
         self.names: dict[int, str] = {}
         self._held: list[Tensor] = []  # the named tensors, kept alive so that their ids stay theirs
         if names is not None:
-            _check_names(names)
+            check_names(names, "detect_anomaly")
             for name, t in names.items():
                 self.names[id(t)] = name
                 self._held.append(t)
@@ -245,7 +238,8 @@ class AnomalyDetector(Observer):
             which = "; ".join(_input_text(i, args[i], self.names) for i in bad_inputs)
             if not self.names and any(args[i].op is None for i in bad_inputs):
                 which += " (detect_anomaly(names={'w': w, ...}) names it)"
-            cause = (f"input {', '.join(map(str, bad_inputs))} already contained NaN/Inf "
+            held = "NaN/Inf" if self.inf else "NaN"
+            cause = (f"input {', '.join(map(str, bad_inputs))} already contained {held} "
                      "(the values came from outside this op: data, parameters or an op run "
                      f"before anomaly mode began): {which}")
         else:
@@ -288,19 +282,6 @@ class AnomalyDetector(Observer):
                 f"shape {tuple(g.shape)}, has {_describe(nan, inf, size)}; {cause}.{where}",
                 name, "backward", built_at or None, stack,
             )
-
-
-def _check_names(names: Any) -> None:
-    """A TypeError unless `names` maps str to Tensor, as `graph(names)` takes it."""
-    if not isinstance(names, Mapping):
-        got = f"a {type(names).__name__}"
-    else:
-        wrong = [(k, v) for k, v in names.items() if not (isinstance(k, str) and isinstance(v, Tensor))]
-        if not wrong:
-            return
-        got = f"{wrong[0][0]!r:.40}: a {type(wrong[0][1]).__name__}"
-    raise TypeError(f"detect_anomaly: names maps names to Tensors, as {{'x': x, 'w': w}} (the "
-                    f"mapping graph() takes), got {got}")
 
 
 @contextlib.contextmanager

@@ -11,12 +11,14 @@ from pathlib import Path
 from types import CodeType, FrameType, ModuleType, TracebackType
 from typing import Any
 
+import pluggy
+
 _PACKAGE = os.path.join(str(Path(__file__).parent), "")  # with the separator: not topgrad_numpy/
 _STDLIB = os.path.dirname(os.__file__)
 # What runs between the user and topgrad (`python -m`, the import of a plugin module): never the
 # line a warning is about, so warnings look past it.
 _MACHINERY = (os.path.join(_STDLIB, "importlib", ""), os.path.join(_STDLIB, "runpy.py"),
-              "<frozen importlib", "<frozen runpy>")
+              "<frozen importlib", "<frozen runpy>", os.path.join(os.path.dirname(pluggy.__file__), ""))
 _PLUGIN_WARNINGS: dict[Any, Any] = {}  # warnings shown at a plugin's line: each once, like any warning
 
 Location = tuple[str, int, dict[str, Any]]  # filename, line, its module's globals (for its name)
@@ -28,7 +30,7 @@ def warn(message: str, *where: object) -> None:
     raised) found outside topgrad; else the user's first line outside topgrad, importlib and runpy
     (never registry.py, nor `<frozen runpy>` under `python -m`)."""
     for place in where:
-        found = _location(place)
+        found = _location(place) if place is not None else None
         if found is not None:
             _emit(message, found, _PLUGIN_WARNINGS)
             return

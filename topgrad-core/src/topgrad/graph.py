@@ -171,7 +171,7 @@ def build(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Graph:
     if not isinstance(t, Tensor):
         raise TypeError(f"graph: needs a Tensor, got {type(t).__name__}")
     if names is not None:
-        _check_names(names)
+        check_names(names)
     order = _toposort(t._op) if t._op is not None else [t]
     index = {id(node): i for i, node in enumerate(order)}
     label = {id(tensor): name for name, tensor in (names or {}).items()}
@@ -239,12 +239,12 @@ def _name_notes(
     for name, t in missing:
         if t.requires_grad:
             continue
-        views = [key for key, leaf in leaves.items() if _root(leaf.data) is _root(t.data)]
+        views = [key for key, leaf in leaves.items() if _overlap(leaf.data, t.data)]
         if views:
             share = "shares" if len(views) == 1 else "share"
             viewed.append(f"{name!r} ({', '.join(views)} {share} its memory)")
     if viewed:
-        notes.append("not in this graph, as a reshaped or copied tensor is a new one: "
+        notes.append("not in this graph, as a reshaped tensor is a new one: "
                      + _some(viewed, quote=False))
     for name, t in names.items():
         if id(t) in ids and label[id(t)] != name:
@@ -259,9 +259,10 @@ def _some(items: list[str], quote: bool = True) -> str:
     return ", ".join(shown) + (f" and {rest} more" if rest else "")
 
 
-def _check_names(names: Any) -> None:
+def check_names(names: Any, who: str = "graph") -> None:
     """A TypeError that says what `names` was, where it is not {name: Tensor} (a list of tensors,
-    a dict of arrays): its type, or the first entry that is not a str key with a Tensor value."""
+    a dict of arrays): its type, or the first entry that is not a str key with a Tensor value.
+    `who` takes it (graph, detect_anomaly)."""
     if not isinstance(names, Mapping):
         got = f"a {type(names).__name__}"
     else:
@@ -269,7 +270,8 @@ def _check_names(names: Any) -> None:
         if not wrong:
             return
         got = f"{wrong[0][0]!r:.40}: a {type(wrong[0][1]).__name__}"
-    raise TypeError(f"graph: names maps names to Tensors, as {{'x': x, 'w': w}}, got {got}")
+    also = "" if who == "graph" else " (the mapping graph() takes)"
+    raise TypeError(f"{who}: names maps names to Tensors, as {{'x': x, 'w': w}}{also}, got {got}")
 
 
 def _dtype_text(dtype: Any) -> str:
@@ -360,6 +362,33 @@ def _same(a: Any, b: Any) -> bool:
         return False
     where = _region(a)
     return where is None or where == _region(b)  # where unknown: as one
+
+
+def _overlap(a: Any, b: Any) -> bool:
+    """Whether `a` and `b`, views of one owner, span common bytes (the batch and its reshape do; two
+    slices of one dataset array do not). Where the extent is unknown: as shared."""
+    if _root(a) is not _root(b):
+        return False
+    spans = [_extent(a), _extent(b)]
+    if None in spans:
+        return True
+    (lo_a, hi_a), (lo_b, hi_b) = spans  # type: ignore[misc]
+    return lo_a < hi_b and lo_b < hi_a
+
+
+def _extent(a: Any) -> tuple[int, int] | None:
+    """[first, last + 1) bytes an array's elements span, from its address, shape and strides."""
+    where = _region(a)
+    if where is None:
+        return None
+    address, shape, strides = where
+    if 0 in shape:
+        return address, address
+    size = a.element_size() if callable(getattr(a, "element_size", None)) else a.itemsize
+    step = size if callable(getattr(a, "data_ptr", None)) else 1  # torch's strides count elements
+    low = sum(min(0, (n - 1) * st * step) for n, st in zip(shape, strides))
+    high = sum(max(0, (n - 1) * st * step) for n, st in zip(shape, strides))
+    return address + low, address + high + size
 
 
 def _region(a: Any) -> tuple[Any, ...] | None:

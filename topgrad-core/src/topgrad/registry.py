@@ -55,7 +55,8 @@ def plugin_manager() -> pluggy.PluginManager:
             except Exception as exc:  # a broken plugin must not break the others
                 hook, why = _wrong_arguments(plugin) or (None, f"{type(exc).__name__}: {exc}")
                 _skipped[name] = why
-                warn(f"topgrad: plugin {name!r} ({ep.value}) failed to load and is skipped: {why}", hook, exc)
+                warn(f"topgrad: plugin {name!r} ({ep.value}) failed to load and is skipped: {why}", hook, exc,
+                     plugin)
                 continue
             _warn_unused_hooks(plugin, name)
             if not any(caller.name in _HOOKS for caller in manager.get_hookcallers(plugin) or ()):
@@ -250,9 +251,15 @@ def _conflict(name: str, owners: list[str]) -> str:
     order = list(_entries)
     owners = sorted(owners, key=lambda owner: order.index(owner) if owner in order else len(order))
     *others, last = [_plugin_origin(owner) for owner in owners]
+    dists = [_distribution(owner) for owner in owners]
+    shared = {d for d in dists if d is not None and dists.count(d) > 1}
     ways = list(dict.fromkeys(_removal(owner) for owner in owners))
-    advice = (f"keep one of them: {', or '.join(ways)}" if len(ways) == 2
-              else f"keep one of them, removing the others: {'; '.join(ways)}")
+    if shared:  # uninstalling that distribution would remove every offer it makes
+        advice = (f"{' and '.join(sorted(shared))} offers it through more than one entry point, which "
+                  "its authors must fix (or register_backend(spec, replace=True) picks one in-process)")
+    else:
+        advice = (f"keep one of them: {', or '.join(ways)}" if len(ways) == 2
+                  else f"keep one of them, removing the others: {'; '.join(ways)}")
     return (f"backend {name!r} is offered by {_NUMBERS.get(len(owners), len(owners))} plugins, "
             f"{', '.join(others)} and {last}; {advice}")
 

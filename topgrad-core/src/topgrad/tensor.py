@@ -312,14 +312,14 @@ class Tensor:
         return self.item()
 
     def __format__(self, spec: str) -> str:
-        """`f"{loss:.4f}"`: a one-element tensor formats as its number, as in PyTorch; an empty
-        spec gives repr's text."""
+        """`f"{loss:.4f}"`: a 0-d tensor (a loss, a sum) formats as its number, as in PyTorch; any
+        other takes no format spec (an empty one gives repr's text)."""
+        if not self.shape:
+            return format(self.item(), spec)
         if not spec:
             return str(self)
-        if self.size != 1:
-            raise TypeError(f"format spec {spec!r} for a Tensor of shape {self.shape}: only a one-element "
-                            "tensor formats as a number; format t.item() of a reduced one, or t.numpy()")
-        return format(self.item(), spec)
+        raise TypeError(f"format spec {spec!r} for a Tensor of shape {self.shape}: only a 0-d tensor "
+                        "formats as a number, as in PyTorch; format t.item() (one element) or t.numpy()")
 
     def __int__(self) -> int:
         """`int(t)` of a one-element tensor, truncated toward zero, as in PyTorch."""
@@ -379,6 +379,14 @@ class Tensor:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._data, self._grad, self._requires_grad = state["data"], state["grad"], state["requires_grad"]
         self._op, self._updated_at = None, 0
+
+    def __copy__(self) -> Tensor:
+        """copy.copy: a second Tensor for the same node (same array, op and .grad), as before pickle's
+        state was defined: a computed tensor's copy still leads backward to its graph."""
+        copied = Tensor.__new__(Tensor)
+        for slot in ("_data", "_grad", "_op", "_requires_grad", "_updated_at"):
+            setattr(copied, slot, getattr(self, slot))
+        return copied
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Tensor:
         """A leaf's copy (values and .grad copied); a computed tensor is refused, as in PyTorch: its

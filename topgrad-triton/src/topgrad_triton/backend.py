@@ -15,7 +15,7 @@ import topgrad
 from topgrad.arguments import none_is_not_numbers, objects_are_not_numbers, text_is_not_numbers
 
 from topgrad_triton import runtime
-from topgrad_triton.shapes import distinct_elements
+from topgrad_triton.shapes import collapse, distinct_elements
 
 
 def _guarded_helper(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -170,7 +170,7 @@ class TritonBackend(topgrad.Backend):
         float dtype on this device."""
         torch, ew = self._torch, self._ew
         floating = isinstance(a, torch.Tensor) and a.is_floating_point()
-        if not (floating and a.device == self.device):
+        if not (floating and a.device == self.device and self._storable(a)):
             dtype = a.dtype if floating else torch.float32
             a = torch.empty(tuple(a.shape), dtype=dtype, device=self.device)
         return ew.elementwise(ew.COPY, 0.0, name="zero_out", out_shape=tuple(a.shape), out=a)
@@ -182,8 +182,15 @@ class TritonBackend(topgrad.Backend):
         return a
 
     def _writable(self, a: Any) -> bool:
-        """Whether kernels may write `a` in place: on this device, no two elements sharing memory."""
-        return a.device == self.device and (a.is_contiguous() or distinct_elements(a.shape, a.stride()))
+        """Whether kernels may write `a` in place: on this device, no two elements sharing memory,
+        within the strided store's dimensions."""
+        return a.device == self.device and (a.is_contiguous() or (
+            distinct_elements(a.shape, a.stride()) and self._storable(a)))
+
+    def _storable(self, a: Any) -> bool:
+        """Whether the strided store reaches every element of `a`: dense, or its strides collapse to
+        at most MAX_DIMS dimensions (else the helpers make a new array, as before)."""
+        return bool(a.is_contiguous() or len(collapse(tuple(a.shape), a.stride())[0]) <= self._ew.MAX_DIMS)
 
     @_guarded_helper
     def sub(self, a: Any, b: Any) -> Any:

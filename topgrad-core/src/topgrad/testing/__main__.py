@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         print(NEEDS_NUMPY, file=sys.stderr)
         return 2
     from topgrad.testing.outcome import RTOL
-    from topgrad.testing.runner import format_report, matcher, run
+    from topgrad.testing.runner import format_report, run
+    from topgrad.testing.selection import matcher
 
     try:
         matcher(args.only)

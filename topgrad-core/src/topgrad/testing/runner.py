@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
 from topgrad import registry
 from topgrad.errors import (
@@ -21,6 +20,7 @@ from topgrad.testing.helpers import HELPER_CHECKS
 from topgrad.testing.opcheck import check_backward, check_forward, check_reference
 from topgrad.testing.optimizers import OPTIMIZER_CHECKS
 from topgrad.testing.outcome import RTOL, Outcome, helper_advice, merge, missing_helpers
+from topgrad.testing.selection import matcher
 
 R = TypeVar("R")
 
@@ -159,8 +159,9 @@ def _single(section: str, name: str, check: Callable[[float], Outcome], rtol: fl
 
 
 def helper_row(helper: str) -> str:
-    """The label of the helper check that covers `helper`: "full" is checked by "zeros/ones/full"."""
-    return next(label for label in HELPER_CHECKS if helper in label.split("/"))
+    """The label of the helper check that covers `helper`: "full" is checked by "zeros/ones/full";
+    a helper no check covers gets a row of its own name."""
+    return next((label for label in HELPER_CHECKS if helper in label.split("/")), helper)
 
 
 def _missing_helper_row(helper: str) -> Row:
@@ -180,86 +181,6 @@ def selected(name: str) -> Iterator[None]:
         yield
     finally:
         registry._current, registry._selected = previous
-
-
-_KEYWORDS = ("and", "or", "not")
-
-
-def matcher(expression: str | None) -> Callable[[str], bool]:
-    """What `-k` selects, as pytest's `-k` does: a name matches a case-insensitive substring, or an
-    expression of them with `and`, `or`, `not` and parentheses. Text without those words is one
-    substring, spaces and brackets included ("Adam weight_decay", "Conv2d[3x3 s2 p1]"). A malformed
-    expression is a ValueError that says where."""
-    if expression is None:
-        return lambda name: True
-    words = expression.split()
-    if not any(word in _KEYWORDS for word in words):
-        text = " ".join(words).lower()
-        return lambda name: text in name.lower()
-    return _Parser(expression).parse()
-
-
-class _Parser:
-    """A recursive-descent parser of pytest's -k grammar: or < and < not < ( ) and substrings."""
-
-    def __init__(self, expression: str) -> None:
-        self.expression = expression
-        self.tokens = re.findall(r"[()]|[^\s()]+", expression)
-        self.at = 0
-
-    def parse(self) -> Callable[[str], bool]:
-        """The whole expression as a predicate on names; ValueError where it does not parse."""
-        match = self._or()
-        if self.at < len(self.tokens):
-            self._error(f"unexpected {self.tokens[self.at]!r}")
-        return match
-
-    def _error(self, what: str) -> NoReturn:
-        raise ValueError(f"-k {self.expression!r}: {what} (an expression joins substrings with and, or, "
-                         "not and parentheses, as pytest's -k does)")
-
-    def _peek(self) -> str | None:
-        return self.tokens[self.at] if self.at < len(self.tokens) else None
-
-    def _or(self) -> Callable[[str], bool]:
-        parts = [self._and()]
-        while self._peek() == "or":
-            self.at += 1
-            parts.append(self._and())
-        return parts[0] if len(parts) == 1 else lambda name: any(p(name) for p in parts)
-
-    def _and(self) -> Callable[[str], bool]:
-        parts = [self._not()]
-        while self._peek() == "and":
-            self.at += 1
-            parts.append(self._not())
-        return parts[0] if len(parts) == 1 else lambda name: all(p(name) for p in parts)
-
-    def _not(self) -> Callable[[str], bool]:
-        token = self._peek()
-        if token == "not":
-            self.at += 1
-            inner = self._not()
-            return lambda name: not inner(name)
-        if token == "(":
-            self.at += 1
-            inner = self._or()
-            if self._peek() != ")":
-                self._error("a '(' has no ')'")
-            self.at += 1
-            return inner
-        return self._substring()
-
-    def _substring(self) -> Callable[[str], bool]:
-        words = []
-        while self._peek() not in (None, "(", ")", *_KEYWORDS):
-            words.append(self.tokens[self.at])
-            self.at += 1
-        if not words:
-            found = self._peek()
-            self._error(f"a name is missing before {found!r}" if found else "a name is missing at the end")
-        text = " ".join(words).lower()
-        return lambda name: text in name.lower()
 
 
 def _op_cases(op: str, selects: Callable[[str], bool]) -> list[Case] | None:
@@ -286,6 +207,7 @@ def run(name: str, rtol: float = RTOL, only: str | None = None) -> Report:
         lacking += [row.lacks for row in [*ops, *helpers.values(), *optimizers] if row.lacks]
         helpers.update((helper_row(h), _missing_helper_row(h)) for h in dict.fromkeys(lacking))
     in_order = [helpers[label] for label in HELPER_CHECKS if label in helpers]
+    in_order += [row for label, row in helpers.items() if label not in HELPER_CHECKS]
     return Report(name, [*ops, *in_order, *optimizers])
 
 
