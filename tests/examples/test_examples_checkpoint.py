@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -156,3 +160,53 @@ def test_npz_that_is_not_a_checkpoint(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(checkpoint.CheckpointError, match="no such checkpoint"):
         _load_into(tmp_path / "nope.npz")
+
+
+def test_a_checkpoint_of_another_format_version_names_both_versions(tmp_path: Path, saved: Path) -> None:
+    """Format 2 (a later release's file) was "not a topgrad-examples checkpoint"."""
+    arrays = dict(checkpoint.read(saved))
+    arrays["meta/format"] = np.array("topgrad-examples-checkpoint/2")
+    np.savez(tmp_path / "v2.npz", **arrays)
+    with pytest.raises(checkpoint.OtherFormatError, match=(
+            r"v2\.npz: a topgrad-examples checkpoint of format 2; this version reads format 1: use the "
+            r"topgrad-examples version that wrote it$")):
+        checkpoint.read(tmp_path / "v2.npz")
+
+
+def test_a_save_reaches_the_disk_before_it_replaces_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """os.replace without fsync: after a power loss the file at the path could be empty or half
+    written. The file is synced before the rename, its folder (the rename) after."""
+    calls: list[str] = []
+    fsync, replace = os.fsync, os.replace
+
+    def logged_fsync(fd: int) -> None:
+        calls.append("fsync folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        fsync(fd)
+
+    def logged_replace(*args: Any) -> None:
+        calls.append("replace")
+        replace(*args)
+
+    monkeypatch.setattr(os, "fsync", logged_fsync)
+    monkeypatch.setattr(os, "replace", logged_replace)
+    model, optimizer = trained(MLP(hidden=(8,)), steps=1)
+    checkpoint.save(tmp_path / "ck.npz", "mlp", model, optimizer, 1, CONFIG, np.zeros((1, 3)))
+    assert calls == ["fsync file", "replace", "fsync folder"]
+
+
+def test_a_folder_that_refuses_fsync_still_gets_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fsync = os.fsync
+
+    def no_folder_fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", no_folder_fsync)
+    model, optimizer = trained(MLP(hidden=(8,)), steps=1)
+    path = checkpoint.save(tmp_path / "ck.npz", "mlp", model, optimizer, 1, CONFIG, np.zeros((1, 3)))
+    assert int(checkpoint.read(path)["meta/epoch"]) == 1

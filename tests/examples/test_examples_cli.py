@@ -34,7 +34,7 @@ def test_help_documents_the_exit_statuses(capsys: pytest.CaptureFixture[str]) ->
     assert info.value.code == 0
     statuses = out[out.index("exit status"):]
     for status, meaning in [("0", "success"), ("1", "failure"), ("2", "usage"), ("130", "Ctrl-C"),
-                            ("141", "pipe")]:
+                            ("143", "SIGTERM"), ("129", "SIGHUP"), ("141", "pipe")]:
         assert re.search(rf"^\s+{status}\s+.*{meaning}", statuses, re.MULTILINE | re.IGNORECASE), statuses
 
 
@@ -137,6 +137,88 @@ def test_ctrl_c_exits_130_after_saying_what_was_saved(tiny_data: Path, tmp_path:
     assert epoch >= 1 and err.strip().endswith(
         f"interrupted; {ck} holds epoch {epoch}: go on with --resume {ck} --save {ck}"), err
     assert "Traceback" not in err, err
+
+
+def test_sigterm_exits_143_after_saying_what_was_saved(tiny_data: Path, tmp_path: Path) -> None:
+    """`docker stop`, a batch system's preemption: a real SIGTERM ended the run without a word,
+    status -15, as if killed; it stops as Ctrl-C does."""
+    ck = tmp_path / "run.npz"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "topgrad_examples.train", "mlp", "--data-dir", str(tiny_data), "--epochs",
+         "100000", "--batch-size", "16", "--save", str(ck), "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("epoch 1/"):
+                proc.send_signal(signal.SIGTERM)
+                break
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    epoch = int(checkpoint.read(ck)["meta/epoch"])
+    assert err.strip().endswith(
+        f"interrupted by SIGTERM; {ck} holds epoch {epoch}: go on with --resume {ck} --save {ck}"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.npz", "tiny"]  # no hidden temporary file
+
+
+class _UnhandledError(Exception):
+    """Raised by the test's own handler: the signal reached a run that does not handle it."""
+
+
+@pytest.mark.parametrize("name", [n for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)])
+def test_a_stop_signal_while_a_checkpoint_is_written_leaves_no_temporary_file(
+    name: str, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGTERM or SIGHUP while the checkpoint's temporary file was written left `.run.npz.XXXX.tmp`
+    behind for good; now the run stops as for Ctrl-C (the temporary file removed, one line, status
+    128 + the signal), and the handlers it found are back afterwards."""
+    number = getattr(signal, name)
+    ck = tmp_path / "run.npz"
+    savez = np.savez
+
+    def savez_then_signal(file: Any, **arrays: Any) -> None:
+        savez(file, **arrays)
+        os.kill(os.getpid(), number)
+
+    def unhandled(signum: int, frame: object) -> None:
+        raise _UnhandledError(name)
+
+    monkeypatch.setattr(np, "savez", savez_then_signal)
+    previous = signal.signal(number, unhandled)
+    try:
+        code = train.main(["mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST])
+        assert signal.getsignal(number) is unhandled
+    finally:
+        signal.signal(number, previous)
+    err = capsys.readouterr().err
+    assert code == 128 + number and err.strip() == (
+        f"topgrad-train: interrupted by {name}; epoch 1's save was cut short, so {ck} was not written"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on Windows")
+def test_a_sighup_ignored_before_stays_ignored(tiny_data: Path, capsys,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """`nohup topgrad-train ...`: a run started with SIGHUP ignored goes on when its terminal closes."""
+    evaluate = train.evaluate
+
+    def hangup_then_evaluate(*args: Any, **kwargs: Any) -> float:
+        os.kill(os.getpid(), signal.SIGHUP)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train, "evaluate", hangup_then_evaluate)
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        assert run(capsys, "mlp", "--data-dir", str(tiny_data), *FAST)[0] == 0
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 def _close_fd(fd: int) -> Any:

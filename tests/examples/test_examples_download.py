@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import http.client
 import http.server
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from topgrad_examples import data, download, files, idx, progress
+from topgrad_examples import data, download, files, idx, progress, train
 from topgrad_examples.download import DownloadError, fetch, fetch_from_mirrors
 
 PAYLOAD = b"topgrad" * 5000
@@ -426,3 +427,89 @@ def test_ctrl_c_during_topgrad_trains_download_leaves_the_cache_as_it_was(
         data.load_dataset("mnist", mirrors=[f"{server}/good"], timeout=5, log=lambda message: None)
     kept = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]  # no hidden .part file
     assert leftovers(cache / "topgrad" / "mnist") == kept
+
+
+# ---- a download folder that cannot be made or written ---------------------------------------------
+def _read_only(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """Make `folder` refuse new files as a read-only mount does (a chmod stops no root user, and
+    the tests may run as one)."""
+    new_file = files._new_file
+
+    def refuse(where: Path, prefix: str, suffix: str) -> tuple[int, Path]:
+        if Path(where) == folder:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return new_file(where, prefix, suffix)
+
+    monkeypatch.setattr(files, "_new_file", refuse)
+
+
+def test_a_cache_folder_that_cannot_be_made_falls_back_without_a_traceback(
+    server: str, tmp_path: Path, make_dataset, isolated_search: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """XDG_CACHE_HOME=/dev/null/x (here: below a file): mkdir's NotADirectoryError was a traceback,
+    not MNIST's bundled subset or Fashion-MNIST's one-line error; no mirror is contacted."""
+    _serve_dataset(tmp_path, make_dataset, monkeypatch)
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "afile" / "x"))
+    cache = tmp_path / "afile" / "x" / "topgrad" / "mnist"
+    messages: list[str] = []
+    assert data.load_dataset("mnist", mirrors=[f"{server}/good"], timeout=5,
+                             log=messages.append).source == data.BUNDLED
+    assert len(messages) == 1 and not messages[0].startswith("downloading"), messages
+    assert (f"and its download folder {cache} cannot be written (Not a directory); using the bundled "
+            "subset") in messages[0], messages
+    assert messages[0].endswith(f"or set $XDG_CACHE_HOME to a folder you can write (or make {cache} "
+                                "writable) and run again to download them."), messages
+    with pytest.raises(data.DatasetNotFoundError, match=r"download folder .*fashion-mnist cannot be written "
+                                                        r"\(Not a directory\)\. .*set \$XDG_CACHE_HOME"):
+        data.load_dataset("fashion-mnist", mirrors=[f"{server}/good"], timeout=5, log=messages.append)
+    with pytest.raises(download.FolderNotWritableError, match=r"cannot keep a download there"):
+        fetch_from_mirrors([f"{server}/good"], "file.bin", cache / "file.bin", sha256(PAYLOAD), timeout=5)
+
+
+def test_a_read_only_cache_is_said_before_any_mirror_is_contacted(
+    server: str, tmp_path: Path, make_dataset, isolated_search: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each mirror was contacted (up to 30 s each), each download failed, and the advice was to
+    "run once online": being online was never what was missing."""
+    _serve_dataset(tmp_path, make_dataset, monkeypatch)
+    cache = tmp_path / "cache" / "topgrad" / "mnist"
+    cache.mkdir(parents=True)
+    _read_only(monkeypatch, cache)
+    messages: list[str] = []
+    assert data.load_dataset("mnist", mirrors=[f"{server}/good"], timeout=5,
+                             log=messages.append).source == data.BUNDLED
+    assert len(messages) == 1 and "run once online" not in messages[0], messages
+    assert f"its download folder {cache} cannot be written (Read-only file system)" in messages[0], messages
+
+
+def test_topgrad_train_with_an_unusable_cache_is_one_line(
+    tmp_path: Path, isolated_search: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "afile"))
+    code = train.main(["mlp", "--dataset", "fashion-mnist", "--epochs", "0", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"its download folder {tmp_path / 'afile' / 'topgrad' / 'fashion-mnist'} cannot be written" in err
+
+
+# ---- the other dataset's files in a folder searched -------------------------------------------------
+def test_a_searched_folder_holding_the_other_dataset_is_noted_and_passed(
+    tmp_path: Path, make_dataset, isolated_search: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """TOPGRAD_DATA=/path/to/mnist stopped `--dataset fashion-mnist` with "these IDX files are mnist"
+    though Fashion-MNIST was installed further on; a folder named by --data-dir still must hold it."""
+    mnist = make_dataset(tmp_path / "mnist")
+    labels = data.bundled_subset().train_labels[:96].copy()
+    labels[:12] = data.DATASETS["mnist"].first_train_labels
+    idx.write(mnist / "train-labels-idx1-ubyte.gz", labels)
+    make_dataset(tmp_path / "debian" / "fashion-mnist", n_train=20)
+    monkeypatch.setenv("TOPGRAD_DATA", str(mnist))
+    messages: list[str] = []
+    assert len(data.load_dataset("fashion-mnist", download_ok=False, log=messages.append).train_labels) == 20
+    assert messages == [f"fashion-mnist: {mnist.resolve()} holds mnist, not fashion-mnist; looking in the "
+                        "other places"], messages
+    with pytest.raises(data.DatasetNotFoundError, match="these IDX files are mnist, not fashion-mnist"):
+        data.load_dataset("fashion-mnist", mnist)

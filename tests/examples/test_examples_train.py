@@ -464,10 +464,10 @@ def test_ctrl_c_does_not_vouch_for_a_file_this_run_did_not_write(
     assert f"{resumed} still holds epoch 1: go on with --resume {resumed} --epochs 3" in err, err
 
 
-def test_a_limit_above_the_dataset_says_so(tiny_data: Path, capsys) -> None:
-    code, lines, _ = run(capsys, "mlp", "--data-dir", str(tiny_data), "--limit", "100000", *FAST)
-    assert code == 0 and lines[0].startswith("note: --limit 100000:"), lines
-    assert "using at most that many" in lines[0], lines
+def test_a_limit_above_the_dataset_says_so_on_stderr_with_the_other_notes(tiny_data: Path, capsys) -> None:
+    code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--limit", "100000", *FAST)
+    assert code == 0 and not any(line.startswith("note:") for line in lines), lines
+    assert err.startswith("note: --limit 100000:") and "using at most that many" in err, err
 
 
 def test_a_missing_file_is_named(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -930,3 +930,125 @@ def test_a_chart_that_cannot_be_written_keeps_the_earlier_one(tmp_path: Path, mo
     with pytest.raises(plot.PlotError, match=r"No space left on device"):
         plot.plot_history(history, chart)
     assert chart.read_bytes() == good and sorted(tmp_path.iterdir()) == [chart]
+
+
+# ---- two runs with the same --save -------------------------------------------------------------
+def _other_runs_file(path: Path) -> bytes:
+    """Put another process's file at `path` as a save does (a new file renamed over the old one)."""
+    other = path.with_name("other.tmp")
+    other.write_bytes(b"another run's checkpoint")
+    os.replace(other, path)
+    return path.read_bytes()
+
+
+def test_a_checkpoint_replaced_by_another_run_is_kept_and_this_run_saves_beside_it(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two runs given the same --save (started before either had saved) replaced each other's
+    checkpoint after every epoch, each saying "saved to" it: one run's work was lost silently."""
+    ck, theirs = tmp_path / "ck.npz", []
+    train_epoch = train.train_epoch
+
+    def other_run_saves_during_epoch_2(*args, **kwargs):
+        if args[6] == 1:  # `epoch`, counted from 0: this run's epoch 1 is saved at ck
+            theirs.append(_other_runs_file(ck))
+        return train_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_epoch", other_run_saves_during_epoch_2)
+    code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST[2:],
+                           "--epochs", "3")
+    beside = tmp_path / f"ck.{os.getpid()}.npz"
+    assert code == 0 and ck.read_bytes() == theirs[0], err
+    assert err.strip().endswith(
+        f"note: another process wrote {ck}, which held this run's epoch 1, during this run (another run "
+        f"with the same --save?); it is left alone, and this run saves its epochs to {beside} instead"), err
+    assert lines[-3].endswith(f"saved to {beside}") and lines[-2].endswith(f"saved to {beside}"), lines
+    assert int(checkpoint.read(beside)["meta/epoch"]) == 3
+
+
+def test_a_file_that_appears_at_save_before_the_first_epoch_is_kept(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--save's check before training found no file; another run wrote one during the first epoch."""
+    ck, theirs = tmp_path / "ck.npz", []
+    train_epoch = train.train_epoch
+
+    def epoch_while_another_run_saves(*args, **kwargs):
+        theirs.append(_other_runs_file(ck))
+        return train_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_epoch", epoch_while_another_run_saves)
+    code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST)
+    beside = tmp_path / f"ck.{os.getpid()}.npz"
+    assert code == 0 and ck.read_bytes() == theirs[0] and f"this run saves its epochs to {beside}" in err, err
+    assert int(checkpoint.read(beside)["meta/epoch"]) == 1 and lines[-2].endswith(f"saved to {beside}")
+
+
+def test_a_checkpoint_removed_during_the_run_is_written_again(tiny_data: Path, tmp_path: Path, capsys,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file deleted since this run's last save holds nobody's work: the next save goes there."""
+    ck, save = tmp_path / "ck.npz", checkpoint.save
+
+    def save_then_delete(*args, **kwargs):
+        written = save(*args, **kwargs)
+        ck.unlink()
+        return written
+
+    monkeypatch.setattr(checkpoint, "save", save_then_delete)
+    code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST[2:],
+                           "--epochs", "2")
+    assert code == 0 and "another process" not in err and lines[-2].endswith(f"saved to {ck}"), (lines, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
+
+
+# ---- a resumed run with another --epochs ---------------------------------------------------------
+def test_resuming_with_other_epochs_notes_the_stretched_schedule(tiny_data: Path, tmp_path: Path,
+                                                                capsys) -> None:
+    ck = tmp_path / "ck.npz"
+    assert run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST)[0] == 0
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", str(ck), "--save", str(ck),
+                       "--epochs", "2", "--no-progress")
+    assert code == 0 and err.strip() == (
+        "note: --epochs 2, the checkpoint's run planned 1: the cosine learning-rate schedule is "
+        "stretched over the new total of 2 epochs from epoch 2 on, so the result differs from a "
+        "straight 2-epoch run"), err
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", str(ck), "--save", str(ck),
+                       "--epochs", "3", "--batch-size", "16", "--no-progress")
+    assert code == 0 and "planned 2" in err  # the checkpoint now plans 2 epochs
+    for same in (["--epochs", "3"], []):  # the checkpoint's own total, given or not: no note
+        code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", str(ck), *same,
+                           "--no-progress")
+        assert code == 0 and "note" not in err, err
+
+
+# ---- a checkpoint of another format version --------------------------------------------------------
+def test_a_checkpoint_of_another_format_version_says_which_version_reads_it(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    ck = tmp_path / "ck.npz"
+    assert run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST)[0] == 0
+    arrays = dict(checkpoint.read(ck))
+    arrays["meta/format"] = np.array("topgrad-examples-checkpoint/2")
+    np.savez(ck, **arrays)
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", str(ck), *FAST)
+    assert code == 1 and err.strip() == (
+        f"topgrad-train: error: {ck}: a topgrad-examples checkpoint of format 2; this version reads "
+        "format 1: use the topgrad-examples version that wrote it"), err
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST)
+    assert code == 1 and err.strip() == (
+        f"topgrad-train: error: --save {ck}: the file is a topgrad-train checkpoint of format 2; this "
+        "version reads format 1: to continue that run use the topgrad-examples version that wrote it; to "
+        f"start a new run give --save another path, or delete {ck}"), err
+
+
+# ---- --plot .png -------------------------------------------------------------------------------------
+def test_a_plot_name_that_is_only_a_suffix_is_refused(tiny_data: Path, tmp_path: Path, capsys,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--plot .png` wrote `.png.png`, a hidden file: the user meant a format, not a name."""
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--plot", ".png", *FAST)
+    assert code == 1 and not lines and err.strip() == (
+        "topgrad-train: error: --plot .png: the name is only a suffix, so the chart would be .png.png; "
+        "give the file a name, e.g. curves.png"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]

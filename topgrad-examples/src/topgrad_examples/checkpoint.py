@@ -8,7 +8,6 @@ is written to a temporary name and moved into place, so a crash never leaves hal
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import zipfile
@@ -19,14 +18,26 @@ import numpy as np
 import topgrad
 from topgrad import Tensor
 
-from topgrad_examples.files import replacing, try_writing
+from topgrad_examples.files import check_folder, replacing
 from topgrad_examples.models import Module
 
-FORMAT = "topgrad-examples-checkpoint/1"
+FORMAT_NAME = "topgrad-examples-checkpoint"
+FORMAT_VERSION = "1"
+FORMAT = f"{FORMAT_NAME}/{FORMAT_VERSION}"
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read, or that does not fit the model or optimizer given."""
+
+
+class OtherFormatError(CheckpointError):
+    """A topgrad-examples checkpoint of another format version (`version`): another release of
+    this package wrote it, and only that one reads it."""
+
+    def __init__(self, path: str | os.PathLike[str], version: str) -> None:
+        super().__init__(f"{path}: a topgrad-examples checkpoint of format {version}; this version reads "
+                         f"format {FORMAT_VERSION}: use the topgrad-examples version that wrote it")
+        self.version = version
 
 
 def _to_numpy(array: Any) -> np.ndarray:
@@ -69,15 +80,10 @@ def check_writable(path: str | os.PathLike[str]) -> None:
     blocker = next((p for p in missing if p.exists()), None)
     if blocker is not None:
         raise CheckpointError(f"{path}: cannot write a checkpoint there ({blocker} is a file, not a folder)")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        try_writing(folder, Path(path).name)
+    try:  # the folders made for the test are removed again: `save` makes them when it writes
+        check_folder(folder, Path(path).name)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot write a checkpoint there ({exc.strerror or exc})") from None
-    finally:
-        for made in missing:  # `save` makes them again when it writes
-            with contextlib.suppress(OSError):
-                made.rmdir()
 
 
 def check_not_taken(path: str | os.PathLike[str], resume: str | os.PathLike[str] | None) -> None:
@@ -88,6 +94,11 @@ def check_not_taken(path: str | os.PathLike[str], resume: str | os.PathLike[str]
         return
     try:
         arrays = read(path)
+    except OtherFormatError as exc:
+        raise CheckpointError(
+            f"--save {path}: the file is a topgrad-train checkpoint of format {exc.version}; this version "
+            f"reads format {FORMAT_VERSION}: to continue that run use the topgrad-examples version that "
+            f"wrote it; to start a new run give --save another path, or delete {path}") from None
     except CheckpointError:
         raise CheckpointError(f"--save {path}: the file exists and is not a topgrad-train checkpoint; give "
                               "--save another path, or delete the file") from None
@@ -119,8 +130,7 @@ def read(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         detail = str(exc) if len(str(exc)) <= 200 else str(exc)[:200] + "..."  # zipfile quotes raw bytes
         raise CheckpointError(
             f"{path}: not a readable .npz checkpoint ({type(exc).__name__}: {detail})") from exc
-    if str(arrays.get("meta/format", "")) != FORMAT:
-        raise CheckpointError(f"{path}: not a topgrad-examples checkpoint (no meta/format {FORMAT!r})")
+    _check_format(path, arrays.get("meta/format"))
     missing = [k for k in ("meta/model", "meta/optimizer", "meta/epoch", "history") if k not in arrays]
     epoch = arrays.get("meta/epoch", np.array(-1))
     if missing or epoch.ndim or epoch.dtype.kind not in "iu" or int(epoch) < 0:
@@ -134,6 +144,18 @@ def read(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         if key.startswith("config/") and not _valid_setting(key[len("config/"):], value):
             raise CheckpointError(f"{path}: a damaged checkpoint ({key} = {value!r} is not a valid setting)")
     return arrays
+
+
+def _check_format(path: str | os.PathLike[str], stored: np.ndarray | None) -> None:
+    """This version's format, else OtherFormatError for another version's (`NAME/VERSION`: said
+    so, not "not a checkpoint") and CheckpointError for anything else."""
+    text = str(stored) if stored is not None and stored.ndim == 0 and stored.dtype.kind == "U" else ""
+    if text == FORMAT:
+        return
+    name, sep, version = text.partition("/")
+    if name == FORMAT_NAME and sep and version:
+        raise OtherFormatError(path, version if len(version) <= 20 else version[:20] + "...")
+    raise CheckpointError(f"{path}: not a topgrad-examples checkpoint (no meta/format {FORMAT!r})")
 
 
 CONFIG_KINDS = {"dataset": "U", "data_source": "U", "seed": "iu", "batch_size": "iu", "epochs": "iu",

@@ -19,6 +19,8 @@ EXIT_FAILURE = 1  # the run failed: data, checkpoint, backend, plot, a diverged 
 EXIT_USAGE = 2  # argparse's status for a command line it cannot take
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, a shell's status for Ctrl-C
 EXIT_OUTPUT_CLOSED = 141  # 128 + SIGPIPE, a shell's status when the reader of stdout exited
+EXIT_HANGUP = 129  # 128 + SIGHUP: the terminal closed; stopped as by Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM: docker stop, a batch system's preemption; stopped as by Ctrl-C
 
 MAX_INT = 2**63 - 1  # a checkpoint stores the seed, the epochs and the batch size as int64
 
@@ -48,6 +50,8 @@ exit status:
        (NaN/Inf), output that cannot be written; one line on stderr says why
   {EXIT_USAGE:<4} command-line usage error (an unknown option, a bad value)
   {EXIT_INTERRUPTED:<4} interrupted (Ctrl-C), after saying which checkpoint holds the last epoch
+  {EXIT_TERMINATED:<4} stopped by SIGTERM (docker stop, a batch system), as by Ctrl-C
+  {EXIT_HANGUP:<4} stopped by SIGHUP (its terminal closed), as by Ctrl-C
   {EXIT_OUTPUT_CLOSED:<4} the reader of stdout exited (a closed pipe, e.g. `| head`)
 """
 

@@ -4,7 +4,9 @@
 files), `$TOPGRAD_DATA`, Debian's `/usr/share/datasets/<name>`, the user cache
 (`$XDG_CACHE_HOME/topgrad/<name>`, by default `~/.cache/topgrad/<name>`), then downloads
 into the cache from the dataset's mirrors, checking each file's published checksum and
-showing its progress on stderr (an interrupted download leaves no partial file or new empty folder).
+showing its progress on stderr (an interrupted download leaves no partial file or new empty folder;
+a cache that cannot be written is said before any mirror is contacted). A folder searched (not
+`data_dir`) that holds the other dataset's files gets a note, and the search goes on.
 If MNIST can be neither found nor fetched, it falls back to the small real subset
 bundled with this package, and says so in one line.
 
@@ -28,7 +30,12 @@ from pathlib import Path
 import numpy as np
 
 from topgrad_examples import idx
-from topgrad_examples.download import DownloadError, fetch_from_mirrors
+from topgrad_examples.download import (
+    DownloadError,
+    FolderNotWritableError,
+    check_destination,
+    fetch_from_mirrors,
+)
 
 PARTS = ("train-images", "train-labels", "t10k-images", "t10k-labels")
 DEBIAN_DIR = Path("/usr/share/datasets")
@@ -36,6 +43,15 @@ DEBIAN_DIR = Path("/usr/share/datasets")
 
 class DatasetNotFoundError(FileNotFoundError):
     """The dataset is in none of the places looked at and could not be downloaded."""
+
+
+class OtherDatasetError(DatasetNotFoundError):
+    """A folder holds the other dataset's files (`other`, not `name`): an error for a folder named
+    by --data-dir, a note for one searched (another place may hold the right dataset)."""
+
+    def __init__(self, message: str, source: str, name: str, other: str) -> None:
+        super().__init__(message)
+        self.source, self.name, self.other = source, name, other
 
 
 @dataclass(frozen=True)
@@ -181,10 +197,10 @@ def _check_identity(name: str, train_labels: np.ndarray, source: str) -> None:
     start = tuple(int(v) for v in train_labels[:12])
     for other, info in DATASETS.items():
         if other != name and start == info.first_train_labels:
-            raise DatasetNotFoundError(
+            raise OtherDatasetError(
                 f"{source}: these IDX files are {other}, not {name} (their training labels begin as "
                 f"{other}'s do); point --data-dir or $TOPGRAD_DATA at a {name} folder, or use "
-                f"--dataset {other}"
+                f"--dataset {other}", source, name, other
             )
 
 
@@ -238,6 +254,8 @@ def download(
     mirrors = info.mirrors if mirrors is None else mirrors
     files = {part: dest / file_names(part)[1] for part in PARTS}
     missing = [path for path in files.values() if not path.is_file()]
+    if missing:  # a read-only cache: said now, not after every mirror was contacted
+        check_destination(dest, missing[0].name)
     if missing and log is not None:  # a network that drops packets makes each mirror wait in silence
         log(f"{name}: not installed; downloading it into {dest} (each mirror may take up to {timeout:g} s "
             "to answer; --no-download skips the download)")
@@ -289,23 +307,31 @@ def load_dataset(
     for directory in search_dirs(name):
         files = find_files(directory, name)
         if files is not None:  # the source as an absolute path: --resume from elsewhere finds it
-            return _load_found(files, name, str(files["train-images"].parent.resolve()))
+            try:
+                return _load_found(files, name, str(files["train-images"].parent.resolve()))
+            except OtherDatasetError as exc:  # searched, not named: the right set may be further on
+                log(f"{name}: {exc.source} holds {exc.other}, not {name}; looking in the other places")
+                continue
         if chosen and directory == Path(chosen):  # set on purpose, so a wrong one is said at once
             log(f"{name}: $TOPGRAD_DATA={chosen}: {_why_not_there(chosen, name)}; looking in the other "
                 "places")
     looked = ", ".join(str(d) for d in search_dirs(name))
-    problem, other_file = "downloading is turned off", False
+    problem, other_file, unwritable = "downloading is turned off", False, ""
     online = "run once online" if download_ok else "run without --no-download, online,"
     if download_ok:
         try:
             files = download(name, mirrors=mirrors, timeout=timeout, log=log, progress=progress)
             return _load_found(files, name, str(files["train-images"].parent))
+        except FolderNotWritableError as exc:  # being online is not what is missing
+            problem = f"its download folder {exc.folder} cannot be written ({exc.reason})"
+            unwritable = (f"set $XDG_CACHE_HOME to a folder you can write (or make {exc.folder} "
+                          "writable) and run again to download them")
         except DownloadError as exc:
             problem, other_file = f"the download failed ({'; '.join(exc.failures)})", exc.served_other_file
     folder = "pass --data-dir DIR or set $TOPGRAD_DATA to a folder with the four IDX files"
     if name == "mnist" and subset_ok:
         subset = bundled_subset()
-        how = (f"{folder} ({NO_RETRY})" if other_file else
+        how = (f"{folder} ({NO_RETRY})" if other_file else f"{folder}, or {unwritable}" if unwritable else
                f"{folder}, or {online} to download them into {cache_dir(name)}"
                f"{' (--no-download skips the download attempt)' if download_ok else ''}")
         log(f"mnist: not found in {looked} and {problem}; using the bundled subset "
@@ -314,7 +340,7 @@ def load_dataset(
         return subset
     debian = f"install Debian's dataset-{name} package"
     how = (f"{folder} or {debian} ({NO_RETRY})" if other_file
-           else f"{folder}, {debian}, or {online.rstrip(',')}")
+           else f"{folder}, {debian}, or {unwritable or online.rstrip(',')}")
     raise DatasetNotFoundError(f"{name}: not found in {looked} and {problem}. {how[0].upper()}{how[1:]}.")
 
 

@@ -1,6 +1,8 @@
 """Downloading one file from a list of mirrors, checked against a published checksum.
 
-The file is streamed into a temporary file next to its destination, hashed on the
+The destination's folder is checked first (made, and a file written there): a read-only
+or impossible folder is a `FolderNotWritableError` before any mirror is contacted. The file is
+streamed into a temporary file next to its destination, hashed on the
 way, and moved into place with `os.replace` only when the checksum matches: an
 interrupted or corrupt download never leaves a file under the destination's name.
 The temporary file is removed when the download fails or is interrupted (Ctrl-C), and so
@@ -19,7 +21,7 @@ from http.client import HTTPException
 from pathlib import Path
 from typing import BinaryIO
 
-from topgrad_examples.files import replacing
+from topgrad_examples.files import check_folder, replacing
 from topgrad_examples.progress import DownloadProgress
 
 CHUNK = 1 << 16
@@ -38,6 +40,25 @@ class DownloadError(OSError):
 
 class ChecksumMismatchError(DownloadError):
     """A mirror served the whole file, but its checksum is not the published one."""
+
+
+class FolderNotWritableError(DownloadError):
+    """The folder a download is to be kept in cannot be made or written (a read-only cache, a
+    file where a folder should be): found before any mirror is contacted, since being online would
+    not help. `folder` is that folder, `reason` the system's word for why."""
+
+    def __init__(self, folder: Path, error: OSError) -> None:
+        self.folder, self.reason = folder, error.strerror or str(error)
+        super().__init__(f"{folder}: cannot keep a download there ({self.reason})")
+
+
+def check_destination(folder: Path, name: str) -> None:
+    """FolderNotWritableError where a file `name` could not be downloaded into `folder` (the
+    folders made for the test are removed again)."""
+    try:
+        check_folder(folder, name)
+    except OSError as exc:
+        raise FolderNotWritableError(folder, exc) from None
 
 
 def parse_checksum(checksum: str) -> tuple[str, str]:
@@ -86,7 +107,9 @@ def fetch_from_mirrors(
     mirrors: Sequence[str], filename: str, dest: Path, checksum: str, timeout: float = 30.0,
     log: Callable[[str], None] | None = None, progress: bool = False,
 ) -> Path:
-    """Try `mirror + filename` for each mirror in turn; the first download whose checksum matches wins."""
+    """Try `mirror + filename` for each mirror in turn; the first download whose checksum matches
+    wins. FolderNotWritableError, before any mirror is tried, where `dest` could not be written."""
+    check_destination(dest.parent, dest.name)
     failures, mismatches = [], 0
     with _made_folders(dest.parent):  # kept only if one mirror succeeds
         for mirror in mirrors:
@@ -110,7 +133,10 @@ def _made_folders(folder: Path) -> Iterator[None]:
     empty ~/.cache/topgrad/mnist behind. Folders that were there before are never removed."""
     created = [f for f in (folder, *folder.parents) if not f.exists()]
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a DownloadError like every other failure: no traceback
+            raise FolderNotWritableError(folder, exc) from None
         yield
     except BaseException:
         for made in created:

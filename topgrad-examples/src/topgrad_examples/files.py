@@ -1,5 +1,6 @@
 """Writing files safely: checking before a long run that a file could be written where the run
-will write it, and replacing a file atomically, so that a failure never leaves half of one."""
+will write it, and replacing a file atomically and durably, so that a failure (a crash, a power
+loss) never leaves half of one."""
 
 from __future__ import annotations
 
@@ -9,6 +10,19 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+
+def check_folder(folder: Path, name: str) -> None:
+    """OSError where a file named like `name` could not be written in `folder` (a read-only
+    folder, a file where a folder should be); the folders made for the test are removed again."""
+    missing = [p for p in (folder, *folder.parents) if not p.is_dir()]  # innermost first
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        try_writing(folder, name)
+    finally:
+        for made in missing:
+            with contextlib.suppress(OSError):
+                made.rmdir()
 
 
 def try_writing(folder: Path, name: str) -> None:
@@ -21,17 +35,35 @@ def try_writing(folder: Path, name: str) -> None:
 
 @contextlib.contextmanager
 def replacing(path: Path, suffix: str = ".tmp") -> Iterator[BinaryIO]:
-    """A hidden temporary file in `path`'s folder, open for writing; when the block ends it is moved
-    to `path`, and removed if the block (or the move) fails: `path` holds the old file or the
-    whole new one, never a part."""
+    """A hidden temporary file in `path`'s folder, open for writing; when the block ends it is
+    flushed to disk (fsync) and moved to `path`, and removed if the block (or the move) fails:
+    `path` holds the old file or the whole new one, never a part, even after a power loss."""
     fd, tmp = _new_file(path.parent, f".{path.name}.", suffix)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
+            f.flush()
+            os.fsync(f.fileno())  # else the rename can reach the disk before the data does
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _sync_folder(path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush `folder`'s entries (the rename) to disk; best effort: some systems (Windows, some
+    network file systems) refuse to open or fsync a folder, and the file itself is safe already."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _new_file(folder: Path, prefix: str, suffix: str) -> tuple[int, Path]:

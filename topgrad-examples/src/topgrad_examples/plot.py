@@ -40,8 +40,8 @@ def chart_path(path: str | os.PathLike[str]) -> Path:
 
 def check_plot_path(path: str | os.PathLike[str]) -> None:
     """Fail before training where the plot could not be written: an existing folder (at `path` or
-    at the chart's file), a missing folder, a file where the folder should be, or a file type
-    matplotlib cannot write."""
+    at the chart's file), a missing folder, a file where the folder should be, a file type
+    matplotlib cannot write, or a name that is only a suffix (`.png`, meant as a format)."""
     plt = require_matplotlib()
     path = Path(path)
     if path.is_dir():
@@ -63,6 +63,10 @@ def check_plot_path(path: str | os.PathLike[str]) -> None:
         formats = fig.canvas.get_supported_filetypes()
     finally:
         plt.close(fig)
+    only_suffix = path.name.startswith(".") and not path.suffix  # `.png` is a dot file to pathlib
+    if only_suffix and path.name[1:].lower() in formats:
+        raise PlotError(f"--plot {path}: the name is only a suffix, so the chart would be {chart}; give "
+                        f"the file a name, e.g. {path.with_name('curves' + path.name)}")
     if path.suffix and path.suffix[1:].lower() not in formats:
         raise PlotError(f"--plot {path}: matplotlib cannot write {path.suffix} files; use one of "
                         f"{', '.join('.' + f for f in sorted(formats))}")

@@ -7,10 +7,14 @@ import argparse
 import contextlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from topgrad_examples import checkpoint
 from topgrad_examples.data import BUNDLED
+
+Identity = tuple[int, int, int]
+"""Which file is at a path: (inode, modification time in ns, size)."""
 
 
 @dataclass
@@ -21,12 +25,23 @@ class Saved:
 
     epoch: int | None = None
     writing: int | None = None
-    before: tuple[int, int, int] | None = None  # the file at --save as the unfinished save found it
+    before: Identity | None = None  # the file at --save as the unfinished save found it
     trained: int | None = None
+    expected: Identity | None = None  # the file this run may replace at --save (see `save_path`)
+
+    @classmethod
+    def at_start(cls, path: str | None) -> Saved:
+        """Before training: the file now at --save (none, or the --resume checkpoint that --save's
+        check allows) is the one the first save may replace."""
+        return cls(expected=_identity(path) if path else None)
 
     def begin(self, epoch: int, path: str) -> None:
         """A save of `epoch` to `path` starts: note which file is there now."""
         self.writing, self.before = epoch, _identity(path)
+
+    def done(self, path: str) -> None:
+        """The save begun is written: its epoch is kept, and its file is the one the next save may replace."""
+        self.epoch, self.writing, self.expected = self.writing, None, _identity(path)
 
     def last(self, path: str | None) -> int | None:
         """The last epoch this run saved to `path` (None without --save), looking at the file only
@@ -39,7 +54,35 @@ class Saved:
         return self.epoch
 
 
-def _identity(path: str) -> tuple[int, int, int] | None:
+def save_path(saved: Saved, path: str) -> tuple[str, str]:
+    """Where the next save goes, and a note to show where that is not `path` (else "").
+
+    `path` while the file there is the one this run may replace: the one it wrote last (at the
+    first save: what --save's check allowed before training, nothing or the --resume file), or
+    none. Another file there means another process wrote it since (a second run given the same
+    --save): it is kept, and this run saves beside it, to `NAME.PID.SUFFIX`, from then on: no
+    run's epochs are lost. (A file written between this check and the save's rename is not seen.)"""
+    now = _identity(path)
+    if now is None or now == saved.expected:
+        return path, ""
+    target = _beside(path)
+    held = "" if saved.epoch is None else f", which held this run's epoch {saved.epoch},"
+    saved.epoch = saved.expected = None  # what this run saved there is gone; `target` is new
+    return target, (f"note: another process wrote {path}{held} during this run (another run with the same "
+                    f"--save?); it is left alone, and this run saves its epochs to {target} instead")
+
+
+def _beside(path: str) -> str:
+    """A free name next to `path` with this process's id before the suffix: run.npz -> run.4242.npz."""
+    p = Path(path)
+    for n in range(1, 1000):
+        candidate = p.with_name(f"{p.stem}.{os.getpid()}{'' if n == 1 else f'-{n}'}{p.suffix}")
+        if not os.path.lexists(candidate):
+            return str(candidate)
+    raise FileExistsError(f"{path}: no free name beside it for this run's checkpoint")
+
+
+def _identity(path: str) -> Identity | None:
     """Which file is at `path` (inode, modification time, size), or None where there is none."""
     try:
         st = os.stat(path)

@@ -17,7 +17,9 @@ import argparse
 import contextlib
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -47,6 +49,7 @@ from topgrad_examples.resume import (
     Saved,
     check_same_data,
     check_same_run,
+    save_path,
     what_divergence_left,
     what_was_saved,
 )
@@ -260,6 +263,7 @@ def run(args: argparse.Namespace) -> float:
     resumed = checkpoint.read(args.resume) if args.resume else None  # read once: settings, then state
     if args.save:  # after the --resume file's own errors: they say more
         checkpoint.check_not_taken(args.save, args.resume)
+    saved_now = Saved.at_start(args.save)  # the file the first save may replace: none, or --resume's
     saved = checkpoint.config_of(resumed) if resumed is not None else {}
     if args.resume:
         check_same_run(args.resume, saved, args.dataset, args.seed)
@@ -273,16 +277,16 @@ def run(args: argparse.Namespace) -> float:
         if Path(recorded).is_dir():
             data_dir = recorded  # the folder the checkpoint's epochs trained on
         else:
-            _say(f"note: the checkpoint's data folder {recorded} is gone; looking for {dataset} elsewhere "
-                 "(--data-dir names one)")
+            _note(f"note: the checkpoint's data folder {recorded} is gone; looking for {dataset} elsewhere "
+                  "(--data-dir names one)")
     if data_dir is None and args.resume and recorded == BUNDLED:
         data = bundled_subset()  # what the checkpoint's epochs trained on, whatever else is installed
     else:
         data = _load_data(args, dataset, data_dir, recorded)
     x_train, y_train, x_test, y_test = _select_data(data, limit)
     if limit is not None and limit > min(len(data.train_labels), len(data.test_labels)):
-        _say(f"note: --limit {limit}: {data.source} has {len(data.train_labels):,} training and "
-             f"{len(data.test_labels):,} test images; using at most that many")
+        _note(f"note: --limit {limit}: {data.source} has {len(data.train_labels):,} training and "
+              f"{len(data.test_labels):,} test images; using at most that many")
     if args.resume:
         check_same_data(args.resume, saved, len(y_train), len(y_test), data.source)
     model = build(args.model, seed=seed)
@@ -298,6 +302,7 @@ def run(args: argparse.Namespace) -> float:
         unsaved = "" if args.save or start >= recipe.epochs else (
             f" (the epochs trained now are not saved: add --save {args.resume} to keep them)")
         _say(f"resumed from {args.resume} after epoch {start}{unsaved}")
+        _note_new_schedule(saved, recipe.epochs, start)
     config = {"dataset": dataset, "seed": seed, "batch_size": recipe.batch_size, "lr": recipe.lr,
               "epochs": recipe.epochs, "train_images": len(y_train), "test_images": len(y_test),
               "data_source": data.source, **({} if limit is None else {"limit": int(limit)})}
@@ -310,7 +315,6 @@ def run(args: argparse.Namespace) -> float:
     elif start >= recipe.epochs:
         _say(f"nothing to train: --epochs {recipe.epochs}; evaluating the model as initialized"
              f"{' (nothing is saved)' if args.save else ''}")
-    saved_now = Saved()
     try:
         acc, history = _train(args, model, optimizer, recipe, seed, start, history, config,
                               (x_train, y_train, x_test, y_test), saved_now)
@@ -378,13 +382,7 @@ def _train(
         history = np.vstack([history, [loss, acc, seconds]])
         saved.trained = epoch + 1
         if args.save:  # before printing: a closed output pipe must not lose a finished epoch
-            saved.begin(epoch + 1, args.save)
-            try:
-                checkpoint.save(args.save, args.model, model, optimizer, epoch + 1, config, history)
-            except OSError as exc:  # a full disk, a folder removed or made read-only since the start
-                saved.writing = None  # the save is atomic: the file at the path is as it was
-                raise _SaveFailedError(epoch + 1, acc, exc) from exc
-            saved.epoch, saved.writing = epoch + 1, None
+            _save(args, saved, (model, optimizer), epoch + 1, acc, config, history)
         kept = f", saved to {args.save}" if args.save else ""
         _say(f"epoch {epoch + 1}/{recipe.epochs}: train loss {loss:.4f}, test acc {acc:.4f}, "
              f"{seconds:.1f} s ({len(y_train) / seconds:,.0f} img/s){kept}")
@@ -393,6 +391,42 @@ def _train(
     if acc is None:
         acc = evaluate(model, x_test, y_test)
     return acc, history
+
+
+def _save(
+    args: argparse.Namespace, saved: Saved, trained: tuple[Module, topgrad.optim.Optimizer], epoch: int,
+    acc: float, config: dict[str, Any], history: np.ndarray,
+) -> None:
+    """Save `epoch` to --save, or beside it where another process replaced that file during this
+    run (`save_path`: args.save then names the new file, for every later save and message); noted
+    in `saved`. _SaveFailedError where it cannot be written."""
+    try:
+        args.save, moved = save_path(saved, args.save)
+        if moved:
+            _note(moved)
+        saved.begin(epoch, args.save)
+        checkpoint.save(args.save, args.model, *trained, epoch, config, history)
+    except OSError as exc:  # a full disk, a folder removed or made read-only since the start
+        saved.writing = None  # the save is atomic: the file at the path is as it was
+        raise _SaveFailedError(epoch, acc, exc) from exc
+    saved.done(args.save)
+
+
+def _note_new_schedule(saved: dict[str, Any], epochs: int, start: int) -> None:
+    """A resumed run given another --epochs than its checkpoint's: its learning rate follows a
+    cosine schedule over the new total, not the one the checkpoint's epochs followed."""
+    planned = saved.get("epochs")
+    if planned is not None and int(planned) != epochs and start < epochs:
+        _note(f"note: --epochs {epochs}, the checkpoint's run planned {planned}: the cosine learning-rate "
+              f"schedule is stretched over the new total of {epochs} epochs from epoch {start + 1} on, so "
+              f"the result differs from a straight {epochs}-epoch run")
+
+
+def _note(text: str) -> None:
+    """A note on stderr (none where stderr is closed: print would write it to stdout)."""
+    if sys.stderr is not None:
+        with contextlib.suppress(OSError):
+            print(text, file=sys.stderr, flush=True)
 
 
 def _output_closed(exc: Exception) -> int:
@@ -427,28 +461,68 @@ RUN_ERRORS = (DatasetNotFoundError, DownloadError, IDXError, checkpoint.Checkpoi
 """The failures of a run that `main` reports in one line (`topgrad-train: error: ...`), status 1."""
 
 
+STOP_SIGNALS = ("SIGTERM", "SIGHUP")
+"""Signals that stop a run as Ctrl-C does (docker stop, a batch system's preemption, a closed
+terminal); Windows has no SIGHUP."""
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt() -> Iterator[list[int]]:
+    """While the block runs, STOP_SIGNALS raise KeyboardInterrupt, as SIGINT does, so that the run
+    says which checkpoint holds which epoch and a checkpoint being written leaves no temporary file;
+    yields the list their numbers go to. Only in the main thread (Python's rule); a signal ignored
+    before (nohup's SIGHUP) stays ignored, and the previous handlers come back after."""
+    received: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in STOP_SIGNALS:
+            number = getattr(signal, name, None)
+            if number is not None and signal.getsignal(number) is not signal.SIG_IGN:
+                previous[number] = signal.signal(number, stop)
+    try:
+        yield received
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)  # None: not set by Python
+
+
+def _interrupted(text: str, received: list[int]) -> int:
+    """Say why the run stopped (`interrupted by SIGTERM; ...` for a stop signal); its exit status,
+    128 + the signal's number, as a shell reports a process the signal ended (130 for Ctrl-C)."""
+    if not received:
+        _complain(text)
+        return EXIT_INTERRUPTED
+    name = signal.Signals(received[0]).name
+    _complain(text.replace("interrupted", f"interrupted by {name}", 1))
+    return 128 + received[0]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `topgrad-train`; returns the exit status (listed in `cli.EPILOG`): 0, 1 for a
-    run that failed, 130 for Ctrl-C, 141 when stdout's reader exited. A usage error exits with
-    argparse's status 2 (SystemExit) before anything runs."""
+    run that failed, 130 for Ctrl-C (143 for SIGTERM, 129 for SIGHUP), 141 when stdout's reader
+    exited. A usage error exits with argparse's status 2 (SystemExit) before anything runs."""
     args = parse_args(argv)
     if sys.stdout is None:  # `>&-`: the result could not be printed; say so before any work is done
         _complain(f"{STDOUT_CLOSED} (>&-): the test accuracy could not be printed, so nothing was run; "
                   "send stdout somewhere, e.g. > train.log")
         return EXIT_FAILURE
-    try:
-        run(args)
-    except InterruptedTrainingError as exc:
-        _complain(str(exc))
-        return EXIT_INTERRUPTED
-    except (OutputClosedError, BrokenPipeError, _OutputFailedError) as exc:
-        return _output_closed(exc)
-    except KeyboardInterrupt:  # before training: reading, searching or downloading the data
-        _complain("interrupted before training began; nothing was saved")
-        return EXIT_INTERRUPTED
-    except RUN_ERRORS as exc:
-        _complain(f"error: {exc}")
-        return EXIT_FAILURE
+    with _stop_signals_interrupt() as received:
+        try:
+            run(args)
+        except InterruptedTrainingError as exc:
+            return _interrupted(str(exc), received)
+        except (OutputClosedError, BrokenPipeError, _OutputFailedError) as exc:
+            return _output_closed(exc)
+        except KeyboardInterrupt:  # before training: reading, searching or downloading the data
+            return _interrupted("interrupted before training began; nothing was saved", received)
+        except RUN_ERRORS as exc:
+            _complain(f"error: {exc}")
+            return EXIT_FAILURE
     return EXIT_OK
 
 
