@@ -63,14 +63,17 @@ HEADER = """# Inside the example models
 One training step of each example model at batch {batch} (forward, loss, backward, SGD update):
 `topgrad.profile()`'s table per op type, then the saved-memory totals of `loss.graph()` before
 backward. Written by `python scripts/inside_models.py --out docs/inside-models.md`; the memory
-numbers are exact, the times the median of {steps} steps (after one warm-up) on one machine.
+numbers are exact, the times the median of {steps} step(s) (after one warm-up) on one machine.
 
 """
 
 
 def _positive(text: str) -> int:
     """An argparse type: a whole number of at least 1."""
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"needs a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"needs at least 1, got {value}")
     return value

@@ -833,7 +833,7 @@ def test_gradcheck_fails_a_backward_that_writes_into_its_gradient() -> None:
         # the report names the op the seed went to first (docs: "fails by name"; an Add there hands
         # the array on, so the writer may be further down), and its element line, within
         # tolerance, does not read as the failure
-        assert "(the seed changed; it went to _CubeWritingIntoGrad, the op that made fn's output first" \
+        assert "(the seed changed; it went first to _CubeWritingIntoGrad (which made fn's output), and" \
             in text, text
         assert "worst element (within its tolerance): " in text, text
 

@@ -739,6 +739,8 @@ def test_k_takes_pytest_expressions_and_case_names(backend_name: str, tmp_path: 
     done = _kit(sys.executable, backend_name, "-k", "Reshape or", cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "-k 'Reshape or': a name is missing at the end" in done.stderr, done.stderr
+    with pytest.raises(ValueError, match=r"a '\[' has no '\]'"):  # not quietly dropped: more selected
+        run(backend_name, only="Conv2d[ or SGD")
 
 
 def test_k_runs_only_the_cases_it_names() -> None:

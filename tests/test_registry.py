@@ -379,6 +379,12 @@ def test_a_conflict_within_one_distribution_does_not_advise_uninstalling_it(
     assert str(info.value).endswith(
         "toy-suite offers it through more than one entry point, which its authors must fix (or "
         "register_backend(spec, replace=True) picks one in-process)"), info.value
+    install(_entry_of("toy-suite", "toy_cpu", BackendsPlugin(spec("toy")), "toy_suite.cpu", "1.0"),
+            _entry_of("toy-suite", "toy_gpu", BackendsPlugin(spec("toy")), "toy_suite.gpu", "1.0"),
+            _entry_of("toy-other", "toy", BackendsPlugin(spec("toy")), "toy_other.plugin", "2.0"))
+    with pytest.raises(BackendConflictError) as info:  # a third distribution may still be uninstalled
+        topgrad.set_backend("toy")
+    assert str(info.value).endswith("in-process); pip uninstall toy-other would remove the other"), info.value
 
 
 def test_a_conflict_with_an_in_process_plugin_says_to_stop_registering_it(

@@ -227,8 +227,8 @@ def _check(
                              f"shape {a.shape}")
     sent = as64(seed_tensor)
     violation = ("" if sent.shape == r.shape and sent.values == (_float32(r.values) if single else r.values)
-                 else "a backward wrote into its incoming gradient (the seed changed; it went to "
-                 f"{_op_name(y)} first, and ops such as Add hand that array on to the ops before them); "
+                 else "a backward wrote into its incoming gradient (the seed changed; it went first to "
+                 f"{_op_name(y)}, and ops such as Add hand that array on to the ops before them); "
                  "a backward must leave `grad` as it is: the engine hands one array to several ops (Add "
                  "passes its grad to both inputs), so the others' gradients come out wrong")
 
@@ -490,7 +490,7 @@ class _StateKeeper(Observer):
 
 def _op_name(y: Tensor) -> str:
     """The op that made fn's output (the one handed the check's seed), as a gradcheck report names it."""
-    return f"{type(y.op).__name__}, the op that made fn's output" if y.op is not None else "fn's last op"
+    return f"{type(y.op).__name__} (which made fn's output)" if y.op is not None else "fn's last op"
 
 
 def _call(fn: Callable[..., Tensor], args: list[Tensor]) -> Tensor:

@@ -252,14 +252,16 @@ def _conflict(name: str, owners: list[str]) -> str:
     owners = sorted(owners, key=lambda owner: order.index(owner) if owner in order else len(order))
     *others, last = [_plugin_origin(owner) for owner in owners]
     dists = [_distribution(owner) for owner in owners]
-    shared = {d for d in dists if d is not None and dists.count(d) > 1}
-    ways = list(dict.fromkeys(_removal(owner) for owner in owners))
-    if shared:  # uninstalling that distribution would remove every offer it makes
-        advice = (f"{' and '.join(sorted(shared))} offers it through more than one entry point, which "
-                  "its authors must fix (or register_backend(spec, replace=True) picks one in-process)")
-    else:
+    shared = sorted({d for d in dists if d is not None and dists.count(d) > 1})
+    ways = list(dict.fromkeys(_removal(o) for o, d in zip(owners, dists) if d is None or d not in shared))
+    if not shared:
         advice = (f"keep one of them: {', or '.join(ways)}" if len(ways) == 2
                   else f"keep one of them, removing the others: {'; '.join(ways)}")
+    else:  # uninstalling that distribution would remove every offer it makes
+        advice = (f"{' and '.join(shared)} offers it through more than one entry point, which its authors "
+                  "must fix (or register_backend(spec, replace=True) picks one in-process)")
+        if ways:
+            advice += f"; {' and '.join(ways)} would remove the other{'s' if len(ways) > 1 else ''}"
     return (f"backend {name!r} is offered by {_NUMBERS.get(len(owners), len(owners))} plugins, "
             f"{', '.join(others)} and {last}; {advice}")
 

@@ -383,7 +383,7 @@ class Tensor:
     def __copy__(self) -> Tensor:
         """copy.copy: a second Tensor for the same node (same array, op and .grad), as before pickle's
         state was defined: a computed tensor's copy still leads backward to its graph."""
-        copied = Tensor.__new__(Tensor)
+        copied = type(self).__new__(type(self))
         for slot in ("_data", "_grad", "_op", "_requires_grad", "_updated_at"):
             setattr(copied, slot, getattr(self, slot))
         return copied
@@ -396,7 +396,7 @@ class Tensor:
                 f"copy.deepcopy of a tensor computed by {type(self._op).__name__}: only leaves (tensors "
                 "you made) can be deep-copied, as in PyTorch. Tensor(t.numpy()) is a new leaf with its "
                 "values; t.detach() a constant sharing them")
-        copied = Tensor.__new__(Tensor)
+        copied = type(self).__new__(type(self))
         memo[id(self)] = copied
         copied.__setstate__(copy.deepcopy(self.__getstate__(), memo))
         return copied

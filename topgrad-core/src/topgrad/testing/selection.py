@@ -29,7 +29,9 @@ class _Parser:
     def __init__(self, expression: str) -> None:
         self.expression = expression
         # a word runs through brackets, so a case id is one word: "Add[(2,3)+(3,)] or SGD"
-        self.tokens = re.findall(r"[()]|(?:[^\s()\[]|\[[^\]]*\])+", expression)
+        self.tokens = re.findall(r"[()]|(?:[^\s()\[]|\[[^\]]*\])+|\[", expression)
+        if "[" in self.tokens:  # a bracket the pattern could not close
+            self._error("a '[' has no ']'")
         self.at = 0
 
     def parse(self) -> Callable[[str], bool]:
