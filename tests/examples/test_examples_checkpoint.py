@@ -39,7 +39,8 @@ def numpy_state(model) -> dict[str, np.ndarray]:
 def test_round_trip_restores_model_and_optimizer(tmp_path: Path) -> None:
     model, optimizer = trained(DeepConvNet(width=4, seed=0))
     history = np.array([[0.5, 0.9, 1.0]])
-    path = checkpoint.save(tmp_path / "ck.npz", "deepconv", model, optimizer, 1, CONFIG, history)
+    path = tmp_path / "ck.npz"
+    checkpoint.save(path, "deepconv", model, optimizer, 1, CONFIG, history)
     assert [p.name for p in tmp_path.iterdir()] == ["ck.npz"]
     with np.load(path, allow_pickle=False) as npz:  # readable without pickle
         assert "model/blocks.1.project_bn.running_mean" in npz.files
@@ -60,7 +61,8 @@ def test_round_trip_restores_model_and_optimizer(tmp_path: Path) -> None:
 def test_sgd_momentum_state_round_trips(tmp_path: Path) -> None:
     sgd = lambda params, lr: topgrad.optim.SGD(params, lr=lr, momentum=0.9)  # noqa: E731
     model, optimizer = trained(MLP(hidden=(8,)), optimizer_cls=sgd)
-    path = checkpoint.save(tmp_path / "ck.npz", "mlp", model, optimizer, 3, CONFIG, np.zeros((3, 3)))
+    path = tmp_path / "ck.npz"
+    checkpoint.save(path, "mlp", model, optimizer, 3, CONFIG, np.zeros((3, 3)))
     fresh = MLP(hidden=(8,), seed=9)
     fresh_opt = topgrad.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9)
     assert checkpoint.load(path, "mlp", fresh, fresh_opt)[0] == 3
@@ -78,7 +80,8 @@ def test_save_replaces_atomically(tmp_path: Path) -> None:
 @pytest.fixture
 def saved(tmp_path: Path) -> Path:
     model, optimizer = trained(MLP(hidden=(8,)), steps=1)
-    return checkpoint.save(tmp_path / "ck.npz", "mlp", model, optimizer, 1, CONFIG, np.zeros((1, 3)))
+    checkpoint.save(tmp_path / "ck.npz", "mlp", model, optimizer, 1, CONFIG, np.zeros((1, 3)))
+    return tmp_path / "ck.npz"
 
 
 def _load_into(path: Path, name: str = "mlp", model=None, optimizer_cls=topgrad.optim.Adam):
@@ -111,7 +114,8 @@ def test_optimizer_state_for_more_parameters_than_the_model_has(tmp_path: Path) 
     (model(x, training=True).sum() + extra.sum()).backward()
     optimizer.step()
     assert len(model.parameters()) == 4 and all(optimizer.state)  # five parameters' state in the file
-    path = checkpoint.save(tmp_path / "ck.npz", "mlp", model, optimizer, 1, CONFIG, np.zeros((1, 3)))
+    path = tmp_path / "ck.npz"
+    checkpoint.save(path, "mlp", model, optimizer, 1, CONFIG, np.zeros((1, 3)))
     fresh = MLP(hidden=(8,), seed=3)
     with pytest.raises(checkpoint.CheckpointError) as info:
         checkpoint.load(path, "mlp", fresh, topgrad.optim.Adam(fresh.parameters()))
@@ -208,5 +212,6 @@ def test_a_folder_that_refuses_fsync_still_gets_its_checkpoint(
 
     monkeypatch.setattr(os, "fsync", no_folder_fsync)
     model, optimizer = trained(MLP(hidden=(8,)), steps=1)
-    path = checkpoint.save(tmp_path / "ck.npz", "mlp", model, optimizer, 1, CONFIG, np.zeros((1, 3)))
+    path = tmp_path / "ck.npz"
+    checkpoint.save(path, "mlp", model, optimizer, 1, CONFIG, np.zeros((1, 3)))
     assert int(checkpoint.read(path)["meta/epoch"]) == 1

@@ -18,6 +18,10 @@ from topgrad_examples import checkpoint, train
 
 FAST = ["--epochs", "1", "--batch-size", "16", "--no-progress"]
 DIVERGING = pytest.mark.filterwarnings("error::RuntimeWarning")  # the one-line message says it all
+POSIX_SIGNALS = pytest.mark.skipif(
+    sys.platform == "win32", reason="on Windows, os.kill(pid, SIGTERM) and send_signal are TerminateProcess: "
+                                    "sent to this process it would end pytest; no handler ever runs")
+STOP_SIGNALS = [n for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[str], str]:
@@ -112,6 +116,7 @@ def _interruptible() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@POSIX_SIGNALS
 def test_ctrl_c_exits_130_after_saying_what_was_saved(tiny_data: Path, tmp_path: Path) -> None:
     """A real SIGINT, in another process, once an epoch has been saved."""
     ck = tmp_path / "run.npz"
@@ -139,6 +144,7 @@ def test_ctrl_c_exits_130_after_saying_what_was_saved(tiny_data: Path, tmp_path:
     assert "Traceback" not in err, err
 
 
+@POSIX_SIGNALS
 def test_sigterm_exits_143_after_saying_what_was_saved(tiny_data: Path, tmp_path: Path) -> None:
     """`docker stop`, a batch system's preemption: a real SIGTERM ended the run without a word,
     status -15, as if killed; it stops as Ctrl-C does."""
@@ -171,7 +177,8 @@ class _UnhandledError(Exception):
     """Raised by the test's own handler: the signal reached a run that does not handle it."""
 
 
-@pytest.mark.parametrize("name", [n for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)])
+@POSIX_SIGNALS
+@pytest.mark.parametrize("name", STOP_SIGNALS)
 def test_a_stop_signal_while_a_checkpoint_is_written_leaves_no_temporary_file(
     name: str, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
@@ -203,6 +210,7 @@ def test_a_stop_signal_while_a_checkpoint_is_written_leaves_no_temporary_file(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
 
 
+@POSIX_SIGNALS
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on Windows")
 def test_a_sighup_ignored_before_stays_ignored(tiny_data: Path, capsys,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
@@ -219,6 +227,99 @@ def test_a_sighup_ignored_before_stays_ignored(tiny_data: Path, capsys,
         assert run(capsys, "mlp", "--data-dir", str(tiny_data), *FAST)[0] == 0
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+@POSIX_SIGNALS
+@pytest.mark.parametrize("name", STOP_SIGNALS)
+def test_a_second_stop_signal_while_the_save_is_undone_leaves_no_temporary_file(
+    name: str, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A closed terminal sends SIGHUP twice (the kernel's, then the shell's): the second landed in
+    the removal of the checkpoint's temporary file and left it. The first signal now sets both stop
+    signals and SIGINT to be ignored until the run has said what it saved; its handlers come back."""
+    number, ck = getattr(signal, name), tmp_path / "run.npz"
+    savez, unlink, sent = np.savez, Path.unlink, []
+
+    def savez_then_signal(file: Any, **arrays: Any) -> None:
+        savez(file, **arrays)
+        sent.append(number)
+        os.kill(os.getpid(), number)
+
+    def unlink_after_a_second_signal(self: Path, *args: Any, **kwargs: Any) -> None:
+        if sent and self.name.endswith(".tmp"):
+            os.kill(os.getpid(), number)
+        unlink(self, *args, **kwargs)
+
+    def unhandled(signum: int, frame: object) -> None:
+        raise _UnhandledError(name)
+
+    monkeypatch.setattr(np, "savez", savez_then_signal)
+    monkeypatch.setattr(Path, "unlink", unlink_after_a_second_signal)
+    previous, ctrl_c = signal.signal(number, unhandled), signal.getsignal(signal.SIGINT)
+    try:
+        code = train.main(["mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST])
+        assert signal.getsignal(number) is unhandled and signal.getsignal(signal.SIGINT) is ctrl_c
+    finally:
+        signal.signal(number, previous)
+    err = capsys.readouterr().err
+    assert code == 128 + number and err.strip() == (
+        f"topgrad-train: interrupted by {name}; epoch 1's save was cut short, so {ck} was not written"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
+
+
+@POSIX_SIGNALS
+def test_a_second_sigterm_while_the_message_is_composed_is_ignored(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGTERM in epoch 2, and another while the run worked out what it had saved: it said
+    "interrupted by SIGTERM before training began; nothing was saved", though run.npz held epoch 1."""
+    ck = tmp_path / "run.npz"
+    train_epoch, what_was_saved = train.train_epoch, train.what_was_saved
+
+    def sigterm_in_epoch_2(*args: Any, **kwargs: Any) -> float:
+        if args[6] == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return train_epoch(*args, **kwargs)
+
+    def sigterm_then_what_was_saved(*args: Any, **kwargs: Any) -> str:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return what_was_saved(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_epoch", sigterm_in_epoch_2)
+    monkeypatch.setattr(train, "what_was_saved", sigterm_then_what_was_saved)
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST[2:],
+                       "--epochs", "3")
+    assert code == 143 and err.strip() == (
+        f"topgrad-train: interrupted by SIGTERM; {ck} holds epoch 1: go on with --resume {ck} "
+        f"--save {ck}"), err
+
+
+def test_an_interrupt_after_training_began_never_says_nothing_was_saved(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C while the run composed its message about a closed output: main's fallback for an
+    interrupt said "before training began; nothing was saved" though the run had saved epoch 1."""
+    ck = tmp_path / "run.npz"
+    train_epoch, what_was_saved, calls = train.train_epoch, train.what_was_saved, []
+
+    def output_closes_in_epoch_2(*args: Any, **kwargs: Any) -> float:
+        if args[6] == 1:
+            raise BrokenPipeError
+        return train_epoch(*args, **kwargs)
+
+    def ctrl_c_while_composed(*args: Any, **kwargs: Any) -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return what_was_saved(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_epoch", output_closes_in_epoch_2)
+    monkeypatch.setattr(train, "what_was_saved", ctrl_c_while_composed)
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST[2:],
+                       "--epochs", "3")
+    assert code == 130 and err.strip() == (
+        f"topgrad-train: interrupted; {ck} holds epoch 1: go on with --resume {ck} --save {ck}"), err
 
 
 def _close_fd(fd: int) -> Any:

@@ -9,6 +9,7 @@ import http.client
 import http.server
 import io
 import os
+import re
 import sys
 import threading
 from collections.abc import Iterator
@@ -456,14 +457,16 @@ def test_a_cache_folder_that_cannot_be_made_falls_back_without_a_traceback(
     assert data.load_dataset("mnist", mirrors=[f"{server}/good"], timeout=5,
                              log=messages.append).source == data.BUNDLED
     assert len(messages) == 1 and not messages[0].startswith("downloading"), messages
-    assert (f"and its download folder {cache} cannot be written (Not a directory); using the bundled "
+    blocker = tmp_path / "afile"  # named: "make .../topgrad/mnist writable" was no help
+    assert (f"and its download folder {cache} cannot be made ({blocker} is a file); using the bundled "
             "subset") in messages[0], messages
-    assert messages[0].endswith(f"or set $XDG_CACHE_HOME to a folder you can write (or make {cache} "
-                                "writable) and run again to download them."), messages
-    with pytest.raises(data.DatasetNotFoundError, match=r"download folder .*fashion-mnist cannot be written "
-                                                        r"\(Not a directory\)\. .*set \$XDG_CACHE_HOME"):
+    assert messages[0].endswith(f"or set $XDG_CACHE_HOME to a folder you can write (or move the file "
+                                f"{blocker} out of the way) and run again to download them."), messages
+    with pytest.raises(data.DatasetNotFoundError, match=r"download folder .*fashion-mnist cannot be made "
+                                                        r"\(.*afile is a file\)\. .*set \$XDG_CACHE_HOME"):
         data.load_dataset("fashion-mnist", mirrors=[f"{server}/good"], timeout=5, log=messages.append)
-    with pytest.raises(download.FolderNotWritableError, match=r"cannot keep a download there"):
+    why = rf"\({re.escape(str(blocker))} is a file, not a folder\)"
+    with pytest.raises(download.FolderNotWritableError, match=rf"cannot keep a download there {why}"):
         fetch_from_mirrors([f"{server}/good"], "file.bin", cache / "file.bin", sha256(PAYLOAD), timeout=5)
 
 
@@ -483,6 +486,24 @@ def test_a_read_only_cache_is_said_before_any_mirror_is_contacted(
     assert f"its download folder {cache} cannot be written (Read-only file system)" in messages[0], messages
 
 
+def test_a_download_checks_its_folder_once(
+    server: str, tmp_path: Path, make_dataset, isolated_search: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The cache was checked (a file made and removed) once by data.download and again before each
+    of the four files: once is enough."""
+    _serve_dataset(tmp_path, make_dataset, monkeypatch)
+    checked: list[Path] = []
+    try_writing = files.try_writing
+
+    def counted(folder: Path, name: str) -> None:
+        checked.append(folder)
+        try_writing(folder, name)
+
+    monkeypatch.setattr(files, "try_writing", counted)
+    data.load_dataset("mnist", mirrors=[f"{server}/good"], timeout=5, log=lambda message: None)
+    assert checked == [tmp_path / "cache" / "topgrad" / "mnist"], checked
+
+
 def test_topgrad_train_with_an_unusable_cache_is_one_line(
     tmp_path: Path, isolated_search: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -492,7 +513,8 @@ def test_topgrad_train_with_an_unusable_cache_is_one_line(
     code = train.main(["mlp", "--dataset", "fashion-mnist", "--epochs", "0", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, err
-    assert f"its download folder {tmp_path / 'afile' / 'topgrad' / 'fashion-mnist'} cannot be written" in err
+    assert (f"its download folder {tmp_path / 'afile' / 'topgrad' / 'fashion-mnist'} cannot be made "
+            f"({tmp_path / 'afile'} is a file)") in err, err
 
 
 # ---- the other dataset's files in a folder searched -------------------------------------------------

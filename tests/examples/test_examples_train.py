@@ -11,12 +11,13 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from conftest import write_dataset
 from topgrad_examples import checkpoint, data, idx, train
-from topgrad_examples.resume import Saved
+from topgrad_examples.saving import Saved
 
 FAST = ["--epochs", "1", "--batch-size", "16", "--no-progress"]
 
@@ -106,11 +107,11 @@ def test_an_unfinished_save_claims_only_a_file_it_wrote(tiny_data: Path, tmp_pat
     ck, new = tmp_path / "ck.npz", tmp_path / "new.npz"
     for path in (ck, new):
         assert run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(path), *FAST)[0] == 0
-    saved = Saved()
-    saved.begin(1, str(ck))
-    assert saved.last(str(ck)) is None
+    saved = Saved(path=str(ck))
+    saved.begin(1)
+    assert saved.last() is None
     os.replace(new, ck)  # as the save's rename does
-    assert saved.last(str(ck)) == 1
+    assert saved.last() == 1
 
 
 def test_each_saved_epoch_says_where_and_a_resume_without_save_says_it_keeps_nothing(
@@ -933,6 +934,15 @@ def test_a_chart_that_cannot_be_written_keeps_the_earlier_one(tmp_path: Path, mo
 
 
 # ---- two runs with the same --save -------------------------------------------------------------
+def _beside(ck: Path) -> Path:
+    """The one file this run saved beside `ck`: NAME.PID-TOKEN.npz (the process id alone is not
+    enough: in containers every run may be process 1, and the folder shared over NFS)."""
+    name = rf"{ck.stem}\.{os.getpid()}-[0-9a-f]{{6}}\.npz"
+    found = [p for p in ck.parent.iterdir() if re.fullmatch(name, p.name)]
+    assert len(found) == 1, sorted(p.name for p in ck.parent.iterdir())
+    return found[0]
+
+
 def _other_runs_file(path: Path) -> bytes:
     """Put another process's file at `path` as a save does (a new file renamed over the old one)."""
     other = path.with_name("other.tmp")
@@ -957,7 +967,7 @@ def test_a_checkpoint_replaced_by_another_run_is_kept_and_this_run_saves_beside_
     monkeypatch.setattr(train, "train_epoch", other_run_saves_during_epoch_2)
     code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST[2:],
                            "--epochs", "3")
-    beside = tmp_path / f"ck.{os.getpid()}.npz"
+    beside = _beside(ck)
     assert code == 0 and ck.read_bytes() == theirs[0], err
     assert err.strip().endswith(
         f"note: another process wrote {ck}, which held this run's epoch 1, during this run (another run "
@@ -979,7 +989,7 @@ def test_a_file_that_appears_at_save_before_the_first_epoch_is_kept(
 
     monkeypatch.setattr(train, "train_epoch", epoch_while_another_run_saves)
     code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST)
-    beside = tmp_path / f"ck.{os.getpid()}.npz"
+    beside = _beside(ck)
     assert code == 0 and ck.read_bytes() == theirs[0] and f"this run saves its epochs to {beside}" in err, err
     assert int(checkpoint.read(beside)["meta/epoch"]) == 1 and lines[-2].endswith(f"saved to {beside}")
 
@@ -1001,16 +1011,88 @@ def test_a_checkpoint_removed_during_the_run_is_written_again(tiny_data: Path, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
 
 
+def test_another_runs_file_landing_just_after_this_runs_rename_is_kept(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The file a save wrote was identified by a stat after its rename: another run's file renamed
+    over it in between was taken for this run's, and the next save replaced it silently. The
+    identity is now the temporary file's, taken before the rename."""
+    ck, replace, theirs = tmp_path / "ck.npz", os.replace, []
+
+    def another_run_renames_right_after(src: Any, dst: Any) -> None:
+        replace(src, dst)
+        if Path(dst) == ck and not theirs:
+            other = tmp_path / "other.tmp"
+            other.write_bytes(b"another run's checkpoint")
+            replace(other, ck)
+            theirs.append(ck.read_bytes())
+
+    monkeypatch.setattr(os, "replace", another_run_renames_right_after)
+    code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST[2:],
+                           "--epochs", "2")
+    assert code == 0 and ck.read_bytes() == theirs[0], err
+    beside = _beside(ck)
+    assert f"this run saves its epochs to {beside} instead" in err, err
+    assert lines[-2].endswith(f"saved to {beside}"), lines
+    assert int(checkpoint.read(beside)["meta/epoch"]) == 2
+
+
+def test_a_resume_checkpoint_replaced_by_another_run_is_not_said_to_hold_its_epoch(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--resume ck --save ck; another run replaced ck, this run moved its saves beside it, and its
+    first one there was cut short: the advice was "ck still holds epoch 1: go on with --resume ck",
+    though ck was the other run's file by then."""
+    ck = tmp_path / "ck.npz"
+    assert run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST)[0] == 0
+    train_epoch = train.train_epoch
+
+    def another_run_saves_meanwhile(*args: Any, **kwargs: Any) -> float:
+        _other_runs_file(ck)
+        return train_epoch(*args, **kwargs)
+
+    def cut_short(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "train_epoch", another_run_saves_meanwhile)
+    monkeypatch.setattr(np, "savez", cut_short)
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", str(ck), "--save", str(ck),
+                       *FAST[2:], "--epochs", "3")
+    assert code == 130 and "still holds" not in err, err
+    assert err.strip().endswith(
+        f"topgrad-train: interrupted; epoch 2's save was cut short; {ck} held epoch 1 when this run began, "
+        "but another process has replaced it since (another run with the same --save?)"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.npz", "tiny"]
+
+
+def test_a_resume_checkpoint_replaced_during_a_diverged_run_is_not_offered_either(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ck = tmp_path / "ck.npz"
+    assert run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST)[0] == 0
+
+    def diverges_while_another_run_saves(*args: Any, **kwargs: Any) -> float:
+        _other_runs_file(ck)
+        raise train.DivergedError("in epoch 2/2, step 1/6: the training loss is nan")
+
+    monkeypatch.setattr(train, "train_epoch", diverges_while_another_run_saves)
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", str(ck), *FAST[2:],
+                       "--epochs", "2")
+    assert code == 1 and "still holds" not in err and err.strip().endswith(
+        f"{ck} held epoch 1, the last good one, when this run began, but another process has replaced it "
+        "since (another run with the same --save?)"), err
+
+
 # ---- a resumed run with another --epochs ---------------------------------------------------------
-def test_resuming_with_other_epochs_notes_the_stretched_schedule(tiny_data: Path, tmp_path: Path,
-                                                                capsys) -> None:
+def test_resuming_with_other_epochs_notes_the_recomputed_schedule(tiny_data: Path, tmp_path: Path,
+                                                                  capsys) -> None:
     ck = tmp_path / "ck.npz"
     assert run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST)[0] == 0
     code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", str(ck), "--save", str(ck),
                        "--epochs", "2", "--no-progress")
     assert code == 0 and err.strip() == (
         "note: --epochs 2, the checkpoint's run planned 1: the cosine learning-rate schedule is "
-        "stretched over the new total of 2 epochs from epoch 2 on, so the result differs from a "
+        "recomputed over the new total of 2 epochs from epoch 2 on, so the result differs from a "
         "straight 2-epoch run"), err
     code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", str(ck), "--save", str(ck),
                        "--epochs", "3", "--batch-size", "16", "--no-progress")
@@ -1019,6 +1101,29 @@ def test_resuming_with_other_epochs_notes_the_stretched_schedule(tiny_data: Path
         code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", str(ck), *same,
                            "--no-progress")
         assert code == 0 and "note" not in err, err
+
+
+def test_resuming_with_fewer_epochs_does_not_call_the_schedule_stretched(
+    tiny_data: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run planned for 10 epochs, stopped after 1 and resumed with --epochs 2: its schedule is
+    squeezed, not "stretched" as the note said."""
+    ck, train_epoch = tmp_path / "ck.npz", train.train_epoch
+
+    def stop_in_epoch_2(*args, **kwargs):
+        if args[6] == 1:
+            raise KeyboardInterrupt
+        return train_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_epoch", stop_in_epoch_2)
+    code = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST[2:], "--epochs", "10")[0]
+    assert code == 130
+    monkeypatch.setattr(train, "train_epoch", train_epoch)
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--resume", str(ck), "--save", str(ck),
+                       "--epochs", "2", "--no-progress")
+    assert code == 0 and "stretched" not in err and (
+        "the checkpoint's run planned 10: the cosine learning-rate schedule is recomputed over the new "
+        "total of 2 epochs from epoch 2 on") in err, err
 
 
 # ---- a checkpoint of another format version --------------------------------------------------------

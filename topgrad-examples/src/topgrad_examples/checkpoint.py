@@ -18,7 +18,7 @@ import numpy as np
 import topgrad
 from topgrad import Tensor
 
-from topgrad_examples.files import check_folder, replacing
+from topgrad_examples.files import Identity, check_folder, identity, replacing
 from topgrad_examples.models import Module
 
 FORMAT_NAME = "topgrad-examples-checkpoint"
@@ -47,8 +47,10 @@ def _to_numpy(array: Any) -> np.ndarray:
 def save(
     path: str | os.PathLike[str], model_name: str, model: Module, optimizer: topgrad.optim.Optimizer,
     epoch: int, config: dict[str, str | int | float], history: np.ndarray,
-) -> Path:
-    """Write a checkpoint atomically (temporary file in the same folder, then os.replace)."""
+) -> Identity | None:
+    """Write a checkpoint atomically (temporary file in the same folder, then os.replace); return
+    the identity of the file written, taken before the rename (after it, another process's file
+    could be there already)."""
     path = Path(path)
     arrays: dict[str, Any] = {  # Any, not ndarray: for np.savez, **arrays could hold its allow_pickle flag
         "meta/format": np.array(FORMAT),
@@ -66,7 +68,9 @@ def save(
     path.parent.mkdir(parents=True, exist_ok=True)
     with replacing(path) as f:
         np.savez(f, **arrays)
-    return path
+        f.flush()  # the rename keeps inode, modification time and size: they are the file's at `path`
+        written = identity(f.fileno())
+    return written
 
 
 def check_writable(path: str | os.PathLike[str]) -> None:

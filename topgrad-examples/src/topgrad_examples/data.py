@@ -323,9 +323,14 @@ def load_dataset(
             files = download(name, mirrors=mirrors, timeout=timeout, log=log, progress=progress)
             return _load_found(files, name, str(files["train-images"].parent))
         except FolderNotWritableError as exc:  # being online is not what is missing
-            problem = f"its download folder {exc.folder} cannot be written ({exc.reason})"
-            unwritable = (f"set $XDG_CACHE_HOME to a folder you can write (or make {exc.folder} "
-                          "writable) and run again to download them")
+            if exc.blocker is not None:  # no folder can be made below a file: naming it says why
+                problem = f"its download folder {exc.folder} cannot be made ({exc.blocker} is a file)"
+                fix = f"or move the file {exc.blocker} out of the way"
+            else:
+                problem = f"its download folder {exc.folder} cannot be written ({exc.reason})"
+                fix = f"or make {exc.folder} writable"
+            unwritable = (f"set $XDG_CACHE_HOME to a folder you can write ({fix}) and run "
+                          "again to download them")
         except DownloadError as exc:
             problem, other_file = f"the download failed ({'; '.join(exc.failures)})", exc.served_other_file
     folder = "pass --data-dir DIR or set $TOPGRAD_DATA to a folder with the four IDX files"

@@ -1,13 +1,13 @@
 """Downloading one file from a list of mirrors, checked against a published checksum.
 
-The destination's folder is checked first (made, and a file written there): a read-only
-or impossible folder is a `FolderNotWritableError` before any mirror is contacted. The file is
-streamed into a temporary file next to its destination, hashed on the
-way, and moved into place with `os.replace` only when the checksum matches: an
-interrupted or corrupt download never leaves a file under the destination's name.
-The temporary file is removed when the download fails or is interrupted (Ctrl-C), and so
-are the folders it made for the destination, while they are empty. With `progress`, the
-bytes received are shown on stderr (see `progress.DownloadProgress`).
+A destination folder that cannot be made (a file where a folder should be) is a
+`FolderNotWritableError` before any mirror is contacted; `check_destination` finds a read-only
+one too (`data.download` calls it once, before its first file). The file is streamed into a
+temporary file next to its destination, hashed on the way, and moved into place with
+`os.replace` only when the checksum matches: an interrupted or corrupt download never leaves a
+file under the destination's name. The temporary file is removed when the download fails or is
+interrupted (Ctrl-C), and so are the folders it made for the destination, while they are empty.
+With `progress`, the bytes received are shown on stderr (see `progress.DownloadProgress`).
 """
 
 from __future__ import annotations
@@ -45,11 +45,14 @@ class ChecksumMismatchError(DownloadError):
 class FolderNotWritableError(DownloadError):
     """The folder a download is to be kept in cannot be made or written (a read-only cache, a
     file where a folder should be): found before any mirror is contacted, since being online would
-    not help. `folder` is that folder, `reason` the system's word for why."""
+    not help. `folder` is that folder, `reason` the system's word for why, and `blocker` the file
+    on its path that stands where a folder should be (None where there is none)."""
 
     def __init__(self, folder: Path, error: OSError) -> None:
         self.folder, self.reason = folder, error.strerror or str(error)
-        super().__init__(f"{folder}: cannot keep a download there ({self.reason})")
+        self.blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+        why = self.reason if self.blocker is None else f"{self.blocker} is a file, not a folder"
+        super().__init__(f"{folder}: cannot keep a download there ({why})")
 
 
 def check_destination(folder: Path, name: str) -> None:
@@ -108,8 +111,8 @@ def fetch_from_mirrors(
     log: Callable[[str], None] | None = None, progress: bool = False,
 ) -> Path:
     """Try `mirror + filename` for each mirror in turn; the first download whose checksum matches
-    wins. FolderNotWritableError, before any mirror is tried, where `dest` could not be written."""
-    check_destination(dest.parent, dest.name)
+    wins. FolderNotWritableError, before any mirror is tried, where `dest`'s folder cannot be made
+    (`check_destination` beforehand finds a read-only one too)."""
     failures, mismatches = [], 0
     with _made_folders(dest.parent):  # kept only if one mirror succeeds
         for mirror in mirrors:

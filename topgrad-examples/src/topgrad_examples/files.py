@@ -11,6 +11,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+Identity = tuple[int, int, int]
+"""Which file is at a path: (inode, modification time in ns, size). A rename keeps all three, so
+the identity of a temporary file taken before it is renamed into place is that of the file there."""
+
+
+def identity(file: str | os.PathLike[str] | int) -> Identity | None:
+    """The identity of the file at a path, or open as a descriptor; None where there is none."""
+    try:
+        st = os.fstat(file) if isinstance(file, int) else os.stat(file)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
 
 def check_folder(folder: Path, name: str) -> None:
     """OSError where a file named like `name` could not be written in `folder` (a read-only
@@ -28,9 +41,13 @@ def check_folder(folder: Path, name: str) -> None:
 def try_writing(folder: Path, name: str) -> None:
     """Create and remove a hidden temporary file named after `name` in `folder`; OSError (a
     read-only folder, a full disk) where that is not possible."""
-    fd, tmp = _new_file(folder, f".{name}.", ".tmp")
-    os.close(fd)
-    tmp.unlink()
+    tmp: Path | None = None
+    try:  # made inside the try: an interrupt (a stop signal) just after leaves no file behind
+        fd, tmp = _new_file(folder, f".{name}.", ".tmp")
+        os.close(fd)
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -38,15 +55,17 @@ def replacing(path: Path, suffix: str = ".tmp") -> Iterator[BinaryIO]:
     """A hidden temporary file in `path`'s folder, open for writing; when the block ends it is
     flushed to disk (fsync) and moved to `path`, and removed if the block (or the move) fails:
     `path` holds the old file or the whole new one, never a part, even after a power loss."""
-    fd, tmp = _new_file(path.parent, f".{path.name}.", suffix)
-    try:
+    tmp: Path | None = None
+    try:  # made inside the try, as in `try_writing`
+        fd, tmp = _new_file(path.parent, f".{path.name}.", suffix)
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())  # else the rename can reach the disk before the data does
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise
     _sync_folder(path.parent)
 

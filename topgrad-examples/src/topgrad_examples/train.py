@@ -17,9 +17,7 @@ import argparse
 import contextlib
 import math
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -30,7 +28,7 @@ import numpy as np
 import topgrad
 
 from topgrad_examples import checkpoint
-from topgrad_examples.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_OUTPUT_CLOSED, parse_args
+from topgrad_examples.cli import EXIT_FAILURE, EXIT_OK, EXIT_OUTPUT_CLOSED, parse_args
 from topgrad_examples.data import (
     BUNDLED,
     Dataset,
@@ -45,14 +43,9 @@ from topgrad_examples.loss import accuracy, cross_entropy
 from topgrad_examples.models import MODELS, Module, TrainDefaults, build
 from topgrad_examples.plot import PlotError, chart_path, check_plot_path, plot_history
 from topgrad_examples.progress import EpochProgress
-from topgrad_examples.resume import (
-    Saved,
-    check_same_data,
-    check_same_run,
-    save_path,
-    what_divergence_left,
-    what_was_saved,
-)
+from topgrad_examples.resume import check_same_data, check_same_run, what_divergence_left, what_was_saved
+from topgrad_examples.saving import Saved
+from topgrad_examples.signals import interrupted, stop_like_ctrl_c
 
 EVAL_BATCH = 500
 
@@ -249,8 +242,10 @@ def _load_data(args: argparse.Namespace, dataset: str, data_dir: str | None, rec
             f"({exc})") from None
 
 
-def run(args: argparse.Namespace) -> float:
-    """Train as the parsed arguments say; return the final test accuracy."""
+def run(args: argparse.Namespace, saved_now: Saved | None = None) -> float:
+    """Train as the parsed arguments say; return the final test accuracy. `saved_now` (filled in
+    as the run goes): whether training began, and what it saved where."""
+    saved_now = Saved() if saved_now is None else saved_now
     if args.backend:
         topgrad.set_backend(args.backend)
     else:  # resolve the default now: a missing backend fails before any data is read or downloaded
@@ -260,10 +255,10 @@ def run(args: argparse.Namespace) -> float:
         _check_plot_spares_checkpoints(args)
     if args.save:
         checkpoint.check_writable(args.save)
+    saved_now.find_files(args.save, args.resume)  # before they are checked or read: no file missed
     resumed = checkpoint.read(args.resume) if args.resume else None  # read once: settings, then state
     if args.save:  # after the --resume file's own errors: they say more
         checkpoint.check_not_taken(args.save, args.resume)
-    saved_now = Saved.at_start(args.save)  # the file the first save may replace: none, or --resume's
     saved = checkpoint.config_of(resumed) if resumed is not None else {}
     if args.resume:
         check_same_run(args.resume, saved, args.dataset, args.seed)
@@ -277,16 +272,16 @@ def run(args: argparse.Namespace) -> float:
         if Path(recorded).is_dir():
             data_dir = recorded  # the folder the checkpoint's epochs trained on
         else:
-            _note(f"note: the checkpoint's data folder {recorded} is gone; looking for {dataset} elsewhere "
-                  "(--data-dir names one)")
+            _stderr(f"note: the checkpoint's data folder {recorded} is gone; looking for {dataset} "
+                    "elsewhere (--data-dir names one)")
     if data_dir is None and args.resume and recorded == BUNDLED:
         data = bundled_subset()  # what the checkpoint's epochs trained on, whatever else is installed
     else:
         data = _load_data(args, dataset, data_dir, recorded)
     x_train, y_train, x_test, y_test = _select_data(data, limit)
     if limit is not None and limit > min(len(data.train_labels), len(data.test_labels)):
-        _note(f"note: --limit {limit}: {data.source} has {len(data.train_labels):,} training and "
-              f"{len(data.test_labels):,} test images; using at most that many")
+        _stderr(f"note: --limit {limit}: {data.source} has {len(data.train_labels):,} training and "
+                f"{len(data.test_labels):,} test images; using at most that many")
     if args.resume:
         check_same_data(args.resume, saved, len(y_train), len(y_test), data.source)
     model = build(args.model, seed=seed)
@@ -315,25 +310,26 @@ def run(args: argparse.Namespace) -> float:
     elif start >= recipe.epochs:
         _say(f"nothing to train: --epochs {recipe.epochs}; evaluating the model as initialized"
              f"{' (nothing is saved)' if args.save else ''}")
+    saved_now.start = start  # training begins: from here on, an interrupt says what was saved
     try:
         acc, history = _train(args, model, optimizer, recipe, seed, start, history, config,
                               (x_train, y_train, x_test, y_test), saved_now)
     except KeyboardInterrupt:
-        raise InterruptedTrainingError(f"interrupted; {what_was_saved(args, saved_now, start)}") from None
+        raise InterruptedTrainingError(f"interrupted; {what_was_saved(args, saved_now)}") from None
     except BrokenPipeError:
         raise OutputClosedError(f"the output closed (the program reading it exited), so training "
-                                f"stopped; {what_was_saved(args, saved_now, start)}") from None
+                                f"stopped; {what_was_saved(args, saved_now)}") from None
     except _OutputFailedError as exc:
         raise OutputClosedError(f"the output could not be written ({exc}), so training stopped; "
-                                f"{what_was_saved(args, saved_now, start)}", status=EXIT_FAILURE) from None
+                                f"{what_was_saved(args, saved_now)}", status=EXIT_FAILURE) from None
     except _SaveFailedError as exc:
         raise checkpoint.CheckpointError(
             f"epoch {exc.epoch} finished (test acc {exc.accuracy:.4f}) but its checkpoint could not be "
-            f"written to {args.save} ({exc.error.strerror or exc.error}), so training stopped; "
-            f"{what_was_saved(args, saved_now, start, save_failed=True)}") from None
+            f"written to {saved_now.path} ({exc.error.strerror or exc.error}), so training stopped; "
+            f"{what_was_saved(args, saved_now, save_failed=True)}") from None
     except DivergedError as exc:
         raise RunDivergedError(f"the run diverged {exc}; try a lower --lr than {recipe.lr:g}; "
-                               f"{what_divergence_left(args, saved_now, start)}") from None
+                               f"{what_divergence_left(args, saved_now)}") from None
     try:
         if args.profile and start >= recipe.epochs:
             _say("no epoch ran, so there is no profile (--profile times the first epoch this run trains)")
@@ -344,8 +340,8 @@ def run(args: argparse.Namespace) -> float:
             _say(f"loss and accuracy curves: {written}")
         _say(f"test accuracy: {acc:.4f}")
     except KeyboardInterrupt:  # training is over: say so, and what it left, not "before training began"
-        last = saved_now.last(args.save)
-        kept = f"; {args.save} holds epoch {last}" if last is not None else ""
+        last = saved_now.last()
+        kept = f"; {saved_now.path} holds epoch {last}" if last is not None else ""
         plot = f", so {chart_path(args.plot)} may not be written" if args.plot and len(history) else ""
         raise InterruptedTrainingError(
             f"interrupted after training ended (test accuracy: {acc:.4f}){plot}{kept}") from None
@@ -382,8 +378,8 @@ def _train(
         history = np.vstack([history, [loss, acc, seconds]])
         saved.trained = epoch + 1
         if args.save:  # before printing: a closed output pipe must not lose a finished epoch
-            _save(args, saved, (model, optimizer), epoch + 1, acc, config, history)
-        kept = f", saved to {args.save}" if args.save else ""
+            _save(args.model, saved, (model, optimizer), epoch + 1, acc, config, history)
+        kept = f", saved to {saved.path}" if args.save else ""
         _say(f"epoch {epoch + 1}/{recipe.epochs}: train loss {loss:.4f}, test acc {acc:.4f}, "
              f"{seconds:.1f} s ({len(y_train) / seconds:,.0f} img/s){kept}")
         if profile is not None:
@@ -394,22 +390,23 @@ def _train(
 
 
 def _save(
-    args: argparse.Namespace, saved: Saved, trained: tuple[Module, topgrad.optim.Optimizer], epoch: int,
+    model_name: str, saved: Saved, trained: tuple[Module, topgrad.optim.Optimizer], epoch: int,
     acc: float, config: dict[str, Any], history: np.ndarray,
 ) -> None:
-    """Save `epoch` to --save, or beside it where another process replaced that file during this
-    run (`save_path`: args.save then names the new file, for every later save and message); noted
-    in `saved`. _SaveFailedError where it cannot be written."""
+    """Save `epoch` to `saved.path`: --save, or beside it where another process replaced that file
+    during this run (`Saved.check_path`: every later save and message then names the new file);
+    noted in `saved`. _SaveFailedError where it cannot be written."""
     try:
-        args.save, moved = save_path(saved, args.save)
+        moved = saved.check_path()
         if moved:
-            _note(moved)
-        saved.begin(epoch, args.save)
-        checkpoint.save(args.save, args.model, *trained, epoch, config, history)
+            _stderr(moved)
+        saved.begin(epoch)
+        assert saved.path is not None  # --save was given
+        written = checkpoint.save(saved.path, model_name, *trained, epoch, config, history)
     except OSError as exc:  # a full disk, a folder removed or made read-only since the start
         saved.writing = None  # the save is atomic: the file at the path is as it was
         raise _SaveFailedError(epoch, acc, exc) from exc
-    saved.done(args.save)
+    saved.done(written)
 
 
 def _note_new_schedule(saved: dict[str, Any], epochs: int, start: int) -> None:
@@ -417,13 +414,15 @@ def _note_new_schedule(saved: dict[str, Any], epochs: int, start: int) -> None:
     cosine schedule over the new total, not the one the checkpoint's epochs followed."""
     planned = saved.get("epochs")
     if planned is not None and int(planned) != epochs and start < epochs:
-        _note(f"note: --epochs {epochs}, the checkpoint's run planned {planned}: the cosine learning-rate "
-              f"schedule is stretched over the new total of {epochs} epochs from epoch {start + 1} on, so "
-              f"the result differs from a straight {epochs}-epoch run")
+        _stderr(f"note: --epochs {epochs}, the checkpoint's run planned {planned}: the cosine "
+                f"learning-rate schedule is recomputed over the new total of {_epochs(epochs)} from epoch "
+                f"{start + 1} on, so the result differs from a straight {epochs}-epoch run")
 
 
-def _note(text: str) -> None:
-    """A note on stderr (none where stderr is closed: print would write it to stdout)."""
+def _stderr(text: str) -> None:
+    """A line on stderr, flushed: a note, or `topgrad-train: ...` as the run ends. None where there
+    is no stderr (`2>&-` makes sys.stderr None, and print would then write to stdout) or it cannot
+    be written."""
     if sys.stderr is not None:
         with contextlib.suppress(OSError):
             print(text, file=sys.stderr, flush=True)
@@ -444,16 +443,8 @@ def _output_closed(exc: Exception) -> int:
         what, status = f"the output could not be written ({exc})", EXIT_FAILURE
     else:
         what, status = "the output closed (its reader exited)", EXIT_OUTPUT_CLOSED
-    _complain(what)
+    _stderr(f"topgrad-train: {what}")
     return status
-
-
-def _complain(text: str) -> None:
-    """`topgrad-train: TEXT` on stderr, if there is one (`2>&-` makes sys.stderr None, and print
-    would then write to stdout) and it can be written."""
-    if sys.stderr is not None:
-        with contextlib.suppress(OSError):
-            print(f"topgrad-train: {text}", file=sys.stderr)
 
 
 RUN_ERRORS = (DatasetNotFoundError, DownloadError, IDXError, checkpoint.CheckpointError, PlotError,
@@ -461,45 +452,19 @@ RUN_ERRORS = (DatasetNotFoundError, DownloadError, IDXError, checkpoint.Checkpoi
 """The failures of a run that `main` reports in one line (`topgrad-train: error: ...`), status 1."""
 
 
-STOP_SIGNALS = ("SIGTERM", "SIGHUP")
-"""Signals that stop a run as Ctrl-C does (docker stop, a batch system's preemption, a closed
-terminal); Windows has no SIGHUP."""
-
-
-@contextlib.contextmanager
-def _stop_signals_interrupt() -> Iterator[list[int]]:
-    """While the block runs, STOP_SIGNALS raise KeyboardInterrupt, as SIGINT does, so that the run
-    says which checkpoint holds which epoch and a checkpoint being written leaves no temporary file;
-    yields the list their numbers go to. Only in the main thread (Python's rule); a signal ignored
-    before (nohup's SIGHUP) stays ignored, and the previous handlers come back after."""
-    received: list[int] = []
-
-    def stop(signum: int, frame: object) -> None:
-        received.append(signum)
-        raise KeyboardInterrupt
-
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for name in STOP_SIGNALS:
-            number = getattr(signal, name, None)
-            if number is not None and signal.getsignal(number) is not signal.SIG_IGN:
-                previous[number] = signal.signal(number, stop)
-    try:
-        yield received
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, signal.SIG_DFL if handler is None else handler)  # None: not set by Python
-
-
 def _interrupted(text: str, received: list[int]) -> int:
-    """Say why the run stopped (`interrupted by SIGTERM; ...` for a stop signal); its exit status,
-    128 + the signal's number, as a shell reports a process the signal ended (130 for Ctrl-C)."""
-    if not received:
-        _complain(text)
-        return EXIT_INTERRUPTED
-    name = signal.Signals(received[0]).name
-    _complain(text.replace("interrupted", f"interrupted by {name}", 1))
-    return 128 + received[0]
+    """Say why the run stopped (`signals.interrupted`: which signal); its exit status."""
+    line, status = interrupted(text, received)
+    _stderr(f"topgrad-train: {line}")
+    return status
+
+
+def _interrupted_outside_training(args: argparse.Namespace, saved: Saved) -> str:
+    """An interrupt that `run` did not turn into its own message: before training began (reading,
+    searching or downloading the data), or one landing while a message was composed."""
+    if saved.start is None:
+        return "interrupted before training began; nothing was saved"
+    return f"interrupted; {what_was_saved(args, saved)}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -508,20 +473,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     exited. A usage error exits with argparse's status 2 (SystemExit) before anything runs."""
     args = parse_args(argv)
     if sys.stdout is None:  # `>&-`: the result could not be printed; say so before any work is done
-        _complain(f"{STDOUT_CLOSED} (>&-): the test accuracy could not be printed, so nothing was run; "
-                  "send stdout somewhere, e.g. > train.log")
+        _stderr(f"topgrad-train: {STDOUT_CLOSED} (>&-): the test accuracy could not be printed, so nothing "
+                "was run; send stdout somewhere, e.g. > train.log")
         return EXIT_FAILURE
-    with _stop_signals_interrupt() as received:
+    saved = Saved()
+    with stop_like_ctrl_c() as received:
         try:
-            run(args)
+            run(args, saved)
         except InterruptedTrainingError as exc:
             return _interrupted(str(exc), received)
         except (OutputClosedError, BrokenPipeError, _OutputFailedError) as exc:
             return _output_closed(exc)
-        except KeyboardInterrupt:  # before training: reading, searching or downloading the data
-            return _interrupted("interrupted before training began; nothing was saved", received)
+        except KeyboardInterrupt:
+            return _interrupted(_interrupted_outside_training(args, saved), received)
         except RUN_ERRORS as exc:
-            _complain(f"error: {exc}")
+            _stderr(f"topgrad-train: error: {exc}")
             return EXIT_FAILURE
     return EXIT_OK
 
