@@ -116,28 +116,35 @@ def _interruptible() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-@POSIX_SIGNALS
-def test_ctrl_c_exits_130_after_saying_what_was_saved(tiny_data: Path, tmp_path: Path) -> None:
-    """A real SIGINT, in another process, once an epoch has been saved."""
-    ck = tmp_path / "run.npz"
+def _signal_after_epoch_one(tiny_data: Path, ck: Path, number: int, **popen: Any) -> tuple[int, str]:
+    """Train in another process until it has saved epoch 1, then send it the signal `number`: its
+    exit status and stderr."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "topgrad_examples.train", "mlp", "--data-dir", str(tiny_data), "--epochs",
          "100000", "--batch-size", "16", "--save", str(ck), "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_interruptible,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **popen,
     )
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
             if line.startswith("epoch 1/"):
-                proc.send_signal(signal.SIGINT)
+                proc.send_signal(number)
                 break
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130, err
+    return proc.returncode, err
+
+
+@POSIX_SIGNALS
+def test_ctrl_c_exits_130_after_saying_what_was_saved(tiny_data: Path, tmp_path: Path) -> None:
+    """A real SIGINT, in another process, once an epoch has been saved."""
+    ck = tmp_path / "run.npz"
+    code, err = _signal_after_epoch_one(tiny_data, ck, signal.SIGINT, preexec_fn=_interruptible)
+    assert code == 130, err
     epoch = int(checkpoint.read(ck)["meta/epoch"])
     assert epoch >= 1 and err.strip().endswith(
         f"interrupted; {ck} holds epoch {epoch}: go on with --resume {ck} --save {ck}"), err
@@ -149,24 +156,8 @@ def test_sigterm_exits_143_after_saying_what_was_saved(tiny_data: Path, tmp_path
     """`docker stop`, a batch system's preemption: a real SIGTERM ended the run without a word,
     status -15, as if killed; it stops as Ctrl-C does."""
     ck = tmp_path / "run.npz"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "topgrad_examples.train", "mlp", "--data-dir", str(tiny_data), "--epochs",
-         "100000", "--batch-size", "16", "--save", str(ck), "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("epoch 1/"):
-                proc.send_signal(signal.SIGTERM)
-                break
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 143, err
+    code, err = _signal_after_epoch_one(tiny_data, ck, signal.SIGTERM)
+    assert code == 143, err
     epoch = int(checkpoint.read(ck)["meta/epoch"])
     assert err.strip().endswith(
         f"interrupted by SIGTERM; {ck} holds epoch {epoch}: go on with --resume {ck} --save {ck}"), err
@@ -175,6 +166,27 @@ def test_sigterm_exits_143_after_saying_what_was_saved(tiny_data: Path, tmp_path
 
 class _UnhandledError(Exception):
     """Raised by the test's own handler: the signal reached a run that does not handle it."""
+
+
+def _stops_in_the_save(name: str, tiny_data: Path, ck: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Run one epoch with --save ck, under a handler of the test's own for the signal `name` that
+    the run's save sends itself: the run stops as for Ctrl-C (status 128 + the signal, one line),
+    ck is not written, no temporary file is left, and the handlers it found are back."""
+    number = getattr(signal, name)
+
+    def unhandled(signum: int, frame: object) -> None:
+        raise _UnhandledError(name)
+
+    previous, ctrl_c = signal.signal(number, unhandled), signal.getsignal(signal.SIGINT)
+    try:
+        code = train.main(["mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST])
+        assert signal.getsignal(number) is unhandled and signal.getsignal(signal.SIGINT) is ctrl_c
+    finally:
+        signal.signal(number, previous)
+    err = capsys.readouterr().err
+    assert code == 128 + number and err.strip() == (
+        f"topgrad-train: interrupted by {name}; epoch 1's save was cut short, so {ck} was not written"), err
+    assert sorted(p.name for p in ck.parent.iterdir()) == ["tiny"]
 
 
 @POSIX_SIGNALS
@@ -194,20 +206,8 @@ def test_a_stop_signal_while_a_checkpoint_is_written_leaves_no_temporary_file(
         savez(file, **arrays)
         os.kill(os.getpid(), number)
 
-    def unhandled(signum: int, frame: object) -> None:
-        raise _UnhandledError(name)
-
     monkeypatch.setattr(np, "savez", savez_then_signal)
-    previous = signal.signal(number, unhandled)
-    try:
-        code = train.main(["mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST])
-        assert signal.getsignal(number) is unhandled
-    finally:
-        signal.signal(number, previous)
-    err = capsys.readouterr().err
-    assert code == 128 + number and err.strip() == (
-        f"topgrad-train: interrupted by {name}; epoch 1's save was cut short, so {ck} was not written"), err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
+    _stops_in_the_save(name, tiny_data, ck, capsys)
 
 
 @POSIX_SIGNALS
@@ -251,21 +251,9 @@ def test_a_second_stop_signal_while_the_save_is_undone_leaves_no_temporary_file(
             os.kill(os.getpid(), number)
         unlink(self, *args, **kwargs)
 
-    def unhandled(signum: int, frame: object) -> None:
-        raise _UnhandledError(name)
-
     monkeypatch.setattr(np, "savez", savez_then_signal)
     monkeypatch.setattr(Path, "unlink", unlink_after_a_second_signal)
-    previous, ctrl_c = signal.signal(number, unhandled), signal.getsignal(signal.SIGINT)
-    try:
-        code = train.main(["mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST])
-        assert signal.getsignal(number) is unhandled and signal.getsignal(signal.SIGINT) is ctrl_c
-    finally:
-        signal.signal(number, previous)
-    err = capsys.readouterr().err
-    assert code == 128 + number and err.strip() == (
-        f"topgrad-train: interrupted by {name}; epoch 1's save was cut short, so {ck} was not written"), err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
+    _stops_in_the_save(name, tiny_data, ck, capsys)
 
 
 @POSIX_SIGNALS

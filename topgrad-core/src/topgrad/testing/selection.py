@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import NoReturn
 
 _KEYWORDS = ("and", "or", "not")
@@ -49,18 +49,19 @@ class _Parser:
         return self.tokens[self.at] if self.at < len(self.tokens) else None
 
     def _or(self) -> Callable[[str], bool]:
-        parts = [self._and()]
-        while self._peek() == "or":
-            self.at += 1
-            parts.append(self._and())
-        return parts[0] if len(parts) == 1 else lambda name: any(p(name) for p in parts)
+        return self._joined("or", self._and, any)
 
     def _and(self) -> Callable[[str], bool]:
-        parts = [self._not()]
-        while self._peek() == "and":
+        return self._joined("and", self._not, all)
+
+    def _joined(self, word: str, operand: Callable[[], Callable[[str], bool]],
+                combine: Callable[[Iterable[bool]], bool]) -> Callable[[str], bool]:
+        """Operands joined by `word` (or, and), matched as `combine` (any, all) of theirs."""
+        parts = [operand()]
+        while self._peek() == word:
             self.at += 1
-            parts.append(self._not())
-        return parts[0] if len(parts) == 1 else lambda name: all(p(name) for p in parts)
+            parts.append(operand())
+        return parts[0] if len(parts) == 1 else lambda name: combine(p(name) for p in parts)
 
     def _not(self) -> Callable[[str], bool]:
         token = self._peek()
