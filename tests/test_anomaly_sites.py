@@ -260,3 +260,19 @@ def test_inf_false_lets_a_minus_inf_mask_through_and_still_stops_at_nan() -> Non
     with pytest.raises(TypeError, match="inf is True or False"):
         with topgrad.detect_anomaly(inf="no"):  # type: ignore[arg-type]
             pass
+
+
+def test_code_in_a_package_named_like_topgrad_next_to_it_is_the_users() -> None:
+    """Installed, site-packages/topgrad_examples/ begins with site-packages/topgrad: the frames of
+    the example models (and of any topgrad_* package beside topgrad) were left out of the chain as
+    if they were topgrad's own, so a fresh install reported one frame where the repository's
+    editable install reported four."""
+    beside = anomaly._CORE_DIR.rstrip(os.sep) + "_examples" + os.sep + "models.py"
+    namespace: dict[str, Any] = {"Tensor": Tensor}
+    exec(compile("def forward(x, w):\n    return x * w\n", beside, "exec"), namespace)
+    x, w = Tensor(rand((3,), 72)), Tensor(np.array([1.0, np.nan, 1.0], np.float32))
+    with pytest.raises(AnomalyError) as caught:
+        with topgrad.detect_anomaly():
+            namespace["forward"](x, w)
+    where = os.path.join("topgrad_examples", "models.py") + ":2 in forward"
+    assert caught.value.built_at is not None and caught.value.built_at.endswith(where), caught.value

@@ -30,7 +30,8 @@ from topgrad.op import Op
 from topgrad.registry import get_backend
 from topgrad.tensor import Tensor, no_grad
 
-_CORE_DIR = os.path.dirname(os.path.abspath(__file__))
+_CORE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")  # with the separator: installed
+# side by side, site-packages/topgrad_examples/ starts with site-packages/topgrad too
 FRAMES = 4  # frames of user code an anomaly report shows, innermost last
 # Test runners' frames end the chain (a script's or a notebook cell's top level, `<module>`, does too).
 _RUNNERS = frozenset({"_pytest", "pluggy", "unittest"})
