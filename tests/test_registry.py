@@ -1032,7 +1032,7 @@ def test_warnings_name_a_sibling_package_as_outside_topgrad() -> None:
 
     from topgrad import errors
 
-    sibling = errors._PACKAGE.rstrip(os.sep) + "_numpy" + os.sep + "plugin.py"
+    sibling = errors.TOPGRAD_DIR.rstrip(os.sep) + "_numpy" + os.sep + "plugin.py"
     namespace = {"warn": errors.warn}
     exec(compile("def call():\n    warn('from a plugin')\n", sibling, "exec"), namespace)
     with pytest.warns(RuntimeWarning, match="from a plugin") as caught:

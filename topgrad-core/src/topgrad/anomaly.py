@@ -23,6 +23,7 @@ from collections.abc import Iterator, Mapping
 from types import CodeType
 from typing import Any
 
+from topgrad.errors import TOPGRAD_DIR
 from topgrad.gradcheck import _read
 from topgrad.graph import check_names
 from topgrad.observe import Observer, dtype_name, observing
@@ -30,8 +31,6 @@ from topgrad.op import Op
 from topgrad.registry import get_backend
 from topgrad.tensor import Tensor, no_grad
 
-_CORE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")  # with the separator: installed
-# side by side, site-packages/topgrad_examples/ starts with site-packages/topgrad too
 FRAMES = 4  # frames of user code an anomaly report shows, innermost last
 # Test runners' frames end the chain (a script's or a notebook cell's top level, `<module>`, does too).
 _RUNNERS = frozenset({"_pytest", "pluggy", "unittest"})
@@ -97,22 +96,21 @@ class BuiltAt:
         return f"<BuiltAt {self.innermost(compact=True)!r}, {len(self.frames)} frame(s)>"
 
 
-def user_frames(skip_modules: tuple[str, ...] = (), limit: int = FRAMES,
-                depth: int = 1) -> tuple[tuple[CodeType, int], ...]:
-    """(code, line) of the first `limit` frames outside topgrad (and `skip_modules`, and
+def user_frames(skip_modules: tuple[str, ...] = (), depth: int = 1) -> tuple[tuple[CodeType, int], ...]:
+    """(code, line) of the first `FRAMES` frames outside topgrad (and `skip_modules`, and
     contextlib), innermost first, starting `depth` frames above this call. A `__call__` that
     called a `forward` (a module's dispatch) is left out; a test runner's frame, or after a
     script's top level (`<module>`), ends the chain."""
     found: list[tuple[CodeType, int]] = []
     frame = sys._getframe(depth)
-    while frame is not None and len(found) < limit:
+    while frame is not None and len(found) < FRAMES:
         code = frame.f_code
         module = frame.f_globals.get("__name__", "")
         top = module.partition(".")[0]
         if top in _RUNNERS:
             break
         if not (top == "topgrad" or top in skip_modules or module == "contextlib"
-                or code.co_filename.startswith(_CORE_DIR)):
+                or code.co_filename.startswith(TOPGRAD_DIR)):
             if not (found and code.co_name == "__call__" and found[-1][0].co_name == "forward"):
                 found.append((code, frame.f_lineno))
             if code.co_name == "<module>":

@@ -13,7 +13,9 @@ from typing import Any
 
 import pluggy
 
-_PACKAGE = os.path.join(str(Path(__file__).parent), "")  # with the separator: not topgrad_numpy/
+TOPGRAD_DIR = os.path.join(str(Path(__file__).parent), "")
+"""topgrad's own folder, with the separator: installed side by side, site-packages/topgrad_numpy/
+and topgrad_examples/ begin with site-packages/topgrad too, and are not topgrad's."""
 _STDLIB = os.path.dirname(os.__file__)
 # What runs between the user and topgrad (`python -m`, the import of a plugin module): never the
 # line a warning is about, so warnings look past it.
@@ -51,7 +53,7 @@ def _emit(message: str, location: Location, registry: dict[Any, Any]) -> None:
 
 def _ours(filename: str) -> bool:
     """Whether `filename` is topgrad's own code or the import / `python -m` machinery."""
-    return filename.startswith(_PACKAGE) or filename.startswith(_MACHINERY)
+    return filename.startswith(TOPGRAD_DIR) or filename.startswith(_MACHINERY)
 
 
 def _caller(frame: FrameType) -> FrameType:

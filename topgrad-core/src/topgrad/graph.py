@@ -38,6 +38,12 @@ class SavedArray:
     attribute: bool = False  # kept as an attribute (`self.x = x`): backward does not release it
 
     @property
+    def verb(self) -> str:
+        """How the graph's text and picture say it: "saves" (released by backward), "keeps" (an
+        attribute, which backward does not release)."""
+        return "keeps" if self.attribute else "saves"
+
+    @property
     def same_as(self) -> str | None:
         """What this array also is, as the graph labels it: the alias, else the earlier save."""
         return self.alias or self.shares
@@ -503,9 +509,8 @@ def format_graph(g: Graph) -> str:
             lines.append("        (saved arrays released by backward)")
         for s in n.saved:
             notes = [note for note in (s.label, _ATTRIBUTE_TAG if s.attribute else "") if note]
-            verb = "keeps" if s.attribute else "saves"
             lines.append(
-                f"        {verb} {s.name:<{save_name_w}}  {_shape_text(s.shape):<{save_shape_w}}  "
+                f"        {s.verb} {s.name:<{save_name_w}}  {_shape_text(s.shape):<{save_shape_w}}  "
                 f"{s.dtype:<{save_dtype_w}}  {human_bytes(s.nbytes):>{save_bytes_w}}  "
                 f"{'  '.join(notes)}".rstrip()
             )

@@ -62,8 +62,7 @@ def graph_to_dot(g: Graph, *, show_saved: bool = True, rankdir: str = "TB") -> s
             rows.append(f'<font point-size="8">kept: {_html(format_attrs(n.attrs))}</font>')
         if show_saved and n.saved:
             for s in n.saved:
-                verb = "keeps" if s.attribute else "saves"  # keeps: an attribute, not released by backward
-                rows.append(f'<font point-size="8">{verb} {_html(s.name)} {_html(_shape_text(s.shape))}'
+                rows.append(f'<font point-size="8">{s.verb} {_html(s.name)} {_html(_shape_text(s.shape))}'
                             f"{' (' + _html(s.same_as) + ')' if s.same_as else ''}</font>")
             rows.append(f'<font point-size="8">{human_bytes(n.saved_bytes)} saved</font>')
         elif n.released:
