@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -256,28 +257,41 @@ def test_a_second_stop_signal_while_the_save_is_undone_leaves_no_temporary_file(
     _stops_in_the_save(name, tiny_data, ck, capsys)
 
 
+def _three_saved_epochs(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tiny_data: Path, ck: Path,
+    in_epoch_2: Callable[[], None], composing: Callable[[], None],
+) -> tuple[int, str]:
+    """Three epochs with --save ck, `in_epoch_2` called as epoch 2 begins and `composing` each time
+    the run starts to work out what it saved: the exit status and stderr."""
+    train_epoch, what_was_saved = train.train_epoch, train.what_was_saved
+
+    def epoch_2_calls(*args: Any, **kwargs: Any) -> float:
+        if args[6] == 1:
+            in_epoch_2()
+        return train_epoch(*args, **kwargs)
+
+    def composing_calls(*args: Any, **kwargs: Any) -> str:
+        composing()
+        return what_was_saved(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_epoch", epoch_2_calls)
+    monkeypatch.setattr(train, "what_was_saved", composing_calls)
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST[2:],
+                       "--epochs", "3")
+    return code, err
+
+
 @POSIX_SIGNALS
 def test_a_second_sigterm_while_the_message_is_composed_is_ignored(
     tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """SIGTERM in epoch 2, and another while the run worked out what it had saved: it said
     "interrupted by SIGTERM before training began; nothing was saved", though run.npz held epoch 1."""
-    ck = tmp_path / "run.npz"
-    train_epoch, what_was_saved = train.train_epoch, train.what_was_saved
-
-    def sigterm_in_epoch_2(*args: Any, **kwargs: Any) -> float:
-        if args[6] == 1:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return train_epoch(*args, **kwargs)
-
-    def sigterm_then_what_was_saved(*args: Any, **kwargs: Any) -> str:
+    def sigterm() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
-        return what_was_saved(*args, **kwargs)
 
-    monkeypatch.setattr(train, "train_epoch", sigterm_in_epoch_2)
-    monkeypatch.setattr(train, "what_was_saved", sigterm_then_what_was_saved)
-    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST[2:],
-                       "--epochs", "3")
+    ck = tmp_path / "run.npz"
+    code, err = _three_saved_epochs(capsys, monkeypatch, tiny_data, ck, in_epoch_2=sigterm, composing=sigterm)
     assert code == 143 and err.strip() == (
         f"topgrad-train: interrupted by SIGTERM; {ck} holds epoch 1: go on with --resume {ck} "
         f"--save {ck}"), err
@@ -288,24 +302,19 @@ def test_an_interrupt_after_training_began_never_says_nothing_was_saved(
 ) -> None:
     """Ctrl-C while the run composed its message about a closed output: main's fallback for an
     interrupt said "before training began; nothing was saved" though the run had saved epoch 1."""
-    ck = tmp_path / "run.npz"
-    train_epoch, what_was_saved, calls = train.train_epoch, train.what_was_saved, []
+    calls = []
 
-    def output_closes_in_epoch_2(*args: Any, **kwargs: Any) -> float:
-        if args[6] == 1:
-            raise BrokenPipeError
-        return train_epoch(*args, **kwargs)
+    def output_closes() -> None:
+        raise BrokenPipeError
 
-    def ctrl_c_while_composed(*args: Any, **kwargs: Any) -> str:
+    def ctrl_c_once() -> None:
         calls.append(1)
         if len(calls) == 1:
             raise KeyboardInterrupt
-        return what_was_saved(*args, **kwargs)
 
-    monkeypatch.setattr(train, "train_epoch", output_closes_in_epoch_2)
-    monkeypatch.setattr(train, "what_was_saved", ctrl_c_while_composed)
-    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(ck), *FAST[2:],
-                       "--epochs", "3")
+    ck = tmp_path / "run.npz"
+    code, err = _three_saved_epochs(capsys, monkeypatch, tiny_data, ck, in_epoch_2=output_closes,
+                                    composing=ctrl_c_once)
     assert code == 130 and err.strip() == (
         f"topgrad-train: interrupted; {ck} holds epoch 1: go on with --resume {ck} --save {ck}"), err
 
