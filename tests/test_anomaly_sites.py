@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import topgrad
 from helpers import rand
-from topgrad import Op, Tensor, anomaly, errors
+from topgrad import Op, Tensor, anomaly, warning_location
 from topgrad.anomaly import AnomalyError
 
 HERE = Path(__file__).resolve()
@@ -267,7 +267,7 @@ def test_code_in_a_package_named_like_topgrad_next_to_it_is_the_users() -> None:
     the example models (and of any topgrad_* package beside topgrad) were left out of the chain as
     if they were topgrad's own, so a fresh install reported one frame where the repository's
     editable install reported four."""
-    beside = errors.TOPGRAD_DIR.rstrip(os.sep) + "_examples" + os.sep + "models.py"
+    beside = warning_location.TOPGRAD_DIR.rstrip(os.sep) + "_examples" + os.sep + "models.py"
     namespace: dict[str, Any] = {"Tensor": Tensor}
     exec(compile("def forward(x, w):\n    return x * w\n", beside, "exec"), namespace)
     x, w = Tensor(rand((3,), 72)), Tensor(np.array([1.0, np.nan, 1.0], np.float32))

@@ -1030,10 +1030,10 @@ def test_warnings_name_a_sibling_package_as_outside_topgrad() -> None:
     frames are a caller outside topgrad, and a warning issued through them names their line."""
     import os
 
-    from topgrad import errors
+    from topgrad import warning_location
 
-    sibling = errors.TOPGRAD_DIR.rstrip(os.sep) + "_numpy" + os.sep + "plugin.py"
-    namespace = {"warn": errors.warn}
+    sibling = warning_location.TOPGRAD_DIR.rstrip(os.sep) + "_numpy" + os.sep + "plugin.py"
+    namespace = {"warn": warning_location.warn}
     exec(compile("def call():\n    warn('from a plugin')\n", sibling, "exec"), namespace)
     with pytest.warns(RuntimeWarning, match="from a plugin") as caught:
         namespace["call"]()

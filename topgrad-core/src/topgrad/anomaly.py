@@ -23,13 +23,13 @@ from collections.abc import Iterator, Mapping
 from types import CodeType
 from typing import Any
 
-from topgrad.errors import TOPGRAD_DIR
 from topgrad.gradcheck import _read
 from topgrad.graph import check_names
 from topgrad.observe import Observer, dtype_name, observing
 from topgrad.op import Op
 from topgrad.registry import get_backend
 from topgrad.tensor import Tensor, no_grad
+from topgrad.warning_location import TOPGRAD_DIR
 
 FRAMES = 4  # frames of user code an anomaly report shows, innermost last
 # Test runners' frames end the chain (a script's or a notebook cell's top level, `<module>`, does too).

@@ -12,7 +12,8 @@ import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeGuard
 
-from topgrad.errors import OpConflictError, warn
+from topgrad.errors import OpConflictError
+from topgrad.warning_location import warn
 
 
 def _is_op(value: Any) -> TypeGuard[type]:

@@ -18,8 +18,9 @@ import pluggy
 
 from topgrad import hookspecs
 from topgrad.backend import Backend, BackendSpec
-from topgrad.errors import BackendConflictError, BackendNotFoundError, BackendUnavailableError, warn
+from topgrad.errors import BackendConflictError, BackendNotFoundError, BackendUnavailableError
 from topgrad.optable import OpTable, merge, own_ops, strays
+from topgrad.warning_location import warn
 
 ENTRY_POINT_GROUP = "topgrad"
 _IN_PROCESS = "register_backend()"

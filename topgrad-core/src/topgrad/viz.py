@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from topgrad.errors import warn
 from topgrad.graph import Graph, _shape_text, build, format_attrs, human_bytes
+from topgrad.warning_location import warn
 
 if TYPE_CHECKING:
     from topgrad.tensor import Tensor
