@@ -342,6 +342,21 @@ def test_a_hand_set_grad_of_another_dtype_is_refused(dtype: Any) -> None:
         w.grad = g if topgrad.get_backend().name == "numpy" else torch.from_numpy(g)
 
 
+def test_a_hand_set_grad_on_another_device_is_refused(backend_name: str) -> None:
+    """A .grad on another device than its tensor's (a CPU array for a GPU weight) was taken; the
+    backend then gave backward's sum a new array on the weight's device, leaving the user's behind.
+    PyTorch refuses the assignment. (Torch's 'meta' device stands in for another device.)"""
+    if backend_name != "triton":
+        pytest.skip("numpy's arrays have one device")
+    w = Tensor(np.ones((3, 4), np.float32))
+    with pytest.raises(ValueError, match=rf"on the tensor's device, {w.data.device}; got an array on meta"):
+        w.grad = torch.ones((3, 4), device="meta")
+    assert w.grad is None
+    w.grad = torch.zeros((3, 4), device=w.data.device)  # the same device is taken
+    (w * 2.0).sum().backward()
+    assert w.grad.tolist() == [[2.0] * 4] * 3
+
+
 def test_the_learning_rate_is_checked_when_a_schedule_sets_it() -> None:
     opt = Adam([Tensor(rand((2,), 0))], lr=0.1)
     opt.lr = 0.05

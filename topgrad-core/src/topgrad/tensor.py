@@ -221,7 +221,7 @@ class Tensor:
     @grad.setter
     def grad(self, value: Any) -> None:
         """Set it (backward adds into an array set here), or clear it with None. As PyTorch, it
-        refuses an array of another shape or dtype, here where it is set, not at the next step."""
+        refuses an array of another shape, dtype or device, here where it is set, not at the next step."""
         if value is not None:
             _check_grad_value(self, value)
         self._grad = value
@@ -828,7 +828,8 @@ def mark_grad_written(t: Tensor) -> None:
 
 def _check_grad_value(t: Tensor, value: Any) -> None:
     """TypeError or ValueError unless `value` can be t's `.grad`: an array of t's backend, of t's
-    shape and dtype (an optimizer step would broadcast a wrong shape, or mix dtypes, silently)."""
+    shape, dtype and device (an optimizer step would broadcast a wrong shape, or mix dtypes, silently;
+    a kernel cannot write another device's memory)."""
     if isinstance(value, Tensor):
         raise TypeError(f"a Tensor's .grad {_GRAD_IS_AN_ARRAY}")
     backend = registry.backend_of(t._data)
@@ -839,6 +840,10 @@ def _check_grad_value(t: Tensor, value: Any) -> None:
     if tuple(value.shape) != t.shape or _dtype_name(value) != _dtype_name(t._data):
         raise ValueError(f".grad must match the tensor: shape {t.shape} and {_dtype_name(t._data)}, got "
                          f"shape {tuple(value.shape)} and {_dtype_name(value)} (as PyTorch refuses it)")
+    device = getattr(t._data, "device", None)  # a backend's arrays may live on a GPU (triton's)
+    if device is not None and getattr(value, "device", device) != device:
+        raise ValueError(f".grad must be on the tensor's device, {device}; got an array on {value.device} "
+                         "(as PyTorch refuses it): move it there first")
 
 
 def _refuse_tensor_grads(root: Tensor, exc: Exception) -> None:
