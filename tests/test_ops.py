@@ -1137,7 +1137,9 @@ def test_reshape_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
 @pytest.mark.parametrize(
     ("shape", "axes"),
     [((2, 3, 4), (2, 0, 1)), ((3, 5), (1, 0)), ((2, 3, 4, 5), (0, 2, -3, 3)), ((4,), (0,)), ((), ()),
-     ((2, 1, 3), (1, 0, 2)), ((0, 3), (1, 0))],
+     ((2, 1, 3), (1, 0, 2)), ((0, 3), (1, 0)),
+     # transposes large enough for numpy's copy in panels of the last axis (a ragged last panel)
+     ((200, 150), (1, 0)), ((3, 70, 90), (2, 0, 1)), ((5, 40, 33, 7), (0, 3, 1, 2))],
 )
 def test_permute_fixed(shape: tuple[int, ...], axes: tuple[int, ...]) -> None:
     check_against_torch(lambda x: x.permute(*axes), lambda t: t.permute(axes), [rand(shape, 17)])

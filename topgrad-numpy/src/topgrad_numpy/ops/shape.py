@@ -83,6 +83,32 @@ class Concat(Op):
         return tuple(_dense(p) if self.needs_grad(i) else None for i, p in enumerate(parts))
 
 
+PANEL = 32
+"""Output columns per copy where a permutation moves the source's contiguous axis away from the
+last (a transpose): numpy's copy then reads a new cache line for every element it writes. Copied
+32 columns at a time, each line read serves the whole panel while it is in cache. Measured on one
+Intel core: 2048x2048 31.8 -> 3.9 ms (PyTorch 5.2), (8, 1024, 1024) by (0, 2, 1) 65 -> 14,
+NHWC -> NCHW at 8x112x112x64 41 -> 11.5; 16 and 64 columns each lost somewhere."""
+
+PANEL_MIN = 1 << 14
+"""Elements below which a transposed copy stays one copy (it is in cache either way)."""
+
+
 def _dense(a: np.ndarray) -> np.ndarray:
-    """`a`, or a C-contiguous copy (np.ascontiguousarray would turn a 0-d array into 1-d)."""
-    return a if a.flags.c_contiguous else a.copy()
+    """`a`, or a C-contiguous copy (np.ascontiguousarray would turn a 0-d array into 1-d); a
+    transposed `a` is copied in panels of its last axis (`PANEL`)."""
+    if a.flags.c_contiguous:
+        return a
+    if a.size < PANEL_MIN or a.shape[-1] <= PANEL or not _transposed(a):
+        return a.copy()
+    out = np.empty(a.shape, a.dtype)
+    for start in range(0, a.shape[-1], PANEL):
+        out[..., start : start + PANEL] = a[..., start : start + PANEL]
+    return out
+
+
+def _transposed(a: np.ndarray) -> bool:
+    """Whether another axis of `a` (of more than one element) steps through memory in smaller
+    strides than its last axis: the source's contiguous axis is elsewhere."""
+    last = abs(a.strides[-1])
+    return any(abs(s) < last for s, n in zip(a.strides[:-1], a.shape[:-1]) if n > 1)
