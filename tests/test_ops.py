@@ -938,6 +938,16 @@ def test_linear_in_gemm_blocks(lead: tuple[int, ...]) -> None:
     check_against_torch(lambda x, w, b: x.linear(w, b), lambda x, w, b: x @ w + b, inputs)
 
 
+# products with a contraction of one (numpy's backend makes them a rank-one GEMM or, for rows
+# past 1024 columns, a broadcast multiply): batch 1's weight gradient, a one-output head's dL/dx,
+# a one-feature input's forward
+@pytest.mark.parametrize(("lead", "d", "m"), [
+    ((1,), 40, 30), ((1,), 12, 1100), ((50,), 40, 1), ((60,), 1, 1100), ((2, 1), 1, 1), ((1, 1), 20, 0)])
+def test_linear_with_one_row_column_or_feature(lead: tuple[int, ...], d: int, m: int) -> None:
+    inputs = [rand((*lead, d), 19), rand((d, m), 20), rand((m,), 21)]
+    check_against_torch(lambda x, w, b: x.linear(w, b), lambda x, w, b: x @ w + b, inputs)
+
+
 @given(data=st.data(), seed=seeds)
 def test_linear_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
     """Drawn batch shapes (B = 0 too), feature counts D and M (0 too: no input features make the

@@ -16,6 +16,7 @@ import functools
 import numpy as np
 
 from topgrad_numpy import openblas
+from topgrad_numpy.ops._util import outer
 
 SMALL_MNK = 100**3
 """OpenBLAS's bound on M*N*K for its small-matrix kernels (`gemm_small_kernel_permit`)."""
@@ -38,6 +39,14 @@ kernels read b in place, and numpy's arrays start 16 or 48 bytes past such a bou
 (glibc's malloc). Measured on an Intel Xeon, in a convolution's chunk loop: its GEMMs 3-5%
 faster with b aligned (an isolated GEMM on a hot, page-aligned a showed 25-30%, which the
 loop does not). Only b's start mattered, not a's or out's."""
+
+
+RANK_ONE_GEMM_COLS = 1024
+"""Columns up to which a product with K = 1 is a K = 2 GEMM (`outer`); longer rows take numpy's
+broadcast multiply. numpy's matmul runs K = 1 in its own loop: on the Intel host 784x512
+429 us against 48 (GEMM) and 126 (multiply), 4096x64 328 against 35 and 117, 256x4096 1115
+against 433 and 154. K = 1 is batch 1's weight gradient, a one-output head's dL/dx, a
+one-feature input's forward."""
 
 
 @functools.cache
@@ -94,6 +103,8 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     m, (k, n) = a.shape[0], b.shape
     if out is None:
         out = np.empty((m, n), np.result_type(a, b))
+    if k == 1:
+        return rank_one(a[:, 0], b[0], out)
     rows, width = _plan(m, k, n)
     if not rows:
         return np.matmul(a, b, out=out)
@@ -117,6 +128,9 @@ def matmul_nt(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np
     """out = a @ b^T for a (M, K), b (N, K), out (M, N) (a new array if not given). Blocks need
     b^T contiguous: OpenBLAS's small-matrix kernels refuse a transposed b with more than a few
     columns."""
+    if a.shape[1] == 1:
+        out = np.empty((a.shape[0], b.shape[0]), np.result_type(a, b)) if out is None else out
+        return rank_one(a[:, 0], b[:, 0], out)
     if not _plan(a.shape[0], b.shape[1], b.shape[0])[0]:
         return np.matmul(a, b.T, out=out)
     return matmul(a, aligned(b.T), out)
@@ -130,6 +144,8 @@ def matmul_tn(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np
     m = a.shape[0]
     if out is None:
         out = np.empty((a.shape[1], b.shape[1]), np.result_type(a, b))
+    if m == 1:
+        return rank_one(a[0], b[0], out)
     if not rows or m <= rows:
         return np.matmul(a.T, b, out=out)
     rows = _even(m, rows)
@@ -140,3 +156,11 @@ def matmul_tn(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np
     if whole < m:
         out += np.matmul(a[whole:].T, b[whole:])
     return out
+
+
+def rank_one(u: np.ndarray, v: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out = u v^T (a product with K = 1): a K = 2 GEMM for rows up to RANK_ONE_GEMM_COLS long,
+    numpy's broadcast multiply for longer ones; never numpy's own K = 1 matmul loop."""
+    if v.shape[0] <= RANK_ONE_GEMM_COLS:
+        return outer(u, v, out)
+    return np.multiply(u[:, None], v[None, :], out=out)
