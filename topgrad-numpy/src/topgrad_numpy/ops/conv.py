@@ -12,7 +12,7 @@ additions (never `np.add.at`, which is unbuffered and slow). A constant input ge
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain
 from typing import Any
 
@@ -221,12 +221,30 @@ def _weight_grad(
     (few channels, see `_patch_chunks`) a last row, the gradient's column sums: dL/db."""
     kh, kw, _, _, _, _, Ho, Wo = geo
 
-    def products(group: Sequence[slice]) -> list[np.ndarray]:  # one per chunk, summed in order below
-        return [gemm.matmul_tn(cols, g2[sl.start * Ho * Wo : sl.stop * Ho * Wo])
-                for sl, cols in _patch_chunks(x, group, geo, ones)]
+    def products(group: Sequence[slice]) -> list[np.ndarray]:  # per chunk, summed in order below
+        parts = (gemm.matmul_tn(cols, g2[sl.start * Ho * Wo : sl.stop * Ho * Wo])
+                 for sl, cols in _patch_chunks(x, group, geo, ones))
+        return _summed_if_first(group, parts)
 
     gw = np.zeros((kh * kw * x.shape[3] + int(ones), g2.shape[1]), dtype=g2.dtype)
     return _add_in_chunk_order(gw, parallel.map_groups(products, chunks))
+
+
+def _summed_if_first(group: Sequence[slice], parts: Iterable[np.ndarray]) -> list[np.ndarray]:
+    """A group's per-chunk dL/dw products, to be added in chunk order; the group at the batch's
+    start (on one thread, every chunk) sums its own as they come, into its first, where nothing
+    comes before them in that order: one weight-sized array instead of one per chunk (a 256 ->
+    256 3x3 layer at batch 16 kept eight of 2.4 MB), and the same bits (0 + (p0 + p1) is
+    (0 + p0) + p1, signed zeros included)."""
+    if not group or group[0].start != 0:
+        return list(parts)
+    total: np.ndarray | None = None
+    for part in parts:
+        if total is None:
+            total = part
+        else:
+            total += part
+    return [] if total is None else [total]
 
 
 def _add_in_chunk_order(total: np.ndarray, groups: list[list[np.ndarray]]) -> np.ndarray:
@@ -304,7 +322,8 @@ def _input_grad_by_phases(
         pad = _Padder(n0, Ho, Wo, w.shape[3], (top, bottom), (left, right), grad.dtype)
         scratch = np.empty(n0 * patch * w.shape[3], dtype=grad.dtype)  # the largest phase's patches
         phase_out = np.empty(n0 * phase * C, dtype=grad.dtype)  # a phase of dL/dx, before its place
-        products = []
+        products: list[np.ndarray] = []
+        first = bool(group) and group[0].start == 0
         for sl in group:
             n = sl.stop - sl.start
             gp = pad(grad[sl])
@@ -317,7 +336,11 @@ def _input_grad_by_phases(
                     gcols = im2col(region, ty, tx, 1, 1, scratch)
                     gemm.matmul(gcols, kernel, gx[sl].reshape(n * H * W, C))
                     if want_w:  # in OpenBLAS-small blocks, 14% faster than (x^T @ gcols)^T
-                        products.append(gemm.matmul_tn(gcols, x[sl].reshape(n * H * W, C)))
+                        part = gemm.matmul_tn(gcols, x[sl].reshape(n * H * W, C))
+                        if first and products:  # see _summed_if_first
+                            products[0] += part
+                        else:
+                            products.append(part)
                     continue
                 dst = gx[sl, r::sh, q::sw]
                 if per_row and ty == tx == 1:  # one tap: the gradient's rows as they lie, no patches
