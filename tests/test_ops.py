@@ -1275,6 +1275,9 @@ def _conv(
         ((3, 4, 6, 1), (1, 1), 1, 2, 0, False),  # crashed PyTorch's oneDNN (see torch_conv2d)
         ((2, 5, 7, 2), (1, 1), 3, 3, 1, True),
         ((0, 5, 5, 2), (3, 3), 3, 1, 1, True),  # no images
+        # stride 1 with far fewer outputs than inputs: dL/dw from x's patches (numpy's REUSE_BELOW)
+        ((2, 8, 8, 5), (3, 3), 4, 1, 0, True),
+        ((2, 9, 9, 6), (5, 5), 3, 1, 1, False),
     ],
 )
 def test_conv2d_fixed(
