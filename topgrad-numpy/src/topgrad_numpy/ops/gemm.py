@@ -30,6 +30,13 @@ PANELS = 2
 runs in the small-matrix kernels: a 6272x576 @ 576x64 GEMM (deepconv's 64-channel layer) ran
 at 76 GFLOP/s whole, 92 in two panels and 87 in four on a Zen 4 core."""
 
+TN_MIN_ROWS = 64
+"""Fewest rows per block for which `matmul_tn` sums blocks' products rather than running one
+GEMM: each block's product is a whole (K, N) array, summed afterwards. On the Intel host,
+800x32 products in blocks of 39 rows took 9.8 ms for 12800 rows against one GEMM's 6.3 (and
+33 MB of products), 1152x16 in 54-row blocks 3.5-4.9 against 2.7; from 78 rows they break
+even, and from ~200 the blocks gain (144x32 in 217-row blocks: 0.46 against 0.56 ms)."""
+
 SMALL_KERNEL_CORES = frozenset({"skylakex", "cooperlake", "sapphirerapids"})
 """OpenBLAS kernel families with AVX-512 small-matrix sgemm kernels."""
 
@@ -146,7 +153,7 @@ def matmul_tn(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np
         out = np.empty((a.shape[1], b.shape[1]), np.result_type(a, b))
     if m == 1:
         return rank_one(a[0], b[0], out)
-    if not rows or m <= rows:
+    if rows < TN_MIN_ROWS or m <= rows:
         return np.matmul(a.T, b, out=out)
     rows = _even(m, rows)
     whole = m // rows * rows
