@@ -207,7 +207,8 @@ def test_elementwise_ops_in_float64(op: str, data: st.DataObject, seed: int, siz
 @pytest.mark.parametrize("op", ["logsoftmax", "softmax"])
 @given(data=st.data(), seed=seeds, large=st.booleans())
 def test_logsoftmax_in_float64(op: str, data: st.DataObject, seed: int, large: bool, sizes: Sizes) -> None:
-    """LogSoftmax over a drawn axis (softmax is its exp), logits of ~1000 too."""
+    """LogSoftmax and softmax (the backend's Softmax op, or LogSoftmax's exp) over a drawn axis,
+    logits of ~1000 too."""
     shape = data.draw(shapes(sizes, min_dims=1), label="shape")
     axis = data.draw(st.integers(-len(shape), len(shape) - 1), label="axis")
     x = f64(shape, seed, scale=20.0 if large else 2.0, offset=1000.0 if large else 0.0)

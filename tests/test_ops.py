@@ -545,8 +545,8 @@ def test_abs_at_the_edges_as_pytorch() -> None:
 
 
 def test_an_l1_loss_and_a_softmax_match_pytorch() -> None:
-    """abs(x - y).mean(), PyTorch's l1_loss, and x.softmax(axis) (logsoftmax, then exp), against
-    torch.softmax, forward and backward."""
+    """abs(x - y).mean(), PyTorch's l1_loss, and x.softmax(axis), against torch.softmax, forward
+    and backward."""
     y = rand((4, 6), 11)
     check_against_torch(lambda x: abs(x - Tensor(y, requires_grad=False)).mean(),
                         lambda t: torch.nn.functional.l1_loss(t, torch.tensor(y, dtype=t.dtype)),
@@ -810,6 +810,52 @@ def test_logsoftmax_default_axis_is_last() -> None:
     check_against_torch(lambda x: x.logsoftmax(), lambda t: torch.log_softmax(t, dim=-1), [rand((3, 6), 9)])
 
 
+# ---- softmax: the backend's Softmax op (optional; numpy has it), else LogSoftmax then Exp -------
+@pytest.mark.parametrize(
+    ("shape", "axis", "scale"),
+    [((4, 10), -1, 1.0), ((4, 10), 0, 1.0), ((2, 3, 5), 1, 1.0), ((7,), 0, 1.0), ((2, 3, 5), -3, 1.0),
+     ((3, 6), -1, 60.0), ((), 0, 1.0), ((3, 0), -1, 1.0), ((0, 3), 0, 1.0), ((3, 1), -1, 1.0),
+     ((3, 200, 128), -1, 5.0)],  # numpy's row blocks of 256 KiB: two, the second ragged
+)
+def test_softmax_fixed(shape: tuple[int, ...], axis: int, scale: float) -> None:
+    """(float64 at 1e-10: test_float64.py.)"""
+    check_against_torch(lambda x: x.softmax(axis=axis), lambda t: torch.softmax(t, dim=axis),
+                        [rand(shape, 10, scale=scale)])
+
+
+def test_softmax_of_logits_near_a_thousand_and_minus_inf_entries() -> None:
+    """Large logits do not overflow (the row's max is subtracted); a -inf entry (a mask) gets
+    probability 0 and gradient 0, as in PyTorch."""
+    x = rand((3, 6), 12, scale=20.0) + 1000.0
+    check_against_torch(lambda t: t.softmax(), lambda t: torch.softmax(t, dim=-1), [x])
+    masked = rand((3, 6), 13)
+    masked[:, 4:] = -np.inf
+    xs = Tensor(masked)
+    out = xs.softmax()
+    out.backward(rand((3, 6), 14))
+    xt = torch.tensor(masked, requires_grad=True)
+    want = torch.softmax(xt, dim=-1)
+    want.backward(torch.tensor(rand((3, 6), 14)))
+    np.testing.assert_allclose(to_numpy(out), want.detach().numpy(), atol=1e-6)
+    np.testing.assert_allclose(to_numpy(xs.grad), xt.grad.numpy(), atol=1e-6)
+
+
+def test_softmax_is_one_op_where_the_backend_has_one(backend_name: str) -> None:
+    """The numpy backend's Softmax saves its output alone; a backend without the op composes
+    LogSoftmax and Exp, which save one output each."""
+    out = Tensor(rand((4, 5), 15)).softmax()
+    ops = [] if out.op is None else [type(out.op).__name__, *(type(p).__name__ for p in out.op.parents)]
+    fused = "Softmax" in topgrad.get_backend().ops.names()
+    assert ops[:2] == (["Softmax", "Tensor"] if fused else ["Exp", "LogSoftmax"]), ops
+    assert backend_name != "numpy" or fused
+
+
+@pytest.mark.parametrize("axis", [(0, 1), None, 1.5])
+def test_softmax_takes_one_int_axis(axis: Any) -> None:
+    with pytest.raises(TypeError, match="Softmax: axis must be one int"):
+        Tensor(rand((2, 3), 0)).softmax(axis)
+
+
 LONG = 20_000
 """Longer than one block of the triton backend's row kernels (16,384 elements under the interpreter,
 512 to 1,024 on a GPU): the drawn shapes never reach a second block."""
@@ -862,7 +908,7 @@ def test_logsoftmax_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
         seed=seed,
         layout=data.draw(layouts(1), label="layout"),
     )
-    # x.softmax(axis), LogSoftmax then Exp, on the same draw
+    # x.softmax(axis) (the backend's Softmax op, or LogSoftmax then Exp) on the same draw
     check_against_torch(lambda x: x.softmax(axis), lambda t: torch.softmax(t, dim=axis), [rand(shape, seed)],
                         seed=seed, layout=data.draw(layouts(1), label="softmax's layout"))
 

@@ -634,8 +634,15 @@ class Tensor:
 
     @pytorch_names.keywords
     def softmax(self, axis: int = -1) -> Tensor:
-        """e ** logsoftmax(x): two ops, each stable for large logits (the Exp op is optional)."""
-        return self.logsoftmax(axis).exp()
+        """Normalized exponentials along one axis: the backend's Softmax op (optional) where it has
+        one, else e ** logsoftmax(x) (two ops; Exp is optional too), each stable for large logits."""
+        ops = _ops()
+        fused = vars(ops).get("Softmax")  # not getattr: a missing op's error message is built
+        if fused is None:
+            return self.logsoftmax(axis).exp()
+        if not arguments.is_whole(axis):
+            raise TypeError(f"Softmax: axis must be one int (it normalizes along one axis), got {axis!r}")
+        return fused.apply(self, axis=axis)
 
     @pytorch_names.keywords
     def linear(self, w: Tensor, b: Tensor | None = None) -> Tensor:

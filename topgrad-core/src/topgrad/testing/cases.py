@@ -146,6 +146,9 @@ CASES: list[Case] = [
     Case("LogSoftmax", "(4,3) axis=0", (Arr((4, 3)),), {"axis": 0}),
     Case("LogSoftmax", "(2,3,4) axis=1", (Arr((2, 3, 4)),), {"axis": 1}),
     Case("LogSoftmax", "(2,6) logits ~1000", (Arr((2, 6), scale=20.0, offset=1000.0),), {"axis": -1}),
+    Case("Softmax", "(3,5) axis=-1", (Arr((3, 5)),), {"axis": -1}),
+    Case("Softmax", "(4,3) axis=0", (Arr((4, 3)),), {"axis": 0}),
+    Case("Softmax", "(2,6) logits ~1000", (Arr((2, 6), scale=20.0, offset=1000.0),), {"axis": -1}),
     Case("Linear", "(4,3)@(3,5)+(5,)", (Arr((4, 3)), Arr((3, 5)), Arr((5,)))),
     Case("Linear", "(2,3,4)@(4,2) no bias", (Arr((2, 3, 4)), Arr((4, 2)), None)),
     Case("Linear", "(4,3)@(3,5)+(5,) constant x", (Arr((4, 3)), Arr((3, 5)), Arr((5,))), constants=(0,)),
@@ -249,12 +252,13 @@ CASES: list[Case] = [
 ]
 """Every case the kit runs, grouped by op in the order of the op table (README); the optional ops
 follow their kin (Div after Mul, Max after Mean, Exp, Log, Sqrt, Abs, Tanh and Sigmoid after ReLU,
-Permute, Slice and Concat after Reshape, MaxPool2d after Conv2d). Slice's index is given as
-`Tensor.__getitem__` hands it to the op, in the canonical form of `topgrad.indexing.basic_index`."""
+Softmax after LogSoftmax, Permute, Slice and Concat after Reshape, MaxPool2d after Conv2d). Slice's
+index is given as `Tensor.__getitem__` hands it to the op, in the canonical form of
+`topgrad.indexing.basic_index`."""
 
 OP_NAMES: list[str] = list(dict.fromkeys(case.op for case in CASES))
 
 OPTIONAL_OPS: frozenset[str] = frozenset({"Div", "Max", "Exp", "Log", "Sqrt", "Abs", "Tanh", "Sigmoid",
-                                           "Permute", "Slice", "Concat", "MaxPool2d"})
+                                           "Softmax", "Permute", "Slice", "Concat", "MaxPool2d"})
 """Ops beyond the twelve required ones: checked where a backend has them, reported as not provided
 where it has not."""

@@ -121,6 +121,11 @@ def _logsoftmax_vjp(g: Any, x: Any, axis: int = -1) -> tuple[Any, ...]:
     return (g - np.exp(_logsoftmax(x, axis)) * g.sum(axis=axis, keepdims=True),)
 
 
+def _softmax_vjp(g: Any, x: Any, axis: int = -1) -> tuple[Any, ...]:
+    y = np.exp(_logsoftmax(x, axis))
+    return (y * (g - (g * y).sum(axis=axis, keepdims=True)),)
+
+
 # ---- linear algebra ------------------------------------------------------------------
 def _linear(x: Any, w: Any, b: Any = None) -> Any:
     out = x @ w
@@ -332,6 +337,7 @@ REFERENCE: dict[str, RefOp] = {
     "Tanh": RefOp(np.tanh, lambda g, x: (g * (1.0 - np.tanh(x) ** 2),)),
     "Sigmoid": RefOp(_sigmoid, lambda g, x: (g * _sigmoid(x) * (1.0 - _sigmoid(x)),)),
     "LogSoftmax": RefOp(_logsoftmax, _logsoftmax_vjp),
+    "Softmax": RefOp(lambda x, axis=-1: np.exp(_logsoftmax(x, axis)), _softmax_vjp),
     "Linear": RefOp(_linear, _linear_vjp),
     "Reshape": RefOp(_reshape, _reshape_vjp),
     "Permute": RefOp(_permute, _permute_vjp),

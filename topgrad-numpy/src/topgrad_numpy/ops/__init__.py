@@ -1,6 +1,6 @@
 """The numpy backend's op table: one small module per op family, every op a `topgrad.Op`."""
 
-from topgrad_numpy.ops.activation import LogSoftmax, ReLU
+from topgrad_numpy.ops.activation import LogSoftmax, ReLU, Softmax
 from topgrad_numpy.ops.attention import Attention
 from topgrad_numpy.ops.batchnorm import BatchNorm
 from topgrad_numpy.ops.conv import Conv2d
@@ -34,6 +34,7 @@ __all__ = [
     "Reshape",
     "Sigmoid",
     "Slice",
+    "Softmax",
     "Sqrt",
     "Sum",
     "Tanh",

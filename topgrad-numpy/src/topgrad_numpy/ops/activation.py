@@ -1,13 +1,24 @@
-"""Pointwise activations and normalized exponentials: ReLU and LogSoftmax."""
+"""Pointwise activations and normalized exponentials: ReLU, LogSoftmax and Softmax."""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from topgrad_numpy.ops._util import BUFFER, NumpyOp, arr, axes, flat_blocks, int_like, rowsum, select
+from topgrad_numpy.ops._util import (
+    BUFFER,
+    NumpyOp,
+    arr,
+    axes,
+    flat_blocks,
+    int_like,
+    row_blocks,
+    rowsum,
+    select,
+)
 
 
 @functools.lru_cache(maxsize=8)
@@ -88,3 +99,61 @@ class LogSoftmax(NumpyOp):
         gx *= -(rowsum(grad) if last else grad.sum(axis=self.axis, keepdims=True))
         gx += grad
         return (gx,)
+
+
+class Softmax(NumpyOp):
+    """e^(x - max) / sum(e^(x - max)) along `axis` as one op (an optional one): it saves its
+    output alone, where LogSoftmax then Exp saved two arrays and ran exp twice more. Along the
+    last axis each pass runs on row blocks of ~256 KiB while they are in cache (8x512x512,
+    forward + backward: 11.0 -> 6.7 ms on the Intel host)."""
+
+    def forward(self, x: np.ndarray, axis: int = -1) -> np.ndarray:
+        """The normalized exponentials along `axis`; a 0-d x gives 1, as in PyTorch."""
+        if x.ndim == 0:  # one value along its only axis: 1, and no gradient
+            axes("Softmax", axis, 0)
+            self.axis = None
+            return np.ones_like(x)
+        (self.axis,) = axes("Softmax", axis, x.ndim)
+        if x.shape[self.axis] == 0:  # nothing to normalize over: an empty result, as in PyTorch
+            out = x.copy()
+            self.save_for_backward(out=out)
+            return out
+        out = np.empty(x.shape, x.dtype)
+        ax = -1 if self.axis == x.ndim - 1 else self.axis  # the last axis also of the 2-d blocks
+        for xb, ob in _row_blocks(ax, x, out):
+            np.subtract(xb, xb.max(axis=ax, keepdims=True), out=ob)
+            np.exp(ob, out=ob)
+            ob /= _sums(ob, ax)
+        self.save_for_backward(out=out)
+        return out
+
+    def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
+        """y * (grad - sum(grad * y)) along the axis, y the saved output: two passes and a sum."""
+        if self.axis is None:  # a 0-d input
+            return (np.zeros_like(grad),)
+        (y,) = self._intermediate
+        gx = np.empty(y.shape, np.result_type(grad, y))
+        ax = -1 if self.axis == y.ndim - 1 else self.axis
+        for yb, gb, ob in _row_blocks(ax, y, grad, gx):
+            np.multiply(gb, yb, out=ob)
+            np.subtract(gb, _sums(ob, ax), out=ob)
+            ob *= yb
+        return (gx,)
+
+
+def _row_blocks(axis: int, *arrays: np.ndarray) -> Iterator[tuple[np.ndarray, ...]]:
+    """Matching blocks of whole rows of same-shape arrays, for a softmax along the last axis
+    (-1) of C-contiguous ones (about ROWS_BYTES each); the whole arrays otherwise."""
+    first = arrays[0]
+    alike = all(a.shape == first.shape and a.flags.c_contiguous for a in arrays)
+    if axis != -1 or not first.size or not alike:
+        yield arrays
+        return
+    flat = [a.reshape(-1, first.shape[-1]) for a in arrays]
+    for rows in row_blocks(flat[0]):
+        yield tuple(a[rows] for a in flat)
+
+
+def _sums(a: np.ndarray, axis: int) -> np.ndarray:
+    """Sums along `axis`, kept as a size-1 axis (for the last, a matrix-vector product)."""
+    return rowsum(a) if axis in (-1, a.ndim - 1) else a.sum(axis=axis, keepdims=True)
