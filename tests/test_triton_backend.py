@@ -297,8 +297,9 @@ build(fill._randn_kernel, BLOCK=1024)
 for maximum in (False, True):
     build(reduce._reduce_rows_kernel, MAX=maximum, BLOCK_K=8, BLOCK_R=512)
     build(reduce._reduce_rows_kernel, MAX=maximum, BLOCK_K=1, BLOCK_R=512)
-build(softmax._logsoftmax_fwd_kernel, BLOCK_M=4, BLOCK_N=1024)
-build(softmax._logsoftmax_bwd_kernel, BLOCK_M=256, BLOCK_N=16)
+for log in (True, False):  # LogSoftmax, Softmax
+    build(softmax._logsoftmax_fwd_kernel, BLOCK_M=4, BLOCK_N=1024, LOG=log)
+    build(softmax._logsoftmax_bwd_kernel, BLOCK_M=256, BLOCK_N=16, LOG=log)
 for prec in ("ieee", "tf32"):
     build(matmul._matmul_kernel, HAS_BIAS=True, PRECISION=prec, BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, GROUP_M=8)
 build(matmul._matmul_kernel, HAS_BIAS=False, PRECISION="ieee", BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, GROUP_M=8)

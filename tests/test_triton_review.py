@@ -100,6 +100,8 @@ def test_launchers_index_in_int64_exactly_where_offsets_pass_int32(monkeypatch, 
     reduce.reduce_rows(x, n, n, n, 1)
     softmax.logsoftmax_rows(x)
     softmax.logsoftmax_rows_backward(x, x)
+    softmax.logsoftmax_rows(x, log=False)
+    softmax.logsoftmax_rows_backward(x, x, log=False)
     img = meta(1, n, n // 4, 4)
     conv.col2im(conv.im2col(img, 1, 1, (1, 1), (0, 0)), (1, n, n // 4, 4), 1, 1, (1, 1), (0, 0))
     out, tap = pool.maxpool(img, (1, 1), (1, 1), (0, 0), (n, n // 4))

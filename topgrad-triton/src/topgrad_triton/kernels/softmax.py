@@ -1,4 +1,5 @@
-"""Row-wise log-softmax, forward and backward, over the last axis of a dense (M, N) array.
+"""Row-wise log-softmax and softmax (LOG: which), forward and backward, over the last axis of a
+dense (M, N) array.
 
 Both kernels stream a row in BLOCK_N chunks, so N is not limited by a block size:
 the forward keeps a running max and a rescaled running sum (stable for large logits).
@@ -16,10 +17,10 @@ from topgrad_triton.kernels.indexing import needs_int64, widen
 
 @triton.jit
 def _logsoftmax_fwd_kernel(x_ptr, y_ptr, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                           WIDE: tl.constexpr):
+                           WIDE: tl.constexpr, LOG: tl.constexpr = True):
     """One program handles BLOCK_M rows: y = (x - max(x)) - log(sum(exp(x - max(x)))), in that
-    order: max(x) + log(...) first would lose the log in float32 once |max| >> it (logits of 1e4).
-    WIDE: int64 offsets."""
+    order: max(x) + log(...) first would lose the log in float32 once |max| >> it (logits of 1e4);
+    LOG=False, softmax: y = exp(x - max(x)) / sum(exp(x - max(x))). WIDE: int64 offsets."""
     rows = widen(tl.program_id(0), WIDE) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     row_ok = rows < M
@@ -39,13 +40,18 @@ def _logsoftmax_fwd_kernel(x_ptr, y_ptr, M, N, BLOCK_M: tl.constexpr, BLOCK_N: t
         c = start + cols
         mask = row_ok[:, None] & (c[None, :] < N)
         x = tl.load(x_ptr + rows[:, None] * N + c[None, :], mask=mask, other=0.0)
-        tl.store(y_ptr + rows[:, None] * N + c[None, :], (x - m_safe[:, None]) - log_s[:, None], mask=mask)
+        if LOG:
+            y = (x - m_safe[:, None]) - log_s[:, None]
+        else:
+            y = tl.exp(x - m_safe[:, None]) / s[:, None]
+        tl.store(y_ptr + rows[:, None] * N + c[None, :], y, mask=mask)
 
 
 @triton.jit
 def _logsoftmax_bwd_kernel(g_ptr, y_ptr, dx_ptr, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                           WIDE: tl.constexpr):
-    """One program handles BLOCK_M rows: dx = g - exp(y) * sum(g) (y the forward output); WIDE: int64."""
+                           WIDE: tl.constexpr, LOG: tl.constexpr = True):
+    """One program handles BLOCK_M rows, y the forward output: dx = g - exp(y) * sum(g); LOG=False
+    (softmax), dx = y * (g - sum(g * y)). WIDE: int64 offsets."""
     rows = widen(tl.program_id(0), WIDE) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     row_ok = rows < M
@@ -53,14 +59,22 @@ def _logsoftmax_bwd_kernel(g_ptr, y_ptr, dx_ptr, M, N, BLOCK_M: tl.constexpr, BL
     for start in range(0, N, BLOCK_N):
         c = start + cols
         mask = row_ok[:, None] & (c[None, :] < N)
-        total += tl.sum(tl.load(g_ptr + rows[:, None] * N + c[None, :], mask=mask, other=0.0), axis=1)
+        offs = rows[:, None] * N + c[None, :]
+        g = tl.load(g_ptr + offs, mask=mask, other=0.0)
+        if not LOG:
+            g = g * tl.load(y_ptr + offs, mask=mask, other=0.0)
+        total += tl.sum(g, axis=1)
     for start in range(0, N, BLOCK_N):
         c = start + cols
         mask = row_ok[:, None] & (c[None, :] < N)
         offs = rows[:, None] * N + c[None, :]
         g = tl.load(g_ptr + offs, mask=mask, other=0.0)
         y = tl.load(y_ptr + offs, mask=mask, other=0.0)
-        tl.store(dx_ptr + offs, g - tl.exp(y) * total[:, None], mask=mask)
+        if LOG:
+            dx = g - tl.exp(y) * total[:, None]
+        else:
+            dx = y * (g - total[:, None])
+        tl.store(dx_ptr + offs, dx, mask=mask)
 
 
 def _blocks(M: int, N: int) -> tuple[int, int]:
@@ -69,24 +83,25 @@ def _blocks(M: int, N: int) -> tuple[int, int]:
     return block_m, block_n
 
 
-def logsoftmax_rows(x: torch.Tensor) -> torch.Tensor:
-    """Log-softmax of each row of the dense (M, N) array x."""
+def logsoftmax_rows(x: torch.Tensor, log: bool = True) -> torch.Tensor:
+    """Log-softmax (or, `log=False`, softmax) of each row of the dense (M, N) array x."""
     M, N = x.shape
     y = torch.empty_like(x)
     if M * N:
         bm, bn = _blocks(M, N)
         with runtime.quiet():
             _logsoftmax_fwd_kernel[(triton.cdiv(M, bm),)](
-                x, y, M, N, BLOCK_M=bm, BLOCK_N=bn, WIDE=needs_int64(M * N), num_warps=4)
+                x, y, M, N, BLOCK_M=bm, BLOCK_N=bn, WIDE=needs_int64(M * N), LOG=log, num_warps=4)
     return y
 
 
-def logsoftmax_rows_backward(g: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Gradient of log-softmax over rows, from the upstream gradient g and the output y (dense, (M, N))."""
+def logsoftmax_rows_backward(g: torch.Tensor, y: torch.Tensor, log: bool = True) -> torch.Tensor:
+    """Gradient of log-softmax (or, `log=False`, softmax) over rows, from the upstream gradient g
+    and the output y (dense, (M, N))."""
     M, N = y.shape
     dx = torch.empty_like(y)
     if M * N:
         bm, bn = _blocks(M, N)
         _logsoftmax_bwd_kernel[(triton.cdiv(M, bm),)](
-            g, y, dx, M, N, BLOCK_M=bm, BLOCK_N=bn, WIDE=needs_int64(M * N), num_warps=4)
+            g, y, dx, M, N, BLOCK_M=bm, BLOCK_N=bn, WIDE=needs_int64(M * N), LOG=log, num_warps=4)
     return dx

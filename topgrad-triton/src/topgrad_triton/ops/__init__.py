@@ -15,7 +15,7 @@ _MODULES = {
     "topgrad_triton.ops.elementwise": ("Add", "Mul", "Div", "ReLU"),
     "topgrad_triton.ops.pointwise": ("Exp", "Log", "Sqrt", "Abs", "Tanh", "Sigmoid"),
     "topgrad_triton.ops.reduce": ("Sum", "Mean", "Max"),
-    "topgrad_triton.ops.softmax": ("LogSoftmax",),
+    "topgrad_triton.ops.softmax": ("LogSoftmax", "Softmax"),
     "topgrad_triton.ops.linear": ("Linear",),
     "topgrad_triton.ops.reshape": ("Reshape", "Permute", "Slice", "Concat"),
     "topgrad_triton.ops.conv": ("Conv2d",),

@@ -1,4 +1,5 @@
-"""LogSoftmax over any axis: the axis is moved last (a view, made dense if needed) for the row kernel."""
+"""LogSoftmax and Softmax over any axis: the axis is moved last (a view, made dense if needed) for the
+row kernels."""
 
 from __future__ import annotations
 
@@ -43,4 +44,24 @@ class LogSoftmax(TritonOp):
         """grad - softmax * sum(grad) along the axis, by the row backward kernel."""
         (y,) = self.saved
         dx = logsoftmax_rows_backward(_rows(grad, self.axis), _rows(y, self.axis))
+        return (_unrows(dx, tuple(y.shape), self.axis),)
+
+
+class Softmax(TritonOp):
+    """Normalized exponentials along `axis` (an optional op): saves its output alone, where
+    LogSoftmax then Exp saved two arrays."""
+
+    def forward(self, x: torch.Tensor, axis: int = -1) -> torch.Tensor:
+        """exp(x - max) / sum(exp(x - max)) along the axis by the row kernel; saves the output."""
+        check_tensors("Softmax", x=x)
+        (ax,) = normalize_axes("Softmax", axis, x.ndim) or (0,)
+        self.axis = ax
+        y = _unrows(logsoftmax_rows(_rows(x, ax), log=False), tuple(x.shape), ax)
+        self.save_for_backward(out=y)
+        return y
+
+    def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:
+        """y * (grad - sum(grad * y)) along the axis, by the row backward kernel."""
+        (y,) = self.saved
+        dx = logsoftmax_rows_backward(_rows(grad, self.axis), _rows(y, self.axis), log=False)
         return (_unrows(dx, tuple(y.shape), self.axis),)
