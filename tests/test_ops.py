@@ -989,9 +989,10 @@ def test_linear_in_gemm_blocks(lead: tuple[int, ...]) -> None:
 
 # products with a contraction of one (numpy's backend makes them a rank-one GEMM or, for rows
 # past 1024 columns, a broadcast multiply): batch 1's weight gradient, a one-output head's dL/dx,
-# a one-feature input's forward
+# a one-feature input's forward; and a batch of 4 whose dL/dx numpy computes as (w @ g^T)^T
 @pytest.mark.parametrize(("lead", "d", "m"), [
-    ((1,), 40, 30), ((1,), 12, 1100), ((50,), 40, 1), ((60,), 1, 1100), ((2, 1), 1, 1), ((1, 1), 20, 0)])
+    ((1,), 40, 30), ((1,), 12, 1100), ((50,), 40, 1), ((60,), 1, 1100), ((2, 1), 1, 1), ((1, 1), 20, 0),
+    ((4,), 300, 256)])
 def test_linear_with_one_row_column_or_feature(lead: tuple[int, ...], d: int, m: int) -> None:
     inputs = [rand((*lead, d), 19), rand((d, m), 20), rand((m,), 21)]
     check_against_torch(lambda x, w, b: x.linear(w, b), lambda x, w, b: x @ w + b, inputs)

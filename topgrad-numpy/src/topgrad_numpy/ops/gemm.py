@@ -30,6 +30,14 @@ PANELS = 2
 runs in the small-matrix kernels: a 6272x576 @ 576x64 GEMM (deepconv's 64-channel layer) ran
 at 76 GFLOP/s whole, 92 in two panels and 87 in four on a Zen 4 core."""
 
+FEW_ROWS = 32
+FEW_ROWS_MIN_KN = 1 << 16
+"""A `matmul_nt` of 2 to FEW_ROWS rows with K * N of at least FEW_ROWS_MIN_KN runs as (b @ a^T)^T:
+OpenBLAS's GEMM with a few rows and a transposed b ran 1.4-1.9x slower than with them as
+columns (a small batch's dL/dx in Linear, Intel host: 4x784x512 183 -> 98 us, 16x784x512 248 ->
+137, 8x768x3072 1403 -> 781; even at 64 rows, 1.1x slower from 128; 16x64x64 and 32x512x10
+slower that way)."""
+
 TN_MIN_ROWS = 64
 """Fewest rows per block for which `matmul_tn` sums blocks' products rather than running one
 GEMM: each block's product is a whole (K, N) array, summed afterwards. On the Intel host,
@@ -135,10 +143,17 @@ def matmul_nt(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np
     """out = a @ b^T for a (M, K), b (N, K), out (M, N) (a new array if not given). Blocks need
     b^T contiguous: OpenBLAS's small-matrix kernels refuse a transposed b with more than a few
     columns."""
-    if a.shape[1] == 1:
-        out = np.empty((a.shape[0], b.shape[0]), np.result_type(a, b)) if out is None else out
+    (m, k), n = a.shape, b.shape[0]
+    if k == 1:
+        out = np.empty((m, n), np.result_type(a, b)) if out is None else out
         return rank_one(a[:, 0], b[:, 0], out)
-    if not _plan(a.shape[0], b.shape[1], b.shape[0])[0]:
+    if 1 < m <= FEW_ROWS and k * n >= FEW_ROWS_MIN_KN:
+        product = np.matmul(b, a.T)  # (N, M): b row-major in the GEMM's long dimension
+        if out is None:
+            return np.ascontiguousarray(product.T)
+        out[...] = product.T
+        return out
+    if not _plan(m, k, n)[0]:
         return np.matmul(a, b.T, out=out)
     return matmul(a, aligned(b.T), out)
 
