@@ -27,6 +27,17 @@ def vs_torch(backend_name: str) -> Iterator[ModuleType]:
         yield _load("vs_torch")
 
 
+@pytest.fixture(scope="module")
+def shapes(backend_name: str) -> Iterator[ModuleType]:
+    """benchmarks/shapes.py as a module, on the same terms as `vs_torch` (which it imports)."""
+    if backend_name != "numpy":
+        pytest.skip("the benchmark compares the numpy backend with PyTorch")
+    pytest.importorskip("torch")
+    pytest.importorskip("topgrad_numpy")
+    with benchmarks_on_path():
+        yield _load("shapes")
+
+
 def _load(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     assert spec is not None and spec.loader is not None
@@ -86,3 +97,33 @@ def test_conv_layers_lists_every_convolution_of_the_models(vs_torch: ModuleType,
     assert len(rows) == len(conv_layers.model_layers("conv", 2))  # one row per layer
     for row in rows:
         assert float(row.strip().strip("|").split("|")[-1]) > 0
+
+
+def _shape_rows(lines: list[str]) -> dict[str, list[str]]:
+    """case -> the cells of each data row of shapes.py's markdown table."""
+    rows = {}
+    for line in lines:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and cells[0] != "case":
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_shapes_prints_every_case_with_positive_ratios(shapes: ModuleType) -> None:
+    """benchmarks/shapes.py at tiny sizes, one sample: a row per case of _shape_cases.CASES."""
+    printed: list[str] = []
+    args = shapes.parse_args(["--tiny", "--repeat", "1"])
+    rows = shapes.run(args, out=lambda s: printed.extend(s.splitlines()))
+    table = _shape_rows(printed)
+    assert set(table) == {c.name for c in shapes._shape_cases.CASES}
+    for cells in table.values():
+        assert float(cells[3]) > 0  # ratio
+    assert all(r.max_diff < 1e-3 for r in rows), [(r.name, r.max_diff) for r in rows if r.max_diff >= 1e-3]
+
+
+def test_shapes_memory_child(shapes: ModuleType) -> None:
+    """--mem measures a case in a child process of its own and fills in both memory columns."""
+    argv = ["--tiny", "--repeat", "1", "--mem", "--filter", "^Linear b1 784"]
+    (row,) = shapes.run(shapes.parse_args(argv), out=lambda s: None)
+    assert row.topgrad_mib is not None and row.torch_mib is not None
+    assert row.topgrad_mib >= 0 and row.torch_mib >= 0
