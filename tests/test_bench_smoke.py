@@ -19,23 +19,23 @@ from helpers import BENCHMARKS, benchmarks_on_path
 def vs_torch(backend_name: str) -> Iterator[ModuleType]:
     """benchmarks/vs_torch.py as a module; afterwards sys.path and sys.modules are as they were
     (the benchmark scripts import their helper modules from benchmarks/)."""
-    if backend_name != "numpy":
-        pytest.skip("the benchmark compares the numpy backend with PyTorch")
-    pytest.importorskip("torch")
-    pytest.importorskip("topgrad_numpy")
-    with benchmarks_on_path():
-        yield _load("vs_torch")
+    yield from _benchmark("vs_torch", backend_name)
 
 
 @pytest.fixture(scope="module")
 def shapes(backend_name: str) -> Iterator[ModuleType]:
     """benchmarks/shapes.py as a module, on the same terms as `vs_torch` (which it imports)."""
+    yield from _benchmark("shapes", backend_name)
+
+
+def _benchmark(name: str, backend_name: str) -> Iterator[ModuleType]:
+    """The benchmark script `name`, loaded with benchmarks/ on sys.path; skipped off numpy."""
     if backend_name != "numpy":
         pytest.skip("the benchmark compares the numpy backend with PyTorch")
     pytest.importorskip("torch")
     pytest.importorskip("topgrad_numpy")
     with benchmarks_on_path():
-        yield _load("shapes")
+        yield _load(name)
 
 
 def _load(name: str) -> ModuleType:
