@@ -441,8 +441,47 @@ def test_conv_threads_give_the_same_bits(
         results.append([out.data, xs.grad, ws.grad, bs.grad])
     for other in results[1:]:
         for want, got in zip(results[0], other):
-            np.testing.assert_array_equal(got, want)
+            _assert_same_bits(got, want)
     assert np.isnan(results[0][2]).any() == nan
+
+
+def _assert_same_bits(got: np.ndarray, want: np.ndarray) -> None:
+    """Equal values, NaN where NaN, and the same sign on zeros (assert_array_equal takes -0 for 0)."""
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+
+
+@pytest.mark.parametrize(("stride", "c", "x64", "g64"), [
+    (1, 8, True, False),  # one phase: dL/dw from the gradient's patches, into w's float32 total
+    (2, 8, True, False),  # phases of the stride: dL/dw from x's patches, into the gradient's dtype
+    (1, 2, True, False),  # few channels: dL/dw and dL/db from x's patches
+    (1, 8, False, True),  # a float64 upstream gradient on float32 x and w
+])
+def test_conv_threads_give_the_same_bits_with_mixed_dtypes(
+    nb, threads, monkeypatch, stride, c, x64, g64
+) -> None:
+    """dL/dw's chunk products come in the wider dtype and are added into a narrower total one at a
+    time, rounding at each: the first thread's running sum must round the same way, or 1 and 2
+    threads differ in the last bits (they did, by 2e-6)."""
+    from topgrad_numpy import openblas
+    from topgrad_numpy.ops import conv
+
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 1)  # one image per chunk: 7 chunks
+    x, w = _r(7, 9, 9, c), _r(3, 3, c, 5, seed=1)
+    results = []
+    for n in (1, 2, 3):
+        threads.set_threads(n)
+        if n == 1 and openblas.threads() is not None:
+            openblas.set_threads(1)
+        xs = topgrad.Tensor(x, dtype="float64") if x64 else topgrad.Tensor(x)
+        ws = topgrad.Tensor(w)
+        out = xs.conv2d(ws, stride=stride, padding=1)
+        g = _r(*out.shape, seed=3).astype(np.float64 if g64 else out.data.dtype)
+        out.backward(g)
+        results.append([out.data, xs.grad, ws.grad])
+    for other in results[1:]:
+        for want, got in zip(results[0], other):
+            _assert_same_bits(got, want)
 
 
 def test_thread_groups_are_contiguous_and_even(threads) -> None:

@@ -824,6 +824,22 @@ def test_softmax_fixed(shape: tuple[int, ...], axis: int, scale: float) -> None:
                         [rand(shape, 10, scale=scale)])
 
 
+@pytest.mark.parametrize("name", ["softmax", "logsoftmax"])
+@pytest.mark.parametrize("value", [0.5, np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("upstream", [1.5, np.inf])
+def test_softmax_of_a_0d_tensor_as_pytorch(name: str, value: float, upstream: float) -> None:
+    """One value along its only axis: 1 (log: 0) and a zero gradient, NaN for a NaN or infinite
+    value or upstream gradient, as PyTorch (numpy's 0-d shortcut gave 1 and 0 for NaN)."""
+    x = Tensor(np.float32(value))
+    out = getattr(x, name)()
+    out.backward(np.float32(upstream))
+    xt = torch.tensor(value, dtype=torch.float32, requires_grad=True)
+    want = (torch.softmax if name == "softmax" else torch.log_softmax)(xt, 0)
+    want.backward(torch.tensor(upstream, dtype=torch.float32))
+    np.testing.assert_array_equal(to_numpy(out), want.detach().numpy())
+    np.testing.assert_array_equal(to_numpy(x.grad), xt.grad.numpy())
+
+
 def test_softmax_of_logits_near_a_thousand_and_minus_inf_entries() -> None:
     """Large logits do not overflow (the row's max is subtracted); a -inf entry (a mask) gets
     probability 0 and gradient 0, as in PyTorch."""

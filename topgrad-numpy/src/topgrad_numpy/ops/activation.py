@@ -75,11 +75,14 @@ class LogSoftmax(NumpyOp):
     the last axis, row blocks of ~256 KiB at a time, as Softmax."""
 
     def forward(self, x: np.ndarray, axis: int = -1) -> np.ndarray:
-        """x - max - log(sum(exp(x - max))) along `axis`; a 0-d x gives 0."""
-        if x.ndim == 0:  # one value along its only axis: log(1) = 0, and no gradient, as in PyTorch
+        """x - max - log(sum(exp(x - max))) along `axis`; a 0-d x gives 0 (NaN where x is NaN or
+        infinite), as in PyTorch."""
+        if x.ndim == 0:  # one value along its only axis: x - x, as x - max(x) - log(1)
             axes("LogSoftmax", axis, 0)
             self.axis = None
-            return np.zeros_like(x)
+            out = np.subtract(x, x, out=np.empty_like(x))  # (a ufunc gives a 0-d array only with out=)
+            self.save_for_backward(out=out)
+            return out
         (self.axis,) = axes("LogSoftmax", axis, x.ndim)
         if x.shape[self.axis] == 0:  # nothing to normalize over: an empty result, as in PyTorch
             self.save_for_backward(x=x)
@@ -95,9 +98,11 @@ class LogSoftmax(NumpyOp):
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
         """grad - softmax * sum(grad) along the axis, softmax being exp of the saved output."""
-        if self.axis is None:  # a 0-d input
-            return (np.zeros_like(grad),)
         (out,) = self._intermediate
+        if self.axis is None:  # a 0-d input: 0, NaN where the output or grad is not finite
+            gx = np.exp(out, out=np.empty(out.shape, np.result_type(grad, out)))
+            gx *= grad
+            return (np.subtract(grad, gx, out=gx),)
         gx = np.empty(out.shape, np.result_type(grad, out))
         ax = -1 if self.axis == out.ndim - 1 else self.axis
         for ob, gb, db in _row_blocks(ax, out, grad, gx):
@@ -114,11 +119,15 @@ class Softmax(NumpyOp):
     forward + backward: 11.0 -> 6.7 ms on the Intel host)."""
 
     def forward(self, x: np.ndarray, axis: int = -1) -> np.ndarray:
-        """The normalized exponentials along `axis`; a 0-d x gives 1, as in PyTorch."""
-        if x.ndim == 0:  # one value along its only axis: 1, and no gradient
+        """The normalized exponentials along `axis`; a 0-d x gives 1 (NaN where x is NaN or
+        infinite), as in PyTorch."""
+        if x.ndim == 0:  # one value along its only axis: e^(x - x) / 1
             axes("Softmax", axis, 0)
             self.axis = None
-            return np.ones_like(x)
+            out = np.subtract(x, x, out=np.empty_like(x))  # (a ufunc gives a 0-d array only with out=)
+            np.exp(out, out=out)
+            self.save_for_backward(out=out)
+            return out
         (self.axis,) = axes("Softmax", axis, x.ndim)
         if x.shape[self.axis] == 0:  # nothing to normalize over: an empty result, as in PyTorch
             out = x.copy()
@@ -135,9 +144,12 @@ class Softmax(NumpyOp):
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
         """y * (grad - sum(grad * y)) along the axis, y the saved output: two passes and a sum."""
-        if self.axis is None:  # a 0-d input
-            return (np.zeros_like(grad),)
         (y,) = self._intermediate
+        if self.axis is None:  # a 0-d input: 0, NaN where the output or grad is not finite
+            gx = np.multiply(grad, y, out=np.empty(y.shape, np.result_type(grad, y)))
+            np.subtract(grad, gx, out=gx)
+            gx *= y
+            return (gx,)
         gx = np.empty(y.shape, np.result_type(grad, y))
         ax = -1 if self.axis == y.ndim - 1 else self.axis
         for yb, gb, ob in _row_blocks(ax, y, grad, gx):

@@ -231,26 +231,26 @@ def _weight_grad(
     def products(group: Sequence[slice]) -> list[np.ndarray]:  # per chunk, summed in order below
         parts = (gemm.matmul_tn(cols, g2[sl.start * Ho * Wo : sl.stop * Ho * Wo])
                  for sl, cols in _patch_chunks(x, group, geo, ones))
-        return _summed_if_first(group, parts)
+        return _summed_if_first(group, parts, g2.dtype)
 
     gw = np.zeros((kh * kw * x.shape[3] + int(ones), g2.shape[1]), dtype=g2.dtype)
     return _add_in_chunk_order(gw, parallel.map_groups(products, chunks))
 
 
-def _summed_if_first(group: Sequence[slice], parts: Iterable[np.ndarray]) -> list[np.ndarray]:
-    """A group's per-chunk dL/dw products, to be added in chunk order; the group at the batch's
-    start (on one thread, every chunk) sums its own as they come, into its first, where nothing
-    comes before them in that order: one weight-sized array instead of one per chunk (a 256 ->
-    256 3x3 layer at batch 16 kept eight of 2.4 MB), and the same bits (0 + (p0 + p1) is
-    (0 + p0) + p1, signed zeros included)."""
+def _summed_if_first(group: Sequence[slice], parts: Iterable[np.ndarray], dtype: Any) -> list[np.ndarray]:
+    """A group's per-chunk dL/dw products, to be added in chunk order into a total of `dtype`; the
+    group at the batch's start (on one thread, every chunk) sums its own as they come, where
+    nothing comes before them in that order: one weight-sized array instead of one per chunk (a
+    256 -> 256 3x3 layer at batch 16 kept eight of 2.4 MB). Its sum starts from zeros of the
+    total's dtype and adds each product as the total would (a float64 product into a float32
+    total rounds at each addition), so the bits are the same for any thread count."""
     if not group or group[0].start != 0:
         return list(parts)
     total: np.ndarray | None = None
     for part in parts:
         if total is None:
-            total = part
-        else:
-            total += part
+            total = np.zeros(part.shape, dtype)
+        total += part
     return [] if total is None else [total]
 
 
@@ -344,7 +344,9 @@ def _input_grad_by_phases(
                     gemm.matmul(gcols, kernel, gx[sl].reshape(n * H * W, C))
                     if want_w:  # in OpenBLAS-small blocks, 14% faster than (x^T @ gcols)^T
                         part = gemm.matmul_tn(gcols, x[sl].reshape(n * H * W, C))
-                        if first and products:  # see _summed_if_first
+                        if first:  # see _summed_if_first
+                            if not products:
+                                products.append(np.zeros(part.shape, w.dtype))  # the total's dtype
                             products[0] += part
                         else:
                             products.append(part)
