@@ -70,93 +70,85 @@ class ReLU(NumpyOp):
         return (gx.view(dtype),)
 
 
-class LogSoftmax(NumpyOp):
-    """x - logsumexp(x) along `axis`, shifted by the max for stability; saves its output. Along
-    the last axis, row blocks of ~256 KiB at a time, as Softmax."""
+class _AlongOneAxis(NumpyOp):
+    """The frame LogSoftmax and Softmax share: `axis` checked, a 0-d x taken as one value along
+    its only axis (as PyTorch: NaN where that value is not finite), an empty result for an empty
+    x, and the passes along the last axis by row blocks (`_row_blocks`). Each op gives its math
+    on a block along `ax` (`_forward_rows`, `_backward_rows`); it saves its output alone."""
 
     def forward(self, x: np.ndarray, axis: int = -1) -> np.ndarray:
-        """x - max - log(sum(exp(x - max))) along `axis`; a 0-d x gives 0 (NaN where x is NaN or
-        infinite), as in PyTorch."""
-        if x.ndim == 0:  # one value along its only axis: x - x, as x - max(x) - log(1)
-            axes("LogSoftmax", axis, 0)
-            self.axis = None
-            out = np.subtract(x, x, out=np.empty_like(x))  # (a ufunc gives a 0-d array only with out=)
-            self.save_for_backward(out=out)
-            return out
-        (self.axis,) = axes("LogSoftmax", axis, x.ndim)
-        if x.shape[self.axis] == 0:  # nothing to normalize over: an empty result, as in PyTorch
-            self.save_for_backward(x=x)
-            return x.copy()
+        """The op along `axis` (a 0-d x: along its one value)."""
+        (self.axis,) = axes(type(self).__name__, axis, x.ndim) or (0,)
         out = np.empty(x.shape, x.dtype)
-        ax = -1 if self.axis == x.ndim - 1 else self.axis  # the last axis also of the 2-d blocks
-        for xb, ob in _row_blocks(ax, x, out):
-            np.subtract(xb, xb.max(axis=ax, keepdims=True), out=ob)
-            lse = _sums(np.exp(ob), ax)
-            ob -= np.log(lse, out=lse)
+        if x.size:
+            ax = _block_axis(self.axis, x.ndim)
+            for xb, ob in _row_blocks(ax, *_at_least_1d(x, out)):
+                self._forward_rows(xb, ob, ax)
         self.save_for_backward(out=out)
         return out
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
-        """grad - softmax * sum(grad) along the axis, softmax being exp of the saved output."""
+        """dL/dx from the saved output, block by block as forward."""
         (out,) = self._intermediate
-        if self.axis is None:  # a 0-d input: 0, NaN where the output or grad is not finite
-            gx = np.exp(out, out=np.empty(out.shape, np.result_type(grad, out)))
-            gx *= grad
-            return (np.subtract(grad, gx, out=gx),)
         gx = np.empty(out.shape, np.result_type(grad, out))
-        ax = -1 if self.axis == out.ndim - 1 else self.axis
-        for ob, gb, db in _row_blocks(ax, out, grad, gx):
-            np.exp(ob, out=db)
-            db *= -_sums(gb, ax)
-            db += gb
+        if out.size:
+            ax = _block_axis(self.axis, out.ndim)
+            for ob, gb, db in _row_blocks(ax, *_at_least_1d(out, grad, gx)):
+                self._backward_rows(ob, gb, db, ax)
         return (gx,)
 
+    def _forward_rows(self, xb: np.ndarray, ob: np.ndarray, ax: int) -> None:
+        raise NotImplementedError
 
-class Softmax(NumpyOp):
+    def _backward_rows(self, ob: np.ndarray, gb: np.ndarray, db: np.ndarray, ax: int) -> None:
+        raise NotImplementedError
+
+
+class LogSoftmax(_AlongOneAxis):
+    """x - logsumexp(x) along `axis`, shifted by the max for stability; saves its output. Along
+    the last axis, row blocks of ~256 KiB at a time, as Softmax."""
+
+    def _forward_rows(self, xb: np.ndarray, ob: np.ndarray, ax: int) -> None:
+        """x - max - log(sum(exp(x - max))) along `ax`."""
+        np.subtract(xb, xb.max(axis=ax, keepdims=True), out=ob)
+        lse = _sums(np.exp(ob), ax)
+        ob -= np.log(lse, out=lse)
+
+    def _backward_rows(self, ob: np.ndarray, gb: np.ndarray, db: np.ndarray, ax: int) -> None:
+        """grad - softmax * sum(grad) along `ax`, softmax being exp of the saved output."""
+        np.exp(ob, out=db)
+        db *= -_sums(gb, ax)
+        db += gb
+
+
+class Softmax(_AlongOneAxis):
     """e^(x - max) / sum(e^(x - max)) along `axis` as one op (an optional one): it saves its
     output alone, where LogSoftmax then Exp saved two arrays and ran exp twice more. Along the
     last axis each pass runs on row blocks of ~256 KiB while they are in cache (8x512x512,
     forward + backward: 11.0 -> 6.7 ms on the Intel host)."""
 
-    def forward(self, x: np.ndarray, axis: int = -1) -> np.ndarray:
-        """The normalized exponentials along `axis`; a 0-d x gives 1 (NaN where x is NaN or
-        infinite), as in PyTorch."""
-        if x.ndim == 0:  # one value along its only axis: e^(x - x) / 1
-            axes("Softmax", axis, 0)
-            self.axis = None
-            out = np.subtract(x, x, out=np.empty_like(x))  # (a ufunc gives a 0-d array only with out=)
-            np.exp(out, out=out)
-            self.save_for_backward(out=out)
-            return out
-        (self.axis,) = axes("Softmax", axis, x.ndim)
-        if x.shape[self.axis] == 0:  # nothing to normalize over: an empty result, as in PyTorch
-            out = x.copy()
-            self.save_for_backward(out=out)
-            return out
-        out = np.empty(x.shape, x.dtype)
-        ax = -1 if self.axis == x.ndim - 1 else self.axis  # the last axis also of the 2-d blocks
-        for xb, ob in _row_blocks(ax, x, out):
-            np.subtract(xb, xb.max(axis=ax, keepdims=True), out=ob)
-            np.exp(ob, out=ob)
-            ob /= _sums(ob, ax)
-        self.save_for_backward(out=out)
-        return out
+    def _forward_rows(self, xb: np.ndarray, ob: np.ndarray, ax: int) -> None:
+        """The normalized exponentials along `ax`."""
+        np.subtract(xb, xb.max(axis=ax, keepdims=True), out=ob)
+        np.exp(ob, out=ob)
+        ob /= _sums(ob, ax)
 
-    def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
-        """y * (grad - sum(grad * y)) along the axis, y the saved output: two passes and a sum."""
-        (y,) = self._intermediate
-        if self.axis is None:  # a 0-d input: 0, NaN where the output or grad is not finite
-            gx = np.multiply(grad, y, out=np.empty(y.shape, np.result_type(grad, y)))
-            np.subtract(grad, gx, out=gx)
-            gx *= y
-            return (gx,)
-        gx = np.empty(y.shape, np.result_type(grad, y))
-        ax = -1 if self.axis == y.ndim - 1 else self.axis
-        for yb, gb, ob in _row_blocks(ax, y, grad, gx):
-            np.multiply(gb, yb, out=ob)
-            np.subtract(gb, _sums(ob, ax), out=ob)
-            ob *= yb
-        return (gx,)
+    def _backward_rows(self, yb: np.ndarray, gb: np.ndarray, db: np.ndarray, ax: int) -> None:
+        """y * (grad - sum(grad * y)) along `ax`, y the saved output: two passes and a sum."""
+        np.multiply(gb, yb, out=db)
+        np.subtract(gb, _sums(db, ax), out=db)
+        db *= yb
+
+
+def _block_axis(axis: int, ndim: int) -> int:
+    """`axis` as the passes take it: -1 for the last (also of `_row_blocks`' 2-d blocks, and of a
+    0-d array's one value)."""
+    return -1 if axis >= ndim - 1 else axis
+
+
+def _at_least_1d(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Same-shape arrays as they are, or 0-d ones as views of shape (1,)."""
+    return arrays if arrays[0].ndim else tuple(a.reshape(1) for a in arrays)
 
 
 BLOCKED_FROM = 4 * ROWS_BYTES
