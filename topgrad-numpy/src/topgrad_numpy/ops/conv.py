@@ -12,7 +12,7 @@ additions (never `np.add.at`, which is unbuffered and slow). A constant input ge
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from itertools import chain
 from typing import Any
 
@@ -229,29 +229,37 @@ def _weight_grad(
     kh, kw, _, _, _, _, Ho, Wo = geo
 
     def products(group: Sequence[slice]) -> list[np.ndarray]:  # per chunk, summed in order below
-        parts = (gemm.matmul_tn(cols, g2[sl.start * Ho * Wo : sl.stop * Ho * Wo])
-                 for sl, cols in _patch_chunks(x, group, geo, ones))
-        return _summed_if_first(group, parts, g2.dtype)
+        parts = _ChunkProducts(group, g2.dtype)
+        for sl, cols in _patch_chunks(x, group, geo, ones):
+            parts.add(gemm.matmul_tn(cols, g2[sl.start * Ho * Wo : sl.stop * Ho * Wo]))
+        return parts.kept
 
     gw = np.zeros((kh * kw * x.shape[3] + int(ones), g2.shape[1]), dtype=g2.dtype)
     return _add_in_chunk_order(gw, parallel.map_groups(products, chunks))
 
 
-def _summed_if_first(group: Sequence[slice], parts: Iterable[np.ndarray], dtype: Any) -> list[np.ndarray]:
-    """A group's per-chunk dL/dw products, to be added in chunk order into a total of `dtype`; the
-    group at the batch's start (on one thread, every chunk) sums its own as they come, where
-    nothing comes before them in that order: one weight-sized array instead of one per chunk (a
-    256 -> 256 3x3 layer at batch 16 kept eight of 2.4 MB). Its sum starts from zeros of the
-    total's dtype and adds each product as the total would (a float64 product into a float32
-    total rounds at each addition), so the bits are the same for any thread count."""
-    if not group or group[0].start != 0:
-        return list(parts)
-    total: np.ndarray | None = None
-    for part in parts:
-        if total is None:
-            total = np.zeros(part.shape, dtype)
-        total += part
-    return [] if total is None else [total]
+class _ChunkProducts:
+    """A thread group's per-chunk dL/dw products, to be added in chunk order into a total of
+    `dtype` (`_add_in_chunk_order`). The group at the batch's start (on one thread, every chunk)
+    sums its own as they come, where nothing comes before them in that order: one weight-sized
+    array instead of one per chunk (a 256 -> 256 3x3 layer at batch 16 kept eight of 2.4 MB).
+    That sum starts from zeros of the total's dtype and adds each product as the total would (a
+    float64 product into a float32 total rounds at each addition): the same bits for any thread
+    count."""
+
+    def __init__(self, group: Sequence[slice], dtype: Any) -> None:
+        self.summed = bool(group) and group[0].start == 0
+        self.dtype = dtype
+        self.kept: list[np.ndarray] = []
+
+    def add(self, part: np.ndarray) -> None:
+        """Keep the next chunk's product, or add it to the running sum."""
+        if not self.summed:
+            self.kept.append(part)
+            return
+        if not self.kept:
+            self.kept.append(np.zeros(part.shape, self.dtype))
+        self.kept[0] += part
 
 
 def _add_in_chunk_order(total: np.ndarray, groups: list[list[np.ndarray]]) -> np.ndarray:
@@ -329,8 +337,7 @@ def _input_grad_by_phases(
         pad = _Padder(n0, Ho, Wo, w.shape[3], (top, bottom), (left, right), grad.dtype)
         scratch = np.empty(n0 * patch * w.shape[3], dtype=grad.dtype)  # the largest phase's patches
         phase_out = np.empty(n0 * phase * C, dtype=grad.dtype)  # a phase of dL/dx, before its place
-        products: list[np.ndarray] = []
-        first = bool(group) and group[0].start == 0
+        products = _ChunkProducts(group, w.dtype)  # w's dtype: the total's (`kernels`)
         for sl in group:
             n = sl.stop - sl.start
             gp = pad(grad[sl])
@@ -343,13 +350,7 @@ def _input_grad_by_phases(
                     gcols = im2col(region, ty, tx, 1, 1, scratch)
                     gemm.matmul(gcols, kernel, gx[sl].reshape(n * H * W, C))
                     if want_w:  # in OpenBLAS-small blocks, 14% faster than (x^T @ gcols)^T
-                        part = gemm.matmul_tn(gcols, x[sl].reshape(n * H * W, C))
-                        if first:  # see _summed_if_first
-                            if not products:
-                                products.append(np.zeros(part.shape, w.dtype))  # the total's dtype
-                            products[0] += part
-                        else:
-                            products.append(part)
+                        products.add(gemm.matmul_tn(gcols, x[sl].reshape(n * H * W, C)))
                     continue
                 dst = gx[sl, r::sh, q::sw]
                 if per_row and ty == tx == 1:  # one tap: the gradient's rows as they lie, no patches
@@ -362,7 +363,7 @@ def _input_grad_by_phases(
                 else:
                     part = phase_out[: n * my * mx * C].reshape(n * my * mx, C)
                     dst[...] = gemm.matmul(lhs, kernel, part).reshape(dst.shape)
-        return products
+        return products.kept
 
     products = parallel.map_groups(correlate, chunks)
     if not want_w:
