@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -33,7 +32,6 @@ if str(HERE) not in sys.path:
 import _measure  # noqa: E402
 import _shape_cases  # noqa: E402
 import numpy as np  # noqa: E402
-import topgrad  # noqa: E402
 import torch  # noqa: E402
 import vs_torch  # noqa: E402
 from _ops import OpCase  # noqa: E402
@@ -134,10 +132,7 @@ def header(args: argparse.Namespace) -> str:
     pins = [k for k in vs_torch.BLAS_PINS if k in os.environ]
     return "\n".join([
         "# Topgrad-numpy vs PyTorch eager at many shapes (benchmarks/shapes.py)",
-        f"- machine: {vs_torch.cpu_model()}, {platform.system()} {platform.release()}",
-        f"- versions: python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
-        f"topgrad {topgrad.__version__} (backend {topgrad.get_backend().name})",
-        f"- BLAS: numpy -> {vs_torch.numpy_blas()}; torch -> {vs_torch.torch_blas()}",
+        *vs_torch.host_lines(),
         f"- threads: 1 for both (Topgrad-numpy's own: {vs_torch.topgrad_threads()}); repeat {args.repeat}, "
         f"warm-up {args.warmup}; clock: {vs_torch.CLOCK_NAMES[CLOCK]}{'; tiny sizes' if args.tiny else ''}",
         f"- environment: {vs_torch.environment()}; repository at {git_commit()}"
@@ -146,20 +141,16 @@ def header(args: argparse.Namespace) -> str:
     ])
 
 
-def _f(v: float | None, fmt: str = ".2f") -> str:
-    """A table cell: the number, or a dash where there is none."""
-    return "–" if v is None else format(v, fmt)
-
-
 def table(rows: list[Row], mem: bool) -> str:
     """The markdown table, one row per case, in the order of `_shape_cases.CASES` (grouped by op)."""
     head = "| case | topgrad ms | torch ms | ratio |"
     head += " topgrad MiB | torch MiB | mem ratio |" if mem else ""
     head += " audit |"
     lines = [head, "|---|" + "--:|" * (head.count("|") - 3) + "---|"]
+    cell = vs_torch.cell
     for r in rows:
-        cells = [r.name, _f(r.topgrad_ms, ".3f"), _f(r.torch_ms, ".3f"), _f(r.ratio)]
-        cells += [_f(r.topgrad_mib), _f(r.torch_mib), _f(r.mem_ratio)] if mem else []
+        cells = [r.name, cell(r.topgrad_ms, ".3f"), cell(r.torch_ms, ".3f"), cell(r.ratio)]
+        cells += [cell(r.topgrad_mib), cell(r.torch_mib), cell(r.mem_ratio)] if mem else []
         lines.append("| " + " | ".join([*cells, r.audit]) + " |")
     return "\n".join(lines)
 

@@ -309,7 +309,8 @@ def add_memory(rows: list[Row], mem: dict[str, list[int]]) -> None:
             r.mem_ratio = got[0] / got[1] if got[1] else None
 
 
-def _f(v: float | None, fmt: str = ".2f") -> str:
+def cell(v: float | None, fmt: str = ".2f") -> str:
+    """A table cell: the number, or a dash where there is none."""
     return "–" if v is None else format(v, fmt)
 
 
@@ -319,9 +320,9 @@ def table(rows: list[Row]) -> str:
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(
-            f"| {r.kind} | {r.name} | {r.shape} | {_f(r.topgrad_ms, '.3f')} | {_f(r.torch_ms, '.3f')} | "
-            f"{_f(r.ratio)} | {_f(r.ratio_best)} | {_f(r.floor_ms, '.3f')} | {_f(r.topgrad_mib)} | "
-            f"{_f(r.torch_mib)} | {_f(r.mem_ratio)} |"
+            f"| {r.kind} | {r.name} | {r.shape} | {cell(r.topgrad_ms, '.3f')} | {cell(r.torch_ms, '.3f')} | "
+            f"{cell(r.ratio)} | {cell(r.ratio_best)} | {cell(r.floor_ms, '.3f')} | {cell(r.topgrad_mib)} | "
+            f"{cell(r.torch_mib)} | {cell(r.mem_ratio)} |"
         )
     return "\n".join(lines)
 
@@ -338,13 +339,19 @@ def verdict(rows: list[Row]) -> list[str]:
     return out
 
 
-def header(args: argparse.Namespace, np_rate: float, th_rate: float) -> str:
-    return "\n".join([
+def host_lines(backend_note: str = "") -> list[str]:
+    """The report header's machine, versions and BLAS lines (shapes.py's header has them too)."""
+    return [
         f"- machine: {cpu_model()}, {platform.system()} {platform.release()}",
         f"- versions: python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
-        f"topgrad {topgrad.__version__} (backend {topgrad.get_backend().name}"
-        f"{'; prototypes: ' + ','.join(args.prototype) if args.prototype else ''})",
+        f"topgrad {topgrad.__version__} (backend {topgrad.get_backend().name}{backend_note})",
         f"- BLAS: numpy -> {numpy_blas()}; torch -> {torch_blas()}",
+    ]
+
+
+def header(args: argparse.Namespace, np_rate: float, th_rate: float) -> str:
+    return "\n".join([
+        *host_lines(f"; prototypes: {','.join(args.prototype)}" if args.prototype else ""),
         f"- OpenBLAS core type (threadpoolctl): {openblas_core()}",
         f"- threads: {args.threads} for both (Topgrad-numpy's own: {topgrad_threads()}); "
         f"repeat {args.repeat}, warm-up {args.warmup}, "
