@@ -46,6 +46,11 @@ def _chunks(batch: int, rows: int, row_bytes: int) -> list[Chunk]:
     return [(slice(b, b + 1), slice(r, min(rows, r + per))) for b in range(batch) for r in starts]
 
 
+def _input_rows(rows: slice, sh: int, kh: int) -> tuple[int, int]:
+    """The padded input rows [lo, hi) that output rows `rows` read, at stride sh with kh-row windows."""
+    return rows.start * sh, (rows.stop - 1) * sh + kh
+
+
 def _cut(chunk: Chunk) -> tuple[slice, slice]:
     """The chunk's images and rows counted from 0: its part of a buffer shaped for the first chunk
     (each tap's block of it stays contiguous: fewer images, or fewer rows of one image)."""
@@ -76,16 +81,16 @@ def _pad_buffer(shape: tuple[int, ...], geo: tuple[Any, ...], chunk: Chunk, dtyp
     if not (ph or pw):
         return None
     images, rows = _cut(chunk)
-    return np.empty((images.stop, (rows.stop - 1) * sh + kh, shape[2] + 2 * pw, shape[3]), dtype=dtype)
+    lo, hi = _input_rows(rows, sh, kh)
+    return np.empty((images.stop, hi - lo, shape[2] + 2 * pw, shape[3]), dtype=dtype)
 
 
 def _windows(xc: np.ndarray, geo: tuple[Any, ...], out: np.ndarray) -> np.ndarray:
     """`out` (kh*kw, n, OH, OW, C) = tap t (row by row of the window) of every window of the
     padded chunk xc, one block each; geo's output size is the chunk's. (np.stack's Python side
     costs ~2 us more than concatenating views with a leading axis.)"""
-    (kh, kw), (sh, sw), _, (ho, wo) = geo
-    rows, cols = sh * (ho - 1) + 1, sw * (wo - 1) + 1
-    taps = [xc[None, :, i : i + rows : sh, j : j + cols : sw] for i in range(kh) for j in range(kw)]
+    (kh, kw), *_ = geo
+    taps = [_tap_view(xc, i, j, geo)[None] for i in range(kh) for j in range(kw)]
     return np.concatenate(taps, out=out)
 
 
@@ -183,7 +188,7 @@ def _pool_chunks(
     pad_buf = _pad_buffer(x.shape, geo, chunks[0], x.dtype)
     for chunk in chunks:
         (images, rows), (m, r) = chunk, _cut(chunk)
-        lo, hi = rows.start * sh, (rows.stop - 1) * sh + kh
+        lo, hi = _input_rows(rows, sh, kh)
         xc = x[images, lo:hi] if pad_buf is None else _padded_rows(x, images, lo, pad, pad_buf[m, : hi - lo])
         win = _windows(xc, (geo[0], geo[1], pad, (r.stop, wo)), win_buf[:, m, r])
         top, taken = best[chunk], tap[chunk]
@@ -208,7 +213,7 @@ def _unpool_chunks(
     done = (-1, 0)  # (image, rows of it written) by the chunks so far
     for chunk in chunks:
         (images, rows), (m, r) = chunk, _cut(chunk)
-        lo, hi = rows.start * sh, (rows.stop - 1) * sh + kh
+        lo, hi = _input_rows(rows, sh, kh)
         acc = gx[images, lo:hi] if pad_buf is None else pad_buf[m, : hi - lo]
         if pad_buf is not None:
             acc.fill(0.0)
