@@ -64,6 +64,14 @@ def seed(op: str, seed: Any) -> int | None:
     return seed
 
 
+def one_axis(op: str, axis: Any) -> int:
+    """The one int axis a normalization runs along (LogSoftmax, Softmax); a tuple or None fails
+    deep inside a backend otherwise."""
+    if not is_whole(axis):
+        raise TypeError(f"{op}: axis must be one int (it normalizes along one axis), got {axis!r}")
+    return axis
+
+
 def reduced_axes(op: str, axis: Any) -> Any:
     """`axis`, refusing `()`: numpy reduces no axis there and PyTorch every axis."""
     if isinstance(axis, (tuple, list)) and not axis:

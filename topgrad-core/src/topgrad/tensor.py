@@ -628,21 +628,16 @@ class Tensor:
     @pytorch_names.keywords
     def logsoftmax(self, axis: int = -1) -> Tensor:
         """log(softmax(x)) along one axis as one op: stable for large logits, for cross-entropy."""
-        if not arguments.is_whole(axis):
-            raise TypeError(f"LogSoftmax: axis must be one int (it normalizes along one axis), got {axis!r}")
-        return _ops().LogSoftmax.apply(self, axis=axis)
+        return _ops().LogSoftmax.apply(self, axis=arguments.one_axis("LogSoftmax", axis))
 
     @pytorch_names.keywords
     def softmax(self, axis: int = -1) -> Tensor:
         """Normalized exponentials along one axis: the backend's Softmax op (optional) where it has
         one, else e ** logsoftmax(x) (two ops; Exp is optional too), each stable for large logits."""
-        ops = _ops()
-        fused = vars(ops).get("Softmax")  # not getattr: a missing op's error message is built
+        fused = vars(_ops()).get("Softmax")  # not getattr: a missing op's error message is built
         if fused is None:
             return self.logsoftmax(axis).exp()
-        if not arguments.is_whole(axis):
-            raise TypeError(f"Softmax: axis must be one int (it normalizes along one axis), got {axis!r}")
-        return fused.apply(self, axis=axis)
+        return fused.apply(self, axis=arguments.one_axis("Softmax", axis))
 
     @pytorch_names.keywords
     def linear(self, w: Tensor, b: Tensor | None = None) -> Tensor:
