@@ -10,6 +10,7 @@ import inspect
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -421,7 +422,6 @@ def test_conv_threads_give_the_same_bits(
     writes its own chunks' rows, in buffers of its own, and dL/dw sums the chunks' products in
     the serial order. Small cases take one image per chunk (7 chunks: uneven groups); the large
     one runs long enough per chunk that threads sharing a buffer would overwrite each other."""
-    from topgrad_numpy import openblas
     from topgrad_numpy.ops import conv
 
     if shape[0] < 24:  # one image per chunk; the large case keeps its real chunks (6 of 4 images)
@@ -430,25 +430,33 @@ def test_conv_threads_give_the_same_bits(
     if nan:
         x[3, 0, 0, 2] = np.nan
     g = _r(*topgrad.Tensor(x).conv2d(topgrad.Tensor(w), stride=stride, padding=padding).shape, seed=3)
+
+    def step() -> list[np.ndarray]:
+        xs, ws, bs = topgrad.Tensor(x), topgrad.Tensor(w), topgrad.Tensor(b)
+        out = xs.conv2d(ws, bs, stride=stride, padding=padding)
+        out.backward(g)
+        return [out.data, xs.grad, ws.grad, bs.grad]
+
+    results = _same_bits_on_1_2_3_threads(threads, step)
+    assert np.isnan(results[2]).any() == nan
+
+
+def _same_bits_on_1_2_3_threads(threads: Any, step: Callable[[], list[np.ndarray]]) -> list[np.ndarray]:
+    """Run `step` on 1, 2 and 3 threads and check its arrays agree bit for bit (NaN where NaN, the
+    sign of zeros too, which assert_array_equal alone ignores); the 1-thread arrays."""
+    from topgrad_numpy import openblas
+
     results = []
     for n in (1, 2, 3):
         threads.set_threads(n)
         if n == 1 and openblas.threads() is not None:
             openblas.set_threads(1)  # as with more threads: OpenBLAS's own may round differently
-        xs, ws, bs = topgrad.Tensor(x), topgrad.Tensor(w), topgrad.Tensor(b)
-        out = xs.conv2d(ws, bs, stride=stride, padding=padding)
-        out.backward(g)
-        results.append([out.data, xs.grad, ws.grad, bs.grad])
+        results.append(step())
     for other in results[1:]:
         for want, got in zip(results[0], other):
-            _assert_same_bits(got, want)
-    assert np.isnan(results[0][2]).any() == nan
-
-
-def _assert_same_bits(got: np.ndarray, want: np.ndarray) -> None:
-    """Equal values, NaN where NaN, and the same sign on zeros (assert_array_equal takes -0 for 0)."""
-    np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+    return results[0]
 
 
 @pytest.mark.parametrize(("stride", "c", "x64", "g64"), [
@@ -463,25 +471,19 @@ def test_conv_threads_give_the_same_bits_with_mixed_dtypes(
     """dL/dw's chunk products come in the wider dtype and are added into a narrower total one at a
     time, rounding at each: the first thread's running sum must round the same way, or 1 and 2
     threads differ in the last bits (they did, by 2e-6)."""
-    from topgrad_numpy import openblas
     from topgrad_numpy.ops import conv
 
     monkeypatch.setattr(conv, "CHUNK_BYTES", 1)  # one image per chunk: 7 chunks
     x, w = _r(7, 9, 9, c), _r(3, 3, c, 5, seed=1)
-    results = []
-    for n in (1, 2, 3):
-        threads.set_threads(n)
-        if n == 1 and openblas.threads() is not None:
-            openblas.set_threads(1)
+
+    def step() -> list[np.ndarray]:
         xs = topgrad.Tensor(x, dtype="float64") if x64 else topgrad.Tensor(x)
         ws = topgrad.Tensor(w)
         out = xs.conv2d(ws, stride=stride, padding=1)
-        g = _r(*out.shape, seed=3).astype(np.float64 if g64 else out.data.dtype)
-        out.backward(g)
-        results.append([out.data, xs.grad, ws.grad])
-    for other in results[1:]:
-        for want, got in zip(results[0], other):
-            _assert_same_bits(got, want)
+        out.backward(_r(*out.shape, seed=3).astype(np.float64 if g64 else out.data.dtype))
+        return [out.data, xs.grad, ws.grad]
+
+    _same_bits_on_1_2_3_threads(threads, step)
 
 
 def test_thread_groups_are_contiguous_and_even(threads) -> None:
