@@ -107,7 +107,8 @@ def reduce(op: str, name: str, shape: Sequence[int], axis: int | tuple[int, ...]
 
 
 def softmax(op: str, name: str, shape: Sequence[int], axis: int = -1, audit: str = "") -> ShapeCase:
-    """LogSoftmax, or Softmax (two ops in Topgrad: exp of logsoftmax) over `axis`."""
+    """LogSoftmax, or Softmax (one op on both shipped backends; LogSoftmax then Exp on a backend
+    without it), over `axis`."""
     if op == "Softmax":
         return ShapeCase(op, name, _same(name, [shape], lambda x: x.softmax(axis),
                                          lambda x: torch.softmax(x, axis)), audit)
