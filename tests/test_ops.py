@@ -811,7 +811,7 @@ def test_logsoftmax_default_axis_is_last() -> None:
     check_against_torch(lambda x: x.logsoftmax(), lambda t: torch.log_softmax(t, dim=-1), [rand((3, 6), 9)])
 
 
-# ---- softmax: the backend's Softmax op (optional; numpy has it), else LogSoftmax then Exp -------
+# ---- softmax: the backend's Softmax op (optional; both shipped backends have it), else LogSoftmax then Exp
 @pytest.mark.parametrize(
     ("shape", "axis", "scale"),
     [((4, 10), -1, 1.0), ((4, 10), 0, 1.0), ((2, 3, 5), 1, 1.0), ((7,), 0, 1.0), ((2, 3, 5), -3, 1.0),
