@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 import topgrad
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 pytestmark = pytest.mark.skipif(
     "numpy" not in topgrad.available_backends(), reason="topgrad-numpy is not installed"
@@ -308,11 +310,25 @@ def test_a_planar_padder_pads_as_numpy_and_keeps_each_channel_a_plane(nb, paddin
     ph, pw = padding if isinstance(padding, tuple) else (padding, padding)
     pad = conv._Padder(4, 5, 6, 3, ph, pw, x.dtype, planar=True)
     for n in (4, 2):  # the whole buffer, then a shorter last chunk
-        xp = pad(x[:n])
+        xp = pad(x, slice(0, n))
         np.testing.assert_array_equal(xp, np.pad(x[:n], ((0, 0), (ph, ph), (pw, pw), (0, 0))))
         assert xp.strides[2] == x.itemsize and xp.strides[3] > xp.strides[0]  # rows contiguous, planes out
-        flat = conv._Padder(4, 5, 6, 3, ph, pw, x.dtype)(x[:n])
+        flat = conv._Padder(4, 5, 6, 3, ph, pw, x.dtype)(x, slice(0, n))
         np.testing.assert_array_equal(conv.im2col(xp, 3, 3, 1, 1), conv.im2col(flat, 3, 3, 1, 1))
+
+
+def test_a_padder_copies_an_image_once_for_all_its_row_chunks(nb) -> None:
+    """Row chunks of one image ask for the same images in turn: the padder copies them the first
+    time only (x does not change within a call), and again for other images."""
+    from topgrad_numpy.ops import conv
+
+    x = _r(2, 5, 6, 4)
+    pad = conv._Padder(1, 5, 6, 4, 1, 1, x.dtype)
+    first = pad(x, slice(0, 1)).copy()
+    seen = x.copy()
+    x[0] = 7.0  # a copy now would show it
+    np.testing.assert_array_equal(pad(x, slice(0, 1)), first)
+    np.testing.assert_array_equal(pad(x, slice(1, 2))[:, 1:-1, 1:-1], seen[1:2])
 
 
 def test_only_two_or_three_channels_at_stride_one_are_padded_as_planes(nb, monkeypatch) -> None:
@@ -384,11 +400,83 @@ def test_an_image_batchs_backward_is_chunked_by_its_own_channels(nb, monkeypatch
         return [ws.grad, bs.grad, *([xs.grad] if input_grad else [])]
 
     whole = gradients()
-    chunkings = _recorded(monkeypatch, conv, "batch_chunks")
+    chunkings = _recorded(monkeypatch, conv, "plan_chunks")
     monkeypatch.setattr(conv, "CHUNK_BYTES", 2 * 8 * 8 * 9 * 1 * 4)  # two images' patches
     for got, want in zip(gradients(), whole, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    assert [len(made) for *_, made in chunkings] == [3, 3]  # forward, backward: three chunks of two images
+    # forward, backward (dL/dw, and col2im's whole images): three chunks of two images each time
+    assert [len(made) for *_, made in chunkings] == ([3, 3, 3] if input_grad else [3, 3])
+
+
+@pytest.mark.parametrize(("rows", "bytes_per_row", "step", "want"), [
+    (6, 80, 1, [(0, 2, 0, 6), (2, 3, 0, 6)]),  # two images fit a chunk: whole images
+    (6, 250, 1, [(0, 1, 0, 4), (0, 1, 4, 6), (1, 2, 0, 4), (1, 2, 4, 6), (2, 3, 0, 4), (2, 3, 4, 6)]),
+    (7, 300, 2, [(i, i + 1, r, min(7, r + 2)) for i in range(3) for r in range(0, 7, 2)]),  # stride 2
+    (2, 5000, 2, [(i, i + 1, 0, 2) for i in range(3)]),  # no more rows than the step: whole images
+])
+def test_conv_chunks_split_an_image_into_rows_only_when_it_outgrows_a_chunk(
+    monkeypatch, rows, bytes_per_row, step, want
+) -> None:
+    """Chunks hold whole images (as many as fit in CHUNK_BYTES), or, where one image's patches
+    are larger, ranges of its rows, a multiple of the step (the stride, for x's rows) each."""
+    from topgrad_numpy.ops import conv
+
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 1000)
+    got = conv.plan_chunks(3, rows, bytes_per_row, step)
+    assert [(c.images.start, c.images.stop, c.rows.start, c.rows.stop) for c in got] == want
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])  # nb: the same backend each draw
+@given(data=st.data(), seed=st.integers(0, 2**16))
+def test_convolutions_in_row_chunks_match_pytorch(nb, data, seed) -> None:
+    """Images whose patches outgrow CHUNK_BYTES (drawn down to one row's worth) are convolved a
+    range of rows at a time: the forward and dL/dw by the output's rows, dL/dx's correlation by
+    x's rows (a multiple of the stride, phase by phase). Every path, against PyTorch at 1e-4:
+    strides and paddings per axis, few channels (the bias in the GEMMs, col2im), a constant input."""
+    from helpers import check_against_torch, rand, torch_conv2d
+    from topgrad_numpy.ops import conv
+
+    kh, kw = data.draw(st.integers(1, 4), label="kh"), data.draw(st.integers(1, 3), label="kw")
+    stride = data.draw(st.tuples(st.integers(1, 3), st.integers(1, 2)), label="stride")
+    padding = data.draw(st.tuples(st.integers(0, 2), st.integers(0, 1)), label="padding")
+    h = data.draw(st.integers(max(1, kh - 2 * padding[0]), 11), label="h")
+    w = data.draw(st.integers(max(1, kw - 2 * padding[1]), 6), label="w")
+    batch = data.draw(st.integers(1, 2), label="batch")
+    cin = data.draw(st.sampled_from([1, 3, 4, 6]), label="cin")
+    cout = data.draw(st.integers(1, 5), label="cout")
+    chunk = data.draw(st.integers(1, 4 * w * kh * kw * max(cin, cout) * 4), label="CHUNK_BYTES")
+    constants = data.draw(st.sampled_from([(), (0,)]), label="constants")
+    inputs = [rand((batch, h, w, cin), seed), rand((kh, kw, cin, cout), seed + 1, scale=0.5),
+              rand((cout,), seed + 2)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(conv, "CHUNK_BYTES", chunk)
+        check_against_torch(lambda x, k, b: x.conv2d(k, b, stride=stride, padding=padding),
+                            lambda x, k, b: torch_conv2d(x, k, b, stride=stride, padding=padding),
+                            inputs, seed=seed, constants=constants)
+
+
+def test_a_large_image_keeps_only_a_chunk_of_patches(nb, threads, monkeypatch) -> None:
+    """One 128x128 image through a 16 -> 16 3x3 convolution, forward and backward, on one thread:
+    its whole patch matrix would be nine images' worth (9.4 MB); in chunks of rows the call's peak
+    is the image-sized arrays (output, dL/dx, the padded image or gradient) and a chunk or two."""
+    import tracemalloc
+
+    from topgrad_numpy.ops import conv
+
+    threads.set_threads(1)
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 256 << 10)
+    x, w = topgrad.Tensor(_r(1, 128, 128, 16), requires_grad=True), topgrad.Tensor(_r(3, 3, 16, 16, seed=1),
+                                                                                  requires_grad=True)
+    g = _r(1, 128, 128, 16, seed=2)
+    x.conv2d(w, padding=1).backward(g)  # warm: w's aligned copies
+    x.grad = w.grad = None
+    tracemalloc.start()
+    try:
+        x.conv2d(w, padding=1).backward(g)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * g.nbytes + 2 * conv.CHUNK_BYTES < 9 * g.nbytes, (peak, g.nbytes)
 
 
 # ---- worker threads --------------------------------------------------------------------------
@@ -404,8 +492,7 @@ def threads():
         openblas.set_threads(blas)
 
 
-@pytest.mark.parametrize(("shape", "kernel", "stride", "padding", "nan"), [
-    ((24, 28, 28, 16), (3, 3, 16, 16), 1, 1, False),  # deepconv's layer: ~0.3 ms per chunk
+_THREAD_CASES = [  # small cases, each run in chunks of one image and of a stride's rows
     ((7, 9, 9, 16), (3, 3, 16, 8), 1, 1, False),  # one phase: dL/dw from the gradient's patches
     ((7, 9, 9, 16), (3, 3, 16, 8), 1, 1, True),  # ... and its fallback, pairing NaN as PyTorch does
     ((7, 9, 8, 6), (3, 3, 6, 5), 2, 1, False),  # phases of the stride, dL/dw from x's patches
@@ -414,18 +501,28 @@ def threads():
     ((7, 9, 9, 3), (3, 3, 3, 5), 1, 1, False),  # few channels: planes, the bias in the GEMMs, col2im
     ((7, 9, 9, 3), (3, 3, 3, 5), 1, 1, True),
     ((7, 9, 8, 1), (3, 3, 1, 4), 2, 1, False),
+]
+
+
+@pytest.mark.parametrize(("shape", "kernel", "stride", "padding", "nan", "chunks"), [
+    ((24, 28, 28, 16), (3, 3, 16, 16), 1, 1, False, "real"),  # deepconv's layer: ~0.3 ms per chunk
+    *((*case, chunks) for case in _THREAD_CASES for chunks in ("images", "rows")),
 ])
 def test_conv_threads_give_the_same_bits(
-    nb, threads, monkeypatch, shape, kernel, stride, padding, nan
+    nb, threads, monkeypatch, shape, kernel, stride, padding, nan, chunks
 ) -> None:
     """Forward and every gradient are bit for bit the same on 1, 2 and 3 threads: each thread
     writes its own chunks' rows, in buffers of its own, and dL/dw sums the chunks' products in
-    the serial order. Small cases take one image per chunk (7 chunks: uneven groups); the large
-    one runs long enough per chunk that threads sharing a buffer would overwrite each other."""
+    the serial order. Small cases take one image per chunk (7 chunks: uneven groups) or a stride's
+    rows per chunk (dozens; a thread may start on an image's short last rows); the large one runs
+    long enough per chunk that threads sharing a buffer would overwrite each other."""
     from topgrad_numpy.ops import conv
 
-    if shape[0] < 24:  # one image per chunk; the large case keeps its real chunks (6 of 4 images)
+    if chunks == "rows":  # the large case keeps its real chunks (6 of 4 images)
         monkeypatch.setattr(conv, "CHUNK_BYTES", 1)
+    if chunks == "images":
+        monkeypatch.setattr(conv, "plan_chunks", lambda batch, rows, bytes_per_row, step=1: [
+            conv.Chunk(slice(i, i + 1), slice(0, rows)) for i in range(batch)])
     x, w, b = _r(*shape), _r(*kernel, seed=1), _r(kernel[3], seed=2)
     if nan:
         x[3, 0, 0, 2] = np.nan
@@ -473,7 +570,7 @@ def test_conv_threads_give_the_same_bits_with_mixed_dtypes(
     threads differ in the last bits (they did, by 2e-6)."""
     from topgrad_numpy.ops import conv
 
-    monkeypatch.setattr(conv, "CHUNK_BYTES", 1)  # one image per chunk: 7 chunks
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 1)  # a stride's rows per chunk: dozens
     x, w = _r(7, 9, 9, c), _r(3, 3, c, 5, seed=1)
 
     def step() -> list[np.ndarray]:

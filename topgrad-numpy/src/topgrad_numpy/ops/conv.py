@@ -1,6 +1,7 @@
 """2-d convolution on NHWC images with HWIO kernels: im2col (a strided view, one copy) + GEMM,
-over chunks of the batch so each patch matrix is small (`CHUNK_BYTES`) and still in cache; the chunks
-split over the backend's threads (`parallel`), each thread with buffers of its own.
+over chunks of the batch (or of a large image's rows) so each patch matrix is small (`CHUNK_BYTES`)
+and still in cache; the chunks split over the backend's threads (`parallel`), each thread with
+buffers of its own.
 
 Backward, chunk by chunk: dL/dx is a correlation of the gradient with the flipped kernel
 (im2col + GEMM), one per phase of the stride (rows r::s, columns q::s each take only the taps
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from itertools import chain
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -153,15 +154,40 @@ fit beside them (an Intel core with 2 MiB, forward + backward against 2 MiB chun
 4, Zen 5; 16 MiB is ~40% slower)."""
 
 
-def batch_chunks(batch: int, bytes_per_image: int) -> list[slice]:
-    """Consecutive slices of the batch whose patch matrices hold about CHUNK_BYTES each."""
-    per = max(1, CHUNK_BYTES // max(1, bytes_per_image))
-    return [slice(i, min(batch, i + per)) for i in range(0, batch, per)]
+class Chunk(NamedTuple):
+    """Images of the batch and, of each, the rows (of the output, or of x for dL/dx's correlation)
+    that one patch matrix covers: every row, unless one image's patches outgrow CHUNK_BYTES."""
+
+    images: slice
+    rows: slice
 
 
-def _largest(chunks: Sequence[slice]) -> int:
-    """Images in the largest (the first) chunk: the size of the scratch buffers shared by all."""
-    return chunks[0].stop - chunks[0].start if chunks else 0
+def plan_chunks(batch: int, rows: int, bytes_per_row: float, step: int = 1) -> list[Chunk]:
+    """Consecutive chunks whose patch matrices hold about CHUNK_BYTES each: whole images where one
+    fits, else ranges of one image's rows, a multiple of `step` rows each (the stride, for x's rows;
+    `rows` itself keeps images whole). A single large image's patches then stay a chunk's size: a
+    64 -> 64 3x3 layer on one 56x56 image held 7 MiB of them, three times PyTorch's peak."""
+    if rows * bytes_per_row <= CHUNK_BYTES or rows <= step:
+        per = max(1, int(CHUNK_BYTES // max(1.0, rows * bytes_per_row)))
+        return [Chunk(slice(i, min(batch, i + per)), slice(0, rows)) for i in range(0, batch, per)]
+    per_rows = max(step, int(CHUNK_BYTES // bytes_per_row) // step * step)
+    return [Chunk(slice(i, i + 1), slice(r, min(rows, r + per_rows)))
+            for i in range(batch) for r in range(0, rows, per_rows)]
+
+
+def _largest(chunks: Sequence[Chunk]) -> tuple[int, int]:
+    """The most images and the most rows of any of the chunks: the size of the scratch buffers
+    shared by all (a thread's first chunk may be an image's short last rows)."""
+    return (max((c.images.stop - c.images.start for c in chunks), default=0),
+            max((c.rows.stop - c.rows.start for c in chunks), default=0))
+
+
+def _positions(chunk: Chunk, per_image: int, per_row: int) -> slice:
+    """The chunk's rows of a (batch * per_image, ...) array with `per_row` rows per image row:
+    one run (whole images, or some rows of one image)."""
+    images, rows = chunk
+    return slice(images.start * per_image + rows.start * per_row,
+                 (images.stop - 1) * per_image + rows.stop * per_row)
 
 
 class _Padder:
@@ -175,6 +201,7 @@ class _Padder:
     ) -> None:
         (self.top, bottom), (self.left, right) = (p if isinstance(p, tuple) else (p, p) for p in (ph, pw))
         self.H, self.W = H, W
+        self.images: slice | None = None  # the images in the buffer (a row chunk's pads once per image)
         padded = self.top or bottom or self.left or right
         shape = (n, self.top + H + bottom, self.left + W + right, C)
         self.buf = None
@@ -183,11 +210,14 @@ class _Padder:
         elif padded:
             self.buf = np.zeros(shape, dtype=dtype)
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray, images: slice) -> np.ndarray:
+        """x[images], padded (copied only where those are not the images padded last)."""
         if self.buf is None:
-            return x
-        xp = self.buf[: x.shape[0]]
-        xp[:, self.top : self.top + self.H, self.left : self.left + self.W, :] = x
+            return x[images]
+        xp = self.buf[: images.stop - images.start]
+        if images != self.images:
+            xp[:, self.top : self.top + self.H, self.left : self.left + self.W, :] = x[images]
+            self.images = images
         return xp
 
 
@@ -197,11 +227,12 @@ def _bias(out2: np.ndarray, b: np.ndarray) -> None:
 
 
 def _patch_chunks(
-    x: np.ndarray, chunks: Sequence[slice], geo: tuple[int, ...], ones: bool = False
+    x: np.ndarray, chunks: Sequence[Chunk], geo: tuple[int, ...], ones: bool = False
 ) -> Iterator[tuple[slice, np.ndarray]]:
-    """Each chunk of the batch with its patch matrix (im2col of the padded chunk); every chunk's
-    patches are built in the same buffer, so each matrix is only valid until the next. With
-    `ones` (column-major patches only: `_tap_by_tap` channels), a last column of ones."""
+    """Each chunk (of output rows) with its rows of the output (`_positions`) and its patch matrix
+    (im2col of the padded images' window); every chunk's patches are built in the same buffer, so
+    each matrix is only valid until the next. With `ones` (column-major patches only:
+    `_tap_by_tap` channels), a last column of ones."""
     kh, kw, sh, sw, ph, pw, Ho, Wo = geo
     _, H, W, C = x.shape
     K = kh * kw * C
@@ -209,29 +240,34 @@ def _patch_chunks(
     # copy reads along image rows, not every C-th float (3 -> 32 at batch 128: forward 3.0 -> 2.75
     # ms, dL/dw 4.0 -> 3.7; at stride 2 the transposing copy costs more than it saves, +10%)
     planar = C > 1 and _tap_by_tap(C) and sh == sw == 1
-    pad = _Padder(_largest(chunks), H, W, C, ph, pw, x.dtype, planar=planar)
-    scratch = np.empty(_largest(chunks) * Ho * Wo * (K + 1 if ones else K), dtype=x.dtype)
-    for sl in chunks:
-        cols = im2col(pad(x[sl]), kh, kw, sh, sw, scratch)
+    n0, rows0 = _largest(chunks)
+    pad = _Padder(n0, H, W, C, ph, pw, x.dtype, planar=planar)
+    scratch = np.empty(n0 * rows0 * Wo * (K + 1 if ones else K), dtype=x.dtype)
+    for chunk in chunks:
+        xp = pad(x, chunk.images)
+        r0, r1 = chunk.rows.start, chunk.rows.stop
+        if (r0, r1) != (0, Ho):  # the padded rows this chunk's output rows read
+            xp = xp[:, r0 * sh : (r1 - 1) * sh + kh]
+        cols = im2col(xp, kh, kw, sh, sw, scratch)
         if ones:  # the patches are scratch's first K rows of m (column-major): one more row
             m = cols.shape[0]
             scratch[K * m : (K + 1) * m] = 1.0
             cols = scratch[: (K + 1) * m].reshape(K + 1, m).T
-        yield sl, cols
+        yield _positions(chunk, Ho * Wo, Wo), cols
 
 
 def _weight_grad(
-    x: np.ndarray, g2: np.ndarray, chunks: Sequence[slice], geo: tuple[int, ...], ones: bool = False
+    x: np.ndarray, g2: np.ndarray, chunks: Sequence[Chunk], geo: tuple[int, ...], ones: bool = False
 ) -> np.ndarray:
     """dL/dw as sum over chunks of im2col(x)^T @ grad: only pairs of x and the gradient that the
     forward paired (so NaN or Inf in x reaches exactly the weights PyTorch's does). With `ones`
     (few channels, see `_patch_chunks`) a last row, the gradient's column sums: dL/db."""
-    kh, kw, _, _, _, _, Ho, Wo = geo
+    kh, kw = geo[:2]
 
-    def products(group: Sequence[slice]) -> list[np.ndarray]:  # per chunk, summed in order below
+    def products(group: Sequence[Chunk]) -> list[np.ndarray]:  # per chunk, summed in order below
         parts = _ChunkProducts(group, g2.dtype)
-        for sl, cols in _patch_chunks(x, group, geo, ones):
-            parts.add(gemm.matmul_tn(cols, g2[sl.start * Ho * Wo : sl.stop * Ho * Wo]))
+        for at, cols in _patch_chunks(x, group, geo, ones):
+            parts.add(gemm.matmul_tn(cols, g2[at]))
         return parts.kept
 
     gw = np.zeros((kh * kw * x.shape[3] + int(ones), g2.shape[1]), dtype=g2.dtype)
@@ -247,8 +283,8 @@ class _ChunkProducts:
     float64 product into a float32 total rounds at each addition): the same bits for any thread
     count."""
 
-    def __init__(self, group: Sequence[slice], dtype: Any) -> None:
-        self.summed = bool(group) and group[0].start == 0
+    def __init__(self, group: Sequence[Chunk], dtype: Any) -> None:
+        self.summed = bool(group) and group[0].images.start == group[0].rows.start == 0
         self.dtype = dtype
         self.kept: list[np.ndarray] = []
 
@@ -271,17 +307,17 @@ def _add_in_chunk_order(total: np.ndarray, groups: list[list[np.ndarray]]) -> np
 
 
 def _input_grad_col2im(
-    w: np.ndarray, g2: np.ndarray, x_shape: tuple[int, ...], chunks: Sequence[slice], geo: tuple[int, ...]
+    w: np.ndarray, g2: np.ndarray, x_shape: tuple[int, ...], chunks: Sequence[Chunk], geo: tuple[int, ...]
 ) -> np.ndarray:
-    """dL/dx for fewer than TAPS_BELOW input channels, any stride: per chunk, a GEMM to patch
-    gradients, column-major (tap by tap, as im2col makes these patches) so that col2im adds
-    long rows, then col2im."""
+    """dL/dx for fewer than TAPS_BELOW input channels, any stride: per chunk (of whole images:
+    col2im writes each image's dL/dx at once), a GEMM to patch gradients, column-major (tap by
+    tap, as im2col makes these patches) so that col2im adds long rows, then col2im."""
     kh, kw, sh, sw, ph, pw, Ho, Wo = geo
     w2 = w.reshape(-1, w.shape[3])
     gx = np.empty(x_shape, dtype=g2.dtype)
-    for sl in chunks:
-        gcols = (w2 @ g2[sl.start * Ho * Wo : sl.stop * Ho * Wo].T).T
-        col2im(gcols, gx[sl], kh, kw, sh, sw, ph, pw, Ho, Wo)
+    for chunk in chunks:
+        gcols = (w2 @ g2[_positions(chunk, Ho * Wo, Wo)].T).T
+        col2im(gcols, gx[chunk.images], kh, kw, sh, sw, ph, pw, Ho, Wo)
     return gx
 
 
@@ -301,15 +337,22 @@ def _axis_phases(n_in: int, n_out: int, k: int, s: int, p: int) -> tuple[list[An
     return phases, before, after
 
 
+def _phase_rows(rows: slice, s: int, m: int, n_in: int) -> tuple[int, int]:
+    """The positions [lo, hi) of a phase of x's rows (r + s * k for k < m, r < s) inside a chunk's
+    rows: these start at a multiple of the stride s and end at one or at x's last row n_in."""
+    return rows.start // s, m if rows.stop == n_in else min(m, rows.stop // s)
+
+
 def _input_grad_by_phases(
-    x: np.ndarray, w: np.ndarray, grad: np.ndarray, chunks: Sequence[slice], geo: tuple[int, ...],
+    x: np.ndarray, w: np.ndarray, grad: np.ndarray, chunks: Sequence[Chunk], geo: tuple[int, ...],
     need_w: bool,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """dL/dx as a stride-1 correlation of the (padded) gradient with the flipped kernel, once per
     phase of the stride: each phase of x (rows r::s, columns q::s) takes only the kernel taps
     that reach it, so no patch gradients are scattered back (no col2im). Stride 1 is one phase
     with every tap, and its patch matrix (one row per input position) also gives dL/dw, as
-    gcols^T @ x with the kernel flipped back; for other strides dL/dw is left to the caller."""
+    gcols^T @ x with the kernel flipped back; for other strides dL/dw is left to the caller.
+    `chunks` are of x's rows (`plan_chunks` with the stride as its step)."""
     kh, kw, sh, sw, ph, pw, Ho, Wo = geo
     _, H, W, C = x.shape
     rows, top, bottom = _axis_phases(H, Ho, kh, sh, ph)
@@ -323,45 +366,51 @@ def _input_grad_by_phases(
     whole = len(phases) == len(live) == 1 and len(live[0][0][1]) == kh and len(live[0][1][1]) == kw
     gx = np.empty(x.shape, dtype=grad.dtype)
     want_w = whole and need_w
-    patch = max((my * mx * len(ty) * len(tx) for (_, ty, _, my), (_, tx, _, mx) in live), default=0)
     # with a stride, each phase's GEMM goes a row of positions at a time straight into dL/dx's
     # strided rows where OpenBLAS has its small-matrix kernels (3% off the conv net's step); other
     # kernels pack the kernel matrix on every call (AVX2: up to 1.5x slower that way), so there
     # the phase goes whole into a scratch block and then into place
     per_row = gemm.small_kernels()
-    phase = 0 if whole or per_row else max((my * mx for (_, _, _, my), (_, _, _, mx) in live), default=0)
 
-    def correlate(group: Sequence[slice]) -> list[np.ndarray]:
+    def correlate(group: Sequence[Chunk]) -> list[np.ndarray]:
         """dL/dx for each thread's chunks, in buffers of its own; each chunk's dL/dw product."""
-        n0 = _largest(group)
+        n0, patch, phase = _largest(group)[0], 0, 0
+        for (_, taps_y, _, my), (_, taps_x, _, mx) in live:  # each phase's most rows in one chunk
+            m = max((hi - lo for lo, hi in (_phase_rows(c.rows, sh, my, H) for c in group)), default=0)
+            patch = max(patch, m * mx * len(taps_y) * len(taps_x))
+            phase = phase if whole or per_row else max(phase, m * mx)
         pad = _Padder(n0, Ho, Wo, w.shape[3], (top, bottom), (left, right), grad.dtype)
         scratch = np.empty(n0 * patch * w.shape[3], dtype=grad.dtype)  # the largest phase's patches
         phase_out = np.empty(n0 * phase * C, dtype=grad.dtype)  # a phase of dL/dx, before its place
         products = _ChunkProducts(group, w.dtype)  # w's dtype: the total's (`kernels`)
-        for sl in group:
-            n = sl.stop - sl.start
-            gp = pad(grad[sl])
+        for chunk in group:
+            images, n = chunk.images, chunk.images.stop - chunk.images.start
+            gp = pad(grad, images)
             if len(live) < len(phases):
-                gx[sl] = 0.0  # positions no tap reaches (a kernel smaller than the stride)
+                gx[images, chunk.rows] = 0.0  # positions no tap reaches (a kernel smaller than the stride)
             for ((r, taps_y, dy, my), (q, taps_x, dx, mx)), kernel in zip(live, kernels):
                 ty, tx = len(taps_y), len(taps_x)
-                if whole:  # the padded gradient's window that every tap reads: all of it
-                    region = gp[:, top + dy : top + dy + my + ty - 1, left + dx : left + dx + mx + tx - 1]
-                    gcols = im2col(region, ty, tx, 1, 1, scratch)
-                    gemm.matmul(gcols, kernel, gx[sl].reshape(n * H * W, C))
-                    if want_w:  # in OpenBLAS-small blocks, 14% faster than (x^T @ gcols)^T
-                        products.add(gemm.matmul_tn(gcols, x[sl].reshape(n * H * W, C)))
+                lo, hi = _phase_rows(chunk.rows, sh, my, H)
+                if lo >= hi:
                     continue
-                dst = gx[sl, r::sh, q::sw]
+                y0, m = top + dy + lo, hi - lo  # the phase's first row in gp; its rows in the chunk
+                if whole:  # the padded gradient's window that every tap reads
+                    region = gp[:, y0 : y0 + m + ty - 1, left + dx : left + dx + mx + tx - 1]
+                    gcols = im2col(region, ty, tx, 1, 1, scratch)
+                    gemm.matmul(gcols, kernel, gx[images, lo:hi].reshape(n * m * W, C))
+                    if want_w:  # in OpenBLAS-small blocks, 14% faster than (x^T @ gcols)^T
+                        products.add(gemm.matmul_tn(gcols, x[images, lo:hi].reshape(n * m * W, C)))
+                    continue
+                dst = gx[images, r + lo * sh : r + (hi - 1) * sh + 1 : sh, q::sw]
                 if per_row and ty == tx == 1:  # one tap: the gradient's rows as they lie, no patches
-                    np.matmul(gp[:, top + dy : top + dy + my, left + dx : left + dx + mx], kernel, out=dst)
+                    np.matmul(gp[:, y0 : y0 + m, left + dx : left + dx + mx], kernel, out=dst)
                     continue
                 # the window's patches, by whole kernel rows from the (C-contiguous) padded gp
-                lhs = _im2col_runs(gp, ty, tx, 1, 1, my, mx, scratch, top + dy, left + dx)
+                lhs = _im2col_runs(gp, ty, tx, 1, 1, m, mx, scratch, y0, left + dx)
                 if per_row:
-                    np.matmul(lhs.reshape(n, my, mx, ty * tx * grad.shape[3]), kernel, out=dst)
+                    np.matmul(lhs.reshape(n, m, mx, ty * tx * grad.shape[3]), kernel, out=dst)
                 else:
-                    part = phase_out[: n * my * mx * C].reshape(n * my * mx, C)
+                    part = phase_out[: n * m * mx * C].reshape(n * m * mx, C)
                     dst[...] = gemm.matmul(lhs, kernel, part).reshape(dst.shape)
         return products.kept
 
@@ -376,15 +425,21 @@ def _input_grad_by_phases(
     # or in the gradient at an output whose window lies wholly in the padding (padding >= kernel)
     outside = (ph >= kh or pw >= kw) and not np.isfinite(grad).all()
     if outside or not np.isfinite(gw).all():
-        gw = _weight_grad(x, grad.reshape(-1, Cout), chunks, geo)
+        gw = _weight_grad(x, grad.reshape(-1, Cout), _output_chunks(x, geo, C), geo)
     return gx, gw
+
+
+def _output_chunks(x: Any, geo: tuple[int, ...], channels: int) -> list[Chunk]:
+    """Chunks of the output's rows whose patches, of `channels` channels, hold about CHUNK_BYTES."""
+    kh, kw, _, _, _, _, Ho, Wo = geo
+    return plan_chunks(x.shape[0], Ho, Wo * kh * kw * channels * x.itemsize)
 
 
 class Conv2d(NumpyOp):
     """Cross-correlation, x (B,H,W,Cin) * w (kh,kw,Cin,Cout) + b, as im2col + GEMM over chunks of
-    the batch (each chunk's patch matrix ~CHUNK_BYTES, so patch memory stays small and in
-    cache). Saves x and w (references, no extra memory); backward rebuilds the patches the
-    same way, chunk by chunk."""
+    the batch, or of one image's rows where its patches alone outgrow a chunk (each chunk's patch
+    matrix ~CHUNK_BYTES, so patch memory stays small and in cache). Saves x and w (references,
+    no extra memory); backward rebuilds the patches the same way, chunk by chunk."""
 
     def forward(
         self, x: np.ndarray, w: np.ndarray, b: Any = None, stride: Any = 1, padding: Any = 0
@@ -403,15 +458,16 @@ class Conv2d(NumpyOp):
             w2 = np.concatenate([w2, b[None]])
         w2 = gemm.aligned(w2)  # once, not once per chunk in gemm.matmul
         out = np.empty((B, Ho * Wo, Cout), dtype=np.result_type(x, w, *(() if b is None else (b.dtype,))))
-        chunks = batch_chunks(B, Ho * Wo * kh * kw * C * x.itemsize)
+        geo = (kh, kw, sh, sw, ph, pw, Ho, Wo)
+        out2 = out.reshape(B * Ho * Wo, Cout)
 
-        def convolve(group: Sequence[slice]) -> None:  # each thread's chunks, in buffers of its own
-            for sl, cols in _patch_chunks(x, group, (kh, kw, sh, sw, ph, pw, Ho, Wo), ones=fold):
-                gemm.matmul(cols, w2, out[sl].reshape(-1, Cout))
+        def convolve(group: Sequence[Chunk]) -> None:  # each thread's chunks, in buffers of its own
+            for at, cols in _patch_chunks(x, group, geo, ones=fold):
+                gemm.matmul(cols, w2, out2[at])
 
-        parallel.map_groups(convolve, chunks)
+        parallel.map_groups(convolve, _output_chunks(x, geo, C))
         if b is not None and not fold:
-            _bias(out.reshape(B * Ho * Wo, Cout), b)
+            _bias(out2, b)
         self.save_for_backward(x=x, w=w)
         self.stride, self.padding = (sh, sw), (ph, pw)  # public names: graph() and to_dot show them
         self.geometry = (x.shape, Ho, Wo, b is not None)
@@ -435,21 +491,24 @@ class Conv2d(NumpyOp):
         # sized by Cout, a 1 -> 32 stem at batch 128 ran 128 GEMMs of one image each (1 MiB
         # chunks), and its backward took 2.56 ms against 1.86 in chunks sized by C (Intel Xeon);
         # with dL/dx through col2im, 8.7 ms against 5.1
-        chunks = batch_chunks(B, Ho * Wo * kh * kw * (max(C, Cout) if by_phases else C) * x.itemsize)
+        channels = max(C, Cout) if by_phases else C
         gx = gw = None
         if by_phases:
             # stride 1 takes dL/dw from the correlation's patches, one row per input position; where
             # the outputs are far fewer (a large kernel, no padding), x's patches have fewer rows
             wasted = Ho * Wo < REUSE_BELOW * x_shape[1] * x_shape[2]
-            gx, gw = _input_grad_by_phases(x, w, grad, chunks, geo, need_w and not wasted)
-        elif need_x:
-            gx = _input_grad_col2im(w, g2, x_shape, chunks, geo)
+            H = x_shape[1]  # the correlation's chunks are of x's rows, as many bytes as the output's
+            x_rows = plan_chunks(B, H, Ho * Wo * kh * kw * channels * x.itemsize / max(1, H), step=sh)
+            gx, gw = _input_grad_by_phases(x, w, grad, x_rows, geo, need_w and not wasted)
+        elif need_x:  # whole images: col2im writes an image's dL/dx at once
+            images = plan_chunks(B, Ho, Wo * kh * kw * C * x.itemsize, step=max(1, Ho))
+            gx = _input_grad_col2im(w, g2, x_shape, images, geo)
         gb = None
         if need_w and gw is None:
             # few channels: dL/db as the ones column's row of dL/dw, not a pass of its own over
             # the gradient (the forward's bias is in its GEMM the same way)
             fold = has_bias and _tap_by_tap(C)
-            gw = _weight_grad(x, g2, chunks, geo, ones=fold)
+            gw = _weight_grad(x, g2, _output_chunks(x, geo, channels), geo, ones=fold)
             if fold:
                 gw, gb = gw[:-1], gw[-1].copy()
         if has_bias and gb is None:
