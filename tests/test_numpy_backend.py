@@ -479,6 +479,29 @@ def test_a_large_image_keeps_only_a_chunk_of_patches(nb, threads, monkeypatch) -
     assert peak < 4 * g.nbytes + 2 * conv.CHUNK_BYTES < 9 * g.nbytes, (peak, g.nbytes)
 
 
+def test_a_wide_kernels_backward_holds_three_weight_sized_arrays(nb, threads) -> None:
+    """A 256 -> 256 3x3 layer on tiny images, backward on one thread: the flipped kernel for dL/dx,
+    dL/dw's running sum (which is also its total) and dL/dw in w's layout; a fourth (a zeros
+    total the running sum was added into) made the peak 4.27 weights."""
+    import tracemalloc
+
+    from topgrad_numpy.ops import conv
+
+    threads.set_threads(1)
+    x, w = _r(2, 4, 4, 256), _r(3, 3, 256, 256, seed=1)
+    op = conv.Conv2d()
+    op.needs_grad = lambda i: True
+    g = _r(*op.forward(x, w, None, 1, 1).shape, seed=2)
+    op.backward(g)  # warm
+    tracemalloc.start()
+    try:
+        op.backward(g)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 3.5 * w.nbytes, peak / w.nbytes
+
+
 # ---- worker threads --------------------------------------------------------------------------
 @pytest.fixture
 def threads():
