@@ -317,18 +317,19 @@ def test_a_planar_padder_pads_as_numpy_and_keeps_each_channel_a_plane(nb, paddin
         np.testing.assert_array_equal(conv.im2col(xp, 3, 3, 1, 1), conv.im2col(flat, 3, 3, 1, 1))
 
 
-def test_a_padder_copies_an_image_once_for_all_its_row_chunks(nb) -> None:
-    """Row chunks of one image ask for the same images in turn: the padder copies them the first
-    time only (x does not change within a call), and again for other images."""
+@pytest.mark.parametrize("planar", [False, True])
+def test_a_padder_pads_windows_of_rows_into_a_window_sized_buffer(nb, planar) -> None:
+    """A row chunk pads only the padded rows it reads, into a buffer as tall as the largest window
+    (not the image): each window is np.pad's rows, its rows above or below the image zero even
+    where an earlier window left data there."""
     from topgrad_numpy.ops import conv
 
-    x = _r(2, 5, 6, 4)
-    pad = conv._Padder(1, 5, 6, 4, 1, 1, x.dtype)
-    first = pad(x, slice(0, 1)).copy()
-    seen = x.copy()
-    x[0] = 7.0  # a copy now would show it
-    np.testing.assert_array_equal(pad(x, slice(0, 1)), first)
-    np.testing.assert_array_equal(pad(x, slice(1, 2))[:, 1:-1, 1:-1], seen[1:2])
+    x = _r(1, 7, 5, 3)
+    want = np.pad(x, ((0, 0), (2, 1), (1, 1), (0, 0)))  # 10 padded rows
+    pad = conv._Padder(1, 7, 5, 3, (2, 1), 1, x.dtype, planar=planar, rows=4)
+    assert pad.buf.shape == (1, 4, 7, 3)
+    for y0, y1 in ((3, 7), (0, 4), (6, 10), (1, 3), (8, 10), (0, 2), (4, 8)):
+        np.testing.assert_array_equal(pad(x, slice(0, 1), slice(y0, y1)), want[:, y0:y1])
 
 
 def test_only_two_or_three_channels_at_stride_one_are_padded_as_planes(nb, monkeypatch) -> None:
@@ -408,21 +409,29 @@ def test_an_image_batchs_backward_is_chunked_by_its_own_channels(nb, monkeypatch
     assert [len(made) for *_, made in chunkings] == ([3, 3, 3] if input_grad else [3, 3])
 
 
-@pytest.mark.parametrize(("rows", "bytes_per_row", "step", "want"), [
-    (6, 80, 1, [(0, 2, 0, 6), (2, 3, 0, 6)]),  # two images fit a chunk: whole images
-    (6, 250, 1, [(0, 1, 0, 4), (0, 1, 4, 6), (1, 2, 0, 4), (1, 2, 4, 6), (2, 3, 0, 4), (2, 3, 4, 6)]),
-    (7, 300, 2, [(i, i + 1, r, min(7, r + 2)) for i in range(3) for r in range(0, 7, 2)]),  # stride 2
-    (2, 5000, 2, [(i, i + 1, 0, 2) for i in range(3)]),  # no more rows than the step: whole images
+@pytest.mark.parametrize(("rows", "bytes_per_row", "step", "kernel", "width", "want"), [
+    (6, 80, 1, 0, 8, [(0, 2, 0, 6), (2, 3, 0, 6)]),  # two images fit a chunk: whole images
+    (6, 250, 1, 0, 8, [(i, i + 1, r, r + 3) for i in range(3) for r in (0, 3)]),  # two equal halves
+    (7, 300, 2, 0, 8, [(i, i + 1, r, min(7, r + 2)) for i in range(3) for r in range(0, 7, 2)]),  # stride 2
+    (7, 160, 1, 0, 8, [(i, i + 1, r, min(7, r + 4)) for i in range(3) for r in (0, 4)]),  # 4 + 3, not 6 + 1
+    (2, 5000, 2, 0, 8, [(i, i + 1, 0, 2) for i in range(3)]),  # no more rows than the step: whole images
+    (6, 250, 1, 500, 8, [(i, i + 1, 0, 6) for i in range(3)]),  # a large kernel: no chunk of few rows
+    (12, 250, 1, 500, 8, [(i, i + 1, r, r + 6) for i in range(3) for r in (0, 6)]),
+    (6, 250, 1, 0, 1, [(i, i + 1, 0, 6) for i in range(3)]),  # 1 position a row: too few for a chunk
+    (12, 250, 1, 0, 1, [(i, i + 1, r, r + 6) for i in range(3) for r in (0, 6)]),
 ])
 def test_conv_chunks_split_an_image_into_rows_only_when_it_outgrows_a_chunk(
-    monkeypatch, rows, bytes_per_row, step, want
+    monkeypatch, rows, bytes_per_row, step, kernel, width, want
 ) -> None:
     """Chunks hold whole images (as many as fit in CHUNK_BYTES), or, where one image's patches
-    are larger, ranges of its rows, a multiple of the step (the stride, for x's rows) each."""
+    are larger, equal ranges of its rows, a multiple of the step (the stride, for x's rows)
+    each, of at least KERNELS_PER_ROW_CHUNK kernel matrices and ROW_CHUNK_POSITIONS positions."""
     from topgrad_numpy.ops import conv
 
     monkeypatch.setattr(conv, "CHUNK_BYTES", 1000)
-    got = conv.plan_chunks(3, rows, bytes_per_row, step)
+    monkeypatch.setattr(conv, "KERNELS_PER_ROW_CHUNK", 4)
+    monkeypatch.setattr(conv, "ROW_CHUNK_POSITIONS", 8)
+    got = conv.plan_chunks(3, rows, bytes_per_row, step, kernel_bytes=kernel, row_width=width)
     assert [(c.images.start, c.images.stop, c.rows.start, c.rows.stop) for c in got] == want
 
 
@@ -445,46 +454,82 @@ def test_convolutions_in_row_chunks_match_pytorch(nb, data, seed) -> None:
     cin = data.draw(st.sampled_from([1, 3, 4, 6]), label="cin")
     cout = data.draw(st.integers(1, 5), label="cout")
     chunk = data.draw(st.integers(1, 4 * w * kh * kw * max(cin, cout) * 4), label="CHUNK_BYTES")
+    kernels = data.draw(st.sampled_from([0, 1, conv.KERNELS_PER_ROW_CHUNK]), label="KERNELS_PER_ROW_CHUNK")
+    positions = data.draw(st.sampled_from([0, 4, conv.ROW_CHUNK_POSITIONS]), label="ROW_CHUNK_POSITIONS")
     constants = data.draw(st.sampled_from([(), (0,)]), label="constants")
     inputs = [rand((batch, h, w, cin), seed), rand((kh, kw, cin, cout), seed + 1, scale=0.5),
               rand((cout,), seed + 2)]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(conv, "CHUNK_BYTES", chunk)
+        patch.setattr(conv, "KERNELS_PER_ROW_CHUNK", kernels)
+        patch.setattr(conv, "ROW_CHUNK_POSITIONS", positions)
         check_against_torch(lambda x, k, b: x.conv2d(k, b, stride=stride, padding=padding),
                             lambda x, k, b: torch_conv2d(x, k, b, stride=stride, padding=padding),
                             inputs, seed=seed, constants=constants)
 
 
-def test_a_large_image_keeps_only_a_chunk_of_patches(nb, threads, monkeypatch) -> None:
-    """One 128x128 image through a 16 -> 16 3x3 convolution, forward and backward, on one thread:
-    its whole patch matrix would be nine images' worth (9.4 MB); in chunks of rows the call's peak
-    is the image-sized arrays (output, dL/dx, the padded image or gradient) and a chunk or two."""
+def _traced_peak(step: Callable[[], object]) -> int:
+    """tracemalloc's peak over one call of `step` (after a warm-up call)."""
     import tracemalloc
 
-    from topgrad_numpy.ops import conv
-
-    threads.set_threads(1)
-    monkeypatch.setattr(conv, "CHUNK_BYTES", 256 << 10)
-    x, w = topgrad.Tensor(_r(1, 128, 128, 16), requires_grad=True), topgrad.Tensor(_r(3, 3, 16, 16, seed=1),
-                                                                                  requires_grad=True)
-    g = _r(1, 128, 128, 16, seed=2)
-    x.conv2d(w, padding=1).backward(g)  # warm: w's aligned copies
-    x.grad = w.grad = None
+    step()
     tracemalloc.start()
     try:
-        x.conv2d(w, padding=1).backward(g)
-        peak = tracemalloc.get_traced_memory()[1]
+        step()
+        return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak < 4 * g.nbytes + 2 * conv.CHUNK_BYTES < 9 * g.nbytes, (peak, g.nbytes)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_a_large_image_keeps_only_a_chunk_of_patches(nb, threads, monkeypatch, n_threads) -> None:
+    """One 128x128 image through a 16 -> 16 3x3 convolution, forward and backward: its whole
+    patch matrix would be nine images' worth (9.4 MB); in chunks of rows the call's peak is about
+    the output and dL/dx, and on each thread a chunk of patches and the padded rows it reads
+    (each thread padding the whole image made it 3.6 images on two threads)."""
+    from topgrad_numpy.ops import conv
+
+    threads.set_threads(n_threads)
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 256 << 10)
+    x, w = _r(1, 128, 128, 16), _r(3, 3, 16, 16, seed=1)
+    g = _r(1, 128, 128, 16, seed=2)
+
+    def step() -> None:
+        op = conv.Conv2d()
+        op.needs_grad = lambda i: True
+        op.forward(x, w, None, 1, 1)
+        op.backward(g)
+
+    peak = _traced_peak(step)
+    assert peak < 2 * g.nbytes + 2 * n_threads * conv.CHUNK_BYTES < 9 * g.nbytes, (peak, g.nbytes)
+
+
+def test_row_chunks_on_two_threads_keep_a_weight_sized_sum_per_image(nb, threads, monkeypatch) -> None:
+    """Four 8x8 images through a 64 -> 64 layer in chunks of one row, on two threads: the second
+    thread keeps one dL/dw sum per image (and the products continuing an image the first thread
+    began), not one product per chunk (20.8 weights at the peak that way)."""
+    from topgrad_numpy.ops import conv
+
+    threads.set_threads(2)
+    for name, value in (("CHUNK_BYTES", 1), ("KERNELS_PER_ROW_CHUNK", 0), ("ROW_CHUNK_POSITIONS", 0)):
+        monkeypatch.setattr(conv, name, value)
+    x, w = _r(4, 8, 8, 64), _r(3, 3, 64, 64, seed=1)
+    g = _r(4, 8, 8, 64, seed=2)
+
+    def step() -> None:
+        op = conv.Conv2d()
+        op.needs_grad = lambda i: True
+        op.forward(x, w, None, 1, 1)
+        op.backward(g)
+
+    # the flipped kernel, the total, dL/dw in w's layout, a product in flight; two images' sums
+    assert _traced_peak(step) < 10 * w.nbytes
 
 
 def test_a_wide_kernels_backward_holds_three_weight_sized_arrays(nb, threads) -> None:
     """A 256 -> 256 3x3 layer on tiny images, backward on one thread: the flipped kernel for dL/dx,
     dL/dw's running sum (which is also its total) and dL/dw in w's layout; a fourth (a zeros
     total the running sum was added into) made the peak 4.27 weights."""
-    import tracemalloc
-
     from topgrad_numpy.ops import conv
 
     threads.set_threads(1)
@@ -492,13 +537,7 @@ def test_a_wide_kernels_backward_holds_three_weight_sized_arrays(nb, threads) ->
     op = conv.Conv2d()
     op.needs_grad = lambda i: True
     g = _r(*op.forward(x, w, None, 1, 1).shape, seed=2)
-    op.backward(g)  # warm
-    tracemalloc.start()
-    try:
-        op.backward(g)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    peak = _traced_peak(lambda: op.backward(g))
     assert peak < 3.5 * w.nbytes, peak / w.nbytes
 
 
@@ -543,8 +582,10 @@ def test_conv_threads_give_the_same_bits(
 
     if chunks == "rows":  # the large case keeps its real chunks (6 of 4 images)
         monkeypatch.setattr(conv, "CHUNK_BYTES", 1)
+        monkeypatch.setattr(conv, "KERNELS_PER_ROW_CHUNK", 0)
+        monkeypatch.setattr(conv, "ROW_CHUNK_POSITIONS", 0)
     if chunks == "images":
-        monkeypatch.setattr(conv, "plan_chunks", lambda batch, rows, bytes_per_row, step=1: [
+        monkeypatch.setattr(conv, "plan_chunks", lambda batch, rows, bytes_per_row, step=1, **_: [
             conv.Chunk(slice(i, i + 1), slice(0, rows)) for i in range(batch)])
     x, w, b = _r(*shape), _r(*kernel, seed=1), _r(kernel[3], seed=2)
     if nan:
@@ -594,6 +635,8 @@ def test_conv_threads_give_the_same_bits_with_mixed_dtypes(
     from topgrad_numpy.ops import conv
 
     monkeypatch.setattr(conv, "CHUNK_BYTES", 1)  # a stride's rows per chunk: dozens
+    monkeypatch.setattr(conv, "KERNELS_PER_ROW_CHUNK", 0)
+    monkeypatch.setattr(conv, "ROW_CHUNK_POSITIONS", 0)
     x, w = _r(7, 9, 9, c), _r(3, 3, c, 5, seed=1)
 
     def step() -> list[np.ndarray]:

@@ -14,7 +14,6 @@ additions (never `np.add.at`, which is unbuffered and slow). A constant input ge
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from itertools import chain
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -162,15 +161,34 @@ class Chunk(NamedTuple):
     rows: slice
 
 
-def plan_chunks(batch: int, rows: int, bytes_per_row: float, step: int = 1) -> list[Chunk]:
+KERNELS_PER_ROW_CHUNK = 4
+"""A row chunk's patches are at least this many kernel matrices (kh*kw*Cin x Cout): OpenBLAS
+runs a GEMM of few rows against a large kernel matrix slowly (a 256 -> 256 3x3 layer on 28x28
+images, forward + backward, 91 ms in whole images against 125 in 1 MiB row chunks, 84 at 4 MiB)."""
+
+ROW_CHUNK_POSITIONS = 512
+"""A row chunk holds at least this many positions (GEMM rows): OpenBLAS's GEMMs of few rows do
+not run in parallel (K = 1568, N = 32 on two threads: 1.02x one thread's speed at 49 rows, 1.5x
+at 98, 1.9x at 196-392; K = 144, N = 16: 0.7x below 196 rows, 1.6x at 784), so 7-row chunks
+of 14x14 images made a 7x7 layer's step 1.47x slower on two threads than whole images."""
+
+
+def plan_chunks(
+    batch: int, rows: int, bytes_per_row: float, step: int = 1, kernel_bytes: int = 0, row_width: int = 1
+) -> list[Chunk]:
     """Consecutive chunks whose patch matrices hold about CHUNK_BYTES each: whole images where one
-    fits, else ranges of one image's rows, a multiple of `step` rows each (the stride, for x's rows;
-    `rows` itself keeps images whole). A single large image's patches then stay a chunk's size: a
-    64 -> 64 3x3 layer on one 56x56 image held 7 MiB of them, three times PyTorch's peak."""
-    if rows * bytes_per_row <= CHUNK_BYTES or rows <= step:
+    fits, else equal ranges of one image's rows, a multiple of `step` rows each (the stride, for
+    x's rows; `rows` itself keeps images whole) and at least KERNELS_PER_ROW_CHUNK times
+    `kernel_bytes` and ROW_CHUNK_POSITIONS positions (`row_width` per row). A single large
+    image's patches then stay a chunk's size: a 64 -> 64 3x3 layer on one 56x56 image held 7 MiB
+    of them, three times PyTorch's peak."""
+    size = max(CHUNK_BYTES, KERNELS_PER_ROW_CHUNK * kernel_bytes,
+               ROW_CHUNK_POSITIONS * bytes_per_row / max(1, row_width))
+    if rows * bytes_per_row <= size or rows <= step:
         per = max(1, int(CHUNK_BYTES // max(1.0, rows * bytes_per_row)))
         return [Chunk(slice(i, min(batch, i + per)), slice(0, rows)) for i in range(0, batch, per)]
-    per_rows = max(step, int(CHUNK_BYTES // bytes_per_row) // step * step)
+    pieces = -(-rows // max(step, int(size // bytes_per_row) // step * step))
+    per_rows = -(-rows // (pieces * step)) * step  # equal pieces, not a full one and a sliver
     return [Chunk(slice(i, i + 1), slice(r, min(rows, r + per_rows)))
             for i in range(batch) for r in range(0, rows, per_rows)]
 
@@ -191,33 +209,43 @@ def _positions(chunk: Chunk, per_image: int, per_row: int) -> slice:
 
 
 class _Padder:
-    """Pads slices of a batch into one reused zero-bordered buffer (borders are written once).
-    A padding is an int (both sides) or a (before, after) pair. A `planar` buffer holds each
-    channel as a plane, (C, n, H, W) in memory, and is returned as its NHWC view; it is made even
-    without padding."""
+    """Pads slices of a batch, or a window of their rows, into one reused zero-bordered buffer
+    (side borders are written once; a window's rows above or below the image are zeroed on each
+    call). A padding is an int (both sides) or a (before, after) pair; `rows` is the most padded
+    rows a window takes (default: all). A `planar` buffer holds each channel as a plane, (C, n,
+    H, W) in memory, and is returned as its NHWC view; it is made even without padding."""
 
     def __init__(
-        self, n: int, H: int, W: int, C: int, ph: Any, pw: Any, dtype: Any, planar: bool = False
+        self, n: int, H: int, W: int, C: int, ph: Any, pw: Any, dtype: Any, planar: bool = False,
+        rows: int | None = None,
     ) -> None:
         (self.top, bottom), (self.left, right) = (p if isinstance(p, tuple) else (p, p) for p in (ph, pw))
         self.H, self.W = H, W
-        self.images: slice | None = None  # the images in the buffer (a row chunk's pads once per image)
+        self.height = self.top + H + bottom
         padded = self.top or bottom or self.left or right
-        shape = (n, self.top + H + bottom, self.left + W + right, C)
+        shape = (n, self.height if rows is None else max(0, min(rows, self.height)), self.left + W + right, C)
         self.buf = None
         if planar:
             self.buf = np.zeros((C, *shape[:3]), dtype=dtype).transpose(1, 2, 3, 0)
         elif padded:
             self.buf = np.zeros(shape, dtype=dtype)
 
-    def __call__(self, x: np.ndarray, images: slice) -> np.ndarray:
-        """x[images], padded (copied only where those are not the images padded last)."""
+    def __call__(self, x: np.ndarray, images: slice, rows: slice | None = None) -> np.ndarray:
+        """x[images] padded, or only its padded rows `rows` (a row chunk's window: the buffer is a
+        window's size, not an image's, on each thread)."""
         if self.buf is None:
-            return x[images]
-        xp = self.buf[: images.stop - images.start]
-        if images != self.images:
-            xp[:, self.top : self.top + self.H, self.left : self.left + self.W, :] = x[images]
-            self.images = images
+            return x[images] if rows is None else x[images, rows]
+        if rows is None:
+            xp = self.buf[: images.stop - images.start]
+            xp[:, self.top : self.top + self.H, self.left : self.left + self.W] = x[images]
+            return xp
+        y0, y1 = rows.start, rows.stop
+        xp = self.buf[: images.stop - images.start, : y1 - y0]
+        s0, s1 = max(0, y0 - self.top), max(0, min(self.H, y1 - self.top))  # x's rows in the window
+        d0, d1 = s0 + self.top - y0, s0 + self.top - y0 + max(0, s1 - s0)  # where they go
+        xp[:, :d0] = 0.0  # rows of a previous window may lie where this one has padding
+        xp[:, d1:] = 0.0
+        xp[:, d0:d1, self.left : self.left + self.W] = x[images, s0:s1]
         return xp
 
 
@@ -228,7 +256,7 @@ def _bias(out2: np.ndarray, b: np.ndarray) -> None:
 
 def _patch_chunks(
     x: np.ndarray, chunks: Sequence[Chunk], geo: tuple[int, ...], ones: bool = False
-) -> Iterator[tuple[slice, np.ndarray]]:
+) -> Iterator[tuple[Chunk, slice, np.ndarray]]:
     """Each chunk (of output rows) with its rows of the output (`_positions`) and its patch matrix
     (im2col of the padded images' window); every chunk's patches are built in the same buffer, so
     each matrix is only valid until the next. With `ones` (column-major patches only:
@@ -241,19 +269,19 @@ def _patch_chunks(
     # ms, dL/dw 4.0 -> 3.7; at stride 2 the transposing copy costs more than it saves, +10%)
     planar = C > 1 and _tap_by_tap(C) and sh == sw == 1
     n0, rows0 = _largest(chunks)
-    pad = _Padder(n0, H, W, C, ph, pw, x.dtype, planar=planar)
+    window = None if rows0 == Ho else (rows0 - 1) * sh + kh  # a row chunk's padded rows
+    pad = _Padder(n0, H, W, C, ph, pw, x.dtype, planar=planar, rows=window)
     scratch = np.empty(n0 * rows0 * Wo * (K + 1 if ones else K), dtype=x.dtype)
     for chunk in chunks:
-        xp = pad(x, chunk.images)
-        r0, r1 = chunk.rows.start, chunk.rows.stop
-        if (r0, r1) != (0, Ho):  # the padded rows this chunk's output rows read
-            xp = xp[:, r0 * sh : (r1 - 1) * sh + kh]
+        images, rows = chunk  # a row chunk pads only the padded rows it reads
+        whole = rows.stop - rows.start == Ho
+        xp = pad(x, images) if whole else pad(x, images, slice(rows.start * sh, (rows.stop - 1) * sh + kh))
         cols = im2col(xp, kh, kw, sh, sw, scratch)
         if ones:  # the patches are scratch's first K rows of m (column-major): one more row
             m = cols.shape[0]
             scratch[K * m : (K + 1) * m] = 1.0
             cols = scratch[: (K + 1) * m].reshape(K + 1, m).T
-        yield _positions(chunk, Ho * Wo, Wo), cols
+        yield chunk, _positions(chunk, Ho * Wo, Wo), cols
 
 
 def _weight_grad(
@@ -264,53 +292,81 @@ def _weight_grad(
     (few channels, see `_patch_chunks`) a last row, the gradient's column sums: dL/db."""
     kh, kw = geo[:2]
 
-    def products(group: Sequence[Chunk]) -> list[np.ndarray]:  # per chunk, summed in order below
-        parts = _ChunkProducts(group, g2.dtype)
-        for at, cols in _patch_chunks(x, group, geo, ones):
-            parts.add(gemm.matmul_tn(cols, g2[at]))
-        return parts.kept
+    def products(group: Sequence[Chunk]) -> _ChunkProducts:  # per chunk, summed in order below
+        parts = _ChunkProducts(group, g2.dtype, geo[6])
+        for chunk, at, cols in _patch_chunks(x, group, geo, ones):
+            parts.add(chunk, gemm.matmul_tn(cols, g2[at]))
+        return parts
 
     shape = (kh * kw * x.shape[3] + int(ones), g2.shape[1])
     return _add_in_chunk_order(parallel.map_groups(products, chunks), shape, g2.dtype)
 
 
 class _ChunkProducts:
-    """A thread group's per-chunk dL/dw products, to be added in chunk order into a total of
-    `dtype` (`_add_in_chunk_order`). The group at the batch's start (on one thread, every chunk)
-    sums its own as they come, where nothing comes before them in that order: one weight-sized
-    array instead of one per chunk (a 256 -> 256 3x3 layer at batch 16 kept eight of 2.4 MB).
-    That sum starts from zeros of the total's dtype and adds each product as the total would (a
-    float64 product into a float32 total rounds at each addition): the same bits for any thread
-    count."""
+    """A thread group's dL/dw products, summed in an order no thread count changes: a block's
+    products (the row chunks of one image, or one chunk of whole images) in chunk order into the
+    block's sum, its first product itself; the block sums in order into the total
+    (`_add_in_chunk_order`). The group with the first chunk adds each of its blocks into the
+    total once the block's last rows (`rows`, an image's) are in; any other keeps, in order, the
+    raw products that continue a block begun before it, then one sum per block. So a group
+    holds about one weight-sized array per image it covers, not one per row chunk (a 256 -> 256
+    layer on 8 images at 28x28 kept 66 MB of them on a second thread)."""
 
-    def __init__(self, group: Sequence[Chunk], dtype: Any) -> None:
-        # the group with the first chunk (the first of `parallel.map_groups`' groups)
-        self.summed = bool(group) and group[0].images.start == group[0].rows.start == 0
-        self.dtype = dtype
-        self.kept: list[np.ndarray] = []
+    def __init__(self, group: Sequence[Chunk], dtype: Any, rows: int) -> None:
+        self.first = bool(group) and group[0].images.start == group[0].rows.start == 0
+        self.dtype, self.rows = dtype, rows  # the total's dtype; an image's rows in the chunks
+        self.total: np.ndarray | None = None  # the first group's: its complete blocks
+        self.kept: list[tuple[int, bool, np.ndarray]] = []  # (block, a raw product?, array)
 
-    def add(self, part: np.ndarray) -> None:
-        """Keep the next chunk's product, or add it to the running sum."""
-        if not self.summed:
-            self.kept.append(part)
+    def add(self, chunk: Chunk, part: np.ndarray) -> None:
+        """The next chunk's product: into its block's sum, kept raw, or beginning a new block."""
+        images, rows = chunk
+        if self.first and rows.start == 0 and rows.stop == self.rows:  # a block of its own
+            self.total = _fold(self.total, part, self.dtype)
             return
-        if not self.kept:
-            self.kept.append(np.zeros(part.shape, self.dtype))
-        self.kept[0] += part
+        block = images.start
+        last = self.kept[-1] if self.kept else None
+        continues = last is None and not self.first and chunk.rows.start > 0  # a block begun before
+        if last is not None and last[0] == block and not last[1]:
+            np.add(last[2], part, out=last[2])  # into the block's sum
+        elif continues or (last is not None and last[0] == block):
+            self.kept.append((block, True, part))  # continues a block an earlier group began
+            return
+        else:  # a block begins
+            self.kept.append((block, False, part))
+        if self.first and chunk.rows.stop == self.rows:  # the block is complete
+            self.total = _fold(self.total, self.kept.pop()[2], self.dtype)
 
 
-def _add_in_chunk_order(groups: list[list[np.ndarray]], shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-    """Every group's per-chunk products added in chunk order, as a serial loop adds them: the
-    same bits whatever the thread count. The first group's running sum (`_ChunkProducts`, from
-    zeros of the total's dtype) is the total, not added into zeros of its own: one weight-sized
-    array less at the peak (a 256 -> 256 7x7 layer at batch 16 held four of 2.4 MB)."""
-    parts = chain.from_iterable(groups)
-    total = next(parts, None)
-    if total is None:  # no chunk: an empty batch
-        return np.zeros(shape, dtype)
-    for part in parts:
-        total += part
+def _fold(total: np.ndarray | None, block_sum: np.ndarray, dtype: Any) -> np.ndarray:
+    """total + a block's sum, the total starting from zeros of `dtype`. That first zeros + sum is
+    the sum plus 0.0 in place where its dtype is the total's (the same bits: -0.0 becomes +0.0;
+    one weight-sized array less at the peak)."""
+    if total is None:
+        if block_sum.dtype == dtype:
+            block_sum += 0.0
+            return block_sum
+        total = np.zeros(block_sum.shape, dtype)
+    total += block_sum
     return total
+
+
+def _add_in_chunk_order(groups: list[_ChunkProducts], shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """Every group's dL/dw products added as one serial loop over the chunks adds them (block
+    sums in order, see `_ChunkProducts`): the same bits whatever the thread count."""
+    total = groups[0].total if groups else None
+    block_sum = None
+    for products in groups:
+        for _, raw, part in products.kept:
+            if raw:  # continues the block summed so far
+                block_sum += part
+                continue
+            if block_sum is not None:
+                total = _fold(total, block_sum, dtype)
+            block_sum = part
+    if block_sum is not None:
+        total = _fold(total, block_sum, dtype)
+    return np.zeros(shape, dtype) if total is None else total
 
 
 def _input_grad_col2im(
@@ -350,6 +406,20 @@ def _phase_rows(rows: slice, s: int, m: int, n_in: int) -> tuple[int, int]:
     return rows.start // s, m if rows.stop == n_in else min(m, rows.stop // s)
 
 
+def _correlation_plan(
+    rows: slice, live: list[Any], s: int, n_in: int, top: int
+) -> tuple[list[tuple[int, int]], slice]:
+    """A chunk's rows of x, for the correlation: each live phase's positions in them
+    (`_phase_rows`) and the rows of the padded gradient those phases read (empty where none
+    has a position)."""
+    spans = [_phase_rows(rows, s, my, n_in) for (_, _, _, my), _ in live]
+    reads = [(top + dy + lo, top + dy + hi + len(taps) - 1)
+             for ((_, taps, dy, _), _), (lo, hi) in zip(live, spans) if lo < hi]
+    if not reads:
+        return spans, slice(0, 0)
+    return spans, slice(min(a for a, _ in reads), max(b for _, b in reads))
+
+
 def _input_grad_by_phases(
     x: np.ndarray, w: np.ndarray, grad: np.ndarray, chunks: Sequence[Chunk], geo: tuple[int, ...],
     need_w: bool,
@@ -379,34 +449,48 @@ def _input_grad_by_phases(
     # the phase goes whole into a scratch block and then into place
     per_row = gemm.small_kernels()
 
-    def correlate(group: Sequence[Chunk]) -> list[np.ndarray]:
+    def correlate(group: Sequence[Chunk]) -> _ChunkProducts:
         """dL/dx for each thread's chunks, in buffers of its own; each chunk's dL/dw product."""
-        n0, patch, phase = _largest(group)[0], 0, 0
-        for (_, taps_y, _, my), (_, taps_x, _, mx) in live:  # each phase's most rows in one chunk
-            m = max((hi - lo for lo, hi in (_phase_rows(c.rows, sh, my, H) for c in group)), default=0)
-            patch = max(patch, m * mx * len(taps_y) * len(taps_x))
-            phase = phase if whole or per_row else max(phase, m * mx)
-        pad = _Padder(n0, Ho, Wo, w.shape[3], (top, bottom), (left, right), grad.dtype)
+        by_rows: dict[tuple[int, int], Any] = {}  # whole images all share one plan
+        for chunk in group:
+            key = chunk.rows.start, chunk.rows.stop
+            if key not in by_rows:
+                by_rows[key] = _correlation_plan(chunk.rows, live, sh, H, top)
+        plans = [(chunk, by_rows[chunk.rows.start, chunk.rows.stop]) for chunk in group]
+        n0, patch, phase, window = _largest(group)[0], 0, 0, 0
+        for (r0, r1), (spans, reads) in by_rows.items():  # buffers for the group's largest chunk
+            window = max(window, reads.stop - reads.start if r1 - r0 < H else 0)
+            for ((_, taps_y, _, _), (_, taps_x, _, mx)), (lo, hi) in zip(live, spans):
+                patch = max(patch, (hi - lo) * mx * len(taps_y) * len(taps_x))
+                phase = phase if whole or per_row else max(phase, (hi - lo) * mx)
+        pad = _Padder(n0, Ho, Wo, w.shape[3], (top, bottom), (left, right), grad.dtype,
+                      rows=window or None)
         scratch = np.empty(n0 * patch * w.shape[3], dtype=grad.dtype)  # the largest phase's patches
         phase_out = np.empty(n0 * phase * C, dtype=grad.dtype)  # a phase of dL/dx, before its place
-        products = _ChunkProducts(group, w.dtype)  # w's dtype: the total's (`kernels`)
-        for chunk in group:
-            images, n = chunk.images, chunk.images.stop - chunk.images.start
-            gp = pad(grad, images)
-            if len(live) < len(phases):
-                gx[images, chunk.rows] = 0.0  # positions no tap reaches (a kernel smaller than the stride)
-            for ((r, taps_y, dy, my), (q, taps_x, dx, mx)), kernel in zip(live, kernels):
-                ty, tx = len(taps_y), len(taps_x)
-                lo, hi = _phase_rows(chunk.rows, sh, my, H)
+        products = _ChunkProducts(group, w.dtype, H)  # w's dtype: the total's (`kernels`)
+        untouched = len(live) < len(phases)  # positions no tap reaches (a kernel smaller than the stride)
+        for chunk, (spans, reads) in plans:
+            images, rows = chunk
+            n = images.stop - images.start
+            if untouched:
+                gx[images, rows] = 0.0
+            if reads.start >= reads.stop:
+                continue
+            if rows.stop - rows.start < H:  # a row chunk: the padded gradient's rows it reads
+                gp, base = pad(grad, images, reads), reads.start
+            else:
+                gp, base = pad(grad, images), 0
+            for ((r, taps_y, dy, _), (q, taps_x, dx, mx)), kernel, (lo, hi) in zip(live, kernels, spans):
                 if lo >= hi:
                     continue
-                y0, m = top + dy + lo, hi - lo  # the phase's first row in gp; its rows in the chunk
+                ty, tx = len(taps_y), len(taps_x)
+                y0, m = top + dy + lo - base, hi - lo  # the phase's first row in gp; its rows in the chunk
                 if whole:  # the padded gradient's window that every tap reads
                     region = gp[:, y0 : y0 + m + ty - 1, left + dx : left + dx + mx + tx - 1]
                     gcols = im2col(region, ty, tx, 1, 1, scratch)
                     gemm.matmul(gcols, kernel, gx[images, lo:hi].reshape(n * m * W, C))
                     if want_w:  # in OpenBLAS-small blocks, 14% faster than (x^T @ gcols)^T
-                        products.add(gemm.matmul_tn(gcols, x[images, lo:hi].reshape(n * m * W, C)))
+                        products.add(chunk, gemm.matmul_tn(gcols, x[images, lo:hi].reshape(n * m * W, C)))
                     continue
                 dst = gx[images, r + lo * sh : r + (hi - 1) * sh + 1 : sh, q::sw]
                 if per_row and ty == tx == 1:  # one tap: the gradient's rows as they lie, no patches
@@ -419,7 +503,7 @@ def _input_grad_by_phases(
                 else:
                     part = phase_out[: n * m * mx * C].reshape(n * m * mx, C)
                     dst[...] = gemm.matmul(lhs, kernel, part).reshape(dst.shape)
-        return products.kept
+        return products
 
     products = parallel.map_groups(correlate, chunks)
     if not want_w:
@@ -432,14 +516,15 @@ def _input_grad_by_phases(
     # or in the gradient at an output whose window lies wholly in the padding (padding >= kernel)
     outside = (ph >= kh or pw >= kw) and not np.isfinite(grad).all()
     if outside or not np.isfinite(gw).all():
-        gw = _weight_grad(x, grad.reshape(-1, Cout), _output_chunks(x, geo, C), geo)
+        gw = _weight_grad(x, grad.reshape(-1, Cout), _output_chunks(x, w, geo, C), geo)
     return gx, gw
 
 
-def _output_chunks(x: Any, geo: tuple[int, ...], channels: int) -> list[Chunk]:
+def _output_chunks(x: Any, w: Any, geo: tuple[int, ...], channels: int) -> list[Chunk]:
     """Chunks of the output's rows whose patches, of `channels` channels, hold about CHUNK_BYTES."""
     kh, kw, _, _, _, _, Ho, Wo = geo
-    return plan_chunks(x.shape[0], Ho, Wo * kh * kw * channels * x.itemsize)
+    return plan_chunks(x.shape[0], Ho, Wo * kh * kw * channels * x.itemsize, kernel_bytes=w.nbytes,
+                       row_width=Wo)
 
 
 class Conv2d(NumpyOp):
@@ -469,10 +554,10 @@ class Conv2d(NumpyOp):
         out2 = out.reshape(B * Ho * Wo, Cout)
 
         def convolve(group: Sequence[Chunk]) -> None:  # each thread's chunks, in buffers of its own
-            for at, cols in _patch_chunks(x, group, geo, ones=fold):
+            for _, at, cols in _patch_chunks(x, group, geo, ones=fold):
                 gemm.matmul(cols, w2, out2[at])
 
-        parallel.map_groups(convolve, _output_chunks(x, geo, C))
+        parallel.map_groups(convolve, _output_chunks(x, w, geo, C))
         if b is not None and not fold:
             _bias(out2, b)
         self.save_for_backward(x=x, w=w)
@@ -505,7 +590,8 @@ class Conv2d(NumpyOp):
             # the outputs are far fewer (a large kernel, no padding), x's patches have fewer rows
             wasted = Ho * Wo < REUSE_BELOW * x_shape[1] * x_shape[2]
             H = x_shape[1]  # the correlation's chunks are of x's rows, as many bytes as the output's
-            x_rows = plan_chunks(B, H, Ho * Wo * kh * kw * channels * x.itemsize / max(1, H), step=sh)
+            x_rows = plan_chunks(B, H, Ho * Wo * kh * kw * channels * x.itemsize / max(1, H), step=sh,
+                                 kernel_bytes=w.nbytes, row_width=x_shape[2])
             gx, gw = _input_grad_by_phases(x, w, grad, x_rows, geo, need_w and not wasted)
         elif need_x:  # whole images: col2im writes an image's dL/dx at once
             images = plan_chunks(B, Ho, Wo * kh * kw * C * x.itemsize, step=max(1, Ho))
@@ -515,7 +601,7 @@ class Conv2d(NumpyOp):
             # few channels: dL/db as the ones column's row of dL/dw, not a pass of its own over
             # the gradient (the forward's bias is in its GEMM the same way)
             fold = has_bias and _tap_by_tap(C)
-            gw = _weight_grad(x, g2, _output_chunks(x, geo, channels), geo, ones=fold)
+            gw = _weight_grad(x, g2, _output_chunks(x, w, geo, channels), geo, ones=fold)
             if fold:
                 gw, gb = gw[:-1], gw[-1].copy()
         if has_bias and gb is None:
