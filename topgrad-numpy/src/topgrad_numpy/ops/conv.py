@@ -309,8 +309,10 @@ class _ChunkProducts:
     (`_add_in_chunk_order`). The group with the first chunk adds each of its blocks into the
     total once the block's last rows (`rows`, an image's) are in; any other keeps, in order, the
     raw products that continue a block begun before it, then one sum per block. So a group
-    holds about one weight-sized array per image it covers, not one per row chunk (a 256 -> 256
-    layer on 8 images at 28x28 kept 66 MB of them on a second thread)."""
+    holds one weight-sized sum per image it covers, not one product per row chunk (a 256 -> 256
+    layer on 8 images at 28x28 kept 66 MB of them on a second thread), plus the raw products of
+    the image it starts in: at most a quarter of that image's patches, which the old code held
+    whole, as a row chunk's patches are at least KERNELS_PER_ROW_CHUNK weights."""
 
     def __init__(self, group: Sequence[Chunk], dtype: Any, rows: int) -> None:
         self.first = bool(group) and group[0].images.start == group[0].rows.start == 0
