@@ -409,29 +409,26 @@ def test_an_image_batchs_backward_is_chunked_by_its_own_channels(nb, monkeypatch
     assert [len(made) for *_, made in chunkings] == ([3, 3, 3] if input_grad else [3, 3])
 
 
-@pytest.mark.parametrize(("rows", "bytes_per_row", "step", "kernel", "width", "want"), [
-    (6, 80, 1, 0, 8, [(0, 2, 0, 6), (2, 3, 0, 6)]),  # two images fit a chunk: whole images
-    (6, 250, 1, 0, 8, [(i, i + 1, r, r + 3) for i in range(3) for r in (0, 3)]),  # two equal halves
-    (7, 300, 2, 0, 8, [(i, i + 1, r, min(7, r + 2)) for i in range(3) for r in range(0, 7, 2)]),  # stride 2
-    (7, 160, 1, 0, 8, [(i, i + 1, r, min(7, r + 4)) for i in range(3) for r in (0, 4)]),  # 4 + 3, not 6 + 1
-    (2, 5000, 2, 0, 8, [(i, i + 1, 0, 2) for i in range(3)]),  # no more rows than the step: whole images
-    (6, 250, 1, 500, 8, [(i, i + 1, 0, 6) for i in range(3)]),  # a large kernel: no chunk of few rows
-    (12, 250, 1, 500, 8, [(i, i + 1, r, r + 6) for i in range(3) for r in (0, 6)]),
-    (6, 250, 1, 0, 1, [(i, i + 1, 0, 6) for i in range(3)]),  # 1 position a row: too few for a chunk
-    (12, 250, 1, 0, 1, [(i, i + 1, r, r + 6) for i in range(3) for r in (0, 6)]),
+@pytest.mark.parametrize(("rows", "bytes_per_row", "step", "width", "want"), [
+    (6, 80, 1, 8, [(0, 2, 0, 6), (2, 3, 0, 6)]),  # two images fit a chunk: whole images
+    (6, 250, 1, 8, [(i, i + 1, r, r + 3) for i in range(3) for r in (0, 3)]),  # two equal halves
+    (7, 300, 2, 8, [(i, i + 1, r, min(7, r + 2)) for i in range(3) for r in range(0, 7, 2)]),  # stride 2
+    (7, 160, 1, 8, [(i, i + 1, r, min(7, r + 4)) for i in range(3) for r in (0, 4)]),  # 4 + 3, not 6 + 1
+    (2, 5000, 2, 8, [(i, i + 1, 0, 2) for i in range(3)]),  # no more rows than the step: whole images
+    (6, 250, 1, 1, [(i, i + 1, 0, 6) for i in range(3)]),  # 1 position a row: too few for a chunk
+    (12, 250, 1, 1, [(i, i + 1, r, r + 6) for i in range(3) for r in (0, 6)]),
 ])
 def test_conv_chunks_split_an_image_into_rows_only_when_it_outgrows_a_chunk(
-    monkeypatch, rows, bytes_per_row, step, kernel, width, want
+    monkeypatch, rows, bytes_per_row, step, width, want
 ) -> None:
     """Chunks hold whole images (as many as fit in CHUNK_BYTES), or, where one image's patches
     are larger, equal ranges of its rows, a multiple of the step (the stride, for x's rows)
-    each, of at least KERNELS_PER_ROW_CHUNK kernel matrices and ROW_CHUNK_POSITIONS positions."""
+    each, of at least ROW_CHUNK_POSITIONS positions."""
     from topgrad_numpy.ops import conv
 
     monkeypatch.setattr(conv, "CHUNK_BYTES", 1000)
-    monkeypatch.setattr(conv, "KERNELS_PER_ROW_CHUNK", 4)
     monkeypatch.setattr(conv, "ROW_CHUNK_POSITIONS", 8)
-    got = conv.plan_chunks(3, rows, bytes_per_row, step, kernel_bytes=kernel, row_width=width)
+    got = conv.plan_chunks(3, rows, bytes_per_row, step, row_width=width)
     assert [(c.images.start, c.images.stop, c.rows.start, c.rows.stop) for c in got] == want
 
 
@@ -454,14 +451,12 @@ def test_convolutions_in_row_chunks_match_pytorch(nb, data, seed) -> None:
     cin = data.draw(st.sampled_from([1, 3, 4, 6]), label="cin")
     cout = data.draw(st.integers(1, 5), label="cout")
     chunk = data.draw(st.integers(1, 4 * w * kh * kw * max(cin, cout) * 4), label="CHUNK_BYTES")
-    kernels = data.draw(st.sampled_from([0, 1, conv.KERNELS_PER_ROW_CHUNK]), label="KERNELS_PER_ROW_CHUNK")
     positions = data.draw(st.sampled_from([0, 4, conv.ROW_CHUNK_POSITIONS]), label="ROW_CHUNK_POSITIONS")
     constants = data.draw(st.sampled_from([(), (0,)]), label="constants")
     inputs = [rand((batch, h, w, cin), seed), rand((kh, kw, cin, cout), seed + 1, scale=0.5),
               rand((cout,), seed + 2)]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(conv, "CHUNK_BYTES", chunk)
-        patch.setattr(conv, "KERNELS_PER_ROW_CHUNK", kernels)
         patch.setattr(conv, "ROW_CHUNK_POSITIONS", positions)
         check_against_torch(lambda x, k, b: x.conv2d(k, b, stride=stride, padding=padding),
                             lambda x, k, b: torch_conv2d(x, k, b, stride=stride, padding=padding),
@@ -518,8 +513,8 @@ def test_row_chunks_on_two_threads_keep_a_weight_sized_sum_per_image(nb, threads
     from topgrad_numpy.ops import conv
 
     threads.set_threads(2)
-    for name, value in (("CHUNK_BYTES", 1), ("KERNELS_PER_ROW_CHUNK", 0), ("ROW_CHUNK_POSITIONS", 0)):
-        monkeypatch.setattr(conv, name, value)
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(conv, "ROW_CHUNK_POSITIONS", 0)
     x, w = _r(4, 8, 8, 64), _r(3, 3, 64, 64, seed=1)
     g = _r(4, 8, 8, 64, seed=2)
 
@@ -583,7 +578,6 @@ def test_conv_threads_give_the_same_bits(
 
     if chunks == "rows":  # the large case keeps its real chunks (6 of 4 images)
         monkeypatch.setattr(conv, "CHUNK_BYTES", 1)
-        monkeypatch.setattr(conv, "KERNELS_PER_ROW_CHUNK", 0)
         monkeypatch.setattr(conv, "ROW_CHUNK_POSITIONS", 0)
     if chunks == "images":
         monkeypatch.setattr(conv, "plan_chunks", lambda batch, rows, bytes_per_row, step=1, **_: [
@@ -636,7 +630,6 @@ def test_conv_threads_give_the_same_bits_with_mixed_dtypes(
     from topgrad_numpy.ops import conv
 
     monkeypatch.setattr(conv, "CHUNK_BYTES", 1)  # a stride's rows per chunk: dozens
-    monkeypatch.setattr(conv, "KERNELS_PER_ROW_CHUNK", 0)
     monkeypatch.setattr(conv, "ROW_CHUNK_POSITIONS", 0)
     x, w = _r(7, 9, 9, c), _r(3, 3, c, 5, seed=1)
 

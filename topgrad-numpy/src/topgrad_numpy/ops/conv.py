@@ -161,29 +161,26 @@ class Chunk(NamedTuple):
     rows: slice
 
 
-KERNELS_PER_ROW_CHUNK = 4
-"""A row chunk's patches are at least this many kernel matrices (kh*kw*Cin x Cout): OpenBLAS
-runs a GEMM of few rows against a large kernel matrix slowly (a 256 -> 256 3x3 layer on 28x28
-images, forward + backward, 91 ms in whole images against 125 in 1 MiB row chunks, 84 at 4 MiB)."""
-
 ROW_CHUNK_POSITIONS = 512
 """A row chunk holds at least this many positions (GEMM rows): OpenBLAS's GEMMs of few rows do
 not run in parallel (K = 1568, N = 32 on two threads: 1.02x one thread's speed at 49 rows, 1.5x
 at 98, 1.9x at 196-392; K = 144, N = 16: 0.7x below 196 rows, 1.6x at 784), so 7-row chunks
-of 14x14 images made a 7x7 layer's step 1.47x slower on two threads than whole images."""
+of 14x14 images made a 7x7 layer's step 1.47x slower on two threads than whole images; and
+they run slowly against a large kernel matrix (256 -> 256 3x3 on 8x28x28, forward + backward:
+91 ms in whole images, 125 in 1 MiB row chunks of 4 rows, 161-164 either way against 19-row
+chunks on that run). A floor of four kernel matrices per chunk as well bought no time there
+and kept a batch-1 256 -> 512 layer whole (25 MiB against 22, and on one thread of two)."""
 
 
 def plan_chunks(
-    batch: int, rows: int, bytes_per_row: float, step: int = 1, kernel_bytes: int = 0, row_width: int = 1
+    batch: int, rows: int, bytes_per_row: float, step: int = 1, row_width: int = 1
 ) -> list[Chunk]:
     """Consecutive chunks whose patch matrices hold about CHUNK_BYTES each: whole images where one
     fits, else equal ranges of one image's rows, a multiple of `step` rows each (the stride, for
-    x's rows; `rows` itself keeps images whole) and at least KERNELS_PER_ROW_CHUNK times
-    `kernel_bytes` and ROW_CHUNK_POSITIONS positions (`row_width` per row). A single large
-    image's patches then stay a chunk's size: a 64 -> 64 3x3 layer on one 56x56 image held 7 MiB
-    of them, three times PyTorch's peak."""
-    size = max(CHUNK_BYTES, KERNELS_PER_ROW_CHUNK * kernel_bytes,
-               ROW_CHUNK_POSITIONS * bytes_per_row / max(1, row_width))
+    x's rows; `rows` itself keeps images whole) and at least ROW_CHUNK_POSITIONS positions
+    (`row_width` per row). A single large image's patches then stay a chunk's size: a 64 -> 64
+    3x3 layer on one 56x56 image held 7 MiB of them, three times PyTorch's peak."""
+    size = max(CHUNK_BYTES, ROW_CHUNK_POSITIONS * bytes_per_row / max(1, row_width))
     if rows * bytes_per_row <= size or rows <= step:
         per = max(1, int(CHUNK_BYTES // max(1.0, rows * bytes_per_row)))
         return [Chunk(slice(i, min(batch, i + per)), slice(0, rows)) for i in range(0, batch, per)]
@@ -311,8 +308,8 @@ class _ChunkProducts:
     raw products that continue a block begun before it, then one sum per block. So a group
     holds one weight-sized sum per image it covers, not one product per row chunk (a 256 -> 256
     layer on 8 images at 28x28 kept 66 MB of them on a second thread), plus the raw products of
-    the image it starts in: at most a quarter of that image's patches, which the old code held
-    whole, as a row chunk's patches are at least KERNELS_PER_ROW_CHUNK weights."""
+    the image it starts in: one per row chunk, each no larger than the chunk's patches (which the
+    code before row chunks held whole) up to ROW_CHUNK_POSITIONS output channels."""
 
     def __init__(self, group: Sequence[Chunk], dtype: Any, rows: int) -> None:
         self.first = bool(group) and group[0].images.start == group[0].rows.start == 0
@@ -518,15 +515,14 @@ def _input_grad_by_phases(
     # or in the gradient at an output whose window lies wholly in the padding (padding >= kernel)
     outside = (ph >= kh or pw >= kw) and not np.isfinite(grad).all()
     if outside or not np.isfinite(gw).all():
-        gw = _weight_grad(x, grad.reshape(-1, Cout), _output_chunks(x, w, geo, C), geo)
+        gw = _weight_grad(x, grad.reshape(-1, Cout), _output_chunks(x, geo, C), geo)
     return gx, gw
 
 
-def _output_chunks(x: Any, w: Any, geo: tuple[int, ...], channels: int) -> list[Chunk]:
+def _output_chunks(x: Any, geo: tuple[int, ...], channels: int) -> list[Chunk]:
     """Chunks of the output's rows whose patches, of `channels` channels, hold about CHUNK_BYTES."""
     kh, kw, _, _, _, _, Ho, Wo = geo
-    return plan_chunks(x.shape[0], Ho, Wo * kh * kw * channels * x.itemsize, kernel_bytes=w.nbytes,
-                       row_width=Wo)
+    return plan_chunks(x.shape[0], Ho, Wo * kh * kw * channels * x.itemsize, row_width=Wo)
 
 
 class Conv2d(NumpyOp):
@@ -559,7 +555,7 @@ class Conv2d(NumpyOp):
             for _, at, cols in _patch_chunks(x, group, geo, ones=fold):
                 gemm.matmul(cols, w2, out2[at])
 
-        parallel.map_groups(convolve, _output_chunks(x, w, geo, C))
+        parallel.map_groups(convolve, _output_chunks(x, geo, C))
         if b is not None and not fold:
             _bias(out2, b)
         self.save_for_backward(x=x, w=w)
@@ -593,7 +589,7 @@ class Conv2d(NumpyOp):
             wasted = Ho * Wo < REUSE_BELOW * x_shape[1] * x_shape[2]
             H = x_shape[1]  # the correlation's chunks are of x's rows, as many bytes as the output's
             x_rows = plan_chunks(B, H, Ho * Wo * kh * kw * channels * x.itemsize / max(1, H), step=sh,
-                                 kernel_bytes=w.nbytes, row_width=x_shape[2])
+                                 row_width=x_shape[2])
             gx, gw = _input_grad_by_phases(x, w, grad, x_rows, geo, need_w and not wasted)
         elif need_x:  # whole images: col2im writes an image's dL/dx at once
             images = plan_chunks(B, Ho, Wo * kh * kw * C * x.itemsize, step=max(1, Ho))
@@ -603,7 +599,7 @@ class Conv2d(NumpyOp):
             # few channels: dL/db as the ones column's row of dL/dw, not a pass of its own over
             # the gradient (the forward's bias is in its GEMM the same way)
             fold = has_bias and _tap_by_tap(C)
-            gw = _weight_grad(x, g2, _output_chunks(x, w, geo, channels), geo, ones=fold)
+            gw = _weight_grad(x, g2, _output_chunks(x, geo, channels), geo, ones=fold)
             if fold:
                 gw, gb = gw[:-1], gw[-1].copy()
         if has_bias and gb is None:
