@@ -3,7 +3,8 @@
 Chosen from a sweep of 261 shapes (Topgrad-numpy against PyTorch eager, one thread): every shape
 where Topgrad was much slower or used much more memory than PyTorch (`audit` says by how much,
 before the fixes that followed), and a few per op where it was not, so that a change which helps
-one shape and hurts another shows. Built as in `_ops.py`: Topgrad gets NHWC, PyTorch NCHW, and
+one shape and hurts another shows; two batch-1 convolutions from a later, smaller sweep (RESULTS.md
+changes 57 and the col2im chunks). Built as in `_ops.py`: Topgrad gets NHWC, PyTorch NCHW, and
 PyTorch's views (permute, slice) are made contiguous, so both frameworks copy.
 """
 
@@ -257,6 +258,9 @@ CASES: tuple[ShapeCase, ...] = (
     conv("Conv 128->128 3x3 p1 b32 14x14", 32, 14, 128, 128, 3, pad=1, audit="mem 2.0x"),
     conv("Conv 256->256 3x3 p1 b16 7x7", 16, 7, 256, 256, 3, pad=1, audit="time 1.7x, mem 4.5x"),
     conv("Conv 3->64 7x7 s2 p3 b8 224x224 (stem)", 8, 224, 3, 64, 7, stride=2, pad=3),
+    conv("Conv 3->64 7x7 s2 p3 b1 224x224 (stem, batch 1)", 1, 224, 3, 64, 7, stride=2, pad=3,
+         audit="mem 1.6x"),
+    conv("Conv 256->512 3x3 p1 b1 28x28 (batch 1, wide)", 1, 28, 256, 512, 3, pad=1, audit="mem 2.4x"),
     conv("Conv 64->128 1x1 s2 b64 28x28 (shortcut)", 64, 28, 64, 128, 1, stride=2),
 
     vs_torch_tiny("MaxPool2d", "MaxPool k2 2x4x4x4 (vs_torch tiny: overhead)", audit="time 4.3x"),

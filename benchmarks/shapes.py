@@ -6,11 +6,12 @@ vs_torch.py times each op at ONE size, the one it has in the example models. An 
 there and slow or memory-hungry elsewhere: at batch 1, for a 1024-wide LayerNorm, a large
 transpose, a 7x7 convolution. This script times one op's forward + backward at about sixty such
 shapes (`_shape_cases.py`: every shape a sweep of 261 found Topgrad much worse than PyTorch at,
-and a few per op where it was fine), the way vs_torch.py times its `op` rows: same inputs in one
-process, alternating samples, one thread for both (PyTorch's pool, numpy's BLAS, Topgrad-numpy's
-own), process CPU time, medians. `--mem` adds the peak memory of one call, each case in a child
-process of its own, measured as vs_torch.py does (see `_measure.py`). The `audit` column is what
-the sweep measured before the fixes that followed it, to compare against.
+two from a later sweep, and a few per op where it was fine), the way vs_torch.py times its `op`
+rows: same inputs in one process, alternating samples, one thread for both (PyTorch's pool,
+numpy's BLAS, Topgrad-numpy's own), process CPU time, medians. `--mem` adds the peak memory of
+one call, each case in a child process of its own, measured as vs_torch.py does (see
+`_measure.py`). The `audit` column is what the sweep measured before the fixes that followed
+it, to compare against.
 """
 
 from __future__ import annotations
@@ -159,8 +160,9 @@ NOTES = """\
 Notes: one op's forward + backward per call; times are medians per call, `ratio` = topgrad/torch (< 1:
 Topgrad faster). Memory (--mem): rise of the resident high-water mark during one call over the resident
 set before it, in a child process per case where glibc maps each block >= 4 KiB on its own (see
-_measure.py); inputs are in the baseline. `audit` = topgrad/torch that a sweep of 261 shapes measured
-on a 2-core Xeon before the fixes that followed (blank: within 1.5x in time and 1.3x in memory)."""
+_measure.py); inputs are in the baseline. `audit` = topgrad/torch that a sweep (of 261 shapes, or a
+later one of 16) measured on a 2-core Xeon before the fixes that followed (blank: within 1.5x in time
+and 1.3x in memory)."""
 
 
 # ---- driver ----------------------------------------------------------------------------------------
