@@ -7,6 +7,7 @@ numpy backend promises.
 from __future__ import annotations
 
 import inspect
+import itertools
 import re
 import subprocess
 import sys
@@ -461,6 +462,44 @@ def test_convolutions_in_row_chunks_match_pytorch(nb, data, seed) -> None:
         check_against_torch(lambda x, k, b: x.conv2d(k, b, stride=stride, padding=padding),
                             lambda x, k, b: torch_conv2d(x, k, b, stride=stride, padding=padding),
                             inputs, seed=seed, constants=constants)
+
+
+@given(data=st.data())
+def test_dw_block_sums_give_the_same_bits_however_the_chunks_are_cut_into_groups(data) -> None:
+    """dL/dw's chunk products summed by `_ChunkProducts` per group and `_add_in_chunk_order`: any
+    cut of the chunks into contiguous groups (threads; not only `parallel.groups`' even split)
+    gives the one-group result bit for bit, signs of zero and dtype too, for whole-image chunks
+    and row chunks, float32 or float64 products into a float32 or float64 total."""
+    from topgrad_numpy.ops.conv import Chunk, _add_in_chunk_order, _ChunkProducts
+
+    batch, rows = data.draw(st.integers(1, 5), label="batch"), data.draw(st.integers(1, 9), label="rows")
+    if data.draw(st.booleans(), label="whole images"):
+        per = data.draw(st.integers(1, 3), label="images per chunk")
+        chunks = [Chunk(slice(i, min(batch, i + per)), slice(0, rows)) for i in range(0, batch, per)]
+    else:
+        step = data.draw(st.integers(1, rows), label="rows per chunk")
+        chunks = [Chunk(slice(i, i + 1), slice(r, min(rows, r + step)))
+                  for i in range(batch) for r in range(0, rows, step)]
+    part_dtype, total_dtype = (data.draw(st.sampled_from([np.float32, np.float64]), label=k) for k in "pt")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
+    parts = [(rng.standard_normal((3, 2)) * 10.0 ** rng.integers(-4, 4)).astype(part_dtype) for _ in chunks]
+    parts[0][0, 0] = -0.0  # a zero's sign must come out the same too
+
+    def total(cuts: list[int]) -> np.ndarray:
+        groups = []
+        for a, b in itertools.pairwise(cuts):
+            products = _ChunkProducts(chunks[a:b], total_dtype, rows)
+            for chunk, part in zip(chunks[a:b], parts[a:b]):
+                products.add(chunk, part.copy())
+            groups.append(products)
+        return _add_in_chunk_order(groups, (3, 2), total_dtype)
+
+    inner = data.draw(st.sets(st.integers(1, max(1, len(chunks) - 1)), max_size=5), label="cuts")
+    cuts = sorted({0, len(chunks)} | {c for c in inner if c < len(chunks)})
+    want, got = total([0, len(chunks)]), total(cuts)
+    assert got.dtype == want.dtype == total_dtype
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
 
 
 def _traced_peak(step: Callable[[], object]) -> int:

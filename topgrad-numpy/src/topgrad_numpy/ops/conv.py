@@ -163,14 +163,12 @@ class Chunk(NamedTuple):
 
 
 ROW_CHUNK_POSITIONS = 512
-"""A row chunk holds at least this many positions (GEMM rows): OpenBLAS's GEMMs of few rows do
-not run in parallel (K = 1568, N = 32 on two threads: 1.02x one thread's speed at 49 rows, 1.5x
-at 98, 1.9x at 196-392; K = 144, N = 16: 0.7x below 196 rows, 1.6x at 784), so 7-row chunks
-of 14x14 images made a 7x7 layer's step 1.47x slower on two threads than whole images; and
-they run slowly against a large kernel matrix (256 -> 256 3x3 on 8x28x28, forward + backward:
-91 ms in whole images, 125 in 1 MiB row chunks of 4 rows, 161-164 either way against 19-row
-chunks on that run). A floor of four kernel matrices per chunk as well bought no time there
-and kept a batch-1 256 -> 512 layer whole (25 MiB against 22, and on one thread of two)."""
+"""A row chunk holds at least this many positions (GEMM rows). OpenBLAS's GEMMs of few rows do
+not run in parallel (K = 1568, N = 32 on two threads: 1.02x one thread's speed at 49 rows, 1.9x
+from 196) and run slowly against a large kernel matrix: 7-row chunks of 14x14 images made a 7x7
+layer's step 1.47x slower on two threads, 4-row chunks of a 256 -> 256 layer at 28x28 1.37x on
+one. A floor of four kernel matrices per chunk as well bought nothing over this one and kept a
+batch-1 256 -> 512 layer in one chunk (25 MiB against 22; one of two threads idle)."""
 
 
 def plan_chunks(
@@ -326,16 +324,18 @@ class _ChunkProducts:
             self.total = _fold(self.total, part, self.dtype)
             return
         block = images.start
-        last = self.kept[-1] if self.kept else None
-        continues = last is None and not self.first and chunk.rows.start > 0  # a block begun before
-        if last is not None and last[0] == block and not last[1]:
-            np.add(last[2], part, out=last[2])  # into the block's sum
-        elif continues or (last is not None and last[0] == block):
-            self.kept.append((block, True, part))  # continues a block an earlier group began
+        if self.kept and self.kept[-1][0] == block:  # the block goes on
+            _, raw, block_sum = self.kept[-1]
+            if raw:  # one an earlier group began: its products stay raw (`_add_in_chunk_order`)
+                self.kept.append((block, True, part))
+                return
+            np.add(block_sum, part, out=block_sum)
+        elif not self.kept and not self.first and rows.start > 0:  # a block an earlier group began
+            self.kept.append((block, True, part))
             return
         else:  # a block begins
             self.kept.append((block, False, part))
-        if self.first and chunk.rows.stop == self.rows:  # the block is complete
+        if self.first and rows.stop == self.rows:  # its last rows are in: into the total
             self.total = _fold(self.total, self.kept.pop()[2], self.dtype)
 
 
