@@ -427,6 +427,21 @@ def _correlation_plan(
     return spans, slice(min(a for a, _ in reads), max(b for _, b in reads))
 
 
+def _correlation_buffers(
+    plans: dict[tuple[int, int], Any], live: list[Any], n_in: int
+) -> tuple[int, int, int]:
+    """Per image, for a group's chunk plans (`_correlation_plan`, by their rows of x): the most
+    patch elements per Cout channels of one phase, the most positions of one phase, and the most
+    padded-gradient rows a row chunk reads (0 for whole images, which pad all of it)."""
+    patch = phase = window = 0
+    for (r0, r1), (spans, reads) in plans.items():
+        window = max(window, reads.stop - reads.start if r1 - r0 < n_in else 0)
+        for ((_, taps_y, _, _), (_, taps_x, _, mx)), (lo, hi) in zip(live, spans):
+            patch = max(patch, (hi - lo) * mx * len(taps_y) * len(taps_x))
+            phase = max(phase, (hi - lo) * mx)
+    return patch, phase, window
+
+
 def _input_grad_by_phases(
     x: np.ndarray, w: np.ndarray, grad: np.ndarray, chunks: Sequence[Chunk], geo: tuple[int, ...],
     need_w: bool,
@@ -464,12 +479,9 @@ def _input_grad_by_phases(
             if key not in by_rows:
                 by_rows[key] = _correlation_plan(chunk.rows, live, sh, H, top)
         plans = [(chunk, by_rows[chunk.rows.start, chunk.rows.stop]) for chunk in group]
-        n0, patch, phase, window = _largest(group)[0], 0, 0, 0
-        for (r0, r1), (spans, reads) in by_rows.items():  # buffers for the group's largest chunk
-            window = max(window, reads.stop - reads.start if r1 - r0 < H else 0)
-            for ((_, taps_y, _, _), (_, taps_x, _, mx)), (lo, hi) in zip(live, spans):
-                patch = max(patch, (hi - lo) * mx * len(taps_y) * len(taps_x))
-                phase = phase if whole or per_row else max(phase, (hi - lo) * mx)
+        n0 = _largest(group)[0]
+        patch, phase, window = _correlation_buffers(by_rows, live, H)
+        phase = 0 if whole or per_row else phase
         pad = _Padder(n0, Ho, Wo, w.shape[3], (top, bottom), (left, right), grad.dtype,
                       rows=window or None)
         scratch = np.empty(n0 * patch * w.shape[3], dtype=grad.dtype)  # the largest phase's patches
