@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from topgrad import Op
@@ -405,3 +405,18 @@ def row_chunks(a: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
     scratch = np.empty((rows_max, a.shape[1]), dtype=a.dtype)
     for rows in blocks:
         yield rows, scratch[: rows.stop - rows.start]
+
+
+class Chunk(NamedTuple):
+    """Images of a batch and, of each, the rows one chunk of a chunked op covers (Conv2d's patch
+    matrices, MaxPool2d's window stacks): every row, unless one image outgrows a chunk."""
+
+    images: slice
+    rows: slice
+
+
+def rows_inside(lo: int, rows: int, pad: int, n: int) -> tuple[int, int]:
+    """Which of the padded rows lo:lo+rows hold the image (pad:pad+n), counted from lo: a chunk's
+    window of a padded image is padding above the first and from the second on."""
+    top = min(max(lo, pad), lo + rows) - lo
+    return top, max(min(lo + rows, pad + n) - lo, top)

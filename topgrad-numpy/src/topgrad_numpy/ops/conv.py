@@ -14,7 +14,7 @@ additions (never `np.add.at`, which is unbuffered and slow). A constant input ge
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -22,7 +22,7 @@ from topgrad.convolution import conv_geometry
 
 from topgrad_numpy import cpu_cache, parallel
 from topgrad_numpy.ops import gemm
-from topgrad_numpy.ops._util import NumpyOp, colsum, wide_add
+from topgrad_numpy.ops._util import Chunk, NumpyOp, colsum, rows_inside, wide_add
 
 
 def _strided(a: np.ndarray, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
@@ -154,14 +154,6 @@ fit beside them (an Intel core with 2 MiB, forward + backward against 2 MiB chun
 4, Zen 5; 16 MiB is ~40% slower)."""
 
 
-class Chunk(NamedTuple):
-    """Images of the batch and, of each, the rows (of the output, or of x for dL/dx's correlation)
-    that one patch matrix covers: every row, unless one image's patches outgrow CHUNK_BYTES."""
-
-    images: slice
-    rows: slice
-
-
 ROW_CHUNK_POSITIONS = 512
 """A row chunk holds at least this many positions (GEMM rows). OpenBLAS's GEMMs of few rows do
 not run in parallel (K = 1568, N = 32 on two threads: 1.02x one thread's speed at 49 rows, 1.9x
@@ -236,13 +228,12 @@ class _Padder:
             xp = self.buf[: images.stop - images.start]
             xp[:, self.top : self.top + self.H, self.left : self.left + self.W] = x[images]
             return xp
-        y0, y1 = rows.start, rows.stop
-        xp = self.buf[: images.stop - images.start, : y1 - y0]
-        s0, s1 = max(0, y0 - self.top), max(0, min(self.H, y1 - self.top))  # x's rows in the window
-        d0, d1 = s0 + self.top - y0, s0 + self.top - y0 + max(0, s1 - s0)  # where they go
+        lo = rows.start
+        xp = self.buf[: images.stop - images.start, : rows.stop - lo]
+        d0, d1 = rows_inside(lo, rows.stop - lo, self.top, self.H)  # the window's rows of x
         xp[:, :d0] = 0.0  # rows of a previous window may lie where this one has padding
         xp[:, d1:] = 0.0
-        xp[:, d0:d1, self.left : self.left + self.W] = x[images, s0:s1]
+        xp[:, d0:d1, self.left : self.left + self.W] = x[images, lo + d0 - self.top : lo + d1 - self.top]
         return xp
 
 

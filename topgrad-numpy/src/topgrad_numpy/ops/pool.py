@@ -18,14 +18,11 @@ from typing import Any
 import numpy as np
 from topgrad.pooling import first_inside, pool_geometry
 
-from topgrad_numpy.ops._util import NumpyOp, int_like, select
+from topgrad_numpy.ops._util import Chunk, NumpyOp, int_like, rows_inside, select
 
 CHUNK_BYTES = 1 << 20
 """Bytes of one chunk's window stack: about half a 2 MiB L2, so the stack and the chunk's padded
 input, output and scratch stay in cache across the passes over it (tests set it smaller)."""
-
-Chunk = tuple[slice, slice]
-"""A chunk of the output: its images and its output rows."""
 
 
 def _tap_view(a: np.ndarray, i: int, j: int, geo: tuple[Any, ...]) -> np.ndarray:
@@ -41,9 +38,9 @@ def _chunks(batch: int, rows: int, row_bytes: int) -> list[Chunk]:
     per = max(1, CHUNK_BYTES // max(1, row_bytes))
     if per >= rows:
         n = per // rows
-        return [(slice(b, min(batch, b + n)), slice(0, rows)) for b in range(0, batch, n)]
+        return [Chunk(slice(b, min(batch, b + n)), slice(0, rows)) for b in range(0, batch, n)]
     starts = range(0, rows, per)
-    return [(slice(b, b + 1), slice(r, min(rows, r + per))) for b in range(batch) for r in starts]
+    return [Chunk(slice(b, b + 1), slice(r, min(rows, r + per))) for b in range(batch) for r in starts]
 
 
 def _input_rows(rows: slice, sh: int, kh: int) -> tuple[int, int]:
@@ -63,16 +60,10 @@ def _padded_rows(x: np.ndarray, images: slice, lo: int, pad: tuple[int, int], ou
     whole first: one pass over a cache-sized chunk, fewer calls than its borders alone)."""
     ph, pw = pad
     _, H, W, _ = x.shape
-    top, end = _inside(lo, out.shape[1], ph, H)
+    top, end = rows_inside(lo, out.shape[1], ph, H)
     out.fill(-np.inf)
     out[:, top:end, pw : pw + W] = x[images, lo + top - ph : lo + end - ph]
     return out
-
-
-def _inside(lo: int, rows: int, ph: int, H: int) -> tuple[int, int]:
-    """Which of the padded rows lo:lo+rows hold the image (ph:ph+H), counted from lo."""
-    top = min(max(lo, ph), lo + rows) - lo
-    return top, max(min(lo + rows, ph + H) - lo, top)
 
 
 def _pad_buffer(shape: tuple[int, ...], geo: tuple[Any, ...], chunk: Chunk, dtype: Any) -> np.ndarray | None:
@@ -130,7 +121,7 @@ def _unpad_into(
     previous chunk of the same image wrote (`done`: image, rows) are added to, the rest written."""
     ph, pw = pad
     _, H, W, _ = gx.shape
-    top, end = _inside(lo, acc.shape[1], ph, H)
+    top, end = rows_inside(lo, acc.shape[1], ph, H)
     first, last = lo + top - ph, lo + end - ph  # the image rows acc holds
     seen = min(max(done[1] if done[0] == images.start else 0, first), last)
     inside = acc[:, top:end, pw : pw + W]
