@@ -28,40 +28,37 @@ def _unrows(y: torch.Tensor, shape: tuple[int, ...], axis: int) -> torch.Tensor:
     return contiguous(y.view(moved).movedim(-1, axis))
 
 
-class LogSoftmax(TritonOp):
-    """log(softmax(x)) along `axis`, stable for large logits."""
+class _AlongOneAxis(TritonOp):
+    """LogSoftmax's and Softmax's frame: the axis moved last for the row kernels, which take `log`
+    (log-probabilities or probabilities); each op saves its output alone."""
+
+    log: bool
 
     def forward(self, x: torch.Tensor, axis: int = -1) -> torch.Tensor:
-        """log(softmax(x)) along the axis by the row kernel; saves the output."""
-        check_tensors("LogSoftmax", x=x)
-        (ax,) = normalize_axes("LogSoftmax", axis, x.ndim) or (0,)
+        """The op along the axis by the row kernel; saves the output."""
+        name = type(self).__name__
+        check_tensors(name, x=x)
+        (ax,) = normalize_axes(name, axis, x.ndim) or (0,)
         self.axis = ax
-        y = _unrows(logsoftmax_rows(_rows(x, ax)), tuple(x.shape), ax)
+        y = _unrows(logsoftmax_rows(_rows(x, ax), log=self.log), tuple(x.shape), ax)
         self.save_for_backward(out=y)
         return y
 
     def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:
-        """grad - softmax * sum(grad) along the axis, by the row backward kernel."""
+        """dL/dx from the saved output, by the row backward kernel."""
         (y,) = self.saved
-        dx = logsoftmax_rows_backward(_rows(grad, self.axis), _rows(y, self.axis))
+        dx = logsoftmax_rows_backward(_rows(grad, self.axis), _rows(y, self.axis), log=self.log)
         return (_unrows(dx, tuple(y.shape), self.axis),)
 
 
-class Softmax(TritonOp):
+class LogSoftmax(_AlongOneAxis):
+    """log(softmax(x)) along `axis`, stable for large logits; backward: grad - softmax * sum(grad)."""
+
+    log = True
+
+
+class Softmax(_AlongOneAxis):
     """Normalized exponentials along `axis` (an optional op): saves its output alone, where
-    LogSoftmax then Exp saved two arrays."""
+    LogSoftmax then Exp saved two arrays; backward: y * (grad - sum(grad * y))."""
 
-    def forward(self, x: torch.Tensor, axis: int = -1) -> torch.Tensor:
-        """exp(x - max) / sum(exp(x - max)) along the axis by the row kernel; saves the output."""
-        check_tensors("Softmax", x=x)
-        (ax,) = normalize_axes("Softmax", axis, x.ndim) or (0,)
-        self.axis = ax
-        y = _unrows(logsoftmax_rows(_rows(x, ax), log=False), tuple(x.shape), ax)
-        self.save_for_backward(out=y)
-        return y
-
-    def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:
-        """y * (grad - sum(grad * y)) along the axis, by the row backward kernel."""
-        (y,) = self.saved
-        dx = logsoftmax_rows_backward(_rows(grad, self.axis), _rows(y, self.axis), log=False)
-        return (_unrows(dx, tuple(y.shape), self.axis),)
+    log = False
