@@ -1,7 +1,9 @@
 """2-d convolution on NHWC images with HWIO kernels: im2col (a strided view, one copy) + GEMM,
 over chunks of the batch (or of a large image's rows) so each patch matrix is small (`CHUNK_BYTES`)
 and still in cache; the chunks split over the backend's threads (`parallel`), each thread with
-buffers of its own.
+buffers of its own. A stride-1 convolution of four or more channels whose images fit a chunk
+goes by kernel rows instead (`conv_rows`: row patches, a third of im2col's copy for a 3x3
+kernel, and one GEMM per kernel row), and so do its dL/dx and dL/dw.
 
 Backward, chunk by chunk: dL/dx is a correlation of the gradient with the flipped kernel
 (im2col + GEMM), one per phase of the stride (rows r::s, columns q::s each take only the taps
@@ -23,6 +25,7 @@ from topgrad.convolution import conv_geometry
 from topgrad_numpy import cpu_cache, parallel
 from topgrad_numpy.ops import gemm
 from topgrad_numpy.ops._util import Chunk, NumpyOp, colsum, rows_inside, wide_add
+from topgrad_numpy.ops.conv_rows import RowPatches, tap_rows, tap_rows_tn
 
 
 def _strided(a: np.ndarray, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
@@ -518,8 +521,14 @@ def _input_grad_by_phases(
     products = parallel.map_groups(correlate, chunks)
     if not want_w:
         return gx, None
-    gwf = _add_in_chunk_order(products, kernels[0].shape, kernels[0].dtype)
-    Cout = w.shape[3]
+    return gx, _unflipped(_add_in_chunk_order(products, kernels[0].shape, kernels[0].dtype), x, grad, geo)
+
+
+def _unflipped(gwf: np.ndarray, x: np.ndarray, grad: np.ndarray, geo: tuple[int, ...]) -> np.ndarray:
+    """dL/dw from dL/d(flipped kernel) (kh*kw*Cout, Cin), the product of the gradient's patches and
+    x; from x's own patches where that product misses how the forward paired non-finite values."""
+    kh, kw, _, _, ph, pw = geo[:6]
+    C, Cout = x.shape[3], grad.shape[3]
     gw = np.ascontiguousarray(gwf.reshape(kh, kw, Cout, C)[::-1, ::-1].transpose(0, 1, 3, 2))
     # pair x and the gradient as the forward did (x's padded patches), as PyTorch does, where
     # NaN/Inf would otherwise miss the padding's zeros: in x (then some tap of gw is not finite),
@@ -527,7 +536,34 @@ def _input_grad_by_phases(
     outside = (ph >= kh or pw >= kw) and not np.isfinite(grad).all()
     if outside or not np.isfinite(gw).all():
         gw = _weight_grad(x, grad.reshape(-1, Cout), _output_chunks(x, geo, C), geo)
-    return gx, gw
+    return gw
+
+
+def _input_grad_by_rows(
+    x: np.ndarray, w: np.ndarray, grad: np.ndarray, chunks: Sequence[Chunk], geo: tuple[int, ...],
+    need_w: bool,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """dL/dx of a stride-1 convolution as the gradient's stride-1 convolution with the flipped
+    kernel by kernel rows (`conv_rows`; `chunks` from `_row_plan`); with `need_w`, dL/dw from the
+    same row patches times x."""
+    kh, kw, _, _, ph, pw = geo[:6]
+    B, H, W, C = x.shape
+    Cout = w.shape[3]
+    flipped = w[::-1, ::-1].transpose(0, 1, 3, 2)  # (kh, kw, Cout, Cin): the correlation's kernel
+    kernels = [gemm.aligned(np.ascontiguousarray(row.reshape(kw * Cout, C))) for row in flipped]
+    gx = np.empty((B, H * W, C), dtype=grad.dtype)
+    pads = (kh - 1 - ph, kh - 1 - ph, kw - 1 - pw, kw - 1 - pw)
+    x3 = x.reshape(B, H * W, C) if need_w else None
+
+    def correlate(group: Sequence[Chunk]) -> _ChunkProducts | None:
+        return _convolve_rows(grad, kernels, pads, H, W, gx, group, x3, H)
+
+    products = parallel.map_groups(correlate, chunks)
+    gx4 = gx.reshape(x.shape)
+    if not need_w:
+        return gx4, None
+    gwf = _add_in_chunk_order([p for p in products if p is not None], (kh * kw * Cout, C), kernels[0].dtype)
+    return gx4, _unflipped(gwf, x, grad, geo)
 
 
 def _output_chunks(x: Any, geo: tuple[int, ...], channels: int, scale: int = 1) -> list[Chunk]:
@@ -537,11 +573,55 @@ def _output_chunks(x: Any, geo: tuple[int, ...], channels: int, scale: int = 1) 
     return plan_chunks(x.shape[0], Ho, Wo * kh * kw * channels * x.itemsize, row_width=Wo, scale=scale)
 
 
+ROW_PATCH_SCALE = 0.5
+"""Row-patch bytes per chunk of the kernel-row path, in CHUNK_BYTES: the 16 -> 16 layer at 28x28
+ran fastest in chunks of 4 images (0.6 MiB of row patches), the 32- and 64-channel ones in 8."""
+
+
+def _row_plan(x: np.ndarray, C: int, kh: int, kw: int, sh: int, sw: int, pads: tuple[int, ...],
+              rows: int, cols: int) -> list[Chunk] | None:
+    """Whole-image chunks for the kernel-row path (`conv_rows`) of a stride-1 convolution of x
+    (its images padded by `pads`, `rows` x `cols` outputs each), or None where that path does
+    not apply: a stride, a single kernel row, few channels (`_tap_by_tap`), a padding beyond the
+    kernel, an x that is not C-contiguous, or an image whose row patches outgrow a chunk."""
+    if (sh, sw) != (1, 1) or kh == 1 or _tap_by_tap(C) or not x.flags.c_contiguous or not x.size:
+        return None
+    top, bottom, left, right = pads
+    if min(pads) < 0 or max(top, bottom) >= kh or max(left, right) >= kw:
+        return None
+    image = (top + x.shape[1] + bottom) * cols * kw * C * x.itemsize  # one image's row patches
+    if image > CHUNK_BYTES:  # a large image goes by row chunks, through im2col
+        return None
+    B, per = x.shape[0], max(1, int(ROW_PATCH_SCALE * CHUNK_BYTES // image))
+    return [Chunk(slice(i, min(B, i + per)), slice(0, rows)) for i in range(0, B, per)]
+
+
 COL2IM_CHUNKS = 2
 """Patch gradients per col2im call, in CHUNK_BYTES: a chunk's kh*kw*C slice additions cost the
 same Python calls however few rows it has. A 7x7 stride-2 stem on RGB 224x224 images, forward +
 backward with dL/dx, against whole images: batch 1 9.2 -> 9.7 ms and 12.6 -> 4.1 MiB, batch 8
 77.5 -> 76.0 ms and 32.1 -> 25.5 MiB (one CHUNK_BYTES: about 10% slower; four: faster, 7.6 MiB)."""
+
+
+def _convolve_rows(
+    x: np.ndarray, kernels: list[np.ndarray], pads: tuple[int, int, int, int], Ho: int, Wo: int,
+    out: np.ndarray, group: Sequence[Chunk], b3: np.ndarray | None = None, rows: int = 0,
+) -> _ChunkProducts | None:
+    """out[images] (n, Ho*Wo, N) = x's stride-1 convolution by kernel rows (`conv_rows`) for one
+    thread's chunks, in buffers of its own. With `b3` (n, Ho*Wo, N'), each chunk's row patches
+    times b3 as well (`tap_rows_tn`), summed in chunk order (`_ChunkProducts`, `rows` an image's)."""
+    _, H, W, C = x.shape
+    n0 = _largest(group)[0]
+    patches = RowPatches(n0, H, W, C, len(kernels[0]) // C, pads, x.dtype)
+    tmp = np.empty((n0, *out.shape[1:]), out.dtype)
+    products = None if b3 is None else _ChunkProducts(group, kernels[0].dtype, rows)
+    for chunk in group:
+        images = chunk.images
+        R = patches(x, images)
+        tap_rows(R, kernels, Ho, Wo, out[images], tmp[: images.stop - images.start])
+        if products is not None and b3 is not None:
+            products.add(chunk, tap_rows_tn(R, b3[images], len(kernels), Ho, Wo, kernels[0].dtype))
+    return products
 
 
 class Conv2d(NumpyOp):
@@ -574,7 +654,13 @@ class Conv2d(NumpyOp):
             for _, at, cols in _patch_chunks(x, group, geo, ones=fold):
                 gemm.matmul(cols, w2, out2[at])
 
-        parallel.map_groups(convolve, _output_chunks(x, geo, C))
+        by_rows = _row_plan(x, C, kh, kw, sh, sw, (ph, ph, pw, pw), Ho, Wo)
+        if by_rows is None:
+            parallel.map_groups(convolve, _output_chunks(x, geo, C))
+        else:
+            kernels = [gemm.aligned(np.ascontiguousarray(w[i].reshape(kw * C, Cout))) for i in range(kh)]
+            pads = (ph, ph, pw, pw)
+            parallel.map_groups(lambda group: _convolve_rows(x, kernels, pads, Ho, Wo, out, group), by_rows)
         if b is not None and not fold:
             _bias(out2, b)
         self.save_for_backward(x=x, w=w)
@@ -609,7 +695,12 @@ class Conv2d(NumpyOp):
             H = x_shape[1]  # the correlation's chunks are of x's rows, as many bytes as the output's
             x_rows = plan_chunks(B, H, Ho * Wo * kh * kw * channels * x.itemsize / max(1, H), step=sh,
                                  row_width=x_shape[2])
-            gx, gw = _input_grad_by_phases(x, w, grad, x_rows, geo, need_w and not wasted)
+            full = (kh - 1 - ph, kh - 1 - ph, kw - 1 - pw, kw - 1 - pw)  # the correlation's padding
+            by_rows = _row_plan(grad, Cout, kh, kw, sh, sw, full, H, x_shape[2])
+            if by_rows is not None:
+                gx, gw = _input_grad_by_rows(x, w, grad, by_rows, geo, need_w and not wasted)
+            else:
+                gx, gw = _input_grad_by_phases(x, w, grad, x_rows, geo, need_w and not wasted)
         elif need_x:
             gx = _input_grad_col2im(w, g2, x_shape, _output_chunks(x, geo, C, COL2IM_CHUNKS), geo)
         gb = None
