@@ -337,6 +337,7 @@ def test_only_two_or_three_channels_at_stride_one_are_padded_as_planes(nb, monke
     from topgrad_numpy.ops import conv
 
     padders = _recorded(monkeypatch, conv, "_Padder")
+    monkeypatch.setattr(conv.gemm, "small_kernels", lambda: True)  # the kernel-row path on any BLAS
     # four channels at stride 1 go by kernel rows, with no padder
     for c, stride in ((3, 1), (2, 1), (3, 2), (1, 1), (4, 2), (4, 1)):
         conv.Conv2d().forward(_r(2, 6, 6, c), _r(3, 3, c, 2, seed=1), None, stride, 1)
@@ -492,6 +493,7 @@ def test_stride_1_convolutions_by_kernel_rows_match_pytorch(nb, data, seed) -> N
     blocks = data.draw(st.sampled_from([None, 1, 7, 200]), label="GEMM rows per block")  # None: real ones
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(conv, "ROW_PATCH_SCALE", scale)
+        patch.setattr(conv.gemm, "small_kernels", lambda: True)  # the path on any BLAS
         if blocks is not None:  # an image's GEMMs in blocks of rows, and a remainder
             patch.setattr(conv.gemm, "block_len", lambda k, n: blocks)
         calls = _recorded(patch, conv, "tap_rows")
@@ -705,6 +707,7 @@ def test_kernel_row_convolutions_give_the_same_bits_on_any_thread_count(
     from topgrad_numpy.ops import conv
 
     monkeypatch.setattr(conv, "ROW_PATCH_SCALE", 1e-9)
+    monkeypatch.setattr(conv.gemm, "small_kernels", lambda: True)  # the path on any BLAS
     calls = _recorded(monkeypatch, conv, "tap_rows")
     x, w, b = _r(7, 9, 8, 6), _r(3, 2, 6, 5, seed=1), _r(5, seed=2)
     if nan:

@@ -578,13 +578,19 @@ ROW_PATCH_SCALE = 0.5
 ran fastest in chunks of 4 images (0.6 MiB of row patches), the 32- and 64-channel ones in 8."""
 
 
-def _row_plan(x: np.ndarray, C: int, kh: int, kw: int, sh: int, sw: int, pads: tuple[int, ...],
-              rows: int, cols: int) -> list[Chunk] | None:
+def _row_plan(x: np.ndarray, C: int, n_out: int, kh: int, kw: int, sh: int, sw: int,
+              pads: tuple[int, ...], rows: int, cols: int) -> list[Chunk] | None:
     """Whole-image chunks for the kernel-row path (`conv_rows`) of a stride-1 convolution of x
-    (its images padded by `pads`, `rows` x `cols` outputs each), or None where that path does
-    not apply: a stride, a single kernel row, few channels (`_tap_by_tap`), a padding beyond the
-    kernel, an x that is not C-contiguous, or an image whose row patches outgrow a chunk."""
+    (its images padded by `pads`, `rows` x `cols` outputs of `n_out` channels each), or None
+    where that path does not apply: a stride, a single kernel row, few channels (`_tap_by_tap`),
+    a padding beyond the kernel, an x that is not C-contiguous, an image whose row patches
+    outgrow a chunk, or GEMMs that OpenBLAS's small-matrix kernels cannot take in blocks of
+    MIN_ROWS (`gemm.block_len`; also where numpy's BLAS has no such kernels). Measured there:
+    256 -> 256 at 7x7 (K = 768, N = 256) 1.61 -> 1.99x PyTorch's time by kernel rows; on AVX2
+    (Haswell) kernels, three K = 3C GEMMs with their additions were 1.3-1.6x slower than im2col."""
     if (sh, sw) != (1, 1) or kh == 1 or _tap_by_tap(C) or not x.flags.c_contiguous or not x.size:
+        return None
+    if not gemm.block_len(kw * C, n_out):
         return None
     top, bottom, left, right = pads
     if min(pads) < 0 or max(top, bottom) >= kh or max(left, right) >= kw:
@@ -654,7 +660,7 @@ class Conv2d(NumpyOp):
             for _, at, cols in _patch_chunks(x, group, geo, ones=fold):
                 gemm.matmul(cols, w2, out2[at])
 
-        by_rows = _row_plan(x, C, kh, kw, sh, sw, (ph, ph, pw, pw), Ho, Wo)
+        by_rows = _row_plan(x, C, Cout, kh, kw, sh, sw, (ph, ph, pw, pw), Ho, Wo)
         if by_rows is None:
             parallel.map_groups(convolve, _output_chunks(x, geo, C))
         else:
@@ -696,7 +702,7 @@ class Conv2d(NumpyOp):
             x_rows = plan_chunks(B, H, Ho * Wo * kh * kw * channels * x.itemsize / max(1, H), step=sh,
                                  row_width=x_shape[2])
             full = (kh - 1 - ph, kh - 1 - ph, kw - 1 - pw, kw - 1 - pw)  # the correlation's padding
-            by_rows = _row_plan(grad, Cout, kh, kw, sh, sw, full, H, x_shape[2])
+            by_rows = _row_plan(grad, Cout, C, kh, kw, sh, sw, full, H, x_shape[2])
             if by_rows is not None:
                 gx, gw = _input_grad_by_rows(x, w, grad, by_rows, geo, need_w and not wasted)
             else:
