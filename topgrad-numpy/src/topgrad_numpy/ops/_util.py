@@ -415,6 +415,12 @@ class Chunk(NamedTuple):
     rows: slice
 
 
+def input_rows(rows: slice, step: int, kernel: int) -> tuple[int, int]:
+    """The padded input rows [lo, hi) that output rows `rows` read, at stride `step` with windows
+    `kernel` rows tall (a chunk's window of the padded image)."""
+    return rows.start * step, (rows.stop - 1) * step + kernel
+
+
 def rows_inside(lo: int, rows: int, pad: int, n: int) -> tuple[int, int]:
     """Which of the padded rows lo:lo+rows hold the image (pad:pad+n), counted from lo: a chunk's
     window of a padded image is padding above the first and from the second on."""

@@ -24,8 +24,8 @@ from topgrad.convolution import conv_geometry
 
 from topgrad_numpy import cpu_cache, parallel
 from topgrad_numpy.ops import gemm
-from topgrad_numpy.ops._util import Chunk, NumpyOp, colsum, rows_inside, wide_add
-from topgrad_numpy.ops.conv_rows import RowPatches, tap_rows, tap_rows_tn
+from topgrad_numpy.ops._util import Chunk, NumpyOp, colsum, input_rows, rows_inside, wide_add
+from topgrad_numpy.ops.conv_rows import RowPatches, kernel_rows, tap_rows, tap_rows_tn
 
 
 def _strided(a: np.ndarray, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
@@ -260,13 +260,13 @@ def _patch_chunks(
     # ms, dL/dw 4.0 -> 3.7; at stride 2 the transposing copy costs more than it saves, +10%)
     planar = C > 1 and _tap_by_tap(C) and sh == sw == 1
     n0, rows0 = _largest(chunks)
-    window = None if rows0 == Ho else (rows0 - 1) * sh + kh  # a row chunk's padded rows
+    window = None if rows0 == Ho else input_rows(slice(0, rows0), sh, kh)[1]  # a row chunk's padded rows
     pad = _Padder(n0, H, W, C, ph, pw, x.dtype, planar=planar, rows=window)
     scratch = np.empty(n0 * rows0 * Wo * (K + 1 if ones else K), dtype=x.dtype)
     for chunk in chunks:
         images, rows = chunk  # a row chunk pads only the padded rows it reads
         whole = rows.stop - rows.start == Ho
-        xp = pad(x, images) if whole else pad(x, images, slice(rows.start * sh, (rows.stop - 1) * sh + kh))
+        xp = pad(x, images) if whole else pad(x, images, slice(*input_rows(rows, sh, kh)))
         cols = im2col(xp, kh, kw, sh, sw, scratch)
         if ones:  # the patches are scratch's first K rows of m (column-major): one more row
             m = cols.shape[0]
@@ -549,20 +549,19 @@ def _input_grad_by_rows(
     kh, kw, _, _, ph, pw = geo[:6]
     B, H, W, C = x.shape
     Cout = w.shape[3]
-    flipped = w[::-1, ::-1].transpose(0, 1, 3, 2)  # (kh, kw, Cout, Cin): the correlation's kernel
-    kernels = [gemm.aligned(np.ascontiguousarray(row.reshape(kw * Cout, C))) for row in flipped]
+    kernels = kernel_rows(w[::-1, ::-1].transpose(0, 1, 3, 2))  # the correlation's (kh, kw, Cout, Cin)
     gx = np.empty((B, H * W, C), dtype=grad.dtype)
     pads = (kh - 1 - ph, kh - 1 - ph, kw - 1 - pw, kw - 1 - pw)
     x3 = x.reshape(B, H * W, C) if need_w else None
 
-    def correlate(group: Sequence[Chunk]) -> _ChunkProducts | None:
+    def correlate(group: Sequence[Chunk]) -> _ChunkProducts:
         return _convolve_rows(grad, kernels, pads, H, W, gx, group, x3, H)
 
     products = parallel.map_groups(correlate, chunks)
     gx4 = gx.reshape(x.shape)
     if not need_w:
         return gx4, None
-    gwf = _add_in_chunk_order([p for p in products if p is not None], (kh * kw * Cout, C), kernels[0].dtype)
+    gwf = _add_in_chunk_order(products, (kh * kw * Cout, C), kernels[0].dtype)
     return gx4, _unflipped(gwf, x, grad, geo)
 
 
@@ -612,20 +611,21 @@ backward with dL/dx, against whole images: batch 1 9.2 -> 9.7 ms and 12.6 -> 4.1
 def _convolve_rows(
     x: np.ndarray, kernels: list[np.ndarray], pads: tuple[int, int, int, int], Ho: int, Wo: int,
     out: np.ndarray, group: Sequence[Chunk], b3: np.ndarray | None = None, rows: int = 0,
-) -> _ChunkProducts | None:
+) -> _ChunkProducts:
     """out[images] (n, Ho*Wo, N) = x's stride-1 convolution by kernel rows (`conv_rows`) for one
     thread's chunks, in buffers of its own. With `b3` (n, Ho*Wo, N'), each chunk's row patches
-    times b3 as well (`tap_rows_tn`), summed in chunk order (`_ChunkProducts`, `rows` an image's)."""
+    times b3 as well (`tap_rows_tn`), summed in chunk order into the products returned
+    (`_ChunkProducts`, `rows` an image's; without `b3` they stay empty)."""
     _, H, W, C = x.shape
     n0 = _largest(group)[0]
     patches = RowPatches(n0, H, W, C, len(kernels[0]) // C, pads, x.dtype)
     tmp = np.empty((n0, *out.shape[1:]), out.dtype)
-    products = None if b3 is None else _ChunkProducts(group, kernels[0].dtype, rows)
+    products = _ChunkProducts(group, kernels[0].dtype, rows)
     for chunk in group:
         images = chunk.images
         R = patches(x, images)
         tap_rows(R, kernels, Ho, Wo, out[images], tmp[: images.stop - images.start])
-        if products is not None and b3 is not None:
+        if b3 is not None:
             products.add(chunk, tap_rows_tn(R, b3[images], len(kernels), Ho, Wo, kernels[0].dtype))
     return products
 
@@ -644,28 +644,25 @@ class Conv2d(NumpyOp):
                                                      stride, padding)
         B, _, _, C = x.shape
         kh, kw, _, Cout = w.shape
-        w2 = w.reshape(kh * kw * C, Cout)
         # few channels: the bias as the kernel's last row, against a column of ones in the patches,
         # so the GEMM writes the output once (a 1 -> 32 layer at batch 128: 1.47 -> 1.06 ms); the
         # output of a wider input is as large against a far larger GEMM, and its bias stays a pass
         fold = b is not None and _tap_by_tap(C) and b.dtype == w.dtype
-        if fold:
-            w2 = np.concatenate([w2, b[None]])
-        w2 = gemm.aligned(w2)  # once, not once per chunk in gemm.matmul
         out = np.empty((B, Ho * Wo, Cout), dtype=np.result_type(x, w, *(() if b is None else (b.dtype,))))
         geo = (kh, kw, sh, sw, ph, pw, Ho, Wo)
         out2 = out.reshape(B * Ho * Wo, Cout)
-
-        def convolve(group: Sequence[Chunk]) -> None:  # each thread's chunks, in buffers of its own
-            for _, at, cols in _patch_chunks(x, group, geo, ones=fold):
-                gemm.matmul(cols, w2, out2[at])
-
         by_rows = _row_plan(x, C, Cout, kh, kw, sh, sw, (ph, ph, pw, pw), Ho, Wo)
         if by_rows is None:
+            w2 = w.reshape(kh * kw * C, Cout)
+            w2 = gemm.aligned(np.concatenate([w2, b[None]]) if fold else w2)  # once, not per chunk
+
+            def convolve(group: Sequence[Chunk]) -> None:  # each thread's chunks, in buffers of its own
+                for _, at, cols in _patch_chunks(x, group, geo, ones=fold):
+                    gemm.matmul(cols, w2, out2[at])
+
             parallel.map_groups(convolve, _output_chunks(x, geo, C))
         else:
-            kernels = [gemm.aligned(np.ascontiguousarray(w[i].reshape(kw * C, Cout))) for i in range(kh)]
-            pads = (ph, ph, pw, pw)
+            kernels, pads = kernel_rows(w), (ph, ph, pw, pw)
             parallel.map_groups(lambda group: _convolve_rows(x, kernels, pads, Ho, Wo, out, group), by_rows)
         if b is not None and not fold:
             _bias(out2, b)
@@ -698,14 +695,14 @@ class Conv2d(NumpyOp):
             # stride 1 takes dL/dw from the correlation's patches, one row per input position; where
             # the outputs are far fewer (a large kernel, no padding), x's patches have fewer rows
             wasted = Ho * Wo < REUSE_BELOW * x_shape[1] * x_shape[2]
-            H = x_shape[1]  # the correlation's chunks are of x's rows, as many bytes as the output's
-            x_rows = plan_chunks(B, H, Ho * Wo * kh * kw * channels * x.itemsize / max(1, H), step=sh,
-                                 row_width=x_shape[2])
+            H = x_shape[1]
             full = (kh - 1 - ph, kh - 1 - ph, kw - 1 - pw, kw - 1 - pw)  # the correlation's padding
             by_rows = _row_plan(grad, Cout, C, kh, kw, sh, sw, full, H, x_shape[2])
             if by_rows is not None:
                 gx, gw = _input_grad_by_rows(x, w, grad, by_rows, geo, need_w and not wasted)
-            else:
+            else:  # the correlation's chunks are of x's rows, as many bytes as the output's
+                x_rows = plan_chunks(B, H, Ho * Wo * kh * kw * channels * x.itemsize / max(1, H), step=sh,
+                                     row_width=x_shape[2])
                 gx, gw = _input_grad_by_phases(x, w, grad, x_rows, geo, need_w and not wasted)
         elif need_x:
             gx = _input_grad_col2im(w, g2, x_shape, _output_chunks(x, geo, C, COL2IM_CHUNKS), geo)

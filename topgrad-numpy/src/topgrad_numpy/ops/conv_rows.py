@@ -61,11 +61,17 @@ class RowPatches:
         return R.reshape(n, self.Hp * self.Wo, kw * C)
 
 
+def kernel_rows(w: np.ndarray) -> list[np.ndarray]:
+    """A (kh, kw, Cin, Cout) kernel as its kh row matrices (kw*Cin, Cout), each C-contiguous and
+    aligned for the GEMMs (`gemm.aligned`), made once per op call."""
+    return [gemm.aligned(row.reshape(-1, row.shape[-1])) for row in w]
+
+
 def _blocks(m: int, k: int, n: int) -> int:
     """Rows per GEMM block for an image's (m, k) @ (k, n) product: small enough for OpenBLAS's
     small-matrix kernels where it has them (`gemm.block_len`), else the whole image."""
     rows = gemm.block_len(k, n)
-    return gemm._even(m, rows) if rows and m > rows else m
+    return gemm.even_rows(m, rows) if rows and m > rows else m
 
 
 def _stacked(a3: np.ndarray, rows: int) -> list[tuple[np.ndarray, slice]]:

@@ -90,7 +90,7 @@ def block_len(k: int, n: int) -> int:
     return rows if rows >= MIN_ROWS and small_kernels() else 0
 
 
-def _even(m: int, rows: int) -> int:
+def even_rows(m: int, rows: int) -> int:
     """Rows per block for m rows in as many blocks as blocks of `rows` would take, all of the same
     size but a last one a few rows shorter: 1568 rows in four blocks of 392, not three of 434
     and a last GEMM of 266, which costs a BLAS call and, in `matmul_tn`, an addition of its own
@@ -103,10 +103,10 @@ def _plan(m: int, k: int, n: int) -> tuple[int, int]:
     whole. Where n is too wide for blocks of MIN_ROWS, b's columns split into PANELS panels."""
     rows = block_len(k, n)
     if rows:
-        return (_even(m, rows) if m > rows else 0), n
+        return (even_rows(m, rows) if m > rows else 0), n
     width = -(-n // PANELS)
     rows = block_len(k, width)
-    return (_even(m, rows), width) if rows and m > rows else (0, n)
+    return (even_rows(m, rows), width) if rows and m > rows else (0, n)
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -170,7 +170,7 @@ def matmul_tn(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np
         return rank_one(a[0], b[0], out)
     if rows < TN_MIN_ROWS or m <= rows:
         return np.matmul(a.T, b, out=out)
-    rows = _even(m, rows)
+    rows = even_rows(m, rows)
     whole = m // rows * rows
     parts = np.matmul(a[:whole].reshape(-1, rows, a.shape[1]).transpose(0, 2, 1),
                       b[:whole].reshape(-1, rows, b.shape[1]))

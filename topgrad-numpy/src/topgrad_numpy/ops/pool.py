@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from topgrad.pooling import first_inside, pool_geometry
 
-from topgrad_numpy.ops._util import Chunk, NumpyOp, int_like, rows_inside, select
+from topgrad_numpy.ops._util import Chunk, NumpyOp, input_rows, int_like, rows_inside, select
 
 CHUNK_BYTES = 1 << 20
 """Bytes of one chunk's window stack: about half a 2 MiB L2, so the stack and the chunk's padded
@@ -41,11 +41,6 @@ def _chunks(batch: int, rows: int, row_bytes: int) -> list[Chunk]:
         return [Chunk(slice(b, min(batch, b + n)), slice(0, rows)) for b in range(0, batch, n)]
     starts = range(0, rows, per)
     return [Chunk(slice(b, b + 1), slice(r, min(rows, r + per))) for b in range(batch) for r in starts]
-
-
-def _input_rows(rows: slice, sh: int, kh: int) -> tuple[int, int]:
-    """The padded input rows [lo, hi) that output rows `rows` read, at stride sh with kh-row windows."""
-    return rows.start * sh, (rows.stop - 1) * sh + kh
 
 
 def _cut(chunk: Chunk) -> tuple[slice, slice]:
@@ -72,7 +67,7 @@ def _pad_buffer(shape: tuple[int, ...], geo: tuple[Any, ...], chunk: Chunk, dtyp
     if not (ph or pw):
         return None
     images, rows = _cut(chunk)
-    lo, hi = _input_rows(rows, sh, kh)
+    lo, hi = input_rows(rows, sh, kh)
     return np.empty((images.stop, hi - lo, shape[2] + 2 * pw, shape[3]), dtype=dtype)
 
 
@@ -179,7 +174,7 @@ def _pool_chunks(
     pad_buf = _pad_buffer(x.shape, geo, chunks[0], x.dtype)
     for chunk in chunks:
         (images, rows), (m, r) = chunk, _cut(chunk)
-        lo, hi = _input_rows(rows, sh, kh)
+        lo, hi = input_rows(rows, sh, kh)
         xc = x[images, lo:hi] if pad_buf is None else _padded_rows(x, images, lo, pad, pad_buf[m, : hi - lo])
         win = _windows(xc, (geo[0], geo[1], pad, (r.stop, wo)), win_buf[:, m, r])
         top, taken = best[chunk], tap[chunk]
@@ -204,7 +199,7 @@ def _unpool_chunks(
     done = (-1, 0)  # (image, rows of it written) by the chunks so far
     for chunk in chunks:
         (images, rows), (m, r) = chunk, _cut(chunk)
-        lo, hi = _input_rows(rows, sh, kh)
+        lo, hi = input_rows(rows, sh, kh)
         acc = gx[images, lo:hi] if pad_buf is None else pad_buf[m, : hi - lo]
         if pad_buf is not None:
             acc.fill(0.0)
