@@ -473,10 +473,10 @@ def test_stride_1_convolutions_by_kernel_rows_match_pytorch(nb, data, seed) -> N
     forward, dL/dx (the gradient's convolution with the flipped kernel) and dL/dw from the
     gradient's row patches. Against PyTorch at 1e-4, for any kernel and padding below it per
     axis (border columns that the padding cuts on both sides, windows wider than the image),
-    one image per chunk or several, an image's GEMMs in blocks of rows or whole (dL/dw's in
-    blocks of TN_ROWS positions or fewer), x in any memory layout, a constant input."""
+    one image per chunk or several, an image's GEMMs in blocks of rows or whole, x in any memory
+    layout, a constant input."""
     from helpers import check_against_torch, layouts, rand, torch_conv2d
-    from topgrad_numpy.ops import conv, conv_rows
+    from topgrad_numpy.ops import conv
 
     kh, kw = data.draw(st.integers(2, 4), label="kh"), data.draw(st.integers(1, 4), label="kw")
     padding = (data.draw(st.integers(0, kh - 1), label="ph"), data.draw(st.integers(0, kw - 1), label="pw"))
@@ -491,10 +491,8 @@ def test_stride_1_convolutions_by_kernel_rows_match_pytorch(nb, data, seed) -> N
               rand((cout,), seed + 2)]
     layout = data.draw(layouts(3), label="layout")
     blocks = data.draw(st.sampled_from([None, 1, 7, 200]), label="GEMM rows per block")  # None: real ones
-    tn_rows = data.draw(st.sampled_from([conv_rows.TN_ROWS, 2, 5]), label="TN_ROWS")  # dL/dw's blocks
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(conv, "ROW_PATCH_SCALE", scale)
-        patch.setattr(conv_rows, "TN_ROWS", tn_rows)
         patch.setattr(conv.gemm, "small_kernels", lambda: True)  # the path on any BLAS
         if blocks is not None:  # an image's GEMMs in blocks of rows, and a remainder
             patch.setattr(conv.gemm, "block_len", lambda k, n: blocks)

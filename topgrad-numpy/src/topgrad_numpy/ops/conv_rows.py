@@ -74,15 +74,6 @@ def _blocks(m: int, k: int, n: int) -> int:
     return gemm.even_rows(m, rows) if rows and m > rows else m
 
 
-TN_ROWS = 224
-"""Most positions per block in dL/dw's products (`tap_rows_tn`), each block's (k, rows) @ (rows,
-n) summed: OpenBLAS's small-matrix kernel for a transposed a runs long contractions slower.
-Intel host, one thread, a batch's products of 28x28 images, against whole images (784 rows):
-16 -> 16 channels 1.26x faster in blocks of 196, 16 -> 32 1.08x, 32 -> 16 1.09x, 32 -> 32
-1.15x (against blocks of 262), 56x56 16 -> 16 1.28x in blocks of 224; 8 -> 8 0.97x. The
-forward's products (`tap_rows`, not transposed) gain nothing from shorter blocks (0.96-1.0x)."""
-
-
 def _stacked(a3: np.ndarray, rows: int) -> list[tuple[np.ndarray, slice]]:
     """a3 (n, m, k) as stacked blocks of `rows` rows: (n, m // rows, rows, k), then the rest of
     each image's rows; each with the rows of m it covers."""
@@ -116,8 +107,6 @@ def tap_rows_tn(R: np.ndarray, b3: np.ndarray, kh: int, Ho: int, Wo: int, dtype:
     for a b3 that is the gradient (or dL/dw of the flipped kernel for b3 = x, R the gradient's)."""
     m, k, N = Ho * Wo, R.shape[2], b3.shape[2]
     rows = _blocks(m, k, N)
-    if rows > TN_ROWS:
-        rows = gemm.even_rows(m, TN_ROWS)
     total = np.empty((kh, k, N), dtype)
     for i in range(kh):
         a3 = R[:, i * Wo : i * Wo + m]
