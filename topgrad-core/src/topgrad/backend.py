@@ -118,6 +118,13 @@ class Backend:
         holding the array sees the sum); returns the array holding the sum, by default a new one."""
         return self.add(total, part)
 
+    def add_gradients(self, total: Any, part: Any) -> Any:
+        """total + part, two gradients of one shape that reach the same tensor in one backward (a
+        tensor used twice: a residual shortcut). backward hands over `total` with no reference of
+        its own, so a backend that can tell no one else holds the array may write the sum into it
+        and save a new array; by default `add(total, part)`."""
+        return self.add(total, part)
+
     def zero_out(self, a: Any) -> Any:
         """Zeros of `a`'s shape and dtype: `zero_grad(set_to_none=False)` clears a `.grad` with it.
         Written into `a` where the backend can, as PyTorch zeroes `.grad` in place (code holding the
