@@ -477,6 +477,16 @@ def test_a_zero_out_that_leaves_a_0d_value_fails_its_row() -> None:
     assert not outcome.ok and "zero_out(0-d a)" in outcome.message, outcome
 
 
+def test_an_add_gradients_that_drops_a_part_fails_its_row() -> None:
+    """backward sums a tensor's gradients with add_gradients: one that keeps only the first
+    fails the kit's row, not only the residual graphs later."""
+    with _numpy_variant("first-only") as variant:
+        variant.add_gradients = lambda self, total, part: total
+        with _selected("first-only"):
+            outcome = HELPER_CHECKS["add_gradients"](1e-4)
+    assert not outcome.ok and "add_gradients(a, b)" in outcome.message, outcome
+
+
 def test_an_op_that_changes_the_dtype_fails() -> None:
     """Values right, dtype promoted to float64: the kit says so (parameters would follow)."""
     from topgrad_numpy import ops as numpy_ops
@@ -625,8 +635,8 @@ def test_the_kit_knows_which_helpers_the_base_class_leaves_to_backends() -> None
     assert {helper_row(h) for h in REQUIRED_HELPERS} <= set(HELPER_CHECKS)  # each has a row to fail
 
 
-@pytest.mark.parametrize(("helper", "closing"), [("asarray", "2 passed, 39 not run, 1 failed"),
-                                                  ("to_numpy", "0 passed, 41 not run, 1 failed")])
+@pytest.mark.parametrize(("helper", "closing"), [("asarray", "2 passed, 40 not run, 1 failed"),
+                                                  ("to_numpy", "0 passed, 42 not run, 1 failed")])
 def test_a_missing_helper_fails_its_own_row_and_the_rows_needing_it_are_not_run(helper: str,
                                                                                  closing: str) -> None:
     """Every row failed, each repeating the base class's NotImplementedError traceback."""

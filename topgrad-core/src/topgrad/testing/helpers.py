@@ -168,6 +168,21 @@ def check_accumulate(rtol: float = RTOL) -> Outcome:
     ])
 
 
+def check_add_gradients(rtol: float = RTOL) -> Outcome:
+    """add_gradients(total, part) returns total + part, written into total or not: backward sums
+    the gradients that reach one tensor with it (a wrong one breaks every residual graph)."""
+    b = get_backend()
+    part = b.asarray(_B)
+    result = b.add_gradients(b.asarray(_A), part)
+    zero_d = b.add_gradients(b.asarray(_A[0, 0]), b.asarray(_B[0, 0]))
+    return merge([
+        *_has_array_api("add_gradients(a, b)", result, _A.shape),
+        compare("add_gradients(a, b)", host_values(result), _A + _B, rtol),
+        compare("add_gradients left b", host_values(part), _B, 0.0),
+        *_of_the_backend("add_gradients of two 0-d arrays", zero_d),
+    ])
+
+
 def check_zero_out(rtol: float = RTOL) -> Outcome:
     """zero_out(a) returns zeros of a's shape and dtype (float64 too, where the backend has it),
     written into a or not: zero_grad(set_to_none=False) clears gradients with it. NaN and inf become
@@ -208,6 +223,7 @@ HELPER_CHECKS: dict[str, Callable[[float], Outcome]] = {
     "sqrt": check_sqrt,
     "copy/memory_key": check_copy,
     "accumulate": check_accumulate,
+    "add_gradients": check_add_gradients,
     "zero_out": check_zero_out,
 }
 """Each helper check by its row label; each takes the tolerance and returns an Outcome."""
