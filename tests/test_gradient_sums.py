@@ -139,3 +139,16 @@ def test_backward_sums_a_residual_shortcut_in_place(monkeypatch: pytest.MonkeyPa
     np.testing.assert_allclose(x.grad, xt.grad.numpy(), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(w.grad, wt.grad.numpy(), rtol=1e-4, atol=1e-4)
 
+
+
+def test_without_reference_counts_every_sum_is_a_new_array(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On an interpreter without sys.getrefcount (PyPy) the calibration is 0: no sum in place."""
+    from topgrad_numpy import backend as numpy_backend
+
+    backend = _nb()
+    monkeypatch.setattr(numpy_backend, "_SOLE_REFS", 0)
+    grads = {0: np.ones((2, 3), np.float32)}
+    address = grads[0].ctypes.data
+    total = backend.add_gradients(grads.pop(0), np.full((2, 3), 2.0, np.float32))
+    assert total.ctypes.data != address
+    np.testing.assert_array_equal(total, np.full((2, 3), 3.0, np.float32))

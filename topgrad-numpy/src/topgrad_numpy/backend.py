@@ -26,7 +26,7 @@ def _sole(a: np.ndarray) -> bool:
     often a reshaped view of a new array. Any other holder adds a reference: a dict or a Tensor
     keeping it, an op's saved arrays, a second gradient entry (Add hands one array to both of
     its inputs), and every view (a view's `base` is the array owning the memory)."""
-    if not (a.flags.writeable and sys.getrefcount(a) <= _SOLE_REFS):
+    if not (_SOLE_REFS and a.flags.writeable and sys.getrefcount(a) <= _SOLE_REFS):
         return False
     owner = a.base
     return owner is None or (type(owner) is np.ndarray and owner.base is None
@@ -51,8 +51,9 @@ def _owner_refs(a: np.ndarray) -> int:
     return sys.getrefcount(owner)
 
 
-_SOLE_REFS = _argument_refs(np.empty(1))
-_OWNER_REFS = _owner_refs(np.empty(2).reshape(1, 2))
+# 0 where the interpreter keeps no reference counts (PyPy has no sys.getrefcount): no sum in place
+_SOLE_REFS = _argument_refs(np.empty(1)) if hasattr(sys, "getrefcount") else 0
+_OWNER_REFS = _owner_refs(np.empty(2).reshape(1, 2)) if _SOLE_REFS else 0
 
 
 def _f32(x: Any) -> np.ndarray:
