@@ -415,6 +415,11 @@ class Chunk(NamedTuple):
     rows: slice
 
 
+def image_chunks(batch: int, per: int, rows: int) -> list[Chunk]:
+    """Chunks of `per` whole images each (the last may hold fewer), all `rows` rows of them."""
+    return [Chunk(slice(i, min(batch, i + per)), slice(0, rows)) for i in range(0, batch, per)]
+
+
 def input_rows(rows: slice, step: int, kernel: int) -> tuple[int, int]:
     """The padded input rows [lo, hi) that output rows `rows` read, at stride `step` with windows
     `kernel` rows tall (a chunk's window of the padded image)."""

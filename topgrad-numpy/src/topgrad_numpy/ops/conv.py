@@ -24,7 +24,7 @@ from topgrad.convolution import conv_geometry
 
 from topgrad_numpy import cpu_cache, parallel
 from topgrad_numpy.ops import gemm
-from topgrad_numpy.ops._util import Chunk, NumpyOp, colsum, input_rows, rows_inside, wide_add
+from topgrad_numpy.ops._util import Chunk, NumpyOp, colsum, image_chunks, input_rows, rows_inside, wide_add
 from topgrad_numpy.ops.conv_rows import RowPatches, kernel_rows, tap_rows, tap_rows_tn
 
 
@@ -178,7 +178,7 @@ def plan_chunks(
     size = max(chunk, ROW_CHUNK_POSITIONS * bytes_per_row / max(1, row_width))
     if rows * bytes_per_row <= size or rows <= step:
         per = max(1, int(chunk // max(1.0, rows * bytes_per_row)))
-        return [Chunk(slice(i, min(batch, i + per)), slice(0, rows)) for i in range(0, batch, per)]
+        return image_chunks(batch, per, rows)
     pieces = -(-rows // max(step, int(size // bytes_per_row) // step * step))
     per_rows = -(-rows // (pieces * step)) * step  # equal pieces, not a full one and a sliver
     return [Chunk(slice(i, i + 1), slice(r, min(rows, r + per_rows)))
@@ -598,7 +598,7 @@ def _row_plan(x: np.ndarray, C: int, n_out: int, kh: int, kw: int, sh: int, sw: 
     if image > CHUNK_BYTES:  # a large image goes by row chunks, through im2col
         return None
     B, per = x.shape[0], max(1, int(ROW_PATCH_SCALE * CHUNK_BYTES // image))
-    return [Chunk(slice(i, min(B, i + per)), slice(0, rows)) for i in range(0, B, per)]
+    return image_chunks(B, per, rows)
 
 
 COL2IM_CHUNKS = 2

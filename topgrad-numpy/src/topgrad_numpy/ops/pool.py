@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from topgrad.pooling import first_inside, pool_geometry
 
-from topgrad_numpy.ops._util import Chunk, NumpyOp, input_rows, int_like, rows_inside, select
+from topgrad_numpy.ops._util import Chunk, NumpyOp, image_chunks, input_rows, int_like, rows_inside, select
 
 CHUNK_BYTES = 1 << 20
 """Bytes of one chunk's window stack: about half a 2 MiB L2, so the stack and the chunk's padded
@@ -38,7 +38,7 @@ def _chunks(batch: int, rows: int, row_bytes: int) -> list[Chunk]:
     per = max(1, CHUNK_BYTES // max(1, row_bytes))
     if per >= rows:
         n = per // rows
-        return [Chunk(slice(b, min(batch, b + n)), slice(0, rows)) for b in range(0, batch, n)]
+        return image_chunks(batch, n, rows)
     starts = range(0, rows, per)
     return [Chunk(slice(b, b + 1), slice(r, min(rows, r + per))) for b in range(batch) for r in starts]
 
