@@ -786,7 +786,7 @@ class Tensor:
         if self._op is None:
             self._grad = backend.copy(grad) if self._grad is None else _add_in(self, grad, backend)
             return
-        add = backend.add_gradients
+        add_gradients = backend.add_gradients
         order = _toposort(self._op)
         # memory that leaf gradients must not share: the seed, and every leaf's values (a backward
         # may hand back one input's saved array as another's gradient: dot(x, w) = sum(x * w))
@@ -808,7 +808,7 @@ class Tensor:
                 if pg is None or not node.needs_grad(i):  # a constant or a plain value
                     continue
                 key = id(parent)
-                grads[key] = pg if key not in grads else add(grads.pop(key), pg)  # pop: no reference held
+                grads[key] = pg if key not in grads else add_gradients(grads.pop(key), pg)  # pop: no ref held
             if node._intermediate:  # an op that saved nothing can run backward again
                 node._release()
 

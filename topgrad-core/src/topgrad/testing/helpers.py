@@ -153,33 +153,21 @@ def check_copy(rtol: float = RTOL) -> Outcome:
     return merge(outcomes)
 
 
-def check_accumulate(rtol: float = RTOL) -> Outcome:
-    """accumulate(total, part) returns total + part, written into total or not: backward sums a
-    leaf's gradients with it (a wrong one would give every second backward a wrong `.grad`)."""
+def check_sum_helper(name: str, rtol: float = RTOL) -> Outcome:
+    """`name`(total, part) returns total + part, written into total or not, and leaves part as it
+    was: backward sums gradients with these helpers. `accumulate` adds a leaf's new gradient to
+    its `.grad` (a wrong one gives every second backward a wrong `.grad`); `add_gradients` sums
+    the gradients that reach one tensor (a wrong one breaks every residual graph)."""
     b = get_backend()
-    total, part = b.asarray(_A), b.asarray(_B)
-    result = b.accumulate(total, part)
-    zero_d = b.accumulate(b.asarray(_A[0, 0]), b.asarray(_B[0, 0]))
-    return merge([
-        *_has_array_api("accumulate(a, b)", result, _A.shape),
-        compare("accumulate(a, b)", host_values(result), _A + _B, rtol),
-        compare("accumulate left b", host_values(part), _B, 0.0),
-        *_of_the_backend("accumulate of two 0-d arrays", zero_d),
-    ])
-
-
-def check_add_gradients(rtol: float = RTOL) -> Outcome:
-    """add_gradients(total, part) returns total + part, written into total or not: backward sums
-    the gradients that reach one tensor with it (a wrong one breaks every residual graph)."""
-    b = get_backend()
+    helper = getattr(b, name)
     part = b.asarray(_B)
-    result = b.add_gradients(b.asarray(_A), part)
-    zero_d = b.add_gradients(b.asarray(_A[0, 0]), b.asarray(_B[0, 0]))
+    result = helper(b.asarray(_A), part)
+    zero_d = helper(b.asarray(_A[0, 0]), b.asarray(_B[0, 0]))
     return merge([
-        *_has_array_api("add_gradients(a, b)", result, _A.shape),
-        compare("add_gradients(a, b)", host_values(result), _A + _B, rtol),
-        compare("add_gradients left b", host_values(part), _B, 0.0),
-        *_of_the_backend("add_gradients of two 0-d arrays", zero_d),
+        *_has_array_api(f"{name}(a, b)", result, _A.shape),
+        compare(f"{name}(a, b)", host_values(result), _A + _B, rtol),
+        compare(f"{name} left b", host_values(part), _B, 0.0),
+        *_of_the_backend(f"{name} of two 0-d arrays", zero_d),
     ])
 
 
@@ -222,8 +210,8 @@ HELPER_CHECKS: dict[str, Callable[[float], Outcome]] = {
     "div": lambda rtol: _arith("div", get_backend().div, np.divide, rtol),
     "sqrt": check_sqrt,
     "copy/memory_key": check_copy,
-    "accumulate": check_accumulate,
-    "add_gradients": check_add_gradients,
+    "accumulate": lambda rtol: check_sum_helper("accumulate", rtol),
+    "add_gradients": lambda rtol: check_sum_helper("add_gradients", rtol),
     "zero_out": check_zero_out,
 }
 """Each helper check by its row label; each takes the tolerance and returns an Outcome."""
