@@ -143,10 +143,10 @@ def test_backward_sums_a_residual_shortcut_in_place(monkeypatch: pytest.MonkeyPa
 
 def test_without_reference_counts_every_sum_is_a_new_array(monkeypatch: pytest.MonkeyPatch) -> None:
     """On an interpreter without sys.getrefcount (PyPy) the calibration is 0: no sum in place."""
-    from topgrad_numpy import backend as numpy_backend
+    from topgrad_numpy import unshared
 
     backend = _nb()
-    monkeypatch.setattr(numpy_backend, "_SOLE_REFS", 0)
+    monkeypatch.setattr(unshared, "ARGUMENT_REFS", 0)
     grads = {0: np.ones((2, 3), np.float32)}
     address = grads[0].ctypes.data
     total = backend.add_gradients(grads.pop(0), np.full((2, 3), 2.0, np.float32))

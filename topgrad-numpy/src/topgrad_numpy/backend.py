@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +12,7 @@ from topgrad.arguments import none_is_not_numbers, objects_are_not_numbers, text
 
 from topgrad_numpy import ops as _ops
 from topgrad_numpy.ops._util import BLOCK_ELEMENTS, quiet
+from topgrad_numpy.unshared import unshared_argument
 
 F32 = np.dtype(np.float32)
 F64 = np.dtype(np.float64)
@@ -23,44 +23,6 @@ def _same_kind(total: Any, part: Any) -> bool:
     be written into `total` (what both in-place gradient sums require first)."""
     return (type(total) is np.ndarray and type(part) is np.ndarray and part.dtype == total.dtype
             and part.shape == total.shape)
-
-
-def _sole(a: np.ndarray) -> bool:
-    """Whether `a`, an argument of the caller, is an array that nothing but the caller's frame
-    can reach, so that a sum written into it changes no one else's values: it may be written,
-    its reference count is the one a lone argument has (`_SOLE_REFS`), and its memory is its own
-    or that of an array (`base`) that only `a` refers to (`_OWNER_REFS`): an op's gradient is
-    often a reshaped view of a new array. Any other holder adds a reference: a dict or a Tensor
-    keeping it, an op's saved arrays, a second gradient entry (Add hands one array to both of
-    its inputs), and every view (a view's `base` is the array owning the memory)."""
-    if not (_SOLE_REFS and a.flags.writeable and sys.getrefcount(a) <= _SOLE_REFS):
-        return False
-    owner = a.base
-    return owner is None or (type(owner) is np.ndarray and owner.base is None
-                             and sys.getrefcount(owner) <= _OWNER_REFS)
-
-
-def _argument_refs(a: np.ndarray) -> int:
-    """The reference count of a temporary handed to a function that passes it on, counted in the
-    callee, as `add_gradients` hands `total` to `_sole`: `_sole`'s calibration, so it holds on
-    any CPython whatever its rules for the references of frames and calls."""
-    return _refs_in_callee(a)
-
-
-def _refs_in_callee(a: np.ndarray) -> int:
-    return sys.getrefcount(a)
-
-
-def _owner_refs(a: np.ndarray) -> int:
-    """The reference count of the array owning a view's memory where only the view refers to
-    it, counted as `_sole` counts it."""
-    owner = a.base
-    return sys.getrefcount(owner)
-
-
-# 0 where the interpreter keeps no reference counts (PyPy has no sys.getrefcount): no sum in place
-_SOLE_REFS = _argument_refs(np.empty(1)) if hasattr(sys, "getrefcount") else 0
-_OWNER_REFS = _owner_refs(np.empty(2).reshape(1, 2)) if _SOLE_REFS else 0
 
 
 def _f32(x: Any) -> np.ndarray:
@@ -230,12 +192,13 @@ class NumpyBackend(topgrad.Backend):
         return self.add(total, part)
 
     def add_gradients(self, total: Any, part: Any) -> np.ndarray:
-        """total + part written into `total` where nothing else can see that array (`_sole`): a
-        residual block's shortcut gradient, 6.4 MB in deepconv's first stage, is then summed
-        without a new array (0.49 against 0.86 ms there: the new array's memory is cold); else
-        `add`. backward holds no reference to `total` while it calls this. (Not `quiet`: its
-        wrapper's argument tuple would hold a second reference, and nothing would be sole.)"""
-        if _same_kind(total, part) and total.dtype in (F32, F64) and _sole(total):
+        """total + part written into `total` where nothing else can see that array
+        (`unshared_argument`): a residual block's shortcut gradient, 6.4 MB in deepconv's first
+        stage, is then summed without a new array (0.49 against 0.86 ms there: the new array's
+        memory is cold); else `add`. backward holds no reference to `total` while it calls this.
+        (Not `quiet`: its wrapper's argument tuple would hold a second reference, and nothing
+        would be unshared.)"""
+        if _same_kind(total, part) and total.dtype in (F32, F64) and unshared_argument(total):
             with np.errstate(all="ignore"):
                 return np.add(total, part, out=total)
         return self.add(total, part)

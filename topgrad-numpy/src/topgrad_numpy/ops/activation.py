@@ -20,6 +20,7 @@ from topgrad_numpy.ops._util import (
     rowsum,
     select,
 )
+from topgrad_numpy.unshared import unshared_saved
 
 
 @functools.lru_cache(maxsize=8)
@@ -47,7 +48,10 @@ class ReLU(NumpyOp):
     Backward is PyTorch's select, bit for bit: the gradient passes where the output is not 0
     (NaN included: the output is never negative, so `out != 0` keeps NaN's gradient, which
     `out > 0` would not) and is +0.0 elsewhere, even where NaN or Inf flows in (0 * NaN would
-    be NaN): `_util.select`, which multiplies bit patterns as integers in two flat passes."""
+    be NaN): `_util.select`, which multiplies bit patterns as integers in two flat passes. It
+    writes dL/dx over the saved output where nothing else can reach that (`unshared_saved`: in
+    a training step its Tensor is gone and the next op has released it), not into a new array,
+    whose memory is cold."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """max(x, 0) (large float arrays take a faster path); saves the output."""
@@ -64,7 +68,10 @@ class ReLU(NumpyOp):
         dtype = np.result_type(grad, out)
         if dtype.kind != "f":
             return (np.where(out != 0.0, grad, 0.0),)
-        gx = np.empty(np.broadcast_shapes(np.shape(grad), out.shape), int_like(dtype))
+        if out.dtype == dtype and np.shape(grad) == out.shape and unshared_saved(self, 0):
+            gx = out.view(int_like(dtype))  # each block's mask and product go over its own values
+        else:
+            gx = np.empty(np.broadcast_shapes(np.shape(grad), out.shape), int_like(dtype))
         for y, g, gxb in flat_blocks(out, np.asarray(grad, dtype), gx):  # both passes in cache
             select(np.not_equal, y, 0.0, g, gxb)
         return (gx.view(dtype),)
