@@ -45,7 +45,7 @@ def _relu_and_loss(shape: tuple[int, ...]) -> tuple[Tensor, Tensor, Any]:
     """A leaf x, loss = sum(relu(x) * 3), and ReLU's op (found from the loss, holding nothing)."""
     x = Tensor(rand(shape, 1))
     loss = (x.relu() * 3.0).sum()
-    relu_op = loss._op.parents[0].parents[0]
+    relu_op = loss.op.parents[0].parents[0]
     assert type(relu_op).__name__ == "ReLU"
     return x, loss, relu_op
 
