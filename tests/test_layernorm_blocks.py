@@ -92,6 +92,23 @@ def test_rows_far_from_zero_in_some_blocks(small_blocks: Any) -> None:
     _check(x.shape, seed=5, x=x)
 
 
+@pytest.mark.parametrize("nan_row", [None, 7])
+def test_a_far_row_is_corrected_beside_a_nan_row(layernorm_module: Any, nan_row: int | None) -> None:
+    """A row 1500 standard deviations from zero is normalized as float64 arithmetic does (2e-7;
+    4e-5 without the FAR correction), also where another row of its block is NaN (the quick test
+    that clears a block without looking at each row must not clear that one); the NaN row stays NaN."""
+    x = rand((20, 256), 5, scale=2.0)
+    x[3] += 3000.0
+    if nan_row is not None:
+        x[nan_row] = np.nan
+    x64 = x.astype(np.float64)
+    want = (x64 - x64.mean(axis=1, keepdims=True)) / np.sqrt(x64.var(axis=1, keepdims=True) + 1e-5)
+    out = to_numpy(Tensor(x).layernorm(None, None))  # type: ignore[arg-type]
+    np.testing.assert_allclose(out[3], want[3], rtol=0, atol=1e-6)
+    if nan_row is not None:
+        assert np.isnan(out[nan_row]).all()
+
+
 def test_a_constant_row_far_from_zero_in_a_later_block(small_blocks: Any) -> None:
     """A constant row (its corrected variance rounds to about 0) in the second block normalizes
     to exactly 0, as in PyTorch; the gradients stay finite."""
