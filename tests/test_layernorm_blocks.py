@@ -1,8 +1,9 @@
 """The numpy LayerNorm's row blocks: forward and backward run block by block over rows (about
 256 KiB each, `topgrad_numpy.ops.layernorm.rows_per_block`), and every block must give what the
 whole array gives: PyTorch's output and gradients at 1e-4, across block edges and a ragged last
-block, for C = 1, 64 and 1024, rows far from zero (the FAR correction) in some blocks only,
-gamma and beta None, float64, and a backward called by hand (which must leave the saved arrays).
+block, for C = 1, 64 and 1024, rows far from zero (the FAR correction) in some blocks only or
+beside a NaN row, gamma and beta None, float64, and a backward called by hand (which must leave
+the saved arrays).
 
 Most tests shrink the blocks (`small_blocks`) so that small, quick inputs span several of them.
 """
