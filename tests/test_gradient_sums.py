@@ -140,7 +140,6 @@ def test_backward_sums_a_residual_shortcut_in_place(monkeypatch: pytest.MonkeyPa
     np.testing.assert_allclose(w.grad, wt.grad.numpy(), rtol=1e-4, atol=1e-4)
 
 
-
 def test_without_reference_counts_every_sum_is_a_new_array(monkeypatch: pytest.MonkeyPatch) -> None:
     """On an interpreter without sys.getrefcount (PyPy) the calibration is 0: no sum in place."""
     from topgrad_numpy import unshared

@@ -16,7 +16,6 @@ flat pass. Row sums are matrix-vector products.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
@@ -27,6 +26,7 @@ from topgrad_numpy.ops._util import (
     NumpyOp,
     check_affine,
     colsum,
+    filled,
     ones,
     outer,
     row_blocks,
@@ -64,20 +64,12 @@ def rows_per_block(x2: np.ndarray, small_blocks: int) -> int:
     return max(step, -(-n // (blocks * step)) * step)
 
 
-@functools.lru_cache(maxsize=64)
-def _minus_mean_weights(C: int, dtype: Any) -> np.ndarray:
-    """A cached read-only vector of -1/C: x @ it is each row's -mean in one gemv."""
-    v = np.full(C, -1.0 / C, dtype)
-    v.flags.writeable = False
-    return v
-
-
 def _centre(x: np.ndarray, xc: np.ndarray, scratch: np.ndarray) -> np.ndarray:
     """Write x - mean into `xc` for a block of rows and return the rows' variances; `scratch`
     (the block's shape) is written over. Centred first, so rows of tiny variance stay accurate."""
     C = x.shape[1]
-    neg_mean = x @ _minus_mean_weights(C, x.dtype)
-    outer(neg_mean, ones(C, x.dtype), xc)  # ones: a cached vector (np.full costs ~4 us a call)
+    neg_mean = x @ filled(C, -1.0 / C, x.dtype)  # cached vectors, as `ones`
+    outer(neg_mean, ones(C, x.dtype), xc)
     xc += x  # x - mean
     var = row_squares(xc, scratch)
     var *= 1.0 / C
@@ -119,17 +111,16 @@ def _normalize(xc: np.ndarray, var: np.ndarray, out: np.ndarray, gam: np.ndarray
 
 
 def _block_backward(g: np.ndarray, xc: np.ndarray, s: np.ndarray, s2: np.ndarray, gam: np.ndarray,
-                    part: np.ndarray, dx: np.ndarray, gsums: list[np.ndarray]) -> None:
+                    gam_c: np.ndarray, part: np.ndarray, dx: np.ndarray, gsums: list[np.ndarray]) -> None:
     """dL/dx of a block of rows into `dx` (which may be `xc` itself: xc's last read comes first),
     adding the block's dL/dgamma and, where gsums has two, dL/dbeta to `gsums`; `part` is scratch,
-    s2 the rows' s ** 2."""
+    s2 the rows' s ** 2, gam_c gamma * -1/C (the gemvs take the -1/C the terms need)."""
     C = g.shape[1]
     one = ones(C, g.dtype)
     np.multiply(g, xc, out=part)  # g * xc
     gsums[0] += s @ part
     if len(gsums) > 1:
         gsums[1] += colsum(g)
-    gam_c = gam * (-1.0 / C)  # the gemvs take the -1/C the terms need
     cb = part @ gam_c  # per row: -sum of g * gamma * xc / C ...
     db = g @ gam_c  # ... and -sum of g * gamma / C
     db *= s
@@ -186,10 +177,10 @@ class LayerNorm(NumpyOp):
         gsums = [np.zeros(C, g2.dtype) for _ in range(2 if self.has_beta else 1)]
         per = rows_per_block(xc, 2)
         scratch = np.empty((min(per, xc.shape[0]), C), g2.dtype)
-        s2 = invstd * invstd  # for c, once for all blocks
+        s2, gam_c = invstd * invstd, gam * (-1.0 / C)  # once for all blocks
         for rows in row_blocks(xc, per):
             part = scratch[: rows.stop - rows.start]
-            _block_backward(g2[rows], xc[rows], invstd[rows], s2[rows], gam, part, dx[rows], gsums)
+            _block_backward(g2[rows], xc[rows], invstd[rows], s2[rows], gam, gam_c, part, dx[rows], gsums)
         if C == 1:  # x-hat is 0: dL/dx = s * (g * gamma - mean(g * gamma)), exactly 0 (NaN where g
             u = g2 * gam  # is not finite) as in PyTorch; the sum above rounds s * g * gamma twice
             np.multiply(u - u, invstd[:, None], out=dx)
