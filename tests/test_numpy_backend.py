@@ -338,11 +338,11 @@ def test_only_two_or_three_channels_at_stride_one_are_padded_as_planes(nb, monke
 
     padders = _recorded(monkeypatch, conv, "_Padder")
     monkeypatch.setattr(conv.gemm, "small_kernels", lambda: True)  # the kernel-row path on any BLAS
-    # four channels at stride 1 go by kernel rows, with no padder
+    # four channels go by kernel rows at any stride, with no padder
     for c, stride in ((3, 1), (2, 1), (3, 2), (1, 1), (4, 2), (4, 1)):
         conv.Conv2d().forward(_r(2, 6, 6, c), _r(3, 3, c, 2, seed=1), None, stride, 1)
     made = [(args[3], args[5], kwargs.get("planar", False)) for args, kwargs, _ in padders]  # C, pw
-    assert made == [(3, 1, True), (2, 1, True), (3, 1, False), (1, 1, False), (4, 1, False)]
+    assert made == [(3, 1, True), (2, 1, True), (3, 1, False), (1, 1, False)]
 
 
 @pytest.mark.parametrize("channels", [1, 3, 4])
@@ -468,20 +468,24 @@ def test_convolutions_in_row_chunks_match_pytorch(nb, data, seed) -> None:
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])  # nb: the same backend each draw
 @given(data=st.data(), seed=st.integers(0, 2**16))
-def test_stride_1_convolutions_by_kernel_rows_match_pytorch(nb, data, seed) -> None:
-    """Stride-1 convolutions of four or more channels go by kernel rows (`conv_rows`): the
-    forward, dL/dx (the gradient's convolution with the flipped kernel) and dL/dw from the
-    gradient's row patches. Against PyTorch at 1e-4, for any kernel and padding below it per
-    axis (border columns that the padding cuts on both sides, windows wider than the image),
-    one image per chunk or several, an image's GEMMs in blocks of rows or whole, x in any memory
-    layout, a constant input."""
+def test_convolutions_by_kernel_rows_match_pytorch(nb, data, seed) -> None:
+    """Convolutions of four or more channels go by kernel rows (`conv_rows`): the forward, and
+    at stride 1 dL/dx (the gradient's convolution with the flipped kernel) and dL/dw from the
+    gradient's row patches; at a stride (the padded rows kept phase by phase of it) dL/dw from
+    x's row patches and dL/dx phase by phase. Against PyTorch at 1e-4, for any kernel and
+    padding below it per axis (border columns that the padding cuts on both sides, windows
+    wider than the image), strides per axis up to beyond the kernel, one image per chunk or
+    several, an image's GEMMs in blocks of rows or whole, x in any memory layout (the path
+    only where x is C-contiguous), a constant input."""
     from helpers import check_against_torch, layouts, rand, torch_conv2d
     from topgrad_numpy.ops import conv
 
     kh, kw = data.draw(st.integers(2, 4), label="kh"), data.draw(st.integers(1, 4), label="kw")
+    strides = st.sampled_from([(1, 1)]) | st.tuples(st.integers(1, 3), st.integers(1, 3))
+    stride = data.draw(strides, label="stride")
     padding = (data.draw(st.integers(0, kh - 1), label="ph"), data.draw(st.integers(0, kw - 1), label="pw"))
-    h = data.draw(st.integers(max(1, kh - 2 * padding[0]), 9), label="h")
-    w = data.draw(st.integers(max(1, kw - 2 * padding[1]), 7), label="w")
+    h = data.draw(st.integers(max(1, kh - 2 * padding[0]), 10), label="h")
+    w = data.draw(st.integers(max(1, kw - 2 * padding[1]), 8), label="w")
     batch = data.draw(st.integers(1, 3), label="batch")
     cin = data.draw(st.sampled_from([4, 5, 8]), label="cin")
     cout = data.draw(st.sampled_from([4, 6, 16]), label="cout")
@@ -496,32 +500,68 @@ def test_stride_1_convolutions_by_kernel_rows_match_pytorch(nb, data, seed) -> N
         patch.setattr(conv.gemm, "small_kernels", lambda: True)  # the path on any BLAS
         if blocks is not None:  # an image's GEMMs in blocks of rows, and a remainder
             patch.setattr(conv.gemm, "block_len", lambda k, n: blocks)
-        calls = _recorded(patch, conv, "tap_rows")
-        tensors, _ = check_against_torch(lambda x, k, b: x.conv2d(k, b, padding=padding),
-                                         lambda x, k, b: torch_conv2d(x, k, b, padding=padding),
+        convolutions = _recorded(patch, conv, "tap_rows")
+        weight_grads = _recorded(patch, conv, "_weight_grad_by_rows")
+        geometry = {"stride": stride, "padding": padding}
+        tensors, _ = check_against_torch(lambda x, k, b: x.conv2d(k, b, **geometry),
+                                         lambda x, k, b: torch_conv2d(x, k, b, **geometry),
                                          inputs, seed=seed, constants=constants, layout=layout)
-    # the forward by kernel rows where x is C-contiguous (else im2col), dL/dx wherever x needs it;
     # one call per image in the tiny chunks, one for the whole batch in the real ones
-    paths = int(tensors[0].data.flags.c_contiguous) + int(not constants)
-    assert len(calls) == paths * (batch if scale < 1e-6 else 1)
+    per_batch = batch if scale < 1e-6 else 1
+    by_rows = int(tensors[0].data.flags.c_contiguous)
+    if stride == (1, 1):  # the forward where x is C-contiguous, dL/dx wherever x needs it
+        assert len(convolutions) == (by_rows + int(not constants)) * per_batch
+    else:
+        assert len(convolutions) == by_rows * per_batch
+        assert len(weight_grads) == by_rows
+
+
+@pytest.mark.parametrize(("h", "w", "kernel", "stride", "padding"), [
+    (9, 8, (3, 3), (2, 2), (1, 1)),  # deepconv's and the conv net's layers, on odd and even sides
+    (10, 7, (3, 2), (3, 2), (2, 1)),  # inner windows from a column past the padding's
+    (7, 9, (4, 3), (2, 3), (1, 2)),
+])
+def test_strided_convolutions_by_kernel_rows_at_fixed_geometries(nb, monkeypatch, h, w, kernel, stride,
+                                                                   padding) -> None:
+    """The strided kernel-row path where each window's first column is not a multiple of the
+    stride past the padding (x's inner windows start mid-way): forward, dL/dx and dL/dw against
+    PyTorch at 1e-4, through the path."""
+    from helpers import check_against_torch, rand, torch_conv2d
+    from topgrad_numpy.ops import conv
+
+    monkeypatch.setattr(conv.gemm, "small_kernels", lambda: True)  # the path on any BLAS
+    convolutions = _recorded(monkeypatch, conv, "tap_rows")
+    weight_grads = _recorded(monkeypatch, conv, "_weight_grad_by_rows")
+    inputs = [rand((2, h, w, 6), 0), rand((*kernel, 6, 5), 1, scale=0.5), rand((5,), 2)]
+    geometry = {"stride": stride, "padding": padding}
+    check_against_torch(lambda x, k, b: x.conv2d(k, b, **geometry),
+                        lambda x, k, b: torch_conv2d(x, k, b, **geometry), inputs)
+    assert len(convolutions) == len(weight_grads) == 1
 
 
 def test_row_patches_hold_each_positions_padded_window_row(nb) -> None:
-    """RowPatches against the padded image: R[b, row, col] is padded row `row`'s kw*C floats
-    from column col on, for paddings that cut one side, both, and a kernel wider than the image;
-    its padding's zeros survive a second call on other images."""
+    """RowPatches against the padded image: kernel row i's matrix holds, for output (y, x), padded
+    row sh*y + i's kw*C floats from column sw*x on, for paddings that cut one side, both, a
+    kernel wider than the image, strides that leave the last rows or columns unread and a
+    stride beyond the kernel; its padding's zeros survive a second call on other images."""
     from topgrad_numpy.ops.conv_rows import RowPatches
 
-    x = _r(3, 4, 2, 5)
-    cases = [(3, (1, 1, 1, 1)), (3, (0, 2, 2, 0)), (4, (2, 1, 3, 2)), (1, (0, 0, 0, 0))]
-    for kw, (top, bottom, left, right) in cases:
-        patches = RowPatches(2, 4, 2, 5, kw, (top, bottom, left, right), x.dtype)
+    x = _r(3, 5, 4, 5)
+    cases = [(3, 3, (1, 1), (1, 1, 1, 1)), (3, 3, (1, 1), (0, 2, 2, 0)), (2, 4, (1, 1), (1, 1, 3, 2)),
+             (3, 1, (1, 1), (0, 0, 0, 0)), (3, 3, (2, 2), (1, 1, 1, 1)), (2, 3, (2, 3), (1, 0, 2, 1)),
+             (3, 2, (3, 1), (2, 2, 0, 1)), (2, 2, (3, 3), (0, 0, 0, 0))]
+    for kh, kw, (sh, sw), (top, bottom, left, right) in cases:
+        patches = RowPatches(2, (5, 4, 5), (kh, kw), (sh, sw), (top, bottom, left, right), x.dtype)
         padded = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-        Wo = 2 + left + right - kw + 1
-        want = np.stack([padded[:, :, j : j + Wo] for j in range(kw)], axis=3)  # (B, Hp, Wo, kw, C)
+        Ho, Wo = (5 + top + bottom - kh) // sh + 1, (4 + left + right - kw) // sw + 1
         for images in (slice(0, 2), slice(2, 3)):
-            R = patches(x, images)
-            np.testing.assert_array_equal(R, want[images].reshape(R.shape))
+            rows = patches(x, images)
+            assert len(rows) == kh
+            for i, got in enumerate(rows):
+                rows_read = slice(i, i + sh * (Ho - 1) + 1, sh)
+                taps = [padded[images, rows_read, j : j + sw * (Wo - 1) + 1 : sw] for j in range(kw)]
+                want = np.stack(taps, axis=3)  # (n, Ho, Wo, kw, C)
+                np.testing.assert_array_equal(got, want.reshape(got.shape))
 
 
 @given(data=st.data())
@@ -698,17 +738,20 @@ def test_conv_threads_give_the_same_bits(
 
 @pytest.mark.parametrize("nan", [False, True])
 @pytest.mark.parametrize("dtypes", ["float32", "x64", "g64"])
+@pytest.mark.parametrize("stride", [1, 2])
 def test_kernel_row_convolutions_give_the_same_bits_on_any_thread_count(
-    nb, threads, monkeypatch, nan, dtypes
+    nb, threads, monkeypatch, nan, dtypes, stride
 ) -> None:
-    """The kernel-row path (stride 1, one image per chunk: 7 chunks in uneven groups): forward,
-    dL/dx and dL/dw bit for bit on 1, 2 and 3 threads, with mixed dtypes, and with a NaN in x
-    (dL/dw then from x's own patches, as PyTorch pairs it)."""
+    """The kernel-row path (one image per chunk: 7 chunks in uneven groups): forward, dL/dx and
+    dL/dw bit for bit on 1, 2 and 3 threads, with mixed dtypes, and with a NaN in x (at stride
+    1, dL/dw then from x's own patches, as PyTorch pairs it; at stride 2 it always is, from x's
+    row patches, and dL/dx goes phase by phase)."""
     from topgrad_numpy.ops import conv
 
     monkeypatch.setattr(conv, "ROW_PATCH_SCALE", 1e-9)
     monkeypatch.setattr(conv.gemm, "small_kernels", lambda: True)  # the path on any BLAS
     calls = _recorded(monkeypatch, conv, "tap_rows")
+    products = _recorded(monkeypatch, conv, "tap_rows_tn")
     x, w, b = _r(7, 9, 8, 6), _r(3, 2, 6, 5, seed=1), _r(5, seed=2)
     if nan:
         x[3, 0, 0, 2] = np.nan
@@ -716,13 +759,15 @@ def test_kernel_row_convolutions_give_the_same_bits_on_any_thread_count(
     def step() -> list[np.ndarray]:
         xs = topgrad.Tensor(x, dtype="float64") if dtypes == "x64" else topgrad.Tensor(x)
         ws, bs = topgrad.Tensor(w), topgrad.Tensor(b)
-        out = xs.conv2d(ws, bs, padding=1)
+        out = xs.conv2d(ws, bs, stride=stride, padding=1)
         out.backward(_r(*out.shape, seed=3).astype(np.float64 if dtypes == "g64" else out.data.dtype))
         return [out.data, xs.grad, ws.grad, bs.grad]
 
     results = _same_bits_on_1_2_3_threads(threads, step)
     assert np.isnan(results[2]).any() == nan
-    assert len(calls) == 3 * 2 * 7  # forward and dL/dx, each 7 chunks, on each thread count
+    # each 7 chunks, on each thread count: the forward, and at stride 1 dL/dx; dL/dw's products
+    assert len(calls) == 3 * (2 if stride == 1 else 1) * 7
+    assert len(products) == 3 * 7
 
 
 def _same_bits_on_1_2_3_threads(threads: Any, step: Callable[[], list[np.ndarray]]) -> list[np.ndarray]:

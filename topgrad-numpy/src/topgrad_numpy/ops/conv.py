@@ -1,14 +1,15 @@
 """2-d convolution on NHWC images with HWIO kernels: im2col (a strided view, one copy) + GEMM,
 over chunks of the batch (or of a large image's rows) so each patch matrix is small (`CHUNK_BYTES`)
 and still in cache; the chunks split over the backend's threads (`parallel`), each thread with
-buffers of its own. A stride-1 convolution of four or more channels whose images fit a chunk
-goes by kernel rows instead (`conv_rows`: row patches, a third of im2col's copy for a 3x3
-kernel, and one GEMM per kernel row), and so do its dL/dx and dL/dw.
+buffers of its own. A convolution of four or more channels whose images fit a chunk goes by
+kernel rows instead (`conv_rows`: row patches, a third of im2col's copy for a 3x3 kernel, and
+one GEMM per kernel row), and so does its dL/dw; at stride 1 its dL/dx too.
 
 Backward, chunk by chunk: dL/dx is a correlation of the gradient with the flipped kernel
 (im2col + GEMM), one per phase of the stride (rows r::s, columns q::s each take only the taps
 that reach them); with stride 1 the same patch matrix gives dL/dw, otherwise dL/dw
-accumulates GEMMs with the rebuilt patch matrices of x. For fewer than four input channels
+accumulates GEMMs with x's rebuilt row patches (or patch matrices, where the kernel-row path
+does not apply). For fewer than four input channels
 (an image batch) dL/dx is a GEMM to patch gradients and a col2im of kh*kw strided slice
 additions (never `np.add.at`, which is unbuffered and slow). A constant input gets no dL/dx.
 """
@@ -555,7 +556,8 @@ def _input_grad_by_rows(
     x3 = x.reshape(B, H * W, C) if need_w else None
 
     def correlate(group: Sequence[Chunk]) -> _ChunkProducts:
-        return _convolve_rows(grad, kernels, pads, H, W, gx, group, x3, H)
+        return _convolve_rows(grad, (kh, kw), (1, 1), pads, group, forward=(kernels, gx), b3=x3, rows=H,
+                              dtype=kernels[0].dtype)
 
     products = parallel.map_groups(correlate, chunks)
     gx4 = gx.reshape(x.shape)
@@ -579,22 +581,23 @@ ran fastest in chunks of 4 images (0.6 MiB of row patches), the 32- and 64-chann
 
 def _row_plan(x: np.ndarray, C: int, n_out: int, kh: int, kw: int, sh: int, sw: int,
               pads: tuple[int, ...], rows: int, cols: int) -> list[Chunk] | None:
-    """Whole-image chunks for the kernel-row path (`conv_rows`) of a stride-1 convolution of x
-    (its images padded by `pads`, `rows` x `cols` outputs of `n_out` channels each), or None
-    where that path does not apply: a stride, a single kernel row, few channels (`_tap_by_tap`),
-    a padding beyond the kernel, an x that is not C-contiguous, an image whose row patches
-    outgrow a chunk, or GEMMs that OpenBLAS's small-matrix kernels cannot take in blocks of
-    MIN_ROWS (`gemm.block_len`; also where numpy's BLAS has no such kernels). Measured there:
-    256 -> 256 at 7x7 (K = 768, N = 256) 1.61 -> 1.99x PyTorch's time by kernel rows; on AVX2
-    (Haswell) kernels, three K = 3C GEMMs with their additions were 1.3-1.6x slower than im2col."""
-    if (sh, sw) != (1, 1) or kh == 1 or _tap_by_tap(C) or not x.flags.c_contiguous or not x.size:
+    """Whole-image chunks for the kernel-row path (`conv_rows`) of a convolution of x (its images
+    padded by `pads`, at stride (sh, sw), `rows` x `cols` outputs of `n_out` channels each), or
+    None where that path does not apply: a single kernel row, few channels (`_tap_by_tap`), a
+    padding beyond the kernel, an x that is not C-contiguous, an image whose row patches outgrow
+    a chunk, or GEMMs that OpenBLAS's small-matrix kernels cannot take in blocks of MIN_ROWS
+    (`gemm.block_len`; also where numpy's BLAS has no such kernels). Measured there: 256 -> 256
+    at 7x7 (K = 768, N = 256) 1.61 -> 1.99x PyTorch's time by kernel rows; on AVX2 (Haswell)
+    kernels, three K = 3C GEMMs with their additions were 1.3-1.6x slower than im2col."""
+    if kh == 1 or _tap_by_tap(C) or not x.flags.c_contiguous or not x.size:
         return None
     if not gemm.block_len(kw * C, n_out):
         return None
     top, bottom, left, right = pads
     if min(pads) < 0 or max(top, bottom) >= kh or max(left, right) >= kw:
         return None
-    image = (top + x.shape[1] + bottom) * cols * kw * C * x.itemsize  # one image's row patches
+    read = sh * (rows - 1) + kh  # padded rows the outputs read, kept phase by phase of the stride
+    image = sh * -(-read // sh) * cols * kw * C * x.itemsize  # one image's row patches
     if image > CHUNK_BYTES:  # a large image goes by row chunks, through im2col
         return None
     B, per = x.shape[0], max(1, int(ROW_PATCH_SCALE * CHUNK_BYTES // image))
@@ -609,25 +612,46 @@ backward with dL/dx, against whole images: batch 1 9.2 -> 9.7 ms and 12.6 -> 4.1
 
 
 def _convolve_rows(
-    x: np.ndarray, kernels: list[np.ndarray], pads: tuple[int, int, int, int], Ho: int, Wo: int,
-    out: np.ndarray, group: Sequence[Chunk], b3: np.ndarray | None = None, rows: int = 0,
+    x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], pads: tuple[int, int, int, int],
+    group: Sequence[Chunk], forward: tuple[list[np.ndarray], np.ndarray] | None = None,
+    b3: np.ndarray | None = None, rows: int = 0, dtype: Any = None,
 ) -> _ChunkProducts:
-    """out[images] (n, Ho*Wo, N) = x's stride-1 convolution by kernel rows (`conv_rows`) for one
-    thread's chunks, in buffers of its own. With `b3` (n, Ho*Wo, N'), each chunk's row patches
-    times b3 as well (`tap_rows_tn`), summed in chunk order into the products returned
-    (`_ChunkProducts`, `rows` an image's; without `b3` they stay empty)."""
+    """For one thread's chunks, in buffers of its own, x's row patches for a kh x kw kernel
+    (`conv_rows`) and: with `forward` = (kernel rows, out), out[images] (n, Ho*Wo, N) = x's
+    convolution by kernel rows; with `b3` (B, Ho*Wo, N'), each chunk's row patches times b3
+    (`tap_rows_tn`), summed in chunk order into the products returned (`_ChunkProducts`, `rows`
+    an image's, in `dtype`; without `b3` they stay empty)."""
     _, H, W, C = x.shape
     n0 = _largest(group)[0]
-    patches = RowPatches(n0, H, W, C, len(kernels[0]) // C, pads, x.dtype)
-    tmp = np.empty((n0, *out.shape[1:]), out.dtype)
-    products = _ChunkProducts(group, kernels[0].dtype, rows)
+    patches = RowPatches(n0, (H, W, C), kernel, stride, pads, x.dtype)
+    tmp = None if forward is None else np.empty((n0, *forward[1].shape[1:]), forward[1].dtype)
+    products = _ChunkProducts(group, dtype, rows)
     for chunk in group:
         images = chunk.images
-        R = patches(x, images)
-        tap_rows(R, kernels, Ho, Wo, out[images], tmp[: images.stop - images.start])
+        kernel_row_patches = patches(x, images)
+        if forward is not None and tmp is not None:
+            kernels, out = forward
+            tap_rows(kernel_row_patches, kernels, out[images], tmp[: images.stop - images.start])
         if b3 is not None:
-            products.add(chunk, tap_rows_tn(R, b3[images], len(kernels), Ho, Wo, kernels[0].dtype))
+            products.add(chunk, tap_rows_tn(kernel_row_patches, b3[images], dtype))
     return products
+
+
+def _weight_grad_by_rows(
+    x: np.ndarray, grad: np.ndarray, chunks: Sequence[Chunk], geo: tuple[int, ...]
+) -> np.ndarray:
+    """dL/dw as the sum over x's row patches (`conv_rows`, `chunks` from `_row_plan`) of each
+    kernel row's patches^T @ grad: the pairs of x and the gradient that the forward paired, with
+    a third of im2col's copy (at stride 2, 16 -> 32 channels at 28x28: 3.4 -> 2.4 ms)."""
+    kh, kw, sh, sw, ph, pw, Ho, Wo = geo
+    B, Cout = x.shape[0], grad.shape[3]
+    g3 = grad.reshape(B, Ho * Wo, Cout)
+    dtype = np.result_type(x.dtype, grad.dtype)
+
+    def products(group: Sequence[Chunk]) -> _ChunkProducts:
+        return _convolve_rows(x, (kh, kw), (sh, sw), (ph, ph, pw, pw), group, b3=g3, rows=Ho, dtype=dtype)
+
+    return _add_in_chunk_order(parallel.map_groups(products, chunks), (kh * kw * x.shape[3], Cout), dtype)
 
 
 class Conv2d(NumpyOp):
@@ -663,7 +687,11 @@ class Conv2d(NumpyOp):
             parallel.map_groups(convolve, _output_chunks(x, geo, C))
         else:
             kernels, pads = kernel_rows(w), (ph, ph, pw, pw)
-            parallel.map_groups(lambda group: _convolve_rows(x, kernels, pads, Ho, Wo, out, group), by_rows)
+
+            def convolve_by_rows(group: Sequence[Chunk]) -> None:
+                _convolve_rows(x, (kh, kw), (sh, sw), pads, group, forward=(kernels, out))
+
+            parallel.map_groups(convolve_by_rows, by_rows)
         if b is not None and not fold:
             _bias(out2, b)
         self.save_for_backward(x=x, w=w)
@@ -697,7 +725,9 @@ class Conv2d(NumpyOp):
             wasted = Ho * Wo < REUSE_BELOW * x_shape[1] * x_shape[2]
             H = x_shape[1]
             full = (kh - 1 - ph, kh - 1 - ph, kw - 1 - pw, kw - 1 - pw)  # the correlation's padding
-            by_rows = _row_plan(grad, Cout, C, kh, kw, sh, sw, full, H, x_shape[2])
+            # at stride 1 the correlation is a stride-1 convolution of the gradient, by kernel rows
+            strided = (sh, sw) != (1, 1)
+            by_rows = None if strided else _row_plan(grad, Cout, C, kh, kw, 1, 1, full, H, x_shape[2])
             if by_rows is not None:
                 gx, gw = _input_grad_by_rows(x, w, grad, by_rows, geo, need_w and not wasted)
             else:  # the correlation's chunks are of x's rows, as many bytes as the output's
@@ -707,7 +737,12 @@ class Conv2d(NumpyOp):
         elif need_x:
             gx = _input_grad_col2im(w, g2, x_shape, _output_chunks(x, geo, C, COL2IM_CHUNKS), geo)
         gb = None
+        x_plan = None
         if need_w and gw is None:
+            x_plan = _row_plan(x, C, Cout, kh, kw, sh, sw, (ph, ph, pw, pw), Ho, Wo)
+        if x_plan is not None:  # from x's row patches, as the forward made them
+            gw = _weight_grad_by_rows(x, grad, x_plan, geo)
+        elif need_w and gw is None:
             # few channels: dL/db as the ones column's row of dL/dw, not a pass of its own over
             # the gradient (the forward's bias is in its GEMM the same way)
             fold = has_bias and _tap_by_tap(C)

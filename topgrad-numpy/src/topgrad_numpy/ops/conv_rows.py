@@ -1,16 +1,18 @@
-"""Stride-1 convolution by kernel rows: row patches (a third of im2col's copy) and one GEMM per
-kernel row.
+"""Convolution by kernel rows: row patches (a third of im2col's copy for a 3x3 kernel) and one
+GEMM per kernel row.
 
-A kh x kw kernel at stride 1 reads, for output (y, x), the padded rows y..y+kh-1 at columns
-x..x+kw-1. Row patches hold each position's kw columns once: R[b, row, x] = the kw*C floats of
-padded row `row` from column x on (a 1 x kw window), for every padded row. Kernel row i's
-contribution to output row y is then R's rows y + i, a contiguous run of Ho*Wo patch rows, times
-that kernel row's (kw*C, Cout) matrix, so the output is kh GEMMs with K = kw*C, summed. R is kw
-times the input where im2col's patches are kh*kw times, and the per-image GEMMs run in
-OpenBLAS's small-matrix kernels (a (784, 48) @ (48, 16) per 28x28 image): deepconv's 16 -> 16
-layer's forward 8.4 -> 5.0 ms, its 32- and 64-channel ones 1.3-1.4x faster (Intel Xeon, one
-thread). The same scheme gives dL/dx (the gradient's correlation with the flipped kernel is a
-stride-1 convolution) and, from the gradient's row patches, dL/dw.
+A kh x kw kernel at stride (sh, sw) reads, for output (y, x), the padded rows sh*y..sh*y+kh-1 at
+columns sw*x..sw*x+kw-1. Row patches hold each output column's kw-wide window of every padded
+row once: R[b, row, x] = the kw*C floats of padded row `row` from column sw*x on. Kernel row i's
+contribution to output row y is then R's row sh*y + i times that kernel row's (kw*C, Cout)
+matrix, so the output is kh GEMMs with K = kw*C, summed. R keeps the padded rows phase by phase
+of the vertical stride (rows p, p + sh, p + 2*sh, ... together), so each kernel row's rows are
+one contiguous run of Ho*Wo patch rows. R is kw/sw times the input where im2col's patches are
+kh*kw/(sh*sw) times, and the per-image GEMMs run in OpenBLAS's small-matrix kernels (a (784, 48)
+@ (48, 16) per 28x28 image): deepconv's 16 -> 16 layer's forward 8.4 -> 5.0 ms, its 32- and
+64-channel ones 1.3-1.4x faster, its stride-2 3x3 ones 1.4x (Intel Xeon, one thread). The same
+scheme gives a stride-1 layer's dL/dx (the gradient's correlation with the flipped kernel is a
+stride-1 convolution) and, from the gradient's row patches, dL/dw; at a stride, dL/dw from x's.
 """
 
 from __future__ import annotations
@@ -23,42 +25,62 @@ from topgrad_numpy.ops import gemm
 
 
 class RowPatches:
-    """Row patches of a few images at a time, in one reused buffer of zeros: R (n, Hp, Wo, kw*C),
-    Hp = top + H + bottom padded rows, Wo = left + W + right - kw + 1 columns. The padding's zeros
-    are written once (the buffer starts zeroed, and each call writes only the floats that come
-    from x), so a call is one copy of whole kw*C runs for the columns whose window lies inside
-    the image, and a short copy per border column."""
+    """Row patches of a few images at a time, in one reused buffer of zeros: R (n, sh, Hq, Wo,
+    kw*C), padded row p at [p % sh, p // sh], for the padded rows the outputs read (top + H +
+    bottom, or fewer where the stride leaves the last ones unread). The padding's zeros are
+    written once (the buffer starts zeroed, and each call writes only the floats that come from
+    x), so a call is one copy of whole kw*C runs per phase for the columns whose window lies
+    inside the image, and a short copy per border column."""
 
-    def __init__(self, n: int, H: int, W: int, C: int, kw: int, pads: tuple[int, int, int, int],
-                 dtype: Any) -> None:
+    def __init__(self, n: int, image: tuple[int, int, int], kernel: tuple[int, int],
+                 stride: tuple[int, int], pads: tuple[int, int, int, int], dtype: Any) -> None:
+        (H, W, C), (kh, kw), (sh, sw) = image, kernel, stride
         top, bottom, left, right = pads
-        self.H, self.C, self.kw, self.top, self.left = H, C, kw, top, left
-        self.Hp, self.Wo = top + H + bottom, left + W + right - kw + 1
-        self.buf = np.zeros((n, self.Hp, self.Wo, kw * C), dtype)
-        lo, hi = left, min(self.Wo, W + left - kw + 1)  # columns whose kw taps all lie in x
+        self.H, self.C, self.kh, self.kw, self.sh, self.sw = H, C, kh, kw, sh, sw
+        self.top, self.left = top, left
+        self.Ho, self.Wo = (top + H + bottom - kh) // sh + 1, (left + W + right - kw) // sw + 1
+        used = sh * (self.Ho - 1) + kh  # padded rows the outputs read
+        self.buf = np.zeros((n, sh, -(-used // sh), self.Wo, kw * C), dtype)
+        # per phase: (its first row in R, x's first row there, how many of x's rows)
+        self.phases = []
+        for p in range(sh):
+            first = max(0, -(-(top - p) // sh))  # the phase's first row that is in x
+            last = min(used - 1, top + H - 1)  # the last padded row read that is in x
+            count = (last - p) // sh - first + 1 if last >= p else 0
+            self.phases.append((first, p + sh * first - top, max(0, count)))
+        lo = -(-left // sw)  # columns whose kw taps all lie in x
+        hi = min(self.Wo, (W + left - kw) // sw + 1) if W + left >= kw else lo
         self.inner = (lo, max(lo, hi))
         self.border = []  # (column, first valid tap, last valid tap + 1) for the others
         for col in [*range(0, min(lo, self.Wo)), *range(max(lo, hi), self.Wo)]:
-            j0, j1 = max(0, left - col), min(kw, W + left - col)
+            j0, j1 = max(0, left - sw * col), min(kw, W + left - sw * col)
             if j0 < j1:
                 self.border.append((col, j0, j1))
 
-    def __call__(self, x: np.ndarray, images: slice) -> np.ndarray:
-        """x[images]'s row patches, a (n, Hp * Wo, kw * C) view of the buffer (valid until the
-        next call). x is C-contiguous (B, H, W, C)."""
+    def __call__(self, x: np.ndarray, images: slice) -> list[np.ndarray]:
+        """x[images]'s row patches as each kernel row's (n, Ho*Wo, kw*C) matrix, views of the
+        buffer (valid until the next call). x is C-contiguous (B, H, W, C)."""
         n = images.stop - images.start
-        C, kw, rows = self.C, self.kw, slice(self.top, self.top + self.H)
+        C, kw, sh, sw = self.C, self.kw, self.sh, self.sw
         R = self.buf[:n]
         lo, hi = self.inner
-        if lo < hi:  # each kw*C run as one opaque element, so numpy's copy loops over whole runs
-            run = np.dtype((np.void, kw * C * x.itemsize))
-            s0, s1, s2, _ = x.strides
-            src = np.ndarray((n, self.H, hi - lo), run, x, images.start * s0, (s0, s1, s2))
-            R[:, rows, lo:hi].view(run)[..., 0] = src
-        for col, j0, j1 in self.border:  # a window that the padding cuts: its taps inside x
-            first = col + j0 - self.left
-            R[:, rows, col, j0 * C : j1 * C] = x[images, :, first : first + j1 - j0].reshape(n, self.H, -1)
-        return R.reshape(n, self.Hp * self.Wo, kw * C)
+        s0, s1, s2, _ = x.strides
+        run = np.dtype((np.void, kw * C * x.itemsize))  # a window as one opaque element
+        for p, (first, x_row, count) in enumerate(self.phases):
+            if not count:
+                continue
+            rows = slice(first, first + count)
+            if lo < hi:  # numpy's copy loops over whole runs
+                start = images.start * s0 + x_row * s1 + (sw * lo - self.left) * s2
+                src = np.ndarray((n, count, hi - lo), run, x, start, (s0, sh * s1, sw * s2))
+                R[:, p, rows, lo:hi].view(run)[..., 0] = src
+            x_rows = x[images, x_row : x_row + sh * (count - 1) + 1 : sh]
+            for col, j0, j1 in self.border:  # a window that the padding cuts: its taps inside x
+                first_col = sw * col + j0 - self.left
+                R[:, p, rows, col, j0 * C : j1 * C] = x_rows[:, :, first_col : first_col + j1 - j0].reshape(
+                    n, count, -1)
+        m, k = self.Ho * self.Wo, kw * C
+        return [R[:, i % sh, i // sh : i // sh + self.Ho].reshape(n, m, k) for i in range(self.kh)]
 
 
 def kernel_rows(w: np.ndarray) -> list[np.ndarray]:
@@ -85,36 +107,36 @@ def _stacked(a3: np.ndarray, rows: int) -> list[tuple[np.ndarray, slice]]:
     return parts
 
 
-def tap_rows(R: np.ndarray, kernels: list[np.ndarray], Ho: int, Wo: int, out: np.ndarray,
-             tmp: np.ndarray) -> None:
-    """out (n, Ho*Wo, N) = sum over kernel rows i of R's rows from i*Wo (Ho*Wo of them) @ kernels[i]:
+def tap_rows(rows: list[np.ndarray], kernels: list[np.ndarray], out: np.ndarray, tmp: np.ndarray) -> None:
+    """out (n, m, N) = sum over kernel rows i of rows[i] (n, m, K, from `RowPatches`) @ kernels[i]:
     per image, in blocks for the small-matrix kernels; `tmp` (out's shape) holds the later rows'
     products before each is added."""
-    m, k, N = Ho * Wo, R.shape[2], out.shape[2]
-    rows = _blocks(m, k, N)
-    for i, kernel in enumerate(kernels):
+    _, m, k = rows[0].shape
+    N = out.shape[2]
+    block = _blocks(m, k, N)
+    for i, (a3, kernel) in enumerate(zip(rows, kernels)):
         dst = out if i == 0 else tmp
-        a3 = R[:, i * Wo : i * Wo + m]
-        for a, at in _stacked(a3, rows):
+        for a, at in _stacked(a3, block):
             np.matmul(a, kernel, out=dst[:, at].reshape((*a.shape[:-1], N)))
         if i:
             out += tmp
 
 
-def tap_rows_tn(R: np.ndarray, b3: np.ndarray, kh: int, Ho: int, Wo: int, dtype: Any) -> np.ndarray:
-    """The (kh * K, N) sum over images and positions of R's kernel-row runs (as in `tap_rows`)
-    transposed, times b3 (n, Ho*Wo, N): kernel row i's block is sum(R_i^T @ b3), i.e. dL/dw's
-    for a b3 that is the gradient (or dL/dw of the flipped kernel for b3 = x, R the gradient's)."""
-    m, k, N = Ho * Wo, R.shape[2], b3.shape[2]
-    rows = _blocks(m, k, N)
-    total = np.empty((kh, k, N), dtype)
-    for i in range(kh):
-        a3 = R[:, i * Wo : i * Wo + m]
+def tap_rows_tn(rows: list[np.ndarray], b3: np.ndarray, dtype: Any) -> np.ndarray:
+    """The (kh * K, N) sum over images and positions of each kernel row's patches (rows[i], as in
+    `tap_rows`) transposed, times b3 (n, m, N): kernel row i's block is sum(rows[i]^T @ b3), i.e.
+    dL/dw for a b3 that is the gradient and rows from x (or dL/dw of the flipped kernel for
+    b3 = x and rows from the gradient)."""
+    _, m, k = rows[0].shape
+    N = b3.shape[2]
+    block = _blocks(m, k, N)
+    total = np.empty((len(rows), k, N), dtype)
+    for i, a3 in enumerate(rows):
         acc = None
-        for (a, at) in _stacked(a3, rows):
+        for a, at in _stacked(a3, block):
             b = b3[:, at].reshape((*a.shape[:-1], N))
             part = np.matmul(np.swapaxes(a, -1, -2), b)
             part = part.reshape(-1, k, N).sum(axis=0)
             acc = part if acc is None else acc + part
         total[i] = acc
-    return total.reshape(kh * k, N)
+    return total.reshape(len(rows) * k, N)
