@@ -10,9 +10,10 @@ of the vertical stride (rows p, p + sh, p + 2*sh, ... together), so each kernel 
 one contiguous run of Ho*Wo patch rows. R is kw/sw times the input where im2col's patches are
 kh*kw/(sh*sw) times, and the per-image GEMMs run in OpenBLAS's small-matrix kernels (a (784, 48)
 @ (48, 16) per 28x28 image): deepconv's 16 -> 16 layer's forward 8.4 -> 5.0 ms, its 32- and
-64-channel ones 1.3-1.4x faster, its stride-2 3x3 ones 1.4x (Intel Xeon, one thread). The same
-scheme gives a stride-1 layer's dL/dx (the gradient's correlation with the flipped kernel is a
-stride-1 convolution) and, from the gradient's row patches, dL/dw; at a stride, dL/dw from x's.
+64-channel ones 1.3-1.4x faster, the stride-2 3x3 ones of deepconv and the conv net 1.05-1.25x
+(Intel Xeon, one thread). The same scheme gives a stride-1 layer's dL/dx (the gradient's
+correlation with the flipped kernel is a stride-1 convolution) and, from the gradient's row
+patches, dL/dw; at a stride, dL/dw comes from x's row patches.
 """
 
 from __future__ import annotations
@@ -36,8 +37,7 @@ class RowPatches:
                  stride: tuple[int, int], pads: tuple[int, int, int, int], dtype: Any) -> None:
         (H, W, C), (kh, kw), (sh, sw) = image, kernel, stride
         top, bottom, left, right = pads
-        self.H, self.C, self.kh, self.kw, self.sh, self.sw = H, C, kh, kw, sh, sw
-        self.top, self.left = top, left
+        self.C, self.kh, self.kw, self.sh, self.sw, self.left = C, kh, kw, sh, sw, left
         self.Ho, self.Wo = (top + H + bottom - kh) // sh + 1, (left + W + right - kw) // sw + 1
         used = sh * (self.Ho - 1) + kh  # padded rows the outputs read
         self.buf = np.zeros((n, sh, -(-used // sh), self.Wo, kw * C), dtype)
@@ -77,8 +77,8 @@ class RowPatches:
             x_rows = x[images, x_row : x_row + sh * (count - 1) + 1 : sh]
             for col, j0, j1 in self.border:  # a window that the padding cuts: its taps inside x
                 first_col = sw * col + j0 - self.left
-                R[:, p, rows, col, j0 * C : j1 * C] = x_rows[:, :, first_col : first_col + j1 - j0].reshape(
-                    n, count, -1)
+                taps = x_rows[:, :, first_col : first_col + j1 - j0]
+                R[:, p, rows, col, j0 * C : j1 * C] = taps.reshape(n, count, -1)
         m, k = self.Ho * self.Wo, kw * C
         return [R[:, i % sh, i // sh : i // sh + self.Ho].reshape(n, m, k) for i in range(self.kh)]
 
