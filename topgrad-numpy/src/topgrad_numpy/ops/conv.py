@@ -597,7 +597,7 @@ def _row_plan(x: np.ndarray, C: int, n_out: int, kh: int, kw: int, sh: int, sw: 
     if min(pads) < 0 or max(top, bottom) >= kh or max(left, right) >= kw:
         return None
     read = sh * (rows - 1) + kh  # padded rows the outputs read, kept phase by phase of the stride
-    image = sh * -(-read // sh) * cols * kw * C * x.itemsize  # one image's row patches
+    image = min(sh, kh) * -(-read // sh) * cols * kw * C * x.itemsize  # one image's row patches
     if image > CHUNK_BYTES:  # a large image goes by row chunks, through im2col
         return None
     B, per = x.shape[0], max(1, int(ROW_PATCH_SCALE * CHUNK_BYTES // image))

@@ -26,9 +26,9 @@ from topgrad_numpy.ops import gemm
 
 
 class RowPatches:
-    """Row patches of a few images at a time, in one reused buffer of zeros: R (n, sh, Hq, Wo,
-    kw*C), padded row p at [p % sh, p // sh], for the padded rows the outputs read (top + H +
-    bottom, or fewer where the stride leaves the last ones unread). The padding's zeros are
+    """Row patches of a few images at a time, in one reused buffer of zeros: R (n, min(sh, kh),
+    Hq, Wo, kw*C), padded row p at [p % sh, p // sh], for the padded rows the outputs read (top +
+    H + bottom, or fewer where the stride leaves some unread). The padding's zeros are
     written once (the buffer starts zeroed, and each call writes only the floats that come from
     x), so a call is one copy of whole kw*C runs per phase for the columns whose window lies
     inside the image, and a short copy per border column."""
@@ -40,10 +40,11 @@ class RowPatches:
         self.C, self.kh, self.kw, self.sh, self.sw, self.left = C, kh, kw, sh, sw, left
         self.Ho, self.Wo = (top + H + bottom - kh) // sh + 1, (left + W + right - kw) // sw + 1
         used = sh * (self.Ho - 1) + kh  # padded rows the outputs read
-        self.buf = np.zeros((n, sh, -(-used // sh), self.Wo, kw * C), dtype)
+        # the phases some kernel row reads (a stride beyond the kernel leaves rows unread)
+        self.buf = np.zeros((n, min(sh, kh), -(-used // sh), self.Wo, kw * C), dtype)
         # per phase: (its first row in R, x's first row there, how many of x's rows)
         self.phases = []
-        for p in range(sh):
+        for p in range(min(sh, kh)):
             first = max(0, -(-(top - p) // sh))  # the phase's first row that is in x
             last = min(used - 1, top + H - 1)  # the last padded row read that is in x
             count = (last - p) // sh - first + 1 if last >= p else 0
