@@ -739,18 +739,17 @@ class Conv2d(NumpyOp):
         elif need_x:
             gx = _input_grad_col2im(w, g2, x_shape, _output_chunks(x, geo, C, COL2IM_CHUNKS), geo)
         gb = None
-        x_plan = None
         if need_w and gw is None:
             x_plan = _row_plan(x, C, Cout, kh, kw, sh, sw, (ph, ph, pw, pw), Ho, Wo)
-        if x_plan is not None:  # from x's row patches, as the forward made them
-            gw = _weight_grad_by_rows(x, grad, x_plan, geo)
-        elif need_w and gw is None:
-            # few channels: dL/db as the ones column's row of dL/dw, not a pass of its own over
-            # the gradient (the forward's bias is in its GEMM the same way)
-            fold = has_bias and _tap_by_tap(C)
-            gw = _weight_grad(x, g2, _output_chunks(x, geo, channels), geo, ones=fold)
-            if fold:
-                gw, gb = gw[:-1], gw[-1].copy()
+            if x_plan is not None:  # from x's row patches, as the forward made them
+                gw = _weight_grad_by_rows(x, grad, x_plan, geo)
+            else:
+                # few channels: dL/db as the ones column's row of dL/dw, not a pass of its own
+                # over the gradient (the forward's bias is in its GEMM the same way)
+                fold = has_bias and _tap_by_tap(C)
+                gw = _weight_grad(x, g2, _output_chunks(x, geo, channels), geo, ones=fold)
+                if fold:
+                    gw, gb = gw[:-1], gw[-1].copy()
         if has_bias and gb is None:
             gb = colsum(g2)
         return gx, None if gw is None else gw.reshape(w.shape), gb
