@@ -44,9 +44,9 @@ class RowPatches:
         self.buf = np.zeros((n, min(sh, kh), -(-used // sh), self.Wo, kw * C), dtype)
         # per phase: (its first row in R, x's first row there, how many of x's rows)
         self.phases = []
+        last = min(used - 1, top + H - 1)  # the last padded row read that is in x
         for p in range(min(sh, kh)):
             first = max(0, -(-(top - p) // sh))  # the phase's first row that is in x
-            last = min(used - 1, top + H - 1)  # the last padded row read that is in x
             count = (last - p) // sh - first + 1 if last >= p else 0
             self.phases.append((first, p + sh * first - top, max(0, count)))
         lo = -(-left // sw)  # columns whose kw taps all lie in x
