@@ -16,6 +16,7 @@ additions (never `np.add.at`, which is unbuffered and slow). A constant input ge
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -26,7 +27,7 @@ from topgrad.convolution import conv_geometry
 from topgrad_numpy import cpu_cache, parallel
 from topgrad_numpy.ops import gemm
 from topgrad_numpy.ops._util import Chunk, NumpyOp, colsum, image_chunks, input_rows, rows_inside, wide_add
-from topgrad_numpy.ops.conv_rows import RowPatches, kernel_rows, tap_rows, tap_rows_tn
+from topgrad_numpy.ops.conv_rows import RowPatches, kernel_rows, row_patch_shape, tap_rows, tap_rows_tn
 
 
 def _strided(a: np.ndarray, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
@@ -596,8 +597,7 @@ def _row_plan(x: np.ndarray, C: int, n_out: int, kh: int, kw: int, sh: int, sw: 
     top, bottom, left, right = pads
     if min(pads) < 0 or max(top, bottom) >= kh or max(left, right) >= kw:
         return None
-    read = sh * (rows - 1) + kh  # padded rows the outputs read, kept phase by phase of the stride
-    image = min(sh, kh) * -(-read // sh) * cols * kw * C * x.itemsize  # one image's row patches
+    image = math.prod(row_patch_shape((kh, kw), sh, (rows, cols), C)) * x.itemsize  # one image's row patches
     if image > CHUNK_BYTES:  # a large image goes by row chunks, through im2col
         return None
     B, per = x.shape[0], max(1, int(ROW_PATCH_SCALE * CHUNK_BYTES // image))

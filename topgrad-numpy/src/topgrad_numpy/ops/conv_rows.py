@@ -25,6 +25,15 @@ import numpy as np
 from topgrad_numpy.ops import gemm
 
 
+def row_patch_shape(kernel: tuple[int, int], sh: int, outputs: tuple[int, int], C: int) -> tuple[int, ...]:
+    """One image's block of `RowPatches`: (phases, rows per phase, Wo, kw*C) for Ho x Wo outputs,
+    holding the padded rows the outputs read phase by phase of the vertical stride sh, and only the
+    phases some kernel row reads (a stride beyond the kernel leaves rows unread)."""
+    (kh, kw), (Ho, Wo) = kernel, outputs
+    used = sh * (Ho - 1) + kh  # padded rows the outputs read
+    return (min(sh, kh), -(-used // sh), Wo, kw * C)
+
+
 class RowPatches:
     """Row patches of a few images at a time, in one reused buffer of zeros: R (n, min(sh, kh),
     Hq, Wo, kw*C), padded row p at [p % sh, p // sh], for the padded rows the outputs read (top +
@@ -39,13 +48,12 @@ class RowPatches:
         top, bottom, left, right = pads
         self.C, self.kh, self.kw, self.sh, self.sw, self.left = C, kh, kw, sh, sw, left
         self.Ho, self.Wo = (top + H + bottom - kh) // sh + 1, (left + W + right - kw) // sw + 1
-        used = sh * (self.Ho - 1) + kh  # padded rows the outputs read
-        # the phases some kernel row reads (a stride beyond the kernel leaves rows unread)
-        self.buf = np.zeros((n, min(sh, kh), -(-used // sh), self.Wo, kw * C), dtype)
+        self.buf = np.zeros((n, *row_patch_shape(kernel, sh, (self.Ho, self.Wo), C)), dtype)
         # per phase: (its first row in R, x's first row there, how many of x's rows)
         self.phases = []
+        used = sh * (self.Ho - 1) + kh  # padded rows the outputs read
         last = min(used - 1, top + H - 1)  # the last padded row read that is in x
-        for p in range(min(sh, kh)):
+        for p in range(self.buf.shape[1]):
             first = max(0, -(-(top - p) // sh))  # the phase's first row that is in x
             count = (last - p) // sh - first + 1 if last >= p else 0
             self.phases.append((first, p + sh * first - top, max(0, count)))
