@@ -37,9 +37,13 @@ def layernorm_module(backend_name: str) -> Any:
     return layernorm
 
 
-@pytest.fixture
-def small_blocks(layernorm_module: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Blocks of 8 KiB, whole-array handling only up to 8 KiB: a few hundred rows span several."""
+@pytest.fixture(params=["gemm", "copy"])
+def small_blocks(layernorm_module: Any, monkeypatch: pytest.MonkeyPatch,
+                 request: pytest.FixtureRequest) -> Any:
+    """Blocks of 8 KiB, whole-array handling only up to 8 KiB: a few hundred rows span several.
+    Each test runs with either way of writing a per-row number across its row (`gemm.fill_rows`:
+    the GEMM of SkylakeX-family BLAS kernels, numpy's broadcast copy elsewhere)."""
+    monkeypatch.setattr(layernorm_module.gemm, "small_kernels", lambda: request.param == "gemm")
     monkeypatch.setattr(layernorm_module, "BLOCK_BYTES", 8 << 10)
     monkeypatch.setattr(layernorm_module, "SMALL_BYTES", 8 << 10)
     return layernorm_module
@@ -69,10 +73,12 @@ def _check(shape: tuple[int, ...], affine: tuple[bool, bool] = (True, True), see
                         float64=float64)
 
 
-@pytest.mark.parametrize(("shape", "blocks"), [((5, 70, 64), 3), ((20000, 1), 3), ((37, 1024), 5)])
+@pytest.mark.parametrize(("shape", "blocks"), [((5, 70, 64), 3), ((20000, 1), 3), ((37, 1024), 5),
+                                             ((7, 2048), 2)])
 def test_several_blocks_with_a_ragged_last_one(small_blocks: Any, shape: tuple[int, ...],
                                                blocks: int) -> None:
-    """C = 64 (wide views of 128 rows), 1 and 1024, each cut into blocks with a shorter last one."""
+    """C = 64 (wide views of 128 rows), 1, 1024 and 2048 (gamma's expansion a broadcast multiply
+    past `gemm.RANK_ONE_GEMM_COLS`), each cut into blocks with a shorter last one."""
     assert _blocks(small_blocks, shape) == blocks
     _check(shape)
 

@@ -1001,6 +1001,23 @@ def test_gemm_blocks_only_with_small_kernels(monkeypatch) -> None:
     assert gemm.block_len(144, 16) == 0
 
 
+@pytest.mark.parametrize("small", [True, False])
+@pytest.mark.parametrize("cols", [1, 64, 2048])
+def test_row_expansions_write_exactly_each_product(monkeypatch, small: bool, cols: int) -> None:
+    """`gemm.fill_rows` (a GEMM with SkylakeX-family kernels, a broadcast copy elsewhere) and
+    `gemm.rank_one` (a GEMM up to RANK_ONE_GEMM_COLS columns, a broadcast multiply past it)
+    write u[i] and u[i] * v[j] exactly, into the array given."""
+    from topgrad_numpy.ops import gemm
+
+    monkeypatch.setattr(gemm, "small_kernels", lambda: small)
+    u, v = _r(37, 1), _r(cols, seed=1)
+    out = np.full((37, cols), np.nan, F32)
+    assert gemm.fill_rows(u[:, 0], out) is out
+    np.testing.assert_array_equal(out, np.broadcast_to(u, out.shape))
+    assert gemm.rank_one(u[:, 0], v, out) is out
+    np.testing.assert_array_equal(out, u * v)
+
+
 # ---- wide views for per-channel broadcasts ---------------------------------------------------
 @pytest.mark.parametrize(("n", "c", "width"), [
     (3584, 64, 8192),  # the attention model's LayerNorm: one numpy buffer wide

@@ -7,10 +7,11 @@ direction streamed the arrays from memory once they outgrew L2: 3-4x PyTorch's t
 of input, 1.6-1.9x faster blocked. Inputs up to SMALL_BYTES keep one forward block and two
 backward ones.
 
-With a short feature axis (the attention model's is 64), numpy broadcasting a per-row number
-(the mean, 1/std) over its row runs a buffered inner loop C long, ~3x a flat pass; even at 4096
-features `u[:, None]` is still slower than the GEMM. Every per-row factor here is instead
-expanded to full rows by a GEMM (`outer`, about a copy's cost), and the op that uses it is a
+With a short feature axis (the attention model's is 64), numpy's arithmetic with a per-row
+number broadcast over its row (`x * u[:, None]`, u the mean or 1/std) runs a buffered inner loop
+C long, ~3x a flat pass. Every per-row factor here is instead written across its row first, at
+about a copy's cost (times gamma by `gemm.rank_one`, else by `gemm.fill_rows`: each a GEMM or a
+numpy broadcast, whichever is faster for that shape and BLAS), and the op that uses it is a
 flat pass. Row sums are matrix-vector products.
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from topgrad_numpy.ops import gemm
 from topgrad_numpy.ops._util import (
     BUFFER,
     ROWS_BYTES,
@@ -28,7 +30,6 @@ from topgrad_numpy.ops._util import (
     colsum,
     filled,
     ones,
-    outer,
     row_blocks,
     row_squares,
     wide,
@@ -68,8 +69,8 @@ def _centre(x: np.ndarray, xc: np.ndarray, scratch: np.ndarray) -> np.ndarray:
     """Write x - mean into `xc` for a block of rows and return the rows' variances; `scratch`
     (the block's shape) is written over. Centred first, so rows of tiny variance stay accurate."""
     C = x.shape[1]
-    neg_mean = x @ filled(C, -1.0 / C, x.dtype)  # cached vectors, as `ones`
-    outer(neg_mean, ones(C, x.dtype), xc)
+    neg_mean = x @ filled(C, -1.0 / C, x.dtype)  # a cached vector, as `ones`
+    gemm.fill_rows(neg_mean, xc)
     xc += x  # x - mean
     var = row_squares(xc, scratch)
     var *= 1.0 / C
@@ -91,7 +92,7 @@ def _correct_mean(xc: np.ndarray, var: np.ndarray, scratch: np.ndarray) -> None:
     normalizes to 0 as in PyTorch."""
     C = xc.shape[1]
     shift = (xc.sum(axis=1, dtype=np.float64) * (1.0 / C)).astype(xc.dtype)
-    xc -= outer(shift, ones(C, xc.dtype), scratch)
+    xc -= gemm.fill_rows(shift, scratch)
     var -= shift * shift
     np.maximum(var, 0.0, out=var)  # a constant row's variance may round below zero
 
@@ -102,7 +103,7 @@ def _normalize(xc: np.ndarray, var: np.ndarray, out: np.ndarray, gam: np.ndarray
     var += eps
     np.sqrt(var, out=var)
     np.divide(1.0, var, out=var)
-    outer(var, gam, out)  # gamma / std per element
+    gemm.rank_one(var, gam, out)  # gamma / std per element
     out *= xc
     if beta is not None:
         ow, bw = wide(out, beta)
@@ -115,8 +116,6 @@ def _block_backward(g: np.ndarray, xc: np.ndarray, s: np.ndarray, s2: np.ndarray
     """dL/dx of a block of rows into `dx` (which may be `xc` itself: xc's last read comes first),
     adding the block's dL/dgamma and, where gsums has two, dL/dbeta to `gsums`; `part` is scratch,
     s2 the rows' s ** 2, gam_c gamma * -1/C (the gemvs take the -1/C the terms need)."""
-    C = g.shape[1]
-    one = ones(C, g.dtype)
     np.multiply(g, xc, out=part)  # g * xc
     gsums[0] += s @ part
     if len(gsums) > 1:
@@ -126,11 +125,11 @@ def _block_backward(g: np.ndarray, xc: np.ndarray, s: np.ndarray, s2: np.ndarray
     db *= s
     cb *= s2  # s^2 then s: s^3 itself overflows float32 where eps is under ~1e-26, and 0 * inf is NaN
     cb *= s
-    outer(cb, one, part)
+    gemm.fill_rows(cb, part)
     part *= xc  # c * xc: the last read of x - mean
-    outer(db, one, dx)  # d ...
+    gemm.fill_rows(db, dx)  # d ...
     dx += part  # ... + c * xc
-    outer(s, gam, part)
+    gemm.rank_one(s, gam, part)
     part *= g
     dx += part  # ... + s * gamma * g
 
