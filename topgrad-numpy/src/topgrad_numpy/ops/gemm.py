@@ -192,7 +192,7 @@ def fill_rows(u: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out[i, :] = u[i] for a 2-d `out`: each per-row number written across its row, so the
     pass that uses it is a flat one. Where OpenBLAS runs its SkylakeX-family kernels, `outer`'s
     K = 2 GEMM (about a copy's cost there); elsewhere numpy's broadcast copy, as the GEMM on
-    Haswell kernels costs 1.6-1.9x it (3584x64: 65-86 us against 40-48 on a Zen 3, 52 against
+    Haswell kernels costs 1.2-1.8x it (3584x64: 66-94 us against 39-77 on a Zen 3, 52 against
     35 on a Zen 4 without AVX-512). Both write exactly u's values."""
     if small_kernels():
         return outer(u, ones(out.shape[1], out.dtype), out)
