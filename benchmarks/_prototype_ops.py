@@ -7,7 +7,11 @@ backend's op and changes only what PERF_NOTES.md recommends:
 - Add and Mul sum broadcast gradients down to a trailing (C,) shape with a BLAS gemv;
 - Linear adds its bias on a wide view and skips the input gradient where
   `op.needs_input_grad` says it is not needed (set only by `_prototype_core.py`'s engine
-  emulation: the constant-inputs contract of PERF_NOTES #3 is not decided).
+  emulation: the constant-inputs contract of PERF_NOTES #3 is not decided);
+- LayerNorm writes its plain per-row numbers across their rows by the other of
+  `gemm.fill_rows`' two ways (the broadcast copy where the backend takes the GEMM, i.e. with
+  OpenBLAS's SkylakeX kernels, and the GEMM elsewhere): change 64 was measured on Haswell
+  kernels only, and `ab_prototype.py --ops LayerNorm --models attention` checks it on a host.
 
 The earlier prototypes of chunked Conv2d, BLAS Sum/Mean, BatchNorm/LayerNorm and the chunked
 SGD update are now the backend's own code (see RESULTS.md), so they were removed from here.
@@ -15,13 +19,17 @@ SGD update are now the backend's own code (see RESULTS.md), so they were removed
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import topgrad
 from topgrad_numpy.ops import elementwise as _elementwise
+from topgrad_numpy.ops import gemm as _gemm
+from topgrad_numpy.ops import layernorm as _layernorm
 from topgrad_numpy.ops import linear as _linear
 from topgrad_numpy.ops._util import arr, unbroadcast
 
@@ -109,7 +117,32 @@ class Linear(_linear.Linear):
         return gx, gw, colsum(g2) if self.has_bias else None
 
 
-PROTOTYPES: dict[str, type[topgrad.Op]] = {"Add": Add, "Mul": Mul, "Linear": Linear}
+class LayerNorm(_layernorm.LayerNorm):
+    """The backend's LayerNorm with `gemm.fill_rows` taking its other path (the same bits)."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        with _other_fill_rows():
+            return super().forward(*args, **kwargs)
+
+    def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:
+        with _other_fill_rows():
+            return super().backward(grad)
+
+
+@contextlib.contextmanager
+def _other_fill_rows() -> Iterator[None]:
+    """`gemm.fill_rows` as if numpy's OpenBLAS had the other kernel family, for this block
+    (only LayerNorm's expansions ask `small_kernels` inside it)."""
+    own = _gemm.small_kernels
+    other = not own()
+    _gemm.small_kernels = lambda: other  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        _gemm.small_kernels = own
+
+
+PROTOTYPES: dict[str, type[topgrad.Op]] = {"Add": Add, "Mul": Mul, "Linear": Linear, "LayerNorm": LayerNorm}
 
 
 class _Plugin:
@@ -121,7 +154,7 @@ class _Plugin:
 
 
 def install(ops: bool = True) -> None:
-    """Replace the numpy backend's Add, Mul and Linear by the prototypes, in this process."""
+    """Replace the numpy backend's Add, Mul, Linear and LayerNorm by the prototypes, in this process."""
     if ops:
         topgrad.register_plugin(_Plugin(), name="benchmarks-prototype-ops")
     topgrad.set_backend("numpy")
