@@ -25,13 +25,17 @@ import numpy as np
 from topgrad_numpy.ops import gemm
 
 
+def rows_read(kh: int, sh: int, Ho: int) -> int:
+    """Padded rows that Ho output rows of a kh-row kernel at vertical stride sh read."""
+    return sh * (Ho - 1) + kh
+
+
 def row_patch_shape(kernel: tuple[int, int], sh: int, outputs: tuple[int, int], C: int) -> tuple[int, ...]:
     """One image's block of `RowPatches`: (phases, rows per phase, Wo, kw*C) for Ho x Wo outputs,
-    holding the padded rows the outputs read phase by phase of the vertical stride sh, and only the
-    phases some kernel row reads (a stride beyond the kernel leaves rows unread)."""
+    holding the padded rows the outputs read (`rows_read`) phase by phase of the vertical stride
+    sh, and only the phases some kernel row reads (a stride beyond the kernel leaves rows unread)."""
     (kh, kw), (Ho, Wo) = kernel, outputs
-    used = sh * (Ho - 1) + kh  # padded rows the outputs read
-    return (min(sh, kh), -(-used // sh), Wo, kw * C)
+    return (min(sh, kh), -(-rows_read(kh, sh, Ho) // sh), Wo, kw * C)
 
 
 class RowPatches:
@@ -51,8 +55,7 @@ class RowPatches:
         self.buf = np.zeros((n, *row_patch_shape(kernel, sh, (self.Ho, self.Wo), C)), dtype)
         # per phase: (its first row in R, x's first row there, how many of x's rows)
         self.phases = []
-        used = sh * (self.Ho - 1) + kh  # padded rows the outputs read
-        last = min(used - 1, top + H - 1)  # the last padded row read that is in x
+        last = min(rows_read(kh, sh, self.Ho), top + H) - 1  # the last padded row read that is in x
         for p in range(self.buf.shape[1]):
             first = max(0, -(-(top - p) // sh))  # the phase's first row that is in x
             count = (last - p) // sh - first + 1 if last >= p else 0
