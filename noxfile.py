@@ -60,7 +60,7 @@ def tests(session: nox.Session, backend: str) -> None:
 def soak(session: nox.Session, backend: str) -> None:
     """Only the hypothesis-drawn tests, 400 draws each instead of CI's 25 (8 interpreted): finds
     the rare shapes that CI's fresh draws would otherwise meet one run at a time. Not run by
-    default (numpy under 2 min, Triton's interpreter ~7); run it nightly or before a release."""
+    default (on two cores numpy ~1 min, Triton's interpreter ~10); run it nightly or before a release."""
     env = _install_for_tests(session, backend)
     session.run(
         "pytest", "-q", "-p", "no:cacheprovider", *PARALLEL, f"--backend={backend}", "-m", "hypothesis",
