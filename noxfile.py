@@ -19,9 +19,10 @@ MYPY = "mypy==2.4.1"  # pinned: a newer mypy may find new faults, and CI should 
 TEST_TOOLS = [
     "pytest>=7", "pytest-xdist>=3", "hypothesis>=6", "numpy>=1.24", "pluggy>=1.3", "tqdm", "setuptools"
 ]
-# the suite runs on every core (pytest-xdist): on CI's two cores Triton's interpreter takes 12 minutes
-# instead of 26. Capped at 8 workers (~0.5 GB each); `nox -s tests -- -n 0` runs it in one process
-PARALLEL = ["-n", "auto", "--maxprocesses=8"]
+# how the test sessions run pytest: on every core (pytest-xdist), so that on CI's two cores Triton's
+# interpreter takes 12 minutes instead of 26. Capped at 8 workers (~0.5 GB each);
+# `nox -s tests -- -n 0` runs it in one process (the last -n wins)
+PYTEST = ["pytest", "-q", "-p", "no:cacheprovider", "-n", "auto", "--maxprocesses=8"]
 # backend name -> what its session installs beyond core, numpy backend and examples
 BACKENDS = {
     "numpy": ["matplotlib"],  # topgrad-train --plot is tested here, its missing-matplotlib path with triton
@@ -50,9 +51,7 @@ def _install_for_tests(session: nox.Session, backend: str) -> dict[str, str]:
 def tests(session: nox.Session, backend: str) -> None:
     """The whole backend-agnostic suite against PyTorch, on one backend."""
     env = _install_for_tests(session, backend)
-    session.run(
-        "pytest", "-q", "-p", "no:cacheprovider", *PARALLEL, f"--backend={backend}", *session.posargs, env=env
-    )
+    session.run(*PYTEST, f"--backend={backend}", *session.posargs, env=env)
 
 
 @nox.session
@@ -63,8 +62,8 @@ def soak(session: nox.Session, backend: str) -> None:
     default (on two cores numpy ~1 min, Triton's interpreter ~10); run it nightly or before a release."""
     env = _install_for_tests(session, backend)
     session.run(
-        "pytest", "-q", "-p", "no:cacheprovider", *PARALLEL, f"--backend={backend}", "-m", "hypothesis",
-        "--hypothesis-profile", "soak", *session.posargs, env=env,
+        *PYTEST, f"--backend={backend}", "-m", "hypothesis", "--hypothesis-profile", "soak",
+        *session.posargs, env=env,
     )
 
 
