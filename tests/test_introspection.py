@@ -391,7 +391,7 @@ def test_saved_bytes_match_the_cost_table(case: str, backend_name: str, sizes: S
 
 def test_graph_counts_bytes_of_numpy_and_torch_arrays() -> None:
     import torch
-    from topgrad.observe import nbytes
+    from topgrad.arrays import nbytes
 
     assert nbytes(np.zeros((3, 4), np.float32)) == 48
     assert nbytes(torch.zeros(3, 4, dtype=torch.float64)) == 96
@@ -405,7 +405,7 @@ def test_bytes_of_an_array_whose_dtype_is_a_name() -> None:
     ('float64' is 8 bytes, not the 4 a float32 guess would give), and an unknown one counts 0."""
     from types import SimpleNamespace
 
-    from topgrad.observe import itemsize, nbytes
+    from topgrad.arrays import itemsize, nbytes
 
     assert nbytes(SimpleNamespace(shape=(4, 2), dtype="float64")) == 64
     assert itemsize("int16") == 2 and itemsize(np.dtype(np.float32)) == 4

@@ -23,9 +23,10 @@ from collections.abc import Iterator, Mapping
 from types import CodeType
 from typing import Any
 
+from topgrad.arrays import dtype_name
 from topgrad.gradcheck import _read
 from topgrad.graph import check_names
-from topgrad.observe import Observer, dtype_name, observing
+from topgrad.observe import Observer, observing
 from topgrad.op import Op
 from topgrad.registry import get_backend
 from topgrad.tensor import Tensor, no_grad

@@ -12,6 +12,8 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
+from topgrad.arrays import dtype_name
+
 
 @dataclass(frozen=True)
 class BackendSpec:
@@ -130,8 +132,6 @@ class Backend:
         Written into `a` where the backend can, as PyTorch zeroes `.grad` in place (code holding the
         array sees the zeros, then what the next backward adds); returns the array holding the
         zeros, by default a new one. (Not `mul(a, 0.0)`: NaN * 0 is NaN.)"""
-        from topgrad.observe import dtype_name  # observe imports the engine, which imports this module
-
         return self.asarray(self.zeros(tuple(a.shape)), dtype=dtype_name(a))
 
     def memory_key(self, a: Any) -> Hashable | None:

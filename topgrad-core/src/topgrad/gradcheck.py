@@ -43,7 +43,8 @@ from numbers import Real
 from operator import mul, ne, sub
 from typing import Any
 
-from topgrad.observe import Observer, dtype_name, observing
+from topgrad.arrays import dtype_name
+from topgrad.observe import Observer, observing
 from topgrad.registry import get_backend
 from topgrad.tensor import Tensor, no_grad
 

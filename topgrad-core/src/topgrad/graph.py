@@ -15,8 +15,8 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from topgrad.arrays import dtype_name, is_array, itemsize, nbytes, shape_of
 from topgrad.indexing import index_text, is_index
-from topgrad.observe import dtype_name, is_array, itemsize, nbytes, shape_of
 from topgrad.op import Op
 from topgrad.tensor import Tensor, _toposort
 

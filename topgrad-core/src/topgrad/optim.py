@@ -16,8 +16,8 @@ from numbers import Real
 from typing import Any, ClassVar
 
 from topgrad import tensor as _tensor
+from topgrad.arrays import dtype_name
 from topgrad.errors import type_name
-from topgrad.observe import dtype_name
 from topgrad.pytorch_names import not_taken
 from topgrad.registry import _array_type, backend_of, get_backend, owner_of
 from topgrad.tensor import Tensor, mark_grad_written, mark_updated

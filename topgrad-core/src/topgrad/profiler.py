@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from topgrad import registry
+from topgrad.arrays import nbytes
 from topgrad.graph import held_arrays, human_bytes
-from topgrad.observe import Observer, nbytes, observing
+from topgrad.observe import Observer, observing
 from topgrad.op import Op
 
 

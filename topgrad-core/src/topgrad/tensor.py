@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from topgrad import arguments, pytorch_names, registry
+from topgrad.arrays import dtype_name
 from topgrad.convolution import refuse_conv_options
 from topgrad.errors import numpy_scalar_hint, qualified_name, type_name
 from topgrad.indexing import basic_index
@@ -201,8 +202,8 @@ class Tensor:
             raise TypeError(f"Tensor.data must be a {qualified_name(kind)} (this tensor's backend's array), "
                             f"got {arguments.with_article(type_name(value))}: assign "
                             "Tensor(values, dtype=...).data")
-        dtype = _dtype_name(value)
-        if dtype != _dtype_name(self._data):  # a dtype the backend makes Tensors of: ask it, on no data
+        dtype = dtype_name(value)
+        if dtype != dtype_name(self._data):  # a dtype the backend makes Tensors of: ask it, on no data
             try:
                 backend.asarray(backend.zeros((0,)), dtype=dtype)
             except (TypeError, ValueError) as exc:
@@ -340,7 +341,7 @@ class Tensor:
         than float32 (as PyTorch shows one other than its default), the op that made the tensor
         and whether it is a constant."""
         values = str(self.numpy()).replace("\n", "\n       ")
-        dtype = _dtype_name(self.data)
+        dtype = dtype_name(self.data)
         shown = f", dtype={dtype}" if dtype != "float32" else ""
         made_by = f", op={type(self._op).__name__}" if self._op is not None else ""
         constant = ", requires_grad=False" if not self.requires_grad else ""
@@ -479,7 +480,7 @@ class Tensor:
         if div is not None:
             return div.apply(self, c)
         r = 1.0 / c  # inf where it overflows float64 (|c| < 5.6e-309)
-        if abs(r) <= _FLOAT32_MAX or (not math.isinf(r) and _dtype_name(self.data) == "float64"):
+        if abs(r) <= _FLOAT32_MAX or (not math.isinf(r) and dtype_name(self.data) == "float64"):
             return self * r
         return (self * (2.0**-64 / c)) * 2.0**64
 
@@ -536,8 +537,8 @@ class Tensor:
             if tuple(result.shape) != self.shape:
                 raise ValueError(f"Tensor {how}: the result's shape {result.shape} is not the tensor's "
                                  f"{self.shape} (an in-place update cannot broadcast it)")
-            data, dtype = result.data, _dtype_name(self._data)
-            if _dtype_name(data) != dtype:  # a float64 leaf stays float64 (float32 operands), as in PyTorch
+            data, dtype = result.data, dtype_name(self._data)
+            if dtype_name(data) != dtype:  # a float64 leaf stays float64 (float32 operands), as in PyTorch
                 data = registry.backend_of(self._data).asarray(data, dtype=dtype)
             self.data = data
             return self
@@ -765,11 +766,11 @@ class Tensor:
         from topgrad.op import run_backward
 
         backend = registry.get_backend()
-        dtype = _dtype_name(self.data)  # asarray takes a dtype's name: a float64 tensor's seed is float64
+        dtype = dtype_name(self.data)  # asarray takes a dtype's name: a float64 tensor's seed is float64
         if grad is None:
             grad = backend.asarray(backend.ones(self.shape), dtype=dtype)
         elif isinstance(grad, Tensor):  # in this tensor's dtype, as PyTorch casts the seed
-            grad = grad.data if _dtype_name(grad.data) == dtype else backend.asarray(grad.data, dtype=dtype)
+            grad = grad.data if dtype_name(grad.data) == dtype else backend.asarray(grad.data, dtype=dtype)
         else:
             grad = backend.asarray(grad, dtype=dtype)
         if tuple(grad.shape) != self.shape:
@@ -799,7 +800,7 @@ class Tensor:
                 continue
             if isinstance(node, Tensor):  # a leaf: its gradient is complete, keep it
                 if g.dtype != node.data.dtype:  # in the leaf's dtype, as in PyTorch (mixed operands)
-                    g = backend.asarray(g, dtype=_dtype_name(node.data))
+                    g = backend.asarray(g, dtype=dtype_name(node.data))
                 node._grad = _own(backend, g, taken) if node._grad is None else _add_in(node, g, backend)
                 continue
             if node._born < _updates.now:  # some leaf was updated in place since this op's forward
@@ -839,9 +840,9 @@ def _check_grad_value(t: Tensor, value: Any) -> None:
     if kind is not type(None) and not isinstance(value, kind):
         raise TypeError(f".grad must be an array of backend {backend.name!r} ({qualified_name(kind)}), got "
                         f"{arguments.with_article(type_name(value))}{numpy_scalar_hint(value, kind)}")
-    if tuple(value.shape) != t.shape or _dtype_name(value) != _dtype_name(t._data):
-        raise ValueError(f".grad must match the tensor: shape {t.shape} and {_dtype_name(t._data)}, got "
-                         f"shape {tuple(value.shape)} and {_dtype_name(value)} (as PyTorch refuses it)")
+    if tuple(value.shape) != t.shape or dtype_name(value) != dtype_name(t._data):
+        raise ValueError(f".grad must match the tensor: shape {t.shape} and {dtype_name(t._data)}, got "
+                         f"shape {tuple(value.shape)} and {dtype_name(value)} (as PyTorch refuses it)")
     device = getattr(t._data, "device", None)  # a backend's arrays may live on a GPU (triton's)
     if device is not None and getattr(value, "device", device) != device:
         raise ValueError(f".grad must be on the tensor's device, {device}; got an array on {value.device} "
@@ -971,14 +972,8 @@ def _operand(other: Any, like: Tensor) -> Any:
     dtype, so `x * [1.0, 2.0]` and `x - [1.0, 2.0]` work alike on every backend (numpy's took
     some of them as arrays, other backends none); anything else is passed on as it is."""
     if isinstance(other, (list, tuple)):
-        return Tensor(other, dtype=_dtype_name(like.data), requires_grad=False)
+        return Tensor(other, dtype=dtype_name(like.data), requires_grad=False)
     return other
-
-
-def _dtype_name(array: Any) -> str:
-    from topgrad.observe import dtype_name  # observe imports this module
-
-    return dtype_name(array)
 
 
 def _given(op: str, name: str, value: Any, optional: bool = False) -> Any:

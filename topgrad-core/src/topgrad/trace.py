@@ -13,9 +13,10 @@ import weakref
 from collections.abc import Iterator
 from typing import Any, TextIO
 
+from topgrad.arrays import shape_of
 from topgrad.graph import _shape_text
 from topgrad.indexing import index_text, is_index
-from topgrad.observe import Observer, observing, register, shape_of, unregister
+from topgrad.observe import Observer, observing, register, unregister
 from topgrad.op import Op
 from topgrad.tensor import Tensor
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from topgrad.observe import Observer, dtype_name, observing
+from topgrad.arrays import dtype_name
+from topgrad.observe import Observer, observing
 from topgrad.registry import get_backend
 from topgrad.tensor import Tensor
 from topgrad.testing.cases import Case
