@@ -123,7 +123,7 @@ class Op:
         if _tensor._grad_mode.enabled:  # before forward: needs_grad(i) tells it what backward will use
             _set_parents(op, args)
         try:
-            out = op.forward(*[a.data if isinstance(a, Tensor) else a for a in args], **params)
+            out = op.forward(*[a._data if isinstance(a, Tensor) else a for a in args], **params)
         except Exception as exc:
             refuse_foreign_tensors(cls.__name__, _numbered(args), exc)
             raise
@@ -195,7 +195,7 @@ def _numbered(args: tuple[Any, ...]) -> Iterator[tuple[str, Any]]:
 def _link(op: Op, args: tuple[Any, ...], out: Any) -> Tensor:
     """Make `out` the output Tensor of `op`, whose parents (ops and leaves) `apply` set before its
     forward; with constants alone for inputs, `out` is a constant and `op` is dropped."""
-    if not any(isinstance(a, Tensor) and a.requires_grad for a in args):
+    if not any(isinstance(a, Tensor) and a._requires_grad for a in args):
         op._intermediate = ()  # nothing will run its backward: let go of what it saved
         return _constant(op, out)
     if not isinstance(out, _array_type()):

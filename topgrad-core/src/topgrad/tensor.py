@@ -751,22 +751,18 @@ class Tensor:
     @pytorch_names.keywords  # PyTorch's gradient=, retain_graph=: what to write instead
     def backward(self, grad: Any = None) -> None:
         """Accumulate d(self)/d(leaf) into every leaf's `.grad`, seeded with `grad` (ones if None)."""
-        from topgrad.op import refuse_foreign_tensors
-
         try:
             self._backward(grad)
         except Exception as exc:  # a graph made under another backend fails obscurely: name it
-            refuse_foreign_tensors("backward", [("the tensor", self)], exc)
+            _op.refuse_foreign_tensors("backward", [("the tensor", self)], exc)
             _refuse_tensor_grads(self, exc)
             raise
 
     def _backward(self, grad: Any) -> None:
         """The walk: check and cast the seed, then run each op's backward in reverse topological
         order, summing what reaches a node and keeping what reaches a leaf."""
-        from topgrad.op import run_backward
-
         backend = registry.get_backend()
-        dtype = dtype_name(self.data)  # asarray takes a dtype's name: a float64 tensor's seed is float64
+        dtype = dtype_name(self._data)  # asarray takes a dtype's name: a float64 tensor's seed is float64
         if grad is None:
             grad = backend.asarray(backend.ones(self.shape), dtype=dtype)
         elif isinstance(grad, Tensor):  # in this tensor's dtype, as PyTorch casts the seed
@@ -777,7 +773,7 @@ class Tensor:
             raise ValueError(
                 f"backward: grad of shape {tuple(grad.shape)} for a tensor of shape {self.shape}"
             )
-        if not self.requires_grad:
+        if not self._requires_grad:
             raise RuntimeError(
                 "backward: this tensor is a constant (requires_grad=False, computed under "
                 "topgrad.no_grad(), or computed from constants only), so no gradient flows from "
@@ -791,21 +787,21 @@ class Tensor:
         order = _toposort(self._op)
         # memory that leaf gradients must not share: the seed, and every leaf's values (a backward
         # may hand back one input's saved array as another's gradient: dot(x, w) = sum(x * w))
-        taken = {backend.memory_key(grad)}
-        taken.update(backend.memory_key(node.data) for node in order if isinstance(node, Tensor))
+        taken = {backend.memory_key(node._data) for node in order if isinstance(node, Tensor)}
+        taken.add(backend.memory_key(grad))
         grads: dict[int, Any] = {id(self._op): grad}
         for node in reversed(order):
             g = grads.pop(id(node), None)
             if g is None:  # no gradient flows here (every consumer returned None)
                 continue
             if isinstance(node, Tensor):  # a leaf: its gradient is complete, keep it
-                if g.dtype != node.data.dtype:  # in the leaf's dtype, as in PyTorch (mixed operands)
-                    g = backend.asarray(g, dtype=dtype_name(node.data))
+                if g.dtype != node._data.dtype:  # in the leaf's dtype, as in PyTorch (mixed operands)
+                    g = backend.asarray(g, dtype=dtype_name(node._data))
                 node._grad = _own(backend, g, taken) if node._grad is None else _add_in(node, g, backend)
                 continue
             if node._born < _updates.now:  # some leaf was updated in place since this op's forward
                 _refuse_overwritten(node)
-            for i, (parent, pg) in enumerate(zip(node.parents, run_backward(node, g))):
+            for i, (parent, pg) in enumerate(zip(node.parents, _op.run_backward(node, g))):
                 if pg is None or not node.needs_grad(i):  # a constant or a plain value
                     continue
                 key = id(parent)
@@ -929,18 +925,19 @@ def _toposort(root: Op) -> list[Any]:
 
     Iterative depth-first search, so depth is not limited by Python's recursion limit.
     """
-    from topgrad.op import Op
-
+    op_type = _op.Op
     order: list[Any] = []
     seen: set[int] = {id(root)}
     stack: list[tuple[Any, Iterator[Any]]] = [(root, iter(root.parents))]
     while stack:
         node, parents = stack[-1]
         for p in parents:
-            if id(p) not in seen and isinstance(p, (Op, Tensor)):
+            if id(p) not in seen and isinstance(p, (op_type, Tensor)):
                 seen.add(id(p))
-                stack.append((p, iter(p.parents) if isinstance(p, Op) else iter(())))
-                break
+                if isinstance(p, op_type):  # visit its parents first
+                    stack.append((p, iter(p.parents)))
+                    break
+                order.append(p)  # a leaf has none
         else:
             stack.pop()
             order.append(node)
@@ -1032,3 +1029,8 @@ def stack(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
                              "stack needs one shape (topgrad.cat joins along an existing axis)")
     ax = normal_axis("stack", axis, ts[0].ndim + 1)
     return cat([t.reshape(*t.shape[:ax], 1, *t.shape[ax:]) for t in ts], axis=ax)
+
+
+# op.py imports Tensor from this module, so the engine's other half is bound here, last, and
+# once: an import statement inside backward costs ~1.4 us on every call.
+from topgrad import op as _op  # noqa: E402

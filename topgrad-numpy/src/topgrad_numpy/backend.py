@@ -16,6 +16,7 @@ from topgrad_numpy.unshared import unshared_argument
 
 F32 = np.dtype(np.float32)
 F64 = np.dtype(np.float64)
+_FLOAT_DTYPES = {"float32": F32, "float64": F64}  # the names asarray takes, to the dtypes it makes
 
 
 def _same_kind(total: Any, part: Any) -> bool:
@@ -98,6 +99,8 @@ class NumpyBackend(topgrad.Backend):
     def asarray(self, obj: Any, dtype: Any = "float32") -> np.ndarray:
         """`obj` as an ndarray of `dtype`; no copy for an ndarray that already has it. The ops
         compute in float32, or in float64 for float64 arrays: other dtypes are a TypeError."""
+        if type(obj) is np.ndarray and type(dtype) is str and obj.dtype is _FLOAT_DTYPES.get(dtype):
+            return obj  # backward's seed or a leaf's gradient, the common case: no dtype to parse
         if str(dtype) in ("torch.float32", "torch.float64"):  # torch's spelling, as the triton backend takes
             dtype = str(dtype)[len("torch."):]
         try:
