@@ -1267,3 +1267,18 @@ def test_a_float64_bias_alone_makes_linear_and_conv2d_float64(nb, op: str) -> No
     assert y.dtype == np.float64
     y.sum().backward()
     assert x.grad.dtype == F32 and w.grad.dtype == F32 and b.grad.dtype == np.float64
+
+
+@pytest.mark.parametrize("shape", [(128, 10), (64, 32), (63, 32), (64, 33), (70, 1), (4, 40, 3), (2, 3, 50, 7)])
+def test_rowmax_is_numpys_max_over_the_last_axis(shape: tuple[int, ...]) -> None:
+    """The narrow-row path (a transposed copy, reduced by columns) and numpy's own reduce agree
+    bit for bit, NaN and infinities included, for each side of its thresholds."""
+    from topgrad_numpy.ops._util import rowmax
+
+    a = np.random.default_rng(3).standard_normal(shape).astype(F32)
+    flat = a.reshape(-1, shape[-1])
+    flat[0, 0], flat[1, -1], flat[2, :] = np.nan, np.inf, -np.inf
+    got = rowmax(a)
+    assert got.shape == (*shape[:-1], 1)
+    np.testing.assert_array_equal(got, a.max(axis=-1, keepdims=True))
+    np.testing.assert_array_equal(rowmax(a[..., ::-1]), a.max(axis=-1, keepdims=True))  # a strided view

@@ -799,7 +799,8 @@ def test_relu_gradient_is_zero_where_inactive_even_for_nan_upstream(size: int) -
 # ---- LogSoftmax ------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("shape", "axis"), [((4, 10), -1), ((4, 10), 0), ((2, 3, 5), 1), ((7,), 0), ((2, 3, 5), -3),
-                        ((3, 700, 128), -1)]  # over 1 MiB: numpy's row blocks, the last one ragged
+                        ((3, 700, 128), -1),  # over 1 MiB: numpy's row blocks, the last one ragged
+                        ((128, 10), -1), ((4, 40, 3), -1), ((64, 32), -1)]  # numpy's narrow-row max
 )
 def test_logsoftmax_fixed(shape: tuple[int, ...], axis: int) -> None:
     check_against_torch(
@@ -816,7 +817,8 @@ def test_logsoftmax_default_axis_is_last() -> None:
     ("shape", "axis", "scale"),
     [((4, 10), -1, 1.0), ((4, 10), 0, 1.0), ((2, 3, 5), 1, 1.0), ((7,), 0, 1.0), ((2, 3, 5), -3, 1.0),
      ((3, 6), -1, 60.0), ((), 0, 1.0), ((3, 0), -1, 1.0), ((0, 3), 0, 1.0), ((3, 1), -1, 1.0),
-     ((3, 700, 128), -1, 5.0)],  # over 1 MiB: numpy's row blocks of 256 KiB, the last one ragged
+     ((3, 700, 128), -1, 5.0),  # over 1 MiB: numpy's row blocks of 256 KiB, the last one ragged
+     ((128, 10), -1, 5.0), ((70, 1), -1, 1.0)],  # numpy's narrow-row max
 )
 def test_softmax_fixed(shape: tuple[int, ...], axis: int, scale: float) -> None:
     """(float64 at 1e-10: test_float64.py.)"""
