@@ -1269,7 +1269,8 @@ def test_a_float64_bias_alone_makes_linear_and_conv2d_float64(nb, op: str) -> No
     assert x.grad.dtype == F32 and w.grad.dtype == F32 and b.grad.dtype == np.float64
 
 
-@pytest.mark.parametrize("shape", [(128, 10), (64, 32), (63, 32), (64, 33), (70, 1), (4, 40, 3), (2, 3, 50, 7)])
+@pytest.mark.parametrize("shape", [(128, 10), (64, 32), (63, 32), (64, 33), (70, 1), (4, 40, 3),
+                                   (2, 3, 50, 7)])
 def test_rowmax_is_numpys_max_over_the_last_axis(shape: tuple[int, ...]) -> None:
     """The narrow-row path (a transposed copy, reduced by columns) and numpy's own reduce agree
     bit for bit, NaN and infinities included, for each side of its thresholds."""
