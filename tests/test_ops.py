@@ -349,6 +349,7 @@ def _amax(axis: Any, keepdims: bool) -> Callable[[torch.Tensor], torch.Tensor]:
 @pytest.mark.parametrize(("shape", "axis", "keepdims"), [
     ((3, 4), None, False), ((3, 4), 1, False), ((2, 3, 5), (0, 2), True), ((2, 3, 5), -2, True),
     ((), None, False), ((0, 3), 1, False), ((4, 1), 0, False), ((2, 3000), 1, False),
+    ((128, 10), -1, False), ((4, 40, 3), 2, True), ((70, 1), 1, False),  # numpy's narrow rows
 ])
 def test_max_fixed(shape: tuple[int, ...], axis: Any, keepdims: bool) -> None:
     check_against_torch(lambda x: x.max(axis=axis, keepdims=keepdims), _amax(axis, keepdims),
@@ -381,12 +382,14 @@ def test_max_drawn(data: st.DataObject, seed: int, sizes: Sizes) -> None:
                         layout=data.draw(layouts(1), label="layout"))
 
 
-def test_max_ties_nan_and_infinities_as_pytorch() -> None:
+@pytest.mark.parametrize("copies", [1, 32])  # 128 rows: numpy's narrow-row path (`rowmax`)
+def test_max_ties_nan_and_infinities_as_pytorch(copies: int) -> None:
     """As torch.amax: elements that tie for the maximum share its gradient equally (0 and -0.0
     tie), a NaN makes the maximum NaN and every gradient of its row NaN, and a row of -inf has
     maximum -inf with the gradient split over the row; no warnings from Topgrad's code."""
     x = np.array([[1, 3, 3, 0], [2, np.nan, 5, 1], [-np.inf] * 4, [0.0, -0.0, -1, -2]], np.float32)
     g = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
+    x, g = np.tile(x, (copies, 1)), np.tile(g, copies)
     t, xt = Tensor(x), torch.tensor(x, dtype=torch.float64, requires_grad=True)
     with topgrad_warns_nothing():
         out = t.max(axis=1)

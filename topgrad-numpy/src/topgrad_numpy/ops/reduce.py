@@ -12,7 +12,17 @@ from typing import Any
 
 import numpy as np
 
-from topgrad_numpy.ops._util import NumpyOp, arr, axes, expand, kept_shape, run_expand, run_sum
+from topgrad_numpy.ops._util import (
+    NumpyOp,
+    arr,
+    axes,
+    expand,
+    kept_shape,
+    rowmax,
+    rowsum,
+    run_expand,
+    run_sum,
+)
 
 
 def _reduce(x: np.ndarray, axs: tuple[int, ...], keepdims: bool) -> np.ndarray:
@@ -74,7 +84,10 @@ class Max(NumpyOp):
             raise ValueError(f"Max: x of shape {x.shape} has no elements along axis {empty[0]}, "
                              "and a maximum over nothing has no value (torch.amax refuses it too)")
         self.kept = kept_shape(x.shape, self.axes)
-        out = arr(np.max(x, axis=self.axes, keepdims=keepdims)) if self.axes else x.copy()
+        if self._last_axis(x):  # `rowmax`: fast on short rows, where numpy's reduce pays per row
+            out = rowmax(x) if keepdims else rowmax(x).reshape(x.shape[:-1])
+        else:
+            out = arr(np.max(x, axis=self.axes, keepdims=keepdims)) if self.axes else x.copy()
         self.save_for_backward(x=x, out=out)
         return out
 
@@ -82,6 +95,13 @@ class Max(NumpyOp):
         """grad shared equally among the elements equal to the maximum."""
         x, out = self._intermediate
         mask = x == out.reshape(self.kept)  # NaN equals nothing: its slice's count is 0, grads NaN
-        count = mask.sum(axis=self.axes, keepdims=True, dtype=x.dtype)
+        if self._last_axis(x):  # the counts as one gemv (exact: whole numbers below 2**24)
+            count = rowsum(mask.astype(x.dtype))
+        else:
+            count = mask.sum(axis=self.axes, keepdims=True, dtype=x.dtype)
         share = np.divide(grad.reshape(self.kept), count)
         return (arr(np.multiply(mask, share, dtype=x.dtype)),)
+
+    def _last_axis(self, x: np.ndarray) -> bool:
+        """Is the maximum over x's last axis alone (a row's: logits, features)?"""
+        return x.ndim > 0 and self.axes == (x.ndim - 1,)
