@@ -14,6 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
+import topgrad  # noqa: E402
 import torch.nn.functional as F  # noqa: E402, N812
 from helpers import compile_for_cuda  # noqa: E402
 from topgrad import Tensor  # noqa: E402
@@ -50,6 +51,14 @@ def stat(x: torch.Tensor) -> Tensor:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _triton_loaded() -> None:
+    """The ops here run outside the registry, but a BatchNorm writes its running statistics
+    through `Tensor.data`, which finds their backend among the loaded ones: load it, or the test
+    fails wherever no earlier test in its process has (alone, or on an xdist worker)."""
+    topgrad.load_backend("triton")
 
 
 @pytest.fixture(params=["plan", "gpu-plan"])
