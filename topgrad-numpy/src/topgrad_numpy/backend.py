@@ -16,7 +16,24 @@ from topgrad_numpy.unshared import unshared_argument
 
 F32 = np.dtype(np.float32)
 F64 = np.dtype(np.float64)
-_FLOAT_DTYPES = {"float32": F32, "float64": F64}  # the names asarray takes, to the dtypes it makes
+_FLOAT_DTYPES: dict[str, np.dtype] = {"float32": F32, "float64": F64}  # asarray's names, and what they make
+
+
+def _float_dtype(dtype: Any) -> np.dtype:
+    """The dtype `asarray` makes for `dtype`: float32 or float64, named as numpy or torch spells it
+    (a name is looked up first, the engine's common case: parsing one costs ~1 us a call), or a
+    TypeError."""
+    if type(dtype) is str and dtype in _FLOAT_DTYPES:
+        return _FLOAT_DTYPES[dtype]
+    if str(dtype) in ("torch.float32", "torch.float64"):  # torch's spelling, as the triton backend takes
+        dtype = str(dtype)[len("torch."):]
+    try:
+        dt = np.dtype(dtype) if dtype is not None else None  # np.dtype(None) would be float64
+    except TypeError:
+        dt = None
+    if dt is None or dt not in (F32, F64):
+        raise TypeError(f"numpy backend: arrays are float32 (the default) or float64, got dtype={dtype!r}")
+    return dt
 
 
 def _same_kind(total: Any, part: Any) -> bool:
@@ -99,18 +116,7 @@ class NumpyBackend(topgrad.Backend):
     def asarray(self, obj: Any, dtype: Any = "float32") -> np.ndarray:
         """`obj` as an ndarray of `dtype`; no copy for an ndarray that already has it. The ops
         compute in float32, or in float64 for float64 arrays: other dtypes are a TypeError."""
-        if type(obj) is np.ndarray and type(dtype) is str and obj.dtype is _FLOAT_DTYPES.get(dtype):
-            return obj  # backward's seed or a leaf's gradient, the common case: no dtype to parse
-        if str(dtype) in ("torch.float32", "torch.float64"):  # torch's spelling, as the triton backend takes
-            dtype = str(dtype)[len("torch."):]
-        try:
-            dt = np.dtype(dtype) if dtype is not None else None  # np.dtype(None) would be float64
-        except TypeError:
-            dt = None
-        if dt is None or dt not in (F32, F64):
-            raise TypeError(
-                f"numpy backend: arrays are float32 (the default) or float64, got dtype={dtype!r}"
-            )
+        dt = _float_dtype(dtype)
         if type(obj) is np.ndarray and obj.dtype == dt:
             return obj
         if obj is None:
