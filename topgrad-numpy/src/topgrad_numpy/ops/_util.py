@@ -259,10 +259,11 @@ def rowsum(a: np.ndarray) -> np.ndarray:
     return (a @ ones(a.shape[-1], a.dtype))[..., None]
 
 
-NARROW_ROWS = (32, 64)
-"""`rowmax` reduces rows of at most [0] values, [1] rows or more, as the columns of a transposed
-copy (measured on a Zen 3: 0.34-0.69 of `max`'s time at 128 rows of 2-32 values, ~1 at 32 rows,
-0.8 at 128 rows of 48)."""
+NARROW_ROW = 32
+NARROW_ROWS_FROM = 64
+"""`rowmax` reduces rows of at most NARROW_ROW values, NARROW_ROWS_FROM rows or more, as the
+columns of a transposed copy (measured on a Zen 3: 0.34-0.69 of `max`'s time at 128 rows of
+2-32 values, ~1 at 32 rows, 0.8 at 128 rows of 48)."""
 
 
 def rowmax(a: np.ndarray) -> np.ndarray:
@@ -270,7 +271,7 @@ def rowmax(a: np.ndarray) -> np.ndarray:
     pays ~50 ns a row, so narrow rows (a classifier's 10 logits) are reduced as the columns of a
     transposed copy, 128 at a time (128x10: 6.7 -> 3.1 us; 1024x10: 51 -> 8)."""
     width = a.shape[-1]
-    if width > NARROW_ROWS[0] or a.size < NARROW_ROWS[1] * width:
+    if width > NARROW_ROW or a.size < NARROW_ROWS_FROM * width:
         return a.max(axis=-1, keepdims=True)
     columns = np.ascontiguousarray(a.reshape(-1, width).T)
     return np.maximum.reduce(columns, axis=0).reshape(*a.shape[:-1], 1)
