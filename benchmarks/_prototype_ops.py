@@ -14,7 +14,7 @@ backend's op and changes only what PERF_NOTES.md recommends:
   kernels only, and `ab_prototype.py --ops LayerNorm --models attention` checks it on a host.
 
 The earlier prototypes of chunked Conv2d, BLAS Sum/Mean, BatchNorm/LayerNorm and the chunked
-SGD update are now the backend's own code (see RESULTS.md), so they were removed from here.
+SGD update are now the backend's own code (see HISTORY.md), so they were removed from here.
 """
 
 from __future__ import annotations

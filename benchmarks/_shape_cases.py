@@ -3,7 +3,7 @@
 Chosen from a sweep of 261 shapes (Topgrad-numpy against PyTorch eager, one thread): every shape
 where Topgrad was much slower or used much more memory than PyTorch (`audit` says by how much,
 before the fixes that followed), and a few per op where it was not, so that a change which helps
-one shape and hurts another shows; two batch-1 convolutions from a later, smaller sweep (RESULTS.md
+one shape and hurts another shows; two batch-1 convolutions from a later, smaller sweep (HISTORY.md
 changes 57 and the col2im chunks). Built as in `_ops.py`: Topgrad gets NHWC, PyTorch NCHW, and
 PyTorch's views (permute, slice) are made contiguous, so both frameworks copy.
 """

@@ -14,7 +14,7 @@ While it runs more than one thread, the backend sets numpy's OpenBLAS to one thr
 whole process: OpenBLAS's own threads split the small GEMMs of these models poorly, and
 between calls they spin, taking the cores the groups run on (deepconv's step on 2 cores:
 124-127 ms so; 145-180 with OpenBLAS's threads instead of these, or beside them; table 2k of
-benchmarks/RESULTS.md). `set_threads(1)` gives OpenBLAS back the thread count it had.
+benchmarks/HISTORY.md). `set_threads(1)` gives OpenBLAS back the thread count it had.
 """
 
 from __future__ import annotations

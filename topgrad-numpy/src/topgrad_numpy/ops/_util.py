@@ -382,7 +382,8 @@ def check_affine(op: str, x: np.ndarray, **params: Any) -> int:
 BLOCKS_FROM_L2 = 2 << 20
 """L2 size from which chains of elementwise passes run block by block. Measured: on an Intel
 core with 2 MiB of L2 (and a slow mesh L3) blocks made Sigmoid 1.3x faster; on a Zen 3 core
-with 512 KiB, ReLU's backward in blocks was 10-30% slower (RESULTS.md, changes 30 and before)."""
+with 512 KiB, ReLU's backward in blocks was 10-30% slower (benchmarks/HISTORY.md, changes 30
+and before)."""
 
 BLOCK_ELEMENTS = 64 << 10 if cpu_cache.l2_bytes() >= BLOCKS_FROM_L2 else 0
 """Elements per block in a chain of elementwise passes (`flat_blocks`), 0 for whole arrays:
