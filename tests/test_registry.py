@@ -15,7 +15,7 @@ import textwrap
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
@@ -534,13 +534,17 @@ class SpecMakingPlugin:
     ("", "m:B", r"name must be a non-empty str, .*got ''"),
     (123, "m:B", r"name must be a non-empty str, .*got 123"),
     ("toy", None, r"BackendSpec 'toy': load must be a 'module:attribute' string or a callable"),
+    ("toy", "fake.backend", r"load must be a 'module:attribute' string .*got 'fake\.backend'"),  # no colon
+    ("toy", "fake.backend:", r"load must be a 'module:attribute' string .*got 'fake\.backend:'"),
+    ("toy", ":backend", r"load must be a 'module:attribute' string .*got ':backend'"),
 ])
 def test_a_spec_that_cannot_be_selected_is_refused_where_the_plugin_makes_it(
     install: Callable[..., None], name: Any, load: Any, why: str
 ) -> None:
     """A name that is not a string was listed and then broke every lookup of another name
     (AttributeError in the did-you-mean search) and the kit's --list (sorting None with str);
-    load=None failed only when selected, as "'NoneType' object is not callable"."""
+    load=None failed only when selected, as "'NoneType' object is not callable", and a load string
+    without its colon ('pkg.module.Class') was listed, failing only when selected."""
     with pytest.raises(TypeError, match=why):
         BackendSpec(name, load)
     install(FakeEntryPoint("bad", SpecMakingPlugin((name, load))), plugin("good", spec("alpha")))
@@ -669,6 +673,22 @@ def test_a_backend_lost_to_a_plugin_mistake_is_not_called_uninstalled(
     with pytest.warns(RuntimeWarning, match=f"'mine-plugin'.*{why}"):
         topgrad.available_backends()
     with pytest.raises(BackendNotFoundError, match=r"skipped.*'mine-plugin'") as info:
+        topgrad.set_backend("mine")
+    assert "pip install" not in str(info.value)
+
+
+def test_a_plugin_registered_in_process_with_no_hook_is_named_as_on_install(
+    install: Callable[..., None],
+) -> None:
+    """`register_plugin(package)` (or the kit's `--plugin package`) given the package instead of its
+    plugin module was accepted without a word, and the lookup then said to pip install it."""
+    install(plugin("good", spec("alpha")))
+    package = ModuleType("topgrad_mine")  # the package; its hooks live in topgrad_mine.plugin
+    with pytest.warns(RuntimeWarning, match=r"plugin 'topgrad_mine' implements no topgrad hook, so it "
+                      r"offers nothing: register a module \(or object\) with @topgrad.hookimpl"):
+        topgrad.register_plugin(package, name="topgrad_mine")
+    with pytest.raises(BackendNotFoundError, match=r"skipped.*'topgrad_mine': it implements no topgrad "
+                       "hook") as info:
         topgrad.set_backend("mine")
     assert "pip install" not in str(info.value)
 
@@ -923,13 +943,6 @@ def test_replacing_the_selected_backend_takes_effect(install: Callable[..., None
     replacement = spec("alpha", lambda: make_backend("alpha", made_by="replacement"))
     topgrad.register_backend(replacement, replace=True)
     assert topgrad.get_backend().made_by == "replacement"
-
-
-@pytest.mark.parametrize("load", ["topgrad_fake.backend", "topgrad_fake.backend:", ":backend"])
-def test_a_load_string_must_be_module_colon_attribute(install: Callable[..., None], load: str) -> None:
-    install(plugin("plug", BackendSpec("alpha", load)))
-    with pytest.raises(BackendUnavailableError, match="must be 'module:attribute'"):
-        topgrad.load_backend("alpha")
 
 
 def test_a_bug_in_the_backend_gets_no_reinstall_advice(install: Callable[..., None]) -> None:

@@ -29,9 +29,11 @@ class BackendSpec:
         if not isinstance(self.name, str) or not self.name:
             raise TypeError(f"BackendSpec: name must be a non-empty str, the name users select it by "
                             f"(e.g. 'numpy'), got {self.name!r}")
-        if not (isinstance(self.load, str) or callable(self.load)):
+        module, _, attribute = self.load.partition(":") if isinstance(self.load, str) else ("", "", "")
+        if not ((module and attribute) or callable(self.load)):
             raise TypeError(f"BackendSpec {self.name!r}: load must be a 'module:attribute' string or a "
-                            f"callable returning a topgrad.Backend, got {self.load!r}")
+                            "callable returning a topgrad.Backend (e.g. "
+                            f"'topgrad_mybackend.backend:MyBackend'), got {self.load!r}")
 
 
 class Backend:

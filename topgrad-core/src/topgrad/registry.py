@@ -60,11 +60,7 @@ def plugin_manager() -> pluggy.PluginManager:
                      plugin)
                 continue
             _warn_unused_hooks(plugin, name)
-            if not any(caller.name in _HOOKS for caller in manager.get_hookcallers(plugin) or ()):
-                _skipped[name] = "it implements no topgrad hook"
-                warn(f"topgrad: plugin {name!r} ({ep.value}) implements no topgrad hook, so it "
-                     "offers nothing: its entry point should name a module (or object) with "
-                     "@topgrad.hookimpl functions such as topgrad_backends", plugin)
+            _warn_no_hooks(manager, plugin, f"{name!r} ({ep.value})", "its entry point should name", plugin)
         _manager = manager
     return _manager
 
@@ -100,6 +96,7 @@ def register_plugin(plugin: object, name: str | None = None) -> str:
         raise ValueError(f"the plugin name {name!r} is blocked; register the plugin under another name")
     _entries.pop(registered, None)  # the name of an entry point that failed to load: not its distribution's
     _warn_unused_hooks(plugin, registered)
+    _warn_no_hooks(manager, plugin, repr(registered), "register", None)  # at the caller's line
     return registered
 
 
@@ -125,6 +122,21 @@ def _wrong_arguments(plugin: object) -> tuple[Any, str] | None:
                               f"which the hook does not give: name its arguments as in {hook}("
                               f"{', '.join(given)}) (topgrad.hookspecs)")
     return None
+
+
+def _warn_no_hooks(
+    manager: pluggy.PluginManager, plugin: object, named: str, fix: str, where: object
+) -> None:
+    """Warn where `plugin` implements no topgrad hook (a package given for its plugin module), and
+    record it, so that looking up the backend it was meant to offer names it, not an install line."""
+    if any(caller.name in _HOOKS for caller in manager.get_hookcallers(plugin) or ()):
+        return
+    name = manager.get_name(plugin)
+    if name is not None:
+        _skipped[name] = "it implements no topgrad hook"
+    warn(f"topgrad: plugin {named} implements no topgrad hook, so it offers nothing: {fix} a module "
+         "(or object) with @topgrad.hookimpl functions such as topgrad_backends (a package's plugin "
+         "module, e.g. 'topgrad_mybackend.plugin')", where)
 
 
 def _warn_unused_hooks(plugin: object, name: str) -> None:
@@ -228,7 +240,7 @@ def load_backend(name: str) -> Backend:
         if folder:
             hint += f" (from the package folder here: pip install {folder})"  # in a clone of Topgrad
         if _skipped and (not near or name in _skipped):  # a plugin of that very name failed: say so
-            hint = "Installed plugins were skipped (see the warnings): " + "; ".join(
+            hint = "Plugins were skipped (see the warnings): " + "; ".join(
                 f"{plugin!r}: {why}" for plugin, why in _skipped.items())
         if _offered_none and (not near or name in _offered_none):  # the classic: a hook without `return`
             hint += " " + "; ".join(f"Plugin {plugin!r} offers no backend: its topgrad_backends() returned "
@@ -332,11 +344,6 @@ def _package_folder(package: str) -> str | None:
 def _instantiate(spec: BackendSpec, owner: str) -> Backend:
     target: Any = spec.load
     module_name, _, attribute = target.partition(":") if isinstance(target, str) else ("", "", "")
-    if isinstance(target, str) and not (module_name and attribute):
-        raise BackendUnavailableError(
-            f"backend {spec.name!r} (from plugin {owner!r}) has load={target!r}; a string load must "
-            "be 'module:attribute', e.g. 'topgrad_mybackend.backend:MyBackend'"
-        )
     try:
         if isinstance(target, str):
             target = getattr(importlib.import_module(module_name), attribute)
