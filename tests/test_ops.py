@@ -1401,6 +1401,21 @@ def test_conv2d_nan_in_x_reaches_the_weights_pytorchs_does(stride: int, padding:
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize(("stride", "padding", "bad"), [(1, 0, np.nan), (1, 1, np.inf), (2, 0, -np.inf),
+                                                       (2, 1, np.nan), (3, 1, np.inf)])
+def test_conv2d_bad_kernel_tap_reaches_only_the_pixels_it_reads_as_in_pytorch(
+    stride: int, padding: int, bad: float
+) -> None:
+    """A NaN or Inf kernel tap makes dL/dx non-finite only at the pixels that tap reads, as in
+    PyTorch: the numpy backend's dL/dx as a correlation of the zero-padded gradient with the
+    flipped kernel would spread it to every pixel (0 * NaN) from four input channels up."""
+    top, ref = _conv(stride, padding)
+    w = rand((3, 3, 4, 5), 31, scale=0.5)
+    w[0, 0, 2, 1] = bad
+    check_against_torch(top, ref, [rand((2, 7, 7, 4), 32), w])
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @pytest.mark.parametrize(("kernel", "padding", "bad"), [((1, 2), (0, 3), np.nan), ((3, 3), 3, np.inf),
                                                        ((2, 2), (2, 0), -np.inf), ((1, 1), 1, np.nan)])
 def test_conv2d_bad_gradient_outside_the_image_reaches_the_weights_as_in_pytorch(

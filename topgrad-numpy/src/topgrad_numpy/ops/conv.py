@@ -713,8 +713,10 @@ class Conv2d(NumpyOp):
         g2 = grad.reshape(B * Ho * Wo, Cout)
         need_x, need_w = self.needs_grad(0), self.needs_grad(1)  # no dL/dx for an input batch
         # dL/dx as a correlation of the gradient, phase by phase of the stride, except for a few
-        # input channels (an image batch), where GEMMs to patch gradients and col2im are cheaper
-        by_phases = need_x and not _tap_by_tap(C)
+        # input channels (an image batch), where GEMMs to patch gradients and col2im are cheaper,
+        # and for a kernel with a NaN or Inf tap: the correlation would meet it with the padded
+        # gradient's zeros (0 * NaN) and spread it to pixels the tap never reads; col2im does not
+        by_phases = need_x and not _tap_by_tap(C) and bool(np.isfinite(w).all())
         # the correlation's patches have Cout channels, x's (for dL/dw and col2im) C: in chunks
         # sized by Cout, a 1 -> 32 stem at batch 128 ran 128 GEMMs of one image each (1 MiB
         # chunks), and its backward took 2.56 ms against 1.86 in chunks sized by C (Intel Xeon);
