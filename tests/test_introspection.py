@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 import topgrad
-from helpers import Sizes, rand
+from helpers import Sizes, rand, to_numpy
 from topgrad import Op, Tensor
 from topgrad.gradcheck import GradcheckError
 from topgrad.graph import human_bytes as human
@@ -613,6 +613,25 @@ def test_gradcheck_leaves_batchnorm_running_statistics_as_they_were() -> None:
     assert running_mean.numpy().dtype == np.float32
     fn(Tensor(rand((4, 3), 10)), Tensor(rand((3,), 11)), Tensor(rand((3,), 12)))  # outside a check:
     assert not np.array_equal(running_mean.numpy(), mean0), "a training step still updates them"
+
+
+@pytest.mark.parametrize("grad", [None, "zeros", "values"])
+def test_gradcheck_leaves_the_weights_gradients_as_they_were(grad: str | None) -> None:
+    """Its two backward passes (the float64 probe and the check) added into the .grad of every
+    weight fn uses, so a check in the middle of training changed the next step (PyTorch's uses
+    autograd.grad and touches no .grad). The arrays and values are put back; a later backward
+    still adds into them."""
+    w = Tensor(rand((3,), 14))
+    before = {None: None, "zeros": np.zeros(3, np.float32), "values": rand((3,), 15)}[grad]
+    w.grad = None if before is None else topgrad.get_backend().asarray(before.copy())
+    held = w.grad
+    assert topgrad.gradcheck(lambda x: (x * w).tanh(), rand((3,), 16))
+    assert w.grad is held, "the very array it had (or None)"
+    if before is not None:
+        np.testing.assert_array_equal(to_numpy(w.grad), before)
+    (w * 2.0).sum().backward()
+    expected = np.full(3, 2.0, np.float32) + (0 if before is None else before)
+    np.testing.assert_allclose(to_numpy(w.grad), expected, rtol=1e-6)
 
 
 def test_gradcheck_puts_back_statistics_that_require_grad_and_ignores_other_threads() -> None:

@@ -22,7 +22,8 @@ gradient (the seed) fails the check by name.
 
 `fn` runs twice per input element, and in float64 six times more (the check that `fn` keeps
 float64). State it changes in the Tensors its ops receive (BatchNorm's
-running statistics in training mode) is put back afterwards, so the model is left as it was.
+running statistics in training mode, and the `.grad` of weights `fn` uses) is put back
+afterwards, so the model is left as it was.
 
 The check's own arithmetic is plain Python, so core needs no numpy and any backend will do: values
 are read with `Backend.to_numpy(a).tolist()` and sent back with `Backend.asarray(nested list,
@@ -46,7 +47,7 @@ from typing import Any
 from topgrad.arrays import dtype_name
 from topgrad.observe import Observer, observing
 from topgrad.registry import get_backend
-from topgrad.tensor import Tensor, no_grad
+from topgrad.tensor import Tensor, _updates, no_grad
 
 DEFAULTS = {  # precision -> (eps, atol, rtol)
     "float64": (1e-6, 1e-5, 1e-3),
@@ -462,17 +463,25 @@ class _StateKeeper(Observer):
     """Remembers the state ops may update, to put it back when the check ends: the array of every
     leaf Tensor an op takes by keyword (BatchNorm's running statistics; BatchNorm gives a Tensor
     a new array) or as a constant, and a copy of every raw array it takes by keyword (updated in
-    place). Only this thread's ops: another thread's model is not the check's business."""
+    place). The `.grad` of every trainable leaf fn reaches (a model's weights) is set aside, so
+    the check's backward passes make arrays of their own instead of adding into it, and put
+    back. Only this thread's ops: another thread's model is not the check's business."""
 
     def __init__(self) -> None:
         self.thread = threading.get_ident()
         self.tensors: dict[int, tuple[Tensor, Any]] = {}
         self.arrays: dict[int, tuple[Any, Any]] = {}
+        self.grads: dict[int, tuple[Tensor, Any, int | None]] = {}  # leaf, its .grad, when added into
 
     def before_forward(self, op: Any, args: tuple[Any, ...], params: dict[str, Any]) -> None:
-        """Remember the leaf Tensors and raw arrays this op may update, before it does."""
+        """Remember the leaf Tensors and raw arrays this op may update, before it does, and set the
+        trainable leaves' gradients aside."""
         if threading.get_ident() != self.thread:
             return
+        for a in args:
+            if isinstance(a, Tensor) and a._op is None and a._requires_grad and id(a) not in self.grads:
+                self.grads[id(a)] = (a, a._grad, _updates.grads.get(a))
+                a._grad = None
         constants = [a for a in args if isinstance(a, Tensor) and not a.requires_grad]
         for v in (*constants, *params.values()):
             if isinstance(v, Tensor):
@@ -487,6 +496,12 @@ class _StateKeeper(Observer):
             t.data = data
         for array, saved in self.arrays.values():
             array[...] = saved
+        for t, grad, written in self.grads.values():
+            t._grad = grad
+            if written is None:
+                _updates.grads.pop(t, None)
+            else:
+                _updates.grads[t] = written
 
 
 def _op_name(y: Tensor) -> str:
