@@ -22,6 +22,7 @@ from helpers import (
     check_against_torch,
     float64_tensor,
     rand,
+    to_numpy,
     topgrad_warns_nothing,
     torch_attention,
 )
@@ -1390,6 +1391,36 @@ def test_in_is_refused_where_it_would_answer_by_identity() -> None:
     """`1.0 in t` answered False for a value t holds (== is identity for Tensors); PyTorch says True."""
     with pytest.raises(TypeError, match=r"compare by identity.*\(t.numpy\(\) == value\).any\(\)"):
         1.0 in Tensor([1.0, 2.0])  # noqa: B015
+
+
+def test_a_shallow_copy_of_a_leaf_has_a_grad_of_its_own() -> None:
+    """copy.copy(w) shared w's .grad array, so a backward through the copy added into w's gradient
+    (README: each leaf's .grad is an array of its own). As in PyTorch, the copy is a leaf on the
+    same values with no .grad."""
+    import copy
+
+    w = Tensor(rand((3,), 63))
+    (w * w).sum().backward()
+    before = to_numpy(w.grad).copy()
+    c = copy.copy(w)
+    assert c.grad is None and c.requires_grad and c.op is None and c.data is w.data
+    (c * 2.0).sum().backward()
+    assert_close(w.grad, before, "w's gradient, untouched by the copy's backward")
+    assert_close(c.grad, np.full(3, 2.0), "the copy's own gradient")
+
+
+def test_a_grad_left_from_before_data_got_a_new_shape_is_refused() -> None:
+    """A (3,) .grad was broadcast into a (2, 3) one after w.data was replaced: a wrong gradient
+    of the right shape, which the optimizer took. PyTorch refuses it at backward too."""
+    w = Tensor([1.0, 2.0, 3.0])
+    (w * w).sum().backward()
+    w.data = topgrad.get_backend().asarray(np.ones((2, 3), np.float32))
+    with pytest.raises(RuntimeError, match=r"a leaf of shape \(2, 3\) has a .grad of shape \(3,\), left "
+                       r"from before its .data was given a new shape; clear it first \(w.grad = None"):
+        (w * 1.0).sum().backward()
+    w.grad = None
+    (w * 1.0).sum().backward()
+    assert_close(w.grad, np.ones((2, 3)), "the gradient once cleared")
 
 
 def test_pickle_makes_a_computed_tensor_a_leaf_and_deepcopy_refuses_it() -> None:

@@ -382,11 +382,13 @@ class Tensor:
         self._op, self._updated_at = None, 0
 
     def __copy__(self) -> Tensor:
-        """copy.copy: a second Tensor for the same node (same array, op and .grad), as before pickle's
-        state was defined: a computed tensor's copy still leads backward to its graph."""
+        """copy.copy: a second Tensor on the same array and op, so a computed tensor's copy still
+        leads backward to its graph. A leaf's copy is a leaf of its own with no .grad, as in
+        PyTorch: one .grad array for both would have each backward add into the other's."""
         copied = type(self).__new__(type(self))
-        for slot in ("_data", "_grad", "_op", "_requires_grad", "_updated_at"):
+        for slot in ("_data", "_op", "_requires_grad", "_updated_at"):
             setattr(copied, slot, getattr(self, slot))
+        copied._grad = None
         return copied
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Tensor:
@@ -813,6 +815,10 @@ class Tensor:
 def _add_in(leaf: Tensor, g: Any, backend: Any) -> Any:
     """leaf's `.grad` + g, added into the .grad array where the backend can, as PyTorch does; such
     a write is clocked, as a step is, for ops that saved that memory (a constant Tensor(w.grad))."""
+    if tuple(leaf._grad.shape) != leaf.shape:  # .data given a new shape since: it would broadcast
+        raise RuntimeError(f"backward: a leaf of shape {leaf.shape} has a .grad of shape "
+                           f"{tuple(leaf._grad.shape)}, left from before its .data was given a new shape; "
+                           "clear it first (w.grad = None, or opt.zero_grad()), as PyTorch refuses it too")
     total = backend.accumulate(leaf._grad, g)
     if total is leaf._grad:
         mark_grad_written(leaf)
