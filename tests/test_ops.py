@@ -2089,6 +2089,23 @@ def test_causal_attention_ignores_the_future() -> None:
     assert not np.allclose(first[:, -1], second[:, -1])
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_nan_value_reaches_every_causal_row_that_sees_it() -> None:
+    """A NaN in v at key 80 of 100: every query row that sees key 80 is NaN, and a row left finite
+    has the answer without that value. Which of rows 0-79 are NaN differs (0 * NaN): PyTorch's CPU
+    kernel and the numpy backend make all of them NaN, the triton backend's flash kernel only
+    those in or after row 80's block of rows (README, "Ops let Inf and NaN through")."""
+    q, k, v = (rand((1, 100, 4), 46 + i) for i in range(3))
+    v[0, 80, 1] = np.nan
+    out = topgrad.attention(Tensor(q), Tensor(k), Tensor(v), causal=True).numpy()
+    clean = v.copy()
+    clean[0, 80, 1] = 0.0
+    ref = torch_attention(*(torch.tensor(a, dtype=torch.float64) for a in (q, k, clean)), causal=True)
+    assert np.isnan(out[0, 80:]).any(axis=1).all(), "a row that sees the NaN value"
+    fine = np.isfinite(out)
+    np.testing.assert_allclose(out[fine], ref.numpy()[fine], rtol=1e-4, atol=1e-4)
+
+
 def test_attention_is_stable_for_large_scores() -> None:
     q = rand((2, 5, 4), 43, scale=20.0)
     _, out = check_against_torch(

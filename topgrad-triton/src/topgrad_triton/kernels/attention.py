@@ -12,6 +12,9 @@ that no longer sum to 1). Causal masking is top-left aligned (key j <= query i),
 starts at -inf, with 0 standing in for it while it is -inf, so no inf - inf is computed and
 finite scores of any size count. A query whose scores are all -inf (keys of -inf in the data)
 gets output 0, as torch's, and m = +inf, so that backward's probabilities for it are 0 too.
+Under the causal mask a program skips the key blocks after its query block, so a NaN or Inf
+in v reaches the rows of its key's block of queries and after (masked probabilities are 0, and
+0 * NaN is NaN), where torch's CPU kernel, which multiplies every block, spreads it to all.
 """
 
 from __future__ import annotations
