@@ -206,6 +206,10 @@ def test_cache_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     assert data.cache_dir("fashion-mnist") == tmp_path / "topgrad" / "fashion-mnist"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert data.cache_dir("mnist") == Path.home() / ".cache" / "topgrad" / "mnist"
+    # relative: ignored, as the XDG spec says (it named another folder from each working
+    # directory, and a checkpoint recorded a relative source that --resume could not find)
+    monkeypatch.setenv("XDG_CACHE_HOME", "rel")
+    assert data.cache_dir("mnist") == Path.home() / ".cache" / "topgrad" / "mnist"
 
 
 def test_bundled_subset_is_real_mnist() -> None:
@@ -535,3 +539,23 @@ def test_a_searched_folder_holding_the_other_dataset_is_noted_and_passed(
                         "other places"], messages
     with pytest.raises(data.DatasetNotFoundError, match="these IDX files are mnist, not fashion-mnist"):
         data.load_dataset("fashion-mnist", mnist)
+
+
+def test_a_download_cache_holding_the_other_dataset_falls_back_as_with_no_download(
+    tmp_path: Path, make_dataset, isolated_search: Path,
+) -> None:
+    """Fashion-MNIST's files in MNIST's cache: the search notes it and goes on, but the download
+    step found all four files there, fetched nothing, and re-read them: an error, where
+    --no-download fell back to the bundled subset. Both fall back now, saying what to move."""
+    cache = make_dataset(tmp_path / "cache" / "topgrad" / "mnist")
+    labels = data.bundled_subset().train_labels[:96].copy()
+    labels[:12] = data.DATASETS["fashion-mnist"].first_train_labels
+    idx.write(cache / "train-labels-idx1-ubyte.gz", labels)
+    for download_ok in (False, True):
+        messages: list[str] = []
+        ds = data.load_dataset("mnist", mirrors=[], download_ok=download_ok, log=messages.append)
+        assert ds.source == data.BUNDLED, messages
+        assert messages[0].startswith(f"mnist: {cache.resolve()} holds fashion-mnist, not mnist"), messages
+    last, folder = messages[-1], cache.resolve()
+    assert f"its download folder {folder} holds fashion-mnist; using the bundled subset" in last, last
+    assert f"move the fashion-mnist files out of {folder} and run again" in last, last

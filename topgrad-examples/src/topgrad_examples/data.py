@@ -229,8 +229,12 @@ def _why_not_there(directory: str | os.PathLike[str], name: str) -> str:
 
 # ---- where to look ----------------------------------------------------------------
 def cache_dir(name: str) -> Path:
-    """The user cache directory for a dataset: $XDG_CACHE_HOME/topgrad/<name> or ~/.cache/topgrad/<name>."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    """The user cache directory for a dataset: $XDG_CACHE_HOME/topgrad/<name> or ~/.cache/topgrad/<name>.
+    A relative $XDG_CACHE_HOME is ignored, as the XDG spec says: it would name another folder
+    from each working directory (and a checkpoint would record a path --resume cannot find)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "topgrad" / name
 
 
@@ -321,7 +325,10 @@ def load_dataset(
     if download_ok:
         try:
             files = download(name, mirrors=mirrors, timeout=timeout, log=log, progress=progress)
-            return _load_found(files, name, str(files["train-images"].parent))
+            return _load_found(files, name, str(files["train-images"].parent.resolve()))
+        except OtherDatasetError as exc:  # all four files there, of the other set: nothing to fetch
+            problem = f"its download folder {exc.source} holds {exc.other}"
+            unwritable = f"move the {exc.other} files out of {exc.source} and run again to download them"
         except FolderNotWritableError as exc:  # being online is not what is missing
             if exc.blocker is not None:  # no folder can be made below a file: naming it says why
                 problem = f"its download folder {exc.folder} cannot be made ({exc.blocker} is a file)"
