@@ -5,9 +5,8 @@ process only; `vs_torch.py --prototype ops` and `ab_prototype.py` use them. Each
 backend's op and changes only what PERF_NOTES.md recommends:
 
 - Add and Mul sum broadcast gradients down to a trailing (C,) shape with a BLAS gemv;
-- Linear adds its bias on a wide view and skips the input gradient where
-  `op.needs_input_grad` says it is not needed (set only by `_prototype_core.py`'s engine
-  emulation: the constant-inputs contract of PERF_NOTES #3 is not decided);
+- Linear adds its bias on a wide view (its input gradient skipped for a constant input, as the
+  backend's own Linear skips it);
 - LayerNorm writes its plain per-row numbers across their rows by the other of
   `gemm.fill_rows`' two ways (the broadcast copy where the backend takes the GEMM, i.e. with
   OpenBLAS's SkylakeX kernels, and the GEMM elsewhere): change 64 was measured on Haswell
@@ -37,10 +36,6 @@ F32 = np.float32
 
 
 # ---- helpers ------------------------------------------------------------------------------------
-def wants_grad(op: topgrad.Op, i: int) -> bool:
-    """Whether positional input i needs a gradient (`needs_input_grad` is set by `_prototype_core`)."""
-    needs = getattr(op, "needs_input_grad", None)
-    return needs is None or bool(needs[i])
 
 
 @functools.lru_cache(maxsize=64)
@@ -92,9 +87,11 @@ class Add(_elementwise.Add):
 
 class Mul(_elementwise.Mul):
     def backward(self, grad: np.ndarray) -> tuple[Any, Any]:
-        a, b = self._intermediate
-        ga = None if type(a) is float else reduce_to(arr(grad * b), a.shape)
-        gb = None if type(b) is float else reduce_to(arr(grad * a), b.shape)
+        # as the backend's: the number of `x * 2.0` (kept, not saved), else the saved operands
+        a, b = self._intermediate if self.number is None else (self.number, self.number)
+        sa, sb = _elementwise._needed(self)
+        ga = None if sa is None else reduce_to(arr(grad * b), sa)
+        gb = None if sb is None else reduce_to(arr(grad * a), sb)
         return ga, gb
 
 
@@ -112,7 +109,7 @@ class Linear(_linear.Linear):
     def backward(self, grad: np.ndarray) -> tuple[Any, Any, Any]:
         x, w = self._intermediate
         g2 = grad.reshape(-1, w.shape[1])
-        gx = (g2 @ w.T).reshape(x.shape) if wants_grad(self, 0) else None
+        gx = (g2 @ w.T).reshape(x.shape) if self.needs_grad(0) else None
         gw = x.reshape(-1, w.shape[0]).T @ g2
         return gx, gw, colsum(g2) if self.has_bias else None
 

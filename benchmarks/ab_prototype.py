@@ -21,8 +21,10 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+import _args  # noqa: E402
 import _measure  # noqa: E402
 import _prototype_ops  # noqa: E402
+import _steps  # noqa: E402
 import numpy as np  # noqa: E402
 import topgrad  # noqa: E402
 import vs_torch  # noqa: E402
@@ -42,7 +44,7 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def model_grads(name: str, batch: int) -> Callable[[], dict[str, np.ndarray]]:
-    x, labels = vs_torch._images(batch, 0)
+    x, labels = _steps.images(batch, 0)
     tgm, _ = vs_torch.load_models(name, 0, x)
     onehot = Tensor(np.eye(10, dtype=np.float32)[labels])
 
@@ -83,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="all")
     p.add_argument("--ops", default="all")
-    p.add_argument("--repeat", type=int, default=9)
-    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--repeat", type=_args.positive_int, default=9)
+    p.add_argument("--batch", type=_args.positive_int, default=128)
     args = p.parse_args(argv)
     vs_torch.set_threads(1)
     base_table = topgrad.get_backend().ops

@@ -24,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+import _args  # noqa: E402
 import _measure  # noqa: E402
 import _steps  # noqa: E402
 import numpy as np  # noqa: E402
@@ -31,6 +32,9 @@ import torch  # noqa: E402
 import vs_torch  # noqa: E402
 from topgrad import Tensor  # noqa: E402
 from topgrad.observe import Observer, observing  # noqa: E402
+
+CONV_MODELS = ("conv", "deepconv")
+"""The example nets with convolutions (mlp and attention have none)."""
 
 
 @dataclass(frozen=True)
@@ -149,14 +153,16 @@ def table(name: str, layers: Counter[Layer], rows: dict[Layer, dict[str, float]]
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default="conv,deepconv")
-    p.add_argument("--repeat", type=int, default=9)
-    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--models", default="conv,deepconv",
+                   help="comma list of conv,deepconv (the nets with convolutions)")
+    p.add_argument("--repeat", type=_args.positive_int, default=9)
+    p.add_argument("--batch", type=_args.positive_int, default=128)
     args = p.parse_args(argv)
+    models = vs_torch._names(args.models, CONV_MODELS)
     vs_torch.set_threads(1)
     print(f"CPU ms per call, medians of {args.repeat} interleaved samples, one thread; "
           f"numpy BLAS: {vs_torch.numpy_blas()}; torch: {vs_torch.torch_blas()}\n")
-    for name in args.models.split(","):
+    for name in models:
         layers = model_layers(name, args.batch)
         rows = {}
         for layer in layers:

@@ -48,6 +48,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+import _args  # noqa: E402
 import _models_topgrad  # noqa: E402
 import _models_torch  # noqa: E402
 import _steps  # noqa: E402
@@ -602,13 +603,17 @@ def _names(value: str, allowed: Sequence[str]) -> list[str]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    p.add_argument("--out", default=None, help="also write the markdown report to this file")
-    p.add_argument("--json", default=None, help="also write the rows, with every sample, to this JSON file")
+    p.add_argument("--out", type=_args.output_file, default=None,
+                   help="also write the markdown report to this file")
+    p.add_argument("--json", type=_args.output_file, default=None,
+                   help="also write the rows, with every sample, to this JSON file")
     p.add_argument("--only", default="all", help=f"comma list of row groups: {','.join(GROUPS)}")
     p.add_argument("--models", default="all", help=f"comma list of {','.join(_models_topgrad.MODELS)}")
-    p.add_argument("--batch", type=int, default=None, help="training-step batch (default 128, smoke 4)")
-    p.add_argument("--repeat", type=int, default=None, help="timed samples per framework (default 15)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 3)")
+    p.add_argument("--batch", type=_args.positive_int, default=None,
+                   help="training-step batch (default 128, smoke 4)")
+    p.add_argument("--repeat", type=_args.positive_int, default=None,
+                   help="timed samples per framework (default 15)")
+    p.add_argument("--warmup", type=_args.count, default=None, help="untimed calls first (default 3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smoke", action="store_true",
                    help="tiny sizes, one call per sample; without CUDA on the CPU under Triton's interpreter")
@@ -616,8 +621,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     args.only = _names(args.only, GROUPS)
     args.models = _names(args.models, _models_topgrad.MODELS)
-    args.batch = args.batch or (4 if args.smoke else 128)
-    args.repeat = args.repeat or (1 if args.smoke else 15)
+    args.batch = args.batch if args.batch is not None else (4 if args.smoke else 128)
+    args.repeat = args.repeat if args.repeat is not None else (1 if args.smoke else 15)
     args.warmup = args.warmup if args.warmup is not None else (0 if args.smoke else 3)
     return args
 

@@ -23,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+import _args  # noqa: E402
 import topgrad  # noqa: E402
 import vs_torch  # noqa: E402
 
@@ -124,9 +125,9 @@ def torch_table(case: vs_torch.Case, steps: int, limit: int = 15) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="all")
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--steps", type=_args.positive_int, default=5)
+    p.add_argument("--batch", type=_args.positive_int, default=128)
+    p.add_argument("--threads", type=_args.positive_int, default=1)
     p.add_argument("--cprofile", action="store_true")
     p.add_argument("--torch", action="store_true")
     p.add_argument("--prototype", default="", help="prototypes to switch on (see vs_torch.py --prototype)")

@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+import _args  # noqa: E402
 import _measure  # noqa: E402
 import _shape_cases  # noqa: E402
 import numpy as np  # noqa: E402
@@ -170,16 +171,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--filter", default="", help="only the cases whose name matches this regular expression")
-    p.add_argument("--repeat", type=int, default=None,
+    p.add_argument("--repeat", type=_args.positive_int, default=None,
                    help="timed samples per framework (default 15, tiny 1)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 3, tiny 0)")
+    p.add_argument("--warmup", type=_args.count, default=None, help="untimed calls first (default 3, tiny 0)")
     p.add_argument("--mem", action="store_true", help="also the peak memory of one call (a child per case)")
-    p.add_argument("--json", default=None, help="also write the rows (with raw samples) to this file")
+    p.add_argument("--json", type=_args.output_file, default=None,
+                   help="also write the rows (with raw samples) to this file")
     p.add_argument("--tiny", action="store_true", help="every size cut to at most 4 (the smoke test)")
     p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    args.repeat = args.repeat or (1 if args.tiny else 15)
+    args.repeat = args.repeat if args.repeat is not None else (1 if args.tiny else 15)
+    try:
+        re.compile(args.filter)
+    except re.error as exc:
+        p.error(f"--filter {args.filter!r} is not a regular expression: {exc}")
     args.warmup = args.warmup if args.warmup is not None else (0 if args.tiny else 3)
     return args
 

@@ -59,6 +59,7 @@ def _reexec_without_blas_pins() -> None:
 if __name__ == "__main__":
     _reexec_without_blas_pins()
 
+import _args  # noqa: E402
 import _measure  # noqa: E402
 import _models_topgrad  # noqa: E402
 import _models_torch  # noqa: E402
@@ -391,19 +392,22 @@ def _names(value: str, allowed: tuple[str, ...]) -> list[str]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--repeat", type=int, default=None,
+    p.add_argument("--repeat", type=_args.positive_int, default=None,
                    help="timed samples per framework (default 15, quick 5)")
-    p.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 3, quick 1)")
+    p.add_argument("--warmup", type=_args.count, default=None,
+                   help="untimed calls first (default 3, quick 1)")
     p.add_argument("--models", default="all", help="comma list of mlp,conv,deepconv,attention, or none")
     p.add_argument("--ops", default="all", help="comma list of ops (Add,Mul,...), or none")
     p.add_argument("--quick", action="store_true", help="a fast smoke run: fewer samples, smaller GEMM probe")
-    p.add_argument("--threads", type=int, default=1, help="threads for both frameworks (default 1)")
-    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--threads", type=_args.positive_int, default=1,
+                   help="threads for both frameworks (default 1)")
+    p.add_argument("--batch", type=_args.positive_int, default=128)
     p.add_argument("--clock", choices=("cpu", "wall"), default=None,
                    help="cpu: process CPU time, robust on a shared machine (default with 1 thread); "
                    "wall: elapsed time (default with several threads)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--gemm-size", type=int, default=None, help="side of the GEMM-rate probe (default 2048)")
+    p.add_argument("--gemm-size", type=_args.positive_int, default=None,
+                   help="side of the GEMM-rate probe (default 2048)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child process")
     p.add_argument("--keep-freed-memory", action="store_true",
                    help="call topgrad_numpy.tuning.keep_freed_memory() first (glibc keeps freed memory; "
@@ -412,7 +416,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"keep {' and '.join(BLAS_PINS)} (by default the script re-runs itself without them, "
                    "so numpy's OpenBLAS picks this CPU's own kernels)")
     p.add_argument("--tiny", action="store_true", help="tiny op sizes (the smoke test)")
-    p.add_argument("--json", default=None, help="also write the rows (with raw samples) to this file")
+    p.add_argument("--json", type=_args.output_file, default=None,
+                   help="also write the rows (with raw samples) to this file")
     p.add_argument("--prototype", nargs="?", const="all", default="",
                    help="measure PERF_NOTES.md's prototypes: ops "
                    "(default all)")
@@ -422,12 +427,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.models = _names(args.models, _models_topgrad.MODELS)
     args.ops = _names(args.ops, _ops.OPS)
     args.prototype = _names(args.prototype, PROTOTYPES)
-    args.repeat = args.repeat or (5 if args.quick else 15)
+    args.repeat = args.repeat if args.repeat is not None else (5 if args.quick else 15)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
     args.clock = args.clock or ("cpu" if args.threads == 1 else "wall")
     if args.clock == "cpu" and args.threads != 1:
         raise SystemExit("--clock cpu sums the CPU time of all threads: use --clock wall with --threads > 1")
-    args.gemm_size = args.gemm_size or (512 if args.tiny else 1024 if args.quick else 2048)
+    args.gemm_size = args.gemm_size if args.gemm_size is not None else (
+        512 if args.tiny else 1024 if args.quick else 2048)
     return args
 
 

@@ -7,6 +7,8 @@ ratios are positive. Runs only against the numpy backend (the benchmark compares
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from types import ModuleType
@@ -127,3 +129,52 @@ def test_shapes_memory_child(shapes: ModuleType) -> None:
     (row,) = shapes.run(shapes.parse_args(argv), out=lambda s: None)
     assert row.topgrad_mib is not None and row.torch_mib is not None
     assert row.topgrad_mib >= 0 and row.torch_mib >= 0
+
+
+def test_the_prototypes_run_a_training_step(vs_torch: ModuleType) -> None:
+    """`--prototype` and ab_prototype.py crashed on every model row (the prototype Mul unpacked
+    saved operands that `x * number` no longer saves; ab_prototype read a moved helper). In a
+    child process each: installing the prototypes replaces ops for the whole process."""
+    tiny = ["--repeat", "1", "--batch", "2"]
+    runs = [
+        ["vs_torch.py", "--prototype", "--tiny", "--models", "mlp,attention", "--ops", "none",
+         "--warmup", "0", "--no-memory", "--gemm-size", "64", *tiny],
+        ["ab_prototype.py", "--models", "mlp", "--ops", "LayerNorm", *tiny],
+    ]
+    for script, *argv in runs:
+        done = subprocess.run([sys.executable, str(BENCHMARKS / script), *argv], capture_output=True,
+                              text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "| model | mlp |" in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--repeat", "0"], "argument --repeat: must be 1 or more, got 0"),
+    (["--threads", "-1"], "argument --threads: must be 1 or more, got -1"),
+    (["--warmup", "-1"], "argument --warmup: must be 0 or more, got -1"),
+    (["--gemm-size", "x"], "argument --gemm-size: not a whole number: 'x'"),
+    (["--json", "/nonexistent-folder/rows.json"], "--json: its folder /nonexistent-folder does not exist"),
+])
+def test_bad_values_are_refused_before_anything_is_measured(
+    vs_torch: ModuleType, capsys: pytest.CaptureFixture[str], argv: list[str], says: str,
+) -> None:
+    """--repeat 0 was replaced by the default, a negative one ended in a StatisticsError after the
+    run, and an unwritable --json lost the run's rows at its end."""
+    with pytest.raises(SystemExit):
+        vs_torch.parse_args(argv)
+    assert says in capsys.readouterr().err
+
+
+def test_a_folder_given_as_an_output_file_is_refused(vs_torch: ModuleType, tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        vs_torch.parse_args(["--json", str(tmp_path)])
+    assert f"{tmp_path} is a folder; give a file name" in capsys.readouterr().err
+    assert vs_torch.parse_args(["--json", str(tmp_path / "rows.json")]).json == str(tmp_path / "rows.json")
+
+
+def test_conv_layers_takes_only_the_nets_with_convolutions(vs_torch: ModuleType) -> None:
+    """`--models mlp` (no convolutions) divided by zero; an unknown name was a traceback."""
+    conv_layers = _load("conv_layers")
+    for name in ("mlp", "nope"):
+        with pytest.raises(SystemExit, match=f"unknown name.*{name}; choose from conv, deepconv"):
+            conv_layers.main(["--models", name])
