@@ -874,6 +874,53 @@ def test_more_threads_set_openblas_to_one_and_give_it_back(threads) -> None:
     assert openblas.threads() == 2  # the count it had before the backend first lowered it
 
 
+def test_set_threads_while_another_thread_splits_work(threads) -> None:
+    """set_threads shut down the pool a split in another thread was handing work to ("cannot
+    schedule new futures after shutdown"), or left it a count of 1 after it had cut its groups
+    (a pool of 0 workers): each split now takes the count and the pool together, and an old
+    pool is dropped, not shut down. A deterministic version of the race: the pool changes
+    between the split's groups."""
+    import sys
+    import threading
+
+    threads.set_threads(2)
+
+    def work(group: list[int]) -> int:
+        if group[0] == 0:  # the caller's group: another thread changes the count meanwhile
+            changer = threading.Thread(target=threads.set_threads, args=(3,))
+            changer.start()
+            changer.join()
+        return sum(group)
+
+    assert threads.map_groups(work, [0, 1, 2, 3]) == [1, 5]
+    assert threads.map_groups(lambda g: sum(g), list(range(6))) == [1, 5, 9]  # the new count's pool
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def split_repeatedly() -> None:
+        try:
+            for _ in range(300):
+                assert threads.map_groups(lambda g: sum(g), list(range(8)))
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        finally:
+            done.set()
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        user = threading.Thread(target=split_repeatedly)
+        user.start()
+        for n in [3, 1, 2] * 200:
+            if done.is_set():
+                break
+            threads.set_threads(n)
+        user.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, errors
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
 def test_set_threads_rejects_what_is_not_a_count(threads, bad) -> None:
     with pytest.raises(ValueError, match="set_threads: needs an int >= 1"):

@@ -1322,3 +1322,38 @@ def test_profile_loads_the_backend_on_entry_and_leaves_a_load_error_to_the_first
         entered = True
         topgrad.Tensor.zeros(1)
     assert entered
+
+
+# ---- threads -----------------------------------------------------------------------------------
+def test_threads_first_using_topgrad_at_once_share_one_registry(install: Callable[..., None]) -> None:
+    """Each thread built a plugin manager of its own over the shared entry-point table, so all but
+    one found no plugins: one picked the wrong default backend or none ("no topgrad backend is
+    installed"), and the last manager built, often empty, stayed for the process."""
+    import sys
+    import threading
+
+    numpy_spec, other = spec("numpy"), spec("other")
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(5):
+            install(plugin("plug-a", numpy_spec), plugin("plug-b", other))
+            start, got, errors = threading.Barrier(6), [], []
+
+            def first_use(start: threading.Barrier, got: list[Backend], errors: list[Exception]) -> None:
+                start.wait()
+                try:
+                    got.append(topgrad.get_backend())
+                except Exception as exc:  # reported below
+                    errors.append(exc)
+
+            workers = [threading.Thread(target=first_use, args=(start, got, errors)) for _ in range(6)]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            assert not errors, errors
+            assert len({id(b) for b in got}) == 1 and got[0].name == "numpy"
+            assert set(topgrad.available_backends()) == {"numpy", "other"}
+    finally:
+        sys.setswitchinterval(interval)

@@ -480,7 +480,8 @@ class _StateKeeper(Observer):
             return
         for a in args:
             if isinstance(a, Tensor) and a._op is None and a._requires_grad and id(a) not in self.grads:
-                self.grads[id(a)] = (a, a._grad, _updates.grads.get(a))
+                with _updates.lock:
+                    self.grads[id(a)] = (a, a._grad, _updates.grads.get(a))
                 a._grad = None
         constants = [a for a in args if isinstance(a, Tensor) and not a.requires_grad]
         for v in (*constants, *params.values()):
@@ -498,10 +499,11 @@ class _StateKeeper(Observer):
             array[...] = saved
         for t, grad, written in self.grads.values():
             t._grad = grad
-            if written is None:
-                _updates.grads.pop(t, None)
-            else:
-                _updates.grads[t] = written
+            with _updates.lock:
+                if written is None:
+                    _updates.grads.pop(t, None)
+                else:
+                    _updates.grads[t] = written
 
 
 def _op_name(y: Tensor) -> str:

@@ -278,8 +278,8 @@ def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
     detect_anomaly sees only well-formed gradients); used by the engine for every node."""
     if op._released:
         raise RuntimeError(_released_text(type(op).__name__))
-    observers = Op._observers
-    start = time.perf_counter() if observers else 0.0
+    observers = Op._observers  # the list itself: another thread may register one meanwhile
+    start = time.perf_counter() if observers else None
     op.saved_are_scratch = True  # the caller, the engine, releases them next
     try:
         returned = op.backward(grad)
@@ -290,7 +290,7 @@ def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
         raise
     finally:
         del op.saved_are_scratch  # the class's False again (and no setting for graph() to show)
-    seconds = time.perf_counter() - start if observers else 0.0
+    seconds = 0.0 if start is None else time.perf_counter() - start  # 0: none watched it start
     try:
         grads = _checked_gradients(op, returned)
         for obs in observers:

@@ -11,6 +11,7 @@ import difflib
 import importlib
 import inspect
 import os
+import threading
 from importlib.metadata import PackageNotFoundError, distribution, entry_points
 from typing import Any
 
@@ -34,35 +35,44 @@ _skipped: dict[str, str] = {}  # installed plugins that could not be used, and w
 _offered_none: dict[str, str] = {}  # plugins whose topgrad_backends answered nothing (None, []): the answer
 _entries: dict[str, Any] = {}  # plugin name -> the entry point it came from
 _array_types: dict[int, tuple[Backend, type]] = {}  # id(backend) -> (backend, its arrays' type)
+_lock = threading.RLock()  # the state above changes under it: threads' first uses may coincide
 
 
 # ---- discovery ----------------------------------------------------------------------
 def plugin_manager() -> pluggy.PluginManager:
     """The plugin manager, with every installed entry point of group ``topgrad`` registered."""
-    global _manager
     if _manager is None:
-        manager = pluggy.PluginManager("topgrad")
-        manager.add_hookspecs(hookspecs)
-        _entries.clear()
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            name = _plugin_name(ep)
-            if name is None:
-                continue
-            _entries[name] = ep
-            plugin = None
-            try:
-                plugin = ep.load()
-                manager.register(plugin, name=name)
-            except Exception as exc:  # a broken plugin must not break the others
-                hook, why = _wrong_arguments(plugin) or (None, f"{type(exc).__name__}: {exc}")
-                _skipped[name] = why
-                warn(f"topgrad: plugin {name!r} ({ep.value}) failed to load and is skipped: {why}", hook, exc,
-                     plugin)
-                continue
-            _warn_unused_hooks(plugin, name)
-            _warn_no_hooks(manager, plugin, f"{name!r} ({ep.value})", "its entry point should name", plugin)
-        _manager = manager
+        with _lock:  # one thread builds it; the others wait, then take it
+            if _manager is None:
+                _build_manager()
+    assert _manager is not None
     return _manager
+
+
+def _build_manager() -> None:
+    """Register every installed entry point of group ``topgrad`` in a new plugin manager."""
+    global _manager
+    manager = pluggy.PluginManager("topgrad")
+    manager.add_hookspecs(hookspecs)
+    _entries.clear()
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        name = _plugin_name(ep)
+        if name is None:
+            continue
+        _entries[name] = ep
+        plugin = None
+        try:
+            plugin = ep.load()
+            manager.register(plugin, name=name)
+        except Exception as exc:  # a broken plugin must not break the others
+            hook, why = _wrong_arguments(plugin) or (None, f"{type(exc).__name__}: {exc}")
+            _skipped[name] = why
+            warn(f"topgrad: plugin {name!r} ({ep.value}) failed to load and is skipped: {why}", hook, exc,
+                 plugin)
+            continue
+        _warn_unused_hooks(plugin, name)
+        _warn_no_hooks(manager, plugin, f"{name!r} ({ep.value})", "its entry point should name", plugin)
+    _manager = manager
 
 
 def _plugin_name(ep: Any) -> str | None:
@@ -81,23 +91,24 @@ def _plugin_name(ep: Any) -> str | None:
 def register_plugin(plugin: object, name: str | None = None) -> str:
     """Register a plugin object in-process (a module or object with `topgrad.hookimpl` functions).
     Loaded backends are rebuilt with it on next use; the backend you selected stays selected."""
-    manager = plugin_manager()
-    if manager.is_registered(plugin) or (name is not None and manager.has_plugin(name)):
-        taken = manager.get_name(plugin) if manager.is_registered(plugin) else name
-        raise ValueError(f"a plugin is already registered as {taken!r}: register each plugin once, "
-                         "under a name of its own")
-    _forget_loaded()
-    try:
-        registered = manager.register(plugin, name=name)
-    except pluggy.PluginValidationError as exc:
-        why = _wrong_arguments(plugin)
-        raise TypeError(f"plugin {name or plugin!r}: {why[1] if why else exc}") from exc
-    if registered is None:  # pluggy refuses a name blocked with registry.plugin_manager().set_blocked
-        raise ValueError(f"the plugin name {name!r} is blocked; register the plugin under another name")
-    _entries.pop(registered, None)  # the name of an entry point that failed to load: not its distribution's
-    _warn_unused_hooks(plugin, registered)
-    _warn_no_hooks(manager, plugin, repr(registered), "register", None)  # at the caller's line
-    return registered
+    with _lock:
+        manager = plugin_manager()
+        if manager.is_registered(plugin) or (name is not None and manager.has_plugin(name)):
+            taken = manager.get_name(plugin) if manager.is_registered(plugin) else name
+            raise ValueError(f"a plugin is already registered as {taken!r}: register each plugin once, "
+                             "under a name of its own")
+        _forget_loaded()
+        try:
+            registered = manager.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            why = _wrong_arguments(plugin)
+            raise TypeError(f"plugin {name or plugin!r}: {why[1] if why else exc}") from exc
+        if registered is None:  # pluggy refuses a name blocked with registry.plugin_manager().set_blocked
+            raise ValueError(f"the plugin name {name!r} is blocked; register the plugin under another name")
+        _entries.pop(registered, None)  # an entry point's name that failed to load: not its distribution's
+        _warn_unused_hooks(plugin, registered)
+        _warn_no_hooks(manager, plugin, repr(registered), "register", None)  # at the caller's line
+        return registered
 
 
 _HOOKS = frozenset(n for n in dir(hookspecs) if n.startswith("topgrad_"))
@@ -156,18 +167,19 @@ def _warn_unused_hooks(plugin: object, name: str) -> None:
 def register_backend(spec: BackendSpec, replace: bool = False) -> None:
     """Offer a backend in-process, without packaging (tests, notebooks)."""
     global _current
-    if not isinstance(spec, BackendSpec):
-        raise TypeError(f"register_backend takes a topgrad.BackendSpec, got {type(spec).__name__}")
-    offers = _offers()
-    if not replace and spec.name in offers:
-        owners = ", ".join(owner for owner, _ in offers[spec.name])
-        raise BackendConflictError(
-            f"backend {spec.name!r} is already offered by {owners}; pass replace=True to replace it"
-        )
-    _in_process[spec.name] = spec
-    _loaded.pop(spec.name, None)
-    if _current is not None and _current.name == spec.name:
-        _current = None  # the selection stays; the next use loads the replacement
+    with _lock:
+        if not isinstance(spec, BackendSpec):
+            raise TypeError(f"register_backend takes a topgrad.BackendSpec, got {type(spec).__name__}")
+        offers = _offers()
+        if not replace and spec.name in offers:
+            owners = ", ".join(owner for owner, _ in offers[spec.name])
+            raise BackendConflictError(
+                f"backend {spec.name!r} is already offered by {owners}; pass replace=True to replace it"
+            )
+        _in_process[spec.name] = spec
+        _loaded.pop(spec.name, None)
+        if _current is not None and _current.name == spec.name:
+            _current = None  # the selection stays; the next use loads the replacement
 
 
 def _offers() -> dict[str, list[tuple[str, BackendSpec]]]:
@@ -230,6 +242,13 @@ def load_backend(name: str) -> Backend:
         raise TypeError(f"a backend is chosen by its name (a str, e.g. 'numpy'), got {type(name).__name__}")
     if name in _loaded:
         return _loaded[name]
+    with _lock:  # two threads' first uses make one backend object
+        return _loaded[name] if name in _loaded else _load(name)
+
+
+def _load(name: str) -> Backend:
+    """Load backend `name` (under the registry's lock): its plugin's spec, instantiated, with the
+    plugins' ops merged into its table."""
     offers = _offers()
     if name not in offers:
         near = [n for n in offers if n.lower() == name.lower()]  # a name in another case, or a typo
@@ -401,22 +420,26 @@ def _merged_ops(name: str, backend: Backend) -> OpTable:
 def set_backend(name: str) -> Backend:
     """Select the backend that new Tensors and ops use; returns it."""
     global _current, _selected
-    _current = load_backend(name)
-    _selected = name
-    return _current
+    with _lock:
+        _current = load_backend(name)
+        _selected = name
+        return _current
 
 
 def get_backend() -> Backend:
     """The selected backend; on first use, `$TOPGRAD_BACKEND`, else numpy, else the only one."""
     if _current is not None:
         return _current
-    name = _selected or _default_name()
-    try:
-        return set_backend(name)
-    except BackendNotFoundError as exc:
-        if name != os.environ.get("TOPGRAD_BACKEND"):
-            raise
-        raise BackendNotFoundError(f"{exc} (the name is $TOPGRAD_BACKEND's)") from None
+    with _lock:  # threads' first uses at once: one chooses, the others take its choice
+        if _current is not None:
+            return _current
+        name = _selected or _default_name()
+        try:
+            return set_backend(name)
+        except BackendNotFoundError as exc:
+            if name != os.environ.get("TOPGRAD_BACKEND"):
+                raise
+            raise BackendNotFoundError(f"{exc} (the name is $TOPGRAD_BACKEND's)") from None
 
 
 def owner_of(array: Any) -> Backend | None:
@@ -494,10 +517,11 @@ def _forget_loaded() -> None:
 def reset() -> None:
     """Forget every plugin, registration, loaded backend and selection (for tests)."""
     global _manager, _selected
-    _forget_loaded()
-    _selected = None
-    _in_process.clear()
-    _skipped.clear()
-    _offered_none.clear()
-    _entries.clear()
-    _manager = None
+    with _lock:
+        _forget_loaded()
+        _selected = None
+        _in_process.clear()
+        _skipped.clear()
+        _offered_none.clear()
+        _entries.clear()
+        _manager = None

@@ -52,12 +52,14 @@ class _UpdateClock:
     backward can tell that an op's saved arrays were overwritten after they were saved (PyTorch
     keeps version counters for this). `leaves` holds the updated leaves (weakly), to match a
     saved view or detach() of one; `grads` each leaf whose .grad was added into, and when (a
-    constant `Tensor(w.grad)` shares that memory)."""
+    constant `Tensor(w.grad)` shares that memory). Written and read under `lock`: threads train
+    at once, and a set another thread adds to cannot be iterated."""
 
     def __init__(self) -> None:
         self.now = 0
         self.leaves: weakref.WeakSet[Tensor] = weakref.WeakSet()
         self.grads: weakref.WeakKeyDictionary[Tensor, int] = weakref.WeakKeyDictionary()
+        self.lock = threading.Lock()
 
 
 _updates = _UpdateClock()
@@ -65,9 +67,10 @@ _updates = _UpdateClock()
 
 def mark_updated(t: Tensor) -> None:
     """Record that `t.data` was just written in place (an optimizer step)."""
-    _updates.now += 1
-    t._updated_at = _updates.now
-    _updates.leaves.add(t)
+    with _updates.lock:
+        _updates.now += 1
+        t._updated_at = _updates.now
+        _updates.leaves.add(t)
 
 
 class no_grad:  # noqa: N801 - PyTorch's name
@@ -827,8 +830,9 @@ def _add_in(leaf: Tensor, g: Any, backend: Any) -> Any:
 
 def mark_grad_written(t: Tensor) -> None:
     """Record that `t.grad`'s array was just written in place (backward's sum, zero_grad's zeros)."""
-    _updates.now += 1
-    _updates.grads[t] = _updates.now
+    with _updates.lock:
+        _updates.now += 1
+        _updates.grads[t] = _updates.now
 
 
 def _check_grad_value(t: Tensor, value: Any) -> None:
@@ -874,9 +878,11 @@ def _refuse_overwritten(op: Op) -> None:
         return
     backend = registry.get_backend()
     array_type = registry._array_type(backend)
-    stepped = {backend.memory_key(t.data): t for t in list(_updates.leaves) if t._updated_at > op._born}
+    with _updates.lock:
+        leaves, written = list(_updates.leaves), list(_updates.grads.items())
+    stepped = {backend.memory_key(t.data): t for t in leaves if t._updated_at > op._born}
     stepped.pop(None, None)
-    added = {backend.memory_key(t._grad): t for t, at in list(_updates.grads.items())
+    added = {backend.memory_key(t._grad): t for t, at in written
              if at > op._born and t._grad is not None}
     added.pop(None, None)
     for a in op._intermediate:

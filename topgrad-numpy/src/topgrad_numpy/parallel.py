@@ -65,9 +65,10 @@ def set_threads(n: int) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"set_threads: needs an int >= 1, got {n!r}")
     with _lock:
-        old = None
         if _pool is not None and _pool_size != n - 1 and n > 1:  # idle threads may stay for later
-            old, _pool = _pool, None
+            # dropped, not shut down: a split in another thread may still be handing it work;
+            # its threads exit once it is done with and collected
+            _pool = None
         _threads = n
         blas = openblas.threads()
         if n > 1 and blas is not None and blas > 1:  # (again, if someone raised it meanwhile)
@@ -76,17 +77,17 @@ def set_threads(n: int) -> None:
         elif n == 1 and _blas_threads is not None:
             openblas.set_threads(_blas_threads)
             _blas_threads = None
-    if old is not None:
-        old.shutdown(wait=True)
 
 
-def _workers() -> ThreadPoolExecutor:
+def _split() -> tuple[int, ThreadPoolExecutor | None]:
+    """The thread count and the pool for it, read together (another thread may call
+    `set_threads` meanwhile): a split uses the pool made for its own count."""
     global _pool, _pool_size
     with _lock:
-        if _pool is None:
+        if _threads > 1 and _pool is None:
             _pool_size = _threads - 1
             _pool = ThreadPoolExecutor(_pool_size, thread_name_prefix="topgrad-numpy")
-        return _pool
+        return _threads, _pool if _threads > 1 else None
 
 
 def _forget_pool() -> None:
@@ -122,12 +123,14 @@ def map_groups(work: Callable[[Sequence[T]], R], items: Sequence[T]) -> list[R]:
     from inside a group, it runs everything there (a nested split would wait on itself). Each
     worker runs in a copy of the caller's context, so numpy's error state (`np.errstate`, a
     context variable) holds there as in the caller."""
-    parts = groups(items, 1 if getattr(_in_group, "active", False) else _threads)
-    if len(parts) == 1:
-        return [work(parts[0])]
-    futures: list[Future[R]] = [_workers().submit(contextvars.copy_context().run, _run, work, part)
-                                for part in parts[1:]]
+    count, pool = (1, None) if getattr(_in_group, "active", False) else _split()
+    parts = groups(items, count)
+    if len(parts) == 1 or pool is None:
+        return [work(part) for part in parts]
+    futures: list[Future[R]] = []
     try:
+        for part in parts[1:]:
+            futures.append(pool.submit(contextvars.copy_context().run, _run, work, part))
         first = _run(work, parts[0])
     finally:
         for future in futures:
