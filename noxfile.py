@@ -17,7 +17,7 @@ MYPY = "mypy==2.4.1"  # pinned: a newer mypy may find new faults, and CI should 
 # setuptools: the tests that install packages build them offline (tests/venvs.py) and skip without
 # it; virtualenvs for Python 3.12+ no longer come with it
 TEST_TOOLS = [
-    "pytest>=7", "pytest-xdist>=3", "hypothesis>=6", "numpy>=1.24", "pluggy>=1.3", "tqdm", "setuptools"
+    "pytest>=7", "pytest-xdist>=3", "hypothesis>=6", "numpy>=2.0", "pluggy>=1.3", "tqdm", "setuptools"
 ]
 # how the test sessions run pytest: on every core (pytest-xdist), so that on CI's two cores Triton's
 # interpreter takes 12 minutes instead of 26. Capped at 8 workers (~0.5 GB each);
@@ -74,7 +74,7 @@ def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", ".")
     session.install(TORCH)
-    session.install(MYPY, "numpy>=1.24", "pluggy>=1.3", "pytest>=7")
+    session.install(MYPY, "numpy>=2.0", "pluggy>=1.3", "pytest>=7")
     session.run("mypy")
 
 
@@ -89,6 +89,6 @@ def wheels(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Side-by-side speed and memory of Topgrad-numpy and PyTorch eager on this CPU."""
     session.install(TORCH)
-    session.install("numpy>=1.24", "pluggy>=1.3", "threadpoolctl", "tqdm")
+    session.install("numpy>=2.0", "pluggy>=1.3", "threadpoolctl", "tqdm")
     session.install("--no-deps", *LOCAL)
     session.run("python", "benchmarks/vs_torch.py", *session.posargs, env={"OMP_NUM_THREADS": "1"})

@@ -60,9 +60,9 @@ DISTS = [
 # user-facing combinations: which wheels, and which third-party packages come from the index
 COMBINATIONS = {
     "core": (["topgrad-core"], ["pluggy>=1.3"]),
-    "core+numpy": (["topgrad-core", "topgrad-numpy"], ["pluggy>=1.3", "numpy>=1.24"]),
+    "core+numpy": (["topgrad-core", "topgrad-numpy"], ["pluggy>=1.3", "numpy>=2.0"]),
     "core+numpy+examples": (["topgrad-core", "topgrad-numpy", "topgrad-examples"],
-                            ["pluggy>=1.3", "numpy>=1.24", "tqdm"]),
+                            ["pluggy>=1.3", "numpy>=2.0", "tqdm"]),
 }
 
 failures: list[str] = []

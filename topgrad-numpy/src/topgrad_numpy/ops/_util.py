@@ -228,28 +228,24 @@ def outer(u: np.ndarray, v: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 
 VECDOT_FROM = 64
-"""Row length from which `row_squares` takes numpy's `vecdot` (numpy 2; a BLAS dot per row).
-For 229 K floats on the Intel host: 29 against einsum's 37 us at 64 features, 23 against 33 at
-96, 19 against 27 at 384, 130 against 147 at 16384 (4x the floats); its relative error stays
-1.2-1.5e-7 at every length. Below 64 it is slower: 70 against 40 us at 48, 205 against 74 at 16."""
+"""Row length from which `row_squares` takes numpy's `vecdot` (a BLAS dot per row). For 229 K
+floats on the Intel host: 29 against einsum's 37 us at 64 features, 23 against 33 at 96, 19
+against 27 at 384, 130 against 147 at 16384 (4x the floats); its relative error stays
+1.2-1.5e-7 at every length, where einsum's float32 sum grows with the row (2.7e-7 at 512
+features, 1.1e-6 at 16384). Below 64 it is slower: 70 against 40 us at 48, 205 against 74 at 16."""
 
-EINSUM_ROWS = (16, 1024)
-"""Row lengths for which `row_squares` takes einsum where `vecdot` does not apply. Speed, for
-229 K floats: 63 against 69 us at 16 features, 31 against 58 at 64, 25 against 59 at 512; 118
-against 88 at 8. Accuracy: its float32 sum's error grows with the row (relative 2.7e-7 at 512,
-3.8e-7 at 1024, 5.5e-7 at 4096 and 1.1e-6 at 16384 features, against 1.3-2.4e-7 for the
-gemv), so longer rows keep the gemv."""
-
-_vecdot = getattr(np, "vecdot", None)  # numpy >= 2.0
+EINSUM_FROM = 16
+"""Row length from which `row_squares` takes einsum below VECDOT_FROM: 63 against the gemv's 69
+us at 16 features for 229 K floats, 118 against 88 at 8."""
 
 
 def row_squares(a: np.ndarray, scratch: np.ndarray) -> np.ndarray:
     """The sum of squares of each row of a 2-d array, in one pass that writes no temporary
-    (`vecdot` from VECDOT_FROM features, einsum for EINSUM_ROWS), else the squares into
+    (`vecdot` from VECDOT_FROM features, einsum from EINSUM_FROM), else the squares into
     `scratch` (a's shape) and a gemv."""
-    if a.shape[1] >= VECDOT_FROM and _vecdot is not None:
-        return _vecdot(a, a)
-    if EINSUM_ROWS[0] <= a.shape[1] <= EINSUM_ROWS[1]:
+    if a.shape[1] >= VECDOT_FROM:
+        return np.vecdot(a, a)
+    if a.shape[1] >= EINSUM_FROM:
         return np.einsum("ij,ij->i", a, a)
     return np.square(a, out=scratch) @ ones(a.shape[1], a.dtype)
 
