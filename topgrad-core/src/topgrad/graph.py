@@ -28,7 +28,7 @@ _ENGINE_ATTRS = frozenset({"parents", "_out_shape", "_out_dtype", "_output", "_i
 class SavedArray:
     """One array an op keeps for backward."""
 
-    name: str  # "#0" for save_for_backward's arrays, else the attribute's name
+    name: str  # its save_for_backward keyword (`out`), "#0", "#1" by position, else the attribute's name
     shape: tuple[int, ...]
     dtype: str
     nbytes: int
