@@ -132,6 +132,43 @@ def test_asarray_converts_lists_numpy_and_torch_to_float32_on_device(backend):
     assert tuple(backend.asarray(3.5).shape) == ()
 
 
+def test_asarray_takes_lists_of_its_own_0d_arrays_and_refuses_none(backend):
+    """`Tensor([loss.data, ...])` (0-d torch tensors collected in a list) failed with the compute
+    guard's error: numpy read each through float(), a torch op under the guard. Each is read back
+    to the host first now, as a GPU tensor must be for numpy anyway. A bare None became NaN,
+    where the numpy backend refuses it."""
+    loss = (Tensor([1.0, 2.0]) * 2.0).sum()
+    assert Tensor([loss.data, loss.data], requires_grad=False).numpy().tolist() == [6.0, 6.0]
+    mixed = backend.asarray([torch.tensor(1.0), 2.0, torch.tensor([3.0])[0]])
+    assert backend.to_numpy(mixed).tolist() == [1.0, 2.0, 3.0]
+    with pytest.raises(TypeError, match=r"^triton backend: cannot make an array from None$"):
+        backend.asarray(None)
+    with pytest.raises(TypeError, match=r"^triton backend: cannot make a float32 array from list"):
+        backend.asarray([[1.0, 2.0], [3.0]])  # ragged, without tensors: the conversion's own error
+
+
+def test_a_triton_tensor_under_the_numpy_backend_is_named(backend):
+    """A Reshape of a triton Tensor after set_backend("numpy") blamed the op ("Reshape.forward
+    returned a torch.Tensor"), not the operand, as the ops that fail in forward do."""
+    b = Tensor([[3.0, -4.0]])
+    topgrad.set_backend("numpy")
+    try:
+        with pytest.raises(TypeError, match=r"^Reshape: operand 0 belongs to backend 'triton'"):
+            b.reshape(2)
+    finally:
+        topgrad.set_backend("triton")
+
+
+def test_interpreting_reads_the_variable_as_triton_does(monkeypatch):
+    """' 1' counted as on here (stripped) and as off in Triton, so the no-GPU error said the
+    variable had been set after triton's import."""
+    from topgrad_triton import runtime
+
+    for value, on in (("1", True), ("On", True), ("yes", True), (" 1", False), ("0", False), ("", False)):
+        monkeypatch.setenv("TRITON_INTERPRET", value)
+        assert runtime.interpreting() is on, value
+
+
 def test_a_complex_torch_operand_is_refused(backend):
     """The kernels have no complex loads: Triton's KeyError said only 'complex64'."""
     with pytest.raises(TypeError, match=r"^Mul: operands must hold real numbers, got a torch.complex64 "

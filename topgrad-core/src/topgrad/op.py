@@ -199,7 +199,9 @@ def _link(op: Op, args: tuple[Any, ...], out: Any) -> Tensor:
         op._intermediate = ()  # nothing will run its backward: let go of what it saved
         return _constant(op, out)
     if not isinstance(out, _array_type()):
-        raise _not_an_array(op, out)
+        error = _not_an_array(op, out)
+        refuse_foreign_tensors(type(op).__name__, _numbered(args), error)  # the likelier cause, named
+        raise error
     op._born = _tensor._updates.now
     try:
         op._out_shape, op._out_dtype = out.shape, out.dtype

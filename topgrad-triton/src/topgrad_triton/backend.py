@@ -69,6 +69,29 @@ def _refuse_non_numbers(obj: Any) -> None:
         raise objects_are_not_numbers("triton")
 
 
+def _from_tensors(obj: Any, torch: Any, exc: Exception) -> Any:
+    """A float32 numpy array from a (nested) list holding torch tensors (`[loss.data, ...]`), each
+    read back to the host first: numpy reads a 0-d one through float(), torch compute under the
+    guard, and cannot read a GPU one at all. Without tensors in it, the TypeError of `exc`."""
+    import numpy as np
+
+    def holds_tensors(o: Any) -> bool:
+        return isinstance(o, torch.Tensor) or (isinstance(o, (list, tuple)) and any(map(holds_tensors, o)))
+
+    def on_host(o: Any) -> Any:
+        if isinstance(o, torch.Tensor):
+            return o.detach().cpu().numpy()
+        return [on_host(v) for v in o] if isinstance(o, (list, tuple)) else o
+
+    try:
+        if not holds_tensors(obj):
+            raise exc
+        return np.array(on_host(obj), dtype=np.float32, copy=True)
+    except (TypeError, ValueError, RuntimeError) as failed:
+        raise TypeError(f"triton backend: cannot make a float32 array from {type(obj).__name__}: "
+                        f"{failed}") from None
+
+
 class TritonBackend(topgrad.Backend):
     """Topgrad backend whose ops, helpers and optimizer updates are Triton kernels."""
 
@@ -103,15 +126,16 @@ class TritonBackend(topgrad.Backend):
             raise TypeError(f"backend 'triton' holds float32 arrays only (its kernels compute in fp32), "
                             f"got dtype={dtype!r}; the numpy backend computes in float64")
         self.refuse_complex(obj)
+        if obj is None:  # numpy would make it NaN
+            raise TypeError("triton backend: cannot make an array from None")
         if not isinstance(obj, torch.Tensor):
             import numpy as np
 
             _refuse_non_numbers(obj)  # numpy would parse it; PyTorch refuses it
             try:
                 arr = np.array(obj, dtype=np.float32, copy=True)  # C-contiguous; refuses ragged lists
-            except (TypeError, ValueError) as exc:
-                raise TypeError(f"triton backend: cannot make a float32 array from "
-                                f"{type(obj).__name__}: {exc}") from None
+            except (TypeError, ValueError, RuntimeError) as exc:
+                arr = _from_tensors(obj, torch, exc)
             obj = torch.from_numpy(arr)
         if obj.device != self.device:
             obj = obj.to(self.device)

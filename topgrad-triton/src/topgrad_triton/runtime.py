@@ -28,7 +28,7 @@ _TRUE = ("1", "true", "on", "yes", "y")  # what Triton reads as true, in any cas
 def interpreting() -> bool:
     """True when Triton's CPU interpreter runs the kernels (Triton reads the variable as it goes:
     it must stay set for as long as the backend is used)."""
-    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in _TRUE
+    return os.environ.get("TRITON_INTERPRET", "").lower() in _TRUE  # no strip: Triton reads " 1" as off
 
 
 def check_available() -> None:
