@@ -1069,3 +1069,76 @@ def test_an_observer_must_subclass_observer() -> None:
 
     with pytest.raises(TypeError, match=r"subclass topgrad\.observe\.Observer"), observing(OnlyBefore()):
         pass
+
+
+# ---- the inspection tools on unusual graphs (an audit's findings) -------------------------------
+def test_the_total_counts_a_live_buffers_saved_views_once() -> None:
+    """x and x.reshape(...) saved by two Muls were two 'distinct' regions of x's buffer: the total
+    said twice x's memory; a stride-0 broadcast of 16 bytes was counted at its logical 1.5 MiB."""
+    x = Tensor(np.ones((100, 10), np.float32))
+    loss = (x * x).sum() + (x.reshape(10, 100) * x.reshape(10, 100)).sum()
+    assert loss.graph({"x": x}).distinct_saved_bytes == 100 * 10 * 4
+    b = Tensor(np.broadcast_to(np.ones(4, np.float32), (1000, 4)), requires_grad=False)
+    w = Tensor(np.ones(4, np.float32))
+    assert (b * w).sum().graph({"b": b}).distinct_saved_bytes <= 4 * 4 + w.data.nbytes
+
+
+def test_an_ops_repr_counts_saved_arrays_as_graph_does() -> None:
+    """`save_for_backward(x, k=3)` showed 'saved 2 arrays' (the number counted) where graph()
+    lists one."""
+    class Keeps(Op):
+        def forward(self, x: Any) -> Any:
+            self.save_for_backward(x, k=3)
+            return x * 2
+
+        def backward(self, grad: Any) -> tuple[Any]:
+            return (grad * 2,)
+
+    y = Keeps.apply(Tensor([1.0, 2.0]))
+    assert repr(y.op).endswith("saved 1 array>") and len(y.graph().nodes[-1].saved) == 1
+
+
+def test_tracing_and_anomaly_mode_take_the_ops_the_engine_takes() -> None:
+    """Tracing keyed its forward lines by the op, so an unhashable Op (a @dataclass) raised
+    TypeError; anomaly mode checked the gradient of a plain value (x * 3.0's 3.0), which the
+    engine drops unread, and raised AttributeError on a float."""
+    from dataclasses import dataclass
+
+    @dataclass(eq=True)
+    class Double(Op):
+        factor: float = 2.0
+
+        def forward(self, x: Any) -> Any:
+            return x * self.factor
+
+        def backward(self, grad: Any) -> tuple[Any]:
+            return (grad * self.factor,)
+
+    class Scale(Op):
+        def forward(self, x: Any, k: float) -> Any:
+            self.k = k
+            return x * k
+
+        def backward(self, grad: Any) -> tuple[Any, float]:
+            return grad * self.k, float("nan")
+
+    out = io.StringIO()
+    with tracing(out):
+        Double.apply(Tensor([1.0, 2.0])).sum().backward()
+    assert re.search(r"Double +backward .*\(forward: line 1\)$", out.getvalue().splitlines()[-1])
+    x = Tensor([1.0, 2.0])
+    with topgrad.detect_anomaly():
+        Scale.apply(x, 3.0).sum().backward()
+    np.testing.assert_array_equal(to_numpy(x.grad), [3.0, 3.0])
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
+def test_names_with_control_characters_make_dot_that_graphviz_reads() -> None:
+    """A control character in a name went into an HTML-like label as is, which XML has no place
+    for: Graphviz refused the whole file."""
+    x = Tensor([1.0, 2.0])
+    h = x * 3.0
+    dot = topgrad.viz.to_dot(h.sum(), names={"ctl\x01x": h, "nul\x00x": x})
+    done = subprocess.run(["dot", "-Tsvg"], input=dot.encode(), capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "ctl\\x01x" in dot

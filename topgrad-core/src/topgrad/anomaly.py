@@ -256,8 +256,11 @@ class AnomalyDetector(Observer):
         if _checking.active:
             return
         grads = grads if isinstance(grads, tuple) else (grads,)
+        parents = op.parents
         for i, g in enumerate(grads):
-            if g is None or _finite(g):
+            if g is None or (i < len(parents) and not isinstance(parents[i], (Tensor, Op))):
+                continue  # a plain value's (x * 3.0's 3.0): the engine drops it unread
+            if _finite(g):
                 continue
             nan, inf, size = _census(g)
             inf = inf if self.inf else 0
@@ -265,7 +268,6 @@ class AnomalyDetector(Observer):
                 continue
             name = type(op).__name__
             built_at, stack, where = _built_at_text(getattr(op, "_built_at", None))
-            parents = op.parents
             parent = parents[i] if i < len(parents) else None
             label = self.names.get(id(parent)) if isinstance(parent, Tensor) else None
             cause = (

@@ -215,7 +215,13 @@ def build(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Graph:
         node.name = label.get(id(output)) if output is not None else None
         nodes.append(node)
     extra = sum(b for (key, _), b in seen_saved.items() if key not in live)  # an alias is live memory too
-    graph = Graph(nodes, sum(seen_saved.values()), extra, distinct_saved_arrays=len(seen_saved))
+    per_owner: dict[int, int] = {}
+    for (key, _), b in seen_saved.items():
+        per_owner[key] = per_owner.get(key, 0) + b
+    # a live buffer's saved views (x and x.reshape, x and x[0], a stride-0 broadcast) count once:
+    # no more than the buffer itself
+    held = sum(min(b, nbytes(_root(live[key][1]))) if key in live else b for key, b in per_owner.items())
+    graph = Graph(nodes, held, extra, distinct_saved_arrays=len(seen_saved))
     shown = [n if isinstance(n, Tensor) else n.output() for n in order]  # an output may be freed: None
     leaves = {f"%{i}": n for i, n in enumerate(order) if isinstance(n, Tensor) and id(n) not in label}
     ids = {id(t) for t in shown if t is not None}
@@ -289,6 +295,12 @@ def held_arrays(op: Op) -> list[tuple[str, Any]]:
     keyword, else '#0', ...) and its array attributes (by name); `saved_arrays` and the profiler
     both count these."""
     return [(name, array) for name, array, _ in _held(op)]
+
+
+def saved_count(op: Op) -> int:
+    """How many arrays `op` saved with save_for_backward, as graph() lists them: a saved None or
+    number is none, a tuple's arrays count each."""
+    return sum(not attribute for *_, attribute in _held(op))
 
 
 def _held(op: Op) -> list[tuple[str, Any, bool]]:

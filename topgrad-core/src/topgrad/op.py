@@ -137,8 +137,10 @@ class Op:
             return f"<{type(self).__name__} op: not applied>"
         if self._released:
             held = "saved arrays released"
-        else:  # as graph() counts: a saved None holds nothing
-            n = sum(a is not None for a in self._intermediate)
+        else:
+            from topgrad.graph import saved_count  # graph imports this module: bound at the call
+
+            n = saved_count(self)
             held = f"saved {n} array{'' if n == 1 else 's'}"
         dtype = str(self._out_dtype).removeprefix("torch.")
         return f"<{type(self).__name__} op: {tuple(int(d) for d in self._out_shape)} {dtype}, {held}>"

@@ -44,7 +44,9 @@ class Tracer(Observer):
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream
         self.count = 0
-        self.forward_lines: weakref.WeakKeyDictionary[Op, int] = weakref.WeakKeyDictionary()
+        # id(op) -> (a weak reference to it, its forward line); by id, as the engine keys ops: a user's
+        # Op may be unhashable (a @dataclass), and the entry goes with the op
+        self.forward_lines: dict[int, tuple[weakref.ref[Op], int]] = {}
 
     def _write(self, line: str) -> None:
         self.count += 1
@@ -54,7 +56,8 @@ class Tracer(Observer):
         self, op: Op, args: tuple[Any, ...], params: dict[str, Any], result: Any, seconds: float
     ) -> None:
         """Write the forward line: op, input and output shapes, parameters, time."""
-        self.forward_lines[op] = self.count + 1
+        key, lines = id(op), self.forward_lines
+        lines[key] = (weakref.ref(op, lambda _: lines.pop(key, None)), self.count + 1)
         extra = " ".join(
             f"{k}={index_text(v) if is_index(v) else v}" for k, v in params.items()
             if isinstance(v, (bool, int, float, str, tuple))
@@ -67,7 +70,8 @@ class Tracer(Observer):
     def after_backward(self, op: Op, grad: Any, grads: tuple[Any, ...], seconds: float) -> None:
         """Write the backward line: op, incoming and returned gradients' shapes, time, its forward line."""
         grads = grads if isinstance(grads, tuple) else (grads,)
-        line = self.forward_lines.get(op)  # None: the forward ran before tracing began
+        entry = self.forward_lines.get(id(op))
+        line = entry[1] if entry is not None and entry[0]() is op else None  # None: forward before tracing
         self._write(
             f"{type(op).__name__:<12} backward {_shapes((grad,))} -> {_shapes(grads)}  {seconds * 1e3:.3f} ms"
             f"{'' if line is None else f'  (forward: line {line})'}"

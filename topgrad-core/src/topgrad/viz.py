@@ -112,8 +112,12 @@ def write(dot_text: str, path: str | Path) -> Path:
 
 
 def _escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"')
+    """`text` inside a DOT string: backslash and quote escaped, control characters as \\xNN."""
+    text = text.replace("\\", "\\\\").replace('"', '\\"')
+    return "".join(c if c >= " " or c in "\t\n" else f"\\\\x{ord(c):02x}" for c in text)
 
 
 def _html(text: Any) -> str:
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """`text` for an HTML-like label: &, <, > escaped, control characters (XML has none) as \\xNN."""
+    text = "".join(c if c >= " " or c in "\t\n" else f"\\x{ord(c):02x}" for c in str(text))
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
