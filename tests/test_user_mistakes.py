@@ -593,3 +593,34 @@ def test_an_object_array_is_refused_by_either_backend() -> None:
     """triton made np.array([1, None], dtype=object) a NaN; numpy refused it."""
     with pytest.raises(TypeError, match=r"^(numpy|triton) backend: object arrays are not supported"):
         Tensor(np.array([1, None], dtype=object))
+
+
+# ---- arguments an audit found taken silently ------------------------------------------------------
+@pytest.mark.parametrize("axis", [np.array(1.7), np.array(True), (np.array(2.9),), np.array([0, 1])])
+def test_an_array_that_is_no_axis_is_refused(axis: Any) -> None:
+    """A 0-d float or bool array has __index__ too, and int() truncated it: sum(axis=np.array(1.7))
+    reduced axis 1. PyTorch refuses it; so does Topgrad now, naming the op."""
+    y = Tensor.randn(2, 3, 4, seed=0)
+    for name in ("sum", "mean", "max"):
+        with pytest.raises(TypeError, match=r"axis must be None, an int or a tuple of ints"):
+            getattr(y, name)(axis=axis)
+    assert y.sum(axis=np.array(1)).shape == y.sum(axis=np.int64(1)).shape == (2, 4)
+
+
+def test_bool_sizes_text_seeds_and_a_float_flatten_start_are_refused() -> None:
+    """Tensor.zeros(True, 3) was (1, 3), reshape(True, 24) and flatten(True) took True for 1,
+    backward('2') parsed the text, and flatten(1.0) failed inside slicing; PyTorch refuses each."""
+    y = Tensor.randn(2, 3, 4, seed=0)
+    with pytest.raises(ValueError, match="every size must be a whole number"):
+        Tensor.zeros(True, 3)
+    with pytest.raises(ValueError, match="every size must be a whole number"):
+        y.reshape(True, 24)
+    for start in (True, 1.0, None):
+        with pytest.raises(TypeError, match=r"^flatten: start must be an int \(an axis\)"):
+            y.flatten(start)
+    x = Tensor([1.0, 2.0])
+    for seed in ("2", b"4"):
+        with pytest.raises(TypeError, match=r"^backward: grad must be a Tensor, an array or a number"):
+            (x * 3.0).sum().backward(seed)
+    assert x.grad is None
+    assert Tensor([1.0, 2.0], dtype=None).dtype == Tensor([1.0, 2.0]).dtype  # PyTorch's None: the default

@@ -16,8 +16,8 @@ def sizes(shape: tuple[Any, ...], least: int = -1) -> tuple[int, ...]:
     """Accept both `f(2, 3)` and `f((2, 3))`; whole numbers >= `least` only (2.5 is no size)."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
-    try:
-        whole = tuple(operator.index(s) for s in shape)
+    try:  # a bool is no size (True would be 1), as PyTorch refuses it
+        whole = () if any(isinstance(s, bool) for s in shape) else tuple(operator.index(s) for s in shape)
     except TypeError:
         whole = ()
     if len(whole) != len(shape) or any(s < least for s in whole):

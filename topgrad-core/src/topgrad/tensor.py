@@ -141,6 +141,7 @@ class Tensor:
         gradient and ops skip computing one, as PyTorch does for its inputs. A trainable tensor
         copies an array of the caller's that it would otherwise share (optimizers update it in
         place); a constant keeps sharing it (no copy of an input batch or a dataset)."""
+        dtype = "float32" if dtype is None else dtype  # PyTorch's dtype=None: the default
         if isinstance(data, Tensor):
             data = data.data
         elif data is None:  # numpy would make a NaN of it
@@ -659,6 +660,8 @@ class Tensor:
     def flatten(self, start: int = 1) -> Tensor:
         """Merge the axes from `start` on into one (negative counts from the end): by default every
         axis but the batch's, as nn.Flatten and torch.flatten(x, 1) do (torch.flatten starts at 0)."""
+        if not arguments.is_whole(start):
+            raise TypeError(f"flatten: start must be an int (an axis), got {start!r}")
         if self.ndim and not -self.ndim <= start < self.ndim:
             raise ValueError(f"flatten: start {start} is out of range for a tensor of shape {self.shape}")
         start = start % self.ndim if self.ndim else 0
@@ -772,6 +775,8 @@ class Tensor:
             grad = backend.asarray(backend.ones(self.shape), dtype=dtype)
         elif isinstance(grad, Tensor):  # in this tensor's dtype, as PyTorch casts the seed
             grad = grad.data if dtype_name(grad.data) == dtype else backend.asarray(grad.data, dtype=dtype)
+        elif isinstance(grad, (str, bytes)):  # numpy would parse '2' into a number; PyTorch refuses it
+            raise TypeError(f"backward: grad must be a Tensor, an array or a number, got text {grad!r}")
         else:
             grad = backend.asarray(grad, dtype=dtype)
         if tuple(grad.shape) != self.shape:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 
 
@@ -31,10 +32,15 @@ def normalize_axes(op: str, axis: int | Sequence[int] | None, ndim: int) -> tupl
     """Sorted non-negative axes; None means every axis. ValueError for an axis out of range or repeated."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if hasattr(axis, "__index__") else axis if isinstance(axis, (tuple, list)) else None
-    if axes is None or not all(hasattr(a, "__index__") and not isinstance(a, bool) for a in axes):
+    given = (axis,) if hasattr(axis, "__index__") else axis if isinstance(axis, (tuple, list)) else None
+    axes = None
+    if given is not None and not any(isinstance(a, bool) for a in given):
+        try:  # index(), not int(): a 0-d float or bool array (it has __index__) is no axis, not truncated
+            axes = [operator.index(a) for a in given]
+        except TypeError:
+            pass
+    if axes is None:
         raise TypeError(f"{op}: axis must be None, an int or a tuple of ints, got {axis!r}")
-    axes = tuple(int(a) for a in axes)
     result = []
     for ax in axes:
         if ax not in (0, -1) if ndim == 0 else not -ndim <= ax < ndim:  # 0-d: axis 0 or -1, as in PyTorch

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -148,11 +149,16 @@ def axes(op: str, axis: Any, ndim: int) -> tuple[int, ...]:
     if axis is None:
         return tuple(range(ndim))
     seq = (axis,) if hasattr(axis, "__index__") else axis if isinstance(axis, (tuple, list)) else None
-    if seq is None or not all(hasattr(a, "__index__") and not isinstance(a, bool) for a in seq):
+    whole = None
+    if seq is not None and not any(isinstance(a, bool) for a in seq):
+        try:  # index(), not int(): a 0-d float or bool array (it has __index__) is no axis, not truncated
+            whole = [operator.index(a) for a in seq]
+        except TypeError:
+            pass
+    if whole is None:
         raise TypeError(f"{op}: axis must be None, an int or a tuple of ints, got {axis!r}")
     out = []
-    for a in seq:
-        a = int(a)
+    for a in whole:
         if not (a in (0, -1) if ndim == 0 else -ndim <= a < ndim):  # 0-d: axis 0 or -1, as in PyTorch
             raise ValueError(f"{op}: axis {a} is out of range for an array with {ndim} dimensions")
         out.append(a % max(ndim, 1))
