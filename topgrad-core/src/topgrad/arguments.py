@@ -80,6 +80,32 @@ def reduced_axes(op: str, axis: Any) -> Any:
     return axis
 
 
+def normal_axes(op: str, axis: Any, ndim: int) -> tuple[int, ...]:
+    """`axis` (None: every axis; an int or a sequence, negatives counting from the end) as sorted
+    non-negative axes of an array of `ndim` dimensions, for a backend's reductions. An axis is a
+    whole number (operator.index: a 0-d float or bool array, which has __index__ too, is none,
+    not truncated); out of range or repeated is a ValueError naming `op`."""
+    if axis is None:
+        return tuple(range(ndim))
+    given = (axis,) if hasattr(axis, "__index__") else axis if isinstance(axis, (tuple, list)) else None
+    whole = None
+    if given is not None and not any(isinstance(a, bool) for a in given):
+        try:
+            whole = [operator.index(a) for a in given]
+        except TypeError:
+            pass
+    if whole is None:
+        raise TypeError(f"{op}: axis must be None, an int or a tuple of ints, got {axis!r}")
+    out = []
+    for a in whole:
+        if not (a in (0, -1) if ndim == 0 else -ndim <= a < ndim):  # 0-d: axis 0 or -1, as in PyTorch
+            raise ValueError(f"{op}: axis {a} is out of range for an array with {ndim} dimensions")
+        out.append(a % max(ndim, 1))
+    if len(set(out)) != len(out):
+        raise ValueError(f"{op}: repeated axis in {axis!r}")
+    return tuple(sorted(out)) if ndim else ()  # a 0-d array has no axis to reduce
+
+
 def flag(op: str, name: str, value: Any) -> bool:
     """A True/False switch, as PyTorch wants one: `causal="no"` would otherwise count as true."""
     if isinstance(value, bool) or type(value).__name__ in ("bool", "bool_"):  # numpy's bool too

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Sequence
+
+from topgrad.arguments import normal_axes
 
 
 def broadcast_shape(op: str, a: Sequence[int], b: Sequence[int]) -> tuple[int, ...]:
@@ -28,27 +29,8 @@ def broadcast_strides(shape: Sequence[int], strides: Sequence[int], out: Sequenc
     return result
 
 
-def normalize_axes(op: str, axis: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
-    """Sorted non-negative axes; None means every axis. ValueError for an axis out of range or repeated."""
-    if axis is None:
-        return tuple(range(ndim))
-    given = (axis,) if hasattr(axis, "__index__") else axis if isinstance(axis, (tuple, list)) else None
-    axes = None
-    if given is not None and not any(isinstance(a, bool) for a in given):
-        try:  # index(), not int(): a 0-d float or bool array (it has __index__) is no axis, not truncated
-            axes = [operator.index(a) for a in given]
-        except TypeError:
-            pass
-    if axes is None:
-        raise TypeError(f"{op}: axis must be None, an int or a tuple of ints, got {axis!r}")
-    result = []
-    for ax in axes:
-        if ax not in (0, -1) if ndim == 0 else not -ndim <= ax < ndim:  # 0-d: axis 0 or -1, as in PyTorch
-            raise ValueError(f"{op}: axis {ax} is out of range for an array of {ndim} dimensions")
-        result.append(ax % ndim if ndim else 0)
-    if len(set(result)) != len(result):
-        raise ValueError(f"{op}: repeated axis in {axis}")
-    return tuple(sorted(result)) if ndim else ()
+normalize_axes = normal_axes
+"""`normalize_axes(op, axis, ndim)`: a reduction's axes, sorted and non-negative (core's `normal_axes`)."""
 
 
 def kept_shape(shape: Sequence[int], axes: tuple[int, ...]) -> tuple[int, ...]:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import functools
 import math
-import operator
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
 from topgrad import Op
+from topgrad.arguments import normal_axes
 from topgrad.normalization import feature_count
 
 from topgrad_numpy import cpu_cache
@@ -144,27 +144,8 @@ def shape_of(x: Any) -> tuple[int, ...]:
     return x.shape if type(x) is ndarray else ()
 
 
-def axes(op: str, axis: Any, ndim: int) -> tuple[int, ...]:
-    """Normalize `axis` (None, int or sequence, negatives allowed) to sorted non-negative axes."""
-    if axis is None:
-        return tuple(range(ndim))
-    seq = (axis,) if hasattr(axis, "__index__") else axis if isinstance(axis, (tuple, list)) else None
-    whole = None
-    if seq is not None and not any(isinstance(a, bool) for a in seq):
-        try:  # index(), not int(): a 0-d float or bool array (it has __index__) is no axis, not truncated
-            whole = [operator.index(a) for a in seq]
-        except TypeError:
-            pass
-    if whole is None:
-        raise TypeError(f"{op}: axis must be None, an int or a tuple of ints, got {axis!r}")
-    out = []
-    for a in whole:
-        if not (a in (0, -1) if ndim == 0 else -ndim <= a < ndim):  # 0-d: axis 0 or -1, as in PyTorch
-            raise ValueError(f"{op}: axis {a} is out of range for an array with {ndim} dimensions")
-        out.append(a % max(ndim, 1))
-    if len(set(out)) != len(out):
-        raise ValueError(f"{op}: repeated axis in {axis!r}")
-    return tuple(sorted(out)) if ndim else ()  # a 0-d array has no axis to reduce
+axes = normal_axes
+"""`axes(op, axis, ndim)`: a reduction's axes, sorted and non-negative (core's `normal_axes`)."""
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
