@@ -111,13 +111,17 @@ def write(dot_text: str, path: str | Path) -> Path:
     return path
 
 
+def _spelled(text: str, backslash: str) -> str:
+    """`text` with each control character but tab and newline (Graphviz refuses them; XML has no
+    place for them) written out as `backslash` + xNN."""
+    return "".join(c if c >= " " or c in "\t\n" else f"{backslash}x{ord(c):02x}" for c in text)
+
+
 def _escape(text: str) -> str:
     """`text` inside a DOT string: backslash and quote escaped, control characters as \\xNN."""
-    text = text.replace("\\", "\\\\").replace('"', '\\"')
-    return "".join(c if c >= " " or c in "\t\n" else f"\\\\x{ord(c):02x}" for c in text)
+    return _spelled(text.replace("\\", "\\\\").replace('"', '\\"'), "\\\\")
 
 
 def _html(text: Any) -> str:
-    """`text` for an HTML-like label: &, <, > escaped, control characters (XML has none) as \\xNN."""
-    text = "".join(c if c >= " " or c in "\t\n" else f"\\x{ord(c):02x}" for c in str(text))
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """`text` for an HTML-like label: &, <, > escaped, control characters as \\xNN."""
+    return _spelled(str(text), "\\").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
