@@ -611,10 +611,13 @@ def test_bool_sizes_text_seeds_and_a_float_flatten_start_are_refused() -> None:
     """Tensor.zeros(True, 3) was (1, 3), reshape(True, 24) and flatten(True) took True for 1,
     backward('2') parsed the text, and flatten(1.0) failed inside slicing; PyTorch refuses each."""
     y = Tensor.randn(2, 3, 4, seed=0)
-    with pytest.raises(ValueError, match="every size must be a whole number"):
+    with pytest.raises(ValueError, match=r"^zeros: shape \(True, 3\): every size must be a whole number >= "):
         Tensor.zeros(True, 3)
-    with pytest.raises(ValueError, match="every size must be a whole number"):
+    with pytest.raises(ValueError, match=r"^reshape: shape \(True, 24\): every size must be a whole number"):
         y.reshape(True, 24)
+    for make in (Tensor.ones, Tensor.randn, Tensor.He):  # each names itself
+        with pytest.raises(ValueError, match=rf"^{make.__name__}: shape \(2.5,\)"):
+            make(2.5)
     for start in (True, 1.0, None):
         with pytest.raises(TypeError, match=r"^flatten: start must be an int \(an axis\)"):
             y.flatten(start)

@@ -12,7 +12,7 @@ from typing import Any
 from topgrad.errors import type_name
 
 
-def sizes(shape: tuple[Any, ...], least: int = -1) -> tuple[int, ...]:
+def sizes(op: str, shape: tuple[Any, ...], least: int = -1) -> tuple[int, ...]:
     """Accept both `f(2, 3)` and `f((2, 3))`; whole numbers >= `least` only (2.5 is no size)."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
@@ -21,7 +21,8 @@ def sizes(shape: tuple[Any, ...], least: int = -1) -> tuple[int, ...]:
     except TypeError:
         whole = ()
     if len(whole) != len(shape) or any(s < least for s in whole):
-        raise ValueError(f"shape {shape!r}: every size must be a whole number{' >= 0' if least >= 0 else ''}")
+        floor = " >= 0" if least >= 0 else ""
+        raise ValueError(f"{op}: shape {shape!r}: every size must be a whole number{floor}")
     return whole
 
 

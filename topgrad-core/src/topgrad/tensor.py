@@ -260,26 +260,27 @@ class Tensor:
     @pytorch_names.keywords
     def zeros(cls, *shape: int, requires_grad: bool = True) -> Tensor:
         """A leaf of zeros; PyTorch's dtype=, device=, generator= say what to write instead."""
-        return _leaf("zeros", registry.get_backend().zeros(arguments.sizes(shape, 0)), requires_grad)
+        return _leaf("zeros", registry.get_backend().zeros(arguments.sizes("zeros", shape, 0)), requires_grad)
 
     @classmethod
     @pytorch_names.keywords
     def ones(cls, *shape: int, requires_grad: bool = True) -> Tensor:
         """A leaf of ones."""
-        return _leaf("ones", registry.get_backend().ones(arguments.sizes(shape, 0)), requires_grad)
+        return _leaf("ones", registry.get_backend().ones(arguments.sizes("ones", shape, 0)), requires_grad)
 
     @classmethod
     @pytorch_names.keywords
     def randn(cls, *shape: int, seed: int | None = None, requires_grad: bool = True) -> Tensor:
         """A leaf of standard normal draws; the same `seed` gives the same values."""
-        array = registry.get_backend().randn(arguments.sizes(shape, 0), seed=arguments.seed("randn", seed))
+        shape, seed = arguments.sizes("randn", shape, 0), arguments.seed("randn", seed)
+        array = registry.get_backend().randn(shape, seed=seed)
         return _leaf("randn", array, requires_grad)
 
     @classmethod
     @pytorch_names.keywords
     def He(cls, *shape: int, seed: int | None = None, requires_grad: bool = True) -> Tensor:
         """He-normal init: std sqrt(2 / fan_in), fan_in = product of all but the last dim."""
-        shape, seed = arguments.sizes(shape, 0), arguments.seed("He", seed)
+        shape, seed = arguments.sizes("He", shape, 0), arguments.seed("He", seed)
         fan_in = math.prod(shape[:-1]) if len(shape) > 1 else shape[0] if shape else 0
         if fan_in == 0:
             raise ValueError(f"He: needs a shape with a fan-in of at least 1, got {shape}")
@@ -654,7 +655,7 @@ class Tensor:
     @pytorch_names.keywords
     def reshape(self, *shape: int) -> Tensor:
         """The same values in `shape` (one -1 is inferred), as torch.reshape."""
-        return _ops().Reshape.apply(self, shape=arguments.sizes(shape))
+        return _ops().Reshape.apply(self, shape=arguments.sizes("reshape", shape))
 
     @pytorch_names.keywords
     def flatten(self, start: int = 1) -> Tensor:
