@@ -1373,6 +1373,45 @@ def test_conv2d_stride_and_padding_pairs(stride: tuple[int, int], padding: tuple
     check_against_torch(lambda x, w: x.conv2d(w, stride=stride, padding=padding), ref, [x, w])
 
 
+@pytest.mark.parametrize(("padding", "k"), [("same", (3, 3)), ("same", (5, 1)), ("valid", (3, 2))])
+def test_conv2d_named_padding(padding: str, k: tuple[int, int]) -> None:
+    """PyTorch's padding='same' (odd kernels) and 'valid' give PyTorch's values and gradients."""
+    x, w, b = rand((2, 7, 6, 3), 23), rand((*k, 3, 4), 24, scale=0.5), rand((4,), 25)
+
+    def ref(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(nhwc_to_nchw(x), hwio_to_oihw(w), b, padding=padding).permute(0, 2, 3, 1)
+
+    check_against_torch(lambda x, w, b: x.conv2d(w, b, padding=padding), ref, [x, w, b])
+
+
+@pytest.mark.parametrize(("kwargs", "k", "match"), [
+    (dict(padding="same", stride=2), (3, 3), r"padding='same' needs stride 1, as in PyTorch, got stride "
+                                             r"\(2, 2\)"),
+    (dict(padding="same"), (2, 3), r"padding=\(kh // 2, kw // 2\) gives one more output row than the image: "
+                                   r"drop the output's first row to get PyTorch's result"),
+    (dict(padding="same"), (4, 2), r"one more output row and column than the image: drop the output's "
+                                   r"first row and first column"),
+    (dict(padding="full"), (3, 3), r"padding must be an int >= 0, an \(h, w\) pair of them, 'valid' or "
+                                   r"'same', got 'full'"),
+])
+def test_conv2d_named_padding_it_cannot_take(kwargs: dict[str, Any], k: tuple[int, int], match: str) -> None:
+    """A strided 'same' is refused as PyTorch refuses it; an even kernel's 'same', which PyTorch pads
+    on one side more than the other, says how to get the same result from symmetric padding."""
+    x, w = Tensor(rand((1, 6, 6, 2), 26)), Tensor(rand((*k, 2, 3), 27))
+    with pytest.raises(ValueError, match="^Conv2d: .*" + match):
+        x.conv2d(w, **kwargs)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")  # PyTorch's own note
+def test_conv2d_even_kernel_same_padding_as_the_message_says() -> None:
+    """The even-kernel message's recipe, padding k // 2 and dropping the first row and column,
+    gives PyTorch's padding='same' result."""
+    x, w = rand((1, 6, 5, 2), 28), rand((4, 2, 2, 3), 29)
+    ours = Tensor(x).conv2d(Tensor(w), padding=(2, 1))[:, 1:, 1:].numpy()
+    theirs = F.conv2d(nhwc_to_nchw(torch.from_numpy(x)), hwio_to_oihw(torch.from_numpy(w)), padding="same")
+    np.testing.assert_allclose(ours, theirs.permute(0, 2, 3, 1).numpy(), rtol=1e-4, atol=1e-4)
+
+
 # Batches big enough that the numpy backend splits each GEMM into OpenBLAS-small row blocks
 # (`topgrad_numpy.ops.gemm`; as many as blocks of at most 434 rows need, made equal), the last
 # one partial: 605 rows of 144 in blocks of 303 for 16->16 (forward, dL/dx, and dL/dw summed
@@ -1519,9 +1558,9 @@ def test_conv2d_bad_shapes(x_shape: tuple[int, ...], w_shape: tuple[int, ...], b
     assert mentions_shape(str(info.value), bad), str(info.value)
 
 
-def test_conv2d_names_pytorch_layouts_and_padding_it_does_not_take() -> None:
+def test_conv2d_names_pytorch_layouts() -> None:
     """A PyTorch (Cout, Cin, kh, kw) weight whose kh equals Cin passes the channel check; with
-    its bias the bias check says what the weight looks like. padding='same' says what to write."""
+    its bias the bias check says what the weight looks like."""
     x = Tensor(rand((1, 6, 6, 3), 0))
     w_oihw, bias = Tensor(rand((16, 3, 3, 3), 1)), Tensor(rand((16,), 2))
     with pytest.raises(ValueError, match=re.escape(
@@ -1530,8 +1569,7 @@ def test_conv2d_names_pytorch_layouts_and_padding_it_does_not_take() -> None:
         x.conv2d(w_oihw, bias, padding=1)
     w = Tensor(np.transpose(w_oihw.numpy(), (2, 3, 1, 0)))
     assert x.conv2d(w, bias, padding=1).shape == (1, 6, 6, 16)
-    with pytest.raises(ValueError, match=re.escape("padding=k // 2 keeps an odd k x k kernel's image size")):
-        x.conv2d(w, bias, padding="same")
+    assert x.conv2d(w, bias, padding="same").shape == (1, 6, 6, 16)
 
 
 @pytest.mark.parametrize("x_shape", [(2, 0, 8, 3), (2, 8, 0, 3), (1, 0, 0, 3)])

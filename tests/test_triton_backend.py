@@ -475,7 +475,7 @@ def test_elementwise_ops_take_numpy_scalars_as_pytorch_does(backend, scalar):
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    (dict(padding="same"), r"Conv2d: padding must be an int >= 0 or an \(h, w\) pair"),
+    (dict(padding="full"), r"Conv2d: padding must be an int >= 0, an \(h, w\) pair of them, 'valid' or "),
     (dict(stride=(2, 1, 1)), r"Conv2d: stride must be an int >= 1 or an \(h, w\) pair"),
     (dict(padding=("same", "same")), r"Conv2d: padding must be an int >= 0"),
     (dict(stride=0), r"Conv2d: stride must be an int >= 1"),

@@ -48,12 +48,34 @@ def conv_geometry(
         raise ValueError(f"Conv2d: x of shape {x_shape} is an image with no rows or columns; as in "
                          "PyTorch only the batch or channel axis may be empty")
     step = pair("Conv2d", "stride", stride, 1)
-    pad = pair("Conv2d", "padding", padding, 0)
+    pad = named_padding(padding, step, (w_shape[0], w_shape[1])) if isinstance(padding, str) else \
+        pair("Conv2d", "padding", padding, 0)
     out = output_size((x_shape[1], x_shape[2]), (w_shape[0], w_shape[1]), step, pad)
     if min(out) < 1:
         raise ValueError(f"Conv2d: the kernel is larger than the padded image, {shapes}, padding {pad} "
                          "(H and W are axes 1 and 2 of x, NHWC)")
     return step, pad, out
+
+
+def named_padding(padding: str, stride: Pair, kernel: Pair) -> Pair:
+    """PyTorch's padding='valid' (none) and 'same' (the output keeps the image's size: stride 1, and
+    here an odd kernel, since Topgrad pads both sides alike) as an (h, w) pair; ValueError else."""
+    if padding == "valid":
+        return 0, 0
+    if padding != "same":
+        raise ValueError(f"Conv2d: padding must be an int >= 0, an (h, w) pair of them, 'valid' or 'same', "
+                         f"got {padding!r}")
+    if stride != (1, 1):
+        raise ValueError(f"Conv2d: padding='same' needs stride 1, as in PyTorch, got stride {stride}; "
+                         "give the padding as numbers instead")
+    even = [name for name, k in zip(("row", "column"), kernel) if k % 2 == 0]
+    if even:
+        raise ValueError(
+            f"Conv2d: padding='same' with a kernel of size {kernel} pads one side more than the other "
+            "in PyTorch, and Topgrad pads both sides alike; padding=(kh // 2, kw // 2) gives one more "
+            f"output {' and '.join(even)} than the image: drop the output's first {' and first '.join(even)} "
+            "to get PyTorch's result")
+    return kernel[0] // 2, kernel[1] // 2
 
 
 def refuse_conv_options(dilation: Any, groups: Any) -> None:

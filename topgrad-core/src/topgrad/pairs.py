@@ -12,15 +12,12 @@ Pair = tuple[int, int]
 
 def pair(op: str, name: str, value: Any, low: int) -> Pair:
     """An (h, w) pair of ints >= `low`, from one int for both axes or a pair of them; ValueError
-    naming `op` for anything else (a bool, padding='same', a triple)."""
+    naming `op` for anything else (a bool, a string, a triple)."""
     values = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(values) != 2 or not all(
         isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) >= low for v in values
     ):
-        same = (" (PyTorch's 'same' is not supported: padding=k // 2 keeps an odd k x k kernel's image "
-                "size at stride 1)") if name == "padding" and isinstance(value, str) else ""
-        raise ValueError(f"{op}: {name} must be an int >= {low} or an (h, w) pair of them, got "
-                         f"{value!r}{same}")
+        raise ValueError(f"{op}: {name} must be an int >= {low} or an (h, w) pair of them, got {value!r}")
     return int(values[0]), int(values[1])
 
 

@@ -683,10 +683,10 @@ class Tensor:
 
     @pytorch_names.keywords
     def conv2d(self, w: Tensor, b: Tensor | None = None, stride: int | tuple[int, int] = 1,
-               padding: int | tuple[int, int] = 0, *, dilation: int = 1, groups: int = 1) -> Tensor:
+               padding: int | tuple[int, int] | str = 0, *, dilation: int = 1, groups: int = 1) -> Tensor:
         """2-D cross-correlation of NHWC x with `w` as (kh, kw, Cin, Cout), zero padding; stride and
-        padding are an int or an (h, w) pair; PyTorch's dilation and groups at 1 only (other values
-        say how to compose them)."""
+        padding are an int or an (h, w) pair, padding also 'valid' or 'same' (odd kernels); PyTorch's
+        dilation and groups at 1 only (other values say how to compose them)."""
         if dilation != 1 or groups != 1:
             refuse_conv_options(dilation, groups)
         w, b = _given("Conv2d", "w", w), _given("Conv2d", "b", b, optional=True)
