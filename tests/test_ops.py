@@ -636,6 +636,12 @@ def test_binary_incompatible_shapes(op: str, shape_a: tuple[int, ...], shape_b: 
     assert mentions_shape(message, shape_b), message
 
 
+def test_subtracting_dates_is_a_type_error() -> None:
+    """x - y negates y first, which numpy cannot do for dates: the error says what y holds."""
+    with pytest.raises(TypeError, match=r"^x - y: y holds datetime64\[D\] values, dates or durations, not "):
+        Tensor(rand((3,), 0)) - np.array(["2020-01-01"] * 3, dtype="datetime64[D]")
+
+
 @pytest.mark.parametrize(("expr", "op"), [
     (lambda x: x + None, "Add"), (lambda x: None + x, "Add"), (lambda x: x * None, "Mul"),
     (lambda x: x + "1", "Add"), (lambda x: x * b"1", "Mul"),
@@ -651,14 +657,15 @@ def test_none_or_text_operand_is_a_type_error(expr: Callable[[Tensor], Tensor], 
     (lambda x: x * 1j, "Mul"), (lambda x: x + np.array(["1", "2", "3"]), "Add"),
     (lambda x: x + np.array([1, None, 2], dtype=object), "Add"),
     (lambda x: x @ np.array([[1j], [1j], [1j]]), r"Linear( \(w\))?"),
+    (lambda x: x * np.datetime64("2020-01-01"), "Mul"), (lambda x: x + np.timedelta64(1, "s"), "Add"),
 ])
 def test_an_operand_of_complex_numbers_text_or_objects_is_a_type_error(
     expr: Callable[[Tensor], Tensor], op: str, backend_name: str
 ) -> None:
     """numpy took them: the imaginary part of a numpy complex dropped ([0, 0]), text parsed, None
-    made NaN, x @ complex gave a complex Tensor. PyTorch keeps complex values complex and refuses
-    text: Topgrad's arrays are real, so numpy refuses each, saying what the operand holds; triton
-    takes no raw numpy operand at all and says so."""
+    made NaN, x @ complex gave a complex Tensor, a date became its count of days. PyTorch keeps
+    complex values complex and refuses text and dates: Topgrad's arrays are real, so numpy refuses
+    each, saying what the operand holds; triton takes no raw numpy operand at all and says so."""
     says = ("operands must hold real numbers" if backend_name == "numpy"
             else r"(operands must be Tensors or real numbers|w must be a Tensor, got ndarray)")
     with pytest.raises(TypeError, match=rf"^{op}: {says}"):

@@ -397,6 +397,15 @@ def test_an_array_of_text_is_refused_by_either_backend() -> None:
         Tensor(np.array(["1.5", "2.0"]))
 
 
+@pytest.mark.parametrize("data", [np.array(["2020-01-01"], dtype="datetime64[D]"),
+                                  np.array([5], "timedelta64[s]"), [np.datetime64("2020-01-01")]])
+def test_dates_and_time_spans_are_not_numbers(data: Any) -> None:
+    """numpy reads a date as its count of days since 1970 (18262.0); PyTorch refuses it."""
+    with pytest.raises(TypeError, match=r"^(numpy|triton) backend: (datetime|timedelta)64\[\w\] values are "
+                                        r"dates or durations, not numbers \(PyTorch refuses them too\)"):
+        Tensor(data)
+
+
 @pytest.mark.parametrize("data", [["1", "2.5"], [[b"1"], [b"2"]], ["1", 2.0], ("1",), [[1.0], ["2"]]])
 def test_a_list_of_text_is_refused_as_in_pytorch(data: Any) -> None:
     """numpy parses ['1', '2.5'] into numbers (PyTorch refuses it): a list or tuple holding text is

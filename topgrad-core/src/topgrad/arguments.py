@@ -147,6 +147,14 @@ def text_is_not_numbers(backend: str, data: Any, dtype: str, example: Any = None
                      "(a.astype('float32') parses it)")
 
 
+def dates_are_not_numbers(backend: str, dtype: str) -> TypeError:
+    """The TypeError of every backend for datetime64 or timedelta64 values (numpy would read their
+    counts of the unit as numbers; PyTorch refuses them)."""
+    return TypeError(f"{backend} backend: {dtype} values are dates or durations, not numbers (PyTorch "
+                     "refuses them too); convert them first: (a - a.min()) / np.timedelta64(1, 's') gives "
+                     "seconds as floats")
+
+
 def is_bool(value: Any) -> bool:
     """A bool (Python's or numpy's) or an array of bools (numpy's, torch's): a mask."""
     if value is True or value is False:
@@ -175,6 +183,10 @@ def refuse_no_negative(value: Any, exc: Exception) -> None:
     """After `-y` failed in x - y: a TypeError naming y, a bool mask as PyTorch names one; another
     kind of error (not a TypeError) is left to propagate as it is."""
     refuse_bool_subtraction("y", value)
+    dtype = getattr(value, "dtype", None)
+    if getattr(dtype, "kind", None) in ("M", "m"):  # numpy's dates and time spans
+        raise TypeError(f"x - y: y holds {dtype} values, dates or durations, not numbers (PyTorch refuses "
+                        "them too): convert them first") from exc
     if isinstance(exc, TypeError):
         what = with_article(type(value).__name__)
         raise TypeError(f"x - y: y is {what} with no negative ({exc}); subtract a Tensor, a float array "

@@ -123,8 +123,8 @@ def operand(op: str, x: Any) -> Any:
         if x.dtype.kind in REAL_KINDS:
             return x
         raise not_real(op, x.dtype)
-    if isinstance(x, (bool, int, float, np.integer, np.floating)):
-        return float(x)
+    if isinstance(x, (bool, int, float, np.integer, np.floating)) and not isinstance(x, np.timedelta64):
+        return float(x)  # numpy's time span is an integer type, but no number
     if isinstance(x, (complex, np.complexfloating)):
         raise not_real(op, np.dtype(type(x)))
     if x is None or isinstance(x, (str, bytes)):
@@ -134,9 +134,11 @@ def operand(op: str, x: Any) -> Any:
                         "make it Tensor(t)")
     try:  # a list as numpy reads it (integers stay integers: they take the other operand's dtype)
         array = np.asarray(x)
-        return array if array.dtype.kind in "biuf" else np.asarray(x, dtype=F32)
+        if array.dtype.kind not in "Mmc":  # dates, time spans and complex values are refused below
+            return array if array.dtype.kind in REAL_KINDS else np.asarray(x, dtype=F32)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{op}: cannot use a {type(x).__name__} as an operand ({exc})") from None
+    raise not_real(op, array.dtype)
 
 
 def shape_of(x: Any) -> tuple[int, ...]:

@@ -23,6 +23,9 @@ def _check(op: str, a: Any, b: Any) -> tuple[Any, Any]:
     float; TypeError for anything else that is not an array, ValueError for shapes that do not broadcast."""
     operands = []
     for x in (a, b):
+        if isinstance(x, (np.datetime64, np.timedelta64)):  # numpy's time span passes as an integer
+            raise TypeError(f"{op}: operands must be Tensors or real numbers, got {type(x).__name__} (a date "
+                            "or time span; PyTorch refuses it too): convert it to numbers first")
         if isinstance(x, (numbers.Real, np.bool_)):  # numpy's bool is no numbers.Real, Python's is
             x = float(x)
         elif not isinstance(x, torch.Tensor):
