@@ -121,7 +121,10 @@ def test_item_assignment_is_refused_with_the_way_that_works() -> None:
      (np.array([0, 2]), TypeError, "cannot index with ndarray"),
      (True, TypeError, "cannot index with bool True"),
      (np.s_[0, 1.5], TypeError, "cannot index with float 1.5"),
-     ("a", TypeError, "cannot index with str 'a'")],
+     ("a", TypeError, "cannot index with str 'a'"),
+     (np.s_[::2.0], TypeError, r"the step of axis 0's slice must be an int or None, got 2.0"),
+     (np.s_[:, 1.0:], TypeError, r"the start of axis 1's slice must be an int or None, got 1.0"),
+     (np.s_[:"2"], TypeError, r"the stop of axis 0's slice must be an int or None, got '2'")],
 )
 def test_what_basic_indexing_refuses(index: Any, error: type, match: str) -> None:
     with pytest.raises(error, match=f"Slice: .*{match}"):

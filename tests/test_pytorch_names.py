@@ -67,7 +67,20 @@ def test_the_formula_recipes_give_pytorchs_values() -> None:
      (lambda x: np.sum(x), r"np.sum\(x\) on a Tensor calls Tensor.sum\(\) with out=, which Topgrad does not "
                            r"take: .*Write x.sum\(\) for the op, or np.sum\(x.numpy\(\)\)"),
      (lambda x: np.mean(x), r"calls Tensor.mean\(\) with .*out=.*np.mean\(x.numpy\(\)\)"),
-     (lambda x: np.max(x), r"calls Tensor.max\(\) with out=.*np.max\(x.numpy\(\)\)")],
+     (lambda x: np.max(x), r"calls Tensor.max\(\) with out=.*np.max\(x.numpy\(\)\)"),
+     (lambda x: x.sum(dtype="float64"),
+      r"^Topgrad's Tensor.sum\(\) does not take dtype='float64' \(PyTorch's result dtype\)"),
+     (lambda x: x.flatten(end_dim=0),
+      r"^Topgrad's Tensor.flatten\(\) does not take end_dim=0 .*always flattens through the last axis; for "
+      r"another end, x.reshape"),
+     (lambda x: x.flatten(start_dim=0, end_dim=-1),
+      r"'start_dim': Topgrad writes start= \(not start_dim=\)$"),
+     (lambda x: Tensor.zeros(size=(2, 3)),
+      r"^Tensor.zeros\(\) .*'size': Topgrad writes the sizes as arguments, Tensor.zeros\(2, 3\) "
+      r"\(not size=\)$"),
+     (lambda x: Tensor.randn(size=(2, 3)), r"Tensor.randn\(2, 3\) \(not size=\)$"),
+     (lambda x: topgrad.attention(query=x, key=x, value=x),
+      r"^attention\(\) .*'query': Topgrad writes q= \(not query=\), k= \(not key=\), v= \(not value=\)$")],
 )
 def test_pytorch_and_numpy_keywords_are_refused_with_topgrads_names(call: Any, match: str) -> None:
     with pytest.raises(TypeError, match=match):
@@ -81,6 +94,8 @@ def test_the_keyword_check_keeps_signatures_and_valid_calls() -> None:
     assert list(inspect.signature(Tensor.reshape).parameters) == ["self", "shape"]
     assert x.reshape(3, 2).shape == (3, 2) and x.permute(1, 0).shape == (3, 2)
     assert x.relu(inplace=False).shape == (2, 3)  # PyTorch's default, taken
+    # PyTorch's defaults spelled out are taken: x.sum(dtype=None) is no numpy call (np.sum passes out=)
+    assert x.sum(dtype=None).shape == () and x.flatten(0, end_dim=-1).shape == (6,)
 
 
 def test_an_op_written_as_a_pytorch_function_is_refused_where_it_is_defined() -> None:

@@ -64,6 +64,11 @@ def _check_kind(item: Any) -> None:
 def _one_axis(item: int | slice, axis: int, size: int) -> int | slice:
     """One axis's entry: a non-negative int, or a slice of ints with a positive step."""
     if isinstance(item, slice):
+        for part in ("start", "stop", "step"):
+            value = getattr(item, part)
+            if value is not None and not hasattr(value, "__index__"):
+                raise TypeError(f"Slice: the {part} of axis {axis}'s slice must be an int or None, got "
+                                f"{value!r} (as in PyTorch and numpy)")
         step = 1 if item.step is None else operator.index(item.step)
         if step <= 0:
             why = "; as in PyTorch, reversing by a negative step is not supported" if step else ""

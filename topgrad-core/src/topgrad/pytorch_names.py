@@ -177,6 +177,9 @@ RENAMED: dict[str, dict[str, str]] = {
     "batchnorm": {"weight": "gamma= (not weight=)", "bias": "beta= (not bias=)"},
     "reshape": {"shape": "the sizes as arguments, x.reshape(2, -1) (not shape=)"},
     "permute": {"dims": "the axes as arguments, x.permute(0, 2, 1) (not dims=)"},
+    "attention": {"query": "q= (not query=)", "key": "k= (not key=)", "value": "v= (not value=)"},
+    **{factory: {"size": f"the sizes as arguments, Tensor.{factory}(2, 3) (not size=)"}
+       for factory in ("zeros", "ones", "randn", "He")},
 }
 NOT_TAKEN: dict[str, tuple[Any, str, str]] = {
     # PyTorch's keyword -> (PyTorch's default, which Topgrad accepts and ignores; what it is; what to write)
@@ -191,6 +194,8 @@ NOT_TAKEN: dict[str, tuple[Any, str, str]] = {
     "dtype": (None, "result dtype", "factories make float32 and ops keep their input's dtype (dtype=None "
               "and float32 are taken); for float64 (numpy backend), convert: "
               "Tensor(t.numpy(), dtype='float64')"),
+    "end_dim": (-1, "last axis to flatten", "x.flatten(start) always flattens through the last axis; for "
+                "another end, x.reshape(...) with the sizes you want"),
     # Tensor.backward's
     "retain_graph": (False, "graph kept for a second backward", "there is no retain_graph; for a second "
                      "backward, run the forward pass again"),
@@ -222,12 +227,19 @@ def keywords(method: F) -> F:
     def checked(*args: Any, **kwargs: Any) -> Any:
         if kwargs and not known.issuperset(kwargs):
             unknown = {k: v for k, v in kwargs.items() if k not in known}
-            if any(k in numpy_call or not _is_default(k, v) for k, v in unknown.items()):
+            if _from_numpy(unknown, numpy_call) or not all(_is_default(k, v) for k, v in unknown.items()):
                 raise TypeError(_keyword_message(method.__qualname__, unknown))
             kwargs = {k: v for k, v in kwargs.items() if k in known}  # PyTorch's defaults, spelled out
         return method(*args, **kwargs)
 
     return cast(F, checked)
+
+
+def _from_numpy(unknown: dict[str, Any], numpy_call: tuple[str, ...]) -> bool:
+    """Whether keywords Topgrad's method does not take come from numpy's function (`np.sum(x)`
+    calls x.sum(axis=..., dtype=None, out=None)): numpy always passes out=, and a direct
+    x.sum(dtype=None) is PyTorch's default, taken."""
+    return "out" in unknown and any(k in numpy_call for k in unknown)
 
 
 def _is_default(keyword: str, value: Any) -> bool:
@@ -248,10 +260,11 @@ def _is_default(keyword: str, value: Any) -> bool:
 def _keyword_message(qualname: str, unknown: dict[str, Any]) -> str:
     name = qualname.rsplit(".", 1)[-1]
     given = ", ".join(f"{k}=" for k in unknown)
-    if any(k in NUMPY_CALLS.get(name, ()) for k in unknown):  # np.sum(x) calls x.sum(out=None, ...)
+    if _from_numpy(unknown, NUMPY_CALLS.get(name, ())):  # np.sum(x) calls x.sum(out=None, ...)
         return (f"np.{name}(x) on a Tensor calls {qualname}() with {given}, which Topgrad does not take: "
                 f"numpy's result would leave the graph. Write x.{name}() for the op, or np.{name}(x.numpy()) "
                 "for the values")
+    unknown = {k: v for k, v in unknown.items() if not _is_default(k, v)}  # PyTorch's defaults are taken
     names = {**{k: f"{v}= (not {k}=)" for k, v in KEYWORDS.items()}, **RENAMED.get(name, {})}
     renamed = [names[k] for k in unknown if k in names]
     lacking = [str(not_taken(qualname, k, v, *NOT_TAKEN[k][1:])) for k, v in unknown.items()
