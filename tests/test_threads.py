@@ -97,3 +97,41 @@ def test_a_profile_started_during_another_threads_backward_times_it_from_zero() 
         worker.join()
     assert prof.stats["_Held"].backward_s < 60.0, prof.stats["_Held"].backward_s
     assert_close(x.grad, np.full(3, 2.0), "the gradient through the held op")
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("lock", ["registry", "update clock"])
+def test_a_forked_child_does_not_inherit_a_lock_another_thread_holds(lock: str) -> None:
+    """A fork while another thread held the registry's lock or the update clock's left it held in
+    the child, where that thread does not exist: the child's first backend lookup or optimizer
+    step would wait for ever. The child gets new locks."""
+    import os
+    import warnings
+
+    from topgrad import registry
+    from topgrad import tensor as engine
+
+    def held() -> threading.Lock:
+        return registry._lock if lock == "registry" else engine._updates.lock
+
+    taken, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with held():
+            taken.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    taken.wait(10)
+    try:
+        with warnings.catch_warnings():  # Python 3.12+ warns that a fork with threads may deadlock
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # the child: exit at once, 0 where the lock can be taken
+            os._exit(0 if held().acquire(timeout=5) else 1)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        release.set()
+        thread.join()
+    assert os.waitstatus_to_exitcode(status) == 0, f"the child could not take the {lock}'s lock"

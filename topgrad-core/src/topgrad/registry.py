@@ -38,6 +38,17 @@ _array_types: dict[int, tuple[Backend, type]] = {}  # id(backend) -> (backend, i
 _lock = threading.RLock()  # the state above changes under it: threads' first uses may coincide
 
 
+def _new_lock_after_fork() -> None:
+    """A forked child has only the forking thread: a lock another thread held at the fork would
+    stay held for ever there, so the child starts with a new one."""
+    global _lock
+    _lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_after_fork)
+
+
 # ---- discovery ----------------------------------------------------------------------
 def plugin_manager() -> pluggy.PluginManager:
     """The plugin manager, with every installed entry point of group ``topgrad`` registered."""

@@ -18,6 +18,7 @@ import inspect
 import math
 import numbers
 import operator
+import os
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
@@ -63,6 +64,15 @@ class _UpdateClock:
 
 
 _updates = _UpdateClock()
+
+
+def _new_clock_lock() -> None:
+    """A forked child starts with a new lock: one another thread held at the fork stays held."""
+    _updates.lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_clock_lock)
 
 
 def mark_updated(t: Tensor) -> None:
