@@ -94,6 +94,50 @@ def test_a_plugin_module_that_does_not_import_is_a_clear_error(tmp_path: Path) -
     assert "Traceback" not in done.stderr
 
 
+def test_a_plugin_module_that_raises_on_import_is_a_clear_error(tmp_path: Path) -> None:
+    """Only ImportError was caught: a module whose own code raised gave a traceback and exit 1,
+    which means a failed check."""
+    (tmp_path / "raising_plugin.py").write_text("raise RuntimeError('no config file')\n")
+    done = _kit(sys.executable, "numpy", "--plugin", "raising_plugin", cwd=tmp_path, PYTHONPATH=str(tmp_path))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "--plugin raising_plugin: importing it raised RuntimeError: no config file" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_pytest_route_reports_an_op_clash_as_a_usage_error(tmp_path: Path) -> None:
+    """--topgrad-backend caught only unknown and unusable backends: two plugins replacing one op
+    ended pytest with an INTERNALERROR traceback instead of the registry's message."""
+    plugin = textwrap.dedent("""
+        import topgrad
+        from topgrad import Op
+
+        class Same(Op):
+            def forward(self, x):
+                return x
+
+            def backward(self, grad):
+                return (grad,)
+
+        @topgrad.hookimpl
+        def topgrad_ops(backend):
+            return {"Tanh": topgrad.override(Same)} if backend == "numpy" else {}
+    """)
+    for name in ("tanh_one", "tanh_two"):
+        (tmp_path / f"{name}.py").write_text(plugin)
+    (tmp_path / "conftest.py").write_text(
+        "import tanh_one, tanh_two, topgrad\n"
+        "topgrad.register_plugin(tanh_one, name='one')\ntopgrad.register_plugin(tanh_two, name='two')\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "topgrad.testing",
+         "--topgrad-backend", "numpy", "-k", "Reshape"],
+        cwd=tmp_path, env=_env(PYTHONPATH=str(tmp_path)), capture_output=True, text=True, timeout=600,
+    )
+    out = done.stdout + done.stderr
+    says = "ERROR: --topgrad-backend numpy: op 'Tanh' of backend 'numpy' is overridden by two plugins"
+    assert says in out, out
+    assert "INTERNALERROR" not in out and done.returncode == 4, out
+
+
 def test_a_plugin_module_pluggy_rejects_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "wrong_hook.py").write_text(
         "import topgrad\n\n@topgrad.hookimpl\ndef topgrad_ops(name):\n    return None\n"
@@ -413,6 +457,20 @@ def test_a_property_needing_a_missing_op_names_the_op() -> None:
         with _selected("no-permute"), pytest.raises(AttributeError,
                                                      match="backend 'no-permute' has no op 'Permute'"):
             _ = topgrad.Tensor([[1.0, 2.0]]).T
+
+
+def test_softmax_without_its_ops_names_what_the_fallback_needs() -> None:
+    """x.softmax falls back to logsoftmax(x).exp(); on a backend with neither Softmax nor Exp (both
+    optional) the error was "has no op 'Exp'", naming neither softmax nor what would fix it."""
+    with _numpy_variant("no-softmax") as variant:
+        ops = vars(variant.ops).copy()
+        for name in ("Softmax", "Exp"):
+            ops.pop(name, None)
+        variant.ops = SimpleNamespace(**ops)
+        with _selected("no-softmax"), pytest.raises(AttributeError, match=re.escape(
+                "x.softmax: backend 'no-softmax' has no Softmax op, and the fallback, logsoftmax(x).exp(), "
+                "needs Exp, which it lacks too")):
+            topgrad.Tensor([[1.0, 2.0]]).softmax()
 
 
 def test_a_leaf_of_another_type_than_the_backends_arrays_is_refused() -> None:

@@ -264,6 +264,53 @@ def test_missing_backend(install: Callable[..., None], call: Callable[[str], Bac
     assert "pip install topgrad-gamma" in message
 
 
+def test_selecting_a_plugin_that_only_adds_ops_says_so(
+    install: Callable[..., None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """set_backend('softplus'), the name of a plugin that adds ops to other backends, was told to
+    check the name its topgrad_backends hook gives, a hook that plugin does not have."""
+    ops_only = _ops_plugin("softplus", "alpha", {"Square": Square})
+    install(plugin("plug", spec("alpha")), ops_only)
+    ours = SimpleNamespace(group="topgrad", name="softplus", value=ops_only.value)
+    dist = SimpleNamespace(entry_points=[ours])
+
+    def distribution(name: str) -> SimpleNamespace:
+        if name != "topgrad-softplus":
+            raise registry.PackageNotFoundError(name)
+        return dist
+
+    monkeypatch.setattr(registry, "distribution", distribution)
+    with pytest.raises(BackendNotFoundError, match=re.escape(
+            "topgrad-softplus is installed and registers 'softplus' in the 'topgrad' entry-point group, but "
+            "offers no backend named 'softplus': it offers no backend at all, only ops for other backends "
+            "(topgrad_ops); select the backend it adds ops to")):
+        topgrad.set_backend("softplus")
+
+
+def test_an_unrelated_skipped_plugin_keeps_the_install_line(install: Callable[..., None]) -> None:
+    """A broken plugin 'torchy' replaced set_backend('cuda')'s "pip install topgrad-cuda" with its
+    own failure alone; both are said now, the install line first."""
+    broken = FakeEntryPoint("torchy", error=ImportError("No module named 'torch'"))
+    install(broken, plugin("good", spec("alpha")))
+    with pytest.warns(RuntimeWarning, match="torchy"), pytest.raises(BackendNotFoundError, match=re.escape(
+            "To get it: pip install topgrad-cuda. Plugins were skipped (see the warnings): 'torchy': "
+            "ImportError: No module named 'torch'")):
+        topgrad.set_backend("cuda")
+
+
+def test_a_missing_dependency_of_a_backend_names_the_module(install: Callable[..., None]) -> None:
+    """A backend whose own import fails for a module it needs was told to force-reinstall itself,
+    which would not bring that module (and would replace an author's editable install)."""
+    missing = ModuleNotFoundError("No module named 'cupy'", name="cupy")
+    entry = plugin("plug", spec("gpu", _raise(missing)))
+    entry.dist = SimpleNamespace(name="acme-topgrad-gpu")
+    install(entry)
+    with pytest.raises(BackendUnavailableError, match=re.escape(
+            "It imports the module 'cupy', which is not installed: install the package that provides it "
+            "(often: pip install cupy), or reinstall acme-topgrad-gpu, which should have installed it")):
+        topgrad.load_backend("gpu")
+
+
 def test_an_installed_package_whose_entry_point_is_elsewhere_is_named(
     install: Callable[..., None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -533,10 +580,10 @@ class SpecMakingPlugin:
     (None, "m:B", r"name must be a non-empty str, .*got None"),
     ("", "m:B", r"name must be a non-empty str, .*got ''"),
     (123, "m:B", r"name must be a non-empty str, .*got 123"),
-    ("toy", None, r"BackendSpec 'toy': load must be a 'module:attribute' string or a callable"),
-    ("toy", "fake.backend", r"load must be a 'module:attribute' string .*got 'fake\.backend'"),  # no colon
-    ("toy", "fake.backend:", r"load must be a 'module:attribute' string .*got 'fake\.backend:'"),
-    ("toy", ":backend", r"load must be a 'module:attribute' string .*got ':backend'"),
+    ("toy", None, r"BackendSpec 'toy': load must be a 'module:attribute' string, a callable .*, or a "),
+    ("toy", "fake.backend", r"load must be a 'module:attribute' string, .*got 'fake\.backend'"),  # no colon
+    ("toy", "fake.backend:", r"load must be a 'module:attribute' string, .*got 'fake\.backend:'"),
+    ("toy", ":backend", r"load must be a 'module:attribute' string, .*got ':backend'"),
 ])
 def test_a_spec_that_cannot_be_selected_is_refused_where_the_plugin_makes_it(
     install: Callable[..., None], name: Any, load: Any, why: str
@@ -554,6 +601,13 @@ def test_a_spec_that_cannot_be_selected_is_refused_where_the_plugin_makes_it(
     with pytest.warns(RuntimeWarning, match="plugin 'bad'"), pytest.raises(
             BackendNotFoundError, match=r"no backend named 'alpah'.*Did you mean 'alpha'"):
         topgrad.load_backend("alpah")
+
+
+def test_a_spec_may_hold_the_backend_object_itself() -> None:
+    """BackendSpec("mine", MyBackend()) was refused while "module:INSTANCE" was taken."""
+    made = make_backend("made")
+    topgrad.register_backend(BackendSpec("mine", made))
+    assert topgrad.load_backend("mine") is made and made.name == "mine"
 
 
 def test_one_plugin_naming_a_backend_twice_is_told_so(install: Callable[..., None]) -> None:
@@ -608,6 +662,41 @@ def test_a_selected_backend_stays_selected_when_a_plugin_is_added(install: Calla
     topgrad.set_backend("alpha")
     topgrad.register_plugin(OpsPlugin("alpha", {"Square": Square}), name="notebook-ops")
     assert topgrad.get_backend().name == "alpha" and topgrad.get_backend().ops.Square is Square
+
+
+def test_a_backend_instance_reloads_with_its_plugin_ops(install: Callable[..., None]) -> None:
+    """A load target that is an existing Backend object kept the merged table on it: reloaded (a
+    plugin added later rebuilds loaded backends), the ops a plugin had added counted as the
+    backend's own, and the same plugin's answer was an OpConflictError against itself."""
+    instance = make_backend("alpha")
+    install(plugin("plug", BackendSpec("alpha", lambda: instance)),
+            _ops_plugin("extra", "alpha", {"Square": Square}))
+    topgrad.set_backend("alpha")
+    topgrad.register_plugin(OpsPlugin("beta", {}), name="unrelated")
+    ops = topgrad.get_backend().ops
+    assert ops.Square is Square and ops.Add is FakeAdd
+    assert ops.origins() == {"Square": "added by plugin 'extra'"}
+
+
+def test_a_wrapper_given_a_merged_table_takes_the_backends_own_ops(install: Callable[..., None]) -> None:
+    """A backend that wraps another (its ops copied from load_backend(...).ops) met every op a
+    plugin gives to all backends as one it already had."""
+
+    class ToAll:
+        @hookimpl
+        def topgrad_ops(self) -> dict[str, Any]:
+            return {"Square": Square}
+
+    def wrapper() -> Backend:
+        made = make_backend("wrapped")
+        made.ops = topgrad.load_backend("alpha").ops
+        return made
+
+    install(plugin("plug", spec("alpha"), BackendSpec("wrapped", wrapper)))
+    topgrad.register_plugin(ToAll(), name="to-all")
+    ops = topgrad.load_backend("wrapped").ops
+    assert ops.Square is Square and ops.Mul is FakeMul
+    assert ops.origins() == {"Square": "added by plugin 'to-all'"}
 
 
 def test_a_plugin_registered_twice_is_a_clear_error(install: Callable[..., None]) -> None:
@@ -709,6 +798,21 @@ def test_two_plugins_giving_one_op(install: Callable[..., None]) -> None:
     message = str(info.value)
     assert isinstance(info.value, RuntimeError)
     assert "Square" in message and "squares-one" in message and "squares-two" in message
+    # each plugin as its entry point, and what removes it (an entry point's name need not be a package's)
+    assert "is given by two plugins, 'squares-one' (entry point fake_squares-one.plugin) and" in message
+    assert "keep one of them: uninstall the package that provides fake_squares-one.plugin, or" in message
+
+
+def test_two_plugins_giving_one_op_name_their_distributions(install: Callable[..., None]) -> None:
+    one, two = (_ops_plugin(name, "alpha", {"Square": Square}) for name in ("softplus", "softplus2"))
+    one.dist = SimpleNamespace(name="topgrad-softplus", version="1.0")
+    two.dist = SimpleNamespace(name="topgrad-dupop")
+    install(plugin("plug", spec("alpha")), one, two)
+    with pytest.raises(OpConflictError, match=re.escape(
+            "op 'Square' of backend 'alpha' is given by two plugins, 'softplus' (distribution "
+            "topgrad-softplus 1.0) and 'softplus2' (distribution topgrad-dupop); keep one of them: "
+            "pip uninstall topgrad-softplus, or pip uninstall topgrad-dupop")):
+        topgrad.load_backend("alpha")
 
 
 def test_override_replaces_the_backend_op(install: Callable[..., None]) -> None:

@@ -17,10 +17,12 @@ from topgrad.arrays import dtype_name
 
 @dataclass(frozen=True)
 class BackendSpec:
-    """A backend a plugin offers; `load` ("module:attribute" or a callable) runs only when selected."""
+    """A backend a plugin offers; `load` ("module:attribute" or a callable) runs only when selected.
+    A Backend object itself is taken too (`register_backend(BackendSpec("mine", MyBackend()))` in
+    a notebook), as a "module:attribute" string may name one."""
 
     name: str
-    load: str | Callable[[], Backend]
+    load: str | Callable[[], Backend] | Backend
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -30,9 +32,9 @@ class BackendSpec:
             raise TypeError(f"BackendSpec: name must be a non-empty str, the name users select it by "
                             f"(e.g. 'numpy'), got {self.name!r}")
         module, _, attribute = self.load.partition(":") if isinstance(self.load, str) else ("", "", "")
-        if not ((module and attribute) or callable(self.load)):
-            raise TypeError(f"BackendSpec {self.name!r}: load must be a 'module:attribute' string or a "
-                            "callable returning a topgrad.Backend (e.g. "
+        if not ((module and attribute) or callable(self.load) or isinstance(self.load, Backend)):
+            raise TypeError(f"BackendSpec {self.name!r}: load must be a 'module:attribute' string, a "
+                            "callable returning a topgrad.Backend, or a Backend object (e.g. "
                             f"'topgrad_mybackend.backend:MyBackend'), got {self.load!r}")
 
 

@@ -9,7 +9,7 @@ is skipped with a warning naming it, so it never breaks the backend.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeGuard
 
 from topgrad.errors import OpConflictError
@@ -39,11 +39,14 @@ class OpTable:
 
     def __init__(
         self, backend_name: str, ops: dict[str, type], origins: dict[str, str] | None = None,
-        strays: dict[str, str] | None = None,
+        strays: dict[str, str] | None = None, own: dict[str, type] | None = None,
     ) -> None:
         self._backend_name = backend_name
         self._origins = dict(origins or {})
         self._strays = dict(strays or {})  # name -> what the backend's `ops` held there instead of an Op
+        # the backend's own ops before plugins': a backend object loaded again (an instance as its
+        # load target, reloaded when a plugin is added) or a wrapper given this table merges anew
+        self._own = dict(ops if own is None else own)
         self.__dict__.update(ops)
 
     def names(self) -> list[str]:
@@ -95,7 +98,10 @@ def _contents(ops: Any) -> Iterable[tuple[Any, Any]]:
 
 
 def own_ops(ops: Any) -> dict[str, type]:
-    """The Op subclasses a backend's `ops` holds: a module, a namespace or a dict of them."""
+    """The Op subclasses a backend's `ops` holds: a module, a namespace or a dict of them; of a
+    merged table, the backend's own ones only (plugins' ops are merged again, not claimed twice)."""
+    if isinstance(ops, OpTable):
+        return dict(ops._own)
     return {name: value for name, value in _contents(ops) if _is_op(value)}
 
 
@@ -103,6 +109,8 @@ def strays(ops: Any) -> dict[str, str]:
     """What a backend's `ops` holds that looks meant as an op but is not an Op subclass: any
     non-Op value of a dict, and in a module or namespace a class with forward and backward (its
     `(topgrad.Op)` base forgotten). The table names them when such an op is asked for."""
+    if isinstance(ops, OpTable):
+        return dict(ops._strays)
     found = {}
     for name, value in _contents(ops):
         if _is_op(value) or not isinstance(name, str):
@@ -129,10 +137,11 @@ def malformed(given: Any) -> str | None:
 
 def merge(
     backend_name: str, own: dict[str, type], given: list[tuple[str, Any]],
-    strayed: dict[str, str] | None = None,
+    strayed: dict[str, str] | None = None, clash: Callable[[str, str], str] | None = None,
 ) -> OpTable:
     """The table of backend `backend_name`: its `own` ops with each plugin's `topgrad_ops` answer
-    (`given`: (plugin name, answer) pairs) merged in; `strayed` (see `strays`) explains gaps."""
+    (`given`: (plugin name, answer) pairs) merged in; `strayed` (see `strays`) explains gaps.
+    `clash(a, b)` names two plugins that claim one op and says how to keep one."""
     table = dict(own)
     added: dict[str, tuple[str, Any]] = {}  # op name -> (plugin, Op subclass or override marker)
     replaced: dict[str, tuple[str, Any]] = {}
@@ -148,10 +157,10 @@ def merge(
             claims = replaced if isinstance(value, override) else added
             if name in claims:
                 verb = "overridden" if claims is replaced else "given"
-                raise OpConflictError(
-                    f"op {name!r} of backend {backend_name!r} is {verb} by two plugins, "
-                    f"{claims[name][0]!r} and {plugin!r}; uninstall (or stop registering) one of them"
-                )
+                both = (clash(claims[name][0], plugin) if clash is not None else
+                        f"{claims[name][0]!r} and {plugin!r}; uninstall (or stop registering) one of them")
+                raise OpConflictError(f"op {name!r} of backend {backend_name!r} is {verb} by two plugins, "
+                                      f"{both}")
             claims[name] = (plugin, value)
     for name, (plugin, op) in added.items():
         if name in own:
@@ -170,4 +179,5 @@ def merge(
             continue
         table[name] = marker.op
         origins[name] = f"plugin {plugin!r} replaces the backend's"
-    return OpTable(backend_name, table, origins, {k: v for k, v in (strayed or {}).items() if k not in table})
+    return OpTable(backend_name, table, origins, {k: v for k, v in (strayed or {}).items() if k not in table},
+                   own=own)

@@ -269,14 +269,19 @@ def _load(name: str) -> Backend:
         folder = None if near or installed else _package_folder(f"topgrad-{name}")
         if folder:
             hint += f" (from the package folder here: pip install {folder})"  # in a clone of Topgrad
-        if _skipped and (not near or name in _skipped):  # a plugin of that very name failed: say so
-            hint = "Plugins were skipped (see the warnings): " + "; ".join(
+        hints = [hint]
+        if _skipped and (not near or name in _skipped):  # a plugin that failed may be the one meant
+            skipped = "Plugins were skipped (see the warnings): " + "; ".join(
                 f"{plugin!r}: {why}" for plugin, why in _skipped.items())
+            # one named like the backend is the one meant, and installing anything would not help
+            hints = [skipped] if any(_alike(name, plugin) for plugin in _skipped) else [*hints, skipped]
         if _offered_none and (not near or name in _offered_none):  # the classic: a hook without `return`
-            hint += " " + "; ".join(f"Plugin {plugin!r} offers no backend: its topgrad_backends() returned "
-                                    f"{answer} ({_NO_RETURN if answer == 'None' else _EMPTY_LIST})"
-                                    for plugin, answer in _offered_none.items())
-        raise BackendNotFoundError(f"no backend named {name!r}; installed: {_describe(offers)}. {hint}")
+            hints += [f"Plugin {plugin!r} offers no backend: its topgrad_backends() returned {answer} "
+                      f"({_NO_RETURN if answer == 'None' else _EMPTY_LIST})"
+                      for plugin, answer in _offered_none.items()]
+            hints = [h for h in hints if "check the name its topgrad_backends" not in h] or hints
+        joined = ". ".join(h.rstrip(".") for h in hints)
+        raise BackendNotFoundError(f"no backend named {name!r}; installed: {_describe(offers)}. {joined}")
     if len(offers[name]) > 1:
         raise BackendConflictError(_conflict(name, [owner for owner, _ in offers[name]]))
     owner, spec = offers[name][0]
@@ -285,6 +290,12 @@ def _load(name: str) -> Backend:
     backend.ops = _merged_ops(name, backend)
     _loaded[name] = backend
     return backend
+
+
+def _alike(backend: str, plugin: str) -> bool:
+    """Whether plugin `plugin` is named like backend `backend` ('mine' and 'mine-plugin', 'topgrad_mine')."""
+    a, b = backend.lower(), plugin.lower()
+    return a in b or b in a or bool(difflib.get_close_matches(a, [b], n=1))
 
 
 def _conflict(name: str, owners: list[str]) -> str:
@@ -344,9 +355,15 @@ def _installed_without_entry_point(dist_name: str, name: str) -> str:
                     - {ENTRY_POINT_GROUP})
     ours = [ep for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP]
     if ours:
-        return (f"{dist_name} is installed and registers {', '.join(repr(ep.name) for ep in ours)} in the "
-                f"{ENTRY_POINT_GROUP!r} entry-point group, but offers no backend named {name!r}: check the "
-                "name its topgrad_backends hook gives its BackendSpec")
+        found = f"{dist_name} is installed and registers {', '.join(repr(ep.name) for ep in ours)} in the " \
+                f"{ENTRY_POINT_GROUP!r} entry-point group, but offers no backend named {name!r}"
+        values, manager = {getattr(ep, "value", None) for ep in ours}, plugin_manager()
+        plugins = [manager.get_plugin(n) for n, ep in _entries.items() if ep.value in values]
+        plugins = [p for p in plugins if p is not None]  # those that loaded
+        if plugins and not any(hasattr(p, "topgrad_backends") for p in plugins):
+            return (f"{found}: it offers no backend at all, only ops for other backends (topgrad_ops); "
+                    "select the backend it adds ops to")
+        return f"{found}: check the name its topgrad_backends hook gives its BackendSpec"
     if not groups:  # not a plugin at all (topgrad-examples), or one that declares nothing
         return (f"{dist_name} is installed, but registers no plugin in the {ENTRY_POINT_GROUP!r} "
                 "entry-point group: it is not a backend package, or its pyproject.toml lacks "
@@ -402,6 +419,10 @@ def _load_advice(exc: Exception, module_name: str, owner: str) -> str:
                 "spelling in its BackendSpec, and that its package is installed.")
     if isinstance(exc, (ImportError, OSError)) and owner != _IN_PROCESS:
         dist = _distribution(owner)
+        if missing:  # a module the backend imports: its package, not the backend's, is what is missing
+            provider = f"{dist}, which should have installed it as a dependency" if dist else "the backend"
+            return (f"It imports the module {missing!r}, which is not installed: install the package that "
+                    f"provides it (often: pip install {missing.split('.')[0]}), or reinstall {provider}.")
         return f"Reinstall it with: pip install --force-reinstall {dist}" if dist else "Reinstall it."
     return "The error is in the backend's own code or its load target."
 
@@ -425,7 +446,16 @@ def _merged_ops(name: str, backend: Backend) -> OpTable:
             continue
         if answer is not None:
             given.append((impl.plugin_name, answer))
-    return merge(name, own, given, strays(backend.ops))
+    return merge(name, own, given, strays(backend.ops), _op_clash)
+
+
+def _op_clash(first: str, second: str) -> str:
+    """Two plugins that claim one op, in the order they were found, each with its distribution,
+    and how to keep one (an entry point's name need not be the package's)."""
+    order = list(_entries)
+    one, two = sorted((first, second), key=lambda owner: order.index(owner) if owner in order else len(order))
+    return (f"{_plugin_origin(one)} and {_plugin_origin(two)}; keep one of them: {_removal(one)}, "
+            f"or {_removal(two)}")
 
 
 def set_backend(name: str) -> Backend:

@@ -652,8 +652,15 @@ class Tensor:
     def softmax(self, axis: int = -1) -> Tensor:
         """Normalized exponentials along one axis: the backend's Softmax op (optional) where it has
         one, else e ** logsoftmax(x) (two ops; Exp is optional too), each stable for large logits."""
-        fused = vars(_ops()).get("Softmax")  # not getattr: a missing op's error message is built
+        ops = vars(_ops())
+        fused = ops.get("Softmax")  # not getattr: a missing op's error message is built
         if fused is None:
+            if "LogSoftmax" not in ops or "Exp" not in ops:
+                missing = " and ".join(name for name in ("LogSoftmax", "Exp") if name not in ops)
+                raise AttributeError(
+                    f"x.softmax: backend {registry.get_backend().name!r} has no Softmax op, and the "
+                    f"fallback, logsoftmax(x).exp(), needs {missing}, which it lacks too; add one of them "
+                    "with a plugin's topgrad_ops hook")
             return self.logsoftmax(axis).exp()
         return fused.apply(self, axis=arguments.one_axis("Softmax", axis))
 

@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --plugin {module}: cannot import it ({exc}); give an importable module "
                   "name (its folder on PYTHONPATH)", file=sys.stderr)
             return 2
+        except Exception as exc:  # the module's own code failed: a bug there, not a failed check (1)
+            print(f"error: --plugin {module}: importing it raised {type(exc).__name__}: {exc}",
+                  file=sys.stderr)
+            return 2
         if topgrad.registry.plugin_manager().is_registered(plugin):
             continue  # installed already: its entry point registered it
         try:
@@ -65,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         print(NEEDS_NUMPY, file=sys.stderr)
         return 2
     from topgrad.testing.outcome import RTOL
-    from topgrad.testing.runner import format_report, run
+    from topgrad.testing.runner import LOAD_ERRORS, format_report, run
     from topgrad.testing.selection import matcher
 
     try:
@@ -75,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         name = args.backend or os.environ.get("TOPGRAD_BACKEND") or _default_name()
         backend = topgrad.load_backend(name)
-    except (topgrad.BackendNotFoundError, topgrad.BackendUnavailableError, topgrad.BackendConflictError,
-            topgrad.OpConflictError) as exc:
+    except LOAD_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"topgrad conformance kit: backend {name!r}")

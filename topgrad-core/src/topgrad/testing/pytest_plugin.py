@@ -27,10 +27,11 @@ def pytest_configure(config: Any) -> None:
     import pytest
 
     import topgrad
+    from topgrad.testing.runner import LOAD_ERRORS
 
     try:
         topgrad.load_backend(name)
-    except (topgrad.BackendNotFoundError, topgrad.BackendUnavailableError) as exc:
+    except LOAD_ERRORS as exc:  # unknown, unusable here, or a name or op clash between plugins
         raise pytest.UsageError(f"--topgrad-backend {name}: {exc}") from exc
 
 
