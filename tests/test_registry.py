@@ -467,12 +467,34 @@ def test_one_entry_point_listed_twice_is_one_plugin(install: Callable[..., None]
 
 
 def test_a_broken_plugin_of_the_name_asked_is_named_over_a_near_name(install: Callable[..., None]) -> None:
-    """'toy' failed to import and 'toy2' works: set_backend('toy') said "Did you mean 'toy2'?"."""
+    """'toy' failed to import and 'toy2' works: set_backend('toy') said "Did you mean 'toy2'?". An
+    installed plugin that cannot load is unavailable here (the contract), not unknown."""
     install(FakeEntryPoint("toy", error=ImportError("No module named 'toy_dependency'")),
             plugin("toy2", spec("toy2")))
     with pytest.warns(RuntimeWarning, match="toy_dependency"), pytest.raises(
-            BackendNotFoundError, match=r"skipped.*'toy': ImportError: No module named 'toy_dependency'"):
+            BackendUnavailableError,
+            match=r"^backend 'toy' cannot load: plugin 'toy', installed, was skipped: ImportError: No module "
+                  r"named 'toy_dependency' \(a plugin module must be cheap to import"):
         topgrad.set_backend("toy")
+
+
+def test_a_plugin_module_that_imports_a_heavy_package_is_warned_about(install: Callable[..., None]) -> None:
+    """A plugin module importing torch at module level made every `import topgrad` take seconds,
+    numpy-only programs too, with nothing pointing at the plugin (the contract: cheap to import)."""
+
+    class Importing(FakeEntryPoint):
+        def load(self) -> object:
+            sys.modules.setdefault("cupy", ModuleType("cupy"))  # as `import cupy` would
+            return super().load()
+
+    install(Importing("gpu-plugin", BackendsPlugin(spec("gpu"))))
+    sys.modules.pop("cupy", None)
+    try:
+        with pytest.warns(RuntimeWarning, match=r"plugin 'gpu-plugin' \(fake_gpu-plugin.plugin\) imports "
+                          r"cupy when it is found, so every program that imports topgrad pays"):
+            assert "gpu" in topgrad.available_backends()
+    finally:
+        sys.modules.pop("cupy", None)
 
 
 class OpsByTheWrongName:

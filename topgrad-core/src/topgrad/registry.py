@@ -11,6 +11,7 @@ import difflib
 import importlib
 import inspect
 import os
+import sys
 import threading
 from importlib.metadata import PackageNotFoundError, distribution, entry_points
 from typing import Any
@@ -72,18 +73,33 @@ def _build_manager() -> None:
             continue
         _entries[name] = ep
         plugin = None
+        heavy_before = HEAVY_MODULES & sys.modules.keys()
         try:
             plugin = ep.load()
             manager.register(plugin, name=name)
         except Exception as exc:  # a broken plugin must not break the others
             hook, why = _wrong_arguments(plugin) or (None, f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, ImportError):
+                why += f" ({_CHEAP})"
             _skipped[name] = why
             warn(f"topgrad: plugin {name!r} ({ep.value}) failed to load and is skipped: {why}", hook, exc,
                  plugin)
             continue
+        heavy = sorted((HEAVY_MODULES & sys.modules.keys()) - heavy_before)
+        if heavy:
+            warn(f"topgrad: plugin {name!r} ({ep.value}) imports {' and '.join(heavy)} when it is found, so "
+                 "every program that imports topgrad pays for that import, whichever backend it uses: "
+                 f"{_CHEAP}", plugin)
         _warn_unused_hooks(plugin, name)
         _warn_no_hooks(manager, plugin, f"{name!r} ({ep.value})", "its entry point should name", plugin)
     _manager = manager
+
+
+HEAVY_MODULES = frozenset({"torch", "triton", "jax", "tensorflow", "cupy"})
+"""Modules whose import takes seconds: a plugin module must not import them (the contract)."""
+
+_CHEAP = ("a plugin module must be cheap to import: import heavy packages inside the backend's load "
+          "target, which runs only when the backend is selected")
 
 
 def _plugin_name(ep: Any) -> str | None:
@@ -281,6 +297,9 @@ def _load(name: str) -> Backend:
                       for plugin, answer in _offered_none.items()]
             hints = [h for h in hints if "check the name its topgrad_backends" not in h] or hints
         joined = ". ".join(h.rstrip(".") for h in hints)
+        if name in _skipped:  # installed, but its plugin could not load: unusable here, not unknown
+            raise BackendUnavailableError(f"backend {name!r} cannot load: plugin {name!r}, installed, was "
+                                          f"skipped: {_skipped[name]}")
         raise BackendNotFoundError(f"no backend named {name!r}; installed: {_describe(offers)}. {joined}")
     if len(offers[name]) > 1:
         raise BackendConflictError(_conflict(name, [owner for owner, _ in offers[name]]))
