@@ -491,7 +491,7 @@ def test_a_plugin_module_that_imports_a_heavy_package_is_warned_about(install: C
     sys.modules.pop("cupy", None)
     try:
         with pytest.warns(RuntimeWarning, match=r"plugin 'gpu-plugin' \(fake_gpu-plugin.plugin\) imports "
-                          r"cupy when it is found, so every program that imports topgrad pays"):
+                          r"cupy when it is found, so every topgrad program pays for that import"):
             assert "gpu" in topgrad.available_backends()
     finally:
         sys.modules.pop("cupy", None)

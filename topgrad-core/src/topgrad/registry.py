@@ -88,7 +88,7 @@ def _build_manager() -> None:
         heavy = sorted((HEAVY_MODULES & sys.modules.keys()) - heavy_before)
         if heavy:
             warn(f"topgrad: plugin {name!r} ({ep.value}) imports {' and '.join(heavy)} when it is found, so "
-                 "every program that imports topgrad pays for that import, whichever backend it uses: "
+                 "every topgrad program pays for that import, whichever backend it uses: "
                  f"{_CHEAP}", plugin)
         _warn_unused_hooks(plugin, name)
         _warn_no_hooks(manager, plugin, f"{name!r} ({ep.value})", "its entry point should name", plugin)
