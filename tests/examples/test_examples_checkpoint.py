@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import zipfile
 from pathlib import Path
@@ -75,6 +76,47 @@ def test_save_replaces_atomically(tmp_path: Path) -> None:
     path.write_bytes(b"old")
     checkpoint.save(path, "mlp", model, optimizer, 1, CONFIG, np.zeros((1, 3)))
     assert zipfile.is_zipfile(path) and [p.name for p in tmp_path.iterdir()] == ["ck.npz"]
+
+
+def test_save_through_a_symlink_writes_its_target(tmp_path: Path) -> None:
+    """latest.npz -> run1.npz: the atomic rename replaced the link with a file, and run1.npz kept its
+    old epoch."""
+    model, optimizer = trained(MLP(hidden=(8,)), steps=1)
+    target, link = tmp_path / "run1.npz", tmp_path / "latest.npz"
+    checkpoint.save(target, "mlp", model, optimizer, 1, CONFIG, np.zeros((1, 3)))
+    link.symlink_to(target.name)
+    checkpoint.save(link, "mlp", model, optimizer, 2, CONFIG, np.zeros((2, 3)))
+    assert link.is_symlink() and int(checkpoint.read(target)["meta/epoch"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.npz", "run1.npz"]
+
+
+def test_a_checkpoint_naming_an_unknown_dataset_is_damaged(tmp_path: Path) -> None:
+    """config/dataset = 'cifar' was taken, and resuming then trained "mlp on cifar" on MNIST's
+    subset, or crashed in the data loader."""
+    model, optimizer = trained(MLP(hidden=(8,)), steps=1)
+    path = tmp_path / "ck.npz"
+    checkpoint.save(path, "mlp", model, optimizer, 1, {**CONFIG, "dataset": "cifar"}, np.zeros((1, 3)))
+    with pytest.raises(checkpoint.CheckpointError, match=r"a damaged checkpoint \(config/dataset = "
+                       r"array\('cifar'"):
+        checkpoint.read(path)
+
+
+def test_an_unreadable_file_at_save_is_not_called_no_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A checkpoint at --save that this user cannot read was called "not a topgrad-train checkpoint"."""
+    path = tmp_path / "ck.npz"
+    path.write_bytes(b"PK")
+
+    def denied(*args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(np, "load", denied)
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)  # as for a user without the right
+    with pytest.raises(checkpoint.CheckpointError, match=re.escape(
+            f"--save {path}: a file is there that cannot be read (Permission denied), so it may be another "
+            "run's checkpoint")):
+        checkpoint.check_not_taken(path, None)
 
 
 @pytest.fixture

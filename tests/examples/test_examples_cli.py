@@ -497,3 +497,132 @@ def test_a_truncated_gz_is_one_line_naming_it(tiny_data: Path, capsys: pytest.Ca
     assert code == 1 and not lines, (lines, err)
     assert err.count("\n") == 1 and err.startswith(f"topgrad-train: error: {path}: corrupt or truncated "
                                                    "gzip data"), err
+
+
+# ---- found by an audit of the command (round 54) ----------------------------------------------
+@pytest.mark.parametrize("option", ["--save", "--plot"])
+def test_a_file_option_ending_in_a_separator_is_refused(
+    option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--save keep.npz/` passed the "file already there" check (isfile of 'keep.npz/' is False), then
+    Path dropped the slash and the save replaced another run's keep.npz."""
+    with pytest.raises(SystemExit) as info:
+        train.main(["mlp", option, f"{tmp_path / 'keep.npz'}/"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"{option} names a file to write, got" in err, err
+    assert "a folder path" in err, err
+
+
+@POSIX_SIGNALS
+def test_a_fifo_or_device_as_save_is_refused(tiny_data: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """`--save /dev/null` as root would have replaced the device with an 8 MB file."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--save", str(fifo), *FAST)
+    assert code == 1 and f"{fifo}: is not a regular file (a device, a pipe or a socket)" in err, err
+    assert fifo.exists() and not fifo.is_file() and not lines
+
+
+def test_a_tiny_learning_rate_that_float32_rounds_away_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """--lr 1e-300 passed (positive), then every float32 update was 0: a run that trained nothing."""
+    with pytest.raises(SystemExit) as info:
+        train.main(["mlp", "--lr", "1e-300"])
+    assert info.value.code == 2 and "float32's smallest normal (1.18e-38" in capsys.readouterr().err
+
+
+def test_help_says_resumed_runs_default_to_the_checkpoints_settings(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for option in ("--batch-size BATCH_SIZE default", "--lr LR peak learning rate (default",
+                   "--limit LIMIT use only"):
+        start = out.index(option)
+        assert "the checkpoint's with --resume" in out[start:start + 160], out[start:start + 160]
+
+
+def test_a_failed_plot_still_prints_the_result_last(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A plot that failed after training ended the run before `test accuracy:`, the line scripts read."""
+    from topgrad_examples.plot import PlotError
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise PlotError("--plot out.png: could not write it (No such file or directory)")
+
+    monkeypatch.setattr(train, "plot_history", failing)
+    chart = str(tmp_path / "c.png")
+    code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--plot", chart, *FAST)
+    assert code == 1 and lines[-1].startswith("test accuracy: "), lines
+    assert err.strip() == ("topgrad-train: error: --plot out.png: could not write it (No such file or "
+                           "directory)")
+
+
+def test_out_of_memory_is_one_line(tiny_data: Path, capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """numpy's failed allocation (a huge --batch-size) was a traceback."""
+    def no_memory(*args: object) -> None:
+        raise MemoryError("Unable to allocate 287. MiB")
+
+    monkeypatch.setattr(train, "run", no_memory)
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), *FAST)
+    assert code == 1 and err.strip() == (
+        "topgrad-train: error: out of memory; a smaller --batch-size (or --limit) needs less, and "
+        "--batch-size 1 the least; nothing was saved"), err
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_version_to_a_full_device_is_one_line() -> None:
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "topgrad_examples.train", "--version"], stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("topgrad-train: error: cannot print the versions"), done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_an_interrupt_while_starting_is_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C while numpy and topgrad were imported gave a traceback from inside an import."""
+    import types
+
+    from topgrad_examples import launch
+
+    class Importing(types.ModuleType):
+        def __getattr__(self, name: str) -> object:
+            raise KeyboardInterrupt
+
+    monkeypatch.setitem(sys.modules, "topgrad_examples.train", Importing("topgrad_examples.train"))
+    assert launch.main() == 130
+    assert capsys.readouterr().err == "topgrad-train: interrupted while starting; nothing was run\n"
+
+
+@POSIX_SIGNALS
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="needs SIGHUP")
+def test_two_stop_signals_at_once_stop_the_run_once(tiny_data: Path, tmp_path: Path) -> None:
+    """SIGTERM then SIGHUP at once (systemd's SendSIGHUP): the handler set the other to SIG_IGN while
+    it was pending, and Python printed "Signal 1 ignored due to race condition" with a traceback.
+    Both pending before either is handled, Python takes the lower number first: either may be named."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    ck = tmp_path / "run.npz"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "topgrad_examples.train", "mlp", "--data-dir", str(tiny_data), "--epochs",
+         "100000", "--batch-size", "16", "--save", str(ck), "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("epoch 1/"):
+                proc.send_signal(signal.SIGTERM)
+                proc.send_signal(signal.SIGHUP)
+                break
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    name = {143: "SIGTERM", 129: "SIGHUP"}.get(proc.returncode)
+    assert name is not None and f"interrupted by {name}; {ck} holds epoch" in err, (proc.returncode, err)
+    assert "Traceback" not in err and "race condition" not in err and err.count("\n") == 1, err

@@ -164,6 +164,44 @@ def test_fashion_mnist_has_no_fallback(isolated_search: Path) -> None:
         data.load_dataset("fashion-mnist", download_ok=False)
 
 
+def test_only_fashion_mnist_is_told_to_install_a_debian_package(isolated_search: Path) -> None:
+    """Debian packages Fashion-MNIST (dataset-fashion-mnist) but not MNIST: a resumed MNIST run
+    whose data was gone was told to install Debian's dataset-mnist, which does not exist."""
+    with pytest.raises(data.DatasetNotFoundError, match="install Debian's dataset-fashion-mnist package"):
+        data.load_dataset("fashion-mnist", download_ok=False)
+    with pytest.raises(data.DatasetNotFoundError) as info:
+        data.load_dataset("mnist", download_ok=False, subset_ok=False)
+    assert "Debian" not in str(info.value) and str(info.value).endswith(
+        "Pass --data-dir DIR or set $TOPGRAD_DATA to a folder with the four IDX files, or run without "
+        "--no-download, online."), str(info.value)
+
+
+def test_an_unreadable_folder_is_said_not_a_traceback(
+    tmp_path: Path, make_dataset, isolated_search: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Path.is_file raises PermissionError in a folder that cannot be read (Python 3.11): named,
+    it is an error in one line; searched, a note, and the search goes on."""
+    locked = tmp_path / "locked"
+    make_dataset(locked)
+    real_is_file = Path.is_file
+
+    def is_file(self: Path) -> bool:
+        if self.parent == locked or self.parent == locked / "mnist":
+            raise PermissionError(13, "Permission denied")
+        return real_is_file(self)
+
+    monkeypatch.setattr(Path, "is_file", is_file)
+    with pytest.raises(data.DatasetNotFoundError,
+                       match=rf"^{locked}/mnist: cannot read it \(Permission denied\)"):
+        data.load_dataset("mnist", locked)
+    monkeypatch.setenv("TOPGRAD_DATA", str(locked))
+    make_dataset(tmp_path / "debian" / "mnist", n_train=20)
+    messages: list[str] = []
+    assert len(data.load_dataset("mnist", download_ok=False, log=messages.append).train_labels) == 20
+    assert messages == [f"mnist: {locked}/mnist: cannot read it (Permission denied); give the user running "
+                        "topgrad-train read access, or point at another folder; looking in the other places"]
+
+
 def test_search_order(tmp_path: Path, make_dataset, isolated_search: Path, monkeypatch) -> None:
     make_dataset(tmp_path / "cache" / "topgrad" / "mnist", n_train=10)
     assert len(data.load_dataset("mnist", download_ok=False).train_labels) == 10

@@ -18,6 +18,7 @@ import numpy as np
 import topgrad
 from topgrad import Tensor
 
+from topgrad_examples.data import DATASETS
 from topgrad_examples.files import Identity, check_folder, identity, replacing
 from topgrad_examples.models import Module
 
@@ -65,6 +66,8 @@ def save(
         for key, value in state.items():
             arrays[f"optim/{i}/{key}"] = (
                 np.array(value, dtype=np.int64) if isinstance(value, int) else _to_numpy(value))
+    if path.is_symlink():  # write through the link, to its target (latest.npz -> run1.npz), as editors do
+        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     with replacing(path) as f:
         np.savez(f, **arrays)
@@ -79,6 +82,10 @@ def check_writable(path: str | os.PathLike[str]) -> None:
     if Path(path).is_dir():
         raise CheckpointError(
             f"{path}: is a folder; give the checkpoint a file name, e.g. {Path(path) / 'run.npz'}")
+    if os.path.lexists(path) and not os.path.islink(path) and not os.path.isfile(path):
+        # a device (/dev/null), a FIFO or a socket: the save's rename would replace it with a file
+        raise CheckpointError(f"{path}: is not a regular file (a device, a pipe or a socket), and saving "
+                              "would replace it; give --save the path of a file")
     folder = Path(path).parent
     missing = [p for p in (folder, *folder.parents) if not p.is_dir()]  # innermost first
     blocker = next((p for p in missing if p.exists()), None)
@@ -103,7 +110,12 @@ def check_not_taken(path: str | os.PathLike[str], resume: str | os.PathLike[str]
             f"--save {path}: the file is a topgrad-train checkpoint of format {exc.version}; this version "
             f"reads format {FORMAT_VERSION}: to continue that run use the topgrad-examples version that "
             f"wrote it; to start a new run give --save another path, or delete {path}") from None
-    except CheckpointError:
+    except CheckpointError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, OSError) and not os.access(path, os.R_OK):  # it may be a checkpoint: unknown
+            raise CheckpointError(f"--save {path}: a file is there that cannot be read "
+                                  f"({cause.strerror or cause}), so it may be another run's checkpoint; give "
+                                  "--save another path, or delete the file") from None
         raise CheckpointError(f"--save {path}: the file exists and is not a topgrad-train checkpoint; give "
                               "--save another path, or delete the file") from None
     dataset = arrays.get("config/dataset")
@@ -177,6 +189,8 @@ def _valid_setting(name: str, value: np.ndarray) -> bool:
         return False
     if name == "lr":
         return bool(0 < float(value) < math.inf)
+    if name == "dataset":  # resuming reads this dataset: one topgrad-train knows
+        return str(value) in DATASETS
     return value.dtype.kind == "U" or int(value) >= _LEAST.get(name, 0)
 
 

@@ -23,6 +23,7 @@ EXIT_HANGUP = 129  # 128 + SIGHUP: the terminal closed; stopped as by Ctrl-C
 EXIT_TERMINATED = 143  # 128 + SIGTERM: docker stop, a batch system's preemption; stopped as by Ctrl-C
 
 MAX_INT = 2**63 - 1  # a checkpoint stores the seed, the epochs and the batch size as int64
+FLOAT32_SMALLEST_NORMAL = 2.0**-126  # below it a float32 learning rate loses precision, then is 0
 
 
 def _model_defaults() -> str:
@@ -40,9 +41,9 @@ defaults per model:
 {_model_defaults()}
 
 data (without --data-dir): $TOPGRAD_DATA, then /usr/share/datasets/<dataset> (Debian's
-  dataset-<dataset> packages), then $XDG_CACHE_HOME/topgrad/<dataset> (~/.cache/topgrad/...
-  by default), then a download into that cache; MNIST falls back to a bundled subset of
-  6,000 training and 1,000 test images
+  dataset-fashion-mnist package installs Fashion-MNIST there), then
+  $XDG_CACHE_HOME/topgrad/<dataset> (~/.cache/topgrad/... by default), then a download into
+  that cache; MNIST falls back to a bundled subset of 6,000 training and 1,000 test images
 
 exit status:
   {EXIT_OK:<4} success: trained, evaluated, and printed the test accuracy
@@ -74,13 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="never download: use what is installed (MNIST: else the bundled subset)")
     p.add_argument("--epochs", type=int, help="train until this many epochs in total; the learning rate "
                    "follows a cosine schedule over them (default: the checkpoint's, else per model)")
-    p.add_argument("--batch-size", type=int, help="default: per model")
-    p.add_argument("--lr", type=float, help="peak learning rate (default: per model)")
+    p.add_argument("--batch-size", type=int, help="default: the checkpoint's with --resume, else per model")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: the checkpoint's with --resume, "
+                   "else per model)")
     p.add_argument("--seed", type=int, default=None, help="fixes initialization and batch order, on one "
                    "backend (each draws its own initial weights) (default: the checkpoint's with --resume "
                    "(another is refused), else 0)")
     p.add_argument("--limit", type=int, help="use only the first N training and N test images "
-                   "(default: all)")
+                   "(default: the checkpoint's with --resume, else all)")
     p.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz) after every epoch (a file "
                    "already at PATH is refused, unless it is the --resume checkpoint)")
     p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint written by --save (add "
@@ -98,7 +100,20 @@ class _Version(argparse.Action):
     """--version: the package metadata is read only when asked for, not on every start."""
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
-        print(_versions())  # on stdout, as argparse's own version action prints
+        import sys
+
+        if sys.stdout is None:  # `>&-`: nowhere to print it
+            parser.exit(EXIT_FAILURE, "topgrad-train: error: stdout is closed; nowhere to print the "
+                        "versions\n")
+        try:  # on stdout, as argparse's own version action prints
+            print(_versions(), flush=True)
+        except BrokenPipeError:  # `| head -c0`: the reader left, as for the training's output
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            parser.exit(EXIT_OUTPUT_CLOSED)
+        except OSError as exc:  # a full disk, /dev/full
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            parser.exit(EXIT_FAILURE, f"topgrad-train: error: cannot print the versions: "
+                                      f"{exc.strerror or exc}\n")
         parser.exit()
 
 
@@ -136,6 +151,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} needs a path, got an empty one")
         if getattr(args, name):  # `--save=~/x` keeps its `~` in the shell: expanded here, once for all
             setattr(args, name, os.path.expanduser(getattr(args, name)))
-    if args.lr is not None and not 0 < args.lr < 3.4e38:  # it multiplies float32 arrays
-        parser.error(f"--lr must be a positive number below float32's largest (3.4e38), got {args.lr}")
+        path = getattr(args, name)
+        if name in ("save", "plot") and path and path.endswith((os.sep, os.altsep or os.sep)):
+            # a file is written there: "out/" would be written as the file "out", over what is there
+            example = os.path.join(path, "run.npz" if name == "save" else "curves.png")
+            parser.error(f"--{name} names a file to write, got {path!r}, a folder path (it ends in a "
+                         f"separator); give the file's name: {example}")
+    if args.lr is not None and not FLOAT32_SMALLEST_NORMAL <= args.lr < 3.4e38:  # it scales float32 arrays
+        parser.error(f"--lr must be a positive number from float32's smallest normal "
+                     f"({FLOAT32_SMALLEST_NORMAL:.3g}; smaller rounds the updates to 0) to below its largest "
+                     f"(3.4e38), got {args.lr}")
     return args

@@ -39,6 +39,8 @@ from topgrad_examples.download import (
 
 PARTS = ("train-images", "train-labels", "t10k-images", "t10k-labels")
 DEBIAN_DIR = Path("/usr/share/datasets")
+DEBIAN_PACKAGES = {"fashion-mnist": "dataset-fashion-mnist"}
+"""The Debian packages that install a dataset under DEBIAN_DIR (Debian has none for MNIST)."""
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -135,9 +137,18 @@ def file_names(part: str) -> list[str]:
     return [s + ext for s in stems for ext in ("", ".gz")]
 
 
+class FolderUnreadableError(DatasetNotFoundError):
+    """A folder that may hold a dataset cannot be looked into (no permission to read it)."""
+
+
 def copies(folder: Path, part: str) -> list[Path]:
-    """The spellings of `part` that `folder` holds, in `file_names` order (the first is the one read)."""
-    return [folder / n for n in file_names(part) if (folder / n).is_file()]
+    """The spellings of `part` that `folder` holds, in `file_names` order (the first is the one read);
+    FolderUnreadableError where `folder` cannot be looked into (Path.is_file raises there)."""
+    try:
+        return [folder / n for n in file_names(part) if (folder / n).is_file()]
+    except PermissionError as exc:
+        raise FolderUnreadableError(f"{folder}: cannot read it ({exc.strerror}); give the user running "
+                                    "topgrad-train read access, or point at another folder") from None
 
 
 def find_files(directory: str | os.PathLike[str], name: str | None = None) -> dict[str, Path] | None:
@@ -309,7 +320,11 @@ def load_dataset(
         return load_dir(data_dir, name)
     chosen = os.environ.get("TOPGRAD_DATA")
     for directory in search_dirs(name):
-        files = find_files(directory, name)
+        try:
+            files = find_files(directory, name)
+        except FolderUnreadableError as exc:  # searched, not named: say so and look further
+            log(f"{name}: {exc}; looking in the other places")
+            continue
         if files is not None:  # the source as an absolute path: --resume from elsewhere finds it
             try:
                 return _load_found(files, name, str(files["train-images"].parent.resolve()))
@@ -350,9 +365,11 @@ def load_dataset(
             f"({len(subset.train_labels):,} training, {len(subset.test_labels):,} test images). For the "
             f"full set {how}.")
         return subset
-    debian = f"install Debian's dataset-{name} package"
-    how = (f"{folder} or {debian} ({NO_RETRY})" if other_file
-           else f"{folder}, {debian}, or {unwritable or online.rstrip(',')}")
+    debian = f"install Debian's {DEBIAN_PACKAGES[name]} package" if name in DEBIAN_PACKAGES else ""
+    if other_file:
+        how = f"{folder} or {debian} ({NO_RETRY})" if debian else f"{folder} ({NO_RETRY})"
+    else:
+        how = f"{folder}, {debian + ', ' if debian else ''}or {unwritable or online.rstrip(',')}"
     raise DatasetNotFoundError(f"{name}: not found in {looked} and {problem}. {how[0].upper()}{how[1:]}.")
 
 

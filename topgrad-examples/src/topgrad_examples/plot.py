@@ -92,7 +92,11 @@ def plot_history(history: np.ndarray, path: str | os.PathLike[str], title: str =
     try:  # into a temporary file first: a full disk must not leave a 0-byte chart over a good one
         with replacing(chart) as f:
             fig.savefig(f, dpi=100, format=chart.suffix[1:].lower())
-    except (OSError, ValueError) as exc:
+    except OSError as exc:  # name the chart's folder, not the temporary file beside it
+        why = exc.strerror or str(exc)
+        where = "" if chart.parent.is_dir() else f"; its folder {chart.parent} is gone"
+        raise PlotError(f"--plot {path}: could not write it ({why}{where})") from exc
+    except ValueError as exc:
         raise PlotError(f"--plot {path}: could not write it ({exc})") from exc
     finally:
         plt.close(fig)

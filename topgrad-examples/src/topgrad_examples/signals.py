@@ -33,8 +33,12 @@ def stop_like_ctrl_c() -> Iterator[list[int]]:
     def stop(signum: int, frame: object) -> None:
         received.append(signum)
         for number in previous:  # once: a second signal must not interrupt the wind-down
-            signal.signal(number, signal.SIG_IGN)
+            signal.signal(number, absorb)
         raise KeyboardInterrupt
+
+    def absorb(signum: int, frame: object) -> None:
+        """A later stop signal, taken and dropped. Not SIG_IGN: a signal already pending when its
+        handler became SIG_IGN made Python raise "Signal 15 ignored due to race condition"."""
 
     if threading.current_thread() is threading.main_thread():
         for name in STOP_SIGNALS:

@@ -335,10 +335,16 @@ def run(args: argparse.Namespace, saved_now: Saved | None = None) -> float:
             _say("no epoch ran, so there is no profile (--profile times the first epoch this run trains)")
         if args.plot and len(history) == 0:
             _say(f"no epoch to plot, so {args.plot} was not written")
-        elif args.plot:
-            written = plot_history(history, args.plot, title=f"{args.model} on {dataset}")
-            _say(f"loss and accuracy curves: {written}")
+        plot_failed = None
+        if args.plot and len(history):
+            try:
+                written = plot_history(history, args.plot, title=f"{args.model} on {dataset}")
+                _say(f"loss and accuracy curves: {written}")
+            except PlotError as exc:  # the result still comes, last, as always; the failure after it
+                plot_failed = exc
         _say(f"test accuracy: {acc:.4f}")
+        if plot_failed is not None:
+            raise plot_failed
     except KeyboardInterrupt:  # training is over: say so, and what it left, not "before training began"
         last = saved_now.last()
         kept = f"; {saved_now.path} holds epoch {last}" if last is not None else ""
@@ -488,6 +494,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _interrupted(_interrupted_outside_training(args, saved), received)
         except RUN_ERRORS as exc:
             _stderr(f"topgrad-train: error: {exc}")
+            return EXIT_FAILURE
+        except MemoryError:  # numpy's failed allocation: one line, as for every other failure
+            left = "nothing was saved" if saved.start is None else what_was_saved(args, saved)
+            _stderr("topgrad-train: error: out of memory; a smaller --batch-size (or --limit) needs less, "
+                    f"and --batch-size 1 the least; {left}")
             return EXIT_FAILURE
     return EXIT_OK
 
