@@ -239,3 +239,98 @@ def test_a_float32_state_loads_as_float64_for_a_float64_parameter(backend_name: 
                          "state": {0: {"step": 3, "exp_avg": np.ones((3, 2), np.float32),
                                        "exp_avg_sq": np.ones((3, 2), np.float32)}}})
     assert {str(a.dtype) for a in opt.state[0].values() if not isinstance(a, int)} == {"float64"}
+
+
+# ---- found by an audit against torch.optim (round 54) -------------------------------------------
+def _array(a: np.ndarray) -> Any:
+    """`a` as the selected backend's array (a `.grad` set by hand must be one)."""
+    return topgrad.get_backend().asarray(a)
+
+
+@pytest.mark.parametrize("reset", ["clear", "dict", "empty list"])
+def test_resetting_the_state_as_in_pytorch_keeps_training(reset: str) -> None:
+    """`opt.state = defaultdict(dict)` or `opt.state.clear()` (torch.optim's reset) left a state
+    shorter than the parameters, and every later step updated nothing without a word."""
+    import collections
+
+    w = Tensor(np.ones(3, np.float32))
+    opt = Adam([w], lr=0.1)
+    w.grad = _array(np.ones(3, np.float32))
+    opt.step()
+    if reset == "clear":
+        opt.state.clear()
+    else:
+        opt.state = collections.defaultdict(dict) if reset == "dict" else []
+    assert len(opt.state) == 1 and opt.state[0] == {}
+    before = w.numpy().copy()
+    w.grad = _array(np.ones(3, np.float32))
+    opt.step()
+    np.testing.assert_allclose(w.numpy(), before - 0.1, rtol=1e-5)  # a first Adam step: lr * sign
+    assert opt.state[0]["step"] == 1
+
+
+def test_params_cannot_change_after_the_optimizer_is_made() -> None:
+    """An appended parameter was never updated, though zero_grad cleared it and state_dict listed it."""
+    w, b = Tensor(rand((3,), 0)), Tensor(rand((2,), 1))
+    opt = SGD([w], lr=0.1)
+    for change in (lambda: opt.params.append(b), lambda: opt.params.extend([b]),
+                   lambda: opt.params.__setitem__(0, b), lambda: setattr(opt, "params", [w, b])):
+        with pytest.raises(TypeError, match=r"an optimizer's params cannot change once it is made"):
+            change()
+    assert list(opt.params) == [w]
+    with pytest.raises(TypeError, match=r"SGD.state holds one dict per parameter \(1\)"):
+        opt.state = [{}, {}]
+
+
+@pytest.mark.parametrize(("name", "value", "match"), [
+    ("maximize", True, r"^Topgrad's Adam\(\) does not take maximize=True \(PyTorch's gradient ascent\)"),
+    ("amsgrad", True, r"^Topgrad's Adam\(\) does not take amsgrad=True"),
+    ("momentum", 0.9, r"^Adam has no setting 'momentum' \(a setting of SGD\); its settings are lr, betas, "),
+    ("learning_rate", 5.0, r"'learning_rate' \(write lr, as torch.optim does\)"),
+    ("weight_decy", 0.1, r"'weight_decy' \(a misspelling\?\)"),
+])
+def test_a_setting_the_optimizer_does_not_have_is_refused(name: str, value: Any, match: str) -> None:
+    """The constructor refused maximize=True, but `opt.maximize = True` was kept and ignored, as were
+    another optimizer's settings and misspellings."""
+    opt = Adam([Tensor(rand((3,), 0))], lr=0.1)
+    with pytest.raises((TypeError, AttributeError), match=match):
+        setattr(opt, name, value)
+    assert not hasattr(opt, name) or name in opt.settings
+
+
+def test_settings_of_other_number_types_are_floats() -> None:
+    """lr=Fraction(1, 10) passed the check and reached numpy's arrays as an object: a cast error in
+    step naming neither the optimizer nor the setting."""
+    from fractions import Fraction
+
+    w = Tensor(np.ones(3, np.float32))
+    opt = SGD([w], lr=Fraction(1, 10), momentum=Fraction(9, 10))
+    assert type(opt.lr) is float and type(opt.momentum) is float
+    w.grad = _array(np.ones(3, np.float32))
+    opt.step()
+    np.testing.assert_allclose(w.numpy(), np.full(3, 0.9), rtol=1e-6)
+    assert type(Adam([w], eps=Fraction(1, 10**8)).eps) is float
+
+
+def test_a_parameter_that_changed_shape_is_refused_before_any_update() -> None:
+    """a was updated and b's step count went up before b's update failed in numpy's broadcast."""
+    a, b = Tensor(np.ones(3, np.float32)), Tensor(np.ones(2, np.float32))
+    opt = Adam([a, b], lr=0.1)
+    a.grad, b.grad = _array(np.ones(3, np.float32)), _array(np.ones(2, np.float32))
+    opt.step()
+    b.data = _array(np.ones(4, np.float32))
+    a.grad, b.grad = _array(np.ones(3, np.float32)), _array(np.ones(4, np.float32))
+    before = a.numpy().copy()
+    with pytest.raises(ValueError, match=r"Adam.step: parameter 1 has shape \(4,\), but its exp_avg has "
+                       r"shape \(2,\) .*opt.state\[1\] = \{\}"):
+        opt.step()
+    np.testing.assert_array_equal(a.numpy(), before)
+    assert opt.state[1]["step"] == 1
+
+
+def test_a_bad_saved_setting_names_load_state_dict() -> None:
+    opt = Adam([Tensor(rand((3,), 0))], lr=0.1)
+    saved = opt.state_dict()
+    saved["settings"]["betas"] = [0.9, 1.5]
+    with pytest.raises(ValueError, match=r"^Adam.load_state_dict: the saved settings: Adam: betas must be "):
+        opt.load_state_dict(saved)

@@ -9,6 +9,7 @@ under one backend loads under another.
 
 from __future__ import annotations
 
+import difflib
 import math
 import operator
 from collections.abc import Callable, Iterable
@@ -44,6 +45,13 @@ class _State(list[dict[str, Any]]):
         self._refuse_a_tensor(item)
         return super().__contains__(item)
 
+    def clear(self) -> None:
+        """Forget every parameter's state (moments, momentum, step count), as torch.optim's
+        `opt.state.clear()` does; the list keeps one empty entry per parameter (emptied, a step
+        would update none of them)."""
+        for i in range(len(self)):
+            super().__setitem__(i, {})
+
     def _refuse_a_tensor(self, index: Any) -> None:
         if isinstance(index, Tensor):
             where = next((f"this Tensor is parameter {i}: opt.state[{i}]"
@@ -52,6 +60,27 @@ class _State(list[dict[str, Any]]):
             raise TypeError(f"{self._name}.state is a list in the order of the parameters given (state[i] "
                             f"is opt.params[i]'s, as state_dict() numbers them), not torch.optim's dict "
                             f"keyed by the parameter; {where}")
+
+
+class _Params(list[Tensor]):
+    """An optimizer's parameters, fixed when it is made: its state and state_dict are kept per
+    parameter, by position, so a parameter appended later would never be updated."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("an optimizer's params cannot change once it is made (its state is kept per "
+                        "parameter, by position): make a new optimizer over the new list (torch.optim's "
+                        "add_param_group is one more optimizer here)")
+
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+
+
+_ATTRIBUTES = ("params", "state")
+"""What an optimizer holds besides its settings (and private fields)."""
+
+_SETTINGS_ELSEWHERE = {"momentum": "SGD", "nesterov": "SGD", "dampening": "SGD", "betas": "Adam and AdamW",
+                       "eps": "Adam and AdamW", "learning_rate": "lr"}
+"""Settings of another optimizer (or another spelling): set on this one they would do nothing."""
 
 
 class Optimizer:
@@ -74,7 +103,7 @@ class Optimizer:
                          "parameter: pass a list" if isinstance(params, (set, frozenset))
                     else "pass a list of the Tensors to train")
             raise TypeError(f"{name} takes an iterable of Tensors, got {type(params).__name__}: {hint}")
-        self.params = list(params)
+        object.__setattr__(self, "params", _Params(params))
         if not self.params:
             spent = (": this generator or iterator gave none (its items come once: did another optimizer "
                      "use them up?); pass a list") if iter(params) is params else ""
@@ -96,16 +125,44 @@ class Optimizer:
 
     def __setattr__(self, name: str, value: Any) -> None:
         """A setting is checked as the constructor checks it, whenever it is set: a refused value
-        changes nothing (a later step would crash on it, or a saved state refuse to load)."""
+        changes nothing (a later step would crash on it, or a saved state refuse to load). A
+        setting this optimizer does not have (torch.optim's maximize, another optimizer's momentum)
+        is refused rather than kept and ignored; `state` is checked against the parameters."""
         if name in self.settings:
             value = self._checked(name, value)
+        elif name == "params":
+            _Params._refuse(self.params)
+        elif name == "state":
+            value = self._new_state(value)
+        elif name in _NOT_TAKEN:
+            raise not_taken(type(self).__name__, name, value, *_NOT_TAKEN[name])
+        elif name in _SETTINGS_ELSEWHERE or difflib.get_close_matches(name, self.settings, n=1, cutoff=0.85):
+            where = _SETTINGS_ELSEWHERE.get(name)
+            said = ("a misspelling?" if where is None else "write lr, as torch.optim does"
+                    if name == "learning_rate" else f"a setting of {where}")
+            raise AttributeError(f"{type(self).__name__} has no setting {name!r} ({said}); its settings are "
+                                 f"{', '.join(self.settings)}, and one set by another name would change "
+                                 "nothing")
         super().__setattr__(name, value)
+
+    def _new_state(self, value: Any) -> _State:
+        """`opt.state = ...`: an empty dict or list (torch.optim's `defaultdict(dict)` reset) is a fresh
+        state per parameter; a list of one dict per parameter is taken as it is; else TypeError."""
+        n = len(self.params)
+        if isinstance(value, (dict, list)) and not value:
+            return _State(self, [{} for _ in range(n)])
+        if isinstance(value, list) and len(value) == n and all(isinstance(s, dict) for s in value):
+            return value if isinstance(value, _State) else _State(self, value)
+        raise TypeError(f"{type(self).__name__}.state holds one dict per parameter ({n}), in their order; "
+                        f"got {type_name(value)}: to reset it, opt.state.clear() (or opt.state = {{}}); to "
+                        "restore a saved one, load_state_dict")
 
     def _checked(self, name: str, value: Any) -> Any:
         """The value to keep for setting `name`, or ValueError / TypeError as the constructor's.
         Subclasses check their own settings and pass the others on."""
         if name == "lr":
             _check_non_negative(self, learning_rate=value)
+            return float(value)  # a Fraction or Decimal would reach the backend's arrays as an object
         return value
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -152,12 +209,28 @@ class Optimizer:
             finally:
                 _tensor._grad_mode.enabled = previous
         backend = get_backend()
-        for i, (p, state) in enumerate(zip(self.params, self.state)):
-            if p._grad is not None:  # the field, as backward writes it (no property call)
-                self._check_grad(backend, i, p)
-                self._update(backend, p, state)
-                mark_updated(p)  # written in place: a graph built before this step cannot backward
+        if len(self.state) != len(self.params):  # an entry popped or appended by hand
+            raise RuntimeError(f"{type(self).__name__}.state has {len(self.state)} entries for "
+                               f"{len(self.params)} parameters; reset it with opt.state.clear()")
+        stepped = [(i, p, state) for i, (p, state) in enumerate(zip(self.params, self.state))
+                   if p._grad is not None]  # the field, as backward writes it (no property call)
+        for i, p, state in stepped:  # all checked first: an error leaves every parameter as it was
+            self._check_grad(backend, i, p)
+            self._check_state(i, p, state)
+        for _, p, state in stepped:
+            self._update(backend, p, state)
+            mark_updated(p)  # written in place: a graph built before this step cannot backward
         return loss
+
+    def _check_state(self, i: int, p: Tensor, state: dict[str, Any]) -> None:
+        """A parameter whose `.data` changed shape since its state was made (a momentum buffer of the
+        old shape) is refused before any parameter is updated, naming both shapes."""
+        for key, value in state.items():
+            shape = getattr(value, "shape", None)
+            if shape is not None and tuple(shape) != p.shape:
+                raise ValueError(f"{type(self).__name__}.step: parameter {i} has shape {p.shape}, but its "
+                                 f"{key} has shape {tuple(shape)} (its .data changed shape since): reset "
+                                 f"its state with opt.state[{i}] = {{}}, or all with opt.state.clear()")
 
     def _check_grad(self, backend: Any, i: int, p: Tensor) -> None:
         """A `.grad` set by hand must be an array of the parameter's shape (PyTorch refuses
@@ -218,7 +291,10 @@ class Optimizer:
         if lacking:  # the constructor's defaults would replace this optimizer's own without a word
             raise ValueError(f"{name}.load_state_dict: the saved settings lack {', '.join(lacking)} (a "
                              f"state_dict() has all of {', '.join(self.settings)})")
-        probe = type(self)(self.params, **settings)  # the constructor checks the settings
+        try:  # the constructor checks the settings
+            probe = type(self)(self.params, **settings)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{name}.load_state_dict: the saved settings: {exc}") from None
         states = [self._loaded(i, s) for i, s in self._numbered(state_dict["state"])]
         # the probe checked the settings together; checked one at a time, SGD's could clash on the
         # way (a subclass's property setter still runs)
@@ -333,7 +409,7 @@ class SGD(Optimizer):
     state_keys = frozenset({"momentum_buffer"})
 
     def __init__(
-        self, params: Iterable[Tensor], lr: float, momentum: float = 0.0, *,
+        self, params: Iterable[Tensor], lr: float, momentum: float = 0.0, *positional: Any,
         weight_decay: float = 0.0, nesterov: bool = False, dampening: float = 0.0,
         maximize: bool = False, foreach: bool | None = None, differentiable: bool = False,
         fused: bool | None = None,
@@ -342,6 +418,11 @@ class SGD(Optimizer):
         (momentum, dampening, weight_decay, nesterov) differs, and code ported positionally would
         train with other settings without a word. PyTorch's maximize, foreach, differentiable and
         fused are taken at False or None only (other values say what to write instead)."""
+        if positional:
+            raise TypeError(f"SGD takes params, lr and momentum by position, and its other options by name "
+                            f"only (weight_decay=, nesterov=, dampening=), got {len(positional)} more by "
+                            "position: torch.optim.SGD's order (momentum, dampening, weight_decay, nesterov) "
+                            "differs, and code ported by position would train with other settings")
         _refuse_options(self, maximize=maximize, foreach=foreach, differentiable=differentiable, fused=fused)
         super().__init__(params, lr)
         self.momentum, self.weight_decay, self.dampening, self.nesterov = (
@@ -352,6 +433,7 @@ class SGD(Optimizer):
         momentum > 0 and dampening 0 (checked whichever of the three is set)."""
         if name in ("momentum", "weight_decay", "dampening"):
             _check_non_negative(self, **{name: value})
+            value = float(value)
         elif name == "nesterov" and not isinstance(value, bool):
             raise TypeError(f"SGD: nesterov must be True or False, got {value!r}")
         if name in ("momentum", "dampening", "nesterov"):  # the three as they would be (the
@@ -399,6 +481,7 @@ class Adam(Optimizer):
         floats (any sequence is taken, a numpy array too, as torch takes; the caller's list may change)."""
         if name in ("eps", "weight_decay"):
             _check_non_negative(self, **{name: value})
+            return float(value)
         elif name == "betas":
             try:
                 pair = tuple(value) if not isinstance(value, (str, bytes)) else ()

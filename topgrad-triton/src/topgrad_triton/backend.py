@@ -257,10 +257,11 @@ class TritonBackend(topgrad.Backend):
     ) -> tuple[Any, Any | None]:
         """One SGD step as torch.optim.SGD does it, in one kernel; returns (param, momentum buffer)."""
         c = self._ew.contiguous
-        return self._optim.sgd(
+        new, buf = self._optim.sgd(
             c(param), c(grad), c(buf) if buf is not None else None, lr=lr, momentum=momentum,
             dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
         )
+        return self._in_place(param, new, "sgd_update"), buf
 
     @_guarded_helper
     def adam_update(
@@ -269,7 +270,17 @@ class TritonBackend(topgrad.Backend):
     ) -> tuple[Any, Any, Any]:
         """One Adam / AdamW step as torch.optim does it, in one kernel; returns (param, m, v)."""
         c = self._ew.contiguous
-        return self._optim.adam(
+        new, m, v = self._optim.adam(
             c(param), c(grad), c(m), c(v), step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
             weight_decay=weight_decay, decoupled=decoupled,
         )
+        return self._in_place(param, new, "adam_update"), m, v
+
+    def _in_place(self, param: Any, new: Any, name: str) -> Any:
+        """The updated values in `param` itself where the kernel wrote a dense copy of a strided one
+        (w.data = base.T): torch.optim updates in place, so a view or a w.detach() taken before the
+        step sees them, as on the numpy backend. A copy kernel, no torch compute."""
+        if new is param or not (isinstance(param, self._torch.Tensor) and param.dtype == new.dtype
+                                and self._writable(param)):
+            return new
+        return self._ew.elementwise(self._ew.COPY, new, name=name, out=param)
