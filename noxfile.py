@@ -80,7 +80,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def wheels(session: nox.Session) -> None:
-    """Build the four wheels and install them in clean virtualenvs, in the combinations users use."""
+    """Build the four wheels and inspect them; install core, numpy and examples in clean virtualenvs,
+    in the combinations users use (triton's is built and inspected only: installing it needs torch)."""
     session.install("build")
     session.run("python", "scripts/check_wheels.py", *session.posargs)
 

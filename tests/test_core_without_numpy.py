@@ -189,3 +189,17 @@ def test_anomaly_mode_without_numpy_reads_only_one_value_per_finite_array(pure_p
     assert "Mul (forward)" in message and "1 NaN and 2 Inf among 4 values" in message, message
     assert "input 1 already contained NaN/Inf" in message, message
     assert not Op._observers
+
+
+@pytest.mark.parametrize("name", ["BackendConformance", "run"])
+def test_the_kit_without_numpy_says_what_to_install(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`class TestMine(topgrad.testing.BackendConformance)` and `topgrad.testing.run(...)` without numpy
+    failed with a bare "No module named 'numpy'"; the CLI and the pytest route gave the install line."""
+    import topgrad.testing as kit
+
+    loaded = [m for m in sys.modules if m.startswith("topgrad.testing.") and not m.endswith("pytest_plugin")]
+    for module in loaded:
+        monkeypatch.delitem(sys.modules, module)  # imported by earlier tests: import them afresh
+    with pytest.raises(ModuleNotFoundError, match=r"^the conformance kit needs numpy: pip install "
+                       r"'topgrad-core\[testing\]'$"):
+        getattr(kit, name)

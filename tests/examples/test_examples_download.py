@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import pytest
 from topgrad_examples import data, download, files, idx, progress, train
 from topgrad_examples.download import DownloadError, fetch, fetch_from_mirrors
@@ -597,3 +598,18 @@ def test_a_download_cache_holding_the_other_dataset_falls_back_as_with_no_downlo
     last, folder = messages[-1], cache.resolve()
     assert f"its download folder {folder} holds fashion-mnist; using the bundled subset" in last, last
     assert f"move the fashion-mnist files out of {folder} and run again" in last, last
+
+
+@pytest.mark.skipif(not (data.DEBIAN_DIR / "fashion-mnist").is_dir(),
+                    reason="Debian's dataset-fashion-mnist is not installed (.ci/run installs it)")
+def test_the_real_fashion_mnist_loads_from_debians_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loader on the real files, where Debian's package puts them: 60,000 training and 10,000
+    test images of 28x28, ten classes of 6,000 and 1,000, recognised as Fashion-MNIST (not MNIST)."""
+    monkeypatch.delenv("TOPGRAD_DATA", raising=False)
+    ds = data.load_dataset("fashion-mnist", download_ok=False)
+    assert ds.source == str((data.DEBIAN_DIR / "fashion-mnist").resolve())
+    assert ds.train_images.shape == (60000, 28, 28) and ds.test_images.shape == (10000, 28, 28)
+    assert np.bincount(ds.train_labels).tolist() == [6000] * 10
+    assert np.bincount(ds.test_labels).tolist() == [1000] * 10
+    with pytest.raises(data.DatasetNotFoundError, match="these IDX files are fashion-mnist, not mnist"):
+        data.load_dataset("mnist", data.DEBIAN_DIR / "fashion-mnist")

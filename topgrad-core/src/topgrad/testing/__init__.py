@@ -32,7 +32,13 @@ NEEDS_NUMPY = "the conformance kit needs numpy: pip install 'topgrad-core[testin
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        try:
+            module = importlib.import_module(_LAZY[name])
+        except ModuleNotFoundError as exc:
+            if exc.name != "numpy":
+                raise
+            raise ModuleNotFoundError(NEEDS_NUMPY, name="numpy") from exc
+        return getattr(module, name)
     raise AttributeError(f"module 'topgrad.testing' has no attribute {name!r}")
 
 
