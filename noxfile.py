@@ -2,7 +2,7 @@
 
 Each session builds its own virtualenv from the local distributions. torch is a test-only
 dependency and is pinned here (`torch==2.13.0`) before anything else is installed, so that
-the packages' ranges (`torch>=2.4`) are already met and no resolver downloads another build.
+the packages' ranges (`torch>=2.6`) are already met and no resolver downloads another build.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ PYTEST = ["pytest", "-q", "-p", "no:cacheprovider", "-n", "auto", "--maxprocesse
 # backend name -> what its session installs beyond core, numpy backend and examples
 BACKENDS = {
     "numpy": ["matplotlib"],  # topgrad-train --plot is tested here, its missing-matplotlib path with triton
-    "triton": ["triton>=3.0", "./topgrad-triton"],
+    "triton": ["triton>=3.2", "./topgrad-triton"],
 }
 # triton: the interpreter runs the kernels; every kernel is also compiled for sm_90 (codegen and
 # ptxas, no GPU needed, ~40 s), which catches what the interpreter lets through

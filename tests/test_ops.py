@@ -2159,6 +2159,23 @@ def test_attention_is_stable_for_large_scores() -> None:
     assert np.isfinite(out.numpy()).all()
 
 
+@pytest.mark.parametrize(("row", "t", "s", "causal"), [("query", 9, 9, False), ("query", 17, 17, True),
+                                                       ("key", 9, 12, False), ("one key", 3, 1, False)])
+def test_attention_gradients_where_a_softmax_row_is_one_hot(row: str, t: int, s: int, causal: bool) -> None:
+    """A query row of norm ~1e4 makes its probabilities one-hot (so does a single key): there dq and
+    the key's dk are sums whose exact terms cancel to 0. The triton kernels took each row's
+    sum_j p_ij dp_ij as rowsum(dO * O), which rounds apart from dp: the noise, times the large row,
+    put dk off by 4e-3 (dq, for a large key row); PyTorch's float32 is off by 1e-7."""
+    q, k, v = rand((2, t, 8), 46), rand((2, s, 8), 47), rand((2, s, 8), 48)
+    if row == "query":
+        q[:, 3] *= 1e4
+    elif row == "key":
+        k[:, 5] *= 300.0
+    top = lambda q, k, v: topgrad.attention(q, k, v, causal=causal)  # noqa: E731
+    ref = lambda q, k, v: torch_attention(q, k, v, causal=causal)  # noqa: E731
+    check_against_torch(top, ref, [q, k, v])
+
+
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("s", [3, 64, 70])  # 64: a whole key block of triton's kernels, no padding
 def test_attention_with_keys_of_minus_inf_as_scaled_dot_product_attention(s: int, causal: bool) -> None:

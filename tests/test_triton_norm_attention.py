@@ -298,7 +298,7 @@ build(N.bn_partial_grad_kernel, **flags)
 build(N.bn_bwd_dx_kernel, TRAINING=True, HAS_W=True, **flags)
 attn = dict(CAUSAL=True, PRECISION="ieee", BLOCK_M=64, BLOCK_N=32, BLOCK_D=128, BLOCK_DV=64)
 build(A.attn_fwd_kernel, **attn)
-build(A.attn_bwd_delta_kernel, BLOCK_M=64, BLOCK_D=128)
+build(A.attn_bwd_delta_kernel, **attn)
 build(A.attn_bwd_dkdv_kernel, **attn)
 build(A.attn_bwd_dq_kernel, **attn)
 """

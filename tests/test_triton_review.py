@@ -114,7 +114,7 @@ def test_launchers_index_in_int64_exactly_where_offsets_pass_int32(monkeypatch, 
     norm.batchnorm_backward(x, None, mean, rstd, x, True)
     q = meta(1, n, n)
     o, stats = attention.attention_forward(q, q, q, False)
-    attention.attention_backward(q, q, q, o, stats, o, False)
+    attention.attention_backward(q, q, q, stats, o, False)
     ew.elementwise(ew.ADD, x, 1.0)
     ew.copy_into(x.t(), x)
     for name, rec in recs.items():
@@ -236,7 +236,7 @@ def test_attention_grids_fit_cuda_for_a_batch_of_more_than_65535(monkeypatch) ->
     B, T, S = 70_000, 100, 130
     q, k = meta(B, T, 8), meta(B, S, 8)
     o, stats = attention.attention_forward(q, k, k, True)
-    attention.attention_backward(q, k, k, o, stats, o, True)
+    attention.attention_backward(q, k, k, stats, o, True)
     bm, _, _ = attention._blocks(8, 8, backward=False)
     bm_b, bn_b, _ = attention._blocks(8, 8, backward=True)
     programs = {"attn_fwd_kernel": -(-T // bm) * B, "attn_bwd_delta_kernel": -(-T // bm_b) * B,

@@ -4,8 +4,9 @@ q and k have D features, v a width DV of its own (the output's).
 Forward streams over key blocks with an online softmax and saves only the output and, per
 query row, the maximum score m and log l, the log of the sum of exp(score - m); no T x S
 matrix ever reaches memory. Backward recomputes the probabilities block by block as
-exp((score - m) - log l): one kernel computes delta = rowsum(dO * O), one dK and dV (a program
-per key block), one dQ (a program per query block). m and log l are kept apart because their
+exp((score - m) - log l): one kernel computes each query row's delta = sum_j p_ij dp_ij (a pass
+over the keys, not FlashAttention-2's rowsum(dO * O): see its docstring), one dK and dV (a
+program per key block), one dQ (a program per query block). m and log l are kept apart because their
 sum, the log-sum-exp, loses log l in float32 once |m| >> log l (scores of 1e6: probabilities
 that no longer sum to 1). Causal masking is top-left aligned (key j <= query i), as torch's
 `scaled_dot_product_attention(is_causal=True)`. Masked scores are -inf and the running maximum
@@ -26,7 +27,7 @@ import triton
 import triton.language as tl
 
 from topgrad_triton import runtime
-from topgrad_triton.kernels.indexing import needs_int64, widen
+from topgrad_triton.kernels.indexing import bound, needs_int64, widen
 from topgrad_triton.precision import get_precision
 from topgrad_triton.runtime import interpreting
 
@@ -65,7 +66,7 @@ def attn_fwd_kernel(Q, K, V, OUT, ROWMAX, LOGSUM, T, S, D, DV, scale,
     end = S
     if CAUSAL:
         end = tl.minimum(S, (pid_m + 1) * BLOCK_M)
-    for start in range(0, end, BLOCK_N):
+    for start in range(0, bound(end), BLOCK_N):
         cols = start + offs_n
         kv_mask = (cols < S)[:, None] & dmask[None, :]
         k = tl.load(K + b * skb + cols[:, None] * skt + offs_d[None, :] * skd, mask=kv_mask, other=0.0)
@@ -93,18 +94,49 @@ def attn_fwd_kernel(Q, K, V, OUT, ROWMAX, LOGSUM, T, S, D, DV, scale,
 
 
 @triton.jit
-def attn_bwd_delta_kernel(OUT, DO, DELTA, T, D, sdb, sdt, sdd,
-                          BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, WIDE: tl.constexpr):
-    """One program computes delta = rowsum(dO * O) for BLOCK_M query rows of one batch entry
-    (D here is the width of O and dO: the value width)."""
+def attn_bwd_delta_kernel(Q, K, V, DO, ROWMAX, LOGSUM, DELTA, T, S, D, DV, scale,
+                          sqb, sqt, sqd, skb, skt, skd, svb, svt, svd, sdb, sdt, sdd,
+                          CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                          BLOCK_DV: tl.constexpr, WIDE: tl.constexpr):
+    """One program computes delta = sum_j p_ij dp_ij for BLOCK_M query rows of one batch entry,
+    streaming over their key blocks with p and dp = dO v_j as the dQ and dK/dV kernels make them.
+    FlashAttention-2 takes it as rowsum(dO * O) in one pass over O, but those sums round apart
+    from dp's: where a row's probabilities are one-hot (one key seen, or one score far above the
+    rest), dp_j - delta, exactly 0, was float32 noise, which dK and dQ multiply by q and k (dK off
+    by 4e-3 for a query row of norm 1e4). Summed this way it cancels exactly."""
     pid_m, b = blocks_of(T, BLOCK_M, WIDE)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = widen(tl.arange(0, BLOCK_N), WIDE)
     offs_d = widen(tl.arange(0, BLOCK_D), WIDE)
+    offs_dv = widen(tl.arange(0, BLOCK_DV), WIDE)
+    dmask = offs_d < D
+    dvmask = offs_dv < DV
     rmask = rows < T
-    mask = rmask[:, None] & (offs_d < D)[None, :]
-    o = tl.load(OUT + b * T * D + rows[:, None] * D + offs_d[None, :], mask=mask, other=0.0)
-    do = tl.load(DO + b * sdb + rows[:, None] * sdt + offs_d[None, :] * sdd, mask=mask, other=0.0)
-    tl.store(DELTA + b * T + rows, tl.sum(o * do, axis=1), mask=rmask)
+    q = tl.load(Q + b * sqb + rows[:, None] * sqt + offs_d[None, :] * sqd,
+                mask=rmask[:, None] & dmask[None, :], other=0.0)
+    do = tl.load(DO + b * sdb + rows[:, None] * sdt + offs_dv[None, :] * sdd,
+                 mask=rmask[:, None] & dvmask[None, :], other=0.0)
+    m = tl.load(ROWMAX + b * T + rows, mask=rmask, other=0.0)
+    log_l = tl.load(LOGSUM + b * T + rows, mask=rmask, other=0.0)
+    delta = tl.zeros([BLOCK_M], dtype=tl.float32)
+    end = S
+    if CAUSAL:
+        end = tl.minimum(S, (pid_m + 1) * BLOCK_M)
+    for start in range(0, bound(end), BLOCK_N):
+        cols = start + offs_n
+        k = tl.load(K + b * skb + cols[:, None] * skt + offs_d[None, :] * skd,
+                    mask=(cols < S)[:, None] & dmask[None, :], other=0.0)
+        v = tl.load(V + b * svb + cols[:, None] * svt + offs_dv[None, :] * svd,
+                    mask=(cols < S)[:, None] & dvmask[None, :], other=0.0)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
+        valid = rmask[:, None] & (cols < S)[None, :]
+        if CAUSAL:
+            valid = valid & (cols[None, :] <= rows[:, None])
+        p = tl.exp((tl.where(valid, s, MASKED) - m[:, None]) - log_l[:, None])
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        delta += tl.sum(p * dp, axis=1)
+    tl.store(DELTA + b * T + rows, delta, mask=rmask)
 
 
 @triton.jit
@@ -131,7 +163,7 @@ def attn_bwd_dkdv_kernel(Q, K, V, DO, ROWMAX, LOGSUM, DELTA, DK, DVAL, T, S, D, 
     first = 0
     if CAUSAL:
         first = (pid_n * BLOCK_N // BLOCK_M) * BLOCK_M
-    for start in range(first, T, BLOCK_M):
+    for start in range(bound(first), bound(T), BLOCK_M):
         rows = start + offs_m
         rmask = rows < T
         q_mask = rmask[:, None] & dmask[None, :]
@@ -181,7 +213,7 @@ def attn_bwd_dq_kernel(Q, K, V, DO, ROWMAX, LOGSUM, DELTA, DQ, T, S, D, DV, scal
     end = S
     if CAUSAL:
         end = tl.minimum(S, (pid_m + 1) * BLOCK_M)
-    for start in range(0, end, BLOCK_N):
+    for start in range(0, bound(end), BLOCK_N):
         cols = start + offs_n
         kv_mask = (cols < S)[:, None] & dmask[None, :]
         k = tl.load(K + b * skb + cols[:, None] * skt + offs_d[None, :] * skd, mask=kv_mask, other=0.0)
@@ -246,25 +278,26 @@ def attention_forward(q: Any, k: Any, v: Any, causal: bool) -> tuple[Any, Any]:
 
 
 def attention_backward(
-    q: Any, k: Any, v: Any, o: Any, stats: Any, do: Any, causal: bool
+    q: Any, k: Any, v: Any, stats: Any, do: Any, causal: bool
 ) -> tuple[Any, Any, Any]:
-    """Gradients (dq, dk, dv), each contiguous, from the forward's saved o and stats and dO (any strides)."""
+    """Gradients (dq, dk, dv), each contiguous, from the forward's inputs and stats and dO (any strides)."""
     B, T, D = q.shape
     S, DV = v.shape[1], v.shape[2]
     dq, dk, dv = q.new_empty((B, T, D)), k.new_empty((B, S, D)), v.new_empty((B, S, DV))
     if B == 0:
         return dq, dk, dv
     bm, bn, warps = _blocks(D, DV, backward=True)
-    widths = {"BLOCK_D": _width(D), "BLOCK_DV": _width(DV), "WIDE": needs_int64(q, k, v, o, do, dq, dk, dv)}
+    widths = {"BLOCK_D": _width(D), "BLOCK_DV": _width(DV), "WIDE": needs_int64(q, k, v, do, dq, dk, dv)}
     scale, precision = _scale(D), get_precision()
     delta = q.new_empty((B, T))
-    if T:
-        attn_bwd_delta_kernel[grid(T, bm, B)](
-            o, do, delta, T, DV, *do.stride(), BLOCK_M=bm, BLOCK_D=widths["BLOCK_DV"], WIDE=widths["WIDE"],
-            num_warps=warps,
-        )
     strides = _strides(q, k, v, do)
     with runtime.quiet():
+        if T:
+            attn_bwd_delta_kernel[grid(T, bm, B)](
+                q, k, v, do, stats[0], stats[1], delta, T, S, D, DV, scale, *strides,
+                CAUSAL=bool(causal), PRECISION=precision, BLOCK_M=bm, BLOCK_N=bn, **widths,
+                num_warps=warps,
+            )
         attn_bwd_dkdv_kernel[grid(S, bn, B)](
             q, k, v, do, stats[0], stats[1], delta, dk, dv, T, S, D, DV, scale, *strides,
             CAUSAL=bool(causal), PRECISION=precision, BLOCK_M=bm, BLOCK_N=bn, **widths, num_warps=warps,

@@ -15,7 +15,7 @@ import triton.language as tl
 from topgrad.pairs import output_size
 
 from topgrad_triton import runtime
-from topgrad_triton.kernels.indexing import needs_int64, widen
+from topgrad_triton.kernels.indexing import bound, needs_int64, widen
 
 
 @triton.jit
@@ -90,8 +90,8 @@ def _col2im_kernel(
     inside = offs < N
     b, h, w, c = nhwc_index(offs, H, W, C)
     acc = tl.zeros([BLOCK], tl.float32)
-    for i in range(0, KH):
-        for j in range(0, KW):
+    for i in range(0, bound(KH)):
+        for j in range(0, bound(KW)):
             row, ok = reading_output(b, h, w, i, j, ph, pw, sh, sw, OH, OW)
             acc += tl.load(dcols_ptr + row * KC + (i * KW + j) * C + c, mask=inside & ok, other=0.0)
     tl.store(dx_ptr + offs, acc, mask=inside)

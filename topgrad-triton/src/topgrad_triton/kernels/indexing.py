@@ -14,11 +14,16 @@ from typing import Any
 import triton
 import triton.language as tl
 
+from topgrad_triton.runtime import interpreting
+
 INT32_LIMIT = 2**31
 """The first element offset int32 cannot hold."""
 
 GRID_YZ_LIMIT = 65535
 """The most programs a CUDA grid has along y or z."""
+
+INTERPRETED = tl.constexpr(interpreting())
+"""Whether Triton's interpreter runs the kernels (read by `bound`, a branch dropped when compiled)."""
 
 
 def span(x: Any) -> int:
@@ -44,3 +49,15 @@ def widen(i, WIDE: tl.constexpr):
     if WIDE:
         i = i.to(tl.int64)
     return i
+
+
+@triton.jit
+def bound(n):
+    """A runtime integer `n` as a `range` bound: unchanged when compiled; in the interpreter a
+    Python int, as Triton 3.7+ makes it (3.2-3.6 call int() on its 1-element array, which numpy
+    2.4 refuses: "only 0-dimensional arrays can be converted to Python scalars"). No assignment
+    here: the interpreter turns every assigned value back into a tensor."""
+    if INTERPRETED:
+        return int(n.handle.data.item()) if isinstance(n, tl.tensor) else n
+    else:
+        return n

@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from topgrad_triton import runtime
-from topgrad_triton.kernels.indexing import needs_int64, widen
+from topgrad_triton.kernels.indexing import bound, needs_int64, widen
 from topgrad_triton.precision import get_precision
 
 
@@ -40,7 +40,7 @@ def _matmul_kernel(
     rn = widen(pid_n, WIDE) * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = widen(tl.arange(0, BLOCK_K), WIDE)
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-    for k0 in range(0, K, BLOCK_K):
+    for k0 in range(0, bound(K), BLOCK_K):
         k = k0 + rk
         a = tl.load(a_ptr + rm[:, None] * stride_am + k[None, :] * stride_ak,
                     mask=(rm[:, None] < M) & (k[None, :] < K), other=0.0)

@@ -15,7 +15,7 @@ from typing import Any
 import triton
 import triton.language as tl
 
-from topgrad_triton.kernels.indexing import needs_int64, widen
+from topgrad_triton.kernels.indexing import bound, needs_int64, widen
 from topgrad_triton.runtime import interpreting
 
 # ---------------------------------------------------------------------------- kernels
@@ -65,7 +65,7 @@ def ln_bwd_kernel(X, DY, W, MEAN, RSTD, DX, PART, M, N, CHUNK, sxm, sxn, sdm, sd
     db = tl.zeros([BLOCK_N], dtype=tl.float32)
     row0 = r * CHUNK
     row_end = tl.minimum(row0 + CHUNK, M)
-    for start in range(row0, row_end, BLOCK_M):
+    for start in range(bound(row0), bound(row_end), BLOCK_M):
         rows = start + tl.arange(0, BLOCK_M)
         rmask = rows < row_end
         mask = rmask[:, None] & cmask[None, :]
@@ -93,7 +93,7 @@ def sum_rows_kernel(P, OUT, R, C, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = cols < C
     acc = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
-    for start in range(0, R, BLOCK_R):
+    for start in range(0, bound(R), BLOCK_R):
         rows = start + tl.arange(0, BLOCK_R)
         mask = (rows < R)[:, None] & cmask[None, :]
         acc += tl.load(P + rows[:, None] * C + cols[None, :], mask=mask, other=0.0)
@@ -113,7 +113,7 @@ def bn_partial_stats_kernel(X, PART, M, C, CHUNK, sxm, sxc,
     row0 = r * CHUNK
     row_end = tl.minimum(row0 + CHUNK, M)
     acc = tl.zeros([BLOCK_M, BLOCK_C], dtype=tl.float32)
-    for start in range(row0, row_end, BLOCK_M):
+    for start in range(bound(row0), bound(row_end), BLOCK_M):
         rows = start + tl.arange(0, BLOCK_M)
         mask = (rows < row_end)[:, None] & cmask[None, :]
         acc += tl.load(X + rows[:, None] * sxm + cols[None, :] * sxc, mask=mask, other=0.0).to(tl.float32)
@@ -121,7 +121,7 @@ def bn_partial_stats_kernel(X, PART, M, C, CHUNK, sxm, sxc,
     chunk_mean = tl.sum(acc, axis=0) / n
     acc = tl.zeros([BLOCK_M, BLOCK_C], dtype=tl.float32)
     acc_d = tl.zeros([BLOCK_M, BLOCK_C], dtype=tl.float32)
-    for start in range(row0, row_end, BLOCK_M):
+    for start in range(bound(row0), bound(row_end), BLOCK_M):
         rows = start + tl.arange(0, BLOCK_M)
         mask = (rows < row_end)[:, None] & cmask[None, :]
         x = tl.load(X + rows[:, None] * sxm + cols[None, :] * sxc, mask=mask, other=0.0).to(tl.float32)
@@ -148,7 +148,7 @@ def bn_finalize_stats_kernel(PART, MEAN, RSTD, RM, RV, RM_OUT, RV_OUT, M, C, R, 
     first = tl.load(PART + cols, mask=cmask, other=0.0)
     acc = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
     total = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
-    for start in range(0, R, BLOCK_R):
+    for start in range(0, bound(R), BLOCK_R):
         rows = start + tl.arange(0, BLOCK_R)
         rmask = rows < R
         mask = rmask[:, None] & cmask[None, :]
@@ -159,7 +159,7 @@ def bn_finalize_stats_kernel(PART, MEAN, RSTD, RM, RV, RM_OUT, RV_OUT, M, C, R, 
     mean = first + tl.sum(acc, axis=0) / M
     mean = tl.where(tl.abs(mean) < float("inf"), mean, tl.sum(total, axis=0) / M)  # an Inf first chunk
     acc = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
-    for start in range(0, R, BLOCK_R):
+    for start in range(0, bound(R), BLOCK_R):
         rows = start + tl.arange(0, BLOCK_R)
         rmask = rows < R
         mask = rmask[:, None] & cmask[None, :]
@@ -220,7 +220,7 @@ def bn_partial_grad_kernel(X, DY, MEAN, RSTD, PART, M, C, CHUNK, sxm, sxc, sdm, 
     row_end = tl.minimum(row0 + CHUNK, M)
     dw = tl.zeros([BLOCK_M, BLOCK_C], dtype=tl.float32)
     db = tl.zeros([BLOCK_M, BLOCK_C], dtype=tl.float32)
-    for start in range(row0, row_end, BLOCK_M):
+    for start in range(bound(row0), bound(row_end), BLOCK_M):
         rows = start + tl.arange(0, BLOCK_M)
         mask = (rows < row_end)[:, None] & cmask[None, :]
         x = tl.load(X + rows[:, None] * sxm + cols[None, :] * sxc, mask=mask, other=0.0).to(tl.float32)

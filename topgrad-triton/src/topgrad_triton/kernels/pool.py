@@ -11,7 +11,7 @@ import triton.language as tl
 
 from topgrad_triton import runtime
 from topgrad_triton.kernels.conv import nhwc_index, reading_output
-from topgrad_triton.kernels.indexing import needs_int64, widen
+from topgrad_triton.kernels.indexing import bound, needs_int64, widen
 
 
 @triton.jit
@@ -27,9 +27,9 @@ def _maxpool_kernel(
     b, oh, ow, c = nhwc_index(offs, OH, OW, C)
     best = tl.full([BLOCK], float("-inf"), tl.float32)
     tap = tl.full([BLOCK], -1, tl.int32)
-    for i in range(0, KH):
+    for i in range(0, bound(KH)):
         h = oh * sh - ph + i
-        for j in range(0, KW):
+        for j in range(0, bound(KW)):
             w = ow * sw - pw + j
             ok = inside & (h >= 0) & (h < H) & (w >= 0) & (w < W)
             src = ((b * H + tl.where(ok, h, 0)) * W + tl.where(ok, w, 0)) * C + c
@@ -54,8 +54,8 @@ def _maxpool_grad_kernel(
     inside = offs < N
     b, h, w, c = nhwc_index(offs, H, W, C)
     acc = tl.zeros([BLOCK], tl.float32)
-    for i in range(0, KH):
-        for j in range(0, KW):
+    for i in range(0, bound(KH)):
+        for j in range(0, bound(KW)):
             row, ok = reading_output(b, h, w, i, j, ph, pw, sh, sw, OH, OW)
             ok = inside & ok
             o = row * C + c

@@ -17,7 +17,7 @@ import triton.language as tl
 
 from topgrad_triton import runtime
 from topgrad_triton.kernels.elementwise import contiguous
-from topgrad_triton.kernels.indexing import needs_int64, widen
+from topgrad_triton.kernels.indexing import bound, needs_int64, widen
 from topgrad_triton.shapes import kept_shape, single_stride
 
 
@@ -36,7 +36,7 @@ def _reduce_rows_kernel(x_ptr, out_ptr, K, R, stride_k, stride_r, chunk, splits,
         nans = tl.zeros([BLOCK_K, BLOCK_R], tl.int32)
     else:
         acc = tl.zeros([BLOCK_K, BLOCK_R], tl.float32)
-    for start in range(0, chunk, BLOCK_R):
+    for start in range(0, bound(chunk), BLOCK_R):
         c = first + start + cols
         mask = (rows[:, None] < K) & (c[None, :] < R) & (c[None, :] < first + chunk)
         ptrs = x_ptr + rows[:, None] * stride_k + c[None, :] * stride_r

@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from topgrad_triton import runtime
-from topgrad_triton.kernels.indexing import needs_int64, widen
+from topgrad_triton.kernels.indexing import bound, needs_int64, widen
 
 
 @triton.jit
@@ -26,7 +26,7 @@ def _logsoftmax_fwd_kernel(x_ptr, y_ptr, M, N, BLOCK_M: tl.constexpr, BLOCK_N: t
     row_ok = rows < M
     m = tl.full([BLOCK_M], float("-inf"), tl.float32)
     s = tl.zeros([BLOCK_M], tl.float32)
-    for start in range(0, N, BLOCK_N):
+    for start in range(0, bound(N), BLOCK_N):
         c = start + cols
         mask = row_ok[:, None] & (c[None, :] < N)
         x = tl.load(x_ptr + rows[:, None] * N + c[None, :], mask=mask, other=float("-inf"))
@@ -36,7 +36,7 @@ def _logsoftmax_fwd_kernel(x_ptr, y_ptr, M, N, BLOCK_M: tl.constexpr, BLOCK_N: t
         m = m_new
     m_safe = tl.where(m == float("-inf"), 0.0, m)
     log_s = tl.log(s)
-    for start in range(0, N, BLOCK_N):
+    for start in range(0, bound(N), BLOCK_N):
         c = start + cols
         mask = row_ok[:, None] & (c[None, :] < N)
         x = tl.load(x_ptr + rows[:, None] * N + c[None, :], mask=mask, other=0.0)
@@ -56,7 +56,7 @@ def _logsoftmax_bwd_kernel(g_ptr, y_ptr, dx_ptr, M, N, BLOCK_M: tl.constexpr, BL
     cols = tl.arange(0, BLOCK_N)
     row_ok = rows < M
     total = tl.zeros([BLOCK_M], tl.float32)
-    for start in range(0, N, BLOCK_N):
+    for start in range(0, bound(N), BLOCK_N):
         c = start + cols
         mask = row_ok[:, None] & (c[None, :] < N)
         offs = rows[:, None] * N + c[None, :]
@@ -64,7 +64,7 @@ def _logsoftmax_bwd_kernel(g_ptr, y_ptr, dx_ptr, M, N, BLOCK_M: tl.constexpr, BL
         if not LOG:
             g = g * tl.load(y_ptr + offs, mask=mask, other=0.0)
         total += tl.sum(g, axis=1)
-    for start in range(0, N, BLOCK_N):
+    for start in range(0, bound(N), BLOCK_N):
         c = start + cols
         mask = row_ok[:, None] & (c[None, :] < N)
         offs = rows[:, None] * N + c[None, :]

@@ -18,7 +18,7 @@ class Attention(TritonOp):
     """softmax(q kᵀ / √D) v for q (B, T, D), k (B, S, D), v (B, S, Dv); `causal` masks key j > query i."""
 
     def forward(self, q: Any, k: Any, v: Any, causal: bool = False) -> Any:
-        """The fused attention kernel's output; saves q, k, v, it and each query row's max and log-sum."""
+        """The fused attention kernel's output; saves q, k, v and each query row's max and log-sum."""
         check_tensors("Attention", q=q, k=k, v=v)
         check_attention_shapes(tuple(q.shape), tuple(k.shape), tuple(v.shape))
         # a raw torch operand of another dtype is cast, as Linear's weight is (the kernels read any
@@ -26,11 +26,11 @@ class Attention(TritonOp):
         q, k, v = (a if a.dtype == torch.float32 else contiguous(a, "Attention") for a in (q, k, v))
         o, stats = kernels.attention_forward(q, k, v, causal)
         self.causal = bool(causal)
-        # stats: each query row's max score and log-sum
-        self.save_for_backward(q=q, k=k, v=v, out=o, stats=stats)
+        # stats: each query row's max score and log-sum (backward needs no o: see its delta kernel)
+        self.save_for_backward(q=q, k=k, v=v, stats=stats)
         return o
 
     def backward(self, grad: Any) -> tuple[Any, Any, Any]:
-        """dq, dk and dv by the backward kernels, from the saved output and row statistics."""
-        q, k, v, o, stats = self.saved
-        return kernels.attention_backward(q, k, v, o, stats, grad, self.causal)
+        """dq, dk and dv by the backward kernels, from the saved inputs and row statistics."""
+        q, k, v, stats = self.saved
+        return kernels.attention_backward(q, k, v, stats, grad, self.causal)
