@@ -94,6 +94,20 @@ def attn_fwd_kernel(Q, K, V, OUT, ROWMAX, LOGSUM, T, S, D, DV, scale,
 
 
 @triton.jit
+def probs_and_dp(q, k, v, do, m, log_l, rows, cols, rmask, S, scale, CAUSAL: tl.constexpr,
+                 PRECISION: tl.constexpr):
+    """For a block of query rows and one of keys: the probabilities p, recomputed from the saved
+    m and log l, and dp = dO vᵀ. One function for the delta and dQ kernels, so that each computes
+    both alike, bit for bit: delta's sum(p * dp) then cancels exactly against dQ's dp."""
+    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
+    valid = rmask[:, None] & (cols < S)[None, :]
+    if CAUSAL:
+        valid = valid & (cols[None, :] <= rows[:, None])
+    p = tl.exp((tl.where(valid, s, MASKED) - m[:, None]) - log_l[:, None])
+    return p, tl.dot(do, tl.trans(v), input_precision=PRECISION)
+
+
+@triton.jit
 def attn_bwd_delta_kernel(Q, K, V, DO, ROWMAX, LOGSUM, DELTA, T, S, D, DV, scale,
                           sqb, sqt, sqd, skb, skt, skd, svb, svt, svd, sdb, sdt, sdd,
                           CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
@@ -129,12 +143,7 @@ def attn_bwd_delta_kernel(Q, K, V, DO, ROWMAX, LOGSUM, DELTA, T, S, D, DV, scale
                     mask=(cols < S)[:, None] & dmask[None, :], other=0.0)
         v = tl.load(V + b * svb + cols[:, None] * svt + offs_dv[None, :] * svd,
                     mask=(cols < S)[:, None] & dvmask[None, :], other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
-        valid = rmask[:, None] & (cols < S)[None, :]
-        if CAUSAL:
-            valid = valid & (cols[None, :] <= rows[:, None])
-        p = tl.exp((tl.where(valid, s, MASKED) - m[:, None]) - log_l[:, None])
-        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        p, dp = probs_and_dp(q, k, v, do, m, log_l, rows, cols, rmask, S, scale, CAUSAL, PRECISION)
         delta += tl.sum(p * dp, axis=1)
     tl.store(DELTA + b * T + rows, delta, mask=rmask)
 
@@ -219,12 +228,7 @@ def attn_bwd_dq_kernel(Q, K, V, DO, ROWMAX, LOGSUM, DELTA, DQ, T, S, D, DV, scal
         k = tl.load(K + b * skb + cols[:, None] * skt + offs_d[None, :] * skd, mask=kv_mask, other=0.0)
         v = tl.load(V + b * svb + cols[:, None] * svt + offs_dv[None, :] * svd,
                     mask=(cols < S)[:, None] & dvmask[None, :], other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
-        valid = rmask[:, None] & (cols < S)[None, :]
-        if CAUSAL:
-            valid = valid & (cols[None, :] <= rows[:, None])
-        p = tl.exp((tl.where(valid, s, MASKED) - m[:, None]) - log_l[:, None])
-        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        p, dp = probs_and_dp(q, k, v, do, m, log_l, rows, cols, rmask, S, scale, CAUSAL, PRECISION)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds, k, input_precision=PRECISION)
     tl.store(DQ + b * T * D + rows[:, None] * D + offs_d[None, :], dq * scale, mask=q_mask)
