@@ -129,15 +129,9 @@ def _layout(x: Any, out_shape: tuple[int, ...]) -> tuple[int, list[int]]:
     return STRIDED, broadcast_strides(x.shape, x.stride(), out_shape)
 
 
-def _padding(name: str, doing: str, shape: tuple[int, ...], dims: list[int]) -> int:
-    """How many leading size-1 dims make the collapsed `dims` six, the kernels' index depth;
-    ValueError naming `name` when they are more."""
-    if len(dims) > MAX_DIMS:
-        raise ValueError(
-            f"{name}: the triton backend {doing} through at most {MAX_DIMS} dimensions, and this one "
-            f"(shape {tuple(shape)}) needs {len(dims)}; reshape the tensors to fewer dimensions (the "
-            "numpy backend has no such limit)"
-        )
+def _padding(dims: list[int]) -> int:
+    """How many leading size-1 dims make the collapsed `dims` six, the kernels' index depth (the
+    callers split deeper arrays along their first axis first)."""
     return MAX_DIMS - len(dims)
 
 
@@ -168,7 +162,12 @@ def elementwise(op: int, a: Any, b: Any = None, name: str = "elementwise",
     (a_mode, sa), (b_mode, sb) = _layout(a, out_shape), _layout(b, out_shape)
     strided = [s for m, s in ((a_mode, sa), (b_mode, sb)) if m == STRIDED]
     dims, collapsed = collapse(out_shape, *strided) if strided else ([n], [])
-    pad = _padding(name, "reads a strided or broadcast operand", out_shape, dims)
+    if len(dims) > MAX_DIMS:  # deeper than the kernel's index: a launch per index of the first axis
+        for i in range(out_shape[0]):
+            elementwise(op, _index(a, i, len(out_shape)), _index(b, i, len(out_shape)), name=name,
+                        out_shape=out_shape[1:], out=out[i])
+        return out
+    pad = _padding(dims)
     sizes = [1] * pad + dims
     it = iter(collapsed)
     sa = [0] * pad + next(it) if a_mode == STRIDED else [0] * MAX_DIMS
@@ -199,6 +198,14 @@ def _store_strided_kernel(dst_ptr, src_ptr, n, s1, s2, s3, s4, s5, st0, st1, st2
     tl.store(dst_ptr + _strided_offset(offs, s1, s2, s3, s4, s5, st0, st1, st2, st3, st4, st5), x, mask=mask)
 
 
+def _index(x: Any, i: int, ndim: int) -> Any:
+    """Operand x's part for index i of an `ndim`-dimensional output's first axis: a number, an
+    operand broadcast along that axis (fewer dimensions, or size 1 there) or x[i]."""
+    if not isinstance(x, torch.Tensor) or x.dim() < ndim:
+        return x
+    return x[0] if x.shape[0] == 1 else x[i]
+
+
 def copy_into(dst: torch.Tensor, src: torch.Tensor, name: str = "copy_into") -> None:
     """Write `src` (made dense float32 first, if it is not) into `dst`, a strided view of the same
     shape (a Slice's place in its input's gradient, a Concat input's part of the output); no two
@@ -210,7 +217,11 @@ def copy_into(dst: torch.Tensor, src: torch.Tensor, name: str = "copy_into") -> 
     if n == 0:
         return
     dims, (strides,) = collapse(tuple(dst.shape), dst.stride())
-    pad = _padding(name, "writes a strided view", tuple(dst.shape), dims)
+    if len(dims) > MAX_DIMS:  # deeper than the kernel's index: a launch per index of the first axis
+        for i in range(dst.shape[0]):
+            copy_into(dst[i], src[i], name=name)
+        return
+    pad = _padding(dims)
     sizes, strides = [1] * pad + dims, [0] * pad + strides
     block = runtime.block(1024, 1 << 16)
     with runtime.quiet():
