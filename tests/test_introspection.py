@@ -365,7 +365,7 @@ SAVED_FLOATS: dict[str, dict[str, Callable[[dict[str, int]], tuple[int, int]]]] 
         "BatchNorm": lambda d: (d["N"] * d["C"] + 3 * d["C"], 2 * d["C"]),
         "BatchNorm-eval": lambda d: (d["N"] * d["C"] + 3 * d["C"], 2 * d["C"]),
         "LayerNorm": lambda d: (d["N"] * d["C"] + d["C"] + 2 * d["N"], 2 * d["N"]),
-        "Attention": lambda d: (2 * d["B"] * d["T"] * d["D"] + 2 * d["B"] * d["S"] * d["D"]
+        "Attention": lambda d: (d["B"] * d["T"] * d["D"] + 2 * d["B"] * d["S"] * d["D"]
                                 + 2 * d["B"] * d["T"], 2 * d["B"] * d["T"]),
         **MUL,
     },
