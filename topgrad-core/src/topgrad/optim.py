@@ -75,9 +75,6 @@ class _Params(list[Tensor]):
     __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
 
 
-_ATTRIBUTES = ("params", "state")
-"""What an optimizer holds besides its settings (and private fields)."""
-
 _SETTINGS_ELSEWHERE = {"momentum": "SGD", "nesterov": "SGD", "dampening": "SGD", "betas": "Adam and AdamW",
                        "eps": "Adam and AdamW", "learning_rate": "lr"}
 """Settings of another optimizer (or another spelling): set on this one they would do nothing."""
