@@ -474,8 +474,12 @@ def test_a_broken_plugin_of_the_name_asked_is_named_over_a_near_name(install: Ca
     with pytest.warns(RuntimeWarning, match="toy_dependency"), pytest.raises(
             BackendUnavailableError,
             match=r"^backend 'toy' cannot load: plugin 'toy', installed, was skipped: ImportError: No module "
-                  r"named 'toy_dependency' \(a plugin module must be cheap to import"):
+                  r"named 'toy_dependency'$"):
         topgrad.set_backend("toy")
+    install(FakeEntryPoint("torchy", error=ModuleNotFoundError("No module named 'torch'", name="torch")))
+    with pytest.warns(RuntimeWarning, match=r"No module named 'torch' \(a plugin module must be cheap to "
+                      r"import: import heavy packages inside the backend's load target"):
+        topgrad.available_backends()
 
 
 def test_a_plugin_module_that_imports_a_heavy_package_is_warned_about(install: Callable[..., None]) -> None:

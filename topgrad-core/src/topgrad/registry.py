@@ -79,8 +79,8 @@ def _build_manager() -> None:
             manager.register(plugin, name=name)
         except Exception as exc:  # a broken plugin must not break the others
             hook, why = _wrong_arguments(plugin) or (None, f"{type(exc).__name__}: {exc}")
-            if isinstance(exc, ImportError):
-                why += f" ({_CHEAP})"
+            if isinstance(exc, ImportError) and (exc.name or "").split(".")[0] in HEAVY_MODULES:
+                why += f" ({_CHEAP})"  # torch missing where it needs none: it imported it too early
             _skipped[name] = why
             warn(f"topgrad: plugin {name!r} ({ep.value}) failed to load and is skipped: {why}", hook, exc,
                  plugin)
