@@ -7,7 +7,9 @@ command line that cannot be taken; everything that fails once the run has starte
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -100,21 +102,29 @@ class _Version(argparse.Action):
     """--version: the package metadata is read only when asked for, not on every start."""
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
-        import sys
-
         if sys.stdout is None:  # `>&-`: nowhere to print it
             parser.exit(EXIT_FAILURE, "topgrad-train: error: stdout is closed; nowhere to print the "
                         "versions\n")
         try:  # on stdout, as argparse's own version action prints
             print(_versions(), flush=True)
         except BrokenPipeError:  # `| head -c0`: the reader left, as for the training's output
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            stdout_to_devnull()
             parser.exit(EXIT_OUTPUT_CLOSED)
         except OSError as exc:  # a full disk, /dev/full
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            stdout_to_devnull()
             parser.exit(EXIT_FAILURE, f"topgrad-train: error: cannot print the versions: "
                                       f"{exc.strerror or exc}\n")
         parser.exit()
+
+
+def stdout_to_devnull() -> None:
+    """Point stdout's file descriptor at devnull after a write to it failed, so that Python's
+    flush at exit does not fail a second time (with a traceback)."""
+    if sys.stdout is not None:  # None: no stdout at all (`>&-`), nothing to flush
+        with contextlib.suppress(OSError, ValueError):  # a stdout without a file descriptor (captured)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
 
 
 def _versions() -> str:

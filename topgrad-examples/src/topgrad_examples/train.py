@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -28,7 +27,7 @@ import numpy as np
 import topgrad
 
 from topgrad_examples import checkpoint
-from topgrad_examples.cli import EXIT_FAILURE, EXIT_OK, EXIT_OUTPUT_CLOSED, parse_args
+from topgrad_examples.cli import EXIT_FAILURE, EXIT_OK, EXIT_OUTPUT_CLOSED, parse_args, stdout_to_devnull
 from topgrad_examples.data import (
     BUNDLED,
     Dataset,
@@ -438,11 +437,7 @@ def _output_closed(exc: Exception) -> int:
     """After stdout's reader exited, or stdout could not be written: say so on stderr (if it is
     still open) and return 141, a shell's status for SIGPIPE (1 for a failed write). stdout goes
     to devnull so that Python's exit flush stays quiet."""
-    if sys.stdout is not None:  # None: no stdout at all (`>&-`), nothing to flush
-        with contextlib.suppress(OSError, ValueError):  # a stdout without a file descriptor (captured)
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
+    stdout_to_devnull()
     if isinstance(exc, OutputClosedError):
         what, status = str(exc), exc.status
     elif isinstance(exc, _OutputFailedError):
