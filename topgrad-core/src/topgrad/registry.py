@@ -277,6 +277,9 @@ def _load(name: str) -> Backend:
     """Load backend `name` (under the registry's lock): its plugin's spec, instantiated, with the
     plugins' ops merged into its table."""
     offers = _offers()
+    if name not in offers and name in _skipped:  # installed, but its plugin could not load: unusable
+        raise BackendUnavailableError(f"backend {name!r} cannot load: plugin {name!r}, installed, was "
+                                      f"skipped: {_skipped[name]}")
     if name not in offers:
         near = [n for n in offers if n.lower() == name.lower()]  # a name in another case, or a typo
         near = near or difflib.get_close_matches(name, list(offers), n=1)
@@ -286,7 +289,7 @@ def _load(name: str) -> Backend:
         if folder:
             hint += f" (from the package folder here: pip install {folder})"  # in a clone of Topgrad
         hints = [hint]
-        if _skipped and (not near or name in _skipped):  # a plugin that failed may be the one meant
+        if _skipped and not near:  # a plugin that failed may be the one meant
             skipped = "Plugins were skipped (see the warnings): " + "; ".join(
                 f"{plugin!r}: {why}" for plugin, why in _skipped.items())
             # one named like the backend is the one meant, and installing anything would not help
@@ -297,9 +300,6 @@ def _load(name: str) -> Backend:
                       for plugin, answer in _offered_none.items()]
             hints = [h for h in hints if "check the name its topgrad_backends" not in h] or hints
         joined = ". ".join(h.rstrip(".") for h in hints)
-        if name in _skipped:  # installed, but its plugin could not load: unusable here, not unknown
-            raise BackendUnavailableError(f"backend {name!r} cannot load: plugin {name!r}, installed, was "
-                                          f"skipped: {_skipped[name]}")
         raise BackendNotFoundError(f"no backend named {name!r}; installed: {_describe(offers)}. {joined}")
     if len(offers[name]) > 1:
         raise BackendConflictError(_conflict(name, [owner for owner, _ in offers[name]]))
