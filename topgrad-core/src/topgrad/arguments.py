@@ -155,6 +155,25 @@ def dates_are_not_numbers(backend: str, dtype: str) -> TypeError:
                      "seconds as floats")
 
 
+def refuse_non_numbers(backend: str, data: Any, probe: Any = None) -> None:
+    """Every backend's TypeError for what numpy would silently turn into numbers: text (parsed),
+    dates and time spans (counted), an object array and None in a list (NaN). `data` is what the
+    user gave; `probe`, for a (nested) list or tuple, numpy's reading of it (where only None among
+    objects is refused: asarray says what is wrong with the rest)."""
+    array = data if probe is None else probe
+    dtype = getattr(array, "dtype", None)
+    kind = getattr(dtype, "kind", None)  # numpy's; a torch dtype has none
+    if kind in ("U", "S"):
+        example = None if probe is None else probe.reshape(-1)[0].item()
+        raise text_is_not_numbers(backend, data, str(dtype), example)
+    if kind in ("M", "m"):
+        raise dates_are_not_numbers(backend, str(dtype))
+    if kind == "O" and probe is None:
+        raise objects_are_not_numbers(backend)
+    if kind == "O" and any(v is None for v in probe.reshape(-1)):
+        raise none_is_not_numbers(backend, data)
+
+
 def is_bool(value: Any) -> bool:
     """A bool (Python's or numpy's) or an array of bools (numpy's, torch's): a mask."""
     if value is True or value is False:

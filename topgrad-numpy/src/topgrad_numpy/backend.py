@@ -8,12 +8,7 @@ from typing import Any
 
 import numpy as np
 import topgrad
-from topgrad.arguments import (
-    dates_are_not_numbers,
-    none_is_not_numbers,
-    objects_are_not_numbers,
-    text_is_not_numbers,
-)
+from topgrad.arguments import refuse_non_numbers
 
 from topgrad_numpy import ops as _ops
 from topgrad_numpy.ops._util import BLOCK_ELEMENTS, quiet
@@ -61,12 +56,7 @@ def _without_text(data: list[Any] | tuple[Any, ...]) -> Any:
         probe = np.asarray(data)
     except Exception:  # ragged, or Tensors that require grad: asarray says what
         return data
-    if probe.dtype.kind in "US":
-        raise text_is_not_numbers("numpy", data, str(probe.dtype), probe.reshape(-1)[0].item())
-    if probe.dtype.kind in "Mm":
-        raise dates_are_not_numbers("numpy", str(probe.dtype))
-    if probe.dtype.kind == "O" and any(v is None for v in probe.reshape(-1)):
-        raise none_is_not_numbers("numpy", data)
+    refuse_non_numbers("numpy", data, probe)
     return probe if probe.dtype.kind in "fb" else data
 
 
@@ -134,13 +124,7 @@ class NumpyBackend(topgrad.Backend):
             obj = obj.detach().cpu()
         elif isinstance(obj, (list, tuple)):  # numpy would parse text in it too: look at what it holds
             obj = _without_text(obj)
-        kind = getattr(getattr(obj, "dtype", None), "kind", None)
-        if kind == "O":
-            raise objects_are_not_numbers("numpy")
-        if kind in ("U", "S"):  # numpy would parse the text; PyTorch refuses it
-            raise text_is_not_numbers("numpy", obj, str(obj.dtype))
-        if kind in ("M", "m"):  # numpy would read the counts of the unit; PyTorch refuses them
-            raise dates_are_not_numbers("numpy", str(obj.dtype))
+        refuse_non_numbers("numpy", obj)  # numpy would parse text, count dates, make None NaN
         self.refuse_complex(obj)
         try:
             return np.asarray(obj, dtype=dt)

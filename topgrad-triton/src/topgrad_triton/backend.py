@@ -12,12 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import topgrad
-from topgrad.arguments import (
-    dates_are_not_numbers,
-    none_is_not_numbers,
-    objects_are_not_numbers,
-    text_is_not_numbers,
-)
+from topgrad.arguments import refuse_non_numbers
 
 from topgrad_triton import runtime
 from topgrad_triton.shapes import collapse, distinct_elements
@@ -59,23 +54,14 @@ def _refuse_non_numbers(obj: Any) -> None:
     None in a list and object arrays, which numpy would make NaN, and dates, which it would count."""
     import numpy as np
 
-    if isinstance(obj, (list, tuple)):
-        try:
-            probe = np.asarray(obj)
-        except Exception:  # ragged, or Tensors that require grad: the conversion says what
-            return
-        if probe.dtype.kind in "US":
-            raise text_is_not_numbers("triton", obj, str(probe.dtype), probe.reshape(-1)[0].item())
-        if probe.dtype.kind in "Mm":
-            raise dates_are_not_numbers("triton", str(probe.dtype))
-        if probe.dtype.kind == "O" and any(v is None for v in probe.reshape(-1)):
-            raise none_is_not_numbers("triton", obj)
-    elif getattr(getattr(obj, "dtype", None), "kind", None) in ("U", "S"):
-        raise text_is_not_numbers("triton", obj, str(obj.dtype))
-    elif getattr(getattr(obj, "dtype", None), "kind", None) == "O":  # as the numpy backend refuses them
-        raise objects_are_not_numbers("triton")
-    elif getattr(getattr(obj, "dtype", None), "kind", None) in ("M", "m"):  # counts of a unit, not numbers
-        raise dates_are_not_numbers("triton", str(obj.dtype))
+    if not isinstance(obj, (list, tuple)):
+        refuse_non_numbers("triton", obj)
+        return
+    try:
+        probe = np.asarray(obj)
+    except Exception:  # ragged, or Tensors that require grad: the conversion says what
+        return
+    refuse_non_numbers("triton", obj, probe)
 
 
 def _from_tensors(obj: Any, torch: Any, exc: Exception) -> Any:
