@@ -264,6 +264,17 @@ def test_missing_backend(install: Callable[..., None], call: Callable[[str], Bac
     assert "pip install topgrad-gamma" in message
 
 
+def _distributions(monkeypatch: pytest.MonkeyPatch, dists: dict[str, SimpleNamespace]) -> None:
+    """These fake distributions are what importlib.metadata finds installed (by name), and no other."""
+
+    def distribution(name: str) -> SimpleNamespace:
+        if name not in dists:
+            raise registry.PackageNotFoundError(name)
+        return dists[name]
+
+    monkeypatch.setattr(registry, "distribution", distribution)
+
+
 def test_selecting_a_plugin_that_only_adds_ops_says_so(
     install: Callable[..., None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -272,14 +283,7 @@ def test_selecting_a_plugin_that_only_adds_ops_says_so(
     ops_only = _ops_plugin("softplus", "alpha", {"Square": Square})
     install(plugin("plug", spec("alpha")), ops_only)
     ours = SimpleNamespace(group="topgrad", name="softplus", value=ops_only.value)
-    dist = SimpleNamespace(entry_points=[ours])
-
-    def distribution(name: str) -> SimpleNamespace:
-        if name != "topgrad-softplus":
-            raise registry.PackageNotFoundError(name)
-        return dist
-
-    monkeypatch.setattr(registry, "distribution", distribution)
+    _distributions(monkeypatch, {"topgrad-softplus": SimpleNamespace(entry_points=[ours])})
     with pytest.raises(BackendNotFoundError, match=re.escape(
             "topgrad-softplus is installed and registers 'softplus' in the 'topgrad' entry-point group, but "
             "offers no backend named 'softplus': it offers no backend at all, only ops for other backends "
@@ -319,16 +323,9 @@ def test_an_installed_package_whose_entry_point_is_elsewhere_is_named(
     install(plugin("plug", spec("alpha")))
     entry = SimpleNamespace(group="topgrad.backends", name="gamma")
     ours = SimpleNamespace(group="topgrad", name="eps_plugin")
-    dists = {"topgrad-gamma": SimpleNamespace(entry_points=[entry]),
-             "topgrad-delta": SimpleNamespace(entry_points=[]),
-             "topgrad-eps": SimpleNamespace(entry_points=[ours])}
-
-    def distribution(name: str) -> SimpleNamespace:
-        if name not in dists:
-            raise registry.PackageNotFoundError(name)
-        return dists[name]
-
-    monkeypatch.setattr(registry, "distribution", distribution)
+    _distributions(monkeypatch, {"topgrad-gamma": SimpleNamespace(entry_points=[entry]),
+                                 "topgrad-delta": SimpleNamespace(entry_points=[]),
+                                 "topgrad-eps": SimpleNamespace(entry_points=[ours])})
     with pytest.raises(BackendNotFoundError) as info:
         topgrad.load_backend("gamma")
     assert str(info.value).endswith(
