@@ -298,7 +298,7 @@ def _load(name: str) -> Backend:
             hints += [f"Plugin {plugin!r} offers no backend: its topgrad_backends() returned {answer} "
                       f"({_NO_RETURN if answer == 'None' else _EMPTY_LIST})"
                       for plugin, answer in _offered_none.items()]
-            hints = [h for h in hints if "check the name its topgrad_backends" not in h] or hints
+            hints = [h for h in hints if not h.endswith(_CHECK_THE_NAME)] or hints
         joined = ". ".join(h.rstrip(".") for h in hints)
         raise BackendNotFoundError(f"no backend named {name!r}; installed: {_describe(offers)}. {joined}")
     if len(offers[name]) > 1:
@@ -362,6 +362,11 @@ def _removal(owner: str) -> str:
     return f"pip uninstall {dist}" if dist else f"uninstall the package that provides {ep.value}"
 
 
+_CHECK_THE_NAME = "check the name its topgrad_backends hook gives its BackendSpec"
+"""The hint where a plugin is installed under the backend's name yet offers another name; dropped
+where that plugin's hook returned nothing, which says more."""
+
+
 def _installed_without_entry_point(dist_name: str, name: str) -> str:
     """When the distribution `dist_name` is installed yet offers no backend `name`, why (its plugin
     names the backend otherwise, sits in another entry-point group, or there is none), since
@@ -382,7 +387,7 @@ def _installed_without_entry_point(dist_name: str, name: str) -> str:
         if plugins and not any(hasattr(p, "topgrad_backends") for p in plugins):
             return (f"{found}: it offers no backend at all, only ops for other backends (topgrad_ops); "
                     "select the backend it adds ops to")
-        return f"{found}: check the name its topgrad_backends hook gives its BackendSpec"
+        return f"{found}: {_CHECK_THE_NAME}"
     if not groups:  # not a plugin at all (topgrad-examples), or one that declares nothing
         return (f"{dist_name} is installed, but registers no plugin in the {ENTRY_POINT_GROUP!r} "
                 "entry-point group: it is not a backend package, or its pyproject.toml lacks "

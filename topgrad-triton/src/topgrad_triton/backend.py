@@ -49,7 +49,7 @@ def _names_float32(dtype: Any) -> bool:
 
 
 def _refuse_non_numbers(obj: Any) -> None:
-    """The numpy backend's TypeError for text where numbers belong: an array of text, or a (nested)
+    """A TypeError, as the numpy backend's, for text where numbers belong: an array of text, or a (nested)
     list or tuple holding text, which numpy would parse into numbers (PyTorch refuses it); likewise
     None in a list and object arrays, which numpy would make NaN, and dates, which it would count."""
     import numpy as np
