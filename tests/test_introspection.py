@@ -1071,6 +1071,29 @@ def test_an_observer_must_subclass_observer() -> None:
         pass
 
 
+def test_an_observer_leaving_does_not_hide_an_op_from_the_others() -> None:
+    """Unregistering shifted the live list under a loop walking it: the observer after the one
+    that left (another thread leaving its profile() block) missed that op, so anomaly mode could
+    let a NaN through. Here the first observer leaves inside its own hook, the same shift."""
+    from topgrad.observe import Observer, observing, unregister
+
+    class LeavesAtOnce(Observer):
+        def before_forward(self, op: Op, args: tuple, params: dict) -> None:
+            unregister(self)
+
+    class Counts(Observer):
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        def before_forward(self, op: Op, args: tuple, params: dict) -> None:
+            self.seen.append(type(op).__name__)
+
+    counts = Counts()
+    with observing(LeavesAtOnce()), observing(counts):
+        Tensor([1.0, 2.0]).relu()
+    assert counts.seen == ["ReLU"]
+
+
 # ---- the inspection tools on unusual graphs (an audit's findings) -------------------------------
 def test_the_total_counts_a_live_buffers_saved_views_once() -> None:
     """x and x.reshape(...) saved by two Muls were two 'distinct' regions of x's buffer: the total

@@ -1,18 +1,31 @@
 """Observers: objects that watch every op run, forward and backward (profiler, tracer, anomaly mode).
 
-An observer is registered in `Op._observers`; while that list is empty `Op.apply` and the
+An observer is registered in `Op._observers`; while that tuple is empty `Op.apply` and the
 backward engine take their short path, so watching costs nothing when nobody watches.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
 from topgrad.op import Op
 
 _O = TypeVar("_O", bound="Observer")
+_changing = threading.Lock()  # two threads entering or leaving blocks at once each keep their change
+
+
+def _new_lock_after_fork() -> None:
+    """A forked child starts with a new lock: one another thread held at the fork stays held."""
+    global _changing
+    _changing = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 class Observer:
@@ -35,16 +48,18 @@ def register(observer: Observer) -> None:
     if not isinstance(observer, Observer):
         raise TypeError(f"observers subclass topgrad.observe.Observer (it gives the hooks you do not "
                         f"override), got {type(observer).__name__}")
-    Op._observers.append(observer)
+    with _changing:
+        Op._observers = (*Op._observers, observer)
 
 
 def unregister(observer: Observer) -> None:
-    """Stop watching ops with `observer` (no error if it was not registered)."""
-    # Remove by identity: an observer may define __eq__.
-    for i, registered in enumerate(Op._observers):
-        if registered is observer:
-            del Op._observers[i]
-            return
+    """Stop watching ops with `observer` (no error if it was not registered). A new tuple replaces
+    the old, never edited in place: an op running in another thread keeps its whole snapshot."""
+    with _changing:
+        for i, registered in enumerate(Op._observers):
+            if registered is observer:  # by identity: an observer may define __eq__
+                Op._observers = Op._observers[:i] + Op._observers[i + 1:]
+                return
 
 
 @contextlib.contextmanager

@@ -47,9 +47,10 @@ class Op:
     """True while the engine runs this op's backward: it releases the saved arrays right after, so
     backward may write into them (numpy's BatchNorm and LayerNorm write dL/dx over x - mean). A
     backward called by hand sees False and must leave them as they were: the engine's runs later."""
-    # Observers (profiler, tracer, anomaly detector) registered by topgrad's tools.
-    # Empty in normal runs, so `apply` and backward take their short path.
-    _observers: ClassVar[list[Any]] = []
+    # Observers (profiler, tracer, anomaly detector) registered by topgrad's tools: a tuple,
+    # replaced whole on each change, so a reader's snapshot never shifts under it while another
+    # thread leaves its block. Empty in normal runs, so `apply` and backward take their short path.
+    _observers: ClassVar[tuple[Any, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Where the class is written, refuse what `apply` cannot run (PyTorch's Function shapes)."""
@@ -157,10 +158,10 @@ class Op:
 
 def _apply_observed(cls: type[Op], args: tuple[Any, ...], params: dict[str, Any]) -> Tensor:
     """The slow path of `apply`, taken only while an observer is registered."""
-    op = cls()
+    op, observers = cls(), cls._observers  # one snapshot: each hook pair goes to the same observers
     if _tensor._grad_mode.enabled:
         _set_parents(op, args)
-    for obs in cls._observers:
+    for obs in observers:
         obs.before_forward(op, args, params)
     start = time.perf_counter()
     try:
@@ -170,7 +171,7 @@ def _apply_observed(cls: type[Op], args: tuple[Any, ...], params: dict[str, Any]
         raise
     seconds = time.perf_counter() - start
     result = _link(op, args, out) if _tensor._grad_mode.enabled else _constant(op, out)
-    for obs in cls._observers:
+    for obs in observers:
         obs.after_forward(op, args, params, result, seconds)
     return result
 
@@ -282,7 +283,7 @@ def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
     detect_anomaly sees only well-formed gradients); used by the engine for every node."""
     if op._released:
         raise RuntimeError(_released_text(type(op).__name__))
-    observers = Op._observers  # the list itself: another thread may register one meanwhile
+    observers = Op._observers  # a snapshot: one registered meanwhile starts at the next op
     start = time.perf_counter() if observers else None
     op.saved_are_scratch = True  # the caller, the engine, releases them next
     try:
