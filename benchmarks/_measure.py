@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from topgrad.observe import Observer, observing
+
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 
 
@@ -82,7 +84,7 @@ def time_interleaved(tg: Callable[[], None], th: Callable[[], None], repeat: int
 
 
 # ---- FLOPs of the GEMM-like ops ---------------------------------------------------------------
-class FlopCounter:
+class FlopCounter(Observer):
     """An op observer summing the multiply-add FLOPs of Linear, Conv2d and Attention.
 
     Backward costs twice the forward (input and weight gradients), except that no input
@@ -104,9 +106,6 @@ class FlopCounter:
             return True
         return getattr(t, "_op", None) is not None or id(t) in self.params
 
-    def before_forward(self, op: Any, args: tuple[Any, ...], params: dict[str, Any]) -> None:
-        pass
-
     def after_forward(self, op: Any, args: tuple[Any, ...], params: dict[str, Any], result: Any,
                       seconds: float) -> None:
         kind = type(op).__name__
@@ -126,20 +125,11 @@ class FlopCounter:
         self.forward += fwd
         self.backward += fwd * (2 if self._needs_grad(args[0]) else 1)
 
-    def after_backward(self, op: Any, grad: Any, grads: Any, seconds: float) -> None:
-        pass
-
 
 def count_flops(fn: Callable[[], Any], params: set[int] | None = None) -> FlopCounter:
     """Run `fn` once (a Topgrad forward) with a FlopCounter attached to every op."""
-    from topgrad import Op
-
-    counter = FlopCounter(params)
-    Op._observers.append(counter)
-    try:
+    with observing(FlopCounter(params)) as counter:
         fn()
-    finally:
-        Op._observers.remove(counter)
     return counter
 
 
