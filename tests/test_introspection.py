@@ -6,6 +6,7 @@ The saved-memory formulas per backend are the table in docs/cost-table.md.
 
 from __future__ import annotations
 
+import importlib
 import io
 import math
 import os
@@ -797,6 +798,69 @@ def test_gradcheck_scales_atol_to_small_gradients(dtype: str | None) -> None:
     assert not result and result.worst.input == 0, str(result)
     # a user's own atol is kept as given
     assert topgrad.gradcheck(lambda t: _TinySquareTwiceAsSteep.apply(t), x, dtype=dtype, atol=1e-3)
+
+
+def test_gradcheck_sets_aside_only_the_gradients_a_backward_may_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The check remembered every trainable leaf its ops saw, the two it makes per element under
+    no_grad included: memory grew with the input's size squared (5,006 leaves for 50x50)."""
+    keeper = importlib.import_module("topgrad.gradcheck")._StateKeeper  # the module: topgrad.gradcheck
+    held: list[int] = []  # is the function
+    restore = keeper.restore
+    monkeypatch.setattr(keeper, "restore", lambda self: (held.append(len(self.grads)), restore(self)))
+    w = Tensor(rand((3,), 51))
+    assert topgrad.gradcheck(lambda t: (t * w).tanh(), rand((4, 3), 52))
+    assert held[0] <= 3, "w, and the check's leaves of its two backward passes (float64 test, analytic)"
+
+
+class _Nudged(Op):
+    """The identity, whose backward adds `nudge` to every element of its gradient (0 is right)."""
+
+    nudge = 0.0
+
+    def forward(self, x: Any) -> Any:
+        return topgrad.get_backend().copy(x)
+
+    def backward(self, grad: Any) -> tuple[Any]:
+        b = topgrad.get_backend()
+        return (b.add(grad, b.full(tuple(grad.shape), self.nudge)),)
+
+
+class _NudgedByAMillionth(_Nudged):
+    nudge = 1e-6
+
+
+def _centred_sum(op: type[Op]) -> Any:
+    """sum(u - mean(u)) of u = op(t): a gradient of 0, the sum of terms that cancel."""
+    def fn(t: Tensor) -> Tensor:
+        u = op.apply(t)
+        return (u - u.mean(axis=-1, keepdims=True)).sum()
+    return fn
+
+
+@pytest.mark.parametrize("dtype", ["float32", None])
+def test_gradcheck_passes_a_gradient_of_zero_made_of_cancelling_terms(dtype: str | None,
+                                                                     backend_name: str) -> None:
+    """A normalization summed has a gradient of 0 that rounding leaves as noise in both ways of
+    computing it: the noise set the scale atol shrinks to, and every element FAILED (BatchNorm,
+    LayerNorm); a shift-invariant input was INCONCLUSIVE at any eps (softmax). A second step
+    now tells noise from a gradient, as torch.autograd.gradcheck passes all three."""
+    x, c = np.random.default_rng(1).standard_normal((4, 5)), rand((4, 1), 44)  # an audit's inputs
+    g, b = np.ones(5), np.zeros(5)
+    for fn, args in ((lambda t, u, v: t.batchnorm(u, v).sum(), (x, g, b)),
+                     (lambda t, u, v: t.layernorm(u, v).mean(), (x, g, b)),
+                     (lambda t, u: (t + u).softmax(), (x, c))):
+        result = topgrad.gradcheck(fn, *args, dtype=dtype)
+        assert "gradient is 0 up to rounding" in result.note, str(result)
+    in_float64 = dtype is None and backend_name == "numpy"  # the backend that keeps float64
+    if in_float64:  # chosen although the output cancels to ~0
+        assert topgrad.gradcheck(lambda t: t.layernorm(None, None).sum(axis=-1), x).precision == "float64"
+    # a backward wrong by a millionth where the gradient is 0 is still caught
+    assert topgrad.gradcheck(_centred_sum(_Nudged), x, dtype=dtype)
+    if in_float64:
+        wrong = topgrad.gradcheck(_centred_sum(_NudgedByAMillionth), x, raise_on_failure=False)
+        assert wrong.failures == x.size, str(wrong)
 
 
 class _CubeWritingIntoGrad(Op):

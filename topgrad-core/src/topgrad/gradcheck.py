@@ -15,15 +15,19 @@ typical (root-mean-square) gradient: mistakes larger than it are caught. Where i
 (`INCONCLUSIVE`; a large output summed, large values) the check cannot tell a 25% error from
 rounding, so it fails as inconclusive instead of passing: a larger `eps` or float64 helps.
 Perturbations are applied to the float32 values, and the step actually taken is used.
+Where an input fails or is blurred, its differences are taken again at 4x the step (`PROBE`):
+noise shrinks there and a true gradient does not, so their disagreement joins the tolerance,
+and an input of noise alone has a gradient of 0 (the output's size underrates the rounding of
+terms that cancel, as in a normalization summed).
 The default atol scales down with each input's typical (RMS) gradient where that is below 1:
 a fixed 1e-3 passes any error in gradients of 1e-4 (the report shows the default; the worst
 element's line shows the tolerance it was held to). A backward that writes into its incoming
 gradient (the seed) fails the check by name.
 
-`fn` runs twice per input element, and in float64 six times more (the check that `fn` keeps
-float64). State it changes in the Tensors its ops receive (BatchNorm's
-running statistics in training mode, and the `.grad` of weights `fn` uses) is put back
-afterwards, so the model is left as it was.
+`fn` runs twice per input element (four times for an input probed so), and in float64 six times
+more (the check that `fn` keeps float64). State it changes in the Tensors its ops receive
+(BatchNorm's running statistics in training mode, and the `.grad` of weights `fn` uses) is put
+back afterwards, so the model is left as it was.
 
 The check's own arithmetic is plain Python, so core needs no numpy and any backend will do: values
 are read with `Backend.to_numpy(a).tolist()` and sent back with `Backend.asarray(nested list,
@@ -47,7 +51,7 @@ from typing import Any
 from topgrad.arrays import dtype_name
 from topgrad.observe import Observer, observing
 from topgrad.registry import get_backend
-from topgrad.tensor import Tensor, _updates, no_grad
+from topgrad.tensor import Tensor, _grad_mode, _updates, no_grad
 
 DEFAULTS = {  # precision -> (eps, atol, rtol)
     "float64": (1e-6, 1e-5, 1e-3),
@@ -58,6 +62,8 @@ DEFAULTS = {  # precision -> (eps, atol, rtol)
 MACHINE_EPS = {"float64": 2.0**-52, "float32": 2.0**-23}  # numpy's finfo(dtype).eps
 NOISE_FACTOR = 4.0  # float32 rounding of one forward pass, in units of eps * sum|r * y|
 INCONCLUSIVE = 0.25  # rounding allowance over the typical gradient beyond which nothing is shown
+PROBE = 4.0  # the second step, in steps, where an input fails or is blurred (see `_check`)
+SPREAD = 3.0  # what each element's tolerance gains, in units of its two differences' disagreement
 
 
 class GradcheckError(AssertionError):
@@ -258,16 +264,14 @@ def _check(
             return whole
         return _sum(rounding[k] * _max(abs(y_plus[k]), abs(y_minus[k])) for k in moved)
 
-    # Numeric: central differences, element by element, with each one's rounding allowance.
-    numeric: list[list[float]] = []
-    allowance: list[list[float]] = []
-    for i, x in enumerate(xs):
-        numeric.append([])
-        allowance.append([])
+    def central(i: int, h: float) -> tuple[list[float], list[float]]:
+        """Input i's numeric gradient at step h, element by element, with each one's allowance."""
+        numeric, allowance = [], []
+        x = xs[i]
         for j, value in enumerate(x.values):
             point = list(xs)
             plus, minus = list(x.values), list(x.values)
-            plus[j], minus[j] = value + eps, value - eps
+            plus[j], minus[j] = value + h, value - h
             if single:
                 plus[j], minus[j] = _float32([plus[j], minus[j]])
             step = plus[j] - minus[j]
@@ -275,23 +279,45 @@ def _check(
             y_plus = f(point)
             point[i] = _Grid(x.shape, minus)
             y_minus = f(point)
-            numeric[i].append(_divide(_sum(map(mul, r.values, map(sub, y_plus, y_minus))), step))
-            allowance[i].append(_divide(noise(y_plus, y_minus), step))
+            numeric.append(_divide(_sum(map(mul, r.values, map(sub, y_plus, y_minus))), step))
+            allowance.append(_divide(noise(y_plus, y_minus), step))
+        return numeric, allowance
+
+    # Numeric: central differences, element by element, with each one's rounding allowance.
+    numeric, allowance = map(list, zip(*[central(i, eps) for i in range(len(xs))])) if xs else ([], [])
 
     # Compare. Each input's typical gradient (the larger RMS of the two) scales the default atol
     # down where it is below 1: a fixed 1e-3 would pass any error in gradients of 1e-4.
+    # Where an input fails, or its allowance blurs its gradient, the rounding may be larger than
+    # the output's size says: a true gradient of 0 (a normalization's output summed) comes out of
+    # large terms that cancel. A second difference at 4x the step measures it: rounding noise
+    # shrinks 4x there while a true gradient stays, so their disagreement is added to each
+    # element's tolerance, and an input whose numeric gradient is all noise is one of 0 (each of
+    # its elements then allowed the input's typical disagreement).
     worst: Mismatch | None = None
     worst_ratio = -1.0
     failures = checked = 0
     blur = 0.0
+    zeros: list[str] = []
     for i, (x, a, n, allow) in enumerate(zip(xs, analytic, numeric, allowance)):
         typical = max(_rms(a.values), _rms(n))
         atol_i = atol * min(1.0, typical) if scaled_atol and typical > 0 else atol
-        if typical > 0 and allow:
-            blur = max(blur, _max(*allow) / typical)
+        spread = [0.0] * len(n)
+        if n and (_blur(allow, typical) > INCONCLUSIVE or _failing(a.values, n, allow, atol_i, rtol)):
+            wide, _ = central(i, PROBE * eps)
+            diffs = [abs(p - q) for p, q in zip(n, wide)]
+            sigma = _rms(diffs)
+            spread = [SPREAD * d for d in diffs]
+            if sigma >= 0.5 * _rms(n):  # the numeric gradient is noise: a gradient of 0
+                typical = 0.0
+                spread = [SPREAD * _max(d, sigma) for d in diffs]  # one element's d may be small by chance
+                zeros.append(f"input {i}'s gradient is 0 up to rounding (numeric {_rms(n):.2g} rms, "
+                             f"{sigma:.2g} apart at step {eps:g} and {PROBE * eps:g})" if sigma else
+                             f"input {i}'s numeric gradient is exactly 0")
+        blur = max(blur, _blur(allow, typical))
         ratio, tolerances = [], []
-        for ak, nk, allow_k in zip(a.values, n, allow):
-            err, tolerance = abs(ak - nk), atol_i + rtol * abs(nk) + allow_k
+        for ak, nk, allow_k, spread_k in zip(a.values, n, allow, spread):
+            err, tolerance = abs(ak - nk), atol_i + rtol * abs(nk) + allow_k + spread_k
             q = 0.0 if err == 0 else _divide(err, tolerance)
             ratio.append(math.inf if math.isnan(q) else q)  # NaN counts as a failure
             tolerances.append(tolerance)
@@ -302,6 +328,7 @@ def _check(
             k = ratio.index(worst_ratio)
             worst = Mismatch(i, _unravel(k, x.shape), a.values[k], n[k], tolerances[k])
     ok = bool(failures == 0 and blur <= INCONCLUSIVE and not violation)
+    note = "; ".join(filter(None, [note, *zeros]))
     if failures == 0 and not ok and not violation:
         wider = ", or a backend that keeps float64" if precision == "float32" else ""
         note = "; ".join(filter(None, [note, (
@@ -455,6 +482,17 @@ def _unravel(k: int, shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(reversed(index))
 
 
+def _blur(allowance: list[float], typical: float) -> float:
+    """An input's largest rounding allowance over its typical gradient (0 where either is 0)."""
+    return _max(*allowance) / typical if typical > 0 and allowance else 0.0
+
+
+def _failing(analytic: list[float], numeric: list[float], allowance: list[float], atol: float,
+             rtol: float) -> bool:
+    """Whether any element is beyond atol + rtol * |numeric| + its allowance (NaN included)."""
+    return not all(abs(a - n) <= atol + rtol * abs(n) + k for a, n, k in zip(analytic, numeric, allowance))
+
+
 def _rms(values: list[float]) -> float:
     return math.sqrt(_sum(v * v for v in values) / len(values)) if values else 0.0
 
@@ -478,7 +516,9 @@ class _StateKeeper(Observer):
         trainable leaves' gradients aside."""
         if threading.get_ident() != self.thread:
             return
-        for a in args:
+        # Only where backward may follow: the perturbed passes run under no_grad, and remembering
+        # the two leaves each of them makes per element held memory growing with size squared.
+        for a in args if _grad_mode.enabled else ():
             if isinstance(a, Tensor) and a._op is None and a._requires_grad and id(a) not in self.grads:
                 with _updates.lock:
                     self.grads[id(a)] = (a, a._grad, _updates.grads.get(a))
@@ -529,7 +569,8 @@ def _precision(fn: Callable[..., Tensor], xs: list[_Grid], backend: Any) -> tupl
 
     Float64 dtypes are not enough: a backend may store float64 and compute in float32. So a
     directional derivative is also taken with steps 1e-4 and 1e-6: in float64 both agree to
-    about 1e-8, while float32 arithmetic makes the small step's one wrong by percents.
+    about 1e-8 of the values computed, while float32 arithmetic makes the small step's one wrong
+    by percents.
     """
     fallback = f"backend {backend.name!r} {{}}; checked in float32 with looser tolerances"
 
@@ -555,7 +596,11 @@ def _precision(fn: Callable[..., Tensor], xs: list[_Grid], backend: Any) -> tupl
                              for x, ds in zip(xs, directions)])
                 return _sum(k * v for k, v in zip(r, _read(backend.to_numpy(y.data)).values))
 
-            scale = _sum(abs(k * v) for k, v in zip(r, _read(backend.to_numpy(out.data)).values))
+            # the size of what fn computes: its output's, or its inputs' where the output cancels
+            # to near 0 (a normalization summed), whose derivative is then float64's noise alone
+            largest = _max(0.0, *[abs(v) for x in xs for v in x.values])
+            scale = _sum(abs(k * v) for k, v in zip(r, _read(backend.to_numpy(out.data)).values)) \
+                + _sum(map(abs, r)) * largest
             d4 = (f(1e-4) - f(-1e-4)) / 2e-4
             d6 = (f(1e-6) - f(-1e-6)) / 2e-6
     except Exception as exc:  # the backend has no float64 (or an op refuses it)
