@@ -1064,6 +1064,31 @@ def test_anomaly_counts_the_nan_and_inf_of_the_data() -> None:
     assert "input 0 already contained NaN/Inf" in str(info.value)
 
 
+def test_anomaly_blames_a_number_or_a_keyword_operand_that_held_nan() -> None:
+    """A NaN number (x * nan) or NaN running statistics (BatchNorm in eval, the classic poisoned
+    model) were checked nowhere: the message said the op made the NaN and sent users to debug it."""
+    with topgrad.detect_anomaly(), pytest.raises(topgrad.AnomalyError) as info:
+        Tensor([1.0, 2.0]) * float("nan")
+    text = str(info.value)
+    assert "input 1 already contained NaN/Inf" in text and "input 1 is the number nan" in text, text
+    stats = {"running_mean": Tensor([0.0, 0.0], requires_grad=False),
+             "running_var": Tensor([1.0, float("nan")], requires_grad=False)}
+    with topgrad.detect_anomaly(), pytest.raises(topgrad.AnomalyError) as info:
+        Tensor(rand((3, 2), 5)).batchnorm(Tensor([1.0, 1.0]), Tensor([0.0, 0.0]), training=False, **stats)
+    assert "running_var already contained NaN/Inf" in str(info.value), str(info.value)
+
+
+def test_anomaly_without_inf_does_not_say_the_gradients_before_were_finite() -> None:
+    """With inf=False a +Inf and a -Inf gradient that met as NaN were called finite."""
+    w = Tensor([1e-3, 2e-3])
+    h = w * 1.0
+    loss = (h * 3e38).sum() * 10.0 + (h * -3e38).sum() * 10.0
+    with topgrad.detect_anomaly(inf=False), pytest.raises(topgrad.AnomalyError) as info:
+        loss.backward()
+    text = str(info.value)
+    assert "was finite" not in text and "Inf is not checked: inf=False" in text and "-Inf" in text, text
+
+
 # ---- TOPGRAD_TRACE --------------------------------------------------------------------------
 def test_tracing_prints_each_op_with_shapes_and_time() -> None:
     out = io.StringIO()
@@ -1133,6 +1158,17 @@ def test_an_observer_must_subclass_observer() -> None:
 
     with pytest.raises(TypeError, match=r"subclass topgrad\.observe\.Observer"), observing(OnlyBefore()):
         pass
+
+
+def test_graph_shows_a_leaf_made_trainable_after_the_forward_as_the_constant_backward_treats() -> None:
+    """c.requires_grad = True after y was built: graph() said leaf (gets a gradient), backward gave
+    c none (the op saw a constant, as PyTorch's graph would)."""
+    w, c = Tensor(rand((3,), 61)), Tensor(rand((3,), 62), requires_grad=False)
+    y = (w * c).sum()
+    c.requires_grad = True
+    kinds = {n.name: n.kind for n in y.graph({"w": w, "c": c}) if n.name}
+    y.backward()
+    assert kinds == {"w": "leaf", "c": "const"} and c.grad is None and w.grad is not None
 
 
 def test_an_observer_leaving_does_not_hide_an_op_from_the_others() -> None:

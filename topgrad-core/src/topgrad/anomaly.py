@@ -20,6 +20,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterator, Mapping
+from numbers import Real
 from types import CodeType
 from typing import Any
 
@@ -179,16 +180,30 @@ def _bad(array: Any, inf_counts: bool = True) -> bool:
     return bool(nan or (inf and inf_counts))
 
 
-def _input_text(i: int, x: Any, names: Mapping[int, str]) -> str:
-    """What input `i` is, for an error: its name (from `detect_anomaly(names=...)`), whether it is
-    a trainable leaf, a constant or an op's output, and its shape."""
+def _input_text(label: str, x: Any, names: Mapping[int, str]) -> str:
+    """What an operand is, for an error (`label`: "input 1", or a keyword): its name (from
+    `detect_anomaly(names=...)`), whether it is a trainable leaf, a constant, an op's output, a
+    raw array or a number, and its shape."""
+    if isinstance(x, Real):
+        return f"{label} is the number {x!r}"
+    if not isinstance(x, Tensor):
+        return f"{label} is an array of shape {tuple(int(d) for d in x.shape)}"
     name = names.get(id(x))
     shape = tuple(int(d) for d in x.shape)
     if x.op is not None:
         what = f"the output of a {type(x.op).__name__} op"
     else:
         what = "a trainable leaf" if x.requires_grad else "a constant (requires_grad=False)"
-    return f"input {i} is {f'{name!r}, ' if name else ''}{what} of shape {shape}"
+    return f"{label} is {f'{name!r}, ' if name else ''}{what} of shape {shape}"
+
+
+def _holds_bad(x: Any, inf_counts: bool) -> bool:
+    """NaN (or Inf, where it counts) in an operand: a Tensor, a raw backend array or a number."""
+    if isinstance(x, Tensor):
+        return _bad(x.data, inf_counts)
+    if isinstance(x, Real) and not isinstance(x, bool):
+        return math.isnan(x) or (inf_counts and math.isinf(x))
+    return hasattr(x, "shape") and hasattr(x, "dtype") and _bad(x, inf_counts)
 
 
 def _built_at_text(built_at: BuiltAt | None) -> tuple[str, tuple[str, ...], str]:
@@ -233,13 +248,15 @@ class AnomalyDetector(Observer):
             return
         name = type(op).__name__
         built_at, stack, where = _built_at_text(getattr(op, "_built_at", None))
-        bad_inputs = [i for i, a in enumerate(args) if isinstance(a, Tensor) and _bad(a.data, self.inf)]
-        if bad_inputs:
-            which = "; ".join(_input_text(i, args[i], self.names) for i in bad_inputs)
-            if not self.names and any(args[i].op is None for i in bad_inputs):
+        # positional operands, then keyword ones (BatchNorm's running statistics), numbers too
+        bad = [(f"input {i}", a) for i, a in enumerate(args) if _holds_bad(a, self.inf)]
+        bad += [(key, v) for key, v in params.items() if _holds_bad(v, self.inf)]
+        if bad:
+            which = "; ".join(_input_text(label, x, self.names) for label, x in bad)
+            if not self.names and any(isinstance(x, Tensor) and x.op is None for _, x in bad):
                 which += " (detect_anomaly(names={'w': w, ...}) names it)"
             held = "NaN/Inf" if self.inf else "NaN"
-            cause = (f"input {', '.join(map(str, bad_inputs))} already contained {held} "
+            cause = (f"{', '.join(label for label, _ in bad)} already contained {held} "
                      "(the values came from outside this op: data, parameters or an op run "
                      f"before anomaly mode began): {which}")
         else:
@@ -275,6 +292,11 @@ class AnomalyDetector(Observer):
                 "before it was finite: it is the seed passed to backward, or, where this op's output is "
                 "used more than once, the sum of those uses' gradients, which can overflow though each "
                 "is finite"
+                if _bad(grad, self.inf) and self.inf else
+                "the incoming gradient already contained NaN, though no gradient the ops computed before "
+                "it held NaN (Inf is not checked: inf=False): it is the seed passed to backward, or, "
+                "where this op's output is used more than once, the sum of those uses' gradients, NaN "
+                "where one use's Inf meets another's -Inf"
                 if _bad(grad, self.inf)
                 else "the incoming gradient was finite, so this op's backward produced them" if self.inf
                 else "the incoming gradient held no NaN (inf=False), so this op's backward produced them"

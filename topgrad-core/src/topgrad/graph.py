@@ -71,7 +71,7 @@ class Node:
     built_at: str | None = None  # "file.py:12" where the op ran, when anomaly mode recorded it
     name: str | None = None  # the tensor's name, when `build` was given names (model.state())
     output_bytes: int = 0
-    constant: bool = False  # a leaf made with requires_grad=False (an input batch): no gradient
+    constant: bool = False  # a leaf backward gives no gradient (requires_grad=False: an input batch)
 
     @property
     def kind(self) -> str:
@@ -167,6 +167,13 @@ class Graph:
         return format_graph(self)
 
 
+def _trained_by_some_op(order: list[Any]) -> set[int]:
+    """The ids of the leaves some op of `order` will give a gradient: one that was a constant when
+    the op ran (requires_grad set True only after the forward) gets none from it (`Op.needs_grad`)."""
+    return {id(p) for op in order if not isinstance(op, Tensor)
+            for i, p in enumerate(op.parents) if isinstance(p, Tensor) and not op._constants >> i & 1}
+
+
 def build(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Graph:
     """Describe the graph that produced `t`, leaves first, `t` last.
 
@@ -185,9 +192,11 @@ def build(t: Tensor, names: Mapping[str, Tensor] | None = None) -> Graph:
     seen_saved: dict[tuple[int, Any], int] = {}  # (owner's id, region) -> bytes: each saved memory once
     first_save: dict[int, tuple[str, Any]] = {}  # memory owner's id -> ("%3 #0", array): its first save
     live = _live_roots(order)  # memory owner's id -> ("%i", array): a live Tensor holding it
+    trainable = _trained_by_some_op(order)
     for i, item in enumerate(order):
         if isinstance(item, Tensor):
-            node = Node(i, None, item.shape, dtype_name(item.data), (), constant=not item.requires_grad)
+            constant = not item.requires_grad or (t._op is not None and id(item) not in trainable)
+            node = Node(i, None, item.shape, dtype_name(item.data), (), constant=constant)
             node.output_bytes = nbytes(item.data)
             node.name = label.get(id(item))
             nodes.append(node)
