@@ -741,6 +741,47 @@ def test_a_backwards_usual_slips_are_named() -> None:
     assert "saved nothing" not in "".join(getattr(info.value, "__notes__", [])), info.value.__notes__
 
 
+class _ForgetsToSave(Op):
+    def forward(self, x: Any) -> Any:
+        return topgrad.get_backend().copy(x)
+
+    def backward(self, grad: Any) -> Any:
+        (x,) = self.saved
+        return (topgrad.get_backend().mul(grad, x),)
+
+
+class _FailsInAHelper(_WithoutBackward):
+    def backward(self, grad: Any) -> Any:
+        return (_helper_that_fails(grad),)
+
+
+def _helper_that_fails(grad: Any) -> Any:
+    raise ValueError("a kernel's own error")
+
+
+def test_the_saved_nothing_note_goes_only_to_a_backward_that_read_saved_itself() -> None:
+    """The note went to every error of an op that saved nothing: a built-in Mul whose kernel
+    failed (a seed of the other backend) was told to call save_for_backward."""
+    x = Tensor(rand((2, 3), 41))
+    with pytest.raises(ValueError) as info:
+        _ForgetsToSave.apply(x).sum().backward()
+    assert "_ForgetsToSave saved nothing for backward" in "".join(info.value.__notes__)
+    with pytest.raises(ValueError, match="a kernel's own error") as info:
+        _FailsInAHelper.apply(x).sum().backward()
+    assert "saved nothing" not in "".join(getattr(info.value, "__notes__", [])), info.value.__notes__
+
+
+def test_a_leaf_given_data_of_another_shape_after_forward_is_a_possible_cause() -> None:
+    """w.data of a new shape between forward and backward: the message blamed the op's backward
+    alone and told its author to expand a reduced gradient."""
+    w = Tensor(rand((3,), 42))
+    y = (w * 2.0).sum()
+    w.data = Tensor(rand((4,), 43)).data
+    with pytest.raises(RuntimeError, match=r"or input 0, a leaf, was given \.data of another shape after "
+                       r"this forward pass \(then run the forward pass again\)"):
+        y.backward()
+
+
 class _CopyWithoutReturn(Op):
     def forward(self, x: Any) -> Any:
         return topgrad.get_backend().copy(x)

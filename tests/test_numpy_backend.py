@@ -126,6 +126,8 @@ def test_asarray_takes_torch_tensors(nb) -> None:
     t = torch.arange(4.0, requires_grad=True)
     out = nb.asarray(t)
     assert out.dtype == F32 and out.tolist() == [0.0, 1.0, 2.0, 3.0]
+    # bfloat16 has no numpy dtype: torch's "unsupported ScalarType BFloat16" came through
+    assert nb.asarray(t.to(torch.bfloat16) * 1.5).tolist() == [0.0, 1.5, 3.0, 4.5]
 
 
 # ---- no float64 anywhere in the ops -------------------------------------------------------

@@ -1422,6 +1422,38 @@ def test_backward_through_a_graph_of_another_backend_names_it() -> None:
     assert "belongs to" not in str(info.value)
 
 
+class _ShiftedBy(Op):
+    """x + a Tensor given by keyword, as BatchNorm takes its running statistics."""
+
+    def forward(self, x: Any, *, shift: Tensor) -> Any:
+        return topgrad.get_backend().ops.Add().forward(x, shift.data)
+
+
+def test_a_keyword_tensor_of_another_backend_is_named_when_an_op_fails() -> None:
+    """Only positional operands were asked about: BatchNorm's running statistics of the other
+    backend failed with "'Tensor' object has no attribute 'astype'"."""
+    topgrad.register_backend(BackendSpec("flat", lambda: array_backend("flat", Flat)))
+    topgrad.register_backend(BackendSpec("boxed", lambda: array_backend("boxed", Boxed)))
+    topgrad.set_backend("flat")
+    shift = Tensor.zeros(3)
+    topgrad.set_backend("boxed")
+    with pytest.raises(TypeError, match="_ShiftedBy: shift belongs to backend 'flat'"):
+        _ShiftedBy.apply(Tensor.zeros(3), shift=shift)
+
+
+def test_a_backward_seed_of_another_backend_is_named() -> None:
+    """backward(seed) with a seed Tensor made under the other backend failed inside an op's
+    backward with that library's own error (triton: "only 0-dimensional arrays ...")."""
+    topgrad.register_backend(BackendSpec("flat", lambda: array_backend("flat", Flat)))
+    topgrad.register_backend(BackendSpec("boxed", lambda: array_backend("boxed", Boxed)))
+    topgrad.set_backend("flat")
+    seed = Tensor.zeros(3)
+    topgrad.set_backend("boxed")
+    x = Tensor.zeros(3)
+    with pytest.raises(TypeError, match="backward: grad belongs to backend 'flat'"):
+        (x + x).backward(seed)
+
+
 def test_a_tensor_of_another_backend_reads_out_through_its_own() -> None:
     """numpy() (and so item(), repr) of a Tensor made before set_backend switched asks the backend
     that made it, so values from two backends can be compared side by side."""

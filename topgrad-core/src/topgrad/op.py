@@ -126,7 +126,7 @@ class Op:
         try:
             out = op.forward(*[a._data if isinstance(a, Tensor) else a for a in args], **params)
         except Exception as exc:
-            refuse_foreign_tensors(cls.__name__, _numbered(args), exc)
+            refuse_foreign_tensors(cls.__name__, _numbered(args, params), exc)
             raise
         if not _tensor._grad_mode.enabled:  # a constant, as in PyTorch: backward from it is an error
             return _constant(op, out)
@@ -167,7 +167,7 @@ def _apply_observed(cls: type[Op], args: tuple[Any, ...], params: dict[str, Any]
     try:
         out = op.forward(*[a.data if isinstance(a, Tensor) else a for a in args], **params)
     except Exception as exc:
-        refuse_foreign_tensors(cls.__name__, _numbered(args), exc)
+        refuse_foreign_tensors(cls.__name__, _numbered(args, params), exc)
         raise
     seconds = time.perf_counter() - start
     result = _link(op, args, out) if _tensor._grad_mode.enabled else _constant(op, out)
@@ -191,8 +191,10 @@ def refuse_foreign_tensors(what: str, operands: Iterable[tuple[str, Any]], exc: 
             ) from exc
 
 
-def _numbered(args: tuple[Any, ...]) -> Iterator[tuple[str, Any]]:
-    return ((f"operand {i}", a) for i, a in enumerate(args))
+def _numbered(args: tuple[Any, ...], params: dict[str, Any] | None = None) -> Iterator[tuple[str, Any]]:
+    """Each operand with its name for an error: "operand 0", ..., then the keyword ones by keyword."""
+    yield from ((f"operand {i}", a) for i, a in enumerate(args))
+    yield from (params or {}).items()
 
 
 def _link(op: Op, args: tuple[Any, ...], out: Any) -> Tensor:
@@ -289,7 +291,7 @@ def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
     try:
         returned = op.backward(grad)
     except Exception as exc:
-        if not op._intermediate and not isinstance(exc, NotImplementedError) and hasattr(exc, "add_note"):
+        if not op._intermediate and _failed_in(type(op).backward, exc) and hasattr(exc, "add_note"):
             exc.add_note(f"{type(op).__name__} saved nothing for backward: if its backward reads "
                          "self.saved, its forward must call self.save_for_backward(...)")
         raise
@@ -305,6 +307,16 @@ def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
             op._release()
         raise
     return grads
+
+
+def _failed_in(method: Any, exc: Exception) -> bool:
+    """Whether `exc` is the kind unpacking or indexing empty `saved` raises, raised in `method`'s
+    own code (a backward written by hand), not in a kernel or helper a backend's backward calls."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    code = getattr(method, "__code__", None)
+    return isinstance(exc, (ValueError, IndexError)) and tb is not None and tb.tb_frame.f_code is code
 
 
 def _checked_gradients(op: Op, returned: Any) -> tuple[Any, ...]:
@@ -340,9 +352,12 @@ def _checked_gradients(op: Op, returned: Any) -> tuple[Any, ...]:
                             f"{numpy_scalar_hint(g, kind)}")
         want = parent._out_shape if isinstance(parent, Op) else parent.shape
         if tuple(g.shape) != tuple(want):
+            leaf = "" if isinstance(parent, Op) else (
+                f"; or input {i}, a leaf, was given .data of another shape after this forward pass "
+                "(then run the forward pass again)")
             raise RuntimeError(
                 f"{type(op).__name__}.backward returned a gradient of shape {tuple(g.shape)} for "
-                f"input {i} of shape {tuple(want)} ({_shape_fix(tuple(g.shape), tuple(want))})"
+                f"input {i} of shape {tuple(want)} ({_shape_fix(tuple(g.shape), tuple(want))}{leaf})"
             )
     return grads
 

@@ -122,6 +122,8 @@ class NumpyBackend(topgrad.Backend):
             obj = obj.data
         elif hasattr(obj, "detach") and hasattr(obj, "cpu"):  # a torch tensor, without importing torch
             obj = obj.detach().cpu()
+            if str(obj.dtype).startswith(("torch.bfloat16", "torch.float8")):  # none in numpy: float32
+                obj = obj.float()  # holds every value, as the triton backend converts them
         elif isinstance(obj, (list, tuple)):  # numpy would parse text in it too: look at what it holds
             obj = _without_text(obj)
         refuse_non_numbers("numpy", obj)  # numpy would parse text, count dates, make None NaN
