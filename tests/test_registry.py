@@ -473,6 +473,11 @@ def test_a_broken_plugin_of_the_name_asked_is_named_over_a_near_name(install: Ca
             match=r"^backend 'toy' cannot load: plugin 'toy', installed, was skipped: ImportError: No module "
                   r"named 'toy_dependency'$"):
         topgrad.set_backend("toy")
+    with pytest.warns(RuntimeWarning, match="implements no topgrad hook"):
+        topgrad.register_plugin(SimpleNamespace(), name="nohooks")  # not installed: no "installed"
+    with pytest.raises(BackendUnavailableError, match=r"^backend 'nohooks' cannot load: plugin 'nohooks', "
+                       r"registered by hand, was skipped: it implements no topgrad hook$"):
+        topgrad.set_backend("nohooks")
     install(FakeEntryPoint("torchy", error=ModuleNotFoundError("No module named 'torch'", name="torch")))
     with pytest.warns(RuntimeWarning, match=r"No module named 'torch' \(a plugin module must be cheap to "
                       r"import: import heavy packages inside the backend's load target"):

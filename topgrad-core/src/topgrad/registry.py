@@ -278,7 +278,8 @@ def _load(name: str) -> Backend:
     plugins' ops merged into its table."""
     offers = _offers()
     if name not in offers and name in _skipped:  # installed, but its plugin could not load: unusable
-        raise BackendUnavailableError(f"backend {name!r} cannot load: plugin {name!r}, installed, was "
+        how = "installed" if name in _entries else "registered by hand"  # entry point, or register_plugin
+        raise BackendUnavailableError(f"backend {name!r} cannot load: plugin {name!r}, {how}, was "
                                       f"skipped: {_skipped[name]}")
     if name not in offers:
         near = [n for n in offers if n.lower() == name.lower()]  # a name in another case, or a typo

@@ -289,7 +289,8 @@ class Tensor:
     @classmethod
     @pytorch_names.keywords
     def He(cls, *shape: int, seed: int | None = None, requires_grad: bool = True) -> Tensor:
-        """He-normal init: std sqrt(2 / fan_in), fan_in = product of all but the last dim."""
+        """He-normal init: std sqrt(2 / fan_in), fan_in = product of all but the last dim (a 1-D
+        shape's length: PyTorch's kaiming_normal_ refuses one)."""
         shape, seed = arguments.sizes("He", shape, 0), arguments.seed("He", seed)
         fan_in = math.prod(shape[:-1]) if len(shape) > 1 else shape[0] if shape else 0
         if fan_in == 0:
