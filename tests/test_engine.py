@@ -520,6 +520,37 @@ def test_an_op_whose_backward_ran_before_the_engine_stopped_releases_its_saved_a
     assert "saved_are_scratch" not in str(z.graph()), str(z.graph())
 
 
+class _StartsAnotherWalk(Op):
+    """A copy whose backward, while it runs, starts `then`'s backward (a second loss over it),
+    as a second thread's walk reaches the op the first is running."""
+
+    then: Tensor | None = None
+
+    def forward(self, x: Any) -> Any:
+        self.save_for_backward(x)
+        return topgrad.get_backend().copy(x)
+
+    def backward(self, grad: Any) -> tuple[Any]:
+        (_x,) = self.saved  # read, as a backward that uses its saved arrays does
+        if _StartsAnotherWalk.then is not None:
+            then, _StartsAnotherWalk.then = _StartsAnotherWalk.then, None
+            with pytest.raises(RuntimeError, match=r"^_StartsAnotherWalk: backward through this graph ran"):
+                then.backward()
+        return (topgrad.get_backend().copy(grad),)
+
+
+def test_two_walks_through_a_shared_graph_cannot_run_an_ops_backward_at_once() -> None:
+    """Two threads' backward through losses of one forward pass ran LayerNorm's backward at once,
+    one writing dL/dx over the x - mean the other read: the thread that "succeeded" had gradients
+    off by 10x, the other an AttributeError. The first walk now claims the op; the second is
+    refused as by a released op (PyTorch's "backward through the graph a second time")."""
+    w = Tensor(rand((2, 3), 44))
+    y = _StartsAnotherWalk.apply(w)
+    first, _StartsAnotherWalk.then = y.sum(), (y * 2.0).sum()
+    first.backward()
+    assert _StartsAnotherWalk.then is None and np.array_equal(to_numpy(w.grad), np.ones((2, 3), np.float32))
+
+
 def test_a_tensor_handed_to_an_op_by_hand_says_to_pass_its_data() -> None:
     """docs/inspecting.md calls `op.backward(g)` by hand; g must be the backend's array. A Tensor
     there (or as a forward's input) says so on every backend, not "item() needs one element"."""

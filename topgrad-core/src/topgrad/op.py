@@ -285,9 +285,12 @@ def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
     detect_anomaly sees only well-formed gradients); used by the engine for every node."""
     if op._released:
         raise RuntimeError(_released_text(type(op).__name__))
+    scratch = bool(op._intermediate)  # saved arrays: this walk's alone, to use and release
+    if scratch:
+        _claim(op)
+        op.saved_are_scratch = True  # the caller, the engine, releases them next
     observers = Op._observers  # a snapshot: one registered meanwhile starts at the next op
     start = time.perf_counter() if observers else None
-    op.saved_are_scratch = True  # the caller, the engine, releases them next
     try:
         returned = op.backward(grad)
     except Exception as exc:
@@ -296,7 +299,8 @@ def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
                          "self.saved, its forward must call self.save_for_backward(...)")
         raise
     finally:
-        del op.saved_are_scratch  # the class's False again (and no setting for graph() to show)
+        if scratch:
+            del op.saved_are_scratch  # the class's False again (and no setting for graph() to show)
     seconds = 0.0 if start is None else time.perf_counter() - start  # 0: none watched it start
     try:
         grads = _checked_gradients(op, returned)
@@ -307,6 +311,18 @@ def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
             op._release()
         raise
     return grads
+
+
+def _claim(op: Op) -> None:
+    """Take `op`'s saved arrays for this backward walk, or raise as for released ones: two threads
+    walking a graph they share (losses of one forward pass) would otherwise run its backward at
+    once, one writing dL/dx over the arrays the other reads (LayerNorm, BatchNorm). A dict's
+    setdefault is atomic, so exactly one walk claims it, and the claim stays: the engine releases
+    the arrays after, and a backward that failed may have used them. PyTorch's threads get its
+    "backward through the graph a second time" error the same way."""
+    mine = object()
+    if op.__dict__.setdefault("_backward_claim", mine) is not mine:
+        raise RuntimeError(_released_text(type(op).__name__))
 
 
 def _failed_in(method: Any, exc: Exception) -> bool:
