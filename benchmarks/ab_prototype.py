@@ -1,12 +1,13 @@
 """The numpy backend's ops against the prototypes of `_prototype_ops.py`, in one process, interleaved.
 
-    python benchmarks/ab_prototype.py [--models all] [--ops all] [--repeat 9]
+    python benchmarks/ab_prototype.py [--models all] [--ops all] [--repeat 9] [--batch 128]
 
 For each training step and op: the median time with the backend's ops and with the
 prototypes (same model, same inputs, alternating samples, process CPU time), the speed-up of the medians and
 of the fastest samples, and the largest relative difference of their gradients (the
 prototypes must compute the same thing; in the deep BatchNorm net, float32 rounding alone
 moves gradients by ~1e-2 relative, as much as the backend differs from PyTorch there).
+Always the numpy backend, as vs_torch.py.
 """
 
 from __future__ import annotations
@@ -82,12 +83,20 @@ def compare(kind: str, name: str, make: Callable[[], Any], grads: Callable[[], d
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default="all")
-    p.add_argument("--ops", default="all")
-    p.add_argument("--repeat", type=_args.positive_int, default=9)
-    p.add_argument("--batch", type=_args.positive_int, default=128)
+    """Time each chosen model step and op with the backend's ops and with the prototypes."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    models, ops = vs_torch._models_topgrad.MODELS, vs_torch._ops.OPS
+    p.add_argument("--models", default="all", help=_args.names_help(models))
+    p.add_argument("--ops", default="all", help=_args.names_help(ops))
+    p.add_argument("--repeat", type=_args.positive_int, default=9,
+                   help="timed samples of each variant (default 9)")
+    p.add_argument("--batch", type=_args.positive_int, default=128,
+                   help="batch of the model steps (default 128; the ops have their own sizes)")
     args = p.parse_args(argv)
+    # both lists checked before anything is measured: a typo in --ops once surfaced after every model
+    chosen_models = _args.names(p, "--models", args.models, models)
+    chosen_ops = _args.names(p, "--ops", args.ops, ops)
+    vs_torch.use_numpy_backend()
     vs_torch.set_threads(1)
     base_table = topgrad.get_backend().ops
     _prototype_ops.install(ops=True)
@@ -95,12 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     backend = topgrad.get_backend()
     print("| kind | case | backend ms | prototype ms | speed-up | best | max grad rel. diff |")
     print("|---|---|---|---|---|---|---|")
-    for m in vs_torch._names(args.models, vs_torch._models_topgrad.MODELS):
+    for m in chosen_models:
         backend.ops = tables[0]
         case = vs_torch.model_case(m, args.batch, 0)
         row = compare("model", m, case.run_topgrad, model_grads(m, args.batch), tables, args.repeat)
         print(row, flush=True)
-    for o in vs_torch._names(args.ops, vs_torch._ops.OPS):
+    for o in chosen_ops:
         backend.ops = tables[0]
         case = vs_torch._ops.build(o, vs_torch._ops.Dims(), 0)
         print(compare("op", o, case.run_topgrad, op_grads(o), tables, args.repeat), flush=True)

@@ -9,6 +9,7 @@ NHWC tensors (`channels_last`, the layout PyTorch picks for these nets: their in
 channel, so NCHW and NHWC coincide and oneDNN keeps NHWC) and with NCHW tensors. The total
 weighs each layer by how often the model runs it. This is where the deepconv step loses to
 PyTorch: oneDNN's direct NHWC convolutions against im2col + OpenBLAS GEMMs (see RESULTS.md).
+Always the numpy backend, as vs_torch.py.
 """
 
 from __future__ import annotations
@@ -152,13 +153,15 @@ def table(name: str, layers: Counter[Layer], rows: dict[Layer, dict[str, float]]
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--models", default="conv,deepconv",
-                   help="comma list of conv,deepconv (the nets with convolutions)")
-    p.add_argument("--repeat", type=_args.positive_int, default=9)
-    p.add_argument("--batch", type=_args.positive_int, default=128)
+                   help="the nets with convolutions: " + _args.names_help(CONV_MODELS))
+    p.add_argument("--repeat", type=_args.positive_int, default=9,
+                   help="timed samples per framework and layout (default 9)")
+    p.add_argument("--batch", type=_args.positive_int, default=128, help="the models' batch (default 128)")
     args = p.parse_args(argv)
-    models = vs_torch._names(args.models, CONV_MODELS)
+    models = _args.names(p, "--models", args.models, CONV_MODELS)
+    vs_torch.use_numpy_backend()
     vs_torch.set_threads(1)
     print(f"CPU ms per call, medians of {args.repeat} interleaved samples, one thread; "
           f"numpy BLAS: {vs_torch.numpy_blas()}; torch: {vs_torch.torch_blas()}\n")

@@ -20,9 +20,10 @@ the Triton kernels; a sample is CUDA-event time over enough calls to last ~20 ms
 `torch.cuda.synchronize()`. The "measured peak" of a precision is torch.matmul's best rate
 at 4096^3 in it; the datasheet peak is printed where the card is known.
 
-Without CUDA the script exits, unless `--smoke`: then every row runs at tiny sizes, on the
-CPU under Triton's interpreter (TRITON_INTERPRET=1, set here before triton is imported),
-which proves the code paths and nothing about speed.
+Without CUDA the script exits, unless `--smoke`: then every row runs at tiny sizes (batch 4,
+and by default one sample of one call, no warm-up), on the CPU under Triton's interpreter
+(TRITON_INTERPRET=1, set here before triton is imported), which proves the code paths and
+nothing about speed.
 """
 
 from __future__ import annotations
@@ -591,36 +592,31 @@ def summary(rows: Sequence[Row]) -> str:
 
 
 # ---- driver ------------------------------------------------------------------------------------
-def _names(value: str, allowed: Sequence[str]) -> list[str]:
-    if value == "all":
-        return list(allowed)
-    names = [v.strip().lower() for v in value.split(",") if v.strip()]
-    bad = [v for v in names if v not in allowed]
-    if bad:
-        raise SystemExit(f"unknown name(s) {', '.join(bad)}; choose from {', '.join(allowed)}")
-    return names
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    """The command line (see the module docstring); names are checked here, before any measuring."""
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0], allow_abbrev=False)
     p.add_argument("--out", type=_args.output_file, default=None,
                    help="also write the markdown report to this file")
     p.add_argument("--json", type=_args.output_file, default=None,
                    help="also write the rows, with every sample, to this JSON file")
-    p.add_argument("--only", default="all", help=f"comma list of row groups: {','.join(GROUPS)}")
-    p.add_argument("--models", default="all", help=f"comma list of {','.join(_models_topgrad.MODELS)}")
+    p.add_argument("--only", default="all",
+                   help="row groups: " + _args.names_help(GROUPS))
+    p.add_argument("--models", default="all",
+                   help="training steps: " + _args.names_help(_models_topgrad.MODELS))
     p.add_argument("--batch", type=_args.positive_int, default=None,
                    help="training-step batch (default 128, smoke 4)")
     p.add_argument("--repeat", type=_args.positive_int, default=None,
-                   help="timed samples per framework (default 15)")
-    p.add_argument("--warmup", type=_args.count, default=None, help="untimed calls first (default 3)")
-    p.add_argument("--seed", type=int, default=0)
+                   help="timed samples per framework (default 15, smoke 1)")
+    p.add_argument("--warmup", type=_args.count, default=None,
+                   help="untimed calls first (default 3, smoke 0)")
+    p.add_argument("--seed", type=_args.count, default=0,
+                   help="seed of the inputs and model weights both frameworks get (default 0)")
     p.add_argument("--smoke", action="store_true",
                    help="tiny sizes, one call per sample; without CUDA on the CPU under Triton's interpreter")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    args.only = _names(args.only, GROUPS)
-    args.models = _names(args.models, _models_topgrad.MODELS)
+    args.only = _args.names(p, "--only", args.only, GROUPS)
+    args.models = _args.names(p, "--models", args.models, _models_topgrad.MODELS)
     args.batch = args.batch if args.batch is not None else (4 if args.smoke else 128)
     args.repeat = args.repeat if args.repeat is not None else (1 if args.smoke else 15)
     args.warmup = args.warmup if args.warmup is not None else (0 if args.smoke else 3)

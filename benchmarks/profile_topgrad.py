@@ -1,10 +1,12 @@
 """Where a Topgrad training step spends its time: per op type (forward / backward), engine, optimizer.
 
     python benchmarks/profile_topgrad.py [--models deepconv] [--steps 5] [--cprofile] [--torch]
+                                         [--prototype [ops]]
 
 Every op class's forward and backward is wrapped to sum its process CPU time; what remains
-of the step is the engine (graph walk, gradient accumulation), the loss and the optimizer.
-`--cprofile` adds the top functions by own time; `--torch` adds PyTorch's own profiler table.
+of the step is the engine (graph walk, gradient accumulation), the loss and the optimizer
+(its own row, in the `total ms` column). `--cprofile` adds the top functions by own time;
+`--torch` adds PyTorch's own profiler table. Always the numpy backend, as vs_torch.py.
 """
 
 from __future__ import annotations
@@ -89,15 +91,15 @@ def breakdown(case: vs_torch.Case, steps: int) -> str:
         per_kind[k] += sec
     kinds = sorted(per_kind, key=lambda k: -per_kind[k])
     lines = [f"### {case.name}: {total:.1f} ms CPU per step (PyTorch: {th_total:.1f} ms)", "",
-             "| op | calls/step | fwd ms | bwd ms | share |", "|---|---|---|---|---|"]
+             "| op | calls/step | fwd ms | bwd ms | total ms | share |", "|---|---|---|---|---|---|"]
     ops_ms = 0.0
     for k in kinds:
         f, b = (timer.seconds[(k, p)] / steps * 1e3 for p in ("fwd", "bwd"))
         ops_ms += f + b
         calls = timer.calls[(k, "fwd")] // steps
-        lines.append(f"| {k} | {calls} | {f:.2f} | {b:.2f} | {(f + b) / total:.0%} |")
-    rest = total - ops_ms
-    lines.append(f"| engine + loss + optimizer | | | {rest:.2f} | {rest / total:.0%} |")
+        lines.append(f"| {k} | {calls} | {f:.2f} | {b:.2f} | {f + b:.2f} | {(f + b) / total:.0%} |")
+    rest = total - ops_ms  # not split into forward and backward: only its total is known
+    lines.append(f"| engine + loss + optimizer | | | | {rest:.2f} | {rest / total:.0%} |")
     return "\n".join(lines)
 
 
@@ -123,19 +125,28 @@ def torch_table(case: vs_torch.Case, steps: int, limit: int = 15) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default="all")
-    p.add_argument("--steps", type=_args.positive_int, default=5)
-    p.add_argument("--batch", type=_args.positive_int, default=128)
-    p.add_argument("--threads", type=_args.positive_int, default=1)
-    p.add_argument("--cprofile", action="store_true")
-    p.add_argument("--torch", action="store_true")
-    p.add_argument("--prototype", default="", help="prototypes to switch on (see vs_torch.py --prototype)")
+    """Profile each chosen model's training step and print its tables."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    models = vs_torch._models_topgrad.MODELS
+    p.add_argument("--models", default="all", help=_args.names_help(models))
+    p.add_argument("--steps", type=_args.positive_int, default=5,
+                   help="timed training steps per model, each beside a PyTorch step (default 5)")
+    p.add_argument("--batch", type=_args.positive_int, default=128, help="training-step batch (default 128)")
+    p.add_argument("--threads", type=_args.positive_int, default=1,
+                   help="threads for both frameworks (default 1)")
+    p.add_argument("--cprofile", action="store_true", help="also the top functions by own time (cProfile)")
+    p.add_argument("--torch", action="store_true", help="also PyTorch's profiler table of its step")
+    p.add_argument("--prototype", nargs="?", const="all", default="",
+                   help="switch on PERF_NOTES.md's prototypes first, as vs_torch.py --prototype does: ops "
+                   "(the only kind left), all or none; a bare --prototype is all")
     args = p.parse_args(argv)
+    names = _args.names(p, "--models", args.models, models)
+    prototypes = _args.names(p, "--prototype", args.prototype, vs_torch.PROTOTYPES)
+    vs_torch.use_numpy_backend()
     vs_torch.set_threads(args.threads)
-    if args.prototype:
-        vs_torch.use_prototypes(vs_torch._names(args.prototype, vs_torch.PROTOTYPES))
-    for name in vs_torch._names(args.models, vs_torch._models_topgrad.MODELS):
+    if prototypes:
+        vs_torch.use_prototypes(prototypes)
+    for name in names:
         case = vs_torch.model_case(name, args.batch, 0)
         print(breakdown(case, args.steps), "\n")
         if args.cprofile:

@@ -8,7 +8,8 @@ transpose, a 7x7 convolution. This script times one op's forward + backward at a
 shapes (`_shape_cases.py`: every shape a sweep of 261 found Topgrad much worse than PyTorch at,
 two from a later sweep, and a few per op where it was fine), the way vs_torch.py times its `op`
 rows: same inputs in one process, alternating samples, one thread for both (PyTorch's pool,
-numpy's BLAS, Topgrad-numpy's own), process CPU time, medians. `--mem` adds the peak memory of
+numpy's BLAS, Topgrad-numpy's own), process CPU time, medians, on the numpy backend whatever
+$TOPGRAD_BACKEND says (as vs_torch.py). `--mem` adds the peak memory of
 one call, each case in a child process of its own, measured as vs_torch.py does (see
 `_measure.py`). The `audit` column is what the sweep measured before the fixes that followed
 it, to compare against.
@@ -99,6 +100,7 @@ def time_case(spec: ShapeCase, sizes: Sizes, repeat: int, warmup: int) -> Row:
 
 def memory_child(name: str, tiny: bool) -> None:
     """Entry point of a child: print [topgrad bytes, torch bytes], the peak rise of one call, as JSON."""
+    vs_torch.use_numpy_backend()
     _measure.force_mmap()
     vs_torch.set_threads(1)
     case = by_name(name).build(Sizes(tiny))
@@ -169,7 +171,7 @@ and 1.3x in memory)."""
 # ---- driver ----------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line (see the module docstring)."""
-    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0], allow_abbrev=False)
     p.add_argument("--filter", default="", help="only the cases whose name matches this regular expression")
     p.add_argument("--repeat", type=_args.positive_int, default=None,
                    help="timed samples per framework (default 15, tiny 1)")
@@ -192,6 +194,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace, out: Callable[[str], None] = print) -> list[Row]:
     """Measure every selected case and print the report; returns the rows."""
+    vs_torch.use_numpy_backend()
     vs_torch.set_threads(1)
     out(header(args))
     specs = select(args.filter)

@@ -19,6 +19,11 @@ BLAS kernels: where OPENBLAS_CORETYPE or OPENBLAS_L2_SIZE is set (pins for old O
 the script re-runs itself without both, so numpy's current OpenBLAS picks this CPU's kernels, as
 a user's install would; `--keep-blas-env` measures with the pins. The header prints the kernel
 family threadpoolctl reports. Only this benchmark does that: tests and CI keep the environment.
+
+Backend: always numpy (this script and shapes.py, conv_layers.py, profile_topgrad.py and
+ab_prototype.py, which use its helpers, compare the CPU backend with PyTorch; gpu.py measures
+triton). A `$TOPGRAD_BACKEND` naming another backend is ignored, with a note on stderr and in
+the header.
 """
 
 from __future__ import annotations
@@ -46,7 +51,9 @@ _REMOVED_ENV = os.environ.pop("TOPGRAD_BENCH_REMOVED_BLAS_ENV", "")
 
 
 def _reexec_without_blas_pins() -> None:
-    """Replace this process by itself without BLAS_PINS, before numpy loads OpenBLAS."""
+    """Replace this process by itself without BLAS_PINS, before numpy loads OpenBLAS. The flag is
+    looked for spelled out, as the parser (allow_abbrev=False) accepts it: an abbreviation such
+    as --keep-blas re-runs, and the parser then refuses it."""
     if "--keep-blas-env" in sys.argv[1:] or not any(k in os.environ for k in BLAS_PINS):
         return
     removed = ",".join(f"{k}={os.environ[k]}" for k in BLAS_PINS if k in os.environ)
@@ -139,7 +146,26 @@ def build_cases(models: list[str], ops: list[str], batch: int, tiny: bool, seed:
     return [model_case(m, batch, seed) for m in models] + [op_case(o, dims, seed) for o in ops]
 
 
-# ---- threads and environment -----------------------------------------------------------------
+# ---- backend, threads and environment ------------------------------------------------------------
+BACKEND = "numpy"
+"""The backend measured, whatever $TOPGRAD_BACKEND says (under it, triton ran with ratios of 300)."""
+
+
+def use_numpy_backend() -> None:
+    """Select BACKEND before anything is built, since these scripts compare it with PyTorch on the
+    CPU; a note on stderr when $TOPGRAD_BACKEND named another (it is ignored, not an error)."""
+    topgrad.set_backend(BACKEND)
+    if ignored_backend():
+        print(f"note: $TOPGRAD_BACKEND={ignored_backend()} is ignored: this benchmark measures the {BACKEND} "
+              "backend (benchmarks/gpu.py measures triton)", file=sys.stderr, flush=True)
+
+
+def ignored_backend() -> str:
+    """The backend $TOPGRAD_BACKEND names where it is not BACKEND, else ""."""
+    asked = os.environ.get("TOPGRAD_BACKEND", "")
+    return asked if asked and asked != BACKEND else ""
+
+
 _limits: Any = None
 
 
@@ -242,6 +268,7 @@ def cpu_model() -> str:
 # ---- memory: measured in a child process (see _measure.py for why) -----------------------------
 def memory_child(args: argparse.Namespace) -> None:
     """Entry point of the child: print {name: [topgrad rss, torch rss, topgrad tracemalloc]} as JSON."""
+    use_numpy_backend()
     _measure.force_mmap()
     set_threads(args.threads)
     if args.prototype:
@@ -342,6 +369,8 @@ def verdict(rows: list[Row]) -> list[str]:
 
 def host_lines(backend_note: str = "") -> list[str]:
     """The report header's machine, versions and BLAS lines (shapes.py's header has them too)."""
+    if ignored_backend():
+        backend_note += f"; $TOPGRAD_BACKEND={ignored_backend()} ignored"
     return [
         f"- machine: {cpu_model()}, {platform.system()} {platform.release()}",
         f"- versions: python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, "
@@ -378,34 +407,25 @@ The image batch is a constant in both (no input gradient)."""
 
 
 # ---- driver ------------------------------------------------------------------------------------
-def _names(value: str, allowed: tuple[str, ...]) -> list[str]:
-    if value in ("", "none"):
-        return []
-    if value == "all":
-        return list(allowed)
-    lookup = {a.lower(): a for a in allowed}
-    bad = [v for v in value.split(",") if v.lower() not in lookup]
-    if bad:
-        raise SystemExit(f"unknown name(s) {', '.join(bad)}; choose from {', '.join(allowed)}")
-    return [lookup[v.lower()] for v in value.split(",")]
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """The command line (see the module docstring); names are checked here, before any measuring."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--repeat", type=_args.positive_int, default=None,
                    help="timed samples per framework (default 15, quick 5)")
     p.add_argument("--warmup", type=_args.count, default=None,
                    help="untimed calls first (default 3, quick 1)")
-    p.add_argument("--models", default="all", help="comma list of mlp,conv,deepconv,attention, or none")
-    p.add_argument("--ops", default="all", help="comma list of ops (Add,Mul,...), or none")
+    p.add_argument("--models", default="all", help=_args.names_help(_models_topgrad.MODELS))
+    p.add_argument("--ops", default="all", help=_args.names_help(_ops.OPS))
     p.add_argument("--quick", action="store_true", help="a fast smoke run: fewer samples, smaller GEMM probe")
     p.add_argument("--threads", type=_args.positive_int, default=1,
                    help="threads for both frameworks (default 1)")
-    p.add_argument("--batch", type=_args.positive_int, default=128)
+    p.add_argument("--batch", type=_args.positive_int, default=128,
+                   help="batch of the training steps and the op inputs (default 128; --tiny ops ignore it)")
     p.add_argument("--clock", choices=("cpu", "wall"), default=None,
                    help="cpu: process CPU time, robust on a shared machine (default with 1 thread); "
                    "wall: elapsed time (default with several threads)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_args.count, default=0,
+                   help="seed of the inputs and weights both frameworks get (default 0)")
     p.add_argument("--gemm-size", type=_args.positive_int, default=None,
                    help="side of the GEMM-rate probe (default 2048)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child process")
@@ -419,14 +439,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", type=_args.output_file, default=None,
                    help="also write the rows (with raw samples) to this file")
     p.add_argument("--prototype", nargs="?", const="all", default="",
-                   help="measure PERF_NOTES.md's prototypes: ops "
-                   "(default all)")
+                   help="measure PERF_NOTES.md's prototypes: ops (the only kind left), all or none; a bare "
+                   "--prototype is all")
     p.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    args.models = _names(args.models, _models_topgrad.MODELS)
-    args.ops = _names(args.ops, _ops.OPS)
-    args.prototype = _names(args.prototype, PROTOTYPES)
+    args.models = _args.names(p, "--models", args.models, _models_topgrad.MODELS)
+    args.ops = _args.names(p, "--ops", args.ops, _ops.OPS)
+    args.prototype = _args.names(p, "--prototype", args.prototype, PROTOTYPES)
     args.repeat = args.repeat if args.repeat is not None else (5 if args.quick else 15)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
     args.clock = args.clock or ("cpu" if args.threads == 1 else "wall")
@@ -473,6 +493,7 @@ def topgrad_threads() -> str:
 
 def run(args: argparse.Namespace, out: Callable[[str], None] = print) -> list[Row]:
     """Measure every case and print the report; returns the rows."""
+    use_numpy_backend()
     set_threads(args.threads)
     if args.keep_freed_memory:
         keep_freed_memory()
