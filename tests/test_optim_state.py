@@ -89,6 +89,28 @@ def test_the_saved_state_is_a_copy() -> None:
     assert saved["state"][0]["step"] == 1
 
 
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+@pytest.mark.parametrize("case", ["sgd momentum", "adam"])
+def test_an_optimizer_copies_and_pickles_with_its_parameters(case: str, how: str) -> None:
+    """copy.deepcopy and pickle of an optimizer (or of a trainer holding one) failed: rebuilding
+    its parameter list went through the append it refuses. As torch.optim's, a copy made with the
+    model trains the copied parameters from the copied state, as the original trains its own."""
+    import copy
+    import pickle
+
+    params, torch_params, opt, _ = _pair(case)
+    _step(params, torch_params, [opt], 1)
+    twin = copy.deepcopy({"params": params, "opt": opt}) if how == "deepcopy" else \
+        pickle.loads(pickle.dumps({"params": params, "opt": opt}))
+    assert all(a is b for a, b in zip(twin["opt"].params, twin["params"]))
+    _step(params, torch_params, [opt], 2)
+    _step(twin["params"], torch_params, [twin["opt"]], 2)
+    for p, q in zip(params, twin["params"]):
+        np.testing.assert_array_equal(p.numpy(), q.numpy())
+    with pytest.raises(TypeError, match="params cannot change once it is made"):
+        twin["opt"].params.append(params[0])
+
+
 def test_a_fresh_optimizer_has_no_state() -> None:
     opt = SGD([Tensor(rand((2,), 0))], lr=0.1, momentum=0.9)
     assert opt.state_dict() == {"optimizer": "SGD", "state": {}, "shapes": [(2,)], "settings": {

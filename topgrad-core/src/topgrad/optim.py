@@ -74,6 +74,10 @@ class _Params(list[Tensor]):
     append = extend = insert = pop = remove = clear = sort = reverse = _refuse
     __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Made again from its items (copy.deepcopy, pickle), not by appending them one by one."""
+        return (_Params, (list(self),))
+
 
 _SETTINGS_ELSEWHERE = {"momentum": "SGD", "nesterov": "SGD", "dampening": "SGD", "betas": "Adam and AdamW",
                        "eps": "Adam and AdamW", "learning_rate": "lr"}
