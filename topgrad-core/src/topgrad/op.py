@@ -16,6 +16,7 @@ builds no graph at all; its output is a constant too.
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 import warnings
@@ -289,8 +290,7 @@ def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
     if scratch:
         _claim(op)
         op.saved_are_scratch = True  # the caller, the engine, releases them next
-    observers = Op._observers  # a snapshot: one registered meanwhile starts at the next op
-    start = time.perf_counter() if observers else None
+    start = time.perf_counter() if Op._observers else None
     try:
         returned = op.backward(grad)
     except Exception as exc:
@@ -304,7 +304,7 @@ def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
     seconds = 0.0 if start is None else time.perf_counter() - start  # 0: none watched it start
     try:
         grads = _checked_gradients(op, returned)
-        for obs in observers:
+        for obs in Op._observers:  # those watching now, one registered during the backward too
             obs.after_backward(op, grad, grads, seconds)
     except Exception:  # detect_anomaly, a wrong gradient: backward ran, and may have used its
         if op._intermediate:  # saved arrays as scratch, so a hand call must not read them again
@@ -331,7 +331,7 @@ def _failed_in(method: Any, exc: Exception) -> bool:
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
-    code = getattr(method, "__code__", None)
+    code = getattr(inspect.unwrap(method), "__code__", None)  # under a decorator (numpy's `quiet`)
     return isinstance(exc, (ValueError, IndexError)) and tb is not None and tb.tb_frame.f_code is code
 
 
