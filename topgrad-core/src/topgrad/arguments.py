@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
-from typing import Any
+from typing import Any, NoReturn
 
 from topgrad.errors import type_name
 
@@ -16,12 +16,17 @@ def sizes(op: str, shape: tuple[Any, ...], least: int = -1) -> tuple[int, ...]:
     """Accept both `f(2, 3)` and `f((2, 3))`; whole numbers >= `least` only (2.5 is no size)."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
+    return _whole_sizes(op, shape, least)
+
+
+def _whole_sizes(op: str, shape: tuple[Any, ...], least: int) -> tuple[int, ...]:
+    """`shape` as ints, each a whole number >= `least`; ValueError naming `op` else."""
     try:  # a bool is no size (True would be 1), as PyTorch refuses it
         whole = () if any(isinstance(s, bool) for s in shape) else tuple(operator.index(s) for s in shape)
     except TypeError:
         whole = ()
     if len(whole) != len(shape) or any(s < least for s in whole):
-        floor = " >= 0" if least >= 0 else ""
+        floor = " >= 0" if least >= 0 else " >= 0, or -1 for the one size inferred" if least == -1 else ""
         raise ValueError(f"{op}: shape {shape!r}: every size must be a whole number{floor}")
     return whole
 
@@ -40,6 +45,60 @@ def permutation(axes: tuple[Any, ...], shape: tuple[int, ...]) -> tuple[int, ...
         raise ValueError(f"Permute: axes {tuple(axes)} are no ordering of the {ndim} axes of shape {shape}; "
                          f"give {want}")
     return given
+
+
+def new_shape(op: str, shape: Any) -> tuple[int, ...]:
+    """Reshape.apply's `shape=` checked as x.reshape checks its sizes: a tuple or list of whole
+    numbers, -1 allowed (one int for a 1-d result, as numpy's reshape takes it); TypeError where
+    none was given (a default () would make a 0-d array of a 1-element x, or fail saying "into
+    shape ()")."""
+    if shape is None:
+        raise TypeError(f"{op}: shape is required: {op}.apply(x, shape=(2, -1)), as x.reshape(2, -1) does "
+                        "(shape=() for a 0-d result)")
+    return _whole_sizes(op, tuple(shape) if isinstance(shape, (tuple, list)) else (shape,), -1)
+
+
+def refuse_reshape(op: str, old: tuple[int, ...], shape: Any, why: str = "") -> NoReturn:
+    """Raise why an array of shape `old` takes no `shape`, once a backend's reshape refused it: a
+    size that is no whole number >= -1 (`new_shape`), more than one -1, a -1 among sizes whose
+    product is 0, or a different number of elements; else `why`, the backend's own reason
+    (numpy's limit of 64 dimensions), is the message."""
+    shape = new_shape(op, shape)
+    old, known = tuple(old), math.prod(s for s in shape if s != -1)
+    count = math.prod(old)
+    if shape.count(-1) > 1:
+        raise ValueError(f"{op}: at most one size may be -1 (inferred from the others), got shape {shape}")
+    if -1 in shape and known == 0:
+        raise ValueError(f"{op}: cannot infer the -1 of shape {shape} for an array of shape {old}: the "
+                         "other sizes multiply to 0")
+    if (count % known if -1 in shape else count != known):
+        raise ValueError(f"{op}: cannot reshape an array of shape {old} ({count} elements) into "
+                         f"shape {shape}")
+    raise ValueError(f"{op}: cannot reshape an array of shape {old} into shape {shape}"
+                     + (f": {why}" if why else ""))
+
+
+def reshaped(op: str, old: tuple[int, ...], shape: Any) -> tuple[int, ...]:
+    """`shape` (as `new_shape` takes it) with its -1 filled in, for an array of shape `old`: the
+    sizes a view takes; ValueError (`refuse_reshape`) where it does not fit."""
+    if type(shape) is not tuple or not all(type(s) is int for s in shape):
+        shape = new_shape(op, shape)
+    count = math.prod(old)
+    if -1 in shape and shape.count(-1) == 1:
+        known = -math.prod(shape)
+        if known > 0 and count % known == 0:
+            shape = tuple(count // known if s == -1 else s for s in shape)
+    if math.prod(shape) != count or min(shape, default=0) < 0:
+        refuse_reshape(op, old, shape)
+    return shape
+
+
+def axes_order(axes: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Permute.apply's `axes=` checked as x.permute checks them (`permutation`): a tuple or list
+    of ints, negative ones counting from the end; TypeError where none was given."""
+    if axes is None:
+        raise TypeError("Permute: axes is required: Permute.apply(x, axes=(1, 0)), as x.permute(1, 0) does")
+    return permutation(tuple(axes) if isinstance(axes, (tuple, list)) else (axes,), shape)
 
 
 def is_number(value: Any) -> bool:
@@ -117,10 +176,55 @@ def flag(op: str, name: str, value: Any) -> bool:
 def check_eps(op: str, eps: Any) -> None:
     """eps must be a number, as PyTorch's norms need a float (a str ran on triton and failed inside
     numpy), finite and >= 0 (a negative one can make var + eps negative)."""
+    if type(eps) is float and 0.0 <= eps < math.inf:  # the usual 1e-5, told at once
+        return
     if not is_number(eps):
         raise TypeError(f"{op}: eps must be a number, got {type(eps).__name__}")
     if not 0 <= float(eps) < math.inf:
         raise ValueError(f"{op}: eps must be finite and >= 0, got {eps!r}")
+
+
+def check_momentum(op: str, momentum: Any) -> None:
+    """A running average's momentum: a number in [0, 1] (PyTorch's None, a cumulative average,
+    is not supported)."""
+    if not is_number(momentum) or not 0 <= momentum <= 1:
+        raise ValueError(
+            f"{op}: momentum must be a number in [0, 1], got {momentum!r} (PyTorch's "
+            "momentum=None, a cumulative average of every batch, is not supported)"
+        )
+
+
+def running_stats(op: str, running_mean: Any, running_var: Any) -> None:
+    """Both running statistics or neither, as PyTorch's batch_norm takes them: given one alone,
+    training would update it and eval would fail for want of the other."""
+    if (running_mean is None) != (running_var is None):
+        names = ["running_mean", "running_var"]
+        given, missing = names if running_var is None else names[::-1]
+        raise ValueError(f"{op}: got {given} without {missing}: give both running statistics "
+                         "(Tensor.zeros(C, requires_grad=False) and Tensor.ones(C, requires_grad=False) "
+                         "to start) or neither, as PyTorch's batch_norm")
+
+
+def batchnorm_settings(op: str, running_mean: Any, running_var: Any, training: Any, momentum: Any,
+                       eps: Any) -> bool:
+    """BatchNorm.apply's keywords checked as x.batchnorm checks them (momentum, eps, the running
+    statistics, then training), in its words; `training` returned as a bool. The usual values
+    (a bool, float momentum and eps in range, both statistics or neither) pass at once."""
+    if ((training is True or training is False) and (running_mean is None) is (running_var is None)
+            and type(momentum) is float and 0.0 <= momentum <= 1.0 and type(eps) is float
+            and 0.0 <= eps < math.inf):
+        return training
+    check_momentum(op, momentum)
+    check_eps(op, eps)
+    running_stats(op, running_mean, running_var)
+    return flag(op, "training", training)
+
+
+def not_a_tensor(op: str, name: str, value: Any) -> TypeError:
+    """The TypeError for an operand given as a list, a number or text where a Tensor belongs (a
+    norm's gamma), in the words of the Tensor methods."""
+    return TypeError(f"{op}: {name} must be a Tensor, got {with_article(type_name(value))}: make it "
+                     f"Tensor({name})")
 
 
 def objects_are_not_numbers(backend: str) -> TypeError:
