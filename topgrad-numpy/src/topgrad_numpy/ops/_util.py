@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from topgrad import Op
-from topgrad.arguments import normal_axes
+from topgrad.arguments import normal_axes, not_a_tensor
 from topgrad.normalization import feature_count
 
 from topgrad_numpy import cpu_cache
@@ -360,8 +360,16 @@ def run_expand(grad: Any, shape: tuple[int, ...], axs: tuple[int, ...]) -> np.nd
 
 def check_affine(op: str, x: np.ndarray, **params: Any) -> int:
     """The feature count C of x (its last axis), checking every given parameter (gamma, beta, the
-    running statistics; None where not given) has shape (C,), in core's words."""
-    return feature_count(op, x.shape, **{name: None if p is None else p.shape for name, p in params.items()})
+    running statistics; None where not given) has shape (C,), in core's words; TypeError for one
+    that is no array (a list: the Tensor methods refuse it)."""
+    try:
+        shapes = {name: None if p is None else p.shape for name, p in params.items()}
+    except AttributeError:
+        for name, p in params.items():
+            if p is not None and not hasattr(p, "shape"):
+                raise not_a_tensor(op, name, p) from None
+        raise
+    return feature_count(op, x.shape, **shapes)
 
 
 BLOCKS_FROM_L2 = 2 << 20

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+from topgrad.arguments import one_axis
 
 from topgrad_numpy.ops._util import (
     BUFFER,
@@ -86,6 +87,8 @@ class _AlongOneAxis(NumpyOp):
 
     def forward(self, x: np.ndarray, axis: int = -1) -> np.ndarray:
         """The op along `axis` (a 0-d x: along its one value)."""
+        if type(axis) is not int:  # None or a tuple would reach the unpacking below
+            one_axis(type(self).__name__, axis)
         (self.axis,) = axes(type(self).__name__, axis, x.ndim) or (0,)
         out = np.empty(x.shape, x.dtype)
         if x.size:

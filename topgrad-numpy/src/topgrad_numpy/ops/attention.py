@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import numpy as np
+from topgrad.arguments import flag
 from topgrad.attention_shapes import check_attention_shapes
 
 from topgrad_numpy.ops._util import NumpyOp, rowmax, rowsum
@@ -18,10 +19,12 @@ class Attention(NumpyOp):
 
     def forward(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool = False) -> np.ndarray:
         """softmax(q kᵀ/√D) v, batched over the first axis, the causal mask applied when asked."""
+        if causal is not True and causal is not False:  # "no" would mask as True does
+            causal = flag("Attention", "causal", causal)
         check_attention_shapes(q.shape, k.shape, v.shape)
         T, S = q.shape[1], k.shape[1]
         self.scale = scale = 1.0 / math.sqrt(q.shape[2]) if q.shape[2] else 1.0
-        self.causal = bool(causal)  # shown by graph(), as the triton op's
+        self.causal = causal  # shown by graph(), as the triton op's
         p = np.matmul(q, k.transpose(0, 2, 1))
         p *= scale
         if causal:  # top-left aligned, as torch's is_causal: query i sees keys j <= i

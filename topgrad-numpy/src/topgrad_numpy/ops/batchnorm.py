@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 from topgrad import Tensor
+from topgrad.arguments import batchnorm_settings
 
 from topgrad_numpy.ops._util import NumpyOp, block_rows, check_affine, colsum, row_blocks, row_chunks, wide
 
@@ -116,6 +117,7 @@ class BatchNorm(NumpyOp):
         training: bool = True, momentum: float = 0.1, eps: float = 1e-5,
     ) -> np.ndarray:
         """Normalize by the batch statistics (training: updating the running ones) or the running ones."""
+        training = batchnorm_settings("BatchNorm", running_mean, running_var, training, momentum, eps)
         for name, stat in (("running_mean", running_mean), ("running_var", running_var)):
             if stat is not None and not isinstance(stat, (Tensor, np.ndarray)):
                 raise TypeError(f"BatchNorm: {name} must be a Tensor or a numpy array of shape (C,) for x "

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from topgrad.arguments import check_eps
 
 from topgrad_numpy.ops import gemm
 from topgrad_numpy.ops._util import (
@@ -143,6 +144,7 @@ class LayerNorm(NumpyOp):
         """Normalize each row over the last axis, then scale by gamma and shift by beta, one
         row block at a time (x whole up to SMALL_BYTES): centre it (`_centre`), then scale and
         shift it (`_normalize`)."""
+        check_eps("LayerNorm", eps)
         C = check_affine("LayerNorm", x, gamma=gamma, beta=beta)
         x2 = np.ascontiguousarray(x).reshape(-1, C)
         xc, out = np.empty_like(x2), np.empty_like(x2)

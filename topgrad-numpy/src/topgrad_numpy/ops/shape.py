@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 from topgrad import Op
+from topgrad.arguments import axes_order, new_shape, refuse_reshape
 from topgrad.indexing import basic_index
 from topgrad.joining import joined_shape
 
@@ -15,16 +16,18 @@ from topgrad.joining import joined_shape
 class Reshape(Op):
     """x viewed with a new shape (-1 allowed; copies only if x is not contiguous); saves the shape."""
 
-    def forward(self, x: np.ndarray, shape: Any = ()) -> np.ndarray:
-        """x with the new shape (a view where numpy can make one); keeps x's shape."""
-        shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    def forward(self, x: np.ndarray, shape: Any = None) -> np.ndarray:
+        """x with the new shape (a view where numpy can make one); keeps x's shape. The sizes are
+        checked as x.reshape checks them: numpy's reshape refuses floats and bools itself, and
+        the error says what is wrong (`refuse_reshape`)."""
+        if type(shape) is not tuple:
+            shape = new_shape("Reshape", shape)
         try:
             out = x.reshape(shape)
-        except (ValueError, TypeError):
-            raise ValueError(
-                f"Reshape: cannot reshape an array of shape {x.shape} ({x.size} elements) "
-                f"into shape {shape}"
-            ) from None
+        except (ValueError, TypeError) as exc:
+            refuse_reshape("Reshape", x.shape, shape, str(exc))
+        if out.shape != shape and min(shape) < -1:  # numpy infers any negative size, not -1 alone
+            refuse_reshape("Reshape", x.shape, shape)
         self.in_shape = x.shape
         return out
 
@@ -37,13 +40,18 @@ class Permute(Op):
     """x with its axes reordered into a C-contiguous array (a copy unless the order leaves memory
     as it is), so later ops and `.grad` get dense arrays; saves the inverse order for backward."""
 
-    def forward(self, x: np.ndarray, axes: Any = ()) -> np.ndarray:
-        """x's axes in the order `axes`, dense; keeps the inverse order."""
-        axes = tuple(axes)
-        if sorted(axes) != list(range(x.ndim)):
-            raise ValueError(f"Permute: axes {axes} are no ordering of the axes of shape {x.shape}")
+    def forward(self, x: np.ndarray, axes: Any = None) -> np.ndarray:
+        """x's axes in the order `axes`, dense; keeps the inverse order. The axes are checked as
+        x.permute checks them (negative ones count from the end)."""
+        try:
+            if type(axes) is not tuple or sorted(axes) != list(range(x.ndim)):
+                raise TypeError
+            view = x.transpose(axes)
+        except TypeError:  # not a tuple of ints ordering x's axes (1.0 == 1, but numpy refuses it)
+            axes = axes_order(axes, x.shape)
+            view = x.transpose(axes)
         self.inverse = tuple(np.argsort(axes).tolist())
-        return _dense(x.transpose(axes))
+        return _dense(view)
 
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
         """grad with the inverse order applied, dense."""
