@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from topgrad.arguments import flag
 from topgrad.attention_shapes import check_attention_shapes
 
 from topgrad_triton.kernels import attention as kernels
@@ -20,12 +21,14 @@ class Attention(TritonOp):
     def forward(self, q: Any, k: Any, v: Any, causal: bool = False) -> Any:
         """The fused attention kernel's output; saves q, k, v and each query row's max and log-sum."""
         check_tensors("Attention", q=q, k=k, v=v)
+        if causal is not True and causal is not False:  # "no" would mask as True does
+            causal = flag("Attention", "causal", causal)
         check_attention_shapes(tuple(q.shape), tuple(k.shape), tuple(v.shape))
         # a raw torch operand of another dtype is cast, as Linear's weight is (the kernels read any
         # strides, so a float32 one is used as it is)
         q, k, v = (a if a.dtype == torch.float32 else contiguous(a, "Attention") for a in (q, k, v))
         o, stats = kernels.attention_forward(q, k, v, causal)
-        self.causal = bool(causal)
+        self.causal = causal
         # stats: each query row's max score and log-sum (backward needs no o: see its delta kernel)
         self.save_for_backward(q=q, k=k, v=v, stats=stats)
         return o

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, TypeAlias
 
 import topgrad
 import torch
+from topgrad.arguments import not_a_tensor
 
 from topgrad_triton.guard import guarded
 from topgrad_triton.kernels import elementwise as ew
@@ -42,6 +43,8 @@ def check_tensors(op: str, optional: tuple[str, ...] = (), **operands: Any) -> N
             if isinstance(a, topgrad.Tensor):
                 raise TypeError(f"{op}: {name} is a topgrad Tensor where a torch tensor is due "
                                 f"({BY_HAND_HINT})")
+            if isinstance(a, (list, tuple, int, float, str)):  # in the words of the Tensor methods
+                raise not_a_tensor(op, name, a)
             raise TypeError(f"{op}: {name} must be a Tensor, got {type(a).__name__}: wrap an array as "
                             f"Tensor({name}) ({RAW_ARRAY_HINT})")
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from topgrad.arguments import batchnorm_settings, check_eps
 from topgrad.normalization import feature_count
 
 from topgrad_triton import runtime
@@ -92,6 +93,7 @@ class LayerNorm(TritonOp):
 
     def forward(self, x: Any, gamma: Any, beta: Any, eps: float = 1e-5) -> Any:
         """Normalize each row by the layernorm kernel; saves x, gamma and each row's mean and 1/std."""
+        check_eps("LayerNorm", eps)
         _check("LayerNorm", x, gamma=gamma, beta=beta)
         gamma, beta = _dense("LayerNorm", gamma), _dense("LayerNorm", beta)
         x2 = as_rows(x, "LayerNorm")
@@ -129,13 +131,14 @@ class BatchNorm(TritonOp):
         eps: float = 1e-5,
     ) -> Any:
         """Normalize by the batch statistics (training: updating the running ones) or the running ones."""
+        training = batchnorm_settings("BatchNorm", running_mean, running_var, training, momentum, eps)
         rm, rv = _array("running_mean", running_mean, training), _array("running_var", running_var, training)
         _check("BatchNorm", x, gamma=gamma, beta=beta, running_mean=rm, running_var=rv)
         if not training and (rm is None or rv is None):
             raise ValueError("BatchNorm: eval mode (training=False) needs running_mean and running_var")
         gamma, beta = _dense("BatchNorm", gamma), _dense("BatchNorm", beta)
         x2 = as_rows(x, "BatchNorm")
-        use_batch = bool(training)
+        use_batch = training
         if use_batch:
             if x2.shape[0] < 2:
                 raise ValueError(

@@ -6,9 +6,10 @@ each part of the gradient copied out."""
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
 import torch
+from topgrad.arguments import axes_order, reshaped
 from topgrad.indexing import basic_index
 from topgrad.joining import joined_shape
 
@@ -17,30 +18,16 @@ from topgrad_triton.kernels.fill import full
 from topgrad_triton.ops.base import TritonOp, check_tensors
 
 
-def resolve_shape(old: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
-    """`shape` with its one -1 filled in; ValueError naming both shapes if the sizes differ."""
-    shape = tuple(int(s) for s in shape)
-    size = math.prod(old)
-    if shape.count(-1) > 1:
-        raise ValueError(f"Reshape: at most one -1 is allowed, got {shape}")
-    if -1 in shape:
-        known = math.prod(s for s in shape if s != -1)
-        if known == 0 or size % known:
-            raise ValueError(f"Reshape: cannot reshape an array of shape {old} into shape {shape}")
-        shape = tuple(size // known if s == -1 else s for s in shape)
-    if math.prod(shape) != size or any(s < 0 for s in shape):
-        raise ValueError(f"Reshape: cannot reshape an array of shape {old} into shape {shape}")
-    return shape
-
-
 class Reshape(TritonOp):
     """x with a new shape of the same size; -1 stands for the remaining size."""
 
-    def forward(self, x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-        """A view of x (made dense first) with the new shape; keeps x's shape."""
+    def forward(self, x: torch.Tensor, shape: Any = None) -> torch.Tensor:
+        """A view of x (made dense first) with the new shape; keeps x's shape. The sizes are
+        checked as x.reshape checks them (`topgrad.arguments.reshaped`)."""
         check_tensors("Reshape", x=x)
         self.x_shape = tuple(x.shape)
-        return contiguous(x, name="Reshape").view(resolve_shape(self.x_shape, tuple(shape)))
+        new = reshaped("Reshape", self.x_shape, shape)  # before the copy, which a refusal would waste
+        return contiguous(x, name="Reshape").view(new)
 
     def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:
         """grad, dense, viewed with x's shape."""
@@ -51,14 +38,19 @@ class Permute(TritonOp):
     """x with its axes reordered, dense: the copy kernel reads the permuted view by stride (no copy
     where the order leaves memory as it is, as numpy's Permute)."""
 
-    def forward(self, x: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
-        """x's axes in the order `axes`, dense; keeps the inverse order."""
+    def forward(self, x: torch.Tensor, axes: Any = None) -> torch.Tensor:
+        """x's axes in the order `axes`, dense; keeps the inverse order. The axes are checked as
+        x.permute checks them (negative ones count from the end)."""
         check_tensors("Permute", x=x)
-        axes = tuple(int(a) for a in axes)
-        if sorted(axes) != list(range(x.dim())):
-            raise ValueError(f"Permute: axes {axes} are no ordering of the axes of shape {tuple(x.shape)}")
+        try:
+            if type(axes) is not tuple or sorted(axes) != list(range(x.dim())):
+                raise TypeError
+            view = x.permute(axes)
+        except TypeError:  # not a tuple of ints ordering x's axes (1.0 == 1, but torch refuses it)
+            axes = axes_order(axes, tuple(x.shape))
+            view = x.permute(axes)
         self.inverse = tuple(sorted(range(len(axes)), key=axes.__getitem__))
-        return contiguous(x.permute(axes), name="Permute")
+        return contiguous(view, name="Permute")
 
     def backward(self, grad: torch.Tensor) -> tuple[torch.Tensor]:
         """grad with the inverse order applied, dense."""

@@ -4,6 +4,7 @@ row kernels."""
 from __future__ import annotations
 
 import torch
+from topgrad.arguments import one_axis
 
 from topgrad_triton.kernels.elementwise import contiguous
 from topgrad_triton.kernels.softmax import logsoftmax_rows, logsoftmax_rows_backward
@@ -38,6 +39,8 @@ class _AlongOneAxis(TritonOp):
         """The op along the axis by the row kernel; saves the output."""
         name = type(self).__name__
         check_tensors(name, x=x)
+        if type(axis) is not int:  # None or a tuple would reach the unpacking below
+            one_axis(name, axis)
         (ax,) = normalize_axes(name, axis, x.ndim) or (0,)
         self.axis = ax
         y = _unrows(logsoftmax_rows(_rows(x, ax), log=self.log), tuple(x.shape), ax)
