@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -32,6 +33,40 @@ def quiet(method: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
+def quiet_forward(method: Callable[..., Any]) -> Callable[..., Any]:
+    """`quiet` for a forward: where it fails reading an array's attribute (`.shape`), an operand
+    given to apply as a list, a number or None is named (`refuse_non_arrays`)."""
+
+    @functools.wraps(method)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with np.errstate(all="ignore"):
+            try:
+                return method(*args, **kwargs)
+            except AttributeError as exc:
+                refuse_non_arrays(type(args[0]).__name__, method, args[1:], exc)
+                raise
+
+    return run
+
+
+def refuse_non_arrays(op: str, forward: Callable[..., Any], operands: tuple[Any, ...],
+                      exc: AttributeError) -> None:
+    """After `forward` failed with `exc`, an AttributeError (numpy read `.shape` of what is no
+    array): the Tensor methods' TypeError for the first operand that is a list, tuple, number or
+    text, or None where `exc` says None was read (a bias or gamma may be None); nothing else."""
+    params = [p for p in list(inspect.signature(forward).parameters.values())[1:]  # after self
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    many = bool(params) and params[-1].kind is params[-1].VAR_POSITIONAL  # Concat's *xs
+    read_none = "'NoneType'" in str(exc)
+    for i, value in enumerate(operands if many else operands[: len(params)]):
+        param = params[min(i, len(params) - 1)]
+        name = f"tensor {i}" if param.kind is param.VAR_POSITIONAL else param.name
+        if isinstance(value, (list, tuple, int, float, str)):
+            raise not_a_tensor(op, name, value) from None
+        if value is None and read_none and param.default is not None:  # a bias may be None
+            raise TypeError(f"{op}: {name} must be a Tensor, got None") from None
+
+
 class NumpyOp(Op):
     """An op of this backend that computes: its `forward` and `backward` run `quiet`, so no op
     warns of the Inf and NaN it passes on, whichever numpy call meets them (the shape ops, which
@@ -41,7 +76,7 @@ class NumpyOp(Op):
         super().__init_subclass__(**kwargs)
         for name in ("forward", "backward"):
             if name in cls.__dict__:
-                setattr(cls, name, quiet(cls.__dict__[name]))
+                setattr(cls, name, (quiet_forward if name == "forward" else quiet)(cls.__dict__[name]))
 
 
 def arr(x: Any) -> np.ndarray:

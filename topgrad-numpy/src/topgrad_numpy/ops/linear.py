@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import numpy as np
+from topgrad.arguments import not_a_tensor
 from topgrad.errors import type_name
 from topgrad.layouts import linear_weight_hint
 
@@ -20,6 +21,8 @@ def _rows(x: np.ndarray) -> int:
 
 def _check(x: np.ndarray, w: np.ndarray, b: Any) -> None:
     for name, a in (("x", x), ("w", w), ("b", b)):
+        if isinstance(a, (list, tuple, int, float, str)):  # in the words of the Tensor methods
+            raise not_a_tensor("Linear", name, a)
         if not isinstance(a, np.ndarray) and (a is not None or name != "b"):
             raise TypeError(f"Linear: {name} must be a Tensor, got {type_name(a)}")
         if a is not None and a.dtype.kind not in REAL_KINDS:

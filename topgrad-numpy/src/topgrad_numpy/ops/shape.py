@@ -12,6 +12,8 @@ from topgrad.arguments import axes_order, new_shape, refuse_reshape
 from topgrad.indexing import basic_index
 from topgrad.joining import joined_shape
 
+from topgrad_numpy.ops._util import refuse_non_arrays
+
 
 class Reshape(Op):
     """x viewed with a new shape (-1 allowed; copies only if x is not contiguous); saves the shape."""
@@ -26,6 +28,9 @@ class Reshape(Op):
             out = x.reshape(shape)
         except (ValueError, TypeError) as exc:
             refuse_reshape("Reshape", x.shape, shape, str(exc))
+        except AttributeError as exc:  # x is no array
+            refuse_non_arrays("Reshape", Reshape.forward, (x,), exc)
+            raise
         if out.shape != shape and min(shape) < -1:  # numpy infers any negative size, not -1 alone
             refuse_reshape("Reshape", x.shape, shape)
         self.in_shape = x.shape
@@ -47,6 +52,9 @@ class Permute(Op):
             if type(axes) is not tuple or sorted(axes) != list(range(x.ndim)):
                 raise TypeError
             view = x.transpose(axes)
+        except AttributeError as exc:  # x is no array
+            refuse_non_arrays("Permute", Permute.forward, (x,), exc)
+            raise
         except TypeError:  # not a tuple of ints ordering x's axes (1.0 == 1, but numpy refuses it)
             axes = axes_order(axes, x.shape)
             view = x.transpose(axes)
@@ -64,7 +72,11 @@ class Slice(Op):
 
     def forward(self, x: np.ndarray, index: Any = ()) -> np.ndarray:
         """x[index], dense (a 0-d result stays an array)."""
-        self.index, self.x_shape, self.x_dtype = basic_index(index, x.shape), x.shape, x.dtype
+        try:
+            self.index, self.x_shape, self.x_dtype = basic_index(index, x.shape), x.shape, x.dtype
+        except AttributeError as exc:  # x is no array
+            refuse_non_arrays("Slice", Slice.forward, (x,), exc)
+            raise
         whole = (*self.index, ...)  # the trailing ... keeps a 0-d result an array
         return _dense(x[whole])
 
@@ -81,7 +93,11 @@ class Concat(Op):
 
     def forward(self, *xs: np.ndarray, axis: int = 0) -> np.ndarray:
         """The arrays joined along `axis`; keeps where each part starts."""
-        _, self.axis = joined_shape("Concat", [x.shape for x in xs], axis)
+        try:
+            _, self.axis = joined_shape("Concat", [x.shape for x in xs], axis)
+        except AttributeError as exc:  # one is no array
+            refuse_non_arrays("Concat", Concat.forward, xs, exc)
+            raise
         self.starts = np.cumsum([x.shape[self.axis] for x in xs[:-1]]).tolist()
         return np.concatenate(xs, axis=self.axis)
 
