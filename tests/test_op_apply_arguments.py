@@ -40,7 +40,7 @@ def kernel() -> Tensor:
     return Tensor(rand((3, 3, 2, 3), 5))
 
 
-def bn(x: Tensor, **settings: Any) -> Tensor:
+def bn(x: Any, **settings: Any) -> Tensor:
     """BatchNorm.apply with the Tensor method's defaults, `settings` replacing some."""
     given = {"running_mean": None, "running_var": None, "training": True, "momentum": 0.1, "eps": 1e-5}
     return ops().BatchNorm.apply(x, Tensor.ones(3), Tensor.zeros(3), **{**given, **settings})
@@ -235,3 +235,38 @@ def test_batchnorm_numpy_bool_training_updates_as_true_does() -> None:
     x43().batchnorm(Tensor.ones(3), Tensor.zeros(3), **by_method)
     for name in by_apply:
         np.testing.assert_allclose(to_numpy(by_apply[name]), to_numpy(by_method[name]), rtol=1e-6)
+
+
+def _list(*shape: int) -> list[Any]:
+    return rand(shape, 6).tolist()
+
+
+# (id, Op.apply call with an operand given as a list or None, the operand's name in the message)
+OPERANDS: list[tuple[str, Call, str, str]] = [
+    ("Sum", lambda: ops().Sum.apply(_list(4, 3), axis=0, keepdims=False), "x", "a list"),
+    ("Sum-None", lambda: ops().Sum.apply(None, axis=0, keepdims=False), "x", "None"),
+    ("Max", lambda: ops().Max.apply(_list(4, 3), axis=0, keepdims=False), "x", "a list"),
+    ("LogSoftmax", lambda: ops().LogSoftmax.apply(_list(4, 3), axis=-1), "x", "a list"),
+    ("Reshape", lambda: ops().Reshape.apply(_list(4, 3), shape=(12,)), "x", "a list"),
+    ("Permute", lambda: ops().Permute.apply(_list(4, 3), axes=(1, 0)), "x", "a list"),
+    ("Slice", lambda: ops().Slice.apply(_list(4, 3), index=(0,)), "x", "a list"),
+    ("Concat", lambda: ops().Concat.apply(x43(), _list(4, 3), axis=0), "tensor 1", "a list"),
+    ("Linear", lambda: ops().Linear.apply(x43(), _list(3, 2), None), "w", "a list"),
+    ("Conv2d", lambda: ops().Conv2d.apply(image(), kernel(), [0.0] * 3, stride=1, padding=0), "b", "a list"),
+    ("MaxPool2d", lambda: ops().MaxPool2d.apply(_list(1, 2, 2, 1), kernel_size=2), "x", "a list"),
+    ("BatchNorm", lambda: bn(_list(4, 3)), "x", "a list"),
+    ("LayerNorm", lambda: ops().LayerNorm.apply(_list(4, 3), None, None, eps=1e-5), "x", "a list"),
+    ("Attention", lambda: ops().Attention.apply(qkv()[0], _list(1, 3, 4), qkv()[2]), "k", "a list"),
+]
+
+
+@pytest.mark.parametrize(("apply", "name", "got"), [case[1:] for case in OPERANDS],
+                         ids=[case[0] for case in OPERANDS])
+def test_an_operand_given_as_a_list_is_named(request: pytest.FixtureRequest, apply: Call, name: str,
+                                             got: str) -> None:
+    """Not numpy's AttributeError ('list' object has no attribute 'shape'): the Tensor methods'
+    TypeError, on every backend."""
+    op = _op_name(request.node.callspec.id)
+    fix = r": make it Tensor\(" + re.escape(name) + r"\)$" if got != "None" else "$"
+    with pytest.raises(TypeError, match=rf"^{op}: {name} must be a Tensor, got {got}{fix}"):
+        apply()
