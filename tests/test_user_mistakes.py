@@ -520,6 +520,15 @@ def test_factories_take_requires_grad_as_pytorch_spells_it() -> None:
         Tensor.ones(2, requires_grad="no")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("shape", [(2**63,), (2**40, 2**30)])
+def test_a_shape_too_large_for_any_array_is_refused_in_topgrads_words(shape: tuple[int, ...]) -> None:
+    """On triton torch's overflow came through with its C++ frames ("Overflow when unpacking long
+    long ... frame #0: c10::Error"); numpy said "Maximum allowed dimension exceeded"."""
+    for make in (Tensor.zeros, Tensor.ones, Tensor.randn):
+        with pytest.raises(ValueError, match=r"shape \(.*\) holds .* elements, more than any array can"):
+            make(*shape)
+
+
 def test_the_grouped_convolution_recipe_gives_pytorchs_answer() -> None:
     """groups=2's message says to convolve each group apart and join them: that is F.conv2d's."""
     g, cin, cout = 2, 4, 6

@@ -16,7 +16,15 @@ def sizes(op: str, shape: tuple[Any, ...], least: int = -1) -> tuple[int, ...]:
     """Accept both `f(2, 3)` and `f((2, 3))`; whole numbers >= `least` only (2.5 is no size)."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
-    return _whole_sizes(op, shape, least)
+    whole = _whole_sizes(op, shape, least)
+    if least >= 0 and math.prod(whole) > LARGEST_ARRAY:  # torch overflowed with C++ frames in its text
+        raise ValueError(f"{op}: shape {whole} holds {math.prod(whole):.3g} elements, more than any "
+                         "array can (their bytes would pass 2**63)")
+    return whole
+
+
+LARGEST_ARRAY = (2**63 - 1) // 8
+"""The most elements an array of float64 can have: its bytes count in a signed 64-bit integer."""
 
 
 def _whole_sizes(op: str, shape: tuple[Any, ...], least: int) -> tuple[int, ...]:

@@ -735,22 +735,12 @@ class Tensor:
         """Batch normalization over every axis but the last (NHWC's channels). The statistics and
         options are keyword-only: `F.batch_norm(x, running_mean, running_var, weight, bias, ...)`
         ported positionally would train the statistics and write them into gamma and beta."""
-        if not arguments.is_number(momentum) or not 0 <= momentum <= 1:
-            raise ValueError(
-                f"BatchNorm: momentum must be a number in [0, 1], got {momentum!r} (PyTorch's "
-                "momentum=None, a cumulative average of every batch, is not supported)"
-            )
-        arguments.check_eps("BatchNorm", eps)
-        if (running_mean is None) != (running_var is None):  # PyTorch refuses one without the other
-            names = ["running_mean", "running_var"]
-            given, missing = names if running_var is None else names[::-1]
-            raise ValueError(f"BatchNorm: got {given} without {missing}: give both running statistics "
-                             "(Tensor.zeros(C, requires_grad=False) and Tensor.ones(C, requires_grad=False) "
-                             "to start) or neither, as PyTorch's batch_norm")
+        training = arguments.batchnorm_settings("BatchNorm", running_mean, running_var, training,
+                                                momentum, eps)
         gamma, beta = _affine("BatchNorm", gamma, beta)
         return _ops().BatchNorm.apply(
             self, gamma, beta, running_mean=running_mean, running_var=running_var,
-            training=arguments.flag("BatchNorm", "training", training), momentum=momentum, eps=eps,
+            training=training, momentum=momentum, eps=eps,
         )
 
     @pytorch_names.keywords
