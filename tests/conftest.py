@@ -17,9 +17,13 @@ from hypothesis import settings
 # time: fewer draws there (`_interpreted`; the triton backend on a GPU gets the default profile).
 # `soak` (`nox -s soak`) draws many more, to find the rare shapes that a CI run's fresh draws
 # would otherwise meet one at a time.
-settings.register_profile("interpreter", max_examples=8, deadline=None)
-settings.register_profile("default", max_examples=25, deadline=None)
-settings.register_profile("soak", max_examples=400, deadline=None)
+# Fresh draws on CI too: Hypothesis's own "ci" profile, which these would inherit where $CI is
+# set, fixes the seed, and then every CI run and every soak drew the same shapes. A failure
+# prints the blob that replays it (@reproduce_failure).
+_DRAWS = {"deadline": None, "derandomize": False, "print_blob": True}
+settings.register_profile("interpreter", max_examples=8, **_DRAWS)
+settings.register_profile("default", max_examples=25, **_DRAWS)
+settings.register_profile("soak", max_examples=400, **_DRAWS)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
