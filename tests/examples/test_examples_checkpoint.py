@@ -59,6 +59,29 @@ def test_round_trip_restores_model_and_optimizer(tmp_path: Path) -> None:
         np.testing.assert_array_equal(to_np(a["exp_avg_sq"]), to_np(b["exp_avg_sq"]))
 
 
+def test_a_float64_model_loads_as_float64(tmp_path: Path) -> None:
+    """load made every array with Tensor(a), float32: a float64 model came back float32 (its Adam
+    moments still float64) and trained on in float32 with no word; PyTorch's load_state_dict
+    copies into each parameter's own dtype."""
+    if topgrad.get_backend().name != "numpy":
+        pytest.skip("float64 Tensors are the numpy backend's")
+
+    def in_float64(model: Any) -> Any:
+        for t in model.state().values():
+            t.data = topgrad.Tensor(t.numpy(), dtype="float64").data
+        return model
+
+    model, optimizer = trained(in_float64(MLP(hidden=(8,))))
+    path = tmp_path / "ck.npz"
+    checkpoint.save(path, "mlp", model, optimizer, 1, CONFIG, np.zeros((1, 3)))
+    fresh = in_float64(MLP(hidden=(8,), seed=9))
+    checkpoint.load(path, "mlp", fresh, topgrad.optim.Adam(fresh.parameters()))
+    for name, value in numpy_state(model).items():
+        loaded = numpy_state(fresh)[name]
+        assert loaded.dtype == np.float64, name
+        np.testing.assert_array_equal(loaded, value, err_msg=name)
+
+
 def test_sgd_momentum_state_round_trips(tmp_path: Path) -> None:
     sgd = lambda params, lr: topgrad.optim.SGD(params, lr=lr, momentum=0.9)  # noqa: E731
     model, optimizer = trained(MLP(hidden=(8,)), optimizer_cls=sgd)

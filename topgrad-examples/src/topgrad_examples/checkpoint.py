@@ -223,8 +223,8 @@ def load(
         if tuple(saved[name].shape) != t.shape:
             raise CheckpointError(f"{path}: {name} has shape {tuple(saved[name].shape)} in the checkpoint, "
                                   f"{t.shape} in the model")
-    try:  # every array made before anything changes
-        values = {name: Tensor(saved[name]).data for name in state}
+    try:  # every array made before anything changes, in its tensor's dtype (float64 stays float64)
+        values = {name: Tensor(saved[name], dtype=t.dtype).data for name, t in state.items()}
     except TypeError as exc:  # text or objects where a weight belongs
         raise CheckpointError(f"{path}: a damaged checkpoint (a model array: {exc})") from None
     try:  # checks everything before it changes anything

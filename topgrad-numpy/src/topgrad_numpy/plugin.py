@@ -12,6 +12,6 @@ def topgrad_backends() -> list[BackendSpec]:
         BackendSpec(
             "numpy",
             "topgrad_numpy.backend:NumpyBackend",
-            "CPU, float32 numpy arrays, GEMMs on BLAS",
+            "CPU, float32 numpy arrays (float64 where asked), GEMMs on BLAS",
         )
     ]

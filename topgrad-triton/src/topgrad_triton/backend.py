@@ -38,12 +38,23 @@ def _same_view(a: Any, b: Any) -> bool:
 
 def _names_float32(dtype: Any) -> bool:
     """Whether `dtype` spells float32 for numpy ('float32', 'f4', np.float32, ...) or torch."""
-    if str(dtype) in ("float32", "torch.float32"):
+    return _spells(dtype, "float32")
+
+
+def _names_float64(dtype: Any) -> bool:
+    """Whether `dtype` spells float64 ('double', np.float64, torch.float64, ...): the numpy
+    backend's other dtype, which the refusal then points to."""
+    return _spells(dtype, "float64")
+
+
+def _spells(dtype: Any, name: str) -> bool:
+    """Whether `dtype` is numpy's or torch's spelling of the dtype `name`."""
+    if str(dtype) in (name, f"torch.{name}"):
         return True
     import numpy as np
 
     try:
-        return dtype is not None and np.dtype(dtype) == np.float32
+        return dtype is not None and np.dtype(dtype) == np.dtype(name)
     except TypeError:
         return False
 
@@ -118,8 +129,9 @@ class TritonBackend(topgrad.Backend):
         """
         torch = self._torch
         if not _names_float32(dtype):
+            also = "; the numpy backend computes in float64" if _names_float64(dtype) else ""
             raise TypeError(f"backend 'triton' holds float32 arrays only (its kernels compute in fp32), "
-                            f"got dtype={dtype!r}; the numpy backend computes in float64")
+                            f"got dtype={dtype!r}{also}")
         self.refuse_complex(obj)
         if obj is None:  # numpy would make it NaN
             raise TypeError("triton backend: cannot make an array from None")
