@@ -580,6 +580,33 @@ def test_a_searched_folder_holding_the_other_dataset_is_noted_and_passed(
         data.load_dataset("fashion-mnist", mnist)
 
 
+def test_a_folder_mixing_the_two_datasets_or_swapping_the_splits_is_refused(
+    tmp_path: Path, make_dataset,
+) -> None:
+    """MNIST's training files beside Fashion-MNIST's test files loaded (only the training labels
+    were looked at): the model trained on digits and was scored on clothes, 8% and exit 0.
+    Training and test files swapped loaded too."""
+    folder = make_dataset(tmp_path / "mixed")  # 96 training and 48 test images
+    subset = data.bundled_subset()
+
+    def labelled(train_start: tuple[int, ...], test_start: tuple[int, ...] | None) -> None:
+        train, test = subset.train_labels[:96].copy(), subset.test_labels[:48].copy()
+        train[:12] = train_start
+        if test_start is not None:
+            test[:12] = test_start
+        idx.write(folder / "train-labels-idx1-ubyte.gz", train)
+        idx.write(folder / "t10k-labels-idx1-ubyte.gz", test)
+
+    mnist, fashion = data.DATASETS["mnist"], data.DATASETS["fashion-mnist"]
+    labelled(mnist.first_train_labels, fashion.first_test_labels)
+    with pytest.raises(data.OtherDatasetError, match=r"t10k-labels-idx1-ubyte\.gz: these test labels are "
+                       r"fashion-mnist's, not mnist's .* the folder mixes the two datasets"):
+        data.load_dataset("mnist", folder)
+    labelled(mnist.first_test_labels, None)
+    with pytest.raises(idx.IDXError, match="the training and test files of mnist are swapped"):
+        data.load_dataset("mnist", folder)
+
+
 def test_a_download_cache_holding_the_other_dataset_falls_back_as_with_no_download(
     tmp_path: Path, make_dataset, isolated_search: Path,
 ) -> None:

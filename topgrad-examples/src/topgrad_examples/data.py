@@ -66,6 +66,7 @@ class DatasetInfo:
     mean: float
     std: float
     first_train_labels: tuple[int, ...]  # of the published files: tells the two datasets apart
+    first_test_labels: tuple[int, ...]  # ... and a folder mixing them, or one split for the other
     classes: tuple[str, ...] = field(default=tuple(str(d) for d in range(10)))
 
 
@@ -90,6 +91,7 @@ DATASETS: dict[str, DatasetInfo] = {
         mean=0.1307,
         std=0.3081,
         first_train_labels=(5, 0, 4, 1, 9, 2, 1, 3, 1, 4, 3, 5),
+        first_test_labels=(7, 2, 1, 0, 4, 1, 4, 9, 5, 9, 0, 6),
     ),
     "fashion-mnist": DatasetInfo(
         name="fashion-mnist",
@@ -106,6 +108,7 @@ DATASETS: dict[str, DatasetInfo] = {
         mean=0.2860,
         std=0.3530,
         first_train_labels=(9, 0, 0, 3, 0, 2, 7, 2, 5, 5, 0, 9),
+        first_test_labels=(9, 2, 1, 1, 6, 1, 4, 6, 5, 7, 4, 5),
         classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                  "Bag", "Ankle boot"),
     ),
@@ -197,22 +200,36 @@ def load_files(files: dict[str, Path], name: str, source: str) -> Dataset:
         if n_images == 0:
             raise idx.IDXError(f"{files[f'{split}-images']}: no images (a dataset needs at least one "
                                f"{'training' if split == 'train' else 'test'} image)")
-    _check_identity(name, arrays["train-labels"], source)
+    _check_identity(name, arrays, files, source)
     return Dataset(name, source, arrays["train-images"], arrays["train-labels"],
                    arrays["t10k-images"], arrays["t10k-labels"])
 
 
-def _check_identity(name: str, train_labels: np.ndarray, source: str) -> None:
+def _check_identity(name: str, arrays: dict[str, np.ndarray], files: dict[str, Path], source: str) -> None:
     """Refuse the other dataset's files (MNIST and Fashion-MNIST share names and formats, so a
-    folder of loose files would otherwise be taken for either), told apart by their labels."""
-    start = tuple(int(v) for v in train_labels[:12])
+    folder of loose files would otherwise be taken for either), told apart by the first labels of
+    each split: a whole folder of the other's, a folder mixing the two (its test accuracy would
+    mean nothing), or the training and test files swapped."""
+    train, test = (tuple(int(v) for v in arrays[part][:12]) for part in ("train-labels", "t10k-labels"))
     for other, info in DATASETS.items():
-        if other != name and start == info.first_train_labels:
+        if other != name and train == info.first_train_labels:
             raise OtherDatasetError(
                 f"{source}: these IDX files are {other}, not {name} (their training labels begin as "
                 f"{other}'s do); point --data-dir or $TOPGRAD_DATA at a {name} folder, or use "
                 f"--dataset {other}", source, name, other
             )
+        if other != name and test == info.first_test_labels:
+            raise OtherDatasetError(
+                f"{files['t10k-labels']}: these test labels are {other}'s, not {name}'s (they begin as "
+                f"{other}'s do), beside {name} training files: the folder mixes the two datasets; "
+                f"put {name}'s four files together", source, name, other
+            )
+    own = DATASETS[name]
+    if train == own.first_test_labels or test == own.first_train_labels:
+        raise idx.IDXError(f"{source}: the training and test files of {name} are swapped "
+                           f"({files['train-labels']} begins as its test labels do, or the t10k files as "
+                           "its training ones); "
+                           "train-* files hold the 60,000 training images, t10k-* the 10,000 test images")
 
 
 def load_dir(directory: str | os.PathLike[str], name: str = "mnist") -> Dataset:
