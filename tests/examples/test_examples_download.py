@@ -26,23 +26,24 @@ PAYLOAD = b"topgrad" * 5000
 
 class Handler(http.server.BaseHTTPRequestHandler):
     """/good/<f> serves the file, /corrupt/<f> other bytes, /drop/<f> half the bytes then hangs up,
-    /nolength/<f> the file without a Content-Length (its end is where the connection closes)."""
+    /nolength/<f> the file without a Content-Length (its end is where the connection closes),
+    /cut/<f> half of it so (HTTP/1.0, a transfer cut short that only the content can tell)."""
 
     files: ClassVar[dict[str, bytes]] = {}
 
     def do_GET(self) -> None:
         _, mode, name = self.path.split("/", 2)
         body = self.files.get(name)
-        if body is None or mode not in ("good", "corrupt", "drop", "nolength"):
+        if body is None or mode not in ("good", "corrupt", "drop", "nolength", "cut"):
             self.send_error(404)
             return
         if mode == "corrupt":
             body = body[:-1] + bytes([body[-1] ^ 0xFF])
         self.send_response(200)
-        if mode != "nolength":
+        if mode not in ("nolength", "cut"):
             self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body[: len(body) // 2] if mode == "drop" else body)
+        self.wfile.write(body[: len(body) // 2] if mode in ("drop", "cut") else body)
         if mode == "drop":
             self.wfile.flush()
             self.close_connection = True
@@ -287,6 +288,32 @@ def test_a_failed_download_names_every_mirrors_failure(
                            log=messages.append)
     note = messages[-1]
     assert data.NO_RETRY in note and "run once online" not in note, note
+
+
+def test_a_gzip_cut_short_without_a_length_is_a_cut_not_another_file(
+    server: str, tmp_path: Path, make_dataset, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server sending no Content-Length that closed mid-file gave "sha256 mismatch, the mirror
+    served a different file", and the advice that running again would not help; a retry may."""
+    _serve_dataset(tmp_path, make_dataset, monkeypatch)
+    name = "train-images-idx3-ubyte.gz"
+    dest, checksum = tmp_path / "got" / name, data.DATASETS["mnist"].checksums[name]
+    cut = r"closed after \d+ bytes, before the end of the gzip stream"
+    with pytest.raises(DownloadError, match=cut) as info:
+        fetch(f"{server}/cut/{name}", dest, checksum, timeout=5)
+    assert not isinstance(info.value, download.ChecksumMismatchError)
+    assert fetch(f"{server}/nolength/{name}", dest, checksum).exists()
+
+
+def test_mirrors_that_all_refuse_the_file_are_no_reason_to_go_online(
+    server: str, tmp_path: Path, make_dataset, isolated_search: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every mirror answering 404 got "run once online" on a machine that was online."""
+    _serve_dataset(tmp_path, make_dataset, monkeypatch)
+    messages: list[str] = []
+    data.load_dataset("mnist", mirrors=[f"{server}/missing", f"{server}/gone"], timeout=5,
+                      log=messages.append)
+    assert data.REFUSED in messages[-1] and "run once online" not in messages[-1], messages[-1]
 
 
 def test_a_broken_file_in_the_cache_says_deleting_it_downloads_it_again(

@@ -314,6 +314,10 @@ NO_RETRY = ("running again would not help while a mirror serves a file other tha
             "proxy, or a changed upstream file, may be why")
 """After a checksum mismatch: being online is not what is missing (said instead of "run once online")."""
 
+REFUSED = ("the mirrors are reachable but refused the file (HTTP errors above): running again would not "
+           "help while they do; a proxy, or a moved upstream file, may be why")
+"""After every mirror answered with an HTTP error: being online is not what is missing either."""
+
 
 def load_dataset(
     name: str = "mnist",
@@ -352,7 +356,7 @@ def load_dataset(
             log(f"{name}: $TOPGRAD_DATA={chosen}: {_why_not_there(chosen, name)}; looking in the other "
                 "places")
     looked = ", ".join(str(d) for d in search_dirs(name))
-    problem, other_file, unwritable = "downloading is turned off", False, ""
+    problem, other_file, unwritable = "downloading is turned off", "", ""  # other_file: why not online
     online = "run once online" if download_ok else "run without --no-download, online,"
     if download_ok:
         try:
@@ -371,11 +375,12 @@ def load_dataset(
             unwritable = (f"set $XDG_CACHE_HOME to a folder you can write ({fix}) and run "
                           "again to download them")
         except DownloadError as exc:
-            problem, other_file = f"the download failed ({'; '.join(exc.failures)})", exc.served_other_file
+            problem = f"the download failed ({'; '.join(exc.failures)})"
+            other_file = NO_RETRY if exc.served_other_file else REFUSED if exc.refused else ""
     folder = "pass --data-dir DIR or set $TOPGRAD_DATA to a folder with the four IDX files"
     if name == "mnist" and subset_ok:
         subset = bundled_subset()
-        how = (f"{folder} ({NO_RETRY})" if other_file else f"{folder}, or {unwritable}" if unwritable else
+        how = (f"{folder} ({other_file})" if other_file else f"{folder}, or {unwritable}" if unwritable else
                f"{folder}, or {online} to download them into {cache_dir(name)}"
                f"{' (--no-download skips the download attempt)' if download_ok else ''}")
         log(f"mnist: not found in {looked} and {problem}; using the bundled subset "
@@ -384,7 +389,7 @@ def load_dataset(
         return subset
     debian = f"install Debian's {DEBIAN_PACKAGES[name]} package" if name in DEBIAN_PACKAGES else ""
     if other_file:
-        how = f"{folder} or {debian} ({NO_RETRY})" if debian else f"{folder} ({NO_RETRY})"
+        how = f"{folder} or {debian} ({other_file})" if debian else f"{folder} ({other_file})"
     else:
         how = f"{folder}, {debian + ', ' if debian else ''}or {unwritable or online.rstrip(',')}"
     raise DatasetNotFoundError(f"{name}: not found in {looked} and {problem}. {how[0].upper()}{how[1:]}.")

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from http.client import HTTPException
 from pathlib import Path
@@ -29,13 +30,19 @@ CHUNK = 1 << 16
 
 class DownloadError(OSError):
     """No mirror gave a file with the expected checksum; the message lists each attempt, and
-    `served_other_file` says whether every mirror answered with a file whose checksum differs (so
-    being online is not what is missing; a mirror that timed out might answer on a retry)."""
+    `served_other_file` says whether every mirror answered with a file whose checksum differs, and
+    `refused` whether every one answered with an HTTP error (404): either way being online is not
+    what is missing (a mirror that timed out, or cut the file short, might answer on a retry)."""
 
-    def __init__(self, message: str, failures: Sequence[str] = (), served_other_file: bool = False) -> None:
+    def __init__(self, message: str, failures: Sequence[str] = (), served_other_file: bool = False,
+                 refused: bool = False) -> None:
         super().__init__(message)
         self.failures = list(failures) or [message]
-        self.served_other_file = served_other_file
+        self.served_other_file, self.refused = served_other_file, refused
+
+
+class RefusedError(DownloadError):
+    """A mirror answered with an HTTP error status (404, 403): it is reachable, but gives no file."""
 
 
 class ChecksumMismatchError(DownloadError):
@@ -76,6 +83,13 @@ def fetch(url: str, dest: Path, checksum: str, timeout: float = 30.0, progress: 
     """Download `url` to `dest` atomically; raise `DownloadError` if it is cut short or its hash differs."""
     algorithm, expected = parse_checksum(checksum)
     digest = hashlib.new(algorithm)
+    stream = _GzipStream() if dest.name.endswith(".gz") else None
+
+    def take(chunk: bytes) -> None:
+        digest.update(chunk)
+        if stream is not None:
+            stream.feed(chunk)
+
     try:  # `replacing` moves the file into place only if the block, checksum included, succeeds;
         # the progress line ends after that move, so a failed one shows as "not kept"
         with _made_folders(dest.parent), urllib.request.urlopen(url, timeout=timeout) as response:
@@ -83,18 +97,42 @@ def fetch(url: str, dest: Path, checksum: str, timeout: float = 30.0, progress: 
             total = None if length is None else int(length)
             with (DownloadProgress(dest.name, total, enabled=progress) as shown,
                   replacing(dest, suffix=".part") as out):
-                _copy(response, out, digest.update, shown)
+                _copy(response, out, take, shown)
                 if total is not None and shown.done != total:
                     raise DownloadError(f"{url}: connection closed after {shown.done} of {total} bytes")
+                if digest.hexdigest() != expected and stream is not None and stream.cut_short:
+                    raise DownloadError(f"{url}: the connection closed after {shown.done} bytes, before "
+                                        "the end of the gzip stream (the server sent no length)")
                 if digest.hexdigest() != expected:
                     raise ChecksumMismatchError(
                         f"{url}: {algorithm} mismatch, the mirror served a different file (got "
                         f"{digest.hexdigest()[:12]}..., expected {expected[:12]}...)")
     except DownloadError:
         raise
+    except urllib.error.HTTPError as exc:  # an answer, not a network failure
+        raise RefusedError(f"{url}: {type(exc).__name__}: {exc}") from exc
     except (OSError, HTTPException, ValueError) as exc:  # URLError, timeouts, IncompleteRead, ...
         raise DownloadError(f"{url}: {type(exc).__name__}: {exc}") from exc
     return dest
+
+
+class _GzipStream:
+    """Whether a gzip body, fed chunk by chunk, reached the end of its stream: one cut short
+    without a Content-Length (HTTP/1.0) hashes wrong as another file would, but a retry may fix it."""
+
+    def __init__(self) -> None:
+        self._inflate, self._broken = zlib.decompressobj(wbits=31), False
+
+    def feed(self, chunk: bytes) -> None:
+        if not (self._broken or self._inflate.eof):
+            try:
+                self._inflate.decompress(chunk)
+            except zlib.error:  # not gzip at all (an HTML page): another file, not a short one
+                self._broken = True
+
+    @property
+    def cut_short(self) -> bool:
+        return not self._broken and not self._inflate.eof
 
 
 def _copy(response: BinaryIO, out: BinaryIO, hash_update: Callable[[bytes], None],
@@ -113,7 +151,7 @@ def fetch_from_mirrors(
     """Try `mirror + filename` for each mirror in turn; the first download whose checksum matches
     wins. FolderNotWritableError, before any mirror is tried, where `dest`'s folder cannot be made
     (`check_destination` beforehand finds a read-only one too)."""
-    failures, mismatches = [], 0
+    failures, mismatches, refusals = [], 0, 0
     with _made_folders(dest.parent):  # kept only if one mirror succeeds
         for mirror in mirrors:
             url = mirror.rstrip("/") + "/" + filename
@@ -124,9 +162,11 @@ def fetch_from_mirrors(
             except DownloadError as exc:
                 failures.append(str(exc))
                 mismatches += isinstance(exc, ChecksumMismatchError)
+                refusals += isinstance(exc, RefusedError)
         tried = "; ".join(failures) if failures else "no mirrors given"
         raise DownloadError(f"could not download {filename}: {tried}", failures,
-                            served_other_file=bool(failures) and mismatches == len(failures))
+                            served_other_file=bool(failures) and mismatches == len(failures),
+                            refused=bool(failures) and refusals == len(failures))
 
 
 @contextlib.contextmanager
