@@ -182,10 +182,11 @@ def test_an_unreadable_folder_is_said_not_a_traceback(
     tmp_path: Path, make_dataset, isolated_search: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Path.is_file raises PermissionError in a folder that cannot be read (Python 3.11): named,
-    it is an error in one line; searched, a note, and the search goes on."""
+    it is an error in one line; searched, a note, and the search goes on. The folder named is the
+    one that cannot be read, not the subfolder probed first (locked/mnist, which does not exist)."""
     locked = tmp_path / "locked"
     make_dataset(locked)
-    real_is_file = Path.is_file
+    real_is_file, real_access = Path.is_file, os.access
 
     def is_file(self: Path) -> bool:
         if self.parent == locked or self.parent == locked / "mnist":
@@ -193,15 +194,36 @@ def test_an_unreadable_folder_is_said_not_a_traceback(
         return real_is_file(self)
 
     monkeypatch.setattr(Path, "is_file", is_file)
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked and real_access(path, mode))
     with pytest.raises(data.DatasetNotFoundError,
-                       match=rf"^{locked}/mnist: cannot read it \(Permission denied\)"):
+                       match=rf"^{locked}: cannot read it \(Permission denied\)"):
         data.load_dataset("mnist", locked)
     monkeypatch.setenv("TOPGRAD_DATA", str(locked))
     make_dataset(tmp_path / "debian" / "mnist", n_train=20)
     messages: list[str] = []
     assert len(data.load_dataset("mnist", download_ok=False, log=messages.append).train_labels) == 20
-    assert messages == [f"mnist: {locked}/mnist: cannot read it (Permission denied); give the user running "
+    assert messages == [f"mnist: {locked}: cannot read it (Permission denied); give the user running "
                         "topgrad-train read access, or point at another folder; looking in the other places"]
+
+
+def test_what_stands_at_a_missing_files_name_is_said(tmp_path: Path, make_dataset) -> None:
+    """A folder named like the file, a symlink to nothing, a symlink loop: "missing", though `ls`
+    shows the name; and a --data-dir that is a symlink loop was "no such folder"."""
+    name = "train-images-idx3-ubyte.gz"
+    nowhere = "a symlink to /nonexistent/x, which does not exist"
+    for i, (what, make) in enumerate((("a folder", lambda p: p.mkdir()),
+                                      (nowhere, lambda p: p.symlink_to("/nonexistent/x")),
+                                      ("a symlink loop", lambda p: p.symlink_to(p)))):
+        folder = make_dataset(tmp_path / f"case{i}")
+        (folder / name).unlink()
+        make(folder / name)
+        said = rf"{name} missing \({re.escape(str(folder / name))} is {re.escape(what)}, not the file\)"
+        with pytest.raises(data.DatasetNotFoundError, match=said):
+            data.load_dataset("mnist", folder)
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(data.DatasetNotFoundError, match=rf"^{loop}: a symlink loop \(--data-dir names"):
+        data.load_dataset("mnist", loop)
 
 
 def test_search_order(tmp_path: Path, make_dataset, isolated_search: Path, monkeypatch) -> None:

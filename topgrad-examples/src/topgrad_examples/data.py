@@ -20,6 +20,7 @@ reads faster). If that one is broken, the error names the other copies, which we
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -150,8 +151,48 @@ def copies(folder: Path, part: str) -> list[Path]:
     try:
         return [folder / n for n in file_names(part) if (folder / n).is_file()]
     except PermissionError as exc:
-        raise FolderUnreadableError(f"{folder}: cannot read it ({exc.strerror}); give the user running "
+        blocked = _unsearchable(folder)
+        raise FolderUnreadableError(f"{blocked}: cannot read it ({exc.strerror}); give the user running "
                                     "topgrad-train read access, or point at another folder") from None
+
+
+def _unsearchable(folder: Path) -> Path:
+    """The folder on `folder`'s path that cannot be looked into: `folder`, or the parent that hides
+    it (a subfolder probed inside an unreadable --data-dir does not exist to be given access)."""
+    for path in (folder, *folder.parents):
+        try:
+            if path.is_dir():
+                return path if not os.access(path, os.R_OK | os.X_OK) else folder
+        except PermissionError:  # its parent cannot be searched: look there
+            continue
+    return folder
+
+
+def _what_is_there(folder: Path, part: str) -> str:
+    """For a part found missing: what stands at its names instead, where something does (a folder
+    named like the file, a broken or looping symlink), since `ls` shows those names; else ""."""
+    for n in file_names(part):
+        path = folder / n
+        if os.path.lexists(path):
+            what = _broken_link(path) or ("a folder" if path.is_dir() else "no regular file")
+            return f"{path} is {what}, not the file"
+    return ""
+
+
+def _broken_link(path: Path) -> str:
+    """What a symlink that leads nowhere is ("a symlink loop", "a symlink to X, which does not
+    exist"); "" for anything else."""
+    if not path.is_symlink():
+        return ""
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # Python 3.11's word for a loop
+        return "a symlink loop"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symlink loop"
+        return f"a symlink to {os.readlink(path)}, which does not exist"
+    return ""
 
 
 def find_files(directory: str | os.PathLike[str], name: str | None = None) -> dict[str, Path] | None:
@@ -250,9 +291,12 @@ def _why_not_there(directory: str | os.PathLike[str], name: str) -> str:
     """Why a folder that was to hold a dataset does not: no such folder, or which files it lacks."""
     folder = Path(directory).expanduser()
     if not folder.is_dir():
-        return "not a folder" if folder.exists() else "no such folder"
-    missing = ", ".join(file_names(p)[1] for p in _missing_parts(folder, name))
-    return f"no complete {name} dataset there (nor in {Path(directory) / name}): {missing} missing"
+        return "not a folder" if folder.exists() else _broken_link(folder) or "no such folder"
+    parts = _missing_parts(folder, name)
+    missing = ", ".join(file_names(p)[1] for p in parts)
+    found = "; ".join(filter(None, (_what_is_there(f, p) for p in parts for f in (folder / name, folder))))
+    return (f"no complete {name} dataset there (nor in {Path(directory) / name}): {missing} missing"
+            + (f" ({found})" if found else ""))
 
 
 # ---- where to look ----------------------------------------------------------------
