@@ -124,6 +124,7 @@ class _GzipStream:
         self._inflate, self._broken = zlib.decompressobj(wbits=31), False
 
     def feed(self, chunk: bytes) -> None:
+        """Inflate the next chunk of the body (the output is not kept: only where the stream ends)."""
         if not (self._broken or self._inflate.eof):
             try:
                 self._inflate.decompress(chunk)
@@ -132,6 +133,7 @@ class _GzipStream:
 
     @property
     def cut_short(self) -> bool:
+        """A gzip stream, so far, that has not reached its end."""
         return not self._broken and not self._inflate.eof
 
 
