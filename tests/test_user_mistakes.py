@@ -529,6 +529,14 @@ def test_a_shape_too_large_for_any_array_is_refused_in_topgrads_words(shape: tup
             make(*shape)
 
 
+def test_a_padding_too_large_for_any_array_is_refused_in_topgrads_words() -> None:
+    """conv2d(padding=2**31) on triton leaked torch's overflow with its C++ frames."""
+    x, w = Tensor(np.ones((1, 4, 4, 2), np.float32)), Tensor(np.ones((3, 3, 2, 2), np.float32))
+    with pytest.raises(ValueError, match=r"^Conv2d: padding \(2147483648, 2147483648\) makes .* values of "
+                       r"padded images, more than any array can hold"):
+        x.conv2d(w, padding=2**31)
+
+
 def test_the_grouped_convolution_recipe_gives_pytorchs_answer() -> None:
     """groups=2's message says to convolve each group apart and join them: that is F.conv2d's."""
     g, cin, cout = 2, 4, 6

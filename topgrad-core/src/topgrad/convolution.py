@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from topgrad import pytorch_names
-from topgrad.arguments import is_whole
+from topgrad.arguments import LARGEST_ARRAY, is_whole
 from topgrad.pairs import Pair, output_size, pair
 
 
@@ -54,6 +54,10 @@ def conv_geometry(
     if min(out) < 1:
         raise ValueError(f"Conv2d: the kernel is larger than the padded image, {shapes}, padding {pad} "
                          "(H and W are axes 1 and 2 of x, NHWC)")
+    padded = x_shape[0] * (x_shape[1] + 2 * pad[0]) * (x_shape[2] + 2 * pad[1]) * max(x_shape[3], w_shape[3])
+    if padded > LARGEST_ARRAY:  # torch's overflow text came through with its C++ frames
+        raise ValueError(f"Conv2d: padding {pad} makes {padded:.3g} values of padded images, more than any "
+                         f"array can hold, for {shapes}")
     return step, pad, out
 
 
