@@ -152,7 +152,7 @@ def normal_axes(op: str, axis: Any, ndim: int) -> tuple[int, ...]:
     """`axis` (None: every axis; an int or a sequence, negatives counting from the end) as sorted
     non-negative axes of an array of `ndim` dimensions, for a backend's reductions. An axis is a
     whole number (operator.index: a 0-d float or bool array, which has __index__ too, is none,
-    not truncated); out of range or repeated is a ValueError naming `op`."""
+    not truncated); out of range, repeated or `()` (`reduced_axes`) is a ValueError naming `op`."""
     if axis is None:
         return tuple(range(ndim))
     given = (axis,) if hasattr(axis, "__index__") else axis if isinstance(axis, (tuple, list)) else None
@@ -164,6 +164,8 @@ def normal_axes(op: str, axis: Any, ndim: int) -> tuple[int, ...]:
             pass
     if whole is None:
         raise TypeError(f"{op}: axis must be None, an int or a tuple of ints, got {axis!r}")
+    if not whole:
+        reduced_axes(op, axis)  # () is no axis to numpy and every axis to PyTorch: refused
     out = []
     for a in whole:
         if not (a in (0, -1) if ndim == 0 else -ndim <= a < ndim):  # 0-d: axis 0 or -1, as in PyTorch
@@ -176,6 +178,8 @@ def normal_axes(op: str, axis: Any, ndim: int) -> tuple[int, ...]:
 
 def flag(op: str, name: str, value: Any) -> bool:
     """A True/False switch, as PyTorch wants one: `causal="no"` would otherwise count as true."""
+    if value is True or value is False:  # the usual case, told at once (ops check their switches too)
+        return value
     if isinstance(value, bool) or type(value).__name__ in ("bool", "bool_"):  # numpy's bool too
         return bool(value)
     raise TypeError(f"{op}: {name} must be True or False, got {value!r}")

@@ -19,8 +19,7 @@ class Attention(NumpyOp):
 
     def forward(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool = False) -> np.ndarray:
         """softmax(q kᵀ/√D) v, batched over the first axis, the causal mask applied when asked."""
-        if causal is not True and causal is not False:  # "no" would mask as True does
-            causal = flag("Attention", "causal", causal)
+        causal = flag("Attention", "causal", causal)  # "no" would mask as True does
         check_attention_shapes(q.shape, k.shape, v.shape)
         T, S = q.shape[1], k.shape[1]
         self.scale = scale = 1.0 / math.sqrt(q.shape[2]) if q.shape[2] else 1.0

@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 import numpy as np
-from topgrad.arguments import flag, reduced_axes
+from topgrad.arguments import flag
 
 from topgrad_numpy.ops._util import (
     NumpyOp,
@@ -44,11 +44,8 @@ class Sum(NumpyOp):
 
     def forward(self, x: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:
         """x summed over the normalized axes."""
-        if keepdims is not True and keepdims is not False:
-            keepdims = flag("Sum", "keepdims", keepdims)
+        keepdims = flag("Sum", "keepdims", keepdims)
         self.axes = axes("Sum", axis, x.ndim)
-        if not self.axes and axis is not None:
-            reduced_axes("Sum", axis)
         self.in_shape, self.keepdims = x.shape, keepdims
         return _reduce(x, self.axes, keepdims)
 
@@ -62,11 +59,8 @@ class Mean(NumpyOp):
 
     def forward(self, x: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:
         """x averaged over the normalized axes (NaN over no elements, as in PyTorch)."""
-        if keepdims is not True and keepdims is not False:
-            keepdims = flag("Mean", "keepdims", keepdims)
+        keepdims = flag("Mean", "keepdims", keepdims)
         self.axes = axes("Mean", axis, x.ndim)
-        if not self.axes and axis is not None:
-            reduced_axes("Mean", axis)
         self.in_shape, self.keepdims = x.shape, keepdims
         count = math.prod(x.shape[a] for a in self.axes)
         self.scale = 1.0 / count if count else math.nan
@@ -87,11 +81,8 @@ class Max(NumpyOp):
 
     def forward(self, x: np.ndarray, axis: Any = None, keepdims: bool = False) -> np.ndarray:
         """The maximum over the axes (an error over an empty axis, as in PyTorch); saves x and it."""
-        if keepdims is not True and keepdims is not False:
-            keepdims = flag("Max", "keepdims", keepdims)
+        keepdims = flag("Max", "keepdims", keepdims)
         self.axes = axes("Max", axis, x.ndim)
-        if not self.axes and axis is not None:
-            reduced_axes("Max", axis)
         empty = [a for a in self.axes if x.shape[a] == 0]
         if empty:
             raise ValueError(f"Max: x of shape {x.shape} has no elements along axis {empty[0]}, "

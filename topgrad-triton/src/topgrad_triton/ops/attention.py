@@ -21,8 +21,7 @@ class Attention(TritonOp):
     def forward(self, q: Any, k: Any, v: Any, causal: bool = False) -> Any:
         """The fused attention kernel's output; saves q, k, v and each query row's max and log-sum."""
         check_tensors("Attention", q=q, k=k, v=v)
-        if causal is not True and causal is not False:  # "no" would mask as True does
-            causal = flag("Attention", "causal", causal)
+        causal = flag("Attention", "causal", causal)  # "no" would mask as True does
         check_attention_shapes(tuple(q.shape), tuple(k.shape), tuple(v.shape))
         # a raw torch operand of another dtype is cast, as Linear's weight is (the kernels read any
         # strides, so a float32 one is used as it is)

@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 import torch
-from topgrad.arguments import flag, reduced_axes
+from topgrad.arguments import flag
 
 from topgrad_triton.kernels import elementwise as ew
 from topgrad_triton.kernels.elementwise import broadcast_to, contiguous
@@ -23,11 +23,8 @@ class _Reduce(TritonOp):
         """x summed (or averaged) over the normalized axes by the reduction kernel."""
         name = type(self).__name__
         check_tensors(name, x=x)
-        if keepdims is not True and keepdims is not False:
-            keepdims = flag(name, "keepdims", keepdims)
+        keepdims = flag(name, "keepdims", keepdims)
         axes = normalize_axes(name, axis, x.ndim)
-        if not axes and axis is not None:
-            reduced_axes(name, axis)
         count = math.prod(x.shape[d] for d in axes)
         self.scale = (1.0 / count if count else float("nan")) if self.mean else 1.0
         self.shape, self.axes = tuple(x.shape), axes
@@ -57,11 +54,8 @@ class Max(TritonOp):
     def forward(self, x: torch.Tensor, axis: Any = None, keepdims: bool = False) -> torch.Tensor:
         """The maximum over the axes (an error over an empty axis, as in PyTorch); saves x and it."""
         check_tensors("Max", x=x)
-        if keepdims is not True and keepdims is not False:
-            keepdims = flag("Max", "keepdims", keepdims)
+        keepdims = flag("Max", "keepdims", keepdims)
         axes = normalize_axes("Max", axis, x.ndim)
-        if not axes and axis is not None:
-            reduced_axes("Max", axis)
         empty = [d for d in axes if x.shape[d] == 0]
         if empty:
             raise ValueError(f"Max: x of shape {tuple(x.shape)} has no elements along axis {empty[0]}, "
