@@ -287,25 +287,26 @@ class AnomalyDetector(Observer):
             built_at, stack, where = _built_at_text(getattr(op, "_built_at", None))
             parent = parents[i] if i < len(parents) else None
             label = self.names.get(id(parent)) if isinstance(parent, Tensor) else None
-            cause = (
-                "the incoming gradient already contained NaN/Inf, though every gradient the ops computed "
-                "before it was finite: it is the seed passed to backward, or, where this op's output is "
-                "used more than once, the sum of those uses' gradients, which can overflow though each "
-                "is finite"
-                if _bad(grad, self.inf) and self.inf else
-                "the incoming gradient already contained NaN, though no gradient the ops computed before "
-                "it held NaN (Inf is not checked: inf=False): it is the seed passed to backward, or, "
-                "where this op's output is used more than once, the sum of those uses' gradients, NaN "
-                "where one use's Inf meets another's -Inf"
-                if _bad(grad, self.inf)
-                else "the incoming gradient was finite, so this op's backward produced them" if self.inf
-                else "the incoming gradient held no NaN (inf=False), so this op's backward produced them"
-            )
+            cause = _BACKWARD_CAUSE[_bad(grad, self.inf), self.inf]
             raise AnomalyError(
                 f"{name} (backward): the gradient for input {i}{f' ({label!r})' if label else ''}, "
                 f"shape {tuple(g.shape)}, has {_describe(nan, inf, size)}; {cause}.{where}",
                 name, "backward", built_at or None, stack,
             )
+
+
+_BACKWARD_CAUSE = {  # (the incoming gradient held NaN/Inf, Inf counts) -> why a gradient went bad
+    (True, True): "the incoming gradient already contained NaN/Inf, though every gradient the ops computed "
+                  "before it was finite: it is the seed passed to backward, or, where this op's output is "
+                  "used more than once, the sum of those uses' gradients, which can overflow though each "
+                  "is finite",
+    (True, False): "the incoming gradient already contained NaN, though no gradient the ops computed before "
+                   "it held NaN (Inf is not checked: inf=False): it is the seed passed to backward, or, "
+                   "where this op's output is used more than once, the sum of those uses' gradients, NaN "
+                   "where one use's Inf meets another's -Inf",
+    (False, True): "the incoming gradient was finite, so this op's backward produced them",
+    (False, False): "the incoming gradient held no NaN (inf=False), so this op's backward produced them",
+}
 
 
 @contextlib.contextmanager

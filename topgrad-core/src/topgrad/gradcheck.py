@@ -302,8 +302,11 @@ def _check(
     for i, (x, a, n, allow) in enumerate(zip(xs, analytic, numeric, allowance)):
         typical = max(_rms(a.values), _rms(n))
         atol_i = atol * min(1.0, typical) if scaled_atol and typical > 0 else atol
+        errors = [abs(ak - nk) for ak, nk in zip(a.values, n)]
+        plain = [atol_i + rtol * abs(nk) + allow_k for nk, allow_k in zip(n, allow)]  # before any probe
         spread = [0.0] * len(n)
-        if n and (_blur(allow, typical) > INCONCLUSIVE or _failing(a.values, n, allow, atol_i, rtol)):
+        failing = not all(e <= t for e, t in zip(errors, plain))  # NaN fails
+        if n and (_blur(allow, typical) > INCONCLUSIVE or failing):
             wide, _ = central(i, PROBE * eps)
             diffs = [abs(p - q) for p, q in zip(n, wide)]
             sigma = _rms(diffs)
@@ -315,12 +318,11 @@ def _check(
                              f"{sigma:.2g} apart at step {eps:g} and {PROBE * eps:g})" if sigma else
                              f"input {i}'s numeric gradient is exactly 0")
         blur = max(blur, _blur(allow, typical))
-        ratio, tolerances = [], []
-        for ak, nk, allow_k, spread_k in zip(a.values, n, allow, spread):
-            err, tolerance = abs(ak - nk), atol_i + rtol * abs(nk) + allow_k + spread_k
+        tolerances = [t + s for t, s in zip(plain, spread)]
+        ratio = []
+        for err, tolerance in zip(errors, tolerances):
             q = 0.0 if err == 0 else _divide(err, tolerance)
             ratio.append(math.inf if math.isnan(q) else q)  # NaN counts as a failure
-            tolerances.append(tolerance)
         checked += len(ratio)
         failures += sum(q > 1.0 for q in ratio)
         if ratio and max(ratio) > worst_ratio:
@@ -485,12 +487,6 @@ def _unravel(k: int, shape: tuple[int, ...]) -> tuple[int, ...]:
 def _blur(allowance: list[float], typical: float) -> float:
     """An input's largest rounding allowance over its typical gradient (0 where either is 0)."""
     return _max(*allowance) / typical if typical > 0 and allowance else 0.0
-
-
-def _failing(analytic: list[float], numeric: list[float], allowance: list[float], atol: float,
-             rtol: float) -> bool:
-    """Whether any element is beyond atol + rtol * |numeric| + its allowance (NaN included)."""
-    return not all(abs(a - n) <= atol + rtol * abs(n) + k for a, n, k in zip(analytic, numeric, allowance))
 
 
 def _rms(values: list[float]) -> float:
