@@ -100,13 +100,14 @@ def fetch(url: str, dest: Path, checksum: str, timeout: float = 30.0, progress: 
                 _copy(response, out, take, shown)
                 if total is not None and shown.done != total:
                     raise DownloadError(f"{url}: connection closed after {shown.done} of {total} bytes")
-                if digest.hexdigest() != expected and stream is not None and stream.cut_short:
+                got = digest.hexdigest()
+                if got != expected and stream is not None and stream.cut_short:
                     raise DownloadError(f"{url}: the connection closed after {shown.done} bytes, before "
                                         "the end of the gzip stream (the server sent no length)")
-                if digest.hexdigest() != expected:
+                if got != expected:
                     raise ChecksumMismatchError(
                         f"{url}: {algorithm} mismatch, the mirror served a different file (got "
-                        f"{digest.hexdigest()[:12]}..., expected {expected[:12]}...)")
+                        f"{got[:12]}..., expected {expected[:12]}...)")
     except DownloadError:
         raise
     except urllib.error.HTTPError as exc:  # an answer, not a network failure
