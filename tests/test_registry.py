@@ -1331,6 +1331,12 @@ def array_backend(name: str, array: type) -> Backend:
     return backend
 
 
+def _flat_and_boxed() -> None:
+    """Register the backends "flat" and "boxed", whose arrays are of two types, in-process."""
+    topgrad.register_backend(BackendSpec("flat", lambda: array_backend("flat", Flat)))
+    topgrad.register_backend(BackendSpec("boxed", lambda: array_backend("boxed", Boxed)))
+
+
 def test_a_backend_without_full_is_told_so_at_its_first_tensor() -> None:
     """zeros() defaults to full(); a backend without full made Tensor(...) say "its asarray and copy
     must return those (builtins.NoneType)", blaming two helpers that worked."""
@@ -1362,8 +1368,7 @@ def test_a_backend_without_full_is_told_so_at_its_first_tensor() -> None:
 def test_a_tensor_of_another_backend_is_named_when_an_op_fails() -> None:
     """Tensors keep their backend's arrays: one made before set_backend switched reaches the new
     backend's ops, which fail in their own words; the engine names the operand and its backend."""
-    topgrad.register_backend(BackendSpec("flat", lambda: array_backend("flat", Flat)))
-    topgrad.register_backend(BackendSpec("boxed", lambda: array_backend("boxed", Boxed)))
+    _flat_and_boxed()
     topgrad.set_backend("flat")
     old = Tensor.zeros(3)
     topgrad.set_backend("boxed")
@@ -1379,8 +1384,7 @@ def test_a_tensor_of_another_backend_is_named_when_an_op_fails() -> None:
 def test_a_step_after_set_backend_names_the_backend_the_parameters_belong_to() -> None:
     """backward made w.grad under 'flat'; after set_backend('boxed') the step said "parameter 0's
     .grad must be an array of the backend 'boxed', got Flat", as if the gradient were wrong."""
-    topgrad.register_backend(BackendSpec("flat", lambda: array_backend("flat", Flat)))
-    topgrad.register_backend(BackendSpec("boxed", lambda: array_backend("boxed", Boxed)))
+    _flat_and_boxed()
     topgrad.set_backend("flat")
     w = Tensor.zeros(3)
     opt = topgrad.optim.SGD([w], lr=0.1)
@@ -1397,8 +1401,7 @@ def test_a_backend_without_zeros_does_not_hide_the_owner_of_a_tensor() -> None:
     """The engine asks each loaded backend for its array type only after an op failed; one whose
     zeros() fails (a bare backend, loaded first here) is passed over, not raised from."""
     topgrad.register_backend(spec("bare"))  # FakeBackend: no zeros
-    topgrad.register_backend(BackendSpec("flat", lambda: array_backend("flat", Flat)))
-    topgrad.register_backend(BackendSpec("boxed", lambda: array_backend("boxed", Boxed)))
+    _flat_and_boxed()
     topgrad.load_backend("bare")
     topgrad.set_backend("flat")
     old = Tensor.zeros(3)
@@ -1410,8 +1413,7 @@ def test_a_backend_without_zeros_does_not_hide_the_owner_of_a_tensor() -> None:
 def test_backward_through_a_graph_of_another_backend_names_it() -> None:
     """A loss computed under one backend, backward called after set_backend switched: the seed and
     the ops' backward would mix the two libraries' arrays; the error says so."""
-    topgrad.register_backend(BackendSpec("flat", lambda: array_backend("flat", Flat)))
-    topgrad.register_backend(BackendSpec("boxed", lambda: array_backend("boxed", Boxed)))
+    _flat_and_boxed()
     topgrad.set_backend("flat")
     x = Tensor.zeros(3)
     loss = x + x
@@ -1437,8 +1439,7 @@ class _ShiftedBy(Op):
 def test_a_keyword_tensor_of_another_backend_is_named_when_an_op_fails() -> None:
     """Only positional operands were asked about: BatchNorm's running statistics of the other
     backend failed with "'Tensor' object has no attribute 'astype'"."""
-    topgrad.register_backend(BackendSpec("flat", lambda: array_backend("flat", Flat)))
-    topgrad.register_backend(BackendSpec("boxed", lambda: array_backend("boxed", Boxed)))
+    _flat_and_boxed()
     topgrad.set_backend("flat")
     shift = Tensor.zeros(3)
     topgrad.set_backend("boxed")
@@ -1449,8 +1450,7 @@ def test_a_keyword_tensor_of_another_backend_is_named_when_an_op_fails() -> None
 def test_a_backward_seed_of_another_backend_is_named() -> None:
     """backward(seed) with a seed Tensor made under the other backend failed inside an op's
     backward with that library's own error (triton: "only 0-dimensional arrays ...")."""
-    topgrad.register_backend(BackendSpec("flat", lambda: array_backend("flat", Flat)))
-    topgrad.register_backend(BackendSpec("boxed", lambda: array_backend("boxed", Boxed)))
+    _flat_and_boxed()
     topgrad.set_backend("flat")
     seed = Tensor.zeros(3)
     topgrad.set_backend("boxed")
@@ -1462,8 +1462,7 @@ def test_a_backward_seed_of_another_backend_is_named() -> None:
 def test_a_tensor_of_another_backend_reads_out_through_its_own() -> None:
     """numpy() (and so item(), repr) of a Tensor made before set_backend switched asks the backend
     that made it, so values from two backends can be compared side by side."""
-    topgrad.register_backend(BackendSpec("flat", lambda: array_backend("flat", Flat)))
-    topgrad.register_backend(BackendSpec("boxed", lambda: array_backend("boxed", Boxed)))
+    _flat_and_boxed()
     topgrad.set_backend("flat")
     old = Tensor.zeros(3)
     topgrad.set_backend("boxed")
