@@ -904,6 +904,41 @@ def _on_both_plans(backend_name: str, monkeypatch: pytest.MonkeyPatch, check: Ca
 
 
 @pytest.mark.parametrize("name", ["sum", "mean", "max"])
+@pytest.mark.parametrize(("axis", "handed"), [
+    ([0, 2], (0, 2)), (-1, (2,)), ((2, -3), (0, 2)), (np.int64(1), (1,)), (None, None),
+])
+def test_reductions_hand_the_backend_none_or_sorted_non_negative_axes(
+    name: str, axis: Any, handed: tuple[int, ...] | None, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A backend written from the guide (np.sum(x, axis=axis)) took a list axis as an error:
+    the Tensor methods now normalize it, as PyTorch takes dim=[0, 2]."""
+    op = getattr(topgrad.get_backend().ops, name.capitalize())
+    forward, seen = op.forward, []
+
+    def spy(self: Any, x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+        seen.append(axis)
+        return forward(self, x, axis=axis, keepdims=keepdims)
+
+    monkeypatch.setattr(op, "forward", spy)
+    dims = (0, 1, 2) if axis is None else tuple(axis) if isinstance(axis, list) else axis
+    ref = torch.amax if name == "max" else torch.sum if name == "sum" else torch.mean
+    check_against_torch(lambda x: getattr(x, name)(axis=axis), lambda t: ref(t, dim=dims),
+                        [rand((2, 3, 4), 14)])
+    assert seen and all(a == handed for a in seen)
+
+
+def test_a_0d_tensors_axis_0_reaches_the_backend_as_every_axis(monkeypatch: pytest.MonkeyPatch) -> None:
+    """normal_axes gives () for a 0-d array, which the backends refuse as ambiguous: None instead."""
+    seen: list[Any] = []
+    op = topgrad.get_backend().ops.Sum
+    forward = op.forward
+    monkeypatch.setattr(op, "forward", lambda self, x, axis=None, keepdims=False: (
+        seen.append(axis), forward(self, x, axis=axis, keepdims=keepdims))[1])
+    check_against_torch(lambda x: x.sum(axis=0), lambda t: t.sum(dim=0), [rand((), 15)])
+    assert seen == [None]
+
+
+@pytest.mark.parametrize("name", ["sum", "mean", "max"])
 @pytest.mark.parametrize(("shape", "axis"), [((2, LONG), 1), ((LONG, 3), 0), ((3, LONG), None)])
 def test_reductions_over_more_than_a_kernel_block(
     name: str, shape: tuple[int, ...], axis: int | None, backend_name: str, monkeypatch: pytest.MonkeyPatch,

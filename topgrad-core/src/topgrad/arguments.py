@@ -140,19 +140,21 @@ def one_axis(op: str, axis: Any) -> int:
     return axis
 
 
-def reduced_axes(op: str, axis: Any) -> Any:
-    """`axis`, refusing `()`: numpy reduces no axis there and PyTorch every axis."""
-    if isinstance(axis, (tuple, list)) and not axis:
-        raise ValueError(f"{op}: axis=() is ambiguous (numpy reduces no axis, PyTorch every one); "
-                         "use axis=None to reduce every axis")
-    return axis
+def tensor_axes(op: str, axis: Any, ndim: int) -> tuple[int, ...] | None:
+    """The axes a Tensor method hands its backend's reduction: None (every axis) or sorted
+    non-negative ints (`normal_axes`), so no backend's forward meets a list, a negative axis or a
+    numpy integer. A 0-d tensor's axis 0 is every axis: None."""
+    if axis is None:
+        return None
+    axes = normal_axes(op, axis, ndim)
+    return axes if ndim else None
 
 
 def normal_axes(op: str, axis: Any, ndim: int) -> tuple[int, ...]:
     """`axis` (None: every axis; an int or a sequence, negatives counting from the end) as sorted
     non-negative axes of an array of `ndim` dimensions, for a backend's reductions. An axis is a
     whole number (operator.index: a 0-d float or bool array, which has __index__ too, is none,
-    not truncated); out of range, repeated or `()` (`reduced_axes`) is a ValueError naming `op`."""
+    not truncated); out of range, repeated or `()` is a ValueError naming `op`."""
     if axis is None:
         return tuple(range(ndim))
     given = (axis,) if hasattr(axis, "__index__") else axis if isinstance(axis, (tuple, list)) else None
@@ -164,8 +166,9 @@ def normal_axes(op: str, axis: Any, ndim: int) -> tuple[int, ...]:
             pass
     if whole is None:
         raise TypeError(f"{op}: axis must be None, an int or a tuple of ints, got {axis!r}")
-    if not whole:
-        reduced_axes(op, axis)  # () is no axis to numpy and every axis to PyTorch: refused
+    if not whole:  # () is no axis to numpy and every axis to PyTorch: refused
+        raise ValueError(f"{op}: axis=() is ambiguous (numpy reduces no axis, PyTorch every one); "
+                         "use axis=None to reduce every axis")
     out = []
     for a in whole:
         if not (a in (0, -1) if ndim == 0 else -ndim <= a < ndim):  # 0-d: axis 0 or -1, as in PyTorch

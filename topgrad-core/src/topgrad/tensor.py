@@ -598,19 +598,19 @@ class Tensor:
     def sum(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
         """The sum over `axis` (every axis by default), as np.sum; the gradient is broadcast back."""
         keep = arguments.flag("sum", "keepdims", keepdims)
-        return _ops().Sum.apply(self, axis=arguments.reduced_axes("sum", axis), keepdims=keep)
+        return _ops().Sum.apply(self, axis=arguments.tensor_axes("sum", axis, self.ndim), keepdims=keep)
 
     @pytorch_names.keywords
     def mean(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
         """The mean over `axis` (every axis by default), as np.mean."""
         keep = arguments.flag("mean", "keepdims", keepdims)
-        return _ops().Mean.apply(self, axis=arguments.reduced_axes("mean", axis), keepdims=keep)
+        return _ops().Mean.apply(self, axis=arguments.tensor_axes("mean", axis, self.ndim), keepdims=keep)
 
     @pytorch_names.keywords
     def max(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
         """The largest element over `axis`, as torch.amax: elements that tie share the gradient."""
         keep = arguments.flag("max", "keepdims", keepdims)
-        return _ops().Max.apply(self, axis=arguments.reduced_axes("max", axis), keepdims=keep)
+        return _ops().Max.apply(self, axis=arguments.tensor_axes("max", axis, self.ndim), keepdims=keep)
 
     @pytorch_names.keywords
     def relu(self) -> Tensor:
