@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import bz2
 import gzip
+import io
+import lzma
+import shlex
 import struct
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,7 +73,7 @@ def test_bad_magic(tmp_path: Path) -> None:
     with pytest.raises(idx.IDXError, match=r"bad magic number 2049.*expected 2051"):
         idx.read_images(_images_file(tmp_path, labels_bytes))
     with pytest.raises(idx.IDXError, match="bad magic"):
-        idx.read_labels(_images_file(tmp_path, b"PK\x03\x04" + bytes(20)))
+        idx.read_labels(_images_file(tmp_path, b"\x00\x00\x0c\x01" + bytes(20)))  # int32, not unsigned bytes
 
 
 def test_trailing_bytes_and_wrong_image_size(tmp_path: Path) -> None:
@@ -144,3 +149,96 @@ def test_a_broken_file_names_the_other_copy_that_was_not_read(
                             "train-images-idx3-ubyte is read first (uncompressed before gzipped, -idx before "
                             ".idx): remove or replace the broken one"), message
     assert "\n" not in message
+
+
+def test_bytes_appended_to_a_gzip_file_are_said_with_where_its_gzip_data_ends(tmp_path: Path) -> None:
+    """A gzip file with bytes appended (a second download appended to the first, a stray `>>`) was
+    "corrupt or truncated gzip data (Not a gzipped file)": it says that the gzip data is whole and
+    where it ends, and how to cut the rest off. Zero bytes at the end are padding: read, as gzip(1) does."""
+    labels = np.array([3, 1, 4], np.uint8)
+    packed = gzip.compress(idx.encode(labels), mtime=0)
+    path = tmp_path / "train-labels-idx1-ubyte.gz"
+    for appended in (b"junk", packed[:10]):  # any bytes; the start of a second gzip member
+        path.write_bytes(packed + appended)
+        with pytest.raises(idx.IDXError) as info:
+            idx.read_labels(path)
+        assert str(info.value) == (
+            f"{path}: valid gzip data (its first {len(packed)} bytes) followed by {len(appended)} stray "
+            "bytes: something was appended to the file; get the file again, or cut them off (truncate -s "
+            f"{len(packed)} {shlex.quote(str(path))})")
+    with path.open("r+b") as f:  # the cut the message proposes
+        f.truncate(len(packed))
+    np.testing.assert_array_equal(idx.read_labels(path), labels)
+    path.write_bytes(packed + bytes(512))
+    np.testing.assert_array_equal(idx.read_labels(path), labels)
+
+
+def _zip(content: bytes) -> bytes:
+    """`content` as the one file of a zip archive."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("train-labels-idx1-ubyte", content)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("pack", "what", "unpack"), [
+    (lzma.compress, "xz-compressed data", "unxz -c"),
+    (bz2.compress, "bzip2-compressed data", "bunzip2 -c"),
+    (_zip, "a zip archive", "unzip -p"),
+    (lambda content: b"\x28\xb5\x2f\xfd" + content, "zstd-compressed data", "unzstd -c"),  # no zstd module
+], ids=["xz", "bzip2", "zip", "zstd"])
+def test_a_file_packed_by_another_tool_is_named_as_such(
+    pack: Callable[[bytes], bytes], what: str, unpack: str, tmp_path: Path,
+) -> None:
+    """xz (or bzip2, zip, zstd) data named .gz was a "bad magic number 4247762216" with no hint:
+    it says what the data is and the command that unpacks it to the raw IDX file, which is read too."""
+    gz = tmp_path / "train-labels-idx1-ubyte.gz"
+    gz.write_bytes(pack(idx.encode(np.array([3, 1], np.uint8))))
+    with pytest.raises(idx.IDXError) as info:
+        idx.read_labels(gz)
+    raw = tmp_path / "train-labels-idx1-ubyte"
+    assert str(info.value) == (f"{gz}: {what} named .gz, not gzip: unpack it ({unpack} {gz} > {raw}) or get "
+                               "the gzipped file again")
+    gz.rename(raw)
+    with pytest.raises(idx.IDXError) as info:
+        idx.read_labels(raw)
+    assert str(info.value) == (f"{raw}: {what}, not an IDX file: unpack it ({unpack.split()[0]}) so that "
+                               f"{raw.name} holds the IDX data itself, or get the file again")
+
+
+def test_a_raw_idx_file_named_gz_is_read(tmp_path: Path) -> None:
+    """Whether a file is gzipped is told from its content: an uncompressed file named .gz is read."""
+    labels = np.array([3, 1, 4], np.uint8)
+    path = idx.write(tmp_path / "train-labels-idx1-ubyte.gz", labels, compress=False)
+    np.testing.assert_array_equal(idx.read_labels(path), labels)
+
+
+def test_a_folder_at_a_files_name_is_said_to_be_one(tmp_path: Path) -> None:
+    """A folder named like the file (unpacked by an archive tool) was "cannot read it (Is a directory)"."""
+    folder = tmp_path / "train-labels-idx1-ubyte.gz"
+    folder.mkdir()
+    with pytest.raises(idx.IDXError) as info:
+        idx.read_labels(folder)
+    assert str(info.value) == (f"{folder}: cannot read it (Is a directory); it is a folder: put the IDX "
+                               "file itself there, under that name")
+
+
+@pytest.mark.parametrize(("error", "fix"), [
+    (PermissionError(13, "Permission denied"),
+     "; give the user running topgrad-train read access to it, or point at another folder"),
+    (OSError(5, "Input/output error"), ""),  # the system's word is all there is to say
+], ids=["permission", "io-error"])
+def test_a_file_that_cannot_be_read_says_what_to_do(
+    error: OSError, fix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """"cannot read it (Permission denied)" said no more: it says what to do, as the error for a
+    folder that cannot be read does (root ignores chmod: the read is made to fail)."""
+
+    class Unreadable(type(Path())):  # type: ignore[misc]
+        def read_bytes(self) -> bytes:
+            raise error
+
+    monkeypatch.setattr(idx, "Path", Unreadable)
+    with pytest.raises(idx.IDXError) as info:
+        idx.read_labels(tmp_path / "x")
+    assert str(info.value) == f"{tmp_path / 'x'}: cannot read it ({error.strerror}){fix}"

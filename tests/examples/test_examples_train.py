@@ -670,7 +670,8 @@ def test_an_unreadable_data_file_is_a_clear_error(
     code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), *FAST)
     assert code == 1 and "Traceback" not in err and not lines, (lines, err)
     assert err.strip() == (f"topgrad-train: error: {tiny_data / 'train-labels-idx1-ubyte.gz'}: cannot read "
-                           "it (Permission denied)"), err
+                           "it (Permission denied); give the user running topgrad-train read access to it, "
+                           "or point at another folder"), err
 
 
 def test_a_checkpoint_that_cannot_be_written_mid_run_stops_with_one_line(

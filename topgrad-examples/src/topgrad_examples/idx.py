@@ -2,8 +2,9 @@
 
 An IDX file is a 4-byte magic number (two zero bytes, a type code, the number of
 dimensions), one big-endian uint32 per dimension, then the data. Files may be gzipped;
-that is detected from the content, not the name. Anything wrong raises `IDXError`
-naming the file and what is wrong with it.
+that is detected from the content, not the name (and a file packed by xz, bzip2, zip or zstd
+is named as such). Anything wrong raises `IDXError` naming the file, what is wrong with it and,
+where there is one, what to do.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import shlex
 import struct
 import zlib
 from pathlib import Path
@@ -36,13 +38,66 @@ def read_bytes(path: str | os.PathLike[str]) -> bytes:
     except FileNotFoundError:
         raise
     except OSError as exc:
-        raise IDXError(f"{path}: cannot read it ({exc.strerror or exc})") from exc
+        raise IDXError(f"{path}: cannot read it ({exc.strerror or exc}){_read_fix(exc)}") from exc
     if not raw.startswith(GZIP_MAGIC):
+        _refuse_other_compression(raw, path)
         return raw
-    try:
-        return gzip.decompress(raw)
-    except (EOFError, OSError, zlib.error) as exc:
-        raise IDXError(f"{path}: corrupt or truncated gzip data ({exc})") from exc
+    return _gunzip(raw, path)
+
+
+def _read_fix(exc: OSError) -> str:
+    """What to do about a file that cannot be read, worded as data.FolderUnreadableError is for a
+    folder; "" where the system's reason is all there is to say (an I/O error)."""
+    if isinstance(exc, PermissionError):
+        return "; give the user running topgrad-train read access to it, or point at another folder"
+    if isinstance(exc, IsADirectoryError):
+        return "; it is a folder: put the IDX file itself there, under that name"
+    return ""
+
+
+OTHER_FORMATS = {  # magic bytes -> what the data is, and the command that unpacks it to stdout
+    b"\xfd7zXZ\x00": ("xz-compressed data", "unxz -c"),
+    b"BZh": ("bzip2-compressed data", "bunzip2 -c"),
+    b"PK\x03\x04": ("a zip archive", "unzip -p"),
+    b"\x28\xb5\x2f\xfd": ("zstd-compressed data", "unzstd -c"),
+}
+
+
+def _refuse_other_compression(raw: bytes, path: Path) -> None:
+    """IDXError for a file packed by another tool than gzip (xz data named .gz, say): said as such,
+    with the command that unpacks it, not as a bad magic number. No IDX file begins with these bytes."""
+    for magic, (what, unpack) in OTHER_FORMATS.items():
+        if not raw.startswith(magic):
+            continue
+        if path.suffix == ".gz":  # the raw IDX file, named without .gz, is read as well
+            command = f"{unpack} {shlex.quote(str(path))} > {shlex.quote(str(path.with_suffix('')))}"
+            raise IDXError(f"{path}: {what} named .gz, not gzip: unpack it ({command}) or get the "
+                           "gzipped file again")
+        raise IDXError(f"{path}: {what}, not an IDX file: unpack it ({unpack.split()[0]}) so that "
+                       f"{path.name} holds the IDX data itself, or get the file again")
+
+
+def _gunzip(raw: bytes, path: Path) -> bytes:
+    """Decompress each gzip member of `raw` in turn, as gzip(1) does; zero bytes at the end are
+    padding, ignored as gzip(1) ignores them. Other bytes after the gzip data (appended to the
+    file) are an IDXError saying where the gzip data ends: `gzip.decompress` said "Not a gzipped file"."""
+    parts, rest = [], raw
+    while any(rest):  # stops at the first byte that is not zero: at once, for a gzip member
+        inflate = zlib.decompressobj(wbits=31)  # one gzip member
+        try:
+            parts.append(inflate.decompress(rest))
+            problem = "" if inflate.eof else "the file ends before the gzip stream does"
+        except zlib.error as exc:
+            problem = str(exc)
+        if problem and rest is raw:
+            raise IDXError(f"{path}: corrupt or truncated gzip data ({problem})")
+        if problem:
+            end = len(raw) - len(rest)
+            raise IDXError(f"{path}: valid gzip data (its first {end} bytes) followed by {len(rest)} stray "
+                           "bytes: something was appended to the file; get the file again, or cut them off "
+                           f"(truncate -s {end} {shlex.quote(str(path))})")
+        rest = inflate.unused_data
+    return b"".join(parts)
 
 
 def parse(raw: bytes, magic: int, source: str) -> np.ndarray:
