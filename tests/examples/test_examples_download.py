@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -77,6 +78,19 @@ def test_good_file_is_written_and_checked(server: str, tmp_path: Path) -> None:
     dest = fetch(f"{server}/good/file.bin", tmp_path / "out" / "file.bin", sha256(PAYLOAD))
     assert dest.read_bytes() == PAYLOAD
     assert leftovers(tmp_path / "out") == ["file.bin"]  # the temporary file was moved, not copied
+
+
+def test_a_download_removes_the_part_file_a_killed_download_of_it_left(server: str, tmp_path: Path) -> None:
+    """A download killed by SIGKILL left `.file.bin.XXXXXXXX.part`: the next download of the file
+    removes it once an hour old (a recent one may be another run's download under way)."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    old = time.time() - 2 * 3600  # two hours ago
+    for name in (".file.bin.0123abcd.part", ".file.bin.89abcdef.part"):
+        (folder / name).write_bytes(PAYLOAD[:100])
+    os.utime(folder / ".file.bin.0123abcd.part", (old, old))
+    fetch(f"{server}/good/file.bin", folder / "file.bin", sha256(PAYLOAD))
+    assert leftovers(folder) == [".file.bin.89abcdef.part", "file.bin"]
 
 
 def test_md5_checksums_work_too(server: str, tmp_path: Path) -> None:

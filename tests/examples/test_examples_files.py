@@ -1,8 +1,11 @@
-"""`files`: an interrupt (Ctrl-C, or a stop signal raised as one) never leaves a temporary file."""
+"""`files`: an interrupt (Ctrl-C, or a stop signal raised as one) never leaves a temporary file, and
+the ones a killed writer left are removed by the next write of the same file."""
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import CodeType, FrameType
@@ -45,3 +48,23 @@ def test_an_interrupt_just_after_the_temporary_file_is_made_removes_it(
     finally:
         sys.settrace(previous)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_write_removes_the_stale_temporary_files_of_killed_writers_of_the_same_file(tmp_path: Path) -> None:
+    """A save killed by SIGKILL left `.run.npz.XXXXXXXX.tmp` beside the checkpoint forever. The next
+    save of run.npz removes such files once an hour old; a recent one (another run saving right
+    now), one of another file or suffix, one named otherwise, and a folder are all kept."""
+    old = time.time() - 2 * 3600  # two hours ago
+    stale = [".run.npz.0123abcd.tmp", ".run.npz.ffffffff.tmp"]
+    kept = [".run.npz.0123abcd.part", ".other.npz.0123abcd.tmp", ".run.npz.0123abc.tmp",
+            ".run.npz.0123ABCD.tmp", ".run.npz.0123abcd.tmp.bak", "run.npz.0123abcd.tmp", ".run.npz.tmp"]
+    for name in stale + kept:
+        (tmp_path / name).write_bytes(b"half a checkpoint")
+        os.utime(tmp_path / name, (old, old))
+    (tmp_path / ".run.npz.89abcdef.tmp").write_bytes(b"being written")  # recent: a live writer's
+    (tmp_path / ".run.npz.fedcba98.tmp").mkdir()
+    os.utime(tmp_path / ".run.npz.fedcba98.tmp", (old, old))
+    _write(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [*kept, ".run.npz.89abcdef.tmp", ".run.npz.fedcba98.tmp", "run.npz"])
+    assert (tmp_path / "run.npz").read_bytes() == b"a checkpoint"
