@@ -802,6 +802,34 @@ def test_the_saved_nothing_note_goes_only_to_a_backward_that_read_saved_itself()
     assert "saved nothing" not in "".join(getattr(info.value, "__notes__", [])), info.value.__notes__
 
 
+class _ReshapesWrongly(Op):
+    """A third-party op whose own line fails with the backend's words, naming no op."""
+
+    def forward(self, x: Any, size: int = 6) -> Any:
+        return x.reshape(size)
+
+    def backward(self, grad: Any) -> Any:
+        return (grad.reshape(7),)
+
+
+def test_a_backends_error_that_names_no_op_gets_a_note_that_does() -> None:
+    """numpy's "cannot reshape array of size 6 into shape (7,)" from a third-party backend said
+    neither which op nor which shapes; nor did a backward's. An error naming its op gets no note,
+    and a backward failing on its own line (not on `saved`) no "saved nothing" note."""
+    x = Tensor(rand((2, 3), 44), requires_grad=True)
+    with pytest.raises(ValueError) as info:
+        _ReshapesWrongly.apply(x, size=7)
+    where = f"raised in _ReshapesWrongly.forward ({__name__})"
+    assert info.value.__notes__ == [f"{where} on operands of shapes (2, 3)"]
+    with pytest.raises(ValueError) as info:
+        _ReshapesWrongly.apply(x).sum().backward()
+    where = f"raised in _ReshapesWrongly.backward ({__name__})"
+    assert info.value.__notes__ == [f"{where} on a gradient of shape (6,)"]
+    with pytest.raises(ValueError, match="Reshape: ") as info:
+        x.reshape(7)
+    assert not getattr(info.value, "__notes__", None)
+
+
 def test_a_leaf_given_data_of_another_shape_after_forward_is_a_possible_cause() -> None:
     """w.data of a new shape between forward and backward: the message blamed the op's backward
     alone and told its author to expand a reduced gradient."""

@@ -128,6 +128,7 @@ class Op:
             out = op.forward(*[a._data if isinstance(a, Tensor) else a for a in args], **params)
         except Exception as exc:
             refuse_foreign_tensors(cls.__name__, _numbered(args, params), exc)
+            _name_the_op(exc, cls, "forward", args)
             raise
         if not _tensor._grad_mode.enabled:  # a constant, as in PyTorch: backward from it is an error
             return _constant(op, out)
@@ -169,6 +170,7 @@ def _apply_observed(cls: type[Op], args: tuple[Any, ...], params: dict[str, Any]
         out = op.forward(*[a.data if isinstance(a, Tensor) else a for a in args], **params)
     except Exception as exc:
         refuse_foreign_tensors(cls.__name__, _numbered(args, params), exc)
+        _name_the_op(exc, cls, "forward", args)
         raise
     seconds = time.perf_counter() - start
     result = _link(op, args, out) if _tensor._grad_mode.enabled else _constant(op, out)
@@ -190,6 +192,17 @@ def refuse_foreign_tensors(what: str, operands: Iterable[tuple[str, Any]], exc: 
                 f"{registry.get_backend().name!r}: a Tensor keeps the arrays of the backend it was "
                 "made under; make it again after set_backend"
             ) from exc
+
+
+def _name_the_op(exc: Exception, cls: type[Op], method: str, operands: tuple[Any, ...]) -> None:
+    """Note on a backend's error that does not name its op (numpy's "cannot reshape array of size
+    243 into shape (18)" from a third-party backend) which op's forward or backward raised it, and
+    on what shapes; the built-in backends' errors name the op already, and get no note."""
+    if cls.__name__ in str(exc) or not hasattr(exc, "add_note"):
+        return
+    shapes = ", ".join(str(tuple(a.shape)) for a in operands if hasattr(a, "shape")) or "no arrays"
+    what = "operands of shapes" if method == "forward" else "a gradient of shape"
+    exc.add_note(f"raised in {cls.__name__}.{method} ({cls.__module__}) on {what} {shapes}")
 
 
 def _numbered(args: tuple[Any, ...], params: dict[str, Any] | None = None) -> Iterator[tuple[str, Any]]:
@@ -297,6 +310,7 @@ def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
         if not op._intermediate and _failed_in(type(op).backward, exc) and hasattr(exc, "add_note"):
             exc.add_note(f"{type(op).__name__} saved nothing for backward: if its backward reads "
                          "self.saved, its forward must call self.save_for_backward(...)")
+        _name_the_op(exc, type(op), "backward", (grad,))
         raise
     finally:
         if scratch:
@@ -326,13 +340,16 @@ def _claim(op: Op) -> None:
 
 
 def _failed_in(method: Any, exc: Exception) -> bool:
-    """Whether `exc` is the kind unpacking or indexing empty `saved` raises, raised in `method`'s
-    own code (a backward written by hand), not in a kernel or helper a backend's backward calls."""
+    """Whether `exc` is what unpacking or indexing an empty `saved` raises ("expected 2, got 0",
+    "tuple index out of range"), raised in `method`'s own code (a backward written by hand), not in
+    a kernel or helper a backend's backward calls, nor by an array method it calls (`g.reshape`)."""
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
     code = getattr(inspect.unwrap(method), "__code__", None)  # under a decorator (numpy's `quiet`)
-    return isinstance(exc, (ValueError, IndexError)) and tb is not None and tb.tb_frame.f_code is code
+    empty = str(exc).endswith("got 0)") if isinstance(exc, ValueError) else (
+        isinstance(exc, IndexError) and str(exc) == "tuple index out of range")
+    return empty and tb is not None and tb.tb_frame.f_code is code
 
 
 def _checked_gradients(op: Op, returned: Any) -> tuple[Any, ...]:
