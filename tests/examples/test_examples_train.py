@@ -272,6 +272,71 @@ def test_resume_refuses_the_subset_for_a_folder_that_is_gone(
     assert "using the bundled subset" not in err and err.count("topgrad-train: error:") == 1, err
 
 
+@pytest.mark.parametrize("wrong", ["missing", "empty"])
+def test_resume_with_a_wrong_data_dir_blames_it_not_the_checkpoints_folder(
+    wrong: str, tiny_data: Path, tmp_path: Path, capsys,
+) -> None:
+    """A --data-dir without the images was reported as the checkpoint's own folder being "gone",
+    though it was there: the error is about --data-dir, and dropping it goes on from that folder."""
+    ck, bad = tmp_path / "ck.npz", tmp_path / wrong
+    if wrong == "empty":
+        bad.mkdir()
+    assert run(capsys, "mlp", "--data-dir", str(tiny_data), "--limit", "16", "--save", str(ck), *FAST)[0] == 0
+    code, lines, err = run(capsys, "mlp", "--resume", str(ck), "--epochs", "2", "--data-dir", str(bad),
+                           "--no-download")
+    assert code == 1 and err.startswith(f"topgrad-train: error: {bad}: "), err
+    assert err.rstrip().endswith(f"; {ck} trained on {tiny_data.resolve()}, which is still there: drop "
+                                 "--data-dir to go on with it"), err
+    assert "gone" not in err and not any(line.startswith("epoch") for line in lines), err
+    assert run(capsys, "mlp", "--resume", str(ck), "--epochs", "2", "--no-download", "--no-progress")[0] == 0
+
+
+def test_resume_with_a_wrong_data_dir_says_the_checkpoints_folder_is_gone_when_it_is(
+    tmp_path: Path, capsys, isolated_search: Path,
+) -> None:
+    folder, ck, bad = write_dataset(tmp_path / "gone"), tmp_path / "ck.npz", tmp_path / "nowhere"
+    assert run(capsys, "mlp", "--data-dir", str(folder), "--limit", "16", "--save", str(ck), *FAST)[0] == 0
+    shutil.rmtree(folder)
+    code, _, err = run(capsys, "mlp", "--resume", str(ck), "--epochs", "2", "--data-dir", str(bad),
+                       "--no-download")
+    assert code == 1 and err.startswith(f"topgrad-train: error: {bad}: no such folder"), err
+    assert err.rstrip().endswith(f"; {ck} trained on {folder.resolve()}, which is gone"), err
+
+
+def test_resume_from_an_emptied_folder_does_not_call_it_gone(
+    tmp_path: Path, capsys, isolated_search: Path,
+) -> None:
+    """The checkpoint's folder is there without the images: it looks elsewhere, as for a folder
+    that is gone, and says which of the two it is."""
+    folder, ck = write_dataset(tmp_path / "emptied"), tmp_path / "ck.npz"
+    assert run(capsys, "mlp", "--data-dir", str(folder), "--limit", "16", "--save", str(ck), *FAST)[0] == 0
+    for file in folder.iterdir():
+        file.unlink()
+    code, _, err = run(capsys, "mlp", "--resume", str(ck), "--epochs", "2", "--no-download")
+    where = folder.resolve()
+    assert code == 1 and f"note: the checkpoint's data folder {where} no longer holds the mnist files; " \
+        "looking for mnist elsewhere" in err, err
+    assert f"{ck}: its epochs trained on {where}, which no longer holds the mnist files, and the bundled " \
+        f"subset holds other images: put the images back in {where}" in err, err
+    assert "gone" not in err, err
+
+
+def test_resume_from_a_folder_whose_files_changed_does_not_call_it_gone(
+    tmp_path: Path, capsys, isolated_search: Path,
+) -> None:
+    """The checkpoint's folder holds four files that no longer load (here: Fashion-MNIST's test
+    labels beside MNIST's training files): the error is theirs, not "gone"."""
+    folder, ck = write_dataset(tmp_path / "changed"), tmp_path / "ck.npz"
+    assert run(capsys, "mlp", "--data-dir", str(folder), "--limit", "16", "--save", str(ck), *FAST)[0] == 0
+    labels = data.bundled_subset().test_labels[:48].copy()
+    labels[:12] = data.DATASETS["fashion-mnist"].first_test_labels
+    idx.write(folder / "t10k-labels-idx1-ubyte.gz", labels)
+    code, _, err = run(capsys, "mlp", "--resume", str(ck), "--epochs", "2", "--no-download")
+    assert code == 1 and err.startswith(f"topgrad-train: error: {ck}: its epochs trained on "
+                                        f"{folder.resolve()}, whose images do not load now ("), err
+    assert "these test labels are fashion-mnist's" in err and "gone" not in err, err
+
+
 def test_resume_of_a_subset_checkpoint_with_a_folder_says_to_drop_it(
     tiny_data: Path, tmp_path: Path, capsys,
 ) -> None:

@@ -4,10 +4,11 @@ a run stops early, which checkpoint holds its last good epoch and the command th
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from topgrad_examples import checkpoint
-from topgrad_examples.data import BUNDLED
+from topgrad_examples.data import BUNDLED, FolderUnreadableError, find_files
 from topgrad_examples.saving import Saved
 
 
@@ -30,6 +31,39 @@ def check_same_data(path: str, saved: dict[str, Any], n_train: int, n_test: int,
             f"{int(saved['test_images']):,} test images ({saved.get('data_source', '?')}); this run found "
             f"{n_train:,} and {n_test:,} ({source}). Resume with the same data (--data-dir, --limit)"
         )
+
+
+def recorded_folder_problem(recorded: str, dataset: str) -> str:
+    """What keeps a resumed run from the folder its checkpoint's epochs trained on: "is gone", or
+    "no longer holds the mnist files"; "" where it still holds them (or cannot be looked into: reading
+    it says why)."""
+    if not Path(recorded).is_dir():
+        return "is gone"
+    try:
+        return "" if find_files(recorded, dataset) is not None else f"no longer holds the {dataset} files"
+    except FolderUnreadableError:
+        return ""
+
+
+def resumed_data_not_found(resume: str, recorded: str, dataset: str, data_dir: str | None,
+                           error: Exception) -> str:
+    """Why a resumed run that trained on the folder `recorded` has no data (`error`, of the folder
+    tried): of --data-dir when given (the folder the checkpoint names may still be there), else of
+    the checkpoint's folder, which is gone, emptied or unreadable; the bundled subset never stands
+    in for it (other images)."""
+    problem = recorded_folder_problem(recorded, dataset)
+    if data_dir is not None:
+        named = Path(data_dir).expanduser().resolve()
+        if named in (Path(recorded), Path(recorded).parent):  # the checkpoint's folder: the error says it
+            return str(error)
+        still = "is still there: drop --data-dir to go on with it"
+        return f"{error}; {resume} trained on {recorded}, which {problem or still}"
+    if not problem:  # the folder was read: its files are there but do not load
+        return (f"{resume}: its epochs trained on {recorded}, whose images do not load now ({error}); put "
+                "them back as they were, or pass the folder that holds them with --data-dir")
+    return (f"{resume}: its epochs trained on {recorded}, which {problem}, and the bundled subset holds "
+            f"other images: put the images back in {recorded}, or pass that data's folder with --data-dir "
+            f"({error})")
 
 
 def check_same_run(path: str, saved: dict[str, Any], dataset: str | None, seed: int | None) -> None:

@@ -42,7 +42,14 @@ from topgrad_examples.loss import accuracy, cross_entropy
 from topgrad_examples.models import MODELS, Module, TrainDefaults, build
 from topgrad_examples.plot import PlotError, chart_path, check_plot_path, plot_history
 from topgrad_examples.progress import EpochProgress
-from topgrad_examples.resume import check_same_data, check_same_run, what_divergence_left, what_was_saved
+from topgrad_examples.resume import (
+    check_same_data,
+    check_same_run,
+    recorded_folder_problem,
+    resumed_data_not_found,
+    what_divergence_left,
+    what_was_saved,
+)
 from topgrad_examples.saving import Saved
 from topgrad_examples.signals import interrupted, stop_like_ctrl_c
 
@@ -235,10 +242,8 @@ def _load_data(args: argparse.Namespace, dataset: str, data_dir: str | None, rec
     except DatasetNotFoundError as exc:
         if not folder:
             raise
-        raise DatasetNotFoundError(
-            f"{args.resume}: its epochs trained on {recorded}, which is gone, and the bundled subset holds "
-            f"other images: put the images back in {recorded}, or pass that data's folder with --data-dir "
-            f"({exc})") from None
+        raise DatasetNotFoundError(resumed_data_not_found(args.resume, recorded, dataset, args.data_dir,
+                                                          exc)) from None
 
 
 def run(args: argparse.Namespace, saved_now: Saved | None = None) -> float:
@@ -268,10 +273,11 @@ def run(args: argparse.Namespace, saved_now: Saved | None = None) -> float:
 
     data_dir, recorded = args.data_dir, str(saved.get("data_source") or "")
     if data_dir is None and args.resume and Path(recorded).is_absolute():  # a folder, not the subset
-        if Path(recorded).is_dir():
+        problem = recorded_folder_problem(recorded, dataset)
+        if not problem:
             data_dir = recorded  # the folder the checkpoint's epochs trained on
         else:
-            _stderr(f"note: the checkpoint's data folder {recorded} is gone; looking for {dataset} "
+            _stderr(f"note: the checkpoint's data folder {recorded} {problem}; looking for {dataset} "
                     "elsewhere (--data-dir names one)")
     if data_dir is None and args.resume and recorded == BUNDLED:
         data = bundled_subset()  # what the checkpoint's epochs trained on, whatever else is installed
