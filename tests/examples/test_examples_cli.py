@@ -451,6 +451,30 @@ def test_progress_on_a_terminal_is_a_bar(
     assert code == 0 and "\r" in shown and "epoch 1/1" in shown and "loss=" in shown and "img/s" in shown
 
 
+class UnsizedTerminal(Terminal):
+    """A terminal with a file descriptor, whose size os.get_terminal_size is made to report."""
+
+    def fileno(self) -> int:
+        return 2
+
+
+@pytest.mark.parametrize(("size", "width"), [((0, 0), 79), ((100, 0), 99)])
+def test_progress_on_a_terminal_that_reports_no_size_is_a_bar(
+    size: tuple[int, int], width: int, tiny_data: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`script -qc CMD log </dev/null` and `docker exec -t` before its first resize give a terminal
+    of 0 by 0 (or `stty cols 100` alone: 0 lines): tqdm drew nothing there, and no plain lines came
+    either (stderr is a terminal). An 80 by 24 terminal is assumed for a 0."""
+    terminal = UnsizedTerminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setattr(os, "get_terminal_size", lambda fd=None: os.terminal_size(size))
+    code, _, _ = run(capsys, "mlp", "--data-dir", str(tiny_data), "--epochs", "1", "--batch-size", "16")
+    drawn = [line for line in terminal.getvalue().split("\r") if line.strip()]
+    assert code == 0 and any("epoch 1/1" in x and "loss=" in x and "img/s" in x for x in drawn), drawn
+    assert all(len(line) <= width for line in drawn), drawn
+
+
 def test_progress_in_a_log_is_plain_lines(tiny_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """stderr to a file or a pipe (CI, `> log 2>&1`): tqdm's carriage returns filled the log with
     redrawn bars. A plain line at each quarter of an epoch instead (the epoch's own line ends it)."""

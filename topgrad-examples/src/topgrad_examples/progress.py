@@ -9,15 +9,17 @@ quarter of the epoch is done; the epoch's own line on stdout marks its end.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from types import TracebackType
-from typing import TextIO
+from typing import Any, TextIO
 
 from tqdm import tqdm
 
 PLAIN_STEPS = 4  # plain lines per epoch, at most: one at each quarter (the last is the epoch's own line)
 REDRAW_S = 0.1  # a download's line on a terminal is redrawn at most ten times a second
+UNSIZED = (80, 24)  # columns and lines assumed of a terminal that reports 0, as shutil.get_terminal_size does
 
 
 def is_terminal(stream: TextIO) -> bool:
@@ -26,6 +28,26 @@ def is_terminal(stream: TextIO) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError, OSError):
         return False
+
+
+def reported_size(stream: TextIO) -> os.terminal_size | None:
+    """The size the terminal behind `stream` reports, 0 columns and lines for one not sized yet
+    (`script` without a terminal of its own, `docker exec -t` before its first resize); None where
+    it cannot be asked (not a terminal, no file descriptor)."""
+    try:
+        return os.get_terminal_size(stream.fileno())
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def bar_size(stream: TextIO) -> dict[str, Any]:
+    """tqdm's size arguments for a bar on `stream`: its terminal's size, followed as it changes; on a
+    terminal that reports 0 columns or lines (where tqdm draws nothing at all) a fixed 80 by 24 for
+    the zeros, less one each, as tqdm leaves the last column and line free."""
+    size = reported_size(stream)
+    if size is None or (size.columns and size.lines):
+        return {"dynamic_ncols": True}
+    return {"ncols": (size.columns or UNSIZED[0]) - 1, "nrows": (size.lines or UNSIZED[1]) - 1}
 
 
 class EpochProgress:
@@ -40,7 +62,7 @@ class EpochProgress:
         self.plain = enabled and not is_terminal(sys.stderr)
         self.began = time.perf_counter()
         self.shown = 0  # quarters reported so far (plain lines)
-        self.bar = (tqdm(total=total, desc=desc, unit="img", leave=False, dynamic_ncols=True)
+        self.bar = (tqdm(total=total, desc=desc, unit="img", leave=False, **bar_size(sys.stderr))
                     if enabled and not self.plain else None)
 
     def update(self, images: int, loss: float, last: bool = False) -> None:
