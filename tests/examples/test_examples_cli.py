@@ -83,14 +83,15 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
 
 
 def test_runtime_failures_exit_1(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Status 2 is argparse's: a command line it could not take. A command line that is fine but
-    a run that fails (data, checkpoint, backend) is status 1, with one line on stderr."""
+    """Status 2 is argparse's: a command line it could not take (a folder as --save is one:
+    test_a_file_option_naming_a_folder_is_a_usage_error_however_spelled). A command line that is
+    fine but a run that fails (data, checkpoint, backend) is status 1, with one line on stderr."""
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a checkpoint")
     failures = {
         "missing data": ["--data-dir", str(tmp_path / "nowhere")],
         "unreadable checkpoint": ["--data-dir", str(tiny_data), "--resume", str(bad)],
-        "a folder as --save": ["--data-dir", str(tiny_data), "--save", str(tmp_path)],
+        "a file in --save's way": ["--data-dir", str(tiny_data), "--save", str(bad / "ck.npz")],
         "unknown backend": ["--data-dir", str(tiny_data), "--backend", "no-such-backend"],
     }
     for what, argv in failures.items():
@@ -537,6 +538,27 @@ def test_a_file_option_ending_in_a_separator_is_refused(
     err = capsys.readouterr().err
     assert info.value.code == 2 and f"{option} names a file to write, got" in err, err
     assert "a folder path" in err, err
+
+
+@pytest.mark.parametrize(("option", "name", "why"), [
+    ("--save", "dd", "--save {path}: is a folder; give the checkpoint a file name, e.g. {path}/run.npz"),
+    ("--save", "dd/", "--save names a file to write, got '{path}', a folder path (it ends in a separator)"),
+    ("--plot", "dd", "--plot {path}: is a folder; give the chart a file name, e.g. {path}/curves.png"),
+    ("--plot", "dd/", "--plot names a file to write, got '{path}', a folder path (it ends in a separator)"),
+    ("--plot", "taken", "--plot {path}: the chart's file {path}.png is a folder; give another name")])
+def test_a_file_option_naming_a_folder_is_a_usage_error_however_spelled(
+    option: str, name: str, why: str, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--save dd/` was a usage error (status 2) but `--save dd`, the same folder, a failed run
+    (status 1); so for --plot. Both are a bad value now, refused before anything runs."""
+    (tmp_path / "dd").mkdir()
+    (tmp_path / "taken.png").mkdir()  # `--plot taken` writes taken.png
+    path = f"{tmp_path}/{name}"
+    with pytest.raises(SystemExit) as info:
+        train.main(["mlp", "--data-dir", str(tiny_data), *FAST, option, path])
+    out, err = capsys.readouterr()
+    assert info.value.code == 2 and not out, (out, err)
+    assert f"topgrad-train: error: {why.format(path=path)}" in err, err
 
 
 @POSIX_SIGNALS

@@ -15,6 +15,7 @@ from typing import Any
 
 from topgrad_examples.data import DATASETS
 from topgrad_examples.models import MODELS
+from topgrad_examples.plot import chart_path
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the run failed: data, checkpoint, backend, plot, a diverged loss, unwritable output
@@ -51,7 +52,8 @@ exit status:
   {EXIT_OK:<4} success: trained, evaluated, and printed the test accuracy
   {EXIT_FAILURE:<4} failure: a data, checkpoint, backend or plot error, a diverged loss
        (NaN/Inf), output that cannot be written; one line on stderr says why
-  {EXIT_USAGE:<4} command-line usage error (an unknown option, a bad value)
+  {EXIT_USAGE:<4} command-line usage error (an unknown option, a bad value: a --save or
+       --plot path that is a folder is one)
   {EXIT_INTERRUPTED:<4} interrupted (Ctrl-C), after saying which checkpoint holds the last epoch
   {EXIT_TERMINATED:<4} stopped by SIGTERM (docker stop, a batch system), as by Ctrl-C
   {EXIT_HANGUP:<4} stopped by SIGHUP (its terminal closed), as by Ctrl-C
@@ -143,6 +145,20 @@ def _versions() -> str:
     return "topgrad-train: " + ", ".join(found)
 
 
+def _folder_in_the_way(name: str, path: str | None) -> str:
+    """Where --save or --plot names a folder (or --plot one at the chart's file, `taken` for a folder
+    `taken.png`): what is wrong, as with `out/` a bad value, status 2, before anything runs."""
+    if name not in ("save", "plot") or not path:
+        return ""
+    if os.path.isdir(path):
+        what, example = ("the checkpoint", "run.npz") if name == "save" else ("the chart", "curves.png")
+        return f"--{name} {path}: is a folder; give {what} a file name, e.g. {os.path.join(path, example)}"
+    chart = chart_path(path)
+    if name == "plot" and chart.is_dir():
+        return f"--plot {path}: the chart's file {chart} is a folder; give another name"
+    return ""
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The parsed command line, its numbers and paths checked; a usage error exits with status 2."""
     parser = build_parser()
@@ -167,6 +183,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             example = os.path.join(path, "run.npz" if name == "save" else "curves.png")
             parser.error(f"--{name} names a file to write, got {path!r}, a folder path (it ends in a "
                          f"separator); give the file's name: {example}")
+        folder = _folder_in_the_way(name, path)
+        if folder:
+            parser.error(folder)
     if args.lr is not None and not FLOAT32_SMALLEST_NORMAL <= args.lr < 3.4e38:  # it scales float32 arrays
         parser.error(f"--lr must be a positive number from float32's smallest normal "
                      f"({FLOAT32_SMALLEST_NORMAL:.3g}; smaller rounds the updates to 0) to below its largest "
