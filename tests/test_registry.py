@@ -565,8 +565,62 @@ def test_backend_with_a_missing_module(install: Callable[..., None]) -> None:
     with pytest.raises(BackendUnavailableError, match="topgrad_no_such_module_anywhere") as info:
         topgrad.load_backend("ghost")
     assert isinstance(info.value.__cause__, ModuleNotFoundError)
-    assert "check the spelling in its BackendSpec" in str(info.value)
+    hook = "(the topgrad_backends hook of plugin 'plug')"
+    assert f"check the spelling in its BackendSpec {hook}" in str(info.value)
     assert "reinstall" not in str(info.value).lower()
+
+
+def test_an_entry_point_naming_a_module_that_does_not_exist_says_to_fix_the_pyproject(
+    install: Callable[..., None],
+) -> None:
+    """`typo = "topgrad_typo.plugn"` said only "No module named 'topgrad_typo.plugn'": neither the
+    distribution nor that the line to fix is in its pyproject.toml (and needs a reinstall)."""
+    error = ModuleNotFoundError("No module named 'topgrad_typo.plugn'", name="topgrad_typo.plugn")
+    entry = _entry_of("topgrad-typo", "typo", None, value="topgrad_typo.plugn")
+    entry.error = error
+    install(entry)
+    fix = ("Its entry point names the module 'topgrad_typo.plugn', which does not exist: fix the line "
+           'typo = "topgrad_typo.plugn" under [project.entry-points.topgrad] in the pyproject.toml of '
+           "topgrad-typo, then reinstall topgrad-typo (pip install from its folder again, with -e for an "
+           "editable install")
+    with pytest.warns(RuntimeWarning, match=re.escape(fix)):
+        topgrad.available_backends()
+    with pytest.raises(BackendUnavailableError, match=re.escape(
+            "plugin 'typo', installed from topgrad-typo, was skipped: ModuleNotFoundError: No module named "
+            f"'topgrad_typo.plugn'. {fix}")) as info:
+        topgrad.set_backend("typo")
+    assert info.value.__cause__ is error
+
+
+def test_a_plugin_module_missing_a_dependency_names_it_and_the_distribution(
+    install: Callable[..., None],
+) -> None:
+    error = ModuleNotFoundError("No module named 'missing_lib'", name="missing_lib")
+    entry = _entry_of("topgrad-broken", "broken", None)
+    entry.error = error
+    install(entry)
+    with pytest.warns(RuntimeWarning, match=re.escape(
+            "Its plugin module 'topgrad_broken.plugin' imports the module 'missing_lib', which is not "
+            "installed: install the package that provides it (often: pip install missing_lib), or reinstall "
+            "topgrad-broken")):
+        topgrad.available_backends()
+
+
+def test_a_load_string_naming_a_missing_attribute_is_quoted_with_its_distribution(
+    install: Callable[..., None],
+) -> None:
+    """"topgrad_badload.backend:Nope" said "AttributeError: module ... has no attribute 'Nope'. The
+    error is in the backend's own code or its load target", quoting neither the load string nor the
+    package whose hook gives it."""
+    install(_entry_of("topgrad-badload", "badload", BackendsPlugin(spec("gone", "topgrad.registry:Nope"))))
+    with pytest.raises(BackendUnavailableError) as info:
+        topgrad.load_backend("gone")
+    assert str(info.value) == (
+        "backend 'gone' (from plugin 'badload' (distribution topgrad-badload)) is installed but failed to "
+        "load: its BackendSpec's load string 'topgrad.registry:Nope' names 'Nope', which the module "
+        "'topgrad.registry' does not have: fix the load string in the topgrad_backends hook of plugin "
+        "'badload' (distribution topgrad-badload) (\"module:attribute\", the attribute a Backend subclass, "
+        "an instance or a function returning one)")
 
 
 def test_a_missing_dependency_names_the_distribution_to_reinstall(install: Callable[..., None]) -> None:

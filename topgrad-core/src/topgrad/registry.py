@@ -35,6 +35,7 @@ _selected: str | None = None  # set_backend's choice: kept (and reloaded) when a
 _skipped: dict[str, str] = {}  # installed plugins that could not be used, and why
 _offered_none: dict[str, str] = {}  # plugins whose topgrad_backends answered nothing (None, []): the answer
 _entries: dict[str, Any] = {}  # plugin name -> the entry point it came from
+_load_errors: dict[str, BaseException] = {}  # plugin name -> what its entry point's load raised
 _array_types: dict[int, tuple[Backend, type]] = {}  # id(backend) -> (backend, its arrays' type)
 _lock = threading.RLock()  # the state above changes under it: threads' first uses may coincide
 
@@ -81,9 +82,9 @@ def _build_manager() -> None:
             hook, why = _wrong_arguments(plugin) or (None, f"{type(exc).__name__}: {exc}")
             if isinstance(exc, ImportError) and (exc.name or "").split(".")[0] in HEAVY_MODULES:
                 why += f" ({_CHEAP})"  # torch missing where it needs none: it imported it too early
-            _skipped[name] = why
-            warn(f"topgrad: plugin {name!r} ({ep.value}) failed to load and is skipped: {why}", hook, exc,
-                 plugin)
+            _skipped[name], _load_errors[name] = why, exc
+            warn(f"topgrad: plugin {name!r} ({ep.value}) failed to load and is skipped: {why}"
+                 f"{_entry_point_advice(ep, exc)}", hook, exc, plugin)
             continue
         heavy = sorted((HEAVY_MODULES & sys.modules.keys()) - heavy_before)
         if heavy:
@@ -93,6 +94,39 @@ def _build_manager() -> None:
         _warn_unused_hooks(plugin, name)
         _warn_no_hooks(manager, plugin, f"{name!r} ({ep.value})", "its entry point should name", plugin)
     _manager = manager
+
+
+def _entry_point_advice(ep: Any, exc: BaseException) -> str:
+    """What to do about entry point `ep`, whose load raised `exc`: fix its line in the package's
+    pyproject.toml (and reinstall) where the module or attribute it names does not exist; install
+    the module its plugin module imports where that is what is missing; else nothing."""
+    module, _, attribute = str(ep.value).partition(":")
+    module, attribute = module.strip(), attribute.strip()
+    dist = _dist_name(ep)
+    missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+    package = f"the pyproject.toml of {dist}" if dist else "its package's pyproject.toml"
+    fix = (f"fix the line {ep.name} = \"{ep.value}\" under [project.entry-points.{ENTRY_POINT_GROUP}] in "
+           f"{package}, then reinstall {dist or 'the package'} (pip install from its folder again, with -e "
+           "for an editable install: entry points are read only when a package is installed)")
+    if missing and (module == missing or module.startswith(f"{missing}.")):
+        return f". Its entry point names the module {module!r}, which does not exist: {fix}"
+    found = sys.modules.get(module)
+    if isinstance(exc, AttributeError) and attribute and found is not None \
+            and not hasattr(found, attribute.split(".")[0]):
+        return f". Its entry point names {attribute!r}, which the module {module!r} does not have: {fix}"
+    if missing and missing.split(".")[0] not in HEAVY_MODULES:  # those get _CHEAP's advice
+        provider = f"reinstall {dist}, which should have installed it as a dependency" if dist else \
+            "reinstall the plugin's package"
+        return (f". Its plugin module {module!r} imports the module {missing!r}, which is not installed: "
+                f"install the package that provides it (often: pip install {missing.split('.')[0]}), or "
+                f"{provider}")
+    return ""
+
+
+def _dist_name(ep: Any) -> str | None:
+    """The name of the installed distribution entry point `ep` comes from, if it says."""
+    dist = getattr(ep, "dist", None)
+    return None if dist is None else str(dist.name)
 
 
 HEAVY_MODULES = frozenset({"torch", "triton", "jax", "tensorflow", "cupy"})
@@ -278,9 +312,14 @@ def _load(name: str) -> Backend:
     plugins' ops merged into its table."""
     offers = _offers()
     if name not in offers and name in _skipped:  # installed, but its plugin could not load: unusable
-        how = "installed" if name in _entries else "registered by hand"  # entry point, or register_plugin
+        ep = _entries.get(name)
+        dist = _dist_name(ep)
+        how = ("registered by hand" if ep is None else  # register_plugin, or an entry point
+               f"installed{f' from {dist}' if dist else ''}")
+        error = _load_errors.get(name)
+        advice = "" if ep is None or error is None else _entry_point_advice(ep, error)
         raise BackendUnavailableError(f"backend {name!r} cannot load: plugin {name!r}, {how}, was "
-                                      f"skipped: {_skipped[name]}")
+                                      f"skipped: {_skipped[name]}{advice}") from error
     if name not in offers:
         near = [n for n in offers if n.lower() == name.lower()]  # a name in another case, or a typo
         near = near or difflib.get_close_matches(name, list(offers), n=1)
@@ -414,11 +453,16 @@ def _package_folder(package: str) -> str | None:
 
 
 def _instantiate(spec: BackendSpec, owner: str) -> Backend:
+    """The Backend object `spec` loads for plugin `owner`; BackendUnavailableError with the cause and
+    what to fix where its load target does not import, lacks its attribute or raises."""
     target: Any = spec.load
     module_name, _, attribute = target.partition(":") if isinstance(target, str) else ("", "", "")
     try:
         if isinstance(target, str):
-            target = getattr(importlib.import_module(module_name), attribute)
+            module = importlib.import_module(module_name)
+            if not hasattr(module, attribute):
+                raise BackendUnavailableError(_missing_attribute(spec, owner, module_name, attribute))
+            target = getattr(module, attribute)
         backend = target if isinstance(target, Backend) else target()
     except BackendUnavailableError:
         raise
@@ -435,13 +479,27 @@ def _instantiate(spec: BackendSpec, owner: str) -> Backend:
     return backend
 
 
+def _missing_attribute(spec: BackendSpec, owner: str, module_name: str, attribute: str) -> str:
+    """Why backend `spec` cannot load: its load string names an attribute its module lacks; the
+    message quotes the load string and names the plugin and distribution whose hook gives it."""
+    dist = _distribution(owner)
+    made_in = f"plugin {owner!r}" + (f" (distribution {dist})" if dist else "")
+    return (f"backend {spec.name!r} (from {made_in}) is installed but failed to load: its BackendSpec's load "
+            f"string {spec.load!r} names {attribute!r}, which the module {module_name!r} does not have: fix "
+            f"the load string in the topgrad_backends hook of {made_in} (\"module:attribute\", the attribute "
+            "a Backend subclass, an instance or a function returning one)")
+
+
 def _load_advice(exc: Exception, module_name: str, owner: str) -> str:
     """What to do about a load that raised: fix the load string when its own module is missing,
     reinstall the distribution when something it imports is, else look at the backend's code."""
     missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
     if missing and module_name and (module_name == missing or module_name.startswith(f"{missing}.")):
+        dist = _distribution(owner)
+        hook = f" (the topgrad_backends hook of plugin {owner!r}{f', distribution {dist}' if dist else ''})"
         return (f"Its load target names the module {module_name!r}, which does not exist: check the "
-                "spelling in its BackendSpec, and that its package is installed.")
+                f"spelling in its BackendSpec{hook if owner != _IN_PROCESS else ''}, and that its package "
+                "is installed.")
     if isinstance(exc, (ImportError, OSError)) and owner != _IN_PROCESS:
         dist = _distribution(owner)
         if missing:  # a module the backend imports: its package, not the backend's, is what is missing
@@ -454,8 +512,7 @@ def _load_advice(exc: Exception, module_name: str, owner: str) -> str:
 
 def _distribution(plugin: str) -> str | None:
     """The installed distribution whose `topgrad` entry point made the plugin `plugin`, if any."""
-    dist = getattr(_entries.get(plugin), "dist", None)
-    return None if dist is None else str(dist.name)
+    return _dist_name(_entries.get(plugin))
 
 
 def _merged_ops(name: str, backend: Backend) -> OpTable:
@@ -588,6 +645,7 @@ def reset() -> None:
         _selected = None
         _in_process.clear()
         _skipped.clear()
+        _load_errors.clear()
         _offered_none.clear()
         _entries.clear()
         _manager = None
