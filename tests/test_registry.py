@@ -484,6 +484,32 @@ def test_a_broken_plugin_of_the_name_asked_is_named_over_a_near_name(install: Ca
         topgrad.available_backends()
 
 
+def test_a_backend_whose_package_failed_to_load_under_another_entry_point_name_is_unavailable(
+    install: Callable[..., None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """set_backend('zeta'), topgrad-zeta's entry point being `zplug` and its plugin module failing to
+    import, said to "check the name its topgrad_backends hook gives its BackendSpec", a hook that
+    never ran. An installed plugin whose import failed is unavailable, with the cause (CONTRACT 2)."""
+    error = ModuleNotFoundError("No module named 'missing_dep_abc'", name="missing_dep_abc")
+    entry = _entry_of("topgrad-zeta", "zplug", None, value="zeta_impl.plugin")
+    entry.error = error
+    install(entry, plugin("good", spec("alpha")))
+    ours = SimpleNamespace(group="topgrad", name="zplug", value="zeta_impl.plugin")
+    _distributions(monkeypatch, {"topgrad-zeta": SimpleNamespace(entry_points=[ours])})
+    with pytest.warns(RuntimeWarning, match="missing_dep_abc"), \
+            pytest.raises(BackendUnavailableError) as info:
+        topgrad.set_backend("zeta")
+    assert info.value.__cause__ is error
+    message = str(info.value)
+    assert message.startswith(
+        "backend 'zeta' cannot load: topgrad-zeta is installed, but its plugin 'zplug' (zeta_impl.plugin) "
+        "failed to load, so it could not say which backends it offers: ModuleNotFoundError: No module named "
+        "'missing_dep_abc'. Its plugin module 'zeta_impl.plugin' imports the module 'missing_dep_abc'"
+    ), message
+    assert "check the name" not in message
+    assert topgrad.set_backend("alpha").name == "alpha"
+
+
 def test_a_plugin_module_that_imports_a_heavy_package_is_warned_about(install: Callable[..., None]) -> None:
     """A plugin module importing torch at module level made every `import topgrad` take seconds,
     numpy-only programs too, with nothing pointing at the plugin (the contract: cheap to import)."""

@@ -321,6 +321,7 @@ def _load(name: str) -> Backend:
         raise BackendUnavailableError(f"backend {name!r} cannot load: plugin {name!r}, {how}, was "
                                       f"skipped: {_skipped[name]}{advice}") from error
     if name not in offers:
+        _refuse_if_its_package_failed_to_load(name)
         near = [n for n in offers if n.lower() == name.lower()]  # a name in another case, or a typo
         near = near or difflib.get_close_matches(name, list(offers), n=1)
         installed = "" if near else _installed_without_entry_point(f"topgrad-{name}", name)
@@ -349,6 +350,27 @@ def _load(name: str) -> Backend:
     backend.ops = _merged_ops(name, backend)
     _loaded[name] = backend
     return backend
+
+
+def _refuse_if_its_package_failed_to_load(name: str) -> None:
+    """BackendUnavailableError where topgrad-NAME is installed but every plugin of its entry points
+    failed to import (an entry point named otherwise than the backend): its topgrad_backends never
+    ran, so the backend is installed and unusable here, not unknown; the error carries the cause."""
+    dist_name = f"topgrad-{name}"
+    try:
+        dist = distribution(dist_name)
+    except PackageNotFoundError:
+        return
+    values = {getattr(ep, "value", None) for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP}
+    plugins = [plugin for plugin, ep in _entries.items() if ep.value in values]
+    if not plugins or not all(plugin in _load_errors for plugin in plugins):
+        return  # no plugin of it, or one loaded: that one's answer is what counts
+    plugin = plugins[0]
+    ep, error = _entries[plugin], _load_errors[plugin]
+    raise BackendUnavailableError(
+        f"backend {name!r} cannot load: {dist_name} is installed, but its plugin {plugin!r} ({ep.value}) "
+        f"failed to load, so it could not say which backends it offers: {_skipped[plugin]}"
+        f"{_entry_point_advice(ep, error)}") from error
 
 
 def _alike(backend: str, plugin: str) -> bool:
