@@ -205,10 +205,13 @@ def test_string_load_imports_the_module_only_when_selected(
     (tmp_path / f"{module}.py").write_text(
         textwrap.dedent(
             """
-            from topgrad import Backend
+            from types import SimpleNamespace
+
+            from topgrad import Backend, Op
 
             class Stringy(Backend):
                 name = "stringy"
+                ops = SimpleNamespace(Add=type("Add", (Op,), {}))
 
             backend = Stringy()
 
@@ -1114,8 +1117,36 @@ def test_a_backend_without_ops_says_so(install: Callable[..., None]) -> None:
         return b
 
     install(plugin("plug", spec("alpha", load)))
-    with pytest.raises(AttributeError, match="has no ops at all"):
-        _ = topgrad.load_backend("alpha").ops.Add
+    with pytest.raises(BackendUnavailableError, match=re.escape(
+            "backend 'alpha' (from plugin 'plug') provides no ops: its `ops` is None, and no plugin adds "
+            "any, so every op would fail. Set `ops` on its Backend class to a module, namespace or dict of "
+            "topgrad.Op subclasses")):
+        topgrad.load_backend("alpha")
+
+
+def test_a_backend_whose_ops_hold_no_op_class_is_refused_at_load(install: Callable[..., None]) -> None:
+    """ops of no Op subclass loaded silently, an empty table that only the first op complained about;
+    what the table held instead (a class without the Op base) is named."""
+    def load() -> Backend:
+        b = make_backend("alpha")
+        b.ops = SimpleNamespace(Add=AddWithoutBase)
+        return b
+
+    install(plugin("plug", spec("alpha", load)))
+    with pytest.raises(BackendUnavailableError, match=re.escape(
+            "provides no ops: its `ops` is a SimpleNamespace holding no topgrad.Op subclass (Add: the class "
+            "AddWithoutBase, which does not derive from topgrad.Op)")):
+        topgrad.load_backend("alpha")
+
+
+def test_a_backend_whose_ops_all_come_from_plugins_loads(install: Callable[..., None]) -> None:
+    def load() -> Backend:
+        b = make_backend("alpha")
+        b.ops = None
+        return b
+
+    install(plugin("plug", spec("alpha", load)), _ops_plugin("adds", "alpha", {"Add": FakeAdd}))
+    assert topgrad.load_backend("alpha").ops.names() == ["Add"]
 
 
 class AddWithoutBase:
@@ -1423,6 +1454,8 @@ def test_a_backend_without_full_is_told_so_at_its_first_tensor() -> None:
     import numpy as np
 
     class NoFull(Backend):
+        ops = SimpleNamespace(Add=FakeAdd)
+
         def asarray(self, obj: Any, dtype: str = "float32") -> Any:
             return np.asarray(obj, dtype=dtype)
 

@@ -347,7 +347,10 @@ def _load(name: str) -> Backend:
     owner, spec = offers[name][0]
     backend = _instantiate(spec, owner)
     backend.name = name  # the name users select it by, whatever its class says (error messages use it)
+    own = backend.ops
     backend.ops = _merged_ops(name, backend)
+    if not backend.ops.names():  # every op would fail: say so once, at load, not at the first op
+        raise BackendUnavailableError(_no_ops(name, owner, own))
     _loaded[name] = backend
     return backend
 
@@ -371,6 +374,17 @@ def _refuse_if_its_package_failed_to_load(name: str) -> None:
         f"backend {name!r} cannot load: {dist_name} is installed, but its plugin {plugin!r} ({ep.value}) "
         f"failed to load, so it could not say which backends it offers: {_skipped[plugin]}"
         f"{_entry_point_advice(ep, error)}") from error
+
+
+def _no_ops(name: str, owner: str, ops: Any) -> str:
+    """Why backend `name` cannot load: its `ops` (and the plugins' topgrad_ops) give no op at all."""
+    held = strays(ops)
+    what = ("None" if ops is None else
+            f"a {type(ops).__name__} holding no topgrad.Op subclass"
+            + (f" ({'; '.join(f'{k}: {v}' for k, v in sorted(held.items()))})" if held else ""))
+    return (f"backend {name!r} (from plugin {owner!r}) provides no ops: its `ops` is {what}, and no plugin "
+            "adds any, so every op would fail. Set `ops` on its Backend class to a module, namespace or dict "
+            "of topgrad.Op subclasses, Add, Mul, Sum, ... (docs/writing-a-backend.md, section 3)")
 
 
 def _alike(backend: str, plugin: str) -> bool:
