@@ -1110,6 +1110,39 @@ def test_a_backend_may_give_its_ops_as_a_dict(install: Callable[..., None]) -> N
     assert topgrad.load_backend("alpha").ops.names() == ["Add"]
 
 
+def test_an_ops_module_lists_its_public_ops_only(install: Callable[..., None]) -> None:
+    """With `ops = <module>`, a base class the ops share (`class BoxOp(Op)`) was listed as an op in the
+    table's repr and its "it has: ..." lists. An ops module's ops are its public names, as `from ops
+    import *` takes them: its `__all__` where it has one, else the names not starting with "_"."""
+    class BoxOp(Op):
+        """A shared base: forward and backward that call fwd and bwd."""
+
+    class Add(BoxOp):
+        pass
+
+    listed = ModuleType("listed_ops")
+    listed.__dict__.update(Op=Op, BoxOp=BoxOp, Add=Add, Mul=FakeMul, __all__=["Add", "Mul"])
+    private = ModuleType("private_ops")
+    private.__dict__.update(Op=Op, _BoxOp=BoxOp, Add=Add, Mul=FakeMul)
+
+    def load(ops: ModuleType) -> Callable[[], Backend]:
+        def made() -> Backend:
+            b = make_backend(ops.__name__)
+            b.ops = ops
+            return b
+
+        return made
+
+    install(plugin("plug", spec("listed", load(listed)), spec("private", load(private))))
+    for name in ("listed", "private"):
+        table = topgrad.load_backend(name).ops
+        assert table.names() == ["Add", "Mul"], table
+        assert repr(table) == f"OpTable({name!r}: Add, Mul)"
+        with pytest.raises(AttributeError, match=r"has no op 'BoxOp'; it has: Add, Mul\."):
+            _ = table.BoxOp
+    assert not hasattr(topgrad.load_backend("private").ops, "_BoxOp")
+
+
 def test_a_backend_without_ops_says_so(install: Callable[..., None]) -> None:
     def load() -> Backend:
         b = make_backend("alpha")

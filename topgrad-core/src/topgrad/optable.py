@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable, Mapping
+from types import ModuleType
 from typing import Any, TypeGuard
 
 from topgrad.errors import OpConflictError
@@ -90,11 +91,16 @@ def near_names(name: str, names: list[str]) -> list[str]:
 
 
 def _contents(ops: Any) -> Iterable[tuple[Any, Any]]:
-    """(name, value) for what a backend's `ops` holds: a dict's items, or a module's or
-    namespace's attributes; nothing for None."""
+    """(name, value) for the public names of a backend's `ops`, as `from ops import *` takes them: a
+    module's `__all__` where it has one, else every attribute (a dict's keys) not starting with "_",
+    so that a base class the ops share (`_BoxOp`) is not an op; nothing for None."""
     if ops is None:
         return ()
-    return ops.items() if isinstance(ops, Mapping) else ((a, getattr(ops, a, None)) for a in dir(ops))
+    if isinstance(ops, Mapping):
+        return ((k, v) for k, v in ops.items() if not (isinstance(k, str) and k.startswith("_")))
+    names = getattr(ops, "__all__", None) if isinstance(ops, ModuleType) else None
+    public = [str(n) for n in names] if isinstance(names, (list, tuple)) else dir(ops)
+    return ((a, getattr(ops, a, None)) for a in public if not a.startswith("_"))
 
 
 def own_ops(ops: Any) -> dict[str, type]:
