@@ -78,8 +78,8 @@ def test_pytest_pyargs_runs_the_same_checks(backend_name: str, tmp_path: Path) -
         cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    reshape = sum(c.op == "Reshape" for c in CASES)
-    assert f"{2 * reshape + 2} passed" in done.stdout, done.stdout
+    reshape = sum(1 + (c.raises is None) for c in CASES if c.op == "Reshape")  # a raises case: no backward
+    assert f"{reshape + 2} passed" in done.stdout, done.stdout
 
 
 def test_unknown_backend_says_what_to_install(tmp_path: Path) -> None:
@@ -409,7 +409,7 @@ def test_backend_conformance_subclass_reports_the_broken_case(tmp_path: Path) ->
     # TestBroken: the ReLU-at-0 backward fails; TestBrokenKnown: it is an expected failure,
     # and the Reshape tests (forward and backward of each case), listed but passing, fail as
     # strict xfails that passed
-    relu, reshape = (2 * sum(c.op == op for c in CASES) for op in ("ReLU", "Reshape"))
+    relu, reshape = (sum(1 + (c.raises is None) for c in CASES if c.op == op) for op in ("ReLU", "Reshape"))
     failed, passed = 1 + reshape, (relu - 1) + reshape + (relu - 1)
     summary = rf"{failed} failed, {passed} passed, (\d+ deselected, )?1 xfailed"
     assert re.search(summary, done.stdout), done.stdout
@@ -579,6 +579,38 @@ def test_a_forward_of_the_wrong_shape_does_not_blame_backward() -> None:
     assert "not run: forward's output has shape" in text and "fix forward first" in text, text
     assert "grad of shape" not in text, text
     assert "got no gradient (its backward entry was None; is a `return` missing?)" in text, text
+
+
+def test_a_conv2d_that_mishandles_named_padding_and_unnamed_shape_errors_fail() -> None:
+    """The kit passed a Conv2d that took padding='same' for no padding (it had no named-padding case),
+    and no case of Reshape, Conv2d, BatchNorm, LayerNorm or Attention checked that incompatible
+    shapes raise a ValueError naming the op and both shapes (CONTRACT 4)."""
+    import numpy as np
+    from topgrad_numpy import ops as numpy_ops
+
+    class UnnamedPadding(numpy_ops.Conv2d):
+        def forward(self, x: np.ndarray, w: np.ndarray, b: object = None, stride: object = 1,
+                    padding: object = 0) -> np.ndarray:
+            return super().forward(x, w, b, stride=stride, padding=0 if isinstance(padding, str) else padding)
+
+    class PlainReshape(topgrad.Op):
+        def forward(self, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+            self.shape = x.shape
+            return x.reshape(shape)  # numpy's error names neither Reshape nor x's shape
+
+        def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
+            return (grad.reshape(self.shape),)
+
+    with _numpy_variant("unnamed", Conv2d=UnnamedPadding, Reshape=PlainReshape):
+        report = run("unnamed", only="Conv2d or Reshape")
+    failures = [line for row in report.rows for line in row.failures]
+    assert sorted({re.split(" (?:forward|backward):", line)[0] for line in failures}) == [
+        "Conv2d[(1,5,4,2) 3x3 same bias]", "Conv2d[(2,4,6,2) 3x5 same]", "Reshape[(2,3)->(4,) raises]"
+    ], failures
+    assert "its message should name the op 'Reshape' and the shapes (2, 3)" in failures[0]
+    cases = {c.id for c in CASES if c.raises is not None}
+    for op in ("Add", "Mul", "Linear", "Reshape", "Conv2d", "BatchNorm", "LayerNorm", "Attention"):
+        assert any(case.startswith(f"{op}[") for case in cases), f"no bad-shape case for {op}"
 
 
 def test_mistakes_that_give_right_values_are_caught() -> None:

@@ -4,7 +4,9 @@ from typing import Any
 
 import numpy as np
 from topgrad import Op
+from topgrad.attention_shapes import check_attention_shapes
 from topgrad.convolution import conv_geometry
+from topgrad.normalization import feature_count
 
 
 def unbroadcast(grad: np.ndarray, x: Any) -> np.ndarray | None:
@@ -103,7 +105,11 @@ class LogSoftmax(Op):
 class Reshape(Op):
     def forward(self, x, shape):
         self.shape = x.shape
-        return x.reshape(shape)
+        try:
+            return x.reshape(shape)
+        except ValueError as exc:  # numpy's words name neither the op nor x's shape
+            message = f"Reshape: cannot reshape x of shape {x.shape} into shape {shape}: {exc}"
+            raise ValueError(message) from None
 
     def backward(self, grad):
         return (grad.reshape(self.shape),)
@@ -159,6 +165,11 @@ class Conv2d(Op):
         return grad_x, grad_w, rows.sum(axis=0) if self.has_bias else None
 
 
+def shape_of(a: Any) -> tuple[int, ...] | None:
+    """An optional array's shape, None where it was left out: what the shape checks take."""
+    return None if a is None else a.shape
+
+
 def normalize_backward(grad_xhat: np.ndarray, xhat: np.ndarray, invstd: Any, axes: tuple) -> np.ndarray:
     """The gradient through xhat = (x - mean(x)) * invstd, with mean and variance over `axes`."""
     mean_grad = grad_xhat.mean(axis=axes, keepdims=True)
@@ -178,6 +189,7 @@ class BatchNorm(Op):
 
     def forward(self, x, gamma, beta, running_mean=None, running_var=None, training=True,
                 momentum=0.1, eps=1e-5):
+        feature_count("BatchNorm", x.shape, gamma=shape_of(gamma), beta=shape_of(beta))  # one per feature
         self.affine = (gamma is not None, beta is not None)  # either may be None: left out
         gamma, beta = (1.0 if gamma is None else gamma), (0.0 if beta is None else beta)
         axes = tuple(range(x.ndim - 1))
@@ -207,6 +219,7 @@ class BatchNorm(Op):
 
 class LayerNorm(Op):
     def forward(self, x, gamma, beta, eps=1e-5):
+        feature_count("LayerNorm", x.shape, gamma=shape_of(gamma), beta=shape_of(beta))
         self.affine = (gamma is not None, beta is not None)  # either may be None: left out
         gamma, beta = (1.0 if gamma is None else gamma), (0.0 if beta is None else beta)
         invstd = 1.0 / np.sqrt(x.var(axis=-1, keepdims=True) + eps)
@@ -225,6 +238,7 @@ class Attention(Op):
     """Single-head softmax(q kᵀ / √D) v on (B, T, D) arrays; `causal` hides later tokens."""
 
     def forward(self, q, k, v, causal=False):
+        check_attention_shapes(q.shape, k.shape, v.shape)  # (B, T, D), (B, S, D), (B, S, Dv)
         scale = 1.0 / np.sqrt(q.shape[-1])
         scores = q @ k.transpose(0, 2, 1) * scale
         if causal:
