@@ -275,6 +275,21 @@ index is given as `Tensor.__getitem__` hands it to the op, in the canonical form
 
 OP_NAMES: list[str] = list(dict.fromkeys(case.op for case in CASES))
 
+ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "Add": ("a", "b"), "Mul": ("a", "b"), "Div": ("a", "b"), "Linear": ("x", "w", "b"),
+    "Conv2d": ("x", "w", "b"),
+    "BatchNorm": ("x", "gamma", "beta"), "LayerNorm": ("x", "gamma", "beta"), "Attention": ("q", "k", "v"),
+}
+"""The names of each op's positional arguments, as the guide's table writes `Op.apply(...)`; an op
+not listed takes one, `x` (Concat takes any number, `*xs`)."""
+
+
+def argument(op: str, i: int) -> str:
+    """Positional argument `i` of `op` as the kit's messages name it: "input 2 (w)", counted from 1."""
+    names = ARGUMENTS.get(op, ("x",))
+    name = f"xs[{i}]" if op == "Concat" else names[i] if i < len(names) else f"#{i}"
+    return f"input {i + 1} ({name})"
+
 OPTIONAL_OPS: frozenset[str] = frozenset({"Div", "Max", "Exp", "Log", "Sqrt", "Abs", "Tanh", "Sigmoid",
                                            "Softmax", "Permute", "Slice", "Concat", "MaxPool2d"})
 """Ops beyond the twelve required ones: checked where a backend has them, reported as not provided

@@ -11,7 +11,7 @@ from topgrad.arrays import dtype_name
 from topgrad.observe import Observer, observing
 from topgrad.registry import get_backend
 from topgrad.tensor import Tensor
-from topgrad.testing.cases import Case
+from topgrad.testing.cases import Case, argument
 from topgrad.testing.numeric import numeric_vjp
 from topgrad.testing.outcome import RTOL, Outcome, compare, host_values, max_error, merge
 from topgrad.testing.reference import REFERENCE, forward_output
@@ -33,10 +33,10 @@ def _apply(
     return op.apply(*args, **params), args, params
 
 
-def _unchanged(args: list[Any], args64: list[Any]) -> list[Outcome]:
+def _unchanged(op: str, args: list[Any], args64: list[Any]) -> list[Outcome]:
     """Ops must not write into their inputs."""
     return [
-        Outcome.failed(f"the op modified its input {i} in place")
+        Outcome.failed(f"the op modified its {argument(op, i)} in place")
         for i, (t, ref) in enumerate(zip(args, args64))
         if isinstance(t, Tensor) and not np.array_equal(host_values(t.data), ref.astype(np.float32))
     ]
@@ -64,7 +64,7 @@ def check_forward(case: Case, rtol: float = RTOL) -> Outcome:
         outcomes += _same_dtype("output", out.data, args)
         for name, expected in (ref[1] if isinstance(ref, tuple) else {}).items():
             outcomes.append(compare(f"{name} after forward", host_values(params[name].data), expected, rtol))
-        outcomes += _unchanged(args, args64)
+        outcomes += _unchanged(case.op, args, args64)
     except Exception as exc:
         return Outcome.crashed("forward", exc)
     return merge(outcomes)
@@ -149,23 +149,24 @@ def check_backward(case: Case, rtol: float = RTOL) -> Outcome | None:
                 "backward wrote into its incoming gradient `grad`; it must leave it as it is (the "
                 "engine may hand one array to several ops: Add passes its grad to both inputs)"))
         for i, (t, want) in enumerate(zip(args, expected)):
+            which = argument(case.op, i)
             if not isinstance(t, Tensor):  # None, a number: the engine would drop an array silently
                 if i < len(op_grads) and op_grads[i] is not None:
-                    outcomes.append(Outcome.failed(f"backward returned an array for argument {i}, which is "
+                    outcomes.append(Outcome.failed(f"backward returned an array for {which}, which is "
                                                    f"{t!r}, not a Tensor: return None there"))
                 continue
             if i in case.constants:
                 if t.grad is not None:
-                    outcomes.append(Outcome.failed(f"input {i} is a constant (requires_grad=False) "
+                    outcomes.append(Outcome.failed(f"{which} is a constant (requires_grad=False) "
                                                    "but got a gradient"))
                 continue
             if t.grad is None:
-                outcomes.append(Outcome.failed(f"input {i} got no gradient (its backward entry was None; "
+                outcomes.append(Outcome.failed(f"{which} got no gradient (its backward entry was None; "
                                                "is a `return` missing?)"))
                 continue
-            outcomes.append(compare(f"gradient of input {i}", host_values(t.grad), want, rtol))
+            outcomes.append(compare(f"gradient of {which}", host_values(t.grad), want, rtol))
             own = op_grads[i] if i < len(op_grads) and op_grads[i] is not None else t.grad
-            outcomes += _same_dtype(f"gradient of input {i}", own, [t])
+            outcomes += _same_dtype(f"gradient of {which}", own, [t])
     except Exception as exc:
         return Outcome.crashed("backward", exc)
     return merge(outcomes)

@@ -89,11 +89,13 @@ def _skip_lacking(request: Any, helper: str) -> NoReturn:
     _report_once(request, f"lacks {helper}", helper_advice(backend, helper), skipped)
 
 
-def _expect(request: Any, outcome: Outcome | None) -> None:
+def _expect(request: Any, outcome: Outcome | None, what: str = "") -> None:
+    """Fail with the outcome's message, led by `what` failed ("Conv2d[3x3 s2 p1] backward", as the
+    kit's failure lines begin), or skip where a helper the backend lacks stopped the check."""
     if outcome is not None and outcome.lacks:
         _skip_lacking(request, outcome.lacks)
     if outcome is not None and not outcome.ok:
-        pytest.fail(outcome.message, pytrace=False)
+        pytest.fail(f"{what}: {outcome.message}" if what else outcome.message, pytrace=False)
 
 
 def _run(check: Callable[[float], Outcome], rtol: float) -> Outcome:
@@ -168,7 +170,7 @@ class BackendConformance:
         """The op's forward on this case matches the float64 reference."""
         _skip_if_not_provided(case)
         self._mark_expected(request, f"{case.id} forward", case.id, f"{case.op} forward", case.op)
-        _expect(request, check_forward(case, self.rtol))
+        _expect(request, check_forward(case, self.rtol), f"{case.id} forward")
 
     @pytest.mark.parametrize("case", _BACKWARD_CASES)
     def test_backward(self, case: Case, request: Any) -> None:
@@ -176,7 +178,7 @@ class BackendConformance:
         _expect(request, check_reference(case))
         _skip_if_not_provided(case)
         self._mark_expected(request, f"{case.id} backward", case.id, f"{case.op} backward", case.op)
-        _expect(request, check_backward(case, self.rtol))
+        _expect(request, check_backward(case, self.rtol), f"{case.id} backward")
 
     @pytest.mark.parametrize("helper", list(HELPER_CHECKS))
     def test_helper(self, helper: str, request: Any) -> None:
