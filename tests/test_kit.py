@@ -94,6 +94,27 @@ def test_a_plugin_module_that_does_not_import_is_a_clear_error(tmp_path: Path) -
     assert "Traceback" not in done.stderr
 
 
+def test_a_plugin_module_that_offers_nothing_is_named_first(tmp_path: Path) -> None:
+    """`--plugin nohook` (a module without hooks) led with "To get it: pip install topgrad-mine" and
+    named the plugin only at the end, among the skipped ones; `--plugin myplug.py` was not told
+    that --plugin takes the module name."""
+    (tmp_path / "nohook.py").write_text("x = 1\n")
+    (tmp_path / "empty.py").write_text(
+        "import topgrad\n\n@topgrad.hookimpl\ndef topgrad_backends():\n    return []\n")
+    for module, says in [
+        ("nohook", "error: --plugin nohook: it implements no topgrad hook, so it offers no backend: --plugin "
+                   "takes the module with the @topgrad.hookimpl functions (topgrad_backends)"),
+        ("empty", "error: --plugin empty: its topgrad_backends() returned [], so it offers no backend"),
+    ]:
+        done = _kit(sys.executable, "mine", "--plugin", module, cwd=tmp_path, PYTHONPATH=str(tmp_path))
+        assert done.returncode == 2, done.stdout + done.stderr
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert errors[0] == says and errors[1].startswith("error: no backend named 'mine'"), done.stderr
+    done = _kit(sys.executable, "mine", "--plugin", "nohook.py", cwd=tmp_path, PYTHONPATH=str(tmp_path))
+    assert done.returncode == 2 and done.stderr.strip().endswith(
+        "--plugin takes a module name, not a file: --plugin nohook"), done.stderr
+
+
 def test_a_plugin_module_that_raises_on_import_is_a_clear_error(tmp_path: Path) -> None:
     """Only ImportError was caught: a module whose own code raised gave a traceback and exit 1,
     which means a failed check."""

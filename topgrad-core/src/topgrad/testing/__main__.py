@@ -37,21 +37,24 @@ def main(argv: list[str] | None = None) -> int:
     from topgrad.registry import _conflict, _default_name, _offers
     from topgrad.testing import NEEDS_NUMPY
 
+    given: list[str] = []  # the names the --plugin modules are registered under
     for module in args.plugin:
         try:
             plugin = importlib.import_module(module)
         except ImportError as exc:
-            print(f"error: --plugin {module}: cannot import it ({exc}); give an importable module "
-                  "name (its folder on PYTHONPATH)", file=sys.stderr)
+            print(f"error: --plugin {module}: cannot import it ({exc}); {_importable(module)}",
+                  file=sys.stderr)
             return 2
         except Exception as exc:  # the module's own code failed: a bug there, not a failed check (1)
             print(f"error: --plugin {module}: importing it raised {type(exc).__name__}: {exc}",
                   file=sys.stderr)
             return 2
-        if topgrad.registry.plugin_manager().is_registered(plugin):
-            continue  # installed already: its entry point registered it
+        manager = topgrad.registry.plugin_manager()
+        if manager.is_registered(plugin):  # installed already: its entry point registered it
+            given.append(str(manager.get_name(plugin)))
+            continue
         try:
-            topgrad.register_plugin(plugin, name=module)
+            given.append(topgrad.register_plugin(plugin, name=module))
         except Exception as exc:  # its name taken by another plugin, or rejected by pluggy
             print(f"error: --plugin {module}: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 2
@@ -80,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         name = args.backend or os.environ.get("TOPGRAD_BACKEND") or _default_name()
         backend = topgrad.load_backend(name)
     except LOAD_ERRORS as exc:
+        for line in _offering_nothing(given):  # the likelier cause, when it is one: said first
+            print(f"error: {line}", file=sys.stderr)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"topgrad conformance kit: backend {name!r}")
@@ -93,6 +98,29 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(format_report(report))
     return 0 if report.ok else 1
+
+
+def _importable(module: str) -> str:
+    """How to give --plugin `module`, which did not import: a module name, not a file."""
+    if module.endswith(".py"):
+        folder, _, name = module[:-3].replace("\\", "/").rpartition("/")
+        where = f" with {folder or '.'} on PYTHONPATH" if folder else ""
+        return f"--plugin takes a module name, not a file: --plugin {name}{where}"
+    return "give an importable module name (its folder on PYTHONPATH)"
+
+
+def _offering_nothing(given: list[str]) -> list[str]:
+    """Why each plugin given with --plugin offers no backend, where one does not: it implements
+    no hook, its topgrad_backends failed or returned nothing (the registry records each)."""
+    from topgrad.registry import _offered_none, _skipped
+
+    hooks = "--plugin takes the module with the @topgrad.hookimpl functions (topgrad_backends)"
+    lines = [f"--plugin {name}: {_skipped[name]}, so it offers no backend"
+             + (f": {hooks}" if _skipped[name].endswith("no topgrad hook") else "")
+             for name in given if name in _skipped]
+    lines += [f"--plugin {name}: its topgrad_backends() returned {_offered_none[name]}, so it offers no "
+              "backend" for name in given if name in _offered_none and name not in _skipped]
+    return lines
 
 
 if __name__ == "__main__":
