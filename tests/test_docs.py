@@ -153,6 +153,22 @@ def test_the_example_package_is_what_the_guide_writes() -> None:
     assert (EXAMPLE / "src" / "topgrad_float64" / "py.typed").exists()
 
 
+def test_the_guide_says_how_every_op_is_applied_and_which_bad_shapes_the_kit_checks() -> None:
+    """The guide's "applied as" table lacked the optional ops (Permute's axes=, Max, Softmax, Div),
+    and no list said which bad-shape cases the kit checks (an author learned of them as failures)."""
+    from topgrad.testing.cases import CASES, OP_NAMES
+
+    text = GUIDE.read_text()
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| `")]
+    applied = {op for cells in rows if len(cells) == 4 and ".apply(" in cells[2]
+               for op in re.findall(r"`(\w+)`", cells[0])}
+    assert set(OP_NAMES) <= applied, f"the guide's tables lack {sorted(set(OP_NAMES) - applied)}"
+    errors = text.split("must be raised for\n", 1)[1].split("\n\n", 1)[0]
+    listed = set(re.findall(r"`([A-Z]\w*)`", errors))
+    raising = {case.op for case in CASES if case.raises is not None}
+    assert raising <= listed, f"the guide's list of bad-shape cases lacks {sorted(raising - listed)}"
+
+
 def test_following_the_guide_gives_a_backend_that_passes_the_kit(tmp_path: Path) -> None:
     work = tmp_path / "project"
     work.mkdir()
