@@ -47,7 +47,7 @@ class Dist:
 
 
 DISTS = [
-    Dist("topgrad-core", "topgrad", ("[pytest11]", "topgrad_testing = topgrad.testing.pytest_plugin"),
+    Dist("topgrad-core", "topgrad", ("[pytest11]", "topgrad_testing = topgrad_pytest_plugin"),
          ("pluggy",), ("torch", "triton", "numpy")),
     Dist("topgrad-numpy", "topgrad_numpy", ("[topgrad]", "numpy = topgrad_numpy.plugin"),
          ("topgrad-core", "numpy")),
@@ -136,7 +136,8 @@ def inspect(dist: Dist, wheel: Path) -> None:
     report(not bad, f"{dist.folder}: does not require {', '.join(dist.forbidden) or 'anything forbidden'}",
            f"it requires {sorted(bad)}")
     if dist.module == "topgrad":
-        kit = {f"topgrad/testing/{f}.py" for f in ("__main__", "test_conformance", "pytest_plugin")}
+        kit = {"topgrad/testing/__main__.py", "topgrad/testing/test_conformance.py",
+               "topgrad_pytest_plugin.py"}
         report(kit <= set(names), "topgrad-core: wheel contains the conformance kit",
                f"missing {kit - set(names)}")
 

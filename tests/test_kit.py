@@ -262,7 +262,14 @@ def test_subclassing_backend_conformance(backend_name: str, tmp_path: Path) -> N
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"{4 * sum(c.op == 'Mean' for c in CASES)} passed" in done.stdout
     assert f"TestMine checked backend {backend_name!r} (its `backend`)" in done.stdout, done.stdout
-    assert "TestForgotten checked backend 'numpy' (`backend` not set: " in done.stdout, done.stdout
+    assert "TestForgotten checked backend 'numpy' (chosen by $TOPGRAD_BACKEND)" in done.stdout, done.stdout
+    env = {k: v for k, v in _env().items() if k != "TOPGRAD_BACKEND"}  # said "`backend` not set" either way
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_mine.py",
+         "-k", "Forgotten and Mean", "--topgrad-backend", "numpy"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert "TestForgotten checked backend 'numpy' (chosen by --topgrad-backend)" in done.stdout, done.stdout
 
 
 def test_list_names_both_plugins_of_a_clashing_backend_name(tmp_path: Path) -> None:
@@ -713,11 +720,22 @@ def test_a_misspelt_expected_failure_is_an_error_at_import() -> None:
 
 
 def test_importing_topgrad_testing_does_not_import_numpy(tmp_path: Path) -> None:
-    code = ("import sys, topgrad, topgrad.testing, topgrad.testing.pytest_plugin; "
+    code = ("import sys, topgrad, topgrad.testing, topgrad_pytest_plugin; "
             "assert 'numpy' not in sys.modules, 'numpy imported'")
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(), capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_pytest_plugin_imports_no_topgrad_in_a_project_that_does_not_use_it(tmp_path: Path) -> None:
+    """pytest loads the plugin wherever topgrad-core is installed; inside the package it imported
+    (and pytest assertion-rewrote) all of topgrad in every run of every project, 0.1-0.4 s each."""
+    (tmp_path / "test_other.py").write_text(
+        "import sys\n\ndef test_no_topgrad():\n"
+        "    assert not [m for m in sys.modules if m.split('.')[0] == 'topgrad']\n")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_other.py"],
+                          cwd=tmp_path, env=_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_backend_selection_is_restored() -> None:

@@ -6,8 +6,9 @@ Three ways to run it (numpy is needed only then: ``pip install 'topgrad-core[tes
 - ``pytest --pyargs topgrad.testing --topgrad-backend NAME`` runs the same checks under pytest;
 - ``class TestMine(topgrad.testing.BackendConformance): backend = "mine"`` in your own suite.
 
-Importing this package is cheap (numpy loads with the first attribute that needs it), so the pytest
-plugin in `topgrad.testing.pytest_plugin` costs nothing in projects that never use the kit.
+Importing this package is cheap: numpy loads with the first attribute that needs it. The pytest
+plugin (``--topgrad-backend``) is the top-level module `topgrad_pytest_plugin`, which imports no
+topgrad module in projects that never use the kit.
 """
 
 from __future__ import annotations

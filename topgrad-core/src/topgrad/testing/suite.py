@@ -22,6 +22,7 @@ others, pointing at it; a required array helper the backend lacks fails its own 
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, NoReturn
 
@@ -33,8 +34,27 @@ from topgrad.testing.helpers import HELPER_CHECKS
 from topgrad.testing.opcheck import check_backward, check_forward, check_reference
 from topgrad.testing.optimizers import OPTIMIZER_CHECKS
 from topgrad.testing.outcome import RTOL, Outcome, helper_advice, lacking_helper, missing_helpers
-from topgrad.testing.pytest_plugin import CHECKED, UNLOADED, requested_backend
 from topgrad.testing.runner import LOAD_ERRORS, helper_row, provides, selected
+
+CHECKED: dict[str, tuple[str, str]] = {}
+"""Kit test classes run in this session -> (the backend each checked, how it was chosen); the
+pytest plugin (`topgrad_pytest_plugin`) prints it at the end of the run."""
+
+UNLOADED: dict[str, str] = {}
+"""Kit test classes whose backend did not load -> the test that reported the load error."""
+
+
+def requested_backend(config: Any) -> tuple[str, str]:
+    """The backend a class without `backend = ...` checks, and what chose it: --topgrad-backend,
+    else $TOPGRAD_BACKEND, else the default."""
+    name = config.getoption("--topgrad-backend", default=None)
+    if name:
+        return name, "chosen by --topgrad-backend"
+    name = os.environ.get("TOPGRAD_BACKEND")
+    if name:
+        return name, "chosen by $TOPGRAD_BACKEND"
+    return registry._default_name(), "the default: no --topgrad-backend, no $TOPGRAD_BACKEND"
+
 
 _OP_CASES = [pytest.param(case, id=case.id) for case in CASES]
 _BACKWARD_CASES = [pytest.param(case, id=case.id) for case in CASES if case.raises is None]
@@ -132,11 +152,10 @@ class BackendConformance:
 
     @pytest.fixture(autouse=True)
     def _topgrad_selected_backend(self, request: Any) -> Iterator[str]:
-        how = ("its `backend`" if self.backend else
-               "`backend` not set: --topgrad-backend, else $TOPGRAD_BACKEND, else the default")
-        name, error = self.backend or "the default backend", None
+        name, how, error = self.backend or "the default backend", "its `backend`", None
         try:
-            name = self.backend or requested_backend(request.config)
+            if not self.backend:
+                name, how = requested_backend(request.config)
             registry.load_backend(name)
         except LOAD_ERRORS as exc:
             error = exc

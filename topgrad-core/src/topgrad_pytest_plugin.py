@@ -1,11 +1,16 @@
-"""pytest plugin (entry point ``pytest11``): the ``--topgrad-backend`` option and the kit's fixture.
+"""topgrad-core's pytest plugin (entry point ``pytest11``): the ``--topgrad-backend`` option, and
+which backend each conformance-kit test class checked.
 
-Loaded in every pytest run where topgrad-core is installed, so it imports nothing heavy.
+pytest loads it in every run wherever topgrad-core is installed, in any project. So it is a module
+of its own, outside the ``topgrad`` package: importing ``topgrad.testing.anything`` runs
+``topgrad/__init__.py``, ~30 modules that pytest also assertion-rewrites (0.1-0.4 s a run). It
+imports topgrad only where ``--topgrad-backend`` is given, and reads the kit's record only where the
+kit ran.
 """
 
 from __future__ import annotations
 
-import os
+import sys
 from typing import Any
 
 
@@ -25,7 +30,6 @@ def pytest_configure(config: Any) -> None:
     if not name:
         return
     import pytest
-
     import topgrad
     from topgrad.testing.runner import LOAD_ERRORS
 
@@ -35,16 +39,6 @@ def pytest_configure(config: Any) -> None:
         raise pytest.UsageError(f"--topgrad-backend {name}: {exc}") from exc
 
 
-def requested_backend(config: Any) -> str:
-    """The backend the kit checks: --topgrad-backend, else $TOPGRAD_BACKEND, else the default."""
-    name = config.getoption("--topgrad-backend", default=None) or os.environ.get("TOPGRAD_BACKEND")
-    if name:
-        return name
-    from topgrad.registry import _default_name
-
-    return _default_name()
-
-
 def pytest_report_header(config: Any) -> str | None:
     """Name the checked backend in pytest's header when one was asked for."""
     if config.getoption("--topgrad-backend", default=None):
@@ -52,20 +46,16 @@ def pytest_report_header(config: Any) -> str | None:
     return None
 
 
-CHECKED: dict[str, tuple[str, str]] = {}
-"""Kit test classes run in this session -> (the backend each checked, how it was chosen)."""
-
-UNLOADED: dict[str, str] = {}
-"""Kit test classes whose backend did not load -> the test that reported the load error."""
-
-
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Say which backend each kit test class checked, and how it was chosen: a
     `BackendConformance` subclass without `backend = ...` checks the default one, which the
-    test ids do not show."""
-    for cls, (name, how) in CHECKED.items():
-        if cls in UNLOADED:
+    test ids do not show. Nothing where no kit test ran (the kit's module was never imported)."""
+    suite = sys.modules.get("topgrad.testing.suite")
+    if suite is None:
+        return
+    for cls, (name, how) in suite.CHECKED.items():
+        if cls in suite.UNLOADED:
             terminalreporter.write_line(f"topgrad conformance kit: {cls} could not load backend {name!r} "
-                                        f"({how}); its tests are skipped, and {UNLOADED[cls]} says why")
+                                        f"({how}); its tests are skipped, and {suite.UNLOADED[cls]} says why")
         else:
             terminalreporter.write_line(f"topgrad conformance kit: {cls} checked backend {name!r} ({how})")
