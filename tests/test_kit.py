@@ -738,6 +738,19 @@ def test_the_pytest_plugin_imports_no_topgrad_in_a_project_that_does_not_use_it(
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_the_pytest_suite_without_pytest_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without pytest, `topgrad.testing.BackendConformance` failed with a bare "No module named
+    'pytest'"; only a missing numpy got the install line."""
+    import topgrad.testing as kit
+
+    for module in [m for m in sys.modules if m.startswith("topgrad.testing.")]:
+        monkeypatch.delitem(sys.modules, module)  # imported by earlier tests: import them afresh
+    monkeypatch.setitem(sys.modules, "pytest", None)  # `import pytest` now raises ModuleNotFoundError
+    with pytest.raises(ModuleNotFoundError, match=r"needs pytest: pip install 'topgrad-core\[testing\]'; "
+                       r"`python -m topgrad.testing NAME` runs"):
+        kit.BackendConformance  # noqa: B018 - the attribute's import is the point
+
+
 def test_backend_selection_is_restored() -> None:
     """Running the kit on another backend leaves the selection as it was, also for a later
     reload (register_plugin rebuilds the selected backend by name)."""

@@ -30,12 +30,18 @@ __all__ = sorted(_LAZY)
 NEEDS_NUMPY = "the conformance kit needs numpy: pip install 'topgrad-core[testing]'"
 """What to say where the kit runs without numpy (its references are numpy)."""
 
+NEEDS_PYTEST = ("topgrad.testing.BackendConformance is a pytest suite and needs pytest: pip install "
+                "'topgrad-core[testing]'; `python -m topgrad.testing NAME` runs the same checks without it")
+"""What to say where the pytest suite is asked for without pytest installed."""
+
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         try:
             module = importlib.import_module(_LAZY[name])
         except ModuleNotFoundError as exc:
+            if exc.name == "pytest":
+                raise ModuleNotFoundError(NEEDS_PYTEST, name="pytest") from exc
             if exc.name != "numpy":
                 raise
             raise ModuleNotFoundError(NEEDS_NUMPY, name="numpy") from exc
