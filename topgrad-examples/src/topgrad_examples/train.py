@@ -111,11 +111,13 @@ def train_epoch(
     model: Module, optimizer: topgrad.optim.Optimizer, images: np.ndarray, labels: np.ndarray,
     recipe: TrainDefaults, seed: int, epoch: int, total_epochs: int, progress: bool = True,
 ) -> float:
-    """One pass over the training set; returns the mean training loss. A batch loss that is NaN
-    or infinite stops it with DivergedError, naming the step and the last finite batch loss."""
+    """One pass over the training set, its last batch partial where the batch size does not divide
+    it; returns the mean training loss over the images (each batch's mean weighted by its size, as
+    one loss over the whole set would be). A batch loss that is NaN or infinite stops it with
+    DivergedError, naming the step and the last finite batch loss."""
     steps = math.ceil(len(labels) / recipe.batch_size)
     step = epoch * steps
-    total_loss, last = 0.0, "at the epoch's first step"
+    total_loss, seen, last = 0.0, 0, "at the epoch's first step"
     total = total_epochs * steps
     warmup = warmup_steps(recipe.warmup_steps, total)
     with EpochProgress(len(labels), f"epoch {epoch + 1}/{total_epochs}", enabled=progress) as shown:
@@ -130,10 +132,10 @@ def train_epoch(
             if not math.isfinite(value):  # the progress display is closed before the message
                 raise DivergedError(f"in epoch {epoch + 1}/{total_epochs}, step {i + 1}/{steps}: the "
                                     f"training loss is {value} ({last})")
-            total_loss += value
+            total_loss, seen = total_loss + value * len(index), seen + len(index)
             last = f"the last finite batch loss: {value:.4f}, step {i + 1}"
-            shown.update(len(index), total_loss / (i + 1), last=i == steps - 1)
-    return total_loss / max(1, steps)
+            shown.update(len(index), total_loss / seen, last=i == steps - 1)
+    return total_loss / max(1, seen)
 
 
 def non_finite_state(model: Module) -> str | None:
