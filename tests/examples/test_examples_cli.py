@@ -579,6 +579,22 @@ def test_a_tiny_learning_rate_that_float32_rounds_away_is_refused(capsys: pytest
     assert info.value.code == 2 and "float32's smallest normal (1.18e-38" in capsys.readouterr().err
 
 
+def test_help_and_the_header_name_the_recipes_weight_decay_and_warm_up(
+    capsys: pytest.CaptureFixture[str], tiny_data: Path,
+) -> None:
+    """attention's recipe has AdamW's weight decay 0.01 and 200 warm-up steps, which neither --help nor
+    a run's first line said; a short run's warm-up is capped at a fifth of its steps, said as such."""
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    out = capsys.readouterr().out
+    attention = "  attention  adamw, --lr 0.003, --batch-size 32, --epochs 3, weight decay 0.01, warm-up 200"
+    assert attention in out, out
+    assert "  mlp        adam, --lr 0.002, --batch-size 128, --epochs 3\n" in out, out  # nothing beyond
+    code, lines, _ = run(capsys, "attention", "--data-dir", str(tiny_data), *FAST, "--limit", "80")
+    assert code == 0
+    assert lines[0].endswith("adamw lr 0.003, batch 16, 1 epoch, weight decay 0.01, warm-up 1 step"), lines[0]
+
+
 def test_help_says_resumed_runs_default_to_the_checkpoints_settings(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -35,7 +35,7 @@ def _model_defaults() -> str:
     for name, cls in MODELS.items():
         d = cls.defaults
         lines.append(f"  {name:<10} {d.optimizer}, --lr {d.lr:g}, --batch-size {d.batch_size}, "
-                     f"--epochs {d.epochs}")
+                     f"--epochs {d.epochs}{d.extras()}")
     return "\n".join(lines)
 
 

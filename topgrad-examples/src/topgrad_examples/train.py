@@ -84,6 +84,11 @@ def warmup_steps(wanted: int, total: int) -> int:
     return min(wanted, total // 5)
 
 
+def _run_warmup(recipe: TrainDefaults, n_train: int) -> int:
+    """The warm-up steps a run of `n_train` images takes: the recipe's, capped as `train_epoch` caps it."""
+    return warmup_steps(recipe.warmup_steps, recipe.epochs * math.ceil(n_train / recipe.batch_size))
+
+
 def batches(n: int, batch_size: int, seed: int, epoch: int) -> Iterator[np.ndarray]:
     """Shuffled index batches; the order depends only on (seed, epoch), so resumed runs match."""
     order = np.random.default_rng([seed, epoch]).permutation(n)
@@ -310,7 +315,8 @@ def run(args: argparse.Namespace, saved_now: Saved | None = None) -> float:
               "data_source": data.source, **({} if limit is None else {"limit": int(limit)})}
     _say(f"{args.model} on {dataset} ({len(y_train):,} training, {len(y_test):,} test images from "
          f"{data.source}), backend {_backend_text(topgrad.get_backend())}, {recipe.optimizer} "
-         f"lr {recipe.lr:g}, batch {recipe.batch_size}, {_epochs(recipe.epochs)}")
+         f"lr {recipe.lr:g}, batch {recipe.batch_size}, {_epochs(recipe.epochs)}"
+         f"{recipe.extras(_run_warmup(recipe, len(y_train)))}")
     if start >= recipe.epochs and args.resume:
         _say(f"the checkpoint is at epoch {start} already: nothing to train (--epochs N above {start} "
              "goes on)")

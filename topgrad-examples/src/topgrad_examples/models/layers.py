@@ -33,6 +33,18 @@ class TrainDefaults:
     momentum: float = 0.9  # sgd only: Nesterov momentum when > 0 (topgrad-train's make_optimizer)
     warmup_steps: int = 0  # linear warm-up, then cosine decay to zero over the run
 
+    def extras(self, warmup: int | None = None) -> str:
+        """The settings beyond optimizer, lr, batch size and epochs that this recipe uses, for
+        --help and a run's header: ", weight decay 0.01, warm-up 200 steps" ("" where none);
+        `warmup`, where given, is the run's own (capped at a fifth of a short run)."""
+        parts = [f"weight decay {self.weight_decay:g}"] if self.weight_decay else []
+        if self.optimizer == "sgd":
+            parts.append(f"Nesterov momentum {self.momentum:g}" if self.momentum else "no momentum")
+        steps = self.warmup_steps if warmup is None else warmup
+        if steps:
+            parts.append(f"warm-up {steps} step{'s' if steps != 1 else ''}")
+        return "".join(f", {p}" for p in parts)
+
 
 M = TypeVar("M", bound="Module")
 
