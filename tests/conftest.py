@@ -82,6 +82,21 @@ def _selected_backend(backend_name: str):
     yield
 
 
+@pytest.fixture(autouse=True)
+def _many_blocks_when_drawn(request: pytest.FixtureRequest, backend_name: str):
+    """A drawn (Hypothesis) test of the interpreted triton backend cuts every launch into several
+    small blocks (`topgrad_triton.runtime.many_blocks`): the interpreter's own blocks hold any
+    drawn shape whole, so a wrong mask, block loop, chunk partial or second pass would pass every
+    draw. Fixed-shape tests keep the real block sizes (and `LONG` rows cross those)."""
+    if not (_interpreted(backend_name) and hasattr(request.function, "hypothesis")):
+        yield
+        return
+    from topgrad_triton import runtime
+
+    with runtime.many_blocks():
+        yield
+
+
 @pytest.fixture(scope="session")
 def interpreted(backend_name: str) -> bool:
     """True where kernels run in an interpreter: tests choose smaller shapes, never fewer ops."""

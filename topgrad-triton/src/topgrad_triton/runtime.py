@@ -75,8 +75,47 @@ def device() -> str:
     return "cpu" if interpreting() else "cuda"
 
 
-def block(gpu: int, interpreter: int) -> int:
-    """A block size: `gpu` on a GPU, `interpreter` (bigger: fewer programs) under the interpreter."""
+_many = False
+"""Whether `many_blocks` is on: test-only, see there."""
+
+
+@contextlib.contextmanager
+def many_blocks() -> Iterator[None]:
+    """Test-only: while on, every launch cuts its work into several blocks along each blocked axis
+    (2 to 4 of `quarter`'s size, or a kernel's own few-element blocks), the last one ragged where
+    it can be. The small arrays of drawn tests then reach the kernels' masks, block loops, chunked
+    partial sums and second passes, where the usual blocks hold a whole small array. Slower; not
+    for users, and not thread-safe: it switches every launch in the process."""
+    global _many
+    before, _many = _many, True
+    try:
+        yield
+    finally:
+        _many = before
+
+
+def in_many_blocks() -> bool:
+    """Whether `many_blocks` (test-only) is on."""
+    return _many
+
+
+def quarter(extent: int) -> int:
+    """The power of two that cuts `extent` elements into 2 to 4 blocks (1 for an extent of 1):
+    `many_blocks`' size for a kernel's axis."""
+    return 1 << max(0, -(-extent // 4) - 1).bit_length()
+
+
+def dot_block() -> int:
+    """The smallest block side of a tl.dot operand: 16 on a GPU; the interpreter takes any, and 2
+    cuts small tests' products into several tiles."""
+    return 2 if interpreting() else 16
+
+
+def block(gpu: int, interpreter: int, many: int) -> int:
+    """A block size: `gpu` on a GPU, `interpreter` (bigger: fewer programs) under the interpreter,
+    `many` under the test-only `many_blocks` (`quarter` of the extent, or a few elements)."""
+    if _many:
+        return many
     return interpreter if interpreting() else gpu
 
 

@@ -243,7 +243,11 @@ def _width(d: int) -> int:
 
 
 def _blocks(D: int, DV: int, backward: bool) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps) for query/key width D and value width DV."""
+    """(BLOCK_M, BLOCK_N, num_warps) for query/key width D and value width DV; under tests'
+    `runtime.many_blocks`, tl.dot's smallest (twice that for the forward's rows, as on a GPU)."""
+    if runtime.in_many_blocks():
+        side = runtime.dot_block()
+        return (side, side, 4) if backward else (2 * side, side, 4)
     if interpreting() or max(_width(D), _width(DV)) <= 64:
         return 64, 64, 4
     return (32, 32, 4) if backward else (64, 32, 4)

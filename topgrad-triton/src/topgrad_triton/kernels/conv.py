@@ -107,8 +107,9 @@ def im2col(x: torch.Tensor, kh: int, kw: int, stride: tuple[int, int], pad: tupl
     cols = torch.empty((M, KC), dtype=torch.float32, device=x.device)
     if M == 0 or KC == 0:
         return cols
-    block_k = min(triton.next_power_of_2(KC), runtime.block(64, 1024))
-    block_m = max(1, min(triton.next_power_of_2(M), runtime.block(4096, 1 << 16) // block_k))
+    block_k = min(triton.next_power_of_2(KC), runtime.block(64, 1024, many=runtime.quarter(KC)))
+    tile = runtime.block(4096, 1 << 16, many=runtime.quarter(M) * block_k)
+    block_m = max(1, min(triton.next_power_of_2(M), tile // block_k))
     grid = (triton.cdiv(M, block_m), triton.cdiv(KC, block_k))
     _im2col_kernel[grid](
         x, cols, H, W, C, OH, OW, kw, sh, sw, ph, pw, M, KC, *x.stride(),
@@ -127,7 +128,7 @@ def col2im(dcols: torch.Tensor, shape: tuple[int, int, int, int], kh: int, kw: i
     N = B * H * W * C
     if N == 0:
         return dx
-    block = runtime.block(256, 1 << 16)
+    block = runtime.block(256, 1 << 16, many=runtime.quarter(N))
     _col2im_kernel[(triton.cdiv(N, block),)](
         dcols, dx, H, W, C, OH, OW, kh, kw, sh, sw, ph, pw, N, kh * kw * C, BLOCK=block,
         WIDE=needs_int64(dcols, dx), num_warps=4,

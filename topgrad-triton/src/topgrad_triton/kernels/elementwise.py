@@ -172,7 +172,7 @@ def elementwise(op: int, a: Any, b: Any = None, name: str = "elementwise",
     it = iter(collapsed)
     sa = [0] * pad + next(it) if a_mode == STRIDED else [0] * MAX_DIMS
     sb = [0] * pad + next(it) if b_mode == STRIDED else [0] * MAX_DIMS
-    block = runtime.block(1024, 1 << 16)
+    block = runtime.block(1024, 1 << 16, many=runtime.quarter(n))
     grid = (triton.cdiv(n, block),)
     # a contiguous operand spans the output's n elements; only a strided one can reach further
     wide = needs_int64(n, *(x for x, mode in ((a, a_mode), (b, b_mode)) if mode == STRIDED))
@@ -223,7 +223,7 @@ def copy_into(dst: torch.Tensor, src: torch.Tensor, name: str = "copy_into") -> 
         return
     pad = _padding(dims)
     sizes, strides = [1] * pad + dims, [0] * pad + strides
-    block = runtime.block(1024, 1 << 16)
+    block = runtime.block(1024, 1 << 16, many=runtime.quarter(n))
     with runtime.quiet():
         _store_strided_kernel[(triton.cdiv(n, block),)](
             dst, contiguous(src, name=name), n, *sizes[1:], *strides, BLOCK=block,

@@ -33,7 +33,7 @@ def full(shape: tuple[int, ...], value: float) -> torch.Tensor:
     out = torch.empty(tuple(shape), dtype=torch.float32, device=runtime.device())
     n = math.prod(shape)
     if n:
-        block = runtime.block(1024, 1 << 16)
+        block = runtime.block(1024, 1 << 16, many=runtime.quarter(n))
         _fill_kernel[(triton.cdiv(n, block),)](out, float(value), n, BLOCK=block, WIDE=needs_int64(n))
     return out
 
@@ -45,7 +45,7 @@ def randn(shape: tuple[int, ...], seed: int | None = None) -> torch.Tensor:
     out = torch.empty(tuple(shape), dtype=torch.float32, device=runtime.device())
     n = math.prod(shape)
     if n:
-        block = runtime.block(1024, 1 << 16)
+        block = runtime.block(1024, 1 << 16, many=runtime.quarter(n))
         with runtime.quiet():
             _randn_kernel[(triton.cdiv(n, block),)](out, int(seed) % (2**31 - 1), n, BLOCK=block,
                                                     WIDE=needs_int64(n))

@@ -53,7 +53,13 @@ def _matmul_kernel(
 
 
 def _block(dim: int, cap: int) -> int:
+    """The smallest power of two >= dim, within [16, cap]: tl.dot's smallest side is 16 on a GPU."""
     return max(16, min(triton.next_power_of_2(max(dim, 1)), cap))
+
+
+def _half(dim: int) -> int:
+    """The power of two that splits a side of `dim` into two blocks (test-only plan; see `blocks`)."""
+    return max(runtime.dot_block(), triton.next_power_of_2(triton.cdiv(dim, 2)))
 
 
 #: Interpreter tiles: up to 2**21 elements of BLOCK_M * BLOCK_N * BLOCK_K, stretched along
@@ -62,7 +68,11 @@ _INTERPRETER_VOLUME = 1 << 21
 
 
 def blocks(M: int, N: int, K: int) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_K): 64/64/32 on a GPU; under the interpreter, big volume-bounded tiles."""
+    """(BLOCK_M, BLOCK_N, BLOCK_K): 64/64/32 on a GPU; under the interpreter, big volume-bounded tiles;
+    under tests' `runtime.many_blocks`, two blocks along each side (the second one ragged
+    unless the side is a power of two), no smaller than tl.dot takes: a program loops over K."""
+    if runtime.in_many_blocks():
+        return _half(M), _half(N), _half(K)
     if not runtime.interpreting():
         return _block(M, 64), _block(N, 64), _block(K, 32)
     bn, bk = _block(N, 128), _block(K, 128)

@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from topgrad_triton.kernels.indexing import bound, needs_int64, widen
-from topgrad_triton.runtime import interpreting
+from topgrad_triton.runtime import in_many_blocks, interpreting, quarter
 
 # ---------------------------------------------------------------------------- kernels
 
@@ -279,8 +279,18 @@ def _plan(M: int, C: int, block_c: int, cells: int, max_parts: int) -> _Plan:
     return _Plan(block_m, block_c, chunk, triton.cdiv(max(M, 1), chunk), warps)
 
 
+def _many_plan(M: int, block_c: int) -> _Plan:
+    """Test-only (`runtime.many_blocks`): chunks of two tiles, about 2 to 4 chunks, so that three
+    rows or more make several chunks, whose partials are merged, and a ragged last one."""
+    block_m = max(1, quarter(M) // 2)
+    chunk = 2 * block_m
+    return _Plan(block_m=block_m, block_c=block_c, chunk=chunk, parts=triton.cdiv(max(M, 1), chunk), warps=1)
+
+
 def _row_plan(M: int, N: int) -> _Plan:
     """LayerNorm: tiles of whole rows."""
+    if in_many_blocks():
+        return _many_plan(M, triton.next_power_of_2(N))
     if interpreting():
         return _plan(M, N, triton.next_power_of_2(N), 2048, 2)
     return _plan(M, N, triton.next_power_of_2(N), 4096, 512)
@@ -288,17 +298,26 @@ def _row_plan(M: int, N: int) -> _Plan:
 
 def _col_plan(M: int, C: int) -> _Plan:
     """BatchNorm: tiles of BLOCK_C columns; the column grid times the row chunks fills the GPU."""
+    if in_many_blocks():
+        return _many_plan(M, quarter(C))
     if interpreting():
         return _plan(M, C, min(triton.next_power_of_2(C), 128), 4096, 3)
     block_c = min(triton.next_power_of_2(C), 32)
     return _plan(M, C, block_c, 2048, max(1, 1024 // triton.cdiv(C, block_c)))
 
 
+def _merge_blocks(C: int, R: int) -> tuple[int, int]:
+    """(BLOCK_C, BLOCK_R) of the kernels that merge R rows of chunk partials of C columns."""
+    if in_many_blocks():  # test-only
+        return quarter(C), quarter(R)
+    block_c = min(triton.next_power_of_2(C), 1024 if interpreting() else 128)
+    return block_c, min(triton.next_power_of_2(max(R, 1)), 64 if interpreting() else 16)
+
+
 def _sum_rows(part: Any, out: Any) -> Any:
     """Sum a contiguous (R, C) matrix over its rows into `out` (C,)."""
     R, C = part.shape
-    block_c = min(triton.next_power_of_2(C), 1024 if interpreting() else 128)
-    block_r = min(triton.next_power_of_2(max(R, 1)), 64 if interpreting() else 16)
+    block_c, block_r = _merge_blocks(C, R)
     sum_rows_kernel[(triton.cdiv(C, block_c),)](part, out, R, C, BLOCK_R=block_r, BLOCK_C=block_c)
     return out
 
@@ -354,8 +373,7 @@ def batchnorm_stats(
         BLOCK_M=p.block_m, BLOCK_C=p.block_c, WIDE=needs_int64(x), num_warps=p.warps,
     )
     mean, rstd = x.new_empty((C,)), x.new_empty((C,))
-    block_c = min(triton.next_power_of_2(C), 1024 if interpreting() else 128)
-    block_r = min(triton.next_power_of_2(p.parts), 64 if interpreting() else 16)
+    block_c, block_r = _merge_blocks(C, p.parts)
     bn_finalize_stats_kernel[(triton.cdiv(C, block_c),)](
         part, mean, rstd, rm, rv, rm_out, rv_out, M, C, p.parts, p.chunk, float(momentum), float(eps),
         HAS_RM=rm is not None, HAS_RV=rv is not None, BLOCK_R=block_r, BLOCK_C=block_c,
@@ -367,7 +385,7 @@ def rstd_from_var(var: Any, eps: float) -> Any:
     """1 / sqrt(var + eps) for a (C,) tensor (BatchNorm in eval mode)."""
     (C,) = var.shape
     rstd = var.new_empty((C,))
-    block_c = min(triton.next_power_of_2(C), 1024)
+    block_c = min(triton.next_power_of_2(C), quarter(C) if in_many_blocks() else 1024)
     rstd_kernel[(triton.cdiv(C, block_c),)](var, rstd, C, float(eps), BLOCK_C=block_c)
     return rstd
 

@@ -65,7 +65,7 @@ def _adam_kernel(p_ptr, g_ptr, m_ptr, v_ptr, p_out, m_out, v_out, n,
 
 
 def _grid(n: int) -> tuple[tuple[int], int]:
-    block = runtime.block(1024, 1 << 16)
+    block = runtime.block(1024, 1 << 16, many=runtime.quarter(n))
     return (triton.cdiv(n, block),), block
 
 

@@ -61,17 +61,21 @@ def reduce_rows(
     K elements.
 
     On a GPU, few long rows are split into column chunks reduced by separate programs,
-    whose partial results a second pass reduces; the interpreter prefers one pass.
+    whose partial results a second pass reduces; the interpreter prefers one pass (and tests'
+    `runtime.many_blocks` splits every row longer than two blocks).
     """
     out = torch.empty((K,), dtype=torch.float32, device=x.device)
     if K == 0:
         return out
-    tile = runtime.block(4096, 1 << 16)
-    block_r = min(triton.next_power_of_2(max(R, 1)), runtime.block(512, 1 << 14))
+    many_r = max(1, runtime.quarter(R) // 2)  # test-only `many_blocks`: chunks of two blocks (below)
+    tile = runtime.block(4096, 1 << 16, many=runtime.quarter(K) * many_r)
+    block_r = min(triton.next_power_of_2(max(R, 1)), runtime.block(512, 1 << 14, many=many_r))
     block_k = max(1, min(triton.next_power_of_2(K), tile // block_r))
     row_programs = triton.cdiv(K, block_k)
     splits = 1
-    if not runtime.interpreting() and row_programs < 128 and R > 16 * block_r:
+    if runtime.in_many_blocks():  # test-only: chunks of two blocks, so a row of 3 or more splits
+        splits = max(1, triton.cdiv(R, 2 * block_r))
+    elif not runtime.interpreting() and row_programs < 128 and R > 16 * block_r:
         splits = min(triton.cdiv(R, 8 * block_r), max(1, 1024 // row_programs))
     chunk = triton.cdiv(triton.cdiv(R, splits), block_r) * block_r
     partial = out if splits == 1 else torch.empty((K, splits), dtype=torch.float32, device=x.device)

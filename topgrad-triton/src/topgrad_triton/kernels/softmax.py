@@ -78,8 +78,10 @@ def _logsoftmax_bwd_kernel(g_ptr, y_ptr, dx_ptr, M, N, BLOCK_M: tl.constexpr, BL
 
 
 def _blocks(M: int, N: int) -> tuple[int, int]:
-    block_n = min(triton.next_power_of_2(max(N, 1)), runtime.block(1024, 1 << 14))
-    block_m = max(1, min(triton.next_power_of_2(max(M, 1)), runtime.block(4096, 1 << 16) // block_n))
+    """(BLOCK_M, BLOCK_N): rows per program, and the columns of a row each step of its loop reads."""
+    block_n = min(triton.next_power_of_2(max(N, 1)), runtime.block(1024, 1 << 14, many=runtime.quarter(N)))
+    tile = runtime.block(4096, 1 << 16, many=runtime.quarter(M) * block_n)
+    block_m = max(1, min(triton.next_power_of_2(max(M, 1)), tile // block_n))
     return block_m, block_n
 
 
