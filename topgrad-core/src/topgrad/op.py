@@ -32,7 +32,12 @@ from topgrad.tensor import Tensor
 
 
 class Op:
-    """Base class of every operation; subclasses define `forward` and `backward`."""
+    """Base class of every operation; subclasses define `forward` and `backward`.
+
+    `needs_grad(i)` is known in forward too (`apply` sets the parents first), so forward may skip
+    saving what only that gradient reads (Mul, `x * mask`). While the engine runs backward,
+    `saved_are_scratch` is True and backward may write into the saved arrays (numpy's BatchNorm
+    writes dL/dx over x - mean); a backward called by hand must leave them as they were."""
 
     parents: tuple[Any, ...] = ()  # per positional argument: its Op, a leaf Tensor, or the value
     # The output's shape and dtype, kept after the output itself is freed (graph views read them).
@@ -42,12 +47,9 @@ class Op:
     _output: Any = None  # weakref to the output Tensor (see `output`)
     _intermediate: tuple[Any, ...] = ()
     _saved_names: tuple[str, ...] = ()  # save_for_backward's keywords, for display ("#0" if none)
-    _born = 0  # the update clock at forward (`tensor.mark_updated`): a later step overwrote saved arrays
+    _born = 0  # the update clock's count at forward: a later count means arrays were written in place
     _constants = 0  # bit i: argument i was a constant leaf at forward (`needs_grad`)
-    saved_are_scratch = False
-    """True while the engine runs this op's backward: it releases the saved arrays right after, so
-    backward may write into them (numpy's BatchNorm and LayerNorm write dL/dx over x - mean). A
-    backward called by hand sees False and must leave them as they were: the engine's runs later."""
+    saved_are_scratch = False  # True while the engine runs backward (see above)
     # Observers (profiler, tracer, anomaly detector) registered by topgrad's tools: a tuple,
     # replaced whole on each change, so a reader's snapshot never shifts under it while another
     # thread leaves its block. Empty in normal runs, so `apply` and backward take their short path.
@@ -97,12 +99,8 @@ class Op:
         return type(self._intermediate) is ReleasedArrays
 
     def needs_grad(self, i: int) -> bool:
-        """Does backward need the gradient of positional argument `i`? False for a constant or a
-        plain value, so the op may skip that work (the input gradient of a first layer). Known in
-        forward too (`apply` sets the parents first), so forward may skip saving what only that
-        gradient would read (Mul, `x * mask`). True for an op run by hand, outside the engine.
-        A leaf counts as forward saw it and as it is now: made trainable after the forward it stays
-        a constant here, and a constant now gets no gradient, as in PyTorch."""
+        """Does backward need argument `i`'s gradient? False for a plain value, or a leaf that was a
+        constant at forward or is one now (as in PyTorch); True for an op run by hand."""
         parents = self.parents
         if i >= len(parents):
             return True
@@ -328,13 +326,9 @@ def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
 
 
 def _claim(op: Op) -> None:
-    """Take `op`'s saved arrays for this backward walk, or raise as for released ones: two threads
-    walking a graph they share (losses of one forward pass) would otherwise run its backward at
-    once, one writing dL/dx over the arrays the other reads (LayerNorm, BatchNorm). A dict's
-    setdefault is atomic, so exactly one walk claims it, and the claim stays: the engine releases
-    the arrays after, and a backward that failed may have used them. PyTorch's threads get its
-    "backward through the graph a second time" error the same way."""
-    mine = object()
+    """Take `op`'s saved arrays for this walk, or raise as for released ones: two threads sharing a
+    graph must not both run its backward (one would write dL/dx over what the other reads)."""
+    mine = object()  # setdefault is atomic: one walk wins, and the claim stays (as PyTorch's error)
     if op.__dict__.setdefault("_backward_claim", mine) is not mine:
         raise RuntimeError(_released_text(type(op).__name__))
 

@@ -1,7 +1,7 @@
 """Tensor: an array from the selected backend, the op that made it, and its gradient.
 
-Every Tensor method is a thin call of an op from the backend's op table (`op.py`
-defines the protocol). `backward` walks the graph once in reverse topological order,
+Every Tensor method is one op of the backend's op table, or a few composed (`op.py` defines
+the protocol). `backward` walks the graph once in reverse topological order,
 iteratively, so depth is bounded by memory rather than by Python's recursion limit.
 
 Reading order for the autograd itself (about 150 lines with `op.py`'s `apply`, `_link` and
@@ -48,19 +48,14 @@ _FLOAT32_MAX = 3.4028234663852886e38
 
 
 class _UpdateClock:
-    """Counts in-place updates of leaves (optimizer steps) and of their `.grad` (backward adds into
-    it). Each op records the count at its forward and each leaf the count of its last update, so
-    backward can tell that an op's saved arrays were overwritten after they were saved (PyTorch
-    keeps version counters for this). `leaves` holds the updated leaves (weakly), to match a
-    saved view or detach() of one; `grads` each leaf whose .grad was added into, and when (a
-    constant `Tensor(w.grad)` shares that memory). Written and read under `lock`: threads train
-    at once, and a set another thread adds to cannot be iterated."""
+    """Counts in-place writes (optimizer steps, adds into a `.grad`), as PyTorch's version counters
+    do, so backward can tell an op's saved arrays were overwritten; written under `lock`."""
 
     def __init__(self) -> None:
-        self.now = 0
-        self.leaves: weakref.WeakSet[Tensor] = weakref.WeakSet()
-        self.grads: weakref.WeakKeyDictionary[Tensor, int] = weakref.WeakKeyDictionary()
-        self.lock = threading.Lock()
+        self.now = 0  # each op keeps it at forward, each leaf at its last step (read without the lock)
+        self.leaves: weakref.WeakSet[Tensor] = weakref.WeakSet()  # stepped leaves: a saved view matches
+        self.grads: weakref.WeakKeyDictionary[Tensor, int] = weakref.WeakKeyDictionary()  # .grads written
+        self.lock = threading.Lock()  # threads train at once: a set being added to cannot be iterated
 
 
 _updates = _UpdateClock()
@@ -140,7 +135,7 @@ def _ops() -> Any:
 
 
 class Tensor:
-    """An n-dimensional float32 array that records the op which produced it."""
+    """An n-dimensional array (float32 by default, float64 too) that records the op which produced it."""
 
     __slots__ = ("__weakref__", "_data", "_grad", "_op", "_requires_grad", "_updated_at")
     __array_priority__ = 1000  # so that `numpy_array * tensor` calls Tensor.__rmul__
@@ -818,7 +813,7 @@ class Tensor:
                     g = backend.asarray(g, dtype=dtype_name(node._data))
                 node._grad = _own(backend, g, taken) if node._grad is None else _add_in(node, g, backend)
                 continue
-            if node._born < _updates.now:  # some leaf was updated in place since this op's forward
+            if node._born < _updates.now:  # the clock moved since forward: a step, or an add into some .grad
                 _refuse_overwritten(node)
             for i, (parent, pg) in enumerate(zip(node.parents, _op.run_backward(node, g))):
                 if pg is None or not node.needs_grad(i):  # a constant or a plain value
@@ -883,11 +878,8 @@ _GRAD_IS_AN_ARRAY = ("holds the backend's array in Topgrad (not a Tensor): clear
 
 
 def _refuse_overwritten(op: Op) -> None:
-    """An op that saved a leaf's array, or a view of it (`w.reshape(...)`, `w.detach()`), which an
-    optimizer step has written since the op's forward: its backward would mix old and new values
-    (PyTorch raises here too, through version counters). An op that saved only other arrays (ReLU
-    its output, x / 2.0 nothing) goes on, as in PyTorch; where the backend cannot tell arrays'
-    memory apart, any saved array may be the leaf's, and a stepped input is refused."""
+    """RuntimeError if `op` saved an array (a leaf's, a view of it, a .grad's) written in place since
+    its forward, as PyTorch's version counters; an op that saved only other arrays goes on."""
     if not op._intermediate:  # it saved nothing (Add): its gradient does not depend on the values
         return
     backend = registry.get_backend()
