@@ -11,6 +11,8 @@ import math
 import re
 from typing import Any
 
+FLOAT32_MAX = 3.4028234663852886e38  # float32's largest finite value
+
 
 def nbytes(obj: Any) -> int:
     """Bytes held by a backend array (numpy, torch, ...), or by a tuple/list of them; 0 otherwise."""

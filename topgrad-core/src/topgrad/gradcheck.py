@@ -48,7 +48,7 @@ from numbers import Real
 from operator import mul, ne, sub
 from typing import Any
 
-from topgrad.arrays import dtype_name
+from topgrad.arrays import FLOAT32_MAX, dtype_name
 from topgrad.observe import Observer, observing
 from topgrad.registry import get_backend
 from topgrad.tensor import Tensor, _grad_mode, _updates, no_grad
@@ -432,7 +432,6 @@ def _float32(values: list[float]) -> list[float]:
         return [_float32_beyond_range(v) for v in values]
 
 
-_FLOAT32_MAX = 3.4028234663852886e38
 _FLOAT32_HALFWAY = 3.4028235677973366e38  # between float32's largest value and 2**128: rounds to Inf
 
 
@@ -440,8 +439,8 @@ def _float32_beyond_range(v: float) -> float:
     """One value rounded to float32 where `array("f")` may refuse it (beyond float32's range)."""
     if math.isfinite(v) and abs(v) >= _FLOAT32_HALFWAY:
         return math.copysign(math.inf, v)
-    if math.isfinite(v) and abs(v) > _FLOAT32_MAX:
-        return math.copysign(_FLOAT32_MAX, v)
+    if math.isfinite(v) and abs(v) > FLOAT32_MAX:
+        return math.copysign(FLOAT32_MAX, v)
     return packed("f", [v])[0]
 
 

@@ -125,8 +125,7 @@ class Op:
         try:
             out = op.forward(*[a._data if isinstance(a, Tensor) else a for a in args], **params)
         except Exception as exc:
-            refuse_foreign_tensors(cls.__name__, _numbered(args, params), exc)
-            _name_the_op(exc, cls, "forward", args)
+            _forward_failed(cls, args, params, exc)
             raise
         if not _tensor._grad_mode.enabled:  # a constant, as in PyTorch: backward from it is an error
             return _constant(op, out)
@@ -141,8 +140,7 @@ class Op:
         else:
             from topgrad.graph import saved_count  # graph imports this module: bound at the call
 
-            n = saved_count(self)
-            held = f"saved {n} array{'' if n == 1 else 's'}"
+            held = f"saved {_count(saved_count(self), 'array')}"
         dtype = str(self._out_dtype).removeprefix("torch.")
         return f"<{type(self).__name__} op: {tuple(int(d) for d in self._out_shape)} {dtype}, {held}>"
 
@@ -165,16 +163,22 @@ def _apply_observed(cls: type[Op], args: tuple[Any, ...], params: dict[str, Any]
         obs.before_forward(op, args, params)
     start = time.perf_counter()
     try:
-        out = op.forward(*[a.data if isinstance(a, Tensor) else a for a in args], **params)
+        out = op.forward(*[a._data if isinstance(a, Tensor) else a for a in args], **params)
     except Exception as exc:
-        refuse_foreign_tensors(cls.__name__, _numbered(args, params), exc)
-        _name_the_op(exc, cls, "forward", args)
+        _forward_failed(cls, args, params, exc)
         raise
     seconds = time.perf_counter() - start
     result = _link(op, args, out) if _tensor._grad_mode.enabled else _constant(op, out)
     for obs in observers:
         obs.after_forward(op, args, params, result, seconds)
     return result
+
+
+def _forward_failed(cls: type[Op], args: tuple[Any, ...], params: dict[str, Any], exc: Exception) -> None:
+    """After a forward raised `exc`: a TypeError if an operand is another backend's Tensor, else a
+    note naming the op and the operands' shapes."""
+    refuse_foreign_tensors(cls.__name__, _numbered(args, params), exc)
+    _name_the_op(exc, cls, "forward", args)
 
 
 def refuse_foreign_tensors(what: str, operands: Iterable[tuple[str, Any]], exc: Exception) -> None:

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from topgrad import arguments, pytorch_names, registry
-from topgrad.arrays import dtype_name
+from topgrad.arrays import FLOAT32_MAX, dtype_name
 from topgrad.convolution import refuse_conv_options
 from topgrad.errors import numpy_scalar_hint, qualified_name, type_name
 from topgrad.indexing import basic_index
@@ -44,7 +44,6 @@ class _GradMode(threading.local):
 
 
 _grad_mode = _GradMode()
-_FLOAT32_MAX = 3.4028234663852886e38
 
 
 class _UpdateClock:
@@ -76,6 +75,13 @@ def mark_updated(t: Tensor) -> None:
         _updates.now += 1
         t._updated_at = _updates.now
         _updates.leaves.add(t)
+
+
+def mark_grad_written(t: Tensor) -> None:
+    """Record that `t.grad`'s array was just written in place (backward's sum, zero_grad's zeros)."""
+    with _updates.lock:
+        _updates.now += 1
+        _updates.grads[t] = _updates.now
 
 
 class no_grad:  # noqa: N801 - PyTorch's name
@@ -396,10 +402,8 @@ class Tensor:
         """copy.copy: a second Tensor on the same array and op, so a computed tensor's copy still
         leads backward to its graph. A leaf's copy is a leaf of its own with no .grad, as in
         PyTorch: one .grad array for both would have each backward add into the other's."""
-        copied = type(self).__new__(type(self))
-        for slot in ("_data", "_op", "_requires_grad", "_updated_at"):
-            setattr(copied, slot, getattr(self, slot))
-        copied._grad = None
+        copied = type(self)._from_array(self._data, self._op, self._requires_grad)
+        copied._updated_at = self._updated_at
         return copied
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Tensor:
@@ -493,7 +497,7 @@ class Tensor:
         if div is not None:
             return div.apply(self, c)
         r = 1.0 / c  # inf where it overflows float64 (|c| < 5.6e-309)
-        if abs(r) <= _FLOAT32_MAX or (not math.isinf(r) and dtype_name(self.data) == "float64"):
+        if abs(r) <= FLOAT32_MAX or (not math.isinf(r) and dtype_name(self.data) == "float64"):
             return self * r
         return (self * (2.0**-64 / c)) * 2.0**64
 
@@ -835,13 +839,6 @@ def _add_in(leaf: Tensor, g: Any, backend: Any) -> Any:
     if total is leaf._grad:
         mark_grad_written(leaf)
     return total
-
-
-def mark_grad_written(t: Tensor) -> None:
-    """Record that `t.grad`'s array was just written in place (backward's sum, zero_grad's zeros)."""
-    with _updates.lock:
-        _updates.now += 1
-        _updates.grads[t] = _updates.now
 
 
 def _check_grad_value(t: Tensor, value: Any) -> None:
