@@ -16,19 +16,25 @@ builds no graph at all; its output is a constant too.
 
 from __future__ import annotations
 
-import inspect
-import math
 import time
-import warnings
 import weakref
-from collections.abc import Iterable, Iterator
-from types import CodeType
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from topgrad import pytorch_names, registry
 from topgrad import tensor as _tensor
-from topgrad.errors import numpy_scalar_hint, qualified_name
+from topgrad.errors import (
+    counted,
+    name_the_op,
+    not_an_array,
+    note_saved_nothing,
+    numpy_scalar_hint,
+    qualified_name,
+    released_text,
+    shape_fix,
+)
 from topgrad.tensor import Tensor
+from topgrad.warning_location import warn_once_at
 
 
 class Op:
@@ -140,7 +146,7 @@ class Op:
         else:
             from topgrad.graph import saved_count  # graph imports this module: bound at the call
 
-            held = f"saved {_count(saved_count(self), 'array')}"
+            held = f"saved {counted(saved_count(self), 'array')}"
         dtype = str(self._out_dtype).removeprefix("torch.")
         return f"<{type(self).__name__} op: {tuple(int(d) for d in self._out_shape)} {dtype}, {held}>"
 
@@ -177,34 +183,8 @@ def _apply_observed(cls: type[Op], args: tuple[Any, ...], params: dict[str, Any]
 def _forward_failed(cls: type[Op], args: tuple[Any, ...], params: dict[str, Any], exc: Exception) -> None:
     """After a forward raised `exc`: a TypeError if an operand is another backend's Tensor, else a
     note naming the op and the operands' shapes."""
-    refuse_foreign_tensors(cls.__name__, _numbered(args, params), exc)
-    _name_the_op(exc, cls, "forward", args)
-
-
-def refuse_foreign_tensors(what: str, operands: Iterable[tuple[str, Any]], exc: Exception) -> None:
-    """After `what` (an op's forward, backward) failed: a TypeError naming the operand if a Tensor
-    holds the arrays of another backend (made before `set_backend` switched), the likeliest cause
-    of an obscure numpy or torch error there. Asked only on failure, so success pays nothing."""
-    for name, a in operands:
-        owner = registry.owner_of(a.data) if isinstance(a, Tensor) else None
-        if owner is not None:
-            raise TypeError(
-                f"{what}: {name} belongs to backend {owner.name!r} (it holds a "
-                f"{qualified_name(type(a.data))}), but the current backend is "
-                f"{registry.get_backend().name!r}: a Tensor keeps the arrays of the backend it was "
-                "made under; make it again after set_backend"
-            ) from exc
-
-
-def _name_the_op(exc: Exception, cls: type[Op], method: str, operands: tuple[Any, ...]) -> None:
-    """Note on a backend's error that does not name its op (numpy's "cannot reshape array of size
-    243 into shape (18)" from a third-party backend) which op's forward or backward raised it, and
-    on what shapes; the built-in backends' errors name the op already, and get no note."""
-    if cls.__name__ in str(exc) or not hasattr(exc, "add_note"):
-        return
-    shapes = ", ".join(str(tuple(a.shape)) for a in operands if hasattr(a, "shape")) or "no arrays"
-    what = "operands of shapes" if method == "forward" else "a gradient of shape"
-    exc.add_note(f"raised in {cls.__name__}.{method} ({cls.__module__}) on {what} {shapes}")
+    registry.refuse_foreign_tensors(cls.__name__, _numbered(args, params), exc, Tensor)
+    name_the_op(exc, cls, "forward", args)
 
 
 def _numbered(args: tuple[Any, ...], params: dict[str, Any] | None = None) -> Iterator[tuple[str, Any]]:
@@ -221,7 +201,8 @@ def _link(op: Op, args: tuple[Any, ...], out: Any) -> Tensor:
         return _constant(op, out)
     if not isinstance(out, _array_type()):
         error = _not_an_array(op, out)
-        refuse_foreign_tensors(type(op).__name__, _numbered(args), error)  # the likelier cause, named
+        # another backend's Tensor among the operands: the likelier cause, named first
+        registry.refuse_foreign_tensors(type(op).__name__, _numbered(args), error, Tensor)
         raise error
     op._born = _tensor._updates.now
     try:
@@ -254,27 +235,15 @@ def _constant(op: Op, out: Any) -> Tensor:
     return Tensor._from_array(out, None, requires_grad=False)
 
 
+def _not_an_array(op: Op, out: Any) -> TypeError:
+    """The error for a forward's result that is not one of the current backend's arrays."""
+    return not_an_array(type(op).__name__, out, _array_type(), Tensor)
+
+
 def _array_type() -> Any:
     """The type of the current backend's arrays (`object` where its `zeros` cannot tell)."""
     kind = registry._array_type(registry.get_backend())
     return object if kind is type(None) else kind
-
-
-def _not_an_array(op: Op, out: Any) -> TypeError:
-    """A forward's result that is not one of the backend's arrays: a numpy scalar (from np.sum)
-    would be taken for a plain number by the next op, which then returns no gradient for it."""
-    got, kind = type(out), _array_type()
-    keyword = (" (a Tensor given to apply by keyword reaches forward as a Tensor: only positional "
-               "arguments become arrays and inputs of the graph)") if isinstance(out, Tensor) else ""
-    return TypeError(f"{type(op).__name__}.forward returned a {qualified_name(got)}; it must return one "
-                     f"backend array ({qualified_name(kind)}, the type the backend's zeros((0,)) returns), "
-                     "a 0-d result too "
-                     f"(np.asarray(np.sum(x)) for numpy), never a Tensor{keyword}")
-
-
-def _released_text(name: str) -> str:
-    return (f"{name}: backward through this graph ran already and its saved arrays were released; run "
-            "the forward pass again before calling backward")
 
 
 class ReleasedArrays(tuple):
@@ -290,17 +259,17 @@ class ReleasedArrays(tuple):
         return released
 
     def __iter__(self) -> Iterator[Any]:
-        raise RuntimeError(_released_text(self.op_name))
+        raise RuntimeError(released_text(self.op_name))
 
     def __getitem__(self, index: Any) -> Any:
-        raise RuntimeError(_released_text(self.op_name))
+        raise RuntimeError(released_text(self.op_name))
 
 
 def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
     """Call `op.backward`, check what it returned, then inform observers (so an observer such as
     detect_anomaly sees only well-formed gradients); used by the engine for every node."""
     if op._released:
-        raise RuntimeError(_released_text(type(op).__name__))
+        raise RuntimeError(released_text(type(op).__name__))
     scratch = bool(op._intermediate)  # saved arrays: this walk's alone, to use and release
     if scratch:
         _claim(op)
@@ -309,10 +278,9 @@ def run_backward(op: Op, grad: Any) -> tuple[Any, ...]:
     try:
         returned = op.backward(grad)
     except Exception as exc:
-        if not op._intermediate and _failed_in(type(op).backward, exc) and hasattr(exc, "add_note"):
-            exc.add_note(f"{type(op).__name__} saved nothing for backward: if its backward reads "
-                         "self.saved, its forward must call self.save_for_backward(...)")
-        _name_the_op(exc, type(op), "backward", (grad,))
+        if not op._intermediate:
+            note_saved_nothing(exc, type(op))
+        name_the_op(exc, type(op), "backward", (grad,))
         raise
     finally:
         if scratch:
@@ -334,20 +302,7 @@ def _claim(op: Op) -> None:
     graph must not both run its backward (one would write dL/dx over what the other reads)."""
     mine = object()  # setdefault is atomic: one walk wins, and the claim stays (as PyTorch's error)
     if op.__dict__.setdefault("_backward_claim", mine) is not mine:
-        raise RuntimeError(_released_text(type(op).__name__))
-
-
-def _failed_in(method: Any, exc: Exception) -> bool:
-    """Whether `exc` is what unpacking or indexing an empty `saved` raises ("expected 2, got 0",
-    "tuple index out of range"), raised in `method`'s own code (a backward written by hand), not in
-    a kernel or helper a backend's backward calls, nor by an array method it calls (`g.reshape`)."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    code = getattr(inspect.unwrap(method), "__code__", None)  # under a decorator (numpy's `quiet`)
-    empty = str(exc).endswith("got 0)") if isinstance(exc, ValueError) else (
-        isinstance(exc, IndexError) and str(exc) == "tuple index out of range")
-    return empty and tb is not None and tb.tb_frame.f_code is code
+        raise RuntimeError(released_text(type(op).__name__))
 
 
 def _checked_gradients(op: Op, returned: Any) -> tuple[Any, ...]:
@@ -355,18 +310,18 @@ def _checked_gradients(op: Op, returned: Any) -> tuple[Any, ...]:
     backend array of its input's shape; an error naming the op and the input otherwise."""
     if returned is None and len(op.parents) != 1:
         raise RuntimeError(f"{type(op).__name__}.backward returned None (is its `return` missing?); it "
-                           f"must return {_count(len(op.parents), 'gradient')}, one per positional "
+                           f"must return {counted(len(op.parents), 'gradient')}, one per positional "
                            "argument, None where there is none")
     if returned is None and op.needs_grad(0):  # a real "no gradient" op says (None,)
-        _warn_at_backward(op, f"{type(op).__name__}.backward returned None for an input that requires "
-                              "a gradient, so nothing before it trains; is its `return` missing? (return "
-                              "(None,) where no gradient is meant)")
+        warn_once_at(f"{type(op).__name__}.backward returned None for an input that requires a gradient, "
+                     "so nothing before it trains; is its `return` missing? (return (None,) where no "
+                     "gradient is meant)", type(op).backward, type(op).__module__)
     grads = returned if isinstance(returned, tuple) else (
         tuple(returned) if isinstance(returned, list) else (returned,))
     if len(grads) != len(op.parents):
         raise RuntimeError(
-            f"{type(op).__name__}.backward returned {_count(len(grads), 'gradient')} for "
-            f"{_count(len(op.parents), 'positional argument')} (one per argument, None where there is none)"
+            f"{type(op).__name__}.backward returned {counted(len(grads), 'gradient')} for "
+            f"{counted(len(op.parents), 'positional argument')} (one per argument, None where there is none)"
         )
     kind = None  # the backend's array type, looked up once a gradient needs it
     for i, (parent, g) in enumerate(zip(op.parents, grads)):
@@ -388,34 +343,6 @@ def _checked_gradients(op: Op, returned: Any) -> tuple[Any, ...]:
                 "(then run the forward pass again)")
             raise RuntimeError(
                 f"{type(op).__name__}.backward returned a gradient of shape {tuple(g.shape)} for "
-                f"input {i} of shape {tuple(want)} ({_shape_fix(tuple(g.shape), tuple(want))}{leaf})"
+                f"input {i} of shape {tuple(want)} ({shape_fix(tuple(g.shape), tuple(want))}{leaf})"
             )
     return grads
-
-
-def _warn_at_backward(op: Op, message: str) -> None:
-    """A RuntimeWarning shown at the op's own `backward` (where the fix goes), once per process
-    for that function: Python's own once-per-place registry is cleared whenever any code changes
-    the warning filters (the triton backend's code does, every call)."""
-    code = type(op).backward.__code__
-    if code in _warned_at:
-        return
-    _warned_at.add(code)
-    warnings.warn_explicit(message, RuntimeWarning, code.co_filename, code.co_firstlineno,
-                           module=type(op).__module__)
-
-
-_warned_at: set[CodeType] = set()  # the code of each backward warned about
-
-
-def _shape_fix(got: tuple[int, ...], want: tuple[int, ...]) -> str:
-    """How a backward's gradient of shape `got` becomes one of its input's shape `want`."""
-    if math.prod(got) > math.prod(want):
-        return "a broadcast input's gradient must be summed back to its shape"
-    if math.prod(got) < math.prod(want):
-        return "a reduced input's gradient must be expanded back to its shape, e.g. by broadcasting"
-    return "transpose or reshape it to the input's shape: check the order of its axes"
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -13,6 +13,7 @@ import inspect
 import os
 import sys
 import threading
+from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, distribution, entry_points
 from typing import Any
 
@@ -20,7 +21,12 @@ import pluggy
 
 from topgrad import hookspecs
 from topgrad.backend import Backend, BackendSpec
-from topgrad.errors import BackendConflictError, BackendNotFoundError, BackendUnavailableError
+from topgrad.errors import (
+    BackendConflictError,
+    BackendNotFoundError,
+    BackendUnavailableError,
+    qualified_name,
+)
 from topgrad.optable import OpTable, merge, own_ops, strays
 from topgrad.warning_location import warn
 
@@ -611,6 +617,22 @@ def owner_of(array: Any) -> Backend | None:
         if backend is not current and isinstance(array, _array_type(backend)):
             return backend
     return None
+
+
+def refuse_foreign_tensors(what: str, operands: Iterable[tuple[str, Any]], exc: Exception,
+                           tensor_type: type[Any]) -> None:
+    """After `what` (an op's forward, backward) failed: a TypeError naming the operand if a Tensor
+    (of `tensor_type`) holds the arrays of another backend (made before `set_backend` switched), the
+    likeliest cause of an obscure numpy or torch error there. Asked only on failure."""
+    for name, a in operands:
+        owner = owner_of(a.data) if isinstance(a, tensor_type) else None
+        if owner is not None:
+            raise TypeError(
+                f"{what}: {name} belongs to backend {owner.name!r} (it holds a "
+                f"{qualified_name(type(a.data))}), but the current backend is "
+                f"{get_backend().name!r}: a Tensor keeps the arrays of the backend it was "
+                "made under; make it again after set_backend"
+            ) from exc
 
 
 def backend_of(array: Any) -> Backend:

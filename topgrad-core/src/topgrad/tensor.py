@@ -770,7 +770,7 @@ class Tensor:
         try:
             self._backward(grad)
         except Exception as exc:  # a graph made under another backend fails obscurely: name it
-            _op.refuse_foreign_tensors("backward", [("the tensor", self), ("grad", grad)], exc)
+            registry.refuse_foreign_tensors("backward", [("the tensor", self), ("grad", grad)], exc, Tensor)
             _refuse_tensor_grads(self, exc)
             raise
 

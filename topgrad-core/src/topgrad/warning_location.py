@@ -109,3 +109,18 @@ def _defined_at(place: object) -> Location | None:
     if filename is None:
         return None
     return filename, max(inspect.getsourcelines(kind)[1], 1), vars(module) if module else {}
+
+
+def warn_once_at(message: str, function: Any, module: str) -> None:
+    """A RuntimeWarning shown at `function`'s first line (an op's own `backward`, where the fix
+    goes), filtered as from `module`, once per process for that function: Python's own once-per-place
+    registry is cleared whenever any code changes the warning filters (triton's code does, every call)."""
+    code = function.__code__
+    if code in _WARNED_AT:
+        return
+    _WARNED_AT.add(code)
+    warnings.warn_explicit(message, RuntimeWarning, code.co_filename, code.co_firstlineno,
+                           module=module)
+
+
+_WARNED_AT: set[CodeType] = set()  # the code of each function warned about
