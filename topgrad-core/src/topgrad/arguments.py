@@ -1,6 +1,6 @@
-"""Checks of the plain arguments Tensor methods take (sizes, axes, switches, seeds, eps): each
-refuses a bad value by the op's name before a backend sees it, so the engine in tensor.py reads
-without them."""
+"""Checks of the arguments Tensor methods take (sizes, axes, switches, seeds, eps, Tensor operands)
+and of the values a Tensor is given (its data, its .grad): each refuses a bad value by the op's
+name before a backend sees it, so the engine in tensor.py reads without them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import numbers
 import operator
 from typing import Any, NoReturn
 
-from topgrad.errors import type_name
+from topgrad import registry
+from topgrad.arrays import dtype_name
+from topgrad.errors import numpy_scalar_hint, qualified_name, type_name
 
 
 def sizes(op: str, shape: tuple[Any, ...], least: int = -1) -> tuple[int, ...]:
@@ -329,3 +331,122 @@ def refuse_no_negative(value: Any, exc: Exception) -> None:
         what = with_article(type(value).__name__)
         raise TypeError(f"x - y: y is {what} with no negative ({exc}); subtract a Tensor, a float array "
                         "or a number") from exc
+
+
+# ---- values given to a Tensor: its data, its .grad, its operands -------------------------------
+def refuse_tensor_data(data: Any, exc: Exception, tensor_type: type[Any]) -> None:
+    """After the backend's asarray failed on `Tensor(data)`: a TypeError saying the way for a list of
+    Tensors (PyTorch's torch.tensor([t1, t2])) or for ragged nested lists."""
+    if isinstance(data, (list, tuple)) and any(isinstance(d, tensor_type) for d in data):
+        raise TypeError(
+            "Tensor(a list of Tensors): a Tensor made from their values would be outside the graph; "
+            "topgrad.stack(tensors) joins them as an op (gradients flow back), and "
+            "Tensor([t.item() for t in tensors]) copies one-element tensors' values") from exc
+    if isinstance(data, (list, tuple)) and _nested_shape(data) is None:
+        raise TypeError("Tensor(data): the nested lists are ragged (lists side by side have "
+                        "different lengths, as [[1, 2], [3]]); a tensor needs every list at one "
+                        "depth to be as long as the others") from exc
+
+
+def _nested_shape(data: Any) -> tuple[int, ...] | None:
+    """The shape of nested lists and tuples of numbers, or None where they are ragged."""
+    if not isinstance(data, (list, tuple)):
+        return ()
+    inner = {_nested_shape(d) for d in data}
+    if len(inner) > 1:
+        return None
+    shape = inner.pop() if inner else ()
+    return None if shape is None else (len(data), *shape)
+
+
+def check_data(old: Any, value: Any) -> None:
+    """TypeError unless `value` can replace a Tensor's data `old` (PyTorch's `x.data = ...`): an array
+    of the same backend's, of a dtype it makes Tensors of, as `Tensor(values).data` is; anything else
+    would fail later, inside some op, or (integers) compute wrong values."""
+    backend = registry.backend_of(old)
+    kind = registry._array_type(backend)
+    if not isinstance(value, kind):
+        raise TypeError(f"Tensor.data must be a {qualified_name(kind)} (this tensor's backend's array), "
+                        f"got {with_article(type_name(value))}: assign "
+                        "Tensor(values, dtype=...).data")
+    dtype = dtype_name(value)
+    if dtype != dtype_name(old):  # a dtype the backend makes Tensors of: ask it, on no data
+        try:
+            backend.asarray(backend.zeros((0,)), dtype=dtype)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"Tensor.data must hold a dtype this backend makes Tensors of, got {dtype} "
+                            f"({exc}): assign Tensor(values, dtype=...).data") from None
+
+
+def check_grad(t: Any, value: Any, tensor_type: type[Any]) -> None:
+    """TypeError or ValueError unless `value` can be t's `.grad`: an array of t's backend, of t's
+    shape, dtype and device (an optimizer step would broadcast a wrong shape, or mix dtypes, silently;
+    a kernel cannot write another device's memory)."""
+    if isinstance(value, tensor_type):
+        raise TypeError(f"a Tensor's .grad {GRAD_IS_AN_ARRAY}")
+    backend = registry.backend_of(t._data)
+    kind = registry._array_type(backend)
+    if kind is not type(None) and not isinstance(value, kind):
+        raise TypeError(f".grad must be an array of backend {backend.name!r} ({qualified_name(kind)}), got "
+                        f"{with_article(type_name(value))}{numpy_scalar_hint(value, kind)}")
+    if tuple(value.shape) != t.shape or dtype_name(value) != dtype_name(t._data):
+        raise ValueError(f".grad must match the tensor: shape {t.shape} and {dtype_name(t._data)}, got "
+                         f"shape {tuple(value.shape)} and {dtype_name(value)} (as PyTorch refuses it)")
+    device = getattr(t._data, "device", None)  # a backend's arrays may live on a GPU (triton's)
+    if device is not None and getattr(value, "device", device) != device:
+        raise ValueError(f".grad must be on the tensor's device, {device}; got an array on {value.device} "
+                         "(as PyTorch refuses it): move it there first")
+
+
+def refuse_tensor_grads(nodes: Any, exc: Exception, tensor_type: type[Any]) -> None:
+    """After backward failed: a TypeError naming the leaf among `nodes` (the graph's) whose `.grad`
+    was set to a Tensor (PyTorch's `w.grad = torch.zeros_like(w)`), which backward cannot add into."""
+    for node in nodes:
+        if isinstance(node, tensor_type) and isinstance(node._grad, tensor_type):
+            raise TypeError(f"backward: a leaf of shape {node.shape} has a Tensor for its .grad, which "
+                            f"{GRAD_IS_AN_ARRAY}") from exc
+
+
+GRAD_IS_AN_ARRAY = ("holds the backend's array in Topgrad (not a Tensor): clear it with w.grad = None "
+                    "(opt.zero_grad()), or set w.grad = t.data")
+
+
+def operand(op: str, name: str, value: Any, tensor_type: type[Any], optional: bool = False) -> Any:
+    """`value`, or a TypeError naming the op where a Tensor operand is missing (None) or is a
+    number or a list (which the backend would fail on deep inside, with numpy's words)."""
+    if value is None and not optional:
+        raise TypeError(f"{op}: {name} is required (a Tensor), got None")
+    if isinstance(value, (list, tuple, int, float, str)):
+        got = type(value).__name__
+        raise TypeError(f"{op}: {name} must be a Tensor, got {with_article(got)}: make it "
+                        f"Tensor({name})")
+    if type(value).__module__.startswith("torch") and not isinstance(value, tensor_type):
+        backend = registry.get_backend()
+        if not isinstance(value, registry._array_type(backend)):  # numpy would fail deep inside
+            raise TypeError(f"{op}: {name} must be a Tensor, got a {type_name(value)}, which backend "
+                            f"{backend.name!r} cannot use: make it Tensor({name}) (a copy of its values)")
+    return value
+
+
+def affine(op: str, gamma: Any, beta: Any, tensor_type: type[Any]) -> tuple[Any, Any]:
+    """A norm's scale and shift: Tensors, or None for none (PyTorch's weight=None, bias=None)."""
+    return operand(op, "gamma", gamma, tensor_type, True), operand(op, "beta", beta, tensor_type, True)
+
+
+def refuse_normalized_shape(gamma: Any) -> None:
+    """TypeError where LayerNorm's gamma is a size or sizes: F.layer_norm's normalized_shape, ported."""
+    if is_whole(gamma) or (isinstance(gamma, (tuple, list)) and gamma and all(map(is_whole, gamma))):
+        raise TypeError(f"LayerNorm: gamma must be a Tensor (or None), got {gamma!r}: x.layernorm(gamma, "
+                        "beta, eps) takes no normalized_shape (F.layer_norm's second argument); it "
+                        "normalizes over the last axis")
+
+
+def flatten_start(start: Any, shape: tuple[int, ...]) -> int:
+    """flatten's `start` as an axis of `shape` in [0, ndim) (0 for a 0-d tensor); TypeError for a
+    non-int, ValueError out of range."""
+    ndim = len(shape)
+    if not is_whole(start):
+        raise TypeError(f"flatten: start must be an int (an axis), got {start!r}")
+    if ndim and not -ndim <= start < ndim:
+        raise ValueError(f"flatten: start {start} is out of range for a tensor of shape {shape}")
+    return start % ndim if ndim else 0

@@ -34,6 +34,14 @@ def joined_shape(op: str, shapes: Sequence[tuple[int, ...]], axis: Any) -> tuple
     return (*first[:ax], sum(s[ax] for s in shapes), *first[ax + 1:]), ax
 
 
+def one_shape(op: str, shapes: Sequence[tuple[int, ...]]) -> None:
+    """ValueError unless every shape is the first's, as torch.stack needs."""
+    for i, shape in enumerate(shapes):
+        if shape != shapes[0]:
+            raise ValueError(f"{op}: tensor {i} has shape {shape} and tensor 0 {shapes[0]}; "
+                             "stack needs one shape (topgrad.cat joins along an existing axis)")
+
+
 def normal_axis(op: str, axis: Any, ndim: int) -> int:
     """`axis` in [0, ndim) (negative counts from the end); TypeError for a non-int."""
     if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 from topgrad import arguments, pytorch_names, registry
 from topgrad.arrays import FLOAT32_MAX, dtype_name
 from topgrad.convolution import refuse_conv_options
-from topgrad.errors import numpy_scalar_hint, qualified_name, type_name
+from topgrad.errors import qualified_name, type_name
 from topgrad.indexing import basic_index
-from topgrad.joining import joined_shape, normal_axis, tensor_list
+from topgrad.joining import joined_shape, normal_axis, one_shape, tensor_list
 from topgrad.pooling import pool_geometry, refuse_pool_options
 
 if TYPE_CHECKING:
@@ -162,16 +162,8 @@ class Tensor:
         backend = registry.get_backend()
         try:
             array = backend.asarray(data, dtype=dtype)
-        except Exception as exc:  # PyTorch's torch.tensor([t1, t2]) of trainable Tensors: say the way
-            if isinstance(data, (list, tuple)) and any(isinstance(d, Tensor) for d in data):
-                raise TypeError(
-                    "Tensor(a list of Tensors): a Tensor made from their values would be outside the graph; "
-                    "topgrad.stack(tensors) joins them as an op (gradients flow back), and "
-                    "Tensor([t.item() for t in tensors]) copies one-element tensors' values") from exc
-            if isinstance(data, (list, tuple)) and _nested_shape(data) is None:
-                raise TypeError("Tensor(data): the nested lists are ragged (lists side by side have "
-                                "different lengths, as [[1, 2], [3]]); a tensor needs every list at one "
-                                "depth to be as long as the others") from exc
+        except Exception as exc:  # a list of Tensors (PyTorch's way), ragged lists: say what to do
+            arguments.refuse_tensor_data(data, exc, Tensor)
             raise
         # asarray made a new array from numbers and lists, and from a backend array whose memory
         # key changed; anything else (the same array, a torch tensor or buffer numpy wraps) may share
@@ -211,19 +203,7 @@ class Tensor:
         """Replace the values (PyTorch's `x.data = ...`) with an array of the same backend's, of a
         dtype it makes Tensors of, as `Tensor(values).data` is: anything else would fail later, inside
         some op, or (integers) compute wrong values."""
-        backend = registry.backend_of(self._data)
-        kind = registry._array_type(backend)
-        if not isinstance(value, kind):
-            raise TypeError(f"Tensor.data must be a {qualified_name(kind)} (this tensor's backend's array), "
-                            f"got {arguments.with_article(type_name(value))}: assign "
-                            "Tensor(values, dtype=...).data")
-        dtype = dtype_name(value)
-        if dtype != dtype_name(self._data):  # a dtype the backend makes Tensors of: ask it, on no data
-            try:
-                backend.asarray(backend.zeros((0,)), dtype=dtype)
-            except (TypeError, ValueError) as exc:
-                raise TypeError(f"Tensor.data must hold a dtype this backend makes Tensors of, got {dtype} "
-                                f"({exc}): assign Tensor(values, dtype=...).data") from None
+        arguments.check_data(self._data, value)
         self._data = value
 
     @property
@@ -239,7 +219,7 @@ class Tensor:
         """Set it (backward adds into an array set here), or clear it with None. As PyTorch, it
         refuses an array of another shape, dtype or device, here where it is set, not at the next step."""
         if value is not None:
-            _check_grad_value(self, value)
+            arguments.check_grad(self, value, Tensor)
         self._grad = value
 
     @property
@@ -571,14 +551,14 @@ class Tensor:
         try:
             return _ops().Linear.apply(self, w, None)
         except Exception:  # a list or a number for w: said as x.linear(w) says it
-            _given("Linear", "w", w)
+            arguments.operand("Linear", "w", w, Tensor)
             raise
 
     def __rmatmul__(self, x: Any) -> Tensor:
         try:
             return _ops().Linear.apply(x, self, None)
         except Exception:
-            _given("Linear", "x", x)
+            arguments.operand("Linear", "x", x, Tensor)
             raise
 
     def __rpow__(self, base: Any) -> Tensor:
@@ -667,7 +647,8 @@ class Tensor:
     @pytorch_names.keywords
     def linear(self, w: Tensor, b: Tensor | None = None) -> Tensor:
         """x @ w + b, with `w` as (in, out): F.linear's weight transposed."""
-        return _ops().Linear.apply(self, _given("Linear", "w", w), _given("Linear", "b", b, optional=True))
+        w, b = arguments.operand("Linear", "w", w, Tensor), arguments.operand("Linear", "b", b, Tensor, True)
+        return _ops().Linear.apply(self, w, b)
 
     @pytorch_names.keywords
     def reshape(self, *shape: int) -> Tensor:
@@ -678,11 +659,7 @@ class Tensor:
     def flatten(self, start: int = 1) -> Tensor:
         """Merge the axes from `start` on into one (negative counts from the end): by default every
         axis but the batch's, as nn.Flatten and torch.flatten(x, 1) do (torch.flatten starts at 0)."""
-        if not arguments.is_whole(start):
-            raise TypeError(f"flatten: start must be an int (an axis), got {start!r}")
-        if self.ndim and not -self.ndim <= start < self.ndim:
-            raise ValueError(f"flatten: start {start} is out of range for a tensor of shape {self.shape}")
-        start = start % self.ndim if self.ndim else 0
+        start = arguments.flatten_start(start, self.shape)
         return self.reshape(*self.shape[:start], math.prod(self.shape[start:]))  # -1 fails on 0 elements
 
     @pytorch_names.keywords
@@ -706,7 +683,7 @@ class Tensor:
         dilation and groups at 1 only (other values say how to compose them)."""
         if dilation != 1 or groups != 1:
             refuse_conv_options(dilation, groups)
-        w, b = _given("Conv2d", "w", w), _given("Conv2d", "b", b, optional=True)
+        w, b = arguments.operand("Conv2d", "w", w, Tensor), arguments.operand("Conv2d", "b", b, Tensor, True)
         return _ops().Conv2d.apply(self, w, b, stride=stride, padding=padding)
 
     def maxpool2d(self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
@@ -736,7 +713,7 @@ class Tensor:
         ported positionally would train the statistics and write them into gamma and beta."""
         training = arguments.batchnorm_settings("BatchNorm", running_mean, running_var, training,
                                                 momentum, eps)
-        gamma, beta = _affine("BatchNorm", gamma, beta)
+        gamma, beta = arguments.affine("BatchNorm", gamma, beta, Tensor)
         return _ops().BatchNorm.apply(
             self, gamma, beta, running_mean=running_mean, running_var=running_var,
             training=training, momentum=momentum, eps=eps,
@@ -745,13 +722,9 @@ class Tensor:
     @pytorch_names.keywords
     def layernorm(self, gamma: Tensor, beta: Tensor, eps: float = 1e-5) -> Tensor:
         """Layer normalization over the last axis: (x - mean) / sqrt(var + eps) * gamma + beta."""
-        whole = arguments.is_whole
-        if whole(gamma) or (isinstance(gamma, (tuple, list)) and gamma and all(map(whole, gamma))):
-            raise TypeError(f"LayerNorm: gamma must be a Tensor (or None), got {gamma!r}: x.layernorm(gamma, "
-                            "beta, eps) takes no normalized_shape (F.layer_norm's second argument); it "
-                            "normalizes over the last axis")
+        arguments.refuse_normalized_shape(gamma)
         arguments.check_eps("LayerNorm", eps)
-        gamma, beta = _affine("LayerNorm", gamma, beta)
+        gamma, beta = arguments.affine("LayerNorm", gamma, beta, Tensor)
         return _ops().LayerNorm.apply(self, gamma, beta, eps=eps)
 
     # ---- autograd -----------------------------------------------------------------
@@ -771,7 +744,7 @@ class Tensor:
             self._backward(grad)
         except Exception as exc:  # a graph made under another backend fails obscurely: name it
             registry.refuse_foreign_tensors("backward", [("the tensor", self), ("grad", grad)], exc, Tensor)
-            _refuse_tensor_grads(self, exc)
+            arguments.refuse_tensor_grads([self] if self._op is None else _toposort(self._op), exc, Tensor)
             raise
 
     def _backward(self, grad: Any) -> None:
@@ -839,39 +812,6 @@ def _add_in(leaf: Tensor, g: Any, backend: Any) -> Any:
     if total is leaf._grad:
         mark_grad_written(leaf)
     return total
-
-
-def _check_grad_value(t: Tensor, value: Any) -> None:
-    """TypeError or ValueError unless `value` can be t's `.grad`: an array of t's backend, of t's
-    shape, dtype and device (an optimizer step would broadcast a wrong shape, or mix dtypes, silently;
-    a kernel cannot write another device's memory)."""
-    if isinstance(value, Tensor):
-        raise TypeError(f"a Tensor's .grad {_GRAD_IS_AN_ARRAY}")
-    backend = registry.backend_of(t._data)
-    kind = registry._array_type(backend)
-    if kind is not type(None) and not isinstance(value, kind):
-        raise TypeError(f".grad must be an array of backend {backend.name!r} ({qualified_name(kind)}), got "
-                        f"{arguments.with_article(type_name(value))}{numpy_scalar_hint(value, kind)}")
-    if tuple(value.shape) != t.shape or dtype_name(value) != dtype_name(t._data):
-        raise ValueError(f".grad must match the tensor: shape {t.shape} and {dtype_name(t._data)}, got "
-                         f"shape {tuple(value.shape)} and {dtype_name(value)} (as PyTorch refuses it)")
-    device = getattr(t._data, "device", None)  # a backend's arrays may live on a GPU (triton's)
-    if device is not None and getattr(value, "device", device) != device:
-        raise ValueError(f".grad must be on the tensor's device, {device}; got an array on {value.device} "
-                         "(as PyTorch refuses it): move it there first")
-
-
-def _refuse_tensor_grads(root: Tensor, exc: Exception) -> None:
-    """After backward failed: a TypeError naming the leaf whose `.grad` was set to a Tensor (PyTorch's
-    `w.grad = torch.zeros_like(w)`), which backward cannot add into. Asked only on failure."""
-    for node in [root] if root._op is None else _toposort(root._op):
-        if isinstance(node, Tensor) and isinstance(node._grad, Tensor):
-            raise TypeError(f"backward: a leaf of shape {node.shape} has a Tensor for its .grad, which "
-                            f"{_GRAD_IS_AN_ARRAY}") from exc
-
-
-_GRAD_IS_AN_ARRAY = ("holds the backend's array in Topgrad (not a Tensor): clear it with w.grad = None "
-                     "(opt.zero_grad()), or set w.grad = t.data")
 
 
 def _refuse_overwritten(op: Op) -> None:
@@ -959,17 +899,6 @@ def _toposort(root: Op) -> list[Any]:
     return order
 
 
-def _nested_shape(data: Any) -> tuple[int, ...] | None:
-    """The shape of nested lists and tuples of numbers, or None where they are ragged."""
-    if not isinstance(data, (list, tuple)):
-        return ()
-    inner = {_nested_shape(d) for d in data}
-    if len(inner) > 1:
-        return None
-    shape = inner.pop() if inner else ()
-    return None if shape is None else (len(data), *shape)
-
-
 def _negated(other: Any) -> Any:
     """-other, with an integer (Python's or numpy's, or a numpy int array) made float first."""
     if isinstance(other, numbers.Integral):
@@ -988,28 +917,6 @@ def _operand(other: Any, like: Tensor) -> Any:
     return other
 
 
-def _given(op: str, name: str, value: Any, optional: bool = False) -> Any:
-    """`value`, or a TypeError naming the op where a Tensor operand is missing (None) or is a
-    number or a list (which the backend would fail on deep inside, with numpy's words)."""
-    if value is None and not optional:
-        raise TypeError(f"{op}: {name} is required (a Tensor), got None")
-    if isinstance(value, (list, tuple, int, float, str)):
-        got = type(value).__name__
-        raise TypeError(f"{op}: {name} must be a Tensor, got {arguments.with_article(got)}: make it "
-                        f"Tensor({name})")
-    if type(value).__module__.startswith("torch") and not isinstance(value, Tensor):
-        backend = registry.get_backend()
-        if not isinstance(value, registry._array_type(backend)):  # numpy would fail deep inside
-            raise TypeError(f"{op}: {name} must be a Tensor, got a {type_name(value)}, which backend "
-                            f"{backend.name!r} cannot use: make it Tensor({name}) (a copy of its values)")
-    return value
-
-
-def _affine(op: str, gamma: Any, beta: Any) -> tuple[Any, Any]:
-    """A norm's scale and shift: Tensors, or None for none (PyTorch's weight=None, bias=None)."""
-    return _given(op, "gamma", gamma, optional=True), _given(op, "beta", beta, optional=True)
-
-
 def _leaf(op: str, array: Any, requires_grad: Any) -> Tensor:
     """A factory's result: a leaf, trainable unless requires_grad=False."""
     return Tensor._from_array(array, None, arguments.flag(op, "requires_grad", requires_grad))
@@ -1020,7 +927,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False) -> Tensor:
     """Single-head scaled dot-product attention, softmax(q kᵀ / √D) v, shapes (B, T, D), as
     PyTorch's scaled_dot_product_attention: a query whose scores are all -inf gets output 0."""
     for name, t in (("q", q), ("k", k), ("v", v)):
-        _given("Attention", name, t)
+        arguments.operand("Attention", name, t, Tensor)
     return _ops().Attention.apply(q, k, v, causal=arguments.flag("attention", "causal", causal))
 
 
@@ -1038,10 +945,7 @@ def stack(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
     """The tensors, all of one shape, stacked along a new axis `axis`, as torch.stack: each
     gets a size-1 axis there (a Reshape, no copy), then Concat joins them."""
     ts = tensor_list("stack", tensors, Tensor)
-    for i, t in enumerate(ts):
-        if t.shape != ts[0].shape:
-            raise ValueError(f"stack: tensor {i} has shape {t.shape} and tensor 0 {ts[0].shape}; "
-                             "stack needs one shape (topgrad.cat joins along an existing axis)")
+    one_shape("stack", [t.shape for t in ts])
     ax = normal_axis("stack", axis, ts[0].ndim + 1)
     return cat([t.reshape(*t.shape[:ax], 1, *t.shape[ax:]) for t in ts], axis=ax)
 
