@@ -96,34 +96,7 @@ class no_grad:  # noqa: N801 - PyTorch's name
             return super().__new__(cls)
         if not callable(func):
             raise TypeError(f"no_grad takes no arguments (or, as a decorator, a function), got {func!r}")
-
-        @functools.wraps(func)
-        def without_grad(*args: Any, **kwargs: Any) -> Any:
-            with cls():
-                return func(*args, **kwargs)
-
-        @functools.wraps(func)
-        def generator_without_grad(*args: Any, **kwargs: Any) -> Any:
-            """A generator's body runs at each next(), after the call returned: each step runs under
-            no_grad, and the caller's code between steps keeps its own mode (as torch.no_grad)."""
-            steps = func(*args, **kwargs)
-            send, value = steps.send, None
-            while True:
-                try:
-                    with cls():
-                        item = send(value)
-                except StopIteration as done:
-                    return done.value
-                try:
-                    value, send = (yield item), steps.send
-                except GeneratorExit:
-                    with cls():
-                        steps.close()
-                    raise
-                except BaseException as exc:  # thrown in by the caller: into the body, under no_grad
-                    value, send = exc, steps.throw
-
-        return generator_without_grad if inspect.isgeneratorfunction(func) else without_grad
+        return _without_grad(func, cls)
 
     def __enter__(self) -> None:
         self._previous, _grad_mode.enabled = _grad_mode.enabled, False
@@ -134,6 +107,39 @@ class no_grad:  # noqa: N801 - PyTorch's name
     def __call__(self, func: Any) -> Any:
         """`@topgrad.no_grad()` on a function: each call runs under no_grad."""
         return no_grad(func)
+
+
+def _without_grad(func: Any, mode: type[no_grad]) -> Any:
+    """`func` wrapped so that each call runs under `mode()` (no_grad), and for a generator function
+    each step of the generator (the caller's code between steps keeps its own mode)."""
+
+    @functools.wraps(func)
+    def without_grad(*args: Any, **kwargs: Any) -> Any:
+        with mode():
+            return func(*args, **kwargs)
+
+    @functools.wraps(func)
+    def generator_without_grad(*args: Any, **kwargs: Any) -> Any:
+        """A generator's body runs at each next(), after the call returned: each step runs under
+        no_grad, and the caller's code between steps keeps its own mode (as torch.no_grad)."""
+        steps = func(*args, **kwargs)
+        send, value = steps.send, None
+        while True:
+            try:
+                with mode():
+                    item = send(value)
+            except StopIteration as done:
+                return done.value
+            try:
+                value, send = (yield item), steps.send
+            except GeneratorExit:
+                with mode():
+                    steps.close()
+                raise
+            except BaseException as exc:  # thrown in by the caller: into the body, under no_grad
+                value, send = exc, steps.throw
+
+    return generator_without_grad if inspect.isgeneratorfunction(func) else without_grad
 
 
 def _ops() -> Any:
@@ -751,26 +757,7 @@ class Tensor:
         """The walk: check and cast the seed, then run each op's backward in reverse topological
         order, summing what reaches a node and keeping what reaches a leaf."""
         backend = registry.get_backend()
-        dtype = dtype_name(self._data)  # asarray takes a dtype's name: a float64 tensor's seed is float64
-        if grad is None:
-            grad = backend.asarray(backend.ones(self.shape), dtype=dtype)
-        elif isinstance(grad, Tensor):  # in this tensor's dtype, as PyTorch casts the seed
-            grad = grad.data if dtype_name(grad.data) == dtype else backend.asarray(grad.data, dtype=dtype)
-        elif isinstance(grad, (str, bytes)):  # numpy would parse '2' into a number; PyTorch refuses it
-            raise TypeError(f"backward: grad must be a Tensor, an array or a number, got text {grad!r}")
-        else:
-            grad = backend.asarray(grad, dtype=dtype)
-        if tuple(grad.shape) != self.shape:
-            raise ValueError(
-                f"backward: grad of shape {tuple(grad.shape)} for a tensor of shape {self.shape}"
-            )
-        if not self._requires_grad:
-            raise RuntimeError(
-                "backward: this tensor is a constant (requires_grad=False, computed under "
-                "topgrad.no_grad(), or computed from constants only), so no gradient flows from "
-                "it; compute the loss outside no_grad, and make the leaves you train with "
-                "Tensor(data) (requires_grad=True is the default)"
-            )
+        grad = _seed(self, grad, backend)
         if self._op is None:
             self._grad = backend.copy(grad) if self._grad is None else _add_in(self, grad, backend)
             return
@@ -778,8 +765,8 @@ class Tensor:
         order = _toposort(self._op)
         # memory that leaf gradients must not share: the seed, and every leaf's values (a backward
         # may hand back one input's saved array as another's gradient: dot(x, w) = sum(x * w))
-        taken = {backend.memory_key(node._data) for node in order if isinstance(node, Tensor)}
-        taken.add(backend.memory_key(grad))
+        memory_in_use = {backend.memory_key(node._data) for node in order if isinstance(node, Tensor)}
+        memory_in_use.add(backend.memory_key(grad))
         grads: dict[int, Any] = {id(self._op): grad}
         for node in reversed(order):
             g = grads.pop(id(node), None)
@@ -788,7 +775,10 @@ class Tensor:
             if isinstance(node, Tensor):  # a leaf: its gradient is complete, keep it
                 if g.dtype != node._data.dtype:  # in the leaf's dtype, as in PyTorch (mixed operands)
                     g = backend.asarray(g, dtype=dtype_name(node._data))
-                node._grad = _own(backend, g, taken) if node._grad is None else _add_in(node, g, backend)
+                if node._grad is None:
+                    node._grad = _own(backend, g, memory_in_use)
+                else:
+                    node._grad = _add_in(node, g, backend)
                 continue
             if node._born < _updates.now:  # the clock moved since forward: a step, or an add into some .grad
                 _refuse_overwritten(node)
@@ -799,6 +789,30 @@ class Tensor:
                 grads[key] = pg if key not in grads else add_gradients(grads.pop(key), pg)  # pop: no ref held
             if node._intermediate:  # an op that saved nothing can run backward again
                 node._release()
+
+
+def _seed(t: Tensor, grad: Any, backend: Any) -> Any:
+    """backward's seed for `t`: `grad` as an array of t's dtype (ones if None), checked for t's shape;
+    a RuntimeError where t is a constant, from which no gradient flows."""
+    dtype = dtype_name(t._data)  # asarray takes a dtype's name: a float64 tensor's seed is float64
+    if grad is None:
+        grad = backend.asarray(backend.ones(t.shape), dtype=dtype)
+    elif isinstance(grad, Tensor):  # in this tensor's dtype, as PyTorch casts the seed
+        grad = grad.data if dtype_name(grad.data) == dtype else backend.asarray(grad.data, dtype=dtype)
+    elif isinstance(grad, (str, bytes)):  # numpy would parse '2' into a number; PyTorch refuses it
+        raise TypeError(f"backward: grad must be a Tensor, an array or a number, got text {grad!r}")
+    else:
+        grad = backend.asarray(grad, dtype=dtype)
+    if tuple(grad.shape) != t.shape:
+        raise ValueError(f"backward: grad of shape {tuple(grad.shape)} for a tensor of shape {t.shape}")
+    if not t._requires_grad:
+        raise RuntimeError(
+            "backward: this tensor is a constant (requires_grad=False, computed under "
+            "topgrad.no_grad(), or computed from constants only), so no gradient flows from "
+            "it; compute the loss outside no_grad, and make the leaves you train with "
+            "Tensor(data) (requires_grad=True is the default)"
+        )
+    return grad
 
 
 def _add_in(leaf: Tensor, g: Any, backend: Any) -> Any:
@@ -858,14 +872,14 @@ _OVERWRITTEN = (
 )
 
 
-def _own(backend: Any, g: Any, taken: set[Any]) -> Any:
+def _own(backend: Any, g: Any, memory_in_use: set[Any]) -> Any:
     """`g`, or a copy where it may share memory with the seed or another leaf's gradient
     (Add hands one array to both inputs) or is read-only: in-place edits of one `.grad` stay in it."""
     key = backend.memory_key(g)
-    if key is None or key in taken or not _writeable(g):
+    if key is None or key in memory_in_use or not _writeable(g):
         g = backend.copy(g)
         key = backend.memory_key(g)
-    taken.add(key)
+    memory_in_use.add(key)
     return g
 
 
