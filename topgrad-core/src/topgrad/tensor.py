@@ -1,13 +1,13 @@
 """Tensor: an array from the selected backend, the op that made it, and its gradient.
 
-Every Tensor method is one op of the backend's op table, or a few composed (`op.py` defines
-the protocol). `backward` walks the graph once in reverse topological order,
-iteratively, so depth is bounded by memory rather than by Python's recursion limit.
+Every Tensor method is one op of the backend's op table, or a few composed (`op.py` defines the
+protocol). `backward` walks the graph once in reverse topological order, iteratively, so depth
+is bounded by memory rather than by Python's recursion limit.
 
-Reading order for the autograd itself (about 150 lines with `op.py`'s `apply`, `_link` and
+Reading order for the autograd itself (about 200 lines with `op.py`'s `apply`, `_link` and
 `run_backward`): `Tensor.__init__` and `_from_array`, then "autograd" near the end (`backward`,
-`_backward`, `_toposort`). The rest is one method per op, each with the argument checks behind
-its error messages, and the PyTorch names it answers (`pytorch_names.py`).
+`_backward`, `_seed`, `_toposort`). The rest is one method per op; most checks behind their error
+messages are in `arguments.py`, and the PyTorch names they answer in `pytorch_names.py`.
 """
 
 from __future__ import annotations
