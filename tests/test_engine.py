@@ -817,11 +817,11 @@ def test_a_backends_error_that_names_no_op_gets_a_note_that_does() -> None:
     neither which op nor which shapes; nor did a backward's. An error naming its op gets no note,
     and a backward failing on its own line (not on `saved`) no "saved nothing" note."""
     x = Tensor(rand((2, 3), 44), requires_grad=True)
-    with pytest.raises(ValueError) as info:
+    with pytest.raises((ValueError, RuntimeError)) as info:  # numpy's error, or torch's (triton)
         _ReshapesWrongly.apply(x, size=7)
     where = f"raised in _ReshapesWrongly.forward ({__name__})"
     assert info.value.__notes__ == [f"{where} on operands of shapes (2, 3)"]
-    with pytest.raises(ValueError) as info:
+    with pytest.raises((ValueError, RuntimeError)) as info:
         _ReshapesWrongly.apply(x).sum().backward()
     where = f"raised in _ReshapesWrongly.backward ({__name__})"
     assert info.value.__notes__ == [f"{where} on a gradient of shape (6,)"]
