@@ -43,6 +43,23 @@ def test_assigning_data_that_is_no_array_of_the_backend_is_refused(value: Any) -
     assert x.data is kept
 
 
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+@pytest.mark.parametrize("make", [
+    lambda a: np.matrix(a), lambda a: np.ma.masked_array(a, mask=np.eye(2, dtype=bool)),
+], ids=["matrix", "masked"])
+def test_assigning_an_ndarray_subclass_the_backend_does_not_keep_is_refused(
+    make: Callable[[np.ndarray], np.ndarray], backend_name: str,
+) -> None:
+    """`x.data = np.matrix(...)` was taken on numpy: x.sum(axis=0) then had shape (1, 2), and a masked
+    array's backward failed in a reshape; `Tensor(values)` makes a plain array of either."""
+    x = Tensor(rand((2, 2), 0))
+    kept = x.data
+    what = "a plain numpy.ndarray, got numpy" if backend_name == "numpy" else r"a torch.Tensor \(this"
+    with pytest.raises(TypeError, match=rf"^Tensor.data must be {what}"):
+        x.data = make(rand((2, 2), 1))
+    assert x.data is kept
+
+
 def test_assigning_data_of_a_dtype_no_tensor_holds_is_refused(backend_name: str) -> None:
     """`x.data = <int64 array>` was taken: numpy's LayerNorm then failed with a casting error, and
     triton's LayerNorm and BatchNorm computed in integers ([-1, 0, 0, 1] for a row 0..3). Only the

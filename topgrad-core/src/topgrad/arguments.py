@@ -369,6 +369,11 @@ def check_data(old: Any, value: Any) -> None:
         raise TypeError(f"Tensor.data must be a {qualified_name(kind)} (this tensor's backend's array), "
                         f"got {with_article(type_name(value))}: assign "
                         "Tensor(values, dtype=...).data")
+    if type(value) is not kind and type(backend.asarray(value)) is not type(value):
+        raise TypeError(f"Tensor.data must be a plain {qualified_name(kind)}, got "
+                        f"{qualified_name(type(value))}, a subclass the backend does not keep (np.matrix "
+                        "keeps 2 axes in a sum; a masked array's mask is ignored): assign "
+                        "Tensor(values, dtype=...).data")
     dtype = dtype_name(value)
     if dtype != dtype_name(old):  # a dtype the backend makes Tensors of: ask it, on no data
         try:
