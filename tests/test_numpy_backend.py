@@ -1371,3 +1371,13 @@ def test_rowmax_is_numpys_max_over_the_last_axis(shape: tuple[int, ...]) -> None
     assert got.shape == (*shape[:-1], 1)
     np.testing.assert_array_equal(got, a.max(axis=-1, keepdims=True))
     np.testing.assert_array_equal(rowmax(a[..., ::-1]), a.max(axis=-1, keepdims=True))  # a strided view
+
+
+def test_batchnorm_names_a_raw_torch_running_stat_and_what_to_pass() -> None:
+    """It said "must be a Tensor or a numpy array ..., got Tensor" for a torch.Tensor."""
+    import torch
+
+    x = topgrad.Tensor(np.ones((4, 5), np.float32))
+    with pytest.raises(TypeError, match=r"running_mean must be a Tensor or a numpy array of shape \(C,\) for "
+                       r"x of shape \(4, 5\), got a torch.Tensor: pass Tensor\(running_mean\)"):
+        x.batchnorm(None, None, running_mean=torch.zeros(5), running_var=torch.ones(5), training=False)

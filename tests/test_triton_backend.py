@@ -510,6 +510,17 @@ def test_batchnorm_updates_numpy_running_stats_in_place_as_the_numpy_backend_doe
         Tensor(a).batchnorm(None, None, running_mean=rm, running_var=np.ones(3))
 
 
+def test_batchnorm_reads_a_strided_numpy_running_stat_in_eval_mode(backend):
+    """Eval mode only reads the statistics: a strided numpy one was refused as "not C-contiguous",
+    though the numpy backend, PyTorch and a strided torch one here are all taken."""
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((4, 5)).astype(np.float32)
+    rm, rv = rng.standard_normal(10).astype(np.float32)[::2], rng.uniform(0.5, 2, 10).astype(np.float32)[::2]
+    y = Tensor(a).batchnorm(None, None, running_mean=rm, running_var=rv, training=False)
+    yt = torch.nn.functional.batch_norm(torch.tensor(a), torch.tensor(rm), torch.tensor(rv), training=False)
+    np.testing.assert_allclose(y.numpy(), yt.numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_attention_refuses_a_numpy_operand_asking_for_a_tensor(backend):
     from topgrad_triton.ops.attention import Attention
 

@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 from topgrad import Tensor
-from topgrad.arguments import batchnorm_settings
+from topgrad.arguments import batchnorm_settings, with_article
+from topgrad.errors import qualified_name
 
 from topgrad_numpy.ops._util import NumpyOp, block_rows, check_affine, colsum, row_blocks, row_chunks, wide
 
@@ -121,7 +122,8 @@ class BatchNorm(NumpyOp):
         for name, stat in (("running_mean", running_mean), ("running_var", running_var)):
             if stat is not None and not isinstance(stat, (Tensor, np.ndarray)):
                 raise TypeError(f"BatchNorm: {name} must be a Tensor or a numpy array of shape (C,) for x "
-                                f"of shape {x.shape}, got {type(stat).__name__}")
+                                f"of shape {x.shape}, got {with_article(qualified_name(type(stat)))}: pass "
+                                f"Tensor({name}) (its values, as a Topgrad Tensor)")
             if training and isinstance(stat, np.ndarray) and not stat.flags.writeable:
                 raise TypeError(f"BatchNorm: a numpy {name} is updated in place in training; this one is "
                                 "read-only. Pass a writeable array or a Tensor")

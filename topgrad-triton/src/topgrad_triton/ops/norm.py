@@ -66,6 +66,8 @@ def _array(name: str, stat: Any, training: bool) -> Any:
             )
         return contiguous(stat, "BatchNorm")  # eval mode only reads it
     if isinstance(stat, np.ndarray):
+        if not training and stat.dtype == np.float32 and not stat.flags.c_contiguous:
+            stat = np.ascontiguousarray(stat)  # eval mode only reads it: a dense copy serves, as for torch's
         wrong = ("not float32" if stat.dtype != np.float32
                  else "not C-contiguous" if not stat.flags.c_contiguous
                  else "read-only, and training updates it in place" if training and not stat.flags.writeable
