@@ -159,6 +159,8 @@ def normal_axes(op: str, axis: Any, ndim: int) -> tuple[int, ...]:
     not truncated); out of range, repeated or `()` is a ValueError naming `op`."""
     if axis is None:
         return tuple(range(ndim))
+    if type(axis) is int and -ndim <= axis < ndim:  # the usual case, told at once (0-d arrays fall through)
+        return (axis % ndim,)
     given = (axis,) if hasattr(axis, "__index__") else axis if isinstance(axis, (tuple, list)) else None
     whole = None
     if given is not None and not any(isinstance(a, bool) for a in given):
