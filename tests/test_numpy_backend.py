@@ -1373,7 +1373,7 @@ def test_rowmax_is_numpys_max_over_the_last_axis(shape: tuple[int, ...]) -> None
     np.testing.assert_array_equal(rowmax(a[..., ::-1]), a.max(axis=-1, keepdims=True))  # a strided view
 
 
-def test_batchnorm_names_a_raw_torch_running_stat_and_what_to_pass() -> None:
+def test_batchnorm_names_a_raw_torch_running_stat_and_what_to_pass(nb) -> None:
     """It said "must be a Tensor or a numpy array ..., got Tensor" for a torch.Tensor."""
     import torch
 
