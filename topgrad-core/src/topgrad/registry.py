@@ -366,12 +366,8 @@ def _refuse_if_its_package_failed_to_load(name: str) -> None:
     failed to import (an entry point named otherwise than the backend): its topgrad_backends never
     ran, so the backend is installed and unusable here, not unknown; the error carries the cause."""
     dist_name = f"topgrad-{name}"
-    try:
-        dist = distribution(dist_name)
-    except PackageNotFoundError:
-        return
-    values = {getattr(ep, "value", None) for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP}
-    plugins = [plugin for plugin, ep in _entries.items() if ep.value in values]
+    found = _its_plugins(dist_name)
+    plugins = found[2] if found else []
     if not plugins or not all(plugin in _load_errors for plugin in plugins):
         return  # no plugin of it, or one loaded: that one's answer is what counts
     plugin = plugins[0]
@@ -453,19 +449,17 @@ def _installed_without_entry_point(dist_name: str, name: str) -> str:
     """When the distribution `dist_name` is installed yet offers no backend `name`, why (its plugin
     names the backend otherwise, sits in another entry-point group, or there is none), since
     "pip install" it would change nothing; else an empty string."""
-    try:
-        dist = distribution(dist_name)
-    except PackageNotFoundError:
+    installed = _its_plugins(dist_name)
+    if installed is None:
         return ""
+    dist, ours, names = installed
     groups = sorted({ep.group for ep in dist.entry_points if "topgrad" in ep.group.lower()}
                     - {ENTRY_POINT_GROUP})
-    ours = [ep for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP]
     if ours:
         found = f"{dist_name} is installed and registers {', '.join(repr(ep.name) for ep in ours)} in the " \
                 f"{ENTRY_POINT_GROUP!r} entry-point group, but offers no backend named {name!r}"
-        values, manager = {getattr(ep, "value", None) for ep in ours}, plugin_manager()
-        plugins = [manager.get_plugin(n) for n, ep in _entries.items() if ep.value in values]
-        plugins = [p for p in plugins if p is not None]  # those that loaded
+        manager = plugin_manager()
+        plugins = [p for p in map(manager.get_plugin, names) if p is not None]  # those that loaded
         if plugins and not any(hasattr(p, "topgrad_backends") for p in plugins):
             return (f"{found}: it offers no backend at all, only ops for other backends (topgrad_ops); "
                     "select the backend it adds ops to")
@@ -477,6 +471,18 @@ def _installed_without_entry_point(dist_name: str, name: str) -> str:
     return (f"{dist_name} is installed, but its entry points are in {', '.join(map(repr, groups))}; "
             f"Topgrad finds plugins in the {ENTRY_POINT_GROUP!r} entry-point group: "
             f"[project.entry-points.{ENTRY_POINT_GROUP}] in its pyproject.toml, then reinstall it")
+
+
+def _its_plugins(dist_name: str) -> tuple[Any, list[Any], list[str]] | None:
+    """The installed distribution `dist_name`, its entry points in the topgrad group and the names of
+    the plugins they made (loaded or skipped); None where it is not installed."""
+    try:
+        dist = distribution(dist_name)
+    except PackageNotFoundError:
+        return None
+    ours = [ep for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP]
+    values = {getattr(ep, "value", None) for ep in ours}
+    return dist, ours, [plugin for plugin, ep in _entries.items() if ep.value in values]
 
 
 def _package_folder(package: str) -> str | None:
