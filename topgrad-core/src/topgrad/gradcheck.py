@@ -49,6 +49,7 @@ from operator import mul, ne, sub
 from typing import Any
 
 from topgrad.arrays import FLOAT32_MAX, dtype_name
+from topgrad.errors import counted
 from topgrad.observe import Observer, observing
 from topgrad.registry import get_backend
 from topgrad.tensor import Tensor, _grad_mode, _updates, no_grad
@@ -116,7 +117,7 @@ class GradcheckResult:
         return self.ok
 
     def __str__(self) -> str:
-        verdict = (f"passed on {self.checked} element{'' if self.checked == 1 else 's'}" if self.ok
+        verdict = (f"passed on {counted(self.checked, 'element')}" if self.ok
                    else f"FAILED on {self.failures} of {self.checked} elements"
                    if self.failures else "FAILED" if self.violation else "INCONCLUSIVE")
         shown = self.precision == "float32" or self.blur > 1e-3
