@@ -197,7 +197,7 @@ def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         return grad.reshape(shape)
     if len(summed) == lead and grad.flags.c_contiguous and grad.dtype.kind == "f" and grad.size:
         return colsum(grad.reshape(-1, math.prod(shape))).reshape(shape)  # leading axes only: a gemv
-    return arr(grad.sum(axis=summed).reshape(shape))
+    return arr(sum_over(grad, summed).reshape(shape))
 
 
 def kept_shape(shape: tuple[int, ...], axs: tuple[int, ...]) -> tuple[int, ...]:
@@ -230,10 +230,52 @@ def ones(n: int, dtype: Any = F32) -> np.ndarray:
     return filled(n, 1.0, dtype)
 
 
+SUM_BLOCK = 1024
+"""The most float32 values one BLAS product adds into one sum. Its sums (and numpy's over an outer
+axis) add one value after another, so their error grows with the count: 1e-2 relative for 2**20
+equal values, where PyTorch's cascade stays at 1e-7. Longer sums are cut in two stages."""
+
+
+def _long_sums(x3: np.ndarray) -> np.ndarray:
+    """Sums over axis 1 of a float32 (pre, red, post) array with red > SUM_BLOCK, shaped (pre, post).
+
+    The red values are cut into nb blocks of b (both about sqrt(red)): one gemv adds the blocks
+    together (nb values per sum), a second adds the b rows of that (b per sum), so no sum runs
+    longer than ~sqrt(red) values: 2e-5 relative at 2**22 equal values, the worst case. Two
+    BLAS calls (a third for a ragged tail), with no float64 copy."""
+    pre, red, post = x3.shape
+    b = 1 << (math.isqrt(red).bit_length() - 1)  # a power of two, so that b often divides red
+    nb, dtype = red // b, x3.dtype
+    whole = x3 if nb * b == red else x3[:, : nb * b]
+    rows = np.matmul(ones(nb, dtype), whole.reshape(pre, nb, b * post))  # (pre, b * post)
+    if post == 1:
+        total = rows @ ones(b, dtype)
+    else:
+        total = np.matmul(ones(b, dtype), rows.reshape(pre, b, post))
+    if nb * b < red:
+        total += np.matmul(ones(red - nb * b, dtype), x3[:, nb * b :]).reshape(total.shape)
+    return total.reshape(pre, post)
+
+
 def colsum(a2: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Column sums of a 2-d array as one BLAS matrix-vector product (several times faster than
-    `a2.sum(axis=0)`, whose inner loop runs over a short row), into `out` when given."""
+    `a2.sum(axis=0)`, whose inner loop runs over a short row), into `out` when given; in blocks
+    past SUM_BLOCK float32 rows."""
+    if a2.shape[0] > SUM_BLOCK and a2.dtype == F32:
+        sums = _long_sums(a2[None])[0]
+        if out is None:
+            return sums
+        out[...] = sums
+        return out
     return np.matmul(ones(a2.shape[0], a2.dtype), a2, out=out)
+
+
+def sum_over(x: np.ndarray, axs: tuple[int, ...], keepdims: bool = False) -> np.ndarray:
+    """`x.sum(axis=axs, keepdims=keepdims)` through numpy (axes non-negative), accumulated in float64
+    where a float32 sum would add more than SUM_BLOCK values (numpy adds an outer axis row by row)."""
+    if x.dtype == F32 and math.prod([x.shape[i] for i in axs]) > SUM_BLOCK:
+        return x.sum(axis=axs, keepdims=keepdims, dtype=F64).astype(F32)
+    return x.sum(axis=axs, keepdims=keepdims)
 
 
 def outer(u: np.ndarray, v: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -275,7 +317,11 @@ def row_squares(a: np.ndarray, scratch: np.ndarray) -> np.ndarray:
 
 
 def rowsum(a: np.ndarray) -> np.ndarray:
-    """Sums over the last axis, kept as a size-1 axis, as one BLAS matrix-vector product."""
+    """Sums over the last axis, kept as a size-1 axis, as one BLAS matrix-vector product (in blocks
+    past SUM_BLOCK float32 values)."""
+    if a.shape[-1] > SUM_BLOCK and a.dtype == F32:
+        rows = np.ascontiguousarray(a).reshape(-1, a.shape[-1], 1)
+        return _long_sums(rows).reshape(*a.shape[:-1], 1)
     return (a @ ones(a.shape[-1], a.dtype))[..., None]
 
 
@@ -375,6 +421,8 @@ def run_sum(x: np.ndarray, axs: tuple[int, ...]) -> np.ndarray | None:
     if run is None or not x.flags.c_contiguous or x.size == 0 or x.dtype.kind != "f":
         return None
     pre, red, post = run
+    if red > SUM_BLOCK and x.dtype == F32:
+        return _long_sums(x.reshape(pre, red, post)).reshape(pre * post)
     if post == 1:
         return x.reshape(pre, red) @ ones(red, x.dtype)
     if pre == 1:

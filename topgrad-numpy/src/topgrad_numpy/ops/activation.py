@@ -21,6 +21,7 @@ from topgrad_numpy.ops._util import (
     rowmax,
     rowsum,
     select,
+    sum_over,
 )
 from topgrad_numpy.unshared import unshared_saved
 
@@ -184,7 +185,7 @@ def _row_blocks(axis: int, *arrays: np.ndarray) -> Iterator[tuple[np.ndarray, ..
 
 def _sums(a: np.ndarray, axis: int) -> np.ndarray:
     """Sums along `axis`, kept as a size-1 axis (for the last, a matrix-vector product)."""
-    return rowsum(a) if axis in (-1, a.ndim - 1) else a.sum(axis=axis, keepdims=True)
+    return rowsum(a) if axis in (-1, a.ndim - 1) else sum_over(a, (axis % a.ndim,), keepdims=True)
 
 
 def _maxes(a: np.ndarray, axis: int) -> np.ndarray:

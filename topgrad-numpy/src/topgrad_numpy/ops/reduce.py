@@ -23,13 +23,14 @@ from topgrad_numpy.ops._util import (
     rowsum,
     run_expand,
     run_sum,
+    sum_over,
 )
 
 
 def _reduce(x: np.ndarray, axs: tuple[int, ...], keepdims: bool) -> np.ndarray:
     out = run_sum(x, axs)
     if out is None:
-        return arr(x.sum(axis=axs, keepdims=keepdims))
+        return arr(sum_over(x, axs, keepdims))
     shape = [1 if i in axs else s for i, s in enumerate(x.shape) if keepdims or i not in axs]
     return out.reshape(shape)
 
