@@ -49,3 +49,17 @@ def test_a_long_softmax_column_and_the_gradients_of_broadcast_operands() -> None
     w, b = Tensor(np.eye(4, dtype=np.float32)), Tensor.zeros(4)  # Linear's bias gradient likewise
     (Tensor(x, requires_grad=False).linear(w, b) * 0.1).sum().backward()
     assert _relative(b.grad, want) < 1e-5
+
+
+def test_layernorm_parameter_gradients_over_many_rows(backend_name) -> None:
+    rows, C = (N if backend_name == "numpy" else N // 32), 8  # the interpreter is slow
+    # a narrow LayerNorm: its dL/dgamma and dL/dbeta sum over every row
+    x = np.random.default_rng(0).standard_normal((rows, C)).astype(np.float32)
+    gamma, beta = Tensor.ones(C), Tensor.zeros(C)
+    (Tensor(x, requires_grad=False).layernorm(gamma, beta) * 0.1).sum().backward()
+    assert _relative(beta.grad, EXACT * rows / N) < 1e-5
+    tx = torch.tensor(x, dtype=torch.float64)
+    tgamma = torch.ones(C, dtype=torch.float64, requires_grad=True)
+    (torch.nn.functional.layer_norm(tx, (C,), tgamma) * float(np.float32(0.1))).sum().backward()
+    want = tgamma.grad.numpy()
+    assert np.max(np.abs(np.asarray(gamma.grad) - want)) < 1e-5 * np.max(np.abs(want))
