@@ -1222,8 +1222,7 @@ def test_power_in_place_updates_the_leaf_as_the_other_in_place_operators_do() ->
 
 def test_an_in_place_update_keeps_the_leafs_dtype_as_in_pytorch(backend_name: str) -> None:
     """A float64 leaf updated with a float32 operand under no_grad became float32 (a mixed Add
-    gives float32): its later steps lost precision silently. PyTorch keeps the target's dtype. (The
-    update itself is the mixed op's, computed in float32, as the README says of mixed operands.)"""
+    gives float32): its later steps lost precision silently. PyTorch keeps the target's dtype."""
     if backend_name != "numpy":
         pytest.skip("this backend has no float64")
     w_np = rand((3,), 46).astype(np.float64)
@@ -1238,6 +1237,24 @@ def test_an_in_place_update_keeps_the_leafs_dtype_as_in_pytorch(backend_name: st
     np.testing.assert_allclose(w.numpy(), wt.numpy(), rtol=1e-6)
     (w * w).sum().backward()
     assert w.grad.dtype == np.float64
+
+
+@pytest.mark.parametrize("update", [
+    lambda w: w.__imul__(Tensor([1.0, 1.0], requires_grad=False)),
+    lambda w: w.__iadd__(np.zeros(2, np.float32)),
+    lambda w: w.__isub__(0.1 * Tensor(np.zeros(2, np.float32))),
+    lambda w: w.__itruediv__(np.float32(1.0)),
+], ids=["*= Tensor", "+= array", "-= lr * Tensor", "/= numpy float32"])
+def test_a_float32_operand_updates_a_float64_leaf_exactly_as_in_pytorch(update: Any) -> None:
+    """`w *= Tensor(ones)` under no_grad computed the product in float32 (float32 wins a mixed op)
+    and cast it back: a float64 leaf's values were rounded to float32 while its dtype stayed
+    float64. The operand is now made float64 first, so they stay exact, as PyTorch's do."""
+    values = np.array([1 + 1e-12, 0.1])
+    w = leaf = float64_tensor(values)
+    with topgrad.no_grad():
+        w = update(w)
+    assert w is leaf and w.dtype == np.float64
+    np.testing.assert_array_equal(w.numpy(), values)
 
 
 def test_in_place_update_of_a_leaf_that_requires_grad_outside_no_grad_is_refused() -> None:

@@ -536,12 +536,15 @@ class Tensor:
 
     def _in_place(self, how: str, op: Any, other: Any) -> Tensor:
         if not _grad_mode.enabled:
+            dtype = dtype_name(self._data)
+            if dtype == "float64" and dtype_name(other) == "float32":  # float32 would win the op, rounding
+                other = Tensor(other, dtype=dtype, requires_grad=False)  # w's values: PyTorch's stay exact
             result = op(self, other)
             if tuple(result.shape) != self.shape:
                 raise ValueError(f"Tensor {how}: the result's shape {result.shape} is not the tensor's "
                                  f"{self.shape} (an in-place update cannot broadcast it)")
-            data, dtype = result.data, dtype_name(self._data)
-            if dtype_name(data) != dtype:  # a float64 leaf stays float64 (float32 operands), as in PyTorch
+            data = result.data
+            if dtype_name(data) != dtype:  # a float64 leaf stays float64, as in PyTorch
                 data = registry.backend_of(self._data).asarray(data, dtype=dtype)
             self.data = data
             return self
