@@ -917,9 +917,12 @@ def _toposort(root: Op) -> list[Any]:
 
 
 def _negated(other: Any) -> Any:
-    """-other, with an integer (Python's or numpy's, or a numpy int array) made float first."""
+    """-other, with an integer (Python's or numpy's, or a numpy int array) made float first, and a
+    0-d array kept one (numpy's -a is a scalar, which the ops take as a number: x + a would not)."""
     if isinstance(other, numbers.Integral):
         return -float(other)
+    if getattr(other, "ndim", None) == 0 and not isinstance(other, numbers.Number):
+        return _negated(other.reshape(1)).reshape(())
     if getattr(getattr(other, "dtype", None), "kind", None) in ("i", "u"):
         return other * -1.0
     return -other
