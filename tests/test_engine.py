@@ -1368,10 +1368,30 @@ def test_repr_shows_values_shape_op_and_constness() -> None:
 
 
 def test_numpy_reads_a_constant_as_its_values() -> None:
-    """np.asarray(t) of a constant is a copy of the values (as t.numpy()), not a 0-d object array."""
+    """np.asarray(t) of a constant holds its values (as t.numpy()), not a 0-d object array."""
     a = Tensor(rand((2, 3), 49), requires_grad=False)
     np.testing.assert_array_equal(np.asarray(a), a.numpy())
     assert np.asarray(a, dtype=np.float64).dtype == np.float64
+
+
+def test_numpy_reads_a_constant_by_numpys_copy_protocol(backend_name: str) -> None:
+    """`np.array(t, copy=False)` returned a copy silently; NumPy 2's protocol (and torch) says a
+    copy that is needed then is refused. A numpy backend's own array is shared unless copy=True."""
+    a = Tensor([1.0, 2.0], requires_grad=False)
+    copied = np.array(a, copy=True)
+    copied[0] = 100.0
+    assert a.numpy()[0] == 1.0, "copy=True shared the tensor's array"
+    with pytest.raises(ValueError, match=r"^np.array\(t, copy=False\): .* of float32, so numpy needs a copy "
+                       r"as float64, which copy=False forbids; np.asarray\(t\) or t.numpy\(\) makes one$"):
+        np.array(a, dtype=np.float64, copy=False)
+    assert np.asarray(a, dtype=np.float64).tolist() == [1.0, 2.0]
+    if backend_name == "numpy":  # the array is numpy's: shared, as np.asarray(torch_tensor) is
+        assert np.array(a, copy=False) is a.data and np.asarray(a) is a.data
+    else:  # another library's array: numpy copies it, and copy=False says so
+        with pytest.raises(ValueError, match=r"numpy needs a copy, which copy=False forbids"):
+            np.array(a, copy=False)
+    with pytest.raises(RuntimeError, match="requires grad"):
+        np.array(Tensor([1.0]), copy=False)
 
 
 def test_numpy_refuses_a_tensor_that_requires_grad() -> None:

@@ -19,6 +19,7 @@ import math
 import numbers
 import operator
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
@@ -351,16 +352,25 @@ class Tensor:
         return f"Tensor({values}, shape={self.shape}{shown}{made_by}{constant})"
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
-        """`np.asarray(t)`: a numpy copy of the values, for a constant. As in PyTorch, a tensor that
-        requires grad refuses: numpy functions would silently compute outside the graph."""
+        """`np.asarray(t)`: a constant's values, by numpy's protocol: its own array where that is a
+        numpy array of `dtype` (unless copy=True), else a copy (copy=False refuses to make one). As in
+        PyTorch, a tensor that requires grad refuses: numpy functions would compute outside the graph."""
         if self.requires_grad:
             raise RuntimeError(
                 "numpy cannot use a Tensor that requires grad: its result would be outside the graph "
                 "and get no gradient. Use Topgrad's ops, or t.numpy() for a copy of the values (an Op's "
                 "forward and backward, called by hand, take the backend's arrays: pass t.data)"
             )
+        numpy, data = sys.modules.get("numpy"), self._data
+        if numpy is not None and isinstance(data, numpy.ndarray) and (dtype is None or data.dtype == dtype):
+            return data.copy() if copy else data
+        if copy is False:
+            want = "" if dtype is None else f" as {getattr(dtype, '__name__', dtype)}"
+            raise ValueError(f"np.array(t, copy=False): this Tensor's values are a {type_name(data)} of "
+                             f"{dtype_name(data)}, so numpy needs a copy{want}, which copy=False forbids; "
+                             "np.asarray(t) or t.numpy() makes one")
         values = self.numpy()
-        return values if dtype is None else values.astype(dtype)
+        return values if dtype is None else values.astype(dtype, copy=False)
 
     def __bool__(self) -> bool:
         """The truth of a one-element tensor; for more elements it is ambiguous, as in PyTorch."""
