@@ -604,3 +604,49 @@ def test_the_first_momentum_buffer_is_a_copy_in_the_default_update() -> None:
                                 lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=False)
     assert buf is not grad and backend.memory_key(buf) != backend.memory_key(grad)
     np.testing.assert_array_equal(backend.to_numpy(buf), np.ones(3, np.float32))
+
+
+@pytest.mark.parametrize("cls", [SGD, Adam, AdamW])
+@pytest.mark.parametrize("name", ["LR", "lrr", "epsilon", "beta1", "wd", "defaults", "maximise"])
+def test_every_public_name_that_is_no_setting_is_refused(cls: type, name: str) -> None:
+    """The README says a name that is not a setting is refused, but only near-misspellings (difflib
+    cutoff 0.85) were: `opt.LR = 0.01`, `opt.epsilon = 1e-6`, `opt.wd = 0.1` were kept and ignored,
+    and lr stayed 0.1. Every public name the class does not define is refused now."""
+    opt = cls([Tensor(rand((2,), 0))], lr=0.1)
+    with pytest.raises(AttributeError, match=rf"^{cls.__name__} has no setting '{name}'.*; its settings are "
+                                             r"lr, .*, and one set by another name would change nothing"):
+        setattr(opt, name, 0.01)
+    assert opt.lr == 0.1 and name not in vars(opt)
+
+
+@pytest.mark.parametrize(("name", "says"), [
+    ("LR", r"'LR' \(a misspelling\?\); .*nothing: did you mean lr\?$"),
+    ("epsilon", r"'epsilon' \(a misspelling\?\); .*: did you mean eps\?$"),
+    ("param_groups", r"'param_groups' \(Topgrad's optimizers have one group, whose settings are attribu"),
+    ("wd", r"'wd'; its settings .*nothing; a subclass keeps attributes of its own under a leading undersc"),
+])
+def test_a_refused_name_says_what_was_likely_meant(name: str, says: str) -> None:
+    with pytest.raises(AttributeError, match=says):
+        setattr(Adam([Tensor(rand((2,), 0))], lr=0.1), name, 0.01)
+
+
+def test_a_subclass_keeps_attributes_it_defines_or_names_with_an_underscore() -> None:
+    """Refusing unknown names must not refuse a subclass's own state: a name defined on the class
+    (a default, a property) or one with a leading underscore is set as usual."""
+
+    class Counted(SGD):
+        verbose = False
+
+        def __init__(self, params: Any, lr: float) -> None:
+            super().__init__(params, lr)
+            self._steps, self.verbose = 0, True
+
+        def step(self, closure: Any = None) -> Any:
+            self._steps += 1
+            return super().step(closure)
+
+    w = Tensor(rand((2,), 0))
+    opt = Counted([w], lr=0.1)
+    w.grad = topgrad.get_backend().asarray(rand((2,), 1))
+    opt.step()
+    assert opt._steps == 1 and opt.verbose is True

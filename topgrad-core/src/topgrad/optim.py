@@ -126,9 +126,10 @@ class Optimizer:
 
     def __setattr__(self, name: str, value: Any) -> None:
         """A setting is checked as the constructor checks it, whenever it is set: a refused value
-        changes nothing (a later step would crash on it, or a saved state refuse to load). A
-        setting this optimizer does not have (torch.optim's maximize, another optimizer's momentum)
-        is refused rather than kept and ignored; `state` is checked against the parameters."""
+        changes nothing (a later step would crash on it, or a saved state refuse to load). Any other
+        public name the class does not define (torch.optim's maximize=True, another optimizer's
+        momentum, a misspelling) is refused rather than kept and ignored; `state` is checked against
+        the parameters."""
         if name in self.settings:
             value = self._checked(name, value)
         elif name == "params":
@@ -137,14 +138,29 @@ class Optimizer:
             value = self._new_state(value)
         elif name in _NOT_TAKEN:
             raise not_taken(type(self).__name__, name, value, *_NOT_TAKEN[name])
-        elif name in _SETTINGS_ELSEWHERE or difflib.get_close_matches(name, self.settings, n=1, cutoff=0.85):
-            where = _SETTINGS_ELSEWHERE.get(name)
-            said = ("a misspelling?" if where is None else "write lr, as torch.optim does"
-                    if name == "learning_rate" else f"a setting of {where}")
-            raise AttributeError(f"{type(self).__name__} has no setting {name!r} ({said}); its settings are "
-                                 f"{', '.join(self.settings)}, and one set by another name would change "
-                                 "nothing")
+        elif not name.startswith("_") and not hasattr(type(self), name):
+            raise AttributeError(self._no_setting(name))
         super().__setattr__(name, value)
+
+    def _no_setting(self, name: str) -> str:
+        """Why `opt.<name> = ...` is refused, and what was likely meant: the setting a misspelling
+        is near, the optimizer whose setting it is, torch.optim's spelling."""
+        where = _SETTINGS_ELSEWHERE.get(name)
+        near = difflib.get_close_matches(name.lower(), self.settings, n=1, cutoff=0.6)
+        why, hint = "", ""
+        if name == "learning_rate":
+            why = " (write lr, as torch.optim does)"
+        elif where:
+            why = f" (a setting of {where})"
+        elif near:
+            why, hint = " (a misspelling?)", f": did you mean {near[0]}?"
+        elif name == "param_groups":
+            why = " (Topgrad's optimizers have one group, whose settings are attributes)"
+        else:
+            hint = ("; a subclass keeps attributes of its own under a leading underscore (or defines them "
+                    "on the class)")
+        return (f"{type(self).__name__} has no setting {name!r}{why}; its settings are "
+                f"{', '.join(self.settings)}, and one set by another name would change nothing{hint}")
 
     def _new_state(self, value: Any) -> _State:
         """`opt.state = ...`: an empty dict or list (torch.optim's `defaultdict(dict)` reset) is a fresh
