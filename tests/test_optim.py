@@ -650,3 +650,25 @@ def test_a_subclass_keeps_attributes_it_defines_or_names_with_an_underscore() ->
     w.grad = topgrad.get_backend().asarray(rand((2,), 1))
     opt.step()
     assert opt._steps == 1 and opt.verbose is True
+
+
+@pytest.mark.parametrize("cls", [SGD, Adam, AdamW])
+@pytest.mark.parametrize(("name", "value"), [("maximize", False), ("foreach", None), ("foreach", False),
+                                             ("fused", None), ("differentiable", False)])
+def test_pytorchs_options_are_set_at_the_values_the_constructor_takes(cls: type, name: str,
+                                                                      value: Any) -> None:
+    """`opt.maximize = False` raised "does not take maximize=False", though the constructor takes it
+    (PyTorch's default: what Topgrad does). Set, such a value is taken as the constructor takes it;
+    any other is refused as there."""
+    opt = cls([Tensor(rand((2,), 0))], lr=0.1, **{name: value})
+    setattr(opt, name, value)
+    with pytest.raises(TypeError, match=rf"^Topgrad's {cls.__name__}\(\) does not take {name}=True"):
+        setattr(opt, name, True)
+
+
+@pytest.mark.parametrize("cls", [Adam, AdamW])
+def test_amsgrad_false_is_set_as_the_constructor_takes_it(cls: type) -> None:
+    opt = cls([Tensor(rand((2,), 0))], lr=0.1, amsgrad=False)
+    opt.amsgrad = False
+    with pytest.raises(TypeError, match=rf"^Topgrad's {cls.__name__}\(\) does not take amsgrad=True"):
+        opt.amsgrad = True

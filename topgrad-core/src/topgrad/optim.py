@@ -128,8 +128,8 @@ class Optimizer:
         """A setting is checked as the constructor checks it, whenever it is set: a refused value
         changes nothing (a later step would crash on it, or a saved state refuse to load). Any other
         public name the class does not define (torch.optim's maximize=True, another optimizer's
-        momentum, a misspelling) is refused rather than kept and ignored; `state` is checked against
-        the parameters."""
+        momentum, a misspelling) is refused rather than kept and ignored, and torch.optim's options
+        are taken at the values the constructor takes; `state` is checked against the parameters."""
         if name in self.settings:
             value = self._checked(name, value)
         elif name == "params":
@@ -137,7 +137,7 @@ class Optimizer:
         elif name == "state":
             value = self._new_state(value)
         elif name in _NOT_TAKEN:
-            raise not_taken(type(self).__name__, name, value, *_NOT_TAKEN[name])
+            _refuse_options(self, **{name: value})  # False or None: what Topgrad does, kept harmlessly
         elif not name.startswith("_") and not hasattr(type(self), name):
             raise AttributeError(self._no_setting(name))
         super().__setattr__(name, value)
