@@ -362,6 +362,23 @@ def test_each_module_hint_is_for_a_torch_name_topgrad_lacks_and_others_stay_plai
     assert not hasattr(topgrad, "__wrapped__")
 
 
+def test_calling_the_tensor_module_as_torch_tensor_says_what_to_write() -> None:
+    """`topgrad.tensor([1.0, 2.0])`, PyTorch's most common call, gave "'module' object is not
+    callable": topgrad.tensor is the engine's module, so the package's hint never ran. The module
+    still imports, and pickled Tensors (which name it) still load."""
+    import pickle
+
+    import topgrad.tensor as engine
+    from topgrad.tensor import Tensor as EngineTensor
+
+    with pytest.raises(TypeError, match=r"^topgrad.tensor is the engine's module, not a function: in "
+                       r"Topgrad, PyTorch's torch.tensor\(data\) is Tensor\(data, requires_grad=False\)"):
+        topgrad.tensor([1.0, 2.0])  # type: ignore[operator]
+    assert engine is topgrad.tensor and EngineTensor is Tensor
+    t = pickle.loads(pickle.dumps(Tensor([1.0, 2.0])))
+    assert type(t) is Tensor and t.numpy().tolist() == [1.0, 2.0]
+
+
 # ---- optimizers ------------------------------------------------------------------------
 def test_a_parameter_group_says_there_are_none() -> None:
     with pytest.raises(TypeError, match=r"got a dict \(PyTorch's parameter group\): there are no parameter "

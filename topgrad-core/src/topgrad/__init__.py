@@ -7,6 +7,8 @@ Backends are pluggy plugins found through the ``topgrad`` entry point group.
 import os as _os
 
 from topgrad import optim, trace, viz
+from topgrad import pytorch_names as _pytorch_names
+from topgrad import tensor as _tensor
 from topgrad.anomaly import AnomalyError, detect_anomaly
 from topgrad.backend import Backend, BackendSpec
 from topgrad.errors import (
@@ -29,6 +31,8 @@ from topgrad.registry import (
     set_backend,
 )
 from topgrad.tensor import Tensor, attention, cat, no_grad, stack
+
+_tensor.__class__ = _pytorch_names.EngineModule  # topgrad.tensor(data), torch's spelling, says what to write
 
 __version__ = "0.1.0"
 

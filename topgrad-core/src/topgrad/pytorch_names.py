@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import types
 import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
@@ -139,6 +140,18 @@ def module_hint(name: str) -> str | None:
     """What to write with topgrad for `torch.<name>`, or None when there is no entry."""
     way = MODULE_INSTEAD.get(name)
     return None if way is None else f"in Topgrad, PyTorch's torch.{name} is {way}"
+
+
+class EngineModule(types.ModuleType):
+    """The type of the module `topgrad.tensor`: its name hides the package's hint for PyTorch's
+    torch.tensor, so calling it as PyTorch's function is called says what to write instead."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Refused: `topgrad.tensor(data)` is PyTorch's torch.tensor(data), Topgrad's Tensor(data)."""
+        raise TypeError("topgrad.tensor is the engine's module, not a function: in Topgrad, PyTorch's "
+                        "torch.tensor(data) is Tensor(data, requires_grad=False) (a constant, as "
+                        "torch.tensor's default; Tensor(data) is a trainable leaf), with "
+                        "`from topgrad import Tensor`")
 
 
 NO_ITEM_ASSIGNMENT = (
