@@ -50,14 +50,15 @@ def _f32(x: Any) -> np.ndarray:
 
 def _without_text(data: list[Any] | tuple[Any, ...]) -> Any:
     """`data`, a (nested) list or tuple, as numpy reads it where that is floats or bools (the values
-    asarray makes from the list), after refusing text in it, which numpy would parse (PyTorch refuses
-    it); anything else as given, for asarray's own conversion and its errors (ragged lists...)."""
+    asarray makes from the list) or complex numbers (which asarray then refuses: a float array made
+    from them would keep only the real part), after refusing text in it, which numpy would parse
+    (PyTorch refuses it); anything else as given, for asarray's own conversion and its errors."""
     try:
         probe = np.asarray(data)
     except Exception:  # ragged, or Tensors that require grad: asarray says what
         return data
     refuse_non_numbers("numpy", data, probe)
-    return probe if probe.dtype.kind in "fb" else data
+    return probe if probe.dtype.kind in "fbc" else data
 
 
 def _param_dtype(param: Any) -> np.dtype:

@@ -1,0 +1,67 @@
+"""Numpy-backend operands of unusual kinds: complex values in lists, float16 and long double or
+integer arrays given raw to Linear, Conv2d and Attention, Fraction and Decimal numbers, values
+that overflow float32. Each must be refused clearly or converted the documented way, never
+silently changed (an imaginary part dropped) or left to fail later in backward."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import topgrad
+from topgrad import Tensor
+
+pytestmark = pytest.mark.skipif(
+    "numpy" not in topgrad.available_backends(), reason="topgrad-numpy is not installed"
+)
+
+
+@pytest.fixture
+def nb() -> Iterator[Any]:
+    """The numpy backend, selected for the test and restored afterwards."""
+    previous = topgrad.get_backend().name
+    backend = topgrad.set_backend("numpy")
+    yield backend
+    topgrad.set_backend(previous)
+
+
+COMPLEX_REFUSED = "complex values are not supported"
+
+
+def _seeded_with(seed: Any) -> Any:
+    """w.grad after (w * 1.0).backward(seed), for a w of two ones."""
+    w = Tensor([1.0, 2.0])
+    (w * 1.0).backward(seed)
+    return w.grad
+
+
+def _added(other: Any) -> Any:
+    """Tensor([1.0, 2.0]) + other (a list: the core makes it a constant Tensor)."""
+    return Tensor([1.0, 2.0]) + other
+
+
+@pytest.mark.parametrize("make", [
+    lambda: Tensor([np.complex128(1 + 5j)]),
+    lambda: Tensor([1, 2j]),
+    lambda: Tensor([[1.0, 2.0], [np.complex64(3j), 4.0]]),
+    lambda: _added([np.complex128(5j), 0.0]),
+    lambda: Tensor([1.0, 2.0]) * (np.complex128(5j), 1.0),
+    lambda: _seeded_with([np.complex128(1 + 5j)] * 2),
+], ids=["numpy-complex", "python-complex", "nested", "add-list", "mul-tuple", "backward-seed"])
+def test_complex_values_in_a_list_are_refused(nb: Any, make: Callable[[], Any]) -> None:
+    """A complex number inside a list is refused as a complex array is (numpy would keep only the
+    real part, with a ComplexWarning at most), not converted or failing in float()'s words."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's ComplexWarning would be the only sign
+        with pytest.raises(TypeError, match=COMPLEX_REFUSED):
+            make()
+
+
+def test_real_lists_still_convert(nb: Any) -> None:
+    """Lists of floats, ints and bools still make float32 arrays (the probe is kept for them)."""
+    assert Tensor([1.0, 2]).numpy().tolist() == [1.0, 2.0]
+    assert Tensor([True, False]).numpy().tolist() == [1.0, 0.0]
+    assert Tensor([np.float64(0.5), 1]).dtype == "float32"
