@@ -65,3 +65,34 @@ def test_real_lists_still_convert(nb: Any) -> None:
     assert Tensor([1.0, 2]).numpy().tolist() == [1.0, 2.0]
     assert Tensor([True, False]).numpy().tolist() == [1.0, 0.0]
     assert Tensor([np.float64(0.5), 1]).dtype == "float32"
+
+
+def _seed_overflow() -> Any:
+    """x.grad after (x * 2.0).backward(a float64 seed beyond float32's range)."""
+    x = Tensor([1.0])
+    (x * 2.0).backward(np.array([1e300]))
+    return x.grad
+
+
+with np.errstate(over="ignore"):  # inf where long double is float64 (Windows, ARM macOS)
+    BEYOND_FLOAT64 = np.longdouble(1e300) * np.longdouble(1e300)
+
+
+@pytest.mark.parametrize(("make", "expected"), [
+    (lambda: Tensor([1e300, 1.0]), [np.inf, 1.0]),
+    (lambda: Tensor([-1e300]), [-np.inf]),
+    (lambda: Tensor(np.array([1e300, 1.0])), [np.inf, 1.0]),
+    (lambda: Tensor(1e300), np.inf),
+    (lambda: Tensor(10**300), np.inf),
+    (lambda: Tensor(np.array([BEYOND_FLOAT64]), dtype="float64"), [np.inf]),
+    (_seed_overflow, [np.inf]),
+], ids=["list", "negative", "float64-array", "float", "int", "long-double", "backward-seed"])
+def test_values_beyond_the_range_become_inf_without_a_warning(nb: Any, make: Callable[[], Any],
+                                                              expected: Any) -> None:
+    """A value beyond float32's range becomes inf silently, as torch.tensor([1e300]) gives inf
+    (README: values pass "without numpy's warnings"); numpy warned "overflow encountered in cast"."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        made = make()
+        got = made.numpy() if isinstance(made, Tensor) else np.asarray(made)
+    assert got.tolist() == expected
