@@ -96,3 +96,33 @@ def test_values_beyond_the_range_become_inf_without_a_warning(nb: Any, make: Cal
         made = make()
         got = made.numpy() if isinstance(made, Tensor) else np.asarray(made)
     assert got.tolist() == expected
+
+
+@pytest.mark.parametrize("combine", [
+    lambda t, c: t * c, lambda t, c: c * t, lambda t, c: t + c, lambda t, c: c + t,
+    lambda t, c: t - c, lambda t, c: c - t, lambda t, c: t / c, lambda t, c: c / t,
+], ids=["mul", "rmul", "add", "radd", "sub", "rsub", "div", "rdiv"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_fraction_is_a_number_that_keeps_the_tensors_dtype(nb: Any, combine: Callable[[Any, Any], Any],
+                                                             dtype: str) -> None:
+    """A Fraction (a numbers.Real, as `x / c` takes it) counts as its float in every arithmetic op:
+    numpy made it a 0-d float32 array, so `t64 * Fraction(1, 3)` was float32 and `t64 / ...` float64."""
+    from fractions import Fraction
+
+    t = Tensor([1.0, 2.0], dtype=dtype)
+    got = combine(t, Fraction(1, 3))
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got.numpy(), combine(np.array([1.0, 2.0]), 1 / 3), rtol=1e-6)
+
+
+@pytest.mark.parametrize("combine", [
+    lambda t, c: t * c, lambda t, c: c + t, lambda t, c: t - c, lambda t, c: c - t,
+    lambda t, c: t / c, lambda t, c: c / t,
+], ids=["mul", "radd", "sub", "rsub", "div", "rdiv"])
+def test_a_decimal_is_refused_as_pytorch_refuses_it(nb: Any, combine: Callable[[Any, Any], Any]) -> None:
+    """A Decimal is no real number (Python will not mix it with floats): refused naming the op and
+    float(d), as PyTorch and the triton backend refuse it (numpy made it float32)."""
+    from decimal import Decimal
+
+    with pytest.raises(TypeError, match=r"(Add|Mul|Div): .*got Decimal.*float\(d\)"):
+        combine(Tensor([1.0, 2.0], dtype="float64"), Decimal("0.5"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import numbers
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -152,8 +153,9 @@ _KIND_NAMES = {"c": "complex numbers", "U": "text", "S": "bytes", "O": "Python o
 
 def operand(op: str, x: Any) -> Any:
     """An array (as given), or a Python float that numpy treats as weakly typed (it takes the
-    other operand's dtype). None or text is a TypeError naming `op` (numpy would make None a
-    NaN: `x + b` with an optional bias b = None must not train on NaNs)."""
+    other operand's dtype): any real number becomes one (a Fraction too, as `x / c` and the
+    triton backend take it). None, text or a Decimal is a TypeError naming `op` (numpy would
+    make None a NaN: `x + b` with an optional bias b = None must not train on NaNs)."""
     if type(x) is ndarray:
         if x.dtype.kind in REAL_KINDS:
             return x
@@ -167,6 +169,13 @@ def operand(op: str, x: Any) -> Any:
     if type(x).__module__.startswith("torch"):  # numpy would convert it (a triton Tensor's data too)
         raise TypeError(f"{op}: operands must be Tensors, numpy arrays or numbers, got a torch.Tensor: "
                         "make it Tensor(t)")
+    if (type(x) is not list and isinstance(x, numbers.Number)  # the ABC check costs a list ~300 ns
+            and not isinstance(x, np.timedelta64)):  # a time span: refused below
+        if isinstance(x, numbers.Real):  # a Fraction: numpy made it a 0-d float32 array, which
+            return float(x)  # turned a float64 tensor float32
+        raise TypeError(f"{op}: operands must be Tensors, arrays or real numbers, got {type(x).__name__} "
+                        "(no real number: it would lose digits as a float; PyTorch refuses it too): "
+                        "pass float(d)")
     try:  # a list as numpy reads it (integers stay integers: they take the other operand's dtype)
         array = np.asarray(x)
         if array.dtype.kind not in "Mmc":  # dates, time spans and complex values are refused below
