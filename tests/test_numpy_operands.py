@@ -1,5 +1,5 @@
-"""Numpy-backend operands of unusual kinds: complex values in lists, float16 and long double or
-integer arrays given raw to Linear, Conv2d and Attention, Fraction and Decimal numbers, values
+"""Numpy-backend operands of unusual kinds: complex values in lists, float16 and long double
+arrays given raw to Linear, Conv2d and Attention, Fraction and Decimal numbers, values
 that overflow float32. Each must be refused clearly or converted the documented way, never
 silently changed (an imaginary part dropped) or left to fail later in backward."""
 
@@ -126,3 +126,55 @@ def test_a_decimal_is_refused_as_pytorch_refuses_it(nb: Any, combine: Callable[[
 
     with pytest.raises(TypeError, match=r"(Add|Mul|Div): .*got Decimal.*float\(d\)"):
         combine(Tensor([1.0, 2.0], dtype="float64"), Decimal("0.5"))
+
+
+def _gemm_op_cases() -> dict[str, Callable[[Tensor, Any], Tensor]]:
+    """Linear, Conv2d and Attention, each with one raw array operand `r` (shapes fixed by name)
+    and a trainable float32 input x (rows (2, 3), images (1, 4, 4, 2) or sequences (1, 2, 3))."""
+    w_lin = Tensor(np.linspace(-1, 1, 6).reshape(3, 2), requires_grad=False)
+    w_conv = Tensor(np.linspace(-1, 1, 36).reshape(3, 3, 2, 2), requires_grad=False)
+    return {
+        "linear-w": lambda x, r: x.linear(r),
+        "linear-b": lambda x, r: x.linear(w_lin, r),
+        "matmul": lambda x, r: x @ r,
+        "rmatmul": lambda x, r: r.T @ x.T,
+        "conv-w": lambda x, r: x.conv2d(r),
+        "conv-b": lambda x, r: x.conv2d(w_conv, r),
+        "attention-k": lambda x, r: topgrad.attention(x, r, x),
+        "attention-v": lambda x, r: topgrad.attention(x, x, r),
+    }
+
+
+GEMM_OPS = _gemm_op_cases()
+RAW_SHAPES = {"linear-w": (3, 2), "linear-b": (2,), "matmul": (3, 2), "rmatmul": (3, 2),
+              "conv-w": (3, 3, 2, 2), "conv-b": (2,), "attention-k": (1, 2, 3), "attention-v": (1, 2, 3)}
+X_SHAPES = {"linear": (2, 3), "matmul": (2, 3), "rmatmul": (2, 3), "conv": (1, 4, 4, 2),
+            "attention": (1, 2, 3)}
+
+COUNTED_AS = [  # a raw array's dtype, and the dtype it counts as in these ops
+    (np.float16, "float32"), (np.longdouble, "float64"),
+]
+
+
+@pytest.mark.parametrize("case", list(GEMM_OPS))
+@pytest.mark.parametrize(("raw_dtype", "counted"), COUNTED_AS,
+                         ids=[np.dtype(d).name for d, _ in COUNTED_AS])
+def test_raw_arrays_in_gemm_ops_count_as_float32_or_float64(nb: Any, case: str, raw_dtype: Any,
+                                                           counted: str) -> None:
+    """A raw float16 array counts as float32 in Linear, Conv2d and Attention and a long double
+    as float64: the result is float32 or float64, never float128 (whose backward failed naming
+    neither op nor operand), equal to the op on Tensor(r, dtype=counted), and a float32 leaf's
+    gradient stays float32."""
+    op = GEMM_OPS[case]
+    raw = (np.arange(np.prod(RAW_SHAPES[case])) % 3).reshape(RAW_SHAPES[case]).astype(raw_dtype)
+    x_shape = X_SHAPES[case.split("-")[0]]
+    results = []
+    for other in (raw, Tensor(raw.astype(counted), dtype=counted, requires_grad=False)):
+        x = Tensor(np.linspace(-1, 1, int(np.prod(x_shape))).reshape(x_shape))
+        y = op(x, other)
+        (y * y).sum().backward()
+        results.append((y.dtype, y.numpy(), x.grad.dtype, np.asarray(x.grad)))
+    (y_dtype, y_raw, g_dtype, g_raw), (_, y_ref, _, g_ref) = results
+    assert (y_dtype, g_dtype) == (np.dtype(counted), np.dtype(np.float32))
+    np.testing.assert_array_equal(y_raw, y_ref)
+    np.testing.assert_array_equal(g_raw, g_ref)

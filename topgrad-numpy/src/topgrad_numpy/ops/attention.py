@@ -10,6 +10,7 @@ from topgrad.arguments import flag
 from topgrad.attention_shapes import check_attention_shapes
 
 from topgrad_numpy.ops._util import NumpyOp, rowmax, rowsum
+from topgrad_numpy.ops.gemm_operands import computed
 
 
 class Attention(NumpyOp):
@@ -18,7 +19,9 @@ class Attention(NumpyOp):
     the data) gets probabilities 0 and output 0, as PyTorch's scaled_dot_product_attention."""
 
     def forward(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool = False) -> np.ndarray:
-        """softmax(q kᵀ/√D) v, batched over the first axis, the causal mask applied when asked."""
+        """softmax(q kᵀ/√D) v, batched over the first axis, the causal mask applied when asked;
+        raw arrays in the dtype they count as (`computed`: float32 or float64)."""
+        q, k, v = computed(q, k, v)
         causal = flag("Attention", "causal", causal)  # "no" would mask as True does
         check_attention_shapes(q.shape, k.shape, v.shape)
         T, S = q.shape[1], k.shape[1]

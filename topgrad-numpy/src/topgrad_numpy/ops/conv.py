@@ -28,6 +28,7 @@ from topgrad_numpy import cpu_cache, parallel
 from topgrad_numpy.ops import gemm
 from topgrad_numpy.ops._util import Chunk, NumpyOp, colsum, image_chunks, input_rows, rows_inside, wide_add
 from topgrad_numpy.ops.conv_rows import RowPatches, kernel_rows, row_patch_shape, tap_rows, tap_rows_tn
+from topgrad_numpy.ops.gemm_operands import computed
 
 
 def _strided(a: np.ndarray, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
@@ -665,7 +666,9 @@ class Conv2d(NumpyOp):
     def forward(
         self, x: np.ndarray, w: np.ndarray, b: Any = None, stride: Any = 1, padding: Any = 0
     ) -> np.ndarray:
-        """The NHWC output (B, Ho, Wo, Cout): each chunk of the batch as im2col patches times w."""
+        """The NHWC output (B, Ho, Wo, Cout): each chunk of the batch as im2col patches times w;
+        raw arrays in the dtype they count as (`computed`: float32 or float64)."""
+        x, w, b = computed(x, w, b)
         (sh, sw), (ph, pw), (Ho, Wo) = conv_geometry(x.shape, w.shape, None if b is None else b.shape,
                                                      stride, padding)
         B, _, _, C = x.shape

@@ -12,6 +12,7 @@ from topgrad.layouts import linear_weight_hint
 
 from topgrad_numpy.ops import gemm
 from topgrad_numpy.ops._util import REAL_KINDS, NumpyOp, colsum, not_real, wide_add
+from topgrad_numpy.ops.gemm_operands import computed
 
 
 def _rows(x: np.ndarray) -> int:
@@ -43,7 +44,9 @@ class Linear(NumpyOp):
     of constant inputs."""
 
     def forward(self, x: np.ndarray, w: np.ndarray, b: Any = None) -> np.ndarray:
-        """x @ w + b over the last axis of x (leading axes are rows), as one GEMM."""
+        """x @ w + b over the last axis of x (leading axes are rows), as one GEMM; raw arrays in
+        the dtype they count as (`computed`: float32 or float64)."""
+        x, w, b = computed(x, w, b)
         two_d = (type(w) is np.ndarray and x.ndim == 2 and w.ndim == 2 and x.shape[1] == w.shape[0]
                  and w.dtype.kind == "f" and x.dtype.kind == "f")
         if not two_d or (b is not None and (type(b) is not np.ndarray or b.shape != (w.shape[1],))):

@@ -1,0 +1,37 @@
+"""The dtypes Linear, Conv2d and Attention compute raw operands in: float32 or float64 only.
+
+A Tensor's array is float32 or float64, but these ops also take raw numpy arrays. numpy's own
+promotion would compute a long double (float128) operand in float128, whose backward the engine
+then refuses (it names neither op nor operand). Here a raw float array counts as float32 or
+float64: float16 as float32, a float wider than float64 (long double) as float64. A mix of
+float32 and float64 then computes in float64, as before."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+F32 = np.dtype(np.float32)
+F64 = np.dtype(np.float64)
+
+
+def computed(*operands: Any) -> tuple[Any, ...]:
+    """`operands` (arrays, or None for a missing bias) with each array in the dtype it counts as:
+    float32 and float64 arrays as given (no copy, the common case: ~0.2 us a call), the rest
+    converted (`_counted`). What is no array is passed on for the op's own checks to refuse."""
+    for a in operands:
+        if a is not None and (type(a) is not np.ndarray or (a.dtype is not F32 and a.dtype is not F64)):
+            return tuple(_counted(b) for b in operands)
+    return operands
+
+
+def _counted(a: Any) -> Any:
+    """One operand in the dtype it counts as: a float array as float32 up to 4 bytes (float16, a
+    float32 of the other byte order) and float64 beyond; anything else (float32, float64, integer,
+    complex or text arrays, lists, None) as given."""
+    if type(a) is not np.ndarray or a.dtype == F32 or a.dtype == F64:
+        return a
+    if a.dtype.kind == "f":
+        return a.astype(F32 if a.dtype.itemsize <= 4 else F64)
+    return a
