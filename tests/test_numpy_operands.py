@@ -1,5 +1,5 @@
-"""Numpy-backend operands of unusual kinds: complex values in lists, float16 and long double
-arrays given raw to Linear, Conv2d and Attention, Fraction and Decimal numbers, values
+"""Numpy-backend operands of unusual kinds: complex values in lists, float16 and long double or
+integer arrays given raw to Linear, Conv2d and Attention, Fraction and Decimal numbers, values
 that overflow float32. Each must be refused clearly or converted the documented way, never
 silently changed (an imaginary part dropped) or left to fail later in backward."""
 
@@ -151,7 +151,8 @@ RAW_SHAPES = {"linear-w": (3, 2), "linear-b": (2,), "matmul": (3, 2), "rmatmul":
 X_SHAPES = {"linear": (2, 3), "matmul": (2, 3), "rmatmul": (2, 3), "conv": (1, 4, 4, 2),
             "attention": (1, 2, 3)}
 
-COUNTED_AS = [  # a raw array's dtype, and the dtype it counts as in these ops
+COUNTED_AS = [  # a raw array's dtype, and the dtype it counts as in these ops (README)
+    (np.int8, "float64"), (np.int64, "float64"), (np.uint8, "float64"), (np.bool_, "float64"),
     (np.float16, "float32"), (np.longdouble, "float64"),
 ]
 
@@ -161,10 +162,11 @@ COUNTED_AS = [  # a raw array's dtype, and the dtype it counts as in these ops
                          ids=[np.dtype(d).name for d, _ in COUNTED_AS])
 def test_raw_arrays_in_gemm_ops_count_as_float32_or_float64(nb: Any, case: str, raw_dtype: Any,
                                                            counted: str) -> None:
-    """A raw float16 array counts as float32 in Linear, Conv2d and Attention and a long double
-    as float64: the result is float32 or float64, never float128 (whose backward failed naming
-    neither op nor operand), equal to the op on Tensor(r, dtype=counted), and a float32 leaf's
-    gradient stays float32."""
+    """A raw integer or bool array counts as float64 in Linear, Conv2d and Attention (README),
+    every width of it (int8 and bool were float32 in Linear, int64 float64), float16 as float32
+    and a long double as float64: the result is float32 or float64, never float128 (whose
+    backward failed naming neither op nor operand), equal to the op on Tensor(r, dtype=counted),
+    and a float32 leaf's gradient stays float32."""
     op = GEMM_OPS[case]
     raw = (np.arange(np.prod(RAW_SHAPES[case])) % 3).reshape(RAW_SHAPES[case]).astype(raw_dtype)
     x_shape = X_SHAPES[case.split("-")[0]]

@@ -2,9 +2,10 @@
 
 A Tensor's array is float32 or float64, but these ops also take raw numpy arrays. numpy's own
 promotion would compute a long double (float128) operand in float128, whose backward the engine
-then refuses (it names neither op nor operand). Here a raw float array counts as float32 or
-float64: float16 as float32, a float wider than float64 (long double) as float64. A mix of
-float32 and float64 then computes in float64, as before."""
+then refuses (it names neither op nor operand), and makes int64 but not int16 or bool arrays
+float64. Here every raw array counts as one dtype, as the README says: an integer or bool
+array as float64, float16 as float32, a float wider than float64 (long double) as float64. A mix
+of float32 and float64 then computes in float64, as before."""
 
 from __future__ import annotations
 
@@ -27,11 +28,14 @@ def computed(*operands: Any) -> tuple[Any, ...]:
 
 
 def _counted(a: Any) -> Any:
-    """One operand in the dtype it counts as: a float array as float32 up to 4 bytes (float16, a
-    float32 of the other byte order) and float64 beyond; anything else (float32, float64, integer,
-    complex or text arrays, lists, None) as given."""
+    """One operand in the dtype it counts as: an integer or bool array as float64, a float array
+    as float32 up to 4 bytes (float16, a float32 of the other byte order) and float64 beyond;
+    anything else (float32, float64, complex or text arrays, lists, None) as given."""
     if type(a) is not np.ndarray or a.dtype == F32 or a.dtype == F64:
         return a
-    if a.dtype.kind == "f":
+    kind = a.dtype.kind
+    if kind == "f":
         return a.astype(F32 if a.dtype.itemsize <= 4 else F64)
+    if kind in "biu":
+        return a.astype(F64)
     return a
