@@ -130,7 +130,9 @@ def test_a_decimal_is_refused_as_pytorch_refuses_it(nb: Any, combine: Callable[[
 
 def _gemm_op_cases() -> dict[str, Callable[[Tensor, Any], Tensor]]:
     """Linear, Conv2d and Attention, each with one raw array operand `r` (shapes fixed by name)
-    and a trainable float32 input x (rows (2, 3), images (1, 4, 4, 2) or sequences (1, 2, 3))."""
+    and a trainable float32 input x (rows (2, 3), images (1, 4, 4, 2) or sequences (1, 2, 3)).
+    Made inside a test, once `nb` has selected the numpy backend (nox runs this file under the
+    triton backend too, whose Tensors the numpy ops refuse)."""
     w_lin = Tensor(np.linspace(-1, 1, 6).reshape(3, 2), requires_grad=False)
     w_conv = Tensor(np.linspace(-1, 1, 36).reshape(3, 3, 2, 2), requires_grad=False)
     return {
@@ -145,7 +147,6 @@ def _gemm_op_cases() -> dict[str, Callable[[Tensor, Any], Tensor]]:
     }
 
 
-GEMM_OPS = _gemm_op_cases()
 RAW_SHAPES = {"linear-w": (3, 2), "linear-b": (2,), "matmul": (3, 2), "rmatmul": (3, 2),
               "conv-w": (3, 3, 2, 2), "conv-b": (2,), "attention-k": (1, 2, 3), "attention-v": (1, 2, 3)}
 X_SHAPES = {"linear": (2, 3), "matmul": (2, 3), "rmatmul": (2, 3), "conv": (1, 4, 4, 2),
@@ -157,7 +158,7 @@ COUNTED_AS = [  # a raw array's dtype, and the dtype it counts as in these ops (
 ]
 
 
-@pytest.mark.parametrize("case", list(GEMM_OPS))
+@pytest.mark.parametrize("case", list(RAW_SHAPES))
 @pytest.mark.parametrize(("raw_dtype", "counted"), COUNTED_AS,
                          ids=[np.dtype(d).name for d, _ in COUNTED_AS])
 def test_raw_arrays_in_gemm_ops_count_as_float32_or_float64(nb: Any, case: str, raw_dtype: Any,
@@ -167,7 +168,7 @@ def test_raw_arrays_in_gemm_ops_count_as_float32_or_float64(nb: Any, case: str, 
     and a long double as float64: the result is float32 or float64, never float128 (whose
     backward failed naming neither op nor operand), equal to the op on Tensor(r, dtype=counted),
     and a float32 leaf's gradient stays float32."""
-    op = GEMM_OPS[case]
+    op = _gemm_op_cases()[case]
     raw = (np.arange(np.prod(RAW_SHAPES[case])) % 3).reshape(RAW_SHAPES[case]).astype(raw_dtype)
     x_shape = X_SHAPES[case.split("-")[0]]
     results = []
