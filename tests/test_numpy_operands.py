@@ -181,3 +181,19 @@ def test_raw_arrays_in_gemm_ops_count_as_float32_or_float64(nb: Any, case: str, 
     assert (y_dtype, g_dtype) == (np.dtype(counted), np.dtype(np.float32))
     np.testing.assert_array_equal(y_raw, y_ref)
     np.testing.assert_array_equal(g_raw, g_ref)
+
+
+@pytest.mark.parametrize("case", list(RAW_SHAPES))
+@pytest.mark.parametrize(("raw_dtype", "held"), [(np.complex128, "complex numbers"), (np.str_, "text")],
+                         ids=["complex", "text"])
+def test_raw_arrays_of_no_real_numbers_are_refused_in_gemm_ops(nb: Any, case: str, raw_dtype: Any,
+                                                               held: str) -> None:
+    """A raw complex or text array is refused by Linear, Conv2d and Attention alike, naming the op
+    and operand: Attention made a complex128 Tensor (refused only in backward) and Conv2d failed
+    in numpy's words ('Cannot cast ufunc add output')."""
+    raw = np.ones(RAW_SHAPES[case]).astype(raw_dtype)
+    x_shape = X_SHAPES[case.split("-")[0]]
+    op_name = {"linear": "Linear", "matmul": "Linear", "rmatmul": "Linear", "conv": "Conv2d",
+               "attention": "Attention"}[case.split("-")[0]]
+    with pytest.raises(TypeError, match=rf"^{op_name} \(\w\): operands must hold real numbers.*got {held}"):
+        _gemm_op_cases()[case](Tensor(np.ones(x_shape)), raw)

@@ -21,7 +21,7 @@ class Attention(NumpyOp):
     def forward(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool = False) -> np.ndarray:
         """softmax(q kᵀ/√D) v, batched over the first axis, the causal mask applied when asked;
         raw arrays in the dtype they count as (`computed`: float32 or float64)."""
-        q, k, v = computed(q, k, v)
+        q, k, v = computed("Attention", ("q", "k", "v"), q, k, v)
         causal = flag("Attention", "causal", causal)  # "no" would mask as True does
         check_attention_shapes(q.shape, k.shape, v.shape)
         T, S = q.shape[1], k.shape[1]

@@ -668,7 +668,7 @@ class Conv2d(NumpyOp):
     ) -> np.ndarray:
         """The NHWC output (B, Ho, Wo, Cout): each chunk of the batch as im2col patches times w;
         raw arrays in the dtype they count as (`computed`: float32 or float64)."""
-        x, w, b = computed(x, w, b)
+        x, w, b = computed("Conv2d", ("x", "w", "b"), x, w, b)
         (sh, sw), (ph, pw), (Ho, Wo) = conv_geometry(x.shape, w.shape, None if b is None else b.shape,
                                                      stride, padding)
         B, _, _, C = x.shape

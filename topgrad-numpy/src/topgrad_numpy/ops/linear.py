@@ -46,7 +46,7 @@ class Linear(NumpyOp):
     def forward(self, x: np.ndarray, w: np.ndarray, b: Any = None) -> np.ndarray:
         """x @ w + b over the last axis of x (leading axes are rows), as one GEMM; raw arrays in
         the dtype they count as (`computed`: float32 or float64)."""
-        x, w, b = computed(x, w, b)
+        x, w, b = computed("Linear", ("x", "w", "b"), x, w, b)
         two_d = (type(w) is np.ndarray and x.ndim == 2 and w.ndim == 2 and x.shape[1] == w.shape[0]
                  and w.dtype.kind == "f" and x.dtype.kind == "f")
         if not two_d or (b is not None and (type(b) is not np.ndarray or b.shape != (w.shape[1],))):
