@@ -121,7 +121,9 @@ def block(gpu: int, interpreter: int, many: int) -> int:
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """Silence numpy's RuntimeWarnings from masked lanes (-inf - -inf) in interpreted kernels."""
+    """Silence numpy's RuntimeWarnings in interpreted kernels, as a GPU and PyTorch compute silently:
+    overflow to inf, inf - inf and 0 * inf (in the data, or in masked lanes), NaN. Every kernel launch
+    runs under it."""
     if not interpreting():
         yield
         return

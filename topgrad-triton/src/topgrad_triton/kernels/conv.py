@@ -111,10 +111,11 @@ def im2col(x: torch.Tensor, kh: int, kw: int, stride: tuple[int, int], pad: tupl
     tile = runtime.block(4096, 1 << 16, many=runtime.quarter(M) * block_k)
     block_m = max(1, min(triton.next_power_of_2(M), tile // block_k))
     grid = (triton.cdiv(M, block_m), triton.cdiv(KC, block_k))
-    _im2col_kernel[grid](
-        x, cols, H, W, C, OH, OW, kw, sh, sw, ph, pw, M, KC, *x.stride(),
-        BLOCK_M=block_m, BLOCK_K=block_k, WIDE=needs_int64(x, cols), num_warps=4,
-    )
+    with runtime.quiet():
+        _im2col_kernel[grid](
+            x, cols, H, W, C, OH, OW, kw, sh, sw, ph, pw, M, KC, *x.stride(),
+            BLOCK_M=block_m, BLOCK_K=block_k, WIDE=needs_int64(x, cols), num_warps=4,
+        )
     return cols
 
 
@@ -129,8 +130,9 @@ def col2im(dcols: torch.Tensor, shape: tuple[int, int, int, int], kh: int, kw: i
     if N == 0:
         return dx
     block = runtime.block(256, 1 << 16, many=runtime.quarter(N))
-    _col2im_kernel[(triton.cdiv(N, block),)](
-        dcols, dx, H, W, C, OH, OW, kh, kw, sh, sw, ph, pw, N, kh * kw * C, BLOCK=block,
-        WIDE=needs_int64(dcols, dx), num_warps=4,
-    )
+    with runtime.quiet():
+        _col2im_kernel[(triton.cdiv(N, block),)](
+            dcols, dx, H, W, C, OH, OW, kh, kw, sh, sw, ph, pw, N, kh * kw * C, BLOCK=block,
+            WIDE=needs_int64(dcols, dx), num_warps=4,
+        )
     return dx

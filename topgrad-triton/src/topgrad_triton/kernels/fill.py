@@ -34,7 +34,8 @@ def full(shape: tuple[int, ...], value: float) -> torch.Tensor:
     n = math.prod(shape)
     if n:
         block = runtime.block(1024, 1 << 16, many=runtime.quarter(n))
-        _fill_kernel[(triton.cdiv(n, block),)](out, float(value), n, BLOCK=block, WIDE=needs_int64(n))
+        with runtime.quiet():
+            _fill_kernel[(triton.cdiv(n, block),)](out, float(value), n, BLOCK=block, WIDE=needs_int64(n))
     return out
 
 

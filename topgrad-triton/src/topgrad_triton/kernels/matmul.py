@@ -92,10 +92,11 @@ def matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -
         return c
     bm, bn, bk = blocks(M, N, K)
     grid = (triton.cdiv(M, bm) * triton.cdiv(N, bn),)
-    _matmul_kernel[grid](
-        a, b, c, bias if bias is not None else c, M, N, K,
-        a.stride(0), a.stride(1), b.stride(0), b.stride(1),
-        HAS_BIAS=bias is not None, PRECISION=get_precision(),
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, WIDE=needs_int64(a, b, c), num_warps=4,
-    )
+    with runtime.quiet():
+        _matmul_kernel[grid](
+            a, b, c, bias if bias is not None else c, M, N, K,
+            a.stride(0), a.stride(1), b.stride(0), b.stride(1),
+            HAS_BIAS=bias is not None, PRECISION=get_precision(),
+            BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8, WIDE=needs_int64(a, b, c), num_warps=4,
+        )
     return c

@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from topgrad_triton.kernels.indexing import bound, needs_int64, widen
-from topgrad_triton.runtime import in_many_blocks, interpreting, quarter
+from topgrad_triton.runtime import in_many_blocks, interpreting, quarter, quiet
 
 # ---------------------------------------------------------------------------- kernels
 
@@ -318,7 +318,8 @@ def _sum_rows(part: Any, out: Any) -> Any:
     """Sum a contiguous (R, C) matrix over its rows into `out` (C,)."""
     R, C = part.shape
     block_c, block_r = _merge_blocks(C, R)
-    sum_rows_kernel[(triton.cdiv(C, block_c),)](part, out, R, C, BLOCK_R=block_r, BLOCK_C=block_c)
+    with quiet():
+        sum_rows_kernel[(triton.cdiv(C, block_c),)](part, out, R, C, BLOCK_R=block_r, BLOCK_C=block_c)
     return out
 
 
@@ -329,11 +330,12 @@ def layernorm_forward(x: Any, w: Any, b: Any, eps: float) -> tuple[Any, Any, Any
     if M == 0:
         return y, mean, rstd
     p = _row_plan(M, N)
-    ln_fwd_kernel[(triton.cdiv(M, p.block_m),)](
-        x, y, w, b, mean, rstd, M, N, x.stride(0), x.stride(1), float(eps),
-        HAS_W=w is not None, HAS_B=b is not None, BLOCK_M=p.block_m, BLOCK_N=p.block_c,
-        WIDE=needs_int64(x, y), num_warps=p.warps,
-    )
+    with quiet():
+        ln_fwd_kernel[(triton.cdiv(M, p.block_m),)](
+            x, y, w, b, mean, rstd, M, N, x.stride(0), x.stride(1), float(eps),
+            HAS_W=w is not None, HAS_B=b is not None, BLOCK_M=p.block_m, BLOCK_N=p.block_c,
+            WIDE=needs_int64(x, y), num_warps=p.warps,
+        )
     return y, mean, rstd
 
 
@@ -346,12 +348,13 @@ def layernorm_backward(x: Any, w: Any, mean: Any, rstd: Any, dy: Any) -> tuple[A
     if M == 0:
         part = x.new_empty((0, 2 * N))
     else:
-        ln_bwd_kernel[(p.parts,)](
-            x, dy, w, mean, rstd, dx, part, M, N, p.chunk,
-            x.stride(0), x.stride(1), dy.stride(0), dy.stride(1),
-            HAS_W=w is not None, BLOCK_M=p.block_m, BLOCK_N=p.block_c, WIDE=needs_int64(x, dy, dx),
-            num_warps=p.warps,
-        )
+        with quiet():
+            ln_bwd_kernel[(p.parts,)](
+                x, dy, w, mean, rstd, dx, part, M, N, p.chunk,
+                x.stride(0), x.stride(1), dy.stride(0), dy.stride(1),
+                HAS_W=w is not None, BLOCK_M=p.block_m, BLOCK_N=p.block_c, WIDE=needs_int64(x, dy, dx),
+                num_warps=p.warps,
+            )
     sums = _sum_rows(part.view(-1, 2 * N), x.new_empty((2 * N,)))
     return dx, sums[:N], sums[N:]
 
@@ -368,16 +371,18 @@ def batchnorm_stats(
     M, C = x.shape
     p = _col_plan(M, C)
     part = x.new_empty((2 * p.parts, C))
-    bn_partial_stats_kernel[(p.parts, triton.cdiv(C, p.block_c))](
-        x, part, M, C, p.chunk, x.stride(0), x.stride(1),
-        BLOCK_M=p.block_m, BLOCK_C=p.block_c, WIDE=needs_int64(x), num_warps=p.warps,
-    )
+    with quiet():
+        bn_partial_stats_kernel[(p.parts, triton.cdiv(C, p.block_c))](
+            x, part, M, C, p.chunk, x.stride(0), x.stride(1),
+            BLOCK_M=p.block_m, BLOCK_C=p.block_c, WIDE=needs_int64(x), num_warps=p.warps,
+        )
     mean, rstd = x.new_empty((C,)), x.new_empty((C,))
     block_c, block_r = _merge_blocks(C, p.parts)
-    bn_finalize_stats_kernel[(triton.cdiv(C, block_c),)](
-        part, mean, rstd, rm, rv, rm_out, rv_out, M, C, p.parts, p.chunk, float(momentum), float(eps),
-        HAS_RM=rm is not None, HAS_RV=rv is not None, BLOCK_R=block_r, BLOCK_C=block_c,
-    )
+    with quiet():
+        bn_finalize_stats_kernel[(triton.cdiv(C, block_c),)](
+            part, mean, rstd, rm, rv, rm_out, rv_out, M, C, p.parts, p.chunk, float(momentum), float(eps),
+            HAS_RM=rm is not None, HAS_RV=rv is not None, BLOCK_R=block_r, BLOCK_C=block_c,
+        )
     return mean, rstd
 
 
@@ -386,7 +391,8 @@ def rstd_from_var(var: Any, eps: float) -> Any:
     (C,) = var.shape
     rstd = var.new_empty((C,))
     block_c = min(triton.next_power_of_2(C), quarter(C) if in_many_blocks() else 1024)
-    rstd_kernel[(triton.cdiv(C, block_c),)](var, rstd, C, float(eps), BLOCK_C=block_c)
+    with quiet():
+        rstd_kernel[(triton.cdiv(C, block_c),)](var, rstd, C, float(eps), BLOCK_C=block_c)
     return rstd
 
 
@@ -397,11 +403,12 @@ def batchnorm_apply(x: Any, w: Any, b: Any, mean: Any, rstd: Any) -> Any:
     if M == 0:
         return y
     p = _col_plan(M, C)
-    bn_apply_kernel[(triton.cdiv(M, p.block_m), triton.cdiv(C, p.block_c))](
-        x, y, w, b, mean, rstd, M, C, x.stride(0), x.stride(1),
-        HAS_W=w is not None, HAS_B=b is not None, BLOCK_M=p.block_m, BLOCK_C=p.block_c,
-        WIDE=needs_int64(x, y), num_warps=p.warps,
-    )
+    with quiet():
+        bn_apply_kernel[(triton.cdiv(M, p.block_m), triton.cdiv(C, p.block_c))](
+            x, y, w, b, mean, rstd, M, C, x.stride(0), x.stride(1),
+            HAS_W=w is not None, HAS_B=b is not None, BLOCK_M=p.block_m, BLOCK_C=p.block_c,
+            WIDE=needs_int64(x, y), num_warps=p.warps,
+        )
     return y
 
 
@@ -413,16 +420,18 @@ def batchnorm_backward(x: Any, w: Any, mean: Any, rstd: Any, dy: Any, training: 
     if M == 0:
         part = x.new_empty((0, 2 * C))
     else:
-        bn_partial_grad_kernel[(p.parts, triton.cdiv(C, p.block_c))](
-            x, dy, mean, rstd, part, M, C, p.chunk, x.stride(0), x.stride(1), dy.stride(0), dy.stride(1),
-            BLOCK_M=p.block_m, BLOCK_C=p.block_c, WIDE=needs_int64(x, dy), num_warps=p.warps,
-        )
+        with quiet():
+            bn_partial_grad_kernel[(p.parts, triton.cdiv(C, p.block_c))](
+                x, dy, mean, rstd, part, M, C, p.chunk, x.stride(0), x.stride(1), dy.stride(0), dy.stride(1),
+                BLOCK_M=p.block_m, BLOCK_C=p.block_c, WIDE=needs_int64(x, dy), num_warps=p.warps,
+            )
     sums = _sum_rows(part.view(-1, 2 * C), x.new_empty((2 * C,)))
     dx = x.new_empty((M, C))
     if M:
-        bn_bwd_dx_kernel[(triton.cdiv(M, p.block_m), triton.cdiv(C, p.block_c))](
-            x, dy, w, mean, rstd, sums, dx, M, C, x.stride(0), x.stride(1), dy.stride(0), dy.stride(1),
-            TRAINING=training, HAS_W=w is not None, BLOCK_M=p.block_m, BLOCK_C=p.block_c,
-            WIDE=needs_int64(x, dy, dx), num_warps=p.warps,
-        )
+        with quiet():
+            bn_bwd_dx_kernel[(triton.cdiv(M, p.block_m), triton.cdiv(C, p.block_c))](
+                x, dy, w, mean, rstd, sums, dx, M, C, x.stride(0), x.stride(1), dy.stride(0), dy.stride(1),
+                TRAINING=training, HAS_W=w is not None, BLOCK_M=p.block_m, BLOCK_C=p.block_c,
+                WIDE=needs_int64(x, dy, dx), num_warps=p.warps,
+            )
     return dx, sums[:C], sums[C:]

@@ -78,12 +78,13 @@ def sgd(p: torch.Tensor, g: torch.Tensor, buf: torch.Tensor | None, *, lr: float
     buf_out = (buf if buf is not None else torch.empty_like(p)) if momentum else None
     if n:
         grid, block = _grid(n)
-        _sgd_kernel[grid](
-            p, g, buf if buf is not None else p, p_out, buf_out if buf_out is not None else p_out, n,
-            float(lr), float(momentum), float(dampening), float(weight_decay),
-            HAS_BUF=buf is not None, MOMENTUM=bool(momentum), NESTEROV=bool(nesterov),
-            HAS_WD=weight_decay != 0, BLOCK=block, WIDE=needs_int64(n),
-        )
+        with runtime.quiet():
+            _sgd_kernel[grid](
+                p, g, buf if buf is not None else p, p_out, buf_out if buf_out is not None else p_out, n,
+                float(lr), float(momentum), float(dampening), float(weight_decay),
+                HAS_BUF=buf is not None, MOMENTUM=bool(momentum), NESTEROV=bool(nesterov),
+                HAS_WD=weight_decay != 0, BLOCK=block, WIDE=needs_int64(n),
+            )
     return p_out, buf_out
 
 
@@ -95,9 +96,10 @@ def adam(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, *, 
     p_out, m_out, v_out = p, m, v
     if n:
         grid, block = _grid(n)
-        _adam_kernel[grid](
-            p, g, m, v, p_out, m_out, v_out, n, float(lr), float(beta1), float(beta2), float(eps),
-            float(weight_decay), lr / (1.0 - beta1**step), math.sqrt(1.0 - beta2**step),
-            DECOUPLED=bool(decoupled), HAS_WD=weight_decay != 0, BLOCK=block, WIDE=needs_int64(n),
-        )
+        with runtime.quiet():
+            _adam_kernel[grid](
+                p, g, m, v, p_out, m_out, v_out, n, float(lr), float(beta1), float(beta2), float(eps),
+                float(weight_decay), lr / (1.0 - beta1**step), math.sqrt(1.0 - beta2**step),
+                DECOUPLED=bool(decoupled), HAS_WD=weight_decay != 0, BLOCK=block, WIDE=needs_int64(n),
+            )
     return p_out, m_out, v_out

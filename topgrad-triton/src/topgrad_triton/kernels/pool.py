@@ -76,10 +76,11 @@ def maxpool(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], p
     n = out.numel()
     if n:
         block = runtime.block(256, 1 << 16, many=runtime.quarter(n))
-        _maxpool_kernel[(triton.cdiv(n, block),)](
-            x, out, tap, n, H, W, C, *out_hw, *stride, *pad, *kernel, BLOCK=block,
-            WIDE=needs_int64(x, out), num_warps=4,
-        )
+        with runtime.quiet():
+            _maxpool_kernel[(triton.cdiv(n, block),)](
+                x, out, tap, n, H, W, C, *out_hw, *stride, *pad, *kernel, BLOCK=block,
+                WIDE=needs_int64(x, out), num_warps=4,
+            )
     return out, tap
 
 
@@ -91,8 +92,9 @@ def maxpool_grad(grad: torch.Tensor, tap: torch.Tensor, shape: tuple[int, int, i
     n = dx.numel()
     if n:
         block = runtime.block(256, 1 << 16, many=runtime.quarter(n))
-        _maxpool_grad_kernel[(triton.cdiv(n, block),)](
-            grad, tap, dx, n, H, W, C, tap.shape[1], tap.shape[2], *stride, *pad, *kernel,
-            BLOCK=block, WIDE=needs_int64(grad, dx), num_warps=4,
-        )
+        with runtime.quiet():
+            _maxpool_grad_kernel[(triton.cdiv(n, block),)](
+                grad, tap, dx, n, H, W, C, tap.shape[1], tap.shape[2], *stride, *pad, *kernel,
+                BLOCK=block, WIDE=needs_int64(grad, dx), num_warps=4,
+            )
     return dx

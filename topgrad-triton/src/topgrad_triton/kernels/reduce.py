@@ -79,10 +79,11 @@ def reduce_rows(
         splits = min(triton.cdiv(R, 8 * block_r), max(1, 1024 // row_programs))
     chunk = triton.cdiv(triton.cdiv(R, splits), block_r) * block_r
     partial = out if splits == 1 else torch.empty((K, splits), dtype=torch.float32, device=x.device)
-    _reduce_rows_kernel[(row_programs, splits)](
-        x, partial, K, R, stride_k, stride_r, max(chunk, 1), splits, float(scale),
-        MAX=maximum, BLOCK_K=block_k, BLOCK_R=block_r, WIDE=needs_int64(x, partial), num_warps=4,
-    )
+    with runtime.quiet():
+        _reduce_rows_kernel[(row_programs, splits)](
+            x, partial, K, R, stride_k, stride_r, max(chunk, 1), splits, float(scale),
+            MAX=maximum, BLOCK_K=block_k, BLOCK_R=block_r, WIDE=needs_int64(x, partial), num_warps=4,
+        )
     return out if splits == 1 else reduce_rows(partial, K, splits, splits, 1, maximum=maximum)
 
 
