@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import pytest
 
@@ -174,6 +175,31 @@ def test_a_complex_torch_operand_is_refused(backend):
     with pytest.raises(TypeError, match=r"^Mul: operands must hold real numbers, got a torch.complex64 "
                                         r"tensor \(Topgrad's arrays are real\)"):
         Tensor([1.0, 2.0, 3.0]) * torch.tensor([1j, 1j, 1j])
+
+
+def test_complex_values_inside_lists_are_refused(backend):
+    """A complex array was refused, but numpy made a list's complex values float32 by dropping their
+    imaginary parts, with only a ComplexWarning: `Tensor([np.complex128(1+5j)])` was [1.], and a list
+    operand or backward seed lost its imaginary parts too. The list gets the array's refusal now."""
+    complex_refusal = (r"^triton backend: complex values are not supported \(arrays are real, and the "
+                       r"imaginary part would be dropped\)")
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    makers = [
+        lambda: Tensor([np.complex128(1 + 5j)]),
+        lambda: Tensor([[1.0], [np.complex64(2j)]]),
+        lambda: Tensor((1 + 2j, 3.0)),  # Python's: float() refused it, with another message
+        lambda: x + [np.complex128(5j), 0.0],  # noqa: RUF005 (an operand, not concatenation)
+        lambda: (x * 2.0).backward([np.complex128(1j), 1.0]),
+        lambda: backend.asarray([np.array([1j])]),
+        lambda: backend.asarray([torch.tensor(1j), 2.0]),  # read back to the host: numpy would drop it
+    ]
+    for make in makers:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # and no ComplexWarning on the way
+            with pytest.raises(TypeError, match=complex_refusal):
+                make()
+    assert x.grad is None
+    assert Tensor([np.float64(1.5), 2]).numpy().tolist() == [1.5, 2.0]  # real numpy scalars pass
 
 
 def test_asarray_refuses_other_dtypes_clearly(backend):

@@ -59,42 +59,50 @@ def _spells(dtype: Any, name: str) -> bool:
         return False
 
 
-def _refuse_non_numbers(obj: Any) -> None:
+def _refuse_non_numbers(obj: Any) -> Any:
     """A TypeError, as the numpy backend's, for text where numbers belong: an array of text, or a (nested)
     list or tuple holding text, which numpy would parse into numbers (PyTorch refuses it); likewise
-    None in a list and object arrays, which numpy would make NaN, and dates, which it would count."""
+    None in a list and object arrays, which numpy would make NaN, and dates, which it would count.
+    Returns numpy's reading of a list or tuple (None for anything else, or where numpy cannot read
+    it), for `asarray` to check for complex values too."""
     import numpy as np
 
     if not isinstance(obj, (list, tuple)):
         refuse_non_numbers("triton", obj)
-        return
+        return None
     try:
         probe = np.asarray(obj)
     except Exception:  # ragged, or Tensors that require grad: the conversion says what
-        return
+        return None
     refuse_non_numbers("triton", obj, probe)
+    return probe
 
 
-def _from_tensors(obj: Any, torch: Any, exc: Exception) -> Any:
-    """A float32 numpy array from a (nested) list holding torch tensors (`[loss.data, ...]`), each
-    read back to the host first: numpy reads a 0-d one through float(), torch compute under the
-    guard, and cannot read a GPU one at all. Without tensors in it, the TypeError of `exc`."""
+def _on_host(obj: Any, probe: Any, torch: Any, refuse_complex: Callable[[Any], None]) -> Any:
+    """A C-contiguous float32 numpy copy of `obj` (a number, numpy array, or nested list or tuple,
+    `probe` numpy's reading of one). A list holding torch tensors (`[loss.data, ...]`) that numpy
+    could not read has each read back to the host first (numpy reads a 0-d one through float(),
+    torch compute under the guard, and cannot read a GPU one at all), a complex one refused by
+    `refuse_complex` (numpy would drop its imaginary part). Anything else numpy cannot make
+    float32 (a ragged list) raises a TypeError with numpy's reason."""
     import numpy as np
 
     def holds_tensors(o: Any) -> bool:
         return isinstance(o, torch.Tensor) or (isinstance(o, (list, tuple)) and any(map(holds_tensors, o)))
 
-    def on_host(o: Any) -> Any:
+    def read_back(o: Any) -> Any:
         if isinstance(o, torch.Tensor):
+            refuse_complex(o)
             return o.detach().cpu().numpy()
-        return [on_host(v) for v in o] if isinstance(o, (list, tuple)) else o
+        return [read_back(v) for v in o] if isinstance(o, (list, tuple)) else o
 
+    given = type(obj).__name__
+    if probe is None and isinstance(obj, (list, tuple)) and holds_tensors(obj):
+        obj = read_back(obj)
     try:
-        if not holds_tensors(obj):
-            raise exc
-        return np.array(on_host(obj), dtype=np.float32, copy=True)
+        return np.array(obj, dtype=np.float32, copy=True)  # C-contiguous; refuses ragged lists
     except (TypeError, ValueError, RuntimeError) as failed:
-        raise TypeError(f"triton backend: cannot make a float32 array from {type(obj).__name__}: "
+        raise TypeError(f"triton backend: cannot make a float32 array from {given}: "
                         f"{failed}") from None
 
 
@@ -136,14 +144,11 @@ class TritonBackend(topgrad.Backend):
         if obj is None:  # numpy would make it NaN
             raise TypeError("triton backend: cannot make an array from None")
         if not isinstance(obj, torch.Tensor):
-            import numpy as np
-
-            _refuse_non_numbers(obj)  # numpy would parse it; PyTorch refuses it
-            try:
-                arr = np.array(obj, dtype=np.float32, copy=True)  # C-contiguous; refuses ragged lists
-            except (TypeError, ValueError, RuntimeError) as exc:
-                arr = _from_tensors(obj, torch, exc)
-            obj = torch.from_numpy(arr)
+            # numpy would parse text, and drop a list's complex values' imaginary parts (with only a
+            # ComplexWarning); PyTorch refuses text, and keeps complex values complex
+            probe = _refuse_non_numbers(obj)
+            self.refuse_complex(probe)
+            obj = torch.from_numpy(_on_host(obj, probe, torch, self.refuse_complex))
         if obj.device != self.device:
             obj = obj.to(self.device)
         if obj.dtype != torch.float32:
