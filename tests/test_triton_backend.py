@@ -227,6 +227,17 @@ def test_constructors(backend):
     assert tuple(backend.zeros(()).shape) == ()
 
 
+def test_constructors_take_an_int_shape_as_numpy_does(backend):
+    """`zeros(3)` (ones, full, randn too) raised "'int' object is not iterable", where the numpy
+    backend, as numpy, makes a (3,) array of it."""
+    assert backend.to_numpy(backend.zeros(3)).tolist() == [0.0] * 3
+    assert backend.to_numpy(backend.ones(np.int64(2))).tolist() == [1.0, 1.0]
+    assert backend.to_numpy(backend.full(2, -1.5)).tolist() == [-1.5, -1.5]
+    assert tuple(backend.zeros(0).shape) == (0,)
+    drawn = backend.to_numpy(backend.randn(5, seed=3))
+    assert np.array_equal(drawn, backend.to_numpy(backend.randn((5,), seed=3)))
+
+
 def test_randn_is_seeded_and_standard_normal(backend):
     a = backend.to_numpy(backend.randn((100, 100), seed=3))
     assert np.array_equal(a, backend.to_numpy(backend.randn((100, 100), seed=3)))

@@ -8,6 +8,8 @@ and triton are imported only then. Every helper runs under the compute guard.
 from __future__ import annotations
 
 import functools
+import numbers
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -57,6 +59,13 @@ def _spells(dtype: Any, name: str) -> bool:
         return dtype is not None and np.dtype(dtype) == np.dtype(name)
     except TypeError:
         return False
+
+
+def _as_shape(shape: int | tuple[int, ...]) -> tuple[int, ...]:
+    """`shape` as a tuple: an int (Python's or numpy's) n is (n,), as numpy's constructors take it."""
+    if isinstance(shape, (int, numbers.Integral)):
+        return (operator.index(shape),)
+    return tuple(shape)
 
 
 def _refuse_non_numbers(obj: Any) -> Any:
@@ -167,14 +176,16 @@ class TritonBackend(topgrad.Backend):
 
     # ---- constructors -------------------------------------------------------------
     @_guarded_helper
-    def full(self, shape: tuple[int, ...], value: float) -> Any:
-        """A float32 array of `shape` filled with `value`, by the fill kernel."""
-        return self._fill.full(tuple(shape), value)
+    def full(self, shape: int | tuple[int, ...], value: float) -> Any:
+        """A float32 array of `shape` (an int n: (n,), as numpy and the numpy backend take it) filled
+        with `value`, by the fill kernel; zeros and ones too."""
+        return self._fill.full(_as_shape(shape), value)
 
     @_guarded_helper
-    def randn(self, shape: tuple[int, ...], seed: int | None = None) -> Any:
-        """Standard normal draws of `shape` by a Triton kernel, the same ones for the same seed."""
-        return self._fill.randn(tuple(shape), seed)
+    def randn(self, shape: int | tuple[int, ...], seed: int | None = None) -> Any:
+        """Standard normal draws of `shape` (an int n: (n,)) by a Triton kernel, the same ones for
+        the same seed."""
+        return self._fill.randn(_as_shape(shape), seed)
 
     # ---- arithmetic (broadcasting; Python numbers accepted on either side) --------
     @_guarded_helper
