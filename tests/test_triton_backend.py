@@ -202,6 +202,21 @@ def test_complex_values_inside_lists_are_refused(backend):
     assert Tensor([np.float64(1.5), 2]).numpy().tolist() == [1.5, 2.0]  # real numpy scalars pass
 
 
+def test_subtracting_a_torch_mask_is_advised_in_torch_calls(backend):
+    """The refusal of `x - mask` for a torch bool mask advised np.logical_not(mask) and
+    mask.astype('float32'), numpy's calls, which fail on a torch tensor: torch's now, which work."""
+    mask, x = torch.tensor([True, False]), Tensor([1.0, 2.0])
+    for subtract in (lambda: x - mask, lambda: mask - x):
+        with pytest.raises(TypeError, match=r"torch.Tensor of bools: .* To invert a mask, use ~mask "
+                                            r"\(torch.logical_not\(mask\)\); .*"
+                                            r"\(mask.float\(\), or 1.0 for True\)$"):
+            subtract()
+    assert (x - mask.float()).numpy().tolist() == [0.0, 2.0]  # the advice works
+    assert (x - (~mask).float()).numpy().tolist() == [1.0, 1.0]
+    with pytest.raises(TypeError, match=r"np.logical_not\(mask\).*mask.astype\('float32'\)"):
+        x - np.array([True, False])  # a numpy mask's advice is numpy's, as before
+
+
 def test_asarray_refuses_other_dtypes_clearly(backend):
     """float64 (in any spelling) points to the numpy backend, which has it; float16 did too, though
     numpy refuses it as well."""

@@ -316,9 +316,17 @@ def refuse_bool_subtraction(side: str, value: Any) -> None:
     what = f"a bool ({value!r})" if value is True or value is False else (
         f"a {type_name(value)} of bools" if getattr(value, "shape", ()) else f"a bool ({value!r})")
     raise TypeError(f"x - y: {side} is {what}: subtraction, the `-` operator, with a bool is not "
-                    "supported, as in PyTorch. To invert a mask, use ~mask (np.logical_not(mask)); to "
-                    "subtract its 0/1 values, convert it first (mask.astype('float32'), or 1.0 for "
-                    "True)") from None
+                    f"supported, as in PyTorch. {_mask_advice(value)}") from None
+
+
+def _mask_advice(value: Any) -> str:
+    """How to invert or convert the bool mask `value`, in its own library's calls: numpy's
+    (np.logical_not, .astype) fail on a torch tensor, which has its own (.float())."""
+    if str(getattr(value, "dtype", None)) == "torch.bool":
+        return ("To invert a mask, use ~mask (torch.logical_not(mask)); to subtract its 0/1 values, "
+                "convert it first (mask.float(), or 1.0 for True)")
+    return ("To invert a mask, use ~mask (np.logical_not(mask)); to subtract its 0/1 values, convert "
+            "it first (mask.astype('float32'), or 1.0 for True)")
 
 
 def refuse_no_negative(value: Any, exc: Exception) -> None:
