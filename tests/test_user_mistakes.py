@@ -202,8 +202,9 @@ def test_subtracting_a_bool_is_refused_on_either_side_as_in_pytorch(subtract: An
     while `x - mask` was refused): both sides say so, with the way to invert or convert a mask."""
     x = Tensor(rand((3,), 0))
     with pytest.raises(TypeError, match=r"^x - y: " + match + r": subtraction, the `-` operator, with a bool "
-                                        r"is not supported, as in PyTorch. To invert a mask, use ~mask .*"
-                                        r"(mask.float\(\)|mask.astype\('float32'\))"):  # torch's or numpy's
+                                        r"is not supported, as in PyTorch. To invert a (mask, use ~mask|"
+                                        r"bool, use `not b`).*(mask.float\(\)|mask.astype\('float32'\)|"
+                                        r"float\(b\))"):  # torch's, numpy's, Python's
         subtract(x)
     with pytest.raises(TypeError, match=r"y is a bool \(True\)"), topgrad.no_grad():
         x -= True
@@ -687,3 +688,11 @@ def test_bool_sizes_text_seeds_and_a_float_flatten_start_are_refused() -> None:
             (x * 3.0).sum().backward(seed)
     assert x.grad is None
     assert Tensor([1.0, 2.0], dtype=None).dtype == Tensor([1.0, 2.0]).dtype  # PyTorch's None: the default
+
+
+def test_subtracting_a_python_bool_advises_pythons_calls() -> None:
+    """~True is -2 and a bool has no .astype: a Python bool is told `not b` and float(b)."""
+    x = Tensor(rand((3,), 0))
+    for subtract in (lambda: True - x, lambda: x - False):
+        with pytest.raises(TypeError, match=r"To invert a bool, use `not b`; .* float\(b\) \(1.0 for True\)"):
+            subtract()

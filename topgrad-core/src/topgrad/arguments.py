@@ -321,7 +321,10 @@ def refuse_bool_subtraction(side: str, value: Any) -> None:
 
 def _mask_advice(value: Any) -> str:
     """How to invert or convert the bool mask `value`, in its own library's calls: numpy's
-    (np.logical_not, .astype) fail on a torch tensor, which has its own (.float())."""
+    (np.logical_not, .astype) fail on a torch tensor, which has its own (.float()), and on a
+    Python bool, whose ~ is an int's (~True is -2)."""
+    if isinstance(value, bool):
+        return "To invert a bool, use `not b`; to subtract its 0/1 value, use float(b) (1.0 for True)"
     if str(getattr(value, "dtype", None)) == "torch.bool":
         return ("To invert a mask, use ~mask (torch.logical_not(mask)); to subtract its 0/1 values, "
                 "convert it first (mask.float(), or 1.0 for True)")
