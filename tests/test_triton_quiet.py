@@ -176,3 +176,19 @@ def test_every_kernel_launch_runs_quietly():
     assert len(modules) >= 10
     loud = {path.name: lines for path in modules if (lines := _unquiet_launches(path.read_text()))}
     assert not loud, f"kernel launches outside runtime.quiet() (file: lines): {loud}"
+
+
+@pytest.mark.parametrize("make, want", [
+    (lambda: Tensor([1e300, 1.0]), [INF, 1.0]),
+    (lambda: Tensor(np.array([-1e300])), [-INF]),
+    (lambda: Tensor(1e300), INF),
+])
+def test_values_beyond_float32_become_inf_silently(backend, make, want) -> None:
+    """torch.tensor([1e300]) is inf with no warning; numpy's cast to float32 warned on the way."""
+    with every_warning_an_error():
+        got = make()
+    np.testing.assert_array_equal(got.numpy(), np.asarray(want, np.float32))
+    x = Tensor([1.0])
+    with every_warning_an_error():
+        (x * 2.0).backward(np.array([1e300]))  # backward's seed takes the same conversion
+    assert x.grad.item() == INF

@@ -109,7 +109,8 @@ def _on_host(obj: Any, probe: Any, torch: Any, refuse_complex: Callable[[Any], N
     if probe is None and isinstance(obj, (list, tuple)) and holds_tensors(obj):
         obj = read_back(obj)
     try:
-        return np.array(obj, dtype=np.float32, copy=True)  # C-contiguous; refuses ragged lists
+        with np.errstate(over="ignore"):  # 1e300 becomes inf, as in PyTorch, without numpy's warning
+            return np.array(obj, dtype=np.float32, copy=True)  # C-contiguous; refuses ragged lists
     except (TypeError, ValueError, RuntimeError) as failed:
         raise TypeError(f"triton backend: cannot make a float32 array from {given}: "
                         f"{failed}") from None
