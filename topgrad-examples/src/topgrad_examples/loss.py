@@ -18,7 +18,8 @@ def _one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def cross_entropy(logits: Tensor, labels: np.ndarray) -> Tensor:
-    """Mean negative log-likelihood of the labels: -(1/B) Σ one_hot * logsoftmax(logits)."""
+    """Mean negative log-likelihood of the labels, -mean_i logsoftmax(logits)[i, labels[i]], as
+    F.cross_entropy: finite where a logit other than the label's is -inf."""
     if logits.ndim != 2:
         raise ValueError(f"cross_entropy: logits must be 2-d (batch, classes), got shape {logits.shape}; "
                          "for a sequence, reshape them to (batch * positions, classes) and the labels "
@@ -28,9 +29,23 @@ def cross_entropy(logits: Tensor, labels: np.ndarray) -> Tensor:
     if len(labels) != batch:
         raise ValueError(f"cross_entropy: {len(labels)} labels for {batch} rows of logits (shape "
                          f"{logits.shape}); give one label per row")
-    dtype = "float64" if str(logits.dtype).endswith("float64") else "float32"  # a float64 model's loss too
-    targets = Tensor(_one_hot(labels, num_classes), dtype=dtype, requires_grad=False)  # labels checked above
-    return (logits.logsoftmax(axis=-1) * targets).sum() * (-1.0 / batch)
+    return _summed_label_log_probabilities(logits.logsoftmax(axis=-1), labels) * (-1.0 / batch)
+
+
+def _summed_label_log_probabilities(log_p: Tensor, labels: np.ndarray) -> Tensor:
+    """The sum over rows i of log_p[i, labels[i]], a 0-d Tensor whose gradient reaches those entries only.
+
+    Multiplying by the one-hot targets and summing each row picks them, but 0 * -inf is NaN. So where
+    log_p holds a -inf (a masked logit, or one that underflows) the label's entry is taken as its row's
+    maximum once every other entry is pushed to -inf (the same values and gradient). That way is kept
+    for those batches: its -inf would stop `detect_anomaly()` in every ordinary step. A row whose own
+    label's log-probability is -inf (a loss of inf) then shares its gradient among its -inf entries."""
+    dtype = "float64" if str(log_p.dtype).endswith("float64") else "float32"  # a float64 model's loss too
+    targets = _one_hot(labels, log_p.shape[-1])  # labels checked by the caller
+    if not np.isneginf(log_p.numpy()).any():
+        return (log_p * Tensor(targets, dtype=dtype, requires_grad=False)).sum()
+    others_out = np.where(targets == 1.0, 0.0, -np.inf)
+    return (log_p + Tensor(others_out, dtype=dtype, requires_grad=False)).max(axis=-1).sum()
 
 
 def _checked_labels(labels: np.ndarray, num_classes: int, what: str) -> np.ndarray:

@@ -1,0 +1,59 @@
+"""The examples' cross-entropy against PyTorch's where a one-hot product would go wrong: -inf
+logits (a mask), log-probabilities that underflow to -inf, and an empty batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import topgrad
+from helpers import to_numpy
+from topgrad_examples.loss import cross_entropy
+
+torch = pytest.importorskip("torch")
+nnf = pytest.importorskip("torch.nn.functional")
+
+INF = np.inf
+CASES = {
+    "a masked logit": ([[1.0, -INF, 2.0]], [0]),
+    "masked logits in some rows": ([[1.0, -INF, 2.0], [0.5, 0.25, -1.0], [-INF, 3.0, -INF]], [2, 0, 1]),
+    "a log-probability that underflows": ([[-3.4e38, 3.4e38, 0.0]], [2]),
+}
+
+
+def _loss_and_grad(rows: list[list[float]], labels: list[int]) -> tuple[float, np.ndarray, float, np.ndarray]:
+    """(loss, d loss / d logits) from the examples' cross_entropy, then from F.cross_entropy."""
+    logits = topgrad.Tensor(np.array(rows, dtype=np.float32))
+    loss = cross_entropy(logits, np.array(labels))
+    loss.backward()
+    th_logits = torch.tensor(rows, dtype=torch.float32, requires_grad=True)
+    th_loss = nnf.cross_entropy(th_logits, torch.tensor(labels))
+    th_loss.backward()
+    return loss.item(), to_numpy(logits.grad), th_loss.item(), th_logits.grad.numpy()
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_cross_entropy_is_finite_where_pytorchs_is(case: str) -> None:
+    """0 * -inf is NaN: the loss was NaN (and topgrad-train stopped, "diverged") where a logit other
+    than the label's was -inf; F.cross_entropy gives a finite loss and gradient there."""
+    loss, grad, th_loss, th_grad = _loss_and_grad(*CASES[case])
+    assert np.isfinite(loss), (case, loss)
+    np.testing.assert_allclose(loss, th_loss, rtol=1e-5, atol=1e-5, err_msg=case)
+    np.testing.assert_allclose(grad, th_grad, rtol=1e-5, atol=1e-5, err_msg=case)
+
+
+def test_an_ordinary_loss_does_not_stop_anomaly_mode() -> None:
+    """Finite logits: no op of the loss makes a NaN or an Inf, so `detect_anomaly()` (which stops at
+    Inf too) lets a training step through, forward and backward."""
+    logits = topgrad.Tensor(np.array([[1.0, -2.0, 2.0], [0.0, 30.0, -30.0]], dtype=np.float32))
+    with topgrad.detect_anomaly():
+        cross_entropy(logits, np.array([0, 2])).backward()
+
+
+def test_a_masked_float64_loss_stays_float64(backend_name: str) -> None:
+    """The -inf path builds its constant in the logits' dtype, as the one-hot path does."""
+    if backend_name != "numpy":
+        pytest.skip("float64 Tensors are the numpy backend's")
+    logits = topgrad.Tensor(np.array([[1.0, -INF, 2.0]]), dtype="float64")
+    loss = cross_entropy(logits, np.array([0]))
+    assert str(loss.dtype) == "float64"
+    assert abs(loss.item() - (np.log(np.exp(1.0) + np.exp(2.0)) - 1.0)) < 1e-14
