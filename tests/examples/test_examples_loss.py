@@ -1,13 +1,17 @@
 """The examples' cross-entropy against PyTorch's where a one-hot product would go wrong: -inf
-logits (a mask), log-probabilities that underflow to -inf, and an empty batch."""
+logits (a mask), log-probabilities that underflow to -inf; and an empty batch for the loss, the
+accuracy and every model."""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pytest
 import topgrad
 from helpers import to_numpy
-from topgrad_examples.loss import cross_entropy
+from small_models import SMALL
+from topgrad_examples.loss import accuracy, cross_entropy
 
 torch = pytest.importorskip("torch")
 nnf = pytest.importorskip("torch.nn.functional")
@@ -57,3 +61,29 @@ def test_a_masked_float64_loss_stays_float64(backend_name: str) -> None:
     loss = cross_entropy(logits, np.array([0]))
     assert str(loss.dtype) == "float64"
     assert abs(loss.item() - (np.log(np.exp(1.0) + np.exp(2.0)) - 1.0)) < 1e-14
+
+
+def test_the_loss_of_an_empty_batch_is_nan_as_pytorchs() -> None:
+    """`* (-1.0 / batch)` raised ZeroDivisionError for a batch of 0; F.cross_entropy's mean over no
+    rows is NaN, and backward gives the logits a zero-size gradient."""
+    logits = topgrad.Tensor.zeros(0, 10)
+    loss = cross_entropy(logits, np.array([], dtype=np.int64))
+    assert np.isnan(loss.item())
+    assert np.isnan(nnf.cross_entropy(torch.zeros(0, 10), torch.zeros(0, dtype=torch.int64)).item())
+    loss.backward()
+    assert to_numpy(logits.grad).shape == (0, 10)
+
+
+def test_the_accuracy_of_no_rows_is_nan_without_a_warning() -> None:
+    """numpy's "Mean of empty slice" RuntimeWarnings went through; PyTorch's mean of no hits is NaN."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(accuracy(topgrad.Tensor.zeros(0, 10), np.array([], dtype=np.int64)))
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_every_model_takes_an_empty_batch(name: str) -> None:
+    """The MLP flattened with reshape(B, -1), and a -1 has nothing to infer from among 0 elements:
+    it refused a batch of 0 with an error about a reshape the user never wrote."""
+    with topgrad.no_grad():
+        assert SMALL[name]()(topgrad.Tensor.zeros(0, 28, 28, 1), training=False).shape == (0, 10)

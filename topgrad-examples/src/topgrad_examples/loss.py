@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from topgrad import Tensor
 
@@ -19,7 +21,7 @@ def _one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
 
 def cross_entropy(logits: Tensor, labels: np.ndarray) -> Tensor:
     """Mean negative log-likelihood of the labels, -mean_i logsoftmax(logits)[i, labels[i]], as
-    F.cross_entropy: finite where a logit other than the label's is -inf."""
+    F.cross_entropy: finite where a logit other than the label's is -inf, NaN for an empty batch."""
     if logits.ndim != 2:
         raise ValueError(f"cross_entropy: logits must be 2-d (batch, classes), got shape {logits.shape}; "
                          "for a sequence, reshape them to (batch * positions, classes) and the labels "
@@ -29,7 +31,8 @@ def cross_entropy(logits: Tensor, labels: np.ndarray) -> Tensor:
     if len(labels) != batch:
         raise ValueError(f"cross_entropy: {len(labels)} labels for {batch} rows of logits (shape "
                          f"{logits.shape}); give one label per row")
-    return _summed_label_log_probabilities(logits.logsoftmax(axis=-1), labels) * (-1.0 / batch)
+    per_row = -1.0 / batch if batch else math.nan  # a mean of no rows is NaN, as in PyTorch
+    return _summed_label_log_probabilities(logits.logsoftmax(axis=-1), labels) * per_row
 
 
 def _summed_label_log_probabilities(log_p: Tensor, labels: np.ndarray) -> Tensor:
@@ -67,5 +70,7 @@ def _checked_labels(labels: np.ndarray, num_classes: int, what: str) -> np.ndarr
 
 
 def accuracy(logits: Tensor, labels: np.ndarray) -> float:
-    """The fraction of rows whose largest logit is at the label."""
-    return float((logits.numpy().argmax(axis=-1) == labels).mean())
+    """The fraction of rows whose largest logit is at the label; NaN for no rows, as PyTorch's
+    `(logits.argmax(-1) == labels).float().mean()` (without numpy's "Mean of empty slice" warning)."""
+    hits = logits.numpy().argmax(axis=-1) == labels
+    return float(hits.mean()) if hits.size else float("nan")
