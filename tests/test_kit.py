@@ -317,6 +317,63 @@ def test_example_backend_is_found_through_its_entry_point(example_python: Path, 
     assert loaded == "False False", "listing backends must import neither the backend nor numpy"
 
 
+DEGENERATE = """
+import warnings
+
+import numpy as np
+import pytest
+import topgrad
+import topgrad_float64.plugin
+from topgrad import Tensor
+
+warnings.simplefilter("error")  # a numpy RuntimeWarning on the way fails too
+topgrad.register_plugin(topgrad_float64.plugin)
+topgrad.set_backend("float64")
+
+
+def grads(out, *inputs):
+    out.backward(np.ones(out.shape))
+    return [t.grad.shape for t in inputs]
+
+
+x, w, b = Tensor.ones(2, 3), Tensor.ones(3, 0), Tensor.ones(0)
+assert grads(x.linear(w, b), x, w, b) == [(2, 3), (3, 0), (0,)]
+x, w, b = Tensor.ones(2, 0), Tensor.ones(0, 4), Tensor.ones(4)
+out = x.linear(w, b)
+assert np.array_equal(out.numpy(), np.ones((2, 4))) and grads(out, x, w, b) == [(2, 0), (0, 4), (4,)]
+assert np.array_equal(b.grad, [2, 2, 2, 2])
+for shape, axis in (((3, 0), -1), ((0, 5), 0)):
+    x = Tensor.ones(*shape)
+    assert grads(x.logsoftmax(axis=axis), x) == [shape]
+x = Tensor(2.0)
+out = x.logsoftmax()
+assert out.item() == 0.0 and grads(out, x) == [()] and x.grad == 0.0
+x, w, b = Tensor.ones(1, 5, 5, 0), Tensor.ones(3, 3, 0, 4), Tensor.ones(4)
+out = x.conv2d(w, b)
+assert np.array_equal(out.numpy(), np.ones((1, 3, 3, 4)))
+assert grads(out, x, w, b) == [(1, 5, 5, 0), (3, 3, 0, 4), (4,)]
+running_mean, running_var = Tensor.zeros(3, requires_grad=False), Tensor.ones(3, requires_grad=False)
+with pytest.raises(ValueError, match=r"^BatchNorm: training needs more than one value per channel"):
+    Tensor.ones(1, 3).batchnorm(None, None, running_mean=running_mean, running_var=running_var)
+assert np.array_equal(running_var.numpy(), np.ones(3))
+with pytest.raises(ValueError, match=r"eval mode \\(training=False\\) needs running_mean and running_var"):
+    Tensor.ones(2, 3).batchnorm(Tensor.ones(3), Tensor.zeros(3), training=False)
+print("all ok")
+"""
+
+
+def test_example_backend_takes_degenerate_shapes(tmp_path: Path) -> None:
+    """The guide's backend failed inside numpy: Linear's and Conv2d's backward reshaped with -1,
+    which cannot be inferred where an axis is 0; LogSoftmax took the max of an empty axis and gave
+    a 0-d input a numpy scalar back; BatchNorm trained on one value per channel (running_var NaN,
+    where PyTorch and the shipped backends refuse) and met eval without running statistics with an
+    AttributeError. Each now gives PyTorch's shapes, or the shipped backends' error."""
+    (tmp_path / "degenerate.py").write_text(DEGENERATE)
+    done = subprocess.run([sys.executable, "degenerate.py"], cwd=tmp_path, capture_output=True, text=True,
+                          env=_env(PYTHONPATH=str(EXAMPLE / "src")), timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "all ok", done.stdout + done.stderr
+
+
 # ---- a broken backend ------------------------------------------------------------------------
 BROKEN = '''
 """The example float64 backend with six deliberate mistakes."""

@@ -1,5 +1,6 @@
 """The op table: one `topgrad.Op` subclass per op, forward and backward on float64 numpy arrays."""
 
+import math
 from typing import Any
 
 import numpy as np
@@ -91,15 +92,18 @@ class ReLU(Op):
 
 class LogSoftmax(Op):
     def forward(self, x, axis=-1):
-        shifted = x - x.max(axis=axis, keepdims=True)  # stable for large logits
-        out = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+        if x.size == 0:  # nothing to normalize (and an empty axis has no max)
+            out = x.copy()
+        else:
+            shifted = x - x.max(axis=axis, keepdims=True)  # stable for large logits
+            out = np.asarray(shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True)))  # 0-d too
         self.axis = axis
         self.save_for_backward(out)
         return out
 
     def backward(self, grad):
         (out,) = self.saved
-        return (grad - np.exp(out) * grad.sum(axis=self.axis, keepdims=True),)
+        return (np.asarray(grad - np.exp(out) * grad.sum(axis=self.axis, keepdims=True)),)
 
 
 class Reshape(Op):
@@ -126,8 +130,9 @@ class Linear(Op):
 
     def backward(self, grad):
         x, w = self.saved
-        rows = grad.reshape(-1, grad.shape[-1])
-        grad_w = x.reshape(-1, x.shape[-1]).T @ rows
+        n = math.prod(x.shape[:-1])  # rows of x: a -1 cannot be inferred where an axis is 0
+        rows = grad.reshape(n, grad.shape[-1])
+        grad_w = x.reshape(n, x.shape[-1]).T @ rows
         return grad @ w.T, grad_w, rows.sum(axis=0) if self.has_bias else None
 
 
@@ -146,16 +151,18 @@ class Conv2d(Op):
         cols = im2col(xp, w.shape[0], w.shape[1], *stride)
         self.save_for_backward(cols, w)
         self.xp_shape, self.stride, self.padding, self.has_bias = xp.shape, stride, padding, b is not None
-        out = cols.reshape(-1, w[..., 0].size) @ w.reshape(-1, w.shape[3])  # the GEMM
+        n, k = math.prod(cols.shape[:3]), math.prod(w.shape[:3])  # output positions, window size
+        out = cols.reshape(n, k) @ w.reshape(k, w.shape[3])  # the GEMM
         out = out.reshape(*cols.shape[:3], w.shape[3])
         return out + b if self.has_bias else out
 
     def backward(self, grad):
         cols, w = self.saved
         kh, kw, (sh, sw), (ph, pw) = w.shape[0], w.shape[1], self.stride, self.padding
-        rows = grad.reshape(-1, w.shape[3])
-        grad_w = (cols.reshape(-1, w[..., 0].size).T @ rows).reshape(w.shape)
-        grad_cols = (rows @ w.reshape(-1, w.shape[3]).T).reshape(cols.shape)
+        n, k = math.prod(cols.shape[:3]), math.prod(w.shape[:3])
+        rows = grad.reshape(n, w.shape[3])
+        grad_w = (cols.reshape(n, k).T @ rows).reshape(w.shape)
+        grad_cols = (rows @ w.reshape(k, w.shape[3]).T).reshape(cols.shape)
         grad_xp = np.zeros(self.xp_shape)
         ho, wo = cols.shape[1:3]
         for i in range(kh):  # col2im: add each window position back where it came from
@@ -194,12 +201,17 @@ class BatchNorm(Op):
         gamma, beta = (1.0 if gamma is None else gamma), (0.0 if beta is None else beta)
         axes = tuple(range(x.ndim - 1))
         if training:
+            n = math.prod(x.shape[:-1])  # values per channel
+            if n < 2:  # no variance to normalize by (and n - 1 below would be 0), as PyTorch says
+                message = f"BatchNorm: training needs more than one value per channel, got x {x.shape}"
+                raise ValueError(message)
             mean, var = x.mean(axis=axes), x.var(axis=axes)
-            n = x.size // x.shape[-1]
             if running_mean is not None:
                 running_mean.data = (1 - momentum) * running_mean.data + momentum * mean
             if running_var is not None:  # the running variance is unbiased
                 running_var.data = (1 - momentum) * running_var.data + momentum * var * n / (n - 1)
+        elif running_mean is None:  # topgrad passes both running statistics or neither
+            raise ValueError("BatchNorm: eval mode (training=False) needs running_mean and running_var")
         else:
             mean, var = running_mean.data, running_var.data
         invstd = 1.0 / np.sqrt(var + eps)
