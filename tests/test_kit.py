@@ -633,6 +633,60 @@ def test_an_add_gradients_that_drops_a_part_fails_its_row() -> None:
     assert not outcome.ok and "add_gradients(a, b)" in outcome.message, outcome
 
 
+def test_ops_written_for_ordinary_shapes_fail_the_degenerate_cases() -> None:
+    """The kit had one degenerate case (an empty Slice), and passed the guide's backend, which
+    failed inside numpy on shapes PyTorch takes. Ops written as it was fail exactly those cases:
+    a Linear whose backward reshapes with -1 (no inputs, no outputs), a LogSoftmax taking an empty
+    axis's max and giving a 0-d input a numpy scalar back, a BatchNorm training on one value per
+    channel. The kit's own reference passes them (its Linear reshaped with -1 too)."""
+    import numpy as np
+    from topgrad_numpy import ops as numpy_ops
+
+    class MinusOneLinear(topgrad.Op):
+        def forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+            if x.shape[-1] != w.shape[0]:
+                raise ValueError(f"Linear: x of shape {x.shape} does not match w of shape {w.shape}")
+            self.save_for_backward(x, w)
+            self.has_bias = b is not None
+            return x @ w + b if b is not None else x @ w
+
+        def backward(self, grad: np.ndarray) -> tuple[object, ...]:
+            x, w = self.saved
+            rows = grad.reshape(-1, grad.shape[-1])
+            grad_b = rows.sum(axis=0) if self.has_bias else None
+            return grad @ w.T, x.reshape(-1, x.shape[-1]).T @ rows, grad_b
+
+    class UnguardedLogSoftmax(topgrad.Op):
+        def forward(self, x: np.ndarray, axis: int = -1) -> np.ndarray:
+            shifted = x - x.max(axis=axis, keepdims=True)
+            out = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+            self.axis = axis
+            self.save_for_backward(out)
+            return out
+
+        def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
+            (out,) = self.saved
+            return (np.asarray(grad - np.exp(out) * grad.sum(axis=self.axis, keepdims=True)),)
+
+    class OneValueBatchNorm(numpy_ops.BatchNorm):
+        def forward(self, x: np.ndarray, *args: object, **params: object) -> np.ndarray:
+            if params.get("training", True) and x.size == x.shape[-1]:
+                return np.zeros_like(x)  # normalizes one value per channel, as the guide's did
+            return super().forward(x, *args, **params)
+
+    with _numpy_variant("ordinary-shapes", Linear=MinusOneLinear, LogSoftmax=UnguardedLogSoftmax,
+                        BatchNorm=OneValueBatchNorm):
+        report = run("ordinary-shapes", only="Linear or LogSoftmax or BatchNorm")
+    failures = [f for row in report.rows for f in row.failures]
+    assert [f.split(":")[0] for f in failures] == [
+        "LogSoftmax[() 0-d] forward", "LogSoftmax[(0,5) axis=0 empty axis] forward",
+        "Linear[(2,3)@(3,0)+(0,) no outputs] backward", "Linear[(2,0)@(0,4)+(4,) no inputs] backward",
+        "BatchNorm[(1,3) train one value per channel raises] forward",
+    ], failures
+    assert "cannot reshape array of size 0" in failures[2] and "returned a numpy.float32" in failures[0]
+    assert failures[4].endswith("(1, 3), (3,), (3,) must be refused: expected ValueError, forward returned")
+
+
 def test_an_op_that_changes_the_dtype_fails() -> None:
     """Values right, dtype promoted to float64: the kit says so (parameters would follow)."""
     from topgrad_numpy import ops as numpy_ops

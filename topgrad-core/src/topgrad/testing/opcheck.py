@@ -87,7 +87,7 @@ def _check_raises(case: Case, args64: list[Any], params64: dict[str, Any]) -> Ou
         return Outcome(True)
     except Exception as exc:
         return Outcome.crashed(f"shapes {listed} should raise {expected.__name__}; forward", exc)
-    return Outcome.failed(f"shapes {listed} are incompatible: expected {expected.__name__}")
+    return Outcome.failed(f"shapes {listed} must be refused: expected {expected.__name__}, forward returned")
 
 
 def upstream_gradient(case: Case, shape: tuple[int, ...]) -> Any:

@@ -9,6 +9,7 @@ statistics) return `(out, {param: new value})` from `forward`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -113,6 +114,8 @@ def _relu_vjp(g: Any, x: Any) -> tuple[Any, ...]:
 
 
 def _logsoftmax(x: Any, axis: int = -1) -> Any:
+    if x.size == 0:  # nothing to normalize (an empty axis has no max)
+        return x.copy()
     shifted = x - x.max(axis=axis, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
 
@@ -133,9 +136,10 @@ def _linear(x: Any, w: Any, b: Any = None) -> Any:
 
 
 def _linear_vjp(g: Any, x: Any, w: Any, b: Any = None) -> tuple[Any, ...]:
+    rows = math.prod(x.shape[:-1])  # not -1, which numpy cannot infer where an axis is 0
     gx = g @ w.T
-    gw = x.reshape(-1, x.shape[-1]).T @ g.reshape(-1, g.shape[-1])
-    gb = g.reshape(-1, g.shape[-1]).sum(axis=0) if b is not None else None
+    gw = x.reshape(rows, x.shape[-1]).T @ g.reshape(rows, g.shape[-1])
+    gb = g.reshape(rows, g.shape[-1]).sum(axis=0) if b is not None else None
     return gx, gw, gb
 
 
