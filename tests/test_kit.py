@@ -440,7 +440,7 @@ def table_rows(out: str) -> dict[str, list[str]]:
 
 EXPECTED_FAILURES = {
     "Mul": "Mul.backward returned a gradient of shape (2, 3) for input 1 of shape (3,)",
-    "ReLU": "gradient of input 1 (x): max error",
+    "ReLU": "gradient of input 0 (x): max error",
     "LogSoftmax": "LogSoftmax[(2,6) logits ~1000] forward: output: max error inf",
     "BatchNorm": "running_mean after forward: max error",
     "Attention": "backend 'broken' has no op 'Attention'",
@@ -500,7 +500,7 @@ def test_backend_conformance_subclass_reports_the_broken_case(tmp_path: Path) ->
     assert re.search(summary, done.stdout), done.stdout
     assert "TestBroken::test_backward[ReLU[(2,4) zeros]]" in done.stdout
     # the failure names the op, the case and the input, as the kit's own failure lines do
-    assert "ReLU[(2,4) zeros] backward: gradient of input 1 (x): max error" in done.stdout, done.stdout
+    assert "ReLU[(2,4) zeros] backward: gradient of input 0 (x): max error" in done.stdout, done.stdout
     # a bare op name says how to mark one direction only
     assert ("[XPASS(strict)] passes ('Reshape' marks forward and backward alike; 'Reshape forward' or "
             "'Reshape backward' marks one)") in done.stdout, done.stdout
@@ -607,9 +607,33 @@ def test_a_gradient_for_a_plain_value_argument_fails() -> None:
 
     with _numpy_variant("wasteful", LayerNorm=Wasteful):
         text = format_report(run("wasteful", only="LayerNorm"))
-    says = "backward returned an array for input 2 (gamma), which is None, not a Tensor: return None there"
+    says = "backward returned an array for input 1 (gamma), which is None, not a Tensor: return None there"
     assert says in text, text
     assert re.search(r"^LayerNorm\s+ok\s+FAIL\s", text, re.M), text
+
+
+def test_the_kit_counts_inputs_from_0_as_the_engine_does() -> None:
+    """The kit named Linear's w "input 2 (w)", counting from 1, while the engine's messages in the
+    same report ("returned a gradient of shape ... for input 1"), graph() and anomaly mode count
+    from 0: one report named one input by two numbers."""
+    from topgrad_numpy import ops as numpy_ops
+
+    class DoubledW(numpy_ops.Linear):
+        def backward(self, grad: object) -> tuple[object, ...]:
+            gx, gw, gb = super().backward(grad)
+            return gx, gw * 2, gb
+
+    class ShortW(numpy_ops.Linear):
+        def backward(self, grad: object) -> tuple[object, ...]:
+            gx, gw, gb = super().backward(grad)
+            return gx, gw[:-1], gb
+
+    said = {}
+    for name, op in (("doubled-w", DoubledW), ("short-w", ShortW)):
+        with _numpy_variant(name, Linear=op):
+            said[name] = format_report(run(name, only="Linear[(4,3)@(3,5)+(5,)]"))
+    assert "backward: gradient of input 1 (w): max error" in said["doubled-w"], said["doubled-w"]
+    assert "a gradient of shape (2, 5) for input 1 of shape (3, 5)" in said["short-w"], said["short-w"]
 
 
 def test_a_zero_out_that_leaves_a_0d_value_fails_its_row() -> None:

@@ -332,10 +332,11 @@ not listed takes one, `x` (Concat takes any number, `*xs`)."""
 
 
 def argument(op: str, i: int) -> str:
-    """Positional argument `i` of `op` as the kit's messages name it: "input 2 (w)", counted from 1."""
+    """Positional argument `i` of `op` as the kit's messages name it: "input 1 (w)", counted from 0 as
+    the engine's messages, `graph()` and anomaly mode count the inputs in the same report."""
     names = ARGUMENTS.get(op, ("x",))
     name = f"xs[{i}]" if op == "Concat" else names[i] if i < len(names) else f"#{i}"
-    return f"input {i + 1} ({name})"
+    return f"input {i} ({name})"
 
 OPTIONAL_OPS: frozenset[str] = frozenset({"Div", "Max", "Exp", "Log", "Sqrt", "Abs", "Tanh", "Sigmoid",
                                            "Softmax", "Permute", "Slice", "Concat", "MaxPool2d"})
