@@ -826,6 +826,26 @@ def test_to_numpy_returning_another_type_is_named_instead_of_every_row_failing_o
     assert "reading the result back failed" in text and "forward raised" not in text, text  # not the op
 
 
+def test_a_failure_line_names_its_row_once() -> None:
+    """A helper's or optimizer's crash repeated the row's name ("sqrt: sqrt: reading the result
+    back failed", "sqrt: sqrt raised ValueError"), and an op case its direction ("Add[...] forward:
+    forward: reading ..."): the line's prefix names it already."""
+    def refusing_sqrt(self: object, a: object) -> object:
+        raise ValueError("not written yet")
+
+    with _numpy_variant("own-to-numpy") as b:
+        b.to_numpy = lambda self, a: a.tolist()
+        unread = format_report(run("own-to-numpy", only="sqrt or SGD momentum=0.9 or Add[(2,3)+(2,3)]"))
+    with _numpy_variant("refusing-sqrt") as b:
+        b.sqrt = refusing_sqrt
+        raised = format_report(run("refusing-sqrt", only="sqrt"))
+    for line in ("  sqrt: reading the result back failed: to_numpy returned a builtins.list",
+                 "  SGD momentum=0.9: reading the result back failed: to_numpy returned",
+                 "  Add[(2,3)+(2,3)] forward: reading the result back failed: to_numpy returned"):
+        assert line in unread, unread
+    assert "  sqrt: raised ValueError: not written yet (at " in raised, raised
+
+
 def test_asarray_ignoring_float64_fails() -> None:
     """A float32 answer to dtype='float64' made gradcheck and users believe they ran in float64;
     refusing float64 (an exception) is allowed."""

@@ -40,15 +40,17 @@ class Outcome:
 
     @classmethod
     def crashed(cls, where: str, exc: BaseException) -> Outcome:
-        """A check that raised: the message names where, the exception and its origin."""
+        """A check that raised: the message names where ("" where the failure line names it already),
+        the exception and its origin."""
         helper = lacking_helper(exc)
         if helper:  # not the check's failure: the helper's own row says what to implement
             return cls.not_run(helper)
-        if isinstance(exc, ReadBackError):  # the step ran; the kit could not read its result
-            return cls(False, float("inf"), f"{where}: reading the result back failed: {exc}", True)
+        if isinstance(exc, ReadBackError):  # the step ran; the kit could not read its result (the
+            # failure line names the step: "sqrt: ...", "Add[(2,3)+(2,3)] forward: ...")
+            return cls(False, float("inf"), f"reading the result back failed: {exc}", True)
         notes = "".join(f"; {note}" for note in getattr(exc, "__notes__", ()))
-        return cls(False, float("inf"), f"{where} raised {type(exc).__name__}: {exc}{_origin(exc)}{notes}",
-                   True)
+        raised = f"{where} raised" if where else "raised"
+        return cls(False, float("inf"), f"{raised} {type(exc).__name__}: {exc}{_origin(exc)}{notes}", True)
 
 
 REQUIRED_HELPERS: tuple[str, ...] = tuple(
