@@ -1,0 +1,35 @@
+"""docs/inspecting.md quotes lines of the example models, as anomaly mode prints them
+(`path:LINE in function: source`): each must still be that line, or the doc points at another.
+It said `models/layers.py:129` for a statement that had moved to line 141."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "inspecting.md"
+EXAMPLES = ROOT / "topgrad-examples" / "src" / "topgrad_examples"
+QUOTE = re.compile(r"([\w./-]+\.py):(\d+)\s+in\s+(\w+):\s+([^`\n]+)")  # may wrap after "in"
+
+
+def _source(path: str) -> Path:
+    """The file a quote names: relative to the repository's root, or (anomaly mode's short form in
+    `graph()`, its last two parts) to the examples' package."""
+    return ROOT / path if (ROOT / path).exists() else EXAMPLES / path
+
+
+def test_every_quoted_line_is_at_the_line_number_given() -> None:
+    """Each full quote is its line, in its function; each short one repeats a full quote's place."""
+    quotes = QUOTE.findall(DOC.read_text())
+    assert len(quotes) >= 4, quotes
+    full = {(Path(path).parts[-2:], number) for path, number, _, source in quotes if source.strip() != "..."}
+    for path, number, function, source in quotes:
+        lines = _source(path).read_text().splitlines()
+        line = lines[int(number) - 1].strip()
+        if source.strip() == "...":  # the prose's short form: the line of a full quote above
+            assert (Path(path).parts[-2:], number) in full, f"{path}:{number} is quoted in full nowhere"
+        else:
+            assert line == source.strip(), f"{DOC.name} quotes {path}:{number} as {source!r}; it is {line!r}"
+        defined = [text for text in lines[: int(number)] if re.match(r"\s*def \w+", text)]
+        assert defined and f"def {function}(" in defined[-1], f"{path}:{number} is not in {function}"
