@@ -53,6 +53,20 @@ def test_readme_examples(tmp_path: Path) -> None:
     assert float(lines[-1]) < 1e-6, lines[-1]
 
 
+def test_the_cheat_sheets_backward_by_hand_runs_for_a_matrix_product() -> None:
+    """The cheat sheet's `g_x, g_w = t.op.backward(g_t)` raised "too many values to unpack" for
+    t = x @ w (or x.linear(w)): Linear's backward returns one entry per positional input, the
+    bias's None too. Its line, run as written for a product, a Linear and a one-input op."""
+    import topgrad
+
+    line = next(text for text in (ROOT / "README.md").read_text().splitlines() if ".op.backward(g_t)" in text)
+    x, w = topgrad.Tensor.randn(2, 3, seed=0), topgrad.Tensor.randn(3, 4, seed=1)
+    for t, inputs in ((x @ w, 3), (x.linear(w, topgrad.Tensor.zeros(4)), 3), (x.relu(), 1)):
+        names = {"t": t, "g_t": topgrad.get_backend().ones(t.shape)}
+        exec(line.split("#")[0].strip(), names)  # the README line itself
+        assert len(names["grads"]) == inputs, (line, t)
+
+
 def test_inspecting_guide_example(tmp_path: Path) -> None:
     """The graph, the picture (or its DOT text without Graphviz) and the profile table."""
     lines = run(ROOT / "docs" / "inspecting.md", tmp_path)
