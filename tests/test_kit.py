@@ -358,6 +358,9 @@ with pytest.raises(ValueError, match=r"^BatchNorm: training needs more than one 
 assert np.array_equal(running_var.numpy(), np.ones(3))
 with pytest.raises(ValueError, match=r"eval mode \\(training=False\\) needs running_mean and running_var"):
     Tensor.ones(2, 3).batchnorm(Tensor.ones(3), Tensor.zeros(3), training=False)
+x = Tensor.ones(0, 3)  # the mean of nothing is NaN, as in PyTorch, with no numpy warning
+assert np.isnan(x.mean().item()) and np.isnan(x.mean(axis=0).numpy()).all()
+assert grads(x.mean(axis=0), x) == [(0, 3)]
 print("all ok")
 """
 
@@ -367,7 +370,8 @@ def test_example_backend_takes_degenerate_shapes(tmp_path: Path) -> None:
     which cannot be inferred where an axis is 0; LogSoftmax took the max of an empty axis and gave
     a 0-d input a numpy scalar back; BatchNorm trained on one value per channel (running_var NaN,
     where PyTorch and the shipped backends refuse) and met eval without running statistics with an
-    AttributeError. Each now gives PyTorch's shapes, or the shipped backends' error."""
+    AttributeError; Mean warned "Mean of empty slice". Each now gives PyTorch's shapes and values, or
+    the shipped backends' error."""
     (tmp_path / "degenerate.py").write_text(DEGENERATE)
     done = subprocess.run([sys.executable, "degenerate.py"], cwd=tmp_path, capture_output=True, text=True,
                           env=_env(PYTHONPATH=str(EXAMPLE / "src")), timeout=120)

@@ -71,10 +71,11 @@ class Sum(Op):
 
 class Mean(Op):
     def forward(self, x, axis=None, keepdims=False):
-        out = np.asarray(np.mean(x, axis=axis, keepdims=keepdims))
+        total = np.asarray(np.sum(x, axis=axis, keepdims=keepdims))
         self.shape, self.axis, self.keepdims = x.shape, axis, keepdims
-        self.count = x.size // max(out.size, 1)
-        return out
+        self.count = x.size // max(total.size, 1)
+        with np.errstate(invalid="ignore"):  # the mean of nothing is NaN, as in PyTorch, unwarned
+            return np.asarray(total / self.count)
 
     def backward(self, grad):
         return (np.asarray(expand(grad, self.shape, self.axis, self.keepdims) / self.count),)
