@@ -78,11 +78,13 @@ def mark_updated(t: Tensor) -> None:
         _updates.leaves.add(t)
 
 
-def mark_grad_written(t: Tensor) -> None:
-    """Record that `t.grad`'s array was just written in place (backward's sum, zero_grad's zeros)."""
+def mark_grad_written(t: Tensor) -> int:
+    """Record that `t.grad`'s array was just written in place (backward's sum, zero_grad's zeros);
+    returns the clock's new count."""
     with _updates.lock:
         _updates.now += 1
         _updates.grads[t] = _updates.now
+        return _updates.now
 
 
 class no_grad:  # noqa: N801 - PyTorch's name
@@ -780,6 +782,7 @@ class Tensor:
         # may hand back one input's saved array as another's gradient: dot(x, w) = sum(x * w))
         memory_in_use = {backend.memory_key(node._data) for node in order if isinstance(node, Tensor)}
         memory_in_use.add(backend.memory_key(grad))
+        writes: _Writes | None = None  # what the clock counted, by memory: built once an op needs it
         grads: dict[int, Any] = {id(self._op): grad}
         for node in reversed(order):
             g = grads.pop(id(node), None)
@@ -791,10 +794,12 @@ class Tensor:
                 if node._grad is None:
                     node._grad = _own(backend, g, memory_in_use)
                 else:
-                    node._grad = _add_in(node, g, backend)
+                    node._grad = _add_in(node, g, backend, writes)
                 continue
-            if node._born < _updates.now:  # the clock moved since forward: a step, or an add into some .grad
-                _refuse_overwritten(node)
+            if node._born < _updates.now and node._intermediate:  # the clock moved since forward: a
+                if writes is None or writes.at != _updates.now:  # step, or an add into some .grad
+                    writes = _Writes(backend)
+                writes.refuse_overwritten(node)
             for i, (parent, pg) in enumerate(zip(node.parents, _op.run_backward(node, g))):
                 if pg is None or not node.needs_grad(i):  # a constant or a plain value
                     continue
@@ -828,54 +833,79 @@ def _seed(t: Tensor, grad: Any, backend: Any) -> Any:
     return grad
 
 
-def _add_in(leaf: Tensor, g: Any, backend: Any) -> Any:
+def _add_in(leaf: Tensor, g: Any, backend: Any, writes: _Writes | None = None) -> Any:
     """leaf's `.grad` + g, added into the .grad array where the backend can, as PyTorch does; such
-    a write is clocked, as a step is, for ops that saved that memory (a constant Tensor(w.grad))."""
+    a write is clocked, as a step is, for ops that saved that memory (a constant Tensor(w.grad)),
+    and told to the walk's `writes`."""
     if tuple(leaf._grad.shape) != leaf.shape:  # .data given a new shape since: it would broadcast
         raise RuntimeError(f"backward: a leaf of shape {leaf.shape} has a .grad of shape "
                            f"{tuple(leaf._grad.shape)}, left from before its .data was given a new shape; "
                            "clear it first (w.grad = None, or opt.zero_grad()), as PyTorch refuses it too")
     total = backend.accumulate(leaf._grad, g)
     if total is leaf._grad:
-        mark_grad_written(leaf)
+        now = mark_grad_written(leaf)
+        if writes is not None:
+            writes.grad_added(leaf, now)
     return total
 
 
-def _refuse_overwritten(op: Op) -> None:
-    """RuntimeError if `op` saved an array (a leaf's, a view of it, a .grad's) written in place since
-    its forward, as PyTorch's version counters; an op that saved only other arrays goes on."""
-    if not op._intermediate:  # it saved nothing (Add): its gradient does not depend on the values
-        return
-    backend = registry.get_backend()
-    array_type = registry._array_type(backend)
-    with _updates.lock:
-        leaves, written = list(_updates.leaves), list(_updates.grads.items())
-    stepped = {backend.memory_key(t.data): t for t in leaves if t._updated_at > op._born}
-    stepped.pop(None, None)
-    added = {backend.memory_key(t._grad): t for t, at in written
-             if at > op._born and t._grad is not None}
-    added.pop(None, None)
-    for a in op._intermediate:
-        key = backend.memory_key(a) if isinstance(a, array_type) else None
-        if key is not None and key in added:
-            raise RuntimeError(
-                f"{type(op).__name__}: an array it saved is the memory of the .grad of a leaf of shape "
-                f"{added[key].shape}, which was written after this op's forward (backward adds into "
-                ".grad in place, as PyTorch does, and zero_grad(set_to_none=False) zeroes it in place), "
-                "so its gradient would be wrong; make such a "
-                "Tensor from a copy of the .grad array, or run the forward pass again")
-        leaf = stepped.get(key) if key is not None else None
-        if leaf is not None:
-            inputs = [i for i, parent in enumerate(op.parents) if parent is leaf]
-            what = (f"its input {inputs[0]} (a leaf of shape {leaf.shape})" if inputs else
-                    f"it saved a view of a leaf of shape {leaf.shape} (through reshape, detach() or "
-                    "another view), which")
-            raise RuntimeError(f"{type(op).__name__}: {what} was {_OVERWRITTEN}")
-    for i, parent in enumerate(op.parents):
-        if (isinstance(parent, Tensor) and parent._updated_at > op._born
-                and backend.memory_key(parent.data) is None):
-            raise RuntimeError(f"{type(op).__name__}: its input {i} (a leaf of shape {parent.shape}) was "
-                               f"{_OVERWRITTEN}")
+class _Writes:
+    """The memory the update clock counted writes into, as of its count `at`: each stepped leaf's
+    data and each added-into `.grad`, with when. One backward builds it once and keeps it current
+    with its own adds, so checking an op costs its saved arrays, not every clocked leaf."""
+
+    def __init__(self, backend: Any) -> None:
+        with _updates.lock:
+            self.at, leaves, grads = _updates.now, list(_updates.leaves), list(_updates.grads.items())
+        self.backend = backend
+        self.stepped: dict[Any, tuple[Tensor, int]] = {}  # memory key: (leaf, when its data was stepped)
+        self.added: dict[Any, tuple[Tensor, int]] = {}  # memory key: (leaf, when its .grad was written)
+        for t in leaves:
+            self._keep(self.stepped, t.data, t, t._updated_at)
+        for t, at in grads:
+            self._keep(self.added, t._grad, t, at)
+
+    def _keep(self, table: dict[Any, tuple[Tensor, int]], array: Any, leaf: Tensor, at: int) -> None:
+        key = None if array is None else self.backend.memory_key(array)
+        if key is not None and (key not in table or table[key][1] < at):  # the latest write counts
+            table[key] = (leaf, at)
+
+    def grad_added(self, leaf: Tensor, now: int) -> None:
+        """The walk just added into leaf's .grad, moving the clock to `now`: kept current if that was
+        the only move since (another thread's step makes the next check build a new one)."""
+        if self.at == now - 1:
+            self._keep(self.added, leaf._grad, leaf, now)
+            self.at = now
+
+    def refuse_overwritten(self, op: Op) -> None:
+        """RuntimeError if `op` saved an array (a leaf's, a view of it, a .grad's) written in place
+        since its forward, as PyTorch's version counters; an op that saved only other arrays goes on."""
+        backend, born = self.backend, op._born
+        array_type = registry._array_type(backend)
+        for a in op._intermediate:
+            key = backend.memory_key(a) if isinstance(a, array_type) else None
+            if key is None:
+                continue
+            added, stepped = self.added.get(key), self.stepped.get(key)
+            if added is not None and added[1] > born:
+                raise RuntimeError(
+                    f"{type(op).__name__}: an array it saved is the memory of the .grad of a leaf of shape "
+                    f"{added[0].shape}, which was written after this op's forward (backward adds into "
+                    ".grad in place, as PyTorch does, and zero_grad(set_to_none=False) zeroes it in place), "
+                    "so its gradient would be wrong; make such a "
+                    "Tensor from a copy of the .grad array, or run the forward pass again")
+            if stepped is not None and stepped[1] > born:
+                leaf = stepped[0]
+                inputs = [i for i, parent in enumerate(op.parents) if parent is leaf]
+                what = (f"its input {inputs[0]} (a leaf of shape {leaf.shape})" if inputs else
+                        f"it saved a view of a leaf of shape {leaf.shape} (through reshape, detach() or "
+                        "another view), which")
+                raise RuntimeError(f"{type(op).__name__}: {what} was {_OVERWRITTEN}")
+        for i, parent in enumerate(op.parents):
+            if (isinstance(parent, Tensor) and parent._updated_at > born
+                    and backend.memory_key(parent.data) is None):
+                raise RuntimeError(f"{type(op).__name__}: its input {i} (a leaf of shape {parent.shape}) was "
+                                   f"{_OVERWRITTEN}")
 
 
 _OVERWRITTEN = (
