@@ -22,7 +22,8 @@ terms that cancel, as in a normalization summed).
 The default atol scales down with each input's typical (RMS) gradient where that is below 1:
 a fixed 1e-3 passes any error in gradients of 1e-4 (the report shows the default; the worst
 element's line shows the tolerance it was held to). A backward that writes into its incoming
-gradient (the seed) fails the check by name.
+gradient (the seed) fails the check by name; one that returns None for an input needing a gradient
+counts as 0 there, so the values fail, and the report names it.
 
 `fn` runs twice per input element (four times for an input probed so), and in float64 six times
 more (the check that `fn` keeps float64). State it changes in the Tensors its ops receive
@@ -52,7 +53,7 @@ from topgrad.arrays import FLOAT32_MAX, dtype_name
 from topgrad.errors import counted
 from topgrad.observe import Observer, observing
 from topgrad.registry import get_backend
-from topgrad.tensor import Tensor, _grad_mode, _updates, no_grad
+from topgrad.tensor import Tensor, _grad_mode, _toposort, _updates, no_grad
 
 DEFAULTS = {  # precision -> (eps, atol, rtol)
     "float64": (1e-6, 1e-5, 1e-3),
@@ -225,9 +226,10 @@ def _check(
     gauss = random.Random(seed).gauss
     r = _Grid(tuple(y.shape), [gauss(0.0, 1.0) for _ in range(math.prod(y.shape))])
     seed_tensor = tensor(r)  # a Tensor: backward would cast a raw array to float32
-    y.backward(seed_tensor)  # a copy: an op that writes into its grad must not change r
-    if leaves and all(t.grad is None for t in leaves):
+    if not _reaches_any(y, leaves):  # by the graph, not by .grad: a backward may return None
         raise ValueError(unchecked.format("none of them is in its graph: it is made from other Tensors"))
+    with observing(_DroppedGradients()) as dropped:  # a gradient None where one is needed: 0
+        y.backward(seed_tensor)  # a copy: an op that writes into its grad must not change r
     analytic = [_Grid(x.shape, [0.0] * x.size) if t.grad is None else as64(t.grad)
                 for x, t in zip(xs, leaves)]
     for i, (x, a) in enumerate(zip(xs, analytic)):
@@ -332,6 +334,10 @@ def _check(
             worst = Mismatch(i, _unravel(k, x.shape), a.values[k], n[k], tolerances[k])
     ok = bool(failures == 0 and blur <= INCONCLUSIVE and not violation)
     note = "; ".join(filter(None, [note, *zeros]))
+    if not ok and dropped.ops:
+        note = "; ".join(filter(None, [note, (
+            f"a backward returned None where a gradient is needed, counted as 0: {_listed(dropped.ops)}; "
+            "return the gradient there (None only for an input that has none)")]))
     if failures == 0 and not ok and not violation:
         wider = ", or a backend that keeps float64" if precision == "float32" else ""
         note = "; ".join(filter(None, [note, (
@@ -540,6 +546,39 @@ class _StateKeeper(Observer):
                     _updates.grads.pop(t, None)
                 else:
                     _updates.grads[t] = written
+
+
+class _DroppedGradients(Observer):
+    """Notes, in this thread, each op whose backward returned None for an input that needs a
+    gradient (a forgotten gradient, `return (None,)`): gradcheck counts those as 0 and names them."""
+
+    def __init__(self) -> None:
+        self.thread = threading.get_ident()
+        self.ops: list[str] = []  # "Forgot.backward for input 0", each once, in the order backward met them
+
+    def after_backward(self, op: Any, grad: Any, grads: tuple[Any, ...], seconds: float) -> None:
+        """Note `op` where it gave no gradient for an input that needs one."""
+        if threading.get_ident() != self.thread:
+            return
+        for i, g in enumerate(grads):
+            name = f"{type(op).__name__}.backward for input {i}"
+            if g is None and op.needs_grad(i) and name not in self.ops:
+                self.ops.append(name)
+
+
+def _listed(names: list[str], shown: int = 4) -> str:
+    """"A, B and 3 more": the first few of a list, for a one-line note."""
+    rest = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {rest} more" if rest > 0 else "")
+
+
+def _reaches_any(y: Tensor, leaves: list[Tensor]) -> bool:
+    """Whether some of `leaves` is in the graph that made `y` (walking its ops' parents), whatever
+    gradients their backwards return."""
+    ids = {id(t) for t in leaves}
+    if y._op is None:
+        return id(y) in ids
+    return any(id(node) in ids for node in _toposort(y._op))
 
 
 def _op_name(y: Tensor) -> str:

@@ -1,0 +1,73 @@
+"""What gradcheck, t.graph() and the PyTorch-name hints tell a user whose own op or values are
+unusual: a backward that returns no gradient, arrays an op keeps in a dict, numpy scalars as
+operands, a name with a newline, fn returning several outputs, torch.autograd's names.
+
+Backend-agnostic: runs on every backend, as tests/test_introspection.py does.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pytest
+import topgrad
+from helpers import rand
+from topgrad import Op, Tensor
+from topgrad.gradcheck import GradcheckError
+
+
+@pytest.fixture(autouse=True)
+def _no_observer_left_behind():
+    assert not Op._observers, "an observer was left registered by an earlier test"
+    yield
+    assert not Op._observers, "this test left an observer registered"
+
+
+# ---- gradcheck: a backward that returns no gradient ------------------------------------------
+class _ForgotGradient(Op):
+    """x * x whose backward forgets its gradient: returns (None,) (meant 2 * x * grad)."""
+
+    def forward(self, x: Any) -> Any:
+        self.save_for_backward(x=x)
+        return topgrad.get_backend().mul(x, x)
+
+    def backward(self, grad: Any) -> tuple[Any]:
+        return (None,)
+
+
+class _ForgotReturn(_ForgotGradient):
+    """The same, with a bare `return None` (its `return` line left out)."""
+
+    def backward(self, grad: Any) -> Any:
+        return None
+
+
+def test_gradcheck_fails_a_backward_that_returns_no_gradient_on_the_values() -> None:
+    """A custom op whose backward returned None raised "fn's output does not depend on its inputs
+    (none of them is in its graph)", which is false, even with raise_on_failure=False. PyTorch's
+    gradcheck reports a Jacobian mismatch (analytical zeros): so does this, naming the op."""
+    x = rand((2,), 3) + 2.0  # away from 0, where the true gradient 2x is not small
+    fns = (lambda t: _ForgotGradient.apply(t), lambda t: _ForgotGradient.apply(t) * 2.0,
+           lambda t: _ForgotReturn.apply(t))
+    for fn in fns:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the engine's warning about a bare `return None`
+            result = topgrad.gradcheck(fn, x, raise_on_failure=False)
+            assert not result.ok and result.failures == 2, str(result)
+            assert result.worst is not None and result.worst.analytic == 0.0, str(result)
+            name = "_ForgotReturn" if fn is fns[2] else "_ForgotGradient"
+            assert f"{name}.backward for input 0" in result.note, str(result)
+            with pytest.raises(GradcheckError, match=f"FAILED on 2 of 2 elements(.|\n)*{name}.backward"):
+                topgrad.gradcheck(fn, x)
+
+
+def test_gradcheck_still_refuses_an_output_made_without_its_inputs_and_passes_a_true_zero() -> None:
+    """Deciding by the graph, not by .grad: an output made from other Tensors is still refused, and
+    an input fn does not use still passes, with no note (its gradient is 0 both ways)."""
+    x = rand((2,), 4)
+    with pytest.raises(ValueError, match="none of them is in its graph"):
+        topgrad.gradcheck(lambda t: Tensor([1.0, 2.0], requires_grad=True) * 2.0, x)
+    result = topgrad.gradcheck(lambda t, u: t * 2.0, x, x)
+    assert result.ok and not result.note, str(result)
+    assert topgrad.gradcheck(lambda t: t, x).ok
