@@ -358,14 +358,28 @@ def _live_alias(array: Any, live: Mapping[int, tuple[str, Any]] | None) -> tuple
     return None if held_by is None else (f"{held_by[0]} (live)", not _same(array, held_by[1]))
 
 
-def _collect(name: str, value: Any, found: list[tuple[str, Any]]) -> None:
+_NESTING = 16  # containers inside containers walked by _collect; deeper ones are not looked into
+
+
+def _collect(name: str, value: Any, found: list[tuple[str, Any]], within: tuple[int, ...] = ()) -> None:
+    """Append (name, array) for `value` if it is an array, or for each array inside it when it is a
+    tuple, list or mapping (`cache['big']`: a dict of arrays lives as long as the graph too). A
+    container that holds itself is not walked again, nor one nested deeper than `_NESTING`."""
     if isinstance(value, Tensor):  # keyword Tensors (running stats) are not saved arrays
         return
     if is_array(value):
         found.append((name, value))
-    elif isinstance(value, (tuple, list)):
-        for j, item in enumerate(value):
-            _collect(f"{name}[{j}]", item, found)
+        return
+    if isinstance(value, (tuple, list)):
+        items: Any = ((f"{name}[{j}]", item) for j, item in enumerate(value))
+    elif isinstance(value, Mapping):
+        items = ((f"{name}[{_literal(key)}]", item) for key, item in value.items())
+    else:
+        return
+    if id(value) in within or len(within) >= _NESTING:
+        return
+    for label, item in items:
+        _collect(label, item, found, (*within, id(value)))
 
 
 def _root(a: Any) -> Any:
