@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+import numpy as np
 import pytest
 import topgrad
 from helpers import rand
@@ -102,3 +103,16 @@ def test_arrays_an_op_keeps_in_a_dict_are_counted_by_graph_and_profile() -> None
     with topgrad.profile() as prof:
         _KeepsACache.apply(x).sum().backward()
     assert prof.stats["_KeepsACache"].saved_bytes == big + more, str(prof)
+
+
+# ---- graph(): plain values and names as the text shows them ----------------------------------
+def test_numpy_scalar_operands_show_their_value() -> None:
+    """repr() cut at 12 characters left `np.float32(…` of a numpy scalar operand, hiding its value;
+    numbers now show as numbers, as Python's 2.0 always did."""
+    x = Tensor(rand((3,), 6), requires_grad=True)
+    y = (x * np.float32(2.5) + np.float64(1.0)) * np.int64(3) - np.float32(0.1)
+    parents = [n.parents[1] for n in y.graph().ops]
+    assert parents == ["2.5", "1.0", "3", "-0.1"], parents  # x - c is x + (-c)
+    assert "np." not in str(y.graph())
+    assert (x * 2.0).graph().ops[0].parents == ("%0", "2.0")
+

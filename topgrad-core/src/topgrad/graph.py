@@ -10,6 +10,7 @@ parents and the arrays the op keeps for backward, with their shapes and bytes (`
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
@@ -489,7 +490,14 @@ def _short_float(v: float) -> str:
 
 
 def _literal(value: Any) -> str:
-    text = repr(value)
+    """A plain value as a parent or key shows it, at most 12 characters: numbers (numpy's scalars
+    too: `2.5`, not `np.float32(…`) by their value, anything else by its repr, cut short."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        text = str(int(value))
+    elif isinstance(value, numbers.Real):
+        text = _short_float(float(value))
+    else:
+        text = repr(value)
     return text if len(text) <= 12 else text[:11] + "…"
 
 
