@@ -116,3 +116,13 @@ def test_numpy_scalar_operands_show_their_value() -> None:
     assert "np." not in str(y.graph())
     assert (x * 2.0).graph().ops[0].parents == ("%0", "2.0")
 
+
+def test_a_name_with_a_newline_or_control_character_keeps_the_rows_intact() -> None:
+    """A name holding a newline was printed raw: the row broke in two and the next line read as a
+    row of its own."""
+    x, w = Tensor(rand((3,), 7), requires_grad=True), Tensor(rand((3,), 8), requires_grad=True)
+    text = str((x * w).graph({"a\nb": x, "c\x1b[0m": w}))
+    rows = text.splitlines()
+    assert rows[1].split()[:2] == ["%0", "leaf"] and rows[1].endswith("'a\\nb'"), text
+    assert rows[2].split()[:2] == ["%1", "leaf"] and rows[2].endswith("'c\\x1b[0m'"), text
+    assert "\x1b" not in text and rows[3].split()[:2] == ["%2", "Mul"], text

@@ -518,6 +518,12 @@ def _shape_text(shape: tuple[int, ...]) -> str:
 _ATTRIBUTE_TAG = "(attribute, not released by backward)"
 
 
+def _printable(name: str) -> str:
+    """`name` as it is, or as Python writes it ('a\\nb') where it holds a newline or another
+    character that would break the row."""
+    return name if name.isprintable() else repr(name)
+
+
 def format_graph(g: Graph) -> str:
     """The text `print(graph)` shows: one line per node, saved arrays under it, totals. Columns are
     as wide as their longest entry."""
@@ -540,7 +546,7 @@ def format_graph(g: Graph) -> str:
         head = (f"  %{n.index:<{index_w}} {n.kind:<{width}}  {_shape_text(n.shape):<{shape_w}}  "
                 f"{n.dtype:<{dtype_w}}")
         if n.name:
-            head += f"  {n.name}"
+            head += f"  {_printable(n.name)}"
         if n.parents:
             head += "  <- " + ", ".join(n.parents)
         if settings:
