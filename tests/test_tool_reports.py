@@ -126,3 +126,24 @@ def test_a_name_with_a_newline_or_control_character_keeps_the_rows_intact() -> N
     assert rows[1].split()[:2] == ["%0", "leaf"] and rows[1].endswith("'a\\nb'"), text
     assert rows[2].split()[:2] == ["%1", "leaf"] and rows[2].endswith("'c\\x1b[0m'"), text
     assert "\x1b" not in text and rows[3].split()[:2] == ["%2", "Mul"], text
+
+
+# ---- what to write instead --------------------------------------------------------------------
+def test_gradcheck_of_several_outputs_says_how_to_combine_them() -> None:
+    """fn returning (x * 2, x * 3) got only "fn must return a Tensor, got tuple"; the error now says
+    to combine them, and the way it names works."""
+    x = rand((2,), 9)
+    with pytest.raises(TypeError, match=r"got a tuple of 2: combine them into one(.|\n)*topgrad\.cat"):
+        topgrad.gradcheck(lambda t: (t * 2.0, t * 3.0), x)
+    assert topgrad.gradcheck(lambda t: topgrad.cat([(t * 2.0).reshape(-1), (t * 3.0).reshape(-1)]), x).ok
+
+
+@pytest.mark.parametrize(("name", "says"), [
+    ("autograd", r"torch\.autograd is not one module: loss\.backward(.|\n)*topgrad\.gradcheck(.|\n)*x\.op"),
+    ("set_detect_anomaly", r"torch\.set_detect_anomaly is `with topgrad\.detect_anomaly\(\):`"),
+])
+def test_torch_autograd_names_say_what_to_write(name: str, says: str) -> None:
+    """topgrad.autograd and topgrad.set_detect_anomaly gave a bare AttributeError, with no word of
+    backward, gradcheck, x.op or detect_anomaly."""
+    with pytest.raises(AttributeError, match=says):
+        getattr(topgrad, name)

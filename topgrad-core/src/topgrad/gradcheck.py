@@ -587,7 +587,12 @@ def _op_name(y: Tensor) -> str:
 
 
 def _call(fn: Callable[..., Tensor], args: list[Tensor]) -> Tensor:
+    """`fn(*args)`, refused with a TypeError that says what to do unless it is one Tensor."""
     y = fn(*args)
+    if isinstance(y, (tuple, list)) and y and all(isinstance(t, Tensor) for t in y):
+        raise TypeError(f"gradcheck: fn must return one Tensor, got a {type(y).__name__} of {len(y)}: "
+                        "combine them into one, e.g. sum them (a + b, same shapes) or "
+                        "topgrad.cat([a.reshape(-1), b.reshape(-1)]) to check every output's gradient")
     if not isinstance(y, Tensor):
         raise TypeError(f"gradcheck: fn must return a Tensor, got {type(y).__name__}")
     return y

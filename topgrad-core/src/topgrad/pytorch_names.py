@@ -124,6 +124,13 @@ MODULE_INSTEAD: dict[str, str] = {  # torch.<name> -> what to write with topgrad
             "weights')",
     "load": "np.load(path), then w.data = Tensor(saved[name], dtype=...).data for each parameter, in its "
             "shape and dtype (README, 'Saving and loading weights')",
+    "autograd": "not one module: loss.backward(seed) fills each leaf's .grad (torch.autograd.backward and "
+                ".grad), topgrad.gradcheck(fn, x) checks a backward (autograd.gradcheck), a subclass of "
+                "topgrad.Op with forward and backward is a custom op (autograd.Function), x.op is the Op "
+                "that made x (grad_fn), `with topgrad.detect_anomaly():` finds the op that made a NaN "
+                "(detect_anomaly)",
+    "set_detect_anomaly": "`with topgrad.detect_anomaly():` around the forward and backward (on while "
+                          "the block runs; set_detect_anomaly(True) has no switch to match)",
     "functional": "the Tensor methods: x.relu(), x.logsoftmax(axis), x.linear(w, b), x.conv2d(w, b), "
                   "topgrad.attention(q, k, v)",
 }
