@@ -70,7 +70,7 @@ def test_gradcheck_still_refuses_an_output_made_without_its_inputs_and_passes_a_
     with pytest.raises(ValueError, match="none of them is in its graph"):
         topgrad.gradcheck(lambda t: Tensor([1.0, 2.0], requires_grad=True) * 2.0, x)
     result = topgrad.gradcheck(lambda t, u: t * 2.0, x, x)
-    assert result.ok and not result.note, str(result)
+    assert result.ok and "returned None" not in result.note, str(result)
     assert topgrad.gradcheck(lambda t: t, x).ok
 
 
