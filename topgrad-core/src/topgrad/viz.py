@@ -2,18 +2,22 @@
 
 Leaves are grey ellipses, ops are boxes showing the output shape and what the op saved for
 backward; edges run from inputs to the op that consumed them, numbered by argument position.
-Rendering SVG/PNG/PDF needs the `dot` program (Graphviz); without it the DOT text is written.
+A leaf used by more than `SHARED_LEAF_USES` ops (an RNN's weight, used at every step) is drawn as
+one dashed copy next to each use, noting how often it is used: Graphviz's layout of dozens of long
+edges from one node took minutes. Rendering SVG/PNG/PDF needs the `dot` program (Graphviz); without
+it, or when it runs past `DOT_TIMEOUT_S` seconds, the DOT text is written instead, with a warning.
 """
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from topgrad.graph import Graph, _shape_text, build, format_attrs, human_bytes
+from topgrad.graph import Graph, Node, _shape_text, build, format_attrs, human_bytes
 from topgrad.warning_location import warn
 
 if TYPE_CHECKING:
@@ -21,6 +25,8 @@ if TYPE_CHECKING:
 
 _PICTURES = {".svg", ".png", ".pdf", ".jpg", ".jpeg", ".gif"}
 _TEXT = {".dot", ".gv", ".txt", ""}  # DOT text is written under these as it is
+SHARED_LEAF_USES = 3  # a leaf with more consumers than this is drawn once per use
+DOT_TIMEOUT_S = 60.0  # seconds `dot` may take to draw a picture before to_dot gives up on it
 
 
 def to_dot(
@@ -50,11 +56,12 @@ def graph_to_dot(g: Graph, *, show_saved: bool = True, rankdir: str = "TB") -> s
         '  edge [fontname="Helvetica", fontsize=8, color="#555555"];',
     ]
     last = g.nodes[-1].index if g.nodes else -1
+    uses = Counter(int(p[1:]) for n in g.nodes for p in n.parents if p.startswith("%"))
+    copied = {n.index: n for n in g.nodes if n.op is None and uses[n.index] > SHARED_LEAF_USES}
     for n in g.nodes:
         if n.op is None:
-            kind = "const" if n.constant else "leaf"  # as graph() prints it
-            label = f"{_escape(n.name or kind)}\\n{_shape_text(n.shape)}"
-            lines.append(f'  n{n.index} [shape=ellipse, style=filled, fillcolor="#e8e8e8", label="{label}"];')
+            if n.index not in copied:  # a shared leaf is drawn at each edge below
+                lines.append(f"  n{n.index} [{_leaf_attrs(n)}];")
             continue
         title = f"<b>{_html(n.op)}</b>" + (f" {_html(n.name)}" if n.name else "")
         rows = [title, _html(_shape_text(n.shape))]
@@ -71,11 +78,18 @@ def graph_to_dot(g: Graph, *, show_saved: bool = True, rankdir: str = "TB") -> s
         label = "<" + "<br/>".join(rows) + ">"
         lines.append(f'  n{n.index} [shape=box, style="rounded,filled", fillcolor="{fill}", label={label}];')
     literal = 0
+    copies: Counter[int] = Counter()
     for n in g.nodes:
         many = len(n.parents) > 1
         for position, parent in enumerate(n.parents):
             edge_label = f' [label="{position}"]' if many else ""
-            if parent.startswith("%"):
+            if parent.startswith("%") and int(parent[1:]) in copied:
+                leaf = copied[int(parent[1:])]
+                copy = f"n{leaf.index}u{copies[leaf.index]}"
+                copies[leaf.index] += 1
+                lines.append(f"  {copy} [{_leaf_attrs(leaf, uses[leaf.index])}];")
+                lines.append(f"  {copy} -> n{n.index}{edge_label};")
+            elif parent.startswith("%"):
                 lines.append(f"  n{parent[1:]} -> n{n.index}{edge_label};")
             elif parent != "None":
                 literal += 1
@@ -85,10 +99,23 @@ def graph_to_dot(g: Graph, *, show_saved: bool = True, rankdir: str = "TB") -> s
     return "\n".join(lines) + "\n"
 
 
+def _leaf_attrs(n: Node, uses: int = 0) -> str:
+    """DOT attributes of a leaf's ellipse: `%i name` (or leaf/const) and shape; `uses` > 0 draws one
+    dashed copy of a shared leaf, noting how many ops use it."""
+    kind = "const" if n.constant else "leaf"  # as graph() prints it
+    label = f"{_escape(n.name or kind)}\\n{_shape_text(n.shape)}"
+    if uses:
+        label += f"\\nused {uses} times"
+    style = "filled,dashed" if uses else "filled"
+    return f'shape=ellipse, style="{style}", fillcolor="#e8e8e8", label="{label}"'
+
+
 def write(dot_text: str, path: str | Path) -> Path:
     """Write DOT text to `path` (.dot, .gv, .txt or no suffix); a picture (.svg, .png, .pdf, .jpg,
-    .jpeg, .gif) is rendered with Graphviz's `dot` when it is installed. Any other suffix
-    (`g.svgz`, `graph.v2`) is a ValueError: the text would go under a name that says otherwise."""
+    .jpeg, .gif) is rendered with Graphviz's `dot` when it is installed and finishes within
+    `DOT_TIMEOUT_S` seconds; else the DOT text goes next to it (same name, .dot) with a warning.
+    Any other suffix (`g.svgz`, `graph.v2`) is a ValueError: the text would go under a name that
+    says otherwise."""
     path = Path(path)
     if path.suffix.lower() in _TEXT:
         path.write_text(dot_text)
@@ -104,7 +131,16 @@ def write(dot_text: str, path: str | Path) -> Path:
              f"{fallback} (install Graphviz, e.g. `apt install graphviz`, to render pictures)")
         return fallback
     fmt = {"jpg": "jpeg"}.get(path.suffix[1:].lower(), path.suffix[1:].lower())
-    done = subprocess.run([exe, f"-T{fmt}", "-o", str(path)], input=dot_text.encode(), capture_output=True)
+    try:
+        done = subprocess.run([exe, f"-T{fmt}", "-o", str(path)], input=dot_text.encode(),
+                              capture_output=True, timeout=DOT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:  # Graphviz's layout can grind for hours on a large graph
+        fallback = path.with_suffix(".dot")
+        fallback.write_text(dot_text)
+        warn(f"Graphviz's `dot` took over {DOT_TIMEOUT_S:g} s to draw {path} and was stopped, so the picture "
+             f"was not drawn; the DOT text is in {fallback}. Draw it by hand, with no time limit: "
+             f"`dot -T{fmt} {fallback} -o {path}` (or raise topgrad.viz.DOT_TIMEOUT_S)")
+        return fallback
     if done.returncode != 0:
         why = done.stderr.decode(errors="replace").strip()
         raise OSError(f"Graphviz's dot could not write {path}: {why}")

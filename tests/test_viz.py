@@ -1,0 +1,104 @@
+"""topgrad.viz: the DOT text to_dot writes and how Graphviz reads it.
+
+Runs on every backend (the drawing reads only the graph's structure); the tests that render need
+Graphviz's `dot` and are skipped without it.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import topgrad
+from topgrad import Tensor
+
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
+
+
+def _rnn(steps: int) -> tuple[Tensor, dict[str, Tensor]]:
+    """An RNN's loss after `steps` steps: W, U and b are used at every step."""
+    w, u, b = Tensor.randn(8, 8, seed=0), Tensor.randn(4, 8, seed=1), Tensor.zeros(8)
+    h = Tensor.zeros(2, 8, requires_grad=False)
+    for t in range(steps):
+        x = Tensor.randn(2, 4, seed=10 + t, requires_grad=False)
+        h = (h @ w + x @ u + b).tanh()
+    return h.sum(), {"W": w, "U": u, "b": b}
+
+
+def _edges_from(dot: str, node: str) -> list[str]:
+    """The edges of `dot` that start at a node whose id is `node` or a copy of it (`n0u3`)."""
+    return re.findall(rf"^\s*({node}(?:u\d+)?) -> ", dot, flags=re.M)
+
+
+def _node_ids(dot: str) -> list[str]:
+    """The ids of the tensors' nodes in `dot` (n3, n0u1), without the literals' (c1)."""
+    return re.findall(r"^\s*(n\d+(?:u\d+)?) \[", dot, flags=re.M)
+
+
+# ---- a leaf many ops use ----------------------------------------------------------------------
+def test_a_leaf_used_at_every_step_of_an_rnn_is_drawn_once_per_use() -> None:
+    """A leaf with 30 consumers was one node with 30 long edges, which Graphviz's layout took
+    minutes over (30 RNN steps: over 200 s). Each use now gets its own small copy, labelled as the
+    same leaf and how often it is used, one edge each."""
+    loss, names = _rnn(30)
+    dot = topgrad.viz.to_dot(loss, names=names)
+    g = loss.graph(names)
+    w = next(n for n in g.nodes if n.name == "W")
+    ids = _node_ids(dot)
+    assert f"n{w.index}" not in ids, "the shared leaf is not one node any more"
+    copies = [i for i in ids if i.startswith(f"n{w.index}u")]
+    assert len(copies) == len(set(copies)) == 30
+    assert len(_edges_from(dot, f"n{w.index}")) == 30 and len(set(_edges_from(dot, f"n{w.index}"))) == 30
+    copy_lines = [line for line in dot.splitlines() if re.match(rf"\s*n{w.index}u\d+ \[", line)]
+    assert all("W\\n(8, 8)\\nused 30 times" in line and "dashed" in line for line in copy_lines), copy_lines
+    # every op still has all its inputs: one edge per argument, as before
+    assert len([line for line in dot.splitlines() if "->" in line]) == sum(
+        len([p for p in n.parents if p != "None"]) for n in g)
+
+
+def test_a_leaf_used_a_few_times_stays_one_node() -> None:
+    """Up to SHARED_LEAF_USES uses a leaf is one node with an edge to each op that uses it."""
+    loss, names = _rnn(topgrad.viz.SHARED_LEAF_USES)
+    dot = topgrad.viz.to_dot(loss, names=names)
+    w = next(n for n in loss.graph(names).nodes if n.name == "W")
+    assert f"n{w.index}" in _node_ids(dot) and not [i for i in _node_ids(dot) if "u" in i]
+    assert _edges_from(dot, f"n{w.index}") == [f"n{w.index}"] * topgrad.viz.SHARED_LEAF_USES
+
+
+@needs_dot
+def test_the_rnn_with_copies_renders(tmp_path: Path) -> None:
+    """The 30-step RNN, drawn to SVG (took minutes before the copies; ~0.1 s with them; not timed
+    here, the time limit on `dot` keeps a slow machine from hanging)."""
+    loss, names = _rnn(30)
+    topgrad.viz.to_dot(loss, tmp_path / "rnn.svg", names=names)
+    svg = (tmp_path / "rnn.svg").read_text(encoding="utf-8")
+    assert svg.count("used 30 times") == 90  # W, U and b, 30 copies each
+
+
+def test_dot_runs_under_a_time_limit_and_leaves_the_dot_text_when_it_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`dot` ran with no time limit, so to_dot could hang for hours on a graph Graphviz grinds on.
+    It now runs for at most DOT_TIMEOUT_S seconds; past that the DOT text is written next to the
+    picture's name and a warning says how to draw it by hand."""
+    calls: list[dict[str, Any]] = []
+
+    def slow_dot(args: list[str], **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        raise subprocess.TimeoutExpired(args, kwargs.get("timeout") or 0)
+
+    monkeypatch.setattr(topgrad.viz.shutil, "which", lambda name: "/usr/bin/dot")
+    monkeypatch.setattr(topgrad.viz.subprocess, "run", slow_dot)
+    loss, names = _rnn(2)
+    with pytest.warns(RuntimeWarning) as caught:
+        out = topgrad.viz.write(topgrad.viz.to_dot(loss, names=names), tmp_path / "g.svg")
+    assert calls and calls[0]["timeout"] == topgrad.viz.DOT_TIMEOUT_S == 60
+    assert out == tmp_path / "g.dot" and out.read_text(encoding="utf-8").startswith("digraph")
+    message = str(caught[0].message)
+    assert "took over 60 s" in message and str(out) in message, message
+    assert f"dot -Tsvg {out} -o {tmp_path / 'g.svg'}" in message, message
+    assert caught[0].filename == __file__, "the warning should point at the caller's line"
