@@ -102,3 +102,37 @@ def test_dot_runs_under_a_time_limit_and_leaves_the_dot_text_when_it_passes(
     assert "took over 60 s" in message and str(out) in message, message
     assert f"dot -Tsvg {out} -o {tmp_path / 'g.svg'}" in message, message
     assert caught[0].filename == __file__, "the warning should point at the caller's line"
+
+
+# ---- the %i a box refers to -------------------------------------------------------------------
+def _titles(dot: str) -> dict[str, str]:
+    """Each node id of `dot` and the first line of its label (`%3 <b>Linear</b>`, `%0 W`)."""
+    labelled = re.findall(r'^\s*(n\d+(?:u\d+)?) \[.*?label=<?"?(.*?)"?>?\];$', dot, flags=re.M)
+    return {node: re.split(r"<br/>|\\n", label)[0] for node, label in labelled}
+
+
+@needs_dot
+def test_every_index_a_box_refers_to_is_shown_on_its_node(tmp_path: Path) -> None:
+    """Boxes read `saves x (2, 8) (%9 out)`, as graph()'s text does, but no node showed its %i:
+    the reference led nowhere. Each node's title now starts with its %i, in the SVG too."""
+    loss, names = _rnn(2)
+    dot = topgrad.viz.to_dot(loss, tmp_path / "g.svg", names=names)
+    titles = _titles(dot)
+    for node in loss.graph(names).nodes:
+        assert titles[f"n{node.index}"].startswith(f"%{node.index} "), titles
+    referred = set(re.findall(r"\(%(\d+) ", dot))
+    assert referred, "the RNN's Linear saves the previous step's Tanh output: (%i out)"
+    svg = (tmp_path / "g.svg").read_text(encoding="utf-8")
+    shown = [re.sub(r"<[^>]+>", "", t).strip() for t in re.findall(r"<text[^>]*>(.*?)</text>", svg)]
+    for i in referred:
+        assert any(t.split()[:1] == [f"%{i}"] for t in shown), (i, shown)  # `%9`, then `Tanh` in bold
+
+
+def test_copies_of_a_shared_leaf_show_its_index() -> None:
+    """The per-use copies of a shared leaf carry the leaf's %i, so they read as the same tensor."""
+    loss, names = _rnn(topgrad.viz.SHARED_LEAF_USES + 1)
+    dot = topgrad.viz.to_dot(loss, names=names)
+    w = next(n for n in loss.graph(names).nodes if n.name == "W")
+    copies = {node: title for node, title in _titles(dot).items() if node.startswith(f"n{w.index}u")}
+    assert len(copies) == topgrad.viz.SHARED_LEAF_USES + 1
+    assert set(copies.values()) == {f"%{w.index} W"}, copies

@@ -1,7 +1,8 @@
 """Draw the graph behind a tensor with Graphviz: `to_dot(t)` gives DOT text, `to_dot(t, "g.svg")` a picture.
 
 Leaves are grey ellipses, ops are boxes showing the output shape and what the op saved for
-backward; edges run from inputs to the op that consumed them, numbered by argument position.
+backward, each titled with its `%i` as graph()'s text numbers it (a save reads `(%3 out)`); edges
+run from inputs to the op that consumed them, numbered by argument position.
 A leaf used by more than `SHARED_LEAF_USES` ops (an RNN's weight, used at every step) is drawn as
 one dashed copy next to each use, noting how often it is used: Graphviz's layout of dozens of long
 edges from one node took minutes. Rendering SVG/PNG/PDF needs the `dot` program (Graphviz); without
@@ -63,7 +64,7 @@ def graph_to_dot(g: Graph, *, show_saved: bool = True, rankdir: str = "TB") -> s
             if n.index not in copied:  # a shared leaf is drawn at each edge below
                 lines.append(f"  n{n.index} [{_leaf_attrs(n)}];")
             continue
-        title = f"<b>{_html(n.op)}</b>" + (f" {_html(n.name)}" if n.name else "")
+        title = f"%{n.index} <b>{_html(n.op)}</b>" + (f" {_html(n.name)}" if n.name else "")
         rows = [title, _html(_shape_text(n.shape))]
         if n.attrs:
             rows.append(f'<font point-size="8">kept: {_html(format_attrs(n.attrs))}</font>')
@@ -103,7 +104,7 @@ def _leaf_attrs(n: Node, uses: int = 0) -> str:
     """DOT attributes of a leaf's ellipse: `%i name` (or leaf/const) and shape; `uses` > 0 draws one
     dashed copy of a shared leaf, noting how many ops use it."""
     kind = "const" if n.constant else "leaf"  # as graph() prints it
-    label = f"{_escape(n.name or kind)}\\n{_shape_text(n.shape)}"
+    label = f"%{n.index} {_escape(n.name or kind)}\\n{_shape_text(n.shape)}"
     if uses:
         label += f"\\nused {uses} times"
     style = "filled,dashed" if uses else "filled"
