@@ -6,9 +6,11 @@ Graphviz's `dot` and are skipped without it.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +138,18 @@ def test_copies_of_a_shared_leaf_show_its_index() -> None:
     copies = {node: title for node, title in _titles(dot).items() if node.startswith(f"n{w.index}u")}
     assert len(copies) == topgrad.viz.SHARED_LEAF_USES + 1
     assert set(copies.values()) == {f"%{w.index} W"}, copies
+
+
+# ---- the file's encoding -----------------------------------------------------------------------
+def test_dot_text_is_written_as_utf8_whatever_the_locale(tmp_path: Path) -> None:
+    """Labels hold `…` (a long literal cut short); write() used the locale's encoding, so under
+    LC_ALL=C (ASCII) to_dot(t, "g.dot") raised UnicodeEncodeError. It writes UTF-8, as Graphviz reads."""
+    script = ("import topgrad\nfrom topgrad import Tensor\n"
+              "x = Tensor.randn(2, 3, seed=0)\n"
+              f"topgrad.viz.to_dot((x * 0.123456789012345).relu().sum(), {str(tmp_path / 'g.dot')!r})\n")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0",
+           "PYTHONIOENCODING": "ascii"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "0.123456789…" in (tmp_path / "g.dot").read_text(encoding="utf-8")

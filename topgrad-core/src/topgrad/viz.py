@@ -119,7 +119,7 @@ def write(dot_text: str, path: str | Path) -> Path:
     says otherwise."""
     path = Path(path)
     if path.suffix.lower() in _TEXT:
-        path.write_text(dot_text)
+        path.write_text(dot_text, encoding="utf-8")
         return path
     if path.suffix.lower() not in _PICTURES:  # `.svgz`, `.webp`: DOT text under a picture's name
         raise ValueError(f"{path}: to_dot writes DOT text ({', '.join(sorted(s for s in _TEXT if s))} or no "
@@ -127,7 +127,7 @@ def write(dot_text: str, path: str | Path) -> Path:
     exe = shutil.which("dot")
     if exe is None:
         fallback = path.with_suffix(".dot")
-        fallback.write_text(dot_text)
+        fallback.write_text(dot_text, encoding="utf-8")
         warn(f"Graphviz's `dot` program is not installed, so {path} was not drawn; the DOT text is in "
              f"{fallback} (install Graphviz, e.g. `apt install graphviz`, to render pictures)")
         return fallback
@@ -137,7 +137,7 @@ def write(dot_text: str, path: str | Path) -> Path:
                               capture_output=True, timeout=DOT_TIMEOUT_S)
     except subprocess.TimeoutExpired:  # Graphviz's layout can grind for hours on a large graph
         fallback = path.with_suffix(".dot")
-        fallback.write_text(dot_text)
+        fallback.write_text(dot_text, encoding="utf-8")
         warn(f"Graphviz's `dot` took over {DOT_TIMEOUT_S:g} s to draw {path} and was stopped, so the picture "
              f"was not drawn; the DOT text is in {fallback}. Draw it by hand, with no time limit: "
              f"`dot -T{fmt} {fallback} -o {path}` (or raise topgrad.viz.DOT_TIMEOUT_S)")
