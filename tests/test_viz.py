@@ -6,6 +6,7 @@ Graphviz's `dot` and are skipped without it.
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import shutil
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 import topgrad
-from topgrad import Tensor
+from topgrad import Op, Tensor
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
 
@@ -153,3 +154,47 @@ def test_dot_text_is_written_as_utf8_whatever_the_locale(tmp_path: Path) -> None
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "0.123456789…" in (tmp_path / "g.dot").read_text(encoding="utf-8")
+
+
+# ---- escaping: what a name says is what the picture shows ------------------------------------
+def _svg_texts(dot: str) -> list[str]:
+    """The text lines Graphviz draws for `dot`, entities decoded, as a reader sees them."""
+    done = subprocess.run(["dot", "-Tsvg"], input=dot.encode(), capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    texts = re.findall(r"<text[^>]*>(.*?)</text>", done.stdout.decode("utf-8"), flags=re.S)
+    return [html.unescape(re.sub(r"<[^>]+>", "", t)).strip() for t in texts]
+
+
+@needs_dot
+def test_backslashes_and_entities_in_names_are_drawn_as_written() -> None:
+    """In a box (an HTML-like label) Graphviz expanded `\\N`, `\\G`, `\\L` (an op or name `\\N\\G\\L_op`
+    read `n1topgrad\\L_op`: the node's id and the graph's name); in a leaf's quoted label it decoded
+    entities (`&amp;` read `&`, `&#x41;` read `A`). Both now show as written."""
+
+    class Twice(Op):
+        """x * 2, under a name with backslashes."""
+
+        def forward(self, x: Any) -> Any:
+            return x * 2.0
+
+        def backward(self, grad: Any) -> tuple[Any]:
+            return (grad * 2.0,)
+
+    Twice.__name__ = "\\N\\G\\L_op"
+    x = Tensor([1.0, 2.0])
+    h = Twice.apply(x) * 3.0
+    dot = topgrad.viz.to_dot(h.sum(), names={"x&amp;&#x41;<b>\\N": x, "h\\G\\L&amp;": h})
+    shown = _svg_texts(dot)
+    assert "\\N\\G\\L_op" in shown, shown
+    assert "h\\G\\L&amp;" in shown, shown
+    assert "%0 x&amp;&#x41;<b>\\N" in shown, shown
+
+
+@needs_dot
+def test_a_control_character_in_a_box_is_drawn_as_backslash_x() -> None:
+    """A control character cannot go into the file; it is spelled \\xNN, and that spelling is what
+    the box and the ellipse show (its backslash not taken for a Graphviz escape)."""
+    x = Tensor([1.0, 2.0])
+    h = x * 3.0
+    shown = _svg_texts(topgrad.viz.to_dot(h.sum(), names={"ctl\x01x\\N": h, "nul\x00x": x}))
+    assert "ctl\\x01x\\N" in shown and "%0 nul\\x00x" in shown, shown

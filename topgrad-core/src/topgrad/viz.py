@@ -155,10 +155,15 @@ def _spelled(text: str, backslash: str) -> str:
 
 
 def _escape(text: str) -> str:
-    """`text` inside a DOT string: backslash and quote escaped, control characters as \\xNN."""
-    return _spelled(text.replace("\\", "\\\\").replace('"', '\\"'), "\\\\")
+    """`text` inside a DOT string: backslash and quote escaped, & as &amp; (Graphviz reads entities
+    in any label, so `&amp;` showed as `&`), control characters as \\xNN."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("&", "&amp;")
+    return _spelled(escaped, "\\\\")
 
 
 def _html(text: Any) -> str:
-    """`text` for an HTML-like label: &, <, > escaped, control characters as \\xNN."""
-    return _spelled(str(text), "\\").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """`text` for an HTML-like label: &, <, > escaped, backslash doubled (Graphviz expands `\\N`,
+    `\\G`, `\\L` there too, even written &#92;N: the node's id, the graph's name), control
+    characters as \\xNN."""
+    escaped = _spelled(str(text).replace("\\", "\\\\"), "\\\\")
+    return escaped.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
