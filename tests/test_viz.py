@@ -143,17 +143,19 @@ def test_copies_of_a_shared_leaf_show_its_index() -> None:
 
 # ---- the file's encoding -----------------------------------------------------------------------
 def test_dot_text_is_written_as_utf8_whatever_the_locale(tmp_path: Path) -> None:
-    """Labels hold `…` (a long literal cut short); write() used the locale's encoding, so under
-    LC_ALL=C (ASCII) to_dot(t, "g.dot") raised UnicodeEncodeError. It writes UTF-8, as Graphviz reads."""
+    """Labels may hold any character (a name such as "Δw", a literal cut short with `…`); write()
+    used the locale's encoding, so under LC_ALL=C (ASCII) to_dot(t, "g.dot") raised
+    UnicodeEncodeError. It writes UTF-8, as Graphviz reads."""
     script = ("import topgrad\nfrom topgrad import Tensor\n"
               "x = Tensor.randn(2, 3, seed=0)\n"
-              f"topgrad.viz.to_dot((x * 0.123456789012345).relu().sum(), {str(tmp_path / 'g.dot')!r})\n")
+              f"topgrad.viz.to_dot((x * 2.0).relu().sum(), {str(tmp_path / 'g.dot')!r}, "
+              "names={'\\u0394w': x})\n")
     env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0",
            "PYTHONIOENCODING": "ascii"}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "0.123456789…" in (tmp_path / "g.dot").read_text(encoding="utf-8")
+    assert "Δw" in (tmp_path / "g.dot").read_text(encoding="utf-8")
 
 
 # ---- escaping: what a name says is what the picture shows ------------------------------------
