@@ -128,9 +128,7 @@ MODULE_INSTEAD: dict[str, str] = {  # torch.<name> -> what to write with topgrad
                 ".grad), topgrad.gradcheck(fn, x) checks a backward (autograd.gradcheck), a subclass of "
                 "topgrad.Op with forward and backward is a custom op (autograd.Function), x.op is the Op "
                 "that made x (grad_fn), `with topgrad.detect_anomaly():` finds the op that made a NaN "
-                "(detect_anomaly)",
-    "set_detect_anomaly": "`with topgrad.detect_anomaly():` around the forward and backward (on while "
-                          "the block runs; set_detect_anomaly(True) has no switch to match)",
+                "(detect_anomaly and set_detect_anomaly: on while the block runs)",
     "functional": "the Tensor methods: x.relu(), x.logsoftmax(axis), x.linear(w, b), x.conv2d(w, b), "
                   "topgrad.attention(q, k, v)",
 }
