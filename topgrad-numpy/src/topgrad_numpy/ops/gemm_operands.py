@@ -15,10 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from topgrad_numpy.ops._util import REAL_KINDS, not_real
-
-F32 = np.dtype(np.float32)
-F64 = np.dtype(np.float64)
+from topgrad_numpy.ops._util import F32, F64, REAL_KINDS, not_real
 
 
 def computed(op: str, names: tuple[str, ...], *operands: Any) -> tuple[Any, ...]:
