@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the usual PyTorch spelling
 from hypothesis import assume
 from hypothesis import strategies as st
-from topgrad import Tensor
+from topgrad import Op, Tensor
 
 RTOL = ATOL = 1e-4
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -346,3 +346,12 @@ def positive_steps(index: Any) -> Any:
     items = index if isinstance(index, tuple) else (index,)
     return tuple(slice(i.start, i.stop, abs(i.step)) if isinstance(i, slice) and i.step is not None
                  else i for i in items)
+
+
+@pytest.fixture(autouse=True)
+def no_observer_left_behind() -> Iterator[None]:
+    """Autouse in the modules that import it: no observer is registered before or after each test
+    (the inspection tools register one for a block; a test that leaks one skews every later one)."""
+    assert not Op._observers, "an observer was left registered by an earlier test"
+    yield
+    assert not Op._observers, "this test left an observer registered"

@@ -21,7 +21,12 @@ from typing import Any
 import numpy as np
 import pytest
 import topgrad
-from helpers import Sizes, rand, to_numpy
+from helpers import (
+    Sizes,
+    no_observer_left_behind,  # noqa: F401 - autouse: no test leaves an observer
+    rand,
+    to_numpy,
+)
 from topgrad import Op, Tensor
 from topgrad.gradcheck import GradcheckError
 from topgrad.graph import human_bytes as human
@@ -33,13 +38,6 @@ F32 = 4  # bytes per element
 @pytest.fixture
 def sizes(interpreted: bool) -> Sizes:
     return Sizes.for_run(interpreted)
-
-
-@pytest.fixture(autouse=True)
-def _no_observer_left_behind():
-    assert not Op._observers, "an observer was left registered by an earlier test"
-    yield
-    assert not Op._observers, "this test left an observer registered"
 
 
 def _mlp_loss(seed: int = 0) -> tuple[Tensor, dict[str, Tensor]]:

@@ -13,16 +13,12 @@ from typing import Any
 import numpy as np
 import pytest
 import topgrad
-from helpers import rand
+from helpers import (
+    no_observer_left_behind,  # noqa: F401 - autouse: no test leaves an observer
+    rand,
+)
 from topgrad import Op, Tensor
 from topgrad.gradcheck import GradcheckError
-
-
-@pytest.fixture(autouse=True)
-def _no_observer_left_behind():
-    assert not Op._observers, "an observer was left registered by an earlier test"
-    yield
-    assert not Op._observers, "this test left an observer registered"
 
 
 # ---- gradcheck: a backward that returns no gradient ------------------------------------------
