@@ -106,7 +106,9 @@ def _on_host(obj: Any, probe: Any, torch: Any, refuse_complex: Callable[[Any], N
         return [read_back(v) for v in o] if isinstance(o, (list, tuple)) else o
 
     given = type(obj).__name__
-    if probe is None and isinstance(obj, (list, tuple)) and holds_tensors(obj):
+    if probe is not None:  # numpy has read the list already: convert that, not the list again
+        obj = probe
+    elif isinstance(obj, (list, tuple)) and holds_tensors(obj):
         obj = read_back(obj)
     try:
         with np.errstate(over="ignore"):  # 1e300 becomes inf, as in PyTorch, without numpy's warning
