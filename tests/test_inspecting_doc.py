@@ -1,15 +1,21 @@
 """docs/inspecting.md quotes lines of the example models, as anomaly mode prints them
 (`path:LINE in function: source`): each must still be that line, or the doc points at another.
-It said `models/layers.py:129` for a statement that had moved to line 141."""
+It said `models/layers.py:129` for a statement that had moved to line 141. Its anomaly-mode output
+is what `python docs/nan_demo.py` prints: that script was given nowhere, so no reader could run it."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "inspecting.md"
 EXAMPLES = ROOT / "topgrad-examples" / "src" / "topgrad_examples"
+DEMO = "docs/nan_demo.py"
+TEXT_BLOCK = re.compile(r"^```text\n(.*?)^```", re.M | re.S)
 QUOTE = re.compile(r"([\w./-]+\.py):(\d+)\s+in\s+(\w+):\s+([^`\n]+)")  # may wrap after "in"
 
 
@@ -33,3 +39,27 @@ def test_every_quoted_line_is_at_the_line_number_given() -> None:
             assert line == source.strip(), f"{DOC.name} quotes {path}:{number} as {source!r}; it is {line!r}"
         defined = [text for text in lines[: int(number)] if re.match(r"\s*def \w+", text)]
         assert defined and f"def {function}(" in defined[-1], f"{path}:{number} is not in {function}"
+
+
+def _lines(text: str) -> list[str]:
+    """The lines of a text, trailing spaces and trailing blank lines aside."""
+    return [line.rstrip() for line in text.rstrip().splitlines()]
+
+
+def _shown_output(script: str) -> str:
+    """The ```text block after the doc's first `python SCRIPT`: what the doc says the script prints."""
+    text = DOC.read_text()
+    start = text.find(f"`python {script}`")
+    assert start >= 0, f"{DOC.name} never says which script prints its anomaly-mode output ({script})"
+    block = TEXT_BLOCK.search(text, start)
+    assert block, f"{DOC.name} shows no output after `python {script}`"
+    return block.group(1)
+
+
+def test_the_anomaly_output_shown_is_what_the_named_script_prints() -> None:
+    """The block is the script's output, run as the doc says (from the repository's root), on numpy."""
+    shown = _shown_output(DEMO)
+    done = subprocess.run([sys.executable, DEMO], cwd=ROOT, env={**os.environ, "TOPGRAD_BACKEND": "numpy"},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _lines(shown) == _lines(done.stdout), f"{DOC.name} shows:\n{shown}\n{DEMO} prints:\n{done.stdout}"
