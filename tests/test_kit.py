@@ -217,7 +217,7 @@ def test_a_forward_that_raises_is_reported_once_per_case(tmp_path: Path) -> None
     cases = sum(c.op == "Tanh" for c in CASES)
     assert done.returncode == 1, done.stdout + done.stderr
     assert re.search(r"^Tanh\s+FAIL\s+FAIL\s+crashed$", done.stdout, re.MULTILINE), done.stdout
-    assert done.stdout.count("forward raised RuntimeError: not written yet") == cases, done.stdout
+    assert done.stdout.count("forward: raised RuntimeError: not written yet") == cases, done.stdout
     assert "backward:" not in done.stdout, done.stdout
 
 
@@ -827,7 +827,7 @@ def test_to_numpy_returning_another_type_is_named_instead_of_every_row_failing_o
         text = format_report(run("own-to-numpy", only="Add"))
     assert "to_numpy returned a builtins.list; it must return a numpy.ndarray" in text, text
     assert "in place" not in text and "incoming gradient" not in text, text
-    assert "reading the result back failed" in text and "forward raised" not in text, text  # not the op
+    assert "reading the result back failed" in text and "forward: raised" not in text, text  # not the op
 
 
 def test_a_failure_line_names_its_row_once() -> None:
@@ -848,6 +848,36 @@ def test_a_failure_line_names_its_row_once() -> None:
                  "  Add[(2,3)+(2,3)] forward: reading the result back failed: to_numpy returned"):
         assert line in unread, unread
     assert "  sqrt: raised ValueError: not written yet (at " in raised, raised
+
+
+def test_a_raising_forward_is_named_once_in_each_line() -> None:
+    """A forward that raised read "Tanh[()] forward: forward raised ...", and, under pytest, its
+    backward "Tanh[()] backward: backward raised ... in forward", blaming backward, which never ran;
+    a raises case's wrong exception "... forward: shapes ... should raise ValueError; forward raised"."""
+    import numpy as np
+    from topgrad.testing.opcheck import check_backward
+
+    class RaisingTanh(topgrad.Op):
+        def forward(self, x: np.ndarray) -> np.ndarray:
+            raise RuntimeError("not written yet")
+
+    class TypeErrorAdd(topgrad.Op):
+        def forward(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            raise TypeError("no broadcasting here")
+
+    with _numpy_variant("raising", Tanh=RaisingTanh, Add=TypeErrorAdd):
+        report = run("raising", only="Tanh[()] or Add[(2,3)+(4,) raises]")
+        with _selected("raising"):  # what BackendConformance's test_backward reports
+            backward = check_backward(next(c for c in CASES if c.id == "Tanh[()]"))
+    text = format_report(report)
+    assert "  Tanh[()] forward: raised RuntimeError: not written yet (at " in text, text
+    assert ("  Add[(2,3)+(4,) raises] forward: shapes (2, 3), (4,) should raise ValueError, but raised "
+            "TypeError: no broadcasting here (at ") in text, text
+    assert text.count("forward raised") == 0 and "Tanh[()] backward" not in text, text
+    tanh = report.rows[1].backward  # the table's backward cell: FAIL, and no line of its own
+    assert tanh is not None and tanh.message == "not run: forward raised", tanh
+    assert backward is not None and backward.message.startswith(
+        "not run: forward raised RuntimeError: not written yet (at "), backward.message
 
 
 def test_asarray_ignoring_float64_fails() -> None:

@@ -65,8 +65,8 @@ def check_forward(case: Case, rtol: float = RTOL) -> Outcome:
         for name, expected in (ref[1] if isinstance(ref, tuple) else {}).items():
             outcomes.append(compare(f"{name} after forward", host_values(params[name].data), expected, rtol))
         outcomes += _unchanged(case.op, args, args64)
-    except Exception as exc:
-        return Outcome.crashed("forward", exc)
+    except Exception as exc:  # the failure line names the case and "forward" already
+        return Outcome.crashed("", exc)
     return merge(outcomes)
 
 
@@ -86,7 +86,7 @@ def _check_raises(case: Case, args64: list[Any], params64: dict[str, Any]) -> Ou
             )
         return Outcome(True)
     except Exception as exc:
-        return Outcome.crashed(f"shapes {listed} should raise {expected.__name__}; forward", exc)
+        return Outcome.crashed(f"shapes {listed} should raise {expected.__name__}, but", exc)
     return Outcome.failed(f"shapes {listed} must be refused: expected {expected.__name__}, forward returned")
 
 
@@ -135,6 +135,9 @@ def check_backward(case: Case, rtol: float = RTOL) -> Outcome | None:
     expected = ref.vjp(g, *args64, **params64)
     try:
         out, args, _ = _apply(case, args64, params64)
+    except Exception as exc:  # the forward check reports it; this one says why backward did not run
+        return Outcome.crashed("not run: forward", exc)
+    try:
         if tuple(out.shape) != np.shape(g):  # the forward check reports it; seeding backward with
             # the reference's shape would fail in the engine's own check and blame backward
             return Outcome.failed(f"not run: forward's output has shape {tuple(out.shape)}, expected "
@@ -167,8 +170,8 @@ def check_backward(case: Case, rtol: float = RTOL) -> Outcome | None:
             outcomes.append(compare(f"gradient of {which}", host_values(t.grad), want, rtol))
             own = op_grads[i] if i < len(op_grads) and op_grads[i] is not None else t.grad
             outcomes += _same_dtype(f"gradient of {which}", own, [t])
-    except Exception as exc:
-        return Outcome.crashed("backward", exc)
+    except Exception as exc:  # the failure line names the case and "backward" already
+        return Outcome.crashed("", exc)
     return merge(outcomes)
 
 

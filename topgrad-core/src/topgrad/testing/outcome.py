@@ -40,8 +40,8 @@ class Outcome:
 
     @classmethod
     def crashed(cls, where: str, exc: BaseException) -> Outcome:
-        """A check that raised: the message names where ("" where the failure line names it already),
-        the exception and its origin."""
+        """A check that raised: "raised {exception}: {message} (at its origin)", led by `where` only
+        where the failure line's prefix ("Tanh[()] forward: ", "sqrt: ") does not say it already."""
         helper = lacking_helper(exc)
         if helper:  # not the check's failure: the helper's own row says what to implement
             return cls.not_run(helper)

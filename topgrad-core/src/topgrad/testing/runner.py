@@ -89,11 +89,13 @@ class Report:
         return self.failed == 0
 
 
-def _guarded(where: str, check: Callable[[], R]) -> R | Outcome:
+def _guarded(check: Callable[[], R]) -> R | Outcome:
+    """The check's result, or its crash as an outcome led by "raised": the failure line's prefix
+    names the row and the direction ("sqrt: ", "Tanh[()] forward: ")."""
     try:
         return check()
     except Exception as exc:
-        return Outcome.crashed(where, exc)
+        return Outcome.crashed("", exc)
 
 
 def provides(op: str) -> bool:
@@ -122,7 +124,7 @@ def op_row(op: str, rtol: float = RTOL, cases: list[Case] | None = None) -> Row:
         reference = check_reference(case)
         if not reference.ok:  # never blame the backend for the kit's own mistake
             raise AssertionError(reference.message)
-        fwd = _guarded("forward", partial(check_forward, case, rtol))
+        fwd = _guarded(partial(check_forward, case, rtol))
         if fwd.lacks:  # backward needs the same helper to make its inputs: neither runs
             lacks["forward"] = lacks["backward"] = fwd.lacks
             continue
@@ -132,7 +134,7 @@ def op_row(op: str, rtol: float = RTOL, cases: list[Case] | None = None) -> Row:
         if fwd.raised and case.raises is None:  # backward would run the same forward: one line, not two
             backwards.append(Outcome(False, float("inf"), "not run: forward raised", raised=True))
             continue
-        bwd = _guarded("backward", partial(check_backward, case, rtol))
+        bwd = _guarded(partial(check_backward, case, rtol))
         if bwd is not None and bwd.lacks:
             lacks["backward"] = bwd.lacks
         elif bwd is not None:
@@ -152,7 +154,7 @@ def _cell(outcomes: list[Outcome], lacks: str) -> Outcome | None:
 
 
 def _single(section: str, name: str, check: Callable[[float], Outcome], rtol: float) -> Row:
-    outcome = _guarded("", lambda: check(rtol)) or Outcome(True)  # its failure line starts "{name}: "
+    outcome = _guarded(lambda: check(rtol)) or Outcome(True)  # its failure line starts "{name}: "
     if outcome.lacks:
         return Row(section, name, None, None, [], outcome.message, outcome.lacks)
     return Row(section, name, outcome, None, [] if outcome.ok else [f"{name}: {outcome.message}"])
