@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import topgrad
@@ -781,6 +782,27 @@ def test_a_conv2d_that_mishandles_named_padding_and_unnamed_shape_errors_fail() 
     cases = {c.id for c in CASES if c.raises is not None}
     for op in ("Add", "Mul", "Linear", "Reshape", "Conv2d", "BatchNorm", "LayerNorm", "Attention"):
         assert any(case.startswith(f"{op}[") for case in cases), f"no bad-shape case for {op}"
+
+
+def test_batchnorm_in_eval_mode_without_running_statistics_must_be_refused() -> None:
+    """No case checked it: a backend that normalized by the batch's own statistics in eval mode
+    without running statistics (PyTorch's batch_norm, and the shipped backends, refuse it) passed."""
+    import numpy as np
+    from topgrad_numpy import ops as numpy_ops
+
+    class BatchStatsInEval(numpy_ops.BatchNorm):
+        def forward(self, x: np.ndarray, gamma: Any, beta: Any, running_mean: Any = None,
+                    running_var: Any = None, training: bool = True, momentum: float = 0.1,
+                    eps: float = 1e-5) -> np.ndarray:
+            batch = training or running_mean is None  # as torch's module without running statistics
+            return super().forward(x, gamma, beta, running_mean, running_var, batch, momentum, eps)
+
+    with _numpy_variant("batch-stats-in-eval", BatchNorm=BatchStatsInEval):
+        report = run("batch-stats-in-eval", only="BatchNorm")
+    assert report.rows[0].failures == [
+        "BatchNorm[(5,3) eval no running stats raises] forward: shapes (5, 3), (3,), (3,) must be refused: "
+        "expected ValueError, forward returned"
+    ], format_report(report)
 
 
 def test_mistakes_that_give_right_values_are_caught() -> None:

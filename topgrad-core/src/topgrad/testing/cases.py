@@ -291,6 +291,10 @@ CASES: list[Case] = [
           "momentum": 0.1, "eps": 1e-5}, raises=ValueError),
     Case("BatchNorm", "(6,4) gamma (3,) raises", (Arr((6, 4)), Arr((3,)), Arr((4,))),
          {"training": True, "momentum": 0.1, "eps": 1e-5}, raises=ValueError),
+    # eval normalizes by the running statistics: without them there is nothing to normalize by
+    # (PyTorch's batch_norm refuses it; the batch's own statistics would hide that none were kept)
+    Case("BatchNorm", "(5,3) eval no running stats raises", (Arr((5, 3)), Arr((3,)), Arr((3,))),
+         {"training": False, "momentum": 0.1, "eps": 1e-5}, raises=ValueError),
     Case("LayerNorm", "(4,6)", (Arr((4, 6)), Arr((6,)), Arr((6,))), {"eps": 1e-5}),
     Case("LayerNorm", "(2,3,5) eps=1e-3", (Arr((2, 3, 5), scale=2.0, offset=1.0), Arr((5,)), Arr((5,))),
          {"eps": 1e-3}),

@@ -137,7 +137,9 @@ class BatchNorm(TritonOp):
         rm, rv = _array("running_mean", running_mean, training), _array("running_var", running_var, training)
         _check("BatchNorm", x, gamma=gamma, beta=beta, running_mean=rm, running_var=rv)
         if not training and (rm is None or rv is None):
-            raise ValueError("BatchNorm: eval mode (training=False) needs running_mean and running_var")
+            raise ValueError("BatchNorm: eval mode (training=False) needs running_mean and running_var, "
+                             f"got neither for x {tuple(x.shape)} (training=True normalizes by the batch's "
+                             "own statistics instead)")
         gamma, beta = _dense("BatchNorm", gamma), _dense("BatchNorm", beta)
         x2 = as_rows(x, "BatchNorm")
         use_batch = training

@@ -212,7 +212,9 @@ class BatchNorm(Op):
             if running_var is not None:  # the running variance is unbiased
                 running_var.data = (1 - momentum) * running_var.data + momentum * var * n / (n - 1)
         elif running_mean is None:  # topgrad passes both running statistics or neither
-            raise ValueError("BatchNorm: eval mode (training=False) needs running_mean and running_var")
+            raise ValueError("BatchNorm: eval mode (training=False) needs running_mean and running_var, "
+                             f"got neither for x {x.shape} (training=True normalizes by the batch's own "
+                             "statistics instead)")
         else:
             mean, var = running_mean.data, running_var.data
         invstd = 1.0 / np.sqrt(var + eps)
