@@ -33,7 +33,8 @@ from venvs import make_venv, offline_pip
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "writing-a-backend.md"
 EXAMPLE = ROOT / "examples" / "backends" / "topgrad-float64"
-SETUP = {"python -m venv .venv && . .venv/bin/activate", "pip install '/path/to/your/clone/topgrad-core[testing]'"}
+SETUP = {"python -m venv .venv && . .venv/bin/activate",
+         "pip install '/path/to/your/clone/topgrad-core[testing]'"}
 FENCE = re.compile(r"^```(\w*)([^\n]*)\n(.*?)^```[ \t]*$", re.M | re.S)
 
 

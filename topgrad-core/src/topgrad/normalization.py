@@ -36,3 +36,10 @@ def feature_count(op: str, x_shape: tuple[int, ...], **params: tuple[int, ...] |
                          f"feature of the last axis), got {shape}{hint}")
     return C
 
+
+def eval_statistics_missing(op: str, x_shape: tuple[int, ...]) -> ValueError:
+    """The ValueError of every backend for eval mode without running statistics (PyTorch refuses it
+    too): there is nothing to normalize by but the batch, which is what training=True does."""
+    return ValueError(f"{op}: eval mode (training=False) needs running_mean and running_var, got "
+                      f"neither for x {tuple(x_shape)} (training=True normalizes by the batch's own "
+                      "statistics instead)")

@@ -8,6 +8,7 @@ import numpy as np
 from topgrad import Tensor
 from topgrad.arguments import batchnorm_settings, with_article
 from topgrad.errors import qualified_name
+from topgrad.normalization import eval_statistics_missing
 
 from topgrad_numpy.ops._util import NumpyOp, block_rows, check_affine, colsum, row_blocks, row_chunks, wide
 
@@ -157,9 +158,7 @@ class BatchNorm(NumpyOp):
                 _set_stat(running_var, rv * (1.0 - momentum) + var * (momentum * n / (n - 1)))
         else:
             if running_mean is None or running_var is None:
-                raise ValueError("BatchNorm: eval mode (training=False) needs running_mean and running_var, "
-                                 f"got neither for x {x.shape} (training=True normalizes by the batch's own "
-                                 "statistics instead)")
+                raise eval_statistics_missing("BatchNorm", x.shape)
             xc, mean = x2, np.array(_stat_array(running_mean), dtype=x2.dtype)  # centred below, by blocks
             var, shift = _stat_array(running_var), np.zeros(C, x2.dtype)
         invstd = np.asarray(var + eps, dtype=x2.dtype)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 from topgrad.arguments import batchnorm_settings, check_eps
-from topgrad.normalization import feature_count
+from topgrad.normalization import eval_statistics_missing, feature_count
 
 from topgrad_triton import runtime
 from topgrad_triton.kernels import norm as kernels
@@ -137,9 +137,7 @@ class BatchNorm(TritonOp):
         rm, rv = _array("running_mean", running_mean, training), _array("running_var", running_var, training)
         _check("BatchNorm", x, gamma=gamma, beta=beta, running_mean=rm, running_var=rv)
         if not training and (rm is None or rv is None):
-            raise ValueError("BatchNorm: eval mode (training=False) needs running_mean and running_var, "
-                             f"got neither for x {tuple(x.shape)} (training=True normalizes by the batch's "
-                             "own statistics instead)")
+            raise eval_statistics_missing("BatchNorm", x.shape)
         gamma, beta = _dense("BatchNorm", gamma), _dense("BatchNorm", beta)
         x2 = as_rows(x, "BatchNorm")
         use_batch = training

@@ -7,7 +7,7 @@ import numpy as np
 from topgrad import Op
 from topgrad.attention_shapes import check_attention_shapes
 from topgrad.convolution import conv_geometry
-from topgrad.normalization import feature_count
+from topgrad.normalization import eval_statistics_missing, feature_count
 
 
 def unbroadcast(grad: np.ndarray, x: Any) -> np.ndarray | None:
@@ -212,9 +212,7 @@ class BatchNorm(Op):
             if running_var is not None:  # the running variance is unbiased
                 running_var.data = (1 - momentum) * running_var.data + momentum * var * n / (n - 1)
         elif running_mean is None:  # topgrad passes both running statistics or neither
-            raise ValueError("BatchNorm: eval mode (training=False) needs running_mean and running_var, "
-                             f"got neither for x {x.shape} (training=True normalizes by the batch's own "
-                             "statistics instead)")
+            raise eval_statistics_missing("BatchNorm", x.shape)
         else:
             mean, var = running_mean.data, running_var.data
         invstd = 1.0 / np.sqrt(var + eps)
