@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -563,6 +564,68 @@ def test_a_missing_default_backend_fails_before_any_data_is_read(
     code, lines, err = run(capsys, "mlp", "--data-dir", str(tmp_path / "absent"), "--no-download", *FAST)
     assert code == 1 and "no-such-backend" in err and "TOPGRAD_BACKEND" in err, err
     assert lines == [], lines  # no data line, no dataset error: the backend is resolved first
+
+
+_CLASHING_PLUGINS = {  # plugin module -> its source; each is installed as a distribution of its own
+    "clash_backend": """
+        import topgrad
+
+        class Add(topgrad.Op):
+            pass
+
+        class Mine(topgrad.Backend):
+            ops = {"Add": Add}
+
+        @topgrad.hookimpl
+        def topgrad_backends():
+            return [topgrad.BackendSpec("mine", Mine)]
+        """,
+    "clash_twin": """
+        import topgrad
+
+        @topgrad.hookimpl
+        def topgrad_backends():
+            return [topgrad.BackendSpec("mine", "clash_twin:Mine")]
+        """,
+    "clash_ops": """
+        import topgrad
+
+        class Add(topgrad.Op):
+            pass
+
+        @topgrad.hookimpl
+        def topgrad_ops(backend):
+            return {"Add": Add}
+        """,
+}
+
+
+@pytest.mark.parametrize(("plugins", "error"), [
+    (["clash_backend", "clash_twin"], "backend 'mine' is offered by two plugins"),
+    (["clash_backend", "clash_ops"], "plugin 'clash_ops' gives op 'Add', which backend 'mine' already has"),
+])
+def test_plugins_that_clash_are_one_line_not_a_traceback(
+    tmp_path: Path, plugins: list[str], error: str
+) -> None:
+    """Two plugins offering one backend, or an op the backend has, raised BackendConflictError or
+    OpConflictError through `topgrad-train` as a traceback; now one line, status 1 as for a missing
+    backend, before any data is read."""
+    for module in plugins:
+        info = tmp_path / f"{module}-0.1.dist-info"  # an installed distribution, as pip leaves it
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+        (info / "entry_points.txt").write_text(f"[topgrad]\n{module} = {module}\n")
+        (tmp_path / f"{module}.py").write_text(textwrap.dedent(_CLASHING_PLUGINS[module]))
+    env = {k: v for k, v in os.environ.items() if k != "TOPGRAD_BACKEND"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, "-m", "topgrad_examples.train", "mlp", "--backend", "mine", "--data-dir",
+         str(tmp_path / "absent"), "--no-download", *FAST],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("topgrad-train: error: ") and error in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == "", result.stderr
 
 
 def test_bad_numbers_are_usage_errors(tiny_data: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -463,8 +463,11 @@ def _output_closed(exc: Exception) -> int:
 
 
 RUN_ERRORS = (DatasetNotFoundError, DownloadError, IDXError, checkpoint.CheckpointError, PlotError,
-              RunDivergedError, topgrad.BackendNotFoundError, topgrad.BackendUnavailableError)
-"""The failures of a run that `main` reports in one line (`topgrad-train: error: ...`), status 1."""
+              RunDivergedError, topgrad.BackendNotFoundError, topgrad.BackendUnavailableError,
+              topgrad.BackendConflictError, topgrad.OpConflictError)
+"""The failures of a run that `main` reports in one line (`topgrad-train: error: ...`), status 1: a
+backend that cannot be used (missing, broken, or two plugins clashing over it or one of its ops) too,
+as the conformance kit's LOAD_ERRORS."""
 
 
 def _interrupted(text: str, received: list[int]) -> int:
