@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import glob
+import importlib.util
 import os
 import sys
 
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             plugin = importlib.import_module(module)
         except ImportError as exc:
-            print(f"error: --plugin {module}: cannot import it ({exc}); {_importable(module)}",
+            print(f"error: --plugin {module}: cannot import it ({exc}); {_importable(module, exc)}",
                   file=sys.stderr)
             return 2
         except Exception as exc:  # the module's own code failed: a bug there, not a failed check (1)
@@ -100,13 +102,76 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if report.ok else 1
 
 
-def _importable(module: str) -> str:
-    """How to give --plugin `module`, which did not import: a module name, not a file."""
+_RUN = "PYTHONPATH={} python -m topgrad.testing ..."
+
+
+def _importable(module: str, exc: ImportError) -> str:
+    """How to give --plugin `module`, which did not import (`exc`): a module name, not a file, and
+    for a package's module its dotted name with the folder that holds the package on PYTHONPATH."""
     if module.endswith(".py"):
-        folder, _, name = module[:-3].replace("\\", "/").rpartition("/")
-        where = f" with {folder or '.'} on PYTHONPATH" if folder else ""
-        return f"--plugin takes a module name, not a file: --plugin {name}{where}"
-    return "give an importable module name (its folder on PYTHONPATH)"
+        dotted, root = _module_of_file(module.replace("\\", "/"))
+        return f"--plugin takes a module name, not a file: --plugin {dotted}{_on_path(root)}"
+    missing = exc.name or module
+    if module == missing or module.startswith(f"{missing}."):  # the module itself was not found
+        return _where_it_is(module, missing)
+    found = _origin(module)  # found, but what it imports was not: its own package, by its file's name?
+    dotted, root = _module_of_file(found) if found else (module, "")
+    if dotted != module and f"{dotted}.".startswith(f"{missing}."):
+        return f"it is the module {dotted} of a package: --plugin {dotted}{_on_path(root)}"
+    return (f"it imports the module {missing!r}, which cannot be found: install the package that provides "
+            "it, or put the folder that contains it on PYTHONPATH")
+
+
+def _where_it_is(module: str, missing: str) -> str:
+    """Where the package of --plugin `module` is, which was not found (`missing`: its package, or a
+    module in it): the folder here that holds the package, to put on PYTHONPATH."""
+    top = module.partition(".")[0]
+    if missing != top and _origin(top):
+        return f"the package {top} has no module {missing!r}: check the name (the module with the hooks)"
+    folder = _folder_holding(top)
+    if folder is not None:
+        return f"{top} is in {folder}, which is not on PYTHONPATH: run {_RUN.format(folder)}"
+    example = module if "." in module else "your_package.plugin"
+    return (f"give the module's dotted name ({example}) with the folder that contains its package on "
+            "PYTHONPATH (for a src/ layout: PYTHONPATH=src), or pip install -e the package")
+
+
+def _module_of_file(path: str) -> tuple[str, str]:
+    """The dotted module name of the Python file at `path` and the folder to put on PYTHONPATH for it:
+    above every folder, from the file's up, that holds an `__init__.py` (a package of a src/ layout)."""
+    folder, name = os.path.split(os.path.abspath(path.removesuffix(".py")))
+    parts = [name]
+    while os.path.isfile(os.path.join(folder, "__init__.py")) and os.path.dirname(folder) != folder:
+        folder, package = os.path.split(folder)
+        parts.insert(0, package)
+    root = os.path.relpath(folder)
+    return ".".join(parts), folder if root.startswith(os.pardir) else root  # relative where it is here
+
+
+def _on_path(root: str) -> str:
+    """What --plugin's module needs besides its name: `root` on PYTHONPATH (not the current folder,
+    which `python -m` puts on the path)."""
+    return "" if root == os.curdir else f" with {root} on PYTHONPATH ({_RUN.format(root)})"
+
+
+def _origin(module: str) -> str | None:
+    """The file of importable `module`, without running it (its packages' __init__ do run), else None."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except Exception:  # a package above it that does not import
+        return None
+    return spec.origin if spec is not None and spec.origin and os.path.isfile(spec.origin) else None
+
+
+def _folder_holding(package: str) -> str | None:
+    """The folder under this one (src/, a project's src/, a subfolder) that holds package or module
+    `package`, else None (this folder is on the path already: `python -m` puts it there)."""
+    for pattern in ("src", os.path.join("*", "src"), "*"):
+        for folder in sorted(glob.glob(pattern)):
+            if os.path.isfile(os.path.join(folder, package, "__init__.py")) or \
+                    os.path.isfile(os.path.join(folder, f"{package}.py")):
+                return folder
+    return None
 
 
 def _offering_nothing(given: list[str]) -> list[str]:
