@@ -345,6 +345,21 @@ def test_an_installed_package_whose_entry_point_is_elsewhere_is_named(
         topgrad.load_backend("zeta")
 
 
+def test_a_package_installed_before_its_entry_point_was_added_is_told_to_reinstall(
+    install: Callable[..., None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entry points are read at install time: a package installed (even editable) before its
+    pyproject.toml gained [project.entry-points.topgrad] was told only that it lacks the section."""
+    install(plugin("plug", spec("alpha")))
+    _distributions(monkeypatch, {"topgrad-late": SimpleNamespace(entry_points=[])})
+    with pytest.raises(BackendNotFoundError) as info:
+        topgrad.load_backend("late")
+    assert str(info.value).endswith(
+        "its pyproject.toml had no [project.entry-points.topgrad] when it was installed: add that section, "
+        "then reinstall topgrad-late (pip install from its folder again, with -e for an editable install: "
+        "entry points are read only when a package is installed)"), str(info.value)
+
+
 def test_in_a_clone_the_install_line_also_names_the_package_folder(
     install: Callable[..., None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -112,8 +112,7 @@ def _entry_point_advice(ep: Any, exc: BaseException) -> str:
     missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
     package = f"the pyproject.toml of {dist}" if dist else "its package's pyproject.toml"
     fix = (f"fix the line {ep.name} = \"{ep.value}\" under [project.entry-points.{ENTRY_POINT_GROUP}] in "
-           f"{package}, then reinstall {dist or 'the package'} (pip install from its folder again, with -e "
-           "for an editable install: entry points are read only when a package is installed)")
+           f"{package}, then {_REINSTALL.format(dist or 'the package')}")
     if missing and (module == missing or module.startswith(f"{missing}.")):
         return f". Its entry point names the module {module!r}, which does not exist: {fix}"
     found = sys.modules.get(module)
@@ -127,6 +126,10 @@ def _entry_point_advice(ep: Any, exc: BaseException) -> str:
                 f"install the package that provides it (often: pip install {missing.split('.')[0]}), or "
                 f"{provider}")
     return ""
+
+
+_REINSTALL = ("reinstall {} (pip install from its folder again, with -e for an editable install: entry "
+              "points are read only when a package is installed)")
 
 
 def _dist_name(ep: Any) -> str | None:
@@ -466,8 +469,9 @@ def _installed_without_entry_point(dist_name: str, name: str) -> str:
         return f"{found}: {_CHECK_THE_NAME}"
     if not groups:  # not a plugin at all (topgrad-examples), or one that declares nothing
         return (f"{dist_name} is installed, but registers no plugin in the {ENTRY_POINT_GROUP!r} "
-                "entry-point group: it is not a backend package, or its pyproject.toml lacks "
-                f"[project.entry-points.{ENTRY_POINT_GROUP}]")
+                "entry-point group: it is not a backend package, or its pyproject.toml had no "
+                f"[project.entry-points.{ENTRY_POINT_GROUP}] when it was installed: add that section, then "
+                f"{_REINSTALL.format(dist_name)}")
     return (f"{dist_name} is installed, but its entry points are in {', '.join(map(repr, groups))}; "
             f"Topgrad finds plugins in the {ENTRY_POINT_GROUP!r} entry-point group: "
             f"[project.entry-points.{ENTRY_POINT_GROUP}] in its pyproject.toml, then reinstall it")
