@@ -691,6 +691,43 @@ def test_load_returning_something_else_than_a_backend(install: Callable[..., Non
         topgrad.load_backend("odd")
 
 
+class NotDerived:
+    """A backend class whose `(topgrad.Backend)` base was forgotten."""
+
+    ops = SimpleNamespace(Add=FakeAdd)
+
+
+def _returns_nothing() -> None:
+    make_backend("lost")  # no `return`
+
+
+def _returns_the_ops() -> dict[str, type]:
+    return {"Add": FakeAdd}  # the table, not a Backend holding it
+
+
+@pytest.mark.parametrize(("load", "why"), [
+    (NotDerived, "its load target, the class NotDerived, does not derive from topgrad.Backend; write class "
+                 "NotDerived(topgrad.Backend)"),
+    (_returns_nothing, "its load target _returns_nothing returned None (is a `return` missing?). A load "
+                       "target is a subclass of topgrad.Backend (class MyBackend(topgrad.Backend)), an "
+                       "instance of one, or a function returning one"),
+    (_returns_the_ops, "its load target _returns_the_ops returned a dict, not a topgrad.Backend. A load "
+                       "target is a subclass of topgrad.Backend"),
+    ("collections:abc", "its load target 'collections:abc' is the module collections.abc, which is neither a "
+                        "topgrad.Backend nor callable. A load target is a subclass of topgrad.Backend"),
+])
+def test_a_load_target_that_is_no_backend_says_what_it_must_be(
+    install: Callable[..., None], load: Any, why: str
+) -> None:
+    """A load target that made no Backend was told only "loaded <...object at 0x...>, which is not a
+    topgrad.Backend instance" (a module: "TypeError: 'module' object is not callable"), not what to do."""
+    install(plugin("plug", spec("odd", load)))
+    with pytest.raises(BackendUnavailableError) as info:
+        topgrad.load_backend("odd")
+    message = str(info.value)
+    assert message.startswith(f"backend 'odd' (from plugin 'plug') cannot load: {why}"), message
+
+
 class SpecMakingPlugin:
     """A plugin whose topgrad_backends builds its specs when called (a bad one raises there)."""
 

@@ -515,6 +515,8 @@ def _instantiate(spec: BackendSpec, owner: str) -> Backend:
             if not hasattr(module, attribute):
                 raise BackendUnavailableError(_missing_attribute(spec, owner, module_name, attribute))
             target = getattr(module, attribute)
+        if not isinstance(target, Backend) and not callable(target):
+            raise BackendUnavailableError(_not_a_backend(spec, owner, target))
         backend = target if isinstance(target, Backend) else target()
     except BackendUnavailableError:
         raise
@@ -524,11 +526,32 @@ def _instantiate(spec: BackendSpec, owner: str) -> Backend:
             f"{type(exc).__name__}: {exc}. {_load_advice(exc, module_name, owner)}"
         ) from exc
     if not isinstance(backend, Backend):
-        raise BackendUnavailableError(
-            f"backend {spec.name!r} (from plugin {owner!r}) loaded {backend!r}, which is not a "
-            "topgrad.Backend instance"
-        )
+        raise BackendUnavailableError(_not_a_backend(spec, owner, target, backend, called=True))
     return backend
+
+
+def _not_a_backend(spec: BackendSpec, owner: str, target: Any, made: Any = None, called: bool = False) -> str:
+    """Why backend `spec` cannot load: its load target `target` (or, `called`, what calling it made:
+    `made`) is no topgrad.Backend; and what a load target may be."""
+    named = repr(spec.load) if isinstance(spec.load, str) else getattr(target, "__qualname__", repr(target))
+    if not called:
+        why = f"its load target {named} is {_kind(target)}, which is neither a topgrad.Backend nor callable"
+    elif made is None:
+        why = f"its load target {named} returned None (is a `return` missing?)"
+    elif isinstance(target, type) and isinstance(made, target):  # the base class forgotten: the likeliest
+        return (f"backend {spec.name!r} (from plugin {owner!r}) cannot load: its load target, the class "
+                f"{target.__name__}, does not derive from topgrad.Backend; write class "
+                f"{target.__name__}(topgrad.Backend)")
+    else:
+        why = f"its load target {named} returned {_kind(made)}, not a topgrad.Backend"
+    return (f"backend {spec.name!r} (from plugin {owner!r}) cannot load: {why}. A load target is a subclass "
+            "of topgrad.Backend (class MyBackend(topgrad.Backend)), an instance of one, or a function "
+            "returning one")
+
+
+def _kind(value: Any) -> str:
+    """What `value` is, in a few words: 'the module ops', 'a dict'."""
+    return f"the module {value.__name__}" if inspect.ismodule(value) else f"a {type(value).__name__}"
 
 
 def _missing_attribute(spec: BackendSpec, owner: str, module_name: str, attribute: str) -> str:
