@@ -1446,6 +1446,50 @@ def test_a_plugin_warning_points_at_the_plugin_line_to_fix(
     monkeypatch.delitem(sys.modules, module, raising=False)
 
 
+_OPS_MISTAKES = {  # a topgrad_ops hook whose answer is skipped with a warning; `# here`: its line
+    "override of a misspelt op": """
+        import topgrad
+        from topgrad import Op
+
+        class MaskReLU(Op):
+            pass
+
+        @topgrad.hookimpl  # here
+        def topgrad_ops(backend):
+            return {"Ad": topgrad.override(MaskReLU)}
+        """,
+    "answer not a dict": """
+        import topgrad
+
+        @topgrad.hookimpl  # here
+        def topgrad_ops():
+            return []
+        """,
+}
+
+
+@pytest.mark.parametrize("mistake", list(_OPS_MISTAKES))
+def test_a_skipped_topgrad_ops_answer_is_warned_about_at_the_hook(
+    install: Callable[..., None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mistake: str
+) -> None:
+    """The warning pointed at the line that loaded the backend (under `python -m topgrad.testing`,
+    inside topgrad/testing/__main__.py), not at the plugin's hook whose answer needs the fix."""
+    from importlib.metadata import EntryPoint
+
+    module = f"topgrad_ops_mistake_{mistake.replace(' ', '_')}"
+    source = textwrap.dedent(_OPS_MISTAKES[mistake])
+    (tmp_path / f"{module}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    install(plugin("good", spec("alpha")), EntryPoint("careless", module, "topgrad"))
+    with pytest.warns(RuntimeWarning, match="plugin 'careless'") as caught:
+        assert topgrad.load_backend("alpha").ops.names() == ["Add", "Mul"]
+    here = next(n for n, line in enumerate(source.splitlines(), 1) if "# here" in line)
+    ours = [(w.filename, w.lineno) for w in caught if "'careless'" in str(w.message)]
+    assert ours == [(str(tmp_path / f"{module}.py"), here)], [str(w.message) for w in caught]
+    monkeypatch.delitem(sys.modules, module, raising=False)
+
+
 @pytest.mark.parametrize("launch", ["-c", "script", "-m app", "-m topgrad.testing"])
 def test_plugin_warnings_never_point_at_runpy(tmp_path: Path, launch: str) -> None:
     """Under `python -m topgrad.testing` every frame below runpy is topgrad's, so the warnings read

@@ -144,10 +144,13 @@ def malformed(given: Any) -> str | None:
 def merge(
     backend_name: str, own: dict[str, type], given: list[tuple[str, Any]],
     strayed: dict[str, str] | None = None, clash: Callable[[str, str], str] | None = None,
+    hooks: Mapping[str, object] | None = None,
 ) -> OpTable:
     """The table of backend `backend_name`: its `own` ops with each plugin's `topgrad_ops` answer
     (`given`: (plugin name, answer) pairs) merged in; `strayed` (see `strays`) explains gaps.
-    `clash(a, b)` names two plugins that claim one op and says how to keep one."""
+    `clash(a, b)` names two plugins that claim one op and says how to keep one. A warning about a
+    plugin's answer points at its hook function in `hooks` (plugin name -> function), where the fix goes."""
+    hooks = hooks or {}
     table = dict(own)
     added: dict[str, tuple[str, Any]] = {}  # op name -> (plugin, Op subclass or override marker)
     replaced: dict[str, tuple[str, Any]] = {}
@@ -157,7 +160,7 @@ def merge(
         if why:
             warn(f"topgrad: plugin {plugin!r}: topgrad_ops({backend_name!r}) {why}; it must return a "
                  "dict of op name -> Op subclass, or topgrad.override(Op) to replace an op. Its ops "
-                 "are skipped.")
+                 "are skipped.", hooks.get(plugin))
             continue
         for name, value in ops.items():
             claims = replaced if isinstance(value, override) else added
@@ -181,7 +184,7 @@ def merge(
             near = near_names(name, list(table))
             warn(f"topgrad: plugin {plugin!r} overrides op {name!r}, which backend {backend_name!r} "
                  f"does not have{f' (did you mean {near[0]!r}?)' if near else ''}; the override is "
-                 "skipped (give a new op without override())")
+                 "skipped (give a new op without override())", hooks.get(plugin))
             continue
         table[name] = marker.op
         origins[name] = f"plugin {plugin!r} replaces the backend's"

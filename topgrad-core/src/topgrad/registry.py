@@ -593,7 +593,7 @@ def _distribution(plugin: str) -> str | None:
 def _merged_ops(name: str, backend: Backend) -> OpTable:
     """The backend's own ops plus what plugins give through `topgrad_ops` (`topgrad.optable`)."""
     own = own_ops(backend.ops)
-    given = []
+    given, hooks = [], {}
     for impl in reversed(plugin_manager().hook.topgrad_ops.get_hookimpls()):
         try:
             answer = _call(impl, backend=name)
@@ -603,7 +603,8 @@ def _merged_ops(name: str, backend: Backend) -> OpTable:
             continue
         if answer is not None:
             given.append((impl.plugin_name, answer))
-    return merge(name, own, given, strays(backend.ops), _op_clash)
+            hooks[impl.plugin_name] = impl.function  # a warning about its answer points there
+    return merge(name, own, given, strays(backend.ops), _op_clash, hooks)
 
 
 def _op_clash(first: str, second: str) -> str:
