@@ -494,7 +494,8 @@ def test_a_broken_plugin_of_the_name_asked_is_named_over_a_near_name(install: Ca
     with pytest.warns(RuntimeWarning, match="implements no topgrad hook"):
         topgrad.register_plugin(SimpleNamespace(), name="nohooks")  # not installed: no "installed"
     with pytest.raises(BackendUnavailableError, match=r"^backend 'nohooks' cannot load: plugin 'nohooks', "
-                       r"registered by hand, was skipped: it implements no topgrad hook$"):
+                       r"registered by hand, was skipped: it implements no topgrad hook. Register the module "
+                       r"\(or object\) that defines its @topgrad.hookimpl functions"):
         topgrad.set_backend("nohooks")
     install(FakeEntryPoint("torchy", error=ModuleNotFoundError("No module named 'torch'", name="torch")))
     with pytest.warns(RuntimeWarning, match=r"No module named 'torch' \(a plugin module must be cheap to "
@@ -926,7 +927,52 @@ def test_a_backend_lost_to_a_plugin_mistake_is_not_called_uninstalled(
         topgrad.available_backends()
     with pytest.raises(BackendNotFoundError, match=r"skipped.*'mine-plugin'") as info:
         topgrad.set_backend("mine")
-    assert "pip install" not in str(info.value)
+    assert "pip install topgrad-mine" not in str(info.value)
+
+
+@pytest.fixture
+def package_for_its_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """The package topgrad_pkgep (the guide's layout: its hooks are in topgrad_pkgep.plugin), imported."""
+    package = tmp_path / "topgrad_pkgep"
+    package.mkdir()
+    (package / "__init__.py").write_text('"""The package: no hooks here."""\n')
+    (package / "plugin.py").write_text(textwrap.dedent("""\
+        import topgrad
+
+
+        @topgrad.hookimpl
+        def topgrad_backends():
+            return [topgrad.BackendSpec("pkgep", "topgrad_pkgep.backend:B")]
+        """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield __import__("topgrad_pkgep")
+    monkeypatch.delitem(sys.modules, "topgrad_pkgep", raising=False)
+
+
+_POINT_IT = ("Its entry point names 'topgrad_pkgep', which defines no @topgrad.hookimpl function: name the "
+             "module that does, {} = \"topgrad_pkgep.plugin\" under [project.entry-points.topgrad] in the "
+             "pyproject.toml of topgrad-pkgep, then reinstall topgrad-pkgep (pip install from its folder")
+
+
+@pytest.mark.parametrize("entry", ["pkgep", "pkgep-plugin"])
+def test_an_entry_point_naming_the_package_says_to_name_its_plugin_module(
+    install: Callable[..., None], monkeypatch: pytest.MonkeyPatch, package_for_its_plugin: ModuleType,
+    entry: str,
+) -> None:
+    """An entry point naming the package instead of its plugin module ended in "was skipped: it
+    implements no topgrad hook" with no fix (entry point named as the backend), or in "it offers no
+    backend at all, only ops for other backends" (named otherwise), which it does not either."""
+    ep = FakeEntryPoint(entry, package_for_its_plugin)
+    ep.value, ep.dist = "topgrad_pkgep", SimpleNamespace(name="topgrad-pkgep")
+    install(ep, plugin("good", spec("alpha")))
+    ours = SimpleNamespace(group="topgrad", name=entry, value=ep.value)
+    _distributions(monkeypatch, {"topgrad-pkgep": SimpleNamespace(entry_points=[ours])})
+    with pytest.warns(RuntimeWarning, match="implements no topgrad hook"), \
+            pytest.raises((BackendUnavailableError, BackendNotFoundError)) as info:
+        topgrad.set_backend("pkgep")
+    message = str(info.value)
+    assert _POINT_IT.format(entry) in message and message.endswith("installed)"), message
+    assert "only ops" not in message and message.count("implements no topgrad hook") == 1, message
 
 
 def test_a_plugin_registered_in_process_with_no_hook_is_named_as_on_install(

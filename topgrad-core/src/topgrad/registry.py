@@ -11,6 +11,7 @@ import difflib
 import importlib
 import inspect
 import os
+import pkgutil
 import sys
 import threading
 from collections.abc import Iterable
@@ -214,10 +215,45 @@ def _warn_no_hooks(
         return
     name = manager.get_name(plugin)
     if name is not None:
-        _skipped[name] = "it implements no topgrad hook"
+        _skipped[name] = _NO_HOOK
     warn(f"topgrad: plugin {named} implements no topgrad hook, so it offers nothing: {fix} a module "
          "(or object) with @topgrad.hookimpl functions such as topgrad_backends (a package's plugin "
          "module, e.g. 'topgrad_mybackend.plugin')", where)
+
+
+_NO_HOOK = "it implements no topgrad hook"
+
+
+def _no_hook_fix(name: str) -> str:
+    """What to do about plugin `name`, which implements no hook (its entry point, or register_plugin,
+    given a package for its plugin module): name the module that defines the hooks instead."""
+    plugin = plugin_manager().get_plugin(name)
+    unused = [a for a in dir(plugin) if a.startswith("topgrad_") and callable(getattr(plugin, a, None))]
+    if unused:  # it is the plugin module, with its hooks misspelt or unmarked (_warn_unused_hooks says which)
+        verb = "is" if len(unused) == 1 else "are"
+        return (f". Its {', '.join(unused)} {verb} never called: a hook is named as in topgrad.hookspecs "
+                f"({', '.join(sorted(_HOOKS))}) and marked @topgrad.hookimpl")
+    meant = _plugin_module_of(plugin)
+    ep = _entries.get(name)
+    if ep is None:
+        example = meant or "e.g. 'topgrad_mybackend.plugin'"
+        return f". Register the module (or object) that defines its @topgrad.hookimpl functions ({example})"
+    dist = _dist_name(ep)
+    package = f"the pyproject.toml of {dist}" if dist else "its package's pyproject.toml"
+    module = meant or (f"{ep.value}.plugin" if getattr(plugin, "__path__", None) else "your_package.plugin")
+    line = f"{'' if meant else 'e.g. '}{ep.name} = \"{module}\""
+    return (f". Its entry point names {ep.value!r}, which defines no @topgrad.hookimpl function: name the "
+            f"module that does, {line} under [project.entry-points.{ENTRY_POINT_GROUP}] in {package}, then "
+            f"{_REINSTALL.format(dist or 'the package')}")
+
+
+def _plugin_module_of(plugin: object) -> str | None:
+    """`package.plugin` where `plugin` is a package with a `plugin` module (the guide's layout), found
+    without importing it; else None."""
+    path = getattr(plugin, "__path__", None) if inspect.ismodule(plugin) else None
+    if not path or not any(found.name == "plugin" for found in pkgutil.iter_modules(path)):
+        return None
+    return f"{getattr(plugin, '__name__', '')}.plugin"
 
 
 def _warn_unused_hooks(plugin: object, name: str) -> None:
@@ -327,6 +363,8 @@ def _load(name: str) -> Backend:
                f"installed{f' from {dist}' if dist else ''}")
         error = _load_errors.get(name)
         advice = "" if ep is None or error is None else _entry_point_advice(ep, error)
+        if _skipped[name] == _NO_HOOK:
+            advice = _no_hook_fix(name)
         raise BackendUnavailableError(f"backend {name!r} cannot load: plugin {name!r}, {how}, was "
                                       f"skipped: {_skipped[name]}{advice}") from error
     if name not in offers:
@@ -339,11 +377,13 @@ def _load(name: str) -> Backend:
         if folder:
             hint += f" (from the package folder here: pip install {folder})"  # in a clone of Topgrad
         hints = [hint]
-        if _skipped and not near:  # a plugin that failed may be the one meant
+        listed = {} if near else _unexplained_skips(installed)
+        if listed:  # a plugin that failed may be the one meant
             skipped = "Plugins were skipped (see the warnings): " + "; ".join(
-                f"{plugin!r}: {why}" for plugin, why in _skipped.items())
+                f"{plugin!r}: {why}{_no_hook_fix(plugin) if why == _NO_HOOK else ''}"
+                for plugin, why in listed.items())
             # one named like the backend is the one meant, and installing anything would not help
-            hints = [skipped] if any(_alike(name, plugin) for plugin in _skipped) else [*hints, skipped]
+            hints = [skipped] if any(_alike(name, plugin) for plugin in listed) else [*hints, skipped]
         if _offered_none and (not near or name in _offered_none):  # the classic: a hook without `return`
             hints += [f"Plugin {plugin!r} offers no backend: its topgrad_backends() returned {answer} "
                       f"({_NO_RETURN if answer == 'None' else _EMPTY_LIST})"
@@ -362,6 +402,12 @@ def _load(name: str) -> Backend:
         raise BackendUnavailableError(_no_ops(name, owner, own))
     _loaded[name] = backend
     return backend
+
+
+def _unexplained_skips(said: str) -> dict[str, str]:
+    """The skipped plugins and why, less those whose fix `said` (the hint about topgrad-NAME) gives."""
+    return {plugin: why for plugin, why in _skipped.items()
+            if not (why == _NO_HOOK and _no_hook_fix(plugin) in said)}
 
 
 def _refuse_if_its_package_failed_to_load(name: str) -> None:
@@ -463,6 +509,10 @@ def _installed_without_entry_point(dist_name: str, name: str) -> str:
                 f"{ENTRY_POINT_GROUP!r} entry-point group, but offers no backend named {name!r}"
         manager = plugin_manager()
         plugins = [p for p in map(manager.get_plugin, names) if p is not None]  # those that loaded
+        hookless = [n for n in names if _skipped.get(n) == _NO_HOOK]
+        if hookless and len(hookless) == len(plugins):  # a package named for its plugin module, say
+            plugin = hookless[0]
+            return f"{found}: its plugin {plugin!r} implements no topgrad hook{_no_hook_fix(plugin)}"
         if plugins and not any(hasattr(p, "topgrad_backends") for p in plugins):
             return (f"{found}: it offers no backend at all, only ops for other backends (topgrad_ops); "
                     "select the backend it adds ops to")
