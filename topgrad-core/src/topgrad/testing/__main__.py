@@ -33,8 +33,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.rtol is not None and not args.rtol >= 0:  # -1 failed every row, NaN passed none
         parser.error(f"--rtol must be 0 or more (0: exact), got {args.rtol}")
 
-    import importlib
-
     import topgrad
     from topgrad.registry import _conflict, _default_name, _offers
     from topgrad.testing import NEEDS_NUMPY
