@@ -1439,6 +1439,25 @@ def test_numpy_reads_a_constant_by_numpys_copy_protocol(backend_name: str) -> No
         np.array(Tensor([1.0]), copy=False)
 
 
+def test_torch_and_numpy_read_a_constant_through_dlpack(backend_name: str) -> None:
+    """`torch.tensor(c)` walked the tensor as a sequence and failed on its 0-d items ('len() of a
+    0-d Tensor'); by DLPack it reads the values, as it reads another library's array. A tensor that
+    requires grad is refused as `np.asarray` refuses it (torch's own DLPack export refuses too)."""
+    values = np.array([[1.0, 2.0], [3.0, -4.0]], np.float32)
+    c = Tensor(values, requires_grad=False)
+    read = torch.tensor(c)
+    assert read.dtype == torch.float32 and read.cpu().numpy().tolist() == values.tolist()
+    if c.__dlpack_device__()[0] == 1:  # on the CPU (DLPack's kDLCPU), numpy reads it too
+        assert np.from_dlpack(c).tolist() == values.tolist()
+    assert torch.tensor(Tensor(2.5, requires_grad=False)).item() == 2.5
+    if backend_name == "numpy":  # numpy's array is shared, as torch.as_tensor shares a numpy array
+        assert torch.as_tensor(c).data_ptr() == c.data.ctypes.data
+    w = Tensor(values)
+    with pytest.raises(RuntimeError, match=r"^DLPack \(torch.tensor, np.from_dlpack\) cannot use a Tensor "
+                       r"that requires grad: .*t\.numpy\(\)"):
+        torch.tensor(w)
+
+
 def test_numpy_refuses_a_tensor_that_requires_grad() -> None:
     """As in PyTorch: np.exp(w) would silently leave the graph and train nothing."""
     w = Tensor(rand((2, 3), 50))

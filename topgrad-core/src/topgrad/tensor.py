@@ -358,11 +358,7 @@ class Tensor:
         numpy array of `dtype` (unless copy=True), else a copy (copy=False refuses to make one). As in
         PyTorch, a tensor that requires grad refuses: numpy functions would compute outside the graph."""
         if self.requires_grad:
-            raise RuntimeError(
-                "numpy cannot use a Tensor that requires grad: its result would be outside the graph "
-                "and get no gradient. Use Topgrad's ops, or t.numpy() for a copy of the values (an Op's "
-                "forward and backward, called by hand, take the backend's arrays: pass t.data)"
-            )
+            raise _outside_the_graph("numpy")
         numpy, data = sys.modules.get("numpy"), self._data
         if numpy is not None and isinstance(data, numpy.ndarray) and (dtype is None or data.dtype == dtype):
             return data.copy() if copy else data
@@ -373,6 +369,23 @@ class Tensor:
                              "np.asarray(t) or t.numpy() makes one")
         values = self.numpy()
         return values if dtype is None else values.astype(dtype, copy=False)
+
+    def __dlpack__(self, **kwargs: Any) -> Any:
+        """DLPack export, so that `torch.tensor(c)` and `np.from_dlpack(c)` read a constant's values
+        (its own array where that speaks DLPack, else a numpy copy); refused, as `__array__` refuses,
+        for a tensor that requires grad."""
+        return self._exported("DLPack (torch.tensor, np.from_dlpack)").__dlpack__(**kwargs)
+
+    def __dlpack_device__(self) -> Any:
+        """Where `__dlpack__`'s array lives, as DLPack's (device type, index)."""
+        return self._exported("DLPack (torch.tensor, np.from_dlpack)").__dlpack_device__()
+
+    def _exported(self, reader: str) -> Any:
+        """The array `__dlpack__` hands out: this constant's own, or its values as numpy."""
+        if self.requires_grad:
+            raise _outside_the_graph(reader)
+        data = self._data
+        return data if hasattr(data, "__dlpack__") and hasattr(data, "__dlpack_device__") else self.numpy()
 
     def __bool__(self) -> bool:
         """The truth of a one-element tensor; for more elements it is ambiguous, as in PyTorch."""
@@ -807,6 +820,15 @@ class Tensor:
                 grads[key] = pg if key not in grads else add_gradients(grads.pop(key), pg)  # pop: no ref held
             if node._intermediate:  # an op that saved nothing can run backward again
                 node._release()
+
+
+def _outside_the_graph(reader: str) -> RuntimeError:
+    """Why `reader` (numpy, DLPack) may not read a tensor that requires grad, as in PyTorch."""
+    return RuntimeError(
+        f"{reader} cannot use a Tensor that requires grad: its result would be outside the graph "
+        "and get no gradient. Use Topgrad's ops, or t.numpy() for a copy of the values (an Op's "
+        "forward and backward, called by hand, take the backend's arrays: pass t.data)"
+    )
 
 
 def _seed(t: Tensor, grad: Any, backend: Any) -> Any:
