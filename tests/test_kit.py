@@ -923,6 +923,39 @@ def test_asarray_ignoring_float64_fails() -> None:
     assert re.search(r"^asarray\s+ok", text, re.M), text
 
 
+def test_constructors_in_another_dtype_than_the_backends_fail_their_rows() -> None:
+    """randn written as default_rng(seed).standard_normal(shape), or full as np.full(shape, value),
+    makes float64 in a float32 backend: the kit passed both, and Tensor.He, Tensor.zeros and what
+    is computed from them were float64, training slower with no word. A float64 backend's float64
+    constructors pass: the backend's float dtype is that of asarray([1.0])."""
+    import numpy as np
+    from topgrad.backend import Backend
+
+    with _numpy_variant("wide-randn") as b:
+        b.randn = lambda self, shape, seed=None: np.random.default_rng(seed).standard_normal(shape)
+        text = format_report(run("wide-randn", only="randn or zeros"))
+    assert ("randn: randn returned dtype float64, not the backend's float dtype float32 (that of "
+            "asarray([1.0]), as Tensor([1.0]) makes it)") in text, text
+    assert "numpy's constructors default to float64: pass them dtype='float32'" in text, text
+    assert re.search(r"^zeros/ones/full\s+ok", text, re.M), text
+
+    with _numpy_variant("wide-full") as b:
+        b.full = lambda self, shape, value: np.full(shape, value)
+        b.zeros, b.ones = Backend.zeros, Backend.ones  # made by full
+        text = format_report(run("wide-full", only="randn or zeros"))
+    assert ("zeros/ones/full: zeros returned dtype float64, ones returned dtype float64, full returned "
+            "dtype float64, not the backend's float dtype float32") in text, text
+    assert re.search(r"^randn\s+ok", text, re.M), text
+
+    with _numpy_variant("all-float64") as b:
+        b.asarray = lambda self, obj, dtype="float32": np.array(obj, dtype=np.float64)
+        b.zeros, b.ones = Backend.zeros, Backend.ones
+        b.full = lambda self, shape, value: np.full(shape, value)
+        b.randn = lambda self, shape, seed=None: np.random.default_rng(seed).standard_normal(shape)
+        report = run("all-float64", only="randn or zeros")
+    assert report.ok, format_report(report)
+
+
 def test_a_misspelt_expected_failure_is_an_error_at_import() -> None:
     import topgrad.testing
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from topgrad.arrays import dtype_name
 from topgrad.errors import qualified_name
 from topgrad.registry import _array_type, get_backend
-from topgrad.testing.outcome import RTOL, Outcome, compare, host_values, merge
+from topgrad.tensor import Tensor
+from topgrad.testing.outcome import RTOL, Outcome, compare, host_values, merge, missing_helpers
 
 _A = np.array([[1.5, -2.0, 0.25], [4.0, 0.5, -3.0]])
 _B = np.array([[0.5, 3.0, -1.25], [2.0, -0.5, 8.0]])
@@ -34,6 +37,37 @@ def _of_the_backend(what: str, a: Any) -> list[Outcome]:
     return [Outcome.failed(f"{what} returned a {qualified_name(type(a))}, not one of the backend's arrays "
                            f"({qualified_name(kind)}, the type zeros returns); numpy's operators make "
                            "scalars of 0-d arrays: return np.asarray(...) of the result")]
+
+
+_TENSOR_DTYPE = inspect.signature(Tensor.__init__).parameters["dtype"].default
+"""The dtype `Tensor(values)` asks `asarray` for: float32."""
+
+
+def float_dtype(backend: Any) -> str | None:
+    """The backend's float dtype: that of `asarray([1.0])` with the dtype `Tensor([1.0])` asks for
+    (float32; a float64 backend answers float64). Tensor.zeros, ones and randn, and Adam's state,
+    come from helpers that must make it too. None where the backend lacks asarray (its row says so,
+    and the rows of the constructors still check their values)."""
+    if "asarray" in missing_helpers(backend):
+        return None
+    return dtype_name(backend.asarray([1.0], dtype=_TENSOR_DTYPE))
+
+
+def _in_float_dtype(made: dict[str, Any], want: str | None) -> list[Outcome]:
+    """A failure naming each helper in `made` (name -> an array it returned) whose array is not of
+    the backend's float dtype `want` (None: unknown, nothing to check): a float64 `randn` in a
+    float32 backend passes every value check, and the model then trains in float64 (slower), with
+    no word."""
+    if want is None:
+        return []
+    wrong = {name: dtype_name(a) for name, a in made.items() if dtype_name(a) not in (want, "?")}
+    if not wrong:  # "?": no .dtype, which _has_array_api reports
+        return []
+    said = ", ".join(f"{name} returned dtype {got}" for name, got in wrong.items())
+    return [Outcome.failed(f"{said}, not the backend's float dtype {want} (that of asarray([1.0]), as "
+                           "Tensor([1.0]) makes it): Tensor.zeros, ones, randn and He, and Adam's state, "
+                           "would be of that dtype, and so would what is computed from them; numpy's "
+                           f"constructors default to float64: pass them dtype={want!r}")]
 
 
 def check_asarray(rtol: float = RTOL) -> Outcome:
@@ -81,9 +115,10 @@ def check_to_numpy(rtol: float = RTOL) -> Outcome:
 
 
 def check_constants(rtol: float = RTOL) -> Outcome:
-    """`zeros`, `ones` and `full` give arrays of the asked shape and value."""
+    """`zeros`, `ones` and `full` give arrays of the asked shape and value, in the backend's float dtype."""
     b = get_backend()
-    outcomes = []
+    outcomes: list[Outcome] = []
+    made: dict[str, Any] = {}
     for shape in [(2, 3), (4,), (1, 2, 1)]:
         for name, make, value in [
             ("zeros", lambda s: b.zeros(s), 0.0),
@@ -91,16 +126,19 @@ def check_constants(rtol: float = RTOL) -> Outcome:
             ("full", lambda s: b.full(s, -2.5), -2.5),
         ]:
             a = make(shape)
+            made.setdefault(name, a)  # each helper's dtype once, from its first array
             outcomes += _has_array_api(f"{name}({shape})", a, shape)
             outcomes.append(compare(f"{name}({shape})", host_values(a), np.full(shape, value), rtol))
-    return merge(outcomes)
+    return merge([*outcomes, *_in_float_dtype(made, float_dtype(b))])
 
 
 def check_randn(rtol: float = RTOL) -> Outcome:
-    """`randn` repeats for a seed, differs across seeds and draws a standard normal."""
+    """`randn` repeats for a seed, differs across seeds and draws a standard normal, in the backend's
+    float dtype."""
     b = get_backend()
     first, again, other = b.randn((40, 50), seed=3), b.randn((40, 50), seed=3), b.randn((40, 50), seed=4)
-    outcomes = _has_array_api("randn((40, 50))", first, (40, 50))
+    outcomes = [*_has_array_api("randn((40, 50))", first, (40, 50)),
+                *_in_float_dtype({"randn": first}, float_dtype(b))]
     x = host_values(first)
     if not np.array_equal(x, host_values(again)):
         outcomes.append(Outcome.failed("randn with the same seed gave different arrays"))
