@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -452,6 +453,35 @@ def test_the_default_zero_out_gives_new_zeros_of_the_arrays_dtype() -> None:
         assert str(zeros.dtype).removeprefix("torch.") == dtype
         np.testing.assert_array_equal(backend.to_numpy(zeros), np.zeros(3))
         assert np.isnan(backend.to_numpy(a)[0])
+
+
+@pytest.mark.parametrize(("cls", "update"), [(SGD, "sgd_update"), (Adam, "adam_update")])
+def test_a_backend_update_that_changes_a_parameters_dtype_is_refused(
+    cls: type, update: str, backend_name: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A backend whose update returned float64 for a float32 parameter (Backend.adam_update does, where
+    the backend's zeros are float64) turned the model float64 with no word, where torch.optim's steps
+    keep each parameter's dtype. The step refuses it, naming the update, before the parameter and
+    its state are assigned."""
+    if backend_name != "numpy":
+        pytest.skip("the refusal is the optimizer's; a numpy update stands in for any backend's")
+    backend = topgrad.get_backend()
+    original = getattr(backend, update)
+
+    def widening(param: Any, *args: Any, **settings: Any) -> tuple[Any, ...]:
+        new, *state = original(param, *args, **settings)
+        return (new.astype(np.float64) if new.ndim == 1 else new, *state)  # the bias only: parameter 1
+
+    monkeypatch.setattr(backend, update, widening)
+    w, b = Tensor(rand((3, 4), 0)), Tensor(rand((4,), 1))
+    opt = cls([w, b], lr=0.1)
+    w.grad, b.grad = np.ones((3, 4), np.float32), np.ones(4, np.float32)
+    with pytest.raises(TypeError, match=re.escape(
+            f"{cls.__name__}.step: backend 'numpy''s {update} returned parameter 1 as float64, given it as "
+            "float32 with .grad float32")):
+        opt.step()
+    assert b.dtype == np.float32 and w.dtype == np.float32
+    assert opt.state[1].get("step", 0) == 0  # Adam's count is not advanced (SGD without momentum keeps none)
 
 
 # (optimizer, its settings, the setting changed, a value refused, what the refusal says)
