@@ -956,6 +956,50 @@ def test_constructors_in_another_dtype_than_the_backends_fail_their_rows() -> No
     assert report.ok, format_report(report)
 
 
+def test_an_optimizer_step_that_changes_the_parameters_dtype_or_shape_fails() -> None:
+    """A float32 backend whose full made float64 (Backend.adam_update builds Adam's state from
+    zeros) turned float32 parameters into float64 ones: the kit's Adam rows crashed at the next step
+    with ".grad must match the tensor", blaming .grad; an sgd_update returning float64 passed. Each
+    now names the update; so does one that returns another shape."""
+    import numpy as np
+    from topgrad.backend import Backend
+
+    def plain(f: Callable[..., object]) -> Callable[..., object]:  # numpy's promotion, as it comes
+        return lambda self, *arrays: np.asarray(f(*arrays))
+
+    with _numpy_variant("wide-state") as b:
+        b.add, b.sub, b.mul, b.div, b.sqrt = (plain(f) for f in (np.add, np.subtract, np.multiply,
+                                                                   np.divide, np.sqrt))
+        b.full = lambda self, shape, value: np.full(shape, value)
+        b.zeros, b.ones, b.adam_update = Backend.zeros, Backend.ones, Backend.adam_update
+        text = format_report(run("wide-state", only="Adam or SGD"))
+    for row, cls in (("Adam", "Adam"), ("Adam weight_decay", "Adam"), ("AdamW", "AdamW")):
+        assert re.search(rf"^{row}\s+FAIL", text, re.M), text
+        assert (f"  {row}: raised TypeError: {cls}.step: backend 'wide-state''s adam_update returned "
+                "parameter 0 as float64, given it as float32 with .grad float32, exp_avg float64, "
+                "exp_avg_sq float64 (Adam's state starts as the backend's zeros)") in text, text
+    assert ".grad must match" not in text and re.search(r"^SGD momentum=0.9\s+ok", text, re.M), text
+
+    def returning(change: Callable[[Any], Any]) -> Callable[..., object]:
+        def update(self: Any, *args: Any, **settings: Any) -> tuple[Any, Any]:
+            param, buf = type(self).__mro__[1].sgd_update(self, *args, **settings)
+            return change(param), buf
+        return update
+
+    with _numpy_variant("wide-sgd") as b:
+        b.sgd_update = returning(lambda p: p.astype(np.float64))
+        text = format_report(run("wide-sgd", only="SGD momentum"))
+    assert ("SGD momentum=0.9: raised TypeError: SGD.step: backend 'wide-sgd''s sgd_update returned "
+            "parameter 0 as float64, given it as float32 with .grad float32") in text, text
+
+    with _numpy_variant("lifted-sgd") as b:
+        b.sgd_update = returning(lambda p: p[None])
+        text = format_report(run("lifted-sgd", only="SGD momentum"))
+    assert ("SGD momentum=0.9: step 1: sgd_update returned the parameter with shape (1, 3, 4), given "
+            "(3, 4): an update keeps the parameter's shape and dtype") in text, text
+    assert ".grad must match" not in text, text
+
+
 def test_a_misspelt_expected_failure_is_an_error_at_import() -> None:
     import topgrad.testing
 

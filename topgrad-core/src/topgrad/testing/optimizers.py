@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from topgrad import optim
+from topgrad.arrays import dtype_name
 from topgrad.registry import get_backend
 from topgrad.tensor import Tensor
 from topgrad.testing.outcome import Outcome, compare, host_values, merge
@@ -59,14 +60,30 @@ def _run(
     backend = get_backend()
     param = Tensor(p0.astype(np.float32))
     opt = make([param])
-    outcomes = []
+    outcomes: list[Outcome] = []
     for step, (g, want) in enumerate(zip(grads, reference(p0, grads)), start=1):
         opt.zero_grad()
         param.grad = backend.asarray(g.astype(np.float32))
-        opt.step()
+        given = param.data
+        opt.step()  # a dtype change: core's step refuses it, naming the update (its TypeError is the row's)
+        changed = _changed(opt, step, given, param.data)
+        if changed is not None:  # the next step would fail on its .grad, blaming that instead
+            return merge([*outcomes, changed])
         got = host_values(param.data)
         outcomes.append(compare(f"parameter after step {step}", got, want, rtol))
     return merge(outcomes)
+
+
+def _changed(opt: optim.Optimizer, step: int, given: Any, new: Any) -> Outcome | None:
+    """A failure where the step returned the parameter in another shape or dtype than it was given,
+    naming the backend's update that did it; None where it kept both, as torch.optim's steps do."""
+    was, now = (tuple(given.shape), dtype_name(given)), (tuple(new.shape), dtype_name(new))
+    if was == now:
+        return None
+    update = "sgd_update" if isinstance(opt, optim.SGD) else "adam_update"
+    changes = [f"{what} {b}, given {a}" for what, a, b in zip(("shape", "dtype"), was, now) if a != b]
+    return Outcome.failed(f"step {step}: {update} returned the parameter with {' and '.join(changes)}: an "
+                          "update keeps the parameter's shape and dtype, as torch.optim's do")
 
 
 OPTIMIZER_CHECKS: dict[str, Callable[[float], Outcome]] = {
@@ -86,4 +103,5 @@ OPTIMIZER_CHECKS: dict[str, Callable[[float], Outcome]] = {
         lambda ps: optim.AdamW(ps, lr=0.01),
         lambda p, gs: adam_reference(p, gs, lr=0.01, weight_decay=1e-2, decoupled=True), rtol),
 }
-"""Each optimizer check by its row label; three steps, the parameter compared after each."""
+"""Each optimizer check by its row label; three steps, the parameter compared after each (and its
+shape and dtype kept)."""
