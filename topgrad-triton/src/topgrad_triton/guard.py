@@ -10,15 +10,12 @@ function and the op it ran in. Guards nest: only the outermost one is a dispatch
 from __future__ import annotations
 
 import contextlib
-import functools
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 #: aten ops (overload packet names) that allocate memory or make views of it.
 ALLOWED: frozenset[str] = frozenset({
@@ -92,17 +89,3 @@ def guarded(label: str) -> Iterator[None]:
             yield
     finally:
         _state.mode = None
-
-
-def guard(label: str) -> Callable[[F], F]:
-    """Decorator form of `guarded`: the function runs with the guard on."""
-
-    def wrap(fn: F) -> F:
-        @functools.wraps(fn)
-        def inner(*args: Any, **kwargs: Any) -> Any:
-            with guarded(label):
-                return fn(*args, **kwargs)
-
-        return inner  # type: ignore[return-value]
-
-    return wrap

@@ -581,10 +581,10 @@ ROW_PATCH_SCALE = 0.5
 ran fastest in chunks of 4 images (0.6 MiB of row patches), the 32- and 64-channel ones in 8."""
 
 
-def _row_plan(x: np.ndarray, C: int, n_out: int, kh: int, kw: int, sh: int, sw: int,
+def _row_plan(x: np.ndarray, C: int, n_out: int, kh: int, kw: int, sh: int,
               pads: tuple[int, ...], rows: int, cols: int) -> list[Chunk] | None:
     """Whole-image chunks for the kernel-row path (`conv_rows`) of a convolution of x (its images
-    padded by `pads`, at stride (sh, sw), `rows` x `cols` outputs of `n_out` channels each), or
+    padded by `pads`, at row stride sh, `rows` x `cols` outputs of `n_out` channels each), or
     None where that path does not apply: a single kernel row, few channels (`_tap_by_tap`), a
     padding beyond the kernel, an x that is not C-contiguous, an image whose row patches outgrow
     a chunk, or GEMMs that OpenBLAS's small-matrix kernels cannot take in blocks of MIN_ROWS
@@ -680,7 +680,7 @@ class Conv2d(NumpyOp):
         out = np.empty((B, Ho * Wo, Cout), dtype=np.result_type(x, w, *(() if b is None else (b.dtype,))))
         geo = (kh, kw, sh, sw, ph, pw, Ho, Wo)
         out2 = out.reshape(B * Ho * Wo, Cout)
-        by_rows = _row_plan(x, C, Cout, kh, kw, sh, sw, (ph, ph, pw, pw), Ho, Wo)
+        by_rows = _row_plan(x, C, Cout, kh, kw, sh, (ph, ph, pw, pw), Ho, Wo)
         if by_rows is None:
             w2 = w.reshape(kh * kw * C, Cout)
             w2 = gemm.aligned(np.concatenate([w2, b[None]]) if fold else w2)  # once, not per chunk
@@ -734,7 +734,7 @@ class Conv2d(NumpyOp):
             full = (kh - 1 - ph, kh - 1 - ph, kw - 1 - pw, kw - 1 - pw)  # the correlation's padding
             # at stride 1 the correlation is a stride-1 convolution of the gradient, by kernel rows
             strided = (sh, sw) != (1, 1)
-            by_rows = None if strided else _row_plan(grad, Cout, C, kh, kw, 1, 1, full, H, x_shape[2])
+            by_rows = None if strided else _row_plan(grad, Cout, C, kh, kw, 1, full, H, x_shape[2])
             if by_rows is not None:
                 gx, gw = _input_grad_by_rows(x, w, grad, by_rows, geo, need_w and not wasted)
             else:  # the correlation's chunks are of x's rows, as many bytes as the output's
@@ -745,7 +745,7 @@ class Conv2d(NumpyOp):
             gx = _input_grad_col2im(w, g2, x_shape, _output_chunks(x, geo, C, COL2IM_CHUNKS), geo)
         gb = None
         if need_w and gw is None:
-            x_plan = _row_plan(x, C, Cout, kh, kw, sh, sw, (ph, ph, pw, pw), Ho, Wo)
+            x_plan = _row_plan(x, C, Cout, kh, kw, sh, (ph, ph, pw, pw), Ho, Wo)
             if x_plan is not None:  # from x's row patches, as the forward made them
                 gw = _weight_grad_by_rows(x, grad, x_plan, geo)
             else:

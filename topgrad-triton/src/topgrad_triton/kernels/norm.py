@@ -270,7 +270,7 @@ class _Plan:
     warps: int
 
 
-def _plan(M: int, C: int, block_c: int, cells: int, max_parts: int) -> _Plan:
+def _plan(M: int, block_c: int, cells: int, max_parts: int) -> _Plan:
     """Rows per tile so a tile holds about `cells` elements; at most `max_parts` row chunks."""
     block_m = max(1, min(triton.next_power_of_2(max(M, 1)), cells // block_c))
     blocks = triton.cdiv(max(M, 1), block_m)
@@ -292,8 +292,8 @@ def _row_plan(M: int, N: int) -> _Plan:
     if in_many_blocks():
         return _many_plan(M, triton.next_power_of_2(N))
     if interpreting():
-        return _plan(M, N, triton.next_power_of_2(N), 2048, 2)
-    return _plan(M, N, triton.next_power_of_2(N), 4096, 512)
+        return _plan(M, triton.next_power_of_2(N), 2048, 2)
+    return _plan(M, triton.next_power_of_2(N), 4096, 512)
 
 
 def _col_plan(M: int, C: int) -> _Plan:
@@ -301,9 +301,9 @@ def _col_plan(M: int, C: int) -> _Plan:
     if in_many_blocks():
         return _many_plan(M, quarter(C))
     if interpreting():
-        return _plan(M, C, min(triton.next_power_of_2(C), 128), 4096, 3)
+        return _plan(M, min(triton.next_power_of_2(C), 128), 4096, 3)
     block_c = min(triton.next_power_of_2(C), 32)
-    return _plan(M, C, block_c, 2048, max(1, 1024 // triton.cdiv(C, block_c)))
+    return _plan(M, block_c, 2048, max(1, 1024 // triton.cdiv(C, block_c)))
 
 
 def _merge_blocks(C: int, R: int) -> tuple[int, int]:
