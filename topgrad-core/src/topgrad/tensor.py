@@ -724,7 +724,7 @@ class Tensor:
                   padding: int | tuple[int, int] = 0, *, dilation: int = 1, ceil_mode: bool = False,
                   return_indices: bool = False) -> Tensor:
         """The maximum of each window of NHWC x, as torch's max_pool2d (stride defaults to the window,
-        padding is -inf): the gradient goes to each window's first maximum (a NaN wins)."""
+        padding is -inf): the gradient goes to each window's first maximum, or to its last NaN if any."""
         if dilation != 1 or ceil_mode or return_indices:
             refuse_pool_options(dilation, ceil_mode, return_indices)
         kernel, step, pad, _ = pool_geometry(self.shape, kernel_size, stride, padding)

@@ -90,7 +90,7 @@ def _times_finite(shift: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 def _block_sums(xw: np.ndarray, kinds: int, C: int) -> np.ndarray:
     """Room for `kinds` per-channel sums per row block (`row_chunks`) of the wide view `xw`:
-    float32, one row per block, totalled in float64 at the end. Each block's sums are one gemv
+    in x's dtype, one row per block, totalled in float64 at the end. Each block's sums are one gemv
     over the block viewed as (rows, C), as fast as over its wide rows and only C long."""
     return np.empty((kinds, -(-xw.shape[0] // block_rows(xw)), C), xw.dtype)
 

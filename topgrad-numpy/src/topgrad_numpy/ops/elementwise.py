@@ -1,5 +1,5 @@
-"""Broadcasting arithmetic: Add and Mul (subtraction, negation and division by a number compose
-them), and Div for division by a Tensor."""
+"""Broadcasting arithmetic: Add and Mul (subtraction and negation compose them), and Div (x / y
+and x / a number alike)."""
 
 from __future__ import annotations
 
