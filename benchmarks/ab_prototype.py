@@ -7,7 +7,8 @@ prototypes (same model, same inputs, alternating samples, process CPU time), the
 of the fastest samples, and the largest relative difference of their gradients (the
 prototypes must compute the same thing; in the deep BatchNorm net, float32 rounding alone
 moves gradients by ~1e-2 relative, as much as the backend differs from PyTorch there).
-Always the numpy backend, as vs_torch.py.
+Always the numpy backend, as vs_torch.py. The only prototype left is LayerNorm's (other ops run
+the backend's own code in both columns): `--models attention --ops LayerNorm` times it.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     vs_torch.use_numpy_backend()
     vs_torch.set_threads(1)
     base_table = topgrad.get_backend().ops
-    _prototype_ops.install(ops=True)
+    _prototype_ops.install()
     tables = (base_table, topgrad.get_backend().ops)
     backend = topgrad.get_backend()
     print("| kind | case | backend ms | prototype ms | speed-up | best | max grad rel. diff |")

@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     vs_torch.use_numpy_backend()
     vs_torch.set_threads(args.threads)
     if prototypes:
-        vs_torch.use_prototypes(prototypes)
+        vs_torch.use_prototypes()
     for name in names:
         case = vs_torch.model_case(name, args.batch, 0)
         print(breakdown(case, args.steps), "\n")

@@ -13,7 +13,7 @@ Times are medians after warm-up, in process CPU time with one thread (robust on 
 machine), else elapsed time; `ratio` is topgrad/torch of the medians, `best` of the fastest
 samples. `floor` is the step's GEMM/conv FLOPs (forward + 2x backward) over the GEMM rate of
 numpy at one large matmul: no implementation can beat it. Peak memory: see `_measure.py`.
-`--prototype` measures the changes PERF_NOTES.md recommends (`_prototype_*.py`).
+`--prototype` measures the change PERF_NOTES.md still prototypes (`_prototype_ops.py`).
 
 BLAS kernels: where OPENBLAS_CORETYPE or OPENBLAS_L2_SIZE is set (pins for old OpenBLAS builds),
 the script re-runs itself without both, so numpy's current OpenBLAS picks this CPU's kernels, as
@@ -170,9 +170,8 @@ _limits: Any = None
 
 
 PROTOTYPES = ("ops",)
-# The engine prototypes of PERF_NOTES.md (#3 constant inputs, #4 lean graph) are gone: #4 is
-# the engine now (debf223) and #3 awaits a contract decision.
-_active: set[str] = set()
+# the only kind left: the engine prototypes of PERF_NOTES.md are the engine now, #3 constant
+# inputs as `Tensor(x, requires_grad=False)` with `Op.needs_grad` (630a6b1), #4 lean graph (debf223)
 
 
 def keep_freed_memory() -> None:
@@ -186,12 +185,11 @@ def keep_freed_memory() -> None:
         print("warning: keep_freed_memory() had no effect here (not glibc?)", file=sys.stderr)
 
 
-def use_prototypes(features: list[str]) -> None:
-    """Switch on prototypes of PERF_NOTES.md's recommendations (`ops` of `_prototype_ops.py`)."""
+def use_prototypes() -> None:
+    """Switch on the prototype of PERF_NOTES.md (`ops`: `_prototype_ops.py`), in this process."""
     import _prototype_ops
 
-    _active.update(features)
-    _prototype_ops.install(ops="ops" in _active)
+    _prototype_ops.install()
 
 
 def set_threads(n: int) -> None:
@@ -272,7 +270,7 @@ def memory_child(args: argparse.Namespace) -> None:
     _measure.force_mmap()
     set_threads(args.threads)
     if args.prototype:
-        use_prototypes(args.prototype)
+        use_prototypes()
     out: dict[str, list[int]] = {}
     for case in build_cases(args.models, args.ops, args.batch, args.tiny, args.seed):
         for _ in range(2):
@@ -498,7 +496,7 @@ def run(args: argparse.Namespace, out: Callable[[str], None] = print) -> list[Ro
     if args.keep_freed_memory:
         keep_freed_memory()
     if args.prototype:
-        use_prototypes(args.prototype)
+        use_prototypes()
     np_rate, th_rate = gemm_rates(args.gemm_size, args.clock, args.threads)
     out(header(args, np_rate, th_rate))
     cases = build_cases(args.models, args.ops, args.batch, args.tiny, args.seed)
