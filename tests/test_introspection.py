@@ -1146,6 +1146,22 @@ def test_topgrad_trace_variable_enables_tracing(backend_name: str) -> None:
     assert quiet.returncode == 0 and "[topgrad" not in quiet.stderr
 
 
+def test_trace_enable_and_disable_start_and_stop_the_global_tracer() -> None:
+    """`enable()` (what TOPGRAD_TRACE=1 does) traces every op until `disable()`; a second enable
+    returns the same tracer, so one disable stops it."""
+    out = io.StringIO()
+    tracer = topgrad.trace.enable(out)
+    try:
+        assert topgrad.trace.enable() is tracer
+        Tensor([[1.0, -2.0]]).relu()
+    finally:
+        topgrad.trace.disable()
+    Tensor([[3.0]]).exp()  # after disable: not traced
+    traced = [line.split()[2:4] for line in out.getvalue().splitlines()]
+    assert traced == [["ReLU", "forward"]], out.getvalue()
+    topgrad.trace.disable()  # a second disable is harmless
+
+
 def test_an_observer_must_subclass_observer() -> None:
     """An object with only some hooks would fail inside the engine, at the first op."""
     from topgrad.observe import observing
