@@ -108,11 +108,10 @@ def test_a_forked_child_does_not_inherit_a_lock_another_thread_holds(lock: str) 
     import os
     import warnings
 
-    from topgrad import registry
-    from topgrad import tensor as engine
+    from topgrad import registry, versions
 
     def held() -> threading.Lock:
-        return registry._lock if lock == "registry" else engine._updates.lock
+        return registry._lock if lock == "registry" else versions._updates.lock
 
     taken, release = threading.Event(), threading.Event()
 

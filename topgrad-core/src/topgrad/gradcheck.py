@@ -53,7 +53,8 @@ from topgrad.arrays import FLOAT32_MAX, dtype_name
 from topgrad.errors import counted
 from topgrad.observe import Observer, observing
 from topgrad.registry import get_backend
-from topgrad.tensor import Tensor, _grad_mode, _toposort, _updates, no_grad
+from topgrad.tensor import Tensor, _grad_mode, _toposort, no_grad
+from topgrad.versions import _updates
 
 DEFAULTS = {  # precision -> (eps, atol, rtol)
     "float64": (1e-6, 1e-5, 1e-3),

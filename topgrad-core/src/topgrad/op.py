@@ -34,6 +34,7 @@ from topgrad.errors import (
     shape_fix,
 )
 from topgrad.tensor import Tensor
+from topgrad.versions import _updates
 from topgrad.warning_location import warn_once_at
 
 
@@ -204,7 +205,7 @@ def _link(op: Op, args: tuple[Any, ...], out: Any) -> Tensor:
         # another backend's Tensor among the operands: the likelier cause, named first
         registry.refuse_foreign_tensors(type(op).__name__, _numbered(args), error, Tensor)
         raise error
-    op._born = _tensor._updates.now
+    op._born = _updates.now
     try:
         op._out_shape, op._out_dtype = out.shape, out.dtype
     except AttributeError:  # a backend whose array type is unknown

@@ -21,7 +21,8 @@ from topgrad.arrays import dtype_name
 from topgrad.errors import type_name
 from topgrad.pytorch_names import not_taken
 from topgrad.registry import _array_type, backend_of, get_backend, owner_of
-from topgrad.tensor import Tensor, mark_grad_written, mark_updated
+from topgrad.tensor import Tensor
+from topgrad.versions import mark_grad_written, mark_updated
 
 
 class _State(list[dict[str, Any]]):
