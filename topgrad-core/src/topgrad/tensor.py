@@ -4,10 +4,12 @@ Every Tensor method is one op of the backend's op table, or a few composed (`op.
 protocol). `backward` walks the graph once in reverse topological order, iteratively, so depth
 is bounded by memory rather than by Python's recursion limit.
 
-Reading order for the autograd itself (about 200 lines with `op.py`'s `apply`, `_link` and
-`run_backward`): `Tensor.__init__` and `_from_array`, then "autograd" near the end (`backward`,
-`_backward`, `_seed`, `_toposort`). The rest is one method per op; most checks behind their error
-messages are in `arguments.py`, and the PyTorch names they answer in `pytorch_names.py`.
+Reading order for the autograd itself (about 210 lines): `Tensor.__init__` and `_from_array`, then
+`op.py`'s `Op.apply`, `_set_parents` and `_link` (forward records the graph), then "autograd" near
+the end of this file (`backward`, `_backward`, `_seed`, `_toposort`) and `op.py`'s `run_backward`.
+`versions.py`, the check that refuses an op whose saved arrays were overwritten in place after its
+forward, can be skipped. The rest is one method per op; most checks behind their error messages
+are in `arguments.py`, and the PyTorch names they answer in `pytorch_names.py`.
 """
 
 from __future__ import annotations

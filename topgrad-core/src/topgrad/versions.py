@@ -1,8 +1,5 @@
 """The update clock: counts in-place writes (optimizer steps, adds into a `.grad`) so that backward
-refuses an op whose saved input was overwritten after its forward, as PyTorch's version counters do.
-
-The engine (`tensor.py`, `op.py`) reads the clock; to learn how autograd works, this file can be skipped.
-"""
+refuses an op whose saved input was overwritten after its forward, as PyTorch's version counters do."""
 
 from __future__ import annotations
 
