@@ -6,6 +6,7 @@
 - topgrad-numpy and topgrad-triton never import each other (nor torch/triton into numpy).
 - topgrad-examples uses only Topgrad's public API: `topgrad` and the names in `topgrad.__all__`.
 - Public functions and methods have type hints and a docstring.
+- README.md and tensor.py's docstring name one reading order for the engine, and its true size.
 """
 
 from __future__ import annotations
@@ -266,3 +267,41 @@ def test_the_hint_check_sees_what_is_missing(tmp_path: Path) -> None:
     found = {name: (unhinted(fn, is_method), ast.get_docstring(fn) is not None)
              for name, fn, is_method in public_functions(planted)}
     assert found == {"A.f": (["x", "kw"], True), "A.g": (["return"], False), "h": ([], False)}, found
+
+
+# ---- the engine's reading order ----------------------------------------------------------------
+#: The functions README.md and tensor.py's docstring send a newcomer through, file by file, in order.
+READING_ORDER = {
+    "tensor.py": ["Tensor.__init__", "Tensor._from_array", "Tensor.backward", "Tensor._backward", "_seed",
+                  "_toposort"],
+    "op.py": ["Op.apply", "_set_parents", "_link", "run_backward"],
+}
+
+
+def function_lines(path: Path, qualname: str) -> int:
+    """The lines of function `qualname` (`Class.method` or a module function), decorators included."""
+    body = ast.parse(path.read_text(encoding="utf-8")).body
+    *owner, name = qualname.split(".")
+    if owner:
+        body = next(n for n in body if isinstance(n, ast.ClassDef) and n.name == owner[0]).body
+    fn = next(n for n in body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == name)
+    return (fn.end_lineno or fn.lineno) - min([fn.lineno, *(d.lineno for d in fn.decorator_list)]) + 1
+
+
+@pytest.mark.parametrize("where", ["README.md", "tensor.py"])
+def test_the_engine_reading_order_is_told_once(where: str) -> None:
+    """README.md and tensor.py's docstring disagreed (README: about 150 lines, from `_toposort` "at
+    the end of tensor.py", which it no longer is): both name the same functions, an "about N lines"
+    within a tenth of what those functions hold, and versions.py as the part one may skip."""
+    core = PACKAGES["topgrad"]
+    total = sum(function_lines(core / file, q) for file, names in READING_ORDER.items() for q in names)
+    if where == "README.md":
+        source = (ROOT / "README.md").read_text(encoding="utf-8")
+    else:
+        source = ast.get_docstring(ast.parse((core / "tensor.py").read_text(encoding="utf-8"))) or ""
+    text = " ".join(source.split())  # the same words however the lines wrap
+    sizes = [int(n) for n in re.findall(r"about (\d+) lines", text)]
+    assert len(sizes) == 1 and abs(sizes[0] - total) <= total / 10, f"{where}: about {sizes}, counted {total}"
+    missing = [q for names in READING_ORDER.values() for q in names
+               if f"`{q}`" not in text and f"`{q.split('.')[-1]}`" not in text]
+    assert not missing and "`versions.py`" in text, f"{where} does not name {missing or 'versions.py'}"
