@@ -42,8 +42,13 @@ def test_every_quoted_line_is_at_the_line_number_given() -> None:
 
 
 def _lines(text: str) -> list[str]:
-    """The lines of a text, trailing spaces and trailing blank lines aside."""
-    return [line.rstrip() for line in text.rstrip().splitlines()]
+    """The lines of a text, trailing spaces and trailing blank lines aside, and the example models'
+    folder as the package's name: an editable install shows topgrad-examples/src/topgrad_examples/,
+    a regular one (nox's) the site-packages path."""
+    return [EXAMPLES_FOLDER.sub("topgrad_examples/", line.rstrip()) for line in text.rstrip().splitlines()]
+
+
+EXAMPLES_FOLDER = re.compile(r"\S*\btopgrad_examples/")
 
 
 def _shown_output(script: str) -> str:
