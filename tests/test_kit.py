@@ -726,8 +726,24 @@ def test_an_op_that_changes_the_dtype_fails() -> None:
 
     with _numpy_variant("promoting", Add=PromotingAdd):
         text = format_report(run("promoting", only="Add"))
-    assert "output: dtype float64, but the inputs are float32" in text, text
+    assert "output: dtype float64, but the inputs are float32 (numpy promotes: np.zeros" in text, text
     assert re.search(r"^Add\s+FAIL\s+FAIL\s+-$", text, re.M), text
+
+
+def test_an_op_writing_into_its_input_is_told_the_usual_causes() -> None:
+    """The failure named the problem alone; the usual cause is an out= or a += on the input array."""
+    from topgrad_numpy import ops as numpy_ops
+
+    class InPlaceExp(numpy_ops.Exp):
+        def forward(self, x: Any) -> Any:
+            out = super().forward(x)
+            x += 1.0  # the habit the kit catches: the input's array is written
+            return out
+
+    with _numpy_variant("inplace", Exp=InPlaceExp):
+        text = format_report(run("inplace", only="Exp"))
+    assert "the op modified its input 0 (x) in place (an out= or an in-place operator such as += on an " \
+           "input array; write into a new array)" in text, text
 
 
 def test_a_forward_of_the_wrong_shape_does_not_blame_backward() -> None:

@@ -36,7 +36,8 @@ def _apply(
 def _unchanged(op: str, args: list[Any], args64: list[Any]) -> list[Outcome]:
     """Ops must not write into their inputs."""
     return [
-        Outcome.failed(f"the op modified its {argument(op, i)} in place")
+        Outcome.failed(f"the op modified its {argument(op, i)} in place (an out= or an in-place "
+                       "operator such as += on an input array; write into a new array)")
         for i, (t, ref) in enumerate(zip(args, args64))
         if isinstance(t, Tensor) and not np.array_equal(host_values(t.data), ref.astype(np.float32))
     ]
@@ -49,7 +50,9 @@ def _same_dtype(what: str, array: Any, args: list[Any]) -> list[Outcome]:
     got = dtype_name(array)
     if want is None or got == want:
         return []
-    return [Outcome.failed(f"{what}: dtype {got}, but the inputs are {want}")]
+    return [Outcome.failed(f"{what}: dtype {got}, but the inputs are {want} (numpy promotes: np.zeros, "
+                           "np.ones or np.full without dtype=, or a numpy float64 scalar such as "
+                           "np.sqrt(D), makes a float64 result)")]
 
 
 def check_forward(case: Case, rtol: float = RTOL) -> Outcome:
