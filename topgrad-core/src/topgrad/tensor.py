@@ -335,16 +335,16 @@ class Tensor:
         """DLPack export, so that `torch.tensor(c)` and `np.from_dlpack(c)` read a constant's values
         (its own array where that speaks DLPack, else a numpy copy); refused, as `__array__` refuses,
         for a tensor that requires grad."""
-        return self._exported("DLPack (torch.tensor, np.from_dlpack)").__dlpack__(**kwargs)
+        return self._exported().__dlpack__(**kwargs)
 
     def __dlpack_device__(self) -> Any:
         """Where `__dlpack__`'s array lives, as DLPack's (device type, index)."""
-        return self._exported("DLPack (torch.tensor, np.from_dlpack)").__dlpack_device__()
+        return self._exported().__dlpack_device__()
 
-    def _exported(self, reader: str) -> Any:
+    def _exported(self) -> Any:
         """The array `__dlpack__` hands out: this constant's own, or its values as numpy."""
         if self.requires_grad:
-            raise _outside_the_graph(reader)
+            raise _outside_the_graph("DLPack (torch.tensor, np.from_dlpack)")
         data = self._data
         return data if hasattr(data, "__dlpack__") and hasattr(data, "__dlpack_device__") else self.numpy()
 
