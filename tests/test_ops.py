@@ -2215,6 +2215,24 @@ def test_attention_gradients_where_a_softmax_row_is_one_hot(row: str, t: int, s:
 
 
 @pytest.mark.parametrize("causal", [False, True])
+def test_attention_scores_past_float32_before_scaling_stay_finite(causal: bool) -> None:
+    """Query row 6 and key row 5 of ~4e18 (D = 64): their q . k, ~6e38, passes float32's 3.4e38,
+    the scaled score q . k / 8 does not. Both backends scaled after the product, so that row's
+    scores held inf and its softmax gave NaN (inf - inf); PyTorch's scaled_dot_product_attention
+    scales first and stays finite. Now q is scaled before the product, as PyTorch's."""
+    q, k = np.abs(rand((2, 9, 64), 58)), np.abs(rand((2, 9, 64), 59))
+    q[:, 6] *= 4e18  # after key 5: the causal mask lets it see that key
+    k[:, 5] *= 4e18
+    assert np.isinf(np.einsum("bd,bd->b", q[:, 6], k[:, 5])).all()  # the product overflows float32
+    _, out = check_against_torch(
+        lambda q, k, v: topgrad.attention(q, k, v, causal=causal),
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
+        [q, k, rand((2, 9, 4), 60)],
+    )
+    assert np.isfinite(to_numpy(out)).all()
+
+
+@pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("s", [3, 64, 70])  # 64: a whole key block of triton's kernels, no padding
 def test_attention_with_keys_of_minus_inf_as_scaled_dot_product_attention(s: int, causal: bool) -> None:
     """Keys of -inf in the data: in batch entry 0 every key, so every score of every query is

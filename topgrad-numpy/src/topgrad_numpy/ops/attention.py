@@ -27,8 +27,9 @@ class Attention(NumpyOp):
         T, S = q.shape[1], k.shape[1]
         self.scale = scale = 1.0 / math.sqrt(q.shape[2]) if q.shape[2] else 1.0
         self.causal = causal  # shown by graph(), as the triton op's
-        p = np.matmul(q, k.transpose(0, 2, 1))
-        p *= scale
+        # q scaled before the product, as PyTorch's math path scales: q kᵀ may pass float32's
+        # 3.4e38 where q kᵀ/√D does not, and a row of inf scores gives NaN (inf - inf).
+        p = np.matmul(q * scale, k.transpose(0, 2, 1))
         if causal:  # top-left aligned, as torch's is_causal: query i sees keys j <= i
             p[:, np.triu(np.ones((T, S), dtype=bool), k=1)] = -np.inf
         if S:  # no keys is only allowed for no queries: nothing to normalize

@@ -11,8 +11,10 @@ sum, the log-sum-exp, loses log l in float32 once |m| >> log l (scores of 1e6: p
 that no longer sum to 1). Causal masking is top-left aligned (key j <= query i), as torch's
 `scaled_dot_product_attention(is_causal=True)`. Masked scores are -inf and the running maximum
 starts at -inf, with 0 standing in for it while it is -inf, so no inf - inf is computed and
-finite scores of any size count. A query whose scores are all -inf (keys of -inf in the data)
-gets output 0, as torch's, and m = +inf, so that backward's probabilities for it are 0 too.
+finite scores of any size count. Every kernel scales q by 1/√D as it loads it, before q kᵀ (as
+PyTorch's math path): a product past float32's 3.4e38 whose scaled score is not stays finite.
+A query whose scores are all -inf (keys of -inf in the data) gets output 0, as torch's, and
+m = +inf, so that backward's probabilities for it are 0 too.
 Under the causal mask a program skips the key blocks after its query block, so a NaN or Inf
 in v reaches the rows of its key's block of queries and after (masked probabilities are 0, and
 0 * NaN is NaN), where torch's CPU kernel, which multiplies every block, spreads it to all.
@@ -59,7 +61,7 @@ def attn_fwd_kernel(Q, K, V, OUT, ROWMAX, LOGSUM, T, S, D, DV, scale,
     dmask = offs_d < D
     dvmask = offs_dv < DV
     q = tl.load(Q + b * sqb + rows[:, None] * sqt + offs_d[None, :] * sqd,
-                mask=(rows < T)[:, None] & dmask[None, :], other=0.0)
+                mask=(rows < T)[:, None] & dmask[None, :], other=0.0) * scale
     m_i = tl.full([BLOCK_M], MASKED, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
@@ -70,7 +72,7 @@ def attn_fwd_kernel(Q, K, V, OUT, ROWMAX, LOGSUM, T, S, D, DV, scale,
         cols = start + offs_n
         kv_mask = (cols < S)[:, None] & dmask[None, :]
         k = tl.load(K + b * skb + cols[:, None] * skt + offs_d[None, :] * skd, mask=kv_mask, other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION)
         valid = (cols < S)[None, :]
         if CAUSAL:
             valid = valid & (cols[None, :] <= rows[:, None])
@@ -94,12 +96,13 @@ def attn_fwd_kernel(Q, K, V, OUT, ROWMAX, LOGSUM, T, S, D, DV, scale,
 
 
 @triton.jit
-def probs_and_dp(q, k, v, do, m, log_l, rows, cols, rmask, S, scale, CAUSAL: tl.constexpr,
+def probs_and_dp(q, k, v, do, m, log_l, rows, cols, rmask, S, CAUSAL: tl.constexpr,
                  PRECISION: tl.constexpr):
-    """For a block of query rows and one of keys: the probabilities p, recomputed from the saved
-    m and log l, and dp = dO vᵀ. One function for the delta and dQ kernels, so that each computes
-    both alike, bit for bit: delta's sum(p * dp) then cancels exactly against dQ's dp."""
-    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
+    """For a block of query rows (q already times the scale) and one of keys: the probabilities
+    p, recomputed from the saved m and log l, and dp = dO vᵀ. One function for the delta and dQ
+    kernels, so that each computes both alike, bit for bit: delta's sum(p * dp) then cancels
+    exactly against dQ's dp."""
+    s = tl.dot(q, tl.trans(k), input_precision=PRECISION)
     valid = rmask[:, None] & (cols < S)[None, :]
     if CAUSAL:
         valid = valid & (cols[None, :] <= rows[:, None])
@@ -128,7 +131,7 @@ def attn_bwd_delta_kernel(Q, K, V, DO, ROWMAX, LOGSUM, DELTA, T, S, D, DV, scale
     dvmask = offs_dv < DV
     rmask = rows < T
     q = tl.load(Q + b * sqb + rows[:, None] * sqt + offs_d[None, :] * sqd,
-                mask=rmask[:, None] & dmask[None, :], other=0.0)
+                mask=rmask[:, None] & dmask[None, :], other=0.0) * scale
     do = tl.load(DO + b * sdb + rows[:, None] * sdt + offs_dv[None, :] * sdd,
                  mask=rmask[:, None] & dvmask[None, :], other=0.0)
     m = tl.load(ROWMAX + b * T + rows, mask=rmask, other=0.0)
@@ -143,7 +146,7 @@ def attn_bwd_delta_kernel(Q, K, V, DO, ROWMAX, LOGSUM, DELTA, T, S, D, DV, scale
                     mask=(cols < S)[:, None] & dmask[None, :], other=0.0)
         v = tl.load(V + b * svb + cols[:, None] * svt + offs_dv[None, :] * svd,
                     mask=(cols < S)[:, None] & dvmask[None, :], other=0.0)
-        p, dp = probs_and_dp(q, k, v, do, m, log_l, rows, cols, rmask, S, scale, CAUSAL, PRECISION)
+        p, dp = probs_and_dp(q, k, v, do, m, log_l, rows, cols, rmask, S, CAUSAL, PRECISION)
         delta += tl.sum(p * dp, axis=1)
     tl.store(DELTA + b * T + rows, delta, mask=rmask)
 
@@ -176,13 +179,14 @@ def attn_bwd_dkdv_kernel(Q, K, V, DO, ROWMAX, LOGSUM, DELTA, DK, DVAL, T, S, D, 
         rows = start + offs_m
         rmask = rows < T
         q_mask = rmask[:, None] & dmask[None, :]
-        q = tl.load(Q + b * sqb + rows[:, None] * sqt + offs_d[None, :] * sqd, mask=q_mask, other=0.0)
+        q = tl.load(Q + b * sqb + rows[:, None] * sqt + offs_d[None, :] * sqd, mask=q_mask,
+                    other=0.0) * scale  # dK = dSᵀ (q * scale): the scale is in already
         do = tl.load(DO + b * sdb + rows[:, None] * sdt + offs_dv[None, :] * sdd,
                      mask=rmask[:, None] & dvmask[None, :], other=0.0)
         m = tl.load(ROWMAX + b * T + rows, mask=rmask, other=0.0)
         log_l = tl.load(LOGSUM + b * T + rows, mask=rmask, other=0.0)
         delta = tl.load(DELTA + b * T + rows, mask=rmask, other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION)
         valid = rmask[:, None] & (cols < S)[None, :]
         if CAUSAL:
             valid = valid & (cols[None, :] <= rows[:, None])
@@ -191,7 +195,7 @@ def attn_bwd_dkdv_kernel(Q, K, V, DO, ROWMAX, LOGSUM, DELTA, DK, DVAL, T, S, D, 
         dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
         ds = p * (dp - delta[:, None])
         dk += tl.dot(tl.trans(ds), q, input_precision=PRECISION)
-    tl.store(DK + b * S * D + cols[:, None] * D + offs_d[None, :], dk * scale, mask=kv_mask)
+    tl.store(DK + b * S * D + cols[:, None] * D + offs_d[None, :], dk, mask=kv_mask)
     tl.store(DVAL + b * S * DV + cols[:, None] * DV + offs_dv[None, :], dv, mask=v_mask)
 
 
@@ -212,7 +216,8 @@ def attn_bwd_dq_kernel(Q, K, V, DO, ROWMAX, LOGSUM, DELTA, DQ, T, S, D, DV, scal
     dvmask = offs_dv < DV
     rmask = rows < T
     q_mask = rmask[:, None] & dmask[None, :]
-    q = tl.load(Q + b * sqb + rows[:, None] * sqt + offs_d[None, :] * sqd, mask=q_mask, other=0.0)
+    q = tl.load(Q + b * sqb + rows[:, None] * sqt + offs_d[None, :] * sqd, mask=q_mask,
+                other=0.0) * scale
     do = tl.load(DO + b * sdb + rows[:, None] * sdt + offs_dv[None, :] * sdd,
                  mask=rmask[:, None] & dvmask[None, :], other=0.0)
     m = tl.load(ROWMAX + b * T + rows, mask=rmask, other=0.0)
@@ -228,7 +233,7 @@ def attn_bwd_dq_kernel(Q, K, V, DO, ROWMAX, LOGSUM, DELTA, DQ, T, S, D, DV, scal
         k = tl.load(K + b * skb + cols[:, None] * skt + offs_d[None, :] * skd, mask=kv_mask, other=0.0)
         v = tl.load(V + b * svb + cols[:, None] * svt + offs_dv[None, :] * svd,
                     mask=(cols < S)[:, None] & dvmask[None, :], other=0.0)
-        p, dp = probs_and_dp(q, k, v, do, m, log_l, rows, cols, rmask, S, scale, CAUSAL, PRECISION)
+        p, dp = probs_and_dp(q, k, v, do, m, log_l, rows, cols, rmask, S, CAUSAL, PRECISION)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds, k, input_precision=PRECISION)
     tl.store(DQ + b * T * D + rows[:, None] * D + offs_d[None, :], dq * scale, mask=q_mask)
