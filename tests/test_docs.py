@@ -113,7 +113,9 @@ def _venv(root: Path) -> dict[str, str]:
     pip = root / "bin" / "pip"
     pip.write_text(f"#!{python}\nimport sys\nfrom pip._internal.cli.main import main\nsys.exit(main())\n")
     pip.chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TOPGRAD_BACKEND", "PYTHONHOME")}
+    # PYTHONPATH kept: set, it names the topgrad under test (a worktree's); a block's own
+    # `PYTHONPATH=src` replaces it, and then the venv's topgrad is the installed one
+    env = {k: v for k, v in os.environ.items() if k not in ("TOPGRAD_BACKEND", "PYTHONHOME")}
     env.update(PATH=f"{root / 'bin'}{os.pathsep}{env.get('PATH', '')}", VIRTUAL_ENV=str(root),
                OMP_NUM_THREADS="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
     env.update(offline_pip())

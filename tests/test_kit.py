@@ -31,9 +31,12 @@ CLOSING = re.compile(r"^(\d+) passed, (?:(\d+) not provided, )?(\d+) failed$")
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    """This process's environment, one thread, and `extra`; an extra PYTHONPATH goes before this
+    process's own, so that the child imports the topgrad under test (a worktree's, say) too."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **extra}
+    path = os.pathsep.join(filter(None, [extra.get("PYTHONPATH"), os.environ.get("PYTHONPATH")]))
     env.pop("PYTHONPATH", None)
-    return {**env, **extra}
+    return {**env, "PYTHONPATH": path} if path else env
 
 
 def _kit(python: str | Path, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
