@@ -89,8 +89,9 @@ def _check_raises(case: Case, args64: list[Any], params64: dict[str, Any]) -> Ou
             )
         return Outcome(True)
     except Exception as exc:
-        return Outcome.crashed(f"shapes {listed} should raise {expected.__name__}, but", exc)
-    return Outcome.failed(f"shapes {listed} must be refused: expected {expected.__name__}, forward returned")
+        return Outcome.crashed(f"should raise {expected.__name__} (inputs of shapes {listed}), but", exc)
+    return Outcome.failed(f"returned an output where it must raise {expected.__name__} "
+                          f"(inputs of shapes {listed})")
 
 
 def upstream_gradient(case: Case, shape: tuple[int, ...]) -> Any:
