@@ -196,6 +196,21 @@ def test_learning_rate_must_be_a_finite_number(cls: type, lr: Any) -> None:
         cls([Tensor(rand((2,), 0))], lr=lr)
 
 
+@pytest.mark.parametrize("zero_d", [np.array, torch.tensor], ids=["numpy", "torch"])
+def test_settings_given_as_0d_arrays_are_their_numbers(zero_d: Any) -> None:
+    """`lr=np.load(f)["lr"]` (a 0-d array) or `torch.tensor(0.01)`: torch.optim takes both; ours
+    said "learning rate must be a finite number >= 0, got array(0.01)". A 1-d array stays refused.
+    (The values are exact in float32: torch.tensor makes float32.)"""
+    adam = Adam([Tensor(rand((2,), 0))], lr=zero_d(0.25), betas=(zero_d(0.5), zero_d(0.75)))
+    sgd = SGD([Tensor(rand((2,), 0))], lr=zero_d(0.125), momentum=zero_d(0.5))
+    sgd.weight_decay = zero_d(0.25)
+    settings = (adam.lr, *adam.betas, sgd.lr, sgd.momentum, sgd.weight_decay)
+    assert settings == (0.25, 0.5, 0.75, 0.125, 0.5, 0.25)
+    assert all(type(v) is float for v in settings)
+    with pytest.raises(ValueError, match="learning rate must be a finite number"):
+        SGD([Tensor(rand((2,), 0))], lr=np.array([0.1]))
+
+
 @pytest.mark.parametrize(
     ("params", "hint"),
     [(Tensor(np.zeros(2, np.float32)), "wrap a single Tensor in a list"),

@@ -132,7 +132,7 @@ class Optimizer:
         momentum, a misspelling) is refused rather than kept and ignored, and torch.optim's options
         are taken at the values the constructor takes; `state` is checked against the parameters."""
         if name in self.settings:
-            value = self._checked(name, value)
+            value = self._checked(name, _scalar(value))
         elif name == "params":
             _Params._refuse(self.params)
         elif name == "state":
@@ -430,6 +430,14 @@ def _refuse_options(opt: Optimizer, **given: Any) -> None:
             raise not_taken(type(opt).__name__, name, value, *_NOT_TAKEN[name])
 
 
+def _scalar(value: Any) -> Any:
+    """A 0-d array (numpy's, torch's: `np.load(f)["lr"]`, `torch.tensor(0.01)`) as its Python number,
+    as torch.optim takes one; anything else as it is, for the setting's own check."""
+    if getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None)):
+        return value.item()
+    return value
+
+
 def _check_non_negative(opt: Optimizer, **values: float) -> None:
     """torch.optim refuses a negative learning rate, momentum, weight decay and eps; so do we,
     and anything that is not a finite number."""
@@ -525,7 +533,7 @@ class Adam(Optimizer):
             return float(value)
         elif name == "betas":
             try:
-                pair = tuple(value) if not isinstance(value, (str, bytes)) else ()
+                pair = tuple(map(_scalar, value)) if not isinstance(value, (str, bytes)) else ()
             except TypeError:
                 pair = ()
             if len(pair) != 2 or not all(isinstance(b, Real) and not isinstance(b, bool)
