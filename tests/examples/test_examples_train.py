@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import write_dataset
+from conftest import N_TEST, N_TRAIN, write_dataset
 from topgrad_examples import checkpoint, data, idx, train
 from topgrad_examples.saving import Saved
 
@@ -536,7 +536,17 @@ def test_ctrl_c_does_not_vouch_for_a_file_this_run_did_not_write(
 def test_a_limit_above_the_dataset_says_so_on_stderr_with_the_other_notes(tiny_data: Path, capsys) -> None:
     code, lines, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--limit", "100000", *FAST)
     assert code == 0 and not any(line.startswith("note:") for line in lines), lines
-    assert err.startswith("note: --limit 100000:") and "using at most that many" in err, err
+    assert err.startswith(f"note: --limit 100000: {tiny_data} has {N_TRAIN} training and {N_TEST} test "
+                          "images; using all of them\n"), err
+
+
+def test_a_limit_above_the_test_split_only_names_that_split(tiny_data: Path, capsys) -> None:
+    """--limit 20000 on MNIST said "has 60,000 training and 10,000 test images; using at most that
+    many", as if 20,000 were too many training images; only the test split is capped."""
+    limit = (N_TRAIN + N_TEST) // 2
+    code, _, err = run(capsys, "mlp", "--data-dir", str(tiny_data), "--limit", str(limit), *FAST)
+    assert code == 0 and err.startswith(f"note: --limit {limit}: {tiny_data} has {N_TEST} test images; "
+                                        f"testing on all of them ({limit} training images)\n"), err
 
 
 def test_a_missing_file_is_named(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -942,6 +952,21 @@ def test_save_refuses_another_runs_checkpoint(tiny_data: Path, tmp_path: Path, c
         f"topgrad-train: error: --save {ck}: the file holds epoch 1 of a conv run on mnist; to continue "
         f"that run add --resume {ck} (keeping --save {ck}); to start a new run give --save another path, "
         f"or delete {ck}"), err
+
+
+def test_resume_of_another_models_checkpoint_says_so_first_with_the_command(
+    tiny_data: Path, tmp_path: Path, capsys,
+) -> None:
+    """`conv --resume` of an mlp checkpoint found the model only after reading the data, so a
+    differing --limit was reported first (fix it, then learn the model was wrong), and the message
+    gave no command that works."""
+    ck = tmp_path / "ck.npz"
+    assert run(capsys, "mlp", "--data-dir", str(tiny_data), "--limit", "8", "--save", str(ck), *FAST)[0] == 0
+    code, lines, err = run(capsys, "conv", "--data-dir", str(tiny_data), "--limit", "4", "--resume", str(ck),
+                           *FAST)
+    assert code == 1 and not lines, (lines, err)
+    assert err.strip() == (f"topgrad-train: error: {ck}: saved for model 'mlp', cannot resume 'conv'; to go "
+                           f"on with it: topgrad-train mlp --resume {ck}"), err
 
 
 def test_save_refuses_an_existing_file_that_is_no_checkpoint(tiny_data: Path, tmp_path: Path, capsys) -> None:

@@ -199,6 +199,15 @@ def config_of(arrays: dict[str, np.ndarray]) -> dict[str, str | int | float]:
     return {k.split("/", 1)[1]: v.item() for k, v in arrays.items() if k.startswith("config/")}
 
 
+def check_model(path: str | os.PathLike[str], arrays: dict[str, np.ndarray], model_name: str) -> None:
+    """CheckpointError, with the command that resumes the file, where it holds another model
+    (topgrad-train checks it before reading any data)."""
+    saved_model = str(arrays["meta/model"])
+    if saved_model != model_name:
+        raise CheckpointError(f"{path}: saved for model {saved_model!r}, cannot resume {model_name!r}; "
+                              f"to go on with it: topgrad-train {saved_model} --resume {path}")
+
+
 def load(
     path: str | os.PathLike[str], model_name: str, model: Module, optimizer: topgrad.optim.Optimizer,
     arrays: dict[str, np.ndarray] | None = None,
@@ -206,9 +215,7 @@ def load(
     """Restore model and optimizer in place; return (epoch, config, history). `arrays`: the
     file's contents when the caller has `read` them already."""
     arrays = read(path) if arrays is None else arrays
-    saved_model = str(arrays["meta/model"])
-    if saved_model != model_name:
-        raise CheckpointError(f"{path}: saved for model {saved_model!r}, cannot resume {model_name!r}")
+    check_model(path, arrays, model_name)
     saved_opt = str(arrays["meta/optimizer"])
     if saved_opt != type(optimizer).__name__:
         raise CheckpointError(

@@ -158,6 +158,18 @@ def _select_data(ds: Dataset, limit: int | None) -> tuple[np.ndarray, ...]:
             normalize(ds.test_images[:n_test], ds.name), ds.test_labels[:n_test].astype(np.int64))
 
 
+def _limit_note(limit: int, source: str, n_train: int, n_test: int) -> str:
+    """The note for a --limit above a split's size, naming the split it caps: "using at most that
+    many" read as if a limit of 20,000 were too large for MNIST's 60,000 training images."""
+    if limit > n_train and limit > n_test:
+        return (f"note: --limit {limit}: {source} has {n_train:,} training and {n_test:,} test images; "
+                "using all of them")
+    split, n, other, used = ("test", n_test, "training", "testing") if limit > n_test else (
+        "training", n_train, "test", "training")
+    return (f"note: --limit {limit}: {source} has {n:,} {split} images; {used} on all of them "
+            f"({limit:,} {other} images)")
+
+
 def _recipe(args: argparse.Namespace, saved: dict[str, Any]) -> TrainDefaults:
     """The model's defaults, overridden by the checkpoint's settings, overridden by the command line."""
     recipe = MODELS[args.model].defaults
@@ -271,7 +283,8 @@ def run(args: argparse.Namespace, saved_now: Saved | None = None) -> float:
     if args.save:  # after the --resume file's own errors: they say more
         checkpoint.check_not_taken(args.save, args.resume)
     saved = checkpoint.config_of(resumed) if resumed is not None else {}
-    if args.resume:
+    if resumed is not None:
+        checkpoint.check_model(args.resume, resumed, args.model)  # before the data, which takes a while
         check_same_run(args.resume, saved, args.dataset, args.seed)
     dataset = args.dataset or str(saved.get("dataset") or "mnist")
     seed = args.seed if args.seed is not None else int(saved.get("seed", 0))
@@ -292,8 +305,7 @@ def run(args: argparse.Namespace, saved_now: Saved | None = None) -> float:
         data = _load_data(args, dataset, data_dir, recorded)
     x_train, y_train, x_test, y_test = _select_data(data, limit)
     if limit is not None and limit > min(len(data.train_labels), len(data.test_labels)):
-        _stderr(f"note: --limit {limit}: {data.source} has {len(data.train_labels):,} training and "
-                f"{len(data.test_labels):,} test images; using at most that many")
+        _stderr(_limit_note(limit, data.source, len(data.train_labels), len(data.test_labels)))
     if args.resume:
         check_same_data(args.resume, saved, len(y_train), len(y_test), data.source)
     model = build(args.model, seed=seed)
