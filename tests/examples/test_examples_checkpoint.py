@@ -6,6 +6,8 @@ import errno
 import os
 import re
 import stat
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ import pytest
 import topgrad
 from topgrad_examples import checkpoint, data
 from topgrad_examples.loss import cross_entropy
-from topgrad_examples.models import MLP, DeepConvNet
+from topgrad_examples.models import MLP, DeepConvNet, build
 
 CONFIG = {"dataset": "mnist", "seed": 0, "batch_size": 8, "lr": 0.001}
 
@@ -152,6 +154,29 @@ def saved(tmp_path: Path) -> Path:
 def _load_into(path: Path, name: str = "mlp", model=None, optimizer_cls=topgrad.optim.Adam):
     model = model or MLP(hidden=(8,))
     return checkpoint.load(path, name, model, optimizer_cls(model.parameters(), lr=1e-3))
+
+
+def test_a_checkpoint_loads_without_an_optimizer_to_predict_as_the_readme_shows(tmp_path: Path) -> None:
+    """`checkpoint.load(path, name, model, None)`: the weights and BatchNorm statistics only. Before,
+    the optimizer was required ("saved with optimizer Adam, this run uses NoneType"), so a saved run
+    could not be used to predict. The README's block runs as written and predicts what the trained
+    model does."""
+    for name in ("mlp", "deepconv"):  # deepconv: BatchNorm's running statistics come back too
+        model, optimizer = trained(build(name), steps=1)
+        checkpoint.save(tmp_path / f"{name}.npz", name, model, optimizer, 1, CONFIG, np.zeros((1, 3)))
+        fresh = build(name, seed=1)
+        checkpoint.load(tmp_path / f"{name}.npz", name, fresh, None)
+        for key, t in model.state().items():
+            np.testing.assert_array_equal(fresh.state()[key].numpy(), t.numpy(), err_msg=key)
+    readme = (Path(__file__).resolve().parents[2] / "topgrad-examples" / "README.md").read_text()
+    block = readme.split("To predict with a saved run", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    done = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    mlp = build("mlp")
+    checkpoint.load(tmp_path / "mlp.npz", "mlp", mlp, None)
+    zeros = topgrad.Tensor(data.normalize(np.zeros((2, 28, 28), np.uint8)), requires_grad=False)
+    assert done.stdout.strip() == str(mlp(zeros, training=False).numpy().argmax(axis=-1)), done.stdout
 
 
 def test_wrong_model_name(saved: Path) -> None:

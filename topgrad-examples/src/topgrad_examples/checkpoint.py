@@ -209,15 +209,16 @@ def check_model(path: str | os.PathLike[str], arrays: dict[str, np.ndarray], mod
 
 
 def load(
-    path: str | os.PathLike[str], model_name: str, model: Module, optimizer: topgrad.optim.Optimizer,
-    arrays: dict[str, np.ndarray] | None = None,
+    path: str | os.PathLike[str], model_name: str, model: Module,
+    optimizer: topgrad.optim.Optimizer | None, arrays: dict[str, np.ndarray] | None = None,
 ) -> tuple[int, dict[str, str | int | float], np.ndarray]:
-    """Restore model and optimizer in place; return (epoch, config, history). `arrays`: the
-    file's contents when the caller has `read` them already."""
+    """Restore model and optimizer in place; return (epoch, config, history). `optimizer` None:
+    the model's weights and BatchNorm statistics only, to predict with. `arrays`: the file's
+    contents when the caller has `read` them already."""
     arrays = read(path) if arrays is None else arrays
     check_model(path, arrays, model_name)
     saved_opt = str(arrays["meta/optimizer"])
-    if saved_opt != type(optimizer).__name__:
+    if optimizer is not None and saved_opt != type(optimizer).__name__:
         raise CheckpointError(
             f"{path}: saved with optimizer {saved_opt}, this run uses {type(optimizer).__name__}")
     state = model.state()
@@ -235,7 +236,8 @@ def load(
     except TypeError as exc:  # text or objects where a weight belongs
         raise CheckpointError(f"{path}: a damaged checkpoint (a model array: {exc})") from None
     try:  # checks everything before it changes anything
-        optimizer.load_state_dict(_optimizer_state(path, arrays, optimizer))
+        if optimizer is not None:
+            optimizer.load_state_dict(_optimizer_state(path, arrays, optimizer))
     except ValueError as exc:
         why = str(exc).removeprefix(f"{type(optimizer).__name__}.load_state_dict: ")
         raise CheckpointError(f"{path}: a damaged checkpoint (its optimizer state: {why})") from None
