@@ -219,6 +219,53 @@ def test_graph_shows_the_innermost_line_with_a_short_path() -> None:
     assert str(node.built_at).startswith(os.path.join("tests", "test_anomaly_sites.py") + ":")
 
 
+def test_a_backend_defined_in_the_users_own_module_keeps_the_users_lines() -> None:
+    """A backend class written in a test module, script or notebook (register_backend, as the guide
+    suggests): anomaly mode skipped the backend's module to hide a composing backend's frames, and
+    so dropped every user frame ("op built at an unknown place"); graph() and to_dot() then raised
+    IndexError on the empty site."""
+    from topgrad import registry
+
+    class ModuleBackend(type(topgrad.get_backend())):  # type: ignore[misc]
+        """The selected backend, as a class of this test module."""
+
+    topgrad.register_backend(topgrad.BackendSpec("anomaly-module-backend", ModuleBackend))
+    try:
+        topgrad.set_backend("anomaly-module-backend")
+        x = Tensor([[1.0, -2.0]])
+        with topgrad.detect_anomaly(), pytest.raises(AnomalyError) as info:
+            x.log()  # the user's line
+        assert chain(info.value) == [(line_of("the user's line"),
+                                      "test_a_backend_defined_in_the_users_own_module_keeps_the_users_lines",
+                                      "x.log()  # the user's line")], str(info.value)
+        with topgrad.detect_anomaly():
+            y = (x * 2.0).sum()  # finite
+        assert "# finite" in str(y.graph()) and topgrad.viz.to_dot(y).startswith("digraph")
+    finally:
+        registry._in_process.pop("anomaly-module-backend")
+        registry._loaded.pop("anomaly-module-backend", None)
+
+
+def test_a_backward_whose_forward_ran_before_anomaly_mode_says_why_its_site_is_unknown() -> None:
+    y = Tensor([0.0, 4.0]).sqrt().sum()  # forward outside anomaly mode: no site recorded
+    with topgrad.detect_anomaly(), pytest.raises(AnomalyError) as info:
+        y.backward()
+    assert str(info.value).endswith(
+        "op built at an unknown place: its forward ran before anomaly mode began (run the forward "
+        "pass inside detect_anomaly() too, to see where)"), str(info.value)
+
+
+def test_a_number_operand_that_is_inf_is_blamed_on_the_line_not_on_data() -> None:
+    """x / 0.0 was reported as a Mul whose input "came from outside this op: data, parameters or
+    an op run before anomaly mode began"; the user's own divisor made the inf."""
+    with topgrad.detect_anomaly(), pytest.raises(AnomalyError) as info:
+        Tensor([1.0, 0.0]) / 0.0  # divided here
+    text = str(info.value)
+    assert ("input 1 is the number inf, given by the line that built it (x / 0 is computed as "
+            "x * inf)") in text and "outside this op" not in text, text
+    assert chain(info.value)[-1][0] == line_of("divided here")
+
+
 def test_anomaly_mode_off_records_no_site() -> None:
     x = Tensor([1.0, 2.0])
     y = x * 2.0

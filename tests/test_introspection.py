@@ -1068,7 +1068,7 @@ def test_anomaly_blames_a_number_or_a_keyword_operand_that_held_nan() -> None:
     with topgrad.detect_anomaly(), pytest.raises(topgrad.AnomalyError) as info:
         Tensor([1.0, 2.0]) * float("nan")
     text = str(info.value)
-    assert "input 1 already contained NaN/Inf" in text and "input 1 is the number nan" in text, text
+    assert "input 1 is the number nan, given by the line that built it." in text, text
     stats = {"running_mean": Tensor([0.0, 0.0], requires_grad=False),
              "running_var": Tensor([1.0, float("nan")], requires_grad=False)}
     with topgrad.detect_anomaly(), pytest.raises(topgrad.AnomalyError) as info:

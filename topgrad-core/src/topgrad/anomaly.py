@@ -206,8 +206,15 @@ def _holds_bad(x: Any, inf_counts: bool) -> bool:
     return hasattr(x, "shape") and hasattr(x, "dtype") and _bad(x, inf_counts)
 
 
-def _built_at_text(built_at: BuiltAt | None) -> tuple[str, tuple[str, ...], str]:
-    """(innermost line, the chain outermost first, the error's 'op built at' part)."""
+_NOT_RECORDED = object()  # an op whose forward ran outside anomaly mode: nothing was recorded
+
+
+def _built_at_text(built_at: Any) -> tuple[str, tuple[str, ...], str]:
+    """(innermost line, the chain outermost first, the error's 'op built at' part) of an op's
+    `_built_at`: a BuiltAt, None (no frame outside topgrad) or `_NOT_RECORDED`."""
+    if built_at is _NOT_RECORDED:
+        return "", (), ("\n  op built at an unknown place: its forward ran before anomaly mode began "
+                        "(run the forward pass inside detect_anomaly() too, to see where)")
     if built_at is None or not built_at.frames:
         return "", (), "\n  op built at an unknown place"
     stack = built_at.lines()
@@ -234,7 +241,11 @@ class AnomalyDetector(Observer):
         if _checking.active:
             return
         backend_pkg = type(get_backend()).__module__.partition(".")[0]
-        op._built_at = BuiltAt(user_frames((backend_pkg,), depth=2))  # type: ignore[attr-defined]
+        # A backend written in the user's own script, notebook or test module: skipping its
+        # module would drop every user frame, so then none is skipped
+        frames = user_frames((backend_pkg,), depth=2) if backend_pkg != "__main__" else ()
+        frames = frames or user_frames(depth=2)
+        op._built_at = BuiltAt(frames) if frames else None  # type: ignore[attr-defined]
 
     def after_forward(
         self, op: Op, args: tuple[Any, ...], params: dict[str, Any], result: Any, seconds: float
@@ -247,7 +258,7 @@ class AnomalyDetector(Observer):
         if not (nan or inf):
             return
         name = type(op).__name__
-        built_at, stack, where = _built_at_text(getattr(op, "_built_at", None))
+        built_at, stack, where = _built_at_text(getattr(op, "_built_at", _NOT_RECORDED))
         # positional operands, then keyword ones (BatchNorm's running statistics), numbers too
         bad = [(f"input {i}", a) for i, a in enumerate(args) if _holds_bad(a, self.inf)]
         bad += [(key, v) for key, v in params.items() if _holds_bad(v, self.inf)]
@@ -256,9 +267,14 @@ class AnomalyDetector(Observer):
             if not self.names and any(isinstance(x, Tensor) and x.op is None for _, x in bad):
                 which += " (detect_anomaly(names={'w': w, ...}) names it)"
             held = "NaN/Inf" if self.inf else "NaN"
-            cause = (f"{', '.join(label for label, _ in bad)} already contained {held} "
-                     "(the values came from outside this op: data, parameters or an op run "
-                     f"before anomaly mode began): {which}")
+            if all(isinstance(x, Real) for _, x in bad):  # the code that built the op gave it
+                infinite = any(math.isinf(x) for _, x in bad)
+                division = " (x / 0 is computed as x * inf)" if name == "Mul" and infinite else ""
+                cause = f"{which}, given by the line that built it{division}"
+            else:
+                cause = (f"{', '.join(label for label, _ in bad)} already contained {held} "
+                         "(the values came from outside this op: data, parameters or an op run "
+                         f"before anomaly mode began): {which}")
         else:
             cause = ("its inputs were finite, so this op produced them" if self.inf else
                      "its inputs held no NaN (Inf is not checked: inf=False), so this op produced them")
@@ -284,7 +300,7 @@ class AnomalyDetector(Observer):
             if not (nan or inf):
                 continue
             name = type(op).__name__
-            built_at, stack, where = _built_at_text(getattr(op, "_built_at", None))
+            built_at, stack, where = _built_at_text(getattr(op, "_built_at", _NOT_RECORDED))
             parent = parents[i] if i < len(parents) else None
             label = self.names.get(id(parent)) if isinstance(parent, Tensor) else None
             cause = _BACKWARD_CAUSE[_bad(grad, self.inf), self.inf]
