@@ -1162,6 +1162,23 @@ def test_trace_enable_and_disable_start_and_stop_the_global_tracer() -> None:
     topgrad.trace.disable()  # a second disable is harmless
 
 
+def test_trace_enable_with_a_stream_while_tracing_redirects_the_lines() -> None:
+    """After TOPGRAD_TRACE=1 (or enable()), enable(buf) returned the tracer and kept writing to
+    stderr: buf stayed empty, with no word. The stream given now is where the lines go."""
+    first, second = io.StringIO(), io.StringIO()
+    tracer = topgrad.trace.enable(first)
+    try:
+        Tensor([[1.0]]).relu()
+        assert topgrad.trace.enable(second) is tracer
+        Tensor([[1.0]]).exp()
+        assert topgrad.trace.enable() is tracer  # no stream: where it was going
+        Tensor([[1.0]]).log()
+    finally:
+        topgrad.trace.disable()
+    assert [line.split()[2] for line in first.getvalue().splitlines()] == ["ReLU"], first.getvalue()
+    assert [line.split()[2] for line in second.getvalue().splitlines()] == ["Exp", "Log"], second.getvalue()
+
+
 def test_an_observer_must_subclass_observer() -> None:
     """An object with only some hooks would fail inside the engine, at the first op."""
     from topgrad.observe import observing

@@ -79,11 +79,14 @@ class Tracer(Observer):
 
 
 def enable(stream: TextIO | None = None) -> Tracer:
-    """Start tracing every op (what TOPGRAD_TRACE=1 does at import); returns the tracer."""
+    """Start tracing every op (what TOPGRAD_TRACE=1 does at import); returns the tracer. Where
+    tracing is on already, a `stream` given now is where its lines go from here on."""
     global _global
     if _global is None:
         _global = Tracer(stream)
         register(_global)
+    elif stream is not None:  # after TOPGRAD_TRACE=1, enable(buf) kept writing to stderr
+        _global.stream = stream
     return _global
 
 
