@@ -127,9 +127,22 @@ def test_a_reshaped_input_is_named_once_with_why() -> None:
     w = Tensor(rand((12, 2), 2))
     text = str(images.reshape(2, 12).linear(w).sum().graph({"images": images, "w": w}))
     assert _lines(text, "names:") == [
-        "names: not in this graph, as a reshaped tensor is a new one: "
+        "names: not in this graph, as a reshaped or sliced tensor is a new one: "
         "'images' (%0 shares its memory)"
     ], text
+
+
+def test_a_named_input_sliced_at_every_step_lists_its_first_views_only() -> None:
+    """An RNN over xs[t] for 200 steps: the note was one line of 1230 characters listing every
+    slice's %i, and called the slices "reshaped"."""
+    xs = Tensor(rand((200, 2, 3), 3), requires_grad=False)
+    w = Tensor(rand((3, 3), 4))
+    h = xs[0].linear(w)
+    for t in range(1, 200):
+        h = (xs[t] + h).linear(w)
+    (line,) = _lines(str(h.sum().graph({"xs": xs, "w": w})), "names:")
+    assert line.startswith("names: not in this graph, as a reshaped or sliced tensor is a new one: 'xs' (%")
+    assert line.endswith(" and 194 more share its memory)") and len(line) < 200, line
 
 
 def test_a_slice_of_the_same_dataset_is_not_said_to_share_the_batchs_memory() -> None:

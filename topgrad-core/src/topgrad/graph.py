@@ -264,9 +264,9 @@ def _name_notes(
         views = [key for key, leaf in leaves.items() if _overlap(leaf.data, t.data)]
         if views:
             share = "shares" if len(views) == 1 else "share"
-            viewed.append(f"{name!r} ({', '.join(views)} {share} its memory)")
+            viewed.append(f"{name!r} ({_some(views, quote=False)} {share} its memory)")
     if viewed:
-        notes.append("not in this graph, as a reshaped tensor is a new one: "
+        notes.append("not in this graph, as a reshaped or sliced tensor is a new one: "
                      + _some(viewed, quote=False))
     for name, t in names.items():
         if id(t) in ids and label[id(t)] != name:
