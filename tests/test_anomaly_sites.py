@@ -266,6 +266,35 @@ def test_a_number_operand_that_is_inf_is_blamed_on_the_line_not_on_data() -> Non
     assert chain(info.value)[-1][0] == line_of("divided here")
 
 
+def test_a_leaf_whose_uses_gradients_sum_to_inf_is_caught_and_named() -> None:
+    """w used twice, each use's gradient 3e38 (finite): their sum in w.grad is Inf. Anomaly mode
+    checked each op's returned gradients only, so the backward passed and the next step would
+    write Inf into w; the same sum at an intermediate tensor was caught. PyTorch's misses it too."""
+    w, big = Tensor([1e-30, 1e-30]), Tensor([3e38, 3e38], requires_grad=False)
+    with topgrad.detect_anomaly(names={"w": w}), pytest.raises(AnomalyError) as info:
+        ((w * big).sum() + (w * big).sum()).backward()
+    err = info.value
+    assert (err.op, err.phase) == ("leaf", "backward"), str(err)
+    assert str(err).startswith("leaf 'w', shape (2,): its gradient in .grad has 2 Inf among 2 values, "
+                               "though every gradient the ops returned for it was finite: their sum made "
+                               "them"), str(err)
+    finite = Tensor([1.0, 2.0])
+    with topgrad.detect_anomaly():  # an ordinary leaf, used twice, passes
+        ((finite * 2.0).sum() + (finite * 3.0).sum()).backward()
+    assert finite.grad.tolist() == [5.0, 5.0]
+
+
+def test_a_leaf_grad_that_held_inf_before_this_backward_is_caught() -> None:
+    """A .grad left from an earlier backward (outside anomaly mode) plus this one's: the message
+    names that way too, and how to clear it."""
+    w = Tensor([1.0, 2.0])
+    (w * 3e38).sum().backward()
+    (w * 3e38).sum().backward()  # no anomaly mode: w.grad = 6e38, Inf
+    with topgrad.detect_anomaly(), pytest.raises(AnomalyError, match=r"or the \.grad they were added to "
+                                                  r"held them .*opt\.zero_grad\(\) clears it"):
+        (w * 1.0).sum().backward()
+
+
 def test_anomaly_mode_off_records_no_site() -> None:
     x = Tensor([1.0, 2.0])
     y = x * 2.0

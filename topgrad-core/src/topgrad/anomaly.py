@@ -311,6 +311,28 @@ class AnomalyDetector(Observer):
             )
 
 
+    def after_leaf_gradient(self, leaf: Any, grad: Any) -> None:
+        """AnomalyError if a leaf's complete gradient holds NaN/Inf though every gradient an op
+        returned for it was checked: their sum (3e38 + 3e38) or the sum with an earlier `.grad` made
+        them, where the next optimizer step would write them into the weights."""
+        if _checking.active or _finite(grad):
+            return
+        nan, inf, size = _census(grad)
+        inf = inf if self.inf else 0
+        if not (nan or inf):
+            return
+        name = self.names.get(id(leaf))
+        who = f"leaf {name!r}" if name else "a leaf (detect_anomaly(names={'w': w, ...}) names it)"
+        checked = "finite" if self.inf else "free of NaN (Inf is not checked: inf=False)"
+        raise AnomalyError(
+            f"{who}, shape {tuple(leaf.shape)}: its gradient in .grad has {_describe(nan, inf, size)}, "
+            f"though every gradient the ops returned for it was {checked}: their sum made them (the "
+            "leaf is used more than once), or the .grad they were added to held them (from an earlier "
+            "backward: opt.zero_grad() clears it)",
+            "leaf", "backward", None, (),
+        )
+
+
 _BACKWARD_CAUSE = {  # (the incoming gradient held NaN/Inf, Inf counts) -> why a gradient went bad
     (True, True): "the incoming gradient already contained NaN/Inf, though every gradient the ops computed "
                   "before it was finite: it is the seed passed to backward, or, where this op's output is "

@@ -42,9 +42,13 @@ class Observer:
     def after_backward(self, op: Op, grad: Any, grads: tuple[Any, ...], seconds: float) -> None:
         """Called after `op.backward` with the incoming gradient and the gradients it returned."""
 
+    def after_leaf_gradient(self, leaf: Any, grad: Any) -> None:
+        """Called once a leaf's gradient of this backward is complete and stored in `leaf.grad`
+        (`grad`): the sum over its uses, added to what `.grad` held before."""
+
 
 def register(observer: Observer) -> None:
-    """Start watching ops with `observer` (an `Observer`: the engine calls all three hooks)."""
+    """Start watching ops with `observer` (an `Observer`: the engine calls all of its hooks)."""
     if not isinstance(observer, Observer):
         raise TypeError(f"observers subclass topgrad.observe.Observer (it gives the hooks you do not "
                         f"override), got {type(observer).__name__}")

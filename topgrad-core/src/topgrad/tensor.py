@@ -769,6 +769,8 @@ class Tensor:
                     node._grad = _own(backend, g, memory_in_use)
                 else:
                     node._grad = _add_in(node, g, backend, writes)
+                for obs in _op.Op._observers:  # anomaly mode: a sum of finite gradients may overflow
+                    obs.after_leaf_gradient(node, node._grad)
                 continue
             # written in place since its forward (a step, an add into a .grad)? refused if it saved that
             if node._born < _updates.now and node._intermediate:
