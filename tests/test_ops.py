@@ -514,6 +514,17 @@ def test_sqrt_at_the_edges_as_pytorch() -> None:
     assert np.signbit(to_numpy(out)[1])
 
 
+def test_sqrt_gradient_just_below_float32s_largest_stays_finite_as_pytorchs() -> None:
+    """grad / (2 y) of 1.5e38 to 2.7e38: numpy's backward computed grad / y first (3e38 to 5.3e38,
+    past float32's 3.4e38: inf) and halved it after; PyTorch's grad / (2 y) is finite."""
+    values, upstream = np.array([1e-30, 1e-40, 1e-45], np.float32), np.array([3e23, 5e18, 2e16], np.float32)
+    x, xt = Tensor(values), torch.tensor(values, dtype=torch.float64, requires_grad=True)
+    x.sqrt().backward(upstream)
+    torch.sqrt(xt).backward(torch.tensor(upstream, dtype=torch.float64))
+    assert np.isfinite(to_numpy(x.grad)).all(), to_numpy(x.grad)
+    np.testing.assert_allclose(to_numpy(x.grad), xt.grad.numpy(), rtol=1e-6)
+
+
 # ---- Abs (an op beyond the contract's table) -----------------------------------------------------
 @pytest.mark.parametrize(("shape", "scale"), [((3, 4), 1.0), ((2, 3, 5), 100.0), ((), 2.0), ((0, 3), 1.0),
                                               ((4, 5), 1e-4)])

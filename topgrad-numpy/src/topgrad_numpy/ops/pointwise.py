@@ -54,8 +54,8 @@ class Sqrt(NumpyOp):
     def backward(self, grad: np.ndarray) -> tuple[np.ndarray]:
         """grad / (2 y), y being the saved output."""
         (out,) = self._intermediate
-        d = arr(np.divide(grad, out))
-        d *= 0.5  # exact: grad / y * 0.5 rounds as grad / (2 y)
+        d = arr(np.multiply(out, 2.0))  # 2 y is exact: y = sqrt(x) <= 1.9e19 (float32) cannot overflow
+        np.divide(grad, d, out=d)  # not grad / y * 0.5: grad / y overflows where grad / (2 y) does not
         return (d,)
 
 
