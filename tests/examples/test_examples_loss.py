@@ -45,6 +45,21 @@ def test_cross_entropy_is_finite_where_pytorchs_is(case: str) -> None:
     np.testing.assert_allclose(grad, th_grad, rtol=1e-5, atol=1e-5, err_msg=case)
 
 
+@pytest.mark.parametrize("bad_rows", [(0,), (2,), (4,), (1, 2), (0, 1, 2, 3, 4)])
+def test_a_row_whose_label_is_masked_gets_pytorchs_gradient(bad_rows: tuple[int, ...]) -> None:
+    """A label whose own logit is -inf (a mask over the target, by mistake): the loss is inf, as
+    F.cross_entropy's, but the max trick tied the row's entries at -inf and shared its gradient
+    among them; PyTorch's is (softmax - one-hot) / batch there too."""
+    rows = np.array([[0.5, -1.0, 2.0, -INF], [1.0, 0.0, -INF, 0.25], [-2.0, 1.5, 0.0, 1.0],
+                     [3.0, -INF, -0.5, 0.0], [0.0, 0.0, 1.0, -1.0]])
+    labels = [3, 2, 0, 1, 2]
+    for row in bad_rows:
+        rows[row, labels[row]] = -INF
+    loss, grad, th_loss, th_grad = _loss_and_grad(rows.tolist(), labels)
+    assert loss == th_loss == INF
+    np.testing.assert_allclose(grad, th_grad, rtol=1e-5, atol=1e-6)
+
+
 def test_an_ordinary_loss_does_not_stop_anomaly_mode() -> None:
     """Finite logits: no op of the loss makes a NaN or an Inf, so `detect_anomaly()` (which stops at
     Inf too) lets a training step through, forward and backward."""

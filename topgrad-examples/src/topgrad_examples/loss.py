@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 
 import numpy as np
 from topgrad import Tensor
@@ -42,13 +44,29 @@ def _summed_label_log_probabilities(log_p: Tensor, labels: np.ndarray) -> Tensor
     log_p holds a -inf (a masked logit, or one that underflows) the label's entry is taken as its row's
     maximum once every other entry is pushed to -inf (the same values and gradient). That way is kept
     for those batches: its -inf would stop `detect_anomaly()` in every ordinary step. A row whose own
-    label's log-probability is -inf (a loss of inf) then shares its gradient among its -inf entries."""
+    label's log-probability is -inf (a loss of inf) would tie every entry at -inf there, so that row's
+    entry is indexed alone, and its gradient is F.cross_entropy's, (softmax - one-hot) / batch."""
     dtype = "float64" if str(log_p.dtype).endswith("float64") else "float32"  # a float64 model's loss too
     targets = _one_hot(labels, log_p.shape[-1])  # labels checked by the caller
-    if not np.isneginf(log_p.numpy()).any():
+    values = log_p.numpy()
+    if not np.isneginf(values).any():
         return (log_p * Tensor(targets, dtype=dtype, requires_grad=False)).sum()
     others_out = np.where(targets == 1.0, 0.0, -np.inf)
-    return (log_p + Tensor(others_out, dtype=dtype, requires_grad=False)).max(axis=-1).sum()
+
+    def label_maxima(start: int, stop: int) -> Tensor:  # rows start..stop-1 by the max trick
+        pushed = Tensor(others_out[start:stop], dtype=dtype, requires_grad=False)
+        return (log_p[start:stop] + pushed).max(axis=-1).sum()
+
+    parts: list[Tensor] = []
+    start = 0
+    for row in map(int, np.flatnonzero(np.isneginf(values[np.arange(len(labels)), labels]))):  # usually none
+        if row > start:
+            parts.append(label_maxima(start, row))
+        parts.append(log_p[row, int(labels[row])])
+        start = row + 1
+    if start < len(labels):
+        parts.append(label_maxima(start, len(labels)))
+    return functools.reduce(operator.add, parts)
 
 
 def _checked_labels(labels: np.ndarray, num_classes: int, what: str) -> np.ndarray:
