@@ -2027,6 +2027,32 @@ def test_layernorm_without_gamma_or_beta(shape: tuple[int, ...], affine: tuple[b
                         [rand(shape, 65, scale=3.0), *_affine_inputs(affine, d, 65)])
 
 
+def test_a_constant_row_under_a_subnormal_eps_has_finite_layernorm_gradients() -> None:
+    """Variance 0 and eps = 1e-40: 1/std = 1e20, whose square (the backward's s^2 step) overflows
+    float32, and times a 0 gave NaN for the whole row; PyTorch's float32 gradients are ~7e19."""
+    x = rand((4, 4), 130)
+    x[1] = 0.5  # row 1 constant
+    tensors, _ = check_against_torch(lambda x, g, b: x.layernorm(g, b, eps=1e-40),
+                                     lambda x, g, b: F.layer_norm(x, (4,), g, b, 1e-40),
+                                     [x, rand((4,), 131), rand((4,), 132)])
+    assert np.isfinite(to_numpy(tensors[0].grad)).all()
+
+
+def test_a_constant_channel_under_a_subnormal_eps_has_finite_batchnorm_gradients() -> None:
+    """BatchNorm's coefficient scale * invstd * dL/dgamma: scale * invstd = gamma / eps overflows
+    float32 for eps = 1e-40 while dL/dgamma is 0 (x-hat is 0), so the channel's dL/dx was NaN.
+    It is gamma / sqrt(eps) * (g - mean(g)). PyTorch is no reference here: its CPU batch_norm
+    gives such a channel output 0, not beta, for any eps under ~1e-38, in float64 too."""
+    x, gamma, beta, g = rand((4, 4), 130), rand((4,), 131), rand((4,), 132), rand((4, 4), 133)
+    x[:, 2] = 0.5  # channel 2 constant
+    xt = Tensor(x)
+    out = xt.batchnorm(Tensor(gamma), Tensor(beta), training=True, eps=1e-40)
+    out.backward(g)
+    assert np.allclose(to_numpy(out)[:, 2], beta[2]), to_numpy(out)
+    want = gamma[2].astype(np.float64) / np.sqrt(1e-40) * (g[:, 2] - g[:, 2].astype(np.float64).mean())
+    np.testing.assert_allclose(to_numpy(xt.grad)[:, 2], want, rtol=1e-4)
+
+
 def test_layernorm_row_with_a_tiny_spread() -> None:
     """A draw `nox -s soak` found: a row of three values near -1.7 whose spread is 1/280 of its
     mean. dL/dx reaches ~250 there, and PyTorch's float32 answer is 1.2e-4 (relative) off the

@@ -198,7 +198,8 @@ class BatchNorm(NumpyOp):
         if not self.saved_are_scratch:  # called by hand: the engine's backward reads xc later
             xc = xc.copy()
         n = xc.shape[0]
-        coef = scale * invstd * ggamma * (-1.0 / n)
+        coef = scale * (invstd * ggamma) * (-1.0 / n)  # scale * invstd overflows for a constant
+        # channel under a subnormal eps, where ggamma is 0: 0 * inf would be NaN
         const = (scale * gbeta * (-1.0 / n) - _times_finite(shift, coef)).astype(g2.dtype)
         xw, sw, kw, cw = wide(xc, scale, coef, const)
         gw = g2.reshape(xw.shape)

@@ -112,11 +112,11 @@ def _normalize(xc: np.ndarray, var: np.ndarray, out: np.ndarray, gam: np.ndarray
     return var
 
 
-def _block_backward(g: np.ndarray, xc: np.ndarray, s: np.ndarray, s2: np.ndarray, gam: np.ndarray,
-                    gam_c: np.ndarray, part: np.ndarray, dx: np.ndarray, gsums: list[np.ndarray]) -> None:
+def _block_backward(g: np.ndarray, xc: np.ndarray, s: np.ndarray, gam: np.ndarray, gam_c: np.ndarray,
+                    part: np.ndarray, dx: np.ndarray, gsums: list[np.ndarray]) -> None:
     """dL/dx of a block of rows into `dx` (which may be `xc` itself: xc's last read comes first),
     adding the block's dL/dgamma and, where gsums has two, dL/dbeta to `gsums`; `part` is scratch,
-    s2 the rows' s ** 2, gam_c gamma * -1/C (the gemvs take the -1/C the terms need)."""
+    gam_c gamma * -1/C (the gemvs take the -1/C the terms need)."""
     np.multiply(g, xc, out=part)  # g * xc
     gsums[0] += s @ part
     if len(gsums) > 1:
@@ -124,7 +124,8 @@ def _block_backward(g: np.ndarray, xc: np.ndarray, s: np.ndarray, s2: np.ndarray
     cb = part @ gam_c  # per row: -sum of g * gamma * xc / C ...
     db = g @ gam_c  # ... and -sum of g * gamma / C
     db *= s
-    cb *= s2  # s^2 then s: s^3 itself overflows float32 where eps is under ~1e-26, and 0 * inf is NaN
+    cb *= s  # s three times, not s^3 or s^2: for a constant row s = 1/sqrt(eps), and s^3 overflows
+    cb *= s  # float32 where eps is under ~1e-26 (s^2 under ~2.9e-39), and then 0 * inf is NaN
     cb *= s
     gemm.fill_rows(cb, part)
     part *= xc  # c * xc: the last read of x - mean
@@ -178,10 +179,10 @@ class LayerNorm(NumpyOp):
         gsums = [np.zeros(C, g2.dtype) for _ in range(2 if self.has_beta else 1)]
         per = rows_per_block(xc, 2)
         scratch = np.empty((min(per, xc.shape[0]), C), g2.dtype)
-        s2, gam_c = invstd * invstd, gam * (-1.0 / C)  # once for all blocks
+        gam_c = gam * (-1.0 / C)  # once for all blocks
         for rows in row_blocks(xc, per):
             part = scratch[: rows.stop - rows.start]
-            _block_backward(g2[rows], xc[rows], invstd[rows], s2[rows], gam, gam_c, part, dx[rows], gsums)
+            _block_backward(g2[rows], xc[rows], invstd[rows], gam, gam_c, part, dx[rows], gsums)
         if C == 1:  # x-hat is 0: dL/dx = s * (g * gamma - mean(g * gamma)), exactly 0 (NaN where g
             u = g2 * gam  # is not finite) as in PyTorch; the sum above rounds s * g * gamma twice
             np.multiply(u - u, invstd[:, None], out=dx)
