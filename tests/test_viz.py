@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,59 @@ def test_the_rnn_with_copies_renders(tmp_path: Path) -> None:
     topgrad.viz.to_dot(loss, tmp_path / "rnn.svg", names=names)
     svg = (tmp_path / "rnn.svg").read_text(encoding="utf-8")
     assert svg.count("used 30 times") == 90  # W, U and b, 30 copies each
+
+
+# ---- an op's output many ops use ----------------------------------------------------------------
+def _rnn_with_wt(steps: int) -> tuple[Tensor, Tensor]:
+    """An RNN's loss after `steps` steps and its `Wt = W.T`, computed once and used at every step."""
+    w = Tensor.randn(8, 8, seed=0)
+    wt = w.T
+    h = Tensor.zeros(2, 8, requires_grad=False)
+    for t in range(steps):
+        h = (Tensor.randn(2, 8, seed=10 + t, requires_grad=False) + h.linear(wt)).tanh()
+    return h.sum(), wt
+
+
+def test_an_op_output_used_at_every_step_gets_a_dashed_copy_per_use() -> None:
+    """Only leaves were copied, so an RNN's `Wt = W.T` (a Permute) was one box with an edge to
+    every step: at 50 steps `dot` ran past its 60 s limit and no picture came. Each use now gets
+    a dashed copy titled with the op's %i; the box itself stays, with the edge from W into it."""
+    loss, wt = _rnn_with_wt(5)
+    dot = topgrad.viz.to_dot(loss, names={"Wt": wt})
+    g = loss.graph({"Wt": wt})
+    node = next(n for n in g.nodes if n.name == "Wt")
+    assert node.op == "Permute" and topgrad.viz.SHARED_USES < 5
+    assert _edges_from(dot, f"n{node.index}") == [f"n{node.index}u{i}" for i in range(5)], \
+        "no edge from the box itself, one from each copy"
+    copy_lines = [line for line in dot.splitlines() if re.match(rf"\s*n{node.index}u\d+ \[", line)]
+    assert len(copy_lines) == 5
+    assert all("dashed" in line and f"%{node.index} Permute Wt\\n(8, 8)\\nused 5 times" in line
+               for line in copy_lines), copy_lines
+    assert f"n{node.index}" in _node_ids(dot), "the op is still drawn once, where it is computed"
+    box = re.search(rf"^\s*n{node.index} \[.*$", dot, flags=re.M)
+    assert box and "used 5 times" in box.group() and "dashed" not in box.group(), box
+    assert re.findall(rf"^\s*n(\d+) -> n{node.index};", dot, flags=re.M) == [node.parents[0][1:]]
+    consumers = {f"n{n.index}" for n in g.nodes if f"%{node.index}" in n.parents}
+    assert {m for m in re.findall(rf"^\s*n{node.index}u\d+ -> (n\d+)", dot, flags=re.M)} == consumers
+    assert len([line for line in dot.splitlines() if "->" in line]) == sum(
+        len([p for p in n.parents if p != "None"]) for n in g)
+
+
+def test_the_old_name_of_the_limit_still_reads_it() -> None:
+    """SHARED_LEAF_USES, its name when only leaves were copied, still reads the limit."""
+    assert topgrad.viz.SHARED_LEAF_USES == topgrad.viz.SHARED_USES == 3
+
+
+@needs_dot
+def test_a_200_step_rnn_with_w_t_renders(tmp_path: Path) -> None:
+    """The RNN with `W.T` at 200 steps, drawn to SVG: `dot` gave up on 50 steps before the copies
+    (a warning and no picture); with them it draws in about a second. Not timed: a warning fails."""
+    loss, wt = _rnn_with_wt(200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = topgrad.viz.write(topgrad.viz.to_dot(loss, names={"Wt": wt}), tmp_path / "rnn.svg")
+    assert out == tmp_path / "rnn.svg"
+    assert out.read_text(encoding="utf-8").count("used 200 times") == 201  # the box and 200 copies
 
 
 def test_dot_runs_under_a_time_limit_and_leaves_the_dot_text_when_it_passes(

@@ -3,10 +3,13 @@
 Leaves are grey ellipses, ops are boxes showing the output shape and what the op saved for
 backward, each titled with its `%i` as graph()'s text numbers it (a save reads `(%3 out)`); edges
 run from inputs to the op that consumed them, numbered by argument position.
-A leaf used by more than `SHARED_LEAF_USES` ops (an RNN's weight, used at every step) is drawn as
-one dashed copy next to each use, noting how often it is used: Graphviz's layout of dozens of long
-edges from one node took minutes. Rendering SVG/PNG/PDF needs the `dot` program (Graphviz); without
-it, or when it runs past `DOT_TIMEOUT_S` seconds, the DOT text is written instead, with a warning.
+A tensor used by more than `SHARED_USES` ops (an RNN's weight, used at every step, or its `W.T`
+computed once and used at every step) gets one dashed copy next to each use, noting how often it is
+used, in place of an edge from its node: Graphviz's layout of dozens of long edges from one node
+took minutes. A shared leaf is drawn only as these copies; a shared op's box is still drawn once,
+where it is computed, with its inputs' edges, and reads `used N times`. Rendering SVG/PNG/PDF
+needs the `dot` program (Graphviz); without it, or when it runs past `DOT_TIMEOUT_S` seconds, the
+DOT text is written instead, with a warning.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ if TYPE_CHECKING:
 
 _PICTURES = {".svg", ".png", ".pdf", ".jpg", ".jpeg", ".gif"}
 _TEXT = {".dot", ".gv", ".txt", ""}  # DOT text is written under these as it is
-SHARED_LEAF_USES = 3  # a leaf with more consumers than this is drawn once per use
+SHARED_USES = 3  # a tensor with more consumers than this gets a dashed copy at each use
+SHARED_LEAF_USES = SHARED_USES  # its name when only leaves were copied
 DOT_TIMEOUT_S = 60.0  # seconds `dot` may take to draw a picture before to_dot gives up on it
 
 
@@ -58,7 +62,7 @@ def graph_to_dot(g: Graph, *, show_saved: bool = True, rankdir: str = "TB") -> s
     ]
     last = g.nodes[-1].index if g.nodes else -1
     uses = Counter(int(p[1:]) for n in g.nodes for p in n.parents if p.startswith("%"))
-    copied = {n.index: n for n in g.nodes if n.op is None and uses[n.index] > SHARED_LEAF_USES}
+    copied = {n.index: n for n in g.nodes if uses[n.index] > SHARED_USES}
     for n in g.nodes:
         if n.op is None:
             if n.index not in copied:  # a shared leaf is drawn at each edge below
@@ -66,6 +70,8 @@ def graph_to_dot(g: Graph, *, show_saved: bool = True, rankdir: str = "TB") -> s
             continue
         title = f"%{n.index} <b>{_html(n.op)}</b>" + (f" {_html(n.name)}" if n.name else "")
         rows = [title, _html(_shape_text(n.shape))]
+        if n.index in copied:  # its consumers get dashed copies below, not edges from this box
+            rows.append(f'<font point-size="8">used {uses[n.index]} times</font>')
         if n.attrs:
             rows.append(f'<font point-size="8">kept: {_html(format_attrs(n.attrs))}</font>')
         if show_saved and n.saved:
@@ -85,10 +91,12 @@ def graph_to_dot(g: Graph, *, show_saved: bool = True, rankdir: str = "TB") -> s
         for position, parent in enumerate(n.parents):
             edge_label = f' [label="{position}"]' if many else ""
             if parent.startswith("%") and int(parent[1:]) in copied:
-                leaf = copied[int(parent[1:])]
-                copy = f"n{leaf.index}u{copies[leaf.index]}"
-                copies[leaf.index] += 1
-                lines.append(f"  {copy} [{_leaf_attrs(leaf, uses[leaf.index])}];")
+                shared = copied[int(parent[1:])]
+                copy = f"n{shared.index}u{copies[shared.index]}"
+                copies[shared.index] += 1
+                attrs = (_leaf_attrs(shared, uses[shared.index]) if shared.op is None
+                         else _op_copy_attrs(shared, uses[shared.index]))
+                lines.append(f"  {copy} [{attrs}];")
                 lines.append(f"  {copy} -> n{n.index}{edge_label};")
             elif parent.startswith("%"):
                 lines.append(f"  n{parent[1:]} -> n{n.index}{edge_label};")
@@ -109,6 +117,14 @@ def _leaf_attrs(n: Node, uses: int = 0) -> str:
         label += f"\\nused {uses} times"
     style = "filled,dashed" if uses else "filled"
     return f'shape=ellipse, style="{style}", fillcolor="#e8e8e8", label="{label}"'
+
+
+def _op_copy_attrs(n: Node, uses: int) -> str:
+    """DOT attributes of one dashed copy of op `n`'s output, drawn at a consumer in place of a long
+    edge from its box: `%i Op name`, shape and how many ops use it, as a leaf's copy reads."""
+    title = f"%{n.index} {_escape(n.op or '')}" + (f" {_escape(n.name)}" if n.name else "")
+    label = f"{title}\\n{_shape_text(n.shape)}\\nused {uses} times"
+    return f'shape=box, style="rounded,filled,dashed", fillcolor="#d8e8ff", label="{label}"'
 
 
 def write(dot_text: str, path: str | Path) -> Path:
