@@ -1054,8 +1054,8 @@ def test_the_pytest_suite_without_pytest_says_what_to_install(monkeypatch: pytes
     for module in [m for m in sys.modules if m.startswith("topgrad.testing.")]:
         monkeypatch.delitem(sys.modules, module)  # imported by earlier tests: import them afresh
     monkeypatch.setitem(sys.modules, "pytest", None)  # `import pytest` now raises ModuleNotFoundError
-    with pytest.raises(ModuleNotFoundError, match=r"needs pytest: pip install 'topgrad-core\[testing\]'; "
-                       r"`python -m topgrad.testing NAME` runs"):
+    with pytest.raises(ModuleNotFoundError, match=r"needs pytest: pip install pytest \(topgrad-core's "
+                       r"\[testing\] extra\); `python -m topgrad.testing NAME` runs"):
         kit.BackendConformance  # noqa: B018 - the attribute's import is the point
 
 

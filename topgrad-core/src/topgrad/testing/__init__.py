@@ -1,6 +1,6 @@
 """The conformance kit: checks a backend's ops, helpers and optimizers against a float64 numpy reference.
 
-Three ways to run it (numpy is needed only then: ``pip install 'topgrad-core[testing]'``):
+Three ways to run it (numpy is needed only then: ``pip install numpy``, topgrad-core's ``[testing]``):
 
 - ``python -m topgrad.testing NAME`` prints a table and exits 0 only when every check passes;
 - ``pytest --pyargs topgrad.testing --topgrad-backend NAME`` runs the same checks under pytest;
@@ -27,11 +27,12 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-NEEDS_NUMPY = "the conformance kit needs numpy: pip install 'topgrad-core[testing]'"
+NEEDS_NUMPY = "the conformance kit needs numpy: pip install numpy (topgrad-core's [testing] extra)"
 """What to say where the kit runs without numpy (its references are numpy)."""
 
-NEEDS_PYTEST = ("topgrad.testing.BackendConformance is a pytest suite and needs pytest: pip install "
-                "'topgrad-core[testing]'; `python -m topgrad.testing NAME` runs the same checks without it")
+NEEDS_PYTEST = ("topgrad.testing.BackendConformance is a pytest suite and needs pytest: pip install pytest "
+                "(topgrad-core's [testing] extra); `python -m topgrad.testing NAME` runs the same checks "
+                "without it")
 """What to say where the pytest suite is asked for without pytest installed."""
 
 

@@ -21,9 +21,9 @@ from topgrad.pooling import pool_geometry
 try:
     import numpy as np
 except ImportError as exc:  # pragma: no cover - exercised in a venv without numpy
-    raise ImportError(
-        "the topgrad conformance kit needs numpy: pip install 'topgrad-core[testing]'"
-    ) from exc
+    from topgrad.testing import NEEDS_NUMPY
+
+    raise ImportError(NEEDS_NUMPY) from exc
 
 
 @dataclass(frozen=True)
