@@ -17,8 +17,8 @@ import torch.nn.functional as nnf
 from topgrad import Tensor
 
 OPS = ("Add", "Mul", "Div", "Sum", "Mean", "Max", "ReLU", "Exp", "Log", "Sqrt", "Abs", "Tanh", "Sigmoid",
-       "LogSoftmax", "Linear", "Reshape", "Permute", "Slice", "Concat", "Conv2d", "MaxPool2d", "BatchNorm",
-       "LayerNorm", "Attention")
+       "LogSoftmax", "Softmax", "Linear", "Reshape", "Permute", "Slice", "Concat", "Conv2d", "MaxPool2d",
+       "BatchNorm", "LayerNorm", "Attention")
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,9 @@ def build(name: str, dims: Dims, seed: int = 0) -> OpCase:
     if name == "LogSoftmax":  # the logits of a batch
         a = _rand(r, s.b, s.classes) * 5
         return _case(name, [a], lambda x: x.logsoftmax(-1), [a], lambda x: nnf.log_softmax(x, -1), r)
+    if name == "Softmax":  # the class probabilities of a batch, as a prediction reports them
+        a = _rand(r, s.b, s.classes) * 5
+        return _case(name, [a], lambda x: x.softmax(-1), [a], lambda x: nnf.softmax(x, -1), r)
     if name == "Linear":  # the first layer of the MLP
         x, w, bias = _rand(r, s.b, s.din), _rand(r, s.din, s.dout) * 0.05, _rand(r, s.dout)
         return _case(name, [x, w, bias], lambda x, w, b: x.linear(w, b),
