@@ -4,7 +4,10 @@ no_grad, the release of saved arrays, and the forms `backward(grad)` accepts.
 
 from __future__ import annotations
 
+import contextlib
+import operator
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -1312,6 +1315,40 @@ def test_in_place_update_of_a_leaf_that_requires_grad_outside_no_grad_is_refused
     assert_close(w.grad, np.full(2, 2.0, np.float32), "through h += 1")
     with pytest.raises(ValueError, match="cannot broadcast"), topgrad.no_grad():
         w += Tensor(rand((3, 2), 43))
+
+
+@pytest.mark.parametrize("how", ["-=", "*="])
+@pytest.mark.parametrize("alias", ["row", "iterated", "T", "reshape", "permute", "flatten", "detach"])
+@pytest.mark.parametrize("graph", [False, True], ids=["no_grad", "recording"])
+def test_in_place_update_of_what_pytorch_makes_a_view_is_refused(alias: str, how: str, graph: bool) -> None:
+    """`for row in W: row *= s` (a max-norm step), `d = w.detach(); d *= decay`, `wt = w.T; wt -= 1`:
+    PyTorch writes through to w; Topgrad gave the alias new values of its own and left w as it was,
+    with no word. Now refused, in both grad modes, with the way to write it; w is unchanged."""
+    w = Tensor(rand((2, 3), 50))
+    before = w.numpy()
+    make = {"row": lambda: w[0], "iterated": lambda: next(iter(w)), "T": lambda: w.T,
+            "reshape": lambda: w.reshape(6), "permute": lambda: w.permute(1, 0),
+            "flatten": lambda: w.flatten(0), "detach": lambda: w.detach()}[alias]
+    with contextlib.nullcontext() if graph else topgrad.no_grad():
+        view = make()
+        with pytest.raises(RuntimeError, match=rf"Tensor {re.escape(how)}: this tensor was made by "
+                           r"x\[\.\.\.\], x\.T, reshape, permute or detach\(\), a view of x in PyTorch"):
+            {"-=": operator.isub, "*=": operator.imul}[how](view, 2.0)
+    np.testing.assert_array_equal(w.numpy(), before)
+
+
+def test_in_place_outside_no_grad_keeps_the_shape_and_dtype_or_is_refused(backend_name: str) -> None:
+    """Outside no_grad `x += y` on a non-leaf builds x + y; it broadcast a (3,) total to (2, 3)
+    (a loss summed without its mean then seeded ones in backward) and turned float64 into float32,
+    where PyTorch refuses the shape and keeps the dtype. The no_grad path already refused."""
+    total = Tensor(0.0, requires_grad=False)
+    with pytest.raises(ValueError, match=r"Tensor \+=: the result is float32 of shape \(3,\), the tensor "
+                       r"float32 of shape \(\) \(an in-place update keeps both"):
+        total += Tensor(rand((3,), 51)) * 2.0
+    if backend_name == "numpy":
+        wide = Tensor(rand((3,), 52), dtype="float64") * 1.0
+        with pytest.raises(ValueError, match=r"the result is float32 of shape \(3,\), the tensor float64"):
+            wide += Tensor(rand((3,), 53))
 
 
 # ---- small conveniences ----------------------------------------------------------------------

@@ -114,7 +114,10 @@ def test_int_of_a_one_element_tensor_truncates_as_in_pytorch() -> None:
      ("relu_", r"x.relu_\(\) works in place; Topgrad has no in-place ops: x = x.relu\(\) makes a new tensor"),
      ("exp_", r"x = x.exp\(\)"),
      ("add_", r"x.add_\(y\) works in place; Topgrad writes x \+= y .*topgrad.no_grad\(\)"),
-     ("mul_", r"x \*= y")],
+     ("mul_", r"x \*= y"),
+     ("clamp_", r"x.clamp_\(\) works in place; Topgrad has no in-place ops, and PyTorch's x.clamp is a "
+                r"composition"),  # a name with a hint but no method: the hint, not a bare error
+     ("pow_", r"x.pow is x \*\* n")],
 )
 def test_pytorch_method_names_get_the_topgrad_spelling(name: str, match: str) -> None:
     with pytest.raises(AttributeError, match=match):

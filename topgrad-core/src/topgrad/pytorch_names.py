@@ -180,6 +180,9 @@ def hint(name: str, has: Callable[[str], bool] = lambda name: False) -> str | No
     if name.endswith("_") and not name.startswith("_") and has(name[:-1]):
         return (f"PyTorch's x.{name}() works in place; Topgrad has no in-place ops: "
                 f"x = x.{name[:-1]}() makes a new tensor")
+    if name.endswith("_") and not name.startswith("_") and name[:-1] in INSTEAD:  # clamp_, pow_
+        return (f"PyTorch's x.{name}() works in place; Topgrad has no in-place ops, and PyTorch's "
+                f"x.{name[:-1]} is {INSTEAD[name[:-1]]}")
     return None
 
 

@@ -32,7 +32,7 @@ from topgrad.errors import qualified_name, type_name
 from topgrad.indexing import basic_index
 from topgrad.joining import joined_shape, normal_axis, one_shape, tensor_list
 from topgrad.pooling import pool_geometry, refuse_pool_options
-from topgrad.versions import _updates, _Writes, mark_grad_written, refuse_overwritten
+from topgrad.versions import _updates, _Writes, is_view, mark_grad_written, mark_view, refuse_overwritten
 
 if TYPE_CHECKING:
     from topgrad.op import Op
@@ -295,7 +295,7 @@ class Tensor:
 
     def detach(self) -> Tensor:
         """A constant sharing this tensor's data, outside the graph (as `torch.Tensor.detach`)."""
-        return Tensor._from_array(self.data, None, requires_grad=False)
+        return mark_view(Tensor._from_array(self.data, None, requires_grad=False))
 
     @property
     def size(self) -> int:
@@ -400,7 +400,7 @@ class Tensor:
         """`x[1]`, `x[:, 2:5]`, `x[..., None]`: basic indexing as in PyTorch (ints, slices with a
         positive step, None, ...), as the Slice op; the result is dense (a view where the picked
         elements are one dense block, a copy elsewhere), and its gradient flows back into them."""
-        return _ops().Slice.apply(self, index=basic_index(index, self.shape))
+        return mark_view(_ops().Slice.apply(self, index=basic_index(index, self.shape)))
 
     def __getattr__(self, name: str) -> Any:
         """Asked only for a missing attribute: the error names the Topgrad way to do what a
@@ -504,7 +504,8 @@ class Tensor:
 
     # In-place updates (`w -= lr * w.grad`), as in PyTorch: under no_grad they replace the data of
     # this very tensor (a leaf keeps its identity, .grad and requires_grad); elsewhere a leaf that
-    # requires grad refuses, and any other tensor gets the out-of-place result (a new graph node).
+    # requires grad refuses, and any other tensor gets the out-of-place result (a new graph node)
+    # of its own shape and dtype. What PyTorch makes a view refuses: its update would write through.
     def __iadd__(self, other: Any) -> Tensor:
         return self._in_place("+=", operator.add, other)
 
@@ -521,6 +522,13 @@ class Tensor:
         return self._in_place("**=", operator.pow, n)
 
     def _in_place(self, how: str, op: Any, other: Any) -> Tensor:
+        if is_view(self):
+            raise RuntimeError(
+                f"Tensor {how}: this tensor was made by x[...], x.T, reshape, permute or detach(), a view "
+                f"of x in PyTorch, where an in-place update writes through to x; Topgrad's would give "
+                f"this tensor new values and leave x as it is. Update x itself (under no_grad: "
+                f"x {how} ..., or x.data = new values), or write y = y {how[:-1]} z for a new tensor"
+            )
         if not _grad_mode.enabled:
             dtype = dtype_name(self._data)
             if dtype == "float64" and dtype_name(other) == "float32":  # float32 would win the op, rounding
@@ -540,7 +548,13 @@ class Tensor:
                 f"recorded (as in PyTorch); update parameters under `with topgrad.no_grad():`, or "
                 f"write x = x {how[:-1]} y for a new tensor"
             )
-        return op(self, other)
+        result = op(self, other)
+        mine, got = dtype_name(self._data), dtype_name(result.data)
+        if tuple(result.shape) != self.shape or got != mine:
+            raise ValueError(f"Tensor {how}: the result is {got} of shape {result.shape}, the tensor {mine} "
+                             f"of shape {self.shape} (an in-place update keeps both, as PyTorch's); write "
+                             f"x = x {how[:-1]} y for a new tensor")
+        return result
 
     def __matmul__(self, w: Tensor) -> Tensor:
         try:
@@ -648,7 +662,7 @@ class Tensor:
     @pytorch_names.keywords
     def reshape(self, *shape: int) -> Tensor:
         """The same values in `shape` (one -1 is inferred), as torch.reshape."""
-        return _ops().Reshape.apply(self, shape=arguments.sizes("reshape", shape))
+        return mark_view(_ops().Reshape.apply(self, shape=arguments.sizes("reshape", shape)))
 
     @pytorch_names.keywords
     def flatten(self, start: int = 1) -> Tensor:
@@ -660,7 +674,7 @@ class Tensor:
     @pytorch_names.keywords
     def permute(self, *axes: int) -> Tensor:
         """The axes reordered, as torch.permute (negative axes count from the end); the result is dense."""
-        return _ops().Permute.apply(self, axes=arguments.permutation(axes, self.shape))
+        return mark_view(_ops().Permute.apply(self, axes=arguments.permutation(axes, self.shape)))
 
     @property
     def T(self) -> Tensor:

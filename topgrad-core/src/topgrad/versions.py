@@ -1,5 +1,6 @@
 """The update clock: counts in-place writes (optimizer steps, adds into a `.grad`) so that backward
-refuses an op whose saved input was overwritten after its forward, as PyTorch's version counters do."""
+refuses an op whose saved input was overwritten after its forward, as PyTorch's version counters do;
+and the tensors PyTorch would make views, whose in-place operators Topgrad refuses."""
 
 from __future__ import annotations
 
@@ -36,6 +37,22 @@ def _new_clock_lock() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_clock_lock)
+
+
+_views: weakref.WeakSet[Tensor] = weakref.WeakSet()
+
+
+def mark_view(t: Tensor) -> Tensor:
+    """`t`, remembered as what PyTorch makes a view of another tensor (x[i], x.T, x.reshape(...),
+    x.permute(...), x.detach()): an in-place operator there writes through to that tensor in
+    PyTorch, and Topgrad's, which give `t` new values of its own, would silently not."""
+    _views.add(t)
+    return t
+
+
+def is_view(t: Tensor) -> bool:
+    """Whether `t` was made as PyTorch makes a view (`mark_view`)."""
+    return t in _views
 
 
 def mark_updated(t: Tensor) -> None:
