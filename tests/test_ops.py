@@ -221,6 +221,18 @@ def test_other_powers_are_refused(n: object) -> None:
         Tensor(rand((2,), 0)) ** Tensor(rand((2,), 1))
 
 
+def test_the_refused_powers_recipes_give_pytorchs_powers() -> None:
+    """`(var + eps) ** -0.5`, a hand-written norm's line, was refused with no way round; the message
+    now gives one for each kind of power, and each matches PyTorch's."""
+    with pytest.raises(TypeError, match=r"write x \*\* -0\.5 as 1 / x\.sqrt\(\), x \*\* -n as 1 / x \*\* n, "
+                       r"and x \*\* p for x > 0 as \(x\.log\(\) \* p\)\.exp\(\)"):
+        Tensor(rand((2,), 0)) ** -0.5
+    x = np.abs(rand((3, 4), 70)) + 0.5
+    for top, ref in [(lambda t: 1 / t.sqrt(), lambda t: t**-0.5), (lambda t: 1 / t**2, lambda t: t**-2),
+                     (lambda t: (t.log() * 1.5).exp(), lambda t: t**1.5)]:
+        check_against_torch(top, ref, [x])
+
+
 # ---- Div, Exp and Log (ops beyond the contract's table) -----------------------------------------
 def _divisors(shape: tuple[int, ...], seed: int) -> np.ndarray:
     """Either sign, |d| >= 0.5: away from 0, where float32 and float64 quotients part."""
@@ -2395,8 +2407,10 @@ def test_batchnorm_takes_the_statistics_by_keyword() -> None:
     beta, and wrote the statistics into the weights."""
     x, w, b = Tensor(rand((4, 3), 3)), Tensor.ones(3), Tensor.zeros(3)
     rm, rv = Tensor(np.zeros(3), requires_grad=False), Tensor(np.ones(3), requires_grad=False)
-    with pytest.raises(TypeError, match="positional argument"):
-        x.batchnorm(rm, rv, w, b, True, 0.1, 1e-5)  # type: ignore[misc]
+    with pytest.raises(TypeError, match=r"batchnorm takes gamma and beta positionally, then keywords only; 7 "
+                       r"were given\. F\.batch_norm\(x, running_mean, .*\) is x\.batchnorm\(weight, bias, "
+                       r"running_mean=\.\.\., running_var=\.\.\., training=\.\.\."):
+        x.batchnorm(rm, rv, w, b, True, 0.1, 1e-5)
     np.testing.assert_array_equal(w.numpy(), np.ones(3))
 
 

@@ -489,7 +489,8 @@ class Tensor:
             shown = repr(n) if number else type(n).__name__
             raise TypeError(
                 f"Tensor ** {shown}: the exponent must be a whole number >= 1 (x ** 3 is x * x * x) "
-                "or 0.5 (x.sqrt()); other powers are not an op of the table"
+                "or 0.5 (x.sqrt()); other powers are not an op of the table: write x ** -0.5 as "
+                "1 / x.sqrt(), x ** -n as 1 / x ** n, and x ** p for x > 0 as (x.log() * p).exp()"
             )
         if k == 1:
             return self * 1.0  # a new tensor, as in PyTorch
@@ -710,7 +711,7 @@ class Tensor:
         self,
         gamma: Tensor,
         beta: Tensor,
-        *,  # F.batch_norm's order (x, running_mean, running_var, weight, bias, ...) differs
+        *positional: Any,  # F.batch_norm's order (x, running_mean, running_var, weight, bias, ...) differs
         running_mean: Tensor | None = None,
         running_var: Tensor | None = None,
         training: bool = True,
@@ -720,6 +721,13 @@ class Tensor:
         """Batch normalization over every axis but the last (NHWC's channels). The statistics and
         options are keyword-only: `F.batch_norm(x, running_mean, running_var, weight, bias, ...)`
         ported positionally would train the statistics and write them into gamma and beta."""
+        if positional:
+            raise TypeError(
+                f"batchnorm takes gamma and beta positionally, then keywords only; {2 + len(positional)} "
+                "were given. F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, "
+                "eps) is x.batchnorm(weight, bias, running_mean=..., running_var=..., training=..., "
+                "momentum=..., eps=...)"
+            )
         training = arguments.batchnorm_settings("BatchNorm", running_mean, running_var, training,
                                                 momentum, eps)
         gamma, beta = arguments.affine("BatchNorm", gamma, beta, Tensor)
