@@ -42,6 +42,35 @@ def test_the_formula_recipes_give_pytorchs_values() -> None:
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_the_recipes_for_norm_logsumexp_masks_chunks_and_bmm_give_pytorchs_values_and_gradients() -> None:
+    """Each hint added for a common name a port meets (x.norm, x.logsumexp, x.masked_fill, x.chunk,
+    torch.where, torch.bmm), written as its message says, against PyTorch: values and gradients."""
+    a, b, mask = rand((3, 4), 2), rand((3, 4), 3), rand((3, 4), 4) > 0
+    w3 = rand((3, 4, 2), 5)
+
+    def top(x: Tensor, y: Tensor, w: Tensor) -> list[Tensor]:
+        m = Tensor(x.numpy().max(1, keepdims=True), requires_grad=False)
+        keep = Tensor(mask.astype(np.float32), requires_grad=False)
+        return [(x * x).sum().sqrt(), (x * x).sum(1).sqrt(), m + (x - m).exp().sum(1, keepdims=True).log(),
+                x + Tensor(np.where(mask, -np.inf, 0.0), requires_grad=False), x[..., :2], x[..., 2:],
+                x * keep + y * (1.0 - keep), topgrad.stack([x[i][None] @ w[i] for i in range(len(x))])]
+
+    def ref(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> list[torch.Tensor]:
+        m = torch.tensor(mask)
+        return [x.norm(), x.norm(dim=1), x.logsumexp(1, keepdim=True), x.masked_fill(m, -torch.inf),
+                *x.chunk(2, dim=-1), torch.where(m, x, y), torch.bmm(x[:, None], w)]
+
+    tops = [Tensor(v) for v in (a, b, w3)]
+    refs = [torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (a, b, w3)]
+    for got, want in zip(top(*tops), ref(*refs), strict=True):
+        finite = torch.isfinite(want)
+        np.testing.assert_allclose(got.numpy(), want.detach().numpy(), rtol=1e-5, atol=1e-6)
+        (got * Tensor(finite.numpy().astype(np.float32), requires_grad=False)).sum().backward()
+        want[finite].sum().backward()
+    for t, r in zip(tops, refs, strict=True):
+        np.testing.assert_allclose(t.grad, r.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("call", "match"),
     [(lambda x: x.sum(dim=1), r"Tensor.sum\(\) got an unexpected .* 'dim': Topgrad writes axis="),

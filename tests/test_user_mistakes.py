@@ -342,7 +342,7 @@ def test_no_grad_on_a_generator_runs_each_step_without_grad_as_torch_does() -> N
 @pytest.mark.parametrize(
     ("name", "match"),
     [("randn", r"Tensor.randn\(\*shape, seed=n\)"),
-     ("zeros_like", r"Tensor.zeros\(\*x.shape\)"),
+     ("zeros_like", r"Tensor.zeros\(\*x.shape, requires_grad=False\)"),
      ("nn", "no module system.*topgrad_examples.loss has cross_entropy"),
      ("enable_grad", "the default: outside `with topgrad.no_grad\\(\\):`"),
      ("log_softmax", r"x.logsoftmax\(axis\)"),
