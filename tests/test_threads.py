@@ -99,8 +99,42 @@ def test_a_profile_started_during_another_threads_backward_times_it_from_zero() 
     assert_close(x.grad, np.full(3, 2.0), "the gradient through the held op")
 
 
+@pytest.mark.parametrize(("size", "start"), [(8, None), (1024, "zeros")])
+def test_two_threads_backward_through_one_shared_leaf_add_both_gradients(
+    fast_switching: None, size: int, start: str | None, backend_name: str,
+) -> None:
+    """Data-parallel threads over one model: each runs backward on its own forward through a shared
+    w. Both could see w.grad None and one store won, or numpy's in-place adds into one .grad (which
+    drop the GIL) overlapped: 6-38 rounds in 1000 lost a gradient. PyTorch locks its accumulation;
+    so does the engine now. The race is the engine's: run on numpy, whose add shows it in seconds."""
+    if backend_name != "numpy":
+        pytest.skip("a thousand rounds of a 1024-wide product: the numpy backend's test")
+    w = Tensor(np.ones((size, size), np.float32))
+    xs = [Tensor(np.full((4, size), k + 1.0, np.float32), requires_grad=False) for k in range(2)]
+    barrier, rounds, wrong = threading.Barrier(3), 1000, []
+
+    def worker(k: int) -> None:
+        for _ in range(rounds):
+            barrier.wait()
+            (xs[k] @ w).sum().backward()
+            barrier.wait()
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for _ in range(rounds):
+        w.grad = None if start is None else np.zeros((size, size), np.float32)
+        barrier.wait()
+        barrier.wait()
+        if not np.all(w.grad == 12.0):  # 4 * 1 + 4 * 2
+            wrong.append(np.unique(w.grad).tolist())
+    for t in threads:
+        t.join()
+    assert not wrong, f"{len(wrong)} of {rounds} rounds lost a gradient: {wrong[:3]}"
+
+
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
-@pytest.mark.parametrize("lock", ["registry", "update clock"])
+@pytest.mark.parametrize("lock", ["registry", "update clock", "leaf gradients"])
 def test_a_forked_child_does_not_inherit_a_lock_another_thread_holds(lock: str) -> None:
     """A fork while another thread held the registry's lock or the update clock's left it held in
     the child, where that thread does not exist: the child's first backend lookup or optimizer
@@ -111,7 +145,8 @@ def test_a_forked_child_does_not_inherit_a_lock_another_thread_holds(lock: str) 
     from topgrad import registry, versions
 
     def held() -> threading.Lock:
-        return registry._lock if lock == "registry" else versions._updates.lock
+        return {"registry": registry._lock, "update clock": versions._updates.lock,
+                "leaf gradients": versions._updates.grad_lock}[lock]
 
     taken, release = threading.Event(), threading.Event()
 

@@ -770,7 +770,8 @@ class Tensor:
         backend = registry.get_backend()
         grad = _seed(self, grad, backend)
         if self._op is None:
-            self._grad = backend.copy(grad) if self._grad is None else _add_in(self, grad, backend)
+            with _updates.grad_lock:
+                self._grad = backend.copy(grad) if self._grad is None else _add_in(self, grad, backend)
             return
         add_gradients = backend.add_gradients
         order = _toposort(self._op)
@@ -787,10 +788,11 @@ class Tensor:
             if isinstance(node, Tensor):  # a leaf: its gradient is complete, keep it
                 if g.dtype != node._data.dtype:  # in the leaf's dtype, as in PyTorch (mixed operands)
                     g = backend.asarray(g, dtype=dtype_name(node._data))
-                if node._grad is None:
-                    node._grad = _own(backend, g, memory_in_use)
-                else:
-                    node._grad = _add_in(node, g, backend, writes)
+                with _updates.grad_lock:  # another thread's backward may reach this leaf too
+                    if node._grad is None:
+                        node._grad = _own(backend, g, memory_in_use)
+                    else:
+                        node._grad = _add_in(node, g, backend, writes)
                 for obs in _op.Op._observers:  # anomaly mode: a sum of finite gradients may overflow
                     obs.after_leaf_gradient(node, node._grad)
                 continue

@@ -25,14 +25,17 @@ class _UpdateClock:
         self.leaves: weakref.WeakSet[Tensor] = weakref.WeakSet()  # stepped leaves: a saved view matches
         self.grads: weakref.WeakKeyDictionary[Tensor, int] = weakref.WeakKeyDictionary()  # .grads written
         self.lock = threading.Lock()  # threads train at once: a set being added to cannot be iterated
+        # held while backward stores a leaf's gradient: two threads' backwards through one shared
+        # parameter would both see .grad None, or overlap in numpy's in-place add (which drops the GIL)
+        self.grad_lock = threading.Lock()
 
 
 _updates = _UpdateClock()
 
 
 def _new_clock_lock() -> None:
-    """A forked child starts with a new lock: one another thread held at the fork stays held."""
-    _updates.lock = threading.Lock()
+    """A forked child starts with new locks: one another thread held at the fork stays held."""
+    _updates.lock, _updates.grad_lock = threading.Lock(), threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
