@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 import weakref
 from collections.abc import Iterator
 from typing import Any, TextIO
@@ -44,28 +45,33 @@ class Tracer(Observer):
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream
         self.count = 0
+        self._numbering = threading.Lock()  # ops in several threads: each line its own number
         # id(op) -> (a weak reference to it, its forward line); by id, as the engine keys ops: a user's
         # Op may be unhashable (a @dataclass), and the entry goes with the op
         self.forward_lines: dict[int, tuple[weakref.ref[Op], int]] = {}
 
-    def _write(self, line: str) -> None:
-        self.count += 1
-        print(f"[topgrad {self.count:>6}] {line}", file=self.stream or sys.stderr)
+    def _write(self, line: str) -> int:
+        """Print `line` numbered; returns its number (another thread may write the next one)."""
+        with self._numbering:
+            self.count += 1
+            number = self.count
+        print(f"[topgrad {number:>6}] {line}", file=self.stream or sys.stderr)
+        return number
 
     def after_forward(
         self, op: Op, args: tuple[Any, ...], params: dict[str, Any], result: Any, seconds: float
     ) -> None:
         """Write the forward line: op, input and output shapes, parameters, time."""
         key, lines = id(op), self.forward_lines
-        lines[key] = (weakref.ref(op, lambda _: lines.pop(key, None)), self.count + 1)
         extra = " ".join(
             f"{k}={index_text(v) if is_index(v) else v}" for k, v in params.items()
             if isinstance(v, (bool, int, float, str, tuple))
         )
-        self._write(
+        number = self._write(
             f"{type(op).__name__:<12} forward  {_shapes(args)} -> {_shapes((result,))}"
             f"{'  ' + extra if extra else ''}  {seconds * 1e3:.3f} ms"
         )
+        lines[key] = (weakref.ref(op, lambda _: lines.pop(key, None)), number)
 
     def after_backward(self, op: Op, grad: Any, grads: tuple[Any, ...], seconds: float) -> None:
         """Write the backward line: op, incoming and returned gradients' shapes, time, its forward line."""
