@@ -379,11 +379,15 @@ def build(fn, types=None, **consts):
     for wide in (False, True) if "WIDE" in fn.arg_names else (None,):  # int32 and int64 offsets
         given = consts if wide is None else {**consts, "WIDE": wide}
         sig = {n: "constexpr" if n in given else (types or {}).get(n, kind(n)) for n in fn.arg_names}
-        triton.compile(ASTSource(fn, sig, given), target=GPUTarget("cuda", int(sys.argv[1]), 32))
+        kernel = triton.compile(ASTSource(fn, sig, given), target=GPUTarget("cuda", int(sys.argv[1]), 32))
+    return kernel
 BINARY = (ew.ADD, ew.SUB, ew.MUL, ew.DIV, ew.RELU_GRAD, ew.NEG_MUL, ew.TANH_GRAD, ew.SIGMOID_GRAD, ew.EQUAL,
           ew.SQRT_GRAD, ew.ABS_GRAD)
 for op in range(ew.ABS_GRAD + 1):
-    build(ew._elementwise_kernel, OP=op, A_MODE=2, B_MODE=1 if op in BINARY else 0, BLOCK=1024)
+    kernel = build(ew._elementwise_kernel, OP=op, A_MODE=2, B_MODE=1 if op in BINARY else 0, BLOCK=1024)
+    if op in (ew.DIV, ew.SQRT, ew.SQRT_GRAD):  # correctly rounded, as PyTorch's; the approximations
+        ptx = kernel.asm["ptx"]  # are off by 2 ulp (div.full) or flush a subnormal to 0 (sqrt.approx.ftz)
+        assert "div.full" not in ptx and "sqrt.approx" not in ptx, f"elementwise op {op}: an approximation"
 build(ew._elementwise_kernel, OP=0, A_MODE=0, B_MODE=2, BLOCK=1024)
 build(ew._store_strided_kernel, BLOCK=1024)
 build(fill._fill_kernel, BLOCK=1024)

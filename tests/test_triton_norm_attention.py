@@ -285,14 +285,17 @@ def build(fn, **consts):
     for wide in (False, True) if "WIDE" in fn.arg_names else (None,):  # int32 and int64 offsets
         given = consts if wide is None else {**consts, "WIDE": wide}
         sig = {n: "constexpr" if n in given else kind(n) for n in fn.arg_names}
-        triton.compile(ASTSource(fn, sig, given), target=GPUTarget("cuda", int(sys.argv[1]), 32))
+        kernel = triton.compile(ASTSource(fn, sig, given), target=GPUTarget("cuda", int(sys.argv[1]), 32))
+    return kernel
+def exact_sqrt(kernel, name):  # sqrt.approx.ftz flushes a subnormal var + eps to 0: NaN for a constant row
+    assert "sqrt.approx" not in kernel.asm["ptx"], f"{name}: an approximate square root"
 flags = dict(BLOCK_M=64, BLOCK_C=32)
-build(N.ln_fwd_kernel, HAS_W=True, HAS_B=False, B=None, BLOCK_M=4, BLOCK_N=1024)
+exact_sqrt(build(N.ln_fwd_kernel, HAS_W=True, HAS_B=False, B=None, BLOCK_M=4, BLOCK_N=1024), "ln_fwd")
 build(N.ln_bwd_kernel, HAS_W=True, BLOCK_M=4, BLOCK_N=1024)
 build(N.sum_rows_kernel, BLOCK_R=16, BLOCK_C=128)
 build(N.bn_partial_stats_kernel, **flags)
-build(N.bn_finalize_stats_kernel, HAS_RM=True, HAS_RV=True, BLOCK_R=16, BLOCK_C=128)
-build(N.rstd_kernel, BLOCK_C=1024)
+exact_sqrt(build(N.bn_finalize_stats_kernel, HAS_RM=True, HAS_RV=True, BLOCK_R=16, BLOCK_C=128), "bn_final")
+exact_sqrt(build(N.rstd_kernel, BLOCK_C=1024), "rstd")
 build(N.bn_apply_kernel, HAS_W=True, HAS_B=True, **flags)
 build(N.bn_partial_grad_kernel, **flags)
 build(N.bn_bwd_dx_kernel, TRAINING=True, HAS_W=True, **flags)

@@ -81,12 +81,12 @@ def _elementwise_kernel(
         y = a - b
     elif OP == 2:
         y = a * b
-    elif OP == 3:
-        y = a / b
+    elif OP == 3:  # _rn: correctly rounded, as PyTorch's; `/` is div.full.f32 (2 ulp) on a GPU
+        y = tl.div_rn(a, b)
     elif OP == 4:
         y = a
-    elif OP == 5:
-        y = tl.sqrt(a)
+    elif OP == 5:  # _rn: tl.sqrt is sqrt.approx.ftz on a GPU, which flushes a subnormal x to 0
+        y = tl.sqrt_rn(a)
     elif OP == 6:
         y = tl.where(a < 0.0, 0.0, a)  # NaN passes through, as in torch.relu
     elif OP == 7:  # RELU_GRAD: a is the upstream gradient, b the forward input or output (same signs)
@@ -112,7 +112,7 @@ def _elementwise_kernel(
     elif OP == 15:  # EQUAL: 1 where a == b, else 0 (Max's mask of the elements that reached the maximum)
         y = tl.where(a == b, 1.0, 0.0)
     elif OP == 16:  # SQRT_GRAD: a is the upstream gradient, b the output y: a / (2 y), inf at y = 0 (torch)
-        y = a / (2.0 * b)
+        y = tl.div_rn(a, 2.0 * b)
     elif OP == 17:
         y = tl.abs(a)
     else:  # ABS_GRAD: a is the upstream gradient, b the input x: a sign(x), 0 at x = 0 and at NaN as in torch

@@ -40,7 +40,9 @@ def ln_fwd_kernel(X, Y, W, B, MEAN, RSTD, M, N, sxm, sxn, eps,
     shift = tl.sum(xc, axis=1) / N
     xc = tl.where(mask, xc - shift[:, None], 0.0)
     mean = mean + shift
-    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / N + eps)
+    # sqrt_rn, here and in BatchNorm's: tl.sqrt is sqrt.approx.ftz on a GPU, and flushes a
+    # subnormal var + eps (eps = 1e-40, a constant row) to 0, making 0 * inf = NaN
+    rstd = 1.0 / tl.sqrt_rn(tl.sum(xc * xc, axis=1) / N + eps)
     y = xc * rstd[:, None]
     if HAS_W:
         y = y * tl.load(W + cols, mask=cmask, other=0.0)[None, :]
@@ -170,7 +172,7 @@ def bn_finalize_stats_kernel(PART, MEAN, RSTD, RM, RV, RM_OUT, RV_OUT, M, C, R, 
         acc += tl.where(mask, m2 + n[:, None] * d * d, 0.0)
     m2 = tl.sum(acc, axis=0)
     tl.store(MEAN + cols, mean, mask=cmask)
-    tl.store(RSTD + cols, 1.0 / tl.sqrt(m2 / M + eps), mask=cmask)
+    tl.store(RSTD + cols, 1.0 / tl.sqrt_rn(m2 / M + eps), mask=cmask)
     if HAS_RM:
         rm = tl.load(RM + cols, mask=cmask, other=0.0)
         tl.store(RM_OUT + cols, (1.0 - momentum) * rm + momentum * mean, mask=cmask)
@@ -185,7 +187,7 @@ def rstd_kernel(VAR, RSTD, C, eps, BLOCK_C: tl.constexpr):
     cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = cols < C
     var = tl.load(VAR + cols, mask=cmask, other=0.0)
-    tl.store(RSTD + cols, 1.0 / tl.sqrt(var + eps), mask=cmask)
+    tl.store(RSTD + cols, 1.0 / tl.sqrt_rn(var + eps), mask=cmask)
 
 
 @triton.jit
