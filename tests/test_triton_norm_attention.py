@@ -261,6 +261,16 @@ def test_attention_shape_error_names_op() -> None:
         Attention().forward(randn(2, 4, 8), randn(2, 4, 7), randn(2, 4, 7))
 
 
+@pytest.mark.parametrize(("d", "dv"), [(513, 8), (8, 600)])
+def test_attention_wider_than_the_kernels_take_is_refused_naming_the_limit(d: int, dv: int) -> None:
+    """Rows of more than 512 features need more GPU shared memory than an H100 has (the kernels
+    hold whole rows): the launch failed with Triton's OutOfResources, on a GPU only. Refused in
+    the interpreter too, before any kernel, with the way round."""
+    with pytest.raises(ValueError, match=rf"Attention: the triton backend takes rows of at most 512 "
+                                         rf"features .*q and k have {d}, v {dv}\. The op is single-head"):
+        Attention().forward(randn(1, 2, d), randn(1, 3, d), randn(1, 3, dv))
+
+
 def test_ops_are_guarded() -> None:
     for cls in (BatchNorm, LayerNorm, Attention):
         assert getattr(cls.forward, "_guarded", False) and getattr(cls.backward, "_guarded", False)
@@ -281,11 +291,12 @@ def kind(name):
     if name in ("eps", "momentum", "scale"):
         return "fp32"
     return "*fp32" if name.isupper() and name not in INTS else "i32"
-def build(fn, **consts):
+def build(fn, options=None, **consts):
     for wide in (False, True) if "WIDE" in fn.arg_names else (None,):  # int32 and int64 offsets
         given = consts if wide is None else {**consts, "WIDE": wide}
         sig = {n: "constexpr" if n in given else kind(n) for n in fn.arg_names}
-        kernel = triton.compile(ASTSource(fn, sig, given), target=GPUTarget("cuda", int(sys.argv[1]), 32))
+        kernel = triton.compile(ASTSource(fn, sig, given), target=GPUTarget("cuda", int(sys.argv[1]), 32),
+                                options=options)
     return kernel
 def exact_sqrt(kernel, name):  # sqrt.approx.ftz flushes a subnormal var + eps to 0: NaN for a constant row
     assert "sqrt.approx" not in kernel.asm["ptx"], f"{name}: an approximate square root"
@@ -304,6 +315,13 @@ build(A.attn_fwd_kernel, **attn)
 build(A.attn_bwd_delta_kernel, **attn)
 build(A.attn_bwd_dkdv_kernel, **attn)
 build(A.attn_bwd_dq_kernel, **attn)
+for width in (256, 512):  # the blocks the launchers pick must fit an A100's 167 KB of shared memory
+    for fn, backward in ((A.attn_fwd_kernel, False), (A.attn_bwd_delta_kernel, True),
+                         (A.attn_bwd_dkdv_kernel, True), (A.attn_bwd_dq_kernel, True)):
+        bm, bn, launch = A._blocks(width, width, backward)
+        kernel = build(fn, dict(launch), CAUSAL=False, PRECISION="ieee", BLOCK_M=bm, BLOCK_N=bn,
+                       BLOCK_D=width, BLOCK_DV=width)
+        assert kernel.metadata.shared <= 166912, (fn.__name__, width, kernel.metadata.shared)
 """
 
 

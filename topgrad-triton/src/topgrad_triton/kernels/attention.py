@@ -247,15 +247,34 @@ def _width(d: int) -> int:
     return max(16, triton.next_power_of_2(d))
 
 
-def _blocks(D: int, DV: int, backward: bool) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps) for query/key width D and value width DV; under tests'
-    `runtime.many_blocks`, tl.dot's smallest (twice that for the forward's rows, as on a GPU)."""
+MAX_WIDTH = 512
+"""The widest q, k or v rows the kernels take: each program holds blocks of whole rows in shared
+memory, and past 512 features backward needs more than an H100's 232 KB even at 16x16 blocks."""
+
+
+def _blocks(D: int, DV: int, backward: bool) -> tuple[int, int, dict[str, int]]:
+    """(BLOCK_M, BLOCK_N, launch options) for query/key width D and value width DV; under
+    tests' `runtime.many_blocks`, tl.dot's smallest (twice that for the forward's rows, as on a
+    GPU). Wide rows get smaller blocks and one pipeline stage so that shared memory fits an A100's
+    167 KB (compiled for sm_90: 135 KB at width 256 with 32x32, 132 KB at 512 with 16x16)."""
+    if D > MAX_WIDTH or DV > MAX_WIDTH:
+        raise ValueError(f"Attention: the triton backend takes rows of at most {MAX_WIDTH} features (its "
+                         f"kernels hold whole rows in GPU shared memory); q and k have {D}, v {DV}. The op "
+                         "is single-head: split the features into heads of at most 512 (reshape and "
+                         "permute them into the batch), or use the numpy backend")
     if runtime.in_many_blocks():
         side = runtime.dot_block()
-        return (side, side, 4) if backward else (2 * side, side, 4)
-    if interpreting() or max(_width(D), _width(DV)) <= 64:
-        return 64, 64, 4
-    return (32, 32, 4) if backward else (64, 32, 4)
+        return (side, side, _WARPS) if backward else (2 * side, side, _WARPS)
+    width = max(_width(D), _width(DV))
+    if interpreting() or width <= 64:
+        return 64, 64, _WARPS
+    if width <= 128:
+        return (32, 32, _WARPS) if backward else (64, 32, _WARPS)
+    return (32, 32, _WIDE_ROWS) if width <= 256 else (16, 16, _WIDE_ROWS)
+
+
+_WARPS = {"num_warps": 4}  # and Triton's default pipeline depth
+_WIDE_ROWS = {"num_warps": 4, "num_stages": 1}  # one stage: no second copy of the blocks in flight
 
 
 def _scale(D: int) -> float:
@@ -280,12 +299,12 @@ def attention_forward(q: Any, k: Any, v: Any, causal: bool) -> tuple[Any, Any]:
     o, stats = q.new_empty((B, T, DV)), q.new_empty((2, B, T))
     if B == 0 or T == 0:
         return o, stats
-    bm, bn, warps = _blocks(D, DV, backward=False)
+    bm, bn, launch = _blocks(D, DV, backward=False)
     with runtime.quiet():  # padded lanes meet keys of -inf in the data: 0 * -inf there, unread
         attn_fwd_kernel[grid(T, bm, B)](
             q, k, v, o, stats[0], stats[1], T, S, D, DV, _scale(D), *_strides(q, k, v),
             CAUSAL=bool(causal), PRECISION=get_precision(), BLOCK_M=bm, BLOCK_N=bn,
-            BLOCK_D=_width(D), BLOCK_DV=_width(DV), WIDE=needs_int64(q, k, v, o), num_warps=warps,
+            BLOCK_D=_width(D), BLOCK_DV=_width(DV), WIDE=needs_int64(q, k, v, o), **launch,
         )
     return o, stats
 
@@ -299,7 +318,7 @@ def attention_backward(
     dq, dk, dv = q.new_empty((B, T, D)), k.new_empty((B, S, D)), v.new_empty((B, S, DV))
     if B == 0:
         return dq, dk, dv
-    bm, bn, warps = _blocks(D, DV, backward=True)
+    bm, bn, launch = _blocks(D, DV, backward=True)
     widths = {"BLOCK_D": _width(D), "BLOCK_DV": _width(DV), "WIDE": needs_int64(q, k, v, do, dq, dk, dv)}
     scale, precision = _scale(D), get_precision()
     delta = q.new_empty((B, T))
@@ -308,17 +327,15 @@ def attention_backward(
         if T:
             attn_bwd_delta_kernel[grid(T, bm, B)](
                 q, k, v, do, stats[0], stats[1], delta, T, S, D, DV, scale, *strides,
-                CAUSAL=bool(causal), PRECISION=precision, BLOCK_M=bm, BLOCK_N=bn, **widths,
-                num_warps=warps,
+                CAUSAL=bool(causal), PRECISION=precision, BLOCK_M=bm, BLOCK_N=bn, **widths, **launch,
             )
         attn_bwd_dkdv_kernel[grid(S, bn, B)](
             q, k, v, do, stats[0], stats[1], delta, dk, dv, T, S, D, DV, scale, *strides,
-            CAUSAL=bool(causal), PRECISION=precision, BLOCK_M=bm, BLOCK_N=bn, **widths, num_warps=warps,
+            CAUSAL=bool(causal), PRECISION=precision, BLOCK_M=bm, BLOCK_N=bn, **widths, **launch,
         )
         if T:
             attn_bwd_dq_kernel[grid(T, bm, B)](
                 q, k, v, do, stats[0], stats[1], delta, dq, T, S, D, DV, scale, *strides,
-                CAUSAL=bool(causal), PRECISION=precision, BLOCK_M=bm, BLOCK_N=bn, **widths,
-                num_warps=warps,
+                CAUSAL=bool(causal), PRECISION=precision, BLOCK_M=bm, BLOCK_N=bn, **widths, **launch,
             )
     return dq, dk, dv
