@@ -261,6 +261,15 @@ def test_attention_shape_error_names_op() -> None:
         Attention().forward(randn(2, 4, 8), randn(2, 4, 7), randn(2, 4, 7))
 
 
+def test_layernorm_over_rows_longer_than_a_triton_block_is_refused_naming_the_limit() -> None:
+    """A row of 2**21 features failed inside Triton ("numel (2097152) exceeds triton maximum tensor
+    numel"), blaming no op: LayerNorm keeps a row in one block. Refused before any kernel."""
+    n = 2**20 + 1
+    with pytest.raises(ValueError, match=r"^LayerNorm: the triton backend normalizes rows of at most 1048576 "
+                                         r"features .*this one has 1048577\. Use the numpy backend"):
+        LayerNorm().forward(randn(2, n), randn(n), randn(n))
+
+
 @pytest.mark.parametrize(("d", "dv"), [(513, 8), (8, 600)])
 def test_attention_wider_than_the_kernels_take_is_refused_naming_the_limit(d: int, dv: int) -> None:
     """Rows of more than 512 features need more GPU shared memory than an H100 has (the kernels

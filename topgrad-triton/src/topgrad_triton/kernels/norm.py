@@ -289,8 +289,16 @@ def _many_plan(M: int, block_c: int) -> _Plan:
     return _Plan(block_m=block_m, block_c=block_c, chunk=chunk, parts=triton.cdiv(max(M, 1), chunk), warps=1)
 
 
+MAX_ROW = 2**20
+"""The longest row LayerNorm's kernels take: a row is one block, and Triton's blocks hold at
+most 2**20 elements (a longer one failed inside Triton, "numel exceeds triton maximum")."""
+
+
 def _row_plan(M: int, N: int) -> _Plan:
     """LayerNorm: tiles of whole rows."""
+    if N > MAX_ROW:
+        raise ValueError(f"LayerNorm: the triton backend normalizes rows of at most {MAX_ROW} features "
+                         f"(a row is one block of its kernels); this one has {N}. Use the numpy backend")
     if in_many_blocks():
         return _many_plan(M, triton.next_power_of_2(N))
     if interpreting():
