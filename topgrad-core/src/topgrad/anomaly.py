@@ -310,7 +310,6 @@ class AnomalyDetector(Observer):
                 name, "backward", built_at or None, stack,
             )
 
-
     def after_leaf_gradient(self, leaf: Any, grad: Any) -> None:
         """AnomalyError if a leaf's complete gradient holds NaN/Inf though every gradient an op
         returned for it was checked: their sum (3e38 + 3e38) or the sum with an earlier `.grad` made
