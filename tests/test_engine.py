@@ -1343,7 +1343,8 @@ def test_in_place_outside_no_grad_keeps_the_shape_and_dtype_or_is_refused(backen
     where PyTorch refuses the shape and keeps the dtype. The no_grad path already refused."""
     total = Tensor(0.0, requires_grad=False)
     with pytest.raises(ValueError, match=r"Tensor \+=: the result is float32 of shape \(3,\), the tensor "
-                       r"float32 of shape \(\) \(an in-place update keeps both"):
+                       r"float32 of shape \(\) \(an in-place update cannot broadcast it, and keeps the "
+                       r"dtype"):
         total += Tensor(rand((3,), 51)) * 2.0
     if backend_name == "numpy":
         wide = Tensor(rand((3,), 52), dtype="float64") * 1.0

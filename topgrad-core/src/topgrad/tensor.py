@@ -530,32 +530,27 @@ class Tensor:
                 f"this tensor new values and leave x as it is. Update x itself (under no_grad: "
                 f"x {how} ..., or x.data = new values), or write y = y {how[:-1]} z for a new tensor"
             )
-        if not _grad_mode.enabled:
-            dtype = dtype_name(self._data)
-            if dtype == "float64" and dtype_name(other) == "float32":  # float32 would win the op, rounding
-                other = Tensor(other, dtype=dtype, requires_grad=False)  # w's values: PyTorch's stay exact
-            result = op(self, other)
-            if tuple(result.shape) != self.shape:
-                raise ValueError(f"Tensor {how}: the result's shape {result.shape} is not the tensor's "
-                                 f"{self.shape} (an in-place update cannot broadcast it)")
-            data = result.data
-            if dtype_name(data) != dtype:  # a float64 leaf stays float64, as in PyTorch
-                data = registry.backend_of(self._data).asarray(data, dtype=dtype)
-            self.data = data
-            return self
-        if self._op is None and self.requires_grad:
+        recording, dtype = _grad_mode.enabled, dtype_name(self._data)
+        if recording and self._op is None and self.requires_grad:
             raise RuntimeError(
                 f"Tensor {how}: a leaf that requires grad cannot be changed in place while the graph is "
                 f"recorded (as in PyTorch); update parameters under `with topgrad.no_grad():`, or "
                 f"write x = x {how[:-1]} y for a new tensor"
             )
+        if not recording and dtype == "float64" and dtype_name(other) == "float32":
+            other = Tensor(other, dtype=dtype, requires_grad=False)  # float32 would win the op, rounding w
         result = op(self, other)
-        mine, got = dtype_name(self._data), dtype_name(result.data)
-        if tuple(result.shape) != self.shape or got != mine:
-            raise ValueError(f"Tensor {how}: the result is {got} of shape {result.shape}, the tensor {mine} "
-                             f"of shape {self.shape} (an in-place update keeps both, as PyTorch's); write "
-                             f"x = x {how[:-1]} y for a new tensor")
-        return result
+        got = dtype_name(result.data)
+        if tuple(result.shape) != self.shape or (recording and got != dtype):
+            raise ValueError(f"Tensor {how}: the result is {got} of shape {result.shape}, the tensor {dtype} "
+                             f"of shape {self.shape} (an in-place update cannot broadcast it, and keeps the "
+                             f"dtype, as PyTorch's); write x = x {how[:-1]} y for a new tensor")
+        if recording:  # a new graph node, as x = x + y would be
+            return result
+        # under no_grad: this very tensor's data replaced; a float64 leaf stays float64, as in PyTorch
+        data = result.data
+        self.data = data if got == dtype else registry.backend_of(self._data).asarray(data, dtype=dtype)
+        return self
 
     def __matmul__(self, w: Tensor) -> Tensor:
         try:
