@@ -51,18 +51,11 @@ INSTEAD: dict[str, str] = {
     "norm": "(x * x).sum().sqrt() for the 2-norm ((x * x).sum(axis).sqrt() for one per row)",
     "masked_fill": "x + Tensor(np.where(mask, -np.inf, 0.0), requires_grad=False) for an additive "
                    "-inf mask (or topgrad.attention(q, k, v, causal=True) for a causal one)",
-    "chunk": "slices, x[..., :d], x[..., d:2 * d], ... (each a Slice op; the gradient flows back)",
-    "split": "slices, x[..., :d], x[..., d:2 * d], ... (each a Slice op; the gradient flows back)",
+
     "bmm": "not an op of the table: x @ w takes a 2-d w; a batch of products is one per item, "
            "topgrad.stack([x[i] @ w[i] for i in range(len(x))]), and attention's is topgrad.attention",
     "logsumexp": "m + (x - m).exp().sum(axis, keepdims=True).log() with m = Tensor(x.numpy().max(axis, "
                  "keepdims=True), requires_grad=False), a constant that keeps exp from overflowing",
-    "gt": "x.numpy() > y, a mask of the values (comparisons are not ops: no gradient flows through them)",
-    "lt": "x.numpy() < y, a mask of the values (comparisons are not ops: no gradient flows through them)",
-    "ge": "x.numpy() >= y, a mask of the values (comparisons are not ops: no gradient flows through them)",
-    "le": "x.numpy() <= y, a mask of the values (comparisons are not ops: no gradient flows through them)",
-    "eq": "x.numpy() == y, a mask of the values (comparisons are not ops: no gradient flows through them)",
-    "ne": "x.numpy() != y, a mask of the values (comparisons are not ops: no gradient flows through them)",
     "normal_": "w.data = Tensor.randn(*w.shape, seed=n).data (times a std under topgrad.no_grad()), or "
                "Tensor.He(*shape) for a new weight",
     "uniform_": "w.data = Tensor(np.random.default_rng(n).uniform(a, b, w.shape)).data, which keeps w the "
@@ -105,6 +98,12 @@ INSTEAD: dict[str, str] = {
               "not a (values, indices) pair); the indices are y.numpy().argmax(axis)",
     "indices": "y.numpy().argmax(axis) when x came from y.max(axis), which returns the values alone",
 }
+
+for _name in ("chunk", "split"):
+    INSTEAD[_name] = "slices, x[..., :d], x[..., d:2 * d], ... (each a Slice op; the gradient flows back)"
+for _name, _sign in (("gt", ">"), ("lt", "<"), ("ge", ">="), ("le", "<="), ("eq", "=="), ("ne", "!=")):
+    INSTEAD[_name] = (f"x.numpy() {_sign} y, a mask of the values (comparisons are not ops: no gradient "
+                      "flows through them)")
 
 OP_INSTEAD: dict[str, str] = {  # torch's grad_fn.<name> -> the Op's way
     "next_functions": "op.parents (per input: the Op that made it, the leaf Tensor, or the plain value)",
